@@ -1,0 +1,1 @@
+//! Shared helpers for bittern's criterion benches and the swarm benchmark.
