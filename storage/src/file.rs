@@ -1,0 +1,309 @@
+//! One open data file: its descriptor, an optional memory map, and
+//! positioned IO that never turns a short file into `SIGBUS`.
+//!
+//! # Memory-map safety
+//! Touching a mapped page past the end of the file raises `SIGBUS`, and so
+//! does a page whose disk block cannot be allocated on writeback. So:
+//! - a file opened for writing is first *reserved* with `fallocate` (blocks
+//!   allocated, length set); a full disk is then a typed
+//!   [`Error::DiskFull`] at reservation time. Where `fallocate` is not
+//!   supported the length is set with `set_len` and writes to that file go
+//!   through `pwrite` instead of the map, so `ENOSPC` stays an error;
+//! - a read-only file is mapped only if it is at least as long as the
+//!   layout says;
+//! - before **every** access through a map the file length is re-checked
+//!   with `fstat`, so a file truncated by someone else while we seed gives
+//!   [`Error::FileTooShort`], not a crash.
+//!
+//! Remaining race (documented, not closed): a truncation that lands between
+//! that `fstat` and the copy (or, for hashing, while a piece is being hashed
+//! straight from the map) can still raise `SIGBUS`. The window is one block
+//! copy or one piece hash. Copy-on-write filesystems (btrfs, zfs) may also
+//! fail writeback despite `fallocate`. Use [`Backend::PositionedIo`] where
+//! other processes may truncate the files.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use memmap2::{MmapOptions, MmapRaw};
+use sha1::{Digest, Sha1};
+
+use crate::error::{Error, Result};
+use crate::path::{open_under, Access};
+use crate::storage::Backend;
+
+/// Size of the scratch buffer used to hash through positioned reads: small
+/// enough to stay in L2 between the read and the hash.
+pub(crate) const CHUNK: usize = 64 * 1024;
+
+/// An open data file (see the module doc for the mapping rules).
+#[derive(Debug)]
+pub(crate) struct OpenFile {
+    file: File,
+    path: PathBuf,
+    writable: bool,
+    expected: u64,
+    /// Mapping of `expected` bytes, when the backend is mmap and mapping was safe.
+    map: Option<MmapRaw>,
+    /// Blocks for `expected` bytes are allocated (fallocate succeeded), so
+    /// writing through the map cannot hit ENOSPC at writeback.
+    reserved: bool,
+}
+
+impl OpenFile {
+    /// Opens `root/rel` (expected to be `expected` bytes long). Returns the
+    /// file and whether this call created it.
+    pub(crate) fn open(
+        root: &Path,
+        rel: &Path,
+        expected: u64,
+        access: Access,
+        backend: Backend,
+    ) -> Result<(OpenFile, bool)> {
+        let opened = open_under(root, rel, access)?;
+        let path = root.join(rel);
+        let mut of = OpenFile {
+            file: opened.file,
+            path,
+            writable: access == Access::Write,
+            expected,
+            map: None,
+            reserved: false,
+        };
+        if of.writable {
+            of.reserve()?;
+        }
+        if backend == Backend::Mmap && expected > 0 {
+            of.map = of.try_map()?;
+        }
+        Ok((of, opened.created))
+    }
+
+    fn fstat(&self) -> Result<libc::stat> {
+        // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: the descriptor is open for the lifetime of `self`; `st` is a valid out pointer.
+        if unsafe { libc::fstat(self.file.as_raw_fd(), &mut st) } != 0 {
+            return Err(Error::from_io(&self.path, io::Error::last_os_error()));
+        }
+        Ok(st)
+    }
+
+    /// Allocates disk blocks for the whole file so later writes cannot fail
+    /// for lack of space.
+    fn reserve(&mut self) -> Result<()> {
+        if self.expected == 0 {
+            self.reserved = true;
+            return Ok(());
+        }
+        let st = self.fstat()?;
+        let size = st.st_size as u64;
+        if size >= self.expected && (st.st_blocks as u64).saturating_mul(512) >= self.expected {
+            self.reserved = true;
+            return Ok(());
+        }
+        let len = libc::off_t::try_from(self.expected).map_err(|_| Error::TooLarge)?;
+        loop {
+            // SAFETY: the descriptor is open for writing; mode 0 only allocates
+            // and extends, never discards data.
+            let r = unsafe { libc::posix_fallocate(self.file.as_raw_fd(), 0, len) };
+            match r {
+                0 => {
+                    self.reserved = true;
+                    return Ok(());
+                }
+                libc::EINTR => continue,
+                libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL => {
+                    log::debug!(
+                        "fallocate unsupported for {}; using set_len",
+                        self.path.display()
+                    );
+                    if size < self.expected {
+                        self.file
+                            .set_len(self.expected)
+                            .map_err(|e| Error::from_io(&self.path, e))?;
+                    }
+                    return Ok(());
+                }
+                e => return Err(Error::from_io(&self.path, io::Error::from_raw_os_error(e))),
+            }
+        }
+    }
+
+    /// Maps the file when that is safe (see module doc); `None` otherwise.
+    fn try_map(&self) -> Result<Option<MmapRaw>> {
+        let Ok(len) = usize::try_from(self.expected) else {
+            return Ok(None);
+        };
+        if !self.writable && (self.fstat()?.st_size as u64) < self.expected {
+            // Shorter than the layout: never map it (reads go through the
+            // length check and fail with FileTooShort).
+            return Ok(None);
+        }
+        let mut opts = MmapOptions::new();
+        opts.len(len);
+        let r = if self.writable {
+            opts.map_raw(&self.file)
+        } else {
+            opts.map_raw_read_only(&self.file)
+        };
+        match r {
+            Ok(m) => Ok(Some(m)),
+            Err(e) => {
+                log::debug!(
+                    "mmap of {} failed ({e}); using positioned io",
+                    self.path.display()
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// True when opened read-write.
+    pub(crate) fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// True when this file is memory-mapped.
+    #[cfg(test)]
+    pub(crate) fn mapped(&self) -> bool {
+        self.map.is_some()
+    }
+
+    /// Fails with [`Error::FileTooShort`] unless the file is at least `end` bytes now.
+    fn check_len(&self, end: u64) -> Result<()> {
+        let actual = self.fstat()?.st_size as u64;
+        if actual < end {
+            return Err(Error::FileTooShort {
+                path: self.path.clone(),
+                expected: self.expected,
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    /// The map, if `offset..offset+len` lies inside it.
+    fn map_for(&self, offset: u64, len: usize) -> Option<&MmapRaw> {
+        let m = self.map.as_ref()?;
+        let end = offset.checked_add(len as u64)?;
+        (end <= m.len() as u64).then_some(m)
+    }
+
+    fn short_read(&self) -> Error {
+        match self.fstat() {
+            Ok(st) => Error::FileTooShort {
+                path: self.path.clone(),
+                expected: self.expected,
+                actual: st.st_size as u64,
+            },
+            Err(e) => e,
+        }
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset`.
+    pub(crate) fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        if let Some(m) = self.map_for(offset, buf.len()) {
+            self.check_len(offset + buf.len() as u64)?;
+            // SAFETY: the map covers `offset..offset+len` (map_for) and the
+            // file was at least that long an instant ago (check_len), so the
+            // pages are backed; see the module doc for the truncation race.
+            // `buf` is a distinct Rust allocation, so the ranges cannot
+            // overlap. A concurrent write to the same bytes by another thread
+            // is a benign race on shared file memory: the reader gets some
+            // interleaving of old and new bytes, which the piece hash catches.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    m.as_ptr().add(offset as usize),
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                );
+            }
+            return Ok(());
+        }
+        match self.file.read_exact_at(buf, offset) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(self.short_read()),
+            Err(e) => Err(Error::from_io(&self.path, e)),
+        }
+    }
+
+    /// Writes all of `data` at `offset`.
+    pub(crate) fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        debug_assert!(self.writable);
+        if self.reserved {
+            if let Some(m) = self.map_for(offset, data.len()) {
+                self.check_len(offset + data.len() as u64)?;
+                // SAFETY: the map is writable (opened read-write, map_raw),
+                // covers the range (map_for), the file is long enough
+                // (check_len) and its blocks are allocated (reserved), so no
+                // SIGBUS for size or space. `data` is a Rust allocation
+                // distinct from the map. Concurrent writers to the same range
+                // (duplicate endgame blocks) race benignly on file memory:
+                // the piece hash decides.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        data.as_ptr(),
+                        m.as_mut_ptr().add(offset as usize),
+                        data.len(),
+                    );
+                }
+                return Ok(());
+            }
+        }
+        self.file
+            .write_all_at(data, offset)
+            .map_err(|e| Error::from_io(&self.path, e))
+    }
+
+    /// Feeds bytes `offset..offset+len` to `hasher`, straight from the map
+    /// or through `scratch` (at least [`CHUNK`] bytes).
+    pub(crate) fn hash_range(
+        &self,
+        offset: u64,
+        len: u64,
+        hasher: &mut Sha1,
+        scratch: &mut [u8],
+    ) -> Result<()> {
+        let ulen = usize::try_from(len).map_err(|_| Error::TooLarge)?;
+        if let Some(m) = self.map_for(offset, ulen) {
+            self.check_len(offset + len)?;
+            // SAFETY: as in `read_at`: the range is mapped and backed by the
+            // file as of the length check. The slice lives only for this
+            // call. The engine hashes a piece only after all its blocks are
+            // written, so no thread writes these bytes meanwhile; another
+            // process writing them would only change the hash result.
+            let bytes =
+                unsafe { std::slice::from_raw_parts(m.as_ptr().add(offset as usize), ulen) };
+            hasher.update(bytes);
+            return Ok(());
+        }
+        let mut pos = offset;
+        let end = offset + len;
+        while pos < end {
+            let n = ((end - pos) as usize).min(scratch.len());
+            self.read_at(pos, &mut scratch[..n])?;
+            hasher.update(&scratch[..n]);
+            pos += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Makes bytes `offset..offset+len` durable.
+    pub(crate) fn sync_range(&self, offset: u64, len: u64) -> Result<()> {
+        if self.reserved {
+            if let Some(m) = self.map_for(offset, len as usize) {
+                // msync(MS_SYNC) of the range: on Linux a ranged fdatasync.
+                return m
+                    .flush_range(offset as usize, len as usize)
+                    .map_err(|e| Error::from_io(&self.path, e));
+            }
+        }
+        self.file
+            .sync_data()
+            .map_err(|e| Error::from_io(&self.path, e))
+    }
+}

@@ -1,0 +1,247 @@
+//! Opening files under the storage root without ever leaving it.
+//!
+//! Paths were checked by [`Layout::new`](crate::Layout::new) to be relative
+//! plain names. On top of that every directory below the root is entered with
+//! `openat(O_DIRECTORY | O_NOFOLLOW)` and the file itself is opened with
+//! `O_NOFOLLOW`, so a symbolic link anywhere below the root (planted before
+//! or during the download) is refused with [`Error::PathEscapes`] instead of
+//! being followed. Walking by directory descriptors also closes the
+//! check-then-open race a `canonicalize` + prefix test would have. The root
+//! itself is the user's choice and may be a symlink.
+
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// How a file is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Read only; missing directories or files are [`Error::FileMissing`].
+    Read,
+    /// Read and write; missing directories and the file are created.
+    Write,
+}
+
+/// A file opened under the root.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    pub file: File,
+    /// True when this call created the file (its directory entry is not yet durable).
+    pub created: bool,
+}
+
+fn cstr(name: &OsStr, full: &Path) -> Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| Error::PathEscapes {
+        path: full.to_path_buf(),
+    })
+}
+
+fn last_os_error() -> io::Error {
+    io::Error::last_os_error()
+}
+
+/// `openat` retrying on `EINTR`.
+fn openat(
+    dir: libc::c_int,
+    name: &CString,
+    flags: libc::c_int,
+    mode: libc::c_uint,
+) -> io::Result<OwnedFd> {
+    loop {
+        // SAFETY: `name` is a valid NUL-terminated string; `dir` is an open
+        // directory descriptor (or AT_FDCWD) owned by the caller for the call.
+        let fd = unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC, mode) };
+        if fd >= 0 {
+            // SAFETY: `fd` was just returned by openat and is owned by nobody else.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        let e = last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// True when `name` inside `dir` is a symbolic link.
+fn is_symlink_at(dir: libc::c_int, name: &CString) -> bool {
+    // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid dir fd, NUL-terminated name, `st` is a valid out pointer.
+    let r = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    r == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFLNK
+}
+
+/// Maps an `openat` failure on component `name` to a typed error.
+fn open_error(dir: libc::c_int, name: &CString, full: &Path, e: io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::ELOOP) | Some(libc::ENOTDIR) if is_symlink_at(dir, name) => Error::PathEscapes {
+            path: full.to_path_buf(),
+        },
+        _ => Error::from_io(full, e),
+    }
+}
+
+/// Opens the root directory (creating it when writing).
+fn open_root(root: &Path, access: Access) -> Result<OwnedFd> {
+    let c = CString::new(root.as_os_str().as_bytes()).map_err(|_| Error::PathEscapes {
+        path: root.to_path_buf(),
+    })?;
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+    match openat(libc::AT_FDCWD, &c, flags, 0) {
+        Ok(fd) => Ok(fd),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && access == Access::Write => {
+            std::fs::create_dir_all(root).map_err(|e| Error::from_io(root, e))?;
+            openat(libc::AT_FDCWD, &c, flags, 0).map_err(|e| Error::from_io(root, e))
+        }
+        Err(e) => Err(Error::from_io(root, e)),
+    }
+}
+
+/// Walks from `root` to the parent directory of `rel`, refusing symlinks,
+/// creating missing directories when writing. Returns the parent directory
+/// descriptor and the final name.
+fn walk_parent(root: &Path, rel: &Path, access: Access) -> Result<(OwnedFd, CString, PathBuf)> {
+    crate::layout::check_relative(rel)?;
+    let full = root.join(rel);
+    let mut dir = open_root(root, access)?;
+    let mut names: Vec<&OsStr> = rel
+        .components()
+        .map(|c| match c {
+            Component::Normal(n) => n,
+            // check_relative admitted only Normal components.
+            _ => OsStr::new(""),
+        })
+        .collect();
+    let Some(last) = names.pop() else {
+        return Err(Error::PathEscapes { path: full });
+    };
+    let dflags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+    for name in names {
+        let c = cstr(name, &full)?;
+        let next = match openat(dir.as_raw_fd(), &c, dflags, 0) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && access == Access::Write => {
+                // SAFETY: valid dir fd and NUL-terminated name.
+                let r = unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o755) };
+                if r != 0 {
+                    let e = last_os_error();
+                    if e.kind() != io::ErrorKind::AlreadyExists {
+                        return Err(Error::from_io(&full, e));
+                    }
+                }
+                openat(dir.as_raw_fd(), &c, dflags, 0)
+                    .map_err(|e| open_error(dir.as_raw_fd(), &c, &full, e))?
+            }
+            Err(e) => return Err(open_error(dir.as_raw_fd(), &c, &full, e)),
+        };
+        dir = next;
+    }
+    let c = cstr(last, &full)?;
+    Ok((dir, c, full))
+}
+
+/// Opens `root/rel` for `access` without following symlinks below `root`.
+///
+/// # Errors
+/// [`Error::FileMissing`] (read of a missing file), [`Error::PathEscapes`]
+/// (symlink on the way), [`Error::IsADirectory`], [`Error::NotARegularFile`],
+/// [`Error::PermissionDenied`], [`Error::DiskFull`], [`Error::Io`].
+pub(crate) fn open_under(root: &Path, rel: &Path, access: Access) -> Result<Opened> {
+    let (dir, name, full) = walk_parent(root, rel, access)?;
+    // O_NONBLOCK: opening a FIFO must not block; it has no effect on the
+    // regular files we accept below.
+    let base = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+    let (fd, created) = match access {
+        Access::Read => (
+            openat(dir.as_raw_fd(), &name, base | libc::O_RDONLY, 0)
+                .map_err(|e| open_error(dir.as_raw_fd(), &name, &full, e))?,
+            false,
+        ),
+        Access::Write => match openat(dir.as_raw_fd(), &name, base | libc::O_RDWR, 0) {
+            Ok(fd) => (fd, false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let flags = base | libc::O_RDWR | libc::O_CREAT | libc::O_EXCL;
+                match openat(dir.as_raw_fd(), &name, flags, 0o644) {
+                    Ok(fd) => (fd, true),
+                    // Another thread created it meanwhile.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
+                        openat(dir.as_raw_fd(), &name, base | libc::O_RDWR, 0)
+                            .map_err(|e| open_error(dir.as_raw_fd(), &name, &full, e))?,
+                        false,
+                    ),
+                    Err(e) => return Err(open_error(dir.as_raw_fd(), &name, &full, e)),
+                }
+            }
+            Err(e) => return Err(open_error(dir.as_raw_fd(), &name, &full, e)),
+        },
+    };
+    let file = File::from(fd);
+    let meta = file.metadata().map_err(|e| Error::from_io(&full, e))?;
+    if meta.is_dir() {
+        return Err(Error::IsADirectory { path: full });
+    }
+    if !meta.is_file() {
+        return Err(Error::NotARegularFile { path: full });
+    }
+    Ok(Opened { file, created })
+}
+
+/// `fstatat` of `root/rel` without following symlinks below root.
+/// `Ok(None)` when the file (or a parent directory) does not exist.
+#[allow(dead_code)] // used by resume (next commit)
+pub(crate) fn stat_under(root: &Path, rel: &Path) -> Result<Option<libc::stat>> {
+    let (dir, name, full) = match walk_parent(root, rel, Access::Read) {
+        Ok(x) => x,
+        Err(Error::FileMissing { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid dir fd, NUL-terminated name, `st` is a valid out pointer.
+    let r = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r != 0 {
+        let e = last_os_error();
+        if e.kind() == io::ErrorKind::NotFound {
+            return Ok(None);
+        }
+        return Err(Error::from_io(&full, e));
+    }
+    Ok(Some(st))
+}
+
+/// fsyncs every directory from `root` down to the parent of `rel`, making a
+/// newly created file's directory entries durable.
+pub(crate) fn sync_parents(root: &Path, rel: &Path) -> Result<()> {
+    let sync = |fd: &OwnedFd, p: &Path| -> Result<()> {
+        // SAFETY: fd is an open descriptor owned by the caller.
+        if unsafe { libc::fsync(fd.as_raw_fd()) } != 0 {
+            return Err(Error::from_io(p, last_os_error()));
+        }
+        Ok(())
+    };
+    let mut dir = open_root(root, Access::Read)?;
+    sync(&dir, root)?;
+    let mut names: Vec<&OsStr> = rel.components().map(|c| c.as_os_str()).collect();
+    names.pop();
+    let full = root.join(rel);
+    for name in names {
+        let c = cstr(name, &full)?;
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+        dir = openat(dir.as_raw_fd(), &c, flags, 0)
+            .map_err(|e| open_error(dir.as_raw_fd(), &c, &full, e))?;
+        sync(&dir, &full)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,541 @@
+//! [`Storage`]: block IO, piece hashing, verification and durability for
+//! one torrent, over a shared [`FilePool`].
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rayon::prelude::*;
+use sha1::{Digest, Sha1};
+
+use crate::error::{Error, Result};
+use crate::file::OpenFile;
+use crate::hash::{with_scratch, ZEROS};
+use crate::layout::Layout;
+use crate::path::{sync_parents, Access};
+use crate::pool::FilePool;
+
+/// How data files are accessed. Both give the same results; they differ in
+/// speed and in failure modes (see the crate doc for the measured choice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Backend {
+    /// Memory-mapped files (memmap2): blocks are copied straight between
+    /// the peer buffer and the page cache and pieces are hashed in place.
+    Mmap,
+    /// Positioned IO (`pread`/`pwrite`): one syscall per span, never `SIGBUS`.
+    #[default]
+    PositionedIo,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The data of one torrent on disk. `Send + Sync`: peer threads call it
+/// concurrently through an `Arc<Storage>`.
+///
+/// Files are opened through the session's [`FilePool`], created and
+/// reserved lazily on their first write. Padding files never touch the disk:
+/// writes to them are dropped and reads give zeros.
+#[derive(Debug)]
+pub struct Storage {
+    id: u64,
+    layout: Layout,
+    root: PathBuf,
+    pool: Arc<FilePool>,
+    backend: Backend,
+    /// Files created by this storage whose directory entries are not yet
+    /// fsynced (done by the next flush touching them).
+    unsynced_dirs: Mutex<HashSet<usize>>,
+}
+
+impl Storage {
+    /// A storage for `layout` with files joined under `root` (the engine
+    /// passes `save_dir` for single-file torrents, `save_dir/name` for
+    /// multi-file ones). Creates nothing on disk.
+    ///
+    /// # Errors
+    /// [`Error::NotARegularFile`] if `root` exists and is not a directory.
+    pub fn new(
+        layout: Layout,
+        root: PathBuf,
+        pool: Arc<FilePool>,
+        backend: Backend,
+    ) -> Result<Storage> {
+        if let Ok(meta) = std::fs::metadata(&root) {
+            if !meta.is_dir() {
+                return Err(Error::NotARegularFile { path: root });
+            }
+        }
+        Ok(Storage {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            layout,
+            root,
+            pool,
+            backend,
+            unsynced_dirs: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// The torrent geometry.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The directory files are joined under.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The access backend.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Absolute path of file `file` (for messages and stamps).
+    pub fn file_path(&self, file: usize) -> Option<PathBuf> {
+        self.layout
+            .files()
+            .get(file)
+            .map(|f| self.root.join(&f.path))
+    }
+
+    fn handle(&self, file: usize, access: Access) -> Result<Arc<OpenFile>> {
+        let spec = &self.layout.files()[file];
+        self.pool.get((self.id, file), access == Access::Write, || {
+            let (f, created) =
+                OpenFile::open(&self.root, &spec.path, spec.length, access, self.backend)?;
+            if created {
+                self.unsynced_dirs.lock().insert(file);
+            }
+            Ok(f)
+        })
+    }
+
+    /// Writes `data` at `offset` inside piece `piece`, across file
+    /// boundaries. The first write to a file creates it (and its parent
+    /// directories) and reserves its full length.
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`], [`Error::DiskFull`] (at reservation),
+    /// [`Error::PathEscapes`] (symlink under the root),
+    /// [`Error::PermissionDenied`], [`Error::IsADirectory`], [`Error::Io`].
+    /// Spans before the failing one may already be written.
+    pub fn write_block(&self, piece: usize, offset: u64, data: &[u8]) -> Result<()> {
+        for span in self
+            .layout
+            .checked_spans(piece, offset, data.len() as u64)?
+        {
+            if self.layout.files()[span.file].padding {
+                continue;
+            }
+            let start = (span.piece_offset - offset) as usize;
+            let chunk = &data[start..start + span.len as usize];
+            self.handle(span.file, Access::Write)?
+                .write_at(span.file_offset, chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Fills `buf` with the bytes at `offset` inside piece `piece`.
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`], [`Error::FileMissing`], [`Error::FileTooShort`]
+    /// (also when a file shrank under us), [`Error::PathEscapes`], [`Error::Io`].
+    pub fn read_block(&self, piece: usize, offset: u64, buf: &mut [u8]) -> Result<()> {
+        for span in self.layout.checked_spans(piece, offset, buf.len() as u64)? {
+            let start = (span.piece_offset - offset) as usize;
+            let chunk = &mut buf[start..start + span.len as usize];
+            if self.layout.files()[span.file].padding {
+                chunk.fill(0);
+                continue;
+            }
+            self.handle(span.file, Access::Read)?
+                .read_at(span.file_offset, chunk)?;
+        }
+        Ok(())
+    }
+
+    /// SHA-1 of piece `piece` as it is on disk (padding hashed as zeros).
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`] for a bad index; [`Error::FileMissing`] /
+    /// [`Error::FileTooShort`] when its data is not there; other IO errors.
+    pub fn hash_piece(&self, piece: usize) -> Result<[u8; 20]> {
+        let len = self.layout.piece_len(piece);
+        let spans = self.layout.checked_spans(piece, 0, len)?;
+        let mut hasher = Sha1::new();
+        with_scratch(|scratch| {
+            for span in spans {
+                if self.layout.files()[span.file].padding {
+                    let mut left = span.len;
+                    while left > 0 {
+                        let n = left.min(ZEROS.len() as u64);
+                        hasher.update(&ZEROS[..n as usize]);
+                        left -= n;
+                    }
+                    continue;
+                }
+                self.handle(span.file, Access::Read)?.hash_range(
+                    span.file_offset,
+                    span.len,
+                    &mut hasher,
+                    scratch,
+                )?;
+            }
+            Ok(())
+        })?;
+        Ok(hasher.finalize().into())
+    }
+
+    /// True when piece `piece` on disk matches its layout hash.
+    ///
+    /// # Errors
+    /// As [`Storage::hash_piece`].
+    pub fn check_piece(&self, piece: usize) -> Result<bool> {
+        Ok(self.hash_piece(piece)? == self.layout.piece_hash(piece))
+    }
+
+    /// Makes piece `piece` durable: `msync` (mmap) or `fdatasync` of every
+    /// file it touches, plus an `fsync` of the directories of files this
+    /// storage created. Record a piece as had only after this returns `Ok`.
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`], IO errors from the sync calls.
+    pub fn flush_piece(&self, piece: usize) -> Result<()> {
+        let len = self.layout.piece_len(piece);
+        for span in self.layout.checked_spans(piece, 0, len)? {
+            let spec = &self.layout.files()[span.file];
+            if spec.padding {
+                continue;
+            }
+            self.handle(span.file, Access::Read)?
+                .sync_range(span.file_offset, span.len)?;
+            let needs_dir = self.unsynced_dirs.lock().contains(&span.file);
+            if needs_dir {
+                sync_parents(&self.root, &spec.path)?;
+                self.unsynced_dirs.lock().remove(&span.file);
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates and reserves file `file` even if no block was written to it
+    /// (useful for zero-length files, which no piece touches).
+    ///
+    /// # Errors
+    /// As [`Storage::write_block`]; [`Error::OutOfRange`] for a bad index.
+    pub fn allocate_file(&self, file: usize) -> Result<()> {
+        let Some(spec) = self.layout.files().get(file) else {
+            return Err(Error::OutOfRange {
+                piece: 0,
+                offset: 0,
+                len: 0,
+            });
+        };
+        if !spec.padding {
+            self.handle(file, Access::Write)?;
+        }
+        Ok(())
+    }
+
+    /// Rechecks every piece in parallel on `pool`; see [`Storage::verify_pieces`].
+    ///
+    /// # Errors
+    /// As [`Storage::verify_pieces`].
+    pub fn verify_all(
+        &self,
+        pool: &rayon::ThreadPool,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<Vec<bool>> {
+        let all: Vec<usize> = (0..self.layout.piece_count()).collect();
+        self.verify_pieces(&all, pool, progress)
+    }
+
+    /// Rechecks `pieces` in parallel on `pool`. Returns one bool per entry of
+    /// `pieces` (same order): true when that piece matches its hash.
+    /// Missing or short files make their pieces `false`, not an error.
+    /// `progress(done, total)` is called after each piece, from pool threads.
+    /// Memory stays bounded: each worker hashes from the map or through one
+    /// 64 KiB buffer.
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`] for a bad index; other IO errors
+    /// (permission denied, a directory in a file's place, symlinks...).
+    pub fn verify_pieces(
+        &self,
+        pieces: &[usize],
+        pool: &rayon::ThreadPool,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<Vec<bool>> {
+        let done = AtomicUsize::new(0);
+        let total = pieces.len();
+        pool.install(|| {
+            pieces
+                .par_iter()
+                .map(|&p| {
+                    let r = match self.check_piece(p) {
+                        Err(e) if e.is_missing_data() => Ok(false),
+                        r => r,
+                    };
+                    progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+                    r
+                })
+                .collect()
+        })
+    }
+
+    /// Closes this torrent's files and maps in the pool (torrent removed or
+    /// paused). Later calls reopen them as needed.
+    pub fn release_files(&self) {
+        self.pool.release(self.id);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn test_handle(&self, file: usize) -> Result<Arc<OpenFile>> {
+        self.handle(file, Access::Read)
+    }
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        self.release_files();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+    use std::os::unix::fs::symlink;
+
+    const BACKENDS: [Backend; 2] = [Backend::Mmap, Backend::PositionedIo];
+
+    fn files() -> Vec<(u64, bool)> {
+        vec![
+            (1000, false),
+            (0, false),
+            (3000, false),
+            (77, true),
+            (5000, false),
+            (1, false),
+        ]
+    }
+
+    #[test]
+    fn round_trip_across_boundaries_and_padding_never_on_disk() {
+        for backend in BACKENDS {
+            let dir = tempfile::tempdir().unwrap();
+            let lens = files();
+            let data = data_for(&lens, 1);
+            let layout = layout_for(&lens, 1024, &data);
+            let s = storage(layout, dir.path(), 2, backend);
+            write_all(&s, &data, 300);
+            for p in 0..s.layout().piece_count() {
+                s.flush_piece(p).unwrap();
+            }
+            // Read back in odd-sized blocks.
+            for p in 0..s.layout().piece_count() {
+                let plen = s.layout().piece_len(p) as usize;
+                let mut off = 0;
+                while off < plen {
+                    let n = 333.min(plen - off);
+                    let mut buf = vec![0xAA; n];
+                    s.read_block(p, off as u64, &mut buf).unwrap();
+                    let g = p * 1024 + off;
+                    assert_eq!(buf, &data[g..g + n], "{backend:?} piece {p} off {off}");
+                    off += n;
+                }
+                assert!(s.check_piece(p).unwrap());
+            }
+            // Files on disk hold exactly their bytes; padding file absent.
+            let mut pos = 0;
+            for (i, &(l, pad)) in lens.iter().enumerate() {
+                let path = dir.path().join(format!("d{}/f{i}", i % 3));
+                if pad {
+                    assert!(!path.exists());
+                } else if l > 0 {
+                    assert_eq!(std::fs::read(&path).unwrap(), &data[pos..pos + l as usize]);
+                }
+                pos += l as usize;
+            }
+            // The zero-length file was never created lazily; allocate_file makes it.
+            let empty = dir.path().join("d1/f1");
+            assert!(!empty.exists());
+            s.allocate_file(1).unwrap();
+            assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+            assert!(s.pool.open_count() <= 2);
+        }
+    }
+
+    #[test]
+    fn out_of_range_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let lens = files();
+        let data = data_for(&lens, 2);
+        let s = storage(layout_for(&lens, 1024, &data), dir.path(), 4, Backend::Mmap);
+        let n = s.layout().piece_count();
+        assert!(matches!(
+            s.write_block(n, 0, &[1]),
+            Err(Error::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            s.write_block(0, 1000, &[0; 25]),
+            Err(Error::OutOfRange { .. })
+        ));
+        let mut b = [0u8; 2];
+        assert!(matches!(
+            s.read_block(n - 1, s.layout().piece_len(n - 1) - 1, &mut b),
+            Err(Error::OutOfRange { .. })
+        ));
+        assert!(matches!(s.hash_piece(n), Err(Error::OutOfRange { .. })));
+    }
+
+    #[test]
+    fn verify_finds_flipped_bytes_and_missing_files() {
+        for backend in BACKENDS {
+            let dir = tempfile::tempdir().unwrap();
+            let lens = files();
+            let data = data_for(&lens, 3);
+            let layout = layout_for(&lens, 512, &data);
+            let s = storage(layout.clone(), dir.path(), 3, backend);
+            write_all(&s, &data, 512);
+            s.release_files();
+            let pool = rayon_pool();
+            let n = layout.piece_count();
+            assert_eq!(s.verify_all(&pool, &|_, _| {}).unwrap(), vec![true; n]);
+            // Flip one byte in f2 at file offset 100 (global 1100 -> piece 2)
+            // and one at f4 offset 4999 (global 9076 -> piece 17).
+            let flip = |rel: &str, off: u64| {
+                use std::os::unix::fs::FileExt;
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(dir.path().join(rel))
+                    .unwrap();
+                let mut b = [0u8];
+                f.read_exact_at(&mut b, off).unwrap();
+                f.write_all_at(&[b[0] ^ 0x40], off).unwrap();
+            };
+            flip("d2/f2", 100);
+            flip("d1/f4", 4999);
+            let calls = AtomicUsize::new(0);
+            let got = s
+                .verify_all(&pool, &|done, total| {
+                    assert!(done <= total && total == n);
+                    calls.fetch_add(1, Ordering::Relaxed);
+                })
+                .unwrap();
+            assert_eq!(calls.load(Ordering::Relaxed), n);
+            let bad: Vec<usize> = (0..n).filter(|&p| !got[p]).collect();
+            assert_eq!(bad, vec![1100 / 512, 9076 / 512], "{backend:?}");
+            // Missing file: its pieces are false, not an error.
+            std::fs::remove_file(dir.path().join("d0/f0")).unwrap();
+            s.release_files();
+            let got = s.verify_pieces(&[0, 1, 2, 5], &pool, &|_, _| {}).unwrap();
+            assert_eq!(got, vec![false, false, false, true]);
+            let mut b = [0u8; 4];
+            assert!(matches!(
+                s.read_block(0, 0, &mut b),
+                Err(Error::FileMissing { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn truncated_file_is_an_error_not_sigbus() {
+        for backend in BACKENDS {
+            let dir = tempfile::tempdir().unwrap();
+            let lens = vec![(100_000u64, false)];
+            let data = data_for(&lens, 4);
+            let s = storage(layout_for(&lens, 16384, &data), dir.path(), 4, backend);
+            write_all(&s, &data, 16384);
+            s.release_files();
+            let mut buf = vec![0u8; 16384];
+            s.read_block(5, 0, &mut buf).unwrap();
+            assert_eq!(s.test_handle(0).unwrap().mapped(), backend == Backend::Mmap);
+            // Truncate under the open (mapped, read-only) file.
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.path().join("d0/f0"))
+                .unwrap();
+            f.set_len(50_000).unwrap();
+            let r = s.read_block(5, 0, &mut buf);
+            assert!(
+                matches!(
+                    r,
+                    Err(Error::FileTooShort {
+                        expected: 100_000,
+                        actual: 50_000,
+                        ..
+                    })
+                ),
+                "{backend:?}: {r:?}"
+            );
+            s.read_block(0, 0, &mut buf).unwrap();
+            assert_eq!(buf, &data[..16384]);
+            assert!(matches!(s.hash_piece(4), Err(Error::FileTooShort { .. })));
+            let pool = rayon_pool();
+            let v = s.verify_all(&pool, &|_, _| {}).unwrap();
+            assert_eq!(v, vec![true, true, true, false, false, false, false]);
+            // A file already short when opened is never mapped.
+            s.release_files();
+            s.read_block(0, 0, &mut buf).unwrap();
+            assert!(!s.test_handle(0).unwrap().mapped());
+        }
+    }
+
+    #[test]
+    fn refuses_symlinks_below_root() {
+        for backend in BACKENDS {
+            let dir = tempfile::tempdir().unwrap();
+            let outside = tempfile::tempdir().unwrap();
+            let root = dir.path().join("root");
+            std::fs::create_dir_all(root.join("d0")).unwrap();
+            let lens = vec![(10u64, false), (10, false)];
+            let data = data_for(&lens, 5);
+            let s = storage(layout_for(&lens, 20, &data), &root, 4, backend);
+            // File symlink pointing outside.
+            let target = outside.path().join("victim");
+            std::fs::write(&target, b"untouched!").unwrap();
+            symlink(&target, root.join("d0/f0")).unwrap();
+            // Directory symlink pointing outside.
+            symlink(outside.path(), root.join("d1")).unwrap();
+            let r = s.write_block(0, 0, &data);
+            assert!(matches!(r, Err(Error::PathEscapes { .. })), "{r:?}");
+            std::fs::remove_file(root.join("d0/f0")).unwrap();
+            let r = s.write_block(0, 0, &data);
+            assert!(matches!(r, Err(Error::PathEscapes { .. })), "{r:?}");
+            let mut b = [0u8; 20];
+            assert!(matches!(
+                s.read_block(0, 0, &mut b),
+                Err(Error::PathEscapes { .. })
+            ));
+            assert_eq!(std::fs::read(&target).unwrap(), b"untouched!");
+            assert!(!outside.path().join("f1").exists());
+        }
+    }
+
+    #[test]
+    fn directory_in_place_of_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("d0/f0")).unwrap();
+        let lens = vec![(10u64, false)];
+        let data = data_for(&lens, 6);
+        let s = storage(layout_for(&lens, 16, &data), dir.path(), 4, Backend::Mmap);
+        assert!(matches!(
+            s.write_block(0, 0, &data),
+            Err(Error::IsADirectory { .. })
+        ));
+        let mut b = [0u8; 10];
+        assert!(matches!(
+            s.read_block(0, 0, &mut b),
+            Err(Error::IsADirectory { .. })
+        ));
+        let pool = rayon_pool();
+        assert!(matches!(
+            s.verify_all(&pool, &|_, _| {}),
+            Err(Error::IsADirectory { .. })
+        ));
+    }
+}
