@@ -60,6 +60,7 @@ mod hash;
 mod layout;
 mod path;
 mod pool;
+mod resume;
 mod storage;
 #[cfg(test)]
 mod testutil;
@@ -68,4 +69,5 @@ pub use error::{Error, Result, ResumeCorruption};
 pub use hash::{hash_blocks, hash_files};
 pub use layout::{FileSpec, Layout, Span, Spans};
 pub use pool::{FilePool, DEFAULT_MAX_OPEN};
+pub use resume::{FileStamp, ResumeState};
 pub use storage::{Backend, Storage};

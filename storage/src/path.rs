@@ -193,7 +193,6 @@ pub(crate) fn open_under(root: &Path, rel: &Path, access: Access) -> Result<Open
 
 /// `fstatat` of `root/rel` without following symlinks below root.
 /// `Ok(None)` when the file (or a parent directory) does not exist.
-#[allow(dead_code)] // used by resume (next commit)
 pub(crate) fn stat_under(root: &Path, rel: &Path) -> Result<Option<libc::stat>> {
     let (dir, name, full) = match walk_parent(root, rel, Access::Read) {
         Ok(x) => x,

@@ -1,0 +1,498 @@
+//! [`ResumeState`]: which pieces were verified, and what the files looked
+//! like when that was recorded.
+//!
+//! # File format (version 1, little-endian)
+//! ```text
+//! magic        8   b"BTRNRSM\0"
+//! version      4   u32 = 1
+//! id          20   caller's torrent id (info hash)
+//! piece_count  8   u64
+//! file_count   8   u64
+//! have         ceil(piece_count / 8) bytes, piece 0 = high bit of byte 0,
+//!                  spare bits zero
+//! files        file_count x 45 bytes:
+//!                  present u8 (0/1), size u64, mtime_sec i64, mtime_nsec u32,
+//!                  ctime_sec i64, ctime_nsec u32, inode u64
+//!                  (all zero when absent)
+//! checksum    20   SHA-1 of every byte before it
+//! ```
+//! Saved atomically: written to `<path>.tmp`, fsynced, renamed over
+//! `<path>`, then the directory is fsynced. A crash leaves either the old or
+//! the new file, never a torn one; the checksum catches anything else.
+//!
+//! A piece is vouched for only if it was had **and** every file it touches
+//! still has the recorded size, mtime, ctime and inode (ctime and inode
+//! catch tools that restore mtime, such as `rsync -t` or `touch -d`). Capture
+//! the state only after [`Storage::flush_piece`] of every had piece.
+//! Remaining hole: a change within the filesystem's timestamp granularity
+//! right after capture, by a writer that keeps size and inode.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha1::{Digest, Sha1};
+
+use crate::error::{Error, Result, ResumeCorruption};
+use crate::path::stat_under;
+use crate::storage::Storage;
+
+const MAGIC: &[u8; 8] = b"BTRNRSM\0";
+const VERSION: u32 = 1;
+const HEADER: usize = 8 + 4 + 20 + 8 + 8;
+const STAMP: usize = 1 + 8 + 8 + 4 + 8 + 4 + 8;
+/// Larger resume files are rejected before reading them.
+const MAX_FILE: u64 = 512 << 20;
+
+/// What a data file looked like when the state was captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    /// Length in bytes.
+    pub size: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime_sec: i64,
+    /// Modification time, nanoseconds.
+    pub mtime_nsec: u32,
+    /// Status change time, seconds (cannot be set back by user tools).
+    pub ctime_sec: i64,
+    /// Status change time, nanoseconds.
+    pub ctime_nsec: u32,
+    /// Inode number (a file replaced by rename gets a new one).
+    pub inode: u64,
+}
+
+impl FileStamp {
+    fn from_stat(st: &libc::stat) -> Option<FileStamp> {
+        if (st.st_mode & libc::S_IFMT) != libc::S_IFREG {
+            return None;
+        }
+        Some(FileStamp {
+            size: st.st_size as u64,
+            mtime_sec: st.st_mtime,
+            mtime_nsec: st.st_mtime_nsec as u32,
+            ctime_sec: st.st_ctime,
+            ctime_nsec: st.st_ctime_nsec as u32,
+            inode: st.st_ino,
+        })
+    }
+}
+
+/// Resume data for one torrent; see the module doc.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeState {
+    /// Caller-chosen torrent id (the info hash); a state is only used for the same id.
+    pub id: [u8; 20],
+    /// Pieces in the torrent.
+    pub piece_count: usize,
+    /// Pieces verified and durable at capture time.
+    pub have: Vec<bool>,
+    /// One stamp per layout file; `None` for a padding or absent file.
+    pub files: Vec<Option<FileStamp>>,
+}
+
+fn current_stamps(storage: &Storage) -> Vec<Option<FileStamp>> {
+    storage
+        .layout()
+        .files()
+        .iter()
+        .map(|f| {
+            if f.padding {
+                return None;
+            }
+            match stat_under(storage.root(), &f.path) {
+                Ok(Some(st)) => FileStamp::from_stat(&st),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+impl ResumeState {
+    /// Records `have` with the current stamps of `storage`'s files. Call it
+    /// only after flushing the had pieces.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] when `have` is not one bool per piece.
+    pub fn capture(storage: &Storage, id: [u8; 20], have: &[bool]) -> Result<ResumeState> {
+        let piece_count = storage.layout().piece_count();
+        if have.len() != piece_count {
+            return Err(Error::LengthMismatch {
+                expected: piece_count,
+                actual: have.len(),
+            });
+        }
+        Ok(ResumeState {
+            id,
+            piece_count,
+            have: have.to_vec(),
+            files: current_stamps(storage),
+        })
+    }
+
+    /// Encodes the state (format in the module doc).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            HEADER + self.piece_count.div_ceil(8) + self.files.len() * STAMP + 20,
+        );
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&self.id);
+        out.extend_from_slice(&(self.piece_count as u64).to_le_bytes());
+        out.extend_from_slice(&(self.files.len() as u64).to_le_bytes());
+        let mut bits = vec![0u8; self.piece_count.div_ceil(8)];
+        for (i, _) in self.have.iter().enumerate().filter(|(_, h)| **h) {
+            if i < self.piece_count {
+                bits[i / 8] |= 0x80 >> (i % 8);
+            }
+        }
+        out.extend_from_slice(&bits);
+        for f in &self.files {
+            let s = f.unwrap_or(FileStamp {
+                size: 0,
+                mtime_sec: 0,
+                mtime_nsec: 0,
+                ctime_sec: 0,
+                ctime_nsec: 0,
+                inode: 0,
+            });
+            out.push(f.is_some() as u8);
+            out.extend_from_slice(&s.size.to_le_bytes());
+            out.extend_from_slice(&s.mtime_sec.to_le_bytes());
+            out.extend_from_slice(&s.mtime_nsec.to_le_bytes());
+            out.extend_from_slice(&s.ctime_sec.to_le_bytes());
+            out.extend_from_slice(&s.ctime_nsec.to_le_bytes());
+            out.extend_from_slice(&s.inode.to_le_bytes());
+        }
+        let sum: [u8; 20] = Sha1::digest(&out).into();
+        out.extend_from_slice(&sum);
+        out
+    }
+
+    /// Decodes and validates bytes produced by [`ResumeState::to_bytes`];
+    /// `path` is only used in errors.
+    ///
+    /// # Errors
+    /// [`Error::CorruptResume`] with the failed check.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<ResumeState> {
+        let bad = |reason| Error::CorruptResume {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if bytes.len() < HEADER + 20 || &bytes[..8] != MAGIC {
+            return Err(bad(if bytes.len() >= 8 && &bytes[..8] != MAGIC {
+                ResumeCorruption::BadMagic
+            } else {
+                ResumeCorruption::BadLength
+            }));
+        }
+        let mut r = Reader { bytes, pos: 8 };
+        let version = u32::from_le_bytes(r.take()?);
+        if version != VERSION {
+            return Err(bad(ResumeCorruption::UnsupportedVersion(version)));
+        }
+        let id: [u8; 20] = r.take()?;
+        let piece_count = u64::from_le_bytes(r.take()?);
+        let file_count = u64::from_le_bytes(r.take()?);
+        // Check the total length before allocating anything sized by the header.
+        let expected = piece_count
+            .div_ceil(8)
+            .checked_add(
+                file_count
+                    .checked_mul(STAMP as u64)
+                    .ok_or(bad(ResumeCorruption::BadLength))?,
+            )
+            .and_then(|n| n.checked_add((HEADER + 20) as u64));
+        if expected != Some(bytes.len() as u64) {
+            return Err(bad(ResumeCorruption::BadLength));
+        }
+        let body = bytes.len() - 20;
+        let sum: [u8; 20] = Sha1::digest(&bytes[..body]).into();
+        if sum[..] != bytes[body..] {
+            return Err(bad(ResumeCorruption::BadChecksum));
+        }
+        // Lengths fit: they are bounded by bytes.len().
+        let piece_count = piece_count as usize;
+        let bits = r.slice(piece_count.div_ceil(8))?;
+        let have: Vec<bool> = (0..piece_count)
+            .map(|i| bits[i / 8] & (0x80 >> (i % 8)) != 0)
+            .collect();
+        if piece_count % 8 != 0 {
+            let spare = bits[bits.len() - 1] & (0xFF >> (piece_count % 8));
+            if spare != 0 {
+                return Err(bad(ResumeCorruption::SpareBits));
+            }
+        }
+        let mut files = Vec::with_capacity(file_count as usize);
+        for _ in 0..file_count {
+            let present: [u8; 1] = r.take()?;
+            let stamp = FileStamp {
+                size: u64::from_le_bytes(r.take()?),
+                mtime_sec: i64::from_le_bytes(r.take()?),
+                mtime_nsec: u32::from_le_bytes(r.take()?),
+                ctime_sec: i64::from_le_bytes(r.take()?),
+                ctime_nsec: u32::from_le_bytes(r.take()?),
+                inode: u64::from_le_bytes(r.take()?),
+            };
+            files.push(match present[0] {
+                0 => None,
+                1 => Some(stamp),
+                _ => return Err(bad(ResumeCorruption::BadField)),
+            });
+        }
+        Ok(ResumeState {
+            id,
+            piece_count,
+            have,
+            files,
+        })
+    }
+
+    /// Saves atomically to `path` (temporary file, fsync, rename, fsync of
+    /// the directory).
+    ///
+    /// # Errors
+    /// IO errors (typed: [`Error::DiskFull`], [`Error::PermissionDenied`], ...).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |e| Error::from_io(p, e)
+        };
+        let result = (|| {
+            let mut f = File::create(&tmp).map_err(io(&tmp))?;
+            f.write_all(&self.to_bytes()).map_err(io(&tmp))?;
+            f.sync_all().map_err(io(&tmp))?;
+            drop(f);
+            std::fs::rename(&tmp, path).map_err(io(path))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    }
+
+    /// Loads and validates a resume file.
+    ///
+    /// # Errors
+    /// [`Error::FileMissing`] when absent; [`Error::CorruptResume`] when any
+    /// check fails (magic, version, length, checksum, spare bits).
+    pub fn load(path: &Path) -> Result<ResumeState> {
+        let f = File::open(path).map_err(|e| Error::from_io(path, e))?;
+        let len = f.metadata().map_err(|e| Error::from_io(path, e))?.len();
+        if len > MAX_FILE {
+            return Err(Error::CorruptResume {
+                path: path.to_path_buf(),
+                reason: ResumeCorruption::BadLength,
+            });
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        f.take(MAX_FILE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::from_io(path, e))?;
+        ResumeState::from_bytes(&bytes, path)
+    }
+
+    /// The pieces this state can vouch for in `storage` now: had at capture
+    /// **and** every file they touch has the same stamp as then (and is at
+    /// least as long as the layout says). Everything else must be rechecked
+    /// (see [`Storage::verify_pieces`]). All false when `id` or the geometry
+    /// differ.
+    pub fn vouched(&self, storage: &Storage, id: [u8; 20]) -> Vec<bool> {
+        let layout = storage.layout();
+        let n = layout.piece_count();
+        if id != self.id
+            || self.piece_count != n
+            || self.have.len() != n
+            || self.files.len() != layout.files().len()
+        {
+            return vec![false; n];
+        }
+        let now = current_stamps(storage);
+        let ok: Vec<bool> = layout
+            .files()
+            .iter()
+            .zip(now.iter().zip(&self.files))
+            .map(|(spec, (now, then))| {
+                spec.padding
+                    || (now.is_some() && now == then && now.is_some_and(|s| s.size >= spec.length))
+            })
+            .collect();
+        (0..n)
+            .map(|p| self.have[p] && layout.spans(p, 0, layout.piece_len(p)).all(|s| ok[s.file]))
+            .collect()
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn slice(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
+        let Some(end) = end else {
+            return Err(Error::CorruptResume {
+                path: PathBuf::new(),
+                reason: ResumeCorruption::BadLength,
+            });
+        };
+        let s = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn take<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let s = self.slice(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+    use crate::Backend;
+    use std::time::Duration;
+
+    fn setup(dir: &Path) -> (Storage, Vec<u8>) {
+        let lens = vec![
+            (3000u64, false),
+            (100, true),
+            (5000, false),
+            (0, false),
+            (2000, false),
+        ];
+        let data = data_for(&lens, 9);
+        let s = storage(layout_for(&lens, 1024, &data), dir, 4, Backend::Mmap);
+        write_all(&s, &data, 1024);
+        for p in 0..s.layout().piece_count() {
+            s.flush_piece(p).unwrap();
+        }
+        (s, data)
+    }
+
+    #[test]
+    fn round_trip_and_vouch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = setup(dir.path());
+        let n = s.layout().piece_count();
+        let have: Vec<bool> = (0..n).map(|p| p % 3 != 1).collect();
+        let st = ResumeState::capture(&s, [7; 20], &have).unwrap();
+        assert!(st.files[0].is_some() && st.files[1].is_none() && st.files[3].is_none());
+        let path = dir.path().join("state.resume");
+        st.save(&path).unwrap();
+        assert!(!dir.path().join("state.resume.tmp").exists());
+        let back = ResumeState::load(&path).unwrap();
+        assert_eq!(back, st);
+        assert_eq!(back.vouched(&s, [7; 20]), have);
+        // Another torrent's state vouches for nothing.
+        assert_eq!(back.vouched(&s, [8; 20]), vec![false; n]);
+        assert!(matches!(
+            ResumeState::capture(&s, [7; 20], &have[1..]),
+            Err(Error::LengthMismatch { .. })
+        ));
+        assert!(matches!(
+            ResumeState::load(&dir.path().join("nope")),
+            Err(Error::FileMissing { .. })
+        ));
+    }
+
+    #[test]
+    fn every_corruption_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = setup(dir.path());
+        let have = vec![true; s.layout().piece_count()];
+        let bytes = ResumeState::capture(&s, [1; 20], &have).unwrap().to_bytes();
+        let p = Path::new("x");
+        for cut in 0..bytes.len() {
+            assert!(matches!(
+                ResumeState::from_bytes(&bytes[..cut], p),
+                Err(Error::CorruptResume { .. })
+            ));
+        }
+        for i in 0..bytes.len() {
+            for bit in [0x01u8, 0x80] {
+                let mut b = bytes.clone();
+                b[i] ^= bit;
+                assert!(
+                    matches!(
+                        ResumeState::from_bytes(&b, p),
+                        Err(Error::CorruptResume { .. })
+                    ),
+                    "flip at {i}"
+                );
+            }
+        }
+        let mut b = bytes.clone();
+        b.push(0);
+        assert!(matches!(
+            ResumeState::from_bytes(&b, p),
+            Err(Error::CorruptResume {
+                reason: ResumeCorruption::BadLength,
+                ..
+            })
+        ));
+        // A huge header count is rejected without allocating.
+        let mut b = bytes.clone();
+        b[32..40].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(
+            ResumeState::from_bytes(&b, p),
+            Err(Error::CorruptResume { .. })
+        ));
+    }
+
+    #[test]
+    fn stale_files_are_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, data) = setup(dir.path());
+        let n = s.layout().piece_count();
+        let st = ResumeState::capture(&s, [2; 20], &vec![true; n]).unwrap();
+        assert_eq!(st.vouched(&s, [2; 20]), vec![true; n]);
+        s.release_files();
+        std::thread::sleep(Duration::from_millis(20));
+        // In-place modification of file 2 (pieces 3..=7), same size.
+        let f2 = dir.path().join("d2/f2");
+        {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new().write(true).open(&f2).unwrap();
+            f.write_all_at(b"X", 10).unwrap();
+        }
+        let v = st.vouched(&s, [2; 20]);
+        let expect: Vec<bool> = (0..n)
+            .map(|p| !s.layout().file_pieces(2).contains(&p))
+            .collect();
+        assert_eq!(v, expect);
+        // Replacement with mtime restored (rsync -t style): new inode, not trusted.
+        let f0 = dir.path().join("d0/f0");
+        let old = std::fs::metadata(&f0).unwrap().modified().unwrap();
+        let tmp = dir.path().join("d0/tmp");
+        std::fs::write(&tmp, &data[..3000]).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&tmp)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        std::fs::rename(&tmp, &f0).unwrap();
+        let v = st.vouched(&s, [2; 20]);
+        for p in s.layout().file_pieces(0) {
+            assert!(!v[p]);
+        }
+        // Deleted file: not trusted.
+        std::fs::remove_file(dir.path().join("d1/f4")).unwrap();
+        let v = st.vouched(&s, [2; 20]);
+        for p in s.layout().file_pieces(4) {
+            assert!(!v[p]);
+        }
+    }
+}
