@@ -1,0 +1,61 @@
+//! Hashing files for torrent creation.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bittern_storage::{hash_blocks, hash_files, Error};
+
+use crate::util::*;
+
+#[test]
+fn hash_files_matches_piece_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let lengths = [100_000u64, 0, 1, 70_000, 33];
+    let total: u64 = lengths.iter().sum();
+    let data = random_bytes(total as usize, 3);
+    let mut files: Vec<(PathBuf, u64)> = Vec::new();
+    let mut pos = 0;
+    for (i, &l) in lengths.iter().enumerate() {
+        let p = dir.path().join(format!("f{i}"));
+        std::fs::write(&p, &data[pos..pos + l as usize]).unwrap();
+        files.push((p, l));
+        pos += l as usize;
+    }
+    let calls = AtomicUsize::new(0);
+    for pl in [16384u64, 32768, 1 << 20] {
+        let got = hash_files(&files, pl, &rayon_pool(2), &|d, t| {
+            assert!(d <= t);
+            calls.fetch_add(1, Ordering::Relaxed);
+        })
+        .unwrap();
+        let want: Vec<_> = data.chunks(pl as usize).map(|c| hash_blocks([c])).collect();
+        assert_eq!(got, want, "piece length {pl}");
+        // hash_blocks over split blocks equals the whole-piece hash.
+        let split: Vec<&[u8]> = data[..pl.min(total) as usize].chunks(1000).collect();
+        assert_eq!(hash_blocks(split), want[0]);
+    }
+    assert_eq!(calls.load(Ordering::Relaxed), 11 + 6 + 1);
+    // Shorter than declared, missing, zero piece length.
+    let mut short = files.clone();
+    short[3].1 += 1;
+    let r = hash_files(&short, 16384, &rayon_pool(2), &|_, _| {});
+    assert!(
+        matches!(
+            r,
+            Err(Error::FileTooShort {
+                expected: 70_001,
+                actual: 70_000,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    let mut missing = files.clone();
+    missing[0].0 = dir.path().join("nope");
+    let r = hash_files(&missing, 16384, &rayon_pool(2), &|_, _| {});
+    assert!(matches!(r, Err(Error::FileMissing { .. })));
+    assert!(matches!(
+        hash_files(&files, 0, &rayon_pool(1), &|_, _| {}),
+        Err(Error::ZeroPieceLength)
+    ));
+}

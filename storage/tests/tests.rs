@@ -1,0 +1,6 @@
+//! Integration tests for bittern-storage.
+
+mod concurrency;
+mod create;
+mod disk_full;
+mod util;
