@@ -39,12 +39,16 @@ mod bitfield;
 mod extension;
 mod handshake;
 mod id;
+mod magnet;
 mod message;
+pub mod metainfo;
 
 pub use bitfield::{Bitfield, BitfieldError};
 pub use extension::{ExtensionError, ExtensionHandshake};
 pub use handshake::{Handshake, HandshakeError};
 pub use id::{IdError, InfoHash, PeerId};
+pub use magnet::{Magnet, MagnetError};
 pub use message::{
     decode_message, piece_header, BlockRef, Message, MessageError, DEFAULT_MAX_FRAME,
 };
+pub use metainfo::{FileEntry, Info, Metainfo, MetainfoBuilder, MetainfoError};
