@@ -1,4 +1,51 @@
 //! bittern-engine: the multi-torrent session, peer threads, the piece picker
 //! and the choker.
 //!
-//! Not yet implemented.
+//! A [`Session`] (the mainline MultiTorrent) owns one listening port for all
+//! torrents, one [`bittern_storage::FilePool`], global rate limiters and a
+//! connection limit. [`Session::add_torrent`] starts a torrent's controller
+//! thread and returns a [`TorrentHandle`] for status, peers, events, pause,
+//! resume and removal.
+//!
+//! Threads: one listener thread per session; one controller thread per
+//! torrent owning the [`PiecePicker`] and [`Choker`]; one thread per peer
+//! connection (plus a scoped reader child) that writes received blocks
+//! straight into storage; a rayon pool for SHA-1 verification; one announcer
+//! thread per torrent. Channels between them are bounded, and the controller
+//! never blocks on a peer.
+//!
+//! ```no_run
+//! use bittern_engine::{Session, SessionConfig, TorrentOptions};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let bytes = std::fs::read("example.torrent")?;
+//! let metainfo = bittern_wire::Metainfo::from_bytes(&bytes)?;
+//! let session = Session::new(SessionConfig::default())?;
+//! let torrent = session.add_torrent(metainfo, "downloads", TorrentOptions::default())?;
+//! println!("{:?}", torrent.status().state);
+//! # Ok(()) }
+//! ```
+//!
+//! Policy objects ([`PiecePicker`], [`Choker`], [`RateMeasure`],
+//! [`RateLimiter`]) are pure logic with time passed in, usable on their own.
+
+pub mod choker;
+mod config;
+mod error;
+mod peer;
+pub mod picker;
+pub mod rate;
+pub mod ratelimit;
+mod session;
+mod shared;
+mod status;
+mod torrent;
+
+pub use choker::{ChokeCandidate, Choker, ChokerConfig};
+pub use config::{SeedGoal, SessionConfig, Timing, TorrentOptions};
+pub use error::{Error, PeerError};
+pub use picker::{PeerKey, PiecePicker};
+pub use rate::RateMeasure;
+pub use ratelimit::RateLimiter;
+pub use session::Session;
+pub use status::{FileStatus, PeerInfo, TorrentEvent, TorrentState, TorrentStatus};
+pub use torrent::TorrentHandle;

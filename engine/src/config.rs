@@ -1,0 +1,138 @@
+//! Session and torrent configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bittern_tracker::ClientConfig;
+
+/// Settings for a [`Session`](crate::Session).
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Address of the single listening socket shared by all torrents.
+    /// Port 0 picks a free port; read it back with `Session::local_addr`.
+    pub listen: SocketAddr,
+    /// Global upload limit in bytes per second (`None`: unlimited).
+    pub upload_limit: Option<u64>,
+    /// Global download limit in bytes per second (`None`: unlimited).
+    pub download_limit: Option<u64>,
+    /// Upper bound on peer connections across all torrents.
+    pub max_connections: usize,
+    /// Upper bound on connections of one torrent.
+    pub max_peers_per_torrent: usize,
+    /// Upper bound on files held open (and mapped) at once, for all torrents.
+    pub max_open_files: usize,
+    /// Threads of the SHA-1 verification pool (0: one per core).
+    pub hash_threads: usize,
+    /// Peer id prefix, Azureus style.
+    pub peer_id_prefix: Vec<u8>,
+    /// How trackers are contacted.
+    pub tracker: ClientConfig,
+    /// Timing knobs; tests shorten them.
+    pub timing: Timing,
+    /// Whether to announce to the torrents' trackers.
+    pub announce: bool,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 6881)),
+            upload_limit: None,
+            download_limit: None,
+            max_connections: 500,
+            max_peers_per_torrent: 80,
+            max_open_files: bittern_storage::DEFAULT_MAX_OPEN,
+            hash_threads: 0,
+            peer_id_prefix: b"-BT0100-".to_vec(),
+            tracker: ClientConfig::default(),
+            timing: Timing::default(),
+            announce: true,
+        }
+    }
+}
+
+/// Protocol timers. The defaults follow the mainline client.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// How often the choker re-evaluates unchokes.
+    pub choke_interval: Duration,
+    /// Every this many choke rounds the optimistic unchoke rotates.
+    pub optimistic_rounds: u32,
+    /// Keep-alive period on an otherwise silent connection.
+    pub keepalive: Duration,
+    /// A connection with nothing received for this long is closed.
+    pub idle_timeout: Duration,
+    /// A peer that sends no block for this long while we wait is snubbed.
+    pub snub_timeout: Duration,
+    /// Timeout for TCP connects and for the handshake.
+    pub connect_timeout: Duration,
+    /// How often resume state is saved while downloading.
+    pub resume_interval: Duration,
+    /// Upper bound on the final `stopped` announce at shutdown.
+    pub stop_announce_deadline: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            choke_interval: Duration::from_secs(10),
+            optimistic_rounds: 3,
+            keepalive: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(300),
+            snub_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            resume_interval: Duration::from_secs(30),
+            stop_announce_deadline: Duration::from_secs(3),
+        }
+    }
+}
+
+/// When a complete torrent stops seeding.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SeedGoal {
+    /// Seed until stopped.
+    Forever,
+    /// Stop once everything wanted is verified and durable.
+    None,
+    /// Stop when uploaded / size reaches this ratio.
+    Ratio(f64),
+    /// Stop after seeding this long.
+    Time(Duration),
+}
+
+/// Per-torrent options for [`Session::add_torrent`](crate::Session::add_torrent).
+#[derive(Debug, Clone)]
+pub struct TorrentOptions {
+    /// One flag per file of the metainfo: `false` skips the file. Empty: all wanted.
+    pub wanted_files: Vec<bool>,
+    /// When to stop seeding.
+    pub seed_goal: SeedGoal,
+    /// Per-torrent upload limit in bytes per second.
+    pub upload_limit: Option<u64>,
+    /// Per-torrent download limit in bytes per second.
+    pub download_limit: Option<u64>,
+    /// Peers to connect to besides those the trackers give.
+    pub peers: Vec<SocketAddr>,
+    /// Download pieces in order rather than rarest first.
+    pub sequential: bool,
+    /// Where resume state lives. `None`: `<save_dir>/.bittern/<info hash>.resume`.
+    pub resume_file: Option<PathBuf>,
+    /// Start paused.
+    pub paused: bool,
+}
+
+impl Default for TorrentOptions {
+    fn default() -> Self {
+        TorrentOptions {
+            wanted_files: Vec::new(),
+            seed_goal: SeedGoal::Forever,
+            upload_limit: None,
+            download_limit: None,
+            peers: Vec::new(),
+            sequential: false,
+            resume_file: None,
+            paused: false,
+        }
+    }
+}

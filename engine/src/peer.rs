@@ -1,0 +1,733 @@
+//! One peer connection: the mainline Connection with its Upload and
+//! SingleDownload halves.
+//!
+//! Each connection is one OS thread (the *writer*, which also owns the
+//! upload queue) plus a scoped *reader* child that is always joined. The
+//! reader decodes frames with `bittern_wire`, writes received blocks straight
+//! into storage (claiming each block first, so a block is written once and a
+//! piece under verification is never touched), and forwards everything else
+//! as [`PeerEvent`]s to the torrent's controller. The writer executes the
+//! controller's [`PeerCommand`]s and serves the peer's requests from storage
+//! with vectored writes (header + block, no copy into a send buffer).
+//!
+//! The controller never blocks on a peer: it `try_send`s commands and treats
+//! a full queue as a peer too slow to keep. A drop guard reports
+//! [`PeerEvent::Gone`] exactly once however the thread ends, panics included.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bittern_storage::Storage;
+use bittern_wire::{
+    decode_message, piece_header, Bitfield, BlockRef, ExtensionHandshake, Handshake, InfoHash,
+    Message, PeerId,
+};
+use crossbeam_channel::{select, Receiver, Sender};
+use log::{debug, trace};
+use parking_lot::Mutex;
+
+use crate::config::Timing;
+use crate::error::PeerError;
+use crate::picker::{PeerKey, BLOCK_SIZE};
+use crate::ratelimit::RateLimiter;
+use crate::shared::{BlockClaims, HaveSet};
+
+/// Largest frame we accept: a 16 KiB block plus header, or a bitfield for a
+/// torrent with up to 1 Mi pieces, or an extension message.
+pub(crate) const MAX_FRAME: usize = 1 << 17;
+/// Requests the peer may queue with us (advertised as `reqq`).
+pub(crate) const OUR_REQQ: usize = 2048;
+/// Requests while choked before we call it a flood.
+const CHOKED_REQUEST_FLOOD: u32 = 4096;
+/// Blocks we never asked for before we give up on the peer.
+const UNREQUESTED_LIMIT: u32 = 64;
+
+/// Commands from the controller to a peer thread.
+#[derive(Debug)]
+pub(crate) enum PeerCommand {
+    Choke,
+    Unchoke,
+    Interested,
+    NotInterested,
+    /// Send these requests (the picker has recorded them).
+    Request(Vec<BlockRef>),
+    /// Withdraw a request (endgame duplicate arrived elsewhere).
+    Cancel(BlockRef),
+    /// We verified a piece.
+    Have(u32),
+    /// Close the connection.
+    Close,
+}
+
+/// Events from a peer thread to the controller.
+#[derive(Debug)]
+pub(crate) enum PeerEvent {
+    /// Handshake done; the connection is live.
+    Ready {
+        addr: SocketAddr,
+        peer_id: PeerId,
+        fast: bool,
+        incoming: bool,
+    },
+    /// Their initial piece set (BITFIELD, HAVE ALL or HAVE NONE).
+    Bitfield(Bitfield),
+    Have(u32),
+    /// They choked (true) or unchoked (false) us. On choke without the fast
+    /// extension our outstanding requests are void.
+    Choked(bool),
+    Interested(bool),
+    /// A block we requested arrived; `stored` is false when another peer's
+    /// copy was already written (endgame duplicate).
+    Block {
+        block: BlockRef,
+        stored: bool,
+    },
+    /// They rejected a request (BEP 6).
+    Rejected(BlockRef),
+    AllowedFast(u32),
+    /// Extension handshake (BEP 10).
+    Extension {
+        reqq: Option<u32>,
+        client: Option<String>,
+    },
+    /// Writing a block failed: the torrent's storage is in trouble.
+    StorageFailed(bittern_storage::Error),
+    /// The connection ended. Sent exactly once, last.
+    Gone(PeerError),
+}
+
+/// A message to the controller: who and what.
+#[derive(Debug)]
+pub(crate) struct PeerMsg {
+    pub key: PeerKey,
+    pub event: PeerEvent,
+}
+
+/// Payload counters the controller samples for rates.
+#[derive(Debug, Default)]
+pub(crate) struct PeerStats {
+    pub downloaded: AtomicU64,
+    pub uploaded: AtomicU64,
+}
+
+/// Everything a peer thread needs, handed over at spawn.
+pub(crate) struct PeerContext {
+    pub key: PeerKey,
+    pub info_hash: InfoHash,
+    pub our_id: PeerId,
+    pub storage: Arc<Storage>,
+    pub have: Arc<HaveSet>,
+    pub claims: Arc<BlockClaims>,
+    pub events: Sender<PeerMsg>,
+    pub stats: Arc<PeerStats>,
+    /// Torrent then session limiter.
+    pub up_limits: [Arc<RateLimiter>; 2],
+    pub down_limits: [Arc<RateLimiter>; 2],
+    pub timing: Timing,
+}
+
+/// How the connection comes about.
+pub(crate) enum Origin {
+    /// We dial this address.
+    Outgoing(SocketAddr),
+    /// The listener accepted it and read their handshake.
+    Incoming(TcpStream, Handshake),
+}
+
+/// Starts the peer thread.
+pub(crate) fn spawn(
+    ctx: PeerContext,
+    origin: Origin,
+    commands: Receiver<PeerCommand>,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    let name = format!("peer-{}-{}", &ctx.info_hash.to_hex()[..8], ctx.key.0);
+    std::thread::Builder::new().name(name).spawn(move || {
+        let mut guard = GoneGuard {
+            key: ctx.key,
+            events: ctx.events.clone(),
+            reason: None,
+        };
+        let result = run(&ctx, origin, &commands);
+        guard.reason = Some(match result {
+            Ok(()) => PeerError::Closed,
+            Err(e) => e,
+        });
+    })
+}
+
+/// Sends `Gone` on drop, so the controller hears of every exit, panics too.
+struct GoneGuard {
+    key: PeerKey,
+    events: Sender<PeerMsg>,
+    reason: Option<PeerError>,
+}
+
+impl Drop for GoneGuard {
+    fn drop(&mut self) {
+        let reason = self
+            .reason
+            .take()
+            .unwrap_or_else(|| PeerError::Protocol("peer thread panicked".into()));
+        let _ = self.events.send(PeerMsg {
+            key: self.key,
+            event: PeerEvent::Gone(reason),
+        });
+    }
+}
+
+fn run(
+    ctx: &PeerContext,
+    origin: Origin,
+    commands: &Receiver<PeerCommand>,
+) -> Result<(), PeerError> {
+    let t = &ctx.timing;
+    let (mut stream, theirs, incoming) = match origin {
+        Origin::Outgoing(addr) => {
+            let mut s = TcpStream::connect_timeout(&addr, t.connect_timeout)?;
+            s.set_read_timeout(Some(t.connect_timeout))?;
+            s.set_write_timeout(Some(t.connect_timeout))?;
+            s.write_all(&Handshake::new(ctx.info_hash, ctx.our_id).encode())?;
+            let mut buf = [0u8; Handshake::LEN];
+            s.read_exact(&mut buf)?;
+            let hs = Handshake::decode(&buf)
+                .map_err(|e| PeerError::Protocol(format!("bad handshake: {e}")))?;
+            if hs.info_hash != ctx.info_hash {
+                return Err(PeerError::WrongInfoHash);
+            }
+            (s, hs, false)
+        }
+        Origin::Incoming(mut s, hs) => {
+            s.set_write_timeout(Some(t.connect_timeout))?;
+            s.write_all(&Handshake::new(ctx.info_hash, ctx.our_id).encode())?;
+            (s, hs, true)
+        }
+    };
+    if theirs.peer_id == ctx.our_id {
+        return Err(PeerError::SelfConnection);
+    }
+    let addr = stream.peer_addr()?;
+    let fast = theirs.supports_fast();
+    let extended = theirs.supports_extended();
+    stream.set_nodelay(true)?;
+    // Writes to a peer that stopped reading end the connection rather than
+    // block forever; reads wake up periodically to check idleness.
+    stream.set_write_timeout(Some(t.idle_timeout.max(Duration::from_secs(1))))?;
+    stream.set_read_timeout(Some(Duration::from_millis(500).min(t.idle_timeout)))?;
+
+    // Opening messages: our piece set, then the extension handshake.
+    let mut out = Vec::with_capacity(1024);
+    let bits = ctx.have.to_bitfield();
+    if fast && bits.count_ones() == 0 {
+        Message::HaveNone.encode(&mut out);
+    } else if fast && bits.is_full() {
+        Message::HaveAll.encode(&mut out);
+    } else {
+        Message::Bitfield(bits.as_bytes()).encode(&mut out);
+    }
+    if extended {
+        let hs = ExtensionHandshake {
+            v: Some(format!("bittern {}", env!("CARGO_PKG_VERSION"))),
+            reqq: Some(OUR_REQQ as u32),
+            ..ExtensionHandshake::default()
+        };
+        Message::Extended {
+            id: 0,
+            payload: &hs.encode(),
+        }
+        .encode(&mut out);
+    }
+    stream.write_all(&out)?;
+    out.clear();
+    send(
+        ctx,
+        PeerEvent::Ready {
+            addr,
+            peer_id: theirs.peer_id,
+            fast,
+            incoming,
+        },
+    );
+    debug!(
+        "{addr} {}: connected (incoming: {incoming}, fast: {fast})",
+        short(ctx)
+    );
+
+    let reader_stream = stream.try_clone()?;
+    let link = Link::default();
+    let (to_writer, from_reader) = crossbeam_channel::bounded::<ReaderNote>(OUR_REQQ + 64);
+    std::thread::scope(|scope| {
+        let link_r = &link;
+        let reader = std::thread::Builder::new()
+            .name(format!("peer-r-{}", ctx.key.0))
+            .spawn_scoped(scope, move || {
+                let r = read_loop(ctx, reader_stream, fast, link_r, &to_writer);
+                if let Err(e) = r {
+                    *link_r.reader_error.lock() = Some(e);
+                }
+                // Dropping `to_writer` wakes the writer.
+            })
+            .map_err(PeerError::Io)?;
+        let result = Writer {
+            ctx,
+            stream: &mut stream,
+            fast,
+            link: &link,
+            out,
+        }
+        .run(commands, &from_reader);
+        // Unblock the reader, then wait for it.
+        let _ = stream.shutdown(Shutdown::Both);
+        let _ = reader.join();
+        let reader_error = link.reader_error.lock().take();
+        match (result, reader_error) {
+            (Err(PeerError::Closed), Some(e)) => Err(e),
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(e)) => Err(e),
+            (Ok(()), None) => Ok(()),
+        }
+    })
+}
+
+fn send(ctx: &PeerContext, event: PeerEvent) {
+    let _ = ctx.events.send(PeerMsg {
+        key: ctx.key,
+        event,
+    });
+}
+
+fn short(ctx: &PeerContext) -> String {
+    ctx.info_hash.to_hex()[..8].to_string()
+}
+
+/// Bookkeeping shared by the reader and the writer of one connection.
+#[derive(Default)]
+struct Link {
+    /// Requests we sent and have not seen answered: (piece, begin) -> length.
+    outstanding: Mutex<HashMap<(u32, u32), u32>>,
+    reader_error: Mutex<Option<PeerError>>,
+}
+
+/// What the reader tells the writer.
+enum ReaderNote {
+    Request(BlockRef),
+    Cancel(BlockRef),
+}
+
+fn read_loop(
+    ctx: &PeerContext,
+    mut stream: TcpStream,
+    fast: bool,
+    link: &Link,
+    to_writer: &Sender<ReaderNote>,
+) -> Result<(), PeerError> {
+    let piece_count = ctx.have.len();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut start = 0; // first unconsumed byte
+    let mut end = 0; // one past the last byte read
+    let mut last_message = Instant::now();
+    let mut first = true;
+    let mut unrequested = 0u32;
+    loop {
+        // Decode every whole frame in the buffer.
+        while let Some((msg, used)) = decode_message(&buf[start..end], MAX_FRAME)? {
+            start += used;
+            last_message = Instant::now();
+            let was_first = std::mem::replace(&mut first, false);
+            trace!("{}: <- {:?}", ctx.key.0, MsgName(&msg));
+            match msg {
+                Message::KeepAlive => {}
+                Message::Choke => {
+                    if !fast {
+                        link.outstanding.lock().clear();
+                    }
+                    send(ctx, PeerEvent::Choked(true));
+                }
+                Message::Unchoke => send(ctx, PeerEvent::Choked(false)),
+                Message::Interested => send(ctx, PeerEvent::Interested(true)),
+                Message::NotInterested => send(ctx, PeerEvent::Interested(false)),
+                Message::Have(i) => {
+                    if i as usize >= piece_count {
+                        return Err(PeerError::Protocol(format!("have {i} out of range")));
+                    }
+                    send(ctx, PeerEvent::Have(i));
+                }
+                Message::Bitfield(bytes) => {
+                    if !was_first {
+                        return Err(PeerError::Protocol(
+                            "bitfield after the first message".into(),
+                        ));
+                    }
+                    let bits = Bitfield::from_wire(bytes, piece_count)
+                        .map_err(|e| PeerError::Protocol(format!("bad bitfield: {e}")))?;
+                    send(ctx, PeerEvent::Bitfield(bits));
+                }
+                Message::HaveAll | Message::HaveNone => {
+                    if !fast || !was_first {
+                        return Err(PeerError::Protocol("unexpected have all/none".into()));
+                    }
+                    let bits = if matches!(msg, Message::HaveAll) {
+                        Bitfield::full(piece_count)
+                    } else {
+                        Bitfield::new(piece_count)
+                    };
+                    send(ctx, PeerEvent::Bitfield(bits));
+                }
+                Message::Request(b) => {
+                    if to_writer.try_send(ReaderNote::Request(b)).is_err() {
+                        return Err(PeerError::Overloaded);
+                    }
+                }
+                Message::Cancel(b) => {
+                    let _ = to_writer.try_send(ReaderNote::Cancel(b));
+                }
+                Message::Piece { index, begin, data } => {
+                    let expected = link.outstanding.lock().remove(&(index, begin));
+                    match expected {
+                        Some(len) if len as usize == data.len() => {}
+                        Some(_) => {
+                            return Err(PeerError::Protocol("block of the wrong length".into()))
+                        }
+                        None => {
+                            unrequested += 1;
+                            if unrequested > UNREQUESTED_LIMIT {
+                                return Err(PeerError::Protocol(
+                                    "too many unrequested blocks".into(),
+                                ));
+                            }
+                            continue;
+                        }
+                    }
+                    let n = data.len() as u64;
+                    for l in &ctx.down_limits {
+                        l.acquire(n);
+                    }
+                    let block = BlockRef {
+                        index,
+                        begin,
+                        length: data.len() as u32,
+                    };
+                    let stored = if ctx.claims.claim(index, begin) {
+                        match ctx
+                            .storage
+                            .write_block(index as usize, u64::from(begin), data)
+                        {
+                            Ok(()) => {
+                                ctx.claims.written(index, begin);
+                                true
+                            }
+                            Err(e) => {
+                                ctx.claims.release(index, begin);
+                                send(ctx, PeerEvent::StorageFailed(e));
+                                return Err(PeerError::Closed);
+                            }
+                        }
+                    } else {
+                        false
+                    };
+                    ctx.stats.downloaded.fetch_add(n, Ordering::Relaxed);
+                    send(ctx, PeerEvent::Block { block, stored });
+                }
+                Message::Port(_) | Message::Suggest(_) => {}
+                Message::Reject(b) => {
+                    if !fast {
+                        return Err(PeerError::Protocol("reject without fast extension".into()));
+                    }
+                    if link
+                        .outstanding
+                        .lock()
+                        .remove(&(b.index, b.begin))
+                        .is_some()
+                    {
+                        send(ctx, PeerEvent::Rejected(b));
+                    }
+                }
+                Message::AllowedFast(i) => {
+                    if (i as usize) < piece_count {
+                        send(ctx, PeerEvent::AllowedFast(i));
+                    }
+                }
+                Message::Extended { id: 0, payload } => {
+                    // A broken extension handshake is not worth a disconnect.
+                    if let Ok(hs) = ExtensionHandshake::decode(payload) {
+                        send(
+                            ctx,
+                            PeerEvent::Extension {
+                                reqq: hs.reqq,
+                                client: hs.v,
+                            },
+                        );
+                    }
+                }
+                Message::Extended { .. } => {}
+            }
+        }
+        // Make room and read more.
+        if start == end {
+            start = 0;
+            end = 0;
+        } else if buf.len() - end < MAX_FRAME {
+            buf.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+        }
+        match stream.read(&mut buf[end..]) {
+            Ok(0) => return Err(PeerError::Io(io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => end += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(PeerError::Io(e)),
+        }
+        if last_message.elapsed() > ctx.timing.idle_timeout {
+            return Err(PeerError::Idle);
+        }
+    }
+}
+
+struct Writer<'a> {
+    ctx: &'a PeerContext,
+    stream: &'a mut TcpStream,
+    fast: bool,
+    link: &'a Link,
+    /// Small messages waiting to go out with the next write.
+    out: Vec<u8>,
+}
+
+impl Writer<'_> {
+    fn run(
+        mut self,
+        commands: &Receiver<PeerCommand>,
+        from_reader: &Receiver<ReaderNote>,
+    ) -> Result<(), PeerError> {
+        let mut am_choking = true;
+        let mut queue: VecDeque<BlockRef> = VecDeque::new();
+        let mut choked_requests = 0u32;
+        let mut block = vec![0u8; BLOCK_SIZE as usize];
+        let mut last_write = Instant::now();
+        loop {
+            let busy = !am_choking && !queue.is_empty();
+            if !busy && !self.out.is_empty() {
+                self.flush()?;
+                last_write = Instant::now();
+            }
+            let keepalive_in = self
+                .ctx
+                .timing
+                .keepalive
+                .saturating_sub(last_write.elapsed())
+                .max(Duration::from_millis(10));
+            let timeout = if busy { Duration::ZERO } else { keepalive_in };
+            select! {
+                recv(commands) -> cmd => match cmd {
+                    Err(_) | Ok(PeerCommand::Close) => {
+                        self.flush()?;
+                        return Ok(());
+                    }
+                    Ok(cmd) => self.command(cmd, &mut am_choking, &mut queue)?,
+                },
+                recv(from_reader) -> note => match note {
+                    Err(_) => return Err(PeerError::Closed), // the reader ended
+                    Ok(ReaderNote::Request(b)) => {
+                        if am_choking {
+                            choked_requests += 1;
+                            if choked_requests > CHOKED_REQUEST_FLOOD {
+                                return Err(PeerError::Overloaded);
+                            }
+                            if self.fast {
+                                Message::Reject(b).encode(&mut self.out);
+                            }
+                        } else if queue.len() >= OUR_REQQ {
+                            return Err(PeerError::Overloaded);
+                        } else {
+                            self.check_request(b)?;
+                            queue.push_back(b);
+                        }
+                    }
+                    Ok(ReaderNote::Cancel(b)) => {
+                        if let Some(pos) = queue.iter().position(|q| *q == b) {
+                            queue.remove(pos);
+                        }
+                    }
+                },
+                default(timeout) => {
+                    if busy {
+                        if let Some(b) = queue.pop_front() {
+                            self.upload(b, &mut block)?;
+                            last_write = Instant::now();
+                        }
+                    } else if last_write.elapsed() >= self.ctx.timing.keepalive {
+                        Message::KeepAlive.encode(&mut self.out);
+                        self.flush()?;
+                        last_write = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+
+    fn command(
+        &mut self,
+        cmd: PeerCommand,
+        am_choking: &mut bool,
+        queue: &mut VecDeque<BlockRef>,
+    ) -> Result<(), PeerError> {
+        match cmd {
+            PeerCommand::Choke => {
+                if !*am_choking {
+                    *am_choking = true;
+                    Message::Choke.encode(&mut self.out);
+                    for b in queue.drain(..) {
+                        if self.fast {
+                            Message::Reject(b).encode(&mut self.out);
+                        }
+                    }
+                }
+            }
+            PeerCommand::Unchoke => {
+                if *am_choking {
+                    *am_choking = false;
+                    Message::Unchoke.encode(&mut self.out);
+                }
+            }
+            PeerCommand::Interested => Message::Interested.encode(&mut self.out),
+            PeerCommand::NotInterested => Message::NotInterested.encode(&mut self.out),
+            PeerCommand::Request(blocks) => {
+                let mut out = self.link.outstanding.lock();
+                for b in blocks {
+                    out.insert((b.index, b.begin), b.length);
+                    Message::Request(b).encode(&mut self.out);
+                }
+            }
+            PeerCommand::Cancel(b) => {
+                if self
+                    .link
+                    .outstanding
+                    .lock()
+                    .remove(&(b.index, b.begin))
+                    .is_some()
+                {
+                    Message::Cancel(b).encode(&mut self.out);
+                }
+            }
+            PeerCommand::Have(i) => Message::Have(i).encode(&mut self.out),
+            PeerCommand::Close => {}
+        }
+        if self.out.len() > 64 * 1024 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// A request outside the torrent, for a piece we lack, or larger than
+    /// 16 KiB breaks the protocol and ends the connection.
+    fn check_request(&self, b: BlockRef) -> Result<(), PeerError> {
+        let piece = b.index as usize;
+        if !self.ctx.have.contains(piece) {
+            return Err(PeerError::Protocol(format!(
+                "request for piece {piece} we lack"
+            )));
+        }
+        let piece_len = self.ctx.storage.layout().piece_len(piece);
+        if b.length == 0
+            || b.length > BLOCK_SIZE
+            || u64::from(b.begin) + u64::from(b.length) > piece_len
+        {
+            return Err(PeerError::Protocol(format!("invalid request {b:?}")));
+        }
+        Ok(())
+    }
+
+    fn upload(&mut self, b: BlockRef, block: &mut [u8]) -> Result<(), PeerError> {
+        // Re-check: the piece may have gone missing since it was queued.
+        if !self.ctx.have.contains(b.index as usize) {
+            if self.fast {
+                Message::Reject(b).encode(&mut self.out);
+            }
+            return Ok(());
+        }
+        let data = &mut block[..b.length as usize];
+        if let Err(e) = self
+            .ctx
+            .storage
+            .read_block(b.index as usize, u64::from(b.begin), data)
+        {
+            debug!(
+                "{}: cannot read piece {} for upload: {e}",
+                self.ctx.key.0, b.index
+            );
+            if self.fast {
+                Message::Reject(b).encode(&mut self.out);
+            }
+            return Ok(());
+        }
+        let n = u64::from(b.length);
+        for l in &self.ctx.up_limits {
+            l.acquire(n);
+        }
+        let header = piece_header(b.index, b.begin, b.length);
+        let pending = std::mem::take(&mut self.out);
+        write_all_vectored(self.stream, &[&pending, &header, data])?;
+        self.out = pending;
+        self.out.clear();
+        self.ctx.stats.uploaded.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), PeerError> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Writes every byte of `parts` with as few syscalls as the kernel allows.
+fn write_all_vectored(stream: &mut TcpStream, parts: &[&[u8]]) -> io::Result<()> {
+    let mut skip = 0usize; // bytes of `parts` already written
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    while skip < total {
+        let mut slices = Vec::with_capacity(parts.len());
+        let mut s = skip;
+        for p in parts {
+            if s >= p.len() {
+                s -= p.len();
+            } else {
+                slices.push(IoSlice::new(&p[s..]));
+                s = 0;
+            }
+        }
+        match stream.write_vectored(&slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => skip += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Logs a message without its payload.
+struct MsgName<'a, 'b>(&'a Message<'b>);
+
+impl std::fmt::Debug for MsgName<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Message::Piece { index, begin, data } => {
+                write!(f, "Piece({index}, {begin}, {} bytes)", data.len())
+            }
+            Message::Bitfield(b) => write!(f, "Bitfield({} bytes)", b.len()),
+            Message::Extended { id, payload } => {
+                write!(f, "Extended({id}, {} bytes)", payload.len())
+            }
+            m => write!(f, "{m:?}"),
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! The session (mainline MultiTorrent): one listening port routed by info
+//! hash (SingleportListener), one FilePool, global rate limiters and
+//! connection limit, and the torrents.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bittern_storage::FilePool;
+use bittern_wire::{Handshake, InfoHash, Metainfo, PeerId};
+use crossbeam_channel::Sender;
+use log::{debug, info, warn};
+use parking_lot::Mutex;
+
+use crate::config::{SessionConfig, TorrentOptions};
+use crate::error::Error;
+use crate::ratelimit::RateLimiter;
+use crate::torrent::{spawn_controller, ControllerSetup, TorrentCommand, TorrentHandle};
+
+/// Torrents by info hash, for the listener's routing.
+pub(crate) type Registry = Arc<Mutex<HashMap<InfoHash, Sender<TorrentCommand>>>>;
+
+/// Handshakes being read at once before new connections are dropped.
+const MAX_PENDING_HANDSHAKES: usize = 256;
+
+/// What every torrent of a session shares.
+pub(crate) struct SessionShared {
+    pub config: SessionConfig,
+    pub peer_id: PeerId,
+    pub files: Arc<FilePool>,
+    pub hashers: Arc<rayon::ThreadPool>,
+    pub upload: Arc<RateLimiter>,
+    pub download: Arc<RateLimiter>,
+    /// Live peer connections across all torrents.
+    pub connections: AtomicUsize,
+    /// The port we listen on, announced to trackers.
+    pub port: u16,
+}
+
+/// A BitTorrent session: owns the listening socket, the file pool, the
+/// rate limiters and the torrents. Dropping it shuts everything down.
+pub struct Session {
+    shared: Arc<SessionShared>,
+    registry: Registry,
+    torrents: Mutex<Vec<TorrentHandle>>,
+    listener: Option<ListenerHandle>,
+}
+
+struct ListenerHandle {
+    stop: Arc<AtomicBool>,
+    addr: SocketAddr,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Session {
+    /// Opens the listening socket and starts the listener thread.
+    ///
+    /// # Errors
+    /// [`Error::Listen`] when the address cannot be bound (port in use).
+    pub fn new(config: SessionConfig) -> Result<Session, Error> {
+        let listener = TcpListener::bind(config.listen).map_err(|source| Error::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let addr = listener.local_addr().map_err(|source| Error::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let threads = if config.hash_threads == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            config.hash_threads
+        };
+        let hashers = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("bittern-hash-{i}"))
+            .build()
+            .map_err(|e| Error::Spawn(std::io::Error::other(e)))?;
+        let shared = Arc::new(SessionShared {
+            peer_id: PeerId::generate(&config.peer_id_prefix),
+            files: Arc::new(FilePool::new(config.max_open_files)),
+            hashers: Arc::new(hashers),
+            upload: Arc::new(RateLimiter::new(config.upload_limit)),
+            download: Arc::new(RateLimiter::new(config.download_limit)),
+            connections: AtomicUsize::new(0),
+            port: addr.port(),
+            config,
+        });
+        let registry: Registry = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (registry, stop, shared) = (registry.clone(), stop.clone(), shared.clone());
+            std::thread::Builder::new()
+                .name("bittern-listener".into())
+                .spawn(move || listen(listener, &registry, &stop, &shared))
+                .map_err(Error::Spawn)?
+        };
+        info!("listening on {addr}");
+        Ok(Session {
+            shared,
+            registry,
+            torrents: Mutex::new(Vec::new()),
+            listener: Some(ListenerHandle {
+                stop,
+                addr,
+                thread: Some(thread),
+            }),
+        })
+    }
+
+    /// The address the session listens on (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .as_ref()
+            .map_or(self.shared.config.listen, |l| l.addr)
+    }
+
+    /// Our peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.shared.peer_id
+    }
+
+    /// Adds a torrent whose data lives under `save_dir` (single-file
+    /// torrents at `save_dir/<name>`, multi-file at `save_dir/<name>/...`).
+    /// The torrent first checks what is on disk, then downloads or seeds.
+    ///
+    /// # Errors
+    /// A torrent already in the session, options that do not fit the
+    /// metainfo, or storage that cannot be set up.
+    pub fn add_torrent(
+        &self,
+        metainfo: Metainfo,
+        save_dir: impl Into<PathBuf>,
+        options: TorrentOptions,
+    ) -> Result<TorrentHandle, Error> {
+        let info_hash = metainfo.info_hash;
+        if self.registry.lock().contains_key(&info_hash) {
+            return Err(Error::DuplicateTorrent(info_hash.to_hex()));
+        }
+        if !options.wanted_files.is_empty()
+            && options.wanted_files.len() != metainfo.info.files.len()
+        {
+            return Err(Error::InvalidOptions(
+                "wanted_files must have one flag per file",
+            ));
+        }
+        let setup = ControllerSetup {
+            metainfo,
+            save_dir: save_dir.into(),
+            options,
+            session: self.shared.clone(),
+            registry: self.registry.clone(),
+        };
+        let handle = spawn_controller(setup)?;
+        self.torrents.lock().push(handle.clone());
+        Ok(handle)
+    }
+
+    /// The torrents added to this session (removed ones included until the
+    /// session ends).
+    pub fn torrents(&self) -> Vec<TorrentHandle> {
+        self.torrents.lock().clone()
+    }
+
+    /// Live peer connections across all torrents.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// Stops every torrent gracefully (stopped announces bounded by a short
+    /// deadline, resume state saved) and closes the listener.
+    pub fn shutdown(&mut self) {
+        let torrents = std::mem::take(&mut *self.torrents.lock());
+        for t in &torrents {
+            let _ = t.commands.send(TorrentCommand::Shutdown);
+        }
+        for t in &torrents {
+            t.wait();
+        }
+        self.registry.lock().clear();
+        if let Some(mut l) = self.listener.take() {
+            l.stop.store(true, Ordering::SeqCst);
+            // Wake the blocking accept.
+            let mut wake = l.addr;
+            if wake.ip().is_unspecified() {
+                wake.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+            if let Some(t) = l.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn listen(
+    listener: TcpListener,
+    registry: &Registry,
+    stop: &AtomicBool,
+    shared: &Arc<SessionShared>,
+) {
+    let pending = Arc::new(AtomicUsize::new(0));
+    for conn in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!("accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        if pending.load(Ordering::Relaxed) >= MAX_PENDING_HANDSHAKES
+            || shared.connections.load(Ordering::Relaxed) >= shared.config.max_connections
+        {
+            debug!("dropping incoming connection: too many");
+            continue;
+        }
+        pending.fetch_add(1, Ordering::Relaxed);
+        let (registry, pending2) = (registry.clone(), pending.clone());
+        let timeout = shared.config.timing.connect_timeout;
+        let spawned = std::thread::Builder::new()
+            .name("bittern-handshake".into())
+            .spawn(move || {
+                route(stream, &registry, timeout);
+                pending2.fetch_sub(1, Ordering::Relaxed);
+            });
+        if spawned.is_err() {
+            pending.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Reads the 68-byte handshake and hands the socket to its torrent.
+fn route(mut stream: TcpStream, registry: &Registry, timeout: Duration) {
+    let peer = stream.peer_addr().ok();
+    if stream.set_read_timeout(Some(timeout)).is_err() {
+        return;
+    }
+    let mut buf = [0u8; Handshake::LEN];
+    if let Err(e) = stream.read_exact(&mut buf) {
+        debug!("{peer:?}: no handshake: {e}");
+        return;
+    }
+    let hs = match Handshake::decode(&buf) {
+        Ok(hs) => hs,
+        Err(e) => {
+            debug!("{peer:?}: bad handshake: {e}");
+            return;
+        }
+    };
+    let target = registry.lock().get(&hs.info_hash).cloned();
+    match target {
+        Some(tx) => {
+            if tx.try_send(TorrentCommand::Incoming(stream, hs)).is_err() {
+                debug!("{peer:?}: torrent busy, dropping connection");
+            }
+        }
+        None => debug!(
+            "{peer:?}: handshake for unknown torrent {}",
+            hs.info_hash.to_hex()
+        ),
+    }
+}

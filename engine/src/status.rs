@@ -1,0 +1,125 @@
+//! Status snapshots and events for user interfaces (the mainline
+//! DownloaderFeedback).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// What a torrent is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TorrentState {
+    /// Checking existing data on disk.
+    Checking,
+    /// Fetching pieces.
+    Downloading,
+    /// Everything wanted is verified; serving others.
+    Seeding,
+    /// Paused by the user: no connections, no announces.
+    Paused,
+    /// Finished (seed goal reached) or removed.
+    Stopped,
+    /// Stopped by an error the user must act on (disk full, permission).
+    Error(String),
+}
+
+/// Progress of one file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileStatus {
+    /// Path relative to the save directory.
+    pub path: std::path::PathBuf,
+    /// File length in bytes.
+    pub length: u64,
+    /// Bytes of this file inside verified pieces.
+    pub done: u64,
+    /// Whether the file was selected for download.
+    pub wanted: bool,
+}
+
+/// A snapshot of one torrent, cheap to take.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TorrentStatus {
+    /// Torrent name.
+    pub name: String,
+    /// What it is doing.
+    pub state: TorrentState,
+    /// Verified fraction of the wanted bytes, 0.0 to 1.0.
+    pub progress: f64,
+    /// Wanted bytes in total.
+    pub wanted_bytes: u64,
+    /// Wanted bytes verified.
+    pub have_bytes: u64,
+    /// Payload bytes received this session.
+    pub downloaded: u64,
+    /// Payload bytes sent this session.
+    pub uploaded: u64,
+    /// Download rate, bytes per second.
+    pub download_rate: f64,
+    /// Upload rate, bytes per second.
+    pub upload_rate: f64,
+    /// Estimated time to completion.
+    pub eta: Option<Duration>,
+    /// Connected peers.
+    pub peers_connected: usize,
+    /// Peer addresses known (connected or not).
+    pub peers_known: usize,
+    /// Pieces verified.
+    pub pieces_have: usize,
+    /// Pieces in the torrent.
+    pub pieces_total: usize,
+    /// Per-file progress.
+    pub files: Vec<FileStatus>,
+    /// Pieces that failed their hash check this session.
+    pub hash_failures: u64,
+}
+
+/// One connected peer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerInfo {
+    /// Remote address.
+    pub addr: SocketAddr,
+    /// Client name from the extension handshake, if sent.
+    pub client: Option<String>,
+    /// Download rate from this peer, bytes per second.
+    pub download_rate: f64,
+    /// Upload rate to this peer, bytes per second.
+    pub upload_rate: f64,
+    /// Payload bytes received from the peer.
+    pub downloaded: u64,
+    /// Payload bytes sent to the peer.
+    pub uploaded: u64,
+    /// We are choking them.
+    pub am_choking: bool,
+    /// They are choking us.
+    pub peer_choking: bool,
+    /// We want pieces they have.
+    pub am_interested: bool,
+    /// They want pieces we have.
+    pub peer_interested: bool,
+    /// Pieces they have.
+    pub pieces: usize,
+    /// Requests we have in flight to them.
+    pub outstanding: usize,
+    /// Whether they connected to us.
+    pub incoming: bool,
+    /// No block from them for a while although we asked.
+    pub snubbed: bool,
+}
+
+/// Something that happened to a torrent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TorrentEvent {
+    /// The startup check finished; `pieces` were already present.
+    Checked {
+        /// Pieces found valid on disk.
+        pieces: usize,
+    },
+    /// A piece passed its hash check.
+    PieceVerified(usize),
+    /// A piece failed its hash check and will be fetched again.
+    HashFailed(usize),
+    /// Every wanted piece is verified and flushed to disk.
+    Completed,
+    /// The torrent changed state.
+    StateChanged(TorrentState),
+    /// A peer was banned for bad data.
+    PeerBanned(SocketAddr),
+}

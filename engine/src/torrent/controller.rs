@@ -1,0 +1,1256 @@
+//! The torrent controller thread: owns the PiecePicker, the Choker and the
+//! peer table; `select!`s over peer events, commands, verification results,
+//! tracker peers and a 1 s tick. It never blocks on a peer (commands go out
+//! with `try_send`; a full queue closes that peer).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bittern_storage::{FileSpec, Layout, Storage};
+use bittern_tracker::{Announcer, AnnouncerConfig, AnnouncerHandle, TransferStats};
+use bittern_wire::{Bitfield, BlockRef, InfoHash, Metainfo, PeerId};
+use crossbeam_channel::{bounded, never, select, tick, Receiver, Sender};
+use log::{debug, info, warn};
+use parking_lot::Mutex;
+
+use super::check;
+use super::{Published, TorrentCommand, TorrentHandle};
+use crate::choker::{ChokeCandidate, Choker, ChokerConfig};
+use crate::config::{SeedGoal, TorrentOptions};
+use crate::error::{Error, PeerError};
+use crate::peer::{self, Origin, PeerCommand, PeerContext, PeerEvent, PeerMsg, PeerStats};
+use crate::picker::{BadDataGuard, BlockReceived, PeerKey, PickerConfig, PiecePicker, BLOCK_SIZE};
+use crate::rate::RateMeasure;
+use crate::ratelimit::RateLimiter;
+use crate::session::{Registry, SessionShared};
+use crate::shared::{BlockClaims, HaveSet};
+use crate::status::{PeerInfo, TorrentEvent, TorrentState, TorrentStatus};
+
+/// Queue depth of one peer's command channel.
+const PEER_COMMAND_QUEUE: usize = 1024;
+/// Requests in flight to one peer: never fewer, never more.
+const MIN_PIPELINE: usize = 16;
+const MAX_PIPELINE: usize = 1000;
+/// Seconds of data to keep requested from a peer (libtorrent uses 3 s).
+const PIPELINE_SECONDS: f64 = 3.0;
+/// Request queue we assume for a peer that did not say (`reqq`).
+const DEFAULT_REQQ: usize = 250;
+/// Before retrying an address that failed.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// Everything needed to start a torrent.
+pub(crate) struct ControllerSetup {
+    pub metainfo: Metainfo,
+    pub save_dir: PathBuf,
+    pub options: TorrentOptions,
+    pub session: Arc<SessionShared>,
+    pub registry: Registry,
+}
+
+/// Counters the announcer reads from its own thread.
+#[derive(Default)]
+pub(crate) struct Transfer {
+    pub uploaded: AtomicU64,
+    pub downloaded: AtomicU64,
+    pub left: AtomicU64,
+}
+
+/// Builds the storage, registers the torrent and starts its controller.
+pub(crate) fn spawn_controller(setup: ControllerSetup) -> Result<TorrentHandle, Error> {
+    let ControllerSetup {
+        metainfo,
+        save_dir,
+        options,
+        session,
+        registry,
+    } = setup;
+    let info = &metainfo.info;
+    let files: Vec<FileSpec> = info
+        .files
+        .iter()
+        .map(|f| FileSpec {
+            path: f.relative_path(),
+            length: f.length,
+            padding: f.padding,
+        })
+        .collect();
+    let layout = Layout::new(files, info.piece_length, info.pieces.clone())?;
+    let root = if info.multi_file {
+        save_dir.join(&info.name)
+    } else {
+        save_dir.clone()
+    };
+    let storage = Arc::new(Storage::new(
+        layout,
+        root,
+        session.files.clone(),
+        bittern_storage::Backend::default(),
+    )?);
+    let info_hash = metainfo.info_hash;
+    let resume_file = options.resume_file.clone().unwrap_or_else(|| {
+        save_dir
+            .join(".bittern")
+            .join(format!("{}.resume", info_hash.to_hex()))
+    });
+
+    let (cmd_tx, cmd_rx) = bounded(256);
+    let (event_tx, event_rx) = bounded(1024);
+    let published = Arc::new(Published {
+        status: Mutex::new(TorrentStatus {
+            name: info.name.clone(),
+            state: TorrentState::Checking,
+            progress: 0.0,
+            wanted_bytes: 0,
+            have_bytes: 0,
+            downloaded: 0,
+            uploaded: 0,
+            download_rate: 0.0,
+            upload_rate: 0.0,
+            eta: None,
+            peers_connected: 0,
+            peers_known: 0,
+            pieces_have: 0,
+            pieces_total: info.piece_count(),
+            files: Vec::new(),
+            hash_failures: 0,
+        }),
+        peers: Mutex::new(Vec::new()),
+    });
+    registry.lock().insert(info_hash, cmd_tx.clone());
+    let ctl = Controller::new(
+        metainfo,
+        storage,
+        options,
+        session,
+        resume_file,
+        published.clone(),
+        event_tx,
+        cmd_rx,
+    );
+    let thread = std::thread::Builder::new()
+        .name(format!("torrent-{}", &info_hash.to_hex()[..8]))
+        .spawn(move || ctl.run())
+        .map_err(|e| {
+            registry.lock().remove(&info_hash);
+            Error::Spawn(e)
+        })?;
+    Ok(TorrentHandle {
+        info_hash,
+        commands: cmd_tx,
+        published,
+        events: event_rx,
+        thread: Arc::new(Mutex::new(Some(thread))),
+        registry,
+    })
+}
+
+/// What the controller knows of one connection.
+struct Peer {
+    addr: SocketAddr,
+    commands: Sender<PeerCommand>,
+    stats: Arc<PeerStats>,
+    thread: Option<JoinHandle<()>>,
+    ready: bool,
+    incoming: bool,
+    peer_id: Option<PeerId>,
+    bits: Option<Bitfield>,
+    fast: bool,
+    am_choking: bool,
+    am_interested: bool,
+    peer_choking: bool,
+    peer_interested: bool,
+    allowed_fast: Vec<u32>,
+    reqq: usize,
+    client: Option<String>,
+    connected_at: Instant,
+    last_block: Instant,
+    down: RateMeasure,
+    up: RateMeasure,
+    seen_down: u64,
+    seen_up: u64,
+    closing: bool,
+}
+
+impl Peer {
+    fn snubbed(&self, now: Instant, timeout: Duration, outstanding: usize) -> bool {
+        outstanding > 0 && !self.peer_choking && now.duration_since(self.last_block) > timeout
+    }
+}
+
+pub(crate) struct Controller {
+    info_hash: InfoHash,
+    metainfo: Arc<Metainfo>,
+    storage: Arc<Storage>,
+    options: TorrentOptions,
+    session: Arc<SessionShared>,
+    resume_file: PathBuf,
+    published: Arc<Published>,
+    events: Sender<TorrentEvent>,
+    commands: Receiver<TorrentCommand>,
+
+    picker: PiecePicker,
+    choker: Choker,
+    have: Arc<HaveSet>,
+    claims: Arc<BlockClaims>,
+    wanted: Vec<bool>,
+    peers: HashMap<PeerKey, Peer>,
+    next_key: u64,
+    peer_tx: Sender<PeerMsg>,
+    peer_rx: Receiver<PeerMsg>,
+    verify_tx: Sender<(usize, Result<bool, bittern_storage::Error>)>,
+    verify_rx: Receiver<(usize, Result<bool, bittern_storage::Error>)>,
+    verifying: usize,
+
+    candidates: VecDeque<SocketAddr>,
+    known: HashSet<SocketAddr>,
+    failed: HashMap<SocketAddr, Instant>,
+    banned: HashSet<IpAddr>,
+    bad_data: BadDataGuard,
+
+    announcer: Option<AnnouncerHandle>,
+    transfer: Arc<Transfer>,
+    up_limit: Arc<RateLimiter>,
+    down_limit: Arc<RateLimiter>,
+    down_rate: RateMeasure,
+    up_rate: RateMeasure,
+
+    state: TorrentState,
+    completed_at: Option<Instant>,
+    hash_failures: u64,
+    last_choke: Instant,
+    last_resume: Instant,
+    dirty: bool,
+}
+
+impl Controller {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        metainfo: Metainfo,
+        storage: Arc<Storage>,
+        options: TorrentOptions,
+        session: Arc<SessionShared>,
+        resume_file: PathBuf,
+        published: Arc<Published>,
+        events: Sender<TorrentEvent>,
+        commands: Receiver<TorrentCommand>,
+    ) -> Self {
+        let info = &metainfo.info;
+        let now = Instant::now();
+        let seed = u64::from_le_bytes(metainfo.info_hash.0[..8].try_into().unwrap_or([7; 8]))
+            ^ now.elapsed().as_nanos() as u64
+            ^ u64::from(std::process::id());
+        let picker = PiecePicker::new(
+            info.piece_count(),
+            info.piece_length,
+            info.total_length(),
+            PickerConfig {
+                sequential: options.sequential,
+                ..PickerConfig::default()
+            },
+            seed,
+        );
+        let choker = Choker::new(
+            ChokerConfig::for_upload_limit(options.upload_limit.or(session.config.upload_limit)),
+            seed.rotate_left(17),
+        );
+        let have = Arc::new(HaveSet::new(info.piece_count()));
+        let claims = Arc::new(BlockClaims::new(
+            info.piece_count(),
+            info.piece_length,
+            BLOCK_SIZE,
+        ));
+        let wanted = wanted_pieces(storage.layout(), &options.wanted_files);
+        let (peer_tx, peer_rx) = bounded(4096);
+        let (verify_tx, verify_rx) = bounded(info.piece_count().clamp(16, 65536));
+        let mut candidates = VecDeque::new();
+        let mut known = HashSet::new();
+        for a in &options.peers {
+            if known.insert(*a) {
+                candidates.push_back(*a);
+            }
+        }
+        Controller {
+            info_hash: metainfo.info_hash,
+            up_limit: Arc::new(RateLimiter::new(options.upload_limit)),
+            down_limit: Arc::new(RateLimiter::new(options.download_limit)),
+            metainfo: Arc::new(metainfo),
+            storage,
+            options,
+            session,
+            resume_file,
+            published,
+            events,
+            commands,
+            picker,
+            choker,
+            have,
+            claims,
+            wanted,
+            peers: HashMap::new(),
+            next_key: 0,
+            peer_tx,
+            peer_rx,
+            verify_tx,
+            verify_rx,
+            verifying: 0,
+            candidates,
+            known,
+            failed: HashMap::new(),
+            banned: HashSet::new(),
+            bad_data: BadDataGuard::default(),
+            announcer: None,
+            transfer: Arc::default(),
+            down_rate: RateMeasure::new(Duration::from_secs(20), now),
+            up_rate: RateMeasure::new(Duration::from_secs(20), now),
+            state: TorrentState::Checking,
+            completed_at: None,
+            hash_failures: 0,
+            last_choke: now,
+            last_resume: now,
+            dirty: false,
+        }
+    }
+
+    fn short(&self) -> String {
+        self.info_hash.to_hex()[..8].to_string()
+    }
+
+    fn run(mut self) {
+        // Startup check: resume state where it vouches, a parallel recheck
+        // for the rest.
+        match check::startup(
+            &self.storage,
+            &self.session,
+            &self.resume_file,
+            self.info_hash,
+            &self.published,
+        ) {
+            Ok(have) => {
+                let n = have.iter().filter(|h| **h).count();
+                for (i, h) in have.iter().enumerate() {
+                    if *h {
+                        self.have.insert(i);
+                        self.claims.fill_piece(i);
+                        self.picker.set_have(i);
+                    }
+                }
+                self.picker.set_wanted(&self.wanted);
+                self.emit(TorrentEvent::Checked { pieces: n });
+                info!(
+                    "{}: {} of {} pieces on disk",
+                    self.short(),
+                    n,
+                    self.have.len()
+                );
+            }
+            Err(e) => {
+                self.fail(format!("checking data: {e}"));
+                self.publish();
+                return;
+            }
+        }
+        self.transfer
+            .left
+            .store(self.picker.wanted_left_bytes(), Ordering::Relaxed);
+        if self.picker.is_complete() {
+            self.completed_at = Some(Instant::now());
+            self.set_state(TorrentState::Seeding);
+        } else {
+            self.set_state(TorrentState::Downloading);
+        }
+        if self.options.paused {
+            self.set_state(TorrentState::Paused);
+        } else {
+            self.start_announcer();
+        }
+        self.publish();
+        if self.finished_by_goal() {
+            self.finish();
+            return;
+        }
+
+        let ticker = tick(Duration::from_secs(1));
+        loop {
+            let tracker_peers = self
+                .announcer
+                .as_ref()
+                .map(|a| a.peers().clone())
+                .unwrap_or_else(never);
+            select! {
+                recv(self.peer_rx) -> msg => {
+                    if let Ok(msg) = msg {
+                        self.on_peer(msg);
+                        // Drain what is queued before other work.
+                        for _ in 0..256 {
+                            match self.peer_rx.try_recv() {
+                                Ok(msg) => self.on_peer(msg),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                recv(self.commands) -> cmd => match cmd {
+                    Ok(TorrentCommand::Shutdown) | Err(_) => {
+                        self.stop(TorrentState::Stopped);
+                        return;
+                    }
+                    Ok(cmd) => self.on_command(cmd),
+                },
+                recv(self.verify_rx) -> r => {
+                    if let Ok((piece, result)) = r {
+                        self.on_verified(piece, result);
+                    }
+                }
+                recv(tracker_peers) -> peers => {
+                    if let Ok(peers) = peers {
+                        self.add_candidates(peers);
+                    }
+                }
+                recv(ticker) -> _ => {
+                    self.on_tick();
+                    if self.finished_by_goal() {
+                        self.finish();
+                        return;
+                    }
+                    if matches!(self.state, TorrentState::Error(_)) && self.peers.is_empty() && self.verifying == 0 {
+                        // Keep answering status until removed.
+                        self.idle_until_shutdown();
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn running(&self) -> bool {
+        matches!(
+            self.state,
+            TorrentState::Downloading | TorrentState::Seeding
+        )
+    }
+
+    // ---- peers -------------------------------------------------------
+
+    fn on_peer(&mut self, PeerMsg { key, event }: PeerMsg) {
+        if let PeerEvent::Gone(reason) = event {
+            self.peer_gone(key, reason);
+            return;
+        }
+        let now = Instant::now();
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        match event {
+            PeerEvent::Ready {
+                addr,
+                peer_id,
+                fast,
+                incoming,
+            } => {
+                let duplicate = self
+                    .peers
+                    .iter()
+                    .any(|(k, q)| *k != key && q.ready && q.peer_id == Some(peer_id));
+                let Some(p) = self.peers.get_mut(&key) else {
+                    return;
+                };
+                p.ready = true;
+                p.addr = addr;
+                p.peer_id = Some(peer_id);
+                p.fast = fast;
+                p.incoming = incoming;
+                if duplicate {
+                    debug!("{addr} {}: duplicate connection", self.short());
+                    self.close(key);
+                    return;
+                }
+                self.failed.remove(&addr);
+                self.rechoke(false);
+            }
+            PeerEvent::Bitfield(bits) => {
+                if p.bits.is_some() {
+                    return;
+                }
+                self.picker.peer_bitfield(&bits);
+                p.bits = Some(bits);
+                self.after_peer_pieces(key);
+            }
+            PeerEvent::Have(i) => {
+                let bits = p.bits.get_or_insert_with(|| Bitfield::new(self.have.len()));
+                if !bits.get(i as usize) {
+                    bits.set(i as usize);
+                    self.picker.peer_has(i as usize);
+                }
+                self.after_peer_pieces(key);
+            }
+            PeerEvent::Choked(choked) => {
+                p.peer_choking = choked;
+                if choked {
+                    if !p.fast {
+                        self.picker.peer_gone(key);
+                    }
+                } else {
+                    p.last_block = now;
+                    self.fill(key);
+                }
+            }
+            PeerEvent::Interested(i) => {
+                p.peer_interested = i;
+                self.rechoke(false);
+            }
+            PeerEvent::Block { block, stored } => {
+                p.last_block = now;
+                let n = u64::from(block.length);
+                self.down_rate.add(n, now);
+                self.transfer.downloaded.fetch_add(n, Ordering::Relaxed);
+                self.on_block(key, block, stored);
+                self.fill(key);
+            }
+            PeerEvent::Rejected(block) => {
+                self.picker.request_lost(key, block);
+                self.fill_all();
+            }
+            PeerEvent::AllowedFast(i) => {
+                if !p.allowed_fast.contains(&i) && p.allowed_fast.len() < 64 {
+                    p.allowed_fast.push(i);
+                }
+                self.fill(key);
+            }
+            PeerEvent::Extension { reqq, client } => {
+                if let Some(q) = reqq {
+                    p.reqq = (q as usize).clamp(1, MAX_PIPELINE);
+                }
+                p.client = client;
+            }
+            PeerEvent::StorageFailed(e) => {
+                self.fail(format!("writing to disk: {e}"));
+            }
+            PeerEvent::Gone(_) => {}
+        }
+    }
+
+    fn on_block(&mut self, key: PeerKey, block: BlockRef, _stored: bool) {
+        match self.picker.block_received(key, block) {
+            BlockReceived::Stored {
+                piece_complete,
+                cancel,
+            } => {
+                for other in cancel {
+                    if let Some(q) = self.peers.get(&other) {
+                        let _ = q.commands.try_send(PeerCommand::Cancel(block));
+                    }
+                }
+                if piece_complete {
+                    self.verify(block.index as usize);
+                }
+            }
+            BlockReceived::Duplicate | BlockReceived::Unrequested => {}
+        }
+    }
+
+    fn verify(&mut self, piece: usize) {
+        let storage = self.storage.clone();
+        let tx = self.verify_tx.clone();
+        self.verifying += 1;
+        self.session.hashers.spawn(move || {
+            let r = storage.check_piece(piece);
+            let _ = tx.send((piece, r));
+        });
+    }
+
+    fn on_verified(&mut self, piece: usize, result: Result<bool, bittern_storage::Error>) {
+        self.verifying = self.verifying.saturating_sub(1);
+        match result {
+            Ok(true) => {
+                self.picker.piece_passed(piece);
+                self.have.insert(piece);
+                self.dirty = true;
+                self.transfer
+                    .left
+                    .store(self.picker.wanted_left_bytes(), Ordering::Relaxed);
+                for p in self.peers.values() {
+                    if p.ready {
+                        let _ = p.commands.try_send(PeerCommand::Have(piece as u32));
+                    }
+                }
+                self.emit(TorrentEvent::PieceVerified(piece));
+                if self.picker.is_complete() && self.state == TorrentState::Downloading {
+                    self.on_complete();
+                }
+            }
+            Ok(false) => {
+                self.hash_failures += 1;
+                warn!("{}: piece {piece} failed its hash check", self.short());
+                let contributors = self.picker.piece_failed(piece);
+                self.claims.reset_piece(piece);
+                self.emit(TorrentEvent::HashFailed(piece));
+                let alone = contributors.len() == 1;
+                for key in contributors {
+                    let Some(p) = self.peers.get(&key) else {
+                        continue;
+                    };
+                    let ip = p.addr.ip();
+                    if self.bad_data.record_bad(ip, alone) {
+                        warn!("{} {}: banned for sending bad data", p.addr, self.short());
+                        self.banned.insert(ip);
+                        let addr = p.addr;
+                        self.emit(TorrentEvent::PeerBanned(addr));
+                        self.close(key);
+                    }
+                }
+                self.fill_all();
+            }
+            Err(e) if e.is_missing_data() => {
+                // The data vanished under us; fetch it again.
+                warn!("{}: piece {piece} unreadable: {e}", self.short());
+                self.picker.piece_failed(piece);
+                self.claims.reset_piece(piece);
+                self.fill_all();
+            }
+            Err(e) => self.fail(format!("verifying piece {piece}: {e}")),
+        }
+    }
+
+    fn on_complete(&mut self) {
+        info!("{}: download complete", self.short());
+        if let Err(e) = self.save_resume() {
+            self.fail(format!("flushing data: {e}"));
+            return;
+        }
+        self.completed_at = Some(Instant::now());
+        self.set_state(TorrentState::Seeding);
+        self.emit(TorrentEvent::Completed);
+        if let Some(a) = &self.announcer {
+            a.completed();
+        }
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            self.update_interest(key);
+            // Two seeds have nothing to say to each other.
+            if self
+                .peers
+                .get(&key)
+                .and_then(|p| p.bits.as_ref())
+                .is_some_and(|b| b.is_full())
+            {
+                self.close(key);
+            }
+        }
+    }
+
+    /// After a peer's piece set changed: interest, then requests.
+    fn after_peer_pieces(&mut self, key: PeerKey) {
+        self.update_interest(key);
+        self.fill(key);
+    }
+
+    fn update_interest(&mut self, key: PeerKey) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let want = self.state == TorrentState::Downloading
+            && p.bits
+                .as_ref()
+                .is_some_and(|b| self.picker.is_interesting(b));
+        if want != p.am_interested {
+            p.am_interested = want;
+            let cmd = if want {
+                PeerCommand::Interested
+            } else {
+                PeerCommand::NotInterested
+            };
+            if p.commands.try_send(cmd).is_err() {
+                self.close(key);
+            }
+        }
+    }
+
+    /// Tops up the request pipeline of one peer.
+    fn fill(&mut self, key: PeerKey) {
+        if self.state != TorrentState::Downloading {
+            return;
+        }
+        let now = Instant::now();
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if !p.ready || !p.am_interested || p.closing {
+            return;
+        }
+        let Some(bits) = p.bits.as_ref() else { return };
+        if p.peer_choking && p.allowed_fast.is_empty() {
+            return;
+        }
+        let outstanding = self.picker.outstanding(key);
+        let snubbed = p.snubbed(now, self.session.config.timing.snub_timeout, outstanding);
+        let target = if snubbed {
+            1
+        } else {
+            let by_rate = (p.down.rate(now) * PIPELINE_SECONDS / f64::from(BLOCK_SIZE)) as usize;
+            by_rate.clamp(MIN_PIPELINE, p.reqq.min(MAX_PIPELINE))
+        };
+        // Refill in batches, not block by block.
+        if outstanding >= target
+            || (outstanding > 0 && target - outstanding < target / 4 && target > 8)
+        {
+            return;
+        }
+        let mut blocks = Vec::new();
+        self.picker.pick(
+            key,
+            bits,
+            p.peer_choking,
+            &p.allowed_fast,
+            target - outstanding,
+            &mut blocks,
+        );
+        if blocks.is_empty() {
+            return;
+        }
+        if p.commands.try_send(PeerCommand::Request(blocks)).is_err() {
+            self.close(key);
+        }
+    }
+
+    fn fill_all(&mut self) {
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.fill(k);
+        }
+    }
+
+    fn peer_gone(&mut self, key: PeerKey, reason: PeerError) {
+        let Some(mut p) = self.peers.remove(&key) else {
+            return;
+        };
+        self.session
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = p.thread.take() {
+            let _ = t.join();
+        }
+        if let Some(bits) = &p.bits {
+            self.picker.peer_lost_bitfield(bits);
+        }
+        self.picker.peer_gone(key);
+        debug!("{} {}: disconnected: {reason}", p.addr, self.short());
+        match reason {
+            PeerError::SelfConnection | PeerError::WrongInfoHash => {
+                // Never again.
+                self.failed
+                    .insert(p.addr, Instant::now() + Duration::from_secs(24 * 3600));
+            }
+            PeerError::Closed if p.ready => {}
+            _ if !p.incoming => {
+                self.failed.insert(p.addr, Instant::now() + RETRY_AFTER);
+            }
+            _ => {}
+        }
+        self.upload_done(&p);
+        self.fill_all();
+        self.rechoke(false);
+    }
+
+    fn upload_done(&mut self, _p: &Peer) {}
+
+    fn close(&mut self, key: PeerKey) {
+        if let Some(p) = self.peers.get_mut(&key) {
+            if !p.closing {
+                p.closing = true;
+                // A full queue cannot take Close; replacing the sender would
+                // not reach the thread either, so shut the socket via drop of
+                // the command channel: the thread sees disconnection.
+                if p.commands.try_send(PeerCommand::Close).is_err() {
+                    let (dead, _) = bounded(0);
+                    p.commands = dead;
+                }
+            }
+        }
+    }
+
+    fn add_candidates(&mut self, peers: Vec<SocketAddr>) {
+        for a in peers {
+            if self.known.len() < 10_000 {
+                self.known.insert(a);
+            }
+            let connected = self.peers.values().any(|p| p.addr == a);
+            if !connected && self.candidates.len() < 10_000 && !self.candidates.contains(&a) {
+                self.candidates.push_back(a);
+            }
+        }
+        self.connect_more();
+    }
+
+    fn connect_more(&mut self) {
+        if !self.running() {
+            return;
+        }
+        let max_peers = self.session.config.max_peers_per_torrent;
+        let max_connections = self.session.config.max_connections;
+        let now = Instant::now();
+        let mut tries = self.candidates.len();
+        while tries > 0
+            && self.peers.len() < max_peers
+            && self.session.connections.load(Ordering::Relaxed) < max_connections
+        {
+            tries -= 1;
+            let Some(addr) = self.candidates.pop_front() else {
+                break;
+            };
+            if self.banned.contains(&addr.ip()) || self.peers.values().any(|p| p.addr == addr) {
+                continue;
+            }
+            if self.failed.get(&addr).is_some_and(|t| *t > now) {
+                self.candidates.push_back(addr);
+                continue;
+            }
+            if addr.port() == self.session.port && addr.ip().is_loopback() {
+                // Our own listener, handed back by a tracker.
+                continue;
+            }
+            self.spawn_peer(Origin::Outgoing(addr), addr);
+        }
+    }
+
+    fn spawn_peer(&mut self, origin: Origin, addr: SocketAddr) {
+        let key = PeerKey(self.next_key);
+        self.next_key += 1;
+        let (tx, rx) = bounded(PEER_COMMAND_QUEUE);
+        let stats = Arc::new(PeerStats::default());
+        let ctx = PeerContext {
+            key,
+            info_hash: self.info_hash,
+            our_id: self.session.peer_id,
+            storage: self.storage.clone(),
+            have: self.have.clone(),
+            claims: self.claims.clone(),
+            events: self.peer_tx.clone(),
+            stats: stats.clone(),
+            up_limits: [self.up_limit.clone(), self.session.upload.clone()],
+            down_limits: [self.down_limit.clone(), self.session.download.clone()],
+            timing: self.session.config.timing.clone(),
+        };
+        let incoming = matches!(origin, Origin::Incoming(..));
+        match peer::spawn(ctx, origin, rx) {
+            Ok(thread) => {
+                self.session.connections.fetch_add(1, Ordering::Relaxed);
+                let now = Instant::now();
+                self.peers.insert(
+                    key,
+                    Peer {
+                        addr,
+                        commands: tx,
+                        stats,
+                        thread: Some(thread),
+                        ready: false,
+                        incoming,
+                        peer_id: None,
+                        bits: None,
+                        fast: false,
+                        am_choking: true,
+                        am_interested: false,
+                        peer_choking: true,
+                        peer_interested: false,
+                        allowed_fast: Vec::new(),
+                        reqq: DEFAULT_REQQ,
+                        client: None,
+                        connected_at: now,
+                        last_block: now,
+                        down: RateMeasure::new(Duration::from_secs(10), now),
+                        up: RateMeasure::new(Duration::from_secs(10), now),
+                        seen_down: 0,
+                        seen_up: 0,
+                        closing: false,
+                    },
+                );
+            }
+            Err(e) => warn!("cannot start a peer thread: {e}"),
+        }
+    }
+
+    // ---- choking ------------------------------------------------------
+
+    fn rechoke(&mut self, round: bool) {
+        let now = Instant::now();
+        let seeding = self.state == TorrentState::Seeding;
+        let candidates: Vec<ChokeCandidate> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.ready && !p.closing)
+            .map(|(k, p)| ChokeCandidate {
+                peer: *k,
+                interested: p.peer_interested,
+                snubbed: p.snubbed(
+                    now,
+                    self.session.config.timing.snub_timeout,
+                    self.picker.outstanding(*k),
+                ),
+                download_rate: p.down.rate(now),
+                upload_rate: p.up.rate(now),
+                connected_at: p.connected_at,
+                unchoked: !p.am_choking,
+            })
+            .collect();
+        let unchoke: HashSet<PeerKey> = self
+            .choker
+            .rechoke(now, seeding, &candidates, round)
+            .into_iter()
+            .collect();
+        let mut slow = Vec::new();
+        for (k, p) in self.peers.iter_mut() {
+            if !p.ready || p.closing {
+                continue;
+            }
+            let want_choke = !unchoke.contains(k);
+            if want_choke != p.am_choking {
+                p.am_choking = want_choke;
+                let cmd = if want_choke {
+                    PeerCommand::Choke
+                } else {
+                    PeerCommand::Unchoke
+                };
+                if p.commands.try_send(cmd).is_err() {
+                    slow.push(*k);
+                }
+            }
+        }
+        for k in slow {
+            self.close(k);
+        }
+    }
+
+    // ---- commands and ticks -------------------------------------------
+
+    fn on_command(&mut self, cmd: TorrentCommand) {
+        match cmd {
+            TorrentCommand::Pause => {
+                if self.running() {
+                    self.close_all();
+                    self.stop_announcer();
+                    self.set_state(TorrentState::Paused);
+                }
+            }
+            TorrentCommand::Resume => {
+                if self.state == TorrentState::Paused {
+                    let s = if self.picker.is_complete() {
+                        TorrentState::Seeding
+                    } else {
+                        TorrentState::Downloading
+                    };
+                    self.set_state(s);
+                    self.start_announcer();
+                    self.candidates.extend(self.known.iter().copied());
+                    self.connect_more();
+                }
+            }
+            TorrentCommand::AddPeers(peers) => self.add_candidates(peers),
+            TorrentCommand::Incoming(stream, hs) => {
+                let Ok(addr) = stream.peer_addr() else { return };
+                let cfg = &self.session.config;
+                if !self.running()
+                    || self.banned.contains(&addr.ip())
+                    || self.peers.len() >= cfg.max_peers_per_torrent
+                    || self.session.connections.load(Ordering::Relaxed) >= cfg.max_connections
+                {
+                    return;
+                }
+                self.spawn_peer(Origin::Incoming(stream, hs), addr);
+            }
+            TorrentCommand::Shutdown => {}
+        }
+        self.publish();
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        // Sample payload counters for per-peer rates.
+        let mut up_total = 0;
+        for p in self.peers.values_mut() {
+            let d = p.stats.downloaded.load(Ordering::Relaxed);
+            let u = p.stats.uploaded.load(Ordering::Relaxed);
+            p.down.add(d - p.seen_down, now);
+            p.up.add(u - p.seen_up, now);
+            up_total += u - p.seen_up;
+            p.seen_down = d;
+            p.seen_up = u;
+        }
+        self.up_rate.add(up_total, now);
+        self.transfer
+            .uploaded
+            .fetch_add(up_total, Ordering::Relaxed);
+
+        if self.running() {
+            let interval = self.session.config.timing.choke_interval;
+            if now.duration_since(self.last_choke) >= interval {
+                self.last_choke = now;
+                self.rechoke(true);
+            }
+            // Interest can drop as pieces complete; recheck everyone.
+            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+            for k in keys {
+                self.update_interest(k);
+                self.fill(k);
+            }
+            self.connect_more();
+            if self.peers.len() < 5 {
+                if let Some(a) = &self.announcer {
+                    a.need_peers();
+                }
+            }
+            if self.dirty
+                && now.duration_since(self.last_resume)
+                    >= self.session.config.timing.resume_interval
+            {
+                if let Err(e) = self.save_resume() {
+                    self.fail(format!("saving resume state: {e}"));
+                }
+            }
+        }
+        self.publish();
+    }
+
+    fn finished_by_goal(&self) -> bool {
+        if self.state != TorrentState::Seeding {
+            return false;
+        }
+        let Some(done) = self.completed_at else {
+            return false;
+        };
+        match self.options.seed_goal {
+            SeedGoal::Forever => false,
+            SeedGoal::None => true,
+            SeedGoal::Time(t) => done.elapsed() >= t,
+            SeedGoal::Ratio(r) => {
+                let size = self.picker_wanted_bytes().max(1);
+                self.transfer.uploaded.load(Ordering::Relaxed) as f64 / size as f64 >= r
+            }
+        }
+    }
+
+    fn picker_wanted_bytes(&self) -> u64 {
+        let layout = self.storage.layout();
+        (0..layout.piece_count())
+            .filter(|i| self.wanted[*i])
+            .map(|i| layout.piece_len(i))
+            .sum()
+    }
+
+    fn finish(&mut self) {
+        info!("{}: seed goal reached", self.short());
+        self.stop(TorrentState::Stopped);
+    }
+
+    /// Graceful stop: close peers, wait for in-flight hashes, save resume
+    /// state, announce `stopped` within the deadline.
+    fn stop(&mut self, state: TorrentState) {
+        self.close_all();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while (!self.peers.is_empty() || self.verifying > 0) && Instant::now() < deadline {
+            select! {
+                recv(self.peer_rx) -> m => if let Ok(m) = m { self.on_peer_closing(m) },
+                recv(self.verify_rx) -> r => if let Ok((piece, r)) = r { self.on_verified(piece, r) },
+                default(Duration::from_millis(100)) => {}
+            }
+        }
+        if self.dirty && !matches!(self.state, TorrentState::Error(_)) {
+            if let Err(e) = self.save_resume() {
+                warn!("{}: cannot save resume state: {e}", self.short());
+            }
+        }
+        self.stop_announcer();
+        self.storage.release_files();
+        if !matches!(self.state, TorrentState::Error(_)) {
+            self.set_state(state);
+        }
+        self.publish();
+    }
+
+    /// While closing, only bookkeeping matters.
+    fn on_peer_closing(&mut self, msg: PeerMsg) {
+        match msg.event {
+            PeerEvent::Gone(r) => self.peer_gone(msg.key, r),
+            PeerEvent::Block { block, stored } => self.on_block(msg.key, block, stored),
+            _ => {}
+        }
+    }
+
+    fn close_all(&mut self) {
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.close(k);
+        }
+    }
+
+    fn idle_until_shutdown(&mut self) {
+        self.stop_announcer();
+        self.publish();
+        while let Ok(cmd) = self.commands.recv() {
+            if matches!(cmd, TorrentCommand::Shutdown) {
+                break;
+            }
+        }
+    }
+
+    fn fail(&mut self, why: String) {
+        if matches!(self.state, TorrentState::Error(_)) {
+            return;
+        }
+        log::error!("{}: {why}", self.short());
+        self.close_all();
+        self.set_state(TorrentState::Error(why));
+    }
+
+    fn set_state(&mut self, s: TorrentState) {
+        if self.state != s {
+            self.state = s.clone();
+            self.emit(TorrentEvent::StateChanged(s));
+            self.publish();
+        }
+    }
+
+    fn emit(&self, e: TorrentEvent) {
+        let _ = self.events.try_send(e);
+    }
+
+    // ---- tracker ------------------------------------------------------
+
+    fn start_announcer(&mut self) {
+        if !self.session.config.announce || self.announcer.is_some() {
+            return;
+        }
+        let tiers = self.metainfo.trackers();
+        if tiers.is_empty() {
+            return;
+        }
+        let transfer = self.transfer.clone();
+        let mut config = AnnouncerConfig::new(
+            tiers,
+            self.info_hash,
+            self.session.peer_id,
+            self.session.port,
+        );
+        config.client = self.session.config.tracker.clone();
+        let stats = Arc::new(move || TransferStats {
+            uploaded: transfer.uploaded.load(Ordering::Relaxed),
+            downloaded: transfer.downloaded.load(Ordering::Relaxed),
+            left: transfer.left.load(Ordering::Relaxed),
+        });
+        self.announcer = Some(Announcer::spawn(config, stats));
+    }
+
+    fn stop_announcer(&mut self) {
+        if let Some(a) = self.announcer.take() {
+            a.stop(self.session.config.timing.stop_announce_deadline);
+        }
+    }
+
+    // ---- persistence and status ---------------------------------------
+
+    fn save_resume(&mut self) -> Result<(), bittern_storage::Error> {
+        let have: Vec<bool> = (0..self.have.len())
+            .map(|i| self.have.contains(i))
+            .collect();
+        check::save(&self.storage, &self.resume_file, self.info_hash, &have)?;
+        self.dirty = false;
+        self.last_resume = Instant::now();
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let now = Instant::now();
+        let layout = self.storage.layout();
+        let mut wanted_bytes = 0;
+        let mut have_bytes = 0;
+        let mut pieces_have = 0;
+        for i in 0..layout.piece_count() {
+            let len = layout.piece_len(i);
+            let had = self.have.contains(i);
+            pieces_have += usize::from(had);
+            if self.wanted[i] {
+                wanted_bytes += len;
+                if had {
+                    have_bytes += len;
+                }
+            }
+        }
+        let files = check::file_status(
+            layout,
+            &self.have,
+            &self.options.wanted_files,
+            self.metainfo.info.multi_file,
+            &self.metainfo.info.name,
+        );
+        let left = wanted_bytes - have_bytes;
+        let peers: Vec<PeerInfo> = self
+            .peers
+            .values()
+            .filter(|p| p.ready)
+            .map(|p| PeerInfo {
+                addr: p.addr,
+                client: p.client.clone(),
+                download_rate: p.down.rate(now),
+                upload_rate: p.up.rate(now),
+                downloaded: p.seen_down,
+                uploaded: p.seen_up,
+                am_choking: p.am_choking,
+                peer_choking: p.peer_choking,
+                am_interested: p.am_interested,
+                peer_interested: p.peer_interested,
+                pieces: p.bits.as_ref().map_or(0, |b| b.count_ones()),
+                outstanding: 0,
+                incoming: p.incoming,
+                snubbed: false,
+            })
+            .collect();
+        let status = TorrentStatus {
+            name: self.metainfo.info.name.clone(),
+            state: self.state.clone(),
+            progress: if wanted_bytes == 0 {
+                1.0
+            } else {
+                have_bytes as f64 / wanted_bytes as f64
+            },
+            wanted_bytes,
+            have_bytes,
+            downloaded: self.transfer.downloaded.load(Ordering::Relaxed),
+            uploaded: self.transfer.uploaded.load(Ordering::Relaxed),
+            download_rate: self.down_rate.rate(now),
+            upload_rate: self.up_rate.rate(now),
+            eta: if left == 0 {
+                Some(Duration::ZERO)
+            } else {
+                self.down_rate.eta(left, now)
+            },
+            peers_connected: peers.len(),
+            peers_known: self.known.len(),
+            pieces_have,
+            pieces_total: layout.piece_count(),
+            files,
+            hash_failures: self.hash_failures,
+        };
+        *self.published.status.lock() = status;
+        *self.published.peers.lock() = peers;
+    }
+}
+
+/// Pieces that hold bytes of a wanted file. Empty selection: everything.
+fn wanted_pieces(layout: &Layout, wanted_files: &[bool]) -> Vec<bool> {
+    if wanted_files.is_empty() {
+        return vec![true; layout.piece_count()];
+    }
+    let mut wanted = vec![false; layout.piece_count()];
+    for (f, spec) in layout.files().iter().enumerate() {
+        if spec.padding || !wanted_files.get(f).copied().unwrap_or(true) {
+            continue;
+        }
+        for p in layout.file_pieces(f) {
+            wanted[p] = true;
+        }
+    }
+    wanted
+}

@@ -1,0 +1,149 @@
+//! bittern to bittern transfers.
+
+use std::time::Duration;
+
+use bittern_engine::{SeedGoal, TorrentOptions, TorrentState};
+
+use crate::util::*;
+
+#[test]
+fn one_seeder_one_leecher_single_file() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let meta = make_torrent(
+        src.path(),
+        "data.bin",
+        &[("data.bin", 3 * 1024 * 1024 + 12345)],
+        256 * 1024,
+        1,
+    );
+    let seeder = session();
+    let s = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    assert_eq!(s.status().pieces_have, meta.info.piece_count());
+
+    let leecher = session();
+    let opts = TorrentOptions {
+        peers: vec![seeder.local_addr()],
+        seed_goal: SeedGoal::None,
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    wait_state(&l, TorrentState::Stopped, Duration::from_secs(60));
+    let st = l.status();
+    assert_eq!(st.have_bytes, meta.info.total_length());
+    assert!(st.downloaded >= meta.info.total_length());
+    assert_same(src.path(), dst.path(), &["data.bin".into()]);
+    // Resume state was written and vouches for everything.
+    let resume = dst
+        .path()
+        .join(".bittern")
+        .join(format!("{}.resume", meta.info_hash.to_hex()));
+    assert!(resume.exists());
+}
+
+#[test]
+fn multi_file_odd_sizes_with_skipped_file() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let files = [
+        ("a.txt", 1),
+        ("dir/b.bin", 70_001),
+        ("dir/skip.bin", 200_000),
+        ("c/d/e.dat", 33_333),
+        ("empty", 0),
+    ];
+    let meta = make_torrent(src.path(), "multi", &files, 32 * 1024, 2);
+    let seeder = session();
+    let s = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+
+    let leecher = session();
+    let wanted: Vec<bool> = meta
+        .info
+        .files
+        .iter()
+        .map(|f| !f.relative_path().ends_with("skip.bin"))
+        .collect();
+    let opts = TorrentOptions {
+        peers: vec![seeder.local_addr()],
+        seed_goal: SeedGoal::None,
+        wanted_files: wanted,
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    wait_state(&l, TorrentState::Stopped, Duration::from_secs(60));
+    let root_a = src.path().join("multi");
+    let root_b = dst.path().join("multi");
+    assert_same(
+        &root_a,
+        &root_b,
+        &["a.txt".into(), "dir/b.bin".into(), "c/d/e.dat".into()],
+    );
+    // The skipped file was not fetched in full: at most the pieces it shares
+    // with its neighbours were written.
+    let skipped = std::fs::read(root_b.join("dir/skip.bin")).unwrap_or_default();
+    let orig = std::fs::read(root_a.join("dir/skip.bin")).unwrap();
+    assert_ne!(skipped, orig, "a skipped file must not be downloaded whole");
+    let st = l.status();
+    assert!(
+        st.downloaded < meta.info.total_length(),
+        "downloaded {} of {}",
+        st.downloaded,
+        meta.info.total_length()
+    );
+}
+
+#[test]
+fn one_seeder_four_leechers_share_with_each_other() {
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(
+        src.path(),
+        "swarm.bin",
+        &[("swarm.bin", 8 * 1024 * 1024)],
+        64 * 1024,
+        3,
+    );
+    let mut seed_cfg = config();
+    // A slow seeder forces leechers to trade pieces among themselves.
+    seed_cfg.upload_limit = Some(2 * 1024 * 1024);
+    let seeder = bittern_engine::Session::new(seed_cfg).unwrap();
+    let s = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let sessions: Vec<_> = (0..4).map(|_| session()).collect();
+    let mut handles = Vec::new();
+    for i in 0..4 {
+        // Each leecher knows the seeder and the leechers started before it.
+        let mut peers = vec![seeder.local_addr()];
+        peers.extend(sessions[..i].iter().map(|s| s.local_addr()));
+        let opts = TorrentOptions {
+            peers,
+            ..TorrentOptions::default()
+        };
+        handles.push(
+            sessions[i]
+                .add_torrent(meta.clone(), dirs[i].path(), opts)
+                .unwrap(),
+        );
+    }
+    for h in &handles {
+        wait_state(h, TorrentState::Seeding, Duration::from_secs(120));
+    }
+    let leecher_upload: u64 = handles.iter().map(|h| h.status().uploaded).sum();
+    let seeder_upload = s.status().uploaded;
+    for d in &dirs {
+        assert_same(src.path(), d.path(), &["swarm.bin".into()]);
+    }
+    assert!(
+        leecher_upload > meta.info.total_length(),
+        "leechers uploaded {leecher_upload} bytes to each other (seeder {seeder_upload})"
+    );
+}

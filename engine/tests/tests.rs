@@ -1,0 +1,4 @@
+//! Engine integration tests: whole sessions on 127.0.0.1.
+
+mod e2e;
+mod util;

@@ -1,0 +1,115 @@
+//! Helpers for engine tests: random data, torrents, sessions on loopback.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bittern_engine::{Session, SessionConfig, Timing, TorrentHandle, TorrentState};
+use bittern_wire::{Metainfo, MetainfoBuilder};
+use rand::{Rng, SeedableRng};
+
+/// Writes `files` (relative path, size) of seeded random bytes under
+/// `dir/name` (multi-file) or `dir/name` as one file, and builds the torrent.
+pub fn make_torrent(
+    dir: &Path,
+    name: &str,
+    files: &[(&str, u64)],
+    piece_length: u64,
+    seed: u64,
+) -> Metainfo {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let multi = files.len() != 1 || files[0].0 != name;
+    let mut disk = Vec::new();
+    let mut entries = Vec::new();
+    for (path, size) in files {
+        let full = if multi {
+            dir.join(name).join(path)
+        } else {
+            dir.join(name)
+        };
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        let mut data = vec![0u8; *size as usize];
+        rng.fill(&mut data[..]);
+        std::fs::write(&full, &data).unwrap();
+        disk.push((full, *size));
+        entries.push((
+            path.split('/').map(str::to_string).collect::<Vec<_>>(),
+            *size,
+        ));
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let hashes = bittern_storage::hash_files(&disk, piece_length, &pool, &|_, _| {}).unwrap();
+    let mut b = MetainfoBuilder::new(name)
+        .piece_length(piece_length)
+        .pieces(hashes);
+    b = if multi {
+        b.files(entries)
+    } else {
+        b.single_file(files[0].1)
+    };
+    let bytes = b.build().unwrap();
+    Metainfo::from_bytes(&bytes).unwrap()
+}
+
+/// Session config for tests: loopback, ephemeral port, no trackers.
+pub fn config() -> SessionConfig {
+    SessionConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        announce: false,
+        timing: Timing {
+            choke_interval: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(5),
+            ..Timing::default()
+        },
+        ..SessionConfig::default()
+    }
+}
+
+pub fn session() -> Session {
+    Session::new(config()).unwrap()
+}
+
+/// Waits until the torrent reaches `state` (panics on error or timeout).
+pub fn wait_state(t: &TorrentHandle, state: TorrentState, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        let s = t.status();
+        if s.state == state {
+            return;
+        }
+        if let TorrentState::Error(e) = &s.state {
+            panic!("torrent failed: {e}");
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out waiting for {state:?}; status: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Asserts two directory trees hold identical files named by `paths`.
+pub fn assert_same(a: &Path, b: &Path, paths: &[PathBuf]) {
+    for p in paths {
+        let x = std::fs::read(a.join(p)).unwrap_or_else(|e| panic!("{}: {e}", a.join(p).display()));
+        let y = std::fs::read(b.join(p)).unwrap_or_else(|e| panic!("{}: {e}", b.join(p).display()));
+        assert!(x == y, "{} differs", p.display());
+    }
+}
+
+/// True when the Debian tool is present; when it is missing, fail if
+/// BITTERN_REQUIRE_INTEROP=1, else skip loudly.
+#[allow(dead_code)]
+pub fn have_tool(path: &str) -> bool {
+    if Path::new(path).exists() {
+        return true;
+    }
+    if std::env::var("BITTERN_REQUIRE_INTEROP").as_deref() == Ok("1") {
+        panic!("{path} is required (BITTERN_REQUIRE_INTEROP=1) but missing");
+    }
+    eprintln!("SKIPPED: {path} is not installed");
+    false
+}
