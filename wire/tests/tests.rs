@@ -1,4 +1,9 @@
-//! bittern-wire integration tests: real files from real tools, hostile
-//! inputs, whole-API round trips.
+//! bittern-wire integration tests: committed fixtures and live runs of real
+//! tools (mktorrent, transmission-create, libtorrent), hostile inputs, and
+//! whole-API round trips.
 
 mod api;
+mod fixtures;
+mod hostile;
+mod interop;
+mod util;

@@ -1,0 +1,148 @@
+//! Hostile inputs through the public API: each is a typed error, never a
+//! panic, and nothing large is allocated.
+
+use bittern_wire::bencode::{self, Error as BError};
+use bittern_wire::{decode_message, MessageError, Metainfo, MetainfoError, DEFAULT_MAX_FRAME};
+
+use crate::util::data_dir;
+
+fn sample() -> Vec<u8> {
+    std::fs::read(data_dir().join("sample.torrent")).unwrap()
+}
+
+/// Replace the first occurrence of `from` with `to` (bencode tokens, so the
+/// result stays valid bencode).
+fn patch(buf: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let at = buf.windows(from.len()).position(|w| w == from).unwrap();
+    let mut out = buf[..at].to_vec();
+    out.extend_from_slice(to);
+    out.extend_from_slice(&buf[at + from.len()..]);
+    out
+}
+
+#[test]
+fn four_gib_length_prefixes() {
+    assert_eq!(
+        decode_message(&[0xff, 0xff, 0xff, 0xff, 0x07], DEFAULT_MAX_FRAME),
+        Err(MessageError::FrameTooLong {
+            len: 0xffff_ffff,
+            max: DEFAULT_MAX_FRAME
+        })
+    );
+    assert_eq!(
+        decode_message(&[0x00, 0x10, 0x00, 0x01], DEFAULT_MAX_FRAME),
+        Err(MessageError::FrameTooLong {
+            len: (1 << 20) + 1,
+            max: DEFAULT_MAX_FRAME
+        })
+    );
+    // a 4 GiB string in a torrent
+    let t = patch(&sample(), b"7:comment14:", b"7:comment4294967296:");
+    assert!(matches!(
+        Metainfo::from_bytes(&t),
+        Err(MetainfoError::Bencode(BError::StringTooLong {
+            len: 4294967296,
+            ..
+        }))
+    ));
+}
+
+#[test]
+fn hundred_thousand_deep_nesting() {
+    let mut deep = vec![b'l'; 100_000];
+    deep.extend(vec![b'e'; 100_000]);
+    assert_eq!(bencode::decode(&deep), Err(BError::TooDeep(64)));
+    // the same nesting as the value of a torrent key
+    let mut t = b"d7:comment".to_vec();
+    t.extend_from_slice(&deep);
+    t.extend_from_slice(b"e");
+    assert_eq!(
+        Metainfo::from_bytes(&t),
+        Err(MetainfoError::Bencode(BError::TooDeep(32)))
+    );
+    // and as an extension handshake payload
+    assert!(bittern_wire::ExtensionHandshake::decode(&deep).is_err());
+}
+
+#[test]
+fn negative_lengths() {
+    let t = patch(&sample(), b"6:lengthi81e", b"6:lengthi-81e");
+    assert_eq!(
+        Metainfo::from_bytes(&t),
+        Err(MetainfoError::NegativeLength(-81))
+    );
+    assert!(matches!(
+        bencode::decode(b"-1:a"),
+        Err(BError::InvalidByte { pos: 0, byte: b'-' })
+    ));
+    let t = patch(
+        &sample(),
+        b"12:piece lengthi32768e",
+        b"12:piece lengthi-32768e",
+    );
+    assert_eq!(
+        Metainfo::from_bytes(&t),
+        Err(MetainfoError::InvalidPieceLength(-32768))
+    );
+}
+
+#[test]
+fn pieces_of_the_wrong_size() {
+    let s = sample();
+    let m = Metainfo::from_bytes(&s).unwrap();
+    let n = m.info.pieces.len() * 20;
+    // one byte short
+    let at = s.windows(8).position(|w| w == b"6:pieces").unwrap() + 8;
+    let mut t = s[..at].to_vec();
+    t.extend_from_slice(format!("{}:", n - 1).as_bytes());
+    let body = at + format!("{n}:").len();
+    t.extend_from_slice(&s[body..body + n - 1]);
+    t.extend_from_slice(&s[body + n..]);
+    assert_eq!(
+        Metainfo::from_bytes(&t),
+        Err(MetainfoError::PiecesNotMultipleOf20(n - 1))
+    );
+    // one hash too many
+    let mut t = s[..at].to_vec();
+    t.extend_from_slice(format!("{}:", n + 20).as_bytes());
+    t.extend_from_slice(&s[body..body + n]);
+    t.extend_from_slice(&[0u8; 20]);
+    t.extend_from_slice(&s[body + n..]);
+    assert_eq!(
+        Metainfo::from_bytes(&t),
+        Err(MetainfoError::PieceCountMismatch {
+            expected: n as u64 / 20,
+            got: n / 20 + 1
+        })
+    );
+}
+
+#[test]
+fn escaping_paths() {
+    let s = sample();
+    for (from, to) in [
+        (&b"4:data"[..], &b"2:.."[..]),
+        (b"4:data", b"4:/etc"),
+        (b"4:data", b"3:C:x"),
+        (b"4:data", b"0:"),
+        (b"4:name6:sample", b"4:name2:.."),
+        (b"4:name6:sample", b"4:name4:/tmp"),
+    ] {
+        let t = patch(&s, from, to);
+        match Metainfo::from_bytes(&t) {
+            Err(MetainfoError::UnsafePath { .. }) => {}
+            other => panic!("{}: {other:?}", String::from_utf8_lossy(to)),
+        }
+    }
+    // separators inside a component are made harmless, not trusted
+    let t = patch(&s, b"4:data", b"4:a/..");
+    let m = Metainfo::from_bytes(&t).unwrap();
+    for p in m.info.file_paths() {
+        assert!(p.is_relative());
+        assert!(
+            p.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_))),
+            "{p:?}"
+        );
+    }
+}
