@@ -71,3 +71,6 @@ pub use layout::{FileSpec, Layout, Span, Spans};
 pub use pool::{FilePool, DEFAULT_MAX_OPEN};
 pub use resume::{FileStamp, ResumeState};
 pub use storage::{Backend, Storage};
+
+/// The rayon version this crate's verification API takes a `ThreadPool` from.
+pub use rayon;
