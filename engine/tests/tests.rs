@@ -1,4 +1,6 @@
 //! Engine integration tests: whole sessions on 127.0.0.1.
 
 mod e2e;
+mod fake;
+mod hostile;
 mod util;

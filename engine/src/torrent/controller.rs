@@ -4,7 +4,7 @@
 //! with `try_send`; a full queue closes that peer).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -209,8 +209,8 @@ pub(crate) struct Controller {
     candidates: VecDeque<SocketAddr>,
     known: HashSet<SocketAddr>,
     failed: HashMap<SocketAddr, Instant>,
-    banned: HashSet<IpAddr>,
-    bad_data: BadDataGuard,
+    banned: HashSet<SocketAddr>,
+    bad_data: BadDataGuard<SocketAddr>,
 
     announcer: Option<AnnouncerHandle>,
     transfer: Arc<Transfer>,
@@ -594,10 +594,10 @@ impl Controller {
                     let Some(p) = self.peers.get(&key) else {
                         continue;
                     };
-                    let ip = p.addr.ip();
-                    if self.bad_data.record_bad(ip, alone) {
+                    let who = ban_key(p.addr);
+                    if self.bad_data.record_bad(who, alone) {
                         warn!("{} {}: banned for sending bad data", p.addr, self.short());
-                        self.banned.insert(ip);
+                        self.banned.insert(who);
                         let addr = p.addr;
                         self.emit(TorrentEvent::PeerBanned(addr));
                         self.close(key);
@@ -802,7 +802,7 @@ impl Controller {
             let Some(addr) = self.candidates.pop_front() else {
                 break;
             };
-            if self.banned.contains(&addr.ip()) || self.peers.values().any(|p| p.addr == addr) {
+            if self.banned.contains(&ban_key(addr)) || self.peers.values().any(|p| p.addr == addr) {
                 continue;
             }
             if self.failed.get(&addr).is_some_and(|t| *t > now) {
@@ -953,7 +953,7 @@ impl Controller {
                 let Ok(addr) = stream.peer_addr() else { return };
                 let cfg = &self.session.config;
                 if !self.running()
-                    || self.banned.contains(&addr.ip())
+                    || self.banned.contains(&ban_key(addr))
                     || self.peers.len() >= cfg.max_peers_per_torrent
                     || self.session.connections.load(Ordering::Relaxed) >= cfg.max_connections
                 {
@@ -1253,4 +1253,14 @@ fn wanted_pieces(layout: &Layout, wanted_files: &[bool]) -> Vec<bool> {
         }
     }
     wanted
+}
+
+/// What a ban applies to: the host, except on loopback where every test
+/// peer shares one address and the port tells them apart.
+fn ban_key(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_loopback() {
+        addr
+    } else {
+        SocketAddr::new(addr.ip(), 0)
+    }
 }

@@ -1,0 +1,298 @@
+//! Hostile and broken peers, scripted with `bittern_wire`, against real
+//! sessions on loopback.
+
+use std::time::{Duration, Instant};
+
+use bittern_engine::{SeedGoal, TorrentEvent, TorrentOptions, TorrentState};
+use bittern_wire::{BlockRef, Message};
+
+use crate::fake::{serving_peer, Got, Wire};
+use crate::util::*;
+
+fn flip(b: &mut [u8]) {
+    for x in b {
+        *x ^= 0xff;
+    }
+}
+
+fn keep(_: &mut [u8]) {}
+
+#[test]
+fn corrupt_blocks_are_refetched_and_the_sender_banned() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let meta = make_torrent(
+        src.path(),
+        "c.bin",
+        &[("c.bin", 1024 * 1024)],
+        64 * 1024,
+        10,
+    );
+    let data = std::fs::read(src.path().join("c.bin")).unwrap();
+    let (bad, bad_thread) = serving_peer(
+        meta.info_hash,
+        meta.info.piece_count(),
+        meta.info.piece_length,
+        data,
+        usize::MAX,
+        flip,
+    );
+
+    let leecher = session();
+    let opts = TorrentOptions {
+        peers: vec![bad],
+        seed_goal: SeedGoal::None,
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    // Wait for the ban before an honest peer appears.
+    let start = Instant::now();
+    let mut banned = false;
+    while !banned && start.elapsed() < Duration::from_secs(30) {
+        if let Ok(TorrentEvent::PeerBanned(addr)) =
+            l.events().recv_timeout(Duration::from_millis(100))
+        {
+            assert_eq!(addr.ip(), bad.ip());
+            banned = true;
+        }
+    }
+    assert!(
+        banned,
+        "the corrupting peer was not banned: {:?}",
+        l.status()
+    );
+    // Status is published on the controller's tick.
+    let start = Instant::now();
+    while l.status().hash_failures == 0 && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(l.status().hash_failures >= 1);
+    assert_eq!(
+        l.status().pieces_have,
+        0,
+        "no corrupt piece may be accepted"
+    );
+    bad_thread.join().unwrap();
+
+    let seeder = session();
+    let s = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    l.add_peers(vec![seeder.local_addr()]).unwrap();
+    wait_state(&l, TorrentState::Stopped, Duration::from_secs(60));
+    assert_same(src.path(), dst.path(), &["c.bin".into()]);
+}
+
+#[test]
+fn a_peer_vanishing_mid_piece_has_its_blocks_fetched_elsewhere() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let meta = make_torrent(
+        src.path(),
+        "v.bin",
+        &[("v.bin", 1024 * 1024)],
+        256 * 1024,
+        11,
+    );
+    let data = std::fs::read(src.path().join("v.bin")).unwrap();
+    // Serves 5 good blocks (a piece is 16 blocks), then hangs up.
+    let (flaky, flaky_thread) = serving_peer(
+        meta.info_hash,
+        meta.info.piece_count(),
+        meta.info.piece_length,
+        data,
+        5,
+        keep,
+    );
+    let leecher = session();
+    let opts = TorrentOptions {
+        peers: vec![flaky],
+        seed_goal: SeedGoal::None,
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    assert_eq!(flaky_thread.join().unwrap(), 5);
+    // Wait until the leecher noticed the disconnect.
+    let start = Instant::now();
+    while l.status().peers_connected > 0 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(l.status().pieces_have, 0);
+    let seeder = session();
+    let s = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    l.add_peers(vec![seeder.local_addr()]).unwrap();
+    wait_state(&l, TorrentState::Stopped, Duration::from_secs(60));
+    assert_same(src.path(), dst.path(), &["v.bin".into()]);
+    // The 5 blocks from the flaky peer were kept, not fetched again.
+    let st = l.status();
+    assert!(
+        st.downloaded <= meta.info.total_length(),
+        "downloaded {}",
+        st.downloaded
+    );
+}
+
+/// Starts a seeder with a small torrent; returns what tests need.
+fn seeder_fixture() -> (
+    tempfile::TempDir,
+    bittern_wire::Metainfo,
+    bittern_engine::Session,
+) {
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(src.path(), "s.bin", &[("s.bin", 512 * 1024)], 64 * 1024, 12);
+    let seeder = session();
+    let s = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    (src, meta, seeder)
+}
+
+/// Connects, sends interested, waits for unchoke.
+fn interested_peer(addr: std::net::SocketAddr, meta: &bittern_wire::Metainfo) -> Wire {
+    let (mut w, _) = Wire::connect(addr, meta.info_hash).unwrap();
+    w.send(Message::Interested).unwrap();
+    let start = Instant::now();
+    loop {
+        match w.recv() {
+            Ok(Got::Other(s)) if s == "Unchoke" => return w,
+            Ok(_) => {}
+            Err(e) => panic!("no unchoke: {e}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no unchoke");
+    }
+}
+
+#[test]
+fn protocol_violations_close_the_connection_and_the_seeder_keeps_serving() {
+    let (src, meta, seeder) = seeder_fixture();
+    let addr = seeder.local_addr();
+    let n = meta.info.piece_count() as u32;
+    type Case = (&'static str, Box<dyn Fn(&mut Wire)>);
+    let cases: Vec<Case> = vec![
+        (
+            "4 GiB length prefix",
+            Box::new(|w| w.send_raw(&[0xff, 0xff, 0xff, 0xff, 7]).unwrap()),
+        ),
+        (
+            "have out of range",
+            Box::new(move |w| w.send(Message::Have(n + 5)).unwrap()),
+        ),
+        (
+            "bitfield too long",
+            Box::new(|w| w.send(Message::Bitfield(&[0xff; 64])).unwrap()),
+        ),
+        (
+            "bitfield with spare bits",
+            Box::new(|w| w.send(Message::Bitfield(&[0xff])).unwrap()),
+        ),
+        (
+            "request past the end of the torrent",
+            Box::new(move |w| {
+                w.send(Message::Request(BlockRef {
+                    index: n,
+                    begin: 0,
+                    length: 16384,
+                }))
+                .unwrap()
+            }),
+        ),
+        (
+            "request larger than 16 KiB",
+            Box::new(|w| {
+                w.send(Message::Request(BlockRef {
+                    index: 0,
+                    begin: 0,
+                    length: 32768,
+                }))
+                .unwrap()
+            }),
+        ),
+        (
+            "request past the end of a piece",
+            Box::new(|w| {
+                w.send(Message::Request(BlockRef {
+                    index: 0,
+                    begin: 60000,
+                    length: 16384,
+                }))
+                .unwrap()
+            }),
+        ),
+        (
+            "unknown message id",
+            Box::new(|w| w.send_raw(&[0, 0, 0, 1, 99]).unwrap()),
+        ),
+    ];
+    for (name, act) in cases {
+        let mut w = interested_peer(addr, &meta);
+        act(&mut w);
+        // Messages after the violation must not matter.
+        let _ = w.send(Message::Request(BlockRef {
+            index: 0,
+            begin: 0,
+            length: 16384,
+        }));
+        assert!(
+            w.closed_within(Duration::from_secs(10)),
+            "{name}: connection stayed open"
+        );
+    }
+    // The seeder is unharmed: an honest leecher still completes.
+    let dst = tempfile::tempdir().unwrap();
+    let leecher = session();
+    let opts = TorrentOptions {
+        peers: vec![addr],
+        seed_goal: SeedGoal::None,
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    wait_state(&l, TorrentState::Stopped, Duration::from_secs(60));
+    assert_same(src.path(), dst.path(), &["s.bin".into()]);
+}
+
+#[test]
+fn wrong_info_hash_is_dropped_by_the_listener() {
+    let (_src, _meta, seeder) = seeder_fixture();
+    let other = bittern_wire::InfoHash([9; 20]);
+    // The listener reads our handshake, finds no such torrent and closes
+    // without answering.
+    let r = Wire::connect(seeder.local_addr(), other);
+    assert!(
+        r.is_err(),
+        "a handshake for an unknown torrent must not be answered"
+    );
+}
+
+#[test]
+fn valid_requests_are_served_with_the_right_bytes() {
+    let (src, meta, seeder) = seeder_fixture();
+    let data = std::fs::read(src.path().join("s.bin")).unwrap();
+    let mut w = interested_peer(seeder.local_addr(), &meta);
+    let last = meta.info.piece_count() as u32 - 1;
+    w.send(Message::Request(BlockRef {
+        index: 0,
+        begin: 16384,
+        length: 16384,
+    }))
+    .unwrap();
+    w.send(Message::Request(BlockRef {
+        index: last,
+        begin: 0,
+        length: 100,
+    }))
+    .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        if let Got::Piece { index, begin, data } = w.recv().unwrap() {
+            got.push((index, begin, data));
+        }
+    }
+    assert_eq!(got[0], (0, 16384, data[16384..32768].to_vec()));
+    let off = last as usize * 64 * 1024;
+    assert_eq!(got[1], (last, 0, data[off..off + 100].to_vec()));
+}

@@ -1,0 +1,76 @@
+"""Shared helpers for the libtorrent interop scripts (loopback only).
+
+Run with Debian's /usr/bin/python3: python3-libtorrent imports only there.
+"""
+
+import sys
+import time
+
+import libtorrent as lt
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def make_session():
+    """A libtorrent session on 127.0.0.1 with an ephemeral port and every
+    discovery or port-mapping feature off, so nothing leaves loopback."""
+    settings = {
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "listen_interfaces": "127.0.0.1:0",
+        "outgoing_interfaces": "127.0.0.1",
+        "allow_multiple_connections_per_ip": True,
+        "enable_outgoing_utp": False,
+        "enable_incoming_utp": False,
+        "enable_outgoing_tcp": True,
+        "enable_incoming_tcp": True,
+        "announce_to_all_trackers": False,
+        "alert_mask": lt.alert.category_t.error_notification
+        | lt.alert.category_t.status_notification
+        | lt.alert.category_t.peer_notification,
+        "user_agent": "bittern-interop-test",
+    }
+    ses = lt.session(settings)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for a in ses.pop_alerts():
+            if isinstance(a, lt.listen_failed_alert):
+                log("listen failed:", a.message())
+                sys.exit(3)
+        port = ses.listen_port()
+        if port:
+            return ses, port
+        ses.wait_for_alert(100)
+    log("no listen port after 10 s")
+    sys.exit(3)
+
+
+def add(ses, torrent, save_path):
+    atp = lt.add_torrent_params()
+    atp.ti = lt.torrent_info(torrent)
+    atp.save_path = save_path
+    # Not auto-managed: the queue must never pause our only torrent.
+    atp.flags &= ~lt.torrent_flags.auto_managed
+    atp.flags &= ~lt.torrent_flags.paused
+    return ses.add_torrent(atp)
+
+
+def drain_alerts(ses):
+    for a in ses.pop_alerts():
+        log("alert:", type(a).__name__, a.message())
+
+
+def describe(h):
+    s = h.status()
+    return "state=%s progress=%.3f peers=%d down=%d up=%d seed=%s" % (
+        s.state,
+        s.progress,
+        s.num_peers,
+        s.total_payload_download,
+        s.total_payload_upload,
+        s.is_seeding,
+    )
