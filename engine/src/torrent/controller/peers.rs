@@ -1,0 +1,299 @@
+//! Connections of one torrent: interest, request pipelines, connecting,
+//! disconnecting and choking.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::bounded;
+use log::{debug, warn};
+
+use super::*;
+use crate::choker::ChokeCandidate;
+use crate::error::PeerError;
+use crate::peer::{self, Origin, PeerCommand, PeerContext, PeerStats};
+use crate::picker::{PeerKey, BLOCK_SIZE};
+use crate::rate::RateMeasure;
+use crate::status::TorrentState;
+
+impl Controller {
+    /// After a peer's piece set changed: interest, then requests.
+    pub(super) fn after_peer_pieces(&mut self, key: PeerKey) {
+        self.update_interest(key);
+        self.fill(key);
+    }
+
+    pub(super) fn update_interest(&mut self, key: PeerKey) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let want = self.state == TorrentState::Downloading
+            && p.bits
+                .as_ref()
+                .is_some_and(|b| self.picker.is_interesting(b));
+        if want != p.am_interested {
+            p.am_interested = want;
+            let cmd = if want {
+                PeerCommand::Interested
+            } else {
+                PeerCommand::NotInterested
+            };
+            if p.commands.try_send(cmd).is_err() {
+                self.close(key);
+            }
+        }
+    }
+
+    /// Tops up the request pipeline of one peer.
+    pub(super) fn fill(&mut self, key: PeerKey) {
+        if self.state != TorrentState::Downloading {
+            return;
+        }
+        let now = Instant::now();
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if !p.ready || !p.am_interested || p.closing {
+            return;
+        }
+        let Some(bits) = p.bits.as_ref() else { return };
+        if p.peer_choking && p.allowed_fast.is_empty() {
+            return;
+        }
+        let outstanding = self.picker.outstanding(key);
+        let snubbed = p.snubbed(now, self.session.config.timing.snub_timeout, outstanding);
+        let target = if snubbed {
+            1
+        } else {
+            let by_rate = (p.down.rate(now) * PIPELINE_SECONDS / f64::from(BLOCK_SIZE)) as usize;
+            by_rate.clamp(MIN_PIPELINE, p.reqq.min(MAX_PIPELINE))
+        };
+        // Refill in batches, not block by block.
+        if outstanding >= target
+            || (outstanding > 0 && target - outstanding < target / 4 && target > 8)
+        {
+            return;
+        }
+        let mut blocks = Vec::new();
+        self.picker.pick(
+            key,
+            bits,
+            p.peer_choking,
+            &p.allowed_fast,
+            target - outstanding,
+            &mut blocks,
+        );
+        if blocks.is_empty() {
+            return;
+        }
+        if p.commands.try_send(PeerCommand::Request(blocks)).is_err() {
+            self.close(key);
+        }
+    }
+
+    pub(super) fn fill_all(&mut self) {
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.fill(k);
+        }
+    }
+
+    pub(super) fn peer_gone(&mut self, key: PeerKey, reason: PeerError) {
+        let Some(mut p) = self.peers.remove(&key) else {
+            return;
+        };
+        self.session
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = p.thread.take() {
+            let _ = t.join();
+        }
+        if let Some(bits) = &p.bits {
+            self.picker.peer_lost_bitfield(bits);
+        }
+        self.picker.peer_gone(key);
+        debug!("{} {}: disconnected: {reason}", p.addr, self.short());
+        match reason {
+            PeerError::SelfConnection | PeerError::WrongInfoHash => {
+                // Never again.
+                self.failed
+                    .insert(p.addr, Instant::now() + Duration::from_secs(24 * 3600));
+            }
+            PeerError::Closed if p.ready => {}
+            _ if !p.incoming => {
+                self.failed.insert(p.addr, Instant::now() + RETRY_AFTER);
+            }
+            _ => {}
+        }
+        self.fill_all();
+        self.rechoke(false);
+    }
+
+    pub(super) fn close(&mut self, key: PeerKey) {
+        if let Some(p) = self.peers.get_mut(&key) {
+            if !p.closing {
+                p.closing = true;
+                // A full queue cannot take Close; replacing the sender would
+                // not reach the thread either, so shut the socket via drop of
+                // the command channel: the thread sees disconnection.
+                if p.commands.try_send(PeerCommand::Close).is_err() {
+                    let (dead, _) = bounded(0);
+                    p.commands = dead;
+                }
+            }
+        }
+    }
+
+    pub(super) fn add_candidates(&mut self, peers: Vec<SocketAddr>) {
+        for a in peers {
+            if self.known.len() < 10_000 {
+                self.known.insert(a);
+            }
+            let connected = self.peers.values().any(|p| p.addr == a);
+            if !connected && self.candidates.len() < 10_000 && !self.candidates.contains(&a) {
+                self.candidates.push_back(a);
+            }
+        }
+        self.connect_more();
+    }
+
+    pub(super) fn connect_more(&mut self) {
+        if !self.running() {
+            return;
+        }
+        let max_peers = self.session.config.max_peers_per_torrent;
+        let max_connections = self.session.config.max_connections;
+        let now = Instant::now();
+        let mut tries = self.candidates.len();
+        while tries > 0
+            && self.peers.len() < max_peers
+            && self.session.connections.load(Ordering::Relaxed) < max_connections
+        {
+            tries -= 1;
+            let Some(addr) = self.candidates.pop_front() else {
+                break;
+            };
+            if self.banned.contains(&ban_key(addr)) || self.peers.values().any(|p| p.addr == addr) {
+                continue;
+            }
+            if self.failed.get(&addr).is_some_and(|t| *t > now) {
+                self.candidates.push_back(addr);
+                continue;
+            }
+            if addr.port() == self.session.port && addr.ip().is_loopback() {
+                // Our own listener, handed back by a tracker.
+                continue;
+            }
+            self.spawn_peer(Origin::Outgoing(addr), addr);
+        }
+    }
+
+    pub(super) fn spawn_peer(&mut self, origin: Origin, addr: SocketAddr) {
+        let key = PeerKey(self.next_key);
+        self.next_key += 1;
+        let (tx, rx) = bounded(PEER_COMMAND_QUEUE);
+        let stats = Arc::new(PeerStats::default());
+        let ctx = PeerContext {
+            key,
+            info_hash: self.info_hash,
+            our_id: self.session.peer_id,
+            storage: self.storage.clone(),
+            have: self.have.clone(),
+            claims: self.claims.clone(),
+            events: self.peer_tx.clone(),
+            stats: stats.clone(),
+            up_limits: [self.up_limit.clone(), self.session.upload.clone()],
+            down_limits: [self.down_limit.clone(), self.session.download.clone()],
+            timing: self.session.config.timing.clone(),
+        };
+        let incoming = matches!(origin, Origin::Incoming(..));
+        match peer::spawn(ctx, origin, rx) {
+            Ok(thread) => {
+                self.session.connections.fetch_add(1, Ordering::Relaxed);
+                let now = Instant::now();
+                self.peers.insert(
+                    key,
+                    Peer {
+                        addr,
+                        commands: tx,
+                        stats,
+                        thread: Some(thread),
+                        ready: false,
+                        incoming,
+                        peer_id: None,
+                        bits: None,
+                        fast: false,
+                        am_choking: true,
+                        am_interested: false,
+                        peer_choking: true,
+                        peer_interested: false,
+                        allowed_fast: Vec::new(),
+                        reqq: DEFAULT_REQQ,
+                        client: None,
+                        connected_at: now,
+                        last_block: now,
+                        down: RateMeasure::new(Duration::from_secs(10), now),
+                        up: RateMeasure::new(Duration::from_secs(10), now),
+                        seen_down: 0,
+                        seen_up: 0,
+                        closing: false,
+                    },
+                );
+            }
+            Err(e) => warn!("cannot start a peer thread: {e}"),
+        }
+    }
+
+    // ---- choking ------------------------------------------------------
+
+    pub(super) fn rechoke(&mut self, round: bool) {
+        let now = Instant::now();
+        let seeding = self.state == TorrentState::Seeding;
+        let candidates: Vec<ChokeCandidate> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.ready && !p.closing)
+            .map(|(k, p)| ChokeCandidate {
+                peer: *k,
+                interested: p.peer_interested,
+                snubbed: p.snubbed(
+                    now,
+                    self.session.config.timing.snub_timeout,
+                    self.picker.outstanding(*k),
+                ),
+                download_rate: p.down.rate(now),
+                upload_rate: p.up.rate(now),
+                connected_at: p.connected_at,
+                unchoked: !p.am_choking,
+            })
+            .collect();
+        let unchoke: HashSet<PeerKey> = self
+            .choker
+            .rechoke(now, seeding, &candidates, round)
+            .into_iter()
+            .collect();
+        let mut slow = Vec::new();
+        for (k, p) in self.peers.iter_mut() {
+            if !p.ready || p.closing {
+                continue;
+            }
+            let want_choke = !unchoke.contains(k);
+            if want_choke != p.am_choking {
+                p.am_choking = want_choke;
+                let cmd = if want_choke {
+                    PeerCommand::Choke
+                } else {
+                    PeerCommand::Unchoke
+                };
+                if p.commands.try_send(cmd).is_err() {
+                    slow.push(*k);
+                }
+            }
+        }
+        for k in slow {
+            self.close(k);
+        }
+    }
+}
