@@ -25,6 +25,12 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// An `https://` tracker, but this build has no TLS support.
+    #[error("https trackers are not supported by this build: {url}")]
+    TlsUnsupported {
+        /// The offending URL.
+        url: String,
+    },
     /// The host name did not resolve to any address.
     #[error("could not resolve tracker host {host}")]
     Resolve {

@@ -241,7 +241,7 @@ pub fn get(url: &str, config: &ClientConfig) -> Result<Vec<u8>> {
         ))
         .build()
         .into();
-    let mut resp = agent.get(url).call().map_err(map_ureq)?;
+    let mut resp = agent.get(url).call().map_err(|e| map_ureq(e, url))?;
     let status = resp.status().as_u16();
     let max = config.max_response_size;
     if let Some(len) = resp.body().content_length() {
@@ -256,7 +256,7 @@ pub fn get(url: &str, config: &ClientConfig) -> Result<Vec<u8>> {
     reader
         .take(max as u64 + 1)
         .read_to_end(&mut body)
-        .map_err(map_io)?;
+        .map_err(|e| map_io(e, url))?;
     if body.len() > max {
         return Err(Error::TooLarge { limit: max });
     }
@@ -271,23 +271,26 @@ pub fn get(url: &str, config: &ClientConfig) -> Result<Vec<u8>> {
     Ok(body)
 }
 
-fn map_io(e: std::io::Error) -> Error {
+fn map_io(e: std::io::Error, url: &str) -> Error {
     // ureq's reader wraps its own errors in io::Error.
     match e.kind() {
         std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => Error::Timeout,
         _ => match e.downcast::<ureq::Error>() {
-            Ok(u) => map_ureq(u),
+            Ok(u) => map_ureq(u, url),
             Err(e) => Error::Io(e),
         },
     }
 }
 
-fn map_ureq(e: ureq::Error) -> Error {
+fn map_ureq(e: ureq::Error, url: &str) -> Error {
     match e {
         ureq::Error::Timeout(_) => Error::Timeout,
         ureq::Error::ConnectionFailed => Error::Connect,
         ureq::Error::HostNotFound => Error::Resolve {
-            host: String::new(),
+            host: host_of(url).to_string(),
+        },
+        ureq::Error::TlsRequired => Error::TlsUnsupported {
+            url: url.to_string(),
         },
         ureq::Error::StatusCode(status) => Error::HttpStatus { status },
         ureq::Error::BodyExceedsLimit(limit) => Error::TooLarge {
@@ -299,10 +302,20 @@ fn map_ureq(e: ureq::Error) -> Error {
             _ => Error::Io(io),
         },
         ureq::Error::BadUri(_) => Error::BadUrl {
-            url: String::new(),
+            url: url.to_string(),
             reason: "rejected by the http client",
         },
         other => Error::Http(Box::new(other)),
+    }
+}
+
+/// The host part of `scheme://host:port/...`, for error messages.
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    match authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
     }
 }
 

@@ -46,6 +46,9 @@ mod schedule;
 pub mod server;
 mod tiers;
 mod types;
+
+#[cfg(test)]
+mod proptests;
 pub mod udp;
 
 pub use announcer::{Announcer, AnnouncerConfig, AnnouncerHandle, AnnouncerStatus, TrackerStatus};

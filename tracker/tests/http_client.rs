@@ -191,3 +191,18 @@ fn scrapes_over_http() {
         format!("GET /scrape?info_hash={} HTTP/1.1", "%05".repeat(20))
     );
 }
+
+#[test]
+fn https_without_tls_support_is_a_typed_error() {
+    let t = FakeHttp::start(|_, _| HttpReply::Body(good_http_body(&peers())));
+    let url = t.url().replace("http://", "https://");
+    let e = announce(
+        &url,
+        &params(1, 1, 1, 0, AnnounceEvent::None),
+        &fast_config(),
+    );
+    assert!(
+        matches!(&e, Err(Error::TlsUnsupported { url: u }) if u.starts_with(&url)),
+        "{e:?}"
+    );
+}
