@@ -45,8 +45,10 @@ pub struct AnnouncerConfig {
 }
 
 impl AnnouncerConfig {
-    /// A config with production defaults (`numwant` 50, default client
-    /// and schedule settings).
+    /// A config with production defaults: `numwant` 50, default schedule,
+    /// and the default client except that a UDP request is sent at most 4
+    /// times (15 + 30 + 60 + 120 s) rather than BEP 15's 8, so that one
+    /// silent UDP tracker cannot hold up the other tiers for an hour.
     pub fn new(
         tiers: Vec<Vec<String>>,
         info_hash: InfoHash,
@@ -59,7 +61,10 @@ impl AnnouncerConfig {
             peer_id,
             port,
             numwant: 50,
-            client: ClientConfig::default(),
+            client: ClientConfig {
+                udp_max_tries: 4,
+                ..ClientConfig::default()
+            },
             schedule: ScheduleConfig::default(),
         }
     }

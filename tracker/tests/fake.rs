@@ -202,7 +202,14 @@ pub struct FakeUdp {
 
 impl FakeUdp {
     pub fn start(script: impl Fn(usize, &Request) -> Vec<Vec<u8>> + Send + 'static) -> FakeUdp {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        FakeUdp::start_on(UdpSocket::bind("127.0.0.1:0").unwrap(), script)
+    }
+
+    /// As `start`, on a given socket (e.g. IPv6 loopback).
+    pub fn start_on(
+        socket: UdpSocket,
+        script: impl Fn(usize, &Request) -> Vec<Vec<u8>> + Send + 'static,
+    ) -> FakeUdp {
         socket
             .set_read_timeout(Some(Duration::from_millis(20)))
             .unwrap();
@@ -255,6 +262,11 @@ impl Drop for FakeUdp {
 
 /// A well-behaved UDP tracker's answer, with these peers.
 pub fn good_udp(req: &Request, peers: &[SocketAddr]) -> Vec<Vec<u8>> {
+    good_udp_family(req, peers, false)
+}
+
+/// As `good_udp`, writing announce peers in the IPv6 format if `ipv6`.
+pub fn good_udp_family(req: &Request, peers: &[SocketAddr], ipv6: bool) -> Vec<Vec<u8>> {
     let resp = match req {
         Request::Connect { transaction_id } => Response::Connect {
             transaction_id: *transaction_id,
@@ -296,7 +308,7 @@ pub fn good_udp(req: &Request, peers: &[SocketAddr]) -> Vec<Vec<u8>> {
                 .collect(),
         },
     };
-    vec![resp.encode(false)]
+    vec![resp.encode(ipv6)]
 }
 
 /// A compact announce reply body with these IPv4 peers.

@@ -158,3 +158,43 @@ fn idle_connection_is_closed_after_the_request_timeout() {
     // Shutdown via Drop does not hang.
     within(Duration::from_secs(2), || drop(srv));
 }
+
+#[test]
+fn connections_beyond_the_limit_are_closed_at_once() {
+    let cfg = ServerConfig {
+        max_connections: 2,
+        request_timeout: Duration::from_secs(3),
+        ..ServerConfig::default()
+    };
+    let srv = TrackerServer::bind("127.0.0.1:0".parse().unwrap(), cfg).unwrap();
+    // Two idle connections take both slots.
+    let _idle: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(srv.local_addr()).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut third = TcpStream::connect(srv.local_addr()).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let _ = third.write_all(b"GET /scrape HTTP/1.1\r\n\r\n");
+    let mut buf = Vec::new();
+    let n = within(Duration::from_secs(1), || third.read_to_end(&mut buf));
+    assert!(
+        n.is_err() || buf.is_empty(),
+        "third connection was served: {buf:?}"
+    );
+    drop(_idle);
+    // Once the slots free up, requests are served again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let reply = raw(&srv, b"GET /scrape HTTP/1.1\r\n\r\n");
+        if reply.starts_with(b"HTTP/1.1 200 OK") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server never recovered"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

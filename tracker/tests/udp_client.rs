@@ -205,3 +205,27 @@ fn scrapes_in_chunks_of_74() {
         .collect();
     assert_eq!(sizes, vec![74, 26]);
 }
+
+#[test]
+fn ipv6_tracker_returns_ipv6_peers() {
+    let Ok(socket) = std::net::UdpSocket::bind("[::1]:0") else {
+        eprintln!("\n*** SKIPPING: no IPv6 loopback ***\n");
+        return;
+    };
+    let v6: Vec<SocketAddr> = vec![
+        "[::1]:6881".parse().unwrap(),
+        "[fe80::1]:51413".parse().unwrap(),
+    ];
+    let peers = v6.clone();
+    let t = FakeUdp::start_on(socket, move |_, req| {
+        crate::fake::good_udp_family(req, &peers, true)
+    });
+    assert!(t.url().starts_with("udp://[::1]:"));
+    let r = announce(
+        &t.url(),
+        &params(2, 2, 2, 2, AnnounceEvent::Started),
+        &fast_config(),
+    )
+    .unwrap();
+    assert_eq!(r.peers, v6);
+}
