@@ -144,7 +144,8 @@ pub(crate) fn spawn(
     origin: Origin,
     commands: Receiver<PeerCommand>,
 ) -> io::Result<std::thread::JoinHandle<()>> {
-    let name = format!("peer-{}-{}", &ctx.info_hash.to_hex()[..8], ctx.key.0);
+    // Thread names fit Linux's 15-byte limit: "pw-<8 hex>-<key>".
+    let name = format!("pw-{}-{}", &ctx.info_hash.to_hex()[..8], ctx.key.0);
     std::thread::Builder::new().name(name).spawn(move || {
         let mut guard = GoneGuard {
             key: ctx.key,
@@ -262,7 +263,7 @@ fn run(
     std::thread::scope(|scope| {
         let link_r = &link;
         let reader = std::thread::Builder::new()
-            .name(format!("peer-r-{}", ctx.key.0))
+            .name(format!("pr-{}-{}", &ctx.info_hash.to_hex()[..8], ctx.key.0))
             .spawn_scoped(scope, move || {
                 let r = read_loop(ctx, reader_stream, fast, link_r, &to_writer);
                 if let Err(e) = r {

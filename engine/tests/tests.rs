@@ -3,4 +3,5 @@
 mod e2e;
 mod fake;
 mod hostile;
+mod scale;
 mod util;
