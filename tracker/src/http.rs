@@ -223,7 +223,8 @@ pub fn parse_scrape(
 }
 
 /// Fetches `url` and returns the body (at most `config.max_response_size`
-/// bytes after gzip decoding). A non-2xx status whose body is a bencoded
+/// bytes after gzip decoding); the whole request takes at most
+/// `connect_timeout + 2 * read_timeout`. A non-2xx status whose body is a bencoded
 /// `failure reason` becomes [`Error::Failure`], otherwise
 /// [`Error::HttpStatus`].
 pub fn get(url: &str, config: &ClientConfig) -> Result<Vec<u8>> {

@@ -159,8 +159,9 @@ impl ClientConfig {
     pub fn within(&self, budget: Duration) -> ClientConfig {
         let mut c = self.clone();
         let budget = budget.max(Duration::from_millis(1));
-        c.connect_timeout = c.connect_timeout.min(budget);
-        c.read_timeout = c.read_timeout.min(budget);
+        // An HTTP request may take connect + 2 * read (headers, then body).
+        c.connect_timeout = c.connect_timeout.min(budget / 2);
+        c.read_timeout = c.read_timeout.min(budget / 4);
         c.udp_base_timeout = c.udp_base_timeout.min(budget);
         while c.udp_max_tries > 1 && c.udp_worst_case() > budget {
             c.udp_max_tries -= 1;
@@ -204,8 +205,8 @@ mod tests {
     #[test]
     fn within_budget_bounds_every_timeout() {
         let c = ClientConfig::default().within(Duration::from_secs(2));
-        assert_eq!(c.connect_timeout, Duration::from_secs(2));
-        assert_eq!(c.read_timeout, Duration::from_secs(2));
+        assert_eq!(c.connect_timeout, Duration::from_secs(1));
+        assert_eq!(c.read_timeout, Duration::from_millis(500));
         assert_eq!(c.udp_max_tries, 1);
         assert!(c.udp_worst_case() <= Duration::from_secs(2));
         let d = ClientConfig::default();

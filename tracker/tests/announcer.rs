@@ -204,6 +204,29 @@ fn stop_never_waits_past_its_deadline() {
         h.stop(Duration::from_millis(300))
     });
     assert!(t.requests().last().unwrap().contains("event=stopped"));
+
+    // Same with a UDP tracker that answers `started` and then goes silent.
+    let u = FakeUdp::start(|n, req| {
+        if n < 2 {
+            good_udp(req, &peers())
+        } else {
+            vec![]
+        }
+    });
+    let mut c = config(vec![vec![u.url()]], 1, 6001);
+    c.client.udp_base_timeout = Duration::from_secs(5);
+    let h = Announcer::spawn(c, stats(5));
+    wait_peers(&h);
+    within(Duration::from_millis(600), || {
+        h.stop(Duration::from_millis(300))
+    });
+    assert!(matches!(
+        u.requests().last(),
+        Some(Request::Announce {
+            event: bittern_tracker::AnnounceEvent::Stopped,
+            ..
+        })
+    ));
 }
 
 #[test]
