@@ -190,7 +190,9 @@ impl<'a> Session<'a> {
         match outcome {
             Outcome::Answer(Response::Connect { connection_id, .. }) => {
                 let now = Instant::now();
-                CONNECTIONS.lock().insert(self.addr, (connection_id, now));
+                let mut cache = CONNECTIONS.lock();
+                cache.retain(|_, (_, at)| at.elapsed() < CONNECTION_ID_TTL);
+                cache.insert(self.addr, (connection_id, now));
                 Ok((connection_id, now + CONNECTION_ID_TTL))
             }
             Outcome::Answer(Response::Error { message, .. }) => Err(Error::Udp { message }),
