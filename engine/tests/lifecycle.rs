@@ -1,0 +1,136 @@
+//! Pause, resume, remove, and restarting from resume state.
+
+use std::time::{Duration, Instant};
+
+use bittern_engine::{SeedGoal, Session, TorrentEvent, TorrentOptions, TorrentState};
+
+use crate::util::*;
+
+#[test]
+fn restart_resumes_without_refetching_verified_pieces() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let total = 4 * 1024 * 1024u64;
+    let meta = make_torrent(src.path(), "r.bin", &[("r.bin", total)], 64 * 1024, 30);
+    let seeder = session();
+    let s = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+
+    // First run: slow, stopped part way.
+    let mut cfg = config();
+    cfg.download_limit = Some(2 * 1024 * 1024);
+    let mut first = Session::new(cfg).unwrap();
+    let opts = TorrentOptions {
+        peers: vec![seeder.local_addr()],
+        ..TorrentOptions::default()
+    };
+    let l = first
+        .add_torrent(meta.clone(), dst.path(), opts.clone())
+        .unwrap();
+    let start = Instant::now();
+    while l.status().have_bytes < total / 4 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            l.status()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.shutdown();
+    let had = l.status().have_bytes;
+    assert!(had < total, "stopped too late to test anything");
+    assert_eq!(l.status().state, TorrentState::Stopped);
+
+    // Second run: the resume state vouches for what was verified.
+    let second = session();
+    let opts = TorrentOptions {
+        seed_goal: SeedGoal::None,
+        ..opts
+    };
+    let l2 = second.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    let checked = loop {
+        match l2.events().recv_timeout(Duration::from_secs(20)) {
+            Ok(TorrentEvent::Checked { pieces }) => break pieces,
+            Ok(_) => {}
+            Err(e) => panic!("no check result: {e}"),
+        }
+    };
+    assert!(
+        checked as u64 * 64 * 1024 >= had,
+        "resume found {checked} pieces, had {had} bytes"
+    );
+    wait_state(&l2, TorrentState::Stopped, Duration::from_secs(60));
+    assert_same(src.path(), dst.path(), &["r.bin".into()]);
+    let again = l2.status().downloaded;
+    assert!(
+        again <= total - had,
+        "second run fetched {again} bytes; {had} were already verified"
+    );
+}
+
+#[test]
+fn pause_disconnects_and_resume_finishes() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let total = 2 * 1024 * 1024u64;
+    let meta = make_torrent(src.path(), "p.bin", &[("p.bin", total)], 64 * 1024, 31);
+    let seeder = session();
+    let s = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+
+    let mut cfg = config();
+    cfg.download_limit = Some(1024 * 1024);
+    let leecher = Session::new(cfg).unwrap();
+    let opts = TorrentOptions {
+        peers: vec![seeder.local_addr()],
+        seed_goal: SeedGoal::None,
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    wait_state(&l, TorrentState::Downloading, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(300));
+    l.pause().unwrap();
+    wait_state(&l, TorrentState::Paused, Duration::from_secs(10));
+    let start = Instant::now();
+    while leecher.connections() > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "paused torrent kept connections"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let paused_at = l.status().downloaded;
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        l.status().downloaded,
+        paused_at,
+        "a paused torrent must not download"
+    );
+    l.resume().unwrap();
+    wait_state(&l, TorrentState::Stopped, Duration::from_secs(60));
+    assert_same(src.path(), dst.path(), &["p.bin".into()]);
+}
+
+#[test]
+fn remove_stops_the_torrent_and_keeps_the_data() {
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(src.path(), "x.bin", &[("x.bin", 300_000)], 32 * 1024, 32);
+    let seeder = session();
+    let s = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    s.remove();
+    assert!(s.is_finished());
+    assert_eq!(s.status().state, TorrentState::Stopped);
+    assert!(src.path().join("x.bin").exists());
+    // The same torrent can be added again.
+    let again = seeder
+        .add_torrent(meta, src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&again, TorrentState::Seeding, Duration::from_secs(20));
+}
