@@ -39,6 +39,31 @@ use crate::storage::Backend;
 /// enough to stay in L2 between the read and the hash.
 pub(crate) const CHUNK: usize = 64 * 1024;
 
+/// Allocates `0..len` of `file`; returns 0 or an errno value.
+///
+/// Linux `fallocate(2)` mode 0 (allocate and extend, never discard). Not
+/// glibc's `posix_fallocate`, which on filesystems without support
+/// silently emulates by writing every block: here such filesystems report
+/// `EOPNOTSUPP` and the caller falls back to `set_len`.
+#[cfg(target_os = "linux")]
+fn fallocate(file: &File, len: libc::off_t) -> i32 {
+    // SAFETY: the descriptor is open for writing for the duration of the call.
+    if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) } == 0 {
+        0
+    } else {
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    }
+}
+
+/// Allocates `0..len` of `file`; returns 0 or an errno value.
+#[cfg(not(target_os = "linux"))]
+fn fallocate(file: &File, len: libc::off_t) -> i32 {
+    // SAFETY: the descriptor is open for writing for the duration of the call.
+    unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) }
+}
+
 /// An open data file (see the module doc for the mapping rules).
 #[derive(Debug)]
 pub(crate) struct OpenFile {
@@ -107,10 +132,7 @@ impl OpenFile {
         }
         let len = libc::off_t::try_from(self.expected).map_err(|_| Error::TooLarge)?;
         loop {
-            // SAFETY: the descriptor is open for writing; mode 0 only allocates
-            // and extends, never discards data.
-            let r = unsafe { libc::posix_fallocate(self.file.as_raw_fd(), 0, len) };
-            match r {
+            match fallocate(&self.file, len) {
                 0 => {
                     self.reserved = true;
                     return Ok(());

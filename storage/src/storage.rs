@@ -55,7 +55,7 @@ impl Storage {
     /// multi-file ones). Creates nothing on disk.
     ///
     /// # Errors
-    /// [`Error::NotARegularFile`] if `root` exists and is not a directory.
+    /// [`Error::Io`] (`ENOTDIR`) if `root` exists and is not a directory.
     pub fn new(
         layout: Layout,
         root: PathBuf,
@@ -64,7 +64,8 @@ impl Storage {
     ) -> Result<Storage> {
         if let Ok(meta) = std::fs::metadata(&root) {
             if !meta.is_dir() {
-                return Err(Error::NotARegularFile { path: root });
+                let source = std::io::Error::from_raw_os_error(libc::ENOTDIR);
+                return Err(Error::Io { path: root, source });
             }
         }
         Ok(Storage {
