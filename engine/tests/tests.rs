@@ -3,7 +3,6 @@
 mod e2e;
 mod fake;
 mod hostile;
-mod interop;
 mod lifecycle;
 mod scale;
 mod util;
