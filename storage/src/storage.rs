@@ -369,6 +369,38 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// Random layouts (zero-length and padding files included), random
+        /// block sizes, a tiny pool: what is read back is what was written,
+        /// and every piece verifies.
+        #[test]
+        fn random_layout_round_trip(
+            lens in proptest::collection::vec((0u64..3000, proptest::bool::weighted(0.15)), 1..12),
+            pl in 1u64..5000,
+            block in 1usize..4000,
+            mmap in proptest::bool::ANY,
+            seed in 0u64..1000,
+        ) {
+            proptest::prop_assume!(lens.iter().map(|l| l.0).sum::<u64>() > 0);
+            let backend = if mmap { Backend::Mmap } else { Backend::PositionedIo };
+            let dir = tempfile::tempdir().unwrap();
+            let data = data_for(&lens, seed);
+            let s = storage(layout_for(&lens, pl, &data), dir.path(), 2, backend);
+            write_all(&s, &data, block);
+            for p in 0..s.layout().piece_count() {
+                proptest::prop_assert!(s.check_piece(p).unwrap());
+                let plen = s.layout().piece_len(p);
+                let off = (seed * 7919) % plen;
+                let mut buf = vec![0u8; (plen - off) as usize];
+                s.read_block(p, off, &mut buf).unwrap();
+                let g = (p as u64 * pl + off) as usize;
+                proptest::prop_assert_eq!(&buf[..], &data[g..g + buf.len()]);
+            }
+            proptest::prop_assert!(s.pool.open_count() <= 2);
+        }
+    }
+
     #[test]
     fn out_of_range_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
