@@ -11,7 +11,7 @@ use crate::util::*;
 #[test]
 fn thousand_files_through_pool_of_16_from_four_threads() {
     for backend in [Backend::Mmap, Backend::PositionedIo] {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = fast_tempdir();
         let mut rng = rand::rngs::StdRng::seed_from_u64(42);
         let lengths: Vec<u64> = (0..1000)
             .map(|i| {

@@ -33,3 +33,15 @@ pub fn rayon_pool(n: usize) -> rayon::ThreadPool {
         .build()
         .unwrap()
 }
+
+/// A temp dir on tmpfs (`/dev/shm`) when there is one: creating and
+/// unlinking thousands of files on a busy ext4 costs seconds.
+pub fn fast_tempdir() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(d) = tempfile::tempdir_in(shm) {
+            return d;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
