@@ -1,0 +1,291 @@
+//! Command-line arguments (clap derive).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::units::{parse_duration, parse_rate, parse_size};
+
+/// bittern: a fast BitTorrent client.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bittern",
+    version,
+    about = "bittern: a BitTorrent client (create, inspect, verify, download, seed, track)",
+    after_long_help = crate::exit::HELP,
+    after_help = "Run `bittern --help` for exit codes; `bittern <command> --help` for details."
+)]
+pub struct Cli {
+    /// Print no progress display or notes (results and errors still print).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More log output: -v info, -vv debug, -vvv trace (RUST_LOG overrides).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Seconds between plain status lines when stderr is not a terminal.
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration,
+          default_value = "2s", hide_short_help = true)]
+    pub status_interval: Duration,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a .torrent from a file or a directory (hashes in parallel).
+    Create(CreateArgs),
+    /// Show what a .torrent file or magnet link describes.
+    Info(InfoArgs),
+    /// Recheck data on disk against a torrent; exit 0 only if all is there.
+    Verify(VerifyArgs),
+    /// Download torrents (then seed until stopped, unless told otherwise).
+    Download(DownloadArgs),
+    /// Verify local data, then serve it until stopped.
+    Seed(SeedArgs),
+    /// Run the embedded HTTP tracker.
+    Tracker(TrackerArgs),
+    /// Loopback demo and benchmark: a tracker, a seeder and N leechers.
+    Swarm(SwarmArgs),
+}
+
+/// `--piece-length`: a size or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PieceLength {
+    /// Pick a power of two for the total size.
+    Auto,
+    /// This many bytes.
+    Fixed(u64),
+}
+
+fn parse_piece_length(s: &str) -> Result<PieceLength, String> {
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(PieceLength::Auto);
+    }
+    let n = parse_size(s).map_err(|e| e.to_string())?;
+    if !n.is_power_of_two() || !(16 << 10..=512 << 20).contains(&n) {
+        return Err(format!(
+            "piece length {s:?} must be a power of two from 16KiB to 512MiB, or `auto`"
+        ));
+    }
+    Ok(PieceLength::Fixed(n))
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!("invalid ratio {s:?} (examples: 1.0, 2.5)")),
+    }
+}
+
+/// `bittern create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// File or directory to share.
+    pub path: PathBuf,
+    /// Where to write the torrent [default: <name>.torrent].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Tracker announce URL; repeat for more (each becomes its own tier).
+    #[arg(short = 't', long = "tracker", value_name = "URL")]
+    pub trackers: Vec<String>,
+    /// Piece size (power of two, e.g. 256KiB) or `auto` (1,000-2,000 pieces).
+    #[arg(long, value_name = "SIZE|auto", default_value = "auto", value_parser = parse_piece_length)]
+    pub piece_length: PieceLength,
+    /// Mark the torrent private (BEP 27: trackers only, no DHT/PEX).
+    #[arg(long)]
+    pub private: bool,
+    /// A comment stored in the torrent.
+    #[arg(long, value_name = "TEXT")]
+    pub comment: Option<String>,
+    /// Web seed URL (BEP 19); repeat for more.
+    #[arg(long = "web-seed", value_name = "URL")]
+    pub web_seeds: Vec<String>,
+    /// `source` tag in the info dictionary (changes the info hash).
+    #[arg(long, value_name = "TEXT")]
+    pub source: Option<String>,
+    /// Overwrite the output file if it exists.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+/// `bittern info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// A .torrent file or a magnet link.
+    #[arg(value_name = "TORRENT|MAGNET")]
+    pub torrent: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `bittern verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The .torrent file.
+    pub torrent: PathBuf,
+    /// Save directory holding the data (<DIR>/<name>).
+    #[arg(short = 'd', long = "dir", value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+}
+
+/// Options shared by `download` and `seed`.
+#[derive(Debug, Args)]
+pub struct PeerArgs {
+    /// Save directory: each torrent's data lives at <DIR>/<name>.
+    #[arg(short = 'd', long = "dir", value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+    /// Port to listen on for peers (0 picks a free one).
+    #[arg(short, long, default_value_t = 6881)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// Connect to this peer too; repeat for more.
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    pub peers: Vec<String>,
+    /// Upload limit for the session, e.g. 1MB/s.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub upload_limit: Option<u64>,
+    /// Most peer connections per torrent.
+    #[arg(long, value_name = "N", default_value_t = 80)]
+    pub max_peers: usize,
+}
+
+/// `bittern download`.
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// One or more .torrent files (one session serves them all).
+    #[arg(required = true, value_name = "TORRENT")]
+    pub torrents: Vec<String>,
+    /// Shared peer options.
+    #[command(flatten)]
+    pub common: PeerArgs,
+    /// Download only files whose path matches (`*`, `?`); repeat for more.
+    #[arg(long = "only", value_name = "PATTERN")]
+    pub only: Vec<String>,
+    /// Exit as soon as everything wanted is verified and on disk.
+    #[arg(long, group = "goal")]
+    pub exit_on_complete: bool,
+    /// After completing, seed until uploaded/size reaches R, then exit.
+    #[arg(long, value_name = "R", group = "goal", value_parser = parse_ratio)]
+    pub seed_ratio: Option<f64>,
+    /// After completing, seed for this long (e.g. 30m, 2h), then exit.
+    #[arg(long, value_name = "DURATION", group = "goal", value_parser = parse_duration)]
+    pub seed_time: Option<Duration>,
+    /// Download limit for the session, e.g. 10MB/s.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub download_limit: Option<u64>,
+}
+
+/// `bittern seed`.
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// One or more .torrent files whose data is complete under DIR.
+    #[arg(required = true, value_name = "TORRENT")]
+    pub torrents: Vec<String>,
+    /// Shared peer options.
+    #[command(flatten)]
+    pub common: PeerArgs,
+}
+
+/// `bittern tracker`.
+#[derive(Debug, Args)]
+pub struct TrackerArgs {
+    /// Port to serve HTTP on (0 picks a free one).
+    #[arg(short, long, default_value_t = 6969)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// Announce interval told to clients.
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+    pub interval: Duration,
+}
+
+/// `bittern swarm`.
+#[derive(Debug, Args)]
+pub struct SwarmArgs {
+    /// Bytes of random data to share.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub size: u64,
+    /// Number of leechers.
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub leechers: u32,
+    /// Piece size (power of two) or `auto`.
+    #[arg(long, value_name = "SIZE|auto", default_value = "auto", value_parser = parse_piece_length)]
+    pub piece_length: PieceLength,
+    /// Give up if no leecher makes progress for this long.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_units_and_goals() {
+        let cli = Cli::try_parse_from([
+            "bittern",
+            "download",
+            "a.torrent",
+            "b.torrent",
+            "--download-limit",
+            "10MB/s",
+            "--seed-time",
+            "30m",
+            "-p",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--peer",
+            "127.0.0.1:7000",
+            "--only",
+            "*.iso",
+        ])
+        .unwrap();
+        let Command::Download(d) = cli.command else {
+            panic!("not download")
+        };
+        assert_eq!(d.torrents, ["a.torrent", "b.torrent"]);
+        assert_eq!(d.download_limit, Some(10_000_000));
+        assert_eq!(d.seed_time, Some(Duration::from_secs(1800)));
+        assert_eq!(d.common.port, 0);
+        assert_eq!(d.common.peers, ["127.0.0.1:7000"]);
+        assert_eq!(d.only, ["*.iso"]);
+        // goals are exclusive
+        assert!(Cli::try_parse_from([
+            "bittern",
+            "download",
+            "a.torrent",
+            "--exit-on-complete",
+            "--seed-ratio",
+            "2"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn piece_lengths() {
+        assert_eq!(parse_piece_length("auto"), Ok(PieceLength::Auto));
+        assert_eq!(
+            parse_piece_length("256KiB"),
+            Ok(PieceLength::Fixed(256 << 10))
+        );
+        assert!(parse_piece_length("100KiB").is_err());
+        assert!(parse_piece_length("8KiB").is_err());
+        assert!(parse_piece_length("1GiB").is_err());
+    }
+}

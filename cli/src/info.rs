@@ -1,0 +1,280 @@
+//! `bittern info`: describe a torrent file or a magnet link, as text or JSON.
+
+use std::path::Path;
+
+use anyhow::anyhow;
+use bittern_wire::{Magnet, Metainfo};
+use serde_json::{json, Value};
+
+use crate::args::InfoArgs;
+use crate::exit::{coded, Code};
+use crate::load;
+use crate::units::format_size;
+
+/// The `--json` object of a torrent file. Stable keys: `name`,
+/// `info_hash` (40 lowercase hex digits), `total_size`, `piece_length`,
+/// `piece_count`, `private`, `trackers` (tiers of URLs), `web_seeds`,
+/// `files` (`{path, length, padding}`, `path` being the components under
+/// the torrent root joined by `/`), plus `multi_file`, `comment`,
+/// `created_by`, `creation_date`, `source`.
+pub fn torrent_json(m: &Metainfo) -> Value {
+    let files: Vec<Value> = m
+        .info
+        .files
+        .iter()
+        .map(|f| json!({ "path": f.path.join("/"), "length": f.length, "padding": f.padding }))
+        .collect();
+    json!({
+        "name": m.info.name,
+        "info_hash": m.info_hash.to_hex(),
+        "total_size": m.info.total_length(),
+        "piece_length": m.info.piece_length,
+        "piece_count": m.info.piece_count(),
+        "private": m.info.private,
+        "multi_file": m.info.multi_file,
+        "trackers": m.trackers(),
+        "web_seeds": m.url_list,
+        "files": files,
+        "comment": m.comment,
+        "created_by": m.created_by,
+        "creation_date": m.creation_date,
+        "source": m.info.source,
+    })
+}
+
+/// The `--json` object of a magnet link (sizes and files are unknown).
+pub fn magnet_json(m: &Magnet) -> Value {
+    let tiers: Vec<Vec<String>> = m.trackers.iter().map(|t| vec![t.clone()]).collect();
+    json!({
+        "magnet": true,
+        "name": m.display_name,
+        "info_hash": m.info_hash.to_hex(),
+        "total_size": null,
+        "piece_length": null,
+        "piece_count": null,
+        "private": null,
+        "trackers": tiers,
+        "web_seeds": [],
+        "files": null,
+        "peers": m.peers,
+    })
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// The file tree of `m`, one line per directory and file, with sizes.
+pub fn file_tree(m: &Metainfo) -> Vec<String> {
+    let mut out = Vec::new();
+    if !m.info.multi_file {
+        if let Some(f) = m.info.files.first() {
+            out.push(format!("{}  ({})", m.info.name, format_size(f.length)));
+        }
+        return out;
+    }
+    out.push(format!("{}/", m.info.name));
+    let mut open: Vec<&str> = Vec::new();
+    let mut padding = (0usize, 0u64);
+    for f in &m.info.files {
+        if f.padding {
+            padding.0 += 1;
+            padding.1 += f.length;
+            continue;
+        }
+        let (dirs, file) = f.path.split_at(f.path.len().saturating_sub(1));
+        let common = open
+            .iter()
+            .zip(dirs)
+            .take_while(|(a, b)| **a == b.as_str())
+            .count();
+        open.truncate(common);
+        for d in &dirs[common..] {
+            out.push(format!("{}{d}/", "  ".repeat(open.len() + 1)));
+            open.push(d);
+        }
+        let name = file.first().map_or("", String::as_str);
+        out.push(format!(
+            "{}{name}  ({})",
+            "  ".repeat(open.len() + 1),
+            format_size(f.length)
+        ));
+    }
+    if padding.0 > 0 {
+        out.push(format!(
+            "  ({} padding files, {})",
+            padding.0,
+            format_size(padding.1)
+        ));
+    }
+    out
+}
+
+fn print_torrent(m: &Metainfo) {
+    let total = m.info.total_length();
+    println!("name:          {}", m.info.name);
+    println!("info hash:     {}", m.info_hash.to_hex());
+    println!("total size:    {} ({total} bytes)", format_size(total));
+    println!(
+        "pieces:        {} x {} ({} bytes)",
+        m.info.piece_count(),
+        format_size(m.info.piece_length),
+        m.info.piece_length
+    );
+    println!("private:       {}", yes_no(m.info.private));
+    let tiers = m.trackers();
+    if tiers.is_empty() {
+        println!("trackers:      none");
+    } else {
+        println!("trackers:");
+        for (i, tier) in tiers.iter().enumerate() {
+            println!("  tier {}: {}", i + 1, tier.join(" "));
+        }
+    }
+    if m.url_list.is_empty() {
+        println!("web seeds:     none");
+    } else {
+        println!("web seeds:");
+        for u in &m.url_list {
+            println!("  {u}");
+        }
+    }
+    if let Some(c) = &m.comment {
+        println!("comment:       {c}");
+    }
+    if let Some(c) = &m.created_by {
+        println!("created by:    {c}");
+    }
+    if let Some(d) = m.creation_date {
+        println!("creation date: {d} (unix time)");
+    }
+    if let Some(s) = &m.info.source {
+        println!("source:        {s}");
+    }
+    let real = m.info.files.iter().filter(|f| !f.padding).count();
+    println!("files ({real}):");
+    for line in file_tree(m) {
+        println!("  {line}");
+    }
+}
+
+fn print_magnet(m: &Magnet) {
+    println!("magnet link");
+    println!(
+        "name:          {}",
+        m.display_name.as_deref().unwrap_or("(not given)")
+    );
+    println!("info hash:     {}", m.info_hash.to_hex());
+    if m.trackers.is_empty() {
+        println!("trackers:      none");
+    } else {
+        println!("trackers:");
+        for (i, t) in m.trackers.iter().enumerate() {
+            println!("  tier {}: {t}", i + 1);
+        }
+    }
+    for p in &m.peers {
+        println!("peer:          {p}");
+    }
+    println!("(size and files are known only once the metadata is fetched)");
+}
+
+/// Runs `bittern info`.
+///
+/// # Errors
+/// [`Code::Usage`] for an unreadable or invalid torrent, or a bad magnet link.
+pub fn run(args: &InfoArgs) -> anyhow::Result<Code> {
+    if args.torrent.starts_with("magnet:") {
+        let m = Magnet::parse(&args.torrent)
+            .map_err(|e| coded(Code::Usage, anyhow!("invalid magnet link: {e}")))?;
+        if args.json {
+            println!("{}", magnet_json(&m));
+        } else {
+            print_magnet(&m);
+        }
+        return Ok(Code::Ok);
+    }
+    let m = load::read_torrent(Path::new(&args.torrent))?;
+    if args.json {
+        println!("{}", torrent_json(&m));
+    } else {
+        print_torrent(&m);
+    }
+    Ok(Code::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bittern_wire::MetainfoBuilder;
+
+    fn multi() -> Metainfo {
+        MetainfoBuilder::new("album")
+            .file(vec!["cd1".into(), "01.flac".into()], 10)
+            .file(vec!["cd1".into(), "02.flac".into()], 20)
+            .pad_file(2)
+            .file(vec!["cover.jpg".into()], 3)
+            .file(vec!["cd2".into(), "extra".into(), "x".into()], 1)
+            .piece_length(16384)
+            .pieces(vec![[1; 20]])
+            .announce("http://127.0.0.1:1/announce")
+            .url_list(vec!["http://127.0.0.1:2/".into()])
+            .build_metainfo()
+            .unwrap()
+    }
+
+    #[test]
+    fn json_has_the_stable_keys() {
+        let m = multi();
+        let v = torrent_json(&m);
+        assert_eq!(v["name"], "album");
+        assert_eq!(v["info_hash"], m.info_hash.to_hex());
+        assert_eq!(v["info_hash"].as_str().unwrap().len(), 40);
+        assert_eq!(v["total_size"], 36);
+        assert_eq!(v["piece_length"], 16384);
+        assert_eq!(v["piece_count"], 1);
+        assert_eq!(v["private"], false);
+        assert_eq!(v["trackers"], json!([["http://127.0.0.1:1/announce"]]));
+        assert_eq!(v["web_seeds"], json!(["http://127.0.0.1:2/"]));
+        assert_eq!(
+            v["files"][0],
+            json!({"path": "cd1/01.flac", "length": 10, "padding": false})
+        );
+        assert_eq!(v["files"][2]["padding"], true);
+    }
+
+    #[test]
+    fn tree() {
+        let lines = file_tree(&multi());
+        assert_eq!(
+            lines,
+            [
+                "album/",
+                "  cd1/",
+                "    01.flac  (10 B)",
+                "    02.flac  (20 B)",
+                "  cover.jpg  (3 B)",
+                "  cd2/",
+                "    extra/",
+                "      x  (1 B)",
+                "  (1 padding files, 2 B)",
+            ]
+        );
+    }
+
+    #[test]
+    fn magnet() {
+        let m = Magnet::parse(
+            "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567&dn=x&tr=http%3A%2F%2F127.0.0.1%3A1%2Fa",
+        )
+        .unwrap();
+        let v = magnet_json(&m);
+        assert_eq!(v["info_hash"], "0123456789abcdef0123456789abcdef01234567");
+        assert_eq!(v["name"], "x");
+        assert_eq!(v["trackers"], json!([["http://127.0.0.1:1/a"]]));
+    }
+}

@@ -1,0 +1,317 @@
+//! Progress output: indicatif bars redrawn in place on a terminal, one
+//! plain status line per interval otherwise (pipes, CI), nothing with
+//! `-q`. Log lines go through [`LogWriter`] so they never tear a bar.
+
+use std::io::{IsTerminal, Write};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use bittern_engine::{TorrentState, TorrentStatus};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::sync::Mutex;
+
+use crate::units::{format_duration, format_rate, format_size};
+
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    quiet: bool,
+    tty: bool,
+    interval: Duration,
+}
+
+static SETTINGS: OnceLock<Settings> = OnceLock::new();
+static MULTI: OnceLock<MultiProgress> = OnceLock::new();
+
+/// Sets how progress is shown, once, from the global options.
+pub fn configure(quiet: bool, interval: Duration) {
+    let _ = SETTINGS.set(Settings {
+        quiet,
+        tty: std::io::stderr().is_terminal(),
+        interval,
+    });
+}
+
+fn settings() -> Settings {
+    *SETTINGS.get_or_init(|| Settings {
+        quiet: false,
+        tty: false,
+        interval: Duration::from_secs(2),
+    })
+}
+
+fn multi() -> &'static MultiProgress {
+    MULTI.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+}
+
+/// Prints a note on stderr (not with `-q`), above any bars.
+pub fn note(msg: &str) {
+    let s = settings();
+    if s.quiet {
+        return;
+    }
+    if s.tty {
+        let _ = multi().println(msg);
+    } else {
+        eprintln!("{msg}");
+    }
+}
+
+/// A [`Write`] for the logger that clears the bars while a line is written.
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        multi().suspend(|| std::io::stderr().write_all(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// A single byte-counting bar (hashing, verifying). `Sync`: pool threads
+/// call [`Bar::set`].
+pub struct Bar {
+    bar: Option<ProgressBar>,
+    plain: Option<Mutex<Instant>>,
+    label: String,
+    total: u64,
+}
+
+/// A bar over `total` bytes labelled `label` (hidden with `-q`).
+pub fn bytes_bar(quiet: bool, total: u64, label: &str) -> Bar {
+    let s = settings();
+    let quiet = quiet || s.quiet;
+    let bar = (!quiet && s.tty).then(|| {
+        let style = ProgressStyle::with_template(
+            "{prefix:>10} [{bar:40.cyan/blue}] {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        let b = multi().add(ProgressBar::new(total).with_style(style));
+        b.set_prefix(label.to_string());
+        b
+    });
+    Bar {
+        bar,
+        plain: (!quiet && !s.tty).then(|| Mutex::new(Instant::now())),
+        label: label.to_string(),
+        total,
+    }
+}
+
+impl Bar {
+    /// Sets the position in bytes.
+    pub fn set(&self, done: u64) {
+        if let Some(b) = &self.bar {
+            b.set_position(done);
+        }
+        if let Some(last) = &self.plain {
+            // progress is cosmetic: a poisoned lock is still usable
+            let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+            if last.elapsed() >= settings().interval {
+                *last = Instant::now();
+                let pct = percent(done, self.total);
+                eprintln!(
+                    "{}: {pct:.1}% ({} of {})",
+                    self.label,
+                    format_size(done),
+                    format_size(self.total)
+                );
+            }
+        }
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+            multi().remove(b);
+        }
+    }
+}
+
+fn percent(done: u64, total: u64) -> f64 {
+    if total == 0 {
+        100.0
+    } else {
+        done as f64 * 100.0 / total as f64
+    }
+}
+
+/// A torrent's state in a word.
+pub fn state_word(s: &TorrentState) -> String {
+    match s {
+        TorrentState::Checking => "checking".into(),
+        TorrentState::Downloading => "downloading".into(),
+        TorrentState::Seeding => "seeding".into(),
+        TorrentState::Paused => "paused".into(),
+        TorrentState::Stopped => "stopped".into(),
+        TorrentState::Error(e) => format!("error: {e}"),
+    }
+}
+
+/// Upload ratio: uploaded over the torrent's wanted size.
+pub fn ratio(s: &TorrentStatus) -> f64 {
+    if s.wanted_bytes == 0 {
+        0.0
+    } else {
+        s.uploaded as f64 / s.wanted_bytes as f64
+    }
+}
+
+/// Rates, ETA, peers, ratio and state, for a bar message or a plain line.
+pub fn status_text(s: &TorrentStatus) -> String {
+    let eta = match (&s.state, s.eta) {
+        (TorrentState::Downloading, Some(d)) => format_duration(d),
+        (TorrentState::Downloading, None) => "?".into(),
+        _ => "-".into(),
+    };
+    format!(
+        "down {} up {} eta {} peers {} ratio {:.2} {}",
+        format_rate(s.download_rate),
+        format_rate(s.upload_rate),
+        eta,
+        s.peers_connected,
+        ratio(s),
+        state_word(&s.state)
+    )
+}
+
+/// A plain status line (without the label).
+pub fn plain_line(s: &TorrentStatus) -> String {
+    if s.state == TorrentState::Checking {
+        return format!("checking data ({} pieces)", s.pieces_total);
+    }
+    format!(
+        "{:.1}% ({} of {}) {}",
+        s.progress * 100.0,
+        format_size(s.have_bytes),
+        format_size(s.wanted_bytes),
+        status_text(s)
+    )
+}
+
+/// The live display of several torrents.
+pub struct Display {
+    labels: Vec<String>,
+    bars: Vec<ProgressBar>,
+    plain: bool,
+    last: Option<Instant>,
+}
+
+impl Display {
+    /// One row per label.
+    pub fn new(labels: Vec<String>) -> Display {
+        let s = settings();
+        let width = labels
+            .iter()
+            .map(|l| l.chars().count())
+            .max()
+            .unwrap_or(0)
+            .min(24);
+        let bars = if !s.quiet && s.tty {
+            let template =
+                format!("{{prefix:{width}.bold}} [{{bar:30.green/blue}}] {{percent:>3}}% {{msg}}");
+            let style = ProgressStyle::with_template(&template)
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
+            labels
+                .iter()
+                .map(|l| {
+                    let b = multi().add(ProgressBar::new(1).with_style(style.clone()));
+                    b.set_prefix(truncate(l, 24));
+                    b
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Display {
+            labels,
+            bars,
+            plain: !s.quiet && !s.tty,
+            last: None,
+        }
+    }
+
+    /// Shows `statuses` (same order as the labels); plain lines only once
+    /// per interval unless `force`.
+    pub fn update(&mut self, statuses: &[TorrentStatus], force: bool) {
+        for (bar, s) in self.bars.iter().zip(statuses) {
+            bar.set_length(s.wanted_bytes.max(1));
+            bar.set_position(s.have_bytes);
+            bar.set_message(status_text(s));
+        }
+        if self.plain {
+            let due = self.last.is_none_or(|t| t.elapsed() >= settings().interval);
+            if due || force {
+                self.last = Some(Instant::now());
+                for (label, s) in self.labels.iter().zip(statuses) {
+                    eprintln!("{label}: {}", plain_line(s));
+                }
+            }
+        }
+    }
+
+    /// Removes the bars (the last state stays printed on a terminal).
+    pub fn finish(&self) {
+        for b in &self.bars {
+            b.abandon();
+        }
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('~');
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: TorrentState) -> TorrentStatus {
+        TorrentStatus {
+            name: "t".into(),
+            state,
+            progress: 0.5,
+            wanted_bytes: 1000,
+            have_bytes: 500,
+            downloaded: 500,
+            uploaded: 250,
+            download_rate: 2048.0,
+            upload_rate: 0.0,
+            eta: Some(Duration::from_secs(65)),
+            peers_connected: 3,
+            peers_known: 4,
+            pieces_have: 1,
+            pieces_total: 2,
+            files: Vec::new(),
+            hash_failures: 0,
+        }
+    }
+
+    #[test]
+    fn status_line() {
+        let s = status(TorrentState::Downloading);
+        assert_eq!(
+            status_text(&s),
+            "down 2.0 KiB/s up 0 B/s eta 1m05s peers 3 ratio 0.25 downloading"
+        );
+        let s = status(TorrentState::Error("disk full".into()));
+        assert!(status_text(&s).ends_with("eta - peers 3 ratio 0.25 error: disk full"));
+    }
+
+    #[test]
+    fn truncates_labels() {
+        assert_eq!(truncate("short", 24), "short");
+        assert_eq!(truncate("abcdef", 4), "abc~");
+    }
+}

@@ -1,0 +1,313 @@
+//! `bittern download` and `bittern seed`: one session for every torrent
+//! given, a live display, a graceful stop on the first Ctrl-C, and one
+//! summary line per torrent on exit.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use bittern_engine::{
+    Error as EngineError, SeedGoal, Session, SessionConfig, TorrentHandle, TorrentOptions,
+    TorrentState, TorrentStatus,
+};
+use bittern_wire::Metainfo;
+
+use crate::args::{DownloadArgs, PeerArgs, SeedArgs};
+use crate::exit::{coded, Code};
+use crate::glob;
+use crate::load;
+use crate::progress::{self, Display};
+use crate::signals::Stop;
+
+/// How often the loop polls statuses and the stop flag.
+const TICK: Duration = Duration::from_millis(200);
+
+/// Opens a session, mapping a busy port to [`Code::Network`].
+///
+/// # Errors
+/// [`Code::Network`] when the address cannot be bound.
+pub fn open_session(config: SessionConfig) -> anyhow::Result<Session> {
+    let listen = config.listen;
+    Session::new(config).map_err(|e| match e {
+        EngineError::Listen { addr, source } => {
+            let hint = if source.kind() == std::io::ErrorKind::AddrInUse {
+                " (another client running? choose another port with -p)"
+            } else {
+                ""
+            };
+            coded(
+                Code::Network,
+                anyhow!("cannot listen on {addr}: {source}{hint}"),
+            )
+        }
+        other => coded(
+            Code::Failure,
+            anyhow!("cannot start a session on {listen}: {other}"),
+        ),
+    })
+}
+
+fn session_config(common: &PeerArgs, download_limit: Option<u64>) -> SessionConfig {
+    SessionConfig {
+        listen: SocketAddr::new(common.bind, common.port),
+        upload_limit: common.upload_limit,
+        download_limit,
+        max_peers_per_torrent: common.max_peers,
+        ..SessionConfig::default()
+    }
+}
+
+/// Per-file flags for `--only`; empty when every file is wanted.
+///
+/// # Errors
+/// [`Code::Usage`] when the patterns select no file of `m`.
+pub fn wanted_files(m: &Metainfo, only: &[String]) -> anyhow::Result<Vec<bool>> {
+    if only.is_empty() {
+        return Ok(Vec::new());
+    }
+    let flags: Vec<bool> = m
+        .info
+        .files
+        .iter()
+        .map(|f| !f.padding && glob::selected(only, &f.path))
+        .collect();
+    if !flags.iter().any(|f| *f) {
+        return Err(coded(
+            Code::Usage,
+            anyhow!(
+                "--only {} matches no file of {}",
+                only.join(" --only "),
+                m.info.name
+            ),
+        ));
+    }
+    Ok(flags)
+}
+
+/// What the loop is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Download,
+    Seed,
+}
+
+/// Runs `bittern download`.
+///
+/// # Errors
+/// Bad input, a busy port, an unwritable directory, a torrent that fails.
+pub fn download(args: &DownloadArgs, stop: &Stop) -> anyhow::Result<Code> {
+    let seed_goal = if args.exit_on_complete {
+        SeedGoal::None
+    } else if let Some(r) = args.seed_ratio {
+        SeedGoal::Ratio(r)
+    } else if let Some(t) = args.seed_time {
+        SeedGoal::Time(t)
+    } else {
+        SeedGoal::Forever
+    };
+    let peers = load::peers(&args.common.peers)?;
+    let mut jobs = Vec::new();
+    for t in &args.torrents {
+        let m = load::torrent_arg(t)?;
+        let options = TorrentOptions {
+            wanted_files: wanted_files(&m, &args.only)?,
+            seed_goal,
+            peers: peers.clone(),
+            ..TorrentOptions::default()
+        };
+        jobs.push((m, options));
+    }
+    let config = session_config(&args.common, args.download_limit);
+    serve(jobs, &args.common.dir, config, Mode::Download, stop)
+}
+
+/// Runs `bittern seed`.
+///
+/// # Errors
+/// As [`download`]; [`Code::BadData`] when the data is not complete.
+pub fn seed(args: &SeedArgs, stop: &Stop) -> anyhow::Result<Code> {
+    let peers = load::peers(&args.common.peers)?;
+    let mut jobs = Vec::new();
+    for t in &args.torrents {
+        let m = load::torrent_arg(t)?;
+        let options = TorrentOptions {
+            seed_goal: SeedGoal::Forever,
+            peers: peers.clone(),
+            ..TorrentOptions::default()
+        };
+        jobs.push((m, options));
+    }
+    let config = session_config(&args.common, None);
+    serve(jobs, &args.common.dir, config, Mode::Seed, stop)
+}
+
+/// The line printed for each torrent on exit; scripts and tests parse it.
+pub fn summary_line(s: &TorrentStatus) -> String {
+    format!(
+        "{}: downloaded {} bytes, uploaded {} bytes, have {} of {} bytes ({:.1}%), {}",
+        s.name,
+        s.downloaded,
+        s.uploaded,
+        s.have_bytes,
+        s.wanted_bytes,
+        s.progress * 100.0,
+        progress::state_word(&s.state)
+    )
+}
+
+fn is_complete(s: &TorrentStatus) -> bool {
+    s.wanted_bytes > 0 && s.have_bytes >= s.wanted_bytes
+}
+
+fn serve(
+    jobs: Vec<(Metainfo, TorrentOptions)>,
+    dir: &Path,
+    config: SessionConfig,
+    mode: Mode,
+    stop: &Stop,
+) -> anyhow::Result<Code> {
+    match mode {
+        Mode::Download => load::writable_dir(dir)?,
+        Mode::Seed => {
+            if !dir.is_dir() {
+                return Err(coded(
+                    Code::Usage,
+                    anyhow!("{} is not a directory", dir.display()),
+                ));
+            }
+        }
+    }
+    let mut session = open_session(config)?;
+    println!("listening on {}", session.local_addr());
+    let mut handles: Vec<TorrentHandle> = Vec::new();
+    for (m, options) in jobs {
+        let name = m.info.name.clone();
+        match session.add_torrent(m, dir, options) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                session.shutdown();
+                let code = match e {
+                    EngineError::DuplicateTorrent(_) | EngineError::InvalidOptions(_) => {
+                        Code::Usage
+                    }
+                    EngineError::Storage(_) => Code::Filesystem,
+                    _ => Code::Failure,
+                };
+                return Err(coded(code, anyhow!("cannot add {name}: {e}")));
+            }
+        }
+    }
+    let labels = handles.iter().map(|h| h.status().name).collect();
+    let mut display = Display::new(labels);
+    let mut announced = vec![false; handles.len()];
+    let mut reported_error = vec![false; handles.len()];
+    let mut incomplete_seed = None;
+    let interrupted = loop {
+        if stop.requested() {
+            break true;
+        }
+        let statuses: Vec<TorrentStatus> = handles.iter().map(TorrentHandle::status).collect();
+        display.update(&statuses, false);
+        for (i, s) in statuses.iter().enumerate() {
+            if let TorrentState::Error(e) = &s.state {
+                if !reported_error[i] {
+                    reported_error[i] = true;
+                    progress::note(&format!("bittern: error: {}: {e}", s.name));
+                }
+                continue;
+            }
+            if s.state == TorrentState::Checking || announced[i] {
+                continue;
+            }
+            if is_complete(s) {
+                announced[i] = true;
+                let what = match mode {
+                    Mode::Seed => "verified, seeding",
+                    Mode::Download => "complete",
+                };
+                println!("{}: {what}", s.name);
+            } else if mode == Mode::Seed {
+                incomplete_seed = Some(s.clone());
+            }
+        }
+        if incomplete_seed.is_some() {
+            break false;
+        }
+        let all_done = handles
+            .iter()
+            .zip(&statuses)
+            .all(|(h, s)| h.is_finished() || matches!(s.state, TorrentState::Error(_)));
+        if all_done {
+            break false;
+        }
+        std::thread::sleep(TICK);
+    };
+    if interrupted {
+        progress::note(
+            "stopping: saving state and telling trackers (Ctrl-C again to quit at once)",
+        );
+    }
+    session.shutdown();
+    let statuses: Vec<TorrentStatus> = handles.iter().map(TorrentHandle::status).collect();
+    display.update(&statuses, true);
+    display.finish();
+    for s in &statuses {
+        println!("{}", summary_line(s));
+    }
+    if let Some(s) = incomplete_seed {
+        return Err(coded(
+            Code::BadData,
+            anyhow!(
+                "{} is incomplete: {} of {} pieces verified under {} (use `bittern download` to finish it)",
+                s.name,
+                s.pieces_have,
+                s.pieces_total,
+                load::absolute(dir).display()
+            ),
+        ));
+    }
+    let errors: Vec<String> = statuses
+        .iter()
+        .filter_map(|s| match &s.state {
+            TorrentState::Error(e) => Some(format!("{}: {e}", s.name)),
+            _ => None,
+        })
+        .collect();
+    if !errors.is_empty() {
+        return Err(anyhow!("{}", errors.join("; ")));
+    }
+    if interrupted && mode == Mode::Download && !statuses.iter().all(is_complete) {
+        return Ok(Code::Interrupted);
+    }
+    Ok(Code::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bittern_wire::MetainfoBuilder;
+
+    #[test]
+    fn only_builds_file_flags() {
+        let m = MetainfoBuilder::new("d")
+            .file(vec!["a.iso".into()], 10)
+            .pad_file(6)
+            .file(vec!["docs".into(), "b.txt".into()], 10)
+            .piece_length(16384)
+            .pieces(vec![[0; 20]])
+            .build_metainfo()
+            .unwrap();
+        assert!(wanted_files(&m, &[]).unwrap().is_empty());
+        assert_eq!(
+            wanted_files(&m, &["*.iso".into()]).unwrap(),
+            [true, false, false]
+        );
+        assert_eq!(
+            wanted_files(&m, &["docs/*".into()]).unwrap(),
+            [false, false, true]
+        );
+        let e = wanted_files(&m, &["*.mkv".into()]).unwrap_err();
+        assert_eq!(crate::exit::code_of(&e), Code::Usage);
+    }
+}

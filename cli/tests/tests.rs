@@ -1,0 +1,8 @@
+//! End-to-end tests of the `bittern` binary: every test runs the built
+//! executable, on loopback only, in temporary directories.
+
+mod errors;
+mod interop;
+mod torrents;
+mod transfer;
+mod util;

@@ -1,0 +1,214 @@
+//! Moving data: swarm, seed -> download by --peer and through
+//! `bittern tracker`, and Ctrl-C in the middle of a download.
+
+use std::time::Duration;
+
+use crate::util::*;
+
+#[test]
+fn swarm_with_three_leechers() {
+    let r = run_limited(
+        cmd([
+            "swarm",
+            "--size",
+            "3MiB",
+            "--leechers",
+            "3",
+            "--piece-length",
+            "32KiB",
+        ]),
+        Duration::from_secs(120),
+    );
+    assert_eq!(r.code, Some(0), "{r:?}");
+    for k in 1..=3 {
+        let line = r
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("leecher {k}: ")))
+            .unwrap_or_else(|| panic!("no leecher {k} line in {}", r.stdout));
+        assert!(line.ends_with("data OK"), "{line}");
+        let rate: f64 = line
+            .split(" = ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(rate > 0.0, "{line}");
+    }
+    assert!(
+        r.stdout.contains("total: 9.0 MiB delivered"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("swarm OK"), "{}", r.stdout);
+    // cleaned up
+    let dir = r
+        .stderr
+        .lines()
+        .find_map(|l| l.split(" in ").last().filter(|_| l.starts_with("swarm: ")))
+        .expect("swarm names its directory");
+    assert!(
+        !std::path::Path::new(dir.trim()).exists(),
+        "{dir} left behind"
+    );
+}
+
+#[test]
+fn download_from_seed_by_peer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    random_file(&src.join("share/a.bin"), 1_000_003, 1);
+    random_file(&src.join("share/sub/b.bin"), 600_000, 2);
+    let t = create(
+        &src.join("share"),
+        &tmp.path().join("share.torrent"),
+        &["--piece-length", "32KiB"],
+    );
+    let (mut seed, port) = start_seed(&t, &src, &[]);
+
+    let dst = tmp.path().join("dst");
+    let r = run_limited(
+        cmd([
+            "download",
+            t.to_str().unwrap(),
+            "-d",
+            dst.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "--peer",
+            &format!("127.0.0.1:{port}"),
+            "--exit-on-complete",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(tree(&dst.join("share")), tree(&src.join("share")));
+    let (downloaded, have, of) = summary(&r.stdout);
+    assert_eq!((have, of), (1_600_003, 1_600_003));
+    assert!(downloaded >= 1_600_003, "{downloaded}");
+
+    // a graceful stop of the seeder: exit 0 with its summary
+    seed.signal(libc::SIGINT);
+    let status = seed.wait(Duration::from_secs(20));
+    let out = seed.finish(status);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout.contains("share: downloaded 0 bytes"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn download_through_bittern_tracker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tracker = Proc::spawn(cmd(["tracker", "--bind", "127.0.0.1", "-p", "0"]));
+    let url = tracker.wait_line("announce URL: ", Duration::from_secs(20));
+    let url = url.trim_start_matches("announce URL: ").trim().to_string();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/announce"),
+        "{url}"
+    );
+
+    let src = tmp.path().join("src");
+    let data = random_file(&src.join("movie.bin"), 2_000_000, 3);
+    let t = create(
+        &src.join("movie.bin"),
+        &tmp.path().join("movie.torrent"),
+        &["-t", &url],
+    );
+    let (_seed, _port) = start_seed(&t, &src, &[]);
+
+    let dst = tmp.path().join("dst");
+    let r = run_limited(
+        cmd([
+            "download",
+            t.to_str().unwrap(),
+            "-d",
+            dst.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "--exit-on-complete",
+        ]),
+        Duration::from_secs(90),
+    );
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(std::fs::read(dst.join("movie.bin")).unwrap(), data);
+}
+
+#[test]
+fn ctrl_c_then_resume_downloads_only_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let total = 4 << 20;
+    let data = random_file(&src.join("big.bin"), total, 4);
+    let t = create(
+        &src.join("big.bin"),
+        &tmp.path().join("big.torrent"),
+        &["--piece-length", "64KiB"],
+    );
+    let (_seed, port) = start_seed(&t, &src, &[]);
+    let dst = tmp.path().join("dst");
+    let args = |limit: bool| {
+        let mut a = vec![
+            "download".to_string(),
+            t.display().to_string(),
+            "-d".into(),
+            dst.display().to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            "0".into(),
+            "--peer".into(),
+            format!("127.0.0.1:{port}"),
+            "--exit-on-complete".into(),
+        ];
+        if limit {
+            a.extend(["--download-limit".to_string(), "1MiB/s".into()]);
+        }
+        a
+    };
+
+    // first run: rate limited, interrupted after a while
+    let mut first = Proc::spawn(cmd(args(true)));
+    first.wait_line("listening on", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(2000));
+    first.signal(libc::SIGINT);
+    let status = first.wait(Duration::from_secs(30));
+    let out = first.finish(status);
+    assert_eq!(out.code, Some(130), "{out:?}");
+    let (down1, have1, of) = summary(&out.stdout);
+    assert_eq!(of, total as u64);
+    assert!(
+        have1 > 0 && have1 < of,
+        "first run had {have1} of {of}: {out:?}"
+    );
+    assert!(down1 > 0, "{out:?}");
+    let resume = dst.join(".bittern").join(format!(
+        "{}.resume",
+        bittern_wire::Metainfo::from_bytes(&std::fs::read(&t).unwrap())
+            .unwrap()
+            .info_hash
+            .to_hex()
+    ));
+    assert!(resume.exists(), "no resume file at {}", resume.display());
+
+    // second run: finishes, fetching only what was not verified before
+    let r = run_limited(cmd(args(false)), Duration::from_secs(60));
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let (down2, have2, _) = summary(&r.stdout);
+    assert_eq!(have2, total as u64);
+    assert!(
+        down2 <= total as u64 - have1,
+        "second run downloaded {down2}, but only {} were missing",
+        total as u64 - have1
+    );
+    assert_eq!(std::fs::read(dst.join("big.bin")).unwrap(), data);
+}
