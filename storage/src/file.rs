@@ -13,7 +13,13 @@
 //!   layout says;
 //! - before **every** access through a map the file length is re-checked
 //!   with `fstat`, so a file truncated by someone else while we seed gives
-//!   [`Error::FileTooShort`], not a crash.
+//!   [`Error::FileTooShort`], not a crash;
+//! - the same `fstat` (also done after each positioned read, and after each
+//!   flush) sees a file deleted while open (`st_nlink == 0`) and reports
+//!   [`Error::FileMissing`] instead of serving or "syncing" the orphaned
+//!   inode; the storage then drops the handle so the path is reopened. A
+//!   file *replaced* by rename keeps being read from the old inode until the
+//!   pool evicts it (detecting that would need a path `stat` per access).
 //!
 //! Remaining race (documented, not closed): a truncation that lands between
 //! that `fstat` and the copy (or, for hashing, while a piece is being hashed
@@ -195,9 +201,17 @@ impl OpenFile {
         self.map.is_some()
     }
 
-    /// Fails with [`Error::FileTooShort`] unless the file is at least `end` bytes now.
+    /// Fails with [`Error::FileTooShort`] unless the file is at least `end`
+    /// bytes now, and with [`Error::FileMissing`] if it was deleted while
+    /// open (its data would otherwise still be read from the orphan inode).
     fn check_len(&self, end: u64) -> Result<()> {
-        let actual = self.fstat()?.st_size as u64;
+        let st = self.fstat()?;
+        if st.st_nlink == 0 {
+            return Err(Error::FileMissing {
+                path: self.path.clone(),
+            });
+        }
+        let actual = st.st_size as u64;
         if actual < end {
             return Err(Error::FileTooShort {
                 path: self.path.clone(),
@@ -247,7 +261,8 @@ impl OpenFile {
             return Ok(());
         }
         match self.file.read_exact_at(buf, offset) {
-            Ok(()) => Ok(()),
+            // Deleted while open: do not serve the orphan's bytes.
+            Ok(()) => self.check_len(0),
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(self.short_read()),
             Err(e) => Err(Error::from_io(&self.path, e)),
         }
@@ -315,17 +330,21 @@ impl OpenFile {
     }
 
     /// Makes bytes `offset..offset+len` durable.
+    ///
+    /// Fails with [`Error::FileMissing`] if the file was deleted while open
+    /// (the bytes went to an orphan inode and must not be counted as had).
     pub(crate) fn sync_range(&self, offset: u64, len: u64) -> Result<()> {
-        if self.reserved {
-            if let Some(m) = self.map_for(offset, len as usize) {
-                // msync(MS_SYNC) of the range: on Linux a ranged fdatasync.
-                return m
-                    .flush_range(offset as usize, len as usize)
-                    .map_err(|e| Error::from_io(&self.path, e));
-            }
+        let mapped = self.reserved && self.map_for(offset, len as usize).is_some();
+        match &self.map {
+            // msync(MS_SYNC) of the range: on Linux a ranged fdatasync.
+            Some(m) if mapped => m
+                .flush_range(offset as usize, len as usize)
+                .map_err(|e| Error::from_io(&self.path, e))?,
+            _ => self
+                .file
+                .sync_data()
+                .map_err(|e| Error::from_io(&self.path, e))?,
         }
-        self.file
-            .sync_data()
-            .map_err(|e| Error::from_io(&self.path, e))
+        self.check_len(offset + len)
     }
 }

@@ -121,6 +121,13 @@ impl FilePool {
         Ok(file)
     }
 
+    /// Drops the cached entry for `key` (after it proved stale: deleted or
+    /// truncated under us), so the next call reopens the path.
+    pub(crate) fn forget(&self, key: Key) {
+        let old = self.inner.lock().slots.remove(&key);
+        drop(old);
+    }
+
     /// Closes every file of storage `owner`.
     pub(crate) fn release(&self, owner: u64) {
         let evicted: Vec<_> = {

@@ -101,6 +101,24 @@ impl Storage {
             .map(|f| self.root.join(&f.path))
     }
 
+    /// Runs `op` on file `file`'s handle; a handle found stale (file
+    /// deleted or truncated under it) is dropped from the pool so the next
+    /// access reopens the path (and a write recreates the file).
+    fn with_file<T>(
+        &self,
+        file: usize,
+        access: Access,
+        op: impl FnOnce(&OpenFile) -> Result<T>,
+    ) -> Result<T> {
+        let r = op(&*self.handle(file, access)?);
+        if let Err(e) = &r {
+            if e.is_missing_data() {
+                self.pool.forget((self.id, file));
+            }
+        }
+        r
+    }
+
     fn handle(&self, file: usize, access: Access) -> Result<Arc<OpenFile>> {
         let spec = &self.layout.files()[file];
         self.pool.get((self.id, file), access == Access::Write, || {
@@ -132,8 +150,9 @@ impl Storage {
             }
             let start = (span.piece_offset - offset) as usize;
             let chunk = &data[start..start + span.len as usize];
-            self.handle(span.file, Access::Write)?
-                .write_at(span.file_offset, chunk)?;
+            self.with_file(span.file, Access::Write, |f| {
+                f.write_at(span.file_offset, chunk)
+            })?;
         }
         Ok(())
     }
@@ -151,8 +170,9 @@ impl Storage {
                 chunk.fill(0);
                 continue;
             }
-            self.handle(span.file, Access::Read)?
-                .read_at(span.file_offset, chunk)?;
+            self.with_file(span.file, Access::Read, |f| {
+                f.read_at(span.file_offset, chunk)
+            })?;
         }
         Ok(())
     }
@@ -177,12 +197,9 @@ impl Storage {
                     }
                     continue;
                 }
-                self.handle(span.file, Access::Read)?.hash_range(
-                    span.file_offset,
-                    span.len,
-                    &mut hasher,
-                    scratch,
-                )?;
+                self.with_file(span.file, Access::Read, |f| {
+                    f.hash_range(span.file_offset, span.len, &mut hasher, scratch)
+                })?;
             }
             Ok(())
         })?;
@@ -210,8 +227,9 @@ impl Storage {
             if spec.padding {
                 continue;
             }
-            self.handle(span.file, Access::Read)?
-                .sync_range(span.file_offset, span.len)?;
+            self.with_file(span.file, Access::Read, |f| {
+                f.sync_range(span.file_offset, span.len)
+            })?;
             let needs_dir = self.unsynced_dirs.lock().contains(&span.file);
             if needs_dir {
                 sync_parents(&self.root, &spec.path)?;
@@ -515,6 +533,39 @@ mod tests {
             s.release_files();
             s.read_block(0, 0, &mut buf).unwrap();
             assert!(!s.test_handle(0).unwrap().mapped());
+        }
+    }
+
+    #[test]
+    fn file_deleted_while_open_is_missing_then_recreated() {
+        for backend in BACKENDS {
+            let dir = tempfile::tempdir().unwrap();
+            let lens = vec![(40_000u64, false)];
+            let data = data_for(&lens, 8);
+            let s = storage(layout_for(&lens, 16384, &data), dir.path(), 4, backend);
+            write_all(&s, &data, 16384);
+            s.flush_piece(0).unwrap();
+            let mut buf = vec![0u8; 100];
+            s.read_block(1, 0, &mut buf).unwrap();
+            let path = dir.path().join("d0/f0");
+            std::fs::remove_file(&path).unwrap();
+            // The open handle must not serve the orphaned inode.
+            let r = s.read_block(1, 0, &mut buf);
+            assert!(
+                matches!(r, Err(Error::FileMissing { .. })),
+                "{backend:?}: {r:?}"
+            );
+            // Writes after a deletion land in a new file; a flush of bytes
+            // written to a deleted file fails instead of claiming durability.
+            s.write_block(0, 0, &data[..16384]).unwrap();
+            let held = s.test_handle(0).unwrap();
+            std::fs::remove_file(&path).unwrap();
+            held.write_at(16384, &data[16384..32768]).ok();
+            assert!(matches!(s.flush_piece(1), Err(Error::FileMissing { .. })));
+            drop(held);
+            write_all(&s, &data, 16384);
+            s.flush_piece(1).unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), data);
         }
     }
 
