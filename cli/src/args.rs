@@ -24,7 +24,7 @@ pub struct Cli {
     /// More log output: -v info, -vv debug, -vvv trace (RUST_LOG overrides).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Seconds between plain status lines when stderr is not a terminal.
+    /// Time between plain status lines when stderr is not a terminal (e.g. 5s).
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration,
           default_value = "2s", hide_short_help = true)]
     pub status_interval: Duration,
