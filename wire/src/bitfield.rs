@@ -108,12 +108,13 @@ impl Bitfield {
         i < self.len && self.bytes[i / 8] & mask(i) != 0
     }
 
-    /// Set bit `i`. Returns whether it changed.
-    ///
-    /// # Panics
-    /// If `i >= len()`.
+    /// Set bit `i`. Returns whether it changed; an index `>= len()` (e.g.
+    /// a peer's bogus `have`) changes nothing and returns false, so check
+    /// indices from the network with [`Bitfield::len`] to detect it.
     pub fn set(&mut self, i: usize) -> bool {
-        assert!(i < self.len, "bit {i} out of range {}", self.len);
+        if i >= self.len {
+            return false;
+        }
         let b = &mut self.bytes[i / 8];
         let was = *b & mask(i) != 0;
         *b |= mask(i);
@@ -123,12 +124,12 @@ impl Bitfield {
         !was
     }
 
-    /// Clear bit `i`. Returns whether it changed.
-    ///
-    /// # Panics
-    /// If `i >= len()`.
+    /// Clear bit `i`. Returns whether it changed; an index `>= len()`
+    /// changes nothing and returns false.
     pub fn clear(&mut self, i: usize) -> bool {
-        assert!(i < self.len, "bit {i} out of range {}", self.len);
+        if i >= self.len {
+            return false;
+        }
         let b = &mut self.bytes[i / 8];
         let was = *b & mask(i) != 0;
         *b &= !mask(i);
@@ -239,9 +240,10 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "out of range")]
-    fn set_out_of_range_panics() {
-        Bitfield::new(3).set(3);
+    fn out_of_range_is_ignored() {
+        let mut b = Bitfield::new(3);
+        assert!(!b.set(3) && !b.set(usize::MAX) && !b.clear(3));
+        assert_eq!((b.count_ones(), b.as_bytes()), (0, &[0u8][..]));
     }
 
     proptest! {
