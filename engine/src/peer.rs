@@ -331,13 +331,27 @@ fn read_loop(
     let mut end = 0; // one past the last byte read
     let mut last_message = Instant::now();
     let mut first = true;
+    // The pieces the peer announced so far, to turn a late piece set into
+    // HAVEs for the new pieces only.
+    let mut known = Bitfield::new(piece_count);
+    let mut initial_set = false;
     let mut unrequested = 0u32;
     loop {
         // Decode every whole frame in the buffer.
         while let Some((msg, used)) = decode_message(&buf[start..end], MAX_FRAME)? {
             start += used;
             last_message = Instant::now();
-            let was_first = std::mem::replace(&mut first, false);
+            // A piece set before any other message is the peer's initial
+            // one. libtorrent sends its extension handshake (and some
+            // clients a DHT PORT or keep-alive) ahead of it: those do not
+            // count. A later piece set is merged (see `merge_late`).
+            let was_first = first;
+            if !matches!(
+                msg,
+                Message::Extended { .. } | Message::Port(_) | Message::KeepAlive
+            ) {
+                first = false;
+            }
             trace!("{}: <- {:?}", ctx.key.0, MsgName(&msg));
             match msg {
                 Message::KeepAlive => {}
@@ -354,28 +368,39 @@ fn read_loop(
                     if i as usize >= piece_count {
                         return Err(PeerError::Protocol(format!("have {i} out of range")));
                     }
+                    known.set(i as usize);
                     send(ctx, PeerEvent::Have(i));
                 }
                 Message::Bitfield(bytes) => {
-                    if !was_first {
-                        return Err(PeerError::Protocol(
-                            "bitfield after the first message".into(),
-                        ));
-                    }
                     let bits = Bitfield::from_wire(bytes, piece_count)
                         .map_err(|e| PeerError::Protocol(format!("bad bitfield: {e}")))?;
-                    send(ctx, PeerEvent::Bitfield(bits));
+                    if was_first {
+                        initial_set = true;
+                        known = bits.clone();
+                        send(ctx, PeerEvent::Bitfield(bits));
+                    } else {
+                        merge_late(ctx, initial_set, &mut known, bits.iter_ones())?;
+                    }
                 }
                 Message::HaveAll | Message::HaveNone => {
-                    if !fast || !was_first {
-                        return Err(PeerError::Protocol("unexpected have all/none".into()));
+                    if !fast {
+                        return Err(PeerError::Protocol("have all/none without fast".into()));
                     }
-                    let bits = if matches!(msg, Message::HaveAll) {
-                        Bitfield::full(piece_count)
+                    let all = matches!(msg, Message::HaveAll);
+                    if was_first {
+                        initial_set = true;
+                        known = if all {
+                            Bitfield::full(piece_count)
+                        } else {
+                            Bitfield::new(piece_count)
+                        };
+                        send(ctx, PeerEvent::Bitfield(known.clone()));
+                    } else if all {
+                        merge_late(ctx, initial_set, &mut known, 0..piece_count)?;
                     } else {
-                        Bitfield::new(piece_count)
-                    };
-                    send(ctx, PeerEvent::Bitfield(bits));
+                        // A late HAVE NONE adds nothing.
+                        merge_late(ctx, initial_set, &mut known, 0..0)?;
+                    }
                 }
                 Message::Request(b) => {
                     if to_writer.try_send(ReaderNote::Request(b)).is_err() {
@@ -490,6 +515,28 @@ fn read_loop(
             return Err(PeerError::Idle);
         }
     }
+}
+
+/// A piece set (BITFIELD, HAVE ALL, HAVE NONE) after other messages.
+/// aria2c sends one in place of a batch of 20 or more HAVEs, so from a peer
+/// that opened with its piece set it is an update: each newly announced
+/// piece is reported as a HAVE (pieces never go away). From a peer that
+/// skipped the opening piece set it breaks BEP 3 and ends the connection.
+fn merge_late(
+    ctx: &PeerContext,
+    initial_set: bool,
+    known: &mut Bitfield,
+    pieces: impl Iterator<Item = usize>,
+) -> Result<(), PeerError> {
+    if !initial_set {
+        return Err(PeerError::Protocol("piece set after other messages".into()));
+    }
+    for i in pieces {
+        if known.set(i) {
+            send(ctx, PeerEvent::Have(i as u32));
+        }
+    }
+    Ok(())
 }
 
 struct Writer<'a> {

@@ -3,6 +3,7 @@
 mod e2e;
 mod fake;
 mod hostile;
+mod interop;
 mod lifecycle;
 mod scale;
 mod util;
