@@ -114,6 +114,27 @@ pub fn file_tree(m: &Metainfo) -> Vec<String> {
     out
 }
 
+/// Seconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn format_unix_time(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 fn print_torrent(m: &Metainfo) {
     let total = m.info.total_length();
     println!("name:          {}", m.info.name);
@@ -150,7 +171,7 @@ fn print_torrent(m: &Metainfo) {
         println!("created by:    {c}");
     }
     if let Some(d) = m.creation_date {
-        println!("creation date: {d} (unix time)");
+        println!("creation date: {}", format_unix_time(d));
     }
     if let Some(s) = &m.info.source {
         println!("source:        {s}");
@@ -264,6 +285,14 @@ mod tests {
                 "  (1 padding files, 2 B)",
             ]
         );
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(format_unix_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_unix_time(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(format_unix_time(1_795_757_989), "2026-11-27 05:39:49 UTC");
+        assert_eq!(format_unix_time(-1), "1969-12-31 23:59:59 UTC");
     }
 
     #[test]

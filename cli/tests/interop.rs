@@ -1,6 +1,7 @@
 //! Interop with libtorrent (Debian's `python3-libtorrent`, run by
 //! `/usr/bin/python3`): it loads a torrent made by `bittern create` with the
-//! same info hash, and a libtorrent leecher downloads it from `bittern seed`.
+//! same info hash, and a libtorrent leecher downloads it from `bittern seed`;
+//! Transmission's `transmission-show` reads it with the same info hash.
 
 use std::process::Command;
 use std::time::Duration;
@@ -93,4 +94,37 @@ fn libtorrent_leecher_downloads_from_bittern_seed() {
     assert_eq!(r.code, Some(0), "libtorrent leecher failed: {r:?}");
     assert!(r.stdout.contains("done 2501235"), "{r:?}");
     assert_eq!(tree(&dst.join("pack")), tree(&src.join("pack")));
+}
+
+#[test]
+fn transmission_accepts_bittern_torrents() {
+    const SHOW: &str = "/usr/bin/transmission-show";
+    if !require_tool(
+        "transmission-show (Debian transmission-cli)",
+        std::path::Path::new(SHOW).exists(),
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    random_file(&tmp.path().join("set/a.bin"), 100_000, 1);
+    random_file(&tmp.path().join("set/ü/b.bin"), 20_000, 2);
+    let t = create(
+        &tmp.path().join("set"),
+        &tmp.path().join("set.torrent"),
+        &["-t", "http://127.0.0.1:1/announce", "--private"],
+    );
+    let out = Command::new(SHOW).arg(&t).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let m = Metainfo::from_bytes(&std::fs::read(&t).unwrap()).unwrap();
+    assert!(
+        stdout.contains(&format!("Hash: {}", m.info_hash.to_hex())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("Piece Count: {}", m.info.piece_count())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Private torrent"), "{stdout}");
+    assert!(stdout.contains("b.bin"), "{stdout}");
 }
