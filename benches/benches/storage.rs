@@ -6,6 +6,8 @@
 //!   with `openssl speed -evp sha1 -bytes 16384`.
 //! - `verify/{mmap,pread}/{1,N}threads`: full recheck of a page-cached
 //!   128 MiB file (256 KiB pieces), single thread vs a rayon pool of all cores.
+//! - `blocks/write_fresh/{mmap,pread}/pool64`: 16 KiB blocks in random
+//!   order into new files (as a download does: every page touched once).
 //! - `blocks/{write,read}_{seq,random}/{mmap,pread}/pool{16,128}`: 16 KiB
 //!   blocks over 65 files through a `FilePool` of 16 (smaller than the file
 //!   count: evictions) and of 128 (every file stays open).
@@ -24,7 +26,7 @@ use std::time::Duration;
 
 use bittern_storage::rayon;
 use bittern_storage::{hash_blocks, hash_files, Backend, FilePool, FileSpec, Layout, Storage};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
@@ -142,6 +144,38 @@ fn blocks(c: &mut Criterion) {
     g.sample_size(10);
     g.warm_up_time(Duration::from_millis(500));
     g.measurement_time(Duration::from_secs(2));
+    // A download writes every page once: new files, first-touch page
+    // faults (mmap) or page-cache allocation (pwrite), default pool size.
+    for (name, backend) in backends() {
+        g.bench_function(
+            BenchmarkId::new("write_fresh", format!("{name}/pool64")),
+            |b| {
+                b.iter_batched(
+                    || {
+                        let dir = tempfile::tempdir().expect("tempdir");
+                        let s = Storage::new(
+                            layout.clone(),
+                            dir.path().to_path_buf(),
+                            Arc::new(FilePool::default()),
+                            backend,
+                        )
+                        .expect("storage");
+                        (dir, s)
+                    },
+                    |(dir, s)| {
+                        for &(p, off) in random.iter() {
+                            let g = p * pl as usize + off;
+                            s.write_block(p, off as u64, &data[g..g + BLOCK])
+                                .expect("write");
+                        }
+                        // Dropped (files closed, dir removed) outside the timing.
+                        (dir, s)
+                    },
+                    BatchSize::PerIteration,
+                )
+            },
+        );
+    }
     for (name, backend) in backends() {
         for max_open in [16, 128] {
             let dir = tempfile::tempdir().expect("tempdir");
@@ -152,6 +186,13 @@ fn blocks(c: &mut Criterion) {
                 backend,
             )
             .expect("storage");
+            // Prefill, so read benches (and the final check) do not depend
+            // on the write benches having run (e.g. with a filter).
+            for &(p, off) in seq.iter() {
+                let g = p * pl as usize + off;
+                s.write_block(p, off as u64, &data[g..g + BLOCK])
+                    .expect("write");
+            }
             let param = format!("{name}/pool{max_open}");
             for (order, list) in [("seq", &seq), ("random", &random)] {
                 g.bench_function(BenchmarkId::new(format!("write_{order}"), &param), |b| {
