@@ -32,6 +32,8 @@ pub struct SessionConfig {
     pub timing: Timing,
     /// Whether to announce to the torrents' trackers.
     pub announce: bool,
+    /// How torrent data is read and written (memory maps or positioned IO).
+    pub storage_backend: bittern_storage::Backend,
 }
 
 impl Default for SessionConfig {
@@ -45,9 +47,14 @@ impl Default for SessionConfig {
             max_open_files: bittern_storage::DEFAULT_MAX_OPEN,
             hash_threads: 0,
             peer_id_prefix: b"-BT0100-".to_vec(),
-            tracker: ClientConfig::default(),
+            // BEP 15's 8 UDP tries can hold one announce for an hour.
+            tracker: ClientConfig {
+                udp_max_tries: 4,
+                ..ClientConfig::default()
+            },
             timing: Timing::default(),
             announce: true,
+            storage_backend: bittern_storage::Backend::default(),
         }
     }
 }

@@ -143,7 +143,13 @@ fn seeder_fixture() -> (
     bittern_engine::Session,
 ) {
     let src = tempfile::tempdir().unwrap();
-    let meta = make_torrent(src.path(), "s.bin", &[("s.bin", 512 * 1024)], 64 * 1024, 12);
+    let meta = make_torrent(
+        src.path(),
+        "s.bin",
+        &[("s.bin", 512 * 1024 + 1000)],
+        64 * 1024,
+        12,
+    );
     let seeder = session();
     let s = seeder
         .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
@@ -183,14 +189,6 @@ fn protocol_violations_close_the_connection_and_the_seeder_keeps_serving() {
             Box::new(move |w| w.send(Message::Have(n + 5)).unwrap()),
         ),
         (
-            "bitfield too long",
-            Box::new(|w| w.send(Message::Bitfield(&[0xff; 64])).unwrap()),
-        ),
-        (
-            "bitfield with spare bits",
-            Box::new(|w| w.send(Message::Bitfield(&[0xff])).unwrap()),
-        ),
-        (
             "request past the end of the torrent",
             Box::new(move |w| {
                 w.send(Message::Request(BlockRef {
@@ -228,6 +226,25 @@ fn protocol_violations_close_the_connection_and_the_seeder_keeps_serving() {
             Box::new(|w| w.send_raw(&[0, 0, 0, 1, 99]).unwrap()),
         ),
     ];
+    // Piece sets must be the first message: a fresh connection each.
+    assert_eq!(
+        n, 9,
+        "the fixture needs spare bits in its last bitfield byte"
+    );
+    let bitfields: [(&str, &[u8]); 3] = [
+        ("bitfield too long", &[0xff; 64]),
+        ("bitfield too short", &[0xff]),
+        ("bitfield with spare bits", &[0xff, 0xc0]),
+    ];
+    for (name, bits) in bitfields {
+        let (mut w, _) = Wire::connect(addr, meta.info_hash).unwrap();
+        w.send(Message::Bitfield(bits)).unwrap();
+        let _ = w.send(Message::Interested);
+        assert!(
+            w.closed_within(Duration::from_secs(10)),
+            "{name}: connection stayed open"
+        );
+    }
     for (name, act) in cases {
         let mut w = interested_peer(addr, &meta);
         act(&mut w);

@@ -314,9 +314,7 @@ fn bittern_seeds_to_libtorrent() {
         lt.fail(&format!("exited with {status}"));
     }
     assert_same(src.path(), dst.path(), &meta.info.file_paths());
-    // Not asserted: `s.status().uploaded`. libtorrent drops the connection
-    // the moment it becomes a seed, and the controller loses a gone peer's
-    // bytes sent since its last one-second sample (reported to the lead).
+    assert_uploaded(&s, meta.info.total_length());
     eprintln!(
         "bittern -> libtorrent: {} bytes in {:?} (bittern counted {} uploaded)",
         meta.info.total_length(),
@@ -385,8 +383,7 @@ fn bittern_seeds_to_aria2c_through_tracker() {
         aria.fail(&format!("exited with {status}"));
     }
     assert_same(src.path(), dst.path(), &meta.info.file_paths());
-    // Not asserted: `s.status().uploaded`, for the reason given in
-    // `bittern_seeds_to_libtorrent`.
+    assert_uploaded(&s, meta.info.total_length());
     eprintln!(
         "bittern -> aria2c: {} bytes in {:?} (bittern counted {} uploaded)",
         meta.info.total_length(),
@@ -495,4 +492,18 @@ fn late_piece_sets_are_updates() {
     drop(leecher);
     let served = peer.join().unwrap();
     assert!(served as u64 >= meta.info.total_length(), "served {served}");
+}
+
+/// The seeder counted at least the whole torrent as uploaded, also when
+/// the leecher hung up right after finishing.
+fn assert_uploaded(s: &bittern_engine::TorrentHandle, total: u64) {
+    let start = std::time::Instant::now();
+    while s.status().uploaded < total && start.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        s.status().uploaded >= total,
+        "uploaded {} of {total}",
+        s.status().uploaded
+    );
 }

@@ -103,8 +103,10 @@ fn pause_disconnects_and_resume_finishes() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Let the controller publish what arrived before the peers closed.
+    std::thread::sleep(Duration::from_millis(600));
     let paused_at = l.status().downloaded;
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(600));
     assert_eq!(
         l.status().downloaded,
         paused_at,

@@ -1,6 +1,6 @@
 //! The torrent controller thread: owns the PiecePicker, the Choker and the
 //! peer table; `select!`s over peer events, commands, verification results,
-//! tracker peers and a 1 s tick. It never blocks on a peer (commands go out
+//! tracker peers and a 250 ms tick. It never blocks on a peer (commands go out
 //! with `try_send`; a full queue closes that peer).
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -92,7 +92,7 @@ pub(crate) fn spawn_controller(setup: ControllerSetup) -> Result<TorrentHandle, 
         layout,
         root,
         session.files.clone(),
-        bittern_storage::Backend::default(),
+        session.config.storage_backend,
     )?);
     let info_hash = metainfo.info_hash;
     let resume_file = options.resume_file.clone().unwrap_or_else(|| {
@@ -377,7 +377,10 @@ impl Controller {
             return;
         }
 
-        let ticker = tick(Duration::from_secs(1));
+        // Status, rates and connection upkeep run four times a second;
+        // choking and resume saving keep their own, longer periods.
+        let ticker = tick(Duration::from_millis(250));
+        self.connect_more();
         loop {
             let tracker_peers = self
                 .announcer

@@ -280,9 +280,9 @@ impl Controller {
         let left = wanted_bytes - have_bytes;
         let peers: Vec<PeerInfo> = self
             .peers
-            .values()
-            .filter(|p| p.ready)
-            .map(|p| PeerInfo {
+            .iter()
+            .filter(|(_, p)| p.ready)
+            .map(|(k, p)| PeerInfo {
                 addr: p.addr,
                 client: p.client.clone(),
                 download_rate: p.down.rate(now),
@@ -294,9 +294,13 @@ impl Controller {
                 am_interested: p.am_interested,
                 peer_interested: p.peer_interested,
                 pieces: p.bits.as_ref().map_or(0, |b| b.count_ones()),
-                outstanding: 0,
+                outstanding: self.picker.outstanding(*k),
                 incoming: p.incoming,
-                snubbed: false,
+                snubbed: p.snubbed(
+                    now,
+                    self.session.config.timing.snub_timeout,
+                    self.picker.outstanding(*k),
+                ),
             })
             .collect();
         let status = TorrentStatus {

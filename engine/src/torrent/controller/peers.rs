@@ -110,6 +110,10 @@ impl Controller {
         if let Some(t) = p.thread.take() {
             let _ = t.join();
         }
+        // Count what was sent since the last tick's sample.
+        let sent = p.stats.uploaded.load(Ordering::Relaxed) - p.seen_up;
+        self.up_rate.add(sent, Instant::now());
+        self.transfer.uploaded.fetch_add(sent, Ordering::Relaxed);
         if let Some(bits) = &p.bits {
             self.picker.peer_lost_bitfield(bits);
         }
