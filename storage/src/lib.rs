@@ -23,17 +23,27 @@
 //! `fallocate`, a length check before every mapped access) and the race it
 //! leaves open.
 //!
-//! **The default is [`Backend::PositionedIo`]**, chosen from the storage
-//! benchmark (`cargo bench -p bittern-benches --bench storage`, 2-core
-//! machine, one run): 16 KiB blocks over 65 files through a pool of 16,
-//! pread/pwrite vs mmap was 3.3x faster for sequential writes (2.8 vs 0.84
-//! GiB/s), 3.3x for random writes (1.39 vs 0.42), 2.2x for sequential reads
-//! (5.2 vs 2.4) and 2.8x for random reads (1.96 vs 0.70): with a pool
-//! smaller than the file count every eviction costs an `munmap` (TLB
-//! shootdown) and every reopen fresh page faults, while a `pread` is one
-//! syscall and a copy. Full verification of page-cached data was the same
-//! for both (1.37 vs 1.35 GiB/s on 2 threads), since SHA-1 dominates.
-//! Positioned IO also cannot raise `SIGBUS` at all.
+//! **The default is [`Backend::PositionedIo`]**, chosen from one run of
+//! the storage benchmark (`cargo bench -p bittern-benches --bench storage`,
+//! 2-core machine shared with other jobs, 16 KiB blocks over 65 files):
+//!
+//! | case | pread/pwrite | mmap | ratio |
+//! |---|---|---|---|
+//! | download pattern: new files, random order, pool 64 | 1.00 GiB/s | 0.39 GiB/s | pread 2.6x |
+//! | write seq / random, pool 16 (< file count) | 2.59 / 1.17 | 0.84 / 0.55 | pread 3.1x / 2.1x |
+//! | read seq / random, pool 16 | 3.44 / 1.59 | 3.00 / 0.65 | pread 1.1x / 2.5x |
+//! | rewrite seq / random, pool 128 (all mapped, pages faulted) | 2.87 / 2.71 | 4.59 / 4.19 | mmap 1.6x / 1.5x |
+//! | read seq / random, pool 128 | 4.71 / 4.32 | 6.69 / 5.63 | mmap 1.4x / 1.3x |
+//! | verify 128 MiB page-cached, 2 threads | 2.60 | 2.81 | mmap 1.08x |
+//!
+//! Writing a download touches every page once: with mmap each first touch
+//! is a page fault (plus `page_mkwrite` on the filesystem), and with a pool
+//! smaller than the working set every eviction is an `munmap` (TLB
+//! shootdown) followed by fresh faults; a `pwrite` is one syscall and a
+//! copy. mmap only wins once every file stays mapped and its pages are
+//! already faulted in (long seeding of a torrent with few files), by
+//! 1.3-1.6x. Positioned IO also cannot raise `SIGBUS` at all. Pick
+//! [`Backend::Mmap`] explicitly for that seeding case.
 //!
 //! # Example
 //! ```
