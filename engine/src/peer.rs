@@ -14,10 +14,10 @@
 //! a full queue as a peer too slow to keep. A drop guard reports
 //! [`PeerEvent::Gone`] exactly once however the thread ends, panics included.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,8 +41,9 @@ use crate::shared::{BlockClaims, HaveSet};
 pub(crate) const MAX_FRAME: usize = 1 << 17;
 /// Requests the peer may queue with us (advertised as `reqq`).
 pub(crate) const OUR_REQQ: usize = 2048;
-/// Requests while choked before we call it a flood.
-const CHOKED_REQUEST_FLOOD: u32 = 4096;
+/// Requests we refuse (sent while choked, or for pieces we lack) before we
+/// call it a flood.
+const REFUSED_REQUEST_FLOOD: u32 = 4096;
 /// Blocks we never asked for before we give up on the peer.
 const UNREQUESTED_LIMIT: u32 = 64;
 
@@ -96,6 +97,9 @@ pub(crate) enum PeerEvent {
     },
     /// Writing a block failed: the torrent's storage is in trouble.
     StorageFailed(bittern_storage::Error),
+    /// A piece we have could not be read for upload (file deleted or
+    /// truncated under us): it must be marked missing.
+    DataMissing(u32),
     /// The connection ended. Sent exactly once, last.
     Gone(PeerError),
 }
@@ -280,6 +284,7 @@ fn run(
             out,
         }
         .run(commands, &from_reader);
+        link.closing.store(true, Ordering::Release);
         // Unblock the reader, then wait for it.
         let _ = stream.shutdown(Shutdown::Both);
         let _ = reader.join();
@@ -307,9 +312,41 @@ fn short(ctx: &PeerContext) -> String {
 /// Bookkeeping shared by the reader and the writer of one connection.
 #[derive(Default)]
 struct Link {
-    /// Requests we sent and have not seen answered: (piece, begin) -> length.
-    outstanding: Mutex<HashMap<(u32, u32), u32>>,
+    requests: Mutex<Requests>,
     reader_error: Mutex<Option<PeerError>>,
+    /// Set when the writer ends: the reader stops at the next message
+    /// instead of working through what is still buffered.
+    closing: AtomicBool,
+}
+
+/// Our requests to the peer.
+#[derive(Default)]
+struct Requests {
+    /// Sent and not yet answered: (piece, begin) -> length.
+    outstanding: HashMap<(u32, u32), u32>,
+    /// Cancelled by us or voided by a choke: the block may still be on the
+    /// wire, so its arrival is no offence, but it is not written.
+    late: HashSet<(u32, u32)>,
+}
+
+/// Late blocks remembered per connection; beyond this the oldest knowledge
+/// is dropped (a peer sending that many stale blocks is misbehaving).
+const MAX_LATE: usize = 8192;
+
+impl Requests {
+    fn void(&mut self, key: (u32, u32)) {
+        if self.late.len() >= MAX_LATE {
+            self.late.clear();
+        }
+        self.late.insert(key);
+    }
+
+    fn void_all(&mut self) {
+        let keys: Vec<_> = self.outstanding.drain().map(|(k, _)| k).collect();
+        for k in keys {
+            self.void(k);
+        }
+    }
 }
 
 /// What the reader tells the writer.
@@ -339,6 +376,9 @@ fn read_loop(
     loop {
         // Decode every whole frame in the buffer.
         while let Some((msg, used)) = decode_message(&buf[start..end], MAX_FRAME)? {
+            if link.closing.load(Ordering::Acquire) {
+                return Ok(());
+            }
             start += used;
             last_message = Instant::now();
             // A piece set before any other message is the peer's initial
@@ -357,7 +397,7 @@ fn read_loop(
                 Message::KeepAlive => {}
                 Message::Choke => {
                     if !fast {
-                        link.outstanding.lock().clear();
+                        link.requests.lock().void_all();
                     }
                     send(ctx, PeerEvent::Choked(true));
                 }
@@ -411,12 +451,17 @@ fn read_loop(
                     let _ = to_writer.try_send(ReaderNote::Cancel(b));
                 }
                 Message::Piece { index, begin, data } => {
-                    let expected = link.outstanding.lock().remove(&(index, begin));
+                    let (expected, late) = {
+                        let mut r = link.requests.lock();
+                        let e = r.outstanding.remove(&(index, begin));
+                        (e, e.is_none() && r.late.remove(&(index, begin)))
+                    };
                     match expected {
                         Some(len) if len as usize == data.len() => {}
                         Some(_) => {
                             return Err(PeerError::Protocol("block of the wrong length".into()))
                         }
+                        None if late => continue,
                         None => {
                             unrequested += 1;
                             if unrequested > UNREQUESTED_LIMIT {
@@ -430,6 +475,9 @@ fn read_loop(
                     let n = data.len() as u64;
                     for l in &ctx.down_limits {
                         l.acquire(n);
+                    }
+                    if link.closing.load(Ordering::Acquire) {
+                        return Ok(());
                     }
                     let block = BlockRef {
                         index,
@@ -463,8 +511,9 @@ fn read_loop(
                         return Err(PeerError::Protocol("reject without fast extension".into()));
                     }
                     if link
-                        .outstanding
+                        .requests
                         .lock()
+                        .outstanding
                         .remove(&(b.index, b.begin))
                         .is_some()
                     {
@@ -556,7 +605,7 @@ impl Writer<'_> {
     ) -> Result<(), PeerError> {
         let mut am_choking = true;
         let mut queue: VecDeque<BlockRef> = VecDeque::new();
-        let mut choked_requests = 0u32;
+        let mut refused = 0u32;
         let mut block = vec![0u8; BLOCK_SIZE as usize];
         let mut last_write = Instant::now();
         loop {
@@ -583,19 +632,20 @@ impl Writer<'_> {
                 recv(from_reader) -> note => match note {
                     Err(_) => return Err(PeerError::Closed), // the reader ended
                     Ok(ReaderNote::Request(b)) => {
-                        if am_choking {
-                            choked_requests += 1;
-                            if choked_requests > CHOKED_REQUEST_FLOOD {
+                        if queue.len() >= OUR_REQQ {
+                            return Err(PeerError::Overloaded);
+                        }
+                        if !am_choking && self.check_request(b)? {
+                            queue.push_back(b);
+                        } else {
+                            // Choked, or a piece we lack: refuse, and end a flood.
+                            refused += 1;
+                            if refused > REFUSED_REQUEST_FLOOD {
                                 return Err(PeerError::Overloaded);
                             }
                             if self.fast {
                                 Message::Reject(b).encode(&mut self.out);
                             }
-                        } else if queue.len() >= OUR_REQQ {
-                            return Err(PeerError::Overloaded);
-                        } else {
-                            self.check_request(b)?;
-                            queue.push_back(b);
                         }
                     }
                     Ok(ReaderNote::Cancel(b)) => {
@@ -647,20 +697,17 @@ impl Writer<'_> {
             PeerCommand::Interested => Message::Interested.encode(&mut self.out),
             PeerCommand::NotInterested => Message::NotInterested.encode(&mut self.out),
             PeerCommand::Request(blocks) => {
-                let mut out = self.link.outstanding.lock();
+                let mut r = self.link.requests.lock();
                 for b in blocks {
-                    out.insert((b.index, b.begin), b.length);
+                    r.late.remove(&(b.index, b.begin));
+                    r.outstanding.insert((b.index, b.begin), b.length);
                     Message::Request(b).encode(&mut self.out);
                 }
             }
             PeerCommand::Cancel(b) => {
-                if self
-                    .link
-                    .outstanding
-                    .lock()
-                    .remove(&(b.index, b.begin))
-                    .is_some()
-                {
+                let mut r = self.link.requests.lock();
+                if r.outstanding.remove(&(b.index, b.begin)).is_some() {
+                    r.void((b.index, b.begin));
                     Message::Cancel(b).encode(&mut self.out);
                 }
             }
@@ -673,14 +720,18 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// A request outside the torrent, for a piece we lack, or larger than
-    /// 16 KiB breaks the protocol and ends the connection.
-    fn check_request(&self, b: BlockRef) -> Result<(), PeerError> {
+    /// A request outside the torrent, outside its piece, or larger than
+    /// 16 KiB breaks the protocol and ends the connection. Ok(false): a
+    /// piece we lack (never had, or lost since we announced it), refused.
+    fn check_request(&self, b: BlockRef) -> Result<bool, PeerError> {
         let piece = b.index as usize;
-        if !self.ctx.have.contains(piece) {
+        if piece >= self.ctx.have.len() {
             return Err(PeerError::Protocol(format!(
-                "request for piece {piece} we lack"
+                "request for piece {piece} out of range"
             )));
+        }
+        if !self.ctx.have.contains(piece) {
+            return Ok(false);
         }
         let piece_len = self.ctx.storage.layout().piece_len(piece);
         if b.length == 0
@@ -689,7 +740,7 @@ impl Writer<'_> {
         {
             return Err(PeerError::Protocol(format!("invalid request {b:?}")));
         }
-        Ok(())
+        Ok(true)
     }
 
     fn upload(&mut self, b: BlockRef, block: &mut [u8]) -> Result<(), PeerError> {
@@ -713,6 +764,7 @@ impl Writer<'_> {
             if self.fast {
                 Message::Reject(b).encode(&mut self.out);
             }
+            send(self.ctx, PeerEvent::DataMissing(b.index));
             return Ok(());
         }
         let n = u64::from(b.length);

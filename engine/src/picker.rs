@@ -283,6 +283,20 @@ impl PiecePicker {
         }
     }
 
+    /// Undoes [`set_have`](Self::set_have): the piece's data turned out to
+    /// be gone (file deleted or truncated), so it must be fetched again.
+    pub fn unset_have(&mut self, piece: usize) {
+        if piece >= self.piece_count || !self.have.get(piece) {
+            return;
+        }
+        self.have.clear(piece);
+        if self.wanted[piece] {
+            self.wanted_missing += 1;
+            self.wanted_left += self.piece_size(piece);
+            self.avail.insert(piece, &mut self.rng);
+        }
+    }
+
     /// Whether we have `piece` verified.
     pub fn have(&self, piece: usize) -> bool {
         self.have.get(piece)

@@ -2,6 +2,7 @@
 
 mod e2e;
 mod fake;
+mod faults;
 mod hostile;
 mod interop;
 mod lifecycle;

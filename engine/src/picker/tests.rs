@@ -624,3 +624,21 @@ fn random_swarm_completes_with_consistent_bookkeeping() {
         assert!(failed_once.len() >= 5, "{failed_once:?}");
     }
 }
+
+#[test]
+fn unset_have_makes_a_piece_wanted_again() {
+    let mut p = picker(4, 2, cfg(), 1);
+    for i in 0..4 {
+        p.set_have(i);
+    }
+    assert!(p.is_complete());
+    p.peer_bitfield(&full(4));
+    p.unset_have(2);
+    assert!(!p.is_complete());
+    assert!(!p.have(2));
+    assert_eq!(p.wanted_left_bytes(), p.piece_size(2));
+    let got = pick(&mut p, 1, &full(4), 10);
+    assert_eq!(pieces_of(&got), BTreeSet::from([2]));
+    p.unset_have(2); // not had: no effect
+    assert_eq!(p.wanted_left_bytes(), p.piece_size(2));
+}

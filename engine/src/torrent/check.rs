@@ -60,17 +60,27 @@ pub(super) fn startup(
     Ok(have)
 }
 
-/// Makes every had piece durable, then records them.
+/// Makes every had piece durable, then records them. Pieces whose data is
+/// gone (file deleted or truncated) are returned instead and nothing is
+/// written: the caller marks them missing and saves again.
 pub(super) fn save(
     storage: &Storage,
     resume_file: &Path,
     info_hash: InfoHash,
     have: &[bool],
-) -> Result<(), bittern_storage::Error> {
+) -> Result<Vec<usize>, bittern_storage::Error> {
+    let mut missing = Vec::new();
     for (i, h) in have.iter().enumerate() {
         if *h {
-            storage.flush_piece(i)?;
+            match storage.flush_piece(i) {
+                Ok(()) => {}
+                Err(e) if e.is_missing_data() => missing.push(i),
+                Err(e) => return Err(e),
+            }
         }
+    }
+    if !missing.is_empty() {
+        return Ok(missing);
     }
     if let Some(dir) = resume_file.parent() {
         std::fs::create_dir_all(dir).map_err(|source| bittern_storage::Error::Io {
@@ -78,7 +88,21 @@ pub(super) fn save(
             source,
         })?;
     }
-    ResumeState::capture(storage, info_hash.0, have)?.save(resume_file)
+    ResumeState::capture(storage, info_hash.0, have)?.save(resume_file)?;
+    Ok(Vec::new())
+}
+
+/// Creates the wanted zero-length files, which no piece ever writes.
+pub(super) fn create_empty_files(
+    storage: &Storage,
+    wanted_files: &[bool],
+) -> Result<(), bittern_storage::Error> {
+    for (i, f) in storage.layout().files().iter().enumerate() {
+        if f.length == 0 && !f.padding && wanted_files.get(i).copied().unwrap_or(true) {
+            storage.allocate_file(i)?;
+        }
+    }
+    Ok(())
 }
 
 /// Per-file progress from the verified pieces.

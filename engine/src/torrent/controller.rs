@@ -361,6 +361,9 @@ impl Controller {
             .left
             .store(self.picker.wanted_left_bytes(), Ordering::Relaxed);
         if self.picker.is_complete() {
+            if let Err(e) = check::create_empty_files(&self.storage, &self.options.wanted_files) {
+                self.fail(format!("creating empty files: {e}"));
+            }
             self.completed_at = Some(Instant::now());
             self.set_state(TorrentState::Seeding);
         } else {
@@ -421,11 +424,6 @@ impl Controller {
                     self.on_tick();
                     if self.finished_by_goal() {
                         self.finish();
-                        return;
-                    }
-                    if matches!(self.state, TorrentState::Error(_)) && self.peers.is_empty() && self.verifying == 0 {
-                        // Keep answering status until removed.
-                        self.idle_until_shutdown();
                         return;
                     }
                 }
@@ -518,7 +516,21 @@ impl Controller {
                 self.fill(key);
             }
             PeerEvent::Rejected(block) => {
+                // Refused while unchoking us: they do not have the piece
+                // (any more), whatever they announced. Stop asking them.
+                let piece = block.index as usize;
+                if !p.peer_choking {
+                    if let Some(bits) = p.bits.as_mut() {
+                        if bits.get(piece) {
+                            bits.clear(piece);
+                            let mut one = Bitfield::new(bits.len());
+                            one.set(piece);
+                            self.picker.peer_lost_bitfield(&one);
+                        }
+                    }
+                }
                 self.picker.request_lost(key, block);
+                self.update_interest(key);
                 self.fill_all();
             }
             PeerEvent::AllowedFast(i) => {
@@ -533,6 +545,7 @@ impl Controller {
                 }
                 p.client = client;
             }
+            PeerEvent::DataMissing(piece) => self.data_missing(piece as usize),
             PeerEvent::StorageFailed(e) => {
                 self.fail(format!("writing to disk: {e}"));
             }
@@ -622,10 +635,44 @@ impl Controller {
         }
     }
 
+    /// A piece we had cannot be read any more: fetch it again rather than
+    /// serve or claim it.
+    pub(super) fn data_missing(&mut self, piece: usize) {
+        if !self.have.contains(piece) {
+            return;
+        }
+        warn!(
+            "{}: piece {piece} is gone from disk; fetching it again",
+            self.short()
+        );
+        self.have.remove(piece);
+        self.claims.reset_piece(piece);
+        self.picker.unset_have(piece);
+        self.dirty = true;
+        self.transfer
+            .left
+            .store(self.picker.wanted_left_bytes(), Ordering::Relaxed);
+        if self.state == TorrentState::Seeding && !self.picker.is_complete() {
+            self.completed_at = None;
+            self.set_state(TorrentState::Downloading);
+        }
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.update_interest(k);
+            self.fill(k);
+        }
+    }
+
     fn on_complete(&mut self) {
         info!("{}: download complete", self.short());
-        if let Err(e) = self.save_resume() {
+        let saved = check::create_empty_files(&self.storage, &self.options.wanted_files)
+            .and_then(|()| self.save_resume());
+        if let Err(e) = saved {
             self.fail(format!("flushing data: {e}"));
+            return;
+        }
+        if !self.picker.is_complete() {
+            // Data vanished while flushing; keep downloading.
             return;
         }
         self.completed_at = Some(Instant::now());

@@ -28,7 +28,9 @@ impl Controller {
                 }
             }
             TorrentCommand::Resume => {
-                if self.state == TorrentState::Paused {
+                // Resuming after an error (disk full, permissions) retries:
+                // verified pieces were never lost, missing ones are fetched.
+                if matches!(self.state, TorrentState::Paused | TorrentState::Error(_)) {
                     let s = if self.picker.is_complete() {
                         TorrentState::Seeding
                     } else {
@@ -98,8 +100,10 @@ impl Controller {
                 && now.duration_since(self.last_resume)
                     >= self.session.config.timing.resume_interval
             {
+                // Not fatal: the next save, or a recheck, covers it.
                 if let Err(e) = self.save_resume() {
-                    self.fail(format!("saving resume state: {e}"));
+                    warn!("{}: cannot save resume state: {e}", self.short());
+                    self.last_resume = now;
                 }
             }
         }
@@ -166,7 +170,12 @@ impl Controller {
     pub(super) fn on_peer_closing(&mut self, msg: PeerMsg) {
         match msg.event {
             PeerEvent::Gone(r) => self.peer_gone(msg.key, r),
-            PeerEvent::Block { block, stored } => self.on_block(msg.key, block, stored),
+            PeerEvent::Block { block, stored } => {
+                let n = u64::from(block.length);
+                self.down_rate.add(n, Instant::now());
+                self.transfer.downloaded.fetch_add(n, Ordering::Relaxed);
+                self.on_block(msg.key, block, stored)
+            }
             _ => {}
         }
     }
@@ -178,22 +187,13 @@ impl Controller {
         }
     }
 
-    pub(super) fn idle_until_shutdown(&mut self) {
-        self.stop_announcer();
-        self.publish();
-        while let Ok(cmd) = self.commands.recv() {
-            if matches!(cmd, TorrentCommand::Shutdown) {
-                break;
-            }
-        }
-    }
-
     pub(super) fn fail(&mut self, why: String) {
         if matches!(self.state, TorrentState::Error(_)) {
             return;
         }
         log::error!("{}: {why}", self.short());
         self.close_all();
+        self.stop_announcer();
         self.set_state(TorrentState::Error(why));
     }
 
@@ -243,13 +243,23 @@ impl Controller {
 
     // ---- persistence and status ---------------------------------------
 
+    /// Flushes every verified piece and records them. Pieces found gone on
+    /// the way are marked missing (and fetched again) before recording.
     pub(super) fn save_resume(&mut self) -> Result<(), bittern_storage::Error> {
-        let have: Vec<bool> = (0..self.have.len())
-            .map(|i| self.have.contains(i))
-            .collect();
-        check::save(&self.storage, &self.resume_file, self.info_hash, &have)?;
-        self.dirty = false;
-        self.last_resume = Instant::now();
+        for _ in 0..3 {
+            let have: Vec<bool> = (0..self.have.len())
+                .map(|i| self.have.contains(i))
+                .collect();
+            let missing = check::save(&self.storage, &self.resume_file, self.info_hash, &have)?;
+            if missing.is_empty() {
+                self.dirty = false;
+                self.last_resume = Instant::now();
+                return Ok(());
+            }
+            for piece in missing {
+                self.data_missing(piece);
+            }
+        }
         Ok(())
     }
 

@@ -1,0 +1,173 @@
+//! Storage faults: a full disk, data vanishing under a seeder.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bittern_engine::{SeedGoal, TorrentOptions, TorrentState};
+
+use crate::util::*;
+
+/// A tmpfs mounted for one test, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!(
+                "SKIPPED: cannot mount a tmpfs at {} (needs root)",
+                dir.display()
+            );
+            return None;
+        }
+        Some(Tmpfs(dir.to_path_buf()))
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "remount failed");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn disk_full_stops_the_torrent_keeps_verified_pieces_and_resume_finishes() {
+    let src = tempfile::tempdir().unwrap();
+    let files = [("small.bin", 1024 * 1024), ("big.bin", 3 * 1024 * 1024)];
+    let meta = make_torrent(src.path(), "full", &files, 64 * 1024, 40);
+    let seeder = session();
+    let s = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+
+    let dst = tempfile::tempdir().unwrap();
+    let Some(fs) = Tmpfs::mount(dst.path(), "2m") else {
+        return;
+    };
+    let leecher = session();
+    let opts = TorrentOptions {
+        peers: vec![seeder.local_addr()],
+        seed_goal: SeedGoal::None,
+        // Resume state lives off the full disk.
+        resume_file: Some(src.path().join("full.resume")),
+        sequential: true,
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    let start = Instant::now();
+    let why = loop {
+        if let TorrentState::Error(e) = l.status().state {
+            break e;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no error: {:?}",
+            l.status()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        why.contains("space") || why.contains("full"),
+        "unclear message: {why}"
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    let st = l.status();
+    assert!(
+        st.pieces_have >= 16,
+        "the small file's pieces stay verified: {st:?}"
+    );
+    assert_eq!(
+        leecher.connections(),
+        0,
+        "an errored torrent keeps no peers"
+    );
+
+    fs.resize("16m");
+    l.resume().unwrap();
+    let start = Instant::now();
+    while matches!(l.status().state, TorrentState::Error(_)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "resume did not leave the error state"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_state(&l, TorrentState::Stopped, Duration::from_secs(60));
+    let root = PathBuf::from("full");
+    assert_same(
+        src.path(),
+        dst.path(),
+        &[root.join("small.bin"), root.join("big.bin")],
+    );
+}
+
+#[test]
+fn a_truncated_file_while_seeding_is_marked_missing_not_served() {
+    let src = tempfile::tempdir().unwrap();
+    let total = 1024 * 1024u64;
+    let meta = make_torrent(src.path(), "t.bin", &[("t.bin", total)], 64 * 1024, 41);
+    let seeder = session();
+    let s = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    // Cut the file in half under the running seeder.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(src.path().join("t.bin"))
+        .unwrap();
+    f.set_len(total / 2).unwrap();
+    drop(f);
+
+    let dst = tempfile::tempdir().unwrap();
+    let leecher = session();
+    let opts = TorrentOptions {
+        peers: vec![seeder.local_addr()],
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    let start = Instant::now();
+    while s.status().pieces_have == meta.info.piece_count() || l.status().pieces_have < 8 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "seeder {:?} leecher {:?}",
+            s.status(),
+            l.status()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let ss = s.status();
+    assert_eq!(
+        ss.state,
+        TorrentState::Downloading,
+        "the seeder knows it lost data"
+    );
+    assert!(ss.pieces_have >= 8 && ss.pieces_have < 16, "{ss:?}");
+    // The leecher holds only verified, correct pieces: the first half.
+    let ls = l.status();
+    assert_eq!(ls.pieces_have, 8, "{ls:?}");
+    assert_eq!(
+        ls.peers_connected, 1,
+        "refusing lost pieces is no reason to disconnect"
+    );
+    assert_eq!(ls.hash_failures, 0);
+    let got = std::fs::read(dst.path().join("t.bin")).unwrap();
+    let orig = std::fs::read(src.path().join("t.bin")).unwrap();
+    assert_eq!(&got[..orig.len()], &orig[..]);
+}
