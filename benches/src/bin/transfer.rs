@@ -21,7 +21,10 @@ fn cpu_seconds() -> f64 {
 }
 
 fn main() {
-    let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let size = args.first().copied().unwrap_or(256) * 1024 * 1024;
     let piece = args.get(1).copied().unwrap_or(256) * 1024;
     let leechers = args.get(2).copied().unwrap_or(1) as usize;
@@ -60,11 +63,15 @@ fn main() {
         ..SessionConfig::default()
     };
     let seeder = Session::new(config()).expect("seeder");
-    let s = seeder.add_torrent(meta.clone(), &src, TorrentOptions::default()).expect("add");
+    let s = seeder
+        .add_torrent(meta.clone(), &src, TorrentOptions::default())
+        .expect("add");
     while s.status().state != TorrentState::Seeding {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let sessions: Vec<Session> = (0..leechers).map(|_| Session::new(config()).expect("leecher")).collect();
+    let sessions: Vec<Session> = (0..leechers)
+        .map(|_| Session::new(config()).expect("leecher"))
+        .collect();
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
     let handles: Vec<_> = sessions
@@ -73,8 +80,13 @@ fn main() {
         .map(|(i, l)| {
             let mut peers = vec![seeder.local_addr()];
             peers.extend(sessions[..i].iter().map(|s| s.local_addr()));
-            let opts = TorrentOptions { peers, seed_goal: SeedGoal::Forever, ..TorrentOptions::default() };
-            l.add_torrent(meta.clone(), dir.path().join(format!("l{i}")), opts).expect("add")
+            let opts = TorrentOptions {
+                peers,
+                seed_goal: SeedGoal::Forever,
+                ..TorrentOptions::default()
+            };
+            l.add_torrent(meta.clone(), dir.path().join(format!("l{i}")), opts)
+                .expect("add")
         })
         .collect();
     let mut done = vec![None; leechers];
@@ -91,13 +103,30 @@ fn main() {
         if std::env::var_os("TRANSFER_TRACE").is_some() {
             let st = handles[0].status();
             let p = handles[0].peers();
-            eprintln!("{:>6} ms: {} bytes, pieces {}, peers {:?}", t0.elapsed().as_millis(), st.downloaded, st.pieces_have, p.iter().map(|p| (p.peer_choking, p.am_interested, p.download_rate as u64, p.outstanding)).collect::<Vec<_>>());
+            eprintln!(
+                "{:>6} ms: {} bytes, pieces {}, peers {:?}",
+                t0.elapsed().as_millis(),
+                st.downloaded,
+                st.pieces_have,
+                p.iter()
+                    .map(|p| (
+                        p.peer_choking,
+                        p.am_interested,
+                        p.download_rate as u64,
+                        p.outstanding
+                    ))
+                    .collect::<Vec<_>>()
+            );
         }
     }
     let cpu = cpu_seconds() - cpu0;
     let wall = done.iter().flatten().max().copied().unwrap_or_default();
     for (i, d) in done.iter().flatten().enumerate() {
-        println!("leecher {i}: {:.2} s, {:.0} MB/s", d.as_secs_f64(), size as f64 / d.as_secs_f64() / 1e6);
+        println!(
+            "leecher {i}: {:.2} s, {:.0} MB/s",
+            d.as_secs_f64(),
+            size as f64 / d.as_secs_f64() / 1e6
+        );
     }
     println!(
         "{} MiB, {} KiB pieces, {leechers} leecher(s): {:.2} s, {:.0} MB/s per leecher (slowest), {:.2} CPU s total ({:.2} CPU s/GiB moved)",
