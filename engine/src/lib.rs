@@ -31,6 +31,7 @@
 pub mod choker;
 mod config;
 mod error;
+mod inline_hash;
 mod peer;
 pub mod picker;
 pub mod rate;

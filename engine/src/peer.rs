@@ -32,6 +32,7 @@ use parking_lot::Mutex;
 
 use crate::config::Timing;
 use crate::error::PeerError;
+use crate::inline_hash::InlineHashes;
 use crate::picker::{PeerKey, BLOCK_SIZE};
 use crate::ratelimit::RateLimiter;
 use crate::shared::{BlockClaims, HaveSet};
@@ -126,6 +127,7 @@ pub(crate) struct PeerContext {
     pub storage: Arc<Storage>,
     pub have: Arc<HaveSet>,
     pub claims: Arc<BlockClaims>,
+    pub hashes: Arc<InlineHashes>,
     pub events: Sender<PeerMsg>,
     pub stats: Arc<PeerStats>,
     /// Torrent then session limiter.
@@ -490,6 +492,7 @@ fn read_loop(
                             .write_block(index as usize, u64::from(begin), data)
                         {
                             Ok(()) => {
+                                ctx.hashes.feed(index, begin, data);
                                 ctx.claims.written(index, begin);
                                 true
                             }

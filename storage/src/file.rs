@@ -329,6 +329,23 @@ impl OpenFile {
         Ok(())
     }
 
+    /// Starts writing bytes `offset..offset+len` back to disk without
+    /// waiting (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so a later
+    /// [`sync_range`](Self::sync_range) has little left to do. Best effort:
+    /// errors are ignored (the sync reports them).
+    pub(crate) fn start_writeback(&self, offset: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: plain syscall on a descriptor we own; no memory is passed.
+        unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                offset as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+
     /// Makes bytes `offset..offset+len` durable.
     ///
     /// Fails with [`Error::FileMissing`] if the file was deleted while open

@@ -49,6 +49,34 @@ pub fn hash_blocks<'a>(blocks: impl IntoIterator<Item = &'a [u8]>) -> [u8; 20] {
     h.finalize().into()
 }
 
+/// An incremental SHA-1 of one piece, fed block by block while the caller
+/// still holds each block (so a completed piece needs no read-back).
+#[derive(Clone, Default)]
+pub struct PieceHasher(Sha1);
+
+impl PieceHasher {
+    /// A hasher with nothing fed yet.
+    pub fn new() -> Self {
+        PieceHasher(Sha1::new())
+    }
+
+    /// Feeds the next bytes of the piece.
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    /// The SHA-1 of everything fed.
+    pub fn finish(self) -> [u8; 20] {
+        self.0.finalize().into()
+    }
+}
+
+impl std::fmt::Debug for PieceHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PieceHasher")
+    }
+}
+
 /// Piece hashes of `files` (absolute paths and expected lengths, in torrent
 /// order) for torrent creation: pieces are hashed in parallel on `pool`,
 /// streaming through one 64 KiB buffer per worker, with
@@ -122,4 +150,19 @@ fn hash_file_piece(files: &[(PathBuf, u64)], layout: &Layout, piece: usize) -> R
         Ok(())
     })?;
     Ok(h.finalize().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn piece_hasher_equals_hash_blocks() {
+        let a = vec![1u8; 16384];
+        let b = vec![2u8; 1000];
+        let mut h = PieceHasher::new();
+        h.update(&a);
+        h.update(&b);
+        assert_eq!(h.finish(), hash_blocks([&a[..], &b[..]]));
+    }
 }

@@ -87,7 +87,7 @@ mod storage;
 mod testutil;
 
 pub use error::{Error, Result, ResumeCorruption};
-pub use hash::{hash_blocks, hash_files};
+pub use hash::{hash_blocks, hash_files, PieceHasher};
 pub use layout::{FileSpec, Layout, Span, Spans};
 pub use pool::{FilePool, DEFAULT_MAX_OPEN};
 pub use resume::{FileStamp, ResumeState};

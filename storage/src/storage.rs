@@ -239,6 +239,66 @@ impl Storage {
         Ok(())
     }
 
+    /// Starts writing a piece's bytes back to disk without waiting, so that
+    /// a later [`flush_pieces`](Self::flush_pieces) is quick. Best effort.
+    pub fn start_writeback(&self, piece: usize) {
+        let len = self.layout.piece_len(piece);
+        let Ok(spans) = self.layout.checked_spans(piece, 0, len) else {
+            return;
+        };
+        for span in spans {
+            if self.layout.files()[span.file].padding {
+                continue;
+            }
+            let _ = self.with_file(span.file, Access::Read, |f| {
+                f.start_writeback(span.file_offset, span.len);
+                Ok(())
+            });
+        }
+    }
+
+    /// Makes many pieces durable at once, syncing each file they touch
+    /// once (where [`flush_piece`](Self::flush_piece) per piece would sync a
+    /// file once per piece). Returns the pieces whose data is gone (file
+    /// deleted or truncated): those are not durable and must not be
+    /// recorded as had.
+    ///
+    /// # Errors
+    /// Any other IO error from syncing.
+    pub fn flush_pieces(&self, pieces: &[usize]) -> Result<Vec<usize>> {
+        // file -> (first byte, end, pieces touching it)
+        let mut files: std::collections::BTreeMap<usize, (u64, u64, Vec<usize>)> =
+            std::collections::BTreeMap::new();
+        for &piece in pieces {
+            let len = self.layout.piece_len(piece);
+            for span in self.layout.checked_spans(piece, 0, len)? {
+                if self.layout.files()[span.file].padding {
+                    continue;
+                }
+                let e = files.entry(span.file).or_insert((u64::MAX, 0, Vec::new()));
+                e.0 = e.0.min(span.file_offset);
+                e.1 = e.1.max(span.file_offset + span.len);
+                e.2.push(piece);
+            }
+        }
+        let mut missing = Vec::new();
+        for (file, (start, end, touching)) in files {
+            match self.with_file(file, Access::Read, |f| f.sync_range(start, end - start)) {
+                Ok(()) => {}
+                Err(e) if e.is_missing_data() => missing.extend(touching),
+                Err(e) => return Err(e),
+            }
+            let needs_dir = self.unsynced_dirs.lock().contains(&file);
+            if needs_dir {
+                sync_parents(&self.root, &self.layout.files()[file].path)?;
+                self.unsynced_dirs.lock().remove(&file);
+            }
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        Ok(missing)
+    }
+
     /// Creates and reserves file `file` even if no block was written to it
     /// (useful for zero-length files, which no piece touches).
     ///

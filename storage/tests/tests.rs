@@ -3,4 +3,5 @@
 mod concurrency;
 mod create;
 mod disk_full;
+mod flush;
 mod util;

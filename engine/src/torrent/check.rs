@@ -69,16 +69,8 @@ pub(super) fn save(
     info_hash: InfoHash,
     have: &[bool],
 ) -> Result<Vec<usize>, bittern_storage::Error> {
-    let mut missing = Vec::new();
-    for (i, h) in have.iter().enumerate() {
-        if *h {
-            match storage.flush_piece(i) {
-                Ok(()) => {}
-                Err(e) if e.is_missing_data() => missing.push(i),
-                Err(e) => return Err(e),
-            }
-        }
-    }
+    let had: Vec<usize> = (0..have.len()).filter(|i| have[*i]).collect();
+    let missing = storage.flush_pieces(&had)?;
     if !missing.is_empty() {
         return Ok(missing);
     }

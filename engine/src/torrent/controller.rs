@@ -26,6 +26,7 @@ use super::{Published, TorrentCommand, TorrentHandle};
 use crate::choker::{Choker, ChokerConfig};
 use crate::config::TorrentOptions;
 use crate::error::Error;
+use crate::inline_hash::InlineHashes;
 use crate::peer::{Origin, PeerCommand, PeerEvent, PeerMsg, PeerStats};
 use crate::picker::{BadDataGuard, BlockReceived, PeerKey, PickerConfig, PiecePicker, BLOCK_SIZE};
 use crate::rate::RateMeasure;
@@ -200,6 +201,7 @@ pub(crate) struct Controller {
     choker: Choker,
     have: Arc<HaveSet>,
     claims: Arc<BlockClaims>,
+    hashes: Arc<InlineHashes>,
     wanted: Vec<bool>,
     peers: HashMap<PeerKey, Peer>,
     next_key: u64,
@@ -293,6 +295,7 @@ impl Controller {
             choker,
             have,
             claims,
+            hashes: Arc::default(),
             wanted,
             peers: HashMap::new(),
             next_key: 0,
@@ -572,7 +575,16 @@ impl Controller {
         }
     }
 
+    /// Checks a complete piece: at once when its blocks were hashed as
+    /// they arrived, else by reading it back on the hashing pool.
     fn verify(&mut self, piece: usize) {
+        let layout = self.storage.layout();
+        if let Some(digest) = self.hashes.finish(piece as u32, layout.piece_len(piece)) {
+            let ok = digest == layout.piece_hash(piece);
+            self.verifying += 1;
+            self.on_verified(piece, Ok(ok));
+            return;
+        }
         let storage = self.storage.clone();
         let tx = self.verify_tx.clone();
         self.verifying += 1;
@@ -588,6 +600,9 @@ impl Controller {
             Ok(true) => {
                 self.picker.piece_passed(piece);
                 self.have.insert(piece);
+                // Get the bytes moving to disk now, so the flush before
+                // recording the piece as had finds little left to write.
+                self.storage.start_writeback(piece);
                 self.dirty = true;
                 self.transfer
                     .left
@@ -606,6 +621,7 @@ impl Controller {
                 self.hash_failures += 1;
                 warn!("{}: piece {piece} failed its hash check", self.short());
                 let contributors = self.picker.piece_failed(piece);
+                self.hashes.reset(piece as u32);
                 self.claims.reset_piece(piece);
                 self.emit(TorrentEvent::HashFailed(piece));
                 let alone = contributors.len() == 1;
@@ -628,6 +644,7 @@ impl Controller {
                 // The data vanished under us; fetch it again.
                 warn!("{}: piece {piece} unreadable: {e}", self.short());
                 self.picker.piece_failed(piece);
+                self.hashes.reset(piece as u32);
                 self.claims.reset_piece(piece);
                 self.fill_all();
             }
@@ -646,6 +663,7 @@ impl Controller {
             self.short()
         );
         self.have.remove(piece);
+        self.hashes.reset(piece as u32);
         self.claims.reset_piece(piece);
         self.picker.unset_have(piece);
         self.dirty = true;

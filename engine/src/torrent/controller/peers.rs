@@ -206,6 +206,7 @@ impl Controller {
             storage: self.storage.clone(),
             have: self.have.clone(),
             claims: self.claims.clone(),
+            hashes: self.hashes.clone(),
             events: self.peer_tx.clone(),
             stats: stats.clone(),
             up_limits: [self.up_limit.clone(), self.session.upload.clone()],

@@ -1,0 +1,108 @@
+//! Hashing pieces while their blocks are still in hand.
+//!
+//! The peer thread that writes a block also feeds it to the piece's SHA-1
+//! when the block is the next one in order, so a piece that arrived in
+//! order (the usual case: one peer, requests in order, one TCP stream) is
+//! verified the moment its last block lands, without reading it back from
+//! disk and without waking the hashing pool. A piece whose blocks arrived
+//! out of order falls back to a read-back check on the pool.
+//!
+//! Hashing runs outside the lock: a feeder takes the piece's state out of
+//! the map, hashes, and puts it back. Anything unexpected meanwhile (another
+//! block of the same piece) marks the piece `Broken`, which only means
+//! "verify by reading back".
+
+use std::collections::HashMap;
+
+use bittern_storage::PieceHasher;
+use parking_lot::Mutex;
+
+enum State {
+    /// Bytes `0..next` have been fed.
+    Hashing { next: u64, hasher: PieceHasher },
+    /// Out of order: verify by reading the piece back.
+    Broken,
+}
+
+/// Per-torrent in-progress piece hashes.
+#[derive(Default)]
+pub(crate) struct InlineHashes {
+    states: Mutex<HashMap<u32, State>>,
+}
+
+impl InlineHashes {
+    /// Feeds a block just written at `begin` of `piece`.
+    pub(crate) fn feed(&self, piece: u32, begin: u32, data: &[u8]) {
+        let taken = self.states.lock().remove(&piece);
+        let (next, mut hasher) = match taken {
+            Some(State::Hashing { next, hasher }) if next == u64::from(begin) => (next, hasher),
+            None if begin == 0 => (0, PieceHasher::new()),
+            _ => {
+                self.states.lock().insert(piece, State::Broken);
+                return;
+            }
+        };
+        hasher.update(data);
+        let mut states = self.states.lock();
+        // Someone touched the piece while we hashed: give up on it.
+        let state = if states.contains_key(&piece) {
+            State::Broken
+        } else {
+            State::Hashing {
+                next: next + data.len() as u64,
+                hasher,
+            }
+        };
+        states.insert(piece, state);
+    }
+
+    /// The piece's hash if all of its `len` bytes were fed in order.
+    pub(crate) fn finish(&self, piece: u32, len: u64) -> Option<[u8; 20]> {
+        match self.states.lock().remove(&piece) {
+            Some(State::Hashing { next, hasher }) if next == len => Some(hasher.finish()),
+            _ => None,
+        }
+    }
+
+    /// Forgets a piece (its blocks are being fetched again).
+    pub(crate) fn reset(&self, piece: u32) {
+        self.states.lock().remove(&piece);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_order_blocks_give_the_hash() {
+        let h = InlineHashes::default();
+        let data: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
+        h.feed(3, 0, &data[..16384]);
+        h.feed(3, 16384, &data[16384..32768]);
+        assert_eq!(h.finish(3, 40_000), None, "not all bytes fed");
+        h.feed(3, 0, &data[..16384]);
+        h.feed(3, 16384, &data[16384..32768]);
+        h.feed(3, 32768, &data[32768..]);
+        assert_eq!(
+            h.finish(3, 40_000),
+            Some(bittern_storage::hash_blocks([&data[..]]))
+        );
+    }
+
+    #[test]
+    fn out_of_order_falls_back() {
+        let h = InlineHashes::default();
+        let data = vec![7u8; 32768];
+        h.feed(1, 16384, &data[16384..]);
+        h.feed(1, 0, &data[..16384]);
+        assert_eq!(h.finish(1, 32768), None);
+        h.feed(2, 0, &data[..16384]);
+        h.feed(2, 0, &data[..16384]); // a duplicate is also out of order
+        assert_eq!(h.finish(2, 32768), None);
+        h.feed(4, 0, &data[..16384]);
+        h.reset(4);
+        h.feed(4, 16384, &data[16384..]);
+        assert_eq!(h.finish(4, 32768), None);
+    }
+}
