@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bittern_storage::FilePool;
 use bittern_wire::{Handshake, InfoHash, Metainfo, PeerId};
@@ -157,14 +157,30 @@ impl Session {
             registry: self.registry.clone(),
         };
         let handle = spawn_controller(setup)?;
-        self.torrents.lock().push(handle.clone());
+        let mut torrents = self.torrents.lock();
+        self.prune(&mut torrents);
+        torrents.push(handle.clone());
         Ok(handle)
     }
 
-    /// The torrents added to this session (removed ones included until the
-    /// session ends).
+    /// The torrents of this session; removed ones are forgotten.
     pub fn torrents(&self) -> Vec<TorrentHandle> {
-        self.torrents.lock().clone()
+        let mut torrents = self.torrents.lock();
+        self.prune(&mut torrents);
+        torrents.clone()
+    }
+
+    /// Drops removed torrents (controller ended, no longer routed), so that
+    /// a long-lived session adding and removing torrents does not keep each
+    /// one's channels and status forever.
+    fn prune(&self, torrents: &mut Vec<TorrentHandle>) {
+        let registry = self.registry.lock();
+        torrents.retain(|h| {
+            !h.is_finished()
+                || registry
+                    .get(&h.info_hash)
+                    .is_some_and(|tx| tx.same_channel(&h.commands))
+        });
     }
 
     /// Live peer connections across all torrents.
@@ -245,14 +261,35 @@ fn listen(
     }
 }
 
+/// `read_exact` that gives up at `deadline`, however the bytes trickle in
+/// (a read timeout alone restarts with every byte: a peer sending one byte
+/// every few seconds would hold a handshake slot for minutes).
+pub(crate) fn read_exact_by(
+    stream: &mut TcpStream,
+    mut buf: &mut [u8],
+    deadline: Instant,
+) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => buf = &mut buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Reads the 68-byte handshake and hands the socket to its torrent.
 fn route(mut stream: TcpStream, registry: &Registry, timeout: Duration) {
     let peer = stream.peer_addr().ok();
-    if stream.set_read_timeout(Some(timeout)).is_err() {
-        return;
-    }
     let mut buf = [0u8; Handshake::LEN];
-    if let Err(e) = stream.read_exact(&mut buf) {
+    if let Err(e) = read_exact_by(&mut stream, &mut buf, Instant::now() + timeout) {
         debug!("{peer:?}: no handshake: {e}");
         return;
     }
