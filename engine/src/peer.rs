@@ -26,7 +26,7 @@ use bittern_wire::{
     decode_message, piece_header, Bitfield, BlockRef, ExtensionHandshake, Handshake, InfoHash,
     Message, PeerId,
 };
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{select, Receiver, Sender, TryRecvError};
 use log::{debug, trace};
 use parking_lot::Mutex;
 
@@ -82,12 +82,10 @@ pub(crate) enum PeerEvent {
     /// extension our outstanding requests are void.
     Choked(bool),
     Interested(bool),
-    /// A block we requested arrived; `stored` is false when another peer's
-    /// copy was already written (endgame duplicate).
-    Block {
-        block: BlockRef,
-        stored: bool,
-    },
+    /// Blocks we requested arrived, in order; `stored` is false when
+    /// another peer's copy was already written (endgame duplicate). Batched:
+    /// one event per read from the socket, not one per block.
+    Blocks(Vec<(BlockRef, bool)>),
     /// They rejected a request (BEP 6).
     Rejected(BlockRef),
     AllowedFast(u32),
@@ -359,10 +357,38 @@ enum ReaderNote {
 
 fn read_loop(
     ctx: &PeerContext,
+    stream: TcpStream,
+    fast: bool,
+    link: &Link,
+    to_writer: &Sender<ReaderNote>,
+) -> Result<(), PeerError> {
+    let mut batch = Vec::new();
+    let r = read_frames(ctx, stream, fast, link, to_writer, &mut batch);
+    // Blocks already on disk must be reported whatever ended the loop.
+    flush_blocks(ctx, &mut batch);
+    r
+}
+
+/// Reports the blocks stored since the last report.
+fn flush_blocks(ctx: &PeerContext, batch: &mut Vec<(BlockRef, bool)>) {
+    if !batch.is_empty() {
+        send(ctx, PeerEvent::Blocks(std::mem::take(batch)));
+    }
+}
+
+/// Sends an event after the blocks before it, keeping the peer's order.
+fn emit(ctx: &PeerContext, batch: &mut Vec<(BlockRef, bool)>, event: PeerEvent) {
+    flush_blocks(ctx, batch);
+    send(ctx, event);
+}
+
+fn read_frames(
+    ctx: &PeerContext,
     mut stream: TcpStream,
     fast: bool,
     link: &Link,
     to_writer: &Sender<ReaderNote>,
+    batch: &mut Vec<(BlockRef, bool)>,
 ) -> Result<(), PeerError> {
     let piece_count = ctx.have.len();
     let mut buf = vec![0u8; 256 * 1024];
@@ -401,17 +427,17 @@ fn read_loop(
                     if !fast {
                         link.requests.lock().void_all();
                     }
-                    send(ctx, PeerEvent::Choked(true));
+                    emit(ctx, batch, PeerEvent::Choked(true));
                 }
-                Message::Unchoke => send(ctx, PeerEvent::Choked(false)),
-                Message::Interested => send(ctx, PeerEvent::Interested(true)),
-                Message::NotInterested => send(ctx, PeerEvent::Interested(false)),
+                Message::Unchoke => emit(ctx, batch, PeerEvent::Choked(false)),
+                Message::Interested => emit(ctx, batch, PeerEvent::Interested(true)),
+                Message::NotInterested => emit(ctx, batch, PeerEvent::Interested(false)),
                 Message::Have(i) => {
                     if i as usize >= piece_count {
                         return Err(PeerError::Protocol(format!("have {i} out of range")));
                     }
                     known.set(i as usize);
-                    send(ctx, PeerEvent::Have(i));
+                    emit(ctx, batch, PeerEvent::Have(i));
                 }
                 Message::Bitfield(bytes) => {
                     let bits = Bitfield::from_wire(bytes, piece_count)
@@ -419,9 +445,9 @@ fn read_loop(
                     if was_first {
                         initial_set = true;
                         known = bits.clone();
-                        send(ctx, PeerEvent::Bitfield(bits));
+                        emit(ctx, batch, PeerEvent::Bitfield(bits));
                     } else {
-                        merge_late(ctx, initial_set, &mut known, bits.iter_ones())?;
+                        merge_late(ctx, batch, initial_set, &mut known, bits.iter_ones())?;
                     }
                 }
                 Message::HaveAll | Message::HaveNone => {
@@ -436,12 +462,12 @@ fn read_loop(
                         } else {
                             Bitfield::new(piece_count)
                         };
-                        send(ctx, PeerEvent::Bitfield(known.clone()));
+                        emit(ctx, batch, PeerEvent::Bitfield(known.clone()));
                     } else if all {
-                        merge_late(ctx, initial_set, &mut known, 0..piece_count)?;
+                        merge_late(ctx, batch, initial_set, &mut known, 0..piece_count)?;
                     } else {
                         // A late HAVE NONE adds nothing.
-                        merge_late(ctx, initial_set, &mut known, 0..0)?;
+                        merge_late(ctx, batch, initial_set, &mut known, 0..0)?;
                     }
                 }
                 Message::Request(b) => {
@@ -498,7 +524,7 @@ fn read_loop(
                             }
                             Err(e) => {
                                 ctx.claims.release(index, begin);
-                                send(ctx, PeerEvent::StorageFailed(e));
+                                emit(ctx, batch, PeerEvent::StorageFailed(e));
                                 return Err(PeerError::Closed);
                             }
                         }
@@ -506,7 +532,7 @@ fn read_loop(
                         false
                     };
                     ctx.stats.downloaded.fetch_add(n, Ordering::Relaxed);
-                    send(ctx, PeerEvent::Block { block, stored });
+                    batch.push((block, stored));
                 }
                 Message::Port(_) | Message::Suggest(_) => {}
                 Message::Reject(b) => {
@@ -520,19 +546,20 @@ fn read_loop(
                         .remove(&(b.index, b.begin))
                         .is_some()
                     {
-                        send(ctx, PeerEvent::Rejected(b));
+                        emit(ctx, batch, PeerEvent::Rejected(b));
                     }
                 }
                 Message::AllowedFast(i) => {
                     if (i as usize) < piece_count {
-                        send(ctx, PeerEvent::AllowedFast(i));
+                        emit(ctx, batch, PeerEvent::AllowedFast(i));
                     }
                 }
                 Message::Extended { id: 0, payload } => {
                     // A broken extension handshake is not worth a disconnect.
                     if let Ok(hs) = ExtensionHandshake::decode(payload) {
-                        send(
+                        emit(
                             ctx,
+                            batch,
                             PeerEvent::Extension {
                                 reqq: hs.reqq,
                                 client: hs.v,
@@ -543,6 +570,8 @@ fn read_loop(
                 Message::Extended { .. } => {}
             }
         }
+        // Everything decoded is handled: report the stored blocks at once.
+        flush_blocks(ctx, batch);
         // Make room and read more.
         if start == end {
             start = 0;
@@ -576,6 +605,7 @@ fn read_loop(
 /// skipped the opening piece set it breaks BEP 3 and ends the connection.
 fn merge_late(
     ctx: &PeerContext,
+    batch: &mut Vec<(BlockRef, bool)>,
     initial_set: bool,
     known: &mut Bitfield,
     pieces: impl Iterator<Item = usize>,
@@ -585,7 +615,7 @@ fn merge_late(
     }
     for i in pieces {
         if known.set(i) {
-            send(ctx, PeerEvent::Have(i as u32));
+            emit(ctx, batch, PeerEvent::Have(i as u32));
         }
     }
     Ok(())
@@ -612,8 +642,35 @@ impl Writer<'_> {
         let mut block = vec![0u8; BLOCK_SIZE as usize];
         let mut last_write = Instant::now();
         loop {
-            let busy = !am_choking && !queue.is_empty();
-            if !busy && !self.out.is_empty() {
+            if !am_choking && !queue.is_empty() {
+                // Busy uploading: take what has arrived without blocking or
+                // registering for wakeups, then send the next block.
+                loop {
+                    match commands.try_recv() {
+                        Ok(PeerCommand::Close) | Err(TryRecvError::Disconnected) => {
+                            self.flush()?;
+                            return Ok(());
+                        }
+                        Ok(cmd) => self.command(cmd, &mut am_choking, &mut queue)?,
+                        Err(TryRecvError::Empty) => break,
+                    }
+                }
+                loop {
+                    match from_reader.try_recv() {
+                        Ok(note) => self.note(note, am_choking, &mut queue, &mut refused)?,
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => return Err(PeerError::Closed),
+                    }
+                }
+                if !am_choking {
+                    if let Some(b) = queue.pop_front() {
+                        self.upload(b, &mut block)?;
+                        last_write = Instant::now();
+                    }
+                }
+                continue;
+            }
+            if !self.out.is_empty() {
                 self.flush()?;
                 last_write = Instant::now();
             }
@@ -623,7 +680,6 @@ impl Writer<'_> {
                 .keepalive
                 .saturating_sub(last_write.elapsed())
                 .max(Duration::from_millis(10));
-            let timeout = if busy { Duration::ZERO } else { keepalive_in };
             select! {
                 recv(commands) -> cmd => match cmd {
                     Err(_) | Ok(PeerCommand::Close) => {
@@ -634,36 +690,10 @@ impl Writer<'_> {
                 },
                 recv(from_reader) -> note => match note {
                     Err(_) => return Err(PeerError::Closed), // the reader ended
-                    Ok(ReaderNote::Request(b)) => {
-                        if queue.len() >= OUR_REQQ {
-                            return Err(PeerError::Overloaded);
-                        }
-                        if !am_choking && self.check_request(b)? {
-                            queue.push_back(b);
-                        } else {
-                            // Choked, or a piece we lack: refuse, and end a flood.
-                            refused += 1;
-                            if refused > REFUSED_REQUEST_FLOOD {
-                                return Err(PeerError::Overloaded);
-                            }
-                            if self.fast {
-                                Message::Reject(b).encode(&mut self.out);
-                            }
-                        }
-                    }
-                    Ok(ReaderNote::Cancel(b)) => {
-                        if let Some(pos) = queue.iter().position(|q| *q == b) {
-                            queue.remove(pos);
-                        }
-                    }
+                    Ok(note) => self.note(note, am_choking, &mut queue, &mut refused)?,
                 },
-                default(timeout) => {
-                    if busy {
-                        if let Some(b) = queue.pop_front() {
-                            self.upload(b, &mut block)?;
-                            last_write = Instant::now();
-                        }
-                    } else if last_write.elapsed() >= self.ctx.timing.keepalive {
+                default(keepalive_in) => {
+                    if last_write.elapsed() >= self.ctx.timing.keepalive {
                         Message::KeepAlive.encode(&mut self.out);
                         self.flush()?;
                         last_write = Instant::now();
@@ -671,6 +701,41 @@ impl Writer<'_> {
                 }
             }
         }
+    }
+
+    /// A request or cancel from the peer, passed on by the reader.
+    fn note(
+        &mut self,
+        note: ReaderNote,
+        am_choking: bool,
+        queue: &mut VecDeque<BlockRef>,
+        refused: &mut u32,
+    ) -> Result<(), PeerError> {
+        match note {
+            ReaderNote::Request(b) => {
+                if queue.len() >= OUR_REQQ {
+                    return Err(PeerError::Overloaded);
+                }
+                if !am_choking && self.check_request(b)? {
+                    queue.push_back(b);
+                } else {
+                    // Choked, or a piece we lack: refuse, and end a flood.
+                    *refused += 1;
+                    if *refused > REFUSED_REQUEST_FLOOD {
+                        return Err(PeerError::Overloaded);
+                    }
+                    if self.fast {
+                        Message::Reject(b).encode(&mut self.out);
+                    }
+                }
+            }
+            ReaderNote::Cancel(b) => {
+                if let Some(pos) = queue.iter().position(|q| *q == b) {
+                    queue.remove(pos);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn command(

@@ -20,6 +20,25 @@ fn cpu_seconds() -> f64 {
     t(ru.ru_utime) + t(ru.ru_stime)
 }
 
+/// CPU seconds per thread name prefix (from /proc/self/task).
+fn thread_cpu() -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let tick = 100.0; // USER_HZ
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for t in tasks.flatten() {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            let after = stat.rsplit(')').next().unwrap_or("");
+            let f: Vec<&str> = after.split_whitespace().collect();
+            let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+                + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            let key: String = comm.trim().chars().take_while(|c| *c != '-' || comm.starts_with("bittern")).collect();
+            *out.entry(key).or_insert(0.0) += ticks / tick;
+        }
+    }
+    out
+}
+
 fn main() {
     let args: Vec<u64> = std::env::args()
         .skip(1)
@@ -120,6 +139,11 @@ fn main() {
         }
     }
     let cpu = cpu_seconds() - cpu0;
+    if std::env::var_os("TRANSFER_THREADS").is_some() {
+        for (k, v) in thread_cpu() {
+            eprintln!("  {k:<20} {v:.2} CPU s");
+        }
+    }
     let wall = done.iter().flatten().max().copied().unwrap_or_default();
     for (i, d) in done.iter().flatten().enumerate() {
         println!(

@@ -510,12 +510,14 @@ impl Controller {
                 p.peer_interested = i;
                 self.rechoke(false);
             }
-            PeerEvent::Block { block, stored } => {
+            PeerEvent::Blocks(blocks) => {
                 p.last_block = now;
-                let n = u64::from(block.length);
+                let n: u64 = blocks.iter().map(|(b, _)| u64::from(b.length)).sum();
                 self.down_rate.add(n, now);
                 self.transfer.downloaded.fetch_add(n, Ordering::Relaxed);
-                self.on_block(key, block, stored);
+                for (block, stored) in blocks {
+                    self.on_block(key, block, stored);
+                }
                 self.fill(key);
             }
             PeerEvent::Rejected(block) => {

@@ -170,11 +170,13 @@ impl Controller {
     pub(super) fn on_peer_closing(&mut self, msg: PeerMsg) {
         match msg.event {
             PeerEvent::Gone(r) => self.peer_gone(msg.key, r),
-            PeerEvent::Block { block, stored } => {
-                let n = u64::from(block.length);
+            PeerEvent::Blocks(blocks) => {
+                let n: u64 = blocks.iter().map(|(b, _)| u64::from(b.length)).sum();
                 self.down_rate.add(n, Instant::now());
                 self.transfer.downloaded.fetch_add(n, Ordering::Relaxed);
-                self.on_block(msg.key, block, stored)
+                for (block, stored) in blocks {
+                    self.on_block(msg.key, block, stored);
+                }
             }
             _ => {}
         }
