@@ -6,5 +6,6 @@ mod faults;
 mod hostile;
 mod interop;
 mod lifecycle;
+mod reliability;
 mod scale;
 mod util;

@@ -1,0 +1,899 @@
+//! Reliability under attack and faults, beyond `hostile.rs` and
+//! `faults.rs`: request floods, unrequested blocks, slowloris, silent
+//! peers, a burst of 1,000 connections, peers that keep talking after a
+//! violation, resume files that must not be trusted, symlinks, deleted
+//! files, and resources returning to baseline after torrents are removed.
+//!
+//! Tests that measure the whole process (threads, fds, RSS) re-run this
+//! test binary for one test in a child process, so that tests running in
+//! parallel here do not disturb the figures.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bittern_engine::{SeedGoal, Session, SessionConfig, TorrentOptions, TorrentState};
+use bittern_storage::{Backend, FilePool, FileSpec, Layout, ResumeState, Storage};
+use bittern_wire::{Bitfield, BlockRef, Handshake, Message, Metainfo, PeerId};
+
+use crate::fake::{Got, Wire};
+use crate::util::*;
+
+// ---------------------------------------------------------------------
+// helpers
+
+fn proc_status(field: &str) -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+/// Runs the test `name` alone in a child process (returns true: the
+/// caller is the parent and is done), or returns false in that child.
+fn isolated(name: &str) -> bool {
+    isolated_with(name, &[])
+}
+
+/// As [`isolated`], with extra environment for the child.
+fn isolated_with(name: &str, env: &[(&str, &str)]) -> bool {
+    const VAR: &str = "BITTERN_ISOLATED_TEST";
+    if std::env::var(VAR).as_deref() == Ok(name) {
+        return false;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            &format!("reliability::{name}"),
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(VAR, name)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "isolated {name} failed:\n{stdout}\n{stderr}"
+    );
+    true
+}
+
+/// A seeding session with a 9-piece torrent.
+fn seeder_fixture(cfg: SessionConfig) -> (tempfile::TempDir, Metainfo, Session) {
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(
+        src.path(),
+        "s.bin",
+        &[("s.bin", 512 * 1024 + 1000)],
+        64 * 1024,
+        70,
+    );
+    let seeder = Session::new(cfg).unwrap();
+    let s = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    (src, meta, seeder)
+}
+
+/// An honest leecher session downloads `meta` from `peers` into a new
+/// directory and must get exactly the seeder's bytes.
+fn honest_download(meta: &Metainfo, peers: Vec<SocketAddr>, src: &Path) {
+    let dst = tempfile::tempdir().unwrap();
+    let leecher = session();
+    let opts = TorrentOptions {
+        peers,
+        seed_goal: SeedGoal::None,
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    wait_state(&l, TorrentState::Stopped, Duration::from_secs(60));
+    let name = meta.info.name.clone();
+    assert_same(src, dst.path(), &[name.into()]);
+}
+
+/// Writes `bytes` until the other side resets the connection; true when
+/// it did within `limit`.
+fn write_until_reset(stream: &mut TcpStream, bytes: &[u8], limit: Duration) -> bool {
+    stream
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        match stream.write(bytes) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+// ---------------------------------------------------------------------
+// hostile peers
+
+#[test]
+fn a_request_flood_while_choked_is_refused_then_cut_off() {
+    let (src, meta, seeder) = seeder_fixture(config());
+    let (mut w, theirs) = Wire::connect(seeder.local_addr(), meta.info_hash).unwrap();
+    assert!(theirs.supports_fast());
+    // Never interested, so never unchoked: 10,000 requests for a piece the
+    // seeder has, in one burst.
+    let mut burst = Vec::new();
+    for i in 0..10_000u32 {
+        Message::Request(BlockRef {
+            index: i % 9,
+            begin: 0,
+            length: 16384,
+        })
+        .encode(&mut burst);
+    }
+    w.send_raw(&burst).unwrap();
+    let mut rejects = 0;
+    let mut pieces = 0;
+    let start = Instant::now();
+    loop {
+        match w.recv() {
+            Ok(Got::Piece { .. }) => pieces += 1,
+            Ok(Got::Other(s)) if s.starts_with("Reject") => rejects += 1,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "still connected after {rejects} rejects"
+        );
+    }
+    eprintln!("choked flood: {rejects} rejects, {pieces} blocks, then closed");
+    assert_eq!(pieces, 0, "no block may be served while choked");
+    assert!(
+        rejects <= 4097,
+        "the flood was answered {rejects} times before the cut"
+    );
+    assert!(wait_for(Duration::from_secs(5), || seeder.connections() == 0));
+    honest_download(&meta, vec![seeder.local_addr()], src.path());
+}
+
+#[test]
+fn blocks_never_asked_for_end_the_connection_and_are_not_kept() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let meta = make_torrent(
+        src.path(),
+        "u.bin",
+        &[("u.bin", 1024 * 1024)],
+        64 * 1024,
+        71,
+    );
+    let data = std::fs::read(src.path().join("u.bin")).unwrap();
+    let pieces = meta.info.piece_count();
+    // A peer that claims everything, unchokes, and then pushes blocks
+    // nobody requested (the right bytes, even: they must still not count).
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let ih = meta.info_hash;
+    let pusher = std::thread::spawn(move || {
+        let mut w = Wire::accept(&listener, ih).unwrap();
+        w.send(Message::Bitfield(Bitfield::full(pieces).as_bytes()))
+            .unwrap();
+        w.send(Message::Unchoke).unwrap();
+        let mut sent = 0;
+        for k in 0..400usize {
+            // Never block-aligned, so never a block the leecher asked for.
+            let index = (pieces - 1 - k % pieces) as u32;
+            let begin = (100 + (k / pieces) % 3 * 16384) as u32;
+            let off = index as usize * 65536 + begin as usize;
+            if w.send(Message::Piece {
+                index,
+                begin,
+                data: &data[off..off + 16384],
+            })
+            .is_err()
+            {
+                break;
+            }
+            sent += 1;
+        }
+        let closed = w.closed_within(Duration::from_secs(10));
+        (sent, closed)
+    });
+    let leecher = session();
+    let opts = TorrentOptions {
+        peers: vec![addr],
+        seed_goal: SeedGoal::None,
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    let (sent, closed) = pusher.join().unwrap();
+    eprintln!("unrequested blocks: pushed {sent} before the leecher hung up");
+    assert!(closed, "the leecher kept the connection");
+    assert!(wait_for(Duration::from_secs(5), || l
+        .status()
+        .peers_connected
+        == 0));
+    let st = l.status();
+    assert_eq!(st.pieces_have, 0, "unrequested blocks were kept: {st:?}");
+    drop(l);
+    drop(leecher);
+    // The same directory, a fresh session, an honest seeder: completes.
+    let seeder = session();
+    let s = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    let leecher = session();
+    let opts = TorrentOptions {
+        peers: vec![seeder.local_addr()],
+        seed_goal: SeedGoal::None,
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    wait_state(&l, TorrentState::Stopped, Duration::from_secs(60));
+    assert_same(src.path(), dst.path(), &["u.bin".into()]);
+}
+
+#[test]
+fn a_slowloris_peer_is_dropped_after_the_idle_timeout() {
+    let mut cfg = config();
+    cfg.timing.idle_timeout = Duration::from_secs(2);
+    let (src, meta, seeder) = seeder_fixture(cfg);
+    let (mut w, _) = Wire::connect(seeder.local_addr(), meta.info_hash).unwrap();
+    w.send(Message::Interested).unwrap();
+    // The header of a 16 KiB block, then one byte at a time.
+    let mut frame = Vec::new();
+    Message::Piece {
+        index: 0,
+        begin: 0,
+        data: &[7u8; 16384],
+    }
+    .encode(&mut frame);
+    let start = Instant::now();
+    let mut sent = 0;
+    w.stream
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    for b in &frame {
+        if w.stream.write_all(&[*b]).is_err() {
+            break;
+        }
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(250));
+        if sent > 4 && w.closed_within(Duration::from_millis(1)) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "never dropped");
+    }
+    let took = start.elapsed();
+    eprintln!("slowloris: dropped after {took:?} and {sent} bytes");
+    assert!(took >= Duration::from_millis(1500), "dropped too early");
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+    assert!(wait_for(Duration::from_secs(5), || seeder.connections() == 0));
+    honest_download(&meta, vec![seeder.local_addr()], src.path());
+}
+
+#[test]
+fn a_handshake_trickled_byte_by_byte_is_dropped_at_the_deadline() {
+    let mut cfg = config();
+    cfg.timing.connect_timeout = Duration::from_secs(1);
+    let (_src, meta, seeder) = seeder_fixture(cfg);
+    let mut s = TcpStream::connect(seeder.local_addr()).unwrap();
+    let hs = Handshake::new(meta.info_hash, PeerId::generate(b"-FK0001-")).encode();
+    let start = Instant::now();
+    let mut sent = 0;
+    // A byte every 400 ms: each read sees progress within the timeout, so
+    // only a deadline on the whole handshake ends this.
+    for b in &hs[..67] {
+        if s.write_all(&[*b]).is_err() {
+            break;
+        }
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(400));
+        let _ = s.set_nonblocking(true);
+        let mut x = [0u8; 1];
+        let gone = match s.read(&mut x) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        };
+        let _ = s.set_nonblocking(false);
+        if gone {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+    }
+    let took = start.elapsed();
+    eprintln!("trickled handshake: {sent} bytes over {took:?}");
+    assert!(
+        took < Duration::from_secs(4),
+        "a handshake trickled over {took:?} still held a listener thread"
+    );
+}
+
+#[test]
+fn peers_that_accept_and_never_answer_do_not_stall_the_download() {
+    let (src, meta, seeder) = seeder_fixture(config());
+    // Two silent peers: one never accepts (the kernel completes the TCP
+    // handshake from the backlog), one accepts and says nothing.
+    let backlog = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mute = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mute_addr = mute.local_addr().unwrap();
+    let holder = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        mute.set_nonblocking(true).unwrap();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(8) {
+            if let Ok((s, _)) = mute.accept() {
+                held.push(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        held.len()
+    });
+    let dst = tempfile::tempdir().unwrap();
+    let mut cfg = config();
+    cfg.timing.connect_timeout = Duration::from_secs(1);
+    let leecher = Session::new(cfg).unwrap();
+    let opts = TorrentOptions {
+        peers: vec![
+            backlog.local_addr().unwrap(),
+            mute_addr,
+            seeder.local_addr(),
+        ],
+        seed_goal: SeedGoal::None,
+        ..TorrentOptions::default()
+    };
+    let start = Instant::now();
+    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    wait_state(&l, TorrentState::Stopped, Duration::from_secs(30));
+    eprintln!("silent peers: download done in {:?}", start.elapsed());
+    assert_same(src.path(), dst.path(), &["s.bin".into()]);
+    assert!(holder.join().unwrap() >= 1, "the mute peer was never tried");
+    // The listener's side: a connection that sends nothing is closed at
+    // the handshake deadline.
+    let mut cfg = config();
+    cfg.timing.connect_timeout = Duration::from_secs(1);
+    let (_src2, _meta2, quiet) = seeder_fixture(cfg);
+    let mut s = TcpStream::connect(quiet.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let t = Instant::now();
+    let mut x = [0u8; 1];
+    let r = s.read(&mut x);
+    assert!(
+        matches!(r, Ok(0))
+            || matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "silent connection not closed: {r:?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+}
+
+#[test]
+fn a_peer_that_keeps_sending_after_a_violation_is_cut_off() {
+    let (src, meta, seeder) = seeder_fixture(config());
+    let n = meta.info.piece_count() as u32;
+    let violations: Vec<(&str, Vec<u8>)> = vec![
+        ("have out of range", {
+            let mut v = Vec::new();
+            Message::Have(n + 1).encode(&mut v);
+            v
+        }),
+        ("oversized request", {
+            let mut v = Vec::new();
+            Message::Request(BlockRef {
+                index: 0,
+                begin: 0,
+                length: 1 << 20,
+            })
+            .encode(&mut v);
+            v
+        }),
+        ("unknown message", vec![0, 0, 0, 1, 42]),
+    ];
+    // Then a stream of valid-looking traffic, as fast as the socket takes it.
+    let mut chatter = Vec::new();
+    for i in 0..512u32 {
+        Message::Have(i % n).encode(&mut chatter);
+        Message::Request(BlockRef {
+            index: i % n,
+            begin: 0,
+            length: 16384,
+        })
+        .encode(&mut chatter);
+        Message::KeepAlive.encode(&mut chatter);
+    }
+    for (name, bad) in violations {
+        let (mut w, _) = Wire::connect(seeder.local_addr(), meta.info_hash).unwrap();
+        w.send(Message::Bitfield(Bitfield::new(n as usize).as_bytes()))
+            .unwrap();
+        w.send(Message::Interested).unwrap();
+        w.send_raw(&bad).unwrap();
+        let start = Instant::now();
+        assert!(
+            write_until_reset(&mut w.stream, &chatter, Duration::from_secs(15)),
+            "{name}: the seeder kept reading"
+        );
+        eprintln!("{name}: cut off after {:?}", start.elapsed());
+    }
+    assert!(wait_for(Duration::from_secs(5), || seeder.connections() == 0));
+    honest_download(&meta, vec![seeder.local_addr()], src.path());
+}
+
+#[test]
+fn a_thousand_connections_at_once() {
+    if isolated("a_thousand_connections_at_once") {
+        return;
+    }
+    let (src, meta, seeder) = seeder_fixture(config());
+    let dst = tempfile::tempdir().unwrap();
+    let mut cfg = config();
+    cfg.timing.connect_timeout = Duration::from_secs(3);
+    // The leecher downloads slowly enough to still be busy during the burst.
+    cfg.download_limit = Some(512 * 1024);
+    let leecher = Session::new(cfg).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let threads0 = proc_status("Threads:");
+    let rss0 = proc_status("VmRSS:");
+    let fds0 = open_fds();
+    let opts = TorrentOptions {
+        peers: vec![seeder.local_addr()],
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    let target = leecher.local_addr();
+    // 1,000 connections at once: a third silent, a third with half a
+    // handshake, a third with a handshake for an unknown torrent.
+    let mut conns = Vec::new();
+    let mut refused = 0;
+    let half = Handshake::new(meta.info_hash, PeerId([1; 20])).encode();
+    let other = Handshake::new(bittern_wire::InfoHash([3; 20]), PeerId([1; 20])).encode();
+    for i in 0..1000 {
+        match TcpStream::connect_timeout(&target, Duration::from_secs(2)) {
+            Ok(mut s) => {
+                let _ = match i % 3 {
+                    1 => s.write_all(&half[..30]),
+                    2 => s.write_all(&other),
+                    _ => Ok(()),
+                };
+                conns.push(s);
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let threads1 = proc_status("Threads:");
+    let rss1 = proc_status("VmRSS:");
+    let fds1 = open_fds();
+    eprintln!(
+        "1000 connections ({refused} refused): threads {threads0} -> {threads1}, \
+         VmRSS {rss0} -> {rss1} KiB, fds {fds0} -> {fds1} (the test's own 1000 included)"
+    );
+    assert!(
+        threads1 < threads0 + 300,
+        "threads grew without bound: {threads0} -> {threads1}"
+    );
+    assert!(rss1 < rss0 + 64 * 1024, "RSS grew by {} KiB", rss1 - rss0);
+    wait_state(&l, TorrentState::Seeding, Duration::from_secs(60));
+    assert_same(src.path(), dst.path(), &["s.bin".into()]);
+    drop(conns);
+    // Once the burst is gone, an honest incoming connection is served.
+    assert!(
+        wait_for(Duration::from_secs(10), || proc_status("Threads:")
+            <= threads0 + 8),
+        "threads did not come back: {} vs {threads0}",
+        proc_status("Threads:")
+    );
+    let l2 = leecher.torrents();
+    assert_eq!(l2.len(), 1);
+    let (mut w, _) = Wire::connect(leecher.local_addr(), meta.info_hash).unwrap();
+    w.send(Message::Interested).unwrap();
+    let got = w.recv().unwrap();
+    assert!(
+        matches!(&got, Got::Bitfield(_)) || got == Got::Other("HaveAll".into()),
+        "{got:?}"
+    );
+    eprintln!(
+        "after the burst: threads {}, VmRSS {} KiB, fds {}",
+        proc_status("Threads:"),
+        proc_status("VmRSS:"),
+        open_fds()
+    );
+}
+
+// ---------------------------------------------------------------------
+// resume state that must not be trusted
+
+/// Saves a resume file for the single-file torrent `meta` in `dir` that
+/// claims every piece, stamped with the files as they are now, under `id`.
+fn forged_resume(meta: &Metainfo, dir: &Path, id: [u8; 20], path: &Path) {
+    let files = vec![FileSpec {
+        path: meta.info.name.clone().into(),
+        length: meta.info.total_length(),
+        padding: false,
+    }];
+    let layout = Layout::new(files, meta.info.piece_length, meta.info.pieces.clone()).unwrap();
+    let storage = Storage::new(
+        layout,
+        dir.to_path_buf(),
+        Arc::new(FilePool::new(4)),
+        Backend::default(),
+    )
+    .unwrap();
+    let have = vec![true; meta.info.piece_count()];
+    ResumeState::capture(&storage, id, &have)
+        .unwrap()
+        .save(path)
+        .unwrap();
+}
+
+/// Starts `meta` on `dir` with no peers and returns the pieces it claims
+/// once checking is over.
+fn claimed_at_start(meta: &Metainfo, dir: &Path, resume: &Path) -> usize {
+    let s = session();
+    let opts = TorrentOptions {
+        resume_file: Some(resume.to_path_buf()),
+        paused: false,
+        ..TorrentOptions::default()
+    };
+    let t = s.add_torrent(meta.clone(), dir, opts).unwrap();
+    assert!(wait_for(Duration::from_secs(20), || !matches!(
+        t.status().state,
+        TorrentState::Checking
+    )));
+    // Status is published on the controller's tick.
+    std::thread::sleep(Duration::from_millis(600));
+    let st = t.status();
+    assert!(
+        !matches!(st.state, TorrentState::Error(_)),
+        "{:?}",
+        st.state
+    );
+    st.pieces_have
+}
+
+#[test]
+fn truncated_corrupt_or_foreign_resume_files_are_ignored() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let meta = make_torrent(
+        src.path(),
+        "r.bin",
+        &[("r.bin", 1024 * 1024)],
+        64 * 1024,
+        72,
+    );
+    let n = meta.info.piece_count();
+    // On disk: every piece but piece 5, which is zeroed.
+    let mut data = std::fs::read(src.path().join("r.bin")).unwrap();
+    data[5 * 65536..6 * 65536].fill(0);
+    std::fs::write(dst.path().join("r.bin"), &data).unwrap();
+    let resume = dst.path().join("r.resume");
+    let ours = meta.info_hash.0;
+
+    // Control: a well-formed resume file with matching stamps is believed
+    // (so the cases below show detection, not a recheck done anyway).
+    forged_resume(&meta, dst.path(), ours, &resume);
+    assert_eq!(claimed_at_start(&meta, dst.path(), &resume), n);
+
+    type Spoil = fn(&mut Vec<u8>);
+    let cases: [(&str, Spoil); 5] = [
+        ("truncated", |b| b.truncate(b.len() - 7)),
+        ("cut to the header", |b| b.truncate(30)),
+        ("one byte flipped", |b| {
+            let i = b.len() / 2;
+            b[i] ^= 0x40;
+        }),
+        ("checksum flipped", |b| {
+            let i = b.len() - 1;
+            b[i] ^= 1;
+        }),
+        ("random bytes", |b| {
+            for (i, x) in b.iter_mut().enumerate() {
+                *x = (i * 131 % 251) as u8;
+            }
+        }),
+    ];
+    for (name, spoil) in cases {
+        forged_resume(&meta, dst.path(), ours, &resume);
+        let mut bytes = std::fs::read(&resume).unwrap();
+        spoil(&mut bytes);
+        std::fs::write(&resume, &bytes).unwrap();
+        assert_eq!(
+            claimed_at_start(&meta, dst.path(), &resume),
+            n - 1,
+            "{name}: the resume file was trusted"
+        );
+    }
+    // Well-formed, but for another torrent of the same geometry.
+    forged_resume(&meta, dst.path(), [0xab; 20], &resume);
+    assert_eq!(
+        claimed_at_start(&meta, dst.path(), &resume),
+        n - 1,
+        "a resume file of another torrent was trusted"
+    );
+    // And the recheck leads to a correct download of the bad piece.
+    let seeder = session();
+    let s = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    let leecher = session();
+    let opts = TorrentOptions {
+        peers: vec![seeder.local_addr()],
+        seed_goal: SeedGoal::None,
+        resume_file: Some(resume.clone()),
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    wait_state(&l, TorrentState::Stopped, Duration::from_secs(60));
+    assert_same(src.path(), dst.path(), &["r.bin".into()]);
+    assert_eq!(
+        l.status().downloaded,
+        65536,
+        "only the bad piece is fetched"
+    );
+}
+
+// ---------------------------------------------------------------------
+// storage faults
+
+#[test]
+fn files_replaced_by_symlinks_are_never_written_through() {
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(
+        src.path(),
+        "m",
+        &[("a.bin", 300 * 1024), ("sub/b.bin", 200 * 1024)],
+        64 * 1024,
+        73,
+    );
+    let seeder = session();
+    let s = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim");
+    let victim_dir = outside.path().join("dir");
+    std::fs::create_dir(&victim_dir).unwrap();
+    let bait = vec![0x5au8; 300 * 1024];
+    std::fs::write(&victim, &bait).unwrap();
+    std::fs::write(victim_dir.join("b.bin"), &bait[..200 * 1024]).unwrap();
+
+    // A file and a directory of the torrent are symlinks out of the
+    // download directory before the start.
+    let dst = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dst.path().join("m")).unwrap();
+    std::os::unix::fs::symlink(&victim, dst.path().join("m/a.bin")).unwrap();
+    std::os::unix::fs::symlink(&victim_dir, dst.path().join("m/sub")).unwrap();
+    let leecher = session();
+    let opts = TorrentOptions {
+        peers: vec![seeder.local_addr()],
+        seed_goal: SeedGoal::None,
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    let start = Instant::now();
+    let end = loop {
+        let st = l.status();
+        if matches!(st.state, TorrentState::Error(_) | TorrentState::Stopped) {
+            break st;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{st:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("symlinked files: {:?}", end.state);
+    assert_eq!(std::fs::read(&victim).unwrap(), bait, "wrote through a.bin");
+    assert_eq!(
+        std::fs::read(victim_dir.join("b.bin")).unwrap(),
+        &bait[..200 * 1024],
+        "wrote through sub/"
+    );
+    match end.state {
+        TorrentState::Error(e) => assert!(
+            e.contains("a.bin")
+                || e.contains("sub")
+                || e.contains("symlink")
+                || e.contains("escape"),
+            "unclear error: {e}"
+        ),
+        _ => panic!("a torrent whose files are symlinks out of its directory completed"),
+    }
+    drop(l);
+    drop(leecher);
+
+    // Replaced during the download: the data already open stays where it
+    // was; nothing reaches the link's target.
+    let dst = tempfile::tempdir().unwrap();
+    let mut cfg = config();
+    cfg.download_limit = Some(256 * 1024);
+    let leecher = Session::new(cfg).unwrap();
+    let opts = TorrentOptions {
+        peers: vec![seeder.local_addr()],
+        seed_goal: SeedGoal::None,
+        sequential: true,
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    let a = dst.path().join("m/a.bin");
+    assert!(wait_for(Duration::from_secs(20), || l.status().pieces_have >= 1));
+    std::fs::remove_file(&a).unwrap();
+    std::os::unix::fs::symlink(&victim, &a).unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        let st = l.status();
+        if matches!(st.state, TorrentState::Error(_) | TorrentState::Stopped) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("symlink swapped in mid-download: {:?}", l.status().state);
+    assert_eq!(std::fs::read(&victim).unwrap(), bait, "wrote through a.bin");
+    assert!(std::fs::symlink_metadata(&a).unwrap().is_symlink());
+}
+
+#[test]
+fn a_file_deleted_while_seeding_is_not_served_and_nothing_crashes() {
+    let src = tempfile::tempdir().unwrap();
+    // 64 KiB pieces: keep.bin holds pieces 0..8, gone.bin 8..16.
+    let meta = make_torrent(
+        src.path(),
+        "d",
+        &[("keep.bin", 512 * 1024), ("gone.bin", 512 * 1024)],
+        64 * 1024,
+        74,
+    );
+    let seeder = session();
+    let s = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    std::fs::remove_file(src.path().join("d/gone.bin")).unwrap();
+
+    let dst = tempfile::tempdir().unwrap();
+    let leecher = session();
+    let opts = TorrentOptions {
+        peers: vec![seeder.local_addr()],
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    let start = Instant::now();
+    while s.status().pieces_have == 16 || l.status().pieces_have < 8 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "seeder {:?} leecher {:?}",
+            s.status(),
+            l.status()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    let ss = s.status();
+    assert_eq!(ss.state, TorrentState::Downloading, "{ss:?}");
+    assert_eq!(ss.pieces_have, 8, "the seeder still claims lost pieces");
+    let ls = l.status();
+    assert_eq!(ls.pieces_have, 8, "{ls:?}");
+    assert_eq!(ls.hash_failures, 0);
+    assert_same(src.path(), dst.path(), &["d/keep.bin".into()]);
+    // The seeder did not recreate the deleted file by serving from it.
+    assert!(!src.path().join("d/gone.bin").exists());
+}
+
+// ---------------------------------------------------------------------
+// resource hygiene
+
+#[test]
+fn removed_torrents_give_back_threads_fds_and_memory() {
+    // One malloc arena: with glibc's per-thread arenas, RSS creeps up for
+    // a dozen rounds as new threads land in new arenas (measured: +4.8 MiB
+    // over 12 rounds, flattening), which would hide a real leak.
+    if isolated_with(
+        "removed_torrents_give_back_threads_fds_and_memory",
+        &[("MALLOC_ARENA_MAX", "1")],
+    ) {
+        return;
+    }
+    let src = tempfile::tempdir().unwrap();
+    let metas: Vec<Metainfo> = (0..4)
+        .map(|k| {
+            make_torrent(
+                src.path(),
+                &format!("h{k}"),
+                &[("x.bin", 700 * 1024), ("y/z.bin", 300 * 1024 + k)],
+                32 * 1024,
+                80 + k,
+            )
+        })
+        .collect();
+    let seeder = session();
+    let leecher = session();
+    std::thread::sleep(Duration::from_millis(300));
+    let base = (proc_status("Threads:"), open_fds(), proc_status("VmRSS:"));
+    let mut after = Vec::new();
+    let rounds: usize = std::env::var("BITTERN_HYGIENE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    for round in 0..rounds {
+        let dst = tempfile::tempdir().unwrap();
+        let seeds: Vec<_> = metas
+            .iter()
+            .map(|m| {
+                seeder
+                    .add_torrent(m.clone(), src.path(), TorrentOptions::default())
+                    .unwrap()
+            })
+            .collect();
+        for s in &seeds {
+            wait_state(s, TorrentState::Seeding, Duration::from_secs(20));
+        }
+        let leeches: Vec<_> = metas
+            .iter()
+            .map(|m| {
+                let opts = TorrentOptions {
+                    peers: vec![seeder.local_addr()],
+                    ..TorrentOptions::default()
+                };
+                leecher.add_torrent(m.clone(), dst.path(), opts).unwrap()
+            })
+            .collect();
+        for l in &leeches {
+            wait_state(l, TorrentState::Seeding, Duration::from_secs(60));
+        }
+        let busy = (proc_status("Threads:"), open_fds(), proc_status("VmRSS:"));
+        for t in leeches.iter().chain(&seeds) {
+            t.remove();
+        }
+        let ok = wait_for(Duration::from_secs(10), || {
+            proc_status("Threads:") <= base.0 && open_fds() <= base.1
+        });
+        let now = (proc_status("Threads:"), open_fds(), proc_status("VmRSS:"));
+        eprintln!(
+            "hygiene round {round}: baseline threads/fds/RSS KiB {base:?}, \
+             with 8 torrents {busy:?}, after removal {now:?}"
+        );
+        assert!(ok, "round {round}: not back to baseline {base:?}: {now:?}");
+        after.push(now.2);
+    }
+    // RSS settles after the first round (caches, arena growth); later
+    // rounds add nothing.
+    assert!(
+        after[rounds - 1] <= after[1] + 1024,
+        "RSS grows round after round: {after:?} KiB"
+    );
+    assert!(
+        after[rounds - 1] <= base.2 + 32 * 1024,
+        "RSS {} KiB over a {} KiB baseline",
+        after[rounds - 1],
+        base.2
+    );
+}
