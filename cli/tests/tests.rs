@@ -1,6 +1,7 @@
 //! End-to-end tests of the `bittern` binary: every test runs the built
 //! executable, on loopback only, in temporary directories.
 
+mod crash;
 mod errors;
 mod interop;
 mod torrents;
