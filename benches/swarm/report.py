@@ -1,0 +1,129 @@
+"""Tables for the swarm benchmark: medians with min and max, and ratios to
+the libtorrent (or mktorrent) counterpart measured in the same run."""
+
+import statistics
+
+MB = 1e6
+MIB = 1024 * 1024
+
+# For each transfer, the counterparts it is compared with; with several,
+# the one with the best median throughput is used ("best libtorrent
+# configuration").
+BASELINES = {
+    "bittern→bittern": ["libtorrent→libtorrent"],
+    "libtorrent→bittern": ["libtorrent→libtorrent"],
+    "bittern→libtorrent": ["libtorrent→libtorrent"],
+    "bittern→aria2c": ["libtorrent→aria2c", "libtorrent-reqq→aria2c"],
+    "libtorrent-reqq→aria2c": ["libtorrent→aria2c"],
+    "bittern→transmission": ["libtorrent→transmission", "libtorrent-reqq→transmission"],
+    "libtorrent-reqq→transmission": ["libtorrent→transmission"],
+    "bittern→4×bittern": ["libtorrent→4×libtorrent"],
+}
+
+TRANSFER_FIELDS = [
+    # key, header, scale, format
+    ("wall", "wall s", 1, "%.2f"),
+    ("mbps", "MB/s", 1, "%.0f"),
+    ("lcpu", "leecher CPU s", 1, "%.2f"),
+    ("scpu", "seeder CPU s", 1, "%.2f"),
+    ("lanon", "leecher RssAnon MiB", MIB, "%.0f"),
+    ("lfile", "leecher RssFile MiB", MIB, "%.0f"),
+    ("sanon", "seeder RssAnon MiB", MIB, "%.0f"),
+]
+
+
+def summary(values):
+    vals = [v for v in values if v == v]
+    if not vals:
+        return None
+    return statistics.median(vals), min(vals), max(vals)
+
+
+def fmt_summary(s, scale, fmt):
+    if s is None:
+        return "—"
+    med, lo, hi = (x / scale for x in s)
+    if lo == hi:
+        return fmt % med
+    return (fmt + " (" + fmt + "–" + fmt + ")") % (med, lo, hi)
+
+
+def median_of(runs, key):
+    s = summary([r[key] for r in runs if r["ok"]])
+    return None if s is None else s[0]
+
+
+def transfer_table(label, results):
+    """results: list of (name, runs) in display order."""
+    head = ["transfer", "ok"] + [h for _, h, _, _ in TRANSFER_FIELDS]
+    lines = ["#### " + label, "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
+    for name, runs in results:
+        ok = [r for r in runs if r["ok"]]
+        cells = [name, "%d/%d" % (len(ok), len(runs))]
+        for key, _, scale, fmt in TRANSFER_FIELDS:
+            cells.append(fmt_summary(summary([r[key] for r in ok]), scale, fmt))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "—"
+    return "%.2f" % (a / b)
+
+
+def pick_baseline(name, by_name):
+    cands = [c for c in BASELINES.get(name, []) if c in by_name]
+    cands = [c for c in cands if median_of(by_name[c], "mbps") is not None]
+    if not cands:
+        return None
+    return max(cands, key=lambda c: median_of(by_name[c], "mbps"))
+
+
+def ratio_table(label, results):
+    by_name = dict(results)
+    head = ["transfer", "vs (same run)", "MB/s ×", "wall ×", "total CPU ×",
+            "leecher CPU ×", "seeder CPU ×", "leecher RssAnon ×", "leecher RssFile ×"]
+    lines = ["#### " + label + " — ratios (medians; MB/s × > 1 and the others < 1 favour the first)",
+             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, runs in results:
+        base = pick_baseline(name, by_name)
+        if base is None:
+            continue
+        b = by_name[base]
+        m = lambda rs, k: median_of(rs, k)
+        tot = lambda rs: None if m(rs, "lcpu") is None else m(rs, "lcpu") + m(rs, "scpu")
+        cells = [name, base, ratio(m(runs, "mbps"), m(b, "mbps")),
+                 ratio(m(runs, "wall"), m(b, "wall")), ratio(tot(runs), tot(b)),
+                 ratio(m(runs, "lcpu"), m(b, "lcpu")), ratio(m(runs, "scpu"), m(b, "scpu")),
+                 ratio(m(runs, "lanon"), m(b, "lanon")), ratio(m(runs, "lfile"), m(b, "lfile"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def tool_table(label, rows, mk_name, lt_names):
+    """rows: list of (name, runs) with keys wall, mbps, cpu, ok. Every row
+    gets ratios to mktorrent (mk_name) and to its libtorrent counterpart
+    (lt_names[name])."""
+    by_name = dict(rows)
+    head = ["tool", "ok", "wall s", "MB/s", "CPU s", "MB/s × mktorrent", "CPU × mktorrent",
+            "libtorrent counterpart", "MB/s × it", "CPU × it"]
+    lines = ["#### " + label, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, runs in rows:
+        ok = [r for r in runs if r["ok"]]
+        cells = [name, "%d/%d" % (len(ok), len(runs)),
+                 fmt_summary(summary([r["wall"] for r in ok]), 1, "%.3f"),
+                 fmt_summary(summary([r["mbps"] for r in ok]), 1, "%.0f"),
+                 fmt_summary(summary([r["cpu"] for r in ok]), 1, "%.2f")]
+        for base in (mk_name, lt_names.get(name)):
+            if base in by_name and base != name:
+                b = by_name[base]
+                if base != mk_name:
+                    cells.append(base)
+                cells += [ratio(median_of(runs, "mbps"), median_of(b, "mbps")),
+                          ratio(median_of(runs, "cpu"), median_of(b, "cpu"))]
+            else:
+                cells += ["—", "—"] if base == mk_name else ["—", "—", "—"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines

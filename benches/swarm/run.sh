@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Side-by-side swarm benchmark: bittern against libtorrent, aria2c and
+# transmission-cli, on loopback inside a network namespace that holds only
+# `lo` (falls back to plain loopback where `unshare -n` is not allowed).
+#
+#   bash benches/swarm/run.sh [--quick] [--runs N] [--runs-big N] [--only REGEX]
+#                             [--no-tools] [--no-transfers] [--clean]
+#
+# --quick: the 256 MiB data set only, one run each (a few minutes).
+# Full: both data sets, 5 runs each (--runs-big N for the 1 GiB transfers).
+# Data and logs live in /var/tmp/bittern-bench (--cache DIR); --clean deletes
+# the generated data at the end. Results go to benches/RESULTS.md.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+cd "$repo"
+
+packages=(python3-libtorrent mktorrent transmission-cli aria2 iproute2 util-linux)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo=sudo
+    echo "installing: ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+cargo build --release -p bittern-cli
+
+cmd="bash benches/swarm/run.sh $*"
+py=/usr/bin/python3 # Debian's: the one that imports libtorrent
+if unshare -n true 2>/dev/null; then
+    note="network namespace (unshare -n) holding only lo"
+    # shellcheck disable=SC2016
+    exec unshare -n -- /bin/sh -c 'ip link set lo up && exec "$@"' sh \
+        "$py" "$here/bench.py" --netns-note "$note" --command "$cmd" "$@"
+else
+    note="plain loopback: unshare -n is not allowed here, so other traffic on lo is possible"
+    exec "$py" "$here/bench.py" --netns-note "$note" --command "$cmd" "$@"
+fi
