@@ -40,6 +40,9 @@ use crate::shared::{BlockClaims, HaveSet};
 /// Largest frame we accept: a 16 KiB block plus header, or a bitfield for a
 /// torrent with up to 1 Mi pieces, or an extension message.
 pub(crate) const MAX_FRAME: usize = 1 << 17;
+/// Blocks sent per vectored write while uploading (fewer syscalls and TCP
+/// pushes than one block per write; 128 KiB of buffers per connection).
+const UPLOAD_BATCH: usize = 8;
 /// Requests the peer may queue with us (advertised as `reqq`).
 pub(crate) const OUR_REQQ: usize = 2048;
 /// Requests we refuse (sent while choked, or for pieces we lack) before we
@@ -639,7 +642,7 @@ impl Writer<'_> {
         let mut am_choking = true;
         let mut queue: VecDeque<BlockRef> = VecDeque::new();
         let mut refused = 0u32;
-        let mut block = vec![0u8; BLOCK_SIZE as usize];
+        let mut buffers = vec![vec![0u8; BLOCK_SIZE as usize]; UPLOAD_BATCH];
         let mut last_write = Instant::now();
         loop {
             if !am_choking && !queue.is_empty() {
@@ -663,10 +666,8 @@ impl Writer<'_> {
                     }
                 }
                 if !am_choking {
-                    if let Some(b) = queue.pop_front() {
-                        self.upload(b, &mut block)?;
-                        last_write = Instant::now();
-                    }
+                    self.upload(&mut queue, &mut buffers)?;
+                    last_write = Instant::now();
                 }
                 continue;
             }
@@ -811,37 +812,57 @@ impl Writer<'_> {
         Ok(true)
     }
 
-    fn upload(&mut self, b: BlockRef, block: &mut [u8]) -> Result<(), PeerError> {
-        // Re-check: the piece may have gone missing since it was queued.
-        if !self.ctx.have.contains(b.index as usize) {
-            if self.fast {
-                Message::Reject(b).encode(&mut self.out);
+    /// Sends up to [`UPLOAD_BATCH`] queued blocks in one vectored write:
+    /// each block is read from storage into its own buffer and goes out
+    /// behind its 13-byte header, with any pending small messages first.
+    fn upload(
+        &mut self,
+        queue: &mut VecDeque<BlockRef>,
+        buffers: &mut [Vec<u8>],
+    ) -> Result<(), PeerError> {
+        let mut batch: Vec<(BlockRef, [u8; 13])> = Vec::with_capacity(UPLOAD_BATCH);
+        while batch.len() < UPLOAD_BATCH {
+            let Some(b) = queue.pop_front() else { break };
+            // Re-check: the piece may have gone missing since it was queued.
+            if !self.ctx.have.contains(b.index as usize) {
+                if self.fast {
+                    Message::Reject(b).encode(&mut self.out);
+                }
+                continue;
             }
+            let data = &mut buffers[batch.len()][..b.length as usize];
+            if let Err(e) = self
+                .ctx
+                .storage
+                .read_block(b.index as usize, u64::from(b.begin), data)
+            {
+                debug!(
+                    "{}: cannot read piece {} for upload: {e}",
+                    self.ctx.key.0, b.index
+                );
+                if self.fast {
+                    Message::Reject(b).encode(&mut self.out);
+                }
+                send(self.ctx, PeerEvent::DataMissing(b.index));
+                continue;
+            }
+            batch.push((b, piece_header(b.index, b.begin, b.length)));
+        }
+        if batch.is_empty() {
             return Ok(());
         }
-        let data = &mut block[..b.length as usize];
-        if let Err(e) = self
-            .ctx
-            .storage
-            .read_block(b.index as usize, u64::from(b.begin), data)
-        {
-            debug!(
-                "{}: cannot read piece {} for upload: {e}",
-                self.ctx.key.0, b.index
-            );
-            if self.fast {
-                Message::Reject(b).encode(&mut self.out);
-            }
-            send(self.ctx, PeerEvent::DataMissing(b.index));
-            return Ok(());
-        }
-        let n = u64::from(b.length);
+        let n: u64 = batch.iter().map(|(b, _)| u64::from(b.length)).sum();
         for l in &self.ctx.up_limits {
             l.acquire(n);
         }
-        let header = piece_header(b.index, b.begin, b.length);
         let pending = std::mem::take(&mut self.out);
-        write_all_vectored(self.stream, &[&pending, &header, data])?;
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + 2 * batch.len());
+        parts.push(&pending);
+        for (k, (b, header)) in batch.iter().enumerate() {
+            parts.push(header);
+            parts.push(&buffers[k][..b.length as usize]);
+        }
+        write_all_vectored(self.stream, &parts)?;
         self.out = pending;
         self.out.clear();
         self.ctx.stats.uploaded.fetch_add(n, Ordering::Relaxed);
