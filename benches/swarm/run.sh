@@ -32,6 +32,7 @@ cargo build --release -p bittern-cli
 
 cmd="bash benches/swarm/run.sh $*"
 py=/usr/bin/python3 # Debian's: the one that imports libtorrent
+export PYTHONDONTWRITEBYTECODE=1
 if unshare -n true 2>/dev/null; then
     note="network namespace (unshare -n) holding only lo"
     # shellcheck disable=SC2016
