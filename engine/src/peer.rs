@@ -200,7 +200,10 @@ fn run(
             s.set_write_timeout(Some(t.connect_timeout))?;
             s.write_all(&Handshake::new(ctx.info_hash, ctx.our_id).encode())?;
             let mut buf = [0u8; Handshake::LEN];
-            s.read_exact(&mut buf)?;
+            // A deadline on the whole handshake: a read timeout alone
+            // restarts with every byte a trickling peer sends.
+            let deadline = std::time::Instant::now() + t.connect_timeout;
+            crate::session::read_exact_by(&mut s, &mut buf, deadline)?;
             let hs = Handshake::decode(&buf)
                 .map_err(|e| PeerError::Protocol(format!("bad handshake: {e}")))?;
             if hs.info_hash != ctx.info_hash {
