@@ -897,3 +897,51 @@ fn removed_torrents_give_back_threads_fds_and_memory() {
         base.2
     );
 }
+
+#[test]
+fn an_outgoing_peer_trickling_its_handshake_is_dropped_at_the_deadline() {
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(src.path(), "o.bin", &[("o.bin", 64 * 1024)], 16 * 1024, 75);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hs = Handshake::new(meta.info_hash, PeerId::generate(b"-FK0001-")).encode();
+    let trickler = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let start = Instant::now();
+        for b in &hs[..67] {
+            std::thread::sleep(Duration::from_millis(400));
+            if s.write_all(&[*b]).is_err() {
+                break;
+            }
+            let _ = s.set_nonblocking(true);
+            let mut x = [0u8; 128];
+            let gone = loop {
+                match s.read(&mut x) {
+                    Ok(0) => break true,
+                    Ok(_) => {} // their handshake
+                    Err(e) => break e.kind() != std::io::ErrorKind::WouldBlock,
+                }
+            };
+            let _ = s.set_nonblocking(false);
+            if gone || start.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+        }
+        start.elapsed()
+    });
+    let dst = tempfile::tempdir().unwrap();
+    let mut cfg = config();
+    cfg.timing.connect_timeout = Duration::from_secs(1);
+    let leecher = Session::new(cfg).unwrap();
+    let opts = TorrentOptions {
+        peers: vec![addr],
+        ..TorrentOptions::default()
+    };
+    let _l = leecher.add_torrent(meta, dst.path(), opts).unwrap();
+    let took = trickler.join().unwrap();
+    eprintln!("outgoing trickled handshake: dropped after {took:?}");
+    assert!(
+        took < Duration::from_secs(4),
+        "a handshake trickled over {took:?} held an outgoing connection"
+    );
+}
