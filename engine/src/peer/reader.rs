@@ -1,0 +1,299 @@
+//! The reading half of a connection: decodes frames, writes received
+//! blocks into storage (batching their reports), and passes requests to the
+//! writer.
+
+use std::io::{self, Read};
+use std::net::TcpStream;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bittern_wire::{decode_message, Bitfield, BlockRef, ExtensionHandshake, Message};
+use crossbeam_channel::Sender;
+use log::trace;
+
+use super::{send, Link, PeerContext, PeerEvent, ReaderNote, MAX_FRAME, UNREQUESTED_LIMIT};
+use crate::error::PeerError;
+
+pub(super) fn read_loop(
+    ctx: &PeerContext,
+    stream: TcpStream,
+    fast: bool,
+    link: &Link,
+    to_writer: &Sender<ReaderNote>,
+) -> Result<(), PeerError> {
+    let mut batch = Vec::new();
+    let r = read_frames(ctx, stream, fast, link, to_writer, &mut batch);
+    // Blocks already on disk must be reported whatever ended the loop.
+    flush_blocks(ctx, &mut batch);
+    r
+}
+
+/// Reports the blocks stored since the last report.
+fn flush_blocks(ctx: &PeerContext, batch: &mut Vec<(BlockRef, bool)>) {
+    if !batch.is_empty() {
+        send(ctx, PeerEvent::Blocks(std::mem::take(batch)));
+    }
+}
+
+/// Sends an event after the blocks before it, keeping the peer's order.
+fn emit(ctx: &PeerContext, batch: &mut Vec<(BlockRef, bool)>, event: PeerEvent) {
+    flush_blocks(ctx, batch);
+    send(ctx, event);
+}
+
+fn read_frames(
+    ctx: &PeerContext,
+    mut stream: TcpStream,
+    fast: bool,
+    link: &Link,
+    to_writer: &Sender<ReaderNote>,
+    batch: &mut Vec<(BlockRef, bool)>,
+) -> Result<(), PeerError> {
+    let piece_count = ctx.have.len();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut start = 0; // first unconsumed byte
+    let mut end = 0; // one past the last byte read
+    let mut last_message = Instant::now();
+    let mut first = true;
+    // The pieces the peer announced so far, to turn a late piece set into
+    // HAVEs for the new pieces only.
+    let mut known = Bitfield::new(piece_count);
+    let mut initial_set = false;
+    let mut unrequested = 0u32;
+    loop {
+        // Decode every whole frame in the buffer.
+        while let Some((msg, used)) = decode_message(&buf[start..end], MAX_FRAME)? {
+            if link.closing.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            start += used;
+            last_message = Instant::now();
+            // A piece set before any other message is the peer's initial
+            // one. libtorrent sends its extension handshake (and some
+            // clients a DHT PORT or keep-alive) ahead of it: those do not
+            // count. A later piece set is merged (see `merge_late`).
+            let was_first = first;
+            if !matches!(
+                msg,
+                Message::Extended { .. } | Message::Port(_) | Message::KeepAlive
+            ) {
+                first = false;
+            }
+            trace!("{}: <- {:?}", ctx.key.0, MsgName(&msg));
+            match msg {
+                Message::KeepAlive => {}
+                Message::Choke => {
+                    if !fast {
+                        link.requests.lock().void_all();
+                    }
+                    emit(ctx, batch, PeerEvent::Choked(true));
+                }
+                Message::Unchoke => emit(ctx, batch, PeerEvent::Choked(false)),
+                Message::Interested => emit(ctx, batch, PeerEvent::Interested(true)),
+                Message::NotInterested => emit(ctx, batch, PeerEvent::Interested(false)),
+                Message::Have(i) => {
+                    if i as usize >= piece_count {
+                        return Err(PeerError::Protocol(format!("have {i} out of range")));
+                    }
+                    known.set(i as usize);
+                    emit(ctx, batch, PeerEvent::Have(i));
+                }
+                Message::Bitfield(bytes) => {
+                    let bits = Bitfield::from_wire(bytes, piece_count)
+                        .map_err(|e| PeerError::Protocol(format!("bad bitfield: {e}")))?;
+                    if was_first {
+                        initial_set = true;
+                        known = bits.clone();
+                        emit(ctx, batch, PeerEvent::Bitfield(bits));
+                    } else {
+                        merge_late(ctx, batch, initial_set, &mut known, bits.iter_ones())?;
+                    }
+                }
+                Message::HaveAll | Message::HaveNone => {
+                    if !fast {
+                        return Err(PeerError::Protocol("have all/none without fast".into()));
+                    }
+                    let all = matches!(msg, Message::HaveAll);
+                    if was_first {
+                        initial_set = true;
+                        known = if all {
+                            Bitfield::full(piece_count)
+                        } else {
+                            Bitfield::new(piece_count)
+                        };
+                        emit(ctx, batch, PeerEvent::Bitfield(known.clone()));
+                    } else if all {
+                        merge_late(ctx, batch, initial_set, &mut known, 0..piece_count)?;
+                    } else {
+                        // A late HAVE NONE adds nothing.
+                        merge_late(ctx, batch, initial_set, &mut known, 0..0)?;
+                    }
+                }
+                Message::Request(b) => {
+                    if to_writer.try_send(ReaderNote::Request(b)).is_err() {
+                        return Err(PeerError::Overloaded);
+                    }
+                }
+                Message::Cancel(b) => {
+                    let _ = to_writer.try_send(ReaderNote::Cancel(b));
+                }
+                Message::Piece { index, begin, data } => {
+                    let (expected, late) = {
+                        let mut r = link.requests.lock();
+                        let e = r.outstanding.remove(&(index, begin));
+                        (e, e.is_none() && r.late.remove(&(index, begin)))
+                    };
+                    match expected {
+                        Some(len) if len as usize == data.len() => {}
+                        Some(_) => {
+                            return Err(PeerError::Protocol("block of the wrong length".into()))
+                        }
+                        None if late => continue,
+                        None => {
+                            unrequested += 1;
+                            if unrequested > UNREQUESTED_LIMIT {
+                                return Err(PeerError::Protocol(
+                                    "too many unrequested blocks".into(),
+                                ));
+                            }
+                            continue;
+                        }
+                    }
+                    let n = data.len() as u64;
+                    for l in &ctx.down_limits {
+                        l.acquire(n);
+                    }
+                    if link.closing.load(Ordering::Acquire) {
+                        return Ok(());
+                    }
+                    let block = BlockRef {
+                        index,
+                        begin,
+                        length: data.len() as u32,
+                    };
+                    let stored = if ctx.claims.claim(index, begin) {
+                        match ctx
+                            .storage
+                            .write_block(index as usize, u64::from(begin), data)
+                        {
+                            Ok(()) => {
+                                ctx.hashes.feed(index, begin, data);
+                                ctx.claims.written(index, begin);
+                                true
+                            }
+                            Err(e) => {
+                                ctx.claims.release(index, begin);
+                                emit(ctx, batch, PeerEvent::StorageFailed(e));
+                                return Err(PeerError::Closed);
+                            }
+                        }
+                    } else {
+                        false
+                    };
+                    ctx.stats.downloaded.fetch_add(n, Ordering::Relaxed);
+                    batch.push((block, stored));
+                }
+                Message::Port(_) | Message::Suggest(_) => {}
+                Message::Reject(b) => {
+                    if !fast {
+                        return Err(PeerError::Protocol("reject without fast extension".into()));
+                    }
+                    if link
+                        .requests
+                        .lock()
+                        .outstanding
+                        .remove(&(b.index, b.begin))
+                        .is_some()
+                    {
+                        emit(ctx, batch, PeerEvent::Rejected(b));
+                    }
+                }
+                Message::AllowedFast(i) => {
+                    if (i as usize) < piece_count {
+                        emit(ctx, batch, PeerEvent::AllowedFast(i));
+                    }
+                }
+                Message::Extended { id: 0, payload } => {
+                    // A broken extension handshake is not worth a disconnect.
+                    if let Ok(hs) = ExtensionHandshake::decode(payload) {
+                        emit(
+                            ctx,
+                            batch,
+                            PeerEvent::Extension {
+                                reqq: hs.reqq,
+                                client: hs.v,
+                            },
+                        );
+                    }
+                }
+                Message::Extended { .. } => {}
+            }
+        }
+        // Everything decoded is handled: report the stored blocks at once.
+        flush_blocks(ctx, batch);
+        // Make room and read more.
+        if start == end {
+            start = 0;
+            end = 0;
+        } else if buf.len() - end < MAX_FRAME {
+            buf.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+        }
+        match stream.read(&mut buf[end..]) {
+            Ok(0) => return Err(PeerError::Io(io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => end += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(PeerError::Io(e)),
+        }
+        if last_message.elapsed() > ctx.timing.idle_timeout {
+            return Err(PeerError::Idle);
+        }
+    }
+}
+
+/// A piece set (BITFIELD, HAVE ALL, HAVE NONE) after other messages.
+/// aria2c sends one in place of a batch of 20 or more HAVEs, so from a peer
+/// that opened with its piece set it is an update: each newly announced
+/// piece is reported as a HAVE (pieces never go away). From a peer that
+/// skipped the opening piece set it breaks BEP 3 and ends the connection.
+fn merge_late(
+    ctx: &PeerContext,
+    batch: &mut Vec<(BlockRef, bool)>,
+    initial_set: bool,
+    known: &mut Bitfield,
+    pieces: impl Iterator<Item = usize>,
+) -> Result<(), PeerError> {
+    if !initial_set {
+        return Err(PeerError::Protocol("piece set after other messages".into()));
+    }
+    for i in pieces {
+        if known.set(i) {
+            emit(ctx, batch, PeerEvent::Have(i as u32));
+        }
+    }
+    Ok(())
+}
+
+/// Logs a message without its payload.
+struct MsgName<'a, 'b>(&'a Message<'b>);
+
+impl std::fmt::Debug for MsgName<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Message::Piece { index, begin, data } => {
+                write!(f, "Piece({index}, {begin}, {} bytes)", data.len())
+            }
+            Message::Bitfield(b) => write!(f, "Bitfield({} bytes)", b.len()),
+            Message::Extended { id, payload } => {
+                write!(f, "Extended({id}, {} bytes)", payload.len())
+            }
+            m => write!(f, "{m:?}"),
+        }
+    }
+}

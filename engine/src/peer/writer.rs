@@ -1,0 +1,298 @@
+//! The writing half of a connection: executes the controller's commands and
+//! serves the peer's requests from storage with vectored writes.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+use std::net::TcpStream;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bittern_wire::{piece_header, BlockRef, Message};
+use crossbeam_channel::{select, Receiver, TryRecvError};
+use log::debug;
+
+use super::{
+    send, Link, PeerCommand, PeerContext, PeerEvent, ReaderNote, OUR_REQQ, REFUSED_REQUEST_FLOOD,
+    UPLOAD_BATCH,
+};
+use crate::error::PeerError;
+use crate::picker::BLOCK_SIZE;
+
+pub(super) struct Writer<'a> {
+    pub(super) ctx: &'a PeerContext,
+    pub(super) stream: &'a mut TcpStream,
+    pub(super) fast: bool,
+    pub(super) link: &'a Link,
+    /// Small messages waiting to go out with the next write.
+    pub(super) out: Vec<u8>,
+}
+
+impl Writer<'_> {
+    pub(super) fn run(
+        mut self,
+        commands: &Receiver<PeerCommand>,
+        from_reader: &Receiver<ReaderNote>,
+    ) -> Result<(), PeerError> {
+        let mut am_choking = true;
+        let mut queue: VecDeque<BlockRef> = VecDeque::new();
+        let mut refused = 0u32;
+        let mut buffers = vec![vec![0u8; BLOCK_SIZE as usize]; UPLOAD_BATCH];
+        let mut last_write = Instant::now();
+        loop {
+            if !am_choking && !queue.is_empty() {
+                // Busy uploading: take what has arrived without blocking or
+                // registering for wakeups, then send the next block.
+                loop {
+                    match commands.try_recv() {
+                        Ok(PeerCommand::Close) | Err(TryRecvError::Disconnected) => {
+                            self.flush()?;
+                            return Ok(());
+                        }
+                        Ok(cmd) => self.command(cmd, &mut am_choking, &mut queue)?,
+                        Err(TryRecvError::Empty) => break,
+                    }
+                }
+                loop {
+                    match from_reader.try_recv() {
+                        Ok(note) => self.note(note, am_choking, &mut queue, &mut refused)?,
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => return Err(PeerError::Closed),
+                    }
+                }
+                if !am_choking {
+                    self.upload(&mut queue, &mut buffers)?;
+                    last_write = Instant::now();
+                }
+                continue;
+            }
+            if !self.out.is_empty() {
+                self.flush()?;
+                last_write = Instant::now();
+            }
+            let keepalive_in = self
+                .ctx
+                .timing
+                .keepalive
+                .saturating_sub(last_write.elapsed())
+                .max(Duration::from_millis(10));
+            select! {
+                recv(commands) -> cmd => match cmd {
+                    Err(_) | Ok(PeerCommand::Close) => {
+                        self.flush()?;
+                        return Ok(());
+                    }
+                    Ok(cmd) => self.command(cmd, &mut am_choking, &mut queue)?,
+                },
+                recv(from_reader) -> note => match note {
+                    Err(_) => return Err(PeerError::Closed), // the reader ended
+                    Ok(note) => self.note(note, am_choking, &mut queue, &mut refused)?,
+                },
+                default(keepalive_in) => {
+                    if last_write.elapsed() >= self.ctx.timing.keepalive {
+                        Message::KeepAlive.encode(&mut self.out);
+                        self.flush()?;
+                        last_write = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+
+    /// A request or cancel from the peer, passed on by the reader.
+    fn note(
+        &mut self,
+        note: ReaderNote,
+        am_choking: bool,
+        queue: &mut VecDeque<BlockRef>,
+        refused: &mut u32,
+    ) -> Result<(), PeerError> {
+        match note {
+            ReaderNote::Request(b) => {
+                if queue.len() >= OUR_REQQ {
+                    return Err(PeerError::Overloaded);
+                }
+                if !am_choking && self.check_request(b)? {
+                    queue.push_back(b);
+                } else {
+                    // Choked, or a piece we lack: refuse, and end a flood.
+                    *refused += 1;
+                    if *refused > REFUSED_REQUEST_FLOOD {
+                        return Err(PeerError::Overloaded);
+                    }
+                    if self.fast {
+                        Message::Reject(b).encode(&mut self.out);
+                    }
+                }
+            }
+            ReaderNote::Cancel(b) => {
+                if let Some(pos) = queue.iter().position(|q| *q == b) {
+                    queue.remove(pos);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn command(
+        &mut self,
+        cmd: PeerCommand,
+        am_choking: &mut bool,
+        queue: &mut VecDeque<BlockRef>,
+    ) -> Result<(), PeerError> {
+        match cmd {
+            PeerCommand::Choke => {
+                if !*am_choking {
+                    *am_choking = true;
+                    Message::Choke.encode(&mut self.out);
+                    for b in queue.drain(..) {
+                        if self.fast {
+                            Message::Reject(b).encode(&mut self.out);
+                        }
+                    }
+                }
+            }
+            PeerCommand::Unchoke => {
+                if *am_choking {
+                    *am_choking = false;
+                    Message::Unchoke.encode(&mut self.out);
+                }
+            }
+            PeerCommand::Interested => Message::Interested.encode(&mut self.out),
+            PeerCommand::NotInterested => Message::NotInterested.encode(&mut self.out),
+            PeerCommand::Request(blocks) => {
+                let mut r = self.link.requests.lock();
+                for b in blocks {
+                    r.late.remove(&(b.index, b.begin));
+                    r.outstanding.insert((b.index, b.begin), b.length);
+                    Message::Request(b).encode(&mut self.out);
+                }
+            }
+            PeerCommand::Cancel(b) => {
+                let mut r = self.link.requests.lock();
+                if r.outstanding.remove(&(b.index, b.begin)).is_some() {
+                    r.void((b.index, b.begin));
+                    Message::Cancel(b).encode(&mut self.out);
+                }
+            }
+            PeerCommand::Have(i) => Message::Have(i).encode(&mut self.out),
+            PeerCommand::Close => {}
+        }
+        if self.out.len() > 64 * 1024 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// A request outside the torrent, outside its piece, or larger than
+    /// 16 KiB breaks the protocol and ends the connection. Ok(false): a
+    /// piece we lack (never had, or lost since we announced it), refused.
+    fn check_request(&self, b: BlockRef) -> Result<bool, PeerError> {
+        let piece = b.index as usize;
+        if piece >= self.ctx.have.len() {
+            return Err(PeerError::Protocol(format!(
+                "request for piece {piece} out of range"
+            )));
+        }
+        if !self.ctx.have.contains(piece) {
+            return Ok(false);
+        }
+        let piece_len = self.ctx.storage.layout().piece_len(piece);
+        if b.length == 0
+            || b.length > BLOCK_SIZE
+            || u64::from(b.begin) + u64::from(b.length) > piece_len
+        {
+            return Err(PeerError::Protocol(format!("invalid request {b:?}")));
+        }
+        Ok(true)
+    }
+
+    /// Sends up to [`UPLOAD_BATCH`] queued blocks in one vectored write:
+    /// each block is read from storage into its own buffer and goes out
+    /// behind its 13-byte header, with any pending small messages first.
+    fn upload(
+        &mut self,
+        queue: &mut VecDeque<BlockRef>,
+        buffers: &mut [Vec<u8>],
+    ) -> Result<(), PeerError> {
+        let mut batch: Vec<(BlockRef, [u8; 13])> = Vec::with_capacity(UPLOAD_BATCH);
+        while batch.len() < UPLOAD_BATCH {
+            let Some(b) = queue.pop_front() else { break };
+            // Re-check: the piece may have gone missing since it was queued.
+            if !self.ctx.have.contains(b.index as usize) {
+                if self.fast {
+                    Message::Reject(b).encode(&mut self.out);
+                }
+                continue;
+            }
+            let data = &mut buffers[batch.len()][..b.length as usize];
+            if let Err(e) = self
+                .ctx
+                .storage
+                .read_block(b.index as usize, u64::from(b.begin), data)
+            {
+                debug!(
+                    "{}: cannot read piece {} for upload: {e}",
+                    self.ctx.key.0, b.index
+                );
+                if self.fast {
+                    Message::Reject(b).encode(&mut self.out);
+                }
+                send(self.ctx, PeerEvent::DataMissing(b.index));
+                continue;
+            }
+            batch.push((b, piece_header(b.index, b.begin, b.length)));
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let n: u64 = batch.iter().map(|(b, _)| u64::from(b.length)).sum();
+        for l in &self.ctx.up_limits {
+            l.acquire(n);
+        }
+        let pending = std::mem::take(&mut self.out);
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + 2 * batch.len());
+        parts.push(&pending);
+        for (k, (b, header)) in batch.iter().enumerate() {
+            parts.push(header);
+            parts.push(&buffers[k][..b.length as usize]);
+        }
+        write_all_vectored(self.stream, &parts)?;
+        self.out = pending;
+        self.out.clear();
+        self.ctx.stats.uploaded.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), PeerError> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Writes every byte of `parts` with as few syscalls as the kernel allows.
+fn write_all_vectored(stream: &mut TcpStream, parts: &[&[u8]]) -> io::Result<()> {
+    let mut skip = 0usize; // bytes of `parts` already written
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    while skip < total {
+        let mut slices = Vec::with_capacity(parts.len());
+        let mut s = skip;
+        for p in parts {
+            if s >= p.len() {
+                s -= p.len();
+            } else {
+                slices.push(IoSlice::new(&p[s..]));
+                s = 0;
+            }
+        }
+        match stream.write_vectored(&slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => skip += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
