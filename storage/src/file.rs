@@ -296,6 +296,66 @@ impl OpenFile {
             .map_err(|e| Error::from_io(&self.path, e))
     }
 
+    /// Writes `parts` back to back starting at `offset`: one `pwritev` for
+    /// all of them with the positioned-IO backend (large writes let the
+    /// kernel use large page-cache folios, about twice as fast as 16 KiB
+    /// writes), copies into the map otherwise.
+    pub(crate) fn write_vectored_at(&self, offset: u64, parts: &[&[u8]]) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if self.reserved && self.map_for(offset, total).is_some() {
+            let mut at = offset;
+            for p in parts {
+                self.write_at(at, p)?;
+                at += p.len() as u64;
+            }
+            return Ok(());
+        }
+        let mut done = 0usize; // bytes of `parts` written
+        while done < total {
+            let mut iov: Vec<libc::iovec> = Vec::with_capacity(parts.len());
+            let mut skip = done;
+            for p in parts {
+                if skip >= p.len() {
+                    skip -= p.len();
+                    continue;
+                }
+                let rest = &p[skip..];
+                skip = 0;
+                iov.push(libc::iovec {
+                    iov_base: rest.as_ptr() as *mut libc::c_void,
+                    iov_len: rest.len(),
+                });
+            }
+            let n_iov = iov.len().min(1024) as libc::c_int;
+            // SAFETY: every iovec points into a live slice of `parts` for its
+            // length, the kernel only reads them, and the descriptor is ours.
+            let n = unsafe {
+                libc::pwritev(
+                    self.file.as_raw_fd(),
+                    iov.as_ptr(),
+                    n_iov,
+                    (offset + done as u64) as libc::off_t,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(Error::from_io(&self.path, e));
+            }
+            if n == 0 {
+                return Err(Error::from_io(
+                    &self.path,
+                    std::io::ErrorKind::WriteZero.into(),
+                ));
+            }
+            done += n as usize;
+        }
+        Ok(())
+    }
+
     /// Feeds bytes `offset..offset+len` to `hasher`, straight from the map
     /// or through `scratch` (at least [`CHUNK`] bytes).
     pub(crate) fn hash_range(

@@ -5,3 +5,4 @@ mod create;
 mod disk_full;
 mod flush;
 mod util;
+mod vectored;
