@@ -945,3 +945,75 @@ fn an_outgoing_peer_trickling_its_handshake_is_dropped_at_the_deadline() {
         "a handshake trickled over {took:?} held an outgoing connection"
     );
 }
+
+#[test]
+fn an_interest_flapping_flood_does_not_starve_honest_peers() {
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(
+        src.path(),
+        "f.bin",
+        &[("f.bin", 8 * 1024 * 1024)],
+        256 * 1024,
+        76,
+    );
+    let seeder = session();
+    let s = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    // Baseline: an honest download alone.
+    let t0 = Instant::now();
+    honest_download(&meta, vec![seeder.local_addr()], src.path());
+    let alone = t0.elapsed();
+    // A peer toggles interested / not interested as fast as it can.
+    let (mut w, _) = Wire::connect(seeder.local_addr(), meta.info_hash).unwrap();
+    w.send(Message::Bitfield(
+        Bitfield::new(meta.info.piece_count()).as_bytes(),
+    ))
+    .unwrap();
+    let mut flap = Vec::new();
+    for _ in 0..4096 {
+        Message::Interested.encode(&mut flap);
+        Message::NotInterested.encode(&mut flap);
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let mut stream = w.stream.try_clone().unwrap();
+    let flapper = std::thread::spawn(move || {
+        let mut sent = 0u64;
+        let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            match stream.write(&flap) {
+                Ok(n) => sent += n as u64,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => break,
+            }
+        }
+        sent / 5
+    });
+    // Drain what the seeder sends so its writes never stall on us.
+    let mut reader = w.stream.try_clone().unwrap();
+    let drainer = std::thread::spawn(move || {
+        let mut b = [0u8; 65536];
+        while matches!(reader.read(&mut b), Ok(n) if n > 0) {}
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let t1 = Instant::now();
+    honest_download(&meta, vec![seeder.local_addr()], src.path());
+    let flooded = t1.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let msgs = flapper.join().unwrap();
+    let _ = w.stream.shutdown(std::net::Shutdown::Both);
+    let _ = drainer.join();
+    eprintln!(
+        "interest flapping: {msgs} messages; honest 8 MiB download {alone:?} alone, {flooded:?} under the flood"
+    );
+    assert!(
+        flooded < alone * 5 + Duration::from_secs(3),
+        "the flood slowed an honest download from {alone:?} to {flooded:?}"
+    );
+}
