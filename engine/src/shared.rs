@@ -53,6 +53,17 @@ impl HaveSet {
     }
 }
 
+/// The outcome of [`BlockClaims::try_claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TryClaim {
+    /// Ours to write.
+    Got,
+    /// Another thread is writing it now.
+    Busy,
+    /// Already written (or not a block of this torrent).
+    Taken,
+}
+
 const FREE: u8 = 0;
 const WRITING: u8 = 1;
 const WRITTEN: u8 = 2;
@@ -94,10 +105,27 @@ impl BlockClaims {
         self.states.get(piece as usize * self.blocks_per_piece + b)
     }
 
-    /// Takes the right to write a block. False: the block is already on its
-    /// way to disk from another peer (or outside the torrent). While another
-    /// thread is writing the block this waits for it to finish, so `false`
-    /// means the bytes are in place and the piece may be hashed.
+    /// Takes the right to write a block without waiting: `Busy` when
+    /// another thread is writing it right now. A thread holding claims it
+    /// has not written yet must use this (not [`claim`](Self::claim)), or
+    /// two such threads could wait on each other.
+    pub(crate) fn try_claim(&self, piece: u32, begin: u32) -> TryClaim {
+        let Some(s) = self.slot(piece, begin) else {
+            return TryClaim::Taken;
+        };
+        match s.compare_exchange(FREE, WRITING, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => TryClaim::Got,
+            Err(WRITING) => TryClaim::Busy,
+            Err(_) => TryClaim::Taken,
+        }
+    }
+
+    /// Takes the right to write a block. False: the block is already
+    /// written, so the piece may be hashed. While another thread is writing
+    /// the block this waits for it to finish. A claim held far longer than
+    /// any write takes can only be a bug; rather than report such a block
+    /// as written, the waiter takes it over and writes it too (the piece's
+    /// hash check decides which bytes count).
     pub(crate) fn claim(&self, piece: u32, begin: u32) -> bool {
         let Some(s) = self.slot(piece, begin) else {
             return false;
@@ -108,6 +136,12 @@ impl BlockClaims {
                 Ok(_) => return true,
                 Err(WRITING) if start.elapsed() < std::time::Duration::from_secs(2) => {
                     std::thread::yield_now()
+                }
+                Err(WRITING) => {
+                    log::warn!(
+                        "block {begin} of piece {piece} was claimed for 2 s; taking it over"
+                    );
+                    return true;
                 }
                 Err(_) => return false,
             }
@@ -164,10 +198,19 @@ mod tests {
     }
 
     #[test]
+    fn a_claim_stuck_for_two_seconds_is_taken_over() {
+        let c = BlockClaims::new(1, 16 * 1024, 16 * 1024);
+        assert!(c.claim(0, 0));
+        let start = std::time::Instant::now();
+        assert!(c.claim(0, 0), "the waiter writes the block itself");
+        assert!(start.elapsed() >= std::time::Duration::from_secs(2));
+    }
+
+    #[test]
     fn claims_are_exclusive_until_reset() {
         let c = BlockClaims::new(3, 32 * 1024, 16 * 1024);
         assert!(c.claim(1, 16384));
-        assert!(!c.claim(1, 16384));
+        assert_eq!(c.try_claim(1, 16384), TryClaim::Busy);
         c.written(1, 16384);
         assert!(!c.claim(1, 16384));
         assert!(!c.claim(1, 100), "unaligned begin is never claimable");
@@ -179,5 +222,11 @@ mod tests {
         assert!(c.claim(1, 16384));
         c.fill_piece(2);
         assert!(!c.claim(2, 0));
+        assert_eq!(c.try_claim(2, 0), TryClaim::Taken);
+        c.reset_piece(2);
+        assert_eq!(c.try_claim(2, 0), TryClaim::Got);
+        assert_eq!(c.try_claim(2, 0), TryClaim::Busy);
+        c.written(2, 0);
+        assert_eq!(c.try_claim(2, 0), TryClaim::Taken);
     }
 }

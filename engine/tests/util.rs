@@ -69,6 +69,7 @@ pub fn config() -> SessionConfig {
 }
 
 pub fn session() -> Session {
+    let _ = env_logger::builder().is_test(true).try_init();
     Session::new(config()).unwrap()
 }
 

@@ -13,6 +13,7 @@ use log::trace;
 
 use super::{send, Link, PeerContext, PeerEvent, ReaderNote, MAX_FRAME, UNREQUESTED_LIMIT};
 use crate::error::PeerError;
+use crate::shared::{BlockClaims, TryClaim};
 
 pub(super) fn read_loop(
     ctx: &PeerContext,
@@ -61,6 +62,8 @@ fn read_frames(
     let mut initial_set = false;
     let mut unrequested = 0u32;
     loop {
+        // Consecutive blocks of this buffer go to storage in one write.
+        let mut run = Run::new(&ctx.claims);
         // Decode every whole frame in the buffer.
         while let Some((msg, used)) = decode_message(&buf[start..end], MAX_FRAME)? {
             if link.closing.load(Ordering::Acquire) {
@@ -80,6 +83,10 @@ fn read_frames(
                 first = false;
             }
             trace!("{}: <- {:?}", ctx.key.0, MsgName(&msg));
+            if !matches!(msg, Message::Piece { .. }) {
+                // Blocks before this message are written and reported first.
+                flush_run(ctx, &mut run, batch)?;
+            }
             match msg {
                 Message::KeepAlive => {}
                 Message::Choke => {
@@ -171,27 +178,32 @@ fn read_frames(
                         begin,
                         length: data.len() as u32,
                     };
-                    let stored = if ctx.claims.claim(index, begin) {
-                        match ctx
-                            .storage
-                            .write_block(index as usize, u64::from(begin), data)
-                        {
-                            Ok(()) => {
-                                ctx.hashes.feed(index, begin, data);
-                                ctx.claims.written(index, begin);
-                                true
+                    ctx.stats.downloaded.fetch_add(n, Ordering::Relaxed);
+                    match ctx.claims.try_claim(index, begin) {
+                        TryClaim::Got => {
+                            if !run.extends(block) {
+                                if let Err(e) = flush_run(ctx, &mut run, batch) {
+                                    // Not in the run yet: give its claim back too.
+                                    ctx.claims.release(index, begin);
+                                    return Err(e);
+                                }
                             }
-                            Err(e) => {
-                                ctx.claims.release(index, begin);
-                                emit(ctx, batch, PeerEvent::StorageFailed(e));
-                                return Err(PeerError::Closed);
+                            run.push(block, data);
+                        }
+                        TryClaim::Busy => {
+                            // Never wait while holding unwritten claims.
+                            flush_run(ctx, &mut run, batch)?;
+                            if ctx.claims.claim(index, begin) {
+                                run.push(block, data);
+                            } else {
+                                batch.push((block, false));
                             }
                         }
-                    } else {
-                        false
-                    };
-                    ctx.stats.downloaded.fetch_add(n, Ordering::Relaxed);
-                    batch.push((block, stored));
+                        TryClaim::Taken => {
+                            flush_run(ctx, &mut run, batch)?;
+                            batch.push((block, false));
+                        }
+                    }
                 }
                 Message::Port(_) | Message::Suggest(_) => {}
                 Message::Reject(b) => {
@@ -229,7 +241,9 @@ fn read_frames(
                 Message::Extended { .. } => {}
             }
         }
-        // Everything decoded is handled: report the stored blocks at once.
+        // Everything decoded is handled: write and report the blocks at once.
+        flush_run(ctx, &mut run, batch)?;
+        drop(run);
         flush_blocks(ctx, batch);
         // Make room and read more.
         if start == end {
@@ -296,4 +310,83 @@ impl std::fmt::Debug for MsgName<'_, '_> {
             m => write!(f, "{m:?}"),
         }
     }
+}
+
+/// Bytes gathered into one storage write at most.
+const MAX_RUN: usize = 1 << 20;
+
+/// Consecutive claimed blocks of one piece, waiting to be written together
+/// (they still sit in the read buffer). Dropping a run that was not flushed
+/// gives its claims back, so no early return can leave a block claimed and
+/// unwritten.
+struct Run<'a> {
+    claims: &'a BlockClaims,
+    blocks: Vec<BlockRef>,
+    parts: Vec<&'a [u8]>,
+    bytes: usize,
+}
+
+impl<'a> Run<'a> {
+    fn new(claims: &'a BlockClaims) -> Self {
+        Run {
+            claims,
+            blocks: Vec::new(),
+            parts: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Whether `b` continues the run (same piece, next offset, room left).
+    fn extends(&self, b: BlockRef) -> bool {
+        match self.blocks.last() {
+            None => true,
+            Some(last) => {
+                last.index == b.index
+                    && last.begin + last.length == b.begin
+                    && self.bytes + b.length as usize <= MAX_RUN
+            }
+        }
+    }
+
+    fn push(&mut self, b: BlockRef, data: &'a [u8]) {
+        self.blocks.push(b);
+        self.parts.push(data);
+        self.bytes += data.len();
+    }
+}
+
+impl Drop for Run<'_> {
+    fn drop(&mut self) {
+        for b in self.blocks.drain(..) {
+            self.claims.release(b.index, b.begin);
+        }
+    }
+}
+
+/// Writes the run with one vectored write, feeds the inline hashes, marks
+/// the blocks written and queues their reports.
+fn flush_run(
+    ctx: &PeerContext,
+    run: &mut Run<'_>,
+    batch: &mut Vec<(BlockRef, bool)>,
+) -> Result<(), PeerError> {
+    let Some(first) = run.blocks.first().copied() else {
+        return Ok(());
+    };
+    if let Err(e) =
+        ctx.storage
+            .write_blocks(first.index as usize, u64::from(first.begin), &run.parts)
+    {
+        // Dropping the run releases the claims.
+        run.parts.clear();
+        emit(ctx, batch, PeerEvent::StorageFailed(e));
+        return Err(PeerError::Closed);
+    }
+    for (b, data) in run.blocks.drain(..).zip(run.parts.drain(..)) {
+        ctx.hashes.feed(b.index, b.begin, data);
+        ctx.claims.written(b.index, b.begin);
+        batch.push((b, true));
+    }
+    run.bytes = 0;
+    Ok(())
 }
