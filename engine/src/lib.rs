@@ -40,6 +40,7 @@ mod session;
 mod shared;
 mod status;
 mod torrent;
+mod writeback;
 
 pub use choker::{ChokeCandidate, Choker, ChokerConfig};
 pub use config::{SeedGoal, SessionConfig, Timing, TorrentOptions};

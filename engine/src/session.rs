@@ -34,6 +34,8 @@ pub(crate) struct SessionShared {
     pub peer_id: PeerId,
     pub files: Arc<FilePool>,
     pub hashers: Arc<rayon::ThreadPool>,
+    /// Starts writeback of verified pieces off the controllers.
+    pub writeback: crate::writeback::Writeback,
     pub upload: Arc<RateLimiter>,
     pub download: Arc<RateLimiter>,
     /// Live peer connections across all torrents.
@@ -85,6 +87,7 @@ impl Session {
             peer_id: PeerId::generate(&config.peer_id_prefix),
             files: Arc::new(FilePool::new(config.max_open_files)),
             hashers: Arc::new(hashers),
+            writeback: crate::writeback::Writeback::spawn().map_err(Error::Spawn)?,
             upload: Arc::new(RateLimiter::new(config.upload_limit)),
             download: Arc::new(RateLimiter::new(config.download_limit)),
             connections: AtomicUsize::new(0),

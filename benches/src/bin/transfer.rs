@@ -32,7 +32,11 @@ fn thread_cpu() -> std::collections::BTreeMap<String, f64> {
             let f: Vec<&str> = after.split_whitespace().collect();
             let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
                 + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-            let key: String = comm.trim().chars().take_while(|c| *c != '-' || comm.starts_with("bittern")).collect();
+            let key: String = comm
+                .trim()
+                .chars()
+                .take_while(|c| *c != '-' || comm.starts_with("bittern"))
+                .collect();
             *out.entry(key).or_insert(0.0) += ticks / tick;
         }
     }
@@ -40,6 +44,7 @@ fn thread_cpu() -> std::collections::BTreeMap<String, f64> {
 }
 
 fn main() {
+    let _ = env_logger::try_init();
     let args: Vec<u64> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -91,6 +96,11 @@ fn main() {
     let sessions: Vec<Session> = (0..leechers)
         .map(|_| Session::new(config()).expect("leecher"))
         .collect();
+    if std::env::var_os("TRANSFER_WAIT").is_some() {
+        // Lets a profiler attach for the transfer alone.
+        eprintln!("ready {}", std::process::id());
+        std::thread::sleep(Duration::from_secs(2));
+    }
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
     let handles: Vec<_> = sessions

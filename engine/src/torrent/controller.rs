@@ -604,7 +604,7 @@ impl Controller {
                 self.have.insert(piece);
                 // Get the bytes moving to disk now, so the flush before
                 // recording the piece as had finds little left to write.
-                self.storage.start_writeback(piece);
+                self.session.writeback.hint(&self.storage, piece);
                 self.dirty = true;
                 self.transfer
                     .left
@@ -684,9 +684,14 @@ impl Controller {
     }
 
     fn on_complete(&mut self) {
-        info!("{}: download complete", self.short());
+        let start = Instant::now();
         let saved = check::create_empty_files(&self.storage, &self.options.wanted_files)
             .and_then(|()| self.save_resume());
+        info!(
+            "{}: download complete; data flushed to disk in {} ms",
+            self.short(),
+            start.elapsed().as_millis()
+        );
         if let Err(e) = saved {
             self.fail(format!("flushing data: {e}"));
             return;
