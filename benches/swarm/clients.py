@@ -106,7 +106,7 @@ class Aria2(Client):
                 "--bt-min-crypto-level=plain", "--seed-time=0",
                 "--file-allocation=falloc", "--disable-ipv6=true",
                 "--summary-interval=0", "--console-log-level=notice",
-                "--log", os.path.join(logdir, tag + ".aria2.log"), "--log-level=info",
+                "--log", os.path.join(logdir, tag + ".aria2.log"), "--log-level=notice",
                 "--no-conf=true", "--check-certificate=false", torrent]
         return Proc(tag, argv, logdir)
 
