@@ -20,6 +20,9 @@ use parking_lot::Mutex;
 
 mod lifecycle;
 mod peers;
+mod persist;
+
+use persist::PersistDone;
 
 use super::check;
 use super::{Published, TorrentCommand, TorrentHandle};
@@ -229,7 +232,18 @@ pub(crate) struct Controller {
     hash_failures: u64,
     last_choke: Instant,
     last_resume: Instant,
-    dirty: bool,
+    /// Bumped whenever the set of had pieces changes.
+    epoch: u64,
+    /// The epoch the last successful persist recorded.
+    saved_epoch: u64,
+    persist_tx: Sender<PersistDone>,
+    persist_rx: Receiver<PersistDone>,
+    /// A persist job is running.
+    persisting: bool,
+    /// Another persist is wanted once the running one ends.
+    persist_again: bool,
+    /// The completion flush is queued or running.
+    completing: bool,
 }
 
 impl Controller {
@@ -271,6 +285,7 @@ impl Controller {
         ));
         let wanted = wanted_pieces(storage.layout(), &options.wanted_files);
         let (peer_tx, peer_rx) = bounded(4096);
+        let (persist_tx, persist_rx) = bounded(4);
         let (verify_tx, verify_rx) = bounded(info.piece_count().clamp(16, 65536));
         let mut candidates = VecDeque::new();
         let mut known = HashSet::new();
@@ -318,7 +333,13 @@ impl Controller {
             hash_failures: 0,
             last_choke: now,
             last_resume: now,
-            dirty: false,
+            epoch: 0,
+            saved_epoch: 0,
+            persist_tx,
+            persist_rx,
+            persisting: false,
+            persist_again: false,
+            completing: false,
         }
     }
 
@@ -416,6 +437,11 @@ impl Controller {
                 recv(self.verify_rx) -> r => {
                     if let Ok((piece, result)) = r {
                         self.on_verified(piece, result);
+                    }
+                }
+                recv(self.persist_rx) -> done => {
+                    if let Ok(done) = done {
+                        self.on_persisted(done);
                     }
                 }
                 recv(tracker_peers) -> peers => {
@@ -605,7 +631,7 @@ impl Controller {
                 // Get the bytes moving to disk now, so the flush before
                 // recording the piece as had finds little left to write.
                 self.session.writeback.hint(&self.storage, piece);
-                self.dirty = true;
+                self.epoch += 1;
                 self.transfer
                     .left
                     .store(self.picker.wanted_left_bytes(), Ordering::Relaxed);
@@ -615,7 +641,10 @@ impl Controller {
                     }
                 }
                 self.emit(TorrentEvent::PieceVerified(piece));
-                if self.picker.is_complete() && self.state == TorrentState::Downloading {
+                if self.picker.is_complete()
+                    && self.state == TorrentState::Downloading
+                    && !self.completing
+                {
                     self.on_complete();
                 }
             }
@@ -668,7 +697,7 @@ impl Controller {
         self.hashes.reset(piece as u32);
         self.claims.reset_piece(piece);
         self.picker.unset_have(piece);
-        self.dirty = true;
+        self.epoch += 1;
         self.transfer
             .left
             .store(self.picker.wanted_left_bytes(), Ordering::Relaxed);
@@ -683,23 +712,14 @@ impl Controller {
         }
     }
 
+    /// Every wanted piece passed: make them durable (in the background)
+    /// before calling the download complete.
     fn on_complete(&mut self) {
-        let start = Instant::now();
-        let saved = check::create_empty_files(&self.storage, &self.options.wanted_files)
-            .and_then(|()| self.save_resume());
-        info!(
-            "{}: download complete; data flushed to disk in {} ms",
-            self.short(),
-            start.elapsed().as_millis()
-        );
-        if let Err(e) = saved {
-            self.fail(format!("flushing data: {e}"));
-            return;
-        }
-        if !self.picker.is_complete() {
-            // Data vanished while flushing; keep downloading.
-            return;
-        }
+        self.start_persist(true);
+    }
+
+    /// The completion flush succeeded: the download is complete.
+    fn completed(&mut self) {
         self.completed_at = Some(Instant::now());
         self.set_state(TorrentState::Seeding);
         self.emit(TorrentEvent::Completed);

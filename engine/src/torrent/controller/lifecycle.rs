@@ -96,15 +96,12 @@ impl Controller {
                     a.need_peers();
                 }
             }
-            if self.dirty
+            if self.epoch != self.saved_epoch
+                && !self.persisting
                 && now.duration_since(self.last_resume)
                     >= self.session.config.timing.resume_interval
             {
-                // Not fatal: the next save, or a recheck, covers it.
-                if let Err(e) = self.save_resume() {
-                    warn!("{}: cannot save resume state: {e}", self.short());
-                    self.last_resume = now;
-                }
+                self.start_persist(false);
             }
         }
         self.publish();
@@ -153,7 +150,8 @@ impl Controller {
                 default(Duration::from_millis(100)) => {}
             }
         }
-        if self.dirty && !matches!(self.state, TorrentState::Error(_)) {
+        self.wait_persisted(Duration::from_secs(60));
+        if self.epoch != self.saved_epoch && !matches!(self.state, TorrentState::Error(_)) {
             if let Err(e) = self.save_resume() {
                 warn!("{}: cannot save resume state: {e}", self.short());
             }
@@ -254,7 +252,7 @@ impl Controller {
                 .collect();
             let missing = check::save(&self.storage, &self.resume_file, self.info_hash, &have)?;
             if missing.is_empty() {
-                self.dirty = false;
+                self.saved_epoch = self.epoch;
                 self.last_resume = Instant::now();
                 return Ok(());
             }

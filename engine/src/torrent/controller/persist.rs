@@ -1,0 +1,145 @@
+//! Making verified pieces durable and recording them, off the controller.
+//!
+//! Flushing can take seconds on a slow disk; the controller must keep
+//! serving peers and publishing status meanwhile. A persist job snapshots
+//! which pieces are had, then a short-lived thread flushes them and writes
+//! the resume state; the result comes back on a channel. One job runs at a
+//! time; a request while one runs is remembered and run next.
+
+use std::time::Instant;
+
+use log::{info, warn};
+
+use super::*;
+use crate::status::TorrentState;
+
+/// What a persist job reports back.
+pub(crate) struct PersistDone {
+    /// The job was the flush that completes the download.
+    completion: bool,
+    /// `Controller::epoch` when the job took its snapshot.
+    epoch: u64,
+    started: Instant,
+    /// Pieces whose data turned out to be gone, or the error.
+    result: Result<Vec<usize>, bittern_storage::Error>,
+}
+
+impl Controller {
+    /// Starts a persist job (or queues one behind the running job).
+    /// `completion`: this flush completes the download.
+    pub(super) fn start_persist(&mut self, completion: bool) {
+        if completion {
+            self.completing = true;
+        }
+        if self.persisting {
+            self.persist_again = true;
+            return;
+        }
+        let have: Vec<bool> = (0..self.have.len())
+            .map(|i| self.have.contains(i))
+            .collect();
+        let storage = self.storage.clone();
+        let resume_file = self.resume_file.clone();
+        let info_hash = self.info_hash;
+        let wanted_files = self.options.wanted_files.clone();
+        let tx = self.persist_tx.clone();
+        let completion = self.completing;
+        let epoch = self.epoch;
+        let started = Instant::now();
+        let job = move || {
+            let result = if completion {
+                check::create_empty_files(&storage, &wanted_files)
+            } else {
+                Ok(())
+            }
+            .and_then(|()| check::save(&storage, &resume_file, info_hash, &have));
+            let _ = tx.send(PersistDone {
+                completion,
+                epoch,
+                started,
+                result,
+            });
+        };
+        self.persisting = true;
+        self.persist_again = false;
+        if let Err(e) = std::thread::Builder::new()
+            .name("bittern-persist".into())
+            .spawn(job)
+        {
+            // No thread to be had: report as a failed job rather than block.
+            warn!("{}: cannot start a persist thread: {e}", self.short());
+            let _ = self.persist_tx.send(PersistDone {
+                completion,
+                epoch,
+                started,
+                result: Err(bittern_storage::Error::Io {
+                    path: self.resume_file.clone(),
+                    source: e,
+                }),
+            });
+        }
+    }
+
+    pub(super) fn on_persisted(&mut self, done: PersistDone) {
+        self.persisting = false;
+        match done.result {
+            Ok(missing) if missing.is_empty() => {
+                self.saved_epoch = self.saved_epoch.max(done.epoch);
+                self.last_resume = Instant::now();
+                if done.completion {
+                    info!(
+                        "{}: download complete; data flushed to disk in {} ms",
+                        self.short(),
+                        done.started.elapsed().as_millis()
+                    );
+                    self.completing = false;
+                    if self.picker.is_complete() && self.state == TorrentState::Downloading {
+                        self.completed();
+                    }
+                }
+            }
+            Ok(missing) => {
+                for piece in missing {
+                    self.data_missing(piece);
+                }
+                // Record the smaller set now; completion waits for the
+                // missing pieces to come back.
+                self.completing = false;
+                self.persist_again = true;
+            }
+            Err(e) if done.completion => {
+                self.completing = false;
+                self.fail(format!("flushing data: {e}"));
+            }
+            // Not fatal: the next save, or a recheck at startup, covers it.
+            Err(e) => {
+                warn!("{}: cannot save resume state: {e}", self.short());
+                self.last_resume = Instant::now();
+            }
+        }
+        if self.persist_again && !matches!(self.state, TorrentState::Error(_)) {
+            self.start_persist(false);
+        }
+    }
+
+    /// Waits for a running persist job (at shutdown), at most `limit`.
+    pub(super) fn wait_persisted(&mut self, limit: std::time::Duration) {
+        let deadline = Instant::now() + limit;
+        while self.persisting {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.persist_rx.recv_timeout(left) {
+                Ok(done) => {
+                    self.persist_again = false;
+                    self.on_persisted(done);
+                }
+                Err(_) => {
+                    warn!(
+                        "{}: flushing data is taking long; stopping anyway",
+                        self.short()
+                    );
+                    return;
+                }
+            }
+        }
+    }
+}
