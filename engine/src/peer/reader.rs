@@ -11,7 +11,9 @@ use bittern_wire::{decode_message, Bitfield, BlockRef, ExtensionHandshake, Messa
 use crossbeam_channel::Sender;
 use log::trace;
 
-use super::{send, Link, PeerContext, PeerEvent, ReaderNote, MAX_FRAME, UNREQUESTED_LIMIT};
+use super::{
+    send, Link, PeerContext, PeerEvent, ReaderNote, MAX_FRAME, OUR_REQQ, UNREQUESTED_LIMIT,
+};
 use crate::error::PeerError;
 use crate::shared::{BlockClaims, TryClaim};
 
@@ -20,7 +22,7 @@ pub(super) fn read_loop(
     stream: TcpStream,
     fast: bool,
     link: &Link,
-    to_writer: &Sender<ReaderNote>,
+    to_writer: &Sender<()>,
 ) -> Result<(), PeerError> {
     let mut batch = Vec::new();
     let r = read_frames(ctx, stream, fast, link, to_writer, &mut batch);
@@ -47,7 +49,7 @@ fn read_frames(
     mut stream: TcpStream,
     fast: bool,
     link: &Link,
-    to_writer: &Sender<ReaderNote>,
+    to_writer: &Sender<()>,
     batch: &mut Vec<(BlockRef, bool)>,
 ) -> Result<(), PeerError> {
     let piece_count = ctx.have.len();
@@ -137,12 +139,19 @@ fn read_frames(
                     }
                 }
                 Message::Request(b) => {
-                    if to_writer.try_send(ReaderNote::Request(b)).is_err() {
+                    let mut inbox = link.inbox.lock();
+                    // The writer's queue is bounded by OUR_REQQ too; this
+                    // only stops a peer that floods a writer stuck in write.
+                    if inbox.len() >= OUR_REQQ {
                         return Err(PeerError::Overloaded);
                     }
+                    inbox.push(ReaderNote::Request(b));
+                    drop(inbox);
+                    let _ = to_writer.try_send(());
                 }
                 Message::Cancel(b) => {
-                    let _ = to_writer.try_send(ReaderNote::Cancel(b));
+                    link.inbox.lock().push(ReaderNote::Cancel(b));
+                    let _ = to_writer.try_send(());
                 }
                 Message::Piece { index, begin, data } => {
                     let (expected, late) = {

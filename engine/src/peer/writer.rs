@@ -25,19 +25,21 @@ pub(super) struct Writer<'a> {
     pub(super) link: &'a Link,
     /// Small messages waiting to go out with the next write.
     pub(super) out: Vec<u8>,
+    /// Requests refused since we last unchoked (choked, or pieces we lack).
+    pub(super) refused: u32,
 }
 
 impl Writer<'_> {
     pub(super) fn run(
         mut self,
         commands: &Receiver<PeerCommand>,
-        from_reader: &Receiver<ReaderNote>,
+        from_reader: &Receiver<()>,
     ) -> Result<(), PeerError> {
         let mut am_choking = true;
         let mut queue: VecDeque<BlockRef> = VecDeque::new();
-        let mut refused = 0u32;
         let mut buffers = vec![vec![0u8; BLOCK_SIZE as usize]; UPLOAD_BATCH];
         let mut last_write = Instant::now();
+        let mut inbox = Vec::new();
         loop {
             if !am_choking && !queue.is_empty() {
                 // Busy uploading: take what has arrived without blocking or
@@ -52,13 +54,10 @@ impl Writer<'_> {
                         Err(TryRecvError::Empty) => break,
                     }
                 }
-                loop {
-                    match from_reader.try_recv() {
-                        Ok(note) => self.note(note, am_choking, &mut queue, &mut refused)?,
-                        Err(TryRecvError::Empty) => break,
-                        Err(TryRecvError::Disconnected) => return Err(PeerError::Closed),
-                    }
+                if let Err(TryRecvError::Disconnected) = from_reader.try_recv() {
+                    return Err(PeerError::Closed);
                 }
+                self.take_inbox(am_choking, &mut queue, &mut inbox)?;
                 if !am_choking {
                     self.upload(&mut queue, &mut buffers)?;
                     last_write = Instant::now();
@@ -83,9 +82,9 @@ impl Writer<'_> {
                     }
                     Ok(cmd) => self.command(cmd, &mut am_choking, &mut queue)?,
                 },
-                recv(from_reader) -> note => match note {
+                recv(from_reader) -> wake => match wake {
                     Err(_) => return Err(PeerError::Closed), // the reader ended
-                    Ok(note) => self.note(note, am_choking, &mut queue, &mut refused)?,
+                    Ok(()) => self.take_inbox(am_choking, &mut queue, &mut inbox)?,
                 },
                 default(keepalive_in) => {
                     if last_write.elapsed() >= self.ctx.timing.keepalive {
@@ -98,13 +97,26 @@ impl Writer<'_> {
         }
     }
 
+    /// Takes the requests and cancels the reader has collected.
+    fn take_inbox(
+        &mut self,
+        am_choking: bool,
+        queue: &mut VecDeque<BlockRef>,
+        inbox: &mut Vec<ReaderNote>,
+    ) -> Result<(), PeerError> {
+        std::mem::swap(&mut *self.link.inbox.lock(), inbox);
+        for note in inbox.drain(..) {
+            self.note(note, am_choking, queue)?;
+        }
+        Ok(())
+    }
+
     /// A request or cancel from the peer, passed on by the reader.
     fn note(
         &mut self,
         note: ReaderNote,
         am_choking: bool,
         queue: &mut VecDeque<BlockRef>,
-        refused: &mut u32,
     ) -> Result<(), PeerError> {
         match note {
             ReaderNote::Request(b) => {
@@ -115,8 +127,8 @@ impl Writer<'_> {
                     queue.push_back(b);
                 } else {
                     // Choked, or a piece we lack: refuse, and end a flood.
-                    *refused += 1;
-                    if *refused > REFUSED_REQUEST_FLOOD {
+                    self.refused += 1;
+                    if self.refused > REFUSED_REQUEST_FLOOD {
                         return Err(PeerError::Overloaded);
                     }
                     if self.fast {
@@ -154,6 +166,8 @@ impl Writer<'_> {
             PeerCommand::Unchoke => {
                 if *am_choking {
                     *am_choking = false;
+                    // Requests that crossed our earlier choke were no flood.
+                    self.refused = 0;
                     Message::Unchoke.encode(&mut self.out);
                 }
             }
