@@ -27,6 +27,9 @@ pub(crate) type Registry = Arc<Mutex<HashMap<InfoHash, Sender<TorrentCommand>>>>
 
 /// Handshakes being read at once before new connections are dropped.
 const MAX_PENDING_HANDSHAKES: usize = 256;
+/// Handshakes pending from one host (127.0.0.1 exempt), so that silent
+/// connections from one attacker cannot shut every other peer out.
+const MAX_PENDING_PER_HOST: usize = 8;
 
 /// What every torrent of a session shares.
 pub(crate) struct SessionShared {
@@ -230,6 +233,8 @@ fn listen(
     shared: &Arc<SessionShared>,
 ) {
     let pending = Arc::new(AtomicUsize::new(0));
+    // Handshakes pending per remote host: one host cannot take every slot.
+    let per_host: Arc<Mutex<HashMap<std::net::IpAddr, usize>>> = Arc::default();
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -249,17 +254,51 @@ fn listen(
             debug!("dropping incoming connection: too many");
             continue;
         }
+        let Ok(peer) = stream.peer_addr() else {
+            continue;
+        };
+        let host = peer.ip();
+        {
+            let mut hosts = per_host.lock();
+            let n = hosts.entry(host).or_insert(0);
+            // 127.0.0.1 and ::1 are exempt: every peer of a local test or
+            // demo swarm comes from there.
+            let local =
+                host == std::net::Ipv4Addr::LOCALHOST || host == std::net::Ipv6Addr::LOCALHOST;
+            if *n >= MAX_PENDING_PER_HOST && !local {
+                debug!("{peer}: dropping incoming connection: too many pending from this host");
+                continue;
+            }
+            *n += 1;
+        }
         pending.fetch_add(1, Ordering::Relaxed);
-        let (registry, pending2) = (registry.clone(), pending.clone());
+        let (registry, pending2, per_host2) = (registry.clone(), pending.clone(), per_host.clone());
         let timeout = shared.config.timing.connect_timeout;
+        let done = move || {
+            pending2.fetch_sub(1, Ordering::Relaxed);
+            let mut hosts = per_host2.lock();
+            if let Some(n) = hosts.get_mut(&host) {
+                *n -= 1;
+                if *n == 0 {
+                    hosts.remove(&host);
+                }
+            }
+        };
         let spawned = std::thread::Builder::new()
             .name("bittern-handshake".into())
             .spawn(move || {
                 route(stream, &registry, timeout);
-                pending2.fetch_sub(1, Ordering::Relaxed);
+                done();
             });
         if spawned.is_err() {
             pending.fetch_sub(1, Ordering::Relaxed);
+            let mut hosts = per_host.lock();
+            if let Some(n) = hosts.get_mut(&host) {
+                *n -= 1;
+                if *n == 0 {
+                    hosts.remove(&host);
+                }
+            }
         }
     }
 }

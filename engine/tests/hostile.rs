@@ -313,3 +313,69 @@ fn valid_requests_are_served_with_the_right_bytes() {
     let off = last as usize * 64 * 1024;
     assert_eq!(got[1], (last, 0, data[off..off + 100].to_vec()));
 }
+
+/// A TCP connection from `source` (another loopback address) to `to`.
+fn connect_from(source: std::net::Ipv4Addr, to: std::net::SocketAddr) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor we create and hand to
+    // TcpStream, which then owns it; the sockaddr structs live on the stack
+    // for the duration of each call.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let mut a: libc::sockaddr_in = std::mem::zeroed();
+        a.sin_family = libc::AF_INET as libc::sa_family_t;
+        a.sin_addr.s_addr = u32::from(source).to_be();
+        assert_eq!(
+            libc::bind(
+                fd,
+                &a as *const _ as *const libc::sockaddr,
+                std::mem::size_of_val(&a) as u32
+            ),
+            0
+        );
+        let std::net::SocketAddr::V4(to) = to else {
+            panic!("ipv4 only")
+        };
+        let mut b: libc::sockaddr_in = std::mem::zeroed();
+        b.sin_family = libc::AF_INET as libc::sa_family_t;
+        b.sin_port = to.port().to_be();
+        b.sin_addr.s_addr = u32::from(*to.ip()).to_be();
+        assert_eq!(
+            libc::connect(
+                fd,
+                &b as *const _ as *const libc::sockaddr,
+                std::mem::size_of_val(&b) as u32
+            ),
+            0
+        );
+        std::net::TcpStream::from_raw_fd(fd)
+    }
+}
+
+#[test]
+fn one_host_cannot_fill_every_handshake_slot() {
+    let (_src, meta, seeder) = seeder_fixture();
+    let addr = seeder.local_addr();
+    // 300 silent connections from one host: more than every slot.
+    let silent: Vec<_> = (0..300)
+        .map(|_| connect_from([127, 0, 0, 2].into(), addr))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // Another host still gets its handshake answered at once.
+    let mut s = connect_from([127, 0, 0, 3].into(), addr);
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(
+        &bittern_wire::Handshake::new(meta.info_hash, bittern_wire::PeerId::generate(b"-FK0001-"))
+            .encode(),
+    )
+    .unwrap();
+    let mut hs = [0u8; 68];
+    s.read_exact(&mut hs).expect("the second host was shut out");
+    assert_eq!(
+        bittern_wire::Handshake::decode(&hs).unwrap().info_hash,
+        meta.info_hash
+    );
+    drop(silent);
+}
