@@ -34,6 +34,11 @@ pub struct SessionConfig {
     pub announce: bool,
     /// How torrent data is read and written (memory maps or positioned IO).
     pub storage_backend: bittern_storage::Backend,
+    /// Hash blocks on the peer thread as they arrive (no read-back) rather
+    /// than reading completed pieces back on the verification threads. The
+    /// read-back spreads hashing over the cores, which on a machine with few
+    /// cores and one fast peer keeps the peer thread free to receive.
+    pub inline_hashing: bool,
 }
 
 impl Default for SessionConfig {
@@ -55,6 +60,7 @@ impl Default for SessionConfig {
             timing: Timing::default(),
             announce: true,
             storage_backend: bittern_storage::Backend::default(),
+            inline_hashing: false,
         }
     }
 }

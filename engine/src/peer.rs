@@ -136,6 +136,8 @@ pub(crate) struct PeerContext {
     pub have: Arc<HaveSet>,
     pub claims: Arc<BlockClaims>,
     pub hashes: Arc<InlineHashes>,
+    /// Feed `hashes` as blocks arrive (see `SessionConfig::inline_hashing`).
+    pub inline_hashing: bool,
     pub events: Sender<PeerMsg>,
     pub stats: Arc<PeerStats>,
     /// Torrent then session limiter.

@@ -37,6 +37,8 @@ pub(crate) struct SessionShared {
     pub peer_id: PeerId,
     pub files: Arc<FilePool>,
     pub hashers: Arc<rayon::ThreadPool>,
+    /// Verifies completed pieces by reading them back (sleeping workers).
+    pub verifiers: crate::hashpool::HashPool,
     /// Starts writeback of verified pieces off the controllers.
     pub writeback: crate::writeback::Writeback,
     pub upload: Arc<RateLimiter>,
@@ -90,6 +92,7 @@ impl Session {
             peer_id: PeerId::generate(&config.peer_id_prefix),
             files: Arc::new(FilePool::new(config.max_open_files)),
             hashers: Arc::new(hashers),
+            verifiers: crate::hashpool::HashPool::new(threads).map_err(Error::Spawn)?,
             writeback: crate::writeback::Writeback::spawn().map_err(Error::Spawn)?,
             upload: Arc::new(RateLimiter::new(config.upload_limit)),
             download: Arc::new(RateLimiter::new(config.download_limit)),

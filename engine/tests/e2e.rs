@@ -8,6 +8,15 @@ use crate::util::*;
 
 #[test]
 fn one_seeder_one_leecher_single_file() {
+    transfer_single_file(false);
+}
+
+#[test]
+fn one_seeder_one_leecher_hashing_inline() {
+    transfer_single_file(true);
+}
+
+fn transfer_single_file(inline_hashing: bool) {
     let src = tempfile::tempdir().unwrap();
     let dst = tempfile::tempdir().unwrap();
     let meta = make_torrent(
@@ -24,7 +33,11 @@ fn one_seeder_one_leecher_single_file() {
     wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
     assert_eq!(s.status().pieces_have, meta.info.piece_count());
 
-    let leecher = session();
+    let leecher = bittern_engine::Session::new(bittern_engine::SessionConfig {
+        inline_hashing,
+        ..config()
+    })
+    .unwrap();
     let opts = TorrentOptions {
         peers: vec![seeder.local_addr()],
         seed_goal: SeedGoal::None,

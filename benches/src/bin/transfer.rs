@@ -84,6 +84,7 @@ fn main() {
         } else {
             bittern_storage::Backend::PositionedIo
         },
+        inline_hashing: std::env::var_os("TRANSFER_INLINE").is_some(),
         ..SessionConfig::default()
     };
     let seeder = Session::new(config()).expect("seeder");

@@ -392,7 +392,9 @@ fn flush_run(
         return Err(PeerError::Closed);
     }
     for (b, data) in run.blocks.drain(..).zip(run.parts.drain(..)) {
-        ctx.hashes.feed(b.index, b.begin, data);
+        if ctx.inline_hashing {
+            ctx.hashes.feed(b.index, b.begin, data);
+        }
         ctx.claims.written(b.index, b.begin);
         batch.push((b, true));
     }

@@ -616,7 +616,7 @@ impl Controller {
         let storage = self.storage.clone();
         let tx = self.verify_tx.clone();
         self.verifying += 1;
-        self.session.hashers.spawn(move || {
+        self.session.verifiers.spawn(move || {
             let r = storage.check_piece(piece);
             let _ = tx.send((piece, r));
         });

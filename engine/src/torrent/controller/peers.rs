@@ -207,6 +207,7 @@ impl Controller {
             have: self.have.clone(),
             claims: self.claims.clone(),
             hashes: self.hashes.clone(),
+            inline_hashing: self.session.config.inline_hashing,
             events: self.peer_tx.clone(),
             stats: stats.clone(),
             up_limits: [self.up_limit.clone(), self.session.upload.clone()],
