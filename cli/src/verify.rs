@@ -44,7 +44,11 @@ pub fn check(m: &Metainfo, dir: &std::path::Path, quiet: bool) -> anyhow::Result
         layout.clone(),
         dir.to_path_buf(),
         Arc::new(FilePool::default()),
-        Backend::default(),
+        // Read-only: maps hash about 20% faster than positioned reads
+        // (storage bench: 3.46 against 2.81 GiB/s on two threads). A file
+        // truncated by another process while it is hashed is the one case
+        // the storage crate cannot turn into an error (see its docs).
+        Backend::Mmap,
     )
     .with_context(|| format!("cannot open {}", dir.display()))
     .code(Code::Filesystem)?;
