@@ -207,5 +207,9 @@ fn https_trackers_speak_tls() {
     );
     assert!(e.is_err(), "{e:?}");
     assert!(!matches!(e, Err(Error::TlsUnsupported { .. })), "{e:?}");
-    assert!(t.requests().is_empty(), "plain HTTP was sent: {:?}", t.requests());
+    assert!(
+        t.requests().is_empty(),
+        "plain HTTP was sent: {:?}",
+        t.requests()
+    );
 }
