@@ -41,7 +41,7 @@ use crate::status::{TorrentEvent, TorrentState, TorrentStatus};
 /// Queue depth of one peer's command channel.
 const PEER_COMMAND_QUEUE: usize = 1024;
 /// Requests in flight to one peer: never fewer, never more.
-const MIN_PIPELINE: usize = 16;
+const MIN_PIPELINE: usize = 64;
 const MAX_PIPELINE: usize = 1000;
 /// Seconds of data to keep requested from a peer (libtorrent uses 3 s).
 const PIPELINE_SECONDS: f64 = 3.0;
