@@ -277,31 +277,30 @@ fn listen(
         pending.fetch_add(1, Ordering::Relaxed);
         let (registry, pending2, per_host2) = (registry.clone(), pending.clone(), per_host.clone());
         let timeout = shared.config.timing.connect_timeout;
-        let done = move || {
-            pending2.fetch_sub(1, Ordering::Relaxed);
-            let mut hosts = per_host2.lock();
-            if let Some(n) = hosts.get_mut(&host) {
-                *n -= 1;
-                if *n == 0 {
-                    hosts.remove(&host);
-                }
-            }
-        };
         let spawned = std::thread::Builder::new()
             .name("bittern-handshake".into())
             .spawn(move || {
                 route(stream, &registry, timeout);
-                done();
+                release_slot(&pending2, &per_host2, host);
             });
         if spawned.is_err() {
-            pending.fetch_sub(1, Ordering::Relaxed);
-            let mut hosts = per_host.lock();
-            if let Some(n) = hosts.get_mut(&host) {
-                *n -= 1;
-                if *n == 0 {
-                    hosts.remove(&host);
-                }
-            }
+            release_slot(&pending, &per_host, host);
+        }
+    }
+}
+
+/// Frees a handshake slot taken by `listen`.
+fn release_slot(
+    pending: &AtomicUsize,
+    per_host: &Mutex<HashMap<std::net::IpAddr, usize>>,
+    host: std::net::IpAddr,
+) {
+    pending.fetch_sub(1, Ordering::Relaxed);
+    let mut hosts = per_host.lock();
+    if let Some(n) = hosts.get_mut(&host) {
+        *n -= 1;
+        if *n == 0 {
+            hosts.remove(&host);
         }
     }
 }

@@ -34,7 +34,6 @@ impl HaveSet {
         }
     }
 
-    #[allow(dead_code)] // used when seeding finds data gone (storage faults)
     pub(crate) fn remove(&self, i: usize) {
         if i < self.len {
             self.words[i / 64].fetch_and(!(1 << (i % 64)), Ordering::Release);

@@ -43,7 +43,7 @@ fn thread_cpu() -> std::collections::BTreeMap<String, f64> {
     out
 }
 
-fn main() {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = env_logger::try_init();
     let args: Vec<u64> = std::env::args()
         .skip(1)
@@ -52,9 +52,9 @@ fn main() {
     let size = args.first().copied().unwrap_or(256) * 1024 * 1024;
     let piece = args.get(1).copied().unwrap_or(256) * 1024;
     let leechers = args.get(2).copied().unwrap_or(1) as usize;
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = tempfile::tempdir()?;
     let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::create_dir_all(&src)?;
     let mut data = vec![0u8; size as usize];
     let mut x = 0x9e3779b97f4a7c15u64;
     for chunk in data.chunks_mut(8) {
@@ -63,19 +63,17 @@ fn main() {
         x ^= x << 17;
         chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
     }
-    std::fs::write(src.join("data.bin"), &data).expect("write");
+    std::fs::write(src.join("data.bin"), &data)?;
     drop(data);
-    let pool = rayon::ThreadPoolBuilder::new().build().expect("pool");
+    let pool = rayon::ThreadPoolBuilder::new().build()?;
     let hashes =
-        bittern_storage::hash_files(&[(src.join("data.bin"), size)], piece, &pool, &|_, _| {})
-            .expect("hash");
+        bittern_storage::hash_files(&[(src.join("data.bin"), size)], piece, &pool, &|_, _| {})?;
     let bytes = MetainfoBuilder::new("data.bin")
         .piece_length(piece)
         .pieces(hashes)
         .single_file(size)
-        .build()
-        .expect("build");
-    let meta = Metainfo::from_bytes(&bytes).expect("parse");
+        .build()?;
+    let meta = Metainfo::from_bytes(&bytes)?;
     let config = || SessionConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         announce: false,
@@ -87,16 +85,14 @@ fn main() {
         inline_hashing: std::env::var_os("TRANSFER_INLINE").is_some(),
         ..SessionConfig::default()
     };
-    let seeder = Session::new(config()).expect("seeder");
-    let s = seeder
-        .add_torrent(meta.clone(), &src, TorrentOptions::default())
-        .expect("add");
+    let seeder = Session::new(config())?;
+    let s = seeder.add_torrent(meta.clone(), &src, TorrentOptions::default())?;
     while s.status().state != TorrentState::Seeding {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let sessions: Vec<Session> = (0..leechers)
-        .map(|_| Session::new(config()).expect("leecher"))
-        .collect();
+    let sessions = (0..leechers)
+        .map(|_| Session::new(config()))
+        .collect::<Result<Vec<Session>, _>>()?;
     if std::env::var_os("TRANSFER_WAIT").is_some() {
         // Lets a profiler attach for the transfer alone.
         eprintln!("ready {}", std::process::id());
@@ -116,9 +112,8 @@ fn main() {
                 ..TorrentOptions::default()
             };
             l.add_torrent(meta.clone(), dir.path().join(format!("l{i}")), opts)
-                .expect("add")
         })
-        .collect();
+        .collect::<Result<Vec<_>, _>>()?;
     let mut done = vec![None; leechers];
     while done.iter().any(Option::is_none) {
         for (i, h) in handles.iter().enumerate() {
@@ -126,7 +121,7 @@ fn main() {
                 done[i] = Some(t0.elapsed());
             }
             if let TorrentState::Error(e) = h.status().state {
-                panic!("leecher {i}: {e}");
+                return Err(format!("leecher {i}: {e}").into());
             }
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -172,4 +167,5 @@ fn main() {
         cpu,
         cpu / (size as f64 * leechers as f64 / (1u64 << 30) as f64)
     );
+    Ok(())
 }

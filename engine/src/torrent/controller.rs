@@ -129,16 +129,16 @@ pub(crate) fn spawn_controller(setup: ControllerSetup) -> Result<TorrentHandle, 
         peers: Mutex::new(Vec::new()),
     });
     registry.lock().insert(info_hash, cmd_tx.clone());
-    let ctl = Controller::new(
+    let ctl = Controller::new(Parts {
         metainfo,
         storage,
         options,
         session,
         resume_file,
-        published.clone(),
-        event_tx,
-        cmd_rx,
-    );
+        published: published.clone(),
+        events: event_tx,
+        commands: cmd_rx,
+    });
     let thread = std::thread::Builder::new()
         .name(format!("torrent-{}", &info_hash.to_hex()[..8]))
         .spawn(move || ctl.run())
@@ -246,18 +246,30 @@ pub(crate) struct Controller {
     completing: bool,
 }
 
+/// What a controller is built from (see [`spawn_controller`]).
+struct Parts {
+    metainfo: Metainfo,
+    storage: Arc<Storage>,
+    options: TorrentOptions,
+    session: Arc<SessionShared>,
+    resume_file: PathBuf,
+    published: Arc<Published>,
+    events: Sender<TorrentEvent>,
+    commands: Receiver<TorrentCommand>,
+}
+
 impl Controller {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        metainfo: Metainfo,
-        storage: Arc<Storage>,
-        options: TorrentOptions,
-        session: Arc<SessionShared>,
-        resume_file: PathBuf,
-        published: Arc<Published>,
-        events: Sender<TorrentEvent>,
-        commands: Receiver<TorrentCommand>,
-    ) -> Self {
+    fn new(parts: Parts) -> Self {
+        let Parts {
+            metainfo,
+            storage,
+            options,
+            session,
+            resume_file,
+            published,
+            events,
+            commands,
+        } = parts;
         let info = &metainfo.info;
         let now = Instant::now();
         let seed = u64::from_le_bytes(metainfo.info_hash.0[..8].try_into().unwrap_or([7; 8]))
@@ -538,12 +550,7 @@ impl Controller {
             }
             PeerEvent::Blocks(blocks) => {
                 p.last_block = now;
-                let n: u64 = blocks.iter().map(|(b, _)| u64::from(b.length)).sum();
-                self.down_rate.add(n, now);
-                self.transfer.downloaded.fetch_add(n, Ordering::Relaxed);
-                for (block, stored) in blocks {
-                    self.on_block(key, block, stored);
-                }
+                self.on_blocks(key, blocks);
                 self.fill(key);
             }
             PeerEvent::Rejected(block) => {
@@ -600,6 +607,16 @@ impl Controller {
                 }
             }
             BlockReceived::Duplicate | BlockReceived::Unrequested => {}
+        }
+    }
+
+    /// Counts and records blocks a peer stored (or found already stored).
+    fn on_blocks(&mut self, key: PeerKey, blocks: Vec<(BlockRef, bool)>) {
+        let n: u64 = blocks.iter().map(|(b, _)| u64::from(b.length)).sum();
+        self.down_rate.add(n, Instant::now());
+        self.transfer.downloaded.fetch_add(n, Ordering::Relaxed);
+        for (block, stored) in blocks {
+            self.on_block(key, block, stored);
         }
     }
 

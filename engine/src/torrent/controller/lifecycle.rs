@@ -168,14 +168,7 @@ impl Controller {
     pub(super) fn on_peer_closing(&mut self, msg: PeerMsg) {
         match msg.event {
             PeerEvent::Gone(r) => self.peer_gone(msg.key, r),
-            PeerEvent::Blocks(blocks) => {
-                let n: u64 = blocks.iter().map(|(b, _)| u64::from(b.length)).sum();
-                self.down_rate.add(n, Instant::now());
-                self.transfer.downloaded.fetch_add(n, Ordering::Relaxed);
-                for (block, stored) in blocks {
-                    self.on_block(msg.key, block, stored);
-                }
-            }
+            PeerEvent::Blocks(blocks) => self.on_blocks(msg.key, blocks),
             _ => {}
         }
     }
