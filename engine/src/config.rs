@@ -39,6 +39,11 @@ pub struct SessionConfig {
     /// read-back spreads hashing over the cores, which on a machine with few
     /// cores and one fast peer keeps the peer thread free to receive.
     pub inline_hashing: bool,
+    /// Upload blocks by passing `writev` addresses in read-only maps of
+    /// the files, so the kernel copies page cache to socket once, instead
+    /// of `pread` into buffers and a vectored write (two copies). On by
+    /// default; off keeps the buffered path (for comparison).
+    pub mapped_upload: bool,
 }
 
 impl Default for SessionConfig {
@@ -61,6 +66,7 @@ impl Default for SessionConfig {
             announce: true,
             storage_backend: bittern_storage::Backend::default(),
             inline_hashing: false,
+            mapped_upload: true,
         }
     }
 }

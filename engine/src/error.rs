@@ -62,7 +62,7 @@ pub enum PeerError {
     /// The peer is banned for sending bad data.
     #[error("banned for bad data")]
     Banned,
-    /// Writing a received block to disk failed.
+    /// Writing a received block to disk, or reading one to upload, failed.
     #[error("storage error")]
     Storage(#[source] bittern_storage::Error),
     /// The controller asked the connection to close.

@@ -138,6 +138,8 @@ pub(crate) struct PeerContext {
     pub hashes: Arc<InlineHashes>,
     /// Feed `hashes` as blocks arrive (see `SessionConfig::inline_hashing`).
     pub inline_hashing: bool,
+    /// Upload from maps (see `SessionConfig::mapped_upload`).
+    pub mapped_upload: bool,
     pub events: Sender<PeerMsg>,
     pub stats: Arc<PeerStats>,
     /// Torrent then session limiter.

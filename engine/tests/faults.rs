@@ -118,14 +118,38 @@ fn disk_full_stops_the_torrent_keeps_verified_pieces_and_resume_finishes() {
 
 #[test]
 fn a_truncated_file_while_seeding_is_marked_missing_not_served() {
+    truncated_while_seeding(false);
+}
+
+/// As above after a first leecher got everything, so the seeder uploads
+/// from a live read-only map of the file when it is cut.
+#[test]
+fn a_file_truncated_after_uploads_from_its_map_is_not_served() {
+    truncated_while_seeding(true);
+}
+
+fn truncated_while_seeding(warm: bool) {
     let src = tempfile::tempdir().unwrap();
-    let total = 1024 * 1024u64;
-    let meta = make_torrent(src.path(), "t.bin", &[("t.bin", total)], 64 * 1024, 41);
+    let total = 2 * 1024 * 1024u64;
+    let meta = make_torrent(src.path(), "t.bin", &[("t.bin", total)], 128 * 1024, 41);
     let seeder = session();
     let s = seeder
         .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
         .unwrap();
     wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    if warm {
+        let first = tempfile::tempdir().unwrap();
+        let leecher = session();
+        let opts = TorrentOptions {
+            peers: vec![seeder.local_addr()],
+            ..TorrentOptions::default()
+        };
+        let l = leecher
+            .add_torrent(meta.clone(), first.path(), opts)
+            .unwrap();
+        wait_state(&l, TorrentState::Seeding, Duration::from_secs(30));
+        assert_same(src.path(), first.path(), &[PathBuf::from("t.bin")]);
+    }
     // Cut the file in half under the running seeder.
     let f = std::fs::OpenOptions::new()
         .write(true)

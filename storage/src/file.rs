@@ -33,6 +33,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use memmap2::{MmapOptions, MmapRaw};
 use sha1::{Digest, Sha1};
@@ -44,6 +45,9 @@ use crate::storage::Backend;
 /// Size of the scratch buffer used to hash through positioned reads: small
 /// enough to stay in L2 between the read and the hash.
 pub(crate) const CHUNK: usize = 64 * 1024;
+
+/// Files at least this long get an upload map ([`OpenFile::upload_map`]).
+pub(crate) const UPLOAD_MAP_MIN: u64 = 1 << 20;
 
 /// Allocates `0..len` of `file`; returns 0 or an errno value.
 ///
@@ -79,6 +83,9 @@ pub(crate) struct OpenFile {
     expected: u64,
     /// Mapping of `expected` bytes, when the backend is mmap and mapping was safe.
     map: Option<MmapRaw>,
+    /// Read-only mapping made on first upload when `map` is `None` (see
+    /// [`OpenFile::upload_map`]); `Some(None)`: not mappable.
+    upload_map: OnceLock<Option<MmapRaw>>,
     /// Blocks for `expected` bytes are allocated (fallocate succeeded), so
     /// writing through the map cannot hit ENOSPC at writeback.
     reserved: bool,
@@ -102,6 +109,7 @@ impl OpenFile {
             writable: access == Access::Write,
             expected,
             map: None,
+            upload_map: OnceLock::new(),
             reserved: false,
         };
         if of.writable {
@@ -190,6 +198,33 @@ impl OpenFile {
         }
     }
 
+    /// A read-only map of the whole file whose pages the kernel copies from
+    /// when uploading (`writev` from mapped memory: one copy, page cache to
+    /// socket, instead of `pread` into a buffer and a second copy out). The
+    /// data is never touched in user space, so a file truncated meanwhile
+    /// makes the `writev` fail with `EFAULT` rather than raise `SIGBUS`.
+    /// `None` for files under [`UPLOAD_MAP_MIN`] (not worth a mapping in a
+    /// bounded pool that churns) or shorter than expected.
+    pub(crate) fn upload_map(&self) -> Option<&MmapRaw> {
+        if let Some(m) = &self.map {
+            return Some(m);
+        }
+        self.upload_map
+            .get_or_init(|| {
+                let len = usize::try_from(self.expected).ok()?;
+                if self.expected < UPLOAD_MAP_MIN
+                    || (self.fstat().ok()?.st_size as u64) < self.expected
+                {
+                    return None;
+                }
+                MmapOptions::new()
+                    .len(len)
+                    .map_raw_read_only(&self.file)
+                    .ok()
+            })
+            .as_ref()
+    }
+
     /// True when opened read-write.
     pub(crate) fn writable(&self) -> bool {
         self.writable
@@ -204,7 +239,7 @@ impl OpenFile {
     /// Fails with [`Error::FileTooShort`] unless the file is at least `end`
     /// bytes now, and with [`Error::FileMissing`] if it was deleted while
     /// open (its data would otherwise still be read from the orphan inode).
-    fn check_len(&self, end: u64) -> Result<()> {
+    pub(crate) fn check_len(&self, end: u64) -> Result<()> {
         let st = self.fstat()?;
         if st.st_nlink == 0 {
             return Err(Error::FileMissing {
@@ -229,7 +264,7 @@ impl OpenFile {
         (end <= m.len() as u64).then_some(m)
     }
 
-    fn short_read(&self) -> Error {
+    pub(crate) fn short_read(&self) -> Error {
         match self.fstat() {
             Ok(st) => Error::FileTooShort {
                 path: self.path.clone(),

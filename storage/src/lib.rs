@@ -12,6 +12,8 @@
 //! - [`Storage`] is one per torrent: `write_block`, `read_block`,
 //!   `hash_piece`, `flush_piece`, `verify_all` on a rayon pool. Files are
 //!   only ever opened below the root, never through a symlink.
+//! - [`Storage::block_source`] + [`send_vectored`] upload blocks with one
+//!   kernel copy: `writev` from read-only maps of the files.
 //! - [`hash_blocks`] hashes a piece still held in memory; [`hash_files`]
 //!   hashes files for torrent creation.
 //! - [`ResumeState`] records verified pieces with each file's size and
@@ -82,6 +84,7 @@ mod layout;
 mod path;
 mod pool;
 mod resume;
+mod send;
 mod storage;
 #[cfg(test)]
 mod testutil;
@@ -91,6 +94,7 @@ pub use hash::{hash_blocks, hash_files, PieceHasher};
 pub use layout::{FileSpec, Layout, Span, Spans};
 pub use pool::{FilePool, DEFAULT_MAX_OPEN};
 pub use resume::{FileStamp, ResumeState};
+pub use send::{send_vectored, BlockSource, Chunk, SendError};
 pub use storage::{Backend, Storage};
 
 /// The rayon version this crate's verification API takes a `ThreadPool` from.

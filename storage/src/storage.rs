@@ -119,7 +119,12 @@ impl Storage {
         r
     }
 
-    fn handle(&self, file: usize, access: Access) -> Result<Arc<OpenFile>> {
+    /// Drops file `file`'s handle from the pool (found stale).
+    pub(crate) fn pool_forget(&self, file: usize) {
+        self.pool.forget((self.id, file));
+    }
+
+    pub(crate) fn handle(&self, file: usize, access: Access) -> Result<Arc<OpenFile>> {
         let spec = &self.layout.files()[file];
         self.pool.get((self.id, file), access == Access::Write, || {
             let (f, created) =

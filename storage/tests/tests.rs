@@ -4,5 +4,6 @@ mod concurrency;
 mod create;
 mod disk_full;
 mod flush;
+mod send;
 mod util;
 mod vectored;

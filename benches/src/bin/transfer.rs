@@ -83,6 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             bittern_storage::Backend::PositionedIo
         },
         inline_hashing: std::env::var_os("TRANSFER_INLINE").is_some(),
+        mapped_upload: std::env::var_os("TRANSFER_COPY").is_none(),
         ..SessionConfig::default()
     };
     let seeder = Session::new(config())?;

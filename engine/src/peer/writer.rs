@@ -7,6 +7,7 @@ use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use bittern_storage::{send_vectored, BlockSource, Chunk, SendError};
 use bittern_wire::{piece_header, BlockRef, Message};
 use crossbeam_channel::{select, Receiver, TryRecvError};
 use log::debug;
@@ -37,7 +38,11 @@ impl Writer<'_> {
     ) -> Result<(), PeerError> {
         let mut am_choking = true;
         let mut queue: VecDeque<BlockRef> = VecDeque::new();
-        let mut buffers = vec![vec![0u8; BLOCK_SIZE as usize]; UPLOAD_BATCH];
+        let mut buffers = if self.ctx.mapped_upload {
+            Vec::new()
+        } else {
+            vec![vec![0u8; BLOCK_SIZE as usize]; UPLOAD_BATCH]
+        };
         let mut last_write = Instant::now();
         let mut inbox = Vec::new();
         loop {
@@ -59,7 +64,11 @@ impl Writer<'_> {
                 }
                 self.take_inbox(am_choking, &mut queue, &mut inbox)?;
                 if !am_choking {
-                    self.upload(&mut queue, &mut buffers)?;
+                    if self.ctx.mapped_upload {
+                        self.upload_mapped(&mut queue)?;
+                    } else {
+                        self.upload(&mut queue, &mut buffers)?;
+                    }
                     last_write = Instant::now();
                 }
                 continue;
@@ -271,6 +280,82 @@ impl Writer<'_> {
             parts.push(&buffers[k][..b.length as usize]);
         }
         write_all_vectored(self.stream, &parts)?;
+        self.out = pending;
+        self.out.clear();
+        self.ctx.stats.uploaded.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sends up to [`UPLOAD_BATCH`] queued blocks in one vectored write
+    /// whose block parts point into read-only maps of the files (see
+    /// `bittern_storage::send_vectored`): the kernel copies each byte once.
+    /// Each block's files are checked first, so a block whose data is gone
+    /// is rejected before its header goes out.
+    fn upload_mapped(&mut self, queue: &mut VecDeque<BlockRef>) -> Result<(), PeerError> {
+        let mut batch: Vec<(BlockRef, BlockSource, [u8; 13])> = Vec::with_capacity(UPLOAD_BATCH);
+        while batch.len() < UPLOAD_BATCH {
+            let Some(b) = queue.pop_front() else { break };
+            // Re-check: the piece may have gone missing since it was queued.
+            if !self.ctx.have.contains(b.index as usize) {
+                if self.fast {
+                    Message::Reject(b).encode(&mut self.out);
+                }
+                continue;
+            }
+            match self.ctx.storage.block_source(
+                b.index as usize,
+                u64::from(b.begin),
+                u64::from(b.length),
+            ) {
+                Ok(src) => batch.push((b, src, piece_header(b.index, b.begin, b.length))),
+                Err(e) => {
+                    debug!(
+                        "{}: cannot read piece {} for upload: {e}",
+                        self.ctx.key.0, b.index
+                    );
+                    if self.fast {
+                        Message::Reject(b).encode(&mut self.out);
+                    }
+                    send(self.ctx, PeerEvent::DataMissing(b.index));
+                }
+            }
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let n: u64 = batch.iter().map(|(b, _, _)| u64::from(b.length)).sum();
+        for l in &self.ctx.up_limits {
+            l.acquire(n);
+        }
+        let pending = std::mem::take(&mut self.out);
+        let mut chunks: Vec<Chunk<'_>> = Vec::with_capacity(1 + 2 * batch.len());
+        chunks.push(Chunk::Bytes(&pending));
+        for (_, src, header) in &batch {
+            chunks.push(Chunk::Bytes(header));
+            chunks.push(Chunk::Block(src));
+        }
+        match send_vectored(self.stream, &chunks) {
+            Ok(()) => {}
+            Err(SendError::Sink(e)) => return Err(PeerError::Io(e)),
+            Err(SendError::Source(e)) => {
+                // Part of a block may be on the wire: the stream is broken.
+                debug!("{}: data vanished while uploading: {e}", self.ctx.key.0);
+                // Which blocks lost their data: check each again.
+                for (b, _, _) in &batch {
+                    let storage = &self.ctx.storage;
+                    if let Err(e) = storage.block_source(
+                        b.index as usize,
+                        u64::from(b.begin),
+                        u64::from(b.length),
+                    ) {
+                        if e.is_missing_data() {
+                            send(self.ctx, PeerEvent::DataMissing(b.index));
+                        }
+                    }
+                }
+                return Err(PeerError::Storage(e));
+            }
+        }
         self.out = pending;
         self.out.clear();
         self.ctx.stats.uploaded.fetch_add(n, Ordering::Relaxed);

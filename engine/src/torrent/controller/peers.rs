@@ -208,6 +208,7 @@ impl Controller {
             claims: self.claims.clone(),
             hashes: self.hashes.clone(),
             inline_hashing: self.session.config.inline_hashing,
+            mapped_upload: self.session.config.mapped_upload,
             events: self.peer_tx.clone(),
             stats: stats.clone(),
             up_limits: [self.up_limit.clone(), self.session.upload.clone()],
