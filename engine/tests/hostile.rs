@@ -1,9 +1,10 @@
 //! Hostile and broken peers, scripted with `bittern_wire`, against real
 //! sessions on loopback.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bittern_engine::{SeedGoal, TorrentEvent, TorrentOptions, TorrentState};
+use bittern_engine::{SeedGoal, Session, TorrentEvent, TorrentOptions, TorrentState};
 use bittern_wire::{BlockRef, Message};
 
 use crate::fake::{serving_peer, Got, Wire};
@@ -378,4 +379,51 @@ fn one_host_cannot_fill_every_handshake_slot() {
         meta.info_hash
     );
     drop(silent);
+}
+
+/// A seeder given by hand (no tracker to hand it out again) that restarts
+/// mid-download is dialled again and the download completes.
+#[test]
+fn a_seeder_restarting_mid_download_is_dialled_again() {
+    let src = tempfile::tempdir().unwrap();
+    let total = 4 * 1024 * 1024u64;
+    let meta = make_torrent(src.path(), "r.bin", &[("r.bin", total)], 64 * 1024, 57);
+    let mut slow = config();
+    slow.upload_limit = Some(512 * 1024);
+    let first = Session::new(slow).unwrap();
+    let s = first
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    let addr = first.local_addr();
+
+    let dst = tempfile::tempdir().unwrap();
+    let leecher = session();
+    let opts = TorrentOptions {
+        peers: vec![addr],
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    let start = Instant::now();
+    while l.status().pieces_have < 4 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            l.status()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(s);
+    drop(first);
+
+    // The same address again, now without a limit.
+    let mut cfg = config();
+    cfg.listen = addr;
+    let second = Session::new(cfg).unwrap();
+    let s2 = second
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s2, TorrentState::Seeding, Duration::from_secs(20));
+    wait_state(&l, TorrentState::Seeding, Duration::from_secs(30));
+    assert_same(src.path(), dst.path(), &[PathBuf::from("r.bin")]);
 }

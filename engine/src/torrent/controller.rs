@@ -49,6 +49,8 @@ const PIPELINE_SECONDS: f64 = 3.0;
 const DEFAULT_REQQ: usize = 250;
 /// Before retrying an address that failed.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
+/// How soon an outgoing peer whose working connection broke is dialled again.
+const REDIAL_AFTER: Duration = Duration::from_secs(3);
 
 /// Everything needed to start a torrent.
 pub(crate) struct ControllerSetup {

@@ -127,7 +127,24 @@ impl Controller {
             }
             PeerError::Closed if p.ready => {}
             _ if !p.incoming => {
-                self.failed.insert(p.addr, Instant::now() + RETRY_AFTER);
+                // A working connection that broke (reset, timeout, the
+                // peer restarting, data gone on our side) is dialled again
+                // soon; one that never got going, after the longer wait.
+                // Either way it goes back in line: a peer given by hand has
+                // no tracker to hand it out again.
+                let transient = matches!(
+                    reason,
+                    PeerError::Io(_) | PeerError::Idle | PeerError::Storage(_)
+                );
+                let wait = if p.ready && transient {
+                    REDIAL_AFTER
+                } else {
+                    RETRY_AFTER
+                };
+                self.failed.insert(p.addr, Instant::now() + wait);
+                if transient && !self.candidates.contains(&p.addr) {
+                    self.candidates.push_back(p.addr);
+                }
             }
             _ => {}
         }
