@@ -49,8 +49,12 @@ const PIPELINE_SECONDS: f64 = 3.0;
 const DEFAULT_REQQ: usize = 250;
 /// Before retrying an address that failed.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
-/// How soon an outgoing peer whose working connection broke is dialled again.
+/// How soon an outgoing peer whose working connection broke is dialled
+/// again; each failed attempt doubles the wait, up to [`REDIAL_TRIES`].
 const REDIAL_AFTER: Duration = Duration::from_secs(3);
+/// Attempts to reach a lost peer again before waiting for a tracker to
+/// hand it out (3 + 6 + 12 + 24 + 48 s: a restart has about 90 s).
+const REDIAL_TRIES: u32 = 5;
 
 /// Everything needed to start a torrent.
 pub(crate) struct ControllerSetup {
@@ -219,6 +223,9 @@ pub(crate) struct Controller {
     candidates: VecDeque<SocketAddr>,
     known: HashSet<SocketAddr>,
     failed: HashMap<SocketAddr, Instant>,
+    /// Outgoing peers being dialled again after a working connection broke:
+    /// failed attempts since (see `peer_gone`).
+    redials: HashMap<SocketAddr, u32>,
     banned: HashSet<SocketAddr>,
     bad_data: BadDataGuard<SocketAddr>,
 
@@ -336,6 +343,7 @@ impl Controller {
             candidates,
             known,
             failed: HashMap::new(),
+            redials: HashMap::new(),
             banned: HashSet::new(),
             bad_data: BadDataGuard::default(),
             announcer: None,

@@ -127,23 +127,34 @@ impl Controller {
             }
             PeerError::Closed if p.ready => {}
             _ if !p.incoming => {
-                // A working connection that broke (reset, timeout, the
-                // peer restarting, data gone on our side) is dialled again
-                // soon; one that never got going, after the longer wait.
-                // Either way it goes back in line: a peer given by hand has
-                // no tracker to hand it out again.
+                // A working connection that broke (reset, timeout, the peer
+                // restarting, data gone on our side) goes back in line, as
+                // a peer given by hand has no tracker to hand it out again:
+                // dialled after 3 s, then with doubling waits while dialling
+                // fails, REDIAL_TRIES times. Other failures wait RETRY_AFTER
+                // for the tracker to offer the peer again.
                 let transient = matches!(
                     reason,
                     PeerError::Io(_) | PeerError::Idle | PeerError::Storage(_)
                 );
-                let wait = if p.ready && transient {
-                    REDIAL_AFTER
+                let tries = if p.ready {
+                    Some(0)
                 } else {
-                    RETRY_AFTER
+                    self.redials.get(&p.addr).map(|n| n + 1)
                 };
-                self.failed.insert(p.addr, Instant::now() + wait);
-                if transient && !self.candidates.contains(&p.addr) {
-                    self.candidates.push_back(p.addr);
+                match tries {
+                    Some(n) if transient && n < REDIAL_TRIES => {
+                        self.redials.insert(p.addr, n);
+                        self.failed
+                            .insert(p.addr, Instant::now() + REDIAL_AFTER * (1 << n));
+                        if !self.candidates.contains(&p.addr) {
+                            self.candidates.push_back(p.addr);
+                        }
+                    }
+                    _ => {
+                        self.redials.remove(&p.addr);
+                        self.failed.insert(p.addr, Instant::now() + RETRY_AFTER);
+                    }
                 }
             }
             _ => {}
