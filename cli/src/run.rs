@@ -241,7 +241,15 @@ fn serve(
         if all_done {
             break false;
         }
-        std::thread::sleep(TICK);
+        // Sleep a display tick, but notice at once when every torrent has
+        // ended (a download told to exit on completion) or Ctrl-C comes.
+        let until = std::time::Instant::now() + TICK;
+        while std::time::Instant::now() < until
+            && !stop.requested()
+            && !handles.iter().all(TorrentHandle::is_finished)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     };
     if interrupted {
         progress::note(

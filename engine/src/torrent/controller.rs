@@ -464,6 +464,12 @@ impl Controller {
                 recv(self.persist_rx) -> done => {
                     if let Ok(done) = done {
                         self.on_persisted(done);
+                        // Completion lands here: a goal of "no seeding"
+                        // ends now, not at the next tick.
+                        if self.finished_by_goal() {
+                            self.finish();
+                            return;
+                        }
                     }
                 }
                 recv(tracker_peers) -> peers => {
