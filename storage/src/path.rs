@@ -15,6 +15,9 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 
@@ -33,6 +36,8 @@ pub(crate) struct Opened {
     pub file: File,
     /// True when this call created the file (its directory entry is not yet durable).
     pub created: bool,
+    /// `fstat` of the file just after opening it.
+    pub stat: libc::stat,
 }
 
 fn cstr(name: &OsStr, full: &Path) -> Result<CString> {
@@ -145,50 +150,163 @@ fn walk_parent(root: &Path, rel: &Path, access: Access) -> Result<(OwnedFd, CStr
     Ok((dir, c, full))
 }
 
-/// Opens `root/rel` for `access` without following symlinks below `root`.
-///
-/// # Errors
-/// [`Error::FileMissing`] (read of a missing file), [`Error::PathEscapes`]
-/// (symlink on the way), [`Error::IsADirectory`], [`Error::NotARegularFile`],
-/// [`Error::PermissionDenied`], [`Error::DiskFull`], [`Error::Io`].
-pub(crate) fn open_under(root: &Path, rel: &Path, access: Access) -> Result<Opened> {
-    let (dir, name, full) = walk_parent(root, rel, access)?;
+/// Opens file `name` of directory `dir` (`full` is its path, for errors)
+/// for `access`, without following a symlink.
+fn open_in(dir: &OwnedFd, name: &CString, full: &Path, access: Access) -> Result<Opened> {
     // O_NONBLOCK: opening a FIFO must not block; it has no effect on the
     // regular files we accept below.
     let base = libc::O_NOFOLLOW | libc::O_NONBLOCK;
     let (fd, created) = match access {
         Access::Read => (
-            openat(dir.as_raw_fd(), &name, base | libc::O_RDONLY, 0)
-                .map_err(|e| open_error(dir.as_raw_fd(), &name, &full, e))?,
+            openat(dir.as_raw_fd(), name, base | libc::O_RDONLY, 0)
+                .map_err(|e| open_error(dir.as_raw_fd(), name, full, e))?,
             false,
         ),
-        Access::Write => match openat(dir.as_raw_fd(), &name, base | libc::O_RDWR, 0) {
+        Access::Write => match openat(dir.as_raw_fd(), name, base | libc::O_RDWR, 0) {
             Ok(fd) => (fd, false),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let flags = base | libc::O_RDWR | libc::O_CREAT | libc::O_EXCL;
-                match openat(dir.as_raw_fd(), &name, flags, 0o644) {
+                match openat(dir.as_raw_fd(), name, flags, 0o644) {
                     Ok(fd) => (fd, true),
                     // Another thread created it meanwhile.
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
-                        openat(dir.as_raw_fd(), &name, base | libc::O_RDWR, 0)
-                            .map_err(|e| open_error(dir.as_raw_fd(), &name, &full, e))?,
+                        openat(dir.as_raw_fd(), name, base | libc::O_RDWR, 0)
+                            .map_err(|e| open_error(dir.as_raw_fd(), name, full, e))?,
                         false,
                     ),
-                    Err(e) => return Err(open_error(dir.as_raw_fd(), &name, &full, e)),
+                    Err(e) => return Err(open_error(dir.as_raw_fd(), name, full, e)),
                 }
             }
-            Err(e) => return Err(open_error(dir.as_raw_fd(), &name, &full, e)),
+            Err(e) => return Err(open_error(dir.as_raw_fd(), name, full, e)),
         },
     };
     let file = File::from(fd);
-    let meta = file.metadata().map_err(|e| Error::from_io(&full, e))?;
-    if meta.is_dir() {
-        return Err(Error::IsADirectory { path: full });
+    let stat = fstat(&file, full)?;
+    match stat.st_mode & libc::S_IFMT {
+        libc::S_IFREG => Ok(Opened {
+            file,
+            created,
+            stat,
+        }),
+        libc::S_IFDIR => Err(Error::IsADirectory {
+            path: full.to_path_buf(),
+        }),
+        _ => Err(Error::NotARegularFile {
+            path: full.to_path_buf(),
+        }),
     }
-    if !meta.is_file() {
-        return Err(Error::NotARegularFile { path: full });
+}
+
+/// `fstat` of an open file.
+pub(crate) fn fstat(file: &File, path: &Path) -> Result<libc::stat> {
+    // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: the descriptor is open for the call; `st` is a valid out pointer.
+    if unsafe { libc::fstat(file.as_raw_fd(), &mut st) } != 0 {
+        return Err(Error::from_io(path, last_os_error()));
     }
-    Ok(Opened { file, created })
+    Ok(st)
+}
+
+/// How many directories a [`DirCache`] keeps open.
+const DIR_CACHE: usize = 8;
+
+/// The storage root and the most recently used directories below it, kept
+/// open so that opening the next file of a directory is one `openat`
+/// instead of a walk from the root (for a torrent of many small files that
+/// walk was most of the cost of opening each file).
+///
+/// A cached descriptor was reached by the same symlink-refusing walk as a
+/// fresh open, so a symlink planted later in its place is never
+/// followed. A directory deleted under us makes the open fail with
+/// `ENOENT`; the entry is then dropped and the path walked again (so a
+/// write recreates the directory, as without the cache). A directory
+/// *renamed* away keeps being used until it falls out of the cache, as an
+/// open file in the [`FilePool`](crate::FilePool) keeps its old inode.
+#[derive(Debug)]
+pub(crate) struct DirCache {
+    root: PathBuf,
+    /// (path relative to the root, descriptor), most recently used first.
+    dirs: Mutex<Vec<(PathBuf, Arc<OwnedFd>)>>,
+}
+
+impl DirCache {
+    /// A cache for files under `root`; opens nothing yet.
+    pub(crate) fn new(root: PathBuf) -> DirCache {
+        DirCache {
+            root,
+            dirs: Mutex::new(Vec::with_capacity(DIR_CACHE)),
+        }
+    }
+
+    /// The root directory.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Drops every cached descriptor.
+    pub(crate) fn clear(&self) {
+        let old = std::mem::take(&mut *self.dirs.lock());
+        drop(old);
+    }
+
+    fn cached(&self, rel_dir: &Path) -> Option<Arc<OwnedFd>> {
+        let mut dirs = self.dirs.lock();
+        let i = dirs.iter().position(|(p, _)| p == rel_dir)?;
+        let hit = dirs.remove(i);
+        let fd = Arc::clone(&hit.1);
+        dirs.insert(0, hit);
+        Some(fd)
+    }
+
+    fn insert(&self, rel_dir: &Path, fd: Arc<OwnedFd>) {
+        let mut dirs = self.dirs.lock();
+        dirs.retain(|(p, _)| p != rel_dir);
+        dirs.insert(0, (rel_dir.to_path_buf(), fd));
+        dirs.truncate(DIR_CACHE);
+    }
+
+    fn forget(&self, rel_dir: &Path) {
+        let old: Vec<_> = {
+            let mut dirs = self.dirs.lock();
+            let (gone, keep) = std::mem::take(&mut *dirs)
+                .into_iter()
+                .partition(|(p, _)| p == rel_dir);
+            *dirs = keep;
+            gone
+        };
+        drop(old);
+    }
+
+    /// Opens `root/rel` for `access` without following symlinks below the
+    /// root, starting from the cached descriptor of its directory when
+    /// there is one. Writing creates missing directories and the file.
+    ///
+    /// # Errors
+    /// [`Error::FileMissing`] (read of a missing file), [`Error::PathEscapes`]
+    /// (symlink on the way), [`Error::IsADirectory`], [`Error::NotARegularFile`],
+    /// [`Error::PermissionDenied`], [`Error::DiskFull`], [`Error::Io`].
+    pub(crate) fn open(&self, rel: &Path, access: Access) -> Result<Opened> {
+        crate::layout::check_relative(rel)?;
+        let rel_dir = rel.parent().unwrap_or(Path::new(""));
+        if let Some(dir) = self.cached(rel_dir) {
+            let full = self.root.join(rel);
+            let name = match rel.file_name() {
+                Some(n) => cstr(n, &full)?,
+                None => return Err(Error::PathEscapes { path: full }),
+            };
+            match open_in(&dir, &name, &full, access) {
+                // The directory may have been deleted (and maybe recreated)
+                // since it was cached: walk the path again.
+                Err(Error::FileMissing { .. }) => self.forget(rel_dir),
+                r => return r,
+            }
+        }
+        let (dir, name, full) = walk_parent(&self.root, rel, access)?;
+        let opened = open_in(&dir, &name, &full, access)?;
+        self.insert(rel_dir, Arc::new(dir));
+        Ok(opened)
+    }
 }
 
 /// `fstatat` of `root/rel` without following symlinks below root.

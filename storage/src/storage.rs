@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::file::OpenFile;
 use crate::hash::{with_scratch, ZEROS};
 use crate::layout::Layout;
-use crate::path::{sync_parents, Access};
+use crate::path::{sync_parents, Access, DirCache};
 use crate::pool::FilePool;
 
 /// How data files are accessed. Both give the same results; they differ in
@@ -47,6 +47,8 @@ pub struct Storage {
     /// Files created by this storage whose directory entries are not yet
     /// fsynced (done by the next flush touching them).
     unsynced_dirs: Mutex<HashSet<usize>>,
+    /// Open directories below `root`, for opening files.
+    dirs: DirCache,
 }
 
 impl Storage {
@@ -71,6 +73,7 @@ impl Storage {
         Ok(Storage {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             layout,
+            dirs: DirCache::new(root.clone()),
             root,
             pool,
             backend,
@@ -123,7 +126,7 @@ impl Storage {
         let spec = &self.layout.files()[file];
         self.pool.get((self.id, file), access == Access::Write, || {
             let (f, created) =
-                OpenFile::open(&self.root, &spec.path, spec.length, access, self.backend)?;
+                OpenFile::open(&self.dirs, &spec.path, spec.length, access, self.backend)?;
             if created {
                 self.unsynced_dirs.lock().insert(file);
             }
@@ -404,6 +407,7 @@ impl Storage {
     /// paused). Later calls reopen them as needed.
     pub fn release_files(&self) {
         self.pool.release(self.id);
+        self.dirs.clear();
     }
 
     #[cfg(test)]
@@ -662,6 +666,46 @@ mod tests {
             write_all(&s, &data, 16384);
             s.flush_piece(1).unwrap();
             assert_eq!(std::fs::read(&path).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn directory_deleted_or_replaced_after_its_first_file() {
+        for backend in BACKENDS {
+            let dir = tempfile::tempdir().unwrap();
+            let outside = tempfile::tempdir().unwrap();
+            let root = dir.path().join("root");
+            let files = ["a/x", "a/y", "a/z"]
+                .iter()
+                .map(|p| crate::FileSpec {
+                    path: PathBuf::from(p),
+                    length: 10,
+                    padding: false,
+                })
+                .collect();
+            let data = random_bytes(30, 9);
+            let hashes = data.chunks(10).map(|c| crate::hash_blocks([c])).collect();
+            let layout = Layout::new(files, 10, hashes).unwrap();
+            let s = storage(layout, &root, 8, backend);
+            s.write_block(0, 0, &data[..10]).unwrap();
+            // The directory of a/x goes away (its descriptor stays cached):
+            // the next file is created in a new directory at the same path.
+            std::fs::remove_dir_all(root.join("a")).unwrap();
+            s.write_block(1, 0, &data[10..20]).unwrap();
+            assert_eq!(std::fs::read(root.join("a/y")).unwrap(), &data[10..20]);
+            let mut b = [0u8; 10];
+            assert!(matches!(
+                s.read_block(0, 0, &mut b),
+                Err(Error::FileMissing { .. })
+            ));
+            s.read_block(1, 0, &mut b).unwrap();
+            assert_eq!(b, data[10..20]);
+            // Replaced by a symlink leading out: refused, nothing written there.
+            std::fs::remove_dir_all(root.join("a")).unwrap();
+            symlink(outside.path(), root.join("a")).unwrap();
+            let r = s.write_block(2, 0, &data[20..]);
+            assert!(matches!(r, Err(Error::PathEscapes { .. })), "{r:?}");
+            assert!(!outside.path().join("z").exists());
         }
     }
 
