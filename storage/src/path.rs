@@ -9,6 +9,7 @@
 //! check-then-open race a `canonicalize` + prefix test would have. The root
 //! itself is the user's choice and may be a symlink.
 
+use std::collections::BTreeSet;
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io;
@@ -209,7 +210,7 @@ pub(crate) fn fstat(file: &File, path: &Path) -> Result<libc::stat> {
 }
 
 /// How many directories a [`DirCache`] keeps open.
-const DIR_CACHE: usize = 8;
+const DIR_CACHE: usize = 32;
 
 /// The storage root and the most recently used directories below it, kept
 /// open so that opening the next file of a directory is one `openat`
@@ -218,9 +219,9 @@ const DIR_CACHE: usize = 8;
 ///
 /// A cached descriptor was reached by the same symlink-refusing walk as a
 /// fresh open, so a symlink planted later in its place is never
-/// followed. A directory deleted under us makes the open fail with
-/// `ENOENT`; the entry is then dropped and the path walked again (so a
-/// write recreates the directory, as without the cache). A directory
+/// followed. When an open fails with `ENOENT` and the cached directory
+/// turns out to be deleted, the entry is dropped and the path walked again
+/// (so a write recreates the directory, as without the cache). A directory
 /// *renamed* away keeps being used until it falls out of the cache, as an
 /// open file in the [`FilePool`](crate::FilePool) keeps its old inode.
 #[derive(Debug)]
@@ -296,9 +297,9 @@ impl DirCache {
                 None => return Err(Error::PathEscapes { path: full }),
             };
             match open_in(&dir, &name, &full, access) {
-                // The directory may have been deleted (and maybe recreated)
-                // since it was cached: walk the path again.
-                Err(Error::FileMissing { .. }) => self.forget(rel_dir),
+                // The directory was deleted (and maybe recreated) since it
+                // was cached: walk the path again.
+                Err(Error::FileMissing { .. }) if dir_deleted(&dir) => self.forget(rel_dir),
                 r => return r,
             }
         }
@@ -307,16 +308,50 @@ impl DirCache {
         self.insert(rel_dir, Arc::new(dir));
         Ok(opened)
     }
+
+    /// `fstatat` of `root/rel` without following symlinks below the root,
+    /// from the cached directory when there is one. `Ok(None)` when the file
+    /// (or a parent directory) does not exist.
+    ///
+    /// # Errors
+    /// [`Error::PathEscapes`] (symlink on the way), other IO errors.
+    pub(crate) fn stat(&self, rel: &Path) -> Result<Option<libc::stat>> {
+        crate::layout::check_relative(rel)?;
+        let rel_dir = rel.parent().unwrap_or(Path::new(""));
+        if let Some(dir) = self.cached(rel_dir) {
+            let full = self.root.join(rel);
+            let name = match rel.file_name() {
+                Some(n) => cstr(n, &full)?,
+                None => return Err(Error::PathEscapes { path: full }),
+            };
+            match stat_at(&dir, &name, &full)? {
+                None if dir_deleted(&dir) => self.forget(rel_dir),
+                st => return Ok(st),
+            }
+        }
+        let (dir, name, full) = match walk_parent(&self.root, rel, Access::Read) {
+            Ok(x) => x,
+            Err(Error::FileMissing { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let st = stat_at(&dir, &name, &full)?;
+        self.insert(rel_dir, Arc::new(dir));
+        Ok(st)
+    }
 }
 
-/// `fstatat` of `root/rel` without following symlinks below root.
-/// `Ok(None)` when the file (or a parent directory) does not exist.
-pub(crate) fn stat_under(root: &Path, rel: &Path) -> Result<Option<libc::stat>> {
-    let (dir, name, full) = match walk_parent(root, rel, Access::Read) {
-        Ok(x) => x,
-        Err(Error::FileMissing { .. }) => return Ok(None),
-        Err(e) => return Err(e),
-    };
+/// True when directory `dir` has been deleted (or cannot be examined).
+fn dir_deleted(dir: &OwnedFd) -> bool {
+    // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: the descriptor is open for the call; `st` is a valid out pointer.
+    let r = unsafe { libc::fstat(dir.as_raw_fd(), &mut st) };
+    r != 0 || st.st_nlink == 0
+}
+
+/// `fstatat` of `name` in `dir` without following a symlink; `Ok(None)`
+/// when it does not exist.
+fn stat_at(dir: &OwnedFd, name: &CString, full: &Path) -> Result<Option<libc::stat>> {
     // SAFETY: an all-zero `stat` is a valid value to be overwritten.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: valid dir fd, NUL-terminated name, `st` is a valid out pointer.
@@ -333,7 +368,7 @@ pub(crate) fn stat_under(root: &Path, rel: &Path) -> Result<Option<libc::stat>> 
         if e.kind() == io::ErrorKind::NotFound {
             return Ok(None);
         }
-        return Err(Error::from_io(&full, e));
+        return Err(Error::from_io(full, e));
     }
     Ok(Some(st))
 }
@@ -341,6 +376,16 @@ pub(crate) fn stat_under(root: &Path, rel: &Path) -> Result<Option<libc::stat>> 
 /// fsyncs every directory from `root` down to the parent of `rel`, making a
 /// newly created file's directory entries durable.
 pub(crate) fn sync_parents(root: &Path, rel: &Path) -> Result<()> {
+    sync_parents_all(root, [rel])
+}
+
+/// fsyncs, once each, every directory from `root` down to the parents of
+/// all of `rels` (for many new files in a few directories: one fsync per
+/// directory rather than one per directory per file).
+pub(crate) fn sync_parents_all<'a>(
+    root: &Path,
+    rels: impl IntoIterator<Item = &'a Path>,
+) -> Result<()> {
     let sync = |fd: &OwnedFd, p: &Path| -> Result<()> {
         // SAFETY: fd is an open descriptor owned by the caller.
         if unsafe { libc::fsync(fd.as_raw_fd()) } != 0 {
@@ -348,17 +393,29 @@ pub(crate) fn sync_parents(root: &Path, rel: &Path) -> Result<()> {
         }
         Ok(())
     };
-    let mut dir = open_root(root, Access::Read)?;
-    sync(&dir, root)?;
-    let mut names: Vec<&OsStr> = rel.components().map(|c| c.as_os_str()).collect();
-    names.pop();
-    let full = root.join(rel);
-    for name in names {
-        let c = cstr(name, &full)?;
-        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
-        dir = openat(dir.as_raw_fd(), &c, flags, 0)
-            .map_err(|e| open_error(dir.as_raw_fd(), &c, &full, e))?;
-        sync(&dir, &full)?;
+    // Every directory below the root on the way to a file, each once.
+    let mut dirs: BTreeSet<Vec<&OsStr>> = BTreeSet::new();
+    for rel in rels {
+        let mut names: Vec<&OsStr> = rel.components().map(|c| c.as_os_str()).collect();
+        names.pop();
+        for i in 1..=names.len() {
+            dirs.insert(names[..i].to_vec());
+        }
+    }
+    let root_fd = open_root(root, Access::Read)?;
+    sync(&root_fd, root)?;
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+    for names in dirs {
+        let full = names.iter().fold(root.to_path_buf(), |p, n| p.join(n));
+        let mut dir: Option<OwnedFd> = None;
+        for name in &names {
+            let c = cstr(name, &full)?;
+            let parent = dir.as_ref().unwrap_or(&root_fd).as_raw_fd();
+            dir = Some(openat(parent, &c, flags, 0).map_err(|e| open_error(parent, &c, &full, e))?);
+        }
+        if let Some(d) = &dir {
+            sync(d, &full)?;
+        }
     }
     Ok(())
 }

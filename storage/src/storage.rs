@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::file::OpenFile;
 use crate::hash::{with_scratch, ZEROS};
 use crate::layout::Layout;
-use crate::path::{sync_parents, Access, DirCache};
+use crate::path::{sync_parents, sync_parents_all, Access, DirCache};
 use crate::pool::FilePool;
 
 /// How data files are accessed. Both give the same results; they differ in
@@ -321,16 +321,24 @@ impl Storage {
             }
         }
         let mut missing = Vec::new();
+        let mut created = Vec::new();
         for (file, (start, end, touching)) in files {
             match self.with_file(file, Access::Read, |f| f.sync_range(start, end - start)) {
                 Ok(()) => {}
                 Err(e) if e.is_missing_data() => missing.extend(touching),
                 Err(e) => return Err(e),
             }
-            let needs_dir = self.unsynced_dirs.lock().contains(&file);
-            if needs_dir {
-                sync_parents(&self.root, &self.layout.files()[file].path)?;
-                self.unsynced_dirs.lock().remove(&file);
+            if self.unsynced_dirs.lock().contains(&file) {
+                created.push(file);
+            }
+        }
+        if !created.is_empty() {
+            // Each directory once, however many new files it holds.
+            let files = self.layout.files();
+            sync_parents_all(&self.root, created.iter().map(|&f| files[f].path.as_path()))?;
+            let mut unsynced = self.unsynced_dirs.lock();
+            for f in created {
+                unsynced.remove(&f);
             }
         }
         missing.sort_unstable();
@@ -408,6 +416,11 @@ impl Storage {
     pub fn release_files(&self) {
         self.pool.release(self.id);
         self.dirs.clear();
+    }
+
+    /// `fstatat` of `rel` under the root (see [`DirCache::stat`]).
+    pub(crate) fn stat_file(&self, rel: &Path) -> Result<Option<libc::stat>> {
+        self.dirs.stat(rel)
     }
 
     #[cfg(test)]
@@ -707,6 +720,48 @@ mod tests {
             assert!(matches!(r, Err(Error::PathEscapes { .. })), "{r:?}");
             assert!(!outside.path().join("z").exists());
         }
+    }
+
+    #[test]
+    fn flush_pieces_syncs_new_files_in_nested_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = ["top", "a/b/x", "a/b/y", "a/c/z", "d/w"];
+        let files = paths
+            .iter()
+            .map(|p| crate::FileSpec {
+                path: PathBuf::from(p),
+                length: 7,
+                padding: false,
+            })
+            .collect();
+        let data = random_bytes(35, 11);
+        let hashes = data.chunks(16).map(|c| crate::hash_blocks([c])).collect();
+        let layout = Layout::new(files, 16, hashes).unwrap();
+        let s = storage(layout, dir.path(), 2, Backend::PositionedIo);
+        write_all(&s, &data, 16);
+        assert_eq!(s.unsynced_dirs.lock().len(), 5);
+        assert_eq!(s.flush_pieces(&[0, 1, 2]).unwrap(), Vec::<usize>::new());
+        assert!(s.unsynced_dirs.lock().is_empty());
+        for (i, p) in paths.iter().enumerate() {
+            assert_eq!(
+                std::fs::read(dir.path().join(p)).unwrap(),
+                &data[i * 7..i * 7 + 7]
+            );
+        }
+        // A symlinked directory met while syncing is refused.
+        let s = storage(
+            s.layout().clone(),
+            &dir.path().join("r"),
+            2,
+            Backend::PositionedIo,
+        );
+        write_all(&s, &data, 16);
+        std::fs::rename(dir.path().join("r/a/b"), dir.path().join("moved")).unwrap();
+        symlink(dir.path().join("moved"), dir.path().join("r/a/b")).unwrap();
+        assert!(matches!(
+            s.flush_pieces(&[0, 1, 2]),
+            Err(Error::PathEscapes { .. })
+        ));
     }
 
     #[test]
