@@ -92,6 +92,7 @@ pub fn collect(path: &Path) -> anyhow::Result<Source> {
         walk(
             &root,
             &root,
+            root.clone(),
             &mut Vec::new(),
             &mut active,
             &mut files,
@@ -123,17 +124,21 @@ pub fn collect(path: &Path) -> anyhow::Result<Source> {
     Ok(source)
 }
 
+/// Walks directory `dir`, whose canonical path is `real_dir`.
+///
+/// Entries that are not symlinks are taken from the directory listing
+/// (`d_type`, one `fstatat` per file for its length): their canonical path
+/// is `real_dir/name`, so only symlinks need a `canonicalize` (a `readlink`
+/// per path component) to check where they lead.
 fn walk(
     root: &Path,
     dir: &Path,
+    real_dir: PathBuf,
     prefix: &mut Vec<String>,
     active: &mut HashSet<PathBuf>,
     files: &mut Vec<Vec<String>>,
     disk: &mut Vec<(PathBuf, u64)>,
 ) -> anyhow::Result<()> {
-    let real_dir = std::fs::canonicalize(dir)
-        .with_context(|| format!("cannot read {}", dir.display()))
-        .code(Code::Usage)?;
     if !active.insert(real_dir.clone()) {
         return Err(coded(
             Code::Usage,
@@ -148,24 +153,31 @@ fn walk(
     for entry in entries {
         let p = entry.path();
         let name = utf8_name(&p)?;
-        let real = std::fs::canonicalize(&p)
-            .map_err(|e| coded(Code::Usage, anyhow!("cannot read {}: {}", p.display(), e)))?;
-        if !real.starts_with(root) {
-            return Err(coded(
-                Code::Usage,
-                anyhow!(
-                    "{} is a symlink leading out of {} (to {})",
-                    p.display(),
-                    root.display(),
-                    real.display()
-                ),
-            ));
-        }
-        let meta = std::fs::metadata(&real)
-            .map_err(|e| coded(Code::Usage, anyhow!("cannot read {}: {}", p.display(), e)))?;
+        let cannot =
+            |e: std::io::Error| coded(Code::Usage, anyhow!("cannot read {}: {}", p.display(), e));
+        let kind = entry.file_type().map_err(cannot)?;
+        let (real, meta) = if kind.is_symlink() {
+            let real = std::fs::canonicalize(&p).map_err(cannot)?;
+            if !real.starts_with(root) {
+                return Err(coded(
+                    Code::Usage,
+                    anyhow!(
+                        "{} is a symlink leading out of {} (to {})",
+                        p.display(),
+                        root.display(),
+                        real.display()
+                    ),
+                ));
+            }
+            let meta = std::fs::metadata(&real).map_err(cannot)?;
+            (real, meta)
+        } else {
+            let meta = entry.metadata().map_err(cannot)?;
+            (real_dir.join(entry.file_name()), meta)
+        };
         prefix.push(name);
         if meta.is_dir() {
-            walk(root, &p, prefix, active, files, disk)?;
+            walk(root, &p, real, prefix, active, files, disk)?;
         } else if meta.is_file() {
             files.push(prefix.clone());
             disk.push((real, meta.len()));

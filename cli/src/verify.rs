@@ -72,7 +72,9 @@ pub fn check(m: &Metainfo, dir: &std::path::Path, quiet: bool) -> anyhow::Result
         let range = layout.file_pieces(i);
         let bad_pieces = ok[range].iter().filter(|ok| !**ok).count();
         let path = m.info.disk_path(f);
-        let missing = f.length > 0 && !dir.join(&path).exists();
+        // A missing file fails every piece it touches; only look for it
+        // then (a stat per file would walk each path once more).
+        let missing = f.length > 0 && bad_pieces > 0 && !dir.join(&path).exists();
         if bad_pieces > 0 || missing {
             files.push(BadFile {
                 path: path.display().to_string(),

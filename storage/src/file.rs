@@ -39,7 +39,7 @@ use memmap2::{MmapOptions, MmapRaw};
 use sha1::{Digest, Sha1};
 
 use crate::error::{Error, Result};
-use crate::path::{open_under, Access};
+use crate::path::{Access, DirCache};
 use crate::storage::Backend;
 
 /// Size of the scratch buffer used to hash through positioned reads: small
@@ -48,6 +48,13 @@ pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// Files at least this long get an upload map ([`OpenFile::upload_map`]).
 pub(crate) const UPLOAD_MAP_MIN: u64 = 1 << 20;
+
+/// Files shorter than this are never mapped, whatever the backend: for a
+/// file of a few pages the `mmap`, the fault and the `munmap` (a TLB
+/// shootdown on every core running the process) cost more than copying the
+/// bytes with `pread`. (Tests map every non-empty file, to exercise maps
+/// on small layouts.)
+pub(crate) const MIN_MAP_LEN: u64 = if cfg!(test) { 1 } else { 256 * 1024 };
 
 /// Allocates `0..len` of `file`; returns 0 or an errno value.
 ///
@@ -92,17 +99,17 @@ pub(crate) struct OpenFile {
 }
 
 impl OpenFile {
-    /// Opens `root/rel` (expected to be `expected` bytes long). Returns the
-    /// file and whether this call created it.
+    /// Opens `rel` under the root of `dirs` (expected to be `expected`
+    /// bytes long). Returns the file and whether this call created it.
     pub(crate) fn open(
-        root: &Path,
+        dirs: &DirCache,
         rel: &Path,
         expected: u64,
         access: Access,
         backend: Backend,
     ) -> Result<(OpenFile, bool)> {
-        let opened = open_under(root, rel, access)?;
-        let path = root.join(rel);
+        let opened = dirs.open(rel, access)?;
+        let path = dirs.root().join(rel);
         let mut of = OpenFile {
             file: opened.file,
             path,
@@ -113,32 +120,26 @@ impl OpenFile {
             reserved: false,
         };
         if of.writable {
-            of.reserve()?;
+            of.reserve(&opened.stat)?;
         }
-        if backend == Backend::Mmap && expected > 0 {
-            of.map = of.try_map()?;
+        if backend == Backend::Mmap && expected >= MIN_MAP_LEN {
+            of.map = of.try_map(&opened.stat)?;
         }
         Ok((of, opened.created))
     }
 
     fn fstat(&self) -> Result<libc::stat> {
-        // SAFETY: an all-zero `stat` is a valid value to be overwritten.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: the descriptor is open for the lifetime of `self`; `st` is a valid out pointer.
-        if unsafe { libc::fstat(self.file.as_raw_fd(), &mut st) } != 0 {
-            return Err(Error::from_io(&self.path, io::Error::last_os_error()));
-        }
-        Ok(st)
+        crate::path::fstat(&self.file, &self.path)
     }
 
     /// Allocates disk blocks for the whole file so later writes cannot fail
     /// for lack of space.
-    fn reserve(&mut self) -> Result<()> {
+    /// `st` is the file's `fstat` taken when it was opened.
+    fn reserve(&mut self, st: &libc::stat) -> Result<()> {
         if self.expected == 0 {
             self.reserved = true;
             return Ok(());
         }
-        let st = self.fstat()?;
         let size = st.st_size as u64;
         if size >= self.expected && (st.st_blocks as u64).saturating_mul(512) >= self.expected {
             self.reserved = true;
@@ -170,11 +171,13 @@ impl OpenFile {
     }
 
     /// Maps the file when that is safe (see module doc); `None` otherwise.
-    fn try_map(&self) -> Result<Option<MmapRaw>> {
+    /// `st` is the file's `fstat` taken when it was opened (before any
+    /// reservation, which only makes a writable file longer).
+    fn try_map(&self, st: &libc::stat) -> Result<Option<MmapRaw>> {
         let Ok(len) = usize::try_from(self.expected) else {
             return Ok(None);
         };
-        if !self.writable && (self.fstat()?.st_size as u64) < self.expected {
+        if !self.writable && (st.st_size as u64) < self.expected {
             // Shorter than the layout: never map it (reads go through the
             // length check and fail with FileTooShort).
             return Ok(None);
@@ -419,9 +422,7 @@ impl OpenFile {
             let n = ((end - pos) as usize).min(scratch.len());
             match self.file.read_exact_at(&mut scratch[..n], pos) {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    return Err(self.short_read())
-                }
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(self.short_read()),
                 Err(e) => return Err(Error::from_io(&self.path, e)),
             }
             hasher.update(&scratch[..n]);

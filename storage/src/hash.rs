@@ -112,21 +112,36 @@ pub fn hash_files(
     pool.install(|| {
         (0..count)
             .into_par_iter()
-            .map(|piece| {
-                let r = hash_file_piece(files, &layout, piece);
-                progress(done.fetch_add(1, Ordering::Relaxed) + 1, count);
-                r
-            })
+            // Each rayon job walks a run of consecutive pieces: keep the
+            // last file open across them, so a file spanning many pieces is
+            // opened once per job rather than once per piece.
+            .map_init(
+                || None,
+                |last, piece| {
+                    let r = hash_file_piece(files, &layout, piece, last);
+                    progress(done.fetch_add(1, Ordering::Relaxed) + 1, count);
+                    r
+                },
+            )
             .collect()
     })
 }
 
-fn hash_file_piece(files: &[(PathBuf, u64)], layout: &Layout, piece: usize) -> Result<[u8; 20]> {
+fn hash_file_piece(
+    files: &[(PathBuf, u64)],
+    layout: &Layout,
+    piece: usize,
+    last: &mut Option<(usize, File)>,
+) -> Result<[u8; 20]> {
     let mut h = Sha1::new();
     with_scratch(|scratch| {
         for span in layout.spans(piece, 0, layout.piece_len(piece)) {
             let (path, expected) = &files[span.file];
-            let file = File::open(path).map_err(|e| Error::from_io(path, e))?;
+            let file = match last.take() {
+                Some((i, f)) if i == span.file => f,
+                _ => File::open(path).map_err(|e| Error::from_io(path, e))?,
+            };
+            let file = &last.insert((span.file, file)).1;
             let mut pos = span.file_offset;
             let end = span.file_offset + span.len;
             while pos < end {

@@ -47,6 +47,12 @@
 //! 1.3-1.6x. Positioned IO also cannot raise `SIGBUS` at all. Pick
 //! [`Backend::Mmap`] explicitly for that seeding case.
 //!
+//! Either way, files shorter than 256 KiB are read and written with
+//! positioned IO: mapping a file of a few pages (`mmap`, a fault, an
+//! `munmap` with a TLB shootdown) costs more than copying it. On the
+//! 1,000-file `dir256` set (734 files under 64 KiB) that made `bittern
+//! verify` use about 5% less CPU.
+//!
 //! # Example
 //! ```
 //! use std::sync::Arc;

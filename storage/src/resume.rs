@@ -34,7 +34,6 @@ use std::path::{Path, PathBuf};
 use sha1::{Digest, Sha1};
 
 use crate::error::{Error, Result, ResumeCorruption};
-use crate::path::stat_under;
 use crate::storage::Storage;
 
 const MAGIC: &[u8; 8] = b"BTRNRSM\0";
@@ -99,7 +98,7 @@ fn current_stamps(storage: &Storage) -> Vec<Option<FileStamp>> {
             if f.padding {
                 return None;
             }
-            match stat_under(storage.root(), &f.path) {
+            match storage.stat_file(&f.path) {
                 Ok(Some(st)) => FileStamp::from_stat(&st),
                 _ => None,
             }

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::file::OpenFile;
 use crate::hash::{with_scratch, ZEROS};
 use crate::layout::Layout;
-use crate::path::{sync_parents, Access};
+use crate::path::{sync_parents, sync_parents_all, Access, DirCache};
 use crate::pool::FilePool;
 
 /// How data files are accessed. Both give the same results; they differ in
@@ -47,6 +47,8 @@ pub struct Storage {
     /// Files created by this storage whose directory entries are not yet
     /// fsynced (done by the next flush touching them).
     unsynced_dirs: Mutex<HashSet<usize>>,
+    /// Open directories below `root`, for opening files.
+    dirs: DirCache,
 }
 
 impl Storage {
@@ -71,6 +73,7 @@ impl Storage {
         Ok(Storage {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             layout,
+            dirs: DirCache::new(root.clone()),
             root,
             pool,
             backend,
@@ -128,7 +131,7 @@ impl Storage {
         let spec = &self.layout.files()[file];
         self.pool.get((self.id, file), access == Access::Write, || {
             let (f, created) =
-                OpenFile::open(&self.root, &spec.path, spec.length, access, self.backend)?;
+                OpenFile::open(&self.dirs, &spec.path, spec.length, access, self.backend)?;
             if created {
                 self.unsynced_dirs.lock().insert(file);
             }
@@ -323,16 +326,24 @@ impl Storage {
             }
         }
         let mut missing = Vec::new();
+        let mut created = Vec::new();
         for (file, (start, end, touching)) in files {
             match self.with_file(file, Access::Read, |f| f.sync_range(start, end - start)) {
                 Ok(()) => {}
                 Err(e) if e.is_missing_data() => missing.extend(touching),
                 Err(e) => return Err(e),
             }
-            let needs_dir = self.unsynced_dirs.lock().contains(&file);
-            if needs_dir {
-                sync_parents(&self.root, &self.layout.files()[file].path)?;
-                self.unsynced_dirs.lock().remove(&file);
+            if self.unsynced_dirs.lock().contains(&file) {
+                created.push(file);
+            }
+        }
+        if !created.is_empty() {
+            // Each directory once, however many new files it holds.
+            let files = self.layout.files();
+            sync_parents_all(&self.root, created.iter().map(|&f| files[f].path.as_path()))?;
+            let mut unsynced = self.unsynced_dirs.lock();
+            for f in created {
+                unsynced.remove(&f);
             }
         }
         missing.sort_unstable();
@@ -356,6 +367,40 @@ impl Storage {
         if !spec.padding {
             self.handle(file, Access::Write)?;
         }
+        Ok(())
+    }
+
+    /// Creates and reserves file `file` now without keeping it open, so a
+    /// background thread can take file creation (on ext4 with many deleted
+    /// inodes, a millisecond per file) off the threads that write blocks.
+    /// An existing file is only reserved (when it is not yet). Padding and
+    /// zero-length files are left alone.
+    ///
+    /// # Errors
+    /// As [`Storage::write_block`]; [`Error::OutOfRange`] for a bad index.
+    pub fn prepare_file(&self, file: usize) -> Result<()> {
+        let Some(spec) = self.layout.files().get(file) else {
+            return Err(Error::OutOfRange {
+                piece: 0,
+                offset: 0,
+                len: 0,
+            });
+        };
+        if spec.padding || spec.length == 0 {
+            return Ok(());
+        }
+        // Positioned IO: no map to make and tear down for a handle dropped at once.
+        let (f, created) = OpenFile::open(
+            &self.dirs,
+            &spec.path,
+            spec.length,
+            Access::Write,
+            Backend::PositionedIo,
+        )?;
+        if created {
+            self.unsynced_dirs.lock().insert(file);
+        }
+        drop(f);
         Ok(())
     }
 
@@ -409,6 +454,12 @@ impl Storage {
     /// paused). Later calls reopen them as needed.
     pub fn release_files(&self) {
         self.pool.release(self.id);
+        self.dirs.clear();
+    }
+
+    /// `fstatat` of `rel` under the root (see [`DirCache::stat`]).
+    pub(crate) fn stat_file(&self, rel: &Path) -> Result<Option<libc::stat>> {
+        self.dirs.stat(rel)
     }
 
     #[cfg(test)]
@@ -668,6 +719,121 @@ mod tests {
             s.flush_piece(1).unwrap();
             assert_eq!(std::fs::read(&path).unwrap(), data);
         }
+    }
+
+    #[test]
+    fn directory_deleted_or_replaced_after_its_first_file() {
+        for backend in BACKENDS {
+            let dir = tempfile::tempdir().unwrap();
+            let outside = tempfile::tempdir().unwrap();
+            let root = dir.path().join("root");
+            let files = ["a/x", "a/y", "a/z"]
+                .iter()
+                .map(|p| crate::FileSpec {
+                    path: PathBuf::from(p),
+                    length: 10,
+                    padding: false,
+                })
+                .collect();
+            let data = random_bytes(30, 9);
+            let hashes = data.chunks(10).map(|c| crate::hash_blocks([c])).collect();
+            let layout = Layout::new(files, 10, hashes).unwrap();
+            let s = storage(layout, &root, 8, backend);
+            s.write_block(0, 0, &data[..10]).unwrap();
+            // The directory of a/x goes away (its descriptor stays cached):
+            // the next file is created in a new directory at the same path.
+            std::fs::remove_dir_all(root.join("a")).unwrap();
+            s.write_block(1, 0, &data[10..20]).unwrap();
+            assert_eq!(std::fs::read(root.join("a/y")).unwrap(), &data[10..20]);
+            let mut b = [0u8; 10];
+            assert!(matches!(
+                s.read_block(0, 0, &mut b),
+                Err(Error::FileMissing { .. })
+            ));
+            s.read_block(1, 0, &mut b).unwrap();
+            assert_eq!(b, data[10..20]);
+            // Replaced by a symlink leading out: refused, nothing written there.
+            std::fs::remove_dir_all(root.join("a")).unwrap();
+            symlink(outside.path(), root.join("a")).unwrap();
+            let r = s.write_block(2, 0, &data[20..]);
+            assert!(matches!(r, Err(Error::PathEscapes { .. })), "{r:?}");
+            assert!(!outside.path().join("z").exists());
+        }
+    }
+
+    #[test]
+    fn flush_pieces_syncs_new_files_in_nested_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = ["top", "a/b/x", "a/b/y", "a/c/z", "d/w"];
+        let files = paths
+            .iter()
+            .map(|p| crate::FileSpec {
+                path: PathBuf::from(p),
+                length: 7,
+                padding: false,
+            })
+            .collect();
+        let data = random_bytes(35, 11);
+        let hashes = data.chunks(16).map(|c| crate::hash_blocks([c])).collect();
+        let layout = Layout::new(files, 16, hashes).unwrap();
+        let s = storage(layout, dir.path(), 2, Backend::PositionedIo);
+        write_all(&s, &data, 16);
+        assert_eq!(s.unsynced_dirs.lock().len(), 5);
+        assert_eq!(s.flush_pieces(&[0, 1, 2]).unwrap(), Vec::<usize>::new());
+        assert!(s.unsynced_dirs.lock().is_empty());
+        for (i, p) in paths.iter().enumerate() {
+            assert_eq!(
+                std::fs::read(dir.path().join(p)).unwrap(),
+                &data[i * 7..i * 7 + 7]
+            );
+        }
+        // A symlinked directory met while syncing is refused.
+        let s = storage(
+            s.layout().clone(),
+            &dir.path().join("r"),
+            2,
+            Backend::PositionedIo,
+        );
+        write_all(&s, &data, 16);
+        std::fs::rename(dir.path().join("r/a/b"), dir.path().join("moved")).unwrap();
+        symlink(dir.path().join("moved"), dir.path().join("r/a/b")).unwrap();
+        assert!(matches!(
+            s.flush_pieces(&[0, 1, 2]),
+            Err(Error::PathEscapes { .. })
+        ));
+    }
+
+    #[test]
+    fn prepared_files_exist_reserved_and_their_directories_get_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let lens = files();
+        let data = data_for(&lens, 12);
+        let s = storage(layout_for(&lens, 1024, &data), dir.path(), 2, Backend::Mmap);
+        for i in 0..lens.len() {
+            s.prepare_file(i).unwrap();
+        }
+        assert_eq!(s.pool.open_count(), 0);
+        for (i, &(l, pad)) in lens.iter().enumerate() {
+            let path = dir.path().join(format!("d{}/f{i}", i % 3));
+            if pad || l == 0 {
+                assert!(!path.exists(), "{i}");
+            } else {
+                assert_eq!(std::fs::metadata(&path).unwrap().len(), l);
+            }
+        }
+        // Created by prepare_file: their directories are synced at the flush.
+        assert_eq!(s.unsynced_dirs.lock().len(), 4);
+        write_all(&s, &data, 500);
+        let all: Vec<usize> = (0..s.layout().piece_count()).collect();
+        assert!(s.flush_pieces(&all).unwrap().is_empty());
+        assert!(s.unsynced_dirs.lock().is_empty());
+        for p in all {
+            assert!(s.check_piece(p).unwrap());
+        }
+        assert!(matches!(
+            s.prepare_file(lens.len()),
+            Err(Error::OutOfRange { .. })
+        ));
     }
 
     #[test]

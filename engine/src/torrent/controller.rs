@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -238,6 +238,8 @@ pub(crate) struct Controller {
 
     state: TorrentState,
     completed_at: Option<Instant>,
+    /// The file preparation thread and its stop flag (see `start_prepare`).
+    prepare: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
     hash_failures: u64,
     last_choke: Instant,
     last_resume: Instant,
@@ -352,6 +354,7 @@ impl Controller {
             up_rate: RateMeasure::new(Duration::from_secs(20), now),
             state: TorrentState::Checking,
             completed_at: None,
+            prepare: None,
             hash_failures: 0,
             last_choke: now,
             last_resume: now,
@@ -362,6 +365,49 @@ impl Controller {
             persisting: false,
             persist_again: false,
             completing: false,
+        }
+    }
+
+    /// Creates and reserves the wanted files on a short-lived thread, in
+    /// torrent order, while the download runs. Creating a file can take a
+    /// millisecond (ext4 searching for a free inode among recently deleted
+    /// ones); done lazily by the first write, that stalls a peer reader,
+    /// and with it that connection, once per file. A file a reader reaches
+    /// first is created by the reader as before; a failure (a full disk)
+    /// only ends the thread: the write path reports it as before.
+    fn start_prepare(&mut self) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let storage = Arc::clone(&self.storage);
+        let wanted = self.options.wanted_files.clone();
+        let short = self.short();
+        let job = move || {
+            let files = storage.layout().files().len();
+            for i in (0..files).filter(|&i| wanted.get(i).copied().unwrap_or(true)) {
+                if flag.load(Ordering::Relaxed) {
+                    return;
+                }
+                if let Err(e) = storage.prepare_file(i) {
+                    debug!("{short}: preparing files stopped: {e}");
+                    return;
+                }
+            }
+        };
+        match std::thread::Builder::new()
+            .name(format!("prep-{}", self.short()))
+            .spawn(job)
+        {
+            Ok(t) => self.prepare = Some((stop, t)),
+            // Not needed for correctness: files are created on first write.
+            Err(e) => debug!("{}: no file preparation thread: {e}", self.short()),
+        }
+    }
+
+    /// Stops the file preparation thread (it finishes the file at hand).
+    fn stop_prepare(&mut self) {
+        if let Some((stop, t)) = self.prepare.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = t.join();
         }
     }
 
@@ -418,6 +464,9 @@ impl Controller {
         if self.options.paused {
             self.set_state(TorrentState::Paused);
         } else {
+            if self.state == TorrentState::Downloading {
+                self.start_prepare();
+            }
             self.start_announcer();
         }
         self.publish();

@@ -157,6 +157,7 @@ impl Controller {
             }
         }
         self.stop_announcer();
+        self.stop_prepare();
         self.storage.release_files();
         if !matches!(self.state, TorrentState::Error(_)) {
             self.set_state(state);
