@@ -19,6 +19,12 @@
 //!   4.x, so new peers quickly get something to trade. If fewer peers
 //!   qualify for the regular slots than there are, the spare slots are
 //!   filled with further optimistic unchokes.
+//! - **Idle unchokes**: slots still free after that go to peers that are not
+//!   interested (yet), as mainline and libtorrent do. It costs nothing (they
+//!   request nothing) and a peer that turns interested can request at once,
+//!   in the same message as its INTERESTED, instead of waiting for our
+//!   UNCHOKE. Transmission sends requests only on its 1 s peer pulse, so the
+//!   wait costs it a second or more. An idle unchoke holds no seeding turn.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -111,7 +117,8 @@ pub struct Choker {
     round: u64,
     /// The current optimistic unchoke and the round it was chosen in.
     optimistic: Option<(PeerKey, u64)>,
-    /// Round in which a currently unchoked peer was unchoked.
+    /// Round in which a currently unchoked, interested peer was unchoked
+    /// (its seeding turn).
     unchoked_round: HashMap<PeerKey, u64>,
     /// When a peer was last choked by us (seeding round-robin order).
     choked_at: HashMap<PeerKey, Instant>,
@@ -211,6 +218,17 @@ impl Choker {
                 None => break,
             }
         }
+        // Still spare: idle unchokes, those we already unchoke first (no
+        // churn), then in key order.
+        let spare = slots.saturating_sub(unchoke.len());
+        if spare > 0 {
+            let mut idle: Vec<&ChokeCandidate> = peers
+                .iter()
+                .filter(|c| !c.interested && !unchoke.contains(&c.peer))
+                .collect();
+            idle.sort_by_key(|c| (!c.unchoked, c.peer));
+            unchoke.extend(idle.iter().take(spare).map(|c| c.peer));
+        }
 
         unchoke.sort();
         self.record(now, peers, &unchoke);
@@ -224,7 +242,9 @@ impl Choker {
         self.unchoked_round.retain(|p, _| present.contains(p));
         self.choked_at.retain(|p, _| present.contains(p));
         for c in peers {
-            if c.unchoked {
+            // Only an interested peer holds a turn; one that lost interest
+            // has ended its turn, as if choked.
+            if c.unchoked && c.interested {
                 self.unchoked_round.entry(c.peer).or_insert(self.round);
             } else if self.unchoked_round.remove(&c.peer).is_some() {
                 self.choked_at.insert(c.peer, now);
@@ -235,7 +255,7 @@ impl Choker {
     /// Remember when peers got unchoked or choked by this decision.
     fn record(&mut self, now: Instant, peers: &[ChokeCandidate], unchoke: &[PeerKey]) {
         for c in peers {
-            if unchoke.contains(&c.peer) {
+            if unchoke.contains(&c.peer) && c.interested {
                 self.unchoked_round.entry(c.peer).or_insert(self.round);
                 self.choked_at.remove(&c.peer);
             } else if self.unchoked_round.remove(&c.peer).is_some() {

@@ -206,14 +206,14 @@ fn new_connections_are_three_times_as_likely_to_be_optimistic() {
 }
 
 #[test]
-fn few_peers_all_interested_ones_are_unchoked() {
+fn few_peers_all_are_unchoked_interested_or_not() {
     let now = Instant::now();
     let mut peers = old_peers(3, now);
     peers[1].interested = false;
     peers[2].snubbed = true;
     for seeding in [false, true] {
         let mut ch = Choker::new(ChokerConfig::default(), 0);
-        assert_eq!(ch.rechoke(now, seeding, &peers, true), keys(&[0, 2]));
+        assert_eq!(ch.rechoke(now, seeding, &peers, true), keys(&[0, 1, 2]));
     }
     let mut ch = Choker::new(ChokerConfig::default(), 0);
     assert!(ch.rechoke(now, false, &[], true).is_empty());
@@ -283,4 +283,52 @@ fn seeding_round_robin_gives_every_interested_peer_a_turn() {
     for (i, t) in turns.iter().enumerate().take(11) {
         assert!(*t >= 3, "peer {i} got {t} rounds: {turns:?}");
     }
+}
+
+#[test]
+fn spare_slots_unchoke_idle_peers_after_every_interested_one() {
+    let now = Instant::now();
+    // 2 slots, 4 peers: one interested, three not (one already unchoked).
+    let mut peers = old_peers(4, now);
+    for c in &mut peers[1..] {
+        c.interested = false;
+    }
+    peers[3].unchoked = true;
+    let config = ChokerConfig {
+        upload_slots: 2,
+        optimistic_every: 3,
+    };
+    for seeding in [false, true] {
+        let mut ch = Choker::new(config.clone(), 0);
+        // The interested peer first; then the idle one we already unchoke.
+        assert_eq!(ch.rechoke(now, seeding, &peers, true), keys(&[0, 3]));
+    }
+    // Interested peers take every slot: no idle unchokes.
+    for c in &mut peers {
+        c.interested = true;
+    }
+    let mut ch = Choker::new(config, 0);
+    assert_eq!(ch.rechoke(now, true, &peers, true).len(), 2);
+}
+
+#[test]
+fn an_idle_unchoke_holds_no_seeding_turn() {
+    let t0 = Instant::now();
+    // Peer 0 is interested and served; peer 1 idles in a spare slot for
+    // several rounds, then turns interested.
+    let mut peers = old_peers(2, t0);
+    peers[0].upload_rate = 50_000.0;
+    peers[1].interested = false;
+    let mut ch = Choker::new(ChokerConfig::default(), 0);
+    for round in 0..5u32 {
+        let set = ch.rechoke(t0 + Duration::from_secs(10) * round, true, &peers, true);
+        assert_eq!(set, keys(&[0, 1]));
+        apply(&mut peers, &set);
+    }
+    peers[1].interested = true;
+    let set = ch.rechoke(t0 + Duration::from_secs(45), true, &peers, false);
+    assert_eq!(set, keys(&[0, 1]));
+    // Its turn starts now; peer 0's, five rounds old, has expired.
+    let order: Vec<PeerKey> = ch.seeding_order(&peers).iter().map(|c| c.peer).collect();
+    assert_eq!(order, keys(&[1, 0]));
 }
