@@ -43,7 +43,8 @@ pub(super) fn startup(
             vec![false; count]
         }
     };
-    let to_check: Vec<usize> = (0..count).filter(|i| !vouched[*i]).collect();
+    let absent = absent_pieces(storage);
+    let to_check: Vec<usize> = (0..count).filter(|i| !vouched[*i] && !absent[*i]).collect();
     let progress = |done: usize, total: usize| {
         let mut s = published.status.lock();
         s.progress = if total == 0 {
@@ -58,6 +59,41 @@ pub(super) fn startup(
         have[*i] = ok;
     }
     Ok(have)
+}
+
+/// Pieces that cannot be on disk because a file they need does not exist
+/// or is too short (one `lstat` per file): a fresh download skips hashing
+/// them, which would otherwise open (and fail to open) a file per piece.
+/// Anything else, symlinks included, is left to the real check.
+fn absent_pieces(storage: &Storage) -> Vec<bool> {
+    let layout = storage.layout();
+    let mut absent = vec![false; layout.piece_count()];
+    let mut start = 0u64;
+    let plen = layout.piece_length().max(1);
+    for (f, spec) in layout.files().iter().enumerate() {
+        let end = start + spec.length;
+        if !spec.padding && spec.length > 0 {
+            let len = storage
+                .file_path(f)
+                .map(|p| std::fs::symlink_metadata(p).map(|m| (m.is_file(), m.len())));
+            let short_from = match len {
+                // Missing: every byte of the file is absent.
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Some(start),
+                // A regular file shorter than expected: the bytes past its end.
+                Some(Ok((true, n))) if n < spec.length => Some(start + n),
+                _ => None,
+            };
+            if let Some(from) = short_from {
+                for p in (from / plen) as usize..end.div_ceil(plen) as usize {
+                    if let Some(a) = absent.get_mut(p) {
+                        *a = true;
+                    }
+                }
+            }
+        }
+        start = end;
+    }
+    absent
 }
 
 /// Makes every had piece durable, then records them. Pieces whose data is
@@ -134,4 +170,51 @@ pub(super) fn file_status(
         start = end;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use bittern_storage::{Backend, FilePool, FileSpec, Layout, Storage};
+
+    use super::absent_pieces;
+
+    #[test]
+    fn missing_and_short_files_mark_exactly_their_pieces_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        // Pieces of 100 bytes: a (0..250) present, b (250..400) missing,
+        // c (400..430) padding, d (430..700) only 120 bytes long, e empty.
+        let files = [
+            ("a", 250, false),
+            ("b", 150, false),
+            ("c", 30, true),
+            ("d", 270, false),
+            ("e", 0, false),
+        ];
+        let specs = files
+            .iter()
+            .map(|&(p, length, padding)| FileSpec {
+                path: PathBuf::from(p),
+                length,
+                padding,
+            })
+            .collect();
+        let layout = Layout::new(specs, 100, vec![[0u8; 20]; 7]).unwrap();
+        std::fs::write(dir.path().join("a"), vec![1u8; 250]).unwrap();
+        std::fs::write(dir.path().join("d"), vec![1u8; 120]).unwrap();
+        let s = Storage::new(
+            layout,
+            dir.path().to_path_buf(),
+            Arc::new(FilePool::new(4)),
+            Backend::PositionedIo,
+        )
+        .unwrap();
+        // b spans pieces 2 and 3; d is short from byte 550: pieces 5 and 6.
+        assert_eq!(
+            absent_pieces(&s),
+            vec![false, false, true, true, false, true, true]
+        );
+    }
 }
