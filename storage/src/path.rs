@@ -41,6 +41,16 @@ pub(crate) struct Opened {
     pub stat: libc::stat,
 }
 
+/// The last component of `rel` as a C string (`full` names it in errors).
+fn leaf_name(rel: &Path, full: &Path) -> Result<CString> {
+    match rel.file_name() {
+        Some(n) => cstr(n, full),
+        None => Err(Error::PathEscapes {
+            path: full.to_path_buf(),
+        }),
+    }
+}
+
 fn cstr(name: &OsStr, full: &Path) -> Result<CString> {
     CString::new(name.as_bytes()).map_err(|_| Error::PathEscapes {
         path: full.to_path_buf(),
@@ -292,10 +302,7 @@ impl DirCache {
         let rel_dir = rel.parent().unwrap_or(Path::new(""));
         if let Some(dir) = self.cached(rel_dir) {
             let full = self.root.join(rel);
-            let name = match rel.file_name() {
-                Some(n) => cstr(n, &full)?,
-                None => return Err(Error::PathEscapes { path: full }),
-            };
+            let name = leaf_name(rel, &full)?;
             match open_in(&dir, &name, &full, access) {
                 // The directory was deleted (and maybe recreated) since it
                 // was cached: walk the path again.
@@ -320,10 +327,7 @@ impl DirCache {
         let rel_dir = rel.parent().unwrap_or(Path::new(""));
         if let Some(dir) = self.cached(rel_dir) {
             let full = self.root.join(rel);
-            let name = match rel.file_name() {
-                Some(n) => cstr(n, &full)?,
-                None => return Err(Error::PathEscapes { path: full }),
-            };
+            let name = leaf_name(rel, &full)?;
             match stat_at(&dir, &name, &full)? {
                 None if dir_deleted(&dir) => self.forget(rel_dir),
                 st => return Ok(st),

@@ -239,28 +239,14 @@ impl Writer<'_> {
     ) -> Result<(), PeerError> {
         let mut batch: Vec<(BlockRef, [u8; 13])> = Vec::with_capacity(UPLOAD_BATCH);
         while batch.len() < UPLOAD_BATCH {
-            let Some(b) = queue.pop_front() else { break };
-            // Re-check: the piece may have gone missing since it was queued.
-            if !self.ctx.have.contains(b.index as usize) {
-                if self.fast {
-                    Message::Reject(b).encode(&mut self.out);
-                }
-                continue;
-            }
+            let Some(b) = self.next_had(queue) else { break };
             let data = &mut buffers[batch.len()][..b.length as usize];
             if let Err(e) = self
                 .ctx
                 .storage
                 .read_block(b.index as usize, u64::from(b.begin), data)
             {
-                debug!(
-                    "{}: cannot read piece {} for upload: {e}",
-                    self.ctx.key.0, b.index
-                );
-                if self.fast {
-                    Message::Reject(b).encode(&mut self.out);
-                }
-                send(self.ctx, PeerEvent::DataMissing(b.index));
+                self.refuse_lost(b, &e);
                 continue;
             }
             batch.push((b, piece_header(b.index, b.begin, b.length)));
@@ -294,30 +280,14 @@ impl Writer<'_> {
     fn upload_mapped(&mut self, queue: &mut VecDeque<BlockRef>) -> Result<(), PeerError> {
         let mut batch: Vec<(BlockRef, BlockSource, [u8; 13])> = Vec::with_capacity(UPLOAD_BATCH);
         while batch.len() < UPLOAD_BATCH {
-            let Some(b) = queue.pop_front() else { break };
-            // Re-check: the piece may have gone missing since it was queued.
-            if !self.ctx.have.contains(b.index as usize) {
-                if self.fast {
-                    Message::Reject(b).encode(&mut self.out);
-                }
-                continue;
-            }
+            let Some(b) = self.next_had(queue) else { break };
             match self.ctx.storage.block_source(
                 b.index as usize,
                 u64::from(b.begin),
                 u64::from(b.length),
             ) {
                 Ok(src) => batch.push((b, src, piece_header(b.index, b.begin, b.length))),
-                Err(e) => {
-                    debug!(
-                        "{}: cannot read piece {} for upload: {e}",
-                        self.ctx.key.0, b.index
-                    );
-                    if self.fast {
-                        Message::Reject(b).encode(&mut self.out);
-                    }
-                    send(self.ctx, PeerEvent::DataMissing(b.index));
-                }
+                Err(e) => self.refuse_lost(b, &e),
             }
         }
         if batch.is_empty() {
@@ -360,6 +330,33 @@ impl Writer<'_> {
         self.out.clear();
         self.ctx.stats.uploaded.fetch_add(n, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The next queued request for a piece we still have; requests for
+    /// pieces lost since they were queued are refused on the way.
+    fn next_had(&mut self, queue: &mut VecDeque<BlockRef>) -> Option<BlockRef> {
+        while let Some(b) = queue.pop_front() {
+            if self.ctx.have.contains(b.index as usize) {
+                return Some(b);
+            }
+            if self.fast {
+                Message::Reject(b).encode(&mut self.out);
+            }
+        }
+        None
+    }
+
+    /// A requested block whose data cannot be read: refuse it and report
+    /// the piece missing.
+    fn refuse_lost(&mut self, b: BlockRef, e: &bittern_storage::Error) {
+        debug!(
+            "{}: cannot read piece {} for upload: {e}",
+            self.ctx.key.0, b.index
+        );
+        if self.fast {
+            Message::Reject(b).encode(&mut self.out);
+        }
+        send(self.ctx, PeerEvent::DataMissing(b.index));
     }
 
     fn flush(&mut self) -> Result<(), PeerError> {
