@@ -143,11 +143,26 @@ fn write_until_reset(stream: &mut TcpStream, bytes: &[u8], limit: Duration) -> b
 #[test]
 fn a_request_flood_while_choked_is_refused_then_cut_off() {
     let (src, meta, seeder) = seeder_fixture(config());
+    // More interested peers than the seeder's upload slots (7 without an
+    // upload limit): every slot goes to one of them, none to an idle
+    // unchoke of the flooder.
+    let holders: Vec<Wire> = (0..8)
+        .map(|_| {
+            let (mut h, _) = Wire::connect(seeder.local_addr(), meta.info_hash).unwrap();
+            h.send(Message::Interested).unwrap();
+            h
+        })
+        .collect();
+    let torrent = &seeder.torrents()[0];
+    assert!(wait_for(Duration::from_secs(5), || {
+        torrent.peers().iter().filter(|p| p.peer_interested).count() == 8
+    }));
     let (mut w, theirs) = Wire::connect(seeder.local_addr(), meta.info_hash).unwrap();
     assert!(theirs.supports_fast());
-    // Never interested, so never unchoked: 50,000 requests for pieces the
-    // seeder has, in one burst (more than twice the advertised 20,000-deep
-    // queue, which is what requests in flight across a choke can reach).
+    // Never interested and no slot free, so never unchoked: 50,000
+    // requests for pieces the seeder has, in one burst (more than twice the
+    // advertised 20,000-deep queue, which is what requests in flight across
+    // a choke can reach).
     let mut burst = Vec::new();
     for i in 0..50_000u32 {
         Message::Request(BlockRef {
@@ -173,6 +188,7 @@ fn a_request_flood_while_choked_is_refused_then_cut_off() {
             "still connected after {rejects} rejects"
         );
     }
+    drop(holders);
     eprintln!("choked flood: {rejects} rejects, {pieces} blocks, then closed");
     assert_eq!(pieces, 0, "no block may be served while choked");
     assert!(
