@@ -46,9 +46,6 @@ use crate::storage::Backend;
 /// enough to stay in L2 between the read and the hash.
 pub(crate) const CHUNK: usize = 64 * 1024;
 
-/// Files at least this long get an upload map ([`OpenFile::upload_map`]).
-pub(crate) const UPLOAD_MAP_MIN: u64 = 1 << 20;
-
 /// Files shorter than this are never mapped, whatever the backend: for a
 /// file of a few pages the `mmap`, the fault and the `munmap` (a TLB
 /// shootdown on every core running the process) cost more than copying the
@@ -206,7 +203,7 @@ impl OpenFile {
     /// socket, instead of `pread` into a buffer and a second copy out). The
     /// data is never touched in user space, so a file truncated meanwhile
     /// makes the `writev` fail with `EFAULT` rather than raise `SIGBUS`.
-    /// `None` for files under [`UPLOAD_MAP_MIN`] (not worth a mapping in a
+    /// `None` for files under [`MIN_MAP_LEN`] (not worth a mapping in a
     /// bounded pool that churns) or shorter than expected.
     pub(crate) fn upload_map(&self) -> Option<&MmapRaw> {
         if let Some(m) = &self.map {
@@ -215,7 +212,7 @@ impl OpenFile {
         self.upload_map
             .get_or_init(|| {
                 let len = usize::try_from(self.expected).ok()?;
-                if self.expected < UPLOAD_MAP_MIN
+                if self.expected < MIN_MAP_LEN
                     || (self.fstat().ok()?.st_size as u64) < self.expected
                 {
                     return None;

@@ -128,7 +128,7 @@ struct Seg<'a> {
 /// as few `writev` calls as the kernel allows.
 ///
 /// Block bytes are passed to `writev` as addresses in the files' read-only
-/// maps (made on first use for files of 1 MiB or more), so the kernel copies them once, from
+/// maps (made on first use for files of 256 KiB or more), so the kernel copies them once, from
 /// the page cache into the socket; they are never read in user space. Data
 /// of files too small to map is `pread` into a buffer first, and padding
 /// comes from a static zero buffer.

@@ -32,7 +32,8 @@ fn drain(mut rx: TcpStream) -> thread::JoinHandle<Vec<u8>> {
 }
 
 /// Small files ending inside blocks (sent through reads), an empty file, a
-/// padding file (BEP 47) and files of over 1 MiB (sent from maps).
+/// padding file (BEP 47) and files of over 1 MiB (sent from maps; the
+/// threshold is 256 KiB).
 const FILES: [(u64, bool); 7] = [
     (10_000, false),
     (1, false),
@@ -136,8 +137,8 @@ fn missing_or_truncated_files_are_missing_data() {
     // f0 is mapped (over 1 MiB), f1 is read through pread.
     for (file, name) in [(0, "dir0/file0"), (1, "dir1/file1")] {
         let dir = tempfile::tempdir().unwrap();
-        let lengths = [1_200_000u64, 300_000];
-        let data = random_bytes(1_500_000, 5);
+        let lengths = [1_200_000u64, 200_000];
+        let data = random_bytes(1_400_000, 5);
         let pl = 64 * 1024;
         let s = Storage::new(
             layout(&lengths, pl, &data),

@@ -68,30 +68,23 @@ pub(super) fn startup(
 fn absent_pieces(storage: &Storage) -> Vec<bool> {
     let layout = storage.layout();
     let mut absent = vec![false; layout.piece_count()];
-    let mut start = 0u64;
     let plen = layout.piece_length().max(1);
     for (f, spec) in layout.files().iter().enumerate() {
-        let end = start + spec.length;
-        if !spec.padding && spec.length > 0 {
-            let len = storage
-                .file_path(f)
-                .map(|p| std::fs::symlink_metadata(p).map(|m| (m.is_file(), m.len())));
-            let short_from = match len {
-                // Missing: every byte of the file is absent.
-                Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Some(start),
-                // A regular file shorter than expected: the bytes past its end.
-                Some(Ok((true, n))) if n < spec.length => Some(start + n),
-                _ => None,
-            };
-            if let Some(from) = short_from {
-                for p in (from / plen) as usize..end.div_ceil(plen) as usize {
-                    if let Some(a) = absent.get_mut(p) {
-                        *a = true;
-                    }
-                }
-            }
+        let Some(path) = storage.file_path(f).filter(|_| !spec.padding) else {
+            continue;
+        };
+        // Bytes of the file that are there: none when it is missing, its
+        // length when it is a regular file shorter than expected.
+        let present = match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Ok(m) if m.is_file() && m.len() < spec.length => m.len(),
+            _ => continue,
+        };
+        let first = ((layout.file_start(f) + present) / plen) as usize;
+        let pieces = layout.file_pieces(f);
+        if let Some(s) = absent.get_mut(first.max(pieces.start)..pieces.end) {
+            s.fill(true);
         }
-        start = end;
     }
     absent
 }
