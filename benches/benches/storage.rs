@@ -4,6 +4,8 @@
 //!
 //! - `sha1/hash_blocks_16KiB`: cache-hot SHA-1 rate of one core, to compare
 //!   with `openssl speed -evp sha1 -bytes 16384`.
+//! - `sha1/two_pieces_256KiB/{one_by_one,side_by_side}`: two pieces hashed
+//!   one after the other against side by side (`hash_pair`).
 //! - `verify/{mmap,pread}/{1,N}threads`: full recheck of a page-cached
 //!   128 MiB file (256 KiB pieces), single thread vs a rayon pool of all cores.
 //! - `blocks/write_fresh/{mmap,pread}/pool64`: 16 KiB blocks in random
@@ -25,7 +27,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bittern_storage::rayon;
-use bittern_storage::{hash_blocks, hash_files, Backend, FilePool, FileSpec, Layout, Storage};
+use bittern_storage::{
+    hash_blocks, hash_files, hash_pair, Backend, FilePool, FileSpec, Layout, Storage,
+};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -65,6 +69,22 @@ fn sha1_rate(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(3));
     g.bench_function("hash_blocks_16KiB", |b| {
         b.iter(|| hash_blocks([black_box(&buf[..])]))
+    });
+    // Two 256 KiB pieces: one after the other (the reference) against side
+    // by side, the way verification and creation hash them.
+    let a = random_bytes(256 * 1024, 2);
+    let z = random_bytes(256 * 1024, 3);
+    g.throughput(Throughput::Bytes(2 * 256 * 1024));
+    g.bench_function("two_pieces_256KiB/one_by_one", |b| {
+        b.iter(|| {
+            (
+                hash_blocks([black_box(&a[..])]),
+                hash_blocks([black_box(&z[..])]),
+            )
+        })
+    });
+    g.bench_function("two_pieces_256KiB/side_by_side", |b| {
+        b.iter(|| hash_pair(black_box(&a[..]), black_box(&z[..])))
     });
     g.finish();
 }

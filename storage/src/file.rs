@@ -275,6 +275,17 @@ impl OpenFile {
         }
     }
 
+    /// Reads exactly `buf.len()` bytes at `offset` with `pread`, without
+    /// the length check of [`read_at`](Self::read_at): for hashing, which
+    /// checks the length once per range (`check_len(0)`) instead.
+    pub(crate) fn read_chunk(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        match self.file.read_exact_at(buf, offset) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(self.short_read()),
+            Err(e) => Err(Error::from_io(&self.path, e)),
+        }
+    }
+
     /// Reads exactly `buf.len()` bytes at `offset`.
     pub(crate) fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         if let Some(m) = self.map_for(offset, buf.len()) {

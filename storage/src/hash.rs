@@ -16,6 +16,7 @@ use sha1::{Digest, Sha1};
 use crate::error::{Error, Result};
 use crate::file::CHUNK;
 use crate::layout::{FileSpec, Layout};
+use crate::sha;
 
 /// Zero bytes for hashing padding files.
 pub(crate) static ZEROS: [u8; 16384] = [0; 16384];
@@ -24,19 +25,76 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with this thread's [`CHUNK`]-byte scratch buffer (allocated once
-/// per thread, so verification memory is bounded by the thread count).
-pub(crate) fn with_scratch<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
+/// Runs `f` with this thread's two [`CHUNK`]-byte scratch buffers
+/// (allocated once per thread, so verification memory is bounded by the
+/// thread count).
+pub(crate) fn with_scratch2<T>(f: impl FnOnce(&mut [u8], &mut [u8]) -> T) -> T {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
-            if buf.len() < CHUNK {
-                buf.resize(CHUNK, 0);
+            if buf.len() < 2 * CHUNK {
+                buf.resize(2 * CHUNK, 0);
             }
-            f(&mut buf)
+            let (a, b) = buf.split_at_mut(CHUNK);
+            f(a, b)
         }
-        // Re-entered on this thread (not done by this crate): use a fresh buffer.
-        Err(_) => f(&mut vec![0; CHUNK]),
+        // Re-entered on this thread (not done by this crate): fresh buffers.
+        Err(_) => f(&mut vec![0; CHUNK], &mut vec![0; CHUNK]),
     })
+}
+
+/// Runs `f` with one of this thread's scratch buffers.
+pub(crate) fn with_scratch<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
+    with_scratch2(|a, _| f(a))
+}
+
+/// Hashes two byte streams side by side. Each source fills the buffer it
+/// is given with its next bytes and returns how many (0 at its end). An
+/// error ends that stream only: the other one is still hashed.
+pub(crate) fn hash_two_streams<E>(
+    mut a: impl FnMut(&mut [u8]) -> std::result::Result<usize, E>,
+    mut b: impl FnMut(&mut [u8]) -> std::result::Result<usize, E>,
+    buf_a: &mut [u8],
+    buf_b: &mut [u8],
+) -> (
+    std::result::Result<[u8; 20], E>,
+    std::result::Result<[u8; 20], E>,
+) {
+    let (mut x, mut y) = (sha::Sha1::new(), sha::Sha1::new());
+    // Some once that stream ended (cleanly or not).
+    let (mut end_a, mut end_b) = (None, None);
+    fn pull<E>(
+        end: &mut Option<std::result::Result<(), E>>,
+        src: &mut impl FnMut(&mut [u8]) -> std::result::Result<usize, E>,
+        buf: &mut [u8],
+    ) -> usize {
+        if end.is_some() {
+            return 0;
+        }
+        match src(buf) {
+            Ok(0) => {
+                *end = Some(Ok(()));
+                0
+            }
+            Ok(n) => n.min(buf.len()),
+            Err(e) => {
+                *end = Some(Err(e));
+                0
+            }
+        }
+    }
+    loop {
+        let na = pull(&mut end_a, &mut a, buf_a);
+        let nb = pull(&mut end_b, &mut b, buf_b);
+        if na == 0 && nb == 0 && end_a.is_some() && end_b.is_some() {
+            break;
+        }
+        sha::update_pair(&mut x, &buf_a[..na], &mut y, &buf_b[..nb]);
+    }
+    let done = |end: Option<std::result::Result<(), E>>, h: sha::Sha1| match end {
+        Some(Err(e)) => Err(e),
+        _ => Ok(h.finish()),
+    };
+    (done(end_a, x), done(end_b, y))
 }
 
 /// SHA-1 of the concatenation of `blocks`: hashes a piece the caller still
@@ -47,6 +105,15 @@ pub fn hash_blocks<'a>(blocks: impl IntoIterator<Item = &'a [u8]>) -> [u8; 20] {
         h.update(b);
     }
     h.finalize().into()
+}
+
+/// SHA-1 of `a` and of `b`, hashed side by side: about 0.6x the CPU time
+/// of two [`hash_blocks`] calls on a CPU with the SHA extensions, the same
+/// digests everywhere.
+pub fn hash_pair(a: &[u8], b: &[u8]) -> ([u8; 20], [u8; 20]) {
+    let (mut x, mut y) = (sha::Sha1::new(), sha::Sha1::new());
+    sha::update_pair(&mut x, a, &mut y, b);
+    (x.finish(), y.finish())
 }
 
 /// An incremental SHA-1 of one piece, fed block by block while the caller
@@ -109,67 +176,120 @@ pub fn hash_files(
         .collect();
     let layout = Layout::new(specs, piece_length, vec![[0; 20]; count])?;
     let done = AtomicUsize::new(0);
-    pool.install(|| {
-        (0..count)
+    let pairs: Vec<Vec<Result<[u8; 20]>>> = pool.install(|| {
+        (0..count.div_ceil(2))
             .into_par_iter()
-            // Each rayon job walks a run of consecutive pieces: keep the
-            // last file open across them, so a file spanning many pieces is
-            // opened once per job rather than once per piece.
+            // Each rayon job walks a run of consecutive pairs of pieces:
+            // each lane keeps its last file open across them, so a file
+            // spanning many pieces is opened once per job and lane rather
+            // than once per piece.
             .map_init(
-                || None,
-                |last, piece| {
-                    let r = hash_file_piece(files, &layout, piece, last);
-                    progress(done.fetch_add(1, Ordering::Relaxed) + 1, count);
-                    r
+                || (None, None),
+                |(last_a, last_b), k| {
+                    let (a, b) = (2 * k, 2 * k + 1);
+                    let mut ca = FileCursor::new(files, &layout, a, last_a);
+                    let out = if b < count {
+                        let mut cb = FileCursor::new(files, &layout, b, last_b);
+                        let (ha, hb) = with_scratch2(|buf_a, buf_b| {
+                            hash_two_streams(|buf| ca.read(buf), |buf| cb.read(buf), buf_a, buf_b)
+                        });
+                        vec![ha, hb]
+                    } else {
+                        let mut h = sha::Sha1::new();
+                        let r = with_scratch(|buf| loop {
+                            match ca.read(buf) {
+                                Ok(0) => break Ok(()),
+                                Ok(n) => h.update(&buf[..n]),
+                                Err(e) => break Err(e),
+                            }
+                        });
+                        vec![r.map(|()| h.finish())]
+                    };
+                    for _ in 0..out.len() {
+                        progress(done.fetch_add(1, Ordering::Relaxed) + 1, count);
+                    }
+                    out
                 },
             )
             .collect()
-    })
+    });
+    pairs.into_iter().flatten().collect()
 }
 
-fn hash_file_piece(
-    files: &[(PathBuf, u64)],
-    layout: &Layout,
-    piece: usize,
-    last: &mut Option<(usize, File)>,
-) -> Result<[u8; 20]> {
-    let mut h = Sha1::new();
-    with_scratch(|scratch| {
-        for span in layout.spans(piece, 0, layout.piece_len(piece)) {
-            let (path, expected) = &files[span.file];
-            let file = match last.take() {
+/// Reads one piece's bytes from the files given to [`hash_files`], chunk by
+/// chunk, keeping the last file it used open in `last`.
+struct FileCursor<'a> {
+    files: &'a [(PathBuf, u64)],
+    spans: Vec<crate::layout::Span>,
+    idx: usize,
+    pos: u64,
+    last: &'a mut Option<(usize, File)>,
+}
+
+impl<'a> FileCursor<'a> {
+    fn new(
+        files: &'a [(PathBuf, u64)],
+        layout: &Layout,
+        piece: usize,
+        last: &'a mut Option<(usize, File)>,
+    ) -> Self {
+        FileCursor {
+            files,
+            spans: layout.spans(piece, 0, layout.piece_len(piece)).collect(),
+            idx: 0,
+            pos: 0,
+            last,
+        }
+    }
+
+    /// Fills the front of `buf` with the next bytes; `Ok(0)` at the end.
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+        loop {
+            let Some(span) = self.spans.get(self.idx).copied() else {
+                return Ok(0);
+            };
+            if self.pos == span.len {
+                self.idx += 1;
+                self.pos = 0;
+                continue;
+            }
+            let (path, expected) = &self.files[span.file];
+            let file = match self.last.take() {
                 Some((i, f)) if i == span.file => f,
                 _ => File::open(path).map_err(|e| Error::from_io(path, e))?,
             };
-            let file = &last.insert((span.file, file)).1;
-            let mut pos = span.file_offset;
-            let end = span.file_offset + span.len;
-            while pos < end {
-                let n = ((end - pos) as usize).min(scratch.len());
-                match file.read_exact_at(&mut scratch[..n], pos) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                        let actual = file.metadata().map(|m| m.len()).unwrap_or(0);
-                        return Err(Error::FileTooShort {
-                            path: path.clone(),
-                            expected: *expected,
-                            actual,
-                        });
-                    }
-                    Err(e) => return Err(Error::from_io(path, e)),
+            let file = &self.last.insert((span.file, file)).1;
+            let n = (span.len - self.pos).min(buf.len() as u64) as usize;
+            match file.read_exact_at(&mut buf[..n], span.file_offset + self.pos) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    let actual = file.metadata().map(|m| m.len()).unwrap_or(0);
+                    return Err(Error::FileTooShort {
+                        path: path.clone(),
+                        expected: *expected,
+                        actual,
+                    });
                 }
-                h.update(&scratch[..n]);
-                pos += n as u64;
+                Err(e) => return Err(Error::from_io(path, e)),
             }
+            self.pos += n as u64;
+            return Ok(n);
         }
-        Ok(())
-    })?;
-    Ok(h.finalize().into())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_pair_equals_two_hash_blocks() {
+        let a: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let b: Vec<u8> = (0..123_457u32).map(|i| (i * 13 + i / 97) as u8).collect();
+        for (x, y) in [(&a[..], &b[..]), (&b[..], &a[..]), (&a[..0], &a[..64])] {
+            assert_eq!(hash_pair(x, y), (hash_blocks([x]), hash_blocks([y])));
+        }
+    }
 
     #[test]
     fn piece_hasher_equals_hash_blocks() {

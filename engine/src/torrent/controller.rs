@@ -29,6 +29,7 @@ use super::{Published, TorrentCommand, TorrentHandle};
 use crate::choker::{Choker, ChokerConfig};
 use crate::config::TorrentOptions;
 use crate::error::Error;
+use crate::hashpool::PairQueue;
 use crate::inline_hash::InlineHashes;
 use crate::peer::{Origin, PeerCommand, PeerEvent, PeerMsg, PeerStats};
 use crate::picker::{BadDataGuard, BlockReceived, PeerKey, PickerConfig, PiecePicker, BLOCK_SIZE};
@@ -38,6 +39,10 @@ use crate::session::{Registry, SessionShared};
 use crate::shared::{BlockClaims, HaveSet};
 use crate::status::{TorrentEvent, TorrentState, TorrentStatus};
 
+/// How long a verification job holding one completed piece waits for a
+/// second to hash alongside it (pieces of a fast download complete far
+/// more often; a slow one loses at most this much per piece).
+const PAIR_WAIT: Duration = Duration::from_millis(2);
 /// Queue depth of one peer's command channel.
 const PEER_COMMAND_QUEUE: usize = 1024;
 /// Requests in flight to one peer: never fewer, never more.
@@ -219,6 +224,8 @@ pub(crate) struct Controller {
     verify_tx: Sender<(usize, Result<bool, bittern_storage::Error>)>,
     verify_rx: Receiver<(usize, Result<bool, bittern_storage::Error>)>,
     verifying: usize,
+    /// Completed pieces waiting for a verification job.
+    verify_queue: Arc<PairQueue>,
 
     candidates: VecDeque<SocketAddr>,
     known: HashSet<SocketAddr>,
@@ -342,6 +349,7 @@ impl Controller {
             verify_tx,
             verify_rx,
             verifying: 0,
+            verify_queue: Arc::default(),
             candidates,
             known,
             failed: HashMap::new(),
@@ -695,13 +703,26 @@ impl Controller {
             self.on_verified(piece, Ok(ok));
             return;
         }
+        self.verifying += 1;
+        if !self.verify_queue.push(piece) {
+            return; // a waiting job takes it as its partner
+        }
         let storage = self.storage.clone();
         let tx = self.verify_tx.clone();
-        self.verifying += 1;
-        self.session.verifiers.spawn(move || {
-            let r = storage.check_piece(piece);
-            let _ = tx.send((piece, r));
-        });
+        let queue = self.verify_queue.clone();
+        self.session
+            .verifiers
+            .spawn(move || match queue.take(PAIR_WAIT) {
+                (Some(a), Some(b)) => {
+                    let (ra, rb) = storage.check_piece_pair(a, b);
+                    let _ = tx.send((a, ra));
+                    let _ = tx.send((b, rb));
+                }
+                (Some(a), None) => {
+                    let _ = tx.send((a, storage.check_piece(a)));
+                }
+                _ => {}
+            });
     }
 
     fn on_verified(&mut self, piece: usize, result: Result<bool, bittern_storage::Error>) {
