@@ -69,8 +69,8 @@ pub(crate) enum PeerCommand {
     Request(Vec<BlockRef>),
     /// Withdraw a request (endgame duplicate arrived elsewhere).
     Cancel(BlockRef),
-    /// We verified a piece.
-    Have(u32),
+    /// We verified these pieces (one HAVE each, written together).
+    Haves(Arc<[u32]>),
     /// Close the connection.
     Close,
 }

@@ -160,3 +160,81 @@ fn one_seeder_four_leechers_share_with_each_other() {
         "leechers uploaded {leecher_upload} bytes to each other (seeder {seeder_upload})"
     );
 }
+
+/// Every verified piece is announced to the peer that served it, exactly
+/// once, the last ones too: HAVEs wait up to 20 ms to go out in batches,
+/// and a download that ends at completion must still send the last batch.
+#[test]
+fn every_verified_piece_is_announced_once() {
+    use std::io::Read;
+
+    use bittern_wire::{decode_message, Bitfield, Handshake, Message, PeerId};
+
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let meta = make_torrent(
+        src.path(),
+        "h.bin",
+        &[("h.bin", 64 * 16 * 1024)],
+        16 * 1024,
+        21,
+    );
+    let data = std::fs::read(src.path().join("h.bin")).unwrap();
+    let pieces = meta.info.piece_count();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let info_hash = meta.info_hash;
+    // A seeder that serves every request and records the HAVEs it gets.
+    let peer = std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut hs = [0u8; 68];
+        s.read_exact(&mut hs).unwrap();
+        let mut out = Handshake::new(info_hash, PeerId::generate(b"-FK0001-"))
+            .encode()
+            .to_vec();
+        Message::Bitfield(Bitfield::full(pieces).as_bytes()).encode(&mut out);
+        Message::Unchoke.encode(&mut out);
+        s.write_all(&out).unwrap();
+        let (mut buf, mut haves) = (Vec::new(), Vec::new());
+        let mut tmp = vec![0u8; 1 << 16];
+        while haves.len() < pieces {
+            while let Some((m, used)) = decode_message(&buf, 1 << 20).unwrap() {
+                let mut reply = Vec::new();
+                match m {
+                    Message::Have(i) => haves.push(i),
+                    Message::Request(b) => {
+                        let at = b.index as usize * 16 * 1024 + b.begin as usize;
+                        Message::Piece {
+                            index: b.index,
+                            begin: b.begin,
+                            data: &data[at..at + b.length as usize],
+                        }
+                        .encode(&mut reply);
+                    }
+                    _ => {}
+                }
+                buf.drain(..used);
+                s.write_all(&reply).unwrap();
+            }
+            match s.read(&mut tmp) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            }
+        }
+        haves
+    });
+    let leecher = session();
+    let opts = TorrentOptions {
+        peers: vec![addr],
+        seed_goal: SeedGoal::None,
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta, dst.path(), opts).unwrap();
+    wait_state(&l, TorrentState::Stopped, Duration::from_secs(30));
+    assert_same(src.path(), dst.path(), &["h.bin".into()]);
+    let mut announced = peer.join().unwrap();
+    announced.sort_unstable();
+    assert_eq!(announced, (0..pieces as u32).collect::<Vec<_>>());
+}

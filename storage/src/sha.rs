@@ -337,17 +337,8 @@ mod tests {
         sha1::Sha1::digest(data).into()
     }
 
-    /// Deterministic bytes.
     fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+        crate::testutil::random_bytes(n, seed)
     }
 
     #[test]

@@ -197,7 +197,11 @@ impl Writer<'_> {
                     Message::Cancel(b).encode(&mut self.out);
                 }
             }
-            PeerCommand::Have(i) => Message::Have(i).encode(&mut self.out),
+            PeerCommand::Haves(pieces) => {
+                for &i in pieces.iter() {
+                    Message::Have(i).encode(&mut self.out);
+                }
+            }
             PeerCommand::Close => {}
         }
         if self.out.len() > 64 * 1024 {

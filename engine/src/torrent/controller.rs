@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bittern_storage::{FileSpec, Layout, Storage};
 use bittern_tracker::AnnouncerHandle;
 use bittern_wire::{Bitfield, BlockRef, InfoHash, Metainfo, PeerId};
-use crossbeam_channel::{bounded, never, select, tick, Receiver, Sender};
+use crossbeam_channel::{at, bounded, never, select, tick, Receiver, Sender};
 use log::{debug, info, warn};
 use parking_lot::Mutex;
 
@@ -43,6 +43,10 @@ use crate::status::{TorrentEvent, TorrentState, TorrentStatus};
 /// second to hash alongside it (pieces of a fast download complete far
 /// more often; a slow one loses at most this much per piece).
 const PAIR_WAIT: Duration = Duration::from_millis(2);
+/// How long a verified piece may wait to be announced, so that HAVEs go
+/// out in batches (one write per peer, one read on the other side) rather
+/// than one message, wakeup and syscall per piece and peer.
+const HAVE_DELAY: Duration = Duration::from_millis(20);
 /// Queue depth of one peer's command channel.
 const PEER_COMMAND_QUEUE: usize = 1024;
 /// Requests in flight to one peer: never fewer, never more.
@@ -226,6 +230,9 @@ pub(crate) struct Controller {
     verifying: usize,
     /// Completed pieces waiting for a verification job.
     verify_queue: Arc<PairQueue>,
+    /// Verified pieces not yet announced, and when they must be.
+    pending_haves: Vec<u32>,
+    haves_due: Option<Instant>,
 
     candidates: VecDeque<SocketAddr>,
     known: HashSet<SocketAddr>,
@@ -350,6 +357,8 @@ impl Controller {
             verify_rx,
             verifying: 0,
             verify_queue: Arc::default(),
+            pending_haves: Vec::new(),
+            haves_due: None,
             candidates,
             known,
             failed: HashMap::new(),
@@ -493,6 +502,7 @@ impl Controller {
                 .as_ref()
                 .map(|a| a.peers().clone())
                 .unwrap_or_else(never);
+            let haves_timer = self.haves_due.map_or_else(never, at);
             select! {
                 recv(self.peer_rx) -> msg => {
                     if let Ok(msg) = msg {
@@ -534,6 +544,7 @@ impl Controller {
                         self.add_candidates(peers);
                     }
                 }
+                recv(haves_timer) -> _ => self.flush_haves(),
                 recv(ticker) -> _ => {
                     self.on_tick();
                     if self.finished_by_goal() {
@@ -738,16 +749,13 @@ impl Controller {
                 self.transfer
                     .left
                     .store(self.picker.wanted_left_bytes(), Ordering::Relaxed);
-                for p in self.peers.values() {
-                    if p.ready {
-                        let _ = p.commands.try_send(PeerCommand::Have(piece as u32));
-                    }
-                }
+                self.queue_have(piece as u32);
                 self.emit(TorrentEvent::PieceVerified(piece));
                 if self.picker.is_complete()
                     && self.state == TorrentState::Downloading
                     && !self.completing
                 {
+                    self.flush_haves();
                     self.on_complete();
                 }
             }
@@ -812,6 +820,30 @@ impl Controller {
         for k in keys {
             self.update_interest(k);
             self.fill(k);
+        }
+    }
+
+    /// Announces a verified piece to every peer with the next batch of
+    /// HAVEs, at most [`HAVE_DELAY`] from now.
+    fn queue_have(&mut self, piece: u32) {
+        if self.pending_haves.is_empty() {
+            self.haves_due = Some(Instant::now() + HAVE_DELAY);
+        }
+        self.pending_haves.push(piece);
+    }
+
+    /// Sends the queued HAVEs, one command per peer for the whole batch
+    /// (its writer puts them in one write).
+    fn flush_haves(&mut self) {
+        self.haves_due = None;
+        if self.pending_haves.is_empty() {
+            return;
+        }
+        let haves: Arc<[u32]> = std::mem::take(&mut self.pending_haves).into();
+        for p in self.peers.values() {
+            if p.ready {
+                let _ = p.commands.try_send(PeerCommand::Haves(haves.clone()));
+            }
         }
     }
 
