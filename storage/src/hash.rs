@@ -146,8 +146,8 @@ impl std::fmt::Debug for PieceHasher {
 
 /// Piece hashes of `files` (absolute paths and expected lengths, in torrent
 /// order) for torrent creation: pieces are hashed in parallel on `pool`,
-/// streaming through one 64 KiB buffer per worker, with
-/// `progress(done, total)` after each piece.
+/// two at a time side by side ([`hash_pair`]), streaming through two 64 KiB
+/// buffers per worker, with `progress(done, total)` after each piece.
 ///
 /// # Errors
 /// [`Error::ZeroPieceLength`]; [`Error::FileMissing`]; [`Error::FileTooShort`]

@@ -443,8 +443,9 @@ impl Storage {
     /// `pieces` (same order): true when that piece matches its hash.
     /// Missing or short files make their pieces `false`, not an error.
     /// `progress(done, total)` is called after each piece, from pool threads.
-    /// Memory stays bounded: each worker hashes from the map or through one
-    /// 64 KiB buffer.
+    /// Pieces are hashed two at a time, side by side
+    /// ([`hash_piece_pair`](Self::hash_piece_pair)). Memory stays bounded:
+    /// each worker reads through two 64 KiB buffers.
     ///
     /// # Errors
     /// [`Error::OutOfRange`] for a bad index; other IO errors
