@@ -15,7 +15,7 @@ use sha1::{Digest, Sha1};
 
 use crate::error::{Error, Result};
 use crate::file::CHUNK;
-use crate::layout::{FileSpec, Layout};
+use crate::layout::{FileSpec, Layout, SpanChunks};
 use crate::sha;
 
 /// Zero bytes for hashing padding files.
@@ -188,23 +188,18 @@ pub fn hash_files(
                 |(last_a, last_b), k| {
                     let (a, b) = (2 * k, 2 * k + 1);
                     let mut ca = FileCursor::new(files, &layout, a, last_a);
-                    let out = if b < count {
-                        let mut cb = FileCursor::new(files, &layout, b, last_b);
-                        let (ha, hb) = with_scratch2(|buf_a, buf_b| {
-                            hash_two_streams(|buf| ca.read(buf), |buf| cb.read(buf), buf_a, buf_b)
-                        });
-                        vec![ha, hb]
-                    } else {
-                        let mut h = sha::Sha1::new();
-                        let r = with_scratch(|buf| loop {
-                            match ca.read(buf) {
-                                Ok(0) => break Ok(()),
-                                Ok(n) => h.update(&buf[..n]),
-                                Err(e) => break Err(e),
-                            }
-                        });
-                        vec![r.map(|()| h.finish())]
-                    };
+                    // The last piece of an odd count is hashed beside an
+                    // empty stream.
+                    let mut cb = (b < count).then(|| FileCursor::new(files, &layout, b, last_b));
+                    let (ha, hb) = with_scratch2(|buf_a, buf_b| {
+                        hash_two_streams(
+                            |buf| ca.read(buf),
+                            |buf| cb.as_mut().map_or(Ok(0), |c| c.read(buf)),
+                            buf_a,
+                            buf_b,
+                        )
+                    });
+                    let out = if b < count { vec![ha, hb] } else { vec![ha] };
                     for _ in 0..out.len() {
                         progress(done.fetch_add(1, Ordering::Relaxed) + 1, count);
                     }
@@ -220,9 +215,7 @@ pub fn hash_files(
 /// chunk, keeping the last file it used open in `last`.
 struct FileCursor<'a> {
     files: &'a [(PathBuf, u64)],
-    spans: Vec<crate::layout::Span>,
-    idx: usize,
-    pos: u64,
+    chunks: SpanChunks,
     last: &'a mut Option<(usize, File)>,
 }
 
@@ -235,45 +228,33 @@ impl<'a> FileCursor<'a> {
     ) -> Self {
         FileCursor {
             files,
-            spans: layout.spans(piece, 0, layout.piece_len(piece)).collect(),
-            idx: 0,
-            pos: 0,
+            chunks: SpanChunks::new(layout.spans(piece, 0, layout.piece_len(piece)).collect()),
             last,
         }
     }
 
     /// Fills the front of `buf` with the next bytes; `Ok(0)` at the end.
     fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
-        loop {
-            let Some(span) = self.spans.get(self.idx).copied() else {
-                return Ok(0);
-            };
-            if self.pos == span.len {
-                self.idx += 1;
-                self.pos = 0;
-                continue;
+        let Some(c) = self.chunks.next(buf.len()) else {
+            return Ok(0);
+        };
+        let (path, expected) = &self.files[c.span.file];
+        let file = match self.last.take() {
+            Some((i, f)) if i == c.span.file => f,
+            _ => File::open(path).map_err(|e| Error::from_io(path, e))?,
+        };
+        let file = &self.last.insert((c.span.file, file)).1;
+        match file.read_exact_at(&mut buf[..c.len], c.span.file_offset + c.offset) {
+            Ok(()) => Ok(c.len),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                let actual = file.metadata().map(|m| m.len()).unwrap_or(0);
+                Err(Error::FileTooShort {
+                    path: path.clone(),
+                    expected: *expected,
+                    actual,
+                })
             }
-            let (path, expected) = &self.files[span.file];
-            let file = match self.last.take() {
-                Some((i, f)) if i == span.file => f,
-                _ => File::open(path).map_err(|e| Error::from_io(path, e))?,
-            };
-            let file = &self.last.insert((span.file, file)).1;
-            let n = (span.len - self.pos).min(buf.len() as u64) as usize;
-            match file.read_exact_at(&mut buf[..n], span.file_offset + self.pos) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    let actual = file.metadata().map(|m| m.len()).unwrap_or(0);
-                    return Err(Error::FileTooShort {
-                        path: path.clone(),
-                        expected: *expected,
-                        actual,
-                    });
-                }
-                Err(e) => return Err(Error::from_io(path, e)),
-            }
-            self.pos += n as u64;
-            return Ok(n);
+            Err(e) => Err(Error::from_io(path, e)),
         }
     }
 }

@@ -286,6 +286,55 @@ impl Iterator for Spans<'_> {
     }
 }
 
+/// Walks a list of spans in chunks of at most a given size, for readers
+/// that stream a piece through a fixed buffer.
+#[derive(Debug)]
+pub(crate) struct SpanChunks {
+    spans: Vec<Span>,
+    /// Current span and bytes of it already handed out.
+    idx: usize,
+    pos: u64,
+}
+
+/// One chunk of a span: `len` bytes at `offset` into `span`; `last` when it
+/// ends the span.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SpanChunk {
+    pub span: Span,
+    pub offset: u64,
+    pub len: usize,
+    pub last: bool,
+}
+
+impl SpanChunks {
+    pub(crate) fn new(spans: Vec<Span>) -> Self {
+        SpanChunks {
+            spans,
+            idx: 0,
+            pos: 0,
+        }
+    }
+
+    /// The next chunk of at most `max` bytes (`max` > 0); `None` at the end.
+    pub(crate) fn next(&mut self, max: usize) -> Option<SpanChunk> {
+        let span = *self.spans.get(self.idx)?;
+        let offset = self.pos;
+        let len = (span.len - offset).min(max as u64);
+        self.pos += len;
+        let last = self.pos == span.len;
+        if last {
+            self.idx += 1;
+            self.pos = 0;
+        }
+        Some(SpanChunk {
+            span,
+            offset,
+            len: len as usize,
+            last,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use sha1::{Digest, Sha1};
 use crate::error::{Error, Result};
 use crate::file::OpenFile;
 use crate::hash::{with_scratch, with_scratch2, ZEROS};
-use crate::layout::Layout;
+use crate::layout::{Layout, SpanChunks};
 use crate::path::{sync_parents, sync_parents_all, Access, DirCache};
 use crate::pool::FilePool;
 
@@ -516,12 +516,9 @@ impl Drop for Storage {
 /// for a file deleted or cut while it was read.
 struct PieceCursor<'s> {
     storage: &'s Storage,
-    spans: Vec<crate::layout::Span>,
+    chunks: SpanChunks,
     /// An out-of-range piece: reported by the first read.
     error: Option<Error>,
-    /// Current span and bytes of it already read.
-    idx: usize,
-    pos: u64,
 }
 
 impl<'s> PieceCursor<'s> {
@@ -533,10 +530,8 @@ impl<'s> PieceCursor<'s> {
         };
         PieceCursor {
             storage,
-            spans,
+            chunks: SpanChunks::new(spans),
             error,
-            idx: 0,
-            pos: 0,
         }
     }
 
@@ -545,33 +540,24 @@ impl<'s> PieceCursor<'s> {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
-        loop {
-            let Some(span) = self.spans.get(self.idx) else {
-                return Ok(0);
-            };
-            let padding = self.storage.layout.files()[span.file].padding;
-            if self.pos == span.len {
-                if !padding {
-                    // Deleted or cut while open: these bytes do not count.
-                    self.storage
-                        .with_file(span.file, Access::Read, |f| f.check_len(0))?;
-                }
-                self.idx += 1;
-                self.pos = 0;
-                continue;
-            }
-            let n = (span.len - self.pos).min(buf.len() as u64) as usize;
-            let chunk = &mut buf[..n];
-            if padding {
-                chunk.fill(0);
-            } else {
-                let at = span.file_offset + self.pos;
-                self.storage
-                    .with_file(span.file, Access::Read, |f| f.read_chunk(at, chunk))?;
-            }
-            self.pos += n as u64;
-            return Ok(n);
+        let Some(c) = self.chunks.next(buf.len()) else {
+            return Ok(0);
+        };
+        let chunk = &mut buf[..c.len];
+        if self.storage.layout.files()[c.span.file].padding {
+            chunk.fill(0);
+            return Ok(c.len);
         }
+        let at = c.span.file_offset + c.offset;
+        self.storage.with_file(c.span.file, Access::Read, |f| {
+            f.read_chunk(at, chunk)?;
+            // Deleted or cut while open: the range's bytes do not count.
+            if c.last {
+                f.check_len(0)?;
+            }
+            Ok(())
+        })?;
+        Ok(c.len)
     }
 }
 
