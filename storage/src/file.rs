@@ -458,6 +458,50 @@ impl OpenFile {
         }
     }
 
+    /// Bytes of the file in the page cache that are not on disk yet
+    /// (dirty or under writeback), from `cachestat(2)` (Linux 6.5+); `None`
+    /// where the kernel cannot say.
+    pub(crate) fn unflushed_bytes(&self) -> Option<u64> {
+        use std::os::fd::AsRawFd;
+        /// `cachestat`'s number in every Linux syscall table.
+        const SYS_CACHESTAT: libc::c_long = 451;
+        #[repr(C)]
+        struct Range {
+            off: u64,
+            len: u64,
+        }
+        #[repr(C)]
+        #[derive(Default)]
+        struct Stat {
+            nr_cache: u64,
+            nr_dirty: u64,
+            nr_writeback: u64,
+            nr_evicted: u64,
+            nr_recently_evicted: u64,
+        }
+        // len 0: to the end of the file.
+        let range = Range { off: 0, len: 0 };
+        let mut st = Stat::default();
+        // SAFETY: both pointers are to live, correctly laid out structs;
+        // the kernel writes only `st`.
+        let rc = unsafe {
+            libc::syscall(
+                SYS_CACHESTAT,
+                self.file.as_raw_fd(),
+                &range as *const Range,
+                &mut st as *mut Stat,
+                0u32,
+            )
+        };
+        if rc != 0 {
+            return None;
+        }
+        // SAFETY: sysconf has no memory arguments.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        let page = u64::try_from(page).ok().filter(|p| *p > 0)?;
+        Some((st.nr_dirty + st.nr_writeback) * page)
+    }
+
     /// Makes bytes `offset..offset+len` durable.
     ///
     /// Fails with [`Error::FileMissing`] if the file was deleted while open

@@ -103,7 +103,7 @@ pub use error::{Error, Result, ResumeCorruption};
 pub use hash::{hash_blocks, hash_files, hash_pair, PieceHasher};
 pub use layout::{FileSpec, Layout, Span, Spans};
 pub use pool::{FilePool, DEFAULT_MAX_OPEN};
-pub use resume::{FileStamp, ResumeState};
+pub use resume::{boot_id, FileStamp, ResumeState};
 pub use send::{send_vectored, BlockSource, Chunk, SendError};
 pub use storage::{Backend, Storage};
 

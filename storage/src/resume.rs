@@ -1,13 +1,16 @@
 //! [`ResumeState`]: which pieces were verified, and what the files looked
 //! like when that was recorded.
 //!
-//! # File format (version 1, little-endian)
+//! # File format (version 2, little-endian)
 //! ```text
 //! magic        8   b"BTRNRSM\0"
-//! version      4   u32 = 1
+//! version      4   u32 = 2
 //! id          20   caller's torrent id (info hash)
 //! piece_count  8   u64
 //! file_count   8   u64
+//! boot        16   all zero: the had pieces were flushed to disk before
+//!                  capture; otherwise the boot id of the system whose page
+//!                  cache held them (see below)
 //! have         ceil(piece_count / 8) bytes, piece 0 = high bit of byte 0,
 //!                  spare bits zero
 //! files        file_count x 45 bytes:
@@ -16,14 +19,25 @@
 //!                  (all zero when absent)
 //! checksum    20   SHA-1 of every byte before it
 //! ```
+//! Version 1 files (no `boot` field, always flushed) are still read.
 //! Saved atomically: written to `<path>.tmp`, fsynced, renamed over
 //! `<path>`, then the directory is fsynced. A crash leaves either the old or
 //! the new file, never a torn one; the checksum catches anything else.
 //!
 //! A piece is vouched for only if it was had **and** every file it touches
 //! still has the recorded size, mtime, ctime and inode (ctime and inode
-//! catch tools that restore mtime, such as `rsync -t` or `touch -d`). Capture
-//! the state only after [`Storage::flush_piece`] of every had piece.
+//! catch tools that restore mtime, such as `rsync -t` or `touch -d`).
+//!
+//! Two ways to capture:
+//! - [`ResumeState::capture`] after [`Storage::flush_pieces`] of every had
+//!   piece: the state holds across crashes and reboots.
+//! - [`ResumeState::capture_unflushed`] without flushing (an exit that
+//!   should not wait for the disk): the state records the current boot id
+//!   (`/proc/sys/kernel/random/boot_id`) and vouches for nothing after a
+//!   reboot, when the data may never have reached the disk. Until then the
+//!   page cache is what every reader sees, so the pieces are as good as
+//!   written.
+//!
 //! Remaining hole: a change within the filesystem's timestamp granularity
 //! right after capture, by a writer that keeps size and inode.
 
@@ -37,8 +51,9 @@ use crate::error::{Error, Result, ResumeCorruption};
 use crate::storage::Storage;
 
 const MAGIC: &[u8; 8] = b"BTRNRSM\0";
-const VERSION: u32 = 1;
-const HEADER: usize = 8 + 4 + 20 + 8 + 8;
+const VERSION: u32 = 2;
+const HEADER_V1: usize = 8 + 4 + 20 + 8 + 8;
+const BOOT: usize = 16;
 const STAMP: usize = 1 + 8 + 8 + 4 + 8 + 4 + 8;
 /// Larger resume files are rejected before reading them.
 const MAX_FILE: u64 = 512 << 20;
@@ -87,6 +102,27 @@ pub struct ResumeState {
     pub have: Vec<bool>,
     /// One stamp per layout file; `None` for a padding or absent file.
     pub files: Vec<Option<FileStamp>>,
+    /// `None`: the had pieces were flushed to disk before capture. `Some`:
+    /// they were not; the boot id of the system that held them in its page
+    /// cache (the state vouches for nothing on another boot).
+    pub unflushed_boot: Option<[u8; 16]>,
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`, a UUID), or `None`
+/// where the system does not say.
+pub fn boot_id() -> Option<[u8; 16]> {
+    let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let hex: Vec<u8> = text.trim().bytes().filter(|b| *b != b'-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        id[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    // All zero is how the file format says "flushed".
+    (id != [0; 16]).then_some(id)
 }
 
 fn current_stamps(storage: &Storage) -> Vec<Option<FileStamp>> {
@@ -125,19 +161,42 @@ impl ResumeState {
             piece_count,
             have: have.to_vec(),
             files: current_stamps(storage),
+            unflushed_boot: None,
         })
+    }
+
+    /// As [`capture`](Self::capture), for had pieces that may not have
+    /// been flushed yet: the state records this boot's id and vouches for
+    /// nothing once the system has restarted.
+    ///
+    /// # Errors
+    /// As [`capture`](Self::capture); [`Error::Io`] when the system has no
+    /// boot id to record (the caller must flush and use `capture`).
+    pub fn capture_unflushed(
+        storage: &Storage,
+        id: [u8; 20],
+        have: &[bool],
+    ) -> Result<ResumeState> {
+        let boot = boot_id().ok_or_else(|| Error::Io {
+            path: PathBuf::from("/proc/sys/kernel/random/boot_id"),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no boot id"),
+        })?;
+        let mut st = ResumeState::capture(storage, id, have)?;
+        st.unflushed_boot = Some(boot);
+        Ok(st)
     }
 
     /// Encodes the state (format in the module doc).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(
-            HEADER + self.piece_count.div_ceil(8) + self.files.len() * STAMP + 20,
+            HEADER_V1 + BOOT + self.piece_count.div_ceil(8) + self.files.len() * STAMP + 20,
         );
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&self.id);
         out.extend_from_slice(&(self.piece_count as u64).to_le_bytes());
         out.extend_from_slice(&(self.files.len() as u64).to_le_bytes());
+        out.extend_from_slice(&self.unflushed_boot.unwrap_or([0; BOOT]));
         let mut bits = vec![0u8; self.piece_count.div_ceil(8)];
         for (i, _) in self.have.iter().enumerate().filter(|(_, h)| **h) {
             if i < self.piece_count {
@@ -177,7 +236,7 @@ impl ResumeState {
             path: path.to_path_buf(),
             reason,
         };
-        if bytes.len() < HEADER + 20 || &bytes[..8] != MAGIC {
+        if bytes.len() < HEADER_V1 + 20 || &bytes[..8] != MAGIC {
             return Err(bad(if bytes.len() >= 8 && &bytes[..8] != MAGIC {
                 ResumeCorruption::BadMagic
             } else {
@@ -186,9 +245,11 @@ impl ResumeState {
         }
         let mut r = Reader { bytes, pos: 8 };
         let version = u32::from_le_bytes(r.take()?);
-        if version != VERSION {
-            return Err(bad(ResumeCorruption::UnsupportedVersion(version)));
-        }
+        let header = match version {
+            1 => HEADER_V1,
+            VERSION => HEADER_V1 + BOOT,
+            _ => return Err(bad(ResumeCorruption::UnsupportedVersion(version))),
+        };
         let id: [u8; 20] = r.take()?;
         let piece_count = u64::from_le_bytes(r.take()?);
         let file_count = u64::from_le_bytes(r.take()?);
@@ -200,7 +261,7 @@ impl ResumeState {
                     .checked_mul(STAMP as u64)
                     .ok_or(bad(ResumeCorruption::BadLength))?,
             )
-            .and_then(|n| n.checked_add((HEADER + 20) as u64));
+            .and_then(|n| n.checked_add((header + 20) as u64));
         if expected != Some(bytes.len() as u64) {
             return Err(bad(ResumeCorruption::BadLength));
         }
@@ -209,6 +270,12 @@ impl ResumeState {
         if sum[..] != bytes[body..] {
             return Err(bad(ResumeCorruption::BadChecksum));
         }
+        let unflushed_boot = if version == 1 {
+            None
+        } else {
+            let boot: [u8; BOOT] = r.take()?;
+            (boot != [0; BOOT]).then_some(boot)
+        };
         // Lengths fit: they are bounded by bytes.len().
         let piece_count = piece_count as usize;
         let bits = r.slice(piece_count.div_ceil(8))?;
@@ -243,6 +310,7 @@ impl ResumeState {
             piece_count,
             have,
             files,
+            unflushed_boot,
         })
     }
 
@@ -302,10 +370,13 @@ impl ResumeState {
     /// **and** every file they touch has the same stamp as then (and is at
     /// least as long as the layout says). Everything else must be rechecked
     /// (see [`Storage::verify_pieces`]). All false when `id` or the geometry
-    /// differ.
+    /// differ, or when the state was captured unflushed on another boot.
     pub fn vouched(&self, storage: &Storage, id: [u8; 20]) -> Vec<bool> {
         let layout = storage.layout();
         let n = layout.piece_count();
+        if self.unflushed_boot.is_some_and(|b| boot_id() != Some(b)) {
+            return vec![false; n];
+        }
         if id != self.id
             || self.piece_count != n
             || self.have.len() != n
@@ -447,6 +518,70 @@ mod tests {
         assert!(matches!(
             ResumeState::from_bytes(&b, p),
             Err(Error::CorruptResume { .. })
+        ));
+    }
+
+    #[test]
+    fn unflushed_state_holds_on_this_boot_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = setup(dir.path());
+        let n = s.layout().piece_count();
+        let have: Vec<bool> = (0..n).map(|p| p % 2 == 0).collect();
+        let Some(boot) = boot_id() else {
+            // No boot id here: capture_unflushed must refuse, not guess.
+            assert!(ResumeState::capture_unflushed(&s, [3; 20], &have).is_err());
+            return;
+        };
+        let st = ResumeState::capture_unflushed(&s, [3; 20], &have).unwrap();
+        assert_eq!(st.unflushed_boot, Some(boot));
+        let path = dir.path().join("u.resume");
+        st.save(&path).unwrap();
+        let back = ResumeState::load(&path).unwrap();
+        assert_eq!(back, st);
+        assert_eq!(back.vouched(&s, [3; 20]), have);
+        // The same state from another boot: the data may never have
+        // reached the disk, so nothing is vouched for.
+        let mut other = back.clone();
+        other.unflushed_boot = Some([0x5a; 16]);
+        let bytes = other.to_bytes();
+        let other = ResumeState::from_bytes(&bytes, &path).unwrap();
+        assert_eq!(other.unflushed_boot, Some([0x5a; 16]));
+        assert_eq!(other.vouched(&s, [3; 20]), vec![false; n]);
+        // A flushed capture records no boot and holds on any boot.
+        let flushed = ResumeState::capture(&s, [3; 20], &have).unwrap();
+        let back = ResumeState::from_bytes(&flushed.to_bytes(), &path).unwrap();
+        assert_eq!(back.unflushed_boot, None);
+        assert_eq!(back.vouched(&s, [3; 20]), have);
+    }
+
+    #[test]
+    fn version_1_files_still_load_as_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = setup(dir.path());
+        let n = s.layout().piece_count();
+        let have: Vec<bool> = (0..n).map(|p| p != 2).collect();
+        let st = ResumeState::capture(&s, [4; 20], &have).unwrap();
+        // Version 1 layout: the version 2 bytes without the boot field.
+        let v2 = st.to_bytes();
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(&v2[..8]);
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&v2[12..HEADER_V1]);
+        v1.extend_from_slice(&v2[HEADER_V1 + BOOT..v2.len() - 20]);
+        let sum: [u8; 20] = Sha1::digest(&v1).into();
+        v1.extend_from_slice(&sum);
+        let back = ResumeState::from_bytes(&v1, Path::new("v1")).unwrap();
+        assert_eq!(back, st);
+        assert_eq!(back.vouched(&s, [4; 20]), have);
+        // An unknown version is refused.
+        let mut v3 = v2.clone();
+        v3[8..12].copy_from_slice(&3u32.to_le_bytes());
+        assert!(matches!(
+            ResumeState::from_bytes(&v3, Path::new("v3")),
+            Err(Error::CorruptResume {
+                reason: ResumeCorruption::UnsupportedVersion(3),
+                ..
+            })
         ));
     }
 

@@ -373,6 +373,35 @@ impl Storage {
         Ok(missing)
     }
 
+    /// Bytes of the files under `pieces` that are still waiting to reach
+    /// the disk (dirty or under writeback in the page cache): about what
+    /// [`flush_pieces`](Self::flush_pieces) of the same pieces would have
+    /// to write. Absent files count as nothing. `None` where the kernel
+    /// cannot say (`cachestat(2)` needs Linux 6.5).
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`] for a bad index.
+    pub fn unflushed_bytes(&self, pieces: &[usize]) -> Result<Option<u64>> {
+        let mut files = std::collections::BTreeSet::new();
+        for &piece in pieces {
+            let len = self.layout.piece_len(piece);
+            for span in self.layout.checked_spans(piece, 0, len)? {
+                if !self.layout.files()[span.file].padding {
+                    files.insert(span.file);
+                }
+            }
+        }
+        let mut total = 0u64;
+        for file in files {
+            match self.with_file(file, Access::Read, |f| Ok(f.unflushed_bytes())) {
+                Ok(Some(n)) => total += n,
+                Ok(None) => return Ok(None),
+                Err(_) => {}
+            }
+        }
+        Ok(Some(total))
+    }
+
     /// Creates and reserves file `file` even if no block was written to it
     /// (useful for zero-length files, which no piece touches).
     ///
@@ -972,6 +1001,41 @@ mod tests {
         }
         assert!(matches!(
             s.prepare_file(lens.len()),
+            Err(Error::OutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn unflushed_bytes_counts_what_a_flush_would_write() {
+        let dir = tempfile::tempdir().unwrap();
+        // tmpfs pages never leave the page cache: nothing to measure there.
+        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+        let c = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: valid C string and out pointer.
+        if unsafe { libc::statfs(c.as_ptr(), &mut fs) } == 0 && fs.f_type == 0x0102_1994 {
+            return;
+        }
+        let lens = files();
+        let data = data_for(&lens, 13);
+        let s = storage(
+            layout_for(&lens, 1024, &data),
+            dir.path(),
+            4,
+            Backend::PositionedIo,
+        );
+        let all: Vec<usize> = (0..s.layout().piece_count()).collect();
+        // Nothing written yet: nothing to flush (absent files count as 0).
+        let Some(before) = s.unflushed_bytes(&all).unwrap() else {
+            return; // kernel without cachestat(2)
+        };
+        assert_eq!(before, 0);
+        write_all(&s, &data, 700);
+        let dirty = s.unflushed_bytes(&all).unwrap().unwrap();
+        assert!(dirty > 0, "freshly written data counted as flushed");
+        assert!(s.flush_pieces(&all).unwrap().is_empty());
+        assert_eq!(s.unflushed_bytes(&all).unwrap(), Some(0));
+        assert!(matches!(
+            s.unflushed_bytes(&[all.len()]),
             Err(Error::OutOfRange { .. })
         ));
     }
