@@ -70,6 +70,66 @@ fn restart_resumes_without_refetching_verified_pieces() {
     );
 }
 
+/// An exit on completion does not wait for the disk when much is still
+/// unwritten: the pieces are recorded with this boot's id, and a restart on
+/// the same boot seeds from that record without rechecking or fetching.
+/// With the limit at its maximum the stop flushes first and records the
+/// pieces as durable.
+#[test]
+fn exit_on_complete_records_unflushed_pieces_for_this_boot() {
+    let src = tempfile::tempdir().unwrap();
+    let total = 3 * 1024 * 1024u64;
+    let meta = make_torrent(src.path(), "u.bin", &[("u.bin", total)], 64 * 1024, 31);
+    let n = meta.info.piece_count();
+    let seeder = session();
+    let s = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    let boot = bittern_storage::boot_id();
+    for (limit, unflushed) in [(0u64, boot.is_some()), (u64::MAX, false)] {
+        let dst = tempfile::tempdir().unwrap();
+        let mut cfg = config();
+        cfg.stop_flush_limit = limit;
+        let mut leecher = Session::new(cfg).unwrap();
+        let opts = TorrentOptions {
+            peers: vec![seeder.local_addr()],
+            seed_goal: SeedGoal::None,
+            ..TorrentOptions::default()
+        };
+        let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+        wait_state(&l, TorrentState::Stopped, Duration::from_secs(60));
+        leecher.shutdown();
+        assert_same(src.path(), dst.path(), &["u.bin".into()]);
+        let resume = dst
+            .path()
+            .join(".bittern")
+            .join(format!("{}.resume", meta.info_hash.to_hex()));
+        let state = bittern_storage::ResumeState::load(&resume).unwrap();
+        assert_eq!(state.have, vec![true; n], "limit {limit}");
+        assert_eq!(
+            state.unflushed_boot,
+            if unflushed { boot } else { None },
+            "limit {limit}"
+        );
+        // Restart without peers: seeding straight from the record.
+        let again = session();
+        let l2 = again
+            .add_torrent(meta.clone(), dst.path(), TorrentOptions::default())
+            .unwrap();
+        let checked = loop {
+            match l2.events().recv_timeout(Duration::from_secs(20)) {
+                Ok(TorrentEvent::Checked { pieces }) => break pieces,
+                Ok(_) => {}
+                Err(e) => panic!("no check result: {e}"),
+            }
+        };
+        assert_eq!(checked, n, "limit {limit}");
+        wait_state(&l2, TorrentState::Seeding, Duration::from_secs(20));
+        assert_eq!(l2.status().downloaded, 0);
+    }
+}
+
 #[test]
 fn pause_disconnects_and_resume_finishes() {
     let src = tempfile::tempdir().unwrap();

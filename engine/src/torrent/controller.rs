@@ -27,7 +27,7 @@ use persist::PersistDone;
 use super::check;
 use super::{Published, TorrentCommand, TorrentHandle};
 use crate::choker::{Choker, ChokerConfig};
-use crate::config::TorrentOptions;
+use crate::config::{SeedGoal, TorrentOptions};
 use crate::error::Error;
 use crate::hashpool::PairQueue;
 use crate::inline_hash::InlineHashes;
@@ -267,8 +267,6 @@ pub(crate) struct Controller {
     persisting: bool,
     /// Another persist is wanted once the running one ends.
     persist_again: bool,
-    /// The completion flush is queued or running.
-    completing: bool,
 }
 
 /// What a controller is built from (see [`spawn_controller`]).
@@ -381,7 +379,6 @@ impl Controller {
             persist_rx,
             persisting: false,
             persist_again: false,
-            completing: false,
         }
     }
 
@@ -751,10 +748,7 @@ impl Controller {
                     .store(self.picker.wanted_left_bytes(), Ordering::Relaxed);
                 self.queue_have(piece as u32);
                 self.emit(TorrentEvent::PieceVerified(piece));
-                if self.picker.is_complete()
-                    && self.state == TorrentState::Downloading
-                    && !self.completing
-                {
+                if self.picker.is_complete() && self.state == TorrentState::Downloading {
                     self.flush_haves();
                     self.on_complete();
                 }
@@ -847,13 +841,22 @@ impl Controller {
         }
     }
 
-    /// Every wanted piece passed: make them durable (in the background)
-    /// before calling the download complete.
+    /// Every wanted piece passed: the download is complete. The pieces go
+    /// to disk in the background (see `persist`), unless the torrent stops
+    /// right away, whose stop records them.
     fn on_complete(&mut self) {
-        self.start_persist(true);
+        if let Err(e) = check::create_empty_files(&self.storage, &self.options.wanted_files) {
+            self.fail(format!("creating empty files: {e}"));
+            return;
+        }
+        info!("{}: download complete", self.short());
+        self.completed();
+        if self.options.seed_goal != SeedGoal::None {
+            self.start_persist();
+        }
     }
 
-    /// The completion flush succeeded: the download is complete.
+    /// The download is complete: seed, and tell the tracker and peers.
     fn completed(&mut self) {
         self.completed_at = Some(Instant::now());
         self.set_state(TorrentState::Seeding);

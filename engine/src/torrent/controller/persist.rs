@@ -5,18 +5,23 @@
 //! which pieces are had, then a short-lived thread flushes them and writes
 //! the resume state; the result comes back on a channel. One job runs at a
 //! time; a request while one runs is remembered and run next.
+//!
+//! Completion does not wait for the disk: a download is complete when
+//! every wanted piece has passed its hash, as every other program reading
+//! the files sees them then (from the page cache). A stop that would have
+//! to wait for much unwritten data records the pieces with this boot's id
+//! instead of flushing them ([`ResumeState::capture_unflushed`]): they are
+//! believed on restart unless the system rebooted in between.
 
 use std::time::Instant;
 
-use log::{info, warn};
+use log::{debug, warn};
 
 use super::*;
 use crate::status::TorrentState;
 
 /// What a persist job reports back.
 pub(crate) struct PersistDone {
-    /// The job was the flush that completes the download.
-    completion: bool,
     /// `Controller::epoch` when the job took its snapshot.
     epoch: u64,
     started: Instant,
@@ -26,11 +31,7 @@ pub(crate) struct PersistDone {
 
 impl Controller {
     /// Starts a persist job (or queues one behind the running job).
-    /// `completion`: this flush completes the download.
-    pub(super) fn start_persist(&mut self, completion: bool) {
-        if completion {
-            self.completing = true;
-        }
+    pub(super) fn start_persist(&mut self) {
         if self.persisting {
             self.persist_again = true;
             return;
@@ -41,20 +42,12 @@ impl Controller {
         let storage = self.storage.clone();
         let resume_file = self.resume_file.clone();
         let info_hash = self.info_hash;
-        let wanted_files = self.options.wanted_files.clone();
         let tx = self.persist_tx.clone();
-        let completion = self.completing;
         let epoch = self.epoch;
         let started = Instant::now();
         let job = move || {
-            let result = if completion {
-                check::create_empty_files(&storage, &wanted_files)
-            } else {
-                Ok(())
-            }
-            .and_then(|()| check::save(&storage, &resume_file, info_hash, &have));
+            let result = check::save(&storage, &resume_file, info_hash, &have);
             let _ = tx.send(PersistDone {
-                completion,
                 epoch,
                 started,
                 result,
@@ -69,7 +62,6 @@ impl Controller {
             // No thread to be had: report as a failed job rather than block.
             warn!("{}: cannot start a persist thread: {e}", self.short());
             let _ = self.persist_tx.send(PersistDone {
-                completion,
                 epoch,
                 started,
                 result: Err(bittern_storage::Error::Io {
@@ -86,30 +78,18 @@ impl Controller {
             Ok(missing) if missing.is_empty() => {
                 self.saved_epoch = self.saved_epoch.max(done.epoch);
                 self.last_resume = Instant::now();
-                if done.completion {
-                    info!(
-                        "{}: download complete; data flushed to disk in {} ms",
-                        self.short(),
-                        done.started.elapsed().as_millis()
-                    );
-                    self.completing = false;
-                    if self.picker.is_complete() && self.state == TorrentState::Downloading {
-                        self.completed();
-                    }
-                }
+                debug!(
+                    "{}: pieces flushed to disk and recorded in {} ms",
+                    self.short(),
+                    done.started.elapsed().as_millis()
+                );
             }
             Ok(missing) => {
                 for piece in missing {
                     self.data_missing(piece);
                 }
-                // Record the smaller set now; completion waits for the
-                // missing pieces to come back.
-                self.completing = false;
+                // Record the smaller set now.
                 self.persist_again = true;
-            }
-            Err(e) if done.completion => {
-                self.completing = false;
-                self.fail(format!("flushing data: {e}"));
             }
             // Not fatal: the next save, or a recheck at startup, covers it.
             Err(e) => {
@@ -118,7 +98,7 @@ impl Controller {
             }
         }
         if self.persist_again && !matches!(self.state, TorrentState::Error(_)) {
-            self.start_persist(false);
+            self.start_persist();
         }
     }
 
