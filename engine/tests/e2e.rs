@@ -238,3 +238,46 @@ fn every_verified_piece_is_announced_once() {
     announced.sort_unstable();
     assert_eq!(announced, (0..pieces as u32).collect::<Vec<_>>());
 }
+
+/// A seeder told to dial a peer that is not listening yet keeps trying
+/// with short waits (3 s, then doubling), as it would for a broken
+/// connection, instead of the 30 s an address from a tracker waits.
+#[test]
+fn a_peer_given_by_hand_is_dialled_again_until_it_listens() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let meta = make_torrent(
+        src.path(),
+        "late.bin",
+        &[("late.bin", 512 * 1024)],
+        64 * 1024,
+        32,
+    );
+    // A port nobody listens on yet (taken and released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let late = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let seeder = session();
+    let opts = TorrentOptions {
+        peers: vec![late],
+        ..TorrentOptions::default()
+    };
+    let s = seeder.add_torrent(meta.clone(), src.path(), opts).unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    // Let the first dial fail.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut cfg = config();
+    cfg.listen = late;
+    let leecher = bittern_engine::Session::new(cfg).unwrap();
+    let opts = TorrentOptions {
+        seed_goal: SeedGoal::None,
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    // Redialled within 3 s of the failure; well before the 30 s retry.
+    wait_state(&l, TorrentState::Stopped, Duration::from_secs(15));
+    assert_same(src.path(), dst.path(), &["late.bin".into()]);
+}

@@ -137,10 +137,16 @@ impl Controller {
                     reason,
                     PeerError::Io(_) | PeerError::Idle | PeerError::Storage(_)
                 );
+                // A peer given by hand is dialled again the same way even
+                // if it never answered (it may not be up yet).
                 let tries = if p.ready {
                     Some(0)
+                } else if let Some(n) = self.redials.get(&p.addr) {
+                    Some(n + 1)
+                } else if self.options.peers.contains(&p.addr) {
+                    Some(0)
                 } else {
-                    self.redials.get(&p.addr).map(|n| n + 1)
+                    None
                 };
                 match tries {
                     Some(n) if transient && n < REDIAL_TRIES => {
