@@ -3,7 +3,7 @@ transmission-cli on loopback. Run it through benches/swarm/run.sh, which
 builds bittern and enters a network namespace that holds only `lo`.
 
 Usage: /usr/bin/python3 bench.py [--quick] [--runs N] [--runs-big N]
-           [--only REGEX] [--cache DIR] [--bittern PATH] [--results FILE]
+           [--only REGEX] [--sets REGEX] [--cache DIR] [--bittern PATH] [--results FILE]
            [--netns-note TEXT] [--no-transfers] [--no-tools] [--clean]
 """
 
@@ -113,8 +113,10 @@ class Bench:
         self.run_dir = os.path.join(self.cache, "runs", stamp)
         self.logs = os.path.join(self.run_dir, "logs")
         self.work = os.path.join(self.run_dir, "work")
+        self.trash = os.path.join(self.work, "trash")
+        self.discarded = 0
         os.makedirs(self.logs)
-        os.makedirs(self.work)
+        os.makedirs(self.trash)
         # A private copy: the tree's binary may be rebuilt while we run.
         self.bin = os.path.join(self.run_dir, "bittern")
         shutil.copy2(args.bittern, self.bin)
@@ -164,7 +166,7 @@ class Bench:
         key = "%s-%s-%s" % (name, plabel, re.sub(r"[^a-z0-9]+", "_", label.replace("→", "-to-")))
         logdir = os.path.join(self.logs, key, "run%d" % i)
         scratch = os.path.join(self.work, key)
-        shutil.rmtree(scratch, ignore_errors=True)
+        self.discard(scratch)
         os.makedirs(logdir)
         os.makedirs(scratch)
         torrent = self.torrent(name, plabel)
@@ -184,13 +186,15 @@ class Bench:
             for s in saves:
                 os.makedirs(s)
             leechers = []
+            # A leecher the seeder must dial (transmission-cli) starts only
+            # once the seeder is ready, and the clock with it; the seeder
+            # keeps dialling until it listens (bittern every 3 s, our
+            # libtorrent node every 0.5 s). Transmission sends its first
+            # `interested` at its first rechoke, 10 s after its torrent
+            # starts, whoever the peer is; with the leecher started first
+            # and the clock at "seeder ready", a seeder that checks its data
+            # faster started its clock earlier and waited longer.
             seeder_connects = getattr(leech_c, "seeder_connects", False)
-            if seeder_connects:
-                for k in range(n):
-                    leechers.append(w.add(leech_c.leech(torrent, saves[k], lports[k], sport, logdir,
-                                                        "leecher%d" % k, scratch)))
-                if not w.until(lambda: all(port_listening(p) for p in lports), time.monotonic() + 20):
-                    raise RuntimeError("leecher did not start listening")
             seeder = w.add(seeder_c.seed(torrent, self.data_dir, sport,
                                          lports if seeder_connects else [], logdir, "seeder"))
             if not w.until(lambda: seeder_c.ready(seeder) or not seeder.alive(), time.monotonic() + 300):
@@ -203,10 +207,9 @@ class Bench:
             t0 = time.monotonic()
             seeder.peak_anon = seeder.peak_file = 0
             s_cpu0 = seeder.cpu_now()
-            if not seeder_connects:
-                for k in range(n):
-                    leechers.append(w.add(leech_c.leech(torrent, saves[k], lports[k], sport, logdir,
-                                                        "leecher%d" % k, scratch)))
+            for k in range(n):
+                leechers.append(w.add(leech_c.leech(torrent, saves[k], lports[k], sport, logdir,
+                                                    "leecher%d" % k, scratch)))
             done_at, cpu_at = {}, {}
 
             def check():
@@ -239,8 +242,36 @@ class Bench:
             self.record_failure(label, name, plabel, i, str(e), w, logdir)
         finally:
             w.kill_all()
-            shutil.rmtree(scratch, ignore_errors=True)
+            self.discard(scratch)
         return result
+
+    def discard(self, scratch):
+        """Frees a finished run's downloads but keeps their inodes until the
+        benchmark ends: every file is truncated to nothing (its blocks and
+        page cache are freed, as a deletion would) and the tree is moved to
+        the trash, deleted at exit. Deleting at once would cost every later
+        run: on an ext4 without a journal (this VM's root) the inode
+        allocator skips each inode freed in the last 1-6 minutes, one
+        buffer lookup per skipped inode, so after a few runs had deleted
+        thousands of files, creating a file took about a millisecond and
+        a 1,000-file leecher spent up to a CPU-second in the kernel before
+        it wrote a byte, a cost that depended on how many files the runs
+        before it had deleted, not on the client."""
+        if not os.path.lexists(scratch):
+            return
+        for root, _dirs, files in os.walk(scratch):
+            for f in files:
+                path = os.path.join(root, f)
+                try:
+                    if os.path.isfile(path) and not os.path.islink(path):
+                        os.truncate(path, 0)
+                except OSError:
+                    pass
+        self.discarded += 1
+        try:
+            os.rename(scratch, os.path.join(self.trash, "%d" % self.discarded))
+        except OSError:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def same_data(self, name, save):
         src = os.path.join(self.data_dir, name)
@@ -263,7 +294,7 @@ class Bench:
         quick = self.args.quick
         plan = []
         for name, size, desc in SETS:
-            if quick and size > data.DIR_SIZE:
+            if (quick and size > data.DIR_SIZE) or not re.search(self.args.sets, name):
                 continue
             big = size > data.DIR_SIZE
             for plabel, _, _ in PIECES:
@@ -309,7 +340,7 @@ class Bench:
         os.makedirs(out, exist_ok=True)
         nproc = str(os.cpu_count())
         for name, size, desc in SETS:
-            if self.args.quick and size > data.DIR_SIZE:
+            if (self.args.quick and size > data.DIR_SIZE) or not re.search(self.args.sets, name):
                 continue
             path = os.path.join(self.data_dir, name)
             data.warm(path)
@@ -389,9 +420,7 @@ class Bench:
                  "(`bittern tracker` on 127.0.0.1:%d, restarted for every run so no stale peers "
                  "linger); libtorrent computes the same info hash for each (checked every run)." % TRACKER_PORT,
                  "- A transfer's clock starts when the seeder has checked its data and says it "
-                 "is seeding, right before the leecher process starts (for transmission-cli, "
-                 "which is started first and dialled by the seeder, when the seeder is ready), "
-                 "and stops when the leecher exits successfully after completing (bittern "
+                 "is seeding, right before the leecher process starts, and stops when the leecher exits successfully after completing (bittern "
                  "`--exit-on-complete`, libtorrent after is_seeding and closing the session, "
                  "aria2c `--seed-time=0`) or, for transmission-cli, when its finish script "
                  "runs. The bytes are then compared with `cmp` / `diff -r`. A run with wrong "
@@ -401,7 +430,19 @@ class Bench:
                  "has returned to its host than in memory freed a moment ago (`dd` of 1 GiB "
                  "to a new file: 2–3.3 s against 0.25 s), so a transfer gains from coming "
                  "right after one that deleted gigabytes; reversing every other round "
-                 "shares that between the clients.",
+                 "shares that between the clients. Finished downloads are truncated to "
+                 "nothing (freeing their blocks and page cache) but deleted only when the "
+                 "benchmark ends: this VM's root is an ext4 without a journal, whose inode "
+                 "allocator skips every inode freed in the last 1–6 minutes with a buffer "
+                 "lookup each, so once earlier runs had deleted thousands of files, creating "
+                 "one took up to a millisecond, and a 1,000-file leecher spent up to a "
+                 "CPU-second in the kernel on a cost set by the runs before it.",
+                 "- transmission-cli sends its first `interested` at its first rechoke, 10 s "
+                 "after its torrent starts, whoever the peer is, so every transfer to it "
+                 "includes that wait. The seeder dials it (`--peer`, connect_peer): the "
+                 "seeder starts first, and transmission-cli when the seeder is ready, with "
+                 "the clock; the seeder keeps dialling until it listens (bittern every 3 s, "
+                 "the libtorrent node every 0.5 s, both well inside the 10 s).",
                  "- MB/s = payload bytes (×4 for four leechers) / wall time, MB = 10^6 bytes. "
                  "CPU = user+sys seconds: the leecher's whole life (wait4 rusage; sum of the "
                  "four with four leechers), the seeder's during the transfer window (from "
@@ -465,7 +506,8 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--runs-big", type=int, default=None)
-    ap.add_argument("--only", default="")
+    ap.add_argument("--only", default="", help="transfers whose label matches this regex")
+    ap.add_argument("--sets", default="", help="data sets (file1g.bin, dir256) matching this regex")
     ap.add_argument("--cache", default="/var/tmp/bittern-bench")
     ap.add_argument("--bittern", default=os.path.join(REPO, "target", "release", "bittern"))
     ap.add_argument("--results", default=os.path.join(REPO, "benches", "RESULTS.md"))

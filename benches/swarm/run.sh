@@ -3,7 +3,7 @@
 # transmission-cli, on loopback inside a network namespace that holds only
 # `lo` (falls back to plain loopback where `unshare -n` is not allowed).
 #
-#   bash benches/swarm/run.sh [--quick] [--runs N] [--runs-big N] [--only REGEX]
+#   bash benches/swarm/run.sh [--quick] [--runs N] [--runs-big N] [--only REGEX] [--sets REGEX]
 #                             [--no-tools] [--no-transfers] [--clean]
 #
 # --quick: the 256 MiB data set only, one run each (a few minutes).
