@@ -186,15 +186,21 @@ class Bench:
             for s in saves:
                 os.makedirs(s)
             leechers = []
-            # A leecher the seeder must dial (transmission-cli) starts only
-            # once the seeder is ready, and the clock with it; the seeder
-            # keeps dialling until it listens (bittern every 3 s, our
-            # libtorrent node every 0.5 s). Transmission sends its first
-            # `interested` at its first rechoke, 10 s after its torrent
-            # starts, whoever the peer is; with the leecher started first
-            # and the clock at "seeder ready", a seeder that checks its data
-            # faster started its clock earlier and waited longer.
+            # A leecher the seeder must dial (transmission-cli) starts
+            # first, and the clock with it. It sends its first `interested`
+            # at its first rechoke, 10 s after its torrent starts, whoever
+            # the peer is and however soon it connected; with the clock at
+            # "seeder ready", a seeder that checks its data faster would
+            # start its clock earlier and so wait longer.
             seeder_connects = getattr(leech_c, "seeder_connects", False)
+            t_leech = None
+            if seeder_connects:
+                t_leech = time.monotonic()
+                for k in range(n):
+                    leechers.append(w.add(leech_c.leech(torrent, saves[k], lports[k], sport, logdir,
+                                                        "leecher%d" % k, scratch)))
+                if not w.until(lambda: all(port_listening(p) for p in lports), time.monotonic() + 20):
+                    raise RuntimeError("leecher did not start listening")
             seeder = w.add(seeder_c.seed(torrent, self.data_dir, sport,
                                          lports if seeder_connects else [], logdir, "seeder"))
             if not w.until(lambda: seeder_c.ready(seeder) or not seeder.alive(), time.monotonic() + 300):
@@ -204,12 +210,13 @@ class Bench:
             if getattr(leech_c, "needs_tracker_seed", False):
                 if not w.until(lambda: self.scrape_complete(ih) >= 1, time.monotonic() + 15):
                     raise RuntimeError("seeder never showed up at the tracker")
-            t0 = time.monotonic()
+            t0 = time.monotonic() if t_leech is None else t_leech
             seeder.peak_anon = seeder.peak_file = 0
             s_cpu0 = seeder.cpu_now()
-            for k in range(n):
-                leechers.append(w.add(leech_c.leech(torrent, saves[k], lports[k], sport, logdir,
-                                                    "leecher%d" % k, scratch)))
+            if not seeder_connects:
+                for k in range(n):
+                    leechers.append(w.add(leech_c.leech(torrent, saves[k], lports[k], sport, logdir,
+                                                        "leecher%d" % k, scratch)))
             done_at, cpu_at = {}, {}
 
             def check():
@@ -420,7 +427,8 @@ class Bench:
                  "(`bittern tracker` on 127.0.0.1:%d, restarted for every run so no stale peers "
                  "linger); libtorrent computes the same info hash for each (checked every run)." % TRACKER_PORT,
                  "- A transfer's clock starts when the seeder has checked its data and says it "
-                 "is seeding, right before the leecher process starts, and stops when the leecher exits successfully after completing (bittern "
+                 "is seeding, right before the leecher process starts (for transmission-cli, "
+                 "see below, when it starts), and stops when the leecher exits successfully after completing (bittern "
                  "`--exit-on-complete`, libtorrent after is_seeding and closing the session, "
                  "aria2c `--seed-time=0`) or, for transmission-cli, when its finish script "
                  "runs. The bytes are then compared with `cmp` / `diff -r`. A run with wrong "
@@ -438,11 +446,16 @@ class Bench:
                  "one took up to a millisecond, and a 1,000-file leecher spent up to a "
                  "CPU-second in the kernel on a cost set by the runs before it.",
                  "- transmission-cli sends its first `interested` at its first rechoke, 10 s "
-                 "after its torrent starts, whoever the peer is, so every transfer to it "
-                 "includes that wait. The seeder dials it (`--peer`, connect_peer): the "
-                 "seeder starts first, and transmission-cli when the seeder is ready, with "
-                 "the clock; the seeder keeps dialling until it listens (bittern every 3 s, "
-                 "the libtorrent node every 0.5 s, both well inside the 10 s).",
+                 "after its torrent starts, whoever the peer is and however soon it "
+                 "connected, so every transfer to it includes that wait. It is started "
+                 "first, and the clock with it; once it listens the seeder starts, checks "
+                 "its data and dials it (`--peer`, connect_peer), well inside the 10 s. "
+                 "Until 2026-11-27 the clock started when the seeder was ready, so a "
+                 "seeder that checked its data faster waited longer (bittern's check takes "
+                 "0.3 s, libtorrent's about 1.2 s). After that first `interested` "
+                 "transmission-cli asks once a second for a batch of blocks that grows with "
+                 "the rate it saw (4, 20, 120, 700, 4,100, then the seeder's `reqq`), so "
+                 "its own timers and its one thread set the pace more than the seeder.",
                  "- MB/s = payload bytes (×4 for four leechers) / wall time, MB = 10^6 bytes. "
                  "CPU = user+sys seconds: the leecher's whole life (wait4 rusage; sum of the "
                  "four with four leechers), the seeder's during the transfer window (from "
