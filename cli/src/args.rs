@@ -168,7 +168,8 @@ pub struct DownloadArgs {
     /// Download only files whose path matches (`*`, `?`); repeat for more.
     #[arg(long = "only", value_name = "PATTERN")]
     pub only: Vec<String>,
-    /// Exit as soon as everything wanted is verified and on disk.
+    /// Exit as soon as everything wanted is verified (without waiting for
+    /// the disk to catch up; see README).
     #[arg(long, group = "goal")]
     pub exit_on_complete: bool,
     /// After completing, seed until uploaded/size reaches R, then exit.
