@@ -528,12 +528,6 @@ impl Controller {
                 recv(self.persist_rx) -> done => {
                     if let Ok(done) = done {
                         self.on_persisted(done);
-                        // Completion lands here: a goal of "no seeding"
-                        // ends now, not at the next tick.
-                        if self.finished_by_goal() {
-                            self.finish();
-                            return;
-                        }
                     }
                 }
                 recv(tracker_peers) -> peers => {
@@ -549,6 +543,13 @@ impl Controller {
                         return;
                     }
                 }
+            }
+            // Completion (a verification, or an inline hash among peer
+            // events) with a goal of "no seeding" ends now, not at the
+            // next tick. Other goals are checked on the tick.
+            if self.options.seed_goal == SeedGoal::None && self.finished_by_goal() {
+                self.finish();
+                return;
             }
         }
     }
