@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use bittern_engine::{SeedGoal, Session, TorrentEvent, TorrentOptions, TorrentState};
+use bittern_engine::{SeedGoal, Session, TorrentOptions, TorrentState};
 
 use crate::util::*;
 
@@ -50,13 +50,7 @@ fn restart_resumes_without_refetching_verified_pieces() {
         ..opts
     };
     let l2 = second.add_torrent(meta.clone(), dst.path(), opts).unwrap();
-    let checked = loop {
-        match l2.events().recv_timeout(Duration::from_secs(20)) {
-            Ok(TorrentEvent::Checked { pieces }) => break pieces,
-            Ok(_) => {}
-            Err(e) => panic!("no check result: {e}"),
-        }
-    };
+    let checked = checked_pieces(&l2);
     assert!(
         checked as u64 * 64 * 1024 >= had,
         "resume found {checked} pieces, had {had} bytes"
@@ -117,13 +111,7 @@ fn exit_on_complete_records_unflushed_pieces_for_this_boot() {
         let l2 = again
             .add_torrent(meta.clone(), dst.path(), TorrentOptions::default())
             .unwrap();
-        let checked = loop {
-            match l2.events().recv_timeout(Duration::from_secs(20)) {
-                Ok(TorrentEvent::Checked { pieces }) => break pieces,
-                Ok(_) => {}
-                Err(e) => panic!("no check result: {e}"),
-            }
-        };
+        let checked = checked_pieces(&l2);
         assert_eq!(checked, n, "limit {limit}");
         wait_state(&l2, TorrentState::Seeding, Duration::from_secs(20));
         assert_eq!(l2.status().downloaded, 0);

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bittern_engine::{Session, SessionConfig, Timing, TorrentHandle, TorrentState};
+use bittern_engine::{Session, SessionConfig, Timing, TorrentEvent, TorrentHandle, TorrentState};
 use bittern_wire::{Metainfo, MetainfoBuilder};
 use rand::{Rng, SeedableRng};
 
@@ -71,6 +71,18 @@ pub fn config() -> SessionConfig {
 pub fn session() -> Session {
     let _ = env_logger::builder().is_test(true).try_init();
     Session::new(config()).unwrap()
+}
+
+/// Waits for the torrent's startup check and returns how many pieces it
+/// found (resume state plus recheck); panics after 20 s.
+pub fn checked_pieces(t: &TorrentHandle) -> usize {
+    loop {
+        match t.events().recv_timeout(Duration::from_secs(20)) {
+            Ok(TorrentEvent::Checked { pieces }) => return pieces,
+            Ok(_) => {}
+            Err(e) => panic!("no check result: {e}"),
+        }
+    }
 }
 
 /// Waits until the torrent reaches `state` (panics on error or timeout).
