@@ -38,13 +38,7 @@ fn transfer_single_file(inline_hashing: bool) {
         ..config()
     })
     .unwrap();
-    let opts = TorrentOptions {
-        peers: vec![seeder.local_addr()],
-        seed_goal: SeedGoal::None,
-        ..TorrentOptions::default()
-    };
-    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
-    wait_state(&l, TorrentState::Stopped, Duration::from_secs(60));
+    let l = leech_until_stopped(&leecher, &meta, dst.path(), seeder.local_addr());
     let st = l.status();
     assert_eq!(st.have_bytes, meta.info.total_length());
     assert!(st.downloaded >= meta.info.total_length());

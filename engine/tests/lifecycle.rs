@@ -86,13 +86,7 @@ fn exit_on_complete_records_unflushed_pieces_for_this_boot() {
         let mut cfg = config();
         cfg.stop_flush_limit = limit;
         let mut leecher = Session::new(cfg).unwrap();
-        let opts = TorrentOptions {
-            peers: vec![seeder.local_addr()],
-            seed_goal: SeedGoal::None,
-            ..TorrentOptions::default()
-        };
-        let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
-        wait_state(&l, TorrentState::Stopped, Duration::from_secs(60));
+        leech_until_stopped(&leecher, &meta, dst.path(), seeder.local_addr());
         leecher.shutdown();
         assert_same(src.path(), dst.path(), &["u.bin".into()]);
         let resume = dst

@@ -267,13 +267,7 @@ fn blocks_never_asked_for_end_the_connection_and_are_not_kept() {
         .unwrap();
     wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
     let leecher = session();
-    let opts = TorrentOptions {
-        peers: vec![seeder.local_addr()],
-        seed_goal: SeedGoal::None,
-        ..TorrentOptions::default()
-    };
-    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
-    wait_state(&l, TorrentState::Stopped, Duration::from_secs(60));
+    leech_until_stopped(&leecher, &meta, dst.path(), seeder.local_addr());
     assert_same(src.path(), dst.path(), &["u.bin".into()]);
 }
 

@@ -4,7 +4,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bittern_engine::{Session, SessionConfig, Timing, TorrentEvent, TorrentHandle, TorrentState};
+use bittern_engine::{
+    SeedGoal, Session, SessionConfig, Timing, TorrentEvent, TorrentHandle, TorrentOptions,
+    TorrentState,
+};
 use bittern_wire::{Metainfo, MetainfoBuilder};
 use rand::{Rng, SeedableRng};
 
@@ -71,6 +74,24 @@ pub fn config() -> SessionConfig {
 pub fn session() -> Session {
     let _ = env_logger::builder().is_test(true).try_init();
     Session::new(config()).unwrap()
+}
+
+/// Downloads `meta` into `dst` from `seeder` with no seeding goal and
+/// waits until the torrent has stopped (panics after 60 s).
+pub fn leech_until_stopped(
+    leecher: &Session,
+    meta: &Metainfo,
+    dst: &Path,
+    seeder: SocketAddr,
+) -> TorrentHandle {
+    let opts = TorrentOptions {
+        peers: vec![seeder],
+        seed_goal: SeedGoal::None,
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta.clone(), dst, opts).unwrap();
+    wait_state(&l, TorrentState::Stopped, Duration::from_secs(60));
+    l
 }
 
 /// Waits for the torrent's startup check and returns how many pieces it

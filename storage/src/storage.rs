@@ -1,7 +1,7 @@
 //! [`Storage`]: block IO, piece hashing, verification and durability for
 //! one torrent, over a shared [`FilePool`].
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,6 +16,9 @@ use crate::hash::{with_scratch, with_scratch2, ZEROS};
 use crate::layout::{Layout, SpanChunks};
 use crate::path::{sync_parents, sync_parents_all, Access, DirCache};
 use crate::pool::FilePool;
+
+/// A file's (first byte, end) under some pieces, and the pieces touching it.
+type FileRange = (u64, u64, Vec<usize>);
 
 /// How data files are accessed. Both give the same results; they differ in
 /// speed and in failure modes (see the crate doc for the measured choice).
@@ -323,18 +326,10 @@ impl Storage {
         }
     }
 
-    /// Makes many pieces durable at once, syncing each file they touch
-    /// once (where [`flush_piece`](Self::flush_piece) per piece would sync a
-    /// file once per piece). Returns the pieces whose data is gone (file
-    /// deleted or truncated): those are not durable and must not be
-    /// recorded as had.
-    ///
-    /// # Errors
-    /// Any other IO error from syncing.
-    pub fn flush_pieces(&self, pieces: &[usize]) -> Result<Vec<usize>> {
-        // file -> (first byte, end, pieces touching it)
-        let mut files: std::collections::BTreeMap<usize, (u64, u64, Vec<usize>)> =
-            std::collections::BTreeMap::new();
+    /// The data files under `pieces` (padding left out), each with the
+    /// byte range and the pieces that touch it.
+    fn files_under(&self, pieces: &[usize]) -> Result<BTreeMap<usize, FileRange>> {
+        let mut files: BTreeMap<usize, FileRange> = BTreeMap::new();
         for &piece in pieces {
             let len = self.layout.piece_len(piece);
             for span in self.layout.checked_spans(piece, 0, len)? {
@@ -347,9 +342,21 @@ impl Storage {
                 e.2.push(piece);
             }
         }
+        Ok(files)
+    }
+
+    /// Makes many pieces durable at once, syncing each file they touch
+    /// once (where [`flush_piece`](Self::flush_piece) per piece would sync a
+    /// file once per piece). Returns the pieces whose data is gone (file
+    /// deleted or truncated): those are not durable and must not be
+    /// recorded as had.
+    ///
+    /// # Errors
+    /// Any other IO error from syncing.
+    pub fn flush_pieces(&self, pieces: &[usize]) -> Result<Vec<usize>> {
         let mut missing = Vec::new();
         let mut created = Vec::new();
-        for (file, (start, end, touching)) in files {
+        for (file, (start, end, touching)) in self.files_under(pieces)? {
             match self.with_file(file, Access::Read, |f| f.sync_range(start, end - start)) {
                 Ok(()) => {}
                 Err(e) if e.is_missing_data() => missing.extend(touching),
@@ -382,17 +389,8 @@ impl Storage {
     /// # Errors
     /// [`Error::OutOfRange`] for a bad index.
     pub fn unflushed_bytes(&self, pieces: &[usize]) -> Result<Option<u64>> {
-        let mut files = std::collections::BTreeSet::new();
-        for &piece in pieces {
-            let len = self.layout.piece_len(piece);
-            for span in self.layout.checked_spans(piece, 0, len)? {
-                if !self.layout.files()[span.file].padding {
-                    files.insert(span.file);
-                }
-            }
-        }
         let mut total = 0u64;
-        for file in files {
+        for file in self.files_under(pieces)?.into_keys() {
             match self.with_file(file, Access::Read, |f| Ok(f.unflushed_bytes())) {
                 Ok(Some(n)) => total += n,
                 Ok(None) => return Ok(None),

@@ -103,14 +103,36 @@ pub(super) fn save(
     if !missing.is_empty() {
         return Ok(missing);
     }
+    write_resume(
+        &ResumeState::capture(storage, info_hash.0, have)?,
+        resume_file,
+    )?;
+    Ok(Vec::new())
+}
+
+/// Records the had pieces without flushing them: the state carries this
+/// boot's id and is trusted only until the system restarts (see
+/// [`ResumeState::capture_unflushed`]).
+pub(super) fn save_unflushed(
+    storage: &Storage,
+    resume_file: &Path,
+    info_hash: InfoHash,
+    have: &[bool],
+) -> Result<(), bittern_storage::Error> {
+    write_resume(
+        &ResumeState::capture_unflushed(storage, info_hash.0, have)?,
+        resume_file,
+    )
+}
+
+fn write_resume(state: &ResumeState, resume_file: &Path) -> Result<(), bittern_storage::Error> {
     if let Some(dir) = resume_file.parent() {
         std::fs::create_dir_all(dir).map_err(|source| bittern_storage::Error::Io {
             path: dir.to_path_buf(),
             source,
         })?;
     }
-    ResumeState::capture(storage, info_hash.0, have)?.save(resume_file)?;
-    Ok(Vec::new())
+    state.save(resume_file)
 }
 
 /// Creates the wanted zero-length files, which no piece ever writes.

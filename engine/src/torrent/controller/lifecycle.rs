@@ -10,7 +10,6 @@ use crossbeam_channel::select;
 use log::{info, warn};
 
 use super::*;
-
 use crate::peer::{PeerEvent, PeerMsg};
 use crate::picker::PeerKey;
 use crate::status::{PeerInfo, TorrentEvent, TorrentState, TorrentStatus};
@@ -245,30 +244,14 @@ impl Controller {
     /// takes milliseconds, as with every other client, while the resume
     /// state still never vouches for data a crash may have lost.
     pub(super) fn save_resume_at_stop(&mut self) -> Result<(), bittern_storage::Error> {
-        let had: Vec<usize> = (0..self.have.len())
-            .filter(|&i| self.have.contains(i))
-            .collect();
-        let unflushed = self.storage.unflushed_bytes(&had)?;
-        match unflushed {
+        let have = self.have_flags();
+        let had: Vec<usize> = (0..have.len()).filter(|&i| have[i]).collect();
+        match self.storage.unflushed_bytes(&had)? {
             Some(n)
                 if n >= self.session.config.stop_flush_limit
                     && bittern_storage::boot_id().is_some() =>
             {
-                let have: Vec<bool> = (0..self.have.len())
-                    .map(|i| self.have.contains(i))
-                    .collect();
-                let state = bittern_storage::ResumeState::capture_unflushed(
-                    &self.storage,
-                    self.info_hash.0,
-                    &have,
-                )?;
-                if let Some(dir) = self.resume_file.parent() {
-                    std::fs::create_dir_all(dir).map_err(|source| bittern_storage::Error::Io {
-                        path: dir.to_path_buf(),
-                        source,
-                    })?;
-                }
-                state.save(&self.resume_file)?;
+                check::save_unflushed(&self.storage, &self.resume_file, self.info_hash, &have)?;
                 info!(
                     "{}: recorded {} pieces without waiting for {} MiB still on their way to disk",
                     self.short(),
@@ -283,13 +266,18 @@ impl Controller {
         }
     }
 
+    /// One flag per piece: verified and had.
+    pub(super) fn have_flags(&self) -> Vec<bool> {
+        (0..self.have.len())
+            .map(|i| self.have.contains(i))
+            .collect()
+    }
+
     /// Flushes every verified piece and records them. Pieces found gone on
     /// the way are marked missing (and fetched again) before recording.
     pub(super) fn save_resume(&mut self) -> Result<(), bittern_storage::Error> {
         for _ in 0..3 {
-            let have: Vec<bool> = (0..self.have.len())
-                .map(|i| self.have.contains(i))
-                .collect();
+            let have = self.have_flags();
             let missing = check::save(&self.storage, &self.resume_file, self.info_hash, &have)?;
             if missing.is_empty() {
                 self.saved_epoch = self.epoch;

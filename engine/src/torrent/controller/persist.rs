@@ -36,9 +36,7 @@ impl Controller {
             self.persist_again = true;
             return;
         }
-        let have: Vec<bool> = (0..self.have.len())
-            .map(|i| self.have.contains(i))
-            .collect();
+        let have = self.have_flags();
         let storage = self.storage.clone();
         let resume_file = self.resume_file.clone();
         let info_hash = self.info_hash;
