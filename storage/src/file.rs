@@ -21,18 +21,30 @@
 //!   file *replaced* by rename keeps being read from the old inode until the
 //!   pool evicts it (detecting that would need a path `stat` per access).
 //!
-//! Remaining race (documented, not closed): a truncation that lands between
-//! that `fstat` and the copy (or, for hashing, while a piece is being hashed
-//! straight from the map) can still raise `SIGBUS`. The window is one block
-//! copy or one piece hash. Copy-on-write filesystems (btrfs, zfs) may also
-//! fail writeback despite `fallocate`. Use [`Backend::PositionedIo`] where
-//! other processes may truncate the files.
+//! Remaining race for [`Backend::Mmap`] (documented, not closed): a
+//! truncation that lands between that `fstat` and the copy (or, for
+//! hashing, while a piece is being hashed straight from the map) can still
+//! raise `SIGBUS`. The window is one block copy or one piece hash.
+//! Copy-on-write filesystems (btrfs, zfs) may also fail writeback despite
+//! `fallocate`. Use [`Backend::PositionedIo`] where other processes may
+//! truncate the files.
+//!
+//! [`Backend::PositionedIo`] reads and writes with `pread`/`pwrite`, and
+//! uses maps only read-only: uploads hand map addresses to `writev` (the
+//! kernel reads them: a cut file is `EFAULT`, never `SIGBUS`), and hashing
+//! reads them in user space under the guard of `sigbus.rs` (a cut file is
+//! [`Error::FileTooShort`]; the map that took zero pages is retired with
+//! [`OpenFile::poison`]). An upload whose `writev` is under way at the
+//! instant a hash faults may send that one page as zeros instead of failing
+//! with `EFAULT`; the file was cut, so the piece is lost either way, and
+//! the receiving peer's hash check rejects it.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -90,6 +102,9 @@ pub(crate) struct OpenFile {
     /// Read-only mapping made on first upload when `map` is `None` (see
     /// [`OpenFile::upload_map`]); `Some(None)`: not mappable.
     upload_map: OnceLock<Option<MmapRaw>>,
+    /// Set when a guarded read of `upload_map` faulted: that map now holds
+    /// zero pages in place of the file's and is never used again.
+    poisoned: AtomicBool,
     /// Blocks for `expected` bytes are allocated (fallocate succeeded), so
     /// writing through the map cannot hit ENOSPC at writeback.
     reserved: bool,
@@ -114,6 +129,7 @@ impl OpenFile {
             expected,
             map: None,
             upload_map: OnceLock::new(),
+            poisoned: AtomicBool::new(false),
             reserved: false,
         };
         if of.writable {
@@ -209,6 +225,9 @@ impl OpenFile {
         if let Some(m) = &self.map {
             return Some(m);
         }
+        if self.poisoned.load(Ordering::Acquire) {
+            return None;
+        }
         self.upload_map
             .get_or_init(|| {
                 let len = usize::try_from(self.expected).ok()?;
@@ -223,6 +242,25 @@ impl OpenFile {
                     .ok()
             })
             .as_ref()
+    }
+
+    /// The read-only map to hash from in user space, under the `SIGBUS`
+    /// guard (`sigbus.rs`): the upload map when it is a separate read-only
+    /// mapping, never the writable map of [`Backend::Mmap`] (a zero page
+    /// placed there would swallow later writes). `None` once poisoned.
+    pub(crate) fn hash_map(&self) -> Option<&MmapRaw> {
+        if self.map.is_some() {
+            return None;
+        }
+        self.upload_map()
+    }
+
+    /// Retires the read-only map after a guarded read of it faulted: it
+    /// has zero pages in place of the file's now. Uploads and hashing fall
+    /// back to positioned reads on this handle; the storage also drops the
+    /// handle from the pool, so the next open maps the file afresh.
+    pub(crate) fn poison(&self) {
+        self.poisoned.store(true, Ordering::Release);
     }
 
     /// True when opened read-write.
@@ -262,6 +300,20 @@ impl OpenFile {
         let m = self.map.as_ref()?;
         let end = offset.checked_add(len as u64)?;
         (end <= m.len() as u64).then_some(m)
+    }
+
+    /// The error for a guarded read of [`hash_map`](Self::hash_map) that
+    /// faulted: the file is gone or shorter than expected now, or (still
+    /// long enough: cut and grown again, or a disk error) its pages could
+    /// not be read.
+    pub(crate) fn map_fault_error(&self) -> Error {
+        match self.check_len(self.expected) {
+            Err(e) => e,
+            Ok(()) => Error::from_io(
+                self.path.clone(),
+                io::Error::other("reading the file through its map failed (SIGBUS)"),
+            ),
+        }
     }
 
     pub(crate) fn short_read(&self) -> Error {

@@ -315,6 +315,11 @@ impl SpanChunks {
         }
     }
 
+    /// The span the next chunk comes from; `None` at the end.
+    pub(crate) fn peek(&self) -> Option<Span> {
+        self.spans.get(self.idx).copied()
+    }
+
     /// The next chunk of at most `max` bytes (`max` > 0); `None` at the end.
     pub(crate) fn next(&mut self, max: usize) -> Option<SpanChunk> {
         let span = *self.spans.get(self.idx)?;

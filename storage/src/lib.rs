@@ -47,8 +47,21 @@
 //! shootdown) followed by fresh faults; a `pwrite` is one syscall and a
 //! copy. mmap only wins once every file stays mapped and its pages are
 //! already faulted in (long seeding of a torrent with few files), by
-//! 1.3-1.6x. Positioned IO also cannot raise `SIGBUS` at all. Pick
-//! [`Backend::Mmap`] explicitly for that seeding case.
+//! 1.3-1.6x. Positioned IO also cannot die of `SIGBUS`: its only maps are
+//! read-only, read by the kernel (uploads) or by hashing under a `SIGBUS`
+//! guard. Pick [`Backend::Mmap`] explicitly for that seeding case.
+//!
+//! # The `SIGBUS` guard
+//! With [`Backend::PositionedIo`], verification hashes file data straight
+//! from read-only maps instead of copying it out with `pread` first (one
+//! copy less per verified byte: about 5% less CPU for four leechers on a
+//! 2-core machine). A file cut by another program while it is hashed would
+//! raise `SIGBUS`, so on first use the crate installs a process-wide
+//! `SIGBUS` handler. It handles only faults in the bytes a thread of this
+//! crate is hashing at that moment (the page reads as zeros, the piece
+//! fails with [`Error::FileTooShort`]) and passes every other `SIGBUS` to
+//! the handler installed before it. If other code replaces the handler
+//! later, hashing notices and goes back to `pread`.
 //!
 //! Either way, files shorter than 256 KiB are read and written with
 //! positioned IO: mapping a file of a few pages (`mmap`, a fault, an
@@ -95,6 +108,7 @@ mod pool;
 mod resume;
 mod send;
 mod sha;
+mod sigbus;
 mod storage;
 #[cfg(test)]
 mod testutil;

@@ -230,6 +230,16 @@ impl Storage {
     /// [`Error::OutOfRange`] for a bad index; [`Error::FileMissing`] /
     /// [`Error::FileTooShort`] when its data is not there; other IO errors.
     pub fn hash_piece(&self, piece: usize) -> Result<[u8; 20]> {
+        if self.backend == Backend::PositionedIo {
+            // From the maps, guarded, as pairs are (beside an empty lane).
+            let none = PieceCursor {
+                storage: self,
+                chunks: SpanChunks::new(Vec::new()),
+                error: None,
+                pending: None,
+            };
+            return self.hash_lanes(PieceCursor::new(self, piece), none).0;
+        }
         let len = self.layout.piece_len(piece);
         let spans = self.layout.checked_spans(piece, 0, len)?;
         let mut hasher = Sha1::new();
@@ -265,11 +275,56 @@ impl Storage {
     /// same results as two [`hash_piece`](Self::hash_piece) calls in about
     /// 0.6x the CPU time where the CPU has the SHA extensions. An error
     /// reading one piece does not affect the other's result.
+    ///
+    /// With [`Backend::PositionedIo`], file data is hashed straight from
+    /// read-only maps of the files (no copy into a buffer) under a `SIGBUS`
+    /// guard: a file cut by another program mid-hash gives
+    /// [`Error::FileTooShort`] for that piece, not a dead process. The guard
+    /// is a process-wide `SIGBUS` handler installed on first use that
+    /// passes every fault not its own to the handler before it; where it
+    /// cannot be installed (or was replaced) data is read with `pread`.
     pub fn hash_piece_pair(&self, a: usize, b: usize) -> (Result<[u8; 20]>, Result<[u8; 20]>) {
-        let mut ca = PieceCursor::new(self, a);
-        let mut cb = PieceCursor::new(self, b);
+        self.hash_lanes(PieceCursor::new(self, a), PieceCursor::new(self, b))
+    }
+
+    /// Hashes two cursors' bytes side by side; an error ends that lane only.
+    fn hash_lanes(
+        &self,
+        mut ca: PieceCursor<'_>,
+        mut cb: PieceCursor<'_>,
+    ) -> (Result<[u8; 20]>, Result<[u8; 20]>) {
+        let maps = self.backend == Backend::PositionedIo && crate::sigbus::available();
         with_scratch2(|buf_a, buf_b| {
-            crate::hash::hash_two_streams(|buf| ca.read(buf), |buf| cb.read(buf), buf_a, buf_b)
+            let (mut x, mut y) = (crate::sha::Sha1::new(), crate::sha::Sha1::new());
+            let (mut end_a, mut end_b) = (None, None);
+            loop {
+                let va = ca.pull(&mut end_a, buf_a, maps);
+                let vb = cb.pull(&mut end_b, buf_b, maps);
+                if va.bytes.is_empty() && vb.bytes.is_empty() && end_a.is_some() && end_b.is_some()
+                {
+                    break;
+                }
+                let faulted = if va.mapped || vb.mapped {
+                    let ranges = [
+                        if va.mapped { va.bytes } else { &[] },
+                        if vb.mapped { vb.bytes } else { &[] },
+                    ];
+                    let ((), f) = crate::sigbus::guarded(ranges, || {
+                        crate::sha::update_pair(&mut x, va.bytes, &mut y, vb.bytes)
+                    });
+                    f
+                } else {
+                    crate::sha::update_pair(&mut x, va.bytes, &mut y, vb.bytes);
+                    [false, false]
+                };
+                ca.settle(&mut end_a, faulted[0]);
+                cb.settle(&mut end_b, faulted[1]);
+            }
+            let done = |end: Option<Result<()>>, h: crate::sha::Sha1| match end {
+                Some(Err(e)) => Err(e),
+                _ => Ok(h.finish()),
+            };
+            (done(end_a, x), done(end_b, y))
         })
     }
 
@@ -539,13 +594,32 @@ impl Drop for Storage {
 }
 
 /// Reads one piece's bytes in order, chunk by chunk, across its files
-/// (padding reads as zeros). Each file range is checked once, at its end,
-/// for a file deleted or cut while it was read.
+/// (padding reads as zeros): each chunk straight from the file's read-only
+/// map when allowed, else read into a buffer. Each file range is checked
+/// once, at its end, for a file deleted or cut while it was read.
 struct PieceCursor<'s> {
     storage: &'s Storage,
     chunks: SpanChunks,
     /// An out-of-range piece: reported by the first read.
     error: Option<Error>,
+    /// The file the last chunk came from, with whether it was read through
+    /// its map and whether it ended its range: checked by `settle` once
+    /// the chunk's bytes have been hashed (for a mapped chunk that is when
+    /// they are actually read).
+    pending: Option<Pending>,
+}
+
+struct Pending {
+    file: Arc<OpenFile>,
+    index: usize,
+    mapped: bool,
+    last: bool,
+}
+
+/// The next bytes of a lane; `mapped` when they lie in a file's map.
+struct View<'a> {
+    bytes: &'a [u8],
+    mapped: bool,
 }
 
 impl<'s> PieceCursor<'s> {
@@ -559,32 +633,131 @@ impl<'s> PieceCursor<'s> {
             storage,
             chunks: SpanChunks::new(spans),
             error,
+            pending: None,
         }
     }
 
-    /// Fills the front of `buf` with the next bytes; `Ok(0)` at the end.
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+    /// The next bytes of the lane, or an empty view once it ended (`end` is
+    /// then set: `Ok` at its end, `Err` on a read error).
+    fn pull<'c>(
+        &'c mut self,
+        end: &mut Option<Result<()>>,
+        buf: &'c mut [u8],
+        maps: bool,
+    ) -> View<'c> {
+        let empty = View {
+            bytes: &[],
+            mapped: false,
+        };
+        if end.is_some() {
+            return empty;
+        }
+        match self.next(buf, maps) {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                *end = Some(Ok(()));
+                empty
+            }
+            Err(e) => {
+                *end = Some(Err(e));
+                empty
+            }
+        }
+    }
+
+    fn next<'c>(&'c mut self, buf: &'c mut [u8], maps: bool) -> Result<Option<View<'c>>> {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
-        let Some(c) = self.chunks.next(buf.len()) else {
-            return Ok(0);
+        let Some(span) = self.chunks.peek() else {
+            return Ok(None);
         };
-        let chunk = &mut buf[..c.len];
-        if self.storage.layout.files()[c.span.file].padding {
+        if self.storage.layout.files()[span.file].padding {
+            let c = self.chunks.next(buf.len()).ok_or(Error::TooLarge)?;
+            let chunk = &mut buf[..c.len];
             chunk.fill(0);
-            return Ok(c.len);
+            return Ok(Some(View {
+                bytes: chunk,
+                mapped: false,
+            }));
         }
-        let at = c.span.file_offset + c.offset;
-        self.storage.with_file(c.span.file, Access::Read, |f| {
-            f.read_chunk(at, chunk)?;
-            // Deleted or cut while open: the range's bytes do not count.
-            if c.last {
-                f.check_len(0)?;
+        let file = self.storage.handle(span.file, Access::Read)?;
+        if maps {
+            let end = span.file_offset.checked_add(span.len);
+            let map = file
+                .hash_map()
+                .filter(|m| end.is_some_and(|e| e <= m.len() as u64));
+            if let Some(m) = map {
+                // The rest of the span, in one piece.
+                let c = self.chunks.next(usize::MAX).ok_or(Error::TooLarge)?;
+                let at =
+                    usize::try_from(span.file_offset + c.offset).map_err(|_| Error::TooLarge)?;
+                // SAFETY: `at..at+c.len` lies inside the map (checked above
+                // against the whole span). The slice is read only inside
+                // `sigbus::guarded` (see `hash_lanes`), where a page the file
+                // lost meanwhile reads as zeros and is reported instead of
+                // raising SIGBUS; `pending` keeps the map open until then.
+                let bytes = unsafe { std::slice::from_raw_parts(m.as_ptr().add(at), c.len) };
+                self.pending = Some(Pending {
+                    file: Arc::clone(&file),
+                    index: span.file,
+                    mapped: true,
+                    last: c.last,
+                });
+                return Ok(Some(View {
+                    bytes,
+                    mapped: true,
+                }));
             }
+        }
+        let c = self.chunks.next(buf.len()).ok_or(Error::TooLarge)?;
+        let chunk = &mut buf[..c.len];
+        let at = c.span.file_offset + c.offset;
+        if let Err(e) = file.read_chunk(at, chunk) {
+            self.forget_if_missing(&e, span.file);
+            return Err(e);
+        }
+        self.pending = Some(Pending {
+            file,
+            index: span.file,
+            mapped: false,
+            last: c.last,
+        });
+        Ok(Some(View {
+            bytes: chunk,
+            mapped: false,
+        }))
+    }
+
+    /// After the last view's bytes were hashed: a faulted mapped read
+    /// retires the map and fails the lane; a range that ended is checked
+    /// for a file deleted or cut while it was read.
+    fn settle(&mut self, end: &mut Option<Result<()>>, faulted: bool) {
+        let Some(p) = self.pending.take() else {
+            return;
+        };
+        if end.is_some() {
+            return;
+        }
+        let r = if faulted && p.mapped {
+            p.file.poison();
+            self.storage.pool_forget(p.index);
+            Err(p.file.map_fault_error())
+        } else if p.last {
+            p.file.check_len(0)
+        } else {
             Ok(())
-        })?;
-        Ok(c.len)
+        };
+        if let Err(e) = r {
+            self.forget_if_missing(&e, p.index);
+            *end = Some(Err(e));
+        }
+    }
+
+    fn forget_if_missing(&self, e: &Error, file: usize) {
+        if e.is_missing_data() {
+            self.storage.pool_forget(file);
+        }
     }
 }
 
@@ -853,6 +1026,57 @@ mod tests {
             s.read_block(0, 0, &mut buf).unwrap();
             assert!(!s.test_handle(0).unwrap().mapped());
         }
+    }
+
+    /// Positioned IO hashes from a read-only map made while the file was
+    /// whole. Cut by someone else afterwards, the pieces past the cut fail
+    /// with `FileTooShort` (the SIGBUS guard), the others still verify, and
+    /// once the data is written again a fresh map hashes it correctly: the
+    /// map that took zero pages is never read again.
+    #[test]
+    fn file_cut_under_its_hash_map_fails_those_pieces_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let lens = vec![(100_000u64, false)];
+        let data = data_for(&lens, 5);
+        let s = storage(
+            layout_for(&lens, 16384, &data),
+            dir.path(),
+            4,
+            Backend::PositionedIo,
+        );
+        write_all(&s, &data, 16384);
+        // Hashing maps the file (read-only, whole length).
+        assert!(s.check_piece(6).unwrap());
+        assert!(s.test_handle(0).unwrap().hash_map().is_some());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("d0/f0"))
+            .unwrap()
+            .set_len(50_000)
+            .unwrap();
+        // Piece 2 lies before the cut, piece 4 after it, piece 3 across it.
+        let (before, after) = s.hash_piece_pair(2, 4);
+        assert_eq!(before.unwrap(), s.layout().piece_hash(2));
+        assert!(
+            matches!(
+                after,
+                Err(Error::FileTooShort {
+                    expected: 100_000,
+                    actual: 50_000,
+                    ..
+                })
+            ),
+            "{after:?}"
+        );
+        assert!(matches!(s.hash_piece(3), Err(Error::FileTooShort { .. })));
+        let pool = rayon_pool();
+        let v = s.verify_all(&pool, &|_, _| {}).unwrap();
+        assert_eq!(v, vec![true, true, true, false, false, false, false]);
+        // Written again: every piece verifies, through a new map.
+        write_all(&s, &data, 16384);
+        let v = s.verify_all(&pool, &|_, _| {}).unwrap();
+        assert_eq!(v, vec![true; 7]);
+        assert!(s.test_handle(0).unwrap().hash_map().is_some());
     }
 
     #[test]
