@@ -49,6 +49,24 @@ PAIRS = [  # label, seeder, leecher, number of leechers
 CORE = PAIRS[:4]
 
 
+def prefault(nbytes):
+    """Touches and frees anonymous memory for what the coming transfer
+    will write (plus a quarter and 256 MiB), outside its timed window.
+    This VM hands free memory back to its host a few seconds after it is
+    freed (free page reporting) and takes 2-3 s of system time per GiB to
+    get it back on first touch, against about 0.25 s for memory freed a
+    moment ago. Without this step a transfer's cost depended on how much
+    memory the transfers before it had freed, and how long ago: a
+    four-leecher transfer right after a one-leecher one wrote 3 GiB into
+    memory the host had taken back, while the next one reused the 4 GiB
+    it had just freed. After it, each transfer starts with enough freshly
+    freed memory, whichever client runs and whatever ran before."""
+    n = int(nbytes * 1.25) + (256 << 20)
+    code = ("b = bytearray(%d)\nm = memoryview(b)\n"
+            "m[::4096] = b'\\x01' * len(range(0, %d, 4096))\n" % (n, n))
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def log(*a):
     print(time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)
 
@@ -195,6 +213,7 @@ class Bench:
             seeder_connects = getattr(leech_c, "seeder_connects", False)
             t_leech = None
             if seeder_connects:
+                prefault(n * size)
                 t_leech = time.monotonic()
                 for k in range(n):
                     leechers.append(w.add(leech_c.leech(torrent, saves[k], lports[k], sport, logdir,
@@ -210,6 +229,8 @@ class Bench:
             if getattr(leech_c, "needs_tracker_seed", False):
                 if not w.until(lambda: self.scrape_complete(ih) >= 1, time.monotonic() + 15):
                     raise RuntimeError("seeder never showed up at the tracker")
+            if not seeder_connects:
+                prefault(n * size)
             t0 = time.monotonic() if t_leech is None else t_leech
             seeder.peak_anon = seeder.peak_file = 0
             s_cpu0 = seeder.cpu_now()
@@ -433,12 +454,19 @@ class Bench:
                  "aria2c `--seed-time=0`) or, for transmission-cli, when its finish script "
                  "runs. The bytes are then compared with `cmp` / `diff -r`. A run with wrong "
                  "data counts as failed.",
-                 "- Order: run i of every transfer before run i+1, odd rounds in reverse "
-                 "order. Writing a new file costs far more system time in memory the VM "
+                 "- Memory: writing a new file costs far more system time in memory the VM "
                  "has returned to its host than in memory freed a moment ago (`dd` of 1 GiB "
-                 "to a new file: 2–3.3 s against 0.25 s), so a transfer gains from coming "
-                 "right after one that deleted gigabytes; reversing every other round "
-                 "shares that between the clients. Finished downloads are truncated to "
+                 "to a new file: 2–3.3 s against 0.25 s; this VM reports free pages to its "
+                 "host within seconds). So right before each transfer's clock starts, a "
+                 "helper process touches and frees 1.25× the bytes the leechers will write "
+                 "plus 256 MiB of anonymous memory, for every client alike. Until "
+                 "2026-11-27 the benchmark did not, and a transfer's cost depended on what "
+                 "ran before it: a four-leecher transfer after a one-leecher one wrote 3 GiB "
+                 "into memory the host had taken back (the first bittern four-leecher run "
+                 "of a set took 9.6–10.5 s where the others took 4–5.7 s).",
+                 "- Order: run i of every transfer before run i+1, odd rounds in reverse "
+                 "order, so slow drifts in the machine's load hit every transfer alike. "
+                 "Finished downloads are truncated to "
                  "nothing (freeing their blocks and page cache) but deleted only when the "
                  "benchmark ends: this VM's root is an ext4 without a journal, whose inode "
                  "allocator skips every inode freed in the last 1–6 minutes with a buffer "
