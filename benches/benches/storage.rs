@@ -6,6 +6,8 @@
 //!   with `openssl speed -evp sha1 -bytes 16384`.
 //! - `sha1/two_pieces_256KiB/{one_by_one,side_by_side}`: two pieces hashed
 //!   one after the other against side by side (`hash_pair`).
+//! - `sha1/three_pieces_256KiB/{pair_then_one,side_by_side}`: three pieces
+//!   as a pair plus one against three side by side (`hash_many`).
 //! - `verify/{mmap,pread}/{1,N}threads`: full recheck of a page-cached
 //!   128 MiB file (256 KiB pieces), single thread vs a rayon pool of all cores.
 //! - `blocks/write_fresh/{mmap,pread}/pool64`: 16 KiB blocks in random
@@ -28,7 +30,7 @@ use std::time::Duration;
 
 use bittern_storage::rayon;
 use bittern_storage::{
-    hash_blocks, hash_files, hash_pair, Backend, FilePool, FileSpec, Layout, Storage,
+    hash_blocks, hash_files, hash_many, hash_pair, Backend, FilePool, FileSpec, Layout, Storage,
 };
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use rand::seq::SliceRandom;
@@ -85,6 +87,21 @@ fn sha1_rate(c: &mut Criterion) {
     });
     g.bench_function("two_pieces_256KiB/side_by_side", |b| {
         b.iter(|| hash_pair(black_box(&a[..]), black_box(&z[..])))
+    });
+    // Three: two side by side plus one alone (the two-lane way) against
+    // all three side by side (`hash_many`, what verification does).
+    let y = random_bytes(256 * 1024, 4);
+    g.throughput(Throughput::Bytes(3 * 256 * 1024));
+    g.bench_function("three_pieces_256KiB/pair_then_one", |b| {
+        b.iter(|| {
+            (
+                hash_pair(black_box(&a[..]), black_box(&z[..])),
+                hash_blocks([black_box(&y[..])]),
+            )
+        })
+    });
+    g.bench_function("three_pieces_256KiB/side_by_side", |b| {
+        b.iter(|| hash_many(black_box(&[&a[..], &z[..], &y[..]])))
     });
     g.finish();
 }

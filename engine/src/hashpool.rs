@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Sender};
 use parking_lot::{Condvar, Mutex};
@@ -62,52 +62,69 @@ impl Drop for HashPool {
     }
 }
 
-/// Completed pieces waiting to be read back and hashed, handed to
-/// verification jobs in pairs: two pieces hashed side by side cost about
-/// 0.6x of hashing them one after the other (`bittern_storage`'s pair
-/// hashing). A job that finds a lone piece waits briefly for a partner;
-/// pieces of a fast download complete well within that wait.
+/// How many pieces a verification job hashes side by side
+/// ([`bittern_storage::HASH_LANES`]).
+pub(crate) const GROUP: usize = bittern_storage::HASH_LANES;
+
+/// Completed pieces waiting to be hashed, handed to verification jobs in
+/// groups of up to [`GROUP`]: three pieces hashed side by side cost about
+/// 0.65x of a pair and a lone piece (`bittern_storage::Storage::hash_pieces`).
+/// A job that finds fewer waits briefly for the rest of a group; pieces of
+/// a fast download complete well within that wait.
 #[derive(Default)]
-pub(crate) struct PairQueue {
-    state: Mutex<PairState>,
+pub(crate) struct VerifyQueue {
+    state: Mutex<QueueState>,
     arrived: Condvar,
 }
 
 #[derive(Default)]
-struct PairState {
+struct QueueState {
     pending: VecDeque<usize>,
-    /// A job holds one piece and waits for a second.
+    /// A job holds one piece and waits for the rest of its group.
     waiting: bool,
 }
 
-impl PairQueue {
+impl VerifyQueue {
     /// Queues `piece`. True when the caller must start a job for it; false
-    /// when a waiting job takes it as its partner.
+    /// when the waiting job takes it into its group.
     pub(crate) fn push(&self, piece: usize) -> bool {
         let mut st = self.state.lock();
         st.pending.push_back(piece);
-        if st.waiting && st.pending.len() == 1 {
-            self.arrived.notify_one();
+        if st.waiting && st.pending.len() < GROUP {
+            if st.pending.len() == GROUP - 1 {
+                self.arrived.notify_one();
+            }
             return false;
         }
         true
     }
 
-    /// Takes up to two pieces. With only one queued, waits up to `wait`
-    /// for a second, unless another job is already waiting. `(None, None)`
-    /// when another job took this job's piece.
-    pub(crate) fn take(&self, wait: Duration) -> (Option<usize>, Option<usize>) {
+    /// Takes up to [`GROUP`] pieces. With fewer queued, waits up to `wait`
+    /// for the rest, unless another job is already waiting. Empty when
+    /// other jobs took this job's piece.
+    pub(crate) fn take(&self, wait: Duration) -> Vec<usize> {
         let mut st = self.state.lock();
         let Some(first) = st.pending.pop_front() else {
-            return (None, None);
+            return Vec::new();
         };
-        if st.pending.is_empty() && !st.waiting && !wait.is_zero() {
+        if st.pending.len() < GROUP - 1 && !st.waiting && !wait.is_zero() {
             st.waiting = true;
-            let _ = self.arrived.wait_for(&mut st, wait);
+            let deadline = Instant::now() + wait;
+            while st.pending.len() < GROUP - 1 {
+                if self.arrived.wait_until(&mut st, deadline).timed_out() {
+                    break;
+                }
+            }
             st.waiting = false;
         }
-        let second = st.pending.pop_front();
-        (Some(first), second)
+        let mut group = vec![first];
+        while group.len() < GROUP {
+            match st.pending.pop_front() {
+                Some(p) => group.push(p),
+                None => break,
+            }
+        }
+        group
     }
 }
 
@@ -130,19 +147,18 @@ mod tests {
     }
 
     #[test]
-    fn pair_queue_hands_out_every_piece_once() {
+    fn verify_queue_hands_out_every_piece_once() {
         use std::sync::Arc;
-        let q = Arc::new(PairQueue::default());
+        let q = Arc::new(VerifyQueue::default());
         let pool = HashPool::new(2).unwrap();
         let (tx, rx) = crossbeam_channel::unbounded();
-        let mut pairs = 0;
         for piece in 0..500 {
             if q.push(piece) {
                 let (q, tx) = (q.clone(), tx.clone());
                 pool.spawn(move || {
-                    let (a, b) = q.take(Duration::from_millis(2));
-                    for p in [a, b].into_iter().flatten() {
-                        tx.send((p, b.is_some())).unwrap();
+                    let group = q.take(Duration::from_millis(2));
+                    for &p in &group {
+                        tx.send((p, group.len())).unwrap();
                     }
                 });
             }
@@ -153,22 +169,53 @@ mod tests {
         drop(pool);
         drop(tx);
         let mut got = Vec::new();
-        for (p, paired) in rx {
+        let mut grouped = 0;
+        for (p, size) in rx {
+            assert!((1..=GROUP).contains(&size));
             got.push(p);
-            pairs += usize::from(paired);
+            grouped += usize::from(size > 1);
         }
         got.sort_unstable();
         assert_eq!(got, (0..500).collect::<Vec<_>>(), "each piece exactly once");
-        assert!(pairs >= 400, "most pieces are hashed in pairs: {pairs}");
+        assert!(
+            grouped >= 400,
+            "most pieces are hashed in groups: {grouped}"
+        );
     }
 
     #[test]
-    fn a_lone_piece_waits_for_a_partner_then_goes_alone() {
-        let q = PairQueue::default();
+    fn a_lone_piece_waits_for_company_then_goes_alone() {
+        let q = VerifyQueue::default();
         assert!(q.push(1));
-        let start = std::time::Instant::now();
-        assert_eq!(q.take(Duration::from_millis(20)), (Some(1), None));
+        let start = Instant::now();
+        assert_eq!(q.take(Duration::from_millis(20)), vec![1]);
         assert!(start.elapsed() >= Duration::from_millis(20));
-        assert_eq!(q.take(Duration::from_millis(20)), (None, None));
+        assert!(q.take(Duration::from_millis(20)).is_empty());
+    }
+
+    /// A waiting job takes the next pieces into its group (their pushes
+    /// start no job) and goes as soon as the group is full.
+    #[test]
+    fn a_waiting_job_takes_the_next_pieces_and_goes_when_full() {
+        use std::sync::Arc;
+        let q = Arc::new(VerifyQueue::default());
+        assert!(q.push(1));
+        let job = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                (q.take(Duration::from_secs(10)), start.elapsed())
+            })
+        };
+        while !q.state.lock().waiting {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!q.push(2));
+        assert!(!q.push(3));
+        let (group, waited) = job.join().unwrap();
+        assert_eq!(group, vec![1, 2, 3]);
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        // With nobody waiting, a push starts a job again.
+        assert!(q.push(4));
     }
 }

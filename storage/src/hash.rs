@@ -25,21 +25,30 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with this thread's two [`CHUNK`]-byte scratch buffers
-/// (allocated once per thread, so verification memory is bounded by the
-/// thread count).
-pub(crate) fn with_scratch2<T>(f: impl FnOnce(&mut [u8], &mut [u8]) -> T) -> T {
+/// Runs `f` with this thread's [`sha::LANES`] [`CHUNK`]-byte scratch
+/// buffers (allocated once per thread, so verification memory is bounded
+/// by the thread count).
+pub(crate) fn with_scratch_lanes<T>(f: impl FnOnce([&mut [u8]; sha::LANES]) -> T) -> T {
+    fn split(buf: &mut [u8]) -> [&mut [u8]; sha::LANES] {
+        let (a, rest) = buf.split_at_mut(CHUNK);
+        let (b, c) = rest.split_at_mut(CHUNK);
+        [a, b, &mut c[..CHUNK]]
+    }
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
-            if buf.len() < 2 * CHUNK {
-                buf.resize(2 * CHUNK, 0);
+            if buf.len() < sha::LANES * CHUNK {
+                buf.resize(sha::LANES * CHUNK, 0);
             }
-            let (a, b) = buf.split_at_mut(CHUNK);
-            f(a, b)
+            f(split(&mut buf))
         }
         // Re-entered on this thread (not done by this crate): fresh buffers.
-        Err(_) => f(&mut vec![0; CHUNK], &mut vec![0; CHUNK]),
+        Err(_) => f(split(&mut vec![0; sha::LANES * CHUNK])),
     })
+}
+
+/// Two of this thread's scratch buffers (see [`with_scratch_lanes`]).
+pub(crate) fn with_scratch2<T>(f: impl FnOnce(&mut [u8], &mut [u8]) -> T) -> T {
+    with_scratch_lanes(|[a, b, _]| f(a, b))
 }
 
 /// Runs `f` with one of this thread's scratch buffers.
@@ -114,6 +123,20 @@ pub fn hash_pair(a: &[u8], b: &[u8]) -> ([u8; 20], [u8; 20]) {
     let (mut x, mut y) = (sha::Sha1::new(), sha::Sha1::new());
     sha::update_pair(&mut x, a, &mut y, b);
     (x.finish(), y.finish())
+}
+
+/// SHA-1 of each of `msgs`, hashed up to three side by side: about 0.5x
+/// the CPU time of one [`hash_blocks`] call each on a CPU with the SHA
+/// extensions, the same digests everywhere.
+pub fn hash_many(msgs: &[&[u8]]) -> Vec<[u8; 20]> {
+    let mut out = Vec::with_capacity(msgs.len());
+    for group in msgs.chunks(sha::LANES) {
+        let mut hs: Vec<sha::Sha1> = group.iter().map(|_| sha::Sha1::new()).collect();
+        let mut refs: Vec<&mut sha::Sha1> = hs.iter_mut().collect();
+        sha::update_lanes(&mut refs, group);
+        out.extend(hs.into_iter().map(sha::Sha1::finish));
+    }
+    out
 }
 
 /// An incremental SHA-1 of one piece, fed block by block while the caller

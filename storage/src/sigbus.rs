@@ -29,12 +29,14 @@ use std::cell::Cell;
 use std::sync::atomic::{compiler_fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::Once;
 
+use crate::sha::LANES;
+
 thread_local! {
     /// The address ranges `[start, end)` this thread is reading under
     /// guard; `(0, 0)` when unused. Const-initialised and without a
     /// destructor, so the signal handler can read them without any lazy
     /// initialisation.
-    static RANGES: [Cell<(usize, usize)>; 2] = const { [Cell::new((0, 0)), Cell::new((0, 0))] };
+    static RANGES: [Cell<(usize, usize)>; LANES] = const { [const { Cell::new((0, 0)) }; LANES] };
     /// Bit `i` set: a read in range `i` faulted and got zeros.
     static FAULTED: Cell<u8> = const { Cell::new(0) };
 }
@@ -71,7 +73,7 @@ pub(crate) fn available() -> bool {
 /// place of the missing pages; the map holding it now has zero pages in it.
 ///
 /// Only guards when [`available`] said so; callers check that first.
-pub(crate) fn guarded<R>(ranges: [&[u8]; 2], read: impl FnOnce() -> R) -> (R, [bool; 2]) {
+pub(crate) fn guarded<R>(ranges: [&[u8]; LANES], read: impl FnOnce() -> R) -> (R, [bool; LANES]) {
     RANGES.with(|r| {
         for (slot, range) in r.iter().zip(ranges) {
             let start = range.as_ptr() as usize;
@@ -86,7 +88,7 @@ pub(crate) fn guarded<R>(ranges: [&[u8]; 2], read: impl FnOnce() -> R) -> (R, [b
     compiler_fence(Ordering::SeqCst);
     RANGES.with(|r| r.iter().for_each(|slot| slot.set((0, 0))));
     let bits = FAULTED.with(|f| f.replace(0));
-    (out, [bits & 1 != 0, bits & 2 != 0])
+    (out, std::array::from_fn(|i| bits & (1 << i) != 0))
 }
 
 fn handler_address() -> libc::sighandler_t {
@@ -204,17 +206,17 @@ mod tests {
         assert!(available());
         let (_f, map) = mapped_then_cut();
         let (head, tail) = map.split_at(32 * 1024);
-        let (sums, faulted) = guarded([head, tail], || {
+        let (sums, faulted) = guarded([head, tail, &[]], || {
             let a: u64 = head.iter().map(|&b| u64::from(b)).sum();
             let b: u64 = tail.iter().map(|&b| u64::from(b)).sum();
             (a, b)
         });
         // The first 8 KiB are still file data; the rest of `head` faulted.
         assert_eq!(sums, (8 * 1024 * 7, 0));
-        assert_eq!(faulted, [true, true]);
+        assert_eq!(faulted, [true, true, false]);
         // The guard is off again: nothing stays registered.
-        let (_, faulted) = guarded([&[], &[]], || ());
-        assert_eq!(faulted, [false, false]);
+        let (_, faulted) = guarded([&[], &[], &[]], || ());
+        assert_eq!(faulted, [false; LANES]);
     }
 
     /// Reads inside the file fault nowhere.
@@ -223,11 +225,11 @@ mod tests {
         assert!(available());
         let (_f, map) = mapped_then_cut();
         let head = &map[..8 * 1024];
-        let (sum, faulted) = guarded([head, &[]], || {
+        let (sum, faulted) = guarded([&[], head, &[]], || {
             head.iter().map(|&b| u64::from(b)).sum::<u64>()
         });
         assert_eq!(sum, 8 * 1024 * 7);
-        assert_eq!(faulted, [false, false]);
+        assert_eq!(faulted, [false; LANES]);
     }
 
     /// An unguarded read past the end still ends the process with SIGBUS:
@@ -257,8 +259,8 @@ mod tests {
         let (_f, map) = mapped_then_cut();
         // Guarded elsewhere in the map first, so our handler is the one
         // that sees the unguarded fault and must pass it on.
-        let (_, faulted) = guarded([&map[..4096], &[]], || map[0]);
-        assert_eq!(faulted, [false, false]);
+        let (_, faulted) = guarded([&map[..4096], &[], &[]], || map[0]);
+        assert_eq!(faulted, [false; LANES]);
         let v = std::hint::black_box(&map[40 * 1024]);
         println!("read {v} past the end: the guard swallowed a fault that was not its own");
     }

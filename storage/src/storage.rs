@@ -12,7 +12,7 @@ use sha1::{Digest, Sha1};
 
 use crate::error::{Error, Result};
 use crate::file::OpenFile;
-use crate::hash::{with_scratch, with_scratch2, ZEROS};
+use crate::hash::{with_scratch, with_scratch_lanes, ZEROS};
 use crate::layout::{Layout, SpanChunks};
 use crate::path::{sync_parents, sync_parents_all, Access, DirCache};
 use crate::pool::FilePool;
@@ -231,14 +231,13 @@ impl Storage {
     /// [`Error::FileTooShort`] when its data is not there; other IO errors.
     pub fn hash_piece(&self, piece: usize) -> Result<[u8; 20]> {
         if self.backend == Backend::PositionedIo {
-            // From the maps, guarded, as pairs are (beside an empty lane).
-            let none = PieceCursor {
-                storage: self,
-                chunks: SpanChunks::new(Vec::new()),
-                error: None,
-                pending: None,
-            };
-            return self.hash_lanes(PieceCursor::new(self, piece), none).0;
+            // From the maps, guarded, as groups of pieces are.
+            let mut r = self.hash_pieces(&[piece]);
+            return r.pop().unwrap_or(Err(Error::OutOfRange {
+                piece,
+                offset: 0,
+                len: 0,
+            }));
         }
         let len = self.layout.piece_len(piece);
         let spans = self.layout.checked_spans(piece, 0, len)?;
@@ -284,47 +283,87 @@ impl Storage {
     /// passes every fault not its own to the handler before it; where it
     /// cannot be installed (or was replaced) data is read with `pread`.
     pub fn hash_piece_pair(&self, a: usize, b: usize) -> (Result<[u8; 20]>, Result<[u8; 20]>) {
-        self.hash_lanes(PieceCursor::new(self, a), PieceCursor::new(self, b))
+        let mut r = self.hash_pieces(&[a, b]).into_iter();
+        let mut next = |piece| {
+            r.next().unwrap_or(Err(Error::OutOfRange {
+                piece,
+                offset: 0,
+                len: 0,
+            }))
+        };
+        (next(a), next(b))
     }
 
-    /// Hashes two cursors' bytes side by side; an error ends that lane only.
-    fn hash_lanes(
-        &self,
-        mut ca: PieceCursor<'_>,
-        mut cb: PieceCursor<'_>,
-    ) -> (Result<[u8; 20]>, Result<[u8; 20]>) {
+    /// SHA-1 of each of `pieces` as it is on disk, in order, hashed up to
+    /// three side by side (about 0.5x the CPU time of one
+    /// [`hash_piece`](Self::hash_piece) each where the CPU has the SHA
+    /// extensions). An error reading one piece does not affect the others.
+    /// Reads as [`hash_piece_pair`](Self::hash_piece_pair) describes.
+    pub fn hash_pieces(&self, pieces: &[usize]) -> Vec<Result<[u8; 20]>> {
+        let mut out = Vec::with_capacity(pieces.len());
+        for group in pieces.chunks(crate::sha::LANES) {
+            let cursors = group.iter().map(|&p| PieceCursor::new(self, p)).collect();
+            out.extend(self.hash_lanes(cursors));
+        }
+        out
+    }
+
+    /// [`check_piece`](Self::check_piece) for each of `pieces` (see
+    /// [`hash_pieces`](Self::hash_pieces)).
+    pub fn check_pieces(&self, pieces: &[usize]) -> Vec<Result<bool>> {
+        self.hash_pieces(pieces)
+            .into_iter()
+            .zip(pieces)
+            .map(|(h, &p)| h.map(|h| h == self.layout.piece_hash(p)))
+            .collect()
+    }
+
+    /// Hashes up to [`LANES`](crate::sha::LANES) cursors' bytes side by
+    /// side; an error ends that lane only.
+    fn hash_lanes(&self, mut cursors: Vec<PieceCursor<'_>>) -> Vec<Result<[u8; 20]>> {
+        use crate::sha::{Sha1, LANES};
+        let k = cursors.len();
+        debug_assert!(k <= LANES);
         let maps = self.backend == Backend::PositionedIo && crate::sigbus::available();
-        with_scratch2(|buf_a, buf_b| {
-            let (mut x, mut y) = (crate::sha::Sha1::new(), crate::sha::Sha1::new());
-            let (mut end_a, mut end_b) = (None, None);
+        with_scratch_lanes(|mut bufs| {
+            let mut hs: Vec<Sha1> = (0..k).map(|_| Sha1::new()).collect();
+            let mut ends: Vec<Option<Result<()>>> = (0..k).map(|_| None).collect();
             loop {
-                let va = ca.pull(&mut end_a, buf_a, maps);
-                let vb = cb.pull(&mut end_b, buf_b, maps);
-                if va.bytes.is_empty() && vb.bytes.is_empty() && end_a.is_some() && end_b.is_some()
-                {
+                let views: Vec<View<'_>> = cursors
+                    .iter_mut()
+                    .zip(bufs.iter_mut())
+                    .zip(ends.iter_mut())
+                    .map(|((c, buf), end)| c.pull(end, buf, maps))
+                    .collect();
+                if views.iter().all(|v| v.bytes.is_empty()) && ends.iter().all(Option::is_some) {
                     break;
                 }
-                let faulted = if va.mapped || vb.mapped {
-                    let ranges = [
-                        if va.mapped { va.bytes } else { &[] },
-                        if vb.mapped { vb.bytes } else { &[] },
-                    ];
-                    let ((), f) = crate::sigbus::guarded(ranges, || {
-                        crate::sha::update_pair(&mut x, va.bytes, &mut y, vb.bytes)
-                    });
-                    f
+                let data: Vec<&[u8]> = views.iter().map(|v| v.bytes).collect();
+                let mut refs: Vec<&mut Sha1> = hs.iter_mut().collect();
+                let faulted = if views.iter().any(|v| v.mapped) {
+                    let mut ranges: [&[u8]; LANES] = [&[]; LANES];
+                    for (r, v) in ranges.iter_mut().zip(&views) {
+                        if v.mapped {
+                            *r = v.bytes;
+                        }
+                    }
+                    crate::sigbus::guarded(ranges, || crate::sha::update_lanes(&mut refs, &data)).1
                 } else {
-                    crate::sha::update_pair(&mut x, va.bytes, &mut y, vb.bytes);
-                    [false, false]
+                    crate::sha::update_lanes(&mut refs, &data);
+                    [false; LANES]
                 };
-                ca.settle(&mut end_a, faulted[0]);
-                cb.settle(&mut end_b, faulted[1]);
+                drop(views);
+                for ((c, end), f) in cursors.iter_mut().zip(ends.iter_mut()).zip(faulted) {
+                    c.settle(end, f);
+                }
             }
-            let done = |end: Option<Result<()>>, h: crate::sha::Sha1| match end {
-                Some(Err(e)) => Err(e),
-                _ => Ok(h.finish()),
-            };
-            (done(end_a, x), done(end_b, y))
+            hs.into_iter()
+                .zip(ends)
+                .map(|(h, end)| match end {
+                    Some(Err(e)) => Err(e),
+                    _ => Ok(h.finish()),
+                })
+                .collect()
         })
     }
 
@@ -544,21 +583,16 @@ impl Storage {
             Err(e) if e.is_missing_data() => Ok(false),
             r => r,
         };
-        // Two pieces per job, hashed side by side.
-        let pairs: Vec<Vec<Result<bool>>> = pool.install(|| {
+        // Three pieces per job, hashed side by side.
+        let groups: Vec<Vec<Result<bool>>> = pool.install(|| {
             pieces
-                .par_chunks(2)
-                .map(|pair| {
-                    let out = match *pair {
-                        [a, b] => {
-                            let (ra, rb) = self.check_piece_pair(a, b);
-                            vec![missing_is_bad(ra), missing_is_bad(rb)]
-                        }
-                        _ => pair
-                            .iter()
-                            .map(|&p| missing_is_bad(self.check_piece(p)))
-                            .collect(),
-                    };
+                .par_chunks(crate::sha::LANES)
+                .map(|group| {
+                    let out: Vec<Result<bool>> = self
+                        .check_pieces(group)
+                        .into_iter()
+                        .map(missing_is_bad)
+                        .collect();
                     for _ in 0..out.len() {
                         progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
                     }
@@ -566,7 +600,7 @@ impl Storage {
                 })
                 .collect()
         });
-        pairs.into_iter().flatten().collect()
+        groups.into_iter().flatten().collect()
     }
 
     /// Closes this torrent's files and maps in the pool (torrent removed or
@@ -812,6 +846,18 @@ mod tests {
                     assert_eq!((ca.unwrap(), cb.unwrap()), (a != 4, b != 4));
                 }
             }
+            // Three lanes (and more pieces than lanes), against the
+            // torrent's own piece hashes.
+            for a in 0..n {
+                let group = [a, 4, (a + 2) % n, n - 1, 1];
+                let checks: Vec<bool> = s
+                    .check_pieces(&group)
+                    .into_iter()
+                    .map(|r| r.unwrap())
+                    .collect();
+                let want: Vec<bool> = group.iter().map(|&p| p != 4).collect();
+                assert_eq!(checks, want, "group {group:?}");
+            }
             let pool = rayon_pool();
             let all = s.verify_all(&pool, &|_, _| {}).unwrap();
             assert_eq!(all, (0..n).map(|p| p != 4).collect::<Vec<_>>());
@@ -819,6 +865,10 @@ mod tests {
             let (bad, good) = s.hash_piece_pair(n, 1);
             assert!(matches!(bad, Err(Error::OutOfRange { .. })));
             assert_eq!(good.unwrap(), s.hash_piece(1).unwrap());
+            let r = s.hash_pieces(&[0, n + 3, 2]);
+            assert!(matches!(r[1], Err(Error::OutOfRange { .. })));
+            assert_eq!(r[0].as_ref().unwrap(), &s.layout().piece_hash(0));
+            assert_eq!(r[2].as_ref().unwrap(), &s.layout().piece_hash(2));
             // The last file (only in the last piece) deleted.
             s.release_files();
             std::fs::remove_file(dir.path().join("d2/f5")).unwrap();

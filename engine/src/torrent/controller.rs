@@ -29,7 +29,7 @@ use super::{Published, TorrentCommand, TorrentHandle};
 use crate::choker::{Choker, ChokerConfig};
 use crate::config::{SeedGoal, TorrentOptions};
 use crate::error::Error;
-use crate::hashpool::PairQueue;
+use crate::hashpool::VerifyQueue;
 use crate::inline_hash::InlineHashes;
 use crate::peer::{Origin, PeerCommand, PeerEvent, PeerMsg, PeerStats};
 use crate::picker::{BadDataGuard, BlockReceived, PeerKey, PickerConfig, PiecePicker, BLOCK_SIZE};
@@ -39,10 +39,10 @@ use crate::session::{Registry, SessionShared};
 use crate::shared::{BlockClaims, HaveSet};
 use crate::status::{TorrentEvent, TorrentState, TorrentStatus};
 
-/// How long a verification job holding one completed piece waits for a
-/// second to hash alongside it (pieces of a fast download complete far
-/// more often; a slow one loses at most this much per piece).
-const PAIR_WAIT: Duration = Duration::from_millis(2);
+/// How long a verification job holding fewer completed pieces than it
+/// hashes side by side waits for more (pieces of a fast download complete
+/// far more often; a slow one loses at most this much per piece).
+const GROUP_WAIT: Duration = Duration::from_millis(2);
 /// How long a verified piece may wait to be announced, so that HAVEs go
 /// out in batches (one write per peer, one read on the other side) rather
 /// than one message, wakeup and syscall per piece and peer.
@@ -229,7 +229,7 @@ pub(crate) struct Controller {
     verify_rx: Receiver<(usize, Result<bool, bittern_storage::Error>)>,
     verifying: usize,
     /// Completed pieces waiting for a verification job.
-    verify_queue: Arc<PairQueue>,
+    verify_queue: Arc<VerifyQueue>,
     /// Verified pieces not yet announced, and when they must be.
     pending_haves: Vec<u32>,
     haves_due: Option<Instant>,
@@ -714,24 +714,17 @@ impl Controller {
         }
         self.verifying += 1;
         if !self.verify_queue.push(piece) {
-            return; // a waiting job takes it as its partner
+            return; // a waiting job takes it into its group
         }
         let storage = self.storage.clone();
         let tx = self.verify_tx.clone();
         let queue = self.verify_queue.clone();
-        self.session
-            .verifiers
-            .spawn(move || match queue.take(PAIR_WAIT) {
-                (Some(a), Some(b)) => {
-                    let (ra, rb) = storage.check_piece_pair(a, b);
-                    let _ = tx.send((a, ra));
-                    let _ = tx.send((b, rb));
-                }
-                (Some(a), None) => {
-                    let _ = tx.send((a, storage.check_piece(a)));
-                }
-                _ => {}
-            });
+        self.session.verifiers.spawn(move || {
+            let group = queue.take(GROUP_WAIT);
+            for (&piece, result) in group.iter().zip(storage.check_pieces(&group)) {
+                let _ = tx.send((piece, result));
+            }
+        });
     }
 
     fn on_verified(&mut self, piece: usize, result: Result<bool, bittern_storage::Error>) {
