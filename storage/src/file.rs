@@ -295,6 +295,13 @@ impl OpenFile {
         Ok(())
     }
 
+    /// The file's length now (one `fstat`); `None` when it was deleted
+    /// while open or cannot be examined.
+    pub(crate) fn live_len(&self) -> Option<u64> {
+        let st = self.fstat().ok()?;
+        (st.st_nlink > 0).then_some(st.st_size as u64)
+    }
+
     /// The map, if `offset..offset+len` lies inside it.
     fn map_for(&self, offset: u64, len: usize) -> Option<&MmapRaw> {
         let m = self.map.as_ref()?;

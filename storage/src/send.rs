@@ -63,13 +63,53 @@ impl Storage {
     /// [`Error::FileMissing`], [`Error::FileTooShort`], [`Error::PathEscapes`],
     /// [`Error::Io`]. Nothing has been sent when this fails.
     pub fn block_source(&self, piece: usize, offset: u64, len: u64) -> Result<BlockSource> {
+        self.source_checked(piece, offset, len, &mut Vec::new())
+    }
+
+    /// [`block_source`](Self::block_source) for each `(piece, offset,
+    /// len)` of an upload batch: each file is checked with one `fstat` for
+    /// the whole batch rather than one per block. The check still comes
+    /// before any of the batch's headers is written, which is what it is
+    /// for; a block the size seen does not cover gets a fresh check and
+    /// its own error.
+    pub fn block_sources(&self, blocks: &[(usize, u64, u64)]) -> Vec<Result<BlockSource>> {
+        let mut seen = Vec::new();
+        blocks
+            .iter()
+            .map(|&(piece, offset, len)| self.source_checked(piece, offset, len, &mut seen))
+            .collect()
+    }
+
+    /// One block's source, reusing the file sizes in `seen` (file index,
+    /// handle, length when it was there and linked).
+    fn source_checked(
+        &self,
+        piece: usize,
+        offset: u64,
+        len: u64,
+        seen: &mut Vec<(usize, Arc<OpenFile>, Option<u64>)>,
+    ) -> Result<BlockSource> {
         let mut parts = Vec::with_capacity(1);
         for span in self.layout().checked_spans(piece, offset, len)? {
             if self.layout().files()[span.file].padding {
                 parts.push(Part::Zeros(span.len));
                 continue;
             }
-            let file = self.open_checked(span.file, span.file_offset + span.len)?;
+            let end = span.file_offset + span.len;
+            let known = match seen.iter().find(|(i, _, _)| *i == span.file) {
+                Some((_, f, size)) => Some((Arc::clone(f), *size)),
+                None => {
+                    let f = self.handle(span.file, Access::Read)?;
+                    let size = f.live_len();
+                    seen.push((span.file, Arc::clone(&f), size));
+                    Some((f, size))
+                }
+            };
+            let file = match known {
+                Some((f, Some(size))) if size >= end => f,
+                // Gone, short or unreadable: a fresh check gives the error.
+                _ => self.open_checked(span.file, end)?,
+            };
             parts.push(Part::File {
                 file,
                 offset: span.file_offset,

@@ -106,9 +106,11 @@ fn blocks_and_headers_arrive_byte_exact_across_files_and_padding() {
         let reader = drain(rx);
         let mut expect = Vec::new();
         for batch in blocks.chunks(5) {
-            let srcs: Vec<_> = batch
-                .iter()
-                .map(|&(p, off, len)| s.block_source(p, off, len).unwrap())
+            // One size check per file for the batch.
+            let srcs: Vec<_> = s
+                .block_sources(batch)
+                .into_iter()
+                .map(|r| r.unwrap())
                 .collect();
             let headers: Vec<[u8; 4]> = batch
                 .iter()
@@ -197,6 +199,18 @@ fn missing_or_truncated_files_are_missing_data() {
         // Now short: refused before anything is sent.
         let e = s.block_source(piece, off, len).unwrap_err();
         assert!(e.is_missing_data(), "{name}: {e}");
+        // In a batch, with one size check for the file: a block the cut
+        // file still holds is served, the one past the cut refused, and a
+        // block of the other file is unaffected.
+        let other = if file == 0 { 1_250_000u64 } else { 100_000 };
+        let r = s.block_sources(&[
+            ((base / pl) as usize, base % pl, 16 * 1024),
+            (piece, off, len),
+            ((other / pl) as usize, other % pl, 1024),
+        ]);
+        assert_eq!(r[0].as_ref().map(|b| b.len()).unwrap(), 16 * 1024);
+        assert!(r[1].as_ref().unwrap_err().is_missing_data(), "{name}");
+        assert_eq!(r[2].as_ref().map(|b| b.len()).unwrap(), 1024);
         // A deleted file likewise (its open handle is not served).
         std::fs::remove_file(&path).unwrap();
         let e = s.block_source(piece, off, 1024).unwrap_err();

@@ -282,14 +282,20 @@ impl Writer<'_> {
     /// Each block's files are checked first, so a block whose data is gone
     /// is rejected before its header goes out.
     fn upload_mapped(&mut self, queue: &mut VecDeque<BlockRef>) -> Result<(), PeerError> {
-        let mut batch: Vec<(BlockRef, BlockSource, [u8; 13])> = Vec::with_capacity(UPLOAD_BATCH);
-        while batch.len() < UPLOAD_BATCH {
+        let mut wanted: Vec<BlockRef> = Vec::with_capacity(UPLOAD_BATCH);
+        while wanted.len() < UPLOAD_BATCH {
             let Some(b) = self.next_had(queue) else { break };
-            match self.ctx.storage.block_source(
-                b.index as usize,
-                u64::from(b.begin),
-                u64::from(b.length),
-            ) {
+            wanted.push(b);
+        }
+        // One size check per file for the batch, before any header goes out.
+        let spans: Vec<(usize, u64, u64)> = wanted
+            .iter()
+            .map(|b| (b.index as usize, u64::from(b.begin), u64::from(b.length)))
+            .collect();
+        let sources = self.ctx.storage.block_sources(&spans);
+        let mut batch: Vec<(BlockRef, BlockSource, [u8; 13])> = Vec::with_capacity(wanted.len());
+        for (b, src) in wanted.into_iter().zip(sources) {
+            match src {
                 Ok(src) => batch.push((b, src, piece_header(b.index, b.begin, b.length))),
                 Err(e) => self.refuse_lost(b, &e),
             }
