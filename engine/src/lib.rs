@@ -31,6 +31,7 @@
 pub mod choker;
 mod config;
 mod error;
+mod fasthash;
 mod hashpool;
 mod inline_hash;
 mod peer;

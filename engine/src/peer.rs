@@ -14,7 +14,6 @@
 //! a full queue as a peer too slow to keep. A drop guard reports
 //! [`PeerEvent::Gone`] exactly once however the thread ends, panics included.
 
-use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,6 +28,7 @@ use parking_lot::Mutex;
 
 use crate::config::Timing;
 use crate::error::PeerError;
+use crate::fasthash::{FastMap, FastSet};
 use crate::inline_hash::InlineHashes;
 use crate::picker::PeerKey;
 use crate::ratelimit::RateLimiter;
@@ -344,10 +344,10 @@ struct Link {
 #[derive(Default)]
 struct Requests {
     /// Sent and not yet answered: (piece, begin) -> length.
-    outstanding: HashMap<(u32, u32), u32>,
+    outstanding: FastMap<(u32, u32), u32>,
     /// Cancelled by us or voided by a choke: the block may still be on the
     /// wire, so its arrival is no offence, but it is not written.
-    late: HashSet<(u32, u32)>,
+    late: FastSet<(u32, u32)>,
 }
 
 /// Late blocks remembered per connection; beyond this the oldest knowledge

@@ -37,13 +37,14 @@
 mod avail;
 mod baddata;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use bittern_wire::{Bitfield, BlockRef};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
+use crate::fasthash::FastSet;
 use avail::Availability;
 pub use baddata::BadDataGuard;
 
@@ -145,7 +146,7 @@ pub struct PiecePicker {
     scrambled: Vec<u32>,
     started: BTreeMap<u32, Partial>,
     /// Requests in flight per peer: (piece, block index).
-    outstanding: HashMap<PeerKey, HashSet<(u32, u32)>>,
+    outstanding: HashMap<PeerKey, FastSet<(u32, u32)>>,
 }
 
 impl PiecePicker {
@@ -359,7 +360,7 @@ impl PiecePicker {
 
     /// Requests in flight to `peer`.
     pub fn outstanding(&self, peer: PeerKey) -> usize {
-        self.outstanding.get(&peer).map_or(0, HashSet::len)
+        self.outstanding.get(&peer).map_or(0, FastSet::len)
     }
 
     /// The blocks in flight to `peer`, sorted.
