@@ -255,6 +255,13 @@ mod tests {
         if std::env::var_os("BITTERN_SIGBUS_CHILD").is_none() {
             return;
         }
+        // No core file from the expected crash.
+        let none = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: plain setrlimit with a valid struct.
+        unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) };
         assert!(available());
         let (_f, map) = mapped_then_cut();
         // Guarded elsewhere in the map first, so our handler is the one
