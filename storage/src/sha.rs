@@ -125,16 +125,13 @@ pub(crate) fn update_lanes(hs: &mut [&mut Sha1], data: &[&[u8]]) {
     for i in 0..k {
         rest[i] = hs[i].fill(data[i]);
     }
-    // A lane may still hold a partial block when its input was short.
-    if hs.iter().any(|h| h.buf_len != 0) {
-        for i in 0..k {
-            hs[i].update_after_fill(rest[i]);
-        }
-        return;
-    }
+    // A lane whose input was too short to complete its partial block has
+    // nothing left (`fill` took it all) and simply sits this call out; the
+    // others still go side by side.
     let mut blocks: [&[[u8; 64]]; LANES] = [&[]; LANES];
     let mut tails: [&[u8]; LANES] = [&[]; LANES];
     for i in 0..k {
+        debug_assert!(hs[i].buf_len == 0 || rest[i].is_empty());
         (blocks[i], tails[i]) = as_blocks(rest[i]);
     }
     // The lanes with blocks left, side by side, until none has any.
@@ -177,20 +174,6 @@ pub(crate) fn update_lanes(hs: &mut [&mut Sha1], data: &[&[u8]]) {
     }
     for i in 0..k {
         hs[i].keep(tails[i]);
-    }
-}
-
-impl Sha1 {
-    /// `update` for bytes already counted by `fill`.
-    fn update_after_fill(&mut self, rest: &[u8]) {
-        if self.buf_len != 0 {
-            // `fill` consumed everything into the partial block.
-            debug_assert!(rest.is_empty());
-            return;
-        }
-        let (blocks, tail) = as_blocks(rest);
-        compress(&mut self.h, blocks);
-        self.keep(tail);
     }
 }
 
