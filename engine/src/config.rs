@@ -44,11 +44,12 @@ pub struct SessionConfig {
     /// of `pread` into buffers and a vectored write (two copies). On by
     /// default; off keeps the buffered path (for comparison).
     pub mapped_upload: bool,
-    /// At a stop, verified bytes still waiting for the disk from which on
-    /// the resume state records the pieces unflushed, stamped with this
-    /// boot's id, instead of waiting for the disk (they are trusted on
-    /// restart unless the system rebooted). 0: never wait; `u64::MAX`:
-    /// always flush first.
+    /// At a stop, the flush work (verified bytes still waiting for the
+    /// disk, plus 256 KiB for each file to sync: every sync ends with a
+    /// device cache flush) from which on the resume state records the
+    /// pieces unflushed, stamped with this boot's id, instead of waiting
+    /// for the disk (they are trusted on restart unless the system
+    /// rebooted). 0: never wait; `u64::MAX`: always flush first.
     pub stop_flush_limit: u64,
 }
 

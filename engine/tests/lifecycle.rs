@@ -112,6 +112,53 @@ fn exit_on_complete_records_unflushed_pieces_for_this_boot() {
     }
 }
 
+/// A stop weighs the syncs a flush would make, not only the bytes: with
+/// the same limit and about the same bytes, twelve files are recorded
+/// unflushed (twelve device cache flushes cost more than the limit) while
+/// one file is flushed and recorded durable.
+#[test]
+fn a_stop_counts_each_file_sync_in_the_flush_cost() {
+    let Some(boot) = bittern_storage::boot_id() else {
+        return; // no boot id here: every stop flushes
+    };
+    let src = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..12).map(|i| format!("f{i:02}.bin")).collect();
+    let files: Vec<(&str, u64)> = names.iter().map(|n| (n.as_str(), 64 * 1024)).collect();
+    let many = make_torrent(src.path(), "many", &files, 64 * 1024, 41);
+    let one = make_torrent(
+        src.path(),
+        "one.bin",
+        &[("one.bin", 12 * 64 * 1024)],
+        64 * 1024,
+        42,
+    );
+    let seeder = session();
+    for meta in [&many, &one] {
+        let t = seeder
+            .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+            .unwrap();
+        wait_state(&t, TorrentState::Seeding, Duration::from_secs(20));
+    }
+    // Twelve syncs at 256 KiB each reach the limit whatever is unwritten;
+    // one sync plus 768 KiB of data stays below it.
+    let limit = 12 * (256 << 10);
+    for (meta, unflushed) in [(&many, Some(boot)), (&one, None)] {
+        let dst = tempfile::tempdir().unwrap();
+        let mut cfg = config();
+        cfg.stop_flush_limit = limit;
+        let mut leecher = Session::new(cfg).unwrap();
+        leech_until_stopped(&leecher, meta, dst.path(), seeder.local_addr());
+        leecher.shutdown();
+        let resume = dst
+            .path()
+            .join(".bittern")
+            .join(format!("{}.resume", meta.info_hash.to_hex()));
+        let state = bittern_storage::ResumeState::load(&resume).unwrap();
+        assert_eq!(state.have, vec![true; meta.info.piece_count()]);
+        assert_eq!(state.unflushed_boot, unflushed, "{}", meta.info.name);
+    }
+}
+
 #[test]
 fn pause_disconnects_and_resume_finishes() {
     let src = tempfile::tempdir().unwrap();

@@ -494,6 +494,16 @@ impl Storage {
         Ok(Some(total))
     }
 
+    /// How many files hold bytes of `pieces` (padding aside): the number of
+    /// files [`flush_pieces`](Self::flush_pieces) of the same pieces syncs,
+    /// each sync ending with a device cache flush.
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`] for a bad index.
+    pub fn file_count(&self, pieces: &[usize]) -> Result<usize> {
+        Ok(self.files_under(pieces)?.len())
+    }
+
     /// Creates and reserves file `file` even if no block was written to it
     /// (useful for zero-length files, which no piece touches).
     ///

@@ -14,6 +14,12 @@ use crate::peer::{PeerEvent, PeerMsg};
 use crate::picker::PeerKey;
 use crate::status::{PeerInfo, TorrentEvent, TorrentState, TorrentStatus};
 
+/// A file sync ends with a device cache flush, which costs about what
+/// writing this many bytes does: stopping a completed 1,000-file torrent
+/// (256 MiB) spent 250 ms in `fdatasync`s with almost nothing left to
+/// write, about 0.25 ms a file, and the disk here writes ~1 GB/s.
+const STOP_SYNC_COST_PER_FILE: u64 = 256 << 10;
+
 impl Controller {
     // ---- commands and ticks -------------------------------------------
 
@@ -246,16 +252,25 @@ impl Controller {
     pub(super) fn save_resume_at_stop(&mut self) -> Result<(), bittern_storage::Error> {
         let have = self.have_flags();
         let had: Vec<usize> = (0..have.len()).filter(|&i| have[i]).collect();
-        match self.storage.unflushed_bytes(&had)? {
+        // What the flush would cost, in bytes to write: what is still on
+        // its way to disk, plus a device cache flush per file synced.
+        let files = self.storage.file_count(&had)? as u64;
+        let cost = self
+            .storage
+            .unflushed_bytes(&had)?
+            .map(|n| n.saturating_add(files.saturating_mul(STOP_SYNC_COST_PER_FILE)));
+        match cost {
             Some(n)
                 if n >= self.session.config.stop_flush_limit
                     && bittern_storage::boot_id().is_some() =>
             {
                 check::save_unflushed(&self.storage, &self.resume_file, self.info_hash, &have)?;
                 info!(
-                    "{}: recorded {} pieces without waiting for {} MiB still on their way to disk",
+                    "{}: recorded {} pieces without waiting for the disk ({} files to sync, \
+                     about {} MiB of flush work)",
                     self.short(),
                     had.len(),
+                    files,
                     n >> 20
                 );
                 self.saved_epoch = self.epoch;
