@@ -51,6 +51,13 @@ pub struct SessionConfig {
     /// for the disk (they are trusted on restart unless the system
     /// rebooted). 0: never wait; `u64::MAX`: always flush first.
     pub stop_flush_limit: u64,
+    /// How long after a piece passes its hash its bytes start going to
+    /// disk (`sync_file_range`), rather than the kernel's own flusher
+    /// picking them up about 30 s later. A download shorter than this
+    /// finishes without spending CPU on writeback while it runs; a longer
+    /// one streams to disk at most this far behind, which bounds what a
+    /// resume save or a stop has to flush. `Duration::ZERO`: at once.
+    pub writeback_delay: Duration,
 }
 
 impl Default for SessionConfig {
@@ -75,6 +82,7 @@ impl Default for SessionConfig {
             inline_hashing: false,
             mapped_upload: true,
             stop_flush_limit: 64 << 20,
+            writeback_delay: Duration::from_secs(5),
         }
     }
 }

@@ -93,7 +93,8 @@ impl Session {
             files: Arc::new(FilePool::new(config.max_open_files)),
             hashers: Arc::new(hashers),
             verifiers: crate::hashpool::HashPool::new(threads).map_err(Error::Spawn)?,
-            writeback: crate::writeback::Writeback::spawn().map_err(Error::Spawn)?,
+            writeback: crate::writeback::Writeback::spawn(config.writeback_delay)
+                .map_err(Error::Spawn)?,
             upload: Arc::new(RateLimiter::new(config.upload_limit)),
             download: Arc::new(RateLimiter::new(config.download_limit)),
             connections: AtomicUsize::new(0),
