@@ -320,6 +320,14 @@ impl Storage {
 
     /// Hashes up to [`LANES`](crate::sha::LANES) cursors' bytes side by
     /// side; an error ends that lane only.
+    ///
+    /// Each lane holds the chunk it pulled last (the rest of a span in a
+    /// file's map, or a buffer read with `pread`) until all of it is
+    /// hashed, and every round feeds each lane as many bytes as the
+    /// shortest chunk left, so the lanes stay side by side even when the
+    /// pieces cross files of different sizes (otherwise the lane with the
+    /// longest chunk would finish it alone, one lane at a time). Each round
+    /// finishes at least one chunk.
     fn hash_lanes(&self, mut cursors: Vec<PieceCursor<'_>>) -> Vec<Result<[u8; 20]>> {
         use crate::sha::{Sha1, LANES};
         let k = cursors.len();
@@ -328,33 +336,74 @@ impl Storage {
         with_scratch_lanes(|mut bufs| {
             let mut hs: Vec<Sha1> = (0..k).map(|_| Sha1::new()).collect();
             let mut ends: Vec<Option<Result<()>>> = (0..k).map(|_| None).collect();
+            let mut held: Vec<Held> = (0..k).map(|_| Held::default()).collect();
             loop {
-                let views: Vec<View<'_>> = cursors
+                for (((c, buf), end), h) in cursors
                     .iter_mut()
                     .zip(bufs.iter_mut())
                     .zip(ends.iter_mut())
-                    .map(|((c, buf), end)| c.pull(end, buf, maps))
-                    .collect();
-                if views.iter().all(|v| v.bytes.is_empty()) && ends.iter().all(Option::is_some) {
-                    break;
-                }
-                let data: Vec<&[u8]> = views.iter().map(|v| v.bytes).collect();
-                let mut refs: Vec<&mut Sha1> = hs.iter_mut().collect();
-                let faulted = if views.iter().any(|v| v.mapped) {
-                    let mut ranges: [&[u8]; LANES] = [&[]; LANES];
-                    for (r, v) in ranges.iter_mut().zip(&views) {
-                        if v.mapped {
-                            *r = v.bytes;
+                    .zip(held.iter_mut())
+                {
+                    if h.done < h.len {
+                        continue;
+                    }
+                    // All of the last chunk is hashed: check it, take the
+                    // next one with bytes in it (or the lane's end).
+                    loop {
+                        c.settle(end, h.faulted);
+                        let v = c.pull(end, buf, maps);
+                        *h = Held {
+                            map: v.mapped.then_some(v.bytes.as_ptr()),
+                            len: v.bytes.len(),
+                            done: 0,
+                            faulted: false,
+                        };
+                        if h.len > 0 || end.is_some() {
+                            break;
                         }
                     }
-                    crate::sigbus::guarded(ranges, || crate::sha::update_lanes(&mut refs, &data)).1
+                }
+                let Some(step) = held
+                    .iter()
+                    .filter(|h| h.len > 0)
+                    .map(|h| h.len - h.done)
+                    .min()
+                else {
+                    break; // every lane has ended
+                };
+                let mut data: [&[u8]; LANES] = [&[]; LANES];
+                let mut ranges: [&[u8]; LANES] = [&[]; LANES];
+                for (i, h) in held.iter().enumerate() {
+                    let n = step.min(h.len - h.done);
+                    data[i] = match h.map {
+                        // SAFETY: `map..map+len` lay inside the file's map
+                        // when the chunk was pulled, and the cursor's
+                        // `pending` holds the file (so the map) open until
+                        // it settles the chunk. The bytes are read only
+                        // inside `sigbus::guarded` below, where a page the
+                        // file lost meanwhile reads as zeros and is
+                        // reported (`faulted`) instead of raising SIGBUS.
+                        Some(p) => {
+                            let bytes = unsafe { std::slice::from_raw_parts(p.add(h.done), n) };
+                            ranges[i] = bytes;
+                            bytes
+                        }
+                        None => &bufs[i][h.done..h.done + n],
+                    };
+                }
+                let mut refs: Vec<&mut Sha1> = hs.iter_mut().collect();
+                let faulted = if held.iter().any(|h| h.map.is_some()) {
+                    crate::sigbus::guarded(ranges, || {
+                        crate::sha::update_lanes(&mut refs, &data[..k]);
+                    })
+                    .1
                 } else {
-                    crate::sha::update_lanes(&mut refs, &data);
+                    crate::sha::update_lanes(&mut refs, &data[..k]);
                     [false; LANES]
                 };
-                drop(views);
-                for ((c, end), f) in cursors.iter_mut().zip(ends.iter_mut()).zip(faulted) {
-                    c.settle(end, f);
+                for (h, f) in held.iter_mut().zip(faulted) {
+                    h.faulted |= f;
+                    h.done += step.min(h.len - h.done);
                 }
             }
             hs.into_iter()
@@ -660,6 +709,17 @@ struct Pending {
     last: bool,
 }
 
+/// The chunk a lane of [`Storage::hash_lanes`] pulled last: `len` bytes
+/// at `map` in a file's map, or at the start of the lane's buffer; `done`
+/// of them hashed so far, `faulted` when a guarded read of them faulted.
+#[derive(Default)]
+struct Held {
+    map: Option<*const u8>,
+    len: usize,
+    done: usize,
+    faulted: bool,
+}
+
 /// The next bytes of a lane; `mapped` when they lie in a file's map.
 struct View<'a> {
     bytes: &'a [u8],
@@ -889,6 +949,65 @@ mod tests {
             assert_eq!(
                 all,
                 (0..n).map(|p| p != 4 && p != n - 1).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    /// Large pieces across many files of mixed sizes (mapped and read
+    /// with `pread`, in chunks of every length), three lanes at a time in
+    /// any grouping: every piece matches the torrent's hash, and a
+    /// corrupted byte fails its piece only.
+    #[test]
+    fn lanes_over_files_of_mixed_sizes_match_the_piece_hashes() {
+        let mut next = {
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            move |m: u64| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x % m
+            }
+        };
+        let mut lens: Vec<(u64, bool)> = (0..40)
+            .map(|i| match i % 4 {
+                0 => (1 + next(200), false),
+                1 => (1 + next(70_000), false),
+                2 => (100_000 + next(300_000), false),
+                _ => (1 + next(20_000), false),
+            })
+            .collect();
+        lens.insert(7, (0, false));
+        lens.insert(11, (3_333, true));
+        let pl = 256 * 1024;
+        let data = data_for(&lens, 21);
+        let layout = layout_for(&lens, pl, &data);
+        for backend in BACKENDS {
+            let dir = tempfile::tempdir().unwrap();
+            let s = storage(layout.clone(), dir.path(), 3, backend);
+            write_all(&s, &data, 16 * 1024);
+            let n = s.layout().piece_count();
+            assert!(n >= 10, "{n} pieces");
+            let order: Vec<usize> = (0..n).chain((0..n).rev().step_by(2)).collect();
+            for (i, group) in order.chunks(3).chain(order[1..].chunks(3)).enumerate() {
+                let r = s.check_pieces(group);
+                assert!(
+                    r.iter().all(|c| *c.as_ref().unwrap()),
+                    "{backend:?} group {i} {group:?}"
+                );
+            }
+            let bad = n / 2;
+            s.write_block(bad, 5, &[data[bad * pl as usize + 5] ^ 0x40])
+                .unwrap();
+            let all: Vec<usize> = (0..n).collect();
+            let r: Vec<bool> = s
+                .check_pieces(&all)
+                .into_iter()
+                .map(|c| c.unwrap())
+                .collect();
+            assert_eq!(
+                r,
+                (0..n).map(|p| p != bad).collect::<Vec<_>>(),
+                "{backend:?}"
             );
         }
     }
