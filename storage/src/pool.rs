@@ -121,6 +121,16 @@ impl FilePool {
         Ok(file)
     }
 
+    /// The cached file for `key` if it is open, without opening it or
+    /// counting this as a use.
+    pub(crate) fn open_file(&self, key: Key) -> Option<Arc<OpenFile>> {
+        self.inner
+            .lock()
+            .slots
+            .get(&key)
+            .map(|s| Arc::clone(&s.file))
+    }
+
     /// Drops the cached entry for `key` (after it proved stale: deleted or
     /// truncated under us), so the next call reopens the path.
     pub(crate) fn forget(&self, key: Key) {

@@ -89,6 +89,8 @@ impl Sha1 {
         self.buf_len += take;
         if self.buf_len == 64 {
             let block = self.buf;
+            #[cfg(test)]
+            count_lane_blocks(1, 1);
             compress(&mut self.h, &[block]);
             self.buf_len = 0;
         }
@@ -158,6 +160,8 @@ pub(crate) fn update_lanes(hs: &mut [&mut Sha1], data: &[&[u8]]) {
             h[j] = hs[i].h;
             run[j] = &blocks[i][..n];
         }
+        #[cfg(test)]
+        count_lane_blocks(m, n);
         match m {
             1 => compress(&mut h[0], run[0]),
             2 => {
@@ -175,6 +179,23 @@ pub(crate) fn update_lanes(hs: &mut [&mut Sha1], data: &[&[u8]]) {
     for i in 0..k {
         hs[i].keep(tails[i]);
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Blocks this thread compressed `i + 1` lanes side by side, for tests
+    /// of how well callers keep the lanes busy.
+    pub(crate) static LANE_BLOCKS: std::cell::Cell<[usize; LANES]> =
+        const { std::cell::Cell::new([0; LANES]) };
+}
+
+#[cfg(test)]
+fn count_lane_blocks(lanes: usize, blocks: usize) {
+    LANE_BLOCKS.with(|c| {
+        let mut v = c.get();
+        v[lanes - 1] += blocks;
+        c.set(v);
+    });
 }
 
 /// Splits `data` into whole 64-byte blocks and the tail.
@@ -369,6 +390,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::numbers;
     use sha1::Digest;
 
     fn reference(data: &[u8]) -> [u8; 20] {
@@ -397,16 +419,6 @@ mod tests {
         for n in [55, 56, 63, 64, 65, 119, 120, 128, 1000] {
             let d = bytes(n, n as u64);
             assert_eq!(h(&d), reference(&d), "length {n}");
-        }
-    }
-
-    /// A xorshift generator: `next(m)` is a number below `m`.
-    fn numbers(mut seed: u64) -> impl FnMut(u64) -> u64 {
-        move |m| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % m
         }
     }
 

@@ -7,6 +7,16 @@ use rand::{Rng, SeedableRng};
 
 use crate::{hash_blocks, Backend, FilePool, FileSpec, Layout, Storage};
 
+/// A xorshift generator: `next(m)` is a number below `m`.
+pub(crate) fn numbers(mut seed: u64) -> impl FnMut(u64) -> u64 {
+    move |m| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % m
+    }
+}
+
 /// Deterministic pseudo-random bytes.
 pub(crate) fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
