@@ -49,7 +49,8 @@ pub struct SessionConfig {
     /// device cache flush) from which on the resume state records the
     /// pieces unflushed, stamped with this boot's id, instead of waiting
     /// for the disk (they are trusted on restart unless the system
-    /// rebooted). 0: never wait; `u64::MAX`: always flush first.
+    /// rebooted; after a reboot only those an earlier save flushed are).
+    /// 0: never wait; `u64::MAX`: always flush first.
     pub stop_flush_limit: u64,
     /// How long after a piece passes its hash its bytes start going to
     /// disk (`sync_file_range`), rather than the kernel's own flusher

@@ -112,6 +112,60 @@ fn exit_on_complete_records_unflushed_pieces_for_this_boot() {
     }
 }
 
+/// An unflushed stop passes on the pieces earlier saves flushed: after a
+/// reboot the resume state still vouches for those, and only the pieces
+/// verified since the last save are rechecked (not the whole torrent).
+#[test]
+fn an_unflushed_stop_keeps_what_earlier_saves_made_durable() {
+    if bittern_storage::boot_id().is_none() {
+        return; // no boot id here: every stop flushes
+    }
+    let src = tempfile::tempdir().unwrap();
+    let total = 4 * 1024 * 1024u64;
+    let meta = make_torrent(src.path(), "d.bin", &[("d.bin", total)], 64 * 1024, 43);
+    let n = meta.info.piece_count();
+    let seeder = session();
+    let s = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    let dst = tempfile::tempdir().unwrap();
+    let mut cfg = config();
+    // About two seconds of download, with saves every 200 ms on the way,
+    // and a stop that never waits for the disk.
+    cfg.download_limit = Some(2 * 1024 * 1024);
+    cfg.timing.resume_interval = Duration::from_millis(200);
+    cfg.stop_flush_limit = 0;
+    let mut leecher = Session::new(cfg).unwrap();
+    leech_until_stopped(&leecher, &meta, dst.path(), seeder.local_addr());
+    leecher.shutdown();
+    assert_same(src.path(), dst.path(), &["d.bin".into()]);
+    let resume = dst
+        .path()
+        .join(".bittern")
+        .join(format!("{}.resume", meta.info_hash.to_hex()));
+    let mut state = bittern_storage::ResumeState::load(&resume).unwrap();
+    assert_eq!(state.unflushed_boot, bittern_storage::boot_id());
+    assert_eq!(state.have, vec![true; n]);
+    // The last save began before the last piece was verified.
+    let durable = state.durable.iter().filter(|d| **d).count();
+    assert!(
+        durable > 0 && durable < n,
+        "{durable} of {n} pieces durable"
+    );
+    // As after a reboot: the state vouches for the durable pieces, the
+    // rest is rechecked and found, nothing is fetched.
+    state.unflushed_boot = Some([0x5a; 16]);
+    state.save(&resume).unwrap();
+    let again = session();
+    let l2 = again
+        .add_torrent(meta.clone(), dst.path(), TorrentOptions::default())
+        .unwrap();
+    assert_eq!(checked_pieces(&l2), n);
+    wait_state(&l2, TorrentState::Seeding, Duration::from_secs(20));
+    assert_eq!(l2.status().downloaded, 0);
+}
+
 /// A stop weighs the syncs a flush would make, not only the bytes: with
 /// the same limit and about the same bytes, twelve files are recorded
 /// unflushed (twelve device cache flushes cost more than the limit) while

@@ -1,7 +1,7 @@
 //! [`ResumeState`]: which pieces were verified, and what the files looked
 //! like when that was recorded.
 //!
-//! # File format (version 2, little-endian)
+//! # File format (version 3, little-endian)
 //! ```text
 //! magic        8   b"BTRNRSM\0"
 //! version      4   u32 = 2
@@ -13,13 +13,17 @@
 //!                  cache held them (see below)
 //! have         ceil(piece_count / 8) bytes, piece 0 = high bit of byte 0,
 //!                  spare bits zero
+//! durable      the same shape: the had pieces known to be on disk (all
+//!                  of `have` when `boot` is zero)
 //! files        file_count x 45 bytes:
 //!                  present u8 (0/1), size u64, mtime_sec i64, mtime_nsec u32,
 //!                  ctime_sec i64, ctime_nsec u32, inode u64
 //!                  (all zero when absent)
 //! checksum    20   SHA-1 of every byte before it
 //! ```
-//! Version 1 files (no `boot` field, always flushed) are still read.
+//! Version 1 files (no `boot` field, always flushed) and version 2 files
+//! (no `durable` field: an unflushed one knows of nothing durable) are
+//! still read.
 //! Saved atomically: written to `<path>.tmp`, fsynced, renamed over
 //! `<path>`, then the directory is fsynced. A crash leaves either the old or
 //! the new file, never a torn one; the checksum catches anything else.
@@ -33,10 +37,12 @@
 //!   piece: the state holds across crashes and reboots.
 //! - [`ResumeState::capture_unflushed`] without flushing (an exit that
 //!   should not wait for the disk): the state records the current boot id
-//!   (`/proc/sys/kernel/random/boot_id`) and vouches for nothing after a
-//!   reboot, when the data may never have reached the disk. Until then the
+//!   (`/proc/sys/kernel/random/boot_id`). Until the system restarts the
 //!   page cache is what every reader sees, so the pieces are as good as
-//!   written.
+//!   written. After a restart the data may never have reached the disk,
+//!   and the state vouches only for the pieces the caller says an earlier
+//!   flush made durable (`durable`: flushed, and never written since), if
+//!   their files still carry the stamps recorded at capture.
 //!
 //! Remaining hole: a change within the filesystem's timestamp granularity
 //! right after capture, by a writer that keeps size and inode.
@@ -51,7 +57,7 @@ use crate::error::{Error, Result, ResumeCorruption};
 use crate::storage::Storage;
 
 const MAGIC: &[u8; 8] = b"BTRNRSM\0";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 const HEADER_V1: usize = 8 + 4 + 20 + 8 + 8;
 const BOOT: usize = 16;
 const STAMP: usize = 1 + 8 + 8 + 4 + 8 + 4 + 8;
@@ -98,13 +104,18 @@ pub struct ResumeState {
     pub id: [u8; 20],
     /// Pieces in the torrent.
     pub piece_count: usize,
-    /// Pieces verified and durable at capture time.
+    /// Pieces verified at capture time (and flushed, unless
+    /// `unflushed_boot` is set).
     pub have: Vec<bool>,
+    /// The had pieces known to be on disk at capture: all of `have` for a
+    /// flushed capture; for an unflushed one, those an earlier flush made
+    /// durable (a verified piece is never written again).
+    pub durable: Vec<bool>,
     /// One stamp per layout file; `None` for a padding or absent file.
     pub files: Vec<Option<FileStamp>>,
     /// `None`: the had pieces were flushed to disk before capture. `Some`:
     /// they were not; the boot id of the system that held them in its page
-    /// cache (the state vouches for nothing on another boot).
+    /// cache (on another boot the state vouches only for `durable`).
     pub unflushed_boot: Option<[u8; 16]>,
 }
 
@@ -160,28 +171,40 @@ impl ResumeState {
             id,
             piece_count,
             have: have.to_vec(),
+            durable: have.to_vec(),
             files: current_stamps(storage),
             unflushed_boot: None,
         })
     }
 
     /// As [`capture`](Self::capture), for had pieces that may not have
-    /// been flushed yet: the state records this boot's id and vouches for
-    /// nothing once the system has restarted.
+    /// been flushed yet: the state records this boot's id. Once the system
+    /// has restarted it vouches only for `durable` pieces (those of `have`
+    /// an earlier [`Storage::flush_pieces`] made durable; pass all false
+    /// when unsure).
     ///
     /// # Errors
-    /// As [`capture`](Self::capture); [`Error::Io`] when the system has no
-    /// boot id to record (the caller must flush and use `capture`).
+    /// As [`capture`](Self::capture), also for `durable`; [`Error::Io`]
+    /// when the system has no boot id to record (the caller must flush and
+    /// use `capture`).
     pub fn capture_unflushed(
         storage: &Storage,
         id: [u8; 20],
         have: &[bool],
+        durable: &[bool],
     ) -> Result<ResumeState> {
         let boot = boot_id().ok_or_else(|| Error::Io {
             path: PathBuf::from("/proc/sys/kernel/random/boot_id"),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no boot id"),
         })?;
         let mut st = ResumeState::capture(storage, id, have)?;
+        if durable.len() != st.piece_count {
+            return Err(Error::LengthMismatch {
+                expected: st.piece_count,
+                actual: durable.len(),
+            });
+        }
+        st.durable = have.iter().zip(durable).map(|(h, d)| *h && *d).collect();
         st.unflushed_boot = Some(boot);
         Ok(st)
     }
@@ -189,7 +212,7 @@ impl ResumeState {
     /// Encodes the state (format in the module doc).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(
-            HEADER_V1 + BOOT + self.piece_count.div_ceil(8) + self.files.len() * STAMP + 20,
+            HEADER_V1 + BOOT + 2 * self.piece_count.div_ceil(8) + self.files.len() * STAMP + 20,
         );
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
@@ -197,13 +220,15 @@ impl ResumeState {
         out.extend_from_slice(&(self.piece_count as u64).to_le_bytes());
         out.extend_from_slice(&(self.files.len() as u64).to_le_bytes());
         out.extend_from_slice(&self.unflushed_boot.unwrap_or([0; BOOT]));
-        let mut bits = vec![0u8; self.piece_count.div_ceil(8)];
-        for (i, _) in self.have.iter().enumerate().filter(|(_, h)| **h) {
-            if i < self.piece_count {
-                bits[i / 8] |= 0x80 >> (i % 8);
+        for set in [&self.have, &self.durable] {
+            let mut bits = vec![0u8; self.piece_count.div_ceil(8)];
+            for (i, _) in set.iter().enumerate().filter(|(_, h)| **h) {
+                if i < self.piece_count {
+                    bits[i / 8] |= 0x80 >> (i % 8);
+                }
             }
+            out.extend_from_slice(&bits);
         }
-        out.extend_from_slice(&bits);
         for f in &self.files {
             let s = f.unwrap_or(FileStamp {
                 size: 0,
@@ -245,9 +270,11 @@ impl ResumeState {
         }
         let mut r = Reader { bytes, pos: 8 };
         let version = u32::from_le_bytes(r.take()?);
-        let header = match version {
-            1 => HEADER_V1,
-            VERSION => HEADER_V1 + BOOT,
+        // Header bytes, and how many piece bitfields follow it.
+        let (header, sets) = match version {
+            1 => (HEADER_V1, 1),
+            2 => (HEADER_V1 + BOOT, 1),
+            VERSION => (HEADER_V1 + BOOT, 2),
             _ => return Err(bad(ResumeCorruption::UnsupportedVersion(version))),
         };
         let id: [u8; 20] = r.take()?;
@@ -256,6 +283,8 @@ impl ResumeState {
         // Check the total length before allocating anything sized by the header.
         let expected = piece_count
             .div_ceil(8)
+            .checked_mul(sets)
+            .ok_or(bad(ResumeCorruption::BadLength))?
             .checked_add(
                 file_count
                     .checked_mul(STAMP as u64)
@@ -278,15 +307,26 @@ impl ResumeState {
         };
         // Lengths fit: they are bounded by bytes.len().
         let piece_count = piece_count as usize;
-        let bits = r.slice(piece_count.div_ceil(8))?;
-        let have: Vec<bool> = (0..piece_count)
-            .map(|i| bits[i / 8] & (0x80 >> (i % 8)) != 0)
-            .collect();
-        if piece_count % 8 != 0 {
-            let spare = bits[bits.len() - 1] & (0xFF >> (piece_count % 8));
-            if spare != 0 {
-                return Err(bad(ResumeCorruption::SpareBits));
+        let mut bitfield = || -> Result<Vec<bool>> {
+            let bits = r.slice(piece_count.div_ceil(8))?;
+            if piece_count % 8 != 0 {
+                let spare = bits[bits.len() - 1] & (0xFF >> (piece_count % 8));
+                if spare != 0 {
+                    return Err(bad(ResumeCorruption::SpareBits));
+                }
             }
+            Ok((0..piece_count)
+                .map(|i| bits[i / 8] & (0x80 >> (i % 8)) != 0)
+                .collect())
+        };
+        let have = bitfield()?;
+        let durable = match (sets, unflushed_boot) {
+            (2, _) => bitfield()?,
+            (_, None) => have.clone(),
+            (_, Some(_)) => vec![false; piece_count],
+        };
+        if durable.iter().zip(&have).any(|(d, h)| *d && !*h) {
+            return Err(bad(ResumeCorruption::BadField));
         }
         let mut files = Vec::with_capacity(file_count as usize);
         for _ in 0..file_count {
@@ -309,6 +349,7 @@ impl ResumeState {
             id,
             piece_count,
             have,
+            durable,
             files,
             unflushed_boot,
         })
@@ -370,16 +411,29 @@ impl ResumeState {
     /// **and** every file they touch has the same stamp as then (and is at
     /// least as long as the layout says). Everything else must be rechecked
     /// (see [`Storage::verify_pieces`]). All false when `id` or the geometry
-    /// differ, or when the state was captured unflushed on another boot.
+    /// differ. A state captured unflushed on another boot vouches only for
+    /// its durable pieces.
     pub fn vouched(&self, storage: &Storage, id: [u8; 20]) -> Vec<bool> {
+        if self.unflushed_boot.is_some_and(|b| boot_id() != Some(b)) {
+            self.vouch(storage, id, &self.durable)
+        } else {
+            self.vouch(storage, id, &self.have)
+        }
+    }
+
+    /// Those of [`vouched`](Self::vouched) known to be on disk: all of
+    /// them for a flushed capture, the durable ones for an unflushed one
+    /// (what a new unflushed capture may pass on as durable).
+    pub fn vouched_durable(&self, storage: &Storage, id: [u8; 20]) -> Vec<bool> {
+        self.vouch(storage, id, &self.durable)
+    }
+
+    fn vouch(&self, storage: &Storage, id: [u8; 20], set: &[bool]) -> Vec<bool> {
         let layout = storage.layout();
         let n = layout.piece_count();
-        if self.unflushed_boot.is_some_and(|b| boot_id() != Some(b)) {
-            return vec![false; n];
-        }
         if id != self.id
             || self.piece_count != n
-            || self.have.len() != n
+            || set.len() != n
             || self.files.len() != layout.files().len()
         {
             return vec![false; n];
@@ -395,7 +449,7 @@ impl ResumeState {
             })
             .collect();
         (0..n)
-            .map(|p| self.have[p] && layout.spans(p, 0, layout.piece_len(p)).all(|s| ok[s.file]))
+            .map(|p| set[p] && layout.spans(p, 0, layout.piece_len(p)).all(|s| ok[s.file]))
             .collect()
     }
 }
@@ -527,26 +581,60 @@ mod tests {
         let (s, _) = setup(dir.path());
         let n = s.layout().piece_count();
         let have: Vec<bool> = (0..n).map(|p| p % 2 == 0).collect();
+        // Flushed earlier: pieces 0 and 4 of those had, and 1 (not had
+        // now, so not passed on).
+        let durable: Vec<bool> = (0..n).map(|p| p % 4 == 0 || p == 1).collect();
+        let kept: Vec<bool> = (0..n).map(|p| p % 4 == 0).collect();
         let Some(boot) = boot_id() else {
             // No boot id here: capture_unflushed must refuse, not guess.
-            assert!(ResumeState::capture_unflushed(&s, [3; 20], &have).is_err());
+            assert!(ResumeState::capture_unflushed(&s, [3; 20], &have, &durable).is_err());
             return;
         };
-        let st = ResumeState::capture_unflushed(&s, [3; 20], &have).unwrap();
+        assert!(matches!(
+            ResumeState::capture_unflushed(&s, [3; 20], &have, &durable[1..]),
+            Err(Error::LengthMismatch { .. })
+        ));
+        let st = ResumeState::capture_unflushed(&s, [3; 20], &have, &durable).unwrap();
         assert_eq!(st.unflushed_boot, Some(boot));
+        assert_eq!(st.durable, kept);
         let path = dir.path().join("u.resume");
         st.save(&path).unwrap();
         let back = ResumeState::load(&path).unwrap();
         assert_eq!(back, st);
         assert_eq!(back.vouched(&s, [3; 20]), have);
+        assert_eq!(back.vouched_durable(&s, [3; 20]), kept);
         // The same state from another boot: the data may never have
-        // reached the disk, so nothing is vouched for.
+        // reached the disk, so only what an earlier flush made durable is
+        // vouched for.
         let mut other = back.clone();
         other.unflushed_boot = Some([0x5a; 16]);
         let bytes = other.to_bytes();
         let other = ResumeState::from_bytes(&bytes, &path).unwrap();
         assert_eq!(other.unflushed_boot, Some([0x5a; 16]));
-        assert_eq!(other.vouched(&s, [3; 20]), vec![false; n]);
+        assert_eq!(other.vouched(&s, [3; 20]), kept);
+        // ... and only while their files are as they were at capture.
+        s.release_files();
+        std::thread::sleep(Duration::from_millis(20));
+        {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.path().join("d0/f0"))
+                .unwrap();
+            f.write_all_at(b"X", 10).unwrap();
+        }
+        let v = other.vouched(&s, [3; 20]);
+        let f0 = s.layout().file_pieces(0);
+        assert_eq!(
+            v,
+            (0..n)
+                .map(|p| kept[p] && !f0.contains(&p))
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            kept[0] && f0.contains(&0),
+            "the test must cover a kept piece"
+        );
         // A flushed capture records no boot and holds on any boot.
         let flushed = ResumeState::capture(&s, [3; 20], &have).unwrap();
         let back = ResumeState::from_bytes(&flushed.to_bytes(), &path).unwrap();
@@ -555,31 +643,48 @@ mod tests {
     }
 
     #[test]
-    fn version_1_files_still_load_as_flushed() {
+    fn version_1_and_2_files_still_load() {
         let dir = tempfile::tempdir().unwrap();
         let (s, _) = setup(dir.path());
         let n = s.layout().piece_count();
         let have: Vec<bool> = (0..n).map(|p| p != 2).collect();
         let st = ResumeState::capture(&s, [4; 20], &have).unwrap();
-        // Version 1 layout: the version 2 bytes without the boot field.
-        let v2 = st.to_bytes();
-        let mut v1 = Vec::new();
-        v1.extend_from_slice(&v2[..8]);
-        v1.extend_from_slice(&1u32.to_le_bytes());
-        v1.extend_from_slice(&v2[12..HEADER_V1]);
-        v1.extend_from_slice(&v2[HEADER_V1 + BOOT..v2.len() - 20]);
-        let sum: [u8; 20] = Sha1::digest(&v1).into();
-        v1.extend_from_slice(&sum);
-        let back = ResumeState::from_bytes(&v1, Path::new("v1")).unwrap();
+        let v3 = st.to_bytes();
+        let bits = n.div_ceil(8);
+        let have_at = HEADER_V1 + BOOT;
+        // Older layouts from the version 3 bytes: version 1 without the
+        // boot and durable fields, version 2 without the durable field.
+        let older = |version: u32, boot: Option<[u8; 16]>| {
+            let mut b = Vec::new();
+            b.extend_from_slice(&v3[..8]);
+            b.extend_from_slice(&version.to_le_bytes());
+            b.extend_from_slice(&v3[12..HEADER_V1]);
+            if version == 2 {
+                b.extend_from_slice(&boot.unwrap_or([0; BOOT]));
+            }
+            b.extend_from_slice(&v3[have_at..have_at + bits]);
+            b.extend_from_slice(&v3[have_at + 2 * bits..v3.len() - 20]);
+            let sum: [u8; 20] = Sha1::digest(&b).into();
+            b.extend_from_slice(&sum);
+            ResumeState::from_bytes(&b, Path::new("old"))
+        };
+        let back = older(1, None).unwrap();
         assert_eq!(back, st);
         assert_eq!(back.vouched(&s, [4; 20]), have);
+        let back = older(2, None).unwrap();
+        assert_eq!(back, st);
+        // A version 2 unflushed state knows of nothing durable.
+        let back = older(2, Some([0x5a; 16])).unwrap();
+        assert_eq!(back.have, have);
+        assert_eq!(back.durable, vec![false; n]);
+        assert_eq!(back.vouched(&s, [4; 20]), vec![false; n]);
         // An unknown version is refused.
-        let mut v3 = v2.clone();
-        v3[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let mut v4 = v3.clone();
+        v4[8..12].copy_from_slice(&4u32.to_le_bytes());
         assert!(matches!(
-            ResumeState::from_bytes(&v3, Path::new("v3")),
+            ResumeState::from_bytes(&v4, Path::new("v4")),
             Err(Error::CorruptResume {
-                reason: ResumeCorruption::UnsupportedVersion(3),
+                reason: ResumeCorruption::UnsupportedVersion(4),
                 ..
             })
         ));

@@ -3,7 +3,9 @@
 //!
 //! Resume state only ever vouches for pieces that were flushed to disk
 //! before it was written: `save` flushes first, then captures file sizes and
-//! modification times, then writes the file atomically. At startup every
+//! modification times, then writes the file atomically. (`save_unflushed`
+//! records pieces not flushed yet, trusted only on the same boot.) At
+//! startup every
 //! piece the state cannot vouch for (file changed since, state missing,
 //! corrupt or for another torrent) is rechecked by hashing.
 
@@ -18,29 +20,34 @@ use crate::session::SessionShared;
 use crate::shared::HaveSet;
 use crate::status::FileStatus;
 
-/// Which pieces are valid on disk.
+/// Which pieces are valid on disk, and which of them are known to be
+/// durable (vouched for by resume state as flushed; see
+/// [`ResumeState::vouched_durable`]). Pieces found by hashing may still be
+/// in the page cache only, and are not counted as durable.
 pub(super) fn startup(
     storage: &Storage,
     session: &SessionShared,
     resume_file: &Path,
     info_hash: InfoHash,
     published: &Published,
-) -> Result<Vec<bool>, bittern_storage::Error> {
+) -> Result<(Vec<bool>, Vec<bool>), bittern_storage::Error> {
     let count = storage.layout().piece_count();
-    let vouched = match ResumeState::load(resume_file) {
+    let (vouched, durable) = match ResumeState::load(resume_file) {
         Ok(state) => {
             let v = state.vouched(storage, info_hash.0);
+            let d = state.vouched_durable(storage, info_hash.0);
             debug!(
-                "resume state vouches for {} pieces",
-                v.iter().filter(|x| **x).count()
+                "resume state vouches for {} pieces ({} durable)",
+                v.iter().filter(|x| **x).count(),
+                d.iter().filter(|x| **x).count()
             );
-            v
+            (v, d)
         }
         Err(e) => {
             if resume_file.exists() {
                 info!("ignoring resume state {}: {e}", resume_file.display());
             }
-            vec![false; count]
+            (vec![false; count], vec![false; count])
         }
     };
     let absent = absent_pieces(storage);
@@ -58,7 +65,7 @@ pub(super) fn startup(
     for (i, ok) in to_check.iter().zip(checked) {
         have[*i] = ok;
     }
-    Ok(have)
+    Ok((have, durable))
 }
 
 /// Pieces that cannot be on disk because a file they need does not exist
@@ -111,16 +118,17 @@ pub(super) fn save(
 }
 
 /// Records the had pieces without flushing them: the state carries this
-/// boot's id and is trusted only until the system restarts (see
-/// [`ResumeState::capture_unflushed`]).
+/// boot's id and is trusted only until the system restarts, after which
+/// it vouches only for `durable` (see [`ResumeState::capture_unflushed`]).
 pub(super) fn save_unflushed(
     storage: &Storage,
     resume_file: &Path,
     info_hash: InfoHash,
     have: &[bool],
+    durable: &[bool],
 ) -> Result<(), bittern_storage::Error> {
     write_resume(
-        &ResumeState::capture_unflushed(storage, info_hash.0, have)?,
+        &ResumeState::capture_unflushed(storage, info_hash.0, have, durable)?,
         resume_file,
     )
 }

@@ -261,6 +261,14 @@ pub(crate) struct Controller {
     epoch: u64,
     /// The epoch the last successful persist recorded.
     saved_epoch: u64,
+    /// Pieces known to be on disk: recorded by a flushed save (or vouched
+    /// for as such at startup) and had ever since. A stop that records
+    /// the pieces unflushed passes these on as durable, so a reboot only
+    /// rechecks the rest.
+    durable: Vec<bool>,
+    /// Pieces that left `have` while a persist job ran: not durable when
+    /// it reports, whatever its snapshot says.
+    lost_while_persisting: Vec<bool>,
     persist_tx: Sender<PersistDone>,
     persist_rx: Receiver<PersistDone>,
     /// A persist job is running.
@@ -294,6 +302,7 @@ impl Controller {
             commands,
         } = parts;
         let info = &metainfo.info;
+        let pieces = info.piece_count();
         let now = Instant::now();
         let seed = u64::from_le_bytes(metainfo.info_hash.0[..8].try_into().unwrap_or([7; 8]))
             ^ now.elapsed().as_nanos() as u64
@@ -375,6 +384,8 @@ impl Controller {
             last_resume: now,
             epoch: 0,
             saved_epoch: 0,
+            durable: vec![false; pieces],
+            lost_while_persisting: vec![false; pieces],
             persist_tx,
             persist_rx,
             persisting: false,
@@ -439,7 +450,8 @@ impl Controller {
             self.info_hash,
             &self.published,
         ) {
-            Ok(have) => {
+            Ok((have, durable)) => {
+                self.durable = durable;
                 let n = have.iter().filter(|h| **h).count();
                 for (i, h) in have.iter().enumerate() {
                     if *h {
@@ -733,8 +745,9 @@ impl Controller {
             Ok(true) => {
                 self.picker.piece_passed(piece);
                 self.have.insert(piece);
-                // Get the bytes moving to disk now, so the flush before
-                // recording the piece as had finds little left to write.
+                // Get the bytes moving to disk a little later (see
+                // `writeback`), so the flush before recording the piece as
+                // had finds little left to write.
                 self.session.writeback.hint(&self.storage, piece);
                 self.epoch += 1;
                 self.transfer
@@ -793,6 +806,12 @@ impl Controller {
             self.short()
         );
         self.have.remove(piece);
+        if let Some(d) = self.durable.get_mut(piece) {
+            *d = false;
+        }
+        if let Some(l) = self.lost_while_persisting.get_mut(piece) {
+            *l = true;
+        }
         self.hashes.reset(piece as u32);
         self.claims.reset_piece(piece);
         self.picker.unset_have(piece);

@@ -264,7 +264,13 @@ impl Controller {
                 if n >= self.session.config.stop_flush_limit
                     && bittern_storage::boot_id().is_some() =>
             {
-                check::save_unflushed(&self.storage, &self.resume_file, self.info_hash, &have)?;
+                check::save_unflushed(
+                    &self.storage,
+                    &self.resume_file,
+                    self.info_hash,
+                    &have,
+                    &self.durable,
+                )?;
                 info!(
                     "{}: recorded {} pieces without waiting for the disk ({} files to sync, \
                      about {} MiB of flush work)",
@@ -295,6 +301,7 @@ impl Controller {
             let have = self.have_flags();
             let missing = check::save(&self.storage, &self.resume_file, self.info_hash, &have)?;
             if missing.is_empty() {
+                self.durable = have;
                 self.saved_epoch = self.epoch;
                 self.last_resume = Instant::now();
                 return Ok(());

@@ -11,7 +11,8 @@
 //! the files sees them then (from the page cache). A stop that would have
 //! to wait for much unwritten data records the pieces with this boot's id
 //! instead of flushing them ([`ResumeState::capture_unflushed`]): they are
-//! believed on restart unless the system rebooted in between.
+//! believed on restart unless the system rebooted in between, and then
+//! only those an earlier job flushed (the controller's `durable`).
 
 use std::time::Instant;
 
@@ -24,6 +25,8 @@ use crate::status::TorrentState;
 pub(crate) struct PersistDone {
     /// `Controller::epoch` when the job took its snapshot.
     epoch: u64,
+    /// The snapshot: the pieces the job flushed and recorded.
+    have: Vec<bool>,
     started: Instant,
     /// Pieces whose data turned out to be gone, or the error.
     result: Result<Vec<usize>, bittern_storage::Error>,
@@ -37,6 +40,7 @@ impl Controller {
             return;
         }
         let have = self.have_flags();
+        self.lost_while_persisting.fill(false);
         let storage = self.storage.clone();
         let resume_file = self.resume_file.clone();
         let info_hash = self.info_hash;
@@ -47,6 +51,7 @@ impl Controller {
             let result = check::save(&storage, &resume_file, info_hash, &have);
             let _ = tx.send(PersistDone {
                 epoch,
+                have,
                 started,
                 result,
             });
@@ -61,6 +66,7 @@ impl Controller {
             warn!("{}: cannot start a persist thread: {e}", self.short());
             let _ = self.persist_tx.send(PersistDone {
                 epoch,
+                have: Vec::new(),
                 started,
                 result: Err(bittern_storage::Error::Io {
                     path: self.resume_file.clone(),
@@ -74,6 +80,12 @@ impl Controller {
         self.persisting = false;
         match done.result {
             Ok(missing) if missing.is_empty() => {
+                // On disk now, unless a piece left `have` meanwhile (its
+                // data found gone, perhaps fetched again since).
+                let lost = &self.lost_while_persisting;
+                for ((d, flushed), lost) in self.durable.iter_mut().zip(&done.have).zip(lost) {
+                    *d |= *flushed && !*lost;
+                }
                 self.saved_epoch = self.saved_epoch.max(done.epoch);
                 self.last_resume = Instant::now();
                 debug!(
