@@ -44,10 +44,7 @@ fn transfer_single_file(inline_hashing: bool) {
     assert!(st.downloaded >= meta.info.total_length());
     assert_same(src.path(), dst.path(), &["data.bin".into()]);
     // Resume state was written and vouches for everything.
-    let resume = dst
-        .path()
-        .join(".bittern")
-        .join(format!("{}.resume", meta.info_hash.to_hex()));
+    let resume = resume_path(dst.path(), &meta);
     assert!(resume.exists());
 }
 

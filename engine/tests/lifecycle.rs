@@ -12,11 +12,7 @@ fn restart_resumes_without_refetching_verified_pieces() {
     let dst = tempfile::tempdir().unwrap();
     let total = 4 * 1024 * 1024u64;
     let meta = make_torrent(src.path(), "r.bin", &[("r.bin", total)], 64 * 1024, 30);
-    let seeder = session();
-    let s = seeder
-        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
-        .unwrap();
-    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    let (seeder, _seeding) = seeding(&meta, src.path());
 
     // First run: slow, stopped part way.
     let mut cfg = config();
@@ -75,11 +71,7 @@ fn exit_on_complete_records_unflushed_pieces_for_this_boot() {
     let total = 3 * 1024 * 1024u64;
     let meta = make_torrent(src.path(), "u.bin", &[("u.bin", total)], 64 * 1024, 31);
     let n = meta.info.piece_count();
-    let seeder = session();
-    let s = seeder
-        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
-        .unwrap();
-    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    let (seeder, _seeding) = seeding(&meta, src.path());
     let boot = bittern_storage::boot_id();
     for (limit, unflushed) in [(0u64, boot.is_some()), (u64::MAX, false)] {
         let dst = tempfile::tempdir().unwrap();
@@ -89,10 +81,7 @@ fn exit_on_complete_records_unflushed_pieces_for_this_boot() {
         leech_until_stopped(&leecher, &meta, dst.path(), seeder.local_addr());
         leecher.shutdown();
         assert_same(src.path(), dst.path(), &["u.bin".into()]);
-        let resume = dst
-            .path()
-            .join(".bittern")
-            .join(format!("{}.resume", meta.info_hash.to_hex()));
+        let resume = resume_path(dst.path(), &meta);
         let state = bittern_storage::ResumeState::load(&resume).unwrap();
         assert_eq!(state.have, vec![true; n], "limit {limit}");
         assert_eq!(
@@ -124,11 +113,7 @@ fn an_unflushed_stop_keeps_what_earlier_saves_made_durable() {
     let total = 4 * 1024 * 1024u64;
     let meta = make_torrent(src.path(), "d.bin", &[("d.bin", total)], 64 * 1024, 43);
     let n = meta.info.piece_count();
-    let seeder = session();
-    let s = seeder
-        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
-        .unwrap();
-    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    let (seeder, _seeding) = seeding(&meta, src.path());
     let dst = tempfile::tempdir().unwrap();
     let mut cfg = config();
     // About two seconds of download, with saves every 200 ms on the way,
@@ -140,10 +125,7 @@ fn an_unflushed_stop_keeps_what_earlier_saves_made_durable() {
     leech_until_stopped(&leecher, &meta, dst.path(), seeder.local_addr());
     leecher.shutdown();
     assert_same(src.path(), dst.path(), &["d.bin".into()]);
-    let resume = dst
-        .path()
-        .join(".bittern")
-        .join(format!("{}.resume", meta.info_hash.to_hex()));
+    let resume = resume_path(dst.path(), &meta);
     let mut state = bittern_storage::ResumeState::load(&resume).unwrap();
     assert_eq!(state.unflushed_boot, bittern_storage::boot_id());
     assert_eq!(state.have, vec![true; n]);
@@ -203,10 +185,7 @@ fn a_stop_counts_each_file_sync_in_the_flush_cost() {
         let mut leecher = Session::new(cfg).unwrap();
         leech_until_stopped(&leecher, meta, dst.path(), seeder.local_addr());
         leecher.shutdown();
-        let resume = dst
-            .path()
-            .join(".bittern")
-            .join(format!("{}.resume", meta.info_hash.to_hex()));
+        let resume = resume_path(dst.path(), meta);
         let state = bittern_storage::ResumeState::load(&resume).unwrap();
         assert_eq!(state.have, vec![true; meta.info.piece_count()]);
         assert_eq!(state.unflushed_boot, unflushed, "{}", meta.info.name);
@@ -219,11 +198,7 @@ fn pause_disconnects_and_resume_finishes() {
     let dst = tempfile::tempdir().unwrap();
     let total = 2 * 1024 * 1024u64;
     let meta = make_torrent(src.path(), "p.bin", &[("p.bin", total)], 64 * 1024, 31);
-    let seeder = session();
-    let s = seeder
-        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
-        .unwrap();
-    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    let (seeder, _seeding) = seeding(&meta, src.path());
 
     let mut cfg = config();
     cfg.download_limit = Some(1024 * 1024);
@@ -264,11 +239,7 @@ fn pause_disconnects_and_resume_finishes() {
 fn remove_stops_the_torrent_and_keeps_the_data() {
     let src = tempfile::tempdir().unwrap();
     let meta = make_torrent(src.path(), "x.bin", &[("x.bin", 300_000)], 32 * 1024, 32);
-    let seeder = session();
-    let s = seeder
-        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
-        .unwrap();
-    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    let (seeder, s) = seeding(&meta, src.path());
     s.remove();
     assert!(s.is_finished());
     assert_eq!(s.status().state, TorrentState::Stopped);

@@ -76,6 +76,22 @@ pub fn session() -> Session {
     Session::new(config()).unwrap()
 }
 
+/// A session seeding `meta` from `dir`, checked and ready.
+pub fn seeding(meta: &Metainfo, dir: &Path) -> (Session, TorrentHandle) {
+    let seeder = session();
+    let t = seeder
+        .add_torrent(meta.clone(), dir, TorrentOptions::default())
+        .unwrap();
+    wait_state(&t, TorrentState::Seeding, Duration::from_secs(20));
+    (seeder, t)
+}
+
+/// Where a torrent saved into `dst` keeps its resume state.
+pub fn resume_path(dst: &Path, meta: &Metainfo) -> PathBuf {
+    dst.join(".bittern")
+        .join(format!("{}.resume", meta.info_hash.to_hex()))
+}
+
 /// Downloads `meta` into `dst` from `seeder` with no seeding goal and
 /// waits until the torrent has stopped (panics after 60 s).
 pub fn leech_until_stopped(
