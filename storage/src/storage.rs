@@ -351,13 +351,7 @@ impl Storage {
                     // next one with bytes in it (or the lane's end).
                     loop {
                         c.settle(end, h.faulted);
-                        let v = c.pull(end, buf, maps);
-                        *h = Held {
-                            map: v.mapped.then_some(v.bytes.as_ptr()),
-                            len: v.bytes.len(),
-                            done: 0,
-                            faulted: false,
-                        };
+                        *h = c.pull(end, buf, maps);
                         if h.len > 0 || end.is_some() {
                             break;
                         }
@@ -729,12 +723,6 @@ struct Held {
     faulted: bool,
 }
 
-/// The next bytes of a lane; `mapped` when they lie in a file's map.
-struct View<'a> {
-    bytes: &'a [u8],
-    mapped: bool,
-}
-
 impl<'s> PieceCursor<'s> {
     fn new(storage: &'s Storage, piece: usize) -> Self {
         let len = storage.layout.piece_len(piece);
@@ -750,49 +738,41 @@ impl<'s> PieceCursor<'s> {
         }
     }
 
-    /// The next bytes of the lane, or an empty view once it ended (`end` is
-    /// then set: `Ok` at its end, `Err` on a read error).
-    fn pull<'c>(
-        &'c mut self,
-        end: &mut Option<Result<()>>,
-        buf: &'c mut [u8],
-        maps: bool,
-    ) -> View<'c> {
-        let empty = View {
-            bytes: &[],
-            mapped: false,
-        };
+    /// The lane's next chunk (its bytes in a file's map, or at the start
+    /// of `buf`), or an empty one once the lane ended (`end` is then set:
+    /// `Ok` at its end, `Err` on a read error).
+    fn pull(&mut self, end: &mut Option<Result<()>>, buf: &mut [u8], maps: bool) -> Held {
         if end.is_some() {
-            return empty;
+            return Held::default();
         }
         match self.next(buf, maps) {
-            Ok(Some(v)) => v,
+            Ok(Some(h)) => h,
             Ok(None) => {
                 *end = Some(Ok(()));
-                empty
+                Held::default()
             }
             Err(e) => {
                 *end = Some(Err(e));
-                empty
+                Held::default()
             }
         }
     }
 
-    fn next<'c>(&'c mut self, buf: &'c mut [u8], maps: bool) -> Result<Option<View<'c>>> {
+    fn next(&mut self, buf: &mut [u8], maps: bool) -> Result<Option<Held>> {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
         let Some(span) = self.chunks.peek() else {
             return Ok(None);
         };
+        let in_buf = |len| Held {
+            len,
+            ..Held::default()
+        };
         if self.storage.layout.files()[span.file].padding {
             let c = self.chunks.next(buf.len()).ok_or(Error::TooLarge)?;
-            let chunk = &mut buf[..c.len];
-            chunk.fill(0);
-            return Ok(Some(View {
-                bytes: chunk,
-                mapped: false,
-            }));
+            buf[..c.len].fill(0);
+            return Ok(Some(in_buf(c.len)));
         }
         let file = self.storage.handle(span.file, Access::Read)?;
         if maps {
@@ -801,32 +781,27 @@ impl<'s> PieceCursor<'s> {
                 .hash_map()
                 .filter(|m| end.is_some_and(|e| e <= m.len() as u64));
             if let Some(m) = map {
-                // The rest of the span, in one piece.
+                // The rest of the span, in one piece: `at..at+len` lies
+                // inside the map (checked above against the whole span),
+                // and `pending` keeps the map open until the chunk settles.
                 let c = self.chunks.next(usize::MAX).ok_or(Error::TooLarge)?;
                 let at =
                     usize::try_from(span.file_offset + c.offset).map_err(|_| Error::TooLarge)?;
-                // SAFETY: `at..at+c.len` lies inside the map (checked above
-                // against the whole span). The slice is read only inside
-                // `sigbus::guarded` (see `hash_lanes`), where a page the file
-                // lost meanwhile reads as zeros and is reported instead of
-                // raising SIGBUS; `pending` keeps the map open until then.
-                let bytes = unsafe { std::slice::from_raw_parts(m.as_ptr().add(at), c.len) };
                 self.pending = Some(Pending {
                     file: Arc::clone(&file),
                     index: span.file,
                     mapped: true,
                     last: c.last,
                 });
-                return Ok(Some(View {
-                    bytes,
-                    mapped: true,
+                return Ok(Some(Held {
+                    map: Some(m.as_ptr().wrapping_add(at)),
+                    ..in_buf(c.len)
                 }));
             }
         }
         let c = self.chunks.next(buf.len()).ok_or(Error::TooLarge)?;
-        let chunk = &mut buf[..c.len];
         let at = c.span.file_offset + c.offset;
-        if let Err(e) = file.read_chunk(at, chunk) {
+        if let Err(e) = file.read_chunk(at, &mut buf[..c.len]) {
             self.forget_if_missing(&e, span.file);
             return Err(e);
         }
@@ -836,13 +811,10 @@ impl<'s> PieceCursor<'s> {
             mapped: false,
             last: c.last,
         });
-        Ok(Some(View {
-            bytes: chunk,
-            mapped: false,
-        }))
+        Ok(Some(in_buf(c.len)))
     }
 
-    /// After the last view's bytes were hashed: a faulted mapped read
+    /// After the last chunk's bytes were hashed: a faulted mapped read
     /// retires the map and fails the lane; a range that ended is checked
     /// for a file deleted or cut while it was read.
     fn settle(&mut self, end: &mut Option<Result<()>>, faulted: bool) {
