@@ -18,8 +18,13 @@
 //!    first), so pieces complete and can be shared quickly.
 //! 2. A new piece: at random while fewer than `random_first` pieces are
 //!    complete (a new peer gets something to trade quickly), then rarest
-//!    first over the availability counts, ties broken at random. With
-//!    `sequential`, the lowest index instead.
+//!    first over the availability counts. Among equally rare pieces the one
+//!    right after the last piece started wins if the peer has it, else one
+//!    at random: downloads run through the data in stretches from random
+//!    starting points, so a seeder reads its files (and, with many small
+//!    files, opens them) in order instead of all over the torrent, while
+//!    rarity still decides first. With `sequential`, the lowest index
+//!    instead.
 //! 3. Endgame: once every missing block of the wanted pieces is requested,
 //!    blocks already requested from other peers are handed out again; when
 //!    one copy arrives, [`block_received`](PiecePicker::block_received) names
@@ -145,6 +150,9 @@ pub struct PiecePicker {
     /// A fixed random permutation of the pieces (random-first order).
     scrambled: Vec<u32>,
     started: BTreeMap<u32, Partial>,
+    /// The piece most recently started by step 2 (new piece), whose
+    /// successor wins ties in rarest-first order.
+    last_new: Option<u32>,
     /// Requests in flight per peer: (piece, block index).
     outstanding: HashMap<PeerKey, FastSet<(u32, u32)>>,
 }
@@ -180,6 +188,7 @@ impl PiecePicker {
             avail: Availability::new(piece_count),
             scrambled,
             started: BTreeMap::new(),
+            last_new: None,
             outstanding: HashMap::new(),
         };
         picker.wanted_left = (0..piece_count).map(|p| picker.piece_size(p)).sum();
@@ -430,6 +439,7 @@ impl PiecePicker {
                 break;
             };
             self.avail.remove(p);
+            self.last_new = Some(p as u32);
             let blocks = vec![Block::Free; self.blocks_in_piece(p)];
             let free = blocks.len();
             self.started.insert(
@@ -472,7 +482,20 @@ impl PiecePicker {
                 .map(|k| self.scrambled[(start + k) % n] as usize)
                 .find(|&p| self.avail.contains(p) && bits.get(p));
         }
-        self.avail.rarest().find(|&p| bits.get(p))
+        let rarest = self.avail.rarest().find(|&p| bits.get(p))?;
+        // Prefer the successor of the last new piece when it is as rare.
+        let next = self.last_new.map(|p| p as usize + 1);
+        Some(match next {
+            Some(n)
+                if n < self.piece_count
+                    && self.avail.contains(n)
+                    && bits.get(n)
+                    && self.avail.count(n) <= self.avail.count(rarest) =>
+            {
+                n
+            }
+            _ => rarest,
+        })
     }
 
     /// Request up to `need` free blocks of started piece `p` from `peer`.

@@ -168,6 +168,57 @@ fn rarest_first_breaks_ties_at_random_and_respects_peer_bits() {
 }
 
 #[test]
+fn equal_rarity_continues_after_the_last_new_piece() {
+    let n = 64;
+    for seed in 0..10 {
+        let config = PickerConfig {
+            random_first: 0,
+            ..cfg()
+        };
+        let mut p = picker(n, 1, config, seed);
+        let all = full(n);
+        p.peer_bitfield(&all);
+        // One source, all pieces equally rare: after a random start the
+        // picks run on in index order (wrapping to a new random start only
+        // at the end of the torrent).
+        let first = pick(&mut p, 1, &all, 1)[0].index as usize;
+        let got: Vec<usize> = pick(&mut p, 1, &all, 8)
+            .iter()
+            .map(|b| b.index as usize)
+            .collect();
+        let run = n.min(first + 9) - first - 1;
+        let expect: Vec<usize> = (first + 1..first + 1 + run).collect();
+        assert_eq!(got[..run], expect[..], "seed {seed}, start {first}");
+
+        // A rarer piece still comes first.
+        let mut p = picker(
+            n,
+            1,
+            PickerConfig {
+                random_first: 0,
+                ..cfg()
+            },
+            seed,
+        );
+        p.peer_bitfield(&all);
+        p.peer_bitfield(&all);
+        let rare = (first + 20) % n;
+        p.peer_lost_bitfield(&bits(n, &[rare]));
+        let a = pick(&mut p, 1, &all, 1)[0].index as usize;
+        assert_eq!(a, rare, "seed {seed}");
+        // Then the successor of that one, if the peer has it...
+        let b = pick(&mut p, 1, &all, 1)[0].index as usize;
+        if rare + 1 < n {
+            assert_eq!(b, rare + 1, "seed {seed}");
+        }
+        // ...and not if it lacks it.
+        let gap: Vec<usize> = (0..n).filter(|&i| i != b + 1).collect();
+        let c = pick(&mut p, 2, &bits(n, &gap), 1)[0].index as usize;
+        assert_ne!(c, b + 1);
+    }
+}
+
+#[test]
 fn sequential_picks_lowest_index() {
     let config = PickerConfig {
         sequential: true,
