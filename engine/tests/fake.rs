@@ -27,6 +27,10 @@ pub enum Got {
     },
     Bitfield(Vec<u8>),
     Have(u32),
+    Extended {
+        id: u8,
+        payload: Vec<u8>,
+    },
     Other(String),
 }
 
@@ -90,6 +94,10 @@ impl Wire {
                     },
                     Message::Bitfield(b) => Got::Bitfield(b.to_vec()),
                     Message::Have(i) => Got::Have(i),
+                    Message::Extended { id, payload } => Got::Extended {
+                        id,
+                        payload: payload.to_vec(),
+                    },
                     other => Got::Other(format!("{other:?}")),
                 };
                 self.buf.drain(..used);

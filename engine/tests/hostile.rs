@@ -315,6 +315,109 @@ fn valid_requests_are_served_with_the_right_bytes() {
     assert_eq!(got[1], (last, 0, data[off..off + 100].to_vec()));
 }
 
+/// A peer may queue as many requests as we advertise (`reqq`) while it does
+/// not read, and its cancels take effect however deep the queue: every
+/// request not cancelled is answered once, in order, with the right bytes.
+#[test]
+fn a_deep_request_queue_with_cancels_is_served_exactly() {
+    use std::os::fd::AsRawFd;
+    let (src, meta, seeder) = seeder_fixture();
+    let data = std::fs::read(src.path().join("s.bin")).unwrap();
+    let plen = 64 * 1024usize;
+    let (mut w, _) = Wire::connect(seeder.local_addr(), meta.info_hash).unwrap();
+    // A small receive window, so the seeder's writer blocks once its send
+    // buffer is full.
+    let small: libc::c_int = 16 * 1024;
+    // SAFETY: setsockopt on a socket we own, with a pointer to a live int.
+    let rc = unsafe {
+        libc::setsockopt(
+            w.stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &small as *const _ as *const libc::c_void,
+            std::mem::size_of_val(&small) as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    w.send(Message::Interested).unwrap();
+    let mut reqq = None;
+    let start = Instant::now();
+    loop {
+        match w.recv().unwrap() {
+            Got::Extended { id: 0, payload } => {
+                reqq = bittern_wire::ExtensionHandshake::decode(&payload)
+                    .unwrap()
+                    .reqq;
+            }
+            Got::Other(s) if s == "Unchoke" => break,
+            _ => {}
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no unchoke");
+    }
+    let small_requests = 30_000usize;
+    let reqq = reqq.expect("the seeder advertises reqq") as usize;
+    assert!(reqq >= 40_000, "reqq {reqq}: too shallow for this test");
+
+    // Full blocks at distinct offsets, more than the largest send buffer
+    // the kernel grows to automatically, so the writer stalls behind them.
+    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20);
+    let big = (wmem_max + (2 << 20)) / 16384;
+    let big_ref = |k: usize| BlockRef {
+        index: (k % 8) as u32,
+        begin: (k / 8) as u32,
+        length: 16384,
+    };
+    // Then single bytes at distinct places, a third of them cancelled.
+    let small_ref = |k: usize| BlockRef {
+        index: (k % 8) as u32,
+        begin: (k / 8) as u32 + 20_000,
+        length: 1,
+    };
+    let mut out = Vec::new();
+    for k in 0..big {
+        Message::Request(big_ref(k)).encode(&mut out);
+    }
+    for k in 0..small_requests {
+        Message::Request(small_ref(k)).encode(&mut out);
+    }
+    for k in (0..small_requests).step_by(3) {
+        Message::Cancel(small_ref(k)).encode(&mut out);
+    }
+    w.send_raw(&out).unwrap();
+    // Let the seeder's reader take in everything before we read.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let expect: Vec<BlockRef> = (0..big)
+        .map(big_ref)
+        .chain((0..small_requests).filter(|k| k % 3 != 0).map(small_ref))
+        .collect();
+    for (n, want) in expect.iter().enumerate() {
+        let got = loop {
+            match w.recv() {
+                Ok(Got::Piece { index, begin, data }) => break (index, begin, data),
+                Ok(_) => {}
+                Err(e) => panic!("connection ended after {n} of {} blocks: {e}", expect.len()),
+            }
+        };
+        let at = want.index as usize * plen + want.begin as usize;
+        assert_eq!(
+            (got.0, got.1, &got.2[..]),
+            (want.index, want.begin, &data[at..at + want.length as usize]),
+            "block {n}"
+        );
+    }
+    // Nothing more: the cancelled requests are not served late.
+    w.stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    if let Ok(Got::Piece { index, begin, .. }) = w.recv() {
+        panic!("unexpected block {index}:{begin}");
+    }
+}
+
 /// A TCP connection from `source` (another loopback address) to `to`.
 fn connect_from(source: std::net::Ipv4Addr, to: std::net::SocketAddr) -> std::net::TcpStream {
     use std::os::fd::FromRawFd;

@@ -159,12 +159,19 @@ fn a_request_flood_while_choked_is_refused_then_cut_off() {
     }));
     let (mut w, theirs) = Wire::connect(seeder.local_addr(), meta.info_hash).unwrap();
     assert!(theirs.supports_fast());
-    // Never interested and no slot free, so never unchoked: 50,000
-    // requests for pieces the seeder has, in one burst (more than twice the
-    // advertised 20,000-deep queue, which is what requests in flight across
-    // a choke can reach).
+    let reqq = loop {
+        if let Got::Extended { id: 0, payload } = w.recv().unwrap() {
+            let hs = bittern_wire::ExtensionHandshake::decode(&payload).unwrap();
+            break hs.reqq.expect("the seeder advertises reqq");
+        }
+    };
+    // Never interested and no slot free, so never unchoked: requests for
+    // pieces the seeder has, in one burst, more than twice the advertised
+    // queue depth (which is what requests in flight across a choke can
+    // reach).
+    let flood = 2 * reqq + 10_000;
     let mut burst = Vec::new();
-    for i in 0..50_000u32 {
+    for i in 0..flood {
         Message::Request(BlockRef {
             index: i % 9,
             begin: 0,
@@ -192,7 +199,7 @@ fn a_request_flood_while_choked_is_refused_then_cut_off() {
     eprintln!("choked flood: {rejects} rejects, {pieces} blocks, then closed");
     assert_eq!(pieces, 0, "no block may be served while choked");
     assert!(
-        rejects <= 40_001,
+        rejects <= 2 * reqq + 1,
         "the flood was answered {rejects} times before the cut"
     );
     assert!(wait_for(Duration::from_secs(5), || seeder.connections() == 0));

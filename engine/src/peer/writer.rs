@@ -1,7 +1,6 @@
 //! The writing half of a connection: executes the controller's commands and
 //! serves the peer's requests from storage with vectored writes.
 
-use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::net::TcpStream;
 use std::sync::atomic::Ordering;
@@ -12,6 +11,7 @@ use bittern_wire::{piece_header, BlockRef, Message};
 use crossbeam_channel::{select, Receiver, TryRecvError};
 use log::debug;
 
+use super::queue::{Pushed, RequestQueue};
 use super::{
     send, Link, PeerCommand, PeerContext, PeerEvent, ReaderNote, OUR_REQQ, REFUSED_REQUEST_FLOOD,
     UPLOAD_BATCH,
@@ -37,7 +37,7 @@ impl Writer<'_> {
         from_reader: &Receiver<()>,
     ) -> Result<(), PeerError> {
         let mut am_choking = true;
-        let mut queue: VecDeque<BlockRef> = VecDeque::new();
+        let mut queue = RequestQueue::new(OUR_REQQ);
         let mut buffers = if self.ctx.mapped_upload {
             Vec::new()
         } else {
@@ -110,7 +110,7 @@ impl Writer<'_> {
     fn take_inbox(
         &mut self,
         am_choking: bool,
-        queue: &mut VecDeque<BlockRef>,
+        queue: &mut RequestQueue,
         inbox: &mut Vec<ReaderNote>,
     ) -> Result<(), PeerError> {
         std::mem::swap(&mut *self.link.inbox.lock(), inbox);
@@ -125,15 +125,14 @@ impl Writer<'_> {
         &mut self,
         note: ReaderNote,
         am_choking: bool,
-        queue: &mut VecDeque<BlockRef>,
+        queue: &mut RequestQueue,
     ) -> Result<(), PeerError> {
         match note {
             ReaderNote::Request(b) => {
-                if queue.len() >= OUR_REQQ {
-                    return Err(PeerError::Overloaded);
-                }
                 if !am_choking && self.check_request(b)? {
-                    queue.push_back(b);
+                    if queue.push(b) == Pushed::Full {
+                        return Err(PeerError::Overloaded);
+                    }
                 } else {
                     // Choked, or a piece we lack: refuse, and end a flood.
                     self.refused += 1;
@@ -146,9 +145,7 @@ impl Writer<'_> {
                 }
             }
             ReaderNote::Cancel(b) => {
-                if let Some(pos) = queue.iter().position(|q| *q == b) {
-                    queue.remove(pos);
-                }
+                queue.cancel(b);
             }
         }
         Ok(())
@@ -158,14 +155,14 @@ impl Writer<'_> {
         &mut self,
         cmd: PeerCommand,
         am_choking: &mut bool,
-        queue: &mut VecDeque<BlockRef>,
+        queue: &mut RequestQueue,
     ) -> Result<(), PeerError> {
         match cmd {
             PeerCommand::Choke => {
                 if !*am_choking {
                     *am_choking = true;
                     Message::Choke.encode(&mut self.out);
-                    for b in queue.drain(..) {
+                    for b in queue.drain() {
                         if self.fast {
                             Message::Reject(b).encode(&mut self.out);
                         }
@@ -238,7 +235,7 @@ impl Writer<'_> {
     /// behind its 13-byte header, with any pending small messages first.
     fn upload(
         &mut self,
-        queue: &mut VecDeque<BlockRef>,
+        queue: &mut RequestQueue,
         buffers: &mut [Vec<u8>],
     ) -> Result<(), PeerError> {
         let mut batch: Vec<(BlockRef, [u8; 13])> = Vec::with_capacity(UPLOAD_BATCH);
@@ -281,7 +278,7 @@ impl Writer<'_> {
     /// `bittern_storage::send_vectored`): the kernel copies each byte once.
     /// Each block's files are checked first, so a block whose data is gone
     /// is rejected before its header goes out.
-    fn upload_mapped(&mut self, queue: &mut VecDeque<BlockRef>) -> Result<(), PeerError> {
+    fn upload_mapped(&mut self, queue: &mut RequestQueue) -> Result<(), PeerError> {
         let mut wanted: Vec<BlockRef> = Vec::with_capacity(UPLOAD_BATCH);
         while wanted.len() < UPLOAD_BATCH {
             let Some(b) = self.next_had(queue) else { break };
@@ -344,8 +341,8 @@ impl Writer<'_> {
 
     /// The next queued request for a piece we still have; requests for
     /// pieces lost since they were queued are refused on the way.
-    fn next_had(&mut self, queue: &mut VecDeque<BlockRef>) -> Option<BlockRef> {
-        while let Some(b) = queue.pop_front() {
+    fn next_had(&mut self, queue: &mut RequestQueue) -> Option<BlockRef> {
+        while let Some(b) = queue.pop() {
             if self.ctx.have.contains(b.index as usize) {
                 return Some(b);
             }
