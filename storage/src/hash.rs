@@ -46,64 +46,50 @@ pub(crate) fn with_scratch_lanes<T>(f: impl FnOnce([&mut [u8]; sha::LANES]) -> T
     })
 }
 
-/// Two of this thread's scratch buffers (see [`with_scratch_lanes`]).
-pub(crate) fn with_scratch2<T>(f: impl FnOnce(&mut [u8], &mut [u8]) -> T) -> T {
-    with_scratch_lanes(|[a, b, _]| f(a, b))
-}
-
 /// Runs `f` with one of this thread's scratch buffers.
 pub(crate) fn with_scratch<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
-    with_scratch2(|a, _| f(a))
+    with_scratch_lanes(|[a, _, _]| f(a))
 }
 
-/// Hashes two byte streams side by side. Each source fills the buffer it
-/// is given with its next bytes and returns how many (0 at its end). An
-/// error ends that stream only: the other one is still hashed.
-pub(crate) fn hash_two_streams<E>(
-    mut a: impl FnMut(&mut [u8]) -> std::result::Result<usize, E>,
-    mut b: impl FnMut(&mut [u8]) -> std::result::Result<usize, E>,
-    buf_a: &mut [u8],
-    buf_b: &mut [u8],
-) -> (
-    std::result::Result<[u8; 20], E>,
-    std::result::Result<[u8; 20], E>,
-) {
-    let (mut x, mut y) = (sha::Sha1::new(), sha::Sha1::new());
+/// Hashes up to [`sha::LANES`] byte streams side by side, one per buffer
+/// in `bufs`. Each source fills the buffer it is given with its next bytes
+/// and returns how many (0 at its end). An error ends that stream only:
+/// the others are still hashed. Returns one digest or error per source.
+pub(crate) fn hash_streams<E, S>(
+    sources: &mut [S],
+    bufs: [&mut [u8]; sha::LANES],
+) -> Vec<std::result::Result<[u8; 20], E>>
+where
+    S: FnMut(&mut [u8]) -> std::result::Result<usize, E>,
+{
+    let k = sources.len().min(sha::LANES);
+    let mut hs: Vec<sha::Sha1> = (0..k).map(|_| sha::Sha1::new()).collect();
     // Some once that stream ended (cleanly or not).
-    let (mut end_a, mut end_b) = (None, None);
-    fn pull<E>(
-        end: &mut Option<std::result::Result<(), E>>,
-        src: &mut impl FnMut(&mut [u8]) -> std::result::Result<usize, E>,
-        buf: &mut [u8],
-    ) -> usize {
-        if end.is_some() {
-            return 0;
-        }
-        match src(buf) {
-            Ok(0) => {
-                *end = Some(Ok(()));
-                0
+    let mut ends: Vec<Option<std::result::Result<(), E>>> = (0..k).map(|_| None).collect();
+    let mut lens = [0usize; sha::LANES];
+    while ends.iter().any(Option::is_none) {
+        for i in 0..k {
+            lens[i] = 0;
+            if ends[i].is_some() {
+                continue;
             }
-            Ok(n) => n.min(buf.len()),
-            Err(e) => {
-                *end = Some(Err(e));
-                0
+            match sources[i](&mut *bufs[i]) {
+                Ok(0) => ends[i] = Some(Ok(())),
+                Ok(n) => lens[i] = n.min(bufs[i].len()),
+                Err(e) => ends[i] = Some(Err(e)),
             }
         }
+        let data: Vec<&[u8]> = (0..k).map(|i| &bufs[i][..lens[i]]).collect();
+        let mut refs: Vec<&mut sha::Sha1> = hs.iter_mut().collect();
+        sha::update_lanes(&mut refs, &data);
     }
-    loop {
-        let na = pull(&mut end_a, &mut a, buf_a);
-        let nb = pull(&mut end_b, &mut b, buf_b);
-        if na == 0 && nb == 0 && end_a.is_some() && end_b.is_some() {
-            break;
-        }
-        sha::update_pair(&mut x, &buf_a[..na], &mut y, &buf_b[..nb]);
-    }
-    let done = |end: Option<std::result::Result<(), E>>, h: sha::Sha1| match end {
-        Some(Err(e)) => Err(e),
-        _ => Ok(h.finish()),
-    };
-    (done(end_a, x), done(end_b, y))
+    hs.into_iter()
+        .zip(ends)
+        .map(|(h, end)| match end {
+            Some(Err(e)) => Err(e),
+            _ => Ok(h.finish()),
+        })
+        .collect()
 }
 
 /// SHA-1 of the concatenation of `blocks`: hashes a piece the caller still
@@ -169,8 +155,8 @@ impl std::fmt::Debug for PieceHasher {
 
 /// Piece hashes of `files` (absolute paths and expected lengths, in torrent
 /// order) for torrent creation: pieces are hashed in parallel on `pool`,
-/// two at a time side by side ([`hash_pair`]), streaming through two 64 KiB
-/// buffers per worker, with `progress(done, total)` after each piece.
+/// three at a time side by side (as [`hash_many`]), streaming through three
+/// 64 KiB buffers per worker, with `progress(done, total)` after each piece.
 ///
 /// # Errors
 /// [`Error::ZeroPieceLength`]; [`Error::FileMissing`]; [`Error::FileTooShort`]
@@ -199,30 +185,27 @@ pub fn hash_files(
         .collect();
     let layout = Layout::new(specs, piece_length, vec![[0; 20]; count])?;
     let done = AtomicUsize::new(0);
-    let pairs: Vec<Vec<Result<[u8; 20]>>> = pool.install(|| {
-        (0..count.div_ceil(2))
+    let groups: Vec<Vec<Result<[u8; 20]>>> = pool.install(|| {
+        (0..count.div_ceil(sha::LANES))
             .into_par_iter()
-            // Each rayon job walks a run of consecutive pairs of pieces:
+            // Each rayon job walks a run of consecutive groups of pieces:
             // each lane keeps its last file open across them, so a file
             // spanning many pieces is opened once per job and lane rather
             // than once per piece.
             .map_init(
-                || (None, None),
-                |(last_a, last_b), k| {
-                    let (a, b) = (2 * k, 2 * k + 1);
-                    let mut ca = FileCursor::new(files, &layout, a, last_a);
-                    // The last piece of an odd count is hashed beside an
-                    // empty stream.
-                    let mut cb = (b < count).then(|| FileCursor::new(files, &layout, b, last_b));
-                    let (ha, hb) = with_scratch2(|buf_a, buf_b| {
-                        hash_two_streams(
-                            |buf| ca.read(buf),
-                            |buf| cb.as_mut().map_or(Ok(0), |c| c.read(buf)),
-                            buf_a,
-                            buf_b,
-                        )
-                    });
-                    let out = if b < count { vec![ha, hb] } else { vec![ha] };
+                || std::array::from_fn::<_, { sha::LANES }, _>(|_| None),
+                |last, k| {
+                    let first = k * sha::LANES;
+                    let pieces = first..(first + sha::LANES).min(count);
+                    let mut cursors: Vec<FileCursor<'_>> = pieces
+                        .zip(last.iter_mut())
+                        .map(|(p, last)| FileCursor::new(files, &layout, p, last))
+                        .collect();
+                    let mut sources: Vec<_> = cursors
+                        .iter_mut()
+                        .map(|c| move |buf: &mut [u8]| c.read(buf))
+                        .collect();
+                    let out = with_scratch_lanes(|bufs| hash_streams(&mut sources, bufs));
                     for _ in 0..out.len() {
                         progress(done.fetch_add(1, Ordering::Relaxed) + 1, count);
                     }
@@ -231,7 +214,7 @@ pub fn hash_files(
             )
             .collect()
     });
-    pairs.into_iter().flatten().collect()
+    groups.into_iter().flatten().collect()
 }
 
 /// Reads one piece's bytes from the files given to [`hash_files`], chunk by

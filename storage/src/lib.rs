@@ -15,11 +15,10 @@
 //! - [`Storage::block_source`] + [`send_vectored`] upload blocks with one
 //!   kernel copy: `writev` from read-only maps of the files.
 //! - [`hash_blocks`] hashes a piece still held in memory; [`hash_files`]
-//!   hashes files for torrent creation. Verification hashes pieces three
-//!   at a time side by side ([`Storage::hash_pieces`], [`hash_many`];
-//!   [`HASH_LANES`]), creation two at a time ([`hash_pair`]): SHA-1 is
-//!   about 2x (three) and 1.7x (two) faster per core than one at a time
-//!   on CPUs with the SHA extensions.
+//!   hashes files for torrent creation. Both hash pieces three at a time
+//!   side by side ([`Storage::hash_pieces`], [`hash_many`]; [`HASH_LANES`];
+//!   [`hash_pair`] for two): SHA-1 is about 2x (three) and 1.7x (two)
+//!   faster per core than one at a time on CPUs with the SHA extensions.
 //! - [`ResumeState`] records verified pieces with each file's size and
 //!   mtime, saved atomically, and vouches only for what still matches.
 //!

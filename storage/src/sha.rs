@@ -6,8 +6,8 @@
 //! [`update_pair`] hashes two pieces in about 0.6x the time of hashing them
 //! one after the other, and [`update_lanes`] up to [`LANES`] (three) at
 //! once (`cargo bench -p bittern-benches --bench storage -- sha1/`).
-//! Verification and startup checks hash pieces three at a time, torrent
-//! creation two at a time.
+//! Verification, startup checks and torrent creation hash pieces three at
+//! a time.
 //!
 //! Single blocks go through the `sha1` crate's compression function, which
 //! picks SHA-NI at run time; without SHA-NI the pair path simply compresses

@@ -626,9 +626,10 @@ impl Storage {
     /// `pieces` (same order): true when that piece matches its hash.
     /// Missing or short files make their pieces `false`, not an error.
     /// `progress(done, total)` is called after each piece, from pool threads.
-    /// Pieces are hashed two at a time, side by side
-    /// ([`hash_piece_pair`](Self::hash_piece_pair)). Memory stays bounded:
-    /// each worker reads through two 64 KiB buffers.
+    /// Pieces are hashed three at a time, side by side
+    /// ([`hash_pieces`](Self::hash_pieces)), mostly straight from the
+    /// files' maps. Memory stays bounded: each worker reads what it cannot
+    /// map through three 64 KiB buffers.
     ///
     /// # Errors
     /// [`Error::OutOfRange`] for a bad index; other IO errors
