@@ -1,5 +1,6 @@
 //! A small pool of threads that verify pieces by reading them back, and
-//! the per-torrent queue that hands them completed pieces two at a time.
+//! the per-torrent queue that hands them completed pieces up to three at
+//! a time.
 //!
 //! Unlike a rayon pool its idle workers sleep on a channel instead of
 //! spinning, which matters on a machine with few cores where the peer

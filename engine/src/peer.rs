@@ -54,9 +54,12 @@ const UPLOAD_BATCH: usize = 8;
 /// our `reqq`: libtorrent seeding to transmission-cli here went from 22 to
 /// 54 MB/s with a 20,000-deep queue, and at 20,000 the seeder still ran
 /// dry between bursts, where 65,536 lets it ask for the rest of a 1 GiB
-/// torrent once the rate is up (about 4% sooner done). A queued request
-/// costs about 30 bytes; data is read only when it is sent, and a CANCEL
-/// costs O(1) however deep the queue (see `queue`).
+/// torrent once the rate is up (about 3% sooner done). Data is read only
+/// when it is sent, and a CANCEL costs O(1) however deep the queue (see
+/// `queue`). A queued request costs up to about 50 bytes, so a connection
+/// that fills the queue holds about 3 MB until it drains (then the memory
+/// is given back), and the reader's inbox behind a stalled writer up to
+/// 2 MB more.
 pub(crate) const OUR_REQQ: usize = 65_536;
 /// Requests we refuse (sent while choked, or for pieces we lack) before we
 /// call it a flood.

@@ -19,12 +19,12 @@
 //! 2. A new piece: at random while fewer than `random_first` pieces are
 //!    complete (a new peer gets something to trade quickly), then rarest
 //!    first over the availability counts. Among equally rare pieces the one
-//!    right after the last piece started wins if the peer has it, else one
-//!    at random: downloads run through the data in stretches from random
-//!    starting points, so a seeder reads its files (and, with many small
-//!    files, opens them) in order instead of all over the torrent, while
-//!    rarity still decides first. With `sequential`, the lowest index
-//!    instead.
+//!    right after the last new piece requested from the same peer wins if
+//!    the peer has it, else one at random: each source is asked for
+//!    stretches of the data from random starting points, so it reads its
+//!    files (and, with many small files, opens them) in order instead of
+//!    all over the torrent, while rarity still decides first. With
+//!    `sequential`, the lowest index instead.
 //! 3. Endgame: once every missing block of the wanted pieces is requested,
 //!    blocks already requested from other peers are handed out again; when
 //!    one copy arrives, [`block_received`](PiecePicker::block_received) names
@@ -49,7 +49,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::fasthash::FastSet;
+use crate::fasthash::{FastMap, FastSet};
 use avail::Availability;
 pub use baddata::BadDataGuard;
 
@@ -150,9 +150,9 @@ pub struct PiecePicker {
     /// A fixed random permutation of the pieces (random-first order).
     scrambled: Vec<u32>,
     started: BTreeMap<u32, Partial>,
-    /// The piece most recently started by step 2 (new piece), whose
-    /// successor wins ties in rarest-first order.
-    last_new: Option<u32>,
+    /// Per peer, the new piece most recently started for it, whose
+    /// successor wins ties in rarest-first order. Dropped in `peer_gone`.
+    last_new: FastMap<PeerKey, u32>,
     /// Requests in flight per peer: (piece, block index).
     outstanding: HashMap<PeerKey, FastSet<(u32, u32)>>,
 }
@@ -188,7 +188,7 @@ impl PiecePicker {
             avail: Availability::new(piece_count),
             scrambled,
             started: BTreeMap::new(),
-            last_new: None,
+            last_new: FastMap::default(),
             outstanding: HashMap::new(),
         };
         picker.wanted_left = (0..piece_count).map(|p| picker.piece_size(p)).sum();
@@ -435,11 +435,11 @@ impl PiecePicker {
         }
         // 2. New pieces.
         while need > 0 {
-            let Some(p) = self.choose_new(bits, choked, allowed_fast) else {
+            let Some(p) = self.choose_new(peer, bits, choked, allowed_fast) else {
                 break;
             };
             self.avail.remove(p);
-            self.last_new = Some(p as u32);
+            self.last_new.insert(peer, p as u32);
             let blocks = vec![Block::Free; self.blocks_in_piece(p)];
             let free = blocks.len();
             self.started.insert(
@@ -460,7 +460,13 @@ impl PiecePicker {
 
     /// A new piece for a peer with `bits`: random first, rarest first, or
     /// sequential.
-    fn choose_new(&mut self, bits: &Bitfield, choked: bool, allowed_fast: &[u32]) -> Option<usize> {
+    fn choose_new(
+        &mut self,
+        peer: PeerKey,
+        bits: &Bitfield,
+        choked: bool,
+        allowed_fast: &[u32],
+    ) -> Option<usize> {
         if choked {
             // Only the (few) allowed-fast pieces: rarest of them.
             return allowed_fast
@@ -483,8 +489,9 @@ impl PiecePicker {
                 .find(|&p| self.avail.contains(p) && bits.get(p));
         }
         let rarest = self.avail.rarest().find(|&p| bits.get(p))?;
-        // Prefer the successor of the last new piece when it is as rare.
-        let next = self.last_new.map(|p| p as usize + 1);
+        // Prefer the successor of this peer's last new piece when it is as
+        // rare.
+        let next = self.last_new.get(&peer).map(|&p| p as usize + 1);
         Some(match next {
             Some(n)
                 if n < self.piece_count
@@ -642,6 +649,7 @@ impl PiecePicker {
     /// `peer` choked us (without the fast extension) or disconnected: all
     /// its requests are void. Returns them, sorted.
     pub fn peer_gone(&mut self, peer: PeerKey) -> Vec<BlockRef> {
+        self.last_new.remove(&peer);
         let Some(set) = self.outstanding.remove(&peer) else {
             return Vec::new();
         };

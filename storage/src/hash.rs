@@ -55,6 +55,9 @@ pub(crate) fn with_scratch<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
 /// in `bufs`. Each source fills the buffer it is given with its next bytes
 /// and returns how many (0 at its end). An error ends that stream only:
 /// the others are still hashed. Returns one digest or error per source.
+///
+/// # Panics
+/// With more than [`sha::LANES`] sources (a caller bug).
 pub(crate) fn hash_streams<E, S>(
     sources: &mut [S],
     bufs: [&mut [u8]; sha::LANES],
@@ -62,7 +65,8 @@ pub(crate) fn hash_streams<E, S>(
 where
     S: FnMut(&mut [u8]) -> std::result::Result<usize, E>,
 {
-    let k = sources.len().min(sha::LANES);
+    let k = sources.len();
+    assert!(k <= sha::LANES, "{k} streams");
     let mut hs: Vec<sha::Sha1> = (0..k).map(|_| sha::Sha1::new()).collect();
     // Some once that stream ended (cleanly or not).
     let mut ends: Vec<Option<std::result::Result<(), E>>> = (0..k).map(|_| None).collect();
@@ -275,6 +279,53 @@ mod tests {
         let b: Vec<u8> = (0..123_457u32).map(|i| (i * 13 + i / 97) as u8).collect();
         for (x, y) in [(&a[..], &b[..]), (&b[..], &a[..]), (&a[..0], &a[..64])] {
             assert_eq!(hash_pair(x, y), (hash_blocks([x]), hash_blocks([y])));
+        }
+    }
+
+    /// Streams of different lengths hashed side by side give each one's own
+    /// digest, and a stream that fails ends alone.
+    #[test]
+    fn hash_streams_keeps_lanes_apart() {
+        let msgs: Vec<Vec<u8>> = [300_000usize, 70_001, 0]
+            .iter()
+            .map(|&n| (0..n).map(|i| (i * 31 + i / 7) as u8).collect())
+            .collect();
+        let mut bufs: Vec<Vec<u8>> = vec![vec![0; 65_536]; sha::LANES];
+        let [a, b, c] = &mut bufs[..] else {
+            unreachable!()
+        };
+        for failing in [None, Some(0), Some(1), Some(2)] {
+            let mut pos = [0usize; 3];
+            let mut sources: Vec<_> = pos
+                .iter_mut()
+                .enumerate()
+                .map(|(i, pos)| {
+                    let msgs = &msgs;
+                    move |buf: &mut [u8]| -> std::result::Result<usize, &'static str> {
+                        if failing == Some(i) && *pos > 0 {
+                            return Err("boom");
+                        }
+                        let m = &msgs[i];
+                        // Odd sizes, so the lanes drift apart.
+                        let n = (m.len() - *pos).min(buf.len() - 1000 * i);
+                        buf[..n].copy_from_slice(&m[*pos..*pos + n]);
+                        *pos += n;
+                        Ok(n)
+                    }
+                })
+                .collect();
+            let got = hash_streams(&mut sources, [&mut a[..], &mut b[..], &mut c[..]]);
+            for i in 0..3 {
+                if failing == Some(i) && !msgs[i].is_empty() {
+                    assert_eq!(got[i], Err("boom"), "lane {i}");
+                } else {
+                    assert_eq!(
+                        got[i],
+                        Ok(hash_blocks([&msgs[i][..]])),
+                        "lane {i}, {failing:?}"
+                    );
+                }
+            }
         }
     }
 

@@ -866,9 +866,9 @@ mod tests {
         ]
     }
 
-    /// Pieces hashed two at a time give what one at a time gives, across
-    /// files, padding, a corrupted piece, a deleted file and a bad index;
-    /// an error in one lane leaves the other lane's result intact.
+    /// Pieces hashed two or three at a time give what one at a time gives,
+    /// across files, padding, a corrupted piece, a deleted file and a bad
+    /// index; an error in one lane leaves the other lanes' results intact.
     #[test]
     fn pair_hashing_matches_single_hashing() {
         for backend in BACKENDS {

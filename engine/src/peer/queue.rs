@@ -1,14 +1,23 @@
-//! The requests a peer has queued with us, in arrival order, with O(1)
-//! CANCEL.
+//! The requests a peer has queued with us, served in the order they came,
+//! with O(1) CANCEL.
 //!
 //! A deep queue (we advertise [`OUR_REQQ`](super::OUR_REQQ)) must not make a
 //! CANCEL cost a scan of every queued request: a peer could otherwise fill
 //! the queue and then burn our CPU with cancels for blocks it never asked
-//! for. So the blocks still wanted live in a set, and the arrival order in a
-//! deque that may hold stale entries (cancelled, or repeated after a cancel
-//! and a new request). Stale entries are skipped when popped, and the deque
-//! is compacted whenever it grows to twice the queue limit, so its size
-//! stays bounded however a peer mixes requests and cancels.
+//! for. So the blocks still wanted live in a set, and the order in a deque
+//! that may hold stale entries (cancelled, or repeated after a cancel and a
+//! new request). Stale entries are skipped when popped, and the deque is
+//! compacted whenever it grows to twice the queue limit, so its size stays
+//! bounded however a peer mixes requests and cancels.
+//!
+//! Two corner cases differ from a plain FIFO, harmlessly: a request
+//! repeated while the first copy is still queued is served once (no
+//! REJECT for the copy: the peer gets the block it asked for), and a block
+//! cancelled and then requested again may be served at the place of its
+//! first request.
+//!
+//! Memory is about 30 bytes per queued request at most; a queue that
+//! drains gives back what it grew to.
 
 use std::collections::VecDeque;
 
@@ -84,6 +93,7 @@ impl RequestQueue {
                 return Some(b);
             }
         }
+        self.shrink();
         None
     }
 
@@ -94,8 +104,18 @@ impl RequestQueue {
         while let Some(b) = self.pop() {
             out.push(b);
         }
-        self.order.clear();
         out
+    }
+
+    /// Gives back the memory of a deep queue once it is empty.
+    fn shrink(&mut self) {
+        const KEEP: usize = 4096;
+        if self.order.capacity() > KEEP {
+            self.order = VecDeque::new();
+        }
+        if self.live.capacity() > KEEP {
+            self.live = FastSet::default();
+        }
     }
 
     /// Drops stale entries, keeping each live block once, at its first
@@ -154,6 +174,23 @@ mod tests {
         assert_eq!(q.drain(), vec![b(0, 0), b(0, 1), b(0, 2)]);
         assert!(q.is_empty());
         assert_eq!(q.pop(), None);
+    }
+
+    #[test]
+    fn a_drained_deep_queue_gives_its_memory_back() {
+        let mut q = RequestQueue::new(100_000);
+        for i in 0..50_000 {
+            assert_eq!(q.push(b(i, 0)), Pushed::Queued);
+        }
+        assert!(q.order.capacity() >= 50_000 && q.live.capacity() >= 50_000);
+        for i in 0..50_000 {
+            assert_eq!(q.pop(), Some(b(i, 0)));
+        }
+        assert_eq!(q.pop(), None);
+        assert!(q.order.capacity() <= 4096, "{}", q.order.capacity());
+        assert!(q.live.capacity() <= 4096, "{}", q.live.capacity());
+        assert_eq!(q.push(b(7, 0)), Pushed::Queued);
+        assert_eq!(q.drain(), vec![b(7, 0)]);
     }
 
     #[test]

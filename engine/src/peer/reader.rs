@@ -138,21 +138,8 @@ fn read_frames(
                         merge_late(ctx, batch, initial_set, &mut known, 0..0)?;
                     }
                 }
-                Message::Request(b) => {
-                    let mut inbox = link.inbox.lock();
-                    // The writer's queue is bounded by OUR_REQQ too; this
-                    // only stops a peer that floods a writer stuck in write.
-                    if inbox.len() >= OUR_REQQ {
-                        return Err(PeerError::Overloaded);
-                    }
-                    inbox.push(ReaderNote::Request(b));
-                    drop(inbox);
-                    let _ = to_writer.try_send(());
-                }
-                Message::Cancel(b) => {
-                    link.inbox.lock().push(ReaderNote::Cancel(b));
-                    let _ = to_writer.try_send(());
-                }
+                Message::Request(b) => note_for_writer(link, to_writer, ReaderNote::Request(b))?,
+                Message::Cancel(b) => note_for_writer(link, to_writer, ReaderNote::Cancel(b))?,
                 Message::Piece { index, begin, data } => {
                     let (expected, late) = {
                         let mut r = link.requests.lock();
@@ -278,6 +265,20 @@ fn read_frames(
             return Err(PeerError::Idle);
         }
     }
+}
+
+/// Passes a request or cancel to the writer. The inbox holds at most
+/// twice our advertised queue depth: more only piles up while the writer is
+/// stuck in a write to a peer that does not read, so it ends the peer.
+fn note_for_writer(link: &Link, to_writer: &Sender<()>, note: ReaderNote) -> Result<(), PeerError> {
+    let mut inbox = link.inbox.lock();
+    if inbox.len() >= 2 * OUR_REQQ {
+        return Err(PeerError::Overloaded);
+    }
+    inbox.push(note);
+    drop(inbox);
+    let _ = to_writer.try_send(());
+    Ok(())
 }
 
 /// A piece set (BITFIELD, HAVE ALL, HAVE NONE) after other messages.

@@ -117,6 +117,10 @@ impl Writer<'_> {
         for note in inbox.drain(..) {
             self.note(note, am_choking, queue)?;
         }
+        // Give back what a burst grew it to (the two Vecs take turns).
+        if inbox.capacity() > 4096 {
+            *inbox = Vec::new();
+        }
         Ok(())
     }
 
