@@ -87,6 +87,15 @@ where
         let mut refs: Vec<&mut sha::Sha1> = hs.iter_mut().collect();
         sha::update_lanes(&mut refs, &data);
     }
+    finish_lanes(hs, ends)
+}
+
+/// Each lane's digest, or the error that ended its stream (`ends[i]` is
+/// `None` or `Some(Ok(()))` for a lane that ran to its end).
+pub(crate) fn finish_lanes<E>(
+    hs: Vec<sha::Sha1>,
+    ends: Vec<Option<std::result::Result<(), E>>>,
+) -> Vec<std::result::Result<[u8; 20], E>> {
     hs.into_iter()
         .zip(ends)
         .map(|(h, end)| match end {

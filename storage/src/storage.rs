@@ -405,13 +405,7 @@ impl Storage {
                     }
                 }
             }
-            hs.into_iter()
-                .zip(ends)
-                .map(|(h, end)| match end {
-                    Some(Err(e)) => Err(e),
-                    _ => Ok(h.finish()),
-                })
-                .collect()
+            crate::hash::finish_lanes(hs, ends)
         })
     }
 
