@@ -71,6 +71,7 @@ where
     // Some once that stream ended (cleanly or not).
     let mut ends: Vec<Option<std::result::Result<(), E>>> = (0..k).map(|_| None).collect();
     let mut lens = [0usize; sha::LANES];
+    let mut refs: Vec<&mut sha::Sha1> = hs.iter_mut().collect();
     while ends.iter().any(Option::is_none) {
         for i in 0..k {
             lens[i] = 0;
@@ -83,10 +84,10 @@ where
                 Err(e) => ends[i] = Some(Err(e)),
             }
         }
-        let data: Vec<&[u8]> = (0..k).map(|i| &bufs[i][..lens[i]]).collect();
-        let mut refs: Vec<&mut sha::Sha1> = hs.iter_mut().collect();
-        sha::update_lanes(&mut refs, &data);
+        let data: [&[u8]; sha::LANES] = std::array::from_fn(|i| &bufs[i][..lens[i]]);
+        sha::update_lanes(&mut refs, &data[..k]);
     }
+    drop(refs);
     finish_lanes(hs, ends)
 }
 
