@@ -4,8 +4,12 @@
 # Installs the real BitTorrent tools the interop tests drive (libtorrent's
 # Python bindings, mktorrent, transmission-cli, aria2, opentracker) with
 # apt-get, then runs every test in the workspace. With
-# BITTERN_REQUIRE_INTEROP=1 (set here) a missing tool fails its test instead
-# of skipping it.
+# BITTERN_REQUIRE_INTEROP=1 (set here) every test that needs something the
+# machine may lack fails instead of skipping: a missing tool, but also root
+# (the disk-full tests mount a tmpfs), a temp dir off tmpfs (TMPDIR or
+# /var/tmp), cachestat(2), a boot id and an IPv6 loopback. CI runs this as
+# root; elsewhere run it as root, or run `cargo test --workspace` without
+# the variable to let those tests skip loudly (bittern-testkit has the rule).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -271,10 +271,22 @@ fn sigterm_and_sigint_save_resume_state_and_announce_stopped() {
             &t,
             &dst,
             port,
-            &["--exit-on-complete", "--download-limit", "1MiB/s"],
+            &[
+                "--exit-on-complete",
+                "--download-limit",
+                "1MiB/s",
+                "--status-interval",
+                "100ms",
+            ],
         )));
         p.wait_line("listening on", Duration::from_secs(20));
-        std::thread::sleep(Duration::from_millis(1500));
+        // Signal once pieces are verified and the tracker has our start.
+        p.wait_stderr("progress above 0%", Duration::from_secs(30), shows_progress);
+        wait_until("the started announce", Duration::from_secs(20), || {
+            tracker.requests()[before..]
+                .iter()
+                .any(|r| r.contains(&hash_param) && r.contains("event=started"))
+        });
         p.signal(sig);
         let stopped_at = Instant::now();
         let mut p = p;
@@ -361,11 +373,17 @@ fn broken_trackers_hold_up_neither_peers_nor_shutdown() {
         "the silent tracker was never asked"
     );
 
-    // SIGTERM while the trackers are silent: out within a few seconds.
+    // SIGTERM while the trackers are silent (one of its announces hangs
+    // on the silent one): out within a few seconds.
     let dst2 = tmp.path().join("dst2");
+    let asked = silent.requests().len();
     let p = Proc::spawn(cmd(download_args(&t, &dst2, port, &[])));
     p.wait_line("b.bin: complete", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until(
+        "an announce to the silent tracker",
+        Duration::from_secs(20),
+        || silent.requests().len() > asked,
+    );
     p.signal(libc::SIGTERM);
     let start = Instant::now();
     let mut p = p;

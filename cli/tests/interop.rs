@@ -99,7 +99,7 @@ fn libtorrent_leecher_downloads_from_bittern_seed() {
 #[test]
 fn transmission_accepts_bittern_torrents() {
     const SHOW: &str = "/usr/bin/transmission-show";
-    if !require_tool(
+    if !bittern_testkit::require(
         "transmission-show (Debian transmission-cli)",
         std::path::Path::new(SHOW).exists(),
     ) {

@@ -176,10 +176,12 @@ fn ctrl_c_then_resume_downloads_only_the_rest() {
         a
     };
 
-    // first run: rate limited, interrupted after a while
-    let mut first = Proc::spawn(cmd(args(true)));
+    // first run: rate limited, interrupted once some pieces are verified
+    let mut c = cmd(args(true));
+    c.args(["--status-interval", "100ms"]);
+    let mut first = Proc::spawn(c);
     first.wait_line("listening on", Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(2000));
+    first.wait_stderr("progress above 0%", Duration::from_secs(30), shows_progress);
     first.signal(libc::SIGINT);
     let status = first.wait(Duration::from_secs(30));
     let out = first.finish(status);

@@ -1,7 +1,7 @@
 //! Helpers: running the built `bittern` binary, watching its output,
 //! making data, and the interop skip rule.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{channel, Receiver};
@@ -59,6 +59,25 @@ pub fn run_limited(mut c: Command, limit: Duration) -> Run {
     p.finish(status)
 }
 
+/// Whether `line` is a plain status line (`LABEL: P% (...)`, as printed
+/// when stderr is not a terminal) showing more than 0% verified.
+pub fn shows_progress(line: &str) -> bool {
+    line.split_once(": ")
+        .and_then(|(_, rest)| rest.split_once("% ("))
+        .and_then(|(pct, _)| pct.parse::<f64>().ok())
+        .is_some_and(|p| p > 0.0)
+}
+
+/// Polls `cond` every 10 ms until it holds; panics naming `what` after
+/// `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "no {what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Runs `bittern ARGS` with a one-minute limit.
 pub fn bittern<I, S>(args: I) -> Run
 where
@@ -69,7 +88,7 @@ where
 }
 
 /// A running process whose stdout lines arrive on a channel and whose
-/// stderr is collected. Killed on drop.
+/// stderr is collected line by line as it comes. Killed on drop.
 pub struct Proc {
     pub child: Child,
     lines: Receiver<String>,
@@ -94,7 +113,7 @@ impl Proc {
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let out = child.stdout.take().expect("piped stdout");
-        let mut err = child.stderr.take().expect("piped stderr");
+        let err = child.stderr.take().expect("piped stderr");
         let (so, se) = (stdout.clone(), stderr.clone());
         let r1 = std::thread::spawn(move || {
             for line in BufReader::new(out).lines() {
@@ -104,9 +123,12 @@ impl Proc {
             }
         });
         let r2 = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = err.read_to_end(&mut buf);
-            se.lock().unwrap().push_str(&String::from_utf8_lossy(&buf));
+            let mut err = BufReader::new(err);
+            let mut line = Vec::new();
+            while err.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                se.lock().unwrap().push_str(&String::from_utf8_lossy(&line));
+                line.clear();
+            }
         });
         Proc {
             child,
@@ -131,6 +153,31 @@ impl Proc {
                     self.stderr.lock().unwrap()
                 ),
             }
+        }
+    }
+
+    /// Waits (polling) for a stderr line for which `pred` holds; returns it.
+    pub fn wait_stderr(&self, what: &str, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let found = self
+                .stderr
+                .lock()
+                .unwrap()
+                .lines()
+                .find(|l| pred(l))
+                .map(str::to_owned);
+            if let Some(line) = found {
+                return line;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no stderr line with {what} within {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                    self.stdout.lock().unwrap(),
+                    self.stderr.lock().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -272,18 +319,6 @@ pub fn start_seed(torrent: &Path, dir: &Path, extra: &[&str]) -> (Proc, u16) {
     (p, port)
 }
 
-/// Skips loudly (returns false), or panics under `BITTERN_REQUIRE_INTEROP=1`.
-pub fn require_tool(what: &str, available: bool) -> bool {
-    if available {
-        return true;
-    }
-    if std::env::var("BITTERN_REQUIRE_INTEROP").as_deref() == Ok("1") {
-        panic!("{what} is required (BITTERN_REQUIRE_INTEROP=1) but unavailable");
-    }
-    eprintln!("\n*** SKIPPED: {what} is not available on this machine ***\n");
-    false
-}
-
 /// Debian's Python, the only one that imports `python3-libtorrent`.
 pub const PYTHON: &str = "/usr/bin/python3";
 
@@ -295,7 +330,7 @@ pub fn libtorrent_available() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    require_tool(
+    bittern_testkit::require(
         "python3-libtorrent (import libtorrent in /usr/bin/python3)",
         ok,
     )

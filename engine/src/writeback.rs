@@ -147,7 +147,8 @@ mod tests {
 
     /// A storage of four 64 KiB pieces in one file under `dir`, all
     /// written; `None` where the page cache cannot tell what is unwritten
-    /// (no `cachestat`, or tmpfs, whose pages never go to disk).
+    /// (no `cachestat`: skipped, or a failure when required). `dir` must be
+    /// off tmpfs, whose pages never go to disk.
     fn written_storage(dir: &Path, pool: &Arc<FilePool>) -> Option<Written> {
         let spec = FileSpec {
             path: PathBuf::from("w.bin"),
@@ -167,13 +168,10 @@ mod tests {
             s.write_block(p, 0, &vec![p as u8 + 1; PIECE as usize])
                 .unwrap();
         }
-        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-        let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a valid C string and out pointer.
-        if unsafe { libc::statfs(c.as_ptr(), &mut fs) } == 0 && fs.f_type == 0x0102_1994 {
+        let Some(unflushed) = s.unflushed_bytes(&pieces).unwrap() else {
+            bittern_testkit::require("cachestat(2) (Linux 6.5+)", false);
             return None;
-        }
-        let unflushed = s.unflushed_bytes(&pieces).unwrap()?;
+        };
         assert_eq!(
             Some(unflushed),
             FULL,
@@ -207,7 +205,9 @@ mod tests {
     /// kernel's own flusher waits 30 s), then go to disk.
     #[test]
     fn hinted_pieces_start_going_to_disk_only_after_the_delay() {
-        let dir = tempfile::tempdir().unwrap();
+        let Some(dir) = bittern_testkit::disk_tempdir() else {
+            return;
+        };
         let Some((_pool, [a, control])) = two(dir.path()) else {
             return;
         };
@@ -234,7 +234,9 @@ mod tests {
     /// queued hints to fall due, and starts no IO for them.
     #[test]
     fn a_shutdown_drops_hints_without_waiting_for_them() {
-        let dir = tempfile::tempdir().unwrap();
+        let Some(dir) = bittern_testkit::disk_tempdir() else {
+            return;
+        };
         let Some((_pool, [a, control])) = two(dir.path()) else {
             return;
         };
@@ -258,7 +260,9 @@ mod tests {
     /// to the kernel.
     #[test]
     fn a_hint_never_reopens_released_files() {
-        let dir = tempfile::tempdir().unwrap();
+        let Some(dir) = bittern_testkit::disk_tempdir() else {
+            return;
+        };
         let Some((pool, [a, b])) = two(dir.path()) else {
             return;
         };

@@ -1,48 +1,12 @@
 //! Storage faults: a full disk, data vanishing under a seeder.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bittern_engine::{SeedGoal, TorrentOptions, TorrentState};
+use bittern_testkit::Tmpfs;
 
 use crate::util::*;
-
-/// A tmpfs mounted for one test, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!(
-                "SKIPPED: cannot mount a tmpfs at {} (needs root)",
-                dir.display()
-            );
-            return None;
-        }
-        Some(Tmpfs(dir.to_path_buf()))
-    }
-
-    fn resize(&self, size: &str) {
-        let ok = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "remount failed");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 #[test]
 fn disk_full_stops_the_torrent_keeps_verified_pieces_and_resume_finishes() {

@@ -36,15 +36,6 @@ const FILES: &[(&str, u64)] = &[
     ("d.bin", 1_048_576 + 77),
 ];
 
-/// Skips loudly, or fails under `BITTERN_REQUIRE_INTEROP=1`.
-fn unavailable(what: &str) -> bool {
-    if std::env::var("BITTERN_REQUIRE_INTEROP").as_deref() == Ok("1") {
-        panic!("{what} is required (BITTERN_REQUIRE_INTEROP=1) but unavailable");
-    }
-    eprintln!("SKIPPED: {what} is unavailable");
-    false
-}
-
 /// Engine logs for debugging: `RUST_LOG=bittern_engine=debug`.
 fn init_log() {
     let _ = env_logger::builder().is_test(true).try_init();
@@ -61,7 +52,10 @@ fn have_libtorrent() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    ok || unavailable("python3-libtorrent (import libtorrent in /usr/bin/python3)")
+    bittern_testkit::require(
+        "python3-libtorrent (import libtorrent in /usr/bin/python3)",
+        ok,
+    )
 }
 
 fn script(name: &str) -> PathBuf {

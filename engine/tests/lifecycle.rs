@@ -6,6 +6,9 @@ use bittern_engine::{SeedGoal, Session, TorrentOptions, TorrentState};
 
 use crate::util::*;
 
+/// What the unflushed-stop tests need: a boot id to tie resume state to.
+const BOOT_ID: &str = "a boot id (/proc/sys/kernel/random/boot_id)";
+
 #[test]
 fn restart_resumes_without_refetching_verified_pieces() {
     let src = tempfile::tempdir().unwrap();
@@ -106,8 +109,9 @@ fn exit_on_complete_records_unflushed_pieces_for_this_boot() {
 /// verified since the last save are rechecked (not the whole torrent).
 #[test]
 fn an_unflushed_stop_keeps_what_earlier_saves_made_durable() {
-    if bittern_storage::boot_id().is_none() {
-        return; // no boot id here: every stop flushes
+    // Without a boot id every stop flushes: nothing to test.
+    if !bittern_testkit::require(BOOT_ID, bittern_storage::boot_id().is_some()) {
+        return;
     }
     let src = tempfile::tempdir().unwrap();
     let total = 4 * 1024 * 1024u64;
@@ -155,7 +159,8 @@ fn an_unflushed_stop_keeps_what_earlier_saves_made_durable() {
 #[test]
 fn a_stop_counts_each_file_sync_in_the_flush_cost() {
     let Some(boot) = bittern_storage::boot_id() else {
-        return; // no boot id here: every stop flushes
+        bittern_testkit::require(BOOT_ID, false);
+        return;
     };
     let src = tempfile::tempdir().unwrap();
     let names: Vec<String> = (0..12).map(|i| format!("f{i:02}.bin")).collect();

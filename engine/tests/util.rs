@@ -2,12 +2,14 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bittern_engine::{
     SeedGoal, Session, SessionConfig, Timing, TorrentEvent, TorrentHandle, TorrentOptions,
     TorrentState,
 };
+use bittern_storage::{Backend, FilePool, FileSpec, Layout, ResumeState, Storage};
 use bittern_wire::{Metainfo, MetainfoBuilder};
 use rand::{Rng, SeedableRng};
 
@@ -92,6 +94,33 @@ pub fn resume_path(dst: &Path, meta: &Metainfo) -> PathBuf {
         .join(format!("{}.resume", meta.info_hash.to_hex()))
 }
 
+/// The pieces the resume file under `save_dir` vouches for now, read with
+/// bittern-storage's public API over `meta`'s files as the engine lays
+/// them out (panics when the file is absent or does not parse).
+pub fn vouched_pieces(meta: &Metainfo, save_dir: &Path) -> Vec<bool> {
+    let path = resume_path(save_dir, meta);
+    let state = ResumeState::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let info = &meta.info;
+    let files = info
+        .files
+        .iter()
+        .map(|f| FileSpec {
+            path: f.relative_path(),
+            length: f.length,
+            padding: f.padding,
+        })
+        .collect();
+    let layout = Layout::new(files, info.piece_length, info.pieces.clone()).unwrap();
+    let root = if info.multi_file {
+        save_dir.join(&info.name)
+    } else {
+        save_dir.to_path_buf()
+    };
+    let storage =
+        Storage::new(layout, root, Arc::new(FilePool::new(4)), Backend::default()).unwrap();
+    state.vouched(&storage, meta.info_hash.0)
+}
+
 /// Downloads `meta` into `dst` from `seeder` with no seeding goal and
 /// waits until the torrent has stopped (panics after 60 s).
 pub fn leech_until_stopped(
@@ -151,15 +180,8 @@ pub fn assert_same(a: &Path, b: &Path, paths: &[PathBuf]) {
 }
 
 /// True when the Debian tool is present; when it is missing, fail if
-/// BITTERN_REQUIRE_INTEROP=1, else skip loudly.
+/// BITTERN_REQUIRE_INTEROP=1, else skip loudly ([`bittern_testkit::require`]).
 #[allow(dead_code)]
 pub fn have_tool(path: &str) -> bool {
-    if Path::new(path).exists() {
-        return true;
-    }
-    if std::env::var("BITTERN_REQUIRE_INTEROP").as_deref() == Ok("1") {
-        panic!("{path} is required (BITTERN_REQUIRE_INTEROP=1) but missing");
-    }
-    eprintln!("SKIPPED: {path} is not installed");
-    false
+    bittern_testkit::require(path, Path::new(path).exists())
 }

@@ -1387,14 +1387,10 @@ mod tests {
 
     #[test]
     fn unflushed_bytes_counts_what_a_flush_would_write() {
-        let dir = tempfile::tempdir().unwrap();
         // tmpfs pages never leave the page cache: nothing to measure there.
-        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-        let c = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: valid C string and out pointer.
-        if unsafe { libc::statfs(c.as_ptr(), &mut fs) } == 0 && fs.f_type == 0x0102_1994 {
+        let Some(dir) = bittern_testkit::disk_tempdir() else {
             return;
-        }
+        };
         let lens = files();
         let data = data_for(&lens, 13);
         let s = storage(
@@ -1406,7 +1402,8 @@ mod tests {
         let all: Vec<usize> = (0..s.layout().piece_count()).collect();
         // Nothing written yet: nothing to flush (absent files count as 0).
         let Some(before) = s.unflushed_bytes(&all).unwrap() else {
-            return; // kernel without cachestat(2)
+            bittern_testkit::require("cachestat(2) (Linux 6.5+)", false);
+            return;
         };
         assert_eq!(before, 0);
         write_all(&s, &data, 700);

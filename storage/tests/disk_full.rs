@@ -1,68 +1,22 @@
 //! A full disk is a typed error, not a crash, and loses nothing verified.
 //!
 //! Mounts a 2 MiB tmpfs (needs root / CAP_SYS_ADMIN); when that is not
-//! possible the test is skipped with the reason printed.
+//! possible the test is skipped with the reason printed, or fails under
+//! `BITTERN_REQUIRE_INTEROP=1`.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bittern_storage::{Backend, Error, FilePool, Storage};
+use bittern_testkit::Tmpfs;
 
 use crate::util::*;
-
-/// Unmounts on drop, so a failing test never leaves the mount behind.
-struct Mount(PathBuf);
-
-impl Mount {
-    fn tmpfs(dir: &Path, size: &str) -> Result<Mount, String> {
-        let c = |s: &[u8]| CString::new(s).unwrap();
-        let target = c(dir.as_os_str().as_bytes());
-        let (src, fstype, opts) = (
-            c(b"tmpfs"),
-            c(b"tmpfs"),
-            c(format!("size={size}").as_bytes()),
-        );
-        // SAFETY: all pointers are valid NUL-terminated strings for the call.
-        let r = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                target.as_ptr(),
-                fstype.as_ptr(),
-                0,
-                opts.as_ptr().cast(),
-            )
-        };
-        if r != 0 {
-            return Err(std::io::Error::last_os_error().to_string());
-        }
-        Ok(Mount(dir.to_path_buf()))
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let target = CString::new(self.0.as_os_str().as_bytes()).unwrap();
-        // SAFETY: valid NUL-terminated path. MNT_DETACH so a lingering open
-        // file cannot keep the mount alive.
-        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-    }
-}
 
 #[test]
 fn disk_full_is_an_error_and_keeps_verified_pieces() {
     for backend in [Backend::Mmap, Backend::PositionedIo] {
         let dir = tempfile::tempdir().unwrap();
-        let _mount = match Mount::tmpfs(dir.path(), "2m") {
-            Ok(m) => m,
-            Err(e) => {
-                eprintln!(
-                    "SKIPPED disk_full test: cannot mount tmpfs at {} ({e}); needs root",
-                    dir.path().display()
-                );
-                return;
-            }
+        let Some(_mount) = Tmpfs::mount(dir.path(), "2m") else {
+            return;
         };
         let ballast = dir.path().join("ballast");
         std::fs::write(&ballast, vec![1u8; 1 << 20]).unwrap();

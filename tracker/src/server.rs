@@ -127,6 +127,13 @@ impl TrackerServer {
         self.local_addr
     }
 
+    /// How many connections are being served now: accepted and not yet
+    /// finished (for an instant, one more while an extra one is turned
+    /// away at the [`ServerConfig::max_connections`] limit).
+    pub fn active_connections(&self) -> usize {
+        self.state.active.load(Ordering::SeqCst)
+    }
+
     /// The URL to put in a torrent (`http://ip:port/announce`; an
     /// unspecified bind address is given as loopback).
     pub fn announce_url(&self) -> String {

@@ -167,11 +167,19 @@ fn connections_beyond_the_limit_are_closed_at_once() {
         ..ServerConfig::default()
     };
     let srv = TrackerServer::bind("127.0.0.1:0".parse().unwrap(), cfg).unwrap();
-    // Two idle connections take both slots.
+    // Two idle connections take both slots (once the server has accepted
+    // them: connect returns before that).
     let _idle: Vec<TcpStream> = (0..2)
         .map(|_| TcpStream::connect(srv.local_addr()).unwrap())
         .collect();
-    std::thread::sleep(Duration::from_millis(100));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while srv.active_connections() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle connections were never accepted"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let mut third = TcpStream::connect(srv.local_addr()).unwrap();
     third
         .set_read_timeout(Some(Duration::from_secs(2)))

@@ -44,19 +44,12 @@ pub fn closed_udp_port() -> u16 {
     s.local_addr().unwrap().port()
 }
 
-/// True if `tool` is installed; otherwise prints a loud skip notice, or
-/// panics when `BITTERN_REQUIRE_INTEROP=1`.
+/// True if `tool` is installed; otherwise skips loudly, or fails when
+/// `BITTERN_REQUIRE_INTEROP=1` ([`bittern_testkit::require`]).
 pub fn have_tool(tool: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()))
-        || std::path::Path::new("/usr/bin").join(tool).is_file();
-    if !found {
-        if std::env::var("BITTERN_REQUIRE_INTEROP").as_deref() == Ok("1") {
-            panic!("{tool} is required (BITTERN_REQUIRE_INTEROP=1) but not installed");
-        }
-        eprintln!("\n*** SKIPPING: {tool} is not installed ***\n");
-    }
-    found
+    let found =
+        bittern_testkit::on_path(tool) || std::path::Path::new("/usr/bin").join(tool).is_file();
+    bittern_testkit::require(tool, found)
 }
 
 /// Times `f` and asserts it finished within `limit`.

@@ -14,7 +14,7 @@ pub fn data_dir() -> PathBuf {
 }
 
 /// Whether an interop tool is usable. Missing: skip loudly, or fail when
-/// `BITTERN_REQUIRE_INTEROP=1`.
+/// `BITTERN_REQUIRE_INTEROP=1` ([`bittern_testkit::require`]).
 pub fn have_tool(name: &str) -> bool {
     let ok = if name == "libtorrent" {
         Command::new(PYTHON)
@@ -22,16 +22,9 @@ pub fn have_tool(name: &str) -> bool {
             .output()
             .is_ok_and(|o| o.status.success())
     } else {
-        std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        bittern_testkit::on_path(name)
     };
-    if !ok {
-        if std::env::var("BITTERN_REQUIRE_INTEROP").as_deref() == Ok("1") {
-            panic!("interop tool {name} is missing and BITTERN_REQUIRE_INTEROP=1");
-        }
-        eprintln!("!!!!! SKIPPING: interop tool {name} is not installed !!!!!");
-    }
-    ok
+    bittern_testkit::require(&format!("interop tool {name}"), ok)
 }
 
 /// Run a command; panic with its output if it fails.
