@@ -276,6 +276,7 @@ fn truncate(s: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bittern_engine::TorrentError;
 
     fn status(state: TorrentState) -> TorrentStatus {
         TorrentStatus {
@@ -305,8 +306,13 @@ mod tests {
             status_text(&s),
             "down 2.0 KiB/s up 0 B/s eta 1m05s peers 3 ratio 0.25 downloading"
         );
-        let s = status(TorrentState::Error("disk full".into()));
-        assert!(status_text(&s).ends_with("eta - peers 3 ratio 0.25 error: disk full"));
+        let full = bittern_storage::Error::DiskFull {
+            path: "/d/x.bin".into(),
+        };
+        let s = status(TorrentState::Error(TorrentError::Write(full.into())));
+        assert!(status_text(&s).ends_with(
+            "eta - peers 3 ratio 0.25 error: writing to disk: disk full while writing /d/x.bin"
+        ));
     }
 
     #[test]

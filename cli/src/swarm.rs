@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use bittern_engine::{
-    SeedGoal, Session, SessionConfig, TorrentHandle, TorrentOptions, TorrentState, TorrentStatus,
+    SeedGoal, Session, SessionConfig, TorrentError, TorrentHandle, TorrentOptions, TorrentState,
+    TorrentStatus,
 };
 use bittern_tracker::server::ServerConfig;
 use bittern_wire::{Metainfo, MetainfoBuilder};
@@ -115,7 +116,7 @@ fn is_complete(s: &TorrentStatus) -> bool {
     s.wanted_bytes > 0 && s.have_bytes >= s.wanted_bytes
 }
 
-fn failed(s: &TorrentStatus) -> Option<&str> {
+fn failed(s: &TorrentStatus) -> Option<&TorrentError> {
     match &s.state {
         TorrentState::Error(e) => Some(e),
         _ => None,

@@ -46,7 +46,7 @@ mod writeback;
 
 pub use choker::{ChokeCandidate, Choker, ChokerConfig};
 pub use config::{SeedGoal, SessionConfig, Timing, TorrentOptions};
-pub use error::{Error, PeerError};
+pub use error::{Error, PeerError, TorrentError, Violation};
 pub use picker::{PeerKey, PiecePicker};
 pub use rate::RateMeasure;
 pub use ratelimit::RateLimiter;

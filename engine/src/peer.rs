@@ -27,7 +27,7 @@ use log::debug;
 use parking_lot::Mutex;
 
 use crate::config::Timing;
-use crate::error::PeerError;
+use crate::error::{PeerError, Violation};
 use crate::fasthash::{FastMap, FastSet};
 use crate::inline_hash::InlineHashes;
 use crate::picker::PeerKey;
@@ -196,10 +196,7 @@ struct GoneGuard {
 
 impl Drop for GoneGuard {
     fn drop(&mut self) {
-        let reason = self
-            .reason
-            .take()
-            .unwrap_or_else(|| PeerError::Protocol("peer thread panicked".into()));
+        let reason = self.reason.take().unwrap_or(PeerError::Panicked);
         let _ = self.events.send(PeerMsg {
             key: self.key,
             event: PeerEvent::Gone(reason),
@@ -225,7 +222,7 @@ fn run(
             let deadline = std::time::Instant::now() + t.connect_timeout;
             crate::session::read_exact_by(&mut s, &mut buf, deadline)?;
             let hs = Handshake::decode(&buf)
-                .map_err(|e| PeerError::Protocol(format!("bad handshake: {e}")))?;
+                .map_err(|e| PeerError::Protocol(Violation::Handshake(e)))?;
             if hs.info_hash != ctx.info_hash {
                 return Err(PeerError::WrongInfoHash);
             }

@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::error::{TorrentError, Violation};
+
 /// What a torrent is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TorrentState {
@@ -18,7 +20,7 @@ pub enum TorrentState {
     /// Finished (seed goal reached) or removed.
     Stopped,
     /// Stopped by an error the user must act on (disk full, permission).
-    Error(String),
+    Error(TorrentError),
 }
 
 /// Progress of one file.
@@ -122,4 +124,11 @@ pub enum TorrentEvent {
     StateChanged(TorrentState),
     /// A peer was banned for bad data.
     PeerBanned(SocketAddr),
+    /// A peer broke the protocol; its connection was closed.
+    PeerViolation {
+        /// The peer's address.
+        addr: SocketAddr,
+        /// The rule it broke.
+        violation: Violation,
+    },
 }

@@ -12,7 +12,7 @@ use bittern_wire::{Handshake, InfoHash};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
-use crate::error::Error;
+use crate::error::{Error, TorrentError};
 use crate::status::{PeerInfo, TorrentEvent, TorrentState, TorrentStatus};
 
 pub(crate) use controller::{spawn_controller, ControllerSetup};
@@ -114,7 +114,7 @@ impl TorrentHandle {
     }
 
     /// Whether the torrent is in an error state, and why.
-    pub fn error(&self) -> Option<String> {
+    pub fn error(&self) -> Option<TorrentError> {
         match &self.published.status.lock().state {
             TorrentState::Error(e) => Some(e.clone()),
             _ => None,

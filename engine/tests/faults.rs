@@ -46,7 +46,11 @@ fn disk_full_stops_the_torrent_keeps_verified_pieces_and_resume_finishes() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(
-        why.contains("space") || why.contains("full"),
+        matches!(why.storage(), bittern_storage::Error::DiskFull { .. }),
+        "not a full disk: {why:?}"
+    );
+    assert!(
+        why.to_string().contains("disk full"),
         "unclear message: {why}"
     );
     std::thread::sleep(Duration::from_millis(600));

@@ -4,8 +4,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bittern_engine::{SeedGoal, Session, TorrentEvent, TorrentOptions, TorrentState};
-use bittern_wire::{BlockRef, Message};
+use bittern_engine::{
+    SeedGoal, Session, TorrentEvent, TorrentHandle, TorrentOptions, TorrentState, Violation,
+};
+use bittern_wire::{BitfieldError, BlockRef, Message, MessageError};
 
 use crate::fake::{serving_peer, Got, Wire};
 use crate::util::*;
@@ -174,57 +176,85 @@ fn interested_peer(addr: std::net::SocketAddr, meta: &bittern_wire::Metainfo) ->
     }
 }
 
+/// Waits for the torrent to report a protocol violation; returns it.
+fn next_violation(t: &TorrentHandle, limit: Duration) -> Option<Violation> {
+    let deadline = Instant::now() + limit;
+    while let Ok(e) = t
+        .events()
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+    {
+        if let TorrentEvent::PeerViolation { violation, .. } = e {
+            return Some(violation);
+        }
+    }
+    None
+}
+
 #[test]
 fn protocol_violations_close_the_connection_and_the_seeder_keeps_serving() {
     let (src, meta, seeder) = seeder_fixture();
     let addr = seeder.local_addr();
+    let torrent = seeder.torrents().pop().unwrap();
     let n = meta.info.piece_count() as u32;
-    type Case = (&'static str, Box<dyn Fn(&mut Wire)>);
+    // What the fake peer does, and the violation the seeder must name.
+    type Case = (
+        &'static str,
+        Box<dyn Fn(&mut Wire)>,
+        Box<dyn Fn(&Violation) -> bool>,
+    );
+    let past_the_end = BlockRef {
+        index: n,
+        begin: 0,
+        length: 16384,
+    };
+    let too_large = BlockRef {
+        index: 0,
+        begin: 0,
+        length: 32768,
+    };
+    let past_the_piece = BlockRef {
+        index: 0,
+        begin: 60000,
+        length: 16384,
+    };
     let cases: Vec<Case> = vec![
         (
             "4 GiB length prefix",
             Box::new(|w| w.send_raw(&[0xff, 0xff, 0xff, 0xff, 7]).unwrap()),
+            Box::new(|v| {
+                matches!(
+                    v,
+                    Violation::Message(MessageError::FrameTooLong {
+                        len: 0xffff_ffff,
+                        ..
+                    })
+                )
+            }),
         ),
         (
             "have out of range",
             Box::new(move |w| w.send(Message::Have(n + 5)).unwrap()),
+            Box::new(move |v| *v == Violation::HaveOutOfRange(n + 5)),
         ),
         (
             "request past the end of the torrent",
-            Box::new(move |w| {
-                w.send(Message::Request(BlockRef {
-                    index: n,
-                    begin: 0,
-                    length: 16384,
-                }))
-                .unwrap()
-            }),
+            Box::new(move |w| w.send(Message::Request(past_the_end)).unwrap()),
+            Box::new(move |v| *v == Violation::RequestOutOfRange(past_the_end)),
         ),
         (
             "request larger than 16 KiB",
-            Box::new(|w| {
-                w.send(Message::Request(BlockRef {
-                    index: 0,
-                    begin: 0,
-                    length: 32768,
-                }))
-                .unwrap()
-            }),
+            Box::new(move |w| w.send(Message::Request(too_large)).unwrap()),
+            Box::new(move |v| *v == Violation::InvalidRequest(too_large)),
         ),
         (
             "request past the end of a piece",
-            Box::new(|w| {
-                w.send(Message::Request(BlockRef {
-                    index: 0,
-                    begin: 60000,
-                    length: 16384,
-                }))
-                .unwrap()
-            }),
+            Box::new(move |w| w.send(Message::Request(past_the_piece)).unwrap()),
+            Box::new(move |v| *v == Violation::InvalidRequest(past_the_piece)),
         ),
         (
             "unknown message id",
             Box::new(|w| w.send_raw(&[0, 0, 0, 1, 99]).unwrap()),
+            Box::new(|v| *v == Violation::Message(MessageError::UnknownId(99))),
         ),
     ];
     // Piece sets must be the first message: a fresh connection each.
@@ -232,12 +262,17 @@ fn protocol_violations_close_the_connection_and_the_seeder_keeps_serving() {
         n, 9,
         "the fixture needs spare bits in its last bitfield byte"
     );
-    let bitfields: [(&str, &[u8]); 3] = [
-        ("bitfield too long", &[0xff; 64]),
-        ("bitfield too short", &[0xff]),
-        ("bitfield with spare bits", &[0xff, 0xc0]),
+    let wrong_length = |got| Violation::Bitfield(BitfieldError::WrongLength { got, expected: 2 });
+    let bitfields: [(&str, &[u8], Violation); 3] = [
+        ("bitfield too long", &[0xff; 64], wrong_length(64)),
+        ("bitfield too short", &[0xff], wrong_length(1)),
+        (
+            "bitfield with spare bits",
+            &[0xff, 0xc0],
+            Violation::Bitfield(BitfieldError::SpareBitsSet),
+        ),
     ];
-    for (name, bits) in bitfields {
+    for (name, bits, expected) in bitfields {
         let (mut w, _) = Wire::connect(addr, meta.info_hash).unwrap();
         w.send(Message::Bitfield(bits)).unwrap();
         let _ = w.send(Message::Interested);
@@ -245,8 +280,10 @@ fn protocol_violations_close_the_connection_and_the_seeder_keeps_serving() {
             w.closed_within(Duration::from_secs(10)),
             "{name}: connection stayed open"
         );
+        let got = next_violation(&torrent, Duration::from_secs(10));
+        assert_eq!(got, Some(expected), "{name}");
     }
-    for (name, act) in cases {
+    for (name, act, expected) in cases {
         let mut w = interested_peer(addr, &meta);
         act(&mut w);
         // Messages after the violation must not matter.
@@ -258,6 +295,11 @@ fn protocol_violations_close_the_connection_and_the_seeder_keeps_serving() {
         assert!(
             w.closed_within(Duration::from_secs(10)),
             "{name}: connection stayed open"
+        );
+        let got = next_violation(&torrent, Duration::from_secs(10));
+        assert!(
+            got.as_ref().is_some_and(expected),
+            "{name}: the seeder reported {got:?}"
         );
     }
     // The seeder is unharmed: an honest leecher still completes.

@@ -14,7 +14,7 @@ use log::trace;
 use super::{
     send, Link, PeerContext, PeerEvent, ReaderNote, MAX_FRAME, OUR_REQQ, UNREQUESTED_LIMIT,
 };
-use crate::error::PeerError;
+use crate::error::{PeerError, Violation};
 use crate::shared::{BlockClaims, TryClaim};
 
 pub(super) fn read_loop(
@@ -102,14 +102,14 @@ fn read_frames(
                 Message::NotInterested => emit(ctx, batch, PeerEvent::Interested(false)),
                 Message::Have(i) => {
                     if i as usize >= piece_count {
-                        return Err(PeerError::Protocol(format!("have {i} out of range")));
+                        return Err(PeerError::Protocol(Violation::HaveOutOfRange(i)));
                     }
                     known.set(i as usize);
                     emit(ctx, batch, PeerEvent::Have(i));
                 }
                 Message::Bitfield(bytes) => {
                     let bits = Bitfield::from_wire(bytes, piece_count)
-                        .map_err(|e| PeerError::Protocol(format!("bad bitfield: {e}")))?;
+                        .map_err(|e| PeerError::Protocol(Violation::Bitfield(e)))?;
                     if was_first {
                         initial_set = true;
                         known = bits.clone();
@@ -120,7 +120,7 @@ fn read_frames(
                 }
                 Message::HaveAll | Message::HaveNone => {
                     if !fast {
-                        return Err(PeerError::Protocol("have all/none without fast".into()));
+                        return Err(PeerError::Protocol(Violation::HaveAllNoneWithoutFast));
                     }
                     let all = matches!(msg, Message::HaveAll);
                     if was_first {
@@ -148,16 +148,12 @@ fn read_frames(
                     };
                     match expected {
                         Some(len) if len as usize == data.len() => {}
-                        Some(_) => {
-                            return Err(PeerError::Protocol("block of the wrong length".into()))
-                        }
+                        Some(_) => return Err(PeerError::Protocol(Violation::BlockLength)),
                         None if late => continue,
                         None => {
                             unrequested += 1;
                             if unrequested > UNREQUESTED_LIMIT {
-                                return Err(PeerError::Protocol(
-                                    "too many unrequested blocks".into(),
-                                ));
+                                return Err(PeerError::Protocol(Violation::UnrequestedBlocks));
                             }
                             continue;
                         }
@@ -204,7 +200,7 @@ fn read_frames(
                 Message::Port(_) | Message::Suggest(_) => {}
                 Message::Reject(b) => {
                     if !fast {
-                        return Err(PeerError::Protocol("reject without fast extension".into()));
+                        return Err(PeerError::Protocol(Violation::RejectWithoutFast));
                     }
                     if link
                         .requests
@@ -294,7 +290,7 @@ fn merge_late(
     pieces: impl Iterator<Item = usize>,
 ) -> Result<(), PeerError> {
     if !initial_set {
-        return Err(PeerError::Protocol("piece set after other messages".into()));
+        return Err(PeerError::Protocol(Violation::LatePieceSet));
     }
     for i in pieces {
         if known.set(i) {

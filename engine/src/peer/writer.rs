@@ -16,7 +16,7 @@ use super::{
     send, Link, PeerCommand, PeerContext, PeerEvent, ReaderNote, OUR_REQQ, REFUSED_REQUEST_FLOOD,
     UPLOAD_BATCH,
 };
-use crate::error::PeerError;
+use crate::error::{PeerError, Violation};
 use crate::picker::BLOCK_SIZE;
 
 pub(super) struct Writer<'a> {
@@ -217,9 +217,7 @@ impl Writer<'_> {
     fn check_request(&self, b: BlockRef) -> Result<bool, PeerError> {
         let piece = b.index as usize;
         if piece >= self.ctx.have.len() {
-            return Err(PeerError::Protocol(format!(
-                "request for piece {piece} out of range"
-            )));
+            return Err(PeerError::Protocol(Violation::RequestOutOfRange(b)));
         }
         if !self.ctx.have.contains(piece) {
             return Ok(false);
@@ -229,7 +227,7 @@ impl Writer<'_> {
             || b.length > BLOCK_SIZE
             || u64::from(b.begin) + u64::from(b.length) > piece_len
         {
-            return Err(PeerError::Protocol(format!("invalid request {b:?}")));
+            return Err(PeerError::Protocol(Violation::InvalidRequest(b)));
         }
         Ok(true)
     }

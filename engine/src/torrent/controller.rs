@@ -28,7 +28,7 @@ use super::check;
 use super::{Published, TorrentCommand, TorrentHandle};
 use crate::choker::{Choker, ChokerConfig};
 use crate::config::{SeedGoal, TorrentOptions};
-use crate::error::Error;
+use crate::error::{Error, TorrentError};
 use crate::hashpool::VerifyQueue;
 use crate::inline_hash::InlineHashes;
 use crate::peer::{Origin, PeerCommand, PeerEvent, PeerMsg, PeerStats};
@@ -470,7 +470,7 @@ impl Controller {
                 );
             }
             Err(e) => {
-                self.fail(format!("checking data: {e}"));
+                self.fail(TorrentError::Check(Arc::new(e)));
                 self.publish();
                 return;
             }
@@ -480,7 +480,7 @@ impl Controller {
             .store(self.picker.wanted_left_bytes(), Ordering::Relaxed);
         if self.picker.is_complete() {
             if let Err(e) = check::create_empty_files(&self.storage, &self.options.wanted_files) {
-                self.fail(format!("creating empty files: {e}"));
+                self.fail(TorrentError::CreateFiles(Arc::new(e)));
             }
             self.completed_at = Some(Instant::now());
             self.set_state(TorrentState::Seeding);
@@ -679,7 +679,7 @@ impl Controller {
             }
             PeerEvent::DataMissing(piece) => self.data_missing(piece as usize),
             PeerEvent::StorageFailed(e) => {
-                self.fail(format!("writing to disk: {e}"));
+                self.fail(TorrentError::Write(Arc::new(e)));
             }
             PeerEvent::Gone(_) => {}
         }
@@ -791,7 +791,10 @@ impl Controller {
                 self.claims.reset_piece(piece);
                 self.fill_all();
             }
-            Err(e) => self.fail(format!("verifying piece {piece}: {e}")),
+            Err(e) => self.fail(TorrentError::Verify {
+                piece,
+                error: Arc::new(e),
+            }),
         }
     }
 
@@ -859,7 +862,7 @@ impl Controller {
     /// right away, whose stop records them.
     fn on_complete(&mut self) {
         if let Err(e) = check::create_empty_files(&self.storage, &self.options.wanted_files) {
-            self.fail(format!("creating empty files: {e}"));
+            self.fail(TorrentError::CreateFiles(Arc::new(e)));
             return;
         }
         info!("{}: download complete", self.short());

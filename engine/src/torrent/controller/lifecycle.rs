@@ -186,7 +186,7 @@ impl Controller {
         }
     }
 
-    pub(super) fn fail(&mut self, why: String) {
+    pub(super) fn fail(&mut self, why: TorrentError) {
         if matches!(self.state, TorrentState::Error(_)) {
             return;
         }

@@ -119,6 +119,13 @@ impl Controller {
         }
         self.picker.peer_gone(key);
         debug!("{} {}: disconnected: {reason}", p.addr, self.short());
+        if let PeerError::Protocol(violation) = &reason {
+            let violation = violation.clone();
+            self.emit(TorrentEvent::PeerViolation {
+                addr: p.addr,
+                violation,
+            });
+        }
         match reason {
             PeerError::SelfConnection | PeerError::WrongInfoHash => {
                 // Never again.
