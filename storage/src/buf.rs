@@ -15,6 +15,15 @@ use std::ptr::NonNull;
 /// platforms bittern runs on; a multiple of smaller ones).
 pub const PAGE_ALIGN: usize = 4096;
 
+/// Buffers of at least this many bytes are mapped straight from the
+/// kernel (anonymous `mmap`: page-aligned and zeroed by construction, and
+/// given back whole when dropped) rather than taken from the allocator,
+/// whose page-aligned blocks of this size are carved from its arenas and
+/// leave them fragmented (measured: a peer's 256 KiB read buffer per
+/// connection made the process's RSS creep by about 1 MiB per round of
+/// eight torrents added and removed).
+const MAP_MIN: usize = 64 * 1024;
+
 /// A zero-initialised, fixed-length byte buffer whose first byte is on a
 /// [`PAGE_ALIGN`] boundary. Derefs to `[u8]`.
 pub struct AlignedBuf {
@@ -41,6 +50,26 @@ impl AlignedBuf {
             };
         }
         let layout = Self::layout(len);
+        if len >= MAP_MIN {
+            // SAFETY: a fresh private anonymous mapping; no memory is passed.
+            let raw = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if raw == libc::MAP_FAILED {
+                alloc::handle_alloc_error(layout);
+            }
+            if let Some(ptr) = NonNull::new(raw.cast::<u8>()) {
+                return AlignedBuf { ptr, len };
+            }
+            alloc::handle_alloc_error(layout);
+        }
         // SAFETY: `layout` has a non-zero size.
         let raw = unsafe { alloc::alloc_zeroed(layout) };
         let Some(ptr) = NonNull::new(raw) else {
@@ -75,7 +104,11 @@ impl std::ops::DerefMut for AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        if self.len > 0 {
+        if self.len >= MAP_MIN {
+            // SAFETY: mapped in `zeroed` with this same length, and no
+            // borrow of it outlives `self`.
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        } else if self.len > 0 {
             // SAFETY: allocated in `zeroed` with this same layout.
             unsafe { alloc::dealloc(self.ptr.as_ptr(), Self::layout(self.len)) };
         }
