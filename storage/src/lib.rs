@@ -119,6 +119,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod backend;
 mod buf;
 mod error;
 mod file;
