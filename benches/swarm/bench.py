@@ -391,12 +391,14 @@ class Bench:
                         if os.path.exists(tt):
                             os.remove(tt)
                         tag = "%s-%s-%s-%d" % (name, plabel, tool.split()[0] + tool.split()[1], i)
-                        code, wall, cpu, _ = run_timed(argv, logdir, tag, 600)
+                        code, wall, cpu, proc = run_timed(argv, logdir, tag, 600)
+                        user, sys_s = proc.cpu_split()
                         ok = code == 0
                         if ok and ("create" in tool or tool.startswith("mktorrent")):
                             h = lt_hash(tt) if os.path.exists(tt) else None
                             self.tool_hashes[(name, plabel, tool)] = h
                         res[tool].append({"ok": ok, "wall": wall, "cpu": cpu,
+                                          "user": user, "sys": sys_s,
                                           "mbps": size / wall / report.MB if ok else float("nan")})
                         if not ok:
                             self.failures.append({"label": tool, "data": "%s/%s" % (name, plabel),
@@ -434,7 +436,7 @@ class Bench:
                      self.versions["transmission-cli"], self.versions["mktorrent"]),
                  "- run dir (logs, raw results.json): `%s`" % self.run_dir, "",
                  "## Machine", "",
-                 "- nproc %s, CPU %s, kernel %s" % (facts_start["nproc"], facts_start["cpu"],
+                 "- nproc %s, CPU model %s, kernel (`uname -r`) %s" % (facts_start["nproc"], facts_start["cpu"],
                                                    facts_start["kernel"]),
                  "- memory %.1f GiB, available at start %.1f GiB" % (
                      facts_start["mem_total_gib"], facts_start["mem_available_gib"]),
@@ -495,7 +497,9 @@ class Bench:
                  "create -q`, `mktorrent -t %s -l 18|22`, libtorrent's `create_torrent(fs, "
                  "piece, v1_only)` + `set_piece_hashes` (default settings), `bittern verify "
                  "-q`, and libtorrent's full check of an added torrent (time includes "
-                 "Python start-up)." % os.cpu_count(), ""]
+                 "Python start-up). CPU is user + system time (wait4 rusage), also shown "
+                 "apart: user time is mostly SHA-1, system time mostly the kernel copying "
+                 "file data (`pread`) or mapping it." % os.cpu_count(), ""]
         lines += ["## Transfers", ""]
         for (name, plabel), results in getattr(self, "transfer_results", {}).items():
             desc = [d for n, _, d in SETS if n == name][0]

@@ -94,6 +94,13 @@ class Proc:
             return self.rusage.ru_utime + self.rusage.ru_stime
         return self.cpu_now()
 
+    def cpu_split(self):
+        """(user, sys) seconds of the ended process (all threads, from
+        wait4's rusage); NaN while it runs."""
+        if self.rusage is not None:
+            return self.rusage.ru_utime, self.rusage.ru_stime
+        return float("nan"), float("nan")
+
     def output(self):
         try:
             with open(self.out_path, "rb") as f:

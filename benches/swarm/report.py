@@ -49,7 +49,7 @@ def fmt_summary(s, scale, fmt):
 
 
 def median_of(runs, key):
-    s = summary([r[key] for r in runs if r["ok"]])
+    s = summary([r.get(key, float("nan")) for r in runs if r["ok"]])
     return None if s is None else s[0]
 
 
@@ -107,7 +107,8 @@ def tool_table(label, rows, mk_name, lt_names):
     gets ratios to mktorrent (mk_name) and to its libtorrent counterpart
     (lt_names[name])."""
     by_name = dict(rows)
-    head = ["tool", "ok", "wall s", "MB/s", "CPU s", "MB/s × mktorrent", "CPU × mktorrent",
+    head = ["tool", "ok", "wall s", "MB/s", "CPU s", "user s", "sys s", "MB/s × mktorrent",
+            "CPU × mktorrent", "user × mktorrent", "sys × mktorrent",
             "libtorrent counterpart", "MB/s × it", "CPU × it"]
     lines = ["#### " + label, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, runs in rows:
@@ -115,7 +116,10 @@ def tool_table(label, rows, mk_name, lt_names):
         cells = [name, "%d/%d" % (len(ok), len(runs)),
                  fmt_summary(summary([r["wall"] for r in ok]), 1, "%.3f"),
                  fmt_summary(summary([r["mbps"] for r in ok]), 1, "%.0f"),
-                 fmt_summary(summary([r["cpu"] for r in ok]), 1, "%.2f")]
+                 fmt_summary(summary([r["cpu"] for r in ok]), 1, "%.2f"),
+                 # Older raw results have no user/sys split.
+                 fmt_summary(summary([r.get("user", float("nan")) for r in ok]), 1, "%.2f"),
+                 fmt_summary(summary([r.get("sys", float("nan")) for r in ok]), 1, "%.2f")]
         for base in (mk_name, lt_names.get(name)):
             if base in by_name and base != name:
                 b = by_name[base]
@@ -123,7 +127,10 @@ def tool_table(label, rows, mk_name, lt_names):
                     cells.append(base)
                 cells += [ratio(median_of(runs, "mbps"), median_of(b, "mbps")),
                           ratio(median_of(runs, "cpu"), median_of(b, "cpu"))]
+                if base == mk_name:
+                    cells += [ratio(median_of(runs, "user"), median_of(b, "user")),
+                              ratio(median_of(runs, "sys"), median_of(b, "sys"))]
             else:
-                cells += ["—", "—"] if base == mk_name else ["—", "—", "—"]
+                cells += ["—", "—", "—", "—"] if base == mk_name else ["—", "—", "—"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines

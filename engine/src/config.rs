@@ -34,6 +34,12 @@ pub struct SessionConfig {
     pub announce: bool,
     /// How torrent data is read and written (memory maps or positioned IO).
     pub storage_backend: bittern_storage::Backend,
+    /// Where verification reads piece data from. `Map` by default: from
+    /// the files' read-only maps, one copy less per verified byte (see
+    /// DESIGN.md "Measured choices"), used only while the program has
+    /// installed `bittern_storage::install_sigbus_guard()` (the `bittern`
+    /// binary does); else storage falls back to positioned reads.
+    pub hash_source: bittern_storage::HashSource,
     /// Hash blocks on the peer thread as they arrive (no read-back) rather
     /// than reading completed pieces back on the verification threads. The
     /// read-back spreads hashing over the cores, which on a machine with few
@@ -80,6 +86,7 @@ impl Default for SessionConfig {
             timing: Timing::default(),
             announce: true,
             storage_backend: bittern_storage::Backend::default(),
+            hash_source: bittern_storage::HashSource::Map,
             inline_hashing: false,
             mapped_upload: true,
             stop_flush_limit: 64 << 20,

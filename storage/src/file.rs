@@ -22,9 +22,9 @@
 //!   pool evicts it (detecting that would need a path `stat` per access).
 //!
 //! Remaining race for [`Backend::Mmap`] (documented, not closed): a
-//! truncation that lands between that `fstat` and the copy (or, for
-//! hashing, while a piece is being hashed straight from the map) can still
-//! raise `SIGBUS`. The window is one block copy or one piece hash.
+//! truncation that lands between that `fstat` and the copy can still raise
+//! `SIGBUS`. The window is one block copy. (Hashing never reads the
+//! writable map: it reads with `pread` or the guarded read-only map.)
 //! Copy-on-write filesystems (btrfs, zfs) may also fail writeback despite
 //! `fallocate`. Use [`Backend::PositionedIo`] where other processes may
 //! truncate the files.
@@ -32,9 +32,10 @@
 //! [`Backend::PositionedIo`] reads and writes with `pread`/`pwrite`, and
 //! uses maps only read-only: uploads hand map addresses to `writev` (the
 //! kernel reads them: a cut file is `EFAULT`, never `SIGBUS`), and hashing
-//! reads them in user space under the guard of `sigbus.rs` (a cut file is
-//! [`Error::FileTooShort`]; the map that took zero pages is retired with
-//! [`OpenFile::poison`]). An upload whose `writev` is under way at the
+//! with [`HashSource::Map`](crate::HashSource::Map) reads them in user
+//! space under the guard of `sigbus.rs` (a cut file is
+//! [`Error::FileTooShort`]; the handler raises the file's poison flag,
+//! every reader of the map checks it, and the map is retired). An upload whose `writev` is under way at the
 //! instant a hash faults may send that one page as zeros instead of failing
 //! with `EFAULT`; the file was cut, so the piece is lost either way, and
 //! the receiving peer's hash check rejects it.
@@ -44,11 +45,10 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use memmap2::{MmapOptions, MmapRaw};
-use sha1::{Digest, Sha1};
 
 use crate::error::{Error, Result};
 use crate::path::{Access, DirCache};
@@ -102,9 +102,12 @@ pub(crate) struct OpenFile {
     /// Read-only mapping made on first upload when `map` is `None` (see
     /// [`OpenFile::upload_map`]); `Some(None)`: not mappable.
     upload_map: OnceLock<Option<MmapRaw>>,
-    /// Set when a guarded read of `upload_map` faulted: that map now holds
-    /// zero pages in place of the file's and is never used again.
-    poisoned: AtomicBool,
+    /// The lowest address in `upload_map` where the `SIGBUS` guard placed
+    /// a zero page in place of the file's (`usize::MAX`: none). Raised by
+    /// the signal handler itself, before the zero page goes in, so every
+    /// reader of the map (any lane, any thread) can tell whether the bytes
+    /// it hashed were intact; a map with a zero page is never used again.
+    zeroed_from: AtomicUsize,
     /// Blocks for `expected` bytes are allocated (fallocate succeeded), so
     /// writing through the map cannot hit ENOSPC at writeback.
     reserved: bool,
@@ -129,7 +132,7 @@ impl OpenFile {
             expected,
             map: None,
             upload_map: OnceLock::new(),
-            poisoned: AtomicBool::new(false),
+            zeroed_from: AtomicUsize::new(usize::MAX),
             reserved: false,
         };
         if of.writable {
@@ -225,7 +228,7 @@ impl OpenFile {
         if let Some(m) = &self.map {
             return Some(m);
         }
-        if self.poisoned.load(Ordering::Acquire) {
+        if self.poisoned() {
             return None;
         }
         self.upload_map
@@ -255,17 +258,44 @@ impl OpenFile {
         self.upload_map()
     }
 
-    /// Retires the read-only map after a guarded read of it faulted: it
-    /// has zero pages in place of the file's now. Uploads and hashing fall
-    /// back to positioned reads on this handle; the storage also drops the
-    /// handle from the pool, so the next open maps the file afresh.
-    pub(crate) fn poison(&self) {
-        self.poisoned.store(true, Ordering::Release);
+    /// True once a guarded read of the read-only map faulted (in any
+    /// thread): the map holds zero pages in place of some of the file's.
+    /// Uploads and hashing then fall back to positioned reads on this
+    /// handle; the storage also drops the handle from the pool, so the next
+    /// open maps the file afresh.
+    pub(crate) fn poisoned(&self) -> bool {
+        self.zeroed_from.load(Ordering::SeqCst) != usize::MAX
+    }
+
+    /// True when a zero page was placed in the read-only map before file
+    /// offset `end`: bytes below `end` read through the map may be zeros
+    /// that are not the file's.
+    pub(crate) fn zeroed_before(&self, end: u64) -> bool {
+        let first = self.zeroed_from.load(Ordering::SeqCst);
+        if first == usize::MAX {
+            return false;
+        }
+        match self.upload_map.get() {
+            Some(Some(m)) => (m.as_ptr() as usize).saturating_add(end as usize) > first,
+            _ => true,
+        }
+    }
+
+    /// Where the `SIGBUS` handler records the lowest zero page it placed in
+    /// this file's read-only map (see [`guarded`](crate::sigbus::guarded)).
+    pub(crate) fn zeroed_mark(&self) -> &AtomicUsize {
+        &self.zeroed_from
     }
 
     /// True when opened read-write.
     pub(crate) fn writable(&self) -> bool {
         self.writable
+    }
+
+    /// Whether the read-only map was made (`Some`), and what it gave.
+    #[cfg(test)]
+    pub(crate) fn upload_map_made(&self) -> Option<&Option<MmapRaw>> {
+        self.upload_map.get()
     }
 
     /// True when this file is memory-mapped.
@@ -459,45 +489,6 @@ impl OpenFile {
             done += n as usize;
         }
         Ok(())
-    }
-
-    /// Feeds bytes `offset..offset+len` to `hasher`, straight from the map
-    /// or through `scratch` (at least [`CHUNK`] bytes).
-    pub(crate) fn hash_range(
-        &self,
-        offset: u64,
-        len: u64,
-        hasher: &mut Sha1,
-        scratch: &mut [u8],
-    ) -> Result<()> {
-        let ulen = usize::try_from(len).map_err(|_| Error::TooLarge)?;
-        if let Some(m) = self.map_for(offset, ulen) {
-            self.check_len(offset + len)?;
-            // SAFETY: as in `read_at`: the range is mapped and backed by the
-            // file as of the length check. The slice lives only for this
-            // call. The engine hashes a piece only after all its blocks are
-            // written, so no thread writes these bytes meanwhile; another
-            // process writing them would only change the hash result.
-            let bytes =
-                unsafe { std::slice::from_raw_parts(m.as_ptr().add(offset as usize), ulen) };
-            hasher.update(bytes);
-            return Ok(());
-        }
-        let mut pos = offset;
-        let end = offset + len;
-        while pos < end {
-            let n = ((end - pos) as usize).min(scratch.len());
-            match self.file.read_exact_at(&mut scratch[..n], pos) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(self.short_read()),
-                Err(e) => return Err(Error::from_io(&self.path, e)),
-            }
-            hasher.update(&scratch[..n]);
-            pos += n as u64;
-        }
-        // Deleted while open: the orphan's bytes do not count (one `fstat`
-        // per range, not per chunk as `read_at` does).
-        self.check_len(0)
     }
 
     /// Starts writing bytes `offset..offset+len` back to disk without

@@ -13,42 +13,47 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rayon::prelude::*;
 use sha1::{Digest, Sha1};
 
+use crate::buf::{AlignedBuf, PAGE_ALIGN};
 use crate::error::{Error, Result};
 use crate::file::CHUNK;
 use crate::layout::{FileSpec, Layout, SpanChunks};
 use crate::sha;
 
-/// Zero bytes for hashing padding files.
-pub(crate) static ZEROS: [u8; 16384] = [0; 16384];
-
 thread_local! {
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<Option<AlignedBuf>> = const { RefCell::new(None) };
+}
+
+/// How far past a page boundary the scratch buffers start (0 but in
+/// benchmarks: [`set_read_buffer_offset`]).
+static READ_OFFSET: AtomicUsize = AtomicUsize::new(0);
+
+/// For benchmarks only: makes the buffers that hashing reads file data
+/// into (verification with [`HashSource::Read`](crate::HashSource::Read),
+/// torrent creation) start `offset` bytes past a page boundary instead of
+/// on one (`offset` is taken modulo the page size), to measure what the
+/// alignment is worth on this CPU. Process-wide.
+#[doc(hidden)]
+pub fn set_read_buffer_offset(offset: usize) {
+    READ_OFFSET.store(offset % PAGE_ALIGN, Ordering::Relaxed);
 }
 
 /// Runs `f` with this thread's [`sha::LANES`] [`CHUNK`]-byte scratch
-/// buffers (allocated once per thread, so verification memory is bounded
-/// by the thread count).
+/// buffers, each starting on a page boundary (allocated once per thread,
+/// so verification memory is bounded by the thread count).
 pub(crate) fn with_scratch_lanes<T>(f: impl FnOnce([&mut [u8]; sha::LANES]) -> T) -> T {
     fn split(buf: &mut [u8]) -> [&mut [u8]; sha::LANES] {
-        let (a, rest) = buf.split_at_mut(CHUNK);
+        let skew = READ_OFFSET.load(Ordering::Relaxed);
+        let (a, rest) = buf[skew..].split_at_mut(CHUNK);
         let (b, c) = rest.split_at_mut(CHUNK);
         [a, b, &mut c[..CHUNK]]
     }
+    // One page spare, for the benchmark offset.
+    let size = sha::LANES * CHUNK + PAGE_ALIGN;
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.len() < sha::LANES * CHUNK {
-                buf.resize(sha::LANES * CHUNK, 0);
-            }
-            f(split(&mut buf))
-        }
+        Ok(mut buf) => f(split(buf.get_or_insert_with(|| AlignedBuf::zeroed(size)))),
         // Re-entered on this thread (not done by this crate): fresh buffers.
-        Err(_) => f(split(&mut vec![0; sha::LANES * CHUNK])),
+        Err(_) => f(split(&mut AlignedBuf::zeroed(size))),
     })
-}
-
-/// Runs `f` with one of this thread's scratch buffers.
-pub(crate) fn with_scratch<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
-    with_scratch_lanes(|[a, _, _]| f(a))
 }
 
 /// Hashes up to [`sha::LANES`] byte streams side by side, one per buffer
@@ -114,15 +119,6 @@ pub fn hash_blocks<'a>(blocks: impl IntoIterator<Item = &'a [u8]>) -> [u8; 20] {
         h.update(b);
     }
     h.finalize().into()
-}
-
-/// SHA-1 of `a` and of `b`, hashed side by side: about 0.6x the CPU time
-/// of two [`hash_blocks`] calls on a CPU with the SHA extensions, the same
-/// digests everywhere.
-pub fn hash_pair(a: &[u8], b: &[u8]) -> ([u8; 20], [u8; 20]) {
-    let (mut x, mut y) = (sha::Sha1::new(), sha::Sha1::new());
-    sha::update_pair(&mut x, a, &mut y, b);
-    (x.finish(), y.finish())
 }
 
 /// SHA-1 of each of `msgs`, hashed up to three side by side: about 0.5x
@@ -284,11 +280,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hash_pair_equals_two_hash_blocks() {
+    fn hash_many_equals_hash_blocks_each() {
         let a: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
         let b: Vec<u8> = (0..123_457u32).map(|i| (i * 13 + i / 97) as u8).collect();
-        for (x, y) in [(&a[..], &b[..]), (&b[..], &a[..]), (&a[..0], &a[..64])] {
-            assert_eq!(hash_pair(x, y), (hash_blocks([x]), hash_blocks([y])));
+        for msgs in [
+            &[&a[..], &b[..]][..],
+            &[&b[..], &a[..], &a[..64], &a[..0]][..],
+        ] {
+            let each: Vec<[u8; 20]> = msgs.iter().map(|m| hash_blocks([*m])).collect();
+            assert_eq!(hash_many(msgs), each);
         }
     }
 

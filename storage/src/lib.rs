@@ -16,9 +16,11 @@
 //!   kernel copy: `writev` from read-only maps of the files.
 //! - [`hash_blocks`] hashes a piece still held in memory; [`hash_files`]
 //!   hashes files for torrent creation. Both hash pieces three at a time
-//!   side by side ([`Storage::hash_pieces`], [`hash_many`]; [`HASH_LANES`];
-//!   [`hash_pair`] for two): SHA-1 is about 2x (three) and 1.7x (two)
-//!   faster per core than one at a time on CPUs with the SHA extensions.
+//!   side by side ([`Storage::hash_pieces`], [`hash_many`]; [`HASH_LANES`]):
+//!   SHA-1 is about 2x faster per core than one at a time on CPUs with the
+//!   SHA extensions.
+//! - [`AlignedBuf`]: page-aligned buffers for everything the kernel copies
+//!   file or socket data into (see its docs for why).
 //! - [`ResumeState`] records verified pieces with each file's size and
 //!   mtime, saved atomically, and vouches only for what still matches.
 //!
@@ -51,17 +53,35 @@
 //! read-only, read by the kernel (uploads) or by hashing under a `SIGBUS`
 //! guard. Pick [`Backend::Mmap`] explicitly for that seeding case.
 //!
-//! # The `SIGBUS` guard
-//! With [`Backend::PositionedIo`], verification hashes file data straight
-//! from read-only maps instead of copying it out with `pread` first (one
-//! copy less per verified byte: about 5% less CPU for four leechers on a
-//! 2-core machine). A file cut by another program while it is hashed would
-//! raise `SIGBUS`, so on first use the crate installs a process-wide
-//! `SIGBUS` handler. It handles only faults in the bytes a thread of this
-//! crate is hashing at that moment (the page reads as zeros, the piece
-//! fails with [`Error::FileTooShort`]) and passes every other `SIGBUS` to
-//! the handler installed before it. If other code replaces the handler
-//! later, hashing notices and goes back to `pread`.
+//! # Hash sources and the `SIGBUS` guard
+//! Hashing reads file bytes with `pread` into page-aligned buffers by
+//! default ([`HashSource::Read`]). [`HashSource::Map`]
+//! ([`Storage::with_hash_source`]) hashes straight from read-only maps
+//! instead, one copy less per verified byte: in a transfer the copy
+//! competes with the network path for the CPU (1 GiB bittern to bittern,
+//! leecher CPU 1.32 against 1.68 s; engine/DESIGN.md "Measured choices").
+//! For a recheck of page-cached data (`bittern verify`, 1 GiB, 256 KiB
+//! pieces, 2 threads) maps cost 0.51 s of CPU (system 0.02) against 0.62 s
+//! (system 0.17) for aligned reads, and they do not depend on how fast
+//! the CPU copies into a given destination (see [`AlignedBuf`]); so
+//! `bittern verify` and the engine pick maps, and reads are the fallback.
+//!
+//! A file cut by another program while it is hashed from a map would
+//! raise `SIGBUS`, so maps are read only under a guard that **the program
+//! must install itself**, once, from `main`: [`install_sigbus_guard`]
+//! (the `bittern` binary does). The crate never changes a signal
+//! disposition on its own. Without the guard (or if other code replaced
+//! it later), [`HashSource::Map`] falls back to reads. The guard handles
+//! only faults in the bytes a thread of this crate is hashing at that
+//! moment (the page reads as zeros, every piece that read it fails with
+//! [`Error::FileTooShort`], in any thread) and passes every other `SIGBUS`
+//! to the handler installed before it, run as the kernel would have run it
+//! (its `SA_RESETHAND`, `sa_mask` and `SA_SIGINFO` honoured).
+//!
+//! The guarded path is Linux-only (it relies on `mmap` being a raw system
+//! call, async-signal-safe, and on glibc/musl's `__errno_location`); the
+//! crate as a whole builds for Linux only (`fallocate`,
+//! `sync_file_range`, `cachestat`).
 //!
 //! Either way, files shorter than 256 KiB are read and written with
 //! positioned IO: mapping a file of a few pages (`mmap`, a fault, an
@@ -99,6 +119,8 @@
 //! ```
 #![deny(missing_docs)]
 
+mod backend;
+mod buf;
 mod error;
 mod file;
 mod hash;
@@ -113,13 +135,41 @@ mod storage;
 #[cfg(test)]
 mod testutil;
 
+pub use buf::{AlignedBuf, PAGE_ALIGN};
 pub use error::{Error, Result, ResumeCorruption};
-pub use hash::{hash_blocks, hash_files, hash_many, hash_pair, PieceHasher};
+#[doc(hidden)]
+pub use hash::set_read_buffer_offset;
+pub use hash::{hash_blocks, hash_files, hash_many, PieceHasher};
 pub use layout::{FileSpec, Layout, Span, Spans};
 pub use pool::{FilePool, DEFAULT_MAX_OPEN};
 pub use resume::{boot_id, FileStamp, ResumeState};
 pub use send::{send_vectored, BlockSource, Chunk, SendError};
-pub use storage::{Backend, Storage};
+pub use storage::{Backend, HashSource, Storage};
+
+/// Installs, process-wide, the `SIGBUS` guard that lets hashing read files
+/// through maps ([`HashSource::Map`]) without dying when another program
+/// truncates a file mid-hash. Call it once from the program's `main`, before
+/// threads that install their own `SIGBUS` handlers; a library must not
+/// call it on its host's behalf. The handler in place before it keeps every
+/// fault that is not a guarded read of this crate, run as the kernel would
+/// have run it (its `SA_RESETHAND`, `sa_mask`, `SA_NODEFER` and
+/// `SA_SIGINFO` honoured; on the guard's signal stack).
+///
+/// Idempotent while the guard is still the handler. Linux only.
+///
+/// # Errors
+/// The `sigaction` error; `EBUSY` when the guard was installed before and
+/// other code has since replaced it (it is not installed again in front of
+/// a handler that may chain back to it).
+pub fn install_sigbus_guard() -> std::io::Result<()> {
+    sigbus::install()
+}
+
+/// True when [`install_sigbus_guard`] installed the guard and it is still
+/// the process's `SIGBUS` handler, so [`HashSource::Map`] reads maps.
+pub fn sigbus_guard_installed() -> bool {
+    sigbus::available()
+}
 
 /// How many pieces [`Storage::hash_pieces`] (and [`hash_many`]) hash side
 /// by side: callers that batch pieces for verification batch this many.

@@ -3,7 +3,7 @@
 //! One SHA-1 stream is latency-bound even with the x86 SHA extensions: each
 //! `sha1rnds4` waits for the one before it, and the unit sits idle between
 //! them. Independent messages hashed in lockstep fill those gaps:
-//! [`update_pair`] hashes two pieces in about 0.6x the time of hashing them
+//! [`update_lanes`] with two lanes hashes two pieces in about 0.6x the time of hashing them
 //! one after the other, and [`update_lanes`] up to [`LANES`] (three) at
 //! once (`cargo bench -p bittern-benches --bench storage -- sha1/`).
 //! Verification, startup checks and torrent creation hash pieces three at
@@ -23,7 +23,7 @@ const INIT: [u32; 5] = [
 ];
 
 /// An incremental SHA-1 whose blocks can be compressed together with
-/// another message's (see [`update_pair`]).
+/// another message's (see [`update_lanes`]).
 #[derive(Clone)]
 pub(crate) struct Sha1 {
     h: [u32; 5],
@@ -110,12 +110,6 @@ impl Sha1 {
 /// CPUs measured (two lanes 3.5 GB/s, three 4.4 GB/s on one AMD EPYC
 /// core); a fourth lane runs out of the 16 vector registers and is slower.
 pub(crate) const LANES: usize = 3;
-
-/// Feeds `a` to `x` and `b` to `y`, compressing the blocks the two have in
-/// common side by side. Equivalent to `x.update(a); y.update(b)`.
-pub(crate) fn update_pair(x: &mut Sha1, a: &[u8], y: &mut Sha1, b: &[u8]) {
-    update_lanes(&mut [x, y], &[a, b]);
-}
 
 /// Feeds `data[i]` to `hs[i]` (at most [`LANES`] of each), compressing
 /// the blocks the messages have in common side by side. Equivalent to
@@ -445,7 +439,7 @@ mod tests {
                 } else {
                     (next(1500) as usize).min(lb - pb)
                 };
-                update_pair(&mut x, &a[pa..pa + ca], &mut y, &b[pb..pb + cb]);
+                update_lanes(&mut [&mut x, &mut y], &[&a[pa..pa + ca], &b[pb..pb + cb]]);
                 pa += ca;
                 pb += cb;
             }

@@ -45,6 +45,8 @@ fn thread_cpu() -> std::collections::BTreeMap<String, f64> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = env_logger::try_init();
+    // As the bittern binary does: verification hashes from maps.
+    bittern_storage::install_sigbus_guard()?;
     let args: Vec<u64> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())

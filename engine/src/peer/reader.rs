@@ -53,7 +53,7 @@ fn read_frames(
     batch: &mut Vec<(BlockRef, bool)>,
 ) -> Result<(), PeerError> {
     let piece_count = ctx.have.len();
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut buf = bittern_storage::AlignedBuf::zeroed(256 * 1024);
     let mut start = 0; // first unconsumed byte
     let mut end = 0; // one past the last byte read
     let mut last_message = Instant::now();

@@ -107,12 +107,15 @@ pub(crate) fn spawn_controller(setup: ControllerSetup) -> Result<TorrentHandle, 
     } else {
         save_dir.clone()
     };
-    let storage = Arc::new(Storage::new(
-        layout,
-        root,
-        session.files.clone(),
-        session.config.storage_backend,
-    )?);
+    let storage = Arc::new(
+        Storage::new(
+            layout,
+            root,
+            session.files.clone(),
+            session.config.storage_backend,
+        )?
+        .with_hash_source(session.config.hash_source),
+    );
     let info_hash = metainfo.info_hash;
     let resume_file = options.resume_file.clone().unwrap_or_else(|| {
         save_dir
