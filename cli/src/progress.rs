@@ -295,6 +295,7 @@ mod tests {
             pieces_total: 2,
             files: Vec::new(),
             hash_failures: 0,
+            written: 500,
         }
     }
 

@@ -151,6 +151,8 @@ pub(crate) struct PeerContext {
     pub mapped_upload: bool,
     pub events: Sender<PeerMsg>,
     pub stats: Arc<PeerStats>,
+    /// The torrent's counters (the reader adds the bytes it writes).
+    pub transfer: Arc<crate::torrent::Transfer>,
     /// Torrent then session limiter.
     pub up_limits: [Arc<RateLimiter>; 2],
     pub down_limits: [Arc<RateLimiter>; 2],

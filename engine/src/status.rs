@@ -69,6 +69,10 @@ pub struct TorrentStatus {
     pub files: Vec<FileStatus>,
     /// Pieces that failed their hash check this session.
     pub hash_failures: u64,
+    /// Payload bytes written to storage this session. Each block is written
+    /// once, so this equals the bytes downloaded into pieces, plus again the
+    /// pieces that failed their hash check and were fetched anew.
+    pub written: u64,
 }
 
 /// One connected peer.

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use crate::error::Error;
 use crate::status::{PeerInfo, TorrentEvent, TorrentState, TorrentStatus};
 
-pub(crate) use controller::{spawn_controller, ControllerSetup};
+pub(crate) use controller::{spawn_controller, ControllerSetup, Transfer};
 
 /// Commands from handles and the listener to a torrent's controller.
 pub(crate) enum TorrentCommand {

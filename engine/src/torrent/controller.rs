@@ -80,6 +80,8 @@ pub(crate) struct Transfer {
     pub uploaded: AtomicU64,
     pub downloaded: AtomicU64,
     pub left: AtomicU64,
+    /// Payload bytes peer readers wrote to storage.
+    pub written: AtomicU64,
 }
 
 /// Builds the storage, registers the torrent and starts its controller.
@@ -140,6 +142,7 @@ pub(crate) fn spawn_controller(setup: ControllerSetup) -> Result<TorrentHandle, 
             pieces_total: info.piece_count(),
             files: Vec::new(),
             hash_failures: 0,
+            written: 0,
         }),
         peers: Mutex::new(Vec::new()),
     });

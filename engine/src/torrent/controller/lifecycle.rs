@@ -388,6 +388,7 @@ impl Controller {
             pieces_total: layout.piece_count(),
             files,
             hash_failures: self.hash_failures,
+            written: self.transfer.written.load(Ordering::Relaxed),
         };
         *self.published.status.lock() = status;
         *self.published.peers.lock() = peers;

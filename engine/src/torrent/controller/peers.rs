@@ -245,6 +245,7 @@ impl Controller {
             mapped_upload: self.session.config.mapped_upload,
             events: self.peer_tx.clone(),
             stats: stats.clone(),
+            transfer: self.transfer.clone(),
             up_limits: [self.up_limit.clone(), self.session.upload.clone()],
             down_limits: [self.down_limit.clone(), self.session.download.clone()],
             timing: self.session.config.timing.clone(),
