@@ -25,6 +25,39 @@ use crate::torrent::{spawn_controller, ControllerSetup, TorrentCommand, TorrentH
 /// Torrents by info hash, for the listener's routing.
 pub(crate) type Registry = Arc<Mutex<HashMap<InfoHash, Sender<TorrentCommand>>>>;
 
+/// Registers a torrent's command channel under its info hash, in one step
+/// with the check that no other torrent has it.
+pub(crate) fn register(
+    registry: &Registry,
+    info_hash: InfoHash,
+    commands: &Sender<TorrentCommand>,
+) -> Result<(), Error> {
+    match registry.lock().entry(info_hash) {
+        std::collections::hash_map::Entry::Occupied(_) => {
+            Err(Error::DuplicateTorrent(info_hash.to_hex()))
+        }
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(commands.clone());
+            Ok(())
+        }
+    }
+}
+
+/// Removes the entry for `info_hash` if it is still the one `commands`
+/// registered (a torrent added again since has its own).
+pub(crate) fn unregister(
+    registry: &Registry,
+    info_hash: InfoHash,
+    commands: &Sender<TorrentCommand>,
+) {
+    let mut r = registry.lock();
+    if r.get(&info_hash)
+        .is_some_and(|tx| tx.same_channel(commands))
+    {
+        r.remove(&info_hash);
+    }
+}
+
 /// Handshakes being read at once before new connections are dropped.
 const MAX_PENDING_HANDSHAKES: usize = 256;
 /// Handshakes pending from one host (127.0.0.1 exempt), so that silent
@@ -148,10 +181,6 @@ impl Session {
         save_dir: impl Into<PathBuf>,
         options: TorrentOptions,
     ) -> Result<TorrentHandle, Error> {
-        let info_hash = metainfo.info_hash;
-        if self.registry.lock().contains_key(&info_hash) {
-            return Err(Error::DuplicateTorrent(info_hash.to_hex()));
-        }
         if !options.wanted_files.is_empty()
             && options.wanted_files.len() != metainfo.info.files.len()
         {

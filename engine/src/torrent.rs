@@ -101,7 +101,9 @@ impl TorrentHandle {
     pub fn remove(&self) {
         let _ = self.commands.send(TorrentCommand::Shutdown);
         self.wait();
-        self.registry.lock().remove(&self.info_hash);
+        // Only this torrent's entry: a stale handle of a torrent removed and
+        // added again must not unregister the new one.
+        crate::session::unregister(&self.registry, self.info_hash, &self.commands);
     }
 
     /// Blocks until the torrent's controller has ended (seed goal reached,

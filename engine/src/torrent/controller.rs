@@ -94,6 +94,17 @@ pub(crate) fn spawn_controller(setup: ControllerSetup) -> Result<TorrentHandle, 
         registry,
     } = setup;
     let info = &metainfo.info;
+    let info_hash = metainfo.info_hash;
+    // Reserve the info hash before anything else, under one lock; every
+    // failure below gives it back.
+    let (cmd_tx, cmd_rx) = bounded(256);
+    crate::session::register(&registry, info_hash, &cmd_tx)?;
+    let mut reserved = Reservation {
+        registry: &registry,
+        info_hash,
+        commands: &cmd_tx,
+        kept: false,
+    };
     let files: Vec<FileSpec> = info
         .files
         .iter()
@@ -115,14 +126,12 @@ pub(crate) fn spawn_controller(setup: ControllerSetup) -> Result<TorrentHandle, 
         session.files.clone(),
         session.config.storage_backend,
     )?);
-    let info_hash = metainfo.info_hash;
     let resume_file = options.resume_file.clone().unwrap_or_else(|| {
         save_dir
             .join(".bittern")
             .join(format!("{}.resume", info_hash.to_hex()))
     });
 
-    let (cmd_tx, cmd_rx) = bounded(256);
     let (event_tx, event_rx) = bounded(1024);
     let published = Arc::new(Published {
         status: Mutex::new(TorrentStatus {
@@ -146,7 +155,6 @@ pub(crate) fn spawn_controller(setup: ControllerSetup) -> Result<TorrentHandle, 
         }),
         peers: Mutex::new(Vec::new()),
     });
-    registry.lock().insert(info_hash, cmd_tx.clone());
     let ctl = Controller::new(Parts {
         metainfo,
         storage,
@@ -160,10 +168,9 @@ pub(crate) fn spawn_controller(setup: ControllerSetup) -> Result<TorrentHandle, 
     let thread = std::thread::Builder::new()
         .name(format!("torrent-{}", &info_hash.to_hex()[..8]))
         .spawn(move || ctl.run())
-        .map_err(|e| {
-            registry.lock().remove(&info_hash);
-            Error::Spawn(e)
-        })?;
+        .map_err(Error::Spawn)?;
+    reserved.kept = true;
+    drop(reserved);
     Ok(TorrentHandle {
         info_hash,
         commands: cmd_tx,
@@ -172,6 +179,23 @@ pub(crate) fn spawn_controller(setup: ControllerSetup) -> Result<TorrentHandle, 
         thread: Arc::new(Mutex::new(Some(thread))),
         registry,
     })
+}
+
+/// A registry entry taken by `spawn_controller`: given back on drop unless
+/// the controller started.
+struct Reservation<'a> {
+    registry: &'a Registry,
+    info_hash: InfoHash,
+    commands: &'a Sender<TorrentCommand>,
+    kept: bool,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            crate::session::unregister(self.registry, self.info_hash, self.commands);
+        }
+    }
 }
 
 /// What the controller knows of one connection.
