@@ -76,8 +76,9 @@ pub(crate) struct SessionShared {
     pub writeback: crate::writeback::Writeback,
     pub upload: Arc<RateLimiter>,
     pub download: Arc<RateLimiter>,
-    /// Live peer connections across all torrents.
-    pub connections: AtomicUsize,
+    /// Live peer connections across all torrents (each peer thread holds a
+    /// `peer::Connection` that counts itself here).
+    pub connections: Arc<AtomicUsize>,
     /// The port we listen on, announced to trackers.
     pub port: u16,
 }
@@ -130,7 +131,7 @@ impl Session {
                 .map_err(Error::Spawn)?,
             upload: Arc::new(RateLimiter::new(config.upload_limit)),
             download: Arc::new(RateLimiter::new(config.download_limit)),
-            connections: AtomicUsize::new(0),
+            connections: Arc::default(),
             port: addr.port(),
             config,
         });

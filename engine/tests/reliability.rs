@@ -1172,3 +1172,87 @@ fn a_rate_limited_endgame_writes_each_block_once_without_spinning() {
         "{cpu:?} of CPU for a {size}-byte download"
     );
 }
+
+/// Threads of this process whose name starts with `prefix`.
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|name| name.starts_with(prefix))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// A peer that asks for 8 MiB and stops reading leaves our writer blocked
+/// in a write. Removing the torrent must still end that connection at
+/// once: the writer thread is gone when `remove` returns, and the session
+/// counts no connection. Closing used to only queue a command the blocked
+/// writer never read: `remove` waited 5 s, the thread outlived the torrent
+/// (for the 40 s write timeout here, 300 s by default), and the count was
+/// never given back, so enough such peers locked the session out.
+#[test]
+fn removing_a_torrent_ends_a_connection_blocked_writing_at_once() {
+    use std::os::fd::AsRawFd;
+
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(src.path(), "w.bin", &[("w.bin", 8 << 20)], 256 * 1024, 2601);
+    let mut cfg = config();
+    cfg.timing.idle_timeout = Duration::from_secs(40);
+    let seeder = Session::new(cfg).unwrap();
+    let t = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&t, TorrentState::Seeding, Duration::from_secs(20));
+    let (mut w, _) = Wire::connect(seeder.local_addr(), meta.info_hash).unwrap();
+    let small: libc::c_int = 4096;
+    // SAFETY: a valid socket and a c_int option value of the given size.
+    let rc = unsafe {
+        libc::setsockopt(
+            w.stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    w.send(Message::Interested).unwrap();
+    while !matches!(w.recv(), Ok(Got::Other(m)) if m == "Unchoke") {}
+    let mut asks = Vec::new();
+    for index in 0..32 {
+        for b in 0..16 {
+            Message::Request(BlockRef {
+                index,
+                begin: b * 16384,
+                length: 16384,
+            })
+            .encode(&mut asks);
+        }
+    }
+    w.send_raw(&asks).unwrap();
+    // The writer is stuck once what it has sent stops growing.
+    let sent = || t.peers().first().map_or(0, |p| p.uploaded);
+    let mut last = 0;
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            std::thread::sleep(Duration::from_millis(400));
+            let now = sent();
+            let stuck = now > 0 && now == last;
+            last = now;
+            stuck
+        }),
+        "the writer never filled the socket"
+    );
+    let writers = format!("pw-{}", &meta.info_hash.to_hex()[..8]);
+    assert_eq!(threads_named(&writers), 1);
+    assert_eq!(seeder.connections(), 1);
+    let start = Instant::now();
+    t.remove();
+    let took = start.elapsed();
+    let (left, conns) = (threads_named(&writers), seeder.connections());
+    eprintln!("remove() took {took:?}; then {left} writer threads, {conns} connections");
+    assert!(took < Duration::from_secs(2), "remove() took {took:?}");
+    assert_eq!(left, 0, "the peer thread outlived remove()");
+    assert_eq!(conns, 0, "the connection count was not given back");
+}

@@ -198,10 +198,19 @@ impl Drop for Reservation<'_> {
     }
 }
 
+/// How long a closed connection has to send what was queued before it and
+/// end before its socket is shut down under it.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
+
 /// What the controller knows of one connection.
 struct Peer {
     addr: SocketAddr,
     commands: Sender<PeerCommand>,
+    /// The connection's socket, to cut it (see `close`). Dropping the peer
+    /// (the controller exiting) cuts it too.
+    socket: Arc<crate::peer::SocketSlot>,
+    /// When a closed connection that has not ended is cut.
+    cut_at: Option<Instant>,
     stats: Arc<PeerStats>,
     thread: Option<JoinHandle<()>>,
     ready: bool,
@@ -223,6 +232,13 @@ struct Peer {
     seen_down: u64,
     seen_up: u64,
     closing: bool,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // A no-op when the thread has ended (it cut the slot itself).
+        self.socket.cut();
+    }
 }
 
 impl Peer {
@@ -719,8 +735,12 @@ impl Controller {
                 cancel,
             } => {
                 for other in cancel {
-                    if let Some(q) = self.peers.get(&other) {
-                        let _ = q.commands.try_send(PeerCommand::Cancel(block));
+                    let sent = self
+                        .peers
+                        .get(&other)
+                        .is_none_or(|q| q.commands.try_send(PeerCommand::Cancel(block)).is_ok());
+                    if !sent {
+                        self.close(other);
                     }
                 }
                 if piece_complete {
@@ -874,10 +894,21 @@ impl Controller {
             return;
         }
         let haves: Arc<[u32]> = std::mem::take(&mut self.pending_haves).into();
-        for p in self.peers.values() {
-            if p.ready {
-                let _ = p.commands.try_send(PeerCommand::Haves(haves.clone()));
+        let mut slow = Vec::new();
+        for (k, p) in &self.peers {
+            if p.ready
+                && !p.closing
+                && p.commands
+                    .try_send(PeerCommand::Haves(haves.clone()))
+                    .is_err()
+            {
+                slow.push(*k);
             }
+        }
+        // A peer that cannot take our HAVEs would keep a stale view of
+        // what we have: too slow to keep (invariant 1).
+        for k in slow {
+            self.close(k);
         }
     }
 
