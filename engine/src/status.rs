@@ -120,7 +120,9 @@ pub enum TorrentEvent {
     PieceVerified(usize),
     /// A piece failed its hash check and will be fetched again.
     HashFailed(usize),
-    /// Every wanted piece is verified and flushed to disk.
+    /// Every wanted piece is verified. It does not wait for the disk: the
+    /// pieces are flushed in the background, or by the stop that follows
+    /// (see [`SeedGoal::None`](crate::SeedGoal::None)).
     Completed,
     /// The torrent changed state.
     StateChanged(TorrentState),

@@ -34,8 +34,12 @@ pub(crate) struct Published {
     pub peers: Mutex<Vec<PeerInfo>>,
 }
 
-/// A handle to a torrent in a [`Session`](crate::Session). Cheap to clone;
-/// every method is non-blocking except [`TorrentHandle::wait`].
+/// A handle to a torrent in a [`Session`](crate::Session). Cheap to clone.
+/// Reading status, peers and events never blocks; [`pause`](Self::pause),
+/// [`resume`](Self::resume) and [`add_peers`](Self::add_peers) queue a
+/// command and block only while the torrent's command queue (256) is full,
+/// as it can be during the startup check; [`remove`](Self::remove) and
+/// [`wait`](Self::wait) block until the torrent's controller has ended.
 #[derive(Clone)]
 pub struct TorrentHandle {
     pub(crate) info_hash: InfoHash,
