@@ -26,19 +26,49 @@ use crate::torrent::{spawn_controller, ControllerSetup, TorrentCommand, TorrentH
 pub(crate) type Registry = Arc<Mutex<HashMap<InfoHash, Sender<TorrentCommand>>>>;
 
 /// Registers a torrent's command channel under its info hash, in one step
-/// with the check that no other torrent has it.
-pub(crate) fn register(
-    registry: &Registry,
+/// with the check that no other torrent has it. The entry is given back
+/// when the returned reservation is dropped without [`Reservation::keep`]
+/// (the torrent failed to start).
+pub(crate) fn register<'a>(
+    registry: &'a Registry,
     info_hash: InfoHash,
-    commands: &Sender<TorrentCommand>,
-) -> Result<(), Error> {
+    commands: &'a Sender<TorrentCommand>,
+) -> Result<Reservation<'a>, Error> {
     match registry.lock().entry(info_hash) {
         std::collections::hash_map::Entry::Occupied(_) => {
-            Err(Error::DuplicateTorrent(info_hash.to_hex()))
+            return Err(Error::DuplicateTorrent(info_hash.to_hex()))
         }
         std::collections::hash_map::Entry::Vacant(v) => {
             v.insert(commands.clone());
-            Ok(())
+        }
+    }
+    Ok(Reservation {
+        registry,
+        info_hash,
+        commands,
+        kept: false,
+    })
+}
+
+/// A registry entry taken by [`register`] for a torrent being set up.
+pub(crate) struct Reservation<'a> {
+    registry: &'a Registry,
+    info_hash: InfoHash,
+    commands: &'a Sender<TorrentCommand>,
+    kept: bool,
+}
+
+impl Reservation<'_> {
+    /// The torrent started: the entry stays until its handle removes it.
+    pub(crate) fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            unregister(self.registry, self.info_hash, self.commands);
         }
     }
 }
@@ -386,5 +416,34 @@ fn route(mut stream: TcpStream, registry: &Registry, timeout: Duration) {
             "{peer:?}: handshake for unknown torrent {}",
             hs.info_hash.to_hex()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_entries_belong_to_their_torrent() {
+        let registry: Registry = Arc::default();
+        let hash = InfoHash([7; 20]);
+        let (a, _a) = crossbeam_channel::bounded(1);
+        let (b, _b) = crossbeam_channel::bounded(1);
+        // A torrent that failed to start gives its reservation back.
+        drop(register(&registry, hash, &a).unwrap());
+        assert!(registry.lock().is_empty());
+        register(&registry, hash, &a).unwrap().keep();
+        assert!(matches!(
+            register(&registry, hash, &b),
+            Err(Error::DuplicateTorrent(_))
+        ));
+        // Another torrent's channel (a stale handle) removes nothing.
+        unregister(&registry, hash, &b);
+        assert!(registry
+            .lock()
+            .get(&hash)
+            .is_some_and(|tx| tx.same_channel(&a)));
+        unregister(&registry, hash, &a);
+        assert!(registry.lock().is_empty());
     }
 }

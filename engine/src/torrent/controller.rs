@@ -98,13 +98,7 @@ pub(crate) fn spawn_controller(setup: ControllerSetup) -> Result<TorrentHandle, 
     // Reserve the info hash before anything else, under one lock; every
     // failure below gives it back.
     let (cmd_tx, cmd_rx) = bounded(256);
-    crate::session::register(&registry, info_hash, &cmd_tx)?;
-    let mut reserved = Reservation {
-        registry: &registry,
-        info_hash,
-        commands: &cmd_tx,
-        kept: false,
-    };
+    let reserved = crate::session::register(&registry, info_hash, &cmd_tx)?;
     let files: Vec<FileSpec> = info
         .files
         .iter()
@@ -169,8 +163,7 @@ pub(crate) fn spawn_controller(setup: ControllerSetup) -> Result<TorrentHandle, 
         .name(format!("torrent-{}", &info_hash.to_hex()[..8]))
         .spawn(move || ctl.run())
         .map_err(Error::Spawn)?;
-    reserved.kept = true;
-    drop(reserved);
+    reserved.keep();
     Ok(TorrentHandle {
         info_hash,
         commands: cmd_tx,
@@ -180,27 +173,6 @@ pub(crate) fn spawn_controller(setup: ControllerSetup) -> Result<TorrentHandle, 
         registry,
     })
 }
-
-/// A registry entry taken by `spawn_controller`: given back on drop unless
-/// the controller started.
-struct Reservation<'a> {
-    registry: &'a Registry,
-    info_hash: InfoHash,
-    commands: &'a Sender<TorrentCommand>,
-    kept: bool,
-}
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        if !self.kept {
-            crate::session::unregister(self.registry, self.info_hash, self.commands);
-        }
-    }
-}
-
-/// How long a closed connection has to send what was queued before it and
-/// end before its socket is shut down under it.
-const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
 /// What the controller knows of one connection.
 struct Peer {

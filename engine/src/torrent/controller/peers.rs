@@ -18,6 +18,10 @@ use crate::picker::{PeerKey, BLOCK_SIZE};
 use crate::rate::RateMeasure;
 use crate::status::TorrentState;
 
+/// How long a closed connection has to send what was queued before it and
+/// end before its socket is shut down under it.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
+
 impl Controller {
     /// After a peer's piece set changed: interest, then requests.
     pub(super) fn after_peer_pieces(&mut self, key: PeerKey) {
