@@ -296,6 +296,7 @@ mod tests {
             pieces_total: 2,
             files: Vec::new(),
             hash_failures: 0,
+            written: 500,
         }
     }
 

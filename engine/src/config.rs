@@ -136,7 +136,10 @@ impl Default for Timing {
 pub enum SeedGoal {
     /// Seed until stopped.
     Forever,
-    /// Stop once everything wanted is verified and durable.
+    /// Stop as soon as everything wanted is verified. The stop records the
+    /// pieces in resume state: flushed first, or, when more than
+    /// [`SessionConfig::stop_flush_limit`] would have to be written,
+    /// unflushed and vouched for on this boot only.
     None,
     /// Stop when uploaded / size reaches this ratio.
     Ratio(f64),

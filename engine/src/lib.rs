@@ -10,8 +10,8 @@
 //! Threads: one listener thread per session; one controller thread per
 //! torrent owning the [`PiecePicker`] and [`Choker`]; one thread per peer
 //! connection (plus a scoped reader child) that writes received blocks
-//! straight into storage; a rayon pool for SHA-1 verification; one announcer
-//! thread per torrent. Channels between them are bounded, and the controller
+//! straight into storage; verifier threads that hash completed pieces, and a
+//! rayon pool for startup checks; one announcer thread per torrent. Channels between them are bounded, and the controller
 //! never blocks on a peer.
 //!
 //! ```no_run

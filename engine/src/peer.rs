@@ -16,7 +16,7 @@
 
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -151,6 +151,8 @@ pub(crate) struct PeerContext {
     pub mapped_upload: bool,
     pub events: Sender<PeerMsg>,
     pub stats: Arc<PeerStats>,
+    /// The torrent's counters (the reader adds the bytes it writes).
+    pub transfer: Arc<crate::torrent::Transfer>,
     /// Torrent then session limiter.
     pub up_limits: [Arc<RateLimiter>; 2],
     pub down_limits: [Arc<RateLimiter>; 2],
@@ -165,11 +167,78 @@ pub(crate) enum Origin {
     Incoming(TcpStream, Handshake),
 }
 
-/// Starts the peer thread.
+/// The socket of one connection as its controller holds it, so that it can
+/// end the connection from outside: [`cut`](Self::cut) shuts the socket
+/// down both ways, and a reader or writer blocked on it returns at once.
+#[derive(Debug, Default)]
+pub(crate) struct SocketSlot(Mutex<Slot>);
+
+#[derive(Debug, Default)]
+enum Slot {
+    /// Not connected yet.
+    #[default]
+    Empty,
+    /// A clone of the connection's socket.
+    Open(TcpStream),
+    /// Cut by the controller, or the connection ended.
+    Cut,
+}
+
+impl SocketSlot {
+    /// Shuts the connection's socket down (both halves); a connection not
+    /// established yet is cut as soon as it is.
+    pub(crate) fn cut(&self) {
+        let mut slot = self.0.lock();
+        if let Slot::Open(s) = &*slot {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        *slot = Slot::Cut;
+    }
+
+    /// Keeps a clone of the new connection's socket for `cut`. Fails when
+    /// the connection was cut before it was established.
+    fn attach(&self, stream: &TcpStream) -> Result<(), PeerError> {
+        let mut slot = self.0.lock();
+        if matches!(*slot, Slot::Cut) {
+            let _ = stream.shutdown(Shutdown::Both);
+            return Err(PeerError::Closed);
+        }
+        *slot = Slot::Open(stream.try_clone()?);
+        Ok(())
+    }
+}
+
+/// One connection counted in the session's live connections, owned by the
+/// peer thread: dropping it, however the thread ends, gives the count back
+/// and closes the controller's clone of the socket. It does not depend on
+/// the controller hearing of the end (a controller that has exited never
+/// does).
+pub(crate) struct Connection {
+    count: Arc<AtomicUsize>,
+    socket: Arc<SocketSlot>,
+}
+
+impl Connection {
+    /// Counts a new connection in `count`.
+    pub(crate) fn new(count: Arc<AtomicUsize>, socket: Arc<SocketSlot>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Connection { count, socket }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.socket.cut();
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Starts the peer thread, which owns `conn` until it ends.
 pub(crate) fn spawn(
     ctx: PeerContext,
     origin: Origin,
     commands: Receiver<PeerCommand>,
+    conn: Connection,
 ) -> io::Result<std::thread::JoinHandle<()>> {
     // Thread names fit Linux's 15-byte limit: "pw-<8 hex>-<key>".
     let name = format!("pw-{}-{}", &ctx.info_hash.to_hex()[..8], ctx.key.0);
@@ -179,7 +248,9 @@ pub(crate) fn spawn(
             events: ctx.events.clone(),
             reason: None,
         };
-        let result = run(&ctx, origin, &commands);
+        // Dropped before `guard`: the count is back before `Gone` is sent.
+        let conn = conn;
+        let result = run(&ctx, origin, &commands, &conn.socket);
         guard.reason = Some(match result {
             Ok(()) => PeerError::Closed,
             Err(e) => e,
@@ -208,11 +279,13 @@ fn run(
     ctx: &PeerContext,
     origin: Origin,
     commands: &Receiver<PeerCommand>,
+    socket: &SocketSlot,
 ) -> Result<(), PeerError> {
     let t = &ctx.timing;
     let (mut stream, theirs, incoming) = match origin {
         Origin::Outgoing(addr) => {
             let mut s = TcpStream::connect_timeout(&addr, t.connect_timeout)?;
+            socket.attach(&s)?;
             s.set_read_timeout(Some(t.connect_timeout))?;
             s.set_write_timeout(Some(t.connect_timeout))?;
             s.write_all(&Handshake::new(ctx.info_hash, ctx.our_id).encode())?;
@@ -229,6 +302,7 @@ fn run(
             (s, hs, false)
         }
         Origin::Incoming(mut s, hs) => {
+            socket.attach(&s)?;
             s.set_write_timeout(Some(t.connect_timeout))?;
             s.write_all(&Handshake::new(ctx.info_hash, ctx.our_id).encode())?;
             (s, hs, true)
@@ -380,4 +454,41 @@ impl Requests {
 enum ReaderNote {
     Request(BlockRef),
     Cancel(BlockRef),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    use super::*;
+
+    #[test]
+    fn a_cut_ends_a_blocked_read_and_a_connection_cut_early_never_starts() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_theirs, _) = listener.accept().unwrap();
+        let count = Arc::new(AtomicUsize::new(0));
+        let slot = Arc::new(SocketSlot::default());
+        let conn = Connection::new(count.clone(), slot.clone());
+        assert_eq!(count.load(Ordering::Relaxed), 1);
+        slot.attach(&ours).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut ours = ours;
+            let mut b = [0u8; 16];
+            // Blocks (no read timeout) until the socket is shut down.
+            ours.read(&mut b).map_or(usize::MAX, |n| n)
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        slot.cut();
+        assert_eq!(reader.join().unwrap(), 0, "the blocked read saw the cut");
+        drop(conn);
+        assert_eq!(count.load(Ordering::Relaxed), 0, "the count is given back");
+
+        // Cut before the connection was established: it is refused.
+        let late = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let slot = SocketSlot::default();
+        slot.cut();
+        assert!(matches!(slot.attach(&late), Err(PeerError::Closed)));
+    }
 }

@@ -25,6 +25,69 @@ use crate::torrent::{spawn_controller, ControllerSetup, TorrentCommand, TorrentH
 /// Torrents by info hash, for the listener's routing.
 pub(crate) type Registry = Arc<Mutex<HashMap<InfoHash, Sender<TorrentCommand>>>>;
 
+/// Registers a torrent's command channel under its info hash, in one step
+/// with the check that no other torrent has it. The entry is given back
+/// when the returned reservation is dropped without [`Reservation::keep`]
+/// (the torrent failed to start).
+pub(crate) fn register<'a>(
+    registry: &'a Registry,
+    info_hash: InfoHash,
+    commands: &'a Sender<TorrentCommand>,
+) -> Result<Reservation<'a>, Error> {
+    match registry.lock().entry(info_hash) {
+        std::collections::hash_map::Entry::Occupied(_) => {
+            return Err(Error::DuplicateTorrent(info_hash.to_hex()))
+        }
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(commands.clone());
+        }
+    }
+    Ok(Reservation {
+        registry,
+        info_hash,
+        commands,
+        kept: false,
+    })
+}
+
+/// A registry entry taken by [`register`] for a torrent being set up.
+pub(crate) struct Reservation<'a> {
+    registry: &'a Registry,
+    info_hash: InfoHash,
+    commands: &'a Sender<TorrentCommand>,
+    kept: bool,
+}
+
+impl Reservation<'_> {
+    /// The torrent started: the entry stays until its handle removes it.
+    pub(crate) fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            unregister(self.registry, self.info_hash, self.commands);
+        }
+    }
+}
+
+/// Removes the entry for `info_hash` if it is still the one `commands`
+/// registered (a torrent added again since has its own).
+pub(crate) fn unregister(
+    registry: &Registry,
+    info_hash: InfoHash,
+    commands: &Sender<TorrentCommand>,
+) {
+    let mut r = registry.lock();
+    if r.get(&info_hash)
+        .is_some_and(|tx| tx.same_channel(commands))
+    {
+        r.remove(&info_hash);
+    }
+}
+
 /// Handshakes being read at once before new connections are dropped.
 const MAX_PENDING_HANDSHAKES: usize = 256;
 /// Handshakes pending from one host (127.0.0.1 exempt), so that silent
@@ -43,8 +106,9 @@ pub(crate) struct SessionShared {
     pub writeback: crate::writeback::Writeback,
     pub upload: Arc<RateLimiter>,
     pub download: Arc<RateLimiter>,
-    /// Live peer connections across all torrents.
-    pub connections: AtomicUsize,
+    /// Live peer connections across all torrents (each peer thread holds a
+    /// `peer::Connection` that counts itself here).
+    pub connections: Arc<AtomicUsize>,
     /// The port we listen on, announced to trackers.
     pub port: u16,
 }
@@ -97,7 +161,7 @@ impl Session {
                 .map_err(Error::Spawn)?,
             upload: Arc::new(RateLimiter::new(config.upload_limit)),
             download: Arc::new(RateLimiter::new(config.download_limit)),
-            connections: AtomicUsize::new(0),
+            connections: Arc::default(),
             port: addr.port(),
             config,
         });
@@ -148,10 +212,6 @@ impl Session {
         save_dir: impl Into<PathBuf>,
         options: TorrentOptions,
     ) -> Result<TorrentHandle, Error> {
-        let info_hash = metainfo.info_hash;
-        if self.registry.lock().contains_key(&info_hash) {
-            return Err(Error::DuplicateTorrent(info_hash.to_hex()));
-        }
         if !options.wanted_files.is_empty()
             && options.wanted_files.len() != metainfo.info.files.len()
         {
@@ -356,5 +416,34 @@ fn route(mut stream: TcpStream, registry: &Registry, timeout: Duration) {
             "{peer:?}: handshake for unknown torrent {}",
             hs.info_hash.to_hex()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_entries_belong_to_their_torrent() {
+        let registry: Registry = Arc::default();
+        let hash = InfoHash([7; 20]);
+        let (a, _a) = crossbeam_channel::bounded(1);
+        let (b, _b) = crossbeam_channel::bounded(1);
+        // A torrent that failed to start gives its reservation back.
+        drop(register(&registry, hash, &a).unwrap());
+        assert!(registry.lock().is_empty());
+        register(&registry, hash, &a).unwrap().keep();
+        assert!(matches!(
+            register(&registry, hash, &b),
+            Err(Error::DuplicateTorrent(_))
+        ));
+        // Another torrent's channel (a stale handle) removes nothing.
+        unregister(&registry, hash, &b);
+        assert!(registry
+            .lock()
+            .get(&hash)
+            .is_some_and(|tx| tx.same_channel(&a)));
+        unregister(&registry, hash, &a);
+        assert!(registry.lock().is_empty());
     }
 }

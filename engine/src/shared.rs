@@ -3,7 +3,9 @@
 //! and which blocks have been written (so each block is written once and a
 //! piece under verification is never written to).
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+use parking_lot::{Condvar, Mutex};
 
 /// A fixed-size set of piece indices, readable from any thread.
 #[derive(Debug)]
@@ -73,12 +75,20 @@ const WRITTEN: u8 = 2;
 /// succeeds until the controller `reset_piece`s it after a failed hash.
 /// Once every block of a piece is written, no thread can write the piece
 /// again, so a piece is never modified while it is hashed or after it
-/// passed.
+/// passed. A claim is never taken over: whoever holds one writes the block
+/// or gives the claim back (the peer reader's `Run` does so on every exit
+/// path), and holds it only while it decodes one read's frames and writes
+/// them, never while it sleeps (rate limits) or waits for anything else.
 #[derive(Debug)]
 pub(crate) struct BlockClaims {
     states: Vec<AtomicU8>,
     blocks_per_piece: usize,
     block_size: u32,
+    /// Threads parked in [`claim`](Self::claim); a claim's end wakes them
+    /// only when there are any (endgame duplicates are rare).
+    waiters: AtomicUsize,
+    parked: Mutex<()>,
+    wake: Condvar,
 }
 
 impl BlockClaims {
@@ -90,6 +100,9 @@ impl BlockClaims {
                 .collect(),
             blocks_per_piece,
             block_size,
+            waiters: AtomicUsize::new(0),
+            parked: Mutex::new(()),
+            wake: Condvar::new(),
         }
     }
 
@@ -112,7 +125,7 @@ impl BlockClaims {
         let Some(s) = self.slot(piece, begin) else {
             return TryClaim::Taken;
         };
-        match s.compare_exchange(FREE, WRITING, Ordering::AcqRel, Ordering::Acquire) {
+        match s.compare_exchange(FREE, WRITING, Ordering::SeqCst, Ordering::SeqCst) {
             Ok(_) => TryClaim::Got,
             Err(WRITING) => TryClaim::Busy,
             Err(_) => TryClaim::Taken,
@@ -120,44 +133,53 @@ impl BlockClaims {
     }
 
     /// Takes the right to write a block. False: the block is already
-    /// written, so the piece may be hashed. While another thread is writing
-    /// the block this waits for it to finish. A claim held far longer than
-    /// any write takes can only be a bug; rather than report such a block
-    /// as written, the waiter takes it over and writes it too (the piece's
-    /// hash check decides which bytes count).
+    /// written, so the piece may be hashed. While another thread holds the
+    /// claim this sleeps until that thread writes the block (false) or
+    /// gives the claim back (then the claim is ours). The caller must hold
+    /// no unwritten claims itself.
     pub(crate) fn claim(&self, piece: u32, begin: u32) -> bool {
         let Some(s) = self.slot(piece, begin) else {
             return false;
         };
-        let start = std::time::Instant::now();
-        loop {
-            match s.compare_exchange(FREE, WRITING, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return true,
-                Err(WRITING) if start.elapsed() < std::time::Duration::from_secs(2) => {
-                    std::thread::yield_now()
-                }
-                Err(WRITING) => {
-                    log::warn!(
-                        "block {begin} of piece {piece} was claimed for 2 s; taking it over"
-                    );
-                    return true;
-                }
-                Err(_) => return false,
+        // Announce the waiter before looking at the state, and the ends of
+        // claims store the state before looking for waiters (both SeqCst):
+        // either the end sees this waiter and wakes it under the lock, or
+        // this thread sees the ended claim. No wakeup is lost.
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let mut parked = self.parked.lock();
+        let got = loop {
+            match s.compare_exchange(FREE, WRITING, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => break true,
+                Err(WRITING) => self.wake.wait(&mut parked),
+                Err(_) => break false,
             }
+        };
+        drop(parked);
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        got
+    }
+
+    /// Wakes the threads parked in `claim` (after a state change).
+    fn wake_waiters(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            let _parked = self.parked.lock();
+            self.wake.notify_all();
         }
     }
 
     /// The claimed block is on its way to disk.
     pub(crate) fn written(&self, piece: u32, begin: u32) {
         if let Some(s) = self.slot(piece, begin) {
-            s.store(WRITTEN, Ordering::Release);
+            s.store(WRITTEN, Ordering::SeqCst);
+            self.wake_waiters();
         }
     }
 
     /// Writing the claimed block failed: give the claim back.
     pub(crate) fn release(&self, piece: u32, begin: u32) {
         if let Some(s) = self.slot(piece, begin) {
-            s.store(FREE, Ordering::Release);
+            s.store(FREE, Ordering::SeqCst);
+            self.wake_waiters();
         }
     }
 
@@ -165,16 +187,18 @@ impl BlockClaims {
     pub(crate) fn fill_piece(&self, piece: usize) {
         let start = piece * self.blocks_per_piece;
         for s in &self.states[start..start + self.blocks_per_piece] {
-            s.store(WRITTEN, Ordering::Release);
+            s.store(WRITTEN, Ordering::SeqCst);
         }
+        self.wake_waiters();
     }
 
     /// Frees every block of a piece (failed hash, or found missing on disk).
     pub(crate) fn reset_piece(&self, piece: usize) {
         let start = piece * self.blocks_per_piece;
         for s in &self.states[start..start + self.blocks_per_piece] {
-            s.store(FREE, Ordering::Release);
+            s.store(FREE, Ordering::SeqCst);
         }
+        self.wake_waiters();
     }
 }
 
@@ -197,12 +221,37 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_stuck_for_two_seconds_is_taken_over() {
-        let c = BlockClaims::new(1, 16 * 1024, 16 * 1024);
+    fn a_waiting_claim_sleeps_until_the_holder_writes_or_gives_back() {
+        use std::sync::Arc;
+        use std::time::Duration;
+        let c = Arc::new(BlockClaims::new(1, 32 * 1024, 16 * 1024));
+        // Held for longer than any timeout the old claim had: the waiter
+        // neither takes it over nor spins (it sleeps on the condvar).
         assert!(c.claim(0, 0));
-        let start = std::time::Instant::now();
-        assert!(c.claim(0, 0), "the waiter writes the block itself");
-        assert!(start.elapsed() >= std::time::Duration::from_secs(2));
+        let waiter = {
+            let c = c.clone();
+            std::thread::spawn(move || c.claim(0, 0))
+        };
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(!waiter.is_finished(), "a live claim was taken over");
+        c.written(0, 0);
+        assert!(
+            !waiter.join().unwrap(),
+            "a written block is not claimed again"
+        );
+        // Given back: the waiter gets it.
+        assert!(c.claim(0, 16384));
+        let waiter = {
+            let c = c.clone();
+            std::thread::spawn(move || c.claim(0, 16384))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        c.release(0, 16384);
+        assert!(
+            waiter.join().unwrap(),
+            "a released claim goes to the waiter"
+        );
+        assert_eq!(c.try_claim(0, 16384), TryClaim::Busy);
     }
 
     #[test]

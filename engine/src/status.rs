@@ -71,6 +71,10 @@ pub struct TorrentStatus {
     pub files: Vec<FileStatus>,
     /// Pieces that failed their hash check this session.
     pub hash_failures: u64,
+    /// Payload bytes written to storage this session. Each block is written
+    /// once, so this equals the bytes downloaded into pieces, plus again the
+    /// pieces that failed their hash check and were fetched anew.
+    pub written: u64,
 }
 
 /// One connected peer.
@@ -118,7 +122,9 @@ pub enum TorrentEvent {
     PieceVerified(usize),
     /// A piece failed its hash check and will be fetched again.
     HashFailed(usize),
-    /// Every wanted piece is verified and flushed to disk.
+    /// Every wanted piece is verified. It does not wait for the disk: the
+    /// pieces are flushed in the background, or by the stop that follows
+    /// (see [`SeedGoal::None`](crate::SeedGoal::None)).
     Completed,
     /// The torrent changed state.
     StateChanged(TorrentState),

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use crate::error::{Error, TorrentError};
 use crate::status::{PeerInfo, TorrentEvent, TorrentState, TorrentStatus};
 
-pub(crate) use controller::{spawn_controller, ControllerSetup};
+pub(crate) use controller::{spawn_controller, ControllerSetup, Transfer};
 
 /// Commands from handles and the listener to a torrent's controller.
 pub(crate) enum TorrentCommand {
@@ -34,8 +34,12 @@ pub(crate) struct Published {
     pub peers: Mutex<Vec<PeerInfo>>,
 }
 
-/// A handle to a torrent in a [`Session`](crate::Session). Cheap to clone;
-/// every method is non-blocking except [`TorrentHandle::wait`].
+/// A handle to a torrent in a [`Session`](crate::Session). Cheap to clone.
+/// Reading status, peers and events never blocks; [`pause`](Self::pause),
+/// [`resume`](Self::resume) and [`add_peers`](Self::add_peers) queue a
+/// command and block only while the torrent's command queue (256) is full,
+/// as it can be during the startup check; [`remove`](Self::remove) and
+/// [`wait`](Self::wait) block until the torrent's controller has ended.
 #[derive(Clone)]
 pub struct TorrentHandle {
     pub(crate) info_hash: InfoHash,
@@ -101,7 +105,9 @@ impl TorrentHandle {
     pub fn remove(&self) {
         let _ = self.commands.send(TorrentCommand::Shutdown);
         self.wait();
-        self.registry.lock().remove(&self.info_hash);
+        // Only this torrent's entry: a stale handle of a torrent removed and
+        // added again must not unregister the new one.
+        crate::session::unregister(&self.registry, self.info_hash, &self.commands);
     }
 
     /// Blocks until the torrent's controller has ended (seed goal reached,

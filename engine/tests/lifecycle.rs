@@ -255,3 +255,43 @@ fn remove_stops_the_torrent_and_keeps_the_data() {
         .unwrap();
     wait_state(&again, TorrentState::Seeding, Duration::from_secs(20));
 }
+
+/// A handle kept after its torrent was removed and added again (a UI
+/// holding on to it) must not unregister the new torrent: its `remove`
+/// does nothing, the new torrent keeps running and still refuses a
+/// duplicate. It used to remove whatever entry had that info hash, so a
+/// third `add_torrent` started a second controller on the same files.
+#[test]
+fn a_stale_handle_cannot_remove_the_torrent_added_again() {
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(src.path(), "r.bin", &[("r.bin", 64 * 1024)], 16 * 1024, 9);
+    let s = session();
+    let first = s
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&first, TorrentState::Seeding, Duration::from_secs(20));
+    first.remove();
+    let second = s
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&second, TorrentState::Seeding, Duration::from_secs(20));
+    first.remove();
+    assert!(!second.is_finished());
+    assert_eq!(second.status().state, TorrentState::Seeding);
+    let third = s.add_torrent(meta.clone(), src.path(), TorrentOptions::default());
+    assert!(
+        matches!(third, Err(bittern_engine::Error::DuplicateTorrent(_))),
+        "a second live torrent with the same info hash was accepted"
+    );
+    // The new torrent is still routed: a peer naming it gets a handshake.
+    assert!(
+        crate::fake::Wire::connect(s.local_addr(), meta.info_hash).is_ok(),
+        "the listener no longer routes to the torrent"
+    );
+    second.remove();
+    let fourth = s.add_torrent(meta, src.path(), TorrentOptions::default());
+    assert!(
+        fourth.is_ok(),
+        "removing the live handle frees the info hash"
+    );
+}

@@ -1045,3 +1045,217 @@ fn an_interest_flapping_flood_does_not_starve_honest_peers() {
         "the flood slowed an honest download from {alone:?} to {flooded:?}"
     );
 }
+
+/// CPU time this process has used so far, every thread (ended ones too).
+fn process_cpu() -> Duration {
+    // SAFETY: `getrusage` fills the zeroed struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid out-pointer for RUSAGE_SELF.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    assert_eq!(rc, 0, "getrusage failed");
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// A seeder that answers only once it holds a request for each of the
+/// torrent's `blocks` blocks (or after 3 s), then sends all it was asked
+/// for in one write, in torrent order; then reads until the leecher
+/// closes the connection.
+fn batch_seeder(
+    meta: &Metainfo,
+    data: Vec<u8>,
+    blocks: usize,
+) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (info_hash, pieces, plen) = (
+        meta.info_hash,
+        meta.info.piece_count(),
+        meta.info.piece_length as usize,
+    );
+    let t = std::thread::spawn(move || {
+        let Ok(mut w) = Wire::accept(&listener, info_hash) else {
+            return;
+        };
+        let full = Bitfield::full(pieces);
+        if w.send(Message::Bitfield(full.as_bytes())).is_err() || w.send(Message::Unchoke).is_err()
+        {
+            return;
+        }
+        let _ = w.stream.set_read_timeout(Some(Duration::from_millis(100)));
+        let mut asked = std::collections::BTreeSet::new();
+        let start = Instant::now();
+        while asked.len() < blocks && start.elapsed() < Duration::from_secs(3) {
+            match w.recv() {
+                Ok(Got::Request {
+                    index,
+                    begin,
+                    length,
+                }) => {
+                    asked.insert((index, begin, length));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => return,
+            }
+        }
+        let mut out = Vec::new();
+        for &(index, begin, length) in &asked {
+            let at = index as usize * plen + begin as usize;
+            Message::Piece {
+                index,
+                begin,
+                data: &data[at..at + length as usize],
+            }
+            .encode(&mut out);
+        }
+        if w.send_raw(&out).is_err() {
+            return;
+        }
+        let _ = w.closed_within(Duration::from_secs(60));
+    });
+    (addr, t)
+}
+
+/// Under a download limit, in endgame with four seeders, every block is
+/// written once and a reader whose block another connection is writing
+/// waits without spinning. The reader used to keep claimed blocks while it
+/// slept in the rate limiter: here every seeder sends all 16 blocks in the
+/// same order, so the first reader to get tokens held block 0 for the
+/// next 15 blocks' tokens (about 4 s) while the three others spun on
+/// `yield_now`, and after 2 s each took the claim over and wrote block 0
+/// again (one of them could land after the piece verified). Runs alone in
+/// a child process so that the CPU time measured is this test's.
+#[test]
+fn a_rate_limited_endgame_writes_each_block_once_without_spinning() {
+    if isolated("a_rate_limited_endgame_writes_each_block_once_without_spinning") {
+        return;
+    }
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let size: u64 = 256 * 1024;
+    let meta = make_torrent(src.path(), "e.bin", &[("e.bin", size)], size, 77);
+    let data = std::fs::read(src.path().join("e.bin")).unwrap();
+    let seeders: Vec<_> = (0..4)
+        .map(|_| batch_seeder(&meta, data.clone(), 16))
+        .collect();
+    let mut cfg = config();
+    cfg.download_limit = Some(64 * 1024);
+    let _ = env_logger::builder().is_test(true).try_init();
+    let leecher = Session::new(cfg).unwrap();
+    let cpu = process_cpu();
+    let start = Instant::now();
+    let opts = TorrentOptions {
+        peers: seeders.iter().map(|(a, _)| *a).collect(),
+        seed_goal: SeedGoal::None,
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    wait_state(&l, TorrentState::Stopped, Duration::from_secs(120));
+    let cpu = process_cpu() - cpu;
+    let s = l.status();
+    eprintln!(
+        "rate-limited endgame: {} KiB received, {} KiB written in {:?}, {cpu:?} CPU",
+        s.downloaded / 1024,
+        s.written / 1024,
+        start.elapsed()
+    );
+    drop(leecher);
+    for (_, t) in seeders {
+        t.join().unwrap();
+    }
+    assert_same(src.path(), dst.path(), &["e.bin".into()]);
+    assert_eq!(s.hash_failures, 0);
+    assert_eq!(s.written, size, "a block was written more than once");
+    // The leecher and four scripted seeders cost about 60 ms of CPU for
+    // this (debug build); the spinning readers burned 1.1 to 5.7 s.
+    assert!(
+        cpu < Duration::from_millis(500),
+        "{cpu:?} of CPU for a {size}-byte download"
+    );
+}
+
+/// Threads of this process whose name starts with `prefix`.
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|name| name.starts_with(prefix))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// A peer that asks for 8 MiB and stops reading leaves our writer blocked
+/// in a write. Removing the torrent must still end that connection at
+/// once: the writer thread is gone when `remove` returns, and the session
+/// counts no connection. Closing used to only queue a command the blocked
+/// writer never read: `remove` waited 5 s, the thread outlived the torrent
+/// (for the 40 s write timeout here, 300 s by default), and the count was
+/// never given back, so enough such peers locked the session out.
+#[test]
+fn removing_a_torrent_ends_a_connection_blocked_writing_at_once() {
+    use std::os::fd::AsRawFd;
+
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(src.path(), "w.bin", &[("w.bin", 8 << 20)], 256 * 1024, 2601);
+    let mut cfg = config();
+    cfg.timing.idle_timeout = Duration::from_secs(40);
+    let seeder = Session::new(cfg).unwrap();
+    let t = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&t, TorrentState::Seeding, Duration::from_secs(20));
+    let (mut w, _) = Wire::connect(seeder.local_addr(), meta.info_hash).unwrap();
+    let small: libc::c_int = 4096;
+    // SAFETY: a valid socket and a c_int option value of the given size.
+    let rc = unsafe {
+        libc::setsockopt(
+            w.stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    w.send(Message::Interested).unwrap();
+    while !matches!(w.recv(), Ok(Got::Other(m)) if m == "Unchoke") {}
+    let mut asks = Vec::new();
+    for index in 0..32 {
+        for b in 0..16 {
+            Message::Request(BlockRef {
+                index,
+                begin: b * 16384,
+                length: 16384,
+            })
+            .encode(&mut asks);
+        }
+    }
+    w.send_raw(&asks).unwrap();
+    // The writer is stuck once what it has sent stops growing.
+    let sent = || t.peers().first().map_or(0, |p| p.uploaded);
+    let mut last = 0;
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            std::thread::sleep(Duration::from_millis(400));
+            let now = sent();
+            let stuck = now > 0 && now == last;
+            last = now;
+            stuck
+        }),
+        "the writer never filled the socket"
+    );
+    let writers = format!("pw-{}", &meta.info_hash.to_hex()[..8]);
+    assert_eq!(threads_named(&writers), 1);
+    assert_eq!(seeder.connections(), 1);
+    let start = Instant::now();
+    t.remove();
+    let took = start.elapsed();
+    let (left, conns) = (threads_named(&writers), seeder.connections());
+    eprintln!("remove() took {took:?}; then {left} writer threads, {conns} connections");
+    assert!(took < Duration::from_secs(2), "remove() took {took:?}");
+    assert_eq!(left, 0, "the peer thread outlived remove()");
+    assert_eq!(conns, 0, "the connection count was not given back");
+}

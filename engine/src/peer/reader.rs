@@ -159,9 +159,7 @@ fn read_frames(
                         }
                     }
                     let n = data.len() as u64;
-                    for l in &ctx.down_limits {
-                        l.acquire(n);
-                    }
+                    take_tokens(ctx, n, &mut run, batch)?;
                     if link.closing.load(Ordering::Acquire) {
                         return Ok(());
                     }
@@ -183,7 +181,9 @@ fn read_frames(
                             run.push(block, data);
                         }
                         TryClaim::Busy => {
-                            // Never wait while holding unwritten claims.
+                            // Another connection is writing this block (an
+                            // endgame duplicate): wait for that write, but
+                            // never while holding unwritten claims.
                             flush_run(ctx, &mut run, batch)?;
                             if ctx.claims.claim(index, begin) {
                                 run.push(block, data);
@@ -261,6 +261,27 @@ fn read_frames(
             return Err(PeerError::Idle);
         }
     }
+}
+
+/// Takes `n` bytes of download tokens from the torrent's and the session's
+/// limiters. Before sleeping for them, writes and reports the blocks of
+/// the run: a claim is never held across a sleep, so another connection
+/// with the same block (endgame) waits only for a write, and the
+/// controller can cancel the duplicates meanwhile.
+fn take_tokens(
+    ctx: &PeerContext,
+    n: u64,
+    run: &mut Run<'_>,
+    batch: &mut Vec<(BlockRef, bool)>,
+) -> Result<(), PeerError> {
+    for l in &ctx.down_limits {
+        if l.try_take(n, Instant::now()).is_err() {
+            flush_run(ctx, run, batch)?;
+            flush_blocks(ctx, batch);
+            l.acquire(n);
+        }
+    }
+    Ok(())
 }
 
 /// Passes a request or cancel to the writer. The inbox holds at most
@@ -383,11 +404,18 @@ fn flush_run(
         ctx.storage
             .write_blocks(first.index as usize, u64::from(first.begin), &run.parts)
     {
-        // Dropping the run releases the claims.
+        // Give the claims back before anything that may block.
         run.parts.clear();
+        run.bytes = 0;
+        for b in run.blocks.drain(..) {
+            ctx.claims.release(b.index, b.begin);
+        }
         emit(ctx, batch, PeerEvent::StorageFailed(e));
         return Err(PeerError::Closed);
     }
+    ctx.transfer
+        .written
+        .fetch_add(run.bytes as u64, Ordering::Relaxed);
     for (b, data) in run.blocks.drain(..).zip(run.parts.drain(..)) {
         if ctx.inline_hashing {
             ctx.hashes.feed(b.index, b.begin, data);

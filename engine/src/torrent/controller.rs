@@ -80,6 +80,8 @@ pub(crate) struct Transfer {
     pub uploaded: AtomicU64,
     pub downloaded: AtomicU64,
     pub left: AtomicU64,
+    /// Payload bytes peer readers wrote to storage.
+    pub written: AtomicU64,
 }
 
 /// Builds the storage, registers the torrent and starts its controller.
@@ -92,6 +94,11 @@ pub(crate) fn spawn_controller(setup: ControllerSetup) -> Result<TorrentHandle, 
         registry,
     } = setup;
     let info = &metainfo.info;
+    let info_hash = metainfo.info_hash;
+    // Reserve the info hash before anything else, under one lock; every
+    // failure below gives it back.
+    let (cmd_tx, cmd_rx) = bounded(256);
+    let reserved = crate::session::register(&registry, info_hash, &cmd_tx)?;
     let files: Vec<FileSpec> = info
         .files
         .iter()
@@ -116,14 +123,12 @@ pub(crate) fn spawn_controller(setup: ControllerSetup) -> Result<TorrentHandle, 
         )?
         .with_hash_source(session.config.hash_source),
     );
-    let info_hash = metainfo.info_hash;
     let resume_file = options.resume_file.clone().unwrap_or_else(|| {
         save_dir
             .join(".bittern")
             .join(format!("{}.resume", info_hash.to_hex()))
     });
 
-    let (cmd_tx, cmd_rx) = bounded(256);
     let (event_tx, event_rx) = bounded(1024);
     let published = Arc::new(Published {
         status: Mutex::new(TorrentStatus {
@@ -143,10 +148,10 @@ pub(crate) fn spawn_controller(setup: ControllerSetup) -> Result<TorrentHandle, 
             pieces_total: info.piece_count(),
             files: Vec::new(),
             hash_failures: 0,
+            written: 0,
         }),
         peers: Mutex::new(Vec::new()),
     });
-    registry.lock().insert(info_hash, cmd_tx.clone());
     let ctl = Controller::new(Parts {
         metainfo,
         storage,
@@ -160,10 +165,8 @@ pub(crate) fn spawn_controller(setup: ControllerSetup) -> Result<TorrentHandle, 
     let thread = std::thread::Builder::new()
         .name(format!("torrent-{}", &info_hash.to_hex()[..8]))
         .spawn(move || ctl.run())
-        .map_err(|e| {
-            registry.lock().remove(&info_hash);
-            Error::Spawn(e)
-        })?;
+        .map_err(Error::Spawn)?;
+    reserved.keep();
     Ok(TorrentHandle {
         info_hash,
         commands: cmd_tx,
@@ -178,6 +181,11 @@ pub(crate) fn spawn_controller(setup: ControllerSetup) -> Result<TorrentHandle, 
 struct Peer {
     addr: SocketAddr,
     commands: Sender<PeerCommand>,
+    /// The connection's socket, to cut it (see `close`). Dropping the peer
+    /// (the controller exiting) cuts it too.
+    socket: Arc<crate::peer::SocketSlot>,
+    /// When a closed connection that has not ended is cut.
+    cut_at: Option<Instant>,
     stats: Arc<PeerStats>,
     thread: Option<JoinHandle<()>>,
     ready: bool,
@@ -199,6 +207,13 @@ struct Peer {
     seen_down: u64,
     seen_up: u64,
     closing: bool,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // A no-op when the thread has ended (it cut the slot itself).
+        self.socket.cut();
+    }
 }
 
 impl Peer {
@@ -695,8 +710,12 @@ impl Controller {
                 cancel,
             } => {
                 for other in cancel {
-                    if let Some(q) = self.peers.get(&other) {
-                        let _ = q.commands.try_send(PeerCommand::Cancel(block));
+                    let sent = self
+                        .peers
+                        .get(&other)
+                        .is_none_or(|q| q.commands.try_send(PeerCommand::Cancel(block)).is_ok());
+                    if !sent {
+                        self.close(other);
                     }
                 }
                 if piece_complete {
@@ -853,10 +872,21 @@ impl Controller {
             return;
         }
         let haves: Arc<[u32]> = std::mem::take(&mut self.pending_haves).into();
-        for p in self.peers.values() {
-            if p.ready {
-                let _ = p.commands.try_send(PeerCommand::Haves(haves.clone()));
+        let mut slow = Vec::new();
+        for (k, p) in &self.peers {
+            if p.ready
+                && !p.closing
+                && p.commands
+                    .try_send(PeerCommand::Haves(haves.clone()))
+                    .is_err()
+            {
+                slow.push(*k);
             }
+        }
+        // A peer that cannot take our HAVEs would keep a stale view of
+        // what we have: too slow to keep (invariant 1).
+        for k in slow {
+            self.close(k);
         }
     }
 

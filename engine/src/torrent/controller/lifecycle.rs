@@ -67,6 +67,7 @@ impl Controller {
 
     pub(super) fn on_tick(&mut self) {
         let now = Instant::now();
+        self.cut_stragglers(now);
         // Sample payload counters for per-peer rates.
         let mut up_total = 0;
         for p in self.peers.values_mut() {
@@ -149,6 +150,7 @@ impl Controller {
         self.close_all();
         let deadline = Instant::now() + Duration::from_secs(5);
         while (!self.peers.is_empty() || self.verifying > 0) && Instant::now() < deadline {
+            self.cut_stragglers(Instant::now());
             select! {
                 recv(self.peer_rx) -> m => if let Ok(m) = m { self.on_peer_closing(m) },
                 recv(self.verify_rx) -> r => if let Ok((piece, r)) = r { self.on_verified(piece, r) },
@@ -388,6 +390,7 @@ impl Controller {
             pieces_total: layout.piece_count(),
             files,
             hash_failures: self.hash_failures,
+            written: self.transfer.written.load(Ordering::Relaxed),
         };
         *self.published.status.lock() = status;
         *self.published.peers.lock() = peers;

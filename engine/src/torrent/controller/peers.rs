@@ -13,10 +13,14 @@ use log::{debug, warn};
 use super::*;
 use crate::choker::ChokeCandidate;
 use crate::error::PeerError;
-use crate::peer::{self, Origin, PeerCommand, PeerContext, PeerStats};
+use crate::peer::{self, Connection, Origin, PeerCommand, PeerContext, PeerStats, SocketSlot};
 use crate::picker::{PeerKey, BLOCK_SIZE};
 use crate::rate::RateMeasure;
 use crate::status::TorrentState;
+
+/// How long a closed connection has to send what was queued before it and
+/// end before its socket is shut down under it.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
 impl Controller {
     /// After a peer's piece set changed: interest, then requests.
@@ -104,9 +108,6 @@ impl Controller {
         let Some(mut p) = self.peers.remove(&key) else {
             return;
         };
-        self.session
-            .connections
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = p.thread.take() {
             let _ = t.join();
         }
@@ -176,17 +177,31 @@ impl Controller {
         self.rechoke(false);
     }
 
+    /// Ends a connection. The writer gets `Close` after the commands queued
+    /// before it (the last HAVEs go out) and ends within [`CLOSE_GRACE`];
+    /// a writer that cannot take it (full queue) or does not end in time
+    /// (blocked writing to a peer that stopped reading) has its socket shut
+    /// down under it, which ends any blocked read or write at once.
     pub(super) fn close(&mut self, key: PeerKey) {
         if let Some(p) = self.peers.get_mut(&key) {
             if !p.closing {
                 p.closing = true;
-                // A full queue cannot take Close; replacing the sender would
-                // not reach the thread either, so shut the socket via drop of
-                // the command channel: the thread sees disconnection.
                 if p.commands.try_send(PeerCommand::Close).is_err() {
-                    let (dead, _) = bounded(0);
-                    p.commands = dead;
+                    p.socket.cut();
+                } else {
+                    p.cut_at = Some(Instant::now() + CLOSE_GRACE);
                 }
+            }
+        }
+    }
+
+    /// Cuts the connections that were closed more than [`CLOSE_GRACE`] ago
+    /// and have not ended.
+    pub(super) fn cut_stragglers(&mut self, now: Instant) {
+        for p in self.peers.values_mut() {
+            if p.cut_at.is_some_and(|t| t <= now) {
+                p.cut_at = None;
+                p.socket.cut();
             }
         }
     }
@@ -240,6 +255,8 @@ impl Controller {
         self.next_key += 1;
         let (tx, rx) = bounded(PEER_COMMAND_QUEUE);
         let stats = Arc::new(PeerStats::default());
+        let socket = Arc::new(SocketSlot::default());
+        let conn = Connection::new(self.session.connections.clone(), socket.clone());
         let ctx = PeerContext {
             key,
             info_hash: self.info_hash,
@@ -252,20 +269,23 @@ impl Controller {
             mapped_upload: self.session.config.mapped_upload,
             events: self.peer_tx.clone(),
             stats: stats.clone(),
+            transfer: self.transfer.clone(),
             up_limits: [self.up_limit.clone(), self.session.upload.clone()],
             down_limits: [self.down_limit.clone(), self.session.download.clone()],
             timing: self.session.config.timing.clone(),
         };
         let incoming = matches!(origin, Origin::Incoming(..));
-        match peer::spawn(ctx, origin, rx) {
+        // A thread that cannot start drops `conn`, giving the count back.
+        match peer::spawn(ctx, origin, rx, conn) {
             Ok(thread) => {
-                self.session.connections.fetch_add(1, Ordering::Relaxed);
                 let now = Instant::now();
                 self.peers.insert(
                     key,
                     Peer {
                         addr,
                         commands: tx,
+                        socket,
+                        cut_at: None,
                         stats,
                         thread: Some(thread),
                         ready: false,
