@@ -31,6 +31,12 @@ struct Script {
     /// After this many requests, chokes: a fast peer rejects what it has
     /// queued, a plain one forgets it; then it unchokes again.
     choke_after: Option<usize>,
+    /// Serves what it holds once this many requests are queued (or the
+    /// leecher is quiet for 20 ms).
+    hold: usize,
+    /// Transmission 3.00's rule (fast only): a request that would make the
+    /// queue this long is rejected (`pendingReqsToClient + 1 >= REQQ`).
+    queue_limit: Option<usize>,
 }
 
 const PLAIN: Script = Script {
@@ -39,6 +45,8 @@ const PLAIN: Script = Script {
     drop: never,
     reject: never,
     choke_after: None,
+    hold: 64,
+    queue_limit: None,
 };
 
 fn never(_: usize) -> bool {
@@ -121,7 +129,10 @@ fn scripted_seeder(
                     n += 1;
                     if (script.drop)(k) {
                         seen.dropped += 1;
-                    } else if script.fast && (script.reject)(k) {
+                    } else if script.fast
+                        && ((script.reject)(k)
+                            || script.queue_limit.is_some_and(|q| pending.len() + 1 >= q))
+                    {
                         seen.rejected += 1;
                         if w.send(Message::Reject(b)).is_err() {
                             break;
@@ -144,7 +155,7 @@ fn scripted_seeder(
                             break;
                         }
                     }
-                    pending.len() >= 64
+                    pending.len() >= script.hold
                 }
                 Ok(Got::Other(s)) if s.starts_with("Cancel") => {
                     let Some(b) = parse_cancel(&s) else { continue };
@@ -305,6 +316,26 @@ fn the_advertised_request_queue_is_respected() {
         "{} requests queued with a peer that takes 5",
         seen.max_pending
     );
+}
+
+#[test]
+fn a_transmission_3_queue_is_never_overfilled() {
+    // Advertises reqq 512 but rejects the request that would make its
+    // queue 512 long; holds requests so the leecher's pipe fills up.
+    let seen = download_from(
+        32 * 1024 * 1024,
+        Script {
+            fast: true,
+            reqq: Some(512),
+            hold: 1024,
+            queue_limit: Some(512),
+            ..PLAIN
+        },
+        77,
+    );
+    assert_eq!(seen.rejected, 0, "{seen:?}");
+    assert!(seen.max_pending <= 511, "{seen:?}");
+    assert_eq!(seen.served, 2048, "{seen:?}");
 }
 
 #[test]
