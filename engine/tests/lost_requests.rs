@@ -230,14 +230,21 @@ fn leecher() -> Session {
 /// Downloads a `size`-byte torrent from a seeder following `script` and
 /// checks every byte; returns what the seeder saw.
 fn download_from(size: u64, script: Script, seed: u64) -> Seen {
+    download_from_all(size, &[script], leecher(), seed).remove(0)
+}
+
+/// Downloads from one seeder per script at once, with `session`.
+fn download_from_all(size: u64, scripts: &[Script], session: Session, seed: u64) -> Vec<Seen> {
     let src = tempfile::tempdir().unwrap();
     let dst = tempfile::tempdir().unwrap();
     let meta = make_torrent(src.path(), "r.bin", &[("r.bin", size)], 64 * 1024, seed);
     let data = std::fs::read(src.path().join("r.bin")).unwrap();
-    let (addr, seeder) = scripted_seeder(&meta, data, script);
-    let session = leecher();
+    let (addrs, seeders): (Vec<_>, Vec<_>) = scripts
+        .iter()
+        .map(|&s| scripted_seeder(&meta, data.clone(), s))
+        .unzip();
     let opts = TorrentOptions {
-        peers: vec![addr],
+        peers: addrs,
         seed_goal: SeedGoal::None,
         ..TorrentOptions::default()
     };
@@ -250,7 +257,7 @@ fn download_from(size: u64, script: Script, seed: u64) -> Seen {
     assert_eq!(st.hash_failures, 0);
     assert_same(src.path(), dst.path(), &meta.info.file_paths());
     drop(session);
-    let seen = seeder.join().unwrap();
+    let seen: Vec<Seen> = seeders.into_iter().map(|t| t.join().unwrap()).collect();
     eprintln!("{seen:?}");
     seen
 }
@@ -281,6 +288,30 @@ fn one_request_in_a_hundred_dropped_still_completes() {
     );
     assert!(seen.dropped >= 2, "{seen:?}");
     assert!(seen.served >= 256, "{seen:?}");
+}
+
+#[test]
+fn a_peer_that_unchokes_and_stays_silent_loses_its_requests() {
+    // Deadlines far off: the snub (nothing for 2 s while unchoked) is what
+    // takes back the first requests, which the peer swallowed.
+    let _ = env_logger::builder().is_test(true).try_init();
+    let c = config();
+    let session = Session::new(SessionConfig {
+        timing: Timing {
+            request_timeout: Duration::from_secs(600),
+            snub_timeout: Duration::from_secs(2),
+            ..c.timing
+        },
+        ..c
+    })
+    .unwrap();
+    let swallows_the_first = Script {
+        drop: |n| n < 64,
+        ..PLAIN
+    };
+    let seen = download_from_all(1024 * 1024, &[swallows_the_first], session, 78);
+    assert_eq!(seen[0].dropped, 64, "{seen:?}");
+    assert!(seen[0].served >= 64, "{seen:?}");
 }
 
 #[test]

@@ -60,8 +60,10 @@ const DEFAULT_REQQ: usize = 250;
 /// request went overdue lately): a quarter of its pipeline, at least this.
 const SNUBBED_PIPELINE: usize = 4;
 /// The rate below which a peer's queue is not assumed to move slower when
-/// its requests' deadlines are set (16 KiB/s: a block a second).
-const DEADLINE_MIN_RATE: f64 = 16_384.0;
+/// its requests' deadlines are set (1 KiB/s: 16 s a block). Slow peers are
+/// common; a stalled one is handled by the snub instead (see
+/// `expire_requests`).
+const DEADLINE_MIN_RATE: f64 = 1024.0;
 /// How long a piece a peer refused twice while unchoking us is treated as
 /// one it lacks (it lost the data, or will not serve it), before we ask
 /// again.

@@ -104,6 +104,7 @@ impl Controller {
     /// again once their back-off has passed.
     pub(super) fn expire_requests(&mut self, now: Instant) {
         let grace = self.session.config.timing.request_timeout;
+        let snub = self.session.config.timing.snub_timeout;
         let mut any = false;
         let mut slow = Vec::new();
         for (&key, p) in self.peers.iter_mut() {
@@ -120,13 +121,24 @@ impl Controller {
                 }
                 any = true;
             }
-            if self.picker.outstanding(key) == 0 {
+            let outstanding = self.picker.outstanding(key);
+            if outstanding == 0 {
                 continue;
             }
             let rate = p.down.rate(now).max(DEADLINE_MIN_RATE);
-            let deadline = Deadline {
-                grace,
-                per_block: Duration::from_secs_f64(f64::from(BLOCK_SIZE) / rate),
+            let deadline = if p.silent(now, snub, outstanding) {
+                // Unchoked and nothing for `snub` while we wait: every
+                // request older than that goes elsewhere (mainline), or
+                // back to this peer, one at a time, if it is the only one.
+                Deadline {
+                    grace: snub,
+                    per_block: Duration::ZERO,
+                }
+            } else {
+                Deadline {
+                    grace,
+                    per_block: Duration::from_secs_f64(f64::from(BLOCK_SIZE) / rate),
+                }
             };
             let overdue = self.picker.expire(key, now, deadline);
             if overdue.is_empty() {
