@@ -44,6 +44,7 @@ pub mod http;
 pub mod percent;
 mod schedule;
 pub mod server;
+mod session;
 mod tiers;
 mod types;
 
@@ -55,6 +56,9 @@ pub use announcer::{Announcer, AnnouncerConfig, AnnouncerHandle, AnnouncerStatus
 pub use client::{announce, scrape};
 pub use error::{Error, Result};
 pub use schedule::{Schedule, ScheduleConfig};
+pub use session::{
+    SessionAnnouncer, SessionConfig, SessionHandle, StatsSource, Stopping, TorrentKey, TrackerEvent,
+};
 pub use tiers::Tiers;
 pub use types::{
     AnnounceEvent, AnnounceParams, AnnounceResponse, ClientConfig, ScrapeStats, TransferStats,
