@@ -722,7 +722,7 @@ mod tests {
     }
 
     fn stats() -> StatsSource {
-        Arc::new(|| TransferStats::default())
+        Arc::new(TransferStats::default)
     }
 
     fn add(c: &mut Core, now: Instant, n: u64, tiers: &[&[&str]]) {
