@@ -382,6 +382,7 @@ impl Scheduler {
                     }
                     Err(_) => {
                         // Every handle is gone without a shutdown.
+                        self.commands = never();
                         self.command(Command::Shutdown(Instant::now() + DROP_STOP_DEADLINE));
                     }
                 },

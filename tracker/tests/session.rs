@@ -385,3 +385,19 @@ fn opentracker_over_udp_with_the_session_announcer() {
     }
     assert!(a.shutdown(Duration::from_secs(2)) && b.shutdown(Duration::from_secs(2)));
 }
+
+#[test]
+fn dropping_the_handle_stops_every_torrent_and_every_thread() {
+    let srv = server(60);
+    let h = SessionAnnouncer::spawn(config("tdr", 7301)).unwrap();
+    add_all(&h, 20, &srv.announce_url(), 1);
+    wait_until("started", Duration::from_secs(5), || {
+        (0..20).all(|k| srv.peer_count(&hash(k)) == 1)
+    });
+    assert_eq!(threads_named("tdr"), 5);
+    drop(h);
+    wait_until("threads gone", Duration::from_secs(4), || {
+        threads_named("tdr") == 0
+    });
+    assert!((0..20).all(|k| srv.peer_count(&hash(k)) == 0));
+}

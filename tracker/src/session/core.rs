@@ -512,7 +512,7 @@ impl Core {
                 if !can_send {
                     continue;
                 }
-                if let Some(job) = self.next_job(id) {
+                if let Some(job) = self.next_job(now, id) {
                     self.in_flight += 1;
                     if let Some(tr) = self.trackers.get_mut(&id) {
                         tr.in_flight += 1;
@@ -527,34 +527,40 @@ impl Core {
 
     /// Drops the tracker's `stopped` announces whose deadline has passed.
     fn expire_stops(&mut self, now: Instant, id: TrackerId) {
-        let Some(tr) = self.trackers.get_mut(&id) else {
-            return;
-        };
-        if tr.stops.iter().all(|&(_, d)| d > now) {
-            return;
-        }
-        let mut expired = Vec::new();
-        tr.stops.retain(|&(key, d)| {
-            if d <= now {
-                expired.push(key);
+        // Deadlines are queued nearly in order; a later-queued one that
+        // expires first is dropped when it reaches the front (`next_job`).
+        while let Some(tr) = self.trackers.get_mut(&id) {
+            match tr.stops.front() {
+                Some(&(key, d)) if d <= now => {
+                    tr.stops.pop_front();
+                    self.stop_dropped(key, "the stop deadline passed");
+                }
+                _ => return,
             }
-            d > now
-        });
-        for key in expired {
-            log::debug!("torrent {key:?}: stop deadline passed before stopped was sent");
-            if let Some(t) = self.torrents.get_mut(&key) {
-                t.stops_pending = t.stops_pending.saturating_sub(1);
-            }
-            self.maybe_forget(key);
         }
     }
 
-    fn next_job(&mut self, id: TrackerId) -> Option<Job> {
+    /// A queued `stopped` will not be sent.
+    pub(super) fn stop_dropped(&mut self, key: TorrentKey, why: &str) {
+        log::debug!("torrent {key:?}: stopped not sent: {why}");
+        if let Some(t) = self.torrents.get_mut(&key) {
+            t.stops_pending = t.stops_pending.saturating_sub(1);
+        }
+        self.maybe_forget(key);
+    }
+
+    fn next_job(&mut self, now: Instant, id: TrackerId) -> Option<Job> {
         let tr = self.trackers.get_mut(&id)?;
         let url = tr.url.clone();
         let batch = tr.scrape_batch();
-        if let Some((key, deadline)) = tr.stops.pop_front() {
-            let t = self.torrents.get(&key)?;
+        while let Some((key, deadline)) = self.trackers.get_mut(&id)?.stops.pop_front() {
+            if deadline <= now {
+                self.stop_dropped(key, "the stop deadline passed");
+                continue;
+            }
+            let Some(t) = self.torrents.get(&key) else {
+                continue;
+            };
             return Some(self.announce_job(
                 id,
                 url,

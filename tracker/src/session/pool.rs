@@ -104,7 +104,11 @@ fn run(job: &mut Job, client: &ClientConfig) -> JobResult {
     };
     match &mut job.kind {
         JobKind::Announce { params, stats, .. } => {
-            let s = stats();
+            // A panicking stats source must not take the worker with it.
+            let Ok(s) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stats())) else {
+                log::error!("tracker stats source panicked");
+                return not_run(job);
+            };
             params.uploaded = s.uploaded;
             params.downloaded = s.downloaded;
             params.left = s.left;

@@ -65,7 +65,11 @@ impl Core {
             );
             self.heap.push(Reverse((now + delay, Wake::Dispatch)));
         }
+        let stops: Vec<TorrentKey> = tr.stops.drain(..).map(|(key, _)| key).collect();
         let waiting: Vec<TorrentKey> = tr.queue.drain(..).collect();
+        for key in stops {
+            self.stop_dropped(key, "the tracker is backing off");
+        }
         for key in waiting {
             if let Some(t) = self.torrents.get_mut(&key) {
                 if t.queued_on == Some(id) {
