@@ -401,3 +401,46 @@ fn dropping_the_handle_stops_every_torrent_and_every_thread() {
     });
     assert!((0..20).all(|k| srv.peer_count(&hash(k)) == 0));
 }
+
+/// CPU clock ticks (user + system) of this process's threads named
+/// `prefix-*`.
+fn cpu_ticks(prefix: &str) -> u64 {
+    let want = format!("{prefix}-");
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|e| {
+            let dir = e.ok()?.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            if !comm.starts_with(&want) {
+                return None;
+            }
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            // Fields after the parenthesised name; utime and stime are
+            // fields 14 and 15 of the whole line.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f[11].parse::<u64>().ok()? + f[12].parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
+#[test]
+fn two_thousand_idle_torrents_cost_no_cpu() {
+    const N: u64 = 2000;
+    let srv = server(1800);
+    let h = SessionAnnouncer::spawn(config("tid", 7401)).unwrap();
+    let start = Instant::now();
+    add_all(&h, N, &srv.announce_url(), 0);
+    wait_until("every started", Duration::from_secs(30), || {
+        srv.announce_requests() >= N
+    });
+    let round = start.elapsed();
+    let busy = cpu_ticks("tid");
+    thread::sleep(Duration::from_millis(1500));
+    let idle = cpu_ticks("tid") - busy;
+    eprintln!("2000 torrents: first round {round:?}, {busy} ticks; idle 1.5 s: {idle} ticks");
+    assert!(idle <= 1, "announcer threads used {idle} ticks while idle");
+    assert_eq!(threads_named("tid"), 5);
+    assert_eq!(srv.announce_requests(), N);
+    assert!(h.shutdown(Duration::from_secs(5)));
+}

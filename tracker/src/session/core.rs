@@ -284,6 +284,7 @@ impl Core {
         if let Some(t) = self.torrents.get_mut(&key) {
             t.schedule.on_completed(now);
             Self::reschedule(&mut self.heap, key, t);
+            self.publish(key);
         }
     }
 
@@ -293,6 +294,7 @@ impl Core {
         if let Some(t) = self.torrents.get_mut(&key) {
             if t.schedule.on_need_peers(now) {
                 Self::reschedule(&mut self.heap, key, t);
+                self.publish(key);
             }
         }
     }
