@@ -978,6 +978,43 @@ mod tests {
     }
 
     #[test]
+    fn removed_while_started_is_in_flight_still_gets_stopped() {
+        let t0 = Instant::now();
+        let mut c = core();
+        add_one(&mut c, t0, 1, A);
+        let jobs = c.poll(t0);
+        assert!(c.remove(t0, TorrentKey(1), t0 + S(3)));
+        assert!(c.poll(t0).is_empty(), "nothing started yet");
+        for job in jobs {
+            c.on_done(t0, job, ok(1800));
+        }
+        let run = drain(&mut c, t0, |_| ok(0));
+        assert_eq!(run.len(), 1);
+        assert_eq!(what(&run[0]), (TorrentKey(1), AnnounceEvent::Stopped, A));
+        assert_eq!(c.torrent_count(), 0);
+    }
+
+    #[test]
+    fn no_stopped_for_a_tracker_that_backs_off() {
+        let t0 = Instant::now();
+        let mut c = core();
+        add(&mut c, t0, 4, &[&[A]]);
+        drain(&mut c, t0, |_| ok(1800));
+        c.remove_all(t0, t0 + S(3));
+        // The first `stopped`s (two at once to a warm tracker) find the
+        // tracker gone; the rest are dropped rather than tried one by one.
+        let run = drain(&mut c, t0, |_| JobResult::Announce(Err(Error::Connect)));
+        assert_eq!(run.len(), 2);
+        assert_eq!(c.torrent_count(), 0);
+        let removed = c
+            .take_outputs()
+            .iter()
+            .filter(|o| matches!(o, Output::Removed(_)))
+            .count();
+        assert_eq!(removed, 4);
+    }
+
+    #[test]
     fn scrapes_are_batched_per_tracker() {
         let t0 = Instant::now();
         let mut c = core();
