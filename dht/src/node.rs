@@ -1,0 +1,667 @@
+//! The sans-IO DHT node: datagrams and time in, datagrams and events out.
+//!
+//! [`Node`] owns the routing table, tokens, peer store, transactions and
+//! lookups, and does no IO and reads no clock: every call takes `now`.
+//! After each call, drain [`Node::poll_transmit`] (datagrams to send) and
+//! [`Node::poll_event`] (finished lookups), and call [`Node::tick`] again at
+//! [`Node::next_timeout`]. The same code runs under the socket layer
+//! ([`crate::Dht`]) and under the in-process simulation in the tests.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bittern_wire::InfoHash;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use crate::id::NodeId;
+use crate::krpc::{
+    Body, Message, NodeInfo, Query, QueryKind, Response, Want, ERR_METHOD_UNKNOWN, ERR_PROTOCOL,
+};
+use crate::lookup::{Lookup, LookupKind, LookupParams, LookupResult};
+use crate::peers::{PeerLimits, PeerStore};
+use crate::routing::{Inserted, RoutingTable, K};
+use crate::token::Tokens;
+
+/// Our KRPC client version (`v`): "BN" and version 0.1.
+pub const VERSION: &[u8; 4] = b"BN\x00\x01";
+/// Peers put in one get_peers reply (keeps the reply near the size of the
+/// query times a small factor: 50 x 6 bytes).
+const MAX_VALUES: usize = 50;
+/// Routine maintenance (token rotation, expiry, bucket refresh) period.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(60);
+
+/// Settings of a [`Node`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Our id; random when `None`.
+    pub id: Option<NodeId>,
+    /// Queries in flight per lookup (α).
+    pub alpha: usize,
+    /// After this long an unanswered lookup query stops holding a slot.
+    pub slow_after: Duration,
+    /// After this long an unanswered query has failed.
+    pub query_timeout: Duration,
+    /// A lookup ends after this long whatever its state.
+    pub lookup_timeout: Duration,
+    /// Most transactions outstanding at once; queries beyond are not sent.
+    pub max_pending: usize,
+    /// Bounds of the announced-peer store.
+    pub peer_limits: PeerLimits,
+    /// Seed of the node's random numbers (ids, secrets, samples); from the
+    /// OS when `None`. Fixed seeds make simulations repeatable.
+    pub seed: Option<u64>,
+}
+
+impl Default for Config {
+    /// α = 3, slow after 1 s, failed after 4 s, lookups end after 60 s,
+    /// 2048 transactions.
+    fn default() -> Self {
+        Config {
+            id: None,
+            alpha: 3,
+            slow_after: Duration::from_secs(1),
+            query_timeout: Duration::from_secs(4),
+            lookup_timeout: Duration::from_secs(60),
+            max_pending: 2048,
+            peer_limits: PeerLimits::default(),
+            seed: None,
+        }
+    }
+}
+
+/// Identifies a lookup started on a [`Node`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LookupId(pub u64);
+
+/// Something the node reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A lookup started by the user finished.
+    LookupDone {
+        /// Which one.
+        id: LookupId,
+        /// What it found.
+        result: LookupResult,
+    },
+}
+
+/// One datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination.
+    pub to: SocketAddr,
+    /// KRPC payload.
+    pub bytes: Vec<u8>,
+}
+
+/// Counters, for stats and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams handled.
+    pub received: u64,
+    /// Datagrams that were not KRPC (dropped).
+    pub malformed: u64,
+    /// Replies with an unknown transaction id or from an address other
+    /// than the one queried (dropped).
+    pub unexpected: u64,
+    /// Queries answered.
+    pub queries_answered: u64,
+    /// Queries we sent.
+    pub queries_sent: u64,
+    /// Our queries that timed out.
+    pub timeouts: u64,
+    /// announce_peer refused for a bad token.
+    pub bad_tokens: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// A lookup query.
+    Lookup(u64),
+    /// An announce_peer of a lookup.
+    Announce(u64),
+    /// A ping to verify a node before it enters the table.
+    Ping,
+}
+
+#[derive(Debug)]
+struct Pending {
+    to: SocketAddr,
+    id: Option<NodeId>,
+    sent: Instant,
+    purpose: Purpose,
+}
+
+#[derive(Debug)]
+struct Running {
+    lookup: Lookup,
+    started: Instant,
+    /// Internal lookups (bucket refresh) report no event.
+    report: bool,
+}
+
+/// A DHT node without IO.
+#[derive(Debug)]
+pub struct Node {
+    config: Config,
+    table: RoutingTable,
+    tokens: Tokens,
+    peers: PeerStore,
+    rng: StdRng,
+    pending: HashMap<u16, Pending>,
+    next_tid: u16,
+    lookups: HashMap<u64, Running>,
+    next_lookup: u64,
+    out: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    maintenance_at: Instant,
+    stats: Stats,
+}
+
+impl Node {
+    /// A node with an empty routing table.
+    pub fn new(config: Config, now: Instant) -> Node {
+        let mut rng = match config.seed {
+            Some(s) => StdRng::seed_from_u64(s),
+            None => StdRng::from_os_rng(),
+        };
+        let id = config.id.unwrap_or_else(|| NodeId::random(&mut rng));
+        let tokens = Tokens::new(now, &mut rng);
+        Node {
+            table: RoutingTable::new(id, now),
+            tokens,
+            peers: PeerStore::new(config.peer_limits),
+            rng,
+            pending: HashMap::new(),
+            next_tid: 0,
+            lookups: HashMap::new(),
+            next_lookup: 0,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            maintenance_at: now + MAINTENANCE_EVERY,
+            stats: Stats::default(),
+            config,
+        }
+    }
+
+    /// Our node id.
+    pub fn id(&self) -> NodeId {
+        self.table.own_id()
+    }
+
+    /// The routing table (read-only).
+    pub fn routing_table(&self) -> &RoutingTable {
+        &self.table
+    }
+
+    /// The peers announced to us.
+    pub fn peer_store(&self) -> &PeerStore {
+        &self.peers
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Lookups in progress.
+    pub fn lookups_running(&self) -> usize {
+        self.lookups.len()
+    }
+
+    /// The next datagram to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Node::tick`] must run next.
+    pub fn next_timeout(&self) -> Instant {
+        let mut t = self.maintenance_at;
+        for p in self.pending.values() {
+            t = t.min(p.sent + self.config.query_timeout);
+        }
+        for r in self.lookups.values() {
+            t = t.min(r.started + self.config.lookup_timeout);
+            if let Some(d) = r.lookup.next_deadline() {
+                t = t.min(d);
+            }
+        }
+        t
+    }
+
+    /// Pings `addr`; if it answers it enters the routing table (like
+    /// libtorrent's `add_dht_node`).
+    pub fn add_node(&mut self, addr: SocketAddr, now: Instant) {
+        self.send_query(addr, None, QueryKind::Ping, Purpose::Ping, now);
+    }
+
+    /// Joins the DHT through `nodes`: a find_node lookup for our own id
+    /// seeded with them (and whatever the table holds).
+    pub fn bootstrap(&mut self, nodes: &[SocketAddr], now: Instant) -> LookupId {
+        let own = self.id();
+        self.start(own, LookupKind::FindNode, nodes, true, now)
+    }
+
+    /// Starts a find_node lookup.
+    pub fn find_node(&mut self, target: NodeId, now: Instant) -> LookupId {
+        self.start(target, LookupKind::FindNode, &[], true, now)
+    }
+
+    /// Starts a get_peers lookup.
+    pub fn get_peers(&mut self, info_hash: InfoHash, now: Instant) -> LookupId {
+        self.start(info_hash.into(), LookupKind::GetPeers, &[], true, now)
+    }
+
+    /// Starts an announce: a get_peers lookup, then announce_peer to the k
+    /// closest nodes that gave a token. `port: None` announces our UDP
+    /// source port (`implied_port`), which is the uTP port when DHT and uTP
+    /// share a socket.
+    pub fn announce(&mut self, info_hash: InfoHash, port: Option<u16>, now: Instant) -> LookupId {
+        let kind = LookupKind::Announce {
+            port: port.unwrap_or(0),
+            implied_port: port.is_none(),
+        };
+        self.start(info_hash.into(), kind, &[], true, now)
+    }
+
+    fn start(
+        &mut self,
+        target: NodeId,
+        kind: LookupKind,
+        seeds: &[SocketAddr],
+        report: bool,
+        now: Instant,
+    ) -> LookupId {
+        let params = LookupParams {
+            alpha: self.config.alpha.max(1),
+            k: K,
+            slow_after: self.config.slow_after,
+        };
+        let known = self.table.closest(&target, K * 2, now);
+        let id = self.next_lookup;
+        self.next_lookup += 1;
+        let lookup = Lookup::new(target, kind, params, &known, seeds);
+        self.lookups.insert(
+            id,
+            Running {
+                lookup,
+                started: now,
+                report,
+            },
+        );
+        self.drive(id, now);
+        LookupId(id)
+    }
+
+    /// Sends what lookup `id` wants sent and reports it when done.
+    fn drive(&mut self, id: u64, now: Instant) {
+        let Some(run) = self.lookups.get_mut(&id) else {
+            return;
+        };
+        let target = run.lookup.target();
+        let kind = run.lookup.kind();
+        let queries = run.lookup.next_queries(now);
+        let announces = run.lookup.advance();
+        let expired = now.saturating_duration_since(run.started) >= self.config.lookup_timeout;
+        let want = Want::default();
+        for addr in queries {
+            let q = match kind {
+                LookupKind::FindNode => QueryKind::FindNode { target, want },
+                _ => QueryKind::GetPeers {
+                    info_hash: InfoHash(target.0),
+                    want,
+                },
+            };
+            if !self.send_query(addr, None, q, Purpose::Lookup(id), now) {
+                if let Some(run) = self.lookups.get_mut(&id) {
+                    run.lookup.on_failure(addr);
+                }
+            }
+        }
+        if let LookupKind::Announce { port, implied_port } = kind {
+            for (node, token) in announces {
+                let q = QueryKind::AnnouncePeer {
+                    info_hash: InfoHash(target.0),
+                    port,
+                    token,
+                    implied_port,
+                };
+                if !self.send_query(node.addr, Some(node.id), q, Purpose::Announce(id), now) {
+                    if let Some(run) = self.lookups.get_mut(&id) {
+                        run.lookup.on_announce_reply(false);
+                    }
+                }
+            }
+        }
+        let done = self.lookups.get(&id).is_some_and(|r| r.lookup.is_done());
+        if done || expired {
+            if let Some(run) = self.lookups.remove(&id) {
+                // late replies to this lookup's transactions are dropped
+                self.pending.retain(|_, p| !matches!(p.purpose, Purpose::Lookup(l) | Purpose::Announce(l) if l == id));
+                if run.report {
+                    self.events.push_back(Event::LookupDone {
+                        id: LookupId(id),
+                        result: run.lookup.result(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Encodes and queues a query; false when the transaction table is full.
+    fn send_query(
+        &mut self,
+        to: SocketAddr,
+        id: Option<NodeId>,
+        kind: QueryKind,
+        purpose: Purpose,
+        now: Instant,
+    ) -> bool {
+        if self.pending.len() >= self.config.max_pending {
+            log::debug!("dht: transaction table full, not querying {to}");
+            return false;
+        }
+        let mut tid = self.next_tid;
+        while self.pending.contains_key(&tid) {
+            tid = tid.wrapping_add(1);
+        }
+        self.next_tid = tid.wrapping_add(1);
+        let msg = Message {
+            tid: tid.to_be_bytes().to_vec(),
+            version: Some(VERSION.to_vec()),
+            ip: None,
+            read_only: false,
+            body: Body::Query(Query {
+                id: self.id(),
+                kind,
+            }),
+        };
+        self.out.push_back(Transmit {
+            to,
+            bytes: msg.encode(),
+        });
+        self.pending.insert(
+            tid,
+            Pending {
+                to,
+                id,
+                sent: now,
+                purpose,
+            },
+        );
+        self.stats.queries_sent += 1;
+        true
+    }
+
+    /// Handles one datagram received from `from`. Anything that is not a
+    /// well-formed KRPC message, and any reply we did not ask `from` for, is
+    /// counted and dropped.
+    pub fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
+        self.stats.received += 1;
+        let msg = match Message::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.malformed += 1;
+                log::trace!("dht: dropped malformed packet from {from}: {e}");
+                return;
+            }
+        };
+        match msg.body {
+            Body::Query(q) => self.on_query(from, msg.tid, msg.read_only, q, now),
+            Body::Response(r) => self.on_reply(from, &msg.tid, Some(r), now),
+            Body::Error { code, message } => {
+                log::debug!("dht: error {code} from {from}: {message}");
+                self.on_reply(from, &msg.tid, None, now);
+            }
+        }
+    }
+
+    fn on_reply(&mut self, from: SocketAddr, tid: &[u8], r: Option<Response>, now: Instant) {
+        let key = match <[u8; 2]>::try_from(tid) {
+            Ok(b) => u16::from_be_bytes(b),
+            Err(_) => {
+                self.stats.unexpected += 1;
+                return;
+            }
+        };
+        match self.pending.get(&key) {
+            Some(p) if p.to == from => {}
+            _ => {
+                self.stats.unexpected += 1;
+                return;
+            }
+        }
+        let Some(p) = self.pending.remove(&key) else {
+            return;
+        };
+        if let Some(r) = &r {
+            if p.id.is_some_and(|id| id != r.id) {
+                log::debug!("dht: {from} answered with another id");
+            }
+            let info = NodeInfo {
+                id: r.id,
+                addr: from,
+            };
+            if let Inserted::Replacement(ping) = self.table.insert(info, true, now) {
+                for n in ping {
+                    self.send_query(n.addr, Some(n.id), QueryKind::Ping, Purpose::Ping, now);
+                }
+            }
+        }
+        match p.purpose {
+            Purpose::Ping => {}
+            Purpose::Lookup(id) => {
+                if let Some(run) = self.lookups.get_mut(&id) {
+                    match &r {
+                        Some(r) => {
+                            run.lookup.on_response(from, r);
+                        }
+                        None => run.lookup.on_failure(from),
+                    }
+                }
+                self.drive(id, now);
+            }
+            Purpose::Announce(id) => {
+                if let Some(run) = self.lookups.get_mut(&id) {
+                    run.lookup.on_announce_reply(r.is_some());
+                }
+                self.drive(id, now);
+            }
+        }
+    }
+
+    fn reply(&mut self, to: SocketAddr, tid: Vec<u8>, body: Body) {
+        let msg = Message {
+            tid,
+            version: Some(VERSION.to_vec()),
+            ip: Some(to),
+            read_only: false,
+            body,
+        };
+        self.out.push_back(Transmit {
+            to,
+            bytes: msg.encode(),
+        });
+    }
+
+    fn nodes_for(
+        &self,
+        target: &NodeId,
+        from: SocketAddr,
+        want: Want,
+        now: Instant,
+    ) -> (Vec<NodeInfo>, Vec<NodeInfo>) {
+        let (v4, v6) = if want.v4 || want.v6 {
+            (want.v4, want.v6)
+        } else {
+            (from.is_ipv4(), from.is_ipv6())
+        };
+        let all = self.table.closest(target, K * 2, now);
+        let pick = |ipv4: bool| -> Vec<NodeInfo> {
+            all.iter()
+                .filter(|n| n.addr.is_ipv4() == ipv4 && n.addr != from)
+                .take(K)
+                .copied()
+                .collect()
+        };
+        (
+            if v4 { pick(true) } else { Vec::new() },
+            if v6 { pick(false) } else { Vec::new() },
+        )
+    }
+
+    fn on_query(
+        &mut self,
+        from: SocketAddr,
+        tid: Vec<u8>,
+        read_only: bool,
+        q: Query,
+        now: Instant,
+    ) {
+        let own = self.id();
+        let body = match q.kind {
+            QueryKind::Ping => Body::Response(Response {
+                id: own,
+                ..Response::default()
+            }),
+            QueryKind::FindNode { target, want } => {
+                let (nodes, nodes6) = self.nodes_for(&target, from, want, now);
+                Body::Response(Response {
+                    id: own,
+                    nodes,
+                    nodes6,
+                    ..Response::default()
+                })
+            }
+            QueryKind::GetPeers { info_hash, want } => {
+                let (nodes, nodes6) = self.nodes_for(&info_hash.into(), from, want, now);
+                let values = self.peers.get(&info_hash, MAX_VALUES, now, &mut self.rng);
+                Body::Response(Response {
+                    id: own,
+                    nodes,
+                    nodes6,
+                    values,
+                    token: Some(self.tokens.make(from.ip())),
+                })
+            }
+            QueryKind::AnnouncePeer {
+                info_hash,
+                port,
+                token,
+                implied_port,
+            } => {
+                if !self.tokens.verify(from.ip(), &token) {
+                    self.stats.bad_tokens += 1;
+                    Body::Error {
+                        code: ERR_PROTOCOL,
+                        message: "bad token".into(),
+                    }
+                } else {
+                    let port = if implied_port { from.port() } else { port };
+                    if port != 0 {
+                        self.peers
+                            .announce(info_hash, SocketAddr::new(from.ip(), port), now);
+                    }
+                    Body::Response(Response {
+                        id: own,
+                        ..Response::default()
+                    })
+                }
+            }
+            QueryKind::Other { .. } => Body::Error {
+                code: ERR_METHOD_UNKNOWN,
+                message: "method unknown".into(),
+            },
+        };
+        self.stats.queries_answered += 1;
+        self.reply(from, tid, body);
+        if read_only {
+            return;
+        }
+        let info = NodeInfo {
+            id: q.id,
+            addr: from,
+        };
+        if self.table.insert(info, false, now) == Inserted::Rejected
+            && self.table.would_accept(&q.id, now)
+        {
+            // verify the querier answers before it enters the table
+            let already = self
+                .pending
+                .values()
+                .any(|p| p.to == from && p.purpose == Purpose::Ping);
+            if !already {
+                self.send_query(from, Some(q.id), QueryKind::Ping, Purpose::Ping, now);
+            }
+        }
+    }
+
+    /// Runs timers: failed queries, slow lookup queries, lookup deadlines,
+    /// and every minute token rotation, peer expiry and bucket refresh.
+    pub fn tick(&mut self, now: Instant) {
+        let timeout = self.config.query_timeout;
+        let expired: Vec<u16> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now.saturating_duration_since(p.sent) >= timeout)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut touched = Vec::new();
+        for key in expired {
+            let Some(p) = self.pending.remove(&key) else {
+                continue;
+            };
+            self.stats.timeouts += 1;
+            if let Some(id) = p.id {
+                self.table.failed(&id, p.to, now);
+            } else {
+                let known = self
+                    .table
+                    .entries()
+                    .find(|e| e.info.addr == p.to)
+                    .map(|e| e.info.id);
+                if let Some(id) = known {
+                    self.table.failed(&id, p.to, now);
+                }
+            }
+            match p.purpose {
+                Purpose::Ping => {}
+                Purpose::Lookup(id) => {
+                    if let Some(run) = self.lookups.get_mut(&id) {
+                        run.lookup.on_failure(p.to);
+                        touched.push(id);
+                    }
+                }
+                Purpose::Announce(id) => {
+                    if let Some(run) = self.lookups.get_mut(&id) {
+                        run.lookup.on_announce_reply(false);
+                        touched.push(id);
+                    }
+                }
+            }
+        }
+        touched.extend(self.lookups.keys().copied());
+        touched.sort_unstable();
+        touched.dedup();
+        for id in touched {
+            self.drive(id, now);
+        }
+        if now >= self.maintenance_at {
+            self.maintenance_at = now + MAINTENANCE_EVERY;
+            self.tokens.maybe_rotate(now, &mut self.rng);
+            self.peers.expire(now);
+            if !self.table.is_empty() {
+                for target in self.table.refresh_targets(now, &mut self.rng) {
+                    self.start(target, LookupKind::FindNode, &[], false, now);
+                }
+            }
+        }
+    }
+}
