@@ -140,6 +140,8 @@ struct Running {
     started: Instant,
     /// Internal lookups (bucket refresh) report no event.
     report: bool,
+    /// A bootstrap: when done, fill the buckets it left short.
+    bootstrap: bool,
 }
 
 /// A DHT node without IO.
@@ -246,7 +248,24 @@ impl Node {
     /// seeded with them (and whatever the table holds).
     pub fn bootstrap(&mut self, nodes: &[SocketAddr], now: Instant) -> LookupId {
         let own = self.id();
-        self.start(own, LookupKind::FindNode, nodes, true, now)
+        let id = self.start(own, LookupKind::FindNode, nodes, true, now);
+        if let Some(run) = self.lookups.get_mut(&id.0) {
+            run.bootstrap = true;
+        }
+        id
+    }
+
+    /// After a bootstrap: a find_node lookup into every bucket that is not
+    /// full (BEP 5 refresh), so the far buckets fill too, not only ours.
+    fn fill_buckets(&mut self, now: Instant) {
+        let sizes = self.table.bucket_sizes();
+        let own = self.id();
+        for (prefix, size) in sizes.into_iter().enumerate() {
+            if size < K {
+                let target = own.random_at_prefix(prefix, &mut self.rng);
+                self.start(target, LookupKind::FindNode, &[], false, now);
+            }
+        }
     }
 
     /// Starts a find_node lookup.
@@ -294,6 +313,7 @@ impl Node {
                 lookup,
                 started: now,
                 report,
+                bootstrap: false,
             },
         );
         self.drive(id, now);
@@ -345,6 +365,9 @@ impl Node {
             if let Some(run) = self.lookups.remove(&id) {
                 // late replies to this lookup's transactions are dropped
                 self.pending.retain(|_, p| !matches!(p.purpose, Purpose::Lookup(l) | Purpose::Announce(l) if l == id));
+                if run.bootstrap {
+                    self.fill_buckets(now);
+                }
                 if run.report {
                     self.events.push_back(Event::LookupDone {
                         id: LookupId(id),
@@ -663,5 +686,170 @@ impl Node {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn node(seed: u64) -> Node {
+        let config = Config {
+            seed: Some(seed),
+            ..Config::default()
+        };
+        Node::new(config, Instant::now())
+    }
+
+    fn query(id: NodeId, tid: &[u8], kind: QueryKind) -> Vec<u8> {
+        Message {
+            tid: tid.to_vec(),
+            version: None,
+            ip: None,
+            read_only: false,
+            body: Body::Query(Query { id, kind }),
+        }
+        .encode()
+    }
+
+    /// The one reply `n` queued to `to`, decoded.
+    fn reply_to(n: &mut Node, to: SocketAddr) -> Message {
+        let mut found = None;
+        while let Some(t) = n.poll_transmit() {
+            let m = Message::decode(&t.bytes).unwrap();
+            if t.to == to && !matches!(m.body, Body::Query(_)) {
+                found = Some(m);
+            }
+        }
+        found.expect("no reply")
+    }
+
+    #[test]
+    fn announce_needs_a_token_bound_to_the_ip_and_honours_implied_port() {
+        let now = Instant::now();
+        let mut n = node(1);
+        let me = NodeId([5; 20]);
+        let ih = InfoHash([9; 20]);
+        let from = addr(4000);
+        n.handle_datagram(
+            from,
+            &query(
+                me,
+                b"g1",
+                QueryKind::GetPeers {
+                    info_hash: ih,
+                    want: Want::default(),
+                },
+            ),
+            now,
+        );
+        let Body::Response(r) = reply_to(&mut n, from).body else {
+            panic!("not a response")
+        };
+        let token = r.token.expect("get_peers reply has a token");
+        assert!(r.values.is_empty());
+        // a token from another ip is refused with error 203
+        let other: SocketAddr = "127.0.0.2:4000".parse().unwrap();
+        let ann = |token: Vec<u8>, implied_port| QueryKind::AnnouncePeer {
+            info_hash: ih,
+            port: 7000,
+            token,
+            implied_port,
+        };
+        n.handle_datagram(other, &query(me, b"a1", ann(token.clone(), false)), now);
+        let m = reply_to(&mut n, other);
+        assert!(
+            matches!(
+                m.body,
+                Body::Error {
+                    code: ERR_PROTOCOL,
+                    ..
+                }
+            ),
+            "{m:?}"
+        );
+        assert_eq!(n.stats().bad_tokens, 1);
+        assert!(n.peer_store().is_empty());
+        // the right ip stores the UDP source port when implied_port is set
+        n.handle_datagram(from, &query(me, b"a2", ann(token, true)), now);
+        assert!(matches!(reply_to(&mut n, from).body, Body::Response(_)));
+        n.handle_datagram(
+            from,
+            &query(
+                me,
+                b"g2",
+                QueryKind::GetPeers {
+                    info_hash: ih,
+                    want: Want::default(),
+                },
+            ),
+            now,
+        );
+        let Body::Response(r) = reply_to(&mut n, from).body else {
+            panic!("not a response")
+        };
+        assert_eq!(r.values, vec![from]);
+    }
+
+    #[test]
+    fn replies_are_matched_to_the_address_queried() {
+        let now = Instant::now();
+        let mut n = node(2);
+        let b = addr(5000);
+        n.add_node(b, now);
+        let t = n.poll_transmit().unwrap();
+        assert_eq!(t.to, b);
+        let tid = Message::decode(&t.bytes).unwrap().tid;
+        let resp = |tid: Vec<u8>| {
+            Message {
+                tid,
+                version: None,
+                ip: None,
+                read_only: false,
+                body: Body::Response(Response {
+                    id: NodeId([1; 20]),
+                    ..Response::default()
+                }),
+            }
+            .encode()
+        };
+        // right tid, wrong source: dropped
+        n.handle_datagram(addr(5001), &resp(tid.clone()), now);
+        // wrong tid, right source: dropped
+        n.handle_datagram(b, &resp(vec![0xff, 0xfe]), now);
+        assert_eq!(n.stats().unexpected, 2);
+        assert!(n.routing_table().is_empty());
+        // the real answer enters the table; a replay of it is unexpected
+        n.handle_datagram(b, &resp(tid.clone()), now);
+        assert_eq!(n.routing_table().len(), 1);
+        n.handle_datagram(b, &resp(tid), now);
+        assert_eq!(n.stats().unexpected, 3);
+        // garbage is counted
+        n.handle_datagram(b, b"d1:xe", now);
+        n.handle_datagram(b, b"\x01\x02garbage", now);
+        assert_eq!(n.stats().malformed, 2);
+    }
+
+    #[test]
+    fn unanswered_queries_time_out_and_a_querier_is_pinged_before_it_enters() {
+        let t0 = Instant::now();
+        let mut n = node(3);
+        let q = addr(6000);
+        n.handle_datagram(q, &query(NodeId([7; 20]), b"p1", QueryKind::Ping), t0);
+        // a reply, and a ping to verify the querier
+        let sent: Vec<Transmit> = std::iter::from_fn(|| n.poll_transmit()).collect();
+        assert_eq!(sent.len(), 2);
+        assert!(
+            n.routing_table().is_empty(),
+            "a querier does not enter unverified"
+        );
+        assert!(n.next_timeout() <= t0 + Config::default().query_timeout);
+        n.tick(t0 + Config::default().query_timeout);
+        assert_eq!(n.stats().timeouts, 1);
+        assert!(n.routing_table().is_empty());
     }
 }

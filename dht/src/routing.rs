@@ -149,6 +149,11 @@ impl RoutingTable {
         self.buckets.len()
     }
 
+    /// Nodes per bucket, farthest bucket (prefix 0) first.
+    pub fn bucket_sizes(&self) -> Vec<usize> {
+        self.buckets.iter().map(|b| b.nodes.len()).collect()
+    }
+
     /// Every entry, bucket by bucket.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.buckets.iter().flat_map(|b| b.nodes.iter())
