@@ -363,8 +363,8 @@ impl Node {
         let done = self.lookups.get(&id).is_some_and(|r| r.lookup.is_done());
         if done || expired {
             if let Some(run) = self.lookups.remove(&id) {
-                // late replies to this lookup's transactions are dropped
-                self.pending.retain(|_, p| !matches!(p.purpose, Purpose::Lookup(l) | Purpose::Announce(l) if l == id));
+                // queries still in flight stay pending: a late reply still
+                // refreshes the routing table, and silence still counts
                 if run.bootstrap {
                     self.fill_buckets(now);
                 }

@@ -1,1 +1,2 @@
+mod interop;
 mod sim;
