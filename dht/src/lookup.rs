@@ -137,6 +137,15 @@ impl Lookup {
         l
     }
 
+    /// Adds peers known without asking (our own peer store).
+    pub fn add_peers(&mut self, peers: &[SocketAddr]) {
+        for p in peers {
+            if self.peers.len() < MAX_PEERS && self.seen_peers.insert(*p) {
+                self.peers.push(*p);
+            }
+        }
+    }
+
     /// The target.
     pub fn target(&self) -> NodeId {
         self.target
@@ -282,11 +291,7 @@ impl Lookup {
         if !ours {
             return false;
         }
-        for p in &r.values {
-            if self.peers.len() < MAX_PEERS && self.seen_peers.insert(*p) {
-                self.peers.push(*p);
-            }
-        }
+        self.add_peers(&r.values);
         for n in r.nodes.iter().chain(r.nodes6.iter()) {
             if n.addr.is_ipv4() == from.is_ipv4() {
                 self.add_candidate(*n);

@@ -306,7 +306,15 @@ impl Node {
         let known = self.table.closest(&target, K * 2, now);
         let id = self.next_lookup;
         self.next_lookup += 1;
-        let lookup = Lookup::new(target, kind, params, &known, seeds);
+        let mut lookup = Lookup::new(target, kind, params, &known, seeds);
+        if kind != LookupKind::FindNode {
+            // peers announced to us count too (in a small swarm we may be
+            // one of the k closest nodes ourselves)
+            let local = self
+                .peers
+                .get(&InfoHash(target.0), MAX_VALUES, now, &mut self.rng);
+            lookup.add_peers(&local);
+        }
         self.lookups.insert(
             id,
             Running {
@@ -851,5 +859,70 @@ mod tests {
         n.tick(t0 + Config::default().query_timeout);
         assert_eq!(n.stats().timeouts, 1);
         assert!(n.routing_table().is_empty());
+    }
+
+    #[test]
+    fn ten_thousand_ids_from_one_address_take_one_slot() {
+        let now = Instant::now();
+        let mut n = node(4);
+        let liar = addr(7000);
+        let mut pings = 0;
+        for i in 0..10_000u32 {
+            let mut id = [0u8; 20];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            id[19] = 0x5a;
+            n.handle_datagram(liar, &query(NodeId(id), b"q1", QueryKind::Ping), now);
+            while let Some(t) = n.poll_transmit() {
+                let m = Message::decode(&t.bytes).unwrap();
+                if let Body::Query(_) = m.body {
+                    pings += 1;
+                    // the liar answers every ping, each time with a new id
+                    let mut rid = id;
+                    rid[18] = 1;
+                    let r = Message {
+                        tid: m.tid,
+                        version: None,
+                        ip: None,
+                        read_only: false,
+                        body: Body::Response(Response {
+                            id: NodeId(rid),
+                            ..Response::default()
+                        }),
+                    };
+                    n.handle_datagram(liar, &r.encode(), now);
+                }
+            }
+        }
+        assert_eq!(n.routing_table().len(), 1, "one address, one entry");
+        assert!(n.routing_table().replacement_count() <= 1);
+        assert_eq!(n.stats().queries_answered, 10_000);
+        assert!(pings <= 10_000);
+        assert!(n.pending.len() <= 1, "{} pending", n.pending.len());
+    }
+
+    #[test]
+    fn transactions_are_bounded() {
+        let now = Instant::now();
+        let config = Config {
+            max_pending: 16,
+            seed: Some(5),
+            ..Config::default()
+        };
+        let mut n = Node::new(config, now);
+        for p in 0..100 {
+            n.add_node(addr(8000 + p), now);
+        }
+        assert_eq!(std::iter::from_fn(|| n.poll_transmit()).count(), 16);
+        // a read-only querier is answered but never pinged
+        let mut ro = Message::decode(&query(NodeId([3; 20]), b"r1", QueryKind::Ping)).unwrap();
+        ro.read_only = true;
+        n.tick(now + Duration::from_secs(10));
+        n.handle_datagram(addr(9000), &ro.encode(), now + Duration::from_secs(10));
+        let sent: Vec<Transmit> = std::iter::from_fn(|| n.poll_transmit()).collect();
+        assert_eq!(sent.len(), 1);
+        assert!(matches!(
+            Message::decode(&sent[0].bytes).unwrap().body,
+            Body::Response(_)
+        ));
     }
 }

@@ -215,8 +215,13 @@ impl RoutingTable {
             if !responded {
                 return Inserted::Rejected;
             }
-            // a node that changed its id: the old entry is stale
-            bucket.nodes.retain(|e| e.info.addr != info.addr);
+            // a node that changed its id: the old entry (in any bucket) is
+            // stale, so one address never holds two slots
+            for b in self.buckets.iter_mut() {
+                b.nodes.retain(|e| e.info.addr != info.addr);
+                b.replacements.retain(|e| e.info.addr != info.addr);
+            }
+            let bucket = &mut self.buckets[i];
             let entry = Entry {
                 info,
                 last_response: Some(now),
@@ -398,6 +403,12 @@ mod tests {
         // an id claimed from another address is refused
         let near = t.entries().last().map(|e| e.info).unwrap();
         assert_eq!(t.insert(info(near.id, 9), true, now), Inserted::Rejected);
+        // one address with a new id (in another bucket) keeps one slot
+        let before = t.len();
+        let moved = info(own.random_at_prefix(1, &mut rng), near.addr.port());
+        assert_eq!(t.insert(moved, true, now), Inserted::Added);
+        assert_eq!(t.len(), before);
+        assert!(t.get(&near.id).is_none());
     }
 
     #[test]

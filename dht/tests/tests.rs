@@ -1,2 +1,3 @@
 mod interop;
 mod sim;
+mod socket;

@@ -1,0 +1,91 @@
+//! The IO layer on real loopback sockets: bittern nodes only.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bittern_dht::{is_krpc, Config, Dht, Runner, SendTo};
+use bittern_wire::InfoHash;
+
+fn localhost() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// 12 standalone runners on 127.0.0.1: each bootstraps from the first, one
+/// announces, every other one finds it with the blocking API.
+#[test]
+fn runner_swarm_announce_and_get_peers() {
+    let runners: Vec<Runner> = (0..12)
+        .map(|_| Runner::bind(localhost(), Config::default()).expect("bind"))
+        .collect();
+    let first = runners[0].local_addr();
+    for r in &runners[1..] {
+        let size = r.dht().bootstrap(&[first]).expect("bootstrap");
+        assert!(size >= 1);
+    }
+    // a second round lets early joiners learn of later ones
+    for r in &runners {
+        r.dht().bootstrap(&[first]).expect("bootstrap");
+    }
+    let ih = InfoHash([0x77; 20]);
+    let res = runners[5].dht().announce(ih, Some(5555)).expect("announce");
+    assert!(res.announced >= 6, "stored at {}", res.announced);
+    let want: SocketAddr = "127.0.0.1:5555".parse().unwrap();
+    for (i, r) in runners.iter().enumerate() {
+        let peers = r.dht().get_peers(ih).expect("get_peers");
+        assert!(peers.contains(&want), "runner {i} found {peers:?}");
+        assert!(r.dht().nodes().iter().all(|n| n.addr.ip().is_loopback()));
+    }
+}
+
+/// The shared-socket seam: a dispatcher owns the reading (as bittern's UDP
+/// thread will, for uTP, DHT and tracker replies), hands only KRPC packets
+/// to the DHT, and the DHT sends through the same socket.
+#[test]
+fn dht_shares_a_socket_with_another_protocol() {
+    let socket = Arc::new(UdpSocket::bind(localhost()).expect("bind"));
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let sender: Arc<dyn SendTo> = socket.clone();
+    let dht = Arc::new(Dht::start(Config::default(), sender).expect("start"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (d, s, sock) = (Arc::clone(&dht), Arc::clone(&stop), Arc::clone(&socket));
+    let dispatcher = std::thread::spawn(move || {
+        let mut other = 0u32;
+        let mut buf = [0u8; 4096];
+        while !s.load(Ordering::Relaxed) {
+            if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                if is_krpc(&buf[..n]) {
+                    d.handle_datagram(from, &buf[..n], Instant::now());
+                } else {
+                    other += 1; // uTP would get it
+                }
+            }
+        }
+        other
+    });
+    let peer = Runner::bind(localhost(), Config::default()).expect("bind");
+    let shared_addr = socket.local_addr().unwrap();
+    // a uTP ST_SYN-like header (version 1, type 4) goes to the other protocol
+    let probe = UdpSocket::bind(localhost()).unwrap();
+    probe
+        .send_to(&[0x41, 0, 0, 1, 0, 0, 0, 0], shared_addr)
+        .unwrap();
+    // DHT traffic both ways through the one socket
+    assert_eq!(peer.dht().bootstrap(&[shared_addr]).expect("bootstrap"), 1);
+    assert_eq!(dht.bootstrap(&[peer.local_addr()]).expect("bootstrap"), 1);
+    let ih = InfoHash([0x42; 20]);
+    let res = dht.announce(ih, None).expect("announce");
+    assert_eq!(res.announced, 1);
+    // implied_port: the peer stored the shared socket's port
+    assert_eq!(
+        peer.dht().get_peers(ih).expect("get_peers"),
+        vec![shared_addr]
+    );
+    stop.store(true, Ordering::Relaxed);
+    let other = dispatcher.join().expect("dispatcher");
+    assert_eq!(other, 1, "the non-KRPC packet went to the other protocol");
+    assert_eq!(dht.stats().malformed, 0);
+}
