@@ -9,7 +9,8 @@
 //! A query unanswered after `slow_after` stops counting against α and drops
 //! out of the window, so one slow node never holds the lookup up: the next
 //! candidate is queried instead. A late answer is still used (the node
-//! re-enters the window). A query unanswered after the node's hard timeout
+//! re-enters the window). Only when the window cannot be filled (too few
+//! candidates) does the lookup wait for slow nodes, until they answer or fail. A query unanswered after the node's hard timeout
 //! is failed by the caller ([`Lookup::on_failure`]).
 //!
 //! The lookup sends nothing itself: [`Lookup::next_queries`] says whom to
@@ -262,8 +263,15 @@ impl Lookup {
                 State::Answered => window += 1,
             }
         }
-        // nothing in flight at all (all slow or failed) also ends it
-        true
+        // a full window of answers ends it without waiting for slow nodes;
+        // a short window waits for them (they may know more), until they
+        // answer or fail
+        window >= self.params.k || !self.has_slow()
+    }
+
+    fn has_slow(&self) -> bool {
+        self.cands.iter().any(|c| c.state == State::Slow)
+            || self.seeds.iter().any(|s| s.1 == State::Slow)
     }
 
     /// Feeds the answer of the node at `from`. Returns true if `from` was
@@ -463,6 +471,31 @@ mod tests {
             SocketAddr::from(([127, 0, 0, 1], 99)),
             &reply(node(9, 99), vec![])
         ));
+    }
+
+    #[test]
+    fn a_slow_only_seed_is_waited_for() {
+        let t0 = Instant::now();
+        let seed = SocketAddr::from(([127, 0, 0, 1], 50));
+        let mut l = Lookup::new(
+            NodeId([0; 20]),
+            LookupKind::FindNode,
+            params(),
+            &[],
+            &[seed],
+        );
+        assert_eq!(l.next_queries(t0), vec![seed]);
+        assert!(l.next_queries(t0 + Duration::from_secs(2)).is_empty());
+        l.advance();
+        assert!(!l.is_done(), "nothing else to ask: wait for the slow seed");
+        let found = node(0x01, 51);
+        l.on_response(seed, &reply(node(0x80, 50), vec![found]));
+        l.advance();
+        assert!(!l.is_done());
+        assert_eq!(
+            l.next_queries(t0 + Duration::from_secs(2)),
+            vec![found.addr]
+        );
     }
 
     #[test]

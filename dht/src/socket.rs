@@ -79,6 +79,9 @@ struct State {
     node: Node,
     waiters: HashMap<LookupId, Sender<LookupResult>>,
     shutdown: bool,
+    /// When the timer thread sleeps until; it is woken only if the node's
+    /// next timeout moved earlier.
+    sleeping_until: Option<Instant>,
 }
 
 struct Shared {
@@ -132,7 +135,9 @@ impl Shared {
                 self.flush(out, done);
                 g = self.state.lock();
             } else {
+                g.sleeping_until = Some(due);
                 self.wake.wait_until(&mut g, due);
+                g.sleeping_until = None;
             }
         }
     }
@@ -159,6 +164,7 @@ impl Dht {
                 node: Node::new(config, Instant::now()),
                 waiters: HashMap::new(),
                 shutdown: false,
+                sleeping_until: None,
             }),
             wake: Condvar::new(),
             sender,
@@ -176,12 +182,16 @@ impl Dht {
 
     /// Handles one datagram that arrived from `from` at `now`.
     pub fn handle_datagram(&self, from: SocketAddr, bytes: &[u8], now: Instant) {
-        let (out, done) = {
+        let (out, done, wake) = {
             let mut g = self.shared.state.lock();
             g.node.handle_datagram(from, bytes, now);
-            Shared::drain(&mut g)
+            let wake = g.sleeping_until.is_some_and(|t| g.node.next_timeout() < t);
+            let (out, done) = Shared::drain(&mut g);
+            (out, done, wake)
         };
-        self.shared.wake.notify_one();
+        if wake {
+            self.shared.wake.notify_one();
+        }
         self.shared.flush(out, done);
     }
 
