@@ -17,7 +17,7 @@
 //! - [`Node`]: all of the above behind a sans-IO interface:
 //!   `handle_datagram(from, bytes, now)`, `tick(now)`, `poll_transmit()`,
 //!   `poll_event()`. Time is an argument, so tests run hundreds of nodes in
-//!   one process, deterministically (see `tests/sim.rs`).
+//!   one process, deterministically ([`sim`], `tests/sim.rs`, `examples/sim.rs`).
 //! - [`Dht`]: a `Node` with real time and a timer thread, sending through a
 //!   [`SendTo`] (an `Arc<UdpSocket>` shared with uTP works as is), with a
 //!   blocking API: [`Dht::bootstrap`], [`Dht::get_peers`], [`Dht::announce`].
@@ -71,6 +71,7 @@ mod lookup;
 mod node;
 mod peers;
 mod routing;
+pub mod sim;
 pub mod socket;
 mod token;
 

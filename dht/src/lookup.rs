@@ -381,6 +381,10 @@ impl Lookup {
 
     /// The earliest moment a query of this lookup turns slow.
     pub fn next_deadline(&self) -> Option<Instant> {
+        if self.phase != Phase::Searching {
+            // queries still in flight no longer matter to this lookup
+            return None;
+        }
         self.cands
             .iter()
             .map(|c| c.state)
@@ -496,6 +500,30 @@ mod tests {
             l.next_queries(t0 + Duration::from_secs(2)),
             vec![found.addr]
         );
+    }
+
+    #[test]
+    fn queries_left_in_flight_set_no_deadline_once_announcing() {
+        // regression: a query pushed out of the window stayed "in flight"
+        // with a past deadline, and the node's timer spun at that instant
+        let t0 = Instant::now();
+        let known = [node(0x80, 1), node(0x40, 2), node(0x20, 3)];
+        let kind = LookupKind::Announce {
+            port: 7,
+            implied_port: false,
+        };
+        let mut l = Lookup::new(NodeId([0; 20]), kind, params(), &known, &[]);
+        assert_eq!(l.next_queries(t0), vec![known[2].addr, known[1].addr]);
+        let closer = node(0x01, 4);
+        let mut r = reply(known[2], vec![closer]);
+        r.token = Some(b"a".to_vec());
+        l.on_response(known[2].addr, &r);
+        assert_eq!(l.next_queries(t0), vec![closer.addr]);
+        let mut r = reply(closer, vec![]);
+        r.token = Some(b"b".to_vec());
+        l.on_response(closer.addr, &r);
+        assert_eq!(l.advance().len(), 2, "window of closer and node 3 answered");
+        assert_eq!(l.next_deadline(), None, "node 2's query no longer matters");
     }
 
     #[test]
