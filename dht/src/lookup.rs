@@ -147,6 +147,11 @@ impl Lookup {
         }
     }
 
+    /// Peers found so far (arrival order).
+    pub fn peers(&self) -> &[SocketAddr] {
+        &self.peers
+    }
+
     /// The target.
     pub fn target(&self) -> NodeId {
         self.target

@@ -3,7 +3,7 @@
 //! [`Node`] owns the routing table, tokens, peer store, transactions and
 //! lookups, and does no IO and reads no clock: every call takes `now`.
 //! After each call, drain [`Node::poll_transmit`] (datagrams to send) and
-//! [`Node::poll_event`] (finished lookups), and call [`Node::tick`] again at
+//! [`Node::poll_event`] (peers as found, finished lookups), and call [`Node::tick`] again at
 //! [`Node::next_timeout`]. The same code runs under the socket layer
 //! ([`crate::Dht`]) and under the in-process simulation in the tests.
 
@@ -78,6 +78,14 @@ pub struct LookupId(pub u64);
 /// Something the node reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// A get_peers or announce lookup learned new peers (sent as they
+    /// arrive, before the lookup converges; they are in the final result too).
+    PeersFound {
+        /// Which lookup.
+        id: LookupId,
+        /// Peers not reported before.
+        peers: Vec<SocketAddr>,
+    },
     /// A lookup started by the user finished.
     LookupDone {
         /// Which one.
@@ -314,6 +322,12 @@ impl Node {
                 .peers
                 .get(&InfoHash(target.0), MAX_VALUES, now, &mut self.rng);
             lookup.add_peers(&local);
+            if report && !local.is_empty() {
+                self.events.push_back(Event::PeersFound {
+                    id: LookupId(id),
+                    peers: local,
+                });
+            }
         }
         self.lookups.insert(
             id,
@@ -492,7 +506,15 @@ impl Node {
                 if let Some(run) = self.lookups.get_mut(&id) {
                     match &r {
                         Some(r) => {
+                            let before = run.lookup.peers().len();
                             run.lookup.on_response(from, r);
+                            let new = &run.lookup.peers()[before..];
+                            if run.report && !new.is_empty() {
+                                self.events.push_back(Event::PeersFound {
+                                    id: LookupId(id),
+                                    peers: new.to_vec(),
+                                });
+                            }
                         }
                         None => run.lookup.on_failure(from),
                     }

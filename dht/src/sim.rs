@@ -49,6 +49,8 @@ pub struct Sim {
     /// Datagrams sent so far (to any node, dead or alive).
     pub datagrams: u64,
     done: HashMap<(usize, LookupId), (LookupResult, Instant)>,
+    /// When each lookup first heard of each peer.
+    first_seen: HashMap<(usize, LookupId, SocketAddr), Instant>,
     seed: u64,
 }
 
@@ -93,6 +95,7 @@ impl Sim {
             late_by: Duration::from_secs(2),
             datagrams: 0,
             done: HashMap::new(),
+            first_seen: HashMap::new(),
             seed,
         }
     }
@@ -145,8 +148,17 @@ impl Sim {
                 },
             );
         }
-        while let Some(Event::LookupDone { id, result }) = self.nodes[i].poll_event() {
-            self.done.insert((i, id), (result, self.now));
+        while let Some(ev) = self.nodes[i].poll_event() {
+            match ev {
+                Event::LookupDone { id, result } => {
+                    self.done.insert((i, id), (result, self.now));
+                }
+                Event::PeersFound { id, peers } => {
+                    for p in peers {
+                        self.first_seen.entry((i, id, p)).or_insert(self.now);
+                    }
+                }
+            }
         }
         let due = self.nodes[i].next_timeout();
         self.push(due, What::Tick(i));
@@ -234,6 +246,8 @@ pub struct Measured {
     pub result: Option<LookupResult>,
     /// Time from start to finish.
     pub took: Duration,
+    /// Time from start until each peer was first reported.
+    pub peer_times: HashMap<SocketAddr, Duration>,
 }
 
 impl Sim {
@@ -248,15 +262,23 @@ impl Sim {
         let now = self.now;
         let id = start(&mut self.nodes[i], now);
         self.flush(i);
-        match self.wait(i, id, limit) {
-            Some((r, took)) => Measured {
-                result: Some(r),
-                took,
-            },
-            None => Measured {
-                result: None,
-                took: limit,
-            },
+        let (result, took) = match self.wait(i, id, limit) {
+            Some((r, took)) => (Some(r), took),
+            None => (None, limit),
+        };
+        let mut peer_times = HashMap::new();
+        self.first_seen.retain(|(n, l, p), at| {
+            if *n == i && *l == id {
+                peer_times.insert(*p, at.saturating_duration_since(now));
+                false
+            } else {
+                true
+            }
+        });
+        Measured {
+            result,
+            took,
+            peer_times,
         }
     }
 }

@@ -78,6 +78,8 @@ pub fn is_krpc(datagram: &[u8]) -> bool {
 struct State {
     node: Node,
     waiters: HashMap<LookupId, Sender<LookupResult>>,
+    /// get_peers lookups whose peers are streamed as they arrive.
+    streams: HashMap<LookupId, Sender<SocketAddr>>,
     shutdown: bool,
     /// When the timer thread sleeps until; it is woken only if the node's
     /// next timeout moved earlier.
@@ -98,9 +100,24 @@ impl Shared {
             out.push(t);
         }
         let mut done = Vec::new();
-        while let Some(Event::LookupDone { id, result }) = state.node.poll_event() {
-            if let Some(tx) = state.waiters.remove(&id) {
-                done.push((tx, result));
+        while let Some(ev) = state.node.poll_event() {
+            match ev {
+                Event::PeersFound { id, peers } => {
+                    if let Some(tx) = state.streams.get(&id) {
+                        for p in peers {
+                            // bounded: a reader that falls behind loses
+                            // peers, never blocks the DHT
+                            let _ = tx.try_send(p);
+                        }
+                    }
+                }
+                Event::LookupDone { id, result } => {
+                    // dropping the stream's sender ends its iterator
+                    state.streams.remove(&id);
+                    if let Some(tx) = state.waiters.remove(&id) {
+                        done.push((tx, result));
+                    }
+                }
             }
         }
         (out, done)
@@ -163,6 +180,7 @@ impl Dht {
             state: Mutex::new(State {
                 node: Node::new(config, Instant::now()),
                 waiters: HashMap::new(),
+                streams: HashMap::new(),
                 shutdown: false,
                 sleeping_until: None,
             }),
@@ -220,6 +238,22 @@ impl Dht {
     /// the returned channel.
     pub fn start_get_peers(&self, info_hash: InfoHash) -> Receiver<LookupResult> {
         self.begin(|n, now| n.get_peers(info_hash, now))
+    }
+
+    /// Starts a get_peers lookup whose peers arrive on the returned
+    /// channel as replies bring them (at most 1,000 buffered); the channel
+    /// closes when the lookup ends, so `for peer in rx` ends too.
+    pub fn get_peers_stream(&self, info_hash: InfoHash) -> Receiver<SocketAddr> {
+        let (tx, rx) = bounded(1000);
+        let (out, done) = {
+            let mut g = self.shared.state.lock();
+            let id = g.node.get_peers(info_hash, Instant::now());
+            g.streams.insert(id, tx);
+            Shared::drain(&mut g)
+        };
+        self.shared.wake.notify_one();
+        self.shared.flush(out, done);
+        rx
     }
 
     /// Joins the DHT through `nodes` (a find_node lookup for our own id)
@@ -311,6 +345,7 @@ impl Drop for Dht {
             let mut g = self.shared.state.lock();
             g.shutdown = true;
             g.waiters.clear();
+            g.streams.clear();
         }
         self.shared.wake.notify_all();
         if let Some(t) = self.timer.take() {

@@ -63,14 +63,19 @@ fn sim_500_nodes_announce_then_lookups_find_the_peer() {
     let mut rng = StdRng::seed_from_u64(9);
     for _ in 0..20 {
         let i = rng.random_range(0..n);
-        let now = sim.now;
-        let id = sim.nodes[i].get_peers(ih, now);
-        sim.flush(i);
-        let (res, took) = sim
-            .wait(i, id, Duration::from_secs(30))
-            .expect("lookup finished");
+        let m = sim.measure(i, Duration::from_secs(30), |node, now| {
+            node.get_peers(ih, now)
+        });
+        let res = m.result.expect("lookup finished");
         assert!(res.peers.contains(&want), "node {i} found {:?}", res.peers);
-        times.push(took);
+        // PeersFound reported the announcer before (or when) the lookup ended
+        let first = m.peer_times.get(&want).copied();
+        assert!(
+            first.is_some_and(|t| t <= m.took),
+            "{first:?} vs {:?}",
+            m.took
+        );
+        times.push(m.took);
         msgs.push(res.queries);
     }
     msgs.sort_unstable();

@@ -32,9 +32,14 @@ fn runner_swarm_announce_and_get_peers() {
     let res = runners[5].dht().announce(ih, Some(5555)).expect("announce");
     assert!(res.announced >= 6, "stored at {}", res.announced);
     let want: SocketAddr = "127.0.0.1:5555".parse().unwrap();
+
     for (i, r) in runners.iter().enumerate() {
         let peers = r.dht().get_peers(ih).expect("get_peers");
         assert!(peers.contains(&want), "runner {i} found {peers:?}");
+        // the streaming form yields the peer and then ends (also when the
+        // peer came from the runner's own store)
+        let streamed: Vec<SocketAddr> = r.dht().get_peers_stream(ih).iter().collect();
+        assert!(streamed.contains(&want), "runner {i} streamed {streamed:?}");
         assert!(r.dht().nodes().iter().all(|n| n.addr.ip().is_loopback()));
     }
 }
