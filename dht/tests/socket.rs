@@ -94,3 +94,40 @@ fn dht_shares_a_socket_with_another_protocol() {
     assert_eq!(other, 1, "the non-KRPC packet went to the other protocol");
     assert_eq!(dht.stats().malformed, 0);
 }
+
+/// Six runners on [::1]: contacts travel as `nodes6` (38 bytes each) and
+/// peers as 18-byte values; a lookup from the last finds the announcer.
+#[test]
+fn ipv6_loopback_swarm() {
+    let v6: SocketAddr = "[::1]:0".parse().unwrap();
+    let runners: Vec<Runner> = (0..6)
+        .map(|_| Runner::bind(v6, Config::default()).expect("bind [::1]"))
+        .collect();
+    let first = runners[0].local_addr();
+    let mut size = 0;
+    for r in runners.iter().skip(1) {
+        size = r.dht().bootstrap(&[first]).expect("bootstrap");
+    }
+    // the last joiner was told of the others only through nodes6 in the
+    // first runner's reply, and they answered it
+    assert_eq!(size, 5, "last joiner's table");
+    for r in &runners {
+        r.dht().bootstrap(&[first]).expect("bootstrap");
+    }
+    let ih = InfoHash([0x66; 20]);
+    let res = runners[2].dht().announce(ih, Some(6006)).expect("announce");
+    assert!(res.announced >= 3);
+    let want: SocketAddr = "[::1]:6006".parse().unwrap();
+    assert!(runners[5]
+        .dht()
+        .get_peers(ih)
+        .expect("get_peers")
+        .contains(&want));
+    for r in &runners {
+        assert!(r
+            .dht()
+            .nodes()
+            .iter()
+            .all(|n| n.addr.ip().is_loopback() && n.addr.is_ipv6()));
+    }
+}
