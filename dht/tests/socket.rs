@@ -131,3 +131,44 @@ fn ipv6_loopback_swarm() {
             .all(|n| n.addr.ip().is_loopback() && n.addr.is_ipv6()));
     }
 }
+
+/// Garbage on the wire: every malformed KRPC packet is counted and dropped,
+/// non-KRPC packets never reach the DHT, and the node keeps answering.
+#[test]
+fn garbage_is_counted_and_dropped() {
+    let runner = Runner::bind(localhost(), Config::default()).expect("bind");
+    let target = runner.local_addr();
+    let junk = UdpSocket::bind(localhost()).unwrap();
+    for i in 0..300u32 {
+        // starts with 'd' (goes to the DHT) but is not KRPC
+        let mut p = b"d1:t2:".to_vec();
+        p.extend_from_slice(&i.to_be_bytes());
+        junk.send_to(&p, target).unwrap();
+        // not KRPC at all (the dispatcher keeps it from the DHT)
+        junk.send_to(&[0x41, 0x00, (i % 256) as u8], target)
+            .unwrap();
+        if i % 20 == 19 {
+            // stay under the socket's receive buffer: this tests the
+            // decoder, not the kernel's drops
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    junk.send_to(&vec![b'd'; 5000], target).unwrap(); // oversize
+    let peer = Runner::bind(localhost(), Config::default()).expect("bind");
+    assert_eq!(
+        peer.dht().bootstrap(&[target]).expect("bootstrap"),
+        1,
+        "still answers"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while runner.dht().stats().malformed < 300 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = runner.dht().stats();
+    assert_eq!(s.malformed, 300, "{s:?}");
+    let junk_addr = junk.local_addr().unwrap();
+    assert!(
+        runner.dht().nodes().iter().all(|n| n.addr != junk_addr),
+        "garbage source in the table"
+    );
+}
