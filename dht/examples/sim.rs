@@ -2,13 +2,14 @@
 //!
 //! ```text
 //! cargo run --release -p bittern-dht --example sim -- \
-//!     [--nodes 1000] [--dead 20] [--late 0] [--lookups 200] [--seed 1] \
+//!     [--nodes 1000] [--dead 20] [--late 0] [--late-ms 1000] [--lookups 200] [--seed 1] \
 //!     [--alpha 3] [--slow-after-ms 500] [--timeout-ms 2000]
 //! ```
 //!
 //! Every node joins through node 0; then `--dead` percent of the nodes stop
 //! answering (they stay in everyone's routing table, as departed nodes do)
-//! and `--late` percent answer 2 s late. 20 live nodes announce one info
+//! and `--late` percent answer `--late-ms` late (each datagram they send
+//! is delayed by that much on top of the link latency). 20 live nodes announce one info
 //! hash each; `--lookups` get_peers lookups from random live nodes look for
 //! a random one of them. Prints success rate, median and 95th-percentile
 //! lookup time (simulated; until the lookup converged on the k closest), the
@@ -52,12 +53,13 @@ fn main() {
     };
     let wall = Instant::now();
     let mut sim = Sim::new(n, seed, &config);
+    sim.late_by = Duration::from_millis(arg(&args, "--late-ms", 1000));
     sim.bootstrap_all(Duration::from_secs(10));
     let sizes: Vec<usize> = sim.nodes.iter().map(|x| x.routing_table().len()).collect();
     let boot_msgs = sim.datagrams;
     println!(
-        "n={n} dead={dead}% late={late}% alpha={} slow_after={:?} timeout={:?} seed={seed}",
-        config.alpha, config.slow_after, config.query_timeout
+        "n={n} dead={dead}% late={late}% (+{:?}) alpha={} slow_after={:?} timeout={:?} seed={seed}",
+        sim.late_by, config.alpha, config.slow_after, config.query_timeout
     );
     println!(
         "bootstrap: tables min {} mean {} max {}; {} datagrams ({:.0}/node); {:.1} s wall",

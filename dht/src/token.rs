@@ -51,7 +51,7 @@ impl Tokens {
         }
     }
 
-    /// Rotates the secret if [`ROTATE_EVERY`] has passed.
+    /// Rotates the secret if 5 minutes (`ROTATE_EVERY`) have passed.
     pub fn maybe_rotate(&mut self, now: Instant, rng: &mut impl Rng) {
         if now.saturating_duration_since(self.rotated_at) >= ROTATE_EVERY {
             self.previous = self.current;
