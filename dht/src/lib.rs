@@ -94,10 +94,13 @@
 //!   [`Runner`] on `[::1]` works (tested), but there is no dual-stack node
 //!   (one node per socket, each with its own table); IPv6 is untested
 //!   against other clients.
-//! - No per-source rate limits yet; memory is bounded (table, replacement
-//!   caches, peer store, transactions, lookup candidates) and replies are
-//!   never much larger than the query except get_peers (at most 8 nodes and
-//!   50 peers, as in other clients).
+//! - Incoming queries are rate-limited per source IP
+//!   ([`Config::query_rate`], generous because loopback swarms share one
+//!   IP); memory is bounded (table, replacement caches, peer store,
+//!   transactions, lookup candidates, rate-limit sources). Replies are never
+//!   much larger than the query except get_peers (at most 8 nodes and 50
+//!   peers, as in other clients); there is no proof-of-address step before
+//!   a large reply yet.
 //! - The simulator measures lookups in a network that bootstrapped in a
 //!   quiet world; it does not model churn over time or NAT.
 //! - Engine integration (announces per torrent, the `port` message, CLI
@@ -109,6 +112,7 @@ pub mod krpc;
 mod lookup;
 mod node;
 mod peers;
+mod ratelimit;
 mod routing;
 pub mod sim;
 pub mod socket;

@@ -21,6 +21,7 @@ use crate::id::NodeId;
 use crate::krpc::{Body, Message, NodeInfo, Query, QueryKind, Response, Want};
 use crate::lookup::{Lookup, LookupKind, LookupParams, LookupResult};
 use crate::peers::{PeerLimits, PeerStore};
+use crate::ratelimit::RateLimiter;
 use crate::routing::{Inserted, RoutingTable, K};
 use crate::token::Tokens;
 
@@ -49,6 +50,9 @@ pub struct Config {
     pub max_pending: usize,
     /// Bounds of the announced-peer store.
     pub peer_limits: PeerLimits,
+    /// Queries answered per second per source IP (bursts of twice that);
+    /// beyond it queries are dropped unanswered. 0: no limit.
+    pub query_rate: u32,
     /// Seed of the node's random numbers (ids, secrets, samples); from the
     /// OS when `None`. Fixed seeds make simulations repeatable.
     pub seed: Option<u64>,
@@ -56,7 +60,7 @@ pub struct Config {
 
 impl Default for Config {
     /// α = 3, slow after 1 s, failed after 4 s, lookups end after 60 s,
-    /// 2048 transactions.
+    /// 2048 transactions, 500 queries/s per source IP.
     fn default() -> Self {
         Config {
             id: None,
@@ -66,6 +70,7 @@ impl Default for Config {
             lookup_timeout: Duration::from_secs(60),
             max_pending: 2048,
             peer_limits: PeerLimits::default(),
+            query_rate: 500,
             seed: None,
         }
     }
@@ -122,6 +127,8 @@ pub struct Stats {
     pub timeouts: u64,
     /// announce_peer refused for a bad token.
     pub bad_tokens: u64,
+    /// Queries dropped by the per-IP rate limit.
+    pub rate_limited: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +174,7 @@ pub struct Node {
     out: VecDeque<Transmit>,
     events: VecDeque<Event>,
     maintenance_at: Instant,
+    limiter: RateLimiter,
     stats: Stats,
 }
 
@@ -191,6 +199,7 @@ impl Node {
             out: VecDeque::new(),
             events: VecDeque::new(),
             maintenance_at: now + MAINTENANCE_EVERY,
+            limiter: RateLimiter::new(config.query_rate, config.query_rate.saturating_mul(2), 4096),
             stats: Stats::default(),
             config,
         }
@@ -459,7 +468,13 @@ impl Node {
             }
         };
         match msg.body {
-            Body::Query(q) => self.on_query(from, msg.tid, msg.read_only, q, now),
+            Body::Query(q) => {
+                if self.limiter.allow(from.ip(), now) {
+                    self.on_query(from, msg.tid, msg.read_only, q, now);
+                } else {
+                    self.stats.rate_limited += 1;
+                }
+            }
             Body::Response(r) => self.on_reply(from, &msg.tid, Some(r), now),
             Body::Error { code, message } => {
                 log::debug!("dht: error {code} from {from}: {message}");
@@ -761,7 +776,13 @@ mod tests {
     #[test]
     fn ten_thousand_ids_from_one_address_take_one_slot() {
         let now = Instant::now();
-        let mut n = node(4);
+        // no rate limit: this is about the table
+        let config = Config {
+            query_rate: 0,
+            seed: Some(4),
+            ..Config::default()
+        };
+        let mut n = Node::new(config, now);
         let liar = addr(7000);
         let mut pings = 0;
         for i in 0..10_000u32 {
@@ -821,5 +842,34 @@ mod tests {
             Message::decode(&sent[0].bytes).unwrap().body,
             Body::Response(_)
         ));
+    }
+
+    #[test]
+    fn a_query_flood_from_one_ip_is_rate_limited() {
+        let t0 = Instant::now();
+        let config = Config {
+            query_rate: 100,
+            seed: Some(6),
+            ..Config::default()
+        };
+        let mut n = Node::new(config, t0);
+        let flood = addr(9100);
+        for i in 0..10_000u32 {
+            let tid = (i as u16).to_be_bytes();
+            n.handle_datagram(flood, &query(NodeId([8; 20]), &tid, QueryKind::Ping), t0);
+        }
+        assert_eq!(n.stats().queries_answered, 200, "the burst");
+        assert_eq!(n.stats().rate_limited, 9_800);
+        // another address on another IP is still served
+        let other: SocketAddr = "127.0.0.9:9100".parse().unwrap();
+        n.handle_datagram(other, &query(NodeId([9; 20]), b"x", QueryKind::Ping), t0);
+        assert_eq!(n.stats().queries_answered, 201);
+        // a second later the flooder has 100 more
+        let t1 = t0 + Duration::from_secs(1);
+        for i in 0..1000u32 {
+            let tid = (i as u16).to_be_bytes();
+            n.handle_datagram(flood, &query(NodeId([8; 20]), &tid, QueryKind::Ping), t1);
+        }
+        assert_eq!(n.stats().queries_answered, 301);
     }
 }
