@@ -116,10 +116,10 @@ fn addrs(v: &Value) -> Vec<SocketAddr> {
 }
 
 /// Eight libtorrent nodes; one seeds a trackerless torrent (so libtorrent
-/// announces it). Our node bootstraps from them (all eight enter our table), finds the seeder with
-/// get_peers, announces two info hashes (explicit port and implied_port),
-/// and libtorrent's own get_peers finds us both times. Our node also
-/// enters libtorrent's routing tables.
+/// announces it). Our node bootstraps from them (all eight enter our
+/// table), finds the seeder with get_peers, announces two info hashes
+/// (explicit port and implied_port), and libtorrent's own get_peers finds
+/// us both times. Our node also enters libtorrent's routing tables.
 #[test]
 fn libtorrent_and_bittern_find_each_other() {
     if !have_libtorrent() {
