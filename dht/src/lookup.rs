@@ -10,8 +10,9 @@
 //! out of the window, so one slow node never holds the lookup up: the next
 //! candidate is queried instead. A late answer is still used (the node
 //! re-enters the window). Only when the window cannot be filled (too few
-//! candidates) does the lookup wait for slow nodes, until they answer or fail. A query unanswered after the node's hard timeout
-//! is failed by the caller ([`Lookup::on_failure`]).
+//! candidates) does the lookup wait for slow nodes, until they answer or
+//! fail. A query unanswered after the node's hard timeout is failed by the
+//! caller ([`Lookup::on_failure`]).
 //!
 //! The lookup sends nothing itself: [`Lookup::next_queries`] says whom to
 //! query, and the node feeds answers back.
