@@ -87,7 +87,10 @@
 //!
 //! # Not done yet
 //!
-//! - No persisted routing table or node id (a restart needs bootstrap nodes).
+//! - Persistence is a [`SavedState`] (id + up to 64 good contacts) that
+//!   [`Dht::save_state`] writes atomically and [`Dht::load_state`] reads;
+//!   restarting means `Config { id: Some(saved.id), .. }` and
+//!   [`Dht::rejoin`]. Nothing saves periodically yet (the caller decides when).
 //! - No BEP 42 secure node ids (neither for our id nor enforced on others),
 //!   no BEP 51 `sample_infohashes` (answered with error 204), no BEP 44.
 //! - IPv6: the codec reads and writes `nodes6` and IPv6 peers and a
@@ -116,6 +119,7 @@ mod ratelimit;
 mod routing;
 pub mod sim;
 pub mod socket;
+mod state;
 mod token;
 
 pub use id::{Distance, NodeId};
@@ -125,6 +129,7 @@ pub use node::{Config, Event, LookupId, Node, Stats, Transmit, VERSION};
 pub use peers::{PeerLimits, PeerStore};
 pub use routing::{Entry, Inserted, NodeState, RoutingTable, K};
 pub use socket::{is_krpc, Dht, Error, Runner, SendTo};
+pub use state::{SavedState, SAVED_NODES};
 pub use token::Tokens;
 
 /// The public bootstrap routers, for users who have no node to start from.

@@ -9,8 +9,8 @@
 //! A query unanswered after `slow_after` stops counting against α and drops
 //! out of the window, so one slow node never holds the lookup up: the next
 //! candidate is queried instead. A late answer is still used (the node
-//! re-enters the window). Only when the window cannot be filled (too few
-//! candidates) does the lookup wait for slow nodes, until they answer or
+//! re-enters the window). Only a lookup that has no answer at all waits
+//! for slow nodes (e.g. a single slow bootstrap node), until they answer or
 //! fail. A query unanswered after the node's hard timeout is failed by the
 //! caller ([`Lookup::on_failure`]).
 //!
@@ -54,6 +54,9 @@ pub struct LookupParams {
     pub k: usize,
     /// After this long, an unanswered query no longer holds a slot.
     pub slow_after: Duration,
+    /// Our own id: contacts carrying it are never queried (after a restart
+    /// with a kept id, others still list our old address under it).
+    pub own: NodeId,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +167,9 @@ impl Lookup {
     }
 
     fn add_candidate(&mut self, n: NodeInfo) {
+        if n.id == self.params.own {
+            return;
+        }
         if self.cands.iter().any(|c| c.id == n.id || c.addr == n.addr) {
             return;
         }
@@ -269,10 +275,10 @@ impl Lookup {
                 State::Answered => window += 1,
             }
         }
-        // a full window of answers ends it without waiting for slow nodes;
-        // a short window waits for them (they may know more), until they
-        // answer or fail
-        window >= self.params.k || !self.has_slow()
+        // answers from the window end it without waiting for slow nodes;
+        // only a lookup with no answer at all waits for them (e.g. one slow
+        // bootstrap node), until they answer or fail
+        window > 0 || !self.has_slow()
     }
 
     fn has_slow(&self) -> bool {
@@ -441,6 +447,7 @@ mod tests {
             alpha: 3,
             k: 2,
             slow_after: Duration::from_millis(500),
+            own: NodeId([0xff; 20]),
         }
     }
 
@@ -481,6 +488,31 @@ mod tests {
             SocketAddr::from(([127, 0, 0, 1], 99)),
             &reply(node(9, 99), vec![])
         ));
+    }
+
+    #[test]
+    fn our_own_id_is_never_a_candidate() {
+        let t0 = Instant::now();
+        let me = node(0x7f, 9);
+        let p = LookupParams {
+            own: me.id,
+            ..params()
+        };
+        let mut l = Lookup::new(
+            NodeId([0; 20]),
+            LookupKind::FindNode,
+            p,
+            &[me, node(0x80, 1)],
+            &[],
+        );
+        assert_eq!(l.next_queries(t0), vec![node(0x80, 1).addr]);
+        let stale_me = NodeInfo {
+            id: me.id,
+            addr: SocketAddr::from(([127, 0, 0, 1], 10)),
+        };
+        l.on_response(node(0x80, 1).addr, &reply(node(0x80, 1), vec![stale_me]));
+        l.advance();
+        assert!(l.is_done(), "our stale address was not queried");
     }
 
     #[test]

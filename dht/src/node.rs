@@ -23,6 +23,7 @@ use crate::lookup::{Lookup, LookupKind, LookupParams, LookupResult};
 use crate::peers::{PeerLimits, PeerStore};
 use crate::ratelimit::RateLimiter;
 use crate::routing::{Inserted, RoutingTable, K};
+use crate::state::{SavedState, SAVED_NODES};
 use crate::token::Tokens;
 
 /// Our KRPC client version (`v`): "BN" and version 0.1.
@@ -220,6 +221,21 @@ impl Node {
         &self.peers
     }
 
+    /// Our id and up to [`SAVED_NODES`] good contacts (most recently
+    /// heard from first), to rejoin after a restart.
+    pub fn saved_state(&self, now: Instant) -> SavedState {
+        let mut good: Vec<&crate::routing::Entry> = self
+            .table
+            .entries()
+            .filter(|e| e.state(now) == crate::routing::NodeState::Good)
+            .collect();
+        good.sort_by_key(|e| std::cmp::Reverse(e.last_response));
+        SavedState {
+            id: self.id(),
+            nodes: good.into_iter().take(SAVED_NODES).map(|e| e.info).collect(),
+        }
+    }
+
     /// Counters.
     pub fn stats(&self) -> Stats {
         self.stats
@@ -319,6 +335,7 @@ impl Node {
             alpha: self.config.alpha.max(1),
             k: K,
             slow_after: self.config.slow_after,
+            own: self.id(),
         };
         let known = self.table.closest(&target, K * 2, now);
         let id = self.next_lookup;

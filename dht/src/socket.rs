@@ -21,8 +21,9 @@
 //! the DHT.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Write};
 use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -34,9 +35,10 @@ use parking_lot::{Condvar, Mutex};
 use thiserror::Error;
 
 use crate::id::NodeId;
-use crate::krpc::{NodeInfo, MAX_PACKET};
+use crate::krpc::{DecodeError, NodeInfo, MAX_PACKET};
 use crate::lookup::LookupResult;
 use crate::node::{Config, Event, LookupId, Node, Stats, Transmit};
+use crate::state::SavedState;
 
 /// Errors of the IO layer.
 #[derive(Debug, Error)]
@@ -51,6 +53,9 @@ pub enum Error {
     /// The DHT was shut down while waiting.
     #[error("dht shut down")]
     Shutdown,
+    /// A saved state file is not one.
+    #[error("bad dht state file")]
+    State(#[from] DecodeError),
 }
 
 /// Where the DHT's datagrams go: a UDP socket, or whatever the shared-socket
@@ -293,6 +298,54 @@ impl Dht {
     pub fn announce(&self, info_hash: InfoHash, port: Option<u16>) -> Result<LookupResult, Error> {
         let rx = self.begin(|n, now| n.announce(info_hash, port, now));
         self.wait(rx)
+    }
+
+    /// Writes our id and good contacts to `path` atomically (a temporary
+    /// file beside it, fsync, rename), so a restart can skip bootstrap.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if writing fails (the old file, if any, is intact).
+    pub fn save_state(&self, path: &Path) -> Result<(), Error> {
+        let bytes = self
+            .shared
+            .state
+            .lock()
+            .node
+            .saved_state(Instant::now())
+            .encode();
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp);
+        let write = || -> io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        };
+        write().inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
+        Ok(())
+    }
+
+    /// Reads a state written by [`Dht::save_state`].
+    ///
+    /// # Errors
+    /// [`Error::Io`] if reading fails, [`Error::State`] if it is not a state.
+    pub fn load_state(path: &Path) -> Result<SavedState, Error> {
+        let bytes = std::fs::read(path)?;
+        Ok(SavedState::decode(&bytes)?)
+    }
+
+    /// Rejoins through the contacts of a saved state (start the node with
+    /// `Config { id: Some(saved.id), .. }` to keep the id). Returns the
+    /// routing table size afterwards.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] or [`Error::Shutdown`].
+    pub fn rejoin(&self, saved: &SavedState) -> Result<usize, Error> {
+        let addrs: Vec<SocketAddr> = saved.nodes.iter().map(|n| n.addr).collect();
+        self.bootstrap(&addrs)
     }
 
     /// Pings `addr`; it enters the routing table if it answers.

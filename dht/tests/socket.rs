@@ -172,3 +172,54 @@ fn garbage_is_counted_and_dropped() {
         "garbage source in the table"
     );
 }
+
+/// A node saves its state, stops, and a new process-equivalent restarts
+/// from the file alone: same id, table refilled from the saved contacts,
+/// lookups work, with no bootstrap list.
+#[test]
+fn restart_from_saved_state_rejoins_without_bootstrap() {
+    let runners: Vec<Runner> = (0..8)
+        .map(|_| Runner::bind(localhost(), Config::default()).expect("bind"))
+        .collect();
+    let first = runners[0].local_addr();
+    for r in runners.iter().skip(1).chain(runners.iter()) {
+        r.dht().bootstrap(&[first]).expect("bootstrap");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("dht.state");
+    let mut runners = runners;
+    let leaving = runners.pop().expect("eight runners");
+    let old_id = leaving.dht().id();
+    leaving.dht().save_state(&path).expect("save");
+    assert!(
+        !dir.path().join("dht.state.tmp").exists(),
+        "temporary file renamed away"
+    );
+    drop(leaving);
+
+    let saved = Dht::load_state(&path).expect("load");
+    assert_eq!(saved.id, old_id);
+    assert!(
+        saved.nodes.len() >= 5,
+        "{} contacts saved",
+        saved.nodes.len()
+    );
+    let config = Config {
+        id: Some(saved.id),
+        ..Config::default()
+    };
+    let back = Runner::bind(localhost(), config).expect("bind");
+    assert_eq!(back.dht().id(), old_id);
+    let size = back.dht().rejoin(&saved).expect("rejoin");
+    assert!(size >= 5, "table after rejoin: {size}");
+    let ih = InfoHash([0x99; 20]);
+    runners[3].dht().announce(ih, Some(3333)).expect("announce");
+    let want: SocketAddr = "127.0.0.1:3333".parse().unwrap();
+    assert!(back.dht().get_peers(ih).expect("get_peers").contains(&want));
+    // a corrupt file is an error, not a panic
+    std::fs::write(&path, b"d2:id1:xe").unwrap();
+    assert!(matches!(
+        Dht::load_state(&path),
+        Err(bittern_dht::Error::State(_))
+    ));
+}
