@@ -138,6 +138,11 @@ pub enum QueryKind {
         /// Use the UDP source port instead of `port`.
         implied_port: bool,
     },
+    /// BEP 51 `sample_infohashes`.
+    SampleInfohashes {
+        /// Where to take the returned `nodes` from.
+        target: NodeId,
+    },
     /// A method we do not implement (answered with error 204).
     Other {
         /// The method name.
@@ -167,6 +172,12 @@ pub struct Response {
     pub values: Vec<SocketAddr>,
     /// `token`, for a later `announce_peer`.
     pub token: Option<Vec<u8>>,
+    /// BEP 51 `samples`: info hashes the node stores peers for.
+    pub samples: Vec<InfoHash>,
+    /// BEP 51 `num`: how many info hashes the node stores in total.
+    pub num: Option<i64>,
+    /// BEP 51 `interval`: seconds before asking the node again.
+    pub interval: Option<i64>,
 }
 
 fn limits() -> Limits {
@@ -403,6 +414,9 @@ fn decode_query(v: &Value) -> Result<Query, DecodeError> {
                 implied_port,
             }
         }
+        b"sample_infohashes" => QueryKind::SampleInfohashes {
+            target: NodeId(id20(args.get(b"target"), "target")?),
+        },
         other => QueryKind::Other {
             method: other.to_vec(),
         },
@@ -440,12 +454,26 @@ fn decode_response(v: &Value) -> Result<Response, DecodeError> {
         Some(t) => Some(t.to_vec()),
         None => None,
     };
+    let mut samples = Vec::new();
+    if let Some(b) = r.get(b"samples").and_then(Value::as_bytes) {
+        if b.len() % 20 != 0 {
+            return Err(DecodeError::Compact("samples"));
+        }
+        for c in b.chunks_exact(20) {
+            let mut h = [0u8; 20];
+            h.copy_from_slice(c);
+            samples.push(InfoHash(h));
+        }
+    }
     Ok(Response {
         id,
         nodes,
         nodes6,
         values,
         token,
+        samples,
+        num: r.get(b"num").and_then(Value::as_int),
+        interval: r.get(b"interval").and_then(Value::as_int),
     })
 }
 
@@ -492,6 +520,10 @@ fn encode_query(q: &Query) -> (&[u8], BTreeMap<Vec<u8>, Value>) {
             }
             b"announce_peer"
         }
+        QueryKind::SampleInfohashes { target } => {
+            a.insert(b"target".to_vec(), Value::bytes(target.0.to_vec()));
+            b"sample_infohashes"
+        }
         QueryKind::Other { method } => method,
     };
     (method, a)
@@ -520,6 +552,16 @@ fn encode_response(r: &Response) -> BTreeMap<Vec<u8>, Value> {
     }
     if let Some(t) = &r.token {
         d.insert(b"token".to_vec(), Value::bytes(t.clone()));
+    }
+    if !r.samples.is_empty() {
+        let b: Vec<u8> = r.samples.iter().flat_map(|h| h.0).collect();
+        d.insert(b"samples".to_vec(), Value::Bytes(b));
+    }
+    if let Some(n) = r.num {
+        d.insert(b"num".to_vec(), Value::Int(n));
+    }
+    if let Some(i) = r.interval {
+        d.insert(b"interval".to_vec(), Value::Int(i));
     }
     d
 }
@@ -554,6 +596,9 @@ mod tests {
                 info_hash: ih,
                 want: Want::default(),
             }),
+            q(QueryKind::SampleInfohashes {
+                target: NodeId([6; 20]),
+            }),
             q(QueryKind::AnnouncePeer {
                 info_hash: ih,
                 port: 6881,
@@ -583,6 +628,9 @@ mod tests {
                     }],
                     values: vec![v4(6881), v6],
                     token: Some(b"tok".to_vec()),
+                    samples: vec![InfoHash([8; 20]), InfoHash([9; 20])],
+                    num: Some(2),
+                    interval: Some(21600),
                 }),
             },
             Message {
@@ -750,7 +798,7 @@ mod tests {
         }
 
         #[test]
-        fn mutated_messages_never_panic(idx in 0usize..6, pos in any::<usize>(), byte in any::<u8>()) {
+        fn mutated_messages_never_panic(idx in 0usize..7, pos in any::<usize>(), byte in any::<u8>()) {
             let mut bytes = samples()[idx].encode();
             let p = pos % bytes.len();
             bytes[p] = byte;

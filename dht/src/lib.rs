@@ -103,7 +103,8 @@
 //!   restarting means `Config { id: Some(saved.id), .. }` and
 //!   [`Dht::rejoin`]. Nothing saves periodically yet (the caller decides when).
 //! - No BEP 42 secure node ids (neither for our id nor enforced on others),
-//!   no BEP 51 `sample_infohashes` (answered with error 204), no BEP 44.
+//!   no BEP 44. BEP 51 `sample_infohashes` is answered (up to 20 samples)
+//!   but never sent.
 //! - IPv6: the codec reads and writes `nodes6` and IPv6 peers and a
 //!   [`Runner`] on `[::1]` works (tested), but there is no dual-stack node
 //!   (one node per socket, each with its own table); IPv6 is untested

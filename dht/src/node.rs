@@ -889,4 +889,47 @@ mod tests {
         }
         assert_eq!(n.stats().queries_answered, 301);
     }
+
+    #[test]
+    fn sample_infohashes_lists_what_we_store() {
+        let now = Instant::now();
+        let mut n = node(7);
+        let from = addr(4100);
+        let ih = InfoHash([0x31; 20]);
+        let me = NodeId([5; 20]);
+        n.handle_datagram(
+            from,
+            &query(
+                me,
+                b"g",
+                QueryKind::GetPeers {
+                    info_hash: ih,
+                    want: Want::default(),
+                },
+            ),
+            now,
+        );
+        let Body::Response(r) = reply_to(&mut n, from).body else {
+            panic!("not a response")
+        };
+        let token = r.token.expect("token");
+        let ann = QueryKind::AnnouncePeer {
+            info_hash: ih,
+            port: 1,
+            token,
+            implied_port: false,
+        };
+        n.handle_datagram(from, &query(me, b"a", ann), now);
+        let _ = reply_to(&mut n, from);
+        let sample = QueryKind::SampleInfohashes {
+            target: NodeId([0; 20]),
+        };
+        n.handle_datagram(from, &query(me, b"s", sample), now);
+        let Body::Response(r) = reply_to(&mut n, from).body else {
+            panic!("not a response")
+        };
+        assert_eq!(r.samples, vec![ih]);
+        assert_eq!(r.num, Some(1));
+        assert_eq!(r.interval, Some(21600));
+    }
 }

@@ -103,6 +103,16 @@ impl PeerStore {
         live.choose_multiple(rng, max).copied().collect()
     }
 
+    /// Up to `max` info hashes we store peers for (a random sample when
+    /// there are more), for BEP 51.
+    pub fn sample(&self, max: usize, rng: &mut impl Rng) -> Vec<InfoHash> {
+        let all: Vec<InfoHash> = self.by_hash.keys().copied().collect();
+        if all.len() <= max {
+            return all;
+        }
+        all.choose_multiple(rng, max).copied().collect()
+    }
+
     /// Drops announces older than the ttl.
     pub fn expire(&mut self, now: Instant) {
         let ttl = self.limits.ttl;

@@ -1,4 +1,5 @@
-//! Answering queries: ping, find_node, get_peers, announce_peer.
+//! Answering queries: ping, find_node, get_peers, announce_peer, and BEP
+//! 51 sample_infohashes.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -10,6 +11,12 @@ use crate::krpc::{
     Body, Message, NodeInfo, Query, QueryKind, Response, Want, ERR_METHOD_UNKNOWN, ERR_PROTOCOL,
 };
 use crate::routing::{Inserted, K};
+
+/// Info hashes in one sample_infohashes reply (20 x 20 bytes, about the
+/// size of a get_peers reply).
+const MAX_SAMPLES: usize = 20;
+/// BEP 51 `interval`: our store changes slowly; libtorrent's default.
+const SAMPLE_INTERVAL_SECS: i64 = 6 * 3600;
 
 impl Node {
     fn reply(&mut self, to: SocketAddr, tid: Vec<u8>, body: Body) {
@@ -84,6 +91,19 @@ impl Node {
                     nodes6,
                     values,
                     token: Some(self.tokens.make(from.ip())),
+                    ..Response::default()
+                })
+            }
+            QueryKind::SampleInfohashes { target } => {
+                let (nodes, nodes6) = self.nodes_for(&target, from, Want::default(), now);
+                Body::Response(Response {
+                    id: own,
+                    nodes,
+                    nodes6,
+                    samples: self.peers.sample(MAX_SAMPLES, &mut self.rng),
+                    num: Some(i64::try_from(self.peers.torrents()).unwrap_or(i64::MAX)),
+                    interval: Some(SAMPLE_INTERVAL_SECS),
+                    ..Response::default()
                 })
             }
             QueryKind::AnnouncePeer {
