@@ -291,7 +291,9 @@ impl Dht {
 
     /// Announces that we serve `info_hash` on `port` (`None`: our UDP
     /// port, via `implied_port`). Returns the peers the lookup found and the
-    /// number of nodes that stored the announce.
+    /// number of nodes that stored the announce. Nodes forget an announce
+    /// after 30 minutes (ours do too), so callers re-announce about every
+    /// 15 minutes; nothing here does it for them.
     ///
     /// # Errors
     /// [`Error::Timeout`] or [`Error::Shutdown`].
