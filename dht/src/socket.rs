@@ -9,9 +9,12 @@
 //! seam is small:
 //!
 //! - the dispatcher owns the reading; for each datagram where
-//!   [`is_krpc`] is true (KRPC is a bencoded dictionary, so it starts with
-//!   `d`; uTP headers start with a version nibble of 1, i.e. `0x01..=0x41`)
-//!   it calls [`Dht::handle_datagram`];
+//!   [`is_krpc`] is true it calls [`Dht::handle_datagram`]. KRPC is a
+//!   bencoded dictionary, so its first byte is `d` (0x64); a uTP header's
+//!   first byte is type << 4 | version 1 (0x01, 0x11, 0x21, 0x31, 0x41); a
+//!   UDP tracker reply starts with a big-endian action 0-3 (0x00). Reading
+//!   into a buffer of [`MAX_PACKET`]` + 1` bytes is enough: larger KRPC
+//!   datagrams are dropped as malformed;
 //! - the DHT sends through anything implementing [`SendTo`] — an
 //!   `Arc<UdpSocket>` clone of the same socket works as is;
 //! - [`Dht::start`] spawns one timer thread that runs the node's timers;
@@ -35,7 +38,8 @@ use parking_lot::{Condvar, Mutex};
 use thiserror::Error;
 
 use crate::id::NodeId;
-use crate::krpc::{DecodeError, NodeInfo, MAX_PACKET};
+pub use crate::krpc::MAX_PACKET;
+use crate::krpc::{DecodeError, NodeInfo};
 use crate::lookup::LookupResult;
 use crate::node::{Config, Event, LookupId, Node, Stats, Transmit};
 use crate::state::SavedState;
