@@ -346,4 +346,32 @@ mod tests {
             Err(ExtensionError::Bencode(_))
         ));
     }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn prop_round_trip(
+                m in proptest::collection::btree_map("[a-z_]{1,12}", any::<u8>(), 0..6),
+                v in proptest::option::of(".{0,20}"),
+                p in proptest::option::of(1u16..),
+                reqq in proptest::option::of(any::<u32>()),
+                size in proptest::option::of(0u64..(1 << 40)),
+                yourip in proptest::option::of(prop_oneof![
+                    any::<[u8; 4]>().prop_map(IpAddr::from),
+                    any::<[u8; 16]>().prop_map(IpAddr::from),
+                ]),
+                ipv4 in proptest::option::of(any::<[u8; 4]>().prop_map(Ipv4Addr::from)),
+                ipv6 in proptest::option::of(any::<[u8; 16]>().prop_map(Ipv6Addr::from)),
+                upload_only in any::<bool>(),
+            ) {
+                let h = ExtensionHandshake {
+                    m, v, p, reqq, metadata_size: size, yourip, ipv4, ipv6, upload_only,
+                };
+                prop_assert_eq!(ExtensionHandshake::decode(&h.encode()), Ok(h));
+            }
+        }
+    }
 }

@@ -450,4 +450,40 @@ mod tests {
         let b = m3.encode();
         assert_eq!(PexMessage::decode(&b), Ok(m3));
     }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn arb_addr() -> impl Strategy<Value = SocketAddr> {
+            prop_oneof![
+                (any::<[u8; 4]>(), 1u16..).prop_map(|(ip, p)| SocketAddr::from((ip, p))),
+                (any::<[u8; 16]>(), 1u16..).prop_map(|(ip, p)| SocketAddr::from((ip, p))),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn prop_round_trip(
+                added in proptest::collection::vec((arb_addr(), 0u8..32), 0..PEX_MAX_DECODED),
+                dropped in proptest::collection::vec(arb_addr(), 0..PEX_MAX_DECODED),
+            ) {
+                // the decoder orders IPv4 before IPv6 within each list
+                let mut added: Vec<_> =
+                    added.into_iter().map(|(a, f)| (a, PexFlags::from_byte(f))).collect();
+                added.sort_by_key(|(a, _)| a.is_ipv6());
+                let mut dropped = dropped;
+                dropped.sort_by_key(SocketAddr::is_ipv6);
+                let m = PexMessage { added, dropped, overflow: 0 };
+                prop_assert_eq!(PexMessage::decode(&m.encode()), Ok(m));
+            }
+
+            #[test]
+            fn prop_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+                if let Ok(m) = PexMessage::decode(&bytes) {
+                    prop_assert!(m.added.len() <= PEX_MAX_DECODED);
+                }
+            }
+        }
+    }
 }
