@@ -187,6 +187,21 @@ impl<'a> MetadataMessage<'a> {
         }
     }
 
+    /// The answer to a request for `piece` of the info dictionary `info`
+    /// we serve: its data, or a reject past the end. (Refusing a private
+    /// torrent's metadata is not required by BEP 27 and is the caller's
+    /// choice.)
+    pub fn answer(info: &'a [u8], piece: u32) -> Self {
+        match metadata_piece(info, piece) {
+            Some(data) => MetadataMessage::Data {
+                piece,
+                total_size: info.len() as u64,
+                data,
+            },
+            None => MetadataMessage::Reject { piece },
+        }
+    }
+
     /// Append the payload (canonical header, then a data message's piece);
     /// wrap it in `Message::Extended` with the peer's `ut_metadata` id.
     pub fn encode(&self, out: &mut Vec<u8>) {
@@ -615,6 +630,18 @@ mod tests {
         assert_eq!(metadata_piece(&b, u32::MAX), None);
         assert_eq!(metadata_piece_count(METADATA_PIECE_LEN as u64), 1);
         assert_eq!(metadata_piece_count(1), 1);
+        assert_eq!(
+            MetadataMessage::answer(&b, 2),
+            MetadataMessage::Data {
+                piece: 2,
+                total_size: b.len() as u64,
+                data: &b[2 * METADATA_PIECE_LEN..]
+            }
+        );
+        assert_eq!(
+            MetadataMessage::answer(&b, 3),
+            MetadataMessage::Reject { piece: 3 }
+        );
     }
 
     #[test]

@@ -112,19 +112,22 @@ fn metadata_fetch_through_frames_split_everywhere() {
     assert_eq!(done.as_deref(), Some(&bytes[..]));
 }
 
+/// A child process killed on drop.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A libtorrent session on 127.0.0.1 holding one torrent (with no data:
 /// metadata is served all the same). Killed on drop.
 struct LtPeer {
-    child: Child,
+    _child: Guard,
     port: u16,
     _out: BufReader<ChildStdout>,
-}
-
-impl Drop for LtPeer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 const LT_SCRIPT: &str = r#"
@@ -154,21 +157,23 @@ sys.stdin.read()
 "#;
 
 fn start_lt(torrent: &std::path::Path, save: &std::path::Path) -> LtPeer {
-    let mut child = Command::new(PYTHON)
-        .args(["-c", LT_SCRIPT])
-        .arg(torrent)
-        .arg(save)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut child = Guard(
+        Command::new(PYTHON)
+            .args(["-c", LT_SCRIPT])
+            .arg(torrent)
+            .arg(save)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = BufReader::new(child.0.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     let port = line.trim().parse().unwrap_or(0);
     assert_ne!(port, 0, "libtorrent gave no port: {line:?}");
     LtPeer {
-        child,
+        _child: child,
         port,
         _out: out,
     }
@@ -387,4 +392,115 @@ fn libtorrent_pex_message_decodes_to_its_peers() {
     // our encoder writes what libtorrent wrote, up to key order/empties
     assert_eq!(PexMessage::decode(&msg.encode()), Ok(msg));
     drop(b);
+}
+
+const LT_MAGNET_SCRIPT: &str = r#"
+import hashlib, sys, time, libtorrent as lt
+ses = lt.session({
+    "enable_dht": False, "enable_lsd": False, "enable_upnp": False,
+    "enable_natpmp": False, "listen_interfaces": "127.0.0.1:0",
+    "outgoing_interfaces": "127.0.0.1", "enable_outgoing_utp": False,
+    "enable_incoming_utp": False, "allow_multiple_connections_per_ip": True,
+    # plaintext (pe_disabled = 2): this test speaks the unencrypted protocol
+    "out_enc_policy": 2, "in_enc_policy": 2,
+})
+atp = lt.parse_magnet_uri(sys.argv[1])
+atp.save_path = sys.argv[2]
+atp.flags &= ~lt.torrent_flags.auto_managed
+atp.flags &= ~lt.torrent_flags.paused
+h = ses.add_torrent(atp)
+h.connect_peer(("127.0.0.1", int(sys.argv[3])))
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline and not h.status().has_metadata:
+    time.sleep(0.05)
+if not h.status().has_metadata:
+    print("no metadata", flush=True)
+    sys.exit(1)
+ti = h.torrent_file()
+info = ti.info_section() if hasattr(ti, "info_section") else ti.metadata()
+print(hashlib.sha1(bytes(info)).hexdigest(), len(info), flush=True)
+"#;
+
+#[test]
+fn libtorrent_fetches_metadata_we_serve() {
+    if !have_tool("libtorrent") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_, m) = big_torrent(dir.path());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let magnet = bittern_wire::Magnet {
+        info_hash: Some(m.info_hash),
+        ..bittern_wire::Magnet::default()
+    };
+    let mut child = Guard(
+        Command::new(PYTHON)
+            .args(["-c", LT_MAGNET_SCRIPT, &magnet.to_uri()])
+            .arg(dir.path())
+            .arg(port.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // accept libtorrent's connection (bounded wait)
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let s = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "libtorrent never connected");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut c = Conn { s, buf: Vec::new() };
+    let mut theirs = [0u8; 68];
+    c.s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.s.read_exact(&mut theirs).unwrap();
+    c.s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    assert_eq!(Handshake::decode(&theirs).unwrap().info_hash, m.info_hash);
+    c.s.write_all(&Handshake::new(m.info_hash, PeerId::generate(b"-BT0100-")).encode())
+        .unwrap();
+    let ours = ExtensionHandshake {
+        metadata_size: Some(m.info_bytes.len() as u64),
+        ..ExtensionHandshake::with_all_extensions()
+    };
+    c.send_ext(0, &ours.encode());
+    // answer every ut_metadata request until libtorrent has the metadata
+    // and hangs up
+    let mut lt_meta = None;
+    let mut served = 0;
+    while let Some((id, payload)) = c.next_extended(deadline) {
+        if id == 0 {
+            lt_meta = ExtensionHandshake::decode(&payload)
+                .unwrap()
+                .id_for(Extension::UtMetadata);
+            continue;
+        }
+        if Extension::from_local_id(id) != Some(Extension::UtMetadata) {
+            continue;
+        }
+        let MetadataMessage::Request { piece } = MetadataMessage::decode(&payload).unwrap() else {
+            panic!("libtorrent sent a non-request");
+        };
+        let mut out = Vec::new();
+        MetadataMessage::answer(&m.info_bytes, piece).encode(&mut out);
+        c.send_ext(lt_meta.expect("ut_metadata id before requests"), &out);
+        served += 1;
+    }
+    let mut out = String::new();
+    if let Some(o) = child.0.stdout.as_mut() {
+        o.read_to_string(&mut out).unwrap();
+    }
+    assert_eq!(
+        out.trim(),
+        format!("{} {}", m.info_hash.to_hex(), m.info_bytes.len()),
+        "served {served} pieces"
+    );
+    assert!(served >= 2);
 }
