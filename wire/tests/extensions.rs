@@ -2,7 +2,9 @@
 //! frames (split at every byte), and live against libtorrent on loopback:
 //! its extension handshake decodes, it serves our `ut_metadata` requests
 //! and the assembled dictionary has the torrent's info hash, and its
-//! `ut_pex` message decodes to the peers it is connected to.
+//! `ut_pex` message decodes to the peers it is connected to; and the
+//! reverse: libtorrent fetches metadata we serve, and dials a peer named
+//! only in our `ut_pex` message.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -503,4 +505,59 @@ fn libtorrent_fetches_metadata_we_serve() {
         "served {served} pieces"
     );
     assert!(served >= 2);
+}
+
+#[test]
+fn libtorrent_dials_a_peer_from_our_pex_message() {
+    if !have_tool("libtorrent") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (torrent, m) = big_torrent(dir.path());
+    let lt = start_lt(&torrent, dir.path());
+    // a peer nobody but our PEX message names
+    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target_addr = target.local_addr().unwrap();
+    target.set_nonblocking(true).unwrap();
+
+    let (mut c, _) = Conn::open(
+        lt.port,
+        m.info_hash,
+        &ExtensionHandshake::with_all_extensions(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (id, payload) = c.next_extended(deadline).expect("extension handshake");
+    assert_eq!(id, 0);
+    let lt_pex = ExtensionHandshake::decode(&payload)
+        .unwrap()
+        .id_for(Extension::UtPex)
+        .expect("ut_pex");
+    let mut diff = bittern_wire::PexDiff::new(c.s.local_addr().unwrap());
+    let msg = diff
+        .build(
+            Instant::now(),
+            &[(
+                target_addr,
+                bittern_wire::PexFlags {
+                    reachable: true,
+                    ..Default::default()
+                },
+            )],
+        )
+        .unwrap();
+    c.send_ext(lt_pex, &msg.encode());
+    loop {
+        match target.accept() {
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    Instant::now() < deadline,
+                    "libtorrent never dialled the PEX peer"
+                );
+                // keep our connection drained so libtorrent keeps it
+                let _ = c.next_extended(Instant::now() + Duration::from_millis(50));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
 }
