@@ -306,7 +306,7 @@ pub struct MetadataAssembler<P> {
     buf: Vec<u8>,
     slots: Vec<Slot<P>>,
     have: usize,
-    /// Peers that rejected a request: not asked again.
+    /// Peers that rejected a request: not asked until `allow_again`.
     refused: Vec<P>,
     per_peer_limit: usize,
     finished: bool,
@@ -508,7 +508,7 @@ impl<P: Clone + PartialEq> MetadataAssembler<P> {
     }
 
     /// A reject from `peer`: the piece is wanted from others, and `peer` is
-    /// not asked again. Returns `true` when `peer` has now refused
+    /// not asked again until [`allow_again`](Self::allow_again). Returns `true` when `peer` has now refused
     /// everything it was still asked and never sent a piece (the engine may
     /// drop it as useless).
     ///
@@ -522,6 +522,14 @@ impl<P: Clone + PartialEq> MetadataAssembler<P> {
         }
         let contributed = self.slots.iter().any(|s| s.have.as_ref() == Some(peer));
         Ok(self.in_flight(peer) == 0 && !contributed)
+    }
+
+    /// Ask `peer` again after a reject. BEP 9 lets a peer reject when it
+    /// is busy, not only when it lacks the metadata, so the engine may
+    /// call this after a back-off (libtorrent waits 20 s) when no other
+    /// peer can serve.
+    pub fn allow_again(&mut self, peer: &P) {
+        self.refused.retain(|p| p != peer);
     }
 
     /// `peer` disconnected: its outstanding pieces are wanted from others.
@@ -807,6 +815,9 @@ mod tests {
         assert_eq!(a.reject(&1, 1), Ok(true)); // refused everything
         assert!(a.has_refused(&1));
         assert_eq!(a.next_request(&1), None);
+        a.allow_again(&1);
+        assert_eq!(a.next_request(&1), Some(0));
+        a.peer_gone(&1);
         // peer 2 is slow with piece 0; when nothing is unasked, peer 3 may
         // fetch the same piece and the late copy is a duplicate
         assert_eq!(a.next_request(&2), Some(0));

@@ -181,10 +181,9 @@ fn start_lt(torrent: &std::path::Path, save: &std::path::Path) -> LtPeer {
     }
 }
 
-/// A torrent whose info dictionary takes two metadata pieces (1,100 fake
-/// piece hashes); libtorrent needs no data to serve its metadata.
-fn big_torrent(dir: &std::path::Path) -> (std::path::PathBuf, Metainfo) {
-    let count = 1100u32;
+/// A torrent of `count` fake piece hashes (1,100 take two metadata
+/// pieces); libtorrent needs no data to serve its metadata.
+fn big_torrent(dir: &std::path::Path, count: u32) -> (std::path::PathBuf, Metainfo) {
     let hashes = (0..count)
         .map(|i| {
             let mut h = [0u8; 20];
@@ -279,7 +278,7 @@ fn libtorrent_serves_metadata_to_the_assembler() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (torrent, m) = big_torrent(dir.path());
+    let (torrent, m) = big_torrent(dir.path(), 16_400);
     let lt = start_lt(&torrent, dir.path());
     let ours = ExtensionHandshake {
         v: Some("bittern-test".into()),
@@ -307,15 +306,20 @@ fn libtorrent_serves_metadata_to_the_assembler() {
     // fetch every piece, then ask for one past the end
     let size = lt_hs.metadata_size.unwrap();
     let mut a = MetadataAssembler::new(MetadataHash::V1(m.info_hash), size).unwrap();
-    assert_eq!(a.piece_count(), 2);
+    // 21 pieces, fetched with the default pipeline (16 requests in
+    // flight, refilled as data arrives): libtorrent serves it without a
+    // single reject
+    assert_eq!(a.piece_count(), 21);
     let mut out = Vec::new();
-    while let Some(p) = a.next_request(&0u8) {
-        out.clear();
-        MetadataMessage::Request { piece: p }.encode(&mut out);
-        c.send_ext(lt_meta, &out);
-    }
     let mut done = None;
+    let mut most_in_flight = 0;
     while done.is_none() {
+        while let Some(p) = a.next_request(&0u8) {
+            out.clear();
+            MetadataMessage::Request { piece: p }.encode(&mut out);
+            c.send_ext(lt_meta, &out);
+        }
+        most_in_flight = most_in_flight.max(a.in_flight(&0));
         let (id, payload) = c.next_extended(deadline).expect("metadata data");
         assert_eq!(Extension::from_local_id(id), Some(Extension::UtMetadata));
         match MetadataMessage::decode(&payload).unwrap() {
@@ -331,16 +335,19 @@ fn libtorrent_serves_metadata_to_the_assembler() {
             other => panic!("{other:?}"),
         }
     }
+    assert_eq!(most_in_flight, 16);
     assert_eq!(done.as_deref(), Some(&m.info_bytes[..]));
 
     out.clear();
-    MetadataMessage::Request { piece: 7 }.encode(&mut out);
+    MetadataMessage::Request { piece: 99 }.encode(&mut out);
     c.send_ext(lt_meta, &out);
     let (id, payload) = c.next_extended(deadline).expect("reject");
     assert_eq!(id, Extension::UtMetadata.local_id());
-    assert_eq!(
-        MetadataMessage::decode(&payload),
-        Ok(MetadataMessage::Reject { piece: 7 })
+    let got = MetadataMessage::decode(&payload);
+    assert!(
+        got == Ok(MetadataMessage::Reject { piece: 99 }),
+        "not a reject: {} bytes",
+        payload.len()
     );
 }
 
@@ -350,7 +357,7 @@ fn libtorrent_pex_message_decodes_to_its_peers() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (torrent, m) = big_torrent(dir.path());
+    let (torrent, m) = big_torrent(dir.path(), 1100);
     let lt = start_lt(&torrent, dir.path());
     // B tells libtorrent its listen port (a real listener, never accepted
     // from), so libtorrent may pass B on; then A connects and waits
@@ -429,7 +436,7 @@ fn libtorrent_fetches_metadata_we_serve() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (_, m) = big_torrent(dir.path());
+    let (_, m) = big_torrent(dir.path(), 1100);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let magnet = bittern_wire::Magnet {
@@ -513,7 +520,7 @@ fn libtorrent_dials_a_peer_from_our_pex_message() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (torrent, m) = big_torrent(dir.path());
+    let (torrent, m) = big_torrent(dir.path(), 1100);
     let lt = start_lt(&torrent, dir.path());
     // a peer nobody but our PEX message names
     let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
