@@ -508,9 +508,9 @@ impl<P: Clone + PartialEq> MetadataAssembler<P> {
     }
 
     /// A reject from `peer`: the piece is wanted from others, and `peer` is
-    /// not asked again until [`allow_again`](Self::allow_again). Returns `true` when `peer` has now refused
-    /// everything it was still asked and never sent a piece (the engine may
-    /// drop it as useless).
+    /// not asked again until [`allow_again`](Self::allow_again). Returns
+    /// `true` when `peer` has now refused everything it was still asked and
+    /// never sent a piece (the engine may drop it as useless).
     ///
     /// # Errors
     /// [`MetadataError::OutOfRange`], or [`MetadataError::Unsolicited`]
