@@ -251,7 +251,8 @@ impl Magnet {
     }
 
     /// Format as a URI (hex info hashes, values percent-encoded); parsing
-    /// it gives back an equal [`Magnet`].
+    /// it gives back an equal [`Magnet`] (one with neither hash formats to
+    /// a link that does not parse).
     pub fn to_uri(&self) -> String {
         let mut s = String::from("magnet:?");
         let mut sep = "";
