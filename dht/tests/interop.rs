@@ -33,13 +33,10 @@ fn have_libtorrent() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !ok {
-        if std::env::var("BITTERN_REQUIRE_INTEROP").as_deref() == Ok("1") {
-            panic!("python3-libtorrent is required (BITTERN_REQUIRE_INTEROP=1) but unavailable");
-        }
-        eprintln!("SKIPPED: python3-libtorrent is unavailable");
-    }
-    ok
+    bittern_testkit::require(
+        "python3-libtorrent (import libtorrent in /usr/bin/python3)",
+        ok,
+    )
 }
 
 /// The script's process; killed on drop.
