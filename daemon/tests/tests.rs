@@ -4,4 +4,5 @@
 
 mod contract;
 mod persist;
+mod server;
 mod util;
