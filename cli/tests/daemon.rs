@@ -2,7 +2,7 @@
 //! `transmission-remote` 3.00 (package `transmission-cli`) adds a torrent
 //! whose data is in place (it seeds) and one that downloads from a
 //! `bittern seed` on loopback (byte-identical), lists, stops and starts,
-//! removes; the daemon is restarted gracefully and after SIGKILL and lists
+//! moves, removes; the daemon is restarted gracefully and after SIGKILL and lists
 //! the same torrents in the same states. All on 127.0.0.1.
 
 use std::path::Path;
@@ -223,10 +223,17 @@ fn transmission_remote_drives_the_daemon_across_restarts() {
     let d = start_daemon(&config, rpc, peer, &[]);
     wait_list(rpc, "the same list after SIGKILL", |l| l == before);
 
+    // --move: the data goes along and is still complete there.
+    let moved = t.join("moved");
+    remote_ok(rpc, &["-t", "1", "--move", moved.to_str().unwrap()]);
+    assert!(moved.join("a.bin").exists() && !t.join("have/a.bin").exists());
+    wait_list(rpc, "a complete after --move", |l| {
+        l[0] == ("100%".into(), "Idle".into(), "a.bin".into())
+    });
     // Remove a (data kept), remove-and-delete b (data gone).
     remote_ok(rpc, &["-t", "1", "-r"]);
     wait_list(rpc, "a removed", |l| l.len() == 1 && l[0].2 == "b.bin");
-    assert!(t.join("have/a.bin").exists());
+    assert!(moved.join("a.bin").exists());
     remote_ok(rpc, &["-t", "all", "--remove-and-delete"]);
     wait_list(rpc, "b removed", |l| l.is_empty());
     assert!(!t.join("dl/b.bin").exists());

@@ -148,11 +148,19 @@ impl<B: Backend> Rpc<B> {
                     .into(),
             ),
             "blocklist-update" => Err("blocklist-update is not supported yet".into()),
-            "torrent-reannounce"
-            | "torrent-set-location"
-            | "torrent-rename-path"
-            | "group-get"
-            | "group-set" => Err(format!("{name} is not supported yet")),
+            "torrent-set-location" => {
+                let location = args
+                    .get("location")
+                    .and_then(Value::as_str)
+                    .filter(|l| !l.is_empty() && !l.contains('\0'))
+                    .ok_or("no location")?;
+                let move_data = args.get("move").and_then(as_bool).unwrap_or(false);
+                t.set_location(&ids(), &absolute(Path::new(location)), move_data)?;
+                Ok(Map::new())
+            }
+            "torrent-reannounce" | "torrent-rename-path" | "group-get" | "group-set" => {
+                Err(format!("{name} is not supported yet"))
+            }
             _ => Err("method name not recognized".into()),
         }
     }
@@ -377,8 +385,14 @@ impl<B: Backend> Rpc<B> {
 
     fn torrent_set(&self, args: &Args) -> Reply {
         let ids = parse_ids(args.get("ids"));
-        if args.contains_key("location") {
-            return Err("torrent-set location is not supported yet".into());
+        if let Some(location) = args.get("location") {
+            // As torrent-set-location without moving the data.
+            let location = location
+                .as_str()
+                .filter(|l| !l.is_empty() && !l.contains('\0'))
+                .ok_or("invalid location")?;
+            self.torrents
+                .set_location(&ids, &absolute(Path::new(location)), false)?;
         }
         let labels = match args.get("labels") {
             Some(v) => Some(parse_labels(v)?),

@@ -551,6 +551,46 @@ impl<B: Backend> Torrents<B> {
         Ok(())
     }
 
+    /// Points the selected torrents at `location`: with `move_data` their
+    /// data is moved there first (renamed; a torrent whose data cannot be
+    /// moved stays where it was and the error is returned), else the data
+    /// is looked for there (a recheck).
+    ///
+    /// # Errors
+    /// A move failed.
+    pub fn set_location(&self, ids: &Ids, location: &Path, move_data: bool) -> Result<(), String> {
+        std::fs::create_dir_all(location)
+            .map_err(|e| format!("cannot create {}: {e}", location.display()))?;
+        let mut inner = self.inner.lock();
+        let settings = inner.settings.clone();
+        let mut result = Ok(());
+        for i in inner.select(ids) {
+            let e = &mut inner.entries[i];
+            if e.record.save_dir == location {
+                continue;
+            }
+            let status = self.backend.status(e.hash);
+            e.record = e.folded(status.as_ref());
+            self.backend.remove(e.hash);
+            let moved = if move_data {
+                move_torrent_data(&e.metainfo, &e.record.save_dir, location)
+            } else {
+                Ok(())
+            };
+            match moved {
+                Ok(()) => {
+                    e.record.save_dir = location.to_path_buf();
+                    e.record.edit_date = unix_now();
+                }
+                Err(err) => result = Err(err),
+            }
+            self.launch(&settings, e);
+            e.dirty = true;
+        }
+        self.flush(&mut inner);
+        result
+    }
+
     /// Sets a torrent's queue position (moving the others).
     pub fn set_queue_position(&self, ids: &Ids, pos: i64) {
         let mut inner = self.inner.lock();
@@ -645,6 +685,34 @@ impl<B: Backend> Torrents<B> {
         s.cumulative_files_added += added;
         inner.files_added = 0;
         self.save_dirty(&mut inner, true);
+    }
+}
+
+/// Moves a torrent's data (its file, or its top directory) from `from` to
+/// `to` by renaming. Nothing there yet (a torrent that never got data) is
+/// not an error.
+fn move_torrent_data(m: &Metainfo, from: &Path, to: &Path) -> Result<(), String> {
+    let top = if m.info.multi_file {
+        PathBuf::from(&m.info.name)
+    } else {
+        m.info
+            .files
+            .first()
+            .map(|f| m.info.disk_path(f))
+            .unwrap_or_default()
+    };
+    let (src, dst) = (from.join(&top), to.join(&top));
+    if dst.exists() {
+        return Err(format!("{} already exists", dst.display()));
+    }
+    match std::fs::rename(&src, &dst) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!(
+            "cannot move {} to {}: {e}",
+            src.display(),
+            dst.display()
+        )),
     }
 }
 

@@ -813,3 +813,58 @@ fn python_client_sequence_is_accepted() {
         "ids": [tid]}}),
     );
 }
+
+/// transmission-remote `--move DIR` and `--find DIR`.
+#[test]
+fn set_location_moves_or_finds_data() {
+    let h = Harness::new(Access::default());
+    let (dl, moved, found) = (
+        h.data().join("dl"),
+        h.data().join("moved"),
+        h.data().join("found"),
+    );
+    std::fs::create_dir_all(dl.join("multi/sub")).unwrap();
+    std::fs::write(dl.join("multi/a.txt"), b"a").unwrap();
+    std::fs::write(dl.join("multi/sub/b.bin"), b"b").unwrap();
+    h.add(&multi(), &dl);
+    let starts = h.fake.state.lock().starts;
+    h.ok(
+        json!({"arguments": {"ids": 1, "location": moved, "move": true},
+        "method": "torrent-set-location"}),
+    );
+    assert!(!dl.join("multi").exists());
+    assert_eq!(std::fs::read(moved.join("multi/sub/b.bin")).unwrap(), b"b");
+    let dir = |h: &Harness| {
+        h.ok(json!({"method": "torrent-get", "arguments": {"fields": ["downloadDir"]}}))["torrents"]
+            [0]["downloadDir"]
+            .clone()
+    };
+    assert_eq!(dir(&h), moved.to_str().unwrap());
+    {
+        let s = h.fake.state.lock();
+        assert_eq!(s.starts, starts + 1, "restarted at the new place");
+        assert_eq!(s.running.values().next().unwrap().0.save_dir, moved);
+    }
+    h.ok(
+        json!({"arguments": {"ids": 1, "location": found, "move": false},
+        "method": "torrent-set-location"}),
+    );
+    assert!(moved.join("multi/a.txt").exists(), "--find moves nothing");
+    assert_eq!(dir(&h), found.to_str().unwrap());
+    // Moving onto existing data is refused; the torrent stays where it was.
+    std::fs::create_dir_all(moved.join("multi")).unwrap();
+    let r = h.post(
+        &json!({"arguments": {"ids": 1, "location": dl, "move": false},
+        "method": "torrent-set-location"}),
+    );
+    assert_eq!(r["result"], "success");
+    let r = h.post(
+        &json!({"arguments": {"ids": 1, "location": moved, "move": true},
+        "method": "torrent-set-location"}),
+    );
+    assert!(
+        r["result"].as_str().unwrap().contains("already exists"),
+        "{r}"
+    );
+    assert_eq!(dir(&h), dl.to_str().unwrap());
+}
