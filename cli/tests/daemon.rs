@@ -285,3 +285,46 @@ fn daemon_refuses_a_public_rpc_address_without_a_password() {
     assert_eq!(r.code, Some(2), "{r:?}");
     assert!(r.stderr.contains("without a password"), "{}", r.stderr);
 }
+
+/// The venv interpreter with PyPI's transmission-rpc that
+/// `scripts/test.sh` makes (`BITTERN_TRPC_PYTHON` overrides).
+fn trpc_python() -> std::path::PathBuf {
+    std::env::var_os("BITTERN_TRPC_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/interop-venv/bin/python")
+        })
+}
+
+#[test]
+fn python_transmission_rpc_drives_the_daemon() {
+    let python = trpc_python();
+    let available = Command::new(&python)
+        .args(["-c", "import transmission_rpc"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !bittern_testkit::require(
+        &format!(
+            "the Python transmission-rpc package at {} (scripts/test.sh makes the venv)",
+            python.display()
+        ),
+        available,
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    random_file(&t.join("have/a.bin"), 1_500_000, 21);
+    let a = create(&t.join("have/a.bin"), &t.join("a.torrent"), &[]);
+    let d = start_daemon(&t.join("config"), 0, 0, &[]);
+    let out = Command::new(&python)
+        .arg(script("trpc_client.py"))
+        .arg(d.rpc.to_string())
+        .arg(&a)
+        .arg(t.join("have"))
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("OK"), "{text}");
+}
