@@ -412,15 +412,34 @@ fn accept_loop(
         let spawned = std::thread::Builder::new()
             .name("bittern-rpc-conn".into())
             .spawn(move || {
+                // Gives the slot back even if the handler panics.
+                let _slot = Slot {
+                    id,
+                    open: open2,
+                    active: active2,
+                };
                 serve(stream, peer.ip(), &*handler, &limits);
-                open2.lock().remove(&id);
-                active2.fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(e) = spawned {
             warn!("cannot start an rpc connection thread: {e}");
             open.lock().remove(&id);
             active.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+}
+
+/// A connection's place in the bound and in the table of open sockets,
+/// released when its thread ends however it ends.
+struct Slot {
+    id: u64,
+    open: Arc<Mutex<HashMap<u64, TcpStream>>>,
+    active: Arc<AtomicUsize>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.lock().remove(&self.id);
+        self.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -13,6 +13,7 @@ struct Echo;
 
 impl Handler for Echo {
     fn handle(&self, req: &Request) -> Response {
+        assert!(req.path != "/panic", "handler bug");
         let text = format!("{} {} {}", req.method, req.path, req.body.len());
         Response::new(200, "text/plain", text)
     }
@@ -132,4 +133,26 @@ fn a_slow_request_times_out_and_shutdown_cuts_idle_connections() {
     assert_eq!(idle.read(&mut [0u8; 16]).unwrap_or(0), 0);
     assert!(start.elapsed() < Duration::from_secs(3));
     s.shutdown();
+}
+
+#[test]
+fn a_panicking_handler_gives_its_slot_back() {
+    let s = server(Limits {
+        max_connections: 1,
+        ..Limits::default()
+    });
+    let mut c = connect(&s);
+    c.write_all(b"GET /panic HTTP/1.1\r\n\r\n").unwrap();
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = connect(&s);
+        c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        if response(&mut c).0 == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot lost to a panic");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
