@@ -109,6 +109,9 @@ impl Daemon {
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], settings.peer_port))),
             download_limit: down,
             upload_limit: up,
+            max_connections: usize::try_from(settings.peer_limit_global).unwrap_or(usize::MAX),
+            max_peers_per_torrent: usize::try_from(settings.peer_limit_per_torrent)
+                .unwrap_or(usize::MAX),
             ..config.engine
         };
         let session = Session::new(engine)?;
