@@ -511,6 +511,12 @@ impl Controller {
             &self.published,
         ) {
             Ok((have, durable)) => {
+                // Pieces found by hashing (or vouched for unflushed) get
+                // recorded by the next save, so the next start need not
+                // hash them again.
+                if have.iter().zip(&durable).any(|(h, d)| *h && !*d) {
+                    self.epoch += 1;
+                }
                 self.durable = durable;
                 let n = have.iter().filter(|h| **h).count();
                 for (i, h) in have.iter().enumerate() {
