@@ -1,1 +1,2 @@
+mod loopback;
 mod sim;
