@@ -1,2 +1,3 @@
+mod interop;
 mod loopback;
 mod sim;
