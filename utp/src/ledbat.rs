@@ -200,13 +200,19 @@ impl Ledbat {
     }
 
     /// One ACK: `acked` newly acknowledged bytes, `delay_sample` the peer's
-    /// `timestamp_difference` (0 = none), `window_limited` whether we were
+    /// `timestamp_difference` (0 = none: the last estimate is reused), `window_limited` whether we were
     /// using the whole window (cwnd only grows then).
     pub fn on_ack(&mut self, acked: u32, delay_sample: u32, window_limited: bool, now_us: u64) {
-        if delay_sample == 0 || acked == 0 {
+        if acked == 0 {
             return;
         }
-        let queuing = self.ours.add(delay_sample, now_us);
+        // 0 means "no measurement yet" (a peer's first packets): reuse the
+        // last estimate rather than stall the window.
+        let queuing = if delay_sample == 0 {
+            self.last_queuing_us.unwrap_or(0)
+        } else {
+            self.ours.add(delay_sample, now_us)
+        };
         self.last_queuing_us = Some(queuing);
         let target = f64::from(self.cfg.target_us);
         let off_target = (target - f64::from(queuing)).max(-target) / target;

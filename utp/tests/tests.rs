@@ -1,3 +1,4 @@
+mod conn;
 mod interop;
 mod loopback;
 mod sim;
