@@ -43,6 +43,10 @@ pub struct Config {
     pub idle_timeout_us: u64,
     /// After `close`, give up waiting for the FIN exchange after this long.
     pub linger_us: u64,
+    /// An accepted connection whose initiator sends nothing after its SYN
+    /// fails after this long (a spoofed SYN must not hold a slot for the
+    /// whole idle timeout).
+    pub half_open_timeout_us: u64,
 }
 
 impl Default for Config {
@@ -59,6 +63,7 @@ impl Default for Config {
             keepalive_us: 29_000_000,
             idle_timeout_us: 120_000_000,
             linger_us: 10_000_000,
+            half_open_timeout_us: 10_000_000,
         }
     }
 }
@@ -135,6 +140,7 @@ pub struct Connection {
     fin_acked: bool,
     last_send_us: u64,
     last_recv_us: u64,
+    half_open_since: Option<u64>,
     undo: Option<u16>,
     // receive side
     recv_buf: VecDeque<u8>,
@@ -186,6 +192,7 @@ impl Connection {
             fin_acked: false,
             last_send_us: now_us,
             last_recv_us: now_us,
+            half_open_since: None,
             undo: None,
             recv_buf: VecDeque::new(),
             reorder: HashMap::new(),
@@ -219,6 +226,7 @@ impl Connection {
         c.peer_wnd = (syn.header.wnd_size as usize).max(cfg.packet_size * 4);
         c.reply_micro = (now_us as u32).wrapping_sub(syn.header.timestamp_us);
         c.ack_needed = true;
+        c.half_open_since = Some(now_us);
         c
     }
 
@@ -297,9 +305,9 @@ impl Connection {
         for (dst, src) in buf.iter_mut().zip(self.recv_buf.drain(..n)) {
             *dst = src;
         }
-        // Window update once a nearly closed window opened up again.
-        let free = self.adv_window();
-        if self.last_adv_wnd < self.cfg.recv_buffer / 4 && free >= self.cfg.recv_buffer / 2 {
+        // Window update once the window grew by a quarter of the buffer
+        // since we last advertised it (so a sender stopped by it resumes).
+        if self.adv_window() >= self.last_adv_wnd + self.cfg.recv_buffer / 4 {
             self.ack_needed = true;
         }
         n
@@ -406,11 +414,22 @@ impl Connection {
     /// Congestion window: one packet may always go when nothing is in
     /// flight. Peer window: strict, except for one probe after the
     /// zero-window timer fired (the window update may have been lost).
-    fn fits(&self, len: usize) -> bool {
+    ///
+    /// Returns true when a `len`-byte packet may NOT go now, and notes why:
+    /// cwnd-limited (cwnd may grow on the next ACK) or, with nothing in
+    /// flight, peer-window-limited (arms the zero-window probe timer).
+    fn blocked(&mut self, len: usize, now_us: u64) -> bool {
         let cwnd_ok = self.in_flight == 0 || self.in_flight + len <= self.ledbat.cwnd() as usize;
         let peer_ok =
             self.in_flight + len <= self.peer_wnd || (self.in_flight == 0 && self.probe_allowed);
-        cwnd_ok && peer_ok
+        if !cwnd_ok {
+            self.window_limited = true;
+        }
+        if !peer_ok && self.in_flight == 0 {
+            self.zero_window_deadline
+                .get_or_insert(now_us + self.rtt.rto_us());
+        }
+        !(cwnd_ok && peer_ok)
     }
 
     /// Writes the next packet that is due into `out` (cleared first) and
@@ -429,8 +448,7 @@ impl Connection {
                 if self.state == State::SynSent && self.outq[i].ty != PacketType::Syn {
                     return false;
                 }
-                if !self.fits(len) {
-                    self.window_limited = true;
+                if self.blocked(len, now_us) {
                     return false;
                 }
                 self.transmit(i, now_us, out);
@@ -444,18 +462,11 @@ impl Connection {
         if !self.send_buf.is_empty() && self.outq.len() < 30_000 {
             let size = self.send_buf.len().min(self.mss());
             if size < self.mss() && self.close_requested.is_none() {
-                if let Some(s) = self.nagle_seq {
-                    if !seq_less(s, self.una()) {
-                        return false; // one undersized packet in flight at most
-                    }
+                if self.nagle_seq.is_some() {
+                    return false; // one undersized packet in flight at most
                 }
             }
-            if !self.fits(size) {
-                self.window_limited = true;
-                if self.in_flight == 0 {
-                    self.zero_window_deadline
-                        .get_or_insert(now_us + self.rtt.rto_us());
-                }
+            if self.blocked(size, now_us) {
                 return false;
             }
             if size < self.mss() {
@@ -555,7 +566,11 @@ impl Connection {
         if self.failure.is_some() {
             return;
         }
-        if now_us.saturating_sub(self.last_recv_us) >= self.cfg.idle_timeout_us {
+        let half_open_expired = self
+            .half_open_since
+            .is_some_and(|t| now_us.saturating_sub(t) >= self.cfg.half_open_timeout_us);
+        if half_open_expired || now_us.saturating_sub(self.last_recv_us) >= self.cfg.idle_timeout_us
+        {
             self.failure = Some(Failure::TimedOut);
             return;
         }
@@ -640,6 +655,7 @@ impl Connection {
             }
             _ => {}
         }
+        self.half_open_since = None;
         if self.state == State::SynSent {
             if h.ack_nr != self.seq_nr.wrapping_sub(1) {
                 return false;
@@ -751,6 +767,9 @@ impl Connection {
             }
             if o.ty == PacketType::Fin {
                 self.fin_acked = true;
+            }
+            if self.nagle_seq == Some(o.seq) {
+                self.nagle_seq = None;
             }
         }
         let mut lost = false;

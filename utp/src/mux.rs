@@ -131,17 +131,25 @@ impl Shared {
 
     /// Sends everything the connection may send now, then an owed ACK.
     pub(crate) fn pump(&self, peer: SocketAddr, st: &mut CellState, now_us: u64) {
+        self.pump_data(peer, st, now_us);
+        let mut buf = std::mem::take(&mut st.buf);
+        if st.conn.poll_ack(now_us, &mut buf) {
+            if let Err(e) = self.transmit.send_to(&buf, peer) {
+                log::debug!("utp {peer}: ack send failed: {e}");
+            }
+        }
+        st.buf = buf;
+    }
+
+    /// Sends what the windows allow, but leaves an owed bare ACK for the end
+    /// of the receive batch (`flush`) or the next timer tick.
+    pub(crate) fn pump_data(&self, peer: SocketAddr, st: &mut CellState, now_us: u64) {
         let mut buf = std::mem::take(&mut st.buf);
         while st.conn.poll_transmit(now_us, &mut buf) {
             if let Err(e) = self.transmit.send_to(&buf, peer) {
                 log::debug!("utp {peer}: send failed, will retry: {e}");
                 st.conn.undo_transmit();
                 break;
-            }
-        }
-        if st.conn.poll_ack(now_us, &mut buf) {
-            if let Err(e) = self.transmit.send_to(&buf, peer) {
-                log::debug!("utp {peer}: ack send failed: {e}");
             }
         }
         st.buf = buf;
@@ -223,7 +231,7 @@ impl Multiplexer {
             Some(cell) => {
                 let mut st = cell.state.lock();
                 let owes_ack = st.conn.on_packet(&p, now);
-                sh.pump(from, &mut st, now);
+                sh.pump_data(from, &mut st, now);
                 if owes_ack {
                     sh.deferred.lock().push(cell.clone());
                 }

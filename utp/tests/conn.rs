@@ -303,3 +303,21 @@ fn fin_is_ordered_after_data_and_both_sides_finish() {
     assert!(a.is_finished(8 * MS) && b.is_finished(8 * MS));
     assert!(a.failure().is_none() && b.failure().is_none());
 }
+
+#[test]
+fn an_accepted_connection_that_never_hears_back_expires_early() {
+    let mut a = Connection::connect(Config::default(), 1, 1, 0);
+    let syn = drain(&mut a, 0);
+    let mut b = Connection::accept(Config::default(), &Packet::decode(&syn[0]).unwrap(), 9, 0);
+    drain(&mut b, 0);
+    b.on_tick(9_000 * MS);
+    assert_eq!(b.failure(), None);
+    b.on_tick(10_000 * MS);
+    assert_eq!(b.failure(), Some(Failure::TimedOut));
+    // One packet from the initiator makes it a real connection.
+    let (mut a, mut b) = pair(Config::default());
+    a.write(b"x");
+    deliver(&mut b, &drain(&mut a, 3 * MS), 4 * MS);
+    b.on_tick(30_000 * MS);
+    assert_eq!(b.failure(), None);
+}

@@ -175,9 +175,27 @@ fn libtorrent_seeds_and_bittern_downloads_every_piece_over_utp() {
 
     let addr: SocketAddr = ([127, 0, 0, 1], r.port).into();
     let started = Instant::now();
-    let mut s = UtpStream::connect(addr, Duration::from_secs(10)).expect("utp connect to lt");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    handshake(&mut s, &r.info_hash).expect("handshake");
+    // libtorrent reports the torrent seeding a moment before it attaches
+    // peers; until then it closes connections with reason 2
+    // (torrent_removed). Retry a few times.
+    let mut attempt = 0;
+    let mut s = loop {
+        attempt += 1;
+        let mut s = UtpStream::connect(addr, Duration::from_secs(10)).expect("utp connect to lt");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        match handshake(&mut s, &r.info_hash) {
+            Ok(()) => break s,
+            Err(e) if attempt < 5 => {
+                eprintln!("handshake attempt {attempt} failed ({e}), retrying");
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            Err(e) => {
+                drop(lt.stdin.take()); // let libtorrent print its alerts first
+                let peers = lt.line("PEERS");
+                panic!("handshake with libtorrent failed: {e} (partner: {peers:?})");
+            }
+        }
+    };
     write_msg(&mut s, 2, &[]).expect("interested");
     loop {
         match read_msg(&mut s).expect("message before unchoke") {

@@ -38,7 +38,8 @@ def session():
         # plaintext BitTorrent: the test peer does not speak MSE
         "out_enc_policy": int(lt.enc_policy.disabled), "in_enc_policy": int(lt.enc_policy.disabled),
         "alert_mask": int(lt.alert.category_t.error_notification
-                          | lt.alert.category_t.peer_notification),
+                          | lt.alert.category_t.peer_notification
+                          | lt.alert.category_t.connect_notification),
     }, 0)
 
 
@@ -72,7 +73,10 @@ def seed(data, timeout):
                  | lt.torrent_flags.disable_pex | lt.torrent_flags.disable_lsd)
     h = s.add_torrent(atp)
     t0 = time.monotonic()
-    while not h.status().is_seeding and time.monotonic() - t0 < timeout:
+    while time.monotonic() - t0 < timeout:
+        st = h.status()
+        if st.state == lt.torrent_status.seeding and not st.paused:
+            break
         time.sleep(0.01)  # a connection before the torrent started is refused
     ready(s, ti)
     closed = threading.Event()
@@ -84,6 +88,8 @@ def seed(data, timeout):
         for f in flags(h):  # one last look after stdin closed: the peer is still there
             utp = max(utp, 1 if f & UTP_SOCKET else 0)
             tcp = max(tcp, 0 if f & UTP_SOCKET else 1)
+        for a in s.pop_alerts():
+            print("ALERT", a.message(), file=sys.stderr, flush=True)
         if done:
             break
         time.sleep(0.05)
