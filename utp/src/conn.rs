@@ -461,10 +461,9 @@ impl Connection {
         }
         if !self.send_buf.is_empty() && self.outq.len() < 30_000 {
             let size = self.send_buf.len().min(self.mss());
-            if size < self.mss() && self.close_requested.is_none() {
-                if self.nagle_seq.is_some() {
-                    return false; // one undersized packet in flight at most
-                }
+            // Nagle: at most one undersized packet in flight.
+            if size < self.mss() && self.close_requested.is_none() && self.nagle_seq.is_some() {
+                return false;
             }
             if self.blocked(size, now_us) {
                 return false;
