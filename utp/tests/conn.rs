@@ -321,3 +321,94 @@ fn an_accepted_connection_that_never_hears_back_expires_early() {
     b.on_tick(30_000 * MS);
     assert_eq!(b.failure(), None);
 }
+
+#[test]
+fn a_lost_window_update_is_recovered_by_the_zero_window_probe() {
+    let cfg = Config {
+        recv_buffer: 8 * 1452,
+        ..Config::default()
+    };
+    let (mut a, mut b) = pair(cfg);
+    let mut now = 3 * MS;
+    a.write(&vec![5u8; 40 * 1452]);
+    for _ in 0..20 {
+        let d = drain(&mut a, now);
+        deliver(&mut b, &d, now + MS);
+        deliver(&mut a, &drain(&mut b, now + MS), now + 2 * MS);
+        now += 3 * MS;
+    }
+    let mut r = vec![0u8; 8 * 1452];
+    assert_eq!(b.read(&mut r), 8 * 1452);
+    assert_eq!(
+        drain(&mut b, now).len(),
+        1,
+        "the window update, lost on the way"
+    );
+    let mut sent = Vec::new();
+    for _ in 0..200 {
+        now += 10 * MS;
+        a.on_tick(now);
+        sent = drain(&mut a, now);
+        if !sent.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(sent.len(), 1, "one probe after the timer, at {now}");
+    assert!(now < 2_000 * MS);
+    deliver(&mut b, &sent, now);
+    assert_eq!(b.read(&mut r), 1452);
+    deliver(&mut a, &drain(&mut b, now), now);
+    assert!(drain(&mut a, now).len() > 1, "the reopened window is used");
+}
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// Forged packets (any type, seq/ack near or far from the live
+        /// window, random SACK masks and payloads) interleaved with timer
+        /// ticks never panic, and whatever the connection sends decodes.
+        #[test]
+        fn forged_packets_never_panic(
+            steps in proptest::collection::vec(
+                (0u8..5, -40i32..40, -40i32..40, proptest::collection::vec(any::<u8>(), 0..12),
+                 0usize..3000, 0u64..700_000),
+                1..60)
+        ) {
+            let (mut a, mut b) = pair(Config::default());
+            a.write(&vec![1u8; 60_000]);
+            b.write(&vec![2u8; 60_000]);
+            let mut now = 3 * MS;
+            let a_out = drain(&mut a, now);
+            let b_out = drain(&mut b, now);
+            let a_seq = hdr(&a_out[0]).seq_nr;
+            let b_seq = hdr(&b_out[0]).seq_nr;
+            let mut r = vec![0u8; 4096];
+            for (ty, dseq, dack, mask, plen, dt) in steps {
+                now += dt;
+                let h = Header {
+                    ty: [PacketType::Data, PacketType::Fin, PacketType::State,
+                         PacketType::Reset, PacketType::Syn][usize::from(ty)],
+                    connection_id: 1000,
+                    timestamp_us: now as u32,
+                    timestamp_diff_us: dt as u32,
+                    wnd_size: (plen * 100) as u32,
+                    seq_nr: b_seq.wrapping_add(dseq as u16),
+                    ack_nr: a_seq.wrapping_add(dack as u16),
+                };
+                let mut p = Vec::new();
+                bittern_utp::packet::encode(&h, Some(&mask), &vec![7u8; plen.min(1400)], &mut p);
+                a.on_packet(&Packet::decode(&p).unwrap(), now);
+                a.on_tick(now);
+                a.read(&mut r);
+                for out in drain(&mut a, now) {
+                    prop_assert!(Packet::decode(&out).is_ok());
+                    prop_assert!(out.len() <= 1472);
+                }
+                let _ = a.is_finished(now);
+            }
+        }
+    }
+}
