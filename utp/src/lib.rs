@@ -79,8 +79,7 @@
 //! No MTU discovery (payloads stay ≤ 1452 bytes, 1432 over IPv6, as
 //! libtorrent's floor on Ethernet); no `sendmmsg`/GSO (one `send_to` per
 //! datagram); the engine does not use this crate yet; no `tc netem`
-//! namespace tests (the lossy links are simulated); no Transmission
-//! interop test yet.
+//! namespace tests (the lossy links are simulated).
 
 #![deny(missing_docs)]
 

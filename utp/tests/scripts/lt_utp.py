@@ -10,6 +10,8 @@ then:
   seed  DATA TIMEOUT        seed DATA from its directory, uTP only, on
                             127.0.0.1:<port>, until stdin closes; then print
                             "PEERS utp=<n> tcp=<n> uploaded=<bytes>".
+  make  DATA TORRENT        only write the torrent file (no session); print
+                            "READY 0 ..." as above.
   leech DATA OUT TIMEOUT    read "PEER host:port" from stdin, download into
                             directory OUT from that peer over uTP only, print
                             "DONE utp=<0|1> progress=<0..1> downloaded=<bytes>".
@@ -133,8 +135,23 @@ def leech(data, out, timeout):
           flush=True)
 
 
+def make(data, torrent):
+    fs = lt.file_storage()
+    lt.add_files(fs, data)
+    ct = lt.create_torrent(fs, 256 * 1024, flags=lt.create_torrent.v1_only)
+    lt.set_piece_hashes(ct, os.path.dirname(os.path.abspath(data)))
+    raw = lt.bencode(ct.generate())
+    with open(torrent, "wb") as f:
+        f.write(raw)
+    ti = lt.torrent_info(raw)
+    hashes = [bytes(ti.hash_for_piece(i)).hex() for i in range(ti.num_pieces())]
+    print("READY", 0, str(ti.info_hash()), ti.piece_length(), *hashes, flush=True)
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "seed":
+    if sys.argv[1] == "make":
+        make(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "seed":
         seed(sys.argv[2], float(sys.argv[3]))
     else:
         leech(sys.argv[2], sys.argv[3], float(sys.argv[4]))
