@@ -113,9 +113,15 @@ pub(crate) struct Shared {
     epoch: Instant,
     conns: Mutex<HashMap<(SocketAddr, u16), Arc<ConnCell>>>,
     deferred: Mutex<Vec<Arc<ConnCell>>>,
-    accept_tx: Sender<UtpStream>,
-    accept_rx: Receiver<UtpStream>,
+    /// Accepted connections waiting for `accept`. Cells, not streams: a
+    /// stream holds `Arc<Shared>`, which would make a cycle.
+    accept_tx: Sender<Arc<ConnCell>>,
+    accept_rx: Receiver<Arc<ConnCell>>,
     rng: AtomicU64,
+    /// Set (to itself) by a dropped stream whose connection still has data
+    /// or a FIN in flight, so the multiplexer outlives its last user handle
+    /// until the timer sees no lingering connection and clears it.
+    pub(crate) linger: Mutex<Option<Arc<Shared>>>,
 }
 
 impl Shared {
@@ -193,6 +199,7 @@ impl Multiplexer {
             accept_tx,
             accept_rx,
             rng: AtomicU64::new(0),
+            linger: Mutex::new(None),
         });
         let weak = Arc::downgrade(&shared);
         thread::Builder::new()
@@ -276,11 +283,13 @@ impl Multiplexer {
             let mut st = cell.state.lock();
             sh.pump(from, &mut st, now);
         }
-        let stream = UtpStream::new(cell, self.shared.clone());
-        match sh.accept_tx.try_send(stream) {
+        match sh.accept_tx.try_send(cell) {
             Ok(()) => log::debug!("utp {from}: accepted connection {}", key.1),
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                // Dropping the stream closes it; the timer removes it.
+            Err(TrySendError::Full(cell) | TrySendError::Disconnected(cell)) => {
+                // As if accepted and dropped: closed, and reaped by the timer.
+                let mut st = cell.state.lock();
+                st.handle_alive = false;
+                st.conn.close(now);
                 log::debug!("utp {from}: backlog full, connection dropped");
             }
         }
@@ -366,10 +375,9 @@ impl Multiplexer {
     /// # Errors
     /// Never in practice (the multiplexer keeps its own sender alive).
     pub fn accept(&self) -> io::Result<UtpStream> {
-        self.shared
-            .accept_rx
-            .recv()
-            .map_err(|_| io::Error::other("utp multiplexer closed"))
+        let cell = (self.shared.accept_rx.recv())
+            .map_err(|_| io::Error::other("utp multiplexer closed"))?;
+        Ok(UtpStream::new(cell, self.shared.clone()))
     }
 
     /// Waits at most `timeout` for the next incoming connection.
@@ -377,10 +385,9 @@ impl Multiplexer {
     /// # Errors
     /// `TimedOut` when none arrived.
     pub fn accept_timeout(&self, timeout: Duration) -> io::Result<UtpStream> {
-        self.shared
-            .accept_rx
-            .recv_timeout(timeout)
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no utp connection arrived"))
+        let cell = (self.shared.accept_rx.recv_timeout(timeout))
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no utp connection arrived"))?;
+        Ok(UtpStream::new(cell, self.shared.clone()))
     }
 
     pub(crate) fn downgrade(&self) -> Weak<Shared> {
@@ -397,12 +404,18 @@ impl Multiplexer {
     }
 }
 
+/// Ticks every connection. A dropped stream whose connection still has
+/// data or a FIN in flight keeps the multiplexer (and so the socket) alive
+/// through `Shared::linger`, like a kernel keeps a closed TCP socket; once
+/// no connection lingers the timer releases it, and the thread ends with
+/// the last user handle.
 fn timer_loop(weak: Weak<Shared>, tick: Duration) {
     let mut cells = Vec::new();
     let mut buf = Vec::new();
     loop {
         thread::sleep(tick);
         let Some(sh) = weak.upgrade() else { return };
+        let mut lingering = false;
         sh.deferred.lock().clear();
         cells.clear();
         cells.extend(sh.conns.lock().iter().map(|(k, c)| (*k, c.clone())));
@@ -413,12 +426,16 @@ fn timer_loop(weak: Weak<Shared>, tick: Duration) {
             let failed_before = st.conn.failure().is_some();
             st.conn.on_tick(now);
             sh.pump(cell.peer, &mut st, now);
-            if !st.handle_alive && st.conn.is_finished(now) {
-                if st.conn.failure().is_none() && !st.conn.send_drained() {
-                    st.conn.reset_packet(now, &mut buf);
-                    let _ = sh.transmit.send_to(&buf, cell.peer);
+            if !st.handle_alive {
+                if st.conn.is_finished(now) {
+                    if st.conn.failure().is_none() && !st.conn.send_drained() {
+                        st.conn.reset_packet(now, &mut buf);
+                        let _ = sh.transmit.send_to(&buf, cell.peer);
+                    }
+                    dead.push(key);
+                } else {
+                    lingering = true;
                 }
-                dead.push(key);
             }
             let changed = st.conn.failure().is_some() != failed_before;
             drop(st);
@@ -432,6 +449,10 @@ fn timer_loop(weak: Weak<Shared>, tick: Duration) {
             for key in dead {
                 conns.remove(&key);
             }
+        }
+        if !lingering {
+            let released = sh.linger.lock().take();
+            drop(released);
         }
     }
 }

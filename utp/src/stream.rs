@@ -31,14 +31,21 @@ impl Drop for Handle {
         let mut st = self.cell.state.lock();
         st.handle_alive = false;
         st.conn.close(now);
+        st.conn.shutdown_read(); // nobody reads any more: discard, keep the window open
         self.shared.pump(self.cell.peer, &mut st, now);
+        let lingers = !st.conn.is_finished(now);
+        drop(st);
+        if lingers {
+            *self.shared.linger.lock() = Some(self.shared.clone());
+        }
     }
 }
 
 /// One uTP connection. Reads and writes block like a `TcpStream`'s, up to
 /// the read/write timeouts (then `WouldBlock`). Clones made with
 /// [`try_clone`](Self::try_clone) share the connection; the last one dropped
-/// closes it gracefully (FIN after the buffered data).
+/// closes it gracefully: buffered data and then a FIN are still delivered
+/// (the multiplexer lingers up to `Config::linger_us`), like `TcpStream`.
 pub struct UtpStream {
     inner: Arc<Handle>,
 }

@@ -243,3 +243,26 @@ fn multiplexers_over_a_lossy_reordering_shim_deliver_every_byte() {
         data.len()
     );
 }
+
+#[test]
+fn data_written_before_dropping_a_standalone_stream_still_arrives() {
+    let listener = UtpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr();
+    let data = pattern(4 << 20, 11);
+    let reader = thread::spawn(move || {
+        let mut s = listener.accept_timeout(Duration::from_secs(5)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).map(|_| got)
+    });
+    {
+        // The stream owns the only handle on its socket: dropping it right
+        // after write_all must still deliver what is buffered, then a FIN.
+        let mut c = UtpStream::connect(addr, Duration::from_secs(5)).unwrap();
+        c.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(&data).unwrap();
+    }
+    let got = reader.join().unwrap().expect("read to eof");
+    assert_eq!(got.len(), data.len());
+    assert!(got == data);
+}
