@@ -37,6 +37,7 @@
 //!
 //! # fn main() -> std::io::Result<()> {
 //! let udp = Arc::new(UdpSocket::bind("127.0.0.1:6881")?);
+//! bittern_utp::tune_socket(&udp, bittern_utp::SOCKET_BUFFER); // 4 MiB buffers
 //! let mux = Multiplexer::new(udp.clone(), Some(udp.local_addr()?), MuxConfig::default())?;
 //! let peers = mux.clone(); // give clones to whoever connects and accepts
 //! std::thread::spawn(move || {
@@ -93,5 +94,5 @@ mod stream;
 pub use conn::{Config, Connection, Failure};
 pub use mux::{Multiplexer, MuxConfig, Transmit};
 pub use packet::{looks_like_utp, Packet, PacketError, PacketType};
-pub use socket::{OtherHandler, UtpSocket, SOCKET_BUFFER};
+pub use socket::{tune_socket, OtherHandler, UtpSocket, SOCKET_BUFFER};
 pub use stream::UtpStream;

@@ -57,7 +57,7 @@ impl UtpSocket {
         other: OtherHandler,
     ) -> io::Result<Self> {
         let socket = Arc::new(UdpSocket::bind(addr)?);
-        set_buffer_sizes(&socket, SOCKET_BUFFER);
+        tune_socket(&socket, SOCKET_BUFFER);
         socket.set_read_timeout(Some(POLL))?;
         let local = socket.local_addr()?;
         let mux = Multiplexer::new(socket.clone(), Some(local), cfg)?;
@@ -143,8 +143,11 @@ fn reader_loop(socket: &UdpSocket, weak: &Weak<Shared>, mut other: OtherHandler)
 }
 
 /// Asks for `size`-byte send and receive buffers (`*FORCE` first, which
-/// works as root) and warns when the kernel gives less.
-fn set_buffer_sizes(socket: &UdpSocket, size: usize) {
+/// works as root) and logs a warning when the kernel gives less. Call it on
+/// a socket shared with the multiplexer too: with the kernel's default
+/// 208 KiB, one window of uTP overflows the receive buffer and the drops read
+/// as congestion (use [`SOCKET_BUFFER`]).
+pub fn tune_socket(socket: &UdpSocket, size: usize) {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;

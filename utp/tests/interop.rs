@@ -8,12 +8,14 @@
 //! `BITTERN_REQUIRE_INTEROP=1`.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bittern_utp::{UtpSocket, UtpStream};
+use bittern_utp::{Multiplexer, MuxConfig, Transmit, UtpSocket, UtpStream};
 use sha1::{Digest, Sha1};
 
 const PYTHON: &str = "/usr/bin/python3";
@@ -213,8 +215,109 @@ fn libtorrent_seeds_and_bittern_downloads_every_piece_over_utp() {
     if !libtorrent_available() {
         return;
     }
+    lt_seed_download(8 << 20, |addr| {
+        UtpStream::connect(addr, Duration::from_secs(10))
+    });
+}
+
+/// The same through a lossy socket on our side: about 1 in 25 datagrams we
+/// receive and 1 in 20 of the data packets we send are dropped, so
+/// libtorrent must act on our selective ACKs and we on its retransmissions.
+/// libtorrent gives a connection up when one packet is lost 3 times
+/// (`utp_num_resends`, counting lost ACKs), so the shim drops no ACKs and no
+/// packet more than twice: failures here are ours.
+#[test]
+fn libtorrent_seeds_through_a_lossy_socket_and_every_piece_still_arrives() {
+    if !libtorrent_available() {
+        return;
+    }
+    let udp = Arc::new(UdpSocket::bind("127.0.0.1:0").expect("bind"));
+    // Without big buffers the kernel adds its own (bursty) drops, and
+    // libtorrent gives a connection up after 3 losses of one packet.
+    bittern_utp::tune_socket(&udp, bittern_utp::SOCKET_BUFFER);
+    udp.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let lossy = Arc::new(Lossy {
+        udp: udp.clone(),
+        sent: AtomicUsize::new(0),
+        sacks: AtomicUsize::new(0),
+        drops: Default::default(),
+    });
+    let mux = Multiplexer::new(lossy.clone(), udp.local_addr().ok(), MuxConfig::default()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (udp, mux, stop) = (udp.clone(), mux.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 2048];
+            let mut rng = 0x2545_f491_4f6c_dd1du64;
+            // libtorrent drops a connection after 3 lost transmissions of one
+            // packet (utp_num_resends), so never drop the same one 3 times.
+            let mut drops = std::collections::HashMap::<u16, u32>::new();
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((len, from)) = udp.recv_from(&mut buf) else {
+                    continue;
+                };
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                if rng % 25 == 0 {
+                    if let Ok(p) = bittern_utp::Packet::decode(&buf[..len]) {
+                        let n = drops.entry(p.header.seq_nr).or_default();
+                        *n += 1;
+                        if *n <= 2 {
+                            continue;
+                        }
+                    }
+                }
+                mux.handle_datagram(from, &buf[..len]);
+                mux.flush();
+            }
+        })
+    };
+    lt_seed_download(4 << 20, |addr| mux.connect(addr, Duration::from_secs(10)));
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    let sacks = lossy.sacks.load(Ordering::Relaxed);
+    eprintln!(
+        "lossy: {} datagrams sent, {sacks} with a selective ACK",
+        lossy.sent.load(Ordering::Relaxed)
+    );
+    assert!(sacks > 0, "the loss should have produced selective ACKs");
+}
+
+struct Lossy {
+    udp: Arc<UdpSocket>,
+    sent: AtomicUsize,
+    sacks: AtomicUsize,
+    drops: std::sync::Mutex<std::collections::HashMap<u16, u32>>,
+}
+
+impl Transmit for Lossy {
+    fn send_to(&self, d: &[u8], to: SocketAddr) -> io::Result<()> {
+        let n = self.sent.fetch_add(1, Ordering::Relaxed) + 1;
+        let p = bittern_utp::Packet::decode(d).expect("we send valid packets");
+        if p.sack.is_some() {
+            self.sacks.fetch_add(1, Ordering::Relaxed);
+        }
+        // Only our data (the requests), and one packet at most twice: a
+        // lost ACK makes libtorrent count a transmission as failed too.
+        if n % 20 == 0 && p.header.ty == bittern_utp::PacketType::Data {
+            let mut drops = self.drops.lock().expect("drop table");
+            let count = drops.entry(p.header.seq_nr).or_default();
+            *count += 1;
+            if *count <= 2 {
+                return Ok(());
+            }
+        }
+        self.udp.send_to(d, to).map(|_| ())
+    }
+}
+
+/// libtorrent seeds `size` (+ a ragged tail) bytes; `connect` opens our side;
+/// every piece is downloaded and checked, and libtorrent must flag uTP.
+fn lt_seed_download(size: usize, connect: impl Fn(SocketAddr) -> io::Result<UtpStream>) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (path, data) = payload(dir.path(), (8 << 20) + 12_345);
+    let (path, data) = payload(dir.path(), size + 12_345);
     let mut lt = Partner::spawn(&["seed", path.to_str().expect("utf-8 path"), "60"]);
     let r = lt.ready();
     assert_eq!(r.hashes.len(), data.len().div_ceil(r.piece_len));
@@ -226,7 +329,7 @@ fn libtorrent_seeds_and_bittern_downloads_every_piece_over_utp() {
     let mut attempt = 0;
     let mut s = loop {
         attempt += 1;
-        let mut s = UtpStream::connect(addr, Duration::from_secs(10)).expect("utp connect to lt");
+        let mut s = connect(addr).expect("utp connect to lt");
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         match handshake(&mut s, &r.info_hash) {
             Ok(()) => break s,
