@@ -215,7 +215,11 @@ fn libtorrent_seeds_and_bittern_downloads_every_piece_over_utp() {
     if !libtorrent_available() {
         return;
     }
-    lt_seed_download(8 << 20, |addr| {
+    // BITTERN_UTP_INTEROP_MIB=256 with --release for a throughput figure.
+    let mib = std::env::var("BITTERN_UTP_INTEROP_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    lt_seed_download(mib.unwrap_or(8) << 20, |addr| {
         UtpStream::connect(addr, Duration::from_secs(10))
     });
 }
@@ -369,7 +373,10 @@ fn libtorrent_downloads_from_a_bittern_utp_listener() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
-    let (path, data) = payload(dir.path(), (8 << 20) + 777);
+    let mib = std::env::var("BITTERN_UTP_INTEROP_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let (path, data) = payload(dir.path(), (mib.unwrap_or(8) << 20) + 777);
     let mut lt = Partner::spawn(&[
         "leech",
         path.to_str().expect("utf-8 path"),
@@ -385,6 +392,7 @@ fn libtorrent_downloads_from_a_bittern_utp_listener() {
     let mut s = listener
         .accept_timeout(Duration::from_secs(15))
         .expect("libtorrent connects in");
+    let connected = Instant::now();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let info_hash = r.info_hash;
     let piece_len = r.piece_len;
@@ -415,6 +423,11 @@ fn libtorrent_downloads_from_a_bittern_utp_listener() {
         }
     });
     let done = lt.line("DONE");
+    eprintln!(
+        "bittern -> lt over utp: {} bytes, done {:.2} s after libtorrent connected",
+        data.len(),
+        connected.elapsed().as_secs_f64()
+    );
     assert_eq!(done[0], "utp=1", "libtorrent did not use uTP: {done:?}");
     assert_eq!(
         done[1], "progress=1.000",
