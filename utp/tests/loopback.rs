@@ -155,6 +155,10 @@ struct Shim {
     to: OnceLock<Multiplexer>,
     from: SocketAddr,
     count: Mutex<u64>,
+    /// Drop every n-th datagram (0: never).
+    loss_every: u64,
+    /// Refuse every n-th send with WouldBlock, a full socket buffer (0: never).
+    stall_every: u64,
     queue: crossbeam_channel::Sender<(SocketAddr, Vec<u8>)>,
 }
 
@@ -162,7 +166,10 @@ impl Transmit for Shim {
     fn send_to(&self, datagram: &[u8], _to: SocketAddr) -> std::io::Result<()> {
         let mut c = self.count.lock().unwrap();
         *c += 1;
-        if *c % 13 == 0 {
+        if self.stall_every > 0 && *c % self.stall_every == 0 {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        if self.loss_every > 0 && *c % self.loss_every == 0 {
             return Ok(());
         }
         let _ = self.queue.try_send((self.from, datagram.to_vec()));
@@ -170,7 +177,7 @@ impl Transmit for Shim {
     }
 }
 
-fn shim_pair() -> (Multiplexer, Multiplexer, SocketAddr) {
+fn shim_pair(loss_every: u64, stall_every: u64) -> (Multiplexer, Multiplexer, SocketAddr) {
     let a_addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
     let b_addr: SocketAddr = "127.0.0.1:2".parse().unwrap();
     let mk = |from| {
@@ -179,6 +186,8 @@ fn shim_pair() -> (Multiplexer, Multiplexer, SocketAddr) {
             to: OnceLock::new(),
             from,
             count: Mutex::new(0),
+            loss_every,
+            stall_every,
             queue: tx,
         });
         (shim, rx)
@@ -217,7 +226,7 @@ fn shim_pair() -> (Multiplexer, Multiplexer, SocketAddr) {
 
 #[test]
 fn multiplexers_over_a_lossy_reordering_shim_deliver_every_byte() {
-    let (a, b, b_addr) = shim_pair();
+    let (a, b, b_addr) = shim_pair(13, 0);
     let data = pattern(2 << 20, 9);
     let d2 = data.clone();
     let sender = thread::spawn(move || {
@@ -265,4 +274,37 @@ fn data_written_before_dropping_a_standalone_stream_still_arrives() {
     let got = reader.join().unwrap().expect("read to eof");
     assert_eq!(got.len(), data.len());
     assert!(got == data);
+}
+
+#[test]
+fn a_send_buffer_that_refuses_every_fifth_datagram_is_not_loss() {
+    let (a, b, b_addr) = shim_pair(0, 5);
+    let data = pattern(2 << 20, 12);
+    let d2 = data.clone();
+    let sender = thread::spawn(move || {
+        let mut s = a
+            .connect(b_addr, Duration::from_secs(10))
+            .expect("connect over shim");
+        s.write_all(&d2).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut v = [0u8; 1];
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        s.read_exact(&mut v).unwrap();
+        s.cwnd()
+    });
+    let mut s = b.accept_timeout(Duration::from_secs(10)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    s.write_all(&[1]).unwrap();
+    let cwnd = sender.join().unwrap();
+    assert!(
+        got == data,
+        "bytes differ ({} of {})",
+        got.len(),
+        data.len()
+    );
+    // Counted as loss, a refusal every 5th send would halve cwnd again and
+    // again; as stalls, slow start runs on.
+    assert!(cwnd > 256 * 1024, "cwnd collapsed to {cwnd}");
 }
