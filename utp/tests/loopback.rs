@@ -308,3 +308,41 @@ fn a_send_buffer_that_refuses_every_fifth_datagram_is_not_loss() {
     // again; as stalls, slow start runs on.
     assert!(cwnd > 256 * 1024, "cwnd collapsed to {cwnd}");
 }
+
+/// Rebinding a port proves its socket was closed, i.e. the reader thread
+/// (which holds the socket) and the multiplexer are gone.
+fn port_released(addr: SocketAddr) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if std::net::UdpSocket::bind(addr).is_ok() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn sockets_and_threads_go_away_after_the_last_handle() {
+    let listener = UtpSocket::bind("127.0.0.1:0").unwrap();
+    let server_addr = listener.local_addr();
+    let mut c = UtpStream::connect(server_addr, Duration::from_secs(5)).unwrap();
+    let client_addr = c.local_addr().unwrap();
+    let mut s = listener.accept_timeout(Duration::from_secs(5)).unwrap();
+    c.write_all(b"ping").unwrap();
+    let mut b = [0u8; 4];
+    s.read_exact(&mut b).unwrap();
+    // A second connection waits in the backlog, never accepted: it must not
+    // keep the multiplexer alive either.
+    let pending = UtpStream::connect(server_addr, Duration::from_secs(5)).unwrap();
+    drop(pending);
+    drop(listener);
+    assert!(
+        std::net::UdpSocket::bind(server_addr).is_err(),
+        "a live stream keeps its socket"
+    );
+    drop(c);
+    drop(s);
+    assert!(port_released(server_addr), "server socket still open");
+    assert!(port_released(client_addr), "client socket still open");
+}
