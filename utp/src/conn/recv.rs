@@ -136,7 +136,7 @@ impl Connection {
                 for i in (0..=hi).rev() {
                     if self.outq[i].sacked {
                         after += 1;
-                    } else if after >= DUP_ACK_LIMIT && !self.outq[i].fast_resent {
+                    } else if after >= DUP_ACK_LIMIT && self.in_flight_at(i) {
                         self.outq[i].fast_resent = true;
                         self.mark_lost(i);
                         lost = true;
@@ -149,7 +149,7 @@ impl Connection {
             self.timeouts = 0;
         } else if dup_ok && ack == una.wrapping_sub(1) && !self.outq.is_empty() {
             self.dup_acks += 1;
-            if self.dup_acks >= DUP_ACK_LIMIT && !self.outq[0].fast_resent {
+            if self.dup_acks >= DUP_ACK_LIMIT && self.in_flight_at(0) {
                 self.outq[0].fast_resent = true;
                 self.mark_lost(0);
                 lost = true;
@@ -168,5 +168,12 @@ impl Connection {
             let outstanding = self.in_flight > 0 || self.resend_pending > 0;
             self.rto_deadline = outstanding.then(|| now_us + self.current_rto());
         }
+    }
+
+    /// Sent, not yet resent fast, not already queued for resending: a
+    /// candidate for fast retransmit (and a genuine new loss).
+    fn in_flight_at(&self, i: usize) -> bool {
+        let o = &self.outq[i];
+        o.transmissions > 0 && !o.need_send && !o.sacked && !o.fast_resent
     }
 }
