@@ -520,7 +520,15 @@ impl Connection {
     /// the socket's send buffer was full): it goes back to the queue as never
     /// sent, so a stalled socket is not mistaken for loss.
     pub fn undo_transmit(&mut self) {
-        let Some(seq) = self.undo.take() else { return };
+        if let Some(seq) = self.undo.take() {
+            self.undo_transmit_seq(seq);
+        }
+    }
+
+    /// [`undo_transmit`](Self::undo_transmit) for any packet of a batch
+    /// that the socket did not take, by its sequence number (bytes 16..18
+    /// of the datagram).
+    pub fn undo_transmit_seq(&mut self, seq: u16) {
         let i = usize::from(seq.wrapping_sub(self.una()));
         if let Some(o) = self.outq.get_mut(i) {
             o.transmissions -= 1;

@@ -78,9 +78,9 @@
 //! # Not yet
 //!
 //! No MTU discovery (payloads stay ≤ 1452 bytes, 1432 over IPv6, as
-//! libtorrent's floor on Ethernet); no `sendmmsg`/GSO (one `send_to` per
-//! datagram); the engine does not use this crate yet; no `tc netem`
-//! namespace tests (the lossy links are simulated).
+//! libtorrent's floor on Ethernet); no UDP GSO/GRO (sends are `sendmmsg`
+//! batches); the engine does not use this crate yet; no `tc netem` namespace
+//! tests (the lossy links are simulated).
 
 #![deny(missing_docs)]
 

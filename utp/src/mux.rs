@@ -44,11 +44,30 @@ pub trait Transmit: Send + Sync + 'static {
     /// # Errors
     /// The socket's send error.
     fn send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<()>;
+
+    /// Sends several datagrams to one peer; returns how many went (a prefix).
+    /// The default calls `send_to` in turn; `UdpSocket` uses `sendmmsg`.
+    ///
+    /// # Errors
+    /// The first send's error when none went.
+    fn send_batch(&self, datagrams: &[Vec<u8>], to: SocketAddr) -> io::Result<usize> {
+        for (i, d) in datagrams.iter().enumerate() {
+            if let Err(e) = self.send_to(d, to) {
+                return if i == 0 { Err(e) } else { Ok(i) };
+            }
+        }
+        Ok(datagrams.len())
+    }
 }
 
 impl Transmit for UdpSocket {
     fn send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
         UdpSocket::send_to(self, datagram, to).map(|_| ())
+    }
+
+    #[cfg(target_os = "linux")]
+    fn send_batch(&self, datagrams: &[Vec<u8>], to: SocketAddr) -> io::Result<usize> {
+        crate::socket::send_batch(self, datagrams, to)
     }
 }
 
@@ -56,7 +75,14 @@ impl<T: Transmit> Transmit for Arc<T> {
     fn send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
         (**self).send_to(datagram, to)
     }
+
+    fn send_batch(&self, datagrams: &[Vec<u8>], to: SocketAddr) -> io::Result<usize> {
+        (**self).send_batch(datagrams, to)
+    }
 }
+
+/// Datagrams handed to the socket per `send_batch` call.
+const SEND_BATCH: usize = 64;
 
 /// Multiplexer settings.
 #[derive(Debug, Clone, Copy)]
@@ -90,6 +116,8 @@ impl Default for MuxConfig {
 pub(crate) struct CellState {
     pub(crate) conn: Connection,
     pub(crate) buf: Vec<u8>,
+    /// Datagram buffers for one `send_batch`.
+    pub(crate) batch: Vec<Vec<u8>>,
     pub(crate) read_timeout: Option<Duration>,
     pub(crate) write_timeout: Option<Duration>,
     pub(crate) write_closed: bool,
@@ -150,15 +178,39 @@ impl Shared {
     /// Sends what the windows allow, but leaves an owed bare ACK for the end
     /// of the receive batch (`flush`) or the next timer tick.
     pub(crate) fn pump_data(&self, peer: SocketAddr, st: &mut CellState, now_us: u64) {
-        let mut buf = std::mem::take(&mut st.buf);
-        while st.conn.poll_transmit(now_us, &mut buf) {
-            if let Err(e) = self.transmit.send_to(&buf, peer) {
-                log::debug!("utp {peer}: send failed, will retry: {e}");
-                st.conn.undo_transmit();
+        let mut batch = std::mem::take(&mut st.batch);
+        let mut n = 0;
+        loop {
+            if n == batch.len() {
+                batch.push(Vec::with_capacity(1500));
+            }
+            let more = st.conn.poll_transmit(now_us, &mut batch[n]);
+            if more {
+                n += 1;
+            }
+            if n > 0 && (!more || n == SEND_BATCH) {
+                let sent = match self.transmit.send_batch(&batch[..n], peer) {
+                    Ok(sent) => sent,
+                    Err(e) => {
+                        log::debug!("utp {peer}: send failed, will retry: {e}");
+                        0
+                    }
+                };
+                // What the socket did not take was never sent: not loss.
+                for d in &batch[sent..n] {
+                    st.conn
+                        .undo_transmit_seq(u16::from_be_bytes([d[16], d[17]]));
+                }
+                if sent < n {
+                    break;
+                }
+                n = 0;
+            }
+            if !more {
                 break;
             }
         }
-        st.buf = buf;
+        st.batch = batch;
     }
 
     fn cell_config(&self, peer: SocketAddr) -> Config {
@@ -269,6 +321,7 @@ impl Multiplexer {
             state: Mutex::new(CellState {
                 conn,
                 buf: Vec::with_capacity(1500),
+                batch: Vec::new(),
                 read_timeout: None,
                 write_timeout: None,
                 write_closed: false,
@@ -330,6 +383,7 @@ impl Multiplexer {
                 state: Mutex::new(CellState {
                     conn,
                     buf: Vec::with_capacity(1500),
+                    batch: Vec::new(),
                     read_timeout: None,
                     write_timeout: None,
                     write_closed: false,
