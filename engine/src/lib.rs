@@ -42,6 +42,7 @@ mod session;
 mod shared;
 mod status;
 mod torrent;
+pub mod webseed;
 mod writeback;
 
 pub use choker::{ChokeCandidate, Choker, ChokerConfig};
@@ -53,3 +54,4 @@ pub use ratelimit::RateLimiter;
 pub use session::Session;
 pub use status::{FileStatus, PeerInfo, TorrentEvent, TorrentState, TorrentStatus};
 pub use torrent::TorrentHandle;
+pub use webseed::{WebSeed, WebSeedConfig, WebSeedError, WebSeedEvent, WebSeeds};
