@@ -10,3 +10,4 @@ mod lost_requests;
 mod reliability;
 mod scale;
 mod util;
+mod webseed;
