@@ -71,7 +71,10 @@ fn in_namespace(name: &str) -> bool {
 /// then sets up `lo` for multicast. Must run before any socket is opened.
 fn enter_private_netns(name: &str) {
     let outer = std::env::var(OUTER_NS_ENV).unwrap_or_default();
-    assert!(outer.starts_with("net:["), "outer namespace unknown: {outer:?}");
+    assert!(
+        outer.starts_with("net:["),
+        "outer namespace unknown: {outer:?}"
+    );
     assert_ne!(outer_netns(), outer, "not in a private network namespace");
     // /proc/self/net/dev lists the interfaces of *this* process's namespace
     // (/sys/class/net shows the namespace sysfs was mounted in, the host's).
@@ -287,4 +290,123 @@ fn reuse_socket(port: u16) -> UdpSocket {
         s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         s
     }
+}
+
+/// libtorrent (python3-libtorrent, `enable_lsd`) seeding a torrent in the
+/// same namespace: we hear its announce, and it hears ours and dials the
+/// port we announced with a handshake for that torrent.
+const LT_LSD: &str = r#"
+import libtorrent as lt, os, sys, tempfile, time
+d = tempfile.mkdtemp()
+p = os.path.join(d, "lsd.bin")
+open(p, "wb").write(os.urandom(100000))
+fs = lt.file_storage(); lt.add_files(fs, p)
+ct = lt.create_torrent(fs, 16384); lt.set_piece_hashes(ct, d)
+ti = lt.torrent_info(lt.bencode(ct.generate()))
+s = lt.session({"listen_interfaces": "127.0.0.1:36941", "enable_dht": False,
+    "enable_lsd": True, "enable_upnp": False, "enable_natpmp": False,
+    "enable_outgoing_utp": False, "enable_incoming_utp": False,
+    "local_service_announce_interval": 1,
+    "alert_mask": int(lt.alert.category_t.all_categories)})
+atp = lt.add_torrent_params(); atp.ti = ti; atp.save_path = d
+atp.flags = lt.torrent_flags.seed_mode | lt.torrent_flags.disable_dht | lt.torrent_flags.disable_pex
+h = s.add_torrent(atp)
+print("IH", str(ti.info_hash()), flush=True)
+t0 = time.monotonic()
+while time.monotonic() - t0 < 20:
+    for a in s.pop_alerts():
+        m = a.message()
+        if "local service discovery" in m or "lsd" in type(a).__name__:
+            print("LT", m, flush=True)
+    time.sleep(0.05)
+"#;
+
+#[test]
+fn libtorrent_finds_us_and_we_find_it() {
+    const NAME: &str = "lsd::libtorrent_finds_us_and_we_find_it";
+    let have = Command::new("/usr/bin/python3")
+        .args(["-c", "import libtorrent"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !bittern_testkit::require("python3-libtorrent", have) || !in_namespace(NAME) {
+        return;
+    }
+    enter_private_netns(NAME);
+    use std::io::{BufRead, BufReader, Read};
+    let mut py = Command::new("/usr/bin/python3")
+        .args(["-c", LT_LSD])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(py.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let hex = first
+        .strip_prefix("IH ")
+        .unwrap_or_else(|| panic!("{first}"));
+    let ih = InfoHash::from_hex(hex).unwrap();
+    // What libtorrent reports hearing, read off its stdout.
+    let (ltx, lrx) = bounded(1024);
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            let _ = ltx.send(l);
+        }
+    });
+    // Our BitTorrent "listen port": libtorrent should dial it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = bounded(64);
+    let lsd = Lsd::spawn(config(port, 6771), tx).unwrap();
+    lsd.send(LsdCommand::Add {
+        info_hash: ih,
+        private: false,
+    })
+    .unwrap();
+    // We find libtorrent.
+    let until = Instant::now() + Duration::from_secs(10);
+    let heard = collect_until(&rx, until, |&(h, a)| {
+        h == ih && a == "127.0.0.1:36941".parse().unwrap()
+    });
+    assert!(heard, "no LSD announce from libtorrent");
+    // libtorrent finds us: in this namespace, with no tracker, DHT or PEX,
+    // LSD is the only way it can learn the port; it dials it with a
+    // handshake for the torrent.
+    listener.set_nonblocking(true).unwrap();
+    let mut conn = None;
+    while Instant::now() < until && conn.is_none() {
+        match listener.accept() {
+            Ok((c, _)) => conn = Some(c),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let lt_log: Vec<String> = lrx.try_iter().collect();
+    let mut conn = conn
+        .unwrap_or_else(|| panic!("libtorrent never dialled the port we announced: {lt_log:?}"));
+    conn.set_nonblocking(false).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut hs = [0u8; 48];
+    conn.read_exact(&mut hs).unwrap();
+    assert_eq!(&hs[..20], b"\x13BitTorrent protocol");
+    assert_eq!(
+        &hs[28..48],
+        ih.as_bytes(),
+        "handshake for the announced torrent"
+    );
+    lsd.join();
+    let _ = py.kill();
+    let _ = py.wait();
+}
+
+fn collect_until(
+    rx: &Receiver<LsdEvent>,
+    until: Instant,
+    want: impl Fn(&(InfoHash, SocketAddr)) -> bool,
+) -> bool {
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(LsdEvent::Peer { info_hash, addr }) if want(&(info_hash, addr)) => return true,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    false
 }
