@@ -664,3 +664,108 @@ fn unavailable_with_retry_after_waits_then_completes() {
     drop(storage);
     assert_same(src.path(), dst.path(), &[PathBuf::from("f.bin")]);
 }
+
+/// Throughput from nginx on loopback (run by hand: `cargo test -p
+/// bittern-engine --test integration webseed::nginx_throughput --
+/// --ignored --nocapture`): 256 MiB, 256 KiB pieces, 4 MiB runs and
+/// requests, with the verification done here as the controller would.
+#[test]
+#[ignore]
+fn nginx_throughput() {
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(
+        src.path(),
+        "big.bin",
+        &[("big.bin", 256 << 20)],
+        256 << 10,
+        9,
+    );
+    let Some(nginx) = Nginx::start(src.path()) else {
+        return;
+    };
+    for seeds_n in [1, 2] {
+        let dst = tempfile::tempdir().unwrap();
+        let storage = storage_for(&meta, dst.path());
+        let bases: Vec<String> = (0..seeds_n).map(|_| nginx.url("/")).collect();
+        let config = WebSeedConfig {
+            max_request_bytes: 4 << 20,
+            ..test_config()
+        };
+        let t0 = Instant::now();
+        let out = drive(
+            &storage,
+            seeds(&meta, &bases),
+            config,
+            16,
+            Duration::from_secs(120),
+        );
+        let secs = t0.elapsed().as_secs_f64();
+        assert!(out.complete, "{out:?}");
+        println!(
+            "web seed x{seeds_n}: 256 MiB in {secs:.2} s = {:.0} MB/s (verify included)",
+            (256 << 20) as f64 / secs / 1e6
+        );
+    }
+}
+
+#[test]
+fn cancel_hands_back_the_unfinished_pieces() {
+    // 64 pieces in one run, served slowly enough (one 16 KiB piece per
+    // response chunk is plenty) that the cancel lands mid-run.
+    let (meta, data, _src) = single(64 << 14, 16 << 10, 10);
+    let server = tiny_server(data, Mode::Corrupt { at: 0, times: 0 });
+    let dst = tempfile::tempdir().unwrap();
+    let storage = storage_for(&meta, dst.path());
+    let base = format!("http://{}/f.bin", server.addr);
+    let (tx, rx) = bounded(256);
+    let config = WebSeedConfig {
+        max_request_bytes: 16 << 10,
+        ..test_config()
+    };
+    let ws = WebSeeds::spawn(storage.clone(), seeds(&meta, &[base]), config, tx).unwrap();
+    ws.fetch(0, 0..64).unwrap();
+    let mut written = Vec::new();
+    let unfinished = loop {
+        match rx.recv_timeout(Duration::from_secs(10)).unwrap() {
+            WebSeedEvent::PieceWritten { piece, .. } => {
+                if written.is_empty() {
+                    ws.cancel(0);
+                }
+                written.push(piece);
+            }
+            WebSeedEvent::RunEnded {
+                unfinished, error, ..
+            } => {
+                assert!(error.is_none(), "{error:?}");
+                break unfinished;
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    // Every piece is accounted for exactly once: written, or handed back.
+    assert!(!unfinished.is_empty(), "the cancel came too late to test");
+    assert_eq!(written, (0..unfinished.start).collect::<Vec<_>>());
+    assert_eq!(unfinished.end, 64);
+    for &p in &written {
+        assert!(storage.check_piece(p).unwrap(), "piece {p}");
+    }
+    // The seed still works after a cancel.
+    ws.fetch(0, unfinished.clone()).unwrap();
+    let mut more = 0;
+    while let Ok(ev) = rx.recv_timeout(Duration::from_secs(10)) {
+        match ev {
+            WebSeedEvent::PieceWritten { .. } => more += 1,
+            WebSeedEvent::RunEnded {
+                unfinished: u,
+                error,
+                ..
+            } => {
+                assert!(u.is_empty() && error.is_none(), "{u:?} {error:?}");
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(more, unfinished.len());
+    ws.join();
+}
