@@ -23,7 +23,15 @@
 //! Private torrents (BEP 27) are never announced, and peers heard for them
 //! are never reported.
 //!
-//! IPv4 only for now; the IPv6 group (`[ff15::efc0:988f]:6771`) is not
+//! Wiring (for the controller): one [`Lsd`] per session (not per torrent),
+//! on the listen address and port, started only with `--lsd` and never in
+//! tests outside a private network namespace; `Add` each public torrent
+//! when it starts, `Remove` it when it stops, and feed `Peer` events to
+//! the torrent's candidates like any other peer source.
+//!
+//! Not filtered yet: libtorrent drops announces from outside the
+//! interface's network (it knows the netmask); here every source but
+//! `0.0.0.0` and multicast ones is taken. IPv4 only for now; the IPv6 group (`[ff15::efc0:988f]:6771`) is not
 //! joined (Linux `lo` does not loop IPv6 multicast, so it could only be
 //! tested over a veth pair).
 

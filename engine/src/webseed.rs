@@ -45,6 +45,17 @@
 //! - Redirects are followed (at most [`WebSeedConfig::max_redirects`]) and
 //!   the final URL is remembered per file, as libtorrent does.
 //!
+//! # Wiring (for the controller)
+//! One [`WebSeeds`] per downloading torrent, built from
+//! `Metainfo::url_list` with [`file_urls`], its events `select!`ed with the
+//! peer events. Give an idle seed (one whose last `RunEnded` said
+//! `ready_at` has passed) a run of missing pieces nobody else is fetching,
+//! a few MiB long (BEP 19: take them from the end of the largest gap, so
+//! peers and seeds do not collide), mark them taken in the picker, verify
+//! each `PieceWritten`, give `unfinished` back to the picker, and stop
+//! assigning once `Dropped` arrives. Seeds are for filling what peers do
+//! not serve quickly; cancel a seed's run in endgame if peers finish it.
+//!
 //! Not done yet: libtorrent's SSRF rule (a seed on a global address may
 //! not redirect to a local one), BEP 17 `httpseeds`.
 
@@ -362,6 +373,8 @@ impl WebSeeds {
 
     /// Ends seed `seed`'s current run (and its queued ones) at the next
     /// read, reporting them as `RunEnded` with their unfinished pieces.
+    /// Wait for those `RunEnded`s before the next [`fetch`](Self::fetch):
+    /// a fetch clears the cancel, so one sent too early keeps the old runs.
     pub fn cancel(&self, seed: usize) {
         if let Some(s) = self.seeds.get(seed) {
             s.cancel.store(true, Ordering::Relaxed);

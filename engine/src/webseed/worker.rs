@@ -66,7 +66,8 @@ impl Worker {
         match self.serve() {
             Ok(()) => log::debug!("web seed {} stopped", self.seed.url),
             Err(reason) => {
-                log::warn!("web seed {} dropped: {reason}", self.seed.url);
+                // The caller logs the reason it gets in `Dropped`.
+                log::debug!("web seed {} dropped: {reason}", self.seed.url);
                 for run in std::mem::take(&mut self.queue) {
                     self.ended(run, None);
                 }
@@ -147,7 +148,7 @@ impl Worker {
             Command::Fetch(run) => self.queue.push_back(run),
             Command::BadPiece(piece) => {
                 self.bad_pieces += 1;
-                log::warn!(
+                log::debug!(
                     "web seed {}: piece {piece} failed its hash ({} of {})",
                     self.seed.url,
                     self.bad_pieces,
