@@ -706,7 +706,49 @@ fn nginx_throughput() {
             (256 << 20) as f64 / secs / 1e6
         );
     }
+    // libtorrent's web-seed download of the same data from the same nginx,
+    // in the same run (timed inside the script, from add to seeding).
+    let have_lt = Command::new("/usr/bin/python3")
+        .args(["-c", "import libtorrent"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !bittern_testkit::require("python3-libtorrent", have_lt) {
+        return;
+    }
+    let dst = tempfile::tempdir().unwrap();
+    let torrent = dst.path().join("big.torrent");
+    let mut bytes = b"d4:info".to_vec();
+    bytes.extend_from_slice(&meta.info_bytes);
+    bytes.push(b'e');
+    std::fs::write(&torrent, bytes).unwrap();
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", LT_WEBSEED])
+        .arg(&torrent)
+        .arg(dst.path())
+        .arg(nginx.url("/"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("seconds"), "{text}");
+    let secs: f64 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    println!(
+        "libtorrent web seed: 256 MiB in {secs:.2} s = {:.0} MB/s",
+        (256 << 20) as f64 / secs / 1e6
+    );
 }
+
+const LT_WEBSEED: &str = r#"
+import libtorrent as lt, sys, time
+s = lt.session({"listen_interfaces": "127.0.0.1:0", "enable_dht": False,
+    "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False})
+atp = lt.add_torrent_params(); atp.ti = lt.torrent_info(sys.argv[1])
+atp.save_path = sys.argv[2]; atp.url_seeds = [sys.argv[3]]
+t0 = time.monotonic(); h = s.add_torrent(atp)
+while not h.status().is_seeding:
+    if time.monotonic() - t0 > 120: sys.exit(1)
+    time.sleep(0.01)
+print("seconds", time.monotonic() - t0)
+"#;
 
 #[test]
 fn cancel_hands_back_the_unfinished_pieces() {
