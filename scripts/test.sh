@@ -2,10 +2,10 @@
 # Runs bittern's whole test suite on a fresh Debian machine.
 #
 # Installs the real BitTorrent tools the interop tests drive (libtorrent's
-# Python bindings, mktorrent, transmission-cli, aria2, opentracker) with
-# apt-get, and PyPI's transmission-rpc (the Python client the daemon tests
-# drive) into a venv at target/interop-venv, then runs every test in the
-# workspace. With
+# Python bindings, mktorrent, transmission-cli, aria2, opentracker, and
+# nginx-light for the web-seed tests) with apt-get, and PyPI's
+# transmission-rpc (the Python client the daemon tests drive) into a
+# venv at target/interop-venv, then runs every test in the workspace. With
 # BITTERN_REQUIRE_INTEROP=1 (set here) every test that needs something the
 # machine may lack fails instead of skipping: a missing tool, but also root
 # (the disk-full tests mount a tmpfs), a temp dir off tmpfs (TMPDIR or
@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(python3-libtorrent mktorrent transmission-cli aria2 opentracker python3-venv)
+packages=(python3-libtorrent mktorrent transmission-cli aria2 opentracker python3-venv nginx-light)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -25,7 +25,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
     [ "$(id -u)" -ne 0 ] && sudo=sudo
     echo "installing: ${missing[*]}"
     $sudo apt-get update -qq
+    # nginx-light's postinst would start the packaged service on port 80;
+    # the web-seed tests run their own nginx on 127.0.0.1, so keep it off
+    # (policy-rc.d exit 101 = "do not start services"), when we add it.
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        policy=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+        $sudo chmod +x "$policy"
+    fi
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    if [ -n "$policy" ]; then $sudo rm -f "$policy"; fi
 fi
 
 venv=target/interop-venv

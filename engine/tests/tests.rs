@@ -7,6 +7,8 @@ mod hostile;
 mod interop;
 mod lifecycle;
 mod lost_requests;
+mod lsd;
 mod reliability;
 mod scale;
 mod util;
+mod webseed;

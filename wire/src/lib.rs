@@ -45,6 +45,7 @@ mod compact;
 mod extension;
 mod handshake;
 mod id;
+pub mod lsd;
 mod magnet;
 mod message;
 mod metadata;
@@ -59,6 +60,7 @@ pub use compact::{
 pub use extension::{Extension, ExtensionError, ExtensionHandshake};
 pub use handshake::{Handshake, HandshakeError};
 pub use id::{IdError, InfoHash, PeerId};
+pub use lsd::{LsdAnnounce, LsdError};
 pub use magnet::{Magnet, MagnetError, MagnetPeer};
 pub use message::{
     decode_message, piece_header, BlockRef, Message, MessageError, DEFAULT_MAX_FRAME,

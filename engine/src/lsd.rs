@@ -1,0 +1,402 @@
+//! Local Service Discovery (BEP 14): a self-contained component with its
+//! own thread that announces torrents on the LSD multicast group and
+//! reports the peers it hears about.
+//!
+//! The caller (the controller) sends [`LsdCommand`]s with `try_send` and
+//! never blocks; peers come out as [`LsdEvent`]s on the caller's bounded
+//! channel, also with `try_send` (discovery is lossy anyway: a full
+//! channel drops the event, logged at debug), so neither side blocks on
+//! the other.
+//!
+//! Like libtorrent, the socket is bound to the LSD port with
+//! `SO_REUSEADDR` (other clients on the machine share it), joins the
+//! group on the given interface address, sends through that interface
+//! (`IP_MULTICAST_IF`) with loopback on, and recognises its own looped-back
+//! announces by a random cookie. The datagrams are libtorrent's exact
+//! format ([`bittern_wire::lsd`]).
+//!
+//! Rate limits: each torrent is announced when added, then every
+//! [`LsdConfig::reannounce`] (5 min); at most one datagram goes out per
+//! [`LsdConfig::min_packet_interval`] (1 s), carrying every due torrent that
+//! fits in 1400 bytes; at most [`LsdConfig::max_incoming_per_sec`] incoming
+//! datagrams are looked at per second (Transmission's limit is 10).
+//! Private torrents (BEP 27) are never announced, and peers heard for them
+//! are never reported.
+//!
+//! Wiring (for the controller): one [`Lsd`] per session (not per torrent),
+//! on the listen address and port, started only with `--lsd` and never in
+//! tests outside a private network namespace; `Add` each public torrent
+//! when it starts, `Remove` it when it stops, and feed `Peer` events to
+//! the torrent's candidates like any other peer source.
+//!
+//! Not filtered yet: libtorrent drops announces from outside the
+//! interface's network (it knows the netmask); here every source but
+//! `0.0.0.0` and multicast ones is taken. IPv4 only for now; the IPv6 group (`[ff15::efc0:988f]:6771`) is not
+//! joined (Linux `lo` does not loop IPv6 multicast, so it could only be
+//! tested over a veth pair).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bittern_wire::lsd::{LsdAnnounce, LSD_GROUP_V4, LSD_PORT, MAX_DATAGRAM};
+use bittern_wire::InfoHash;
+use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
+
+/// Settings of the LSD component.
+#[derive(Debug, Clone)]
+pub struct LsdConfig {
+    /// The address of the interface to announce and listen on (the
+    /// session's listen address; `127.0.0.1` in tests).
+    pub interface: Ipv4Addr,
+    /// Our BitTorrent listen port, put in the `Port` header.
+    pub listen_port: u16,
+    /// The UDP port of the group: [`LSD_PORT`] (6771) except in tests.
+    pub lsd_port: u16,
+    /// How often each torrent is announced again (BEP 14: 5 min).
+    pub reannounce: Duration,
+    /// The least time between two datagrams sent.
+    pub min_packet_interval: Duration,
+    /// Incoming datagrams looked at per second; the rest are dropped.
+    pub max_incoming_per_sec: u32,
+    /// Multicast TTL: 1 keeps announces on the local link.
+    pub ttl: u32,
+}
+
+impl LsdConfig {
+    /// Defaults for announcing `listen_port` on `interface`.
+    pub fn new(interface: Ipv4Addr, listen_port: u16) -> LsdConfig {
+        LsdConfig {
+            interface,
+            listen_port,
+            lsd_port: LSD_PORT,
+            reannounce: Duration::from_secs(300),
+            min_packet_interval: Duration::from_secs(1),
+            max_incoming_per_sec: 10,
+            ttl: 1,
+        }
+    }
+}
+
+/// What the caller tells the LSD component.
+#[derive(Debug, Clone)]
+pub enum LsdCommand {
+    /// Announce this torrent (unless `private`) and report peers for it.
+    Add {
+        /// The torrent (v1 hash, or the truncated v2 hash).
+        info_hash: InfoHash,
+        /// BEP 27: never announced, never reported.
+        private: bool,
+    },
+    /// Stop announcing this torrent and reporting its peers.
+    Remove(InfoHash),
+}
+
+/// What the LSD component reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LsdEvent {
+    /// A peer on the local network announced a torrent we added.
+    Peer {
+        /// The torrent.
+        info_hash: InfoHash,
+        /// The datagram's source address with the announced port.
+        addr: SocketAddr,
+    },
+}
+
+/// The running LSD component. Dropping it stops the thread (it ends within
+/// its receive timeout, 200 ms); [`Lsd::join`] waits for it.
+#[derive(Debug)]
+pub struct Lsd {
+    tx: Option<Sender<LsdCommand>>,
+    thread: Option<JoinHandle<()>>,
+    cookie: String,
+}
+
+impl Lsd {
+    /// Opens the socket, joins the group on `config.interface` and starts
+    /// the thread.
+    ///
+    /// # Errors
+    /// The socket could not be opened, bound or joined to the group (for
+    /// example no multicast route on that interface), or the thread could
+    /// not start.
+    pub fn spawn(config: LsdConfig, events: Sender<LsdEvent>) -> io::Result<Lsd> {
+        let socket = open_socket(&config)?;
+        let cookie = format!("{:x}", rand::random::<u32>() & 0x7fff_ffff);
+        let (tx, rx) = bounded(256);
+        let worker = Worker {
+            socket,
+            config,
+            cookie: cookie.clone(),
+            commands: rx,
+            events,
+            torrents: HashMap::new(),
+            next_send: Instant::now(),
+            window: (Instant::now(), 0),
+        };
+        let thread = std::thread::Builder::new()
+            .name("lsd".into())
+            .spawn(move || worker.run())?;
+        Ok(Lsd {
+            tx: Some(tx),
+            thread: Some(thread),
+            cookie,
+        })
+    }
+
+    /// Our cookie (announces carrying it are our own, looped back).
+    pub fn cookie(&self) -> &str {
+        &self.cookie
+    }
+
+    /// Queues a command without blocking.
+    ///
+    /// # Errors
+    /// The queue is full or the thread has ended (the command comes back).
+    pub fn send(&self, cmd: LsdCommand) -> Result<(), TrySendError<LsdCommand>> {
+        match &self.tx {
+            Some(tx) => tx.try_send(cmd),
+            None => Err(TrySendError::Disconnected(cmd)),
+        }
+    }
+
+    /// Stops the thread and waits for it.
+    pub fn join(mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A UDP socket bound to `0.0.0.0:lsd_port` with `SO_REUSEADDR`, joined to
+/// the group on the interface, sending through it with loopback on.
+fn open_socket(config: &LsdConfig) -> io::Result<UdpSocket> {
+    // SAFETY: plain socket(2) call; the fd is owned right below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket owned by nobody else.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    // SAFETY: valid fd, a c_int option value of the right size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: config.lsd_port.to_be(),
+        sin_addr: libc::in_addr { s_addr: 0 },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: valid fd and a sockaddr_in of the size given.
+    let r = unsafe {
+        libc::bind(
+            fd,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let ifaddr = libc::in_addr {
+        s_addr: u32::from(config.interface).to_be(),
+    };
+    // SAFETY: valid fd, an in_addr option value of the right size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_MULTICAST_IF,
+            (&ifaddr as *const libc::in_addr).cast(),
+            std::mem::size_of::<libc::in_addr>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let socket = UdpSocket::from(owned);
+    socket.join_multicast_v4(&LSD_GROUP_V4, &config.interface)?;
+    socket.set_multicast_loop_v4(true)?;
+    socket.set_multicast_ttl_v4(config.ttl)?;
+    Ok(socket)
+}
+
+struct Torrent {
+    private: bool,
+    next_announce: Instant,
+}
+
+struct Worker {
+    socket: UdpSocket,
+    config: LsdConfig,
+    cookie: String,
+    commands: Receiver<LsdCommand>,
+    events: Sender<LsdEvent>,
+    torrents: HashMap<InfoHash, Torrent>,
+    /// No datagram goes out before this.
+    next_send: Instant,
+    /// Start of the current one-second window and datagrams seen in it.
+    window: (Instant, u32),
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut buf = [0u8; 2048];
+        loop {
+            loop {
+                match self.commands.try_recv() {
+                    Ok(c) => self.command(c),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                }
+            }
+            let now = Instant::now();
+            if now >= self.next_send {
+                self.announce_due(now);
+            }
+            let wait = self.next_wakeup(now).saturating_duration_since(now);
+            let wait = wait.clamp(Duration::from_millis(1), Duration::from_millis(200));
+            if let Err(e) = self.socket.set_read_timeout(Some(wait)) {
+                log::warn!("lsd: cannot set the socket timeout: {e}");
+                return;
+            }
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, from)) => self.incoming(&buf[..n], from),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    log::debug!("lsd: receive failed: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, c: LsdCommand) {
+        match c {
+            LsdCommand::Add { info_hash, private } => {
+                let next_announce = Instant::now();
+                self.torrents.insert(
+                    info_hash,
+                    Torrent {
+                        private,
+                        next_announce,
+                    },
+                );
+            }
+            LsdCommand::Remove(h) => {
+                self.torrents.remove(&h);
+            }
+        }
+    }
+
+    /// When something is next due: a send, or the receive poll.
+    fn next_wakeup(&self, now: Instant) -> Instant {
+        let due = self
+            .torrents
+            .values()
+            .filter(|t| !t.private)
+            .map(|t| t.next_announce)
+            .min();
+        match due {
+            Some(d) => d.max(self.next_send),
+            None => now + Duration::from_millis(200),
+        }
+    }
+
+    /// Sends one datagram with the most overdue torrents that fit.
+    fn announce_due(&mut self, now: Instant) {
+        let mut due: Vec<(Instant, InfoHash)> = self
+            .torrents
+            .iter()
+            .filter(|(_, t)| !t.private && t.next_announce <= now)
+            .map(|(h, t)| (t.next_announce, *h))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        due.sort();
+        let group = SocketAddr::V4(SocketAddrV4::new(LSD_GROUP_V4, self.config.lsd_port));
+        let msg = LsdAnnounce {
+            port: self.config.listen_port,
+            info_hashes: due.iter().map(|&(_, h)| h).collect(),
+            cookie: Some(self.cookie.clone()),
+        };
+        let Some(first) = msg.encode_many(group).into_iter().next() else {
+            return;
+        };
+        debug_assert!(first.len() <= MAX_DATAGRAM);
+        // The hashes in the first datagram are the first ones of `due`.
+        let sent = LsdAnnounce::parse(&first).map_or(0, |a| a.info_hashes.len());
+        self.next_send = now + self.config.min_packet_interval;
+        match self.socket.send_to(&first, group) {
+            Ok(_) => {
+                for &(_, h) in due.iter().take(sent) {
+                    if let Some(t) = self.torrents.get_mut(&h) {
+                        t.next_announce = now + self.config.reannounce;
+                    }
+                }
+                log::debug!("lsd: announced {sent} torrents");
+            }
+            Err(e) => log::debug!("lsd: announce failed: {e}"),
+        }
+    }
+
+    fn incoming(&mut self, datagram: &[u8], from: SocketAddr) {
+        let now = Instant::now();
+        if now.duration_since(self.window.0) >= Duration::from_secs(1) {
+            self.window = (now, 0);
+        }
+        self.window.1 += 1;
+        if self.window.1 > self.config.max_incoming_per_sec {
+            return;
+        }
+        let a = match LsdAnnounce::parse(datagram) {
+            Ok(a) => a,
+            Err(e) => {
+                log::trace!("lsd: {from}: {e}");
+                return;
+            }
+        };
+        if a.cookie.as_deref() == Some(self.cookie.as_str()) {
+            return; // our own, looped back
+        }
+        if from.ip().is_unspecified() || from.ip().is_multicast() {
+            log::debug!("lsd: dropping an announce from {from}");
+            return;
+        }
+        let addr = SocketAddr::new(from.ip(), a.port);
+        for h in a.info_hashes {
+            if self.torrents.get(&h).is_none_or(|t| t.private) {
+                continue;
+            }
+            let ev = LsdEvent::Peer { info_hash: h, addr };
+            match self.events.try_send(ev) {
+                Ok(()) => log::debug!("lsd: peer {addr} for {h}"),
+                Err(TrySendError::Full(_)) => log::debug!("lsd: event queue full, dropped {addr}"),
+                Err(TrySendError::Disconnected(_)) => {}
+            }
+        }
+    }
+}

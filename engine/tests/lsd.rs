@@ -1,0 +1,412 @@
+//! LSD (BEP 14) on a real multicast socket, ONLY inside a private network
+//! namespace holding nothing but `lo`: nothing multicast may ever leave
+//! the machine's test sandbox.
+//!
+//! Each test re-executes this test binary under `unshare --net` (root; CI
+//! runs as root) with `BITTERN_LSD_NETNS=1`. Inside, before anything is
+//! sent, [`enter_private_netns`] asserts that the process is in a network
+//! namespace other than the one the test started in whose only interface is `lo`, then brings
+//! `lo` up and routes 239.0.0.0/8 to it with source 127.0.0.1 (the recipe
+//! from the transports notes that also works for Transmission).
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bittern_engine::{Lsd, LsdCommand, LsdConfig, LsdEvent};
+use bittern_wire::lsd::{LsdAnnounce, LSD_GROUP_V4};
+use bittern_wire::InfoHash;
+use crossbeam_channel::{bounded, Receiver};
+
+const INSIDE_ENV: &str = "BITTERN_LSD_NETNS";
+/// The namespace the test was started in, passed to the child to compare.
+const OUTER_NS_ENV: &str = "BITTERN_LSD_OUTER_NETNS";
+
+fn outer_netns() -> String {
+    let link = std::fs::read_link("/proc/self/ns/net").unwrap();
+    link.to_string_lossy().into_owned()
+}
+
+/// Outside: runs test `name` of this binary again inside a fresh network
+/// namespace and checks it passed there. Returns true when the caller is
+/// already inside and should run the body.
+fn in_namespace(name: &str) -> bool {
+    if std::env::var(INSIDE_ENV).as_deref() == Ok("1") {
+        return true;
+    }
+    let ok = bittern_testkit::is_root()
+        && bittern_testkit::on_path("unshare")
+        && bittern_testkit::on_path("ip");
+    if !bittern_testkit::require(
+        "root with unshare(1) and ip(8), for a private network namespace (LSD tests)",
+        ok,
+    ) {
+        return false;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("unshare")
+        .arg("--net")
+        .arg("--")
+        .arg(exe)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(INSIDE_ENV, "1")
+        .env(OUTER_NS_ENV, outer_netns())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{name} failed in the namespace:\n{stdout}\n{stderr}"
+    );
+    // The filter matched and the body really ran.
+    assert!(
+        stdout.contains("1 passed") && stderr.contains(&format!("LSD-NETNS-RAN {name}")),
+        "{name} did not run in the namespace:\n{stdout}\n{stderr}"
+    );
+    false
+}
+
+/// Asserts this process is in its own network namespace with only `lo`,
+/// then sets up `lo` for multicast. Must run before any socket is opened.
+fn enter_private_netns(name: &str) {
+    let outer = std::env::var(OUTER_NS_ENV).unwrap_or_default();
+    assert!(
+        outer.starts_with("net:["),
+        "outer namespace unknown: {outer:?}"
+    );
+    assert_ne!(outer_netns(), outer, "not in a private network namespace");
+    // /proc/self/net/dev lists the interfaces of *this* process's namespace
+    // (/sys/class/net shows the namespace sysfs was mounted in, the host's).
+    let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap();
+    let ifaces: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(ifaces, vec!["lo"], "the namespace must hold only lo");
+    for args in [
+        &["link", "set", "lo", "up"][..],
+        &[
+            "route",
+            "add",
+            "239.0.0.0/8",
+            "dev",
+            "lo",
+            "src",
+            "127.0.0.1",
+        ][..],
+    ] {
+        let s = Command::new("ip").args(args).status().unwrap();
+        assert!(s.success(), "ip {args:?}");
+    }
+    eprintln!("LSD-NETNS-RAN {name}");
+}
+
+fn config(listen_port: u16, lsd_port: u16) -> LsdConfig {
+    LsdConfig {
+        lsd_port,
+        min_packet_interval: Duration::from_millis(300),
+        reannounce: Duration::from_millis(900),
+        ..LsdConfig::new(Ipv4Addr::LOCALHOST, listen_port)
+    }
+}
+
+fn collect(rx: &Receiver<LsdEvent>, until: Instant) -> Vec<(InfoHash, SocketAddr)> {
+    let mut out = Vec::new();
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(LsdEvent::Peer { info_hash, addr }) => out.push((info_hash, addr)),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+#[test]
+fn two_components_find_each_other() {
+    const NAME: &str = "lsd::two_components_find_each_other";
+    if !in_namespace(NAME) {
+        return;
+    }
+    enter_private_netns(NAME);
+    let shared = InfoHash([0x11; 20]);
+    let secret = InfoHash([0x22; 20]);
+    let lsd_port = 6771;
+    let (atx, arx) = bounded(64);
+    let (btx, brx) = bounded(64);
+    let a = Lsd::spawn(config(1111, lsd_port), atx).unwrap();
+    let b = Lsd::spawn(config(2222, lsd_port), btx).unwrap();
+    a.send(LsdCommand::Add {
+        info_hash: shared,
+        private: false,
+    })
+    .unwrap();
+    a.send(LsdCommand::Add {
+        info_hash: secret,
+        private: true,
+    })
+    .unwrap();
+    b.send(LsdCommand::Add {
+        info_hash: shared,
+        private: false,
+    })
+    .unwrap();
+    b.send(LsdCommand::Add {
+        info_hash: secret,
+        private: false,
+    })
+    .unwrap();
+    let until = Instant::now() + Duration::from_millis(2500);
+    let (ta, tb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| collect(&arx, until));
+        let tb = s.spawn(|| collect(&brx, until));
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    let from_a: SocketAddr = "127.0.0.1:1111".parse().unwrap();
+    let from_b: SocketAddr = "127.0.0.1:2222".parse().unwrap();
+    // B heard A's public torrent, never A's private one.
+    assert!(tb.contains(&(shared, from_a)), "{tb:?}");
+    assert!(
+        tb.iter().all(|&(h, addr)| h == shared && addr == from_a),
+        "{tb:?}"
+    );
+    // A heard B for the shared torrent; B announced `secret` publicly, but
+    // A has it private: never reported. Its own announces never come back.
+    assert!(ta.contains(&(shared, from_b)), "{ta:?}");
+    assert!(
+        ta.iter().all(|&(h, addr)| h == shared && addr == from_b),
+        "{ta:?}"
+    );
+    // Reannounced every 0.9 s: 2.5 s gives 2 or 3 each, not a flood.
+    assert!((2..=4).contains(&tb.len()), "{tb:?}");
+    assert!((2..=4).contains(&ta.len()), "{ta:?}");
+    a.join();
+    b.join();
+}
+
+#[test]
+fn announces_are_libtorrent_format_and_rate_limited() {
+    const NAME: &str = "lsd::announces_are_libtorrent_format_and_rate_limited";
+    if !in_namespace(NAME) {
+        return;
+    }
+    enter_private_netns(NAME);
+    // A listener on the group port (SO_REUSEADDR, as the component's)
+    // sees every datagram sent.
+    let lsd_port = 6771;
+    let sniff = reuse_socket(lsd_port);
+    let (tx, _rx) = bounded(64);
+    let hashes: Vec<InfoHash> = (0..40u8).map(|i| InfoHash([i; 20])).collect();
+    let c = LsdConfig {
+        min_packet_interval: Duration::from_millis(400),
+        reannounce: Duration::from_secs(60),
+        ..config(3333, lsd_port)
+    };
+    let lsd = Lsd::spawn(c, tx).unwrap();
+    for &h in &hashes {
+        lsd.send(LsdCommand::Add {
+            info_hash: h,
+            private: false,
+        })
+        .unwrap();
+    }
+    let mut grams: Vec<(Instant, Vec<u8>)> = Vec::new();
+    let until = Instant::now() + Duration::from_millis(2000);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < until {
+        if let Ok((n, from)) = sniff.recv_from(&mut buf) {
+            assert_eq!(from.ip(), Ipv4Addr::LOCALHOST, "source is the interface");
+            grams.push((Instant::now(), buf[..n].to_vec()));
+        }
+    }
+    lsd.join();
+    // 40 hashes need two datagrams (26 fit in 1400 bytes), sent 0.4 s
+    // apart, then nothing until the 60 s reannounce.
+    assert_eq!(
+        grams.len(),
+        2,
+        "{:?}",
+        grams.iter().map(|g| g.1.len()).collect::<Vec<_>>()
+    );
+    assert!(grams[1].0 - grams[0].0 >= Duration::from_millis(380));
+    let mut seen = Vec::new();
+    for (_, g) in &grams {
+        assert!(g.len() <= 1400);
+        let text = String::from_utf8(g.clone()).unwrap();
+        assert!(
+            text.starts_with(
+                "BT-SEARCH * HTTP/1.1\r\nHost: 239.192.152.143:6771\r\nPort: 3333\r\nInfohash: "
+            ),
+            "{text:?}"
+        );
+        let a = LsdAnnounce::parse(g).unwrap();
+        assert_eq!(a.cookie.as_deref(), Some(lsd_cookie_hint(&text)));
+        assert!(text.ends_with("\r\n\r\n\r\n"));
+        seen.extend(a.info_hashes);
+    }
+    seen.sort();
+    assert_eq!(seen, hashes);
+}
+
+/// The cookie line's value (checks the exact `cookie: ` spelling).
+fn lsd_cookie_hint(text: &str) -> &str {
+    let at = text.find("\r\ncookie: ").expect("a lower-case cookie line") + 10;
+    let end = text[at..].find("\r\n").unwrap() + at;
+    &text[at..end]
+}
+
+/// A socket on the group port with SO_REUSEADDR, joined on 127.0.0.1.
+fn reuse_socket(port: u16) -> UdpSocket {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket/setsockopt/bind calls on a fresh fd we own.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        assert!(fd >= 0);
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            4,
+        );
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr { s_addr: 0 },
+            sin_zero: [0; 8],
+        };
+        let r = libc::bind(
+            fd,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+        let s = UdpSocket::from_raw_fd(fd);
+        s.join_multicast_v4(&LSD_GROUP_V4, &Ipv4Addr::LOCALHOST)
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        s
+    }
+}
+
+/// libtorrent (python3-libtorrent, `enable_lsd`) seeding a torrent in the
+/// same namespace: we hear its announce, and it hears ours and dials the
+/// port we announced with a handshake for that torrent.
+const LT_LSD: &str = r#"
+import libtorrent as lt, os, sys, tempfile, time
+d = tempfile.mkdtemp()
+p = os.path.join(d, "lsd.bin")
+open(p, "wb").write(os.urandom(100000))
+fs = lt.file_storage(); lt.add_files(fs, p)
+ct = lt.create_torrent(fs, 16384); lt.set_piece_hashes(ct, d)
+ti = lt.torrent_info(lt.bencode(ct.generate()))
+s = lt.session({"listen_interfaces": "127.0.0.1:36941", "enable_dht": False,
+    "enable_lsd": True, "enable_upnp": False, "enable_natpmp": False,
+    "enable_outgoing_utp": False, "enable_incoming_utp": False,
+    "local_service_announce_interval": 1,
+    "alert_mask": int(lt.alert.category_t.all_categories)})
+atp = lt.add_torrent_params(); atp.ti = ti; atp.save_path = d
+atp.flags = lt.torrent_flags.seed_mode | lt.torrent_flags.disable_dht | lt.torrent_flags.disable_pex
+h = s.add_torrent(atp)
+print("IH", str(ti.info_hash()), flush=True)
+t0 = time.monotonic()
+while time.monotonic() - t0 < 20:
+    for a in s.pop_alerts():
+        m = a.message()
+        if "local service discovery" in m or "lsd" in type(a).__name__:
+            print("LT", m, flush=True)
+    time.sleep(0.05)
+"#;
+
+#[test]
+fn libtorrent_finds_us_and_we_find_it() {
+    const NAME: &str = "lsd::libtorrent_finds_us_and_we_find_it";
+    let have = Command::new("/usr/bin/python3")
+        .args(["-c", "import libtorrent"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !bittern_testkit::require("python3-libtorrent", have) || !in_namespace(NAME) {
+        return;
+    }
+    enter_private_netns(NAME);
+    use std::io::{BufRead, BufReader, Read};
+    let mut py = Command::new("/usr/bin/python3")
+        .args(["-c", LT_LSD])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(py.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let hex = first
+        .strip_prefix("IH ")
+        .unwrap_or_else(|| panic!("{first}"));
+    let ih = InfoHash::from_hex(hex).unwrap();
+    // What libtorrent reports hearing, read off its stdout.
+    let (ltx, lrx) = bounded(1024);
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            let _ = ltx.send(l);
+        }
+    });
+    // Our BitTorrent "listen port": libtorrent should dial it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = bounded(64);
+    let lsd = Lsd::spawn(config(port, 6771), tx).unwrap();
+    lsd.send(LsdCommand::Add {
+        info_hash: ih,
+        private: false,
+    })
+    .unwrap();
+    // We find libtorrent.
+    let until = Instant::now() + Duration::from_secs(10);
+    let heard = collect_until(&rx, until, |&(h, a)| {
+        h == ih && a == "127.0.0.1:36941".parse().unwrap()
+    });
+    assert!(heard, "no LSD announce from libtorrent");
+    // libtorrent finds us: in this namespace, with no tracker, DHT or PEX,
+    // LSD is the only way it can learn the port; it dials it with a
+    // handshake for the torrent.
+    listener.set_nonblocking(true).unwrap();
+    let mut conn = None;
+    while Instant::now() < until && conn.is_none() {
+        match listener.accept() {
+            Ok((c, _)) => conn = Some(c),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let lt_log: Vec<String> = lrx.try_iter().collect();
+    let mut conn = conn
+        .unwrap_or_else(|| panic!("libtorrent never dialled the port we announced: {lt_log:?}"));
+    conn.set_nonblocking(false).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut hs = [0u8; 48];
+    conn.read_exact(&mut hs).unwrap();
+    assert_eq!(&hs[..20], b"\x13BitTorrent protocol");
+    assert_eq!(
+        &hs[28..48],
+        ih.as_bytes(),
+        "handshake for the announced torrent"
+    );
+    lsd.join();
+    let _ = py.kill();
+    let _ = py.wait();
+}
+
+fn collect_until(
+    rx: &Receiver<LsdEvent>,
+    until: Instant,
+    want: impl Fn(&(InfoHash, SocketAddr)) -> bool,
+) -> bool {
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(LsdEvent::Peer { info_hash, addr }) if want(&(info_hash, addr)) => return true,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    false
+}
