@@ -21,6 +21,9 @@
 //!   SHA extensions.
 //! - [`AlignedBuf`]: page-aligned buffers for everything the kernel copies
 //!   file or socket data into (see its docs for why).
+//! - [`merkle`]: BitTorrent v2 per-file SHA-256 merkle trees: roots, piece
+//!   layers, proofs, piece and block verification, and
+//!   [`merkle::hash_files_v2`] for creating v2 torrents.
 //! - [`ResumeState`] records verified pieces with each file's size and
 //!   mtime, saved atomically, and vouches only for what still matches.
 //!
@@ -125,6 +128,7 @@ mod error;
 mod file;
 mod hash;
 mod layout;
+pub mod merkle;
 mod path;
 mod pool;
 mod resume;
