@@ -3,8 +3,8 @@
 //! - [`bencode`]: [`Value`](bencode::Value), a limit-checked reader and a
 //!   canonical writer.
 //! - [`Metainfo`]: `.torrent` files (BEP 3, 12, 19, 27, 47), parsed with
-//!   the info hash taken over the exact `info` bytes; [`MetainfoBuilder`]
-//!   writes new ones.
+//!   the info hash taken over the exact `info` bytes; v2 and hybrid
+//!   torrents (BEP 52, [`InfoHashV2`]); [`MetainfoBuilder`] writes new ones.
 //! - [`Magnet`]: BEP 9 magnet links.
 //! - [`Handshake`], [`Message`], [`decode_message`], [`ExtensionHandshake`]:
 //!   the peer wire protocol (BEP 3, BEP 6 fast extension, BEP 10), as a
@@ -51,4 +51,6 @@ pub use magnet::{Magnet, MagnetError};
 pub use message::{
     decode_message, piece_header, BlockRef, Message, MessageError, DEFAULT_MAX_FRAME,
 };
-pub use metainfo::{FileEntry, Info, Metainfo, MetainfoBuilder, MetainfoError};
+pub use metainfo::{
+    FileEntry, Info, InfoHashV2, MetaVersion, Metainfo, MetainfoBuilder, MetainfoError,
+};

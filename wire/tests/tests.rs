@@ -7,3 +7,4 @@ mod fixtures;
 mod hostile;
 mod interop;
 mod util;
+mod v2;
