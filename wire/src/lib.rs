@@ -8,7 +8,8 @@
 //! - [`Magnet`]: BEP 9 magnet links.
 //! - [`Handshake`], [`Message`], [`decode_message`], [`ExtensionHandshake`]:
 //!   the peer wire protocol (BEP 3, BEP 6 fast extension, BEP 10), as a
-//!   sans-IO codec: feed bytes, get whole borrowed messages.
+//!   sans-IO codec: feed bytes, get whole borrowed messages; the BEP 52
+//!   hash messages' payloads are in [`hashes`].
 //! - [`Bitfield`]: which pieces a peer has.
 //!
 //! # Example
@@ -38,6 +39,7 @@ pub mod bencode;
 mod bitfield;
 mod extension;
 mod handshake;
+pub mod hashes;
 mod id;
 mod magnet;
 mod message;
