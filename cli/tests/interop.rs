@@ -128,3 +128,70 @@ fn transmission_accepts_bittern_torrents() {
     assert!(stdout.contains("Private torrent"), "{stdout}");
     assert!(stdout.contains("b.bin"), "{stdout}");
 }
+
+/// `bittern info` on v2-only and hybrid torrents libtorrent made: the v1
+/// and v2 info hashes and the format equal libtorrent's.
+#[test]
+fn info_on_libtorrent_v2_and_hybrid_torrents() {
+    if !libtorrent_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    random_file(&tmp.path().join("set/a.bin"), 100_000, 1);
+    random_file(&tmp.path().join("set/dír/b.bin"), 20_000, 2);
+    let lt_v2 =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wire/tests/scripts/lt_v2.py");
+    for kind in ["v2", "hybrid"] {
+        let t = tmp.path().join(format!("{kind}.torrent"));
+        let out = Command::new(PYTHON)
+            .current_dir(tmp.path())
+            .arg(&lt_v2)
+            .arg(&t)
+            .args(["set", kind, "32768"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let lt = String::from_utf8_lossy(&out.stdout);
+        let field = |k: &str| {
+            lt.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k} ")))
+                .unwrap_or_else(|| panic!("{k} missing in {lt}"))
+                .to_string()
+        };
+        let r = bittern(["info", "--json", t.to_str().unwrap()]);
+        assert_eq!(r.code, Some(0), "{r:?}");
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(v["info_hash_v2"], field("v2"), "{kind}");
+        assert_eq!(v["meta_version"], 2);
+        let wire = if kind == "v2" {
+            field("v2")[..40].to_string()
+        } else {
+            field("v1")
+        };
+        assert_eq!(v["info_hash"], wire, "{kind}");
+        let roots: Vec<&str> = v["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f["pieces_root"].as_str())
+            .collect();
+        assert_eq!(roots.len(), 2, "{kind}: {roots:?}");
+        for root in roots {
+            assert!(lt.contains(root), "{kind}: root {root} not libtorrent's");
+        }
+        // the human output shows the v2 hash (and the v1 one for hybrids)
+        let r = bittern(["info", t.to_str().unwrap()]);
+        assert_eq!(r.code, Some(0), "{r:?}");
+        assert!(
+            r.stdout
+                .contains(&format!("info hash v2:  {}", field("v2"))),
+            "{}",
+            r.stdout
+        );
+        if kind == "hybrid" {
+            assert!(r
+                .stdout
+                .contains(&format!("info hash v1:  {}", field("v1"))));
+        }
+    }
+}
