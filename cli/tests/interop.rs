@@ -193,5 +193,14 @@ fn info_on_libtorrent_v2_and_hybrid_torrents() {
                 .stdout
                 .contains(&format!("info hash v1:  {}", field("v1"))));
         }
+        // a hybrid verifies through its v1 half; v2-only is refused clearly
+        let dir = tmp.path().to_str().unwrap();
+        let r = bittern(["verify", "-d", dir, t.to_str().unwrap()]);
+        if kind == "hybrid" {
+            assert_eq!(r.code, Some(0), "{r:?}");
+        } else {
+            assert_eq!(r.code, Some(2), "{r:?}");
+            assert!(r.stderr.contains("v2-only torrents"), "{r:?}");
+        }
     }
 }
