@@ -289,6 +289,73 @@ impl MerkleTree {
     pub fn proof(&self, leaf: u64) -> Option<Vec<Hash256>> {
         self.proof_at(0, leaf)
     }
+
+    /// The answer to a BEP 52 hash request: `length` nodes of layer
+    /// `base` from `index` (padding included), then the uncles of
+    /// `proof_layers` layers above `base`, leaving out the first
+    /// `log2(length) - 1`, which the nodes themselves imply. `None` for a
+    /// request that does not fit the tree: `length` not a power of two of
+    /// at least 2 (BEP 52's rule: one node alone could not be proven),
+    /// `index` not a multiple of it, nodes past the layer's end, or a
+    /// proof reaching the root (which has no uncle).
+    pub fn hashes(
+        &self,
+        base: u32,
+        index: u64,
+        length: u64,
+        proof_layers: u32,
+    ) -> Option<Vec<Hash256>> {
+        let height = self.height();
+        if length < 2 || !length.is_power_of_two() || index % length != 0 || base >= height {
+            return None;
+        }
+        let width = 1u64 << (height - base);
+        if index.checked_add(length)? > width
+            || u64::from(base) + u64::from(proof_layers) >= u64::from(height)
+        {
+            return None;
+        }
+        let m = length.trailing_zeros();
+        let mut out: Vec<Hash256> = (index..index + length)
+            .map(|i| self.node(base, i))
+            .collect::<Option<_>>()?;
+        // uncles from the layer of the requested subtree's root up
+        let sub = index >> m;
+        for layer in base + m..=base + proof_layers {
+            out.push(self.node(layer, (sub >> (layer - base - m)) ^ 1)?);
+        }
+        Some(out)
+    }
+}
+
+/// Checks the answer to a hash request against a known node: hashes the
+/// `nodes` of layer `base` from `index` (a power of two of them, at least
+/// 2, `index` a multiple of their count) up to their subtree root, folds in `uncles`
+/// (as [`MerkleTree::hashes`] lists them after the nodes), and returns the
+/// layer, index and hash of the node reached, to compare with the root or
+/// a piece-layer hash the caller trusts. `None` for a malformed answer.
+pub fn fold_hashes(
+    base: u32,
+    index: u64,
+    nodes: &[Hash256],
+    uncles: &[Hash256],
+) -> Option<(u32, u64, Hash256)> {
+    let n = nodes.len() as u64;
+    if n < 2 || !n.is_power_of_two() || index % n != 0 {
+        return None;
+    }
+    let m = n.trailing_zeros();
+    let top = merkle_root(nodes, base, 1);
+    let sub = index >> m;
+    let layer = base + m + u32::try_from(uncles.len()).ok()?;
+    if layer as usize >= MAX_HEIGHT {
+        return None;
+    }
+    Some((
+        layer,
+        sub >> uncles.len(),
+        root_from_proof(top, sub, uncles),
+    ))
 }
 
 /// Root and piece layer of one file, from [`hash_files_v2`].
@@ -523,6 +590,52 @@ mod tests {
             }
             assert_eq!(tree.proof(1 << tree.height()), None);
         }
+    }
+
+    #[test]
+    fn hash_request_answers() {
+        // 20 leaves -> height 5 (32 leaves); 32 KiB pieces: piece layer 1
+        let d = data(20 * 16384 - 77, 17);
+        let tree = MerkleTree::from_data(&d).unwrap();
+        assert_eq!(tree.height(), 5);
+        // leaves 8..12 with the full proof: 4 hashes + uncles at layers 2..=4
+        let h = tree.hashes(0, 8, 4, 4).unwrap();
+        assert_eq!(h.len(), 4 + 4 - 1);
+        assert_eq!(&h[..4], &tree.layer(0)[8..12]);
+        let (layer, index, node) = fold_hashes(0, 8, &h[..4], &h[4..]).unwrap();
+        assert_eq!((layer, index, node), (5, 0, tree.root()));
+        // a truncated proof ends at an interior node
+        let h = tree.hashes(0, 8, 4, 2).unwrap();
+        assert_eq!(h.len(), 5);
+        let (layer, index, node) = fold_hashes(0, 8, &h[..4], &h[4..]).unwrap();
+        assert_eq!((layer, index), (3, 1));
+        assert_eq!(Some(node), tree.node(3, 1));
+        // the piece layer (base 1), past the data: padding nodes
+        let h = tree.hashes(1, 8, 8, 3).unwrap();
+        assert_eq!(h[2..8], [pad_hash(1); 6]);
+        let (_, _, node) = fold_hashes(1, 8, &h[..8], &h[8..]).unwrap();
+        assert_eq!(node, tree.root());
+        // a changed hash no longer folds to the root
+        let mut bad = tree.hashes(0, 16, 2, 4).unwrap();
+        assert_eq!(
+            fold_hashes(0, 16, &bad[..2], &bad[2..]).unwrap().2,
+            tree.root()
+        );
+        bad[1][0] ^= 1;
+        assert_ne!(
+            fold_hashes(0, 16, &bad[..2], &bad[2..]).unwrap().2,
+            tree.root()
+        );
+        // requests that do not fit
+        assert_eq!(tree.hashes(0, 8, 3, 0), None);
+        assert_eq!(tree.hashes(0, 6, 4, 0), None);
+        assert_eq!(tree.hashes(0, 32, 2, 0), None);
+        assert_eq!(tree.hashes(0, 0, 64, 0), None);
+        assert_eq!(tree.hashes(0, 8, 4, 5), None);
+        assert_eq!(tree.hashes(5, 0, 1, 0), None);
+        assert_eq!(tree.hashes(0, u64::MAX - 1, 2, 0), None);
+        assert_eq!(fold_hashes(0, 8, &h[..3], &[]), None);
+        assert_eq!(fold_hashes(0, 6, &h[..4], &[]), None);
     }
 
     #[test]

@@ -23,8 +23,10 @@ pub(crate) const HASHES: u8 = 22;
 /// Message id of `hash reject`.
 pub(crate) const HASH_REJECT: u8 = 23;
 
-/// Most hashes BEP 52 says a request should ask for at once.
-pub const MAX_HASH_REQUEST_LENGTH: u32 = 512;
+/// Most hashes a request may ask for: BEP 52 says it SHOULD NOT exceed
+/// 512, but libtorrent asks for a whole piece's leaves at once and serves
+/// up to 8,192 (a 128 MiB piece), so this follows libtorrent.
+pub const MAX_HASH_REQUEST_LENGTH: u32 = 8192;
 
 /// The 48-byte payload of `hash request` and `hash reject`, and the head
 /// of `hashes`.
@@ -140,9 +142,10 @@ impl HashRequest {
     }
 
     /// [`HashRequest::check`], and that the request fits a file tree of
-    /// `leaves` 16 KiB leaves (padded to a power of two): the base layer
-    /// is below the root, the hashes start inside the base layer, and the
-    /// proof does not climb past the root.
+    /// `leaves` 16 KiB leaves (padded to a power of two), as libtorrent
+    /// validates it: the base layer is below the root, the hashes lie
+    /// inside the base layer, and the proof stops below the root (the root
+    /// has no uncle).
     ///
     /// # Errors
     /// As [`HashRequest::check`], or [`HashRequestError::OutOfTree`].
@@ -155,9 +158,8 @@ impl HashRequest {
         };
         let width = |layer: u32| 1u64.checked_shl(height - layer).unwrap_or(u64::MAX);
         let fits = self.base_layer < height
-            && u64::from(self.index) < width(self.base_layer)
-            && u64::from(self.length) <= width(self.base_layer)
-            && u64::from(self.base_layer) + u64::from(self.proof_layers) <= u64::from(height);
+            && u64::from(self.index) + u64::from(self.length) <= width(self.base_layer)
+            && u64::from(self.base_layer) + u64::from(self.proof_layers) < u64::from(height);
         if fits {
             Ok(())
         } else {
@@ -376,7 +378,7 @@ mod tests {
         assert_eq!(req(4, 0).check(), Ok(()));
         assert_eq!(req(3, 0).check(), Err(HashRequestError::BadLength(3)));
         assert_eq!(req(1, 0).check(), Err(HashRequestError::BadLength(1)));
-        assert_eq!(req(1024, 0).check(), Err(HashRequestError::TooLong(1024)));
+        assert_eq!(req(16384, 0).check(), Err(HashRequestError::TooLong(16384)));
         assert_eq!(
             req(8, 0).check(),
             Err(HashRequestError::Unaligned {
@@ -384,12 +386,25 @@ mod tests {
                 length: 8
             })
         );
-        // a tree of 64 leaves (height 6): base 2 has 16 nodes
-        assert_eq!(req(4, 4).check_in_tree(64), Ok(()));
+        // a tree of 64 leaves (height 6): base 2 has 16 nodes, and proofs
+        // from it reach layer 5 at most (the root's children)
+        assert_eq!(req(4, 3).check_in_tree(64), Ok(()));
         assert_eq!(
-            req(4, 5).check_in_tree(64),
+            req(4, 4).check_in_tree(64),
             Err(HashRequestError::OutOfTree)
         );
+        let end = HashRequest {
+            index: 12,
+            ..req(4, 0)
+        };
+        assert_eq!(end.check_in_tree(64), Ok(()));
+        assert_eq!(end.check_in_tree(48), Ok(())); // padded to 64
+        let over = HashRequest {
+            index: 16,
+            length: 16,
+            ..req(4, 0)
+        };
+        assert_eq!(over.check_in_tree(64), Err(HashRequestError::OutOfTree));
         let far = HashRequest {
             index: 16,
             ..req(4, 0)
