@@ -549,6 +549,21 @@ impl Metainfo {
         self.info.version.has_v1().then_some(self.info_hash)
     }
 
+    /// Every 20-byte id the torrent may be met under on the wire (BEP 52):
+    /// [`Metainfo::info_hash`] first, then for a hybrid the truncated v2
+    /// hash too. A listener routes incoming handshakes by both; a peer that
+    /// connects with the v1 hash and the v2 bit may be answered with
+    /// either.
+    pub fn wire_hashes(&self) -> Vec<InfoHash> {
+        let mut out = vec![self.info_hash];
+        if let Some(v2) = self.info_hash_v2.map(|h| h.truncated()) {
+            if v2 != self.info_hash {
+                out.push(v2);
+            }
+        }
+        out
+    }
+
     /// The piece layer of `file` (`None` for files of at most one piece,
     /// whose root stands for their only piece, and for v1 torrents).
     pub fn piece_layer(&self, file: &FileEntry) -> Option<&[[u8; 32]]> {
@@ -797,6 +812,12 @@ mod tests {
             .unwrap();
         assert_eq!(hy.info.version, MetaVersion::Hybrid);
         assert_eq!(hy.info_hash_v1(), Some(hy.info_hash));
+        let ids = hy.wire_hashes();
+        assert_eq!(
+            ids,
+            vec![hy.info_hash, hy.info_hash_v2.unwrap().truncated()]
+        );
+        assert_eq!(v2.wire_hashes(), vec![v2.info_hash]);
         // tail padding included, as libtorrent 2.0.8 writes it
         assert_eq!(hy.info.total_length(), 2 * 16384);
         let bad = |r: Result<Vec<u8>, MetainfoError>| match r {
