@@ -368,7 +368,11 @@ fn parse_files(info: &Value, name: &str) -> Result<(Vec<FileEntry>, bool), Metai
 }
 
 impl Info {
-    /// Check an `info` dictionary.
+    /// Check an `info` dictionary: v1, v2 (`meta version` 2 with a `file
+    /// tree`, piece length a power of two of at least 16 KiB) or hybrid
+    /// (both, describing the same files). `piece layers` live outside
+    /// `info` and are checked by [`Metainfo::from_bytes`]; an `info` from
+    /// BEP 9 metadata has none.
     ///
     /// # Errors
     /// [`MetainfoError`] naming the first problem found.
