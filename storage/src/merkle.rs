@@ -391,32 +391,7 @@ pub fn hash_files_v2(
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Vec<FileHashes>> {
     let h = piece_layer_height(piece_length)?;
-    // One job per (file, piece).
-    let mut jobs: Vec<(usize, u64)> = Vec::new();
-    for (i, (_, len)) in files.iter().enumerate() {
-        for p in 0..len.div_ceil(piece_length) {
-            jobs.push((i, p));
-        }
-    }
-    let total = jobs.len();
-    let done = AtomicUsize::new(0);
-    let nodes: Vec<Result<Hash256>> = pool.install(|| {
-        jobs.par_iter()
-            .map_init(
-                || None::<(usize, File)>,
-                |open, &(i, p)| {
-                    let (path, len) = &files[i];
-                    let start = p * piece_length;
-                    let n = (*len - start).min(piece_length);
-                    let width = if *len > piece_length { 1u64 << h } else { 1 };
-                    let r = piece_node(open, i, path, *len, start, n, width);
-                    progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
-                    r
-                },
-            )
-            .collect()
-    });
-    let mut nodes = nodes.into_iter();
+    let mut nodes = piece_nodes(files, piece_length, pool, progress)?.into_iter();
     let mut out = Vec::with_capacity(files.len());
     for (_, len) in files {
         let pieces = len.div_ceil(piece_length) as usize;
@@ -435,6 +410,92 @@ pub fn hash_files_v2(
                 piece_layer: layer,
             },
         });
+    }
+    Ok(out)
+}
+
+/// The piece hash of every piece of every file, in order (see
+/// [`piece_hash`]), hashed in parallel on `pool`, one job per piece.
+fn piece_nodes(
+    files: &[(PathBuf, u64)],
+    piece_length: u64,
+    pool: &rayon::ThreadPool,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Vec<Result<Hash256>>> {
+    let h = piece_layer_height(piece_length)?;
+    let mut jobs: Vec<(usize, u64)> = Vec::new();
+    for (i, (_, len)) in files.iter().enumerate() {
+        for p in 0..len.div_ceil(piece_length) {
+            jobs.push((i, p));
+        }
+    }
+    let total = jobs.len();
+    let done = AtomicUsize::new(0);
+    Ok(pool.install(|| {
+        jobs.par_iter()
+            .map_init(
+                || None::<(usize, File)>,
+                |open, &(i, p)| {
+                    let (path, len) = &files[i];
+                    let start = p * piece_length;
+                    let n = (*len - start).min(piece_length);
+                    let width = if *len > piece_length { 1u64 << h } else { 1 };
+                    let r = piece_node(open, i, path, *len, start, n, width);
+                    progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+                    r
+                },
+            )
+            .collect()
+    }))
+}
+
+/// Rechecks v2 data: for each of `files` (path and length, in torrent
+/// order) and its `expected` hashes (its piece layer, or for a file of at
+/// most one piece its root alone; nothing for an empty file), whether each
+/// piece on disk matches. Every piece is hashed in parallel on `pool`,
+/// with `progress(done, total)` after each. A missing or short file fails
+/// its pieces rather than the call.
+///
+/// # Errors
+/// [`Error::InvalidV2PieceLength`]; [`Error::LengthMismatch`] when
+/// `expected` does not hold one list per file with one hash per piece;
+/// IO errors other than missing data.
+pub fn verify_files_v2(
+    files: &[(PathBuf, u64)],
+    expected: &[Vec<Hash256>],
+    piece_length: u64,
+    pool: &rayon::ThreadPool,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Vec<Vec<bool>>> {
+    piece_layer_height(piece_length)?;
+    if expected.len() != files.len() {
+        return Err(Error::LengthMismatch {
+            expected: files.len(),
+            actual: expected.len(),
+        });
+    }
+    for ((_, len), want) in files.iter().zip(expected) {
+        let pieces = len.div_ceil(piece_length) as usize;
+        if want.len() != pieces {
+            return Err(Error::LengthMismatch {
+                expected: pieces,
+                actual: want.len(),
+            });
+        }
+    }
+    let mut nodes = piece_nodes(files, piece_length, pool, progress)?.into_iter();
+    let mut out = Vec::with_capacity(files.len());
+    for want in expected {
+        let mut ok = Vec::with_capacity(want.len());
+        for w in want {
+            match nodes.next() {
+                Some(Ok(h)) => ok.push(h == *w),
+                Some(Err(e)) if e.is_missing_data() => ok.push(false),
+                Some(Err(e)) => return Err(e),
+                None => ok.push(false),
+            }
+        }
+        out.push(ok);
     }
     Ok(out)
 }

@@ -189,3 +189,81 @@ fn hash_files_v2_errors() {
         );
     }
 }
+
+#[test]
+fn verify_files_v2_finds_the_bad_piece() {
+    use bittern_storage::merkle::verify_files_v2;
+    let dir = tempfile::tempdir().unwrap();
+    let pool = rayon_pool(2);
+    let lens = [100_000u64, 0, 20_000, 70_000];
+    let files: Vec<(PathBuf, u64)> = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| {
+            let p = dir.path().join(format!("f{i}"));
+            std::fs::write(&p, random_bytes(l as usize, i as u64 + 20)).unwrap();
+            (p, l)
+        })
+        .collect();
+    let pl = 32768;
+    let expected: Vec<Vec<Hash256>> = hash_files_v2(&files, pl, &pool, &|_, _| {})
+        .unwrap()
+        .into_iter()
+        .map(|f| match f.root {
+            None => Vec::new(),
+            Some(r) if f.piece_layer.is_empty() => vec![r],
+            Some(_) => f.piece_layer,
+        })
+        .collect();
+    let all_ok = verify_files_v2(&files, &expected, pl, &pool, &|_, _| {}).unwrap();
+    assert_eq!(
+        all_ok,
+        vec![vec![true; 4], vec![], vec![true], vec![true; 3]]
+    );
+    // one flipped byte in the third piece of f0, f3 cut short, f2 gone
+    let mut d = std::fs::read(&files[0].0).unwrap();
+    d[2 * 32768 + 5] ^= 1;
+    std::fs::write(&files[0].0, d).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&files[3].0)
+        .unwrap()
+        .set_len(40_000)
+        .unwrap();
+    std::fs::remove_file(&files[2].0).unwrap();
+    let got = verify_files_v2(&files, &expected, pl, &pool, &|_, _| {}).unwrap();
+    assert_eq!(
+        got,
+        vec![
+            vec![true, true, false, true],
+            vec![],
+            vec![false],
+            vec![true, false, false]
+        ]
+    );
+    // expected hashes that do not fit the files
+    let r = verify_files_v2(&files, &expected[..3], pl, &pool, &|_, _| {});
+    assert!(
+        matches!(
+            r,
+            Err(Error::LengthMismatch {
+                expected: 4,
+                actual: 3
+            })
+        ),
+        "{r:?}"
+    );
+    let mut short = expected.clone();
+    short[0].pop();
+    let r = verify_files_v2(&files, &short, pl, &pool, &|_, _| {});
+    assert!(
+        matches!(
+            r,
+            Err(Error::LengthMismatch {
+                expected: 4,
+                actual: 3
+            })
+        ),
+        "{r:?}"
+    );
+}
