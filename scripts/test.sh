@@ -3,7 +3,9 @@
 #
 # Installs the real BitTorrent tools the interop tests drive (libtorrent's
 # Python bindings, mktorrent, transmission-cli, aria2, opentracker) with
-# apt-get, then runs every test in the workspace. With
+# apt-get, and PyPI's transmission-rpc (the Python client the daemon tests
+# drive) into a venv at target/interop-venv, then runs every test in the
+# workspace. With
 # BITTERN_REQUIRE_INTEROP=1 (set here) every test that needs something the
 # machine may lack fails instead of skipping: a missing tool, but also root
 # (the disk-full tests mount a tmpfs), a temp dir off tmpfs (TMPDIR or
@@ -13,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(python3-libtorrent mktorrent transmission-cli aria2 opentracker)
+packages=(python3-libtorrent mktorrent transmission-cli aria2 opentracker python3-venv)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -24,6 +26,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing: ${missing[*]}"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+venv=target/interop-venv
+if ! "$venv/bin/python" -c 'import transmission_rpc' 2>/dev/null; then
+    echo "creating $venv with transmission-rpc"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q 'transmission-rpc==7.0.12'
 fi
 
 export BITTERN_REQUIRE_INTEROP=1

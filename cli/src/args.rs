@@ -50,6 +50,8 @@ pub enum Command {
     Tracker(TrackerArgs),
     /// Loopback demo and benchmark: a tracker, a seeder and N leechers.
     Swarm(SwarmArgs),
+    /// Run in the foreground as a daemon driven over Transmission's RPC.
+    Daemon(DaemonArgs),
 }
 
 /// `--piece-length`: a size or `auto`.
@@ -235,6 +237,40 @@ pub struct SwarmArgs {
     /// Give up if no leecher makes progress for this long.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub stall_timeout: Duration,
+}
+
+/// `bittern daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Settings, torrents and resume state [default: $XDG_CONFIG_HOME/bittern/daemon].
+    #[arg(long, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Address of the RPC (a non-loopback one needs a password).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    pub rpc_bind: IpAddr,
+    /// Port of the RPC.
+    #[arg(long, value_name = "PORT", default_value_t = 9091)]
+    pub rpc_port: u16,
+    /// Require HTTP Basic auth with this user name.
+    #[arg(long, value_name = "USER", requires = "rpc_password")]
+    pub rpc_username: Option<String>,
+    /// ... and this password.
+    #[arg(long, value_name = "PASSWORD", requires = "rpc_username")]
+    pub rpc_password: Option<String>,
+    /// Client addresses allowed, comma-separated, `*` wildcards; empty: any.
+    #[arg(long, value_name = "LIST", default_value = "127.0.0.1,::1")]
+    pub rpc_whitelist: String,
+    /// Host names accepted in the Host header when auth is off (besides IP
+    /// addresses and localhost); repeat for more.
+    #[arg(long = "rpc-host-whitelist", value_name = "NAME")]
+    pub rpc_host_whitelist: Vec<String>,
+    /// Port to listen on for peers (0 picks a free one) [default: the
+    /// settings' peer-port, 51413].
+    #[arg(short, long)]
+    pub port: Option<u16>,
+    /// Address to listen on for peers (with -p).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
+    pub peer_bind: IpAddr,
 }
 
 #[cfg(test)]

@@ -61,7 +61,8 @@ pub fn magnet_json(m: &Magnet) -> Value {
     json!({
         "magnet": true,
         "name": m.display_name,
-        "info_hash": m.info_hash.to_hex(),
+        "info_hash": m.info_hash.map(|h| h.to_hex()),
+        "info_hash_v2": m.info_hash_v2.map(|h| h.iter().map(|b| format!("{b:02x}")).collect::<String>()),
         "total_size": null,
         "piece_length": null,
         "piece_count": null,
@@ -227,7 +228,10 @@ fn print_magnet(m: &Magnet) {
         "name:          {}",
         m.display_name.as_deref().unwrap_or("(not given)")
     );
-    println!("info hash:     {}", m.info_hash.to_hex());
+    match m.info_hash {
+        Some(h) => println!("info hash:     {}", h.to_hex()),
+        None => println!("info hash:     (v2 only)"),
+    }
     if m.trackers.is_empty() {
         println!("trackers:      none");
     } else {

@@ -4,6 +4,7 @@
 
 mod args;
 mod create;
+mod daemon;
 mod exit;
 mod glob;
 mod info;
@@ -45,6 +46,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Code> {
         Command::Seed(a) => run::seed(a, &signals::install()?),
         Command::Tracker(a) => tracker::run(a, &signals::install()?),
         Command::Swarm(a) => swarm::run(a, &signals::install()?),
+        Command::Daemon(a) => daemon::run(a, &signals::install()?),
     }
 }
 

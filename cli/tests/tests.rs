@@ -2,6 +2,7 @@
 //! executable, on loopback only, in temporary directories.
 
 mod crash;
+mod daemon;
 mod errors;
 mod interop;
 mod torrents;

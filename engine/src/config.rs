@@ -106,8 +106,13 @@ pub struct Timing {
     pub keepalive: Duration,
     /// A connection with nothing received for this long is closed.
     pub idle_timeout: Duration,
-    /// A peer that sends no block for this long while we wait is snubbed.
+    /// A peer that sends no block for this long while we wait is snubbed;
+    /// so is one whose request went overdue within this long.
     pub snub_timeout: Duration,
+    /// Slack of every request's deadline, on top of the time the blocks
+    /// queued before it take at the peer's rate: an overdue request is
+    /// cancelled and asked again (of another peer, or the same one).
+    pub request_timeout: Duration,
     /// Timeout for TCP connects and for the handshake.
     pub connect_timeout: Duration,
     /// How often resume state is saved while downloading.
@@ -124,6 +129,7 @@ impl Default for Timing {
             keepalive: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(300),
             snub_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(20),
             connect_timeout: Duration::from_secs(10),
             resume_interval: Duration::from_secs(30),
             stop_announce_deadline: Duration::from_secs(3),

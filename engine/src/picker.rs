@@ -8,7 +8,8 @@
 //! ([`pick`](PiecePicker::pick)), and reports what came back
 //! ([`block_received`](PiecePicker::block_received),
 //! [`request_lost`](PiecePicker::request_lost),
-//! [`peer_gone`](PiecePicker::peer_gone)) and how hash checks went
+//! [`peer_gone`](PiecePicker::peer_gone)), asks which requests are overdue
+//! ([`expire`](PiecePicker::expire)) and how hash checks went
 //! ([`piece_passed`](PiecePicker::piece_passed),
 //! [`piece_failed`](PiecePicker::piece_failed)).
 //!
@@ -30,6 +31,20 @@
 //!    one copy arrives, [`block_received`](PiecePicker::block_received) names
 //!    the other peers to send CANCEL to.
 //!
+//! # Request deadlines
+//!
+//! Every request records when it was sent and its place in the peer's
+//! queue (peers serve requests in the order they came). A request that is
+//! never answered must not be lost, so each one has a deadline, checked by
+//! [`expire`](PiecePicker::expire) with the time passed in: a request sent
+//! behind `k` others to the same peer is due `grace + (k + 1) * per_block`
+//! after it was sent, where `per_block` comes from the peer's measured
+//! rate at the time of the check, so a deep queue to a slow peer is not
+//! called lost and a peer that slows down gets more time. An
+//! overdue request is released like a rejected one: the block goes back to
+//! the picker (to any peer that has it, the same one too when it is the
+//! only one), and the caller sends CANCEL and counts the peer's drops.
+//!
 //! # Piece states
 //!
 //! A piece is *had* (verified), *pickable* (wanted, not had, no block
@@ -43,13 +58,14 @@ mod avail;
 mod baddata;
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use bittern_wire::{Bitfield, BlockRef};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::fasthash::{FastMap, FastSet};
+use crate::fasthash::FastMap;
 use avail::Availability;
 pub use baddata::BadDataGuard;
 
@@ -79,6 +95,42 @@ impl Default for PickerConfig {
             endgame: true,
         }
     }
+}
+
+/// What one call of [`PiecePicker::pick`] may hand out to a peer.
+#[derive(Debug, Clone, Copy)]
+pub struct PickRequest<'a> {
+    /// The peer's pieces.
+    pub bits: &'a Bitfield,
+    /// The peer chokes us: only pieces in `allowed_fast` (BEP 6).
+    pub choked: bool,
+    /// The peer's allowed-fast pieces.
+    pub allowed_fast: &'a [u32],
+    /// At most this many new requests.
+    pub max: usize,
+    /// May get endgame duplicates (false for a snubbed peer, which is not
+    /// trusted to finish the torrent).
+    pub endgame: bool,
+    /// When the requests are sent (starts their deadlines).
+    pub now: Instant,
+}
+
+/// How long a peer may take to answer a request (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    /// Slack every request gets.
+    pub grace: Duration,
+    /// Time one block takes at the peer's rate.
+    pub per_block: Duration,
+}
+
+/// A request in flight: its order among all requests, when it went out
+/// and how many requests to the same peer were ahead of it then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sent {
+    seq: u64,
+    at: Instant,
+    ahead: usize,
 }
 
 /// What [`PiecePicker::block_received`] made of a block.
@@ -153,8 +205,10 @@ pub struct PiecePicker {
     /// Per peer, the new piece most recently started for it, whose
     /// successor wins ties in rarest-first order. Dropped in `peer_gone`.
     last_new: FastMap<PeerKey, u32>,
-    /// Requests in flight per peer: (piece, block index).
-    outstanding: HashMap<PeerKey, FastSet<(u32, u32)>>,
+    /// Requests in flight per peer: (piece, block index) and when sent.
+    outstanding: HashMap<PeerKey, FastMap<(u32, u32), Sent>>,
+    /// Numbers requests in the order they are made.
+    next_seq: u64,
 }
 
 impl PiecePicker {
@@ -190,6 +244,7 @@ impl PiecePicker {
             started: BTreeMap::new(),
             last_new: FastMap::default(),
             outstanding: HashMap::new(),
+            next_seq: 0,
         };
         picker.wanted_left = (0..piece_count).map(|p| picker.piece_size(p)).sum();
         for i in 0..picker.scrambled.len() {
@@ -369,7 +424,7 @@ impl PiecePicker {
 
     /// Requests in flight to `peer`.
     pub fn outstanding(&self, peer: PeerKey) -> usize {
-        self.outstanding.get(&peer).map_or(0, FastSet::len)
+        self.outstanding.get(&peer).map_or(0, FastMap::len)
     }
 
     /// The blocks in flight to `peer`, sorted.
@@ -378,7 +433,7 @@ impl PiecePicker {
             .outstanding
             .get(&peer)
             .into_iter()
-            .flatten()
+            .flat_map(FastMap::keys)
             .map(|&(p, i)| self.block_ref(p as usize, i as usize))
             .collect();
         v.sort();
@@ -397,20 +452,21 @@ impl PiecePicker {
                 .all(|(&p, s)| s.free == 0 || !self.wanted[p as usize])
     }
 
-    /// Choose up to `max` new block requests for `peer`, whose pieces are
-    /// `bits`, append them to `out` and record them as requested from
-    /// `peer`. While `choked`, only pieces in `allowed_fast` (BEP 6) are
-    /// picked. See the module docs for the order.
-    pub fn pick(
-        &mut self,
-        peer: PeerKey,
-        bits: &Bitfield,
-        choked: bool,
-        allowed_fast: &[u32],
-        max: usize,
-        out: &mut Vec<BlockRef>,
-    ) {
+    /// Choose up to `req.max` new block requests for `peer`, append them to
+    /// `out` and record them as requested from `peer` at `req.now`. While
+    /// `req.choked`, only pieces in `req.allowed_fast` (BEP 6) are picked.
+    /// See the module docs for the order.
+    pub fn pick(&mut self, peer: PeerKey, req: &PickRequest<'_>, out: &mut Vec<BlockRef>) {
+        let PickRequest {
+            bits,
+            choked,
+            allowed_fast,
+            max,
+            endgame,
+            now,
+        } = *req;
         let allowed = |p: usize| !choked || allowed_fast.contains(&(p as u32));
+        let first = out.len();
         let mut need = max;
         // 1. Started pieces, strictly first.
         while need > 0 {
@@ -453,8 +509,24 @@ impl PiecePicker {
             need -= self.take_free(peer, p as u32, need, out);
         }
         // 3. Endgame duplicates.
-        if need > 0 && self.in_endgame() {
+        if need > 0 && endgame && self.in_endgame() {
             self.pick_duplicates(peer, bits, &allowed, need, out);
+        }
+        // Stamp the new requests in the order they go out, each behind
+        // those already queued at the peer.
+        let set = self.outstanding.entry(peer).or_default();
+        for b in &out[first..] {
+            let key = (b.index, b.begin / BLOCK_SIZE);
+            let ahead = set.len();
+            set.insert(
+                key,
+                Sent {
+                    seq: self.next_seq,
+                    at: now,
+                    ahead,
+                },
+            );
+            self.next_seq += 1;
         }
     }
 
@@ -522,8 +594,6 @@ impl PiecePicker {
             }
         }
         partial.free -= taken.len();
-        let set = self.outstanding.entry(peer).or_default();
-        set.extend(taken.iter().map(|&i| (p, i)));
         out.extend(
             taken
                 .iter()
@@ -559,7 +629,6 @@ impl PiecePicker {
         // with fewest copies in flight first.
         cands.shuffle(&mut self.rng);
         cands.sort_by_key(|&(copies, _, _)| copies);
-        let set = self.outstanding.entry(peer).or_default();
         for &(_, p, i) in cands.iter().take(need) {
             if let Some(Block::Requested(v)) = self
                 .started
@@ -567,7 +636,6 @@ impl PiecePicker {
                 .and_then(|s| s.blocks.get_mut(i as usize))
             {
                 v.push(peer);
-                set.insert((p, i));
             }
         }
         for &(_, p, i) in cands.iter().take(need) {
@@ -646,6 +714,33 @@ impl PiecePicker {
         }
     }
 
+    /// Releases every request to `peer` that is overdue at `now` under
+    /// `deadline` (see the module docs) and returns them, oldest first:
+    /// the blocks are pickable again (unless requested from another peer
+    /// too, in endgame). The caller sends CANCEL for each.
+    pub fn expire(&mut self, peer: PeerKey, now: Instant, deadline: Deadline) -> Vec<BlockRef> {
+        let Some(set) = self.outstanding.get(&peer) else {
+            return Vec::new();
+        };
+        let mut overdue: Vec<(u64, (u32, u32))> = set
+            .iter()
+            .filter(|(_, s)| {
+                let ahead = u32::try_from(s.ahead).unwrap_or(u32::MAX);
+                let due = s.at + deadline.grace + deadline.per_block.saturating_mul(ahead + 1);
+                now >= due
+            })
+            .map(|(&key, s)| (s.seq, key))
+            .collect();
+        overdue.sort_unstable();
+        for &(_, (p, i)) in &overdue {
+            self.release(peer, p, i);
+        }
+        overdue
+            .into_iter()
+            .map(|(_, (p, i))| self.block_ref(p as usize, i as usize))
+            .collect()
+    }
+
     /// `peer` choked us (without the fast extension) or disconnected: all
     /// its requests are void. Returns them, sorted.
     pub fn peer_gone(&mut self, peer: PeerKey) -> Vec<BlockRef> {
@@ -653,7 +748,7 @@ impl PiecePicker {
         let Some(set) = self.outstanding.remove(&peer) else {
             return Vec::new();
         };
-        let mut lost: Vec<(u32, u32)> = set.into_iter().collect();
+        let mut lost: Vec<(u32, u32)> = set.into_keys().collect();
         lost.sort_unstable();
         for &(p, i) in &lost {
             self.release(peer, p, i);

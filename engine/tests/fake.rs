@@ -65,6 +65,14 @@ impl Wire {
         })
     }
 
+    /// Wraps a connection whose handshakes are done (or scripted by hand).
+    pub fn from_stream(stream: TcpStream) -> Wire {
+        Wire {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     pub fn send(&mut self, m: Message<'_>) -> std::io::Result<()> {
         let mut out = Vec::new();
         m.encode(&mut out);

@@ -501,3 +501,155 @@ fn assert_uploaded(s: &bittern_engine::TorrentHandle, total: u64) {
         s.status().uploaded
     );
 }
+
+const TRANSMISSION: &str = "/usr/bin/transmission-cli";
+const MKTORRENT: &str = "/usr/bin/mktorrent";
+
+/// A process killed on drop whose stdout and stderr go to files.
+struct Logged {
+    child: Child,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Logged {
+    /// The last 2,000 bytes of its output (`\r`-separated status lines
+    /// made readable) and its log.
+    fn tail(&self) -> String {
+        let read = |p: &Path| {
+            let t = std::fs::read_to_string(p).unwrap_or_default();
+            let start = t.len().saturating_sub(2000);
+            let start = (start..t.len())
+                .find(|&i| t.is_char_boundary(i))
+                .unwrap_or(t.len());
+            t[start..].replace('\r', "\n")
+        };
+        format!("stdout:\n{}\nstderr:\n{}", read(&self.out), read(&self.err))
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `transmission-cli` 3.00 seeding `torrent` from `dir` on 127.0.0.1:`port`
+/// as issue 17 found it: a fresh config with DHT, LPD, PEX, uTP and port
+/// forwarding off, encryption tolerated (plain preferred). Returns once it
+/// has verified the data and says it is seeding.
+fn transmission_seeder(torrent: &Path, dir: &Path, port: u16, work: &Path) -> Logged {
+    let conf = work.join("tr-conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    let settings = format!(
+        r#"{{"dht-enabled": false, "lpd-enabled": false, "pex-enabled": false,
+ "utp-enabled": false, "port-forwarding-enabled": false,
+ "bind-address-ipv4": "127.0.0.1", "bind-address-ipv6": "::1", "encryption": 0,
+ "rename-partial-files": false, "peer-port": {port}, "download-dir": "{dir}",
+ "incomplete-dir-enabled": false, "speed-limit-down-enabled": false,
+ "speed-limit-up-enabled": false, "ratio-limit-enabled": false,
+ "start-added-torrents": true}}"#,
+        dir = dir.display()
+    );
+    std::fs::write(conf.join("settings.json"), settings).unwrap();
+    let out = work.join("tr.out");
+    let err = work.join("tr.err");
+    let child = Command::new(TRANSMISSION)
+        .arg("-g")
+        .arg(&conf)
+        .arg("-w")
+        .arg(dir)
+        .args(["-p", &port.to_string(), "-et", "-M", "-D", "-U"])
+        .arg(torrent)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start transmission-cli: {e}"));
+    let t = Logged { child, out, err };
+    let start = Instant::now();
+    while !std::fs::read_to_string(&t.out)
+        .unwrap_or_default()
+        .contains("Seeding")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "transmission-cli did not start seeding; {}",
+            t.tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    t
+}
+
+/// Issue 17: with transmission-cli seeding 64 MiB (256 KiB pieces, torrent
+/// by mktorrent), bittern stopped one block short and waited for ever.
+#[test]
+fn bittern_leeches_from_transmission() {
+    let present = |tool: &str| {
+        bittern_testkit::require(
+            &format!("{tool} (Debian transmission-cli, mktorrent)"),
+            Path::new(tool).exists(),
+        )
+    };
+    if !present(TRANSMISSION) || !present(MKTORRENT) {
+        return;
+    }
+    init_log();
+    let start = Instant::now();
+    let (src, dst, work) = (tempdir(), tempdir(), tempdir());
+    let size: usize = 64 << 20;
+    let file = src.path().join("t64.bin");
+    {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+        let mut data = vec![0u8; size];
+        rng.fill(&mut data[..]);
+        std::fs::write(&file, &data).unwrap();
+    }
+    let torrent = work.path().join("t64.torrent");
+    let made = Command::new(MKTORRENT)
+        .args(["-l", "18", "-o"])
+        .arg(&torrent)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "mktorrent: {made:?}");
+    let meta = Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+    assert_eq!(meta.info.piece_count(), 256);
+
+    let port = free_port();
+    let tr = transmission_seeder(&torrent, src.path(), port, work.path());
+    let leecher = session();
+    let opts = TorrentOptions {
+        peers: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+        seed_goal: SeedGoal::None,
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    // Transmission unchokes at its next 10 s choke round.
+    let limit = Duration::from_secs(120);
+    let begun = Instant::now();
+    loop {
+        let s = l.status();
+        if s.state == TorrentState::Stopped {
+            break;
+        }
+        assert!(
+            !matches!(s.state, TorrentState::Error(_)) && begun.elapsed() < limit,
+            "bittern did not finish: {s:?}; transmission-cli {}",
+            tr.tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let st = l.status();
+    assert_eq!(st.have_bytes, size as u64);
+    assert_eq!(st.pieces_have, 256);
+    assert_eq!(st.hash_failures, 0);
+    assert_same(src.path(), dst.path(), &meta.info.file_paths());
+    eprintln!(
+        "transmission-cli -> bittern: {size} bytes in {:?}",
+        start.elapsed()
+    );
+}

@@ -6,6 +6,7 @@ mod faults;
 mod hostile;
 mod interop;
 mod lifecycle;
+mod lost_requests;
 mod reliability;
 mod scale;
 mod util;

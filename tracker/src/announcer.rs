@@ -1,6 +1,10 @@
 //! The Rerequester: one background thread per torrent that announces to
 //! the torrent's trackers on the [`Schedule`] and hands new peers to the
 //! engine.
+//!
+//! Superseded by the [`SessionAnnouncer`](crate::SessionAnnouncer) (one
+//! scheduler and a fixed worker pool for every torrent); this stays only
+//! until the engine has switched to it, then goes.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;

@@ -8,9 +8,18 @@
 //! - [`Schedule`]: the pure re-announce schedule (interval, min interval,
 //!   backoff with jitter, `completed`, early announce when short of peers),
 //!   driven by an injected clock.
+//! - [`SessionAnnouncer`]: one announcer for a whole session. A scheduler
+//!   thread keeps every torrent's [`Schedule`] and [`Tiers`] in a deadline
+//!   heap (a torrent with nothing due costs no wake-up) and one queue and
+//!   one backoff per tracker (many torrents on one tracker never open a
+//!   connection each at once; an unreachable tracker backs off once for all
+//!   of them; a UDP tracker's connection id serves them all; scrapes go out
+//!   batched); a fixed pool of workers (4 by default) runs the requests.
+//!   Peers and scrape counters reach the engine as [`TrackerEvent`]s on one
+//!   bounded channel. Threads: `1 + workers`, whatever the torrent count.
 //! - [`Announcer`]: the mainline Rerequester, one background thread per
-//!   torrent that runs the schedule over the tiers and sends new peers to
-//!   the engine on a bounded crossbeam channel.
+//!   torrent. Superseded by [`SessionAnnouncer`]; kept until the engine has
+//!   switched, then to be removed.
 //! - [`server::TrackerServer`]: a small embedded HTTP tracker for LANs,
 //!   demos and tests.
 //!
@@ -19,21 +28,26 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use std::time::Duration;
-//! use bittern_tracker::{Announcer, AnnouncerConfig, TransferStats};
+//! use bittern_tracker::{
+//!     SessionAnnouncer, SessionConfig, TorrentKey, TrackerEvent, TransferStats,
+//! };
 //! use bittern_wire::{InfoHash, PeerId};
 //!
-//! let config = AnnouncerConfig::new(
-//!     vec![vec!["http://127.0.0.1:6969/announce".to_string()]],
-//!     InfoHash([1; 20]),
-//!     PeerId([2; 20]),
-//!     6881,
-//! );
+//! let announcer = SessionAnnouncer::spawn(SessionConfig::new(PeerId([2; 20]), 6881))?;
 //! let stats = Arc::new(|| TransferStats { uploaded: 0, downloaded: 0, left: 1 << 20 });
-//! let handle = Announcer::spawn(config, stats);
-//! if let Ok(peers) = handle.peers().recv_timeout(Duration::from_secs(30)) {
-//!     println!("{} peers", peers.len());
+//! announcer.add(
+//!     TorrentKey(1),
+//!     InfoHash([1; 20]),
+//!     vec![vec!["http://127.0.0.1:6969/announce".to_string()]],
+//!     stats,
+//! );
+//! if let Ok(TrackerEvent::Peers(key, peers)) =
+//!     announcer.events().recv_timeout(Duration::from_secs(30))
+//! {
+//!     println!("{key:?}: {} peers", peers.len());
 //! }
-//! handle.stop(Duration::from_secs(2));
+//! announcer.shutdown(Duration::from_secs(2)); // `stopped` to every tracker
+//! # Ok::<(), bittern_tracker::Error>(())
 //! ```
 #![deny(missing_docs)]
 
@@ -44,6 +58,7 @@ pub mod http;
 pub mod percent;
 mod schedule;
 pub mod server;
+mod session;
 mod tiers;
 mod types;
 
@@ -55,6 +70,9 @@ pub use announcer::{Announcer, AnnouncerConfig, AnnouncerHandle, AnnouncerStatus
 pub use client::{announce, scrape};
 pub use error::{Error, Result};
 pub use schedule::{Schedule, ScheduleConfig};
+pub use session::{
+    SessionAnnouncer, SessionConfig, SessionHandle, StatsSource, Stopping, TorrentKey, TrackerEvent,
+};
 pub use tiers::Tiers;
 pub use types::{
     AnnounceEvent, AnnounceParams, AnnounceResponse, ClientConfig, ScrapeStats, TransferStats,

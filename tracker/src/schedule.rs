@@ -34,6 +34,46 @@ impl Default for ScheduleConfig {
     }
 }
 
+/// Exponential backoff with jitter over consecutive failures: the n-th
+/// failure in a row waits `backoff_base * 2^(n-1)` capped at `backoff_max`,
+/// of which jitter takes up to half off. Used by [`Schedule`] for a
+/// torrent whose trackers all refused, and by the session announcer for a
+/// tracker that cannot be reached (one backoff for all its torrents).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    /// Consecutive failures so far.
+    pub(crate) fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// Forgets the failures (the other side answered).
+    pub(crate) fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Counts one more failure and returns how long to wait before the
+    /// next try; `jitter` in `[0, 1]` (random in production; NaN counts
+    /// as 1) picks a point in the upper half of the full delay.
+    pub(crate) fn next_delay(&mut self, config: &ScheduleConfig, jitter: f64) -> Duration {
+        let exp = self.failures.min(20);
+        self.failures = self.failures.saturating_add(1);
+        let full = config
+            .backoff_base
+            .saturating_mul(1u32 << exp)
+            .min(config.backoff_max);
+        let jitter = if jitter.is_finite() {
+            jitter.clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        full / 2 + full.mul_f64(jitter / 2.0)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Completed {
     NotYet,
@@ -54,7 +94,7 @@ pub struct Schedule {
     next: Instant,
     last_announce: Option<Instant>,
     min_interval: Option<Duration>,
-    failures: u32,
+    backoff: Backoff,
     completed: Completed,
 }
 
@@ -66,7 +106,7 @@ impl Schedule {
             next: now,
             last_announce: None,
             min_interval: None,
-            failures: 0,
+            backoff: Backoff::default(),
             completed: Completed::NotYet,
         }
     }
@@ -88,7 +128,7 @@ impl Schedule {
 
     /// Consecutive failed rounds.
     pub fn failures(&self) -> u32 {
-        self.failures
+        self.backoff.failures()
     }
 
     /// The event for the next announce to a tracker; `started` says whether
@@ -108,7 +148,7 @@ impl Schedule {
     pub fn on_completed(&mut self, now: Instant) {
         if self.completed == Completed::NotYet {
             self.completed = Completed::Pending;
-            if self.failures == 0 {
+            if self.backoff.failures() == 0 {
                 self.next = self.next.min(now);
             }
         }
@@ -118,7 +158,7 @@ impl Schedule {
     /// the earliest time the min interval allows. Has no effect while
     /// backing off after failures. Returns true if the schedule moved.
     pub fn on_need_peers(&mut self, now: Instant) -> bool {
-        if self.failures > 0 {
+        if self.backoff.failures() > 0 {
             return false;
         }
         let earliest = match self.last_announce {
@@ -143,7 +183,7 @@ impl Schedule {
         interval: Duration,
         min_interval: Option<Duration>,
     ) {
-        self.failures = 0;
+        self.backoff.reset();
         self.last_announce = Some(now);
         if event == AnnounceEvent::Completed {
             self.completed = Completed::Sent;
@@ -165,19 +205,7 @@ impl Schedule {
     /// (random in production) spreads the retry over the upper half of the
     /// backoff delay. Returns the delay chosen.
     pub fn on_failure(&mut self, now: Instant, jitter: f64) -> Duration {
-        let exp = self.failures.min(20);
-        self.failures = self.failures.saturating_add(1);
-        let full = self
-            .config
-            .backoff_base
-            .saturating_mul(1u32 << exp)
-            .min(self.config.backoff_max);
-        let jitter = if jitter.is_finite() {
-            jitter.clamp(0.0, 1.0)
-        } else {
-            1.0
-        };
-        let delay = full / 2 + full.mul_f64(jitter / 2.0);
+        let delay = self.backoff.next_delay(&self.config, jitter);
         self.next = now + delay;
         delay
     }

@@ -13,13 +13,15 @@
 pub mod request;
 mod swarm;
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use bittern_wire::InfoHash;
 use parking_lot::Mutex;
 
 use request::{parse_head, scrape_hashes, AnnounceRequest, HttpRequest, RequestError};
@@ -78,6 +80,16 @@ struct State {
     swarms: Mutex<Swarms>,
     active: AtomicUsize,
     shutdown: AtomicBool,
+    counters: Counters,
+}
+
+/// What the tracker has served, for status pages and tests.
+#[derive(Default)]
+struct Counters {
+    announces: AtomicU64,
+    scrapes: AtomicU64,
+    /// Announces per torrent, for at most `max_torrents` torrents.
+    per_torrent: Mutex<HashMap<InfoHash, u64>>,
 }
 
 /// A running tracker. Serves in background threads until
@@ -109,6 +121,7 @@ impl TrackerServer {
             swarms: Mutex::new(Swarms::default()),
             active: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
+            counters: Counters::default(),
         });
         let st = Arc::clone(&state);
         let accept = thread::Builder::new()
@@ -132,6 +145,33 @@ impl TrackerServer {
     /// away at the [`ServerConfig::max_connections`] limit).
     pub fn active_connections(&self) -> usize {
         self.state.active.load(Ordering::SeqCst)
+    }
+
+    /// Well-formed announce requests served so far.
+    pub fn announce_requests(&self) -> u64 {
+        self.state.counters.announces.load(Ordering::SeqCst)
+    }
+
+    /// Scrape requests served so far (one request may name many torrents).
+    pub fn scrape_requests(&self) -> u64 {
+        self.state.counters.scrapes.load(Ordering::SeqCst)
+    }
+
+    /// Announces served for one torrent so far (counted for the first
+    /// [`ServerConfig::max_torrents`] torrents seen).
+    pub fn announce_count(&self, info_hash: &InfoHash) -> u64 {
+        self.state
+            .counters
+            .per_torrent
+            .lock()
+            .get(info_hash)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Peers the tracker lists for one torrent now.
+    pub fn peer_count(&self, info_hash: &InfoHash) -> usize {
+        self.state.swarms.lock().peer_count(info_hash)
     }
 
     /// The URL to put in a torrent (`http://ip:port/announce`; an
@@ -268,6 +308,9 @@ fn route(req: &HttpRequest, remote: SocketAddr, state: &State) -> Option<Vec<u8>
         "/announce" => Some(match AnnounceRequest::from_query(&req.query) {
             Err(reason) => failure_body(reason),
             Ok(a) => {
+                state
+                    .counters
+                    .count_announce(&a.info_hash, cfg.max_torrents);
                 let mut ip = canonical(remote.ip());
                 if cfg.allow_ip_param_from_loopback && ip.is_loopback() {
                     if let Some(claimed) = a.ip {
@@ -292,6 +335,7 @@ fn route(req: &HttpRequest, remote: SocketAddr, state: &State) -> Option<Vec<u8>
             }
         }),
         "/scrape" => {
+            state.counters.scrapes.fetch_add(1, Ordering::SeqCst);
             let hashes = scrape_hashes(&req.query);
             let stats =
                 state
@@ -301,6 +345,18 @@ fn route(req: &HttpRequest, remote: SocketAddr, state: &State) -> Option<Vec<u8>
             Some(scrape_body(&stats))
         }
         _ => None,
+    }
+}
+
+impl Counters {
+    fn count_announce(&self, info_hash: &InfoHash, max_torrents: usize) {
+        self.announces.fetch_add(1, Ordering::SeqCst);
+        let mut per = self.per_torrent.lock();
+        if let Some(n) = per.get_mut(info_hash) {
+            *n += 1;
+        } else if per.len() < max_torrents {
+            per.insert(*info_hash, 1);
+        }
     }
 }
 

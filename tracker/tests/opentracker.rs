@@ -11,9 +11,9 @@ use bittern_wire::InfoHash;
 use crate::util::{fast_config, have_tool, params};
 
 /// Kills opentracker when the test ends, however it ends.
-struct OpenTracker {
+pub struct OpenTracker {
     child: Child,
-    port: u16,
+    pub port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -44,7 +44,7 @@ fn free_port() -> u16 {
     }
 }
 
-fn start(hashes: &[InfoHash]) -> OpenTracker {
+pub fn start(hashes: &[InfoHash]) -> OpenTracker {
     let dir = tempfile::tempdir().unwrap();
     let list: String = hashes.iter().map(|h| h.to_hex() + "\n").collect();
     let wl = dir.path().join("whitelist.txt");

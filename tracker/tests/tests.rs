@@ -5,5 +5,6 @@ mod fake;
 mod http_client;
 mod opentracker;
 mod server;
+mod session;
 mod udp_client;
 mod util;

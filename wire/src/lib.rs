@@ -5,11 +5,16 @@
 //! - [`Metainfo`]: `.torrent` files (BEP 3, 12, 19, 27, 47), parsed with
 //!   the info hash taken over the exact `info` bytes; v2 and hybrid
 //!   torrents (BEP 52, [`InfoHashV2`]); [`MetainfoBuilder`] writes new ones.
-//! - [`Magnet`]: BEP 9 magnet links.
+//! - [`Magnet`]: BEP 9 magnet links (v1 `btih`, v2 `btmh`, `x.pe` peers).
 //! - [`Handshake`], [`Message`], [`decode_message`], [`ExtensionHandshake`]:
 //!   the peer wire protocol (BEP 3, BEP 6 fast extension, BEP 10), as a
 //!   sans-IO codec: feed bytes, get whole borrowed messages; the BEP 52
 //!   hash messages' payloads are in [`hashes`].
+//! - Extension messages, carried in `Message::Extended` under the ids of
+//!   [`Extension`]: [`MetadataMessage`] and [`MetadataAssembler`] (BEP 9
+//!   `ut_metadata`: fetch an info dictionary from several peers, hash
+//!   checked), [`PexMessage`] and [`PexDiff`] (BEP 11 `ut_pex`).
+//! - [`encode_compact`], [`iter_compact`]: 6- and 18-byte compact peers.
 //! - [`Bitfield`]: which pieces a peer has.
 //!
 //! # Example
@@ -37,22 +42,36 @@
 
 pub mod bencode;
 mod bitfield;
+mod compact;
 mod extension;
 mod handshake;
 pub mod hashes;
 mod id;
 mod magnet;
 mod message;
+mod metadata;
 pub mod metainfo;
+mod pex;
 
 pub use bitfield::{Bitfield, BitfieldError};
-pub use extension::{ExtensionError, ExtensionHandshake};
+pub use compact::{
+    compact_len, compact_remainder, decode_compact_v4, decode_compact_v6, encode_compact,
+    iter_compact, COMPACT_V4_LEN, COMPACT_V6_LEN,
+};
+pub use extension::{Extension, ExtensionError, ExtensionHandshake};
 pub use handshake::{Handshake, HandshakeError};
 pub use id::{IdError, InfoHash, PeerId};
-pub use magnet::{Magnet, MagnetError};
+pub use magnet::{Magnet, MagnetError, MagnetPeer};
 pub use message::{
     decode_message, piece_header, BlockRef, Message, MessageError, DEFAULT_MAX_FRAME,
 };
+pub use metadata::{
+    metadata_piece, metadata_piece_count, Accepted, MetadataAssembler, MetadataError, MetadataHash,
+    MetadataMessage, MAX_METADATA_SIZE, METADATA_PIECE_LEN,
+};
 pub use metainfo::{
     FileEntry, Info, InfoHashV2, MetaVersion, Metainfo, MetainfoBuilder, MetainfoError,
+};
+pub use pex::{
+    PexDiff, PexError, PexFlags, PexMessage, PEX_INTERVAL, PEX_MAX_ADDED, PEX_MAX_DECODED,
 };

@@ -146,3 +146,125 @@ fn escaping_paths() {
         );
     }
 }
+
+/// Issue 18's hostile extension inputs, each arriving in a real frame.
+mod extensions {
+    use bittern_wire::{
+        decode_message, encode_compact, Extension, ExtensionError, ExtensionHandshake, InfoHash,
+        Message, MetadataAssembler, MetadataError, MetadataHash, MetadataMessage, PexMessage,
+        DEFAULT_MAX_FRAME, PEX_MAX_DECODED,
+    };
+
+    fn extended(id: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        Message::Extended { id, payload }.encode(&mut out);
+        out
+    }
+
+    fn payload(frame: &[u8]) -> (u8, &[u8]) {
+        match decode_message(frame, DEFAULT_MAX_FRAME).unwrap().unwrap().0 {
+            Message::Extended { id, payload } => (id, payload),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn four_gib_metadata_size_is_refused_without_allocating() {
+        let f = extended(0, b"d1:md11:ut_metadatai3ee13:metadata_sizei4294967296ee");
+        let (_, p) = payload(&f);
+        let hs = ExtensionHandshake::decode(p).unwrap();
+        assert_eq!(hs.metadata_size, Some(4 << 30));
+        // were this allocated, the test process would need 4 GiB
+        assert!(matches!(
+            MetadataAssembler::<u8>::new(MetadataHash::V1(InfoHash([1; 20])), 4 << 30),
+            Err(MetadataError::TooLarge { .. })
+        ));
+        // i64::MAX and a negative size: the first is refused, the second absent
+        let hs = ExtensionHandshake::decode(b"d13:metadata_sizei9223372036854775807ee").unwrap();
+        assert!(MetadataAssembler::<u8>::new(
+            MetadataHash::V1(InfoHash([1; 20])),
+            hs.metadata_size.unwrap()
+        )
+        .is_err());
+        let hs = ExtensionHandshake::decode(b"d13:metadata_sizei-1ee").unwrap();
+        assert_eq!(hs.metadata_size, None);
+    }
+
+    #[test]
+    fn out_of_range_and_unsolicited_metadata() {
+        let mut a =
+            MetadataAssembler::<u8>::new(MetadataHash::V1(InfoHash([1; 20])), 40_000).unwrap();
+        // unsolicited data: never asked
+        let mut p = Vec::new();
+        MetadataMessage::Data {
+            piece: 0,
+            total_size: 40_000,
+            data: &[0; 16384],
+        }
+        .encode(&mut p);
+        let f = extended(Extension::UtMetadata.local_id(), &p);
+        let MetadataMessage::Data {
+            piece,
+            total_size,
+            data,
+        } = MetadataMessage::decode(payload(&f).1).unwrap()
+        else {
+            panic!("not data");
+        };
+        assert_eq!(
+            a.accept(&7, piece, total_size, data),
+            Err(MetadataError::Unsolicited { piece: 0 })
+        );
+        // out of range: piece 3 of a 3-piece dictionary, and 2^32-1
+        a.next_request(&7).unwrap();
+        for piece in [3, u32::MAX] {
+            assert!(matches!(
+                a.accept(&7, piece, 40_000, &[0; 10]),
+                Err(MetadataError::OutOfRange { .. })
+            ));
+        }
+        assert_eq!(a.pieces_have(), 0);
+    }
+
+    #[test]
+    fn ten_thousand_peer_pex_in_one_frame() {
+        let mut added = Vec::new();
+        for i in 0..10_000u32 {
+            let [_, b, c, d] = i.to_be_bytes();
+            encode_compact(([127, b, c, d], 6881).into(), &mut added);
+        }
+        let mut p = format!("d5:added{}:", added.len()).into_bytes();
+        p.extend_from_slice(&added);
+        p.push(b'e');
+        let f = extended(Extension::UtPex.local_id(), &p);
+        assert!(f.len() < DEFAULT_MAX_FRAME);
+        let m = PexMessage::decode(payload(&f).1).unwrap();
+        assert_eq!(m.added.len(), PEX_MAX_DECODED);
+        assert_eq!(m.overflow, 10_000 - PEX_MAX_DECODED);
+    }
+
+    #[test]
+    fn malformed_extension_handshakes() {
+        for bad in [
+            &b"le"[..],
+            b"i5e",
+            b"4:spam",
+            b"d1:md11:ut_metadatai3ee",
+            b"d1:md11:ut_metadatai3eeextra",
+            b"\xff\xff",
+        ] {
+            let f = extended(0, bad);
+            let err = ExtensionHandshake::decode(payload(&f).1);
+            assert!(
+                matches!(
+                    err,
+                    Err(ExtensionError::NotADict | ExtensionError::Bencode(_))
+                ),
+                "{bad:?}: {err:?}"
+            );
+        }
+        // nesting past depth 8 is refused, not recursed into
+        let deep = [b"d1:m".as_slice(), &b"l".repeat(100), &b"e".repeat(101)].concat();
+        assert!(ExtensionHandshake::decode(&deep).is_err());
+    }
+}

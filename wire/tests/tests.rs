@@ -3,6 +3,7 @@
 //! whole-API round trips.
 
 mod api;
+mod extensions;
 mod fixtures;
 mod hostile;
 mod interop;

@@ -185,8 +185,11 @@ impl Writer<'_> {
             PeerCommand::NotInterested => Message::NotInterested.encode(&mut self.out),
             PeerCommand::Request(blocks) => {
                 let mut r = self.link.requests.lock();
+                // A block asked again after a CANCEL (its request went
+                // overdue) stays in `late`: if the peer answers both, the
+                // first copy is the answer and the second is dropped
+                // quietly.
                 for b in blocks {
-                    r.late.remove(&(b.index, b.begin));
                     r.outstanding.insert((b.index, b.begin), b.length);
                     Message::Request(b).encode(&mut self.out);
                 }

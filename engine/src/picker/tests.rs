@@ -1,5 +1,6 @@
 use super::*;
 use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 const B: u32 = BLOCK_SIZE;
 
@@ -31,8 +32,20 @@ fn bits(n: usize, ones: &[usize]) -> Bitfield {
 
 fn pick(p: &mut PiecePicker, peer: u64, bits: &Bitfield, max: usize) -> Vec<BlockRef> {
     let mut out = Vec::new();
-    p.pick(PeerKey(peer), bits, false, &[], max, &mut out);
+    p.pick(PeerKey(peer), &req(bits, max), &mut out);
     out
+}
+
+/// An unchoked, trusted peer's request for `max` blocks, now.
+fn req(bits: &Bitfield, max: usize) -> PickRequest<'_> {
+    PickRequest {
+        bits,
+        choked: false,
+        allowed_fast: &[],
+        max,
+        endgame: true,
+        now: Instant::now(),
+    }
 }
 
 fn pieces_of(blocks: &[BlockRef]) -> BTreeSet<u32> {
@@ -291,16 +304,20 @@ fn choked_peer_only_gets_allowed_fast_pieces() {
     let n = 20;
     let mut p = picker(n, 2, cfg(), 4);
     let mut out = Vec::new();
-    p.pick(PeerKey(1), &full(n), true, &[], 10, &mut out);
+    let all = full(n);
+    let choked = PickRequest {
+        choked: true,
+        ..req(&all, 10)
+    };
+    p.pick(PeerKey(1), &choked, &mut out);
     assert!(out.is_empty());
-    p.pick(
-        PeerKey(1),
-        &bits(n, &[4, 9]),
-        true,
-        &[4, 7, 99],
-        10,
-        &mut out,
-    );
+    let some = bits(n, &[4, 9]);
+    let fast = PickRequest {
+        choked: true,
+        allowed_fast: &[4, 7, 99],
+        ..req(&some, 10)
+    };
+    p.pick(PeerKey(1), &fast, &mut out);
     assert_eq!(pieces_of(&out), BTreeSet::from([4]));
     // Started piece 4 has no free blocks left; an unchoked peer gets others.
     assert!(!pieces_of(&pick(&mut p, 2, &full(n), 4)).contains(&4));
@@ -626,7 +643,7 @@ fn random_swarm_completes_with_consistent_bookkeeping() {
             match rng.random_range(0..10) {
                 0..=3 => {
                     let mut out = Vec::new();
-                    p.pick(key, &peers[k], false, &[], 6, &mut out);
+                    p.pick(key, &req(&peers[k], 6), &mut out);
                     for b in &out {
                         assert!(peers[k].get(b.index as usize));
                         assert!(!inflight[k].contains(b), "asked twice for {b:?}");
@@ -700,4 +717,153 @@ fn unset_have_makes_a_piece_wanted_again() {
     assert_eq!(pieces_of(&got), BTreeSet::from([2]));
     p.unset_have(2); // not had: no effect
     assert_eq!(p.wanted_left_bytes(), p.piece_size(2));
+}
+
+fn at(t0: Instant, ms: u64) -> Instant {
+    t0 + Duration::from_millis(ms)
+}
+
+fn pick_at(
+    p: &mut PiecePicker,
+    peer: u64,
+    bits: &Bitfield,
+    max: usize,
+    now: Instant,
+) -> Vec<BlockRef> {
+    let mut out = Vec::new();
+    p.pick(
+        PeerKey(peer),
+        &PickRequest {
+            now,
+            ..req(bits, max)
+        },
+        &mut out,
+    );
+    out
+}
+
+const D: Deadline = Deadline {
+    grace: Duration::from_secs(1),
+    per_block: Duration::from_millis(100),
+};
+
+#[test]
+fn requests_expire_by_their_place_in_the_queue() {
+    let t0 = Instant::now();
+    let mut p = picker(1, 4, cfg(), 11);
+    let all = full(1);
+    let a = pick_at(&mut p, 1, &all, 4, t0);
+    assert_eq!(a.len(), 4);
+    let k = PeerKey(1);
+    assert!(p.expire(k, t0, D).is_empty());
+    // The one sent behind k others is due 1 s + (k + 1) * 100 ms after.
+    assert!(p.expire(k, at(t0, 1099), D).is_empty());
+    assert_eq!(p.expire(k, at(t0, 1100), D), vec![a[0]]);
+    assert_eq!(p.outstanding(k), 3);
+    assert_eq!(p.expire(k, at(t0, 1300), D), vec![a[1], a[2]]);
+    assert_eq!(p.expire(k, at(t0, 1400), D), vec![a[3]]);
+    assert_eq!(p.outstanding(k), 0);
+    // Nothing is lost: the same peer gets every block again.
+    let again = pick_at(&mut p, 1, &all, 10, at(t0, 1400));
+    assert_eq!(again, a);
+}
+
+#[test]
+fn a_request_queued_behind_others_gets_their_time_at_the_peers_rate() {
+    let t0 = Instant::now();
+    let mut p = picker(1, 4, cfg(), 12);
+    let all = full(1);
+    let k = PeerKey(1);
+    let a = pick_at(&mut p, 1, &all, 2, t0);
+    // Two more, half a second later, behind the first two.
+    let b = pick_at(&mut p, 1, &all, 2, at(t0, 500));
+    assert_eq!(p.block_received(k, a[0]), stored(false, &[]));
+    assert_eq!(p.block_received(k, a[1]), stored(false, &[]));
+    // b[0] was third in line: due 500 + 1000 + 3 * 100 ms.
+    assert!(p.expire(k, at(t0, 1799), D).is_empty());
+    assert_eq!(p.expire(k, at(t0, 1800), D), vec![b[0]]);
+    // A slower peer (a second a block now) gets more time for b[1]: due
+    // 500 + 1000 + 4 * 1000 ms.
+    let slow = Deadline {
+        per_block: Duration::from_secs(1),
+        ..D
+    };
+    assert!(p.expire(k, at(t0, 5499), slow).is_empty());
+    assert_eq!(p.expire(k, at(t0, 5500), slow), vec![b[1]]);
+    // The late answer to a cancelled request is still taken.
+    assert_eq!(p.block_received(k, b[0]), stored(false, &[]));
+    assert_eq!(p.block_received(k, b[1]), stored(true, &[]));
+}
+
+#[test]
+fn an_overdue_request_goes_to_another_peer_and_only_its_copy_is_released() {
+    let t0 = Instant::now();
+    let mut p = picker(1, 2, cfg(), 13);
+    let all = full(1);
+    let a = pick_at(&mut p, 1, &all, 2, t0);
+    // Endgame: peer 2 is asked for the same blocks.
+    let b = pick_at(&mut p, 2, &all, 2, at(t0, 10));
+    assert_eq!(b.len(), 2);
+    p.expire(PeerKey(1), t0, D);
+    let lost = p.expire(PeerKey(1), at(t0, 5000), D);
+    assert_eq!(lost, a);
+    // Still requested from peer 2: nothing is free, and peer 2's copy
+    // arrives with nobody to cancel.
+    assert!(pick_at(&mut p, 3, &all, 2, at(t0, 5000)).len() <= 2);
+    assert_eq!(p.outstanding(PeerKey(2)), 2);
+    assert_eq!(p.block_received(PeerKey(2), b[0]).clone(), {
+        let cancel: Vec<u64> = if p.outstanding(PeerKey(3)) > 0 {
+            vec![3]
+        } else {
+            vec![]
+        };
+        stored(false, &cancel)
+    });
+}
+
+#[test]
+fn a_peer_not_trusted_for_endgame_gets_no_duplicates() {
+    let t0 = Instant::now();
+    let mut p = picker(1, 2, cfg(), 14);
+    let all = full(1);
+    assert_eq!(pick_at(&mut p, 1, &all, 2, t0).len(), 2);
+    let mut out = Vec::new();
+    let snubbed = PickRequest {
+        endgame: false,
+        ..req(&all, 2)
+    };
+    p.pick(PeerKey(2), &snubbed, &mut out);
+    assert!(out.is_empty());
+    assert_eq!(pick_at(&mut p, 3, &all, 2, t0).len(), 2);
+}
+
+#[test]
+fn a_rejected_block_and_a_choke_give_blocks_back() {
+    let t0 = Instant::now();
+    let mut p = picker(2, 2, cfg(), 15);
+    let all = full(2);
+    let a = pick_at(&mut p, 1, &all, 4, t0);
+    assert_eq!(a.len(), 4);
+    // REJECT of one block: that block only is pickable again.
+    p.request_lost(PeerKey(1), a[1]);
+    assert_eq!(p.outstanding(PeerKey(1)), 3);
+    let mut out = Vec::new();
+    let no_dups = PickRequest {
+        endgame: false,
+        ..req(&all, 4)
+    };
+    p.pick(PeerKey(2), &no_dups, &mut out);
+    assert_eq!(out, vec![a[1]]);
+    // A CHOKE without the fast extension voids the rest.
+    let mut lost = p.peer_gone(PeerKey(1));
+    lost.sort();
+    let mut rest = vec![a[0], a[2], a[3]];
+    rest.sort();
+    assert_eq!(lost, rest);
+    // Their deadlines went with them.
+    assert!(p.expire(PeerKey(1), at(t0, 60_000), D).is_empty());
+    let mut again = Vec::new();
+    p.pick(PeerKey(1), &no_dups, &mut again);
+    again.sort();
+    assert_eq!(again, rest);
 }

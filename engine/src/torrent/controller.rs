@@ -56,6 +56,20 @@ const MAX_PIPELINE: usize = 1000;
 const PIPELINE_SECONDS: f64 = 3.0;
 /// Request queue we assume for a peer that did not say (`reqq`).
 const DEFAULT_REQQ: usize = 250;
+/// Requests in flight to a snubbed peer that still answers (one whose
+/// request went overdue lately): a quarter of its pipeline, at least this.
+const SNUBBED_PIPELINE: usize = 4;
+/// The rate below which a peer's queue is not assumed to move slower when
+/// its requests' deadlines are set (1 KiB/s: 16 s a block). Slow peers are
+/// common; a stalled one is handled by the snub instead (see
+/// `expire_requests`).
+const DEADLINE_MIN_RATE: f64 = 1024.0;
+/// How long a piece a peer refused twice while unchoking us is treated as
+/// one it lacks (it lost the data, or will not serve it), before we ask
+/// again.
+const REFUSAL_BACKOFF: Duration = Duration::from_secs(60);
+/// Pieces remembered per peer as refused once.
+const MAX_REFUSED_ONCE: usize = 4096;
 /// Before retrying an address that failed.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
 /// How soon an outgoing peer whose working connection broke is dialled
@@ -198,7 +212,15 @@ struct Peer {
     peer_choking: bool,
     peer_interested: bool,
     allowed_fast: Vec<u32>,
+    /// Their `reqq`: requests they said they queue.
     reqq: usize,
+    /// Requests of ours that went overdue, and the last time one did.
+    drops: u64,
+    last_drop: Option<Instant>,
+    /// Pieces they refused (REJECT while unchoking us) once.
+    refused_once: HashSet<u32>,
+    /// Pieces they refused twice, taken out of `bits` until then.
+    refused: Vec<(u32, Instant)>,
     client: Option<String>,
     connected_at: Instant,
     last_block: Instant,
@@ -217,8 +239,28 @@ impl Drop for Peer {
 }
 
 impl Peer {
+    /// Silent: we wait for blocks and none came for `timeout` (mainline's
+    /// snub), or dropping: a request went overdue within `timeout`.
     fn snubbed(&self, now: Instant, timeout: Duration, outstanding: usize) -> bool {
+        self.silent(now, timeout, outstanding) || self.dropping(now, timeout)
+    }
+
+    fn silent(&self, now: Instant, timeout: Duration, outstanding: usize) -> bool {
         outstanding > 0 && !self.peer_choking && now.duration_since(self.last_block) > timeout
+    }
+
+    fn dropping(&self, now: Instant, timeout: Duration) -> bool {
+        self.last_drop
+            .is_some_and(|t| now.duration_since(t) <= timeout)
+    }
+
+    /// Most requests we keep in flight to this peer: one fewer than its
+    /// `reqq`. Transmission 3.00 advertises 512 but refuses a request
+    /// that would make its queue 512 long (`pendingReqsToClient + 1 >=
+    /// REQQ`), so exactly `reqq` outstanding gets one REJECT in a full
+    /// pipe.
+    fn max_outstanding(&self) -> usize {
+        self.reqq.saturating_sub(1).clamp(1, MAX_PIPELINE)
     }
 }
 
@@ -469,6 +511,12 @@ impl Controller {
             &self.published,
         ) {
             Ok((have, durable)) => {
+                // Pieces found by hashing (or vouched for unflushed) get
+                // recorded by the next save, so the next start need not
+                // hash them again.
+                if have.iter().zip(&durable).any(|(h, d)| *h && !*d) {
+                    self.epoch += 1;
+                }
                 self.durable = durable;
                 let n = have.iter().filter(|h| **h).count();
                 for (i, h) in have.iter().enumerate() {
@@ -666,20 +714,27 @@ impl Controller {
                 self.fill(key);
             }
             PeerEvent::Rejected(block) => {
-                // Refused while unchoking us: they do not have the piece
-                // (any more), whatever they announced. Stop asking them.
-                let piece = block.index as usize;
-                if !p.peer_choking {
+                // The block goes back to the picker whatever the reason.
+                // Refused while unchoking us: a full queue on their side,
+                // or they lack the piece (any more), whatever they
+                // announced. Once is taken for the former; a second refusal
+                // of the same piece takes it out of their set for a while.
+                self.picker.request_lost(key, block);
+                if !p.peer_choking && !p.refused_once.insert(block.index) {
+                    p.refused_once.remove(&block.index);
+                    let piece = block.index as usize;
                     if let Some(bits) = p.bits.as_mut() {
                         if bits.get(piece) {
                             bits.clear(piece);
                             let mut one = Bitfield::new(bits.len());
                             one.set(piece);
                             self.picker.peer_lost_bitfield(&one);
+                            p.refused.push((block.index, now + REFUSAL_BACKOFF));
                         }
                     }
+                } else if p.refused_once.len() > MAX_REFUSED_ONCE {
+                    p.refused_once.clear();
                 }
-                self.picker.request_lost(key, block);
                 self.update_interest(key);
                 self.fill_all();
             }
@@ -691,7 +746,7 @@ impl Controller {
             }
             PeerEvent::Extension { reqq, client } => {
                 if let Some(q) = reqq {
-                    p.reqq = (q as usize).clamp(1, MAX_PIPELINE);
+                    p.reqq = (q as usize).max(1);
                 }
                 p.client = client;
             }

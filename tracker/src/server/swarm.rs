@@ -178,7 +178,6 @@ impl Swarms {
     }
 
     /// Number of peers known for a torrent (for tests and status).
-    #[cfg(test)]
     pub fn peer_count(&self, h: &InfoHash) -> usize {
         self.torrents.get(h).map_or(0, |s| s.peers.len())
     }

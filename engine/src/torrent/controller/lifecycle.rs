@@ -90,6 +90,9 @@ impl Controller {
                 self.last_choke = now;
                 self.rechoke(true);
             }
+            if self.state == TorrentState::Downloading {
+                self.expire_requests(now);
+            }
             // Interest can drop as pieces complete; recheck everyone.
             let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
             for k in keys {

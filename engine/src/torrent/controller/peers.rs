@@ -14,7 +14,7 @@ use super::*;
 use crate::choker::ChokeCandidate;
 use crate::error::PeerError;
 use crate::peer::{self, Connection, Origin, PeerCommand, PeerContext, PeerStats, SocketSlot};
-use crate::picker::{PeerKey, BLOCK_SIZE};
+use crate::picker::{Deadline, PeerKey, PickRequest, BLOCK_SIZE};
 use crate::rate::RateMeasure;
 use crate::status::TorrentState;
 
@@ -67,13 +67,17 @@ impl Controller {
             return;
         }
         let outstanding = self.picker.outstanding(key);
-        let snubbed = p.snubbed(now, self.session.config.timing.snub_timeout, outstanding);
-        let target = if snubbed {
+        let timeout = self.session.config.timing.snub_timeout;
+        let by_rate = (p.down.rate(now) * PIPELINE_SECONDS / f64::from(BLOCK_SIZE)) as usize;
+        let full = by_rate.clamp(MIN_PIPELINE, MAX_PIPELINE);
+        let target = if p.silent(now, timeout, outstanding) {
             1
+        } else if p.dropping(now, timeout) {
+            (full / 4).max(SNUBBED_PIPELINE)
         } else {
-            let by_rate = (p.down.rate(now) * PIPELINE_SECONDS / f64::from(BLOCK_SIZE)) as usize;
-            by_rate.clamp(MIN_PIPELINE, p.reqq.min(MAX_PIPELINE))
-        };
+            full
+        }
+        .min(p.max_outstanding());
         // Refill in batches, not block by block.
         if outstanding >= target
             || (outstanding > 0 && target - outstanding < target / 4 && target > 8)
@@ -81,19 +85,94 @@ impl Controller {
             return;
         }
         let mut blocks = Vec::new();
-        self.picker.pick(
-            key,
+        let req = PickRequest {
             bits,
-            p.peer_choking,
-            &p.allowed_fast,
-            target - outstanding,
-            &mut blocks,
-        );
+            choked: p.peer_choking,
+            allowed_fast: &p.allowed_fast,
+            max: target - outstanding,
+            endgame: !p.snubbed(now, timeout, outstanding),
+            now,
+        };
+        self.picker.pick(key, &req, &mut blocks);
         if blocks.is_empty() {
             return;
         }
         if p.commands.try_send(PeerCommand::Request(blocks)).is_err() {
             self.close(key);
+        }
+    }
+
+    /// Cancels every request that went overdue (see the picker's request
+    /// deadlines) and counts it against its peer; the blocks are pickable
+    /// again, from the same peer too. Pieces a peer refused are asked of it
+    /// again once their back-off has passed.
+    pub(super) fn expire_requests(&mut self, now: Instant) {
+        let grace = self.session.config.timing.request_timeout;
+        let snub = self.session.config.timing.snub_timeout;
+        let mut any = false;
+        let mut slow = Vec::new();
+        for (&key, p) in self.peers.iter_mut() {
+            if p.refused.iter().any(|&(_, until)| until <= now) {
+                let (back, keep): (Vec<_>, Vec<_>) =
+                    p.refused.drain(..).partition(|&(_, until)| until <= now);
+                p.refused = keep;
+                if let Some(bits) = p.bits.as_mut() {
+                    for (piece, _) in back {
+                        if bits.set(piece as usize) {
+                            self.picker.peer_has(piece as usize);
+                        }
+                    }
+                }
+                any = true;
+            }
+            let outstanding = self.picker.outstanding(key);
+            if outstanding == 0 {
+                continue;
+            }
+            let rate = p.down.rate(now).max(DEADLINE_MIN_RATE);
+            let deadline = if p.silent(now, snub, outstanding) {
+                // Unchoked and nothing for `snub` while we wait: every
+                // request older than that goes elsewhere (mainline), or
+                // back to this peer, one at a time, if it is the only one.
+                Deadline {
+                    grace: snub,
+                    per_block: Duration::ZERO,
+                }
+            } else {
+                Deadline {
+                    grace,
+                    per_block: Duration::from_secs_f64(f64::from(BLOCK_SIZE) / rate),
+                }
+            };
+            let overdue = self.picker.expire(key, now, deadline);
+            if overdue.is_empty() {
+                continue;
+            }
+            any = true;
+            p.drops += overdue.len() as u64;
+            p.last_drop = Some(now);
+            debug!(
+                "{} {}: {} requests overdue ({} in all), asking again",
+                p.addr,
+                &self.info_hash.to_hex()[..8],
+                overdue.len(),
+                p.drops
+            );
+            if overdue
+                .into_iter()
+                .any(|b| p.commands.try_send(PeerCommand::Cancel(b)).is_err())
+            {
+                slow.push(key);
+            }
+        }
+        for key in slow {
+            self.close(key);
+        }
+        if any {
+            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+            for k in keys {
+                self.update_interest(k);
+            }
         }
     }
 
@@ -299,6 +378,10 @@ impl Controller {
                         peer_interested: false,
                         allowed_fast: Vec::new(),
                         reqq: DEFAULT_REQQ,
+                        drops: 0,
+                        last_drop: None,
+                        refused_once: HashSet::new(),
+                        refused: Vec::new(),
                         client: None,
                         connected_at: now,
                         last_block: now,

@@ -1,0 +1,85 @@
+//! `bittern daemon`: runs [`bittern_daemon::Daemon`] in the foreground
+//! until SIGINT/SIGTERM or an RPC `session-close`, then stops every
+//! torrent gracefully and saves the config dir.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use bittern_daemon::{Access, Daemon, DaemonConfig, Error, Limits};
+use bittern_engine::SessionConfig;
+
+use crate::args::DaemonArgs;
+use crate::exit::{coded, Code};
+use crate::progress;
+use crate::signals::Stop;
+
+/// `$XDG_CONFIG_HOME/bittern/daemon`, else `~/.config/bittern/daemon`.
+fn default_config_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("bittern").join("daemon")
+}
+
+/// Runs `bittern daemon`.
+///
+/// # Errors
+/// A busy or refused address ([`Code::Network`], [`Code::Usage`]), an
+/// unusable config dir ([`Code::Filesystem`]).
+pub fn run(args: &DaemonArgs, stop: &Stop) -> anyhow::Result<Code> {
+    let credentials = match (&args.rpc_username, &args.rpc_password) {
+        (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+        (None, None) => None,
+        _ => {
+            return Err(coded(
+                Code::Usage,
+                anyhow!("--rpc-username and --rpc-password go together"),
+            ))
+        }
+    };
+    let whitelist = args
+        .rpc_whitelist
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let config = DaemonConfig {
+        config_dir: args.config_dir.clone().unwrap_or_else(default_config_dir),
+        rpc_addr: SocketAddr::new(args.rpc_bind, args.rpc_port),
+        access: Access {
+            credentials,
+            whitelist,
+            host_whitelist: args.rpc_host_whitelist.clone(),
+        },
+        peer_addr: args.port.map(|p| SocketAddr::new(args.peer_bind, p)),
+        engine: SessionConfig::default(),
+        limits: Limits::default(),
+    };
+    let daemon = Daemon::start(config).map_err(|e| {
+        let code = match &e {
+            Error::ExposedWithoutAuth(_) => Code::Usage,
+            Error::RpcListen { .. } | Error::Engine(bittern_engine::Error::Listen { .. }) => {
+                Code::Network
+            }
+            Error::Store(_) => Code::Filesystem,
+            _ => Code::Failure,
+        };
+        coded(code, anyhow!(e))
+    })?;
+    println!(
+        "rpc listening on http://{}/transmission/rpc",
+        daemon.rpc_addr()
+    );
+    println!("peers listening on {}", daemon.peer_addr());
+    while !stop.requested() && !daemon.close_requested() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    progress::note("stopping daemon");
+    daemon.shutdown();
+    println!("daemon stopped");
+    Ok(Code::Ok)
+}

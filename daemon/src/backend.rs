@@ -1,0 +1,139 @@
+//! The seam between the RPC and the torrents: [`Backend`] is what the
+//! method layer needs from an engine, [`EngineBackend`] the thin adapter to
+//! today's [`bittern_engine::Session`]. Tests drive the method layer with
+//! a fake backend.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use bittern_engine::{PeerInfo, Session, TorrentHandle, TorrentOptions, TorrentStatus};
+use bittern_wire::{InfoHash, Metainfo};
+use parking_lot::Mutex;
+
+/// Why the engine refused an operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The engine refused to add the torrent.
+    #[error(transparent)]
+    Engine(#[from] bittern_engine::Error),
+    /// No torrent with this info hash runs in the engine.
+    #[error("torrent not running")]
+    NotRunning,
+}
+
+/// One torrent to start.
+#[derive(Debug, Clone)]
+pub struct Start {
+    /// What to download or seed.
+    pub metainfo: Metainfo,
+    /// Where its data lives.
+    pub save_dir: PathBuf,
+    /// Engine options (wanted files, limits, resume file, paused).
+    pub options: TorrentOptions,
+}
+
+/// What the RPC method layer needs from the torrents. Calls are made with
+/// no daemon lock held except [`status`](Self::status), which must not block.
+pub trait Backend: Send + Sync + 'static {
+    /// Starts a torrent (checking its data first).
+    ///
+    /// # Errors
+    /// The engine refused it (already running, bad options, storage).
+    fn start(&self, start: Start) -> Result<(), BackendError>;
+    /// Stops a torrent and forgets it; its data and resume state stay.
+    fn remove(&self, hash: InfoHash);
+    /// Disconnects its peers and stops announcing.
+    ///
+    /// # Errors
+    /// [`BackendError::NotRunning`].
+    fn pause(&self, hash: InfoHash) -> Result<(), BackendError>;
+    /// Undoes [`pause`](Self::pause).
+    ///
+    /// # Errors
+    /// [`BackendError::NotRunning`].
+    fn resume(&self, hash: InfoHash) -> Result<(), BackendError>;
+    /// A snapshot of its state, `None` when it does not run.
+    fn status(&self, hash: InfoHash) -> Option<TorrentStatus>;
+    /// Its connected peers.
+    fn peers(&self, hash: InfoHash) -> Vec<PeerInfo>;
+    /// The port peers connect to.
+    fn peer_port(&self) -> u16;
+    /// Stops every torrent gracefully (resume state saved).
+    fn shutdown(&self);
+}
+
+/// [`Backend`] over a [`bittern_engine::Session`].
+pub struct EngineBackend {
+    session: Mutex<Session>,
+    handles: Mutex<HashMap<InfoHash, TorrentHandle>>,
+    port: u16,
+}
+
+impl EngineBackend {
+    /// Wraps a running session.
+    pub fn new(session: Session) -> EngineBackend {
+        let port = session.local_addr().port();
+        EngineBackend {
+            session: Mutex::new(session),
+            handles: Mutex::default(),
+            port,
+        }
+    }
+
+    fn handle(&self, hash: InfoHash) -> Result<TorrentHandle, BackendError> {
+        self.handles
+            .lock()
+            .get(&hash)
+            .cloned()
+            .ok_or(BackendError::NotRunning)
+    }
+}
+
+impl Backend for EngineBackend {
+    fn start(&self, start: Start) -> Result<(), BackendError> {
+        let hash = start.metainfo.info_hash;
+        let handle =
+            self.session
+                .lock()
+                .add_torrent(start.metainfo, start.save_dir, start.options)?;
+        self.handles.lock().insert(hash, handle);
+        Ok(())
+    }
+
+    fn remove(&self, hash: InfoHash) {
+        let handle = self.handles.lock().remove(&hash);
+        if let Some(h) = handle {
+            h.remove();
+        }
+    }
+
+    fn pause(&self, hash: InfoHash) -> Result<(), BackendError> {
+        self.handle(hash)?.pause().map_err(BackendError::from)
+    }
+
+    fn resume(&self, hash: InfoHash) -> Result<(), BackendError> {
+        self.handle(hash)?.resume().map_err(BackendError::from)
+    }
+
+    fn status(&self, hash: InfoHash) -> Option<TorrentStatus> {
+        self.handles.lock().get(&hash).map(TorrentHandle::status)
+    }
+
+    fn peers(&self, hash: InfoHash) -> Vec<PeerInfo> {
+        self.handles
+            .lock()
+            .get(&hash)
+            .map(TorrentHandle::peers)
+            .unwrap_or_default()
+    }
+
+    fn peer_port(&self) -> u16 {
+        self.port
+    }
+
+    fn shutdown(&self) {
+        // Statuses stay readable through the handles afterwards.
+        self.session.lock().shutdown();
+    }
+}

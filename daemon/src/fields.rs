@@ -1,0 +1,404 @@
+//! `torrent-get` fields under Transmission's names and JSON types
+//! (integers as JSON integers: transmission-remote drops a `-l` row whose
+//! `eta`, `id`, sizes, rates or `status` is a float). Unknown names are
+//! left out, as Transmission 4 does; so are fields bittern has no data
+//! for yet (`pieces`, `trackerStats`, `desiredAvailable`).
+
+use bittern_engine::{PeerInfo, TorrentState, TorrentStatus};
+use bittern_wire::Magnet;
+use serde_json::{json, Value};
+
+use crate::settings::Settings;
+use crate::state::Entry;
+
+/// Transmission's torrent status codes.
+pub mod status_code {
+    /// Stopped (paused, finished or failed).
+    pub const STOPPED: i64 = 0;
+    /// Checking its data.
+    pub const VERIFYING: i64 = 2;
+    /// Downloading.
+    pub const DOWNLOADING: i64 = 4;
+    /// Seeding.
+    pub const SEEDING: i64 = 6;
+}
+
+/// What one torrent looks like to `torrent-get`.
+pub struct View<'a> {
+    /// The daemon's entry.
+    pub entry: &'a Entry,
+    /// The engine's snapshot, if it runs.
+    pub status: Option<TorrentStatus>,
+    /// Session settings (for limits the torrent inherits).
+    pub settings: &'a Settings,
+    /// Where its `.torrent` is kept.
+    pub torrent_file: String,
+    /// Filled on first use of a peer field.
+    peers: Option<Vec<PeerInfo>>,
+    peer_source: &'a dyn Fn() -> Vec<PeerInfo>,
+}
+
+impl<'a> View<'a> {
+    /// A view; `peers` is called at most once, when a peer field is asked for.
+    pub fn new(
+        entry: &'a Entry,
+        status: Option<TorrentStatus>,
+        settings: &'a Settings,
+        torrent_file: String,
+        peers: &'a dyn Fn() -> Vec<PeerInfo>,
+    ) -> View<'a> {
+        View {
+            entry,
+            status,
+            settings,
+            torrent_file,
+            peers: None,
+            peer_source: peers,
+        }
+    }
+
+    fn peers(&mut self) -> &[PeerInfo] {
+        if self.peers.is_none() {
+            self.peers = Some((self.peer_source)());
+        }
+        self.peers.as_deref().unwrap_or(&[])
+    }
+
+    /// Transmission's status code.
+    pub fn status_code(&self) -> i64 {
+        use status_code::*;
+        match self.status.as_ref().map(|s| &s.state) {
+            None => STOPPED,
+            Some(TorrentState::Checking) => VERIFYING,
+            Some(TorrentState::Downloading) => DOWNLOADING,
+            Some(TorrentState::Seeding) => SEEDING,
+            Some(_) => STOPPED,
+        }
+    }
+
+    fn checked(&self) -> Option<&TorrentStatus> {
+        self.status
+            .as_ref()
+            .filter(|s| s.state != TorrentState::Checking)
+    }
+
+    /// Bytes of the wanted files (piece-exact once the check finished).
+    fn size_when_done(&self) -> u64 {
+        if let Some(s) = self.checked() {
+            return s.wanted_bytes;
+        }
+        let wanted = &self.entry.record.wanted;
+        self.entry
+            .visible_files()
+            .enumerate()
+            .filter(|(k, _)| wanted.get(*k).copied().unwrap_or(true))
+            .map(|(_, i)| self.entry.metainfo.info.files[i].length)
+            .sum()
+    }
+
+    fn left_until_done(&self) -> u64 {
+        match self.checked() {
+            Some(s) => s.wanted_bytes.saturating_sub(s.have_bytes),
+            None => self.size_when_done(),
+        }
+    }
+
+    fn total_size(&self) -> u64 {
+        let info = &self.entry.metainfo.info;
+        info.files
+            .iter()
+            .filter(|f| !f.padding)
+            .map(|f| f.length)
+            .sum()
+    }
+
+    fn ratio(&self) -> Value {
+        let r = self.entry.folded(self.status.as_ref());
+        let have = self.status.as_ref().map_or(0, |s| s.have_bytes);
+        let base = if r.downloaded_ever > 0 {
+            r.downloaded_ever
+        } else {
+            have
+        };
+        if base == 0 {
+            if r.uploaded_ever > 0 {
+                json!(-2)
+            } else {
+                json!(-1)
+            }
+        } else {
+            json!(r.uploaded_ever as f64 / base as f64)
+        }
+    }
+
+    /// One visible file's done bytes, by visible index.
+    fn file_done(&self, k: usize) -> u64 {
+        self.status
+            .as_ref()
+            .and_then(|s| s.files.get(k))
+            .map_or(0, |f| f.done)
+    }
+
+    fn wanted(&self, k: usize) -> bool {
+        self.entry.record.wanted.get(k).copied().unwrap_or(true)
+    }
+
+    fn priority(&self, k: usize) -> i64 {
+        i64::from(self.entry.record.priorities.get(k).copied().unwrap_or(0))
+    }
+
+    /// The value of field `name`, `None` when unknown or without data.
+    pub fn field(&mut self, name: &str) -> Option<Value> {
+        let e = self.entry;
+        let r = &e.record;
+        let m = &e.metainfo;
+        let st = self.status.as_ref();
+        let rate = |f: fn(&TorrentStatus) -> f64| st.map_or(0, |s| f(s).max(0.0).round() as u64);
+        let v = match name {
+            "id" => json!(e.id),
+            "hashString" => json!(e.hash.to_hex()),
+            "name" => json!(m.info.name),
+            "status" => json!(self.status_code()),
+            "error" => json!(if self.error_string().is_empty() { 0 } else { 3 }),
+            "errorString" => json!(self.error_string()),
+            "eta" => json!(match st.and_then(|s| s.eta) {
+                Some(d) if self.status_code() == status_code::DOWNLOADING =>
+                    i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                _ => -1,
+            }),
+            "etaIdle" => json!(-1),
+            "leftUntilDone" => json!(self.left_until_done()),
+            "sizeWhenDone" => json!(self.size_when_done()),
+            "totalSize" => json!(self.total_size()),
+            "percentDone" => {
+                let size = self.size_when_done();
+                let left = self.left_until_done();
+                json!(if size == 0 {
+                    0.0
+                } else {
+                    (size - left) as f64 / size as f64
+                })
+            }
+            "percentComplete" => {
+                let total = self.total_size();
+                let have = st.map_or(0, |s| s.have_bytes);
+                json!(if total == 0 {
+                    0.0
+                } else {
+                    have as f64 / total as f64
+                })
+            }
+            "metadataPercentComplete" => json!(1),
+            "recheckProgress" => json!(if self.status_code() == status_code::VERIFYING {
+                st.map_or(0.0, |s| s.progress)
+            } else {
+                0.0
+            }),
+            "isFinished" => json!(
+                st.is_some_and(|s| s.state == TorrentState::Stopped) && self.left_until_done() == 0
+            ),
+            "isStalled" => json!(false),
+            "isPrivate" => json!(m.info.private),
+            "rateDownload" => json!(rate(|s| s.download_rate)),
+            "rateUpload" => json!(rate(|s| s.upload_rate)),
+            "uploadRatio" => self.ratio(),
+            "downloadedEver" => json!(e.folded(st).downloaded_ever),
+            "uploadedEver" => json!(e.folded(st).uploaded_ever),
+            "corruptEver" => json!(e.folded(st).corrupt_ever),
+            "haveValid" => json!(st.map_or(0, |s| s.have_bytes)),
+            "haveUnchecked" => json!(0),
+            "downloadDir" => json!(r.save_dir.to_string_lossy()),
+            "addedDate" => json!(r.added_date),
+            "doneDate" => json!(r.done_date),
+            "activityDate" => json!(r.activity_date),
+            "startDate" => json!(if r.paused { 0 } else { e.start_date }),
+            "editDate" => json!(r.edit_date),
+            "dateCreated" => json!(m.creation_date.unwrap_or(0)),
+            "secondsDownloading" => json!(r.seconds_downloading),
+            "secondsSeeding" => json!(r.seconds_seeding),
+            "comment" => json!(m.comment.clone().unwrap_or_default()),
+            "creator" => json!(m.created_by.clone().unwrap_or_default()),
+            "magnetLink" => json!(Magnet {
+                info_hash: Some(e.hash),
+                info_hash_v2: None,
+                display_name: Some(m.info.name.clone()),
+                exact_length: None,
+                trackers: m.trackers().into_iter().flatten().collect(),
+                web_seeds: Vec::new(),
+                peers: Vec::new(),
+            }
+            .to_uri()),
+            "pieceCount" => json!(m.info.piece_count()),
+            "pieceSize" => json!(m.info.piece_length),
+            "labels" => json!(r.labels),
+            "queuePosition" => json!(r.queue_position),
+            "bandwidthPriority" => json!(r.bandwidth_priority),
+            "downloadLimit" => json!(r.download_limit),
+            "downloadLimited" => json!(r.download_limited),
+            "uploadLimit" => json!(r.upload_limit),
+            "uploadLimited" => json!(r.upload_limited),
+            "honorsSessionLimits" => json!(r.honors_session_limits),
+            "peer-limit" | "maxConnectedPeers" => json!(r.peer_limit),
+            "seedRatioLimit" => json!(if r.seed_ratio_mode == 0 {
+                self.settings.seed_ratio_limit
+            } else {
+                r.seed_ratio_limit
+            }),
+            "seedRatioMode" => json!(r.seed_ratio_mode),
+            "seedIdleLimit" => json!(r.seed_idle_limit),
+            "seedIdleMode" => json!(r.seed_idle_mode),
+            "manualAnnounceTime" => json!(-1),
+            "torrentFile" => json!(self.torrent_file),
+            "webseeds" => json!(m.url_list),
+            "webseedsSendingToUs" => json!(0),
+            "file-count" | "fileCount" => json!(e.visible_files().count()),
+            "files" => {
+                let files: Vec<Value> = e
+                    .visible_files()
+                    .enumerate()
+                    .map(|(k, i)| {
+                        let f = &m.info.files[i];
+                        let mut name = vec![m.info.name.clone()];
+                        if m.info.multi_file {
+                            name.extend(f.path.iter().cloned());
+                        }
+                        json!({"bytesCompleted": self.file_done(k), "length": f.length,
+                               "name": name.join("/")})
+                    })
+                    .collect();
+                json!(files)
+            }
+            "fileStats" => {
+                let stats: Vec<Value> = (0..e.visible_files().count())
+                    .map(|k| {
+                        json!({"bytesCompleted": self.file_done(k), "wanted": self.wanted(k),
+                               "priority": self.priority(k)})
+                    })
+                    .collect();
+                json!(stats)
+            }
+            "wanted" => {
+                let w: Vec<i64> = (0..e.visible_files().count())
+                    .map(|k| i64::from(self.wanted(k)))
+                    .collect();
+                json!(w)
+            }
+            "priorities" => {
+                let p: Vec<i64> = (0..e.visible_files().count())
+                    .map(|k| self.priority(k))
+                    .collect();
+                json!(p)
+            }
+            "trackers" => {
+                let mut list = Vec::new();
+                for (tier, urls) in m.trackers().iter().enumerate() {
+                    for url in urls {
+                        list.push(
+                            json!({"announce": url, "id": list.len(), "scrape": scrape_url(url),
+                                         "tier": tier}),
+                        );
+                    }
+                }
+                json!(list)
+            }
+            "trackerList" => {
+                let tiers: Vec<String> = m.trackers().iter().map(|t| t.join("\n")).collect();
+                json!(tiers.join("\n\n"))
+            }
+            "peersConnected" => json!(st.map_or(0, |s| s.peers_connected)),
+            "peersGettingFromUs" => {
+                json!(self.peers().iter().filter(|p| p.upload_rate >= 1.0).count())
+            }
+            "peersSendingToUs" => {
+                json!(self
+                    .peers()
+                    .iter()
+                    .filter(|p| p.download_rate >= 1.0)
+                    .count())
+            }
+            "peersFrom" => {
+                let incoming = self.peers().iter().filter(|p| p.incoming).count();
+                let total = self.peers().len();
+                json!({"fromCache": 0, "fromDht": 0, "fromIncoming": incoming, "fromLpd": 0,
+                       "fromLtep": 0, "fromPex": 0, "fromTracker": total - incoming})
+            }
+            "peers" => {
+                let pieces = m.info.piece_count().max(1) as f64;
+                let list: Vec<Value> = self
+                    .peers()
+                    .iter()
+                    .map(|p| {
+                        json!({"address": p.addr.ip().to_string(), "port": p.addr.port(),
+                           "clientName": p.client.clone().unwrap_or_default(),
+                           "clientIsChoked": p.am_choking, "clientIsInterested": p.am_interested,
+                           "peerIsChoked": p.peer_choking, "peerIsInterested": p.peer_interested,
+                           "isDownloadingFrom": p.download_rate >= 1.0,
+                           "isUploadingTo": p.upload_rate >= 1.0,
+                           "isEncrypted": false, "isIncoming": p.incoming, "isUTP": false,
+                           "flagStr": flag_str(p),
+                           "progress": p.pieces as f64 / pieces,
+                           "rateToClient": p.download_rate.max(0.0).round() as u64,
+                           "rateToPeer": p.upload_rate.max(0.0).round() as u64})
+                    })
+                    .collect();
+                json!(list)
+            }
+            _ => return None,
+        };
+        Some(v)
+    }
+
+    fn error_string(&self) -> String {
+        if let Some(e) = &self.entry.error {
+            return e.clone();
+        }
+        match self.status.as_ref().map(|s| &s.state) {
+            Some(TorrentState::Error(e)) => e.to_string(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// The scrape URL of an HTTP announce URL (BEP 48 convention), or "".
+fn scrape_url(announce: &str) -> String {
+    match announce.rfind('/') {
+        Some(i) if announce[i + 1..].starts_with("announce") => {
+            format!("{}/scrape{}", &announce[..i], &announce[i + 1 + 8..])
+        }
+        _ => String::new(),
+    }
+}
+
+/// Transmission's peer flags: D/d downloading/interested-choked, U/u the
+/// same for uploading, I incoming.
+fn flag_str(p: &PeerInfo) -> String {
+    let mut s = String::new();
+    if p.am_interested {
+        s.push(if p.peer_choking { 'd' } else { 'D' });
+    }
+    if p.peer_interested {
+        s.push(if p.am_choking { 'u' } else { 'U' });
+    }
+    if p.incoming {
+        s.push('I');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrape_urls() {
+        assert_eq!(
+            scrape_url("http://127.0.0.1:6969/announce"),
+            "http://127.0.0.1:6969/scrape"
+        );
+        assert_eq!(
+            scrape_url("http://t/x/announce.php?k=1"),
+            "http://t/x/scrape.php?k=1"
+        );
+        assert_eq!(scrape_url("udp://t:1"), "");
+    }
+}

@@ -1,0 +1,227 @@
+//! The HTTP side of the RPC, checks in Transmission's order: client IP
+//! whitelist (403), Basic auth (401 with a challenge), routing (301 to the
+//! web page, 404), the Host header against DNS rebinding when auth is off
+//! (421), the `X-Transmission-Session-Id` handshake for every HTTP method
+//! (409 carrying the id), then the method itself (POST only, 405).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rand::distr::{Alphanumeric, SampleString};
+
+use crate::backend::Backend;
+use crate::http::{Handler, Request, Response};
+use crate::rpc::Rpc;
+
+/// The RPC's path (with or without a trailing slash).
+pub const RPC_PATH: &str = "/transmission/rpc";
+/// Where the web page will live.
+pub const WEB_PATH: &str = "/transmission/web/";
+/// How long a session id stays valid (Transmission: an hour).
+pub const SESSION_ID_LIFETIME: Duration = Duration::from_secs(3600);
+const SESSION_HEADER: &str = "X-Transmission-Session-Id";
+
+/// Who may talk to the RPC.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// `Some((user, password))`: HTTP Basic auth required.
+    pub credentials: Option<(String, String)>,
+    /// Client addresses allowed (`*` matches any run of characters, e.g.
+    /// `192.168.*.*`); empty: any address.
+    pub whitelist: Vec<String>,
+    /// Host names allowed in the `Host` header besides IP literals and
+    /// `localhost` (checked only when auth is off).
+    pub host_whitelist: Vec<String>,
+}
+
+/// The RPC behind its checks.
+pub struct Gate<B: Backend> {
+    rpc: Arc<Rpc<B>>,
+    access: Access,
+    lifetime: Duration,
+    session: Mutex<(String, Instant)>,
+}
+
+fn new_session_id() -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), 48)
+}
+
+impl<B: Backend> Gate<B> {
+    /// Guards `rpc` with `access`.
+    pub fn new(rpc: Arc<Rpc<B>>, access: Access) -> Gate<B> {
+        Gate::with_lifetime(rpc, access, SESSION_ID_LIFETIME)
+    }
+
+    /// Like [`new`](Self::new) with another session id lifetime (tests).
+    pub fn with_lifetime(rpc: Arc<Rpc<B>>, access: Access, lifetime: Duration) -> Gate<B> {
+        Gate {
+            rpc,
+            access,
+            lifetime,
+            session: Mutex::new((new_session_id(), Instant::now())),
+        }
+    }
+
+    /// The current session id, renewed once its lifetime is over.
+    pub fn session_id(&self) -> String {
+        let mut s = self.session.lock();
+        if s.1.elapsed() >= self.lifetime {
+            *s = (new_session_id(), Instant::now());
+        }
+        s.0.clone()
+    }
+
+    fn authorized(&self, req: &Request) -> bool {
+        let Some((user, pass)) = &self.access.credentials else {
+            return true;
+        };
+        let Some(given) = req
+            .header("authorization")
+            .and_then(|h| {
+                h.strip_prefix("Basic ")
+                    .or_else(|| h.strip_prefix("basic "))
+            })
+            .and_then(|b| data_encoding::BASE64.decode(b.trim().as_bytes()).ok())
+        else {
+            return false;
+        };
+        let expected = format!("{user}:{pass}");
+        constant_time_eq(&given, expected.as_bytes())
+    }
+
+    fn host_allowed(&self, req: &Request) -> bool {
+        if self.access.credentials.is_some() {
+            return true;
+        }
+        let Some(host) = req.header("host") else {
+            // HTTP/1.0 clients may send none: nothing to rebind.
+            return true;
+        };
+        let name = if let Some(rest) = host.strip_prefix('[') {
+            rest.split(']').next().unwrap_or("")
+        } else {
+            host.rsplit_once(':').map_or(host, |(h, _)| h)
+        };
+        name.parse::<IpAddr>().is_ok()
+            || name.eq_ignore_ascii_case("localhost")
+            || name.eq_ignore_ascii_case("localhost.")
+            || self
+                .access
+                .host_whitelist
+                .iter()
+                .any(|w| glob(&w.to_ascii_lowercase(), &name.to_ascii_lowercase()))
+    }
+}
+
+impl<B: Backend> Handler for Gate<B> {
+    fn handle(&self, req: &Request) -> Response {
+        let r = self.route(req);
+        r.with_header("Server", "bittern")
+    }
+}
+
+impl<B: Backend> Gate<B> {
+    fn route(&self, req: &Request) -> Response {
+        let ip = req.peer.to_canonical().to_string();
+        if !self.access.whitelist.is_empty() && !self.access.whitelist.iter().any(|w| glob(w, &ip))
+        {
+            return Response::html(
+                403,
+                &format!("Unauthorized IP Address. Either disable the IP address whitelist or add your address ({ip}) to it."),
+            );
+        }
+        if !self.authorized(req) {
+            return Response::html(401, "Unauthorized User.")
+                .with_header("WWW-Authenticate", "Basic realm=\"Transmission\"");
+        }
+        let path = req.path.as_str();
+        if path == WEB_PATH {
+            return Response::new(
+                200,
+                "text/html; charset=UTF-8",
+                "<!doctype html><title>bittern</title><p>bittern daemon. The web page is not \
+                 built yet; use a Transmission client (transmission-remote, or any frontend) \
+                 with the RPC at <code>/transmission/rpc</code>.</p>",
+            );
+        }
+        if path != RPC_PATH && path != "/transmission/rpc/" {
+            if path.starts_with("/transmission/") {
+                return Response::html(404, "Not found.");
+            }
+            return Response::html(301, "Moved.").with_header("Location", WEB_PATH);
+        }
+        if !self.host_allowed(req) {
+            return Response::html(
+                421,
+                "Transmission received your request, but the hostname was unrecognized. To \
+                 fix this, choose one of: connect with an IP address or localhost; add the \
+                 name to the host whitelist; or turn authentication on.",
+            );
+        }
+        let id = self.session_id();
+        if req.header("x-transmission-session-id") != Some(id.as_str()) {
+            return Response::html(
+                409,
+                &format!(
+                    "Your request had an invalid session-id header.</p><p>To fix this, read \
+                     the {SESSION_HEADER} header of this response and send it with your \
+                     requests.</p><p><code>{SESSION_HEADER}: {id}</code>"
+                ),
+            )
+            .with_header(SESSION_HEADER, id);
+        }
+        if req.method != "POST" {
+            return Response::html(405, "The RPC takes POST requests.")
+                .with_header("Allow", "POST");
+        }
+        let reply = self.rpc.call(&req.body, &id);
+        let body = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{}".to_vec());
+        Response::new(200, "application/json; charset=UTF-8", body).with_header(SESSION_HEADER, id)
+    }
+}
+
+/// `*` matches any run of characters; everything else itself.
+fn glob(pattern: &str, s: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == s,
+        Some((head, tail)) => {
+            let Some(rest) = s.strip_prefix(head) else {
+                return false;
+            };
+            (0..=rest.len())
+                .filter(|&i| rest.is_char_boundary(i))
+                .any(|i| glob(tail, &rest[i..]))
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob("127.0.0.1", "127.0.0.1"));
+        assert!(glob("192.168.*.*", "192.168.1.20"));
+        assert!(!glob("192.168.*.*", "10.0.0.1"));
+        assert!(glob("*", "::1"));
+        assert!(glob("*.example", "box.example"));
+        assert!(!glob("127.0.0.1", "127.0.0.10"));
+    }
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(constant_time_eq(b"u:p", b"u:p"));
+        assert!(!constant_time_eq(b"u:p", b"u:q"));
+        assert!(!constant_time_eq(b"u:p", b"u:pp"));
+    }
+}

@@ -1,0 +1,655 @@
+//! The RPC method layer: Transmission's legacy envelope
+//! (`{"method", "arguments", "tag"}` in, `{"result", "arguments", "tag"}`
+//! out; failures are HTTP 200 with an error string in `result`) and the
+//! methods, over [`Torrents`].
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bittern_wire::{InfoHash, Metainfo};
+use serde_json::{json, Map, Value};
+
+use crate::backend::Backend;
+use crate::fields::View;
+use crate::settings::{Settings, REPORTED};
+use crate::state::{AddSpec, Ids, Move, Sel, Torrents};
+
+/// `version` as session-get reports it: Transmission's format
+/// (`"$version ($revision)"`) with a 4.0 number, because Sonarr and Radarr
+/// parse it and use labels only from 4.0 on.
+pub const VERSION: &str = concat!("4.0.6 (bittern ", env!("CARGO_PKG_VERSION"), ")");
+/// The RPC version of Transmission 4.0.
+pub const RPC_VERSION: i64 = 17;
+
+type Args = Map<String, Value>;
+type Reply = Result<Args, String>;
+
+/// The method layer.
+pub struct Rpc<B: Backend> {
+    torrents: Torrents<B>,
+    close: AtomicBool,
+}
+
+impl<B: Backend> Rpc<B> {
+    /// Serves `torrents`.
+    pub fn new(torrents: Torrents<B>) -> Rpc<B> {
+        Rpc {
+            torrents,
+            close: AtomicBool::new(false),
+        }
+    }
+
+    /// The torrents.
+    pub fn torrents(&self) -> &Torrents<B> {
+        &self.torrents
+    }
+
+    /// Whether a client sent `session-close`.
+    pub fn close_requested(&self) -> bool {
+        self.close.load(Ordering::SeqCst)
+    }
+
+    /// Answers one request body with the reply body. `session_id` is
+    /// reported by `session-get`.
+    pub fn call(&self, body: &[u8], session_id: &str) -> Value {
+        let request: Option<Map<String, Value>> = serde_json::from_slice(body).ok();
+        let tag = request.as_ref().and_then(|r| r.get("tag")).cloned();
+        let method = request
+            .as_ref()
+            .and_then(|r| r.get("method"))
+            .and_then(Value::as_str);
+        let empty = Map::new();
+        let args = request
+            .as_ref()
+            .and_then(|r| r.get("arguments"))
+            .and_then(Value::as_object)
+            .unwrap_or(&empty);
+        let (result, arguments) = match method {
+            None => ("no method name".to_string(), Map::new()),
+            Some(m) => match self.method(m, args, session_id) {
+                Ok(a) => ("success".to_string(), a),
+                Err(e) if m == "torrent-get" => {
+                    let mut a = Map::new();
+                    a.insert("torrents".into(), json!([]));
+                    (e, a)
+                }
+                Err(e) => (e, Map::new()),
+            },
+        };
+        let mut out = Map::new();
+        out.insert("arguments".into(), Value::Object(arguments));
+        out.insert("result".into(), json!(result));
+        if let Some(tag) = tag {
+            out.insert("tag".into(), tag);
+        }
+        Value::Object(out)
+    }
+
+    fn method(&self, name: &str, args: &Args, session_id: &str) -> Reply {
+        let t = &self.torrents;
+        let ids = || parse_ids(args.get("ids"));
+        match name {
+            "session-get" => Ok(self.session_get(args, session_id)),
+            "session-set" => {
+                let mut inner = t.lock();
+                let mut s = inner.settings.clone();
+                s.merge(args)?;
+                if let Some(d) = args.get("download-dir").and_then(Value::as_str) {
+                    s.download_dir = absolute(Path::new(d)).to_string_lossy().into_owned();
+                }
+                inner.settings = s;
+                if let Err(e) = t.store().save_settings(&inner.settings) {
+                    return Err(e.to_string());
+                }
+                Ok(Map::new())
+            }
+            "session-stats" => Ok(self.session_stats()),
+            "session-close" => {
+                self.close.store(true, Ordering::SeqCst);
+                Ok(Map::new())
+            }
+            "torrent-get" => self.torrent_get(args),
+            "torrent-add" => self.torrent_add(args),
+            "torrent-start" | "torrent-start-now" => {
+                t.start(&ids());
+                Ok(Map::new())
+            }
+            "torrent-stop" => {
+                t.stop(&ids());
+                Ok(Map::new())
+            }
+            "torrent-verify" => {
+                t.verify(&ids());
+                Ok(Map::new())
+            }
+            "torrent-remove" => {
+                let delete = args
+                    .get("delete-local-data")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                t.remove(&ids(), delete)?;
+                Ok(Map::new())
+            }
+            "torrent-set" => self.torrent_set(args),
+            "queue-move-top" | "queue-move-up" | "queue-move-down" | "queue-move-bottom" => {
+                let how = match name {
+                    "queue-move-top" => Move::Top,
+                    "queue-move-up" => Move::Up,
+                    "queue-move-down" => Move::Down,
+                    _ => Move::Bottom,
+                };
+                t.queue_move(&ids(), how);
+                Ok(Map::new())
+            }
+            "free-space" => free_space(args),
+            "port-test" => Err(
+                "port-test is not supported: bittern does not ask an outside \
+                 service whether its port is reachable"
+                    .into(),
+            ),
+            "blocklist-update" => Err("blocklist-update is not supported yet".into()),
+            "torrent-set-location" => {
+                let location = args
+                    .get("location")
+                    .and_then(Value::as_str)
+                    .filter(|l| !l.is_empty() && !l.contains('\0'))
+                    .ok_or("no location")?;
+                let move_data = args.get("move").and_then(as_bool).unwrap_or(false);
+                t.set_location(&ids(), &absolute(Path::new(location)), move_data)?;
+                Ok(Map::new())
+            }
+            "torrent-reannounce" | "torrent-rename-path" | "group-get" | "group-set" => {
+                Err(format!("{name} is not supported yet"))
+            }
+            _ => Err("method name not recognized".into()),
+        }
+    }
+
+    fn session_get(&self, args: &Args, session_id: &str) -> Args {
+        let inner = self.torrents.lock();
+        let s = &inner.settings;
+        let mut out = Map::new();
+        if let Ok(Value::Object(all)) = serde_json::to_value(s) {
+            for k in REPORTED {
+                if let Some(v) = all.get(*k) {
+                    out.insert((*k).to_string(), v.clone());
+                }
+            }
+        }
+        let free = statvfs(Path::new(&s.download_dir)).map_or(-1, |(free, _)| free as i64);
+        let extra = json!({
+            "version": VERSION,
+            "rpc-version": RPC_VERSION,
+            "rpc-version-minimum": 14,
+            "rpc-version-semver": "5.3.0",
+            "session-id": session_id,
+            "config-dir": self.torrents.store().dir().to_string_lossy(),
+            "peer-port": self.torrents.backend().peer_port(),
+            "peer-port-random-on-start": false,
+            "port-forwarding-enabled": false,
+            "dht-enabled": false,
+            "lpd-enabled": false,
+            "pex-enabled": false,
+            "utp-enabled": false,
+            "encryption": "tolerated",
+            "blocklist-enabled": false,
+            "blocklist-size": 0,
+            "blocklist-url": "",
+            "cache-size-mb": 4,
+            "rename-partial-files": false,
+            "script-torrent-done-enabled": false,
+            "script-torrent-done-filename": "",
+            "default-trackers": "",
+            "download-dir-free-space": free,
+            "units": {
+                "memory-bytes": 1024, "memory-units": ["KiB", "MiB", "GiB", "TiB"],
+                "size-bytes": 1000, "size-units": ["kB", "MB", "GB", "TB"],
+                "speed-bytes": 1000, "speed-units": ["kB/s", "MB/s", "GB/s", "TB/s"]
+            },
+        });
+        if let Value::Object(extra) = extra {
+            out.extend(extra);
+        }
+        if let Some(fields) = args.get("fields").and_then(Value::as_array) {
+            let wanted: Vec<&str> = fields.iter().filter_map(Value::as_str).collect();
+            out.retain(|k, _| wanted.contains(&k.as_str()));
+        }
+        out
+    }
+
+    fn session_stats(&self) -> Args {
+        let t = &self.torrents;
+        let inner = t.lock();
+        let (mut down, mut up, mut rd, mut ru, mut active, mut paused) = (0, 0, 0.0, 0.0, 0, 0);
+        for e in &inner.entries {
+            let st = t.backend().status(e.hash);
+            if let Some(s) = &st {
+                down += s.downloaded;
+                up += s.uploaded;
+                rd += s.download_rate;
+                ru += s.upload_rate;
+            }
+            let running = st.is_some_and(|s| {
+                matches!(
+                    s.state,
+                    bittern_engine::TorrentState::Downloading
+                        | bittern_engine::TorrentState::Seeding
+                        | bittern_engine::TorrentState::Checking
+                )
+            });
+            if running {
+                active += 1;
+            } else {
+                paused += 1;
+            }
+        }
+        let s = &inner.settings;
+        let secs = t.started().elapsed().as_secs();
+        let current = json!({"uploadedBytes": up, "downloadedBytes": down,
+            "filesAdded": inner.files_added, "secondsActive": secs, "sessionCount": 1});
+        let cumulative = json!({
+            "uploadedBytes": s.cumulative_uploaded_bytes + up,
+            "downloadedBytes": s.cumulative_downloaded_bytes + down,
+            "filesAdded": s.cumulative_files_added + inner.files_added,
+            "secondsActive": s.cumulative_seconds_active + secs,
+            "sessionCount": s.session_count});
+        let v = json!({
+            "activeTorrentCount": active, "pausedTorrentCount": paused,
+            "torrentCount": inner.entries.len(),
+            "downloadSpeed": rd.round() as u64, "uploadSpeed": ru.round() as u64,
+            "current-stats": current, "cumulative-stats": cumulative});
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    fn torrent_get(&self, args: &Args) -> Reply {
+        let fields: Vec<&str> = args
+            .get("fields")
+            .and_then(Value::as_array)
+            .map(|f| f.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if fields.is_empty() {
+            return Err("no fields specified".into());
+        }
+        let table = args.get("format").and_then(Value::as_str) == Some("table");
+        let ids = parse_ids(args.get("ids"));
+        let t = &self.torrents;
+        let inner = t.lock();
+        let mut rows = Vec::new();
+        if table {
+            rows.push(json!(fields));
+        }
+        for i in inner.select(&ids) {
+            let e = &inner.entries[i];
+            let backend = t.backend();
+            let peers = || backend.peers(e.hash);
+            let file = t.store().torrent_path(&e.hash.to_hex());
+            let mut view = View::new(
+                e,
+                backend.status(e.hash),
+                &inner.settings,
+                file.to_string_lossy().into_owned(),
+                &peers,
+            );
+            if table {
+                let row: Vec<Value> = fields
+                    .iter()
+                    .map(|f| view.field(f).unwrap_or(Value::Null))
+                    .collect();
+                rows.push(Value::Array(row));
+            } else {
+                let mut obj = Map::new();
+                for f in &fields {
+                    if let Some(v) = view.field(f) {
+                        obj.insert((*f).to_string(), v);
+                    }
+                }
+                rows.push(Value::Object(obj));
+            }
+        }
+        let mut out = Map::new();
+        out.insert("torrents".into(), Value::Array(rows));
+        if ids == Ids::RecentlyActive {
+            let removed: Vec<i64> = inner.removed.iter().map(|(id, _)| *id).collect();
+            out.insert("removed".into(), json!(removed));
+        }
+        Ok(out)
+    }
+
+    fn torrent_add(&self, args: &Args) -> Reply {
+        const CORRUPT: &str = "invalid or corrupt torrent file";
+        let bytes = if let Some(b64) = args.get("metainfo").and_then(Value::as_str) {
+            let clean: Vec<u8> = b64.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+            data_encoding::BASE64
+                .decode(&clean)
+                .map_err(|_| CORRUPT.to_string())?
+        } else if let Some(name) = args.get("filename").and_then(Value::as_str) {
+            let lower = name.to_ascii_lowercase();
+            if lower.starts_with("magnet:") {
+                return Err("magnet links are not supported yet".into());
+            }
+            if lower.starts_with("http://") || lower.starts_with("https://") {
+                return Err("adding a torrent by url is not supported yet".into());
+            }
+            std::fs::read(name).map_err(|_| CORRUPT.to_string())?
+        } else {
+            return Err("no filename or metainfo specified".into());
+        };
+        let metainfo = Metainfo::from_bytes(&bytes).map_err(|_| CORRUPT.to_string())?;
+        let settings: Settings = self.torrents.lock().settings.clone();
+        let dir = args
+            .get("download-dir")
+            .and_then(Value::as_str)
+            .unwrap_or(&settings.download_dir);
+        if dir.is_empty() || dir.contains('\0') {
+            return Err("invalid download-dir".into());
+        }
+        let save_dir = absolute(Path::new(dir));
+        std::fs::create_dir_all(&save_dir)
+            .map_err(|e| format!("cannot create {}: {e}", save_dir.display()))?;
+        let paused = args
+            .get("paused")
+            .and_then(as_bool)
+            .unwrap_or(!settings.start_added_torrents);
+        let labels = match args.get("labels") {
+            Some(v) => parse_labels(v)?,
+            None => Vec::new(),
+        };
+        let visible = metainfo.info.files.iter().filter(|f| !f.padding).count();
+        let mut wanted = vec![true; visible];
+        apply_wanted(&mut wanted, args)?;
+        let wanted = if wanted.iter().all(|w| *w) {
+            Vec::new()
+        } else {
+            wanted
+        };
+        let added = self.torrents.add(AddSpec {
+            bytes,
+            metainfo,
+            save_dir,
+            paused,
+            labels,
+            wanted,
+        })?;
+        let key = if added.new {
+            "torrent-added"
+        } else {
+            "torrent-duplicate"
+        };
+        let mut out = Map::new();
+        out.insert(
+            key.into(),
+            json!({"hashString": added.hash.to_hex(), "id": added.id, "name": added.name}),
+        );
+        Ok(out)
+    }
+
+    fn torrent_set(&self, args: &Args) -> Reply {
+        let ids = parse_ids(args.get("ids"));
+        if let Some(location) = args.get("location") {
+            // As torrent-set-location without moving the data.
+            let location = location
+                .as_str()
+                .filter(|l| !l.is_empty() && !l.contains('\0'))
+                .ok_or("invalid location")?;
+            self.torrents
+                .set_location(&ids, &absolute(Path::new(location)), false)?;
+        }
+        let labels = match args.get("labels") {
+            Some(v) => Some(parse_labels(v)?),
+            None => None,
+        };
+        self.torrents.update(&ids, |e, r| {
+            let before = r.clone();
+            let int = |k: &str| args.get(k).and_then(as_i64);
+            let flag = |k: &str| args.get(k).and_then(as_bool);
+            if let Some(v) = int("downloadLimit") {
+                r.download_limit = v.max(0) as u64;
+            }
+            if let Some(v) = flag("downloadLimited") {
+                r.download_limited = v;
+            }
+            if let Some(v) = int("uploadLimit") {
+                r.upload_limit = v.max(0) as u64;
+            }
+            if let Some(v) = flag("uploadLimited") {
+                r.upload_limited = v;
+            }
+            if let Some(v) = flag("honorsSessionLimits") {
+                r.honors_session_limits = v;
+            }
+            if let Some(v) = int("bandwidthPriority") {
+                r.bandwidth_priority = v.clamp(-1, 1);
+            }
+            if let Some(v) = int("peer-limit") {
+                r.peer_limit = v.max(0);
+            }
+            if let Some(v) = args.get("seedRatioLimit").and_then(Value::as_f64) {
+                r.seed_ratio_limit = v.max(0.0);
+            }
+            if let Some(v) = int("seedRatioMode") {
+                r.seed_ratio_mode = v.clamp(0, 2);
+            }
+            if let Some(v) = int("seedIdleLimit") {
+                r.seed_idle_limit = v.max(0);
+            }
+            if let Some(v) = int("seedIdleMode") {
+                r.seed_idle_mode = v.clamp(0, 2);
+            }
+            if let Some(l) = &labels {
+                r.labels = l.clone();
+            }
+            let visible = e.visible_files().count();
+            let mut wanted = if r.wanted.len() == visible {
+                r.wanted.clone()
+            } else {
+                vec![true; visible]
+            };
+            apply_wanted(&mut wanted, args)?;
+            r.wanted = if wanted.iter().all(|w| *w) {
+                Vec::new()
+            } else {
+                wanted
+            };
+            let mut prio = if r.priorities.len() == visible {
+                r.priorities.clone()
+            } else {
+                vec![0; visible]
+            };
+            for (key, p) in [
+                ("priority-high", 1),
+                ("priority-normal", 0),
+                ("priority-low", -1),
+            ] {
+                for k in file_indices(args.get(key), visible)? {
+                    prio[k] = p;
+                }
+            }
+            r.priorities = if prio.iter().all(|p| *p == 0) {
+                Vec::new()
+            } else {
+                prio
+            };
+            // What the engine takes at start: restart it when that changed.
+            Ok(r.wanted != before.wanted
+                || (r.download_limited, r.download_limit)
+                    != (before.download_limited, before.download_limit)
+                || (r.upload_limited, r.upload_limit)
+                    != (before.upload_limited, before.upload_limit)
+                || (r.seed_ratio_mode, r.seed_ratio_limit.to_bits())
+                    != (before.seed_ratio_mode, before.seed_ratio_limit.to_bits()))
+        })?;
+        if let Some(pos) = args.get("queuePosition").and_then(as_i64) {
+            self.torrents.set_queue_position(&ids, pos);
+        }
+        Ok(Map::new())
+    }
+}
+
+/// Parses `ids` in every form clients send.
+pub fn parse_ids(v: Option<&Value>) -> Ids {
+    fn one(v: &Value) -> Sel {
+        if let Some(n) = as_i64(v) {
+            return Sel::Id(n);
+        }
+        match v.as_str().map(InfoHash::from_hex) {
+            Some(Ok(h)) => Sel::Hash(h),
+            _ => Sel::Nothing,
+        }
+    }
+    match v {
+        None | Some(Value::Null) => Ids::All,
+        Some(Value::String(s)) if s == "recently-active" => Ids::RecentlyActive,
+        Some(Value::Array(list)) => Ids::Some(list.iter().map(one).collect()),
+        Some(other) => Ids::Some(vec![one(other)]),
+    }
+}
+
+/// An integer, also from an integral double.
+fn as_i64(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+            .map(|f| f as i64)
+    })
+}
+
+/// A boolean, also from 0/1 (older clients).
+fn as_bool(v: &Value) -> Option<bool> {
+    v.as_bool().or_else(|| as_i64(v).map(|n| n != 0))
+}
+
+fn parse_labels(v: &Value) -> Result<Vec<String>, String> {
+    let list = v.as_array().ok_or("labels must be a list of strings")?;
+    let mut out: Vec<String> = Vec::new();
+    for l in list {
+        let s = l.as_str().ok_or("labels must be a list of strings")?.trim();
+        if s.is_empty() || s.contains(',') {
+            return Err("labels cannot be empty or contain commas".into());
+        }
+        if !out.iter().any(|o| o == s) {
+            out.push(s.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// File indices from `files-wanted` and friends: a list of indices, or an
+/// empty list meaning every file (Transmission's convention).
+fn file_indices(v: Option<&Value>, count: usize) -> Result<Vec<usize>, String> {
+    let Some(v) = v else {
+        return Ok(Vec::new());
+    };
+    let list = v.as_array().ok_or("file lists must be lists of indices")?;
+    if list.is_empty() {
+        return Ok((0..count).collect());
+    }
+    list.iter()
+        .map(|x| {
+            as_i64(x)
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|n| *n < count)
+                .ok_or_else(|| "file index out of range".to_string())
+        })
+        .collect()
+}
+
+fn apply_wanted(wanted: &mut [bool], args: &Args) -> Result<(), String> {
+    for (key, flag) in [("files-wanted", true), ("files-unwanted", false)] {
+        for k in file_indices(args.get(key), wanted.len())? {
+            wanted[k] = flag;
+        }
+    }
+    Ok(())
+}
+
+/// `path` made absolute against the daemon's working directory.
+fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().map_or_else(|_| path.to_path_buf(), |d| d.join(path))
+    }
+}
+
+fn free_space(args: &Args) -> Reply {
+    let path = args.get("path").and_then(Value::as_str).unwrap_or("");
+    if !Path::new(path).is_absolute() {
+        return Err("directory path is not absolute".into());
+    }
+    let (free, total) = statvfs(Path::new(path)).map_err(|e| e.to_string())?;
+    let v = json!({"path": path, "size-bytes": free, "total_size": total});
+    Ok(v.as_object().cloned().unwrap_or_default())
+}
+
+/// Free (for unprivileged users) and total bytes of the filesystem of `path`.
+fn statvfs(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: an all-zero statvfs is a valid value to be overwritten.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a valid out pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    #[allow(clippy::unnecessary_cast)] // field widths vary by target
+    let frsize = st.f_frsize as u64;
+    #[allow(clippy::unnecessary_cast)]
+    Ok((st.f_bavail as u64 * frsize, st.f_blocks as u64 * frsize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_in_every_form() {
+        let h = "0ca7f07bf09ca3fcaf077b7e85e79cff922f5a3a";
+        let hash = InfoHash::from_hex(h).unwrap();
+        assert_eq!(parse_ids(None), Ids::All);
+        assert_eq!(parse_ids(Some(&json!(3))), Ids::Some(vec![Sel::Id(3)]));
+        assert_eq!(
+            parse_ids(Some(&json!(h.to_uppercase()))),
+            Ids::Some(vec![Sel::Hash(hash)])
+        );
+        assert_eq!(
+            parse_ids(Some(&json!([1, h, "junk", 2.0]))),
+            Ids::Some(vec![Sel::Id(1), Sel::Hash(hash), Sel::Nothing, Sel::Id(2)])
+        );
+        assert_eq!(
+            parse_ids(Some(&json!("recently-active"))),
+            Ids::RecentlyActive
+        );
+    }
+
+    #[test]
+    fn labels_and_file_lists() {
+        assert_eq!(parse_labels(&json!(["a", " b ", "a"])).unwrap(), ["a", "b"]);
+        assert!(parse_labels(&json!(["a,b"])).is_err());
+        assert!(parse_labels(&json!([""])).is_err());
+        assert!(parse_labels(&json!("a")).is_err());
+        assert_eq!(file_indices(Some(&json!([])), 3).unwrap(), [0, 1, 2]);
+        assert_eq!(file_indices(Some(&json!([2, 0])), 3).unwrap(), [2, 0]);
+        assert!(file_indices(Some(&json!([3])), 3).is_err());
+        let mut w = vec![true; 3];
+        let args = json!({"files-unwanted": [1, 2], "files-wanted": [2]});
+        apply_wanted(&mut w, args.as_object().unwrap()).unwrap();
+        assert_eq!(
+            w,
+            [true, false, false],
+            "a file both wanted and unwanted ends unwanted"
+        );
+    }
+
+    #[test]
+    fn free_space_needs_an_absolute_path() {
+        let rel = json!({"path": "tmp"});
+        assert_eq!(
+            free_space(rel.as_object().unwrap()).unwrap_err(),
+            "directory path is not absolute"
+        );
+        let abs = json!({"path": "/"});
+        let out = free_space(abs.as_object().unwrap()).unwrap();
+        assert!(out["size-bytes"].is_u64() && out["total_size"].as_u64().unwrap() > 0);
+    }
+}

@@ -1,0 +1,188 @@
+//! [`Daemon`]: the config dir, an engine session with every saved torrent,
+//! the RPC server, and a housekeeping thread (activity, completion dates,
+//! seconds downloading/seeding, saving changed records every 30 s).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bittern_engine::{Session, SessionConfig};
+use log::info;
+
+use crate::backend::{Backend, EngineBackend};
+use crate::gate::{Access, Gate};
+use crate::http::{HttpServer, Limits};
+use crate::rpc::Rpc;
+use crate::state::Torrents;
+use crate::store::{Store, StoreError};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The config dir or a file in it.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The engine session (peer port in use, ...).
+    #[error(transparent)]
+    Engine(#[from] bittern_engine::Error),
+    /// The RPC address cannot be bound.
+    #[error("cannot listen for rpc on {addr}: {source}")]
+    RpcListen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A non-loopback RPC address without a password.
+    #[error("refusing to serve rpc on {0} without a password (use --rpc-username and --rpc-password, or bind a loopback address)")]
+    ExposedWithoutAuth(IpAddr),
+    /// A thread could not be started.
+    #[error("cannot start a thread: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// How to run a daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Settings, torrents and resume state live here.
+    pub config_dir: PathBuf,
+    /// The RPC's address.
+    pub rpc_addr: SocketAddr,
+    /// Who may use the RPC.
+    pub access: Access,
+    /// Peer listening address; its port 0 picks a free one. `None`: all
+    /// interfaces on the settings' peer port.
+    pub peer_addr: Option<SocketAddr>,
+    /// Engine settings besides the listening address and global limits.
+    pub engine: SessionConfig,
+    /// Bounds on RPC clients.
+    pub limits: Limits,
+}
+
+/// A running daemon.
+pub struct Daemon {
+    rpc: Arc<Rpc<EngineBackend>>,
+    http: HttpServer,
+    peer_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    housekeeping: Option<JoinHandle<()>>,
+}
+
+/// How often housekeeping runs, and how often it saves.
+const TICK: Duration = Duration::from_secs(1);
+const SAVE_EVERY: Duration = Duration::from_secs(30);
+
+impl Daemon {
+    /// Opens the config dir, starts the engine with every saved torrent
+    /// and serves the RPC.
+    ///
+    /// # Errors
+    /// See [`Error`]; a refused non-loopback bind comes before anything
+    /// is opened.
+    pub fn start(config: DaemonConfig) -> Result<Daemon, Error> {
+        let ip = config.rpc_addr.ip();
+        if !ip.is_loopback() && config.access.credentials.is_none() {
+            return Err(Error::ExposedWithoutAuth(ip));
+        }
+        let store = Store::open(&config.config_dir)?;
+        let settings = store.load_settings()?;
+        let kb = |on: bool, v: u64| on.then(|| v.saturating_mul(1000));
+        let (down, up) = if settings.alt_speed_enabled {
+            (
+                Some(settings.alt_speed_down * 1000),
+                Some(settings.alt_speed_up * 1000),
+            )
+        } else {
+            (
+                kb(settings.speed_limit_down_enabled, settings.speed_limit_down),
+                kb(settings.speed_limit_up_enabled, settings.speed_limit_up),
+            )
+        };
+        let engine = SessionConfig {
+            listen: config
+                .peer_addr
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], settings.peer_port))),
+            download_limit: down,
+            upload_limit: up,
+            max_connections: usize::try_from(settings.peer_limit_global).unwrap_or(usize::MAX),
+            max_peers_per_torrent: usize::try_from(settings.peer_limit_per_torrent)
+                .unwrap_or(usize::MAX),
+            ..config.engine
+        };
+        let session = Session::new(engine)?;
+        let peer_addr = session.local_addr();
+        let torrents = Torrents::open(EngineBackend::new(session), store)?;
+        let rpc = Arc::new(Rpc::new(torrents));
+        let gate = Arc::new(Gate::new(rpc.clone(), config.access));
+        let http = match HttpServer::bind(config.rpc_addr, gate, config.limits) {
+            Ok(h) => h,
+            Err(source) => {
+                rpc.torrents().backend().shutdown();
+                return Err(Error::RpcListen {
+                    addr: config.rpc_addr,
+                    source,
+                });
+            }
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let housekeeping = {
+            let (rpc, stop) = (rpc.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("bittern-daemon-tick".into())
+                .spawn(move || {
+                    let mut saved = Instant::now();
+                    while !stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(TICK);
+                        let save = saved.elapsed() >= SAVE_EVERY;
+                        rpc.torrents().tick(TICK, save);
+                        if save {
+                            saved = Instant::now();
+                        }
+                    }
+                })
+                .map_err(Error::Spawn)?
+        };
+        info!(
+            "rpc on http://{}/transmission/rpc, peers on {peer_addr}",
+            http.local_addr()
+        );
+        Ok(Daemon {
+            rpc,
+            http,
+            peer_addr,
+            stop,
+            housekeeping: Some(housekeeping),
+        })
+    }
+
+    /// The RPC's address.
+    pub fn rpc_addr(&self) -> SocketAddr {
+        self.http.local_addr()
+    }
+
+    /// The peer listening address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// Whether a client asked the daemon to exit (`session-close`).
+    pub fn close_requested(&self) -> bool {
+        self.rpc.close_requested()
+    }
+
+    /// Stops serving, stops every torrent gracefully and saves everything.
+    pub fn shutdown(mut self) {
+        self.http.shutdown();
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.housekeeping.take() {
+            let _ = t.join();
+        }
+        self.rpc.torrents().shutdown();
+        info!("daemon stopped");
+    }
+}

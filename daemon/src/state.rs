@@ -1,0 +1,752 @@
+//! The daemon's torrent table: ids, records, the queue order, and the
+//! operations the RPC methods perform on them through the [`Backend`].
+//!
+//! Integer ids are given out in order of addition and are not stable
+//! across restarts (as in Transmission); hashes are. The table's lock is
+//! held while statuses are read (cheap copies) and records change; a
+//! torrent's removal, which waits for its threads, happens outside it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bittern_engine::{SeedGoal, TorrentOptions, TorrentState, TorrentStatus};
+use bittern_wire::{InfoHash, Metainfo};
+use log::{info, warn};
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::backend::{Backend, Start};
+use crate::settings::Settings;
+use crate::store::{Record, Store};
+
+/// How long a torrent counts as recently active (Transmission's value).
+pub const RECENT: Duration = Duration::from_secs(60);
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// One torrent of the daemon.
+pub struct Entry {
+    /// Its RPC id for this run.
+    pub id: i64,
+    /// Its info hash.
+    pub hash: InfoHash,
+    /// What it is.
+    pub metainfo: Arc<Metainfo>,
+    /// What is persisted; counters are those of earlier engine runs.
+    pub record: Record,
+    /// Why the engine does not run it, if it refused.
+    pub error: Option<String>,
+    /// When it started this run (Unix seconds).
+    pub start_date: i64,
+    /// Last time something happened to it (for `recently-active`).
+    pub touched: Instant,
+    /// The record changed since it was saved.
+    pub dirty: bool,
+}
+
+impl Entry {
+    /// Indices into `metainfo.info.files` of the files shown to clients
+    /// (padding files hidden).
+    pub fn visible_files(&self) -> impl Iterator<Item = usize> + '_ {
+        self.metainfo
+            .info
+            .files
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !f.padding)
+            .map(|(i, _)| i)
+    }
+
+    /// The record with this run's counters from `status` folded in.
+    pub fn folded(&self, status: Option<&TorrentStatus>) -> Record {
+        let mut r = self.record.clone();
+        if let Some(s) = status {
+            r.downloaded_ever += s.downloaded;
+            r.uploaded_ever += s.uploaded;
+            r.corrupt_ever += s.hash_failures * self.metainfo.info.piece_length;
+        }
+        r
+    }
+}
+
+/// How `ids` selected torrents.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ids {
+    /// No `ids`: every torrent.
+    All,
+    /// `"recently-active"`.
+    RecentlyActive,
+    /// Ids and hashes.
+    Some(Vec<Sel>),
+}
+
+/// One element of `ids`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sel {
+    /// An integer id.
+    Id(i64),
+    /// An info hash (either case).
+    Hash(InfoHash),
+    /// Something that names no torrent.
+    Nothing,
+}
+
+/// The table behind the lock.
+pub struct Inner {
+    /// Torrents in queue order.
+    pub entries: Vec<Entry>,
+    /// Ids removed, with when (for `recently-active`).
+    pub removed: Vec<(i64, Instant)>,
+    /// Session settings.
+    pub settings: Settings,
+    next_id: i64,
+    /// Torrents added this run.
+    pub files_added: u64,
+}
+
+impl Inner {
+    /// Indices of the entries `ids` selects, in table order.
+    pub fn select(&self, ids: &Ids) -> Vec<usize> {
+        let now = Instant::now();
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| match ids {
+                Ids::All => true,
+                Ids::RecentlyActive => now.duration_since(e.touched) < RECENT,
+                Ids::Some(sels) => sels.iter().any(|s| match s {
+                    Sel::Id(id) => *id == e.id,
+                    Sel::Hash(h) => *h == e.hash,
+                    Sel::Nothing => false,
+                }),
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Renumbers queue positions after the order of `entries` changed.
+    fn renumber_queue(&mut self) {
+        for (i, e) in self.entries.iter_mut().enumerate() {
+            let pos = i64::try_from(i).unwrap_or(i64::MAX);
+            if e.record.queue_position != pos {
+                e.record.queue_position = pos;
+                e.dirty = true;
+            }
+        }
+    }
+}
+
+/// The outcome of `torrent-add`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Added {
+    /// `false`: the torrent was already there (`torrent-duplicate`).
+    pub new: bool,
+    /// Its id.
+    pub id: i64,
+    /// Its name.
+    pub name: String,
+    /// Its info hash.
+    pub hash: InfoHash,
+}
+
+/// What `torrent-add` asks for, once its arguments are checked.
+#[derive(Debug, Clone)]
+pub struct AddSpec {
+    /// The metainfo bytes.
+    pub bytes: Vec<u8>,
+    /// Parsed.
+    pub metainfo: Metainfo,
+    /// Where the data goes (absolute).
+    pub save_dir: PathBuf,
+    /// Start stopped.
+    pub paused: bool,
+    /// Labels.
+    pub labels: Vec<String>,
+    /// Per visible file; empty: all.
+    pub wanted: Vec<bool>,
+}
+
+/// Queue moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Move {
+    /// To the front.
+    Top,
+    /// One up.
+    Up,
+    /// One down.
+    Down,
+    /// To the end.
+    Bottom,
+}
+
+/// The torrents of a daemon and their store.
+pub struct Torrents<B: Backend> {
+    backend: B,
+    store: Store,
+    inner: Mutex<Inner>,
+    started: Instant,
+}
+
+impl<B: Backend> Torrents<B> {
+    /// Loads the settings and every saved torrent from `store` and starts
+    /// them in `backend`, in queue order. A torrent the engine refuses is
+    /// kept with an error.
+    ///
+    /// # Errors
+    /// The settings or the torrents folder cannot be read.
+    pub fn open(backend: B, store: Store) -> Result<Torrents<B>, crate::store::StoreError> {
+        let mut settings = store.load_settings()?;
+        settings.session_count += 1;
+        if let Err(e) = store.save_settings(&settings) {
+            warn!("cannot save settings: {e}");
+        }
+        let saved = store.load_all()?;
+        let t = Torrents {
+            backend,
+            store,
+            inner: Mutex::new(Inner {
+                entries: Vec::new(),
+                removed: Vec::new(),
+                settings,
+                next_id: 1,
+                files_added: 0,
+            }),
+            started: Instant::now(),
+        };
+        {
+            let mut inner = t.inner.lock();
+            for (record, bytes) in saved {
+                let metainfo = match Metainfo::from_bytes(&bytes) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        warn!("skipping saved torrent {}: {e}", record.info_hash);
+                        continue;
+                    }
+                };
+                let id = inner.next_id;
+                inner.next_id += 1;
+                let mut entry = Entry {
+                    id,
+                    hash: metainfo.info_hash,
+                    metainfo: Arc::new(metainfo),
+                    record,
+                    error: None,
+                    start_date: 0,
+                    touched: Instant::now(),
+                    dirty: false,
+                };
+                t.launch(&inner.settings, &mut entry);
+                inner.entries.push(entry);
+            }
+            inner.renumber_queue();
+            info!("{} torrents restored", inner.entries.len());
+        }
+        Ok(t)
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// When this run started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Locks the table.
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock()
+    }
+
+    /// The engine options of an entry.
+    fn options(&self, settings: &Settings, e: &Entry) -> TorrentOptions {
+        let files = &e.metainfo.info.files;
+        let wanted_files = if e.record.wanted.is_empty() {
+            Vec::new()
+        } else {
+            let mut visible = e.record.wanted.iter();
+            files
+                .iter()
+                .map(|f| !f.padding && visible.next().copied().unwrap_or(true))
+                .collect()
+        };
+        let seed_goal = match e.record.seed_ratio_mode {
+            1 => SeedGoal::Ratio(e.record.seed_ratio_limit),
+            0 if settings.seed_ratio_limited => SeedGoal::Ratio(settings.seed_ratio_limit),
+            _ => SeedGoal::Forever,
+        };
+        let kb = |on: bool, v: u64| on.then(|| v.saturating_mul(1000));
+        TorrentOptions {
+            wanted_files,
+            seed_goal,
+            upload_limit: kb(e.record.upload_limited, e.record.upload_limit),
+            download_limit: kb(e.record.download_limited, e.record.download_limit),
+            resume_file: Some(self.store.resume_path(&e.hash.to_hex())),
+            paused: e.record.paused,
+            ..TorrentOptions::default()
+        }
+    }
+
+    /// Starts an entry in the engine (it checks its data first).
+    fn launch(&self, settings: &Settings, e: &mut Entry) {
+        let start = Start {
+            metainfo: (*e.metainfo).clone(),
+            save_dir: e.record.save_dir.clone(),
+            options: self.options(settings, e),
+        };
+        e.start_date = unix_now();
+        e.touched = Instant::now();
+        e.error = match self.backend.start(start) {
+            Ok(()) => None,
+            Err(err) => {
+                warn!("{}: cannot start: {err}", e.metainfo.info.name);
+                Some(err.to_string())
+            }
+        };
+    }
+
+    /// Restarts an entry with its current record (new options), folding
+    /// the finished run's counters into the record.
+    fn relaunch(&self, settings: &Settings, e: &mut Entry) {
+        let status = self.backend.status(e.hash);
+        e.record = e.folded(status.as_ref());
+        self.backend.remove(e.hash);
+        self.launch(settings, e);
+        e.dirty = true;
+    }
+
+    /// Adds a torrent, or reports the one already there.
+    ///
+    /// # Errors
+    /// The store cannot save it (nothing is added then).
+    pub fn add(&self, spec: AddSpec) -> Result<Added, String> {
+        let mut inner = self.inner.lock();
+        let hash = spec.metainfo.info_hash;
+        if let Some(e) = inner.entries.iter().find(|e| e.hash == hash) {
+            return Ok(Added {
+                new: false,
+                id: e.id,
+                name: e.metainfo.info.name.clone(),
+                hash,
+            });
+        }
+        let now = unix_now();
+        let visible = spec
+            .metainfo
+            .info
+            .files
+            .iter()
+            .filter(|f| !f.padding)
+            .count();
+        let record = Record {
+            info_hash: hash.to_hex(),
+            save_dir: spec.save_dir,
+            paused: spec.paused,
+            labels: spec.labels,
+            wanted: if spec.wanted.len() == visible {
+                spec.wanted
+            } else {
+                Vec::new()
+            },
+            queue_position: i64::try_from(inner.entries.len()).unwrap_or(i64::MAX),
+            added_date: now,
+            edit_date: now,
+            peer_limit: i64::try_from(inner.settings.peer_limit_per_torrent).unwrap_or(50),
+            ..Record::default()
+        };
+        self.store
+            .add(&record, &spec.bytes)
+            .map_err(|e| e.to_string())?;
+        let id = inner.next_id;
+        inner.next_id += 1;
+        inner.files_added += 1;
+        let name = spec.metainfo.info.name.clone();
+        let mut entry = Entry {
+            id,
+            hash,
+            metainfo: Arc::new(spec.metainfo),
+            record,
+            error: None,
+            start_date: 0,
+            touched: Instant::now(),
+            dirty: false,
+        };
+        let settings = inner.settings.clone();
+        self.launch(&settings, &mut entry);
+        info!("added {name} as {id}");
+        inner.entries.push(entry);
+        Ok(Added {
+            new: true,
+            id,
+            name,
+            hash,
+        })
+    }
+
+    /// Starts (resumes) the selected torrents.
+    pub fn start(&self, ids: &Ids) {
+        let mut inner = self.inner.lock();
+        let settings = inner.settings.clone();
+        for i in inner.select(ids) {
+            let e = &mut inner.entries[i];
+            e.record.paused = false;
+            e.dirty = true;
+            e.touched = Instant::now();
+            let ended = self
+                .backend
+                .status(e.hash)
+                .is_none_or(|s| s.state == TorrentState::Stopped);
+            if ended || self.backend.resume(e.hash).is_err() {
+                self.relaunch(&settings, e);
+            }
+        }
+        self.flush(&mut inner);
+    }
+
+    /// Stops (pauses) the selected torrents.
+    pub fn stop(&self, ids: &Ids) {
+        let mut inner = self.inner.lock();
+        for i in inner.select(ids) {
+            let e = &mut inner.entries[i];
+            e.record.paused = true;
+            e.dirty = true;
+            e.touched = Instant::now();
+            // A torrent that does not run is stopped already.
+            let _ = self.backend.pause(e.hash);
+        }
+        self.flush(&mut inner);
+    }
+
+    /// Rechecks the selected torrents' data from scratch: their resume
+    /// state is dropped and they start again.
+    pub fn verify(&self, ids: &Ids) {
+        let mut inner = self.inner.lock();
+        let settings = inner.settings.clone();
+        for i in inner.select(ids) {
+            let e = &mut inner.entries[i];
+            let status = self.backend.status(e.hash);
+            e.record = e.folded(status.as_ref());
+            self.backend.remove(e.hash);
+            let resume = self.store.resume_path(&e.hash.to_hex());
+            if let Err(err) = std::fs::remove_file(&resume) {
+                if err.kind() != std::io::ErrorKind::NotFound {
+                    warn!("cannot drop {}: {err}", resume.display());
+                }
+            }
+            self.launch(&settings, e);
+            e.dirty = true;
+        }
+        self.flush(&mut inner);
+    }
+
+    /// Removes the selected torrents, and their data with `delete_data`.
+    ///
+    /// # Errors
+    /// A record cannot be deleted from the store (that torrent stays).
+    pub fn remove(&self, ids: &Ids, delete_data: bool) -> Result<(), String> {
+        let taken: Vec<Entry> = {
+            let mut inner = self.inner.lock();
+            let picked = inner.select(ids);
+            let mut taken = Vec::new();
+            for i in picked.into_iter().rev() {
+                let hex = inner.entries[i].hash.to_hex();
+                self.store.remove(&hex).map_err(|e| e.to_string())?;
+                let e = inner.entries.remove(i);
+                inner.removed.push((e.id, Instant::now()));
+                taken.push(e);
+            }
+            let now = Instant::now();
+            inner
+                .removed
+                .retain(|(_, t)| now.duration_since(*t) < RECENT);
+            inner.renumber_queue();
+            self.flush(&mut inner);
+            taken
+        };
+        for e in taken {
+            self.backend.remove(e.hash);
+            info!("removed {} ({})", e.metainfo.info.name, e.id);
+            if delete_data {
+                delete_local_data(&e.metainfo, &e.record.save_dir);
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the selected torrents in the queue.
+    pub fn queue_move(&self, ids: &Ids, how: Move) {
+        let mut inner = self.inner.lock();
+        let picked = inner.select(ids);
+        let n = inner.entries.len();
+        match how {
+            Move::Top | Move::Bottom => {
+                let mut chosen = Vec::new();
+                for &i in picked.iter().rev() {
+                    chosen.push(inner.entries.remove(i));
+                }
+                chosen.reverse();
+                if how == Move::Top {
+                    inner.entries.splice(0..0, chosen);
+                } else {
+                    inner.entries.extend(chosen);
+                }
+            }
+            Move::Up => {
+                for &i in &picked {
+                    if i > 0 && !picked.contains(&(i - 1)) {
+                        inner.entries.swap(i - 1, i);
+                    }
+                }
+            }
+            Move::Down => {
+                for &i in picked.iter().rev() {
+                    if i + 1 < n && !picked.contains(&(i + 1)) {
+                        inner.entries.swap(i, i + 1);
+                    }
+                }
+            }
+        }
+        inner.renumber_queue();
+        self.flush(&mut inner);
+    }
+
+    /// Applies new records to the selected torrents: `change` edits each
+    /// record and says whether the engine must restart the torrent.
+    ///
+    /// # Errors
+    /// The message of `change`'s first error (nothing after it changes).
+    pub fn update(
+        &self,
+        ids: &Ids,
+        mut change: impl FnMut(&Entry, &mut Record) -> Result<bool, String>,
+    ) -> Result<(), String> {
+        let mut inner = self.inner.lock();
+        let settings = inner.settings.clone();
+        for i in inner.select(ids) {
+            let e = &mut inner.entries[i];
+            let mut r = e.record.clone();
+            let restart = change(e, &mut r)?;
+            if r != e.record {
+                r.edit_date = unix_now();
+                e.record = r;
+                e.dirty = true;
+                e.touched = Instant::now();
+            }
+            if restart {
+                self.relaunch(&settings, e);
+            }
+        }
+        self.flush(&mut inner);
+        Ok(())
+    }
+
+    /// Points the selected torrents at `location`: with `move_data` their
+    /// data is moved there first (renamed; a torrent whose data cannot be
+    /// moved stays where it was and the error is returned), else the data
+    /// is looked for there (a recheck).
+    ///
+    /// # Errors
+    /// A move failed.
+    pub fn set_location(&self, ids: &Ids, location: &Path, move_data: bool) -> Result<(), String> {
+        std::fs::create_dir_all(location)
+            .map_err(|e| format!("cannot create {}: {e}", location.display()))?;
+        let mut inner = self.inner.lock();
+        let settings = inner.settings.clone();
+        let mut result = Ok(());
+        for i in inner.select(ids) {
+            let e = &mut inner.entries[i];
+            if e.record.save_dir == location {
+                continue;
+            }
+            let status = self.backend.status(e.hash);
+            e.record = e.folded(status.as_ref());
+            self.backend.remove(e.hash);
+            let moved = if move_data {
+                move_torrent_data(&e.metainfo, &e.record.save_dir, location)
+            } else {
+                Ok(())
+            };
+            match moved {
+                Ok(()) => {
+                    e.record.save_dir = location.to_path_buf();
+                    e.record.edit_date = unix_now();
+                }
+                Err(err) => result = Err(err),
+            }
+            self.launch(&settings, e);
+            e.dirty = true;
+        }
+        self.flush(&mut inner);
+        result
+    }
+
+    /// Sets a torrent's queue position (moving the others).
+    pub fn set_queue_position(&self, ids: &Ids, pos: i64) {
+        let mut inner = self.inner.lock();
+        for i in inner.select(ids).into_iter().rev() {
+            let e = inner.entries.remove(i);
+            let at = usize::try_from(pos.max(0))
+                .unwrap_or(0)
+                .min(inner.entries.len());
+            inner.entries.insert(at, e);
+        }
+        inner.renumber_queue();
+        self.flush(&mut inner);
+    }
+
+    /// Housekeeping, called every `dt`: time spent downloading and
+    /// seeding, activity, completion dates; saves what changed when `save`.
+    pub fn tick(&self, dt: Duration, save: bool) {
+        let mut inner = self.inner.lock();
+        let now = unix_now();
+        for e in &mut inner.entries {
+            let Some(s) = self.backend.status(e.hash) else {
+                continue;
+            };
+            match s.state {
+                TorrentState::Downloading => e.record.seconds_downloading += dt.as_secs(),
+                TorrentState::Seeding => e.record.seconds_seeding += dt.as_secs(),
+                _ => {}
+            }
+            if s.download_rate >= 1.0 || s.upload_rate >= 1.0 || s.state == TorrentState::Checking {
+                e.record.activity_date = now;
+                e.touched = Instant::now();
+                e.dirty = true;
+            }
+            let complete = s.wanted_bytes > 0
+                && s.have_bytes == s.wanted_bytes
+                && s.state != TorrentState::Checking;
+            if complete && e.record.done_date == 0 {
+                e.record.done_date = now;
+                e.dirty = true;
+                e.touched = Instant::now();
+            }
+        }
+        if save {
+            self.save_dirty(&mut inner, false);
+        }
+    }
+
+    /// Saves the records a change made dirty, at once: an RPC change
+    /// survives a SIGKILL right after its reply.
+    fn flush(&self, inner: &mut Inner) {
+        for e in &mut inner.entries {
+            if e.dirty {
+                let r = e.folded(self.backend.status(e.hash).as_ref());
+                match self.store.save(&r) {
+                    Ok(()) => e.dirty = false,
+                    Err(err) => warn!("cannot save {}: {err}", e.metainfo.info.name),
+                }
+            }
+        }
+    }
+
+    /// Saves the records that changed (all with `all`) and the settings.
+    fn save_dirty(&self, inner: &mut Inner, all: bool) {
+        if all {
+            for e in &mut inner.entries {
+                e.dirty = true;
+            }
+        }
+        self.flush(inner);
+        if let Err(err) = self.store.save_settings(&inner.settings) {
+            warn!("cannot save settings: {err}");
+        }
+    }
+
+    /// Stops every torrent gracefully and saves everything: records with
+    /// their final counters, settings with this run's totals.
+    pub fn shutdown(&self) {
+        self.backend.shutdown();
+        let mut inner = self.inner.lock();
+        let (mut down, mut up) = (0, 0);
+        for e in &inner.entries {
+            if let Some(s) = self.backend.status(e.hash) {
+                down += s.downloaded;
+                up += s.uploaded;
+            }
+        }
+        let added = inner.files_added;
+        let s = &mut inner.settings;
+        s.cumulative_downloaded_bytes += down;
+        s.cumulative_uploaded_bytes += up;
+        s.cumulative_seconds_active += self.started.elapsed().as_secs();
+        s.cumulative_files_added += added;
+        inner.files_added = 0;
+        self.save_dirty(&mut inner, true);
+    }
+}
+
+/// Moves a torrent's data (its file, or its top directory) from `from` to
+/// `to` by renaming. Nothing there yet (a torrent that never got data) is
+/// not an error.
+fn move_torrent_data(m: &Metainfo, from: &Path, to: &Path) -> Result<(), String> {
+    let top = if m.info.multi_file {
+        PathBuf::from(&m.info.name)
+    } else {
+        m.info
+            .files
+            .first()
+            .map(|f| m.info.disk_path(f))
+            .unwrap_or_default()
+    };
+    let (src, dst) = (from.join(&top), to.join(&top));
+    if dst.exists() {
+        return Err(format!("{} already exists", dst.display()));
+    }
+    match std::fs::rename(&src, &dst) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!(
+            "cannot move {} to {}: {e}",
+            src.display(),
+            dst.display()
+        )),
+    }
+}
+
+/// Deletes a removed torrent's files, then the directories of a
+/// multi-file torrent that became empty (never above its root).
+fn delete_local_data(m: &Metainfo, save_dir: &Path) {
+    for f in m.info.files.iter().filter(|f| !f.padding) {
+        let p = save_dir.join(m.info.disk_path(f));
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!("cannot delete {}: {e}", p.display()),
+        }
+    }
+    if m.info.multi_file {
+        let root = save_dir.join(&m.info.name);
+        let mut dirs: Vec<PathBuf> = m
+            .info
+            .files
+            .iter()
+            .flat_map(|f| {
+                let mut p = root.join(f.relative_path());
+                let mut out = Vec::new();
+                while p.pop() && p.starts_with(&root) {
+                    out.push(p.clone());
+                }
+                out
+            })
+            .collect();
+        // Deepest first; `remove_dir` only removes empty ones.
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        dirs.dedup();
+        for d in dirs {
+            let _ = std::fs::remove_dir(&d);
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The HTTP server over real loopback sockets: keep-alive, limits, the
+//! connection bound and shutdown.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bittern_daemon::{Handler, HttpServer, Limits, Request, Response};
+
+/// Answers with the method, path and body length.
+struct Echo;
+
+impl Handler for Echo {
+    fn handle(&self, req: &Request) -> Response {
+        assert!(req.path != "/panic", "handler bug");
+        let text = format!("{} {} {}", req.method, req.path, req.body.len());
+        Response::new(200, "text/plain", text)
+    }
+}
+
+fn server(limits: Limits) -> HttpServer {
+    HttpServer::bind("127.0.0.1:0".parse().unwrap(), Arc::new(Echo), limits).unwrap()
+}
+
+fn connect(s: &HttpServer) -> TcpStream {
+    let c = TcpStream::connect(s.local_addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c
+}
+
+/// Reads one response (head + Content-Length body); returns (status, body).
+fn response(c: &mut TcpStream) -> (u16, String) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        assert_eq!(c.read(&mut byte).unwrap(), 1, "connection closed mid-head");
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).unwrap();
+    let status = head[9..12].parse().unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut body = vec![0u8; len];
+    c.read_exact(&mut body).unwrap();
+    (status, String::from_utf8(body).unwrap())
+}
+
+#[test]
+fn keep_alive_serves_several_requests_on_one_connection() {
+    let s = server(Limits::default());
+    let mut c = connect(&s);
+    for i in 0..3 {
+        let body = "x".repeat(i * 10);
+        write!(
+            c,
+            "POST /transmission/rpc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        assert_eq!(
+            response(&mut c),
+            (200, format!("POST /transmission/rpc {}", i * 10))
+        );
+    }
+}
+
+#[test]
+fn oversized_body_is_refused_before_it_is_read() {
+    let s = server(Limits {
+        max_body: 1000,
+        ..Limits::default()
+    });
+    let mut c = connect(&s);
+    c.write_all(b"POST / HTTP/1.1\r\nContent-Length: 100000000\r\n\r\n")
+        .unwrap();
+    assert_eq!(response(&mut c).0, 413);
+    let mut rest = Vec::new();
+    assert_eq!(c.read_to_end(&mut rest).unwrap(), 0, "then closed");
+}
+
+#[test]
+fn connections_beyond_the_bound_get_503() {
+    let s = server(Limits {
+        max_connections: 1,
+        ..Limits::default()
+    });
+    let mut first = connect(&s);
+    first.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(response(&mut first).0, 200);
+    let mut second = connect(&s);
+    assert_eq!(response(&mut second).0, 503);
+    drop(first);
+    // The slot frees once the first connection ends.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = connect(&s);
+        c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        if response(&mut c).0 == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never freed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_slow_request_times_out_and_shutdown_cuts_idle_connections() {
+    let mut s = server(Limits {
+        timeout: Duration::from_millis(300),
+        ..Limits::default()
+    });
+    let mut slow = connect(&s);
+    slow.write_all(b"GET / HT").unwrap();
+    let start = Instant::now();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "closed at the deadline"
+    );
+    // An idle kept-alive connection ends when the server stops.
+    let mut s2 = server(Limits::default());
+    let mut idle = connect(&s2);
+    idle.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(response(&mut idle).0, 200);
+    let start = Instant::now();
+    s2.shutdown();
+    assert_eq!(idle.read(&mut [0u8; 16]).unwrap_or(0), 0);
+    assert!(start.elapsed() < Duration::from_secs(3));
+    s.shutdown();
+}
+
+#[test]
+fn a_panicking_handler_gives_its_slot_back() {
+    let s = server(Limits {
+        max_connections: 1,
+        ..Limits::default()
+    });
+    let mut c = connect(&s);
+    c.write_all(b"GET /panic HTTP/1.1\r\n\r\n").unwrap();
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = connect(&s);
+        c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        if response(&mut c).0 == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot lost to a panic");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

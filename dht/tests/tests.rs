@@ -1,0 +1,3 @@
+mod interop;
+mod sim;
+mod socket;

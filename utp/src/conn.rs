@@ -1,0 +1,701 @@
+//! One uTP connection as a pure state machine.
+//!
+//! Nothing here reads a clock or touches a socket: every call takes the time
+//! as microseconds on a monotonic clock of the caller's choosing (`now_us`)
+//! and packets to send are pulled out with [`Connection::poll_transmit`] and
+//! [`Connection::poll_ack`]. That makes it deterministic to test (see
+//! `tests/sim.rs`: a lossy, reordering link moving MiBs).
+//!
+//! Sequence numbers: our `seq_nr` is the next number to assign; the send
+//! queue holds every packet from the oldest unacknowledged one (`una`) on,
+//! contiguous. `ack_nr` is the last peer sequence number received in order;
+//! later ones wait in a bounded reorder map and are reported by selective ACK.
+
+use std::collections::{HashMap, VecDeque};
+
+mod recv;
+
+use crate::ledbat::{Ledbat, LedbatConfig, Rtt};
+use crate::packet::{self, Header, Packet, PacketType, HEADER_LEN};
+
+/// Tuning of a connection. The defaults follow libtorrent where it matters
+/// for interop (1472-byte datagrams, 100 ms target, 500 ms minimum RTO).
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Largest UDP payload we send (header included): 1472 for IPv4 on an
+    /// Ethernet MTU, 1452 for IPv6. Data payloads are this minus 20.
+    pub packet_size: usize,
+    /// Receive buffer (advertised window), bytes.
+    pub recv_buffer: usize,
+    /// Send buffer (unacknowledged plus not yet sent), bytes.
+    pub send_buffer: usize,
+    /// LEDBAT target queuing delay, microseconds.
+    pub target_delay_us: u32,
+    /// LEDBAT gain: bytes per RTT at zero queuing delay.
+    pub gain_bytes: u32,
+    /// Floor of the retransmission timeout.
+    pub min_rto_us: u64,
+    /// SYN retransmissions before a connect fails.
+    pub syn_resends: u32,
+    /// Consecutive retransmission timeouts before the connection fails.
+    pub max_timeouts: u32,
+    /// Send a keep-alive ACK after this long without sending.
+    pub keepalive_us: u64,
+    /// Fail when nothing was received for this long.
+    pub idle_timeout_us: u64,
+    /// After `close`, give up waiting for the FIN exchange after this long.
+    pub linger_us: u64,
+    /// An accepted connection whose initiator sends nothing after its SYN
+    /// fails after this long (a spoofed SYN must not hold a slot for the
+    /// whole idle timeout).
+    pub half_open_timeout_us: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            packet_size: 1472,
+            recv_buffer: 1 << 20,
+            send_buffer: 1 << 20,
+            target_delay_us: 100_000,
+            gain_bytes: 3000,
+            min_rto_us: 500_000,
+            syn_resends: 2,
+            max_timeouts: 6,
+            keepalive_us: 29_000_000,
+            idle_timeout_us: 120_000_000,
+            linger_us: 10_000_000,
+            half_open_timeout_us: 10_000_000,
+        }
+    }
+}
+
+/// Why a connection ended abnormally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The peer sent ST_RESET to our SYN.
+    Refused,
+    /// The peer sent ST_RESET on an open connection.
+    Reset,
+    /// Connect, retransmission or idle timeout.
+    TimedOut,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    SynSent,
+    Connected,
+}
+
+#[derive(Debug)]
+struct Out {
+    seq: u16,
+    ty: PacketType,
+    payload: Vec<u8>,
+    sent_us: u64,
+    transmissions: u32,
+    /// Waiting to be (re)sent; not counted in flight.
+    need_send: bool,
+    /// Acknowledged by a selective ACK (still in the queue until cumulative).
+    sacked: bool,
+    fast_resent: bool,
+}
+
+/// Most out-of-order packets kept for reassembly.
+const MAX_REORDER: usize = 2048;
+/// Longest selective-ACK mask we write, bytes.
+const MAX_SACK_BYTES: usize = 128;
+/// Duplicate ACKs that trigger a fast retransmit.
+const DUP_ACK_LIMIT: u32 = 3;
+/// Longest retransmission timeout.
+const MAX_RTO_US: u64 = 60_000_000;
+
+/// A uTP connection (see the module docs).
+#[derive(Debug)]
+pub struct Connection {
+    cfg: Config,
+    state: State,
+    failure: Option<Failure>,
+    recv_id: u16,
+    send_id: u16,
+    seq_nr: u16,
+    ack_nr: u16,
+    // send side
+    send_buf: VecDeque<u8>,
+    outq: VecDeque<Out>,
+    outq_bytes: usize,
+    in_flight: usize,
+    resend_pending: usize,
+    peer_wnd: usize,
+    ledbat: Ledbat,
+    rtt: Rtt,
+    rto_deadline: Option<u64>,
+    timeouts: u32,
+    dup_acks: u32,
+    loss_seq: u16,
+    nagle_seq: Option<u16>,
+    window_limited: bool,
+    zero_window_deadline: Option<u64>,
+    probe_allowed: bool,
+    close_requested: Option<u64>,
+    fin_queued: bool,
+    fin_acked: bool,
+    last_send_us: u64,
+    last_recv_us: u64,
+    half_open_since: Option<u64>,
+    undo: Option<u16>,
+    // receive side
+    recv_buf: VecDeque<u8>,
+    reorder: HashMap<u16, Vec<u8>>,
+    reorder_bytes: usize,
+    eof_seq: Option<u16>,
+    eof: bool,
+    read_closed: bool,
+    ack_needed: bool,
+    last_adv_wnd: usize,
+    reply_micro: u32,
+}
+
+impl Connection {
+    fn new(cfg: Config, recv_id: u16, send_id: u16, isn: u16, now_us: u64) -> Self {
+        let mss = (cfg.packet_size - HEADER_LEN) as u32;
+        let lcfg = LedbatConfig {
+            target_us: cfg.target_delay_us,
+            gain_bytes: cfg.gain_bytes,
+            mss,
+            max_cwnd: (cfg.send_buffer.max(cfg.packet_size * 4)) as u32,
+        };
+        Self {
+            cfg,
+            state: State::SynSent,
+            failure: None,
+            recv_id,
+            send_id,
+            seq_nr: isn,
+            ack_nr: 0,
+            send_buf: VecDeque::new(),
+            outq: VecDeque::new(),
+            outq_bytes: 0,
+            in_flight: 0,
+            resend_pending: 0,
+            peer_wnd: cfg.packet_size * 4,
+            ledbat: Ledbat::new(lcfg, now_us),
+            rtt: Rtt::new(cfg.min_rto_us),
+            rto_deadline: None,
+            timeouts: 0,
+            dup_acks: 0,
+            loss_seq: isn.wrapping_sub(1),
+            nagle_seq: None,
+            window_limited: false,
+            zero_window_deadline: None,
+            probe_allowed: false,
+            close_requested: None,
+            fin_queued: false,
+            fin_acked: false,
+            last_send_us: now_us,
+            last_recv_us: now_us,
+            half_open_since: None,
+            undo: None,
+            recv_buf: VecDeque::new(),
+            reorder: HashMap::new(),
+            reorder_bytes: 0,
+            eof_seq: None,
+            eof: false,
+            read_closed: false,
+            ack_needed: false,
+            last_adv_wnd: cfg.recv_buffer,
+            reply_micro: 0,
+        }
+    }
+
+    /// Opens a connection: a SYN with `connection_id = recv_id` and sequence
+    /// number `isn` waits in [`poll_transmit`](Self::poll_transmit). Later
+    /// packets go out with `recv_id + 1`.
+    pub fn connect(cfg: Config, recv_id: u16, isn: u16, now_us: u64) -> Self {
+        let mut c = Self::new(cfg, recv_id, recv_id.wrapping_add(1), isn, now_us);
+        c.push_out(PacketType::Syn, Vec::new());
+        c
+    }
+
+    /// Accepts a SYN: our `recv_id` is its id + 1, replies carry its id. The
+    /// ST_STATE answer waits in [`poll_ack`](Self::poll_ack). `isn` is our
+    /// (random) first sequence number.
+    pub fn accept(cfg: Config, syn: &Packet<'_>, isn: u16, now_us: u64) -> Self {
+        let id = syn.header.connection_id;
+        let mut c = Self::new(cfg, id.wrapping_add(1), id, isn, now_us);
+        c.state = State::Connected;
+        c.ack_nr = syn.header.seq_nr;
+        c.peer_wnd = (syn.header.wnd_size as usize).max(cfg.packet_size * 4);
+        c.reply_micro = (now_us as u32).wrapping_sub(syn.header.timestamp_us);
+        c.ack_needed = true;
+        c.half_open_since = Some(now_us);
+        c
+    }
+
+    /// Connection id on packets we receive (the demultiplexing key).
+    pub fn recv_id(&self) -> u16 {
+        self.recv_id
+    }
+
+    /// True once the handshake completed.
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Connected && self.failure.is_none()
+    }
+
+    /// Why the connection failed, if it did.
+    pub fn failure(&self) -> Option<Failure> {
+        self.failure
+    }
+
+    /// True when the peer's FIN arrived in order and everything before it
+    /// was read (or reading was shut down).
+    pub fn at_eof(&self) -> bool {
+        (self.eof || self.read_closed) && self.recv_buf.is_empty()
+    }
+
+    /// True when a read would not block.
+    pub fn readable(&self) -> bool {
+        !self.recv_buf.is_empty() || self.at_eof() || self.failure.is_some()
+    }
+
+    /// Room left in the send buffer, bytes (0 once closed or failed).
+    pub fn write_space(&self) -> usize {
+        if self.failure.is_some() || self.close_requested.is_some() {
+            return 0;
+        }
+        self.cfg
+            .send_buffer
+            .saturating_sub(self.send_buf.len() + self.outq_bytes)
+    }
+
+    /// True when every byte written was acknowledged.
+    pub fn send_drained(&self) -> bool {
+        self.send_buf.is_empty() && self.outq.iter().all(|o| o.ty != PacketType::Data)
+    }
+
+    /// True when the connection can be forgotten: it failed, or both FINs
+    /// were exchanged, or the linger time after `close` ran out.
+    pub fn is_finished(&self, now_us: u64) -> bool {
+        self.failure.is_some()
+            || (self.fin_acked && self.eof)
+            || self
+                .close_requested
+                .is_some_and(|t| now_us.saturating_sub(t) >= self.cfg.linger_us)
+    }
+
+    /// Current congestion window, bytes.
+    pub fn cwnd(&self) -> u32 {
+        self.ledbat.cwnd()
+    }
+
+    /// Smoothed RTT in microseconds, once measured.
+    pub fn srtt_us(&self) -> Option<u64> {
+        self.rtt.srtt_us()
+    }
+
+    /// Copies up to `data.len()` bytes into the send buffer; returns how many
+    /// (0 when full, closed or failed).
+    pub fn write(&mut self, data: &[u8]) -> usize {
+        let n = data.len().min(self.write_space());
+        self.send_buf.extend(&data[..n]);
+        n
+    }
+
+    /// Moves received in-order bytes into `buf`; returns how many.
+    pub fn read(&mut self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.recv_buf.len());
+        for (dst, src) in buf.iter_mut().zip(self.recv_buf.drain(..n)) {
+            *dst = src;
+        }
+        // Window update once the window grew by a quarter of the buffer
+        // since we last advertised it (so a sender stopped by it resumes).
+        if self.adv_window() >= self.last_adv_wnd + self.cfg.recv_buffer / 4 {
+            self.ack_needed = true;
+        }
+        n
+    }
+
+    /// Half-closes the send side: a FIN follows the buffered data.
+    pub fn close(&mut self, now_us: u64) {
+        if self.close_requested.is_none() {
+            self.close_requested = Some(now_us);
+        }
+    }
+
+    /// Stops reading: buffered and future data are discarded, reads see EOF.
+    pub fn shutdown_read(&mut self) {
+        self.read_closed = true;
+        self.recv_buf.clear();
+    }
+
+    fn adv_window(&self) -> usize {
+        if self.read_closed {
+            return self.cfg.recv_buffer;
+        }
+        self.cfg
+            .recv_buffer
+            .saturating_sub(self.recv_buf.len() + self.reorder_bytes)
+    }
+
+    fn mss(&self) -> usize {
+        self.cfg.packet_size - HEADER_LEN
+    }
+
+    fn una(&self) -> u16 {
+        self.outq.front().map_or(self.seq_nr, |o| o.seq)
+    }
+
+    fn push_out(&mut self, ty: PacketType, payload: Vec<u8>) {
+        self.outq_bytes += payload.len();
+        self.outq.push_back(Out {
+            seq: self.seq_nr,
+            ty,
+            payload,
+            sent_us: 0,
+            transmissions: 0,
+            need_send: true,
+            sacked: false,
+            fast_resent: false,
+        });
+        self.resend_pending += 1;
+        self.seq_nr = self.seq_nr.wrapping_add(1);
+    }
+
+    fn header(&self, ty: PacketType, seq_nr: u16, now_us: u64) -> Header {
+        Header {
+            ty,
+            connection_id: if ty == PacketType::Syn {
+                self.recv_id
+            } else {
+                self.send_id
+            },
+            timestamp_us: now_us as u32,
+            timestamp_diff_us: self.reply_micro,
+            wnd_size: self.adv_window() as u32,
+            seq_nr,
+            ack_nr: self.ack_nr,
+        }
+    }
+
+    /// The selective-ACK mask for the reorder map (4-byte multiple).
+    fn sack_mask(&self) -> Option<Vec<u8>> {
+        if self.reorder.is_empty() {
+            return None;
+        }
+        let base = self.ack_nr.wrapping_add(2);
+        let bits = MAX_SACK_BYTES * 8;
+        let mut mask = vec![0u8; MAX_SACK_BYTES];
+        let mut hi = 0;
+        for &seq in self.reorder.keys() {
+            let d = usize::from(seq.wrapping_sub(base));
+            if d < bits {
+                mask[d / 8] |= 1 << (d % 8);
+                hi = hi.max(d / 8 + 1);
+            }
+        }
+        mask.truncate(hi.div_ceil(4) * 4);
+        Some(mask)
+    }
+
+    fn uncount(&mut self, i: usize) {
+        let o = &mut self.outq[i];
+        if o.transmissions > 0 && !o.need_send && !o.sacked {
+            self.in_flight -= o.payload.len();
+        }
+    }
+
+    fn mark_lost(&mut self, i: usize) {
+        if self.outq[i].need_send || self.outq[i].sacked || self.outq[i].transmissions == 0 {
+            return;
+        }
+        self.uncount(i);
+        self.outq[i].need_send = true;
+        self.resend_pending += 1;
+    }
+
+    /// Congestion window: one packet may always go when nothing is in
+    /// flight. Peer window: strict, except for one probe after the
+    /// zero-window timer fired (the window update may have been lost).
+    ///
+    /// Returns true when a `len`-byte packet may NOT go now, and notes why:
+    /// cwnd-limited (cwnd may grow on the next ACK) or, with nothing in
+    /// flight, peer-window-limited (arms the zero-window probe timer).
+    fn blocked(&mut self, len: usize, now_us: u64) -> bool {
+        let cwnd_ok = self.in_flight == 0 || self.in_flight + len <= self.ledbat.cwnd() as usize;
+        let peer_ok =
+            self.in_flight + len <= self.peer_wnd || (self.in_flight == 0 && self.probe_allowed);
+        if !cwnd_ok {
+            self.window_limited = true;
+        }
+        if !peer_ok && self.in_flight == 0 {
+            self.zero_window_deadline
+                .get_or_insert(now_us + self.rtt.rto_us());
+        }
+        !(cwnd_ok && peer_ok)
+    }
+
+    /// Writes the next packet that is due into `out` (cleared first) and
+    /// returns true, or returns false when nothing may be sent now
+    /// (congestion or peer window full, Nagle, nothing to send). Call it until
+    /// it returns false. Retransmissions go first, then new data, then FIN.
+    pub fn poll_transmit(&mut self, now_us: u64, out: &mut Vec<u8>) -> bool {
+        out.clear();
+        self.undo = None;
+        if self.failure.is_some() {
+            return false;
+        }
+        if self.resend_pending > 0 {
+            if let Some(i) = self.outq.iter().position(|o| o.need_send) {
+                let len = self.outq[i].payload.len();
+                if self.state == State::SynSent && self.outq[i].ty != PacketType::Syn {
+                    return false;
+                }
+                if self.blocked(len, now_us) {
+                    return false;
+                }
+                self.transmit(i, now_us, out);
+                return true;
+            }
+            self.resend_pending = 0;
+        }
+        if self.state != State::Connected {
+            return false;
+        }
+        if !self.send_buf.is_empty() && self.outq.len() < 30_000 {
+            let size = self.send_buf.len().min(self.mss());
+            // Nagle: at most one undersized packet in flight.
+            if size < self.mss() && self.close_requested.is_none() && self.nagle_seq.is_some() {
+                return false;
+            }
+            if self.blocked(size, now_us) {
+                return false;
+            }
+            if size < self.mss() {
+                self.nagle_seq = Some(self.seq_nr);
+            }
+            let payload: Vec<u8> = self.send_buf.drain(..size).collect();
+            self.push_out(PacketType::Data, payload);
+            self.resend_pending -= 1;
+            let i = self.outq.len() - 1;
+            self.transmit(i, now_us, out);
+            return true;
+        }
+        if self.close_requested.is_some() && self.send_buf.is_empty() && !self.fin_queued {
+            self.fin_queued = true;
+            self.push_out(PacketType::Fin, Vec::new());
+            self.resend_pending -= 1;
+            let i = self.outq.len() - 1;
+            self.transmit(i, now_us, out);
+            return true;
+        }
+        false
+    }
+
+    fn transmit(&mut self, i: usize, now_us: u64, out: &mut Vec<u8>) {
+        let o = &mut self.outq[i];
+        if o.need_send {
+            o.need_send = false;
+            self.resend_pending = self.resend_pending.saturating_sub(1);
+        }
+        o.transmissions += 1;
+        o.sent_us = now_us;
+        let (ty, seq, len) = (o.ty, o.seq, o.payload.len());
+        self.in_flight += len;
+        let hdr = self.header(ty, seq, now_us);
+        let sack = self.sack_mask();
+        let room = self.cfg.packet_size - HEADER_LEN - len;
+        let sack = sack.filter(|m| packet::sack_ext_len(m.len()) <= room);
+        if sack.is_some() || self.reorder.is_empty() {
+            self.ack_needed = false;
+        }
+        packet::encode(&hdr, sack.as_deref(), &self.outq[i].payload, out);
+        self.last_adv_wnd = hdr.wnd_size as usize;
+        self.last_send_us = now_us;
+        self.rto_deadline.get_or_insert(now_us + self.current_rto());
+        self.undo = Some(seq);
+        self.probe_allowed = false;
+    }
+
+    /// The datagram from the last `poll_transmit` could not be sent (e.g.
+    /// the socket's send buffer was full): it goes back to the queue as never
+    /// sent, so a stalled socket is not mistaken for loss.
+    pub fn undo_transmit(&mut self) {
+        if let Some(seq) = self.undo.take() {
+            self.undo_transmit_seq(seq);
+        }
+    }
+
+    /// [`undo_transmit`](Self::undo_transmit) for any packet of a batch
+    /// that the socket did not take, by its sequence number (bytes 16..18
+    /// of the datagram).
+    pub fn undo_transmit_seq(&mut self, seq: u16) {
+        let i = usize::from(seq.wrapping_sub(self.una()));
+        if let Some(o) = self.outq.get_mut(i) {
+            o.transmissions -= 1;
+            o.need_send = true;
+            self.in_flight -= o.payload.len();
+            self.resend_pending += 1;
+        }
+    }
+
+    /// Writes a bare ACK (ST_STATE, with a selective ACK when packets are
+    /// missing) if one is owed, e.g. at the end of a receive batch.
+    pub fn poll_ack(&mut self, now_us: u64, out: &mut Vec<u8>) -> bool {
+        out.clear();
+        if !self.ack_needed || self.failure.is_some() || self.state != State::Connected {
+            return false;
+        }
+        self.ack_needed = false;
+        let hdr = self.header(PacketType::State, self.seq_nr, now_us);
+        let sack = self.sack_mask();
+        packet::encode(&hdr, sack.as_deref(), &[], out);
+        self.last_adv_wnd = hdr.wnd_size as usize;
+        self.last_send_us = now_us;
+        true
+    }
+
+    /// Writes an ST_RESET for this connection (used when dropping it hard).
+    pub fn reset_packet(&self, now_us: u64, out: &mut Vec<u8>) {
+        out.clear();
+        packet::encode(
+            &self.header(PacketType::Reset, self.seq_nr, now_us),
+            None,
+            &[],
+            out,
+        );
+    }
+
+    fn current_rto(&self) -> u64 {
+        (self.rtt.rto_us() << self.timeouts.min(16)).min(MAX_RTO_US)
+    }
+
+    /// Runs timers: retransmission timeout, SYN resends, zero-window probe,
+    /// keep-alive and idle timeout. Then poll for packets.
+    pub fn on_tick(&mut self, now_us: u64) {
+        if self.failure.is_some() {
+            return;
+        }
+        let half_open_expired = self
+            .half_open_since
+            .is_some_and(|t| now_us.saturating_sub(t) >= self.cfg.half_open_timeout_us);
+        if half_open_expired || now_us.saturating_sub(self.last_recv_us) >= self.cfg.idle_timeout_us
+        {
+            self.failure = Some(Failure::TimedOut);
+            return;
+        }
+        if let Some(deadline) = self.rto_deadline {
+            if now_us >= deadline {
+                self.on_rto(now_us);
+                if self.failure.is_some() {
+                    return;
+                }
+            }
+        }
+        if self.zero_window_deadline.is_some_and(|d| now_us >= d) {
+            self.zero_window_deadline = None;
+            self.probe_allowed = self.in_flight == 0;
+        }
+        if self.state == State::Connected
+            && now_us.saturating_sub(self.last_send_us) >= self.cfg.keepalive_us
+        {
+            self.ack_needed = true;
+        }
+    }
+
+    fn on_rto(&mut self, now_us: u64) {
+        let outstanding = self.outq.iter().any(|o| o.transmissions > 0 && !o.sacked);
+        if !outstanding {
+            self.rto_deadline = None;
+            return;
+        }
+        // A peer that closed its window is slow, not gone: its ACKs keep
+        // coming, so those timeouts neither back off nor count toward failure.
+        if self.state == State::SynSent || self.peer_wnd >= self.mss() {
+            self.timeouts += 1;
+            let limit = if self.state == State::SynSent {
+                self.cfg.syn_resends
+            } else {
+                self.cfg.max_timeouts
+            };
+            if self.timeouts > limit {
+                self.failure = Some(Failure::TimedOut);
+                return;
+            }
+        }
+        log::trace!(
+            "utp {}: timeout #{}, resending",
+            self.recv_id,
+            self.timeouts
+        );
+        for i in 0..self.outq.len() {
+            self.mark_lost(i);
+        }
+        self.ledbat.on_timeout();
+        self.loss_seq = self.seq_nr.wrapping_sub(1);
+        self.rto_deadline = Some(now_us + self.current_rto());
+    }
+
+    /// Feeds one packet addressed to this connection (the caller matched the
+    /// connection id). Returns true when it carried payload or a FIN, i.e.
+    /// when an ACK is now owed.
+    pub fn on_packet(&mut self, p: &Packet<'_>, now_us: u64) -> bool {
+        if self.failure.is_some() {
+            return false;
+        }
+        let h = &p.header;
+        self.last_recv_us = now_us;
+        self.reply_micro = (now_us as u32).wrapping_sub(h.timestamp_us);
+        self.ledbat.their_delay_sample(self.reply_micro, now_us);
+        match h.ty {
+            PacketType::Reset => {
+                self.failure = Some(if self.state == State::SynSent {
+                    Failure::Refused
+                } else {
+                    Failure::Reset
+                });
+                return false;
+            }
+            PacketType::Syn => {
+                // A resent SYN: our ST_STATE was lost.
+                if h.seq_nr == self.ack_nr && self.state == State::Connected {
+                    self.ack_needed = true;
+                }
+                return false;
+            }
+            _ => {}
+        }
+        self.half_open_since = None;
+        if self.state == State::SynSent {
+            if h.ack_nr != self.seq_nr.wrapping_sub(1) {
+                return false;
+            }
+            self.state = State::Connected;
+            self.ack_nr = h.seq_nr.wrapping_sub(1);
+        }
+        self.peer_wnd = h.wnd_size as usize;
+        if self.peer_wnd >= self.mss() {
+            self.zero_window_deadline = None;
+        }
+        let dup_candidate = h.ty == PacketType::State;
+        self.on_ack(h.ack_nr, p.sack, h.timestamp_diff_us, dup_candidate, now_us);
+        match h.ty {
+            PacketType::Data => {
+                self.on_data(h.seq_nr, p.payload);
+                true
+            }
+            PacketType::Fin => {
+                if self.eof_seq.is_none() {
+                    self.eof_seq = Some(h.seq_nr);
+                }
+                self.advance_in_order();
+                self.ack_needed = true;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+fn seq_less(a: u16, b: u16) -> bool {
+    packet::seq_less(a, b)
+}

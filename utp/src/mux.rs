@@ -1,0 +1,515 @@
+//! The multiplexer: every uTP connection on one UDP socket.
+//!
+//! It does not read the socket. Whoever owns the socket's receive side (the
+//! session's UDP thread, shared with the DHT and the UDP tracker client, or
+//! [`UtpSocket`](crate::UtpSocket) for standalone use) hands each datagram to
+//! [`Multiplexer::handle_datagram`] and calls [`Multiplexer::flush`] when a
+//! receive batch is drained, which sends the deferred ACKs (one per
+//! connection per batch). Sending goes through a [`Transmit`], normally the
+//! same `UdpSocket`, so replies leave from the port the peer talks to.
+//!
+//! A timer thread (`utp-timer`, one per multiplexer) runs retransmission,
+//! keep-alive and idle timers every few milliseconds and also flushes ACKs, so
+//! a dispatcher that never calls `flush` is slower but still correct. It ends
+//! when the last `Multiplexer` clone and stream are dropped.
+//!
+//! Connections are keyed by `(peer address, recv_id)`. A SYN from an unknown
+//! key creates a connection only while fewer than `max_connections` exist and
+//! the accept backlog has room; a packet for an unknown key that is not a SYN
+//! is dropped without allocating.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use parking_lot::{Condvar, Mutex};
+
+use crate::conn::{Config, Connection};
+use crate::packet::{looks_like_utp, Packet, PacketType};
+use crate::stream::UtpStream;
+
+/// Sends one datagram. Implemented for `UdpSocket` (and `Arc` of anything
+/// that implements it); a test can wrap one to drop or delay packets.
+pub trait Transmit: Send + Sync + 'static {
+    /// Sends `datagram` to `to`. `WouldBlock` (a full socket buffer) is not
+    /// loss: the packet is kept and retried on the next tick.
+    ///
+    /// # Errors
+    /// The socket's send error.
+    fn send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<()>;
+
+    /// Sends several datagrams to one peer; returns how many went (a prefix).
+    /// The default calls `send_to` in turn; `UdpSocket` uses `sendmmsg`.
+    ///
+    /// # Errors
+    /// The first send's error when none went.
+    fn send_batch(&self, datagrams: &[Vec<u8>], to: SocketAddr) -> io::Result<usize> {
+        for (i, d) in datagrams.iter().enumerate() {
+            if let Err(e) = self.send_to(d, to) {
+                return if i == 0 { Err(e) } else { Ok(i) };
+            }
+        }
+        Ok(datagrams.len())
+    }
+}
+
+impl Transmit for UdpSocket {
+    fn send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
+        UdpSocket::send_to(self, datagram, to).map(|_| ())
+    }
+
+    #[cfg(target_os = "linux")]
+    fn send_batch(&self, datagrams: &[Vec<u8>], to: SocketAddr) -> io::Result<usize> {
+        crate::socket::send_batch(self, datagrams, to)
+    }
+}
+
+impl<T: Transmit> Transmit for Arc<T> {
+    fn send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
+        (**self).send_to(datagram, to)
+    }
+
+    fn send_batch(&self, datagrams: &[Vec<u8>], to: SocketAddr) -> io::Result<usize> {
+        (**self).send_batch(datagrams, to)
+    }
+}
+
+/// Datagrams handed to the socket per `send_batch` call.
+const SEND_BATCH: usize = 64;
+
+/// Multiplexer settings.
+#[derive(Debug, Clone, Copy)]
+pub struct MuxConfig {
+    /// Per-connection settings. `packet_size` is lowered to 1452 for IPv6
+    /// peers automatically.
+    pub conn: Config,
+    /// Accept incoming SYNs at all.
+    pub accept_incoming: bool,
+    /// Streams accepted but not yet taken by `accept`.
+    pub backlog: usize,
+    /// Most connections (any state) on this multiplexer: bounds SYN floods.
+    pub max_connections: usize,
+    /// Timer period.
+    pub tick: Duration,
+}
+
+impl Default for MuxConfig {
+    fn default() -> Self {
+        Self {
+            conn: Config::default(),
+            accept_incoming: true,
+            backlog: 64,
+            max_connections: 1024,
+            tick: Duration::from_millis(5),
+        }
+    }
+}
+
+/// Mutable per-connection state behind the cell's lock.
+pub(crate) struct CellState {
+    pub(crate) conn: Connection,
+    pub(crate) buf: Vec<u8>,
+    /// Datagram buffers for one `send_batch`.
+    pub(crate) batch: Vec<Vec<u8>>,
+    pub(crate) read_timeout: Option<Duration>,
+    pub(crate) write_timeout: Option<Duration>,
+    pub(crate) write_closed: bool,
+    pub(crate) handle_alive: bool,
+}
+
+/// One connection: its state and the condition variables its stream waits on.
+pub(crate) struct ConnCell {
+    pub(crate) peer: SocketAddr,
+    pub(crate) state: Mutex<CellState>,
+    /// Data, EOF or an error arrived.
+    pub(crate) readable: Condvar,
+    /// Send buffer space freed, connected, or an error.
+    pub(crate) writable: Condvar,
+}
+
+pub(crate) struct Shared {
+    pub(crate) transmit: Box<dyn Transmit>,
+    pub(crate) local_addr: Option<SocketAddr>,
+    cfg: MuxConfig,
+    epoch: Instant,
+    conns: Mutex<HashMap<(SocketAddr, u16), Arc<ConnCell>>>,
+    deferred: Mutex<Vec<Arc<ConnCell>>>,
+    /// Accepted connections waiting for `accept`. Cells, not streams: a
+    /// stream holds `Arc<Shared>`, which would make a cycle.
+    accept_tx: Sender<Arc<ConnCell>>,
+    accept_rx: Receiver<Arc<ConnCell>>,
+    rng: AtomicU64,
+    /// Set (to itself) by a dropped stream whose connection still has data
+    /// or a FIN in flight, so the multiplexer outlives its last user handle
+    /// until the timer sees no lingering connection and clears it.
+    pub(crate) linger: Mutex<Option<Arc<Shared>>>,
+}
+
+impl Shared {
+    pub(crate) fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    fn random(&self) -> u64 {
+        let mut h = RandomState::new().build_hasher();
+        h.write_u64(self.rng.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed));
+        h.finish()
+    }
+
+    /// Sends everything the connection may send now, then an owed ACK.
+    pub(crate) fn pump(&self, peer: SocketAddr, st: &mut CellState, now_us: u64) {
+        self.pump_data(peer, st, now_us);
+        let mut buf = std::mem::take(&mut st.buf);
+        if st.conn.poll_ack(now_us, &mut buf) {
+            if let Err(e) = self.transmit.send_to(&buf, peer) {
+                log::debug!("utp {peer}: ack send failed: {e}");
+            }
+        }
+        st.buf = buf;
+    }
+
+    /// Sends what the windows allow, but leaves an owed bare ACK for the end
+    /// of the receive batch (`flush`) or the next timer tick.
+    pub(crate) fn pump_data(&self, peer: SocketAddr, st: &mut CellState, now_us: u64) {
+        let mut batch = std::mem::take(&mut st.batch);
+        let mut n = 0;
+        loop {
+            if n == batch.len() {
+                batch.push(Vec::with_capacity(1500));
+            }
+            let more = st.conn.poll_transmit(now_us, &mut batch[n]);
+            if more {
+                n += 1;
+            }
+            if n > 0 && (!more || n == SEND_BATCH) {
+                let sent = match self.transmit.send_batch(&batch[..n], peer) {
+                    Ok(sent) => sent,
+                    Err(e) => {
+                        log::debug!("utp {peer}: send failed, will retry: {e}");
+                        0
+                    }
+                };
+                // What the socket did not take was never sent: not loss.
+                for d in &batch[sent..n] {
+                    st.conn
+                        .undo_transmit_seq(u16::from_be_bytes([d[16], d[17]]));
+                }
+                if sent < n {
+                    break;
+                }
+                n = 0;
+            }
+            if !more {
+                break;
+            }
+        }
+        st.batch = batch;
+    }
+
+    fn cell_config(&self, peer: SocketAddr) -> Config {
+        let mut c = self.cfg.conn;
+        if peer.is_ipv6() {
+            c.packet_size = c.packet_size.min(1452);
+        }
+        c
+    }
+}
+
+/// The connection table of one UDP socket (see the module docs). Cheap to
+/// clone; all clones share the table.
+#[derive(Clone)]
+pub struct Multiplexer {
+    shared: Arc<Shared>,
+}
+
+impl Multiplexer {
+    /// A multiplexer sending through `transmit`; `local_addr` is what
+    /// streams report as theirs. Starts the timer thread.
+    ///
+    /// # Errors
+    /// When the timer thread cannot be spawned.
+    pub fn new(
+        transmit: impl Transmit,
+        local_addr: Option<SocketAddr>,
+        cfg: MuxConfig,
+    ) -> io::Result<Self> {
+        let (accept_tx, accept_rx) = crossbeam_channel::bounded(cfg.backlog.max(1));
+        let shared = Arc::new(Shared {
+            transmit: Box::new(transmit),
+            local_addr,
+            cfg,
+            epoch: Instant::now(),
+            conns: Mutex::new(HashMap::new()),
+            deferred: Mutex::new(Vec::new()),
+            accept_tx,
+            accept_rx,
+            rng: AtomicU64::new(0),
+            linger: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&shared);
+        thread::Builder::new()
+            .name("utp-timer".into())
+            .spawn(move || timer_loop(weak, cfg.tick))?;
+        Ok(Self { shared })
+    }
+
+    /// Offers one received datagram. Returns false when it is not uTP
+    /// ([`looks_like_utp`]), so the caller can hand it to the DHT or the
+    /// tracker client; true when it was taken (even if then dropped as
+    /// malformed or unknown).
+    pub fn handle_datagram(&self, from: SocketAddr, datagram: &[u8]) -> bool {
+        if !looks_like_utp(datagram) {
+            return false;
+        }
+        let Ok(p) = Packet::decode(datagram) else {
+            log::trace!("utp {from}: malformed packet dropped");
+            return true;
+        };
+        let sh = &self.shared;
+        let id = p.header.connection_id;
+        let cell = {
+            let conns = sh.conns.lock();
+            let found = conns.get(&(from, id)).cloned();
+            match found {
+                Some(c) => Some(c),
+                None if p.header.ty == PacketType::Syn => {
+                    conns.get(&(from, id.wrapping_add(1))).cloned()
+                }
+                None => None,
+            }
+        };
+        let now = sh.now_us();
+        match cell {
+            Some(cell) => {
+                let mut st = cell.state.lock();
+                let owes_ack = st.conn.on_packet(&p, now);
+                sh.pump_data(from, &mut st, now);
+                if owes_ack {
+                    sh.deferred.lock().push(cell.clone());
+                }
+                drop(st);
+                cell.readable.notify_all();
+                cell.writable.notify_all();
+            }
+            None if p.header.ty == PacketType::Syn => self.incoming_syn(from, &p, now),
+            None => log::trace!("utp {from}: {:?} for unknown connection {id}", p.header.ty),
+        }
+        true
+    }
+
+    fn incoming_syn(&self, from: SocketAddr, syn: &Packet<'_>, now: u64) {
+        let sh = &self.shared;
+        if !sh.cfg.accept_incoming {
+            return;
+        }
+        let key = (from, syn.header.connection_id.wrapping_add(1));
+        let mut conns = sh.conns.lock();
+        if conns.len() >= sh.cfg.max_connections || sh.accept_tx.is_full() {
+            log::debug!("utp {from}: SYN refused (table or backlog full)");
+            return;
+        }
+        let conn = Connection::accept(sh.cell_config(from), syn, sh.random() as u16, now);
+        let cell = Arc::new(ConnCell {
+            peer: from,
+            state: Mutex::new(CellState {
+                conn,
+                buf: Vec::with_capacity(1500),
+                batch: Vec::new(),
+                read_timeout: None,
+                write_timeout: None,
+                write_closed: false,
+                handle_alive: true,
+            }),
+            readable: Condvar::new(),
+            writable: Condvar::new(),
+        });
+        conns.insert(key, cell.clone());
+        drop(conns);
+        {
+            let mut st = cell.state.lock();
+            sh.pump(from, &mut st, now);
+        }
+        match sh.accept_tx.try_send(cell) {
+            Ok(()) => log::debug!("utp {from}: accepted connection {}", key.1),
+            Err(TrySendError::Full(cell) | TrySendError::Disconnected(cell)) => {
+                // As if accepted and dropped: closed, and reaped by the timer.
+                let mut st = cell.state.lock();
+                st.handle_alive = false;
+                st.conn.close(now);
+                log::debug!("utp {from}: backlog full, connection dropped");
+            }
+        }
+    }
+
+    /// Sends the ACKs deferred during the receive batch that just ended.
+    pub fn flush(&self) {
+        let cells = std::mem::take(&mut *self.shared.deferred.lock());
+        let now = self.shared.now_us();
+        for cell in cells {
+            let mut st = cell.state.lock();
+            self.shared.pump(cell.peer, &mut st, now);
+        }
+    }
+
+    /// Opens a connection to `peer`, waiting at most `timeout` for the
+    /// handshake.
+    ///
+    /// # Errors
+    /// `TimedOut` when no answer came in time, `ConnectionRefused` on a reset.
+    pub fn connect(&self, peer: SocketAddr, timeout: Duration) -> io::Result<UtpStream> {
+        let sh = &self.shared;
+        let now = sh.now_us();
+        let deadline = Instant::now() + timeout;
+        let (key, cell) = {
+            let mut conns = sh.conns.lock();
+            if conns.len() >= sh.cfg.max_connections {
+                return Err(io::Error::other("utp connection table full"));
+            }
+            let mut id = sh.random() as u16;
+            while conns.contains_key(&(peer, id)) || conns.contains_key(&(peer, id.wrapping_add(1)))
+            {
+                id = id.wrapping_add(2);
+            }
+            let conn = Connection::connect(sh.cell_config(peer), id, sh.random() as u16, now);
+            let cell = Arc::new(ConnCell {
+                peer,
+                state: Mutex::new(CellState {
+                    conn,
+                    buf: Vec::with_capacity(1500),
+                    batch: Vec::new(),
+                    read_timeout: None,
+                    write_timeout: None,
+                    write_closed: false,
+                    handle_alive: true,
+                }),
+                readable: Condvar::new(),
+                writable: Condvar::new(),
+            });
+            conns.insert((peer, id), cell.clone());
+            ((peer, id), cell)
+        };
+        let mut st = cell.state.lock();
+        sh.pump(peer, &mut st, now);
+        let result = loop {
+            if st.conn.is_connected() {
+                break Ok(());
+            }
+            if let Some(f) = st.conn.failure() {
+                break Err(crate::stream::failure_error(f));
+            }
+            if cell.writable.wait_until(&mut st, deadline).timed_out() {
+                break Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "utp connect timed out",
+                ));
+            }
+        };
+        drop(st);
+        match result {
+            Ok(()) => {
+                log::debug!("utp {peer}: connected as {}", key.1);
+                Ok(UtpStream::new(cell, sh.clone()))
+            }
+            Err(e) => {
+                sh.conns.lock().remove(&key);
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits for the next incoming connection.
+    ///
+    /// # Errors
+    /// Never in practice (the multiplexer keeps its own sender alive).
+    pub fn accept(&self) -> io::Result<UtpStream> {
+        let cell = (self.shared.accept_rx.recv())
+            .map_err(|_| io::Error::other("utp multiplexer closed"))?;
+        Ok(UtpStream::new(cell, self.shared.clone()))
+    }
+
+    /// Waits at most `timeout` for the next incoming connection.
+    ///
+    /// # Errors
+    /// `TimedOut` when none arrived.
+    pub fn accept_timeout(&self, timeout: Duration) -> io::Result<UtpStream> {
+        let cell = (self.shared.accept_rx.recv_timeout(timeout))
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no utp connection arrived"))?;
+        Ok(UtpStream::new(cell, self.shared.clone()))
+    }
+
+    pub(crate) fn downgrade(&self) -> Weak<Shared> {
+        Arc::downgrade(&self.shared)
+    }
+
+    pub(crate) fn upgrade(weak: &Weak<Shared>) -> Option<Self> {
+        weak.upgrade().map(|shared| Self { shared })
+    }
+
+    /// Number of connections in the table (open, half-open or closing).
+    pub fn connection_count(&self) -> usize {
+        self.shared.conns.lock().len()
+    }
+}
+
+/// Ticks every connection. A dropped stream whose connection still has
+/// data or a FIN in flight keeps the multiplexer (and so the socket) alive
+/// through `Shared::linger`, like a kernel keeps a closed TCP socket; once
+/// no connection lingers the timer releases it, and the thread ends with
+/// the last user handle.
+fn timer_loop(weak: Weak<Shared>, tick: Duration) {
+    let mut cells = Vec::new();
+    let mut buf = Vec::new();
+    let mut idle = false;
+    loop {
+        // Without connections nothing is timed: wake 10x less often.
+        thread::sleep(if idle { tick * 10 } else { tick });
+        let Some(sh) = weak.upgrade() else { return };
+        let mut lingering = false;
+        sh.deferred.lock().clear();
+        cells.clear();
+        cells.extend(sh.conns.lock().iter().map(|(k, c)| (*k, c.clone())));
+        idle = cells.is_empty();
+        let now = sh.now_us();
+        let mut dead = Vec::new();
+        for (key, cell) in cells.drain(..) {
+            let mut st = cell.state.lock();
+            let failed_before = st.conn.failure().is_some();
+            st.conn.on_tick(now);
+            sh.pump(cell.peer, &mut st, now);
+            if !st.handle_alive {
+                if st.conn.is_finished(now) {
+                    if st.conn.failure().is_none() && !st.conn.send_drained() {
+                        st.conn.reset_packet(now, &mut buf);
+                        let _ = sh.transmit.send_to(&buf, cell.peer);
+                    }
+                    dead.push(key);
+                } else {
+                    lingering = true;
+                }
+            }
+            let changed = st.conn.failure().is_some() != failed_before;
+            drop(st);
+            if changed {
+                cell.readable.notify_all();
+                cell.writable.notify_all();
+            }
+        }
+        if !dead.is_empty() {
+            let mut conns = sh.conns.lock();
+            for key in dead {
+                conns.remove(&key);
+            }
+        }
+        if !lingering {
+            let released = sh.linger.lock().take();
+            drop(released);
+        }
+    }
+}

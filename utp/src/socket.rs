@@ -1,0 +1,370 @@
+//! [`UtpSocket`]: a UDP socket, its reader thread and a [`Multiplexer`], for
+//! standalone use. A session that shares the socket with the DHT owns the
+//! reader itself and only uses the multiplexer (see the crate docs); this
+//! type is also the reference for how that reader should behave: receive a
+//! batch (`recvmmsg`), offer each datagram to
+//! [`Multiplexer::handle_datagram`], give the rest to the other protocols,
+//! then [`Multiplexer::flush`].
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::sync::{Arc, Weak};
+use std::thread;
+use std::time::Duration;
+
+use crate::mux::{Multiplexer, MuxConfig, Shared};
+use crate::stream::UtpStream;
+
+/// Socket buffer size asked for: uTP at loopback speed overflows the
+/// kernel's default 208 KiB and reads the drops as congestion.
+pub const SOCKET_BUFFER: usize = 4 << 20;
+/// Datagrams read per `recvmmsg` call.
+const BATCH: usize = 32;
+/// Largest datagram read; longer ones are dropped as truncated.
+const MAX_DATAGRAM: usize = 4096;
+/// How often the reader checks whether its multiplexer is gone.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Handler for datagrams that are not uTP (DHT, UDP tracker replies).
+pub type OtherHandler = Box<dyn FnMut(SocketAddr, &[u8]) + Send>;
+
+/// A bound UDP socket carrying uTP (see the module docs). Streams keep the
+/// socket and its reader thread alive after this value is dropped; the
+/// thread ends once the last stream and multiplexer clone are gone.
+pub struct UtpSocket {
+    mux: Multiplexer,
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+}
+
+impl UtpSocket {
+    /// Binds `addr` with default settings; non-uTP datagrams are dropped.
+    ///
+    /// # Errors
+    /// Bind or thread-spawn errors.
+    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
+        Self::bind_with(addr, MuxConfig::default(), Box::new(|_, _| {}))
+    }
+
+    /// Binds `addr`; datagrams that are not uTP go to `other`, called on the
+    /// reader thread (keep it short: hand off to a bounded channel).
+    ///
+    /// # Errors
+    /// Bind or thread-spawn errors.
+    pub fn bind_with(
+        addr: impl ToSocketAddrs,
+        cfg: MuxConfig,
+        other: OtherHandler,
+    ) -> io::Result<Self> {
+        let socket = Arc::new(UdpSocket::bind(addr)?);
+        tune_socket(&socket, SOCKET_BUFFER);
+        socket.set_read_timeout(Some(POLL))?;
+        let local = socket.local_addr()?;
+        let mux = Multiplexer::new(socket.clone(), Some(local), cfg)?;
+        let weak = mux.downgrade();
+        let reader = socket.clone();
+        thread::Builder::new()
+            .name(format!("utp-net {local}"))
+            .spawn(move || reader_loop(&reader, &weak, other))?;
+        Ok(Self { mux, socket, local })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The UDP socket, to send other protocols' datagrams from the same port.
+    pub fn udp(&self) -> &Arc<UdpSocket> {
+        &self.socket
+    }
+
+    /// The multiplexer (connect, accept, counters).
+    pub fn multiplexer(&self) -> &Multiplexer {
+        &self.mux
+    }
+
+    /// See [`Multiplexer::connect`].
+    ///
+    /// # Errors
+    /// `TimedOut`, `ConnectionRefused`.
+    pub fn connect(&self, peer: SocketAddr, timeout: Duration) -> io::Result<UtpStream> {
+        self.mux.connect(peer, timeout)
+    }
+
+    /// See [`Multiplexer::accept`].
+    ///
+    /// # Errors
+    /// See [`Multiplexer::accept`].
+    pub fn accept(&self) -> io::Result<UtpStream> {
+        self.mux.accept()
+    }
+
+    /// See [`Multiplexer::accept_timeout`].
+    ///
+    /// # Errors
+    /// `TimedOut` when nothing arrived.
+    pub fn accept_timeout(&self, timeout: Duration) -> io::Result<UtpStream> {
+        self.mux.accept_timeout(timeout)
+    }
+}
+
+fn reader_loop(socket: &UdpSocket, weak: &Weak<Shared>, mut other: OtherHandler) {
+    let mut batch = Batch::new();
+    loop {
+        let got = batch.recv(socket);
+        let Some(mux) = Multiplexer::upgrade(weak) else {
+            return;
+        };
+        match got {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // ICMP errors (e.g. port unreachable) surface here; not fatal.
+                log::debug!("utp reader: {e}");
+                continue;
+            }
+        }
+        for (from, data) in batch.iter() {
+            if !mux.handle_datagram(from, data) {
+                other(from, data);
+            }
+        }
+        mux.flush();
+    }
+}
+
+/// Asks for `size`-byte send and receive buffers (`*FORCE` first, which
+/// works as root) and logs a warning when the kernel gives less. Call it on
+/// a socket shared with the multiplexer too: with the kernel's default
+/// 208 KiB, one window of uTP overflows the receive buffer and the drops read
+/// as congestion (use [`SOCKET_BUFFER`]).
+pub fn tune_socket(socket: &UdpSocket, size: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let fd = socket.as_raw_fd();
+        let opts = [
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, "receive"),
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, "send"),
+        ];
+        for (force, plain, what) in opts {
+            let v = size as libc::c_int;
+            let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            let p = (&v as *const libc::c_int).cast();
+            // SAFETY: fd is a live socket owned by `socket`; p/len describe a
+            // c_int that outlives the calls.
+            let set = unsafe {
+                libc::setsockopt(fd, libc::SOL_SOCKET, force, p, len) == 0
+                    || libc::setsockopt(fd, libc::SOL_SOCKET, plain, p, len) == 0
+            };
+            let mut got: libc::c_int = 0;
+            let mut got_len = len;
+            // SAFETY: as above; `got`/`got_len` are valid for writing.
+            let read = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    plain,
+                    (&mut got as *mut libc::c_int).cast(),
+                    &mut got_len,
+                ) == 0
+            };
+            // Linux reports twice the usable size it granted.
+            if !set || !read || (got as usize) / 2 < size {
+                log::warn!(
+                    "utp: {what} buffer is {} bytes, wanted {size}; raise net.core.{}mem_max",
+                    got / 2,
+                    if what == "send" { "w" } else { "r" }
+                );
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (socket, size);
+}
+
+/// Reusable buffers for one batch of datagrams.
+struct Batch {
+    bufs: Vec<u8>,
+    lens: Vec<(SocketAddr, usize)>,
+}
+
+impl Batch {
+    fn new() -> Self {
+        Self {
+            bufs: vec![0; BATCH * MAX_DATAGRAM],
+            lens: Vec::with_capacity(BATCH),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+        self.lens
+            .iter()
+            .enumerate()
+            .map(|(i, &(from, len))| (from, &self.bufs[i * MAX_DATAGRAM..i * MAX_DATAGRAM + len]))
+    }
+
+    #[cfg(target_os = "linux")]
+    fn recv(&mut self, socket: &UdpSocket) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        self.lens.clear();
+        // SAFETY: all-zero is a valid value for these plain C structs.
+        let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
+        let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for i in 0..BATCH {
+            iovs[i].iov_base = self.bufs[i * MAX_DATAGRAM..].as_mut_ptr().cast();
+            iovs[i].iov_len = MAX_DATAGRAM;
+            msgs[i].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
+            msgs[i].msg_hdr.msg_namelen =
+                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            msgs[i].msg_hdr.msg_iov = &mut iovs[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: every pointer in `msgs` points into `addrs`, `iovs` and
+        // `self.bufs`, which outlive the call; each iovec covers its own
+        // MAX_DATAGRAM slice. The fd is owned by `socket`.
+        let n = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for i in 0..n as usize {
+            if msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                continue;
+            }
+            if let Some(from) = sockaddr_to_std(&addrs[i]) {
+                self.lens.push((from, msgs[i].msg_len as usize));
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn recv(&mut self, socket: &UdpSocket) -> io::Result<()> {
+        self.lens.clear();
+        let (len, from) = socket.recv_from(&mut self.bufs[..MAX_DATAGRAM])?;
+        self.lens.push((from, len));
+        Ok(())
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    use std::net::{SocketAddrV4, SocketAddrV6};
+    match libc::c_int::from(s.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = u32::from_be(a.sin_addr.s_addr);
+            Some(SocketAddrV4::new(ip.into(), u16::from_be(a.sin_port)).into())
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(
+                SocketAddrV6::new(
+                    a.sin6_addr.s6_addr.into(),
+                    u16::from_be(a.sin6_port),
+                    a.sin6_flowinfo,
+                    a.sin6_scope_id,
+                )
+                .into(),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// `sendmmsg` of `datagrams` to one peer; returns how many the kernel took.
+#[cfg(target_os = "linux")]
+pub(crate) fn send_batch(
+    socket: &UdpSocket,
+    datagrams: &[Vec<u8>],
+    to: SocketAddr,
+) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let (addr, addr_len) = std_to_sockaddr(to);
+    let mut iovs: Vec<libc::iovec> = datagrams
+        .iter()
+        .map(|d| libc::iovec {
+            iov_base: d.as_ptr() as *mut libc::c_void,
+            iov_len: d.len(),
+        })
+        .collect();
+    // SAFETY: all-zero is a valid mmsghdr.
+    let mut msgs: Vec<libc::mmsghdr> = (0..datagrams.len())
+        .map(|_| unsafe { std::mem::zeroed() })
+        .collect();
+    for (m, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
+        m.msg_hdr.msg_name = (&addr as *const libc::sockaddr_storage).cast_mut().cast();
+        m.msg_hdr.msg_namelen = addr_len;
+        m.msg_hdr.msg_iov = iov;
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: every msg points at `addr` and one iovec over a live datagram
+    // buffer, all of which outlive the call; the kernel only reads them.
+    let n = unsafe {
+        libc::sendmmsg(
+            socket.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            msgs.len() as libc::c_uint,
+            0,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+#[cfg(target_os = "linux")]
+fn std_to_sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match a {
+        SocketAddr::V4(v4) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
+            let sin = unsafe {
+                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = v4.port().to_be();
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in6.
+            let sin6 = unsafe {
+                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = v6.port().to_be();
+            sin6.sin6_flowinfo = v6.flowinfo();
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: v6.ip().octets(),
+            };
+            sin6.sin6_scope_id = v6.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (ss, len as libc::socklen_t)
+}

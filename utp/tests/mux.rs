@@ -1,0 +1,141 @@
+//! The multiplexer without sockets: a recording `Transmit`, forged packets.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bittern_utp::packet::{encode, Header, PacketType};
+use bittern_utp::{Multiplexer, MuxConfig, Packet, Transmit};
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(SocketAddr, Vec<u8>)>>);
+
+impl Transmit for Recorder {
+    fn send_to(&self, d: &[u8], to: SocketAddr) -> std::io::Result<()> {
+        self.0.lock().unwrap().push((to, d.to_vec()));
+        Ok(())
+    }
+}
+
+fn packet(ty: PacketType, id: u16, seq: u16) -> Vec<u8> {
+    let h = Header {
+        ty,
+        connection_id: id,
+        timestamp_us: 1,
+        timestamp_diff_us: 0,
+        wnd_size: 1 << 20,
+        seq_nr: seq,
+        ack_nr: 0,
+    };
+    let mut out = Vec::new();
+    encode(
+        &h,
+        None,
+        if ty == PacketType::Data { b"xx" } else { b"" },
+        &mut out,
+    );
+    out
+}
+
+fn addr(i: u32) -> SocketAddr {
+    SocketAddr::from(([127, 0, (i >> 8) as u8, i as u8], 40_000))
+}
+
+#[test]
+fn syn_flood_is_bounded_by_the_backlog_and_the_table() {
+    let rec = Arc::new(Recorder::default());
+    let cfg = MuxConfig {
+        backlog: 16,
+        max_connections: 100,
+        ..MuxConfig::default()
+    };
+    let mux = Multiplexer::new(rec.clone(), None, cfg).unwrap();
+    for i in 0..2000 {
+        assert!(mux.handle_datagram(addr(i), &packet(PacketType::Syn, i as u16, 1)));
+    }
+    mux.flush();
+    assert_eq!(
+        mux.connection_count(),
+        16,
+        "nobody accepted: only the backlog is kept"
+    );
+    let replies = rec.0.lock().unwrap().clone();
+    assert_eq!(replies.len(), 16);
+    for (to, d) in &replies {
+        let h = Packet::decode(d).unwrap().header;
+        assert_eq!(h.ty, PacketType::State);
+        let SocketAddr::V4(v4) = to else {
+            panic!("v4 peers only")
+        };
+        let [_, _, hi, lo] = v4.ip().octets();
+        assert_eq!(
+            h.connection_id,
+            u16::from_be_bytes([hi, lo]),
+            "reply carries the SYN's id"
+        );
+        assert_eq!(h.ack_nr, 1);
+    }
+    // Accepting one frees a backlog slot for the next SYN.
+    let s = mux.accept_timeout(Duration::from_secs(1)).unwrap();
+    assert_eq!(s.peer_addr().unwrap(), addr(0));
+    assert!(mux.handle_datagram(addr(5000), &packet(PacketType::Syn, 7, 1)));
+    assert_eq!(mux.connection_count(), 17);
+}
+
+#[test]
+fn unknown_and_malformed_packets_cost_nothing_and_other_protocols_pass_through() {
+    let rec = Arc::new(Recorder::default());
+    let mux = Multiplexer::new(rec.clone(), None, MuxConfig::default()).unwrap();
+    for i in 0..1000u32 {
+        for ty in [
+            PacketType::Data,
+            PacketType::State,
+            PacketType::Fin,
+            PacketType::Reset,
+        ] {
+            assert!(mux.handle_datagram(addr(i), &packet(ty, i as u16, 5)));
+        }
+        // uTP-shaped but with a truncated extension chain.
+        let mut bad = packet(PacketType::Data, 1, 1);
+        bad.truncate(20);
+        bad[1] = 1;
+        assert!(mux.handle_datagram(addr(i), &bad));
+    }
+    mux.flush();
+    assert_eq!(mux.connection_count(), 0);
+    assert!(
+        rec.0.lock().unwrap().is_empty(),
+        "no replies to forged packets"
+    );
+    assert!(!mux.handle_datagram(addr(1), b"d1:rd2:id20:aaaaaaaaaaaaaaaaaaaae1:t2:aa1:y1:re"));
+    assert!(!mux.handle_datagram(addr(1), &[0, 0, 0, 1, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0]));
+}
+
+#[test]
+fn ipv6_peers_get_1452_byte_datagrams() {
+    let rec = Arc::new(Recorder::default());
+    let mux = Multiplexer::new(rec.clone(), None, MuxConfig::default()).unwrap();
+    let peer: SocketAddr = "[::1]:4000".parse().unwrap();
+    mux.handle_datagram(peer, &packet(PacketType::Syn, 10, 1));
+    let mut s = mux.accept_timeout(Duration::from_secs(1)).unwrap();
+    // The initiator acks the STATE and opens a big window: reuse a DATA
+    // packet with ack_nr = the acceptor's first seq - 1.
+    let state = rec.0.lock().unwrap()[0].1.clone();
+    let seq = Packet::decode(&state).unwrap().header.seq_nr;
+    let mut ack = Packet::decode(&packet(PacketType::State, 11, 2))
+        .unwrap()
+        .header;
+    ack.ack_nr = seq.wrapping_sub(1);
+    let mut a = Vec::new();
+    encode(&ack, None, &[], &mut a);
+    mux.handle_datagram(peer, &a);
+    std::io::Write::write_all(&mut s, &[9u8; 4000]).unwrap();
+    let sent = rec.0.lock().unwrap().clone();
+    let data: Vec<_> = sent
+        .iter()
+        .filter(|(_, d)| Packet::decode(d).unwrap().header.ty == PacketType::Data)
+        .collect();
+    assert!(!data.is_empty());
+    assert!(data.iter().all(|(_, d)| d.len() <= 1452));
+    assert_eq!(data[0].1.len(), 1452);
+}

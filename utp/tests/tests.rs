@@ -1,0 +1,5 @@
+mod conn;
+mod interop;
+mod loopback;
+mod mux;
+mod sim;
