@@ -8,6 +8,10 @@
 //!   one after the other against side by side (`hash_many` of two).
 //! - `sha1/three_pieces_256KiB/{pair_then_one,side_by_side}`: three pieces
 //!   as a pair plus one against three side by side (`hash_many`).
+//! - `sha256/leaf_16KiB`: cache-hot SHA-256 rate of one core over the v2
+//!   merkle leaves, to compare with `openssl speed -evp sha256 -bytes
+//!   16384`; `sha256/tree_1MiB`: a whole merkle tree over 1 MiB (64
+//!   leaves plus 63 interior 64-byte hashes), `merkle::MerkleTree::from_data`.
 //! - `verify/{map,read}/{1,N}threads`: full recheck of a page-cached
 //!   128 MiB file (256 KiB pieces) by hash source (`HashSource::Map`:
 //!   straight from guarded read-only maps; `HashSource::Read`: `pread` into
@@ -111,6 +115,21 @@ fn sha1_rate(c: &mut Criterion) {
     });
     g.bench_function("three_pieces_256KiB/side_by_side", |b| {
         b.iter(|| hash_many(black_box(&[&a[..], &z[..], &y[..]])))
+    });
+    g.finish();
+}
+
+fn sha256_rate(c: &mut Criterion) {
+    use bittern_storage::merkle::{sha256, MerkleTree};
+    let buf = random_bytes(BLOCK, 1);
+    let mut g = c.benchmark_group("sha256");
+    g.throughput(Throughput::Bytes(BLOCK as u64));
+    g.measurement_time(Duration::from_secs(3));
+    g.bench_function("leaf_16KiB", |b| b.iter(|| sha256(black_box(&buf[..]))));
+    let mib = random_bytes(MIB, 5);
+    g.throughput(Throughput::Bytes(MIB as u64));
+    g.bench_function("tree_1MiB", |b| {
+        b.iter(|| MerkleTree::from_data(black_box(&mib[..])).map(|t| t.root()))
     });
     g.finish();
 }
@@ -310,5 +329,12 @@ fn verify_read_offset(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, sha1_rate, verify, verify_read_offset, blocks);
+criterion_group!(
+    benches,
+    sha1_rate,
+    sha256_rate,
+    verify,
+    verify_read_offset,
+    blocks
+);
 criterion_main!(benches);

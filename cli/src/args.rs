@@ -112,6 +112,17 @@ pub struct CreateArgs {
     /// Overwrite the output file if it exists.
     #[arg(short, long)]
     pub force: bool,
+    /// Write a v2-only torrent (BEP 52: per-file SHA-256 merkle trees).
+    /// Only libtorrent-based clients (qBittorrent, Deluge 2) read these;
+    /// Transmission 4, aria2 and rTorrent do not.
+    #[arg(long, conflicts_with = "hybrid")]
+    pub v2: bool,
+    /// Write a hybrid v1 + v2 torrent: v2 clients use the merkle trees,
+    /// v1 clients the SHA-1 pieces (with BEP 47 padding between files).
+    /// The default stays v1, which every client reads (Transmission 3
+    /// refuses hybrids, Transmission 4 only uses their v1 half).
+    #[arg(long)]
+    pub hybrid: bool,
 }
 
 /// `bittern info`.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context};
-use bittern_wire::{Metainfo, MetainfoBuilder};
+use bittern_wire::{MetaVersion, Metainfo, MetainfoBuilder};
 
 use crate::args::{CreateArgs, PieceLength};
 use crate::exit::{coded, Code, WithCode};
@@ -232,11 +232,45 @@ pub fn build(
         .thread_name(|i| format!("bittern-create-{i}"))
         .build()
         .context("cannot start hashing threads")?;
-    let bar = progress::bytes_bar(quiet, total, "hashing");
-    let hashes = bittern_storage::hash_files(&source.disk, piece_length, &pool, &|done, _| {
-        bar.set(((done as u64) * piece_length).min(total));
-    })
-    .context("hashing failed")?;
+    let version = if args.v2 {
+        MetaVersion::V2
+    } else if args.hybrid {
+        MetaVersion::Hybrid
+    } else {
+        MetaVersion::V1
+    };
+    // a hybrid is hashed twice: SHA-256 trees, then SHA-1 pieces
+    let passes = if version == MetaVersion::Hybrid { 2 } else { 1 };
+    let bar = progress::bytes_bar(quiet, total * passes, "hashing");
+    let mut v2 = None;
+    if version.has_v2() {
+        let files = bittern_storage::merkle::hash_files_v2(
+            &source.disk,
+            piece_length,
+            &pool,
+            &|done, _| bar.set(((done as u64) * piece_length).min(total)),
+        )
+        .context("hashing failed")?;
+        v2 = Some(files);
+    }
+    let mut hashes = Vec::new();
+    if version.has_v1() {
+        // a hybrid's v1 pieces cover the piece-aligned layout: zero
+        // padding after every file that does not end on a piece boundary
+        let mut inputs = Vec::with_capacity(source.disk.len() * 2);
+        for (path, len) in &source.disk {
+            inputs.push((Some(path.clone()), *len));
+            let pad = (piece_length - len % piece_length) % piece_length;
+            if version == MetaVersion::Hybrid && source.files.is_some() && pad > 0 {
+                inputs.push((None, pad));
+            }
+        }
+        let start = total * (passes - 1);
+        hashes = bittern_storage::hash_files_padded(&inputs, piece_length, &pool, &|done, _| {
+            bar.set(start + ((done as u64) * piece_length).min(total));
+        })
+        .context("hashing failed")?;
+    }
     bar.finish();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -263,6 +297,17 @@ pub fn build(
     }
     if let Some(s) = &args.source {
         b = b.source(s.clone());
+    }
+    if let Some(files) = v2 {
+        let layers = files
+            .iter()
+            .filter_map(|f| Some((f.root?, f.piece_layer.clone())))
+            .filter(|(_, l)| !l.is_empty())
+            .collect();
+        b = b
+            .version(version)
+            .pieces_roots(files.iter().map(|f| f.root).collect())
+            .piece_layers(layers);
     }
     let bytes = b
         .build()
@@ -297,6 +342,9 @@ pub fn run(args: &CreateArgs, quiet: bool) -> anyhow::Result<Code> {
     println!("created {}", output.display());
     println!("name:       {}", m.info.name);
     println!("info hash:  {}", m.info_hash.to_hex());
+    if let Some(v2) = m.info_hash_v2 {
+        println!("v2 hash:    {v2}");
+    }
     println!(
         "size:       {} in {} file(s)",
         format_size(source.total()),

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::anyhow;
-use bittern_wire::{Magnet, Metainfo};
+use bittern_wire::{Magnet, MetaVersion, Metainfo};
 use serde_json::{json, Value};
 
 use crate::args::InfoArgs;
@@ -12,9 +12,13 @@ use crate::load;
 use crate::units::format_size;
 
 /// The `--json` object of a torrent file. Stable keys: `name`,
-/// `info_hash` (40 lowercase hex digits), `total_size`, `piece_length`,
+/// `info_hash` (40 lowercase hex digits: the id used with peers and
+/// trackers, the truncated v2 hash for a v2-only torrent), `info_hash_v2`
+/// (64 lowercase hex digits, `null` for v1 torrents), `meta_version` (1, or
+/// 2 for v2 and hybrid torrents), `total_size`, `piece_length`,
 /// `piece_count`, `private`, `trackers` (tiers of URLs), `web_seeds`,
-/// `files` (`{path, length, padding}`, `path` being the components under
+/// `files` (`{path, length, padding}` plus `pieces_root` (64 hex digits or
+/// `null`) for v2 and hybrid torrents, `path` being the components under
 /// the torrent root joined by `/`), plus `multi_file`, `comment`,
 /// `created_by`, `creation_date`, `source`.
 pub fn torrent_json(m: &Metainfo) -> Value {
@@ -22,11 +26,20 @@ pub fn torrent_json(m: &Metainfo) -> Value {
         .info
         .files
         .iter()
-        .map(|f| json!({ "path": f.path.join("/"), "length": f.length, "padding": f.padding }))
+        .map(|f| {
+            let mut o =
+                json!({ "path": f.path.join("/"), "length": f.length, "padding": f.padding });
+            if m.info.version.has_v2() {
+                o["pieces_root"] = json!(f.pieces_root.map(hex));
+            }
+            o
+        })
         .collect();
     json!({
         "name": m.info.name,
         "info_hash": m.info_hash.to_hex(),
+        "info_hash_v2": m.info_hash_v2.map(|h| h.to_hex()),
+        "meta_version": m.info.version.number(),
         "total_size": m.info.total_length(),
         "piece_length": m.info.piece_length,
         "piece_count": m.info.piece_count(),
@@ -59,6 +72,11 @@ pub fn magnet_json(m: &Magnet) -> Value {
         "files": null,
         "peers": m.peers,
     })
+}
+
+/// Lowercase hex of a hash.
+fn hex(bytes: [u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn yes_no(b: bool) -> &'static str {
@@ -139,7 +157,27 @@ pub fn format_unix_time(secs: i64) -> String {
 fn print_torrent(m: &Metainfo) {
     let total = m.info.total_length();
     println!("name:          {}", m.info.name);
-    println!("info hash:     {}", m.info_hash.to_hex());
+    match (m.info.version, m.info_hash_v2) {
+        (MetaVersion::V1, _) | (_, None) => {
+            println!("info hash:     {}", m.info_hash.to_hex());
+        }
+        (MetaVersion::V2, Some(v2)) => {
+            println!("info hash v2:  {v2}");
+            println!("  (truncated:  {})", m.info_hash.to_hex());
+        }
+        (MetaVersion::Hybrid, Some(v2)) => {
+            println!("info hash v1:  {}", m.info_hash.to_hex());
+            println!("info hash v2:  {v2}");
+        }
+    }
+    println!(
+        "format:        {}",
+        match m.info.version {
+            MetaVersion::V1 => "v1",
+            MetaVersion::V2 => "v2 (BEP 52)",
+            MetaVersion::Hybrid => "hybrid v1 + v2 (BEP 52)",
+        }
+    );
     println!("total size:    {} ({total} bytes)", format_size(total));
     println!(
         "pieces:        {} x {} ({} bytes)",

@@ -130,8 +130,16 @@ pub fn writable_dir(dir: &Path) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// A layout the storage crate refuses (should not happen for a parsed
-/// torrent).
+/// torrent), or a v2-only torrent (no SHA-1 pieces to verify).
 pub fn layout(m: &Metainfo) -> anyhow::Result<Layout> {
+    if !m.info.version.has_v1() {
+        // hybrids use their SHA-1 half; v2-only needs merkle verification
+        return Err(anyhow!(
+            "{}: v2-only torrents (BEP 52) can be inspected with `bittern info` but not yet downloaded, seeded or verified",
+            m.info.name
+        ))
+        .code(Code::Usage);
+    }
     let files = m
         .info
         .files

@@ -55,6 +55,9 @@ fn create_info_verify_multi_file() {
     assert_eq!(v["info_hash"], m.info_hash.to_hex());
     let hash = v["info_hash"].as_str().unwrap();
     assert!(hash.len() == 40 && hash.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')));
+    // a v1 torrent: no v2 hash, meta version 1
+    assert_eq!(v["info_hash_v2"], Value::Null);
+    assert_eq!(v["meta_version"], 1);
     let total: usize = files.iter().map(|f| f.1.len()).sum();
     assert_eq!(v["name"], "album");
     assert_eq!(v["total_size"], total as u64);

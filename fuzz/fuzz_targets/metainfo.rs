@@ -1,6 +1,7 @@
 //! Metainfo parser: never panics; on success the info hash is the SHA-1 of
-//! bytes that appear verbatim in the input, piece geometry is consistent,
-//! and every path stays inside the download directory.
+//! bytes that appear verbatim in the input (the truncated SHA-256 for v2-only
+//! torrents), piece geometry is consistent, every path stays inside the
+//! download directory, and every piece layer belongs to a file root.
 #![no_main]
 
 use std::path::Component;
@@ -8,12 +9,27 @@ use std::path::Component;
 use bittern_wire::Metainfo;
 use libfuzzer_sys::fuzz_target;
 use sha1::{Digest, Sha1};
+use sha2::Sha256;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(m) = Metainfo::from_bytes(data) else {
         return;
     };
-    assert_eq!(m.info_hash.0, <[u8; 20]>::from(Sha1::digest(&m.info_bytes)));
+    if m.info.version.has_v1() {
+        assert_eq!(m.info_hash.0, <[u8; 20]>::from(Sha1::digest(&m.info_bytes)));
+    }
+    if let Some(v2) = m.info_hash_v2 {
+        assert!(m.info.version.has_v2());
+        assert_eq!(v2.0, <[u8; 32]>::from(Sha256::digest(&m.info_bytes)));
+        if !m.info.version.has_v1() {
+            assert_eq!(m.info_hash, v2.truncated());
+        }
+    }
+    for (root, layer) in &m.piece_layers {
+        let f = m.info.files.iter().find(|f| f.pieces_root == Some(*root));
+        let f = f.expect("a piece layer without its file");
+        assert_eq!(layer.len() as u64, f.length.div_ceil(m.info.piece_length));
+    }
     assert!(data.windows(m.info_bytes.len()).any(|w| w == m.info_bytes));
     let info = &m.info;
     let total = info.total_length();

@@ -99,6 +99,10 @@ pub enum Error {
     /// The piece length is zero.
     #[error("piece length must be positive")]
     ZeroPieceLength,
+    /// A v2 (BEP 52) piece length that is not a power of two of at least
+    /// 16 KiB.
+    #[error("v2 piece length {0} is not a power of two of at least 16 KiB")]
+    InvalidV2PieceLength(u64),
     /// The total length overflows `u64` (or the address space).
     #[error("torrent is too large")]
     TooLarge,

@@ -177,6 +177,23 @@ pub fn hash_files(
     pool: &rayon::ThreadPool,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Vec<[u8; 20]>> {
+    let inputs: Vec<(Option<PathBuf>, u64)> =
+        files.iter().map(|(p, l)| (Some(p.clone()), *l)).collect();
+    hash_files_padded(&inputs, piece_length, pool, progress)
+}
+
+/// [`hash_files`] where a `None` path stands for BEP 47 padding: that many
+/// zero bytes, never read from disk (a hybrid v1 + v2 torrent's SHA-1
+/// pieces cover the piece-aligned layout).
+///
+/// # Errors
+/// As [`hash_files`].
+pub fn hash_files_padded(
+    files: &[(Option<PathBuf>, u64)],
+    piece_length: u64,
+    pool: &rayon::ThreadPool,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Vec<[u8; 20]>> {
     if piece_length == 0 {
         return Err(Error::ZeroPieceLength);
     }
@@ -230,14 +247,14 @@ pub fn hash_files(
 /// Reads one piece's bytes from the files given to [`hash_files`], chunk by
 /// chunk, keeping the last file it used open in `last`.
 struct FileCursor<'a> {
-    files: &'a [(PathBuf, u64)],
+    files: &'a [(Option<PathBuf>, u64)],
     chunks: SpanChunks,
     last: &'a mut Option<(usize, File)>,
 }
 
 impl<'a> FileCursor<'a> {
     fn new(
-        files: &'a [(PathBuf, u64)],
+        files: &'a [(Option<PathBuf>, u64)],
         layout: &Layout,
         piece: usize,
         last: &'a mut Option<(usize, File)>,
@@ -255,6 +272,10 @@ impl<'a> FileCursor<'a> {
             return Ok(0);
         };
         let (path, expected) = &self.files[c.span.file];
+        let Some(path) = path else {
+            buf[..c.len].fill(0);
+            return Ok(c.len);
+        };
         let file = match self.last.take() {
             Some((i, f)) if i == c.span.file => f,
             _ => File::open(path).map_err(|e| Error::from_io(path, e))?,

@@ -21,6 +21,9 @@
 //!   SHA extensions.
 //! - [`AlignedBuf`]: page-aligned buffers for everything the kernel copies
 //!   file or socket data into (see its docs for why).
+//! - [`merkle`]: BitTorrent v2 per-file SHA-256 merkle trees: roots, piece
+//!   layers, proofs, piece and block verification, and
+//!   [`merkle::hash_files_v2`] for creating v2 torrents.
 //! - [`ResumeState`] records verified pieces with each file's size and
 //!   mtime, saved atomically, and vouches only for what still matches.
 //!
@@ -125,6 +128,7 @@ mod error;
 mod file;
 mod hash;
 mod layout;
+pub mod merkle;
 mod path;
 mod pool;
 mod resume;
@@ -139,7 +143,7 @@ pub use buf::{AlignedBuf, PAGE_ALIGN};
 pub use error::{Error, Result, ResumeCorruption};
 #[doc(hidden)]
 pub use hash::set_read_buffer_offset;
-pub use hash::{hash_blocks, hash_files, hash_many, PieceHasher};
+pub use hash::{hash_blocks, hash_files, hash_files_padded, hash_many, PieceHasher};
 pub use layout::{FileSpec, Layout, Span, Spans};
 pub use pool::{FilePool, DEFAULT_MAX_OPEN};
 pub use resume::{boot_id, FileStamp, ResumeState};

@@ -59,3 +59,33 @@ fn hash_files_matches_piece_hashes() {
         Err(Error::ZeroPieceLength)
     ));
 }
+
+#[test]
+fn hash_files_padded_hashes_zeros_for_padding() {
+    use bittern_storage::hash_files_padded;
+    let dir = tempfile::tempdir().unwrap();
+    let a = random_bytes(20_000, 5);
+    let b = random_bytes(5, 6);
+    std::fs::write(dir.path().join("a"), &a).unwrap();
+    std::fs::write(dir.path().join("b"), &b).unwrap();
+    // a, 12,768 bytes of padding to 32 KiB, b, tail padding
+    let files = vec![
+        (Some(dir.path().join("a")), 20_000),
+        (None, 12_768),
+        (Some(dir.path().join("b")), 5),
+        (None, 32_763),
+    ];
+    let mut flat = a.clone();
+    flat.resize(32_768, 0);
+    flat.extend_from_slice(&b);
+    flat.resize(65_536, 0);
+    let want: Vec<_> = flat.chunks(16384).map(|c| hash_blocks([c])).collect();
+    let got = hash_files_padded(&files, 16384, &rayon_pool(2), &|_, _| {}).unwrap();
+    assert_eq!(got, want);
+    // padding is never opened: a missing path there is no error, but a
+    // missing real file is
+    let mut gone = files.clone();
+    gone[2].0 = Some(dir.path().join("nope"));
+    let r = hash_files_padded(&gone, 16384, &rayon_pool(2), &|_, _| {});
+    assert!(matches!(r, Err(Error::FileMissing { .. })), "{r:?}");
+}

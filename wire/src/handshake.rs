@@ -35,6 +35,9 @@ impl Handshake {
     const FAST: (usize, u8) = (7, 0x04);
     /// Extension protocol (BEP 10).
     const EXTENDED: (usize, u8) = (5, 0x10);
+    /// BitTorrent v2 (BEP 52): the 4th most significant bit of the last
+    /// byte.
+    const V2: (usize, u8) = (7, 0x10);
 
     /// A handshake announcing the fast extension and the extension
     /// protocol (bittern supports both); DHT off (see [`Handshake::with_dht`]).
@@ -56,6 +59,20 @@ impl Handshake {
             self.reserved[Self::DHT.0] |= Self::DHT.1;
         } else {
             self.reserved[Self::DHT.0] &= !Self::DHT.1;
+        }
+        self
+    }
+
+    /// Set or clear the v2 upgrade bit (BEP 52): sent with the v1 info hash
+    /// of a hybrid torrent, it offers to continue with the v2 hash.
+    /// libtorrent drops a peer that sets it for a torrent without v2, so
+    /// set it only for v2 and hybrid torrents.
+    #[must_use]
+    pub fn with_v2(mut self, on: bool) -> Self {
+        if on {
+            self.reserved[Self::V2.0] |= Self::V2.1;
+        } else {
+            self.reserved[Self::V2.0] &= !Self::V2.1;
         }
         self
     }
@@ -125,6 +142,11 @@ impl Handshake {
     pub fn supports_dht(&self) -> bool {
         self.bit(Self::DHT)
     }
+
+    /// BEP 52 v2 upgrade bit (`reserved[7] & 0x10`).
+    pub fn supports_v2(&self) -> bool {
+        self.bit(Self::V2)
+    }
 }
 
 #[cfg(test)]
@@ -146,6 +168,13 @@ mod tests {
         assert_eq!(d.encode()[27], 0x05);
         assert!(d.supports_dht());
         assert!(!d.with_dht(false).supports_dht());
+        // v2 bit: reserved[7] & 0x10, independent of the others
+        assert!(!h.supports_v2());
+        let v = d.with_v2(true);
+        assert_eq!(v.encode()[27], 0x15);
+        assert!(v.supports_v2() && v.supports_dht() && v.supports_fast());
+        assert_eq!(Handshake::decode(&v.encode()).unwrap(), v);
+        assert_eq!(v.with_v2(false).encode()[27], 0x05);
         let mut prefix = [0u8; 48];
         prefix.copy_from_slice(&b[..48]);
         assert_eq!(

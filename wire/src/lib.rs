@@ -3,12 +3,13 @@
 //! - [`bencode`]: [`Value`](bencode::Value), a limit-checked reader and a
 //!   canonical writer.
 //! - [`Metainfo`]: `.torrent` files (BEP 3, 12, 19, 27, 47), parsed with
-//!   the info hash taken over the exact `info` bytes; [`MetainfoBuilder`]
-//!   writes new ones.
+//!   the info hash taken over the exact `info` bytes; v2 and hybrid
+//!   torrents (BEP 52, [`InfoHashV2`]); [`MetainfoBuilder`] writes new ones.
 //! - [`Magnet`]: BEP 9 magnet links (v1 `btih`, v2 `btmh`, `x.pe` peers).
 //! - [`Handshake`], [`Message`], [`decode_message`], [`ExtensionHandshake`]:
 //!   the peer wire protocol (BEP 3, BEP 6 fast extension, BEP 10), as a
-//!   sans-IO codec: feed bytes, get whole borrowed messages.
+//!   sans-IO codec: feed bytes, get whole borrowed messages; the BEP 52
+//!   hash messages' payloads are in [`hashes`].
 //! - Extension messages, carried in `Message::Extended` under the ids of
 //!   [`Extension`]: [`MetadataMessage`] and [`MetadataAssembler`] (BEP 9
 //!   `ut_metadata`: fetch an info dictionary from several peers, hash
@@ -44,6 +45,7 @@ mod bitfield;
 mod compact;
 mod extension;
 mod handshake;
+pub mod hashes;
 mod id;
 pub mod lsd;
 mod magnet;
@@ -69,7 +71,9 @@ pub use metadata::{
     metadata_piece, metadata_piece_count, Accepted, MetadataAssembler, MetadataError, MetadataHash,
     MetadataMessage, MAX_METADATA_SIZE, METADATA_PIECE_LEN,
 };
-pub use metainfo::{FileEntry, Info, Metainfo, MetainfoBuilder, MetainfoError};
+pub use metainfo::{
+    FileEntry, Info, InfoHashV2, MetaVersion, Metainfo, MetainfoBuilder, MetainfoError,
+};
 pub use pex::{
     PexDiff, PexError, PexFlags, PexMessage, PEX_INTERVAL, PEX_MAX_ADDED, PEX_MAX_DECODED,
 };

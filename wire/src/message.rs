@@ -1,5 +1,5 @@
-//! Peer wire messages (BEP 3, BEP 6 fast extension, BEP 10 extended), as a
-//! sans-IO codec.
+//! Peer wire messages (BEP 3, BEP 6 fast extension, BEP 10 extended, BEP
+//! 52 hash messages in [`crate::hashes`]), as a sans-IO codec.
 //!
 //! Frames are `<u32 length><u8 id><payload>`; length 0 is a keep-alive.
 //! [`decode_message`] borrows from the caller's buffer, so a `piece`
@@ -8,6 +8,8 @@
 //! write.
 
 use thiserror::Error;
+
+use crate::hashes::{self, HashRequest, Hashes};
 
 /// Largest accepted length prefix by default: 1 MiB.
 ///
@@ -78,6 +80,12 @@ pub enum Message<'a> {
         /// Bencoded payload (possibly followed by raw data).
         payload: &'a [u8],
     },
+    /// id 21 (BEP 52): asks for merkle hashes of a file.
+    HashRequest(HashRequest),
+    /// id 22 (BEP 52): the hashes asked for, with their proof.
+    Hashes(Hashes<'a>),
+    /// id 23 (BEP 52): a hash request that will not be served.
+    HashReject(HashRequest),
 }
 
 /// A frame that cannot be a valid message.
@@ -212,6 +220,7 @@ pub fn decode_message(
             };
             Message::Extended { id: eid, payload }
         }
+        hashes::HASH_REQUEST | hashes::HASHES | hashes::HASH_REJECT => hashes::decode(mid, body)?,
         other => return Err(MessageError::UnknownId(other)),
     };
     Ok(Some((msg, used)))
@@ -278,6 +287,16 @@ impl Message<'_> {
             Message::Extended { id: eid, payload } => {
                 simple(out, id::EXTENDED, &[&[eid], payload]);
             }
+            Message::HashRequest(_) | Message::Hashes(_) | Message::HashReject(_) => {
+                let mid = match self {
+                    Message::HashRequest(_) => hashes::HASH_REQUEST,
+                    Message::Hashes(_) => hashes::HASHES,
+                    _ => hashes::HASH_REJECT,
+                };
+                out.extend_from_slice(&frame_u32_len(self.encoded_len() - 4));
+                out.push(mid);
+                hashes::encode_body(self, out);
+            }
         }
     }
 
@@ -297,6 +316,8 @@ impl Message<'_> {
             Message::Piece { data, .. } => 9 + data.len(),
             Message::Port(_) => 3,
             Message::Extended { payload, .. } => 2 + payload.len(),
+            Message::HashRequest(_) | Message::HashReject(_) => 1 + HashRequest::LEN,
+            Message::Hashes(h) => 1 + HashRequest::LEN + h.raw().len(),
         }
     }
 }

@@ -3,7 +3,22 @@
 //!
 //! Supported: single- and multi-file torrents (BEP 3), `announce-list`
 //! tiers (BEP 12), `private` (BEP 27), `url-list` web seeds (BEP 19),
-//! `attr` and padding files (BEP 47), `name.utf-8`/`path.utf-8`.
+//! `attr` and padding files (BEP 47), `name.utf-8`/`path.utf-8`, and
+//! BitTorrent v2 (BEP 52): `meta version` 2, `file tree`, `pieces root`,
+//! `piece layers` (checked against each file's root), the v2 info hash
+//! ([`InfoHashV2`]), and hybrid torrents, whose v1 and v2 halves must
+//! describe the same files ([`MetainfoError::HybridMismatch`] otherwise).
+//!
+//! # v2 and hybrid torrents
+//!
+//! [`Info::files`] is always the flat, piece-aligned file list: a hybrid's
+//! v1 `files` (BEP 47 padding included), or for a v2-only torrent the
+//! `file tree` files with padding entries inserted so every file starts on
+//! a piece boundary (as libtorrent shows them). [`FileEntry::pieces_root`]
+//! holds each file's merkle root. [`Metainfo::info_hash`] is the 20 bytes
+//! that stand for the torrent on the wire: the SHA-1 for v1 and hybrid
+//! torrents, the truncated SHA-256 for v2-only ones;
+//! [`Metainfo::info_hash_v2`] is the full SHA-256.
 //!
 //! The info hash is the SHA-1 of the `info` value exactly as its bytes
 //! stand in the file ([`crate::bencode::dict_value_span`]), never of a
@@ -27,13 +42,16 @@
 
 mod builder;
 mod path;
+mod v2;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use sha1::{Digest, Sha1};
 use thiserror::Error;
 
 pub use builder::MetainfoBuilder;
+pub use v2::{InfoHashV2, MetaVersion};
 
 use crate::bencode::{self, Limits, Value};
 use crate::id::InfoHash;
@@ -83,6 +101,36 @@ pub enum MetainfoError {
     /// A multi-file torrent with no files.
     #[error("multi-file torrent without files")]
     NoFiles,
+    /// A `meta version` other than 1 or 2.
+    #[error("unsupported meta version {0}")]
+    UnsupportedMetaVersion(i64),
+    /// A malformed v2 `file tree`.
+    #[error("invalid file tree at {path:?}: {reason}")]
+    InvalidFileTree {
+        /// Where in the tree, components joined by `/`.
+        path: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A file's entry in `piece layers` is missing or does not match its
+    /// `pieces root`.
+    #[error("piece layer of {path:?}: {reason}")]
+    InvalidPieceLayer {
+        /// The file, components joined by `/`.
+        path: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A hybrid torrent whose v1 `files` and v2 `file tree` do not describe
+    /// the same files in the same order with the same lengths and
+    /// piece-aligning padding.
+    #[error("v1 and v2 halves disagree at file {file}: {reason}")]
+    HybridMismatch {
+        /// Index of the file in the v2 `file tree` order.
+        file: usize,
+        /// What differs.
+        reason: &'static str,
+    },
     /// A name or path component that could escape the download directory.
     #[error("unsafe path {path:?}: {reason}")]
     UnsafePath {
@@ -107,6 +155,9 @@ pub struct FileEntry {
     /// The raw BEP 47 `attr` string, if any (`p` pad, `x` executable,
     /// `h` hidden, `l` symlink).
     pub attr: Option<String>,
+    /// The v2 `pieces root` (merkle root of the file's 16 KiB blocks);
+    /// `None` for v1-only torrents, empty files and padding.
+    pub pieces_root: Option<[u8; 32]>,
 }
 
 impl FileEntry {
@@ -125,7 +176,7 @@ pub struct Info {
     pub name: String,
     /// Bytes per piece (the last piece may be shorter).
     pub piece_length: u64,
-    /// SHA-1 of each piece.
+    /// SHA-1 of each piece (empty for v2-only torrents).
     pub pieces: Vec<[u8; 20]>,
     /// The files in torrent order (padding files included).
     pub files: Vec<FileEntry>,
@@ -135,6 +186,8 @@ pub struct Info {
     pub source: Option<String>,
     /// Multi-file layout (`files` list) rather than a single `length`.
     pub multi_file: bool,
+    /// v1, v2 or hybrid.
+    pub version: MetaVersion,
 }
 
 impl Info {
@@ -143,16 +196,16 @@ impl Info {
         self.files.iter().map(|f| f.length).sum()
     }
 
-    /// Number of pieces.
+    /// Number of pieces (of the flat, padded layout).
     pub fn piece_count(&self) -> usize {
-        self.pieces.len()
+        usize::try_from(self.total_length().div_ceil(self.piece_length)).unwrap_or(usize::MAX)
     }
 
     /// Length of piece `index` (the last one may be short); 0 if out of range.
     pub fn piece_len(&self, index: usize) -> u64 {
         let start = (index as u64).saturating_mul(self.piece_length);
         let total = self.total_length();
-        if index >= self.pieces.len() || start >= total {
+        if start >= total {
             return 0;
         }
         (total - start).min(self.piece_length)
@@ -179,8 +232,15 @@ impl Info {
 /// A parsed `.torrent` file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Metainfo {
-    /// SHA-1 of [`Metainfo::info_bytes`].
+    /// The torrent's 20-byte id on the wire (handshake, trackers, DHT):
+    /// SHA-1 of [`Metainfo::info_bytes`] for v1 and hybrid torrents, the
+    /// truncated [`Metainfo::info_hash_v2`] for v2-only ones.
     pub info_hash: InfoHash,
+    /// SHA-256 of [`Metainfo::info_bytes`], for v2 and hybrid torrents.
+    pub info_hash_v2: Option<InfoHashV2>,
+    /// Checked `piece layers`: each `pieces root` of a file longer than one
+    /// piece, mapped to its hashes (one per piece of that file).
+    pub piece_layers: BTreeMap<[u8; 32], Vec<[u8; 32]>>,
     /// The checked `info` dictionary.
     pub info: Info,
     /// The `announce` URL.
@@ -257,6 +317,7 @@ fn parse_files(info: &Value, name: &str) -> Result<(Vec<FileEntry>, bool), Metai
                 length: len,
                 padding,
                 attr,
+                pieces_root: None,
             }],
             false,
         ));
@@ -300,13 +361,18 @@ fn parse_files(info: &Value, name: &str) -> Result<(Vec<FileEntry>, bool), Metai
             length: len,
             padding,
             attr,
+            pieces_root: None,
         });
     }
     Ok((out, true))
 }
 
 impl Info {
-    /// Check an `info` dictionary.
+    /// Check an `info` dictionary: v1, v2 (`meta version` 2 with a `file
+    /// tree`, piece length a power of two of at least 16 KiB) or hybrid
+    /// (both, describing the same files). `piece layers` live outside
+    /// `info` and are checked by [`Metainfo::from_bytes`]; an `info` from
+    /// BEP 9 metadata has none.
     ///
     /// # Errors
     /// [`MetainfoError`] naming the first problem found.
@@ -324,18 +390,59 @@ impl Info {
             .ok()
             .filter(|p| (MIN_PIECE_LENGTH..=MAX_PIECE_LENGTH).contains(p))
             .ok_or(MetainfoError::InvalidPieceLength(pl))?;
-        let pieces_raw = get(info, "pieces")
-            .ok_or(MetainfoError::MissingField("pieces"))?
-            .as_bytes()
-            .ok_or(MetainfoError::WrongType("pieces"))?;
+        let v2 = match get(info, "meta version").map(Value::as_int) {
+            None | Some(Some(1)) => false,
+            Some(Some(2)) => true,
+            Some(Some(v)) => return Err(MetainfoError::UnsupportedMetaVersion(v)),
+            Some(None) => return Err(MetainfoError::WrongType("meta version")),
+        };
+        if v2 && (piece_length < v2::BLOCK_LEN || !piece_length.is_power_of_two()) {
+            return Err(MetainfoError::InvalidPieceLength(pl));
+        }
+        let tree = match get(info, "file tree") {
+            Some(t) if v2 => {
+                let raw_name = get(info, "name").and_then(Value::as_bytes).unwrap_or(b"");
+                Some(v2::parse_file_tree(t, raw_name)?)
+            }
+            None if v2 => return Err(MetainfoError::MissingField("file tree")),
+            _ => None,
+        };
+        let pieces_raw = match (get(info, "pieces"), &tree) {
+            (Some(p), _) => p.as_bytes().ok_or(MetainfoError::WrongType("pieces"))?,
+            (None, Some((tree, single))) => {
+                let files = v2::v2_files(tree, piece_length);
+                check_total(&files)?;
+                return Ok(Info {
+                    name,
+                    piece_length,
+                    pieces: Vec::new(),
+                    files,
+                    private: get(info, "private").and_then(Value::as_int) == Some(1),
+                    source: loose_text(info, "source"),
+                    multi_file: !*single,
+                    version: MetaVersion::V2,
+                });
+            }
+            (None, None) => return Err(MetainfoError::MissingField("pieces")),
+        };
         if pieces_raw.len() % 20 != 0 {
             return Err(MetainfoError::PiecesNotMultipleOf20(pieces_raw.len()));
         }
-        let (files, multi_file) = parse_files(info, &name)?;
-        let total = files
-            .iter()
-            .try_fold(0u64, |acc, f| acc.checked_add(f.length))
-            .ok_or(MetainfoError::LengthOverflow)?;
+        let (mut files, multi_file) = parse_files(info, &name)?;
+        let version = match &tree {
+            Some((tree, single)) => {
+                if *single == multi_file {
+                    return Err(MetainfoError::HybridMismatch {
+                        file: 0,
+                        reason: "single-file in one half, multi-file in the other",
+                    });
+                }
+                v2::check_hybrid(&mut files, tree, piece_length)?;
+                MetaVersion::Hybrid
+            }
+            None => MetaVersion::V1,
+        };
+        let total = check_total(&files)?;
         let expected = total.div_ceil(piece_length);
         let got = pieces_raw.len() / 20;
         if expected != got as u64 {
@@ -357,8 +464,17 @@ impl Info {
             private: get(info, "private").and_then(Value::as_int) == Some(1),
             source: loose_text(info, "source"),
             multi_file,
+            version,
         })
     }
+}
+
+/// Checks that the file lengths add up without overflow.
+fn check_total(files: &[FileEntry]) -> Result<u64, MetainfoError> {
+    files
+        .iter()
+        .try_fold(0u64, |acc, f| acc.checked_add(f.length))
+        .ok_or(MetainfoError::LengthOverflow)
 }
 
 /// Strings of a list, skipping anything else.
@@ -386,7 +502,20 @@ impl Metainfo {
         let info_bytes = &buf[span];
         let info_value = get(&top, "info").ok_or(MetainfoError::MissingField("info"))?;
         let info = Info::from_value(info_value)?;
-        let info_hash = InfoHash(Sha1::digest(info_bytes).into());
+        let (info_hash, info_hash_v2, piece_layers) = if info.version.has_v2() {
+            let layers =
+                v2::parse_piece_layers(get(&top, "piece layers"), &info.files, info.piece_length)?;
+            let v2 = InfoHashV2::of(info_bytes);
+            let wire = if info.version.has_v1() {
+                InfoHash(Sha1::digest(info_bytes).into())
+            } else {
+                v2.truncated()
+            };
+            (wire, Some(v2), layers)
+        } else {
+            let sha1 = InfoHash(Sha1::digest(info_bytes).into());
+            (sha1, None, BTreeMap::new())
+        };
 
         let announce = get(&top, "announce").and_then(Value::as_bytes).map(text);
         let mut announce_list: Vec<Vec<String>> = get(&top, "announce-list")
@@ -406,6 +535,8 @@ impl Metainfo {
         }
         Ok(Metainfo {
             info_hash,
+            info_hash_v2,
+            piece_layers,
             info,
             announce,
             announce_list,
@@ -415,6 +546,32 @@ impl Metainfo {
             creation_date: get(&top, "creation date").and_then(Value::as_int),
             info_bytes: info_bytes.to_vec(),
         })
+    }
+
+    /// The SHA-1 info hash, for v1 and hybrid torrents.
+    pub fn info_hash_v1(&self) -> Option<InfoHash> {
+        self.info.version.has_v1().then_some(self.info_hash)
+    }
+
+    /// Every 20-byte id the torrent may be met under on the wire (BEP 52):
+    /// [`Metainfo::info_hash`] first, then for a hybrid the truncated v2
+    /// hash too. A listener routes incoming handshakes by both; a peer that
+    /// connects with the v1 hash and the v2 bit may be answered with
+    /// either.
+    pub fn wire_hashes(&self) -> Vec<InfoHash> {
+        let mut out = vec![self.info_hash];
+        if let Some(v2) = self.info_hash_v2.map(|h| h.truncated()) {
+            if v2 != self.info_hash {
+                out.push(v2);
+            }
+        }
+        out
+    }
+
+    /// The piece layer of `file` (`None` for files of at most one piece,
+    /// whose root stands for their only piece, and for v1 torrents).
+    pub fn piece_layer(&self, file: &FileEntry) -> Option<&[[u8; 32]]> {
+        self.piece_layers.get(&file.pieces_root?).map(Vec::as_slice)
     }
 
     /// Tracker tiers to announce to, in order, each URL once (BEP 12:
@@ -630,6 +787,83 @@ mod tests {
         file[at + 1] = 0x7f;
         let m = Metainfo::from_bytes(&file).unwrap();
         assert_eq!(m.info.files[0].path, vec!["\u{fffd}_x"]);
+    }
+
+    #[test]
+    fn v2_builder_round_trip_and_refusals() {
+        use sha2::{Digest, Sha256};
+        // two one-block files: each root is the SHA-256 of its content
+        let root = |d: &[u8]| -> [u8; 32] { Sha256::digest(d).into() };
+        let b = || {
+            MetainfoBuilder::new("d")
+                .piece_length(16384)
+                .file(vec!["a".into()], 3)
+                .file(vec!["b".into(), "c".into()], 0)
+                .file(vec!["b".into(), "d".into()], 5)
+                .pieces_roots(vec![Some(root(b"abc")), None, Some(root(b"hello"))])
+        };
+        let v2 = b().version(MetaVersion::V2).build_metainfo().unwrap();
+        assert_eq!(v2.info.version, MetaVersion::V2);
+        assert!(v2.info.pieces.is_empty() && v2.info.multi_file);
+        assert_eq!(v2.info_hash, v2.info_hash_v2.unwrap().truncated());
+        assert_eq!(v2.info.files.len(), 4); // a, pad, b/c, b/d
+        assert_eq!(v2.info.files[1].length, 16384 - 3);
+        assert_eq!(v2.info.files[3].pieces_root, Some(root(b"hello")));
+        let hy = b()
+            .version(MetaVersion::Hybrid)
+            .pieces(vec![[0; 20]; 2])
+            .build_metainfo()
+            .unwrap();
+        assert_eq!(hy.info.version, MetaVersion::Hybrid);
+        assert_eq!(hy.info_hash_v1(), Some(hy.info_hash));
+        let ids = hy.wire_hashes();
+        assert_eq!(
+            ids,
+            vec![hy.info_hash, hy.info_hash_v2.unwrap().truncated()]
+        );
+        assert_eq!(v2.wire_hashes(), vec![v2.info_hash]);
+        // tail padding included, as libtorrent 2.0.8 writes it
+        assert_eq!(hy.info.total_length(), 2 * 16384);
+        let bad = |r: Result<Vec<u8>, MetainfoError>| match r {
+            Err(MetainfoError::InvalidFileTree { reason, .. }) => reason,
+            other => panic!("{other:?}"),
+        };
+        let v = MetaVersion::V2;
+        assert_eq!(
+            bad(b().version(v).pieces_roots(vec![None]).build()),
+            "one pieces root per file needed"
+        );
+        assert_eq!(
+            bad(b().version(v).pieces_roots(vec![None, None, None]).build()),
+            "a pieces root exactly for non-empty files"
+        );
+        assert_eq!(
+            bad(b()
+                .version(v)
+                .file(vec!["a".into()], 0)
+                .pieces_roots(vec![Some(root(b"abc")), None, Some(root(b"hello")), None])
+                .build()),
+            "files not in file tree order"
+        );
+        assert_eq!(
+            bad(b().version(v).pad_file(3).build()),
+            "padding files are added by the builder"
+        );
+        assert_eq!(
+            b().version(v).piece_length(32768 + 16384).build(),
+            Err(MetainfoError::InvalidPieceLength(49152))
+        );
+        // a file that is also a directory
+        assert_eq!(
+            bad(MetainfoBuilder::new("d")
+                .piece_length(16384)
+                .file(vec!["a".into()], 0)
+                .file(vec!["a".into(), "b".into()], 0)
+                .pieces_roots(vec![None, None])
+                .version(v)
+                .build()),
+            "both a file and a directory"
+        );
     }
 
     #[test]

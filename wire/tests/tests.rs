@@ -8,3 +8,4 @@ mod fixtures;
 mod hostile;
 mod interop;
 mod util;
+mod v2;

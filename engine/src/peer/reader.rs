@@ -231,6 +231,9 @@ fn read_frames(
                     }
                 }
                 Message::Extended { .. } => {}
+                // BEP 52 hash messages: bittern never sets the v2 bit yet,
+                // so peers have no reason to send them (issue 23, engine).
+                Message::HashRequest(_) | Message::Hashes(_) | Message::HashReject(_) => {}
             }
         }
         // Everything decoded is handled: write and report the blocks at once.

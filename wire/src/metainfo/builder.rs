@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use super::v2::{self, MetaVersion};
 use super::{path, Info, Metainfo, MetainfoError, MAX_PIECE_LENGTH, MIN_PIECE_LENGTH};
 use crate::bencode::{self, Value};
 
@@ -24,6 +25,20 @@ use crate::bencode::{self, Value};
 /// let m = Metainfo::from_bytes(&bytes).unwrap();
 /// assert_eq!(m.info.total_length(), 5);
 /// ```
+///
+/// # v2 and hybrid torrents
+///
+/// [`MetainfoBuilder::version`] selects the format. For
+/// [`MetaVersion::V2`] and [`MetaVersion::Hybrid`] give each file's
+/// `pieces root` ([`MetainfoBuilder::pieces_roots`], `None` for empty
+/// files) and the piece layers of files longer than one piece
+/// ([`MetainfoBuilder::piece_layers`]); bittern-storage's
+/// `merkle::hash_files_v2` computes both. Files must be added in `file
+/// tree` order (component lists in ascending byte order) and without
+/// padding files: a hybrid's v1 list gets BEP 47 padding after every
+/// non-empty file that does not end on a piece boundary (the last one
+/// included, as libtorrent 2.0.8 writes it), so its SHA-1 `pieces` must
+/// be over that piece-aligned layout.
 #[derive(Debug, Clone, Default)]
 pub struct MetainfoBuilder {
     name: String,
@@ -38,6 +53,9 @@ pub struct MetainfoBuilder {
     creation_date: Option<i64>,
     url_list: Vec<String>,
     source: Option<String>,
+    version: Option<MetaVersion>,
+    roots: Vec<Option<[u8; 32]>>,
+    layers: BTreeMap<[u8; 32], Vec<[u8; 32]>>,
 }
 
 fn s(v: &str) -> Value {
@@ -156,6 +174,29 @@ impl MetainfoBuilder {
         self
     }
 
+    /// The format to write (v1 when not set).
+    #[must_use]
+    pub fn version(mut self, version: MetaVersion) -> Self {
+        self.version = Some(version);
+        self
+    }
+
+    /// The v2 `pieces root` of each file, in the order added (`None` for
+    /// empty files).
+    #[must_use]
+    pub fn pieces_roots(mut self, roots: Vec<Option<[u8; 32]>>) -> Self {
+        self.roots = roots;
+        self
+    }
+
+    /// The v2 piece layers, by `pieces root` (entries for files of at most
+    /// one piece are left out of the output).
+    #[must_use]
+    pub fn piece_layers(mut self, layers: BTreeMap<[u8; 32], Vec<[u8; 32]>>) -> Self {
+        self.layers = layers;
+        self
+    }
+
     /// `source` tag inside `info`.
     #[must_use]
     pub fn source(mut self, s: impl Into<String>) -> Self {
@@ -163,10 +204,99 @@ impl MetainfoBuilder {
         self
     }
 
+    /// The files as (path under the root, length), single-file included.
+    fn plain_files(&self) -> Vec<(Vec<String>, u64)> {
+        match self.single_length {
+            Some(len) => vec![(vec![self.name.clone()], len)],
+            None => self.files.iter().map(|f| (f.0.clone(), f.1)).collect(),
+        }
+    }
+
+    /// The v2 fields: `file tree`, `meta version`, and for hybrids the
+    /// padded v1 file list.
+    fn v2_fields(
+        &self,
+        info: &mut BTreeMap<Vec<u8>, Value>,
+        hybrid: bool,
+    ) -> Result<(), MetainfoError> {
+        let k = |s: &str| s.as_bytes().to_vec();
+        let bad = |path: &[String], reason| MetainfoError::InvalidFileTree {
+            path: path.join("/"),
+            reason,
+        };
+        if self.files.iter().any(|f| f.2.is_some()) {
+            return Err(bad(&[], "padding files are added by the builder"));
+        }
+        let files = self.plain_files();
+        if files.is_empty() {
+            return Err(MetainfoError::NoFiles);
+        }
+        if self.roots.len() != files.len() {
+            return Err(bad(&[], "one pieces root per file needed"));
+        }
+        let mut tree = BTreeMap::new();
+        for (i, ((p, len), root)) in files.iter().zip(&self.roots).enumerate() {
+            if i > 0 && files[i - 1].0 >= *p {
+                return Err(bad(p, "files not in file tree order"));
+            }
+            let mut leaf = BTreeMap::new();
+            leaf.insert(k("length"), int(*len)?);
+            match root {
+                Some(r) if *len > 0 => {
+                    leaf.insert(k("pieces root"), Value::Bytes(r.to_vec()));
+                }
+                None if *len == 0 => {}
+                _ => return Err(bad(p, "a pieces root exactly for non-empty files")),
+            }
+            let mut node = &mut tree;
+            for c in &p[..p.len().saturating_sub(1)] {
+                let next = node
+                    .entry(c.as_bytes().to_vec())
+                    .or_insert_with(|| Value::Dict(BTreeMap::new()));
+                node = match next {
+                    Value::Dict(d) if !d.contains_key(&b""[..]) => d,
+                    _ => return Err(bad(p, "both a file and a directory")),
+                };
+            }
+            let name = p.last().map(|c| c.as_bytes().to_vec()).unwrap_or_default();
+            let file = BTreeMap::from([(Vec::new(), Value::Dict(leaf))]);
+            if node.insert(name, Value::Dict(file)).is_some() {
+                return Err(bad(p, "both a file and a directory"));
+            }
+        }
+        info.insert(k("file tree"), Value::Dict(tree));
+        info.insert(k("meta version"), Value::Int(2));
+        if hybrid && self.single_length.is_none() {
+            let mut list = Vec::with_capacity(files.len() * 2);
+            for (p, len) in &files {
+                let mut f = BTreeMap::new();
+                f.insert(k("length"), int(*len)?);
+                f.insert(k("path"), Value::List(p.iter().map(|c| s(c)).collect()));
+                list.push(Value::Dict(f));
+                let pad = v2::pad_after(*len, self.piece_length);
+                if pad > 0 {
+                    let mut f = BTreeMap::new();
+                    f.insert(k("attr"), s("p"));
+                    f.insert(k("length"), int(pad)?);
+                    f.insert(k("path"), Value::List(vec![s(".pad"), s(&pad.to_string())]));
+                    list.push(Value::Dict(f));
+                }
+            }
+            info.insert(k("files"), Value::List(list));
+        }
+        Ok(())
+    }
+
     fn info_value(&self) -> Result<Value, MetainfoError> {
         let mut info = BTreeMap::new();
         let k = |s: &str| s.as_bytes().to_vec();
+        let version = self.version.unwrap_or(MetaVersion::V1);
+        if version.has_v2() {
+            self.v2_fields(&mut info, version == MetaVersion::Hybrid)?;
+        }
         match (self.single_length, self.files.is_empty()) {
+            _ if version == MetaVersion::V2 => {}
+            _ if info.contains_key(&k("files")) => {}
             (Some(len), true) => {
                 info.insert(k("length"), int(len)?);
             }
@@ -188,7 +318,9 @@ impl MetainfoBuilder {
         }
         info.insert(k("name"), s(&self.name));
         info.insert(k("piece length"), int(self.piece_length)?);
-        info.insert(k("pieces"), Value::Bytes(self.pieces.concat()));
+        if version.has_v1() {
+            info.insert(k("pieces"), Value::Bytes(self.pieces.concat()));
+        }
         if self.private {
             info.insert(k("private"), Value::Int(1));
         }
@@ -262,6 +394,24 @@ impl MetainfoBuilder {
             );
         }
         top.insert(k("info"), info);
+        if self.version.is_some_and(MetaVersion::has_v2) {
+            let layers: BTreeMap<Vec<u8>, Value> = self
+                .plain_files()
+                .iter()
+                .zip(&self.roots)
+                .filter(|((_, len), _)| *len > self.piece_length)
+                .filter_map(|(_, root)| {
+                    let root = (*root)?;
+                    let layer = self.layers.get(&root)?;
+                    Some((root.to_vec(), Value::Bytes(layer.concat())))
+                })
+                .collect();
+            top.insert(k("piece layers"), Value::Dict(layers));
+            let bytes = bencode::encode(&Value::Dict(top));
+            // the layers are checked against the roots only when parsed whole
+            Metainfo::from_bytes(&bytes)?;
+            return Ok(bytes);
+        }
         Ok(bencode::encode(&Value::Dict(top)))
     }
 
