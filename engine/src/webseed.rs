@@ -444,7 +444,7 @@ pub fn file_urls(base: &str, info: &bittern_wire::Info) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bittern_wire::{FileEntry, Info};
+    use bittern_wire::{FileEntry, Info, MetaVersion};
 
     fn info(multi: bool, files: &[&[&str]]) -> Info {
         Info {
@@ -458,11 +458,13 @@ mod tests {
                     length: 1,
                     padding: false,
                     attr: None,
+                    pieces_root: None,
                 })
                 .collect(),
             private: false,
             source: None,
             multi_file: multi,
+            version: MetaVersion::V1,
         }
     }
 
