@@ -42,6 +42,8 @@ mod id;
 mod magnet;
 mod message;
 pub mod metainfo;
+pub mod mse;
+pub mod rc4;
 
 pub use bitfield::{Bitfield, BitfieldError};
 pub use extension::{ExtensionError, ExtensionHandshake};
