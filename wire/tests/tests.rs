@@ -6,4 +6,5 @@ mod api;
 mod fixtures;
 mod hostile;
 mod interop;
+mod mse_interop;
 mod util;
