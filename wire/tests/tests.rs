@@ -7,4 +7,5 @@ mod fixtures;
 mod hostile;
 mod interop;
 mod mse_interop;
+mod mse_loopback;
 mod util;
