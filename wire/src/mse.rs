@@ -30,6 +30,38 @@
 //!
 //! A listen port also receives plain BitTorrent handshakes: [`detect`]
 //! tells the two apart from the first bytes.
+//!
+//! # Example
+//!
+//! ```
+//! use bittern_wire::mse::{
+//!     Crypto, CryptoSet, Initiator, InitiatorConfig, ObfuscatedHashes, Responder,
+//!     ResponderConfig,
+//! };
+//! use bittern_wire::InfoHash;
+//!
+//! let ih = InfoHash([7; 20]);
+//! let served: ObfuscatedHashes = [ih].into_iter().collect();
+//! let config = InitiatorConfig { provide: CryptoSet::RC4, initial_payload: b"hi".to_vec() };
+//! let mut a = Initiator::new(ih, config);
+//! let mut b = Responder::new(|h| served.find(h), ResponderConfig::default());
+//!
+//! // in real use each output goes over the socket and each feed takes
+//! // whatever a read returned
+//! assert!(b.feed(&a.output()).unwrap().is_none()); // Ya, PadA
+//! assert!(a.feed(&b.output()).unwrap().is_none()); // Yb, PadB
+//! let at_b = b.feed(&a.output()).unwrap().unwrap(); // req1 .. IA
+//! let mut at_a = a.feed(&b.output()).unwrap().unwrap(); // VC, select, PadD
+//!
+//! assert_eq!((at_b.info_hash, at_b.crypto), (ih, Crypto::Rc4));
+//! assert_eq!(at_b.received, b"hi");
+//! let mut msg = *b"secret";
+//! at_a.encrypt.apply(&mut msg);
+//! assert_ne!(&msg, b"secret");
+//! let mut at_b = at_b;
+//! at_b.decrypt.apply(&mut msg);
+//! assert_eq!(&msg, b"secret");
+//! ```
 
 mod bignum;
 mod dh;

@@ -4,7 +4,7 @@ use rand::CryptoRng;
 
 use super::dh::KeyPair;
 use super::{
-    hash, pad_len, req1, req3, stream_key, Cipher, Crypto, CryptoSet, Established, MseError,
+    pad_len, req1, req2, req3, stream_key, Cipher, Crypto, CryptoSet, Established, MseError,
     KEY_LEN, MAX_PAD, VC,
 };
 use crate::id::InfoHash;
@@ -209,7 +209,7 @@ impl Initiator {
         let s = self.keys.shared_secret(yb)?;
         let mut enc = stream_key(b"keyA", &s, &self.skey);
         let mut dec = stream_key(b"keyB", &s, &self.skey);
-        let req2 = hash(&[b"req2", &self.skey.0]);
+        let req2 = req2(&self.skey);
         let req3 = req3(&s);
         self.out.extend_from_slice(&req1(&s));
         self.out.extend(req2.iter().zip(req3).map(|(a, b)| a ^ b));
