@@ -1,8 +1,9 @@
 //! MSE/PE against a real libtorrent (python3-libtorrent 2.0.8) on
-//! loopback, encryption forced and RC4 the only level it allows
-//! (`tests/scripts/lt_mse.py`): bittern's initiator dials a libtorrent
-//! seeder and downloads blocks through the cipher, and libtorrent dials
-//! bittern's responder and downloads the whole torrent from it.
+//! loopback, encryption forced and one stream method allowed, RC4 or
+//! plaintext-after-handshake (`tests/scripts/lt_mse.py`): bittern's
+//! initiator dials a libtorrent seeder and downloads blocks through the
+//! cipher, and libtorrent dials bittern's responder and downloads the
+//! whole torrent from it. libtorrent's peer flags confirm the method.
 //!
 //! Debian's libtorrent 2.0.8 hashes an unpadded S into `req3` and so
 //! fails about 1 handshake in 256 (fixed in libtorrent 2.0.13); each
@@ -158,22 +159,31 @@ fn plain_handshake(ih: InfoHash) -> Handshake {
 /// Dial the seeder, MSE with RC4, BitTorrent handshake as IA, then read
 /// its bitfield and download pieces 1 and 4 (short) through the cipher.
 /// Returns the connection, still open, so libtorrent can report on it.
-fn download_from(port: u16, ih: InfoHash, data: &[u8]) -> Result<impl Drop, String> {
+fn download_from(
+    port: u16,
+    ih: InfoHash,
+    data: &[u8],
+    method: Crypto,
+) -> Result<impl Drop, String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
     let mut init = Initiator::new(
         ih,
         InitiatorConfig {
-            provide: CryptoSet::RC4,
+            provide: only(method),
             initial_payload: plain_handshake(ih).encode().to_vec(),
         },
     );
     let deadline = Instant::now() + Duration::from_secs(15);
     let est = mse::handshake(&mut s, &mut init, &[], Some(deadline))
         .map_err(|e| format!("mse handshake: {e} ({e:?})"))?;
-    assert_eq!(est.crypto, Crypto::Rc4);
-    assert!(est.encrypt.is_encrypting() && est.decrypt.is_encrypting());
+    assert_eq!(est.crypto, method);
+    let rc4 = method == Crypto::Rc4;
+    assert_eq!(
+        (est.encrypt.is_encrypting(), est.decrypt.is_encrypting()),
+        (rc4, rc4)
+    );
     let mut es = est.into_stream(s);
 
     let mut theirs = [0u8; 68];
@@ -226,8 +236,23 @@ fn download_from(port: u16, ih: InfoHash, data: &[u8]) -> Result<impl Drop, Stri
     Ok(Box::new(es))
 }
 
-#[test]
-fn bittern_initiator_downloads_from_libtorrent_over_rc4() {
+/// A [`CryptoSet`] of one method.
+fn only(method: Crypto) -> CryptoSet {
+    match method {
+        Crypto::Rc4 => CryptoSet::RC4,
+        Crypto::Plaintext => CryptoSet::PLAINTEXT,
+    }
+}
+
+/// The script's LEVEL argument and its `enc=` report for `method`.
+fn level(method: Crypto) -> &'static str {
+    match method {
+        Crypto::Rc4 => "rc4",
+        Crypto::Plaintext => "plaintext",
+    }
+}
+
+fn initiator_downloads_from_libtorrent(method: Crypto) {
     if !have_tool("libtorrent") {
         return;
     }
@@ -240,6 +265,7 @@ fn bittern_initiator_downloads_from_libtorrent_over_rc4() {
 
     let lt = Partner::spawn(&[
         "seed",
+        level(method),
         torrent.to_str().unwrap(),
         seed_dir.to_str().unwrap(),
     ]);
@@ -248,34 +274,51 @@ fn bittern_initiator_downloads_from_libtorrent_over_rc4() {
         .wait_for(30, &mut seen, |l| l.strip_prefix("PORT ")?.parse().ok())
         .expect("libtorrent seeding");
 
-    let mut result = download_from(port, meta.info_hash, &data);
+    let mut result = download_from(port, meta.info_hash, &data, method);
     if let Err(e) = &result {
         eprintln!(
             "retrying once: libtorrent 2.0.8 fails ~1/256 mse handshakes \
              (unpadded S in req3); this one failed with: {e}"
         );
-        result = download_from(port, meta.info_hash, &data);
+        result = download_from(port, meta.info_hash, &data, method);
     }
     let _open = result.unwrap();
 
-    // libtorrent's view of our connection: RC4 (peer_info bit 19)
-    let rc4 = lt.wait_for(10, &mut seen, |l| {
-        (l.starts_with("PEER ") && l.ends_with("rc4=1")).then_some(())
+    // libtorrent's view of our connection (peer_info bit 19 or 20)
+    let want = format!("enc={}", level(method));
+    let flagged = lt.wait_for(10, &mut seen, |l| {
+        (l.starts_with("PEER ") && l.ends_with(&want)).then_some(())
     });
-    assert!(rc4.is_some(), "libtorrent never saw an rc4 peer: {seen:?}");
+    assert!(flagged.is_some(), "libtorrent never saw {want}: {seen:?}");
+}
+
+#[test]
+fn bittern_initiator_downloads_from_libtorrent_over_rc4() {
+    initiator_downloads_from_libtorrent(Crypto::Rc4);
+}
+
+#[test]
+fn bittern_initiator_downloads_from_libtorrent_plaintext_after_handshake() {
+    initiator_downloads_from_libtorrent(Crypto::Plaintext);
 }
 
 /// What the serving thread saw.
 #[derive(Debug, Default)]
 struct Served {
-    rc4_handshakes: usize,
+    handshakes: usize,
     failed_handshakes: Vec<String>,
     plaintext_connections: usize,
     blocks: usize,
 }
 
 /// Serve the whole torrent from memory on one accepted connection.
-fn serve(mut s: TcpStream, data: &[u8], ih: InfoHash, stats: &Mutex<Served>) -> Result<(), String> {
+fn serve(
+    mut s: TcpStream,
+    data: &[u8],
+    ih: InfoHash,
+    method: Crypto,
+    stats: &Mutex<Served>,
+) -> Result<(), String> {
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
     // sniff: plain BitTorrent or MSE
@@ -302,8 +345,8 @@ fn serve(mut s: TcpStream, data: &[u8], ih: InfoHash, stats: &Mutex<Served>) -> 
     let mut resp = Responder::new(
         |h| table.find(h),
         ResponderConfig {
-            allowed: CryptoSet::RC4,
-            prefer: Crypto::Rc4,
+            allowed: only(method),
+            prefer: method,
         },
     );
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -316,8 +359,8 @@ fn serve(mut s: TcpStream, data: &[u8], ih: InfoHash, stats: &Mutex<Served>) -> 
         }
     };
     assert_eq!(est.info_hash, ih);
-    assert_eq!(est.crypto, Crypto::Rc4);
-    stats.lock().unwrap().rc4_handshakes += 1;
+    assert_eq!(est.crypto, method);
+    stats.lock().unwrap().handshakes += 1;
     let mut es = est.into_stream(s);
 
     let mut theirs = [0u8; 68];
@@ -373,8 +416,7 @@ fn serve(mut s: TcpStream, data: &[u8], ih: InfoHash, stats: &Mutex<Served>) -> 
     }
 }
 
-#[test]
-fn libtorrent_downloads_from_bittern_responder_over_rc4() {
+fn libtorrent_downloads_from_responder(method: Crypto) {
     if !have_tool("libtorrent") {
         return;
     }
@@ -397,7 +439,7 @@ fn libtorrent_downloads_from_bittern_responder_over_rc4() {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                if let Err(e) = serve(conn, &data, ih, &stats) {
+                if let Err(e) = serve(conn, &data, ih, method, &stats) {
                     eprintln!("serving libtorrent: {e}");
                 }
             }
@@ -406,6 +448,7 @@ fn libtorrent_downloads_from_bittern_responder_over_rc4() {
 
     let lt = Partner::spawn(&[
         "leech",
+        level(method),
         torrent.to_str().unwrap(),
         leech_dir.to_str().unwrap(),
         &port.to_string(),
@@ -424,7 +467,7 @@ fn libtorrent_downloads_from_bittern_responder_over_rc4() {
         "libtorrent did not finish: {seen:?} {stats:?}"
     );
     assert_eq!(std::fs::read(leech_dir.join(NAME)).unwrap(), *data);
-    assert!(stats.rc4_handshakes >= 1);
+    assert!(stats.handshakes >= 1);
     assert!(
         stats.blocks >= LEN.div_ceil(PIECE),
         "every block came from us"
@@ -434,9 +477,20 @@ fn libtorrent_downloads_from_bittern_responder_over_rc4() {
         stats.failed_handshakes.len() <= 1,
         "more failures than libtorrent 2.0.8's 1/256 padding bug explains: {stats:?}"
     );
+    let want = format!("enc={}", level(method));
     assert!(
         seen.iter()
-            .any(|l| l.starts_with("PEER ") && l.ends_with("rc4=1")),
-        "libtorrent never flagged us rc4: {seen:?}"
+            .any(|l| l.starts_with("PEER ") && l.ends_with(&want)),
+        "libtorrent never flagged us {want}: {seen:?}"
     );
+}
+
+#[test]
+fn libtorrent_downloads_from_bittern_responder_over_rc4() {
+    libtorrent_downloads_from_responder(Crypto::Rc4);
+}
+
+#[test]
+fn libtorrent_downloads_from_bittern_responder_plaintext_after_handshake() {
+    libtorrent_downloads_from_responder(Crypto::Plaintext);
 }

@@ -2,15 +2,17 @@
 
 Run with Debian's /usr/bin/python3 (python3-libtorrent imports only there).
 
-    lt_mse.py seed  TORRENT SAVE_PATH        seed; print "PORT <n>"
-    lt_mse.py leech TORRENT SAVE_PATH PORT   download from 127.0.0.1:PORT
+    lt_mse.py seed  LEVEL TORRENT SAVE_PATH        seed; print "PORT <n>"
+    lt_mse.py leech LEVEL TORRENT SAVE_PATH PORT   download from 127.0.0.1:PORT
 
-Encryption is forced both ways and RC4 is the only level allowed
-(out_enc_policy = in_enc_policy = pe_forced, allowed_enc_level = pe_rc4),
-so a plaintext or plaintext-after-handshake connection cannot happen.
-Every peer seen is reported on stdout as "PEER <ip:port> flags=<n> rc4=<0|1>"
-(peer_info flag bit 19 is rc4_encrypted). The leecher prints "DONE" once
-the torrent is complete and exits. Diagnostics go to stderr.
+Encryption is forced both ways (out_enc_policy = in_enc_policy =
+pe_forced), so a plain BitTorrent connection cannot happen, and LEVEL is
+the only stream method allowed: "rc4" (allowed_enc_level = pe_rc4) or
+"plaintext" (pe_plaintext: obfuscated handshake, then a clear stream).
+Every peer seen is reported on stdout as
+"PEER <ip:port> flags=<n> enc=<rc4|plaintext|none>" (peer_info flag bit 19
+is rc4_encrypted, bit 20 plaintext_encrypted). The leecher prints "DONE"
+once the torrent is complete and exits. Diagnostics go to stderr.
 """
 
 import sys
@@ -19,8 +21,9 @@ import time
 import libtorrent as lt
 
 PE_FORCED = 0
-PE_RC4 = 2
+LEVELS = {"plaintext": 1, "rc4": 2}
 RC4_ENCRYPTED = 1 << 19
+PLAINTEXT_ENCRYPTED = 1 << 20
 
 
 def log(*args):
@@ -31,7 +34,7 @@ def say(*args):
     print(*args, flush=True)
 
 
-def make_session():
+def make_session(level):
     settings = {
         "enable_dht": False,
         "enable_lsd": False,
@@ -44,8 +47,8 @@ def make_session():
         "enable_incoming_utp": False,
         "out_enc_policy": PE_FORCED,
         "in_enc_policy": PE_FORCED,
-        "allowed_enc_level": PE_RC4,
-        "prefer_rc4": True,
+        "allowed_enc_level": LEVELS[level],
+        "prefer_rc4": level == "rc4",
         "alert_mask": lt.alert.category_t.error_notification
         | lt.alert.category_t.status_notification
         | lt.alert.category_t.peer_notification,
@@ -78,11 +81,14 @@ def add(ses, torrent, save_path):
 def report_peers(h, seen):
     for p in h.get_peer_info():
         key = "%s:%d" % (p.ip[0], p.ip[1])
-        line = "PEER %s flags=%d rc4=%d" % (
-            key,
-            int(p.flags),
-            1 if int(p.flags) & RC4_ENCRYPTED else 0,
-        )
+        flags = int(p.flags)
+        if flags & RC4_ENCRYPTED:
+            enc = "rc4"
+        elif flags & PLAINTEXT_ENCRYPTED:
+            enc = "plaintext"
+        else:
+            enc = "none"
+        line = "PEER %s flags=%d enc=%s" % (key, flags, enc)
         if seen.get(key) != line:
             seen[key] = line
             say(line)
@@ -93,8 +99,8 @@ def drain(ses):
         log("alert:", type(a).__name__, a.message())
 
 
-def seed(torrent, save_path):
-    ses, port = make_session()
+def seed(level, torrent, save_path):
+    ses, port = make_session(level)
     h = add(ses, torrent, save_path)
     deadline = time.monotonic() + 30
     while not h.status().is_seeding:
@@ -111,8 +117,8 @@ def seed(torrent, save_path):
         ses.wait_for_alert(50)
 
 
-def leech(torrent, save_path, port):
-    ses, _ = make_session()
+def leech(level, torrent, save_path, port):
+    ses, _ = make_session(level)
     h = add(ses, torrent, save_path)
     h.connect_peer(("127.0.0.1", port))
     seen = {}
@@ -136,9 +142,9 @@ def leech(torrent, save_path, port):
 def main():
     mode = sys.argv[1]
     if mode == "seed":
-        seed(sys.argv[2], sys.argv[3])
+        seed(sys.argv[2], sys.argv[3], sys.argv[4])
     elif mode == "leech":
-        leech(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        leech(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     else:
         log("unknown mode", mode)
         sys.exit(2)
