@@ -62,6 +62,8 @@ pub struct Initiator {
     out: Vec<u8>,
     buf: Vec<u8>,
     state: State,
+    /// PadC (sent encrypted; empty unless [`Initiator::with_pad_c`]).
+    pad_c: Vec<u8>,
 }
 
 impl std::fmt::Debug for Initiator {
@@ -98,7 +100,17 @@ impl Initiator {
             out,
             buf: Vec::new(),
             state: State::Yb,
+            pad_c: Vec::new(),
         }
+    }
+
+    /// Send a PadC of `len` bytes of the given filler instead of the
+    /// empty one every client sends. The spec allows 0 to 512; more is a
+    /// protocol violation, available to test peers' limits.
+    #[must_use]
+    pub fn with_pad_c(mut self, len: u16, filler: u8) -> Self {
+        self.pad_c = vec![filler; usize::from(len)];
+        self
     }
 
     /// Bytes to send now (drained: each byte is returned once).
@@ -217,7 +229,8 @@ impl Initiator {
         let mut tail = Vec::with_capacity(16 + ia.len());
         tail.extend_from_slice(&VC);
         tail.extend_from_slice(&self.config.provide.bits().to_be_bytes());
-        tail.extend_from_slice(&0u16.to_be_bytes()); // len(PadC): empty, as every client
+        tail.extend_from_slice(&(self.pad_c.len() as u16).to_be_bytes());
+        tail.extend_from_slice(&self.pad_c);
         tail.extend_from_slice(&(ia.len() as u16).to_be_bytes());
         tail.extend_from_slice(ia);
         enc.apply(&mut tail);

@@ -142,6 +142,8 @@ pub struct Responder<F> {
     out: Vec<u8>,
     buf: Vec<u8>,
     state: State,
+    /// PadD (sent encrypted; empty unless [`Responder::with_pad_d`]).
+    pad_d: Vec<u8>,
 }
 
 impl<F> std::fmt::Debug for Responder<F> {
@@ -177,7 +179,17 @@ impl<F: Fn(&[u8; 20]) -> Option<InfoHash>> Responder<F> {
             out: Vec::new(),
             buf: Vec::new(),
             state: State::Ya,
+            pad_d: Vec::new(),
         }
+    }
+
+    /// Send a PadD of `len` bytes of the given filler instead of the
+    /// empty one every client sends. The spec allows 0 to 512; more is a
+    /// protocol violation, available to test peers' limits.
+    #[must_use]
+    pub fn with_pad_d(mut self, len: u16, filler: u8) -> Self {
+        self.pad_d = vec![filler; usize::from(len)];
+        self
     }
 
     /// Bytes to send now (drained: each byte is returned once).
@@ -343,10 +355,11 @@ impl<F: Fn(&[u8; 20]) -> Option<InfoHash>> Responder<F> {
 
     /// IA (the first `ia_len` buffered bytes) is in: queue step 4.
     fn finish(&mut self, ia_len: usize, select: Crypto, mut keys: Keys) -> Established {
-        let mut reply = Vec::with_capacity(14);
+        let mut reply = Vec::with_capacity(14 + self.pad_d.len());
         reply.extend_from_slice(&VC);
         reply.extend_from_slice(&select.bit().to_be_bytes());
-        reply.extend_from_slice(&0u16.to_be_bytes()); // len(PadD): empty, as every client
+        reply.extend_from_slice(&(self.pad_d.len() as u16).to_be_bytes());
+        reply.extend_from_slice(&self.pad_d);
         keys.encrypt.apply(&mut reply);
         self.out.extend_from_slice(&reply);
         let mut received = std::mem::take(&mut self.buf);

@@ -426,3 +426,48 @@ fn encrypted_reader_serves_received_then_the_socket() {
 fn f<M: MseHandshake>(m: &mut M, data: &[u8]) -> Result<bool, MseError> {
     m.feed(data).map(|done| done.is_some())
 }
+
+/// PadC and PadD of legal lengths are skipped (every split), and the
+/// decrypted stream after them lines up.
+#[test]
+fn pads_c_and_d_within_the_limit_are_skipped() {
+    let t = table();
+    let mut a = initiator(30, CryptoSet::RC4).with_pad_c(512, 0xc1);
+    let mut b = responder(31, &t, ResponderConfig::default()).with_pad_d(300, 0xd1);
+    b.feed(&a.output()).unwrap();
+    a.feed(&b.output()).unwrap();
+    let m3 = a.output();
+    assert_eq!(m3.len(), 20 + 20 + 8 + 4 + 2 + 512 + 2 + IA.len());
+    let r3 = feed_every_way(&mut b, &m3);
+    assert_eq!(r3.done, Some((IH, Crypto::Rc4, IA.to_vec())));
+    assert_eq!(r3.output.len(), 8 + 4 + 2 + 300);
+    let r4 = feed_every_way(&mut a, &r3.output);
+    assert_eq!(r4.done, Some((IH, Crypto::Rc4, Vec::new())));
+}
+
+#[test]
+fn pad_c_over_the_limit_is_refused() {
+    let t = table();
+    let mut a = initiator(32, CryptoSet::RC4).with_pad_c(513, 0);
+    let mut b = responder(33, &t, ResponderConfig::default());
+    b.feed(&a.output()).unwrap();
+    a.feed(&b.output()).unwrap();
+    assert_eq!(
+        f(&mut b, &a.output()),
+        Err(MseError::PadTooLong { len: 513 })
+    );
+}
+
+#[test]
+fn pad_d_over_the_limit_is_refused() {
+    let t = table();
+    let mut a = initiator(34, CryptoSet::RC4);
+    let mut b = responder(35, &t, ResponderConfig::default()).with_pad_d(600, 0);
+    b.feed(&a.output()).unwrap();
+    a.feed(&b.output()).unwrap();
+    assert!(b.feed(&a.output()).unwrap().is_some());
+    assert_eq!(
+        f(&mut a, &b.output()),
+        Err(MseError::PadTooLong { len: 600 })
+    );
+}
