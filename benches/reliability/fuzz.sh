@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target in fuzz/ one after another (CPU is scarce),
-# each for SECS seconds (default 225: 14 targets ~ 53 CPU-minutes), and
+# each for SECS seconds (default 225: 15 targets ~ 56 CPU-minutes), and
 # prints the executions and result of each run.
 #   benches/reliability/fuzz.sh [SECS] [TARGET...]
 set -u
@@ -9,7 +9,7 @@ secs=${1:-225}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(bencode metainfo message magnet tracker_http udp_codec server_request handshake krpc extension ut_metadata ut_pex utp_packet lsd)
+    targets=(bencode metainfo message magnet tracker_http udp_codec server_request handshake krpc extension ut_metadata ut_pex utp_packet lsd mse)
 fi
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -O >/dev/null 2>&1 || { echo "fuzz build failed"; exit 1; }

@@ -52,7 +52,9 @@ mod magnet;
 mod message;
 mod metadata;
 pub mod metainfo;
+pub mod mse;
 mod pex;
+pub mod rc4;
 
 pub use bitfield::{Bitfield, BitfieldError};
 pub use compact::{

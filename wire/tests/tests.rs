@@ -7,5 +7,7 @@ mod extensions;
 mod fixtures;
 mod hostile;
 mod interop;
+mod mse_interop;
+mod mse_loopback;
 mod util;
 mod v2;
