@@ -1399,4 +1399,18 @@ fn two_thousand_idle_torrents_cost_no_threads_fds_or_wakeups() {
         let name = format!("t{i}.bin");
         assert_same(src.path(), dst.path(), &[name.into()]);
     }
+
+    // And all of them stop together, without a thread each.
+    let mut seeder = seeder;
+    let start = Instant::now();
+    seeder.shutdown();
+    let took = start.elapsed();
+    eprintln!(
+        "{N} torrents stopped in {took:?}, threads {}",
+        proc_status("Threads:")
+    );
+    assert!(handles
+        .iter()
+        .all(|h| h.is_finished() && h.status().state == TorrentState::Stopped));
+    assert!(took < Duration::from_secs(10), "stopping took {took:?}");
 }

@@ -245,6 +245,16 @@ impl Controller {
         let (id, tx) = (self.id, self.links.done.clone());
         let short = self.short();
         let name = format!("stop-{short}");
+        if save.is_none() && announcer.is_none() && prepare.is_none() {
+            // Only the files to close (an idle seed, nothing changed): a
+            // job on the verifier pool, not a thread per torrent (a
+            // session of thousands stops without a burst of threads).
+            self.session.verifiers.spawn(move || {
+                storage.release_files();
+                let _ = tx.send(Done::Stopped(id));
+            });
+            return;
+        }
         let job = move || {
             if let Some(save) = save {
                 if let Err(e) = save.run() {
