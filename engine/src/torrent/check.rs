@@ -22,9 +22,10 @@ use crate::session::SessionShared;
 use crate::shared::HaveSet;
 use crate::status::FileStatus;
 
-/// Pieces rechecked between two looks at the cancel flag (a few
-/// milliseconds of hashing per core).
-const CHECK_CHUNK: usize = 64;
+/// Bytes rechecked between two looks at the cancel flag (about 10 ms of
+/// hashing in a release build); other torrents' checks queued on the pool get
+/// their turn between chunks too.
+const CHECK_CHUNK: u64 = 16 << 20;
 
 /// A torrent's startup check, run on the hashing pool (never on the
 /// controller): resume state, one `lstat` per file, a parallel recheck of
@@ -121,11 +122,12 @@ fn startup(
     let total = to_check.len();
     let mut have = vouched;
     // In chunks, so that a stop does not wait for a long recheck.
-    for (n, chunk) in to_check.chunks(CHECK_CHUNK * 8).enumerate() {
+    let per_chunk = (CHECK_CHUNK / storage.layout().piece_length().max(1)).max(1) as usize;
+    for (n, chunk) in to_check.chunks(per_chunk).enumerate() {
         if cancel.load(Ordering::Relaxed) {
             break;
         }
-        let base = n * CHECK_CHUNK * 8;
+        let base = n * per_chunk;
         let progress = |done: usize, _: usize| {
             let mut s = published.status.lock();
             s.progress = if total == 0 {
