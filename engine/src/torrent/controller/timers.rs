@@ -6,8 +6,8 @@
 //!   choke rounds every `choke_interval`), every 250 ms while the torrent
 //!   has peers and for the rate window after the last one left (status,
 //!   rates falling to zero, verifications still coming back), every second
-//!   while it is short of peers (downloading, or addresses waiting to be
-//!   dialled);
+//!   while it is short of peers (addresses waiting to be dialled, or a
+//!   download with trackers to ask);
 //! - the HAVE batch (20 ms after the first verified piece of a batch);
 //! - the cut of each closed connection that has not ended (500 ms);
 //! - the periodic resume save (`resume_interval` after the last, only
@@ -70,8 +70,11 @@ impl Controller {
         if !self.peers.is_empty() || self.quiet_until.is_some_and(|t| t > now) {
             return Some(TICK);
         }
+        // Short of peers: addresses to dial (when their wait is over), or a
+        // download asking its trackers for more.
         let wants_peers = self.running()
-            && (self.state == TorrentState::Downloading || !self.candidates.is_empty());
+            && (!self.candidates.is_empty()
+                || (self.state == TorrentState::Downloading && self.announcer.is_some()));
         wants_peers.then_some(IDLE_TICK)
     }
 
