@@ -10,46 +10,70 @@ use std::collections::VecDeque;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Sender};
+use std::sync::Arc;
+
+use crossbeam_channel::{bounded, Sender, TrySendError};
 use parking_lot::{Condvar, Mutex};
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
-/// Jobs waiting at most; beyond this `spawn` waits for a free slot.
-const QUEUE: usize = 65_536;
+/// Jobs waiting in the channel; beyond this they wait in the overflow.
+const QUEUE: usize = 4096;
 
 pub(crate) struct HashPool {
     tx: Option<Sender<Job>>,
+    /// Jobs that found the channel full: never a blocked caller (the
+    /// session's controller spawns jobs). Workers drain it after each job;
+    /// it only fills while every worker is busy, and holds at most one job
+    /// per piece being verified.
+    overflow: Arc<Mutex<VecDeque<Job>>>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl HashPool {
     pub(crate) fn new(threads: usize) -> std::io::Result<HashPool> {
         let (tx, rx) = bounded::<Job>(QUEUE);
+        let overflow: Arc<Mutex<VecDeque<Job>>> = Arc::default();
         let mut handles = Vec::new();
         for i in 0..threads.max(1) {
             let rx = rx.clone();
+            let overflow = overflow.clone();
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("bittern-verify-{i}"))
                     .spawn(move || {
                         for job in rx {
                             job();
+                            loop {
+                                let next = overflow.lock().pop_front();
+                                match next {
+                                    Some(job) => job(),
+                                    None => break,
+                                }
+                            }
                         }
                     })?,
             );
         }
         Ok(HashPool {
             tx: Some(tx),
+            overflow,
             threads: handles,
         })
     }
 
-    /// Runs `job` on a worker.
+    /// Runs `job` on a worker. Never blocks.
     pub(crate) fn spawn(&self, job: impl FnOnce() + Send + 'static) {
-        if let Some(tx) = &self.tx {
-            // Only fails once the pool is shutting down.
-            let _ = tx.send(Box::new(job));
+        let Some(tx) = &self.tx else { return };
+        match tx.try_send(Box::new(job)) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(job)) => {
+                self.overflow.lock().push_back(job);
+                // The workers may have emptied the channel since: a no-op
+                // job wakes one to drain the overflow. If the channel is
+                // full again, a worker reaches the overflow anyway.
+                let _ = tx.try_send(Box::new(|| {}));
+            }
         }
     }
 }
@@ -145,6 +169,29 @@ mod tests {
         let mut got: Vec<i32> = rx.try_iter().collect();
         got.sort();
         assert_eq!(got, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn spawn_never_blocks_and_runs_every_job() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let pool = HashPool::new(1).unwrap();
+        let (gate_tx, gate_rx) = crossbeam_channel::bounded::<()>(0);
+        // The only worker waits on the gate while the queue overflows.
+        pool.spawn(move || {
+            let _ = gate_rx.recv();
+        });
+        let start = Instant::now();
+        for i in 0..(QUEUE + 500) {
+            let tx = tx.clone();
+            pool.spawn(move || tx.send(i).unwrap());
+        }
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!(!pool.overflow.lock().is_empty());
+        gate_tx.send(()).unwrap();
+        drop(pool);
+        let mut got: Vec<usize> = rx.try_iter().collect();
+        got.sort_unstable();
+        assert_eq!(got, (0..QUEUE + 500).collect::<Vec<_>>());
     }
 
     #[test]

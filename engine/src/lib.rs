@@ -3,16 +3,19 @@
 //!
 //! A [`Session`] (the mainline MultiTorrent) owns one listening port for all
 //! torrents, one [`bittern_storage::FilePool`], global rate limiters and a
-//! connection limit. [`Session::add_torrent`] starts a torrent's controller
-//! thread and returns a [`TorrentHandle`] for status, peers, events, pause,
-//! resume and removal.
+//! connection limit. [`Session::add_torrent`] hands a torrent to the
+//! session's controller thread and returns a [`TorrentHandle`] for status,
+//! peers, events, pause, resume and removal.
 //!
 //! Threads: one listener thread per session; one controller thread per
-//! torrent owning the [`PiecePicker`] and [`Choker`]; one thread per peer
-//! connection (plus a scoped reader child) that writes received blocks
-//! straight into storage; verifier threads that hash completed pieces, and a
-//! rayon pool for startup checks; one announcer thread per torrent. Channels between them are bounded, and the controller
-//! never blocks on a peer.
+//! session running every torrent's [`PiecePicker`], [`Choker`] and peer
+//! table, with a deadline heap (an idle torrent has nothing due and costs
+//! no wakeups); one thread per peer connection (plus a scoped reader child)
+//! that writes received blocks straight into storage; verifier threads
+//! that hash completed pieces (`HashPool`), and a rayon pool for startup
+//! checks; short-lived persist and stop jobs; one announcer thread per
+//! torrent with trackers. Channels between them are bounded, and the
+//! controller never blocks on a peer, a disk or a tracker.
 //!
 //! ```no_run
 //! use bittern_engine::{Session, SessionConfig, TorrentOptions};

@@ -125,6 +125,8 @@ pub(crate) enum PeerEvent {
 /// A message to the controller: who and what.
 #[derive(Debug)]
 pub(crate) struct PeerMsg {
+    /// The torrent the connection belongs to.
+    pub torrent: crate::torrent::TorrentId,
     pub key: PeerKey,
     pub event: PeerEvent,
 }
@@ -138,6 +140,7 @@ pub(crate) struct PeerStats {
 
 /// Everything a peer thread needs, handed over at spawn.
 pub(crate) struct PeerContext {
+    pub torrent: crate::torrent::TorrentId,
     pub key: PeerKey,
     pub info_hash: InfoHash,
     pub our_id: PeerId,
@@ -244,6 +247,7 @@ pub(crate) fn spawn(
     let name = format!("pw-{}-{}", &ctx.info_hash.to_hex()[..8], ctx.key.0);
     std::thread::Builder::new().name(name).spawn(move || {
         let mut guard = GoneGuard {
+            torrent: ctx.torrent,
             key: ctx.key,
             events: ctx.events.clone(),
             reason: None,
@@ -260,6 +264,7 @@ pub(crate) fn spawn(
 
 /// Sends `Gone` on drop, so the controller hears of every exit, panics too.
 struct GoneGuard {
+    torrent: crate::torrent::TorrentId,
     key: PeerKey,
     events: Sender<PeerMsg>,
     reason: Option<PeerError>,
@@ -269,6 +274,7 @@ impl Drop for GoneGuard {
     fn drop(&mut self) {
         let reason = self.reason.take().unwrap_or(PeerError::Panicked);
         let _ = self.events.send(PeerMsg {
+            torrent: self.torrent,
             key: self.key,
             event: PeerEvent::Gone(reason),
         });
@@ -399,6 +405,7 @@ fn run(
 
 fn send(ctx: &PeerContext, event: PeerEvent) {
     let _ = ctx.events.send(PeerMsg {
+        torrent: ctx.torrent,
         key: ctx.key,
         event,
     });

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -20,32 +20,34 @@ use parking_lot::Mutex;
 use crate::config::{SessionConfig, TorrentOptions};
 use crate::error::Error;
 use crate::ratelimit::RateLimiter;
-use crate::torrent::{spawn_controller, ControllerSetup, TorrentCommand, TorrentHandle};
+use crate::torrent::{
+    build_controller, Central, ControllerSetup, Ctl, TorrentCommand, TorrentHandle, TorrentId,
+};
 
 /// Torrents by info hash, for the listener's routing.
-pub(crate) type Registry = Arc<Mutex<HashMap<InfoHash, Sender<TorrentCommand>>>>;
+pub(crate) type Registry = Arc<Mutex<HashMap<InfoHash, TorrentId>>>;
 
-/// Registers a torrent's command channel under its info hash, in one step
-/// with the check that no other torrent has it. The entry is given back
-/// when the returned reservation is dropped without [`Reservation::keep`]
-/// (the torrent failed to start).
-pub(crate) fn register<'a>(
-    registry: &'a Registry,
+/// Registers a torrent's id under its info hash, in one step with the
+/// check that no other torrent has it. The entry is given back when the
+/// returned reservation is dropped without [`Reservation::keep`] (the
+/// torrent failed to start).
+pub(crate) fn register(
+    registry: &Registry,
     info_hash: InfoHash,
-    commands: &'a Sender<TorrentCommand>,
-) -> Result<Reservation<'a>, Error> {
+    id: TorrentId,
+) -> Result<Reservation<'_>, Error> {
     match registry.lock().entry(info_hash) {
         std::collections::hash_map::Entry::Occupied(_) => {
             return Err(Error::DuplicateTorrent(info_hash.to_hex()))
         }
         std::collections::hash_map::Entry::Vacant(v) => {
-            v.insert(commands.clone());
+            v.insert(id);
         }
     }
     Ok(Reservation {
         registry,
         info_hash,
-        commands,
+        id,
         kept: false,
     })
 }
@@ -54,7 +56,7 @@ pub(crate) fn register<'a>(
 pub(crate) struct Reservation<'a> {
     registry: &'a Registry,
     info_hash: InfoHash,
-    commands: &'a Sender<TorrentCommand>,
+    id: TorrentId,
     kept: bool,
 }
 
@@ -68,22 +70,16 @@ impl Reservation<'_> {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if !self.kept {
-            unregister(self.registry, self.info_hash, self.commands);
+            unregister(self.registry, self.info_hash, self.id);
         }
     }
 }
 
-/// Removes the entry for `info_hash` if it is still the one `commands`
+/// Removes the entry for `info_hash` if it is still the one torrent `id`
 /// registered (a torrent added again since has its own).
-pub(crate) fn unregister(
-    registry: &Registry,
-    info_hash: InfoHash,
-    commands: &Sender<TorrentCommand>,
-) {
+pub(crate) fn unregister(registry: &Registry, info_hash: InfoHash, id: TorrentId) {
     let mut r = registry.lock();
-    if r.get(&info_hash)
-        .is_some_and(|tx| tx.same_channel(commands))
-    {
+    if r.get(&info_hash) == Some(&id) {
         r.remove(&info_hash);
     }
 }
@@ -120,6 +116,11 @@ pub struct Session {
     registry: Registry,
     torrents: Mutex<Vec<TorrentHandle>>,
     listener: Option<ListenerHandle>,
+    /// The controller thread running every torrent, and its inputs.
+    controller: Option<JoinHandle<()>>,
+    commands: Sender<Ctl>,
+    links: crate::torrent::central::Links,
+    next_id: AtomicU64,
 }
 
 struct ListenerHandle {
@@ -166,12 +167,18 @@ impl Session {
             config,
         });
         let registry: Registry = Arc::default();
+        let (central, commands, links) = Central::new();
+        let controller = std::thread::Builder::new()
+            .name("bittern-ctl".into())
+            .spawn(move || central.run())
+            .map_err(Error::Spawn)?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (registry, stop, shared) = (registry.clone(), stop.clone(), shared.clone());
+            let commands = commands.clone();
             std::thread::Builder::new()
                 .name("bittern-listener".into())
-                .spawn(move || listen(listener, &registry, &stop, &shared))
+                .spawn(move || listen(listener, &registry, &commands, &stop, &shared))
                 .map_err(Error::Spawn)?
         };
         info!("listening on {addr}");
@@ -184,6 +191,10 @@ impl Session {
                 addr,
                 thread: Some(thread),
             }),
+            controller: Some(controller),
+            commands,
+            links,
+            next_id: AtomicU64::new(1),
         })
     }
 
@@ -219,14 +230,25 @@ impl Session {
                 "wanted_files must have one flag per file",
             ));
         }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Reserve the info hash before anything else, under one lock;
+        // every failure below gives it back.
+        let reserved = register(&self.registry, metainfo.info_hash, id)?;
         let setup = ControllerSetup {
+            id,
             metainfo,
             save_dir: save_dir.into(),
             options,
             session: self.shared.clone(),
             registry: self.registry.clone(),
+            commands: self.commands.clone(),
+            links: self.links.clone(),
         };
-        let handle = spawn_controller(setup)?;
+        let (controller, handle) = build_controller(setup)?;
+        self.commands
+            .send(Ctl::Add(Box::new(controller)))
+            .map_err(|_| Error::Closed)?;
+        reserved.keep();
         let mut torrents = self.torrents.lock();
         self.prune(&mut torrents);
         torrents.push(handle.clone());
@@ -245,12 +267,7 @@ impl Session {
     /// one's channels and status forever.
     fn prune(&self, torrents: &mut Vec<TorrentHandle>) {
         let registry = self.registry.lock();
-        torrents.retain(|h| {
-            !h.is_finished()
-                || registry
-                    .get(&h.info_hash)
-                    .is_some_and(|tx| tx.same_channel(&h.commands))
-        });
+        torrents.retain(|h| !h.is_finished() || registry.get(&h.info_hash) == Some(&h.id));
     }
 
     /// Live peer connections across all torrents.
@@ -263,12 +280,18 @@ impl Session {
     pub fn shutdown(&mut self) {
         let torrents = std::mem::take(&mut *self.torrents.lock());
         for t in &torrents {
-            let _ = t.commands.send(TorrentCommand::Shutdown);
+            let _ = self
+                .commands
+                .send(Ctl::Command(t.id, TorrentCommand::Shutdown));
         }
         for t in &torrents {
             t.wait();
         }
         self.registry.lock().clear();
+        if let Some(c) = self.controller.take() {
+            let _ = self.commands.send(Ctl::Exit);
+            let _ = c.join();
+        }
         if let Some(mut l) = self.listener.take() {
             l.stop.store(true, Ordering::SeqCst);
             // Wake the blocking accept.
@@ -293,6 +316,7 @@ impl Drop for Session {
 fn listen(
     listener: TcpListener,
     registry: &Registry,
+    commands: &Sender<Ctl>,
     stop: &AtomicBool,
     shared: &Arc<SessionShared>,
 ) {
@@ -337,11 +361,12 @@ fn listen(
         }
         pending.fetch_add(1, Ordering::Relaxed);
         let (registry, pending2, per_host2) = (registry.clone(), pending.clone(), per_host.clone());
+        let commands = commands.clone();
         let timeout = shared.config.timing.connect_timeout;
         let spawned = std::thread::Builder::new()
             .name("bittern-handshake".into())
             .spawn(move || {
-                route(stream, &registry, timeout);
+                route(stream, &registry, &commands, timeout);
                 release_slot(&pending2, &per_host2, host);
             });
         if spawned.is_err() {
@@ -391,7 +416,7 @@ pub(crate) fn read_exact_by(
 }
 
 /// Reads the 68-byte handshake and hands the socket to its torrent.
-fn route(mut stream: TcpStream, registry: &Registry, timeout: Duration) {
+fn route(mut stream: TcpStream, registry: &Registry, commands: &Sender<Ctl>, timeout: Duration) {
     let peer = stream.peer_addr().ok();
     let mut buf = [0u8; Handshake::LEN];
     if let Err(e) = read_exact_by(&mut stream, &mut buf, Instant::now() + timeout) {
@@ -405,10 +430,13 @@ fn route(mut stream: TcpStream, registry: &Registry, timeout: Duration) {
             return;
         }
     };
-    let target = registry.lock().get(&hs.info_hash).cloned();
+    let target = registry.lock().get(&hs.info_hash).copied();
     match target {
-        Some(tx) => {
-            if tx.try_send(TorrentCommand::Incoming(stream, hs)).is_err() {
+        Some(id) => {
+            if commands
+                .try_send(Ctl::Command(id, TorrentCommand::Incoming(stream, hs)))
+                .is_err()
+            {
                 debug!("{peer:?}: torrent busy, dropping connection");
             }
         }
@@ -427,23 +455,19 @@ mod tests {
     fn registry_entries_belong_to_their_torrent() {
         let registry: Registry = Arc::default();
         let hash = InfoHash([7; 20]);
-        let (a, _a) = crossbeam_channel::bounded(1);
-        let (b, _b) = crossbeam_channel::bounded(1);
+        let (a, b) = (1, 2);
         // A torrent that failed to start gives its reservation back.
-        drop(register(&registry, hash, &a).unwrap());
+        drop(register(&registry, hash, a).unwrap());
         assert!(registry.lock().is_empty());
-        register(&registry, hash, &a).unwrap().keep();
+        register(&registry, hash, a).unwrap().keep();
         assert!(matches!(
-            register(&registry, hash, &b),
+            register(&registry, hash, b),
             Err(Error::DuplicateTorrent(_))
         ));
-        // Another torrent's channel (a stale handle) removes nothing.
-        unregister(&registry, hash, &b);
-        assert!(registry
-            .lock()
-            .get(&hash)
-            .is_some_and(|tx| tx.same_channel(&a)));
-        unregister(&registry, hash, &a);
+        // Another torrent's id (a stale handle) removes nothing.
+        unregister(&registry, hash, b);
+        assert_eq!(registry.lock().get(&hash), Some(&a));
+        unregister(&registry, hash, a);
         assert!(registry.lock().is_empty());
     }
 }

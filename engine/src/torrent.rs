@@ -1,27 +1,31 @@
 //! One torrent: its handle (the mainline _SingleTorrent as seen by a UI)
-//! and its controller thread.
+//! and its state, run by the session's controller thread (`central`).
 
+pub(crate) mod central;
 mod check;
 mod controller;
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use bittern_wire::{Handshake, InfoHash};
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, TorrentError};
 use crate::status::{PeerInfo, TorrentEvent, TorrentState, TorrentStatus};
 
-pub(crate) use controller::{spawn_controller, ControllerSetup, Transfer};
+pub(crate) use central::{Central, Ctl, PeerSource};
+pub(crate) use controller::{build_controller, ControllerSetup, Transfer};
+
+/// A torrent's number in its session (never reused), which routes peer
+/// events, job results and commands to its state on the controller.
+pub(crate) type TorrentId = u64;
 
 /// Commands from handles and the listener to a torrent's controller.
 pub(crate) enum TorrentCommand {
     Pause,
     Resume,
-    AddPeers(Vec<SocketAddr>),
     /// An accepted connection whose handshake named this torrent.
     Incoming(TcpStream, Handshake),
     /// Stop: announce `stopped`, close peers, save resume state, exit.
@@ -32,21 +36,34 @@ pub(crate) enum TorrentCommand {
 pub(crate) struct Published {
     pub status: Mutex<TorrentStatus>,
     pub peers: Mutex<Vec<PeerInfo>>,
+    /// Set once the torrent has ended (seed goal, removal, failed check),
+    /// or its controller is gone.
+    pub done: Mutex<bool>,
+    pub done_signal: Condvar,
+}
+
+impl Published {
+    /// Marks the torrent ended and wakes every [`TorrentHandle::wait`].
+    pub(crate) fn finish(&self) {
+        *self.done.lock() = true;
+        self.done_signal.notify_all();
+    }
 }
 
 /// A handle to a torrent in a [`Session`](crate::Session). Cheap to clone.
 /// Reading status, peers and events never blocks; [`pause`](Self::pause),
 /// [`resume`](Self::resume) and [`add_peers`](Self::add_peers) queue a
-/// command and block only while the torrent's command queue (256) is full,
-/// as it can be during the startup check; [`remove`](Self::remove) and
-/// [`wait`](Self::wait) block until the torrent's controller has ended.
+/// command and block only while the session's command queue is full;
+/// [`remove`](Self::remove) and [`wait`](Self::wait) block until the
+/// torrent has ended.
 #[derive(Clone)]
 pub struct TorrentHandle {
     pub(crate) info_hash: InfoHash,
-    pub(crate) commands: Sender<TorrentCommand>,
+    pub(crate) id: TorrentId,
+    pub(crate) commands: Sender<Ctl>,
+    pub(crate) source: PeerSource,
     pub(crate) published: Arc<Published>,
     pub(crate) events: Receiver<TorrentEvent>,
-    pub(crate) thread: Arc<Mutex<Option<JoinHandle<()>>>>,
     pub(crate) registry: crate::session::Registry,
 }
 
@@ -74,48 +91,57 @@ impl TorrentHandle {
 
     /// Disconnects every peer and stops announcing until [`resume`](Self::resume).
     pub fn pause(&self) -> Result<(), Error> {
-        self.commands
-            .send(TorrentCommand::Pause)
-            .map_err(|_| Error::Closed)
+        self.command(TorrentCommand::Pause)
     }
 
     /// Undoes [`pause`](Self::pause).
     pub fn resume(&self) -> Result<(), Error> {
-        self.commands
-            .send(TorrentCommand::Resume)
-            .map_err(|_| Error::Closed)
+        self.command(TorrentCommand::Resume)
     }
 
-    /// Connects to more peers.
+    /// Connects to more peers (through the torrent's peer source, like
+    /// tracker peers).
     pub fn add_peers(&self, peers: Vec<SocketAddr>) -> Result<(), Error> {
+        if self.is_finished() {
+            return Err(Error::Closed);
+        }
+        self.source.offer_waiting(peers)
+    }
+
+    fn command(&self, cmd: TorrentCommand) -> Result<(), Error> {
+        if self.is_finished() {
+            return Err(Error::Closed);
+        }
         self.commands
-            .send(TorrentCommand::AddPeers(peers))
+            .send(Ctl::Command(self.id, cmd))
             .map_err(|_| Error::Closed)
     }
 
-    /// Whether the torrent's controller has stopped (finished, removed or
-    /// failed).
+    /// Whether the torrent has stopped (finished, removed or failed its
+    /// check).
     pub fn is_finished(&self) -> bool {
-        self.thread.lock().as_ref().is_none_or(|t| t.is_finished())
+        *self.published.done.lock()
     }
 
     /// Stops the torrent gracefully (announces `stopped`, saves resume
     /// state), removes it from the session and waits for its threads. The
     /// data on disk is kept.
     pub fn remove(&self) {
-        let _ = self.commands.send(TorrentCommand::Shutdown);
+        let _ = self
+            .commands
+            .send(Ctl::Command(self.id, TorrentCommand::Shutdown));
         self.wait();
         // Only this torrent's entry: a stale handle of a torrent removed and
         // added again must not unregister the new one.
-        crate::session::unregister(&self.registry, self.info_hash, &self.commands);
+        crate::session::unregister(&self.registry, self.info_hash, self.id);
     }
 
-    /// Blocks until the torrent's controller has ended (seed goal reached,
-    /// removed, or an error).
+    /// Blocks until the torrent has ended (seed goal reached, removed, or
+    /// its check failed).
     pub fn wait(&self) {
-        let t = self.thread.lock().take();
-        if let Some(t) = t {
-            let _ = t.join();
+        let mut done = self.published.done.lock();
+        while !*done {
+            self.published.done_signal.wait(&mut done);
         }
     }
 

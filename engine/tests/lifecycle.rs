@@ -295,3 +295,44 @@ fn a_stale_handle_cannot_remove_the_torrent_added_again() {
         "removing the live handle frees the info hash"
     );
 }
+
+/// Removing a torrent during its startup check cancels the check: the
+/// controller never waits for it (it runs on the hashing pool, in chunks
+/// of 16 MiB that look at the stop), so `remove` returns long before a
+/// full check would have ended. It used to wait for the whole check.
+#[test]
+fn remove_during_the_startup_check_cancels_it() {
+    let src = tempfile::tempdir().unwrap();
+    let total = 64 * 1024 * 1024u64;
+    let meta = make_torrent(src.path(), "c.bin", &[("c.bin", total)], 256 * 1024, 33);
+    let s = session();
+    // A full check, for scale (a stop right after it saves nothing, so
+    // the next add checks everything again).
+    let start = Instant::now();
+    let t = s
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&t, TorrentState::Seeding, Duration::from_secs(120));
+    let full = start.elapsed();
+    t.remove();
+    assert!(!resume_path(src.path(), &meta).exists());
+    let start = Instant::now();
+    let t = s
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    std::thread::sleep(full / 8);
+    assert_eq!(t.status().state, TorrentState::Checking);
+    t.remove();
+    let cancelled = start.elapsed();
+    eprintln!("full check {full:?}, removed during the check after {cancelled:?}");
+    assert_eq!(t.status().state, TorrentState::Stopped);
+    assert!(
+        cancelled < full * 3 / 4,
+        "remove waited for the check: {cancelled:?} of {full:?}"
+    );
+    // The session is not stuck behind it.
+    let again = s
+        .add_torrent(meta, src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&again, TorrentState::Seeding, Duration::from_secs(120));
+}

@@ -1259,3 +1259,158 @@ fn removing_a_torrent_ends_a_connection_blocked_writing_at_once() {
     assert_eq!(left, 0, "the peer thread outlived remove()");
     assert_eq!(conns, 0, "the connection count was not given back");
 }
+
+// ---------------------------------------------------------------------
+// many idle torrents (issue 19)
+
+/// `n` single-piece 16 KiB torrents with their data under `dir`.
+fn tiny_torrents(dir: &Path, n: usize) -> Vec<Metainfo> {
+    use rand::{Rng, SeedableRng};
+    const SIZE: u64 = 16 * 1024;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(19);
+    (0..n)
+        .map(|i| {
+            let name = format!("t{i}.bin");
+            let path = dir.join(&name);
+            let mut data = vec![0u8; SIZE as usize];
+            rng.fill(&mut data[..]);
+            std::fs::write(&path, &data).unwrap();
+            let hashes =
+                bittern_storage::hash_files(&[(path, SIZE)], SIZE, &pool, &|_, _| {}).unwrap();
+            let bytes = bittern_wire::MetainfoBuilder::new(&name)
+                .piece_length(SIZE)
+                .pieces(hashes)
+                .single_file(SIZE)
+                .build()
+                .unwrap();
+            Metainfo::from_bytes(&bytes).unwrap()
+        })
+        .collect()
+}
+
+/// A thread of this process by name: its id.
+fn task_named(name: &str) -> Option<String> {
+    std::fs::read_dir("/proc/self/task").ok()?.find_map(|e| {
+        let e = e.ok()?;
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        (comm.trim() == name).then(|| e.file_name().to_string_lossy().into_owned())
+    })
+}
+
+/// Voluntary context switches (sleeps and wakeups) of thread `tid`.
+fn task_switches(tid: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("voluntary_ctxt_switches:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 19: 2,000 complete torrents (no resume state: each checks its
+/// one piece by hashing) cost no thread, no open file and no wakeup each:
+/// threads and fds after startup are what the empty session had, give or
+/// take a constant, the controller thread sleeps while nothing happens,
+/// and any of them still seeds when a peer comes.
+#[test]
+fn two_thousand_idle_torrents_cost_no_threads_fds_or_wakeups() {
+    if isolated("two_thousand_idle_torrents_cost_no_threads_fds_or_wakeups") {
+        return;
+    }
+    const N: usize = 2000;
+    let src = tempfile::tempdir().unwrap();
+    let metas = tiny_torrents(src.path(), N);
+    let cfg = SessionConfig {
+        hash_threads: 2,
+        ..config()
+    };
+    let seeder = Session::new(cfg).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let base = (proc_status("Threads:"), open_fds());
+    let start = Instant::now();
+    let handles: Vec<_> = metas
+        .iter()
+        .map(|m| {
+            seeder
+                .add_torrent(m.clone(), src.path(), TorrentOptions::default())
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        wait_for(Duration::from_secs(60), || handles
+            .iter()
+            .all(|h| h.status().state == TorrentState::Seeding)),
+        "not all seeding: {} of {N}",
+        handles
+            .iter()
+            .filter(|h| h.status().state == TorrentState::Seeding)
+            .count()
+    );
+    let loaded = start.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    let after = (proc_status("Threads:"), open_fds());
+    eprintln!(
+        "{N} torrents seeding after {loaded:?}: threads {} -> {}, fds {} -> {}, VmRSS {} KiB",
+        base.0,
+        after.0,
+        base.1,
+        after.1,
+        proc_status("VmRSS:")
+    );
+    assert!(
+        after.0 <= base.0 + 2,
+        "threads grow with the torrents: {} -> {}",
+        base.0,
+        after.0
+    );
+    assert!(
+        after.1 <= base.1 + 8,
+        "fds grow with the torrents: {} -> {}",
+        base.1,
+        after.1
+    );
+    let ctl = task_named("bittern-ctl").expect("the controller thread");
+    let ctl0 = task_switches(&ctl);
+    std::thread::sleep(Duration::from_secs(2));
+    let ctl_wakeups = task_switches(&ctl) - ctl0;
+    eprintln!("controller wakeups in 2 s: {ctl_wakeups}");
+    assert!(
+        ctl_wakeups <= 4,
+        "the controller wakes up for idle torrents: {ctl_wakeups} times in 2 s"
+    );
+
+    // A peer comes for a few of them: each still seeds.
+    let leecher = session();
+    let dst = tempfile::tempdir().unwrap();
+    for i in [0, N / 2, N - 1] {
+        let opts = TorrentOptions {
+            peers: vec![seeder.local_addr()],
+            seed_goal: SeedGoal::None,
+            ..TorrentOptions::default()
+        };
+        let l = leecher
+            .add_torrent(metas[i].clone(), dst.path(), opts)
+            .unwrap();
+        wait_state(&l, TorrentState::Stopped, Duration::from_secs(20));
+        let name = format!("t{i}.bin");
+        assert_same(src.path(), dst.path(), &[name.into()]);
+    }
+
+    // And all of them stop together, without a thread each.
+    let mut seeder = seeder;
+    let start = Instant::now();
+    seeder.shutdown();
+    let took = start.elapsed();
+    eprintln!(
+        "{N} torrents stopped in {took:?}, threads {}",
+        proc_status("Threads:")
+    );
+    assert!(handles
+        .iter()
+        .all(|h| h.is_finished() && h.status().state == TorrentState::Stopped));
+    assert!(took < Duration::from_secs(10), "stopping took {took:?}");
+}

@@ -28,6 +28,9 @@ const PEER_CHANNEL_CAPACITY: usize = 32;
 /// [`AnnouncerHandle::stop`].
 const DROP_STOP_DEADLINE: Duration = Duration::from_secs(3);
 
+/// Where a worker delivers peer lists (with the tracker's URL, for logs).
+type PeerSink = Box<dyn Fn(Vec<SocketAddr>, &str) + Send>;
+
 /// What an [`Announcer`] announces and how.
 #[derive(Debug, Clone)]
 pub struct AnnouncerConfig {
@@ -130,6 +133,41 @@ impl Announcer {
         config: AnnouncerConfig,
         stats: Arc<dyn Fn() -> TransferStats + Send + Sync>,
     ) -> AnnouncerHandle {
+        let (peers_tx, peers_rx) = bounded(PEER_CHANNEL_CAPACITY);
+        let sink: PeerSink = Box::new(move |peers, url| match peers_tx.try_send(peers) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                log::debug!("peer channel full; dropping peers from {url}")
+            }
+        });
+        Self::start(config, stats, sink, peers_rx)
+    }
+
+    /// Like [`spawn`](Self::spawn), but each non-empty peer list goes to
+    /// `sink` (called on the announcer's thread; it must not block)
+    /// instead of the handle's [`peers`](AnnouncerHandle::peers) channel,
+    /// which then never yields anything. An engine running many torrents
+    /// on one thread funnels every torrent's tracker peers into one
+    /// channel this way instead of selecting over one per torrent.
+    pub fn spawn_with_sink(
+        config: AnnouncerConfig,
+        stats: Arc<dyn Fn() -> TransferStats + Send + Sync>,
+        sink: impl Fn(Vec<SocketAddr>) + Send + 'static,
+    ) -> AnnouncerHandle {
+        Self::start(
+            config,
+            stats,
+            Box::new(move |peers, _| sink(peers)),
+            crossbeam_channel::never(),
+        )
+    }
+
+    fn start(
+        config: AnnouncerConfig,
+        stats: Arc<dyn Fn() -> TransferStats + Send + Sync>,
+        sink: PeerSink,
+        peers_rx: Receiver<Vec<SocketAddr>>,
+    ) -> AnnouncerHandle {
         let tiers = Tiers::new(config.tiers.clone());
         let shared = Arc::new(Shared {
             status: Mutex::new(AnnouncerStatus {
@@ -150,7 +188,6 @@ impl Announcer {
             need_peers: AtomicBool::new(false),
             stop: Mutex::new(None),
         });
-        let (peers_tx, peers_rx) = bounded(PEER_CHANNEL_CAPACITY);
         let (wake_tx, wake_rx) = bounded(1);
         let (done_tx, done_rx) = bounded::<()>(0);
         let worker = Worker {
@@ -160,7 +197,7 @@ impl Announcer {
             config,
             stats,
             shared: Arc::clone(&shared),
-            peers: peers_tx,
+            peers: sink,
             wake: wake_rx,
             started: HashSet::new(),
             tracker_ids: HashMap::new(),
@@ -276,7 +313,7 @@ struct Worker {
     config: AnnouncerConfig,
     stats: Arc<dyn Fn() -> TransferStats + Send + Sync>,
     shared: Arc<Shared>,
-    peers: Sender<Vec<SocketAddr>>,
+    peers: PeerSink,
     wake: Receiver<()>,
     schedule: Schedule,
     tiers: Tiers,
@@ -385,13 +422,7 @@ impl Worker {
                         }
                     }
                     if !resp.peers.is_empty() {
-                        match self.peers.try_send(resp.peers) {
-                            Ok(()) => {}
-                            Err(TrySendError::Full(_)) => {
-                                log::debug!("peer channel full; dropping peers from {url}")
-                            }
-                            Err(TrySendError::Disconnected(_)) => {}
-                        }
+                        (self.peers)(resp.peers, &url);
                     }
                     return;
                 }

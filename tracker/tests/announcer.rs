@@ -79,6 +79,21 @@ fn two_announcers_find_each_other_through_the_embedded_tracker() {
     a.stop(Duration::from_secs(1));
 }
 
+/// With a sink, peer lists go to the callback (here tagged, as an engine
+/// tags them with its torrent) and the handle's channel stays empty.
+#[test]
+fn spawn_with_sink_hands_peers_to_the_callback() {
+    let t = FakeHttp::start(|_, _| HttpReply::Body(good_http_body(&peers())));
+    let (tx, rx) = crossbeam_channel::bounded(4);
+    let h = Announcer::spawn_with_sink(config(vec![vec![t.url()]], 1, 6001), stats(10), move |p| {
+        let _ = tx.try_send((7u64, p));
+    });
+    let got = rx.recv_timeout(Duration::from_secs(5));
+    assert_eq!(got.ok(), Some((7, peers())));
+    assert!(h.peers().try_recv().is_err());
+    h.stop(Duration::from_millis(500));
+}
+
 /// Each hostile behaviour fails the first announces; the announcer backs
 /// off, retries and gets peers once the tracker behaves.
 #[test]

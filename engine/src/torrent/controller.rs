@@ -1,7 +1,9 @@
-//! The torrent controller thread: owns the PiecePicker, the Choker and the
-//! peer table; `select!`s over peer events, commands, verification results,
-//! tracker peers and a 250 ms tick. It never blocks on a peer (commands go out
-//! with `try_send`; a full queue closes that peer).
+//! One torrent's state: the PiecePicker, the Choker and the peer table,
+//! run by the session's controller thread (`central`) one event at a time:
+//! peer events, commands, job results, peer sources and its timers. It
+//! never blocks on a peer (commands go out with `try_send`; a full queue
+//! closes that peer), a disk or a tracker (that work runs on other threads
+//! and reports back).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -14,18 +16,22 @@ use std::time::{Duration, Instant};
 use bittern_storage::{FileSpec, Layout, Storage};
 use bittern_tracker::AnnouncerHandle;
 use bittern_wire::{Bitfield, BlockRef, InfoHash, Metainfo, PeerId};
-use crossbeam_channel::{at, bounded, never, select, tick, Receiver, Sender};
+use crossbeam_channel::Sender;
 use log::{debug, info, warn};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 mod lifecycle;
 mod peers;
 mod persist;
+mod pieces;
+mod startup;
+mod timers;
 
-use persist::PersistDone;
+pub(crate) use persist::PersistDone;
 
+use super::central::{Ctl, Done, Links, PeerSource};
 use super::check;
-use super::{Published, TorrentCommand, TorrentHandle};
+use super::{Published, TorrentCommand, TorrentHandle, TorrentId};
 use crate::choker::{Choker, ChokerConfig};
 use crate::config::{SeedGoal, TorrentOptions};
 use crate::error::{Error, TorrentError};
@@ -79,13 +85,19 @@ const REDIAL_AFTER: Duration = Duration::from_secs(3);
 /// hand it out (3 + 6 + 12 + 24 + 48 s: a restart has about 90 s).
 const REDIAL_TRIES: u32 = 5;
 
+/// Events kept for a handle that does not read them; more are dropped.
+const EVENT_QUEUE: usize = 1024;
+
 /// Everything needed to start a torrent.
 pub(crate) struct ControllerSetup {
+    pub id: TorrentId,
     pub metainfo: Metainfo,
     pub save_dir: PathBuf,
     pub options: TorrentOptions,
     pub session: Arc<SessionShared>,
     pub registry: Registry,
+    pub commands: Sender<Ctl>,
+    pub links: Links,
 }
 
 /// Counters the announcer reads from its own thread.
@@ -98,21 +110,23 @@ pub(crate) struct Transfer {
     pub written: AtomicU64,
 }
 
-/// Builds the storage, registers the torrent and starts its controller.
-pub(crate) fn spawn_controller(setup: ControllerSetup) -> Result<TorrentHandle, Error> {
+/// Builds the storage and the torrent's state (for the controller thread)
+/// and its handle. Touches no file.
+pub(crate) fn build_controller(
+    setup: ControllerSetup,
+) -> Result<(Controller, TorrentHandle), Error> {
     let ControllerSetup {
+        id,
         metainfo,
         save_dir,
         options,
         session,
         registry,
+        commands,
+        links,
     } = setup;
     let info = &metainfo.info;
     let info_hash = metainfo.info_hash;
-    // Reserve the info hash before anything else, under one lock; every
-    // failure below gives it back.
-    let (cmd_tx, cmd_rx) = bounded(256);
-    let reserved = crate::session::register(&registry, info_hash, &cmd_tx)?;
     let files: Vec<FileSpec> = info
         .files
         .iter()
@@ -143,7 +157,9 @@ pub(crate) fn spawn_controller(setup: ControllerSetup) -> Result<TorrentHandle, 
             .join(format!("{}.resume", info_hash.to_hex()))
     });
 
-    let (event_tx, event_rx) = bounded(1024);
+    // Unbounded in type, bounded by `emit` (EVENT_QUEUE): a bounded
+    // channel would allocate its slots for every torrent up front.
+    let (event_tx, event_rx) = crossbeam_channel::unbounded();
     let published = Arc::new(Published {
         status: Mutex::new(TorrentStatus {
             name: info.name.clone(),
@@ -165,8 +181,12 @@ pub(crate) fn spawn_controller(setup: ControllerSetup) -> Result<TorrentHandle, 
             written: 0,
         }),
         peers: Mutex::new(Vec::new()),
+        done: Mutex::new(false),
+        done_signal: Condvar::new(),
     });
+    let source = PeerSource::new(id, links.sources.clone());
     let ctl = Controller::new(Parts {
+        id,
         metainfo,
         storage,
         options,
@@ -174,21 +194,19 @@ pub(crate) fn spawn_controller(setup: ControllerSetup) -> Result<TorrentHandle, 
         resume_file,
         published: published.clone(),
         events: event_tx,
-        commands: cmd_rx,
+        links,
+        source: source.clone(),
     });
-    let thread = std::thread::Builder::new()
-        .name(format!("torrent-{}", &info_hash.to_hex()[..8]))
-        .spawn(move || ctl.run())
-        .map_err(Error::Spawn)?;
-    reserved.keep();
-    Ok(TorrentHandle {
+    let handle = TorrentHandle {
         info_hash,
-        commands: cmd_tx,
+        id,
+        commands,
+        source,
         published,
         events: event_rx,
-        thread: Arc::new(Mutex::new(Some(thread))),
         registry,
-    })
+    };
+    Ok((ctl, handle))
 }
 
 /// What the controller knows of one connection.
@@ -265,6 +283,12 @@ impl Peer {
 }
 
 pub(crate) struct Controller {
+    id: TorrentId,
+    /// The deadline the controller's timer heap holds for this torrent.
+    pub(super) scheduled: Option<Instant>,
+    links: Links,
+    /// Where tracker peers enter (see [`PeerSource`]).
+    source: PeerSource,
     info_hash: InfoHash,
     metainfo: Arc<Metainfo>,
     storage: Arc<Storage>,
@@ -273,7 +297,6 @@ pub(crate) struct Controller {
     resume_file: PathBuf,
     published: Arc<Published>,
     events: Sender<TorrentEvent>,
-    commands: Receiver<TorrentCommand>,
 
     picker: PiecePicker,
     choker: Choker,
@@ -283,10 +306,6 @@ pub(crate) struct Controller {
     wanted: Vec<bool>,
     peers: HashMap<PeerKey, Peer>,
     next_key: u64,
-    peer_tx: Sender<PeerMsg>,
-    peer_rx: Receiver<PeerMsg>,
-    verify_tx: Sender<(usize, Result<bool, bittern_storage::Error>)>,
-    verify_rx: Receiver<(usize, Result<bool, bittern_storage::Error>)>,
     verifying: usize,
     /// Completed pieces waiting for a verification job.
     verify_queue: Arc<VerifyQueue>,
@@ -315,6 +334,18 @@ pub(crate) struct Controller {
     /// The file preparation thread and its stop flag (see `start_prepare`).
     prepare: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
     hash_failures: u64,
+    /// The startup check's cancel flag, while it runs.
+    check_cancel: Option<Arc<AtomicBool>>,
+    /// Commands that came during the startup check, run after it.
+    deferred: Vec<TorrentCommand>,
+    /// A stop in progress (see `lifecycle`).
+    stopping: Option<lifecycle::Stopping>,
+    /// The torrent has ended; the controller drops it.
+    finished: bool,
+    /// When the tick last ran, and until when it runs without peers (so
+    /// that rates published after the last peer left decay to zero).
+    last_tick: Instant,
+    quiet_until: Option<Instant>,
     last_choke: Instant,
     last_resume: Instant,
     /// Bumped whenever the set of had pieces changes.
@@ -329,8 +360,6 @@ pub(crate) struct Controller {
     /// Pieces that left `have` while a persist job ran: not durable when
     /// it reports, whatever its snapshot says.
     lost_while_persisting: Vec<bool>,
-    persist_tx: Sender<PersistDone>,
-    persist_rx: Receiver<PersistDone>,
     /// A persist job is running.
     persisting: bool,
     /// Another persist is wanted once the running one ends.
@@ -339,6 +368,7 @@ pub(crate) struct Controller {
 
 /// What a controller is built from (see [`spawn_controller`]).
 struct Parts {
+    id: TorrentId,
     metainfo: Metainfo,
     storage: Arc<Storage>,
     options: TorrentOptions,
@@ -346,12 +376,22 @@ struct Parts {
     resume_file: PathBuf,
     published: Arc<Published>,
     events: Sender<TorrentEvent>,
-    commands: Receiver<TorrentCommand>,
+    links: Links,
+    source: PeerSource,
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        // Whatever ends it (its stop, a failed check, the session's
+        // controller exiting), nobody waits for it any longer.
+        self.published.finish();
+    }
 }
 
 impl Controller {
     fn new(parts: Parts) -> Self {
         let Parts {
+            id,
             metainfo,
             storage,
             options,
@@ -359,7 +399,8 @@ impl Controller {
             resume_file,
             published,
             events,
-            commands,
+            links,
+            source,
         } = parts;
         let info = &metainfo.info;
         let pieces = info.piece_count();
@@ -388,9 +429,6 @@ impl Controller {
             BLOCK_SIZE,
         ));
         let wanted = wanted_pieces(storage.layout(), &options.wanted_files);
-        let (peer_tx, peer_rx) = bounded(4096);
-        let (persist_tx, persist_rx) = bounded(4);
-        let (verify_tx, verify_rx) = bounded(info.piece_count().clamp(16, 65536));
         let mut candidates = VecDeque::new();
         let mut known = HashSet::new();
         for a in &options.peers {
@@ -399,6 +437,10 @@ impl Controller {
             }
         }
         Controller {
+            id,
+            scheduled: None,
+            links,
+            source,
             info_hash: metainfo.info_hash,
             up_limit: Arc::new(RateLimiter::new(options.upload_limit)),
             down_limit: Arc::new(RateLimiter::new(options.download_limit)),
@@ -409,7 +451,6 @@ impl Controller {
             resume_file,
             published,
             events,
-            commands,
             picker,
             choker,
             have,
@@ -418,10 +459,6 @@ impl Controller {
             wanted,
             peers: HashMap::new(),
             next_key: 0,
-            peer_tx,
-            peer_rx,
-            verify_tx,
-            verify_rx,
             verifying: 0,
             verify_queue: Arc::default(),
             pending_haves: Vec::new(),
@@ -440,59 +477,20 @@ impl Controller {
             completed_at: None,
             prepare: None,
             hash_failures: 0,
+            check_cancel: None,
+            deferred: Vec::new(),
+            stopping: None,
+            finished: false,
+            last_tick: now,
+            quiet_until: None,
             last_choke: now,
             last_resume: now,
             epoch: 0,
             saved_epoch: 0,
             durable: vec![false; pieces],
             lost_while_persisting: vec![false; pieces],
-            persist_tx,
-            persist_rx,
             persisting: false,
             persist_again: false,
-        }
-    }
-
-    /// Creates and reserves the wanted files on a short-lived thread, in
-    /// torrent order, while the download runs. Creating a file can take a
-    /// millisecond (ext4 searching for a free inode among recently deleted
-    /// ones); done lazily by the first write, that stalls a peer reader,
-    /// and with it that connection, once per file. A file a reader reaches
-    /// first is created by the reader as before; a failure (a full disk)
-    /// only ends the thread: the write path reports it as before.
-    fn start_prepare(&mut self) {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let storage = Arc::clone(&self.storage);
-        let wanted = self.options.wanted_files.clone();
-        let short = self.short();
-        let job = move || {
-            let files = storage.layout().files().len();
-            for i in (0..files).filter(|&i| wanted.get(i).copied().unwrap_or(true)) {
-                if flag.load(Ordering::Relaxed) {
-                    return;
-                }
-                if let Err(e) = storage.prepare_file(i) {
-                    debug!("{short}: preparing files stopped: {e}");
-                    return;
-                }
-            }
-        };
-        match std::thread::Builder::new()
-            .name(format!("prep-{}", self.short()))
-            .spawn(job)
-        {
-            Ok(t) => self.prepare = Some((stop, t)),
-            // Not needed for correctness: files are created on first write.
-            Err(e) => debug!("{}: no file preparation thread: {e}", self.short()),
-        }
-    }
-
-    /// Stops the file preparation thread (it finishes the file at hand).
-    fn stop_prepare(&mut self) {
-        if let Some((stop, t)) = self.prepare.take() {
-            stop.store(true, Ordering::Relaxed);
-            let _ = t.join();
         }
     }
 
@@ -500,135 +498,38 @@ impl Controller {
         self.info_hash.to_hex()[..8].to_string()
     }
 
-    fn run(mut self) {
-        // Startup check: resume state where it vouches, a parallel recheck
-        // for the rest.
-        match check::startup(
-            &self.storage,
-            &self.session,
-            &self.resume_file,
-            self.info_hash,
-            &self.published,
-        ) {
-            Ok((have, durable)) => {
-                // Pieces found by hashing (or vouched for unflushed) get
-                // recorded by the next save, so the next start need not
-                // hash them again.
-                if have.iter().zip(&durable).any(|(h, d)| *h && !*d) {
-                    self.epoch += 1;
-                }
-                self.durable = durable;
-                let n = have.iter().filter(|h| **h).count();
-                for (i, h) in have.iter().enumerate() {
-                    if *h {
-                        self.have.insert(i);
-                        self.claims.fill_piece(i);
-                        self.picker.set_have(i);
-                    }
-                }
-                self.picker.set_wanted(&self.wanted);
-                self.emit(TorrentEvent::Checked { pieces: n });
-                info!(
-                    "{}: {} of {} pieces on disk",
-                    self.short(),
-                    n,
-                    self.have.len()
-                );
-            }
-            Err(e) => {
-                self.fail(TorrentError::Check(Arc::new(e)));
-                self.publish();
-                return;
-            }
-        }
-        self.transfer
-            .left
-            .store(self.picker.wanted_left_bytes(), Ordering::Relaxed);
-        if self.picker.is_complete() {
-            if let Err(e) = check::create_empty_files(&self.storage, &self.options.wanted_files) {
-                self.fail(TorrentError::CreateFiles(Arc::new(e)));
-            }
-            self.completed_at = Some(Instant::now());
-            self.set_state(TorrentState::Seeding);
-        } else {
-            self.set_state(TorrentState::Downloading);
-        }
-        if self.options.paused {
-            self.set_state(TorrentState::Paused);
-        } else {
-            if self.state == TorrentState::Downloading {
-                self.start_prepare();
-            }
-            self.start_announcer();
-        }
-        self.publish();
-        if self.finished_by_goal() {
-            self.finish();
+    pub(crate) fn id(&self) -> TorrentId {
+        self.id
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// After every event: a stop takes its next step, and a goal of "no
+    /// seeding" ends the torrent at once (other goals are checked on its
+    /// timers).
+    pub(crate) fn after_event(&mut self) {
+        if self.stopping.is_some() {
+            // A peer gone, a hash or a persist back: the stop may go on.
+            self.advance_stop(Instant::now());
             return;
         }
+        if self.stopping.is_none()
+            && !self.finished
+            && self.options.seed_goal == SeedGoal::None
+            && self.finished_by_goal()
+        {
+            self.finish();
+        }
+    }
 
-        // Status, rates and connection upkeep run four times a second;
-        // choking and resume saving keep their own, longer periods.
-        let ticker = tick(Duration::from_millis(250));
-        self.connect_more();
-        loop {
-            let tracker_peers = self
-                .announcer
-                .as_ref()
-                .map(|a| a.peers().clone())
-                .unwrap_or_else(never);
-            let haves_timer = self.haves_due.map_or_else(never, at);
-            select! {
-                recv(self.peer_rx) -> msg => {
-                    if let Ok(msg) = msg {
-                        self.on_peer(msg);
-                        // Drain what is queued before other work.
-                        for _ in 0..256 {
-                            match self.peer_rx.try_recv() {
-                                Ok(msg) => self.on_peer(msg),
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                }
-                recv(self.commands) -> cmd => match cmd {
-                    Ok(TorrentCommand::Shutdown) | Err(_) => {
-                        self.stop(TorrentState::Stopped);
-                        return;
-                    }
-                    Ok(cmd) => self.on_command(cmd),
-                },
-                recv(self.verify_rx) -> r => {
-                    if let Ok((piece, result)) = r {
-                        self.on_verified(piece, result);
-                    }
-                }
-                recv(self.persist_rx) -> done => {
-                    if let Ok(done) = done {
-                        self.on_persisted(done);
-                    }
-                }
-                recv(tracker_peers) -> peers => {
-                    if let Ok(peers) = peers {
-                        self.add_candidates(peers);
-                    }
-                }
-                recv(haves_timer) -> _ => self.flush_haves(),
-                recv(ticker) -> _ => {
-                    self.on_tick();
-                    if self.finished_by_goal() {
-                        self.finish();
-                        return;
-                    }
-                }
-            }
-            // Completion (a verification, or an inline hash among peer
-            // events) with a goal of "no seeding" ends now, not at the
-            // next tick. Other goals are checked on the tick.
-            if self.options.seed_goal == SeedGoal::None && self.finished_by_goal() {
-                self.finish();
-                return;
-            }
+    /// Routes a peer event; a stopping torrent only keeps its books.
+    pub(crate) fn on_peer_msg(&mut self, msg: PeerMsg) {
+        if self.stopping.is_some() {
+            self.on_peer_closing(msg);
+        } else {
+            self.on_peer(msg);
         }
     }
 
@@ -641,7 +542,7 @@ impl Controller {
 
     // ---- peers -------------------------------------------------------
 
-    fn on_peer(&mut self, PeerMsg { key, event }: PeerMsg) {
+    fn on_peer(&mut self, PeerMsg { key, event, .. }: PeerMsg) {
         if let PeerEvent::Gone(reason) = event {
             self.peer_gone(key, reason);
             return;
@@ -788,198 +689,6 @@ impl Controller {
         self.transfer.downloaded.fetch_add(n, Ordering::Relaxed);
         for (block, stored) in blocks {
             self.on_block(key, block, stored);
-        }
-    }
-
-    /// Checks a complete piece: at once when its blocks were hashed as
-    /// they arrived, else by reading it back on the hashing pool.
-    fn verify(&mut self, piece: usize) {
-        let layout = self.storage.layout();
-        if let Some(digest) = self.hashes.finish(piece as u32, layout.piece_len(piece)) {
-            let ok = digest == layout.piece_hash(piece);
-            self.verifying += 1;
-            self.on_verified(piece, Ok(ok));
-            return;
-        }
-        self.verifying += 1;
-        if !self.verify_queue.push(piece) {
-            return; // a waiting job takes it into its group
-        }
-        let storage = self.storage.clone();
-        let tx = self.verify_tx.clone();
-        let queue = self.verify_queue.clone();
-        self.session.verifiers.spawn(move || {
-            let group = queue.take(GROUP_WAIT);
-            for (&piece, result) in group.iter().zip(storage.check_pieces(&group)) {
-                let _ = tx.send((piece, result));
-            }
-        });
-    }
-
-    fn on_verified(&mut self, piece: usize, result: Result<bool, bittern_storage::Error>) {
-        self.verifying = self.verifying.saturating_sub(1);
-        match result {
-            Ok(true) => {
-                self.picker.piece_passed(piece);
-                self.have.insert(piece);
-                // Get the bytes moving to disk a little later (see
-                // `writeback`), so the flush before recording the piece as
-                // had finds little left to write.
-                self.session.writeback.hint(&self.storage, piece);
-                self.epoch += 1;
-                self.transfer
-                    .left
-                    .store(self.picker.wanted_left_bytes(), Ordering::Relaxed);
-                self.queue_have(piece as u32);
-                self.emit(TorrentEvent::PieceVerified(piece));
-                if self.picker.is_complete() && self.state == TorrentState::Downloading {
-                    self.flush_haves();
-                    self.on_complete();
-                }
-            }
-            Ok(false) => {
-                self.hash_failures += 1;
-                warn!("{}: piece {piece} failed its hash check", self.short());
-                let contributors = self.picker.piece_failed(piece);
-                self.hashes.reset(piece as u32);
-                self.claims.reset_piece(piece);
-                self.emit(TorrentEvent::HashFailed(piece));
-                let alone = contributors.len() == 1;
-                for key in contributors {
-                    let Some(p) = self.peers.get(&key) else {
-                        continue;
-                    };
-                    let who = ban_key(p.addr);
-                    if self.bad_data.record_bad(who, alone) {
-                        warn!("{} {}: banned for sending bad data", p.addr, self.short());
-                        self.banned.insert(who);
-                        let addr = p.addr;
-                        self.emit(TorrentEvent::PeerBanned(addr));
-                        self.close(key);
-                    }
-                }
-                self.fill_all();
-            }
-            Err(e) if e.is_missing_data() => {
-                // The data vanished under us; fetch it again.
-                warn!("{}: piece {piece} unreadable: {e}", self.short());
-                self.picker.piece_failed(piece);
-                self.hashes.reset(piece as u32);
-                self.claims.reset_piece(piece);
-                self.fill_all();
-            }
-            Err(e) => self.fail(TorrentError::Verify {
-                piece,
-                error: Arc::new(e),
-            }),
-        }
-    }
-
-    /// A piece we had cannot be read any more: fetch it again rather than
-    /// serve or claim it.
-    pub(super) fn data_missing(&mut self, piece: usize) {
-        if !self.have.contains(piece) {
-            return;
-        }
-        warn!(
-            "{}: piece {piece} is gone from disk; fetching it again",
-            self.short()
-        );
-        self.have.remove(piece);
-        if let Some(d) = self.durable.get_mut(piece) {
-            *d = false;
-        }
-        if let Some(l) = self.lost_while_persisting.get_mut(piece) {
-            *l = true;
-        }
-        self.hashes.reset(piece as u32);
-        self.claims.reset_piece(piece);
-        self.picker.unset_have(piece);
-        self.epoch += 1;
-        self.transfer
-            .left
-            .store(self.picker.wanted_left_bytes(), Ordering::Relaxed);
-        if self.state == TorrentState::Seeding && !self.picker.is_complete() {
-            self.completed_at = None;
-            self.set_state(TorrentState::Downloading);
-        }
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
-        for k in keys {
-            self.update_interest(k);
-            self.fill(k);
-        }
-    }
-
-    /// Announces a verified piece to every peer with the next batch of
-    /// HAVEs, at most [`HAVE_DELAY`] from now.
-    fn queue_have(&mut self, piece: u32) {
-        if self.pending_haves.is_empty() {
-            self.haves_due = Some(Instant::now() + HAVE_DELAY);
-        }
-        self.pending_haves.push(piece);
-    }
-
-    /// Sends the queued HAVEs, one command per peer for the whole batch
-    /// (its writer puts them in one write).
-    fn flush_haves(&mut self) {
-        self.haves_due = None;
-        if self.pending_haves.is_empty() {
-            return;
-        }
-        let haves: Arc<[u32]> = std::mem::take(&mut self.pending_haves).into();
-        let mut slow = Vec::new();
-        for (k, p) in &self.peers {
-            if p.ready
-                && !p.closing
-                && p.commands
-                    .try_send(PeerCommand::Haves(haves.clone()))
-                    .is_err()
-            {
-                slow.push(*k);
-            }
-        }
-        // A peer that cannot take our HAVEs would keep a stale view of
-        // what we have: too slow to keep (invariant 1).
-        for k in slow {
-            self.close(k);
-        }
-    }
-
-    /// Every wanted piece passed: the download is complete. The pieces go
-    /// to disk in the background (see `persist`), unless the torrent stops
-    /// right away, whose stop records them.
-    fn on_complete(&mut self) {
-        if let Err(e) = check::create_empty_files(&self.storage, &self.options.wanted_files) {
-            self.fail(TorrentError::CreateFiles(Arc::new(e)));
-            return;
-        }
-        info!("{}: download complete", self.short());
-        self.completed();
-        if self.options.seed_goal != SeedGoal::None {
-            self.start_persist();
-        }
-    }
-
-    /// The download is complete: seed, and tell the tracker and peers.
-    fn completed(&mut self) {
-        self.completed_at = Some(Instant::now());
-        self.set_state(TorrentState::Seeding);
-        self.emit(TorrentEvent::Completed);
-        if let Some(a) = &self.announcer {
-            a.completed();
-        }
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
-        for key in keys {
-            self.update_interest(key);
-            // Two seeds have nothing to say to each other.
-            if self
-                .peers
-                .get(&key)
-                .and_then(|p| p.bits.as_ref())
-                .is_some_and(|b| b.is_full())
-            {
-                self.close(key);
-            }
         }
     }
 }

@@ -1,12 +1,12 @@
-//! A torrent's lifecycle: commands, the tick, seed goals, graceful stop,
-//! the announcer, resume state and the published status.
+//! A torrent's lifecycle: commands, the tick, seed goals, graceful stop
+//! (a state machine driven by peer, persist and stop-job events and its
+//! deadlines), the announcer and the published status.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bittern_tracker::{Announcer, AnnouncerConfig, TransferStats};
-use crossbeam_channel::select;
 use log::{info, warn};
 
 use super::*;
@@ -14,16 +14,42 @@ use crate::peer::{PeerEvent, PeerMsg};
 use crate::picker::PeerKey;
 use crate::status::{PeerInfo, TorrentEvent, TorrentState, TorrentStatus};
 
-/// A file sync ends with a device cache flush, which costs about what
-/// writing this many bytes does: stopping a completed 1,000-file torrent
-/// (256 MiB) spent 250 ms in `fdatasync`s with almost nothing left to
-/// write, about 0.25 ms a file, and the disk here writes ~1 GB/s.
-const STOP_SYNC_COST_PER_FILE: u64 = 256 << 10;
+/// How long a stop waits for its peers to end and in-flight hashes to
+/// come back.
+const STOP_DRAIN: Duration = Duration::from_secs(5);
+/// How long a stop waits for a running persist job.
+const STOP_PERSIST_WAIT: Duration = Duration::from_secs(60);
+/// Commands kept while the startup check runs (the per-torrent queue had
+/// room for 256).
+const MAX_DEFERRED: usize = 256;
+
+/// A stop in progress: peers closing and hashes draining (until
+/// `drain_until`), then a running persist finishing (until
+/// `persist_until`), then the stop job (last save, `stopped` announce,
+/// files released) on its own thread; its end finishes the torrent.
+pub(crate) struct Stopping {
+    pub target: TorrentState,
+    pub drain_until: Instant,
+    pub persist_until: Option<Instant>,
+    pub job_started: bool,
+}
 
 impl Controller {
     // ---- commands and ticks -------------------------------------------
 
-    pub(super) fn on_command(&mut self, cmd: TorrentCommand) {
+    pub(crate) fn on_command(&mut self, cmd: TorrentCommand) {
+        if self.state == TorrentState::Checking {
+            // Run once the check is done (a stop cancels it).
+            match cmd {
+                TorrentCommand::Shutdown => self.stop(TorrentState::Stopped),
+                cmd if self.deferred.len() < MAX_DEFERRED => self.deferred.push(cmd),
+                _ => {}
+            }
+            return;
+        }
+        if self.stopping.is_some() {
+            return;
+        }
         match cmd {
             TorrentCommand::Pause => {
                 if self.running() {
@@ -47,7 +73,6 @@ impl Controller {
                     self.connect_more();
                 }
             }
-            TorrentCommand::AddPeers(peers) => self.add_candidates(peers),
             TorrentCommand::Incoming(stream, hs) => {
                 let Ok(addr) = stream.peer_addr() else { return };
                 let cfg = &self.session.config;
@@ -60,14 +85,18 @@ impl Controller {
                 }
                 self.spawn_peer(Origin::Incoming(stream, hs), addr);
             }
-            TorrentCommand::Shutdown => {}
+            TorrentCommand::Shutdown => {
+                self.stop(TorrentState::Stopped);
+                return;
+            }
         }
         self.publish();
     }
 
-    pub(super) fn on_tick(&mut self) {
-        let now = Instant::now();
-        self.cut_stragglers(now);
+    /// Rates, status, choking, request deadlines, interest and connection
+    /// upkeep: every 250 ms while the torrent has peers (see `timers`).
+    pub(super) fn on_tick(&mut self, now: Instant) {
+        self.last_tick = now;
         // Sample payload counters for per-peer rates.
         let mut up_total = 0;
         for p in self.peers.values_mut() {
@@ -105,13 +134,6 @@ impl Controller {
                     a.need_peers();
                 }
             }
-            if self.epoch != self.saved_epoch
-                && !self.persisting
-                && now.duration_since(self.last_resume)
-                    >= self.session.config.timing.resume_interval
-            {
-                self.start_persist();
-            }
         }
         self.publish();
     }
@@ -147,32 +169,138 @@ impl Controller {
         self.stop(TorrentState::Stopped);
     }
 
-    /// Graceful stop: close peers, wait for in-flight hashes, save resume
-    /// state, announce `stopped` within the deadline.
+    /// Graceful stop: close peers, wait for in-flight hashes and a running
+    /// persist, then save resume state and announce `stopped` within the
+    /// deadline on the stop job's thread. Never waits here: each step is
+    /// taken when its event or deadline comes (`advance_stop`).
     pub(super) fn stop(&mut self, state: TorrentState) {
+        if self.stopping.is_some() || self.finished {
+            return;
+        }
+        let now = Instant::now();
+        self.stopping = Some(Stopping {
+            target: state,
+            drain_until: now + STOP_DRAIN,
+            persist_until: None,
+            job_started: false,
+        });
+        if self.state == TorrentState::Checking {
+            if let Some(c) = &self.check_cancel {
+                c.store(true, Ordering::Relaxed);
+            }
+            return;
+        }
         self.close_all();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while (!self.peers.is_empty() || self.verifying > 0) && Instant::now() < deadline {
-            self.cut_stragglers(Instant::now());
-            select! {
-                recv(self.peer_rx) -> m => if let Ok(m) = m { self.on_peer_closing(m) },
-                recv(self.verify_rx) -> r => if let Ok((piece, r)) = r { self.on_verified(piece, r) },
-                default(Duration::from_millis(100)) => {}
-            }
+        self.advance_stop(now);
+    }
+
+    /// Takes the next step of a stop whose condition holds.
+    pub(super) fn advance_stop(&mut self, now: Instant) {
+        let busy = !self.peers.is_empty() || self.verifying > 0;
+        let persisting = self.persisting;
+        let Some(s) = self.stopping.as_mut() else {
+            return;
+        };
+        if s.job_started || self.state == TorrentState::Checking {
+            return;
         }
-        self.wait_persisted(Duration::from_secs(60));
-        if self.epoch != self.saved_epoch && !matches!(self.state, TorrentState::Error(_)) {
-            if let Err(e) = self.save_resume_at_stop() {
-                warn!("{}: cannot save resume state: {e}", self.short());
-            }
+        if busy && now < s.drain_until {
+            return;
         }
-        self.stop_announcer();
-        self.stop_prepare();
-        self.storage.release_files();
+        if persisting {
+            let until = *s.persist_until.get_or_insert(now + STOP_PERSIST_WAIT);
+            if now < until {
+                return;
+            }
+            s.job_started = true;
+            warn!(
+                "{}: flushing data is taking long; stopping anyway",
+                self.short()
+            );
+        }
+        if let Some(s) = self.stopping.as_mut() {
+            s.job_started = true;
+        }
+        self.start_stop_job();
+    }
+
+    /// The stop job: the last resume save (when anything changed since
+    /// the last one), the `stopped` announce, the file preparation thread
+    /// and the open files, on a short-lived thread.
+    fn start_stop_job(&mut self) {
+        let save = (self.epoch != self.saved_epoch
+            && !matches!(self.state, TorrentState::Error(_)))
+        .then(|| check::StopSave {
+            storage: self.storage.clone(),
+            resume_file: self.resume_file.clone(),
+            info_hash: self.info_hash,
+            have: self.have_flags(),
+            durable: self.durable.clone(),
+            flush_limit: self.session.config.stop_flush_limit,
+        });
+        let announcer = self.announcer.take();
+        let deadline = self.session.config.timing.stop_announce_deadline;
+        let prepare = self.prepare.take();
+        let storage = self.storage.clone();
+        let (id, tx) = (self.id, self.links.done.clone());
+        let short = self.short();
+        let name = format!("stop-{short}");
+        if save.is_none() && announcer.is_none() && prepare.is_none() {
+            // Only the files to close (an idle seed, nothing changed): a
+            // job on the verifier pool, not a thread per torrent (a
+            // session of thousands stops without a burst of threads).
+            self.session.verifiers.spawn(move || {
+                storage.release_files();
+                let _ = tx.send(Done::Stopped(id));
+            });
+            return;
+        }
+        let job = move || {
+            if let Some(save) = save {
+                if let Err(e) = save.run() {
+                    warn!("{short}: cannot save resume state: {e}");
+                }
+            }
+            if let Some(a) = announcer {
+                a.stop(deadline);
+            }
+            if let Some((stop, t)) = prepare {
+                stop.store(true, Ordering::Relaxed);
+                let _ = t.join();
+            }
+            storage.release_files();
+            let _ = tx.send(Done::Stopped(id));
+        };
+        if let Err(e) = std::thread::Builder::new().name(name).spawn(job) {
+            // The job (and with it the announcer, which then stops on its
+            // own) is dropped; the torrent ends without its last save.
+            warn!("{}: cannot start the stop job: {e}", self.short());
+            self.on_stopped();
+        }
+    }
+
+    /// The stop job is done: the torrent has ended.
+    pub(crate) fn on_stopped(&mut self) {
+        let target = self
+            .stopping
+            .take()
+            .map_or(TorrentState::Stopped, |s| s.target);
         if !matches!(self.state, TorrentState::Error(_)) {
-            self.set_state(state);
+            self.set_state(target);
         }
         self.publish();
+        self.finished = true;
+    }
+
+    /// A stop during the startup check cancelled it: nothing ran yet.
+    pub(super) fn end_stopped(&mut self) {
+        let target = self
+            .stopping
+            .take()
+            .map_or(TorrentState::Stopped, |s| s.target);
+        self.set_state(target);
+        self.publish();
+        self.finished = true;
     }
 
     /// While closing, only bookkeeping matters.
@@ -182,6 +310,7 @@ impl Controller {
             PeerEvent::Blocks(blocks) => self.on_blocks(msg.key, blocks),
             _ => {}
         }
+        self.advance_stop(Instant::now());
     }
 
     pub(super) fn close_all(&mut self) {
@@ -210,7 +339,9 @@ impl Controller {
     }
 
     pub(super) fn emit(&self, e: TorrentEvent) {
-        let _ = self.events.try_send(e);
+        if self.events.len() < EVENT_QUEUE {
+            let _ = self.events.send(e);
+        }
     }
 
     // ---- tracker ------------------------------------------------------
@@ -236,86 +367,35 @@ impl Controller {
             downloaded: transfer.downloaded.load(Ordering::Relaxed),
             left: transfer.left.load(Ordering::Relaxed),
         });
-        self.announcer = Some(Announcer::spawn(config, stats));
+        // Tracker peers enter through the torrent's peer source, like
+        // every other source.
+        let source = self.source.clone();
+        self.announcer = Some(Announcer::spawn_with_sink(config, stats, move |peers| {
+            source.offer(peers)
+        }));
     }
 
+    /// Stops the announcer without waiting: `stopped` goes out (within
+    /// the deadline) from a short-lived thread.
     pub(super) fn stop_announcer(&mut self) {
-        if let Some(a) = self.announcer.take() {
-            a.stop(self.session.config.timing.stop_announce_deadline);
-        }
+        let Some(a) = self.announcer.take() else {
+            return;
+        };
+        let deadline = self.session.config.timing.stop_announce_deadline;
+        // Should the thread not start, dropping the handle stops the
+        // announcer on its own thread too.
+        let _ = std::thread::Builder::new()
+            .name("announce-stop".into())
+            .spawn(move || a.stop(deadline));
     }
 
     // ---- persistence and status ---------------------------------------
-
-    /// Records the verified pieces at a stop without waiting long for the
-    /// disk: flushed first when fewer than `stop_flush_limit` of their
-    /// bytes are still unwritten (or the kernel cannot say how much is), else
-    /// recorded unflushed, stamped with this boot's id. An exit right after
-    /// a fast download (many GiB still on their way to a slow disk) then
-    /// takes milliseconds, as with every other client, while the resume
-    /// state still never vouches for data a crash may have lost.
-    pub(super) fn save_resume_at_stop(&mut self) -> Result<(), bittern_storage::Error> {
-        let have = self.have_flags();
-        let had: Vec<usize> = (0..have.len()).filter(|&i| have[i]).collect();
-        // What the flush would cost, in bytes to write: what is still on
-        // its way to disk, plus a device cache flush per file synced.
-        let files = self.storage.file_count(&had)? as u64;
-        let cost = self
-            .storage
-            .unflushed_bytes(&had)?
-            .map(|n| n.saturating_add(files.saturating_mul(STOP_SYNC_COST_PER_FILE)));
-        match cost {
-            Some(n)
-                if n >= self.session.config.stop_flush_limit
-                    && bittern_storage::boot_id().is_some() =>
-            {
-                check::save_unflushed(
-                    &self.storage,
-                    &self.resume_file,
-                    self.info_hash,
-                    &have,
-                    &self.durable,
-                )?;
-                info!(
-                    "{}: recorded {} pieces without waiting for the disk ({} files to sync, \
-                     about {} MiB of flush work)",
-                    self.short(),
-                    had.len(),
-                    files,
-                    n >> 20
-                );
-                self.saved_epoch = self.epoch;
-                self.last_resume = Instant::now();
-                Ok(())
-            }
-            _ => self.save_resume(),
-        }
-    }
 
     /// One flag per piece: verified and had.
     pub(super) fn have_flags(&self) -> Vec<bool> {
         (0..self.have.len())
             .map(|i| self.have.contains(i))
             .collect()
-    }
-
-    /// Flushes every verified piece and records them. Pieces found gone on
-    /// the way are marked missing (and fetched again) before recording.
-    pub(super) fn save_resume(&mut self) -> Result<(), bittern_storage::Error> {
-        for _ in 0..3 {
-            let have = self.have_flags();
-            let missing = check::save(&self.storage, &self.resume_file, self.info_hash, &have)?;
-            if missing.is_empty() {
-                self.durable = have;
-                self.saved_epoch = self.epoch;
-                self.last_resume = Instant::now();
-                return Ok(());
-            }
-            for piece in missing {
-                self.data_missing(piece);
-            }
-        }
-        Ok(())
     }
 
     pub(super) fn publish(&self) {

@@ -21,6 +21,9 @@ use crate::status::TorrentState;
 /// How long a closed connection has to send what was queued before it and
 /// end before its socket is shut down under it.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
+/// How long the tick keeps running after the last peer left: the window
+/// of the torrent's rate measures.
+const QUIET_TICKS: Duration = Duration::from_secs(20);
 
 impl Controller {
     /// After a peer's piece set changed: interest, then requests.
@@ -198,6 +201,10 @@ impl Controller {
             self.picker.peer_lost_bitfield(bits);
         }
         self.picker.peer_gone(key);
+        if self.peers.is_empty() {
+            // Keep ticking a while, so the published rates fall to zero.
+            self.quiet_until = Some(Instant::now() + QUIET_TICKS);
+        }
         debug!("{} {}: disconnected: {reason}", p.addr, self.short());
         if let PeerError::Protocol(violation) = &reason {
             let violation = violation.clone();
@@ -285,7 +292,7 @@ impl Controller {
         }
     }
 
-    pub(super) fn add_candidates(&mut self, peers: Vec<SocketAddr>) {
+    pub(crate) fn add_candidates(&mut self, peers: Vec<SocketAddr>) {
         for a in peers {
             if self.known.len() < 10_000 {
                 self.known.insert(a);
@@ -337,6 +344,7 @@ impl Controller {
         let socket = Arc::new(SocketSlot::default());
         let conn = Connection::new(self.session.connections.clone(), socket.clone());
         let ctx = PeerContext {
+            torrent: self.id,
             key,
             info_hash: self.info_hash,
             our_id: self.session.peer_id,
@@ -346,7 +354,7 @@ impl Controller {
             hashes: self.hashes.clone(),
             inline_hashing: self.session.config.inline_hashing,
             mapped_upload: self.session.config.mapped_upload,
-            events: self.peer_tx.clone(),
+            events: self.links.peers.clone(),
             stats: stats.clone(),
             transfer: self.transfer.clone(),
             up_limits: [self.up_limit.clone(), self.session.upload.clone()],

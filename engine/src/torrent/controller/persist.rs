@@ -44,17 +44,20 @@ impl Controller {
         let storage = self.storage.clone();
         let resume_file = self.resume_file.clone();
         let info_hash = self.info_hash;
-        let tx = self.persist_tx.clone();
+        let (id, tx) = (self.id, self.links.done.clone());
         let epoch = self.epoch;
         let started = Instant::now();
         let job = move || {
             let result = check::save(&storage, &resume_file, info_hash, &have);
-            let _ = tx.send(PersistDone {
-                epoch,
-                have,
-                started,
-                result,
-            });
+            let _ = tx.send(Done::Persisted(
+                id,
+                PersistDone {
+                    epoch,
+                    have,
+                    started,
+                    result,
+                },
+            ));
         };
         self.persisting = true;
         self.persist_again = false;
@@ -62,21 +65,15 @@ impl Controller {
             .name("bittern-persist".into())
             .spawn(job)
         {
-            // No thread to be had: report as a failed job rather than block.
+            // No thread to be had: a failed job (the next save, or a
+            // recheck at startup, covers it).
             warn!("{}: cannot start a persist thread: {e}", self.short());
-            let _ = self.persist_tx.send(PersistDone {
-                epoch,
-                have: Vec::new(),
-                started,
-                result: Err(bittern_storage::Error::Io {
-                    path: self.resume_file.clone(),
-                    source: e,
-                }),
-            });
+            self.persisting = false;
+            self.last_resume = Instant::now();
         }
     }
 
-    pub(super) fn on_persisted(&mut self, done: PersistDone) {
+    pub(crate) fn on_persisted(&mut self, done: PersistDone) {
         self.persisting = false;
         match done.result {
             Ok(missing) if missing.is_empty() => {
@@ -107,29 +104,14 @@ impl Controller {
                 self.last_resume = Instant::now();
             }
         }
+        if self.stopping.is_some() {
+            // The stop job records what is had now.
+            self.persist_again = false;
+            self.advance_stop(Instant::now());
+            return;
+        }
         if self.persist_again && !matches!(self.state, TorrentState::Error(_)) {
             self.start_persist();
-        }
-    }
-
-    /// Waits for a running persist job (at shutdown), at most `limit`.
-    pub(super) fn wait_persisted(&mut self, limit: std::time::Duration) {
-        let deadline = Instant::now() + limit;
-        while self.persisting {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.persist_rx.recv_timeout(left) {
-                Ok(done) => {
-                    self.persist_again = false;
-                    self.on_persisted(done);
-                }
-                Err(_) => {
-                    warn!(
-                        "{}: flushing data is taking long; stopping anyway",
-                        self.short()
-                    );
-                    return;
-                }
-            }
         }
     }
 }

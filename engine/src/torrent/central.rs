@@ -1,0 +1,230 @@
+//! The session's controller thread: runs every torrent's state (its
+//! PiecePicker, Choker and peer table) on one thread. It `select!`s over
+//! peer events, commands, job results (startup checks, verifications,
+//! persists, stops), peer sources and the earliest due timer of its
+//! deadline heap. A torrent with no peers and nothing due has no timer and
+//! costs no wakeups; one with peers ticks every 250 ms.
+//!
+//! It never blocks on a peer, a disk or a tracker: checks, verification,
+//! persisting, file creation and stops run on other threads and post their
+//! results back on the bounded `done` channel.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crossbeam_channel::{at, bounded, never, select, Receiver, Sender, TrySendError};
+use log::debug;
+
+use super::controller::{Controller, PersistDone};
+use super::{TorrentCommand, TorrentId};
+use crate::error::Error;
+use crate::peer::PeerMsg;
+
+/// Peer events waiting for the controller, all torrents together.
+const PEER_QUEUE: usize = 16_384;
+/// Commands (handles, listener) waiting for the controller.
+const COMMAND_QUEUE: usize = 1024;
+/// Job results waiting for the controller.
+const DONE_QUEUE: usize = 8192;
+/// Peer lists from peer sources waiting for the controller.
+const SOURCE_QUEUE: usize = 1024;
+/// Peer events handled in a row before other sources get a turn.
+const PEER_BURST: usize = 256;
+
+/// Commands to the controller thread.
+pub(crate) enum Ctl {
+    /// A new torrent: start its startup check.
+    Add(Box<Controller>),
+    /// A command for one torrent.
+    Command(TorrentId, TorrentCommand),
+    /// Every torrent has ended: exit.
+    Exit,
+}
+
+/// Results of work done off the controller thread.
+pub(crate) enum Done {
+    /// A startup check: `None` when it was cancelled.
+    Checked(TorrentId, Option<super::check::Checked>),
+    /// A verified piece.
+    Verified(TorrentId, usize, Result<bool, bittern_storage::Error>),
+    /// A persist job.
+    Persisted(TorrentId, PersistDone),
+    /// Zero-length files of a completed download created.
+    FilesCreated(TorrentId, Result<(), bittern_storage::Error>),
+    /// A stopping torrent's last save, announce and file release are done.
+    Stopped(TorrentId),
+}
+
+/// The senders every torrent (and its peer threads and jobs) reports on.
+#[derive(Clone)]
+pub(crate) struct Links {
+    pub peers: Sender<PeerMsg>,
+    pub done: Sender<Done>,
+    pub sources: Sender<(TorrentId, Vec<SocketAddr>)>,
+}
+
+/// The one way candidate addresses reach a torrent, whoever found them:
+/// its trackers, `--peer` / [`add_peers`](crate::TorrentHandle::add_peers),
+/// and later magnet `x.pe`, PEX and DHT. One bounded channel for the whole
+/// session; the controller decides whom to dial.
+#[derive(Clone)]
+pub(crate) struct PeerSource {
+    torrent: TorrentId,
+    tx: Sender<(TorrentId, Vec<SocketAddr>)>,
+}
+
+impl PeerSource {
+    pub(crate) fn new(torrent: TorrentId, tx: Sender<(TorrentId, Vec<SocketAddr>)>) -> Self {
+        PeerSource { torrent, tx }
+    }
+
+    /// Offers addresses found by a background source (a tracker): dropped
+    /// when the queue is full (the source finds them again).
+    pub(crate) fn offer(&self, peers: Vec<SocketAddr>) {
+        match self.tx.try_send((self.torrent, peers)) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(_)) => debug!("peer source queue full; dropping peers"),
+        }
+    }
+
+    /// Offers addresses a user gave: waits while the queue is full.
+    pub(crate) fn offer_waiting(&self, peers: Vec<SocketAddr>) -> Result<(), Error> {
+        self.tx
+            .send((self.torrent, peers))
+            .map_err(|_| Error::Closed)
+    }
+}
+
+/// The controller thread's state: every torrent and the timer heap.
+pub(crate) struct Central {
+    torrents: HashMap<TorrentId, Controller>,
+    /// Each torrent's earliest deadline (entries go stale when a torrent's
+    /// deadline moves; a stale one just wakes it for nothing due).
+    timers: BinaryHeap<Reverse<(Instant, TorrentId)>>,
+    commands: Receiver<Ctl>,
+    peers: Receiver<PeerMsg>,
+    done: Receiver<Done>,
+    sources: Receiver<(TorrentId, Vec<SocketAddr>)>,
+}
+
+impl Central {
+    /// The controller's state and the senders that feed it.
+    pub(crate) fn new() -> (Central, Sender<Ctl>, Links) {
+        let (ctl_tx, ctl_rx) = bounded(COMMAND_QUEUE);
+        let (peer_tx, peer_rx) = bounded(PEER_QUEUE);
+        let (done_tx, done_rx) = bounded(DONE_QUEUE);
+        let (source_tx, source_rx) = bounded(SOURCE_QUEUE);
+        let central = Central {
+            torrents: HashMap::new(),
+            timers: BinaryHeap::new(),
+            commands: ctl_rx,
+            peers: peer_rx,
+            done: done_rx,
+            sources: source_rx,
+        };
+        let links = Links {
+            peers: peer_tx,
+            done: done_tx,
+            sources: source_tx,
+        };
+        (central, ctl_tx, links)
+    }
+
+    /// The controller loop; returns on [`Ctl::Exit`] or when every command
+    /// sender is gone.
+    pub(crate) fn run(mut self) {
+        loop {
+            let timer = self
+                .timers
+                .peek()
+                .map_or_else(never, |Reverse((t, _))| at(*t));
+            select! {
+                recv(self.peers) -> msg => {
+                    if let Ok(msg) = msg {
+                        self.on_peer(msg);
+                        for _ in 0..PEER_BURST {
+                            match self.peers.try_recv() {
+                                Ok(msg) => self.on_peer(msg),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                recv(self.commands) -> cmd => match cmd {
+                    Ok(Ctl::Add(c)) => {
+                        let id = c.id();
+                        self.torrents.insert(id, *c);
+                        self.with(id, Controller::start);
+                    }
+                    Ok(Ctl::Command(id, cmd)) => self.with(id, |c| c.on_command(cmd)),
+                    Ok(Ctl::Exit) | Err(_) => return,
+                },
+                recv(self.done) -> done => {
+                    if let Ok(done) = done {
+                        self.on_done(done);
+                    }
+                }
+                recv(self.sources) -> offer => {
+                    if let Ok((id, peers)) = offer {
+                        self.with(id, |c| c.add_candidates(peers));
+                    }
+                }
+                recv(timer) -> _ => self.on_timers(),
+            }
+        }
+    }
+
+    fn on_peer(&mut self, msg: PeerMsg) {
+        self.with(msg.torrent, |c| c.on_peer_msg(msg));
+    }
+
+    fn on_done(&mut self, done: Done) {
+        match done {
+            Done::Checked(id, r) => self.with(id, |c| c.on_checked(r)),
+            Done::Verified(id, piece, r) => self.with(id, |c| c.on_verified(piece, r)),
+            Done::Persisted(id, d) => self.with(id, |c| c.on_persisted(d)),
+            Done::FilesCreated(id, r) => self.with(id, |c| c.on_files_created(r)),
+            Done::Stopped(id) => self.with(id, Controller::on_stopped),
+        }
+    }
+
+    /// Runs every torrent whose deadline has come.
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(&Reverse((t, id))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(c) = self.torrents.get_mut(&id) {
+                if c.scheduled == Some(t) {
+                    c.scheduled = None;
+                }
+            }
+            self.with(id, |c| c.on_timer(now));
+        }
+    }
+
+    /// Runs `f` on torrent `id`, then settles it: an ended torrent leaves
+    /// the table; another gets a timer for its next deadline if that is
+    /// earlier than the one it has.
+    fn with(&mut self, id: TorrentId, f: impl FnOnce(&mut Controller)) {
+        let Some(c) = self.torrents.get_mut(&id) else {
+            return;
+        };
+        f(c);
+        c.after_event();
+        if c.is_finished() {
+            self.torrents.remove(&id);
+            return;
+        }
+        if let Some(d) = c.next_deadline() {
+            if c.scheduled.is_none_or(|s| d < s) {
+                c.scheduled = Some(d);
+                self.timers.push(Reverse((d, id)));
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Pieces of one torrent: verification (inline hash or a job on the
+//! verifier pool), passed and failed pieces, data found gone, HAVE batches
+//! and completion.
+
+use super::*;
+
+impl Controller {
+    /// Checks a complete piece: at once when its blocks were hashed as
+    /// they arrived, else by reading it back on the hashing pool.
+    pub(super) fn verify(&mut self, piece: usize) {
+        let layout = self.storage.layout();
+        if let Some(digest) = self.hashes.finish(piece as u32, layout.piece_len(piece)) {
+            let ok = digest == layout.piece_hash(piece);
+            self.verifying += 1;
+            self.on_verified(piece, Ok(ok));
+            return;
+        }
+        self.verifying += 1;
+        if !self.verify_queue.push(piece) {
+            return; // a waiting job takes it into its group
+        }
+        let storage = self.storage.clone();
+        let (id, tx) = (self.id, self.links.done.clone());
+        let queue = self.verify_queue.clone();
+        self.session.verifiers.spawn(move || {
+            let group = queue.take(GROUP_WAIT);
+            for (&piece, result) in group.iter().zip(storage.check_pieces(&group)) {
+                let _ = tx.send(Done::Verified(id, piece, result));
+            }
+        });
+    }
+
+    pub(crate) fn on_verified(
+        &mut self,
+        piece: usize,
+        result: Result<bool, bittern_storage::Error>,
+    ) {
+        self.verifying = self.verifying.saturating_sub(1);
+        match result {
+            Ok(true) => {
+                self.picker.piece_passed(piece);
+                self.have.insert(piece);
+                // Get the bytes moving to disk a little later (see
+                // `writeback`), so the flush before recording the piece as
+                // had finds little left to write.
+                self.session.writeback.hint(&self.storage, piece);
+                self.epoch += 1;
+                self.transfer
+                    .left
+                    .store(self.picker.wanted_left_bytes(), Ordering::Relaxed);
+                self.queue_have(piece as u32);
+                self.emit(TorrentEvent::PieceVerified(piece));
+                if self.picker.is_complete() && self.state == TorrentState::Downloading {
+                    self.flush_haves();
+                    self.on_complete();
+                }
+            }
+            Ok(false) => {
+                self.hash_failures += 1;
+                warn!("{}: piece {piece} failed its hash check", self.short());
+                let contributors = self.picker.piece_failed(piece);
+                self.hashes.reset(piece as u32);
+                self.claims.reset_piece(piece);
+                self.emit(TorrentEvent::HashFailed(piece));
+                let alone = contributors.len() == 1;
+                for key in contributors {
+                    let Some(p) = self.peers.get(&key) else {
+                        continue;
+                    };
+                    let who = ban_key(p.addr);
+                    if self.bad_data.record_bad(who, alone) {
+                        warn!("{} {}: banned for sending bad data", p.addr, self.short());
+                        self.banned.insert(who);
+                        let addr = p.addr;
+                        self.emit(TorrentEvent::PeerBanned(addr));
+                        self.close(key);
+                    }
+                }
+                self.fill_all();
+            }
+            Err(e) if e.is_missing_data() => {
+                // The data vanished under us; fetch it again.
+                warn!("{}: piece {piece} unreadable: {e}", self.short());
+                self.picker.piece_failed(piece);
+                self.hashes.reset(piece as u32);
+                self.claims.reset_piece(piece);
+                self.fill_all();
+            }
+            Err(e) => self.fail(TorrentError::Verify {
+                piece,
+                error: Arc::new(e),
+            }),
+        }
+    }
+
+    /// A piece we had cannot be read any more: fetch it again rather than
+    /// serve or claim it.
+    pub(super) fn data_missing(&mut self, piece: usize) {
+        if !self.have.contains(piece) {
+            return;
+        }
+        warn!(
+            "{}: piece {piece} is gone from disk; fetching it again",
+            self.short()
+        );
+        self.have.remove(piece);
+        if let Some(d) = self.durable.get_mut(piece) {
+            *d = false;
+        }
+        if let Some(l) = self.lost_while_persisting.get_mut(piece) {
+            *l = true;
+        }
+        self.hashes.reset(piece as u32);
+        self.claims.reset_piece(piece);
+        self.picker.unset_have(piece);
+        self.epoch += 1;
+        self.transfer
+            .left
+            .store(self.picker.wanted_left_bytes(), Ordering::Relaxed);
+        if self.state == TorrentState::Seeding && !self.picker.is_complete() {
+            self.completed_at = None;
+            self.set_state(TorrentState::Downloading);
+        }
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.update_interest(k);
+            self.fill(k);
+        }
+    }
+
+    /// Announces a verified piece to every peer with the next batch of
+    /// HAVEs, at most [`HAVE_DELAY`] from now.
+    pub(super) fn queue_have(&mut self, piece: u32) {
+        if self.pending_haves.is_empty() {
+            self.haves_due = Some(Instant::now() + HAVE_DELAY);
+        }
+        self.pending_haves.push(piece);
+    }
+
+    /// Sends the queued HAVEs, one command per peer for the whole batch
+    /// (its writer puts them in one write).
+    pub(super) fn flush_haves(&mut self) {
+        self.haves_due = None;
+        if self.pending_haves.is_empty() {
+            return;
+        }
+        let haves: Arc<[u32]> = std::mem::take(&mut self.pending_haves).into();
+        let mut slow = Vec::new();
+        for (k, p) in &self.peers {
+            if p.ready
+                && !p.closing
+                && p.commands
+                    .try_send(PeerCommand::Haves(haves.clone()))
+                    .is_err()
+            {
+                slow.push(*k);
+            }
+        }
+        // A peer that cannot take our HAVEs would keep a stale view of
+        // what we have: too slow to keep (invariant 1).
+        for k in slow {
+            self.close(k);
+        }
+    }
+
+    /// Every wanted piece passed: the download is complete. The pieces go
+    /// to disk in the background (see `persist`), unless the torrent stops
+    /// right away, whose stop records them.
+    pub(super) fn on_complete(&mut self) {
+        if !check::has_empty_files(&self.storage, &self.options.wanted_files) {
+            self.on_files_created(Ok(()));
+            return;
+        }
+        // Creating files touches the disk: off the controller.
+        let storage = self.storage.clone();
+        let wanted = self.options.wanted_files.clone();
+        let (id, tx) = (self.id, self.links.done.clone());
+        self.session.verifiers.spawn(move || {
+            let r = check::create_empty_files(&storage, &wanted);
+            let _ = tx.send(Done::FilesCreated(id, r));
+        });
+    }
+
+    /// The zero-length files of a complete download exist: it is done.
+    pub(crate) fn on_files_created(&mut self, r: Result<(), bittern_storage::Error>) {
+        if let Err(e) = r {
+            self.fail(TorrentError::CreateFiles(Arc::new(e)));
+            return;
+        }
+        if self.state != TorrentState::Downloading || !self.picker.is_complete() {
+            return;
+        }
+        info!("{}: download complete", self.short());
+        self.completed();
+        if self.options.seed_goal != SeedGoal::None {
+            self.start_persist();
+        }
+    }
+
+    /// The download is complete: seed, and tell the tracker and peers.
+    pub(super) fn completed(&mut self) {
+        self.completed_at = Some(Instant::now());
+        self.set_state(TorrentState::Seeding);
+        self.emit(TorrentEvent::Completed);
+        if let Some(a) = &self.announcer {
+            a.completed();
+        }
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            self.update_interest(key);
+            // Two seeds have nothing to say to each other.
+            if self
+                .peers
+                .get(&key)
+                .and_then(|p| p.bits.as_ref())
+                .is_some_and(|b| b.is_full())
+            {
+                self.close(key);
+            }
+        }
+    }
+}
