@@ -124,6 +124,7 @@ mod buf;
 mod error;
 mod file;
 mod hash;
+mod lanes;
 mod layout;
 mod path;
 mod pool;
