@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context};
 use bittern_wire::{MetaVersion, Metainfo, MetainfoBuilder};
@@ -321,7 +321,13 @@ pub fn build(
 /// # Errors
 /// See [`collect`] and [`build`]; writing the output file.
 pub fn run(args: &CreateArgs, quiet: bool) -> anyhow::Result<Code> {
+    let start = Instant::now();
     let source = collect(&args.path)?;
+    log::debug!(
+        "create: walked {} file(s) in {:?}",
+        source.disk.len(),
+        start.elapsed()
+    );
     let output = args
         .output
         .clone()
@@ -335,10 +341,17 @@ pub fn run(args: &CreateArgs, quiet: bool) -> anyhow::Result<Code> {
             ),
         ));
     }
+    let hashing = Instant::now();
     let (bytes, m) = build(&source, args, quiet)?;
+    let writing = Instant::now();
     std::fs::write(&output, &bytes)
         .with_context(|| format!("cannot write {}", output.display()))
         .code(Code::Filesystem)?;
+    log::debug!(
+        "create: hashed and built in {:?}, wrote in {:?}",
+        writing - hashing,
+        writing.elapsed()
+    );
     println!("created {}", output.display());
     println!("name:       {}", m.info.name);
     println!("info hash:  {}", m.info_hash.to_hex());

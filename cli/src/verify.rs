@@ -64,9 +64,15 @@ pub fn check(m: &Metainfo, dir: &std::path::Path, quiet: bool) -> anyhow::Result
     let total = m.info.total_length();
     let plen = m.info.piece_length;
     let bar = progress::bytes_bar(quiet, total, "verifying");
+    let start = std::time::Instant::now();
     let ok = storage
         .verify_all(&pool, &|done, _| bar.set((done as u64 * plen).min(total)))
         .context("verification failed")?;
+    log::debug!(
+        "verify: hashed {} pieces in {:?}",
+        ok.len(),
+        start.elapsed()
+    );
     bar.finish();
     let bad = ok.iter().filter(|ok| !**ok).count();
     let mut files = Vec::new();

@@ -144,6 +144,25 @@ impl OpenFile {
         Ok((of, opened.created))
     }
 
+    /// Opens `path` read-only as it is given (symlinks followed: the
+    /// caller chose the path), expected to be `expected` bytes long; for
+    /// hashing files outside any [`Storage`](crate::Storage) root (torrent
+    /// creation). Never maps it here: hashing maps it on first use
+    /// ([`hash_map`](Self::hash_map)) if it is long enough.
+    pub(crate) fn open_path(path: &Path, expected: u64) -> Result<OpenFile> {
+        let file = File::open(path).map_err(|e| Error::from_io(path, e))?;
+        Ok(OpenFile {
+            file,
+            path: path.to_path_buf(),
+            writable: false,
+            expected,
+            map: None,
+            upload_map: OnceLock::new(),
+            zeroed_from: AtomicUsize::new(usize::MAX),
+            reserved: false,
+        })
+    }
+
     fn fstat(&self) -> Result<libc::stat> {
         crate::path::fstat(&self.file, &self.path)
     }
@@ -256,6 +275,38 @@ impl OpenFile {
             return None;
         }
         self.upload_map()
+    }
+
+    /// Drops the page-table entries of the read-only map's pages that lie
+    /// wholly inside file bytes `start..end` (`madvise(MADV_DONTNEED)`):
+    /// the pages stay in the page cache, and a later read of them faults
+    /// them in again from there. Best effort: nothing when there is no
+    /// such map or the call fails.
+    pub(crate) fn drop_map_pages(&self, start: u64, end: u64) {
+        let Some(Some(m)) = self.upload_map.get() else {
+            return;
+        };
+        let page = crate::buf::PAGE_ALIGN as u64;
+        let (first, last) = (
+            start.next_multiple_of(page),
+            end.min(m.len() as u64) / page * page,
+        );
+        if first >= last {
+            return;
+        }
+        // SAFETY: `first..last` lies inside this file's read-only shared
+        // map (bounded by its length above) and is page-aligned (the map
+        // starts on a page). Dropping the entries of a file-backed shared
+        // map loses no data: any reader (another lane, an upload's
+        // `writev`) faults the page cache's pages in again, under the same
+        // guard as any first read.
+        unsafe {
+            libc::madvise(
+                m.as_mut_ptr().add(first as usize).cast(),
+                (last - first) as usize,
+                libc::MADV_DONTNEED,
+            );
+        }
     }
 
     /// True once a guarded read of the read-only map faulted (in any

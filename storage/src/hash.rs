@@ -4,19 +4,19 @@
 //! compared; `sha1` 0.10 picks SHA-NI at run time where the CPU has it.
 
 use std::cell::RefCell;
-use std::fs::File;
-use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use sha1::{Digest, Sha1};
 
 use crate::buf::{AlignedBuf, PAGE_ALIGN};
 use crate::error::{Error, Result};
-use crate::file::CHUNK;
-use crate::layout::{FileSpec, Layout, SpanChunks};
+use crate::file::{OpenFile, CHUNK};
+use crate::lanes::{hash_lanes, PieceFiles};
+use crate::layout::{FileSpec, Layout};
+use crate::pool::{FilePool, DEFAULT_MAX_OPEN};
 use crate::sha;
 
 thread_local! {
@@ -54,46 +54,6 @@ pub(crate) fn with_scratch_lanes<T>(f: impl FnOnce([&mut [u8]; sha::LANES]) -> T
         // Re-entered on this thread (not done by this crate): fresh buffers.
         Err(_) => f(split(&mut AlignedBuf::zeroed(size))),
     })
-}
-
-/// Hashes up to [`sha::LANES`] byte streams side by side, one per buffer
-/// in `bufs`. Each source fills the buffer it is given with its next bytes
-/// and returns how many (0 at its end). An error ends that stream only:
-/// the others are still hashed. Returns one digest or error per source.
-///
-/// # Panics
-/// With more than [`sha::LANES`] sources (a caller bug).
-pub(crate) fn hash_streams<E, S>(
-    sources: &mut [S],
-    bufs: [&mut [u8]; sha::LANES],
-) -> Vec<std::result::Result<[u8; 20], E>>
-where
-    S: FnMut(&mut [u8]) -> std::result::Result<usize, E>,
-{
-    let k = sources.len();
-    assert!(k <= sha::LANES, "{k} streams");
-    let mut hs: Vec<sha::Sha1> = (0..k).map(|_| sha::Sha1::new()).collect();
-    // Some once that stream ended (cleanly or not).
-    let mut ends: Vec<Option<std::result::Result<(), E>>> = (0..k).map(|_| None).collect();
-    let mut lens = [0usize; sha::LANES];
-    let mut refs: Vec<&mut sha::Sha1> = hs.iter_mut().collect();
-    while ends.iter().any(Option::is_none) {
-        for i in 0..k {
-            lens[i] = 0;
-            if ends[i].is_some() {
-                continue;
-            }
-            match sources[i](&mut *bufs[i]) {
-                Ok(0) => ends[i] = Some(Ok(())),
-                Ok(n) => lens[i] = n.min(bufs[i].len()),
-                Err(e) => ends[i] = Some(Err(e)),
-            }
-        }
-        let data: [&[u8]; sha::LANES] = std::array::from_fn(|i| &bufs[i][..lens[i]]);
-        sha::update_lanes(&mut refs, &data[..k]);
-    }
-    drop(refs);
-    finish_lanes(hs, ends)
 }
 
 /// Each lane's digest, or the error that ended its stream (`ends[i]` is
@@ -163,10 +123,20 @@ impl std::fmt::Debug for PieceHasher {
     }
 }
 
-/// Piece hashes of `files` (absolute paths and expected lengths, in torrent
-/// order) for torrent creation: pieces are hashed in parallel on `pool`,
-/// three at a time side by side (as [`hash_many`]), streaming through three
-/// 64 KiB buffers per worker, with `progress(done, total)` after each piece.
+/// Piece hashes of `files` (paths and expected lengths, in torrent order)
+/// for torrent creation: pieces are hashed in parallel on `pool`, three at
+/// a time side by side (as [`hash_many`]), with `progress(done, total)`
+/// after each piece.
+///
+/// Files are opened by the paths given (symlinks are followed: the caller
+/// decides which paths are acceptable), read-only, at most
+/// [`DEFAULT_MAX_OPEN`] at a time. While [`install_sigbus_guard`](crate::install_sigbus_guard)'s
+/// guard is installed, files of 256 KiB or more are hashed straight from
+/// read-only maps (no copy; a file cut by another program meanwhile gives
+/// [`Error::FileTooShort`], never a wrong hash nor a dead process), as
+/// [`HashSource::Map`](crate::HashSource::Map) verification does; smaller
+/// files, and every file without the guard, are read with `pread` into
+/// page-aligned 64 KiB buffers (three per worker).
 ///
 /// # Errors
 /// [`Error::ZeroPieceLength`]; [`Error::FileMissing`]; [`Error::FileTooShort`]
@@ -194,105 +164,94 @@ pub fn hash_files_padded(
     pool: &rayon::ThreadPool,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Vec<[u8; 20]>> {
-    if piece_length == 0 {
-        return Err(Error::ZeroPieceLength);
+    let source = CreateFiles::new(files, piece_length)?;
+    let maps = crate::sigbus::available();
+    if !maps {
+        log::debug!("no SIGBUS guard installed: hashing files with pread");
     }
-    let total = files
-        .iter()
-        .try_fold(0u64, |acc, (_, l)| acc.checked_add(*l))
-        .ok_or(Error::TooLarge)?;
-    let count = usize::try_from(total.div_ceil(piece_length)).map_err(|_| Error::TooLarge)?;
-    // Reuse the layout geometry with placeholder names.
-    let specs = (0..files.len())
-        .map(|i| FileSpec {
-            path: PathBuf::from(i.to_string()),
-            length: files[i].1,
-            padding: false,
+    source.hash(maps, pool, progress)
+}
+
+/// The files given to [`hash_files`], opened read-only by path through a
+/// bounded pool of their own.
+struct CreateFiles<'a> {
+    paths: &'a [(Option<PathBuf>, u64)],
+    layout: Layout,
+    open: FilePool,
+}
+
+impl<'a> CreateFiles<'a> {
+    fn new(paths: &'a [(Option<PathBuf>, u64)], piece_length: u64) -> Result<Self> {
+        if piece_length == 0 {
+            return Err(Error::ZeroPieceLength);
+        }
+        let total = paths
+            .iter()
+            .try_fold(0u64, |acc, (_, l)| acc.checked_add(*l))
+            .ok_or(Error::TooLarge)?;
+        let count = usize::try_from(total.div_ceil(piece_length)).map_err(|_| Error::TooLarge)?;
+        // Reuse the layout geometry with placeholder names.
+        let specs = (0..paths.len())
+            .map(|i| FileSpec {
+                path: PathBuf::from(i.to_string()),
+                length: paths[i].1,
+                padding: paths[i].0.is_none(),
+            })
+            .collect();
+        Ok(CreateFiles {
+            paths,
+            layout: Layout::new(specs, piece_length, vec![[0; 20]; count])?,
+            open: FilePool::new(DEFAULT_MAX_OPEN),
         })
-        .collect();
-    let layout = Layout::new(specs, piece_length, vec![[0; 20]; count])?;
-    let done = AtomicUsize::new(0);
-    let groups: Vec<Vec<Result<[u8; 20]>>> = pool.install(|| {
-        (0..count.div_ceil(sha::LANES))
-            .into_par_iter()
-            // Each rayon job walks a run of consecutive groups of pieces:
-            // each lane keeps its last file open across them, so a file
-            // spanning many pieces is opened once per job and lane rather
-            // than once per piece.
-            .map_init(
-                || std::array::from_fn::<_, { sha::LANES }, _>(|_| None),
-                |last, k| {
-                    let first = k * sha::LANES;
-                    let pieces = first..(first + sha::LANES).min(count);
-                    let mut cursors: Vec<FileCursor<'_>> = pieces
-                        .zip(last.iter_mut())
-                        .map(|(p, last)| FileCursor::new(files, &layout, p, last))
-                        .collect();
-                    let mut sources: Vec<_> = cursors
-                        .iter_mut()
-                        .map(|c| move |buf: &mut [u8]| c.read(buf))
-                        .collect();
-                    let out = with_scratch_lanes(|bufs| hash_streams(&mut sources, bufs));
+    }
+
+    /// Every piece's hash, from maps where `maps` (the guard is installed).
+    fn hash(
+        &self,
+        maps: bool,
+        pool: &rayon::ThreadPool,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<Vec<[u8; 20]>> {
+        let count = self.layout.piece_count();
+        let pieces: Vec<usize> = (0..count).collect();
+        let done = AtomicUsize::new(0);
+        let groups: Vec<Vec<Result<[u8; 20]>>> = pool.install(|| {
+            pieces
+                .par_chunks(sha::LANES)
+                .map(|group| {
+                    let out = hash_lanes(self, group, maps, true);
                     for _ in 0..out.len() {
                         progress(done.fetch_add(1, Ordering::Relaxed) + 1, count);
                     }
                     out
-                },
-            )
-            .collect()
-    });
-    groups.into_iter().flatten().collect()
+                })
+                .collect()
+        });
+        groups.into_iter().flatten().collect()
+    }
 }
 
-/// Reads one piece's bytes from the files given to [`hash_files`], chunk by
-/// chunk, keeping the last file it used open in `last`.
-struct FileCursor<'a> {
-    files: &'a [(Option<PathBuf>, u64)],
-    chunks: SpanChunks,
-    last: &'a mut Option<(usize, File)>,
-}
-
-impl<'a> FileCursor<'a> {
-    fn new(
-        files: &'a [(Option<PathBuf>, u64)],
-        layout: &Layout,
-        piece: usize,
-        last: &'a mut Option<(usize, File)>,
-    ) -> Self {
-        FileCursor {
-            files,
-            chunks: SpanChunks::new(layout.spans(piece, 0, layout.piece_len(piece)).collect()),
-            last,
-        }
+impl PieceFiles for CreateFiles<'_> {
+    fn layout(&self) -> &Layout {
+        &self.layout
     }
 
-    /// Fills the front of `buf` with the next bytes; `Ok(0)` at the end.
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
-        let Some(c) = self.chunks.next(buf.len()) else {
-            return Ok(0);
-        };
-        let (path, expected) = &self.files[c.span.file];
+    fn open_file(&self, file: usize) -> Result<Arc<OpenFile>> {
+        let (path, expected) = &self.paths[file];
+        // Padding files are read as zeros by the lanes, never opened.
         let Some(path) = path else {
-            buf[..c.len].fill(0);
-            return Ok(c.len);
+            return Err(Error::OutOfRange {
+                piece: 0,
+                offset: 0,
+                len: *expected,
+            });
         };
-        let file = match self.last.take() {
-            Some((i, f)) if i == c.span.file => f,
-            _ => File::open(path).map_err(|e| Error::from_io(path, e))?,
-        };
-        let file = &self.last.insert((c.span.file, file)).1;
-        match file.read_exact_at(&mut buf[..c.len], c.span.file_offset + c.offset) {
-            Ok(()) => Ok(c.len),
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                let actual = file.metadata().map(|m| m.len()).unwrap_or(0);
-                Err(Error::FileTooShort {
-                    path: path.clone(),
-                    expected: *expected,
-                    actual,
-                })
-            }
-            Err(e) => Err(Error::from_io(path, e)),
-        }
+        self.open
+            .get((0, file), false, || OpenFile::open_path(path, *expected))
+    }
+
+    fn forget_file(&self, file: usize) {
+        self.open.forget((0, file));
     }
 }
 
@@ -313,49 +272,161 @@ mod tests {
         }
     }
 
-    /// Streams of different lengths hashed side by side give each one's own
-    /// digest, and a stream that fails ends alone.
+    /// Files of odd sizes (empty ones, a byte, around page and chunk
+    /// boundaries) under `dir`, with their concatenation.
+    fn odd_files(dir: &std::path::Path) -> (Vec<(PathBuf, u64)>, Vec<u8>) {
+        let lens = [0usize, 1, 4095, 4097, 100_003, 65_536, 3, 300_001, 0, 17];
+        let data = crate::testutil::random_bytes(lens.iter().sum(), 17);
+        let mut files = Vec::new();
+        let mut at = 0;
+        for (i, &l) in lens.iter().enumerate() {
+            let p = dir.join(format!("f{i}"));
+            std::fs::write(&p, &data[at..at + l]).unwrap();
+            files.push((p, l as u64));
+            at += l;
+        }
+        (files, data)
+    }
+
+    /// The `sha1` crate's digest of each `pl`-byte piece of `data`.
+    fn reference(data: &[u8], pl: u64) -> Vec<[u8; 20]> {
+        data.chunks(pl as usize)
+            .map(|c| Sha1::digest(c).into())
+            .collect()
+    }
+
+    /// Creation hashes from guarded maps and from aligned reads are the
+    /// `sha1` crate's digests of the concatenation, for piece lengths
+    /// that cut files anywhere; the map run really read maps (every
+    /// non-empty file has one: tests map files of any size) and the read
+    /// run made none.
     #[test]
-    fn hash_streams_keeps_lanes_apart() {
-        let msgs: Vec<Vec<u8>> = [300_000usize, 70_001, 0]
-            .iter()
-            .map(|&n| (0..n).map(|i| (i * 31 + i / 7) as u8).collect())
-            .collect();
-        let mut bufs: Vec<Vec<u8>> = vec![vec![0; 65_536]; sha::LANES];
-        let [a, b, c] = &mut bufs[..] else {
-            unreachable!()
-        };
-        for failing in [None, Some(0), Some(1), Some(2)] {
-            let mut pos = [0usize; 3];
-            let mut sources: Vec<_> = pos
-                .iter_mut()
-                .enumerate()
-                .map(|(i, pos)| {
-                    let msgs = &msgs;
-                    move |buf: &mut [u8]| -> std::result::Result<usize, &'static str> {
-                        if failing == Some(i) && *pos > 0 {
-                            return Err("boom");
-                        }
-                        let m = &msgs[i];
-                        // Odd sizes, so the lanes drift apart.
-                        let n = (m.len() - *pos).min(buf.len() - 1000 * i);
-                        buf[..n].copy_from_slice(&m[*pos..*pos + n]);
-                        *pos += n;
-                        Ok(n)
-                    }
-                })
-                .collect();
-            let got = hash_streams(&mut sources, [&mut a[..], &mut b[..], &mut c[..]]);
-            for i in 0..3 {
-                if failing == Some(i) && !msgs[i].is_empty() {
-                    assert_eq!(got[i], Err("boom"), "lane {i}");
-                } else {
-                    assert_eq!(
-                        got[i],
-                        Ok(hash_blocks([&msgs[i][..]])),
-                        "lane {i}, {failing:?}"
-                    );
+    fn create_from_maps_equals_create_from_reads() {
+        crate::install_sigbus_guard().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (files, data) = odd_files(dir.path());
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for pl in [16_384u64, 32_768, 1 << 18, 1 << 20] {
+            let want = reference(&data, pl);
+            for maps in [false, true] {
+                let padded: Vec<_> = files.iter().map(|(p, l)| (Some(p.clone()), *l)).collect();
+                let source = CreateFiles::new(&padded, pl).unwrap();
+                let got = source.hash(maps, &pool, &|_, _| {}).unwrap();
+                assert_eq!(got, want, "piece length {pl}, maps {maps}");
+                for (i, &(_, len)) in files.iter().enumerate().filter(|f| f.1 .1 > 0) {
+                    let made = source.open_file(i).unwrap().upload_map_made().is_some();
+                    assert_eq!(made, maps, "file {i} ({len} bytes), maps {maps}");
                 }
+            }
+            assert_eq!(hash_files(&files, pl, &pool, &|_, _| {}).unwrap(), want);
+        }
+    }
+
+    /// A file cut by another program after hashing mapped it (mid-create)
+    /// fails the creation with `FileTooShort`: whether its lost bytes are
+    /// read through the map (a fault the guard turns into zeros, or the
+    /// zeros past the new end in the last page) or with `pread`, never a
+    /// hash of zeros and never a dead process.
+    #[test]
+    fn file_cut_during_create_is_an_error_not_a_wrong_hash() {
+        crate::install_sigbus_guard().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for maps in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let data = crate::testutil::random_bytes(300_000, 5);
+            let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+            std::fs::write(&a, &data[..200_000]).unwrap();
+            std::fs::write(&b, &data[200_000..]).unwrap();
+            let files = vec![(Some(a.clone()), 200_000), (Some(b), 100_000)];
+            let source = CreateFiles::new(&files, 16_384).unwrap();
+            // The first piece hashes (mapping the file when `maps`) ...
+            let first = hash_lanes(&source, &[0], maps, true);
+            assert_eq!(first[0].as_ref().unwrap(), &reference(&data, 16_384)[0]);
+            assert_eq!(
+                source.open_file(0).unwrap().upload_map_made().is_some(),
+                maps
+            );
+            // ... then the file is cut inside a page, mid-piece.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&a)
+                .unwrap()
+                .set_len(50_000)
+                .unwrap();
+            let r = source.hash(maps, &pool, &|_, _| {});
+            assert!(
+                matches!(
+                    r,
+                    Err(Error::FileTooShort {
+                        expected: 200_000,
+                        actual: 50_000,
+                        ..
+                    })
+                ),
+                "maps {maps}: {r:?}"
+            );
+            // Piece by piece: before the cut intact, across and after it errors.
+            let each = hash_lanes(&source, &[2, 3, 5], maps, true);
+            assert_eq!(each[0].as_ref().unwrap(), &reference(&data, 16_384)[2]);
+            assert!(each[1].is_err() && each[2].is_err(), "{each:?}");
+        }
+    }
+
+    /// Resident kilobytes of the mapping starting at `addr`, from
+    /// `/proc/self/smaps`.
+    fn mapped_rss_kib(addr: usize) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut lines = smaps.lines();
+        while let Some(l) = lines.next() {
+            let start = l.split('-').next().unwrap_or("");
+            if usize::from_str_radix(start, 16) != Ok(addr) {
+                continue;
+            }
+            for l in lines.by_ref() {
+                if let Some(kb) = l.strip_prefix("Rss:") {
+                    return kb.trim().trim_end_matches("kB").trim().parse().unwrap();
+                }
+            }
+        }
+        panic!("no mapping at {addr:#x}");
+    }
+
+    /// Hashing with `release` leaves (almost) none of the map's pages
+    /// mapped, without it every hashed page stays mapped until the map is
+    /// dropped; the hashes are the same either way.
+    #[test]
+    fn release_drops_hashed_pages_from_the_map() {
+        crate::install_sigbus_guard().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let data = crate::testutil::random_bytes(4 << 20, 9);
+        let p = dir.path().join("big");
+        std::fs::write(&p, &data).unwrap();
+        let files = vec![(Some(p), data.len() as u64)];
+        let want = reference(&data, 65_536);
+        for release in [false, true] {
+            let source = CreateFiles::new(&files, 65_536).unwrap();
+            let pieces: Vec<usize> = (0..64).collect();
+            let got: Vec<[u8; 20]> = pieces
+                .chunks(sha::LANES)
+                .flat_map(|g| hash_lanes(&source, g, true, release))
+                .map(|h| h.unwrap())
+                .collect();
+            assert_eq!(got, want);
+            let file = source.open_file(0).unwrap();
+            let Some(Some(map)) = file.upload_map_made() else {
+                panic!("not hashed from a map");
+            };
+            let rss = mapped_rss_kib(map.as_ptr() as usize);
+            if release {
+                assert!(rss <= 64, "{rss} KiB still mapped");
+            } else {
+                assert!(rss >= 4096 - 64, "only {rss} KiB mapped");
             }
         }
     }

@@ -11,11 +11,9 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::file::OpenFile;
-use crate::hash::with_scratch_lanes;
-use crate::layout::{Layout, SpanChunks};
+use crate::layout::Layout;
 use crate::path::{sync_parents, sync_parents_all, Access, DirCache};
 use crate::pool::FilePool;
-use crate::sigbus::Range;
 
 /// A file's (first byte, end) under some pieces, and the pieces touching it.
 type FileRange = (u64, u64, Vec<usize>);
@@ -261,10 +259,10 @@ impl Storage {
     /// in this call or in any other thread hashing from the same map, not
     /// a dead process and never a wrong digest.
     pub fn hash_pieces(&self, pieces: &[usize]) -> Vec<Result<[u8; 20]>> {
+        let maps = self.maps_allowed();
         let mut out = Vec::with_capacity(pieces.len());
         for group in pieces.chunks(crate::sha::LANES) {
-            let cursors = group.iter().map(|&p| PieceCursor::new(self, p)).collect();
-            out.extend(self.hash_lanes(cursors));
+            out.extend(crate::lanes::hash_lanes(self, group, maps, false));
         }
         out
     }
@@ -272,105 +270,20 @@ impl Storage {
     /// [`check_piece`](Self::check_piece) for each of `pieces` (see
     /// [`hash_pieces`](Self::hash_pieces)).
     pub fn check_pieces(&self, pieces: &[usize]) -> Vec<Result<bool>> {
-        self.hash_pieces(pieces)
-            .into_iter()
+        self.check_lanes(pieces, self.maps_allowed(), false)
+    }
+
+    /// [`check_pieces`](Self::check_pieces), three pieces side by side,
+    /// from maps when `maps` (decided once per batch by the caller),
+    /// dropping the hashed pages' map entries when `release` (see
+    /// `lanes::hash_lanes`).
+    fn check_lanes(&self, pieces: &[usize], maps: bool, release: bool) -> Vec<Result<bool>> {
+        pieces
+            .chunks(crate::sha::LANES)
+            .flat_map(|group| crate::lanes::hash_lanes(self, group, maps, release))
             .zip(pieces)
             .map(|(h, &p)| h.map(|h| h == self.layout.piece_hash(p)))
             .collect()
-    }
-
-    /// Hashes up to [`LANES`](crate::sha::LANES) cursors' bytes side by
-    /// side; an error ends that lane only.
-    ///
-    /// Each lane holds the chunk it pulled last (the rest of a span in a
-    /// file's map, or a buffer read with `pread`) until all of it is
-    /// hashed, and every round feeds each lane as many bytes as the
-    /// shortest chunk left, so the lanes stay side by side even when the
-    /// pieces cross files of different sizes (otherwise the lane with the
-    /// longest chunk would finish it alone, one lane at a time). Each round
-    /// finishes at least one chunk.
-    fn hash_lanes(&self, mut cursors: Vec<PieceCursor<'_>>) -> Vec<Result<[u8; 20]>> {
-        use crate::sha::{Sha1, LANES};
-        let k = cursors.len();
-        debug_assert!(k <= LANES);
-        let maps = self.maps_allowed();
-        with_scratch_lanes(|mut bufs| {
-            let mut hs: Vec<Sha1> = (0..k).map(|_| Sha1::new()).collect();
-            let mut ends: Vec<Option<Result<()>>> = (0..k).map(|_| None).collect();
-            let mut held: Vec<Held> = (0..k).map(|_| Held::default()).collect();
-            loop {
-                for (((c, buf), end), h) in cursors
-                    .iter_mut()
-                    .zip(bufs.iter_mut())
-                    .zip(ends.iter_mut())
-                    .zip(held.iter_mut())
-                {
-                    if h.done < h.len {
-                        continue;
-                    }
-                    // All of the last chunk is hashed: check it, take the
-                    // next one with bytes in it (or the lane's end).
-                    loop {
-                        c.settle(end, h.faulted);
-                        *h = c.pull(end, buf, maps);
-                        if h.len > 0 || end.is_some() {
-                            break;
-                        }
-                    }
-                }
-                let Some(step) = held
-                    .iter()
-                    .filter(|h| h.len > 0)
-                    .map(|h| h.len - h.done)
-                    .min()
-                else {
-                    break; // every lane has ended
-                };
-                let mut data: [&[u8]; LANES] = [&[]; LANES];
-                let mut ranges: [Range<'_>; LANES] = [Range::default(); LANES];
-                for (i, h) in held.iter().enumerate() {
-                    let n = step.min(h.len - h.done);
-                    data[i] = match h.map {
-                        // SAFETY: `map..map+len` lay inside the file's map
-                        // when the chunk was pulled, and the cursor's
-                        // `pending` holds the file (so the map) open until
-                        // it settles the chunk. The bytes are read only
-                        // inside `sigbus::guarded` below, where a page the
-                        // file lost meanwhile reads as zeros and is
-                        // reported (`faulted`) instead of raising SIGBUS.
-                        Some(p) => {
-                            let bytes = unsafe { std::slice::from_raw_parts(p.add(h.done), n) };
-                            ranges[i] = Range {
-                                bytes,
-                                poison: cursors[i].pending.as_ref().map(|p| p.file.zeroed_mark()),
-                            };
-                            bytes
-                        }
-                        None => &bufs[i][h.done..h.done + n],
-                    };
-                }
-                let mut refs: Vec<&mut Sha1> = hs.iter_mut().collect();
-                let faulted = if held.iter().any(|h| h.map.is_some()) {
-                    crate::sigbus::guarded(ranges, || {
-                        crate::sha::update_lanes(&mut refs, &data[..k]);
-                    })
-                    .1
-                } else {
-                    crate::sha::update_lanes(&mut refs, &data[..k]);
-                    [false; LANES]
-                };
-                for (h, f) in held.iter_mut().zip(faulted) {
-                    h.done += step.min(h.len - h.done);
-                    if f {
-                        // The lane fails: settle it (retiring the map) now
-                        // rather than hash the rest of its chunk.
-                        h.faulted = true;
-                        h.done = h.len;
-                    }
-                }
-            }
-            crate::hash::finish_lanes(hs, ends)
-        })
     }
 
     /// True when hashing may read from maps now (see [`HashSource::Map`]).
@@ -612,13 +525,15 @@ impl Storage {
             Err(e) if e.is_missing_data() => Ok(false),
             r => r,
         };
+        // One `sigaction` query for the whole batch, not one per group.
+        let maps = self.maps_allowed();
         // Three pieces per job, hashed side by side.
         let groups: Vec<Vec<Result<bool>>> = pool.install(|| {
             pieces
                 .par_chunks(crate::sha::LANES)
                 .map(|group| {
                     let out: Vec<Result<bool>> = self
-                        .check_pieces(group)
+                        .check_lanes(group, maps, true)
                         .into_iter()
                         .map(missing_is_bad)
                         .collect();
@@ -650,176 +565,23 @@ impl Storage {
     }
 }
 
+impl crate::lanes::PieceFiles for Storage {
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn open_file(&self, file: usize) -> Result<Arc<OpenFile>> {
+        self.handle(file, Access::Read)
+    }
+
+    fn forget_file(&self, file: usize) {
+        self.pool_forget(file);
+    }
+}
+
 impl Drop for Storage {
     fn drop(&mut self) {
         self.release_files();
-    }
-}
-
-/// Reads one piece's bytes in order, chunk by chunk, across its files
-/// (padding reads as zeros): each chunk straight from the file's read-only
-/// map when allowed, else read into a buffer. Each file range is checked
-/// once, at its end, for a file deleted or cut while it was read.
-struct PieceCursor<'s> {
-    storage: &'s Storage,
-    chunks: SpanChunks,
-    /// An out-of-range piece: reported by the first read.
-    error: Option<Error>,
-    /// The file the last chunk came from, with whether it was read through
-    /// its map and whether it ended its range: checked by `settle` once
-    /// the chunk's bytes have been hashed (for a mapped chunk that is when
-    /// they are actually read).
-    pending: Option<Pending>,
-}
-
-struct Pending {
-    file: Arc<OpenFile>,
-    index: usize,
-    mapped: bool,
-    last: bool,
-    /// The file offset just past the chunk.
-    end: u64,
-}
-
-/// The chunk a lane of [`Storage::hash_lanes`] pulled last: `len` bytes
-/// at `map` in a file's map, or at the start of the lane's buffer; `done`
-/// of them hashed so far, `faulted` when a guarded read of them faulted.
-#[derive(Default)]
-struct Held {
-    map: Option<*const u8>,
-    len: usize,
-    done: usize,
-    faulted: bool,
-}
-
-impl<'s> PieceCursor<'s> {
-    fn new(storage: &'s Storage, piece: usize) -> Self {
-        let len = storage.layout.piece_len(piece);
-        let (spans, error) = match storage.layout.checked_spans(piece, 0, len) {
-            Ok(s) => (s.collect(), None),
-            Err(e) => (Vec::new(), Some(e)),
-        };
-        PieceCursor {
-            storage,
-            chunks: SpanChunks::new(spans),
-            error,
-            pending: None,
-        }
-    }
-
-    /// The lane's next chunk (its bytes in a file's map, or at the start
-    /// of `buf`), or an empty one once the lane ended (`end` is then set:
-    /// `Ok` at its end, `Err` on a read error).
-    fn pull(&mut self, end: &mut Option<Result<()>>, buf: &mut [u8], maps: bool) -> Held {
-        if end.is_some() {
-            return Held::default();
-        }
-        match self.next(buf, maps) {
-            Ok(Some(h)) => h,
-            Ok(None) => {
-                *end = Some(Ok(()));
-                Held::default()
-            }
-            Err(e) => {
-                *end = Some(Err(e));
-                Held::default()
-            }
-        }
-    }
-
-    fn next(&mut self, buf: &mut [u8], maps: bool) -> Result<Option<Held>> {
-        if let Some(e) = self.error.take() {
-            return Err(e);
-        }
-        let Some(span) = self.chunks.peek() else {
-            return Ok(None);
-        };
-        let in_buf = |len| Held {
-            len,
-            ..Held::default()
-        };
-        if self.storage.layout.files()[span.file].padding {
-            let c = self.chunks.next(buf.len()).ok_or(Error::TooLarge)?;
-            buf[..c.len].fill(0);
-            return Ok(Some(in_buf(c.len)));
-        }
-        let file = self.storage.handle(span.file, Access::Read)?;
-        if maps {
-            let end = span.file_offset.checked_add(span.len);
-            let map = file
-                .hash_map()
-                .filter(|m| end.is_some_and(|e| e <= m.len() as u64));
-            if let Some(m) = map {
-                // The rest of the span, in one piece: `at..at+len` lies
-                // inside the map (checked above against the whole span),
-                // and `pending` keeps the map open until the chunk settles.
-                let c = self.chunks.next(usize::MAX).ok_or(Error::TooLarge)?;
-                let at =
-                    usize::try_from(span.file_offset + c.offset).map_err(|_| Error::TooLarge)?;
-                self.pending = Some(Pending {
-                    file: Arc::clone(&file),
-                    index: span.file,
-                    mapped: true,
-                    last: c.last,
-                    end: span.file_offset + c.offset + c.len as u64,
-                });
-                return Ok(Some(Held {
-                    map: Some(m.as_ptr().wrapping_add(at)),
-                    ..in_buf(c.len)
-                }));
-            }
-        }
-        let c = self.chunks.next(buf.len()).ok_or(Error::TooLarge)?;
-        let at = c.span.file_offset + c.offset;
-        if let Err(e) = file.read_chunk(at, &mut buf[..c.len]) {
-            self.forget_if_missing(&e, span.file);
-            return Err(e);
-        }
-        self.pending = Some(Pending {
-            file,
-            index: span.file,
-            mapped: false,
-            last: c.last,
-            end: at + c.len as u64,
-        });
-        Ok(Some(in_buf(c.len)))
-    }
-
-    /// After the last chunk's bytes were hashed: a mapped chunk fails the
-    /// lane if a read of it faulted, or if any reader of the same map had a
-    /// page at or before the chunk's end replaced by zeros (the file's zero
-    /// mark: this lane may have hashed that page without faulting itself),
-    /// or if the file is now shorter than the chunk's end; a map with a
-    /// zero page is retired.
-    /// A read range that ended is checked for a file deleted or cut while
-    /// it was read.
-    fn settle(&mut self, end: &mut Option<Result<()>>, faulted: bool) {
-        let Some(p) = self.pending.take() else {
-            return;
-        };
-        if end.is_some() {
-            return;
-        }
-        let r = if p.mapped && (faulted || p.file.zeroed_before(p.end)) {
-            self.storage.pool_forget(p.index);
-            Err(p.file.map_fault_error())
-        } else if p.mapped {
-            p.file.check_len(p.end)
-        } else if p.last {
-            p.file.check_len(0)
-        } else {
-            Ok(())
-        };
-        if let Err(e) = r {
-            self.forget_if_missing(&e, p.index);
-            *end = Some(Err(e));
-        }
-    }
-
-    fn forget_if_missing(&self, e: &Error, file: usize) {
-        if e.is_missing_data() {
-            self.storage.pool_forget(file);
-        }
     }
 }
 

@@ -89,3 +89,33 @@ fn hash_files_padded_hashes_zeros_for_padding() {
     let r = hash_files_padded(&gone, 16384, &rayon_pool(2), &|_, _| {});
     assert!(matches!(r, Err(Error::FileMissing { .. })), "{r:?}");
 }
+
+/// With the SIGBUS guard installed (files of 256 KiB and more are hashed
+/// from maps, smaller ones read), creation hashes are the `sha1` crate's
+/// digests of the concatenation of files of odd sizes on both sides of
+/// that threshold.
+#[test]
+fn hash_files_with_the_guard_matches_sha1_of_the_concatenation() {
+    use sha1::{Digest, Sha1};
+    bittern_storage::install_sigbus_guard().unwrap();
+    assert!(bittern_storage::sigbus_guard_installed());
+    let dir = tempfile::tempdir().unwrap();
+    let lengths = [262_143u64, 262_144, 1, 0, 3_000_017, 70_001, 524_289];
+    let data = random_bytes(lengths.iter().sum::<u64>() as usize, 11);
+    let mut files = Vec::new();
+    let mut at = 0;
+    for (i, &l) in lengths.iter().enumerate() {
+        let p = dir.path().join(format!("f{i}"));
+        std::fs::write(&p, &data[at..at + l as usize]).unwrap();
+        files.push((p, l));
+        at += l as usize;
+    }
+    for pl in [16_384u64, 1 << 18, 1 << 21] {
+        let want: Vec<[u8; 20]> = data
+            .chunks(pl as usize)
+            .map(|c| Sha1::digest(c).into())
+            .collect();
+        let got = hash_files(&files, pl, &rayon_pool(2), &|_, _| {}).unwrap();
+        assert_eq!(got, want, "piece length {pl}");
+    }
+}
