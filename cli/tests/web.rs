@@ -7,41 +7,16 @@
 //! A `.torrent` and a `.magnet` dropped in the watch dir are added and
 //! renamed `.added` / `.invalid`. A screenshot goes to
 //! `target/web-test/daemon-web.png`.
-//!
-//! Chromium is kept on loopback: a dead proxy for every non-loopback URL,
-//! a host resolver that resolves nothing, and background networking,
-//! component updates, sync and pings off.
+//! The browser is kept on loopback (see `bittern_testkit::webdriver`).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::util::*;
 
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .proxy(None)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
-}
-
-fn json_of(r: &mut ureq::http::Response<ureq::Body>) -> Value {
-    let text = r.body_mut().read_to_string().unwrap();
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use bittern_testkit::webdriver::{agent, free_port, json_of, Browser};
 
 /// The daemon's RPC with the session-id handshake.
 struct Rpc {
@@ -97,133 +72,18 @@ impl Rpc {
     }
 }
 
-/// A WebDriver session; closes the browser, then chromedriver, on drop.
-struct Browser {
-    agent: ureq::Agent,
-    base: String,
-    _driver: Proc,
+/// The list as the page shows it: (id, name, progress text, state).
+fn rows(b: &Browser) -> Vec<(String, String, String, String)> {
+    let v = b.script(
+        "return [...document.querySelectorAll('#rows .row')].map(r => [r.dataset.id, \
+         r.querySelector('.name').textContent, r.querySelector('.bar b').textContent, \
+         r.querySelector('.state').textContent]);",
+    );
+    serde_json::from_value(v).unwrap()
 }
 
-impl Browser {
-    fn start(profile: &Path) -> Browser {
-        let port = free_port();
-        let mut c = std::process::Command::new("chromedriver");
-        c.arg(format!("--port={port}"));
-        let driver = Proc::spawn(c);
-        driver.wait_line("started successfully", Duration::from_secs(10));
-        let agent = agent();
-        let args = [
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--window-size=1200,640",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-extensions",
-            "--disable-default-apps",
-            "--disable-domain-reliability",
-            "--disable-client-side-phishing-detection",
-            "--no-pings",
-            "--proxy-server=http://127.0.0.1:9",
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-        ];
-        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        args.push(format!("--user-data-dir={}", profile.display()));
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}}}});
-        let base = format!("http://127.0.0.1:{port}/session");
-        let mut r = agent.post(&base).send(caps.to_string()).unwrap();
-        let v: Value = json_of(&mut r);
-        let id = v["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no webdriver session: {v}"));
-        Browser {
-            base: format!("{base}/{id}"),
-            agent,
-            _driver: driver,
-        }
-    }
-
-    fn post(&self, path: &str, body: Value) -> Value {
-        let mut r = self
-            .agent
-            .post(&format!("{}/{path}", self.base))
-            .send(body.to_string())
-            .unwrap();
-        let status = r.status();
-        let v: Value = json_of(&mut r);
-        assert_eq!(status, 200, "webdriver {path} {body}: {v}");
-        v["value"].clone()
-    }
-
-    fn script(&self, js: &str) -> Value {
-        self.post("execute/sync", json!({"script": js, "args": []}))
-    }
-
-    fn find(&self, css: &str) -> String {
-        let v = self.post("element", json!({"using": "css selector", "value": css}));
-        v[ELEMENT]
-            .as_str()
-            .unwrap_or_else(|| panic!("no element {css}: {v}"))
-            .to_string()
-    }
-
-    fn click(&self, css: &str) {
-        let e = self.find(css);
-        self.post(&format!("element/{e}/click"), json!({}));
-    }
-
-    fn type_in(&self, css: &str, text: &str) {
-        let e = self.find(css);
-        self.post(&format!("element/{e}/value"), json!({"text": text}));
-    }
-
-    fn screenshot(&self, to: &Path) {
-        let mut r = self
-            .agent
-            .get(&format!("{}/screenshot", self.base))
-            .call()
-            .unwrap();
-        let v: Value = json_of(&mut r);
-        let png = data_encoding::BASE64
-            .decode(v["value"].as_str().unwrap().as_bytes())
-            .unwrap();
-        assert!(png.starts_with(b"\x89PNG"));
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::write(to, png).unwrap();
-    }
-
-    /// The list as the page shows it: (id, name, progress text, state).
-    fn rows(&self) -> Vec<(String, String, String, String)> {
-        let v = self.script(
-            "return [...document.querySelectorAll('#rows .row')].map(r => [r.dataset.id, \
-             r.querySelector('.name').textContent, r.querySelector('.bar b').textContent, \
-             r.querySelector('.state').textContent]);",
-        );
-        serde_json::from_value(v).unwrap()
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.agent.delete(&self.base).call();
-    }
-}
-
-fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn until<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    bittern_testkit::webdriver::until(what, Duration::from_secs(15), f)
 }
 
 fn artifact(name: &str) -> PathBuf {
@@ -234,10 +94,9 @@ fn artifact(name: &str) -> PathBuf {
 
 #[test]
 fn web_page_in_headless_chromium() {
-    let have = bittern_testkit::on_path("chromium") && bittern_testkit::on_path("chromedriver");
     if !bittern_testkit::require(
         "chromium and chromedriver (Debian packages chromium, chromium-driver)",
-        have,
+        bittern_testkit::webdriver::available(),
     ) {
         return;
     }
@@ -281,10 +140,10 @@ fn web_page_in_headless_chromium() {
         json!({"filename": a.to_str().unwrap(), "download-dir": t.join("have").to_str().unwrap()}),
     );
 
-    let browser = Browser::start(&t.join("profile"));
+    let browser = Browser::start(&t.join("profile"), 1200, 640);
     browser.post("url", json!({"url": format!("http://127.0.0.1:{port}/")}));
     until("a.bin seeding at 100% on the page", || {
-        let rows = browser.rows();
+        let rows = rows(&browser);
         (rows
             == [(
                 "1".to_string(),
@@ -298,7 +157,7 @@ fn web_page_in_headless_chromium() {
     // Upload b.torrent through the file input.
     browser.type_in("#upload", b.to_str().unwrap());
     let b_id = until("b's row", || {
-        browser.rows().into_iter().find(|r| r.1 == "b").map(|r| r.0)
+        rows(&browser).into_iter().find(|r| r.1 == "b").map(|r| r.0)
     });
     assert!(
         rpc.torrents().iter().any(|t| t.0 == "b"),
@@ -327,7 +186,7 @@ fn web_page_in_headless_chromium() {
     )
     .unwrap();
     until("c.bin's row from the watch dir", || {
-        browser.rows().iter().any(|r| r.1 == "c.bin").then_some(())
+        rows(&browser).iter().any(|r| r.1 == "c.bin").then_some(())
     });
     until("watch dir renames", || {
         (watch.join("c.torrent.added").exists() && watch.join("m.magnet.invalid").exists())
@@ -361,8 +220,7 @@ fn web_page_in_headless_chromium() {
             .then_some(())
     });
     until("b shown stopped", || {
-        browser
-            .rows()
+        rows(&browser)
             .iter()
             .any(|r| r.1 == "b" && r.3 == "Stopped")
             .then_some(())
@@ -375,9 +233,9 @@ fn web_page_in_headless_chromium() {
         (!rpc.torrents().iter().any(|t| t.0 == "b")).then_some(())
     });
     until("b's row gone", || {
-        (!browser.rows().iter().any(|r| r.1 == "b")).then_some(())
+        (!rows(&browser).iter().any(|r| r.1 == "b")).then_some(())
     });
-    let rows: Vec<String> = browser.rows().into_iter().map(|r| r.1).collect();
+    let rows: Vec<String> = rows(&browser).into_iter().map(|r| r.1).collect();
     assert_eq!(rows, ["a.bin", "c.bin"]);
 
     // /metrics names the torrents too.
