@@ -3,6 +3,7 @@
 //! persistence across restarts, the web page's routes, `/metrics` and
 //! the watch directory.
 
+mod browser;
 mod contract;
 mod persist;
 mod server;
