@@ -38,7 +38,7 @@ fn page_stays_responsive_with_10000_torrents() {
     let torrents = Torrents::open(fake.clone(), store).unwrap();
     let built = Instant::now();
     for i in 0..COUNT {
-        let bytes = MetainfoBuilder::new(&format!("t{i:05}.bin"))
+        let bytes = MetainfoBuilder::new(format!("t{i:05}.bin"))
             .single_file(1000 + i as u64)
             .piece_length(16384)
             .pieces(vec![[(i % 251) as u8; 20]])
