@@ -116,3 +116,62 @@ fn page_stays_responsive_with_10000_torrents() {
     );
     assert!(lag < 1500.0, "the page stalled {lag:.0} ms");
 }
+
+/// With a password set, the browser's Basic auth covers the page and its
+/// RPC calls (handshake included); a wrong password gets no list.
+#[test]
+fn page_works_behind_basic_auth() {
+    if !bittern_testkit::require(
+        "chromium and chromedriver (Debian packages chromium, chromium-driver)",
+        webdriver::available(),
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let store = Store::open(&dir.path().join("config")).unwrap();
+    let torrents = Torrents::open(fake, store).unwrap();
+    let bytes = crate::util::single();
+    let metainfo = Metainfo::from_bytes(&bytes).unwrap();
+    torrents
+        .add(AddSpec {
+            bytes,
+            metainfo,
+            save_dir: dir.path().join("data"),
+            paused: true,
+            labels: Vec::new(),
+            wanted: Vec::new(),
+        })
+        .unwrap();
+    let gate = Gate::new(
+        Arc::new(Rpc::new(torrents)),
+        Access {
+            credentials: Some(("admin".into(), "s3cret".into())),
+            ..Access::default()
+        },
+    );
+    let server = HttpServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(gate),
+        Limits::default(),
+    )
+    .unwrap();
+    let port = server.local_addr().port();
+    let browser = Browser::start(&dir.path().join("profile"), 800, 400);
+    browser.goto(&format!("http://admin:wrong@127.0.0.1:{port}/"));
+    let page = browser.script("return document.getElementById('rows') === null;");
+    assert_eq!(
+        page,
+        serde_json::json!(true),
+        "the page served without auth"
+    );
+    browser.goto(&format!("http://admin:s3cret@127.0.0.1:{port}/"));
+    webdriver::until("the row behind auth", Duration::from_secs(15), || {
+        let v = browser.script(
+            "const r = document.querySelector('#rows .row'); \
+             return r ? r.querySelector('.name').textContent + '|' + \
+             r.querySelector('.state').textContent : null;",
+        );
+        (v.as_str() == Some("sample.bin|Stopped")).then_some(())
+    });
+}

@@ -5,7 +5,9 @@
 // and only the cells whose text changed are touched, so 10,000 torrents
 // cost what the few active ones cost.
 
-const RPC = "/transmission/rpc";
+// From the origin: a relative URL would carry credentials typed into the
+// address bar (http://user:pw@host/), which fetch() refuses.
+const RPC = `${location.origin}/transmission/rpc`;
 const POLL_MS = 2000;
 const LIST_FIELDS = ["id", "name", "status", "error", "errorString", "percentDone",
   "rateDownload", "rateUpload", "eta", "uploadRatio", "peersConnected", "recheckProgress"];
