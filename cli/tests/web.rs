@@ -1,7 +1,8 @@
 //! The daemon's web page in a real headless browser: Debian's `chromium`
 //! driven by `chromedriver` over the W3C WebDriver HTTP API (a dozen
 //! calls, hand-written with ureq). The daemon seeds one torrent whose data
-//! is in place; the page must show it at 100% Seeding, add a .torrent
+//! is in place; the page must show it at 100% Seeding and, in its peer
+//! list, a slowed-down `bittern download` leeching it; add a .torrent
 //! uploaded through its file input, show the magnet error, toggle a file,
 //! stop and remove through its buttons; each step is checked over the RPC.
 //! A `.torrent` and a `.magnet` dropped in the watch dir are added and
@@ -126,6 +127,8 @@ fn web_page_in_headless_chromium() {
         watch.to_str().unwrap(),
     ]));
     daemon.wait_line("rpc listening on", Duration::from_secs(20));
+    let peers_line = daemon.wait_line("peers listening on", Duration::from_secs(5));
+    let peer_port = peers_line.rsplit(':').next().unwrap().trim().to_string();
     let rpc = Rpc {
         agent: agent(),
         url: format!("http://127.0.0.1:{port}/transmission/rpc"),
@@ -152,6 +155,34 @@ fn web_page_in_headless_chromium() {
                 "Seeding".to_string(),
             )])
         .then_some(())
+    });
+
+    // A leecher on loopback, slowed down so it stays a while: a.bin's
+    // peers column and its peer list show it.
+    let _leecher = Proc::spawn(cmd([
+        "download",
+        a.to_str().unwrap(),
+        "-d",
+        t.join("leech").to_str().unwrap(),
+        "-p",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        "--peer",
+        &format!("127.0.0.1:{peer_port}"),
+        "--download-limit",
+        "25kB/s",
+        "--seed-time",
+        "60s",
+    ]));
+    browser.click("#rows .row[data-id='1'] .name");
+    until("the leecher in a.bin's peers", || {
+        let v = browser.script(
+            "return document.getElementById('d-peers').textContent + '|' + \
+             document.querySelector(\"#rows .row[data-id='1'] .peers\").textContent;",
+        );
+        let text = v.as_str().unwrap_or("").to_string();
+        (text.contains("127.0.0.1:") && text.ends_with("|1")).then_some(text)
     });
 
     // Upload b.torrent through the file input.
