@@ -269,6 +269,22 @@ fn web_page_in_headless_chromium() {
     let rows: Vec<String> = rows(&browser).into_iter().map(|r| r.1).collect();
     assert_eq!(rows, ["a.bin", "c.bin"]);
 
+    // Global speed limits through the form.
+    browser.script(
+        "document.getElementById('down').value = '250'; \
+         document.getElementById('down-on').checked = true; \
+         document.getElementById('up').value = '75'; return 0;",
+    );
+    browser.click("#limits button");
+    until("limits saved over rpc", || {
+        let s = rpc.ok("session-get", json!({}));
+        (s["speed-limit-down"] == 250
+            && s["speed-limit-down-enabled"] == true
+            && s["speed-limit-up"] == 75
+            && s["speed-limit-up-enabled"] == false)
+            .then_some(())
+    });
+
     // /metrics names the torrents too.
     let mut r = agent()
         .get(&format!("http://127.0.0.1:{port}/metrics"))

@@ -164,7 +164,7 @@ impl<B: Backend> Gate<B> {
         if path == METRICS_PATH {
             // Scrapers do not do the session-id handshake; the Host check
             // above keeps a rebinding page from reading it.
-            if req.method != "GET" && req.method != "HEAD" {
+            if req.method != "GET" {
                 return Response::html(405, "Metrics take GET requests.")
                     .with_header("Allow", "GET");
             }
