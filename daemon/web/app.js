@@ -6,7 +6,7 @@
 // cost what the few active ones cost.
 
 // From the origin: a relative URL would carry credentials typed into the
-// address bar (http://user:pw@host/), which fetch() refuses.
+// address bar (user:pw@host), which fetch() refuses.
 const RPC = `${location.origin}/transmission/rpc`;
 const POLL_MS = 2000;
 const LIST_FIELDS = ["id", "name", "status", "error", "errorString", "percentDone",
