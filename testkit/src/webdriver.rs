@@ -90,6 +90,8 @@ impl Browser {
             "--disable-domain-reliability",
             "--disable-client-side-phishing-detection",
             "--no-pings",
+            "--disable-breakpad",
+            "--disable-crash-reporter",
             "--proxy-server=http://127.0.0.1:9",
             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
         ]
