@@ -271,6 +271,10 @@ pub struct DaemonArgs {
     /// Address to listen on for peers (with -p).
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
     pub peer_bind: IpAddr,
+    /// Add every .torrent or .magnet file dropped in this folder (then
+    /// renamed NAME.added, or NAME.invalid if refused).
+    #[arg(long, value_name = "DIR")]
+    pub watch_dir: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -58,6 +58,7 @@ pub fn run(args: &DaemonArgs, stop: &Stop) -> anyhow::Result<Code> {
         peer_addr: args.port.map(|p| SocketAddr::new(args.peer_bind, p)),
         engine: SessionConfig::default(),
         limits: Limits::default(),
+        watch_dir: args.watch_dir.clone(),
     };
     let daemon = Daemon::start(config).map_err(|e| {
         let code = match &e {
@@ -65,7 +66,7 @@ pub fn run(args: &DaemonArgs, stop: &Stop) -> anyhow::Result<Code> {
             Error::RpcListen { .. } | Error::Engine(bittern_engine::Error::Listen { .. }) => {
                 Code::Network
             }
-            Error::Store(_) => Code::Filesystem,
+            Error::Store(_) | Error::WatchDir { .. } => Code::Filesystem,
             _ => Code::Failure,
         };
         coded(code, anyhow!(e))

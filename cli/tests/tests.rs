@@ -8,3 +8,4 @@ mod interop;
 mod torrents;
 mod transfer;
 mod util;
+mod web;

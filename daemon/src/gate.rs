@@ -2,7 +2,10 @@
 //! whitelist (403), Basic auth (401 with a challenge), routing (301 to the
 //! web page, 404), the Host header against DNS rebinding when auth is off
 //! (421), the `X-Transmission-Session-Id` handshake for every HTTP method
-//! (409 carrying the id), then the method itself (POST only, 405).
+//! (409 carrying the id), then the method itself (POST only, 405). The web
+//! page ([`crate::web`]) is served after auth; `/metrics`
+//! ([`crate::metrics`]) after auth and the Host check, without the
+//! session-id handshake (scrapers do not do it).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,8 +20,10 @@ use crate::rpc::Rpc;
 
 /// The RPC's path (with or without a trailing slash).
 pub const RPC_PATH: &str = "/transmission/rpc";
-/// Where the web page will live.
+/// Where the web page lives (it is also served at `/`).
 pub const WEB_PATH: &str = "/transmission/web/";
+/// Prometheus metrics.
+pub const METRICS_PATH: &str = "/metrics";
 /// How long a session id stays valid (Transmission: an hour).
 pub const SESSION_ID_LIFETIME: Duration = Duration::from_secs(3600);
 const SESSION_HEADER: &str = "X-Transmission-Session-Id";
@@ -42,6 +47,7 @@ pub struct Gate<B: Backend> {
     access: Access,
     lifetime: Duration,
     session: Mutex<(String, Instant)>,
+    metrics: crate::metrics::Totals,
 }
 
 fn new_session_id() -> String {
@@ -61,6 +67,7 @@ impl<B: Backend> Gate<B> {
             access,
             lifetime,
             session: Mutex::new((new_session_id(), Instant::now())),
+            metrics: crate::metrics::Totals::default(),
         }
     }
 
@@ -137,16 +144,10 @@ impl<B: Backend> Gate<B> {
                 .with_header("WWW-Authenticate", "Basic realm=\"Transmission\"");
         }
         let path = req.path.as_str();
-        if path == WEB_PATH {
-            return Response::new(
-                200,
-                "text/html; charset=UTF-8",
-                "<!doctype html><title>bittern</title><p>bittern daemon. The web page is not \
-                 built yet; use a Transmission client (transmission-remote, or any frontend) \
-                 with the RPC at <code>/transmission/rpc</code>.</p>",
-            );
+        if let Some(page) = crate::web::serve(path) {
+            return page;
         }
-        if path != RPC_PATH && path != "/transmission/rpc/" {
+        if path != RPC_PATH && path != "/transmission/rpc/" && path != METRICS_PATH {
             if path.starts_with("/transmission/") {
                 return Response::html(404, "Not found.");
             }
@@ -159,6 +160,15 @@ impl<B: Backend> Gate<B> {
                  fix this, choose one of: connect with an IP address or localhost; add the \
                  name to the host whitelist; or turn authentication on.",
             );
+        }
+        if path == METRICS_PATH {
+            // Scrapers do not do the session-id handshake; the Host check
+            // above keeps a rebinding page from reading it.
+            if req.method != "GET" {
+                return Response::html(405, "Metrics take GET requests.")
+                    .with_header("Allow", "GET");
+            }
+            return crate::metrics::response(self.rpc.torrents(), &self.metrics);
         }
         let id = self.session_id();
         if req.header("x-transmission-session-id") != Some(id.as_str()) {

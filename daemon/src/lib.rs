@@ -13,7 +13,9 @@
 //!   `torrent-get`;
 //! - [`state`]: the torrent table (ids, records, queue) over a
 //!   [`Backend`], implemented for the engine by [`EngineBackend`];
-//! - [`store`]: the config dir, every file written atomically.
+//! - [`store`]: the config dir, every file written atomically;
+//! - [`web`]: the web page, embedded; [`metrics`]: `/metrics` for
+//!   Prometheus; [`watch`]: the watch directory.
 //!
 //! [`Daemon`] puts them together.
 //!
@@ -27,6 +29,7 @@
 //!     peer_addr: None,
 //!     engine: bittern_engine::SessionConfig::default(),
 //!     limits: Limits::default(),
+//!     watch_dir: None,
 //! })?;
 //! while !daemon.close_requested() {
 //!     std::thread::sleep(std::time::Duration::from_millis(200));
@@ -41,11 +44,14 @@ pub mod backend;
 pub mod fields;
 pub mod gate;
 pub mod http;
+pub mod metrics;
 pub mod rpc;
 mod run;
 pub mod settings;
 pub mod state;
 pub mod store;
+pub mod watch;
+pub mod web;
 
 pub use backend::{Backend, BackendError, EngineBackend, Start};
 pub use gate::{Access, Gate};

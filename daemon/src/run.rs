@@ -41,6 +41,15 @@ pub enum Error {
     /// A non-loopback RPC address without a password.
     #[error("refusing to serve rpc on {0} without a password (use --rpc-username and --rpc-password, or bind a loopback address)")]
     ExposedWithoutAuth(IpAddr),
+    /// The watch directory cannot be created.
+    #[error("cannot watch {}: {source}", dir.display())]
+    WatchDir {
+        /// The folder.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Spawn(#[source] std::io::Error),
@@ -62,6 +71,8 @@ pub struct DaemonConfig {
     pub engine: SessionConfig,
     /// Bounds on RPC clients.
     pub limits: Limits,
+    /// A folder to watch for `.torrent` and `.magnet` files.
+    pub watch_dir: Option<PathBuf>,
 }
 
 /// A running daemon.
@@ -71,6 +82,7 @@ pub struct Daemon {
     peer_addr: SocketAddr,
     stop: Arc<AtomicBool>,
     housekeeping: Option<JoinHandle<()>>,
+    watcher: Option<crate::watch::Watcher>,
 }
 
 /// How often housekeeping runs, and how often it saves.
@@ -147,6 +159,17 @@ impl Daemon {
                 })
                 .map_err(Error::Spawn)?
         };
+        let watcher = match config.watch_dir {
+            Some(dir) => match crate::watch::Watcher::start(dir.clone(), rpc.clone()) {
+                Ok(w) => Some(w),
+                Err(source) => {
+                    stop.store(true, Ordering::SeqCst);
+                    rpc.torrents().backend().shutdown();
+                    return Err(Error::WatchDir { dir, source });
+                }
+            },
+            None => None,
+        };
         info!(
             "rpc on http://{}/transmission/rpc, peers on {peer_addr}",
             http.local_addr()
@@ -157,6 +180,7 @@ impl Daemon {
             peer_addr,
             stop,
             housekeeping: Some(housekeeping),
+            watcher,
         })
     }
 
@@ -178,6 +202,9 @@ impl Daemon {
     /// Stops serving, stops every torrent gracefully and saves everything.
     pub fn shutdown(mut self) {
         self.http.shutdown();
+        if let Some(mut w) = self.watcher.take() {
+            w.stop();
+        }
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.housekeeping.take() {
             let _ = t.join();

@@ -74,7 +74,8 @@ fn session_id_rotates() {
 #[test]
 fn routing_redirects_and_404s() {
     let h = Harness::new(Access::default());
-    let r = h.raw("GET", "/", &[], b"");
+    assert_eq!(h.raw("GET", "/", &[], b"").status, 200, "the web page");
+    let r = h.raw("GET", "/index.php", &[], b"");
     assert_eq!(r.status, 301);
     assert_eq!(r.header("location"), Some("/transmission/web/"));
     assert_eq!(h.raw("GET", "/transmission/web/", &[], b"").status, 200);

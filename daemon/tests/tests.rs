@@ -1,8 +1,12 @@
 //! bittern-daemon's integration tests: contract tests replaying the
 //! Transmission transcripts against the RPC over a fake engine, and
-//! persistence across restarts.
+//! persistence across restarts, the web page's routes, `/metrics` and
+//! the watch directory.
 
+mod browser;
 mod contract;
 mod persist;
 mod server;
 mod util;
+mod watch;
+mod web;

@@ -317,7 +317,10 @@ fn remove_during_the_startup_check_cancels_it() {
     let full = start.elapsed();
     t.remove();
     let resume = resume_path(src.path(), &meta);
-    assert!(resume.exists(), "pieces found by hashing are saved at the stop");
+    assert!(
+        resume.exists(),
+        "pieces found by hashing are saved at the stop"
+    );
     std::fs::remove_file(&resume).unwrap();
     let start = Instant::now();
     let t = s

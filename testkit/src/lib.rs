@@ -9,6 +9,8 @@
 //! it fails. `scripts/test.sh` (and so CI, which runs as root) sets it, so
 //! CI never passes a test that did not run.
 
+pub mod webdriver;
+
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
