@@ -1,5 +1,7 @@
 //! `bittern info`: describe a torrent file or a magnet link, as text or JSON.
 
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::anyhow;
@@ -154,96 +156,104 @@ pub fn format_unix_time(secs: i64) -> String {
     )
 }
 
-fn print_torrent(m: &Metainfo) {
+fn print_torrent(out: &mut String, m: &Metainfo) -> std::fmt::Result {
     let total = m.info.total_length();
-    println!("name:          {}", m.info.name);
+    writeln!(out, "name:          {}", m.info.name)?;
     match (m.info.version, m.info_hash_v2) {
         (MetaVersion::V1, _) | (_, None) => {
-            println!("info hash:     {}", m.info_hash.to_hex());
+            writeln!(out, "info hash:     {}", m.info_hash.to_hex())?;
         }
         (MetaVersion::V2, Some(v2)) => {
-            println!("info hash v2:  {v2}");
-            println!("  (truncated:  {})", m.info_hash.to_hex());
+            writeln!(out, "info hash v2:  {v2}")?;
+            writeln!(out, "  (truncated:  {})", m.info_hash.to_hex())?;
         }
         (MetaVersion::Hybrid, Some(v2)) => {
-            println!("info hash v1:  {}", m.info_hash.to_hex());
-            println!("info hash v2:  {v2}");
+            writeln!(out, "info hash v1:  {}", m.info_hash.to_hex())?;
+            writeln!(out, "info hash v2:  {v2}")?;
         }
     }
-    println!(
+    writeln!(
+        out,
         "format:        {}",
         match m.info.version {
             MetaVersion::V1 => "v1",
             MetaVersion::V2 => "v2 (BEP 52)",
             MetaVersion::Hybrid => "hybrid v1 + v2 (BEP 52)",
         }
-    );
-    println!("total size:    {} ({total} bytes)", format_size(total));
-    println!(
+    )?;
+    writeln!(out, "total size:    {} ({total} bytes)", format_size(total))?;
+    writeln!(
+        out,
         "pieces:        {} x {} ({} bytes)",
         m.info.piece_count(),
         format_size(m.info.piece_length),
         m.info.piece_length
-    );
-    println!("private:       {}", yes_no(m.info.private));
+    )?;
+    writeln!(out, "private:       {}", yes_no(m.info.private))?;
     let tiers = m.trackers();
     if tiers.is_empty() {
-        println!("trackers:      none");
+        writeln!(out, "trackers:      none")?;
     } else {
-        println!("trackers:");
+        writeln!(out, "trackers:")?;
         for (i, tier) in tiers.iter().enumerate() {
-            println!("  tier {}: {}", i + 1, tier.join(" "));
+            writeln!(out, "  tier {}: {}", i + 1, tier.join(" "))?;
         }
     }
     if m.url_list.is_empty() {
-        println!("web seeds:     none");
+        writeln!(out, "web seeds:     none")?;
     } else {
-        println!("web seeds:");
+        writeln!(out, "web seeds:")?;
         for u in &m.url_list {
-            println!("  {u}");
+            writeln!(out, "  {u}")?;
         }
     }
     if let Some(c) = &m.comment {
-        println!("comment:       {c}");
+        writeln!(out, "comment:       {c}")?;
     }
     if let Some(c) = &m.created_by {
-        println!("created by:    {c}");
+        writeln!(out, "created by:    {c}")?;
     }
     if let Some(d) = m.creation_date {
-        println!("creation date: {}", format_unix_time(d));
+        writeln!(out, "creation date: {}", format_unix_time(d))?;
     }
     if let Some(s) = &m.info.source {
-        println!("source:        {s}");
+        writeln!(out, "source:        {s}")?;
     }
     let real = m.info.files.iter().filter(|f| !f.padding).count();
-    println!("files ({real}):");
+    writeln!(out, "files ({real}):")?;
     for line in file_tree(m) {
-        println!("  {line}");
+        writeln!(out, "  {line}")?;
     }
+    Ok(())
 }
 
-fn print_magnet(m: &Magnet) {
-    println!("magnet link");
-    println!(
+fn print_magnet(out: &mut String, m: &Magnet) -> std::fmt::Result {
+    writeln!(out, "magnet link")?;
+    writeln!(
+        out,
         "name:          {}",
         m.display_name.as_deref().unwrap_or("(not given)")
-    );
+    )?;
     match m.info_hash {
-        Some(h) => println!("info hash:     {}", h.to_hex()),
-        None => println!("info hash:     (v2 only)"),
+        Some(h) => writeln!(out, "info hash:     {}", h.to_hex())?,
+        None => writeln!(out, "info hash:     (v2 only)")?,
     }
     if m.trackers.is_empty() {
-        println!("trackers:      none");
+        writeln!(out, "trackers:      none")?;
     } else {
-        println!("trackers:");
+        writeln!(out, "trackers:")?;
         for (i, t) in m.trackers.iter().enumerate() {
-            println!("  tier {}: {t}", i + 1);
+            writeln!(out, "  tier {}: {t}", i + 1)?;
         }
     }
     for p in &m.peers {
-        println!("peer:          {p}");
+        writeln!(out, "peer:          {p}")?;
     }
-    println!("(size and files are known only once the metadata is fetched)");
+    writeln!(
+        out,
+        "(size and files are known only once the metadata is fetched)"
+    )?;
+    Ok(())
 }
 
 /// Runs `bittern info`.
@@ -251,23 +261,39 @@ fn print_magnet(m: &Magnet) {
 /// # Errors
 /// [`Code::Usage`] for an unreadable or invalid torrent, or a bad magnet link.
 pub fn run(args: &InfoArgs) -> anyhow::Result<Code> {
+    let mut out = String::new();
     if args.torrent.starts_with("magnet:") {
         let m = Magnet::parse(&args.torrent)
             .map_err(|e| coded(Code::Usage, anyhow!("invalid magnet link: {e}")))?;
         if args.json {
-            println!("{}", magnet_json(&m));
+            out = format!("{}\n", magnet_json(&m));
         } else {
-            print_magnet(&m);
+            print_magnet(&mut out, &m)?;
         }
-        return Ok(Code::Ok);
-    }
-    let m = load::read_torrent(Path::new(&args.torrent))?;
-    if args.json {
-        println!("{}", torrent_json(&m));
     } else {
-        print_torrent(&m);
+        let m = load::read_torrent(Path::new(&args.torrent))?;
+        if args.json {
+            out = format!("{}\n", torrent_json(&m));
+        } else {
+            print_torrent(&mut out, &m)?;
+        }
     }
+    write_stdout(&out)?;
     Ok(Code::Ok)
+}
+
+/// Writes `text` to standard output. A reader that went away (`bittern
+/// info ... | head`) is not an error: like other Unix tools, the command
+/// just stops.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
 }
 
 #[cfg(test)]

@@ -201,3 +201,39 @@ fn info_on_magnet_links() {
         serde_json::json!([["http://127.0.0.1:6969/announce"]])
     );
 }
+
+/// `bittern info ... | head` whose reader is already gone: the command
+/// stops quietly with exit 0 (as Unix tools do), no panic. The pipe's read
+/// end is closed before bittern starts, so every write fails with EPIPE.
+#[test]
+fn info_into_a_closed_pipe_exits_quietly() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::process::{Command, Stdio};
+    let r = bittern([
+        "info",
+        "magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a&dn=thing",
+    ]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    for json in [false, true] {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` is a valid out-array of two ints.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: pipe() just returned these two descriptors, owned by nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        drop(read);
+        let mut cmd = Command::new(bin());
+        cmd.arg("info");
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd
+            .arg("magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a&dn=thing")
+            .stdout(Stdio::from(write))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "json {json}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
