@@ -315,6 +315,7 @@ impl Session {
     /// Stops every torrent gracefully (stopped announces bounded by a short
     /// deadline, resume state saved) and closes the listener.
     pub fn shutdown(&mut self) {
+        let began = Instant::now();
         let torrents = std::mem::take(&mut *self.torrents.lock());
         for t in &torrents {
             let _ = self
@@ -325,11 +326,18 @@ impl Session {
             t.wait();
         }
         self.registry.lock().clear();
-        // Every torrent has asked for its `stopped`; send what is left, in
-        // parallel, within the stop deadline.
+        // Every torrent has asked for its `stopped` (their stop jobs waited
+        // for them); send what is left, in parallel, within what remains of
+        // the one stop deadline (never twice the deadline in all).
         let announcer = self.shared.announcer.lock().take();
         if let Some(a) = announcer {
-            if !a.shutdown(self.shared.config.timing.stop_announce_deadline) {
+            let left = self
+                .shared
+                .config
+                .timing
+                .stop_announce_deadline
+                .saturating_sub(began.elapsed());
+            if !a.shutdown(left) {
                 debug!("tracker announcer still busy at the stop deadline");
             }
         }

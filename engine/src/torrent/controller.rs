@@ -100,7 +100,7 @@ pub(crate) struct ControllerSetup {
     pub links: Links,
 }
 
-/// Counters the announcer reads from its own thread.
+/// Counters the session announcer reads from its workers.
 #[derive(Default)]
 pub(crate) struct Transfer {
     pub uploaded: AtomicU64,
