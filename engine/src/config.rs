@@ -28,6 +28,9 @@ pub struct SessionConfig {
     pub peer_id_prefix: Vec<u8>,
     /// How trackers are contacted.
     pub tracker: ClientConfig,
+    /// Re-announce intervals and backoff of the session's one announcer;
+    /// tests lower `min_interval_floor` to announce every second.
+    pub tracker_schedule: bittern_tracker::ScheduleConfig,
     /// Timing knobs; tests shorten them.
     pub timing: Timing,
     /// Whether to announce to the torrents' trackers.
@@ -83,6 +86,7 @@ impl Default for SessionConfig {
                 udp_max_tries: 4,
                 ..ClientConfig::default()
             },
+            tracker_schedule: bittern_tracker::ScheduleConfig::default(),
             timing: Timing::default(),
             announce: true,
             storage_backend: bittern_storage::Backend::default(),

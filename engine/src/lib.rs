@@ -13,8 +13,9 @@
 //! no wakeups); one thread per peer connection (plus a scoped reader child)
 //! that writes received blocks straight into storage; verifier threads
 //! that hash completed pieces (`HashPool`), and a rayon pool for startup
-//! checks; short-lived persist and stop jobs; one announcer thread per
-//! torrent with trackers. Channels between them are bounded, and the
+//! checks; short-lived persist and stop jobs; one tracker announcer per
+//! session (`bittern_tracker::SessionAnnouncer`: a scheduler and a fixed
+//! worker pool) and one thread forwarding its peers. Channels between them are bounded, and the
 //! controller never blocks on a peer, a disk or a tracker.
 //!
 //! ```no_run

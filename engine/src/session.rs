@@ -12,8 +12,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bittern_storage::FilePool;
+use bittern_tracker::{
+    SessionAnnouncer, SessionConfig as TrackerSessionConfig, SessionHandle, TorrentKey,
+    TrackerEvent,
+};
 use bittern_wire::{Handshake, InfoHash, Metainfo, PeerId};
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Sender, TrySendError};
 use log::{debug, info, warn};
 use parking_lot::Mutex;
 
@@ -107,6 +111,33 @@ pub(crate) struct SessionShared {
     pub connections: Arc<AtomicUsize>,
     /// The port we listen on, announced to trackers.
     pub port: u16,
+    /// The one tracker announcer of the session (`None` when announcing
+    /// is off, or once the session has shut it down).
+    pub announcer: Mutex<Option<SessionHandle>>,
+    /// Generations of announcer keys: a torrent that restarts gets a new
+    /// key, so its old `stopped` and its new `started` never collide.
+    pub announce_generation: AtomicU64,
+}
+
+impl SessionShared {
+    /// Runs `f` on the session announcer, if it runs.
+    pub(crate) fn with_announcer(&self, f: impl FnOnce(&SessionHandle)) {
+        if let Some(a) = self.announcer.lock().as_ref() {
+            f(a);
+        }
+    }
+
+    /// A fresh announcer key for torrent `id`: the low 32 bits name the
+    /// torrent (see [`announce_torrent`]), the high ones the generation.
+    pub(crate) fn announce_key(&self, id: TorrentId) -> TorrentKey {
+        let generation = self.announce_generation.fetch_add(1, Ordering::Relaxed);
+        TorrentKey((generation << 32) | (id & 0xffff_ffff))
+    }
+}
+
+/// The torrent an announcer key names (see [`SessionShared::announce_key`]).
+fn announce_torrent(key: TorrentKey) -> TorrentId {
+    key.0 & 0xffff_ffff
 }
 
 /// A BitTorrent session: owns the listening socket, the file pool, the
@@ -164,10 +195,16 @@ impl Session {
             download: Arc::new(RateLimiter::new(config.download_limit)),
             connections: Arc::default(),
             port: addr.port(),
+            announcer: Mutex::new(None),
+            announce_generation: AtomicU64::new(1),
             config,
         });
         let registry: Registry = Arc::default();
         let (central, commands, links) = Central::new();
+        if shared.config.announce {
+            let handle = spawn_announcer(&shared, links.sources.clone())?;
+            *shared.announcer.lock() = Some(handle);
+        }
         let controller = std::thread::Builder::new()
             .name("bittern-ctl".into())
             .spawn(move || central.run())
@@ -278,6 +315,7 @@ impl Session {
     /// Stops every torrent gracefully (stopped announces bounded by a short
     /// deadline, resume state saved) and closes the listener.
     pub fn shutdown(&mut self) {
+        let began = Instant::now();
         let torrents = std::mem::take(&mut *self.torrents.lock());
         for t in &torrents {
             let _ = self
@@ -288,6 +326,21 @@ impl Session {
             t.wait();
         }
         self.registry.lock().clear();
+        // Every torrent has asked for its `stopped` (their stop jobs waited
+        // for them); send what is left, in parallel, within what remains of
+        // the one stop deadline (never twice the deadline in all).
+        let announcer = self.shared.announcer.lock().take();
+        if let Some(a) = announcer {
+            let left = self
+                .shared
+                .config
+                .timing
+                .stop_announce_deadline
+                .saturating_sub(began.elapsed());
+            if !a.shutdown(left) {
+                debug!("tracker announcer still busy at the stop deadline");
+            }
+        }
         if let Some(c) = self.controller.take() {
             let _ = self.commands.send(Ctl::Exit);
             let _ = c.join();
@@ -311,6 +364,42 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Starts the session announcer and the thread that forwards its peers to
+/// each torrent's peer source (the controller never waits on trackers).
+fn spawn_announcer(
+    shared: &SessionShared,
+    sources: Sender<(TorrentId, Vec<SocketAddr>)>,
+) -> Result<SessionHandle, Error> {
+    let mut config = TrackerSessionConfig::new(shared.peer_id, shared.port);
+    config.client = shared.config.tracker.clone();
+    config.schedule = shared.config.tracker_schedule.clone();
+    config.stop_deadline = shared.config.timing.stop_announce_deadline;
+    config.thread_name = "bittern-announce".into();
+    let handle = SessionAnnouncer::spawn(config).map_err(|e| match e {
+        bittern_tracker::Error::Io(e) => Error::Spawn(e),
+        other => Error::Spawn(std::io::Error::other(other)),
+    })?;
+    let events = handle.events().clone();
+    std::thread::Builder::new()
+        .name("bittern-announce-fwd".into())
+        .spawn(move || {
+            // Ends when the announcer does (its sender is dropped).
+            for event in events {
+                if let TrackerEvent::Peers(key, peers) = event {
+                    match sources.try_send((announce_torrent(key), peers)) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(_)) => {
+                            debug!("peer source queue full; dropping tracker peers");
+                        }
+                        Err(TrySendError::Disconnected(_)) => break,
+                    }
+                }
+            }
+        })
+        .map_err(Error::Spawn)?;
+    Ok(handle)
 }
 
 fn listen(

@@ -1265,6 +1265,11 @@ fn removing_a_torrent_ends_a_connection_blocked_writing_at_once() {
 
 /// `n` single-piece 16 KiB torrents with their data under `dir`.
 fn tiny_torrents(dir: &Path, n: usize) -> Vec<Metainfo> {
+    tiny_torrents_on(dir, n, None)
+}
+
+/// As [`tiny_torrents`], each with the one tracker `announce` if given.
+fn tiny_torrents_on(dir: &Path, n: usize, announce: Option<&str>) -> Vec<Metainfo> {
     use rand::{Rng, SeedableRng};
     const SIZE: u64 = 16 * 1024;
     let pool = rayon::ThreadPoolBuilder::new()
@@ -1281,7 +1286,11 @@ fn tiny_torrents(dir: &Path, n: usize) -> Vec<Metainfo> {
             std::fs::write(&path, &data).unwrap();
             let hashes =
                 bittern_storage::hash_files(&[(path, SIZE)], SIZE, &pool, &|_, _| {}).unwrap();
-            let bytes = bittern_wire::MetainfoBuilder::new(&name)
+            let mut builder = bittern_wire::MetainfoBuilder::new(&name);
+            if let Some(url) = announce {
+                builder = builder.announce(url);
+            }
+            let bytes = builder
                 .piece_length(SIZE)
                 .pieces(hashes)
                 .single_file(SIZE)
@@ -1412,5 +1421,139 @@ fn two_thousand_idle_torrents_cost_no_threads_fds_or_wakeups() {
     assert!(handles
         .iter()
         .all(|h| h.is_finished() && h.status().state == TorrentState::Stopped));
+    assert!(took < Duration::from_secs(10), "stopping took {took:?}");
+}
+
+/// Issue 19: 300 torrents on one tracker share the session's one
+/// announcer: the embedded tracker counts exactly one announce per torrent
+/// per interval (2 s), and the process has the same threads with 300
+/// torrents as with none (no announcer thread per torrent).
+#[test]
+fn three_hundred_torrents_on_one_tracker_announce_once_per_interval() {
+    use bittern_tracker::server::{ServerConfig, TrackerServer};
+    if isolated("three_hundred_torrents_on_one_tracker_announce_once_per_interval") {
+        return;
+    }
+    const N: usize = 300;
+    const INTERVAL: Duration = Duration::from_secs(2);
+    let tracker = TrackerServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        ServerConfig {
+            interval: INTERVAL,
+            min_interval: INTERVAL,
+            max_connections: 256,
+            ..ServerConfig::default()
+        },
+    )
+    .unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let metas = tiny_torrents_on(src.path(), N, Some(&tracker.announce_url()));
+    let cfg = SessionConfig {
+        hash_threads: 2,
+        announce: true,
+        tracker_schedule: bittern_tracker::ScheduleConfig {
+            min_interval_floor: Duration::from_millis(500),
+            default_min_interval: Duration::from_millis(500),
+            ..bittern_tracker::ScheduleConfig::default()
+        },
+        ..config()
+    };
+    let seeder = Session::new(cfg).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let base_threads = proc_status("Threads:");
+    let handles: Vec<_> = metas
+        .iter()
+        .map(|m| {
+            seeder
+                .add_torrent(m.clone(), src.path(), TorrentOptions::default())
+                .unwrap()
+        })
+        .collect();
+    // When each torrent's first announce arrived (polled every 20 ms).
+    let counts = || -> Vec<u64> {
+        metas
+            .iter()
+            .map(|m| tracker.announce_count(&m.info_hash))
+            .collect()
+    };
+    let mut first: Vec<Option<Instant>> = vec![None; N];
+    let limit = Instant::now() + Duration::from_secs(30);
+    while first.iter().any(Option::is_none) && Instant::now() < limit {
+        let now = Instant::now();
+        for (f, c) in first.iter_mut().zip(counts()) {
+            if f.is_none() && c >= 1 {
+                *f = Some(now);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let first: Vec<Instant> = first
+        .into_iter()
+        .map(|f| f.expect("every torrent announced `started`"))
+        .collect();
+    let spread = first
+        .iter()
+        .max()
+        .unwrap()
+        .duration_since(*first.iter().min().unwrap());
+    // Two and a half intervals after the last `started`: each torrent has
+    // announced once, then once per whole interval since, never more.
+    let last = *first.iter().max().unwrap();
+    std::thread::sleep((last + INTERVAL * 5 / 2).saturating_duration_since(Instant::now()));
+    let at = Instant::now();
+    let got = counts();
+    let mut wrong = Vec::new();
+    for (i, (&f, &c)) in first.iter().zip(&got).enumerate() {
+        let since = at.duration_since(f);
+        let rounds = (since.as_millis() / INTERVAL.as_millis()) as u64;
+        let expected = 1 + rounds;
+        // Close to a round's boundary the next announce may or may not
+        // have landed yet (polling and request latency).
+        let into = since.as_millis() % INTERVAL.as_millis();
+        let near = into < 300 || into > INTERVAL.as_millis() - 300;
+        let ok = c == expected || (near && (c + 1 == expected || c == expected + 1));
+        if !ok {
+            wrong.push((i, c, expected, since));
+        }
+    }
+    let threads = proc_status("Threads:");
+    eprintln!(
+        "{N} torrents: started spread {spread:?}, announces {} in total, threads {base_threads} -> {threads}",
+        tracker.announce_requests()
+    );
+    assert!(
+        wrong.is_empty(),
+        "announces per torrent not one per interval (index, got, expected, since first): {:?}",
+        &wrong[..wrong.len().min(10)]
+    );
+    assert_eq!(
+        tracker.announce_requests(),
+        got.iter().sum::<u64>(),
+        "announces only for these torrents"
+    );
+    assert!(
+        got.iter().all(|&c| c >= 3),
+        "every torrent re-announced twice: {:?}",
+        &got[..10]
+    );
+    assert!(
+        threads <= base_threads + 2,
+        "threads grow with the torrents: {base_threads} -> {threads}"
+    );
+    assert!(handles
+        .iter()
+        .all(|h| h.status().state == TorrentState::Seeding));
+
+    // Shutdown sends `stopped` for all of them within the deadline.
+    let mut seeder = seeder;
+    let start = Instant::now();
+    seeder.shutdown();
+    let took = start.elapsed();
+    let listed = metas
+        .iter()
+        .filter(|m| tracker.peer_count(&m.info_hash) != 0)
+        .count();
+    eprintln!("{N} torrents stopped in {took:?}; still listed: {listed}");
+    assert_eq!(listed, 0, "torrents without `stopped`");
     assert!(took < Duration::from_secs(10), "stopping took {took:?}");
 }

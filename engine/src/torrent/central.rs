@@ -14,8 +14,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crossbeam_channel::{at, bounded, never, select, Receiver, Sender, TrySendError};
-use log::debug;
+use crossbeam_channel::{at, bounded, never, select, Receiver, Sender};
 
 use super::controller::{Controller, PersistDone};
 use super::{TorrentCommand, TorrentId};
@@ -78,15 +77,6 @@ pub(crate) struct PeerSource {
 impl PeerSource {
     pub(crate) fn new(torrent: TorrentId, tx: Sender<(TorrentId, Vec<SocketAddr>)>) -> Self {
         PeerSource { torrent, tx }
-    }
-
-    /// Offers addresses found by a background source (a tracker): dropped
-    /// when the queue is full (the source finds them again).
-    pub(crate) fn offer(&self, peers: Vec<SocketAddr>) {
-        match self.tx.try_send((self.torrent, peers)) {
-            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-            Err(TrySendError::Full(_)) => debug!("peer source queue full; dropping peers"),
-        }
     }
 
     /// Offers addresses a user gave: waits while the queue is full.

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bittern_storage::{FileSpec, Layout, Storage};
-use bittern_tracker::AnnouncerHandle;
+use bittern_tracker::TorrentKey;
 use bittern_wire::{Bitfield, BlockRef, InfoHash, Metainfo, PeerId};
 use crossbeam_channel::Sender;
 use log::{debug, info, warn};
@@ -100,7 +100,7 @@ pub(crate) struct ControllerSetup {
     pub links: Links,
 }
 
-/// Counters the announcer reads from its own thread.
+/// Counters the session announcer reads from its workers.
 #[derive(Default)]
 pub(crate) struct Transfer {
     pub uploaded: AtomicU64,
@@ -195,7 +195,6 @@ pub(crate) fn build_controller(
         published: published.clone(),
         events: event_tx,
         links,
-        source: source.clone(),
     });
     let handle = TorrentHandle {
         info_hash,
@@ -287,8 +286,6 @@ pub(crate) struct Controller {
     /// The deadline the controller's timer heap holds for this torrent.
     pub(super) scheduled: Option<Instant>,
     links: Links,
-    /// Where tracker peers enter (see [`PeerSource`]).
-    source: PeerSource,
     info_hash: InfoHash,
     metainfo: Arc<Metainfo>,
     storage: Arc<Storage>,
@@ -322,7 +319,8 @@ pub(crate) struct Controller {
     banned: HashSet<SocketAddr>,
     bad_data: BadDataGuard<SocketAddr>,
 
-    announcer: Option<AnnouncerHandle>,
+    /// This torrent's key in the session announcer while it is added.
+    announcer: Option<TorrentKey>,
     transfer: Arc<Transfer>,
     up_limit: Arc<RateLimiter>,
     down_limit: Arc<RateLimiter>,
@@ -377,7 +375,6 @@ struct Parts {
     published: Arc<Published>,
     events: Sender<TorrentEvent>,
     links: Links,
-    source: PeerSource,
 }
 
 impl Drop for Controller {
@@ -400,7 +397,6 @@ impl Controller {
             published,
             events,
             links,
-            source,
         } = parts;
         let info = &metainfo.info;
         let pieces = info.piece_count();
@@ -440,7 +436,6 @@ impl Controller {
             id,
             scheduled: None,
             links,
-            source,
             info_hash: metainfo.info_hash,
             up_limit: Arc::new(RateLimiter::new(options.upload_limit)),
             down_limit: Arc::new(RateLimiter::new(options.download_limit)),

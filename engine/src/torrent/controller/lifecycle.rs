@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bittern_tracker::{Announcer, AnnouncerConfig, TransferStats};
+use bittern_tracker::TransferStats;
 use log::{info, warn};
 
 use super::*;
@@ -130,8 +130,8 @@ impl Controller {
             }
             self.connect_more();
             if self.peers.len() < 5 {
-                if let Some(a) = &self.announcer {
-                    a.need_peers();
+                if let Some(key) = self.announcer {
+                    self.session.with_announcer(|a| a.need_peers(key));
                 }
             }
         }
@@ -238,7 +238,7 @@ impl Controller {
             durable: self.durable.clone(),
             flush_limit: self.session.config.stop_flush_limit,
         });
-        let announcer = self.announcer.take();
+        let announcer = self.remove_from_announcer();
         let deadline = self.session.config.timing.stop_announce_deadline;
         let prepare = self.prepare.take();
         let storage = self.storage.clone();
@@ -261,8 +261,8 @@ impl Controller {
                     warn!("{short}: cannot save resume state: {e}");
                 }
             }
-            if let Some(a) = announcer {
-                a.stop(deadline);
+            if let Some(stopping) = announcer {
+                stopping.wait(deadline);
             }
             if let Some((stop, t)) = prepare {
                 stop.store(true, Ordering::Relaxed);
@@ -272,8 +272,8 @@ impl Controller {
             let _ = tx.send(Done::Stopped(id));
         };
         if let Err(e) = std::thread::Builder::new().name(name).spawn(job) {
-            // The job (and with it the announcer, which then stops on its
-            // own) is dropped; the torrent ends without its last save.
+            // The job is dropped (the session announcer still sends
+            // `stopped`); the torrent ends without its last save.
             warn!("{}: cannot start the stop job: {e}", self.short());
             self.on_stopped();
         }
@@ -355,38 +355,40 @@ impl Controller {
             return;
         }
         let transfer = self.transfer.clone();
-        let mut config = AnnouncerConfig::new(
-            tiers,
-            self.info_hash,
-            self.session.peer_id,
-            self.session.port,
-        );
-        config.client = self.session.config.tracker.clone();
         let stats = Arc::new(move || TransferStats {
             uploaded: transfer.uploaded.load(Ordering::Relaxed),
             downloaded: transfer.downloaded.load(Ordering::Relaxed),
             left: transfer.left.load(Ordering::Relaxed),
         });
-        // Tracker peers enter through the torrent's peer source, like
-        // every other source.
-        let source = self.source.clone();
-        self.announcer = Some(Announcer::spawn_with_sink(config, stats, move |peers| {
-            source.offer(peers)
-        }));
+        // Tracker peers come back as `TrackerEvent::Peers` and enter
+        // through the torrent's peer source (see `session::spawn_announcer`).
+        let key = self.session.announce_key(self.id);
+        let info_hash = self.info_hash;
+        let mut added = false;
+        self.session.with_announcer(|a| {
+            a.add(key, info_hash, tiers, stats);
+            added = true;
+        });
+        if added {
+            self.announcer = Some(key);
+        }
     }
 
-    /// Stops the announcer without waiting: `stopped` goes out (within
-    /// the deadline) from a short-lived thread.
+    /// Takes the torrent out of the session announcer without waiting:
+    /// `stopped` goes out within the stop deadline.
+    fn remove_from_announcer(&mut self) -> Option<bittern_tracker::Stopping> {
+        let key = self.announcer.take()?;
+        let mut stopping = None;
+        self.session
+            .with_announcer(|a| stopping = Some(a.remove(key)));
+        stopping
+    }
+
+    /// Stops announcing without waiting.
     pub(super) fn stop_announcer(&mut self) {
-        let Some(a) = self.announcer.take() else {
-            return;
-        };
-        let deadline = self.session.config.timing.stop_announce_deadline;
-        // Should the thread not start, dropping the handle stops the
-        // announcer on its own thread too.
-        let _ = std::thread::Builder::new()
-            .name("announce-stop".into())
-            .spawn(move || a.stop(deadline));
+        // The receipt is not awaited: the announcer sends `stopped` on
+        // its own workers.
+        drop(self.remove_from_announcer());
     }
 
     // ---- persistence and status ---------------------------------------

@@ -202,8 +202,8 @@ impl Controller {
         self.completed_at = Some(Instant::now());
         self.set_state(TorrentState::Seeding);
         self.emit(TorrentEvent::Completed);
-        if let Some(a) = &self.announcer {
-            a.completed();
+        if let Some(key) = self.announcer {
+            self.session.with_announcer(|a| a.completed(key));
         }
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in keys {
