@@ -100,6 +100,12 @@ pub fn resume_path(dst: &Path, meta: &Metainfo) -> PathBuf {
 pub fn vouched_pieces(meta: &Metainfo, save_dir: &Path) -> Vec<bool> {
     let path = resume_path(save_dir, meta);
     let state = ResumeState::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    state.vouched(&storage_for(meta, save_dir), meta.info_hash.0)
+}
+
+/// A `Storage` over `meta`'s files under `save_dir`, laid out as the
+/// engine lays them out (`DIR/<name>` for a multi-file torrent).
+pub fn storage_for(meta: &Metainfo, save_dir: &Path) -> Storage {
     let info = &meta.info;
     let files = info
         .files
@@ -116,9 +122,13 @@ pub fn vouched_pieces(meta: &Metainfo, save_dir: &Path) -> Vec<bool> {
     } else {
         save_dir.to_path_buf()
     };
-    let storage =
-        Storage::new(layout, root, Arc::new(FilePool::new(4)), Backend::default()).unwrap();
-    state.vouched(&storage, meta.info_hash.0)
+    Storage::new(
+        layout,
+        root,
+        Arc::new(FilePool::default()),
+        Backend::default(),
+    )
+    .unwrap()
 }
 
 /// Downloads `meta` into `dst` from `seeder` with no seeding goal and

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use bittern_engine::webseed::file_urls;
 use bittern_engine::{WebSeed, WebSeedConfig, WebSeedError, WebSeedEvent, WebSeeds};
-use bittern_storage::{Backend, FilePool, FileSpec, Layout, Storage};
+use bittern_storage::Storage;
 use bittern_wire::Metainfo;
 use crossbeam_channel::bounded;
 
-use crate::util::{assert_same, make_torrent};
+use crate::util::{assert_same, make_torrent, storage_for};
 
 /// What the driving loop saw.
 #[derive(Debug, Default)]
@@ -27,34 +27,6 @@ struct Outcome {
     bad_pieces: Vec<usize>,
     errors: Vec<String>,
     dropped: Vec<(usize, String)>,
-}
-
-fn storage_for(meta: &Metainfo, save_dir: &Path) -> Arc<Storage> {
-    let info = &meta.info;
-    let files = info
-        .files
-        .iter()
-        .map(|f| FileSpec {
-            path: f.relative_path(),
-            length: f.length,
-            padding: f.padding,
-        })
-        .collect();
-    let layout = Layout::new(files, info.piece_length, info.pieces.clone()).unwrap();
-    let root = if info.multi_file {
-        save_dir.join(&info.name)
-    } else {
-        save_dir.to_path_buf()
-    };
-    Arc::new(
-        Storage::new(
-            layout,
-            root,
-            Arc::new(FilePool::default()),
-            Backend::default(),
-        )
-        .unwrap(),
-    )
 }
 
 fn seeds(meta: &Metainfo, bases: &[String]) -> Vec<WebSeed> {
@@ -281,7 +253,7 @@ fn nginx_single_file_both_url_forms() {
         .enumerate()
     {
         let dst = tempfile::tempdir().unwrap();
-        let storage = storage_for(&meta, dst.path());
+        let storage = Arc::new(storage_for(&meta, dst.path()));
         let out = drive(
             &storage,
             seeds(&meta, std::slice::from_ref(&base)),
@@ -318,7 +290,7 @@ fn nginx_multi_file_with_redirect_and_two_seeds() {
         return;
     };
     let dst = tempfile::tempdir().unwrap();
-    let storage = storage_for(&meta, dst.path());
+    let storage = Arc::new(storage_for(&meta, dst.path()));
     // Seed 0: no trailing slash (added); seed 1: through a 301 redirect.
     let bases = [nginx.url(""), nginx.url("/old/")];
     let out = drive(
@@ -501,7 +473,7 @@ fn corrupt_range_is_caught_and_refetched() {
         },
     );
     let dst = tempfile::tempdir().unwrap();
-    let storage = storage_for(&meta, dst.path());
+    let storage = Arc::new(storage_for(&meta, dst.path()));
     let base = format!("http://{}/f.bin", server.addr);
     let out = drive(
         &storage,
@@ -528,7 +500,7 @@ fn seed_serving_bad_data_repeatedly_is_dropped() {
         },
     );
     let dst = tempfile::tempdir().unwrap();
-    let storage = storage_for(&meta, dst.path());
+    let storage = Arc::new(storage_for(&meta, dst.path()));
     let base = format!("http://{}/f.bin", server.addr);
     let out = drive(
         &storage,
@@ -553,7 +525,7 @@ fn server_without_range_support_is_refused() {
     let (meta, data, _src) = single(300_000, 16 << 10, 5);
     let server = tiny_server(data, Mode::NoRange);
     let dst = tempfile::tempdir().unwrap();
-    let storage = storage_for(&meta, dst.path());
+    let storage = Arc::new(storage_for(&meta, dst.path()));
     let base = format!("http://{}/f.bin", server.addr);
     let out = drive(
         &storage,
@@ -580,7 +552,7 @@ fn failing(mode: Mode) -> (Outcome, TinyServer) {
     let (meta, data, _src) = single(300_000, 16 << 10, 6);
     let server = tiny_server(data, mode);
     let dst = tempfile::tempdir().unwrap();
-    let storage = storage_for(&meta, dst.path());
+    let storage = Arc::new(storage_for(&meta, dst.path()));
     let base = format!("http://{}/f.bin", server.addr);
     let config = WebSeedConfig {
         max_failures: 2,
@@ -645,7 +617,7 @@ fn unavailable_with_retry_after_waits_then_completes() {
     let (meta, data, src) = single(100_000, 16 << 10, 7);
     let server = tiny_server(data, Mode::Unavailable);
     let dst = tempfile::tempdir().unwrap();
-    let storage = storage_for(&meta, dst.path());
+    let storage = Arc::new(storage_for(&meta, dst.path()));
     let base = format!("http://{}/f.bin", server.addr);
     let out = drive(
         &storage,
@@ -685,7 +657,7 @@ fn nginx_throughput() {
     };
     for seeds_n in [1, 2] {
         let dst = tempfile::tempdir().unwrap();
-        let storage = storage_for(&meta, dst.path());
+        let storage = Arc::new(storage_for(&meta, dst.path()));
         let bases: Vec<String> = (0..seeds_n).map(|_| nginx.url("/")).collect();
         let config = WebSeedConfig {
             max_request_bytes: 4 << 20,
@@ -757,7 +729,7 @@ fn cancel_hands_back_the_unfinished_pieces() {
     let (meta, data, _src) = single(64 << 14, 16 << 10, 10);
     let server = tiny_server(data, Mode::Corrupt { at: 0, times: 0 });
     let dst = tempfile::tempdir().unwrap();
-    let storage = storage_for(&meta, dst.path());
+    let storage = Arc::new(storage_for(&meta, dst.path()));
     let base = format!("http://{}/f.bin", server.addr);
     let (tx, rx) = bounded(256);
     let config = WebSeedConfig {
