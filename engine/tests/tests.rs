@@ -8,6 +8,7 @@ mod interop;
 mod lifecycle;
 mod lost_requests;
 mod lsd;
+mod magnet;
 mod reliability;
 mod scale;
 mod util;
