@@ -118,6 +118,9 @@ pub enum Violation {
     /// the wrong length, or failing the info hash).
     #[error("bad metadata message: {0}")]
     Metadata(bittern_wire::MetadataError),
+    /// The metadata this peer alone sent failed the info hash.
+    #[error("metadata failed the info hash")]
+    MetadataHash,
 }
 
 impl From<bittern_wire::MessageError> for PeerError {
