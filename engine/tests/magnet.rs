@@ -398,3 +398,43 @@ fn unsolicited_metadata_drops_that_peer() {
 fn a_peer_rejecting_every_metadata_request_is_dropped() {
     liar_is_dropped(Liar::RejectAll);
 }
+
+#[test]
+fn a_magnet_without_peers_can_be_paused_removed_and_the_session_shut_down() {
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(src.path(), "p", &[("p", 50_000)], 1 << 14, 10);
+    let dst = tempfile::tempdir().unwrap();
+    let mut leecher = session();
+    let t = leecher
+        .add_magnet(&magnet_for(&meta, &[]), dst.path(), no_goal())
+        .unwrap();
+    // The same info hash cannot be added twice, magnet or not.
+    assert!(leecher
+        .add_magnet(&magnet_for(&meta, &[]), dst.path(), no_goal())
+        .is_err());
+    assert!(leecher
+        .add_torrent(meta.clone(), dst.path(), no_goal())
+        .is_err());
+    t.pause().unwrap();
+    wait_state(&t, TorrentState::Paused, Duration::from_secs(5));
+    t.resume().unwrap();
+    wait_state(&t, TorrentState::FetchingMetadata, Duration::from_secs(5));
+    let start = Instant::now();
+    t.remove();
+    assert!(t.is_finished());
+    assert_eq!(t.status().state, TorrentState::Stopped);
+    assert!(t.torrent_file().is_none());
+    // Added again after the removal, then the session shuts down with it
+    // still fetching.
+    let again = leecher
+        .add_magnet(&magnet_for(&meta, &[]), dst.path(), no_goal())
+        .unwrap();
+    leecher.shutdown();
+    assert!(again.is_finished());
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(!dst
+        .path()
+        .join(".bittern")
+        .join(format!("{}.torrent", meta.info_hash.to_hex()))
+        .exists());
+}

@@ -38,6 +38,9 @@ use log::{debug, info, warn};
 use super::central::Links;
 use super::controller::{build_controller, Controller, ControllerSetup, Transfer};
 use super::{Published, TorrentCommand, TorrentId};
+
+mod file;
+
 use crate::config::TorrentOptions;
 use crate::error::{PeerError, Violation};
 use crate::peer::{
@@ -46,6 +49,7 @@ use crate::peer::{
 use crate::picker::PeerKey;
 use crate::session::{Registry, SessionShared};
 use crate::status::{TorrentEvent, TorrentState, TorrentStatus};
+use file::{torrent_file_bytes, write_file};
 
 /// A peer asked for metadata pieces that sends nothing for this long is
 /// dropped (its pieces go to others).
@@ -758,56 +762,4 @@ impl MetadataFetch {
         self.setup.published.status.lock().state = state.clone();
         self.emit(TorrentEvent::StateChanged(state));
     }
-}
-
-/// The `.torrent` for a fetched info dictionary: the magnet's trackers and
-/// web seeds around the exact bytes that were hashed (keys in bencode
-/// order: `announce`, `announce-list`, `info`, `url-list`).
-pub(crate) fn torrent_file_bytes(
-    info: &[u8],
-    tiers: &[Vec<String>],
-    web_seeds: &[String],
-) -> Vec<u8> {
-    fn string(out: &mut Vec<u8>, s: &[u8]) {
-        out.extend_from_slice(format!("{}:", s.len()).as_bytes());
-        out.extend_from_slice(s);
-    }
-    let mut out = b"d".to_vec();
-    if let Some(first) = tiers.iter().flatten().next() {
-        string(&mut out, b"announce");
-        string(&mut out, first.as_bytes());
-        string(&mut out, b"announce-list");
-        out.push(b'l');
-        for tier in tiers.iter().filter(|t| !t.is_empty()) {
-            out.push(b'l');
-            for url in tier {
-                string(&mut out, url.as_bytes());
-            }
-            out.push(b'e');
-        }
-        out.push(b'e');
-    }
-    string(&mut out, b"info");
-    out.extend_from_slice(info);
-    if !web_seeds.is_empty() {
-        string(&mut out, b"url-list");
-        out.push(b'l');
-        for url in web_seeds {
-            string(&mut out, url.as_bytes());
-        }
-        out.push(b'e');
-    }
-    out.push(b'e');
-    out
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, so a
-/// crash never leaves half a `.torrent`.
-fn write_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("torrent.part");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
