@@ -47,6 +47,7 @@ mod session;
 mod shared;
 mod status;
 mod torrent;
+mod transport;
 pub mod webseed;
 mod writeback;
 
