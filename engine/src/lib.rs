@@ -36,6 +36,7 @@ pub mod choker;
 mod config;
 mod error;
 mod fasthash;
+mod handshake;
 mod hashpool;
 mod inline_hash;
 pub mod lsd;
@@ -52,7 +53,7 @@ pub mod webseed;
 mod writeback;
 
 pub use choker::{ChokeCandidate, Choker, ChokerConfig};
-pub use config::{SeedGoal, SessionConfig, Timing, TorrentOptions};
+pub use config::{Encryption, SeedGoal, SessionConfig, Timing, TorrentOptions};
 pub use error::{Error, PeerError, TorrentError, Violation};
 pub use lsd::{Lsd, LsdCommand, LsdConfig, LsdEvent};
 pub use picker::{PeerKey, PiecePicker};

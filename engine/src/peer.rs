@@ -15,7 +15,7 @@
 //! [`PeerEvent::Gone`] exactly once however the thread ends, panics included.
 
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,13 +27,13 @@ use log::debug;
 use parking_lot::Mutex;
 
 use crate::config::Timing;
-use crate::error::{PeerError, Violation};
+use crate::error::PeerError;
 use crate::fasthash::{FastMap, FastSet};
 use crate::inline_hash::InlineHashes;
 use crate::picker::PeerKey;
 use crate::ratelimit::RateLimiter;
 use crate::shared::{BlockClaims, HaveSet};
-use crate::transport::{read_exact_by, PeerStream, Socket};
+use crate::transport::{PeerStream, Socket};
 
 mod queue;
 mod reader;
@@ -94,6 +94,8 @@ pub(crate) enum PeerEvent {
         peer_id: PeerId,
         fast: bool,
         incoming: bool,
+        /// The stream is RC4-encrypted (MSE).
+        encrypted: bool,
     },
     /// Their initial piece set (BITFIELD, HAVE ALL or HAVE NONE).
     Bitfield(Bitfield),
@@ -161,6 +163,8 @@ pub(crate) struct PeerContext {
     pub up_limits: [Arc<RateLimiter>; 2],
     pub down_limits: [Arc<RateLimiter>; 2],
     pub timing: Timing,
+    /// How connections we dial use protocol encryption.
+    pub encryption: crate::config::Encryption,
 }
 
 /// How the connection comes about.
@@ -291,22 +295,10 @@ fn run(
     let t = &ctx.timing;
     let (mut stream, theirs, incoming) = match origin {
         Origin::Outgoing(addr) => {
-            let s = TcpStream::connect_timeout(&addr, t.connect_timeout)?;
-            let mut s = PeerStream::plain(Socket::Tcp(s));
-            socket.attach(s.socket())?;
-            s.socket().set_read_timeout(Some(t.connect_timeout))?;
-            s.socket().set_write_timeout(Some(t.connect_timeout))?;
-            s.send(&mut Handshake::new(ctx.info_hash, ctx.our_id).encode())?;
-            let mut buf = [0u8; Handshake::LEN];
-            // A deadline on the whole handshake: a read timeout alone
-            // restarts with every byte a trickling peer sends.
-            let deadline = std::time::Instant::now() + t.connect_timeout;
-            read_exact_by(&mut s, &mut buf, deadline)?;
-            let hs = Handshake::decode(&buf)
-                .map_err(|e| PeerError::Protocol(Violation::Handshake(e)))?;
-            if hs.info_hash != ctx.info_hash {
-                return Err(PeerError::WrongInfoHash);
-            }
+            let ours = Handshake::new(ctx.info_hash, ctx.our_id);
+            let attach = |s: &Socket| socket.attach(s);
+            let (s, hs) =
+                crate::handshake::dial(addr, &ours, ctx.encryption, t.connect_timeout, &attach)?;
             (Box::new(s), hs, false)
         }
         Origin::Incoming(mut s, hs) => {
@@ -360,6 +352,7 @@ fn run(
             peer_id: theirs.peer_id,
             fast,
             incoming,
+            encrypted: stream.is_encrypted(),
         },
     );
     debug!(
@@ -471,7 +464,7 @@ enum ReaderNote {
 #[cfg(test)]
 mod tests {
     use std::io::Read;
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
 
     use super::*;
 

@@ -445,6 +445,7 @@ impl Controller {
                 pieces: p.bits.as_ref().map_or(0, |b| b.count_ones()),
                 outstanding: self.picker.outstanding(*k),
                 incoming: p.incoming,
+                encrypted: p.encrypted,
                 snubbed: p.snubbed(
                     now,
                     self.session.config.timing.snub_timeout,

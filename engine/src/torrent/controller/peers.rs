@@ -360,6 +360,7 @@ impl Controller {
             up_limits: [self.up_limit.clone(), self.session.upload.clone()],
             down_limits: [self.down_limit.clone(), self.session.download.clone()],
             timing: self.session.config.timing.clone(),
+            encryption: self.session.config.encryption,
         };
         let incoming = matches!(origin, Origin::Incoming(..));
         // A thread that cannot start drops `conn`, giving the count back.
@@ -377,6 +378,7 @@ impl Controller {
                         thread: Some(thread),
                         ready: false,
                         incoming,
+                        encrypted: false,
                         peer_id: None,
                         bits: None,
                         fast: false,
