@@ -68,6 +68,25 @@ pub struct SessionConfig {
     /// one streams to disk at most this far behind, which bounds what a
     /// resume save or a stop has to flush. `Duration::ZERO`: at once.
     pub writeback_delay: Duration,
+    /// Protocol encryption (MSE/PE) policy for every connection.
+    pub encryption: Encryption,
+}
+
+/// Protocol encryption (MSE/PE) policy: which handshakes the listen port
+/// accepts and how we dial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encryption {
+    /// Plain BitTorrent only: incoming MSE handshakes are dropped and we
+    /// dial in the clear.
+    Disable,
+    /// Accept both; dial with MSE (offering RC4 and plaintext, RC4 picked
+    /// when we answer) and, when that fails, once more in the clear, as
+    /// other clients do.
+    #[default]
+    Prefer,
+    /// RC4-encrypted connections only, both ways: plain BitTorrent
+    /// handshakes and MSE peers offering only plaintext are dropped.
+    Require,
 }
 
 impl Default for SessionConfig {
@@ -95,6 +114,7 @@ impl Default for SessionConfig {
             mapped_upload: true,
             stop_flush_limit: 64 << 20,
             writeback_delay: Duration::from_secs(5),
+            encryption: Encryption::default(),
         }
     }
 }

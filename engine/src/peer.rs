@@ -14,8 +14,8 @@
 //! a full queue as a peer too slow to keep. A drop guard reports
 //! [`PeerEvent::Gone`] exactly once however the thread ends, panics included.
 
-use std::io::{self, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::io;
+use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,12 +29,13 @@ use log::debug;
 use parking_lot::Mutex;
 
 use crate::config::Timing;
-use crate::error::{PeerError, Violation};
+use crate::error::PeerError;
 use crate::fasthash::{FastMap, FastSet};
 use crate::inline_hash::InlineHashes;
 use crate::picker::PeerKey;
 use crate::ratelimit::RateLimiter;
 use crate::shared::{BlockClaims, HaveSet};
+use crate::transport::{PeerStream, Socket};
 
 mod meta;
 mod queue;
@@ -107,6 +108,8 @@ pub(crate) enum PeerEvent {
         peer_id: PeerId,
         fast: bool,
         incoming: bool,
+        /// The stream is RC4-encrypted (MSE).
+        encrypted: bool,
     },
     /// Their initial piece set (BITFIELD, HAVE ALL or HAVE NONE).
     Bitfield(Bitfield),
@@ -185,6 +188,8 @@ pub(crate) struct PeerContext {
     pub timing: Timing,
     /// What we say in our extension handshake.
     pub ext: ExtensionSetup,
+    /// How connections we dial use protocol encryption.
+    pub encryption: crate::config::Encryption,
 }
 
 /// What a connection says about us in its extension handshake (BEP 10),
@@ -221,7 +226,7 @@ pub(crate) enum Origin {
     /// We dial this address.
     Outgoing(SocketAddr),
     /// The listener accepted it and read their handshake.
-    Incoming(TcpStream, Handshake),
+    Incoming(Box<PeerStream>, Handshake),
 }
 
 /// The socket of one connection as its controller holds it, so that it can
@@ -236,7 +241,7 @@ enum Slot {
     #[default]
     Empty,
     /// A clone of the connection's socket.
-    Open(TcpStream),
+    Open(Socket),
     /// Cut by the controller, or the connection ended.
     Cut,
 }
@@ -254,7 +259,7 @@ impl SocketSlot {
 
     /// Keeps a clone of the new connection's socket for `cut`. Fails when
     /// the connection was cut before it was established.
-    fn attach(&self, stream: &TcpStream) -> Result<(), PeerError> {
+    fn attach(&self, stream: &Socket) -> Result<(), PeerError> {
         let mut slot = self.0.lock();
         if matches!(*slot, Slot::Cut) {
             let _ = stream.shutdown(Shutdown::Both);
@@ -341,17 +346,24 @@ fn run(
     commands: &Receiver<PeerCommand>,
     socket: &SocketSlot,
 ) -> Result<(), PeerError> {
-    let (mut stream, theirs, incoming) =
-        open(&ctx.timing, ctx.info_hash, ctx.our_id, origin, socket)?;
+    let (mut stream, theirs, incoming) = open(
+        &ctx.timing,
+        ctx.info_hash,
+        ctx.our_id,
+        ctx.encryption,
+        origin,
+        socket,
+    )?;
     let t = &ctx.timing;
-    let addr = stream.peer_addr()?;
+    let addr = stream.socket().peer_addr()?;
     let fast = theirs.supports_fast();
     let extended = theirs.supports_extended();
-    stream.set_nodelay(true)?;
+    let raw = stream.socket();
+    raw.set_nodelay(true)?;
     // Writes to a peer that stopped reading end the connection rather than
     // block forever; reads wake up periodically to check idleness.
-    stream.set_write_timeout(Some(t.idle_timeout.max(Duration::from_secs(1))))?;
-    stream.set_read_timeout(Some(Duration::from_millis(500).min(t.idle_timeout)))?;
+    raw.set_write_timeout(Some(t.idle_timeout.max(Duration::from_secs(1))))?;
+    raw.set_read_timeout(Some(Duration::from_millis(500).min(t.idle_timeout)))?;
 
     // Opening messages: our piece set, then the extension handshake.
     let mut out = Vec::with_capacity(1024);
@@ -371,7 +383,7 @@ fn run(
         }
         .encode(&mut out);
     }
-    stream.write_all(&out)?;
+    stream.send(&mut out)?;
     out.clear();
     send(
         ctx,
@@ -380,14 +392,17 @@ fn run(
             peer_id: theirs.peer_id,
             fast,
             incoming,
+            encrypted: stream.is_encrypted(),
         },
     );
     debug!(
-        "{addr} {}: connected (incoming: {incoming}, fast: {fast})",
-        short(ctx)
+        "{addr} {}: connected (incoming: {incoming}, fast: {fast}, {}{})",
+        short(ctx),
+        stream.socket().kind(),
+        if stream.is_encrypted() { ", rc4" } else { "" },
     );
 
-    let reader_stream = stream.try_clone()?;
+    let (reader_stream, mut stream) = stream.split()?;
     let link = Link::default();
     // Requests travel in `link.inbox`; this only wakes the writer.
     let (to_writer, from_reader) = crossbeam_channel::bounded::<()>(1);
@@ -414,7 +429,7 @@ fn run(
         .run(commands, &from_reader);
         link.closing.store(true, Ordering::Release);
         // Unblock the reader, then wait for it.
-        let _ = stream.shutdown(Shutdown::Both);
+        let _ = stream.socket().shutdown(Shutdown::Both);
         let _ = reader.join();
         let reader_error = link.reader_error.lock().take();
         match (result, reader_error) {
@@ -433,32 +448,22 @@ fn open(
     t: &Timing,
     info_hash: InfoHash,
     our_id: PeerId,
+    encryption: crate::config::Encryption,
     origin: Origin,
     socket: &SocketSlot,
-) -> Result<(TcpStream, Handshake, bool), PeerError> {
+) -> Result<(Box<PeerStream>, Handshake, bool), PeerError> {
     let (s, theirs, incoming) = match origin {
         Origin::Outgoing(addr) => {
-            let mut s = TcpStream::connect_timeout(&addr, t.connect_timeout)?;
-            socket.attach(&s)?;
-            s.set_read_timeout(Some(t.connect_timeout))?;
-            s.set_write_timeout(Some(t.connect_timeout))?;
-            s.write_all(&Handshake::new(info_hash, our_id).encode())?;
-            let mut buf = [0u8; Handshake::LEN];
-            // A deadline on the whole handshake: a read timeout alone
-            // restarts with every byte a trickling peer sends.
-            let deadline = std::time::Instant::now() + t.connect_timeout;
-            crate::session::read_exact_by(&mut s, &mut buf, deadline)?;
-            let hs = Handshake::decode(&buf)
-                .map_err(|e| PeerError::Protocol(Violation::Handshake(e)))?;
-            if hs.info_hash != info_hash {
-                return Err(PeerError::WrongInfoHash);
-            }
-            (s, hs, false)
+            let ours = Handshake::new(info_hash, our_id);
+            let attach = |s: &Socket| socket.attach(s);
+            let (s, hs) =
+                crate::handshake::dial(addr, &ours, encryption, t.connect_timeout, &attach)?;
+            (Box::new(s), hs, false)
         }
         Origin::Incoming(mut s, hs) => {
-            socket.attach(&s)?;
-            s.set_write_timeout(Some(t.connect_timeout))?;
-            s.write_all(&Handshake::new(info_hash, our_id).encode())?;
+            socket.attach(s.socket())?;
+            s.socket().set_write_timeout(Some(t.connect_timeout))?;
+            s.send(&mut Handshake::new(info_hash, our_id).encode())?;
             (s, hs, true)
         }
     };
@@ -557,7 +562,7 @@ enum ReaderNote {
 #[cfg(test)]
 mod tests {
     use std::io::Read;
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
 
     use super::*;
 
@@ -570,7 +575,8 @@ mod tests {
         let slot = Arc::new(SocketSlot::default());
         let conn = Connection::new(count.clone(), slot.clone());
         assert_eq!(count.load(Ordering::Relaxed), 1);
-        slot.attach(&ours).unwrap();
+        slot.attach(&Socket::Tcp(ours.try_clone().unwrap()))
+            .unwrap();
         let reader = std::thread::spawn(move || {
             let mut ours = ours;
             let mut b = [0u8; 16];
@@ -587,6 +593,9 @@ mod tests {
         let late = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let slot = SocketSlot::default();
         slot.cut();
-        assert!(matches!(slot.attach(&late), Err(PeerError::Closed)));
+        assert!(matches!(
+            slot.attach(&Socket::Tcp(late)),
+            Err(PeerError::Closed)
+        ));
     }
 }

@@ -3,7 +3,6 @@
 //! connection limit, and the torrents.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -16,21 +15,54 @@ use bittern_tracker::{
     SessionAnnouncer, SessionConfig as TrackerSessionConfig, SessionHandle, TorrentKey,
     TrackerEvent,
 };
-use bittern_wire::{Handshake, InfoHash, Magnet, MagnetPeer, Metainfo, PeerId};
+use bittern_wire::mse::ObfuscatedHashes;
+use bittern_wire::{InfoHash, Magnet, MagnetPeer, Metainfo, PeerId};
 use crossbeam_channel::{Sender, TrySendError};
 use log::{debug, info, warn};
 use parking_lot::Mutex;
 
-use crate::config::{SessionConfig, TorrentOptions};
+use crate::config::{Encryption, SessionConfig, TorrentOptions};
 use crate::error::Error;
 use crate::ratelimit::RateLimiter;
 use crate::torrent::{
     build_controller, Central, ControllerSetup, Ctl, FetchSetup, MetadataFetch, PeerSource,
     Published, TorrentCommand, TorrentHandle, TorrentId,
 };
+use crate::transport::Socket;
 
 /// Torrents by info hash, for the listener's routing.
-pub(crate) type Registry = Arc<Mutex<HashMap<InfoHash, TorrentId>>>;
+pub(crate) type Registry = Arc<Mutex<Routes>>;
+
+/// The listener's routing table: torrents by info hash, and by
+/// `HASH('req2', info_hash)` for MSE handshakes, which name their torrent
+/// only that way.
+#[derive(Debug, Default)]
+pub(crate) struct Routes {
+    ids: HashMap<InfoHash, TorrentId>,
+    obfuscated: ObfuscatedHashes,
+}
+
+impl Routes {
+    /// The torrent with this info hash.
+    pub(crate) fn get(&self, info_hash: &InfoHash) -> Option<&TorrentId> {
+        self.ids.get(info_hash)
+    }
+
+    /// The info hash whose `HASH('req2', ·)` is `obfuscated`.
+    fn find_obfuscated(&self, obfuscated: &[u8; 20]) -> Option<InfoHash> {
+        self.obfuscated.find(obfuscated)
+    }
+
+    fn clear(&mut self) {
+        self.ids.clear();
+        self.obfuscated = ObfuscatedHashes::new();
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.ids.is_empty() && self.obfuscated.is_empty()
+    }
+}
 
 /// Registers a torrent's id under its info hash, in one step with the
 /// check that no other torrent has it. The entry is given back when the
@@ -41,13 +73,13 @@ pub(crate) fn register(
     info_hash: InfoHash,
     id: TorrentId,
 ) -> Result<Reservation<'_>, Error> {
-    match registry.lock().entry(info_hash) {
-        std::collections::hash_map::Entry::Occupied(_) => {
-            return Err(Error::DuplicateTorrent(info_hash.to_hex()))
+    {
+        let mut r = registry.lock();
+        if r.ids.contains_key(&info_hash) {
+            return Err(Error::DuplicateTorrent(info_hash.to_hex()));
         }
-        std::collections::hash_map::Entry::Vacant(v) => {
-            v.insert(id);
-        }
+        r.ids.insert(info_hash, id);
+        r.obfuscated.insert(info_hash);
     }
     Ok(Reservation {
         registry,
@@ -84,8 +116,9 @@ impl Drop for Reservation<'_> {
 /// registered (a torrent added again since has its own).
 pub(crate) fn unregister(registry: &Registry, info_hash: InfoHash, id: TorrentId) {
     let mut r = registry.lock();
-    if r.get(&info_hash) == Some(&id) {
-        r.remove(&info_hash);
+    if r.ids.get(&info_hash) == Some(&id) {
+        r.ids.remove(&info_hash);
+        r.obfuscated.remove(&info_hash);
     }
 }
 
@@ -576,10 +609,11 @@ fn listen(
         let (registry, pending2, per_host2) = (registry.clone(), pending.clone(), per_host.clone());
         let commands = commands.clone();
         let timeout = shared.config.timing.connect_timeout;
+        let policy = shared.config.encryption;
         let spawned = std::thread::Builder::new()
             .name("bittern-handshake".into())
             .spawn(move || {
-                route(stream, &registry, &commands, timeout);
+                route(stream, &registry, &commands, timeout, policy);
                 release_slot(&pending2, &per_host2, host);
             });
         if spawned.is_err() {
@@ -604,42 +638,23 @@ fn release_slot(
     }
 }
 
-/// `read_exact` that gives up at `deadline`, however the bytes trickle in
-/// (a read timeout alone restarts with every byte: a peer sending one byte
-/// every few seconds would hold a handshake slot for minutes).
-pub(crate) fn read_exact_by(
-    stream: &mut TcpStream,
-    mut buf: &mut [u8],
-    deadline: Instant,
-) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::ErrorKind::TimedOut.into());
-        }
-        stream.set_read_timeout(Some(left))?;
-        match stream.read(buf) {
-            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => buf = &mut buf[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Reads the 68-byte handshake and hands the socket to its torrent.
-fn route(mut stream: TcpStream, registry: &Registry, commands: &Sender<Ctl>, timeout: Duration) {
+/// Reads the handshake (plain or MSE, as `policy` allows) and hands the
+/// connection to its torrent.
+fn route(
+    stream: TcpStream,
+    registry: &Registry,
+    commands: &Sender<Ctl>,
+    timeout: Duration,
+    policy: Encryption,
+) {
     let peer = stream.peer_addr().ok();
-    let mut buf = [0u8; Handshake::LEN];
-    if let Err(e) = read_exact_by(&mut stream, &mut buf, Instant::now() + timeout) {
-        debug!("{peer:?}: no handshake: {e}");
-        return;
-    }
-    let hs = match Handshake::decode(&buf) {
-        Ok(hs) => hs,
+    let lookup = |h: &[u8; 20]| registry.lock().find_obfuscated(h);
+    let deadline = Instant::now() + timeout;
+    let (stream, hs) = match crate::handshake::accept(Socket::Tcp(stream), policy, lookup, deadline)
+    {
+        Ok(x) => x,
         Err(e) => {
-            debug!("{peer:?}: bad handshake: {e}");
+            debug!("{peer:?}: incoming connection dropped: {e}");
             return;
         }
     };
@@ -647,7 +662,10 @@ fn route(mut stream: TcpStream, registry: &Registry, commands: &Sender<Ctl>, tim
     match target {
         Some(id) => {
             if commands
-                .try_send(Ctl::Command(id, TorrentCommand::Incoming(stream, hs)))
+                .try_send(Ctl::Command(
+                    id,
+                    TorrentCommand::Incoming(Box::new(stream), hs),
+                ))
                 .is_err()
             {
                 debug!("{peer:?}: torrent busy, dropping connection");

@@ -109,6 +109,8 @@ pub struct PeerInfo {
     pub outstanding: usize,
     /// Whether they connected to us.
     pub incoming: bool,
+    /// Whether the connection is RC4-encrypted (MSE/PE).
+    pub encrypted: bool,
     /// No block from them for a while although we asked.
     pub snubbed: bool,
 }

@@ -12,7 +12,7 @@
 //! thread reads with a short timeout and writes in between; a write that
 //! blocks longer than the write timeout ends the connection.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
 use bittern_wire::{
@@ -42,6 +42,8 @@ pub(crate) struct MetaContext {
     pub listen_port: u16,
     pub events: Sender<PeerMsg>,
     pub timing: Timing,
+    /// How connections we dial use protocol encryption.
+    pub encryption: crate::config::Encryption,
 }
 
 /// Starts a metadata-phase connection, which owns `conn` until it ends.
@@ -82,17 +84,24 @@ fn run(
     commands: &Receiver<PeerCommand>,
     conn: &Connection,
 ) -> Result<(), PeerError> {
-    let (mut stream, theirs, incoming) =
-        open(&ctx.timing, ctx.info_hash, ctx.our_id, origin, &conn.socket)?;
-    let addr = stream.peer_addr()?;
+    let (mut stream, theirs, incoming) = open(
+        &ctx.timing,
+        ctx.info_hash,
+        ctx.our_id,
+        ctx.encryption,
+        origin,
+        &conn.socket,
+    )?;
+    let addr = stream.socket().peer_addr()?;
     let fast = theirs.supports_fast();
     if !theirs.supports_extended() {
         debug!("{addr}: no extension protocol, no metadata");
         return Ok(());
     }
-    stream.set_nodelay(true)?;
-    stream.set_write_timeout(Some(ctx.timing.idle_timeout.max(Duration::from_secs(1))))?;
-    stream.set_read_timeout(Some(POLL))?;
+    let raw = stream.socket();
+    raw.set_nodelay(true)?;
+    raw.set_write_timeout(Some(ctx.timing.idle_timeout.max(Duration::from_secs(1))))?;
+    raw.set_read_timeout(Some(POLL))?;
     let mut out = Vec::with_capacity(512);
     if fast {
         // BEP 6 wants a piece set first; we have nothing.
@@ -109,7 +118,7 @@ fn run(
         payload: &ours.encode(),
     }
     .encode(&mut out);
-    stream.write_all(&out)?;
+    stream.send(&mut out)?;
     emit(
         ctx,
         PeerEvent::Ready {
@@ -117,6 +126,7 @@ fn run(
             peer_id: theirs.peer_id,
             fast,
             incoming,
+            encrypted: stream.is_encrypted(),
         },
     );
     debug!("{addr}: metadata connection (incoming: {incoming}, fast: {fast})");
@@ -136,7 +146,7 @@ fn run(
                             payload: &payload,
                         }
                         .encode(&mut out);
-                        stream.write_all(&out)?;
+                        stream.send(&mut out)?;
                     }
                 }
                 Ok(_) => {}
@@ -147,8 +157,8 @@ fn run(
             start += used;
             last_message = Instant::now();
             if let Message::Extended { id, payload } = msg {
-                if let Some(reply) = on_extended(ctx, &mut ids, id, payload)? {
-                    stream.write_all(&reply)?;
+                if let Some(mut reply) = on_extended(ctx, &mut ids, id, payload)? {
+                    stream.send(&mut reply)?;
                 }
             }
         }

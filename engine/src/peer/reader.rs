@@ -3,7 +3,6 @@
 //! writer.
 
 use std::io::{self, Read};
-use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -18,10 +17,11 @@ use super::{
 };
 use crate::error::{PeerError, Violation};
 use crate::shared::{BlockClaims, TryClaim};
+use crate::transport::PeerReader;
 
 pub(super) fn read_loop(
     ctx: &PeerContext,
-    stream: TcpStream,
+    stream: PeerReader,
     fast: bool,
     link: &Link,
     to_writer: &Sender<()>,
@@ -48,7 +48,7 @@ fn emit(ctx: &PeerContext, batch: &mut Vec<(BlockRef, bool)>, event: PeerEvent) 
 
 fn read_frames(
     ctx: &PeerContext,
-    mut stream: TcpStream,
+    mut stream: PeerReader,
     fast: bool,
     link: &Link,
     to_writer: &Sender<()>,

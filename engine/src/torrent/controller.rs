@@ -221,6 +221,8 @@ pub(crate) fn build_controller(
 /// What the controller knows of one connection.
 struct Peer {
     addr: SocketAddr,
+    /// The stream is RC4-encrypted (MSE).
+    encrypted: bool,
     commands: Sender<PeerCommand>,
     /// The connection's socket, to cut it (see `close`). Dropping the peer
     /// (the controller exiting) cuts it too.
@@ -568,6 +570,7 @@ impl Controller {
                 peer_id,
                 fast,
                 incoming,
+                encrypted,
             } => {
                 let duplicate = self
                     .peers
@@ -581,6 +584,7 @@ impl Controller {
                 p.peer_id = Some(peer_id);
                 p.fast = fast;
                 p.incoming = incoming;
+                p.encrypted = encrypted;
                 if duplicate {
                     debug!("{addr} {}: duplicate connection", self.short());
                     self.close(key);

@@ -220,6 +220,7 @@ impl MetadataFetch {
                     return;
                 }
                 let addr = stream
+                    .socket()
                     .peer_addr()
                     .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
                 if !self.banned.contains(&addr) {
@@ -447,6 +448,7 @@ impl MetadataFetch {
             listen_port: self.setup.session.port,
             events: self.setup.links.peers.clone(),
             timing: self.setup.session.config.timing.clone(),
+            encryption: self.setup.session.config.encryption,
         };
         // The thread is not joined: it ends on its own once closed or cut
         // (its `Gone` may reach the torrent's controller after the

@@ -74,7 +74,9 @@ impl Controller {
                 }
             }
             TorrentCommand::Incoming(stream, hs) => {
-                let Ok(addr) = stream.peer_addr() else { return };
+                let Ok(addr) = stream.socket().peer_addr() else {
+                    return;
+                };
                 let cfg = &self.session.config;
                 if !self.running()
                     || self.banned.contains(&ban_key(addr))
@@ -443,6 +445,7 @@ impl Controller {
                 pieces: p.bits.as_ref().map_or(0, |b| b.count_ones()),
                 outstanding: self.picker.outstanding(*k),
                 incoming: p.incoming,
+                encrypted: p.encrypted,
                 snubbed: p.snubbed(
                     now,
                     self.session.config.timing.snub_timeout,

@@ -365,6 +365,7 @@ impl Controller {
                 metadata: Some(self.info_bytes.clone()),
                 upload_only: self.state == TorrentState::Seeding,
             },
+            encryption: self.session.config.encryption,
         };
         let incoming = matches!(origin, Origin::Incoming(..));
         // A thread that cannot start drops `conn`, giving the count back.
@@ -382,6 +383,7 @@ impl Controller {
                         thread: Some(thread),
                         ready: false,
                         incoming,
+                        encrypted: false,
                         peer_id: None,
                         bits: None,
                         fast: false,
