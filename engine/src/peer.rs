@@ -299,7 +299,7 @@ fn run(
             // A deadline on the whole handshake: a read timeout alone
             // restarts with every byte a trickling peer sends.
             let deadline = std::time::Instant::now() + t.connect_timeout;
-            crate::session::read_exact_by(&mut s, &mut buf, deadline)?;
+            crate::listener::read_exact_by(&mut s, &mut buf, deadline)?;
             let hs = Handshake::decode(&buf)
                 .map_err(|e| PeerError::Protocol(Violation::Handshake(e)))?;
             if hs.info_hash != ctx.info_hash {

@@ -5,6 +5,7 @@ mod fake;
 mod faults;
 mod hostile;
 mod interop;
+mod ipv6;
 mod lifecycle;
 mod lost_requests;
 mod lsd;

@@ -1,6 +1,9 @@
 """libtorrent seeder for bittern's interop tests.
 
-Usage: /usr/bin/python3 lt_seed.py TORRENT SAVE_PATH
+Usage: /usr/bin/python3 lt_seed.py TORRENT SAVE_PATH [LISTEN]
+
+LISTEN is libtorrent's listen interface, "127.0.0.1:0" by default (e.g.
+"[::1]:0" for IPv6 loopback).
 
 Checks the data under SAVE_PATH, then prints "PORT <n>" on stdout once it
 is seeding and keeps serving until killed. Diagnostics go to stderr.
@@ -14,7 +17,12 @@ from lt_common import add, describe, drain_alerts, log, make_session
 
 def main():
     torrent, save_path = sys.argv[1], sys.argv[2]
-    ses, port = make_session()
+    if len(sys.argv) > 3:
+        listen = sys.argv[3]
+        outgoing = "::1" if listen.startswith("[") else "127.0.0.1"
+        ses, port = make_session(listen, outgoing)
+    else:
+        ses, port = make_session()
     h = add(ses, torrent, save_path)
     deadline = time.monotonic() + 30
     while not h.status().is_seeding:

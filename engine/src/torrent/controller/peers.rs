@@ -328,8 +328,8 @@ impl Controller {
                 self.candidates.push_back(addr);
                 continue;
             }
-            if addr.port() == self.session.port && addr.ip().is_loopback() {
-                // Our own listener, handed back by a tracker.
+            if self.session.is_own_addr(addr) {
+                // Our own listener, handed back by a tracker or a peer.
                 continue;
             }
             self.spawn_peer(Origin::Outgoing(addr), addr);
