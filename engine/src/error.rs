@@ -110,6 +110,14 @@ pub enum Violation {
     /// of its piece.
     #[error("invalid request {0:?}")]
     InvalidRequest(bittern_wire::BlockRef),
+    /// An extension handshake (BEP 10) that is not a bencoded dictionary.
+    #[error("bad extension handshake: {0}")]
+    ExtensionHandshake(bittern_wire::ExtensionError),
+    /// A `ut_metadata` message (BEP 9) that does not decode, or metadata
+    /// that breaks the exchange (unsolicited, out of range, too large, of
+    /// the wrong length, or failing the info hash).
+    #[error("bad metadata message: {0}")]
+    Metadata(bittern_wire::MetadataError),
 }
 
 impl From<bittern_wire::MessageError> for PeerError {

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bittern_storage::Storage;
-use bittern_wire::{Bitfield, BlockRef, ExtensionHandshake, Handshake, InfoHash, Message, PeerId};
+use bittern_wire::{
+    Bitfield, BlockRef, Extension, ExtensionHandshake, Handshake, InfoHash, Message, PeerId,
+};
 use crossbeam_channel::{Receiver, Sender};
 use log::debug;
 use parking_lot::Mutex;
@@ -80,6 +82,17 @@ pub(crate) enum PeerCommand {
     Cancel(BlockRef),
     /// We verified these pieces (one HAVE each, written together).
     Haves(Arc<[u32]>),
+    /// Send an extension message (BEP 10) of extension `ext`, under the
+    /// id the peer gave it in its extension handshake. Dropped quietly
+    /// when the peer does not speak `ext` (or has not said yet). This is
+    /// the seam extensions plug into (`ut_metadata`, `ut_pex`).
+    #[allow(dead_code)] // the metadata fetch and ut_pex send these
+    Extended {
+        /// Which extension: the writer looks up the peer's id for it.
+        ext: Extension,
+        /// The message body (after the extended id byte).
+        payload: Vec<u8>,
+    },
     /// Close the connection.
     Close,
 }
@@ -108,10 +121,19 @@ pub(crate) enum PeerEvent {
     /// They rejected a request (BEP 6).
     Rejected(BlockRef),
     AllowedFast(u32),
-    /// Extension handshake (BEP 10).
-    Extension {
-        reqq: Option<u32>,
-        client: Option<String>,
+    /// Their extension handshake (BEP 10), every time they send one (a
+    /// later one may switch extensions on or off). A malformed one ends
+    /// the connection instead.
+    ExtensionHandshake(Box<ExtensionHandshake>),
+    /// An extension message we advertised (by our local id), for the
+    /// controller: `ut_pex`, and `ut_metadata` data and rejects
+    /// (`ut_metadata` requests are answered by the peer thread itself).
+    /// At most one frame (`MAX_FRAME`) of payload.
+    Extended {
+        /// Which of our extensions it is.
+        ext: Extension,
+        /// The message body (after the extended id byte).
+        payload: Vec<u8>,
     },
     /// Writing a block failed: the torrent's storage is in trouble.
     StorageFailed(bittern_storage::Error),
@@ -160,6 +182,37 @@ pub(crate) struct PeerContext {
     pub up_limits: [Arc<RateLimiter>; 2],
     pub down_limits: [Arc<RateLimiter>; 2],
     pub timing: Timing,
+    /// What we say in our extension handshake.
+    pub ext: ExtensionSetup,
+}
+
+/// What a connection says about us in its extension handshake (BEP 10),
+/// and the info dictionary it serves over `ut_metadata` (BEP 9).
+#[derive(Clone, Default)]
+pub(crate) struct ExtensionSetup {
+    /// Our listen port (`p`), so a peer we dialled can dial us back.
+    pub listen_port: u16,
+    /// The torrent's info dictionary, exactly as hashed: its size is
+    /// advertised as `metadata_size` and its pieces are served. `None`
+    /// while we are fetching it.
+    pub metadata: Option<Arc<[u8]>>,
+    /// We want nothing (a seed, or every wanted piece had): BEP 21
+    /// `upload_only`.
+    pub upload_only: bool,
+}
+
+impl ExtensionSetup {
+    /// Our extension handshake to a peer at `their_addr`.
+    pub(crate) fn handshake(&self, their_addr: SocketAddr) -> ExtensionHandshake {
+        let mut hs = ExtensionHandshake::with_all_extensions();
+        hs.v = Some(format!("bittern {}", env!("CARGO_PKG_VERSION")));
+        hs.p = Some(self.listen_port).filter(|&p| p != 0);
+        hs.reqq = Some(OUR_REQQ as u32);
+        hs.yourip = Some(their_addr.ip());
+        hs.metadata_size = self.metadata.as_ref().map(|m| m.len() as u64);
+        hs.upload_only = self.upload_only;
+        hs
+    }
 }
 
 /// How the connection comes about.
@@ -337,11 +390,7 @@ fn run(
         Message::Bitfield(bits.as_bytes()).encode(&mut out);
     }
     if extended {
-        let hs = ExtensionHandshake {
-            v: Some(format!("bittern {}", env!("CARGO_PKG_VERSION"))),
-            reqq: Some(OUR_REQQ as u32),
-            ..ExtensionHandshake::default()
-        };
+        let hs = ctx.ext.handshake(addr);
         Message::Extended {
             id: 0,
             payload: &hs.encode(),
@@ -425,6 +474,30 @@ struct Link {
     /// Set when the writer ends: the reader stops at the next message
     /// instead of working through what is still buffered.
     closing: AtomicBool,
+    /// The ids the peer wants extension messages sent under (its last
+    /// extension handshake's `m`), for the writer.
+    their_ext: Mutex<ExtIds>,
+}
+
+/// The peer's extension ids, by our extension.
+#[derive(Default)]
+pub(crate) struct ExtIds(Vec<(Extension, u8)>);
+
+impl ExtIds {
+    /// The ids of every extension we speak, from their handshake.
+    pub(crate) fn from_handshake(hs: &ExtensionHandshake) -> Self {
+        ExtIds(
+            Extension::ALL
+                .into_iter()
+                .filter_map(|e| hs.id_for(e).map(|id| (e, id)))
+                .collect(),
+        )
+    }
+
+    /// Their id for `ext`, if they speak it.
+    pub(crate) fn get(&self, ext: Extension) -> Option<u8> {
+        self.0.iter().find(|(e, _)| *e == ext).map(|&(_, id)| id)
+    }
 }
 
 /// Our requests to the peer.
@@ -461,6 +534,8 @@ impl Requests {
 enum ReaderNote {
     Request(BlockRef),
     Cancel(BlockRef),
+    /// A `ut_metadata` request for this metadata piece.
+    MetadataRequest(u32),
 }
 
 #[cfg(test)]

@@ -121,6 +121,9 @@ pub(crate) struct SessionShared {
     /// Generations of announcer keys: a torrent that restarts gets a new
     /// key, so its old `stopped` and its new `started` never collide.
     pub announce_generation: AtomicU64,
+    /// Our address as the last peer that told us (`yourip`, BEP 10) saw
+    /// it: for the DHT, later.
+    pub external_ip: Mutex<Option<std::net::IpAddr>>,
 }
 
 impl SessionShared {
@@ -228,6 +231,7 @@ impl Session {
             external_ips: Mutex::new(Vec::new()),
             announcer: Mutex::new(None),
             announce_generation: AtomicU64::new(1),
+            external_ip: Mutex::new(None),
             config,
         });
         let registry: Registry = Arc::default();

@@ -9,6 +9,7 @@ mod ipv6;
 mod lifecycle;
 mod lost_requests;
 mod lsd;
+mod magnet;
 mod reliability;
 mod scale;
 mod util;

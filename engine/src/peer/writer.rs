@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bittern_storage::{send_vectored, BlockSource, Chunk, SendError};
-use bittern_wire::{piece_header, BlockRef, Message};
+use bittern_wire::{piece_header, BlockRef, Extension, Message, MetadataMessage};
 use crossbeam_channel::{select, Receiver, TryRecvError};
 use log::debug;
 
@@ -151,6 +151,32 @@ impl Writer<'_> {
             ReaderNote::Cancel(b) => {
                 queue.cancel(b);
             }
+            ReaderNote::MetadataRequest(piece) => {
+                // Answered whether or not we choke them (BEP 9): data
+                // when we have the info dictionary, a reject while we
+                // fetch it ourselves or for a piece past its end.
+                let mut payload = Vec::new();
+                match &self.ctx.ext.metadata {
+                    Some(info) => MetadataMessage::answer(info, piece).encode(&mut payload),
+                    None => MetadataMessage::Reject { piece }.encode(&mut payload),
+                }
+                self.send_extended(Extension::UtMetadata, &payload)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues an extension message under the peer's id for `ext`; dropped
+    /// when the peer does not speak it. Flushes past 64 KiB, so a burst of
+    /// metadata requests never piles answers up in memory.
+    fn send_extended(&mut self, ext: Extension, payload: &[u8]) -> Result<(), PeerError> {
+        let Some(id) = self.link.their_ext.lock().get(ext) else {
+            debug!("{}: peer does not speak {}", self.ctx.key.0, ext.name());
+            return Ok(());
+        };
+        Message::Extended { id, payload }.encode(&mut self.out);
+        if self.out.len() > 64 * 1024 {
+            self.flush()?;
         }
         Ok(())
     }
@@ -206,6 +232,7 @@ impl Writer<'_> {
                     Message::Have(i).encode(&mut self.out);
                 }
             }
+            PeerCommand::Extended { ext, payload } => self.send_extended(ext, &payload)?,
             PeerCommand::Close => {}
         }
         if self.out.len() > 64 * 1024 {

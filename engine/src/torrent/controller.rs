@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bittern_storage::{FileSpec, Layout, Storage};
 use bittern_tracker::TorrentKey;
-use bittern_wire::{Bitfield, BlockRef, InfoHash, Metainfo, PeerId};
+use bittern_wire::{Bitfield, BlockRef, Extension, InfoHash, Metainfo, PeerId};
 use crossbeam_channel::Sender;
 use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex};
@@ -239,6 +239,9 @@ struct Peer {
     /// Pieces they refused twice, taken out of `bits` until then.
     refused: Vec<(u32, Instant)>,
     client: Option<String>,
+    /// Their last extension handshake (BEP 10): the extensions they speak,
+    /// their listen port `p`, `upload_only`.
+    ext: Option<Box<bittern_wire::ExtensionHandshake>>,
     connected_at: Instant,
     last_block: Instant,
     down: RateMeasure,
@@ -288,6 +291,8 @@ pub(crate) struct Controller {
     links: Links,
     info_hash: InfoHash,
     metainfo: Arc<Metainfo>,
+    /// The info dictionary as hashed, served over `ut_metadata`.
+    info_bytes: Arc<[u8]>,
     storage: Arc<Storage>,
     options: TorrentOptions,
     session: Arc<SessionShared>,
@@ -439,6 +444,7 @@ impl Controller {
             info_hash: metainfo.info_hash,
             up_limit: Arc::new(RateLimiter::new(options.upload_limit)),
             down_limit: Arc::new(RateLimiter::new(options.download_limit)),
+            info_bytes: Arc::from(metainfo.info_bytes.as_slice()),
             metainfo: Arc::new(metainfo),
             storage,
             options,
@@ -640,18 +646,38 @@ impl Controller {
                 }
                 self.fill(key);
             }
-            PeerEvent::Extension { reqq, client } => {
-                if let Some(q) = reqq {
+            PeerEvent::ExtensionHandshake(hs) => {
+                if let Some(q) = hs.reqq {
                     p.reqq = (q as usize).max(1);
                 }
-                p.client = client;
+                p.client.clone_from(&hs.v);
+                if let Some(ip) = hs.yourip {
+                    *self.session.external_ip.lock() = Some(ip);
+                }
+                p.ext = Some(hs);
             }
+            PeerEvent::Extended { ext, payload } => self.on_extended(key, ext, &payload),
             PeerEvent::DataMissing(piece) => self.data_missing(piece as usize),
             PeerEvent::StorageFailed(e) => {
                 self.fail(TorrentError::Write(Arc::new(e)));
             }
             PeerEvent::Gone(_) => {}
         }
+    }
+
+    /// An extension message from a peer (BEP 10), other than the handshake
+    /// and `ut_metadata` requests (the peer thread answers those). The
+    /// place where `ut_pex` plugs in. We never ask for metadata once we
+    /// have it, so `ut_metadata` data or rejects here are unsolicited and
+    /// ignored (they cost the peer nothing: libtorrent may answer late).
+    fn on_extended(&mut self, key: PeerKey, ext: Extension, payload: &[u8]) {
+        debug!(
+            "{}: peer {}: {} message of {} bytes ignored",
+            self.short(),
+            key.0,
+            ext.name(),
+            payload.len()
+        );
     }
 
     fn on_block(&mut self, key: PeerKey, block: BlockRef, _stored: bool) {

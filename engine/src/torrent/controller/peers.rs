@@ -360,6 +360,11 @@ impl Controller {
             up_limits: [self.up_limit.clone(), self.session.upload.clone()],
             down_limits: [self.down_limit.clone(), self.session.download.clone()],
             timing: self.session.config.timing.clone(),
+            ext: crate::peer::ExtensionSetup {
+                listen_port: self.session.port,
+                metadata: Some(self.info_bytes.clone()),
+                upload_only: self.state == TorrentState::Seeding,
+            },
         };
         let incoming = matches!(origin, Origin::Incoming(..));
         // A thread that cannot start drops `conn`, giving the count back.
@@ -391,6 +396,7 @@ impl Controller {
                         refused_once: HashSet::new(),
                         refused: Vec::new(),
                         client: None,
+                        ext: None,
                         connected_at: now,
                         last_block: now,
                         down: RateMeasure::new(Duration::from_secs(10), now),
