@@ -90,7 +90,6 @@ pub(crate) fn unregister(registry: &Registry, info_hash: InfoHash, id: TorrentId
 
 /// Our own addresses learnt from peers' `yourip` kept at once (one per
 /// interface or NAT a peer may see us through).
-#[allow(dead_code)]
 const MAX_EXTERNAL_IPS: usize = 8;
 
 /// What every torrent of a session shares.
@@ -140,11 +139,11 @@ impl SessionShared {
     /// Records an address a peer says it sees us at (its `yourip`): a
     /// candidate there on our port is ourselves. Bounded: the newest
     /// [`MAX_EXTERNAL_IPS`] are kept.
-    #[allow(dead_code)] // until peers report their `yourip`
     pub(crate) fn learn_external_ip(&self, ip: std::net::IpAddr) {
         if ip.is_unspecified() || ip.is_multicast() {
             return;
         }
+        *self.external_ip.lock() = Some(ip);
         let mut ips = self.external_ips.lock();
         if !ips.contains(&ip) {
             if ips.len() >= MAX_EXTERNAL_IPS {

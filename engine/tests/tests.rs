@@ -10,6 +10,7 @@ mod lifecycle;
 mod lost_requests;
 mod lsd;
 mod magnet;
+mod pex;
 mod reliability;
 mod scale;
 mod util;

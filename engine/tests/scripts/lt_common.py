@@ -77,3 +77,15 @@ def describe(h):
         s.total_payload_upload,
         s.is_seeding,
     )
+
+
+def print_peers(h, last):
+    """Prints "PEERS ip:port ..." (sorted; with each peer's source flags
+    in the log) when the connected set differs from `last`; returns it."""
+    infos = h.get_peer_info()
+    now = sorted("%s:%d" % (p.ip[0], p.ip[1]) for p in infos)
+    if now != last:
+        print("PEERS " + " ".join(now), flush=True)
+        for p in infos:
+            log("peer %s:%d source=%d client=%s" % (p.ip[0], p.ip[1], p.source, p.client))
+    return now
