@@ -169,6 +169,10 @@ pub struct PeerArgs {
     /// Most peer connections per torrent.
     #[arg(long, value_name = "N", default_value_t = 80)]
     pub max_peers: usize,
+    /// Turn peer exchange (BEP 11) off; it is always off for private
+    /// torrents.
+    #[arg(long)]
+    pub no_pex: bool,
 }
 
 /// `bittern download`.

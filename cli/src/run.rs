@@ -65,6 +65,7 @@ fn session_config(common: &PeerArgs, download_limit: Option<u64>) -> SessionConf
         upload_limit: common.upload_limit,
         download_limit,
         max_peers_per_torrent: common.max_peers,
+        pex: !common.no_pex,
         ..SessionConfig::default()
     }
 }

@@ -45,6 +45,10 @@ pub struct SessionConfig {
     pub timing: Timing,
     /// Whether to announce to the torrents' trackers.
     pub announce: bool,
+    /// Peer exchange (BEP 11, `ut_pex`) with peers that speak it: tell
+    /// them of our peers and dial those they tell of. Never on private
+    /// torrents (BEP 27), whatever this says. On by default.
+    pub pex: bool,
     /// How torrent data is read and written (memory maps or positioned IO).
     pub storage_backend: bittern_storage::Backend,
     /// Where verification reads piece data from. `Map` by default: from
@@ -101,6 +105,7 @@ impl Default for SessionConfig {
             tracker_schedule: bittern_tracker::ScheduleConfig::default(),
             timing: Timing::default(),
             announce: true,
+            pex: true,
             storage_backend: bittern_storage::Backend::default(),
             hash_source: bittern_storage::HashSource::Map,
             inline_hashing: false,

@@ -194,3 +194,83 @@ fn wait_for_seeders(url: &str, meta: &Metainfo) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// PEX across families: B reaches A over IPv6 only, A tells C of B in
+/// `added6` (at B's listen port), and C, given only A's IPv4 address,
+/// dials B at `[::1]` and completes from it once A is gone. B has PEX
+/// off, so it cannot learn of C and dial it instead.
+#[test]
+fn pex_added6_peers_are_dialled() {
+    if !have_ipv6_loopback() {
+        return;
+    }
+    let (src, dst) = (tempdir(), tempdir());
+    let meta = make_torrent(src.path(), "x6.bin", &[("x6.bin", 4 << 20)], 64 * 1024, 63);
+    let a = Session::new(SessionConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        listen_also: vec![V6],
+        upload_limit: Some(32 << 10),
+        ..config()
+    })
+    .unwrap();
+    let a_v6 = a.local_addrs()[1];
+    let ta = a
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&ta, TorrentState::Seeding, Duration::from_secs(20));
+    let b = Session::new(SessionConfig {
+        listen: SocketAddr::new(V6, 0),
+        pex: false,
+        ..config()
+    })
+    .unwrap();
+    let tb = b
+        .add_torrent(
+            meta.clone(),
+            src.path(),
+            TorrentOptions {
+                peers: vec![a_v6],
+                ..TorrentOptions::default()
+            },
+        )
+        .unwrap();
+    wait_state(&tb, TorrentState::Seeding, Duration::from_secs(20));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !ta
+        .peers()
+        .iter()
+        .any(|p| p.addr.is_ipv6() && p.client.is_some())
+    {
+        assert!(std::time::Instant::now() < deadline, "B never reached A");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let c = Session::new(SessionConfig {
+        download_limit: Some(512 << 10),
+        ..config()
+    })
+    .unwrap();
+    let tc = c
+        .add_torrent(
+            meta.clone(),
+            dst.path(),
+            TorrentOptions {
+                peers: vec![a.local_addr()],
+                seed_goal: SeedGoal::None,
+                ..TorrentOptions::default()
+            },
+        )
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !tc.peers().iter().any(|p| p.addr == b.local_addr()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "C never dialled B at [::1]: {:?}",
+            tc.peers().iter().map(|p| p.addr).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(tc.status().have_bytes < meta.info.total_length());
+    drop(a);
+    wait_state(&tc, TorrentState::Stopped, Duration::from_secs(60));
+    assert_same(src.path(), dst.path(), &meta.info.file_paths());
+}

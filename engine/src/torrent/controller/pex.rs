@@ -93,9 +93,10 @@ fn advertised(p: &Peer) -> Option<(SocketAddr, PexFlags)> {
 }
 
 impl Controller {
-    /// Whether this torrent may use PEX at all (BEP 27: not when private).
+    /// Whether this torrent may use PEX at all: on in the session, and
+    /// not a private torrent (BEP 27).
     pub(super) fn pex_allowed(&self) -> bool {
-        !self.metainfo.info.private
+        self.session.config.pex && !self.metainfo.info.private
     }
 
     /// A peer's extension handshake arrived (the first, or a later one):
