@@ -214,6 +214,8 @@ mod tests {
     fn peers_resolve() {
         let p = peers(&["127.0.0.1:7000".to_string()]).unwrap();
         assert_eq!(p, vec![SocketAddr::from(([127, 0, 0, 1], 7000))]);
+        let p = peers(&["[::1]:7000".to_string()]).unwrap();
+        assert_eq!(p, vec!["[::1]:7000".parse::<SocketAddr>().unwrap()]);
         let e = peers(&["127.0.0.1".to_string()]).unwrap_err();
         assert_eq!(code_of(&e), Code::Usage);
     }

@@ -2,7 +2,7 @@
 //! given, a live display, a graceful stop on the first Ctrl-C, and one
 //! summary line per torrent on exit.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -50,11 +50,23 @@ pub fn open_session(config: SessionConfig) -> anyhow::Result<Session> {
 
 fn session_config(common: &PeerArgs, download_limit: Option<u64>) -> SessionConfig {
     SessionConfig {
-        listen: SocketAddr::new(common.bind, common.port),
+        // No --bind: both families' unspecified addresses (dual stack);
+        // else exactly the addresses given, on one port.
+        listen: SocketAddr::new(
+            common
+                .bind
+                .first()
+                .copied()
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            common.port,
+        ),
+        dual_stack: common.bind.is_empty(),
+        listen_also: common.bind.iter().skip(1).copied().collect(),
         upload_limit: common.upload_limit,
         download_limit,
         max_peers_per_torrent: common.max_peers,
         encryption: common.encryption.into(),
+        pex: !common.no_pex,
         ..SessionConfig::default()
     }
 }
@@ -224,7 +236,12 @@ fn serve(
         }
     }
     let mut session = open_session(config)?;
-    println!("listening on {}", session.local_addr());
+    let addrs: Vec<String> = session
+        .local_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    println!("listening on {}", addrs.join(", "));
     let mut handles: Vec<TorrentHandle> = Vec::new();
     for (arg, options) in jobs {
         let name = arg.label();

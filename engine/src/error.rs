@@ -124,6 +124,19 @@ pub enum Violation {
     /// The metadata this peer alone sent failed the info hash.
     #[error("metadata failed the info hash")]
     MetadataHash,
+    /// A `ut_pex` message (BEP 11) that does not decode.
+    #[error("bad ut_pex message: {0}")]
+    Pex(bittern_wire::PexError),
+    /// A `ut_pex` message listing far more peers than any client sends
+    /// (over `bittern_wire::PEX_MAX_DECODED` in a list; 50 is usual).
+    #[error("ut_pex flood: {peers} peers in one message")]
+    PexFlood {
+        /// Entries the message held (added and dropped).
+        peers: usize,
+    },
+    /// `ut_pex` messages again and again sooner than BEP 11's one a minute.
+    #[error("ut_pex messages too often")]
+    PexTooOften,
 }
 
 impl From<bittern_wire::MessageError> for PeerError {

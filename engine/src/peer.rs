@@ -205,12 +205,18 @@ pub(crate) struct ExtensionSetup {
     /// We want nothing (a seed, or every wanted piece had): BEP 21
     /// `upload_only`.
     pub upload_only: bool,
+    /// Peer exchange is allowed (not a private torrent, BEP 27): only
+    /// then is `ut_pex` advertised.
+    pub pex: bool,
 }
 
 impl ExtensionSetup {
     /// Our extension handshake to a peer at `their_addr`.
     pub(crate) fn handshake(&self, their_addr: SocketAddr) -> ExtensionHandshake {
         let mut hs = ExtensionHandshake::with_all_extensions();
+        if !self.pex {
+            hs.m.remove(Extension::UtPex.name());
+        }
         hs.v = Some(format!("bittern {}", env!("CARGO_PKG_VERSION")));
         hs.p = Some(self.listen_port).filter(|&p| p != 0);
         hs.reqq = Some(OUR_REQQ as u32);

@@ -3,12 +3,12 @@
 //! connection limit, and the torrents.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bittern_storage::FilePool;
 use bittern_tracker::{
@@ -21,14 +21,14 @@ use crossbeam_channel::{Sender, TrySendError};
 use log::{debug, info, warn};
 use parking_lot::Mutex;
 
-use crate::config::{Encryption, SessionConfig, TorrentOptions};
+use crate::config::{SessionConfig, TorrentOptions};
 use crate::error::Error;
+use crate::listener::{Listener, Pending};
 use crate::ratelimit::RateLimiter;
 use crate::torrent::{
     build_controller, Central, ControllerSetup, Ctl, FetchSetup, MetadataFetch, PeerSource,
     Published, TorrentCommand, TorrentHandle, TorrentId,
 };
-use crate::transport::Socket;
 
 /// Torrents by info hash, for the listener's routing.
 pub(crate) type Registry = Arc<Mutex<Routes>>;
@@ -49,7 +49,7 @@ impl Routes {
     }
 
     /// The info hash whose `HASH('req2', ·)` is `obfuscated`.
-    fn find_obfuscated(&self, obfuscated: &[u8; 20]) -> Option<InfoHash> {
+    pub(crate) fn find_obfuscated(&self, obfuscated: &[u8; 20]) -> Option<InfoHash> {
         self.obfuscated.find(obfuscated)
     }
 
@@ -122,11 +122,9 @@ pub(crate) fn unregister(registry: &Registry, info_hash: InfoHash, id: TorrentId
     }
 }
 
-/// Handshakes being read at once before new connections are dropped.
-const MAX_PENDING_HANDSHAKES: usize = 256;
-/// Handshakes pending from one host (127.0.0.1 exempt), so that silent
-/// connections from one attacker cannot shut every other peer out.
-const MAX_PENDING_PER_HOST: usize = 8;
+/// Our own addresses learnt from peers' `yourip` kept at once (one per
+/// interface or NAT a peer may see us through).
+const MAX_EXTERNAL_IPS: usize = 8;
 
 /// What every torrent of a session shares.
 pub(crate) struct SessionShared {
@@ -145,6 +143,11 @@ pub(crate) struct SessionShared {
     pub connections: Arc<AtomicUsize>,
     /// The port we listen on, announced to trackers.
     pub port: u16,
+    /// Every address we listen on (on `port`): a candidate that is one of
+    /// these is ourselves.
+    pub listen_addrs: Vec<SocketAddr>,
+    /// Addresses peers said they see us at (`yourip`, BEP 10), newest last.
+    pub external_ips: Mutex<Vec<std::net::IpAddr>>,
     /// The one tracker announcer of the session (`None` when announcing
     /// is off, or once the session has shut it down).
     pub announcer: Mutex<Option<SessionHandle>>,
@@ -157,6 +160,34 @@ pub(crate) struct SessionShared {
 }
 
 impl SessionShared {
+    /// Whether `addr` is our own listener: on our port at a loopback
+    /// address, at one of the addresses we listen on, or at an address
+    /// peers told us they see us at (`yourip`).
+    pub(crate) fn is_own_addr(&self, addr: SocketAddr) -> bool {
+        addr.port() == self.port
+            && (addr.ip().is_loopback()
+                || self.listen_addrs.iter().any(|l| l.ip() == addr.ip())
+                || self.external_ips.lock().contains(&addr.ip()))
+    }
+
+    /// Records an address a peer says it sees us at (its `yourip`): a
+    /// candidate there on our port is ourselves. Bounded: the newest
+    /// [`MAX_EXTERNAL_IPS`] are kept.
+    pub(crate) fn learn_external_ip(&self, ip: std::net::IpAddr) {
+        if ip.is_unspecified() || ip.is_multicast() {
+            return;
+        }
+        *self.external_ip.lock() = Some(ip);
+        let mut ips = self.external_ips.lock();
+        if !ips.contains(&ip) {
+            if ips.len() >= MAX_EXTERNAL_IPS {
+                ips.remove(0);
+            }
+            debug!("a peer sees us at {ip}");
+            ips.push(ip);
+        }
+    }
+
     /// Runs `f` on the session announcer, if it runs.
     pub(crate) fn with_announcer(&self, f: impl FnOnce(&SessionHandle)) {
         if let Some(a) = self.announcer.lock().as_ref() {
@@ -183,18 +214,13 @@ pub struct Session {
     shared: Arc<SessionShared>,
     registry: Registry,
     torrents: Mutex<Vec<TorrentHandle>>,
-    listener: Option<ListenerHandle>,
+    /// One listening socket per address, all on one port (see `listener`).
+    listeners: Vec<Listener>,
     /// The controller thread running every torrent, and its inputs.
     controller: Option<JoinHandle<()>>,
     commands: Sender<Ctl>,
     links: crate::torrent::central::Links,
     next_id: AtomicU64,
-}
-
-struct ListenerHandle {
-    stop: Arc<AtomicBool>,
-    addr: SocketAddr,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Session {
@@ -203,14 +229,16 @@ impl Session {
     /// # Errors
     /// [`Error::Listen`] when the address cannot be bound (port in use).
     pub fn new(config: SessionConfig) -> Result<Session, Error> {
-        let listener = TcpListener::bind(config.listen).map_err(|source| Error::Listen {
-            addr: config.listen,
-            source,
-        })?;
-        let addr = listener.local_addr().map_err(|source| Error::Listen {
-            addr: config.listen,
-            source,
-        })?;
+        let sockets = crate::listener::bind_all(&config)?;
+        let addrs: Vec<SocketAddr> = sockets
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<Result<_, _>>()
+            .map_err(|source| Error::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let port = addrs.first().map_or(config.listen.port(), SocketAddr::port);
         let threads = if config.hash_threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {
@@ -231,7 +259,9 @@ impl Session {
             upload: Arc::new(RateLimiter::new(config.upload_limit)),
             download: Arc::new(RateLimiter::new(config.download_limit)),
             connections: Arc::default(),
-            port: addr.port(),
+            port,
+            listen_addrs: addrs.clone(),
+            external_ips: Mutex::new(Vec::new()),
             announcer: Mutex::new(None),
             announce_generation: AtomicU64::new(1),
             external_ip: Mutex::new(None),
@@ -247,25 +277,25 @@ impl Session {
             .name("bittern-ctl".into())
             .spawn(move || central.run())
             .map_err(Error::Spawn)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (registry, stop, shared) = (registry.clone(), stop.clone(), shared.clone());
-            let commands = commands.clone();
-            std::thread::Builder::new()
-                .name("bittern-listener".into())
-                .spawn(move || listen(listener, &registry, &commands, &stop, &shared))
-                .map_err(Error::Spawn)?
-        };
-        info!("listening on {addr}");
+        let pending = Pending::default();
+        let mut listeners = Vec::with_capacity(sockets.len());
+        for socket in sockets {
+            listeners.push(Listener::spawn(
+                socket,
+                registry.clone(),
+                commands.clone(),
+                shared.clone(),
+                pending.clone(),
+            )?);
+        }
+        for addr in &addrs {
+            info!("listening on {addr}");
+        }
         Ok(Session {
             shared,
             registry,
             torrents: Mutex::new(Vec::new()),
-            listener: Some(ListenerHandle {
-                stop,
-                addr,
-                thread: Some(thread),
-            }),
+            listeners,
             controller: Some(controller),
             commands,
             links,
@@ -273,11 +303,22 @@ impl Session {
         })
     }
 
-    /// The address the session listens on (with the real port when 0 was asked).
+    /// The address the session listens on (with the real port when 0 was
+    /// asked): the first of [`local_addrs`](Self::local_addrs), the one
+    /// `SessionConfig::listen` named.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .as_ref()
-            .map_or(self.shared.config.listen, |l| l.addr)
+        self.shared
+            .listen_addrs
+            .first()
+            .copied()
+            .unwrap_or(self.shared.config.listen)
+    }
+
+    /// Every address the session listens on, all on one port: `listen`,
+    /// then the other family's when dual stack applies, then
+    /// `listen_also`.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.shared.listen_addrs.clone()
     }
 
     /// Our peer id.
@@ -491,17 +532,9 @@ impl Session {
             let _ = self.commands.send(Ctl::Exit);
             let _ = c.join();
         }
-        if let Some(mut l) = self.listener.take() {
-            l.stop.store(true, Ordering::SeqCst);
-            // Wake the blocking accept.
-            let mut wake = l.addr;
-            if wake.ip().is_unspecified() {
-                wake.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
-            if let Some(t) = l.thread.take() {
-                let _ = t.join();
-            }
+        for mut l in std::mem::take(&mut self.listeners) {
+            debug!("closing the listener on {}", l.addr());
+            l.stop();
         }
     }
 }
@@ -557,125 +590,6 @@ fn spawn_announcer(
         })
         .map_err(Error::Spawn)?;
     Ok(handle)
-}
-
-fn listen(
-    listener: TcpListener,
-    registry: &Registry,
-    commands: &Sender<Ctl>,
-    stop: &AtomicBool,
-    shared: &Arc<SessionShared>,
-) {
-    let pending = Arc::new(AtomicUsize::new(0));
-    // Handshakes pending per remote host: one host cannot take every slot.
-    let per_host: Arc<Mutex<HashMap<std::net::IpAddr, usize>>> = Arc::default();
-    for conn in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let stream = match conn {
-            Ok(s) => s,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                warn!("accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
-        if pending.load(Ordering::Relaxed) >= MAX_PENDING_HANDSHAKES
-            || shared.connections.load(Ordering::Relaxed) >= shared.config.max_connections
-        {
-            debug!("dropping incoming connection: too many");
-            continue;
-        }
-        let Ok(peer) = stream.peer_addr() else {
-            continue;
-        };
-        let host = peer.ip();
-        {
-            let mut hosts = per_host.lock();
-            let n = hosts.entry(host).or_insert(0);
-            // 127.0.0.1 and ::1 are exempt: every peer of a local test or
-            // demo swarm comes from there.
-            let local =
-                host == std::net::Ipv4Addr::LOCALHOST || host == std::net::Ipv6Addr::LOCALHOST;
-            if *n >= MAX_PENDING_PER_HOST && !local {
-                debug!("{peer}: dropping incoming connection: too many pending from this host");
-                continue;
-            }
-            *n += 1;
-        }
-        pending.fetch_add(1, Ordering::Relaxed);
-        let (registry, pending2, per_host2) = (registry.clone(), pending.clone(), per_host.clone());
-        let commands = commands.clone();
-        let timeout = shared.config.timing.connect_timeout;
-        let policy = shared.config.encryption;
-        let spawned = std::thread::Builder::new()
-            .name("bittern-handshake".into())
-            .spawn(move || {
-                route(stream, &registry, &commands, timeout, policy);
-                release_slot(&pending2, &per_host2, host);
-            });
-        if spawned.is_err() {
-            release_slot(&pending, &per_host, host);
-        }
-    }
-}
-
-/// Frees a handshake slot taken by `listen`.
-fn release_slot(
-    pending: &AtomicUsize,
-    per_host: &Mutex<HashMap<std::net::IpAddr, usize>>,
-    host: std::net::IpAddr,
-) {
-    pending.fetch_sub(1, Ordering::Relaxed);
-    let mut hosts = per_host.lock();
-    if let Some(n) = hosts.get_mut(&host) {
-        *n -= 1;
-        if *n == 0 {
-            hosts.remove(&host);
-        }
-    }
-}
-
-/// Reads the handshake (plain or MSE, as `policy` allows) and hands the
-/// connection to its torrent.
-fn route(
-    stream: TcpStream,
-    registry: &Registry,
-    commands: &Sender<Ctl>,
-    timeout: Duration,
-    policy: Encryption,
-) {
-    let peer = stream.peer_addr().ok();
-    let lookup = |h: &[u8; 20]| registry.lock().find_obfuscated(h);
-    let deadline = Instant::now() + timeout;
-    let (stream, hs) = match crate::handshake::accept(Socket::Tcp(stream), policy, lookup, deadline)
-    {
-        Ok(x) => x,
-        Err(e) => {
-            debug!("{peer:?}: incoming connection dropped: {e}");
-            return;
-        }
-    };
-    let target = registry.lock().get(&hs.info_hash).copied();
-    match target {
-        Some(id) => {
-            if commands
-                .try_send(Ctl::Command(
-                    id,
-                    TorrentCommand::Incoming(Box::new(stream), hs),
-                ))
-                .is_err()
-            {
-                debug!("{peer:?}: torrent busy, dropping connection");
-            }
-        }
-        None => debug!(
-            "{peer:?}: handshake for unknown torrent {}",
-            hs.info_hash.to_hex()
-        ),
-    }
 }
 
 #[cfg(test)]

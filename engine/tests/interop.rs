@@ -270,6 +270,57 @@ fn bittern_leeches_from_libtorrent() {
     );
 }
 
+/// libtorrent listening on `[::1]` only; bittern, listening on `[::1]`
+/// only too, is given that address and downloads everything over IPv6.
+#[test]
+fn bittern_leeches_from_libtorrent_over_ipv6_loopback() {
+    if !crate::ipv6::have_ipv6_loopback() || !have_libtorrent() {
+        return;
+    }
+    init_log();
+    let (src, dst, work) = (tempdir(), tempdir(), tempdir());
+    let meta = make_torrent(src.path(), "lt_v6", FILES, 64 * 1024, 24);
+    let (meta, torrent) = write_torrent(work.path(), &meta, None);
+    let mut lt = Proc::spawn(
+        "libtorrent seeder on [::1]",
+        python(
+            "lt_seed.py",
+            &[
+                torrent.as_os_str(),
+                src.path().as_os_str(),
+                OsStr::new("[::1]:0"),
+            ],
+        ),
+        work.path().join("lt_seed6.log"),
+    );
+    let port: u16 = lt
+        .expect_line("PORT ", Duration::from_secs(30))
+        .parse()
+        .unwrap();
+    let v6 = std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
+    let leecher = bittern_engine::Session::new(SessionConfig {
+        listen: SocketAddr::new(v6, 0),
+        ..config()
+    })
+    .unwrap();
+    let opts = TorrentOptions {
+        peers: vec![SocketAddr::new(v6, port)],
+        seed_goal: SeedGoal::Forever,
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    let seen = wait_state_seeing_peers(&l, TorrentState::Seeding, Duration::from_secs(60));
+    assert_eq!(
+        seen.iter().map(|(a, _)| *a).collect::<Vec<_>>(),
+        vec![SocketAddr::new(v6, port)]
+    );
+    // Its extension handshake names the scripts' user agent.
+    assert_eq!(seen[0].1.as_deref(), Some("bittern-interop-test"));
+    assert!(l.status().downloaded >= meta.info.total_length());
+    assert_eq!(l.status().hash_failures, 0);
+    assert_same(src.path(), dst.path(), &meta.info.file_paths());
+}
+
 #[test]
 fn bittern_seeds_to_libtorrent() {
     if !have_libtorrent() {
@@ -414,10 +465,6 @@ pub(crate) fn wait_for_seeder_on_tracker(url: &str, meta: &Metainfo) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-pub(crate) fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
 }
 
 /// What libtorrent and aria2c put on the wire, scripted so it is checked

@@ -16,8 +16,8 @@ use bittern_tracker::server::{ServerConfig, TrackerServer};
 use bittern_wire::{InfoHash, Magnet, Metainfo};
 
 use crate::interop::{
-    free_port, have_libtorrent, init_log, python, seed, tempdir, wait_for,
-    wait_for_seeder_on_tracker, write_torrent, Proc, ARIA2C, FILES,
+    free_port, have_libtorrent, init_log, python, seed, wait_for, wait_for_seeder_on_tracker,
+    write_torrent, Proc, ARIA2C, FILES,
 };
 use crate::util::*;
 

@@ -111,6 +111,8 @@ fn run(
         listen_port: ctx.listen_port,
         metadata: None,
         upload_only: false,
+        // This connection only fetches the info dictionary.
+        pex: false,
     }
     .handshake(addr);
     Message::Extended {

@@ -5,7 +5,7 @@
 //! closes that peer), a disk or a tracker (that work runs on other threads
 //! and reports back).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,13 +19,16 @@ use bittern_wire::{Bitfield, BlockRef, Extension, InfoHash, Metainfo, PeerId};
 use crossbeam_channel::Sender;
 use log::{debug, info, warn};
 
+mod candidates;
 mod lifecycle;
 mod peers;
 mod persist;
+mod pex;
 mod pieces;
 mod startup;
 mod timers;
 
+use candidates::{CandidateSource, Candidates};
 pub(crate) use persist::PersistDone;
 
 use super::central::{Ctl, Done, Links, PeerSource};
@@ -254,6 +257,9 @@ struct Peer {
     /// Their last extension handshake (BEP 10): the extensions they speak,
     /// their listen port `p`, `upload_only`.
     ext: Option<Box<bittern_wire::ExtensionHandshake>>,
+    /// Peer exchange with it, once it said it speaks `ut_pex` (never on
+    /// a private torrent).
+    pex: Option<Box<pex::PeerPex>>,
     connected_at: Instant,
     last_block: Instant,
     down: RateMeasure,
@@ -327,8 +333,8 @@ pub(crate) struct Controller {
     pending_haves: Vec<u32>,
     haves_due: Option<Instant>,
 
-    candidates: VecDeque<SocketAddr>,
-    known: HashSet<SocketAddr>,
+    /// Addresses to dial and peers known, from every source.
+    candidates: Candidates,
     failed: HashMap<SocketAddr, Instant>,
     /// Outgoing peers being dialled again after a working connection broke:
     /// failed attempts since (see `peer_gone`).
@@ -442,12 +448,9 @@ impl Controller {
             BLOCK_SIZE,
         ));
         let wanted = wanted_pieces(storage.layout(), &options.wanted_files);
-        let mut candidates = VecDeque::new();
-        let mut known = HashSet::new();
+        let mut candidates = Candidates::default();
         for a in &options.peers {
-            if known.insert(*a) {
-                candidates.push_back(*a);
-            }
+            candidates.offer(CandidateSource::Offered, *a, false);
         }
         Controller {
             id,
@@ -477,7 +480,6 @@ impl Controller {
             pending_haves: Vec::new(),
             haves_due: None,
             candidates,
-            known,
             failed: HashMap::new(),
             redials: HashMap::new(),
             banned: HashSet::new(),
@@ -575,7 +577,8 @@ impl Controller {
                 let duplicate = self
                     .peers
                     .iter()
-                    .any(|(k, q)| *k != key && q.ready && q.peer_id == Some(peer_id));
+                    .find(|(k, q)| **k != key && q.ready && q.peer_id == Some(peer_id))
+                    .map(|(k, q)| (*k, q.incoming));
                 let Some(p) = self.peers.get_mut(&key) else {
                     return;
                 };
@@ -585,10 +588,15 @@ impl Controller {
                 p.fast = fast;
                 p.incoming = incoming;
                 p.encrypted = encrypted;
-                if duplicate {
+                if let Some((other, other_incoming)) = duplicate {
+                    let ours = self.session.peer_id;
+                    let drop =
+                        duplicate_to_close(ours, peer_id, (key, incoming), (other, other_incoming));
                     debug!("{addr} {}: duplicate connection", self.short());
-                    self.close(key);
-                    return;
+                    self.close(drop);
+                    if drop == key {
+                        return;
+                    }
                 }
                 self.failed.remove(&addr);
                 self.rechoke(false);
@@ -666,9 +674,12 @@ impl Controller {
                 }
                 p.client.clone_from(&hs.v);
                 if let Some(ip) = hs.yourip {
-                    *self.session.external_ip.lock() = Some(ip);
+                    self.session.learn_external_ip(ip);
                 }
-                p.ext = Some(hs);
+                self.pex_handshake(key, &hs);
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.ext = Some(hs);
+                }
             }
             PeerEvent::Extended { ext, payload } => self.on_extended(key, ext, &payload),
             PeerEvent::DataMissing(piece) => self.data_missing(piece as usize),
@@ -685,6 +696,10 @@ impl Controller {
     /// have it, so `ut_metadata` data or rejects here are unsolicited and
     /// ignored (they cost the peer nothing: libtorrent may answer late).
     fn on_extended(&mut self, key: PeerKey, ext: Extension, payload: &[u8]) {
+        if ext == Extension::UtPex {
+            self.on_pex(key, payload);
+            return;
+        }
         debug!(
             "{}: peer {}: {} message of {} bytes ignored",
             self.short(),
@@ -745,6 +760,31 @@ fn wanted_pieces(layout: &Layout, wanted_files: &[bool]) -> Vec<bool> {
     wanted
 }
 
+/// Of two connections to the same peer (`theirs`), the one to close: when
+/// both sides dialled at once (one connection in, one out), the one the
+/// side with the greater peer id did not open, so that both sides close
+/// the same one (closing the newer one each would lose both when each
+/// side saw a different one first, as happens when two peers learn of
+/// each other at once through PEX or a tracker); else the newer one.
+fn duplicate_to_close(
+    ours: PeerId,
+    theirs: PeerId,
+    new: (PeerKey, bool),
+    old: (PeerKey, bool),
+) -> PeerKey {
+    let (new_key, new_incoming) = new;
+    if new_incoming == old.1 {
+        return new_key;
+    }
+    // Keep the connection the greater id opened: theirs is an incoming one.
+    let keep_incoming = theirs.as_bytes() > ours.as_bytes();
+    if new_incoming == keep_incoming {
+        old.0
+    } else {
+        new_key
+    }
+}
+
 /// What a ban applies to: the host, except on loopback where every test
 /// peer shares one address and the port tells them apart.
 fn ban_key(addr: SocketAddr) -> SocketAddr {
@@ -752,5 +792,27 @@ fn ban_key(addr: SocketAddr) -> SocketAddr {
         addr
     } else {
         SocketAddr::new(addr.ip(), 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_sides_of_a_simultaneous_open_close_the_same_connection() {
+        let (a, b) = (PeerId([1; 20]), PeerId([2; 20]));
+        // Connection x was opened by a, y by b. On a's side x is outgoing
+        // and y incoming; on b's side the other way round. Whichever each
+        // side saw first, both close x (the one the smaller id opened).
+        let (x_at_a, y_at_a) = ((PeerKey(10), false), (PeerKey(11), true));
+        let (x_at_b, y_at_b) = ((PeerKey(20), true), (PeerKey(21), false));
+        assert_eq!(duplicate_to_close(a, b, y_at_a, x_at_a), PeerKey(10));
+        assert_eq!(duplicate_to_close(a, b, x_at_a, y_at_a), PeerKey(10));
+        assert_eq!(duplicate_to_close(b, a, y_at_b, x_at_b), PeerKey(20));
+        assert_eq!(duplicate_to_close(b, a, x_at_b, y_at_b), PeerKey(20));
+        // Two connections the same way (say over IPv4 and IPv6): the newer.
+        let (old, new) = ((PeerKey(1), false), (PeerKey(2), false));
+        assert_eq!(duplicate_to_close(a, b, new, old), PeerKey(2));
     }
 }

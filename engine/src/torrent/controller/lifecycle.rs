@@ -69,7 +69,7 @@ impl Controller {
                     };
                     self.set_state(s);
                     self.start_announcer();
-                    self.candidates.extend(self.known.iter().copied());
+                    self.candidates.requeue_known();
                     self.connect_more();
                 }
             }
@@ -131,6 +131,7 @@ impl Controller {
                 self.fill(k);
             }
             self.connect_more();
+            self.pex_round(now);
             if self.peers.len() < 5 {
                 if let Some(key) = self.announcer {
                     self.session.with_announcer(|a| a.need_peers(key));
@@ -473,7 +474,7 @@ impl Controller {
                 self.down_rate.eta(left, now)
             },
             peers_connected: peers.len(),
-            peers_known: self.known.len(),
+            peers_known: self.candidates.known_len(),
             pieces_have,
             pieces_total: layout.piece_count(),
             files,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::bounded;
 use log::{debug, warn};
 
+use super::candidates::CandidateSource;
 use super::*;
 use crate::choker::ChokeCandidate;
 use crate::error::PeerError;
@@ -247,9 +248,7 @@ impl Controller {
                         self.redials.insert(p.addr, n);
                         self.failed
                             .insert(p.addr, Instant::now() + REDIAL_AFTER * (1 << n));
-                        if !self.candidates.contains(&p.addr) {
-                            self.candidates.push_back(p.addr);
-                        }
+                        self.candidates.requeue(p.addr, CandidateSource::Offered);
                     }
                     _ => {
                         self.redials.remove(&p.addr);
@@ -292,15 +291,18 @@ impl Controller {
         }
     }
 
+    /// Addresses from the torrent's peer source (trackers, the user).
     pub(crate) fn add_candidates(&mut self, peers: Vec<SocketAddr>) {
+        self.add_candidates_from(CandidateSource::Offered, peers);
+    }
+
+    /// The one intake of candidate addresses, whatever their source:
+    /// each is remembered and queued to be dialled within the torrent's
+    /// bounds and its source's (see `candidates`).
+    pub(crate) fn add_candidates_from(&mut self, source: CandidateSource, peers: Vec<SocketAddr>) {
         for a in peers {
-            if self.known.len() < 10_000 {
-                self.known.insert(a);
-            }
             let connected = self.peers.values().any(|p| p.addr == a);
-            if !connected && self.candidates.len() < 10_000 && !self.candidates.contains(&a) {
-                self.candidates.push_back(a);
-            }
+            self.candidates.offer(source, a, connected);
         }
         self.connect_more();
     }
@@ -318,18 +320,18 @@ impl Controller {
             && self.session.connections.load(Ordering::Relaxed) < max_connections
         {
             tries -= 1;
-            let Some(addr) = self.candidates.pop_front() else {
+            let Some((addr, source)) = self.candidates.pop() else {
                 break;
             };
             if self.banned.contains(&ban_key(addr)) || self.peers.values().any(|p| p.addr == addr) {
                 continue;
             }
             if self.failed.get(&addr).is_some_and(|t| *t > now) {
-                self.candidates.push_back(addr);
+                self.candidates.requeue(addr, source);
                 continue;
             }
-            if addr.port() == self.session.port && addr.ip().is_loopback() {
-                // Our own listener, handed back by a tracker.
+            if self.session.is_own_addr(addr) {
+                // Our own listener, handed back by a tracker or a peer.
                 continue;
             }
             self.spawn_peer(Origin::Outgoing(addr), addr);
@@ -364,6 +366,7 @@ impl Controller {
                 listen_port: self.session.port,
                 metadata: Some(self.info_bytes.clone()),
                 upload_only: self.state == TorrentState::Seeding,
+                pex: self.pex_allowed(),
             },
             encryption: self.session.config.encryption,
         };
@@ -399,6 +402,7 @@ impl Controller {
                         refused: Vec::new(),
                         client: None,
                         ext: None,
+                        pex: None,
                         connected_at: now,
                         last_block: now,
                         down: RateMeasure::new(Duration::from_secs(10), now),
