@@ -231,6 +231,7 @@ impl<'a> View<'a> {
             "pieceCount" => json!(m.info.piece_count()),
             "pieceSize" => json!(m.info.piece_length),
             "labels" => json!(r.labels),
+            "group" => json!(r.group),
             "queuePosition" => json!(r.queue_position),
             "bandwidthPriority" => json!(r.bandwidth_priority),
             "downloadLimit" => json!(r.download_limit),

@@ -44,6 +44,7 @@ pub mod backend;
 pub mod fields;
 pub mod gate;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod rpc;
 mod run;

@@ -91,16 +91,13 @@ impl<B: Backend> Rpc<B> {
         match name {
             "session-get" => Ok(self.session_get(args, session_id)),
             "session-set" => {
-                let mut inner = t.lock();
-                let mut s = inner.settings.clone();
+                let mut s = t.lock().settings.clone();
                 s.merge(args)?;
                 if let Some(d) = args.get("download-dir").and_then(Value::as_str) {
                     s.download_dir = absolute(Path::new(d)).to_string_lossy().into_owned();
                 }
-                inner.settings = s;
-                if let Err(e) = t.store().save_settings(&inner.settings) {
-                    return Err(e.to_string());
-                }
+                let reschedule = args.keys().any(|k| k.starts_with("alt-speed-time"));
+                t.set_settings(s, reschedule)?;
                 Ok(Map::new())
             }
             "session-stats" => Ok(self.session_stats()),
@@ -158,9 +155,13 @@ impl<B: Backend> Rpc<B> {
                 t.set_location(&ids(), &absolute(Path::new(location)), move_data)?;
                 Ok(Map::new())
             }
-            "torrent-reannounce" | "torrent-rename-path" | "group-get" | "group-set" => {
-                Err(format!("{name} is not supported yet"))
+            "torrent-reannounce" => {
+                t.reannounce(&ids());
+                Ok(Map::new())
             }
+            "torrent-rename-path" => self.rename_path(args),
+            "group-get" => self.group_get(args),
+            "group-set" => self.group_set(args),
             _ => Err("method name not recognized".into()),
         }
     }
@@ -383,6 +384,87 @@ impl<B: Backend> Rpc<B> {
         Ok(out)
     }
 
+    fn rename_path(&self, args: &Args) -> Reply {
+        let path = args.get("path").and_then(Value::as_str).ok_or("no path")?;
+        let name = args.get("name").and_then(Value::as_str).ok_or("no name")?;
+        let id = self
+            .torrents
+            .rename_path(&parse_ids(args.get("ids")), path, name)?;
+        let v = json!({"id": id, "path": path, "name": name});
+        Ok(v.as_object().cloned().unwrap_or_default())
+    }
+
+    /// `group-get`: every group, or those `group` (4.0) or `name` (4.1)
+    /// names (a string or a list).
+    fn group_get(&self, args: &Args) -> Reply {
+        let wanted: Option<Vec<String>> =
+            args.get("group")
+                .or_else(|| args.get("name"))
+                .map(|v| match v {
+                    Value::String(s) => vec![s.clone()],
+                    Value::Array(l) => l
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect(),
+                    _ => Vec::new(),
+                });
+        let inner = self.torrents.lock();
+        let groups: Vec<Value> = inner
+            .settings
+            .bandwidth_groups
+            .iter()
+            .filter(|g| wanted.as_ref().is_none_or(|w| w.contains(&g.name)))
+            .filter_map(|g| serde_json::to_value(g).ok())
+            .collect();
+        let mut out = Map::new();
+        out.insert("group".into(), Value::Array(groups));
+        Ok(out)
+    }
+
+    /// `group-set`: creates or changes the group `name`; its torrents get
+    /// the new limits at once.
+    fn group_set(&self, args: &Args) -> Reply {
+        let name = args
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .ok_or("no group name")?;
+        let mut settings = self.torrents.lock().settings.clone();
+        let groups = &mut settings.bandwidth_groups;
+        let at = match groups.iter().position(|g| g.name == name) {
+            Some(i) => i,
+            None => {
+                groups.push(crate::limits::Group {
+                    name: name.to_string(),
+                    ..Default::default()
+                });
+                groups.len() - 1
+            }
+        };
+        let g = &mut groups[at];
+        let flag = |k: &str| args.get(k).and_then(as_bool);
+        let kb = |k: &str| args.get(k).and_then(as_i64).map(|v| v.max(0) as u64);
+        if let Some(v) = flag("honorsSessionLimits") {
+            g.honors_session_limits = v;
+        }
+        if let Some(v) = flag("speed-limit-down-enabled") {
+            g.speed_limit_down_enabled = v;
+        }
+        if let Some(v) = kb("speed-limit-down") {
+            g.speed_limit_down = v;
+        }
+        if let Some(v) = flag("speed-limit-up-enabled") {
+            g.speed_limit_up_enabled = v;
+        }
+        if let Some(v) = kb("speed-limit-up") {
+            g.speed_limit_up = v;
+        }
+        self.torrents.set_settings(settings, false)?;
+        Ok(Map::new())
+    }
+
     fn torrent_set(&self, args: &Args) -> Reply {
         let ids = parse_ids(args.get("ids"));
         if let Some(location) = args.get("location") {
@@ -438,6 +520,13 @@ impl<B: Backend> Rpc<B> {
             if let Some(l) = &labels {
                 r.labels = l.clone();
             }
+            if let Some(g) = args.get("group") {
+                r.group = g
+                    .as_str()
+                    .ok_or("group must be a string")?
+                    .trim()
+                    .to_string();
+            }
             let visible = e.visible_files().count();
             let mut wanted = if r.wanted.len() == visible {
                 r.wanted.clone()
@@ -469,15 +558,13 @@ impl<B: Backend> Rpc<B> {
             } else {
                 prio
             };
-            // What the engine takes at start: restart it when that changed.
+            // What the engine takes only at start: restart it when that
+            // changed. Limits change live (below).
             Ok(r.wanted != before.wanted
-                || (r.download_limited, r.download_limit)
-                    != (before.download_limited, before.download_limit)
-                || (r.upload_limited, r.upload_limit)
-                    != (before.upload_limited, before.upload_limit)
                 || (r.seed_ratio_mode, r.seed_ratio_limit.to_bits())
                     != (before.seed_ratio_mode, before.seed_ratio_limit.to_bits()))
         })?;
+        self.torrents.apply_limits(&ids);
         if let Some(pos) = args.get("queuePosition").and_then(as_i64) {
             self.torrents.set_queue_position(&ids, pos);
         }

@@ -103,18 +103,7 @@ impl Daemon {
         }
         let store = Store::open(&config.config_dir)?;
         let settings = store.load_settings()?;
-        let kb = |on: bool, v: u64| on.then(|| v.saturating_mul(1000));
-        let (down, up) = if settings.alt_speed_enabled {
-            (
-                Some(settings.alt_speed_down * 1000),
-                Some(settings.alt_speed_up * 1000),
-            )
-        } else {
-            (
-                kb(settings.speed_limit_down_enabled, settings.speed_limit_down),
-                kb(settings.speed_limit_up_enabled, settings.speed_limit_up),
-            )
-        };
+        let (down, up) = crate::limits::session_limits(&settings);
         let engine = SessionConfig {
             listen: config
                 .peer_addr

@@ -78,6 +78,8 @@ pub struct Settings {
     pub cumulative_files_added: u64,
     /// Seconds the daemon ran in earlier sessions.
     pub cumulative_seconds_active: u64,
+    /// Bandwidth groups (`group-set`), by name.
+    pub bandwidth_groups: Vec<crate::limits::Group>,
 }
 
 impl Default for Settings {
@@ -118,6 +120,7 @@ impl Default for Settings {
             cumulative_uploaded_bytes: 0,
             cumulative_files_added: 0,
             cumulative_seconds_active: 0,
+            bandwidth_groups: Vec::new(),
         }
     }
 }

@@ -19,6 +19,9 @@ use crate::backend::{Backend, Start};
 use crate::settings::Settings;
 use crate::store::{Record, Store};
 
+mod rename;
+pub use rename::Rename;
+
 /// How long a torrent counts as recently active (Transmission's value).
 pub const RECENT: Duration = Duration::from_secs(60);
 
@@ -107,6 +110,10 @@ pub struct Inner {
     next_id: i64,
     /// Torrents added this run.
     pub files_added: u64,
+    /// What the alternative-speed schedule last said (`None`: not yet, or
+    /// the schedule changed): it switches the limits only when this flips,
+    /// so a manual switch holds until the next boundary.
+    pub alt_scheduled: Option<bool>,
 }
 
 impl Inner {
@@ -215,19 +222,25 @@ impl<B: Backend> Torrents<B> {
                 settings,
                 next_id: 1,
                 files_added: 0,
+                alt_scheduled: None,
             }),
             started: Instant::now(),
         };
         {
             let mut inner = t.inner.lock();
             for (record, bytes) in saved {
-                let metainfo = match Metainfo::from_bytes(&bytes) {
+                let mut metainfo = match Metainfo::from_bytes(&bytes) {
                     Ok(m) => m,
                     Err(e) => {
                         warn!("skipping saved torrent {}: {e}", record.info_hash);
                         continue;
                     }
                 };
+                for r in &record.renames {
+                    if let Err(e) = rename::apply(&mut metainfo, r) {
+                        warn!("{}: cannot replay a rename: {e}", record.info_hash);
+                    }
+                }
                 let id = inner.next_id;
                 inner.next_id += 1;
                 let mut entry = Entry {
@@ -286,12 +299,12 @@ impl<B: Backend> Torrents<B> {
             0 if settings.seed_ratio_limited => SeedGoal::Ratio(settings.seed_ratio_limit),
             _ => SeedGoal::Forever,
         };
-        let kb = |on: bool, v: u64| on.then(|| v.saturating_mul(1000));
+        let (download_limit, upload_limit) = crate::limits::torrent_limits(settings, &e.record);
         TorrentOptions {
             wanted_files,
             seed_goal,
-            upload_limit: kb(e.record.upload_limited, e.record.upload_limit),
-            download_limit: kb(e.record.download_limited, e.record.download_limit),
+            upload_limit,
+            download_limit,
             resume_file: Some(self.store.resume_path(&e.hash.to_hex())),
             paused: e.record.paused,
             ..TorrentOptions::default()
@@ -605,10 +618,92 @@ impl<B: Backend> Torrents<B> {
         self.flush(&mut inner);
     }
 
+    /// Asks the selected torrents' trackers for peers (as early as the
+    /// trackers' `min interval` allows); a stopped torrent does not announce.
+    pub fn reannounce(&self, ids: &Ids) {
+        let inner = self.inner.lock();
+        for i in inner.select(ids) {
+            // A torrent the engine does not run has nobody to announce.
+            let _ = self.backend.reannounce(inner.entries[i].hash);
+        }
+    }
+
+    /// Gives the engine the selected torrents' limits (their own, tightened
+    /// by their group's) while they run.
+    pub fn apply_limits(&self, ids: &Ids) {
+        let inner = self.inner.lock();
+        self.push_limits(&inner, ids);
+    }
+
+    fn push_limits(&self, inner: &Inner, ids: &Ids) {
+        for i in inner.select(ids) {
+            let e = &inner.entries[i];
+            let (down, up) = crate::limits::torrent_limits(&inner.settings, &e.record);
+            // One that does not run gets them at its next start.
+            let _ = self.backend.set_limits(e.hash, down, up);
+        }
+    }
+
+    /// Replaces the session settings: saved, and every limit they imply
+    /// (session, alternative, groups) applied to the running torrents.
+    /// `reschedule`: the alternative-speed schedule changed, so it is
+    /// applied afresh at the next tick.
+    ///
+    /// # Errors
+    /// The settings cannot be saved (they are in effect anyway).
+    pub fn set_settings(&self, settings: Settings, reschedule: bool) -> Result<(), String> {
+        let mut inner = self.inner.lock();
+        inner.settings = settings;
+        if reschedule {
+            inner.alt_scheduled = None;
+        }
+        let (down, up) = crate::limits::session_limits(&inner.settings);
+        self.backend.set_session_limits(down, up);
+        self.push_limits(&inner, &Ids::All);
+        self.store
+            .save_settings(&inner.settings)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Follows the alternative-speed schedule: when the window it names
+    /// opens or closes, `alt-speed-enabled` follows (Transmission's rule).
+    fn follow_schedule(&self, inner: &mut Inner) {
+        let s = &inner.settings;
+        if !s.alt_speed_time_enabled {
+            inner.alt_scheduled = None;
+            return;
+        }
+        let (weekday, minute) = crate::limits::local_now();
+        let want = crate::limits::in_alt_window(
+            weekday,
+            minute,
+            s.alt_speed_time_begin,
+            s.alt_speed_time_end,
+            s.alt_speed_time_day,
+        );
+        if inner.alt_scheduled == Some(want) {
+            return;
+        }
+        inner.alt_scheduled = Some(want);
+        if inner.settings.alt_speed_enabled != want {
+            info!(
+                "alternative speed limits {}",
+                if want { "on" } else { "off" }
+            );
+            inner.settings.alt_speed_enabled = want;
+            let (down, up) = crate::limits::session_limits(&inner.settings);
+            self.backend.set_session_limits(down, up);
+            if let Err(err) = self.store.save_settings(&inner.settings) {
+                warn!("cannot save settings: {err}");
+            }
+        }
+    }
+
     /// Housekeeping, called every `dt`: time spent downloading and
     /// seeding, activity, completion dates; saves what changed when `save`.
     pub fn tick(&self, dt: Duration, save: bool) {
         let mut inner = self.inner.lock();
+        self.follow_schedule(&mut inner);
         let now = unix_now();
         for e in &mut inner.entries {
             let Some(s) = self.backend.status(e.hash) else {

@@ -105,6 +105,10 @@ pub struct Record {
     pub seed_idle_limit: i64,
     /// 0 session setting, 1 own limit, 2 unlimited.
     pub seed_idle_mode: i64,
+    /// Its bandwidth group's name; empty: none.
+    pub group: String,
+    /// Renames of its files and folders (`torrent-rename-path`), in order.
+    pub renames: Vec<crate::state::Rename>,
 }
 
 impl Default for Record {
@@ -137,6 +141,8 @@ impl Default for Record {
             seed_ratio_mode: 0,
             seed_idle_limit: 30,
             seed_idle_mode: 0,
+            group: String::new(),
+            renames: Vec::new(),
         }
     }
 }

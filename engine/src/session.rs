@@ -307,6 +307,19 @@ impl Session {
         torrents.retain(|h| !h.is_finished() || registry.get(&h.info_hash) == Some(&h.id));
     }
 
+    /// Changes the session-wide rate limits (bytes per second, `None` =
+    /// unlimited) while torrents run; every peer thread takes tokens from
+    /// these limiters besides its torrent's own.
+    pub fn set_limits(&self, download: Option<u64>, upload: Option<u64>) {
+        self.shared.download.set_rate(download);
+        self.shared.upload.set_rate(upload);
+    }
+
+    /// The session-wide rate limits (download, upload), bytes per second.
+    pub fn limits(&self) -> (Option<u64>, Option<u64>) {
+        (self.shared.download.rate(), self.shared.upload.rate())
+    }
+
     /// Live peer connections across all torrents.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)

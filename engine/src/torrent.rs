@@ -30,6 +30,8 @@ pub(crate) enum TorrentCommand {
     Incoming(TcpStream, Handshake),
     /// Stop: announce `stopped`, close peers, save resume state, exit.
     Shutdown,
+    /// Announce to the trackers as early as their `min interval` allows.
+    Reannounce,
 }
 
 /// What the controller publishes for handles to read without a round trip.
@@ -40,6 +42,11 @@ pub(crate) struct Published {
     /// or its controller is gone.
     pub done: Mutex<bool>,
     pub done_signal: Condvar,
+    /// The torrent's own limiters (peer threads hold clones), so that
+    /// [`TorrentHandle::set_limits`] changes them while it runs.
+    pub up_limit: Arc<crate::ratelimit::RateLimiter>,
+    /// See [`up_limit`](Self::up_limit).
+    pub down_limit: Arc<crate::ratelimit::RateLimiter>,
 }
 
 impl Published {
@@ -97,6 +104,31 @@ impl TorrentHandle {
     /// Undoes [`pause`](Self::pause).
     pub fn resume(&self) -> Result<(), Error> {
         self.command(TorrentCommand::Resume)
+    }
+
+    /// Asks the trackers for peers now, or as soon as their `min interval`
+    /// allows (Transmission's `torrent-reannounce`). A paused torrent does
+    /// not announce; one still checking its data announces after the check.
+    pub fn reannounce(&self) -> Result<(), Error> {
+        self.command(TorrentCommand::Reannounce)
+    }
+
+    /// Changes the torrent's own rate limits (bytes per second, `None` =
+    /// unlimited) while it runs: its peer threads take tokens from these
+    /// limiters before every read and write, so the new rate holds from
+    /// their next block. The session's limits still apply on top. The
+    /// number of upload slots, chosen from the limit at start, stays.
+    pub fn set_limits(&self, download: Option<u64>, upload: Option<u64>) {
+        self.published.down_limit.set_rate(download);
+        self.published.up_limit.set_rate(upload);
+    }
+
+    /// The torrent's own rate limits (download, upload), bytes per second.
+    pub fn limits(&self) -> (Option<u64>, Option<u64>) {
+        (
+            self.published.down_limit.rate(),
+            self.published.up_limit.rate(),
+        )
     }
 
     /// Connects to more peers (through the torrent's peer source, like

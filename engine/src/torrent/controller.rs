@@ -183,6 +183,8 @@ pub(crate) fn build_controller(
         peers: Mutex::new(Vec::new()),
         done: Mutex::new(false),
         done_signal: Condvar::new(),
+        up_limit: Arc::new(RateLimiter::new(options.upload_limit)),
+        down_limit: Arc::new(RateLimiter::new(options.download_limit)),
     });
     let source = PeerSource::new(id, links.sources.clone());
     let ctl = Controller::new(Parts {
@@ -437,8 +439,8 @@ impl Controller {
             scheduled: None,
             links,
             info_hash: metainfo.info_hash,
-            up_limit: Arc::new(RateLimiter::new(options.upload_limit)),
-            down_limit: Arc::new(RateLimiter::new(options.download_limit)),
+            up_limit: published.up_limit.clone(),
+            down_limit: published.down_limit.clone(),
             metainfo: Arc::new(metainfo),
             storage,
             options,

@@ -1,0 +1,242 @@
+//! The daemon features beyond the basic methods, over the fake engine
+//! with real files: `torrent-reannounce`, `torrent-rename-path` (on disk,
+//! in the store, refusals), bandwidth groups, and live session limits
+//! with the alternative-speed schedule.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bittern_daemon::Access;
+use bittern_wire::Metainfo;
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+fn hash_of(bytes: &[u8]) -> bittern_wire::InfoHash {
+    Metainfo::from_bytes(bytes).unwrap().info_hash
+}
+
+fn get(h: &Harness, fields: &[&str]) -> Value {
+    h.ok(json!({"method": "torrent-get", "arguments": {"fields": fields}}))["torrents"].clone()
+}
+
+#[test]
+fn reannounce_goes_to_the_selected_torrents() {
+    let h = Harness::new(Access::default());
+    h.add(&multi(), &h.data().join("dl"));
+    h.add(&single(), &h.data().join("dl"));
+    h.ok(json!({"arguments": {"ids": 2}, "method": "torrent-reannounce"}));
+    h.ok(json!({"arguments": {}, "method": "torrent-reannounce"}));
+    let s = h.fake.state.lock();
+    assert_eq!(s.reannounces.get(&hash_of(&multi())), Some(&1));
+    assert_eq!(s.reannounces.get(&hash_of(&single())), Some(&2));
+}
+
+fn write(p: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, bytes).unwrap();
+}
+
+fn rename(h: &Harness, ids: Value, path: &str, name: &str) -> Value {
+    h.post(&json!({"method": "torrent-rename-path",
+        "arguments": {"ids": ids, "path": path, "name": name}}))
+}
+
+#[test]
+fn rename_path_on_disk_in_the_store_and_refusals() {
+    let h = Harness::new(Access::default());
+    let dl = h.data().join("dl");
+    write(&dl.join("multi/a.txt"), b"aaa");
+    write(&dl.join("multi/sub/b.bin"), b"bbb");
+    h.add(&multi(), &dl);
+    let starts = h.fake.state.lock().starts;
+    // A folder inside, then the top folder.
+    let r = rename(&h, json!([1]), "multi/sub", "renamed");
+    assert_eq!(r["result"], "success", "{r}");
+    assert_eq!(
+        r["arguments"],
+        json!({"id": 1, "path": "multi/sub", "name": "renamed"})
+    );
+    assert_eq!(
+        std::fs::read(dl.join("multi/renamed/b.bin")).unwrap(),
+        b"bbb"
+    );
+    assert!(!dl.join("multi/sub").exists());
+    let r = rename(&h, json!(1), "multi", "top");
+    assert_eq!(r["result"], "success", "{r}");
+    assert_eq!(std::fs::read(dl.join("top/renamed/b.bin")).unwrap(), b"bbb");
+    assert_eq!(std::fs::read(dl.join("top/a.txt")).unwrap(), b"aaa");
+    let t = &get(&h, &["name", "files"])[0];
+    assert_eq!(t["name"], "top");
+    assert_eq!(t["files"][1]["name"], "top/renamed/b.bin");
+    {
+        let s = h.fake.state.lock();
+        assert_eq!(
+            s.starts,
+            starts + 2,
+            "the engine restarts on the renamed files"
+        );
+        let (start, _) = s.running.values().next().unwrap();
+        assert_eq!(
+            start.metainfo.info.file_paths(),
+            [
+                std::path::PathBuf::from("top/a.txt"),
+                "top/renamed/b.bin".into()
+            ]
+        );
+        assert_eq!(start.metainfo.info_hash, hash_of(&multi()));
+    }
+
+    // Refused: escapes and bad names; nothing moves.
+    let outside = h.data().join("outside");
+    write(&outside.join("b.bin"), b"secret");
+    for (path, name, why) in [
+        ("top/a.txt", "..", "invalid name"),
+        ("top/a.txt", "../x", "invalid name"),
+        ("top/a.txt", "x/y", "invalid name"),
+        ("top/../a.txt", "x", "invalid path"),
+        ("top/nothing", "x", "invalid path"),
+        ("multi", "x", "invalid path"),
+    ] {
+        let r = rename(&h, json!(1), path, name);
+        assert_eq!(r["result"], why, "{path} -> {name}");
+    }
+    // A folder of the torrent replaced by a symlink leading outside.
+    std::fs::remove_dir_all(dl.join("top/renamed")).unwrap();
+    std::os::unix::fs::symlink(&outside, dl.join("top/renamed")).unwrap();
+    let r = rename(&h, json!(1), "top/renamed/b.bin", "c.bin");
+    assert!(r["result"].as_str().unwrap().contains("outside"), "{r}");
+    assert_eq!(std::fs::read(outside.join("b.bin")).unwrap(), b"secret");
+    assert!(!outside.join("c.bin").exists());
+    // A target that exists.
+    write(&dl.join("top/taken"), b"t");
+    let r = rename(&h, json!(1), "top/a.txt", "taken");
+    assert!(r["result"].as_str().unwrap().contains("exists"), "{r}");
+    assert_eq!(std::fs::read(dl.join("top/a.txt")).unwrap(), b"aaa");
+    // Exactly one torrent.
+    h.add(&single(), &dl);
+    let r = rename(&h, json!([1, 2]), "top", "x");
+    assert_eq!(r["result"], "torrent-rename-path requires 1 torrent");
+    // A single-file torrent: its file is its name.
+    write(&dl.join("sample.bin"), b"sss");
+    let r = rename(&h, json!(2), "sample.bin", "other.bin");
+    assert_eq!(r["result"], "success", "{r}");
+    assert_eq!(std::fs::read(dl.join("other.bin")).unwrap(), b"sss");
+
+    // After a restart the renames hold.
+    let Harness { dir, .. } = h;
+    let h = Harness::in_dir(dir, Access::default(), Fake::default());
+    let t = get(&h, &["name", "files"]);
+    assert_eq!(t[0]["files"][0]["name"], "top/a.txt");
+    assert_eq!(t[1]["name"], "other.bin");
+    assert_eq!(t[1]["files"][0]["name"], "other.bin");
+}
+
+#[test]
+fn bandwidth_groups_are_stored_reported_and_applied() {
+    let h = Harness::new(Access::default());
+    h.add(&multi(), &h.data().join("dl"));
+    h.ok(json!({"method": "group-set", "arguments": {"name": "slow",
+        "speed-limit-down-enabled": true, "speed-limit-down": 40,
+        "speed-limit-up": 7, "honorsSessionLimits": false}}));
+    h.ok(json!({"method": "group-set", "arguments": {"name": "other"}}));
+    let r = h.ok(json!({"method": "group-get", "arguments": {"group": "slow"}}));
+    assert_eq!(
+        r["group"],
+        json!([{"name": "slow", "honorsSessionLimits": false,
+            "speed-limit-down-enabled": true, "speed-limit-down": 40,
+            "speed-limit-up-enabled": false, "speed-limit-up": 7}])
+    );
+    let r = h.ok(json!({"method": "group-get", "arguments": {}}));
+    assert_eq!(r["group"].as_array().unwrap().len(), 2);
+    h.ok(json!({"method": "torrent-set", "arguments": {"ids": 1, "group": "slow"}}));
+    assert_eq!(get(&h, &["group"])[0]["group"], "slow");
+    let hash = hash_of(&multi());
+    assert_eq!(h.fake.state.lock().limits[&hash], (Some(40_000), None));
+    // Changing the group changes its torrents at once.
+    h.ok(json!({"method": "group-set", "arguments": {"name": "slow",
+        "speed-limit-up-enabled": true}}));
+    assert_eq!(
+        h.fake.state.lock().limits[&hash],
+        (Some(40_000), Some(7_000))
+    );
+    assert_eq!(
+        h.post(&json!({"method": "group-set", "arguments": {"name": " "}}))["result"],
+        "no group name"
+    );
+    // Kept across a restart, and the torrent starts with its group's limits.
+    let Harness { dir, .. } = h;
+    let h = Harness::in_dir(dir, Access::default(), Fake::default());
+    let r = h.ok(json!({"method": "group-get", "arguments": {"group": ["slow"]}}));
+    assert_eq!(r["group"][0]["speed-limit-up"], 7);
+    let s = h.fake.state.lock();
+    let opts = &s.running[&hash].0.options;
+    assert_eq!(
+        (opts.download_limit, opts.upload_limit),
+        (Some(40_000), Some(7_000))
+    );
+}
+
+/// Today's bit in `alt-speed-time-day` (Sunday = 1).
+fn today_bit() -> u64 {
+    1 << bittern_daemon::limits::local_now().0
+}
+
+#[test]
+fn session_limits_and_the_alt_schedule_apply_live() {
+    let h = Harness::new(Access::default());
+    let last = |h: &Harness| h.fake.state.lock().session_limits.first().copied();
+    // transmission-remote -d 300 -u 20
+    h.ok(
+        json!({"method": "session-set", "arguments": {"speed-limit-down": 300,
+        "speed-limit-down-enabled": true}}),
+    );
+    assert_eq!(last(&h), Some((Some(300_000), None)));
+    h.ok(
+        json!({"method": "session-set", "arguments": {"speed-limit-up": 20,
+        "speed-limit-up-enabled": true}}),
+    );
+    assert_eq!(last(&h), Some((Some(300_000), Some(20_000))));
+    // -as / -asd 30: the alternative limits replace them.
+    h.ok(
+        json!({"method": "session-set", "arguments": {"alt-speed-down": 30,
+        "alt-speed-enabled": true}}),
+    );
+    assert_eq!(last(&h), Some((Some(30_000), Some(50_000))));
+    h.ok(json!({"method": "session-set", "arguments": {"alt-speed-enabled": false}}));
+    assert_eq!(last(&h), Some((Some(300_000), Some(20_000))));
+
+    // The schedule: the whole of today on, then today off.
+    let t = h.rpc.torrents();
+    h.ok(
+        json!({"method": "session-set", "arguments": {"alt-speed-time-begin": 0,
+        "alt-speed-time-end": 0, "alt-speed-time-day": 127, "alt-speed-time-enabled": true}}),
+    );
+    t.tick(Duration::from_secs(1), false);
+    let alt = |h: &Harness| {
+        h.ok(json!({"method": "session-get", "arguments": {"fields": ["alt-speed-enabled"]}}))
+            ["alt-speed-enabled"]
+            .clone()
+    };
+    assert_eq!(
+        alt(&h),
+        true,
+        "the schedule switched the alternative limits on"
+    );
+    assert_eq!(last(&h), Some((Some(30_000), Some(50_000))));
+    // A manual switch holds until the schedule's next boundary.
+    h.ok(json!({"method": "session-set", "arguments": {"alt-speed-enabled": false}}));
+    t.tick(Duration::from_secs(1), false);
+    assert_eq!(alt(&h), false);
+    h.ok(json!({"method": "session-set", "arguments": {"alt-speed-time-day": 127 & !today_bit()}}));
+    h.ok(json!({"method": "session-set", "arguments": {"alt-speed-enabled": true}}));
+    t.tick(Duration::from_secs(1), false);
+    assert_eq!(alt(&h), false, "not today: the schedule switched them off");
+    assert_eq!(last(&h), Some((Some(300_000), Some(20_000))));
+    // Saved: a restart starts with the same settings.
+    let Harness { dir, .. } = h;
+    let h = Harness::in_dir(dir, Access::default(), Fake::default());
+    let r = h.ok(json!({"method": "session-get", "arguments": {}}));
+    assert_eq!(r["alt-speed-time-day"], 127 & !today_bit());
+    assert_eq!(r["speed-limit-down"], 300);
+}
