@@ -1,0 +1,232 @@
+//! `bittern daemon` features driven by real clients on 127.0.0.1:
+//! speed limits (session, per torrent, alternative) changed with
+//! `transmission-remote` while a download runs, measured in verified
+//! bytes; `--reannounce` counted at a tracker; rename, bandwidth groups
+//! and a move with the Python `transmission-rpc` package, checked on disk
+//! and after a restart.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bittern_tracker::server::{ServerConfig, TrackerServer};
+
+use crate::daemon::{remote_ok, start_daemon, trpc_python, wait_list, REMOTE};
+use crate::util::*;
+
+fn have_remote() -> bool {
+    bittern_testkit::require(
+        "transmission-remote (Debian package transmission-cli)",
+        bittern_testkit::on_path(REMOTE),
+    )
+}
+
+/// Verified bytes of torrent `id`, from the `Have:` line of
+/// `transmission-remote -t ID -i` (units of 1000).
+fn have(rpc: u16, id: &str) -> u64 {
+    let text = remote_ok(rpc, &["-t", id, "-i"]);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("Have:"))
+        .unwrap_or_else(|| panic!("no Have: in {text}"));
+    let mut w = line.split_whitespace().skip(1);
+    let n = w.next().unwrap_or("None");
+    if n == "None" {
+        return 0;
+    }
+    let n: f64 = n.parse().unwrap_or_else(|_| panic!("{line}"));
+    let unit = match w.next() {
+        Some("B") => 1.0,
+        Some("kB") => 1e3,
+        Some("MB") => 1e6,
+        Some("GB") => 1e9,
+        other => panic!("unit {other:?} in {line}"),
+    };
+    (n * unit) as u64
+}
+
+/// Bytes per second torrent 1 gains over `secs`.
+fn rate_over(rpc: u16, secs: u64) -> f64 {
+    let (h0, t0) = (have(rpc, "1"), Instant::now());
+    std::thread::sleep(Duration::from_secs(secs));
+    let h1 = have(rpc, "1");
+    h1.saturating_sub(h0) as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// A measured rate fits a limit of `kb` kB/s: at most the limit plus what
+/// bursts and 16 KiB pieces in flight add over the span, and not stalled.
+#[track_caller]
+fn within(rate: f64, kb: f64, what: &str) {
+    let limit = kb * 1000.0;
+    assert!(
+        rate <= limit * 1.2 + 40_000.0 && rate >= limit * 0.25,
+        "{what}: {rate:.0} B/s against a limit of {limit} B/s"
+    );
+}
+
+#[test]
+fn speed_limits_change_while_a_download_runs() {
+    if !have_remote() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let data = random_file(&t.join("src/b.bin"), 3_000_000, 31);
+    let b = create(
+        &t.join("src/b.bin"),
+        &t.join("b.torrent"),
+        &["--piece-length", "16KiB"],
+    );
+    let d = start_daemon(&t.join("config"), 0, 0, &[]);
+    let rpc = d.rpc;
+    // The session limit is set on the running daemon, before the add.
+    remote_ok(rpc, &["-d", "200"]);
+    remote_ok(
+        rpc,
+        &[
+            "-a",
+            b.to_str().unwrap(),
+            "-w",
+            t.join("dl").to_str().unwrap(),
+        ],
+    );
+    let (_seeder, _) = start_seed(
+        &b,
+        &t.join("src"),
+        &["--peer", &format!("127.0.0.1:{}", d.peer)],
+    );
+    wait_until("first bytes", Duration::from_secs(30), || {
+        have(rpc, "1") > 0
+    });
+    within(rate_over(rpc, 3), 200.0, "session limit 200 kB/s");
+    // Per torrent, tighter: -t 1 -d 50.
+    remote_ok(rpc, &["-t", "1", "-d", "50"]);
+    std::thread::sleep(Duration::from_millis(500));
+    within(rate_over(rpc, 3), 50.0, "torrent limit 50 kB/s");
+    // Alternative limits: -asd 100 -as, the torrent's own lifted.
+    remote_ok(rpc, &["-t", "1", "-D"]);
+    remote_ok(rpc, &["-asd", "100", "-as"]);
+    std::thread::sleep(Duration::from_millis(500));
+    within(rate_over(rpc, 3), 100.0, "alternative limit 100 kB/s");
+    assert!(have(rpc, "1") < 2_500_000, "still downloading");
+    // All off: the rest comes at once, byte-identical.
+    remote_ok(rpc, &["-AS", "-D"]);
+    wait_list(rpc, "b complete", |l| l.len() == 1 && l[0].0 == "100%");
+    assert!(std::fs::read(t.join("dl/b.bin")).unwrap() == data);
+}
+
+#[test]
+fn reannounce_reaches_the_tracker() {
+    if !have_remote() {
+        return;
+    }
+    let tracker = TrackerServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        ServerConfig {
+            interval: Duration::from_secs(1800),
+            min_interval: Duration::from_secs(1),
+            ..ServerConfig::default()
+        },
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    random_file(&t.join("have/a.bin"), 200_000, 32);
+    let a = create(
+        &t.join("have/a.bin"),
+        &t.join("a.torrent"),
+        &["-t", &tracker.announce_url()],
+    );
+    let hash = bittern_wire::Metainfo::from_bytes(&std::fs::read(&a).unwrap())
+        .unwrap()
+        .info_hash;
+    let d = start_daemon(&t.join("config"), 0, 0, &[]);
+    let rpc = d.rpc;
+    remote_ok(
+        rpc,
+        &[
+            "-a",
+            a.to_str().unwrap(),
+            "-w",
+            t.join("have").to_str().unwrap(),
+        ],
+    );
+    wait_list(rpc, "a seeding", |l| l.len() == 1 && l[0].0 == "100%");
+    wait_until("started announce", Duration::from_secs(20), || {
+        tracker.announce_count(&hash) >= 1
+    });
+    let started = Instant::now();
+    let before = tracker.announce_count(&hash);
+    // A manual announce waits for the min interval like Transmission's
+    // (bittern floors a tracker's at 30 s); until then nothing else
+    // announces, with an interval of 1800 s.
+    std::thread::sleep(Duration::from_secs(31).saturating_sub(started.elapsed()));
+    assert_eq!(
+        tracker.announce_count(&hash),
+        before,
+        "no announce of its own within the 1800 s interval"
+    );
+    remote_ok(rpc, &["-t", "1", "--reannounce"]);
+    wait_until("the reannounce", Duration::from_secs(10), || {
+        tracker.announce_count(&hash) == before + 1
+    });
+    tracker.shutdown();
+}
+
+#[test]
+fn python_client_renames_groups_and_moves() {
+    let python = trpc_python();
+    let available = Command::new(&python)
+        .args(["-c", "import transmission_rpc"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !bittern_testkit::require(
+        &format!(
+            "the Python transmission-rpc package at {} (scripts/test.sh makes the venv)",
+            python.display()
+        ),
+        available,
+    ) || !have_remote()
+    {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let f = random_file(&t.join("have/dir/sub/f.bin"), 300_000, 33);
+    let g = random_file(&t.join("have/dir/g.bin"), 100_000, 34);
+    let torrent = create(&t.join("have/dir"), &t.join("dir.torrent"), &[]);
+    let config = t.join("config");
+    let mut d = start_daemon(&config, 0, 0, &[]);
+    let moved = t.join("moved");
+    let out = Command::new(&python)
+        .arg(script("trpc_features.py"))
+        .arg(d.rpc.to_string())
+        .arg(&torrent)
+        .arg(t.join("have"))
+        .arg(&moved)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("OK"), "{text}");
+    // On disk: renamed, then moved; nothing left behind.
+    assert!(std::fs::read(moved.join("top/renamed/f.bin")).unwrap() == f);
+    assert!(std::fs::read(moved.join("top/g.bin")).unwrap() == g);
+    assert!(!t.join("have/dir").exists() && !t.join("have/top").exists());
+    // After a restart: same names, same place, complete.
+    d.proc.signal(libc::SIGTERM);
+    assert_eq!(d.proc.wait(Duration::from_secs(30)).code(), Some(0));
+    let d = start_daemon(&config, 0, 0, &[]);
+    wait_list(d.rpc, "top complete", |l| {
+        l.len() == 1 && l[0].0 == "100%" && l[0].2 == "top"
+    });
+    let files = remote_ok(d.rpc, &["-t", "1", "-f"]);
+    assert!(
+        files.contains("top/renamed/f.bin") && files.contains("top/g.bin"),
+        "{files}"
+    );
+    let info = remote_ok(d.rpc, &["-t", "1", "-i"]);
+    assert!(
+        info.contains(&format!("Location: {}", moved.display())),
+        "{info}"
+    );
+}
