@@ -19,7 +19,9 @@ use crate::backend::{Backend, Start};
 use crate::settings::Settings;
 use crate::store::{Record, Store};
 
+mod data;
 mod rename;
+use data::{delete_local_data, move_torrent_data};
 pub use rename::Rename;
 
 /// How long a torrent counts as recently active (Transmission's value).
@@ -780,68 +782,5 @@ impl<B: Backend> Torrents<B> {
         s.cumulative_files_added += added;
         inner.files_added = 0;
         self.save_dirty(&mut inner, true);
-    }
-}
-
-/// Moves a torrent's data (its file, or its top directory) from `from` to
-/// `to` by renaming. Nothing there yet (a torrent that never got data) is
-/// not an error.
-fn move_torrent_data(m: &Metainfo, from: &Path, to: &Path) -> Result<(), String> {
-    let top = if m.info.multi_file {
-        PathBuf::from(&m.info.name)
-    } else {
-        m.info
-            .files
-            .first()
-            .map(|f| m.info.disk_path(f))
-            .unwrap_or_default()
-    };
-    let (src, dst) = (from.join(&top), to.join(&top));
-    if dst.exists() {
-        return Err(format!("{} already exists", dst.display()));
-    }
-    match std::fs::rename(&src, &dst) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!(
-            "cannot move {} to {}: {e}",
-            src.display(),
-            dst.display()
-        )),
-    }
-}
-
-/// Deletes a removed torrent's files, then the directories of a
-/// multi-file torrent that became empty (never above its root).
-fn delete_local_data(m: &Metainfo, save_dir: &Path) {
-    for f in m.info.files.iter().filter(|f| !f.padding) {
-        let p = save_dir.join(m.info.disk_path(f));
-        match std::fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => warn!("cannot delete {}: {e}", p.display()),
-        }
-    }
-    if m.info.multi_file {
-        let root = save_dir.join(&m.info.name);
-        let mut dirs: Vec<PathBuf> = m
-            .info
-            .files
-            .iter()
-            .flat_map(|f| {
-                let mut p = root.join(f.relative_path());
-                let mut out = Vec::new();
-                while p.pop() && p.starts_with(&root) {
-                    out.push(p.clone());
-                }
-                out
-            })
-            .collect();
-        // Deepest first; `remove_dir` only removes empty ones.
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        dirs.dedup();
-        for d in dirs {
-            let _ = std::fs::remove_dir(&d);
-        }
     }
 }

@@ -240,3 +240,45 @@ fn session_limits_and_the_alt_schedule_apply_live() {
     assert_eq!(r["alt-speed-time-day"], 127 & !today_bit());
     assert_eq!(r["speed-limit-down"], 300);
 }
+
+/// `--move` to another filesystem (tmpfs `/dev/shm` from the temp dir):
+/// copied, then the source removed; the store records the new place.
+#[test]
+fn set_location_moves_across_filesystems() {
+    use std::os::unix::fs::MetadataExt;
+    let h = Harness::new(Access::default());
+    let other = tempfile::tempdir_in("/dev/shm").ok();
+    let differs = other.as_ref().is_some_and(|o| {
+        std::fs::metadata(o.path()).unwrap().dev() != std::fs::metadata(h.data()).unwrap().dev()
+    });
+    if !bittern_testkit::require(
+        "a writable /dev/shm on another filesystem than the temp dir",
+        differs,
+    ) {
+        return;
+    }
+    let other = other.unwrap();
+    let to = other.path().join("moved");
+    let dl = h.data().join("dl");
+    write(&dl.join("multi/a.txt"), b"aaa");
+    write(&dl.join("multi/sub/b.bin"), &[7u8; 100_000]);
+    h.add(&multi(), &dl);
+    h.ok(json!({"method": "torrent-set-location",
+        "arguments": {"ids": 1, "location": to, "move": true}}));
+    assert_eq!(std::fs::read(to.join("multi/a.txt")).unwrap(), b"aaa");
+    assert_eq!(
+        std::fs::read(to.join("multi/sub/b.bin")).unwrap(),
+        [7u8; 100_000]
+    );
+    assert!(!dl.join("multi").exists(), "the source is gone");
+    assert!(
+        !to.join(".multi.bittern-move").exists(),
+        "no partial copy left"
+    );
+    let Harness { dir, .. } = h;
+    let h = Harness::in_dir(dir, Access::default(), Fake::default());
+    assert_eq!(
+        get(&h, &["downloadDir"])[0]["downloadDir"],
+        to.to_str().unwrap()
+    );
+}
