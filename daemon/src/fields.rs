@@ -17,8 +17,12 @@ pub mod status_code {
     pub const STOPPED: i64 = 0;
     /// Checking its data.
     pub const VERIFYING: i64 = 2;
+    /// Waiting in the download queue.
+    pub const DOWNLOAD_WAIT: i64 = 3;
     /// Downloading.
     pub const DOWNLOADING: i64 = 4;
+    /// Waiting in the seed queue.
+    pub const SEED_WAIT: i64 = 5;
     /// Seeding.
     pub const SEEDING: i64 = 6;
 }
@@ -67,7 +71,12 @@ impl<'a> View<'a> {
     /// Transmission's status code.
     pub fn status_code(&self) -> i64 {
         use status_code::*;
-        match self.status.as_ref().map(|s| &s.state) {
+        let st = self.status.as_ref();
+        if self.entry.queued && !st.is_some_and(|s| s.state == TorrentState::Checking) {
+            let complete = st.is_some_and(|s| s.wanted_bytes > 0 && s.have_bytes >= s.wanted_bytes);
+            return if complete { SEED_WAIT } else { DOWNLOAD_WAIT };
+        }
+        match st.map(|s| &s.state) {
             None => STOPPED,
             Some(TorrentState::Checking) => VERIFYING,
             Some(TorrentState::Downloading) => DOWNLOADING,
@@ -197,7 +206,7 @@ impl<'a> View<'a> {
             "isFinished" => json!(
                 st.is_some_and(|s| s.state == TorrentState::Stopped) && self.left_until_done() == 0
             ),
-            "isStalled" => json!(false),
+            "isStalled" => json!(self.stalled()),
             "isPrivate" => json!(m.info.private),
             "rateDownload" => json!(rate(|s| s.download_rate)),
             "rateUpload" => json!(rate(|s| s.upload_rate)),
@@ -347,6 +356,19 @@ impl<'a> View<'a> {
             _ => return None,
         };
         Some(v)
+    }
+
+    /// Running without moving data for the stall time (the queue's rule).
+    fn stalled(&self) -> bool {
+        let (e, s) = (self.entry, self.settings);
+        let running = matches!(
+            self.status.as_ref().map(|s| &s.state),
+            Some(TorrentState::Downloading | TorrentState::Seeding)
+        );
+        running
+            && !e.queued
+            && s.queue_stalled_enabled
+            && e.last_active.elapsed().as_secs() >= s.queue_stalled_minutes.saturating_mul(60)
     }
 
     fn error_string(&self) -> String {

@@ -108,7 +108,7 @@ impl<B: Backend> Rpc<B> {
             "torrent-get" => self.torrent_get(args),
             "torrent-add" => self.torrent_add(args),
             "torrent-start" | "torrent-start-now" => {
-                t.start(&ids());
+                t.start(&ids(), name == "torrent-start-now");
                 Ok(Map::new())
             }
             "torrent-stop" => {

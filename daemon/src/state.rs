@@ -20,6 +20,7 @@ use crate::settings::Settings;
 use crate::store::{Record, Store};
 
 mod data;
+mod queue;
 mod rename;
 use data::{delete_local_data, move_torrent_data};
 pub use rename::Rename;
@@ -52,6 +53,12 @@ pub struct Entry {
     pub touched: Instant,
     /// The record changed since it was saved.
     pub dirty: bool,
+    /// Started by the user but waiting in the queue (paused in the engine).
+    pub queued: bool,
+    /// Started with `torrent-start-now`: runs whatever the queue says.
+    pub bypass_queue: bool,
+    /// Last time it moved data, or started (for the stall rule).
+    pub last_active: Instant,
 }
 
 impl Entry {
@@ -230,7 +237,10 @@ impl<B: Backend> Torrents<B> {
         };
         {
             let mut inner = t.inner.lock();
+            let queues_on =
+                inner.settings.download_queue_enabled || inner.settings.seed_queue_enabled;
             for (record, bytes) in saved {
+                let record_paused = record.paused;
                 let mut metainfo = match Metainfo::from_bytes(&bytes) {
                     Ok(m) => m,
                     Err(e) => {
@@ -254,11 +264,17 @@ impl<B: Backend> Torrents<B> {
                     start_date: 0,
                     touched: Instant::now(),
                     dirty: false,
+                    // Waiting until the queue has looked at it after its
+                    // check, so that a restart does not start them all.
+                    queued: !record_paused && queues_on,
+                    bypass_queue: false,
+                    last_active: Instant::now(),
                 };
                 t.launch(&inner.settings, &mut entry);
                 inner.entries.push(entry);
             }
             inner.renumber_queue();
+            t.schedule_queue(&mut inner);
             info!("{} torrents restored", inner.entries.len());
         }
         Ok(t)
@@ -308,7 +324,7 @@ impl<B: Backend> Torrents<B> {
             upload_limit,
             download_limit,
             resume_file: Some(self.store.resume_path(&e.hash.to_hex())),
-            paused: e.record.paused,
+            paused: e.record.paused || e.queued,
             ..TorrentOptions::default()
         }
     }
@@ -396,6 +412,9 @@ impl<B: Backend> Torrents<B> {
             start_date: 0,
             touched: Instant::now(),
             dirty: false,
+            queued: !spec.paused && !self.download_slot_free(&inner),
+            bypass_queue: false,
+            last_active: Instant::now(),
         };
         let settings = inner.settings.clone();
         self.launch(&settings, &mut entry);
@@ -409,23 +428,28 @@ impl<B: Backend> Torrents<B> {
         })
     }
 
-    /// Starts (resumes) the selected torrents.
-    pub fn start(&self, ids: &Ids) {
+    /// Starts (resumes) the selected torrents: they join the queue, and
+    /// run when it has room for them; with `now` they run at once
+    /// (`torrent-start-now`).
+    pub fn start(&self, ids: &Ids, now: bool) {
         let mut inner = self.inner.lock();
-        let settings = inner.settings.clone();
         for i in inner.select(ids) {
             let e = &mut inner.entries[i];
-            e.record.paused = false;
-            e.dirty = true;
-            e.touched = Instant::now();
             let ended = self
                 .backend
                 .status(e.hash)
                 .is_none_or(|s| s.state == TorrentState::Stopped);
-            if ended || self.backend.resume(e.hash).is_err() {
-                self.relaunch(&settings, e);
+            if e.record.paused || e.error.is_some() || ended {
+                // Waiting: the queue starts it (or relaunches one ended).
+                e.queued = true;
+                e.error = None;
             }
+            e.record.paused = false;
+            e.bypass_queue |= now;
+            e.dirty = true;
+            e.touched = Instant::now();
         }
+        self.schedule_queue(&mut inner);
         self.flush(&mut inner);
     }
 
@@ -435,11 +459,14 @@ impl<B: Backend> Torrents<B> {
         for i in inner.select(ids) {
             let e = &mut inner.entries[i];
             e.record.paused = true;
+            e.queued = false;
+            e.bypass_queue = false;
             e.dirty = true;
             e.touched = Instant::now();
             // A torrent that does not run is stopped already.
             let _ = self.backend.pause(e.hash);
         }
+        self.schedule_queue(&mut inner);
         self.flush(&mut inner);
     }
 
@@ -486,6 +513,7 @@ impl<B: Backend> Torrents<B> {
                 .removed
                 .retain(|(_, t)| now.duration_since(*t) < RECENT);
             inner.renumber_queue();
+            self.schedule_queue(&mut inner);
             self.flush(&mut inner);
             taken
         };
@@ -533,6 +561,7 @@ impl<B: Backend> Torrents<B> {
             }
         }
         inner.renumber_queue();
+        self.schedule_queue(&mut inner);
         self.flush(&mut inner);
     }
 
@@ -617,6 +646,7 @@ impl<B: Backend> Torrents<B> {
             inner.entries.insert(at, e);
         }
         inner.renumber_queue();
+        self.schedule_queue(&mut inner);
         self.flush(&mut inner);
     }
 
@@ -662,6 +692,7 @@ impl<B: Backend> Torrents<B> {
         let (down, up) = crate::limits::session_limits(&inner.settings);
         self.backend.set_session_limits(down, up);
         self.push_limits(&inner, &Ids::All);
+        self.schedule_queue(&mut inner);
         self.store
             .save_settings(&inner.settings)
             .map_err(|e| e.to_string())
@@ -706,6 +737,8 @@ impl<B: Backend> Torrents<B> {
     pub fn tick(&self, dt: Duration, save: bool) {
         let mut inner = self.inner.lock();
         self.follow_schedule(&mut inner);
+        self.note_activity(&mut inner);
+        self.schedule_queue(&mut inner);
         let now = unix_now();
         for e in &mut inner.entries {
             let Some(s) = self.backend.status(e.hash) else {

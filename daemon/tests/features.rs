@@ -282,3 +282,95 @@ fn set_location_moves_across_filesystems() {
         to.to_str().unwrap()
     );
 }
+
+fn three(h: &Harness) -> Vec<Vec<u8>> {
+    (0..3u8)
+        .map(|i| {
+            let bytes = bittern_wire::MetainfoBuilder::new(format!("q{i}.bin"))
+                .single_file(1000)
+                .piece_length(16384)
+                .pieces(vec![[i; 20]])
+                .build()
+                .unwrap();
+            h.add(&bytes, &h.data().join("dl"));
+            bytes
+        })
+        .collect()
+}
+
+fn statuses(h: &Harness) -> Vec<(i64, i64)> {
+    get(h, &["status", "queuePosition"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["status"].as_i64().unwrap(),
+                t["queuePosition"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn download_and_seed_queues() {
+    let h = Harness::new(Access::default());
+    h.ok(
+        json!({"method": "session-set", "arguments": {"download-queue-size": 2,
+        "queue-stalled-enabled": false}}),
+    );
+    let t = three(&h);
+    // Two download, the third waits (3 = queued to download).
+    assert_eq!(statuses(&h), [(4, 0), (4, 1), (3, 2)]);
+    // queue-move-top: the moved one takes a slot, the last one waits.
+    h.ok(json!({"method": "queue-move-top", "arguments": {"ids": [3]}}));
+    let by_id = |h: &Harness| -> Vec<i64> {
+        let mut v: Vec<(i64, i64)> = get(h, &["id", "status"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["id"].as_i64().unwrap(), t["status"].as_i64().unwrap()))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, s)| s).collect()
+    };
+    assert_eq!(by_id(&h), [4, 3, 4]);
+    // Stopping one frees its slot.
+    h.ok(json!({"method": "torrent-stop", "arguments": {"ids": [1]}}));
+    assert_eq!(by_id(&h), [0, 4, 4]);
+    // torrent-start-now runs besides the queue's two.
+    h.ok(json!({"method": "torrent-start-now", "arguments": {"ids": [1]}}));
+    assert_eq!(by_id(&h), [4, 4, 4]);
+    // torrent-start goes by queue order (3, 1, 2): 1 takes 2's slot.
+    h.ok(json!({"method": "torrent-stop", "arguments": {"ids": [1]}}));
+    h.ok(json!({"method": "torrent-start", "arguments": {"ids": [1]}}));
+    assert_eq!(by_id(&h), [4, 3, 4]);
+    // Stalled torrents hold no slot: with 0 minutes every running one is
+    // stalled (the waiting one starts; then it is stalled too).
+    h.ok(
+        json!({"method": "session-set", "arguments": {"queue-stalled-enabled": true,
+        "queue-stalled-minutes": 0}}),
+    );
+    assert_eq!(by_id(&h), [4, 4, 4]);
+    assert_eq!(get(&h, &["isStalled"])[0]["isStalled"], true);
+    h.ok(json!({"method": "session-set", "arguments": {"queue-stalled-minutes": 30}}));
+    assert_eq!(get(&h, &["isStalled"])[0]["isStalled"], false);
+    // Queue off: all run.
+    h.ok(
+        json!({"method": "session-set", "arguments": {"queue-stalled-enabled": false,
+        "download-queue-enabled": false}}),
+    );
+    assert_eq!(by_id(&h), [4, 4, 4]);
+
+    // Seeds: a seed queue of 1 after a restart with the data complete.
+    h.ok(
+        json!({"method": "session-set", "arguments": {"seed-queue-enabled": true,
+        "seed-queue-size": 1}}),
+    );
+    let Harness { dir, .. } = h;
+    let fake = Fake::default();
+    fake.complete.lock().extend(t.iter().map(|b| hash_of(b)));
+    let h = Harness::in_dir(dir, Access::default(), fake);
+    // Queue order from before the restart: 3, 1, 2 (5 = queued to seed).
+    assert_eq!(statuses(&h), [(6, 0), (5, 1), (5, 2)]);
+}
