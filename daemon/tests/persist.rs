@@ -61,7 +61,7 @@ fn torrents_come_back_after_a_restart() {
                 .values()
                 .find(|(s, _)| s.metainfo.info.name == *n)
                 .unwrap();
-            assert_eq!(start.options.paused, true, "{n} waits for the queue");
+            assert!(start.options.paused, "{n} waits for the queue");
             status.state == bittern_engine::TorrentState::Paused
         })
         .collect();
