@@ -230,3 +230,48 @@ fn python_client_renames_groups_and_moves() {
         "{info}"
     );
 }
+
+#[test]
+fn seed_queue_with_python_and_transmission_remote() {
+    let python = trpc_python();
+    let available = Command::new(&python)
+        .args(["-c", "import transmission_rpc"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !bittern_testkit::require(
+        &format!(
+            "the Python transmission-rpc package at {} (scripts/test.sh makes the venv)",
+            python.display()
+        ),
+        available,
+    ) || !have_remote()
+    {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let torrents: Vec<_> = (0..3)
+        .map(|i| {
+            let f = t.join(format!("have/q{i}.bin"));
+            random_file(&f, 100_000, 40 + i);
+            create(&f, &t.join(format!("q{i}.torrent")), &[])
+        })
+        .collect();
+    let d = start_daemon(&t.join("config"), 0, 0, &[]);
+    let mut py = Command::new(&python);
+    py.arg(script("trpc_queue.py"))
+        .arg(d.rpc.to_string())
+        .arg(t.join("have"))
+        .args(&torrents);
+    let out = py.output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("OK"), "{text}");
+    // transmission-remote shows the waiting one as Queued, every row.
+    // Now: 0 stopped, 1 (started now) and 2 seeding. Start 0: it is
+    // first in the queue of one, so 2 waits; 1 runs outside the queue.
+    remote_ok(d.rpc, &["-t", "1", "-s"]);
+    wait_list(d.rpc, "2 queued", |l| {
+        l.len() == 3 && l[0].1 == "Idle" && l[1].1 == "Idle" && l[2].1 == "Queued"
+    });
+}
