@@ -203,9 +203,7 @@ impl<'a> View<'a> {
             } else {
                 0.0
             }),
-            "isFinished" => json!(
-                st.is_some_and(|s| s.state == TorrentState::Stopped) && self.left_until_done() == 0
-            ),
+            "isFinished" => json!(r.finished),
             "isStalled" => json!(self.stalled()),
             "isPrivate" => json!(m.info.private),
             "rateDownload" => json!(rate(|s| s.download_rate)),
@@ -216,7 +214,7 @@ impl<'a> View<'a> {
             "corruptEver" => json!(e.folded(st).corrupt_ever),
             "haveValid" => json!(st.map_or(0, |s| s.have_bytes)),
             "haveUnchecked" => json!(0),
-            "downloadDir" => json!(r.save_dir.to_string_lossy()),
+            "downloadDir" => json!(r.final_dir.as_ref().unwrap_or(&r.save_dir).to_string_lossy()),
             "addedDate" => json!(r.added_date),
             "doneDate" => json!(r.done_date),
             "activityDate" => json!(r.activity_date),

@@ -96,6 +96,9 @@ impl<B: Backend> Rpc<B> {
                 if let Some(d) = args.get("download-dir").and_then(Value::as_str) {
                     s.download_dir = absolute(Path::new(d)).to_string_lossy().into_owned();
                 }
+                if let Some(d) = args.get("incomplete-dir").and_then(Value::as_str) {
+                    s.incomplete_dir = absolute(Path::new(d)).to_string_lossy().into_owned();
+                }
                 let reschedule = args.keys().any(|k| k.starts_with("alt-speed-time"));
                 t.set_settings(s, reschedule)?;
                 Ok(Map::new())
@@ -198,8 +201,6 @@ impl<B: Backend> Rpc<B> {
             "blocklist-url": "",
             "cache-size-mb": 4,
             "rename-partial-files": false,
-            "script-torrent-done-enabled": false,
-            "script-torrent-done-filename": "",
             "default-trackers": "",
             "download-dir-free-space": free,
             "units": {
@@ -559,10 +560,9 @@ impl<B: Backend> Rpc<B> {
                 prio
             };
             // What the engine takes only at start: restart it when that
-            // changed. Limits change live (below).
-            Ok(r.wanted != before.wanted
-                || (r.seed_ratio_mode, r.seed_ratio_limit.to_bits())
-                    != (before.seed_ratio_mode, before.seed_ratio_limit.to_bits()))
+            // changed. Limits change live (below); seed limits are the
+            // daemon's own.
+            Ok(r.wanted != before.wanted)
         })?;
         self.torrents.apply_limits(&ids);
         if let Some(pos) = args.get("queuePosition").and_then(as_i64) {

@@ -66,6 +66,10 @@ pub struct Settings {
     pub incomplete_dir_enabled: bool,
     /// Whether to delete added `.torrent` files.
     pub trash_original_torrent_files: bool,
+    /// Whether to run a program when a torrent completes.
+    pub script_torrent_done_enabled: bool,
+    /// The program (run with Transmission's `TR_*` environment).
+    pub script_torrent_done_filename: String,
     /// The peer port used when none is given on the command line.
     pub peer_port: u16,
     /// Times the daemon was started.
@@ -114,6 +118,8 @@ impl Default for Settings {
             incomplete_dir: format!("{}/Downloads", home.trim_end_matches('/')),
             incomplete_dir_enabled: false,
             trash_original_torrent_files: false,
+            script_torrent_done_enabled: false,
+            script_torrent_done_filename: String::new(),
             peer_port: 51413,
             session_count: 0,
             cumulative_downloaded_bytes: 0,
@@ -155,6 +161,8 @@ pub const MUTABLE: &[&str] = &[
     "incomplete-dir",
     "incomplete-dir-enabled",
     "trash-original-torrent-files",
+    "script-torrent-done-enabled",
+    "script-torrent-done-filename",
 ];
 
 /// The keys of [`Settings`] that `session-get` reports as they are.

@@ -20,6 +20,7 @@ use crate::settings::Settings;
 use crate::store::{Record, Store};
 
 mod data;
+mod done;
 mod queue;
 mod rename;
 use data::{delete_local_data, move_torrent_data};
@@ -57,8 +58,12 @@ pub struct Entry {
     pub queued: bool,
     /// Started with `torrent-start-now`: runs whatever the queue says.
     pub bypass_queue: bool,
-    /// Last time it moved data, or started (for the stall rule).
+    /// Last time it moved data, or started (for the stall rule and the
+    /// idle seeding limit).
     pub last_active: Instant,
+    /// Seen incomplete after its check this run: its completion runs the
+    /// torrent-done script.
+    pub seen_incomplete: bool,
 }
 
 impl Entry {
@@ -269,6 +274,7 @@ impl<B: Backend> Torrents<B> {
                     queued: !record_paused && queues_on,
                     bypass_queue: false,
                     last_active: Instant::now(),
+                    seen_incomplete: false,
                 };
                 t.launch(&inner.settings, &mut entry);
                 inner.entries.push(entry);
@@ -312,15 +318,12 @@ impl<B: Backend> Torrents<B> {
                 .map(|f| !f.padding && visible.next().copied().unwrap_or(true))
                 .collect()
         };
-        let seed_goal = match e.record.seed_ratio_mode {
-            1 => SeedGoal::Ratio(e.record.seed_ratio_limit),
-            0 if settings.seed_ratio_limited => SeedGoal::Ratio(settings.seed_ratio_limit),
-            _ => SeedGoal::Forever,
-        };
         let (download_limit, upload_limit) = crate::limits::torrent_limits(settings, &e.record);
         TorrentOptions {
             wanted_files,
-            seed_goal,
+            // The daemon stops torrents at their ratio and idle limits
+            // itself (see `done`), with counters kept across restarts.
+            seed_goal: SeedGoal::Forever,
             upload_limit,
             download_limit,
             resume_file: Some(self.store.resume_path(&e.hash.to_hex())),
@@ -380,9 +383,24 @@ impl<B: Backend> Torrents<B> {
             .iter()
             .filter(|f| !f.padding)
             .count();
+        // With an incomplete dir, data not already in place downloads there.
+        let s = &inner.settings;
+        let top = spec.metainfo.info.name.clone();
+        let (save_dir, final_dir) = if s.incomplete_dir_enabled
+            && !s.incomplete_dir.is_empty()
+            && std::fs::symlink_metadata(spec.save_dir.join(&top)).is_err()
+        {
+            let dir = PathBuf::from(&s.incomplete_dir);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            (dir, Some(spec.save_dir))
+        } else {
+            (spec.save_dir, None)
+        };
         let record = Record {
             info_hash: hash.to_hex(),
-            save_dir: spec.save_dir,
+            save_dir,
+            final_dir,
             paused: spec.paused,
             labels: spec.labels,
             wanted: if spec.wanted.len() == visible {
@@ -415,6 +433,7 @@ impl<B: Backend> Torrents<B> {
             queued: !spec.paused && !self.download_slot_free(&inner),
             bypass_queue: false,
             last_active: Instant::now(),
+            seen_incomplete: false,
         };
         let settings = inner.settings.clone();
         self.launch(&settings, &mut entry);
@@ -445,6 +464,7 @@ impl<B: Backend> Torrents<B> {
                 e.error = None;
             }
             e.record.paused = false;
+            e.record.finished = false;
             e.bypass_queue |= now;
             e.dirty = true;
             e.touched = Instant::now();
@@ -613,26 +633,40 @@ impl<B: Backend> Torrents<B> {
             if e.record.save_dir == location {
                 continue;
             }
-            let status = self.backend.status(e.hash);
-            e.record = e.folded(status.as_ref());
-            self.backend.remove(e.hash);
-            let moved = if move_data {
-                move_torrent_data(&e.metainfo, &e.record.save_dir, location)
-            } else {
-                Ok(())
-            };
-            match moved {
-                Ok(()) => {
-                    e.record.save_dir = location.to_path_buf();
-                    e.record.edit_date = unix_now();
-                }
-                Err(err) => result = Err(err),
+            if let Err(err) = self.relocate(&settings, e, location, move_data) {
+                result = Err(err);
             }
-            self.launch(&settings, e);
-            e.dirty = true;
         }
         self.flush(&mut inner);
         result
+    }
+
+    /// Points one torrent at `location`, moving its data there first with
+    /// `move_data`; it stops for that and starts again (where it was, when
+    /// the move failed).
+    fn relocate(
+        &self,
+        settings: &Settings,
+        e: &mut Entry,
+        location: &Path,
+        move_data: bool,
+    ) -> Result<(), String> {
+        let status = self.backend.status(e.hash);
+        e.record = e.folded(status.as_ref());
+        self.backend.remove(e.hash);
+        let moved = if move_data {
+            move_torrent_data(&e.metainfo, &e.record.save_dir, location)
+        } else {
+            Ok(())
+        };
+        if moved.is_ok() {
+            e.record.save_dir = location.to_path_buf();
+            e.record.final_dir = None;
+            e.record.edit_date = unix_now();
+        }
+        self.launch(settings, e);
+        e.dirty = true;
+        moved
     }
 
     /// Sets a torrent's queue position (moving the others).
@@ -740,7 +774,8 @@ impl<B: Backend> Torrents<B> {
         self.note_activity(&mut inner);
         self.schedule_queue(&mut inner);
         let now = unix_now();
-        for e in &mut inner.entries {
+        let mut completed = Vec::new();
+        for (i, e) in inner.entries.iter_mut().enumerate() {
             let Some(s) = self.backend.status(e.hash) else {
                 continue;
             };
@@ -762,7 +797,18 @@ impl<B: Backend> Torrents<B> {
                 e.dirty = true;
                 e.touched = Instant::now();
             }
+            let checked = s.state != TorrentState::Checking && s.wanted_bytes > 0;
+            if checked && !complete {
+                e.seen_incomplete = true;
+            }
+            if complete && (e.seen_incomplete || e.record.final_dir.is_some()) {
+                completed.push(i);
+            }
         }
+        for i in completed {
+            self.on_complete(&mut inner, i);
+        }
+        self.enforce_seed_limits(&mut inner);
         if save {
             self.save_dirty(&mut inner, false);
         }

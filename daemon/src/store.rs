@@ -109,6 +109,11 @@ pub struct Record {
     pub group: String,
     /// Renames of its files and folders (`torrent-rename-path`), in order.
     pub renames: Vec<crate::state::Rename>,
+    /// Where its data goes once complete, while it is downloaded in the
+    /// incomplete dir ([`save_dir`](Self::save_dir)).
+    pub final_dir: Option<PathBuf>,
+    /// Stopped by its seed ratio or idle limit.
+    pub finished: bool,
 }
 
 impl Default for Record {
@@ -143,6 +148,8 @@ impl Default for Record {
             seed_idle_mode: 0,
             group: String::new(),
             renames: Vec::new(),
+            final_dir: None,
+            finished: false,
         }
     }
 }
