@@ -275,3 +275,124 @@ fn seed_queue_with_python_and_transmission_remote() {
         l.len() == 3 && l[0].1 == "Idle" && l[1].1 == "Idle" && l[2].1 == "Queued"
     });
 }
+
+/// `-c DIR` (incomplete dir) and `--torrent-done-script` with
+/// transmission-remote: the data lives in the incomplete dir while it
+/// downloads, moves to the download dir when complete, and the script
+/// sees Transmission's variables. Then `-sr 1` stops a seed at ratio 1 as
+/// a `bittern download` leecher takes a full copy: "Finished", and still
+/// after a restart.
+#[test]
+fn incomplete_dir_done_script_and_seed_ratio() {
+    if !have_remote() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let data = random_file(&t.join("src/b.bin"), 2_000_000, 51);
+    let b = create(
+        &t.join("src/b.bin"),
+        &t.join("b.torrent"),
+        &["--piece-length", "16KiB"],
+    );
+    let hash = bittern_wire::Metainfo::from_bytes(&std::fs::read(&b).unwrap())
+        .unwrap()
+        .info_hash;
+    let env_out = t.join("done.env");
+    let script_path = t.join("done.sh");
+    std::fs::write(
+        &script_path,
+        format!(
+            "#!/bin/sh\nenv | grep '^TR_' > '{}.tmp'\nmv '{0}.tmp' '{0}'\n",
+            env_out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &script_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let (inc, dl) = (t.join("incomplete"), t.join("dl"));
+    let config = t.join("config");
+    let mut d = start_daemon(&config, 0, 0, &[]);
+    let rpc = d.rpc;
+    remote_ok(rpc, &["-c", inc.to_str().unwrap()]);
+    remote_ok(
+        rpc,
+        &["--torrent-done-script", script_path.to_str().unwrap()],
+    );
+    remote_ok(rpc, &["-d", "400"]);
+    remote_ok(
+        rpc,
+        &["-a", b.to_str().unwrap(), "-w", dl.to_str().unwrap()],
+    );
+    let (_seeder, _) = start_seed(
+        &b,
+        &t.join("src"),
+        &["--peer", &format!("127.0.0.1:{}", d.peer)],
+    );
+    wait_until("first bytes", Duration::from_secs(30), || {
+        have(rpc, "1") > 0
+    });
+    assert!(
+        inc.join("b.bin").exists(),
+        "downloading into the incomplete dir"
+    );
+    assert!(!dl.join("b.bin").exists());
+    let info = remote_ok(rpc, &["-t", "1", "-i"]);
+    assert!(
+        info.contains(&format!("Location: {}", dl.display())),
+        "{info}"
+    );
+    remote_ok(rpc, &["-D"]);
+    wait_until("b.bin in the download dir", Duration::from_secs(60), || {
+        dl.join("b.bin").exists()
+    });
+    assert!(std::fs::read(dl.join("b.bin")).unwrap() == data);
+    assert!(!inc.join("b.bin").exists(), "moved, not copied");
+    wait_until("the done script", Duration::from_secs(20), || {
+        env_out.exists()
+    });
+    let env = std::fs::read_to_string(&env_out).unwrap();
+    for want in [
+        "TR_TORRENT_NAME=b.bin".to_string(),
+        format!("TR_TORRENT_DIR={}", dl.display()),
+        format!("TR_TORRENT_HASH={}", hash.to_hex()),
+        "TR_TORRENT_ID=1".into(),
+        "TR_TORRENT_BYTES_DOWNLOADED=2000000".into(),
+        "TR_APP_VERSION=4.0.6 (bittern".into(),
+        "TR_TIME_LOCALTIME=".into(),
+    ] {
+        assert!(env.contains(&want), "{want} not in:\n{env}");
+    }
+    wait_list(rpc, "b seeding from dl", |l| {
+        l.len() == 1 && l[0].0 == "100%"
+    });
+
+    // Seed ratio 1: a leecher takes one full copy, then b stops.
+    remote_ok(rpc, &["-t", "1", "-sr", "1"]);
+    let leech = t.join("leech");
+    let mut leecher = Proc::spawn(cmd([
+        "download",
+        b.to_str().unwrap(),
+        "-d",
+        leech.to_str().unwrap(),
+        "--bind",
+        "127.0.0.1",
+        "-p",
+        "0",
+        "--peer",
+        &format!("127.0.0.1:{}", d.peer),
+        "--exit-on-complete",
+    ]));
+    assert_eq!(leecher.wait(Duration::from_secs(60)).code(), Some(0));
+    assert!(std::fs::read(leech.join("b.bin")).unwrap() == data);
+    wait_list(rpc, "b finished at ratio 1", |l| l[0].1 == "Finished");
+    // Stopped for good: the same after a restart.
+    d.proc.signal(libc::SIGTERM);
+    assert_eq!(d.proc.wait(Duration::from_secs(30)).code(), Some(0));
+    let d = start_daemon(&config, 0, 0, &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    wait_list(d.rpc, "b still finished", |l| l[0].1 == "Finished");
+}

@@ -214,7 +214,11 @@ impl<'a> View<'a> {
             "corruptEver" => json!(e.folded(st).corrupt_ever),
             "haveValid" => json!(st.map_or(0, |s| s.have_bytes)),
             "haveUnchecked" => json!(0),
-            "downloadDir" => json!(r.final_dir.as_ref().unwrap_or(&r.save_dir).to_string_lossy()),
+            "downloadDir" => json!(r
+                .final_dir
+                .as_ref()
+                .unwrap_or(&r.save_dir)
+                .to_string_lossy()),
             "addedDate" => json!(r.added_date),
             "doneDate" => json!(r.done_date),
             "activityDate" => json!(r.activity_date),

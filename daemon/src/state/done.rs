@@ -26,7 +26,11 @@ impl<B: Backend> Torrents<B> {
                 .map_err(|err| format!("cannot create {}: {err}", dir.display()))
                 .and_then(|()| self.relocate(&settings, e, &dir, true));
             match moved {
-                Ok(()) => info!("{}: complete, moved to {}", e.metainfo.info.name, dir.display()),
+                Ok(()) => info!(
+                    "{}: complete, moved to {}",
+                    e.metainfo.info.name,
+                    dir.display()
+                ),
                 Err(err) => {
                     // It stays in the incomplete dir; not tried again.
                     warn!("{}: {err}", e.metainfo.info.name);
@@ -40,7 +44,9 @@ impl<B: Backend> Torrents<B> {
             if settings.script_torrent_done_enabled
                 && !settings.script_torrent_done_filename.is_empty()
             {
-                let downloaded = e.folded(self.backend.status(e.hash).as_ref()).downloaded_ever;
+                let downloaded = e
+                    .folded(self.backend.status(e.hash).as_ref())
+                    .downloaded_ever;
                 run_done_script(&settings, e, downloaded);
             }
         }
@@ -92,7 +98,11 @@ impl<B: Backend> Torrents<B> {
                 info!(
                     "{}: {} limit reached, stopping",
                     e.metainfo.info.name,
-                    if ratio_done { "seed ratio" } else { "idle seeding" }
+                    if ratio_done {
+                        "seed ratio"
+                    } else {
+                        "idle seeding"
+                    }
                 );
                 e.record.paused = true;
                 e.record.finished = true;
