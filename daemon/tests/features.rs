@@ -374,3 +374,43 @@ fn download_and_seed_queues() {
     // Queue order from before the restart: 3, 1, 2 (5 = queued to seed).
     assert_eq!(statuses(&h), [(6, 0), (5, 1), (5, 2)]);
 }
+
+#[test]
+fn seed_ratio_and_idle_limits_stop_seeds() {
+    let fake = Fake::default();
+    fake.complete.lock().extend([hash_of(&multi()), hash_of(&single())]);
+    let h = Harness::in_dir(tempfile::tempdir().unwrap(), Access::default(), fake);
+    h.add(&multi(), &h.data().join("dl"));
+    h.add(&single(), &h.data().join("dl"));
+    let t = h.rpc.torrents();
+    let tick = || t.tick(Duration::from_secs(1), false);
+    let states = |h: &Harness| -> Vec<(i64, bool)> {
+        get(h, &["status", "isFinished"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["status"].as_i64().unwrap(), t["isFinished"].as_bool().unwrap()))
+            .collect()
+    };
+    tick();
+    assert_eq!(states(&h), [(6, false), (6, false)]);
+    // Session ratio 0.5: multi (300,000 bytes) has uploaded 150,000.
+    h.ok(json!({"method": "session-set", "arguments": {"seedRatioLimit": 0.5,
+        "seedRatioLimited": true}}));
+    h.fake.state.lock().running.get_mut(&hash_of(&multi())).unwrap().1.uploaded = 149_999;
+    tick();
+    assert_eq!(states(&h), [(6, false), (6, false)], "not yet");
+    h.fake.state.lock().running.get_mut(&hash_of(&multi())).unwrap().1.uploaded = 150_000;
+    tick();
+    assert_eq!(states(&h), [(0, true), (6, false)]);
+    // Own idle limit of 0 minutes: idle at once. Mode 2 on the other: never.
+    h.ok(json!({"method": "torrent-set", "arguments": {"ids": [2], "seedIdleMode": 1,
+        "seedIdleLimit": 0}}));
+    tick();
+    assert_eq!(states(&h), [(0, true), (0, true)]);
+    // Started again with an unlimited ratio it seeds on.
+    h.ok(json!({"method": "torrent-set", "arguments": {"ids": [1], "seedRatioMode": 2}}));
+    h.ok(json!({"method": "torrent-start", "arguments": {"ids": [1]}}));
+    tick();
+    assert_eq!(states(&h)[0], (6, false));
+}
