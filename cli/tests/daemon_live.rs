@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bittern_tracker::server::{ServerConfig, TrackerServer};
 
-use crate::daemon::{remote_ok, start_daemon, trpc_python, wait_list, REMOTE};
+use crate::daemon::{free_port, remote_ok, start_daemon, trpc_python, wait_list, REMOTE};
 use crate::util::*;
 
 fn have_remote() -> bool {
@@ -395,4 +395,79 @@ fn incomplete_dir_done_script_and_seed_ratio() {
     let d = start_daemon(&config, 0, 0, &[]);
     std::thread::sleep(Duration::from_secs(2));
     wait_list(d.rpc, "b still finished", |l| l[0].1 == "Finished");
+}
+
+/// `bittern remote` against `bittern daemon` with a password: the 401
+/// without `--auth`, then add (and a duplicate), list, stop, start,
+/// info, remove with its data; an unreachable daemon is a network error.
+#[test]
+fn bittern_remote_drives_the_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    random_file(&t.join("have/a.bin"), 300_000, 61);
+    let a = create(&t.join("have/a.bin"), &t.join("a.torrent"), &[]);
+    let d = start_daemon(
+        &t.join("config"),
+        0,
+        0,
+        &["--rpc-username", "u", "--rpc-password", "pw"],
+    );
+    let url = format!("http://127.0.0.1:{}/transmission/rpc", d.rpc);
+    let remote = |extra: &[&str]| {
+        let mut args = vec!["remote", "--url", url.as_str()];
+        args.extend_from_slice(extra);
+        bittern(&args)
+    };
+    let r = remote(&["list"]);
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(r.stderr.contains("--auth"), "{}", r.stderr);
+    let r = remote(&["--auth", "u:wrong", "list"]);
+    assert_eq!(r.code, Some(2), "{r:?}");
+    let ok = |extra: &[&str]| {
+        let mut args = vec!["--auth", "u:pw"];
+        args.extend_from_slice(extra);
+        let r = remote(&args);
+        assert_eq!(r.code, Some(0), "{extra:?}: {r:?}");
+        r.stdout
+    };
+    let have = t.join("have");
+    let out = ok(&["add", a.to_str().unwrap(), "-w", have.to_str().unwrap()]);
+    assert!(out.starts_with("added: a.bin (id 1, "), "{out}");
+    let out = ok(&["add", a.to_str().unwrap()]);
+    assert!(out.starts_with("already there: a.bin (id 1"), "{out}");
+    let row = |out: &str| -> Vec<String> {
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].trim_start().starts_with("ID"), "{out}");
+        lines[1..]
+            .iter()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    wait_until("seeding", Duration::from_secs(30), || {
+        row(&ok(&["list"]))
+            .first()
+            .is_some_and(|l| l.starts_with("1 100% ") && l.contains(" Seeding a.bin"))
+    });
+    ok(&["stop", "1"]);
+    wait_until("stopped", Duration::from_secs(10), || {
+        row(&ok(&["list"]))[0].contains(" Stopped a.bin")
+    });
+    ok(&["start", "all"]);
+    wait_until("seeding again", Duration::from_secs(10), || {
+        row(&ok(&["list"]))[0].contains(" Seeding a.bin")
+    });
+    let info = ok(&["info", "1"]);
+    assert!(
+        info.contains("Name: a.bin") && info.contains(&format!("Location: {}", have.display())),
+        "{info}"
+    );
+    assert!(info.contains("Done: 100.0%"), "{info}");
+    assert_eq!(remote(&["--auth", "u:pw", "info", "x"]).code, Some(2));
+    ok(&["remove", "1", "--delete"]);
+    assert!(row(&ok(&["list"])).is_empty());
+    assert!(!have.join("a.bin").exists(), "--delete removed the data");
+    // Nobody there: a network error.
+    let dead = format!("http://127.0.0.1:{}/transmission/rpc", free_port());
+    let r = bittern(["remote", "--url", dead.as_str(), "list"]);
+    assert_eq!(r.code, Some(4), "{r:?}");
 }

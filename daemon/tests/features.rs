@@ -378,7 +378,9 @@ fn download_and_seed_queues() {
 #[test]
 fn seed_ratio_and_idle_limits_stop_seeds() {
     let fake = Fake::default();
-    fake.complete.lock().extend([hash_of(&multi()), hash_of(&single())]);
+    fake.complete
+        .lock()
+        .extend([hash_of(&multi()), hash_of(&single())]);
     let h = Harness::in_dir(tempfile::tempdir().unwrap(), Access::default(), fake);
     h.add(&multi(), &h.data().join("dl"));
     h.add(&single(), &h.data().join("dl"));
@@ -389,23 +391,46 @@ fn seed_ratio_and_idle_limits_stop_seeds() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|t| (t["status"].as_i64().unwrap(), t["isFinished"].as_bool().unwrap()))
+            .map(|t| {
+                (
+                    t["status"].as_i64().unwrap(),
+                    t["isFinished"].as_bool().unwrap(),
+                )
+            })
             .collect()
     };
     tick();
     assert_eq!(states(&h), [(6, false), (6, false)]);
     // Session ratio 0.5: multi (300,000 bytes) has uploaded 150,000.
-    h.ok(json!({"method": "session-set", "arguments": {"seedRatioLimit": 0.5,
-        "seedRatioLimited": true}}));
-    h.fake.state.lock().running.get_mut(&hash_of(&multi())).unwrap().1.uploaded = 149_999;
+    h.ok(
+        json!({"method": "session-set", "arguments": {"seedRatioLimit": 0.5,
+        "seedRatioLimited": true}}),
+    );
+    h.fake
+        .state
+        .lock()
+        .running
+        .get_mut(&hash_of(&multi()))
+        .unwrap()
+        .1
+        .uploaded = 149_999;
     tick();
     assert_eq!(states(&h), [(6, false), (6, false)], "not yet");
-    h.fake.state.lock().running.get_mut(&hash_of(&multi())).unwrap().1.uploaded = 150_000;
+    h.fake
+        .state
+        .lock()
+        .running
+        .get_mut(&hash_of(&multi()))
+        .unwrap()
+        .1
+        .uploaded = 150_000;
     tick();
     assert_eq!(states(&h), [(0, true), (6, false)]);
     // Own idle limit of 0 minutes: idle at once. Mode 2 on the other: never.
-    h.ok(json!({"method": "torrent-set", "arguments": {"ids": [2], "seedIdleMode": 1,
-        "seedIdleLimit": 0}}));
+    h.ok(
+        json!({"method": "torrent-set", "arguments": {"ids": [2], "seedIdleMode": 1,
+        "seedIdleLimit": 0}}),
+    );
     tick();
     assert_eq!(states(&h), [(0, true), (0, true)]);
     // Started again with an unlimited ratio it seeds on.
