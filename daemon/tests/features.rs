@@ -373,6 +373,14 @@ fn download_and_seed_queues() {
     let h = Harness::in_dir(dir, Access::default(), fake);
     // Queue order from before the restart: 3, 1, 2 (5 = queued to seed).
     assert_eq!(statuses(&h), [(6, 0), (5, 1), (5, 2)]);
+    // /metrics counts them as queued.
+    let r = h.raw("GET", "/metrics", &[("Host", "127.0.0.1:9091")], b"");
+    let text = String::from_utf8(r.body).unwrap();
+    assert!(
+        text.contains("bittern_session_torrents{state=\"queued\"} 2")
+            && text.contains("bittern_session_torrents{state=\"seeding\"} 1"),
+        "{text}"
+    );
 }
 
 #[test]
