@@ -61,9 +61,9 @@ pub struct Entry {
     /// Last time it moved data, or started (for the stall rule and the
     /// idle seeding limit).
     pub last_active: Instant,
-    /// Seen incomplete after its check this run: its completion runs the
-    /// torrent-done script.
-    pub seen_incomplete: bool,
+    /// Its completion was handled (the done script ran); cleared when it
+    /// is seen incomplete again.
+    pub done_handled: bool,
 }
 
 impl Entry {
@@ -274,7 +274,7 @@ impl<B: Backend> Torrents<B> {
                     queued: !record_paused && queues_on,
                     bypass_queue: false,
                     last_active: Instant::now(),
-                    seen_incomplete: false,
+                    done_handled: false,
                 };
                 t.launch(&inner.settings, &mut entry);
                 inner.entries.push(entry);
@@ -433,7 +433,7 @@ impl<B: Backend> Torrents<B> {
             queued: !spec.paused && !self.download_slot_free(&inner),
             bypass_queue: false,
             last_active: Instant::now(),
-            seen_incomplete: false,
+            done_handled: false,
         };
         let settings = inner.settings.clone();
         self.launch(&settings, &mut entry);
@@ -799,14 +799,16 @@ impl<B: Backend> Torrents<B> {
             }
             let checked = s.state != TorrentState::Checking && s.wanted_bytes > 0;
             if checked && !complete {
-                e.seen_incomplete = true;
+                e.done_handled = false;
             }
-            if complete && (e.seen_incomplete || e.record.final_dir.is_some()) {
-                completed.push(i);
+            // Completed by downloading in this engine run (however fast).
+            let done = complete && s.downloaded > 0 && !e.done_handled;
+            if done || (complete && e.record.final_dir.is_some()) {
+                completed.push((i, done));
             }
         }
-        for i in completed {
-            self.on_complete(&mut inner, i);
+        for (i, done) in completed {
+            self.on_complete(&mut inner, i, done);
         }
         self.enforce_seed_limits(&mut inner);
         if save {

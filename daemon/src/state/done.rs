@@ -16,11 +16,16 @@ use crate::backend::Backend;
 use crate::settings::Settings;
 
 impl<B: Backend> Torrents<B> {
-    /// Entry `i` is complete: move it out of the incomplete dir, run the
-    /// done script if it downloaded this run.
-    pub(super) fn on_complete(&self, inner: &mut Inner, i: usize) {
+    /// Entry `i` is complete: move it out of the incomplete dir, and with
+    /// `downloaded` (it completed by downloading in this engine run) run
+    /// the done script, after the move.
+    pub(super) fn on_complete(&self, inner: &mut Inner, i: usize, downloaded: bool) {
         let settings = inner.settings.clone();
         let e = &mut inner.entries[i];
+        // Counted before a move restarts the torrent in the engine.
+        let bytes = e
+            .folded(self.backend.status(e.hash).as_ref())
+            .downloaded_ever;
         if let Some(dir) = e.record.final_dir.clone() {
             let moved = std::fs::create_dir_all(&dir)
                 .map_err(|err| format!("cannot create {}: {err}", dir.display()))
@@ -39,15 +44,12 @@ impl<B: Backend> Torrents<B> {
                 }
             }
         }
-        if e.seen_incomplete {
-            e.seen_incomplete = false;
+        if downloaded {
+            e.done_handled = true;
             if settings.script_torrent_done_enabled
                 && !settings.script_torrent_done_filename.is_empty()
             {
-                let downloaded = e
-                    .folded(self.backend.status(e.hash).as_ref())
-                    .downloaded_ever;
-                run_done_script(&settings, e, downloaded);
+                run_done_script(&settings, e, bytes);
             }
         }
     }
