@@ -277,6 +277,10 @@ pub struct DaemonArgs {
     /// renamed NAME.added, or NAME.invalid if refused).
     #[arg(long, value_name = "DIR")]
     pub watch_dir: Option<PathBuf>,
+    /// Refuse every download dir, incomplete dir or new location a client
+    /// names outside this folder (symlinks resolved).
+    #[arg(long, value_name = "DIR")]
+    pub data_root: Option<PathBuf>,
 }
 
 /// `bittern remote`.

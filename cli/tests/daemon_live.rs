@@ -471,3 +471,55 @@ fn bittern_remote_drives_the_daemon() {
     let r = bittern(["remote", "--url", dead.as_str(), "list"]);
     assert_eq!(r.code, Some(4), "{r:?}");
 }
+
+/// `bittern daemon --data-root`: transmission-remote's `--move` through a
+/// symlink leading outside, and `-w` outside, are refused with the
+/// daemon's message; the data stays. A move inside works.
+#[test]
+fn data_root_refuses_escapes_from_transmission_remote() {
+    if !have_remote() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let root = t.join("root");
+    let data = random_file(&root.join("have/a.bin"), 100_000, 71);
+    let a = create(&root.join("have/a.bin"), &t.join("a.torrent"), &[]);
+    std::fs::create_dir_all(t.join("outside")).unwrap();
+    std::os::unix::fs::symlink(t.join("outside"), root.join("escape")).unwrap();
+    let d = start_daemon(
+        &t.join("config"),
+        0,
+        0,
+        &["--data-root", root.to_str().unwrap()],
+    );
+    let rpc = d.rpc;
+    let (_, out) = crate::daemon::remote(
+        rpc,
+        &[
+            "-a",
+            a.to_str().unwrap(),
+            "-w",
+            t.join("outside").to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("outside the data root"), "{out}");
+    remote_ok(
+        rpc,
+        &[
+            "-a",
+            a.to_str().unwrap(),
+            "-w",
+            root.join("have").to_str().unwrap(),
+        ],
+    );
+    wait_list(rpc, "a seeding", |l| l.len() == 1 && l[0].0 == "100%");
+    let escape = root.join("escape/stolen");
+    let (_, out) = crate::daemon::remote(rpc, &["-t", "1", "--move", escape.to_str().unwrap()]);
+    assert!(out.contains("outside the data root"), "{out}");
+    assert!(std::fs::read(root.join("have/a.bin")).unwrap() == data);
+    assert_eq!(std::fs::read_dir(t.join("outside")).unwrap().count(), 0);
+    let inside = root.join("moved");
+    remote_ok(rpc, &["-t", "1", "--move", inside.to_str().unwrap()]);
+    assert!(std::fs::read(inside.join("a.bin")).unwrap() == data);
+}

@@ -3,7 +3,7 @@
 //! out; failures are HTTP 200 with an error string in `result`) and the
 //! methods, over [`Torrents`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bittern_wire::{InfoHash, Metainfo};
@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 
 use crate::backend::Backend;
 use crate::fields::View;
+use crate::paths::checked_dir;
 use crate::settings::{Settings, REPORTED};
 use crate::state::{AddSpec, Ids, Move, Sel, Torrents};
 
@@ -94,10 +95,10 @@ impl<B: Backend> Rpc<B> {
                 let mut s = t.lock().settings.clone();
                 s.merge(args)?;
                 if let Some(d) = args.get("download-dir").and_then(Value::as_str) {
-                    s.download_dir = absolute(Path::new(d)).to_string_lossy().into_owned();
+                    s.download_dir = checked_dir(s.root(), d)?.to_string_lossy().into_owned();
                 }
                 if let Some(d) = args.get("incomplete-dir").and_then(Value::as_str) {
-                    s.incomplete_dir = absolute(Path::new(d)).to_string_lossy().into_owned();
+                    s.incomplete_dir = checked_dir(s.root(), d)?.to_string_lossy().into_owned();
                 }
                 let reschedule = args.keys().any(|k| k.starts_with("alt-speed-time"));
                 t.set_settings(s, reschedule)?;
@@ -152,10 +153,10 @@ impl<B: Backend> Rpc<B> {
                 let location = args
                     .get("location")
                     .and_then(Value::as_str)
-                    .filter(|l| !l.is_empty() && !l.contains('\0'))
                     .ok_or("no location")?;
+                let location = checked_dir(t.lock().settings.root(), location)?;
                 let move_data = args.get("move").and_then(as_bool).unwrap_or(false);
-                t.set_location(&ids(), &absolute(Path::new(location)), move_data)?;
+                t.set_location(&ids(), &location, move_data)?;
                 Ok(Map::new())
             }
             "torrent-reannounce" => {
@@ -342,10 +343,7 @@ impl<B: Backend> Rpc<B> {
             .get("download-dir")
             .and_then(Value::as_str)
             .unwrap_or(&settings.download_dir);
-        if dir.is_empty() || dir.contains('\0') {
-            return Err("invalid download-dir".into());
-        }
-        let save_dir = absolute(Path::new(dir));
+        let save_dir = checked_dir(settings.root(), dir)?;
         std::fs::create_dir_all(&save_dir)
             .map_err(|e| format!("cannot create {}: {e}", save_dir.display()))?;
         let paused = args
@@ -470,12 +468,9 @@ impl<B: Backend> Rpc<B> {
         let ids = parse_ids(args.get("ids"));
         if let Some(location) = args.get("location") {
             // As torrent-set-location without moving the data.
-            let location = location
-                .as_str()
-                .filter(|l| !l.is_empty() && !l.contains('\0'))
-                .ok_or("invalid location")?;
-            self.torrents
-                .set_location(&ids, &absolute(Path::new(location)), false)?;
+            let location = location.as_str().ok_or("invalid location")?;
+            let location = checked_dir(self.torrents.lock().settings.root(), location)?;
+            self.torrents.set_location(&ids, &location, false)?;
         }
         let labels = match args.get("labels") {
             Some(v) => Some(parse_labels(v)?),
@@ -647,15 +642,6 @@ fn apply_wanted(wanted: &mut [bool], args: &Args) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// `path` made absolute against the daemon's working directory.
-fn absolute(path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir().map_or_else(|_| path.to_path_buf(), |d| d.join(path))
-    }
 }
 
 fn free_space(args: &Args) -> Reply {

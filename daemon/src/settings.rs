@@ -82,6 +82,10 @@ pub struct Settings {
     pub cumulative_files_added: u64,
     /// Seconds the daemon ran in earlier sessions.
     pub cumulative_seconds_active: u64,
+    /// When not empty, every directory a client names must be inside it
+    /// (see [`crate::paths`]); set by `bittern daemon --data-root`, never
+    /// over RPC.
+    pub data_root: String,
     /// Bandwidth groups (`group-set`), by name.
     pub bandwidth_groups: Vec<crate::limits::Group>,
 }
@@ -126,6 +130,7 @@ impl Default for Settings {
             cumulative_uploaded_bytes: 0,
             cumulative_files_added: 0,
             cumulative_seconds_active: 0,
+            data_root: String::new(),
             bandwidth_groups: Vec::new(),
         }
     }
@@ -169,6 +174,11 @@ pub const MUTABLE: &[&str] = &[
 pub const REPORTED: &[&str] = MUTABLE;
 
 impl Settings {
+    /// The data root, if there is one.
+    pub fn root(&self) -> Option<&std::path::Path> {
+        (!self.data_root.is_empty()).then(|| std::path::Path::new(&self.data_root))
+    }
+
     /// Applies the [`MUTABLE`] keys of `args` (others are ignored, as
     /// Transmission does).
     ///

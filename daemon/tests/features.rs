@@ -447,3 +447,63 @@ fn seed_ratio_and_idle_limits_stop_seeds() {
     tick();
     assert_eq!(states(&h)[0], (6, false));
 }
+
+/// With a data root, no directory a client names leads outside it: not
+/// through `..`, not through a symlink, not for any of the methods.
+#[test]
+fn directories_stay_inside_the_data_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(root.join("dl")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
+    let store = bittern_daemon::Store::open(&dir.path().join("config")).unwrap();
+    store
+        .save_settings(&bittern_daemon::Settings {
+            data_root: root.to_string_lossy().into_owned(),
+            download_dir: root.join("dl").to_string_lossy().into_owned(),
+            ..Default::default()
+        })
+        .unwrap();
+    let h = Harness::in_dir(dir, Access::default(), Fake::default());
+    write(&root.join("dl/multi/a.txt"), b"aaa");
+    h.ok(json!({"method": "torrent-add", "arguments": {"metainfo": b64(&multi())}}));
+    let refused = |h: &Harness, method: &str, args: Value| {
+        let r = h.post(&json!({"method": method, "arguments": args}));
+        let msg = r["result"].as_str().unwrap().to_string();
+        assert!(
+            msg.contains("outside the data root") || msg.contains("`..`"),
+            "{method} {args}: {msg}"
+        );
+    };
+    let esc = root.join("escape/x");
+    let dots = format!("{}/dl/../../outside", root.display());
+    for loc in [json!(esc), json!(dots), json!(outside)] {
+        refused(
+            &h,
+            "torrent-set-location",
+            json!({"ids": 1, "location": loc, "move": true}),
+        );
+        refused(&h, "torrent-set", json!({"ids": 1, "location": loc}));
+        refused(&h, "session-set", json!({"download-dir": loc}));
+        refused(&h, "session-set", json!({"incomplete-dir": loc}));
+        refused(
+            &h,
+            "torrent-add",
+            json!({"metainfo": b64(&single()), "download-dir": loc}),
+        );
+    }
+    assert_eq!(std::fs::read(root.join("dl/multi/a.txt")).unwrap(), b"aaa");
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing got out"
+    );
+    assert_eq!(get(&h, &["id"]).as_array().unwrap().len(), 1);
+    // Inside is fine, through a new folder too.
+    let inside = root.join("moved/here");
+    h.ok(json!({"method": "torrent-set-location",
+        "arguments": {"ids": 1, "location": inside, "move": true}}));
+    assert_eq!(std::fs::read(inside.join("multi/a.txt")).unwrap(), b"aaa");
+}
