@@ -57,6 +57,7 @@ fn rate_over(rpc: u16, secs: u64) -> f64 {
 #[track_caller]
 fn within(rate: f64, kb: f64, what: &str) {
     let limit = kb * 1000.0;
+    eprintln!("{what}: measured {rate:.0} B/s");
     assert!(
         rate <= limit * 1.2 + 40_000.0 && rate >= limit * 0.25,
         "{what}: {rate:.0} B/s against a limit of {limit} B/s"
