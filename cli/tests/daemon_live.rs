@@ -524,3 +524,66 @@ fn data_root_refuses_escapes_from_transmission_remote() {
     remote_ok(rpc, &["-t", "1", "--move", inside.to_str().unwrap()]);
     assert!(std::fs::read(inside.join("a.bin")).unwrap() == data);
 }
+
+/// `bittern remote` against Debian's `transmission-daemon` 3.00 on
+/// loopback (no DHT, LPD, PEX, UPnP or blocklist): the same commands work
+/// with the real thing.
+#[test]
+fn bittern_remote_drives_transmission_daemon() {
+    if !bittern_testkit::require(
+        "transmission-daemon (Debian package transmission-daemon)",
+        bittern_testkit::on_path("transmission-daemon"),
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (rpc, peer) = (free_port(), free_port());
+    let conf = t.join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    let dl = t.join("dl");
+    std::fs::write(
+        conf.join("settings.json"),
+        serde_json::json!({
+            "rpc-port": rpc, "rpc-bind-address": "127.0.0.1",
+            "rpc-authentication-required": false, "rpc-whitelist": "127.0.0.1",
+            "peer-port": peer, "bind-address-ipv4": "127.0.0.1", "bind-address-ipv6": "::1",
+            "dht-enabled": false, "lpd-enabled": false, "pex-enabled": false,
+            "port-forwarding-enabled": false, "utp-enabled": false,
+            "blocklist-enabled": false, "download-dir": dl,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut c = Command::new("transmission-daemon");
+    c.args(["-f", "-g"]).arg(&conf);
+    let _trd = Proc::spawn(c);
+    random_file(&dl.join("x.bin"), 300_000, 81);
+    let x = create(&dl.join("x.bin"), &t.join("x.torrent"), &[]);
+    let url = format!("http://127.0.0.1:{rpc}/transmission/rpc");
+    let remote = |extra: &[&str]| {
+        let mut args = vec!["remote", "--url", url.as_str()];
+        args.extend_from_slice(extra);
+        bittern(&args)
+    };
+    wait_until("transmission-daemon's rpc", Duration::from_secs(20), || {
+        remote(&["list"]).code == Some(0)
+    });
+    let r = remote(&["add", x.to_str().unwrap(), "-w", dl.to_str().unwrap()]);
+    assert!(r.stdout.starts_with("added: x.bin (id 1, "), "{r:?}");
+    wait_until("seeding", Duration::from_secs(30), || {
+        remote(&["list"]).stdout.contains(" Seeding ")
+    });
+    assert_eq!(remote(&["stop", "all"]).code, Some(0));
+    wait_until("stopped", Duration::from_secs(10), || {
+        remote(&["list"]).stdout.contains(" Stopped ")
+    });
+    let info = remote(&["info", "1"]).stdout;
+    assert!(
+        info.contains("Name: x.bin") && info.contains("Done: 100.0%"),
+        "{info}"
+    );
+    assert_eq!(remote(&["remove", "1"]).code, Some(0));
+    let list = remote(&["list"]).stdout;
+    assert_eq!(list.lines().count(), 1, "{list}");
+}
