@@ -1,5 +1,6 @@
 //! `bittern daemon` features driven by real clients on 127.0.0.1:
-//! speed limits (session, per torrent, alternative) changed with
+//! speed limits (session, per torrent, alternative, a torrent ignoring
+//! the session's) changed with
 //! `transmission-remote` while a download runs, measured in verified
 //! bytes; `--reannounce` counted at a tracker; rename, bandwidth groups
 //! and a move with the Python `transmission-rpc` package, checked on disk
@@ -108,10 +109,18 @@ fn speed_limits_change_while_a_download_runs() {
     remote_ok(rpc, &["-asd", "100", "-as"]);
     std::thread::sleep(Duration::from_millis(500));
     within(rate_over(rpc, 3), 100.0, "alternative limit 100 kB/s");
-    assert!(have(rpc, "1") < 2_500_000, "still downloading");
-    // All off: the rest comes at once, byte-identical.
-    remote_ok(rpc, &["-AS", "-D"]);
+    assert!(have(rpc, "1") < 2_000_000, "still downloading");
+    // Back to the session's 200 kB/s, but the torrent ignores it (-HL):
+    // the last megabyte or more comes in well under the 5 s it would take.
+    remote_ok(rpc, &["-AS"]);
+    remote_ok(rpc, &["-t", "1", "-HL"]);
+    let t0 = Instant::now();
     wait_list(rpc, "b complete", |l| l.len() == 1 && l[0].0 == "100%");
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "not limited by the session: {:?}",
+        t0.elapsed()
+    );
     assert!(std::fs::read(t.join("dl/b.bin")).unwrap() == data);
 }
 

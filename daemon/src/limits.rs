@@ -3,10 +3,11 @@
 //! torrent's own combined with its bandwidth group's. Units on the RPC
 //! are kB/s (1 kB = 1000 bytes); the engine takes bytes per second.
 //!
-//! What bittern does not do of Transmission's model: `honorsSessionLimits`
-//! false (the session's limiters always apply on top of a torrent's; the
-//! flag is stored and reported) and `bandwidthPriority` (stored and
-//! reported, not used to share bandwidth).
+//! A torrent with `honorsSessionLimits` false skips the session's
+//! limiters (normal or alternative). What bittern does not do of
+//! Transmission's model: a group's `honorsSessionLimits` (stored and
+//! reported) and `bandwidthPriority` (stored and reported, not used to
+//! share bandwidth).
 
 use serde::{Deserialize, Serialize};
 

@@ -341,7 +341,14 @@ impl<B: Backend> Torrents<B> {
         };
         e.start_date = unix_now();
         e.touched = Instant::now();
+        let limits = (start.options.download_limit, start.options.upload_limit);
         e.error = match self.backend.start(start) {
+            Ok(()) if !e.record.honors_session_limits => {
+                // Not among the engine's start options.
+                let (down, up) = limits;
+                let _ = self.backend.set_limits(e.hash, down, up, false);
+                None
+            }
             Ok(()) => None,
             Err(err) => {
                 warn!("{}: cannot start: {err}", e.metainfo.info.name);
@@ -706,7 +713,8 @@ impl<B: Backend> Torrents<B> {
             let e = &inner.entries[i];
             let (down, up) = crate::limits::torrent_limits(&inner.settings, &e.record);
             // One that does not run gets them at its next start.
-            let _ = self.backend.set_limits(e.hash, down, up);
+            let honors = e.record.honors_session_limits;
+            let _ = self.backend.set_limits(e.hash, down, up, honors);
         }
     }
 

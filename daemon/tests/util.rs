@@ -26,6 +26,7 @@ pub struct FakeState {
     /// Live limit changes: per torrent, and the session's (last first).
     pub limits: HashMap<InfoHash, (Option<u64>, Option<u64>)>,
     pub session_limits: Vec<(Option<u64>, Option<u64>)>,
+    pub honors: HashMap<InfoHash, bool>,
 }
 
 /// An engine that keeps statuses in memory: a started torrent is
@@ -129,12 +130,14 @@ impl Backend for Fake {
         hash: InfoHash,
         download: Option<u64>,
         upload: Option<u64>,
+        honors_session: bool,
     ) -> Result<(), BackendError> {
         let mut s = self.state.lock();
         if !s.running.contains_key(&hash) {
             return Err(BackendError::NotRunning);
         }
         s.limits.insert(hash, (download, upload));
+        s.honors.insert(hash, honors_session);
         Ok(())
     }
 

@@ -47,6 +47,8 @@ pub(crate) struct Published {
     pub up_limit: Arc<crate::ratelimit::RateLimiter>,
     /// See [`up_limit`](Self::up_limit).
     pub down_limit: Arc<crate::ratelimit::RateLimiter>,
+    /// Whether its peers also obey the session's limiters.
+    pub honors_session: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Published {
@@ -121,6 +123,15 @@ impl TorrentHandle {
     pub fn set_limits(&self, download: Option<u64>, upload: Option<u64>) {
         self.published.down_limit.set_rate(download);
         self.published.up_limit.set_rate(upload);
+    }
+
+    /// Whether the session's limits apply to this torrent besides its own
+    /// (default `true`; Transmission's `honorsSessionLimits`). Takes effect
+    /// from its peers' next block.
+    pub fn set_honors_session_limits(&self, honors: bool) {
+        self.published
+            .honors_session
+            .store(honors, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The torrent's own rate limits (download, upload), bytes per second.

@@ -185,6 +185,7 @@ pub(crate) fn build_controller(
         done_signal: Condvar::new(),
         up_limit: Arc::new(RateLimiter::new(options.upload_limit)),
         down_limit: Arc::new(RateLimiter::new(options.download_limit)),
+        honors_session: Arc::new(std::sync::atomic::AtomicBool::new(true)),
     });
     let source = PeerSource::new(id, links.sources.clone());
     let ctl = Controller::new(Parts {
