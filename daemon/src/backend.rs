@@ -59,7 +59,7 @@ pub trait Backend: Send + Sync + 'static {
     /// [`BackendError::NotRunning`].
     fn reannounce(&self, hash: InfoHash) -> Result<(), BackendError>;
     /// Changes its own (download, upload) limits while it runs, bytes per
-    /// second, `None` unlimited.
+    /// second, `None` unlimited, and whether the session's apply too.
     ///
     /// # Errors
     /// [`BackendError::NotRunning`].
@@ -68,6 +68,7 @@ pub trait Backend: Send + Sync + 'static {
         hash: InfoHash,
         download: Option<u64>,
         upload: Option<u64>,
+        honors_session: bool,
     ) -> Result<(), BackendError>;
     /// Changes the session's (download, upload) limits while torrents run.
     fn set_session_limits(&self, download: Option<u64>, upload: Option<u64>);
@@ -143,8 +144,11 @@ impl Backend for EngineBackend {
         hash: InfoHash,
         download: Option<u64>,
         upload: Option<u64>,
+        honors_session: bool,
     ) -> Result<(), BackendError> {
-        self.handle(hash)?.set_limits(download, upload);
+        let h = self.handle(hash)?;
+        h.set_limits(download, upload);
+        h.set_honors_session_limits(honors_session);
         Ok(())
     }
 

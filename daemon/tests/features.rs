@@ -164,6 +164,11 @@ fn bandwidth_groups_are_stored_reported_and_applied() {
         h.post(&json!({"method": "group-set", "arguments": {"name": " "}}))["result"],
         "no group name"
     );
+    // transmission-remote -HL: the session's limits stop applying to it.
+    assert!(h.fake.state.lock().honors[&hash]);
+    h.ok(json!({"method": "torrent-set", "arguments": {"ids": 1,
+        "honorsSessionLimits": false}}));
+    assert!(!h.fake.state.lock().honors[&hash]);
     // Kept across a restart, and the torrent starts with its group's limits.
     let Harness { dir, .. } = h;
     let h = Harness::in_dir(dir, Access::default(), Fake::default());
