@@ -596,3 +596,44 @@ fn bittern_remote_drives_transmission_daemon() {
     let list = remote(&["list"]).stdout;
     assert_eq!(list.lines().count(), 1, "{list}");
 }
+
+/// The alternative-speed schedule set with transmission-remote
+/// (`--alt-speed-time-begin/end`, `--alt-speed-days`, `-asc`): a window
+/// covering all of today switches the turtle limits on, one on another day
+/// switches them off, as `-si` shows.
+#[test]
+fn alt_speed_schedule_from_transmission_remote() {
+    if !have_remote() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = start_daemon(&tmp.path().join("config"), 0, 0, &[]);
+    let rpc = d.rpc;
+    let turtle = || {
+        let si = remote_ok(rpc, &["-si"]);
+        let line = si
+            .lines()
+            .find(|l| l.contains("Download speed limit"))
+            .unwrap_or_else(|| panic!("{si}"))
+            .to_string();
+        line.contains("Enabled turtle limit")
+    };
+    assert!(!turtle());
+    remote_ok(
+        rpc,
+        &[
+            "--alt-speed-time-begin",
+            "0000",
+            "--alt-speed-time-end",
+            "0000",
+            "-asc",
+        ],
+    );
+    wait_until("turtle on", Duration::from_secs(5), turtle);
+    // transmission-remote's days: 1 = Monday ... 7 = Sunday.
+    let today = bittern_daemon::limits::local_now().0;
+    let other = (today + 1) % 7;
+    let number = if other == 0 { 7 } else { other };
+    remote_ok(rpc, &["--alt-speed-days", &number.to_string()]);
+    wait_until("turtle off", Duration::from_secs(5), || !turtle());
+}
