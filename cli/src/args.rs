@@ -52,6 +52,8 @@ pub enum Command {
     Swarm(SwarmArgs),
     /// Run in the foreground as a daemon driven over Transmission's RPC.
     Daemon(DaemonArgs),
+    /// Drive a running `bittern daemon` (or any Transmission) over its RPC.
+    Remote(RemoteArgs),
 }
 
 /// `--piece-length`: a size or `auto`.
@@ -313,6 +315,74 @@ pub struct DaemonArgs {
     /// renamed NAME.added, or NAME.invalid if refused).
     #[arg(long, value_name = "DIR")]
     pub watch_dir: Option<PathBuf>,
+    /// Refuse every download dir, incomplete dir or new location a client
+    /// names outside this folder (symlinks resolved).
+    #[arg(long, value_name = "DIR")]
+    pub data_root: Option<PathBuf>,
+}
+
+/// `bittern remote`.
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// The daemon's RPC URL.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:9091/transmission/rpc"
+    )]
+    pub url: String,
+    /// HTTP Basic auth.
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub auth: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: RemoteAction,
+}
+
+/// `bittern remote` actions. Torrents are named by id, info hash, or `all`.
+#[derive(Debug, Subcommand)]
+pub enum RemoteAction {
+    /// List the torrents.
+    List,
+    /// Add .torrent files (read here, sent whole) or magnet links.
+    Add {
+        /// Files or magnet links.
+        #[arg(required = true, value_name = "TORRENT")]
+        torrents: Vec<String>,
+        /// Where the data goes (on the daemon's machine).
+        #[arg(short = 'w', long = "download-dir", value_name = "DIR")]
+        dir: Option<String>,
+        /// Add them stopped.
+        #[arg(long)]
+        paused: bool,
+    },
+    /// Start torrents.
+    Start {
+        /// Ids, info hashes, or `all`.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Stop torrents.
+    Stop {
+        /// Ids, info hashes, or `all`.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Remove torrents (their data stays unless --delete).
+    Remove {
+        /// Ids, info hashes, or `all`.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+        /// Delete their data too.
+        #[arg(long)]
+        delete: bool,
+    },
+    /// Show one torrent in detail.
+    Info {
+        /// An id or an info hash.
+        #[arg(value_name = "ID")]
+        id: String,
+    },
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod glob;
 mod info;
 mod load;
 mod progress;
+mod remote;
 mod run;
 mod signals;
 mod swarm;
@@ -47,6 +48,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Code> {
         Command::Tracker(a) => tracker::run(a, &signals::install()?),
         Command::Swarm(a) => swarm::run(a, &signals::install()?),
         Command::Daemon(a) => daemon::run(a, &signals::install()?),
+        Command::Remote(a) => remote::run(a),
     }
 }
 

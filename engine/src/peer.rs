@@ -185,6 +185,9 @@ pub(crate) struct PeerContext {
     /// Torrent then session limiter.
     pub up_limits: [Arc<RateLimiter>; 2],
     pub down_limits: [Arc<RateLimiter>; 2],
+    /// `false`: the session limiters (index 1) are skipped (see
+    /// `TorrentHandle::set_honors_session_limits`).
+    pub honors_session: Arc<std::sync::atomic::AtomicBool>,
     pub timing: Timing,
     /// What we say in our extension handshake.
     pub ext: ExtensionSetup,
@@ -224,6 +227,20 @@ impl ExtensionSetup {
         hs.metadata_size = self.metadata.as_ref().map(|m| m.len() as u64);
         hs.upload_only = self.upload_only;
         hs
+    }
+}
+
+impl PeerContext {
+    /// The limiters a transfer takes tokens from: the torrent's, then the
+    /// session's unless the torrent ignores them.
+    pub(crate) fn limits<'a>(
+        &'a self,
+        which: &'a [Arc<RateLimiter>; 2],
+    ) -> impl Iterator<Item = &'a Arc<RateLimiter>> + 'a {
+        let session = self
+            .honors_session
+            .load(std::sync::atomic::Ordering::Relaxed);
+        which.iter().take(if session { 2 } else { 1 })
     }
 }
 

@@ -441,7 +441,7 @@ impl Session {
             .display_name
             .clone()
             .unwrap_or_else(|| info_hash.to_hex());
-        let published = Published::new(MetadataFetch::initial_status(name));
+        let published = Published::new(MetadataFetch::initial_status(name), &options);
         // Unbounded in type, bounded where events are sent (as for every
         // torrent).
         let (event_tx, event_rx) = crossbeam_channel::unbounded();
@@ -492,6 +492,19 @@ impl Session {
     fn prune(&self, torrents: &mut Vec<TorrentHandle>) {
         let registry = self.registry.lock();
         torrents.retain(|h| !h.is_finished() || registry.get(&h.info_hash) == Some(&h.id));
+    }
+
+    /// Changes the session-wide rate limits (bytes per second, `None` =
+    /// unlimited) while torrents run; every peer thread takes tokens from
+    /// these limiters besides its torrent's own.
+    pub fn set_limits(&self, download: Option<u64>, upload: Option<u64>) {
+        self.shared.download.set_rate(download);
+        self.shared.upload.set_rate(upload);
+    }
+
+    /// The session-wide rate limits (download, upload), bytes per second.
+    pub fn limits(&self) -> (Option<u64>, Option<u64>) {
+        (self.shared.download.rate(), self.shared.upload.rate())
     }
 
     /// Live peer connections across all torrents.

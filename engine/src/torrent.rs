@@ -32,6 +32,8 @@ pub(crate) enum TorrentCommand {
     Incoming(Box<crate::transport::PeerStream>, Handshake),
     /// Stop: announce `stopped`, close peers, save resume state, exit.
     Shutdown,
+    /// Announce to the trackers as early as their `min interval` allows.
+    Reannounce,
 }
 
 /// What the controller publishes for handles to read without a round trip.
@@ -45,17 +47,31 @@ pub(crate) struct Published {
     /// The torrent's metainfo as a `.torrent` file, once fetched over
     /// `ut_metadata` (a torrent started from a magnet link).
     pub torrent_file: Mutex<Option<Arc<[u8]>>>,
+    /// The torrent's own limiters (peer threads hold clones), so that
+    /// [`TorrentHandle::set_limits`] changes them while it runs.
+    pub up_limit: Arc<crate::ratelimit::RateLimiter>,
+    /// See [`up_limit`](Self::up_limit).
+    pub down_limit: Arc<crate::ratelimit::RateLimiter>,
+    /// Whether its peers also obey the session's limiters.
+    pub honors_session: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Published {
-    /// Published state starting at `status`.
-    pub(crate) fn new(status: TorrentStatus) -> Arc<Published> {
+    /// Published state starting at `status`, with the torrent's limiters
+    /// set from `options`.
+    pub(crate) fn new(
+        status: TorrentStatus,
+        options: &crate::config::TorrentOptions,
+    ) -> Arc<Published> {
         Arc::new(Published {
             status: Mutex::new(status),
             peers: Mutex::new(Vec::new()),
             done: Mutex::new(false),
             done_signal: Condvar::new(),
             torrent_file: Mutex::new(None),
+            up_limit: Arc::new(crate::ratelimit::RateLimiter::new(options.upload_limit)),
+            down_limit: Arc::new(crate::ratelimit::RateLimiter::new(options.download_limit)),
+            honors_session: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         })
     }
 
@@ -124,6 +140,40 @@ impl TorrentHandle {
     /// Undoes [`pause`](Self::pause).
     pub fn resume(&self) -> Result<(), Error> {
         self.command(TorrentCommand::Resume)
+    }
+
+    /// Asks the trackers for peers now, or as soon as their `min interval`
+    /// allows (Transmission's `torrent-reannounce`). A paused torrent does
+    /// not announce; one still checking its data announces after the check.
+    pub fn reannounce(&self) -> Result<(), Error> {
+        self.command(TorrentCommand::Reannounce)
+    }
+
+    /// Changes the torrent's own rate limits (bytes per second, `None` =
+    /// unlimited) while it runs: its peer threads take tokens from these
+    /// limiters before every read and write, so the new rate holds from
+    /// their next block. The session's limits still apply on top. The
+    /// number of upload slots, chosen from the limit at start, stays.
+    pub fn set_limits(&self, download: Option<u64>, upload: Option<u64>) {
+        self.published.down_limit.set_rate(download);
+        self.published.up_limit.set_rate(upload);
+    }
+
+    /// Whether the session's limits apply to this torrent besides its own
+    /// (default `true`; Transmission's `honorsSessionLimits`). Takes effect
+    /// from its peers' next block.
+    pub fn set_honors_session_limits(&self, honors: bool) {
+        self.published
+            .honors_session
+            .store(honors, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The torrent's own rate limits (download, upload), bytes per second.
+    pub fn limits(&self) -> (Option<u64>, Option<u64>) {
+        (
+            self.published.down_limit.rate(),
+            self.published.up_limit.rate(),
+        )
     }
 
     /// Connects to more peers (through the torrent's peer source, like

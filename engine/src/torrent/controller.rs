@@ -194,7 +194,7 @@ pub(crate) fn build_controller(
             // Unbounded in type, bounded by `emit` (EVENT_QUEUE): a bounded
             // channel would allocate its slots for every torrent up front.
             let (event_tx, event_rx) = crossbeam_channel::unbounded();
-            (Published::new(status), event_tx, event_rx)
+            (Published::new(status, &options), event_tx, event_rx)
         }
     };
     let source = PeerSource::new(id, links.sources.clone());
@@ -457,8 +457,8 @@ impl Controller {
             scheduled: None,
             links,
             info_hash: metainfo.info_hash,
-            up_limit: Arc::new(RateLimiter::new(options.upload_limit)),
-            down_limit: Arc::new(RateLimiter::new(options.download_limit)),
+            up_limit: published.up_limit.clone(),
+            down_limit: published.down_limit.clone(),
             info_bytes: Arc::from(metainfo.info_bytes.as_slice()),
             metainfo: Arc::new(metainfo),
             storage,

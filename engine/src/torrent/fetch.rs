@@ -246,6 +246,11 @@ impl MetadataFetch {
                 }
             }
             TorrentCommand::Shutdown => self.end(TorrentState::Stopped),
+            TorrentCommand::Reannounce => {
+                if let (false, Some(key)) = (self.paused, self.announcer) {
+                    self.setup.session.with_announcer(|a| a.need_peers(key));
+                }
+            }
         }
     }
 

@@ -91,6 +91,11 @@ impl Controller {
                 self.stop(TorrentState::Stopped);
                 return;
             }
+            TorrentCommand::Reannounce => {
+                if let (true, Some(key)) = (self.running(), self.announcer) {
+                    self.session.with_announcer(|a| a.need_peers(key));
+                }
+            }
         }
         self.publish();
     }

@@ -361,6 +361,7 @@ impl Controller {
             transfer: self.transfer.clone(),
             up_limits: [self.up_limit.clone(), self.session.upload.clone()],
             down_limits: [self.down_limit.clone(), self.session.download.clone()],
+            honors_session: self.published.honors_session.clone(),
             timing: self.session.config.timing.clone(),
             ext: crate::peer::ExtensionSetup {
                 listen_port: self.session.port,
