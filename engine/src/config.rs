@@ -68,6 +68,10 @@ pub struct SessionConfig {
     /// one streams to disk at most this far behind, which bounds what a
     /// resume save or a stop has to flush. `Duration::ZERO`: at once.
     pub writeback_delay: Duration,
+    /// Download from the torrents' web seeds (BEP 19 `url-list`).
+    pub web_seeds: bool,
+    /// How web seeds are fetched.
+    pub web_seed: crate::webseed::WebSeedConfig,
 }
 
 impl Default for SessionConfig {
@@ -95,6 +99,8 @@ impl Default for SessionConfig {
             mapped_upload: true,
             stop_flush_limit: 64 << 20,
             writeback_delay: Duration::from_secs(5),
+            web_seeds: true,
+            web_seed: crate::webseed::WebSeedConfig::default(),
         }
     }
 }

@@ -12,3 +12,4 @@ mod reliability;
 mod scale;
 mod util;
 mod webseed;
+mod webseed_session;

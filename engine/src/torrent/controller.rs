@@ -26,6 +26,7 @@ mod persist;
 mod pieces;
 mod startup;
 mod timers;
+mod webseeds;
 
 pub(crate) use persist::PersistDone;
 
@@ -179,6 +180,9 @@ pub(crate) fn build_controller(
             files: Vec::new(),
             hash_failures: 0,
             written: 0,
+            web_seeds: 0,
+            web_seed_downloaded: 0,
+            web_seed_rate: 0.0,
         }),
         peers: Mutex::new(Vec::new()),
         done: Mutex::new(false),
@@ -362,6 +366,15 @@ pub(crate) struct Controller {
     persisting: bool,
     /// Another persist is wanted once the running one ends.
     persist_again: bool,
+    /// The web seeds while the torrent downloads (see `webseeds`).
+    webseeds: Option<webseeds::Driver>,
+    /// Web seeds were started for this stretch of downloading (a set
+    /// whose seeds were all dropped is not restarted).
+    webseeds_tried: bool,
+    /// Generation of the last web seeds started (their events carry it).
+    webseed_generation: u64,
+    /// Bytes from web seeds already stopped.
+    webseed_bytes: u64,
 }
 
 /// What a controller is built from (see [`spawn_controller`]).
@@ -486,6 +499,10 @@ impl Controller {
             lost_while_persisting: vec![false; pieces],
             persisting: false,
             persist_again: false,
+            webseeds: None,
+            webseeds_tried: false,
+            webseed_generation: 0,
+            webseed_bytes: 0,
         }
     }
 
@@ -505,6 +522,7 @@ impl Controller {
     /// seeding" ends the torrent at once (other goals are checked on its
     /// timers).
     pub(crate) fn after_event(&mut self) {
+        self.webseeds_follow_state();
         if self.stopping.is_some() {
             // A peer gone, a hash or a persist back: the stop may go on.
             self.advance_stop(Instant::now());

@@ -109,6 +109,7 @@ impl Controller {
             p.seen_up = u;
         }
         self.up_rate.add(up_total, now);
+        self.count_webseed_bytes(now);
         self.transfer
             .uploaded
             .fetch_add(up_total, Ordering::Relaxed);
@@ -425,6 +426,7 @@ impl Controller {
             &self.metainfo.info.name,
         );
         let left = wanted_bytes - have_bytes;
+        let web = self.webseed_status(now);
         let peers: Vec<PeerInfo> = self
             .peers
             .iter()
@@ -476,6 +478,9 @@ impl Controller {
             files,
             hash_failures: self.hash_failures,
             written: self.transfer.written.load(Ordering::Relaxed),
+            web_seeds: web.seeds,
+            web_seed_downloaded: web.downloaded,
+            web_seed_rate: web.rate,
         };
         *self.published.status.lock() = status;
         *self.published.peers.lock() = peers;
