@@ -167,6 +167,16 @@ pub struct PeerArgs {
     /// Most peer connections per torrent.
     #[arg(long, value_name = "N", default_value_t = 80)]
     pub max_peers: usize,
+    /// Find peers on the local network by Local Service Discovery (BEP 14
+    /// multicast on 239.192.152.143:6771; never for private torrents).
+    #[arg(long, overrides_with = "no_lsd")]
+    pub lsd: bool,
+    /// No Local Service Discovery (the default).
+    #[arg(long, overrides_with = "lsd")]
+    pub no_lsd: bool,
+    /// Do not download from the torrents' web seeds (BEP 19 `url-list`).
+    #[arg(long)]
+    pub no_web_seeds: bool,
 }
 
 /// `bittern download`.

@@ -54,6 +54,11 @@ fn session_config(common: &PeerArgs, download_limit: Option<u64>) -> SessionConf
         upload_limit: common.upload_limit,
         download_limit,
         max_peers_per_torrent: common.max_peers,
+        web_seeds: !common.no_web_seeds,
+        lsd: (common.lsd && !common.no_lsd).then(|| {
+            // The interface follows the listen address (see SessionConfig).
+            bittern_engine::LsdConfig::new(std::net::Ipv4Addr::UNSPECIFIED, common.port)
+        }),
         ..SessionConfig::default()
     }
 }

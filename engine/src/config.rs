@@ -72,6 +72,11 @@ pub struct SessionConfig {
     pub web_seeds: bool,
     /// How web seeds are fetched.
     pub web_seed: crate::webseed::WebSeedConfig,
+    /// Local Service Discovery (BEP 14): `None` is off (the default, and
+    /// always in tests outside a private network namespace). The session
+    /// fills in the listen port, and the listen address when `interface`
+    /// is unspecified and it listens on one IPv4 address.
+    pub lsd: Option<crate::lsd::LsdConfig>,
 }
 
 impl Default for SessionConfig {
@@ -101,6 +106,7 @@ impl Default for SessionConfig {
             writeback_delay: Duration::from_secs(5),
             web_seeds: true,
             web_seed: crate::webseed::WebSeedConfig::default(),
+            lsd: None,
         }
     }
 }

@@ -42,7 +42,7 @@ fn init_log() {
 }
 
 /// True when Debian's Python can import libtorrent.
-fn have_libtorrent() -> bool {
+pub(crate) fn have_libtorrent() -> bool {
     if !have_tool(PYTHON) {
         return false;
     }
@@ -67,7 +67,11 @@ fn script(name: &str) -> PathBuf {
 
 /// Writes `.torrent` bytes for `meta` (optionally with an announce URL) to
 /// `dir/<name>.torrent`; the re-parsed file must keep the info hash.
-fn write_torrent(dir: &Path, meta: &Metainfo, announce: Option<&str>) -> (Metainfo, PathBuf) {
+pub(crate) fn write_torrent(
+    dir: &Path,
+    meta: &Metainfo,
+    announce: Option<&str>,
+) -> (Metainfo, PathBuf) {
     let info = &meta.info;
     let mut b = MetainfoBuilder::new(info.name.clone())
         .piece_length(info.piece_length)
@@ -99,7 +103,7 @@ fn free_port() -> u16 {
 
 /// A child process killed on drop; stdout lines arrive on a channel, stderr
 /// goes to a log file shown when something fails.
-struct Proc {
+pub(crate) struct Proc {
     name: &'static str,
     child: Child,
     lines: mpsc::Receiver<String>,
@@ -107,7 +111,7 @@ struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Proc {
+    pub(crate) fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Proc {
         let err = std::fs::File::create(&log).unwrap();
         let mut child = cmd
             .stdin(Stdio::null())
@@ -134,7 +138,7 @@ impl Proc {
     }
 
     /// The rest of the first stdout line starting with `prefix`.
-    fn expect_line(&mut self, prefix: &str, limit: Duration) -> String {
+    pub(crate) fn expect_line(&mut self, prefix: &str, limit: Duration) -> String {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -169,7 +173,7 @@ impl Proc {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
-    fn fail(&self, why: &str) -> ! {
+    pub(crate) fn fail(&self, why: &str) -> ! {
         panic!(
             "{}: {why}; last lines of {}:\n{}",
             self.name,
@@ -186,7 +190,7 @@ impl Drop for Proc {
     }
 }
 
-fn python(script_name: &str, args: &[&OsStr]) -> Command {
+pub(crate) fn python(script_name: &str, args: &[&OsStr]) -> Command {
     let mut cmd = Command::new(PYTHON);
     cmd.arg(script(script_name)).args(args);
     cmd
@@ -194,7 +198,7 @@ fn python(script_name: &str, args: &[&OsStr]) -> Command {
 
 /// Waits for `state`, failing with the other client's log on error or
 /// timeout.
-fn wait_for(t: &TorrentHandle, state: TorrentState, limit: Duration, other: &Proc) {
+pub(crate) fn wait_for(t: &TorrentHandle, state: TorrentState, limit: Duration, other: &Proc) {
     init_log();
     let start = Instant::now();
     loop {
@@ -408,7 +412,7 @@ fn wait_for_seeder_on_tracker(url: &str, meta: &Metainfo) {
     }
 }
 
-fn tempdir() -> tempfile::TempDir {
+pub(crate) fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 

@@ -348,6 +348,12 @@ impl Controller {
     // ---- tracker ------------------------------------------------------
 
     pub(super) fn start_announcer(&mut self) {
+        // LSD is a peer source announced with the trackers (never for a
+        // private torrent: the component checks).
+        self.session.lsd_send(crate::lsd::LsdCommand::Add {
+            info_hash: self.info_hash,
+            private: self.metainfo.info.private,
+        });
         if !self.session.config.announce || self.announcer.is_some() {
             return;
         }
@@ -378,6 +384,8 @@ impl Controller {
     /// Takes the torrent out of the session announcer without waiting:
     /// `stopped` goes out within the stop deadline.
     fn remove_from_announcer(&mut self) -> Option<bittern_tracker::Stopping> {
+        self.session
+            .lsd_send(crate::lsd::LsdCommand::Remove(self.info_hash));
         let key = self.announcer.take()?;
         let mut stopping = None;
         self.session
