@@ -149,8 +149,13 @@ pub fn seed(args: &SeedArgs, stop: &Stop) -> anyhow::Result<Code> {
 
 /// The line printed for each torrent on exit; scripts and tests parse it.
 pub fn summary_line(s: &TorrentStatus) -> String {
+    let web = if s.web_seed_downloaded > 0 {
+        format!(" ({} from web seeds)", s.web_seed_downloaded)
+    } else {
+        String::new()
+    };
     format!(
-        "{}: downloaded {} bytes, uploaded {} bytes, have {} of {} bytes ({:.1}%), {}",
+        "{}: downloaded {} bytes{web}, uploaded {} bytes, have {} of {} bytes ({:.1}%), {}",
         s.name,
         s.downloaded,
         s.uploaded,

@@ -9,3 +9,4 @@ mod torrents;
 mod transfer;
 mod util;
 mod web;
+mod webseed;
