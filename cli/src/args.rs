@@ -215,6 +215,11 @@ pub struct SeedArgs {
     /// Shared peer options.
     #[command(flatten)]
     pub common: PeerArgs,
+    /// Super-seed (BEP 16): as an initial seeder, reveal pieces one at a
+    /// time to each peer, the next once the last was seen spreading, so
+    /// the swarm gets about one copy from us.
+    #[arg(long)]
+    pub super_seed: bool,
 }
 
 /// `bittern tracker`.

@@ -139,6 +139,7 @@ pub fn seed(args: &SeedArgs, stop: &Stop) -> anyhow::Result<Code> {
         let options = TorrentOptions {
             seed_goal: SeedGoal::Forever,
             peers: peers.clone(),
+            super_seed: args.super_seed,
             ..TorrentOptions::default()
         };
         jobs.push((m, options));

@@ -188,6 +188,9 @@ pub struct TorrentOptions {
     pub resume_file: Option<PathBuf>,
     /// Start paused.
     pub paused: bool,
+    /// Super-seed (BEP 16) while seeding: reveal pieces one at a time to
+    /// each peer, the next once the last was seen spreading.
+    pub super_seed: bool,
 }
 
 impl Default for TorrentOptions {
@@ -201,6 +204,7 @@ impl Default for TorrentOptions {
             sequential: false,
             resume_file: None,
             paused: false,
+            super_seed: false,
         }
     }
 }

@@ -160,6 +160,17 @@ pub(crate) struct PeerContext {
     pub up_limits: [Arc<RateLimiter>; 2],
     pub down_limits: [Arc<RateLimiter>; 2],
     pub timing: Timing,
+    /// Super-seeding (BEP 16): the pieces revealed to this peer, the only
+    /// ones announced and served (`None`: every piece we have).
+    pub revealed: Option<Arc<HaveSet>>,
+}
+
+impl PeerContext {
+    /// Whether a request for `piece` may be served: we have it, and under
+    /// super-seeding revealed it to this peer.
+    pub(crate) fn serves(&self, piece: usize) -> bool {
+        self.have.contains(piece) && self.revealed.as_ref().is_none_or(|r| r.contains(piece))
+    }
 }
 
 /// How the connection comes about.
@@ -328,7 +339,7 @@ fn run(
 
     // Opening messages: our piece set, then the extension handshake.
     let mut out = Vec::with_capacity(1024);
-    let bits = ctx.have.to_bitfield();
+    let bits = ctx.revealed.as_ref().unwrap_or(&ctx.have).to_bitfield();
     if fast && bits.count_ones() == 0 {
         Message::HaveNone.encode(&mut out);
     } else if fast && bits.is_full() {

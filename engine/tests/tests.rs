@@ -10,6 +10,7 @@ mod lost_requests;
 mod lsd;
 mod reliability;
 mod scale;
+mod superseed;
 mod util;
 mod webseed;
 mod webseed_session;

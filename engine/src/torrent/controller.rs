@@ -25,6 +25,7 @@ mod peers;
 mod persist;
 mod pieces;
 mod startup;
+mod superseed;
 mod timers;
 mod webseeds;
 
@@ -375,6 +376,8 @@ pub(crate) struct Controller {
     webseed_generation: u64,
     /// Bytes from web seeds already stopped.
     webseed_bytes: u64,
+    /// Super-seeding state, once a peer connected under it.
+    superseed: Option<superseed::SuperSeed>,
 }
 
 /// What a controller is built from (see [`spawn_controller`]).
@@ -503,6 +506,7 @@ impl Controller {
             webseeds_tried: false,
             webseed_generation: 0,
             webseed_bytes: 0,
+            superseed: None,
         }
     }
 
@@ -590,6 +594,7 @@ impl Controller {
                 }
                 self.failed.remove(&addr);
                 self.rechoke(false);
+                self.superseed_ready(key);
             }
             PeerEvent::Bitfield(bits) => {
                 if p.bits.is_some() {
@@ -598,6 +603,7 @@ impl Controller {
                 self.picker.peer_bitfield(&bits);
                 p.bits = Some(bits);
                 self.after_peer_pieces(key);
+                self.superseed_bits(key);
             }
             PeerEvent::Have(i) => {
                 let bits = p.bits.get_or_insert_with(|| Bitfield::new(self.have.len()));
@@ -606,6 +612,7 @@ impl Controller {
                     self.picker.peer_has(i as usize);
                 }
                 self.after_peer_pieces(key);
+                self.superseed_seen(key, &[i]);
             }
             PeerEvent::Choked(choked) => {
                 p.peer_choking = choked;

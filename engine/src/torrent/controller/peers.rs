@@ -190,6 +190,7 @@ impl Controller {
         let Some(mut p) = self.peers.remove(&key) else {
             return;
         };
+        self.superseed_gone(key);
         if let Some(t) = p.thread.take() {
             let _ = t.join();
         }
@@ -360,6 +361,7 @@ impl Controller {
             up_limits: [self.up_limit.clone(), self.session.upload.clone()],
             down_limits: [self.down_limit.clone(), self.session.download.clone()],
             timing: self.session.config.timing.clone(),
+            revealed: self.superseed_set(key),
         };
         let incoming = matches!(origin, Origin::Incoming(..));
         // A thread that cannot start drops `conn`, giving the count back.
