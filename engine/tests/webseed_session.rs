@@ -273,3 +273,33 @@ fn web_seed_and_a_bittern_peer_complete_together() {
     assert_eq!(status.hash_failures, 0);
     eprintln!("web seed {web} bytes, peer {from_peer} bytes of {size}");
 }
+
+#[test]
+fn peers_finish_a_slow_web_seeds_run_in_endgame() {
+    let src = tempfile::tempdir().unwrap();
+    let size = 4 << 20;
+    let mut meta = make_torrent(src.path(), "slow.bin", &[("slow.bin", size)], 64 << 10, 16);
+    // 100 KB/s: the seed's first 1 MiB run alone would take 10 s.
+    let Some(nginx) = Nginx::start_with(src.path(), "limit_rate 100k;") else {
+        return;
+    };
+    meta.url_list = vec![nginx.url("/slow.bin")];
+    let seeder = session_with(config());
+    let st = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&st, TorrentState::Seeding, Duration::from_secs(20));
+    let dst = tempfile::tempdir().unwrap();
+    let s = session_with(ws_config());
+    let started = Instant::now();
+    let t = leech(&s, &meta, dst.path(), vec![seeder.local_addr()]);
+    let (web, seeds) = finish(&t, Duration::from_secs(60));
+    let took = started.elapsed();
+    assert_same(src.path(), dst.path(), &[PathBuf::from("slow.bin")]);
+    assert_eq!(seeds, 1, "the web seed ran");
+    // The peer got the seed's reserved pieces as endgame duplicates: the
+    // download did not wait for the slow seed.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(web < 1 << 20, "the seed's run was cut short: {web} bytes");
+    assert_eq!(t.status().hash_failures, 0);
+}
