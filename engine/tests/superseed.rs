@@ -82,3 +82,70 @@ fn super_seeding_uploads_about_one_copy() {
     assert!(sup <= 1.5, "super-seeding sends close to one copy: {sup}");
     assert!(sup < normal, "less than normal seeding ({normal})");
 }
+
+/// A scripted peer against a super-seeder: it is shown nothing at first,
+/// then one piece; a request for another piece is refused, the shown one
+/// is served; once it announces the piece (and is the only peer), the next
+/// one is shown.
+#[test]
+fn super_seeder_shows_one_piece_and_serves_only_that() {
+    use crate::fake::{Got, Wire};
+    use bittern_wire::{BlockRef, Message};
+
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(src.path(), "one.bin", &[("one.bin", 1 << 20)], 64 << 10, 52);
+    let seeder = session();
+    let opts = TorrentOptions {
+        super_seed: true,
+        ..TorrentOptions::default()
+    };
+    let st = seeder.add_torrent(meta.clone(), src.path(), opts).unwrap();
+    crate::util::wait_state(&st, TorrentState::Seeding, Duration::from_secs(20));
+    let (mut w, hs) = Wire::connect(seeder.local_addr(), meta.info_hash).unwrap();
+    assert!(hs.supports_fast());
+    w.send(Message::HaveNone).unwrap();
+    w.send(Message::Interested).unwrap();
+    let n = meta.info.piece_count() as u32;
+    let (mut shown, mut unchoked) = (None, false);
+    while shown.is_none() || !unchoked {
+        match w.recv().unwrap() {
+            Got::Other(m) if m == "HaveAll" => panic!("a super-seeder claimed every piece"),
+            Got::Bitfield(b) => assert!(b.iter().all(|&x| x == 0), "{b:?}"),
+            Got::Have(p) => {
+                assert!(shown.is_none(), "one piece at a time");
+                shown = Some(p);
+            }
+            Got::Other(m) if m == "Unchoke" => unchoked = true,
+            _ => {}
+        }
+    }
+    let p = shown.unwrap();
+    let q = (p + 1) % n;
+    let block = |i: u32| BlockRef {
+        index: i,
+        begin: 0,
+        length: 16 << 10,
+    };
+    w.send(Message::Request(block(q))).unwrap();
+    w.send(Message::Request(block(p))).unwrap();
+    let (mut rejected, mut served) = (false, false);
+    while !(rejected && served) {
+        match w.recv().unwrap() {
+            Got::Other(m) if m == format!("{:?}", Message::Reject(block(q))) => rejected = true,
+            Got::Piece { index, .. } => {
+                assert_eq!(index, p, "only the shown piece is served");
+                served = true;
+            }
+            Got::Have(x) => panic!("piece {x} shown before {p} spread"),
+            _ => {}
+        }
+    }
+    // We announce the piece; alone in the swarm, we get the next one.
+    w.send(Message::Have(p)).unwrap();
+    let next = loop {
+        if let Got::Have(x) = w.recv().unwrap() {
+            break x;
+        }
+    };
+    assert_ne!(next, p);
+}
