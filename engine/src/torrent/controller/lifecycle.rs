@@ -130,6 +130,7 @@ impl Controller {
                 self.fill(k);
             }
             self.connect_more();
+            self.superseed_tick(now);
             if self.peers.len() < 5 {
                 if let Some(key) = self.announcer {
                     self.session.with_announcer(|a| a.need_peers(key));

@@ -11,16 +11,24 @@
 //! - A peer's pending piece counts as spread when another peer announces
 //!   it (HAVE or its bitfield), or, when the peer itself announces it,
 //!   when some other peer already had it or no other peer is connected
-//!   (nobody could spread it: without this a lone leecher would stall).
+//!   (nobody could spread it: without this a lone leecher would stall),
+//!   or [`SPREAD_WAIT`] after it announced it without anyone else doing so
+//!   (leechers that cannot reach each other would stall too).
 
 use super::*;
+
+/// How long a peer that got its revealed piece waits for it to spread
+/// before it is shown the next one anyway.
+pub(crate) const SPREAD_WAIT: Duration = Duration::from_secs(5);
 
 /// One peer's super-seeding state.
 struct SuperPeer {
     /// The pieces revealed to it (shared with its writer).
     revealed: Arc<HaveSet>,
-    /// The revealed piece not yet seen spreading.
-    pending: Option<u32>,
+    /// The revealed pieces not yet seen spreading (one, or the last two).
+    pending: Vec<u32>,
+    /// When the peer itself announced `pending`.
+    got_own: Option<Instant>,
 }
 
 /// The torrent's super-seeding state.
@@ -49,7 +57,8 @@ impl Controller {
             key,
             SuperPeer {
                 revealed: revealed.clone(),
-                pending: None,
+                pending: Vec::new(),
+                got_own: None,
             },
         );
         Some(revealed)
@@ -78,9 +87,10 @@ impl Controller {
             .count()
             <= 1;
         let mut spread = Vec::new();
+        let mut own = Vec::new();
         for &piece in pieces {
             for (&k, sp) in &s.peers {
-                if sp.pending != Some(piece) {
+                if !sp.pending.contains(&piece) {
                     continue;
                 }
                 let seen = if k == from {
@@ -92,14 +102,45 @@ impl Controller {
                     true
                 };
                 if seen {
-                    spread.push(k);
+                    spread.push((k, piece));
+                } else {
+                    own.push(k);
                 }
             }
         }
-        for k in spread {
+        let now = Instant::now();
+        for k in own {
             if let Some(sp) = self.superseed.as_mut().and_then(|s| s.peers.get_mut(&k)) {
-                sp.pending = None;
+                sp.got_own.get_or_insert(now);
             }
+        }
+        for (k, piece) in spread {
+            if let Some(sp) = self.superseed.as_mut().and_then(|s| s.peers.get_mut(&k)) {
+                sp.pending.retain(|&p| p != piece);
+                sp.got_own = None;
+            }
+            self.reveal_next(k);
+        }
+    }
+
+    /// Peers that have held their piece for [`SPREAD_WAIT`] without it
+    /// spreading get the next one (called by the tick).
+    pub(super) fn superseed_tick(&mut self, now: Instant) {
+        let Some(s) = self.superseed.as_mut() else {
+            return;
+        };
+        let mut due = Vec::new();
+        for (&k, sp) in &mut s.peers {
+            if sp
+                .got_own
+                .is_some_and(|t| now.duration_since(t) >= SPREAD_WAIT)
+            {
+                sp.pending.clear();
+                sp.got_own = None;
+                due.push(k);
+            }
+        }
+        for k in due {
             self.reveal_next(k);
         }
     }
@@ -125,7 +166,11 @@ impl Controller {
     }
 
     /// Reveals to `key` the piece it lacks that was shown to the fewest
-    /// peers, then held by the fewest (one HAVE).
+    /// peers, then held by the fewest (one HAVE). When only one more piece
+    /// would be left to show it, that one goes too: the HAVE that makes us
+    /// look complete must reach a peer still busy (interested), or
+    /// libtorrent drops us at once as an "uninteresting upload-only peer"
+    /// and does not come back.
     fn reveal_next(&mut self, key: PeerKey) {
         let bits = self.peers.get(&key).and_then(|p| p.bits.clone());
         let Some(s) = self.superseed.as_mut() else {
@@ -134,7 +179,7 @@ impl Controller {
         let Some(sp) = s.peers.get(&key) else {
             return;
         };
-        if sp.pending.is_some() {
+        if !sp.pending.is_empty() {
             return;
         }
         let n = s.shown.len();
@@ -143,23 +188,29 @@ impl Controller {
         }
         s.turn = s.turn.wrapping_add(7919);
         let start = s.turn % n;
-        let best = (0..n)
+        let mut left: Vec<usize> = (0..n)
             .map(|i| (start + i) % n)
             .filter(|&p| {
                 !sp.revealed.contains(p)
                     && self.have.contains(p)
                     && !bits.as_ref().is_some_and(|b| b.get(p))
             })
-            .min_by_key(|&p| (s.shown[p], self.picker.availability(p)));
-        let Some(p) = best else {
+            .collect();
+        // Fewest shown, then fewest held; the search order breaks ties.
+        left.sort_by_key(|&p| (s.shown[p], self.picker.availability(p)));
+        let take = if left.len() == 2 { 2 } else { 1 };
+        let chosen: Vec<u32> = left.iter().take(take).map(|&p| p as u32).collect();
+        if chosen.is_empty() {
             return;
-        };
-        sp.revealed.insert(p);
-        s.shown[p] += 1;
-        if let Some(sp) = s.peers.get_mut(&key) {
-            sp.pending = Some(p as u32);
         }
-        let haves: Arc<[u32]> = Arc::from(vec![p as u32]);
+        for &p in &chosen {
+            sp.revealed.insert(p as usize);
+            s.shown[p as usize] += 1;
+        }
+        if let Some(sp) = s.peers.get_mut(&key) {
+            sp.pending = chosen.clone();
+        }
+        let haves: Arc<[u32]> = chosen.into();
         let sent = self
             .peers
             .get(&key)
