@@ -155,10 +155,12 @@ pub struct PeerArgs {
     /// Port to listen on for peers (0 picks a free one).
     #[arg(short, long, default_value_t = 6881)]
     pub port: u16,
-    /// Address to listen on.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
-    pub bind: IpAddr,
-    /// Connect to this peer too; repeat for more.
+    /// Address to listen on for peers, IPv4 or IPv6; repeat for more, all
+    /// on one port (e.g. `--bind 127.0.0.1 --bind ::1`). Default: every
+    /// address of both families (0.0.0.0 and ::).
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Vec<IpAddr>,
+    /// Connect to this peer too (`HOST:PORT`, `[V6ADDR]:PORT`); repeat for more.
     #[arg(long = "peer", value_name = "HOST:PORT")]
     pub peers: Vec<String>,
     /// Upload limit for the session, e.g. 1MB/s.
@@ -177,14 +179,50 @@ pub struct PeerArgs {
     /// Do not download from the torrents' web seeds (BEP 19 `url-list`).
     #[arg(long)]
     pub no_web_seeds: bool,
+    /// Protocol encryption (MSE/PE): `prefer` accepts both and dials
+    /// encrypted first, retrying in the clear; `require` allows only
+    /// RC4-encrypted connections; `disable` speaks plain BitTorrent only.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = EncryptionArg::Prefer)]
+    pub encryption: EncryptionArg,
+    /// Turn peer exchange (BEP 11) off; it is always off for private
+    /// torrents.
+    #[arg(long)]
+    pub no_pex: bool,
+}
+
+/// `--encryption` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EncryptionArg {
+    /// Accept both; dial encrypted first, then in the clear.
+    Prefer,
+    /// Encrypted (RC4) connections only.
+    Require,
+    /// Plain BitTorrent only.
+    Disable,
+}
+
+impl From<EncryptionArg> for bittern_engine::Encryption {
+    fn from(a: EncryptionArg) -> Self {
+        match a {
+            EncryptionArg::Prefer => bittern_engine::Encryption::Prefer,
+            EncryptionArg::Require => bittern_engine::Encryption::Require,
+            EncryptionArg::Disable => bittern_engine::Encryption::Disable,
+        }
+    }
 }
 
 /// `bittern download`.
 #[derive(Debug, Args)]
 pub struct DownloadArgs {
-    /// One or more .torrent files (one session serves them all).
-    #[arg(required = true, value_name = "TORRENT")]
+    /// One or more .torrent files or magnet links (one session serves
+    /// them all). A magnet link's metadata is fetched from its `x.pe`
+    /// peers, its `tr=` trackers and `--peer`.
+    #[arg(required = true, value_name = "TORRENT|MAGNET")]
     pub torrents: Vec<String>,
+    /// Write the .torrent of a magnet link here once its metadata has
+    /// been fetched (it is kept under <DIR>/.bittern/ in any case).
+    #[arg(long, value_name = "FILE")]
+    pub save_torrent: Option<PathBuf>,
     /// Shared peer options.
     #[command(flatten)]
     pub common: PeerArgs,
@@ -331,6 +369,7 @@ mod tests {
         assert_eq!(d.seed_time, Some(Duration::from_secs(1800)));
         assert_eq!(d.common.port, 0);
         assert_eq!(d.common.peers, ["127.0.0.1:7000"]);
+        assert_eq!(d.common.bind, [IpAddr::from([127, 0, 0, 1])]);
         assert_eq!(d.only, ["*.iso"]);
         // goals are exclusive
         assert!(Cli::try_parse_from([

@@ -7,7 +7,8 @@
 //! session's controller thread and returns a [`TorrentHandle`] for status,
 //! peers, events, pause, resume and removal.
 //!
-//! Threads: one listener thread per session; one controller thread per
+//! Threads: one listener thread per listening address (IPv4 and IPv6
+//! by default, one port); one controller thread per
 //! session running every torrent's [`PiecePicker`], [`Choker`] and peer
 //! table, with a deadline heap (an idle torrent has nothing due and costs
 //! no wakeups); one thread per peer connection (plus a scoped reader child)
@@ -36,8 +37,10 @@ pub mod choker;
 mod config;
 mod error;
 mod fasthash;
+mod handshake;
 mod hashpool;
 mod inline_hash;
+mod listener;
 pub mod lsd;
 mod peer;
 pub mod picker;
@@ -47,11 +50,12 @@ mod session;
 mod shared;
 mod status;
 mod torrent;
+mod transport;
 pub mod webseed;
 mod writeback;
 
 pub use choker::{ChokeCandidate, Choker, ChokerConfig};
-pub use config::{SeedGoal, SessionConfig, Timing, TorrentOptions};
+pub use config::{Encryption, SeedGoal, SessionConfig, Timing, TorrentOptions};
 pub use error::{Error, PeerError, TorrentError, Violation};
 pub use lsd::{Lsd, LsdCommand, LsdConfig, LsdEvent};
 pub use picker::{PeerKey, PiecePicker};

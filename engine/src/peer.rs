@@ -14,30 +14,35 @@
 //! a full queue as a peer too slow to keep. A drop guard reports
 //! [`PeerEvent::Gone`] exactly once however the thread ends, panics included.
 
-use std::io::{self, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::io;
+use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bittern_storage::Storage;
-use bittern_wire::{Bitfield, BlockRef, ExtensionHandshake, Handshake, InfoHash, Message, PeerId};
+use bittern_wire::{
+    Bitfield, BlockRef, Extension, ExtensionHandshake, Handshake, InfoHash, Message, PeerId,
+};
 use crossbeam_channel::{Receiver, Sender};
 use log::debug;
 use parking_lot::Mutex;
 
 use crate::config::Timing;
-use crate::error::{PeerError, Violation};
+use crate::error::PeerError;
 use crate::fasthash::{FastMap, FastSet};
 use crate::inline_hash::InlineHashes;
 use crate::picker::PeerKey;
 use crate::ratelimit::RateLimiter;
 use crate::shared::{BlockClaims, HaveSet};
+use crate::transport::{PeerStream, Socket};
 
+mod meta;
 mod queue;
 mod reader;
 mod writer;
 
+pub(crate) use meta::{spawn_meta, MetaContext};
 use reader::read_loop;
 use writer::Writer;
 
@@ -80,6 +85,16 @@ pub(crate) enum PeerCommand {
     Cancel(BlockRef),
     /// We verified these pieces (one HAVE each, written together).
     Haves(Arc<[u32]>),
+    /// Send an extension message (BEP 10) of extension `ext`, under the
+    /// id the peer gave it in its extension handshake. Dropped quietly
+    /// when the peer does not speak `ext` (or has not said yet). This is
+    /// the seam extensions plug into (`ut_metadata`, `ut_pex`).
+    Extended {
+        /// Which extension: the writer looks up the peer's id for it.
+        ext: Extension,
+        /// The message body (after the extended id byte).
+        payload: Vec<u8>,
+    },
     /// Close the connection.
     Close,
 }
@@ -93,6 +108,8 @@ pub(crate) enum PeerEvent {
         peer_id: PeerId,
         fast: bool,
         incoming: bool,
+        /// The stream is RC4-encrypted (MSE).
+        encrypted: bool,
     },
     /// Their initial piece set (BITFIELD, HAVE ALL or HAVE NONE).
     Bitfield(Bitfield),
@@ -108,10 +125,19 @@ pub(crate) enum PeerEvent {
     /// They rejected a request (BEP 6).
     Rejected(BlockRef),
     AllowedFast(u32),
-    /// Extension handshake (BEP 10).
-    Extension {
-        reqq: Option<u32>,
-        client: Option<String>,
+    /// Their extension handshake (BEP 10), every time they send one (a
+    /// later one may switch extensions on or off). A malformed one ends
+    /// the connection instead.
+    ExtensionHandshake(Box<ExtensionHandshake>),
+    /// An extension message we advertised (by our local id), for the
+    /// controller: `ut_pex`, and `ut_metadata` data and rejects
+    /// (`ut_metadata` requests are answered by the peer thread itself).
+    /// At most one frame (`MAX_FRAME`) of payload.
+    Extended {
+        /// Which of our extensions it is.
+        ext: Extension,
+        /// The message body (after the extended id byte).
+        payload: Vec<u8>,
     },
     /// Writing a block failed: the torrent's storage is in trouble.
     StorageFailed(bittern_storage::Error),
@@ -163,6 +189,10 @@ pub(crate) struct PeerContext {
     /// Super-seeding (BEP 16): the pieces revealed to this peer, the only
     /// ones announced and served (`None`: every piece we have).
     pub revealed: Option<Arc<HaveSet>>,
+    /// What we say in our extension handshake.
+    pub ext: ExtensionSetup,
+    /// How connections we dial use protocol encryption.
+    pub encryption: crate::config::Encryption,
 }
 
 impl PeerContext {
@@ -173,12 +203,47 @@ impl PeerContext {
     }
 }
 
+/// What a connection says about us in its extension handshake (BEP 10),
+/// and the info dictionary it serves over `ut_metadata` (BEP 9).
+#[derive(Clone, Default)]
+pub(crate) struct ExtensionSetup {
+    /// Our listen port (`p`), so a peer we dialled can dial us back.
+    pub listen_port: u16,
+    /// The torrent's info dictionary, exactly as hashed: its size is
+    /// advertised as `metadata_size` and its pieces are served. `None`
+    /// while we are fetching it.
+    pub metadata: Option<Arc<[u8]>>,
+    /// We want nothing (a seed, or every wanted piece had): BEP 21
+    /// `upload_only`.
+    pub upload_only: bool,
+    /// Peer exchange is allowed (not a private torrent, BEP 27): only
+    /// then is `ut_pex` advertised.
+    pub pex: bool,
+}
+
+impl ExtensionSetup {
+    /// Our extension handshake to a peer at `their_addr`.
+    pub(crate) fn handshake(&self, their_addr: SocketAddr) -> ExtensionHandshake {
+        let mut hs = ExtensionHandshake::with_all_extensions();
+        if !self.pex {
+            hs.m.remove(Extension::UtPex.name());
+        }
+        hs.v = Some(format!("bittern {}", env!("CARGO_PKG_VERSION")));
+        hs.p = Some(self.listen_port).filter(|&p| p != 0);
+        hs.reqq = Some(OUR_REQQ as u32);
+        hs.yourip = Some(their_addr.ip());
+        hs.metadata_size = self.metadata.as_ref().map(|m| m.len() as u64);
+        hs.upload_only = self.upload_only;
+        hs
+    }
+}
+
 /// How the connection comes about.
 pub(crate) enum Origin {
     /// We dial this address.
     Outgoing(SocketAddr),
     /// The listener accepted it and read their handshake.
-    Incoming(TcpStream, Handshake),
+    Incoming(Box<PeerStream>, Handshake),
 }
 
 /// The socket of one connection as its controller holds it, so that it can
@@ -193,7 +258,7 @@ enum Slot {
     #[default]
     Empty,
     /// A clone of the connection's socket.
-    Open(TcpStream),
+    Open(Socket),
     /// Cut by the controller, or the connection ended.
     Cut,
 }
@@ -211,7 +276,7 @@ impl SocketSlot {
 
     /// Keeps a clone of the new connection's socket for `cut`. Fails when
     /// the connection was cut before it was established.
-    fn attach(&self, stream: &TcpStream) -> Result<(), PeerError> {
+    fn attach(&self, stream: &Socket) -> Result<(), PeerError> {
         let mut slot = self.0.lock();
         if matches!(*slot, Slot::Cut) {
             let _ = stream.shutdown(Shutdown::Both);
@@ -298,44 +363,24 @@ fn run(
     commands: &Receiver<PeerCommand>,
     socket: &SocketSlot,
 ) -> Result<(), PeerError> {
+    let (mut stream, theirs, incoming) = open(
+        &ctx.timing,
+        ctx.info_hash,
+        ctx.our_id,
+        ctx.encryption,
+        origin,
+        socket,
+    )?;
     let t = &ctx.timing;
-    let (mut stream, theirs, incoming) = match origin {
-        Origin::Outgoing(addr) => {
-            let mut s = TcpStream::connect_timeout(&addr, t.connect_timeout)?;
-            socket.attach(&s)?;
-            s.set_read_timeout(Some(t.connect_timeout))?;
-            s.set_write_timeout(Some(t.connect_timeout))?;
-            s.write_all(&Handshake::new(ctx.info_hash, ctx.our_id).encode())?;
-            let mut buf = [0u8; Handshake::LEN];
-            // A deadline on the whole handshake: a read timeout alone
-            // restarts with every byte a trickling peer sends.
-            let deadline = std::time::Instant::now() + t.connect_timeout;
-            crate::session::read_exact_by(&mut s, &mut buf, deadline)?;
-            let hs = Handshake::decode(&buf)
-                .map_err(|e| PeerError::Protocol(Violation::Handshake(e)))?;
-            if hs.info_hash != ctx.info_hash {
-                return Err(PeerError::WrongInfoHash);
-            }
-            (s, hs, false)
-        }
-        Origin::Incoming(mut s, hs) => {
-            socket.attach(&s)?;
-            s.set_write_timeout(Some(t.connect_timeout))?;
-            s.write_all(&Handshake::new(ctx.info_hash, ctx.our_id).encode())?;
-            (s, hs, true)
-        }
-    };
-    if theirs.peer_id == ctx.our_id {
-        return Err(PeerError::SelfConnection);
-    }
-    let addr = stream.peer_addr()?;
+    let addr = stream.socket().peer_addr()?;
     let fast = theirs.supports_fast();
     let extended = theirs.supports_extended();
-    stream.set_nodelay(true)?;
+    let raw = stream.socket();
+    raw.set_nodelay(true)?;
     // Writes to a peer that stopped reading end the connection rather than
     // block forever; reads wake up periodically to check idleness.
-    stream.set_write_timeout(Some(t.idle_timeout.max(Duration::from_secs(1))))?;
-    stream.set_read_timeout(Some(Duration::from_millis(500).min(t.idle_timeout)))?;
+    raw.set_write_timeout(Some(t.idle_timeout.max(Duration::from_secs(1))))?;
+    raw.set_read_timeout(Some(Duration::from_millis(500).min(t.idle_timeout)))?;
 
     // Opening messages: our piece set, then the extension handshake.
     let mut out = Vec::with_capacity(1024);
@@ -348,18 +393,14 @@ fn run(
         Message::Bitfield(bits.as_bytes()).encode(&mut out);
     }
     if extended {
-        let hs = ExtensionHandshake {
-            v: Some(format!("bittern {}", env!("CARGO_PKG_VERSION"))),
-            reqq: Some(OUR_REQQ as u32),
-            ..ExtensionHandshake::default()
-        };
+        let hs = ctx.ext.handshake(addr);
         Message::Extended {
             id: 0,
             payload: &hs.encode(),
         }
         .encode(&mut out);
     }
-    stream.write_all(&out)?;
+    stream.send(&mut out)?;
     out.clear();
     send(
         ctx,
@@ -368,14 +409,17 @@ fn run(
             peer_id: theirs.peer_id,
             fast,
             incoming,
+            encrypted: stream.is_encrypted(),
         },
     );
     debug!(
-        "{addr} {}: connected (incoming: {incoming}, fast: {fast})",
-        short(ctx)
+        "{addr} {}: connected (incoming: {incoming}, fast: {fast}, {}{})",
+        short(ctx),
+        stream.socket().kind(),
+        if stream.is_encrypted() { ", rc4" } else { "" },
     );
 
-    let reader_stream = stream.try_clone()?;
+    let (reader_stream, mut stream) = stream.split()?;
     let link = Link::default();
     // Requests travel in `link.inbox`; this only wakes the writer.
     let (to_writer, from_reader) = crossbeam_channel::bounded::<()>(1);
@@ -402,7 +446,7 @@ fn run(
         .run(commands, &from_reader);
         link.closing.store(true, Ordering::Release);
         // Unblock the reader, then wait for it.
-        let _ = stream.shutdown(Shutdown::Both);
+        let _ = stream.socket().shutdown(Shutdown::Both);
         let _ = reader.join();
         let reader_error = link.reader_error.lock().take();
         match (result, reader_error) {
@@ -412,6 +456,38 @@ fn run(
             (Ok(()), None) => Ok(()),
         }
     })
+}
+
+/// Connects (or takes the accepted socket), exchanges the 68-byte
+/// handshakes and checks theirs: the stream, their handshake, and whether
+/// they dialled us.
+fn open(
+    t: &Timing,
+    info_hash: InfoHash,
+    our_id: PeerId,
+    encryption: crate::config::Encryption,
+    origin: Origin,
+    socket: &SocketSlot,
+) -> Result<(Box<PeerStream>, Handshake, bool), PeerError> {
+    let (s, theirs, incoming) = match origin {
+        Origin::Outgoing(addr) => {
+            let ours = Handshake::new(info_hash, our_id);
+            let attach = |s: &Socket| socket.attach(s);
+            let (s, hs) =
+                crate::handshake::dial(addr, &ours, encryption, t.connect_timeout, &attach)?;
+            (Box::new(s), hs, false)
+        }
+        Origin::Incoming(mut s, hs) => {
+            socket.attach(s.socket())?;
+            s.socket().set_write_timeout(Some(t.connect_timeout))?;
+            s.send(&mut Handshake::new(info_hash, our_id).encode())?;
+            (s, hs, true)
+        }
+    };
+    if theirs.peer_id == our_id {
+        return Err(PeerError::SelfConnection);
+    }
+    Ok((s, theirs, incoming))
 }
 
 fn send(ctx: &PeerContext, event: PeerEvent) {
@@ -436,6 +512,30 @@ struct Link {
     /// Set when the writer ends: the reader stops at the next message
     /// instead of working through what is still buffered.
     closing: AtomicBool,
+    /// The ids the peer wants extension messages sent under (its last
+    /// extension handshake's `m`), for the writer.
+    their_ext: Mutex<ExtIds>,
+}
+
+/// The peer's extension ids, by our extension.
+#[derive(Default)]
+pub(crate) struct ExtIds(Vec<(Extension, u8)>);
+
+impl ExtIds {
+    /// The ids of every extension we speak, from their handshake.
+    pub(crate) fn from_handshake(hs: &ExtensionHandshake) -> Self {
+        ExtIds(
+            Extension::ALL
+                .into_iter()
+                .filter_map(|e| hs.id_for(e).map(|id| (e, id)))
+                .collect(),
+        )
+    }
+
+    /// Their id for `ext`, if they speak it.
+    pub(crate) fn get(&self, ext: Extension) -> Option<u8> {
+        self.0.iter().find(|(e, _)| *e == ext).map(|&(_, id)| id)
+    }
 }
 
 /// Our requests to the peer.
@@ -472,12 +572,14 @@ impl Requests {
 enum ReaderNote {
     Request(BlockRef),
     Cancel(BlockRef),
+    /// A `ut_metadata` request for this metadata piece.
+    MetadataRequest(u32),
 }
 
 #[cfg(test)]
 mod tests {
     use std::io::Read;
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
 
     use super::*;
 
@@ -490,7 +592,8 @@ mod tests {
         let slot = Arc::new(SocketSlot::default());
         let conn = Connection::new(count.clone(), slot.clone());
         assert_eq!(count.load(Ordering::Relaxed), 1);
-        slot.attach(&ours).unwrap();
+        slot.attach(&Socket::Tcp(ours.try_clone().unwrap()))
+            .unwrap();
         let reader = std::thread::spawn(move || {
             let mut ours = ours;
             let mut b = [0u8; 16];
@@ -507,6 +610,9 @@ mod tests {
         let late = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let slot = SocketSlot::default();
         slot.cut();
-        assert!(matches!(slot.attach(&late), Err(PeerError::Closed)));
+        assert!(matches!(
+            slot.attach(&Socket::Tcp(late)),
+            Err(PeerError::Closed)
+        ));
     }
 }

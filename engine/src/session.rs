@@ -3,20 +3,20 @@
 //! connection limit, and the torrents.
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bittern_storage::FilePool;
 use bittern_tracker::{
     SessionAnnouncer, SessionConfig as TrackerSessionConfig, SessionHandle, TorrentKey,
     TrackerEvent,
 };
-use bittern_wire::{Handshake, InfoHash, Metainfo, PeerId};
+use bittern_wire::mse::ObfuscatedHashes;
+use bittern_wire::{InfoHash, Magnet, MagnetPeer, Metainfo, PeerId};
 use crossbeam_channel::{Sender, TrySendError};
 use log::{debug, info, warn};
 use parking_lot::Mutex;
@@ -25,13 +25,46 @@ mod discovery;
 
 use crate::config::{SessionConfig, TorrentOptions};
 use crate::error::Error;
+use crate::listener::{Listener, Pending};
 use crate::ratelimit::RateLimiter;
 use crate::torrent::{
-    build_controller, Central, ControllerSetup, Ctl, TorrentCommand, TorrentHandle, TorrentId,
+    build_controller, Central, ControllerSetup, Ctl, FetchSetup, MetadataFetch, PeerSource,
+    Published, TorrentCommand, TorrentHandle, TorrentId,
 };
 
 /// Torrents by info hash, for the listener's routing.
-pub(crate) type Registry = Arc<Mutex<HashMap<InfoHash, TorrentId>>>;
+pub(crate) type Registry = Arc<Mutex<Routes>>;
+
+/// The listener's routing table: torrents by info hash, and by
+/// `HASH('req2', info_hash)` for MSE handshakes, which name their torrent
+/// only that way.
+#[derive(Debug, Default)]
+pub(crate) struct Routes {
+    ids: HashMap<InfoHash, TorrentId>,
+    obfuscated: ObfuscatedHashes,
+}
+
+impl Routes {
+    /// The torrent with this info hash.
+    pub(crate) fn get(&self, info_hash: &InfoHash) -> Option<&TorrentId> {
+        self.ids.get(info_hash)
+    }
+
+    /// The info hash whose `HASH('req2', ·)` is `obfuscated`.
+    pub(crate) fn find_obfuscated(&self, obfuscated: &[u8; 20]) -> Option<InfoHash> {
+        self.obfuscated.find(obfuscated)
+    }
+
+    fn clear(&mut self) {
+        self.ids.clear();
+        self.obfuscated = ObfuscatedHashes::new();
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.ids.is_empty() && self.obfuscated.is_empty()
+    }
+}
 
 /// Registers a torrent's id under its info hash, in one step with the
 /// check that no other torrent has it. The entry is given back when the
@@ -42,13 +75,13 @@ pub(crate) fn register(
     info_hash: InfoHash,
     id: TorrentId,
 ) -> Result<Reservation<'_>, Error> {
-    match registry.lock().entry(info_hash) {
-        std::collections::hash_map::Entry::Occupied(_) => {
-            return Err(Error::DuplicateTorrent(info_hash.to_hex()))
+    {
+        let mut r = registry.lock();
+        if r.ids.contains_key(&info_hash) {
+            return Err(Error::DuplicateTorrent(info_hash.to_hex()));
         }
-        std::collections::hash_map::Entry::Vacant(v) => {
-            v.insert(id);
-        }
+        r.ids.insert(info_hash, id);
+        r.obfuscated.insert(info_hash);
     }
     Ok(Reservation {
         registry,
@@ -85,16 +118,15 @@ impl Drop for Reservation<'_> {
 /// registered (a torrent added again since has its own).
 pub(crate) fn unregister(registry: &Registry, info_hash: InfoHash, id: TorrentId) {
     let mut r = registry.lock();
-    if r.get(&info_hash) == Some(&id) {
-        r.remove(&info_hash);
+    if r.ids.get(&info_hash) == Some(&id) {
+        r.ids.remove(&info_hash);
+        r.obfuscated.remove(&info_hash);
     }
 }
 
-/// Handshakes being read at once before new connections are dropped.
-const MAX_PENDING_HANDSHAKES: usize = 256;
-/// Handshakes pending from one host (127.0.0.1 exempt), so that silent
-/// connections from one attacker cannot shut every other peer out.
-const MAX_PENDING_PER_HOST: usize = 8;
+/// Our own addresses learnt from peers' `yourip` kept at once (one per
+/// interface or NAT a peer may see us through).
+const MAX_EXTERNAL_IPS: usize = 8;
 
 /// What every torrent of a session shares.
 pub(crate) struct SessionShared {
@@ -113,6 +145,11 @@ pub(crate) struct SessionShared {
     pub connections: Arc<AtomicUsize>,
     /// The port we listen on, announced to trackers.
     pub port: u16,
+    /// Every address we listen on (on `port`): a candidate that is one of
+    /// these is ourselves.
+    pub listen_addrs: Vec<SocketAddr>,
+    /// Addresses peers said they see us at (`yourip`, BEP 10), newest last.
+    pub external_ips: Mutex<Vec<std::net::IpAddr>>,
     /// The one tracker announcer of the session (`None` when announcing
     /// is off, or once the session has shut it down).
     pub announcer: Mutex<Option<SessionHandle>>,
@@ -122,9 +159,40 @@ pub(crate) struct SessionShared {
     /// Local Service Discovery, when on and its socket could join the
     /// group (`None` once the session has shut it down).
     pub lsd: Mutex<Option<crate::lsd::Lsd>>,
+    /// Our address as the last peer that told us (`yourip`, BEP 10) saw
+    /// it: for the DHT, later.
+    pub external_ip: Mutex<Option<std::net::IpAddr>>,
 }
 
 impl SessionShared {
+    /// Whether `addr` is our own listener: on our port at a loopback
+    /// address, at one of the addresses we listen on, or at an address
+    /// peers told us they see us at (`yourip`).
+    pub(crate) fn is_own_addr(&self, addr: SocketAddr) -> bool {
+        addr.port() == self.port
+            && (addr.ip().is_loopback()
+                || self.listen_addrs.iter().any(|l| l.ip() == addr.ip())
+                || self.external_ips.lock().contains(&addr.ip()))
+    }
+
+    /// Records an address a peer says it sees us at (its `yourip`): a
+    /// candidate there on our port is ourselves. Bounded: the newest
+    /// [`MAX_EXTERNAL_IPS`] are kept.
+    pub(crate) fn learn_external_ip(&self, ip: std::net::IpAddr) {
+        if ip.is_unspecified() || ip.is_multicast() {
+            return;
+        }
+        *self.external_ip.lock() = Some(ip);
+        let mut ips = self.external_ips.lock();
+        if !ips.contains(&ip) {
+            if ips.len() >= MAX_EXTERNAL_IPS {
+                ips.remove(0);
+            }
+            debug!("a peer sees us at {ip}");
+            ips.push(ip);
+        }
+    }
+
     /// Runs `f` on the session announcer, if it runs.
     pub(crate) fn with_announcer(&self, f: impl FnOnce(&SessionHandle)) {
         if let Some(a) = self.announcer.lock().as_ref() {
@@ -160,18 +228,13 @@ pub struct Session {
     shared: Arc<SessionShared>,
     registry: Registry,
     torrents: Mutex<Vec<TorrentHandle>>,
-    listener: Option<ListenerHandle>,
+    /// One listening socket per address, all on one port (see `listener`).
+    listeners: Vec<Listener>,
     /// The controller thread running every torrent, and its inputs.
     controller: Option<JoinHandle<()>>,
     commands: Sender<Ctl>,
     links: crate::torrent::central::Links,
     next_id: AtomicU64,
-}
-
-struct ListenerHandle {
-    stop: Arc<AtomicBool>,
-    addr: SocketAddr,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Session {
@@ -180,14 +243,16 @@ impl Session {
     /// # Errors
     /// [`Error::Listen`] when the address cannot be bound (port in use).
     pub fn new(config: SessionConfig) -> Result<Session, Error> {
-        let listener = TcpListener::bind(config.listen).map_err(|source| Error::Listen {
-            addr: config.listen,
-            source,
-        })?;
-        let addr = listener.local_addr().map_err(|source| Error::Listen {
-            addr: config.listen,
-            source,
-        })?;
+        let sockets = crate::listener::bind_all(&config)?;
+        let addrs: Vec<SocketAddr> = sockets
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<Result<_, _>>()
+            .map_err(|source| Error::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let port = addrs.first().map_or(config.listen.port(), SocketAddr::port);
         let threads = if config.hash_threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {
@@ -208,10 +273,13 @@ impl Session {
             upload: Arc::new(RateLimiter::new(config.upload_limit)),
             download: Arc::new(RateLimiter::new(config.download_limit)),
             connections: Arc::default(),
-            port: addr.port(),
+            port,
+            listen_addrs: addrs.clone(),
+            external_ips: Mutex::new(Vec::new()),
             announcer: Mutex::new(None),
             announce_generation: AtomicU64::new(1),
             lsd: Mutex::new(None),
+            external_ip: Mutex::new(None),
             config,
         });
         let registry: Registry = Arc::default();
@@ -221,32 +289,38 @@ impl Session {
             *shared.announcer.lock() = Some(handle);
         }
         if let Some(cfg) = &shared.config.lsd {
-            let lsd = discovery::spawn_lsd(cfg, addr, registry.clone(), links.sources.clone());
+            // LSD is IPv4 (the IPv6 group does not loop on `lo`).
+            let v4 = addrs
+                .iter()
+                .copied()
+                .find(SocketAddr::is_ipv4)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], port)));
+            let lsd = discovery::spawn_lsd(cfg, v4, registry.clone(), links.sources.clone());
             *shared.lsd.lock() = lsd;
         }
         let controller = std::thread::Builder::new()
             .name("bittern-ctl".into())
             .spawn(move || central.run())
             .map_err(Error::Spawn)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (registry, stop, shared) = (registry.clone(), stop.clone(), shared.clone());
-            let commands = commands.clone();
-            std::thread::Builder::new()
-                .name("bittern-listener".into())
-                .spawn(move || listen(listener, &registry, &commands, &stop, &shared))
-                .map_err(Error::Spawn)?
-        };
-        info!("listening on {addr}");
+        let pending = Pending::default();
+        let mut listeners = Vec::with_capacity(sockets.len());
+        for socket in sockets {
+            listeners.push(Listener::spawn(
+                socket,
+                registry.clone(),
+                commands.clone(),
+                shared.clone(),
+                pending.clone(),
+            )?);
+        }
+        for addr in &addrs {
+            info!("listening on {addr}");
+        }
         Ok(Session {
             shared,
             registry,
             torrents: Mutex::new(Vec::new()),
-            listener: Some(ListenerHandle {
-                stop,
-                addr,
-                thread: Some(thread),
-            }),
+            listeners,
             controller: Some(controller),
             commands,
             links,
@@ -254,11 +328,22 @@ impl Session {
         })
     }
 
-    /// The address the session listens on (with the real port when 0 was asked).
+    /// The address the session listens on (with the real port when 0 was
+    /// asked): the first of [`local_addrs`](Self::local_addrs), the one
+    /// `SessionConfig::listen` named.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .as_ref()
-            .map_or(self.shared.config.listen, |l| l.addr)
+        self.shared
+            .listen_addrs
+            .first()
+            .copied()
+            .unwrap_or(self.shared.config.listen)
+    }
+
+    /// Every address the session listens on, all on one port: `listen`,
+    /// then the other family's when dual stack applies, then
+    /// `listen_also`.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.shared.listen_addrs.clone()
     }
 
     /// Our peer id.
@@ -299,10 +384,118 @@ impl Session {
             registry: self.registry.clone(),
             commands: self.commands.clone(),
             links: self.links.clone(),
+            reuse: None,
         };
         let (controller, handle) = build_controller(setup)?;
         self.commands
             .send(Ctl::Add(Box::new(controller)))
+            .map_err(|_| Error::Closed)?;
+        reserved.keep();
+        let mut torrents = self.torrents.lock();
+        self.prune(&mut torrents);
+        torrents.push(handle.clone());
+        Ok(handle)
+    }
+
+    /// Adds a torrent known only by a magnet link (BEP 9). It first fetches
+    /// the info dictionary from peers (state
+    /// [`FetchingMetadata`](crate::TorrentState::FetchingMetadata)): those
+    /// of the link's `x.pe` (addresses; host names are skipped), those its
+    /// `tr=` trackers return, and those given later with
+    /// [`TorrentHandle::add_peers`]. Once the metadata has passed the info
+    /// hash it is saved as `<info hash>.torrent` beside the resume state
+    /// (see [`TorrentOptions::resume_file`]) and the torrent carries on
+    /// exactly as one added with [`add_torrent`](Self::add_torrent), under
+    /// the same handle. If that `.torrent` exists already (a restart), no
+    /// fetch happens.
+    ///
+    /// # Errors
+    /// A link without a v1 (`btih`) info hash, a file selection (it needs
+    /// the metadata), a torrent already in the session.
+    pub fn add_magnet(
+        &self,
+        magnet: &Magnet,
+        save_dir: impl Into<PathBuf>,
+        mut options: TorrentOptions,
+    ) -> Result<TorrentHandle, Error> {
+        let info_hash = magnet.info_hash.ok_or(Error::InvalidOptions(
+            "the magnet link has no v1 (btih) info hash",
+        ))?;
+        if !options.wanted_files.is_empty() {
+            return Err(Error::InvalidOptions(
+                "a file selection needs the metadata; a magnet link has none yet",
+            ));
+        }
+        let save_dir = save_dir.into();
+        let torrent_file = magnet_torrent_file(&save_dir, &options, info_hash);
+        for p in magnet.peer_addrs() {
+            match p {
+                MagnetPeer::Addr(a) => {
+                    if !options.peers.contains(&a) {
+                        options.peers.push(a);
+                    }
+                }
+                MagnetPeer::Host { host, port } => {
+                    info!("magnet peer {host}:{port} skipped: host names are not resolved");
+                }
+            }
+        }
+        let trackers: Vec<Vec<String>> = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
+        // A restart: the metadata was fetched and saved before.
+        if let Ok(bytes) = std::fs::read(&torrent_file) {
+            match Metainfo::from_bytes(&bytes) {
+                Ok(meta) if meta.info_hash == info_hash => {
+                    info!(
+                        "{}: metadata from {}",
+                        &info_hash.to_hex()[..8],
+                        torrent_file.display()
+                    );
+                    let handle = self.add_torrent(meta, save_dir, options)?;
+                    *handle.published.torrent_file.lock() = Some(Arc::from(bytes));
+                    return Ok(handle);
+                }
+                _ => warn!(
+                    "{}: not the torrent's metadata, fetching again",
+                    torrent_file.display()
+                ),
+            }
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let reserved = register(&self.registry, info_hash, id)?;
+        let name = magnet
+            .display_name
+            .clone()
+            .unwrap_or_else(|| info_hash.to_hex());
+        let published = Published::new(MetadataFetch::initial_status(name));
+        // Unbounded in type, bounded where events are sent (as for every
+        // torrent).
+        let (event_tx, event_rx) = crossbeam_channel::unbounded();
+        let fetch = MetadataFetch::new(FetchSetup {
+            id,
+            info_hash,
+            trackers,
+            web_seeds: magnet.web_seeds.clone(),
+            torrent_file,
+            save_dir,
+            options,
+            session: self.shared.clone(),
+            registry: self.registry.clone(),
+            commands: self.commands.clone(),
+            links: self.links.clone(),
+            published: published.clone(),
+            events: event_tx,
+        });
+        let handle = TorrentHandle {
+            info_hash,
+            id,
+            commands: self.commands.clone(),
+            source: PeerSource::new(id, self.links.sources.clone()),
+            published,
+            events: event_rx,
+            registry: self.registry.clone(),
+        };
+        self.commands
+            .send(Ctl::Fetch(Box::new(fetch)))
             .map_err(|_| Error::Closed)?;
         reserved.keep();
         let mut torrents = self.torrents.lock();
@@ -368,17 +561,9 @@ impl Session {
             let _ = self.commands.send(Ctl::Exit);
             let _ = c.join();
         }
-        if let Some(mut l) = self.listener.take() {
-            l.stop.store(true, Ordering::SeqCst);
-            // Wake the blocking accept.
-            let mut wake = l.addr;
-            if wake.ip().is_unspecified() {
-                wake.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
-            if let Some(t) = l.thread.take() {
-                let _ = t.join();
-            }
+        for mut l in std::mem::take(&mut self.listeners) {
+            debug!("closing the listener on {}", l.addr());
+            l.stop();
         }
     }
 }
@@ -386,6 +571,17 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Where the `.torrent` of a torrent started from a magnet link is kept:
+/// beside its resume state.
+fn magnet_torrent_file(save_dir: &Path, options: &TorrentOptions, info_hash: InfoHash) -> PathBuf {
+    match &options.resume_file {
+        Some(r) => r.with_extension("torrent"),
+        None => save_dir
+            .join(".bittern")
+            .join(format!("{}.torrent", info_hash.to_hex())),
     }
 }
 
@@ -423,140 +619,6 @@ fn spawn_announcer(
         })
         .map_err(Error::Spawn)?;
     Ok(handle)
-}
-
-fn listen(
-    listener: TcpListener,
-    registry: &Registry,
-    commands: &Sender<Ctl>,
-    stop: &AtomicBool,
-    shared: &Arc<SessionShared>,
-) {
-    let pending = Arc::new(AtomicUsize::new(0));
-    // Handshakes pending per remote host: one host cannot take every slot.
-    let per_host: Arc<Mutex<HashMap<std::net::IpAddr, usize>>> = Arc::default();
-    for conn in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let stream = match conn {
-            Ok(s) => s,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                warn!("accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
-        if pending.load(Ordering::Relaxed) >= MAX_PENDING_HANDSHAKES
-            || shared.connections.load(Ordering::Relaxed) >= shared.config.max_connections
-        {
-            debug!("dropping incoming connection: too many");
-            continue;
-        }
-        let Ok(peer) = stream.peer_addr() else {
-            continue;
-        };
-        let host = peer.ip();
-        {
-            let mut hosts = per_host.lock();
-            let n = hosts.entry(host).or_insert(0);
-            // 127.0.0.1 and ::1 are exempt: every peer of a local test or
-            // demo swarm comes from there.
-            let local =
-                host == std::net::Ipv4Addr::LOCALHOST || host == std::net::Ipv6Addr::LOCALHOST;
-            if *n >= MAX_PENDING_PER_HOST && !local {
-                debug!("{peer}: dropping incoming connection: too many pending from this host");
-                continue;
-            }
-            *n += 1;
-        }
-        pending.fetch_add(1, Ordering::Relaxed);
-        let (registry, pending2, per_host2) = (registry.clone(), pending.clone(), per_host.clone());
-        let commands = commands.clone();
-        let timeout = shared.config.timing.connect_timeout;
-        let spawned = std::thread::Builder::new()
-            .name("bittern-handshake".into())
-            .spawn(move || {
-                route(stream, &registry, &commands, timeout);
-                release_slot(&pending2, &per_host2, host);
-            });
-        if spawned.is_err() {
-            release_slot(&pending, &per_host, host);
-        }
-    }
-}
-
-/// Frees a handshake slot taken by `listen`.
-fn release_slot(
-    pending: &AtomicUsize,
-    per_host: &Mutex<HashMap<std::net::IpAddr, usize>>,
-    host: std::net::IpAddr,
-) {
-    pending.fetch_sub(1, Ordering::Relaxed);
-    let mut hosts = per_host.lock();
-    if let Some(n) = hosts.get_mut(&host) {
-        *n -= 1;
-        if *n == 0 {
-            hosts.remove(&host);
-        }
-    }
-}
-
-/// `read_exact` that gives up at `deadline`, however the bytes trickle in
-/// (a read timeout alone restarts with every byte: a peer sending one byte
-/// every few seconds would hold a handshake slot for minutes).
-pub(crate) fn read_exact_by(
-    stream: &mut TcpStream,
-    mut buf: &mut [u8],
-    deadline: Instant,
-) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::ErrorKind::TimedOut.into());
-        }
-        stream.set_read_timeout(Some(left))?;
-        match stream.read(buf) {
-            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => buf = &mut buf[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Reads the 68-byte handshake and hands the socket to its torrent.
-fn route(mut stream: TcpStream, registry: &Registry, commands: &Sender<Ctl>, timeout: Duration) {
-    let peer = stream.peer_addr().ok();
-    let mut buf = [0u8; Handshake::LEN];
-    if let Err(e) = read_exact_by(&mut stream, &mut buf, Instant::now() + timeout) {
-        debug!("{peer:?}: no handshake: {e}");
-        return;
-    }
-    let hs = match Handshake::decode(&buf) {
-        Ok(hs) => hs,
-        Err(e) => {
-            debug!("{peer:?}: bad handshake: {e}");
-            return;
-        }
-    };
-    let target = registry.lock().get(&hs.info_hash).copied();
-    match target {
-        Some(id) => {
-            if commands
-                .try_send(Ctl::Command(id, TorrentCommand::Incoming(stream, hs)))
-                .is_err()
-            {
-                debug!("{peer:?}: torrent busy, dropping connection");
-            }
-        }
-        None => debug!(
-            "{peer:?}: handshake for unknown torrent {}",
-            hs.info_hash.to_hex()
-        ),
-    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,9 @@ use crate::error::{TorrentError, Violation};
 /// What a torrent is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TorrentState {
+    /// Started from a magnet link: fetching the info dictionary from peers
+    /// (BEP 9); the size and files are not known yet.
+    FetchingMetadata,
     /// Checking existing data on disk.
     Checking,
     /// Fetching pieces.
@@ -113,6 +116,8 @@ pub struct PeerInfo {
     pub outstanding: usize,
     /// Whether they connected to us.
     pub incoming: bool,
+    /// Whether the connection is RC4-encrypted (MSE/PE).
+    pub encrypted: bool,
     /// No block from them for a while although we asked.
     pub snubbed: bool,
 }

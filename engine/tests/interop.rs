@@ -24,12 +24,12 @@ use bittern_wire::{Bitfield, ExtensionHandshake, Message, Metainfo, MetainfoBuil
 use crate::fake::{Got, Wire};
 use crate::util::*;
 
-const PYTHON: &str = "/usr/bin/python3";
-const ARIA2C: &str = "/usr/bin/aria2c";
+pub(crate) const PYTHON: &str = "/usr/bin/python3";
+pub(crate) const ARIA2C: &str = "/usr/bin/aria2c";
 
 /// Files of odd sizes whose boundaries fall inside pieces, so the other
 /// client's piece-to-file mapping is exercised too.
-const FILES: &[(&str, u64)] = &[
+pub(crate) const FILES: &[(&str, u64)] = &[
     ("a.bin", 1_500_001),
     ("sub/b.bin", 700_000),
     ("sub/c.txt", 3),
@@ -37,7 +37,7 @@ const FILES: &[(&str, u64)] = &[
 ];
 
 /// Engine logs for debugging: `RUST_LOG=bittern_engine=debug`.
-fn init_log() {
+pub(crate) fn init_log() {
     let _ = env_logger::builder().is_test(true).try_init();
 }
 
@@ -58,7 +58,7 @@ pub(crate) fn have_libtorrent() -> bool {
     )
 }
 
-fn script(name: &str) -> PathBuf {
+pub(crate) fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join("scripts")
@@ -93,7 +93,7 @@ pub(crate) fn write_torrent(
 }
 
 /// A free TCP port on 127.0.0.1 (for clients that cannot take port 0).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -154,7 +154,7 @@ impl Proc {
         }
     }
 
-    fn wait(&mut self, limit: Duration) -> ExitStatus {
+    pub(crate) fn wait(&mut self, limit: Duration) -> ExitStatus {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -167,7 +167,7 @@ impl Proc {
         }
     }
 
-    fn tail(&self) -> String {
+    pub(crate) fn tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
@@ -216,7 +216,11 @@ pub(crate) fn wait_for(t: &TorrentHandle, state: TorrentState, limit: Duration, 
     }
 }
 
-fn seed(session: &bittern_engine::Session, meta: &Metainfo, dir: &Path) -> TorrentHandle {
+pub(crate) fn seed(
+    session: &bittern_engine::Session,
+    meta: &Metainfo,
+    dir: &Path,
+) -> TorrentHandle {
     let s = session
         .add_torrent(meta.clone(), dir, TorrentOptions::default())
         .unwrap();
@@ -264,6 +268,57 @@ fn bittern_leeches_from_libtorrent() {
         meta.info.total_length(),
         start.elapsed()
     );
+}
+
+/// libtorrent listening on `[::1]` only; bittern, listening on `[::1]`
+/// only too, is given that address and downloads everything over IPv6.
+#[test]
+fn bittern_leeches_from_libtorrent_over_ipv6_loopback() {
+    if !crate::ipv6::have_ipv6_loopback() || !have_libtorrent() {
+        return;
+    }
+    init_log();
+    let (src, dst, work) = (tempdir(), tempdir(), tempdir());
+    let meta = make_torrent(src.path(), "lt_v6", FILES, 64 * 1024, 24);
+    let (meta, torrent) = write_torrent(work.path(), &meta, None);
+    let mut lt = Proc::spawn(
+        "libtorrent seeder on [::1]",
+        python(
+            "lt_seed.py",
+            &[
+                torrent.as_os_str(),
+                src.path().as_os_str(),
+                OsStr::new("[::1]:0"),
+            ],
+        ),
+        work.path().join("lt_seed6.log"),
+    );
+    let port: u16 = lt
+        .expect_line("PORT ", Duration::from_secs(30))
+        .parse()
+        .unwrap();
+    let v6 = std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
+    let leecher = bittern_engine::Session::new(SessionConfig {
+        listen: SocketAddr::new(v6, 0),
+        ..config()
+    })
+    .unwrap();
+    let opts = TorrentOptions {
+        peers: vec![SocketAddr::new(v6, port)],
+        seed_goal: SeedGoal::Forever,
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    let seen = wait_state_seeing_peers(&l, TorrentState::Seeding, Duration::from_secs(60));
+    assert_eq!(
+        seen.iter().map(|(a, _)| *a).collect::<Vec<_>>(),
+        vec![SocketAddr::new(v6, port)]
+    );
+    // Its extension handshake names the scripts' user agent.
+    assert_eq!(seen[0].1.as_deref(), Some("bittern-interop-test"));
+    assert!(l.status().downloaded >= meta.info.total_length());
+    assert_eq!(l.status().hash_failures, 0);
+    assert_same(src.path(), dst.path(), &meta.info.file_paths());
 }
 
 #[test]
@@ -393,7 +448,7 @@ fn bittern_seeds_to_aria2c_through_tracker() {
 }
 
 /// Polls the tracker's scrape until it counts one seeder for `meta`.
-fn wait_for_seeder_on_tracker(url: &str, meta: &Metainfo) {
+pub(crate) fn wait_for_seeder_on_tracker(url: &str, meta: &Metainfo) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let cfg = bittern_tracker::ClientConfig::default();
     loop {
@@ -410,10 +465,6 @@ fn wait_for_seeder_on_tracker(url: &str, meta: &Metainfo) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-pub(crate) fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
 }
 
 /// What libtorrent and aria2c put on the wire, scripted so it is checked
@@ -494,7 +545,7 @@ fn late_piece_sets_are_updates() {
 
 /// The seeder counted at least the whole torrent as uploaded, also when
 /// the leecher hung up right after finishing.
-fn assert_uploaded(s: &bittern_engine::TorrentHandle, total: u64) {
+pub(crate) fn assert_uploaded(s: &bittern_engine::TorrentHandle, total: u64) {
     let start = std::time::Instant::now();
     while s.status().uploaded < total && start.elapsed() < std::time::Duration::from_secs(5) {
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -519,7 +570,7 @@ struct Logged {
 impl Logged {
     /// The last 2,000 bytes of its output (`\r`-separated status lines
     /// made readable) and its log.
-    fn tail(&self) -> String {
+    pub(crate) fn tail(&self) -> String {
         let read = |p: &Path| {
             let t = std::fs::read_to_string(p).unwrap_or_default();
             let start = t.len().saturating_sub(2000);

@@ -425,7 +425,8 @@ fn collect_until(
 /// is repeated at the end: still `lo` alone.
 #[test]
 fn session_finds_a_libtorrent_peer_by_lsd_alone() {
-    use crate::interop::{have_libtorrent, python, tempdir, wait_for, write_torrent, Proc};
+    use crate::interop::{have_libtorrent, python, wait_for, write_torrent, Proc};
+    use crate::util::tempdir;
     use crate::util::{assert_same, make_torrent};
     use bittern_engine::{SeedGoal, Session, TorrentOptions, TorrentState};
 

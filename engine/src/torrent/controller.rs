@@ -5,7 +5,7 @@
 //! closes that peer), a disk or a tracker (that work runs on other threads
 //! and reports back).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,20 +15,22 @@ use std::time::{Duration, Instant};
 
 use bittern_storage::{FileSpec, Layout, Storage};
 use bittern_tracker::TorrentKey;
-use bittern_wire::{Bitfield, BlockRef, InfoHash, Metainfo, PeerId};
+use bittern_wire::{Bitfield, BlockRef, Extension, InfoHash, Metainfo, PeerId};
 use crossbeam_channel::Sender;
 use log::{debug, info, warn};
-use parking_lot::{Condvar, Mutex};
 
+mod candidates;
 mod lifecycle;
 mod peers;
 mod persist;
+mod pex;
 mod pieces;
 mod startup;
 mod superseed;
 mod timers;
 mod webseeds;
 
+use candidates::{CandidateSource, Candidates};
 pub(crate) use persist::PersistDone;
 
 use super::central::{Ctl, Done, Links, PeerSource};
@@ -100,6 +102,10 @@ pub(crate) struct ControllerSetup {
     pub registry: Registry,
     pub commands: Sender<Ctl>,
     pub links: Links,
+    /// The status and event channel of a handle that already exists (a
+    /// torrent started from a magnet link, whose metadata just arrived):
+    /// the handle stays the same for the torrent's whole life.
+    pub reuse: Option<(Arc<Published>, Sender<TorrentEvent>)>,
 }
 
 /// Counters the session announcer reads from its workers.
@@ -126,6 +132,7 @@ pub(crate) fn build_controller(
         registry,
         commands,
         links,
+        reuse,
     } = setup;
     let info = &metainfo.info;
     let info_hash = metainfo.info_hash;
@@ -159,36 +166,42 @@ pub(crate) fn build_controller(
             .join(format!("{}.resume", info_hash.to_hex()))
     });
 
-    // Unbounded in type, bounded by `emit` (EVENT_QUEUE): a bounded
-    // channel would allocate its slots for every torrent up front.
-    let (event_tx, event_rx) = crossbeam_channel::unbounded();
-    let published = Arc::new(Published {
-        status: Mutex::new(TorrentStatus {
-            name: info.name.clone(),
-            state: TorrentState::Checking,
-            progress: 0.0,
-            wanted_bytes: 0,
-            have_bytes: 0,
-            downloaded: 0,
-            uploaded: 0,
-            download_rate: 0.0,
-            upload_rate: 0.0,
-            eta: None,
-            peers_connected: 0,
-            peers_known: 0,
-            pieces_have: 0,
-            pieces_total: info.piece_count(),
-            files: Vec::new(),
-            hash_failures: 0,
-            written: 0,
-            web_seeds: 0,
-            web_seed_downloaded: 0,
-            web_seed_rate: 0.0,
-        }),
-        peers: Mutex::new(Vec::new()),
-        done: Mutex::new(false),
-        done_signal: Condvar::new(),
-    });
+    let status = TorrentStatus {
+        name: info.name.clone(),
+        state: TorrentState::Checking,
+        progress: 0.0,
+        wanted_bytes: 0,
+        have_bytes: 0,
+        downloaded: 0,
+        uploaded: 0,
+        download_rate: 0.0,
+        upload_rate: 0.0,
+        eta: None,
+        peers_connected: 0,
+        peers_known: 0,
+        pieces_have: 0,
+        pieces_total: info.piece_count(),
+        files: Vec::new(),
+        hash_failures: 0,
+        written: 0,
+        web_seeds: 0,
+        web_seed_downloaded: 0,
+        web_seed_rate: 0.0,
+    };
+    let (published, event_tx, event_rx) = match reuse {
+        Some((published, event_tx)) => {
+            *published.status.lock() = status;
+            // The handle that exists already holds the receiver.
+            let (_, event_rx) = crossbeam_channel::bounded(0);
+            (published, event_tx, event_rx)
+        }
+        None => {
+            // Unbounded in type, bounded by `emit` (EVENT_QUEUE): a bounded
+            // channel would allocate its slots for every torrent up front.
+            let (event_tx, event_rx) = crossbeam_channel::unbounded();
+            (Published::new(status), event_tx, event_rx)
+        }
+    };
     let source = PeerSource::new(id, links.sources.clone());
     let ctl = Controller::new(Parts {
         id,
@@ -216,6 +229,8 @@ pub(crate) fn build_controller(
 /// What the controller knows of one connection.
 struct Peer {
     addr: SocketAddr,
+    /// The stream is RC4-encrypted (MSE).
+    encrypted: bool,
     commands: Sender<PeerCommand>,
     /// The connection's socket, to cut it (see `close`). Dropping the peer
     /// (the controller exiting) cuts it too.
@@ -244,6 +259,12 @@ struct Peer {
     /// Pieces they refused twice, taken out of `bits` until then.
     refused: Vec<(u32, Instant)>,
     client: Option<String>,
+    /// Their last extension handshake (BEP 10): the extensions they speak,
+    /// their listen port `p`, `upload_only`.
+    ext: Option<Box<bittern_wire::ExtensionHandshake>>,
+    /// Peer exchange with it, once it said it speaks `ut_pex` (never on
+    /// a private torrent).
+    pex: Option<Box<pex::PeerPex>>,
     connected_at: Instant,
     last_block: Instant,
     down: RateMeasure,
@@ -293,6 +314,8 @@ pub(crate) struct Controller {
     links: Links,
     info_hash: InfoHash,
     metainfo: Arc<Metainfo>,
+    /// The info dictionary as hashed, served over `ut_metadata`.
+    info_bytes: Arc<[u8]>,
     storage: Arc<Storage>,
     options: TorrentOptions,
     session: Arc<SessionShared>,
@@ -315,8 +338,8 @@ pub(crate) struct Controller {
     pending_haves: Vec<u32>,
     haves_due: Option<Instant>,
 
-    candidates: VecDeque<SocketAddr>,
-    known: HashSet<SocketAddr>,
+    /// Addresses to dial and peers known, from every source.
+    candidates: Candidates,
     failed: HashMap<SocketAddr, Instant>,
     /// Outgoing peers being dialled again after a working connection broke:
     /// failed attempts since (see `peer_gone`).
@@ -441,12 +464,9 @@ impl Controller {
             BLOCK_SIZE,
         ));
         let wanted = wanted_pieces(storage.layout(), &options.wanted_files);
-        let mut candidates = VecDeque::new();
-        let mut known = HashSet::new();
+        let mut candidates = Candidates::default();
         for a in &options.peers {
-            if known.insert(*a) {
-                candidates.push_back(*a);
-            }
+            candidates.offer(CandidateSource::Offered, *a, false);
         }
         Controller {
             id,
@@ -455,6 +475,7 @@ impl Controller {
             info_hash: metainfo.info_hash,
             up_limit: Arc::new(RateLimiter::new(options.upload_limit)),
             down_limit: Arc::new(RateLimiter::new(options.download_limit)),
+            info_bytes: Arc::from(metainfo.info_bytes.as_slice()),
             metainfo: Arc::new(metainfo),
             storage,
             options,
@@ -475,7 +496,6 @@ impl Controller {
             pending_haves: Vec::new(),
             haves_due: None,
             candidates,
-            known,
             failed: HashMap::new(),
             redials: HashMap::new(),
             banned: HashSet::new(),
@@ -574,11 +594,13 @@ impl Controller {
                 peer_id,
                 fast,
                 incoming,
+                encrypted,
             } => {
                 let duplicate = self
                     .peers
                     .iter()
-                    .any(|(k, q)| *k != key && q.ready && q.peer_id == Some(peer_id));
+                    .find(|(k, q)| **k != key && q.ready && q.peer_id == Some(peer_id))
+                    .map(|(k, q)| (*k, q.incoming));
                 let Some(p) = self.peers.get_mut(&key) else {
                     return;
                 };
@@ -587,10 +609,16 @@ impl Controller {
                 p.peer_id = Some(peer_id);
                 p.fast = fast;
                 p.incoming = incoming;
-                if duplicate {
+                p.encrypted = encrypted;
+                if let Some((other, other_incoming)) = duplicate {
+                    let ours = self.session.peer_id;
+                    let drop =
+                        duplicate_to_close(ours, peer_id, (key, incoming), (other, other_incoming));
                     debug!("{addr} {}: duplicate connection", self.short());
-                    self.close(key);
-                    return;
+                    self.close(drop);
+                    if drop == key {
+                        return;
+                    }
                 }
                 self.failed.remove(&addr);
                 self.rechoke(false);
@@ -665,18 +693,45 @@ impl Controller {
                 }
                 self.fill(key);
             }
-            PeerEvent::Extension { reqq, client } => {
-                if let Some(q) = reqq {
+            PeerEvent::ExtensionHandshake(hs) => {
+                if let Some(q) = hs.reqq {
                     p.reqq = (q as usize).max(1);
                 }
-                p.client = client;
+                p.client.clone_from(&hs.v);
+                if let Some(ip) = hs.yourip {
+                    self.session.learn_external_ip(ip);
+                }
+                self.pex_handshake(key, &hs);
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.ext = Some(hs);
+                }
             }
+            PeerEvent::Extended { ext, payload } => self.on_extended(key, ext, &payload),
             PeerEvent::DataMissing(piece) => self.data_missing(piece as usize),
             PeerEvent::StorageFailed(e) => {
                 self.fail(TorrentError::Write(Arc::new(e)));
             }
             PeerEvent::Gone(_) => {}
         }
+    }
+
+    /// An extension message from a peer (BEP 10), other than the handshake
+    /// and `ut_metadata` requests (the peer thread answers those). The
+    /// place where `ut_pex` plugs in. We never ask for metadata once we
+    /// have it, so `ut_metadata` data or rejects here are unsolicited and
+    /// ignored (they cost the peer nothing: libtorrent may answer late).
+    fn on_extended(&mut self, key: PeerKey, ext: Extension, payload: &[u8]) {
+        if ext == Extension::UtPex {
+            self.on_pex(key, payload);
+            return;
+        }
+        debug!(
+            "{}: peer {}: {} message of {} bytes ignored",
+            self.short(),
+            key.0,
+            ext.name(),
+            payload.len()
+        );
     }
 
     fn on_block(&mut self, key: PeerKey, block: BlockRef, _stored: bool) {
@@ -730,6 +785,31 @@ fn wanted_pieces(layout: &Layout, wanted_files: &[bool]) -> Vec<bool> {
     wanted
 }
 
+/// Of two connections to the same peer (`theirs`), the one to close: when
+/// both sides dialled at once (one connection in, one out), the one the
+/// side with the greater peer id did not open, so that both sides close
+/// the same one (closing the newer one each would lose both when each
+/// side saw a different one first, as happens when two peers learn of
+/// each other at once through PEX or a tracker); else the newer one.
+fn duplicate_to_close(
+    ours: PeerId,
+    theirs: PeerId,
+    new: (PeerKey, bool),
+    old: (PeerKey, bool),
+) -> PeerKey {
+    let (new_key, new_incoming) = new;
+    if new_incoming == old.1 {
+        return new_key;
+    }
+    // Keep the connection the greater id opened: theirs is an incoming one.
+    let keep_incoming = theirs.as_bytes() > ours.as_bytes();
+    if new_incoming == keep_incoming {
+        old.0
+    } else {
+        new_key
+    }
+}
+
 /// What a ban applies to: the host, except on loopback where every test
 /// peer shares one address and the port tells them apart.
 fn ban_key(addr: SocketAddr) -> SocketAddr {
@@ -737,5 +817,27 @@ fn ban_key(addr: SocketAddr) -> SocketAddr {
         addr
     } else {
         SocketAddr::new(addr.ip(), 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_sides_of_a_simultaneous_open_close_the_same_connection() {
+        let (a, b) = (PeerId([1; 20]), PeerId([2; 20]));
+        // Connection x was opened by a, y by b. On a's side x is outgoing
+        // and y incoming; on b's side the other way round. Whichever each
+        // side saw first, both close x (the one the smaller id opened).
+        let (x_at_a, y_at_a) = ((PeerKey(10), false), (PeerKey(11), true));
+        let (x_at_b, y_at_b) = ((PeerKey(20), true), (PeerKey(21), false));
+        assert_eq!(duplicate_to_close(a, b, y_at_a, x_at_a), PeerKey(10));
+        assert_eq!(duplicate_to_close(a, b, x_at_a, y_at_a), PeerKey(10));
+        assert_eq!(duplicate_to_close(b, a, y_at_b, x_at_b), PeerKey(20));
+        assert_eq!(duplicate_to_close(b, a, x_at_b, y_at_b), PeerKey(20));
+        // Two connections the same way (say over IPv4 and IPv6): the newer.
+        let (old, new) = ((PeerKey(1), false), (PeerKey(2), false));
+        assert_eq!(duplicate_to_close(a, b, new, old), PeerKey(2));
     }
 }

@@ -4,13 +4,14 @@ Usage: /usr/bin/python3 lt_leech.py TORRENT SAVE_PATH PEER_PORT [TIMEOUT_S]
 
 Downloads TORRENT into SAVE_PATH from the peer at 127.0.0.1:PEER_PORT,
 prints "DONE <payload bytes downloaded>" on stdout once the download is
-complete and checked, and exits 0. Exits 2 on timeout.
+complete and checked, and exits 0. Exits 2 on timeout. Prints
+"PEERS <ip:port> ..." whenever the set of connected peers changes.
 """
 
 import sys
 import time
 
-from lt_common import add, describe, drain_alerts, log, make_session
+from lt_common import add, describe, drain_alerts, log, make_session, print_peers
 
 
 def main():
@@ -23,7 +24,9 @@ def main():
     deadline = time.monotonic() + timeout
     last_connect = 0.0
     last_log = 0.0
+    peers = None
     while True:
+        peers = print_peers(h, peers)
         s = h.status()
         if s.is_seeding:
             break

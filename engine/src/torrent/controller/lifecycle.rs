@@ -69,12 +69,14 @@ impl Controller {
                     };
                     self.set_state(s);
                     self.start_announcer();
-                    self.candidates.extend(self.known.iter().copied());
+                    self.candidates.requeue_known();
                     self.connect_more();
                 }
             }
             TorrentCommand::Incoming(stream, hs) => {
-                let Ok(addr) = stream.peer_addr() else { return };
+                let Ok(addr) = stream.socket().peer_addr() else {
+                    return;
+                };
                 let cfg = &self.session.config;
                 if !self.running()
                     || self.banned.contains(&ban_key(addr))
@@ -131,6 +133,7 @@ impl Controller {
             }
             self.connect_more();
             self.superseed_tick(now);
+            self.pex_round(now);
             if self.peers.len() < 5 {
                 if let Some(key) = self.announcer {
                     self.session.with_announcer(|a| a.need_peers(key));
@@ -454,6 +457,7 @@ impl Controller {
                 pieces: p.bits.as_ref().map_or(0, |b| b.count_ones()),
                 outstanding: self.picker.outstanding(*k),
                 incoming: p.incoming,
+                encrypted: p.encrypted,
                 snubbed: p.snubbed(
                     now,
                     self.session.config.timing.snub_timeout,
@@ -481,7 +485,7 @@ impl Controller {
                 self.down_rate.eta(left, now)
             },
             peers_connected: peers.len(),
-            peers_known: self.known.len(),
+            peers_known: self.candidates.known_len(),
             pieces_have,
             pieces_total: layout.piece_count(),
             files,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::bounded;
 use log::{debug, warn};
 
+use super::candidates::CandidateSource;
 use super::*;
 use crate::choker::ChokeCandidate;
 use crate::error::PeerError;
@@ -248,9 +249,7 @@ impl Controller {
                         self.redials.insert(p.addr, n);
                         self.failed
                             .insert(p.addr, Instant::now() + REDIAL_AFTER * (1 << n));
-                        if !self.candidates.contains(&p.addr) {
-                            self.candidates.push_back(p.addr);
-                        }
+                        self.candidates.requeue(p.addr, CandidateSource::Offered);
                     }
                     _ => {
                         self.redials.remove(&p.addr);
@@ -293,15 +292,18 @@ impl Controller {
         }
     }
 
+    /// Addresses from the torrent's peer source (trackers, the user).
     pub(crate) fn add_candidates(&mut self, peers: Vec<SocketAddr>) {
+        self.add_candidates_from(CandidateSource::Offered, peers);
+    }
+
+    /// The one intake of candidate addresses, whatever their source:
+    /// each is remembered and queued to be dialled within the torrent's
+    /// bounds and its source's (see `candidates`).
+    pub(crate) fn add_candidates_from(&mut self, source: CandidateSource, peers: Vec<SocketAddr>) {
         for a in peers {
-            if self.known.len() < 10_000 {
-                self.known.insert(a);
-            }
             let connected = self.peers.values().any(|p| p.addr == a);
-            if !connected && self.candidates.len() < 10_000 && !self.candidates.contains(&a) {
-                self.candidates.push_back(a);
-            }
+            self.candidates.offer(source, a, connected);
         }
         self.connect_more();
     }
@@ -319,18 +321,18 @@ impl Controller {
             && self.session.connections.load(Ordering::Relaxed) < max_connections
         {
             tries -= 1;
-            let Some(addr) = self.candidates.pop_front() else {
+            let Some((addr, source)) = self.candidates.pop() else {
                 break;
             };
             if self.banned.contains(&ban_key(addr)) || self.peers.values().any(|p| p.addr == addr) {
                 continue;
             }
             if self.failed.get(&addr).is_some_and(|t| *t > now) {
-                self.candidates.push_back(addr);
+                self.candidates.requeue(addr, source);
                 continue;
             }
-            if addr.port() == self.session.port && addr.ip().is_loopback() {
-                // Our own listener, handed back by a tracker.
+            if self.session.is_own_addr(addr) {
+                // Our own listener, handed back by a tracker or a peer.
                 continue;
             }
             self.spawn_peer(Origin::Outgoing(addr), addr);
@@ -344,6 +346,11 @@ impl Controller {
         let stats = Arc::new(PeerStats::default());
         let socket = Arc::new(SocketSlot::default());
         let conn = Connection::new(self.session.connections.clone(), socket.clone());
+        // A super-seeder never says `upload_only` (BEP 21): libtorrent
+        // drops an upload-only peer whenever it is not interested, which it
+        // is between two revealed pieces.
+        let revealed = self.superseed_set(key);
+        let super_seeding = revealed.is_some();
         let ctx = PeerContext {
             torrent: self.id,
             key,
@@ -361,7 +368,14 @@ impl Controller {
             up_limits: [self.up_limit.clone(), self.session.upload.clone()],
             down_limits: [self.down_limit.clone(), self.session.download.clone()],
             timing: self.session.config.timing.clone(),
-            revealed: self.superseed_set(key),
+            revealed,
+            ext: crate::peer::ExtensionSetup {
+                listen_port: self.session.port,
+                metadata: Some(self.info_bytes.clone()),
+                upload_only: self.state == TorrentState::Seeding && !super_seeding,
+                pex: self.pex_allowed(),
+            },
+            encryption: self.session.config.encryption,
         };
         let incoming = matches!(origin, Origin::Incoming(..));
         // A thread that cannot start drops `conn`, giving the count back.
@@ -379,6 +393,7 @@ impl Controller {
                         thread: Some(thread),
                         ready: false,
                         incoming,
+                        encrypted: false,
                         peer_id: None,
                         bits: None,
                         fast: false,
@@ -393,6 +408,8 @@ impl Controller {
                         refused_once: HashSet::new(),
                         refused: Vec::new(),
                         client: None,
+                        ext: None,
+                        pex: None,
                         connected_at: now,
                         last_block: now,
                         down: RateMeasure::new(Duration::from_secs(10), now),

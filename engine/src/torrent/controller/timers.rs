@@ -2,7 +2,7 @@
 //! due for a torrent without peers, work in flight or a seed goal by time,
 //! so an idle torrent costs no wakeups.
 //!
-//! - the tick (rates, status, interest, request deadlines, connecting,
+//! - the tick (rates, status, interest, request deadlines, connecting, PEX messages due,
 //!   choke rounds every `choke_interval`), every 250 ms while the torrent
 //!   has peers and for the rate window after the last one left (status,
 //!   rates falling to zero, verifications still coming back), every second
