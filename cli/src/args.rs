@@ -171,6 +171,16 @@ pub struct PeerArgs {
     /// Most peer connections per torrent.
     #[arg(long, value_name = "N", default_value_t = 80)]
     pub max_peers: usize,
+    /// Find peers on the local network by Local Service Discovery (BEP 14
+    /// multicast on 239.192.152.143:6771; never for private torrents).
+    #[arg(long, overrides_with = "no_lsd")]
+    pub lsd: bool,
+    /// No Local Service Discovery (the default).
+    #[arg(long, overrides_with = "lsd")]
+    pub no_lsd: bool,
+    /// Do not download from the torrents' web seeds (BEP 19 `url-list`).
+    #[arg(long)]
+    pub no_web_seeds: bool,
     /// Protocol encryption (MSE/PE): `prefer` accepts both and dials
     /// encrypted first, retrying in the clear; `require` allows only
     /// RC4-encrypted connections; `disable` speaks plain BitTorrent only.
@@ -245,6 +255,11 @@ pub struct SeedArgs {
     /// Shared peer options.
     #[command(flatten)]
     pub common: PeerArgs,
+    /// Super-seed (BEP 16): as an initial seeder, reveal pieces one at a
+    /// time to each peer, the next once the last was seen spreading, so
+    /// the swarm gets about one copy from us.
+    #[arg(long)]
+    pub super_seed: bool,
 }
 
 /// `bittern tracker`.

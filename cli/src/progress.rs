@@ -172,8 +172,20 @@ pub fn status_text(s: &TorrentStatus) -> String {
         (TorrentState::Downloading, None) => "?".into(),
         _ => "-".into(),
     };
+    // Web seeds: their share of the download, while any runs or gave data.
+    let web = if s.web_seeds > 0 || s.web_seed_downloaded > 0 {
+        format!(
+            " (web {} {}, {} seed{})",
+            format_rate(s.web_seed_rate),
+            format_size(s.web_seed_downloaded),
+            s.web_seeds,
+            if s.web_seeds == 1 { "" } else { "s" }
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "down {} up {} eta {} peers {} ratio {:.2} {}",
+        "down {}{web} up {} eta {} peers {} ratio {:.2} {}",
         format_rate(s.download_rate),
         format_rate(s.upload_rate),
         eta,
@@ -310,6 +322,9 @@ mod tests {
             files: Vec::new(),
             hash_failures: 0,
             written: 500,
+            web_seeds: 0,
+            web_seed_downloaded: 0,
+            web_seed_rate: 0.0,
         }
     }
 
@@ -319,6 +334,16 @@ mod tests {
         assert_eq!(
             status_text(&s),
             "down 2.0 KiB/s up 0 B/s eta 1m05s peers 3 ratio 0.25 downloading"
+        );
+        let web = TorrentStatus {
+            web_seeds: 1,
+            web_seed_downloaded: 3 << 20,
+            web_seed_rate: 1024.0,
+            ..s.clone()
+        };
+        assert_eq!(
+            status_text(&web),
+            "down 2.0 KiB/s (web 1.0 KiB/s 3.0 MiB, 1 seed) up 0 B/s eta 1m05s peers 3 ratio 0.25 downloading"
         );
         let full = bittern_storage::Error::DiskFull {
             path: "/d/x.bin".into(),

@@ -65,6 +65,11 @@ fn session_config(common: &PeerArgs, download_limit: Option<u64>) -> SessionConf
         upload_limit: common.upload_limit,
         download_limit,
         max_peers_per_torrent: common.max_peers,
+        web_seeds: !common.no_web_seeds,
+        lsd: (common.lsd && !common.no_lsd).then(|| {
+            // The interface follows the listen address (see SessionConfig).
+            bittern_engine::LsdConfig::new(std::net::Ipv4Addr::UNSPECIFIED, common.port)
+        }),
         encryption: common.encryption.into(),
         pex: !common.no_pex,
         ..SessionConfig::default()
@@ -174,6 +179,7 @@ pub fn seed(args: &SeedArgs, stop: &Stop) -> anyhow::Result<Code> {
         let options = TorrentOptions {
             seed_goal: SeedGoal::Forever,
             peers: peers.clone(),
+            super_seed: args.super_seed,
             ..TorrentOptions::default()
         };
         jobs.push((TorrentArg::Meta(m), options));
@@ -184,8 +190,13 @@ pub fn seed(args: &SeedArgs, stop: &Stop) -> anyhow::Result<Code> {
 
 /// The line printed for each torrent on exit; scripts and tests parse it.
 pub fn summary_line(s: &TorrentStatus) -> String {
+    let web = if s.web_seed_downloaded > 0 {
+        format!(" ({} from web seeds)", s.web_seed_downloaded)
+    } else {
+        String::new()
+    };
     format!(
-        "{}: downloaded {} bytes, uploaded {} bytes, have {} of {} bytes ({:.1}%), {}",
+        "{}: downloaded {} bytes{web}, uploaded {} bytes, have {} of {} bytes ({:.1}%), {}",
         s.name,
         s.downloaded,
         s.uploaded,

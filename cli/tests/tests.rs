@@ -10,3 +10,4 @@ mod torrents;
 mod transfer;
 mod util;
 mod web;
+mod webseed;

@@ -331,3 +331,42 @@ fn download_magnet_by_peer_and_save_torrent() {
     let status = seed.wait(Duration::from_secs(20));
     assert_eq!(seed.finish(status).code, Some(0));
 }
+
+#[test]
+fn download_from_a_super_seeder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    random_file(&src.join("ss.bin"), 900_001, 61);
+    let t = create(
+        &src.join("ss.bin"),
+        &tmp.path().join("ss.torrent"),
+        &["--piece-length", "32KiB"],
+    );
+    let (mut seed, port) = start_seed(&t, &src, &["--super-seed"]);
+    let dst = tmp.path().join("dst");
+    let r = run_limited(
+        cmd([
+            "download",
+            t.to_str().unwrap(),
+            "-d",
+            dst.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "--peer",
+            &format!("127.0.0.1:{port}"),
+            "--exit-on-complete",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(
+        std::fs::read(dst.join("ss.bin")).unwrap(),
+        std::fs::read(src.join("ss.bin")).unwrap()
+    );
+    seed.signal(libc::SIGTERM);
+    let status = seed.wait(Duration::from_secs(20));
+    let out = seed.finish(status);
+    assert_eq!(out.code, Some(0), "{out:?}");
+}

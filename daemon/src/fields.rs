@@ -262,7 +262,12 @@ impl<'a> View<'a> {
             "manualAnnounceTime" => json!(-1),
             "torrentFile" => json!(self.torrent_file),
             "webseeds" => json!(m.url_list),
-            "webseedsSendingToUs" => json!(0),
+            // Web seeds in use that moved bytes lately.
+            "webseedsSendingToUs" => json!(st.map_or(0, |s| if s.web_seed_rate >= 1.0 {
+                s.web_seeds
+            } else {
+                0
+            })),
             "file-count" | "fileCount" => json!(e.visible_files().count()),
             "files" => {
                 let files: Vec<Value> = e

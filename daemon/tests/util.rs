@@ -80,6 +80,9 @@ impl Backend for Fake {
             files,
             hash_failures: 0,
             written: 0,
+            web_seeds: 0,
+            web_seed_downloaded: 0,
+            web_seed_rate: 0.0,
         };
         let mut s = self.state.lock();
         if s.running.contains_key(&m.info_hash) {

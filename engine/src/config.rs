@@ -82,6 +82,15 @@ pub struct SessionConfig {
     /// one streams to disk at most this far behind, which bounds what a
     /// resume save or a stop has to flush. `Duration::ZERO`: at once.
     pub writeback_delay: Duration,
+    /// Download from the torrents' web seeds (BEP 19 `url-list`).
+    pub web_seeds: bool,
+    /// How web seeds are fetched.
+    pub web_seed: crate::webseed::WebSeedConfig,
+    /// Local Service Discovery (BEP 14): `None` is off (the default, and
+    /// always in tests outside a private network namespace). The session
+    /// fills in the listen port, and the listen address when `interface`
+    /// is unspecified and it listens on one IPv4 address.
+    pub lsd: Option<crate::lsd::LsdConfig>,
     /// Protocol encryption (MSE/PE) policy for every connection.
     pub encryption: Encryption,
 }
@@ -131,6 +140,9 @@ impl Default for SessionConfig {
             mapped_upload: true,
             stop_flush_limit: 64 << 20,
             writeback_delay: Duration::from_secs(5),
+            web_seeds: true,
+            web_seed: crate::webseed::WebSeedConfig::default(),
+            lsd: None,
             encryption: Encryption::default(),
         }
     }
@@ -213,6 +225,9 @@ pub struct TorrentOptions {
     pub resume_file: Option<PathBuf>,
     /// Start paused.
     pub paused: bool,
+    /// Super-seed (BEP 16) while seeding: reveal pieces one at a time to
+    /// each peer, the next once the last was seen spreading.
+    pub super_seed: bool,
 }
 
 impl Default for TorrentOptions {
@@ -226,6 +241,7 @@ impl Default for TorrentOptions {
             sequential: false,
             resume_file: None,
             paused: false,
+            super_seed: false,
         }
     }
 }

@@ -189,10 +189,21 @@ pub(crate) struct PeerContext {
     /// `TorrentHandle::set_honors_session_limits`).
     pub honors_session: Arc<std::sync::atomic::AtomicBool>,
     pub timing: Timing,
+    /// Super-seeding (BEP 16): the pieces revealed to this peer, the only
+    /// ones announced and served (`None`: every piece we have).
+    pub revealed: Option<Arc<HaveSet>>,
     /// What we say in our extension handshake.
     pub ext: ExtensionSetup,
     /// How connections we dial use protocol encryption.
     pub encryption: crate::config::Encryption,
+}
+
+impl PeerContext {
+    /// Whether a request for `piece` may be served: we have it, and under
+    /// super-seeding revealed it to this peer.
+    pub(crate) fn serves(&self, piece: usize) -> bool {
+        self.have.contains(piece) && self.revealed.as_ref().is_none_or(|r| r.contains(piece))
+    }
 }
 
 /// What a connection says about us in its extension handshake (BEP 10),
@@ -390,7 +401,7 @@ fn run(
 
     // Opening messages: our piece set, then the extension handshake.
     let mut out = Vec::with_capacity(1024);
-    let bits = ctx.have.to_bitfield();
+    let bits = ctx.revealed.as_ref().unwrap_or(&ctx.have).to_bitfield();
     if fast && bits.count_ones() == 0 {
         Message::HaveNone.encode(&mut out);
     } else if fast && bits.is_full() {

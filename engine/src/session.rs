@@ -21,6 +21,8 @@ use crossbeam_channel::{Sender, TrySendError};
 use log::{debug, info, warn};
 use parking_lot::Mutex;
 
+mod discovery;
+
 use crate::config::{SessionConfig, TorrentOptions};
 use crate::error::Error;
 use crate::listener::{Listener, Pending};
@@ -154,6 +156,9 @@ pub(crate) struct SessionShared {
     /// Generations of announcer keys: a torrent that restarts gets a new
     /// key, so its old `stopped` and its new `started` never collide.
     pub announce_generation: AtomicU64,
+    /// Local Service Discovery, when on and its socket could join the
+    /// group (`None` once the session has shut it down).
+    pub lsd: Mutex<Option<crate::lsd::Lsd>>,
     /// Our address as the last peer that told us (`yourip`, BEP 10) saw
     /// it: for the DHT, later.
     pub external_ip: Mutex<Option<std::net::IpAddr>>,
@@ -192,6 +197,15 @@ impl SessionShared {
     pub(crate) fn with_announcer(&self, f: impl FnOnce(&SessionHandle)) {
         if let Some(a) = self.announcer.lock().as_ref() {
             f(a);
+        }
+    }
+
+    /// Tells LSD (if it runs) to announce a torrent, or to stop.
+    pub(crate) fn lsd_send(&self, cmd: crate::lsd::LsdCommand) {
+        if let Some(l) = self.lsd.lock().as_ref() {
+            if let Err(e) = l.send(cmd) {
+                debug!("lsd command dropped: {e}");
+            }
         }
     }
 
@@ -264,6 +278,7 @@ impl Session {
             external_ips: Mutex::new(Vec::new()),
             announcer: Mutex::new(None),
             announce_generation: AtomicU64::new(1),
+            lsd: Mutex::new(None),
             external_ip: Mutex::new(None),
             config,
         });
@@ -272,6 +287,16 @@ impl Session {
         if shared.config.announce {
             let handle = spawn_announcer(&shared, links.sources.clone())?;
             *shared.announcer.lock() = Some(handle);
+        }
+        if let Some(cfg) = &shared.config.lsd {
+            // LSD is IPv4 (the IPv6 group does not loop on `lo`).
+            let v4 = addrs
+                .iter()
+                .copied()
+                .find(SocketAddr::is_ipv4)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], port)));
+            let lsd = discovery::spawn_lsd(cfg, v4, registry.clone(), links.sources.clone());
+            *shared.lsd.lock() = lsd;
         }
         let controller = std::thread::Builder::new()
             .name("bittern-ctl".into())
@@ -526,6 +551,10 @@ impl Session {
             t.wait();
         }
         self.registry.lock().clear();
+        let lsd = self.shared.lsd.lock().take();
+        if let Some(l) = lsd {
+            l.join();
+        }
         // Every torrent has asked for its `stopped` (their stop jobs waited
         // for them); send what is left, in parallel, within what remains of
         // the one stop deadline (never twice the deadline in all).

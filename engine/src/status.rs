@@ -78,6 +78,13 @@ pub struct TorrentStatus {
     /// once, so this equals the bytes downloaded into pieces, plus again the
     /// pieces that failed their hash check and were fetched anew.
     pub written: u64,
+    /// Web seeds (BEP 19) in use: running and not dropped.
+    pub web_seeds: usize,
+    /// Payload bytes received from web seeds (also counted in
+    /// `downloaded`).
+    pub web_seed_downloaded: u64,
+    /// Bytes per second from web seeds (also in `download_rate`).
+    pub web_seed_rate: f64,
 }
 
 /// One connected peer.
@@ -135,6 +142,14 @@ pub enum TorrentEvent {
     StateChanged(TorrentState),
     /// A peer was banned for bad data.
     PeerBanned(SocketAddr),
+    /// A web seed (BEP 19) was given up: it served bad data too often,
+    /// failed too often, or cannot serve range requests.
+    WebSeedDropped {
+        /// The `url-list` entry.
+        url: String,
+        /// Why, with its causes.
+        reason: String,
+    },
     /// A peer broke the protocol; its connection was closed.
     PeerViolation {
         /// The peer's address.

@@ -708,3 +708,63 @@ fn bittern_leeches_from_transmission() {
         start.elapsed()
     );
 }
+
+/// A libtorrent leecher downloads everything from a bittern super-seeder
+/// (BEP 16), which shows it one piece at a time: alone in the swarm, the
+/// next piece comes once it announced the last.
+#[test]
+fn bittern_super_seeds_to_libtorrent() {
+    if !have_libtorrent() {
+        return;
+    }
+    init_log();
+    let start = Instant::now();
+    let (src, dst, work) = (tempdir(), tempdir(), tempdir());
+    let meta = make_torrent(
+        src.path(),
+        "ss_lt.bin",
+        &[("ss_lt.bin", 2 * 1024 * 1024 + 99)],
+        128 * 1024,
+        23,
+    );
+    let (meta, torrent) = write_torrent(work.path(), &meta, None);
+    let seeder = session();
+    let opts = TorrentOptions {
+        super_seed: true,
+        ..TorrentOptions::default()
+    };
+    let s = seeder.add_torrent(meta.clone(), src.path(), opts).unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    let port = seeder.local_addr().port().to_string();
+    let mut lt = Proc::spawn(
+        "libtorrent leecher (super-seeded)",
+        python(
+            "lt_leech.py",
+            &[
+                torrent.as_os_str(),
+                dst.path().as_os_str(),
+                OsStr::new(&port),
+                OsStr::new("60"),
+            ],
+        ),
+        work.path().join("lt_leech.log"),
+    );
+    let got: u64 = lt
+        .expect_line("DONE ", Duration::from_secs(70))
+        .parse()
+        .unwrap();
+    assert!(
+        got >= meta.info.total_length(),
+        "libtorrent downloaded {got}"
+    );
+    let status = lt.wait(Duration::from_secs(20));
+    if !status.success() {
+        lt.fail(&format!("exited with {status}"));
+    }
+    assert_same(src.path(), dst.path(), &meta.info.file_paths());
+    eprintln!(
+        "bittern super-seeder -> libtorrent: {} bytes in {:?}",
+        meta.info.total_length(),
+        start.elapsed()
+    );
+}

@@ -14,5 +14,7 @@ mod magnet;
 mod pex;
 mod reliability;
 mod scale;
+mod superseed;
 mod util;
 mod webseed;
+mod webseed_session;

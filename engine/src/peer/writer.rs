@@ -252,7 +252,7 @@ impl Writer<'_> {
         if piece >= self.ctx.have.len() {
             return Err(PeerError::Protocol(Violation::RequestOutOfRange(b)));
         }
-        if !self.ctx.have.contains(piece) {
+        if !self.ctx.serves(piece) {
             return Ok(false);
         }
         let piece_len = self.ctx.storage.layout().piece_len(piece);
@@ -384,7 +384,7 @@ impl Writer<'_> {
     /// pieces lost since they were queued are refused on the way.
     fn next_had(&mut self, queue: &mut RequestQueue) -> Option<BlockRef> {
         while let Some(b) = queue.pop() {
-            if self.ctx.have.contains(b.index as usize) {
+            if self.ctx.serves(b.index as usize) {
                 return Some(b);
             }
             if self.fast {

@@ -58,6 +58,8 @@ pub(crate) enum Done {
     FilesCreated(TorrentId, Result<(), bittern_storage::Error>),
     /// A stopping torrent's last save, announce and file release are done.
     Stopped(TorrentId),
+    /// An event of a torrent's web seeds (of the given generation).
+    WebSeed(TorrentId, u64, crate::webseed::WebSeedEvent),
 }
 
 /// The senders every torrent (and its peer threads and jobs) reports on.
@@ -203,6 +205,7 @@ impl Central {
             Done::Persisted(id, d) => self.with(id, |c| c.on_persisted(d)),
             Done::FilesCreated(id, r) => self.with(id, |c| c.on_files_created(r)),
             Done::Stopped(id) => self.with(id, Controller::on_stopped),
+            Done::WebSeed(id, g, e) => self.with(id, |c| c.on_webseed(g, e)),
         }
     }
 

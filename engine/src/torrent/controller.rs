@@ -26,7 +26,9 @@ mod persist;
 mod pex;
 mod pieces;
 mod startup;
+mod superseed;
 mod timers;
+mod webseeds;
 
 use candidates::{CandidateSource, Candidates};
 pub(crate) use persist::PersistDone;
@@ -182,6 +184,9 @@ pub(crate) fn build_controller(
         files: Vec::new(),
         hash_failures: 0,
         written: 0,
+        web_seeds: 0,
+        web_seed_downloaded: 0,
+        web_seed_rate: 0.0,
     };
     let (published, event_tx, event_rx) = match reuse {
         Some((published, event_tx)) => {
@@ -385,6 +390,17 @@ pub(crate) struct Controller {
     persisting: bool,
     /// Another persist is wanted once the running one ends.
     persist_again: bool,
+    /// The web seeds while the torrent downloads (see `webseeds`).
+    webseeds: Option<webseeds::Driver>,
+    /// Web seeds were started for this stretch of downloading (a set
+    /// whose seeds were all dropped is not restarted).
+    webseeds_tried: bool,
+    /// Generation of the last web seeds started (their events carry it).
+    webseed_generation: u64,
+    /// Bytes from web seeds already stopped.
+    webseed_bytes: u64,
+    /// Super-seeding state, once a peer connected under it.
+    superseed: Option<superseed::SuperSeed>,
 }
 
 /// What a controller is built from (see [`spawn_controller`]).
@@ -506,6 +522,11 @@ impl Controller {
             lost_while_persisting: vec![false; pieces],
             persisting: false,
             persist_again: false,
+            webseeds: None,
+            webseeds_tried: false,
+            webseed_generation: 0,
+            webseed_bytes: 0,
+            superseed: None,
         }
     }
 
@@ -525,6 +546,7 @@ impl Controller {
     /// seeding" ends the torrent at once (other goals are checked on its
     /// timers).
     pub(crate) fn after_event(&mut self) {
+        self.webseeds_follow_state();
         if self.stopping.is_some() {
             // A peer gone, a hash or a persist back: the stop may go on.
             self.advance_stop(Instant::now());
@@ -600,6 +622,7 @@ impl Controller {
                 }
                 self.failed.remove(&addr);
                 self.rechoke(false);
+                self.superseed_ready(key);
             }
             PeerEvent::Bitfield(bits) => {
                 if p.bits.is_some() {
@@ -608,6 +631,7 @@ impl Controller {
                 self.picker.peer_bitfield(&bits);
                 p.bits = Some(bits);
                 self.after_peer_pieces(key);
+                self.superseed_bits(key);
             }
             PeerEvent::Have(i) => {
                 let bits = p.bits.get_or_insert_with(|| Bitfield::new(self.have.len()));
@@ -616,6 +640,7 @@ impl Controller {
                     self.picker.peer_has(i as usize);
                 }
                 self.after_peer_pieces(key);
+                self.superseed_seen(key, &[i]);
             }
             PeerEvent::Choked(choked) => {
                 p.peer_choking = choked;

@@ -172,6 +172,9 @@ impl MetadataFetch {
             files: Vec::new(),
             hash_failures: 0,
             written: 0,
+            web_seeds: 0,
+            web_seed_downloaded: 0,
+            web_seed_rate: 0.0,
         }
     }
 

@@ -3,6 +3,7 @@
 Run with Debian's /usr/bin/python3: python3-libtorrent imports only there.
 """
 
+import os
 import sys
 import time
 
@@ -36,6 +37,14 @@ def make_session(listen="127.0.0.1:0", outgoing="127.0.0.1", extra=None):
         | lt.alert.category_t.peer_notification,
         "user_agent": "bittern-interop-test",
     }
+    if os.environ.get("BITTERN_LT_LSD") == "1":
+        # Only ever set by bittern's LSD test, inside a private network
+        # namespace holding nothing but lo.
+        settings["enable_lsd"] = True
+        settings["local_service_announce_interval"] = 1
+    if os.environ.get("BITTERN_LT_NO_OUTGOING") == "1":
+        # Accept connections only: whoever downloads must find us and dial.
+        settings["enable_outgoing_tcp"] = False
     settings.update(extra or {})
     ses = lt.session(settings)
     deadline = time.monotonic() + 10

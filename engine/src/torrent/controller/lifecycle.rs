@@ -116,6 +116,7 @@ impl Controller {
             p.seen_up = u;
         }
         self.up_rate.add(up_total, now);
+        self.count_webseed_bytes(now);
         self.transfer
             .uploaded
             .fetch_add(up_total, Ordering::Relaxed);
@@ -136,6 +137,7 @@ impl Controller {
                 self.fill(k);
             }
             self.connect_more();
+            self.superseed_tick(now);
             self.pex_round(now);
             if self.peers.len() < 5 {
                 if let Some(key) = self.announcer {
@@ -355,6 +357,12 @@ impl Controller {
     // ---- tracker ------------------------------------------------------
 
     pub(super) fn start_announcer(&mut self) {
+        // LSD is a peer source announced with the trackers (never for a
+        // private torrent: the component checks).
+        self.session.lsd_send(crate::lsd::LsdCommand::Add {
+            info_hash: self.info_hash,
+            private: self.metainfo.info.private,
+        });
         if !self.session.config.announce || self.announcer.is_some() {
             return;
         }
@@ -385,6 +393,8 @@ impl Controller {
     /// Takes the torrent out of the session announcer without waiting:
     /// `stopped` goes out within the stop deadline.
     fn remove_from_announcer(&mut self) -> Option<bittern_tracker::Stopping> {
+        self.session
+            .lsd_send(crate::lsd::LsdCommand::Remove(self.info_hash));
         let key = self.announcer.take()?;
         let mut stopping = None;
         self.session
@@ -433,6 +443,7 @@ impl Controller {
             &self.metainfo.info.name,
         );
         let left = wanted_bytes - have_bytes;
+        let web = self.webseed_status(now);
         let peers: Vec<PeerInfo> = self
             .peers
             .iter()
@@ -485,6 +496,9 @@ impl Controller {
             files,
             hash_failures: self.hash_failures,
             written: self.transfer.written.load(Ordering::Relaxed),
+            web_seeds: web.seeds,
+            web_seed_downloaded: web.downloaded,
+            web_seed_rate: web.rate,
         };
         *self.published.status.lock() = status;
         *self.published.peers.lock() = peers;

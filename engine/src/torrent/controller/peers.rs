@@ -191,6 +191,7 @@ impl Controller {
         let Some(mut p) = self.peers.remove(&key) else {
             return;
         };
+        self.superseed_gone(key);
         if let Some(t) = p.thread.take() {
             let _ = t.join();
         }
@@ -345,6 +346,11 @@ impl Controller {
         let stats = Arc::new(PeerStats::default());
         let socket = Arc::new(SocketSlot::default());
         let conn = Connection::new(self.session.connections.clone(), socket.clone());
+        // A super-seeder never says `upload_only` (BEP 21): libtorrent
+        // drops an upload-only peer whenever it is not interested, which it
+        // is between two revealed pieces.
+        let revealed = self.superseed_set(key);
+        let super_seeding = revealed.is_some();
         let ctx = PeerContext {
             torrent: self.id,
             key,
@@ -363,10 +369,11 @@ impl Controller {
             down_limits: [self.down_limit.clone(), self.session.download.clone()],
             honors_session: self.published.honors_session.clone(),
             timing: self.session.config.timing.clone(),
+            revealed,
             ext: crate::peer::ExtensionSetup {
                 listen_port: self.session.port,
                 metadata: Some(self.info_bytes.clone()),
-                upload_only: self.state == TorrentState::Seeding,
+                upload_only: self.state == TorrentState::Seeding && !super_seeding,
                 pex: self.pex_allowed(),
             },
             encryption: self.session.config.encryption,
