@@ -438,3 +438,34 @@ fn a_magnet_without_peers_can_be_paused_removed_and_the_session_shut_down() {
         .join(format!("{}.torrent", meta.info_hash.to_hex()))
         .exists());
 }
+
+#[test]
+fn a_magnet_peer_that_comes_up_late_is_dialled_again() {
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(src.path(), "late", &[("late", 300_000)], 1 << 14, 11);
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let dst = tempfile::tempdir().unwrap();
+    let leecher = session();
+    let t = leecher
+        .add_magnet(&magnet_for(&meta, &[addr]), dst.path(), no_goal())
+        .unwrap();
+    // The first dial fails: nobody listens yet.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(t.status().state, TorrentState::FetchingMetadata);
+    let seeder = bittern_engine::Session::new(bittern_engine::SessionConfig {
+        listen: addr,
+        ..crate::util::config()
+    })
+    .unwrap();
+    let s = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    fetch_and_download(&t, Duration::from_secs(40));
+    assert_same(src.path(), dst.path(), &meta.info.file_paths());
+}
