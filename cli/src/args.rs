@@ -178,9 +178,15 @@ pub struct PeerArgs {
 /// `bittern download`.
 #[derive(Debug, Args)]
 pub struct DownloadArgs {
-    /// One or more .torrent files (one session serves them all).
-    #[arg(required = true, value_name = "TORRENT")]
+    /// One or more .torrent files or magnet links (one session serves
+    /// them all). A magnet link's metadata is fetched from its `x.pe`
+    /// peers, its `tr=` trackers and `--peer`.
+    #[arg(required = true, value_name = "TORRENT|MAGNET")]
     pub torrents: Vec<String>,
+    /// Write the .torrent of a magnet link here once its metadata has
+    /// been fetched (it is kept under <DIR>/.bittern/ in any case).
+    #[arg(long, value_name = "FILE")]
+    pub save_torrent: Option<PathBuf>,
     /// Shared peer options.
     #[command(flatten)]
     pub common: PeerArgs,

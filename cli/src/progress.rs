@@ -143,6 +143,7 @@ fn percent(done: u64, total: u64) -> f64 {
 /// A torrent's state in a word.
 pub fn state_word(s: &TorrentState) -> String {
     match s {
+        TorrentState::FetchingMetadata => "fetching metadata".into(),
         TorrentState::Checking => "checking".into(),
         TorrentState::Downloading => "downloading".into(),
         TorrentState::Seeding => "seeding".into(),
@@ -163,6 +164,9 @@ pub fn ratio(s: &TorrentStatus) -> f64 {
 
 /// Rates, ETA, peers, ratio and state, for a bar message or a plain line.
 pub fn status_text(s: &TorrentStatus) -> String {
+    if s.state == TorrentState::FetchingMetadata {
+        return fetching_text(s);
+    }
     let eta = match (&s.state, s.eta) {
         (TorrentState::Downloading, Some(d)) => format_duration(d),
         (TorrentState::Downloading, None) => "?".into(),
@@ -179,8 +183,17 @@ pub fn status_text(s: &TorrentStatus) -> String {
     )
 }
 
+/// The line of a torrent started from a magnet link before its size is
+/// known.
+fn fetching_text(s: &TorrentStatus) -> String {
+    format!("fetching metadata ({} peers)", s.peers_connected)
+}
+
 /// A plain status line (without the label).
 pub fn plain_line(s: &TorrentStatus) -> String {
+    if s.state == TorrentState::FetchingMetadata {
+        return fetching_text(s);
+    }
     if s.state == TorrentState::Checking {
         return format!("checking data ({} pieces)", s.pieces_total);
     }
@@ -314,6 +327,14 @@ mod tests {
         assert!(status_text(&s).ends_with(
             "eta - peers 3 ratio 0.25 error: writing to disk: disk full while writing /d/x.bin"
         ));
+    }
+
+    #[test]
+    fn fetching_metadata_line() {
+        let mut s = status(TorrentState::FetchingMetadata);
+        s.peers_connected = 2;
+        assert_eq!(plain_line(&s), "fetching metadata (2 peers)");
+        assert_eq!(status_text(&s), "fetching metadata (2 peers)");
     }
 
     #[test]

@@ -274,3 +274,60 @@ fn only_selected_files_then_seed_for_a_while() {
     );
     assert!(z <= 700_000);
 }
+
+/// `bittern download MAGNET --peer ... --save-torrent FILE`: the metadata
+/// comes from a bittern seeder, the data is identical, the progress line
+/// says "fetching metadata (N peers)" first, and the written .torrent (and
+/// the one kept under `<DIR>/.bittern/`) has the magnet's info hash.
+#[test]
+fn download_magnet_by_peer_and_save_torrent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    random_file(&src.join("mag/a.bin"), 900_001, 7);
+    random_file(&src.join("mag/b.bin"), 300_000, 8);
+    let t = create(
+        &src.join("mag"),
+        &tmp.path().join("mag.torrent"),
+        &["--piece-length", "16KiB"],
+    );
+    let info = bittern(["info", "--json", t.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
+    let hash = v["info_hash"].as_str().unwrap().to_string();
+    let (mut seed, port) = start_seed(&t, &src, &[]);
+
+    let dst = tmp.path().join("dst");
+    let saved = tmp.path().join("fetched.torrent");
+    let magnet = format!("magnet:?xt=urn:btih:{hash}&dn=mag");
+    let r = run_limited(
+        cmd([
+            "download",
+            &magnet,
+            "-d",
+            dst.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "--peer",
+            &format!("127.0.0.1:{port}"),
+            "--exit-on-complete",
+            "--save-torrent",
+            saved.to_str().unwrap(),
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(r.stderr.contains("fetching metadata ("), "{}", r.stderr);
+    assert_eq!(tree(&dst.join("mag")), tree(&src.join("mag")));
+    let (_, have, of) = summary(&r.stdout);
+    assert_eq!((have, of), (1_200_001, 1_200_001));
+    for file in [saved, dst.join(".bittern").join(format!("{hash}.torrent"))] {
+        let info = bittern(["info", "--json", file.to_str().unwrap()]);
+        assert_eq!(info.code, Some(0), "{info:?}");
+        let v: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
+        assert_eq!(v["info_hash"], hash.as_str(), "{}", file.display());
+    }
+    seed.signal(libc::SIGTERM);
+    let status = seed.wait(Duration::from_secs(20));
+    assert_eq!(seed.finish(status).code, Some(0));
+}

@@ -70,7 +70,7 @@ impl<'a> View<'a> {
         match self.status.as_ref().map(|s| &s.state) {
             None => STOPPED,
             Some(TorrentState::Checking) => VERIFYING,
-            Some(TorrentState::Downloading) => DOWNLOADING,
+            Some(TorrentState::Downloading | TorrentState::FetchingMetadata) => DOWNLOADING,
             Some(TorrentState::Seeding) => SEEDING,
             Some(_) => STOPPED,
         }

@@ -235,6 +235,7 @@ impl<B: Backend> Rpc<B> {
                     bittern_engine::TorrentState::Downloading
                         | bittern_engine::TorrentState::Seeding
                         | bittern_engine::TorrentState::Checking
+                        | bittern_engine::TorrentState::FetchingMetadata
                 )
             });
             if running {

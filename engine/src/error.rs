@@ -131,6 +131,9 @@ pub enum Violation {
     /// `ut_pex` messages again and again sooner than BEP 11's one a minute.
     #[error("ut_pex messages too often")]
     PexTooOften,
+    /// The metadata this peer alone sent failed the info hash.
+    #[error("metadata failed the info hash")]
+    MetadataHash,
 }
 
 impl From<bittern_wire::MessageError> for PeerError {

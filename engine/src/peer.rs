@@ -36,10 +36,12 @@ use crate::picker::PeerKey;
 use crate::ratelimit::RateLimiter;
 use crate::shared::{BlockClaims, HaveSet};
 
+mod meta;
 mod queue;
 mod reader;
 mod writer;
 
+pub(crate) use meta::{spawn_meta, MetaContext};
 use reader::read_loop;
 use writer::Writer;
 
@@ -86,7 +88,6 @@ pub(crate) enum PeerCommand {
     /// id the peer gave it in its extension handshake. Dropped quietly
     /// when the peer does not speak `ext` (or has not said yet). This is
     /// the seam extensions plug into (`ut_metadata`, `ut_pex`).
-    #[allow(dead_code)] // the metadata fetch and ut_pex send these
     Extended {
         /// Which extension: the writer looks up the peer's id for it.
         ext: Extension,
@@ -346,36 +347,9 @@ fn run(
     commands: &Receiver<PeerCommand>,
     socket: &SocketSlot,
 ) -> Result<(), PeerError> {
+    let (mut stream, theirs, incoming) =
+        open(&ctx.timing, ctx.info_hash, ctx.our_id, origin, socket)?;
     let t = &ctx.timing;
-    let (mut stream, theirs, incoming) = match origin {
-        Origin::Outgoing(addr) => {
-            let mut s = TcpStream::connect_timeout(&addr, t.connect_timeout)?;
-            socket.attach(&s)?;
-            s.set_read_timeout(Some(t.connect_timeout))?;
-            s.set_write_timeout(Some(t.connect_timeout))?;
-            s.write_all(&Handshake::new(ctx.info_hash, ctx.our_id).encode())?;
-            let mut buf = [0u8; Handshake::LEN];
-            // A deadline on the whole handshake: a read timeout alone
-            // restarts with every byte a trickling peer sends.
-            let deadline = std::time::Instant::now() + t.connect_timeout;
-            crate::listener::read_exact_by(&mut s, &mut buf, deadline)?;
-            let hs = Handshake::decode(&buf)
-                .map_err(|e| PeerError::Protocol(Violation::Handshake(e)))?;
-            if hs.info_hash != ctx.info_hash {
-                return Err(PeerError::WrongInfoHash);
-            }
-            (s, hs, false)
-        }
-        Origin::Incoming(mut s, hs) => {
-            socket.attach(&s)?;
-            s.set_write_timeout(Some(t.connect_timeout))?;
-            s.write_all(&Handshake::new(ctx.info_hash, ctx.our_id).encode())?;
-            (s, hs, true)
-        }
-    };
-    if theirs.peer_id == ctx.our_id {
-        return Err(PeerError::SelfConnection);
-    }
     let addr = stream.peer_addr()?;
     let fast = theirs.supports_fast();
     let extended = theirs.supports_extended();
@@ -456,6 +430,48 @@ fn run(
             (Ok(()), None) => Ok(()),
         }
     })
+}
+
+/// Connects (or takes the accepted socket), exchanges the 68-byte
+/// handshakes and checks theirs: the stream, their handshake, and whether
+/// they dialled us.
+fn open(
+    t: &Timing,
+    info_hash: InfoHash,
+    our_id: PeerId,
+    origin: Origin,
+    socket: &SocketSlot,
+) -> Result<(TcpStream, Handshake, bool), PeerError> {
+    let (s, theirs, incoming) = match origin {
+        Origin::Outgoing(addr) => {
+            let mut s = TcpStream::connect_timeout(&addr, t.connect_timeout)?;
+            socket.attach(&s)?;
+            s.set_read_timeout(Some(t.connect_timeout))?;
+            s.set_write_timeout(Some(t.connect_timeout))?;
+            s.write_all(&Handshake::new(info_hash, our_id).encode())?;
+            let mut buf = [0u8; Handshake::LEN];
+            // A deadline on the whole handshake: a read timeout alone
+            // restarts with every byte a trickling peer sends.
+            let deadline = std::time::Instant::now() + t.connect_timeout;
+            crate::listener::read_exact_by(&mut s, &mut buf, deadline)?;
+            let hs = Handshake::decode(&buf)
+                .map_err(|e| PeerError::Protocol(Violation::Handshake(e)))?;
+            if hs.info_hash != info_hash {
+                return Err(PeerError::WrongInfoHash);
+            }
+            (s, hs, false)
+        }
+        Origin::Incoming(mut s, hs) => {
+            socket.attach(&s)?;
+            s.set_write_timeout(Some(t.connect_timeout))?;
+            s.write_all(&Handshake::new(info_hash, our_id).encode())?;
+            (s, hs, true)
+        }
+    };
+    if theirs.peer_id == our_id {
+        return Err(PeerError::SelfConnection);
+    }
+    Ok((s, theirs, incoming))
 }
 
 fn send(ctx: &PeerContext, event: PeerEvent) {

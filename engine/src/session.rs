@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -15,9 +15,9 @@ use bittern_tracker::{
     SessionAnnouncer, SessionConfig as TrackerSessionConfig, SessionHandle, TorrentKey,
     TrackerEvent,
 };
-use bittern_wire::{InfoHash, Metainfo, PeerId};
+use bittern_wire::{InfoHash, Magnet, MagnetPeer, Metainfo, PeerId};
 use crossbeam_channel::{Sender, TrySendError};
-use log::{debug, info};
+use log::{debug, info, warn};
 use parking_lot::Mutex;
 
 use crate::config::{SessionConfig, TorrentOptions};
@@ -25,7 +25,8 @@ use crate::error::Error;
 use crate::listener::{Listener, Pending};
 use crate::ratelimit::RateLimiter;
 use crate::torrent::{
-    build_controller, Central, ControllerSetup, Ctl, TorrentCommand, TorrentHandle, TorrentId,
+    build_controller, Central, ControllerSetup, Ctl, FetchSetup, MetadataFetch, PeerSource,
+    Published, TorrentCommand, TorrentHandle, TorrentId,
 };
 
 /// Torrents by info hash, for the listener's routing.
@@ -325,10 +326,118 @@ impl Session {
             registry: self.registry.clone(),
             commands: self.commands.clone(),
             links: self.links.clone(),
+            reuse: None,
         };
         let (controller, handle) = build_controller(setup)?;
         self.commands
             .send(Ctl::Add(Box::new(controller)))
+            .map_err(|_| Error::Closed)?;
+        reserved.keep();
+        let mut torrents = self.torrents.lock();
+        self.prune(&mut torrents);
+        torrents.push(handle.clone());
+        Ok(handle)
+    }
+
+    /// Adds a torrent known only by a magnet link (BEP 9). It first fetches
+    /// the info dictionary from peers (state
+    /// [`FetchingMetadata`](crate::TorrentState::FetchingMetadata)): those
+    /// of the link's `x.pe` (addresses; host names are skipped), those its
+    /// `tr=` trackers return, and those given later with
+    /// [`TorrentHandle::add_peers`]. Once the metadata has passed the info
+    /// hash it is saved as `<info hash>.torrent` beside the resume state
+    /// (see [`TorrentOptions::resume_file`]) and the torrent carries on
+    /// exactly as one added with [`add_torrent`](Self::add_torrent), under
+    /// the same handle. If that `.torrent` exists already (a restart), no
+    /// fetch happens.
+    ///
+    /// # Errors
+    /// A link without a v1 (`btih`) info hash, a file selection (it needs
+    /// the metadata), a torrent already in the session.
+    pub fn add_magnet(
+        &self,
+        magnet: &Magnet,
+        save_dir: impl Into<PathBuf>,
+        mut options: TorrentOptions,
+    ) -> Result<TorrentHandle, Error> {
+        let info_hash = magnet.info_hash.ok_or(Error::InvalidOptions(
+            "the magnet link has no v1 (btih) info hash",
+        ))?;
+        if !options.wanted_files.is_empty() {
+            return Err(Error::InvalidOptions(
+                "a file selection needs the metadata; a magnet link has none yet",
+            ));
+        }
+        let save_dir = save_dir.into();
+        let torrent_file = magnet_torrent_file(&save_dir, &options, info_hash);
+        for p in magnet.peer_addrs() {
+            match p {
+                MagnetPeer::Addr(a) => {
+                    if !options.peers.contains(&a) {
+                        options.peers.push(a);
+                    }
+                }
+                MagnetPeer::Host { host, port } => {
+                    info!("magnet peer {host}:{port} skipped: host names are not resolved");
+                }
+            }
+        }
+        let trackers: Vec<Vec<String>> = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
+        // A restart: the metadata was fetched and saved before.
+        if let Ok(bytes) = std::fs::read(&torrent_file) {
+            match Metainfo::from_bytes(&bytes) {
+                Ok(meta) if meta.info_hash == info_hash => {
+                    info!(
+                        "{}: metadata from {}",
+                        &info_hash.to_hex()[..8],
+                        torrent_file.display()
+                    );
+                    let handle = self.add_torrent(meta, save_dir, options)?;
+                    *handle.published.torrent_file.lock() = Some(Arc::from(bytes));
+                    return Ok(handle);
+                }
+                _ => warn!(
+                    "{}: not the torrent's metadata, fetching again",
+                    torrent_file.display()
+                ),
+            }
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let reserved = register(&self.registry, info_hash, id)?;
+        let name = magnet
+            .display_name
+            .clone()
+            .unwrap_or_else(|| info_hash.to_hex());
+        let published = Published::new(MetadataFetch::initial_status(name));
+        // Unbounded in type, bounded where events are sent (as for every
+        // torrent).
+        let (event_tx, event_rx) = crossbeam_channel::unbounded();
+        let fetch = MetadataFetch::new(FetchSetup {
+            id,
+            info_hash,
+            trackers,
+            web_seeds: magnet.web_seeds.clone(),
+            torrent_file,
+            save_dir,
+            options,
+            session: self.shared.clone(),
+            registry: self.registry.clone(),
+            commands: self.commands.clone(),
+            links: self.links.clone(),
+            published: published.clone(),
+            events: event_tx,
+        });
+        let handle = TorrentHandle {
+            info_hash,
+            id,
+            commands: self.commands.clone(),
+            source: PeerSource::new(id, self.links.sources.clone()),
+            published,
+            events: event_rx,
+            registry: self.registry.clone(),
+        };
+        self.commands
+            .send(Ctl::Fetch(Box::new(fetch)))
             .map_err(|_| Error::Closed)?;
         reserved.keep();
         let mut torrents = self.torrents.lock();
@@ -400,6 +509,17 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Where the `.torrent` of a torrent started from a magnet link is kept:
+/// beside its resume state.
+fn magnet_torrent_file(save_dir: &Path, options: &TorrentOptions, info_hash: InfoHash) -> PathBuf {
+    match &options.resume_file {
+        Some(r) => r.with_extension("torrent"),
+        None => save_dir
+            .join(".bittern")
+            .join(format!("{}.torrent", info_hash.to_hex())),
     }
 }
 

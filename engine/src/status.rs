@@ -9,6 +9,9 @@ use crate::error::{TorrentError, Violation};
 /// What a torrent is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TorrentState {
+    /// Started from a magnet link: fetching the info dictionary from peers
+    /// (BEP 9); the size and files are not known yet.
+    FetchingMetadata,
     /// Checking existing data on disk.
     Checking,
     /// Fetching pieces.

@@ -4,6 +4,7 @@
 pub(crate) mod central;
 mod check;
 mod controller;
+mod fetch;
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use crate::status::{PeerInfo, TorrentEvent, TorrentState, TorrentStatus};
 
 pub(crate) use central::{Central, Ctl, PeerSource};
 pub(crate) use controller::{build_controller, ControllerSetup, Transfer};
+pub(crate) use fetch::{FetchSetup, MetadataFetch};
 
 /// A torrent's number in its session (never reused), which routes peer
 /// events, job results and commands to its state on the controller.
@@ -40,9 +42,23 @@ pub(crate) struct Published {
     /// or its controller is gone.
     pub done: Mutex<bool>,
     pub done_signal: Condvar,
+    /// The torrent's metainfo as a `.torrent` file, once fetched over
+    /// `ut_metadata` (a torrent started from a magnet link).
+    pub torrent_file: Mutex<Option<Arc<[u8]>>>,
 }
 
 impl Published {
+    /// Published state starting at `status`.
+    pub(crate) fn new(status: TorrentStatus) -> Arc<Published> {
+        Arc::new(Published {
+            status: Mutex::new(status),
+            peers: Mutex::new(Vec::new()),
+            done: Mutex::new(false),
+            done_signal: Condvar::new(),
+            torrent_file: Mutex::new(None),
+        })
+    }
+
     /// Marks the torrent ended and wakes every [`TorrentHandle::wait`].
     pub(crate) fn finish(&self) {
         *self.done.lock() = true;
@@ -76,6 +92,17 @@ impl TorrentHandle {
     /// A snapshot of the torrent's state and counters.
     pub fn status(&self) -> TorrentStatus {
         self.published.status.lock().clone()
+    }
+
+    /// The `.torrent` file of a torrent started from a magnet link, once
+    /// its metadata has been fetched and checked against the info hash
+    /// (`None` before, and for torrents added from a metainfo).
+    pub fn torrent_file(&self) -> Option<Vec<u8>> {
+        self.published
+            .torrent_file
+            .lock()
+            .as_ref()
+            .map(|b| b.to_vec())
     }
 
     /// The connected peers.

@@ -24,12 +24,12 @@ use bittern_wire::{Bitfield, ExtensionHandshake, Message, Metainfo, MetainfoBuil
 use crate::fake::{Got, Wire};
 use crate::util::*;
 
-const PYTHON: &str = "/usr/bin/python3";
-const ARIA2C: &str = "/usr/bin/aria2c";
+pub(crate) const PYTHON: &str = "/usr/bin/python3";
+pub(crate) const ARIA2C: &str = "/usr/bin/aria2c";
 
 /// Files of odd sizes whose boundaries fall inside pieces, so the other
 /// client's piece-to-file mapping is exercised too.
-const FILES: &[(&str, u64)] = &[
+pub(crate) const FILES: &[(&str, u64)] = &[
     ("a.bin", 1_500_001),
     ("sub/b.bin", 700_000),
     ("sub/c.txt", 3),
@@ -216,7 +216,11 @@ pub(crate) fn wait_for(t: &TorrentHandle, state: TorrentState, limit: Duration, 
     }
 }
 
-fn seed(session: &bittern_engine::Session, meta: &Metainfo, dir: &Path) -> TorrentHandle {
+pub(crate) fn seed(
+    session: &bittern_engine::Session,
+    meta: &Metainfo,
+    dir: &Path,
+) -> TorrentHandle {
     let s = session
         .add_torrent(meta.clone(), dir, TorrentOptions::default())
         .unwrap();
@@ -444,7 +448,7 @@ fn bittern_seeds_to_aria2c_through_tracker() {
 }
 
 /// Polls the tracker's scrape until it counts one seeder for `meta`.
-fn wait_for_seeder_on_tracker(url: &str, meta: &Metainfo) {
+pub(crate) fn wait_for_seeder_on_tracker(url: &str, meta: &Metainfo) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let cfg = bittern_tracker::ClientConfig::default();
     loop {
@@ -462,6 +466,9 @@ fn wait_for_seeder_on_tracker(url: &str, meta: &Metainfo) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The tests' temp dirs (one helper for every test module).
+pub(crate) use crate::util::tempdir;
 
 /// What libtorrent and aria2c put on the wire, scripted so it is checked
 /// without them: the extension handshake before the piece set (libtorrent),
@@ -541,7 +548,7 @@ fn late_piece_sets_are_updates() {
 
 /// The seeder counted at least the whole torrent as uploaded, also when
 /// the leecher hung up right after finishing.
-fn assert_uploaded(s: &bittern_engine::TorrentHandle, total: u64) {
+pub(crate) fn assert_uploaded(s: &bittern_engine::TorrentHandle, total: u64) {
     let start = std::time::Instant::now();
     while s.status().uploaded < total && start.elapsed() < std::time::Duration::from_secs(5) {
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -566,7 +573,7 @@ struct Logged {
 impl Logged {
     /// The last 2,000 bytes of its output (`\r`-separated status lines
     /// made readable) and its log.
-    fn tail(&self) -> String {
+    pub(crate) fn tail(&self) -> String {
         let read = |p: &Path| {
             let t = std::fs::read_to_string(p).unwrap_or_default();
             let start = t.len().saturating_sub(2000);

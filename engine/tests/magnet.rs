@@ -1,12 +1,19 @@
 //! Magnet links and the extension protocol: our BEP 10 handshake, serving
 //! metadata (BEP 9), and fetching it from scripted and real peers.
 
-use std::time::Duration;
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
 
-use bittern_wire::{Extension, ExtensionHandshake, Message, MetadataMessage, METADATA_PIECE_LEN};
+use bittern_engine::{
+    SeedGoal, TorrentEvent, TorrentHandle, TorrentOptions, TorrentState, Violation,
+};
+use bittern_wire::{
+    metadata_piece_count, Extension, ExtensionHandshake, Magnet, Message, MetadataMessage,
+    Metainfo, METADATA_PIECE_LEN,
+};
 
 use crate::fake::{Got, Wire};
-use crate::util::{make_torrent, seeding};
+use crate::util::{assert_same, make_torrent, seeding, session, wait_state};
 
 /// Reads messages until an extended one with id `id`.
 fn recv_extended(w: &mut Wire, id: u8) -> Vec<u8> {
@@ -121,4 +128,344 @@ fn malformed_extension_handshake_closes_only_that_peer() {
         MetadataMessage::decode(&answer),
         Ok(MetadataMessage::Data { data, .. }) if data == meta.info_bytes.as_slice()
     ));
+}
+
+/// A magnet link for `meta` naming `peers` in `x.pe`.
+fn magnet_for(meta: &Metainfo, peers: &[SocketAddr]) -> Magnet {
+    let mut uri = format!("magnet:?xt=urn:btih:{}", meta.info_hash.to_hex());
+    for p in peers {
+        uri.push_str(&format!("&x.pe={p}"));
+    }
+    Magnet::parse(&uri).unwrap()
+}
+
+/// Waits for a torrent started from a magnet link to stop (download done,
+/// no seed goal), checking that it showed "fetching metadata" first.
+fn fetch_and_download(t: &TorrentHandle, limit: Duration) -> Vec<TorrentEvent> {
+    let start = Instant::now();
+    let mut states = vec![TorrentState::FetchingMetadata];
+    let mut events = Vec::new();
+    loop {
+        while let Ok(e) = t.events().try_recv() {
+            events.push(e);
+        }
+        let s = t.status();
+        if states.last() != Some(&s.state) {
+            states.push(s.state.clone());
+        }
+        if let TorrentState::Error(e) = &s.state {
+            panic!("torrent failed: {e}");
+        }
+        if s.state == TorrentState::Stopped {
+            break;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out: {s:?}, states {states:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(t.status().pieces_total > 0);
+    assert!(
+        states.contains(&TorrentState::Checking) || states.contains(&TorrentState::Downloading),
+        "{states:?}"
+    );
+    events
+}
+
+fn no_goal() -> TorrentOptions {
+    TorrentOptions {
+        seed_goal: SeedGoal::None,
+        ..TorrentOptions::default()
+    }
+}
+
+#[test]
+fn magnet_fetches_metadata_from_two_seeders_then_downloads_and_restarts_without_fetching() {
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(
+        src.path(),
+        "m",
+        &[("a", 900 << 14), ("b", 300 << 14)],
+        1 << 14,
+        8,
+    );
+    // Two metadata pieces: two seeders fetch them side by side.
+    assert!(metadata_piece_count(meta.info_bytes.len() as u64) >= 2);
+    let (s1, _t1) = seeding(&meta, src.path());
+    let (s2, _t2) = seeding(&meta, src.path());
+    let dst = tempfile::tempdir().unwrap();
+    let leecher = session();
+    let magnet = magnet_for(&meta, &[s1.local_addr(), s2.local_addr()]);
+    let t = leecher.add_magnet(&magnet, dst.path(), no_goal()).unwrap();
+    assert_eq!(t.info_hash(), meta.info_hash);
+    let first = t.status();
+    assert_eq!(first.state, TorrentState::FetchingMetadata);
+    assert_eq!(first.pieces_total, 0, "the size is not known yet");
+    fetch_and_download(&t, Duration::from_secs(120));
+    assert_same(src.path(), dst.path(), &meta.info.file_paths());
+    // The handle gives the .torrent, and it was saved beside the resume state.
+    let file = t.torrent_file().expect("the fetched .torrent");
+    let parsed = Metainfo::from_bytes(&file).unwrap();
+    assert_eq!(parsed.info_hash, meta.info_hash);
+    assert_eq!(parsed.info_bytes, meta.info_bytes);
+    let saved = dst
+        .path()
+        .join(".bittern")
+        .join(format!("{}.torrent", meta.info_hash.to_hex()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !saved.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(std::fs::read(&saved).unwrap(), file);
+    drop(leecher);
+
+    // A restart with no peers at all: the saved metadata is used, the data
+    // is checked, the torrent seeds.
+    let again = session();
+    let t = again
+        .add_magnet(
+            &magnet_for(&meta, &[]),
+            dst.path(),
+            TorrentOptions::default(),
+        )
+        .unwrap();
+    assert_ne!(t.status().state, TorrentState::FetchingMetadata);
+    wait_state(&t, TorrentState::Seeding, Duration::from_secs(30));
+    assert_eq!(t.status().pieces_total, meta.info.piece_count());
+}
+
+/// How a scripted metadata peer misbehaves.
+#[derive(Clone, Copy, Debug)]
+enum Liar {
+    /// Answers with one byte of the info dictionary flipped.
+    BadHash,
+    /// Announces a `metadata_size` of 4 GiB.
+    Huge,
+    /// Answers every request with a piece past the end.
+    OutOfRange,
+    /// Sends a data message without being asked (it announces no size).
+    Unsolicited,
+    /// Rejects every request.
+    RejectAll,
+}
+
+/// A peer that speaks `ut_metadata` (under id 5) with `info` and lies as
+/// `how`. Serves one connection; the thread returns whether bittern closed
+/// it within 10 s of the lie.
+fn lying_peer(meta: &Metainfo, how: Liar) -> (SocketAddr, std::thread::JoinHandle<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (info_hash, info) = (meta.info_hash, meta.info_bytes.clone());
+    let t = std::thread::spawn(move || {
+        let Ok(mut w) = Wire::accept(&listener, info_hash) else {
+            return false;
+        };
+        let mut hs = ExtensionHandshake::default();
+        hs.m.insert("ut_metadata".into(), 5);
+        hs.metadata_size = match how {
+            Liar::Huge => Some(4 << 30),
+            // No size: we never ask it, so any data is unsolicited.
+            Liar::Unsolicited => None,
+            _ => Some(info.len() as u64),
+        };
+        let mut out = Vec::new();
+        Message::HaveNone.encode(&mut out);
+        Message::Extended {
+            id: 0,
+            payload: &hs.encode(),
+        }
+        .encode(&mut out);
+        if let Liar::Unsolicited = how {
+            let mut p = Vec::new();
+            MetadataMessage::answer(&info, 0).encode(&mut p);
+            Message::Extended { id: 2, payload: &p }.encode(&mut out);
+        }
+        if w.send_raw(&out).is_err() {
+            return true;
+        }
+        let _ = w.stream.set_read_timeout(Some(Duration::from_secs(10)));
+        loop {
+            let payload = match w.recv() {
+                Ok(Got::Extended { id: 5, payload }) => payload,
+                Ok(_) => continue,
+                // Closed by bittern (or timed out: then `false` below).
+                Err(e) => {
+                    return !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    )
+                }
+            };
+            let Ok(MetadataMessage::Request { piece }) = MetadataMessage::decode(&payload) else {
+                continue;
+            };
+            let mut p = Vec::new();
+            match how {
+                Liar::BadHash => {
+                    let mut bad = info.clone();
+                    bad[10] ^= 0x55;
+                    MetadataMessage::answer(&bad, piece).encode(&mut p);
+                }
+                Liar::OutOfRange => MetadataMessage::Data {
+                    piece: 999,
+                    total_size: info.len() as u64,
+                    data: &info[..10],
+                }
+                .encode(&mut p),
+                Liar::RejectAll => MetadataMessage::Reject { piece }.encode(&mut p),
+                Liar::Huge | Liar::Unsolicited => {
+                    MetadataMessage::answer(&info, piece).encode(&mut p)
+                }
+            }
+            let mut out = Vec::new();
+            Message::Extended { id: 2, payload: &p }.encode(&mut out);
+            if w.send_raw(&out).is_err() {
+                return true;
+            }
+        }
+    });
+    (addr, t)
+}
+
+/// The liar alone in the magnet link: its connection is closed (within
+/// 10 s of the lie) while the torrent still fetches metadata; then an
+/// honest bittern seeder is offered and the download completes from it.
+fn liar_is_dropped(how: Liar) {
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(src.path(), "h", &[("h", 600 << 14)], 1 << 14, 9);
+    let (liar, liar_thread) = lying_peer(&meta, how);
+    let (seeder, _t) = seeding(&meta, src.path());
+    let dst = tempfile::tempdir().unwrap();
+    let leecher = session();
+    let t = leecher
+        .add_magnet(&magnet_for(&meta, &[liar]), dst.path(), no_goal())
+        .unwrap();
+    assert!(
+        liar_thread.join().unwrap(),
+        "{how:?}: the liar was not dropped"
+    );
+    assert_eq!(t.status().state, TorrentState::FetchingMetadata);
+    t.add_peers(vec![seeder.local_addr()]).unwrap();
+    let events = fetch_and_download(&t, Duration::from_secs(90));
+    assert_same(src.path(), dst.path(), &meta.info.file_paths());
+    let violations: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            TorrentEvent::PeerViolation { addr, violation } if *addr == liar => Some(violation),
+            _ => None,
+        })
+        .collect();
+    match how {
+        // Rejecting is no violation, only useless.
+        Liar::RejectAll => {}
+        Liar::BadHash => assert!(
+            violations
+                .iter()
+                .any(|v| matches!(v, Violation::MetadataHash)),
+            "{events:?}"
+        ),
+        _ => assert!(
+            violations
+                .iter()
+                .any(|v| matches!(v, Violation::Metadata(_))),
+            "{how:?}: {events:?}"
+        ),
+    }
+}
+
+#[test]
+fn metadata_failing_the_hash_drops_that_peer() {
+    liar_is_dropped(Liar::BadHash);
+}
+
+#[test]
+fn metadata_size_of_4_gib_drops_that_peer() {
+    liar_is_dropped(Liar::Huge);
+}
+
+#[test]
+fn out_of_range_metadata_piece_drops_that_peer() {
+    liar_is_dropped(Liar::OutOfRange);
+}
+
+#[test]
+fn unsolicited_metadata_drops_that_peer() {
+    liar_is_dropped(Liar::Unsolicited);
+}
+
+#[test]
+fn a_peer_rejecting_every_metadata_request_is_dropped() {
+    liar_is_dropped(Liar::RejectAll);
+}
+
+#[test]
+fn a_magnet_without_peers_can_be_paused_removed_and_the_session_shut_down() {
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(src.path(), "p", &[("p", 50_000)], 1 << 14, 10);
+    let dst = tempfile::tempdir().unwrap();
+    let mut leecher = session();
+    let t = leecher
+        .add_magnet(&magnet_for(&meta, &[]), dst.path(), no_goal())
+        .unwrap();
+    // The same info hash cannot be added twice, magnet or not.
+    assert!(leecher
+        .add_magnet(&magnet_for(&meta, &[]), dst.path(), no_goal())
+        .is_err());
+    assert!(leecher
+        .add_torrent(meta.clone(), dst.path(), no_goal())
+        .is_err());
+    t.pause().unwrap();
+    wait_state(&t, TorrentState::Paused, Duration::from_secs(5));
+    t.resume().unwrap();
+    wait_state(&t, TorrentState::FetchingMetadata, Duration::from_secs(5));
+    let start = Instant::now();
+    t.remove();
+    assert!(t.is_finished());
+    assert_eq!(t.status().state, TorrentState::Stopped);
+    assert!(t.torrent_file().is_none());
+    // Added again after the removal, then the session shuts down with it
+    // still fetching.
+    let again = leecher
+        .add_magnet(&magnet_for(&meta, &[]), dst.path(), no_goal())
+        .unwrap();
+    leecher.shutdown();
+    assert!(again.is_finished());
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(!dst
+        .path()
+        .join(".bittern")
+        .join(format!("{}.torrent", meta.info_hash.to_hex()))
+        .exists());
+}
+
+#[test]
+fn a_magnet_peer_that_comes_up_late_is_dialled_again() {
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(src.path(), "late", &[("late", 300_000)], 1 << 14, 11);
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let dst = tempfile::tempdir().unwrap();
+    let leecher = session();
+    let t = leecher
+        .add_magnet(&magnet_for(&meta, &[addr]), dst.path(), no_goal())
+        .unwrap();
+    // The first dial fails: nobody listens yet.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(t.status().state, TorrentState::FetchingMetadata);
+    let seeder = bittern_engine::Session::new(bittern_engine::SessionConfig {
+        listen: addr,
+        ..crate::util::config()
+    })
+    .unwrap();
+    let s = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    fetch_and_download(&t, Duration::from_secs(40));
+    assert_same(src.path(), dst.path(), &meta.info.file_paths());
 }

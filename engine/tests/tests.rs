@@ -5,6 +5,7 @@ mod fake;
 mod faults;
 mod hostile;
 mod interop;
+mod interop_magnet;
 mod ipv6;
 mod lifecycle;
 mod lost_requests;

@@ -18,7 +18,6 @@ use bittern_tracker::TorrentKey;
 use bittern_wire::{Bitfield, BlockRef, Extension, InfoHash, Metainfo, PeerId};
 use crossbeam_channel::Sender;
 use log::{debug, info, warn};
-use parking_lot::{Condvar, Mutex};
 
 mod candidates;
 mod lifecycle;
@@ -101,6 +100,10 @@ pub(crate) struct ControllerSetup {
     pub registry: Registry,
     pub commands: Sender<Ctl>,
     pub links: Links,
+    /// The status and event channel of a handle that already exists (a
+    /// torrent started from a magnet link, whose metadata just arrived):
+    /// the handle stays the same for the torrent's whole life.
+    pub reuse: Option<(Arc<Published>, Sender<TorrentEvent>)>,
 }
 
 /// Counters the session announcer reads from its workers.
@@ -127,6 +130,7 @@ pub(crate) fn build_controller(
         registry,
         commands,
         links,
+        reuse,
     } = setup;
     let info = &metainfo.info;
     let info_hash = metainfo.info_hash;
@@ -160,33 +164,39 @@ pub(crate) fn build_controller(
             .join(format!("{}.resume", info_hash.to_hex()))
     });
 
-    // Unbounded in type, bounded by `emit` (EVENT_QUEUE): a bounded
-    // channel would allocate its slots for every torrent up front.
-    let (event_tx, event_rx) = crossbeam_channel::unbounded();
-    let published = Arc::new(Published {
-        status: Mutex::new(TorrentStatus {
-            name: info.name.clone(),
-            state: TorrentState::Checking,
-            progress: 0.0,
-            wanted_bytes: 0,
-            have_bytes: 0,
-            downloaded: 0,
-            uploaded: 0,
-            download_rate: 0.0,
-            upload_rate: 0.0,
-            eta: None,
-            peers_connected: 0,
-            peers_known: 0,
-            pieces_have: 0,
-            pieces_total: info.piece_count(),
-            files: Vec::new(),
-            hash_failures: 0,
-            written: 0,
-        }),
-        peers: Mutex::new(Vec::new()),
-        done: Mutex::new(false),
-        done_signal: Condvar::new(),
-    });
+    let status = TorrentStatus {
+        name: info.name.clone(),
+        state: TorrentState::Checking,
+        progress: 0.0,
+        wanted_bytes: 0,
+        have_bytes: 0,
+        downloaded: 0,
+        uploaded: 0,
+        download_rate: 0.0,
+        upload_rate: 0.0,
+        eta: None,
+        peers_connected: 0,
+        peers_known: 0,
+        pieces_have: 0,
+        pieces_total: info.piece_count(),
+        files: Vec::new(),
+        hash_failures: 0,
+        written: 0,
+    };
+    let (published, event_tx, event_rx) = match reuse {
+        Some((published, event_tx)) => {
+            *published.status.lock() = status;
+            // The handle that exists already holds the receiver.
+            let (_, event_rx) = crossbeam_channel::bounded(0);
+            (published, event_tx, event_rx)
+        }
+        None => {
+            // Unbounded in type, bounded by `emit` (EVENT_QUEUE): a bounded
+            // channel would allocate its slots for every torrent up front.
+            let (event_tx, event_rx) = crossbeam_channel::unbounded();
+            (Published::new(status), event_tx, event_rx)
+        }
+    };
     let source = PeerSource::new(id, links.sources.clone());
     let ctl = Controller::new(Parts {
         id,
