@@ -187,10 +187,29 @@ impl Controller {
         }
     }
 
+    /// Whether a connection to `a` exists: dialled there, or from a peer
+    /// whose extension handshake says it listens there (an incoming
+    /// connection comes from another port).
+    pub(super) fn connected_to(&self, a: SocketAddr) -> bool {
+        self.peers.values().any(|p| {
+            p.addr == a
+                || (p.incoming
+                    && p.addr.ip() == a.ip()
+                    && p.ext.as_ref().and_then(|h| h.p) == Some(a.port()))
+        })
+    }
+
     pub(super) fn peer_gone(&mut self, key: PeerKey, reason: PeerError) {
         let Some(mut p) = self.peers.remove(&key) else {
             return;
         };
+        // One of two connections to the same peer (a simultaneous open,
+        // closed by one side): the other one lives on, nothing to redial.
+        let still_connected = p.peer_id.is_some_and(|id| {
+            self.peers
+                .values()
+                .any(|q| q.ready && q.peer_id == Some(id))
+        });
         if let Some(t) = p.thread.take() {
             let _ = t.join();
         }
@@ -221,6 +240,7 @@ impl Controller {
                     .insert(p.addr, Instant::now() + Duration::from_secs(24 * 3600));
             }
             PeerError::Closed if p.ready => {}
+            _ if still_connected => {}
             _ if !p.incoming => {
                 // A working connection that broke (reset, timeout, the peer
                 // restarting, data gone on our side) goes back in line, as
@@ -301,7 +321,7 @@ impl Controller {
     /// bounds and its source's (see `candidates`).
     pub(crate) fn add_candidates_from(&mut self, source: CandidateSource, peers: Vec<SocketAddr>) {
         for a in peers {
-            let connected = self.peers.values().any(|p| p.addr == a);
+            let connected = self.connected_to(a);
             self.candidates.offer(source, a, connected);
         }
         self.connect_more();
@@ -323,7 +343,7 @@ impl Controller {
             let Some((addr, source)) = self.candidates.pop() else {
                 break;
             };
-            if self.banned.contains(&ban_key(addr)) || self.peers.values().any(|p| p.addr == addr) {
+            if self.banned.contains(&ban_key(addr)) || self.connected_to(addr) {
                 continue;
             }
             if self.failed.get(&addr).is_some_and(|t| *t > now) {
