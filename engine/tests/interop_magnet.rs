@@ -99,7 +99,7 @@ fn bittern_fetches_magnet_from_libtorrent_by_x_pe() {
     let meta = make_torrent(
         src.path(),
         "mag_lt",
-        &[("mag_lt", 20_000 << 14)],
+        &[("mag_lt", 1200 << 14)],
         1 << 14,
         31,
     );
@@ -229,7 +229,7 @@ fn libtorrent_fetches_magnet_metadata_from_bittern() {
     }
     init_log();
     let (src, dst, work) = (tempdir(), tempdir(), tempdir());
-    let meta = make_torrent(src.path(), "to_lt_mag", &[("x", 20_000 << 14)], 1 << 14, 33);
+    let meta = make_torrent(src.path(), "to_lt_mag", &[("x", 1200 << 14)], 1 << 14, 33);
     let seeder = session();
     let _s = seed(&seeder, &meta, src.path());
     let port = seeder.local_addr().port();
