@@ -17,7 +17,7 @@ use bittern_wire::{InfoHash, Magnet, Metainfo};
 
 use crate::interop::{
     free_port, have_libtorrent, init_log, python, seed, tempdir, wait_for,
-    wait_for_seeder_on_tracker, write_torrent, Proc, ARIA2C, FILES,
+    wait_for_seeder_on_tracker, write_torrent, Logged, Proc, ARIA2C, FILES, TRANSMISSION,
 };
 use crate::util::*;
 
@@ -96,13 +96,7 @@ fn bittern_fetches_magnet_from_libtorrent_by_x_pe() {
     init_log();
     let (src, work) = (tempdir(), tempdir());
     // Enough pieces for an info dictionary of two metadata pieces.
-    let meta = make_torrent(
-        src.path(),
-        "mag_lt",
-        &[("mag_lt", 1200 << 14)],
-        1 << 14,
-        31,
-    );
+    let meta = make_torrent(src.path(), "mag_lt", &[("mag_lt", 1200 << 14)], 1 << 14, 31);
     assert!(meta.info_bytes.len() > 16 << 10);
     let (lt, port) = lt_seeder(&meta, src.path(), work.path(), None);
     let uri = magnet_uri(&meta, &format!("&x.pe=127.0.0.1:{port}"));
@@ -346,4 +340,80 @@ fn aria2c_fetches_magnet_metadata_from_bittern() {
     assert!(s.status().uploaded >= meta.info.total_length());
     drop(seeder);
     tracker.shutdown();
+}
+
+/// transmission-cli 3.00 given only the magnet link; bittern dials it
+/// (`add_peers`, as `--peer` does), it fetches the metadata and the data
+/// from bittern and says it is seeding.
+#[test]
+fn transmission_fetches_magnet_metadata_from_bittern() {
+    if !bittern_testkit::require(
+        "transmission-cli (Debian transmission-cli)",
+        Path::new(TRANSMISSION).exists(),
+    ) {
+        return;
+    }
+    init_log();
+    let (src, dst, work) = (tempdir(), tempdir(), tempdir());
+    let meta = make_torrent(src.path(), "mag_tr", FILES, 64 * 1024, 35);
+    let seeder = session();
+    let s = seed(&seeder, &meta, src.path());
+    let port = free_port();
+    let conf = work.path().join("tr-conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    let settings = format!(
+        r#"{{"dht-enabled": false, "lpd-enabled": false, "pex-enabled": false,
+ "utp-enabled": false, "port-forwarding-enabled": false,
+ "bind-address-ipv4": "127.0.0.1", "bind-address-ipv6": "::1", "encryption": 0,
+ "rename-partial-files": false, "peer-port": {port}, "download-dir": "{dir}",
+ "incomplete-dir-enabled": false, "speed-limit-down-enabled": false,
+ "speed-limit-up-enabled": false, "ratio-limit-enabled": false,
+ "start-added-torrents": true}}"#,
+        dir = dst.path().display()
+    );
+    std::fs::write(conf.join("settings.json"), settings).unwrap();
+    let (out, err) = (work.path().join("tr.out"), work.path().join("tr.err"));
+    let child = Command::new(TRANSMISSION)
+        .arg("-g")
+        .arg(&conf)
+        .arg("-w")
+        .arg(dst.path())
+        .args(["-p", &port.to_string(), "-et", "-M", "-D", "-U"])
+        .arg(magnet_uri(&meta, ""))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start transmission-cli: {e}"));
+    let tr = Logged { child, out, err };
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let start = Instant::now();
+    // Dial once its torrent is added (its first status line): before
+    // that it drops connections for an unknown info hash.
+    while !std::fs::read_to_string(&tr.out)
+        .unwrap_or_default()
+        .contains("Progress")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "transmission-cli did not start; {}",
+            tr.tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s.add_peers(vec![addr]).unwrap();
+    while !std::fs::read_to_string(&tr.out)
+        .unwrap_or_default()
+        .contains("Seeding")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "transmission-cli did not finish; {}",
+            tr.tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(tr);
+    assert_same(src.path(), dst.path(), &meta.info.file_paths());
+    assert!(s.status().uploaded >= meta.info.total_length());
 }
