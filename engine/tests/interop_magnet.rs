@@ -33,13 +33,14 @@ fn magnet_uri(meta: &Metainfo, extra: &str) -> String {
 
 /// bittern downloads `meta` from a magnet link `uri` (peers from the link
 /// only) and checks the data and the fetched `.torrent`.
+/// Returns the time to metadata and to completion.
 fn bittern_downloads_magnet(
     uri: &str,
     meta: &Metainfo,
     src: &Path,
     announce: bool,
     other: &Proc,
-) -> Duration {
+) -> (Duration, Duration) {
     let start = Instant::now();
     let dst = tempdir();
     let leecher = bittern_engine::Session::new(SessionConfig {
@@ -54,6 +55,13 @@ fn bittern_downloads_magnet(
     };
     let t = leecher.add_magnet(&magnet, dst.path(), opts).unwrap();
     assert_eq!(t.status().state, TorrentState::FetchingMetadata);
+    while t.status().state == TorrentState::FetchingMetadata {
+        if start.elapsed() > Duration::from_secs(60) {
+            other.fail("bittern never got the metadata");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let to_metadata = start.elapsed();
     wait_for(&t, TorrentState::Stopped, Duration::from_secs(60), other);
     let took = start.elapsed();
     assert_eq!(t.status().have_bytes, meta.info.total_length());
@@ -71,7 +79,7 @@ fn bittern_downloads_magnet(
     }
     let on_disk = Metainfo::from_bytes(&std::fs::read(&saved).unwrap()).unwrap();
     assert_eq!(on_disk.info_hash, meta.info_hash);
-    took
+    (to_metadata, took)
 }
 
 fn lt_seeder(meta: &Metainfo, src: &Path, work: &Path, announce: Option<&str>) -> (Proc, u16) {
@@ -100,11 +108,36 @@ fn bittern_fetches_magnet_from_libtorrent_by_x_pe() {
     assert!(meta.info_bytes.len() > 16 << 10);
     let (lt, port) = lt_seeder(&meta, src.path(), work.path(), None);
     let uri = magnet_uri(&meta, &format!("&x.pe=127.0.0.1:{port}"));
-    let took = bittern_downloads_magnet(&uri, &meta, src.path(), false, &lt);
+    let (to_metadata, took) = bittern_downloads_magnet(&uri, &meta, src.path(), false, &lt);
+    // libtorrent doing the same against the same seeder, for comparison
+    // (its clock starts when the magnet is added, after Python started).
+    let dst = tempdir();
+    let mut ltl = Proc::spawn(
+        "libtorrent magnet leecher",
+        python(
+            "lt_magnet_leech.py",
+            &[
+                OsStr::new(&uri),
+                dst.path().as_os_str(),
+                OsStr::new(&port.to_string()),
+                OsStr::new("60"),
+            ],
+        ),
+        work.path().join("lt_magnet_leech.log"),
+    );
+    let line = ltl.expect_line("METADATA ", Duration::from_secs(60));
+    let mut parts = line.split_whitespace();
+    assert_eq!(parts.next(), Some(meta.info_hash.to_hex().as_str()));
+    let lt_secs: f64 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(f64::NAN);
     eprintln!(
-        "libtorrent -> bittern by magnet (x.pe): {} bytes, {} bytes of metadata, in {took:?}",
+        "libtorrent -> bittern by magnet (x.pe): {} bytes, {} bytes of metadata: \
+         metadata after {to_metadata:?} (libtorrent from the same seeder: {:.1} ms), done in {took:?}",
         meta.info.total_length(),
-        meta.info_bytes.len()
+        meta.info_bytes.len(),
+        lt_secs * 1000.0
     );
 }
 
@@ -212,8 +245,10 @@ fn bittern_fetches_magnet_from_libtorrent_through_opentracker() {
         .collect();
     let uri = magnet_uri(&meta, &format!("&tr={tr}"));
     assert!(Magnet::parse(&uri).unwrap().peers.is_empty());
-    let took = bittern_downloads_magnet(&uri, &meta, src.path(), true, &lt);
-    eprintln!("libtorrent -> bittern by magnet (opentracker): {took:?}");
+    let (to_metadata, took) = bittern_downloads_magnet(&uri, &meta, src.path(), true, &lt);
+    eprintln!(
+        "libtorrent -> bittern by magnet (opentracker): metadata after {to_metadata:?}, done in {took:?}"
+    );
 }
 
 #[test]
