@@ -128,6 +128,8 @@ pub(crate) struct MetadataFetch {
     assembler: Option<MetadataAssembler<PeerKey>>,
     /// After a hash failure with several contributors: one peer at a time.
     single_source: bool,
+    /// The one peer of the current attempt in that mode.
+    source: Option<PeerKey>,
     announcer: Option<TorrentKey>,
     transfer: Arc<Transfer>,
     paused: bool,
@@ -151,6 +153,7 @@ impl MetadataFetch {
             skip: HashSet::new(),
             assembler: None,
             single_source: false,
+            source: None,
             announcer: None,
             transfer: Arc::default(),
             paused: setup.options.paused,
@@ -602,9 +605,18 @@ impl MetadataFetch {
             return;
         }
         if self.single_source {
-            // The peer already fetching, else the first one.
+            // The peer already fetching, else the first one; a new source
+            // starts from nothing, so that every piece of an attempt comes
+            // from one peer and a failure names it.
             let busy = usable.iter().copied().find(|k| a.in_flight(k) > 0);
-            usable = vec![busy.unwrap_or(usable[0])];
+            let source = busy.unwrap_or(usable[0]);
+            if self.source != Some(source) {
+                self.source = Some(source);
+                if let Ok(fresh) = MetadataAssembler::new(a.hash(), size) {
+                    *a = fresh;
+                }
+            }
+            usable = vec![source];
             a.set_per_peer_limit(MAX_PER_PEER);
         } else {
             let per = a
