@@ -370,3 +370,53 @@ fn download_from_a_super_seeder() {
     let out = seed.finish(status);
     assert_eq!(out.code, Some(0), "{out:?}");
 }
+
+/// `--bind` takes IPv6 addresses, repeated: a seed on 127.0.0.1 and ::1
+/// (one port), a download bound to ::1 only that reaches it at `[::1]`.
+#[test]
+fn download_over_ipv6_loopback_with_repeated_bind() {
+    let v6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+    if !bittern_testkit::require("an IPv6 loopback (::1)", v6) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let data = random_file(&src.join("six.bin"), 700_001, 6);
+    let t = create(&src.join("six.bin"), &tmp.path().join("six.torrent"), &[]);
+    let (_seed, port) = start_seed(&t, &src, &["--bind", "::1"]);
+    // Both addresses accept on the one port.
+    std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::net::TcpStream::connect(("::1", port)).unwrap();
+
+    let dst = tmp.path().join("dst");
+    let r = run_limited(
+        cmd([
+            "download",
+            t.to_str().unwrap(),
+            "-d",
+            dst.to_str().unwrap(),
+            "--bind",
+            "::1",
+            "-p",
+            "0",
+            "--peer",
+            &format!("[::1]:{port}"),
+            "--exit-on-complete",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let listening = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("listening on "))
+        .unwrap_or_default();
+    assert!(
+        listening.starts_with("listening on [::1]:") && !listening.contains(','),
+        "{listening}"
+    );
+    assert!(std::fs::read(dst.join("six.bin")).unwrap() == data);
+    let (downloaded, have, of) = summary(&r.stdout);
+    assert_eq!((have, of), (700_001, 700_001));
+    assert!(downloaded >= 700_001, "{downloaded}");
+}

@@ -557,14 +557,14 @@ pub(crate) fn assert_uploaded(s: &bittern_engine::TorrentHandle, total: u64) {
     );
 }
 
-const TRANSMISSION: &str = "/usr/bin/transmission-cli";
+pub(crate) const TRANSMISSION: &str = "/usr/bin/transmission-cli";
 const MKTORRENT: &str = "/usr/bin/mktorrent";
 
 /// A process killed on drop whose stdout and stderr go to files.
-struct Logged {
-    child: Child,
-    out: PathBuf,
-    err: PathBuf,
+pub(crate) struct Logged {
+    pub(crate) child: Child,
+    pub(crate) out: PathBuf,
+    pub(crate) err: PathBuf,
 }
 
 impl Logged {

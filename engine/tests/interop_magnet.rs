@@ -17,7 +17,7 @@ use bittern_wire::{InfoHash, Magnet, Metainfo};
 
 use crate::interop::{
     free_port, have_libtorrent, init_log, python, seed, wait_for, wait_for_seeder_on_tracker,
-    write_torrent, Proc, ARIA2C, FILES,
+    write_torrent, Logged, Proc, ARIA2C, FILES, TRANSMISSION,
 };
 use crate::util::*;
 
@@ -33,13 +33,14 @@ fn magnet_uri(meta: &Metainfo, extra: &str) -> String {
 
 /// bittern downloads `meta` from a magnet link `uri` (peers from the link
 /// only) and checks the data and the fetched `.torrent`.
+/// Returns the time to metadata and to completion.
 fn bittern_downloads_magnet(
     uri: &str,
     meta: &Metainfo,
     src: &Path,
     announce: bool,
     other: &Proc,
-) -> Duration {
+) -> (Duration, Duration) {
     let start = Instant::now();
     let dst = tempdir();
     let leecher = bittern_engine::Session::new(SessionConfig {
@@ -54,6 +55,13 @@ fn bittern_downloads_magnet(
     };
     let t = leecher.add_magnet(&magnet, dst.path(), opts).unwrap();
     assert_eq!(t.status().state, TorrentState::FetchingMetadata);
+    while t.status().state == TorrentState::FetchingMetadata {
+        if start.elapsed() > Duration::from_secs(60) {
+            other.fail("bittern never got the metadata");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let to_metadata = start.elapsed();
     wait_for(&t, TorrentState::Stopped, Duration::from_secs(60), other);
     let took = start.elapsed();
     assert_eq!(t.status().have_bytes, meta.info.total_length());
@@ -71,7 +79,7 @@ fn bittern_downloads_magnet(
     }
     let on_disk = Metainfo::from_bytes(&std::fs::read(&saved).unwrap()).unwrap();
     assert_eq!(on_disk.info_hash, meta.info_hash);
-    took
+    (to_metadata, took)
 }
 
 fn lt_seeder(meta: &Metainfo, src: &Path, work: &Path, announce: Option<&str>) -> (Proc, u16) {
@@ -96,21 +104,40 @@ fn bittern_fetches_magnet_from_libtorrent_by_x_pe() {
     init_log();
     let (src, work) = (tempdir(), tempdir());
     // Enough pieces for an info dictionary of two metadata pieces.
-    let meta = make_torrent(
-        src.path(),
-        "mag_lt",
-        &[("mag_lt", 20_000 << 14)],
-        1 << 14,
-        31,
-    );
+    let meta = make_torrent(src.path(), "mag_lt", &[("mag_lt", 1200 << 14)], 1 << 14, 31);
     assert!(meta.info_bytes.len() > 16 << 10);
     let (lt, port) = lt_seeder(&meta, src.path(), work.path(), None);
     let uri = magnet_uri(&meta, &format!("&x.pe=127.0.0.1:{port}"));
-    let took = bittern_downloads_magnet(&uri, &meta, src.path(), false, &lt);
+    let (to_metadata, took) = bittern_downloads_magnet(&uri, &meta, src.path(), false, &lt);
+    // libtorrent doing the same against the same seeder, for comparison
+    // (its clock starts when the magnet is added, after Python started).
+    let dst = tempdir();
+    let mut ltl = Proc::spawn(
+        "libtorrent magnet leecher",
+        python(
+            "lt_magnet_leech.py",
+            &[
+                OsStr::new(&uri),
+                dst.path().as_os_str(),
+                OsStr::new(&port.to_string()),
+                OsStr::new("60"),
+            ],
+        ),
+        work.path().join("lt_magnet_leech.log"),
+    );
+    let line = ltl.expect_line("METADATA ", Duration::from_secs(60));
+    let mut parts = line.split_whitespace();
+    assert_eq!(parts.next(), Some(meta.info_hash.to_hex().as_str()));
+    let lt_secs: f64 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(f64::NAN);
     eprintln!(
-        "libtorrent -> bittern by magnet (x.pe): {} bytes, {} bytes of metadata, in {took:?}",
+        "libtorrent -> bittern by magnet (x.pe): {} bytes, {} bytes of metadata: \
+         metadata after {to_metadata:?} (libtorrent from the same seeder: {:.1} ms), done in {took:?}",
         meta.info.total_length(),
-        meta.info_bytes.len()
+        meta.info_bytes.len(),
+        lt_secs * 1000.0
     );
 }
 
@@ -218,8 +245,10 @@ fn bittern_fetches_magnet_from_libtorrent_through_opentracker() {
         .collect();
     let uri = magnet_uri(&meta, &format!("&tr={tr}"));
     assert!(Magnet::parse(&uri).unwrap().peers.is_empty());
-    let took = bittern_downloads_magnet(&uri, &meta, src.path(), true, &lt);
-    eprintln!("libtorrent -> bittern by magnet (opentracker): {took:?}");
+    let (to_metadata, took) = bittern_downloads_magnet(&uri, &meta, src.path(), true, &lt);
+    eprintln!(
+        "libtorrent -> bittern by magnet (opentracker): metadata after {to_metadata:?}, done in {took:?}"
+    );
 }
 
 #[test]
@@ -229,7 +258,7 @@ fn libtorrent_fetches_magnet_metadata_from_bittern() {
     }
     init_log();
     let (src, dst, work) = (tempdir(), tempdir(), tempdir());
-    let meta = make_torrent(src.path(), "to_lt_mag", &[("x", 20_000 << 14)], 1 << 14, 33);
+    let meta = make_torrent(src.path(), "to_lt_mag", &[("x", 1200 << 14)], 1 << 14, 33);
     let seeder = session();
     let _s = seed(&seeder, &meta, src.path());
     let port = seeder.local_addr().port();
@@ -248,7 +277,8 @@ fn libtorrent_fetches_magnet_metadata_from_bittern() {
         ),
         work.path().join("lt_magnet_leech.log"),
     );
-    let digest = lt.expect_line("METADATA ", Duration::from_secs(60));
+    let line = lt.expect_line("METADATA ", Duration::from_secs(60));
+    let digest = line.split_whitespace().next().unwrap_or_default();
     assert_eq!(
         digest,
         meta.info_hash.to_hex(),
@@ -346,4 +376,80 @@ fn aria2c_fetches_magnet_metadata_from_bittern() {
     assert!(s.status().uploaded >= meta.info.total_length());
     drop(seeder);
     tracker.shutdown();
+}
+
+/// transmission-cli 3.00 given only the magnet link; bittern dials it
+/// (`add_peers`, as `--peer` does), it fetches the metadata and the data
+/// from bittern and says it is seeding.
+#[test]
+fn transmission_fetches_magnet_metadata_from_bittern() {
+    if !bittern_testkit::require(
+        "transmission-cli (Debian transmission-cli)",
+        Path::new(TRANSMISSION).exists(),
+    ) {
+        return;
+    }
+    init_log();
+    let (src, dst, work) = (tempdir(), tempdir(), tempdir());
+    let meta = make_torrent(src.path(), "mag_tr", FILES, 64 * 1024, 35);
+    let seeder = session();
+    let s = seed(&seeder, &meta, src.path());
+    let port = free_port();
+    let conf = work.path().join("tr-conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    let settings = format!(
+        r#"{{"dht-enabled": false, "lpd-enabled": false, "pex-enabled": false,
+ "utp-enabled": false, "port-forwarding-enabled": false,
+ "bind-address-ipv4": "127.0.0.1", "bind-address-ipv6": "::1", "encryption": 0,
+ "rename-partial-files": false, "peer-port": {port}, "download-dir": "{dir}",
+ "incomplete-dir-enabled": false, "speed-limit-down-enabled": false,
+ "speed-limit-up-enabled": false, "ratio-limit-enabled": false,
+ "start-added-torrents": true}}"#,
+        dir = dst.path().display()
+    );
+    std::fs::write(conf.join("settings.json"), settings).unwrap();
+    let (out, err) = (work.path().join("tr.out"), work.path().join("tr.err"));
+    let child = Command::new(TRANSMISSION)
+        .arg("-g")
+        .arg(&conf)
+        .arg("-w")
+        .arg(dst.path())
+        .args(["-p", &port.to_string(), "-et", "-M", "-D", "-U"])
+        .arg(magnet_uri(&meta, ""))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start transmission-cli: {e}"));
+    let tr = Logged { child, out, err };
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let start = Instant::now();
+    // Dial once its torrent is added (its first status line): before
+    // that it drops connections for an unknown info hash.
+    while !std::fs::read_to_string(&tr.out)
+        .unwrap_or_default()
+        .contains("Progress")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "transmission-cli did not start; {}",
+            tr.tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s.add_peers(vec![addr]).unwrap();
+    while !std::fs::read_to_string(&tr.out)
+        .unwrap_or_default()
+        .contains("Seeding")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "transmission-cli did not finish; {}",
+            tr.tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(tr);
+    assert_same(src.path(), dst.path(), &meta.info.file_paths());
+    assert!(s.status().uploaded >= meta.info.total_length());
 }

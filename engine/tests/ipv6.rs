@@ -195,10 +195,10 @@ fn wait_for_seeders(url: &str, meta: &Metainfo) {
     }
 }
 
-/// PEX across families: B reaches A over IPv6 only, A tells C of B in
-/// `added6` (at B's listen port), and C, given only A's IPv4 address,
-/// dials B at `[::1]` and completes from it once A is gone. B has PEX
-/// off, so it cannot learn of C and dial it instead.
+/// PEX across families: A reaches B over IPv6 (B listens on `[::1]`
+/// only), A tells C of B in `added6`, and C, given only A's IPv4
+/// address, dials B at `[::1]` and completes from it once A is gone. B has
+/// PEX off, so it cannot learn of C and dial it instead.
 #[test]
 fn pex_added6_peers_are_dialled() {
     if !have_ipv6_loopback() {
@@ -206,49 +206,41 @@ fn pex_added6_peers_are_dialled() {
     }
     let (src, dst) = (tempdir(), tempdir());
     let meta = make_torrent(src.path(), "x6.bin", &[("x6.bin", 4 << 20)], 64 * 1024, 63);
-    let a = Session::new(SessionConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        listen_also: vec![V6],
-        upload_limit: Some(32 << 10),
-        ..config()
-    })
-    .unwrap();
-    let a_v6 = a.local_addrs()[1];
-    let ta = a
-        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
-        .unwrap();
-    wait_state(&ta, TorrentState::Seeding, Duration::from_secs(20));
+    // B: a slow seed on [::1] only, with PEX off (it never hears of C).
     let b = Session::new(SessionConfig {
         listen: SocketAddr::new(V6, 0),
         pex: false,
+        upload_limit: Some(512 << 10),
         ..config()
     })
     .unwrap();
     let tb = b
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&tb, TorrentState::Seeding, Duration::from_secs(20));
+    // A: a leecher on both loopbacks that dials B over IPv6.
+    let dst_a = tempdir();
+    let a = session_on(SocketAddr::from(([127, 0, 0, 1], 0)), vec![V6], false);
+    let ta = a
         .add_torrent(
             meta.clone(),
-            src.path(),
+            dst_a.path(),
             TorrentOptions {
-                peers: vec![a_v6],
+                peers: vec![b.local_addr()],
                 ..TorrentOptions::default()
             },
         )
         .unwrap();
-    wait_state(&tb, TorrentState::Seeding, Duration::from_secs(20));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !ta
         .peers()
         .iter()
-        .any(|p| p.addr.is_ipv6() && p.client.is_some())
+        .any(|p| p.addr == b.local_addr() && p.client.is_some())
     {
-        assert!(std::time::Instant::now() < deadline, "B never reached A");
+        assert!(std::time::Instant::now() < deadline, "A never reached B");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let c = Session::new(SessionConfig {
-        download_limit: Some(512 << 10),
-        ..config()
-    })
-    .unwrap();
+    let c = session_on(SocketAddr::from(([127, 0, 0, 1], 0)), vec![], false);
     let tc = c
         .add_torrent(
             meta.clone(),

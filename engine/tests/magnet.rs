@@ -240,6 +240,8 @@ fn magnet_fetches_metadata_from_two_seeders_then_downloads_and_restarts_without_
 enum Liar {
     /// Answers with one byte of the info dictionary flipped.
     BadHash,
+    /// Answers piece 0 with a byte flipped, never answers another piece.
+    BadThenSilent,
     /// Announces a `metadata_size` of 4 GiB.
     Huge,
     /// Answers every request with a piece past the end.
@@ -284,7 +286,13 @@ fn lying_peer(meta: &Metainfo, how: Liar) -> (SocketAddr, std::thread::JoinHandl
         if w.send_raw(&out).is_err() {
             return true;
         }
-        let _ = w.stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let patience = match how {
+            Liar::BadThenSilent => 60,
+            _ => 10,
+        };
+        let _ = w
+            .stream
+            .set_read_timeout(Some(Duration::from_secs(patience)));
         loop {
             let payload = match w.recv() {
                 Ok(Got::Extended { id: 5, payload }) => payload,
@@ -307,6 +315,12 @@ fn lying_peer(meta: &Metainfo, how: Liar) -> (SocketAddr, std::thread::JoinHandl
                     bad[10] ^= 0x55;
                     MetadataMessage::answer(&bad, piece).encode(&mut p);
                 }
+                Liar::BadThenSilent if piece == 0 => {
+                    let mut bad = info.clone();
+                    bad[10] ^= 0x55;
+                    MetadataMessage::answer(&bad, piece).encode(&mut p);
+                }
+                Liar::BadThenSilent => continue,
                 Liar::OutOfRange => MetadataMessage::Data {
                     piece: 999,
                     total_size: info.len() as u64,
@@ -437,4 +451,63 @@ fn a_magnet_without_peers_can_be_paused_removed_and_the_session_shut_down() {
         .join(".bittern")
         .join(format!("{}.torrent", meta.info_hash.to_hex()))
         .exists());
+}
+
+#[test]
+fn a_magnet_peer_that_comes_up_late_is_dialled_again() {
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(src.path(), "late", &[("late", 300_000)], 1 << 14, 11);
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let dst = tempfile::tempdir().unwrap();
+    let leecher = session();
+    let t = leecher
+        .add_magnet(&magnet_for(&meta, &[addr]), dst.path(), no_goal())
+        .unwrap();
+    // The first dial fails: nobody listens yet.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(t.status().state, TorrentState::FetchingMetadata);
+    let seeder = bittern_engine::Session::new(bittern_engine::SessionConfig {
+        listen: addr,
+        ..crate::util::config()
+    })
+    .unwrap();
+    let s = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    fetch_and_download(&t, Duration::from_secs(40));
+    assert_same(src.path(), dst.path(), &meta.info.file_paths());
+}
+
+/// Metadata failing the hash with two contributors, a liar and an honest
+/// seeder: nobody is blamed, the fetch goes on one peer at a time, the
+/// liar (silent on its second piece) is dropped at the request deadline
+/// and the honest seeder completes the metadata and the download.
+#[test]
+fn metadata_failing_the_hash_from_two_peers_is_fetched_again_from_one() {
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(src.path(), "two", &[("two", 1200 << 14)], 1 << 14, 12);
+    assert_eq!(metadata_piece_count(meta.info_bytes.len() as u64), 2);
+    let (liar, liar_thread) = lying_peer(&meta, Liar::BadThenSilent);
+    let (seeder, _t) = seeding(&meta, src.path());
+    let dst = tempfile::tempdir().unwrap();
+    let leecher = session();
+    let t = leecher
+        .add_magnet(&magnet_for(&meta, &[liar]), dst.path(), no_goal())
+        .unwrap();
+    // The liar has sent its bad piece 0 and sits on piece 1.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.status().progress < 0.5 {
+        assert!(Instant::now() < deadline, "the liar's piece never arrived");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    t.add_peers(vec![seeder.local_addr()]).unwrap();
+    fetch_and_download(&t, Duration::from_secs(60));
+    assert_same(src.path(), dst.path(), &meta.info.file_paths());
+    assert!(liar_thread.join().unwrap(), "the liar was not closed");
 }

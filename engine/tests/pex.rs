@@ -56,17 +56,16 @@ fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Starts C, given only A and slowed so that it cannot finish before A
-/// goes away, and waits until it has learnt B's listen address, which
-/// only A's PEX can tell it (its known peers grow from one to two), and
-/// is connected to B.
+/// Starts C, given only A, and waits until it has learnt B's listen
+/// address, which only A's PEX can tell it (its known peers grow from one
+/// to two), and has dialled B there; C is not done yet.
 fn c_learns_b(
     meta: &Metainfo,
     dst: &Path,
     a: SocketAddr,
     b: SocketAddr,
 ) -> (Session, TorrentHandle) {
-    let c = session_with(|c| c.download_limit = Some(512 << 10));
+    let c = session();
     let t = c
         .add_torrent(
             meta.clone(),
@@ -79,9 +78,8 @@ fn c_learns_b(
         )
         .unwrap();
     wait_until("C to learn B through PEX", Duration::from_secs(30), || {
-        t.status().peers_known >= 2 && t.peers().iter().any(|p| p.addr != a)
+        t.status().peers_known >= 2 && t.peers().iter().any(|p| p.addr == b)
     });
-    let _ = b;
     let st = t.status();
     assert!(
         st.have_bytes < meta.info.total_length(),
@@ -90,9 +88,27 @@ fn c_learns_b(
     (c, t)
 }
 
+// A is a leecher with nothing yet, downloading from B: a peer that
+// lists B, without making C's download depend on it. (A seed limited in
+// upload would queue its PEX messages behind rate-limited blocks, as
+// libtorrent does too.) B serves slowly enough that C cannot finish before
+// A is gone.
+
+/// B: a seed serving 512 KiB/s in all, with PEX off, so that it never
+/// hears of C and dials it: C reaches B only by dialling the address A's
+/// PEX gave it.
+fn slow_seed(meta: &Metainfo, src: &Path) -> (Session, TorrentHandle) {
+    let b = session_with(|c| {
+        c.upload_limit = Some(512 << 10);
+        c.pex = false;
+    });
+    let t = seed_in(&b, meta, src, vec![]);
+    (b, t)
+}
+
 #[test]
 fn c_learns_b_from_a_and_completes_from_b_after_a_stops() {
-    let (src, dst) = (tempdir(), tempdir());
+    let (src, dst_a, dst) = (tempdir(), tempdir(), tempdir());
     let meta = make_torrent(
         src.path(),
         "pex.bin",
@@ -100,13 +116,22 @@ fn c_learns_b_from_a_and_completes_from_b_after_a_stops() {
         64 * 1024,
         71,
     );
-    // A serves slowly, so C gets little from it; B is the real source.
-    let a = session_with(|c| c.upload_limit = Some(32 << 10));
-    let _ta = seed_in(&a, &meta, src.path(), vec![]);
-    let b = session();
-    let _tb = seed_in(&b, &meta, src.path(), vec![a.local_addr()]);
-    wait_until("B to reach A", Duration::from_secs(10), || {
-        _ta.peers().iter().any(|p| p.client.is_some())
+    let (b, _tb) = slow_seed(&meta, src.path());
+    let a = session();
+    let ta = a
+        .add_torrent(
+            meta.clone(),
+            dst_a.path(),
+            TorrentOptions {
+                peers: vec![b.local_addr()],
+                ..TorrentOptions::default()
+            },
+        )
+        .unwrap();
+    wait_until("A to reach B", Duration::from_secs(10), || {
+        ta.peers()
+            .iter()
+            .any(|p| p.addr == b.local_addr() && p.client.is_some())
     });
     let (c, tc) = c_learns_b(&meta, dst.path(), a.local_addr(), b.local_addr());
     drop(a);
@@ -123,7 +148,7 @@ fn c_learns_b_from_libtorrent_pex() {
     if !have_libtorrent() {
         return;
     }
-    let (src, dst, work) = (tempdir(), tempdir(), tempdir());
+    let (src, dst_a, dst, work) = (tempdir(), tempdir(), tempdir(), tempdir());
     let meta = make_torrent(
         src.path(),
         "ltpex.bin",
@@ -132,17 +157,17 @@ fn c_learns_b_from_libtorrent_pex() {
         72,
     );
     let (meta, torrent) = write_torrent(work.path(), &meta, None);
-    // Slow, and keeping its connection to B (a seed, like itself).
-    let settings = r#"{"upload_rate_limit": 32768, "close_redundant_connections": false}"#;
+    let (b, tb) = slow_seed(&meta, src.path());
+    let b_port = b.local_addr().port().to_string();
     let mut lt = Proc::spawn(
         "libtorrent A",
         python(
-            "lt_seed.py",
+            "lt_leech.py",
             &[
                 torrent.as_os_str(),
-                src.path().as_os_str(),
-                OsStr::new("127.0.0.1:0"),
-                OsStr::new(settings),
+                dst_a.path().as_os_str(),
+                OsStr::new(&b_port),
+                OsStr::new("120"),
             ],
         ),
         work.path().join("lt_a.log"),
@@ -151,13 +176,10 @@ fn c_learns_b_from_libtorrent_pex() {
         .expect_line("PORT ", Duration::from_secs(30))
         .parse()
         .unwrap();
-    let b = session();
-    let tb = seed_in(&b, &meta, src.path(), vec![local(port)]);
-    // libtorrent lists a peer that dialled it once it knows its listen
-    // port (our handshake's `p`).
-    lt.expect_line("PEERS 127.0.0.1:", Duration::from_secs(20));
-    wait_until("B to list A", Duration::from_secs(10), || {
-        tb.peers().iter().any(|p| p.addr == local(port))
+    wait_until("libtorrent to reach B", Duration::from_secs(20), || {
+        tb.peers()
+            .iter()
+            .any(|p| p.client.as_deref() == Some("bittern-interop-test"))
     });
     let (c, tc) = c_learns_b(&meta, dst.path(), local(port), b.local_addr());
     drop(lt);
@@ -187,12 +209,23 @@ fn libtorrent_learns_b_from_bittern_pex() {
         73,
     );
     let (meta, torrent) = write_torrent(work.path(), &meta, None);
-    let a = session_with(|c| c.upload_limit = Some(32 << 10));
-    let ta = seed_in(&a, &meta, src.path(), vec![]);
-    let b = session();
-    let _tb = seed_in(&b, &meta, src.path(), vec![a.local_addr()]);
-    wait_until("B to reach A", Duration::from_secs(10), || {
-        ta.peers().iter().any(|p| p.client.is_some())
+    let (b, _tb) = slow_seed(&meta, src.path());
+    let dst_a = tempdir();
+    let a = session();
+    let ta = a
+        .add_torrent(
+            meta.clone(),
+            dst_a.path(),
+            TorrentOptions {
+                peers: vec![b.local_addr()],
+                ..TorrentOptions::default()
+            },
+        )
+        .unwrap();
+    wait_until("A to reach B", Duration::from_secs(10), || {
+        ta.peers()
+            .iter()
+            .any(|p| p.addr == b.local_addr() && p.client.is_some())
     });
     let a_port = a.local_addr().port().to_string();
     let mut lt = Proc::spawn(

@@ -612,8 +612,12 @@ impl Controller {
                 p.encrypted = encrypted;
                 if let Some((other, other_incoming)) = duplicate {
                     let ours = self.session.peer_id;
-                    let drop =
-                        duplicate_to_close(ours, peer_id, (key, incoming), (other, other_incoming));
+                    let drop = peers::duplicate_to_close(
+                        ours,
+                        peer_id,
+                        (key, incoming),
+                        (other, other_incoming),
+                    );
                     debug!("{addr} {}: duplicate connection", self.short());
                     self.close(drop);
                     if drop == key {
@@ -785,31 +789,6 @@ fn wanted_pieces(layout: &Layout, wanted_files: &[bool]) -> Vec<bool> {
     wanted
 }
 
-/// Of two connections to the same peer (`theirs`), the one to close: when
-/// both sides dialled at once (one connection in, one out), the one the
-/// side with the greater peer id did not open, so that both sides close
-/// the same one (closing the newer one each would lose both when each
-/// side saw a different one first, as happens when two peers learn of
-/// each other at once through PEX or a tracker); else the newer one.
-fn duplicate_to_close(
-    ours: PeerId,
-    theirs: PeerId,
-    new: (PeerKey, bool),
-    old: (PeerKey, bool),
-) -> PeerKey {
-    let (new_key, new_incoming) = new;
-    if new_incoming == old.1 {
-        return new_key;
-    }
-    // Keep the connection the greater id opened: theirs is an incoming one.
-    let keep_incoming = theirs.as_bytes() > ours.as_bytes();
-    if new_incoming == keep_incoming {
-        old.0
-    } else {
-        new_key
-    }
-}
-
 /// What a ban applies to: the host, except on loopback where every test
 /// peer shares one address and the port tells them apart.
 fn ban_key(addr: SocketAddr) -> SocketAddr {
@@ -817,27 +796,5 @@ fn ban_key(addr: SocketAddr) -> SocketAddr {
         addr
     } else {
         SocketAddr::new(addr.ip(), 0)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn both_sides_of_a_simultaneous_open_close_the_same_connection() {
-        let (a, b) = (PeerId([1; 20]), PeerId([2; 20]));
-        // Connection x was opened by a, y by b. On a's side x is outgoing
-        // and y incoming; on b's side the other way round. Whichever each
-        // side saw first, both close x (the one the smaller id opened).
-        let (x_at_a, y_at_a) = ((PeerKey(10), false), (PeerKey(11), true));
-        let (x_at_b, y_at_b) = ((PeerKey(20), true), (PeerKey(21), false));
-        assert_eq!(duplicate_to_close(a, b, y_at_a, x_at_a), PeerKey(10));
-        assert_eq!(duplicate_to_close(a, b, x_at_a, y_at_a), PeerKey(10));
-        assert_eq!(duplicate_to_close(b, a, y_at_b, x_at_b), PeerKey(20));
-        assert_eq!(duplicate_to_close(b, a, x_at_b, y_at_b), PeerKey(20));
-        // Two connections the same way (say over IPv4 and IPv6): the newer.
-        let (old, new) = ((PeerKey(1), false), (PeerKey(2), false));
-        assert_eq!(duplicate_to_close(a, b, new, old), PeerKey(2));
     }
 }

@@ -62,6 +62,9 @@ const MAX_PER_PEER: usize = 16;
 const MAX_FETCH_PEERS: usize = 30;
 /// Candidate addresses kept.
 const MAX_CANDIDATES: usize = 10_000;
+/// How long an address whose connection failed or ended waits before it
+/// is dialled again during the fetch.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// Peer keys of the metadata phase start here, so that no late event of
 /// one of its connections is taken for one of the torrent's own
 /// connections (which count from 0) after the hand-over.
@@ -93,6 +96,8 @@ use super::central::Ctl;
 /// One metadata-phase connection.
 struct MetaPeer {
     addr: SocketAddr,
+    /// We dialled it (an incoming peer's address is not dialable).
+    outgoing: bool,
     commands: Sender<PeerCommand>,
     socket: Arc<SocketSlot>,
     ready: bool,
@@ -115,9 +120,16 @@ pub(crate) struct MetadataFetch {
     /// Every address heard of, dialled again by the torrent afterwards.
     known: HashSet<SocketAddr>,
     banned: HashSet<SocketAddr>,
+    /// Peers without `ut_metadata`: not dialled again during the fetch (the
+    /// torrent dials them afterwards).
+    skip: HashSet<SocketAddr>,
+    /// Addresses to dial again, and when.
+    retry: Vec<(SocketAddr, Instant)>,
     assembler: Option<MetadataAssembler<PeerKey>>,
     /// After a hash failure with several contributors: one peer at a time.
     single_source: bool,
+    /// The one peer of the current attempt in that mode.
+    source: Option<PeerKey>,
     announcer: Option<TorrentKey>,
     transfer: Arc<Transfer>,
     paused: bool,
@@ -137,8 +149,11 @@ impl MetadataFetch {
             candidates: VecDeque::new(),
             known: HashSet::new(),
             banned: HashSet::new(),
+            retry: Vec::new(),
+            skip: HashSet::new(),
             assembler: None,
             single_source: false,
+            source: None,
             announcer: None,
             transfer: Arc::default(),
             paused: setup.options.paused,
@@ -264,6 +279,8 @@ impl MetadataFetch {
                 self.known.insert(a);
             }
             if !self.banned.contains(&a)
+                && !self.skip.contains(&a)
+                && !self.retry.iter().any(|(r, _)| *r == a)
                 && self.candidates.len() < MAX_CANDIDATES
                 && !self.candidates.contains(&a)
                 && !self.peers.values().any(|p| p.addr == a)
@@ -292,7 +309,14 @@ impl MetadataFetch {
             debug!("{}: peer {} sent no metadata in time", self.short(), k.0);
             self.drop_peer(k, None);
         }
-        self.connect_more();
+        let due: Vec<SocketAddr> = self
+            .retry
+            .iter()
+            .filter(|(_, t)| *t <= now)
+            .map(|(a, _)| *a)
+            .collect();
+        self.retry.retain(|(_, t)| *t > now);
+        self.add_candidates(due);
         self.request_all();
         self.publish();
     }
@@ -326,13 +350,18 @@ impl MetadataFetch {
 
     fn on_handshake(&mut self, key: PeerKey, hs: &ExtensionHandshake) {
         if let Some(ip) = hs.yourip {
-            *self.setup.session.external_ip.lock() = Some(ip);
+            self.setup.session.learn_external_ip(ip);
         }
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
         if hs.id_for(Extension::UtMetadata).is_none() {
-            p.size = None;
+            // Of no use until we have the metadata: free the slot; the
+            // torrent dials it again afterwards.
+            let addr = p.addr;
+            debug!("{addr} {}: no ut_metadata", self.short());
+            self.skip.insert(addr);
+            self.close(key);
             return;
         }
         match hs.metadata_size {
@@ -445,6 +474,7 @@ impl MetadataFetch {
     fn spawn_peer(&mut self, origin: Origin, addr: SocketAddr) {
         let key = PeerKey(self.next_key);
         self.next_key += 1;
+        let outgoing = matches!(origin, Origin::Outgoing(_));
         let (tx, rx) = bounded(64);
         let socket = Arc::new(SocketSlot::default());
         let conn = Connection::new(self.setup.session.connections.clone(), socket.clone());
@@ -467,6 +497,7 @@ impl MetadataFetch {
                     key,
                     MetaPeer {
                         addr,
+                        outgoing,
                         commands: tx,
                         socket,
                         ready: false,
@@ -527,6 +558,13 @@ impl MetadataFetch {
         if let Some(a) = self.assembler.as_mut() {
             a.peer_gone(&key);
         }
+        if p.outgoing
+            && !self.banned.contains(&p.addr)
+            && !self.skip.contains(&p.addr)
+            && !self.finished
+        {
+            self.retry.push((p.addr, Instant::now() + RETRY_AFTER));
+        }
         // No peer left with the assembler's size: start over with another.
         let size = self.assembler.as_ref().map(MetadataAssembler::size);
         if size.is_some() && !self.peers.values().any(|q| !q.closing && q.size == size) {
@@ -577,9 +615,18 @@ impl MetadataFetch {
             return;
         }
         if self.single_source {
-            // The peer already fetching, else the first one.
+            // The peer already fetching, else the first one; a new source
+            // starts from nothing, so that every piece of an attempt comes
+            // from one peer and a failure names it.
             let busy = usable.iter().copied().find(|k| a.in_flight(k) > 0);
-            usable = vec![busy.unwrap_or(usable[0])];
+            let source = busy.unwrap_or(usable[0]);
+            if self.source != Some(source) {
+                self.source = Some(source);
+                if let Ok(fresh) = MetadataAssembler::new(a.hash(), size) {
+                    *a = fresh;
+                }
+            }
+            usable = vec![source];
             a.set_per_peer_limit(MAX_PER_PEER);
         } else {
             let per = a

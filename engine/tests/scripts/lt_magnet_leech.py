@@ -3,8 +3,8 @@
 Usage: /usr/bin/python3 lt_magnet_leech.py MAGNET SAVE_PATH PEER_PORT [TIMEOUT_S]
 
 Adds MAGNET (no .torrent), connects to the peer at 127.0.0.1:PEER_PORT,
-prints "METADATA <sha1 of the fetched info dictionary>" once libtorrent
-has the metadata, then "DONE <payload bytes downloaded>" once the download
+prints "METADATA <sha1 of the fetched info dictionary> <seconds>" once
+libtorrent has the metadata (seconds since the magnet was added), then "DONE <payload bytes downloaded>" once the download
 is complete and checked, and exits 0. Exits 2 on timeout.
 """
 
@@ -26,10 +26,12 @@ def main():
     atp.save_path = save_path
     atp.flags &= ~lt.torrent_flags.auto_managed
     atp.flags &= ~lt.torrent_flags.paused
+    added = time.monotonic()
     h = ses.add_torrent(atp)
     peer = ("127.0.0.1", peer_port)
     deadline = time.monotonic() + timeout
-    last_connect = 0.0
+    h.connect_peer(peer)
+    last_connect = time.monotonic()
     last_log = 0.0
     said_metadata = False
     while True:
@@ -37,7 +39,7 @@ def main():
         if s.has_metadata and not said_metadata:
             ti = h.torrent_file()
             digest = hashlib.sha1(bytes(ti.metadata())).hexdigest()
-            print("METADATA %s" % digest, flush=True)
+            print("METADATA %s %.4f" % (digest, time.monotonic() - added), flush=True)
             said_metadata = True
         if s.is_seeding:
             break

@@ -187,11 +187,30 @@ impl Controller {
         }
     }
 
+    /// Whether a connection to `a` exists: dialled there, or from a peer
+    /// whose extension handshake says it listens there (an incoming
+    /// connection comes from another port).
+    pub(super) fn connected_to(&self, a: SocketAddr) -> bool {
+        self.peers.values().any(|p| {
+            p.addr == a
+                || (p.incoming
+                    && p.addr.ip() == a.ip()
+                    && p.ext.as_ref().and_then(|h| h.p) == Some(a.port()))
+        })
+    }
+
     pub(super) fn peer_gone(&mut self, key: PeerKey, reason: PeerError) {
         let Some(mut p) = self.peers.remove(&key) else {
             return;
         };
         self.superseed_gone(key);
+        // One of two connections to the same peer (a simultaneous open,
+        // closed by one side): the other one lives on, nothing to redial.
+        let still_connected = p.peer_id.is_some_and(|id| {
+            self.peers
+                .values()
+                .any(|q| q.ready && q.peer_id == Some(id))
+        });
         if let Some(t) = p.thread.take() {
             let _ = t.join();
         }
@@ -222,6 +241,7 @@ impl Controller {
                     .insert(p.addr, Instant::now() + Duration::from_secs(24 * 3600));
             }
             PeerError::Closed if p.ready => {}
+            _ if still_connected => {}
             _ if !p.incoming => {
                 // A working connection that broke (reset, timeout, the peer
                 // restarting, data gone on our side) goes back in line, as
@@ -302,7 +322,7 @@ impl Controller {
     /// bounds and its source's (see `candidates`).
     pub(crate) fn add_candidates_from(&mut self, source: CandidateSource, peers: Vec<SocketAddr>) {
         for a in peers {
-            let connected = self.peers.values().any(|p| p.addr == a);
+            let connected = self.connected_to(a);
             self.candidates.offer(source, a, connected);
         }
         self.connect_more();
@@ -324,7 +344,7 @@ impl Controller {
             let Some((addr, source)) = self.candidates.pop() else {
                 break;
             };
-            if self.banned.contains(&ban_key(addr)) || self.peers.values().any(|p| p.addr == addr) {
+            if self.banned.contains(&ban_key(addr)) || self.connected_to(addr) {
                 continue;
             }
             if self.failed.get(&addr).is_some_and(|t| *t > now) {
@@ -474,5 +494,53 @@ impl Controller {
         for k in slow {
             self.close(k);
         }
+    }
+}
+
+/// Of two connections to the same peer (`theirs`), the one to close: when
+/// both sides dialled at once (one connection in, one out), the one the
+/// side with the greater peer id did not open, so that both sides close
+/// the same one (closing the newer one each would lose both when each
+/// side saw a different one first, as happens when two peers learn of
+/// each other at once through PEX or a tracker); else the newer one.
+pub(super) fn duplicate_to_close(
+    ours: PeerId,
+    theirs: PeerId,
+    new: (PeerKey, bool),
+    old: (PeerKey, bool),
+) -> PeerKey {
+    let (new_key, new_incoming) = new;
+    if new_incoming == old.1 {
+        return new_key;
+    }
+    // Keep the connection the greater id opened: theirs is an incoming one.
+    let keep_incoming = theirs.as_bytes() > ours.as_bytes();
+    if new_incoming == keep_incoming {
+        old.0
+    } else {
+        new_key
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bittern_wire::PeerId;
+
+    #[test]
+    fn both_sides_of_a_simultaneous_open_close_the_same_connection() {
+        let (a, b) = (PeerId([1; 20]), PeerId([2; 20]));
+        // Connection x was opened by a, y by b. On a's side x is outgoing
+        // and y incoming; on b's side the other way round. Whichever each
+        // side saw first, both close x (the one the smaller id opened).
+        let (x_at_a, y_at_a) = ((PeerKey(10), false), (PeerKey(11), true));
+        let (x_at_b, y_at_b) = ((PeerKey(20), true), (PeerKey(21), false));
+        assert_eq!(duplicate_to_close(a, b, y_at_a, x_at_a), PeerKey(10));
+        assert_eq!(duplicate_to_close(a, b, x_at_a, y_at_a), PeerKey(10));
+        assert_eq!(duplicate_to_close(b, a, y_at_b, x_at_b), PeerKey(20));
+        assert_eq!(duplicate_to_close(b, a, x_at_b, y_at_b), PeerKey(20));
+        // Two connections the same way (say over IPv4 and IPv6): the newer.
+        let (old, new) = ((PeerKey(1), false), (PeerKey(2), false));
+        assert_eq!(duplicate_to_close(a, b, new, old), PeerKey(2));
     }
 }

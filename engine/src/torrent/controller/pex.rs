@@ -139,11 +139,12 @@ impl Controller {
                 Some(msg) => {
                     pex.next_send = now + bittern_wire::PEX_INTERVAL;
                     debug!(
-                        "{} {}: pex: {} added, {} dropped",
+                        "{} {}: pex: {:?} added, {} dropped (we listen on {})",
                         p.addr,
                         &self.info_hash.to_hex()[..8],
-                        msg.added.len(),
-                        msg.dropped.len()
+                        msg.added,
+                        msg.dropped.len(),
+                        self.session.port
                     );
                     let cmd = PeerCommand::Extended {
                         ext: Extension::UtPex,
@@ -220,10 +221,10 @@ impl Controller {
             .take(PEX_MAX_ADDED)
             .collect();
         debug!(
-            "{addr} {}: pex: {} usable peers, {} dropped",
+            "{addr} {}: pex: usable peers {peers:?}, {} dropped (we listen on {})",
             self.short(),
-            peers.len(),
-            msg.dropped.len()
+            msg.dropped.len(),
+            self.session.port
         );
         self.add_candidates_from(CandidateSource::Pex, peers);
     }
