@@ -570,11 +570,15 @@ fn until_closed(c: &mut TcpStream, limit: Duration) -> (Duration, usize) {
 /// The first `len` bytes an initiator sends for `ih` at step 3 (after
 /// taking our Yb), for stalling mid-handshake.
 fn initiator(ih: InfoHash) -> Initiator {
+    initiator_providing(ih, CryptoSet::RC4)
+}
+
+fn initiator_providing(ih: InfoHash, provide: CryptoSet) -> Initiator {
     let hs = Handshake::new(ih, PeerId::generate(b"-FK0001-")).encode();
     Initiator::new(
         ih,
         InitiatorConfig {
-            provide: CryptoSet::RC4,
+            provide,
             initial_payload: hs.to_vec(),
         },
     )
@@ -683,13 +687,14 @@ fn degenerate_diffie_hellman_keys_are_refused_at_once() {
 #[test]
 fn req2_for_no_torrent_is_dropped_and_the_right_one_is_served() {
     let (s, t, meta, _src) = hostile_target(Duration::from_secs(5));
-    let run = |ih: InfoHash| {
+    let run_providing = |ih: InfoHash, provide: CryptoSet| {
         let mut c = TcpStream::connect(s.local_addr()).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut a = initiator(ih);
+        let mut a = initiator_providing(ih, provide);
         let deadline = Instant::now() + Duration::from_secs(5);
         mse::handshake(&mut c, &mut a, &[], Some(deadline)).map(|est| (c, est))
     };
+    let run = |ih| run_providing(ih, CryptoSet::RC4);
     let e = run(InfoHash([0xEE; 20])).unwrap_err();
     assert!(
         matches!(
