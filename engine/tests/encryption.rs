@@ -715,6 +715,30 @@ fn req2_for_no_torrent_is_dropped_and_the_right_one_is_served() {
     );
 }
 
+/// A PadC longer than the spec's 512 bytes is a violation: dropped before
+/// any payload; 512 is fine.
+#[test]
+fn a_pad_over_512_bytes_is_dropped() {
+    let (s, t, meta, _src) = hostile_target(Duration::from_secs(5));
+    let run = |pad: u16| {
+        let mut c = TcpStream::connect(s.local_addr()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut a = initiator(meta.info_hash).with_pad_c(pad, 0xAB);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        mse::handshake(&mut c, &mut a, &[], Some(deadline)).map(|est| (c, est))
+    };
+    assert!(run(513).is_err(), "a 513-byte PadC was accepted");
+    assert!(t.peers().is_empty());
+    let (c, est) = run(512).unwrap();
+    let mut stream = est.into_stream(c);
+    let mut theirs = [0u8; 68];
+    stream.read_exact(&mut theirs).unwrap();
+    assert_eq!(
+        Handshake::decode(&theirs).unwrap().info_hash,
+        meta.info_hash
+    );
+}
+
 /// A peer we dial that accepts and never answers MSE: cut at the deadline
 /// (under `require` there is no retry in the clear).
 #[test]
