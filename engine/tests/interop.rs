@@ -106,7 +106,7 @@ pub(crate) fn free_port() -> u16 {
 pub(crate) struct Proc {
     name: &'static str,
     child: Child,
-    lines: mpsc::Receiver<String>,
+    pub(crate) lines: mpsc::Receiver<String>,
     log: PathBuf,
 }
 
@@ -467,6 +467,9 @@ pub(crate) fn wait_for_seeder_on_tracker(url: &str, meta: &Metainfo) {
     }
 }
 
+/// The tests' temp dirs (one helper for every test module).
+pub(crate) use crate::util::tempdir;
+
 /// What libtorrent and aria2c put on the wire, scripted so it is checked
 /// without them: the extension handshake before the piece set (libtorrent),
 /// HAVE NONE then later BITFIELDs and HAVE ALL in place of batches of HAVEs
@@ -558,7 +561,7 @@ pub(crate) fn assert_uploaded(s: &bittern_engine::TorrentHandle, total: u64) {
 }
 
 pub(crate) const TRANSMISSION: &str = "/usr/bin/transmission-cli";
-const MKTORRENT: &str = "/usr/bin/mktorrent";
+pub(crate) const MKTORRENT: &str = "/usr/bin/mktorrent";
 
 /// A process killed on drop whose stdout and stderr go to files.
 pub(crate) struct Logged {

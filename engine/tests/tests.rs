@@ -1,6 +1,7 @@
 //! Engine integration tests: whole sessions on 127.0.0.1.
 
 mod e2e;
+mod encryption;
 mod fake;
 mod faults;
 mod hostile;

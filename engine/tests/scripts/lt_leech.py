@@ -12,7 +12,7 @@ port) first. Exits 2 on timeout. Prints
 import sys
 import time
 
-from lt_common import add, describe, drain_alerts, log, make_session, print_peers
+from lt_common import add, describe, drain_alerts, log, make_session, print_peers, report_peers
 
 
 def main():
@@ -27,8 +27,10 @@ def main():
     last_connect = 0.0
     last_log = 0.0
     peers = None
+    seen = set()
     while True:
         peers = print_peers(h, peers)
+        report_peers(h, seen)
         s = h.status()
         if s.is_seeding:
             break

@@ -16,7 +16,7 @@ import json
 import sys
 import time
 
-from lt_common import add, describe, drain_alerts, log, make_session, print_peers
+from lt_common import add, describe, drain_alerts, log, make_session, print_peers, report_peers
 
 
 def main():
@@ -40,9 +40,11 @@ def main():
     print("PORT %d" % port, flush=True)
     last = 0.0
     peers = None
+    seen = set()
     while True:
         drain_alerts(ses)
         peers = print_peers(h, peers)
+        report_peers(h, seen)
         if time.monotonic() - last > 1:
             log(describe(h))
             last = time.monotonic()
