@@ -8,4 +8,5 @@ mod interop;
 mod torrents;
 mod transfer;
 mod util;
+mod verify_v2;
 mod web;
