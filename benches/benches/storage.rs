@@ -32,7 +32,13 @@
 //! Note: `openssl speed` divides by user CPU time unless given `-elapsed`,
 //! while criterion reports wall time; compare with `-elapsed` on a loaded
 //! machine.
-//! - `create/hash_files/N threads`: torrent-creation hashing of the 128 MiB file.
+//! - `verify/v2/{1,N}threads`: the same recheck against BEP 52 merkle
+//!   hashes (`Storage::verify_all_v2`: SHA-256 of 16 KiB leaves up to each
+//!   piece's node, read with `pread`), to compare with `verify/map` and
+//!   `verify/read` (SHA-1) in the same run.
+//! - `create/hash_files/N threads`: torrent-creation hashing of the 128 MiB
+//!   file; `create/hash_files_v2/N threads`: its v2 merkle root and piece
+//!   layer (`merkle::hash_files_v2`).
 //!
 //! Inputs are deterministic (seeded) and live in a temp dir.
 
@@ -41,6 +47,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bittern_storage::merkle::hash_files_v2;
 use bittern_storage::rayon;
 use bittern_storage::{
     hash_blocks, hash_files, hash_many, Backend, FilePool, FileSpec, HashSource, Layout, Storage,
@@ -172,6 +179,45 @@ fn verify(c: &mut Criterion) {
             });
         }
     }
+    // v2 (BEP 52) merkle verification of the same file: SHA-256 of 16 KiB
+    // leaves, pread into the scratch buffer (the v2 path has no map source)
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cores)
+        .build()
+        .expect("pool");
+    let fh = hash_files_v2(
+        &[(dir.path().join("f0"), size as u64)],
+        pl,
+        &pool,
+        &|_, _| {},
+    )
+    .expect("v2 hashes")
+    .remove(0);
+    let v2 = Layout::new_v2(
+        layout.files().to_vec(),
+        pl,
+        std::slice::from_ref(&fh.piece_layer),
+    )
+    .expect("v2 layout");
+    let s = Storage::new(
+        v2,
+        dir.path().to_path_buf(),
+        Arc::new(FilePool::default()),
+        Backend::PositionedIo,
+    )
+    .expect("storage");
+    for threads in [1, cores] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        g.bench_function(BenchmarkId::new("v2", format!("{threads}threads")), |b| {
+            b.iter(|| {
+                let v = s.verify_all_v2(&pool, &|_, _| {}).expect("verify");
+                assert!(v.iter().all(|&ok| ok));
+            })
+        });
+    }
     g.finish();
     let mut g = c.benchmark_group("create");
     g.throughput(Throughput::Bytes(size as u64));
@@ -185,6 +231,9 @@ fn verify(c: &mut Criterion) {
         .expect("pool");
     g.bench_function(format!("hash_files/{cores}threads"), |b| {
         b.iter(|| hash_files(&files, pl, &pool, &|_, _| {}).expect("hash"))
+    });
+    g.bench_function(format!("hash_files_v2/{cores}threads"), |b| {
+        b.iter(|| hash_files_v2(&files, pl, &pool, &|_, _| {}).expect("hash"))
     });
     g.finish();
 }
