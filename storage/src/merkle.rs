@@ -365,6 +365,25 @@ pub fn fold_hashes(
     ))
 }
 
+/// Whether the answer to a hash request (`nodes` of layer `base` from
+/// `index`, then `uncles`, as [`MerkleTree::hashes`] gives them and a BEP
+/// 52 `hashes` message carries them) proves those nodes against `root`, the
+/// root of a file of `leaves` 16 KiB leaves: the proof must fold up to
+/// exactly the root's layer, at index 0, to `root`. An answer whose proof
+/// stops below the root is checked with [`fold_hashes`] against a node the
+/// caller already trusts instead.
+pub fn hashes_prove_root(
+    leaves: u64,
+    root: &Hash256,
+    base: u32,
+    index: u64,
+    nodes: &[Hash256],
+    uncles: &[Hash256],
+) -> bool {
+    fold_hashes(base, index, nodes, uncles)
+        .is_some_and(|(layer, i, node)| layer == ceil_log2(leaves) && i == 0 && node == *root)
+}
+
 /// Root and piece layer of one file, from [`hash_files_v2`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileHashes {
@@ -694,6 +713,60 @@ mod tests {
             fold_hashes(0, 16, &bad[..2], &bad[2..]).unwrap().2,
             tree.root()
         );
+        // a full proof reaches the root; short ones, other trees and
+        // other positions do not
+        let full = tree.hashes(1, 8, 8, 3).unwrap();
+        assert!(hashes_prove_root(
+            20,
+            &tree.root(),
+            1,
+            8,
+            &full[..8],
+            &full[8..]
+        ));
+        assert!(!hashes_prove_root(
+            20,
+            &tree.root(),
+            1,
+            0,
+            &full[..8],
+            &full[8..]
+        ));
+        assert!(!hashes_prove_root(
+            40,
+            &tree.root(),
+            1,
+            8,
+            &full[..8],
+            &full[8..]
+        ));
+        assert!(!hashes_prove_root(
+            20,
+            &[1; 32],
+            1,
+            8,
+            &full[..8],
+            &full[8..]
+        ));
+        let short = tree.hashes(0, 8, 4, 2).unwrap();
+        assert!(!hashes_prove_root(
+            20,
+            &tree.root(),
+            0,
+            8,
+            &short[..4],
+            &short[4..]
+        ));
+        let mut forged = full.clone();
+        forged[8][31] ^= 1;
+        assert!(!hashes_prove_root(
+            20,
+            &tree.root(),
+            1,
+            8,
+            &forged[..8],
+            &forged[8..]
+        ));
         // requests that do not fit
         assert_eq!(tree.hashes(0, 8, 3, 0), None);
         assert_eq!(tree.hashes(0, 6, 4, 0), None);
