@@ -10,7 +10,9 @@
 //!   as a pair plus one against three side by side (`hash_many`).
 //! - `sha256/leaf_16KiB`: cache-hot SHA-256 rate of one core over the v2
 //!   merkle leaves, to compare with `openssl speed -evp sha256 -bytes
-//!   16384`; `sha256/tree_1MiB`: a whole merkle tree over 1 MiB (64
+//!   16384`; `sha256/leaves_64KiB/{one_by_one,side_by_side}`: four leaves
+//!   hashed one after the other against four in lockstep
+//!   (`merkle::leaf_hashes`); `sha256/tree_1MiB`: a whole merkle tree over 1 MiB (64
 //!   leaves plus 63 interior 64-byte hashes), `merkle::MerkleTree::from_data`.
 //! - `verify/{map,read}/{1,N}threads`: full recheck of a page-cached
 //!   128 MiB file (256 KiB pieces) by hash source (`HashSource::Map`:
@@ -127,12 +129,24 @@ fn sha1_rate(c: &mut Criterion) {
 }
 
 fn sha256_rate(c: &mut Criterion) {
-    use bittern_storage::merkle::{sha256, MerkleTree};
+    use bittern_storage::merkle::{leaf_hashes, sha256, MerkleTree};
     let buf = random_bytes(BLOCK, 1);
     let mut g = c.benchmark_group("sha256");
     g.throughput(Throughput::Bytes(BLOCK as u64));
     g.measurement_time(Duration::from_secs(3));
     g.bench_function("leaf_16KiB", |b| b.iter(|| sha256(black_box(&buf[..]))));
+    let four = random_bytes(4 * BLOCK, 3);
+    g.throughput(Throughput::Bytes(4 * BLOCK as u64));
+    g.bench_function("leaves_64KiB/one_by_one", |b| {
+        b.iter(|| {
+            four.chunks(BLOCK)
+                .map(|c| sha256(black_box(c)))
+                .collect::<Vec<_>>()
+        })
+    });
+    g.bench_function("leaves_64KiB/side_by_side", |b| {
+        b.iter(|| leaf_hashes(black_box(&four[..])))
+    });
     let mib = random_bytes(MIB, 5);
     g.throughput(Throughput::Bytes(MIB as u64));
     g.bench_function("tree_1MiB", |b| {

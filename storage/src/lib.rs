@@ -157,6 +157,7 @@ mod pool;
 mod resume;
 mod send;
 mod sha;
+mod sha256;
 mod sigbus;
 mod storage;
 #[cfg(test)]

@@ -111,9 +111,13 @@ pub fn merkle_root(nodes: &[Hash256], height: u32, min_width: u64) -> Hash256 {
     layer.first().copied().unwrap_or_else(|| pad_hash(height))
 }
 
-/// SHA-256 of each 16 KiB block of `data` (the last may be short).
+/// SHA-256 of each 16 KiB block of `data` (the last may be short); full
+/// blocks are hashed four side by side where the CPU has the SHA
+/// extensions (`sha256.rs`).
 pub fn leaf_hashes(data: &[u8]) -> Vec<Hash256> {
-    data.chunks(BLOCK_LEN as usize).map(sha256).collect()
+    let mut out = Vec::with_capacity(block_count(data.len() as u64) as usize);
+    crate::sha256::leaf_hashes_into(data, &mut out);
+    out
 }
 
 /// Leaves per piece, `log2` of it: the piece layer's height.
