@@ -182,3 +182,39 @@ fn verify_hybrid_halves_disagree() {
     );
     assert!(r.stdout.contains("set/a.bin (1 bad pieces: 1)"), "{r:?}");
 }
+
+/// Single-file v2 and hybrid torrents (the file is `<dir>/<name>`, no
+/// padding): a flipped byte fails its piece only.
+#[test]
+fn verify_single_file_v2_and_hybrid() {
+    if !libtorrent_available() {
+        return;
+    }
+    for creator in ["libtorrent", "bittern"] {
+        for kind in ["v2", "hybrid"] {
+            let what = format!("{creator} {kind}");
+            let tmp = tempfile::tempdir().unwrap();
+            let one = tmp.path().join("one.bin");
+            random_file(&one, 200_000, 9);
+            let t = tmp.path().join("t.torrent");
+            if creator == "libtorrent" {
+                lt_v2(tmp.path(), &t, "one.bin", kind);
+            } else {
+                create(&one, &t, &[&format!("--{kind}"), "--piece-length", "64KiB"]);
+            }
+            let dir = tmp.path().to_str().unwrap();
+            let verify = || bittern(["verify", "-d", dir, t.to_str().unwrap()]);
+            let r = verify();
+            assert_eq!(r.code, Some(0), "{what}: {r:?}");
+            assert!(r.stdout.contains("all 4 pieces OK"), "{what}: {r:?}");
+            flip(&one, 70_000);
+            let r = verify();
+            assert_eq!(r.code, Some(3), "{what}: {r:?}");
+            assert!(
+                r.stdout.contains("one.bin (1 bad pieces: 1)"),
+                "{what}: {}",
+                r.stdout
+            );
+        }
+    }
+}

@@ -7,6 +7,12 @@
 //! gaps, and finishes them with the one padding block every full leaf
 //! shares. Short leaves (a file's last), leftovers and CPUs without the
 //! extensions go through the `sha2` crate one at a time.
+//!
+//! Measured on this 2-core Xeon with `sha_ni` (a throwaway program, 64 MiB
+//! in memory, thread CPU time, 5 rounds on a machine loaded by other
+//! jobs): one leaf at a time through `sha2` 1.13-1.16 GB/s, four side by
+//! side 1.89-1.99 GB/s, 1.65-1.73x. Criterion's wall-time
+//! `sha256/leaves_64KiB` showed 1.23x, with a load average near 20.
 
 use sha2::{Digest, Sha256};
 

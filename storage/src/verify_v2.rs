@@ -11,6 +11,13 @@
 //! file handles (positioned reads into the per-thread scratch buffer, so a
 //! symlink can never lead the check out of the download directory) and
 //! hashed with SHA-256, one piece per rayon job.
+//!
+//! Cost (`bittern verify`, 512 MiB page-cached file, 256 KiB pieces, 5
+//! alternating runs, median user + system CPU seconds, loaded 2-core Xeon
+//! with SHA-NI): v1 0.30 + 0.05; v2 0.27 + 0.14; hybrid (both) 0.55 +
+//! 0.21. libtorrent 2.0.8's check of the same v2 torrent 0.46 + 0.17
+//! (1.5x bittern's CPU), hybrid 0.83 + 0.21 (1.4x). The system time is the
+//! `pread` copy: unlike the SHA-1 path, v2 does not hash from maps yet.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
