@@ -27,6 +27,8 @@
 //!   carry v2 hashes ([`Layout::new_v2`], [`Layout::with_v2`] for hybrids):
 //!   [`Storage::verify_pieces_v2`] checks pieces against them, and
 //!   [`Storage::verify_pieces`] does so for a v2-only layout.
+//!   [`merkle::LayerTree`] answers BEP 52 hash requests from a file's piece
+//!   layer plus [`Storage::piece_leaves_v2`] for nodes below it.
 //! - [`ResumeState`] records verified pieces with each file's size and
 //!   mtime, saved atomically, and vouches only for what still matches.
 //!

@@ -36,6 +36,10 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::hash::with_scratch_lanes;
 
+mod serve;
+
+pub use serve::LayerTree;
+
 /// Bytes per leaf: 16 KiB.
 pub const BLOCK_LEN: u64 = 16 * 1024;
 

@@ -37,6 +37,23 @@ impl Storage {
     /// hashes; [`Error::FileMissing`] / [`Error::FileTooShort`] when its
     /// data is not there; other IO errors.
     pub fn hash_piece_v2(&self, piece: usize) -> Result<Hash256> {
+        let (leaves, width) = self.leaves_v2(piece)?;
+        Ok(merkle_root(&leaves, 0, width))
+    }
+
+    /// The SHA-256 of each 16 KiB block of piece `piece` as it is on disk
+    /// (the file's bytes only), for answering hash requests below the
+    /// piece layer ([`crate::merkle::LayerTree::hashes`]; the file's piece
+    /// `p` is torrent piece `file start / piece length + p`).
+    ///
+    /// # Errors
+    /// As [`Storage::hash_piece_v2`].
+    pub fn piece_leaves_v2(&self, piece: usize) -> Result<Vec<Hash256>> {
+        Ok(self.leaves_v2(piece)?.0)
+    }
+
+    /// The leaves of `piece` and the width its node pads them to.
+    fn leaves_v2(&self, piece: usize) -> Result<(Vec<Hash256>, u64)> {
         let layout = self.layout();
         let out_of_range = || Error::OutOfRange {
             piece,
@@ -64,7 +81,7 @@ impl Storage {
             }
             Ok(())
         })?;
-        Ok(merkle_root(&leaves, 0, width))
+        Ok((leaves, width))
     }
 
     /// True when piece `piece` on disk matches its v2 hash.
@@ -231,6 +248,31 @@ mod tests {
             [true, false, false, false, false, false]
         );
         assert!(matches!(s.hash_piece_v2(6), Err(Error::OutOfRange { .. })));
+        // hash requests for a served from the piece layer and the disk
+        std::fs::write(dir.path().join("a"), &contents[0]).unwrap();
+        let whole = MerkleTree::from_data(&contents[0]).unwrap();
+        let layer: Vec<Hash256> = (0..4)
+            .map(|p| s.layout().piece_hash_v2(p).unwrap())
+            .collect();
+        let tree = crate::merkle::LayerTree::new(contents[0].len() as u64, plen, &layer)
+            .unwrap()
+            .unwrap();
+        assert_eq!(tree.root(), whole.root());
+        for (base, index, length, proof) in
+            [(0, 4, 4, 3), (0, 12, 2, 3), (2, 0, 4, 1), (1, 6, 2, 2)]
+        {
+            let got = tree
+                .hashes(base, index, length, proof, |p| {
+                    s.piece_leaves_v2(p as usize)
+                })
+                .unwrap();
+            assert_eq!(
+                got,
+                whole.hashes(base, index, length, proof),
+                "{base} {index}"
+            );
+            assert!(got.is_some());
+        }
     }
 
     #[test]
