@@ -29,8 +29,10 @@ use crate::merkle::{block_count, leaf_hashes, merkle_root, piece_layer_height, H
 use crate::storage::Storage;
 
 impl Storage {
-    /// The v2 merkle hash of piece `piece` as it is on disk (see the
-    /// [module docs](self)).
+    /// The v2 merkle hash of piece `piece` as it is on disk: the node over
+    /// its 16 KiB blocks of the one file it lies in (padding excluded),
+    /// padded to `piece length / 16 KiB` leaves for a file longer than a
+    /// piece, else to a power of two (the file's root).
     ///
     /// # Errors
     /// [`Error::OutOfRange`] for a bad index or a layout without v2
