@@ -10,9 +10,13 @@
 //! folds to that node. Then `frame` is decoded as a peer message: no
 //! panic, re-encodes to the input bytes, and a `hashes` message that folds
 //! to a node of the tree carries that node's true hashes (no forgery).
+//! A `LayerTree` built from the tree's piece layer (pieces of 1 to 8
+//! leaves) answers every request exactly as the whole tree does.
 #![no_main]
 
-use bittern_storage::merkle::{fold_hashes, hashes_prove_root, sha256, Hash256, MerkleTree};
+use bittern_storage::merkle::{
+    fold_hashes, hashes_prove_root, sha256, Hash256, LayerTree, MerkleTree, BLOCK_LEN,
+};
 use bittern_wire::hashes::{HashRequest, Hashes};
 use bittern_wire::{decode_message, Message, DEFAULT_MAX_FRAME};
 use libfuzzer_sys::fuzz_target;
@@ -62,6 +66,33 @@ fuzz_target!(|data: &[u8]| {
         req.check_in_tree(leaves).is_ok(),
         "{req:?} in a tree of {leaves} leaves"
     );
+    // a seeder holding only the piece layer (pieces of 2^ph leaves) and
+    // reading leaves per piece gives the same answer
+    let ph = u32::from(*proof >> 4) % 4;
+    let plen = BLOCK_LEN << ph;
+    let all = tree.layer(0);
+    let nodes = if leaves > 1 << ph {
+        tree.piece_layer(plen).expect("valid piece length")
+    } else {
+        vec![root]
+    };
+    let seeder = LayerTree::new(leaves * BLOCK_LEN, plen, &nodes)
+        .expect("valid piece length")
+        .expect("one node per piece");
+    assert_eq!(seeder.root(), root);
+    let served = seeder
+        .hashes(
+            req.base_layer,
+            u64::from(req.index),
+            u64::from(req.length),
+            req.proof_layers,
+            |p| {
+                let start = (p << ph) as usize;
+                Ok(all[start..(start + (1 << ph)).min(all.len())].to_vec())
+            },
+        )
+        .expect("leaves never fail");
+    assert_eq!(served, answer);
     if let Some(hs) = answer {
         assert_eq!(hs.len() as u64, req.hash_count());
         let raw: Vec<u8> = hs.iter().flatten().copied().collect();

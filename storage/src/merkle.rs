@@ -98,6 +98,9 @@ pub fn block_count(len: u64) -> u64 {
 /// least `min_width` nodes counted (so the result sits at least
 /// `ceil(log2(min_width))` layers above `nodes`). An empty `nodes` gives
 /// the padding root of that width.
+///
+/// # Panics
+/// When the layers reached pass 63 (see [`pad_hash`]).
 pub fn merkle_root(nodes: &[Hash256], height: u32, min_width: u64) -> Hash256 {
     let width = (nodes.len() as u64).max(min_width).max(1);
     let levels = ceil_log2(width);
@@ -360,14 +363,16 @@ pub fn fold_hashes(
         return None;
     }
     let m = n.trailing_zeros();
-    let top = merkle_root(nodes, base, 1);
-    let sub = index >> m;
-    let layer = base + m + u32::try_from(uncles.len()).ok()?;
-    if layer as usize >= MAX_HEIGHT {
+    // a peer chooses `base` and the uncle count: check the layer reached
+    // before hashing (padding nodes exist below MAX_HEIGHT only)
+    let layer = u64::from(base) + u64::from(m) + uncles.len() as u64;
+    if layer >= MAX_HEIGHT as u64 {
         return None;
     }
+    let top = merkle_root(nodes, base, 1);
+    let sub = index >> m;
     Some((
-        layer,
+        layer as u32,
         sub >> uncles.len(),
         root_from_proof(top, sub, uncles),
     ))
@@ -784,6 +789,21 @@ mod tests {
         assert_eq!(tree.hashes(5, 0, 1, 0), None);
         assert_eq!(tree.hashes(0, u64::MAX - 1, 2, 0), None);
         assert_eq!(fold_hashes(0, 8, &h[..3], &[]), None);
+        // hostile layers and proof lengths (found by fuzz/hashes: base
+        // u32::MAX panicked in pad_hash)
+        assert_eq!(fold_hashes(u32::MAX, 0, &h[..2], &[]), None);
+        assert_eq!(fold_hashes(63, 0, &h[..2], &[]), None);
+        assert_eq!(fold_hashes(60, 0, &h[..2], &[[1; 32]; 3]), None);
+        assert_eq!(fold_hashes(0, 0, &h[..2], &[[1; 32]; 100]), None);
+        assert!(fold_hashes(62, 0, &h[..2], &[]).is_some());
+        assert!(!hashes_prove_root(
+            20,
+            &tree.root(),
+            u32::MAX,
+            0,
+            &h[..2],
+            &h[2..]
+        ));
         assert_eq!(fold_hashes(0, 6, &h[..4], &[]), None);
     }
 
