@@ -10,7 +10,9 @@
 //!   as a pair plus one against three side by side (`hash_many`).
 //! - `sha256/leaf_16KiB`: cache-hot SHA-256 rate of one core over the v2
 //!   merkle leaves, to compare with `openssl speed -evp sha256 -bytes
-//!   16384`; `sha256/tree_1MiB`: a whole merkle tree over 1 MiB (64
+//!   16384`; `sha256/leaves_64KiB/{one_by_one,side_by_side}`: four leaves
+//!   hashed one after the other against four in lockstep
+//!   (`merkle::leaf_hashes`); `sha256/tree_1MiB`: a whole merkle tree over 1 MiB (64
 //!   leaves plus 63 interior 64-byte hashes), `merkle::MerkleTree::from_data`.
 //! - `verify/{map,read}/{1,N}threads`: full recheck of a page-cached
 //!   128 MiB file (256 KiB pieces) by hash source (`HashSource::Map`:
@@ -32,7 +34,13 @@
 //! Note: `openssl speed` divides by user CPU time unless given `-elapsed`,
 //! while criterion reports wall time; compare with `-elapsed` on a loaded
 //! machine.
-//! - `create/hash_files/N threads`: torrent-creation hashing of the 128 MiB file.
+//! - `verify/v2/{1,N}threads`: the same recheck against BEP 52 merkle
+//!   hashes (`Storage::verify_all_v2`: SHA-256 of 16 KiB leaves up to each
+//!   piece's node, read with `pread`), to compare with `verify/map` and
+//!   `verify/read` (SHA-1) in the same run.
+//! - `create/hash_files/N threads`: torrent-creation hashing of the 128 MiB
+//!   file; `create/hash_files_v2/N threads`: its v2 merkle root and piece
+//!   layer (`merkle::hash_files_v2`).
 //!
 //! Inputs are deterministic (seeded) and live in a temp dir.
 
@@ -41,6 +49,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bittern_storage::merkle::hash_files_v2;
 use bittern_storage::rayon;
 use bittern_storage::{
     hash_blocks, hash_files, hash_many, Backend, FilePool, FileSpec, HashSource, Layout, Storage,
@@ -120,12 +129,24 @@ fn sha1_rate(c: &mut Criterion) {
 }
 
 fn sha256_rate(c: &mut Criterion) {
-    use bittern_storage::merkle::{sha256, MerkleTree};
+    use bittern_storage::merkle::{leaf_hashes, sha256, MerkleTree};
     let buf = random_bytes(BLOCK, 1);
     let mut g = c.benchmark_group("sha256");
     g.throughput(Throughput::Bytes(BLOCK as u64));
     g.measurement_time(Duration::from_secs(3));
     g.bench_function("leaf_16KiB", |b| b.iter(|| sha256(black_box(&buf[..]))));
+    let four = random_bytes(4 * BLOCK, 3);
+    g.throughput(Throughput::Bytes(4 * BLOCK as u64));
+    g.bench_function("leaves_64KiB/one_by_one", |b| {
+        b.iter(|| {
+            four.chunks(BLOCK)
+                .map(|c| sha256(black_box(c)))
+                .collect::<Vec<_>>()
+        })
+    });
+    g.bench_function("leaves_64KiB/side_by_side", |b| {
+        b.iter(|| leaf_hashes(black_box(&four[..])))
+    });
     let mib = random_bytes(MIB, 5);
     g.throughput(Throughput::Bytes(MIB as u64));
     g.bench_function("tree_1MiB", |b| {
@@ -172,6 +193,45 @@ fn verify(c: &mut Criterion) {
             });
         }
     }
+    // v2 (BEP 52) merkle verification of the same file: SHA-256 of 16 KiB
+    // leaves, pread into the scratch buffer (the v2 path has no map source)
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cores)
+        .build()
+        .expect("pool");
+    let fh = hash_files_v2(
+        &[(dir.path().join("f0"), size as u64)],
+        pl,
+        &pool,
+        &|_, _| {},
+    )
+    .expect("v2 hashes")
+    .remove(0);
+    let v2 = Layout::new_v2(
+        layout.files().to_vec(),
+        pl,
+        std::slice::from_ref(&fh.piece_layer),
+    )
+    .expect("v2 layout");
+    let s = Storage::new(
+        v2,
+        dir.path().to_path_buf(),
+        Arc::new(FilePool::default()),
+        Backend::PositionedIo,
+    )
+    .expect("storage");
+    for threads in [1, cores] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        g.bench_function(BenchmarkId::new("v2", format!("{threads}threads")), |b| {
+            b.iter(|| {
+                let v = s.verify_all_v2(&pool, &|_, _| {}).expect("verify");
+                assert!(v.iter().all(|&ok| ok));
+            })
+        });
+    }
     g.finish();
     let mut g = c.benchmark_group("create");
     g.throughput(Throughput::Bytes(size as u64));
@@ -185,6 +245,9 @@ fn verify(c: &mut Criterion) {
         .expect("pool");
     g.bench_function(format!("hash_files/{cores}threads"), |b| {
         b.iter(|| hash_files(&files, pl, &pool, &|_, _| {}).expect("hash"))
+    });
+    g.bench_function(format!("hash_files_v2/{cores}threads"), |b| {
+        b.iter(|| hash_files_v2(&files, pl, &pool, &|_, _| {}).expect("hash"))
     });
     g.finish();
 }

@@ -9,7 +9,7 @@ secs=${1:-225}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(bencode metainfo message magnet tracker_http udp_codec server_request handshake krpc extension ut_metadata ut_pex utp_packet lsd mse)
+    targets=(bencode metainfo message magnet tracker_http udp_codec server_request handshake krpc extension ut_metadata ut_pex utp_packet lsd mse hashes)
 fi
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -O >/dev/null 2>&1 || { echo "fuzz build failed"; exit 1; }

@@ -5,7 +5,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
-use anyhow::anyhow;
+use anyhow::{anyhow, Context};
 use bittern_storage::{FileSpec, Layout};
 use bittern_wire::{Magnet, Metainfo};
 
@@ -80,8 +80,9 @@ impl TorrentArg {
 /// A torrent given on the command line for `download`.
 ///
 /// # Errors
-/// As [`read_torrent`]; [`Code::Usage`] for a bad magnet link, or one
-/// without a v1 (`btih`) info hash.
+/// As [`read_torrent`]; [`Code::Usage`] for a bad magnet link, one
+/// without a v1 (`btih`) info hash, or a v2-only torrent (the engine checks
+/// pieces with SHA-1 only; hybrids go through their SHA-1 half).
 pub fn torrent_arg(arg: &str) -> anyhow::Result<TorrentArg> {
     if arg.starts_with("magnet:") {
         let m = Magnet::parse(arg)
@@ -94,7 +95,15 @@ pub fn torrent_arg(arg: &str) -> anyhow::Result<TorrentArg> {
         }
         return Ok(TorrentArg::Magnet(Box::new(m)));
     }
-    read_torrent(Path::new(arg)).map(|m| TorrentArg::Meta(Box::new(m)))
+    let m = read_torrent(Path::new(arg))?;
+    if !m.info.version.has_v1() {
+        return Err(anyhow!(
+            "{}: v2-only torrents (BEP 52) can be inspected with `bittern info` and checked with `bittern verify` but not yet downloaded or seeded",
+            m.info.name
+        ))
+        .code(Code::Usage);
+    }
+    Ok(TorrentArg::Meta(Box::new(m)))
 }
 
 /// Resolves `--peer HOST:PORT` values.
@@ -149,21 +158,15 @@ pub fn writable_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The storage layout of `m` with paths relative to the save directory.
+/// The layout `bittern verify` checks: [`layout`] for v1 torrents, with
+/// the merkle hashes added for hybrids, and the merkle hashes alone for
+/// v2-only ones.
 ///
 /// # Errors
-/// A layout the storage crate refuses (should not happen for a parsed
-/// torrent), or a v2-only torrent (no SHA-1 pieces to verify).
-pub fn layout(m: &Metainfo) -> anyhow::Result<Layout> {
-    if !m.info.version.has_v1() {
-        // hybrids use their SHA-1 half; v2-only needs merkle verification
-        return Err(anyhow!(
-            "{}: v2-only torrents (BEP 52) can be inspected with `bittern info` but not yet downloaded, seeded or verified",
-            m.info.name
-        ))
-        .code(Code::Usage);
-    }
-    let files = m
+/// A layout the storage crate refuses: for v2, files not on piece
+/// boundaries or hashes that do not fit them ([`Code::Usage`]).
+pub fn verify_layout(m: &Metainfo) -> anyhow::Result<Layout> {
+    let files: Vec<FileSpec> = m
         .info
         .files
         .iter()
@@ -173,7 +176,28 @@ pub fn layout(m: &Metainfo) -> anyhow::Result<Layout> {
             padding: f.padding,
         })
         .collect();
-    Layout::new(files, m.info.piece_length, m.info.pieces.clone()).code(Code::Usage)
+    let plen = m.info.piece_length;
+    let v2_hashes = || -> Vec<Vec<[u8; 32]>> {
+        m.info
+            .files
+            .iter()
+            .map(|f| match (f.padding, f.pieces_root, m.piece_layer(f)) {
+                (true, _, _) | (_, None, _) => Vec::new(),
+                (false, Some(_), Some(layer)) => layer.to_vec(),
+                (false, Some(root), None) => vec![root],
+            })
+            .collect()
+    };
+    let layout = match (m.info.version.has_v1(), m.info.version.has_v2()) {
+        (true, false) => Layout::new(files, plen, m.info.pieces.clone()),
+        (true, true) => {
+            Layout::new(files, plen, m.info.pieces.clone()).and_then(|l| l.with_v2(&v2_hashes()))
+        }
+        (false, _) => Layout::new_v2(files, plen, &v2_hashes()),
+    };
+    layout
+        .with_context(|| format!("{}: cannot lay out the torrent's pieces", m.info.name))
+        .code(Code::Usage)
 }
 
 /// `dir` made absolute (for messages), falling back to it as given.

@@ -19,8 +19,8 @@ pub struct BadFile {
     pub path: String,
     /// Missing from disk altogether.
     pub missing: bool,
-    /// Pieces touching this file that failed.
-    pub bad_pieces: usize,
+    /// Pieces touching this file that failed (torrent piece indices).
+    pub bad_pieces: Vec<usize>,
 }
 
 /// Pieces that failed, and the files they touch.
@@ -32,14 +32,21 @@ pub struct Report {
     pub bad: usize,
     /// Files holding any such piece.
     pub files: Vec<BadFile>,
+    /// Hybrid torrents: pieces whose data matches one of the torrent's
+    /// halves (SHA-1 pieces, v2 merkle hashes) but not the other, so the
+    /// torrent itself is inconsistent. Counted as bad too.
+    pub disagree: Vec<usize>,
 }
 
-/// Hashes everything of `m` under `dir` on a rayon pool with a progress bar.
+/// Hashes everything of `m` under `dir` on a rayon pool with a progress
+/// bar: the SHA-1 pieces of v1 torrents, the merkle hashes of v2-only ones
+/// (BEP 52: per file, 16 KiB leaves), both for hybrids, where a piece
+/// passes only when both halves agree it is good.
 ///
 /// # Errors
 /// IO errors other than missing or short files (those count as bad pieces).
 pub fn check(m: &Metainfo, dir: &std::path::Path, quiet: bool) -> anyhow::Result<Report> {
-    let layout = load::layout(m)?;
+    let layout = load::verify_layout(m)?;
     let storage = Storage::new(
         layout.clone(),
         dir.to_path_buf(),
@@ -54,6 +61,7 @@ pub fn check(m: &Metainfo, dir: &std::path::Path, quiet: bool) -> anyhow::Result
     // the CPU (issue 17: 5x the system time on AMD EPYC for a destination
     // 16 bytes past a page), while reading maps does not copy. A file cut
     // by another program mid-hash fails its pieces, never the process.
+    // (v2 merkle checks read with pread: `Storage::verify_pieces_v2`.)
     .map(|s| s.with_hash_source(HashSource::Map))
     .with_context(|| format!("cannot open {}", dir.display()))
     .code(Code::Filesystem)?;
@@ -63,30 +71,56 @@ pub fn check(m: &Metainfo, dir: &std::path::Path, quiet: bool) -> anyhow::Result
         .context("cannot start hashing threads")?;
     let total = m.info.total_length();
     let plen = m.info.piece_length;
-    let bar = progress::bytes_bar(quiet, total, "verifying");
+    let passes = u64::from(layout.has_v1()) + u64::from(layout.has_v2());
+    let bar = progress::bytes_bar(quiet, total * passes, "verifying");
     let start = std::time::Instant::now();
-    let ok = storage
-        .verify_all(&pool, &|done, _| bar.set((done as u64 * plen).min(total)))
-        .context("verification failed")?;
+    let v1 = if layout.has_v1() {
+        Some(
+            storage
+                .verify_all(&pool, &|done, _| bar.set((done as u64 * plen).min(total)))
+                .context("verification failed")?,
+        )
+    } else {
+        None
+    };
+    let base = if v1.is_some() { total } else { 0 };
+    let v2 = if layout.has_v2() {
+        Some(
+            storage
+                .verify_all_v2(&pool, &|done, _| {
+                    bar.set(base + (done as u64 * plen).min(total))
+                })
+                .context("verification failed")?,
+        )
+    } else {
+        None
+    };
     log::debug!(
-        "verify: hashed {} pieces in {:?}",
-        ok.len(),
+        "verify: hashed {} pieces ({passes} hash kinds) in {:?}",
+        layout.piece_count(),
         start.elapsed()
     );
     bar.finish();
+    let (ok, disagree) = match (v1, v2) {
+        (Some(a), Some(b)) => {
+            let disagree = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+            (a.iter().zip(&b).map(|(x, y)| *x && *y).collect(), disagree)
+        }
+        (Some(a), None) | (None, Some(a)) => (a, Vec::new()),
+        (None, None) => (Vec::new(), Vec::new()),
+    };
     let bad = ok.iter().filter(|ok| !**ok).count();
     let mut files = Vec::new();
     for (i, f) in m.info.files.iter().enumerate() {
         if f.padding {
             continue;
         }
-        let range = layout.file_pieces(i);
-        let bad_pieces = ok[range].iter().filter(|ok| !**ok).count();
+        let bad_pieces: Vec<usize> = layout.file_pieces(i).filter(|&p| !ok[p]).collect();
         let path = m.info.disk_path(f);
         // A missing file fails every piece it touches; only look for it
         // then (a stat per file would walk each path once more).
-        let missing = f.length > 0 && bad_pieces > 0 && !dir.join(&path).exists();
-        if bad_pieces > 0 || missing {
+        let missing = f.length > 0 && !bad_pieces.is_empty() && !dir.join(&path).exists();
+        if !bad_pieces.is_empty() || missing {
             files.push(BadFile {
                 path: path.display().to_string(),
                 missing,
@@ -98,7 +132,31 @@ pub fn check(m: &Metainfo, dir: &std::path::Path, quiet: bool) -> anyhow::Result
         pieces: ok.len(),
         bad,
         files,
+        disagree,
     })
+}
+
+/// `pieces` (ascending) as ranges: `0-3, 7, 9-10`, at most `max` of them.
+fn ranges(pieces: &[usize], max: usize) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < pieces.len() {
+        let mut j = i;
+        while j + 1 < pieces.len() && pieces[j + 1] == pieces[j] + 1 {
+            j += 1;
+        }
+        if out.len() == max {
+            out.push("...".into());
+            break;
+        }
+        out.push(if i == j {
+            pieces[i].to_string()
+        } else {
+            format!("{}-{}", pieces[i], pieces[j])
+        });
+        i = j + 1;
+    }
+    out.join(", ")
 }
 
 /// Runs `bittern verify`: exit 0 when every piece is present and correct,
@@ -118,6 +176,15 @@ pub fn run(args: &VerifyArgs, quiet: bool) -> anyhow::Result<Code> {
         );
         return Ok(Code::Ok);
     }
+    if !report.disagree.is_empty() {
+        eprintln!(
+            "error: {}: the torrent's v1 and v2 hashes disagree on {} pieces ({}): \
+             the data matches one half of this hybrid torrent but not the other",
+            m.info.name,
+            report.disagree.len(),
+            ranges(&report.disagree, 8)
+        );
+    }
     println!(
         "{}: {} bad pieces of {} (missing or corrupt)",
         m.info.name, report.bad, report.pieces
@@ -127,8 +194,26 @@ pub fn run(args: &VerifyArgs, quiet: bool) -> anyhow::Result<Code> {
         if f.missing {
             println!("  {} (missing)", f.path);
         } else {
-            println!("  {} ({} bad pieces)", f.path, f.bad_pieces);
+            println!(
+                "  {} ({} bad pieces: {})",
+                f.path,
+                f.bad_pieces.len(),
+                ranges(&f.bad_pieces, 8)
+            );
         }
     }
     Ok(Code::BadData)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ranges;
+
+    #[test]
+    fn piece_ranges() {
+        assert_eq!(ranges(&[], 8), "");
+        assert_eq!(ranges(&[4], 8), "4");
+        assert_eq!(ranges(&[0, 1, 2, 3, 7, 9, 10], 8), "0-3, 7, 9-10");
+        assert_eq!(ranges(&[1, 3, 5, 7], 2), "1, 3, ...");
+    }
 }

@@ -9,5 +9,6 @@ mod interop;
 mod torrents;
 mod transfer;
 mod util;
+mod verify_v2;
 mod web;
 mod webseed;

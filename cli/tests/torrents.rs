@@ -134,7 +134,7 @@ fn create_info_verify_multi_file() {
     assert_eq!(r.code, Some(3), "{r:?}");
     assert!(r.stdout.contains(": 1 bad pieces of "), "{}", r.stdout);
     assert!(
-        r.stdout.contains("album/cd1/02.flac (1 bad pieces)"),
+        r.stdout.contains("album/cd1/02.flac (1 bad pieces: "),
         "{}",
         r.stdout
     );

@@ -103,6 +103,13 @@ pub enum Error {
     /// 16 KiB.
     #[error("v2 piece length {0} is not a power of two of at least 16 KiB")]
     InvalidV2PieceLength(u64),
+    /// A v2 (BEP 52) layout whose piece does not lie in exactly one file
+    /// (v2 files start on piece boundaries).
+    #[error("piece {piece} does not lie in exactly one file, as v2 needs")]
+    NotPieceAligned {
+        /// The first piece found shared, or covered by no file.
+        piece: usize,
+    },
     /// The total length overflows `u64` (or the address space).
     #[error("torrent is too large")]
     TooLarge,

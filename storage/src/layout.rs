@@ -11,6 +11,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::merkle::{piece_layer_height, Hash256};
 
 /// One file of the torrent, as the metainfo describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,17 +39,35 @@ pub struct Span {
     pub piece_offset: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Inner {
     files: Vec<FileSpec>,
     /// `starts[i]` = offset of file `i` in the flat torrent byte space.
     starts: Vec<u64>,
     total: u64,
     piece_length: u64,
+    /// SHA-1 per piece; empty for a v2-only layout.
     hashes: Vec<[u8; 20]>,
+    piece_count: usize,
+    /// v2 (BEP 52) expectation per piece; empty without v2 hashes.
+    v2: Vec<V2Piece>,
 }
 
-/// The geometry of a torrent: files, piece length and piece hashes.
+/// What one piece of a v2 or hybrid layout must hash to: the merkle node
+/// over its bytes in the one file it lies in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct V2Piece {
+    /// The file holding the piece's data (the rest of the piece, if any,
+    /// is padding or past the end of the torrent).
+    pub file: usize,
+    /// Its piece-layer hash, or the file's root for a file of one piece.
+    pub hash: Hash256,
+}
+
+/// The geometry of a torrent: files, piece length and piece hashes:
+/// SHA-1 per piece ([`Layout::new`]), SHA-256 merkle hashes per file
+/// ([`Layout::new_v2`], BEP 52), or both for a hybrid torrent
+/// ([`Layout::with_v2`]).
 ///
 /// Cheap to clone (shared behind an `Arc`), `Send + Sync`.
 #[derive(Debug, Clone)]
@@ -128,13 +147,120 @@ impl Layout {
                 total,
                 piece_length,
                 hashes: piece_hashes,
+                piece_count: expected,
+                v2: Vec::new(),
             }),
         })
     }
 
+    /// A v2-only (BEP 52) layout: no SHA-1 hashes, and for each of `files`
+    /// its expected merkle hashes: its piece layer, or for a file of at
+    /// most one piece its root alone, nothing for padding and empty files.
+    /// Every piece must lie in exactly one non-padding file (files start
+    /// on piece boundaries, as v2 lays them out).
+    /// [`Storage::verify_pieces`](crate::Storage::verify_pieces) and
+    /// [`check_pieces`](crate::Storage::check_pieces) check such a layout's
+    /// pieces against the merkle hashes.
+    ///
+    /// # Errors
+    /// As [`Layout::new`]; [`Error::InvalidV2PieceLength`];
+    /// [`Error::LengthMismatch`] unless `file_hashes` holds one list per
+    /// file with one hash per piece of it; [`Error::NotPieceAligned`].
+    pub fn new_v2(
+        files: Vec<FileSpec>,
+        piece_length: u64,
+        file_hashes: &[Vec<Hash256>],
+    ) -> Result<Layout> {
+        let total = files
+            .iter()
+            .try_fold(0u64, |t, f| t.checked_add(f.length))
+            .ok_or(Error::TooLarge)?;
+        let count =
+            usize::try_from(total.div_ceil(piece_length.max(1))).map_err(|_| Error::TooLarge)?;
+        let v1 = Layout::new(files, piece_length, vec![[0; 20]; count])?;
+        let mut inner = Arc::unwrap_or_clone(v1.inner);
+        inner.hashes = Vec::new();
+        Layout {
+            inner: Arc::new(inner),
+        }
+        .with_v2(file_hashes)
+    }
+
+    /// This layout with v2 merkle hashes added (a hybrid torrent, whose
+    /// SHA-1 pieces stay): see [`Layout::new_v2`] for `file_hashes`.
+    ///
+    /// # Errors
+    /// As [`Layout::new_v2`].
+    pub fn with_v2(self, file_hashes: &[Vec<Hash256>]) -> Result<Layout> {
+        let inner = &self.inner;
+        piece_layer_height(inner.piece_length)?;
+        if file_hashes.len() != inner.files.len() {
+            return Err(Error::LengthMismatch {
+                expected: inner.files.len(),
+                actual: file_hashes.len(),
+            });
+        }
+        let mut v2: Vec<Option<V2Piece>> = vec![None; inner.piece_count];
+        for (file, (spec, want)) in inner.files.iter().zip(file_hashes).enumerate() {
+            let pieces = if spec.padding {
+                0..0
+            } else {
+                self.file_pieces(file)
+            };
+            if want.len() != pieces.len() {
+                return Err(Error::LengthMismatch {
+                    expected: pieces.len(),
+                    actual: want.len(),
+                });
+            }
+            if !pieces.is_empty() && inner.starts[file] % inner.piece_length != 0 {
+                return Err(Error::NotPieceAligned {
+                    piece: pieces.start,
+                });
+            }
+            for (piece, hash) in pieces.zip(want) {
+                if v2[piece].is_some() {
+                    return Err(Error::NotPieceAligned { piece });
+                }
+                v2[piece] = Some(V2Piece { file, hash: *hash });
+            }
+        }
+        let v2 = v2
+            .into_iter()
+            .enumerate()
+            .map(|(piece, p)| p.ok_or(Error::NotPieceAligned { piece }))
+            .collect::<Result<Vec<_>>>()?;
+        let mut inner = Arc::unwrap_or_clone(self.inner);
+        inner.v2 = v2;
+        Ok(Layout {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// True when the layout has SHA-1 piece hashes (v1 and hybrid).
+    pub fn has_v1(&self) -> bool {
+        !self.inner.hashes.is_empty() || self.inner.piece_count == 0
+    }
+
+    /// True when the layout has v2 merkle hashes (v2-only and hybrid).
+    pub fn has_v2(&self) -> bool {
+        !self.inner.v2.is_empty()
+    }
+
+    /// The v2 hash piece `piece` must have (see [`Layout::new_v2`]);
+    /// `None` without v2 hashes or out of range.
+    pub fn piece_hash_v2(&self, piece: usize) -> Option<Hash256> {
+        self.inner.v2.get(piece).map(|p| p.hash)
+    }
+
+    /// The file and expected hash of v2 piece `piece`.
+    pub(crate) fn v2_piece(&self, piece: usize) -> Option<V2Piece> {
+        self.inner.v2.get(piece).copied()
+    }
+
     /// Number of pieces.
     pub fn piece_count(&self) -> usize {
-        self.inner.hashes.len()
+        self.inner.piece_count
     }
 
     /// Nominal piece length (every piece but the last).
@@ -170,12 +296,14 @@ impl Layout {
         self.inner.starts[file]
     }
 
-    /// The expected SHA-1 of piece `piece`.
+    /// The expected SHA-1 of piece `piece`; all zeros for a v2-only
+    /// layout, which has none (see [`Layout::has_v1`]).
     ///
     /// # Panics
     /// If `piece >= piece_count()`.
     pub fn piece_hash(&self, piece: usize) -> [u8; 20] {
-        self.inner.hashes[piece]
+        assert!(piece < self.piece_count(), "piece {piece} out of range");
+        self.inner.hashes.get(piece).copied().unwrap_or([0; 20])
     }
 
     /// True when `(piece, offset, len)` lies inside the torrent.

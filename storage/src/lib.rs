@@ -23,7 +23,12 @@
 //!   file or socket data into (see its docs for why).
 //! - [`merkle`]: BitTorrent v2 per-file SHA-256 merkle trees: roots, piece
 //!   layers, proofs, piece and block verification, and
-//!   [`merkle::hash_files_v2`] for creating v2 torrents.
+//!   [`merkle::hash_files_v2`] for creating v2 torrents. A [`Layout`] may
+//!   carry v2 hashes ([`Layout::new_v2`], [`Layout::with_v2`] for hybrids):
+//!   [`Storage::verify_pieces_v2`] checks pieces against them, and
+//!   [`Storage::verify_pieces`] does so for a v2-only layout.
+//!   [`merkle::LayerTree`] answers BEP 52 hash requests from a file's piece
+//!   layer plus [`Storage::piece_leaves_v2`] for nodes below it.
 //! - [`ResumeState`] records verified pieces with each file's size and
 //!   mtime, saved atomically, and vouches only for what still matches.
 //!
@@ -154,10 +159,12 @@ mod pool;
 mod resume;
 mod send;
 mod sha;
+mod sha256;
 mod sigbus;
 mod storage;
 #[cfg(test)]
 mod testutil;
+mod verify_v2;
 
 pub use buf::{AlignedBuf, PAGE_ALIGN};
 pub use error::{Error, Result, ResumeCorruption};

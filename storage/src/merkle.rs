@@ -36,6 +36,10 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::hash::with_scratch_lanes;
 
+mod serve;
+
+pub use serve::LayerTree;
+
 /// Bytes per leaf: 16 KiB.
 pub const BLOCK_LEN: u64 = 16 * 1024;
 
@@ -94,6 +98,9 @@ pub fn block_count(len: u64) -> u64 {
 /// least `min_width` nodes counted (so the result sits at least
 /// `ceil(log2(min_width))` layers above `nodes`). An empty `nodes` gives
 /// the padding root of that width.
+///
+/// # Panics
+/// When the layers reached pass 63 (see [`pad_hash`]).
 pub fn merkle_root(nodes: &[Hash256], height: u32, min_width: u64) -> Hash256 {
     let width = (nodes.len() as u64).max(min_width).max(1);
     let levels = ceil_log2(width);
@@ -111,9 +118,13 @@ pub fn merkle_root(nodes: &[Hash256], height: u32, min_width: u64) -> Hash256 {
     layer.first().copied().unwrap_or_else(|| pad_hash(height))
 }
 
-/// SHA-256 of each 16 KiB block of `data` (the last may be short).
+/// SHA-256 of each 16 KiB block of `data` (the last may be short); full
+/// blocks are hashed four side by side where the CPU has the SHA
+/// extensions (`sha256.rs`).
 pub fn leaf_hashes(data: &[u8]) -> Vec<Hash256> {
-    data.chunks(BLOCK_LEN as usize).map(sha256).collect()
+    let mut out = Vec::with_capacity(block_count(data.len() as u64) as usize);
+    crate::sha256::leaf_hashes_into(data, &mut out);
+    out
 }
 
 /// Leaves per piece, `log2` of it: the piece layer's height.
@@ -352,17 +363,38 @@ pub fn fold_hashes(
         return None;
     }
     let m = n.trailing_zeros();
-    let top = merkle_root(nodes, base, 1);
-    let sub = index >> m;
-    let layer = base + m + u32::try_from(uncles.len()).ok()?;
-    if layer as usize >= MAX_HEIGHT {
+    // a peer chooses `base` and the uncle count: check the layer reached
+    // before hashing (padding nodes exist below MAX_HEIGHT only)
+    let layer = u64::from(base) + u64::from(m) + uncles.len() as u64;
+    if layer >= MAX_HEIGHT as u64 {
         return None;
     }
+    let top = merkle_root(nodes, base, 1);
+    let sub = index >> m;
     Some((
-        layer,
+        layer as u32,
         sub >> uncles.len(),
         root_from_proof(top, sub, uncles),
     ))
+}
+
+/// Whether the answer to a hash request (`nodes` of layer `base` from
+/// `index`, then `uncles`, as [`MerkleTree::hashes`] gives them and a BEP
+/// 52 `hashes` message carries them) proves those nodes against `root`, the
+/// root of a file of `leaves` 16 KiB leaves: the proof must fold up to
+/// exactly the root's layer, at index 0, to `root`. An answer whose proof
+/// stops below the root is checked with [`fold_hashes`] against a node the
+/// caller already trusts instead.
+pub fn hashes_prove_root(
+    leaves: u64,
+    root: &Hash256,
+    base: u32,
+    index: u64,
+    nodes: &[Hash256],
+    uncles: &[Hash256],
+) -> bool {
+    fold_hashes(base, index, nodes, uncles)
+        .is_some_and(|(layer, i, node)| layer == ceil_log2(leaves) && i == 0 && node == *root)
 }
 
 /// Root and piece layer of one file, from [`hash_files_v2`].
@@ -694,6 +726,60 @@ mod tests {
             fold_hashes(0, 16, &bad[..2], &bad[2..]).unwrap().2,
             tree.root()
         );
+        // a full proof reaches the root; short ones, other trees and
+        // other positions do not
+        let full = tree.hashes(1, 8, 8, 3).unwrap();
+        assert!(hashes_prove_root(
+            20,
+            &tree.root(),
+            1,
+            8,
+            &full[..8],
+            &full[8..]
+        ));
+        assert!(!hashes_prove_root(
+            20,
+            &tree.root(),
+            1,
+            0,
+            &full[..8],
+            &full[8..]
+        ));
+        assert!(!hashes_prove_root(
+            40,
+            &tree.root(),
+            1,
+            8,
+            &full[..8],
+            &full[8..]
+        ));
+        assert!(!hashes_prove_root(
+            20,
+            &[1; 32],
+            1,
+            8,
+            &full[..8],
+            &full[8..]
+        ));
+        let short = tree.hashes(0, 8, 4, 2).unwrap();
+        assert!(!hashes_prove_root(
+            20,
+            &tree.root(),
+            0,
+            8,
+            &short[..4],
+            &short[4..]
+        ));
+        let mut forged = full.clone();
+        forged[8][31] ^= 1;
+        assert!(!hashes_prove_root(
+            20,
+            &tree.root(),
+            1,
+            8,
+            &forged[..8],
+            &forged[8..]
+        ));
         // requests that do not fit
         assert_eq!(tree.hashes(0, 8, 3, 0), None);
         assert_eq!(tree.hashes(0, 6, 4, 0), None);
@@ -703,6 +789,21 @@ mod tests {
         assert_eq!(tree.hashes(5, 0, 1, 0), None);
         assert_eq!(tree.hashes(0, u64::MAX - 1, 2, 0), None);
         assert_eq!(fold_hashes(0, 8, &h[..3], &[]), None);
+        // hostile layers and proof lengths (found by fuzz/hashes: base
+        // u32::MAX panicked in pad_hash)
+        assert_eq!(fold_hashes(u32::MAX, 0, &h[..2], &[]), None);
+        assert_eq!(fold_hashes(63, 0, &h[..2], &[]), None);
+        assert_eq!(fold_hashes(60, 0, &h[..2], &[[1; 32]; 3]), None);
+        assert_eq!(fold_hashes(0, 0, &h[..2], &[[1; 32]; 100]), None);
+        assert!(fold_hashes(62, 0, &h[..2], &[]).is_some());
+        assert!(!hashes_prove_root(
+            20,
+            &tree.root(),
+            u32::MAX,
+            0,
+            &h[..2],
+            &h[2..]
+        ));
         assert_eq!(fold_hashes(0, 6, &h[..4], &[]), None);
     }
 

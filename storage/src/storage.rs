@@ -245,6 +245,9 @@ impl Storage {
     /// # Errors
     /// As [`Storage::hash_piece`].
     pub fn check_piece(&self, piece: usize) -> Result<bool> {
+        if !self.layout.has_v1() {
+            return self.check_piece_v2(piece);
+        }
         Ok(self.hash_piece(piece)? == self.layout.piece_hash(piece))
     }
 
@@ -277,7 +280,12 @@ impl Storage {
     /// from maps when `maps` (decided once per batch by the caller),
     /// dropping the hashed pages' map entries when `release` (see
     /// `lanes::hash_lanes`).
+    /// A v2-only layout has no SHA-1 hashes: its pieces are checked
+    /// against their merkle hashes instead (`verify_v2.rs`).
     fn check_lanes(&self, pieces: &[usize], maps: bool, release: bool) -> Vec<Result<bool>> {
+        if !self.layout.has_v1() {
+            return pieces.iter().map(|&p| self.check_piece_v2(p)).collect();
+        }
         pieces
             .chunks(crate::sha::LANES)
             .flat_map(|group| crate::lanes::hash_lanes(self, group, maps, release))
