@@ -52,6 +52,8 @@ pub enum Command {
     Swarm(SwarmArgs),
     /// Run in the foreground as a daemon driven over Transmission's RPC.
     Daemon(DaemonArgs),
+    /// Talk to the Mainline DHT directly (debugging).
+    Dht(DhtCommandArgs),
 }
 
 /// `--piece-length`: a size or `auto`.
@@ -167,6 +169,60 @@ pub struct PeerArgs {
     /// Most peer connections per torrent.
     #[arg(long, value_name = "N", default_value_t = 80)]
     pub max_peers: usize,
+    /// DHT options.
+    #[command(flatten)]
+    pub dht: DhtArgs,
+}
+
+/// DHT (BEP 5) options of `download` and `seed`.
+#[derive(Debug, Args)]
+pub struct DhtArgs {
+    /// Find peers of public torrents on the DHT too (the default).
+    #[arg(long, overrides_with = "no_dht")]
+    pub dht: bool,
+    /// Do not run a DHT node.
+    #[arg(long)]
+    pub no_dht: bool,
+    /// Join the DHT through this node; repeat for more. Without it the
+    /// public routers are used (unless --bind is a loopback address, which
+    /// cannot reach them).
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+    pub dht_bootstrap: Vec<String>,
+}
+
+/// `bittern dht`.
+#[derive(Debug, Args)]
+pub struct DhtCommandArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: DhtCommand,
+}
+
+/// The `dht` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DhtCommand {
+    /// Look up peers of an info hash on the DHT and print them as they are found.
+    GetPeers(GetPeersArgs),
+}
+
+/// `bittern dht get-peers`.
+#[derive(Debug, Args)]
+pub struct GetPeersArgs {
+    /// The info hash (40 hex digits) or a magnet link carrying one.
+    #[arg(value_name = "INFOHASH")]
+    pub info_hash: String,
+    /// Join the DHT through this node; repeat for more (default: the public routers).
+    #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+    pub bootstrap: Vec<String>,
+    /// Address to bind the DHT node's UDP socket to.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// UDP port of the DHT node (0 picks a free one).
+    #[arg(short, long, default_value_t = 0)]
+    pub port: u16,
+    /// Give up after this long.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// `bittern download`.

@@ -54,6 +54,7 @@ fn session_config(common: &PeerArgs, download_limit: Option<u64>) -> SessionConf
         upload_limit: common.upload_limit,
         download_limit,
         max_peers_per_torrent: common.max_peers,
+        dht: crate::dht::settings(&common.dht, common.bind, &common.dir),
         ..SessionConfig::default()
     }
 }
@@ -203,12 +204,14 @@ fn serve(
     let mut announced = vec![false; handles.len()];
     let mut reported_error = vec![false; handles.len()];
     let mut incomplete_seed = None;
+    let mut dht_shown = crate::dht::NodeCount::default();
     let interrupted = loop {
         if stop.requested() {
             break true;
         }
         let statuses: Vec<TorrentStatus> = handles.iter().map(TorrentHandle::status).collect();
         display.update(&statuses, false);
+        dht_shown.show(session.dht_nodes());
         for (i, s) in statuses.iter().enumerate() {
             if let TorrentState::Error(e) = &s.state {
                 if !reported_error[i] {

@@ -68,6 +68,18 @@ pub struct SessionConfig {
     /// one streams to disk at most this far behind, which bounds what a
     /// resume save or a stop has to flush. `Duration::ZERO`: at once.
     pub writeback_delay: Duration,
+    /// The DHT (BEP 5) on the listen port's UDP twin; `None`: off. Public
+    /// torrents announce there and look up peers; private ones never do.
+    pub dht: Option<crate::dht::DhtSettings>,
+    /// Accept incoming uTP connections on the listen port's UDP twin.
+    pub utp: bool,
+}
+
+impl SessionConfig {
+    /// Whether the session needs its UDP socket (DHT or uTP on).
+    pub(crate) fn wants_udp(&self) -> bool {
+        self.dht.is_some() || self.utp
+    }
 }
 
 impl Default for SessionConfig {
@@ -95,6 +107,8 @@ impl Default for SessionConfig {
             mapped_upload: true,
             stop_flush_limit: 64 << 20,
             writeback_delay: Duration::from_secs(5),
+            dht: None,
+            utp: false,
         }
     }
 }

@@ -34,6 +34,7 @@
 
 pub mod choker;
 mod config;
+mod dht;
 mod error;
 mod fasthash;
 mod hashpool;
@@ -47,11 +48,13 @@ mod session;
 mod shared;
 mod status;
 mod torrent;
+mod udp;
 pub mod webseed;
 mod writeback;
 
 pub use choker::{ChokeCandidate, Choker, ChokerConfig};
 pub use config::{SeedGoal, SessionConfig, Timing, TorrentOptions};
+pub use dht::DhtSettings;
 pub use error::{Error, PeerError, TorrentError, Violation};
 pub use lsd::{Lsd, LsdCommand, LsdConfig, LsdEvent};
 pub use picker::{PeerKey, PiecePicker};

@@ -160,6 +160,9 @@ pub(crate) struct PeerContext {
     pub up_limits: [Arc<RateLimiter>; 2],
     pub down_limits: [Arc<RateLimiter>; 2],
     pub timing: Timing,
+    /// The session's DHT node and its UDP port (BEP 5 `port` message), for
+    /// public torrents while the DHT is on.
+    pub dht: Option<(Arc<bittern_dht::Dht>, u16)>,
 }
 
 /// How the connection comes about.
@@ -294,7 +297,7 @@ fn run(
             socket.attach(&s)?;
             s.set_read_timeout(Some(t.connect_timeout))?;
             s.set_write_timeout(Some(t.connect_timeout))?;
-            s.write_all(&Handshake::new(ctx.info_hash, ctx.our_id).encode())?;
+            s.write_all(&our_handshake(ctx).encode())?;
             let mut buf = [0u8; Handshake::LEN];
             // A deadline on the whole handshake: a read timeout alone
             // restarts with every byte a trickling peer sends.
@@ -310,7 +313,7 @@ fn run(
         Origin::Incoming(mut s, hs) => {
             socket.attach(&s)?;
             s.set_write_timeout(Some(t.connect_timeout))?;
-            s.write_all(&Handshake::new(ctx.info_hash, ctx.our_id).encode())?;
+            s.write_all(&our_handshake(ctx).encode())?;
             (s, hs, true)
         }
     };
@@ -347,6 +350,10 @@ fn run(
             payload: &hs.encode(),
         }
         .encode(&mut out);
+    }
+    // BEP 5: our DHT port to a peer that runs a DHT node too.
+    if let (Some((_, port)), true) = (&ctx.dht, theirs.supports_dht()) {
+        Message::Port(*port).encode(&mut out);
     }
     stream.write_all(&out)?;
     out.clear();
@@ -401,6 +408,11 @@ fn run(
             (Ok(()), None) => Ok(()),
         }
     })
+}
+
+/// Our handshake: the DHT bit set while we run a DHT node for this torrent.
+fn our_handshake(ctx: &PeerContext) -> Handshake {
+    Handshake::new(ctx.info_hash, ctx.our_id).with_dht(ctx.dht.is_some())
 }
 
 fn send(ctx: &PeerContext, event: PeerEvent) {

@@ -117,6 +117,8 @@ pub(crate) struct SessionShared {
     /// Generations of announcer keys: a torrent that restarts gets a new
     /// key, so its old `stopped` and its new `started` never collide.
     pub announce_generation: AtomicU64,
+    /// The session's DHT node and its schedule (`None`: DHT off).
+    pub dht: Option<Arc<crate::dht::SessionDht>>,
 }
 
 impl SessionShared {
@@ -147,6 +149,8 @@ pub struct Session {
     registry: Registry,
     torrents: Mutex<Vec<TorrentHandle>>,
     listener: Option<ListenerHandle>,
+    /// The UDP socket on the listen port (uTP and DHT), when either is on.
+    udp: Option<bittern_utp::UtpSocket>,
     /// The controller thread running every torrent, and its inputs.
     controller: Option<JoinHandle<()>>,
     commands: Sender<Ctl>,
@@ -166,10 +170,7 @@ impl Session {
     /// # Errors
     /// [`Error::Listen`] when the address cannot be bound (port in use).
     pub fn new(config: SessionConfig) -> Result<Session, Error> {
-        let listener = TcpListener::bind(config.listen).map_err(|source| Error::Listen {
-            addr: config.listen,
-            source,
-        })?;
+        let (listener, udp) = bind_listen(&config)?;
         let addr = listener.local_addr().map_err(|source| Error::Listen {
             addr: config.listen,
             source,
@@ -197,10 +198,28 @@ impl Session {
             port: addr.port(),
             announcer: Mutex::new(None),
             announce_generation: AtomicU64::new(1),
+            dht: None,
             config,
         });
         let registry: Registry = Arc::default();
         let (central, commands, links) = Central::new();
+        let mut shared = shared;
+        if let (Some(settings), Some((socket, slot))) = (&shared.config.dht, &udp) {
+            let sender: Arc<dyn bittern_dht::SendTo> = socket.udp().clone();
+            let dht = crate::dht::SessionDht::start(
+                settings.clone(),
+                sender,
+                addr.port(),
+                links.sources.clone(),
+            )?;
+            let _ = slot.set(Arc::downgrade(dht.dht()));
+            info!("dht node on udp {}", socket.local_addr());
+            // Nothing else holds `shared` yet.
+            if let Some(s) = Arc::get_mut(&mut shared) {
+                s.dht = Some(dht);
+            }
+        }
+        let udp = udp.map(|(socket, _)| socket);
         if shared.config.announce {
             let handle = spawn_announcer(&shared, links.sources.clone())?;
             *shared.announcer.lock() = Some(handle);
@@ -228,6 +247,7 @@ impl Session {
                 addr,
                 thread: Some(thread),
             }),
+            udp,
             controller: Some(controller),
             commands,
             links,
@@ -245,6 +265,21 @@ impl Session {
     /// Our peer id.
     pub fn peer_id(&self) -> PeerId {
         self.shared.peer_id
+    }
+
+    /// The address of the session's UDP socket (uTP and DHT), when it has one.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp.as_ref().map(bittern_utp::UtpSocket::local_addr)
+    }
+
+    /// Nodes in the DHT's routing table (`None`: DHT off).
+    pub fn dht_nodes(&self) -> Option<usize> {
+        self.shared.dht.as_ref().map(|d| d.node_count())
+    }
+
+    /// The session's DHT node, for inspection (`None`: DHT off).
+    pub fn dht(&self) -> Option<Arc<bittern_dht::Dht>> {
+        self.shared.dht.as_ref().map(|d| d.dht().clone())
     }
 
     /// Adds a torrent whose data lives under `save_dir` (single-file
@@ -345,6 +380,9 @@ impl Session {
             let _ = self.commands.send(Ctl::Exit);
             let _ = c.join();
         }
+        if let Some(d) = &self.shared.dht {
+            d.shutdown();
+        }
         if let Some(mut l) = self.listener.take() {
             l.stop.store(true, Ordering::SeqCst);
             // Wake the blocking accept.
@@ -364,6 +402,41 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Binds the TCP listener and, when uTP or the DHT is on, the UDP socket
+/// on the same address and port. With port 0 the TCP port is picked first;
+/// if its UDP twin is taken, both are tried again (a few times).
+#[allow(clippy::type_complexity)]
+fn bind_listen(
+    config: &SessionConfig,
+) -> Result<
+    (
+        TcpListener,
+        Option<(bittern_utp::UtpSocket, crate::udp::DhtSlot)>,
+    ),
+    Error,
+> {
+    let listen_err = |source| Error::Listen {
+        addr: config.listen,
+        source,
+    };
+    let tries = if config.listen.port() == 0 { 20 } else { 1 };
+    let mut last = None;
+    for _ in 0..tries {
+        let listener = TcpListener::bind(config.listen).map_err(listen_err)?;
+        if !config.wants_udp() {
+            return Ok((listener, None));
+        }
+        let addr = listener.local_addr().map_err(listen_err)?;
+        match crate::udp::bind(addr, config.utp) {
+            Ok(udp) => return Ok((listener, Some(udp))),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(listen_err(
+        last.unwrap_or_else(|| std::io::ErrorKind::AddrInUse.into()),
+    ))
 }
 
 /// Starts the session announcer and the thread that forwards its peers to

@@ -3,7 +3,7 @@
 //! writer.
 
 use std::io::{self, Read};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -53,6 +53,7 @@ fn read_frames(
     batch: &mut Vec<(BlockRef, bool)>,
 ) -> Result<(), PeerError> {
     let piece_count = ctx.have.len();
+    let peer_ip = stream.peer_addr().ok().map(|a| a.ip());
     let mut buf = bittern_storage::AlignedBuf::zeroed(256 * 1024);
     let mut start = 0; // first unconsumed byte
     let mut end = 0; // one past the last byte read
@@ -197,7 +198,14 @@ fn read_frames(
                         }
                     }
                 }
-                Message::Port(_) | Message::Suggest(_) => {}
+                Message::Port(port) => {
+                    // BEP 5: ping the peer's DHT node; it enters our
+                    // table if it answers.
+                    if let (Some((dht, _)), Some(ip), true) = (&ctx.dht, peer_ip, port != 0) {
+                        dht.add_node(SocketAddr::new(ip, port));
+                    }
+                }
+                Message::Suggest(_) => {}
                 Message::Reject(b) => {
                     if !fast {
                         return Err(PeerError::Protocol(Violation::RejectWithoutFast));

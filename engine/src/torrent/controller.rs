@@ -321,6 +321,8 @@ pub(crate) struct Controller {
 
     /// This torrent's key in the session announcer while it is added.
     announcer: Option<TorrentKey>,
+    /// On the session DHT's schedule (public torrents while running).
+    on_dht: bool,
     transfer: Arc<Transfer>,
     up_limit: Arc<RateLimiter>,
     down_limit: Arc<RateLimiter>,
@@ -465,6 +467,7 @@ impl Controller {
             banned: HashSet::new(),
             bad_data: BadDataGuard::default(),
             announcer: None,
+            on_dht: false,
             transfer: Arc::default(),
             down_rate: RateMeasure::new(Duration::from_secs(20), now),
             up_rate: RateMeasure::new(Duration::from_secs(20), now),

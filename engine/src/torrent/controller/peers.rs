@@ -360,6 +360,12 @@ impl Controller {
             up_limits: [self.up_limit.clone(), self.session.upload.clone()],
             down_limits: [self.down_limit.clone(), self.session.download.clone()],
             timing: self.session.config.timing.clone(),
+            dht: match &self.session.dht {
+                Some(d) if !self.metainfo.info.private => {
+                    Some((d.dht().clone(), self.session.port))
+                }
+                _ => None,
+            },
         };
         let incoming = matches!(origin, Origin::Incoming(..));
         // A thread that cannot start drops `conn`, giving the count back.
