@@ -3,6 +3,7 @@
 
 mod crash;
 mod daemon;
+mod dht;
 mod errors;
 mod interop;
 mod torrents;
