@@ -191,7 +191,10 @@ fn download_finds_libtorrent_seeder_through_the_dht_only() {
         .expect("listening line");
     let ours: SocketAddr = ([127, 0, 0, 1], port).into();
     let holding = lt.tables_holding(ours);
-    assert!(holding >= 1, "bittern's node {ours} is in no libtorrent table");
+    assert!(
+        holding >= 1,
+        "bittern's node {ours} is in no libtorrent table"
+    );
     assert_saved_contacts_loopback(&dst);
 }
 
@@ -230,7 +233,10 @@ fn libtorrent_finds_bittern_seeder_through_the_dht() {
     let source = bittern["source"].as_u64().unwrap_or(0);
     assert!(source & 0x2 != 0, "peer source {source:#x} is not dht");
     let holding = lt.tables_holding(ours);
-    assert!(holding >= 1, "bittern's node {ours} is in no libtorrent table");
+    assert!(
+        holding >= 1,
+        "bittern's node {ours} is in no libtorrent table"
+    );
     seed.signal(libc::SIGINT);
     let status = seed.wait(Duration::from_secs(20));
     assert!(status.success(), "{status:?}");
