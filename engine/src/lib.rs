@@ -48,6 +48,7 @@ mod session;
 mod shared;
 mod status;
 mod torrent;
+mod transport;
 mod udp;
 pub mod webseed;
 mod writeback;

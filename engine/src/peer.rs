@@ -14,7 +14,7 @@
 //! a full queue as a peer too slow to keep. A drop guard reports
 //! [`PeerEvent::Gone`] exactly once however the thread ends, panics included.
 
-use std::io::{self, Write};
+use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -33,6 +33,7 @@ use crate::inline_hash::InlineHashes;
 use crate::picker::PeerKey;
 use crate::ratelimit::RateLimiter;
 use crate::shared::{BlockClaims, HaveSet};
+use crate::transport::{read_exact_by, PeerStream, Socket};
 
 mod queue;
 mod reader;
@@ -170,7 +171,7 @@ pub(crate) enum Origin {
     /// We dial this address.
     Outgoing(SocketAddr),
     /// The listener accepted it and read their handshake.
-    Incoming(TcpStream, Handshake),
+    Incoming(Box<PeerStream>, Handshake),
 }
 
 /// The socket of one connection as its controller holds it, so that it can
@@ -185,7 +186,7 @@ enum Slot {
     #[default]
     Empty,
     /// A clone of the connection's socket.
-    Open(TcpStream),
+    Open(Socket),
     /// Cut by the controller, or the connection ended.
     Cut,
 }
@@ -203,7 +204,7 @@ impl SocketSlot {
 
     /// Keeps a clone of the new connection's socket for `cut`. Fails when
     /// the connection was cut before it was established.
-    fn attach(&self, stream: &TcpStream) -> Result<(), PeerError> {
+    fn attach(&self, stream: &Socket) -> Result<(), PeerError> {
         let mut slot = self.0.lock();
         if matches!(*slot, Slot::Cut) {
             let _ = stream.shutdown(Shutdown::Both);
@@ -293,41 +294,43 @@ fn run(
     let t = &ctx.timing;
     let (mut stream, theirs, incoming) = match origin {
         Origin::Outgoing(addr) => {
-            let mut s = TcpStream::connect_timeout(&addr, t.connect_timeout)?;
-            socket.attach(&s)?;
-            s.set_read_timeout(Some(t.connect_timeout))?;
-            s.set_write_timeout(Some(t.connect_timeout))?;
-            s.write_all(&our_handshake(ctx).encode())?;
+            let s = TcpStream::connect_timeout(&addr, t.connect_timeout)?;
+            let mut s = PeerStream::plain(Socket::Tcp(s));
+            socket.attach(s.socket())?;
+            s.socket().set_read_timeout(Some(t.connect_timeout))?;
+            s.socket().set_write_timeout(Some(t.connect_timeout))?;
+            s.send(&mut our_handshake(ctx).encode())?;
             let mut buf = [0u8; Handshake::LEN];
             // A deadline on the whole handshake: a read timeout alone
             // restarts with every byte a trickling peer sends.
             let deadline = std::time::Instant::now() + t.connect_timeout;
-            crate::session::read_exact_by(&mut s, &mut buf, deadline)?;
+            read_exact_by(&mut s, &mut buf, deadline)?;
             let hs = Handshake::decode(&buf)
                 .map_err(|e| PeerError::Protocol(Violation::Handshake(e)))?;
             if hs.info_hash != ctx.info_hash {
                 return Err(PeerError::WrongInfoHash);
             }
-            (s, hs, false)
+            (Box::new(s), hs, false)
         }
         Origin::Incoming(mut s, hs) => {
-            socket.attach(&s)?;
-            s.set_write_timeout(Some(t.connect_timeout))?;
-            s.write_all(&our_handshake(ctx).encode())?;
+            socket.attach(s.socket())?;
+            s.socket().set_write_timeout(Some(t.connect_timeout))?;
+            s.send(&mut our_handshake(ctx).encode())?;
             (s, hs, true)
         }
     };
     if theirs.peer_id == ctx.our_id {
         return Err(PeerError::SelfConnection);
     }
-    let addr = stream.peer_addr()?;
+    let addr = stream.socket().peer_addr()?;
     let fast = theirs.supports_fast();
     let extended = theirs.supports_extended();
-    stream.set_nodelay(true)?;
+    let raw = stream.socket();
+    raw.set_nodelay(true)?;
     // Writes to a peer that stopped reading end the connection rather than
     // block forever; reads wake up periodically to check idleness.
-    stream.set_write_timeout(Some(t.idle_timeout.max(Duration::from_secs(1))))?;
-    stream.set_read_timeout(Some(Duration::from_millis(500).min(t.idle_timeout)))?;
+    raw.set_write_timeout(Some(t.idle_timeout.max(Duration::from_secs(1))))?;
+    raw.set_read_timeout(Some(Duration::from_millis(500).min(t.idle_timeout)))?;
 
     // Opening messages: our piece set, then the extension handshake.
     let mut out = Vec::with_capacity(1024);
@@ -355,7 +358,7 @@ fn run(
     if let (Some((_, port)), true) = (&ctx.dht, theirs.supports_dht()) {
         Message::Port(*port).encode(&mut out);
     }
-    stream.write_all(&out)?;
+    stream.send(&mut out)?;
     out.clear();
     send(
         ctx,
@@ -367,11 +370,13 @@ fn run(
         },
     );
     debug!(
-        "{addr} {}: connected (incoming: {incoming}, fast: {fast})",
-        short(ctx)
+        "{addr} {}: connected (incoming: {incoming}, fast: {fast}, {}{})",
+        short(ctx),
+        stream.socket().kind(),
+        if stream.is_encrypted() { ", rc4" } else { "" },
     );
 
-    let reader_stream = stream.try_clone()?;
+    let (reader_stream, mut stream) = stream.split()?;
     let link = Link::default();
     // Requests travel in `link.inbox`; this only wakes the writer.
     let (to_writer, from_reader) = crossbeam_channel::bounded::<()>(1);
@@ -380,7 +385,7 @@ fn run(
         let reader = std::thread::Builder::new()
             .name(format!("pr-{}-{}", &ctx.info_hash.to_hex()[..8], ctx.key.0))
             .spawn_scoped(scope, move || {
-                let r = read_loop(ctx, reader_stream, fast, link_r, &to_writer);
+                let r = read_loop(ctx, reader_stream, addr, fast, link_r, &to_writer);
                 if let Err(e) = r {
                     *link_r.reader_error.lock() = Some(e);
                 }
@@ -398,7 +403,7 @@ fn run(
         .run(commands, &from_reader);
         link.closing.store(true, Ordering::Release);
         // Unblock the reader, then wait for it.
-        let _ = stream.shutdown(Shutdown::Both);
+        let _ = stream.socket().shutdown(Shutdown::Both);
         let _ = reader.join();
         let reader_error = link.reader_error.lock().take();
         match (result, reader_error) {
@@ -491,7 +496,8 @@ mod tests {
         let slot = Arc::new(SocketSlot::default());
         let conn = Connection::new(count.clone(), slot.clone());
         assert_eq!(count.load(Ordering::Relaxed), 1);
-        slot.attach(&ours).unwrap();
+        slot.attach(&Socket::Tcp(ours.try_clone().unwrap()))
+            .unwrap();
         let reader = std::thread::spawn(move || {
             let mut ours = ours;
             let mut b = [0u8; 16];
@@ -508,6 +514,9 @@ mod tests {
         let late = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let slot = SocketSlot::default();
         slot.cut();
-        assert!(matches!(slot.attach(&late), Err(PeerError::Closed)));
+        assert!(matches!(
+            slot.attach(&Socket::Tcp(late)),
+            Err(PeerError::Closed)
+        ));
     }
 }

@@ -3,7 +3,6 @@
 //! connection limit, and the torrents.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -27,6 +26,7 @@ use crate::ratelimit::RateLimiter;
 use crate::torrent::{
     build_controller, Central, ControllerSetup, Ctl, TorrentCommand, TorrentHandle, TorrentId,
 };
+use crate::transport::{read_exact_by, PeerStream, Socket};
 
 /// Torrents by info hash, for the listener's routing.
 pub(crate) type Registry = Arc<Mutex<HashMap<InfoHash, TorrentId>>>;
@@ -553,33 +553,10 @@ fn release_slot(
     }
 }
 
-/// `read_exact` that gives up at `deadline`, however the bytes trickle in
-/// (a read timeout alone restarts with every byte: a peer sending one byte
-/// every few seconds would hold a handshake slot for minutes).
-pub(crate) fn read_exact_by(
-    stream: &mut TcpStream,
-    mut buf: &mut [u8],
-    deadline: Instant,
-) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::ErrorKind::TimedOut.into());
-        }
-        stream.set_read_timeout(Some(left))?;
-        match stream.read(buf) {
-            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => buf = &mut buf[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// Reads the 68-byte handshake and hands the socket to its torrent.
-fn route(mut stream: TcpStream, registry: &Registry, commands: &Sender<Ctl>, timeout: Duration) {
+fn route(stream: TcpStream, registry: &Registry, commands: &Sender<Ctl>, timeout: Duration) {
     let peer = stream.peer_addr().ok();
+    let mut stream = PeerStream::plain(Socket::Tcp(stream));
     let mut buf = [0u8; Handshake::LEN];
     if let Err(e) = read_exact_by(&mut stream, &mut buf, Instant::now() + timeout) {
         debug!("{peer:?}: no handshake: {e}");
@@ -596,7 +573,10 @@ fn route(mut stream: TcpStream, registry: &Registry, commands: &Sender<Ctl>, tim
     match target {
         Some(id) => {
             if commands
-                .try_send(Ctl::Command(id, TorrentCommand::Incoming(stream, hs)))
+                .try_send(Ctl::Command(
+                    id,
+                    TorrentCommand::Incoming(Box::new(stream), hs),
+                ))
                 .is_err()
             {
                 debug!("{peer:?}: torrent busy, dropping connection");

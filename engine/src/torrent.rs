@@ -5,7 +5,7 @@ pub(crate) mod central;
 mod check;
 mod controller;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bittern_wire::{Handshake, InfoHash};
@@ -27,7 +27,7 @@ pub(crate) enum TorrentCommand {
     Pause,
     Resume,
     /// An accepted connection whose handshake named this torrent.
-    Incoming(TcpStream, Handshake),
+    Incoming(Box<crate::transport::PeerStream>, Handshake),
     /// Stop: announce `stopped`, close peers, save resume state, exit.
     Shutdown,
 }

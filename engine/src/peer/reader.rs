@@ -3,7 +3,7 @@
 //! writer.
 
 use std::io::{self, Read};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -16,16 +16,18 @@ use super::{
 };
 use crate::error::{PeerError, Violation};
 use crate::shared::{BlockClaims, TryClaim};
+use crate::transport::PeerReader;
 
 pub(super) fn read_loop(
     ctx: &PeerContext,
-    stream: TcpStream,
+    stream: PeerReader,
+    peer: SocketAddr,
     fast: bool,
     link: &Link,
     to_writer: &Sender<()>,
 ) -> Result<(), PeerError> {
     let mut batch = Vec::new();
-    let r = read_frames(ctx, stream, fast, link, to_writer, &mut batch);
+    let r = read_frames(ctx, stream, peer, fast, link, to_writer, &mut batch);
     // Blocks already on disk must be reported whatever ended the loop.
     flush_blocks(ctx, &mut batch);
     r
@@ -46,14 +48,14 @@ fn emit(ctx: &PeerContext, batch: &mut Vec<(BlockRef, bool)>, event: PeerEvent) 
 
 fn read_frames(
     ctx: &PeerContext,
-    mut stream: TcpStream,
+    mut stream: PeerReader,
+    peer: SocketAddr,
     fast: bool,
     link: &Link,
     to_writer: &Sender<()>,
     batch: &mut Vec<(BlockRef, bool)>,
 ) -> Result<(), PeerError> {
     let piece_count = ctx.have.len();
-    let peer_ip = stream.peer_addr().ok().map(|a| a.ip());
     let mut buf = bittern_storage::AlignedBuf::zeroed(256 * 1024);
     let mut start = 0; // first unconsumed byte
     let mut end = 0; // one past the last byte read
@@ -201,8 +203,8 @@ fn read_frames(
                 Message::Port(port) => {
                     // BEP 5: ping the peer's DHT node; it enters our
                     // table if it answers.
-                    if let (Some((dht, _)), Some(ip), true) = (&ctx.dht, peer_ip, port != 0) {
-                        dht.add_node(SocketAddr::new(ip, port));
+                    if let (Some((dht, _)), true) = (&ctx.dht, port != 0) {
+                        dht.add_node(SocketAddr::new(peer.ip(), port));
                     }
                 }
                 Message::Suggest(_) => {}

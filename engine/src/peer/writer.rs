@@ -1,8 +1,7 @@
 //! The writing half of a connection: executes the controller's commands and
 //! serves the peer's requests from storage with vectored writes.
 
-use std::io::{self, IoSlice, Write};
-use std::net::TcpStream;
+use std::io;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -18,10 +17,11 @@ use super::{
 };
 use crate::error::{PeerError, Violation};
 use crate::picker::BLOCK_SIZE;
+use crate::transport::PeerWriter;
 
 pub(super) struct Writer<'a> {
     pub(super) ctx: &'a PeerContext,
-    pub(super) stream: &'a mut TcpStream,
+    pub(super) stream: &'a mut PeerWriter,
     pub(super) fast: bool,
     pub(super) link: &'a Link,
     /// Small messages waiting to go out with the next write.
@@ -38,7 +38,10 @@ impl Writer<'_> {
     ) -> Result<(), PeerError> {
         let mut am_choking = true;
         let mut queue = RequestQueue::new(OUR_REQQ);
-        let mut buffers = if self.ctx.mapped_upload {
+        // Zero-copy from maps needs a plaintext TCP socket; otherwise blocks
+        // are read into these buffers (and encrypted in place).
+        let mapped = self.ctx.mapped_upload && self.stream.zero_copy().is_some();
+        let mut buffers = if mapped {
             Vec::new()
         } else {
             vec![vec![0u8; BLOCK_SIZE as usize]; UPLOAD_BATCH]
@@ -64,7 +67,7 @@ impl Writer<'_> {
                 }
                 self.take_inbox(am_choking, &mut queue, &mut inbox)?;
                 if !am_choking {
-                    if self.ctx.mapped_upload {
+                    if mapped {
                         self.upload_mapped(&mut queue)?;
                     } else {
                         self.upload(&mut queue, &mut buffers)?;
@@ -264,14 +267,16 @@ impl Writer<'_> {
         for l in &self.ctx.up_limits {
             l.acquire(n);
         }
-        let pending = std::mem::take(&mut self.out);
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + 2 * batch.len());
-        parts.push(&pending);
-        for (k, (b, header)) in batch.iter().enumerate() {
+        let mut pending = std::mem::take(&mut self.out);
+        let mut parts: Vec<&mut [u8]> = Vec::with_capacity(1 + 2 * batch.len());
+        parts.push(&mut pending);
+        for ((b, header), buf) in batch.iter_mut().zip(buffers.iter_mut()) {
             parts.push(header);
-            parts.push(&buffers[k][..b.length as usize]);
+            parts.push(&mut buf[..b.length as usize]);
         }
-        write_all_vectored(self.stream, &parts)?;
+        // Encrypted connections encrypt the parts in place: no extra copy.
+        self.stream.send_parts(&mut parts)?;
+        drop(parts);
         self.out = pending;
         self.out.clear();
         self.ctx.stats.uploaded.fetch_add(n, Ordering::Relaxed);
@@ -316,7 +321,11 @@ impl Writer<'_> {
             chunks.push(Chunk::Bytes(header));
             chunks.push(Chunk::Block(src));
         }
-        match send_vectored(self.stream, &chunks) {
+        let Some(tcp) = self.stream.zero_copy() else {
+            // `run` chose this path for plaintext TCP only.
+            return Err(PeerError::Io(io::ErrorKind::Unsupported.into()));
+        };
+        match send_vectored(tcp, &chunks) {
             Ok(()) => {}
             Err(SendError::Sink(e)) => return Err(PeerError::Io(e)),
             Err(SendError::Source(e)) => {
@@ -373,34 +382,9 @@ impl Writer<'_> {
 
     fn flush(&mut self) -> Result<(), PeerError> {
         if !self.out.is_empty() {
-            self.stream.write_all(&self.out)?;
+            self.stream.send(&mut self.out)?;
             self.out.clear();
         }
         Ok(())
     }
-}
-
-/// Writes every byte of `parts` with as few syscalls as the kernel allows.
-fn write_all_vectored(stream: &mut TcpStream, parts: &[&[u8]]) -> io::Result<()> {
-    let mut skip = 0usize; // bytes of `parts` already written
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    while skip < total {
-        let mut slices = Vec::with_capacity(parts.len());
-        let mut s = skip;
-        for p in parts {
-            if s >= p.len() {
-                s -= p.len();
-            } else {
-                slices.push(IoSlice::new(&p[s..]));
-                s = 0;
-            }
-        }
-        match stream.write_vectored(&slices) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => skip += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

@@ -74,7 +74,9 @@ impl Controller {
                 }
             }
             TorrentCommand::Incoming(stream, hs) => {
-                let Ok(addr) = stream.peer_addr() else { return };
+                let Ok(addr) = stream.socket().peer_addr() else {
+                    return;
+                };
                 let cfg = &self.session.config;
                 if !self.running()
                     || self.banned.contains(&ban_key(addr))
