@@ -71,8 +71,16 @@ pub struct SessionConfig {
     /// The DHT (BEP 5) on the listen port's UDP twin; `None`: off. Public
     /// torrents announce there and look up peers; private ones never do.
     pub dht: Option<crate::dht::DhtSettings>,
-    /// Accept incoming uTP connections on the listen port's UDP twin.
+    /// uTP (BEP 29) on the listen port's UDP twin: incoming uTP
+    /// connections are accepted and routed like TCP ones, and outgoing
+    /// connections try uTP first (TCP after `utp_connect_timeout`, if
+    /// `tcp`). Off by default in the engine; the CLI turns it on.
     pub utp: bool,
+    /// TCP: outgoing connections may use it and incoming ones are
+    /// accepted. Off only for tests that must run over uTP alone.
+    pub tcp: bool,
+    /// How long an outgoing uTP connect may take before TCP is tried.
+    pub utp_connect_timeout: Duration,
 }
 
 impl SessionConfig {
@@ -109,6 +117,8 @@ impl Default for SessionConfig {
             writeback_delay: Duration::from_secs(5),
             dht: None,
             utp: false,
+            tcp: true,
+            utp_connect_timeout: Duration::from_secs(3),
         }
     }
 }

@@ -94,6 +94,8 @@ pub(crate) enum PeerEvent {
         peer_id: PeerId,
         fast: bool,
         incoming: bool,
+        /// Over uTP rather than TCP.
+        utp: bool,
     },
     /// Their initial piece set (BITFIELD, HAVE ALL or HAVE NONE).
     Bitfield(Bitfield),
@@ -164,6 +166,40 @@ pub(crate) struct PeerContext {
     /// The session's DHT node and its UDP port (BEP 5 `port` message), for
     /// public torrents while the DHT is on.
     pub dht: Option<(Arc<bittern_dht::Dht>, u16)>,
+    /// How outgoing connections are made.
+    pub dial: Dial,
+}
+
+/// The transports outgoing connections may use, in order: uTP first
+/// when the session runs it, then TCP (unless `--no-tcp`).
+#[derive(Clone)]
+pub(crate) struct Dial {
+    /// The session's uTP multiplexer (`None`: no outgoing uTP).
+    pub utp: Option<bittern_utp::Multiplexer>,
+    /// How long a uTP connect may take before TCP is tried.
+    pub utp_timeout: Duration,
+    /// Outgoing TCP allowed.
+    pub tcp: bool,
+}
+
+impl Dial {
+    /// Connects to `addr`: uTP first (if on), TCP as the fallback (if on).
+    fn connect(&self, addr: SocketAddr, timeout: Duration) -> Result<Socket, PeerError> {
+        if let Some(mux) = &self.utp {
+            match mux.connect(addr, self.utp_timeout.min(timeout)) {
+                Ok(s) => return Ok(Socket::Utp(s)),
+                Err(e) if self.tcp => debug!("{addr}: utp connect failed ({e}), trying tcp"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !self.tcp {
+            return Err(PeerError::Io(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "no transport to dial with (tcp and utp off)",
+            )));
+        }
+        Ok(Socket::Tcp(TcpStream::connect_timeout(&addr, timeout)?))
+    }
 }
 
 /// How the connection comes about.
@@ -294,8 +330,7 @@ fn run(
     let t = &ctx.timing;
     let (mut stream, theirs, incoming) = match origin {
         Origin::Outgoing(addr) => {
-            let s = TcpStream::connect_timeout(&addr, t.connect_timeout)?;
-            let mut s = PeerStream::plain(Socket::Tcp(s));
+            let mut s = PeerStream::plain(ctx.dial.connect(addr, t.connect_timeout)?);
             socket.attach(s.socket())?;
             s.socket().set_read_timeout(Some(t.connect_timeout))?;
             s.socket().set_write_timeout(Some(t.connect_timeout))?;
@@ -367,6 +402,7 @@ fn run(
             peer_id: theirs.peer_id,
             fast,
             incoming,
+            utp: matches!(stream.socket(), Socket::Utp(_)),
         },
     );
     debug!(

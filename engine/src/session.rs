@@ -119,6 +119,8 @@ pub(crate) struct SessionShared {
     pub announce_generation: AtomicU64,
     /// The session's DHT node and its schedule (`None`: DHT off).
     pub dht: Option<Arc<crate::dht::SessionDht>>,
+    /// How peer connections are dialled (uTP, TCP).
+    pub dial: crate::peer::Dial,
 }
 
 impl SessionShared {
@@ -162,6 +164,8 @@ struct ListenerHandle {
     stop: Arc<AtomicBool>,
     addr: SocketAddr,
     thread: Option<JoinHandle<()>>,
+    /// Accepts uTP connections (when uTP is on).
+    utp_thread: Option<JoinHandle<()>>,
 }
 
 impl Session {
@@ -199,6 +203,14 @@ impl Session {
             announcer: Mutex::new(None),
             announce_generation: AtomicU64::new(1),
             dht: None,
+            dial: crate::peer::Dial {
+                utp: match &udp {
+                    Some((socket, _)) if config.utp => Some(socket.multiplexer().clone()),
+                    _ => None,
+                },
+                utp_timeout: config.utp_connect_timeout,
+                tcp: config.tcp,
+            },
             config,
         });
         let registry: Registry = Arc::default();
@@ -229,12 +241,30 @@ impl Session {
             .spawn(move || central.run())
             .map_err(Error::Spawn)?;
         let stop = Arc::new(AtomicBool::new(false));
+        let gate = Gate {
+            pending: Arc::default(),
+            per_host: Arc::default(),
+            registry: registry.clone(),
+            commands: commands.clone(),
+            shared: shared.clone(),
+        };
+        let utp_thread = match &shared.dial.utp {
+            Some(mux) => {
+                let (mux, gate, stop) = (mux.clone(), gate.clone(), stop.clone());
+                Some(
+                    std::thread::Builder::new()
+                        .name("bittern-utp-accept".into())
+                        .spawn(move || accept_utp(&mux, &gate, &stop))
+                        .map_err(Error::Spawn)?,
+                )
+            }
+            None => None,
+        };
         let thread = {
-            let (registry, stop, shared) = (registry.clone(), stop.clone(), shared.clone());
-            let commands = commands.clone();
+            let stop = stop.clone();
             std::thread::Builder::new()
                 .name("bittern-listener".into())
-                .spawn(move || listen(listener, &registry, &commands, &stop, &shared))
+                .spawn(move || listen(listener, &gate, &stop))
                 .map_err(Error::Spawn)?
         };
         info!("listening on {addr}");
@@ -246,6 +276,7 @@ impl Session {
                 stop,
                 addr,
                 thread: Some(thread),
+                utp_thread,
             }),
             udp,
             controller: Some(controller),
@@ -394,6 +425,9 @@ impl Session {
             if let Some(t) = l.thread.take() {
                 let _ = t.join();
             }
+            if let Some(t) = l.utp_thread.take() {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -475,16 +509,7 @@ fn spawn_announcer(
     Ok(handle)
 }
 
-fn listen(
-    listener: TcpListener,
-    registry: &Registry,
-    commands: &Sender<Ctl>,
-    stop: &AtomicBool,
-    shared: &Arc<SessionShared>,
-) {
-    let pending = Arc::new(AtomicUsize::new(0));
-    // Handshakes pending per remote host: one host cannot take every slot.
-    let per_host: Arc<Mutex<HashMap<std::net::IpAddr, usize>>> = Arc::default();
+fn listen(listener: TcpListener, gate: &Gate, stop: &AtomicBool) {
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -498,18 +523,57 @@ fn listen(
                 continue;
             }
         };
-        if pending.load(Ordering::Relaxed) >= MAX_PENDING_HANDSHAKES
+        if !gate.shared.config.tcp {
+            debug!("dropping incoming tcp connection: tcp is off");
+            continue;
+        }
+        gate.admit(Socket::Tcp(stream));
+    }
+}
+
+/// Hands incoming uTP connections of the session's multiplexer to the
+/// same gate as TCP ones, until `stop`.
+fn accept_utp(mux: &bittern_utp::Multiplexer, gate: &Gate, stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        match mux.accept_timeout(Duration::from_millis(200)) {
+            Ok(stream) => gate.admit(Socket::Utp(stream)),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => {
+                debug!("utp accept: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Admission of incoming connections, TCP and uTP alike: bounded pending
+/// handshakes in all and per host, then a short-lived thread reads the
+/// handshake and routes the connection to its torrent.
+#[derive(Clone)]
+struct Gate {
+    pending: Arc<AtomicUsize>,
+    /// Handshakes pending per remote host: one host cannot take every slot.
+    per_host: Arc<Mutex<HashMap<std::net::IpAddr, usize>>>,
+    registry: Registry,
+    commands: Sender<Ctl>,
+    shared: Arc<SessionShared>,
+}
+
+impl Gate {
+    fn admit(&self, socket: Socket) {
+        let shared = &self.shared;
+        if self.pending.load(Ordering::Relaxed) >= MAX_PENDING_HANDSHAKES
             || shared.connections.load(Ordering::Relaxed) >= shared.config.max_connections
         {
             debug!("dropping incoming connection: too many");
-            continue;
+            return;
         }
-        let Ok(peer) = stream.peer_addr() else {
-            continue;
+        let Ok(peer) = socket.peer_addr() else {
+            return;
         };
         let host = peer.ip();
         {
-            let mut hosts = per_host.lock();
+            let mut hosts = self.per_host.lock();
             let n = hosts.entry(host).or_insert(0);
             // 127.0.0.1 and ::1 are exempt: every peer of a local test or
             // demo swarm comes from there.
@@ -517,22 +581,21 @@ fn listen(
                 host == std::net::Ipv4Addr::LOCALHOST || host == std::net::Ipv6Addr::LOCALHOST;
             if *n >= MAX_PENDING_PER_HOST && !local {
                 debug!("{peer}: dropping incoming connection: too many pending from this host");
-                continue;
+                return;
             }
             *n += 1;
         }
-        pending.fetch_add(1, Ordering::Relaxed);
-        let (registry, pending2, per_host2) = (registry.clone(), pending.clone(), per_host.clone());
-        let commands = commands.clone();
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        let gate = self.clone();
         let timeout = shared.config.timing.connect_timeout;
         let spawned = std::thread::Builder::new()
             .name("bittern-handshake".into())
             .spawn(move || {
-                route(stream, &registry, &commands, timeout);
-                release_slot(&pending2, &per_host2, host);
+                route(socket, &gate.registry, &gate.commands, timeout);
+                release_slot(&gate.pending, &gate.per_host, host);
             });
         if spawned.is_err() {
-            release_slot(&pending, &per_host, host);
+            release_slot(&self.pending, &self.per_host, host);
         }
     }
 }
@@ -554,9 +617,9 @@ fn release_slot(
 }
 
 /// Reads the 68-byte handshake and hands the socket to its torrent.
-fn route(stream: TcpStream, registry: &Registry, commands: &Sender<Ctl>, timeout: Duration) {
-    let peer = stream.peer_addr().ok();
-    let mut stream = PeerStream::plain(Socket::Tcp(stream));
+fn route(socket: Socket, registry: &Registry, commands: &Sender<Ctl>, timeout: Duration) {
+    let peer = socket.peer_addr().ok();
+    let mut stream = PeerStream::plain(socket);
     let mut buf = [0u8; Handshake::LEN];
     if let Err(e) = read_exact_by(&mut stream, &mut buf, Instant::now() + timeout) {
         debug!("{peer:?}: no handshake: {e}");

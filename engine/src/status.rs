@@ -106,6 +106,8 @@ pub struct PeerInfo {
     pub outstanding: usize,
     /// Whether they connected to us.
     pub incoming: bool,
+    /// The connection runs over uTP (BEP 29) rather than TCP.
+    pub utp: bool,
     /// No block from them for a while although we asked.
     pub snubbed: bool,
 }

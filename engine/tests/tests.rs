@@ -12,4 +12,5 @@ mod lsd;
 mod reliability;
 mod scale;
 mod util;
+mod utp;
 mod webseed;

@@ -221,6 +221,8 @@ struct Peer {
     thread: Option<JoinHandle<()>>,
     ready: bool,
     incoming: bool,
+    /// Over uTP rather than TCP.
+    utp: bool,
     peer_id: Option<PeerId>,
     bits: Option<Bitfield>,
     fast: bool,
@@ -555,6 +557,7 @@ impl Controller {
                 peer_id,
                 fast,
                 incoming,
+                utp,
             } => {
                 let duplicate = self
                     .peers
@@ -568,6 +571,7 @@ impl Controller {
                 p.peer_id = Some(peer_id);
                 p.fast = fast;
                 p.incoming = incoming;
+                p.utp = utp;
                 if duplicate {
                     debug!("{addr} {}: duplicate connection", self.short());
                     self.close(key);

@@ -474,6 +474,7 @@ impl Controller {
                 pieces: p.bits.as_ref().map_or(0, |b| b.count_ones()),
                 outstanding: self.picker.outstanding(*k),
                 incoming: p.incoming,
+                utp: p.utp,
                 snubbed: p.snubbed(
                     now,
                     self.session.config.timing.snub_timeout,

@@ -360,6 +360,7 @@ impl Controller {
             up_limits: [self.up_limit.clone(), self.session.upload.clone()],
             down_limits: [self.down_limit.clone(), self.session.download.clone()],
             timing: self.session.config.timing.clone(),
+            dial: self.session.dial.clone(),
             dht: match &self.session.dht {
                 Some(d) if !self.metainfo.info.private => {
                     Some((d.dht().clone(), self.session.port))
@@ -383,6 +384,7 @@ impl Controller {
                         thread: Some(thread),
                         ready: false,
                         incoming,
+                        utp: false,
                         peer_id: None,
                         bits: None,
                         fast: false,
