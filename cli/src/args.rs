@@ -172,6 +172,26 @@ pub struct PeerArgs {
     /// DHT options.
     #[command(flatten)]
     pub dht: DhtArgs,
+    /// Transport options.
+    #[command(flatten)]
+    pub transport: TransportArgs,
+}
+
+/// Peer transports of `download` and `seed`.
+#[derive(Debug, Args)]
+pub struct TransportArgs {
+    /// Accept uTP peers on the listen port and dial uTP first (the default).
+    #[arg(long, overrides_with = "no_utp")]
+    pub utp: bool,
+    /// Neither accept nor dial uTP.
+    #[arg(long)]
+    pub no_utp: bool,
+    /// Accept and dial TCP peers (the default).
+    #[arg(long, overrides_with = "no_tcp")]
+    pub tcp: bool,
+    /// Neither accept nor dial TCP (uTP only; needs uTP on).
+    #[arg(long)]
+    pub no_tcp: bool,
 }
 
 /// DHT (BEP 5) options of `download` and `seed`.

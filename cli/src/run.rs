@@ -48,15 +48,25 @@ pub fn open_session(config: SessionConfig) -> anyhow::Result<Session> {
     })
 }
 
-fn session_config(common: &PeerArgs, download_limit: Option<u64>) -> SessionConfig {
-    SessionConfig {
+fn session_config(common: &PeerArgs, download_limit: Option<u64>) -> anyhow::Result<SessionConfig> {
+    let utp = !common.transport.no_utp || common.transport.utp;
+    let tcp = !common.transport.no_tcp || common.transport.tcp;
+    if !utp && !tcp {
+        return Err(coded(
+            Code::Usage,
+            anyhow!("--no-tcp and --no-utp leave no way to reach peers"),
+        ));
+    }
+    Ok(SessionConfig {
         listen: SocketAddr::new(common.bind, common.port),
         upload_limit: common.upload_limit,
         download_limit,
         max_peers_per_torrent: common.max_peers,
         dht: crate::dht::settings(&common.dht, common.bind, &common.dir),
+        utp,
+        tcp,
         ..SessionConfig::default()
-    }
+    })
 }
 
 /// Per-file flags for `--only`; empty when every file is wanted.
@@ -119,7 +129,7 @@ pub fn download(args: &DownloadArgs, stop: &Stop) -> anyhow::Result<Code> {
         };
         jobs.push((m, options));
     }
-    let config = session_config(&args.common, args.download_limit);
+    let config = session_config(&args.common, args.download_limit)?;
     serve(jobs, &args.common.dir, config, Mode::Download, stop)
 }
 
@@ -139,7 +149,7 @@ pub fn seed(args: &SeedArgs, stop: &Stop) -> anyhow::Result<Code> {
         };
         jobs.push((m, options));
     }
-    let config = session_config(&args.common, None);
+    let config = session_config(&args.common, None)?;
     serve(jobs, &args.common.dir, config, Mode::Seed, stop)
 }
 

@@ -16,7 +16,7 @@ outside 127/8, bootstrapped from one another with add_dht_node. With
 
 then serves JSON commands, one per stdin line, one JSON line back each:
 
-    {"cmd": "leech", "torrent": PATH, "node": I, "timeout": S}
+    {"cmd": "leech", "torrent": PATH, "node": I, "timeout": S, "peer": "127.0.0.1:P"?}
         -> {"event": "leech", "ok": bool, "sha256": HEX|null, "path": PATH|null, "seconds": S,
             "peers": [{"addr": "127.0.0.1:P", "flags": INT, "source": INT}]}
     {"cmd": "peers", "node": I}   (peers of the torrents node I has)
@@ -150,6 +150,11 @@ def leech(nodes, cmd):
     TMP_DIRS.append(save)
     began = time.monotonic()
     h = add(node, cmd["torrent"], save)
+    if cmd.get("peer"):
+        host, port = cmd["peer"].rsplit(":", 1)
+        if not ipaddress.ip_address(host).is_loopback:
+            raise SystemExit(f"refusing non-loopback peer {cmd['peer']!r}")
+        h.connect_peer((host, int(port)))
     seen = {}
 
     def done():
