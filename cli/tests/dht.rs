@@ -196,6 +196,51 @@ fn download_finds_libtorrent_seeder_through_the_dht_only() {
         "bittern's node {ours} is in no libtorrent table"
     );
     assert_saved_contacts_loopback(&dst);
+    // The status output shows the routing table's size.
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l.starts_with("dht: ") && l.ends_with(" nodes")),
+        "no dht node count in {}",
+        r.stderr
+    );
+
+    // `bittern dht get-peers` through the same swarm prints the seeder.
+    let ih = ready["info_hash"].as_str().expect("info hash");
+    let seeder = ready["seeder"].as_str().expect("seeder");
+    let r = run_limited(
+        cmd([
+            "dht",
+            "get-peers",
+            ih,
+            "--bind",
+            "127.0.0.1",
+            "--bootstrap",
+            &boot.to_string(),
+            "--timeout",
+            "30s",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(
+        r.stdout.lines().any(|l| l == seeder),
+        "get-peers printed {:?}, want {seeder}",
+        r.stdout
+    );
+}
+
+/// `bittern dht get-peers` refuses a loopback node without --bootstrap
+/// (the public routers are unreachable from there) and a bad info hash.
+#[test]
+fn dht_get_peers_input_errors() {
+    let ih = "ab".repeat(20);
+    let r = bittern(["dht", "get-peers", ih.as_str(), "--bind", "127.0.0.1"]);
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(r.stderr.contains("needs --bootstrap"), "{}", r.stderr);
+    let r = bittern(["dht", "get-peers", "xyz", "--bootstrap", "127.0.0.1:1"]);
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(r.stderr.contains("invalid info hash"), "{}", r.stderr);
 }
 
 /// `bittern seed` of a trackerless torrent with only `--dht-bootstrap`: a
