@@ -1,32 +1,45 @@
 //! The session's DHT (BEP 5) as a peer source beside the trackers.
 //!
-//! One [`bittern_dht::Dht`] per session, on the session's UDP socket (the
-//! listen port, shared with uTP: see `udp.rs`). One thread,
-//! `bittern-dht`, owns the schedule: it bootstraps (from the saved state's
-//! contacts and the configured nodes), announces every public torrent when
-//! it starts and every [`DhtSettings::reannounce`] (15 min), runs a
-//! get_peers lookup for a torrent short of peers at most every
-//! [`DhtSettings::lookup_interval`], and forwards the peers found, as the
-//! replies bring them, to the session's peer-source channel (the one path
-//! tracker and `--peer` addresses take, with `try_send`: a full channel
-//! drops them). Private torrents (BEP 27) are never added (the controller
-//! checks), so they never touch the DHT.
+//! One thread, `bittern-dht`, owns a sans-IO [`bittern_dht::Node`] and
+//! its whole schedule; nothing else touches the node, so it needs no lock:
 //!
-//! Controllers only take a short lock on the schedule table and wake the
-//! thread with a `try_send`; they never wait on the DHT. The node's state
-//! (id and good contacts) is saved at shutdown and every
-//! [`DhtSettings::save_every`] when [`DhtSettings::state_file`] is set.
+//! - the UDP reader (`udp.rs`) hands it KRPC datagrams with `try_send` on
+//!   a bounded channel (a full channel drops the datagram, as a full socket
+//!   buffer would), so the reader never waits on the DHT;
+//! - controllers put public torrents on the schedule ([`SessionDht::add`],
+//!   [`SessionDht::need_peers`], [`SessionDht::remove`]: a short lock on
+//!   the schedule table and a `try_send` wake-up), peer threads pass on
+//!   BEP 5 `port` messages ([`SessionDht::add_node`]); none of them waits;
+//! - the thread sleeps until the earliest of the node's `next_timeout`, a
+//!   torrent's next announce or lookup, and the next state save, or until a
+//!   datagram or a wake-up arrives; it sends what the node wants sent from
+//!   the shared UDP socket.
+//!
+//! It bootstraps from the saved state's contacts and the configured nodes
+//! (again every [`DhtSettings::rebootstrap`] while the table is empty),
+//! announces every public torrent when it starts and every
+//! [`DhtSettings::reannounce`] (15 min), runs a get_peers lookup for a
+//! torrent short of peers at most every [`DhtSettings::lookup_interval`],
+//! and forwards the peers found, as replies bring them, to the session's
+//! peer-source channel (the path tracker and `--peer` addresses take;
+//! `try_send`, a full channel drops them). Private torrents (BEP 27) are
+//! never added (the controller checks), so they never touch the DHT. The
+//! node's id and good contacts are saved (atomically) every
+//! [`DhtSettings::save_every`] and at shutdown when
+//! [`DhtSettings::state_file`] is set.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bittern_dht::{Dht, LookupResult, SendTo};
+use bittern_dht::{Event, LookupId, Node, SavedState};
 use bittern_wire::InfoHash;
-use crossbeam_channel::{bounded, Receiver, Select, Sender, TrySendError};
+use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
 use log::{debug, info, warn};
 use parking_lot::Mutex;
 
@@ -68,6 +81,13 @@ impl Default for DhtSettings {
     }
 }
 
+/// KRPC datagrams queued for the DHT thread before the reader drops them.
+const DATAGRAM_QUEUE: usize = 1024;
+/// Datagrams handled in a row before the thread sends and schedules.
+const DATAGRAM_BATCH: usize = 64;
+/// Longest sleep of the DHT thread.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
 /// One torrent on the DHT schedule.
 struct Entry {
     info_hash: InfoHash,
@@ -78,99 +98,114 @@ struct Entry {
     running: bool,
 }
 
-#[derive(Default)]
-struct Table {
-    torrents: HashMap<TorrentId, Entry>,
-    stop: bool,
+/// What the DHT thread is asked besides datagrams.
+enum Cmd {
+    /// Look at the schedule table again.
+    Wake,
+    /// Ping this node (BEP 5 `port` message); it enters the table if it answers.
+    AddNode(SocketAddr),
+    /// Send the routing table's contacts back.
+    Contacts(Sender<Vec<SocketAddr>>),
+    /// Save the state and end.
+    Stop,
 }
 
-/// The session's DHT: the node and the thread that schedules its work.
+/// A KRPC datagram for the DHT thread.
+pub(crate) type Datagram = (SocketAddr, Vec<u8>);
+
+/// The session's DHT: the schedule table and the channels into its thread.
 pub(crate) struct SessionDht {
-    dht: Arc<Dht>,
-    table: Arc<Mutex<Table>>,
-    wake: Sender<()>,
+    table: Arc<Mutex<HashMap<TorrentId, Entry>>>,
+    cmds: Sender<Cmd>,
+    nodes: Arc<AtomicUsize>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    state_file: Option<PathBuf>,
 }
 
 impl SessionDht {
-    /// Starts the node (sending through `socket`) and its schedule thread;
-    /// `port` is the TCP port announced; peers go to `sources`.
+    /// Starts the DHT thread, sending from `socket` and fed through
+    /// `slot` (filled before the thread sends anything, so no reply can
+    /// arrive unheard); `port` is the TCP port announced; peers go to
+    /// `sources`.
     pub(crate) fn start(
         settings: DhtSettings,
-        socket: Arc<dyn SendTo>,
+        socket: Arc<UdpSocket>,
+        slot: &crate::udp::DhtSlot,
         port: u16,
         sources: Sender<(TorrentId, Vec<SocketAddr>)>,
     ) -> Result<Arc<SessionDht>, crate::Error> {
         let saved = settings.state_file.as_ref().and_then(|p| {
-            Dht::load_state(p)
-                .inspect_err(|e| {
-                    if p.exists() {
-                        warn!("dht: ignoring state {}: {e}", p.display());
-                    }
-                })
+            let bytes = std::fs::read(p).ok()?;
+            SavedState::decode(&bytes)
+                .inspect_err(|e| warn!("dht: ignoring state {}: {e}", p.display()))
                 .ok()
         });
-        let state_file = settings.state_file.clone();
-        let mut node = settings.node.clone();
+        let mut config = settings.node.clone();
         if let Some(s) = &saved {
-            node.id = Some(s.id);
+            config.id = Some(s.id);
         }
-        let dht = Arc::new(
-            Dht::start(node, socket).map_err(|e| crate::Error::Spawn(std::io::Error::other(e)))?,
-        );
-        let table: Arc<Mutex<Table>> = Arc::default();
-        let (wake, woken) = bounded(1);
-        let saved_nodes: Vec<SocketAddr> = saved
-            .map(|s| s.nodes.iter().map(|n| n.addr).collect())
-            .unwrap_or_default();
-        let mut schedule = Schedule {
-            dht: dht.clone(),
+        let table: Arc<Mutex<HashMap<TorrentId, Entry>>> = Arc::default();
+        let (cmds, cmd_rx) = bounded(256);
+        let (datagrams, datagram_rx) = bounded(DATAGRAM_QUEUE);
+        let _ = slot.set(datagrams.clone());
+        let nodes = Arc::new(AtomicUsize::new(0));
+        let now = Instant::now();
+        let mut driver = Driver {
+            node: Node::new(config, now),
+            socket,
             table: table.clone(),
-            woken,
             sources,
             port,
-            bootstrap: settings.bootstrap.clone(),
-            saved_nodes,
+            saved_nodes: saved
+                .map(|s| s.nodes.iter().map(|n| n.addr).collect())
+                .unwrap_or_default(),
             settings,
-            streams: Vec::new(),
+            lookups: HashMap::new(),
             bootstrapping: None,
-            next_bootstrap: Instant::now(),
-            last_save: Instant::now(),
+            next_bootstrap: now,
+            last_save: now,
+            nodes: nodes.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("bittern-dht".into())
-            .spawn(move || schedule.run())
+            .spawn(move || driver.run(&datagram_rx, &cmd_rx))
             .map_err(crate::Error::Spawn)?;
         Ok(Arc::new(SessionDht {
-            state_file,
-            dht,
             table,
-            wake,
+            cmds,
+            nodes,
             thread: Mutex::new(Some(thread)),
         }))
     }
 
-    /// The node (for the BEP 5 `port` message and inspection).
-    pub(crate) fn dht(&self) -> &Arc<Dht> {
-        &self.dht
+    /// Nodes in the routing table (updated by the DHT thread).
+    pub(crate) fn node_count(&self) -> usize {
+        self.nodes.load(Ordering::Relaxed)
     }
 
-    /// Nodes in the routing table.
-    pub(crate) fn node_count(&self) -> usize {
-        self.dht.node_count()
+    /// The routing table's contacts (waits up to a second for the thread).
+    pub(crate) fn contacts(&self) -> Vec<SocketAddr> {
+        let (tx, rx) = bounded(1);
+        if self.cmds.try_send(Cmd::Contacts(tx)).is_err() {
+            return Vec::new();
+        }
+        rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default()
+    }
+
+    /// Pings a peer's DHT node (its BEP 5 `port` message); never waits.
+    pub(crate) fn add_node(&self, addr: SocketAddr) {
+        let _ = self.cmds.try_send(Cmd::AddNode(addr));
     }
 
     fn poke(&self) {
-        // Capacity 1: a pending wake-up is enough.
-        let _ = self.wake.try_send(());
+        // A full queue already holds work that makes the thread look.
+        let _ = self.cmds.try_send(Cmd::Wake);
     }
 
     /// Puts a public torrent on the schedule: announced now, then every
     /// `reannounce`. Never call it for a private torrent.
     pub(crate) fn add(&self, id: TorrentId, info_hash: InfoHash) {
         let now = Instant::now();
-        self.table.lock().torrents.insert(
+        self.table.lock().insert(
             id,
             Entry {
                 info_hash,
@@ -185,14 +220,14 @@ impl SessionDht {
 
     /// Takes a torrent off the schedule.
     pub(crate) fn remove(&self, id: TorrentId) {
-        self.table.lock().torrents.remove(&id);
+        self.table.lock().remove(&id);
     }
 
     /// The torrent is short of peers: look some up (at most every
     /// `lookup_interval`).
     pub(crate) fn need_peers(&self, id: TorrentId) {
         let mut t = self.table.lock();
-        if let Some(e) = t.torrents.get_mut(&id) {
+        if let Some(e) = t.get_mut(&id) {
             if !e.wants_peers {
                 e.wants_peers = true;
                 drop(t);
@@ -201,105 +236,167 @@ impl SessionDht {
         }
     }
 
-    /// Stops the schedule thread and saves the state.
+    /// Stops the thread, which saves the state first.
     pub(crate) fn shutdown(&self) {
-        self.table.lock().stop = true;
-        self.poke();
-        if let Some(t) = self.thread.lock().take() {
-            let _ = t.join();
-        }
-        if let Some(p) = &self.state_file {
-            save(&self.dht, p);
-        }
+        let Some(t) = self.thread.lock().take() else {
+            return;
+        };
+        // Blocking send: the thread drains its queue, so this never waits long.
+        let _ = self.cmds.send(Cmd::Stop);
+        let _ = t.join();
     }
 }
 
-fn save(dht: &Dht, path: &std::path::Path) {
-    if dht.node_count() == 0 {
-        // An empty table would overwrite good contacts with none.
-        return;
-    }
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    match dht.save_state(path) {
-        Ok(()) => debug!("dht: state saved to {}", path.display()),
-        Err(e) => warn!("dht: cannot save state to {}: {e}", path.display()),
-    }
-}
-
-/// A lookup whose peers are being forwarded.
-struct Stream {
+/// What a running lookup is for.
+#[derive(Clone, Copy)]
+struct Running {
     torrent: TorrentId,
-    peers: Receiver<SocketAddr>,
 }
 
 /// The `bittern-dht` thread's state.
-struct Schedule {
-    dht: Arc<Dht>,
-    table: Arc<Mutex<Table>>,
-    woken: Receiver<()>,
+struct Driver {
+    node: Node,
+    socket: Arc<UdpSocket>,
+    table: Arc<Mutex<HashMap<TorrentId, Entry>>>,
     sources: Sender<(TorrentId, Vec<SocketAddr>)>,
     port: u16,
-    bootstrap: Vec<String>,
     saved_nodes: Vec<SocketAddr>,
     settings: DhtSettings,
-    streams: Vec<Stream>,
-    bootstrapping: Option<Receiver<LookupResult>>,
+    lookups: HashMap<LookupId, Running>,
+    bootstrapping: Option<LookupId>,
     next_bootstrap: Instant,
     last_save: Instant,
+    nodes: Arc<AtomicUsize>,
 }
 
-/// Longest sleep of the schedule thread.
-const MAX_SLEEP: Duration = Duration::from_secs(60);
-
-impl Schedule {
-    fn run(&mut self) {
+impl Driver {
+    fn run(&mut self, datagrams: &Receiver<Datagram>, cmds: &Receiver<Cmd>) {
         loop {
             let now = Instant::now();
-            if self.table.lock().stop {
-                return;
+            if now >= self.node.next_timeout() {
+                self.node.tick(now);
             }
-            self.maybe_bootstrap(now);
-            let joined = self.bootstrapping.is_none() && self.dht.node_count() > 0;
-            let mut next = now + MAX_SLEEP;
-            if joined {
-                next = next.min(self.start_due(now));
-            } else if self.bootstrapping.is_none() {
-                next = next.min(self.next_bootstrap);
+            // A finished lookup or join can make something due at once.
+            if self.flush() {
+                continue;
             }
-            if let Some(p) = &self.settings.state_file {
-                if now.duration_since(self.last_save) >= self.settings.save_every {
-                    self.last_save = now;
-                    save(&self.dht, p);
+            let next = self.schedule(now);
+            if self.flush() {
+                continue;
+            }
+            let wait = next
+                .min(self.node.next_timeout())
+                .saturating_duration_since(Instant::now());
+            select! {
+                recv(datagrams) -> d => {
+                    let Ok((from, bytes)) = d else {
+                        // The UDP reader is gone: the session is ending.
+                        self.save();
+                        return;
+                    };
+                    self.node.handle_datagram(from, &bytes, Instant::now());
+                    for (from, bytes) in datagrams.try_iter().take(DATAGRAM_BATCH) {
+                        self.node.handle_datagram(from, &bytes, Instant::now());
+                    }
                 }
-                next = next.min(self.last_save + self.settings.save_every);
+                recv(cmds) -> c => match c {
+                    Ok(Cmd::Wake) => {}
+                    Ok(Cmd::AddNode(addr)) => self.node.add_node(addr, Instant::now()),
+                    Ok(Cmd::Contacts(tx)) => {
+                        let list = self.node.routing_table().entries().map(|e| e.info.addr).collect();
+                        let _ = tx.try_send(list);
+                    }
+                    Ok(Cmd::Stop) | Err(_) => {
+                        self.save();
+                        return;
+                    }
+                },
+                default(wait) => {}
             }
-            self.wait(next);
         }
     }
 
-    /// Joins (again) while the table is empty and no join is running.
-    fn maybe_bootstrap(&mut self, now: Instant) {
-        if self.bootstrapping.is_some() || now < self.next_bootstrap {
-            return;
+    /// Sends what the node wants sent and handles its events; true when a
+    /// lookup or the join ended.
+    fn flush(&mut self) -> bool {
+        let mut ended = false;
+        while let Some(t) = self.node.poll_transmit() {
+            if let Err(e) = self.socket.send_to(&t.bytes, t.to) {
+                debug!("dht: send to {} failed: {e}", t.to);
+            }
         }
-        if self.dht.node_count() > 0 {
-            return;
+        while let Some(ev) = self.node.poll_event() {
+            match ev {
+                Event::PeersFound { id, peers } => {
+                    if let Some(r) = self.lookups.get(&id).copied() {
+                        self.forward(r.torrent, peers);
+                    }
+                }
+                Event::LookupDone { id, result } => {
+                    ended = true;
+                    if self.bootstrapping == Some(id) {
+                        self.bootstrapping = None;
+                        info!(
+                            "dht: joined, {} nodes ({} answered the join)",
+                            self.node.routing_table().len(),
+                            result.closest.len()
+                        );
+                    } else if let Some(r) = self.lookups.remove(&id) {
+                        debug!(
+                            "dht: lookup for torrent {} done: {} peers, announced at {}",
+                            r.torrent,
+                            result.peers.len(),
+                            result.announced
+                        );
+                        if let Some(e) = self.table.lock().get_mut(&r.torrent) {
+                            e.running = false;
+                        }
+                    }
+                }
+            }
         }
+        self.nodes
+            .store(self.node.routing_table().len(), Ordering::Relaxed);
+        ended
+    }
+
+    /// Bootstraps, starts what is due and saves; returns when something
+    /// is due next.
+    fn schedule(&mut self, now: Instant) -> Instant {
+        let mut next = now + MAX_SLEEP;
+        let joined = !self.node.routing_table().is_empty();
+        if !joined && self.bootstrapping.is_none() {
+            if now >= self.next_bootstrap {
+                self.bootstrap(now);
+            }
+            next = next.min(self.next_bootstrap);
+        }
+        if joined && self.bootstrapping.is_none() {
+            next = next.min(self.start_due(now));
+        }
+        if self.settings.state_file.is_some() {
+            if now.duration_since(self.last_save) >= self.settings.save_every {
+                self.save();
+            }
+            next = next.min(self.last_save + self.settings.save_every);
+        }
+        next
+    }
+
+    fn bootstrap(&mut self, now: Instant) {
+        self.next_bootstrap = now + self.settings.rebootstrap;
         let mut nodes = self.saved_nodes.clone();
-        for host in &self.bootstrap {
+        for host in &self.settings.bootstrap {
             match host.to_socket_addrs() {
                 Ok(addrs) => nodes.extend(addrs),
                 Err(e) => debug!("dht: cannot resolve bootstrap node {host}: {e}"),
             }
         }
-        self.next_bootstrap = now + self.settings.rebootstrap;
         if nodes.is_empty() {
             return;
         }
         info!("dht: bootstrapping from {} nodes", nodes.len());
-        self.bootstrapping = Some(self.dht.start_bootstrap(&nodes));
+        self.bootstrapping = Some(self.node.bootstrap(&nodes, now));
     }
 
     /// Starts the announces and lookups that are due; returns when the
@@ -309,7 +406,7 @@ impl Schedule {
         let mut start = Vec::new();
         {
             let mut t = self.table.lock();
-            for (id, e) in t.torrents.iter_mut() {
+            for (id, e) in t.iter_mut() {
                 if e.running {
                     continue;
                 }
@@ -338,67 +435,18 @@ impl Schedule {
                 if announce { "announce" } else { "get_peers" },
                 ih.to_hex()
             );
-            let peers = if announce {
-                self.dht.announce_stream(ih, Some(self.port))
+            let id = if announce {
+                self.node.announce(ih, Some(self.port), now)
             } else {
-                self.dht.get_peers_stream(ih)
+                self.node.get_peers(ih, now)
             };
-            self.streams.push(Stream { torrent, peers });
+            self.lookups.insert(id, Running { torrent });
         }
         next
     }
 
-    /// Sleeps until `until`, a wake-up, the end of the join or peers
-    /// arriving; forwards the peers.
-    fn wait(&mut self, until: Instant) {
-        // Clones (cheap handles) so that `self` is free while `op` lives.
-        let woken = self.woken.clone();
-        let boot_rx = self.bootstrapping.clone();
-        let streams: Vec<Receiver<SocketAddr>> =
-            self.streams.iter().map(|s| s.peers.clone()).collect();
-        let mut sel = Select::new();
-        sel.recv(&woken);
-        let boot = boot_rx.as_ref().map(|b| sel.recv(b));
-        let first_stream = if boot.is_some() { 2 } else { 1 };
-        for s in &streams {
-            sel.recv(s);
-        }
-        let Ok(op) = sel.select_deadline(until) else {
-            return;
-        };
-        let i = op.index();
-        if i == 0 {
-            let _ = op.recv(&woken);
-        } else if Some(i) == boot {
-            if let Some(b) = &boot_rx {
-                let r = op.recv(b);
-                self.bootstrapping = None;
-                info!(
-                    "dht: joined, {} nodes ({} answered the join)",
-                    self.dht.node_count(),
-                    r.map_or(0, |r| r.closest.len())
-                );
-            }
-        } else {
-            let k = i - first_stream;
-            match op.recv(&streams[k]) {
-                Ok(first) => {
-                    let mut peers = vec![first];
-                    peers.extend(streams[k].try_iter());
-                    self.forward(self.streams[k].torrent, peers);
-                }
-                Err(_) => {
-                    let s = self.streams.swap_remove(k);
-                    if let Some(e) = self.table.lock().torrents.get_mut(&s.torrent) {
-                        e.running = false;
-                    }
-                }
-            }
-        }
-    }
-
     fn forward(&self, torrent: TorrentId, peers: Vec<SocketAddr>) {
-        if !self.table.lock().torrents.contains_key(&torrent) {
+        if !self.table.lock().contains_key(&torrent) {
             return;
         }
         debug!("dht: {} peers for torrent {torrent}", peers.len());
@@ -407,4 +455,40 @@ impl Schedule {
             Err(TrySendError::Full(_)) => debug!("peer source queue full; dropping dht peers"),
         }
     }
+
+    fn save(&mut self) {
+        self.last_save = Instant::now();
+        let Some(path) = self.settings.state_file.clone() else {
+            return;
+        };
+        if self.node.routing_table().is_empty() {
+            // An empty table would overwrite good contacts with none.
+            return;
+        }
+        let bytes = self.node.saved_state(Instant::now()).encode();
+        match write_atomically(&path, &bytes) {
+            Ok(()) => debug!("dht: state saved to {}", path.display()),
+            Err(e) => warn!("dht: cannot save state to {}: {e}", path.display()),
+        }
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file beside it (fsync,
+/// rename), so a crash leaves the old file or the new one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }

@@ -165,7 +165,7 @@ pub(crate) struct PeerContext {
     pub timing: Timing,
     /// The session's DHT node and its UDP port (BEP 5 `port` message), for
     /// public torrents while the DHT is on.
-    pub dht: Option<(Arc<bittern_dht::Dht>, u16)>,
+    pub dht: Option<(Arc<crate::dht::SessionDht>, u16)>,
     /// How outgoing connections are made.
     pub dial: Dial,
 }

@@ -217,14 +217,13 @@ impl Session {
         let (central, commands, links) = Central::new();
         let mut shared = shared;
         if let (Some(settings), Some((socket, slot))) = (&shared.config.dht, &udp) {
-            let sender: Arc<dyn bittern_dht::SendTo> = socket.udp().clone();
             let dht = crate::dht::SessionDht::start(
                 settings.clone(),
-                sender,
+                socket.udp().clone(),
+                slot,
                 addr.port(),
                 links.sources.clone(),
             )?;
-            let _ = slot.set(Arc::downgrade(dht.dht()));
             info!("dht node on udp {}", socket.local_addr());
             // Nothing else holds `shared` yet.
             if let Some(s) = Arc::get_mut(&mut shared) {
@@ -308,9 +307,12 @@ impl Session {
         self.shared.dht.as_ref().map(|d| d.node_count())
     }
 
-    /// The session's DHT node, for inspection (`None`: DHT off).
-    pub fn dht(&self) -> Option<Arc<bittern_dht::Dht>> {
-        self.shared.dht.as_ref().map(|d| d.dht().clone())
+    /// The addresses in the DHT's routing table (empty with the DHT off).
+    pub fn dht_contacts(&self) -> Vec<SocketAddr> {
+        self.shared
+            .dht
+            .as_ref()
+            .map_or_else(Vec::new, |d| d.contacts())
     }
 
     /// Adds a torrent whose data lives under `save_dir` (single-file

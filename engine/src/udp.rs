@@ -6,22 +6,21 @@
 //! buffers ([`bittern_utp::tune_socket`]) and runs one reader thread
 //! (`utp-net …`) that receives in `recvmmsg` batches, offers each datagram
 //! to the uTP multiplexer and hands the others to [`dispatch`]: a KRPC
-//! packet (first byte `d`) goes to the DHT node, anything else is dropped.
-//! The DHT answers from the same socket (an `Arc<UdpSocket>` clone), so
-//! other nodes see one port for TCP, uTP and the DHT.
-//!
-//! The handler holds the DHT only weakly: dropping the session's DHT stops
-//! it at once, whatever the reader thread is doing.
+//! packet (first byte `d`) goes to the DHT thread with `try_send` (a full
+//! queue drops it; the reader never waits on the DHT), anything else is
+//! dropped. The DHT answers from the same socket (an `Arc<UdpSocket>`
+//! clone), so other nodes see one port for TCP, uTP and the DHT.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock, Weak};
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
 
-use bittern_dht::Dht;
 use bittern_utp::{MuxConfig, UtpSocket};
+use crossbeam_channel::Sender;
+
+use crate::dht::Datagram;
 
 /// Where the reader thread sends KRPC datagrams (set once the DHT runs).
-pub(crate) type DhtSlot = Arc<OnceLock<Weak<Dht>>>;
+pub(crate) type DhtSlot = Arc<OnceLock<Sender<Datagram>>>;
 
 /// Binds the UDP socket on `addr` (the TCP listener's address and port).
 /// `accept_utp`: whether incoming uTP connections are accepted at all.
@@ -41,10 +40,10 @@ pub(crate) fn bind(addr: SocketAddr, accept_utp: bool) -> std::io::Result<(UtpSo
 }
 
 /// A datagram the uTP multiplexer did not take.
-fn dispatch(slot: &OnceLock<Weak<Dht>>, from: SocketAddr, data: &[u8]) {
+fn dispatch(slot: &OnceLock<Sender<Datagram>>, from: SocketAddr, data: &[u8]) {
     if bittern_dht::is_krpc(data) && data.len() <= bittern_dht::socket::MAX_PACKET {
-        if let Some(dht) = slot.get().and_then(Weak::upgrade) {
-            dht.handle_datagram(from, data, Instant::now());
+        if let Some(tx) = slot.get() {
+            let _ = tx.try_send((from, data.to_vec()));
         }
     }
 }

@@ -148,9 +148,9 @@ fn port_message_puts_the_peers_node_in_the_table() {
     wait_state(&tc, TorrentState::Seeding, Duration::from_secs(30));
     let (a_udp, c_udp) = (a.udp_addr().unwrap(), c.udp_addr().unwrap());
     wait_for("A's node in C's table", Duration::from_secs(10), || {
-        c.dht().unwrap().nodes().iter().any(|n| n.addr == a_udp)
+        c.dht_contacts().contains(&a_udp)
     });
     wait_for("C's node in A's table", Duration::from_secs(10), || {
-        a.dht().unwrap().nodes().iter().any(|n| n.addr == c_udp)
+        a.dht_contacts().contains(&c_udp)
     });
 }

@@ -362,9 +362,7 @@ impl Controller {
             timing: self.session.config.timing.clone(),
             dial: self.session.dial.clone(),
             dht: match &self.session.dht {
-                Some(d) if !self.metainfo.info.private => {
-                    Some((d.dht().clone(), self.session.port))
-                }
+                Some(d) if !self.metainfo.info.private => Some((d.clone(), self.session.port)),
                 _ => None,
             },
         };
