@@ -169,12 +169,38 @@ pub struct PeerArgs {
     /// Most peer connections per torrent.
     #[arg(long, value_name = "N", default_value_t = 80)]
     pub max_peers: usize,
+    /// Protocol encryption (MSE/PE): `prefer` accepts both and dials
+    /// encrypted first, retrying in the clear; `require` allows only
+    /// RC4-encrypted connections; `disable` speaks plain BitTorrent only.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = EncryptionArg::Prefer)]
+    pub encryption: EncryptionArg,
     /// DHT options.
     #[command(flatten)]
     pub dht: DhtArgs,
     /// Transport options.
     #[command(flatten)]
     pub transport: TransportArgs,
+}
+
+/// `--encryption` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EncryptionArg {
+    /// Accept both; dial encrypted first, then in the clear.
+    Prefer,
+    /// Encrypted (RC4) connections only.
+    Require,
+    /// Plain BitTorrent only.
+    Disable,
+}
+
+impl From<EncryptionArg> for bittern_engine::Encryption {
+    fn from(a: EncryptionArg) -> Self {
+        match a {
+            EncryptionArg::Prefer => bittern_engine::Encryption::Prefer,
+            EncryptionArg::Require => bittern_engine::Encryption::Require,
+            EncryptionArg::Disable => bittern_engine::Encryption::Disable,
+        }
+    }
 }
 
 /// Peer transports of `download` and `seed`.

@@ -65,6 +65,7 @@ fn session_config(common: &PeerArgs, download_limit: Option<u64>) -> anyhow::Res
         dht: crate::dht::settings(&common.dht, common.bind, &common.dir),
         utp,
         tcp,
+        encryption: common.encryption.into(),
         ..SessionConfig::default()
     })
 }

@@ -81,6 +81,25 @@ pub struct SessionConfig {
     pub tcp: bool,
     /// How long an outgoing uTP connect may take before TCP is tried.
     pub utp_connect_timeout: Duration,
+    /// Protocol encryption (MSE/PE) policy for every connection.
+    pub encryption: Encryption,
+}
+
+/// Protocol encryption (MSE/PE) policy: which handshakes the listen port
+/// accepts and how we dial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encryption {
+    /// Plain BitTorrent only: incoming MSE handshakes are dropped and we
+    /// dial in the clear.
+    Disable,
+    /// Accept both; dial with MSE (offering RC4 and plaintext, RC4 picked
+    /// when we answer) and, when that fails, once more in the clear, as
+    /// other clients do.
+    #[default]
+    Prefer,
+    /// RC4-encrypted connections only, both ways: plain BitTorrent
+    /// handshakes and MSE peers offering only plaintext are dropped.
+    Require,
 }
 
 impl SessionConfig {
@@ -119,6 +138,7 @@ impl Default for SessionConfig {
             utp: false,
             tcp: true,
             utp_connect_timeout: Duration::from_secs(3),
+            encryption: Encryption::default(),
         }
     }
 }

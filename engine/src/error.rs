@@ -49,6 +49,9 @@ pub enum PeerError {
     /// The peer's handshake was for another torrent.
     #[error("handshake for another torrent")]
     WrongInfoHash,
+    /// The protocol encryption (MSE) handshake failed.
+    #[error("encryption handshake failed: {0}")]
+    Mse(#[source] bittern_wire::mse::HandshakeIoError),
     /// We connected to ourselves.
     #[error("connected to ourselves")]
     SelfConnection,

@@ -37,6 +37,7 @@ mod config;
 mod dht;
 mod error;
 mod fasthash;
+mod handshake;
 mod hashpool;
 mod inline_hash;
 pub mod lsd;
@@ -54,7 +55,7 @@ pub mod webseed;
 mod writeback;
 
 pub use choker::{ChokeCandidate, Choker, ChokerConfig};
-pub use config::{SeedGoal, SessionConfig, Timing, TorrentOptions};
+pub use config::{Encryption, SeedGoal, SessionConfig, Timing, TorrentOptions};
 pub use dht::DhtSettings;
 pub use error::{Error, PeerError, TorrentError, Violation};
 pub use lsd::{Lsd, LsdCommand, LsdConfig, LsdEvent};

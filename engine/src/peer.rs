@@ -15,7 +15,7 @@
 //! [`PeerEvent::Gone`] exactly once however the thread ends, panics included.
 
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,13 +27,13 @@ use log::debug;
 use parking_lot::Mutex;
 
 use crate::config::Timing;
-use crate::error::{PeerError, Violation};
+use crate::error::PeerError;
 use crate::fasthash::{FastMap, FastSet};
 use crate::inline_hash::InlineHashes;
 use crate::picker::PeerKey;
 use crate::ratelimit::RateLimiter;
 use crate::shared::{BlockClaims, HaveSet};
-use crate::transport::{read_exact_by, PeerStream, Socket};
+use crate::transport::{PeerStream, Socket};
 
 mod queue;
 mod reader;
@@ -96,6 +96,8 @@ pub(crate) enum PeerEvent {
         incoming: bool,
         /// Over uTP rather than TCP.
         utp: bool,
+        /// The stream is RC4-encrypted (MSE).
+        encrypted: bool,
     },
     /// Their initial piece set (BITFIELD, HAVE ALL or HAVE NONE).
     Bitfield(Bitfield),
@@ -163,6 +165,8 @@ pub(crate) struct PeerContext {
     pub up_limits: [Arc<RateLimiter>; 2],
     pub down_limits: [Arc<RateLimiter>; 2],
     pub timing: Timing,
+    /// How connections we dial use protocol encryption.
+    pub encryption: crate::config::Encryption,
     /// The session's DHT node and its UDP port (BEP 5 `port` message), for
     /// public torrents while the DHT is on.
     pub dht: Option<(Arc<crate::dht::SessionDht>, u16)>,
@@ -198,7 +202,9 @@ impl Dial {
                 "no transport to dial with (tcp and utp off)",
             )));
         }
-        Ok(Socket::Tcp(TcpStream::connect_timeout(&addr, timeout)?))
+        Ok(Socket::Tcp(std::net::TcpStream::connect_timeout(
+            &addr, timeout,
+        )?))
     }
 }
 
@@ -330,21 +336,16 @@ fn run(
     let t = &ctx.timing;
     let (mut stream, theirs, incoming) = match origin {
         Origin::Outgoing(addr) => {
-            let mut s = PeerStream::plain(ctx.dial.connect(addr, t.connect_timeout)?);
-            socket.attach(s.socket())?;
-            s.socket().set_read_timeout(Some(t.connect_timeout))?;
-            s.socket().set_write_timeout(Some(t.connect_timeout))?;
-            s.send(&mut our_handshake(ctx).encode())?;
-            let mut buf = [0u8; Handshake::LEN];
-            // A deadline on the whole handshake: a read timeout alone
-            // restarts with every byte a trickling peer sends.
-            let deadline = std::time::Instant::now() + t.connect_timeout;
-            read_exact_by(&mut s, &mut buf, deadline)?;
-            let hs = Handshake::decode(&buf)
-                .map_err(|e| PeerError::Protocol(Violation::Handshake(e)))?;
-            if hs.info_hash != ctx.info_hash {
-                return Err(PeerError::WrongInfoHash);
-            }
+            let ours = Handshake::new(ctx.info_hash, ctx.our_id);
+            let attach = |s: &Socket| socket.attach(s);
+            let (s, hs) = crate::handshake::dial(
+                addr,
+                &ours,
+                ctx.encryption,
+                t.connect_timeout,
+                &|a, timeout| ctx.dial.connect(a, timeout),
+                &attach,
+            )?;
             (Box::new(s), hs, false)
         }
         Origin::Incoming(mut s, hs) => {
@@ -403,6 +404,7 @@ fn run(
             fast,
             incoming,
             utp: matches!(stream.socket(), Socket::Utp(_)),
+            encrypted: stream.is_encrypted(),
         },
     );
     debug!(
@@ -519,7 +521,7 @@ enum ReaderNote {
 #[cfg(test)]
 mod tests {
     use std::io::Read;
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
 
     use super::*;
 

@@ -15,21 +15,53 @@ use bittern_tracker::{
     SessionAnnouncer, SessionConfig as TrackerSessionConfig, SessionHandle, TorrentKey,
     TrackerEvent,
 };
-use bittern_wire::{Handshake, InfoHash, Metainfo, PeerId};
+use bittern_wire::mse::ObfuscatedHashes;
+use bittern_wire::{InfoHash, Metainfo, PeerId};
 use crossbeam_channel::{Sender, TrySendError};
 use log::{debug, info, warn};
 use parking_lot::Mutex;
 
-use crate::config::{SessionConfig, TorrentOptions};
+use crate::config::{Encryption, SessionConfig, TorrentOptions};
 use crate::error::Error;
 use crate::ratelimit::RateLimiter;
 use crate::torrent::{
     build_controller, Central, ControllerSetup, Ctl, TorrentCommand, TorrentHandle, TorrentId,
 };
-use crate::transport::{read_exact_by, PeerStream, Socket};
+use crate::transport::Socket;
 
 /// Torrents by info hash, for the listener's routing.
-pub(crate) type Registry = Arc<Mutex<HashMap<InfoHash, TorrentId>>>;
+pub(crate) type Registry = Arc<Mutex<Routes>>;
+
+/// The listener's routing table: torrents by info hash, and by
+/// `HASH('req2', info_hash)` for MSE handshakes, which name their torrent
+/// only that way.
+#[derive(Debug, Default)]
+pub(crate) struct Routes {
+    ids: HashMap<InfoHash, TorrentId>,
+    obfuscated: ObfuscatedHashes,
+}
+
+impl Routes {
+    /// The torrent with this info hash.
+    pub(crate) fn get(&self, info_hash: &InfoHash) -> Option<&TorrentId> {
+        self.ids.get(info_hash)
+    }
+
+    /// The info hash whose `HASH('req2', ·)` is `obfuscated`.
+    fn find_obfuscated(&self, obfuscated: &[u8; 20]) -> Option<InfoHash> {
+        self.obfuscated.find(obfuscated)
+    }
+
+    fn clear(&mut self) {
+        self.ids.clear();
+        self.obfuscated = ObfuscatedHashes::new();
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.ids.is_empty() && self.obfuscated.is_empty()
+    }
+}
 
 /// Registers a torrent's id under its info hash, in one step with the
 /// check that no other torrent has it. The entry is given back when the
@@ -40,13 +72,13 @@ pub(crate) fn register(
     info_hash: InfoHash,
     id: TorrentId,
 ) -> Result<Reservation<'_>, Error> {
-    match registry.lock().entry(info_hash) {
-        std::collections::hash_map::Entry::Occupied(_) => {
-            return Err(Error::DuplicateTorrent(info_hash.to_hex()))
+    {
+        let mut r = registry.lock();
+        if r.ids.contains_key(&info_hash) {
+            return Err(Error::DuplicateTorrent(info_hash.to_hex()));
         }
-        std::collections::hash_map::Entry::Vacant(v) => {
-            v.insert(id);
-        }
+        r.ids.insert(info_hash, id);
+        r.obfuscated.insert(info_hash);
     }
     Ok(Reservation {
         registry,
@@ -83,8 +115,9 @@ impl Drop for Reservation<'_> {
 /// registered (a torrent added again since has its own).
 pub(crate) fn unregister(registry: &Registry, info_hash: InfoHash, id: TorrentId) {
     let mut r = registry.lock();
-    if r.get(&info_hash) == Some(&id) {
-        r.remove(&info_hash);
+    if r.ids.get(&info_hash) == Some(&id) {
+        r.ids.remove(&info_hash);
+        r.obfuscated.remove(&info_hash);
     }
 }
 
@@ -590,10 +623,11 @@ impl Gate {
         self.pending.fetch_add(1, Ordering::Relaxed);
         let gate = self.clone();
         let timeout = shared.config.timing.connect_timeout;
+        let policy = shared.config.encryption;
         let spawned = std::thread::Builder::new()
             .name("bittern-handshake".into())
             .spawn(move || {
-                route(socket, &gate.registry, &gate.commands, timeout);
+                route(socket, &gate.registry, &gate.commands, timeout, policy);
                 release_slot(&gate.pending, &gate.per_host, host);
             });
         if spawned.is_err() {
@@ -618,19 +652,22 @@ fn release_slot(
     }
 }
 
-/// Reads the 68-byte handshake and hands the socket to its torrent.
-fn route(socket: Socket, registry: &Registry, commands: &Sender<Ctl>, timeout: Duration) {
+/// Reads the handshake (plain or MSE, as `policy` allows) and hands the
+/// connection to its torrent.
+fn route(
+    socket: Socket,
+    registry: &Registry,
+    commands: &Sender<Ctl>,
+    timeout: Duration,
+    policy: Encryption,
+) {
     let peer = socket.peer_addr().ok();
-    let mut stream = PeerStream::plain(socket);
-    let mut buf = [0u8; Handshake::LEN];
-    if let Err(e) = read_exact_by(&mut stream, &mut buf, Instant::now() + timeout) {
-        debug!("{peer:?}: no handshake: {e}");
-        return;
-    }
-    let hs = match Handshake::decode(&buf) {
-        Ok(hs) => hs,
+    let lookup = |h: &[u8; 20]| registry.lock().find_obfuscated(h);
+    let deadline = Instant::now() + timeout;
+    let (stream, hs) = match crate::handshake::accept(socket, policy, lookup, deadline) {
+        Ok(x) => x,
         Err(e) => {
-            debug!("{peer:?}: bad handshake: {e}");
+            debug!("{peer:?}: incoming connection dropped: {e}");
             return;
         }
     };

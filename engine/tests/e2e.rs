@@ -181,10 +181,8 @@ fn every_verified_piece_is_announced_once() {
     // A seeder that serves every request and records the HAVEs it gets.
     let peer = std::thread::spawn(move || {
         use std::io::Write;
-        let (mut s, _) = listener.accept().unwrap();
+        let (mut s, _) = crate::fake::accept_plain(&listener).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut hs = [0u8; 68];
-        s.read_exact(&mut hs).unwrap();
         let mut out = Handshake::new(info_hash, PeerId::generate(b"-FK0001-"))
             .encode()
             .to_vec();

@@ -34,6 +34,22 @@ pub enum Got {
     Other(String),
 }
 
+/// Accepts the next connection on `listener` that opens with a plain
+/// BitTorrent handshake and returns it with that handshake (read timeout
+/// 10 s). Like a peer without protocol encryption, it closes a connection
+/// that opens with anything else: bittern's default first try is MSE, and
+/// its retry in the clear is the next connection.
+pub fn accept_plain(listener: &TcpListener) -> std::io::Result<(TcpStream, [u8; 68])> {
+    loop {
+        let (mut stream, _) = listener.accept()?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut hs = [0u8; 68];
+        if stream.read_exact(&mut hs).is_ok() && hs.starts_with(b"\x13BitTorrent protocol") {
+            return Ok((stream, hs));
+        }
+    }
+}
+
 impl Wire {
     /// Connects to `addr` and exchanges handshakes.
     pub fn connect(addr: SocketAddr, info_hash: InfoHash) -> std::io::Result<(Wire, Handshake)> {
@@ -52,12 +68,10 @@ impl Wire {
         ))
     }
 
-    /// Accepts one connection on `listener` and exchanges handshakes.
+    /// Accepts one connection on `listener` and exchanges handshakes, as
+    /// a peer without protocol encryption (see [`accept_plain`]).
     pub fn accept(listener: &TcpListener, info_hash: InfoHash) -> std::io::Result<Wire> {
-        let (mut stream, _) = listener.accept()?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let mut hs = [0u8; 68];
-        stream.read_exact(&mut hs)?;
+        let (mut stream, _) = accept_plain(listener)?;
         stream.write_all(&Handshake::new(info_hash, PeerId::generate(b"-FK0001-")).encode())?;
         Ok(Wire {
             stream,

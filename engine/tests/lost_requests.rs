@@ -6,7 +6,6 @@
 //! quiet for a moment (or 64 are queued), then serves them in order, so
 //! the deepest queue the leecher built is measured.
 
-use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
@@ -77,13 +76,9 @@ fn scripted_seeder(
     let piece_length = meta.info.piece_length as usize;
     let t = std::thread::spawn(move || {
         let mut seen = Seen::default();
-        let Ok((mut stream, _)) = listener.accept() else {
+        let Ok((stream, _)) = crate::fake::accept_plain(&listener) else {
             return seen;
         };
-        let mut theirs = [0u8; 68];
-        if stream.read_exact(&mut theirs).is_err() {
-            return seen;
-        }
         let mut hs = Handshake::new(info_hash, PeerId::generate(b"-FK0001-"));
         if !script.fast {
             hs.reserved[7] &= !0x04; // the fast-extension bit (BEP 6)

@@ -211,6 +211,8 @@ pub(crate) fn build_controller(
 /// What the controller knows of one connection.
 struct Peer {
     addr: SocketAddr,
+    /// The stream is RC4-encrypted (MSE).
+    encrypted: bool,
     commands: Sender<PeerCommand>,
     /// The connection's socket, to cut it (see `close`). Dropping the peer
     /// (the controller exiting) cuts it too.
@@ -558,6 +560,7 @@ impl Controller {
                 fast,
                 incoming,
                 utp,
+                encrypted,
             } => {
                 let duplicate = self
                     .peers
@@ -572,6 +575,7 @@ impl Controller {
                 p.fast = fast;
                 p.incoming = incoming;
                 p.utp = utp;
+                p.encrypted = encrypted;
                 if duplicate {
                     debug!("{addr} {}: duplicate connection", self.short());
                     self.close(key);

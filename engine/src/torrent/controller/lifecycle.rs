@@ -475,6 +475,7 @@ impl Controller {
                 outstanding: self.picker.outstanding(*k),
                 incoming: p.incoming,
                 utp: p.utp,
+                encrypted: p.encrypted,
                 snubbed: p.snubbed(
                     now,
                     self.session.config.timing.snub_timeout,

@@ -365,6 +365,7 @@ impl Controller {
                 Some(d) if !self.metainfo.info.private => Some((d.clone(), self.session.port)),
                 _ => None,
             },
+            encryption: self.session.config.encryption,
         };
         let incoming = matches!(origin, Origin::Incoming(..));
         // A thread that cannot start drops `conn`, giving the count back.
@@ -383,6 +384,7 @@ impl Controller {
                         ready: false,
                         incoming,
                         utp: false,
+                        encrypted: false,
                         peer_id: None,
                         bits: None,
                         fast: false,
