@@ -119,6 +119,7 @@ pub(crate) struct SessionDht {
     cmds: Sender<Cmd>,
     nodes: Arc<AtomicUsize>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    id: bittern_dht::NodeId,
 }
 
 impl SessionDht {
@@ -149,8 +150,10 @@ impl SessionDht {
         let _ = slot.set(datagrams.clone());
         let nodes = Arc::new(AtomicUsize::new(0));
         let now = Instant::now();
+        let node = Node::new(config, now);
+        let id = node.id();
         let mut driver = Driver {
-            node: Node::new(config, now),
+            node,
             socket,
             table: table.clone(),
             sources,
@@ -174,7 +177,13 @@ impl SessionDht {
             cmds,
             nodes,
             thread: Mutex::new(Some(thread)),
+            id,
         }))
+    }
+
+    /// Our node id (kept across restarts through the state file).
+    pub(crate) fn id(&self) -> bittern_dht::NodeId {
+        self.id
     }
 
     /// Nodes in the routing table (updated by the DHT thread).

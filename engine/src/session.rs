@@ -340,6 +340,11 @@ impl Session {
         self.shared.dht.as_ref().map(|d| d.node_count())
     }
 
+    /// Our DHT node id (`None`: DHT off).
+    pub fn dht_id(&self) -> Option<bittern_dht::NodeId> {
+        self.shared.dht.as_ref().map(|d| d.id())
+    }
+
     /// The addresses in the DHT's routing table (empty with the DHT off).
     pub fn dht_contacts(&self) -> Vec<SocketAddr> {
         self.shared

@@ -154,3 +154,48 @@ fn port_message_puts_the_peers_node_in_the_table() {
         a.dht_contacts().contains(&c_udp)
     });
 }
+
+/// The node's state is saved under the given file at shutdown, and a new
+/// session started from it (no bootstrap node given) rejoins through the
+/// saved contacts, with the same node id.
+#[test]
+fn saved_state_rejoins_without_bootstrap() {
+    let runner = Runner::bind("127.0.0.1:0".parse().unwrap(), Config::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join(".bittern/dht.dat");
+    let with_state = |bootstrap: Vec<String>| {
+        Session::new(SessionConfig {
+            dht: Some(DhtSettings {
+                bootstrap,
+                state_file: Some(state.clone()),
+                ..DhtSettings::default()
+            }),
+            ..config()
+        })
+        .unwrap()
+    };
+    let mut first = with_state(vec![runner.local_addr().to_string()]);
+    wait_for("the first join", Duration::from_secs(10), || {
+        first.dht_nodes() == Some(1)
+    });
+    let first_udp = first.udp_addr().unwrap();
+    let first_id = first.dht_id();
+    first.shutdown();
+    let saved = bittern_dht::SavedState::decode(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(
+        saved.nodes.iter().map(|n| n.addr).collect::<Vec<_>>(),
+        vec![runner.local_addr()]
+    );
+    // The bootstrap node knew the first session's node under this id.
+    let known = runner.dht().nodes();
+    assert!(known
+        .iter()
+        .any(|n| n.addr == first_udp && n.id == saved.id));
+
+    let second = with_state(Vec::new());
+    wait_for("the rejoin", Duration::from_secs(10), || {
+        second.dht_contacts().contains(&runner.local_addr())
+    });
+    assert_eq!(second.dht_id(), Some(saved.id));
+    assert_eq!(first_id, Some(saved.id));
+}

@@ -61,6 +61,7 @@ fn read_frames(
     let mut end = 0; // one past the last byte read
     let mut last_message = Instant::now();
     let mut first = true;
+    let mut dht_pinged = false;
     // The pieces the peer announced so far, to turn a late piece set into
     // HAVEs for the new pieces only.
     let mut known = Bitfield::new(piece_count);
@@ -201,9 +202,10 @@ fn read_frames(
                     }
                 }
                 Message::Port(port) => {
-                    // BEP 5: ping the peer's DHT node; it enters our
-                    // table if it answers.
-                    if let (Some((dht, _)), true) = (&ctx.dht, port != 0) {
+                    // BEP 5: ping the peer's DHT node (once per
+                    // connection); it enters our table if it answers.
+                    if let (Some((dht, _)), true) = (&ctx.dht, port != 0 && !dht_pinged) {
+                        dht_pinged = true;
                         dht.add_node(SocketAddr::new(peer.ip(), port));
                     }
                 }

@@ -135,7 +135,8 @@ impl Controller {
                 if let Some(key) = self.announcer {
                     self.session.with_announcer(|a| a.need_peers(key));
                 }
-                if self.on_dht {
+                // Seeds wait for leechers to find them (they announce).
+                if self.on_dht && self.state == TorrentState::Downloading {
                     if let Some(d) = &self.session.dht {
                         d.need_peers(self.id);
                     }
