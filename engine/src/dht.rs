@@ -256,6 +256,13 @@ impl SessionDht {
     }
 }
 
+impl Drop for SessionDht {
+    /// A session that failed half-way through its start stops the thread too.
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
 /// What a running lookup is for.
 #[derive(Clone, Copy)]
 struct Running {

@@ -222,6 +222,20 @@ impl Session {
             .thread_name(|i| format!("bittern-hash-{i}"))
             .build()
             .map_err(|e| Error::Spawn(std::io::Error::other(e)))?;
+        let (central, commands, links) = Central::new();
+        let dht = match (&config.dht, &udp) {
+            (Some(settings), Some((socket, slot))) => {
+                info!("dht node on udp {}", socket.local_addr());
+                Some(crate::dht::SessionDht::start(
+                    settings.clone(),
+                    socket.udp().clone(),
+                    slot,
+                    addr.port(),
+                    links.sources.clone(),
+                )?)
+            }
+            _ => None,
+        };
         let shared = Arc::new(SessionShared {
             peer_id: PeerId::generate(&config.peer_id_prefix),
             files: Arc::new(FilePool::new(config.max_open_files)),
@@ -235,7 +249,7 @@ impl Session {
             port: addr.port(),
             announcer: Mutex::new(None),
             announce_generation: AtomicU64::new(1),
-            dht: None,
+            dht,
             dial: crate::peer::Dial {
                 utp: match &udp {
                     Some((socket, _)) if config.utp => Some(socket.multiplexer().clone()),
@@ -247,22 +261,6 @@ impl Session {
             config,
         });
         let registry: Registry = Arc::default();
-        let (central, commands, links) = Central::new();
-        let mut shared = shared;
-        if let (Some(settings), Some((socket, slot))) = (&shared.config.dht, &udp) {
-            let dht = crate::dht::SessionDht::start(
-                settings.clone(),
-                socket.udp().clone(),
-                slot,
-                addr.port(),
-                links.sources.clone(),
-            )?;
-            info!("dht node on udp {}", socket.local_addr());
-            // Nothing else holds `shared` yet.
-            if let Some(s) = Arc::get_mut(&mut shared) {
-                s.dht = Some(dht);
-            }
-        }
         let udp = udp.map(|(socket, _)| socket);
         if shared.config.announce {
             let handle = spawn_announcer(&shared, links.sources.clone())?;
