@@ -45,6 +45,8 @@ PAIRS = [  # label, seeder, leecher, number of leechers
     ("libtorrent-reqq→transmission", "libtorrent-reqq", "transmission", 1),
     ("bittern→4×bittern", "bittern", "bittern", 4),
     ("libtorrent→4×libtorrent", "libtorrent", "libtorrent", 4),
+    ("bittern-rc4→bittern-rc4", "bittern-rc4", "bittern-rc4", 1),
+    ("libtorrent-rc4→libtorrent-rc4", "libtorrent-rc4", "libtorrent-rc4", 1),
 ]
 CORE = PAIRS[:4]
 
@@ -140,7 +142,9 @@ class Bench:
         shutil.copy2(args.bittern, self.bin)
         self.clients = {"bittern": Bittern(self.bin), "libtorrent": Libtorrent(),
                         "libtorrent-reqq": Libtorrent(20000), "aria2c": Aria2(),
-                        "transmission": Transmission()}
+                        "transmission": Transmission(),
+                        "bittern-rc4": Bittern(self.bin, rc4=True),
+                        "libtorrent-rc4": Libtorrent(rc4=True)}
         self.failures = []
         self.notes = []
 

@@ -27,6 +27,9 @@ SETTINGS_NOTES = [
     "--enable-peer-exchange=false --bt-require-crypto=false --bt-min-crypto-level=plain "
     "--seed-time=0 --file-allocation=falloc --disable-ipv6=true`; it finds the seeder "
     "through the tracker only",
+    "bittern-rc4 / libtorrent-rc4: the same with protocol encryption forced, RC4 both "
+    "ways: bittern `--encryption require`; libtorrent out_enc_policy = in_enc_policy = 0 "
+    "(pe_forced), allowed_enc_level = 2 (pe_rc4), prefer_rc4",
     "transmission-cli: fresh config dir per run with dht/lpd/pex/utp/port-forwarding off, "
     "bind-address-ipv4 127.0.0.1, encryption 0 (prefer plain), rename-partial-files false, "
     "`-et -M -D -U -f <finish script>`; the seeder connects to it (`--peer` / connect_peer), "
@@ -50,14 +53,16 @@ class Client:
 
 
 class Bittern(Client):
-    name = "bittern"
-
-    def __init__(self, binary):
+    def __init__(self, binary, rc4=False):
         self.bin = binary
+        self.name = "bittern-rc4" if rc4 else "bittern"
+        # `require`: RC4-only MSE both ways (the default `prefer` picks
+        # plaintext after the handshake when both ends offer it).
+        self.extra = ["--encryption", "require"] if rc4 else []
 
     def seed(self, torrent, data_dir, port, peers, logdir, tag):
         argv = [self.bin, "-vv", "--status-interval", "1s", "seed", torrent, "-d", data_dir,
-                "-p", port, "--bind", "127.0.0.1"]
+                "-p", port, "--bind", "127.0.0.1"] + self.extra
         for p in peers:
             argv += ["--peer", "127.0.0.1:%d" % p]
         return Proc(tag, argv, logdir)
@@ -68,17 +73,21 @@ class Bittern(Client):
     def leech(self, torrent, save_dir, port, seeder_port, logdir, tag, scratch):
         argv = [self.bin, "-vv", "download", torrent, "-d", save_dir, "-p", port,
                 "--bind", "127.0.0.1", "--peer", "127.0.0.1:%d" % seeder_port,
-                "--exit-on-complete"]
+                "--exit-on-complete"] + self.extra
         return Proc(tag, argv, logdir)
 
 
 class Libtorrent(Client):
-    def __init__(self, reqq=None):
+    def __init__(self, reqq=None, rc4=False):
         self.reqq = reqq
+        self.rc4 = rc4
         self.name = "libtorrent" if reqq is None else "libtorrent-reqq"
+        if rc4:
+            self.name += "-rc4"
 
     def _extra(self):
-        return [] if self.reqq is None else ["--reqq", self.reqq]
+        extra = [] if self.reqq is None else ["--reqq", self.reqq]
+        return extra + (["--rc4"] if self.rc4 else [])
 
     def seed(self, torrent, data_dir, port, peers, logdir, tag):
         argv = [PY, LT_NODE, "seed", torrent, data_dir, port] + self._extra()

@@ -2,7 +2,7 @@
 
 Run with Debian's /usr/bin/python3 (python3-libtorrent imports only there).
 
-  lt_node.py seed    TORRENT SAVE_DIR PORT [--peer H:P]... [--reqq N]
+  lt_node.py seed    TORRENT SAVE_DIR PORT [--peer H:P]... [--reqq N] [--rc4]
       Checks the data, prints "READY" once seeding, connects to every --peer
       (again whenever it has no peers) and serves until SIGTERM.
   lt_node.py leech   TORRENT SAVE_DIR PORT [--peer H:P]...
@@ -17,9 +17,12 @@ Run with Debian's /usr/bin/python3 (python3-libtorrent imports only there).
 
 Settings: DHT, LSD, UPnP, NAT-PMP and uTP off; listens on 127.0.0.1 only;
 allow_multiple_connections_per_ip on; encryption disabled in both
-directions (out_enc_policy = in_enc_policy = pe_disabled = 2) because
-bittern speaks plain BitTorrent only. Everything else is libtorrent's
-default, except --reqq, which sets max_allowed_in_request_queue.
+directions (out_enc_policy = in_enc_policy = pe_disabled = 2), so every
+client pair compares plain BitTorrent. Everything else is libtorrent's
+default, except --reqq, which sets max_allowed_in_request_queue, and
+--rc4, which forces protocol encryption with RC4 both ways
+(out_enc_policy = in_enc_policy = pe_forced = 0, allowed_enc_level =
+pe_rc4 = 2, prefer_rc4).
 """
 
 import os
@@ -34,7 +37,7 @@ def log(*args):
     print(*args, file=sys.stderr, flush=True)
 
 
-def make_session(port, reqq=None):
+def make_session(port, reqq=None, rc4=False):
     settings = {
         "listen_interfaces": "127.0.0.1:%d" % port,
         "outgoing_interfaces": "127.0.0.1",
@@ -53,6 +56,9 @@ def make_session(port, reqq=None):
     }
     if reqq is not None:
         settings["max_allowed_in_request_queue"] = reqq
+    if rc4:
+        settings.update({"out_enc_policy": 0, "in_enc_policy": 0,
+                         "allowed_enc_level": 2, "prefer_rc4": True})
     return lt.session(settings)
 
 
@@ -78,8 +84,12 @@ def describe(h):
 
 
 def parse_peers(args):
-    peers, reqq, i = [], None, 0
+    peers, reqq, rc4, i = [], None, False, 0
     while i < len(args):
+        if args[i] == "--rc4":
+            rc4 = True
+            i += 1
+            continue
         if args[i] == "--peer":
             host, port = args[i + 1].rsplit(":", 1)
             peers.append((host, int(port)))
@@ -89,12 +99,12 @@ def parse_peers(args):
             i += 2
         else:
             raise SystemExit("unknown argument %r" % args[i])
-    return peers, reqq
+    return peers, reqq, rc4
 
 
 def seed(torrent, save, port, rest):
-    peers, reqq = parse_peers(rest)
-    ses = make_session(port, reqq)
+    peers, reqq, rc4 = parse_peers(rest)
+    ses = make_session(port, reqq, rc4)
     h = add(ses, torrent, save)
     deadline = time.monotonic() + 300
     while not h.status().is_seeding:
@@ -119,8 +129,8 @@ def seed(torrent, save, port, rest):
 
 
 def leech(torrent, save, port, rest):
-    peers, reqq = parse_peers(rest)
-    ses = make_session(port, reqq)
+    peers, reqq, rc4 = parse_peers(rest)
+    ses = make_session(port, reqq, rc4)
     h = add(ses, torrent, save)
     last_connect = last_log = 0.0
     while True:

@@ -92,9 +92,11 @@ pub enum Encryption {
     /// Plain BitTorrent only: incoming MSE handshakes are dropped and we
     /// dial in the clear.
     Disable,
-    /// Accept both; dial with MSE (offering RC4 and plaintext, RC4 picked
-    /// when we answer) and, when that fails, once more in the clear, as
-    /// other clients do.
+    /// Accept both; dial with MSE (offering RC4 and plaintext) and, when
+    /// that fails, once more in the clear, as other clients do. Answering
+    /// an MSE peer that offers both, pick plaintext after the obfuscated
+    /// handshake (libtorrent's default; uploads stay zero-copy); a peer
+    /// offering only RC4 gets RC4.
     #[default]
     Prefer,
     /// RC4-encrypted connections only, both ways: plain BitTorrent

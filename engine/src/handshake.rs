@@ -9,7 +9,8 @@
 //! `HASH('req2', info_hash) xor HASH('req3', S)`, looked up in the
 //! session's table of every torrent's obfuscated hash.
 //!
-//! Outgoing ([`dial`]): `Prefer` runs MSE offering RC4 and plaintext and,
+//! Outgoing ([`dial`]): `Prefer` runs MSE offering RC4 and plaintext (the
+//! peer picks) and,
 //! when that fails, dials once more in the clear on a fresh connection
 //! with fresh state (a peer without MSE closes on our public key);
 //! `Require` offers RC4 only and never falls back; `Disable` dials in the
@@ -62,14 +63,20 @@ fn provide(policy: Encryption) -> CryptoSet {
     }
 }
 
-/// What we accept when answering MSE under `policy`.
+/// What we accept when answering MSE under `policy`. `Prefer` picks
+/// plaintext when the peer offers both, as libtorrent does by default: the
+/// handshake is obfuscated and uploads keep the zero-copy path (a peer
+/// that wants RC4, as Transmission and qBittorrent do, offers only RC4).
 fn responder_config(policy: Encryption) -> ResponderConfig {
-    ResponderConfig {
-        allowed: match policy {
-            Encryption::Require => CryptoSet::RC4,
-            _ => CryptoSet::BOTH,
+    match policy {
+        Encryption::Require => ResponderConfig {
+            allowed: CryptoSet::RC4,
+            prefer: Crypto::Rc4,
         },
-        prefer: Crypto::Rc4,
+        _ => ResponderConfig {
+            allowed: CryptoSet::BOTH,
+            prefer: Crypto::Plaintext,
+        },
     }
 }
 

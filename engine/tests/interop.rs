@@ -24,7 +24,7 @@ use bittern_wire::{Bitfield, ExtensionHandshake, Message, Metainfo, MetainfoBuil
 use crate::fake::{Got, Wire};
 use crate::util::*;
 
-const PYTHON: &str = "/usr/bin/python3";
+pub(crate) const PYTHON: &str = "/usr/bin/python3";
 const ARIA2C: &str = "/usr/bin/aria2c";
 
 /// Files of odd sizes whose boundaries fall inside pieces, so the other
@@ -37,12 +37,12 @@ const FILES: &[(&str, u64)] = &[
 ];
 
 /// Engine logs for debugging: `RUST_LOG=bittern_engine=debug`.
-fn init_log() {
+pub(crate) fn init_log() {
     let _ = env_logger::builder().is_test(true).try_init();
 }
 
 /// True when Debian's Python can import libtorrent.
-fn have_libtorrent() -> bool {
+pub(crate) fn have_libtorrent() -> bool {
     if !have_tool(PYTHON) {
         return false;
     }
@@ -58,7 +58,7 @@ fn have_libtorrent() -> bool {
     )
 }
 
-fn script(name: &str) -> PathBuf {
+pub(crate) fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join("scripts")
@@ -67,7 +67,11 @@ fn script(name: &str) -> PathBuf {
 
 /// Writes `.torrent` bytes for `meta` (optionally with an announce URL) to
 /// `dir/<name>.torrent`; the re-parsed file must keep the info hash.
-fn write_torrent(dir: &Path, meta: &Metainfo, announce: Option<&str>) -> (Metainfo, PathBuf) {
+pub(crate) fn write_torrent(
+    dir: &Path,
+    meta: &Metainfo,
+    announce: Option<&str>,
+) -> (Metainfo, PathBuf) {
     let info = &meta.info;
     let mut b = MetainfoBuilder::new(info.name.clone())
         .piece_length(info.piece_length)
@@ -89,7 +93,7 @@ fn write_torrent(dir: &Path, meta: &Metainfo, announce: Option<&str>) -> (Metain
 }
 
 /// A free TCP port on 127.0.0.1 (for clients that cannot take port 0).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -99,15 +103,15 @@ fn free_port() -> u16 {
 
 /// A child process killed on drop; stdout lines arrive on a channel, stderr
 /// goes to a log file shown when something fails.
-struct Proc {
+pub(crate) struct Proc {
     name: &'static str,
     child: Child,
-    lines: mpsc::Receiver<String>,
+    pub(crate) lines: mpsc::Receiver<String>,
     log: PathBuf,
 }
 
 impl Proc {
-    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Proc {
+    pub(crate) fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Proc {
         let err = std::fs::File::create(&log).unwrap();
         let mut child = cmd
             .stdin(Stdio::null())
@@ -134,7 +138,7 @@ impl Proc {
     }
 
     /// The rest of the first stdout line starting with `prefix`.
-    fn expect_line(&mut self, prefix: &str, limit: Duration) -> String {
+    pub(crate) fn expect_line(&mut self, prefix: &str, limit: Duration) -> String {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -150,7 +154,7 @@ impl Proc {
         }
     }
 
-    fn wait(&mut self, limit: Duration) -> ExitStatus {
+    pub(crate) fn wait(&mut self, limit: Duration) -> ExitStatus {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -163,13 +167,13 @@ impl Proc {
         }
     }
 
-    fn tail(&self) -> String {
+    pub(crate) fn tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
-    fn fail(&self, why: &str) -> ! {
+    pub(crate) fn fail(&self, why: &str) -> ! {
         panic!(
             "{}: {why}; last lines of {}:\n{}",
             self.name,
@@ -186,7 +190,7 @@ impl Drop for Proc {
     }
 }
 
-fn python(script_name: &str, args: &[&OsStr]) -> Command {
+pub(crate) fn python(script_name: &str, args: &[&OsStr]) -> Command {
     let mut cmd = Command::new(PYTHON);
     cmd.arg(script(script_name)).args(args);
     cmd
@@ -194,7 +198,7 @@ fn python(script_name: &str, args: &[&OsStr]) -> Command {
 
 /// Waits for `state`, failing with the other client's log on error or
 /// timeout.
-fn wait_for(t: &TorrentHandle, state: TorrentState, limit: Duration, other: &Proc) {
+pub(crate) fn wait_for(t: &TorrentHandle, state: TorrentState, limit: Duration, other: &Proc) {
     init_log();
     let start = Instant::now();
     loop {
@@ -212,7 +216,11 @@ fn wait_for(t: &TorrentHandle, state: TorrentState, limit: Duration, other: &Pro
     }
 }
 
-fn seed(session: &bittern_engine::Session, meta: &Metainfo, dir: &Path) -> TorrentHandle {
+pub(crate) fn seed(
+    session: &bittern_engine::Session,
+    meta: &Metainfo,
+    dir: &Path,
+) -> TorrentHandle {
     let s = session
         .add_torrent(meta.clone(), dir, TorrentOptions::default())
         .unwrap();
@@ -408,7 +416,7 @@ fn wait_for_seeder_on_tracker(url: &str, meta: &Metainfo) {
     }
 }
 
-fn tempdir() -> tempfile::TempDir {
+pub(crate) fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
@@ -490,7 +498,7 @@ fn late_piece_sets_are_updates() {
 
 /// The seeder counted at least the whole torrent as uploaded, also when
 /// the leecher hung up right after finishing.
-fn assert_uploaded(s: &bittern_engine::TorrentHandle, total: u64) {
+pub(crate) fn assert_uploaded(s: &bittern_engine::TorrentHandle, total: u64) {
     let start = std::time::Instant::now();
     while s.status().uploaded < total && start.elapsed() < std::time::Duration::from_secs(5) {
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -502,20 +510,20 @@ fn assert_uploaded(s: &bittern_engine::TorrentHandle, total: u64) {
     );
 }
 
-const TRANSMISSION: &str = "/usr/bin/transmission-cli";
-const MKTORRENT: &str = "/usr/bin/mktorrent";
+pub(crate) const TRANSMISSION: &str = "/usr/bin/transmission-cli";
+pub(crate) const MKTORRENT: &str = "/usr/bin/mktorrent";
 
 /// A process killed on drop whose stdout and stderr go to files.
-struct Logged {
-    child: Child,
-    out: PathBuf,
-    err: PathBuf,
+pub(crate) struct Logged {
+    pub(crate) child: Child,
+    pub(crate) out: PathBuf,
+    pub(crate) err: PathBuf,
 }
 
 impl Logged {
     /// The last 2,000 bytes of its output (`\r`-separated status lines
     /// made readable) and its log.
-    fn tail(&self) -> String {
+    pub(crate) fn tail(&self) -> String {
         let read = |p: &Path| {
             let t = std::fs::read_to_string(p).unwrap_or_default();
             let start = t.len().saturating_sub(2000);

@@ -2,6 +2,7 @@
 
 mod dht;
 mod e2e;
+mod encryption;
 mod fake;
 mod faults;
 mod hostile;

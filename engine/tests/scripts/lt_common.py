@@ -3,6 +3,7 @@
 Run with Debian's /usr/bin/python3: python3-libtorrent imports only there.
 """
 
+import os
 import sys
 import time
 
@@ -34,6 +35,22 @@ def make_session():
         | lt.alert.category_t.peer_notification,
         "user_agent": "bittern-interop-test",
     }
+    # Protocol encryption, from BITTERN_LT_ENC: "rc4" forces MSE with an
+    # RC4 stream both ways, "plaintext" forces MSE with a plaintext stream
+    # after the handshake, "disabled" speaks plain BitTorrent only. Unset:
+    # libtorrent's default (both accepted, plain dialled first).
+    enc = os.environ.get("BITTERN_LT_ENC")
+    if enc in ("rc4", "plaintext"):
+        settings["out_enc_policy"] = 0  # pe_forced
+        settings["in_enc_policy"] = 0
+        settings["allowed_enc_level"] = 2 if enc == "rc4" else 1
+        settings["prefer_rc4"] = enc == "rc4"
+    elif enc == "disabled":
+        settings["out_enc_policy"] = 2  # pe_disabled
+        settings["in_enc_policy"] = 2
+    elif enc:
+        log("unknown BITTERN_LT_ENC", enc)
+        sys.exit(3)
     ses = lt.session(settings)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -74,3 +91,18 @@ def describe(h):
         s.total_payload_upload,
         s.is_seeding,
     )
+
+
+def report_peers(h, seen):
+    """Prints "PEER <ip:port> <flags>" on stdout for each peer connection
+    past its handshake and not reported yet (flags: libtorrent's peer_info flags as an integer,
+    bit 19 rc4_encrypted, bit 20 plaintext_encrypted)."""
+    for p in h.get_peer_info():
+        # Not while still connecting (0x80) or handshaking (0x40): the
+        # encryption bits are set once the handshake is done.
+        if int(p.flags) & 0xC0:
+            continue
+        key = (p.ip, int(p.flags) & ((1 << 19) | (1 << 20)))
+        if key not in seen:
+            seen.add(key)
+            print("PEER %s:%d %d" % (p.ip[0], p.ip[1], int(p.flags)), flush=True)

@@ -10,7 +10,7 @@ complete and checked, and exits 0. Exits 2 on timeout.
 import sys
 import time
 
-from lt_common import add, describe, drain_alerts, log, make_session
+from lt_common import add, describe, drain_alerts, log, make_session, report_peers
 
 
 def main():
@@ -23,7 +23,9 @@ def main():
     deadline = time.monotonic() + timeout
     last_connect = 0.0
     last_log = 0.0
+    seen = set()
     while True:
+        report_peers(h, seen)
         s = h.status()
         if s.is_seeding:
             break

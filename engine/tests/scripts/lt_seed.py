@@ -9,7 +9,7 @@ is seeding and keeps serving until killed. Diagnostics go to stderr.
 import sys
 import time
 
-from lt_common import add, describe, drain_alerts, log, make_session
+from lt_common import add, describe, drain_alerts, log, make_session, report_peers
 
 
 def main():
@@ -26,8 +26,10 @@ def main():
     log("seeding:", describe(h))
     print("PORT %d" % port, flush=True)
     last = 0.0
+    seen = set()
     while True:
         drain_alerts(ses)
+        report_peers(h, seen)
         if time.monotonic() - last > 1:
             log(describe(h))
             last = time.monotonic()

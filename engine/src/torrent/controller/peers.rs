@@ -227,9 +227,12 @@ impl Controller {
                 // dialled after 3 s, then with doubling waits while dialling
                 // fails, REDIAL_TRIES times. Other failures wait RETRY_AFTER
                 // for the tracker to offer the peer again.
+                // A failed MSE handshake too: Debian's libtorrent 2.0.8
+                // fails about 1 in 256 of them (an unpadded secret), and
+                // the next, with fresh keys, works.
                 let transient = matches!(
                     reason,
-                    PeerError::Io(_) | PeerError::Idle | PeerError::Storage(_)
+                    PeerError::Io(_) | PeerError::Idle | PeerError::Storage(_) | PeerError::Mse(_)
                 );
                 // A peer given by hand is dialled again the same way even
                 // if it never answered (it may not be up yet).
