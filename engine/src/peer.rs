@@ -188,10 +188,18 @@ pub(crate) struct Dial {
 
 impl Dial {
     /// Connects to `addr`: uTP first (if on), TCP as the fallback (if on).
-    fn connect(&self, addr: SocketAddr, timeout: Duration) -> Result<Socket, PeerError> {
+    /// A uTP dial gives up as soon as `cancelled` (the controller closed the
+    /// connection): a peer that never answers must not hold up a stop.
+    fn connect(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Socket, PeerError> {
         if let Some(mux) = &self.utp {
-            match mux.connect(addr, self.utp_timeout.min(timeout)) {
+            match mux.connect_cancellable(addr, self.utp_timeout.min(timeout), cancelled) {
                 Ok(s) => return Ok(Socket::Utp(s)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(PeerError::Closed),
                 Err(e) if self.tcp => debug!("{addr}: utp connect failed ({e}), trying tcp"),
                 Err(e) => return Err(e.into()),
             }
@@ -242,6 +250,11 @@ impl SocketSlot {
             let _ = s.shutdown(Shutdown::Both);
         }
         *slot = Slot::Cut;
+    }
+
+    /// Whether the controller cut the connection (a dial in progress gives up).
+    fn is_cut(&self) -> bool {
+        matches!(*self.0.lock(), Slot::Cut)
     }
 
     /// Keeps a clone of the new connection's socket for `cut`. Fails when
@@ -343,7 +356,7 @@ fn run(
                 &ours,
                 ctx.encryption,
                 t.connect_timeout,
-                &|a, timeout| ctx.dial.connect(a, timeout),
+                &|a, timeout| ctx.dial.connect(a, timeout, &|| socket.is_cut()),
                 &attach,
             )?;
             (Box::new(s), hs, false)
