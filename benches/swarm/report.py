@@ -18,6 +18,7 @@ BASELINES = {
     "bittern→transmission": ["libtorrent→transmission", "libtorrent-reqq→transmission"],
     "libtorrent-reqq→transmission": ["libtorrent→transmission"],
     "bittern→4×bittern": ["libtorrent→4×libtorrent"],
+    "bittern-rc4→bittern-rc4": ["libtorrent-rc4→libtorrent-rc4"],
 }
 
 TRANSFER_FIELDS = [

@@ -54,6 +54,8 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Talk to the Mainline DHT directly (debugging).
     Dht(DhtCommandArgs),
+    /// Drive a running `bittern daemon` (or any Transmission) over its RPC.
+    Remote(RemoteArgs),
 }
 
 /// `--piece-length`: a size or `auto`.
@@ -157,10 +159,12 @@ pub struct PeerArgs {
     /// Port to listen on for peers (0 picks a free one).
     #[arg(short, long, default_value_t = 6881)]
     pub port: u16,
-    /// Address to listen on.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
-    pub bind: IpAddr,
-    /// Connect to this peer too; repeat for more.
+    /// Address to listen on for peers, IPv4 or IPv6; repeat for more, all
+    /// on one port (e.g. `--bind 127.0.0.1 --bind ::1`). Default: every
+    /// address of both families (0.0.0.0 and ::).
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Vec<IpAddr>,
+    /// Connect to this peer too (`HOST:PORT`, `[V6ADDR]:PORT`); repeat for more.
     #[arg(long = "peer", value_name = "HOST:PORT")]
     pub peers: Vec<String>,
     /// Upload limit for the session, e.g. 1MB/s.
@@ -169,6 +173,16 @@ pub struct PeerArgs {
     /// Most peer connections per torrent.
     #[arg(long, value_name = "N", default_value_t = 80)]
     pub max_peers: usize,
+    /// Find peers on the local network by Local Service Discovery (BEP 14
+    /// multicast on 239.192.152.143:6771; never for private torrents).
+    #[arg(long, overrides_with = "no_lsd")]
+    pub lsd: bool,
+    /// No Local Service Discovery (the default).
+    #[arg(long, overrides_with = "lsd")]
+    pub no_lsd: bool,
+    /// Do not download from the torrents' web seeds (BEP 19 `url-list`).
+    #[arg(long)]
+    pub no_web_seeds: bool,
     /// Protocol encryption (MSE/PE): `prefer` accepts both and dials
     /// encrypted first, retrying in the clear; `require` allows only
     /// RC4-encrypted connections; `disable` speaks plain BitTorrent only.
@@ -180,6 +194,10 @@ pub struct PeerArgs {
     /// Transport options.
     #[command(flatten)]
     pub transport: TransportArgs,
+    /// Turn peer exchange (BEP 11) off; it is always off for private
+    /// torrents.
+    #[arg(long)]
+    pub no_pex: bool,
 }
 
 /// `--encryption` values.
@@ -274,9 +292,15 @@ pub struct GetPeersArgs {
 /// `bittern download`.
 #[derive(Debug, Args)]
 pub struct DownloadArgs {
-    /// One or more .torrent files (one session serves them all).
-    #[arg(required = true, value_name = "TORRENT")]
+    /// One or more .torrent files or magnet links (one session serves
+    /// them all). A magnet link's metadata is fetched from its `x.pe`
+    /// peers, its `tr=` trackers and `--peer`.
+    #[arg(required = true, value_name = "TORRENT|MAGNET")]
     pub torrents: Vec<String>,
+    /// Write the .torrent of a magnet link here once its metadata has
+    /// been fetched (it is kept under <DIR>/.bittern/ in any case).
+    #[arg(long, value_name = "FILE")]
+    pub save_torrent: Option<PathBuf>,
     /// Shared peer options.
     #[command(flatten)]
     pub common: PeerArgs,
@@ -307,6 +331,11 @@ pub struct SeedArgs {
     /// Shared peer options.
     #[command(flatten)]
     pub common: PeerArgs,
+    /// Super-seed (BEP 16): as an initial seeder, reveal pieces one at a
+    /// time to each peer, the next once the last was seen spreading, so
+    /// the swarm gets about one copy from us.
+    #[arg(long)]
+    pub super_seed: bool,
 }
 
 /// `bittern tracker`.
@@ -377,6 +406,74 @@ pub struct DaemonArgs {
     /// renamed NAME.added, or NAME.invalid if refused).
     #[arg(long, value_name = "DIR")]
     pub watch_dir: Option<PathBuf>,
+    /// Refuse every download dir, incomplete dir or new location a client
+    /// names outside this folder (symlinks resolved).
+    #[arg(long, value_name = "DIR")]
+    pub data_root: Option<PathBuf>,
+}
+
+/// `bittern remote`.
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// The daemon's RPC URL.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:9091/transmission/rpc"
+    )]
+    pub url: String,
+    /// HTTP Basic auth.
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub auth: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: RemoteAction,
+}
+
+/// `bittern remote` actions. Torrents are named by id, info hash, or `all`.
+#[derive(Debug, Subcommand)]
+pub enum RemoteAction {
+    /// List the torrents.
+    List,
+    /// Add .torrent files (read here, sent whole) or magnet links.
+    Add {
+        /// Files or magnet links.
+        #[arg(required = true, value_name = "TORRENT")]
+        torrents: Vec<String>,
+        /// Where the data goes (on the daemon's machine).
+        #[arg(short = 'w', long = "download-dir", value_name = "DIR")]
+        dir: Option<String>,
+        /// Add them stopped.
+        #[arg(long)]
+        paused: bool,
+    },
+    /// Start torrents.
+    Start {
+        /// Ids, info hashes, or `all`.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Stop torrents.
+    Stop {
+        /// Ids, info hashes, or `all`.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Remove torrents (their data stays unless --delete).
+    Remove {
+        /// Ids, info hashes, or `all`.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+        /// Delete their data too.
+        #[arg(long)]
+        delete: bool,
+    },
+    /// Show one torrent in detail.
+    Info {
+        /// An id or an info hash.
+        #[arg(value_name = "ID")]
+        id: String,
+    },
 }
 
 #[cfg(test)]
@@ -418,6 +515,7 @@ mod tests {
         assert_eq!(d.seed_time, Some(Duration::from_secs(1800)));
         assert_eq!(d.common.port, 0);
         assert_eq!(d.common.peers, ["127.0.0.1:7000"]);
+        assert_eq!(d.common.bind, [IpAddr::from([127, 0, 0, 1])]);
         assert_eq!(d.only, ["*.iso"]);
         // goals are exclusive
         assert!(Cli::try_parse_from([

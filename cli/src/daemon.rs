@@ -59,6 +59,7 @@ pub fn run(args: &DaemonArgs, stop: &Stop) -> anyhow::Result<Code> {
         engine: SessionConfig::default(),
         limits: Limits::default(),
         watch_dir: args.watch_dir.clone(),
+        data_root: args.data_root.clone(),
     };
     let daemon = Daemon::start(config).map_err(|e| {
         let code = match &e {
@@ -66,7 +67,7 @@ pub fn run(args: &DaemonArgs, stop: &Stop) -> anyhow::Result<Code> {
             Error::RpcListen { .. } | Error::Engine(bittern_engine::Error::Listen { .. }) => {
                 Code::Network
             }
-            Error::Store(_) | Error::WatchDir { .. } => Code::Filesystem,
+            Error::Store(_) | Error::WatchDir { .. } | Error::DataRoot { .. } => Code::Filesystem,
             _ => Code::Failure,
         };
         coded(code, anyhow!(e))

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -22,25 +22,25 @@ use crate::signals::Stop;
 pub const STATE_FILE: &str = "dht.dat";
 
 /// The bootstrap nodes to use: the ones given, else the public routers
-/// unless `bind` is a loopback address (which cannot reach them, so they
-/// are not even resolved).
-fn bootstrap_nodes(given: &[String], bind: IpAddr) -> Vec<String> {
+/// unless we are bound to loopback addresses only (which cannot reach
+/// them, so they are not even resolved).
+fn bootstrap_nodes(given: &[String], loopback: bool) -> Vec<String> {
     if !given.is_empty() {
         return given.to_vec();
     }
-    if bind.is_loopback() {
+    if loopback {
         return Vec::new();
     }
     PUBLIC_ROUTERS.iter().map(|s| (*s).to_string()).collect()
 }
 
 /// The session's DHT settings for these options (`None`: `--no-dht`).
-pub fn settings(args: &DhtArgs, bind: IpAddr, dir: &Path) -> Option<DhtSettings> {
+pub fn settings(args: &DhtArgs, loopback: bool, dir: &Path) -> Option<DhtSettings> {
     if args.no_dht && !args.dht {
         return None;
     }
     Some(DhtSettings {
-        bootstrap: bootstrap_nodes(&args.dht_bootstrap, bind),
+        bootstrap: bootstrap_nodes(&args.dht_bootstrap, loopback),
         state_file: Some(dir.join(".bittern").join(STATE_FILE)),
         ..DhtSettings::default()
     })
@@ -96,7 +96,7 @@ fn parse_info_hash(s: &str) -> anyhow::Result<InfoHash> {
 
 fn get_peers(args: &GetPeersArgs, stop: &Stop) -> anyhow::Result<Code> {
     let info_hash = parse_info_hash(&args.info_hash)?;
-    let hosts = bootstrap_nodes(&args.bootstrap, args.bind);
+    let hosts = bootstrap_nodes(&args.bootstrap, args.bind.is_loopback());
     if hosts.is_empty() {
         return Err(coded(
             Code::Usage,

@@ -55,23 +55,46 @@ pub fn read_torrent(path: &Path) -> anyhow::Result<Metainfo> {
     })
 }
 
-/// A torrent given on the command line for `download` or `seed`.
+/// A torrent given on the command line: a `.torrent` file or a magnet link.
+#[derive(Debug)]
+pub enum TorrentArg {
+    /// A parsed `.torrent` file.
+    Meta(Box<Metainfo>),
+    /// A magnet link (the metadata comes from peers).
+    Magnet(Box<Magnet>),
+}
+
+impl TorrentArg {
+    /// The name shown before the metadata is known.
+    pub fn label(&self) -> String {
+        match self {
+            TorrentArg::Meta(m) => m.info.name.clone(),
+            TorrentArg::Magnet(m) => m
+                .display_name
+                .clone()
+                .unwrap_or_else(|| m.swarm_hash().to_hex()),
+        }
+    }
+}
+
+/// A torrent given on the command line for `download`.
 ///
 /// # Errors
-/// As [`read_torrent`]; a magnet link is refused with [`Code::Usage`]
-/// (fetching metadata from peers, BEP 9, is not in the engine).
-pub fn torrent_arg(arg: &str) -> anyhow::Result<Metainfo> {
+/// As [`read_torrent`]; [`Code::Usage`] for a bad magnet link, or one
+/// without a v1 (`btih`) info hash.
+pub fn torrent_arg(arg: &str) -> anyhow::Result<TorrentArg> {
     if arg.starts_with("magnet:") {
-        Magnet::parse(arg).map_err(|e| coded(Code::Usage, anyhow!("invalid magnet link: {e}")))?;
-        return Err(coded(
-            Code::Usage,
-            anyhow!(
-                "magnet links cannot be downloaded yet (no metadata exchange); \
-                 give the .torrent file"
-            ),
-        ));
+        let m = Magnet::parse(arg)
+            .map_err(|e| coded(Code::Usage, anyhow!("invalid magnet link: {e}")))?;
+        if m.info_hash.is_none() {
+            return Err(coded(
+                Code::Usage,
+                anyhow!("magnet links without a v1 (btih) info hash cannot be downloaded yet"),
+            ));
+        }
+        return Ok(TorrentArg::Magnet(Box::new(m)));
     }
-    read_torrent(Path::new(arg))
+    read_torrent(Path::new(arg)).map(|m| TorrentArg::Meta(Box::new(m)))
 }
 
 /// Resolves `--peer HOST:PORT` values.
@@ -179,12 +202,20 @@ mod tests {
 
         let e = torrent_arg("magnet:?xt=urn:btih:nothex").unwrap_err();
         assert!(format!("{e:#}").contains("invalid magnet link"), "{e:#}");
+        let ok = torrent_arg(
+            "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567&x.pe=127.0.0.1:7",
+        )
+        .unwrap();
+        assert!(matches!(ok, TorrentArg::Magnet(_)));
+        assert_eq!(ok.label(), "0123456789abcdef0123456789abcdef01234567");
     }
 
     #[test]
     fn peers_resolve() {
         let p = peers(&["127.0.0.1:7000".to_string()]).unwrap();
         assert_eq!(p, vec![SocketAddr::from(([127, 0, 0, 1], 7000))]);
+        let p = peers(&["[::1]:7000".to_string()]).unwrap();
+        assert_eq!(p, vec!["[::1]:7000".parse::<SocketAddr>().unwrap()]);
         let e = peers(&["127.0.0.1".to_string()]).unwrap_err();
         assert_eq!(code_of(&e), Code::Usage);
     }

@@ -11,6 +11,7 @@ mod glob;
 mod info;
 mod load;
 mod progress;
+mod remote;
 mod run;
 mod signals;
 mod swarm;
@@ -49,6 +50,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Code> {
         Command::Swarm(a) => swarm::run(a, &signals::install()?),
         Command::Daemon(a) => daemon::run(a, &signals::install()?),
         Command::Dht(a) => dht::run(a, &signals::install()?),
+        Command::Remote(a) => remote::run(a),
     }
 }
 

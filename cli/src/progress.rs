@@ -143,6 +143,7 @@ fn percent(done: u64, total: u64) -> f64 {
 /// A torrent's state in a word.
 pub fn state_word(s: &TorrentState) -> String {
     match s {
+        TorrentState::FetchingMetadata => "fetching metadata".into(),
         TorrentState::Checking => "checking".into(),
         TorrentState::Downloading => "downloading".into(),
         TorrentState::Seeding => "seeding".into(),
@@ -163,13 +164,28 @@ pub fn ratio(s: &TorrentStatus) -> f64 {
 
 /// Rates, ETA, peers, ratio and state, for a bar message or a plain line.
 pub fn status_text(s: &TorrentStatus) -> String {
+    if s.state == TorrentState::FetchingMetadata {
+        return fetching_text(s);
+    }
     let eta = match (&s.state, s.eta) {
         (TorrentState::Downloading, Some(d)) => format_duration(d),
         (TorrentState::Downloading, None) => "?".into(),
         _ => "-".into(),
     };
+    // Web seeds: their share of the download, while any runs or gave data.
+    let web = if s.web_seeds > 0 || s.web_seed_downloaded > 0 {
+        format!(
+            " (web {} {}, {} seed{})",
+            format_rate(s.web_seed_rate),
+            format_size(s.web_seed_downloaded),
+            s.web_seeds,
+            if s.web_seeds == 1 { "" } else { "s" }
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "down {} up {} eta {} peers {} ratio {:.2} {}",
+        "down {}{web} up {} eta {} peers {} ratio {:.2} {}",
         format_rate(s.download_rate),
         format_rate(s.upload_rate),
         eta,
@@ -179,8 +195,17 @@ pub fn status_text(s: &TorrentStatus) -> String {
     )
 }
 
+/// The line of a torrent started from a magnet link before its size is
+/// known.
+fn fetching_text(s: &TorrentStatus) -> String {
+    format!("fetching metadata ({} peers)", s.peers_connected)
+}
+
 /// A plain status line (without the label).
 pub fn plain_line(s: &TorrentStatus) -> String {
+    if s.state == TorrentState::FetchingMetadata {
+        return fetching_text(s);
+    }
     if s.state == TorrentState::Checking {
         return format!("checking data ({} pieces)", s.pieces_total);
     }
@@ -297,6 +322,9 @@ mod tests {
             files: Vec::new(),
             hash_failures: 0,
             written: 500,
+            web_seeds: 0,
+            web_seed_downloaded: 0,
+            web_seed_rate: 0.0,
         }
     }
 
@@ -307,6 +335,16 @@ mod tests {
             status_text(&s),
             "down 2.0 KiB/s up 0 B/s eta 1m05s peers 3 ratio 0.25 downloading"
         );
+        let web = TorrentStatus {
+            web_seeds: 1,
+            web_seed_downloaded: 3 << 20,
+            web_seed_rate: 1024.0,
+            ..s.clone()
+        };
+        assert_eq!(
+            status_text(&web),
+            "down 2.0 KiB/s (web 1.0 KiB/s 3.0 MiB, 1 seed) up 0 B/s eta 1m05s peers 3 ratio 0.25 downloading"
+        );
         let full = bittern_storage::Error::DiskFull {
             path: "/d/x.bin".into(),
         };
@@ -314,6 +352,14 @@ mod tests {
         assert!(status_text(&s).ends_with(
             "eta - peers 3 ratio 0.25 error: writing to disk: disk full while writing /d/x.bin"
         ));
+    }
+
+    #[test]
+    fn fetching_metadata_line() {
+        let mut s = status(TorrentState::FetchingMetadata);
+        s.peers_connected = 2;
+        assert_eq!(plain_line(&s), "fetching metadata (2 peers)");
+        assert_eq!(status_text(&s), "fetching metadata (2 peers)");
     }
 
     #[test]

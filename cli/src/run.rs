@@ -2,7 +2,7 @@
 //! given, a live display, a graceful stop on the first Ctrl-C, and one
 //! summary line per torrent on exit.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use bittern_wire::Metainfo;
 use crate::args::{DownloadArgs, PeerArgs, SeedArgs};
 use crate::exit::{coded, Code};
 use crate::glob;
-use crate::load;
+use crate::load::{self, TorrentArg};
 use crate::progress::{self, Display};
 use crate::signals::Stop;
 
@@ -57,15 +57,34 @@ fn session_config(common: &PeerArgs, download_limit: Option<u64>) -> anyhow::Res
             anyhow!("--no-tcp and --no-utp leave no way to reach peers"),
         ));
     }
+    // Only loopback addresses given: the public DHT routers are out of reach.
+    let loopback = !common.bind.is_empty() && common.bind.iter().all(IpAddr::is_loopback);
     Ok(SessionConfig {
-        listen: SocketAddr::new(common.bind, common.port),
+        // No --bind: both families' unspecified addresses (dual stack);
+        // else exactly the addresses given, on one port.
+        listen: SocketAddr::new(
+            common
+                .bind
+                .first()
+                .copied()
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            common.port,
+        ),
+        dual_stack: common.bind.is_empty(),
+        listen_also: common.bind.iter().skip(1).copied().collect(),
         upload_limit: common.upload_limit,
         download_limit,
         max_peers_per_torrent: common.max_peers,
-        dht: crate::dht::settings(&common.dht, common.bind, &common.dir),
+        web_seeds: !common.no_web_seeds,
+        lsd: (common.lsd && !common.no_lsd).then(|| {
+            // The interface follows the listen address (see SessionConfig).
+            bittern_engine::LsdConfig::new(std::net::Ipv4Addr::UNSPECIFIED, common.port)
+        }),
+        dht: crate::dht::settings(&common.dht, loopback, &common.dir),
         utp,
         tcp,
         encryption: common.encryption.into(),
+        pex: !common.no_pex,
         ..SessionConfig::default()
     })
 }
@@ -121,17 +140,36 @@ pub fn download(args: &DownloadArgs, stop: &Stop) -> anyhow::Result<Code> {
     let peers = load::peers(&args.common.peers)?;
     let mut jobs = Vec::new();
     for t in &args.torrents {
-        let m = load::torrent_arg(t)?;
+        let arg = load::torrent_arg(t)?;
+        let wanted_files = match &arg {
+            TorrentArg::Meta(m) => wanted_files(m, &args.only)?,
+            TorrentArg::Magnet(_) if !args.only.is_empty() => {
+                return Err(coded(
+                    Code::Usage,
+                    anyhow!("--only needs the file list: give the .torrent, not a magnet link"),
+                ))
+            }
+            TorrentArg::Magnet(_) => Vec::new(),
+        };
         let options = TorrentOptions {
-            wanted_files: wanted_files(&m, &args.only)?,
+            wanted_files,
             seed_goal,
             peers: peers.clone(),
             ..TorrentOptions::default()
         };
-        jobs.push((m, options));
+        jobs.push((arg, options));
+    }
+    if args.save_torrent.is_some()
+        && (jobs.len() != 1 || !matches!(jobs[0].0, TorrentArg::Magnet(_)))
+    {
+        return Err(coded(
+            Code::Usage,
+            anyhow!("--save-torrent takes exactly one magnet link"),
+        ));
     }
     let config = session_config(&args.common, args.download_limit)?;
-    serve(jobs, &args.common.dir, config, Mode::Download, stop)
+    let save = args.save_torrent.as_deref();
+    serve(jobs, &args.common.dir, config, Mode::Download, stop, save)
 }
 
 /// Runs `bittern seed`.
@@ -142,22 +180,36 @@ pub fn seed(args: &SeedArgs, stop: &Stop) -> anyhow::Result<Code> {
     let peers = load::peers(&args.common.peers)?;
     let mut jobs = Vec::new();
     for t in &args.torrents {
-        let m = load::torrent_arg(t)?;
+        let m = match load::torrent_arg(t)? {
+            TorrentArg::Meta(m) => m,
+            TorrentArg::Magnet(_) => {
+                return Err(coded(
+                    Code::Usage,
+                    anyhow!("seeding needs the .torrent file (`bittern download MAGNET --save-torrent FILE` writes it)"),
+                ))
+            }
+        };
         let options = TorrentOptions {
             seed_goal: SeedGoal::Forever,
             peers: peers.clone(),
+            super_seed: args.super_seed,
             ..TorrentOptions::default()
         };
-        jobs.push((m, options));
+        jobs.push((TorrentArg::Meta(m), options));
     }
     let config = session_config(&args.common, None)?;
-    serve(jobs, &args.common.dir, config, Mode::Seed, stop)
+    serve(jobs, &args.common.dir, config, Mode::Seed, stop, None)
 }
 
 /// The line printed for each torrent on exit; scripts and tests parse it.
 pub fn summary_line(s: &TorrentStatus) -> String {
+    let web = if s.web_seed_downloaded > 0 {
+        format!(" ({} from web seeds)", s.web_seed_downloaded)
+    } else {
+        String::new()
+    };
     format!(
-        "{}: downloaded {} bytes, uploaded {} bytes, have {} of {} bytes ({:.1}%), {}",
+        "{}: downloaded {} bytes{web}, uploaded {} bytes, have {} of {} bytes ({:.1}%), {}",
         s.name,
         s.downloaded,
         s.uploaded,
@@ -172,12 +224,29 @@ fn is_complete(s: &TorrentStatus) -> bool {
     s.wanted_bytes > 0 && s.have_bytes >= s.wanted_bytes
 }
 
+/// Writes the fetched `.torrent` of a magnet download to `path`, once it
+/// is known. True when written (or failed: reported once either way).
+fn save_fetched(h: &TorrentHandle, path: &Path) -> bool {
+    let Some(bytes) = h.torrent_file() else {
+        return false;
+    };
+    match std::fs::write(path, bytes) {
+        Ok(()) => progress::note(&format!("saved the metadata to {}", path.display())),
+        Err(e) => progress::note(&format!(
+            "bittern: error: cannot write {}: {e}",
+            path.display()
+        )),
+    }
+    true
+}
+
 fn serve(
-    jobs: Vec<(Metainfo, TorrentOptions)>,
+    jobs: Vec<(TorrentArg, TorrentOptions)>,
     dir: &Path,
     config: SessionConfig,
     mode: Mode,
     stop: &Stop,
+    save_torrent: Option<&Path>,
 ) -> anyhow::Result<Code> {
     match mode {
         Mode::Download => load::writable_dir(dir)?,
@@ -191,11 +260,20 @@ fn serve(
         }
     }
     let mut session = open_session(config)?;
-    println!("listening on {}", session.local_addr());
+    let addrs: Vec<String> = session
+        .local_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    println!("listening on {}", addrs.join(", "));
     let mut handles: Vec<TorrentHandle> = Vec::new();
-    for (m, options) in jobs {
-        let name = m.info.name.clone();
-        match session.add_torrent(m, dir, options) {
+    for (arg, options) in jobs {
+        let name = arg.label();
+        let added = match arg {
+            TorrentArg::Meta(m) => session.add_torrent(*m, dir, options),
+            TorrentArg::Magnet(m) => session.add_magnet(&m, dir, options),
+        };
+        match added {
             Ok(h) => handles.push(h),
             Err(e) => {
                 session.shutdown();
@@ -216,7 +294,11 @@ fn serve(
     let mut reported_error = vec![false; handles.len()];
     let mut incomplete_seed = None;
     let mut dht_shown = crate::dht::NodeCount::default();
+    let mut saved = save_torrent.is_none();
     let interrupted = loop {
+        if let (false, Some(path), Some(h)) = (saved, save_torrent, handles.first()) {
+            saved = save_fetched(h, path);
+        }
         if stop.requested() {
             break true;
         }
@@ -231,7 +313,11 @@ fn serve(
                 }
                 continue;
             }
-            if s.state == TorrentState::Checking || announced[i] {
+            if matches!(
+                s.state,
+                TorrentState::Checking | TorrentState::FetchingMetadata
+            ) || announced[i]
+            {
                 continue;
             }
             if is_complete(s) {
@@ -271,6 +357,14 @@ fn serve(
         );
     }
     session.shutdown();
+    if let (false, Some(path), Some(h)) = (saved, save_torrent, handles.first()) {
+        if !save_fetched(h, path) {
+            progress::note(&format!(
+                "bittern: the metadata never arrived; {} not written",
+                path.display()
+            ));
+        }
+    }
     let statuses: Vec<TorrentStatus> = handles.iter().map(TorrentHandle::status).collect();
     display.update(&statuses, true);
     display.finish();

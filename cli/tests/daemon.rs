@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
-const REMOTE: &str = "transmission-remote";
+pub(crate) const REMOTE: &str = "transmission-remote";
 
 /// A running daemon and the ports it printed.
-struct Daemon {
-    proc: Proc,
-    rpc: u16,
-    peer: u16,
+pub(crate) struct Daemon {
+    pub proc: Proc,
+    pub rpc: u16,
+    pub peer: u16,
 }
 
 fn port_of(line: &str) -> u16 {
@@ -28,7 +28,7 @@ fn port_of(line: &str) -> u16 {
         .unwrap_or_else(|_| panic!("no port in {line:?}"))
 }
 
-fn start_daemon(config: &Path, rpc_port: u16, peer_port: u16, extra: &[&str]) -> Daemon {
+pub(crate) fn start_daemon(config: &Path, rpc_port: u16, peer_port: u16, extra: &[&str]) -> Daemon {
     let mut args = vec![
         "daemon".to_string(),
         "--config-dir".into(),
@@ -48,7 +48,7 @@ fn start_daemon(config: &Path, rpc_port: u16, peer_port: u16, extra: &[&str]) ->
 }
 
 /// Runs transmission-remote against the daemon; returns (exit code, stdout).
-fn remote(rpc: u16, args: &[&str]) -> (Option<i32>, String) {
+pub(crate) fn remote(rpc: u16, args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(REMOTE)
         .arg(format!("127.0.0.1:{rpc}"))
         .args(args)
@@ -59,14 +59,14 @@ fn remote(rpc: u16, args: &[&str]) -> (Option<i32>, String) {
     (out.status.code(), text)
 }
 
-fn remote_ok(rpc: u16, args: &[&str]) -> String {
+pub(crate) fn remote_ok(rpc: u16, args: &[&str]) -> String {
     let (code, text) = remote(rpc, args);
     assert_eq!(code, Some(0), "transmission-remote {args:?}: {text}");
     text
 }
 
 /// `-l` rows as (done, status, name): the id and rates left out.
-fn list(rpc: u16) -> Vec<(String, String, String)> {
+pub(crate) fn list(rpc: u16) -> Vec<(String, String, String)> {
     let text = remote_ok(rpc, &["-l"]);
     let mut lines = text.lines();
     assert!(
@@ -94,7 +94,7 @@ fn list(rpc: u16) -> Vec<(String, String, String)> {
         .collect()
 }
 
-fn wait_list(rpc: u16, what: &str, cond: impl Fn(&[(String, String, String)]) -> bool) {
+pub(crate) fn wait_list(rpc: u16, what: &str, cond: impl Fn(&[(String, String, String)]) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let l = list(rpc);
@@ -106,7 +106,7 @@ fn wait_list(rpc: u16, what: &str, cond: impl Fn(&[(String, String, String)]) ->
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -288,7 +288,7 @@ fn daemon_refuses_a_public_rpc_address_without_a_password() {
 
 /// The venv interpreter with PyPI's transmission-rpc that
 /// `scripts/test.sh` makes (`BITTERN_TRPC_PYTHON` overrides).
-fn trpc_python() -> std::path::PathBuf {
+pub(crate) fn trpc_python() -> std::path::PathBuf {
     std::env::var_os("BITTERN_TRPC_PYTHON")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {

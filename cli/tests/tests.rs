@@ -3,6 +3,7 @@
 
 mod crash;
 mod daemon;
+mod daemon_live;
 mod dht;
 mod errors;
 mod interop;
@@ -10,3 +11,4 @@ mod torrents;
 mod transfer;
 mod util;
 mod web;
+mod webseed;

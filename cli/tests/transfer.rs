@@ -274,3 +274,149 @@ fn only_selected_files_then_seed_for_a_while() {
     );
     assert!(z <= 700_000);
 }
+
+/// `bittern download MAGNET --peer ... --save-torrent FILE`: the metadata
+/// comes from a bittern seeder, the data is identical, the progress line
+/// says "fetching metadata (N peers)" first, and the written .torrent (and
+/// the one kept under `<DIR>/.bittern/`) has the magnet's info hash.
+#[test]
+fn download_magnet_by_peer_and_save_torrent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    random_file(&src.join("mag/a.bin"), 900_001, 7);
+    random_file(&src.join("mag/b.bin"), 300_000, 8);
+    let t = create(
+        &src.join("mag"),
+        &tmp.path().join("mag.torrent"),
+        &["--piece-length", "16KiB"],
+    );
+    let info = bittern(["info", "--json", t.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
+    let hash = v["info_hash"].as_str().unwrap().to_string();
+    let (mut seed, port) = start_seed(&t, &src, &[]);
+
+    let dst = tmp.path().join("dst");
+    let saved = tmp.path().join("fetched.torrent");
+    let magnet = format!("magnet:?xt=urn:btih:{hash}&dn=mag");
+    let r = run_limited(
+        cmd([
+            "download",
+            &magnet,
+            "-d",
+            dst.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "--peer",
+            &format!("127.0.0.1:{port}"),
+            "--exit-on-complete",
+            "--save-torrent",
+            saved.to_str().unwrap(),
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(r.stderr.contains("fetching metadata ("), "{}", r.stderr);
+    assert_eq!(tree(&dst.join("mag")), tree(&src.join("mag")));
+    let (_, have, of) = summary(&r.stdout);
+    assert_eq!((have, of), (1_200_001, 1_200_001));
+    for file in [saved, dst.join(".bittern").join(format!("{hash}.torrent"))] {
+        let info = bittern(["info", "--json", file.to_str().unwrap()]);
+        assert_eq!(info.code, Some(0), "{info:?}");
+        let v: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
+        assert_eq!(v["info_hash"], hash.as_str(), "{}", file.display());
+    }
+    seed.signal(libc::SIGTERM);
+    let status = seed.wait(Duration::from_secs(20));
+    assert_eq!(seed.finish(status).code, Some(0));
+}
+
+#[test]
+fn download_from_a_super_seeder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    random_file(&src.join("ss.bin"), 900_001, 61);
+    let t = create(
+        &src.join("ss.bin"),
+        &tmp.path().join("ss.torrent"),
+        &["--piece-length", "32KiB"],
+    );
+    let (mut seed, port) = start_seed(&t, &src, &["--super-seed"]);
+    let dst = tmp.path().join("dst");
+    let r = run_limited(
+        cmd([
+            "download",
+            t.to_str().unwrap(),
+            "-d",
+            dst.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "--peer",
+            &format!("127.0.0.1:{port}"),
+            "--exit-on-complete",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(
+        std::fs::read(dst.join("ss.bin")).unwrap(),
+        std::fs::read(src.join("ss.bin")).unwrap()
+    );
+    seed.signal(libc::SIGTERM);
+    let status = seed.wait(Duration::from_secs(20));
+    let out = seed.finish(status);
+    assert_eq!(out.code, Some(0), "{out:?}");
+}
+
+/// `--bind` takes IPv6 addresses, repeated: a seed on 127.0.0.1 and ::1
+/// (one port), a download bound to ::1 only that reaches it at `[::1]`.
+#[test]
+fn download_over_ipv6_loopback_with_repeated_bind() {
+    let v6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+    if !bittern_testkit::require("an IPv6 loopback (::1)", v6) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let data = random_file(&src.join("six.bin"), 700_001, 6);
+    let t = create(&src.join("six.bin"), &tmp.path().join("six.torrent"), &[]);
+    let (_seed, port) = start_seed(&t, &src, &["--bind", "::1"]);
+    // Both addresses accept on the one port.
+    std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::net::TcpStream::connect(("::1", port)).unwrap();
+
+    let dst = tmp.path().join("dst");
+    let r = run_limited(
+        cmd([
+            "download",
+            t.to_str().unwrap(),
+            "-d",
+            dst.to_str().unwrap(),
+            "--bind",
+            "::1",
+            "-p",
+            "0",
+            "--peer",
+            &format!("[::1]:{port}"),
+            "--exit-on-complete",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let listening = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("listening on "))
+        .unwrap_or_default();
+    assert!(
+        listening.starts_with("listening on [::1]:") && !listening.contains(','),
+        "{listening}"
+    );
+    assert!(std::fs::read(dst.join("six.bin")).unwrap() == data);
+    let (downloaded, have, of) = summary(&r.stdout);
+    assert_eq!((have, of), (700_001, 700_001));
+    assert!(downloaded >= 700_001, "{downloaded}");
+}

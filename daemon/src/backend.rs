@@ -53,6 +53,25 @@ pub trait Backend: Send + Sync + 'static {
     /// # Errors
     /// [`BackendError::NotRunning`].
     fn resume(&self, hash: InfoHash) -> Result<(), BackendError>;
+    /// Asks its trackers for peers as early as they allow.
+    ///
+    /// # Errors
+    /// [`BackendError::NotRunning`].
+    fn reannounce(&self, hash: InfoHash) -> Result<(), BackendError>;
+    /// Changes its own (download, upload) limits while it runs, bytes per
+    /// second, `None` unlimited, and whether the session's apply too.
+    ///
+    /// # Errors
+    /// [`BackendError::NotRunning`].
+    fn set_limits(
+        &self,
+        hash: InfoHash,
+        download: Option<u64>,
+        upload: Option<u64>,
+        honors_session: bool,
+    ) -> Result<(), BackendError>;
+    /// Changes the session's (download, upload) limits while torrents run.
+    fn set_session_limits(&self, download: Option<u64>, upload: Option<u64>);
     /// A snapshot of its state, `None` when it does not run.
     fn status(&self, hash: InfoHash) -> Option<TorrentStatus>;
     /// Its connected peers.
@@ -114,6 +133,27 @@ impl Backend for EngineBackend {
 
     fn resume(&self, hash: InfoHash) -> Result<(), BackendError> {
         self.handle(hash)?.resume().map_err(BackendError::from)
+    }
+
+    fn reannounce(&self, hash: InfoHash) -> Result<(), BackendError> {
+        self.handle(hash)?.reannounce().map_err(BackendError::from)
+    }
+
+    fn set_limits(
+        &self,
+        hash: InfoHash,
+        download: Option<u64>,
+        upload: Option<u64>,
+        honors_session: bool,
+    ) -> Result<(), BackendError> {
+        let h = self.handle(hash)?;
+        h.set_limits(download, upload);
+        h.set_honors_session_limits(honors_session);
+        Ok(())
+    }
+
+    fn set_session_limits(&self, download: Option<u64>, upload: Option<u64>) {
+        self.session.lock().set_limits(download, upload);
     }
 
     fn status(&self, hash: InfoHash) -> Option<TorrentStatus> {

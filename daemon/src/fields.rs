@@ -17,8 +17,12 @@ pub mod status_code {
     pub const STOPPED: i64 = 0;
     /// Checking its data.
     pub const VERIFYING: i64 = 2;
+    /// Waiting in the download queue.
+    pub const DOWNLOAD_WAIT: i64 = 3;
     /// Downloading.
     pub const DOWNLOADING: i64 = 4;
+    /// Waiting in the seed queue.
+    pub const SEED_WAIT: i64 = 5;
     /// Seeding.
     pub const SEEDING: i64 = 6;
 }
@@ -67,10 +71,15 @@ impl<'a> View<'a> {
     /// Transmission's status code.
     pub fn status_code(&self) -> i64 {
         use status_code::*;
-        match self.status.as_ref().map(|s| &s.state) {
+        let st = self.status.as_ref();
+        if self.entry.queued && !st.is_some_and(|s| s.state == TorrentState::Checking) {
+            let complete = st.is_some_and(|s| s.wanted_bytes > 0 && s.have_bytes >= s.wanted_bytes);
+            return if complete { SEED_WAIT } else { DOWNLOAD_WAIT };
+        }
+        match st.map(|s| &s.state) {
             None => STOPPED,
             Some(TorrentState::Checking) => VERIFYING,
-            Some(TorrentState::Downloading) => DOWNLOADING,
+            Some(TorrentState::Downloading | TorrentState::FetchingMetadata) => DOWNLOADING,
             Some(TorrentState::Seeding) => SEEDING,
             Some(_) => STOPPED,
         }
@@ -194,10 +203,8 @@ impl<'a> View<'a> {
             } else {
                 0.0
             }),
-            "isFinished" => json!(
-                st.is_some_and(|s| s.state == TorrentState::Stopped) && self.left_until_done() == 0
-            ),
-            "isStalled" => json!(false),
+            "isFinished" => json!(r.finished),
+            "isStalled" => json!(self.stalled()),
             "isPrivate" => json!(m.info.private),
             "rateDownload" => json!(rate(|s| s.download_rate)),
             "rateUpload" => json!(rate(|s| s.upload_rate)),
@@ -207,7 +214,11 @@ impl<'a> View<'a> {
             "corruptEver" => json!(e.folded(st).corrupt_ever),
             "haveValid" => json!(st.map_or(0, |s| s.have_bytes)),
             "haveUnchecked" => json!(0),
-            "downloadDir" => json!(r.save_dir.to_string_lossy()),
+            "downloadDir" => json!(r
+                .final_dir
+                .as_ref()
+                .unwrap_or(&r.save_dir)
+                .to_string_lossy()),
             "addedDate" => json!(r.added_date),
             "doneDate" => json!(r.done_date),
             "activityDate" => json!(r.activity_date),
@@ -231,6 +242,7 @@ impl<'a> View<'a> {
             "pieceCount" => json!(m.info.piece_count()),
             "pieceSize" => json!(m.info.piece_length),
             "labels" => json!(r.labels),
+            "group" => json!(r.group),
             "queuePosition" => json!(r.queue_position),
             "bandwidthPriority" => json!(r.bandwidth_priority),
             "downloadLimit" => json!(r.download_limit),
@@ -250,7 +262,12 @@ impl<'a> View<'a> {
             "manualAnnounceTime" => json!(-1),
             "torrentFile" => json!(self.torrent_file),
             "webseeds" => json!(m.url_list),
-            "webseedsSendingToUs" => json!(0),
+            // Web seeds in use that moved bytes lately.
+            "webseedsSendingToUs" => json!(st.map_or(0, |s| if s.web_seed_rate >= 1.0 {
+                s.web_seeds
+            } else {
+                0
+            })),
             "file-count" | "fileCount" => json!(e.visible_files().count()),
             "files" => {
                 let files: Vec<Value> = e
@@ -346,6 +363,19 @@ impl<'a> View<'a> {
             _ => return None,
         };
         Some(v)
+    }
+
+    /// Running without moving data for the stall time (the queue's rule).
+    fn stalled(&self) -> bool {
+        let (e, s) = (self.entry, self.settings);
+        let running = matches!(
+            self.status.as_ref().map(|s| &s.state),
+            Some(TorrentState::Downloading | TorrentState::Seeding)
+        );
+        running
+            && !e.queued
+            && s.queue_stalled_enabled
+            && e.last_active.elapsed().as_secs() >= s.queue_stalled_minutes.saturating_mul(60)
     }
 
     fn error_string(&self) -> String {

@@ -30,6 +30,7 @@
 //!     engine: bittern_engine::SessionConfig::default(),
 //!     limits: Limits::default(),
 //!     watch_dir: None,
+//!     data_root: None,
 //! })?;
 //! while !daemon.close_requested() {
 //!     std::thread::sleep(std::time::Duration::from_millis(200));
@@ -44,7 +45,9 @@ pub mod backend;
 pub mod fields;
 pub mod gate;
 pub mod http;
+pub mod limits;
 pub mod metrics;
+pub mod paths;
 pub mod rpc;
 mod run;
 pub mod settings;

@@ -25,7 +25,14 @@ use crate::state::Torrents;
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The states a torrent is reported in.
-pub const STATES: &[&str] = &["stopped", "checking", "downloading", "seeding", "error"];
+pub const STATES: &[&str] = &[
+    "stopped",
+    "checking",
+    "queued",
+    "downloading",
+    "seeding",
+    "error",
+];
 
 /// What keeps the session counters monotonic across removals: each
 /// torrent's last seen totals, and the sum of those of torrents gone.
@@ -85,6 +92,7 @@ fn rows<B: Backend>(torrents: &Torrents<B>) -> Vec<(InfoHash, Row)> {
                 status_code::VERIFYING => "checking",
                 status_code::DOWNLOADING => "downloading",
                 status_code::SEEDING => "seeding",
+                status_code::DOWNLOAD_WAIT | status_code::SEED_WAIT => "queued",
                 _ => "stopped",
             };
             let row = Row {

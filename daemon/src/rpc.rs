@@ -3,7 +3,7 @@
 //! out; failures are HTTP 200 with an error string in `result`) and the
 //! methods, over [`Torrents`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bittern_wire::{InfoHash, Metainfo};
@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 
 use crate::backend::Backend;
 use crate::fields::View;
+use crate::paths::checked_dir;
 use crate::settings::{Settings, REPORTED};
 use crate::state::{AddSpec, Ids, Move, Sel, Torrents};
 
@@ -91,16 +92,16 @@ impl<B: Backend> Rpc<B> {
         match name {
             "session-get" => Ok(self.session_get(args, session_id)),
             "session-set" => {
-                let mut inner = t.lock();
-                let mut s = inner.settings.clone();
+                let mut s = t.lock().settings.clone();
                 s.merge(args)?;
                 if let Some(d) = args.get("download-dir").and_then(Value::as_str) {
-                    s.download_dir = absolute(Path::new(d)).to_string_lossy().into_owned();
+                    s.download_dir = checked_dir(s.root(), d)?.to_string_lossy().into_owned();
                 }
-                inner.settings = s;
-                if let Err(e) = t.store().save_settings(&inner.settings) {
-                    return Err(e.to_string());
+                if let Some(d) = args.get("incomplete-dir").and_then(Value::as_str) {
+                    s.incomplete_dir = checked_dir(s.root(), d)?.to_string_lossy().into_owned();
                 }
+                let reschedule = args.keys().any(|k| k.starts_with("alt-speed-time"));
+                t.set_settings(s, reschedule)?;
                 Ok(Map::new())
             }
             "session-stats" => Ok(self.session_stats()),
@@ -111,7 +112,7 @@ impl<B: Backend> Rpc<B> {
             "torrent-get" => self.torrent_get(args),
             "torrent-add" => self.torrent_add(args),
             "torrent-start" | "torrent-start-now" => {
-                t.start(&ids());
+                t.start(&ids(), name == "torrent-start-now");
                 Ok(Map::new())
             }
             "torrent-stop" => {
@@ -152,15 +153,19 @@ impl<B: Backend> Rpc<B> {
                 let location = args
                     .get("location")
                     .and_then(Value::as_str)
-                    .filter(|l| !l.is_empty() && !l.contains('\0'))
                     .ok_or("no location")?;
+                let location = checked_dir(t.lock().settings.root(), location)?;
                 let move_data = args.get("move").and_then(as_bool).unwrap_or(false);
-                t.set_location(&ids(), &absolute(Path::new(location)), move_data)?;
+                t.set_location(&ids(), &location, move_data)?;
                 Ok(Map::new())
             }
-            "torrent-reannounce" | "torrent-rename-path" | "group-get" | "group-set" => {
-                Err(format!("{name} is not supported yet"))
+            "torrent-reannounce" => {
+                t.reannounce(&ids());
+                Ok(Map::new())
             }
+            "torrent-rename-path" => self.rename_path(args),
+            "group-get" => self.group_get(args),
+            "group-set" => self.group_set(args),
             _ => Err("method name not recognized".into()),
         }
     }
@@ -197,8 +202,6 @@ impl<B: Backend> Rpc<B> {
             "blocklist-url": "",
             "cache-size-mb": 4,
             "rename-partial-files": false,
-            "script-torrent-done-enabled": false,
-            "script-torrent-done-filename": "",
             "default-trackers": "",
             "download-dir-free-space": free,
             "units": {
@@ -235,6 +238,7 @@ impl<B: Backend> Rpc<B> {
                     bittern_engine::TorrentState::Downloading
                         | bittern_engine::TorrentState::Seeding
                         | bittern_engine::TorrentState::Checking
+                        | bittern_engine::TorrentState::FetchingMetadata
                 )
             });
             if running {
@@ -340,10 +344,7 @@ impl<B: Backend> Rpc<B> {
             .get("download-dir")
             .and_then(Value::as_str)
             .unwrap_or(&settings.download_dir);
-        if dir.is_empty() || dir.contains('\0') {
-            return Err("invalid download-dir".into());
-        }
-        let save_dir = absolute(Path::new(dir));
+        let save_dir = checked_dir(settings.root(), dir)?;
         std::fs::create_dir_all(&save_dir)
             .map_err(|e| format!("cannot create {}: {e}", save_dir.display()))?;
         let paused = args
@@ -383,16 +384,94 @@ impl<B: Backend> Rpc<B> {
         Ok(out)
     }
 
+    fn rename_path(&self, args: &Args) -> Reply {
+        let path = args.get("path").and_then(Value::as_str).ok_or("no path")?;
+        let name = args.get("name").and_then(Value::as_str).ok_or("no name")?;
+        let id = self
+            .torrents
+            .rename_path(&parse_ids(args.get("ids")), path, name)?;
+        let v = json!({"id": id, "path": path, "name": name});
+        Ok(v.as_object().cloned().unwrap_or_default())
+    }
+
+    /// `group-get`: every group, or those `group` (4.0) or `name` (4.1)
+    /// names (a string or a list).
+    fn group_get(&self, args: &Args) -> Reply {
+        let wanted: Option<Vec<String>> =
+            args.get("group")
+                .or_else(|| args.get("name"))
+                .map(|v| match v {
+                    Value::String(s) => vec![s.clone()],
+                    Value::Array(l) => l
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect(),
+                    _ => Vec::new(),
+                });
+        let inner = self.torrents.lock();
+        let groups: Vec<Value> = inner
+            .settings
+            .bandwidth_groups
+            .iter()
+            .filter(|g| wanted.as_ref().is_none_or(|w| w.contains(&g.name)))
+            .filter_map(|g| serde_json::to_value(g).ok())
+            .collect();
+        let mut out = Map::new();
+        out.insert("group".into(), Value::Array(groups));
+        Ok(out)
+    }
+
+    /// `group-set`: creates or changes the group `name`; its torrents get
+    /// the new limits at once.
+    fn group_set(&self, args: &Args) -> Reply {
+        let name = args
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .ok_or("no group name")?;
+        let mut settings = self.torrents.lock().settings.clone();
+        let groups = &mut settings.bandwidth_groups;
+        let at = match groups.iter().position(|g| g.name == name) {
+            Some(i) => i,
+            None => {
+                groups.push(crate::limits::Group {
+                    name: name.to_string(),
+                    ..Default::default()
+                });
+                groups.len() - 1
+            }
+        };
+        let g = &mut groups[at];
+        let flag = |k: &str| args.get(k).and_then(as_bool);
+        let kb = |k: &str| args.get(k).and_then(as_i64).map(|v| v.max(0) as u64);
+        if let Some(v) = flag("honorsSessionLimits") {
+            g.honors_session_limits = v;
+        }
+        if let Some(v) = flag("speed-limit-down-enabled") {
+            g.speed_limit_down_enabled = v;
+        }
+        if let Some(v) = kb("speed-limit-down") {
+            g.speed_limit_down = v;
+        }
+        if let Some(v) = flag("speed-limit-up-enabled") {
+            g.speed_limit_up_enabled = v;
+        }
+        if let Some(v) = kb("speed-limit-up") {
+            g.speed_limit_up = v;
+        }
+        self.torrents.set_settings(settings, false)?;
+        Ok(Map::new())
+    }
+
     fn torrent_set(&self, args: &Args) -> Reply {
         let ids = parse_ids(args.get("ids"));
         if let Some(location) = args.get("location") {
             // As torrent-set-location without moving the data.
-            let location = location
-                .as_str()
-                .filter(|l| !l.is_empty() && !l.contains('\0'))
-                .ok_or("invalid location")?;
-            self.torrents
-                .set_location(&ids, &absolute(Path::new(location)), false)?;
+            let location = location.as_str().ok_or("invalid location")?;
+            let location = checked_dir(self.torrents.lock().settings.root(), location)?;
+            self.torrents.set_location(&ids, &location, false)?;
         }
         let labels = match args.get("labels") {
             Some(v) => Some(parse_labels(v)?),
@@ -438,6 +517,13 @@ impl<B: Backend> Rpc<B> {
             if let Some(l) = &labels {
                 r.labels = l.clone();
             }
+            if let Some(g) = args.get("group") {
+                r.group = g
+                    .as_str()
+                    .ok_or("group must be a string")?
+                    .trim()
+                    .to_string();
+            }
             let visible = e.visible_files().count();
             let mut wanted = if r.wanted.len() == visible {
                 r.wanted.clone()
@@ -469,15 +555,12 @@ impl<B: Backend> Rpc<B> {
             } else {
                 prio
             };
-            // What the engine takes at start: restart it when that changed.
-            Ok(r.wanted != before.wanted
-                || (r.download_limited, r.download_limit)
-                    != (before.download_limited, before.download_limit)
-                || (r.upload_limited, r.upload_limit)
-                    != (before.upload_limited, before.upload_limit)
-                || (r.seed_ratio_mode, r.seed_ratio_limit.to_bits())
-                    != (before.seed_ratio_mode, before.seed_ratio_limit.to_bits()))
+            // What the engine takes only at start: restart it when that
+            // changed. Limits change live (below); seed limits are the
+            // daemon's own.
+            Ok(r.wanted != before.wanted)
         })?;
+        self.torrents.apply_limits(&ids);
         if let Some(pos) = args.get("queuePosition").and_then(as_i64) {
             self.torrents.set_queue_position(&ids, pos);
         }
@@ -560,15 +643,6 @@ fn apply_wanted(wanted: &mut [bool], args: &Args) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// `path` made absolute against the daemon's working directory.
-fn absolute(path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir().map_or_else(|_| path.to_path_buf(), |d| d.join(path))
-    }
 }
 
 fn free_space(args: &Args) -> Reply {

@@ -50,6 +50,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The data root cannot be created.
+    #[error("cannot use the data root {}: {source}", dir.display())]
+    DataRoot {
+        /// The folder.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Spawn(#[source] std::io::Error),
@@ -73,6 +82,9 @@ pub struct DaemonConfig {
     pub limits: Limits,
     /// A folder to watch for `.torrent` and `.magnet` files.
     pub watch_dir: Option<PathBuf>,
+    /// Every directory a client names must be inside this one (symlinks
+    /// resolved); `None`: anywhere, `..` still refused.
+    pub data_root: Option<PathBuf>,
 }
 
 /// A running daemon.
@@ -103,18 +115,7 @@ impl Daemon {
         }
         let store = Store::open(&config.config_dir)?;
         let settings = store.load_settings()?;
-        let kb = |on: bool, v: u64| on.then(|| v.saturating_mul(1000));
-        let (down, up) = if settings.alt_speed_enabled {
-            (
-                Some(settings.alt_speed_down * 1000),
-                Some(settings.alt_speed_up * 1000),
-            )
-        } else {
-            (
-                kb(settings.speed_limit_down_enabled, settings.speed_limit_down),
-                kb(settings.speed_limit_up_enabled, settings.speed_limit_up),
-            )
-        };
+        let (down, up) = crate::limits::session_limits(&settings);
         let engine = SessionConfig {
             listen: config
                 .peer_addr
@@ -129,6 +130,26 @@ impl Daemon {
         let session = Session::new(engine)?;
         let peer_addr = session.local_addr();
         let torrents = Torrents::open(EngineBackend::new(session), store)?;
+        {
+            let root = match &config.data_root {
+                Some(r) => {
+                    std::fs::create_dir_all(r).map_err(|source| Error::DataRoot {
+                        dir: r.clone(),
+                        source,
+                    })?;
+                    crate::paths::absolute(r).to_string_lossy().into_owned()
+                }
+                None => String::new(),
+            };
+            let mut inner = torrents.lock();
+            if inner.settings.data_root != root {
+                inner.settings.data_root = root;
+                torrents
+                    .store()
+                    .save_settings(&inner.settings)
+                    .map_err(Error::Store)?;
+            }
+        }
         let rpc = Arc::new(Rpc::new(torrents));
         let gate = Arc::new(Gate::new(rpc.clone(), config.access));
         let http = match HttpServer::bind(config.rpc_addr, gate, config.limits) {

@@ -66,6 +66,10 @@ pub struct Settings {
     pub incomplete_dir_enabled: bool,
     /// Whether to delete added `.torrent` files.
     pub trash_original_torrent_files: bool,
+    /// Whether to run a program when a torrent completes.
+    pub script_torrent_done_enabled: bool,
+    /// The program (run with Transmission's `TR_*` environment).
+    pub script_torrent_done_filename: String,
     /// The peer port used when none is given on the command line.
     pub peer_port: u16,
     /// Times the daemon was started.
@@ -78,6 +82,12 @@ pub struct Settings {
     pub cumulative_files_added: u64,
     /// Seconds the daemon ran in earlier sessions.
     pub cumulative_seconds_active: u64,
+    /// When not empty, every directory a client names must be inside it
+    /// (see [`crate::paths`]); set by `bittern daemon --data-root`, never
+    /// over RPC.
+    pub data_root: String,
+    /// Bandwidth groups (`group-set`), by name.
+    pub bandwidth_groups: Vec<crate::limits::Group>,
 }
 
 impl Default for Settings {
@@ -112,12 +122,16 @@ impl Default for Settings {
             incomplete_dir: format!("{}/Downloads", home.trim_end_matches('/')),
             incomplete_dir_enabled: false,
             trash_original_torrent_files: false,
+            script_torrent_done_enabled: false,
+            script_torrent_done_filename: String::new(),
             peer_port: 51413,
             session_count: 0,
             cumulative_downloaded_bytes: 0,
             cumulative_uploaded_bytes: 0,
             cumulative_files_added: 0,
             cumulative_seconds_active: 0,
+            data_root: String::new(),
+            bandwidth_groups: Vec::new(),
         }
     }
 }
@@ -152,12 +166,19 @@ pub const MUTABLE: &[&str] = &[
     "incomplete-dir",
     "incomplete-dir-enabled",
     "trash-original-torrent-files",
+    "script-torrent-done-enabled",
+    "script-torrent-done-filename",
 ];
 
 /// The keys of [`Settings`] that `session-get` reports as they are.
 pub const REPORTED: &[&str] = MUTABLE;
 
 impl Settings {
+    /// The data root, if there is one.
+    pub fn root(&self) -> Option<&std::path::Path> {
+        (!self.data_root.is_empty()).then(|| std::path::Path::new(&self.data_root))
+    }
+
     /// Applies the [`MUTABLE`] keys of `args` (others are ignored, as
     /// Transmission does).
     ///

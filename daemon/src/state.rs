@@ -19,6 +19,14 @@ use crate::backend::{Backend, Start};
 use crate::settings::Settings;
 use crate::store::{Record, Store};
 
+mod data;
+mod done;
+mod live;
+mod queue;
+mod rename;
+use data::{delete_local_data, move_torrent_data};
+pub use rename::Rename;
+
 /// How long a torrent counts as recently active (Transmission's value).
 pub const RECENT: Duration = Duration::from_secs(60);
 
@@ -47,6 +55,16 @@ pub struct Entry {
     pub touched: Instant,
     /// The record changed since it was saved.
     pub dirty: bool,
+    /// Started by the user but waiting in the queue (paused in the engine).
+    pub queued: bool,
+    /// Started with `torrent-start-now`: runs whatever the queue says.
+    pub bypass_queue: bool,
+    /// Last time it moved data, or started (for the stall rule and the
+    /// idle seeding limit).
+    pub last_active: Instant,
+    /// Its completion was handled (the done script ran); cleared when it
+    /// is seen incomplete again.
+    pub done_handled: bool,
 }
 
 impl Entry {
@@ -107,6 +125,10 @@ pub struct Inner {
     next_id: i64,
     /// Torrents added this run.
     pub files_added: u64,
+    /// What the alternative-speed schedule last said (`None`: not yet, or
+    /// the schedule changed): it switches the limits only when this flips,
+    /// so a manual switch holds until the next boundary.
+    pub alt_scheduled: Option<bool>,
 }
 
 impl Inner {
@@ -215,19 +237,28 @@ impl<B: Backend> Torrents<B> {
                 settings,
                 next_id: 1,
                 files_added: 0,
+                alt_scheduled: None,
             }),
             started: Instant::now(),
         };
         {
             let mut inner = t.inner.lock();
+            let queues_on =
+                inner.settings.download_queue_enabled || inner.settings.seed_queue_enabled;
             for (record, bytes) in saved {
-                let metainfo = match Metainfo::from_bytes(&bytes) {
+                let record_paused = record.paused;
+                let mut metainfo = match Metainfo::from_bytes(&bytes) {
                     Ok(m) => m,
                     Err(e) => {
                         warn!("skipping saved torrent {}: {e}", record.info_hash);
                         continue;
                     }
                 };
+                for r in &record.renames {
+                    if let Err(e) = rename::apply(&mut metainfo, r) {
+                        warn!("{}: cannot replay a rename: {e}", record.info_hash);
+                    }
+                }
                 let id = inner.next_id;
                 inner.next_id += 1;
                 let mut entry = Entry {
@@ -239,11 +270,18 @@ impl<B: Backend> Torrents<B> {
                     start_date: 0,
                     touched: Instant::now(),
                     dirty: false,
+                    // Waiting until the queue has looked at it after its
+                    // check, so that a restart does not start them all.
+                    queued: !record_paused && queues_on,
+                    bypass_queue: false,
+                    last_active: Instant::now(),
+                    done_handled: false,
                 };
                 t.launch(&inner.settings, &mut entry);
                 inner.entries.push(entry);
             }
             inner.renumber_queue();
+            t.schedule_queue(&mut inner);
             info!("{} torrents restored", inner.entries.len());
         }
         Ok(t)
@@ -281,19 +319,16 @@ impl<B: Backend> Torrents<B> {
                 .map(|f| !f.padding && visible.next().copied().unwrap_or(true))
                 .collect()
         };
-        let seed_goal = match e.record.seed_ratio_mode {
-            1 => SeedGoal::Ratio(e.record.seed_ratio_limit),
-            0 if settings.seed_ratio_limited => SeedGoal::Ratio(settings.seed_ratio_limit),
-            _ => SeedGoal::Forever,
-        };
-        let kb = |on: bool, v: u64| on.then(|| v.saturating_mul(1000));
+        let (download_limit, upload_limit) = crate::limits::torrent_limits(settings, &e.record);
         TorrentOptions {
             wanted_files,
-            seed_goal,
-            upload_limit: kb(e.record.upload_limited, e.record.upload_limit),
-            download_limit: kb(e.record.download_limited, e.record.download_limit),
+            // The daemon stops torrents at their ratio and idle limits
+            // itself (see `done`), with counters kept across restarts.
+            seed_goal: SeedGoal::Forever,
+            upload_limit,
+            download_limit,
             resume_file: Some(self.store.resume_path(&e.hash.to_hex())),
-            paused: e.record.paused,
+            paused: e.record.paused || e.queued,
             ..TorrentOptions::default()
         }
     }
@@ -307,7 +342,14 @@ impl<B: Backend> Torrents<B> {
         };
         e.start_date = unix_now();
         e.touched = Instant::now();
+        let limits = (start.options.download_limit, start.options.upload_limit);
         e.error = match self.backend.start(start) {
+            Ok(()) if !e.record.honors_session_limits => {
+                // Not among the engine's start options.
+                let (down, up) = limits;
+                let _ = self.backend.set_limits(e.hash, down, up, false);
+                None
+            }
             Ok(()) => None,
             Err(err) => {
                 warn!("{}: cannot start: {err}", e.metainfo.info.name);
@@ -349,9 +391,24 @@ impl<B: Backend> Torrents<B> {
             .iter()
             .filter(|f| !f.padding)
             .count();
+        // With an incomplete dir, data not already in place downloads there.
+        let s = &inner.settings;
+        let top = spec.metainfo.info.name.clone();
+        let (save_dir, final_dir) = if s.incomplete_dir_enabled
+            && !s.incomplete_dir.is_empty()
+            && std::fs::symlink_metadata(spec.save_dir.join(&top)).is_err()
+        {
+            let dir = PathBuf::from(&s.incomplete_dir);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            (dir, Some(spec.save_dir))
+        } else {
+            (spec.save_dir, None)
+        };
         let record = Record {
             info_hash: hash.to_hex(),
-            save_dir: spec.save_dir,
+            save_dir,
+            final_dir,
             paused: spec.paused,
             labels: spec.labels,
             wanted: if spec.wanted.len() == visible {
@@ -381,6 +438,10 @@ impl<B: Backend> Torrents<B> {
             start_date: 0,
             touched: Instant::now(),
             dirty: false,
+            queued: !spec.paused && !self.download_slot_free(&inner),
+            bypass_queue: false,
+            last_active: Instant::now(),
+            done_handled: false,
         };
         let settings = inner.settings.clone();
         self.launch(&settings, &mut entry);
@@ -394,23 +455,29 @@ impl<B: Backend> Torrents<B> {
         })
     }
 
-    /// Starts (resumes) the selected torrents.
-    pub fn start(&self, ids: &Ids) {
+    /// Starts (resumes) the selected torrents: they join the queue, and
+    /// run when it has room for them; with `now` they run at once
+    /// (`torrent-start-now`).
+    pub fn start(&self, ids: &Ids, now: bool) {
         let mut inner = self.inner.lock();
-        let settings = inner.settings.clone();
         for i in inner.select(ids) {
             let e = &mut inner.entries[i];
-            e.record.paused = false;
-            e.dirty = true;
-            e.touched = Instant::now();
             let ended = self
                 .backend
                 .status(e.hash)
                 .is_none_or(|s| s.state == TorrentState::Stopped);
-            if ended || self.backend.resume(e.hash).is_err() {
-                self.relaunch(&settings, e);
+            if e.record.paused || e.error.is_some() || ended {
+                // Waiting: the queue starts it (or relaunches one ended).
+                e.queued = true;
+                e.error = None;
             }
+            e.record.paused = false;
+            e.record.finished = false;
+            e.bypass_queue |= now;
+            e.dirty = true;
+            e.touched = Instant::now();
         }
+        self.schedule_queue(&mut inner);
         self.flush(&mut inner);
     }
 
@@ -420,11 +487,14 @@ impl<B: Backend> Torrents<B> {
         for i in inner.select(ids) {
             let e = &mut inner.entries[i];
             e.record.paused = true;
+            e.queued = false;
+            e.bypass_queue = false;
             e.dirty = true;
             e.touched = Instant::now();
             // A torrent that does not run is stopped already.
             let _ = self.backend.pause(e.hash);
         }
+        self.schedule_queue(&mut inner);
         self.flush(&mut inner);
     }
 
@@ -471,6 +541,7 @@ impl<B: Backend> Torrents<B> {
                 .removed
                 .retain(|(_, t)| now.duration_since(*t) < RECENT);
             inner.renumber_queue();
+            self.schedule_queue(&mut inner);
             self.flush(&mut inner);
             taken
         };
@@ -518,6 +589,7 @@ impl<B: Backend> Torrents<B> {
             }
         }
         inner.renumber_queue();
+        self.schedule_queue(&mut inner);
         self.flush(&mut inner);
     }
 
@@ -569,26 +641,40 @@ impl<B: Backend> Torrents<B> {
             if e.record.save_dir == location {
                 continue;
             }
-            let status = self.backend.status(e.hash);
-            e.record = e.folded(status.as_ref());
-            self.backend.remove(e.hash);
-            let moved = if move_data {
-                move_torrent_data(&e.metainfo, &e.record.save_dir, location)
-            } else {
-                Ok(())
-            };
-            match moved {
-                Ok(()) => {
-                    e.record.save_dir = location.to_path_buf();
-                    e.record.edit_date = unix_now();
-                }
-                Err(err) => result = Err(err),
+            if let Err(err) = self.relocate(&settings, e, location, move_data) {
+                result = Err(err);
             }
-            self.launch(&settings, e);
-            e.dirty = true;
         }
         self.flush(&mut inner);
         result
+    }
+
+    /// Points one torrent at `location`, moving its data there first with
+    /// `move_data`; it stops for that and starts again (where it was, when
+    /// the move failed).
+    fn relocate(
+        &self,
+        settings: &Settings,
+        e: &mut Entry,
+        location: &Path,
+        move_data: bool,
+    ) -> Result<(), String> {
+        let status = self.backend.status(e.hash);
+        e.record = e.folded(status.as_ref());
+        self.backend.remove(e.hash);
+        let moved = if move_data {
+            move_torrent_data(&e.metainfo, &e.record.save_dir, location)
+        } else {
+            Ok(())
+        };
+        if moved.is_ok() {
+            e.record.save_dir = location.to_path_buf();
+            e.record.final_dir = None;
+            e.record.edit_date = unix_now();
+        }
+        self.launch(settings, e);
+        e.dirty = true;
+        moved
     }
 
     /// Sets a torrent's queue position (moving the others).
@@ -602,6 +688,7 @@ impl<B: Backend> Torrents<B> {
             inner.entries.insert(at, e);
         }
         inner.renumber_queue();
+        self.schedule_queue(&mut inner);
         self.flush(&mut inner);
     }
 
@@ -609,8 +696,12 @@ impl<B: Backend> Torrents<B> {
     /// seeding, activity, completion dates; saves what changed when `save`.
     pub fn tick(&self, dt: Duration, save: bool) {
         let mut inner = self.inner.lock();
+        self.follow_schedule(&mut inner);
+        self.note_activity(&mut inner);
+        self.schedule_queue(&mut inner);
         let now = unix_now();
-        for e in &mut inner.entries {
+        let mut completed = Vec::new();
+        for (i, e) in inner.entries.iter_mut().enumerate() {
             let Some(s) = self.backend.status(e.hash) else {
                 continue;
             };
@@ -632,7 +723,20 @@ impl<B: Backend> Torrents<B> {
                 e.dirty = true;
                 e.touched = Instant::now();
             }
+            let checked = s.state != TorrentState::Checking && s.wanted_bytes > 0;
+            if checked && !complete {
+                e.done_handled = false;
+            }
+            // Completed by downloading in this engine run (however fast).
+            let done = complete && s.downloaded > 0 && !e.done_handled;
+            if done || (complete && e.record.final_dir.is_some()) {
+                completed.push((i, done));
+            }
         }
+        for (i, done) in completed {
+            self.on_complete(&mut inner, i, done);
+        }
+        self.enforce_seed_limits(&mut inner);
         if save {
             self.save_dirty(&mut inner, false);
         }
@@ -685,68 +789,5 @@ impl<B: Backend> Torrents<B> {
         s.cumulative_files_added += added;
         inner.files_added = 0;
         self.save_dirty(&mut inner, true);
-    }
-}
-
-/// Moves a torrent's data (its file, or its top directory) from `from` to
-/// `to` by renaming. Nothing there yet (a torrent that never got data) is
-/// not an error.
-fn move_torrent_data(m: &Metainfo, from: &Path, to: &Path) -> Result<(), String> {
-    let top = if m.info.multi_file {
-        PathBuf::from(&m.info.name)
-    } else {
-        m.info
-            .files
-            .first()
-            .map(|f| m.info.disk_path(f))
-            .unwrap_or_default()
-    };
-    let (src, dst) = (from.join(&top), to.join(&top));
-    if dst.exists() {
-        return Err(format!("{} already exists", dst.display()));
-    }
-    match std::fs::rename(&src, &dst) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!(
-            "cannot move {} to {}: {e}",
-            src.display(),
-            dst.display()
-        )),
-    }
-}
-
-/// Deletes a removed torrent's files, then the directories of a
-/// multi-file torrent that became empty (never above its root).
-fn delete_local_data(m: &Metainfo, save_dir: &Path) {
-    for f in m.info.files.iter().filter(|f| !f.padding) {
-        let p = save_dir.join(m.info.disk_path(f));
-        match std::fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => warn!("cannot delete {}: {e}", p.display()),
-        }
-    }
-    if m.info.multi_file {
-        let root = save_dir.join(&m.info.name);
-        let mut dirs: Vec<PathBuf> = m
-            .info
-            .files
-            .iter()
-            .flat_map(|f| {
-                let mut p = root.join(f.relative_path());
-                let mut out = Vec::new();
-                while p.pop() && p.starts_with(&root) {
-                    out.push(p.clone());
-                }
-                out
-            })
-            .collect();
-        // Deepest first; `remove_dir` only removes empty ones.
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        dirs.dedup();
-        for d in dirs {
-            let _ = std::fs::remove_dir(&d);
-        }
     }
 }

@@ -105,6 +105,15 @@ pub struct Record {
     pub seed_idle_limit: i64,
     /// 0 session setting, 1 own limit, 2 unlimited.
     pub seed_idle_mode: i64,
+    /// Its bandwidth group's name; empty: none.
+    pub group: String,
+    /// Renames of its files and folders (`torrent-rename-path`), in order.
+    pub renames: Vec<crate::state::Rename>,
+    /// Where its data goes once complete, while it is downloaded in the
+    /// incomplete dir ([`save_dir`](Self::save_dir)).
+    pub final_dir: Option<PathBuf>,
+    /// Stopped by its seed ratio or idle limit.
+    pub finished: bool,
 }
 
 impl Default for Record {
@@ -137,6 +146,10 @@ impl Default for Record {
             seed_ratio_mode: 0,
             seed_idle_limit: 30,
             seed_idle_mode: 0,
+            group: String::new(),
+            renames: Vec::new(),
+            final_dir: None,
+            finished: false,
         }
     }
 }

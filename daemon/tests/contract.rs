@@ -575,15 +575,29 @@ fn torrent_set_limits_labels_files() {
     );
     {
         let s = h.fake.state.lock();
+        assert_eq!(s.starts, starts, "limits and seed ratio need no restart");
+        let (start, _) = s.running.values().next().unwrap();
         assert_eq!(
-            s.starts,
-            starts + 1,
-            "the engine restarts with the new limits"
+            start.options.seed_goal,
+            bittern_engine::SeedGoal::Forever,
+            "the daemon enforces seed limits itself"
         );
-        let opts = &s.running.values().next().unwrap().0.options;
-        assert_eq!(opts.download_limit, Some(100_000));
-        assert_eq!(opts.upload_limit, Some(50_000));
-        assert_eq!(opts.seed_goal, bittern_engine::SeedGoal::Ratio(1.5));
+        assert_eq!(
+            s.limits.get(&start.metainfo.info_hash),
+            Some(&(Some(100_000), Some(50_000))),
+            "limits go to the running torrent"
+        );
+    }
+    // A limit alone changes live: no restart.
+    h.ok(json!({"arguments": {"ids": 1, "downloadLimit": 20}, "method": "torrent-set"}));
+    {
+        let s = h.fake.state.lock();
+        assert_eq!(s.starts, starts, "no restart for a limit");
+        let (start, _) = s.running.values().next().unwrap();
+        assert_eq!(
+            s.limits.get(&start.metainfo.info_hash),
+            Some(&(Some(20_000), Some(50_000)))
+        );
     }
     let hash = h.ok(json!({"method": "torrent-get", "arguments": {"fields": ["hashString"]}}))
         ["torrents"][0]["hashString"]
@@ -602,7 +616,7 @@ fn torrent_set_limits_labels_files() {
     assert_eq!(t["wanted"], json!([1, 0]));
     assert_eq!(t["priorities"], json!([1, 0]));
     assert_eq!(t["fileStats"][1]["wanted"], false);
-    assert_eq!(t["downloadLimit"], 100);
+    assert_eq!(t["downloadLimit"], 20);
     assert_eq!(t["downloadLimited"], true);
     assert_eq!(t["seedRatioLimit"], 1.5);
     assert_eq!(t["seedRatioMode"], 1);

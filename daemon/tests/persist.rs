@@ -50,18 +50,19 @@ fn torrents_come_back_after_a_restart() {
         "speed-limit-up"]}}),
     );
     assert_eq!(s, json!({"download-dir": "/srv/dl", "speed-limit-up": 42}));
-    // The engine got the saved state back.
+    // The engine got the saved state back: the stopped one paused, the
+    // other running (it starts paused, then the queue starts it).
     let st = h2.fake.state.lock();
     let paused: Vec<bool> = ["sample.bin", "multi"]
         .iter()
         .map(|n| {
-            st.running
+            let (start, status) = st
+                .running
                 .values()
                 .find(|(s, _)| s.metainfo.info.name == *n)
-                .unwrap()
-                .0
-                .options
-                .paused
+                .unwrap();
+            assert!(start.options.paused, "{n} waits for the queue");
+            status.state == bittern_engine::TorrentState::Paused
         })
         .collect();
     assert_eq!(paused, [true, false]);

@@ -5,6 +5,7 @@
 
 mod browser;
 mod contract;
+mod features;
 mod persist;
 mod server;
 mod util;

@@ -21,6 +21,12 @@ pub struct FakeState {
     pub running: HashMap<InfoHash, (Start, TorrentStatus)>,
     pub starts: usize,
     pub removes: usize,
+    /// Reannounces asked for, by torrent.
+    pub reannounces: HashMap<InfoHash, usize>,
+    /// Live limit changes: per torrent, and the session's (last first).
+    pub limits: HashMap<InfoHash, (Option<u64>, Option<u64>)>,
+    pub session_limits: Vec<(Option<u64>, Option<u64>)>,
+    pub honors: HashMap<InfoHash, bool>,
 }
 
 /// An engine that keeps statuses in memory: a started torrent is
@@ -74,6 +80,9 @@ impl Backend for Fake {
             files,
             hash_failures: 0,
             written: 0,
+            web_seeds: 0,
+            web_seed_downloaded: 0,
+            web_seed_rate: 0.0,
         };
         let mut s = self.state.lock();
         if s.running.contains_key(&m.info_hash) {
@@ -108,6 +117,38 @@ impl Backend for Fake {
             TorrentState::Downloading
         };
         Ok(())
+    }
+
+    fn reannounce(&self, hash: InfoHash) -> Result<(), BackendError> {
+        let mut s = self.state.lock();
+        if !s.running.contains_key(&hash) {
+            return Err(BackendError::NotRunning);
+        }
+        *s.reannounces.entry(hash).or_default() += 1;
+        Ok(())
+    }
+
+    fn set_limits(
+        &self,
+        hash: InfoHash,
+        download: Option<u64>,
+        upload: Option<u64>,
+        honors_session: bool,
+    ) -> Result<(), BackendError> {
+        let mut s = self.state.lock();
+        if !s.running.contains_key(&hash) {
+            return Err(BackendError::NotRunning);
+        }
+        s.limits.insert(hash, (download, upload));
+        s.honors.insert(hash, honors_session);
+        Ok(())
+    }
+
+    fn set_session_limits(&self, download: Option<u64>, upload: Option<u64>) {
+        self.state
+            .lock()
+            .session_limits
+            .insert(0, (download, upload));
     }
 
     fn status(&self, hash: InfoHash) -> Option<TorrentStatus> {
@@ -157,6 +198,7 @@ pub fn b64(bytes: &[u8]) -> String {
 /// A gate over a fake engine and a store in a temp dir.
 pub struct Harness {
     pub gate: Gate<Fake>,
+    pub rpc: Arc<Rpc<Fake>>,
     pub fake: Fake,
     pub dir: tempfile::TempDir,
     pub peer: IpAddr,
@@ -173,7 +215,8 @@ impl Harness {
         let torrents = Torrents::open(fake.clone(), store).unwrap();
         let rpc = Arc::new(Rpc::new(torrents));
         Harness {
-            gate: Gate::with_lifetime(rpc, access, Duration::from_secs(3600)),
+            gate: Gate::with_lifetime(rpc.clone(), access, Duration::from_secs(3600)),
+            rpc,
             fake,
             dir,
             peer: IpAddr::from([127, 0, 0, 1]),

@@ -1,6 +1,6 @@
 //! Session and torrent configuration.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,9 +9,19 @@ use bittern_tracker::ClientConfig;
 /// Settings for a [`Session`](crate::Session).
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    /// Address of the single listening socket shared by all torrents.
-    /// Port 0 picks a free port; read it back with `Session::local_addr`.
+    /// Address of the listening socket shared by all torrents. Port 0
+    /// picks a free port; read it back with `Session::local_addr`.
     pub listen: SocketAddr,
+    /// When `listen` is an unspecified address (`0.0.0.0` or `[::]`), also
+    /// listen on the other family's unspecified address, on the same port:
+    /// IPv4 and IPv6 peers alike. The IPv6 socket is `IPV6_V6ONLY`, so the
+    /// two never overlap. A machine without IPv6 keeps its IPv4 socket (the
+    /// failure is logged). On by default; a specific `listen` address
+    /// binds only itself.
+    pub dual_stack: bool,
+    /// More addresses to listen on, on the same port as `listen` (the one
+    /// it got, when 0 was asked), e.g. `::1` beside `127.0.0.1`.
+    pub listen_also: Vec<IpAddr>,
     /// Global upload limit in bytes per second (`None`: unlimited).
     pub upload_limit: Option<u64>,
     /// Global download limit in bytes per second (`None`: unlimited).
@@ -35,6 +45,10 @@ pub struct SessionConfig {
     pub timing: Timing,
     /// Whether to announce to the torrents' trackers.
     pub announce: bool,
+    /// Peer exchange (BEP 11, `ut_pex`) with peers that speak it: tell
+    /// them of our peers and dial those they tell of. Never on private
+    /// torrents (BEP 27), whatever this says. On by default.
+    pub pex: bool,
     /// How torrent data is read and written (memory maps or positioned IO).
     pub storage_backend: bittern_storage::Backend,
     /// Where verification reads piece data from. `Map` by default: from
@@ -81,6 +95,15 @@ pub struct SessionConfig {
     pub tcp: bool,
     /// How long an outgoing uTP connect may take before TCP is tried.
     pub utp_connect_timeout: Duration,
+    /// Download from the torrents' web seeds (BEP 19 `url-list`).
+    pub web_seeds: bool,
+    /// How web seeds are fetched.
+    pub web_seed: crate::webseed::WebSeedConfig,
+    /// Local Service Discovery (BEP 14): `None` is off (the default, and
+    /// always in tests outside a private network namespace). The session
+    /// fills in the listen port, and the listen address when `interface`
+    /// is unspecified and it listens on one IPv4 address.
+    pub lsd: Option<crate::lsd::LsdConfig>,
     /// Protocol encryption (MSE/PE) policy for every connection.
     pub encryption: Encryption,
 }
@@ -115,6 +138,8 @@ impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 6881)),
+            dual_stack: true,
+            listen_also: Vec::new(),
             upload_limit: None,
             download_limit: None,
             max_connections: 500,
@@ -130,6 +155,7 @@ impl Default for SessionConfig {
             tracker_schedule: bittern_tracker::ScheduleConfig::default(),
             timing: Timing::default(),
             announce: true,
+            pex: true,
             storage_backend: bittern_storage::Backend::default(),
             hash_source: bittern_storage::HashSource::Map,
             inline_hashing: false,
@@ -140,6 +166,9 @@ impl Default for SessionConfig {
             utp: false,
             tcp: true,
             utp_connect_timeout: Duration::from_secs(3),
+            web_seeds: true,
+            web_seed: crate::webseed::WebSeedConfig::default(),
+            lsd: None,
             encryption: Encryption::default(),
         }
     }
@@ -222,6 +251,9 @@ pub struct TorrentOptions {
     pub resume_file: Option<PathBuf>,
     /// Start paused.
     pub paused: bool,
+    /// Super-seed (BEP 16) while seeding: reveal pieces one at a time to
+    /// each peer, the next once the last was seen spreading.
+    pub super_seed: bool,
 }
 
 impl Default for TorrentOptions {
@@ -235,6 +267,7 @@ impl Default for TorrentOptions {
             sequential: false,
             resume_file: None,
             paused: false,
+            super_seed: false,
         }
     }
 }

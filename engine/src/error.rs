@@ -113,6 +113,30 @@ pub enum Violation {
     /// of its piece.
     #[error("invalid request {0:?}")]
     InvalidRequest(bittern_wire::BlockRef),
+    /// An extension handshake (BEP 10) that is not a bencoded dictionary.
+    #[error("bad extension handshake: {0}")]
+    ExtensionHandshake(bittern_wire::ExtensionError),
+    /// A `ut_metadata` message (BEP 9) that does not decode, or metadata
+    /// that breaks the exchange (unsolicited, out of range, too large, of
+    /// the wrong length, or failing the info hash).
+    #[error("bad metadata message: {0}")]
+    Metadata(bittern_wire::MetadataError),
+    /// The metadata this peer alone sent failed the info hash.
+    #[error("metadata failed the info hash")]
+    MetadataHash,
+    /// A `ut_pex` message (BEP 11) that does not decode.
+    #[error("bad ut_pex message: {0}")]
+    Pex(bittern_wire::PexError),
+    /// A `ut_pex` message listing far more peers than any client sends
+    /// (over `bittern_wire::PEX_MAX_DECODED` in a list; 50 is usual).
+    #[error("ut_pex flood: {peers} peers in one message")]
+    PexFlood {
+        /// Entries the message held (added and dropped).
+        peers: usize,
+    },
+    /// `ut_pex` messages again and again sooner than BEP 11's one a minute.
+    #[error("ut_pex messages too often")]
+    PexTooOften,
 }
 
 impl From<bittern_wire::MessageError> for PeerError {

@@ -7,7 +7,8 @@
 //! session's controller thread and returns a [`TorrentHandle`] for status,
 //! peers, events, pause, resume and removal.
 //!
-//! Threads: one listener thread per session; one controller thread per
+//! Threads: one listener thread per listening address (IPv4 and IPv6
+//! by default, one port); one controller thread per
 //! session running every torrent's [`PiecePicker`], [`Choker`] and peer
 //! table, with a deadline heap (an idle torrent has nothing due and costs
 //! no wakeups); one thread per peer connection (plus a scoped reader child)
@@ -40,6 +41,7 @@ mod fasthash;
 mod handshake;
 mod hashpool;
 mod inline_hash;
+mod listener;
 pub mod lsd;
 mod peer;
 pub mod picker;

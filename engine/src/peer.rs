@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bittern_storage::Storage;
-use bittern_wire::{Bitfield, BlockRef, ExtensionHandshake, Handshake, InfoHash, Message, PeerId};
+use bittern_wire::{
+    Bitfield, BlockRef, Extension, ExtensionHandshake, Handshake, InfoHash, Message, PeerId,
+};
 use crossbeam_channel::{Receiver, Sender};
 use log::debug;
 use parking_lot::Mutex;
@@ -35,10 +37,12 @@ use crate::ratelimit::RateLimiter;
 use crate::shared::{BlockClaims, HaveSet};
 use crate::transport::{PeerStream, Socket};
 
+mod meta;
 mod queue;
 mod reader;
 mod writer;
 
+pub(crate) use meta::{spawn_meta, MetaContext};
 use reader::read_loop;
 use writer::Writer;
 
@@ -81,6 +85,16 @@ pub(crate) enum PeerCommand {
     Cancel(BlockRef),
     /// We verified these pieces (one HAVE each, written together).
     Haves(Arc<[u32]>),
+    /// Send an extension message (BEP 10) of extension `ext`, under the
+    /// id the peer gave it in its extension handshake. Dropped quietly
+    /// when the peer does not speak `ext` (or has not said yet). This is
+    /// the seam extensions plug into (`ut_metadata`, `ut_pex`).
+    Extended {
+        /// Which extension: the writer looks up the peer's id for it.
+        ext: Extension,
+        /// The message body (after the extended id byte).
+        payload: Vec<u8>,
+    },
     /// Close the connection.
     Close,
 }
@@ -113,10 +127,19 @@ pub(crate) enum PeerEvent {
     /// They rejected a request (BEP 6).
     Rejected(BlockRef),
     AllowedFast(u32),
-    /// Extension handshake (BEP 10).
-    Extension {
-        reqq: Option<u32>,
-        client: Option<String>,
+    /// Their extension handshake (BEP 10), every time they send one (a
+    /// later one may switch extensions on or off). A malformed one ends
+    /// the connection instead.
+    ExtensionHandshake(Box<ExtensionHandshake>),
+    /// An extension message we advertised (by our local id), for the
+    /// controller: `ut_pex`, and `ut_metadata` data and rejects
+    /// (`ut_metadata` requests are answered by the peer thread itself).
+    /// At most one frame (`MAX_FRAME`) of payload.
+    Extended {
+        /// Which of our extensions it is.
+        ext: Extension,
+        /// The message body (after the extended id byte).
+        payload: Vec<u8>,
     },
     /// Writing a block failed: the torrent's storage is in trouble.
     StorageFailed(bittern_storage::Error),
@@ -164,7 +187,15 @@ pub(crate) struct PeerContext {
     /// Torrent then session limiter.
     pub up_limits: [Arc<RateLimiter>; 2],
     pub down_limits: [Arc<RateLimiter>; 2],
+    /// `false`: the session limiters (index 1) are skipped (see
+    /// `TorrentHandle::set_honors_session_limits`).
+    pub honors_session: Arc<std::sync::atomic::AtomicBool>,
     pub timing: Timing,
+    /// Super-seeding (BEP 16): the pieces revealed to this peer, the only
+    /// ones announced and served (`None`: every piece we have).
+    pub revealed: Option<Arc<HaveSet>>,
+    /// What we say in our extension handshake.
+    pub ext: ExtensionSetup,
     /// How connections we dial use protocol encryption.
     pub encryption: crate::config::Encryption,
     /// The session's DHT node and its UDP port (BEP 5 `port` message), for
@@ -178,8 +209,9 @@ pub(crate) struct PeerContext {
 /// when the session runs it, then TCP (unless `--no-tcp`).
 #[derive(Clone)]
 pub(crate) struct Dial {
-    /// The session's uTP multiplexer (`None`: no outgoing uTP).
-    pub utp: Option<bittern_utp::Multiplexer>,
+    /// The session's uTP multiplexers by local address (empty: no
+    /// outgoing uTP); a peer is dialled from the one of its family.
+    pub utp: Vec<(SocketAddr, bittern_utp::Multiplexer)>,
     /// How long a uTP connect may take before TCP is tried.
     pub utp_timeout: Duration,
     /// Outgoing TCP allowed.
@@ -196,7 +228,12 @@ impl Dial {
         timeout: Duration,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Socket, PeerError> {
-        if let Some(mux) = &self.utp {
+        let mux = self
+            .utp
+            .iter()
+            .find(|(local, _)| local.is_ipv4() == addr.is_ipv4())
+            .map(|(_, m)| m);
+        if let Some(mux) = mux {
             match mux.connect_cancellable(addr, self.utp_timeout.min(timeout), cancelled) {
                 Ok(s) => return Ok(Socket::Utp(s)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(PeerError::Closed),
@@ -213,6 +250,63 @@ impl Dial {
         Ok(Socket::Tcp(std::net::TcpStream::connect_timeout(
             &addr, timeout,
         )?))
+    }
+}
+
+impl PeerContext {
+    /// Whether a request for `piece` may be served: we have it, and under
+    /// super-seeding revealed it to this peer.
+    pub(crate) fn serves(&self, piece: usize) -> bool {
+        self.have.contains(piece) && self.revealed.as_ref().is_none_or(|r| r.contains(piece))
+    }
+}
+
+/// What a connection says about us in its extension handshake (BEP 10),
+/// and the info dictionary it serves over `ut_metadata` (BEP 9).
+#[derive(Clone, Default)]
+pub(crate) struct ExtensionSetup {
+    /// Our listen port (`p`), so a peer we dialled can dial us back.
+    pub listen_port: u16,
+    /// The torrent's info dictionary, exactly as hashed: its size is
+    /// advertised as `metadata_size` and its pieces are served. `None`
+    /// while we are fetching it.
+    pub metadata: Option<Arc<[u8]>>,
+    /// We want nothing (a seed, or every wanted piece had): BEP 21
+    /// `upload_only`.
+    pub upload_only: bool,
+    /// Peer exchange is allowed (not a private torrent, BEP 27): only
+    /// then is `ut_pex` advertised.
+    pub pex: bool,
+}
+
+impl ExtensionSetup {
+    /// Our extension handshake to a peer at `their_addr`.
+    pub(crate) fn handshake(&self, their_addr: SocketAddr) -> ExtensionHandshake {
+        let mut hs = ExtensionHandshake::with_all_extensions();
+        if !self.pex {
+            hs.m.remove(Extension::UtPex.name());
+        }
+        hs.v = Some(format!("bittern {}", env!("CARGO_PKG_VERSION")));
+        hs.p = Some(self.listen_port).filter(|&p| p != 0);
+        hs.reqq = Some(OUR_REQQ as u32);
+        hs.yourip = Some(their_addr.ip());
+        hs.metadata_size = self.metadata.as_ref().map(|m| m.len() as u64);
+        hs.upload_only = self.upload_only;
+        hs
+    }
+}
+
+impl PeerContext {
+    /// The limiters a transfer takes tokens from: the torrent's, then the
+    /// session's unless the torrent ignores them.
+    pub(crate) fn limits<'a>(
+        &'a self,
+        which: &'a [Arc<RateLimiter>; 2],
+    ) -> impl Iterator<Item = &'a Arc<RateLimiter>> + 'a {
+        let session = self
+            .honors_session
+            .load(std::sync::atomic::Ordering::Relaxed);
+        which.iter().take(if session { 2 } else { 1 })
     }
 }
 
@@ -346,31 +440,15 @@ fn run(
     commands: &Receiver<PeerCommand>,
     socket: &SocketSlot,
 ) -> Result<(), PeerError> {
+    let (mut stream, theirs, incoming) = open(
+        &ctx.timing,
+        &our_handshake(ctx),
+        ctx.encryption,
+        &ctx.dial,
+        origin,
+        socket,
+    )?;
     let t = &ctx.timing;
-    let (mut stream, theirs, incoming) = match origin {
-        Origin::Outgoing(addr) => {
-            let ours = Handshake::new(ctx.info_hash, ctx.our_id);
-            let attach = |s: &Socket| socket.attach(s);
-            let (s, hs) = crate::handshake::dial(
-                addr,
-                &ours,
-                ctx.encryption,
-                t.connect_timeout,
-                &|a, timeout| ctx.dial.connect(a, timeout, &|| socket.is_cut()),
-                &attach,
-            )?;
-            (Box::new(s), hs, false)
-        }
-        Origin::Incoming(mut s, hs) => {
-            socket.attach(s.socket())?;
-            s.socket().set_write_timeout(Some(t.connect_timeout))?;
-            s.send(&mut our_handshake(ctx).encode())?;
-            (s, hs, true)
-        }
-    };
-    if theirs.peer_id == ctx.our_id {
-        return Err(PeerError::SelfConnection);
-    }
     let addr = stream.socket().peer_addr()?;
     let fast = theirs.supports_fast();
     let extended = theirs.supports_extended();
@@ -383,7 +461,7 @@ fn run(
 
     // Opening messages: our piece set, then the extension handshake.
     let mut out = Vec::with_capacity(1024);
-    let bits = ctx.have.to_bitfield();
+    let bits = ctx.revealed.as_ref().unwrap_or(&ctx.have).to_bitfield();
     if fast && bits.count_ones() == 0 {
         Message::HaveNone.encode(&mut out);
     } else if fast && bits.is_full() {
@@ -392,11 +470,7 @@ fn run(
         Message::Bitfield(bits.as_bytes()).encode(&mut out);
     }
     if extended {
-        let hs = ExtensionHandshake {
-            v: Some(format!("bittern {}", env!("CARGO_PKG_VERSION"))),
-            reqq: Some(OUR_REQQ as u32),
-            ..ExtensionHandshake::default()
-        };
+        let hs = ctx.ext.handshake(addr);
         Message::Extended {
             id: 0,
             payload: &hs.encode(),
@@ -471,6 +545,43 @@ fn our_handshake(ctx: &PeerContext) -> Handshake {
     Handshake::new(ctx.info_hash, ctx.our_id).with_dht(ctx.dht.is_some())
 }
 
+/// Connects (or takes the accepted socket), exchanges the 68-byte
+/// handshakes and checks theirs: the stream, their handshake, and whether
+/// they dialled us.
+pub(crate) fn open(
+    t: &Timing,
+    ours: &Handshake,
+    encryption: crate::config::Encryption,
+    dial: &Dial,
+    origin: Origin,
+    socket: &SocketSlot,
+) -> Result<(Box<PeerStream>, Handshake, bool), PeerError> {
+    let (s, theirs, incoming) = match origin {
+        Origin::Outgoing(addr) => {
+            let attach = |s: &Socket| socket.attach(s);
+            let (s, hs) = crate::handshake::dial(
+                addr,
+                ours,
+                encryption,
+                t.connect_timeout,
+                &|a, timeout| dial.connect(a, timeout, &|| socket.is_cut()),
+                &attach,
+            )?;
+            (Box::new(s), hs, false)
+        }
+        Origin::Incoming(mut s, hs) => {
+            socket.attach(s.socket())?;
+            s.socket().set_write_timeout(Some(t.connect_timeout))?;
+            s.send(&mut ours.encode())?;
+            (s, hs, true)
+        }
+    };
+    if theirs.peer_id == ours.peer_id {
+        return Err(PeerError::SelfConnection);
+    }
+    Ok((s, theirs, incoming))
+}
+
 fn send(ctx: &PeerContext, event: PeerEvent) {
     let _ = ctx.events.send(PeerMsg {
         torrent: ctx.torrent,
@@ -493,6 +604,30 @@ struct Link {
     /// Set when the writer ends: the reader stops at the next message
     /// instead of working through what is still buffered.
     closing: AtomicBool,
+    /// The ids the peer wants extension messages sent under (its last
+    /// extension handshake's `m`), for the writer.
+    their_ext: Mutex<ExtIds>,
+}
+
+/// The peer's extension ids, by our extension.
+#[derive(Default)]
+pub(crate) struct ExtIds(Vec<(Extension, u8)>);
+
+impl ExtIds {
+    /// The ids of every extension we speak, from their handshake.
+    pub(crate) fn from_handshake(hs: &ExtensionHandshake) -> Self {
+        ExtIds(
+            Extension::ALL
+                .into_iter()
+                .filter_map(|e| hs.id_for(e).map(|id| (e, id)))
+                .collect(),
+        )
+    }
+
+    /// Their id for `ext`, if they speak it.
+    pub(crate) fn get(&self, ext: Extension) -> Option<u8> {
+        self.0.iter().find(|(e, _)| *e == ext).map(|&(_, id)| id)
+    }
 }
 
 /// Our requests to the peer.
@@ -529,6 +664,8 @@ impl Requests {
 enum ReaderNote {
     Request(BlockRef),
     Cancel(BlockRef),
+    /// A `ut_metadata` request for this metadata piece.
+    MetadataRequest(u32),
 }
 
 #[cfg(test)]

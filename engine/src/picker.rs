@@ -56,6 +56,7 @@
 
 mod avail;
 mod baddata;
+mod reserve;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};

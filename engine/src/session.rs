@@ -3,12 +3,12 @@
 //! connection limit, and the torrents.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bittern_storage::FilePool;
 use bittern_tracker::{
@@ -16,18 +16,21 @@ use bittern_tracker::{
     TrackerEvent,
 };
 use bittern_wire::mse::ObfuscatedHashes;
-use bittern_wire::{InfoHash, Metainfo, PeerId};
+use bittern_wire::{InfoHash, Magnet, MagnetPeer, Metainfo, PeerId};
 use crossbeam_channel::{Sender, TrySendError};
 use log::{debug, info, warn};
 use parking_lot::Mutex;
 
-use crate::config::{Encryption, SessionConfig, TorrentOptions};
+mod discovery;
+
+use crate::config::{SessionConfig, TorrentOptions};
 use crate::error::Error;
+use crate::listener::{Listener, Pending};
 use crate::ratelimit::RateLimiter;
 use crate::torrent::{
-    build_controller, Central, ControllerSetup, Ctl, TorrentCommand, TorrentHandle, TorrentId,
+    build_controller, Central, ControllerSetup, Ctl, FetchSetup, MetadataFetch, PeerSource,
+    Published, TorrentCommand, TorrentHandle, TorrentId,
 };
-use crate::transport::Socket;
 
 /// Torrents by info hash, for the listener's routing.
 pub(crate) type Registry = Arc<Mutex<Routes>>;
@@ -48,7 +51,7 @@ impl Routes {
     }
 
     /// The info hash whose `HASH('req2', ·)` is `obfuscated`.
-    fn find_obfuscated(&self, obfuscated: &[u8; 20]) -> Option<InfoHash> {
+    pub(crate) fn find_obfuscated(&self, obfuscated: &[u8; 20]) -> Option<InfoHash> {
         self.obfuscated.find(obfuscated)
     }
 
@@ -121,11 +124,9 @@ pub(crate) fn unregister(registry: &Registry, info_hash: InfoHash, id: TorrentId
     }
 }
 
-/// Handshakes being read at once before new connections are dropped.
-const MAX_PENDING_HANDSHAKES: usize = 256;
-/// Handshakes pending from one host (127.0.0.1 exempt), so that silent
-/// connections from one attacker cannot shut every other peer out.
-const MAX_PENDING_PER_HOST: usize = 8;
+/// Our own addresses learnt from peers' `yourip` kept at once (one per
+/// interface or NAT a peer may see us through).
+const MAX_EXTERNAL_IPS: usize = 8;
 
 /// What every torrent of a session shares.
 pub(crate) struct SessionShared {
@@ -144,12 +145,23 @@ pub(crate) struct SessionShared {
     pub connections: Arc<AtomicUsize>,
     /// The port we listen on, announced to trackers.
     pub port: u16,
+    /// Every address we listen on (on `port`): a candidate that is one of
+    /// these is ourselves.
+    pub listen_addrs: Vec<SocketAddr>,
+    /// Addresses peers said they see us at (`yourip`, BEP 10), newest last.
+    pub external_ips: Mutex<Vec<std::net::IpAddr>>,
     /// The one tracker announcer of the session (`None` when announcing
     /// is off, or once the session has shut it down).
     pub announcer: Mutex<Option<SessionHandle>>,
     /// Generations of announcer keys: a torrent that restarts gets a new
     /// key, so its old `stopped` and its new `started` never collide.
     pub announce_generation: AtomicU64,
+    /// Local Service Discovery, when on and its socket could join the
+    /// group (`None` once the session has shut it down).
+    pub lsd: Mutex<Option<crate::lsd::Lsd>>,
+    /// Our address as the last peer that told us (`yourip`, BEP 10) saw
+    /// it: for the DHT, later.
+    pub external_ip: Mutex<Option<std::net::IpAddr>>,
     /// The session's DHT node and its schedule (`None`: DHT off).
     pub dht: Option<Arc<crate::dht::SessionDht>>,
     /// How peer connections are dialled (uTP, TCP).
@@ -157,10 +169,47 @@ pub(crate) struct SessionShared {
 }
 
 impl SessionShared {
+    /// Whether `addr` is our own listener: on our port at a loopback
+    /// address, at one of the addresses we listen on, or at an address
+    /// peers told us they see us at (`yourip`).
+    pub(crate) fn is_own_addr(&self, addr: SocketAddr) -> bool {
+        addr.port() == self.port
+            && (addr.ip().is_loopback()
+                || self.listen_addrs.iter().any(|l| l.ip() == addr.ip())
+                || self.external_ips.lock().contains(&addr.ip()))
+    }
+
+    /// Records an address a peer says it sees us at (its `yourip`): a
+    /// candidate there on our port is ourselves. Bounded: the newest
+    /// [`MAX_EXTERNAL_IPS`] are kept.
+    pub(crate) fn learn_external_ip(&self, ip: std::net::IpAddr) {
+        if ip.is_unspecified() || ip.is_multicast() {
+            return;
+        }
+        *self.external_ip.lock() = Some(ip);
+        let mut ips = self.external_ips.lock();
+        if !ips.contains(&ip) {
+            if ips.len() >= MAX_EXTERNAL_IPS {
+                ips.remove(0);
+            }
+            debug!("a peer sees us at {ip}");
+            ips.push(ip);
+        }
+    }
+
     /// Runs `f` on the session announcer, if it runs.
     pub(crate) fn with_announcer(&self, f: impl FnOnce(&SessionHandle)) {
         if let Some(a) = self.announcer.lock().as_ref() {
             f(a);
+        }
+    }
+
+    /// Tells LSD (if it runs) to announce a torrent, or to stop.
+    pub(crate) fn lsd_send(&self, cmd: crate::lsd::LsdCommand) {
+        if let Some(l) = self.lsd.lock().as_ref() {
+            if let Err(e) = l.send(cmd) {
+                debug!("lsd command dropped: {e}");
+            }
         }
     }
 
@@ -183,22 +232,18 @@ pub struct Session {
     shared: Arc<SessionShared>,
     registry: Registry,
     torrents: Mutex<Vec<TorrentHandle>>,
-    listener: Option<ListenerHandle>,
-    /// The UDP socket on the listen port (uTP and DHT), when either is on.
-    udp: Option<bittern_utp::UtpSocket>,
+    /// One listening socket per address, all on one port (see `listener`).
+    listeners: Vec<Listener>,
+    /// The UDP sockets on the listen port (uTP, and the DHT on the first),
+    /// when either is on.
+    udp: Vec<bittern_utp::UtpSocket>,
+    /// One thread per UDP socket admitting incoming uTP connections.
+    utp_acceptors: Vec<crate::listener::UtpAcceptor>,
     /// The controller thread running every torrent, and its inputs.
     controller: Option<JoinHandle<()>>,
     commands: Sender<Ctl>,
     links: crate::torrent::central::Links,
     next_id: AtomicU64,
-}
-
-struct ListenerHandle {
-    stop: Arc<AtomicBool>,
-    addr: SocketAddr,
-    thread: Option<JoinHandle<()>>,
-    /// Accepts uTP connections (when uTP is on).
-    utp_thread: Option<JoinHandle<()>>,
 }
 
 impl Session {
@@ -207,11 +252,20 @@ impl Session {
     /// # Errors
     /// [`Error::Listen`] when the address cannot be bound (port in use).
     pub fn new(config: SessionConfig) -> Result<Session, Error> {
-        let (listener, udp) = bind_listen(&config)?;
-        let addr = listener.local_addr().map_err(|source| Error::Listen {
-            addr: config.listen,
-            source,
-        })?;
+        let crate::udp::Bound {
+            tcp: sockets,
+            udp,
+            dht: dht_slot,
+        } = crate::udp::bind_all(&config)?;
+        let addrs: Vec<SocketAddr> = sockets
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<Result<_, _>>()
+            .map_err(|source| Error::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let port = addrs.first().map_or(config.listen.port(), SocketAddr::port);
         let threads = if config.hash_threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {
@@ -223,18 +277,29 @@ impl Session {
             .build()
             .map_err(|e| Error::Spawn(std::io::Error::other(e)))?;
         let (central, commands, links) = Central::new();
-        let dht = match (&config.dht, &udp) {
-            (Some(settings), Some((socket, slot))) => {
+        let dht = match (&config.dht, udp.first()) {
+            (Some(settings), Some(socket)) => {
                 info!("dht node on udp {}", socket.local_addr());
                 Some(crate::dht::SessionDht::start(
                     settings.clone(),
                     socket.udp().clone(),
-                    slot,
-                    addr.port(),
+                    &dht_slot,
+                    port,
                     links.sources.clone(),
                 )?)
             }
             _ => None,
+        };
+        let dial = crate::peer::Dial {
+            utp: if config.utp {
+                udp.iter()
+                    .map(|u| (u.local_addr(), u.multiplexer().clone()))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            utp_timeout: config.utp_connect_timeout,
+            tcp: config.tcp,
         };
         let shared = Arc::new(SessionShared {
             peer_id: PeerId::generate(&config.peer_id_prefix),
@@ -246,69 +311,67 @@ impl Session {
             upload: Arc::new(RateLimiter::new(config.upload_limit)),
             download: Arc::new(RateLimiter::new(config.download_limit)),
             connections: Arc::default(),
-            port: addr.port(),
+            port,
+            listen_addrs: addrs.clone(),
+            external_ips: Mutex::new(Vec::new()),
             announcer: Mutex::new(None),
             announce_generation: AtomicU64::new(1),
+            lsd: Mutex::new(None),
+            external_ip: Mutex::new(None),
             dht,
-            dial: crate::peer::Dial {
-                utp: match &udp {
-                    Some((socket, _)) if config.utp => Some(socket.multiplexer().clone()),
-                    _ => None,
-                },
-                utp_timeout: config.utp_connect_timeout,
-                tcp: config.tcp,
-            },
+            dial,
             config,
         });
         let registry: Registry = Arc::default();
-        let udp = udp.map(|(socket, _)| socket);
         if shared.config.announce {
             let handle = spawn_announcer(&shared, links.sources.clone())?;
             *shared.announcer.lock() = Some(handle);
+        }
+        if let Some(cfg) = &shared.config.lsd {
+            // LSD is IPv4 (the IPv6 group does not loop on `lo`).
+            let v4 = addrs
+                .iter()
+                .copied()
+                .find(SocketAddr::is_ipv4)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], port)));
+            let lsd = discovery::spawn_lsd(cfg, v4, registry.clone(), links.sources.clone());
+            *shared.lsd.lock() = lsd;
         }
         let controller = std::thread::Builder::new()
             .name("bittern-ctl".into())
             .spawn(move || central.run())
             .map_err(Error::Spawn)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let gate = Gate {
-            pending: Arc::default(),
-            per_host: Arc::default(),
-            registry: registry.clone(),
-            commands: commands.clone(),
-            shared: shared.clone(),
-        };
-        let utp_thread = match &shared.dial.utp {
-            Some(mux) => {
-                let (mux, gate, stop) = (mux.clone(), gate.clone(), stop.clone());
-                Some(
-                    std::thread::Builder::new()
-                        .name("bittern-utp-accept".into())
-                        .spawn(move || accept_utp(&mux, &gate, &stop))
-                        .map_err(Error::Spawn)?,
-                )
-            }
-            None => None,
-        };
-        let thread = {
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("bittern-listener".into())
-                .spawn(move || listen(listener, &gate, &stop))
-                .map_err(Error::Spawn)?
-        };
-        info!("listening on {addr}");
+        let pending = Pending::default();
+        let mut listeners = Vec::with_capacity(sockets.len());
+        for socket in sockets {
+            listeners.push(Listener::spawn(
+                socket,
+                registry.clone(),
+                commands.clone(),
+                shared.clone(),
+                pending.clone(),
+            )?);
+        }
+        let mut utp_acceptors = Vec::new();
+        for (_, mux) in &shared.dial.utp {
+            utp_acceptors.push(crate::listener::UtpAcceptor::spawn(
+                mux.clone(),
+                registry.clone(),
+                commands.clone(),
+                shared.clone(),
+                pending.clone(),
+            )?);
+        }
+        for addr in &addrs {
+            info!("listening on {addr}");
+        }
         Ok(Session {
             shared,
             registry,
             torrents: Mutex::new(Vec::new()),
-            listener: Some(ListenerHandle {
-                stop,
-                addr,
-                thread: Some(thread),
-                utp_thread,
-            }),
+            listeners,
             udp,
+            utp_acceptors,
             controller: Some(controller),
             commands,
             links,
@@ -316,11 +379,22 @@ impl Session {
         })
     }
 
-    /// The address the session listens on (with the real port when 0 was asked).
+    /// The address the session listens on (with the real port when 0 was
+    /// asked): the first of [`local_addrs`](Self::local_addrs), the one
+    /// `SessionConfig::listen` named.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .as_ref()
-            .map_or(self.shared.config.listen, |l| l.addr)
+        self.shared
+            .listen_addrs
+            .first()
+            .copied()
+            .unwrap_or(self.shared.config.listen)
+    }
+
+    /// Every address the session listens on, all on one port: `listen`,
+    /// then the other family's when dual stack applies, then
+    /// `listen_also`.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.shared.listen_addrs.clone()
     }
 
     /// Our peer id.
@@ -328,9 +402,10 @@ impl Session {
         self.shared.peer_id
     }
 
-    /// The address of the session's UDP socket (uTP and DHT), when it has one.
+    /// The address of the session's first UDP socket (uTP and the DHT),
+    /// when it has one.
     pub fn udp_addr(&self) -> Option<SocketAddr> {
-        self.udp.as_ref().map(bittern_utp::UtpSocket::local_addr)
+        self.udp.first().map(bittern_utp::UtpSocket::local_addr)
     }
 
     /// Nodes in the DHT's routing table (`None`: DHT off).
@@ -384,10 +459,118 @@ impl Session {
             registry: self.registry.clone(),
             commands: self.commands.clone(),
             links: self.links.clone(),
+            reuse: None,
         };
         let (controller, handle) = build_controller(setup)?;
         self.commands
             .send(Ctl::Add(Box::new(controller)))
+            .map_err(|_| Error::Closed)?;
+        reserved.keep();
+        let mut torrents = self.torrents.lock();
+        self.prune(&mut torrents);
+        torrents.push(handle.clone());
+        Ok(handle)
+    }
+
+    /// Adds a torrent known only by a magnet link (BEP 9). It first fetches
+    /// the info dictionary from peers (state
+    /// [`FetchingMetadata`](crate::TorrentState::FetchingMetadata)): those
+    /// of the link's `x.pe` (addresses; host names are skipped), those its
+    /// `tr=` trackers return, and those given later with
+    /// [`TorrentHandle::add_peers`]. Once the metadata has passed the info
+    /// hash it is saved as `<info hash>.torrent` beside the resume state
+    /// (see [`TorrentOptions::resume_file`]) and the torrent carries on
+    /// exactly as one added with [`add_torrent`](Self::add_torrent), under
+    /// the same handle. If that `.torrent` exists already (a restart), no
+    /// fetch happens.
+    ///
+    /// # Errors
+    /// A link without a v1 (`btih`) info hash, a file selection (it needs
+    /// the metadata), a torrent already in the session.
+    pub fn add_magnet(
+        &self,
+        magnet: &Magnet,
+        save_dir: impl Into<PathBuf>,
+        mut options: TorrentOptions,
+    ) -> Result<TorrentHandle, Error> {
+        let info_hash = magnet.info_hash.ok_or(Error::InvalidOptions(
+            "the magnet link has no v1 (btih) info hash",
+        ))?;
+        if !options.wanted_files.is_empty() {
+            return Err(Error::InvalidOptions(
+                "a file selection needs the metadata; a magnet link has none yet",
+            ));
+        }
+        let save_dir = save_dir.into();
+        let torrent_file = magnet_torrent_file(&save_dir, &options, info_hash);
+        for p in magnet.peer_addrs() {
+            match p {
+                MagnetPeer::Addr(a) => {
+                    if !options.peers.contains(&a) {
+                        options.peers.push(a);
+                    }
+                }
+                MagnetPeer::Host { host, port } => {
+                    info!("magnet peer {host}:{port} skipped: host names are not resolved");
+                }
+            }
+        }
+        let trackers: Vec<Vec<String>> = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
+        // A restart: the metadata was fetched and saved before.
+        if let Ok(bytes) = std::fs::read(&torrent_file) {
+            match Metainfo::from_bytes(&bytes) {
+                Ok(meta) if meta.info_hash == info_hash => {
+                    info!(
+                        "{}: metadata from {}",
+                        &info_hash.to_hex()[..8],
+                        torrent_file.display()
+                    );
+                    let handle = self.add_torrent(meta, save_dir, options)?;
+                    *handle.published.torrent_file.lock() = Some(Arc::from(bytes));
+                    return Ok(handle);
+                }
+                _ => warn!(
+                    "{}: not the torrent's metadata, fetching again",
+                    torrent_file.display()
+                ),
+            }
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let reserved = register(&self.registry, info_hash, id)?;
+        let name = magnet
+            .display_name
+            .clone()
+            .unwrap_or_else(|| info_hash.to_hex());
+        let published = Published::new(MetadataFetch::initial_status(name), &options);
+        // Unbounded in type, bounded where events are sent (as for every
+        // torrent).
+        let (event_tx, event_rx) = crossbeam_channel::unbounded();
+        let fetch = MetadataFetch::new(FetchSetup {
+            id,
+            info_hash,
+            trackers,
+            web_seeds: magnet.web_seeds.clone(),
+            torrent_file,
+            save_dir,
+            options,
+            session: self.shared.clone(),
+            registry: self.registry.clone(),
+            commands: self.commands.clone(),
+            links: self.links.clone(),
+            published: published.clone(),
+            events: event_tx,
+        });
+        let handle = TorrentHandle {
+            info_hash,
+            id,
+            commands: self.commands.clone(),
+            source: PeerSource::new(id, self.links.sources.clone()),
+            published,
+            events: event_rx,
+            registry: self.registry.clone(),
+        };
+        self.commands
+            .send(Ctl::Fetch(Box::new(fetch)))
             .map_err(|_| Error::Closed)?;
         reserved.keep();
         let mut torrents = self.torrents.lock();
@@ -411,6 +594,19 @@ impl Session {
         torrents.retain(|h| !h.is_finished() || registry.get(&h.info_hash) == Some(&h.id));
     }
 
+    /// Changes the session-wide rate limits (bytes per second, `None` =
+    /// unlimited) while torrents run; every peer thread takes tokens from
+    /// these limiters besides its torrent's own.
+    pub fn set_limits(&self, download: Option<u64>, upload: Option<u64>) {
+        self.shared.download.set_rate(download);
+        self.shared.upload.set_rate(upload);
+    }
+
+    /// The session-wide rate limits (download, upload), bytes per second.
+    pub fn limits(&self) -> (Option<u64>, Option<u64>) {
+        (self.shared.download.rate(), self.shared.upload.rate())
+    }
+
     /// Live peer connections across all torrents.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)
@@ -430,6 +626,10 @@ impl Session {
             t.wait();
         }
         self.registry.lock().clear();
+        let lsd = self.shared.lsd.lock().take();
+        if let Some(l) = lsd {
+            l.join();
+        }
         // Every torrent has asked for its `stopped` (their stop jobs waited
         // for them); send what is left, in parallel, within what remains of
         // the one stop deadline (never twice the deadline in all).
@@ -452,20 +652,12 @@ impl Session {
         if let Some(d) = &self.shared.dht {
             d.shutdown();
         }
-        if let Some(mut l) = self.listener.take() {
-            l.stop.store(true, Ordering::SeqCst);
-            // Wake the blocking accept.
-            let mut wake = l.addr;
-            if wake.ip().is_unspecified() {
-                wake.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
-            if let Some(t) = l.thread.take() {
-                let _ = t.join();
-            }
-            if let Some(t) = l.utp_thread.take() {
-                let _ = t.join();
-            }
+        for mut l in std::mem::take(&mut self.listeners) {
+            debug!("closing the listener on {}", l.addr());
+            l.stop();
+        }
+        for mut a in std::mem::take(&mut self.utp_acceptors) {
+            a.stop();
         }
     }
 }
@@ -476,39 +668,15 @@ impl Drop for Session {
     }
 }
 
-/// Binds the TCP listener and, when uTP or the DHT is on, the UDP socket
-/// on the same address and port. With port 0 the TCP port is picked first;
-/// if its UDP twin is taken, both are tried again (a few times).
-#[allow(clippy::type_complexity)]
-fn bind_listen(
-    config: &SessionConfig,
-) -> Result<
-    (
-        TcpListener,
-        Option<(bittern_utp::UtpSocket, crate::udp::DhtSlot)>,
-    ),
-    Error,
-> {
-    let listen_err = |source| Error::Listen {
-        addr: config.listen,
-        source,
-    };
-    let tries = if config.listen.port() == 0 { 20 } else { 1 };
-    let mut last = None;
-    for _ in 0..tries {
-        let listener = TcpListener::bind(config.listen).map_err(listen_err)?;
-        if !config.wants_udp() {
-            return Ok((listener, None));
-        }
-        let addr = listener.local_addr().map_err(listen_err)?;
-        match crate::udp::bind(addr, config.utp) {
-            Ok(udp) => return Ok((listener, Some(udp))),
-            Err(e) => last = Some(e),
-        }
+/// Where the `.torrent` of a torrent started from a magnet link is kept:
+/// beside its resume state.
+fn magnet_torrent_file(save_dir: &Path, options: &TorrentOptions, info_hash: InfoHash) -> PathBuf {
+    match &options.resume_file {
+        Some(r) => r.with_extension("torrent"),
+        None => save_dir
+            .join(".bittern")
+            .join(format!("{}.torrent", info_hash.to_hex())),
     }
-    Err(listen_err(
-        last.unwrap_or_else(|| std::io::ErrorKind::AddrInUse.into()),
-    ))
 }
 
 /// Starts the session announcer and the thread that forwards its peers to
@@ -545,153 +713,6 @@ fn spawn_announcer(
         })
         .map_err(Error::Spawn)?;
     Ok(handle)
-}
-
-fn listen(listener: TcpListener, gate: &Gate, stop: &AtomicBool) {
-    for conn in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let stream = match conn {
-            Ok(s) => s,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                warn!("accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
-        if !gate.shared.config.tcp {
-            debug!("dropping incoming tcp connection: tcp is off");
-            continue;
-        }
-        gate.admit(Socket::Tcp(stream));
-    }
-}
-
-/// Hands incoming uTP connections of the session's multiplexer to the
-/// same gate as TCP ones, until `stop`.
-fn accept_utp(mux: &bittern_utp::Multiplexer, gate: &Gate, stop: &AtomicBool) {
-    while !stop.load(Ordering::SeqCst) {
-        match mux.accept_timeout(Duration::from_millis(200)) {
-            Ok(stream) => gate.admit(Socket::Utp(stream)),
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(e) => {
-                debug!("utp accept: {e}");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-}
-
-/// Admission of incoming connections, TCP and uTP alike: bounded pending
-/// handshakes in all and per host, then a short-lived thread reads the
-/// handshake and routes the connection to its torrent.
-#[derive(Clone)]
-struct Gate {
-    pending: Arc<AtomicUsize>,
-    /// Handshakes pending per remote host: one host cannot take every slot.
-    per_host: Arc<Mutex<HashMap<std::net::IpAddr, usize>>>,
-    registry: Registry,
-    commands: Sender<Ctl>,
-    shared: Arc<SessionShared>,
-}
-
-impl Gate {
-    fn admit(&self, socket: Socket) {
-        let shared = &self.shared;
-        if self.pending.load(Ordering::Relaxed) >= MAX_PENDING_HANDSHAKES
-            || shared.connections.load(Ordering::Relaxed) >= shared.config.max_connections
-        {
-            debug!("dropping incoming connection: too many");
-            return;
-        }
-        let Ok(peer) = socket.peer_addr() else {
-            return;
-        };
-        let host = peer.ip();
-        {
-            let mut hosts = self.per_host.lock();
-            let n = hosts.entry(host).or_insert(0);
-            // 127.0.0.1 and ::1 are exempt: every peer of a local test or
-            // demo swarm comes from there.
-            let local =
-                host == std::net::Ipv4Addr::LOCALHOST || host == std::net::Ipv6Addr::LOCALHOST;
-            if *n >= MAX_PENDING_PER_HOST && !local {
-                debug!("{peer}: dropping incoming connection: too many pending from this host");
-                return;
-            }
-            *n += 1;
-        }
-        self.pending.fetch_add(1, Ordering::Relaxed);
-        let gate = self.clone();
-        let timeout = shared.config.timing.connect_timeout;
-        let policy = shared.config.encryption;
-        let spawned = std::thread::Builder::new()
-            .name("bittern-handshake".into())
-            .spawn(move || {
-                route(socket, &gate.registry, &gate.commands, timeout, policy);
-                release_slot(&gate.pending, &gate.per_host, host);
-            });
-        if spawned.is_err() {
-            release_slot(&self.pending, &self.per_host, host);
-        }
-    }
-}
-
-/// Frees a handshake slot taken by `listen`.
-fn release_slot(
-    pending: &AtomicUsize,
-    per_host: &Mutex<HashMap<std::net::IpAddr, usize>>,
-    host: std::net::IpAddr,
-) {
-    pending.fetch_sub(1, Ordering::Relaxed);
-    let mut hosts = per_host.lock();
-    if let Some(n) = hosts.get_mut(&host) {
-        *n -= 1;
-        if *n == 0 {
-            hosts.remove(&host);
-        }
-    }
-}
-
-/// Reads the handshake (plain or MSE, as `policy` allows) and hands the
-/// connection to its torrent.
-fn route(
-    socket: Socket,
-    registry: &Registry,
-    commands: &Sender<Ctl>,
-    timeout: Duration,
-    policy: Encryption,
-) {
-    let peer = socket.peer_addr().ok();
-    let lookup = |h: &[u8; 20]| registry.lock().find_obfuscated(h);
-    let deadline = Instant::now() + timeout;
-    let (stream, hs) = match crate::handshake::accept(socket, policy, lookup, deadline) {
-        Ok(x) => x,
-        Err(e) => {
-            debug!("{peer:?}: incoming connection dropped: {e}");
-            return;
-        }
-    };
-    let target = registry.lock().get(&hs.info_hash).copied();
-    match target {
-        Some(id) => {
-            if commands
-                .try_send(Ctl::Command(
-                    id,
-                    TorrentCommand::Incoming(Box::new(stream), hs),
-                ))
-                .is_err()
-            {
-                debug!("{peer:?}: torrent busy, dropping connection");
-            }
-        }
-        None => debug!(
-            "{peer:?}: handshake for unknown torrent {}",
-            hs.info_hash.to_hex()
-        ),
-    }
 }
 
 #[cfg(test)]

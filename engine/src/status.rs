@@ -9,6 +9,9 @@ use crate::error::{TorrentError, Violation};
 /// What a torrent is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TorrentState {
+    /// Started from a magnet link: fetching the info dictionary from peers
+    /// (BEP 9); the size and files are not known yet.
+    FetchingMetadata,
     /// Checking existing data on disk.
     Checking,
     /// Fetching pieces.
@@ -75,6 +78,13 @@ pub struct TorrentStatus {
     /// once, so this equals the bytes downloaded into pieces, plus again the
     /// pieces that failed their hash check and were fetched anew.
     pub written: u64,
+    /// Web seeds (BEP 19) in use: running and not dropped.
+    pub web_seeds: usize,
+    /// Payload bytes received from web seeds (also counted in
+    /// `downloaded`).
+    pub web_seed_downloaded: u64,
+    /// Bytes per second from web seeds (also in `download_rate`).
+    pub web_seed_rate: f64,
 }
 
 /// One connected peer.
@@ -134,6 +144,14 @@ pub enum TorrentEvent {
     StateChanged(TorrentState),
     /// A peer was banned for bad data.
     PeerBanned(SocketAddr),
+    /// A web seed (BEP 19) was given up: it served bad data too often,
+    /// failed too often, or cannot serve range requests.
+    WebSeedDropped {
+        /// The `url-list` entry.
+        url: String,
+        /// Why, with its causes.
+        reason: String,
+    },
     /// A peer broke the protocol; its connection was closed.
     PeerViolation {
         /// The peer's address.

@@ -4,6 +4,7 @@
 pub(crate) mod central;
 mod check;
 mod controller;
+mod fetch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use crate::status::{PeerInfo, TorrentEvent, TorrentState, TorrentStatus};
 
 pub(crate) use central::{Central, Ctl, PeerSource};
 pub(crate) use controller::{build_controller, ControllerSetup, Transfer};
+pub(crate) use fetch::{FetchSetup, MetadataFetch};
 
 /// A torrent's number in its session (never reused), which routes peer
 /// events, job results and commands to its state on the controller.
@@ -30,6 +32,8 @@ pub(crate) enum TorrentCommand {
     Incoming(Box<crate::transport::PeerStream>, Handshake),
     /// Stop: announce `stopped`, close peers, save resume state, exit.
     Shutdown,
+    /// Announce to the trackers as early as their `min interval` allows.
+    Reannounce,
 }
 
 /// What the controller publishes for handles to read without a round trip.
@@ -40,9 +44,37 @@ pub(crate) struct Published {
     /// or its controller is gone.
     pub done: Mutex<bool>,
     pub done_signal: Condvar,
+    /// The torrent's metainfo as a `.torrent` file, once fetched over
+    /// `ut_metadata` (a torrent started from a magnet link).
+    pub torrent_file: Mutex<Option<Arc<[u8]>>>,
+    /// The torrent's own limiters (peer threads hold clones), so that
+    /// [`TorrentHandle::set_limits`] changes them while it runs.
+    pub up_limit: Arc<crate::ratelimit::RateLimiter>,
+    /// See [`up_limit`](Self::up_limit).
+    pub down_limit: Arc<crate::ratelimit::RateLimiter>,
+    /// Whether its peers also obey the session's limiters.
+    pub honors_session: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Published {
+    /// Published state starting at `status`, with the torrent's limiters
+    /// set from `options`.
+    pub(crate) fn new(
+        status: TorrentStatus,
+        options: &crate::config::TorrentOptions,
+    ) -> Arc<Published> {
+        Arc::new(Published {
+            status: Mutex::new(status),
+            peers: Mutex::new(Vec::new()),
+            done: Mutex::new(false),
+            done_signal: Condvar::new(),
+            torrent_file: Mutex::new(None),
+            up_limit: Arc::new(crate::ratelimit::RateLimiter::new(options.upload_limit)),
+            down_limit: Arc::new(crate::ratelimit::RateLimiter::new(options.download_limit)),
+            honors_session: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        })
+    }
+
     /// Marks the torrent ended and wakes every [`TorrentHandle::wait`].
     pub(crate) fn finish(&self) {
         *self.done.lock() = true;
@@ -78,6 +110,17 @@ impl TorrentHandle {
         self.published.status.lock().clone()
     }
 
+    /// The `.torrent` file of a torrent started from a magnet link, once
+    /// its metadata has been fetched and checked against the info hash
+    /// (`None` before, and for torrents added from a metainfo).
+    pub fn torrent_file(&self) -> Option<Vec<u8>> {
+        self.published
+            .torrent_file
+            .lock()
+            .as_ref()
+            .map(|b| b.to_vec())
+    }
+
     /// The connected peers.
     pub fn peers(&self) -> Vec<PeerInfo> {
         self.published.peers.lock().clone()
@@ -97,6 +140,40 @@ impl TorrentHandle {
     /// Undoes [`pause`](Self::pause).
     pub fn resume(&self) -> Result<(), Error> {
         self.command(TorrentCommand::Resume)
+    }
+
+    /// Asks the trackers for peers now, or as soon as their `min interval`
+    /// allows (Transmission's `torrent-reannounce`). A paused torrent does
+    /// not announce; one still checking its data announces after the check.
+    pub fn reannounce(&self) -> Result<(), Error> {
+        self.command(TorrentCommand::Reannounce)
+    }
+
+    /// Changes the torrent's own rate limits (bytes per second, `None` =
+    /// unlimited) while it runs: its peer threads take tokens from these
+    /// limiters before every read and write, so the new rate holds from
+    /// their next block. The session's limits still apply on top. The
+    /// number of upload slots, chosen from the limit at start, stays.
+    pub fn set_limits(&self, download: Option<u64>, upload: Option<u64>) {
+        self.published.down_limit.set_rate(download);
+        self.published.up_limit.set_rate(upload);
+    }
+
+    /// Whether the session's limits apply to this torrent besides its own
+    /// (default `true`; Transmission's `honorsSessionLimits`). Takes effect
+    /// from its peers' next block.
+    pub fn set_honors_session_limits(&self, honors: bool) {
+        self.published
+            .honors_session
+            .store(honors, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The torrent's own rate limits (download, upload), bytes per second.
+    pub fn limits(&self) -> (Option<u64>, Option<u64>) {
+        (
+            self.published.down_limit.rate(),
+            self.published.up_limit.rate(),
+        )
     }
 
     /// Connects to more peers (through the torrent's peer source, like

@@ -176,7 +176,6 @@ impl PeerStream {
 
     /// A connection after an MSE handshake: `est`'s ciphers apply from
     /// here on and its payload is read before the socket.
-    #[allow(dead_code)] // used once the session speaks MSE
     pub(crate) fn encrypted(socket: Socket, est: Established) -> PeerStream {
         PeerStream {
             socket,

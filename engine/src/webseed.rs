@@ -63,13 +63,15 @@ mod fetch;
 mod worker;
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bittern_storage::Storage;
 use crossbeam_channel::{bounded, Sender, TrySendError};
+
+use crate::shared::BlockClaims;
 
 /// Settings of the web-seed component.
 #[derive(Debug, Clone)]
@@ -268,10 +270,34 @@ struct Seed {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Where a seed's events go: the caller's channel, or (inside the engine)
+/// a function that tags them for the controller. Returns false once
+/// nobody listens.
+#[derive(Clone)]
+pub(crate) struct EventSink(Arc<dyn Fn(WebSeedEvent) -> bool + Send + Sync>);
+
+impl EventSink {
+    /// Events sent on `tx` (blocking while it is full, as peer threads do).
+    pub(crate) fn channel(tx: Sender<WebSeedEvent>) -> EventSink {
+        EventSink(Arc::new(move |e| tx.send(e).is_ok()))
+    }
+
+    /// Events handed to `f`.
+    pub(crate) fn func(f: impl Fn(WebSeedEvent) -> bool + Send + Sync + 'static) -> EventSink {
+        EventSink(Arc::new(f))
+    }
+
+    pub(crate) fn send(&self, e: WebSeedEvent) -> bool {
+        (self.0)(e)
+    }
+}
+
 /// The running web seeds of one torrent. Dropping it stops them (without
 /// waiting; [`WebSeeds::join`] waits).
 pub struct WebSeeds {
     seeds: Vec<Seed>,
+    /// Payload bytes the seeds wrote (or found already written).
+    received: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for WebSeeds {
@@ -293,6 +319,21 @@ impl WebSeeds {
         config: WebSeedConfig,
         events: Sender<WebSeedEvent>,
     ) -> std::io::Result<WebSeeds> {
+        Self::spawn_with(storage, seeds, config, EventSink::channel(events), None)
+    }
+
+    /// As [`spawn`](Self::spawn), reporting to `events`; with `claims`,
+    /// every block is claimed before it is written, as peer threads do, so
+    /// a seed and a peer never write the same block and nobody writes a
+    /// piece once all its blocks are written (the engine's torrents).
+    pub(crate) fn spawn_with(
+        storage: Arc<Storage>,
+        seeds: Vec<WebSeed>,
+        config: WebSeedConfig,
+        events: EventSink,
+        claims: Option<Arc<BlockClaims>>,
+    ) -> std::io::Result<WebSeeds> {
+        let received = Arc::new(AtomicU64::new(0));
         if seeds.len() > config.max_seeds {
             log::info!(
                 "using {} of {} web seeds (max_seeds)",
@@ -305,15 +346,17 @@ impl WebSeeds {
             let (tx, rx) = bounded(16);
             let cancel = Arc::new(AtomicBool::new(false));
             let url = seed.url.clone();
-            let w = worker::Worker::new(
+            let w = worker::Worker::new(worker::Parts {
                 index,
                 seed,
-                storage.clone(),
-                config.clone(),
-                rx,
-                events.clone(),
-                cancel.clone(),
-            );
+                storage: storage.clone(),
+                config: config.clone(),
+                commands: rx,
+                events: events.clone(),
+                cancel: cancel.clone(),
+                claims: claims.clone(),
+                received: received.clone(),
+            });
             let thread = std::thread::Builder::new()
                 .name(format!("webseed-{index}"))
                 .spawn(move || w.run())?;
@@ -324,7 +367,15 @@ impl WebSeeds {
                 thread: Some(thread),
             });
         }
-        Ok(WebSeeds { seeds: out })
+        Ok(WebSeeds {
+            seeds: out,
+            received,
+        })
+    }
+
+    /// Payload bytes received from all seeds so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
     }
 
     /// Number of seeds with a thread.

@@ -335,6 +335,24 @@ fn require_drops_an_incoming_plain_handshake() {
     );
 }
 
+/// An MSE handshake to a `disable` session is dropped at once, with
+/// nothing sent back.
+#[test]
+fn disable_drops_an_incoming_mse_handshake() {
+    let src = tempdir();
+    let meta = make_torrent(src.path(), "q.bin", &[("q.bin", 100_000)], 16 * 1024, 49);
+    let seeder = session_with(Encryption::Disable, |_| {});
+    let s = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    let mut c = TcpStream::connect(seeder.local_addr()).unwrap();
+    c.write_all(&initiator(meta.info_hash).output()).unwrap();
+    let (after, got) = until_closed(&mut c, Duration::from_secs(4));
+    assert_eq!(got, 0, "answered {got} bytes");
+    assert!(after < Duration::from_secs(2), "{after:?}");
+}
+
 /// bittern to bittern: `require` on both ends gives RC4 connections and
 /// the same bytes.
 #[test]

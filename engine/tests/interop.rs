@@ -25,11 +25,11 @@ use crate::fake::{Got, Wire};
 use crate::util::*;
 
 pub(crate) const PYTHON: &str = "/usr/bin/python3";
-const ARIA2C: &str = "/usr/bin/aria2c";
+pub(crate) const ARIA2C: &str = "/usr/bin/aria2c";
 
 /// Files of odd sizes whose boundaries fall inside pieces, so the other
 /// client's piece-to-file mapping is exercised too.
-const FILES: &[(&str, u64)] = &[
+pub(crate) const FILES: &[(&str, u64)] = &[
     ("a.bin", 1_500_001),
     ("sub/b.bin", 700_000),
     ("sub/c.txt", 3),
@@ -270,6 +270,57 @@ fn bittern_leeches_from_libtorrent() {
     );
 }
 
+/// libtorrent listening on `[::1]` only; bittern, listening on `[::1]`
+/// only too, is given that address and downloads everything over IPv6.
+#[test]
+fn bittern_leeches_from_libtorrent_over_ipv6_loopback() {
+    if !crate::ipv6::have_ipv6_loopback() || !have_libtorrent() {
+        return;
+    }
+    init_log();
+    let (src, dst, work) = (tempdir(), tempdir(), tempdir());
+    let meta = make_torrent(src.path(), "lt_v6", FILES, 64 * 1024, 24);
+    let (meta, torrent) = write_torrent(work.path(), &meta, None);
+    let mut lt = Proc::spawn(
+        "libtorrent seeder on [::1]",
+        python(
+            "lt_seed.py",
+            &[
+                torrent.as_os_str(),
+                src.path().as_os_str(),
+                OsStr::new("[::1]:0"),
+            ],
+        ),
+        work.path().join("lt_seed6.log"),
+    );
+    let port: u16 = lt
+        .expect_line("PORT ", Duration::from_secs(30))
+        .parse()
+        .unwrap();
+    let v6 = std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
+    let leecher = bittern_engine::Session::new(SessionConfig {
+        listen: SocketAddr::new(v6, 0),
+        ..config()
+    })
+    .unwrap();
+    let opts = TorrentOptions {
+        peers: vec![SocketAddr::new(v6, port)],
+        seed_goal: SeedGoal::Forever,
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    let seen = wait_state_seeing_peers(&l, TorrentState::Seeding, Duration::from_secs(60));
+    assert_eq!(
+        seen.iter().map(|(a, _)| *a).collect::<Vec<_>>(),
+        vec![SocketAddr::new(v6, port)]
+    );
+    // Its extension handshake names the scripts' user agent.
+    assert_eq!(seen[0].1.as_deref(), Some("bittern-interop-test"));
+    assert!(l.status().downloaded >= meta.info.total_length());
+    assert_eq!(l.status().hash_failures, 0);
+    assert_same(src.path(), dst.path(), &meta.info.file_paths());
+}
+
 #[test]
 fn bittern_seeds_to_libtorrent() {
     if !have_libtorrent() {
@@ -397,7 +448,7 @@ fn bittern_seeds_to_aria2c_through_tracker() {
 }
 
 /// Polls the tracker's scrape until it counts one seeder for `meta`.
-fn wait_for_seeder_on_tracker(url: &str, meta: &Metainfo) {
+pub(crate) fn wait_for_seeder_on_tracker(url: &str, meta: &Metainfo) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let cfg = bittern_tracker::ClientConfig::default();
     loop {
@@ -416,9 +467,8 @@ fn wait_for_seeder_on_tracker(url: &str, meta: &Metainfo) {
     }
 }
 
-pub(crate) fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
-}
+/// The tests' temp dirs (one helper for every test module).
+pub(crate) use crate::util::tempdir;
 
 /// What libtorrent and aria2c put on the wire, scripted so it is checked
 /// without them: the extension handshake before the piece set (libtorrent),
@@ -658,6 +708,66 @@ fn bittern_leeches_from_transmission() {
     assert_same(src.path(), dst.path(), &meta.info.file_paths());
     eprintln!(
         "transmission-cli -> bittern: {size} bytes in {:?}",
+        start.elapsed()
+    );
+}
+
+/// A libtorrent leecher downloads everything from a bittern super-seeder
+/// (BEP 16), which shows it one piece at a time: alone in the swarm, the
+/// next piece comes once it announced the last.
+#[test]
+fn bittern_super_seeds_to_libtorrent() {
+    if !have_libtorrent() {
+        return;
+    }
+    init_log();
+    let start = Instant::now();
+    let (src, dst, work) = (tempdir(), tempdir(), tempdir());
+    let meta = make_torrent(
+        src.path(),
+        "ss_lt.bin",
+        &[("ss_lt.bin", 2 * 1024 * 1024 + 99)],
+        128 * 1024,
+        23,
+    );
+    let (meta, torrent) = write_torrent(work.path(), &meta, None);
+    let seeder = session();
+    let opts = TorrentOptions {
+        super_seed: true,
+        ..TorrentOptions::default()
+    };
+    let s = seeder.add_torrent(meta.clone(), src.path(), opts).unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    let port = seeder.local_addr().port().to_string();
+    let mut lt = Proc::spawn(
+        "libtorrent leecher (super-seeded)",
+        python(
+            "lt_leech.py",
+            &[
+                torrent.as_os_str(),
+                dst.path().as_os_str(),
+                OsStr::new(&port),
+                OsStr::new("60"),
+            ],
+        ),
+        work.path().join("lt_leech.log"),
+    );
+    let got: u64 = lt
+        .expect_line("DONE ", Duration::from_secs(70))
+        .parse()
+        .unwrap();
+    assert!(
+        got >= meta.info.total_length(),
+        "libtorrent downloaded {got}"
+    );
+    let status = lt.wait(Duration::from_secs(20));
+    if !status.success() {
+        lt.fail(&format!("exited with {status}"));
+    }
+    assert_same(src.path(), dst.path(), &meta.info.file_paths());
+    eprintln!(
+        "bittern super-seeder -> libtorrent: {} bytes in {:?}",
+        meta.info.total_length(),
         start.elapsed()
     );
 }

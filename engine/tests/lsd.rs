@@ -55,6 +55,8 @@ fn in_namespace(name: &str) -> bool {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // What the body reported (shown with --nocapture).
+    eprint!("{stderr}");
     assert!(
         out.status.success(),
         "{name} failed in the namespace:\n{stdout}\n{stderr}"
@@ -409,4 +411,114 @@ fn collect_until(
         }
     }
     false
+}
+
+/// The whole engine: a session with `--lsd` and no other peer source (no
+/// trackers, no `--peer`) finds a libtorrent seeder announcing over LSD
+/// and downloads from it.
+///
+/// Nothing multicast leaves the namespace: `enter_private_netns` asserted,
+/// before any socket was opened, that this process runs in a network
+/// namespace other than the test's own whose only interface is `lo`; a
+/// namespace with no other interface has no path to the host or any other
+/// namespace, and both sides also send with TTL 1 on 127.0.0.1. The check
+/// is repeated at the end: still `lo` alone.
+#[test]
+fn session_finds_a_libtorrent_peer_by_lsd_alone() {
+    use crate::interop::{have_libtorrent, python, wait_for, write_torrent, Proc};
+    use crate::util::tempdir;
+    use crate::util::{assert_same, make_torrent};
+    use bittern_engine::{SeedGoal, Session, TorrentOptions, TorrentState};
+
+    const NAME: &str = "lsd::session_finds_a_libtorrent_peer_by_lsd_alone";
+    if !in_namespace(NAME) {
+        return;
+    }
+    enter_private_netns(NAME);
+    if !have_libtorrent() {
+        return;
+    }
+    let _ = env_logger::builder().is_test(true).try_init();
+    let (src, dst, work) = (tempdir(), tempdir(), tempdir());
+    let meta = make_torrent(
+        src.path(),
+        "by_lsd.bin",
+        &[("by_lsd.bin", 3_000_000)],
+        64 << 10,
+        31,
+    );
+    let (meta, torrent) = write_torrent(work.path(), &meta, None);
+    let mut cmd = python("lt_seed.py", &[torrent.as_os_str(), src.path().as_os_str()]);
+    cmd.env("BITTERN_LT_LSD", "1");
+    // libtorrent never dials: bittern must find it by LSD and connect.
+    cmd.env("BITTERN_LT_NO_OUTGOING", "1");
+    let mut lt = Proc::spawn(
+        "libtorrent seeder (lsd)",
+        cmd,
+        work.path().join("lt_seed.log"),
+    );
+    let lt_port: u16 = lt
+        .expect_line("PORT ", Duration::from_secs(30))
+        .parse()
+        .unwrap();
+
+    let cfg = bittern_engine::SessionConfig {
+        lsd: Some(LsdConfig {
+            min_packet_interval: Duration::from_millis(200),
+            reannounce: Duration::from_secs(1),
+            ..LsdConfig::new(Ipv4Addr::LOCALHOST, 0)
+        }),
+        ..crate::util::config()
+    };
+    assert!(!cfg.announce, "no trackers");
+    let session = Session::new(cfg).unwrap();
+    let opts = TorrentOptions {
+        seed_goal: SeedGoal::Forever,
+        ..TorrentOptions::default()
+    };
+    let t = session.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    // Note who we talked to while downloading.
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    while t.status().state != TorrentState::Seeding {
+        for p in t.peers() {
+            if !seen.contains(&(p.addr, p.incoming)) {
+                seen.push((p.addr, p.incoming));
+            }
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            lt.fail(&format!("not complete: {:?}, peers {seen:?}", t.status()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_for(&t, TorrentState::Seeding, Duration::from_secs(1), &lt);
+    assert_same(src.path(), dst.path(), &meta.info.file_paths());
+    assert_eq!(t.status().hash_failures, 0);
+    // The data came over the network from the one other client in the
+    // namespace, which nobody named to us: no trackers, no peers given.
+    let st = t.status();
+    assert!(st.downloaded >= meta.info.total_length(), "{st:?}");
+    // libtorrent cannot dial, so we dialled it: every connection seen
+    // while polling (a fast download may finish between two polls) is
+    // ours, to its listen port, which only its LSD announce told us.
+    let lt_addr = SocketAddr::from(([127, 0, 0, 1], lt_port));
+    assert!(
+        seen.iter().all(|(a, incoming)| !*incoming && *a == lt_addr),
+        "only the LSD peer: {seen:?}"
+    );
+    assert!(st.peers_known >= 1, "{st:?}");
+    eprintln!(
+        "complete by lsd in {:?}; peers known {}, connections seen {seen:?}",
+        start.elapsed(),
+        st.peers_known
+    );
+    drop(session);
+    let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap();
+    let ifaces: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(ifaces, vec!["lo"], "still nothing but lo");
 }

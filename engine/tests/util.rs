@@ -195,3 +195,45 @@ pub fn assert_same(a: &Path, b: &Path, paths: &[PathBuf]) {
 pub fn have_tool(path: &str) -> bool {
     bittern_testkit::require(path, Path::new(path).exists())
 }
+
+/// A fresh temp dir (removed on drop).
+#[allow(dead_code)]
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// Waits like [`wait_state`], recording every peer (address and client
+/// name) the torrent had connected meanwhile.
+#[allow(dead_code)]
+pub fn wait_state_seeing_peers(
+    t: &TorrentHandle,
+    state: TorrentState,
+    limit: Duration,
+) -> Vec<(SocketAddr, Option<String>)> {
+    let start = Instant::now();
+    let mut seen: Vec<(SocketAddr, Option<String>)> = Vec::new();
+    loop {
+        for p in t.peers() {
+            match seen.iter_mut().find(|(a, _)| *a == p.addr) {
+                Some(entry) => {
+                    if entry.1.is_none() {
+                        entry.1 = p.client;
+                    }
+                }
+                None => seen.push((p.addr, p.client)),
+            }
+        }
+        let s = t.status();
+        if s.state == state {
+            return seen;
+        }
+        if let TorrentState::Error(e) = &s.state {
+            panic!("torrent failed: {e}");
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out waiting for {state:?}; status: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

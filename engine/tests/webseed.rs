@@ -156,14 +156,20 @@ fn error_chain(e: &WebSeedError) -> String {
 
 /// nginx in the foreground on a free 127.0.0.1 port, serving `root`, with
 /// its config, pid file, logs and temp dirs in a temp dir. Killed on drop.
-struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
 }
 
 impl Nginx {
-    fn start(root: &Path) -> Option<Nginx> {
+    pub(crate) fn start(root: &Path) -> Option<Nginx> {
+        Self::start_with(root, "")
+    }
+
+    /// As `start`, with `extra` added to the server block (e.g.
+    /// `limit_rate 1m;`).
+    pub(crate) fn start_with(root: &Path, extra: &str) -> Option<Nginx> {
         let have = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .iter()
             .find(|p| Path::new(p).is_file())
@@ -189,7 +195,7 @@ impl Nginx {
              fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n\
              scgi_temp_path {d}/scgi;\n\
              server {{\n    listen 127.0.0.1:{port};\n    root {root};\n\
-             location /old/ {{ if ($request_uri ~ ^/old/(.*)$) {{ return 301 /$1; }} }}\n  }}\n}}\n",
+             location /old/ {{ if ($request_uri ~ ^/old/(.*)$) {{ return 301 /$1; }} }}\n  {extra}\n  }}\n}}\n",
             root = root.display()
         );
         let conf_path = dir.path().join("nginx.conf");
@@ -218,11 +224,11 @@ impl Nginx {
         Some(n)
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    fn access_log(&self) -> String {
+    pub(crate) fn access_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
     }
 }
@@ -325,7 +331,7 @@ fn nginx_multi_file_with_redirect_and_two_seeds() {
 // ------------------------------------------------- hand-written servers
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Mode {
+pub(crate) enum Mode {
     /// Flips a byte at this offset in the first `times` responses covering it.
     Corrupt { at: u64, times: usize },
     /// Answers 200 with the whole file (like Python's http.server).
@@ -341,14 +347,14 @@ enum Mode {
     Unavailable,
 }
 
-struct TinyServer {
-    addr: SocketAddr,
-    requests: Arc<Mutex<Vec<(Instant, String)>>>,
+pub(crate) struct TinyServer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) requests: Arc<Mutex<Vec<(Instant, String)>>>,
     written: Arc<AtomicU64>,
 }
 
 /// Serves `data` at any path per `mode`, one response per connection.
-fn tiny_server(data: Arc<Vec<u8>>, mode: Mode) -> TinyServer {
+pub(crate) fn tiny_server(data: Arc<Vec<u8>>, mode: Mode) -> TinyServer {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let requests = Arc::new(Mutex::new(Vec::new()));
@@ -455,7 +461,11 @@ fn serve_one(
 
 /// A single-file torrent of `len` random bytes; returns the torrent, the
 /// bytes and the dir holding them.
-fn single(len: u64, piece: u64, seed: u64) -> (Metainfo, Arc<Vec<u8>>, tempfile::TempDir) {
+pub(crate) fn single(
+    len: u64,
+    piece: u64,
+    seed: u64,
+) -> (Metainfo, Arc<Vec<u8>>, tempfile::TempDir) {
     let src = tempfile::tempdir().unwrap();
     let meta = make_torrent(src.path(), "f.bin", &[("f.bin", len)], piece, seed);
     let data = std::fs::read(src.path().join("f.bin")).unwrap();

@@ -7,12 +7,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use bittern_wire::{decode_message, Bitfield, BlockRef, ExtensionHandshake, Message};
+use bittern_wire::{
+    decode_message, Bitfield, BlockRef, Extension, ExtensionHandshake, Message, MetadataMessage,
+};
 use crossbeam_channel::Sender;
 use log::trace;
 
 use super::{
-    send, Link, PeerContext, PeerEvent, ReaderNote, MAX_FRAME, OUR_REQQ, UNREQUESTED_LIMIT,
+    send, ExtIds, Link, PeerContext, PeerEvent, ReaderNote, MAX_FRAME, OUR_REQQ, UNREQUESTED_LIMIT,
 };
 use crate::error::{PeerError, Violation};
 use crate::shared::{BlockClaims, TryClaim};
@@ -230,19 +232,17 @@ fn read_frames(
                     }
                 }
                 Message::Extended { id: 0, payload } => {
-                    // A broken extension handshake is not worth a disconnect.
-                    if let Ok(hs) = ExtensionHandshake::decode(payload) {
-                        emit(
-                            ctx,
-                            batch,
-                            PeerEvent::Extension {
-                                reqq: hs.reqq,
-                                client: hs.v,
-                            },
-                        );
-                    }
+                    // Unknown keys and odd fields are ignored by the
+                    // decoder; a payload that is no dictionary ends the
+                    // connection (only this one).
+                    let hs = ExtensionHandshake::decode(payload)
+                        .map_err(|e| PeerError::Protocol(Violation::ExtensionHandshake(e)))?;
+                    *link.their_ext.lock() = ExtIds::from_handshake(&hs);
+                    emit(ctx, batch, PeerEvent::ExtensionHandshake(Box::new(hs)));
                 }
-                Message::Extended { .. } => {}
+                Message::Extended { id, payload } => {
+                    on_extended(ctx, link, to_writer, batch, id, payload)?;
+                }
                 // BEP 52 hash messages: bittern never sets the v2 bit yet,
                 // so peers have no reason to send them (issue 23, engine).
                 Message::HashRequest(_) | Message::Hashes(_) | Message::HashReject(_) => {}
@@ -289,7 +289,7 @@ fn take_tokens(
     run: &mut Run<'_>,
     batch: &mut Vec<(BlockRef, bool)>,
 ) -> Result<(), PeerError> {
-    for l in &ctx.down_limits {
+    for l in ctx.limits(&ctx.down_limits) {
         if l.try_take(n, Instant::now()).is_err() {
             flush_run(ctx, run, batch)?;
             flush_blocks(ctx, batch);
@@ -310,6 +310,39 @@ fn note_for_writer(link: &Link, to_writer: &Sender<()>, note: ReaderNote) -> Res
     inbox.push(note);
     drop(inbox);
     let _ = to_writer.try_send(());
+    Ok(())
+}
+
+/// An extension message sent to one of our local ids. `ut_metadata`
+/// requests go to the writer, which answers them from the info dictionary
+/// (or rejects them); everything else of ours goes to the controller. Ids
+/// we never advertised are ignored.
+fn on_extended(
+    ctx: &PeerContext,
+    link: &Link,
+    to_writer: &Sender<()>,
+    batch: &mut Vec<(BlockRef, bool)>,
+    id: u8,
+    payload: &[u8],
+) -> Result<(), PeerError> {
+    let Some(ext) = Extension::from_local_id(id) else {
+        return Ok(());
+    };
+    if ext == Extension::UtMetadata {
+        let msg = MetadataMessage::decode(payload)
+            .map_err(|e| PeerError::Protocol(Violation::Metadata(e)))?;
+        if let MetadataMessage::Request { piece } = msg {
+            return note_for_writer(link, to_writer, ReaderNote::MetadataRequest(piece));
+        }
+    }
+    emit(
+        ctx,
+        batch,
+        PeerEvent::Extended {
+            ext,
+            payload: payload.to_vec(),
+        },
+    );
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bittern_storage::{send_vectored, BlockSource, Chunk, SendError};
-use bittern_wire::{piece_header, BlockRef, Message};
+use bittern_wire::{piece_header, BlockRef, Extension, Message, MetadataMessage};
 use crossbeam_channel::{select, Receiver, TryRecvError};
 use log::debug;
 
@@ -154,6 +154,32 @@ impl Writer<'_> {
             ReaderNote::Cancel(b) => {
                 queue.cancel(b);
             }
+            ReaderNote::MetadataRequest(piece) => {
+                // Answered whether or not we choke them (BEP 9): data
+                // when we have the info dictionary, a reject while we
+                // fetch it ourselves or for a piece past its end.
+                let mut payload = Vec::new();
+                match &self.ctx.ext.metadata {
+                    Some(info) => MetadataMessage::answer(info, piece).encode(&mut payload),
+                    None => MetadataMessage::Reject { piece }.encode(&mut payload),
+                }
+                self.send_extended(Extension::UtMetadata, &payload)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues an extension message under the peer's id for `ext`; dropped
+    /// when the peer does not speak it. Flushes past 64 KiB, so a burst of
+    /// metadata requests never piles answers up in memory.
+    fn send_extended(&mut self, ext: Extension, payload: &[u8]) -> Result<(), PeerError> {
+        let Some(id) = self.link.their_ext.lock().get(ext) else {
+            debug!("{}: peer does not speak {}", self.ctx.key.0, ext.name());
+            return Ok(());
+        };
+        Message::Extended { id, payload }.encode(&mut self.out);
+        if self.out.len() > 64 * 1024 {
+            self.flush()?;
         }
         Ok(())
     }
@@ -209,6 +235,7 @@ impl Writer<'_> {
                     Message::Have(i).encode(&mut self.out);
                 }
             }
+            PeerCommand::Extended { ext, payload } => self.send_extended(ext, &payload)?,
             PeerCommand::Close => {}
         }
         if self.out.len() > 64 * 1024 {
@@ -225,7 +252,7 @@ impl Writer<'_> {
         if piece >= self.ctx.have.len() {
             return Err(PeerError::Protocol(Violation::RequestOutOfRange(b)));
         }
-        if !self.ctx.have.contains(piece) {
+        if !self.ctx.serves(piece) {
             return Ok(false);
         }
         let piece_len = self.ctx.storage.layout().piece_len(piece);
@@ -264,7 +291,7 @@ impl Writer<'_> {
             return Ok(());
         }
         let n: u64 = batch.iter().map(|(b, _)| u64::from(b.length)).sum();
-        for l in &self.ctx.up_limits {
+        for l in self.ctx.limits(&self.ctx.up_limits) {
             l.acquire(n);
         }
         let mut pending = std::mem::take(&mut self.out);
@@ -311,7 +338,7 @@ impl Writer<'_> {
             return Ok(());
         }
         let n: u64 = batch.iter().map(|(b, _, _)| u64::from(b.length)).sum();
-        for l in &self.ctx.up_limits {
+        for l in self.ctx.limits(&self.ctx.up_limits) {
             l.acquire(n);
         }
         let pending = std::mem::take(&mut self.out);
@@ -357,7 +384,7 @@ impl Writer<'_> {
     /// pieces lost since they were queued are refused on the way.
     fn next_had(&mut self, queue: &mut RequestQueue) -> Option<BlockRef> {
         while let Some(b) = queue.pop() {
-            if self.ctx.have.contains(b.index as usize) {
+            if self.ctx.serves(b.index as usize) {
                 return Some(b);
             }
             if self.fast {

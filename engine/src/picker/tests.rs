@@ -867,3 +867,35 @@ fn a_rejected_block_and_a_choke_give_blocks_back() {
     again.sort();
     assert_eq!(again, rest);
 }
+
+#[test]
+fn reserved_pieces_go_to_peers_only_in_endgame_and_come_back_on_release() {
+    let ws = PeerKey(1 << 63);
+    let mut p = picker(3, 2, cfg(), 5);
+    assert!(p.reserve(ws, 1));
+    assert!(!p.reserve(ws, 1), "a reserved piece is not pickable");
+    assert!(!p.is_pickable(1));
+    let all = full(3);
+    // A peer gets pieces 0 and 2 only, then endgame duplicates of 1.
+    let got = pick(&mut p, 7, &all, 4);
+    assert_eq!(pieces_of(&got), BTreeSet::from([0, 2]));
+    assert!(p.in_endgame());
+    let dup = pick(&mut p, 7, &all, 4);
+    assert_eq!(pieces_of(&dup), BTreeSet::from([1]));
+    // The peer's copy of block 0 wins: the web seed is named for CANCEL.
+    let b0 = p.block_ref(1, 0);
+    assert_eq!(p.block_received(PeerKey(7), b0), stored(false, &[1 << 63]));
+    // The web seed writes the piece: block 0 is a duplicate, block 1
+    // completes it.
+    assert_eq!(p.block_received(ws, b0), BlockReceived::Duplicate);
+    let b1 = p.block_ref(1, 1);
+    assert_eq!(p.block_received(ws, b1), stored(true, &[7]));
+    assert_eq!(p.piece_failed(1), vec![PeerKey(7), ws]);
+
+    // Released before anything arrived: pickable again.
+    let mut p = picker(3, 2, cfg(), 5);
+    assert!(p.reserve(ws, 2));
+    p.release_piece(ws, 2);
+    assert!(p.is_pickable(2));
+    assert!(!p.in_endgame());
+}

@@ -17,6 +17,7 @@ use std::time::Instant;
 use crossbeam_channel::{at, bounded, never, select, Receiver, Sender};
 
 use super::controller::{Controller, PersistDone};
+use super::fetch::MetadataFetch;
 use super::{TorrentCommand, TorrentId};
 use crate::error::Error;
 use crate::peer::PeerMsg;
@@ -36,6 +37,9 @@ const PEER_BURST: usize = 256;
 pub(crate) enum Ctl {
     /// A new torrent: start its startup check.
     Add(Box<Controller>),
+    /// A new torrent started from a magnet link: fetch its metadata, then
+    /// run it like one added from a metainfo.
+    Fetch(Box<MetadataFetch>),
     /// A command for one torrent.
     Command(TorrentId, TorrentCommand),
     /// Every torrent has ended: exit.
@@ -54,6 +58,8 @@ pub(crate) enum Done {
     FilesCreated(TorrentId, Result<(), bittern_storage::Error>),
     /// A stopping torrent's last save, announce and file release are done.
     Stopped(TorrentId),
+    /// An event of a torrent's web seeds (of the given generation).
+    WebSeed(TorrentId, u64, crate::webseed::WebSeedEvent),
 }
 
 /// The senders every torrent (and its peer threads and jobs) reports on.
@@ -90,6 +96,8 @@ impl PeerSource {
 /// The controller thread's state: every torrent and the timer heap.
 pub(crate) struct Central {
     torrents: HashMap<TorrentId, Controller>,
+    /// Torrents in their metadata phase (never in `torrents` at once).
+    fetches: HashMap<TorrentId, MetadataFetch>,
     /// Each torrent's earliest deadline (entries go stale when a torrent's
     /// deadline moves; a stale one just wakes it for nothing due).
     timers: BinaryHeap<Reverse<(Instant, TorrentId)>>,
@@ -108,6 +116,7 @@ impl Central {
         let (source_tx, source_rx) = bounded(SOURCE_QUEUE);
         let central = Central {
             torrents: HashMap::new(),
+            fetches: HashMap::new(),
             timers: BinaryHeap::new(),
             commands: ctl_rx,
             peers: peer_rx,
@@ -148,7 +157,18 @@ impl Central {
                         self.torrents.insert(id, *c);
                         self.with(id, Controller::start);
                     }
-                    Ok(Ctl::Command(id, cmd)) => self.with(id, |c| c.on_command(cmd)),
+                    Ok(Ctl::Fetch(f)) => {
+                        let id = f.id();
+                        self.fetches.insert(id, *f);
+                        self.with_fetch(id, MetadataFetch::start);
+                    }
+                    Ok(Ctl::Command(id, cmd)) => {
+                        if self.fetches.contains_key(&id) {
+                            self.with_fetch(id, |f| f.on_command(cmd));
+                        } else {
+                            self.with(id, |c| c.on_command(cmd));
+                        }
+                    }
                     Ok(Ctl::Exit) | Err(_) => return,
                 },
                 recv(self.done) -> done => {
@@ -158,7 +178,11 @@ impl Central {
                 }
                 recv(self.sources) -> offer => {
                     if let Ok((id, peers)) = offer {
-                        self.with(id, |c| c.add_candidates(peers));
+                        if self.fetches.contains_key(&id) {
+                            self.with_fetch(id, |f| f.add_candidates(peers));
+                        } else {
+                            self.with(id, |c| c.add_candidates(peers));
+                        }
                     }
                 }
                 recv(timer) -> _ => self.on_timers(),
@@ -167,7 +191,11 @@ impl Central {
     }
 
     fn on_peer(&mut self, msg: PeerMsg) {
-        self.with(msg.torrent, |c| c.on_peer_msg(msg));
+        if self.fetches.contains_key(&msg.torrent) {
+            self.with_fetch(msg.torrent, |f| f.on_peer_msg(msg));
+        } else {
+            self.with(msg.torrent, |c| c.on_peer_msg(msg));
+        }
     }
 
     fn on_done(&mut self, done: Done) {
@@ -177,6 +205,7 @@ impl Central {
             Done::Persisted(id, d) => self.with(id, |c| c.on_persisted(d)),
             Done::FilesCreated(id, r) => self.with(id, |c| c.on_files_created(r)),
             Done::Stopped(id) => self.with(id, Controller::on_stopped),
+            Done::WebSeed(id, g, e) => self.with(id, |c| c.on_webseed(g, e)),
         }
     }
 
@@ -188,12 +217,45 @@ impl Central {
                 break;
             }
             self.timers.pop();
+            if let Some(f) = self.fetches.get_mut(&id) {
+                if f.scheduled == Some(t) {
+                    f.scheduled = None;
+                }
+                self.with_fetch(id, |f| f.on_timer(now));
+                continue;
+            }
             if let Some(c) = self.torrents.get_mut(&id) {
                 if c.scheduled == Some(t) {
                     c.scheduled = None;
                 }
             }
             self.with(id, |c| c.on_timer(now));
+        }
+    }
+
+    /// Runs `f` on the metadata fetch of torrent `id`, then settles it: a
+    /// fetch that completed hands its torrent's controller over (started
+    /// here, under the same id and handle); an ended one leaves the table.
+    fn with_fetch(&mut self, id: TorrentId, f: impl FnOnce(&mut MetadataFetch)) {
+        let Some(fetch) = self.fetches.get_mut(&id) else {
+            return;
+        };
+        f(fetch);
+        if let Some(c) = fetch.take_handover() {
+            self.fetches.remove(&id);
+            self.torrents.insert(id, *c);
+            self.with(id, Controller::start);
+            return;
+        }
+        if fetch.is_finished() {
+            self.fetches.remove(&id);
+            return;
+        }
+        if let Some(d) = fetch.next_deadline() {
+            if fetch.scheduled.is_none_or(|s| d < s) {
+                fetch.scheduled = Some(d);
+                self.timers.push(Reverse((d, id)));
+            }
         }
     }
 

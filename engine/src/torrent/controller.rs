@@ -5,7 +5,7 @@
 //! closes that peer), a disk or a tracker (that work runs on other threads
 //! and reports back).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,18 +15,22 @@ use std::time::{Duration, Instant};
 
 use bittern_storage::{FileSpec, Layout, Storage};
 use bittern_tracker::TorrentKey;
-use bittern_wire::{Bitfield, BlockRef, InfoHash, Metainfo, PeerId};
+use bittern_wire::{Bitfield, BlockRef, Extension, InfoHash, Metainfo, PeerId};
 use crossbeam_channel::Sender;
 use log::{debug, info, warn};
-use parking_lot::{Condvar, Mutex};
 
+mod candidates;
 mod lifecycle;
 mod peers;
 mod persist;
+mod pex;
 mod pieces;
 mod startup;
+mod superseed;
 mod timers;
+mod webseeds;
 
+use candidates::{CandidateSource, Candidates};
 pub(crate) use persist::PersistDone;
 
 use super::central::{Ctl, Done, Links, PeerSource};
@@ -98,6 +102,10 @@ pub(crate) struct ControllerSetup {
     pub registry: Registry,
     pub commands: Sender<Ctl>,
     pub links: Links,
+    /// The status and event channel of a handle that already exists (a
+    /// torrent started from a magnet link, whose metadata just arrived):
+    /// the handle stays the same for the torrent's whole life.
+    pub reuse: Option<(Arc<Published>, Sender<TorrentEvent>)>,
 }
 
 /// Counters the session announcer reads from its workers.
@@ -124,6 +132,7 @@ pub(crate) fn build_controller(
         registry,
         commands,
         links,
+        reuse,
     } = setup;
     let info = &metainfo.info;
     let info_hash = metainfo.info_hash;
@@ -157,33 +166,42 @@ pub(crate) fn build_controller(
             .join(format!("{}.resume", info_hash.to_hex()))
     });
 
-    // Unbounded in type, bounded by `emit` (EVENT_QUEUE): a bounded
-    // channel would allocate its slots for every torrent up front.
-    let (event_tx, event_rx) = crossbeam_channel::unbounded();
-    let published = Arc::new(Published {
-        status: Mutex::new(TorrentStatus {
-            name: info.name.clone(),
-            state: TorrentState::Checking,
-            progress: 0.0,
-            wanted_bytes: 0,
-            have_bytes: 0,
-            downloaded: 0,
-            uploaded: 0,
-            download_rate: 0.0,
-            upload_rate: 0.0,
-            eta: None,
-            peers_connected: 0,
-            peers_known: 0,
-            pieces_have: 0,
-            pieces_total: info.piece_count(),
-            files: Vec::new(),
-            hash_failures: 0,
-            written: 0,
-        }),
-        peers: Mutex::new(Vec::new()),
-        done: Mutex::new(false),
-        done_signal: Condvar::new(),
-    });
+    let status = TorrentStatus {
+        name: info.name.clone(),
+        state: TorrentState::Checking,
+        progress: 0.0,
+        wanted_bytes: 0,
+        have_bytes: 0,
+        downloaded: 0,
+        uploaded: 0,
+        download_rate: 0.0,
+        upload_rate: 0.0,
+        eta: None,
+        peers_connected: 0,
+        peers_known: 0,
+        pieces_have: 0,
+        pieces_total: info.piece_count(),
+        files: Vec::new(),
+        hash_failures: 0,
+        written: 0,
+        web_seeds: 0,
+        web_seed_downloaded: 0,
+        web_seed_rate: 0.0,
+    };
+    let (published, event_tx, event_rx) = match reuse {
+        Some((published, event_tx)) => {
+            *published.status.lock() = status;
+            // The handle that exists already holds the receiver.
+            let (_, event_rx) = crossbeam_channel::bounded(0);
+            (published, event_tx, event_rx)
+        }
+        None => {
+            // Unbounded in type, bounded by `emit` (EVENT_QUEUE): a bounded
+            // channel would allocate its slots for every torrent up front.
+            let (event_tx, event_rx) = crossbeam_channel::unbounded();
+            (Published::new(status, &options), event_tx, event_rx)
+        }
+    };
     let source = PeerSource::new(id, links.sources.clone());
     let ctl = Controller::new(Parts {
         id,
@@ -243,6 +261,12 @@ struct Peer {
     /// Pieces they refused twice, taken out of `bits` until then.
     refused: Vec<(u32, Instant)>,
     client: Option<String>,
+    /// Their last extension handshake (BEP 10): the extensions they speak,
+    /// their listen port `p`, `upload_only`.
+    ext: Option<Box<bittern_wire::ExtensionHandshake>>,
+    /// Peer exchange with it, once it said it speaks `ut_pex` (never on
+    /// a private torrent).
+    pex: Option<Box<pex::PeerPex>>,
     connected_at: Instant,
     last_block: Instant,
     down: RateMeasure,
@@ -292,6 +316,8 @@ pub(crate) struct Controller {
     links: Links,
     info_hash: InfoHash,
     metainfo: Arc<Metainfo>,
+    /// The info dictionary as hashed, served over `ut_metadata`.
+    info_bytes: Arc<[u8]>,
     storage: Arc<Storage>,
     options: TorrentOptions,
     session: Arc<SessionShared>,
@@ -314,8 +340,8 @@ pub(crate) struct Controller {
     pending_haves: Vec<u32>,
     haves_due: Option<Instant>,
 
-    candidates: VecDeque<SocketAddr>,
-    known: HashSet<SocketAddr>,
+    /// Addresses to dial and peers known, from every source.
+    candidates: Candidates,
     failed: HashMap<SocketAddr, Instant>,
     /// Outgoing peers being dialled again after a working connection broke:
     /// failed attempts since (see `peer_gone`).
@@ -368,6 +394,17 @@ pub(crate) struct Controller {
     persisting: bool,
     /// Another persist is wanted once the running one ends.
     persist_again: bool,
+    /// The web seeds while the torrent downloads (see `webseeds`).
+    webseeds: Option<webseeds::Driver>,
+    /// Web seeds were started for this stretch of downloading (a set
+    /// whose seeds were all dropped is not restarted).
+    webseeds_tried: bool,
+    /// Generation of the last web seeds started (their events carry it).
+    webseed_generation: u64,
+    /// Bytes from web seeds already stopped.
+    webseed_bytes: u64,
+    /// Super-seeding state, once a peer connected under it.
+    superseed: Option<superseed::SuperSeed>,
 }
 
 /// What a controller is built from (see [`spawn_controller`]).
@@ -431,20 +468,18 @@ impl Controller {
             BLOCK_SIZE,
         ));
         let wanted = wanted_pieces(storage.layout(), &options.wanted_files);
-        let mut candidates = VecDeque::new();
-        let mut known = HashSet::new();
+        let mut candidates = Candidates::default();
         for a in &options.peers {
-            if known.insert(*a) {
-                candidates.push_back(*a);
-            }
+            candidates.offer(CandidateSource::Offered, *a, false);
         }
         Controller {
             id,
             scheduled: None,
             links,
             info_hash: metainfo.info_hash,
-            up_limit: Arc::new(RateLimiter::new(options.upload_limit)),
-            down_limit: Arc::new(RateLimiter::new(options.download_limit)),
+            up_limit: published.up_limit.clone(),
+            down_limit: published.down_limit.clone(),
+            info_bytes: Arc::from(metainfo.info_bytes.as_slice()),
             metainfo: Arc::new(metainfo),
             storage,
             options,
@@ -465,7 +500,6 @@ impl Controller {
             pending_haves: Vec::new(),
             haves_due: None,
             candidates,
-            known,
             failed: HashMap::new(),
             redials: HashMap::new(),
             banned: HashSet::new(),
@@ -493,6 +527,11 @@ impl Controller {
             lost_while_persisting: vec![false; pieces],
             persisting: false,
             persist_again: false,
+            webseeds: None,
+            webseeds_tried: false,
+            webseed_generation: 0,
+            webseed_bytes: 0,
+            superseed: None,
         }
     }
 
@@ -512,6 +551,7 @@ impl Controller {
     /// seeding" ends the torrent at once (other goals are checked on its
     /// timers).
     pub(crate) fn after_event(&mut self) {
+        self.webseeds_follow_state();
         if self.stopping.is_some() {
             // A peer gone, a hash or a persist back: the stop may go on.
             self.advance_stop(Instant::now());
@@ -565,7 +605,8 @@ impl Controller {
                 let duplicate = self
                     .peers
                     .iter()
-                    .any(|(k, q)| *k != key && q.ready && q.peer_id == Some(peer_id));
+                    .find(|(k, q)| **k != key && q.ready && q.peer_id == Some(peer_id))
+                    .map(|(k, q)| (*k, q.incoming));
                 let Some(p) = self.peers.get_mut(&key) else {
                     return;
                 };
@@ -576,13 +617,23 @@ impl Controller {
                 p.incoming = incoming;
                 p.utp = utp;
                 p.encrypted = encrypted;
-                if duplicate {
+                if let Some((other, other_incoming)) = duplicate {
+                    let ours = self.session.peer_id;
+                    let drop = peers::duplicate_to_close(
+                        ours,
+                        peer_id,
+                        (key, incoming),
+                        (other, other_incoming),
+                    );
                     debug!("{addr} {}: duplicate connection", self.short());
-                    self.close(key);
-                    return;
+                    self.close(drop);
+                    if drop == key {
+                        return;
+                    }
                 }
                 self.failed.remove(&addr);
                 self.rechoke(false);
+                self.superseed_ready(key);
             }
             PeerEvent::Bitfield(bits) => {
                 if p.bits.is_some() {
@@ -591,6 +642,7 @@ impl Controller {
                 self.picker.peer_bitfield(&bits);
                 p.bits = Some(bits);
                 self.after_peer_pieces(key);
+                self.superseed_bits(key);
             }
             PeerEvent::Have(i) => {
                 let bits = p.bits.get_or_insert_with(|| Bitfield::new(self.have.len()));
@@ -599,6 +651,7 @@ impl Controller {
                     self.picker.peer_has(i as usize);
                 }
                 self.after_peer_pieces(key);
+                self.superseed_seen(key, &[i]);
             }
             PeerEvent::Choked(choked) => {
                 p.peer_choking = choked;
@@ -651,18 +704,45 @@ impl Controller {
                 }
                 self.fill(key);
             }
-            PeerEvent::Extension { reqq, client } => {
-                if let Some(q) = reqq {
+            PeerEvent::ExtensionHandshake(hs) => {
+                if let Some(q) = hs.reqq {
                     p.reqq = (q as usize).max(1);
                 }
-                p.client = client;
+                p.client.clone_from(&hs.v);
+                if let Some(ip) = hs.yourip {
+                    self.session.learn_external_ip(ip);
+                }
+                self.pex_handshake(key, &hs);
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.ext = Some(hs);
+                }
             }
+            PeerEvent::Extended { ext, payload } => self.on_extended(key, ext, &payload),
             PeerEvent::DataMissing(piece) => self.data_missing(piece as usize),
             PeerEvent::StorageFailed(e) => {
                 self.fail(TorrentError::Write(Arc::new(e)));
             }
             PeerEvent::Gone(_) => {}
         }
+    }
+
+    /// An extension message from a peer (BEP 10), other than the handshake
+    /// and `ut_metadata` requests (the peer thread answers those). The
+    /// place where `ut_pex` plugs in. We never ask for metadata once we
+    /// have it, so `ut_metadata` data or rejects here are unsolicited and
+    /// ignored (they cost the peer nothing: libtorrent may answer late).
+    fn on_extended(&mut self, key: PeerKey, ext: Extension, payload: &[u8]) {
+        if ext == Extension::UtPex {
+            self.on_pex(key, payload);
+            return;
+        }
+        debug!(
+            "{}: peer {}: {} message of {} bytes ignored",
+            self.short(),
+            key.0,
+            ext.name(),
+            payload.len()
+        );
     }
 
     fn on_block(&mut self, key: PeerKey, block: BlockRef, _stored: bool) {

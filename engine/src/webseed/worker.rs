@@ -3,15 +3,30 @@
 
 use std::collections::VecDeque;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bittern_storage::Storage;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::fetch::{Fetched, Fetcher};
-use super::{Command, WebSeed, WebSeedConfig, WebSeedError, WebSeedEvent};
+use super::{Command, EventSink, WebSeed, WebSeedConfig, WebSeedError, WebSeedEvent};
+use crate::picker::BLOCK_SIZE;
+use crate::shared::BlockClaims;
+
+/// What a worker is built from.
+pub(super) struct Parts {
+    pub index: usize,
+    pub seed: WebSeed,
+    pub storage: Arc<Storage>,
+    pub config: WebSeedConfig,
+    pub commands: Receiver<Command>,
+    pub events: EventSink,
+    pub cancel: Arc<AtomicBool>,
+    pub claims: Option<Arc<BlockClaims>>,
+    pub received: Arc<AtomicU64>,
+}
 
 pub(super) struct Worker {
     index: usize,
@@ -19,8 +34,10 @@ pub(super) struct Worker {
     storage: Arc<Storage>,
     config: WebSeedConfig,
     commands: Receiver<Command>,
-    events: Sender<WebSeedEvent>,
+    events: EventSink,
     cancel: Arc<AtomicBool>,
+    claims: Option<Arc<BlockClaims>>,
+    received: Arc<AtomicU64>,
     fetcher: Fetcher,
     queue: VecDeque<Range<usize>>,
     bad_pieces: u32,
@@ -36,15 +53,18 @@ enum RunEnd {
 }
 
 impl Worker {
-    pub(super) fn new(
-        index: usize,
-        seed: WebSeed,
-        storage: Arc<Storage>,
-        config: WebSeedConfig,
-        commands: Receiver<Command>,
-        events: Sender<WebSeedEvent>,
-        cancel: Arc<AtomicBool>,
-    ) -> Worker {
+    pub(super) fn new(parts: Parts) -> Worker {
+        let Parts {
+            index,
+            seed,
+            storage,
+            config,
+            commands,
+            events,
+            cancel,
+            claims,
+            received,
+        } = parts;
         let fetcher = Fetcher::new(&config);
         Worker {
             index,
@@ -54,6 +74,8 @@ impl Worker {
             commands,
             events,
             cancel,
+            claims,
+            received,
             fetcher,
             queue: VecDeque::new(),
             bad_pieces: 0,
@@ -71,7 +93,7 @@ impl Worker {
                 for run in std::mem::take(&mut self.queue) {
                     self.ended(run, None);
                 }
-                let _ = self.events.send(WebSeedEvent::Dropped {
+                self.events.send(WebSeedEvent::Dropped {
                     seed: self.index,
                     reason,
                 });
@@ -165,7 +187,7 @@ impl Worker {
     }
 
     fn ended(&self, unfinished: Range<usize>, error: Option<WebSeedError>) {
-        let _ = self.events.send(WebSeedEvent::RunEnded {
+        self.events.send(WebSeedEvent::RunEnded {
             seed: self.index,
             unfinished,
             error,
@@ -234,7 +256,7 @@ impl Worker {
         let start = run.start as u64 * pl;
         let end = (run.end as u64 * pl).min(total);
         let mut next = run.start; // first piece not yet reported
-        let mut cursor = start; // torrent offset written up to
+        let mut writer = BlockWriter::new(start, self.claims.clone());
         for (i, f) in layout.files().iter().enumerate() {
             let fs = layout.file_start(i);
             let (a, b) = (start.max(fs), end.min(fs + f.length));
@@ -242,8 +264,12 @@ impl Worker {
                 continue;
             }
             if f.padding {
-                cursor = b;
-                next = self.report(next, run.end, cursor, end);
+                // Zeros nobody serves: written like any other bytes.
+                let zeros = vec![0u8; (b - a) as usize];
+                if let Err(e) = writer.push(&self.storage, &zeros) {
+                    return RunEnd::Failed(next, e);
+                }
+                next = self.report(next, run.end, writer.written, end);
                 continue;
             }
             let mut at = a;
@@ -257,19 +283,13 @@ impl Worker {
                     let storage = &self.storage;
                     let events = &self.events;
                     let cancel = &self.cancel;
+                    let received = &self.received;
+                    let writer = &mut writer;
                     let (index, run_end) = (self.index, run.end);
-                    let mut sink = |mut data: &[u8]| -> Result<bool, WebSeedError> {
-                        while !data.is_empty() {
-                            let piece = (cursor / pl) as usize;
-                            let off = cursor % pl;
-                            let n = (data.len() as u64).min(pl - off) as usize;
-                            storage
-                                .write_block(piece, off, &data[..n])
-                                .map_err(WebSeedError::Storage)?;
-                            cursor += n as u64;
-                            data = &data[n..];
-                            next = report_to(events, index, next, run_end, cursor, end, pl);
-                        }
+                    let mut sink = |data: &[u8]| -> Result<bool, WebSeedError> {
+                        writer.push(storage, data)?;
+                        received.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        next = report_to(events, index, next, run_end, writer.written, end, pl);
                         Ok(!cancel.load(Ordering::Relaxed))
                     };
                     self.fetcher.get_range(&url, at - fs, len, &mut sink)
@@ -299,7 +319,7 @@ impl Worker {
 /// Reports every piece from `next` on whose bytes end at or before
 /// `cursor`; returns the new first unreported piece.
 fn report_to(
-    events: &Sender<WebSeedEvent>,
+    events: &EventSink,
     seed: usize,
     mut next: usize,
     run_end: usize,
@@ -308,8 +328,96 @@ fn report_to(
     pl: u64,
 ) -> usize {
     while next < run_end && ((next as u64 + 1) * pl).min(end) <= cursor {
-        let _ = events.send(WebSeedEvent::PieceWritten { seed, piece: next });
+        events.send(WebSeedEvent::PieceWritten { seed, piece: next });
         next += 1;
     }
     next
+}
+
+/// Writes a run's bytes into storage as they arrive. Without claims, at
+/// once; with them, block by block (a block split over two reads or two
+/// files waits in `pending`), each claimed first: a block a peer already
+/// wrote is skipped, one a peer is writing right now is waited for.
+struct BlockWriter {
+    /// Torrent offset written up to (block-aligned with claims).
+    written: u64,
+    claims: Option<Arc<BlockClaims>>,
+    /// With claims: the start of the next block, not yet complete.
+    pending: Vec<u8>,
+}
+
+impl BlockWriter {
+    fn new(start: u64, claims: Option<Arc<BlockClaims>>) -> BlockWriter {
+        BlockWriter {
+            written: start,
+            claims,
+            pending: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, storage: &Storage, mut data: &[u8]) -> Result<(), WebSeedError> {
+        let layout = storage.layout();
+        let pl = layout.piece_length();
+        let Some(claims) = self.claims.clone() else {
+            while !data.is_empty() {
+                let piece = (self.written / pl) as usize;
+                let off = self.written % pl;
+                let n = (data.len() as u64).min(pl - off) as usize;
+                storage
+                    .write_block(piece, off, &data[..n])
+                    .map_err(WebSeedError::Storage)?;
+                self.written += n as u64;
+                data = &data[n..];
+            }
+            return Ok(());
+        };
+        while !data.is_empty() {
+            let piece = (self.written / pl) as usize;
+            let off = self.written % pl;
+            let block = (layout.piece_len(piece) - off).min(u64::from(BLOCK_SIZE)) as usize;
+            let have = self.pending.len();
+            if have == 0 && data.len() >= block {
+                write_claimed(storage, &claims, piece, off, &data[..block])?;
+                data = &data[block..];
+            } else {
+                let n = (block - have).min(data.len());
+                self.pending.extend_from_slice(&data[..n]);
+                data = &data[n..];
+                if self.pending.len() < block {
+                    return Ok(());
+                }
+                let full = std::mem::take(&mut self.pending);
+                write_claimed(storage, &claims, piece, off, &full)?;
+                self.pending = full;
+                self.pending.clear();
+            }
+            self.written += block as u64;
+        }
+        Ok(())
+    }
+}
+
+/// Claims and writes one block; skips it when someone else wrote it.
+fn write_claimed(
+    storage: &Storage,
+    claims: &BlockClaims,
+    piece: usize,
+    off: u64,
+    data: &[u8],
+) -> Result<(), WebSeedError> {
+    // Pieces and blocks of a valid layout fit in u32 (wire offsets).
+    let (index, begin) = (piece as u32, off as u32);
+    if !claims.claim(index, begin) {
+        return Ok(());
+    }
+    match storage.write_block(piece, off, data) {
+        Ok(()) => {
+            claims.written(index, begin);
+            Ok(())
+        }
+        Err(e) => {
+            claims.release(index, begin);
+            Err(WebSeedError::Storage(e))
+        }
+    }
 }

@@ -14,16 +14,18 @@ def log(*args):
     print(*args, file=sys.stderr, flush=True)
 
 
-def make_session():
-    """A libtorrent session on 127.0.0.1 with an ephemeral port and every
-    discovery or port-mapping feature off, so nothing leaves loopback."""
+def make_session(listen="127.0.0.1:0", outgoing="127.0.0.1", extra=None):
+    """A libtorrent session on a loopback address (127.0.0.1 unless
+    `listen` names another, e.g. "[::1]:0") with an ephemeral port and
+    every discovery or port-mapping feature off, so nothing leaves
+    loopback. `extra` overrides settings."""
     settings = {
         "enable_dht": False,
         "enable_lsd": False,
         "enable_upnp": False,
         "enable_natpmp": False,
-        "listen_interfaces": "127.0.0.1:0",
-        "outgoing_interfaces": "127.0.0.1",
+        "listen_interfaces": listen,
+        "outgoing_interfaces": outgoing,
         "allow_multiple_connections_per_ip": True,
         "enable_outgoing_utp": False,
         "enable_incoming_utp": False,
@@ -51,6 +53,15 @@ def make_session():
     elif enc:
         log("unknown BITTERN_LT_ENC", enc)
         sys.exit(3)
+    if os.environ.get("BITTERN_LT_LSD") == "1":
+        # Only ever set by bittern's LSD test, inside a private network
+        # namespace holding nothing but lo.
+        settings["enable_lsd"] = True
+        settings["local_service_announce_interval"] = 1
+    if os.environ.get("BITTERN_LT_NO_OUTGOING") == "1":
+        # Accept connections only: whoever downloads must find us and dial.
+        settings["enable_outgoing_tcp"] = False
+    settings.update(extra or {})
     ses = lt.session(settings)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -91,6 +102,18 @@ def describe(h):
         s.total_payload_upload,
         s.is_seeding,
     )
+
+
+def print_peers(h, last):
+    """Prints "PEERS ip:port ..." (sorted; with each peer's source flags
+    in the log) when the connected set differs from `last`; returns it."""
+    infos = h.get_peer_info()
+    now = sorted("%s:%d" % (p.ip[0], p.ip[1]) for p in infos)
+    if now != last:
+        print("PEERS " + " ".join(now), flush=True)
+        for p in infos:
+            log("peer %s:%d source=%d client=%s" % (p.ip[0], p.ip[1], p.source, p.client))
+    return now
 
 
 def report_peers(h, seen):

@@ -4,13 +4,15 @@ Usage: /usr/bin/python3 lt_leech.py TORRENT SAVE_PATH PEER_PORT [TIMEOUT_S]
 
 Downloads TORRENT into SAVE_PATH from the peer at 127.0.0.1:PEER_PORT,
 prints "DONE <payload bytes downloaded>" on stdout once the download is
-complete and checked, and exits 0. Exits 2 on timeout.
+complete and checked, and exits 0. Prints "PORT <n>" (its listen
+port) first. Exits 2 on timeout. Prints
+"PEERS <ip:port> ..." whenever the set of connected peers changes.
 """
 
 import sys
 import time
 
-from lt_common import add, describe, drain_alerts, log, make_session, report_peers
+from lt_common import add, describe, drain_alerts, log, make_session, print_peers, report_peers
 
 
 def main():
@@ -18,13 +20,16 @@ def main():
     timeout = float(sys.argv[4]) if len(sys.argv) > 4 else 60.0
     ses, port = make_session()
     log("leecher listening on", port)
+    print("PORT %d" % port, flush=True)
     h = add(ses, torrent, save_path)
     peer = ("127.0.0.1", peer_port)
     deadline = time.monotonic() + timeout
     last_connect = 0.0
     last_log = 0.0
+    peers = None
     seen = set()
     while True:
+        peers = print_peers(h, peers)
         report_peers(h, seen)
         s = h.status()
         if s.is_seeding:

@@ -69,7 +69,7 @@ impl Controller {
                     };
                     self.set_state(s);
                     self.start_announcer();
-                    self.candidates.extend(self.known.iter().copied());
+                    self.candidates.requeue_known();
                     self.connect_more();
                 }
             }
@@ -91,6 +91,11 @@ impl Controller {
                 self.stop(TorrentState::Stopped);
                 return;
             }
+            TorrentCommand::Reannounce => {
+                if let (true, Some(key)) = (self.running(), self.announcer) {
+                    self.session.with_announcer(|a| a.need_peers(key));
+                }
+            }
         }
         self.publish();
     }
@@ -111,6 +116,7 @@ impl Controller {
             p.seen_up = u;
         }
         self.up_rate.add(up_total, now);
+        self.count_webseed_bytes(now);
         self.transfer
             .uploaded
             .fetch_add(up_total, Ordering::Relaxed);
@@ -131,6 +137,8 @@ impl Controller {
                 self.fill(k);
             }
             self.connect_more();
+            self.superseed_tick(now);
+            self.pex_round(now);
             if self.peers.len() < 5 {
                 if let Some(key) = self.announcer {
                     self.session.with_announcer(|a| a.need_peers(key));
@@ -357,6 +365,12 @@ impl Controller {
 
     pub(super) fn start_announcer(&mut self) {
         self.start_dht();
+        // LSD is a peer source announced with the trackers (never for a
+        // private torrent: the component checks).
+        self.session.lsd_send(crate::lsd::LsdCommand::Add {
+            info_hash: self.info_hash,
+            private: self.metainfo.info.private,
+        });
         if !self.session.config.announce || self.announcer.is_some() {
             return;
         }
@@ -387,6 +401,8 @@ impl Controller {
     /// Takes the torrent out of the session announcer without waiting:
     /// `stopped` goes out within the stop deadline.
     fn remove_from_announcer(&mut self) -> Option<bittern_tracker::Stopping> {
+        self.session
+            .lsd_send(crate::lsd::LsdCommand::Remove(self.info_hash));
         let key = self.announcer.take()?;
         let mut stopping = None;
         self.session
@@ -457,6 +473,7 @@ impl Controller {
             &self.metainfo.info.name,
         );
         let left = wanted_bytes - have_bytes;
+        let web = self.webseed_status(now);
         let peers: Vec<PeerInfo> = self
             .peers
             .iter()
@@ -504,12 +521,15 @@ impl Controller {
                 self.down_rate.eta(left, now)
             },
             peers_connected: peers.len(),
-            peers_known: self.known.len(),
+            peers_known: self.candidates.known_len(),
             pieces_have,
             pieces_total: layout.piece_count(),
             files,
             hash_failures: self.hash_failures,
             written: self.transfer.written.load(Ordering::Relaxed),
+            web_seeds: web.seeds,
+            web_seed_downloaded: web.downloaded,
+            web_seed_rate: web.rate,
         };
         *self.published.status.lock() = status;
         *self.published.peers.lock() = peers;

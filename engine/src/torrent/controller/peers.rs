@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::bounded;
 use log::{debug, warn};
 
+use super::candidates::CandidateSource;
 use super::*;
 use crate::choker::ChokeCandidate;
 use crate::error::PeerError;
@@ -186,10 +187,30 @@ impl Controller {
         }
     }
 
+    /// Whether a connection to `a` exists: dialled there, or from a peer
+    /// whose extension handshake says it listens there (an incoming
+    /// connection comes from another port).
+    pub(super) fn connected_to(&self, a: SocketAddr) -> bool {
+        self.peers.values().any(|p| {
+            p.addr == a
+                || (p.incoming
+                    && p.addr.ip() == a.ip()
+                    && p.ext.as_ref().and_then(|h| h.p) == Some(a.port()))
+        })
+    }
+
     pub(super) fn peer_gone(&mut self, key: PeerKey, reason: PeerError) {
         let Some(mut p) = self.peers.remove(&key) else {
             return;
         };
+        self.superseed_gone(key);
+        // One of two connections to the same peer (a simultaneous open,
+        // closed by one side): the other one lives on, nothing to redial.
+        let still_connected = p.peer_id.is_some_and(|id| {
+            self.peers
+                .values()
+                .any(|q| q.ready && q.peer_id == Some(id))
+        });
         if let Some(t) = p.thread.take() {
             let _ = t.join();
         }
@@ -220,6 +241,7 @@ impl Controller {
                     .insert(p.addr, Instant::now() + Duration::from_secs(24 * 3600));
             }
             PeerError::Closed if p.ready => {}
+            _ if still_connected => {}
             _ if !p.incoming => {
                 // A working connection that broke (reset, timeout, the peer
                 // restarting, data gone on our side) goes back in line, as
@@ -250,9 +272,7 @@ impl Controller {
                         self.redials.insert(p.addr, n);
                         self.failed
                             .insert(p.addr, Instant::now() + REDIAL_AFTER * (1 << n));
-                        if !self.candidates.contains(&p.addr) {
-                            self.candidates.push_back(p.addr);
-                        }
+                        self.candidates.requeue(p.addr, CandidateSource::Offered);
                     }
                     _ => {
                         self.redials.remove(&p.addr);
@@ -295,15 +315,18 @@ impl Controller {
         }
     }
 
+    /// Addresses from the torrent's peer source (trackers, the user).
     pub(crate) fn add_candidates(&mut self, peers: Vec<SocketAddr>) {
+        self.add_candidates_from(CandidateSource::Offered, peers);
+    }
+
+    /// The one intake of candidate addresses, whatever their source:
+    /// each is remembered and queued to be dialled within the torrent's
+    /// bounds and its source's (see `candidates`).
+    pub(crate) fn add_candidates_from(&mut self, source: CandidateSource, peers: Vec<SocketAddr>) {
         for a in peers {
-            if self.known.len() < 10_000 {
-                self.known.insert(a);
-            }
-            let connected = self.peers.values().any(|p| p.addr == a);
-            if !connected && self.candidates.len() < 10_000 && !self.candidates.contains(&a) {
-                self.candidates.push_back(a);
-            }
+            let connected = self.connected_to(a);
+            self.candidates.offer(source, a, connected);
         }
         self.connect_more();
     }
@@ -321,18 +344,18 @@ impl Controller {
             && self.session.connections.load(Ordering::Relaxed) < max_connections
         {
             tries -= 1;
-            let Some(addr) = self.candidates.pop_front() else {
+            let Some((addr, source)) = self.candidates.pop() else {
                 break;
             };
-            if self.banned.contains(&ban_key(addr)) || self.peers.values().any(|p| p.addr == addr) {
+            if self.banned.contains(&ban_key(addr)) || self.connected_to(addr) {
                 continue;
             }
             if self.failed.get(&addr).is_some_and(|t| *t > now) {
-                self.candidates.push_back(addr);
+                self.candidates.requeue(addr, source);
                 continue;
             }
-            if addr.port() == self.session.port && addr.ip().is_loopback() {
-                // Our own listener, handed back by a tracker.
+            if self.session.is_own_addr(addr) {
+                // Our own listener, handed back by a tracker or a peer.
                 continue;
             }
             self.spawn_peer(Origin::Outgoing(addr), addr);
@@ -346,6 +369,11 @@ impl Controller {
         let stats = Arc::new(PeerStats::default());
         let socket = Arc::new(SocketSlot::default());
         let conn = Connection::new(self.session.connections.clone(), socket.clone());
+        // A super-seeder never says `upload_only` (BEP 21): libtorrent
+        // drops an upload-only peer whenever it is not interested, which it
+        // is between two revealed pieces.
+        let revealed = self.superseed_set(key);
+        let super_seeding = revealed.is_some();
         let ctx = PeerContext {
             torrent: self.id,
             key,
@@ -362,11 +390,19 @@ impl Controller {
             transfer: self.transfer.clone(),
             up_limits: [self.up_limit.clone(), self.session.upload.clone()],
             down_limits: [self.down_limit.clone(), self.session.download.clone()],
+            honors_session: self.published.honors_session.clone(),
             timing: self.session.config.timing.clone(),
             dial: self.session.dial.clone(),
             dht: match &self.session.dht {
                 Some(d) if !self.metainfo.info.private => Some((d.clone(), self.session.port)),
                 _ => None,
+            },
+            revealed,
+            ext: crate::peer::ExtensionSetup {
+                listen_port: self.session.port,
+                metadata: Some(self.info_bytes.clone()),
+                upload_only: self.state == TorrentState::Seeding && !super_seeding,
+                pex: self.pex_allowed(),
             },
             encryption: self.session.config.encryption,
         };
@@ -402,6 +438,8 @@ impl Controller {
                         refused_once: HashSet::new(),
                         refused: Vec::new(),
                         client: None,
+                        ext: None,
+                        pex: None,
                         connected_at: now,
                         last_block: now,
                         down: RateMeasure::new(Duration::from_secs(10), now),
@@ -465,5 +503,53 @@ impl Controller {
         for k in slow {
             self.close(k);
         }
+    }
+}
+
+/// Of two connections to the same peer (`theirs`), the one to close: when
+/// both sides dialled at once (one connection in, one out), the one the
+/// side with the greater peer id did not open, so that both sides close
+/// the same one (closing the newer one each would lose both when each
+/// side saw a different one first, as happens when two peers learn of
+/// each other at once through PEX or a tracker); else the newer one.
+pub(super) fn duplicate_to_close(
+    ours: PeerId,
+    theirs: PeerId,
+    new: (PeerKey, bool),
+    old: (PeerKey, bool),
+) -> PeerKey {
+    let (new_key, new_incoming) = new;
+    if new_incoming == old.1 {
+        return new_key;
+    }
+    // Keep the connection the greater id opened: theirs is an incoming one.
+    let keep_incoming = theirs.as_bytes() > ours.as_bytes();
+    if new_incoming == keep_incoming {
+        old.0
+    } else {
+        new_key
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bittern_wire::PeerId;
+
+    #[test]
+    fn both_sides_of_a_simultaneous_open_close_the_same_connection() {
+        let (a, b) = (PeerId([1; 20]), PeerId([2; 20]));
+        // Connection x was opened by a, y by b. On a's side x is outgoing
+        // and y incoming; on b's side the other way round. Whichever each
+        // side saw first, both close x (the one the smaller id opened).
+        let (x_at_a, y_at_a) = ((PeerKey(10), false), (PeerKey(11), true));
+        let (x_at_b, y_at_b) = ((PeerKey(20), true), (PeerKey(21), false));
+        assert_eq!(duplicate_to_close(a, b, y_at_a, x_at_a), PeerKey(10));
+        assert_eq!(duplicate_to_close(a, b, x_at_a, y_at_a), PeerKey(10));
+        assert_eq!(duplicate_to_close(b, a, y_at_b, x_at_b), PeerKey(20));
+        assert_eq!(duplicate_to_close(b, a, x_at_b, y_at_b), PeerKey(20));
+        // Two connections the same way (say over IPv4 and IPv6): the newer.
+        let (old, new) = ((PeerKey(1), false), (PeerKey(2), false));
+        assert_eq!(duplicate_to_close(a, b, new, old), PeerKey(2));
     }
 }

@@ -49,6 +49,7 @@ impl Controller {
                     .left
                     .store(self.picker.wanted_left_bytes(), Ordering::Relaxed);
                 self.queue_have(piece as u32);
+                self.webseed_piece_passed(piece);
                 self.emit(TorrentEvent::PieceVerified(piece));
                 if self.picker.is_complete() && self.state == TorrentState::Downloading {
                     self.flush_haves();
@@ -62,7 +63,8 @@ impl Controller {
                 self.hashes.reset(piece as u32);
                 self.claims.reset_piece(piece);
                 self.emit(TorrentEvent::HashFailed(piece));
-                let alone = contributors.len() == 1;
+                let seeded = self.webseed_piece_failed(piece, &contributors);
+                let alone = contributors.len() == 1 && !seeded;
                 for key in contributors {
                     let Some(p) = self.peers.get(&key) else {
                         continue;

@@ -2,7 +2,7 @@
 //! due for a torrent without peers, work in flight or a seed goal by time,
 //! so an idle torrent costs no wakeups.
 //!
-//! - the tick (rates, status, interest, request deadlines, connecting,
+//! - the tick (rates, status, interest, request deadlines, connecting, PEX messages due,
 //!   choke rounds every `choke_interval`), every 250 ms while the torrent
 //!   has peers and for the rate window after the last one left (status,
 //!   rates falling to zero, verifications still coming back), every second
@@ -52,6 +52,9 @@ impl Controller {
         if let Some(interval) = self.tick_interval(Instant::now()) {
             arm(self.last_tick + interval);
         }
+        if let Some(t) = self.webseed_deadline(Instant::now()) {
+            arm(t);
+        }
         if self.running() {
             if self.epoch != self.saved_epoch && !self.persisting {
                 arm(self.last_resume + self.session.config.timing.resume_interval);
@@ -67,7 +70,10 @@ impl Controller {
 
     /// How often the tick runs now, if at all.
     fn tick_interval(&self, now: Instant) -> Option<Duration> {
-        if !self.peers.is_empty() || self.quiet_until.is_some_and(|t| t > now) {
+        if !self.peers.is_empty()
+            || self.quiet_until.is_some_and(|t| t > now)
+            || self.webseeds_busy()
+        {
             return Some(TICK);
         }
         // Short of peers: addresses to dial (when their wait is over), or a
@@ -98,6 +104,7 @@ impl Controller {
         {
             self.on_tick(now);
         }
+        self.assign_webseeds(now);
         if self.running()
             && self.epoch != self.saved_epoch
             && !self.persisting

@@ -1,0 +1,70 @@
+//! Local Service Discovery (BEP 14) as a peer source of the session: one
+//! [`Lsd`] for every torrent, its peers routed by info hash into the same
+//! bounded peer-source queue as tracker peers.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use crossbeam_channel::{bounded, Sender, TrySendError};
+use log::{debug, info, warn};
+
+use super::Registry;
+use crate::lsd::{Lsd, LsdConfig, LsdEvent};
+use crate::torrent::TorrentId;
+
+/// LSD events waiting for the forwarding thread.
+const LSD_EVENTS: usize = 256;
+
+/// Starts LSD on the listen address (`config.interface` unless that is
+/// unspecified and we listen on one IPv4 address) announcing `port`, and
+/// the thread that hands its peers to their torrents. `None` (logged) when
+/// the socket cannot join the group, e.g. no multicast route: the session
+/// runs without LSD.
+pub(crate) fn spawn_lsd(
+    config: &LsdConfig,
+    listen: SocketAddr,
+    registry: Registry,
+    sources: Sender<(TorrentId, Vec<SocketAddr>)>,
+) -> Option<Lsd> {
+    let mut config = config.clone();
+    config.listen_port = listen.port();
+    if config.interface.is_unspecified() {
+        if let IpAddr::V4(ip) = listen.ip() {
+            config.interface = ip;
+        }
+    }
+    let interface: Ipv4Addr = config.interface;
+    let (tx, rx) = bounded(LSD_EVENTS);
+    let lsd = match Lsd::spawn(config, tx) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(
+                "local service discovery off: cannot join the multicast group on {interface}: {e}"
+            );
+            return None;
+        }
+    };
+    let started = std::thread::Builder::new()
+        .name("bittern-lsd-fwd".into())
+        .spawn(move || {
+            // Ends when the LSD thread does (its sender is dropped).
+            for LsdEvent::Peer { info_hash, addr } in rx {
+                let Some(id) = registry.lock().get(&info_hash).copied() else {
+                    continue;
+                };
+                debug!("lsd: {addr} has {}", &info_hash.to_hex()[..8]);
+                match sources.try_send((id, vec![addr])) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        debug!("peer source queue full; dropping an lsd peer")
+                    }
+                    Err(TrySendError::Disconnected(_)) => break,
+                }
+            }
+        });
+    if let Err(e) = started {
+        warn!("local service discovery off: {e}");
+        return None;
+    }
+    info!("local service discovery on {interface}");
+    Some(lsd)
+}

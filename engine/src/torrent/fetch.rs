@@ -1,0 +1,832 @@
+//! The metadata phase of a torrent started from a magnet link (BEP 9): the
+//! info dictionary is fetched with `ut_metadata` from several peers at
+//! once, checked against the info hash, saved as a `.torrent` beside the
+//! resume state, and the torrent then carries on as if a `.torrent` had
+//! been given, under the same [`TorrentHandle`](super::TorrentHandle).
+//!
+//! Run by the session's controller thread like a torrent's state (same
+//! events, commands, peer sources and timer heap), it never blocks: the
+//! connections are metadata-only peer threads (`peer::meta`), and the
+//! `.torrent` is written by a short-lived thread. When the metadata is
+//! complete it builds the torrent's [`Controller`] and hands it to the
+//! controller thread, closing its own connections; the new controller
+//! dials those peers again (see DESIGN.md, "Magnet links").
+//!
+//! A peer that breaks the exchange is dropped (closed and not dialled
+//! again): a `metadata_size` over [`MAX_METADATA_SIZE`], a piece out of
+//! range, of the wrong length or total size, one we did not ask it for,
+//! rejecting every request, or silence past [`REQUEST_TIMEOUT`]. Metadata
+//! failing the hash drops the peer when it alone sent it; when several
+//! contributed, the fetch starts over taking every piece from one peer at
+//! a time, so the liar is found by the next failure.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bittern_tracker::{TorrentKey, TransferStats};
+use bittern_wire::{
+    Accepted, Extension, ExtensionHandshake, InfoHash, MetadataAssembler, MetadataError,
+    MetadataHash, MetadataMessage, Metainfo, MAX_METADATA_SIZE,
+};
+use crossbeam_channel::{bounded, Sender};
+use log::{debug, info, warn};
+
+use super::central::Links;
+use super::controller::{build_controller, Controller, ControllerSetup, Transfer};
+use super::{Published, TorrentCommand, TorrentId};
+
+mod file;
+
+use crate::config::TorrentOptions;
+use crate::error::{PeerError, Violation};
+use crate::peer::{
+    spawn_meta, Connection, MetaContext, Origin, PeerCommand, PeerEvent, PeerMsg, SocketSlot,
+};
+use crate::picker::PeerKey;
+use crate::session::{Registry, SessionShared};
+use crate::status::{TorrentEvent, TorrentState, TorrentStatus};
+use file::{torrent_file_bytes, write_file};
+
+/// A peer asked for metadata pieces that sends nothing for this long is
+/// dropped (its pieces go to others).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often the fetch looks at its peers (timeouts, dialling, status).
+const TICK: Duration = Duration::from_secs(1);
+/// Most pieces asked of one peer at once.
+const MAX_PER_PEER: usize = 16;
+/// Connections of one metadata fetch.
+const MAX_FETCH_PEERS: usize = 30;
+/// Candidate addresses kept.
+const MAX_CANDIDATES: usize = 10_000;
+/// How long an address whose connection failed or ended waits before it
+/// is dialled again during the fetch.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+/// Peer keys of the metadata phase start here, so that no late event of
+/// one of its connections is taken for one of the torrent's own
+/// connections (which count from 0) after the hand-over.
+const FIRST_KEY: u64 = 1 << 48;
+
+/// Everything needed to start a metadata fetch.
+pub(crate) struct FetchSetup {
+    pub id: TorrentId,
+    pub info_hash: InfoHash,
+    /// Tracker tiers for the `.torrent` and the announcer (`tr=`).
+    pub trackers: Vec<Vec<String>>,
+    /// Web seeds for the `.torrent` (`ws=`).
+    pub web_seeds: Vec<String>,
+    /// Where the `.torrent` is written once fetched.
+    pub torrent_file: PathBuf,
+    pub save_dir: PathBuf,
+    /// The torrent's options; `peers` holds the magnet's `x.pe` peers.
+    pub options: TorrentOptions,
+    pub session: Arc<SessionShared>,
+    pub registry: Registry,
+    pub commands: Sender<Ctl>,
+    pub links: Links,
+    pub published: Arc<Published>,
+    pub events: Sender<TorrentEvent>,
+}
+
+use super::central::Ctl;
+
+/// One metadata-phase connection.
+struct MetaPeer {
+    addr: SocketAddr,
+    /// We dialled it (an incoming peer's address is not dialable).
+    outgoing: bool,
+    commands: Sender<PeerCommand>,
+    socket: Arc<SocketSlot>,
+    ready: bool,
+    /// The peer speaks `ut_metadata` and announced this size.
+    size: Option<u64>,
+    /// When we last asked it, or it last answered, while it had pieces
+    /// outstanding.
+    last_progress: Instant,
+    closing: bool,
+}
+
+/// The metadata phase of one torrent (see the module doc).
+pub(crate) struct MetadataFetch {
+    setup: FetchSetup,
+    /// The deadline the controller's timer heap holds for this fetch.
+    pub(super) scheduled: Option<Instant>,
+    peers: HashMap<PeerKey, MetaPeer>,
+    next_key: u64,
+    candidates: VecDeque<SocketAddr>,
+    /// Every address heard of, dialled again by the torrent afterwards.
+    known: HashSet<SocketAddr>,
+    banned: HashSet<SocketAddr>,
+    /// Peers without `ut_metadata`: not dialled again during the fetch (the
+    /// torrent dials them afterwards).
+    skip: HashSet<SocketAddr>,
+    /// Addresses to dial again, and when.
+    retry: Vec<(SocketAddr, Instant)>,
+    assembler: Option<MetadataAssembler<PeerKey>>,
+    /// After a hash failure with several contributors: one peer at a time.
+    single_source: bool,
+    /// The one peer of the current attempt in that mode.
+    source: Option<PeerKey>,
+    announcer: Option<TorrentKey>,
+    transfer: Arc<Transfer>,
+    paused: bool,
+    next_tick: Option<Instant>,
+    /// The torrent's controller, once the metadata is complete.
+    handover: Option<Box<Controller>>,
+    finished: bool,
+}
+
+impl MetadataFetch {
+    /// A fetch that has not started (see [`start`](Self::start)).
+    pub(crate) fn new(setup: FetchSetup) -> Self {
+        let mut f = MetadataFetch {
+            scheduled: None,
+            peers: HashMap::new(),
+            next_key: FIRST_KEY,
+            candidates: VecDeque::new(),
+            known: HashSet::new(),
+            banned: HashSet::new(),
+            retry: Vec::new(),
+            skip: HashSet::new(),
+            assembler: None,
+            single_source: false,
+            source: None,
+            announcer: None,
+            transfer: Arc::default(),
+            paused: setup.options.paused,
+            next_tick: None,
+            handover: None,
+            finished: false,
+            setup,
+        };
+        let peers = f.setup.options.peers.clone();
+        f.add_candidates(peers);
+        f
+    }
+
+    /// The status a fetch publishes before any size is known.
+    pub(crate) fn initial_status(name: String) -> TorrentStatus {
+        TorrentStatus {
+            name,
+            state: TorrentState::FetchingMetadata,
+            progress: 0.0,
+            wanted_bytes: 0,
+            have_bytes: 0,
+            downloaded: 0,
+            uploaded: 0,
+            download_rate: 0.0,
+            upload_rate: 0.0,
+            eta: None,
+            peers_connected: 0,
+            peers_known: 0,
+            pieces_have: 0,
+            pieces_total: 0,
+            files: Vec::new(),
+            hash_failures: 0,
+            written: 0,
+            web_seeds: 0,
+            web_seed_downloaded: 0,
+            web_seed_rate: 0.0,
+        }
+    }
+
+    pub(crate) fn id(&self) -> TorrentId {
+        self.setup.id
+    }
+
+    /// Starts announcing and dialling.
+    pub(crate) fn start(&mut self) {
+        info!("{}: fetching metadata", self.short());
+        if !self.paused {
+            self.start_announcer();
+            self.connect_more();
+        }
+        self.publish();
+    }
+
+    fn short(&self) -> String {
+        self.setup.info_hash.to_hex()[..8].to_string()
+    }
+
+    /// The torrent's controller, once the metadata is in.
+    pub(crate) fn take_handover(&mut self) -> Option<Box<Controller>> {
+        self.handover.take()
+    }
+
+    /// Whether the fetch has ended (handed over, removed or failed).
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        if self.finished {
+            None
+        } else {
+            self.next_tick
+        }
+    }
+
+    // ---- inputs -------------------------------------------------------
+
+    pub(crate) fn on_command(&mut self, cmd: TorrentCommand) {
+        match cmd {
+            TorrentCommand::Incoming(stream, hs) => {
+                if self.paused || self.peers.len() >= MAX_FETCH_PEERS {
+                    return;
+                }
+                let addr = stream
+                    .socket()
+                    .peer_addr()
+                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                if !self.banned.contains(&addr) {
+                    self.spawn_peer(Origin::Incoming(stream, hs), addr);
+                }
+            }
+            TorrentCommand::Pause => {
+                self.paused = true;
+                let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+                for k in keys {
+                    self.close(k);
+                }
+                self.remove_from_announcer();
+                self.publish_state(TorrentState::Paused);
+            }
+            TorrentCommand::Resume => {
+                if self.paused {
+                    self.paused = false;
+                    let known: Vec<SocketAddr> = self.known.iter().copied().collect();
+                    self.add_candidates(known);
+                    self.start_announcer();
+                    self.publish();
+                }
+            }
+            TorrentCommand::Shutdown => self.end(TorrentState::Stopped),
+            TorrentCommand::Reannounce => {
+                if let (false, Some(key)) = (self.paused, self.announcer) {
+                    self.setup.session.with_announcer(|a| a.need_peers(key));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn add_candidates(&mut self, peers: Vec<SocketAddr>) {
+        log::trace!("{}: candidates {peers:?}", self.short());
+        for a in peers {
+            if self.known.len() < MAX_CANDIDATES {
+                self.known.insert(a);
+            }
+            if !self.banned.contains(&a)
+                && !self.skip.contains(&a)
+                && !self.retry.iter().any(|(r, _)| *r == a)
+                && self.candidates.len() < MAX_CANDIDATES
+                && !self.candidates.contains(&a)
+                && !self.peers.values().any(|p| p.addr == a)
+            {
+                self.candidates.push_back(a);
+            }
+        }
+        self.connect_more();
+    }
+
+    pub(crate) fn on_timer(&mut self, now: Instant) {
+        if self.next_tick.is_some_and(|t| t <= now) {
+            self.next_tick = None;
+        }
+        let stalled: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(k, p)| {
+                !p.closing
+                    && self.assembler.as_ref().is_some_and(|a| a.in_flight(k) > 0)
+                    && now.duration_since(p.last_progress) > REQUEST_TIMEOUT
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stalled {
+            debug!("{}: peer {} sent no metadata in time", self.short(), k.0);
+            self.drop_peer(k, None);
+        }
+        let due: Vec<SocketAddr> = self
+            .retry
+            .iter()
+            .filter(|(_, t)| *t <= now)
+            .map(|(a, _)| *a)
+            .collect();
+        self.retry.retain(|(_, t)| *t > now);
+        self.add_candidates(due);
+        self.request_all();
+        self.publish();
+    }
+
+    pub(crate) fn on_peer_msg(&mut self, PeerMsg { key, event, .. }: PeerMsg) {
+        log::trace!("{}: peer {}: {event:?}", self.short(), key.0);
+        if let PeerEvent::Gone(reason) = event {
+            self.peer_gone(key, &reason);
+            return;
+        }
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if p.closing {
+            return;
+        }
+        match event {
+            PeerEvent::Ready { addr, .. } => {
+                p.ready = true;
+                p.addr = addr;
+                self.publish();
+            }
+            PeerEvent::ExtensionHandshake(hs) => self.on_handshake(key, &hs),
+            PeerEvent::Extended {
+                ext: Extension::UtMetadata,
+                payload,
+            } => self.on_metadata(key, &payload),
+            _ => {}
+        }
+    }
+
+    fn on_handshake(&mut self, key: PeerKey, hs: &ExtensionHandshake) {
+        if let Some(ip) = hs.yourip {
+            self.setup.session.learn_external_ip(ip);
+        }
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if hs.id_for(Extension::UtMetadata).is_none() {
+            // Of no use until we have the metadata: free the slot; the
+            // torrent dials it again afterwards.
+            let addr = p.addr;
+            debug!("{addr} {}: no ut_metadata", self.short());
+            self.skip.insert(addr);
+            self.close(key);
+            return;
+        }
+        match hs.metadata_size {
+            Some(size) if size > MAX_METADATA_SIZE => {
+                let e = MetadataError::TooLarge {
+                    size,
+                    max: MAX_METADATA_SIZE,
+                };
+                self.drop_peer(key, Some(e));
+            }
+            Some(0) => self.drop_peer(key, Some(MetadataError::Empty)),
+            size => {
+                p.size = size;
+                self.request_all();
+            }
+        }
+    }
+
+    fn on_metadata(&mut self, key: PeerKey, payload: &[u8]) {
+        let msg = match MetadataMessage::decode(payload) {
+            Ok(m) => m,
+            Err(e) => return self.drop_peer(key, Some(e)),
+        };
+        let Some(a) = self.assembler.as_mut() else {
+            // Nothing was asked: a data or reject now is unsolicited.
+            if let MetadataMessage::Data { piece, .. } | MetadataMessage::Reject { piece } = msg {
+                self.drop_peer(key, Some(MetadataError::Unsolicited { piece }));
+            }
+            return;
+        };
+        let result = match msg {
+            MetadataMessage::Request { .. } => return,
+            MetadataMessage::Reject { piece } => match a.reject(&key, piece) {
+                Ok(false) => Ok(None),
+                Ok(true) => {
+                    debug!("{}: peer {} rejects every piece", self.short(), key.0);
+                    return self.drop_peer(key, None);
+                }
+                Err(e) => Err(e),
+            },
+            MetadataMessage::Data {
+                piece,
+                total_size,
+                data,
+            } => a.accept(&key, piece, total_size, data).map(Some),
+        };
+        if let Some(p) = self.peers.get_mut(&key) {
+            p.last_progress = Instant::now();
+        }
+        match result {
+            Err(MetadataError::Finished) => {}
+            Err(e) => self.drop_peer(key, Some(e)),
+            Ok(None | Some(Accepted::Stored | Accepted::Duplicate)) => self.request_all(),
+            Ok(Some(Accepted::HashFailed { contributors })) => {
+                self.hash_failed(contributors);
+                self.request_all();
+            }
+            Ok(Some(Accepted::Complete(bytes))) => self.complete(bytes),
+        }
+    }
+
+    fn hash_failed(&mut self, contributors: Vec<PeerKey>) {
+        warn!(
+            "{}: metadata from {} peer(s) failed the info hash",
+            self.short(),
+            contributors.len()
+        );
+        if let [one] = contributors.as_slice() {
+            self.emit_violation(*one, Violation::MetadataHash);
+            self.drop_peer(*one, None);
+        } else {
+            self.single_source = true;
+        }
+    }
+
+    // ---- peers --------------------------------------------------------
+
+    fn connect_more(&mut self) {
+        if self.paused || self.finished {
+            return;
+        }
+        let max = MAX_FETCH_PEERS.min(self.setup.session.config.max_peers_per_torrent);
+        let mut tries = self.candidates.len();
+        while tries > 0
+            && self.peers.len() < max
+            && self.setup.session.connections.load(Ordering::Relaxed)
+                < self.setup.session.config.max_connections
+        {
+            tries -= 1;
+            let Some(addr) = self.candidates.pop_front() else {
+                break;
+            };
+            if self.banned.contains(&addr)
+                || self.peers.values().any(|p| p.addr == addr)
+                || (addr.port() == self.setup.session.port && addr.ip().is_loopback())
+            {
+                continue;
+            }
+            self.spawn_peer(Origin::Outgoing(addr), addr);
+        }
+        self.arm_tick();
+    }
+
+    fn arm_tick(&mut self) {
+        if self.next_tick.is_none() && !self.finished {
+            self.next_tick = Some(Instant::now() + TICK);
+        }
+    }
+
+    fn spawn_peer(&mut self, origin: Origin, addr: SocketAddr) {
+        let key = PeerKey(self.next_key);
+        self.next_key += 1;
+        let outgoing = matches!(origin, Origin::Outgoing(_));
+        let (tx, rx) = bounded(64);
+        let socket = Arc::new(SocketSlot::default());
+        let conn = Connection::new(self.setup.session.connections.clone(), socket.clone());
+        let ctx = MetaContext {
+            torrent: self.setup.id,
+            key,
+            info_hash: self.setup.info_hash,
+            our_id: self.setup.session.peer_id,
+            listen_port: self.setup.session.port,
+            events: self.setup.links.peers.clone(),
+            timing: self.setup.session.config.timing.clone(),
+            encryption: self.setup.session.config.encryption,
+            dial: self.setup.session.dial.clone(),
+        };
+        // The thread is not joined: it ends on its own once closed or cut
+        // (its `Gone` may reach the torrent's controller after the
+        // hand-over, which ignores keys it does not know).
+        match spawn_meta(ctx, origin, rx, conn) {
+            Ok(_thread) => {
+                self.peers.insert(
+                    key,
+                    MetaPeer {
+                        addr,
+                        outgoing,
+                        commands: tx,
+                        socket,
+                        ready: false,
+                        size: None,
+                        last_progress: Instant::now(),
+                        closing: false,
+                    },
+                );
+            }
+            Err(e) => warn!("cannot start a metadata peer thread: {e}"),
+        }
+    }
+
+    fn close(&mut self, key: PeerKey) {
+        if let Some(p) = self.peers.get_mut(&key) {
+            p.closing = true;
+            let _ = p.commands.try_send(PeerCommand::Close);
+            p.socket.cut();
+        }
+    }
+
+    /// Closes a peer that broke the exchange and never dials it again.
+    fn drop_peer(&mut self, key: PeerKey, error: Option<MetadataError>) {
+        if let Some(e) = error {
+            debug!("{}: peer {}: {e}", self.short(), key.0);
+            self.emit_violation(key, Violation::Metadata(e));
+        }
+        if let Some(p) = self.peers.get(&key) {
+            self.banned.insert(p.addr);
+        }
+        if let Some(a) = self.assembler.as_mut() {
+            a.peer_gone(&key);
+        }
+        self.close(key);
+    }
+
+    fn emit_violation(&self, key: PeerKey, violation: Violation) {
+        if let Some(p) = self.peers.get(&key) {
+            self.emit(TorrentEvent::PeerViolation {
+                addr: p.addr,
+                violation,
+            });
+        }
+    }
+
+    fn peer_gone(&mut self, key: PeerKey, reason: &PeerError) {
+        let Some(p) = self.peers.remove(&key) else {
+            return;
+        };
+        debug!("{} {}: metadata peer gone: {reason}", p.addr, self.short());
+        if let PeerError::Protocol(v) = reason {
+            self.banned.insert(p.addr);
+            self.emit(TorrentEvent::PeerViolation {
+                addr: p.addr,
+                violation: v.clone(),
+            });
+        }
+        if let Some(a) = self.assembler.as_mut() {
+            a.peer_gone(&key);
+        }
+        if p.outgoing
+            && !self.banned.contains(&p.addr)
+            && !self.skip.contains(&p.addr)
+            && !self.finished
+        {
+            self.retry.push((p.addr, Instant::now() + RETRY_AFTER));
+        }
+        // No peer left with the assembler's size: start over with another.
+        let size = self.assembler.as_ref().map(MetadataAssembler::size);
+        if size.is_some() && !self.peers.values().any(|q| !q.closing && q.size == size) {
+            self.assembler = None;
+        }
+        self.connect_more();
+        self.request_all();
+        self.publish();
+    }
+
+    // ---- requests -----------------------------------------------------
+
+    /// Asks every usable peer for pieces, spreading them so that several
+    /// peers fetch at once.
+    fn request_all(&mut self) {
+        if self.finished || self.paused {
+            return;
+        }
+        if self.assembler.is_none() {
+            let Some(size) = self
+                .peers
+                .values()
+                .filter(|p| p.ready && !p.closing)
+                .find_map(|p| p.size)
+            else {
+                return;
+            };
+            match MetadataAssembler::new(MetadataHash::V1(self.setup.info_hash), size) {
+                Ok(a) => self.assembler = Some(a),
+                Err(e) => {
+                    warn!("{}: {e}", self.short());
+                    return;
+                }
+            }
+        }
+        let Some(a) = self.assembler.as_mut() else {
+            return;
+        };
+        let size = a.size();
+        let mut usable: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.ready && !p.closing && p.size == Some(size))
+            .map(|(k, _)| *k)
+            .collect();
+        usable.sort();
+        if usable.is_empty() {
+            return;
+        }
+        if self.single_source {
+            // The peer already fetching, else the first one; a new source
+            // starts from nothing, so that every piece of an attempt comes
+            // from one peer and a failure names it.
+            let busy = usable.iter().copied().find(|k| a.in_flight(k) > 0);
+            let source = busy.unwrap_or(usable[0]);
+            if self.source != Some(source) {
+                self.source = Some(source);
+                if let Ok(fresh) = MetadataAssembler::new(a.hash(), size) {
+                    *a = fresh;
+                }
+            }
+            usable = vec![source];
+            a.set_per_peer_limit(MAX_PER_PEER);
+        } else {
+            let per = a
+                .piece_count()
+                .div_ceil(usable.len())
+                .clamp(1, MAX_PER_PEER);
+            a.set_per_peer_limit(per);
+        }
+        let now = Instant::now();
+        for key in usable {
+            let had = a.in_flight(&key);
+            let mut asked = Vec::new();
+            while let Some(piece) = a.next_request(&key) {
+                asked.push(piece);
+            }
+            let Some(p) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            if !asked.is_empty() && had == 0 {
+                p.last_progress = now;
+            }
+            for piece in asked {
+                let mut payload = Vec::new();
+                MetadataMessage::Request { piece }.encode(&mut payload);
+                let cmd = PeerCommand::Extended {
+                    ext: Extension::UtMetadata,
+                    payload,
+                };
+                if p.commands.try_send(cmd).is_err() {
+                    p.closing = true;
+                    p.socket.cut();
+                    a.peer_gone(&key);
+                    break;
+                }
+            }
+        }
+        self.arm_tick();
+    }
+
+    // ---- the hand-over --------------------------------------------------
+
+    /// The info dictionary passed the hash: write the `.torrent`, build the
+    /// torrent's controller and hand it over.
+    fn complete(&mut self, info: Vec<u8>) {
+        let file = torrent_file_bytes(&info, &self.setup.trackers, &self.setup.web_seeds);
+        let metainfo = match Metainfo::from_bytes(&file) {
+            Ok(m) if m.info_hash == self.setup.info_hash => m,
+            Ok(_) | Err(_) => {
+                // The info hash matched, so the torrent itself is broken:
+                // no peer can give us a better one.
+                warn!("{}: fetched metadata is not a valid torrent", self.short());
+                return self.end(TorrentState::Stopped);
+            }
+        };
+        info!(
+            "{}: metadata complete ({} bytes, {} pieces): {}",
+            self.short(),
+            info.len(),
+            metainfo.info.piece_count(),
+            metainfo.info.name
+        );
+        let file: Arc<[u8]> = Arc::from(file);
+        *self.setup.published.torrent_file.lock() = Some(file.clone());
+        let path = self.setup.torrent_file.clone();
+        // Off the controller thread; a failure costs a second fetch after a
+        // restart, nothing else.
+        let spawned = std::thread::Builder::new()
+            .name("bittern-save-meta".into())
+            .spawn(move || {
+                if let Err(e) = write_file(&path, &file) {
+                    warn!("cannot save {}: {e}", path.display());
+                }
+            });
+        if let Err(e) = spawned {
+            warn!("cannot start a thread to save the metadata: {e}");
+        }
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.close(k);
+        }
+        self.remove_from_announcer();
+        let mut options = self.setup.options.clone();
+        let mut peers: Vec<SocketAddr> = self.setup.options.peers.clone();
+        for a in &self.known {
+            if !self.banned.contains(a) && !peers.contains(a) {
+                peers.push(*a);
+            }
+        }
+        options.peers = peers;
+        options.paused = self.paused;
+        let setup = ControllerSetup {
+            id: self.setup.id,
+            metainfo,
+            save_dir: self.setup.save_dir.clone(),
+            options,
+            session: self.setup.session.clone(),
+            registry: self.setup.registry.clone(),
+            commands: self.setup.commands.clone(),
+            links: self.setup.links.clone(),
+            reuse: Some((self.setup.published.clone(), self.setup.events.clone())),
+        };
+        match build_controller(setup) {
+            Ok((ctl, _handle)) => self.handover = Some(Box::new(ctl)),
+            Err(e) => {
+                warn!(
+                    "{}: cannot start after fetching metadata: {e}",
+                    self.short()
+                );
+                self.publish_state(TorrentState::Stopped);
+                self.setup.published.finish();
+            }
+        }
+        self.finished = true;
+    }
+
+    /// Ends the fetch without metadata (removed, or the torrent is broken).
+    fn end(&mut self, state: TorrentState) {
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.close(k);
+        }
+        self.remove_from_announcer();
+        self.publish_state(state);
+        self.finished = true;
+        self.setup.published.finish();
+    }
+
+    // ---- tracker --------------------------------------------------------
+
+    fn start_announcer(&mut self) {
+        let s = &self.setup.session;
+        // The DHT finds the peers of a magnet link without trackers
+        // (whether the torrent is private is only known with the
+        // metadata; the full torrent then decides for itself).
+        if let Some(d) = &s.dht {
+            d.add(self.setup.id, self.setup.info_hash);
+        }
+        if !s.config.announce || self.announcer.is_some() || self.setup.trackers.is_empty() {
+            return;
+        }
+        // Nothing is known of the size: announce as a leecher that lacks
+        // everything (a tracker then hands out seeds).
+        self.transfer.left.store(1, Ordering::Relaxed);
+        let transfer = self.transfer.clone();
+        let stats = Arc::new(move || TransferStats {
+            uploaded: 0,
+            downloaded: 0,
+            left: transfer.left.load(Ordering::Relaxed),
+        });
+        let key = s.announce_key(self.setup.id);
+        let (info_hash, tiers) = (self.setup.info_hash, self.setup.trackers.clone());
+        let mut added = false;
+        s.with_announcer(|a| {
+            a.add(key, info_hash, tiers, stats);
+            added = true;
+        });
+        if added {
+            self.announcer = Some(key);
+        }
+    }
+
+    fn remove_from_announcer(&mut self) {
+        if let Some(d) = &self.setup.session.dht {
+            d.remove(self.setup.id);
+        }
+        if let Some(key) = self.announcer.take() {
+            // `stopped` goes out in the background; the torrent announces
+            // `started` again under a new key.
+            self.setup.session.with_announcer(|a| drop(a.remove(key)));
+        }
+    }
+
+    // ---- status -------------------------------------------------------
+
+    fn emit(&self, e: TorrentEvent) {
+        if self.setup.events.len() < 1024 {
+            let _ = self.setup.events.send(e);
+        }
+    }
+
+    fn publish(&self) {
+        let mut st = self.setup.published.status.lock();
+        st.peers_connected = self
+            .peers
+            .values()
+            .filter(|p| p.ready && !p.closing)
+            .count();
+        st.peers_known = self.known.len();
+        if let Some(a) = &self.assembler {
+            // Progress of the metadata itself, until the size is known.
+            st.progress = a.pieces_have() as f64 / a.piece_count() as f64;
+        }
+        if !self.paused {
+            st.state = TorrentState::FetchingMetadata;
+        }
+    }
+
+    fn publish_state(&self, state: TorrentState) {
+        self.setup.published.status.lock().state = state.clone();
+        self.emit(TorrentEvent::StateChanged(state));
+    }
+}
