@@ -289,6 +289,91 @@ fn libtorrent_finds_bittern_seeder_through_the_dht() {
     assert_saved_contacts_loopback(&src);
 }
 
+/// A libtorrent node seeds a trackerless torrent; `bittern download` given
+/// only `magnet:?xt=urn:btih:HEX` and `--dht-bootstrap` finds the seeder
+/// through the DHT, fetches the metadata from it and the data,
+/// byte-identical.
+#[test]
+fn magnet_download_through_the_dht_alone() {
+    if !libtorrent_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("lt");
+    std::fs::create_dir(&out).unwrap();
+    let size = SIZE.to_string();
+    let (_lt, ready) = LtSwarm::start(&[
+        "--nodes",
+        "8",
+        "--seed",
+        "--size",
+        &size,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let boot = addrs(&ready["nodes"])[0];
+    let ih = ready["info_hash"].as_str().expect("info hash");
+    let magnet = format!("magnet:?xt=urn:btih:{ih}");
+    let dst = tmp.path().join("dl");
+    let r = run_limited(
+        cmd([
+            "download",
+            &magnet,
+            "-d",
+            dst.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "--dht-bootstrap",
+            &boot.to_string(),
+            "--exit-on-complete",
+        ]),
+        Duration::from_secs(90),
+    );
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let got = std::fs::read(dst.join("dht-seed.bin")).expect("downloaded file");
+    let want = std::fs::read(out.join("dht-seed.bin")).expect("seeded file");
+    assert!(got == want, "downloaded bytes differ from the seeder's");
+    assert_saved_contacts_loopback(&dst);
+}
+
+/// bittern seeds a trackerless torrent with only `--dht-bootstrap`; a
+/// libtorrent node given only the magnet link finds bittern through the
+/// DHT, gets the metadata from it (ut_metadata) and the data.
+#[test]
+fn libtorrent_magnet_finds_bittern_seeder() {
+    if !libtorrent_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let data = random_file(&src.join("mag.bin"), SIZE, 24);
+    let t = create(&src.join("mag.bin"), &tmp.path().join("mag.torrent"), &[]);
+    let info = bittern(["info", "--json", t.to_str().unwrap()]);
+    let v: Value = serde_json::from_str(&info.stdout).expect("info json");
+    let ih = v["info_hash"].as_str().expect("info hash").to_string();
+    let (mut lt, ready) = LtSwarm::start(&["--nodes", "8"]);
+    let boot = addrs(&ready["nodes"])[0].to_string();
+    let (_seed, port) = start_seed(&t, &src, &["--dht-bootstrap", &boot]);
+    let ours: SocketAddr = ([127, 0, 0, 1], port).into();
+    let got = lt.ask(
+        json!({"cmd": "leech", "torrent": format!("magnet:?xt=urn:btih:{ih}"), "node": 3, "timeout": 60}),
+        Duration::from_secs(90),
+    );
+    assert_eq!(got["ok"], true, "libtorrent did not finish: {got}");
+    let bytes = std::fs::read(got["path"].as_str().expect("path")).expect("libtorrent's file");
+    assert!(bytes == data, "libtorrent's bytes differ from bittern's");
+    let peers = got["peers"].as_array().cloned().unwrap_or_default();
+    let me = peers
+        .iter()
+        .find(|p| p["addr"] == ours.to_string())
+        .unwrap_or_else(|| panic!("bittern {ours} not among libtorrent's peers {peers:?}"));
+    let source = me["source"].as_u64().unwrap_or(0);
+    assert!(source & 0x2 != 0, "peer source {source:#x} is not dht");
+}
+
 /// libtorrent's `peer_info::utp_socket` flag (bit 17).
 const LT_UTP_SOCKET: u64 = 1 << 17;
 

@@ -16,7 +16,7 @@ outside 127/8, bootstrapped from one another with add_dht_node. With
 
 then serves JSON commands, one per stdin line, one JSON line back each:
 
-    {"cmd": "leech", "torrent": PATH, "node": I, "timeout": S, "peer": "127.0.0.1:P"?}
+    {"cmd": "leech", "torrent": PATH or MAGNET, "node": I, "timeout": S, "peer": "127.0.0.1:P"?}
         -> {"event": "leech", "ok": bool, "sha256": HEX|null, "path": PATH|null, "seconds": S,
             "peers": [{"addr": "127.0.0.1:P", "flags": INT, "source": INT}]}
     {"cmd": "peers", "node": I}   (peers of the torrents node I has)
@@ -137,8 +137,12 @@ def pump_until(nodes, cond, timeout):
 
 
 def add(node, torrent, save):
-    atp = lt.add_torrent_params()
-    atp.ti = lt.torrent_info(torrent)
+    if torrent.startswith("magnet:"):
+        atp = lt.parse_magnet_uri(torrent)
+        atp.trackers = []  # only the DHT (and nothing off loopback)
+    else:
+        atp = lt.add_torrent_params()
+        atp.ti = lt.torrent_info(torrent)
     atp.save_path = save
     atp.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
     return node.ses.add_torrent(atp)
