@@ -52,6 +52,8 @@ pub enum Command {
     Swarm(SwarmArgs),
     /// Run in the foreground as a daemon driven over Transmission's RPC.
     Daemon(DaemonArgs),
+    /// Talk to the Mainline DHT directly (debugging).
+    Dht(DhtCommandArgs),
     /// Drive a running `bittern daemon` (or any Transmission) over its RPC.
     Remote(RemoteArgs),
 }
@@ -186,6 +188,12 @@ pub struct PeerArgs {
     /// RC4-encrypted connections; `disable` speaks plain BitTorrent only.
     #[arg(long, value_name = "MODE", value_enum, default_value_t = EncryptionArg::Prefer)]
     pub encryption: EncryptionArg,
+    /// DHT options.
+    #[command(flatten)]
+    pub dht: DhtArgs,
+    /// Transport options.
+    #[command(flatten)]
+    pub transport: TransportArgs,
     /// Turn peer exchange (BEP 11) off; it is always off for private
     /// torrents.
     #[arg(long)]
@@ -211,6 +219,74 @@ impl From<EncryptionArg> for bittern_engine::Encryption {
             EncryptionArg::Disable => bittern_engine::Encryption::Disable,
         }
     }
+}
+
+/// Peer transports of `download` and `seed`.
+#[derive(Debug, Args)]
+pub struct TransportArgs {
+    /// Accept uTP peers on the listen port and dial uTP first (the default).
+    #[arg(long, overrides_with = "no_utp")]
+    pub utp: bool,
+    /// Neither accept nor dial uTP.
+    #[arg(long)]
+    pub no_utp: bool,
+    /// Accept and dial TCP peers (the default).
+    #[arg(long, overrides_with = "no_tcp")]
+    pub tcp: bool,
+    /// Neither accept nor dial TCP (uTP only; needs uTP on).
+    #[arg(long)]
+    pub no_tcp: bool,
+}
+
+/// DHT (BEP 5) options of `download` and `seed`.
+#[derive(Debug, Args)]
+pub struct DhtArgs {
+    /// Find peers of public torrents on the DHT too (the default).
+    #[arg(long, overrides_with = "no_dht")]
+    pub dht: bool,
+    /// Do not run a DHT node.
+    #[arg(long)]
+    pub no_dht: bool,
+    /// Join the DHT through this node; repeat for more. Without it the
+    /// public routers are used (unless --bind is a loopback address, which
+    /// cannot reach them).
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+    pub dht_bootstrap: Vec<String>,
+}
+
+/// `bittern dht`.
+#[derive(Debug, Args)]
+pub struct DhtCommandArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: DhtCommand,
+}
+
+/// The `dht` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DhtCommand {
+    /// Look up peers of an info hash on the DHT and print them as they are found.
+    GetPeers(GetPeersArgs),
+}
+
+/// `bittern dht get-peers`.
+#[derive(Debug, Args)]
+pub struct GetPeersArgs {
+    /// The info hash (40 hex digits) or a magnet link carrying one.
+    #[arg(value_name = "INFOHASH")]
+    pub info_hash: String,
+    /// Join the DHT through this node; repeat for more (default: the public routers).
+    #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+    pub bootstrap: Vec<String>,
+    /// Address to bind the DHT node's UDP socket to.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// UDP port of the DHT node (0 picks a free one).
+    #[arg(short, long, default_value_t = 0)]
+    pub port: u16,
+    /// Give up after this long.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// `bittern download`.

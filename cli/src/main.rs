@@ -5,6 +5,7 @@
 mod args;
 mod create;
 mod daemon;
+mod dht;
 mod exit;
 mod glob;
 mod info;
@@ -48,6 +49,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Code> {
         Command::Tracker(a) => tracker::run(a, &signals::install()?),
         Command::Swarm(a) => swarm::run(a, &signals::install()?),
         Command::Daemon(a) => daemon::run(a, &signals::install()?),
+        Command::Dht(a) => dht::run(a, &signals::install()?),
         Command::Remote(a) => remote::run(a),
     }
 }

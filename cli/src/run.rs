@@ -48,8 +48,18 @@ pub fn open_session(config: SessionConfig) -> anyhow::Result<Session> {
     })
 }
 
-fn session_config(common: &PeerArgs, download_limit: Option<u64>) -> SessionConfig {
-    SessionConfig {
+fn session_config(common: &PeerArgs, download_limit: Option<u64>) -> anyhow::Result<SessionConfig> {
+    let utp = !common.transport.no_utp || common.transport.utp;
+    let tcp = !common.transport.no_tcp || common.transport.tcp;
+    if !utp && !tcp {
+        return Err(coded(
+            Code::Usage,
+            anyhow!("--no-tcp and --no-utp leave no way to reach peers"),
+        ));
+    }
+    // Only loopback addresses given: the public DHT routers are out of reach.
+    let loopback = !common.bind.is_empty() && common.bind.iter().all(IpAddr::is_loopback);
+    Ok(SessionConfig {
         // No --bind: both families' unspecified addresses (dual stack);
         // else exactly the addresses given, on one port.
         listen: SocketAddr::new(
@@ -70,10 +80,13 @@ fn session_config(common: &PeerArgs, download_limit: Option<u64>) -> SessionConf
             // The interface follows the listen address (see SessionConfig).
             bittern_engine::LsdConfig::new(std::net::Ipv4Addr::UNSPECIFIED, common.port)
         }),
+        dht: crate::dht::settings(&common.dht, loopback, &common.dir),
+        utp,
+        tcp,
         encryption: common.encryption.into(),
         pex: !common.no_pex,
         ..SessionConfig::default()
-    }
+    })
 }
 
 /// Per-file flags for `--only`; empty when every file is wanted.
@@ -154,7 +167,7 @@ pub fn download(args: &DownloadArgs, stop: &Stop) -> anyhow::Result<Code> {
             anyhow!("--save-torrent takes exactly one magnet link"),
         ));
     }
-    let config = session_config(&args.common, args.download_limit);
+    let config = session_config(&args.common, args.download_limit)?;
     let save = args.save_torrent.as_deref();
     serve(jobs, &args.common.dir, config, Mode::Download, stop, save)
 }
@@ -184,7 +197,7 @@ pub fn seed(args: &SeedArgs, stop: &Stop) -> anyhow::Result<Code> {
         };
         jobs.push((TorrentArg::Meta(m), options));
     }
-    let config = session_config(&args.common, None);
+    let config = session_config(&args.common, None)?;
     serve(jobs, &args.common.dir, config, Mode::Seed, stop, None)
 }
 
@@ -280,6 +293,7 @@ fn serve(
     let mut announced = vec![false; handles.len()];
     let mut reported_error = vec![false; handles.len()];
     let mut incomplete_seed = None;
+    let mut dht_shown = crate::dht::NodeCount::default();
     let mut saved = save_torrent.is_none();
     let interrupted = loop {
         if let (false, Some(path), Some(h)) = (saved, save_torrent, handles.first()) {
@@ -290,6 +304,7 @@ fn serve(
         }
         let statuses: Vec<TorrentStatus> = handles.iter().map(TorrentHandle::status).collect();
         display.update(&statuses, false);
+        dht_shown.show(session.dht_nodes());
         for (i, s) in statuses.iter().enumerate() {
             if let TorrentState::Error(e) = &s.state {
                 if !reported_error[i] {

@@ -351,7 +351,7 @@ impl<'a> View<'a> {
                            "peerIsChoked": p.peer_choking, "peerIsInterested": p.peer_interested,
                            "isDownloadingFrom": p.download_rate >= 1.0,
                            "isUploadingTo": p.upload_rate >= 1.0,
-                           "isEncrypted": false, "isIncoming": p.incoming, "isUTP": false,
+                           "isEncrypted": false, "isIncoming": p.incoming, "isUTP": p.utp,
                            "flagStr": flag_str(p),
                            "progress": p.pieces as f64 / pieces,
                            "rateToClient": p.download_rate.max(0.0).round() as u64,
@@ -408,6 +408,9 @@ fn flag_str(p: &PeerInfo) -> String {
     }
     if p.peer_interested {
         s.push(if p.am_choking { 'u' } else { 'U' });
+    }
+    if p.utp {
+        s.push('T');
     }
     if p.incoming {
         s.push('I');

@@ -119,8 +119,10 @@
 //!   a large reply yet.
 //! - The simulator measures lookups in a network that bootstrapped in a
 //!   quiet world; it does not model churn over time or NAT.
-//! - Engine integration (announces per torrent, the `port` message, CLI
-//!   flags) comes later.
+//! - The engine (`bittern-engine`, `engine/src/dht.rs`) drives a [`Node`]
+//!   on its own thread on the listen port's UDP socket (shared with uTP):
+//!   announces per public torrent, lookups when short of peers, the BEP 5
+//!   `port` message, state saved under the resume directory.
 #![deny(missing_docs)]
 
 mod id;

@@ -253,10 +253,27 @@ impl Dht {
     /// channel as replies bring them (at most 1,000 buffered); the channel
     /// closes when the lookup ends, so `for peer in rx` ends too.
     pub fn get_peers_stream(&self, info_hash: InfoHash) -> Receiver<SocketAddr> {
+        self.begin_stream(|n, now| n.get_peers(info_hash, now))
+    }
+
+    /// Starts an announce (see [`Dht::announce`]) without waiting; the
+    /// peers its get_peers phase finds arrive on the returned channel as
+    /// replies bring them, and the channel closes when the lookup ends.
+    pub fn announce_stream(&self, info_hash: InfoHash, port: Option<u16>) -> Receiver<SocketAddr> {
+        self.begin_stream(|n, now| n.announce(info_hash, port, now))
+    }
+
+    /// Starts joining the DHT through `nodes` without waiting (see
+    /// [`Dht::bootstrap`]); the result arrives on the returned channel.
+    pub fn start_bootstrap(&self, nodes: &[SocketAddr]) -> Receiver<LookupResult> {
+        self.begin(|n, now| n.bootstrap(nodes, now))
+    }
+
+    fn begin_stream(&self, f: impl FnOnce(&mut Node, Instant) -> LookupId) -> Receiver<SocketAddr> {
         let (tx, rx) = bounded(1000);
         let (out, done) = {
             let mut g = self.shared.state.lock();
-            let id = g.node.get_peers(info_hash, Instant::now());
+            let id = f(&mut g.node, Instant::now());
             g.streams.insert(id, tx);
             Shared::drain(&mut g)
         };

@@ -82,6 +82,19 @@ pub struct SessionConfig {
     /// one streams to disk at most this far behind, which bounds what a
     /// resume save or a stop has to flush. `Duration::ZERO`: at once.
     pub writeback_delay: Duration,
+    /// The DHT (BEP 5) on the listen port's UDP twin; `None`: off. Public
+    /// torrents announce there and look up peers; private ones never do.
+    pub dht: Option<crate::dht::DhtSettings>,
+    /// uTP (BEP 29) on the listen port's UDP twin: incoming uTP
+    /// connections are accepted and routed like TCP ones, and outgoing
+    /// connections try uTP first (TCP after `utp_connect_timeout`, if
+    /// `tcp`). Off by default in the engine; the CLI turns it on.
+    pub utp: bool,
+    /// TCP: outgoing connections may use it and incoming ones are
+    /// accepted. Off only for tests that must run over uTP alone.
+    pub tcp: bool,
+    /// How long an outgoing uTP connect may take before TCP is tried.
+    pub utp_connect_timeout: Duration,
     /// Download from the torrents' web seeds (BEP 19 `url-list`).
     pub web_seeds: bool,
     /// How web seeds are fetched.
@@ -114,6 +127,13 @@ pub enum Encryption {
     Require,
 }
 
+impl SessionConfig {
+    /// Whether the session needs its UDP socket (DHT or uTP on).
+    pub(crate) fn wants_udp(&self) -> bool {
+        self.dht.is_some() || self.utp
+    }
+}
+
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
@@ -142,6 +162,10 @@ impl Default for SessionConfig {
             mapped_upload: true,
             stop_flush_limit: 64 << 20,
             writeback_delay: Duration::from_secs(5),
+            dht: None,
+            utp: false,
+            tcp: true,
+            utp_connect_timeout: Duration::from_secs(3),
             web_seeds: true,
             web_seed: crate::webseed::WebSeedConfig::default(),
             lsd: None,

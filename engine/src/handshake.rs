@@ -17,7 +17,7 @@
 //! clear.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use bittern_wire::mse::{
@@ -196,10 +196,11 @@ pub(crate) fn dial(
     ours: &Handshake,
     policy: Encryption,
     timeout: std::time::Duration,
+    transport: &dyn Fn(SocketAddr, std::time::Duration) -> Result<Socket, PeerError>,
     attach: &dyn Fn(&Socket) -> Result<(), PeerError>,
 ) -> Result<(PeerStream, Handshake), PeerError> {
     let connect = || -> Result<Socket, PeerError> {
-        let s = Socket::Tcp(TcpStream::connect_timeout(&addr, timeout)?);
+        let s = transport(addr, timeout)?;
         attach(&s)?;
         Ok(s)
     };

@@ -35,6 +35,7 @@
 
 pub mod choker;
 mod config;
+mod dht;
 mod error;
 mod fasthash;
 mod handshake;
@@ -51,11 +52,13 @@ mod shared;
 mod status;
 mod torrent;
 mod transport;
+mod udp;
 pub mod webseed;
 mod writeback;
 
 pub use choker::{ChokeCandidate, Choker, ChokerConfig};
 pub use config::{Encryption, SeedGoal, SessionConfig, Timing, TorrentOptions};
+pub use dht::DhtSettings;
 pub use error::{Error, PeerError, TorrentError, Violation};
 pub use lsd::{Lsd, LsdCommand, LsdConfig, LsdEvent};
 pub use picker::{PeerKey, PiecePicker};

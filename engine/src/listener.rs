@@ -315,42 +315,113 @@ fn listen(
                 continue;
             }
         };
-        if pending.all.load(Ordering::Relaxed) >= MAX_PENDING_HANDSHAKES
-            || shared.connections.load(Ordering::Relaxed) >= shared.config.max_connections
-        {
-            debug!("dropping incoming connection: too many");
+        if !shared.config.tcp {
+            debug!("dropping incoming tcp connection: tcp is off");
             continue;
         }
-        let Ok(peer) = stream.peer_addr() else {
-            continue;
-        };
-        let host = peer.ip();
-        {
-            let mut hosts = pending.per_host.lock();
-            let n = hosts.entry(host).or_insert(0);
-            // 127.0.0.1 and ::1 are exempt: every peer of a local test or
-            // demo swarm comes from there.
-            let local = host == Ipv4Addr::LOCALHOST || host == Ipv6Addr::LOCALHOST;
-            if *n >= MAX_PENDING_PER_HOST && !local {
-                debug!("{peer}: dropping incoming connection: too many pending from this host");
-                continue;
-            }
-            *n += 1;
+        admit(Socket::Tcp(stream), registry, commands, shared, pending);
+    }
+}
+
+/// Admission of an incoming connection, TCP or uTP alike: bounded pending
+/// handshakes in all and per host, then a short-lived thread reads the
+/// handshake and routes the connection to its torrent.
+pub(crate) fn admit(
+    socket: Socket,
+    registry: &Registry,
+    commands: &Sender<Ctl>,
+    shared: &Arc<SessionShared>,
+    pending: &Pending,
+) {
+    if pending.all.load(Ordering::Relaxed) >= MAX_PENDING_HANDSHAKES
+        || shared.connections.load(Ordering::Relaxed) >= shared.config.max_connections
+    {
+        debug!("dropping incoming connection: too many");
+        return;
+    }
+    let Ok(peer) = socket.peer_addr() else {
+        return;
+    };
+    let host = peer.ip();
+    {
+        let mut hosts = pending.per_host.lock();
+        let n = hosts.entry(host).or_insert(0);
+        // 127.0.0.1 and ::1 are exempt: every peer of a local test or
+        // demo swarm comes from there.
+        let local = host == Ipv4Addr::LOCALHOST || host == Ipv6Addr::LOCALHOST;
+        if *n >= MAX_PENDING_PER_HOST && !local {
+            debug!("{peer}: dropping incoming connection: too many pending from this host");
+            return;
         }
-        pending.all.fetch_add(1, Ordering::Relaxed);
-        let (registry, slot) = (registry.clone(), pending.clone());
-        let commands = commands.clone();
-        let timeout = shared.config.timing.connect_timeout;
-        let policy = shared.config.encryption;
-        let spawned = std::thread::Builder::new()
-            .name("bittern-handshake".into())
+        *n += 1;
+    }
+    pending.all.fetch_add(1, Ordering::Relaxed);
+    let (registry, slot) = (registry.clone(), pending.clone());
+    let commands = commands.clone();
+    let timeout = shared.config.timing.connect_timeout;
+    let policy = shared.config.encryption;
+    let spawned = std::thread::Builder::new()
+        .name("bittern-handshake".into())
+        .spawn(move || {
+            route(socket, &registry, &commands, timeout, policy);
+            slot.release(host);
+        });
+    if spawned.is_err() {
+        pending.release(host);
+    }
+}
+
+/// The thread that takes incoming uTP connections of one multiplexer and
+/// admits them like TCP ones.
+pub(crate) struct UtpAcceptor {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UtpAcceptor {
+    /// Starts the accept thread of `mux`.
+    pub(crate) fn spawn(
+        mux: bittern_utp::Multiplexer,
+        registry: Registry,
+        commands: Sender<Ctl>,
+        shared: Arc<SessionShared>,
+        pending: Pending,
+    ) -> Result<UtpAcceptor, Error> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("bittern-utp-accept".into())
             .spawn(move || {
-                route(stream, &registry, &commands, timeout, policy);
-                slot.release(host);
-            });
-        if spawned.is_err() {
-            pending.release(host);
+                while !flag.load(Ordering::SeqCst) {
+                    match mux.accept_timeout(Duration::from_millis(200)) {
+                        Ok(s) => admit(Socket::Utp(s), &registry, &commands, &shared, &pending),
+                        Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+                        Err(e) => {
+                            debug!("utp accept: {e}");
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                    }
+                }
+            })
+            .map_err(Error::Spawn)?;
+        Ok(UtpAcceptor {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the thread (within 200 ms) and waits for it.
+    pub(crate) fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
+    }
+}
+
+impl Drop for UtpAcceptor {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -371,17 +442,16 @@ impl Pending {
 /// Reads the handshake (plain or MSE, as `policy` allows) and hands the
 /// connection to its torrent.
 fn route(
-    stream: TcpStream,
+    socket: Socket,
     registry: &Registry,
     commands: &Sender<Ctl>,
     timeout: Duration,
     policy: Encryption,
 ) {
-    let peer = stream.peer_addr().ok();
+    let peer = socket.peer_addr().ok();
     let lookup = |h: &[u8; 20]| registry.lock().find_obfuscated(h);
     let deadline = Instant::now() + timeout;
-    let (stream, hs) = match crate::handshake::accept(Socket::Tcp(stream), policy, lookup, deadline)
-    {
+    let (stream, hs) = match crate::handshake::accept(socket, policy, lookup, deadline) {
         Ok(x) => x,
         Err(e) => {
             debug!("{peer:?}: incoming connection dropped: {e}");

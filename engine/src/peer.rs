@@ -108,6 +108,8 @@ pub(crate) enum PeerEvent {
         peer_id: PeerId,
         fast: bool,
         incoming: bool,
+        /// Over uTP rather than TCP.
+        utp: bool,
         /// The stream is RC4-encrypted (MSE).
         encrypted: bool,
     },
@@ -196,6 +198,59 @@ pub(crate) struct PeerContext {
     pub ext: ExtensionSetup,
     /// How connections we dial use protocol encryption.
     pub encryption: crate::config::Encryption,
+    /// The session's DHT node and its UDP port (BEP 5 `port` message), for
+    /// public torrents while the DHT is on.
+    pub dht: Option<(Arc<crate::dht::SessionDht>, u16)>,
+    /// How outgoing connections are made.
+    pub dial: Dial,
+}
+
+/// The transports outgoing connections may use, in order: uTP first
+/// when the session runs it, then TCP (unless `--no-tcp`).
+#[derive(Clone)]
+pub(crate) struct Dial {
+    /// The session's uTP multiplexers by local address (empty: no
+    /// outgoing uTP); a peer is dialled from the one of its family.
+    pub utp: Vec<(SocketAddr, bittern_utp::Multiplexer)>,
+    /// How long a uTP connect may take before TCP is tried.
+    pub utp_timeout: Duration,
+    /// Outgoing TCP allowed.
+    pub tcp: bool,
+}
+
+impl Dial {
+    /// Connects to `addr`: uTP first (if on), TCP as the fallback (if on).
+    /// A uTP dial gives up as soon as `cancelled` (the controller closed the
+    /// connection): a peer that never answers must not hold up a stop.
+    fn connect(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Socket, PeerError> {
+        let mux = self
+            .utp
+            .iter()
+            .find(|(local, _)| local.is_ipv4() == addr.is_ipv4())
+            .map(|(_, m)| m);
+        if let Some(mux) = mux {
+            match mux.connect_cancellable(addr, self.utp_timeout.min(timeout), cancelled) {
+                Ok(s) => return Ok(Socket::Utp(s)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(PeerError::Closed),
+                Err(e) if self.tcp => debug!("{addr}: utp connect failed ({e}), trying tcp"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !self.tcp {
+            return Err(PeerError::Io(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "no transport to dial with (tcp and utp off)",
+            )));
+        }
+        Ok(Socket::Tcp(std::net::TcpStream::connect_timeout(
+            &addr, timeout,
+        )?))
+    }
 }
 
 impl PeerContext {
@@ -291,6 +346,11 @@ impl SocketSlot {
         *slot = Slot::Cut;
     }
 
+    /// Whether the controller cut the connection (a dial in progress gives up).
+    fn is_cut(&self) -> bool {
+        matches!(*self.0.lock(), Slot::Cut)
+    }
+
     /// Keeps a clone of the new connection's socket for `cut`. Fails when
     /// the connection was cut before it was established.
     fn attach(&self, stream: &Socket) -> Result<(), PeerError> {
@@ -382,9 +442,9 @@ fn run(
 ) -> Result<(), PeerError> {
     let (mut stream, theirs, incoming) = open(
         &ctx.timing,
-        ctx.info_hash,
-        ctx.our_id,
+        &our_handshake(ctx),
         ctx.encryption,
+        &ctx.dial,
         origin,
         socket,
     )?;
@@ -417,6 +477,10 @@ fn run(
         }
         .encode(&mut out);
     }
+    // BEP 5: our DHT port to a peer that runs a DHT node too.
+    if let (Some((_, port)), true) = (&ctx.dht, theirs.supports_dht()) {
+        Message::Port(*port).encode(&mut out);
+    }
     stream.send(&mut out)?;
     out.clear();
     send(
@@ -426,6 +490,7 @@ fn run(
             peer_id: theirs.peer_id,
             fast,
             incoming,
+            utp: matches!(stream.socket(), Socket::Utp(_)),
             encrypted: stream.is_encrypted(),
         },
     );
@@ -445,7 +510,7 @@ fn run(
         let reader = std::thread::Builder::new()
             .name(format!("pr-{}-{}", &ctx.info_hash.to_hex()[..8], ctx.key.0))
             .spawn_scoped(scope, move || {
-                let r = read_loop(ctx, reader_stream, fast, link_r, &to_writer);
+                let r = read_loop(ctx, reader_stream, addr, fast, link_r, &to_writer);
                 if let Err(e) = r {
                     *link_r.reader_error.lock() = Some(e);
                 }
@@ -475,33 +540,43 @@ fn run(
     })
 }
 
+/// Our handshake: the DHT bit set while we run a DHT node for this torrent.
+fn our_handshake(ctx: &PeerContext) -> Handshake {
+    Handshake::new(ctx.info_hash, ctx.our_id).with_dht(ctx.dht.is_some())
+}
+
 /// Connects (or takes the accepted socket), exchanges the 68-byte
 /// handshakes and checks theirs: the stream, their handshake, and whether
 /// they dialled us.
-fn open(
+pub(crate) fn open(
     t: &Timing,
-    info_hash: InfoHash,
-    our_id: PeerId,
+    ours: &Handshake,
     encryption: crate::config::Encryption,
+    dial: &Dial,
     origin: Origin,
     socket: &SocketSlot,
 ) -> Result<(Box<PeerStream>, Handshake, bool), PeerError> {
     let (s, theirs, incoming) = match origin {
         Origin::Outgoing(addr) => {
-            let ours = Handshake::new(info_hash, our_id);
             let attach = |s: &Socket| socket.attach(s);
-            let (s, hs) =
-                crate::handshake::dial(addr, &ours, encryption, t.connect_timeout, &attach)?;
+            let (s, hs) = crate::handshake::dial(
+                addr,
+                ours,
+                encryption,
+                t.connect_timeout,
+                &|a, timeout| dial.connect(a, timeout, &|| socket.is_cut()),
+                &attach,
+            )?;
             (Box::new(s), hs, false)
         }
         Origin::Incoming(mut s, hs) => {
             socket.attach(s.socket())?;
             s.socket().set_write_timeout(Some(t.connect_timeout))?;
-            s.send(&mut Handshake::new(info_hash, our_id).encode())?;
+            s.send(&mut ours.encode())?;
             (s, hs, true)
         }
     };
-    if theirs.peer_id == our_id {
+    if theirs.peer_id == ours.peer_id {
         return Err(PeerError::SelfConnection);
     }
     Ok((s, theirs, incoming))

@@ -162,6 +162,10 @@ pub(crate) struct SessionShared {
     /// Our address as the last peer that told us (`yourip`, BEP 10) saw
     /// it: for the DHT, later.
     pub external_ip: Mutex<Option<std::net::IpAddr>>,
+    /// The session's DHT node and its schedule (`None`: DHT off).
+    pub dht: Option<Arc<crate::dht::SessionDht>>,
+    /// How peer connections are dialled (uTP, TCP).
+    pub dial: crate::peer::Dial,
 }
 
 impl SessionShared {
@@ -230,6 +234,11 @@ pub struct Session {
     torrents: Mutex<Vec<TorrentHandle>>,
     /// One listening socket per address, all on one port (see `listener`).
     listeners: Vec<Listener>,
+    /// The UDP sockets on the listen port (uTP, and the DHT on the first),
+    /// when either is on.
+    udp: Vec<bittern_utp::UtpSocket>,
+    /// One thread per UDP socket admitting incoming uTP connections.
+    utp_acceptors: Vec<crate::listener::UtpAcceptor>,
     /// The controller thread running every torrent, and its inputs.
     controller: Option<JoinHandle<()>>,
     commands: Sender<Ctl>,
@@ -243,7 +252,11 @@ impl Session {
     /// # Errors
     /// [`Error::Listen`] when the address cannot be bound (port in use).
     pub fn new(config: SessionConfig) -> Result<Session, Error> {
-        let sockets = crate::listener::bind_all(&config)?;
+        let crate::udp::Bound {
+            tcp: sockets,
+            udp,
+            dht: dht_slot,
+        } = crate::udp::bind_all(&config)?;
         let addrs: Vec<SocketAddr> = sockets
             .iter()
             .map(TcpListener::local_addr)
@@ -263,6 +276,31 @@ impl Session {
             .thread_name(|i| format!("bittern-hash-{i}"))
             .build()
             .map_err(|e| Error::Spawn(std::io::Error::other(e)))?;
+        let (central, commands, links) = Central::new();
+        let dht = match (&config.dht, udp.first()) {
+            (Some(settings), Some(socket)) => {
+                info!("dht node on udp {}", socket.local_addr());
+                Some(crate::dht::SessionDht::start(
+                    settings.clone(),
+                    socket.udp().clone(),
+                    &dht_slot,
+                    port,
+                    links.sources.clone(),
+                )?)
+            }
+            _ => None,
+        };
+        let dial = crate::peer::Dial {
+            utp: if config.utp {
+                udp.iter()
+                    .map(|u| (u.local_addr(), u.multiplexer().clone()))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            utp_timeout: config.utp_connect_timeout,
+            tcp: config.tcp,
+        };
         let shared = Arc::new(SessionShared {
             peer_id: PeerId::generate(&config.peer_id_prefix),
             files: Arc::new(FilePool::new(config.max_open_files)),
@@ -280,10 +318,11 @@ impl Session {
             announce_generation: AtomicU64::new(1),
             lsd: Mutex::new(None),
             external_ip: Mutex::new(None),
+            dht,
+            dial,
             config,
         });
         let registry: Registry = Arc::default();
-        let (central, commands, links) = Central::new();
         if shared.config.announce {
             let handle = spawn_announcer(&shared, links.sources.clone())?;
             *shared.announcer.lock() = Some(handle);
@@ -313,6 +352,16 @@ impl Session {
                 pending.clone(),
             )?);
         }
+        let mut utp_acceptors = Vec::new();
+        for (_, mux) in &shared.dial.utp {
+            utp_acceptors.push(crate::listener::UtpAcceptor::spawn(
+                mux.clone(),
+                registry.clone(),
+                commands.clone(),
+                shared.clone(),
+                pending.clone(),
+            )?);
+        }
         for addr in &addrs {
             info!("listening on {addr}");
         }
@@ -321,6 +370,8 @@ impl Session {
             registry,
             torrents: Mutex::new(Vec::new()),
             listeners,
+            udp,
+            utp_acceptors,
             controller: Some(controller),
             commands,
             links,
@@ -349,6 +400,30 @@ impl Session {
     /// Our peer id.
     pub fn peer_id(&self) -> PeerId {
         self.shared.peer_id
+    }
+
+    /// The address of the session's first UDP socket (uTP and the DHT),
+    /// when it has one.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp.first().map(bittern_utp::UtpSocket::local_addr)
+    }
+
+    /// Nodes in the DHT's routing table (`None`: DHT off).
+    pub fn dht_nodes(&self) -> Option<usize> {
+        self.shared.dht.as_ref().map(|d| d.node_count())
+    }
+
+    /// Our DHT node id (`None`: DHT off).
+    pub fn dht_id(&self) -> Option<bittern_dht::NodeId> {
+        self.shared.dht.as_ref().map(|d| d.id())
+    }
+
+    /// The addresses in the DHT's routing table (empty with the DHT off).
+    pub fn dht_contacts(&self) -> Vec<SocketAddr> {
+        self.shared
+            .dht
+            .as_ref()
+            .map_or_else(Vec::new, |d| d.contacts())
     }
 
     /// Adds a torrent whose data lives under `save_dir` (single-file
@@ -574,9 +649,15 @@ impl Session {
             let _ = self.commands.send(Ctl::Exit);
             let _ = c.join();
         }
+        if let Some(d) = &self.shared.dht {
+            d.shutdown();
+        }
         for mut l in std::mem::take(&mut self.listeners) {
             debug!("closing the listener on {}", l.addr());
             l.stop();
+        }
+        for mut a in std::mem::take(&mut self.utp_acceptors) {
+            a.stop();
         }
     }
 }

@@ -116,6 +116,8 @@ pub struct PeerInfo {
     pub outstanding: usize,
     /// Whether they connected to us.
     pub incoming: bool,
+    /// The connection runs over uTP (BEP 29) rather than TCP.
+    pub utp: bool,
     /// Whether the connection is RC4-encrypted (MSE/PE).
     pub encrypted: bool,
     /// No block from them for a while although we asked.

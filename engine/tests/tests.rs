@@ -1,5 +1,6 @@
 //! Engine integration tests: whole sessions on 127.0.0.1.
 
+mod dht;
 mod e2e;
 mod encryption;
 mod fake;
@@ -17,5 +18,6 @@ mod reliability;
 mod scale;
 mod superseed;
 mod util;
+mod utp;
 mod webseed;
 mod webseed_session;

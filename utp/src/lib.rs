@@ -79,8 +79,10 @@
 //!
 //! No MTU discovery (payloads stay ≤ 1452 bytes, 1432 over IPv6, as
 //! libtorrent's floor on Ethernet); no UDP GSO/GRO (sends are `sendmmsg`
-//! batches); the engine does not use this crate yet; no `tc netem` namespace
-//! tests (the lossy links are simulated).
+//! batches); no `tc netem` namespace tests (the lossy links are simulated).
+//! The engine uses this crate through the seam above (`engine/src/udp.rs`):
+//! one [`UtpSocket`] per session on the listen port, the DHT as its
+//! [`OtherHandler`].
 
 #![deny(missing_docs)]
 

@@ -29,7 +29,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::conn::{Config, Connection};
 use crate::packet::{looks_like_utp, Packet, PacketType};
@@ -83,6 +83,8 @@ impl<T: Transmit> Transmit for Arc<T> {
 
 /// Datagrams handed to the socket per `send_batch` call.
 const SEND_BATCH: usize = 64;
+/// How often a cancellable connect asks whether it was cancelled.
+const CANCEL_POLL: Duration = Duration::from_millis(20);
 
 /// Multiplexer settings.
 #[derive(Debug, Clone, Copy)]
@@ -364,6 +366,22 @@ impl Multiplexer {
     /// # Errors
     /// `TimedOut` when no answer came in time, `ConnectionRefused` on a reset.
     pub fn connect(&self, peer: SocketAddr, timeout: Duration) -> io::Result<UtpStream> {
+        self.connect_cancellable(peer, timeout, &|| false)
+    }
+
+    /// [`connect`](Self::connect) that also gives up, with `Interrupted`,
+    /// as soon as `cancelled` returns true (asked every 20 ms, without any
+    /// lock of the multiplexer held): for a caller whose connection is
+    /// closed while it dials a peer that never answers.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect); `Interrupted` when cancelled.
+    pub fn connect_cancellable(
+        &self,
+        peer: SocketAddr,
+        timeout: Duration,
+        cancelled: &dyn Fn() -> bool,
+    ) -> io::Result<UtpStream> {
         let sh = &self.shared;
         let now = sh.now_us();
         let deadline = Instant::now() + timeout;
@@ -404,7 +422,15 @@ impl Multiplexer {
             if let Some(f) = st.conn.failure() {
                 break Err(crate::stream::failure_error(f));
             }
-            if cell.writable.wait_until(&mut st, deadline).timed_out() {
+            let slice = (Instant::now() + CANCEL_POLL).min(deadline);
+            let timed_out = cell.writable.wait_until(&mut st, slice).timed_out();
+            if timed_out && MutexGuard::unlocked(&mut st, cancelled) {
+                break Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "utp connect cancelled",
+                ));
+            }
+            if timed_out && Instant::now() >= deadline {
                 break Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "utp connect timed out",

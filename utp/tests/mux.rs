@@ -139,3 +139,31 @@ fn ipv6_peers_get_1452_byte_datagrams() {
     assert!(data.iter().all(|(_, d)| d.len() <= 1452));
     assert_eq!(data[0].1.len(), 1452);
 }
+
+/// A connect to a peer that never answers ends with `Interrupted` soon
+/// after the caller cancels it, long before its timeout, and leaves no
+/// connection behind; uncancelled, it runs to its timeout.
+#[test]
+fn a_cancelled_connect_ends_at_once() {
+    let rec = Arc::new(Recorder::default());
+    let mux = Multiplexer::new(rec.clone(), None, MuxConfig::default()).unwrap();
+    let silent = addr(7);
+    let began = std::time::Instant::now();
+    let cancel_at = began + Duration::from_millis(100);
+    let e = mux
+        .connect_cancellable(silent, Duration::from_secs(10), &|| {
+            std::time::Instant::now() >= cancel_at
+        })
+        .unwrap_err();
+    let took = began.elapsed();
+    assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "{e}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert_eq!(mux.connection_count(), 0);
+    assert!(!rec.0.lock().unwrap().is_empty(), "no SYN was sent");
+    let began = std::time::Instant::now();
+    let e = mux
+        .connect_cancellable(silent, Duration::from_millis(300), &|| false)
+        .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+    assert!(began.elapsed() >= Duration::from_millis(300));
+}

@@ -16,8 +16,8 @@ use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
 use bittern_wire::{
-    decode_message, Extension, ExtensionHandshake, InfoHash, Message, MetadataMessage, PeerId,
-    METADATA_PIECE_LEN,
+    decode_message, Extension, ExtensionHandshake, Handshake, InfoHash, Message, MetadataMessage,
+    PeerId, METADATA_PIECE_LEN,
 };
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use log::debug;
@@ -47,6 +47,8 @@ pub(crate) struct MetaContext {
     pub timing: Timing,
     /// How connections we dial use protocol encryption.
     pub encryption: crate::config::Encryption,
+    /// How connections are dialled (uTP, TCP).
+    pub dial: super::Dial,
 }
 
 /// Starts a metadata-phase connection, which owns `conn` until it ends.
@@ -87,11 +89,12 @@ fn run(
     commands: &Receiver<PeerCommand>,
     conn: &Connection,
 ) -> Result<(), PeerError> {
+    // No DHT bit: whether the torrent is private is in the metadata we lack.
     let (mut stream, theirs, incoming) = open(
         &ctx.timing,
-        ctx.info_hash,
-        ctx.our_id,
+        &Handshake::new(ctx.info_hash, ctx.our_id),
         ctx.encryption,
+        &ctx.dial,
         origin,
         &conn.socket,
     )?;
@@ -132,6 +135,7 @@ fn run(
             peer_id: theirs.peer_id,
             fast,
             incoming,
+            utp: matches!(stream.socket(), crate::transport::Socket::Utp(_)),
             encrypted: stream.is_encrypted(),
         },
     );

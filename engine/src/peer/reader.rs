@@ -3,6 +3,7 @@
 //! writer.
 
 use std::io::{self, Read};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -22,12 +23,13 @@ use crate::transport::PeerReader;
 pub(super) fn read_loop(
     ctx: &PeerContext,
     stream: PeerReader,
+    peer: SocketAddr,
     fast: bool,
     link: &Link,
     to_writer: &Sender<()>,
 ) -> Result<(), PeerError> {
     let mut batch = Vec::new();
-    let r = read_frames(ctx, stream, fast, link, to_writer, &mut batch);
+    let r = read_frames(ctx, stream, peer, fast, link, to_writer, &mut batch);
     // Blocks already on disk must be reported whatever ended the loop.
     flush_blocks(ctx, &mut batch);
     r
@@ -49,6 +51,7 @@ fn emit(ctx: &PeerContext, batch: &mut Vec<(BlockRef, bool)>, event: PeerEvent) 
 fn read_frames(
     ctx: &PeerContext,
     mut stream: PeerReader,
+    peer: SocketAddr,
     fast: bool,
     link: &Link,
     to_writer: &Sender<()>,
@@ -60,6 +63,7 @@ fn read_frames(
     let mut end = 0; // one past the last byte read
     let mut last_message = Instant::now();
     let mut first = true;
+    let mut dht_pinged = false;
     // The pieces the peer announced so far, to turn a late piece set into
     // HAVEs for the new pieces only.
     let mut known = Bitfield::new(piece_count);
@@ -199,7 +203,15 @@ fn read_frames(
                         }
                     }
                 }
-                Message::Port(_) | Message::Suggest(_) => {}
+                Message::Port(port) => {
+                    // BEP 5: ping the peer's DHT node (once per
+                    // connection); it enters our table if it answers.
+                    if let (Some((dht, _)), true) = (&ctx.dht, port != 0 && !dht_pinged) {
+                        dht_pinged = true;
+                        dht.add_node(SocketAddr::new(peer.ip(), port));
+                    }
+                }
+                Message::Suggest(_) => {}
                 Message::Reject(b) => {
                     if !fast {
                         return Err(PeerError::Protocol(Violation::RejectWithoutFast));

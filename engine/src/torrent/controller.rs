@@ -241,6 +241,8 @@ struct Peer {
     thread: Option<JoinHandle<()>>,
     ready: bool,
     incoming: bool,
+    /// Over uTP rather than TCP.
+    utp: bool,
     peer_id: Option<PeerId>,
     bits: Option<Bitfield>,
     fast: bool,
@@ -349,6 +351,8 @@ pub(crate) struct Controller {
 
     /// This torrent's key in the session announcer while it is added.
     announcer: Option<TorrentKey>,
+    /// On the session DHT's schedule (public torrents while running).
+    on_dht: bool,
     transfer: Arc<Transfer>,
     up_limit: Arc<RateLimiter>,
     down_limit: Arc<RateLimiter>,
@@ -501,6 +505,7 @@ impl Controller {
             banned: HashSet::new(),
             bad_data: BadDataGuard::default(),
             announcer: None,
+            on_dht: false,
             transfer: Arc::default(),
             down_rate: RateMeasure::new(Duration::from_secs(20), now),
             up_rate: RateMeasure::new(Duration::from_secs(20), now),
@@ -594,6 +599,7 @@ impl Controller {
                 peer_id,
                 fast,
                 incoming,
+                utp,
                 encrypted,
             } => {
                 let duplicate = self
@@ -609,6 +615,7 @@ impl Controller {
                 p.peer_id = Some(peer_id);
                 p.fast = fast;
                 p.incoming = incoming;
+                p.utp = utp;
                 p.encrypted = encrypted;
                 if let Some((other, other_incoming)) = duplicate {
                     let ours = self.session.peer_id;

@@ -487,6 +487,7 @@ impl MetadataFetch {
             events: self.setup.links.peers.clone(),
             timing: self.setup.session.config.timing.clone(),
             encryption: self.setup.session.config.encryption,
+            dial: self.setup.session.dial.clone(),
         };
         // The thread is not joined: it ends on its own once closed or cut
         // (its `Gone` may reach the torrent's controller after the
@@ -758,6 +759,12 @@ impl MetadataFetch {
 
     fn start_announcer(&mut self) {
         let s = &self.setup.session;
+        // The DHT finds the peers of a magnet link without trackers
+        // (whether the torrent is private is only known with the
+        // metadata; the full torrent then decides for itself).
+        if let Some(d) = &s.dht {
+            d.add(self.setup.id, self.setup.info_hash);
+        }
         if !s.config.announce || self.announcer.is_some() || self.setup.trackers.is_empty() {
             return;
         }
@@ -783,6 +790,9 @@ impl MetadataFetch {
     }
 
     fn remove_from_announcer(&mut self) {
+        if let Some(d) = &self.setup.session.dht {
+            d.remove(self.setup.id);
+        }
         if let Some(key) = self.announcer.take() {
             // `stopped` goes out in the background; the torrent announces
             // `started` again under a new key.

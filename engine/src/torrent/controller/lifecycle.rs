@@ -143,6 +143,12 @@ impl Controller {
                 if let Some(key) = self.announcer {
                     self.session.with_announcer(|a| a.need_peers(key));
                 }
+                // Seeds wait for leechers to find them (they announce).
+                if self.on_dht && self.state == TorrentState::Downloading {
+                    if let Some(d) = &self.session.dht {
+                        d.need_peers(self.id);
+                    }
+                }
             }
         }
         self.publish();
@@ -248,6 +254,7 @@ impl Controller {
             durable: self.durable.clone(),
             flush_limit: self.session.config.stop_flush_limit,
         });
+        self.stop_dht();
         let announcer = self.remove_from_announcer();
         let deadline = self.session.config.timing.stop_announce_deadline;
         let prepare = self.prepare.take();
@@ -357,6 +364,7 @@ impl Controller {
     // ---- tracker ------------------------------------------------------
 
     pub(super) fn start_announcer(&mut self) {
+        self.start_dht();
         // LSD is a peer source announced with the trackers (never for a
         // private torrent: the component checks).
         self.session.lsd_send(crate::lsd::LsdCommand::Add {
@@ -402,8 +410,30 @@ impl Controller {
         stopping
     }
 
+    /// Puts a public torrent on the session DHT's schedule (announced
+    /// now, then every 15 minutes). Private torrents (BEP 27) never are.
+    fn start_dht(&mut self) {
+        if self.on_dht || self.metainfo.info.private {
+            return;
+        }
+        if let Some(d) = &self.session.dht {
+            d.add(self.id, self.info_hash);
+            self.on_dht = true;
+        }
+    }
+
+    /// Takes the torrent off the DHT's schedule.
+    fn stop_dht(&mut self) {
+        if std::mem::take(&mut self.on_dht) {
+            if let Some(d) = &self.session.dht {
+                d.remove(self.id);
+            }
+        }
+    }
+
     /// Stops announcing without waiting.
     pub(super) fn stop_announcer(&mut self) {
+        self.stop_dht();
         // The receipt is not awaited: the announcer sends `stopped` on
         // its own workers.
         drop(self.remove_from_announcer());
@@ -462,6 +492,7 @@ impl Controller {
                 pieces: p.bits.as_ref().map_or(0, |b| b.count_ones()),
                 outstanding: self.picker.outstanding(*k),
                 incoming: p.incoming,
+                utp: p.utp,
                 encrypted: p.encrypted,
                 snubbed: p.snubbed(
                     now,

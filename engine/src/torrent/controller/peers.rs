@@ -392,6 +392,11 @@ impl Controller {
             down_limits: [self.down_limit.clone(), self.session.download.clone()],
             honors_session: self.published.honors_session.clone(),
             timing: self.session.config.timing.clone(),
+            dial: self.session.dial.clone(),
+            dht: match &self.session.dht {
+                Some(d) if !self.metainfo.info.private => Some((d.clone(), self.session.port)),
+                _ => None,
+            },
             revealed,
             ext: crate::peer::ExtensionSetup {
                 listen_port: self.session.port,
@@ -417,6 +422,7 @@ impl Controller {
                         thread: Some(thread),
                         ready: false,
                         incoming,
+                        utp: false,
                         encrypted: false,
                         peer_id: None,
                         bits: None,

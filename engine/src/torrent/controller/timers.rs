@@ -80,7 +80,8 @@ impl Controller {
         // download asking its trackers for more.
         let wants_peers = self.running()
             && (!self.candidates.is_empty()
-                || (self.state == TorrentState::Downloading && self.announcer.is_some()));
+                || (self.state == TorrentState::Downloading
+                    && (self.announcer.is_some() || self.on_dht)));
         wants_peers.then_some(IDLE_TICK)
     }
 

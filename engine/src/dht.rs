@@ -1,0 +1,510 @@
+//! The session's DHT (BEP 5) as a peer source beside the trackers.
+//!
+//! One thread, `bittern-dht`, owns a sans-IO [`bittern_dht::Node`] and
+//! its whole schedule; nothing else touches the node, so it needs no lock:
+//!
+//! - the UDP reader (`udp.rs`) hands it KRPC datagrams with `try_send` on
+//!   a bounded channel (a full channel drops the datagram, as a full socket
+//!   buffer would), so the reader never waits on the DHT;
+//! - controllers put public torrents on the schedule ([`SessionDht::add`],
+//!   [`SessionDht::need_peers`], [`SessionDht::remove`]: a short lock on
+//!   the schedule table and a `try_send` wake-up), peer threads pass on
+//!   BEP 5 `port` messages ([`SessionDht::add_node`]); none of them waits;
+//! - the thread sleeps until the earliest of the node's `next_timeout`, a
+//!   torrent's next announce or lookup, and the next state save, or until a
+//!   datagram or a wake-up arrives; it sends what the node wants sent from
+//!   the shared UDP socket.
+//!
+//! It bootstraps from the saved state's contacts and the configured nodes
+//! (again every [`DhtSettings::rebootstrap`] while the table is empty),
+//! announces every public torrent when it starts and every
+//! [`DhtSettings::reannounce`] (15 min), runs a get_peers lookup for a
+//! torrent short of peers at most every [`DhtSettings::lookup_interval`],
+//! and forwards the peers found, as replies bring them, to the session's
+//! peer-source channel (the path tracker and `--peer` addresses take;
+//! `try_send`, a full channel drops them). Private torrents (BEP 27) are
+//! never added (the controller checks), so they never touch the DHT. The
+//! node's id and good contacts are saved (atomically) every
+//! [`DhtSettings::save_every`] and at shutdown when
+//! [`DhtSettings::state_file`] is set.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bittern_dht::{Event, LookupId, Node, SavedState};
+use bittern_wire::InfoHash;
+use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
+use log::{debug, info, warn};
+use parking_lot::Mutex;
+
+use crate::torrent::TorrentId;
+
+/// DHT settings of a session ([`SessionConfig::dht`](crate::SessionConfig::dht)).
+#[derive(Debug, Clone)]
+pub struct DhtSettings {
+    /// Nodes to join through, as `HOST:PORT` (resolved on the DHT thread,
+    /// never on the caller's). Empty: only the saved state's contacts.
+    /// [`bittern_dht::PUBLIC_ROUTERS`] is the usual user default; tests give
+    /// loopback nodes.
+    pub bootstrap: Vec<String>,
+    /// Where the node's id and good contacts are kept between runs.
+    pub state_file: Option<PathBuf>,
+    /// How often each public torrent is announced again.
+    pub reannounce: Duration,
+    /// Least time between two get_peers lookups of one torrent short of peers.
+    pub lookup_interval: Duration,
+    /// How often the state is saved while running (and once at shutdown).
+    pub save_every: Duration,
+    /// How long to wait before bootstrapping again while the table is empty.
+    pub rebootstrap: Duration,
+    /// The node's own settings.
+    pub node: bittern_dht::Config,
+}
+
+impl Default for DhtSettings {
+    fn default() -> Self {
+        DhtSettings {
+            bootstrap: Vec::new(),
+            state_file: None,
+            reannounce: Duration::from_secs(15 * 60),
+            lookup_interval: Duration::from_secs(60),
+            save_every: Duration::from_secs(10 * 60),
+            rebootstrap: Duration::from_secs(30),
+            node: bittern_dht::Config::default(),
+        }
+    }
+}
+
+/// KRPC datagrams queued for the DHT thread before the reader drops them.
+const DATAGRAM_QUEUE: usize = 1024;
+/// Datagrams handled in a row before the thread sends and schedules.
+const DATAGRAM_BATCH: usize = 64;
+/// Longest sleep of the DHT thread.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// One torrent on the DHT schedule.
+struct Entry {
+    info_hash: InfoHash,
+    next_announce: Instant,
+    next_lookup: Instant,
+    wants_peers: bool,
+    /// A lookup of this torrent is running (one at a time).
+    running: bool,
+}
+
+/// What the DHT thread is asked besides datagrams.
+enum Cmd {
+    /// Look at the schedule table again.
+    Wake,
+    /// Ping this node (BEP 5 `port` message); it enters the table if it answers.
+    AddNode(SocketAddr),
+    /// Send the routing table's contacts back.
+    Contacts(Sender<Vec<SocketAddr>>),
+    /// Save the state and end.
+    Stop,
+}
+
+/// A KRPC datagram for the DHT thread.
+pub(crate) type Datagram = (SocketAddr, Vec<u8>);
+
+/// The session's DHT: the schedule table and the channels into its thread.
+pub(crate) struct SessionDht {
+    table: Arc<Mutex<HashMap<TorrentId, Entry>>>,
+    cmds: Sender<Cmd>,
+    nodes: Arc<AtomicUsize>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    id: bittern_dht::NodeId,
+}
+
+impl SessionDht {
+    /// Starts the DHT thread, sending from `socket` and fed through
+    /// `slot` (filled before the thread sends anything, so no reply can
+    /// arrive unheard); `port` is the TCP port announced; peers go to
+    /// `sources`.
+    pub(crate) fn start(
+        settings: DhtSettings,
+        socket: Arc<UdpSocket>,
+        slot: &crate::udp::DhtSlot,
+        port: u16,
+        sources: Sender<(TorrentId, Vec<SocketAddr>)>,
+    ) -> Result<Arc<SessionDht>, crate::Error> {
+        let saved = settings.state_file.as_ref().and_then(|p| {
+            let bytes = std::fs::read(p).ok()?;
+            SavedState::decode(&bytes)
+                .inspect_err(|e| warn!("dht: ignoring state {}: {e}", p.display()))
+                .ok()
+        });
+        let mut config = settings.node.clone();
+        if let Some(s) = &saved {
+            config.id = Some(s.id);
+        }
+        let table: Arc<Mutex<HashMap<TorrentId, Entry>>> = Arc::default();
+        let (cmds, cmd_rx) = bounded(256);
+        let (datagrams, datagram_rx) = bounded(DATAGRAM_QUEUE);
+        let _ = slot.set(datagrams.clone());
+        let nodes = Arc::new(AtomicUsize::new(0));
+        let now = Instant::now();
+        let node = Node::new(config, now);
+        let id = node.id();
+        let mut driver = Driver {
+            node,
+            socket,
+            table: table.clone(),
+            sources,
+            port,
+            saved_nodes: saved
+                .map(|s| s.nodes.iter().map(|n| n.addr).collect())
+                .unwrap_or_default(),
+            settings,
+            lookups: HashMap::new(),
+            bootstrapping: None,
+            next_bootstrap: now,
+            last_save: now,
+            nodes: nodes.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("bittern-dht".into())
+            .spawn(move || driver.run(&datagram_rx, &cmd_rx))
+            .map_err(crate::Error::Spawn)?;
+        Ok(Arc::new(SessionDht {
+            table,
+            cmds,
+            nodes,
+            thread: Mutex::new(Some(thread)),
+            id,
+        }))
+    }
+
+    /// Our node id (kept across restarts through the state file).
+    pub(crate) fn id(&self) -> bittern_dht::NodeId {
+        self.id
+    }
+
+    /// Nodes in the routing table (updated by the DHT thread).
+    pub(crate) fn node_count(&self) -> usize {
+        self.nodes.load(Ordering::Relaxed)
+    }
+
+    /// The routing table's contacts (waits up to a second for the thread).
+    pub(crate) fn contacts(&self) -> Vec<SocketAddr> {
+        let (tx, rx) = bounded(1);
+        if self.cmds.try_send(Cmd::Contacts(tx)).is_err() {
+            return Vec::new();
+        }
+        rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default()
+    }
+
+    /// Pings a peer's DHT node (its BEP 5 `port` message); never waits.
+    pub(crate) fn add_node(&self, addr: SocketAddr) {
+        let _ = self.cmds.try_send(Cmd::AddNode(addr));
+    }
+
+    fn poke(&self) {
+        // A full queue already holds work that makes the thread look.
+        let _ = self.cmds.try_send(Cmd::Wake);
+    }
+
+    /// Puts a public torrent on the schedule: announced now, then every
+    /// `reannounce`. Never call it for a private torrent.
+    pub(crate) fn add(&self, id: TorrentId, info_hash: InfoHash) {
+        let now = Instant::now();
+        self.table.lock().insert(
+            id,
+            Entry {
+                info_hash,
+                next_announce: now,
+                next_lookup: now,
+                wants_peers: false,
+                running: false,
+            },
+        );
+        self.poke();
+    }
+
+    /// Takes a torrent off the schedule.
+    pub(crate) fn remove(&self, id: TorrentId) {
+        self.table.lock().remove(&id);
+    }
+
+    /// The torrent is short of peers: look some up (at most every
+    /// `lookup_interval`).
+    pub(crate) fn need_peers(&self, id: TorrentId) {
+        let mut t = self.table.lock();
+        if let Some(e) = t.get_mut(&id) {
+            if !e.wants_peers {
+                e.wants_peers = true;
+                drop(t);
+                self.poke();
+            }
+        }
+    }
+
+    /// Stops the thread, which saves the state first.
+    pub(crate) fn shutdown(&self) {
+        let Some(t) = self.thread.lock().take() else {
+            return;
+        };
+        // Blocking send: the thread drains its queue, so this never waits long.
+        let _ = self.cmds.send(Cmd::Stop);
+        let _ = t.join();
+    }
+}
+
+impl Drop for SessionDht {
+    /// A session that failed half-way through its start stops the thread too.
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// What a running lookup is for.
+#[derive(Clone, Copy)]
+struct Running {
+    torrent: TorrentId,
+}
+
+/// The `bittern-dht` thread's state.
+struct Driver {
+    node: Node,
+    socket: Arc<UdpSocket>,
+    table: Arc<Mutex<HashMap<TorrentId, Entry>>>,
+    sources: Sender<(TorrentId, Vec<SocketAddr>)>,
+    port: u16,
+    saved_nodes: Vec<SocketAddr>,
+    settings: DhtSettings,
+    lookups: HashMap<LookupId, Running>,
+    bootstrapping: Option<LookupId>,
+    next_bootstrap: Instant,
+    last_save: Instant,
+    nodes: Arc<AtomicUsize>,
+}
+
+impl Driver {
+    fn run(&mut self, datagrams: &Receiver<Datagram>, cmds: &Receiver<Cmd>) {
+        loop {
+            let now = Instant::now();
+            if now >= self.node.next_timeout() {
+                self.node.tick(now);
+            }
+            // A finished lookup or join can make something due at once.
+            if self.flush() {
+                continue;
+            }
+            let next = self.schedule(now);
+            if self.flush() {
+                continue;
+            }
+            let wait = next
+                .min(self.node.next_timeout())
+                .saturating_duration_since(Instant::now());
+            select! {
+                recv(datagrams) -> d => {
+                    let Ok((from, bytes)) = d else {
+                        // The UDP reader is gone: the session is ending.
+                        self.save();
+                        return;
+                    };
+                    self.node.handle_datagram(from, &bytes, Instant::now());
+                    for (from, bytes) in datagrams.try_iter().take(DATAGRAM_BATCH) {
+                        self.node.handle_datagram(from, &bytes, Instant::now());
+                    }
+                }
+                recv(cmds) -> c => match c {
+                    Ok(Cmd::Wake) => {}
+                    Ok(Cmd::AddNode(addr)) => self.node.add_node(addr, Instant::now()),
+                    Ok(Cmd::Contacts(tx)) => {
+                        let list = self.node.routing_table().entries().map(|e| e.info.addr).collect();
+                        let _ = tx.try_send(list);
+                    }
+                    Ok(Cmd::Stop) | Err(_) => {
+                        self.save();
+                        return;
+                    }
+                },
+                default(wait) => {}
+            }
+        }
+    }
+
+    /// Sends what the node wants sent and handles its events; true when a
+    /// lookup or the join ended.
+    fn flush(&mut self) -> bool {
+        let mut ended = false;
+        while let Some(t) = self.node.poll_transmit() {
+            if let Err(e) = self.socket.send_to(&t.bytes, t.to) {
+                debug!("dht: send to {} failed: {e}", t.to);
+            }
+        }
+        while let Some(ev) = self.node.poll_event() {
+            match ev {
+                Event::PeersFound { id, peers } => {
+                    if let Some(r) = self.lookups.get(&id).copied() {
+                        self.forward(r.torrent, peers);
+                    }
+                }
+                Event::LookupDone { id, result } => {
+                    ended = true;
+                    if self.bootstrapping == Some(id) {
+                        self.bootstrapping = None;
+                        info!(
+                            "dht: joined, {} nodes ({} answered the join)",
+                            self.node.routing_table().len(),
+                            result.closest.len()
+                        );
+                    } else if let Some(r) = self.lookups.remove(&id) {
+                        debug!(
+                            "dht: lookup for torrent {} done: {} peers, announced at {}",
+                            r.torrent,
+                            result.peers.len(),
+                            result.announced
+                        );
+                        if let Some(e) = self.table.lock().get_mut(&r.torrent) {
+                            e.running = false;
+                        }
+                    }
+                }
+            }
+        }
+        self.nodes
+            .store(self.node.routing_table().len(), Ordering::Relaxed);
+        ended
+    }
+
+    /// Bootstraps, starts what is due and saves; returns when something
+    /// is due next.
+    fn schedule(&mut self, now: Instant) -> Instant {
+        let mut next = now + MAX_SLEEP;
+        let joined = !self.node.routing_table().is_empty();
+        if !joined && self.bootstrapping.is_none() {
+            if now >= self.next_bootstrap {
+                self.bootstrap(now);
+            }
+            next = next.min(self.next_bootstrap);
+        }
+        if joined && self.bootstrapping.is_none() {
+            next = next.min(self.start_due(now));
+        }
+        if self.settings.state_file.is_some() {
+            if now.duration_since(self.last_save) >= self.settings.save_every {
+                self.save();
+            }
+            next = next.min(self.last_save + self.settings.save_every);
+        }
+        next
+    }
+
+    fn bootstrap(&mut self, now: Instant) {
+        self.next_bootstrap = now + self.settings.rebootstrap;
+        let mut nodes = self.saved_nodes.clone();
+        for host in &self.settings.bootstrap {
+            match host.to_socket_addrs() {
+                Ok(addrs) => nodes.extend(addrs),
+                Err(e) => debug!("dht: cannot resolve bootstrap node {host}: {e}"),
+            }
+        }
+        if nodes.is_empty() {
+            return;
+        }
+        info!("dht: bootstrapping from {} nodes", nodes.len());
+        self.bootstrapping = Some(self.node.bootstrap(&nodes, now));
+    }
+
+    /// Starts the announces and lookups that are due; returns when the
+    /// next one is.
+    fn start_due(&mut self, now: Instant) -> Instant {
+        let mut next = now + MAX_SLEEP;
+        let mut start = Vec::new();
+        {
+            let mut t = self.table.lock();
+            for (id, e) in t.iter_mut() {
+                if e.running {
+                    continue;
+                }
+                if now >= e.next_announce {
+                    e.running = true;
+                    e.next_announce = now + self.settings.reannounce;
+                    e.next_lookup = now + self.settings.lookup_interval;
+                    e.wants_peers = false;
+                    start.push((*id, e.info_hash, true));
+                } else if e.wants_peers && now >= e.next_lookup {
+                    e.running = true;
+                    e.wants_peers = false;
+                    e.next_lookup = now + self.settings.lookup_interval;
+                    start.push((*id, e.info_hash, false));
+                } else {
+                    next = next.min(e.next_announce);
+                    if e.wants_peers {
+                        next = next.min(e.next_lookup);
+                    }
+                }
+            }
+        }
+        for (torrent, ih, announce) in start {
+            debug!(
+                "dht: {} {}",
+                if announce { "announce" } else { "get_peers" },
+                ih.to_hex()
+            );
+            let id = if announce {
+                self.node.announce(ih, Some(self.port), now)
+            } else {
+                self.node.get_peers(ih, now)
+            };
+            self.lookups.insert(id, Running { torrent });
+        }
+        next
+    }
+
+    fn forward(&self, torrent: TorrentId, peers: Vec<SocketAddr>) {
+        if !self.table.lock().contains_key(&torrent) {
+            return;
+        }
+        debug!("dht: {} peers for torrent {torrent}", peers.len());
+        match self.sources.try_send((torrent, peers)) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(_)) => debug!("peer source queue full; dropping dht peers"),
+        }
+    }
+
+    fn save(&mut self) {
+        self.last_save = Instant::now();
+        let Some(path) = self.settings.state_file.clone() else {
+            return;
+        };
+        if self.node.routing_table().is_empty() {
+            // An empty table would overwrite good contacts with none.
+            return;
+        }
+        let bytes = self.node.saved_state(Instant::now()).encode();
+        match write_atomically(&path, &bytes) {
+            Ok(()) => debug!("dht: state saved to {}", path.display()),
+            Err(e) => warn!("dht: cannot save state to {}: {e}", path.display()),
+        }
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file beside it (fsync,
+/// rename), so a crash leaves the old file or the new one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}

@@ -1,0 +1,123 @@
+//! The session's one UDP socket per listen address: the listen port's UDP
+//! twin, carrying uTP and the DHT (and later UDP tracker replies), read by
+//! one thread.
+//!
+//! The socket is a [`bittern_utp::UtpSocket`]: it binds, asks for 4 MiB
+//! buffers ([`bittern_utp::tune_socket`]) and runs one reader thread
+//! (`utp-net …`) that receives in `recvmmsg` batches, offers each datagram
+//! to the uTP multiplexer and hands the others to [`dispatch`]: a KRPC
+//! packet (first byte `d`) goes to the DHT thread with `try_send` (a full
+//! queue drops it; the reader never waits on the DHT), anything else is
+//! dropped. The DHT answers from the same socket (an `Arc<UdpSocket>`
+//! clone), so other nodes see one port for TCP, uTP and the DHT.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, OnceLock};
+
+use bittern_utp::{MuxConfig, UtpSocket};
+use crossbeam_channel::Sender;
+
+use crate::dht::Datagram;
+
+/// Where the reader thread sends KRPC datagrams (set once the DHT runs).
+pub(crate) type DhtSlot = Arc<OnceLock<Sender<Datagram>>>;
+
+/// Binds the UDP socket on `addr` (a TCP listener's address and port);
+/// KRPC datagrams go to `dht` (the first address's socket only).
+/// `accept_utp`: whether incoming uTP connections are accepted at all.
+fn bind(addr: SocketAddr, accept_utp: bool, dht: Option<DhtSlot>) -> std::io::Result<UtpSocket> {
+    let cfg = MuxConfig {
+        accept_incoming: accept_utp,
+        ..MuxConfig::default()
+    };
+    let handler: bittern_utp::OtherHandler = match dht {
+        Some(slot) => Box::new(move |from, data| dispatch(&slot, from, data)),
+        None => Box::new(|_, _| {}),
+    };
+    UtpSocket::bind_with(addr, cfg, handler)
+}
+
+/// The listening sockets of a session and, when uTP or the DHT is on,
+/// their UDP twins (the same addresses and port), the first of which
+/// carries the DHT through the returned slot.
+pub(crate) struct Bound {
+    /// The TCP listeners (see `listener::bind_all`).
+    pub tcp: Vec<TcpListener>,
+    /// One UDP socket per listener address that could be bound.
+    pub udp: Vec<UtpSocket>,
+    /// Where the first UDP socket's KRPC datagrams go.
+    pub dht: DhtSlot,
+}
+
+/// Binds every listening address (`listener::bind_all`) and, when the
+/// session needs UDP, a UDP socket on each. The first address's UDP socket
+/// must bind (with port 0, everything is tried again on another port when
+/// its UDP twin is taken); another address whose UDP twin cannot be bound
+/// (for example `[::]` on a system where it overlaps `0.0.0.0`) is logged
+/// and goes without uTP.
+///
+/// # Errors
+/// [`Error::Listen`] as `listener::bind_all`, or for the first UDP socket.
+pub(crate) fn bind_all(config: &crate::config::SessionConfig) -> Result<Bound, crate::Error> {
+    let dht: DhtSlot = Arc::default();
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let tcp = crate::listener::bind_all(config)?;
+        if !config.wants_udp() {
+            return Ok(Bound {
+                tcp,
+                udp: Vec::new(),
+                dht,
+            });
+        }
+        let addrs: Vec<SocketAddr> = tcp
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<Result<_, _>>()
+            .map_err(|source| crate::Error::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let Some(first) = addrs.first().copied() else {
+            return Ok(Bound {
+                tcp,
+                udp: Vec::new(),
+                dht,
+            });
+        };
+        let udp0 = match bind(first, config.utp, Some(dht.clone())) {
+            Ok(u) => u,
+            Err(e)
+                if config.listen.port() == 0
+                    && e.kind() == std::io::ErrorKind::AddrInUse
+                    && tries < 8 =>
+            {
+                continue
+            }
+            Err(source) => {
+                return Err(crate::Error::Listen {
+                    addr: first,
+                    source,
+                })
+            }
+        };
+        let mut udp = vec![udp0];
+        for addr in &addrs[1..] {
+            match bind(*addr, config.utp, None) {
+                Ok(u) => udp.push(u),
+                Err(e) => log::warn!("no udp (utp) on {addr}: {e}"),
+            }
+        }
+        return Ok(Bound { tcp, udp, dht });
+    }
+}
+
+/// A datagram the uTP multiplexer did not take.
+fn dispatch(slot: &OnceLock<Sender<Datagram>>, from: SocketAddr, data: &[u8]) {
+    if bittern_dht::is_krpc(data) && data.len() <= bittern_dht::socket::MAX_PACKET {
+        if let Some(tx) = slot.get() {
+            let _ = tx.try_send((from, data.to_vec()));
+        }
+    }
+}
