@@ -224,7 +224,8 @@ impl From<EncryptionArg> for bittern_engine::Encryption {
 /// Peer transports of `download` and `seed`.
 #[derive(Debug, Args)]
 pub struct TransportArgs {
-    /// Accept uTP peers on the listen port and dial uTP first (the default).
+    /// Accept uTP peers on the listen port and dial uTP when TCP fails (the
+    /// default).
     #[arg(long, overrides_with = "no_utp")]
     pub utp: bool,
     /// Neither accept nor dial uTP.

@@ -87,13 +87,13 @@ pub struct SessionConfig {
     pub dht: Option<crate::dht::DhtSettings>,
     /// uTP (BEP 29) on the listen port's UDP twin: incoming uTP
     /// connections are accepted and routed like TCP ones, and outgoing
-    /// connections try uTP first (TCP after `utp_connect_timeout`, if
-    /// `tcp`). Off by default in the engine; the CLI turns it on.
+    /// connections try TCP first and uTP when TCP fails (or uTP alone when
+    /// `tcp` is off). Off by default in the engine; the CLI turns it on.
     pub utp: bool,
     /// TCP: outgoing connections may use it and incoming ones are
     /// accepted. Off only for tests that must run over uTP alone.
     pub tcp: bool,
-    /// How long an outgoing uTP connect may take before TCP is tried.
+    /// How long an outgoing uTP connect may take.
     pub utp_connect_timeout: Duration,
     /// Download from the torrents' web seeds (BEP 19 `url-list`).
     pub web_seeds: bool,
