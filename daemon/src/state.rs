@@ -6,7 +6,7 @@
 //! held while statuses are read (cheap copies) and records change; a
 //! torrent's removal, which waits for its threads, happens outside it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,7 +25,7 @@ mod live;
 mod magnet;
 mod queue;
 mod rename;
-use data::{delete_local_data, move_torrent_data};
+use data::delete_local_data;
 pub use rename::Rename;
 
 /// How long a torrent counts as recently active (Transmission's value).
@@ -670,59 +670,6 @@ impl<B: Backend> Torrents<B> {
         }
         self.flush(&mut inner);
         Ok(())
-    }
-
-    /// Points the selected torrents at `location`: with `move_data` their
-    /// data is moved there first (renamed; a torrent whose data cannot be
-    /// moved stays where it was and the error is returned), else the data
-    /// is looked for there (a recheck).
-    ///
-    /// # Errors
-    /// A move failed.
-    pub fn set_location(&self, ids: &Ids, location: &Path, move_data: bool) -> Result<(), String> {
-        std::fs::create_dir_all(location)
-            .map_err(|e| format!("cannot create {}: {e}", location.display()))?;
-        let mut inner = self.inner.lock();
-        let settings = inner.settings.clone();
-        let mut result = Ok(());
-        for i in inner.select(ids) {
-            let e = &mut inner.entries[i];
-            if e.record.save_dir == location {
-                continue;
-            }
-            if let Err(err) = self.relocate(&settings, e, location, move_data) {
-                result = Err(err);
-            }
-        }
-        self.flush(&mut inner);
-        result
-    }
-
-    /// Points one torrent at `location`, moving its data there first with
-    /// `move_data`; it stops for that and starts again (where it was, when
-    /// the move failed).
-    fn relocate(
-        &self,
-        settings: &Settings,
-        e: &mut Entry,
-        location: &Path,
-        move_data: bool,
-    ) -> Result<(), String> {
-        let status = self.backend.status(e.hash);
-        e.record = e.folded(status.as_ref());
-        self.backend.remove(e.hash);
-        let moved = match (&e.metainfo, move_data) {
-            (Some(m), true) => move_torrent_data(m, &e.record.save_dir, location),
-            _ => Ok(()),
-        };
-        if moved.is_ok() {
-            e.record.save_dir = location.to_path_buf();
-            e.record.final_dir = None;
-            e.record.edit_date = unix_now();
-        }
-        self.launch(settings, e);
-        e.dirty = true;
-        moved
     }
 
     /// Sets a torrent's queue position (moving the others).
