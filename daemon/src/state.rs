@@ -575,6 +575,9 @@ impl<B: Backend> Torrents<B> {
     pub fn remove(&self, ids: &Ids, delete_data: bool) -> Result<(), String> {
         let taken: Vec<Entry> = {
             let mut inner = self.inner.lock();
+            // A magnet whose metadata came since the last tick: its data
+            // is known (for `delete_data`).
+            self.adopt_metadata(&mut inner);
             let picked = inner.select(ids);
             let mut taken = Vec::new();
             for i in picked.into_iter().rev() {
