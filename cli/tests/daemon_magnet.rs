@@ -5,8 +5,9 @@
 //! SIGKILLed and stopped gracefully mid-fetch and keeps the magnet; the
 //! data then arrives byte-identical and the fetched `.torrent` is kept, so
 //! a restart with no peer at all knows the name and size. The Python
-//! `transmission-rpc` package adds a magnet too, and `transmission-remote
-//! -a URL` a `.torrent` served on loopback.
+//! `transmission-rpc` package adds magnets too (seeded by `bittern seed`
+//! and by libtorrent), and `transmission-remote -a URL` a `.torrent`
+//! served on loopback.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -250,4 +251,59 @@ fn python_adds_a_magnet_and_transmission_remote_a_url() {
         l == [("100%".into(), "Idle".into(), "p.bin".into())]
             || l == [("100%".into(), "Seeding".into(), "p.bin".into())]
     });
+}
+
+#[test]
+fn python_adds_a_magnet_seeded_by_libtorrent() {
+    let python = trpc_python();
+    let available = Command::new(&python)
+        .args(["-c", "import transmission_rpc"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !bittern_testkit::require(
+        &format!(
+            "the Python transmission-rpc package at {} (scripts/test.sh makes the venv)",
+            python.display()
+        ),
+        available,
+    ) || !bittern_testkit::require(
+        "python3-libtorrent (Debian package)",
+        libtorrent_available(),
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let data = random_file(&t.join("src/lt.bin"), 1_500_000, 43);
+    let tor = create(
+        &t.join("src/lt.bin"),
+        &t.join("lt.torrent"),
+        &["--piece-length", "32KiB"],
+    );
+    let hash = hash_of(&tor);
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/tests/scripts");
+    let mut c = Command::new(PYTHON);
+    c.arg(scripts.join("lt_seed.py"))
+        .arg(&tor)
+        .arg(t.join("src"))
+        .stdin(std::process::Stdio::null());
+    let seeder = Proc::spawn(c);
+    let line = seeder.wait_line("PORT ", Duration::from_secs(30));
+    let port = line.trim().trim_start_matches("PORT ").to_string();
+    let d = start_daemon(&t.join("config"), 0, 0, &[]);
+    let link = format!("magnet:?xt=urn:btih:{hash}&dn=from-lt&x.pe=127.0.0.1:{port}");
+    let out = Command::new(&python)
+        .arg(script("trpc_magnet.py"))
+        .arg(d.rpc.to_string())
+        .arg(&link)
+        .arg(t.join("dl"))
+        .arg("lt.bin")
+        .arg("1500000")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("OK"), "{text}");
+    assert!(std::fs::read(t.join("dl/lt.bin")).unwrap() == data);
+    drop(seeder);
 }
