@@ -411,6 +411,34 @@ mod tests {
     }
 
     #[test]
+    fn magnet_records_load_without_metainfo_and_leave_nothing_on_removal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let r = Record {
+            info_hash: "ee".into(),
+            magnet: Some("magnet:?xt=urn:btih:ee".into()),
+            ..Record::default()
+        };
+        store.add(&r, None).unwrap();
+        let all = store.load_all().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].0.magnet, r.magnet);
+        assert!(all[0].1.is_none());
+        // The metadata arrives: the engine's copy and the store's.
+        let fetched = store.resume_path("ee").with_extension("torrent");
+        fs::write(&fetched, b"meta").unwrap();
+        store.save_metainfo("ee", b"meta").unwrap();
+        assert_eq!(
+            store.load_all().unwrap()[0].1.as_deref(),
+            Some(&b"meta"[..])
+        );
+        store.remove("ee").unwrap();
+        assert!(store.load_all().unwrap().is_empty());
+        assert!(!fetched.exists());
+        assert!(!store.torrent_path("ee").exists());
+    }
+
+    #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("s.json");
