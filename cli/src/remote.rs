@@ -190,7 +190,12 @@ pub fn run(args: &RemoteArgs) -> anyhow::Result<Code> {
         } => {
             for t in torrents {
                 let mut a = json!({"paused": paused});
-                if t.to_ascii_lowercase().starts_with("magnet:") {
+                let lower = t.to_ascii_lowercase();
+                // Magnet links and URLs go as they are: the daemon fetches.
+                if ["magnet:", "http://", "https://"]
+                    .iter()
+                    .any(|p| lower.starts_with(p))
+                {
                     a["filename"] = json!(t);
                 } else {
                     let bytes = std::fs::read(t)

@@ -4,6 +4,7 @@
 mod crash;
 mod daemon;
 mod daemon_live;
+mod daemon_magnet;
 mod dht;
 mod errors;
 mod interop;

@@ -3,10 +3,11 @@
 //! calls, hand-written with ureq). The daemon seeds one torrent whose data
 //! is in place; the page must show it at 100% Seeding and, in its peer
 //! list, a slowed-down `bittern download` leeching it; add a .torrent
-//! uploaded through its file input, show the magnet error, toggle a file,
-//! stop and remove through its buttons; each step is checked over the RPC.
-//! A `.torrent` and a `.magnet` dropped in the watch dir are added and
-//! renamed `.added` / `.invalid`. A screenshot goes to
+//! uploaded through its file input, add a magnet link (its metadata and
+//! data come from a `bittern seed` named in its `x.pe`, byte-identical),
+//! toggle a file, stop and remove through its buttons; each step is
+//! checked over the RPC. A `.torrent` and a `.magnet` dropped in the watch
+//! dir are added and renamed `.added`. A screenshot goes to
 //! `target/web-test/daemon-web.png`.
 //! The browser is kept on loopback (see `bittern_testkit::webdriver`).
 
@@ -66,7 +67,8 @@ impl Rpc {
                 (
                     t["name"].as_str().unwrap().to_string(),
                     t["status"].as_i64().unwrap(),
-                    t["fileStats"][0]["wanted"].as_bool().unwrap(),
+                    // A magnet without metadata has no files yet.
+                    t["fileStats"][0]["wanted"].as_bool().unwrap_or(true),
                 )
             })
             .collect()
@@ -110,6 +112,12 @@ fn web_page_in_headless_chromium() {
     let b = create(&t.join("src/b"), &t.join("b.torrent"), &[]);
     random_file(&t.join("src/c.bin"), 20_000, 24);
     let c = create(&t.join("src/c.bin"), &t.join("c.torrent"), &[]);
+    let d_data = random_file(&t.join("src/d.bin"), 200_000, 25);
+    let d = create(&t.join("src/d.bin"), &t.join("d.torrent"), &[]);
+    let d_hash = bittern_wire::Metainfo::from_bytes(&std::fs::read(&d).unwrap())
+        .unwrap()
+        .info_hash
+        .to_hex();
     let watch = t.join("watch");
 
     let port = free_port();
@@ -195,21 +203,23 @@ fn web_page_in_headless_chromium() {
         "b added over rpc"
     );
 
-    // A magnet: refused until the engine takes magnets; the page says so.
+    // A magnet link through the box: the metadata and then the data come
+    // from a seeder named in its x.pe; the row gets the real name and 100%.
+    let (_d_seeder, d_port) = start_seed(&d, &t.join("src"), &[]);
     browser.type_in(
         "#magnet",
-        "magnet:?xt=urn:btih:0ca7f07bf09ca3fcaf077b7e85e79cff922f5a3a",
+        &format!("magnet:?xt=urn:btih:{d_hash}&dn=d-magnet&x.pe=127.0.0.1:{d_port}"),
     );
     browser.click("#add-magnet button");
-    let msg = until("the magnet error", || {
-        let v = browser.script(
-            "const m = document.getElementById('message'); return m.hidden ? null : m.textContent;",
-        );
-        v.as_str().map(str::to_string)
+    until("d.bin at 100% from the magnet", || {
+        rows(&browser)
+            .iter()
+            .any(|r| r.1 == "d.bin" && r.2 == "100%")
+            .then_some(())
     });
-    assert!(msg.contains("magnet"), "{msg}");
+    assert!(std::fs::read(t.join("dl/d.bin")).unwrap() == d_data);
 
-    // The watch dir: a .torrent is added, a .magnet left as .invalid.
+    // The watch dir: a .torrent and a .magnet are added.
     std::fs::copy(&c, watch.join("c.torrent")).unwrap();
     std::fs::write(
         watch.join("m.magnet"),
@@ -220,7 +230,15 @@ fn web_page_in_headless_chromium() {
         rows(&browser).iter().any(|r| r.1 == "c.bin").then_some(())
     });
     until("watch dir renames", || {
-        (watch.join("c.torrent.added").exists() && watch.join("m.magnet.invalid").exists())
+        (watch.join("c.torrent.added").exists() && watch.join("m.magnet.added").exists())
+            .then_some(())
+    });
+    until("the watched magnet shown fetching its metadata", || {
+        rows(&browser)
+            .iter()
+            .any(|r| {
+                r.1 == "0ca7f07bf09ca3fcaf077b7e85e79cff922f5a3a" && r.3 == "Fetching metadata"
+            })
             .then_some(())
     });
 
@@ -266,8 +284,18 @@ fn web_page_in_headless_chromium() {
     until("b's row gone", || {
         (!rows(&browser).iter().any(|r| r.1 == "b")).then_some(())
     });
-    let rows: Vec<String> = rows(&browser).into_iter().map(|r| r.1).collect();
-    assert_eq!(rows, ["a.bin", "c.bin"]);
+    let mut rows: Vec<String> = rows(&browser).into_iter().map(|r| r.1).collect();
+    rows.sort();
+    // The watched magnet has no seeder: its name is its hash.
+    assert_eq!(
+        rows,
+        [
+            "0ca7f07bf09ca3fcaf077b7e85e79cff922f5a3a",
+            "a.bin",
+            "c.bin",
+            "d.bin"
+        ]
+    );
 
     // Global speed limits through the form.
     browser.script(

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use bittern_engine::{PeerInfo, Session, TorrentHandle, TorrentOptions, TorrentStatus};
-use bittern_wire::{InfoHash, Metainfo};
+use bittern_wire::{InfoHash, Magnet, Metainfo};
 use parking_lot::Mutex;
 
 /// Why the engine refused an operation.
@@ -22,15 +22,44 @@ pub enum BackendError {
     NotRunning,
 }
 
+/// What a torrent is started from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Its metainfo.
+    Metainfo(Metainfo),
+    /// A magnet link: the engine fetches the metadata from peers first.
+    Magnet(Magnet),
+}
+
+impl Source {
+    /// The v1 info hash (`None` for a magnet link without one).
+    pub fn info_hash(&self) -> Option<InfoHash> {
+        match self {
+            Source::Metainfo(m) => Some(m.info_hash),
+            Source::Magnet(m) => m.info_hash,
+        }
+    }
+}
+
 /// One torrent to start.
 #[derive(Debug, Clone)]
 pub struct Start {
     /// What to download or seed.
-    pub metainfo: Metainfo,
+    pub source: Source,
     /// Where its data lives.
     pub save_dir: PathBuf,
     /// Engine options (wanted files, limits, resume file, paused).
     pub options: TorrentOptions,
+}
+
+impl Start {
+    /// The metainfo it starts from (`None` for a magnet link).
+    pub fn metainfo(&self) -> Option<&Metainfo> {
+        match &self.source {
+            Source::Metainfo(m) => Some(m),
+            Source::Magnet(_) => None,
+        }
+    }
 }
 
 /// What the RPC method layer needs from the torrents. Calls are made with
@@ -76,6 +105,9 @@ pub trait Backend: Send + Sync + 'static {
     fn status(&self, hash: InfoHash) -> Option<TorrentStatus>;
     /// Its connected peers.
     fn peers(&self, hash: InfoHash) -> Vec<PeerInfo>;
+    /// The `.torrent` of a torrent started from a magnet link, once its
+    /// metadata has been fetched (`None` before, and for the others).
+    fn torrent_file(&self, hash: InfoHash) -> Option<Vec<u8>>;
     /// The port peers connect to.
     fn peer_port(&self) -> u16;
     /// Stops every torrent gracefully (resume state saved).
@@ -111,12 +143,13 @@ impl EngineBackend {
 
 impl Backend for EngineBackend {
     fn start(&self, start: Start) -> Result<(), BackendError> {
-        let hash = start.metainfo.info_hash;
-        let handle =
-            self.session
-                .lock()
-                .add_torrent(start.metainfo, start.save_dir, start.options)?;
-        self.handles.lock().insert(hash, handle);
+        let session = self.session.lock();
+        let handle = match start.source {
+            Source::Metainfo(m) => session.add_torrent(m, start.save_dir, start.options)?,
+            Source::Magnet(m) => session.add_magnet(&m, start.save_dir, start.options)?,
+        };
+        drop(session);
+        self.handles.lock().insert(handle.info_hash(), handle);
         Ok(())
     }
 
@@ -166,6 +199,13 @@ impl Backend for EngineBackend {
             .get(&hash)
             .map(TorrentHandle::peers)
             .unwrap_or_default()
+    }
+
+    fn torrent_file(&self, hash: InfoHash) -> Option<Vec<u8>> {
+        self.handles
+            .lock()
+            .get(&hash)
+            .and_then(TorrentHandle::torrent_file)
     }
 
     fn peer_port(&self) -> u16 {

@@ -5,7 +5,7 @@
 //! for yet (`pieces`, `trackerStats`, `desiredAvailable`).
 
 use bittern_engine::{PeerInfo, TorrentState, TorrentStatus};
-use bittern_wire::Magnet;
+use bittern_wire::{Magnet, Metainfo};
 use serde_json::{json, Value};
 
 use crate::settings::Settings;
@@ -86,9 +86,9 @@ impl<'a> View<'a> {
     }
 
     fn checked(&self) -> Option<&TorrentStatus> {
-        self.status
-            .as_ref()
-            .filter(|s| s.state != TorrentState::Checking)
+        self.status.as_ref().filter(|s| {
+            s.state != TorrentState::Checking && s.state != TorrentState::FetchingMetadata
+        })
     }
 
     /// Bytes of the wanted files (piece-exact once the check finished).
@@ -101,7 +101,7 @@ impl<'a> View<'a> {
             .visible_files()
             .enumerate()
             .filter(|(k, _)| wanted.get(*k).copied().unwrap_or(true))
-            .map(|(_, i)| self.entry.metainfo.info.files[i].length)
+            .filter_map(|(_, i)| self.meta().map(|m| m.info.files[i].length))
             .sum()
     }
 
@@ -112,13 +112,40 @@ impl<'a> View<'a> {
         }
     }
 
+    /// Its metainfo, `None` for a magnet link whose metadata is not here.
+    fn meta(&self) -> Option<&'a Metainfo> {
+        self.entry.metainfo.as_deref()
+    }
+
+    /// Its trackers by tier (a magnet's `tr` each in a tier of its own).
+    fn trackers(&self) -> Vec<Vec<String>> {
+        match (self.meta(), &self.entry.magnet) {
+            (Some(m), _) => m.trackers(),
+            (None, Some(link)) => link.trackers.iter().map(|t| vec![t.clone()]).collect(),
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// Fetched fraction of the metadata: 1 once it is there.
+    fn metadata_fraction(&self) -> f64 {
+        if self.meta().is_some() {
+            return 1.0;
+        }
+        match self.status.as_ref() {
+            Some(s) if s.state == TorrentState::FetchingMetadata => s.progress.clamp(0.0, 1.0),
+            _ => 0.0,
+        }
+    }
+
     fn total_size(&self) -> u64 {
-        let info = &self.entry.metainfo.info;
-        info.files
-            .iter()
-            .filter(|f| !f.padding)
-            .map(|f| f.length)
-            .sum()
+        self.meta().map_or(0, |m| {
+            m.info
+                .files
+                .iter()
+                .filter(|f| !f.padding)
+                .map(|f| f.length)
+                .sum()
+        })
     }
 
     fn ratio(&self) -> Value {
@@ -160,13 +187,13 @@ impl<'a> View<'a> {
     pub fn field(&mut self, name: &str) -> Option<Value> {
         let e = self.entry;
         let r = &e.record;
-        let m = &e.metainfo;
+        let m = self.meta();
         let st = self.status.as_ref();
         let rate = |f: fn(&TorrentStatus) -> f64| st.map_or(0, |s| f(s).max(0.0).round() as u64);
         let v = match name {
             "id" => json!(e.id),
             "hashString" => json!(e.hash.to_hex()),
-            "name" => json!(m.info.name),
+            "name" => json!(e.name()),
             "status" => json!(self.status_code()),
             "error" => json!(if self.error_string().is_empty() { 0 } else { 3 }),
             "errorString" => json!(self.error_string()),
@@ -197,7 +224,7 @@ impl<'a> View<'a> {
                     have as f64 / total as f64
                 })
             }
-            "metadataPercentComplete" => json!(1),
+            "metadataPercentComplete" => json!(self.metadata_fraction()),
             "recheckProgress" => json!(if self.status_code() == status_code::VERIFYING {
                 st.map_or(0.0, |s| s.progress)
             } else {
@@ -205,7 +232,7 @@ impl<'a> View<'a> {
             }),
             "isFinished" => json!(r.finished),
             "isStalled" => json!(self.stalled()),
-            "isPrivate" => json!(m.info.private),
+            "isPrivate" => json!(m.is_some_and(|m| m.info.private)),
             "rateDownload" => json!(rate(|s| s.download_rate)),
             "rateUpload" => json!(rate(|s| s.upload_rate)),
             "uploadRatio" => self.ratio(),
@@ -224,23 +251,23 @@ impl<'a> View<'a> {
             "activityDate" => json!(r.activity_date),
             "startDate" => json!(if r.paused { 0 } else { e.start_date }),
             "editDate" => json!(r.edit_date),
-            "dateCreated" => json!(m.creation_date.unwrap_or(0)),
+            "dateCreated" => json!(m.and_then(|m| m.creation_date).unwrap_or(0)),
             "secondsDownloading" => json!(r.seconds_downloading),
             "secondsSeeding" => json!(r.seconds_seeding),
-            "comment" => json!(m.comment.clone().unwrap_or_default()),
-            "creator" => json!(m.created_by.clone().unwrap_or_default()),
+            "comment" => json!(m.and_then(|m| m.comment.clone()).unwrap_or_default()),
+            "creator" => json!(m.and_then(|m| m.created_by.clone()).unwrap_or_default()),
             "magnetLink" => json!(Magnet {
                 info_hash: Some(e.hash),
                 info_hash_v2: None,
-                display_name: Some(m.info.name.clone()),
+                display_name: Some(e.name()),
                 exact_length: None,
-                trackers: m.trackers().into_iter().flatten().collect(),
+                trackers: self.trackers().into_iter().flatten().collect(),
                 web_seeds: Vec::new(),
                 peers: Vec::new(),
             }
             .to_uri()),
-            "pieceCount" => json!(m.info.piece_count()),
-            "pieceSize" => json!(m.info.piece_length),
+            "pieceCount" => json!(m.map_or(0, |m| m.info.piece_count())),
+            "pieceSize" => json!(m.map_or(0, |m| m.info.piece_length)),
             "labels" => json!(r.labels),
             "group" => json!(r.group),
             "queuePosition" => json!(r.queue_position),
@@ -260,8 +287,16 @@ impl<'a> View<'a> {
             "seedIdleLimit" => json!(r.seed_idle_limit),
             "seedIdleMode" => json!(r.seed_idle_mode),
             "manualAnnounceTime" => json!(-1),
-            "torrentFile" => json!(self.torrent_file),
-            "webseeds" => json!(m.url_list),
+            "torrentFile" => json!(if m.is_some() {
+                self.torrent_file.as_str()
+            } else {
+                ""
+            }),
+            "webseeds" => json!(match (m, &e.magnet) {
+                (Some(m), _) => m.url_list.clone(),
+                (None, Some(link)) => link.web_seeds.clone(),
+                (None, None) => Vec::new(),
+            }),
             // Web seeds in use that moved bytes lately.
             "webseedsSendingToUs" => json!(st.map_or(0, |s| if s.web_seed_rate >= 1.0 {
                 s.web_seeds
@@ -270,10 +305,10 @@ impl<'a> View<'a> {
             })),
             "file-count" | "fileCount" => json!(e.visible_files().count()),
             "files" => {
-                let files: Vec<Value> = e
-                    .visible_files()
-                    .enumerate()
-                    .map(|(k, i)| {
+                let files: Vec<Value> = m
+                    .iter()
+                    .flat_map(|m| e.visible_files().enumerate().map(move |(k, i)| (m, k, i)))
+                    .map(|(m, k, i)| {
                         let f = &m.info.files[i];
                         let mut name = vec![m.info.name.clone()];
                         if m.info.multi_file {
@@ -308,7 +343,7 @@ impl<'a> View<'a> {
             }
             "trackers" => {
                 let mut list = Vec::new();
-                for (tier, urls) in m.trackers().iter().enumerate() {
+                for (tier, urls) in self.trackers().iter().enumerate() {
                     for url in urls {
                         list.push(
                             json!({"announce": url, "id": list.len(), "scrape": scrape_url(url),
@@ -319,7 +354,7 @@ impl<'a> View<'a> {
                 json!(list)
             }
             "trackerList" => {
-                let tiers: Vec<String> = m.trackers().iter().map(|t| t.join("\n")).collect();
+                let tiers: Vec<String> = self.trackers().iter().map(|t| t.join("\n")).collect();
                 json!(tiers.join("\n\n"))
             }
             "peersConnected" => json!(st.map_or(0, |s| s.peers_connected)),
@@ -340,7 +375,7 @@ impl<'a> View<'a> {
                        "fromLtep": 0, "fromPex": 0, "fromTracker": total - incoming})
             }
             "peers" => {
-                let pieces = m.info.piece_count().max(1) as f64;
+                let pieces = m.map_or(1, |m| m.info.piece_count().max(1)) as f64;
                 let list: Vec<Value> = self
                     .peers()
                     .iter()

@@ -51,12 +51,13 @@ pub mod paths;
 pub mod rpc;
 mod run;
 pub mod settings;
+pub mod source;
 pub mod state;
 pub mod store;
 pub mod watch;
 pub mod web;
 
-pub use backend::{Backend, BackendError, EngineBackend, Start};
+pub use backend::{Backend, BackendError, EngineBackend, Source, Start};
 pub use gate::{Access, Gate};
 pub use http::{Handler, HttpServer, Limits, Request, Response};
 pub use rpc::Rpc;

@@ -98,7 +98,7 @@ fn rows<B: Backend>(torrents: &Torrents<B>) -> Vec<(InfoHash, Row)> {
             let row = Row {
                 hash: e.hash.to_hex(),
                 id: e.id,
-                name: e.metainfo.info.name.clone(),
+                name: e.name(),
                 state,
                 down: u(v.field("downloadedEver")),
                 up: u(v.field("uploadedEver")),

@@ -6,14 +6,14 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bittern_wire::{InfoHash, Metainfo};
+use bittern_wire::InfoHash;
 use serde_json::{json, Map, Value};
 
 use crate::backend::Backend;
 use crate::fields::View;
 use crate::paths::checked_dir;
 use crate::settings::{Settings, REPORTED};
-use crate::state::{AddSpec, Ids, Move, Sel, Torrents};
+use crate::state::{AddSource, AddSpec, Ids, Move, Sel, Torrents};
 
 /// `version` as session-get reports it: Transmission's format
 /// (`"$version ($revision)"`) with a 4.0 number, because Sonarr and Radarr
@@ -320,25 +320,7 @@ impl<B: Backend> Rpc<B> {
     }
 
     fn torrent_add(&self, args: &Args) -> Reply {
-        const CORRUPT: &str = "invalid or corrupt torrent file";
-        let bytes = if let Some(b64) = args.get("metainfo").and_then(Value::as_str) {
-            let clean: Vec<u8> = b64.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-            data_encoding::BASE64
-                .decode(&clean)
-                .map_err(|_| CORRUPT.to_string())?
-        } else if let Some(name) = args.get("filename").and_then(Value::as_str) {
-            let lower = name.to_ascii_lowercase();
-            if lower.starts_with("magnet:") {
-                return Err("magnet links are not supported yet".into());
-            }
-            if lower.starts_with("http://") || lower.starts_with("https://") {
-                return Err("adding a torrent by url is not supported yet".into());
-            }
-            std::fs::read(name).map_err(|_| CORRUPT.to_string())?
-        } else {
-            return Err("no filename or metainfo specified".into());
-        };
-        let metainfo = Metainfo::from_bytes(&bytes).map_err(|_| CORRUPT.to_string())?;
+        let source = crate::source::add_source(args)?;
         let settings: Settings = self.torrents.lock().settings.clone();
         let dir = args
             .get("download-dir")
@@ -355,7 +337,14 @@ impl<B: Backend> Rpc<B> {
             Some(v) => parse_labels(v)?,
             None => Vec::new(),
         };
-        let visible = metainfo.info.files.iter().filter(|f| !f.padding).count();
+        // A magnet's files are not known yet: its selection waits for
+        // `torrent-set` (as in Transmission).
+        let visible = match &source {
+            AddSource::Metainfo { metainfo, .. } => {
+                metainfo.info.files.iter().filter(|f| !f.padding).count()
+            }
+            AddSource::Magnet(_) => 0,
+        };
         let mut wanted = vec![true; visible];
         apply_wanted(&mut wanted, args)?;
         let wanted = if wanted.iter().all(|w| *w) {
@@ -364,8 +353,7 @@ impl<B: Backend> Rpc<B> {
             wanted
         };
         let added = self.torrents.add(AddSpec {
-            bytes,
-            metainfo,
+            source,
             save_dir,
             paused,
             labels,

@@ -6,25 +6,26 @@
 //! held while statuses are read (cheap copies) and records change; a
 //! torrent's removal, which waits for its threads, happens outside it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bittern_engine::{SeedGoal, TorrentOptions, TorrentState, TorrentStatus};
-use bittern_wire::{InfoHash, Metainfo};
+use bittern_wire::{InfoHash, Magnet, Metainfo};
 use log::{info, warn};
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::backend::{Backend, Start};
+use crate::backend::{Backend, Source, Start};
 use crate::settings::Settings;
 use crate::store::{Record, Store};
 
 mod data;
 mod done;
 mod live;
+mod magnet;
 mod queue;
 mod rename;
-use data::{delete_local_data, move_torrent_data};
+use data::delete_local_data;
 pub use rename::Rename;
 
 /// How long a torrent counts as recently active (Transmission's value).
@@ -43,8 +44,10 @@ pub struct Entry {
     pub id: i64,
     /// Its info hash.
     pub hash: InfoHash,
-    /// What it is.
-    pub metainfo: Arc<Metainfo>,
+    /// What it is; `None` for a magnet link until its metadata is fetched.
+    pub metainfo: Option<Arc<Metainfo>>,
+    /// The magnet link it was added by, if it was.
+    pub magnet: Option<Magnet>,
     /// What is persisted; counters are those of earlier engine runs.
     pub record: Record,
     /// Why the engine does not run it, if it refused.
@@ -72,9 +75,8 @@ impl Entry {
     /// (padding files hidden).
     pub fn visible_files(&self) -> impl Iterator<Item = usize> + '_ {
         self.metainfo
-            .info
-            .files
             .iter()
+            .flat_map(|m| m.info.files.iter())
             .enumerate()
             .filter(|(_, f)| !f.padding)
             .map(|(i, _)| i)
@@ -86,9 +88,26 @@ impl Entry {
         if let Some(s) = status {
             r.downloaded_ever += s.downloaded;
             r.uploaded_ever += s.uploaded;
-            r.corrupt_ever += s.hash_failures * self.metainfo.info.piece_length;
+            let piece = self.metainfo.as_ref().map_or(0, |m| m.info.piece_length);
+            r.corrupt_ever += s.hash_failures * piece;
         }
         r
+    }
+
+    /// Its name: the metainfo's, else the magnet link's `dn`, else the
+    /// info hash in hex (as Transmission shows a magnet without metadata).
+    pub fn name(&self) -> String {
+        match (&self.metainfo, &self.magnet) {
+            (Some(m), _) => m.info.name.clone(),
+            (
+                None,
+                Some(Magnet {
+                    display_name: Some(dn),
+                    ..
+                }),
+            ) => dn.clone(),
+            _ => self.hash.to_hex(),
+        }
     }
 }
 
@@ -176,13 +195,25 @@ pub struct Added {
     pub hash: InfoHash,
 }
 
+/// What a torrent is added from.
+#[derive(Debug, Clone)]
+pub enum AddSource {
+    /// A metainfo.
+    Metainfo {
+        /// The metainfo bytes.
+        bytes: Vec<u8>,
+        /// Parsed.
+        metainfo: Box<Metainfo>,
+    },
+    /// A magnet link (with a v1 info hash).
+    Magnet(Magnet),
+}
+
 /// What `torrent-add` asks for, once its arguments are checked.
 #[derive(Debug, Clone)]
 pub struct AddSpec {
-    /// The metainfo bytes.
-    pub bytes: Vec<u8>,
-    /// Parsed.
-    pub metainfo: Metainfo,
+    /// The metainfo or magnet link.
+    pub source: AddSource,
     /// Where the data goes (absolute).
     pub save_dir: PathBuf,
     /// Start stopped.
@@ -247,24 +278,17 @@ impl<B: Backend> Torrents<B> {
                 inner.settings.download_queue_enabled || inner.settings.seed_queue_enabled;
             for (record, bytes) in saved {
                 let record_paused = record.paused;
-                let mut metainfo = match Metainfo::from_bytes(&bytes) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        warn!("skipping saved torrent {}: {e}", record.info_hash);
-                        continue;
-                    }
+                let Some((hash, metainfo, magnet)) = magnet::restore(&record, bytes.as_deref())
+                else {
+                    continue;
                 };
-                for r in &record.renames {
-                    if let Err(e) = rename::apply(&mut metainfo, r) {
-                        warn!("{}: cannot replay a rename: {e}", record.info_hash);
-                    }
-                }
                 let id = inner.next_id;
                 inner.next_id += 1;
                 let mut entry = Entry {
                     id,
-                    hash: metainfo.info_hash,
-                    metainfo: Arc::new(metainfo),
+                    hash,
+                    metainfo,
+                    magnet,
                     record,
                     error: None,
                     start_date: 0,
@@ -309,8 +333,8 @@ impl<B: Backend> Torrents<B> {
 
     /// The engine options of an entry.
     fn options(&self, settings: &Settings, e: &Entry) -> TorrentOptions {
-        let files = &e.metainfo.info.files;
-        let wanted_files = if e.record.wanted.is_empty() {
+        let files = e.metainfo.as_ref().map_or(&[][..], |m| &m.info.files[..]);
+        let wanted_files = if e.record.wanted.is_empty() || files.is_empty() {
             Vec::new()
         } else {
             let mut visible = e.record.wanted.iter();
@@ -335,8 +359,16 @@ impl<B: Backend> Torrents<B> {
 
     /// Starts an entry in the engine (it checks its data first).
     fn launch(&self, settings: &Settings, e: &mut Entry) {
+        let source = match (&e.metainfo, &e.magnet) {
+            (Some(m), _) => Source::Metainfo((**m).clone()),
+            (None, Some(link)) => Source::Magnet(link.clone()),
+            (None, None) => {
+                e.error = Some("no metainfo and no magnet link".into());
+                return;
+            }
+        };
         let start = Start {
-            metainfo: (*e.metainfo).clone(),
+            source,
             save_dir: e.record.save_dir.clone(),
             options: self.options(settings, e),
         };
@@ -352,7 +384,7 @@ impl<B: Backend> Torrents<B> {
             }
             Ok(()) => None,
             Err(err) => {
-                warn!("{}: cannot start: {err}", e.metainfo.info.name);
+                warn!("{}: cannot start: {err}", e.name());
                 Some(err.to_string())
             }
         };
@@ -374,29 +406,43 @@ impl<B: Backend> Torrents<B> {
     /// The store cannot save it (nothing is added then).
     pub fn add(&self, spec: AddSpec) -> Result<Added, String> {
         let mut inner = self.inner.lock();
-        let hash = spec.metainfo.info_hash;
+        let (hash, top, visible, metainfo, magnet, bytes) = match spec.source {
+            AddSource::Metainfo { bytes, metainfo } => {
+                let visible = metainfo.info.files.iter().filter(|f| !f.padding).count();
+                let top = Some(metainfo.info.name.clone());
+                (
+                    metainfo.info_hash,
+                    top,
+                    visible,
+                    Some(*metainfo),
+                    None,
+                    Some(bytes),
+                )
+            }
+            AddSource::Magnet(link) => {
+                let hash = link
+                    .info_hash
+                    .ok_or("the magnet link has no v1 (btih) info hash")?;
+                (hash, None, 0, None, Some(link), None)
+            }
+        };
         if let Some(e) = inner.entries.iter().find(|e| e.hash == hash) {
             return Ok(Added {
                 new: false,
                 id: e.id,
-                name: e.metainfo.info.name.clone(),
+                name: e.name(),
                 hash,
             });
         }
         let now = unix_now();
-        let visible = spec
-            .metainfo
-            .info
-            .files
-            .iter()
-            .filter(|f| !f.padding)
-            .count();
-        // With an incomplete dir, data not already in place downloads there.
+        // With an incomplete dir, data not already in place downloads there
+        // (a magnet's name is not known yet: it goes there too).
         let s = &inner.settings;
-        let top = spec.metainfo.info.name.clone();
         let (save_dir, final_dir) = if s.incomplete_dir_enabled
             && !s.incomplete_dir.is_empty()
-            && std::fs::symlink_metadata(spec.save_dir.join(&top)).is_err()
+            && top
+                .as_ref()
+                .is_none_or(|t| std::fs::symlink_metadata(spec.save_dir.join(t)).is_err())
         {
             let dir = PathBuf::from(&s.incomplete_dir);
             std::fs::create_dir_all(&dir)
@@ -420,19 +466,20 @@ impl<B: Backend> Torrents<B> {
             added_date: now,
             edit_date: now,
             peer_limit: i64::try_from(inner.settings.peer_limit_per_torrent).unwrap_or(50),
+            magnet: magnet.as_ref().map(Magnet::to_uri),
             ..Record::default()
         };
         self.store
-            .add(&record, &spec.bytes)
+            .add(&record, bytes.as_deref())
             .map_err(|e| e.to_string())?;
         let id = inner.next_id;
         inner.next_id += 1;
         inner.files_added += 1;
-        let name = spec.metainfo.info.name.clone();
         let mut entry = Entry {
             id,
             hash,
-            metainfo: Arc::new(spec.metainfo),
+            metainfo: metainfo.map(Arc::new),
+            magnet,
             record,
             error: None,
             start_date: 0,
@@ -445,6 +492,7 @@ impl<B: Backend> Torrents<B> {
         };
         let settings = inner.settings.clone();
         self.launch(&settings, &mut entry);
+        let name = entry.name();
         info!("added {name} as {id}");
         inner.entries.push(entry);
         Ok(Added {
@@ -527,6 +575,9 @@ impl<B: Backend> Torrents<B> {
     pub fn remove(&self, ids: &Ids, delete_data: bool) -> Result<(), String> {
         let taken: Vec<Entry> = {
             let mut inner = self.inner.lock();
+            // A magnet whose metadata came since the last tick: its data
+            // is known (for `delete_data`).
+            self.adopt_metadata(&mut inner);
             let picked = inner.select(ids);
             let mut taken = Vec::new();
             for i in picked.into_iter().rev() {
@@ -547,9 +598,10 @@ impl<B: Backend> Torrents<B> {
         };
         for e in taken {
             self.backend.remove(e.hash);
-            info!("removed {} ({})", e.metainfo.info.name, e.id);
-            if delete_data {
-                delete_local_data(&e.metainfo, &e.record.save_dir);
+            info!("removed {} ({})", e.name(), e.id);
+            // Nothing of a magnet without metadata is on disk.
+            if let (Some(m), true) = (&e.metainfo, delete_data) {
+                delete_local_data(m, &e.record.save_dir);
             }
         }
         Ok(())
@@ -623,60 +675,6 @@ impl<B: Backend> Torrents<B> {
         Ok(())
     }
 
-    /// Points the selected torrents at `location`: with `move_data` their
-    /// data is moved there first (renamed; a torrent whose data cannot be
-    /// moved stays where it was and the error is returned), else the data
-    /// is looked for there (a recheck).
-    ///
-    /// # Errors
-    /// A move failed.
-    pub fn set_location(&self, ids: &Ids, location: &Path, move_data: bool) -> Result<(), String> {
-        std::fs::create_dir_all(location)
-            .map_err(|e| format!("cannot create {}: {e}", location.display()))?;
-        let mut inner = self.inner.lock();
-        let settings = inner.settings.clone();
-        let mut result = Ok(());
-        for i in inner.select(ids) {
-            let e = &mut inner.entries[i];
-            if e.record.save_dir == location {
-                continue;
-            }
-            if let Err(err) = self.relocate(&settings, e, location, move_data) {
-                result = Err(err);
-            }
-        }
-        self.flush(&mut inner);
-        result
-    }
-
-    /// Points one torrent at `location`, moving its data there first with
-    /// `move_data`; it stops for that and starts again (where it was, when
-    /// the move failed).
-    fn relocate(
-        &self,
-        settings: &Settings,
-        e: &mut Entry,
-        location: &Path,
-        move_data: bool,
-    ) -> Result<(), String> {
-        let status = self.backend.status(e.hash);
-        e.record = e.folded(status.as_ref());
-        self.backend.remove(e.hash);
-        let moved = if move_data {
-            move_torrent_data(&e.metainfo, &e.record.save_dir, location)
-        } else {
-            Ok(())
-        };
-        if moved.is_ok() {
-            e.record.save_dir = location.to_path_buf();
-            e.record.final_dir = None;
-            e.record.edit_date = unix_now();
-        }
-        self.launch(settings, e);
-        e.dirty = true;
-        moved
-    }
-
     /// Sets a torrent's queue position (moving the others).
     pub fn set_queue_position(&self, ids: &Ids, pos: i64) {
         let mut inner = self.inner.lock();
@@ -697,6 +695,7 @@ impl<B: Backend> Torrents<B> {
     pub fn tick(&self, dt: Duration, save: bool) {
         let mut inner = self.inner.lock();
         self.follow_schedule(&mut inner);
+        self.adopt_metadata(&mut inner);
         self.note_activity(&mut inner);
         self.schedule_queue(&mut inner);
         let now = unix_now();
@@ -750,7 +749,7 @@ impl<B: Backend> Torrents<B> {
                 let r = e.folded(self.backend.status(e.hash).as_ref());
                 match self.store.save(&r) {
                     Ok(()) => e.dirty = false,
-                    Err(err) => warn!("cannot save {}: {err}", e.metainfo.info.name),
+                    Err(err) => warn!("cannot save {}: {err}", e.name()),
                 }
             }
         }

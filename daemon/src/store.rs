@@ -5,7 +5,12 @@
 //! torrents/<hash>.torrent   the metainfo as added
 //! torrents/<hash>.json      the torrent's record (save dir, paused, labels, ...)
 //! resume/<hash>.resume      the engine's resume state (pieces verified)
+//! resume/<hash>.torrent     the metadata the engine fetched for a magnet
 //! ```
+//!
+//! A torrent added by magnet link has a record (with its link) and no
+//! `torrents/<hash>.torrent` until its metadata has been fetched; the
+//! daemon then writes it there.
 //!
 //! Every file is written atomically: a temp file in the same directory,
 //! fsync, rename over the old one, fsync of the directory. A SIGKILL at any
@@ -114,6 +119,8 @@ pub struct Record {
     pub final_dir: Option<PathBuf>,
     /// Stopped by its seed ratio or idle limit.
     pub finished: bool,
+    /// The magnet link it was added by (`None`: added from a metainfo).
+    pub magnet: Option<String>,
 }
 
 impl Default for Record {
@@ -150,9 +157,14 @@ impl Default for Record {
             renames: Vec::new(),
             final_dir: None,
             finished: false,
+            magnet: None,
         }
     }
 }
+
+/// A saved torrent: its record and its metainfo (`None` for a magnet link
+/// whose metadata was not fetched yet).
+pub type Saved = (Record, Option<Vec<u8>>);
 
 /// The config dir.
 #[derive(Debug, Clone)]
@@ -222,13 +234,24 @@ impl Store {
         write_atomic(&path, &bytes)
     }
 
-    /// Saves a newly added torrent: its metainfo, then its record.
+    /// Saves a newly added torrent: its metainfo (none yet for a magnet
+    /// link), then its record.
     ///
     /// # Errors
     /// A file cannot be written.
-    pub fn add(&self, record: &Record, metainfo: &[u8]) -> Result<(), StoreError> {
-        write_atomic(&self.torrent_path(&record.info_hash), metainfo)?;
+    pub fn add(&self, record: &Record, metainfo: Option<&[u8]>) -> Result<(), StoreError> {
+        if let Some(m) = metainfo {
+            self.save_metainfo(&record.info_hash, m)?;
+        }
         self.save(record)
+    }
+
+    /// Saves the metainfo of a torrent (fetched for a magnet link).
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn save_metainfo(&self, hash: &str, metainfo: &[u8]) -> Result<(), StoreError> {
+        write_atomic(&self.torrent_path(hash), metainfo)
     }
 
     /// Saves a torrent's record.
@@ -261,7 +284,8 @@ impl Store {
             }
         }
         sync_dir(&self.dir.join("torrents"));
-        for p in [self.torrent_path(hash), self.resume_path(hash)] {
+        let fetched = self.resume_path(hash).with_extension("torrent");
+        for p in [self.torrent_path(hash), self.resume_path(hash), fetched] {
             let _ = fs::remove_file(p);
         }
         Ok(())
@@ -273,7 +297,7 @@ impl Store {
     ///
     /// # Errors
     /// The torrents folder cannot be listed.
-    pub fn load_all(&self) -> Result<Vec<(Record, Vec<u8>)>, StoreError> {
+    pub fn load_all(&self) -> Result<Vec<Saved>, StoreError> {
         let dir = self.dir.join("torrents");
         let entries = fs::read_dir(&dir).map_err(|source| StoreError::Io {
             path: dir.clone(),
@@ -296,7 +320,11 @@ impl Store {
                 }
             };
             match fs::read(self.torrent_path(&record.info_hash)) {
-                Ok(bytes) => out.push((record, bytes)),
+                Ok(bytes) => out.push((record, Some(bytes))),
+                // Added by magnet link, metadata not fetched yet.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && record.magnet.is_some() => {
+                    out.push((record, None));
+                }
                 Err(e) => warn!(
                     "skipping torrent record {}: its metainfo: {e}",
                     path.display()
@@ -362,7 +390,7 @@ mod tests {
                 paused: i == 1,
                 ..Record::default()
             };
-            store.add(&r, hash.as_bytes()).unwrap();
+            store.add(&r, Some(hash.as_bytes())).unwrap();
         }
         // A record without metainfo and a stray temp file are ignored.
         write_atomic(
@@ -374,12 +402,40 @@ mod tests {
         let all = store.load_all().unwrap();
         let order: Vec<&str> = all.iter().map(|(r, _)| r.info_hash.as_str()).collect();
         assert_eq!(order, ["aa", "cc", "bb"]);
-        assert_eq!(all[0].1, b"aa");
+        assert_eq!(all[0].1.as_deref(), Some(&b"aa"[..]));
         assert!(all[0].0.paused);
         assert_eq!(all[0].0.labels, ["l1"]);
         store.remove("aa").unwrap();
         assert_eq!(store.load_all().unwrap().len(), 2);
         assert!(!store.torrent_path("aa").exists());
+    }
+
+    #[test]
+    fn magnet_records_load_without_metainfo_and_leave_nothing_on_removal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let r = Record {
+            info_hash: "ee".into(),
+            magnet: Some("magnet:?xt=urn:btih:ee".into()),
+            ..Record::default()
+        };
+        store.add(&r, None).unwrap();
+        let all = store.load_all().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].0.magnet, r.magnet);
+        assert!(all[0].1.is_none());
+        // The metadata arrives: the engine's copy and the store's.
+        let fetched = store.resume_path("ee").with_extension("torrent");
+        fs::write(&fetched, b"meta").unwrap();
+        store.save_metainfo("ee", b"meta").unwrap();
+        assert_eq!(
+            store.load_all().unwrap()[0].1.as_deref(),
+            Some(&b"meta"[..])
+        );
+        store.remove("ee").unwrap();
+        assert!(store.load_all().unwrap().is_empty());
+        assert!(!fetched.exists());
+        assert!(!store.torrent_path("ee").exists());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bittern_daemon::state::AddSpec;
+use bittern_daemon::state::{AddSource, AddSpec};
 use bittern_daemon::{Access, Gate, HttpServer, Limits, Rpc, Store, Torrents};
 use bittern_engine::TorrentState;
 use bittern_testkit::webdriver::{self, Browser};
@@ -54,8 +54,10 @@ fn page_stays_responsive_with_10000_torrents() {
         let metainfo = Metainfo::from_bytes(&bytes).unwrap();
         torrents
             .add(AddSpec {
-                bytes,
-                metainfo,
+                source: AddSource::Metainfo {
+                    bytes,
+                    metainfo: Box::new(metainfo),
+                },
                 save_dir: dir.path().join("data"),
                 paused: false,
                 labels: Vec::new(),
@@ -142,8 +144,10 @@ fn page_works_behind_basic_auth() {
     let metainfo = Metainfo::from_bytes(&bytes).unwrap();
     torrents
         .add(AddSpec {
-            bytes,
-            metainfo,
+            source: AddSource::Metainfo {
+                bytes,
+                metainfo: Box::new(metainfo),
+            },
             save_dir: dir.path().join("data"),
             paused: true,
             labels: Vec::new(),

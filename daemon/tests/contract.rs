@@ -583,7 +583,7 @@ fn torrent_set_limits_labels_files() {
             "the daemon enforces seed limits itself"
         );
         assert_eq!(
-            s.limits.get(&start.metainfo.info_hash),
+            s.limits.get(&start.metainfo().unwrap().info_hash),
             Some(&(Some(100_000), Some(50_000))),
             "limits go to the running torrent"
         );
@@ -595,7 +595,7 @@ fn torrent_set_limits_labels_files() {
         assert_eq!(s.starts, starts, "no restart for a limit");
         let (start, _) = s.running.values().next().unwrap();
         assert_eq!(
-            s.limits.get(&start.metainfo.info_hash),
+            s.limits.get(&start.metainfo().unwrap().info_hash),
             Some(&(Some(20_000), Some(50_000)))
         );
     }

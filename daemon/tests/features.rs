@@ -78,13 +78,13 @@ fn rename_path_on_disk_in_the_store_and_refusals() {
         );
         let (start, _) = s.running.values().next().unwrap();
         assert_eq!(
-            start.metainfo.info.file_paths(),
+            start.metainfo().unwrap().info.file_paths(),
             [
                 std::path::PathBuf::from("top/a.txt"),
                 "top/renamed/b.bin".into()
             ]
         );
-        assert_eq!(start.metainfo.info_hash, hash_of(&multi()));
+        assert_eq!(start.metainfo().unwrap().info_hash, hash_of(&multi()));
     }
 
     // Refused: escapes and bad names; nothing moves.

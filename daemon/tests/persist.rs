@@ -59,7 +59,7 @@ fn torrents_come_back_after_a_restart() {
             let (start, status) = st
                 .running
                 .values()
-                .find(|(s, _)| s.metainfo.info.name == *n)
+                .find(|(s, _)| s.metainfo().is_some_and(|m| m.info.name == *n))
                 .unwrap();
             assert!(start.options.paused, "{n} waits for the queue");
             status.state == bittern_engine::TorrentState::Paused

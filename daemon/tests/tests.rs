@@ -6,6 +6,7 @@
 mod browser;
 mod contract;
 mod features;
+mod magnet;
 mod persist;
 mod server;
 mod util;

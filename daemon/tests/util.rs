@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bittern_daemon::{
-    Access, Backend, BackendError, Gate, Handler, Request, Response, Rpc, Start, Store, Torrents,
+    Access, Backend, BackendError, Gate, Handler, Request, Response, Rpc, Source, Start, Store,
+    Torrents,
 };
 use bittern_engine::{FileStatus, PeerInfo, TorrentState, TorrentStatus};
 use bittern_wire::{InfoHash, MetainfoBuilder};
@@ -27,6 +28,8 @@ pub struct FakeState {
     pub limits: HashMap<InfoHash, (Option<u64>, Option<u64>)>,
     pub session_limits: Vec<(Option<u64>, Option<u64>)>,
     pub honors: HashMap<InfoHash, bool>,
+    /// Metadata "fetched" for magnet links, handed out by `torrent_file`.
+    pub fetched: HashMap<InfoHash, Vec<u8>>,
 }
 
 /// An engine that keeps statuses in memory: a started torrent is
@@ -40,7 +43,9 @@ pub struct Fake {
 
 impl Backend for Fake {
     fn start(&self, start: Start) -> Result<(), BackendError> {
-        let m = &start.metainfo;
+        let Source::Metainfo(m) = &start.source else {
+            return self.start_magnet(start);
+        };
         let complete = self.complete.lock().contains(&m.info_hash);
         let wanted = m.info.total_length();
         let have = if complete { wanted } else { 0 };
@@ -159,11 +164,60 @@ impl Backend for Fake {
         Vec::new()
     }
 
+    fn torrent_file(&self, hash: InfoHash) -> Option<Vec<u8>> {
+        self.state.lock().fetched.get(&hash).cloned()
+    }
+
     fn peer_port(&self) -> u16 {
         51413
     }
 
     fn shutdown(&self) {}
+}
+
+impl Fake {
+    /// A magnet link starts fetching its metadata: no size, its `dn` as name.
+    fn start_magnet(&self, start: Start) -> Result<(), BackendError> {
+        let Source::Magnet(link) = &start.source else {
+            return Err(BackendError::NotRunning);
+        };
+        let hash = link.info_hash.ok_or(BackendError::NotRunning)?;
+        let status = TorrentStatus {
+            name: link.display_name.clone().unwrap_or_else(|| hash.to_hex()),
+            state: if start.options.paused {
+                TorrentState::Paused
+            } else {
+                TorrentState::FetchingMetadata
+            },
+            progress: 0.5,
+            wanted_bytes: 0,
+            have_bytes: 0,
+            downloaded: 0,
+            uploaded: 0,
+            download_rate: 0.0,
+            upload_rate: 0.0,
+            eta: None,
+            peers_connected: 0,
+            peers_known: 0,
+            pieces_have: 0,
+            pieces_total: 0,
+            files: Vec::new(),
+            hash_failures: 0,
+            written: 0,
+            web_seeds: 0,
+            web_seed_downloaded: 0,
+            web_seed_rate: 0.0,
+        };
+        let mut s = self.state.lock();
+        if s.running.contains_key(&hash) {
+            return Err(BackendError::Engine(
+                bittern_engine::Error::DuplicateTorrent(hash.to_hex()),
+            ));
+        }
+        s.starts += 1;
+        s.running.insert(hash, (start, status));
+        Ok(())
+    }
 }
 
 /// The single-file torrent of the transcripts: `sample.bin`, 3,000,000

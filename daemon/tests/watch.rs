@@ -1,7 +1,7 @@
 //! The watch directory over a fake engine: a dropped `.torrent` is added
-//! once stable and renamed `.added`; a magnet (not supported yet) and a
-//! corrupt file are renamed `.invalid`; other files are left alone; a
-//! restart adds nothing again.
+//! once stable and renamed `.added`, a `.magnet` too; a magnet link
+//! without an info hash and a corrupt file are renamed `.invalid`; other
+//! files are left alone; a restart adds nothing again.
 
 use std::sync::Arc;
 
@@ -49,26 +49,39 @@ fn dropped_files_are_added_once_and_renamed() {
         "\nmagnet:?xt=urn:btih:0ca7f07bf09ca3fcaf077b7e85e79cff922f5a3a\n",
     )
     .unwrap();
+    std::fs::write(watch.join("nohash.magnet"), "magnet:?dn=x\n").unwrap();
     std::fs::write(watch.join("notes.txt"), b"x").unwrap();
     assert!(scanner.scan(&rpc).is_empty(), "first sight: not yet stable");
     assert_eq!(count(&rpc), 0);
     let mut out = scanner.scan(&rpc);
     out.sort_by_key(|o| format!("{o:?}"));
-    assert_eq!(out.len(), 4, "{out:?}");
+    assert_eq!(out.len(), 5, "{out:?}");
     assert!(out.contains(&Outcome::Added(watch.join("a.torrent"))));
     assert!(out.contains(&Outcome::Added(watch.join("B.TORRENT"))));
+    assert!(out.contains(&Outcome::Added(watch.join("m.magnet"))));
     assert!(out.iter().any(|o| matches!(o,
-        Outcome::Invalid(p, e) if p.ends_with("m.magnet") && e.contains("magnet"))));
+        Outcome::Invalid(p, e) if p.ends_with("nohash.magnet") && e.contains("info hash"))));
     assert!(out.iter().any(|o| matches!(o,
         Outcome::Invalid(p, e) if p.ends_with("bad.torrent") && e.contains("corrupt"))));
-    assert_eq!(count(&rpc), 2);
+    assert_eq!(count(&rpc), 3);
+    let r = rpc.call(
+        json!({"method": "torrent-get", "arguments": {"fields": ["hashString"], "ids": [3]}})
+            .to_string()
+            .as_bytes(),
+        "",
+    );
+    assert_eq!(
+        r["arguments"]["torrents"][0]["hashString"],
+        "0ca7f07bf09ca3fcaf077b7e85e79cff922f5a3a"
+    );
     assert_eq!(
         names(&watch),
         [
             "B.TORRENT.added",
             "a.torrent.added",
             "bad.torrent.invalid",
-            "m.magnet.invalid",
+            "m.magnet.added",
+            "nohash.magnet.invalid",
             "notes.txt"
         ]
     );
@@ -86,12 +99,12 @@ fn dropped_files_are_added_once_and_renamed() {
     rpc.torrents().shutdown();
     drop(rpc);
     let rpc = open();
-    assert_eq!(count(&rpc), 1);
+    assert_eq!(count(&rpc), 2);
     let mut scanner = Scanner::new(watch.clone());
     for _ in 0..3 {
         assert!(scanner.scan(&rpc).is_empty());
     }
-    assert_eq!(count(&rpc), 1);
+    assert_eq!(count(&rpc), 2);
 
     // A file still growing between scans waits for the next stable one.
     let grow = watch.join("late.torrent");
@@ -105,5 +118,5 @@ fn dropped_files_are_added_once_and_renamed() {
         [Outcome::Added(grow.clone())],
         "stable now"
     );
-    assert_eq!(count(&rpc), 2);
+    assert_eq!(count(&rpc), 3);
 }

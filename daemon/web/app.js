@@ -10,7 +10,8 @@
 const RPC = `${location.origin}/transmission/rpc`;
 const POLL_MS = 2000;
 const LIST_FIELDS = ["id", "name", "status", "error", "errorString", "percentDone",
-  "rateDownload", "rateUpload", "eta", "uploadRatio", "peersConnected", "recheckProgress"];
+  "rateDownload", "rateUpload", "eta", "uploadRatio", "peersConnected", "recheckProgress",
+  "metadataPercentComplete"];
 const STATES = ["Stopped", "Queued to check", "Checking", "Queued", "Downloading",
   "Queued to seed", "Seeding"];
 
@@ -110,7 +111,10 @@ function set(row, key, text) {
 function update(row, t) {
   const checking = t.status === 2;
   const done = checking ? t.recheckProgress : t.percentDone;
-  const state = t.error ? `Error: ${t.errorString}` : STATES[t.status] ?? "?";
+  // A magnet link whose metadata is still coming: no size to show yet.
+  const fetching = t.status === 4 && t.metadataPercentComplete < 1;
+  const state = t.error ? `Error: ${t.errorString}`
+    : fetching ? "Fetching metadata" : STATES[t.status] ?? "?";
   set(row, "name", t.name);
   set(row, "label", checking ? `${percent(done)} checked` : percent(done));
   set(row, "state", state);

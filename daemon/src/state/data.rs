@@ -7,6 +7,65 @@ use std::path::{Path, PathBuf};
 use bittern_wire::Metainfo;
 use log::warn;
 
+use super::{unix_now, Entry, Ids, Torrents};
+use crate::backend::Backend;
+use crate::settings::Settings;
+
+impl<B: Backend> Torrents<B> {
+    /// Points the selected torrents at `location`: with `move_data` their
+    /// data is moved there first (renamed; a torrent whose data cannot be
+    /// moved stays where it was and the error is returned), else the data
+    /// is looked for there (a recheck).
+    ///
+    /// # Errors
+    /// A move failed.
+    pub fn set_location(&self, ids: &Ids, location: &Path, move_data: bool) -> Result<(), String> {
+        std::fs::create_dir_all(location)
+            .map_err(|e| format!("cannot create {}: {e}", location.display()))?;
+        let mut inner = self.inner.lock();
+        let settings = inner.settings.clone();
+        let mut result = Ok(());
+        for i in inner.select(ids) {
+            let e = &mut inner.entries[i];
+            if e.record.save_dir == location {
+                continue;
+            }
+            if let Err(err) = self.relocate(&settings, e, location, move_data) {
+                result = Err(err);
+            }
+        }
+        self.flush(&mut inner);
+        result
+    }
+
+    /// Points one torrent at `location`, moving its data there first with
+    /// `move_data`; it stops for that and starts again (where it was, when
+    /// the move failed).
+    pub(super) fn relocate(
+        &self,
+        settings: &Settings,
+        e: &mut Entry,
+        location: &Path,
+        move_data: bool,
+    ) -> Result<(), String> {
+        let status = self.backend.status(e.hash);
+        e.record = e.folded(status.as_ref());
+        self.backend.remove(e.hash);
+        let moved = match (&e.metainfo, move_data) {
+            (Some(m), true) => move_torrent_data(m, &e.record.save_dir, location),
+            _ => Ok(()),
+        };
+        if moved.is_ok() {
+            e.record.save_dir = location.to_path_buf();
+            e.record.final_dir = None;
+            e.record.edit_date = unix_now();
+        }
+        self.launch(settings, e);
+        e.dirty = true;
+        moved
+    }
+}
+
 /// Moves a torrent's data (its file, or its top directory) from `from` to
 /// `to` by renaming. Nothing there yet (a torrent that never got data) is
 /// not an error.

@@ -31,14 +31,10 @@ impl<B: Backend> Torrents<B> {
                 .map_err(|err| format!("cannot create {}: {err}", dir.display()))
                 .and_then(|()| self.relocate(&settings, e, &dir, true));
             match moved {
-                Ok(()) => info!(
-                    "{}: complete, moved to {}",
-                    e.metainfo.info.name,
-                    dir.display()
-                ),
+                Ok(()) => info!("{}: complete, moved to {}", e.name(), dir.display()),
                 Err(err) => {
                     // It stays in the incomplete dir; not tried again.
-                    warn!("{}: {err}", e.metainfo.info.name);
+                    warn!("{}: {err}", e.name());
                     e.record.final_dir = None;
                     e.dirty = true;
                 }
@@ -99,7 +95,7 @@ impl<B: Backend> Torrents<B> {
             if ratio_done || idle_done {
                 info!(
                     "{}: {} limit reached, stopping",
-                    e.metainfo.info.name,
+                    e.name(),
                     if ratio_done {
                         "seed ratio"
                     } else {
@@ -138,14 +134,18 @@ fn local_time() -> String {
 /// it), with the variables Transmission sets.
 fn run_done_script(settings: &Settings, e: &Entry, downloaded: u64) {
     let program = Path::new(&settings.script_torrent_done_filename);
-    let trackers: Vec<String> = e.metainfo.trackers().into_iter().flatten().collect();
+    let trackers: Vec<String> = e
+        .metainfo
+        .as_ref()
+        .map(|m| m.trackers().into_iter().flatten().collect())
+        .unwrap_or_default();
     let mut cmd = Command::new(program);
     cmd.env("TR_APP_VERSION", crate::rpc::VERSION)
         .env("TR_TIME_LOCALTIME", local_time())
         .env("TR_TORRENT_DIR", &e.record.save_dir)
         .env("TR_TORRENT_HASH", e.hash.to_hex())
         .env("TR_TORRENT_ID", e.id.to_string())
-        .env("TR_TORRENT_NAME", &e.metainfo.info.name)
+        .env("TR_TORRENT_NAME", e.name())
         .env("TR_TORRENT_LABELS", e.record.labels.join(","))
         .env("TR_TORRENT_BYTES_DOWNLOADED", downloaded.to_string())
         .env("TR_TORRENT_TRACKERS", trackers.join(","))
@@ -154,7 +154,7 @@ fn run_done_script(settings: &Settings, e: &Entry, downloaded: u64) {
         .stderr(Stdio::null());
     match cmd.spawn() {
         Ok(mut child) => {
-            info!("{}: running {}", e.metainfo.info.name, program.display());
+            info!("{}: running {}", e.name(), program.display());
             let reaper = std::thread::Builder::new()
                 .name("bittern-done-script".into())
                 .spawn(move || {

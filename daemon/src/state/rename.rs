@@ -121,7 +121,10 @@ impl<B: Backend> Torrents<B> {
                 .collect(),
             name: name.to_string(),
         };
-        let mut renamed = (*e.metainfo).clone();
+        let Some(meta) = &e.metainfo else {
+            return Err("the torrent's metadata is not fetched yet".into());
+        };
+        let mut renamed = (**meta).clone();
         apply(&mut renamed, &rename)?;
         let root = e.record.save_dir.clone();
         let src: PathBuf = rename.path.iter().fold(root.clone(), |p, c| p.join(c));
@@ -133,7 +136,7 @@ impl<B: Backend> Torrents<B> {
         let moved = rename_on_disk(&root, &src, &dst);
         if moved.is_ok() {
             info!("renamed {} to {}", src.display(), dst.display());
-            e.metainfo = Arc::new(renamed);
+            e.metainfo = Some(Arc::new(renamed));
             e.record.renames.push(rename);
             e.record.edit_date = super::unix_now();
         }
