@@ -1,12 +1,16 @@
 //! A small blocking HTTP/1.1 server: one acceptor thread, one thread per
-//! connection up to a bound (beyond it a connection gets 503 and is
-//! closed), keep-alive, `Expect: 100-continue`, and limits on the request
+//! connection up to a bound, keep-alive, `Expect: 100-continue`, and limits on the request
 //! head, the body and the time a request may take to arrive.
 //!
 //! Hand-written over `httparse` (already in the tree through `ureq`)
 //! rather than a server crate: the RPC needs one route, no TLS and no
 //! streaming, and owning the loop keeps the limits and the shutdown (cut
 //! every open connection, join the acceptor) in plain sight.
+//!
+//! At the bound a new connection takes the place of the one that has sat
+//! idle longest (waiting for its first request, or between requests), so
+//! clients that connect and send nothing cannot lock others out; only when
+//! every connection is in the middle of a request does a newcomer get 503.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -178,6 +182,11 @@ impl<S: Read + Write> Conn<S> {
         &mut self.stream
     }
 
+    /// Whether bytes of a next request are already buffered.
+    pub fn has_pending(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
     fn fill(&mut self) -> Result<usize, ReadError> {
         let mut chunk = [0u8; 8192];
         loop {
@@ -303,9 +312,19 @@ impl<S: Read + Write> Conn<S> {
 pub struct HttpServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
-    open: Arc<Mutex<HashMap<u64, TcpStream>>>,
+    open: Arc<Mutex<Open>>,
     acceptor: Option<JoinHandle<()>>,
 }
+
+/// Marks a connection as busy in its [`Idle`] cell.
+const BUSY: u64 = u64::MAX;
+
+/// When a connection became idle (milliseconds since the server started),
+/// or [`BUSY`].
+type Idle = Arc<AtomicU64>;
+
+/// The open connections: a handle to cut each, and its idle cell.
+type Open = HashMap<u64, (TcpStream, Idle)>;
 
 impl HttpServer {
     /// Binds `addr` and serves `handler` on its own threads.
@@ -320,7 +339,7 @@ impl HttpServer {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let open: Arc<Mutex<HashMap<u64, TcpStream>>> = Arc::default();
+        let open: Arc<Mutex<Open>> = Arc::default();
         let acceptor = {
             let (stop, open) = (stop.clone(), open.clone());
             std::thread::Builder::new()
@@ -355,7 +374,7 @@ impl HttpServer {
         }
         let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
         let _ = acceptor.join();
-        for (_, s) in self.open.lock().drain() {
+        for (_, (s, _)) in self.open.lock().drain() {
             let _ = s.shutdown(Shutdown::Both);
         }
     }
@@ -372,10 +391,11 @@ fn accept_loop(
     handler: &Arc<dyn Handler>,
     limits: &Limits,
     stop: &AtomicBool,
-    open: &Arc<Mutex<HashMap<u64, TcpStream>>>,
+    open: &Arc<Mutex<Open>>,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
     let next_id = AtomicU64::new(0);
+    let epoch = Instant::now();
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -391,7 +411,9 @@ fn accept_loop(
         let Ok(peer) = stream.peer_addr() else {
             continue;
         };
-        if active.load(Ordering::SeqCst) >= limits.max_connections {
+        if active.load(Ordering::SeqCst) >= limits.max_connections
+            && !evict_idlest(open, &active, limits.max_connections)
+        {
             debug!("{peer}: too many rpc connections, answering 503");
             let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
             let mut c = Conn::new(stream, peer.ip());
@@ -399,8 +421,9 @@ fn accept_loop(
             continue;
         }
         let id = next_id.fetch_add(1, Ordering::Relaxed);
+        let idle: Idle = Arc::new(AtomicU64::new(millis_since(epoch)));
         if let Ok(clone) = stream.try_clone() {
-            open.lock().insert(id, clone);
+            open.lock().insert(id, (clone, idle.clone()));
         }
         active.fetch_add(1, Ordering::SeqCst);
         let (handler, limits, open2, active2) = (
@@ -418,7 +441,7 @@ fn accept_loop(
                     open: open2,
                     active: active2,
                 };
-                serve(stream, peer.ip(), &*handler, &limits);
+                serve(stream, peer.ip(), &*handler, &limits, &idle, epoch);
             });
         if let Err(e) = spawned {
             warn!("cannot start an rpc connection thread: {e}");
@@ -428,11 +451,43 @@ fn accept_loop(
     }
 }
 
+fn millis_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(BUSY - 1)
+}
+
+/// Cuts the connection idle longest to make room for a new one, and waits
+/// (briefly) for its thread to give its slot back. False when every
+/// connection is busy or the slot did not come back in time.
+fn evict_idlest(open: &Mutex<Open>, active: &AtomicUsize, max: usize) -> bool {
+    let victim = {
+        let mut open = open.lock();
+        let idlest = open
+            .iter()
+            .map(|(id, (_, idle))| (idle.load(Ordering::SeqCst), *id))
+            .filter(|(since, _)| *since != BUSY)
+            .min();
+        idlest.and_then(|(_, id)| open.remove(&id))
+    };
+    let Some((stream, _)) = victim else {
+        return false;
+    };
+    debug!("rpc connection bound reached: cutting the idlest connection");
+    let _ = stream.shutdown(Shutdown::Both);
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while active.load(Ordering::SeqCst) >= max {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
 /// A connection's place in the bound and in the table of open sockets,
 /// released when its thread ends however it ends.
 struct Slot {
     id: u64,
-    open: Arc<Mutex<HashMap<u64, TcpStream>>>,
+    open: Arc<Mutex<Open>>,
     active: Arc<AtomicUsize>,
 }
 
@@ -444,14 +499,25 @@ impl Drop for Slot {
 }
 
 /// Serves one connection until it closes, fails, idles out or asks to close.
-fn serve(stream: TcpStream, peer: IpAddr, handler: &dyn Handler, limits: &Limits) {
+fn serve(
+    stream: TcpStream,
+    peer: IpAddr,
+    handler: &dyn Handler,
+    limits: &Limits,
+    idle: &Idle,
+    epoch: Instant,
+) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(limits.timeout));
-    let mut conn = Conn::new(Deadline::new(stream, limits.timeout), peer);
+    let mut conn = Conn::new(Deadline::new(stream, limits.timeout, idle.clone()), peer);
     loop {
         conn.stream().restart();
+        if !conn.has_pending() {
+            idle.store(millis_since(epoch), Ordering::SeqCst);
+        }
         match conn.read_request(limits) {
             Ok((req, keep_alive)) => {
+                idle.store(BUSY, Ordering::SeqCst);
                 let resp = handler.handle(&req);
                 if conn.write_response(&resp, keep_alive).is_err() || !keep_alive {
                     return;
@@ -471,19 +537,22 @@ fn serve(stream: TcpStream, peer: IpAddr, handler: &dyn Handler, limits: &Limits
 }
 
 /// A stream whose reads give up at a deadline however the bytes trickle
-/// in (a plain read timeout restarts with every byte).
+/// in (a plain read timeout restarts with every byte). The first byte
+/// read marks the connection busy.
 struct Deadline {
     stream: TcpStream,
     limit: Duration,
     until: Instant,
+    idle: Idle,
 }
 
 impl Deadline {
-    fn new(stream: TcpStream, limit: Duration) -> Deadline {
+    fn new(stream: TcpStream, limit: Duration, idle: Idle) -> Deadline {
         Deadline {
             stream,
             limit,
             until: Instant::now() + limit,
+            idle,
         }
     }
 
@@ -499,7 +568,11 @@ impl Read for Deadline {
             return Err(io::ErrorKind::TimedOut.into());
         }
         self.stream.set_read_timeout(Some(left))?;
-        self.stream.read(buf)
+        let n = self.stream.read(buf)?;
+        if n > 0 {
+            self.idle.store(BUSY, Ordering::SeqCst);
+        }
+        Ok(n)
     }
 }
 

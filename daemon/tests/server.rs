@@ -92,6 +92,9 @@ fn connections_beyond_the_bound_get_503() {
     let mut first = connect(&s);
     first.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
     assert_eq!(response(&mut first).0, 200);
+    // In the middle of a request, it cannot be cut for a newcomer.
+    first.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
     let mut second = connect(&s);
     assert_eq!(response(&mut second).0, 503);
     drop(first);
@@ -155,4 +158,47 @@ fn a_panicking_handler_gives_its_slot_back() {
         assert!(Instant::now() < deadline, "slot lost to a panic");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Threads of this process (`/proc/self/status`).
+fn threads() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Issue 25: 1,000 connections that send nothing do not lock a normal
+/// client out (each newcomer takes the place of the idlest), and the
+/// server's threads stay within its bound.
+#[test]
+fn a_thousand_silent_connections_do_not_lock_out_a_client() {
+    let limits = Limits::default();
+    let max = limits.max_connections;
+    let s = server(limits);
+    let before = threads();
+    let silent: Vec<TcpStream> = (0..1000).map(|_| connect(&s)).collect();
+    // Let the acceptor take them all.
+    std::thread::sleep(Duration::from_millis(500));
+    let during = threads();
+    let start = Instant::now();
+    let mut c = connect(&s);
+    c.write_all(b"POST /transmission/rpc HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi")
+        .unwrap();
+    assert_eq!(response(&mut c), (200, "POST /transmission/rpc 2".into()));
+    let took = start.elapsed();
+    eprintln!(
+        "1000 silent connections: threads {before} -> {during} (bound {max}), a client answered in {took:?}"
+    );
+    assert!(took < Duration::from_secs(2), "answered in {took:?}");
+    // Other tests run threads in this process too: a margin of 16.
+    assert!(
+        during <= before + max + 16,
+        "threads {before} -> {during} with a bound of {max}"
+    );
+    drop(silent);
 }
