@@ -3,6 +3,7 @@
 
 mod crash;
 mod daemon;
+mod daemon_attack;
 mod daemon_live;
 mod errors;
 mod interop;
