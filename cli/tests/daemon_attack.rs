@@ -15,20 +15,28 @@ use serde_json::{json, Value};
 use crate::daemon::{free_port, start_daemon};
 use crate::util::*;
 
-/// One raw request on its own connection; (status, headers, body).
+/// One raw request on its own connection; (status, head, body).
 pub(crate) fn raw(port: u16, request: &[u8]) -> (u16, String, Vec<u8>) {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    c.write_all(request).unwrap();
+    try_raw(port, request).unwrap_or_else(|e| panic!("request to the daemon: {e}"))
+}
+
+/// [`raw`] that reports a failed connection (a daemon being killed).
+pub(crate) fn try_raw(port: u16, request: &[u8]) -> std::io::Result<(u16, String, Vec<u8>)> {
+    let mut c = TcpStream::connect(("127.0.0.1", port))?;
+    c.set_read_timeout(Some(Duration::from_secs(10)))?;
+    c.write_all(request)?;
     let mut out = Vec::new();
     let _ = c.read_to_end(&mut out);
     let split = out
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response head: {:?}", String::from_utf8_lossy(&out)));
+        .ok_or_else(|| std::io::Error::other("no response head"))?;
     let head = String::from_utf8_lossy(&out[..split]).into_owned();
-    let status = head[9..12].parse().unwrap();
-    (status, head, out[split + 4..].to_vec())
+    let status = head
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line: {head}")))?;
+    Ok((status, head, out[split + 4..].to_vec()))
 }
 
 /// An RPC client doing the session-id handshake.
@@ -47,6 +55,12 @@ impl Client {
 
     /// POSTs `body` (raw bytes); the parsed reply.
     pub(crate) fn post(&mut self, body: &[u8]) -> Value {
+        self.try_post(body)
+            .unwrap_or_else(|e| panic!("rpc to the daemon: {e}"))
+    }
+
+    /// [`post`](Self::post) that reports a failed connection.
+    pub(crate) fn try_post(&mut self, body: &[u8]) -> std::io::Result<Value> {
         for _ in 0..2 {
             let mut req = format!(
                 "POST /transmission/rpc HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\
@@ -57,20 +71,20 @@ impl Client {
             )
             .into_bytes();
             req.extend_from_slice(body);
-            let (status, head, reply) = raw(self.port, &req);
+            let (status, head, reply) = try_raw(self.port, &req)?;
             if status == 409 {
                 self.id = head
                     .lines()
                     .find_map(|l| l.strip_prefix("X-Transmission-Session-Id: "))
-                    .unwrap()
+                    .unwrap_or("")
                     .trim()
                     .to_string();
                 continue;
             }
             assert_eq!(status, 200, "{head}");
-            return serde_json::from_slice(&reply).unwrap();
+            return serde_json::from_slice(&reply).map_err(std::io::Error::other);
         }
-        panic!("session id refused twice");
+        Err(std::io::Error::other("session id refused twice"))
     }
 
     pub(crate) fn call(&mut self, v: Value) -> Value {

@@ -4,6 +4,7 @@
 mod crash;
 mod daemon;
 mod daemon_attack;
+mod daemon_crash;
 mod daemon_live;
 mod errors;
 mod interop;
