@@ -224,7 +224,10 @@ fn store_survives_sigkill_during_add_remove_move_rename() {
             for k in 0..TORRENTS {
                 fx.whole(k, round);
                 if let Some(expected) = m.place.get(&k) {
-                    let got = list.values().find(|(kk, _)| *kk == k).map(|(_, p)| p.clone());
+                    let got = list
+                        .values()
+                        .find(|(kk, _)| *kk == k)
+                        .map(|(_, p)| p.clone());
                     if got != *expected {
                         // Only the operation cut by the kill may differ.
                         assert!(
@@ -271,4 +274,3 @@ fn store_survives_sigkill_during_add_remove_move_rename() {
         began.elapsed()
     );
 }
-

@@ -24,7 +24,7 @@ mod done;
 mod live;
 mod queue;
 mod rename;
-use data::{delete_local_data, move_torrent_data};
+use data::{delete_local_data, move_recorded};
 pub use rename::Rename;
 
 /// How long a torrent counts as recently active (Transmission's value).
@@ -245,7 +245,8 @@ impl<B: Backend> Torrents<B> {
             let mut inner = t.inner.lock();
             let queues_on =
                 inner.settings.download_queue_enabled || inner.settings.seed_queue_enabled;
-            for (record, bytes) in saved {
+            for (mut record, bytes) in saved {
+                let settled = data::settle(&mut record);
                 let record_paused = record.paused;
                 let mut metainfo = match Metainfo::from_bytes(&bytes) {
                     Ok(m) => m,
@@ -269,7 +270,7 @@ impl<B: Backend> Torrents<B> {
                     error: None,
                     start_date: 0,
                     touched: Instant::now(),
-                    dirty: false,
+                    dirty: settled,
                     // Waiting until the queue has looked at it after its
                     // check, so that a restart does not start them all.
                     queued: !record_paused && queues_on,
@@ -663,7 +664,7 @@ impl<B: Backend> Torrents<B> {
         e.record = e.folded(status.as_ref());
         self.backend.remove(e.hash);
         let moved = if move_data {
-            move_torrent_data(&e.metainfo, &e.record.save_dir, location)
+            move_recorded(&self.store, &mut e.record, &e.metainfo, location)
         } else {
             Ok(())
         };

@@ -114,6 +114,25 @@ pub struct Record {
     pub final_dir: Option<PathBuf>,
     /// Stopped by its seed ratio or idle limit.
     pub finished: bool,
+    /// A move or rename of its data that was begun and not yet recorded
+    /// as done: written before the data moves, so that a crash in between
+    /// leaves a record that says where to look (settled at the next load).
+    pub pending: Option<Pending>,
+}
+
+/// A move (`torrent-set-location` with `move`) or rename
+/// (`torrent-rename-path`) of a torrent's data, begun.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Pending {
+    /// What is moved or renamed.
+    pub src: PathBuf,
+    /// Where it goes.
+    pub dst: PathBuf,
+    /// A move: the new save directory.
+    pub save_dir: Option<PathBuf>,
+    /// A rename: the rename to add to [`Record::renames`].
+    pub rename: Option<crate::state::Rename>,
 }
 
 impl Default for Record {
@@ -150,6 +169,7 @@ impl Default for Record {
             renames: Vec::new(),
             final_dir: None,
             finished: false,
+            pending: None,
         }
     }
 }

@@ -7,11 +7,73 @@ use std::path::{Path, PathBuf};
 use bittern_wire::Metainfo;
 use log::warn;
 
-/// Moves a torrent's data (its file, or its top directory) from `from` to
-/// `to` by renaming. Nothing there yet (a torrent that never got data) is
-/// not an error.
-pub(super) fn move_torrent_data(m: &Metainfo, from: &Path, to: &Path) -> Result<(), String> {
-    let top = if m.info.multi_file {
+use crate::store::{Pending, Record, Store};
+
+/// Moves a torrent's data like [`move_torrent_data`], with the move
+/// written in its record first ([`Record::pending`], cleared here; the
+/// caller saves the record with its new place).
+///
+/// # Errors
+/// The record cannot be written (nothing moves then), or the move failed.
+pub(super) fn move_recorded(
+    store: &Store,
+    record: &mut Record,
+    m: &Metainfo,
+    to: &Path,
+) -> Result<(), String> {
+    let top = top_of(m);
+    record.pending = Some(Pending {
+        src: record.save_dir.join(&top),
+        dst: to.join(&top),
+        save_dir: Some(to.to_path_buf()),
+        rename: None,
+    });
+    let saved = store.save(record);
+    record.pending = None;
+    saved.map_err(|e| format!("cannot record the move: {e}"))?;
+    move_torrent_data(m, &record.save_dir, to)
+}
+
+/// Settles a record loaded with a move or rename pending (a crash came
+/// between the data moving and the record saying so): when the data is
+/// at the destination and not at the source, or at neither (nothing to
+/// move), the change happened and the record takes it; when it is still
+/// at the source, it did not. Returns whether the record changed.
+pub(super) fn settle(record: &mut Record) -> bool {
+    let Some(p) = record.pending.take() else {
+        return false;
+    };
+    let there = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+    let (src, dst) = (there(&p.src), there(&p.dst));
+    if src && dst {
+        warn!(
+            "{}: both {} and {} exist after an interrupted move; keeping the first",
+            record.info_hash,
+            p.src.display(),
+            p.dst.display()
+        );
+    } else if !src {
+        if let Some(dir) = p.save_dir {
+            record.save_dir = dir;
+            record.final_dir = None;
+        }
+        if let Some(r) = p.rename {
+            if record.renames.last() != Some(&r) {
+                record.renames.push(r);
+            }
+        }
+        log::info!(
+            "{}: finished recording an interrupted move to {}",
+            record.info_hash,
+            p.dst.display()
+        );
+    }
+    true
+}
+
+/// The file (single-file) or top directory holding a torrent's data.
+fn top_of(m: &Metainfo) -> PathBuf {
+    if m.info.multi_file {
         PathBuf::from(&m.info.name)
     } else {
         m.info
@@ -19,7 +81,14 @@ pub(super) fn move_torrent_data(m: &Metainfo, from: &Path, to: &Path) -> Result<
             .first()
             .map(|f| m.info.disk_path(f))
             .unwrap_or_default()
-    };
+    }
+}
+
+/// Moves a torrent's data (its file, or its top directory) from `from` to
+/// `to` by renaming. Nothing there yet (a torrent that never got data) is
+/// not an error.
+pub(super) fn move_torrent_data(m: &Metainfo, from: &Path, to: &Path) -> Result<(), String> {
+    let top = top_of(m);
     let (src, dst) = (from.join(&top), to.join(&top));
     if dst.exists() {
         return Err(format!("{} already exists", dst.display()));
@@ -119,5 +188,54 @@ pub(super) fn delete_local_data(m: &Metainfo, save_dir: &Path) {
         for d in dirs {
             let _ = std::fs::remove_dir(&d);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Rename;
+
+    fn pending(t: &Path, rename: Option<Rename>) -> Record {
+        Record {
+            info_hash: "aa".into(),
+            save_dir: t.join("a"),
+            pending: Some(Pending {
+                src: t.join("a/top"),
+                dst: t.join("b/top"),
+                save_dir: rename.is_none().then(|| t.join("b")),
+                rename,
+            }),
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn an_interrupted_move_is_settled_by_where_the_data_is() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        std::fs::create_dir_all(t.join("a/top")).unwrap();
+        std::fs::create_dir_all(t.join("b")).unwrap();
+        // Still at the source: the move did not happen.
+        let mut r = pending(t, None);
+        assert!(settle(&mut r));
+        assert_eq!((r.save_dir.clone(), r.pending.clone()), (t.join("a"), None));
+        // At the destination: it did.
+        std::fs::rename(t.join("a/top"), t.join("b/top")).unwrap();
+        let mut r = pending(t, None);
+        assert!(settle(&mut r));
+        assert_eq!(r.save_dir, t.join("b"));
+        assert!(!settle(&mut r), "nothing pending any more");
+        // A rename is added once, however often it is settled.
+        let rename = Rename {
+            path: vec!["top".into()],
+            name: "new".into(),
+        };
+        let mut r = pending(t, Some(rename.clone()));
+        r.renames.push(rename.clone());
+        r.pending.as_mut().unwrap().rename = Some(rename.clone());
+        assert!(settle(&mut r));
+        assert_eq!(r.renames, [rename]);
+        assert_eq!(r.save_dir, t.join("a"), "a rename keeps the save dir");
     }
 }

@@ -130,7 +130,18 @@ impl<B: Backend> Torrents<B> {
         let status = self.backend.status(e.hash);
         e.record = e.folded(status.as_ref());
         self.backend.remove(e.hash);
-        let moved = rename_on_disk(&root, &src, &dst);
+        // The rename is recorded before it happens (see Record::pending).
+        e.record.pending = Some(crate::store::Pending {
+            src: src.clone(),
+            dst: dst.clone(),
+            save_dir: None,
+            rename: Some(rename.clone()),
+        });
+        let recorded = self.store.save(&e.record);
+        e.record.pending = None;
+        let moved = recorded
+            .map_err(|err| format!("cannot record the rename: {err}"))
+            .and_then(|()| rename_on_disk(&root, &src, &dst));
         if moved.is_ok() {
             info!("renamed {} to {}", src.display(), dst.display());
             e.metainfo = Arc::new(renamed);
