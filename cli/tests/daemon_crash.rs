@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::daemon::{free_port, start_daemon, Daemon};
 use crate::daemon_attack::Client;
@@ -273,4 +273,124 @@ fn store_survives_sigkill_during_add_remove_move_rename() {
          kills with an operation in flight; store and disk consistent after each",
         began.elapsed()
     );
+}
+
+/// Every file under the config dir: relative path -> bytes.
+fn snapshot(dir: &Path) -> HashMap<PathBuf, Vec<u8>> {
+    tree(dir).into_iter().collect()
+}
+
+fn add(c: &mut Client, fx: &Fixture, k: usize) -> Value {
+    c.call(
+        json!({"method": "torrent-add", "arguments": {"metainfo": fx.meta[k],
+        "download-dir": fx.dirs[0].to_str().unwrap(), "paused": true}}),
+    )
+}
+
+#[test]
+fn a_full_config_filesystem_fails_additions_and_never_truncates_the_store() {
+    if !bittern_testkit::require("root (to mount a tmpfs)", bittern_testkit::is_root()) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let fx = Fixture::new(t);
+    let config = t.join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    let Some(_fs) = bittern_testkit::Tmpfs::mount(&config, "1m") else {
+        return;
+    };
+    let (mut d, mut c) = start(&config);
+    let mut hashes = Vec::new();
+    for k in 0..2 {
+        let r = add(&mut c, &fx, k);
+        assert_eq!(r["result"], "success", "{r}");
+        hashes.push(
+            r["arguments"]["torrent-added"]["hashString"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    // Fill the filesystem.
+    let filler = config.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let before = snapshot(&config);
+    // An addition fails with a clear error; so do a move and a rename,
+    // which leave the data where it is.
+    let r = add(&mut c, &fx, 2);
+    let err = r["result"].as_str().unwrap();
+    eprintln!("torrent-add on a full config dir: {err}");
+    assert!(err.contains("No space left on device"), "{r}");
+    let r = c.call(
+        json!({"method": "torrent-set-location", "arguments": {"ids": [hashes[0]],
+        "location": fx.dirs[1].to_str().unwrap(), "move": true}}),
+    );
+    assert!(
+        r["result"].as_str().unwrap().contains("No space left"),
+        "{r}"
+    );
+    assert!(fx.dirs[0].join("t0").exists() && !fx.dirs[1].join("t0").exists());
+    let r = c.call(
+        json!({"method": "torrent-rename-path", "arguments": {"ids": [hashes[1]],
+        "path": "t1", "name": "t1_r"}}),
+    );
+    assert!(
+        r["result"].as_str().unwrap().contains("No space left"),
+        "{r}"
+    );
+    assert!(fx.dirs[0].join("t1").exists());
+    // Settings and records that cannot be saved stay as they were.
+    c.call(json!({"method": "session-set", "arguments": {"speed-limit-down": 77}}));
+    c.call(
+        json!({"method": "torrent-set", "arguments": {"ids": [hashes[0]],
+        "labels": ["full"]}}),
+    );
+    c.call(json!({"method": "torrent-start", "arguments": {"ids": hashes}}));
+    std::thread::sleep(Duration::from_millis(2500));
+    let during = snapshot(&config);
+    for (path, bytes) in &before {
+        let now = during
+            .get(path)
+            .unwrap_or_else(|| panic!("{} vanished", path.display()));
+        if path.extension().is_some_and(|e| e == "json") {
+            assert!(!now.is_empty(), "{} truncated", path.display());
+            serde_json::from_slice::<Value>(now)
+                .unwrap_or_else(|e| panic!("{} corrupt: {e}", path.display()));
+        } else if path.extension().is_some_and(|e| e == "torrent") {
+            assert_eq!(now, bytes, "{} changed", path.display());
+        }
+    }
+    let temps: Vec<_> = during
+        .keys()
+        .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(temps.is_empty(), "temp files left: {temps:?}");
+    // Space returns: the daemon takes additions and moves again, and a
+    // restart after SIGKILL lists them.
+    std::fs::remove_file(&filler).unwrap();
+    let r = add(&mut c, &fx, 2);
+    assert_eq!(r["result"], "success", "{r}");
+    c.ok(
+        json!({"method": "torrent-set-location", "arguments": {"ids": [hashes[0]],
+        "location": fx.dirs[1].to_str().unwrap(), "move": true}}),
+    );
+    d.proc.signal(libc::SIGKILL);
+    d.proc.wait(Duration::from_secs(10));
+    drop(d);
+    let (_d, mut c) = start(&config);
+    let list = listed(&mut c, &fx, 0);
+    let mut ks: Vec<usize> = list.values().map(|(k, _)| *k).collect();
+    ks.sort_unstable();
+    assert_eq!(ks, [0, 1, 2]);
+    for (k, place) in list.values() {
+        assert_eq!(&fx.whole(*k, 0), place);
+    }
+    assert_eq!(list[&hashes[0]].1 .0, fx.dirs[1]);
 }
