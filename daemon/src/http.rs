@@ -9,8 +9,10 @@
 //!
 //! At the bound a new connection takes the place of the one that has sat
 //! idle longest (waiting for its first request, or between requests), so
-//! clients that connect and send nothing cannot lock others out; only when
-//! every connection is in the middle of a request does a newcomer get 503.
+//! clients that connect and send nothing cannot lock others out; failing
+//! that, of the one whose request has been arriving longest, once that is
+//! longer than [`Limits::slow_request`] (a slowloris trickling its bytes);
+//! only when every connection is busy otherwise does a newcomer get 503.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -136,6 +138,9 @@ pub struct Limits {
     /// How long a kept-alive connection may sit idle, and how long one
     /// request may take to arrive once started.
     pub timeout: Duration,
+    /// A request still arriving after this long may be cut to make room
+    /// for a new connection at the bound.
+    pub slow_request: Duration,
 }
 
 impl Default for Limits {
@@ -145,6 +150,7 @@ impl Default for Limits {
             max_body: 16 << 20,
             max_connections: 32,
             timeout: Duration::from_secs(30),
+            slow_request: Duration::from_secs(2),
         }
     }
 }
@@ -316,11 +322,14 @@ pub struct HttpServer {
     acceptor: Option<JoinHandle<()>>,
 }
 
-/// Marks a connection as busy in its [`Idle`] cell.
+/// Marks a connection whose request is being answered in its [`Idle`] cell.
 const BUSY: u64 = u64::MAX;
+/// Flags a connection whose request is arriving (since the time beside it).
+const READING: u64 = 1 << 62;
 
-/// When a connection became idle (milliseconds since the server started),
-/// or [`BUSY`].
+/// A connection's state: the time (milliseconds since the server started)
+/// it became idle, or [`READING`] with the time its request began, or
+/// [`BUSY`].
 type Idle = Arc<AtomicU64>;
 
 /// The open connections: a handle to cut each, and its idle cell.
@@ -412,7 +421,7 @@ fn accept_loop(
             continue;
         };
         if active.load(Ordering::SeqCst) >= limits.max_connections
-            && !evict_idlest(open, &active, limits.max_connections)
+            && !evict_idlest(open, &active, limits, epoch)
         {
             debug!("{peer}: too many rpc connections, answering 503");
             let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
@@ -452,19 +461,31 @@ fn accept_loop(
 }
 
 fn millis_since(epoch: Instant) -> u64 {
-    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(BUSY - 1)
+    u64::try_from(epoch.elapsed().as_millis()).map_or(READING - 1, |m| m.min(READING - 1))
 }
 
-/// Cuts the connection idle longest to make room for a new one, and waits
-/// (briefly) for its thread to give its slot back. False when every
-/// connection is busy or the slot did not come back in time.
-fn evict_idlest(open: &Mutex<Open>, active: &AtomicUsize, max: usize) -> bool {
+/// Cuts the connection idle longest (else the slowest request to arrive,
+/// past [`Limits::slow_request`]) to make room for a new one, and waits
+/// (briefly) for its thread to give its slot back. False when there is
+/// none to cut or the slot did not come back in time.
+fn evict_idlest(open: &Mutex<Open>, active: &AtomicUsize, limits: &Limits, epoch: Instant) -> bool {
+    let max = limits.max_connections;
+    let now = millis_since(epoch);
+    let slow = u64::try_from(limits.slow_request.as_millis()).unwrap_or(u64::MAX);
     let victim = {
         let mut open = open.lock();
         let idlest = open
             .iter()
-            .map(|(id, (_, idle))| (idle.load(Ordering::SeqCst), *id))
-            .filter(|(since, _)| *since != BUSY)
+            .filter_map(|(id, (_, cell))| {
+                let v = cell.load(Ordering::SeqCst);
+                if v < READING {
+                    Some(((0, v), *id))
+                } else if v != BUSY && now.saturating_sub(v & !READING) >= slow {
+                    Some(((1, v & !READING), *id))
+                } else {
+                    None
+                }
+            })
             .min();
         idlest.and_then(|(_, id)| open.remove(&id))
     };
@@ -509,12 +530,20 @@ fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(limits.timeout));
-    let mut conn = Conn::new(Deadline::new(stream, limits.timeout, idle.clone()), peer);
+    let mut conn = Conn::new(
+        Deadline::new(stream, limits.timeout, idle.clone(), epoch),
+        peer,
+    );
     loop {
         conn.stream().restart();
-        if !conn.has_pending() {
-            idle.store(millis_since(epoch), Ordering::SeqCst);
-        }
+        idle.store(
+            if conn.has_pending() {
+                READING | millis_since(epoch)
+            } else {
+                millis_since(epoch)
+            },
+            Ordering::SeqCst,
+        );
         match conn.read_request(limits) {
             Ok((req, keep_alive)) => {
                 idle.store(BUSY, Ordering::SeqCst);
@@ -538,21 +567,23 @@ fn serve(
 
 /// A stream whose reads give up at a deadline however the bytes trickle
 /// in (a plain read timeout restarts with every byte). The first byte
-/// read marks the connection busy.
+/// of a request marks the connection [`READING`].
 struct Deadline {
     stream: TcpStream,
     limit: Duration,
     until: Instant,
     idle: Idle,
+    epoch: Instant,
 }
 
 impl Deadline {
-    fn new(stream: TcpStream, limit: Duration, idle: Idle) -> Deadline {
+    fn new(stream: TcpStream, limit: Duration, idle: Idle, epoch: Instant) -> Deadline {
         Deadline {
             stream,
             limit,
             until: Instant::now() + limit,
             idle,
+            epoch,
         }
     }
 
@@ -569,8 +600,9 @@ impl Read for Deadline {
         }
         self.stream.set_read_timeout(Some(left))?;
         let n = self.stream.read(buf)?;
-        if n > 0 {
-            self.idle.store(BUSY, Ordering::SeqCst);
+        if n > 0 && self.idle.load(Ordering::SeqCst) < READING {
+            self.idle
+                .store(READING | millis_since(self.epoch), Ordering::SeqCst);
         }
         Ok(n)
     }

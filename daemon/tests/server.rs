@@ -202,3 +202,43 @@ fn a_thousand_silent_connections_do_not_lock_out_a_client() {
     );
     drop(silent);
 }
+
+/// Issue 25: connections trickling a request byte by byte (slowloris) fill
+/// the bound; past `slow_request` the slowest gives way to a newcomer.
+#[test]
+fn slowloris_connections_give_way_to_a_client() {
+    let s = server(Limits {
+        max_connections: 8,
+        slow_request: Duration::from_millis(300),
+        ..Limits::default()
+    });
+    let slow: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut c = connect(&s);
+            c.write_all(b"GET / HTTP/1.1\r\nX-Slow: ").unwrap();
+            c
+        })
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickle = {
+        let stop = stop.clone();
+        let mut conns: Vec<TcpStream> = slow.iter().map(|c| c.try_clone().unwrap()).collect();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for c in &mut conns {
+                    let _ = c.write_all(b"a");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(600));
+    let start = Instant::now();
+    let mut c = connect(&s);
+    c.write_all(b"GET /ok HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(response(&mut c), (200, "GET /ok 0".into()));
+    assert!(start.elapsed() < Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    trickle.join().unwrap();
+    drop(slow);
+}
