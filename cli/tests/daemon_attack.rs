@@ -42,7 +42,7 @@ pub(crate) fn try_raw(port: u16, request: &[u8]) -> std::io::Result<(u16, String
 /// An RPC client doing the session-id handshake.
 pub(crate) struct Client {
     pub port: u16,
-    id: String,
+    pub(crate) id: String,
 }
 
 impl Client {
@@ -320,4 +320,55 @@ fn paths_cannot_leave_the_data_root() {
         "arguments": {"ids": [hash], "fields": ["downloadDir", "name"]}}));
     assert_eq!(got["torrents"][0]["downloadDir"], s(&root.join("in")));
     assert_eq!(got["torrents"][0]["name"], "top");
+}
+
+/// 32 clients (the connection bound) each sending a 15 MiB body at once:
+/// the bodies held are bounded over all connections (the rest get 503),
+/// so the daemon's RSS stays far below 32 x 15 MiB.
+#[test]
+fn big_bodies_at_once_stay_within_the_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = start_daemon(&tmp.path().join("config"), free_port(), free_port(), &[]);
+    let (port, pid) = (d.rpc, d.proc.child.id());
+    let mut client = Client::new(port);
+    client.ok(json!({"method": "session-get"}));
+    let base = usage(pid).2;
+    let pad = "a".repeat(15 << 20);
+    let body = format!(r#"{{"method":"session-get","arguments":{{"pad":"{pad}"}}}}"#);
+    let request = format!(
+        "POST /transmission/rpc HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Transmission-Session-Id: {}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        client.id,
+        body.len()
+    );
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (peak, statuses) = std::thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                peak = peak.max(usage(pid).2);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        });
+        let senders: Vec<_> = (0..32)
+            .map(|_| s.spawn(|| try_raw(port, request.as_bytes()).map(|r| r.0)))
+            .collect();
+        let statuses: Vec<_> = senders.into_iter().map(|h| h.join().unwrap()).collect();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        (sampler.join().unwrap(), statuses)
+    });
+    let ok = statuses.iter().filter(|s| matches!(s, Ok(200))).count();
+    let busy = statuses.iter().filter(|s| matches!(s, Ok(503))).count();
+    eprintln!(
+        "32 x 15 MiB bodies at once: {ok} answered, {busy} refused with 503, \
+         {} cut; daemon RSS {base} KiB -> peak {peak} KiB",
+        32 - ok - busy
+    );
+    assert!(ok >= 1, "{statuses:?}");
+    assert!(
+        peak < base + 256 * 1024,
+        "RSS {base} -> {peak} KiB for 32 x 15 MiB"
+    );
+    client.ok(json!({"method": "session-get"}));
 }

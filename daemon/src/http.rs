@@ -141,6 +141,9 @@ pub struct Limits {
     /// A request still arriving after this long may be cut to make room
     /// for a new connection at the bound.
     pub slow_request: Duration,
+    /// Bytes of request bodies held at once over all connections; a
+    /// request that would go beyond gets 503 before its body is read.
+    pub max_bodies: usize,
 }
 
 impl Default for Limits {
@@ -151,6 +154,7 @@ impl Default for Limits {
             max_connections: 32,
             timeout: Duration::from_secs(30),
             slow_request: Duration::from_secs(2),
+            max_bodies: 64 << 20,
         }
     }
 }
@@ -171,6 +175,27 @@ pub struct Conn<S> {
     stream: S,
     buf: Vec<u8>,
     peer: IpAddr,
+    /// Bytes of bodies held over all connections, and their bound.
+    budget: Option<(Arc<AtomicUsize>, usize)>,
+    /// This connection's share of the budget (its current body).
+    reserved: usize,
+}
+
+impl<S> Conn<S> {
+    /// Gives back this connection's share of the body budget (its last
+    /// request has been answered).
+    pub fn release(&mut self) {
+        if let Some((used, _)) = &self.budget {
+            used.fetch_sub(self.reserved, Ordering::SeqCst);
+        }
+        self.reserved = 0;
+    }
+}
+
+impl<S> Drop for Conn<S> {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 impl<S: Read + Write> Conn<S> {
@@ -180,7 +205,16 @@ impl<S: Read + Write> Conn<S> {
             stream,
             buf: Vec::new(),
             peer,
+            budget: None,
+            reserved: 0,
         }
+    }
+
+    /// Shares `used` (bytes of bodies held) with other connections: a
+    /// body that would take it beyond `max` is refused (503) unread.
+    pub fn with_budget(mut self, used: Arc<AtomicUsize>, max: usize) -> Conn<S> {
+        self.budget = Some((used, max));
+        self
     }
 
     /// The stream.
@@ -264,6 +298,15 @@ impl<S: Read + Write> Conn<S> {
         if length > limits.max_body {
             return Err(ReadError::Reply(413));
         }
+        self.release();
+        if let Some((used, max)) = &self.budget {
+            let before = used.fetch_add(length, Ordering::SeqCst);
+            if before + length > *max {
+                used.fetch_sub(length, Ordering::SeqCst);
+                return Err(ReadError::Reply(503));
+            }
+            self.reserved = length;
+        }
         let connection = get("connection").map(str::to_ascii_lowercase);
         let keep_alive = match connection.as_deref() {
             Some(c) if c.contains("close") => false,
@@ -277,13 +320,17 @@ impl<S: Read + Write> Conn<S> {
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
                 .map_err(ReadError::Io)?;
         }
+        self.buf
+            .reserve_exact((head_len + length).saturating_sub(self.buf.len()));
         while self.buf.len() - head_len < length {
             if self.fill()? == 0 {
                 return Err(ReadError::Io(io::ErrorKind::UnexpectedEof.into()));
             }
         }
-        let body = self.buf[head_len..head_len + length].to_vec();
-        self.buf.drain(..head_len + length);
+        // The body moves out of the buffer without a second copy.
+        let rest = self.buf.split_off(head_len + length);
+        let mut body = std::mem::replace(&mut self.buf, rest);
+        body.drain(..head_len);
         Ok((
             Request {
                 method,
@@ -403,6 +450,7 @@ fn accept_loop(
     open: &Arc<Mutex<Open>>,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
+    let bodies = Arc::new(AtomicUsize::new(0));
     let next_id = AtomicU64::new(0);
     let epoch = Instant::now();
     for conn in listener.incoming() {
@@ -435,11 +483,12 @@ fn accept_loop(
             open.lock().insert(id, (clone, idle.clone()));
         }
         active.fetch_add(1, Ordering::SeqCst);
-        let (handler, limits, open2, active2) = (
+        let (handler, limits, open2, active2, bodies) = (
             handler.clone(),
             limits.clone(),
             open.clone(),
             active.clone(),
+            bodies.clone(),
         );
         let spawned = std::thread::Builder::new()
             .name("bittern-rpc-conn".into())
@@ -450,7 +499,7 @@ fn accept_loop(
                     open: open2,
                     active: active2,
                 };
-                serve(stream, peer.ip(), &*handler, &limits, &idle, epoch);
+                serve(stream, peer.ip(), &*handler, &limits, &idle, epoch, bodies);
             });
         if let Err(e) = spawned {
             warn!("cannot start an rpc connection thread: {e}");
@@ -527,13 +576,15 @@ fn serve(
     limits: &Limits,
     idle: &Idle,
     epoch: Instant,
+    bodies: Arc<AtomicUsize>,
 ) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(limits.timeout));
     let mut conn = Conn::new(
         Deadline::new(stream, limits.timeout, idle.clone(), epoch),
         peer,
-    );
+    )
+    .with_budget(bodies, limits.max_bodies);
     loop {
         conn.stream().restart();
         idle.store(
@@ -548,12 +599,19 @@ fn serve(
             Ok((req, keep_alive)) => {
                 idle.store(BUSY, Ordering::SeqCst);
                 let resp = handler.handle(&req);
+                drop(req);
+                conn.release();
                 if conn.write_response(&resp, keep_alive).is_err() || !keep_alive {
                     return;
                 }
             }
             Err(ReadError::Reply(status)) => {
-                let _ = conn.write_response(&Response::html(status, "Bad request."), false);
+                let text = if status == 503 {
+                    "Too many requests at once."
+                } else {
+                    "Bad request."
+                };
+                let _ = conn.write_response(&Response::html(status, text), false);
                 return;
             }
             Err(ReadError::Closed) => return,

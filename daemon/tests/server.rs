@@ -242,3 +242,40 @@ fn slowloris_connections_give_way_to_a_client() {
     trickle.join().unwrap();
     drop(slow);
 }
+
+/// Issue 25: bodies held at once are bounded over all connections; a
+/// request beyond gets 503 before its body is read.
+#[test]
+fn bodies_in_flight_share_one_budget() {
+    let s = server(Limits {
+        max_body: 1 << 20,
+        max_bodies: (2 << 20) + 4096,
+        ..Limits::default()
+    });
+    let head = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", 1 << 20);
+    let mut held: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut c = connect(&s);
+            c.write_all(head.as_bytes()).unwrap();
+            c.write_all(&[b'x'; 1000]).unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = connect(&s);
+    third.write_all(head.as_bytes()).unwrap();
+    assert_eq!(response(&mut third).0, 503);
+    // A small request still fits; a finished body gives its share back.
+    let mut small = connect(&s);
+    small
+        .write_all(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc")
+        .unwrap();
+    assert_eq!(response(&mut small), (200, "POST / 3".into()));
+    held[0].write_all(&vec![b'x'; (1 << 20) - 1000]).unwrap();
+    assert_eq!(response(&mut held[0]), (200, format!("POST / {}", 1 << 20)));
+    let mut fourth = connect(&s);
+    fourth.write_all(head.as_bytes()).unwrap();
+    fourth.write_all(&vec![b'y'; 1 << 20]).unwrap();
+    assert_eq!(response(&mut fourth), (200, format!("POST / {}", 1 << 20)));
+    drop(held);
+}
