@@ -22,9 +22,16 @@ pub(super) fn move_recorded(
     to: &Path,
 ) -> Result<(), String> {
     let top = top_of(m);
+    let dst = to.join(&top);
+    // Refused before the record is written: both existing at a load then
+    // means a copy across filesystems was whole and its source's removal
+    // was cut short.
+    if std::fs::symlink_metadata(&dst).is_ok() {
+        return Err(format!("{} already exists", dst.display()));
+    }
     record.pending = Some(Pending {
         src: record.save_dir.join(&top),
-        dst: to.join(&top),
+        dst,
         save_dir: Some(to.to_path_buf()),
         rename: None,
     });
@@ -36,38 +43,45 @@ pub(super) fn move_recorded(
 
 /// Settles a record loaded with a move or rename pending (a crash came
 /// between the data moving and the record saying so): when the data is
-/// at the destination and not at the source, or at neither (nothing to
-/// move), the change happened and the record takes it; when it is still
-/// at the source, it did not. Returns whether the record changed.
+/// at the destination, or at neither place (nothing to move), the change
+/// happened and the record takes it; when it is only at the source, it
+/// did not. Both there (the destination is refused up front) is a move
+/// across filesystems whose whole copy was in place when the removal of
+/// its source was cut: that removal is finished. Returns whether the
+/// record changed.
 pub(super) fn settle(record: &mut Record) -> bool {
     let Some(p) = record.pending.take() else {
         return false;
     };
     let there = |p: &Path| std::fs::symlink_metadata(p).is_ok();
     let (src, dst) = (there(&p.src), there(&p.dst));
-    if src && dst {
+    if src && dst && p.save_dir.is_some() {
         warn!(
-            "{}: both {} and {} exist after an interrupted move; keeping the first",
+            "{}: removing {}, left by an interrupted move to {}",
             record.info_hash,
             p.src.display(),
             p.dst.display()
         );
-    } else if !src {
-        if let Some(dir) = p.save_dir {
-            record.save_dir = dir;
-            record.final_dir = None;
+        if let Err(e) = remove_any(&p.src) {
+            warn!("cannot remove {}: {e}", p.src.display());
         }
-        if let Some(r) = p.rename {
-            if record.renames.last() != Some(&r) {
-                record.renames.push(r);
-            }
-        }
-        log::info!(
-            "{}: finished recording an interrupted move to {}",
-            record.info_hash,
-            p.dst.display()
-        );
+    } else if src {
+        return true;
     }
+    if let Some(dir) = p.save_dir {
+        record.save_dir = dir;
+        record.final_dir = None;
+    }
+    if let Some(r) = p.rename {
+        if record.renames.last() != Some(&r) {
+            record.renames.push(r);
+        }
+    }
+    log::info!(
+        "{}: finished recording an interrupted move to {}",
+        record.info_hash,
+        p.dst.display()
+    );
     true
 }
 
@@ -226,6 +240,13 @@ mod tests {
         assert!(settle(&mut r));
         assert_eq!(r.save_dir, t.join("b"));
         assert!(!settle(&mut r), "nothing pending any more");
+        // Both there: a whole copy across filesystems, its source's
+        // removal cut short; the removal is finished.
+        std::fs::create_dir_all(t.join("a/top/half")).unwrap();
+        let mut r = pending(t, None);
+        assert!(settle(&mut r));
+        assert_eq!(r.save_dir, t.join("b"));
+        assert!(!t.join("a/top").exists() && t.join("b/top").exists());
         // A rename is added once, however often it is settled.
         let rename = Rename {
             path: vec!["top".into()],
