@@ -181,6 +181,7 @@ fn a_thousand_silent_connections_do_not_lock_out_a_client() {
     let max = limits.max_connections;
     let s = server(limits);
     let before = threads();
+    raise_fd_limit();
     let silent: Vec<TcpStream> = (0..1000).map(|_| connect(&s)).collect();
     // Let the acceptor take them all.
     std::thread::sleep(Duration::from_millis(500));
@@ -278,4 +279,19 @@ fn bodies_in_flight_share_one_budget() {
     fourth.write_all(&vec![b'y'; 1 << 20]).unwrap();
     assert_eq!(response(&mut fourth), (200, format!("POST / {}", 1 << 20)));
     drop(held);
+}
+
+/// Raises this process's soft limit on open files (to its hard limit, at
+/// most 8192) so that 1,000 client sockets fit under a 1,024 default.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid out pointer to an rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur = lim.rlim_max.min(8192).max(lim.rlim_cur);
+        // SAFETY: a valid rlimit; failure leaves the old limit.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    }
 }
