@@ -363,7 +363,11 @@ fn a_full_config_filesystem_fails_additions_and_never_truncates_the_store() {
     );
     assert!(fx.dirs[0].join("t1").exists());
     // Settings and records that cannot be saved stay as they were.
-    c.call(json!({"method": "session-set", "arguments": {"speed-limit-down": 77}}));
+    let r = c.call(json!({"method": "session-set", "arguments": {"speed-limit-down": 77}}));
+    assert!(
+        r["result"].as_str().unwrap().contains("No space left"),
+        "{r}"
+    );
     c.call(
         json!({"method": "torrent-set", "arguments": {"ids": [hashes[0]],
         "labels": ["full"]}}),
