@@ -289,6 +289,7 @@ fn store_survives_sigkill_during_add_remove_move_rename() {
          partial copies left by kills: {leftovers:?}",
         began.elapsed()
     );
+    assert!(leftovers.is_empty(), "partial copies left: {leftovers:?}");
 }
 
 /// Every file under the config dir: relative path -> bytes.

@@ -54,6 +54,19 @@ pub(super) fn settle(record: &mut Record) -> bool {
         return false;
     };
     let there = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+    if p.save_dir.is_some() {
+        // A copy across filesystems cut short leaves its partial copy.
+        let partial = partial_copy(&p.dst);
+        if there(&partial) {
+            warn!(
+                "removing {}, left by an interrupted move",
+                partial.display()
+            );
+            if let Err(e) = remove_any(&partial) {
+                warn!("cannot remove {}: {e}", partial.display());
+            }
+        }
+    }
     let (src, dst) = (there(&p.src), there(&p.dst));
     if src && dst && p.save_dir.is_some() {
         warn!(
@@ -124,10 +137,7 @@ pub(super) fn move_torrent_data(m: &Metainfo, from: &Path, to: &Path) -> Result<
 /// removed. A failure before that rename leaves `src` whole and removes
 /// the partial copy; a crash leaves at worst a hidden partial copy.
 fn copy_then_remove(src: &Path, dst: &Path) -> Result<(), String> {
-    let name = dst
-        .file_name()
-        .map_or_else(|| "data".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dst.with_file_name(format!(".{name}.bittern-move"));
+    let tmp = partial_copy(dst);
     let err =
         |what: &str, p: &Path, e: std::io::Error| format!("cannot {what} {}: {e}", p.display());
     if std::fs::symlink_metadata(&tmp).is_ok() {
@@ -142,6 +152,14 @@ fn copy_then_remove(src: &Path, dst: &Path) -> Result<(), String> {
         let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
     }
     remove_any(src).map_err(|e| err("remove", src, e))
+}
+
+/// Where a move across filesystems copies to before renaming into `dst`.
+fn partial_copy(dst: &Path) -> PathBuf {
+    let name = dst
+        .file_name()
+        .map_or_else(|| "data".into(), |n| n.to_string_lossy().into_owned());
+    dst.with_file_name(format!(".{name}.bittern-move"))
 }
 
 /// Copies a file, or a directory recursively (symlinks as symlinks).
@@ -243,10 +261,15 @@ mod tests {
         // Both there: a whole copy across filesystems, its source's
         // removal cut short; the removal is finished.
         std::fs::create_dir_all(t.join("a/top/half")).unwrap();
+        std::fs::create_dir_all(t.join("b/.top.bittern-move/x")).unwrap();
         let mut r = pending(t, None);
         assert!(settle(&mut r));
         assert_eq!(r.save_dir, t.join("b"));
         assert!(!t.join("a/top").exists() && t.join("b/top").exists());
+        assert!(
+            !t.join("b/.top.bittern-move").exists(),
+            "partial copy removed"
+        );
         // A rename is added once, however often it is settled.
         let rename = Rename {
             path: vec!["top".into()],
