@@ -3,6 +3,8 @@
 
 mod crash;
 mod daemon;
+mod daemon_attack;
+mod daemon_crash;
 mod daemon_live;
 mod daemon_magnet;
 mod dht;

@@ -2,11 +2,15 @@
 //! whitelist (403), Basic auth (401 with a challenge), routing (301 to the
 //! web page, 404), the Host header against DNS rebinding when auth is off
 //! (421), the `X-Transmission-Session-Id` handshake for every HTTP method
-//! (409 carrying the id), then the method itself (POST only, 405). The web
+//! (409 carrying the id), then the method itself (POST only, 405). Like
+//! Transmission's anti-brute-force, an address that fails Basic auth
+//! [`MAX_AUTH_FAILURES`] times in a row is refused (403) for
+//! [`AUTH_LOCKOUT`], right password or not. The web
 //! page ([`crate::web`]) is served after auth; `/metrics`
 //! ([`crate::metrics`]) after auth and the Host check, without the
 //! session-id handshake (scrapers do not do it).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +31,46 @@ pub const METRICS_PATH: &str = "/metrics";
 /// How long a session id stays valid (Transmission: an hour).
 pub const SESSION_ID_LIFETIME: Duration = Duration::from_secs(3600);
 const SESSION_HEADER: &str = "X-Transmission-Session-Id";
+/// Failed logins in a row after which an address is locked out.
+pub const MAX_AUTH_FAILURES: u32 = 10;
+/// How long a locked-out address is refused.
+pub const AUTH_LOCKOUT: Duration = Duration::from_secs(120);
+/// Addresses whose failures are remembered at most (the oldest forgotten).
+const TRACKED_ADDRESSES: usize = 4096;
+
+/// Failed logins per address: (failures in a row, last failure).
+#[derive(Default)]
+struct Failures(HashMap<IpAddr, (u32, Instant)>);
+
+impl Failures {
+    /// Whether `ip` is locked out now (forgetting a lockout that is over).
+    fn locked(&mut self, ip: IpAddr, max: u32, lockout: Duration) -> bool {
+        match self.0.get(&ip) {
+            Some(&(n, last)) if n >= max => {
+                if last.elapsed() < lockout {
+                    return true;
+                }
+                self.0.remove(&ip);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    fn failed(&mut self, ip: IpAddr, lockout: Duration) {
+        if self.0.len() >= TRACKED_ADDRESSES && !self.0.contains_key(&ip) {
+            self.0.retain(|_, (_, last)| last.elapsed() < lockout);
+            if self.0.len() >= TRACKED_ADDRESSES {
+                if let Some(oldest) = self.0.iter().min_by_key(|(_, v)| v.1).map(|(k, _)| *k) {
+                    self.0.remove(&oldest);
+                }
+            }
+        }
+        let e = self.0.entry(ip).or_insert((0, Instant::now()));
+        e.0 = e.0.saturating_add(1);
+        e.1 = Instant::now();
+    }
+}
 
 /// Who may talk to the RPC.
 #[derive(Debug, Clone, Default)]
@@ -48,6 +92,9 @@ pub struct Gate<B: Backend> {
     lifetime: Duration,
     session: Mutex<(String, Instant)>,
     metrics: crate::metrics::Totals,
+    failures: Mutex<Failures>,
+    max_failures: u32,
+    lockout: Duration,
 }
 
 fn new_session_id() -> String {
@@ -68,7 +115,19 @@ impl<B: Backend> Gate<B> {
             lifetime,
             session: Mutex::new((new_session_id(), Instant::now())),
             metrics: crate::metrics::Totals::default(),
+            failures: Mutex::default(),
+            max_failures: MAX_AUTH_FAILURES,
+            lockout: AUTH_LOCKOUT,
         }
+    }
+
+    /// Another anti-brute-force rule: `failures` failed logins in a row
+    /// lock an address out for `lockout` (tests; the default is
+    /// [`MAX_AUTH_FAILURES`] and [`AUTH_LOCKOUT`]).
+    pub fn with_lockout(mut self, failures: u32, lockout: Duration) -> Gate<B> {
+        self.max_failures = failures.max(1);
+        self.lockout = lockout;
+        self
     }
 
     /// The current session id, renewed once its lifetime is over.
@@ -139,9 +198,26 @@ impl<B: Backend> Gate<B> {
                 &format!("Unauthorized IP Address. Either disable the IP address whitelist or add your address ({ip}) to it."),
             );
         }
-        if !self.authorized(req) {
-            return Response::html(401, "Unauthorized User.")
-                .with_header("WWW-Authenticate", "Basic realm=\"Transmission\"");
+        if self.access.credentials.is_some() {
+            let peer = req.peer.to_canonical();
+            let mut failures = self.failures.lock();
+            if failures.locked(peer, self.max_failures, self.lockout) {
+                return Response::html(
+                    403,
+                    "Too many unsuccessful login attempts. Wait a while or restart the daemon.",
+                );
+            }
+            if !self.authorized(req) {
+                // A request without credentials is how a browser asks for
+                // the login prompt: only a wrong password counts.
+                if req.header("authorization").is_some() {
+                    failures.failed(peer, self.lockout);
+                    log::warn!("{peer}: failed rpc login");
+                }
+                return Response::html(401, "Unauthorized User.")
+                    .with_header("WWW-Authenticate", "Basic realm=\"Transmission\"");
+            }
+            failures.0.remove(&peer);
         }
         let path = req.path.as_str();
         if let Some(page) = crate::web::serve(path) {

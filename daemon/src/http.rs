@@ -1,12 +1,18 @@
 //! A small blocking HTTP/1.1 server: one acceptor thread, one thread per
-//! connection up to a bound (beyond it a connection gets 503 and is
-//! closed), keep-alive, `Expect: 100-continue`, and limits on the request
+//! connection up to a bound, keep-alive, `Expect: 100-continue`, and limits on the request
 //! head, the body and the time a request may take to arrive.
 //!
 //! Hand-written over `httparse` (already in the tree through `ureq`)
 //! rather than a server crate: the RPC needs one route, no TLS and no
 //! streaming, and owning the loop keeps the limits and the shutdown (cut
 //! every open connection, join the acceptor) in plain sight.
+//!
+//! At the bound a new connection takes the place of the one that has sat
+//! idle longest (waiting for its first request, or between requests), so
+//! clients that connect and send nothing cannot lock others out; failing
+//! that, of the one whose request has been arriving longest, once that is
+//! longer than [`Limits::slow_request`] (a slowloris trickling its bytes);
+//! only when every connection is busy otherwise does a newcomer get 503.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -132,6 +138,12 @@ pub struct Limits {
     /// How long a kept-alive connection may sit idle, and how long one
     /// request may take to arrive once started.
     pub timeout: Duration,
+    /// A request still arriving after this long may be cut to make room
+    /// for a new connection at the bound.
+    pub slow_request: Duration,
+    /// Bytes of request bodies held at once over all connections; a
+    /// request that would go beyond gets 503 before its body is read.
+    pub max_bodies: usize,
 }
 
 impl Default for Limits {
@@ -141,6 +153,8 @@ impl Default for Limits {
             max_body: 16 << 20,
             max_connections: 32,
             timeout: Duration::from_secs(30),
+            slow_request: Duration::from_secs(2),
+            max_bodies: 64 << 20,
         }
     }
 }
@@ -161,6 +175,27 @@ pub struct Conn<S> {
     stream: S,
     buf: Vec<u8>,
     peer: IpAddr,
+    /// Bytes of bodies held over all connections, and their bound.
+    budget: Option<(Arc<AtomicUsize>, usize)>,
+    /// This connection's share of the budget (its current body).
+    reserved: usize,
+}
+
+impl<S> Conn<S> {
+    /// Gives back this connection's share of the body budget (its last
+    /// request has been answered).
+    pub fn release(&mut self) {
+        if let Some((used, _)) = &self.budget {
+            used.fetch_sub(self.reserved, Ordering::SeqCst);
+        }
+        self.reserved = 0;
+    }
+}
+
+impl<S> Drop for Conn<S> {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 impl<S: Read + Write> Conn<S> {
@@ -170,12 +205,26 @@ impl<S: Read + Write> Conn<S> {
             stream,
             buf: Vec::new(),
             peer,
+            budget: None,
+            reserved: 0,
         }
+    }
+
+    /// Shares `used` (bytes of bodies held) with other connections: a
+    /// body that would take it beyond `max` is refused (503) unread.
+    pub fn with_budget(mut self, used: Arc<AtomicUsize>, max: usize) -> Conn<S> {
+        self.budget = Some((used, max));
+        self
     }
 
     /// The stream.
     pub fn stream(&mut self) -> &mut S {
         &mut self.stream
+    }
+
+    /// Whether bytes of a next request are already buffered.
+    pub fn has_pending(&self) -> bool {
+        !self.buf.is_empty()
     }
 
     fn fill(&mut self) -> Result<usize, ReadError> {
@@ -249,6 +298,15 @@ impl<S: Read + Write> Conn<S> {
         if length > limits.max_body {
             return Err(ReadError::Reply(413));
         }
+        self.release();
+        if let Some((used, max)) = &self.budget {
+            let before = used.fetch_add(length, Ordering::SeqCst);
+            if before + length > *max {
+                used.fetch_sub(length, Ordering::SeqCst);
+                return Err(ReadError::Reply(503));
+            }
+            self.reserved = length;
+        }
         let connection = get("connection").map(str::to_ascii_lowercase);
         let keep_alive = match connection.as_deref() {
             Some(c) if c.contains("close") => false,
@@ -262,13 +320,17 @@ impl<S: Read + Write> Conn<S> {
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
                 .map_err(ReadError::Io)?;
         }
+        self.buf
+            .reserve_exact((head_len + length).saturating_sub(self.buf.len()));
         while self.buf.len() - head_len < length {
             if self.fill()? == 0 {
                 return Err(ReadError::Io(io::ErrorKind::UnexpectedEof.into()));
             }
         }
-        let body = self.buf[head_len..head_len + length].to_vec();
-        self.buf.drain(..head_len + length);
+        // The body moves out of the buffer without a second copy.
+        let rest = self.buf.split_off(head_len + length);
+        let mut body = std::mem::replace(&mut self.buf, rest);
+        body.drain(..head_len);
         Ok((
             Request {
                 method,
@@ -303,9 +365,22 @@ impl<S: Read + Write> Conn<S> {
 pub struct HttpServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
-    open: Arc<Mutex<HashMap<u64, TcpStream>>>,
+    open: Arc<Mutex<Open>>,
     acceptor: Option<JoinHandle<()>>,
 }
+
+/// Marks a connection whose request is being answered in its [`Idle`] cell.
+const BUSY: u64 = u64::MAX;
+/// Flags a connection whose request is arriving (since the time beside it).
+const READING: u64 = 1 << 62;
+
+/// A connection's state: the time (milliseconds since the server started)
+/// it became idle, or [`READING`] with the time its request began, or
+/// [`BUSY`].
+type Idle = Arc<AtomicU64>;
+
+/// The open connections: a handle to cut each, and its idle cell.
+type Open = HashMap<u64, (TcpStream, Idle)>;
 
 impl HttpServer {
     /// Binds `addr` and serves `handler` on its own threads.
@@ -320,7 +395,7 @@ impl HttpServer {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let open: Arc<Mutex<HashMap<u64, TcpStream>>> = Arc::default();
+        let open: Arc<Mutex<Open>> = Arc::default();
         let acceptor = {
             let (stop, open) = (stop.clone(), open.clone());
             std::thread::Builder::new()
@@ -355,7 +430,7 @@ impl HttpServer {
         }
         let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
         let _ = acceptor.join();
-        for (_, s) in self.open.lock().drain() {
+        for (_, (s, _)) in self.open.lock().drain() {
             let _ = s.shutdown(Shutdown::Both);
         }
     }
@@ -372,10 +447,12 @@ fn accept_loop(
     handler: &Arc<dyn Handler>,
     limits: &Limits,
     stop: &AtomicBool,
-    open: &Arc<Mutex<HashMap<u64, TcpStream>>>,
+    open: &Arc<Mutex<Open>>,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
+    let bodies = Arc::new(AtomicUsize::new(0));
     let next_id = AtomicU64::new(0);
+    let epoch = Instant::now();
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -391,7 +468,9 @@ fn accept_loop(
         let Ok(peer) = stream.peer_addr() else {
             continue;
         };
-        if active.load(Ordering::SeqCst) >= limits.max_connections {
+        if active.load(Ordering::SeqCst) >= limits.max_connections
+            && !evict_idlest(open, &active, limits, epoch)
+        {
             debug!("{peer}: too many rpc connections, answering 503");
             let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
             let mut c = Conn::new(stream, peer.ip());
@@ -399,15 +478,17 @@ fn accept_loop(
             continue;
         }
         let id = next_id.fetch_add(1, Ordering::Relaxed);
+        let idle: Idle = Arc::new(AtomicU64::new(millis_since(epoch)));
         if let Ok(clone) = stream.try_clone() {
-            open.lock().insert(id, clone);
+            open.lock().insert(id, (clone, idle.clone()));
         }
         active.fetch_add(1, Ordering::SeqCst);
-        let (handler, limits, open2, active2) = (
+        let (handler, limits, open2, active2, bodies) = (
             handler.clone(),
             limits.clone(),
             open.clone(),
             active.clone(),
+            bodies.clone(),
         );
         let spawned = std::thread::Builder::new()
             .name("bittern-rpc-conn".into())
@@ -418,7 +499,7 @@ fn accept_loop(
                     open: open2,
                     active: active2,
                 };
-                serve(stream, peer.ip(), &*handler, &limits);
+                serve(stream, peer.ip(), &*handler, &limits, &idle, epoch, bodies);
             });
         if let Err(e) = spawned {
             warn!("cannot start an rpc connection thread: {e}");
@@ -428,11 +509,55 @@ fn accept_loop(
     }
 }
 
+fn millis_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).map_or(READING - 1, |m| m.min(READING - 1))
+}
+
+/// Cuts the connection idle longest (else the slowest request to arrive,
+/// past [`Limits::slow_request`]) to make room for a new one, and waits
+/// (briefly) for its thread to give its slot back. False when there is
+/// none to cut or the slot did not come back in time.
+fn evict_idlest(open: &Mutex<Open>, active: &AtomicUsize, limits: &Limits, epoch: Instant) -> bool {
+    let max = limits.max_connections;
+    let now = millis_since(epoch);
+    let slow = u64::try_from(limits.slow_request.as_millis()).unwrap_or(u64::MAX);
+    let victim = {
+        let mut open = open.lock();
+        let idlest = open
+            .iter()
+            .filter_map(|(id, (_, cell))| {
+                let v = cell.load(Ordering::SeqCst);
+                if v < READING {
+                    Some(((0, v), *id))
+                } else if v != BUSY && now.saturating_sub(v & !READING) >= slow {
+                    Some(((1, v & !READING), *id))
+                } else {
+                    None
+                }
+            })
+            .min();
+        idlest.and_then(|(_, id)| open.remove(&id))
+    };
+    let Some((stream, _)) = victim else {
+        return false;
+    };
+    debug!("rpc connection bound reached: cutting the idlest connection");
+    let _ = stream.shutdown(Shutdown::Both);
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while active.load(Ordering::SeqCst) >= max {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
 /// A connection's place in the bound and in the table of open sockets,
 /// released when its thread ends however it ends.
 struct Slot {
     id: u64,
-    open: Arc<Mutex<HashMap<u64, TcpStream>>>,
+    open: Arc<Mutex<Open>>,
     active: Arc<AtomicUsize>,
 }
 
@@ -444,21 +569,49 @@ impl Drop for Slot {
 }
 
 /// Serves one connection until it closes, fails, idles out or asks to close.
-fn serve(stream: TcpStream, peer: IpAddr, handler: &dyn Handler, limits: &Limits) {
+fn serve(
+    stream: TcpStream,
+    peer: IpAddr,
+    handler: &dyn Handler,
+    limits: &Limits,
+    idle: &Idle,
+    epoch: Instant,
+    bodies: Arc<AtomicUsize>,
+) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(limits.timeout));
-    let mut conn = Conn::new(Deadline::new(stream, limits.timeout), peer);
+    let mut conn = Conn::new(
+        Deadline::new(stream, limits.timeout, idle.clone(), epoch),
+        peer,
+    )
+    .with_budget(bodies, limits.max_bodies);
     loop {
         conn.stream().restart();
+        idle.store(
+            if conn.has_pending() {
+                READING | millis_since(epoch)
+            } else {
+                millis_since(epoch)
+            },
+            Ordering::SeqCst,
+        );
         match conn.read_request(limits) {
             Ok((req, keep_alive)) => {
+                idle.store(BUSY, Ordering::SeqCst);
                 let resp = handler.handle(&req);
+                drop(req);
+                conn.release();
                 if conn.write_response(&resp, keep_alive).is_err() || !keep_alive {
                     return;
                 }
             }
             Err(ReadError::Reply(status)) => {
-                let _ = conn.write_response(&Response::html(status, "Bad request."), false);
+                let text = if status == 503 {
+                    "Too many requests at once."
+                } else {
+                    "Bad request."
+                };
+                let _ = conn.write_response(&Response::html(status, text), false);
                 return;
             }
             Err(ReadError::Closed) => return,
@@ -471,19 +624,24 @@ fn serve(stream: TcpStream, peer: IpAddr, handler: &dyn Handler, limits: &Limits
 }
 
 /// A stream whose reads give up at a deadline however the bytes trickle
-/// in (a plain read timeout restarts with every byte).
+/// in (a plain read timeout restarts with every byte). The first byte
+/// of a request marks the connection [`READING`].
 struct Deadline {
     stream: TcpStream,
     limit: Duration,
     until: Instant,
+    idle: Idle,
+    epoch: Instant,
 }
 
 impl Deadline {
-    fn new(stream: TcpStream, limit: Duration) -> Deadline {
+    fn new(stream: TcpStream, limit: Duration, idle: Idle, epoch: Instant) -> Deadline {
         Deadline {
             stream,
             limit,
             until: Instant::now() + limit,
+            idle,
+            epoch,
         }
     }
 
@@ -499,7 +657,12 @@ impl Read for Deadline {
             return Err(io::ErrorKind::TimedOut.into());
         }
         self.stream.set_read_timeout(Some(left))?;
-        self.stream.read(buf)
+        let n = self.stream.read(buf)?;
+        if n > 0 && self.idle.load(Ordering::SeqCst) < READING {
+            self.idle
+                .store(READING | millis_since(self.epoch), Ordering::SeqCst);
+        }
+        Ok(n)
     }
 }
 

@@ -276,7 +276,8 @@ impl<B: Backend> Torrents<B> {
             let mut inner = t.inner.lock();
             let queues_on =
                 inner.settings.download_queue_enabled || inner.settings.seed_queue_enabled;
-            for (record, bytes) in saved {
+            for (mut record, bytes) in saved {
+                let settled = data::settle(&mut record);
                 let record_paused = record.paused;
                 let Some((hash, metainfo, magnet)) = magnet::restore(&record, bytes.as_deref())
                 else {
@@ -293,7 +294,7 @@ impl<B: Backend> Torrents<B> {
                     error: None,
                     start_date: 0,
                     touched: Instant::now(),
-                    dirty: false,
+                    dirty: settled,
                     // Waiting until the queue has looked at it after its
                     // check, so that a restart does not start them all.
                     queued: !record_paused && queues_on,

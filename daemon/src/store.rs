@@ -121,6 +121,25 @@ pub struct Record {
     pub finished: bool,
     /// The magnet link it was added by (`None`: added from a metainfo).
     pub magnet: Option<String>,
+    /// A move or rename of its data that was begun and not yet recorded
+    /// as done: written before the data moves, so that a crash in between
+    /// leaves a record that says where to look (settled at the next load).
+    pub pending: Option<Pending>,
+}
+
+/// A move (`torrent-set-location` with `move`) or rename
+/// (`torrent-rename-path`) of a torrent's data, begun.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Pending {
+    /// What is moved or renamed.
+    pub src: PathBuf,
+    /// Where it goes.
+    pub dst: PathBuf,
+    /// A move: the new save directory.
+    pub save_dir: Option<PathBuf>,
+    /// A rename: the rename to add to [`Record::renames`].
+    pub rename: Option<crate::state::Rename>,
 }
 
 impl Default for Record {
@@ -158,6 +177,7 @@ impl Default for Record {
             final_dir: None,
             finished: false,
             magnet: None,
+            pending: None,
         }
     }
 }

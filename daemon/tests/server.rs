@@ -92,6 +92,9 @@ fn connections_beyond_the_bound_get_503() {
     let mut first = connect(&s);
     first.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
     assert_eq!(response(&mut first).0, 200);
+    // In the middle of a request, it cannot be cut for a newcomer.
+    first.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
     let mut second = connect(&s);
     assert_eq!(response(&mut second).0, 503);
     drop(first);
@@ -154,5 +157,141 @@ fn a_panicking_handler_gives_its_slot_back() {
         }
         assert!(Instant::now() < deadline, "slot lost to a panic");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Threads of this process (`/proc/self/status`).
+fn threads() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Issue 25: 1,000 connections that send nothing do not lock a normal
+/// client out (each newcomer takes the place of the idlest), and the
+/// server's threads stay within its bound.
+#[test]
+fn a_thousand_silent_connections_do_not_lock_out_a_client() {
+    let limits = Limits::default();
+    let max = limits.max_connections;
+    let s = server(limits);
+    let before = threads();
+    raise_fd_limit();
+    let silent: Vec<TcpStream> = (0..1000).map(|_| connect(&s)).collect();
+    // Let the acceptor take them all.
+    std::thread::sleep(Duration::from_millis(500));
+    let during = threads();
+    let start = Instant::now();
+    let mut c = connect(&s);
+    c.write_all(b"POST /transmission/rpc HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi")
+        .unwrap();
+    assert_eq!(response(&mut c), (200, "POST /transmission/rpc 2".into()));
+    let took = start.elapsed();
+    eprintln!(
+        "1000 silent connections: threads {before} -> {during} (bound {max}), a client answered in {took:?}"
+    );
+    assert!(took < Duration::from_secs(2), "answered in {took:?}");
+    // Other tests run threads in this process too: a margin of 16.
+    assert!(
+        during <= before + max + 16,
+        "threads {before} -> {during} with a bound of {max}"
+    );
+    drop(silent);
+}
+
+/// Issue 25: connections trickling a request byte by byte (slowloris) fill
+/// the bound; past `slow_request` the slowest gives way to a newcomer.
+#[test]
+fn slowloris_connections_give_way_to_a_client() {
+    let s = server(Limits {
+        max_connections: 8,
+        slow_request: Duration::from_millis(300),
+        ..Limits::default()
+    });
+    let slow: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut c = connect(&s);
+            c.write_all(b"GET / HTTP/1.1\r\nX-Slow: ").unwrap();
+            c
+        })
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickle = {
+        let stop = stop.clone();
+        let mut conns: Vec<TcpStream> = slow.iter().map(|c| c.try_clone().unwrap()).collect();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for c in &mut conns {
+                    let _ = c.write_all(b"a");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(600));
+    let start = Instant::now();
+    let mut c = connect(&s);
+    c.write_all(b"GET /ok HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(response(&mut c), (200, "GET /ok 0".into()));
+    assert!(start.elapsed() < Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    trickle.join().unwrap();
+    drop(slow);
+}
+
+/// Issue 25: bodies held at once are bounded over all connections; a
+/// request beyond gets 503 before its body is read.
+#[test]
+fn bodies_in_flight_share_one_budget() {
+    let s = server(Limits {
+        max_body: 1 << 20,
+        max_bodies: (2 << 20) + 4096,
+        ..Limits::default()
+    });
+    let head = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", 1 << 20);
+    let mut held: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut c = connect(&s);
+            c.write_all(head.as_bytes()).unwrap();
+            c.write_all(&[b'x'; 1000]).unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = connect(&s);
+    third.write_all(head.as_bytes()).unwrap();
+    assert_eq!(response(&mut third).0, 503);
+    // A small request still fits; a finished body gives its share back.
+    let mut small = connect(&s);
+    small
+        .write_all(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc")
+        .unwrap();
+    assert_eq!(response(&mut small), (200, "POST / 3".into()));
+    held[0].write_all(&vec![b'x'; (1 << 20) - 1000]).unwrap();
+    assert_eq!(response(&mut held[0]), (200, format!("POST / {}", 1 << 20)));
+    let mut fourth = connect(&s);
+    fourth.write_all(head.as_bytes()).unwrap();
+    fourth.write_all(&vec![b'y'; 1 << 20]).unwrap();
+    assert_eq!(response(&mut fourth), (200, format!("POST / {}", 1 << 20)));
+    drop(held);
+}
+
+/// Raises this process's soft limit on open files (to its hard limit, at
+/// most 8192) so that 1,000 client sockets fit under a 1,024 default.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid out pointer to an rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur = lim.rlim_max.min(8192).max(lim.rlim_cur);
+        // SAFETY: a valid rlimit; failure leaves the old limit.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
     }
 }

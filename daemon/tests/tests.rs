@@ -3,6 +3,7 @@
 //! persistence across restarts, the web page's routes, `/metrics` and
 //! the watch directory.
 
+mod attack;
 mod browser;
 mod contract;
 mod features;

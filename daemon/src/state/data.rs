@@ -10,6 +10,7 @@ use log::warn;
 use super::{unix_now, Entry, Ids, Torrents};
 use crate::backend::Backend;
 use crate::settings::Settings;
+use crate::store::{Pending, Record, Store};
 
 impl<B: Backend> Torrents<B> {
     /// Points the selected torrents at `location`: with `move_data` their
@@ -52,7 +53,7 @@ impl<B: Backend> Torrents<B> {
         e.record = e.folded(status.as_ref());
         self.backend.remove(e.hash);
         let moved = match (&e.metainfo, move_data) {
-            (Some(m), true) => move_torrent_data(m, &e.record.save_dir, location),
+            (Some(m), true) => move_recorded(&self.store, &mut e.record, m, location),
             _ => Ok(()),
         };
         if moved.is_ok() {
@@ -66,11 +67,98 @@ impl<B: Backend> Torrents<B> {
     }
 }
 
-/// Moves a torrent's data (its file, or its top directory) from `from` to
-/// `to` by renaming. Nothing there yet (a torrent that never got data) is
-/// not an error.
-pub(super) fn move_torrent_data(m: &Metainfo, from: &Path, to: &Path) -> Result<(), String> {
-    let top = if m.info.multi_file {
+/// Moves a torrent's data like [`move_torrent_data`], with the move
+/// written in its record first ([`Record::pending`], cleared here; the
+/// caller saves the record with its new place).
+///
+/// # Errors
+/// The record cannot be written (nothing moves then), or the move failed.
+pub(super) fn move_recorded(
+    store: &Store,
+    record: &mut Record,
+    m: &Metainfo,
+    to: &Path,
+) -> Result<(), String> {
+    let top = top_of(m);
+    let dst = to.join(&top);
+    // Refused before the record is written: both existing at a load then
+    // means a copy across filesystems was whole and its source's removal
+    // was cut short.
+    if std::fs::symlink_metadata(&dst).is_ok() {
+        return Err(format!("{} already exists", dst.display()));
+    }
+    record.pending = Some(Pending {
+        src: record.save_dir.join(&top),
+        dst,
+        save_dir: Some(to.to_path_buf()),
+        rename: None,
+    });
+    let saved = store.save(record);
+    record.pending = None;
+    saved.map_err(|e| format!("cannot record the move: {e}"))?;
+    move_torrent_data(m, &record.save_dir, to)
+}
+
+/// Settles a record loaded with a move or rename pending (a crash came
+/// between the data moving and the record saying so): when the data is
+/// at the destination, or at neither place (nothing to move), the change
+/// happened and the record takes it; when it is only at the source, it
+/// did not. Both there (the destination is refused up front) is a move
+/// across filesystems whose whole copy was in place when the removal of
+/// its source was cut: that removal is finished. Returns whether the
+/// record changed.
+pub(super) fn settle(record: &mut Record) -> bool {
+    let Some(p) = record.pending.take() else {
+        return false;
+    };
+    let there = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+    if p.save_dir.is_some() {
+        // A copy across filesystems cut short leaves its partial copy.
+        let partial = partial_copy(&p.dst);
+        if there(&partial) {
+            warn!(
+                "removing {}, left by an interrupted move",
+                partial.display()
+            );
+            if let Err(e) = remove_any(&partial) {
+                warn!("cannot remove {}: {e}", partial.display());
+            }
+        }
+    }
+    let (src, dst) = (there(&p.src), there(&p.dst));
+    if src && dst && p.save_dir.is_some() {
+        warn!(
+            "{}: removing {}, left by an interrupted move to {}",
+            record.info_hash,
+            p.src.display(),
+            p.dst.display()
+        );
+        if let Err(e) = remove_any(&p.src) {
+            warn!("cannot remove {}: {e}", p.src.display());
+        }
+    } else if src {
+        return true;
+    }
+    if let Some(dir) = p.save_dir {
+        record.save_dir = dir;
+        record.final_dir = None;
+    }
+    if let Some(r) = p.rename {
+        if record.renames.last() != Some(&r) {
+            record.renames.push(r);
+        }
+    }
+    log::info!(
+        "{}: finished recording an interrupted move to {}",
+        record.info_hash,
+        p.dst.display()
+    );
+    true
+}
+
+/// The file (single-file) or top directory holding a torrent's data.
+fn top_of(m: &Metainfo) -> PathBuf {
+    if m.info.multi_file {
         PathBuf::from(&m.info.name)
     } else {
         m.info
@@ -78,7 +166,14 @@ pub(super) fn move_torrent_data(m: &Metainfo, from: &Path, to: &Path) -> Result<
             .first()
             .map(|f| m.info.disk_path(f))
             .unwrap_or_default()
-    };
+    }
+}
+
+/// Moves a torrent's data (its file, or its top directory) from `from` to
+/// `to` by renaming. Nothing there yet (a torrent that never got data) is
+/// not an error.
+pub(super) fn move_torrent_data(m: &Metainfo, from: &Path, to: &Path) -> Result<(), String> {
+    let top = top_of(m);
     let (src, dst) = (from.join(&top), to.join(&top));
     if dst.exists() {
         return Err(format!("{} already exists", dst.display()));
@@ -100,10 +195,7 @@ pub(super) fn move_torrent_data(m: &Metainfo, from: &Path, to: &Path) -> Result<
 /// removed. A failure before that rename leaves `src` whole and removes
 /// the partial copy; a crash leaves at worst a hidden partial copy.
 fn copy_then_remove(src: &Path, dst: &Path) -> Result<(), String> {
-    let name = dst
-        .file_name()
-        .map_or_else(|| "data".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dst.with_file_name(format!(".{name}.bittern-move"));
+    let tmp = partial_copy(dst);
     let err =
         |what: &str, p: &Path, e: std::io::Error| format!("cannot {what} {}: {e}", p.display());
     if std::fs::symlink_metadata(&tmp).is_ok() {
@@ -118,6 +210,14 @@ fn copy_then_remove(src: &Path, dst: &Path) -> Result<(), String> {
         let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
     }
     remove_any(src).map_err(|e| err("remove", src, e))
+}
+
+/// Where a move across filesystems copies to before renaming into `dst`.
+fn partial_copy(dst: &Path) -> PathBuf {
+    let name = dst
+        .file_name()
+        .map_or_else(|| "data".into(), |n| n.to_string_lossy().into_owned());
+    dst.with_file_name(format!(".{name}.bittern-move"))
 }
 
 /// Copies a file, or a directory recursively (symlinks as symlinks).
@@ -178,5 +278,66 @@ pub(super) fn delete_local_data(m: &Metainfo, save_dir: &Path) {
         for d in dirs {
             let _ = std::fs::remove_dir(&d);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Rename;
+
+    fn pending(t: &Path, rename: Option<Rename>) -> Record {
+        Record {
+            info_hash: "aa".into(),
+            save_dir: t.join("a"),
+            pending: Some(Pending {
+                src: t.join("a/top"),
+                dst: t.join("b/top"),
+                save_dir: rename.is_none().then(|| t.join("b")),
+                rename,
+            }),
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn an_interrupted_move_is_settled_by_where_the_data_is() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        std::fs::create_dir_all(t.join("a/top")).unwrap();
+        std::fs::create_dir_all(t.join("b")).unwrap();
+        // Still at the source: the move did not happen.
+        let mut r = pending(t, None);
+        assert!(settle(&mut r));
+        assert_eq!((r.save_dir.clone(), r.pending.clone()), (t.join("a"), None));
+        // At the destination: it did.
+        std::fs::rename(t.join("a/top"), t.join("b/top")).unwrap();
+        let mut r = pending(t, None);
+        assert!(settle(&mut r));
+        assert_eq!(r.save_dir, t.join("b"));
+        assert!(!settle(&mut r), "nothing pending any more");
+        // Both there: a whole copy across filesystems, its source's
+        // removal cut short; the removal is finished.
+        std::fs::create_dir_all(t.join("a/top/half")).unwrap();
+        std::fs::create_dir_all(t.join("b/.top.bittern-move/x")).unwrap();
+        let mut r = pending(t, None);
+        assert!(settle(&mut r));
+        assert_eq!(r.save_dir, t.join("b"));
+        assert!(!t.join("a/top").exists() && t.join("b/top").exists());
+        assert!(
+            !t.join("b/.top.bittern-move").exists(),
+            "partial copy removed"
+        );
+        // A rename is added once, however often it is settled.
+        let rename = Rename {
+            path: vec!["top".into()],
+            name: "new".into(),
+        };
+        let mut r = pending(t, Some(rename.clone()));
+        r.renames.push(rename.clone());
+        r.pending.as_mut().unwrap().rename = Some(rename.clone());
+        assert!(settle(&mut r));
+        assert_eq!(r.renames, [rename]);
+        assert_eq!(r.save_dir, t.join("a"), "a rename keeps the save dir");
     }
 }

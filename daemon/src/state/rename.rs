@@ -133,7 +133,24 @@ impl<B: Backend> Torrents<B> {
         let status = self.backend.status(e.hash);
         e.record = e.folded(status.as_ref());
         self.backend.remove(e.hash);
-        let moved = rename_on_disk(&root, &src, &dst);
+        // The rename is recorded before it happens (see Record::pending);
+        // a target already there is refused before that, so that both
+        // existing at a load means the rename did not happen.
+        let moved = if std::fs::symlink_metadata(&dst).is_ok() {
+            Err(format!("{} already exists", dst.display()))
+        } else {
+            e.record.pending = Some(crate::store::Pending {
+                src: src.clone(),
+                dst: dst.clone(),
+                save_dir: None,
+                rename: Some(rename.clone()),
+            });
+            let recorded = self.store.save(&e.record);
+            e.record.pending = None;
+            recorded
+                .map_err(|err| format!("cannot record the rename: {err}"))
+                .and_then(|()| rename_on_disk(&root, &src, &dst))
+        };
         if moved.is_ok() {
             info!("renamed {} to {}", src.display(), dst.display());
             e.metainfo = Some(Arc::new(renamed));
