@@ -10,7 +10,7 @@ Run with Debian's /usr/bin/python3 (python3-libtorrent imports only there).
       check, closes the session and exits 0.
   lt_node.py magnet  MAGNET_URI SAVE_DIR PORT
       Downloads from a magnet link alone (peers from its x.pe), prints
-      "METADATA <unix time>" when the metadata_received_alert is popped and
+      "ADDED <unix time>" right before add_torrent, "METADATA <unix time>" when the metadata_received_alert is popped and
       "DONE <bytes>" once every piece has passed its hash check, then exits.
   lt_node.py create  PATH OUT.torrent PIECE_SIZE TRACKER_URL
       libtorrent's creator (v1 only), prints the v1 info hash.
@@ -168,7 +168,9 @@ def magnet(uri, save, port):
     atp.save_path = save
     atp.flags &= ~lt.torrent_flags.auto_managed
     atp.flags &= ~lt.torrent_flags.paused
+    t_add = time.time()
     h = ses.add_torrent(atp)
+    print("ADDED %.6f" % t_add, flush=True)
     have_meta = False
     last_log = 0.0
     while True:
