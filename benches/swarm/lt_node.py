@@ -8,6 +8,10 @@ Run with Debian's /usr/bin/python3 (python3-libtorrent imports only there).
   lt_node.py leech   TORRENT SAVE_DIR PORT [--peer H:P]...
       Downloads, prints "DONE <bytes>" once every piece has passed its hash
       check, closes the session and exits 0.
+  lt_node.py magnet  MAGNET_URI SAVE_DIR PORT
+      Downloads from a magnet link alone (peers from its x.pe), prints
+      "ADDED <unix time>" right before add_torrent, "METADATA <unix time>" when the metadata_received_alert is popped and
+      "DONE <bytes>" once every piece has passed its hash check, then exits.
   lt_node.py create  PATH OUT.torrent PIECE_SIZE TRACKER_URL
       libtorrent's creator (v1 only), prints the v1 info hash.
   lt_node.py check   TORRENT SAVE_DIR
@@ -156,6 +160,41 @@ def leech(torrent, save, port, rest):
     print("DONE %d" % done, flush=True)
 
 
+def magnet(uri, save, port):
+    ses = make_session(port)
+    # Every alert category the metadata alert may come under.
+    ses.apply_settings({"alert_mask": lt.alert.category_t.all_categories})
+    atp = lt.parse_magnet_uri(uri)
+    atp.save_path = save
+    atp.flags &= ~lt.torrent_flags.auto_managed
+    atp.flags &= ~lt.torrent_flags.paused
+    t_add = time.time()
+    h = ses.add_torrent(atp)
+    print("ADDED %.6f" % t_add, flush=True)
+    have_meta = False
+    last_log = 0.0
+    while True:
+        if have_meta and h.status().is_seeding:
+            break
+        for a in ses.pop_alerts():
+            if isinstance(a, lt.metadata_received_alert) and not have_meta:
+                have_meta = True
+                print("METADATA %.6f" % time.time(), flush=True)
+            elif isinstance(a, (lt.torrent_error_alert, lt.metadata_failed_alert)):
+                log("alert:", type(a).__name__, a.message())
+        now = time.monotonic()
+        if now - last_log > 2:
+            log(describe(h))
+            last_log = now
+        ses.wait_for_alert(50)
+    done = h.status().total_payload_download
+    log("complete:", describe(h))
+    ses.remove_torrent(h)
+    del h
+    del ses
+    print("DONE %d" % done, flush=True)
+
+
 def create(path, out, piece_size, tracker):
     fs = lt.file_storage()
     lt.add_files(fs, path)
@@ -202,6 +241,8 @@ def main():
         seed(args[0], args[1], int(args[2]), args[3:])
     elif mode == "leech":
         leech(args[0], args[1], int(args[2]), args[3:])
+    elif mode == "magnet":
+        magnet(args[0], args[1], int(args[2]))
     elif mode == "create":
         create(*args)
     elif mode == "check":

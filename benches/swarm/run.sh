@@ -5,11 +5,16 @@
 #
 #   bash benches/swarm/run.sh [--quick] [--runs N] [--runs-big N] [--only REGEX] [--sets REGEX]
 #                             [--no-tools] [--no-transfers] [--clean]
+#   bash benches/swarm/run.sh --magnet [--runs N]
 #
 # --quick: the 256 MiB data set only, one run each (a few minutes).
 # Full: both data sets, 5 runs each (--runs-big N for the 1 GiB transfers).
 # Data and logs live in /var/tmp/bittern-bench (--cache DIR); --clean deletes
 # the generated data at the end. Results go to benches/RESULTS.md.
+# --magnet: instead, the magnet benchmark (benches/swarm/magnet.py): time to
+# metadata and to completion from a magnet link alone (64 MiB, one
+# libtorrent seeder in x.pe), bittern against libtorrent; results go to
+# benches/RESULTS-magnet.md.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -32,13 +37,15 @@ cargo build --release -p bittern-cli
 
 cmd="bash benches/swarm/run.sh $*"
 py=/usr/bin/python3 # Debian's: the one that imports libtorrent
+script="$here/bench.py"
+case " $* " in *" --magnet "*) script="$here/magnet.py" ;; esac
 export PYTHONDONTWRITEBYTECODE=1
 if unshare -n true 2>/dev/null; then
     note="network namespace (unshare -n) holding only lo"
     # shellcheck disable=SC2016
     exec unshare -n -- /bin/sh -c 'ip link set lo up && exec "$@"' sh \
-        "$py" "$here/bench.py" --netns-note "$note" --command "$cmd" "$@"
+        "$py" "$script" --netns-note "$note" --command "$cmd" "$@"
 else
     note="plain loopback: unshare -n is not allowed here, so other traffic on lo is possible"
-    exec "$py" "$here/bench.py" --netns-note "$note" --command "$cmd" "$@"
+    exec "$py" "$script" --netns-note "$note" --command "$cmd" "$@"
 fi

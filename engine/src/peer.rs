@@ -95,6 +95,12 @@ pub(crate) enum PeerCommand {
         /// The message body (after the extended id byte).
         payload: Vec<u8>,
     },
+    /// Send this extension handshake (BEP 10, extended id 0) again: the
+    /// encoded dictionary, sent once the peer has sent its own (so it
+    /// speaks BEP 10). Used when a download completes, to say
+    /// `upload_only` (BEP 21) on connections opened while we still wanted
+    /// pieces.
+    ExtensionHandshake(Vec<u8>),
     /// Close the connection.
     Close,
 }

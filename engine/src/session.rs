@@ -3,7 +3,7 @@
 //! connection limit, and the torrents.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -475,7 +475,9 @@ impl Session {
     /// Adds a torrent known only by a magnet link (BEP 9). It first fetches
     /// the info dictionary from peers (state
     /// [`FetchingMetadata`](crate::TorrentState::FetchingMetadata)): those
-    /// of the link's `x.pe` (addresses; host names are skipped), those its
+    /// of the link's `x.pe` (addresses; `host:port` peers are resolved on a
+    /// thread of their own and offered like [`TorrentHandle::add_peers`]
+    /// once known, so a slow name lookup never holds this call), those its
     /// `tr=` trackers return, and those given later with
     /// [`TorrentHandle::add_peers`]. Once the metadata has passed the info
     /// hash it is saved as `<info hash>.torrent` beside the resume state
@@ -503,6 +505,7 @@ impl Session {
         }
         let save_dir = save_dir.into();
         let torrent_file = magnet_torrent_file(&save_dir, &options, info_hash);
+        let mut hosts = Vec::new();
         for p in magnet.peer_addrs() {
             match p {
                 MagnetPeer::Addr(a) => {
@@ -510,9 +513,7 @@ impl Session {
                         options.peers.push(a);
                     }
                 }
-                MagnetPeer::Host { host, port } => {
-                    info!("magnet peer {host}:{port} skipped: host names are not resolved");
-                }
+                MagnetPeer::Host { host, port } => hosts.push((host, port)),
             }
         }
         let trackers: Vec<Vec<String>> = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
@@ -527,6 +528,7 @@ impl Session {
                     );
                     let handle = self.add_torrent(meta, save_dir, options)?;
                     *handle.published.torrent_file.lock() = Some(Arc::from(bytes));
+                    resolve_hosts(&handle, hosts);
                     return Ok(handle);
                 }
                 _ => warn!(
@@ -576,6 +578,7 @@ impl Session {
         let mut torrents = self.torrents.lock();
         self.prune(&mut torrents);
         torrents.push(handle.clone());
+        resolve_hosts(&handle, hosts);
         Ok(handle)
     }
 
@@ -713,6 +716,37 @@ fn spawn_announcer(
         })
         .map_err(Error::Spawn)?;
     Ok(handle)
+}
+
+/// Resolves a magnet link's `x.pe` host names (`host:port`) on a thread of
+/// its own and offers every address found to the torrent, as
+/// [`TorrentHandle::add_peers`] does. A name that does not resolve is
+/// logged and skipped; the torrent carries on with its other peers.
+fn resolve_hosts(handle: &TorrentHandle, hosts: Vec<(String, u16)>) {
+    if hosts.is_empty() {
+        return;
+    }
+    let handle = handle.clone();
+    let spawned = std::thread::Builder::new()
+        .name("bittern-resolve".into())
+        .spawn(move || {
+            for (host, port) in hosts {
+                let addrs: Vec<SocketAddr> = match (host.as_str(), port).to_socket_addrs() {
+                    Ok(found) => found.collect(),
+                    Err(e) => {
+                        warn!("magnet peer {host}:{port}: cannot resolve: {e}");
+                        continue;
+                    }
+                };
+                info!("magnet peer {host}:{port} is {addrs:?}");
+                if handle.add_peers(addrs).is_err() {
+                    return;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        warn!("cannot start a thread to resolve magnet peers: {e}");
+    }
 }
 
 #[cfg(test)]

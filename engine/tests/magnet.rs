@@ -510,3 +510,66 @@ fn metadata_failing_the_hash_from_two_peers_is_fetched_again_from_one() {
     assert_same(src.path(), dst.path(), &meta.info.file_paths());
     assert!(liar_thread.join().unwrap(), "the liar was not closed");
 }
+
+/// A seeder of `meta` listening on `listen` only.
+fn seeder_on(
+    meta: &Metainfo,
+    src: &std::path::Path,
+    listen: SocketAddr,
+) -> (bittern_engine::Session, TorrentHandle) {
+    let seeder = bittern_engine::Session::new(bittern_engine::SessionConfig {
+        listen,
+        ..crate::util::config()
+    })
+    .unwrap();
+    let s = seeder
+        .add_torrent(meta.clone(), src, TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    (seeder, s)
+}
+
+#[test]
+fn a_magnet_peer_given_by_host_name_is_resolved_and_dialled() {
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(src.path(), "named", &[("named", 300_000)], 1 << 14, 12);
+    let (seeder, _s) = seeder_on(&meta, src.path(), "127.0.0.1:0".parse().unwrap());
+    let port = seeder.local_addr().port();
+    let uri = format!(
+        "magnet:?xt=urn:btih:{}&x.pe=localhost:{port}",
+        meta.info_hash.to_hex()
+    );
+    let magnet = Magnet::parse(&uri).unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let leecher = session();
+    let t = leecher.add_magnet(&magnet, dst.path(), no_goal()).unwrap();
+    fetch_and_download(&t, Duration::from_secs(40));
+    assert_same(src.path(), dst.path(), &meta.info.file_paths());
+}
+
+#[test]
+fn a_bracketed_ipv6_magnet_peer_is_dialled() {
+    if !crate::ipv6::have_ipv6_loopback() {
+        return;
+    }
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(src.path(), "six", &[("six", 300_000)], 1 << 14, 13);
+    let (seeder, _s) = seeder_on(&meta, src.path(), "[::1]:0".parse().unwrap());
+    let port = seeder.local_addr().port();
+    // Escaped brackets, as a browser writes them.
+    let uri = format!(
+        "magnet:?xt=urn:btih:{}&x.pe=%5B%3A%3A1%5D:{port}",
+        meta.info_hash.to_hex()
+    );
+    let magnet = Magnet::parse(&uri).unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    // A leecher on both loopbacks (as `--bind` with both would give).
+    let leecher = bittern_engine::Session::new(bittern_engine::SessionConfig {
+        listen_also: vec![std::net::Ipv6Addr::LOCALHOST.into()],
+        ..crate::util::config()
+    })
+    .unwrap();
+    let t = leecher.add_magnet(&magnet, dst.path(), no_goal()).unwrap();
+    fetch_and_download(&t, Duration::from_secs(40));
+    assert_same(src.path(), dst.path(), &meta.info.file_paths());
+}

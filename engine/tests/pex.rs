@@ -609,3 +609,52 @@ fn no_pex_on_a_private_torrent_either_way() {
     assert!(!sent, "a ut_pex message sent on a private torrent");
     assert_eq!(hits, 0, "a PEX peer of a private torrent was dialled");
 }
+
+// ---- upload_only (BEP 21) after completion ------------------------------
+
+/// A leecher tells a connected peer it is upload-only once its download
+/// completes: a second extension handshake with `upload_only` 1, after a
+/// first one (at connect) without it, as libtorrent does.
+#[test]
+fn completion_resends_the_extension_handshake_with_upload_only() {
+    let src = tempdir();
+    let dst = tempdir();
+    let meta = make_torrent(src.path(), "uo.bin", &[("uo.bin", 600_000)], 16 * 1024, 21);
+    let (seeder, _seeding) = seeding(&meta, src.path());
+    let (leecher, t, mut w) = {
+        // Slow enough that the scripted peer is connected before the end.
+        let leecher = session_with(|c| c.download_limit = Some(256 << 10));
+        let t = leecher
+            .add_torrent(
+                meta.clone(),
+                dst.path(),
+                TorrentOptions {
+                    peers: vec![seeder.local_addr()],
+                    ..TorrentOptions::default()
+                },
+            )
+            .unwrap();
+        wait_state(&t, TorrentState::Downloading, Duration::from_secs(20));
+        let (mut w, _) = Wire::connect(leecher.local_addr(), meta.info_hash).unwrap();
+        w.send_raw(&ext_handshake(0, None)).unwrap();
+        (leecher, t, w)
+    };
+    let first = next_extended(&mut w, 0, Duration::from_secs(10)).expect("an extension handshake");
+    let first = ExtensionHandshake::decode(&first).unwrap();
+    assert!(!first.upload_only, "a leecher said upload_only");
+    assert_ne!(
+        t.status().state,
+        TorrentState::Seeding,
+        "completed before the scripted peer was heard: the test proves nothing"
+    );
+    let raw =
+        next_extended(&mut w, 0, Duration::from_secs(30)).expect("a second extension handshake");
+    assert_eq!(t.status().state, TorrentState::Seeding);
+    let second = ExtensionHandshake::decode(&raw).unwrap();
+    assert!(second.upload_only, "no upload_only after completion");
+    assert_eq!(second.metadata_size, first.metadata_size);
+    assert_eq!(second.p, Some(leecher.local_addr().port()));
+    // On the wire as libtorrent writes it: the key with the integer 1.
+    assert!(raw.windows(17).any(|x| x == b"11:upload_onlyi1e"));
+    drop((w, seeder));
+}

@@ -236,6 +236,11 @@ impl Writer<'_> {
                 }
             }
             PeerCommand::Extended { ext, payload } => self.send_extended(ext, &payload)?,
+            PeerCommand::ExtensionHandshake(payload) => Message::Extended {
+                id: 0,
+                payload: &payload,
+            }
+            .encode(&mut self.out),
             PeerCommand::Close => {}
         }
         if self.out.len() > 64 * 1024 {

@@ -362,6 +362,45 @@ impl Controller {
         }
     }
 
+    /// What our extension handshakes say now: `upload_only` once we seed,
+    /// except as a super-seeder (see `spawn_peer`).
+    pub(super) fn ext_setup(&self, super_seeding: bool) -> crate::peer::ExtensionSetup {
+        crate::peer::ExtensionSetup {
+            listen_port: self.session.port,
+            metadata: Some(self.info_bytes.clone()),
+            upload_only: self.state == TorrentState::Seeding && !super_seeding,
+            pex: self.pex_allowed(),
+        }
+    }
+
+    /// The download just completed: every connection that has sent its
+    /// extension handshake gets ours again, now with `upload_only` (BEP 21),
+    /// as libtorrent does, so a partial view of us as a leecher is
+    /// corrected without waiting for our HAVEs. Not under super-seeding,
+    /// which never says `upload_only`.
+    pub(super) fn resend_upload_only(&mut self) {
+        if self.options.super_seed {
+            return;
+        }
+        let setup = self.ext_setup(false);
+        let mut slow = Vec::new();
+        for (&key, p) in &self.peers {
+            if p.ext.is_none() || p.cut_at.is_some() {
+                continue;
+            }
+            let payload = setup.handshake(p.addr).encode();
+            if p.commands
+                .try_send(PeerCommand::ExtensionHandshake(payload))
+                .is_err()
+            {
+                slow.push(key);
+            }
+        }
+        for key in slow {
+            self.close(key);
+        }
+    }
+
     pub(super) fn spawn_peer(&mut self, origin: Origin, addr: SocketAddr) {
         let key = PeerKey(self.next_key);
         self.next_key += 1;
@@ -398,12 +437,7 @@ impl Controller {
                 _ => None,
             },
             revealed,
-            ext: crate::peer::ExtensionSetup {
-                listen_port: self.session.port,
-                metadata: Some(self.info_bytes.clone()),
-                upload_only: self.state == TorrentState::Seeding && !super_seeding,
-                pex: self.pex_allowed(),
-            },
+            ext: self.ext_setup(super_seeding),
             encryption: self.session.config.encryption,
         };
         let incoming = matches!(origin, Origin::Incoming(..));

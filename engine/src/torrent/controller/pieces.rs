@@ -207,6 +207,7 @@ impl Controller {
         if let Some(key) = self.announcer {
             self.session.with_announcer(|a| a.completed(key));
         }
+        self.resend_upload_only();
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in keys {
             self.update_interest(key);
