@@ -51,6 +51,7 @@ mod shared;
 mod status;
 mod torrent;
 mod transport;
+mod v2;
 pub mod webseed;
 mod writeback;
 

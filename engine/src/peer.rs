@@ -196,6 +196,9 @@ pub(crate) struct PeerContext {
     pub ext: ExtensionSetup,
     /// How connections we dial use protocol encryption.
     pub encryption: crate::config::Encryption,
+    /// For v2 and hybrid torrents: the truncated v2 info hash, and the
+    /// answers to hash requests (BEP 52).
+    pub v2: Option<(InfoHash, Arc<crate::v2::HashServer>)>,
 }
 
 impl PeerContext {
@@ -382,7 +385,7 @@ fn run(
 ) -> Result<(), PeerError> {
     let (mut stream, theirs, incoming) = open(
         &ctx.timing,
-        ctx.info_hash,
+        (ctx.info_hash, ctx.v2.as_ref().map(|(h, _)| *h)),
         ctx.our_id,
         ctx.encryption,
         origin,
@@ -480,7 +483,7 @@ fn run(
 /// they dialled us.
 fn open(
     t: &Timing,
-    info_hash: InfoHash,
+    (info_hash, v2_hash): (InfoHash, Option<InfoHash>),
     our_id: PeerId,
     encryption: crate::config::Encryption,
     origin: Origin,
@@ -488,7 +491,7 @@ fn open(
 ) -> Result<(Box<PeerStream>, Handshake, bool), PeerError> {
     let (s, theirs, incoming) = match origin {
         Origin::Outgoing(addr) => {
-            let ours = Handshake::new(info_hash, our_id);
+            let ours = Handshake::new(info_hash, our_id).with_v2(v2_hash.is_some());
             let attach = |s: &Socket| socket.attach(s);
             let (s, hs) =
                 crate::handshake::dial(addr, &ours, encryption, t.connect_timeout, &attach)?;
@@ -497,7 +500,9 @@ fn open(
         Origin::Incoming(mut s, hs) => {
             socket.attach(s.socket())?;
             s.socket().set_write_timeout(Some(t.connect_timeout))?;
-            s.send(&mut Handshake::new(info_hash, our_id).encode())?;
+            let info_hash = crate::v2::answer_hash(&hs, info_hash, v2_hash);
+            let ours = Handshake::new(info_hash, our_id).with_v2(v2_hash.is_some());
+            s.send(&mut ours.encode())?;
             (s, hs, true)
         }
     };
@@ -591,6 +596,8 @@ enum ReaderNote {
     Cancel(BlockRef),
     /// A `ut_metadata` request for this metadata piece.
     MetadataRequest(u32),
+    /// A BEP 52 hash request.
+    HashRequest(bittern_wire::hashes::HashRequest),
 }
 
 #[cfg(test)]

@@ -116,12 +116,33 @@ impl Drop for Reservation<'_> {
 
 /// Removes the entry for `info_hash` if it is still the one torrent `id`
 /// registered (a torrent added again since has its own).
+/// Its other names ([`add_alias`]) go with it.
 pub(crate) fn unregister(registry: &Registry, info_hash: InfoHash, id: TorrentId) {
     let mut r = registry.lock();
     if r.ids.get(&info_hash) == Some(&id) {
-        r.ids.remove(&info_hash);
-        r.obfuscated.remove(&info_hash);
+        let names: Vec<InfoHash> = r
+            .ids
+            .iter()
+            .filter(|&(_, v)| *v == id)
+            .map(|(k, _)| *k)
+            .collect();
+        for h in names {
+            r.ids.remove(&h);
+            r.obfuscated.remove(&h);
+        }
     }
+}
+
+/// Routes `alias` (a hybrid torrent's truncated v2 hash, BEP 52) to torrent
+/// `id` too, unless another torrent has that name; false then.
+pub(crate) fn add_alias(registry: &Registry, alias: InfoHash, id: TorrentId) -> bool {
+    let mut r = registry.lock();
+    if r.ids.contains_key(&alias) {
+        return false;
+    }
+    r.ids.insert(alias, id);
+    r.obfuscated.insert(alias);
+    true
 }
 
 /// Our own addresses learnt from peers' `yourip` kept at once (one per
@@ -375,6 +396,11 @@ impl Session {
         // Reserve the info hash before anything else, under one lock;
         // every failure below gives it back.
         let reserved = register(&self.registry, metainfo.info_hash, id)?;
+        for alias in metainfo.wire_hashes().into_iter().skip(1) {
+            if !add_alias(&self.registry, alias, id) {
+                warn!("{}: v2 info hash taken by another torrent", alias.to_hex());
+            }
+        }
         let setup = ControllerSetup {
             id,
             metainfo,

@@ -17,5 +17,6 @@ mod reliability;
 mod scale;
 mod superseed;
 mod util;
+mod v2seed;
 mod webseed;
 mod webseed_session;

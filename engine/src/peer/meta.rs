@@ -89,7 +89,7 @@ fn run(
 ) -> Result<(), PeerError> {
     let (mut stream, theirs, incoming) = open(
         &ctx.timing,
-        ctx.info_hash,
+        (ctx.info_hash, None),
         ctx.our_id,
         ctx.encryption,
         origin,

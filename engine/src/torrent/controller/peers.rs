@@ -400,6 +400,7 @@ impl Controller {
                 pex: self.pex_allowed(),
             },
             encryption: self.session.config.encryption,
+            v2: (self.metainfo.info_hash_v2.map(|h| h.truncated())).zip(self.v2.clone()),
         };
         let incoming = matches!(origin, Origin::Incoming(..));
         // A thread that cannot start drops `conn`, giving the count back.
