@@ -21,6 +21,9 @@ use log::debug;
 
 /// The storage layout of `metainfo`'s `files`: SHA-1 pieces for v1, merkle
 /// hashes added for hybrids, merkle hashes alone for v2-only torrents.
+/// A v2-only torrent's last piece is a whole piece, its tail past the last
+/// file a padding file of zeros after the torrent's files (libtorrent
+/// counts v2-only torrents so: it requests, and serves, whole last pieces).
 ///
 /// # Errors
 /// What [`Layout::new`] / [`Layout::with_v2`] / [`Layout::new_v2`] return
@@ -46,7 +49,21 @@ pub(crate) fn layout(
     match (info.version.has_v1(), info.version.has_v2()) {
         (true, false) => Layout::new(files, plen, info.pieces.clone()),
         (true, true) => Layout::new(files, plen, info.pieces.clone())?.with_v2(&v2_hashes()),
-        (false, _) => Layout::new_v2(files, plen, &v2_hashes()),
+        (false, _) => {
+            let mut files = files;
+            let mut hashes = v2_hashes();
+            let total: u64 = files.iter().map(|f| f.length).sum();
+            let tail = total.next_multiple_of(plen.max(1)) - total;
+            if tail > 0 {
+                files.push(FileSpec {
+                    path: std::path::PathBuf::from(".pad").join(tail.to_string()),
+                    length: tail,
+                    padding: true,
+                });
+                hashes.push(Vec::new());
+            }
+            Layout::new_v2(files, plen, &hashes)
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! are answered from the piece layers with proofs that check against the
 //! file's `pieces root`, or rejected.
 
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -14,12 +15,13 @@ use bittern_wire::{decode_message, Handshake, InfoHash, Message, MetaVersion, Me
 use bittern_wire::{MetainfoBuilder, DEFAULT_MAX_FRAME as MAX_FRAME};
 use rand::{Rng, SeedableRng};
 
-use crate::util::{seeding, tempdir};
+use crate::interop::{have_libtorrent, init_log, python, Proc};
+use crate::util::{assert_same, seeding, tempdir};
 
 const PLEN: u64 = 32 * 1024;
 
 /// A single-file torrent of `len` random bytes at `dir/name`, v2-only or
-/// hybrid, and the file's bytes.
+/// hybrid, written to `dir/name.torrent` too, and the file's bytes.
 fn v2_torrent(dir: &Path, name: &str, len: usize, version: MetaVersion) -> (Metainfo, Vec<u8>) {
     let mut data = vec![0u8; len];
     rand::rngs::StdRng::seed_from_u64(52).fill(&mut data[..]);
@@ -46,8 +48,9 @@ fn v2_torrent(dir: &Path, name: &str, len: usize, version: MetaVersion) -> (Meta
         let pieces = bittern_storage::hash_files(&disk, PLEN, &pool, &|_, _| {}).unwrap();
         b = b.pieces(pieces);
     }
-    let m = Metainfo::from_bytes(&b.build().unwrap()).unwrap();
-    (m, data)
+    let bytes = b.build().unwrap();
+    std::fs::write(dir.join(format!("{name}.torrent")), &bytes).unwrap();
+    (Metainfo::from_bytes(&bytes).unwrap(), data)
 }
 
 /// A connection that handshook with `info_hash` (v2 bit set): it and the
@@ -203,4 +206,106 @@ fn hybrid_seed_upgrades_to_v2_and_answers_hash_requests() {
     let mut buf = [0u8; Handshake::LEN];
     s.read_exact(&mut buf).unwrap();
     assert_eq!(Handshake::decode(&buf).unwrap().info_hash, v1);
+}
+
+/// libtorrent leeches from a bittern seed with `script` (`lt_leech.py`
+/// with a `.torrent`, `lt_magnet_leech.py` with a magnet link) given
+/// `what`; the file arrives byte for byte. Returns libtorrent's peer-log
+/// lines about BEP 52 hash messages (`==>` sent, `<==` received).
+fn libtorrent_leeches(script: &str, what: &OsStr, m: &Metainfo, src: &Path) -> Vec<String> {
+    let (dst, work) = (tempdir(), tempdir());
+    let (seeder, _t) = seeding(m, src);
+    let port = seeder.local_addr().port().to_string();
+    let mut cmd = python(
+        script,
+        &[
+            what,
+            dst.path().as_os_str(),
+            OsStr::new(&port),
+            OsStr::new("60"),
+        ],
+    );
+    cmd.env("BITTERN_LT_V2_LOG", "1");
+    let mut lt = Proc::spawn("libtorrent leecher", cmd, work.path().join("lt.log"));
+    let mut v2_messages = Vec::new();
+    let got: u64 = loop {
+        let line = lt.expect_line("", Duration::from_secs(90));
+        if let Some(m) = line.strip_prefix("V2MSG ") {
+            v2_messages.push(m.to_string());
+        } else if let Some(n) = line.strip_prefix("DONE ") {
+            break n.parse().unwrap();
+        }
+    };
+    eprintln!("libtorrent's BEP 52 messages: {v2_messages:?}");
+    assert!(got >= m.info.total_length(), "{got}");
+    let status = lt.wait(Duration::from_secs(20));
+    if !status.success() {
+        lt.fail(&format!("exited with {status}"));
+    }
+    assert_same(src, dst.path(), &m.info.file_paths());
+    v2_messages
+}
+
+/// The v2 path end to end: libtorrent given only a `btmh` magnet of a
+/// v2-only torrent meets bittern under the truncated v2 hash, fetches the
+/// info dictionary (which holds no piece layers) and asks bittern for the
+/// file's piece layer with a hash request, which bittern answers (its
+/// peer log shows `HASHES` received, no `HASH_REJECT`). libtorrent would
+/// complete without the answer too (it hashes the whole file up to the
+/// root), so the log is what proves the answer.
+#[test]
+fn libtorrent_leeches_v2_only_magnet_from_bittern() {
+    if !have_libtorrent() {
+        return;
+    }
+    init_log();
+    let src = tempdir();
+    let (m, _) = v2_torrent(src.path(), "lt_v2m.bin", 1_000_001, MetaVersion::V2);
+    assert!(m
+        .piece_layer(&m.info.files[0])
+        .is_some_and(|l| l.len() == 31));
+    let uri = format!(
+        "magnet:?xt=urn:btmh:1220{}&dn={}",
+        m.info_hash_v2.unwrap().to_hex(),
+        m.info.name
+    );
+    let v2 = libtorrent_leeches("lt_magnet_leech.py", OsStr::new(&uri), &m, src.path());
+    assert!(v2.iter().any(|l| l.contains("==> HASH_REQUEST")), "{v2:?}");
+    assert!(v2.iter().any(|l| l.contains("<== HASHES")), "{v2:?}");
+    assert!(!v2.iter().any(|l| l.contains("HASH_REJECT")), "{v2:?}");
+}
+
+/// libtorrent with the `.torrent` of a v2-only torrent (it dials with the
+/// truncated v2 hash, which must reach bittern's torrent).
+#[test]
+fn libtorrent_leeches_v2_only_torrent_from_bittern() {
+    if !have_libtorrent() {
+        return;
+    }
+    init_log();
+    let src = tempdir();
+    let (m, _) = v2_torrent(src.path(), "lt_v2.bin", 1_000_001, MetaVersion::V2);
+    let t = src.path().join("lt_v2.bin.torrent");
+    let v2 = libtorrent_leeches("lt_leech.py", t.as_os_str(), &m, src.path());
+    // it has the piece layers from the file: nothing to ask
+    assert!(!v2.iter().any(|l| l.contains("HASH_REJECT")), "{v2:?}");
+}
+
+/// libtorrent with a hybrid magnet (`btih` and `btmh`): both halves on one
+/// torrent.
+#[test]
+fn libtorrent_leeches_hybrid_magnet_from_bittern() {
+    if !have_libtorrent() {
+        return;
+    }
+    init_log();
+    let src = tempdir();
+    let (m, _) = v2_torrent(src.path(), "lt_hy.bin", 1_000_001, MetaVersion::Hybrid);
+    let uri = format!(
+        "magnet:?xt=urn:btih:{}&xt=urn:btmh:1220{}&dn={}",
+        m.info_hash.to_hex(),
+        m.info_hash_v2.unwrap().to_hex(),
+        m.info.name
+    );
+    libtorrent_leeches("lt_magnet_leech.py", OsStr::new(&uri), &m, src.path());
 }
