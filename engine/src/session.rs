@@ -683,4 +683,34 @@ mod tests {
         unregister(&registry, hash, a);
         assert!(registry.lock().is_empty());
     }
+
+    #[test]
+    fn a_hybrid_is_routed_by_both_hashes_and_leaves_by_both() {
+        let registry: Registry = Arc::default();
+        let (v1, v2, other) = (InfoHash([1; 20]), InfoHash([2; 20]), InfoHash([3; 20]));
+        let reservation = register(&registry, v1, 1).unwrap();
+        assert!(add_alias(&registry, v2, 1));
+        // a torrent that failed to start gives both back
+        drop(reservation);
+        assert!(registry.lock().is_empty());
+        register(&registry, v1, 1).unwrap().keep();
+        assert!(add_alias(&registry, v2, 1));
+        register(&registry, other, 2).unwrap().keep();
+        assert!(!add_alias(&registry, v2, 2), "taken by torrent 1");
+        assert_eq!(registry.lock().get(&v2), Some(&1));
+        assert_eq!(registry.lock().find_obfuscated(&mse_req2(v2)), Some(v2));
+        unregister(&registry, v1, 1);
+        assert_eq!(registry.lock().get(&v2), None);
+        assert_eq!(registry.lock().find_obfuscated(&mse_req2(v2)), None);
+        assert_eq!(registry.lock().get(&other), Some(&2));
+    }
+
+    /// `HASH('req2', info_hash)`, as an MSE initiator sends it.
+    fn mse_req2(h: InfoHash) -> [u8; 20] {
+        use sha1::Digest;
+        let mut d = sha1::Sha1::new();
+        d.update(b"req2");
+        d.update(h.0);
+        d.finalize().into()
+    }
 }

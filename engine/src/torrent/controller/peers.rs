@@ -383,7 +383,8 @@ impl Controller {
             have: self.have.clone(),
             claims: self.claims.clone(),
             hashes: self.hashes.clone(),
-            inline_hashing: self.session.config.inline_hashing,
+            // SHA-1 as blocks arrive: v1 and hybrid pieces only
+            inline_hashing: self.session.config.inline_hashing && self.storage.layout().has_v1(),
             mapped_upload: self.session.config.mapped_upload,
             events: self.links.peers.clone(),
             stats: stats.clone(),
