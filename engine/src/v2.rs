@@ -4,9 +4,10 @@
 //! requests (21) from the torrent's piece layers, with a hash reject (23)
 //! for whatever cannot be answered.
 //!
-//! Downloading v2-only torrents (requesting piece layers, per-block
-//! verification) is not done yet: the session serves them only when the
-//! data is complete on disk.
+//! v2-only torrents added from a `.torrent` (piece layers included)
+//! download with their pieces checked against the merkle hashes. Not done
+//! yet: requesting piece layers with hash requests (a `btmh` magnet), and
+//! blaming a single 16 KiB block rather than the piece's contributors.
 
 use std::collections::HashMap;
 
