@@ -90,7 +90,16 @@ struct ServedFile {
     first_piece: usize,
     /// 16 KiB leaves of the file (before padding to a power of two).
     leaves: u64,
+    /// Layer of the piece nodes in the file's tree (below it, nodes are
+    /// hashed from disk).
+    piece_height: u32,
 }
+
+/// Most file data one hash request may make us read from disk to hash
+/// nodes below the piece layer (at least one piece is always allowed):
+/// bounds what a peer's request costs, and covers libtorrent's requests
+/// (one piece's leaves, after a hash failure).
+const MAX_READ_PER_REQUEST: u64 = 16 << 20;
 
 /// Answers hash requests for a v2 or hybrid torrent: each file's tree
 /// above the piece layer from the layout's merkle hashes, the leaves below
@@ -98,6 +107,7 @@ struct ServedFile {
 #[derive(Debug)]
 pub(crate) struct HashServer {
     files: HashMap<Hash256, ServedFile>,
+    piece_length: u64,
 }
 
 impl HashServer {
@@ -123,16 +133,22 @@ impl HashServer {
                     files.insert(
                         tree.root(),
                         ServedFile {
-                            tree,
                             first_piece: pieces.start,
                             leaves: bittern_storage::merkle::block_count(f.length),
+                            piece_height: bittern_storage::merkle::piece_layer_height(plen)
+                                .unwrap_or(0)
+                                .min(tree.height()),
+                            tree,
                         },
                     );
                 }
                 other => debug!("file {i}: no merkle tree to serve: {other:?}"),
             }
         }
-        Some(HashServer { files })
+        Some(HashServer {
+            files,
+            piece_length: plen,
+        })
     }
 
     /// The hashes answering `req` (base layer, then uncles), or `None` to
@@ -142,6 +158,15 @@ impl HashServer {
     pub(crate) fn answer(&self, storage: &Storage, req: &HashRequest) -> Option<Vec<Hash256>> {
         let file = self.files.get(&req.pieces_root)?;
         req.check_in_tree(file.leaves).ok()?;
+        if req.base_layer < file.piece_height {
+            // pieces whose leaves are read: the requested nodes' (the
+            // uncles below the piece layer lie in the same pieces)
+            let per_piece = 1u64 << (file.piece_height - req.base_layer);
+            let pieces = u64::from(req.length).div_ceil(per_piece);
+            if pieces > 1 && pieces * self.piece_length > MAX_READ_PER_REQUEST {
+                return None;
+            }
+        }
         let leaves = |p: u64| {
             let piece = usize::try_from(p)
                 .ok()

@@ -364,3 +364,33 @@ fn bittern_leeches_v2_only_torrent_from_libtorrent() {
         assert_same(src.path(), dst.path(), &m.info.file_paths());
     }
 }
+
+/// A request for leaves (hashed from disk) of more than 16 MiB of data is
+/// rejected; one of 16 MiB is answered and proven.
+#[test]
+fn a_hash_request_reading_too_much_is_rejected() {
+    let dir = tempdir();
+    // 1,088 blocks: a tree of 2,048 leaves
+    let (m, data) = v2_torrent(dir.path(), "big.bin", 17 << 20, MetaVersion::V2);
+    let root = m.info.files[0].pieces_root.unwrap();
+    let (seeder, _t) = seeding(&m, dir.path());
+    let (mut s, _) = connect(seeder.local_addr(), m.info_hash, 4);
+    let req = HashRequest {
+        pieces_root: root,
+        base_layer: 0,
+        index: 0,
+        length: 2048,
+        proof_layers: 10,
+    };
+    assert_eq!(ask(&mut s, req), Answer::Reject(req));
+    let req = HashRequest {
+        length: 1024,
+        ..req
+    };
+    let Answer::Hashes(_, hashes) = ask(&mut s, req) else {
+        panic!("16 MiB of leaves rejected");
+    };
+    let (nodes, uncles) = hashes.split_at(1024);
+    assert_eq!(nodes[1023], sha256(&data[1023 * 16384..1024 * 16384]));
+    assert!(hashes_prove_root(1088, &root, 0, 0, nodes, uncles));
+}
