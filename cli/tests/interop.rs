@@ -98,9 +98,9 @@ fn libtorrent_leecher_downloads_from_bittern_seed() {
 
 /// `bittern seed` of a hybrid torrent (`bittern create --hybrid`) to a
 /// libtorrent 2.0 leecher, which holds the piece layers from the .torrent
-/// and checks every piece against both halves: the transfer runs over the
-/// v1 half of the wire (bittern serves no hash requests yet) and the files
-/// arrive whole.
+/// and checks every piece against both halves; the files arrive whole.
+/// (The v2 wire itself, upgrade and hash requests, is tested in the
+/// engine's `v2seed` tests.)
 #[test]
 fn libtorrent_leecher_downloads_hybrid_from_bittern_seed() {
     if !libtorrent_available() {

@@ -53,6 +53,7 @@ mod status;
 mod torrent;
 mod transport;
 mod udp;
+mod v2;
 pub mod webseed;
 mod writeback;
 

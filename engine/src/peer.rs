@@ -209,10 +209,13 @@ pub(crate) struct PeerContext {
     pub dht: Option<(Arc<crate::dht::SessionDht>, u16)>,
     /// How outgoing connections are made.
     pub dial: Dial,
+    /// For v2 and hybrid torrents: the truncated v2 info hash, and the
+    /// answers to hash requests (BEP 52).
+    pub v2: Option<(InfoHash, Arc<crate::v2::HashServer>)>,
 }
 
-/// The transports outgoing connections may use, in order: uTP first
-/// when the session runs it, then TCP (unless `--no-tcp`).
+/// The transports outgoing connections may use: TCP (unless `--no-tcp`),
+/// then uTP when the session runs it.
 #[derive(Clone)]
 pub(crate) struct Dial {
     /// The session's uTP multiplexers by local address (empty: no
@@ -456,6 +459,7 @@ fn run(
     let (mut stream, theirs, incoming) = open(
         &ctx.timing,
         &our_handshake(ctx),
+        ctx.v2.as_ref().map(|(h, _)| *h),
         ctx.encryption,
         &ctx.dial,
         origin,
@@ -555,7 +559,9 @@ fn run(
 
 /// Our handshake: the DHT bit set while we run a DHT node for this torrent.
 fn our_handshake(ctx: &PeerContext) -> Handshake {
-    Handshake::new(ctx.info_hash, ctx.our_id).with_dht(ctx.dht.is_some())
+    Handshake::new(ctx.info_hash, ctx.our_id)
+        .with_dht(ctx.dht.is_some())
+        .with_v2(ctx.v2.is_some())
 }
 
 /// Connects (or takes the accepted socket), exchanges the 68-byte
@@ -564,6 +570,7 @@ fn our_handshake(ctx: &PeerContext) -> Handshake {
 pub(crate) fn open(
     t: &Timing,
     ours: &Handshake,
+    v2_hash: Option<InfoHash>,
     encryption: crate::config::Encryption,
     dial: &Dial,
     origin: Origin,
@@ -585,6 +592,8 @@ pub(crate) fn open(
         Origin::Incoming(mut s, hs) => {
             socket.attach(s.socket())?;
             s.socket().set_write_timeout(Some(t.connect_timeout))?;
+            let mut ours = *ours;
+            ours.info_hash = crate::v2::answer_hash(&hs, ours.info_hash, v2_hash);
             s.send(&mut ours.encode())?;
             (s, hs, true)
         }
@@ -679,6 +688,8 @@ enum ReaderNote {
     Cancel(BlockRef),
     /// A `ut_metadata` request for this metadata piece.
     MetadataRequest(u32),
+    /// A BEP 52 hash request.
+    HashRequest(bittern_wire::hashes::HashRequest),
 }
 
 #[cfg(test)]

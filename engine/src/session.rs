@@ -116,12 +116,33 @@ impl Drop for Reservation<'_> {
 
 /// Removes the entry for `info_hash` if it is still the one torrent `id`
 /// registered (a torrent added again since has its own).
+/// Its other names ([`add_alias`]) go with it.
 pub(crate) fn unregister(registry: &Registry, info_hash: InfoHash, id: TorrentId) {
     let mut r = registry.lock();
     if r.ids.get(&info_hash) == Some(&id) {
-        r.ids.remove(&info_hash);
-        r.obfuscated.remove(&info_hash);
+        let names: Vec<InfoHash> = r
+            .ids
+            .iter()
+            .filter(|&(_, v)| *v == id)
+            .map(|(k, _)| *k)
+            .collect();
+        for h in names {
+            r.ids.remove(&h);
+            r.obfuscated.remove(&h);
+        }
     }
+}
+
+/// Routes `alias` (a hybrid torrent's truncated v2 hash, BEP 52) to torrent
+/// `id` too, unless another torrent has that name; false then.
+pub(crate) fn add_alias(registry: &Registry, alias: InfoHash, id: TorrentId) -> bool {
+    let mut r = registry.lock();
+    if r.ids.contains_key(&alias) {
+        return false;
+    }
+    r.ids.insert(alias, id);
+    r.obfuscated.insert(alias);
+    true
 }
 
 /// Our own addresses learnt from peers' `yourip` kept at once (one per
@@ -450,6 +471,11 @@ impl Session {
         // Reserve the info hash before anything else, under one lock;
         // every failure below gives it back.
         let reserved = register(&self.registry, metainfo.info_hash, id)?;
+        for alias in metainfo.wire_hashes().into_iter().skip(1) {
+            if !add_alias(&self.registry, alias, id) {
+                warn!("{}: v2 info hash taken by another torrent", alias.to_hex());
+            }
+        }
         let setup = ControllerSetup {
             id,
             metainfo,
@@ -771,5 +797,35 @@ mod tests {
         assert_eq!(registry.lock().get(&hash), Some(&a));
         unregister(&registry, hash, a);
         assert!(registry.lock().is_empty());
+    }
+
+    #[test]
+    fn a_hybrid_is_routed_by_both_hashes_and_leaves_by_both() {
+        let registry: Registry = Arc::default();
+        let (v1, v2, other) = (InfoHash([1; 20]), InfoHash([2; 20]), InfoHash([3; 20]));
+        let reservation = register(&registry, v1, 1).unwrap();
+        assert!(add_alias(&registry, v2, 1));
+        // a torrent that failed to start gives both back
+        drop(reservation);
+        assert!(registry.lock().is_empty());
+        register(&registry, v1, 1).unwrap().keep();
+        assert!(add_alias(&registry, v2, 1));
+        register(&registry, other, 2).unwrap().keep();
+        assert!(!add_alias(&registry, v2, 2), "taken by torrent 1");
+        assert_eq!(registry.lock().get(&v2), Some(&1));
+        assert_eq!(registry.lock().find_obfuscated(&mse_req2(v2)), Some(v2));
+        unregister(&registry, v1, 1);
+        assert_eq!(registry.lock().get(&v2), None);
+        assert_eq!(registry.lock().find_obfuscated(&mse_req2(v2)), None);
+        assert_eq!(registry.lock().get(&other), Some(&2));
+    }
+
+    /// `HASH('req2', info_hash)`, as an MSE initiator sends it.
+    fn mse_req2(h: InfoHash) -> [u8; 20] {
+        use sha1::Digest;
+        let mut d = sha1::Sha1::new();
+        d.update(b"req2");
+        d.update(h.0);
+        d.finalize().into()
     }
 }

@@ -19,5 +19,6 @@ mod scale;
 mod superseed;
 mod util;
 mod utp;
+mod v2seed;
 mod webseed;
 mod webseed_session;

@@ -93,6 +93,7 @@ fn run(
     let (mut stream, theirs, incoming) = open(
         &ctx.timing,
         &Handshake::new(ctx.info_hash, ctx.our_id),
+        None,
         ctx.encryption,
         &ctx.dial,
         origin,

@@ -243,9 +243,13 @@ fn read_frames(
                 Message::Extended { id, payload } => {
                     on_extended(ctx, link, to_writer, batch, id, payload)?;
                 }
-                // BEP 52 hash messages: bittern never sets the v2 bit yet,
-                // so peers have no reason to send them (issue 23, engine).
-                Message::HashRequest(_) | Message::Hashes(_) | Message::HashReject(_) => {}
+                // BEP 52: requests are answered by the writer (hashes or a
+                // reject); bittern sends no requests yet, so answers are
+                // dropped.
+                Message::HashRequest(r) => {
+                    note_for_writer(link, to_writer, ReaderNote::HashRequest(r))?;
+                }
+                Message::Hashes(_) | Message::HashReject(_) => {}
             }
         }
         // Everything decoded is handled: write and report the blocks at once.

@@ -165,6 +165,12 @@ impl Writer<'_> {
                 }
                 self.send_extended(Extension::UtMetadata, &payload)?;
             }
+            ReaderNote::HashRequest(req) => {
+                crate::v2::encode_answer(self.ctx, &req, &mut self.out);
+                if self.out.len() > 64 * 1024 {
+                    self.flush()?;
+                }
+            }
         }
         Ok(())
     }

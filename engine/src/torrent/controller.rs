@@ -145,7 +145,7 @@ pub(crate) fn build_controller(
             padding: f.padding,
         })
         .collect();
-    let layout = Layout::new(files, info.piece_length, info.pieces.clone())?;
+    let layout = crate::v2::layout(&metainfo, files)?;
     let root = if info.multi_file {
         save_dir.join(&info.name)
     } else {
@@ -405,6 +405,8 @@ pub(crate) struct Controller {
     webseed_bytes: u64,
     /// Super-seeding state, once a peer connected under it.
     superseed: Option<superseed::SuperSeed>,
+    /// Answers BEP 52 hash requests (v2 and hybrid torrents).
+    v2: Option<Arc<crate::v2::HashServer>>,
 }
 
 /// What a controller is built from (see [`spawn_controller`]).
@@ -473,6 +475,7 @@ impl Controller {
             candidates.offer(CandidateSource::Offered, *a, false);
         }
         Controller {
+            v2: crate::v2::HashServer::new(storage.layout()).map(Arc::new),
             id,
             scheduled: None,
             links,

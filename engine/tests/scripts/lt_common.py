@@ -61,6 +61,10 @@ def make_session(listen="127.0.0.1:0", outgoing="127.0.0.1", extra=None):
     if os.environ.get("BITTERN_LT_NO_OUTGOING") == "1":
         # Accept connections only: whoever downloads must find us and dial.
         settings["enable_outgoing_tcp"] = False
+    if os.environ.get("BITTERN_LT_V2_LOG") == "1":
+        # Peer logs, for drain_alerts to report BEP 52 hash messages.
+        settings["alert_mask"] |= lt.alert.category_t.peer_log_notification
+        settings["alert_queue_size"] = 1000000
     settings.update(extra or {})
     ses = lt.session(settings)
     deadline = time.monotonic() + 10
@@ -88,7 +92,15 @@ def add(ses, torrent, save_path):
 
 
 def drain_alerts(ses):
+    """Logs the alerts; with BITTERN_LT_V2_LOG=1 prints each peer-log line
+    about a BEP 52 hash message as "V2MSG <direction> <message>" on stdout
+    (peer logs go to stdout only then: they are many)."""
     for a in ses.pop_alerts():
+        if isinstance(a, lt.peer_log_alert):
+            msg = a.message()
+            if " HASH" in msg:
+                print("V2MSG %s" % msg, flush=True)
+            continue
         log("alert:", type(a).__name__, a.message())
 
 

@@ -56,6 +56,7 @@ def main():
             last_log = now
         drain_alerts(ses)
         time.sleep(0.05)
+    drain_alerts(ses)
     s = h.status()
     log("complete:", describe(h))
     ses.remove_torrent(h)

@@ -422,7 +422,8 @@ impl Controller {
             have: self.have.clone(),
             claims: self.claims.clone(),
             hashes: self.hashes.clone(),
-            inline_hashing: self.session.config.inline_hashing,
+            // SHA-1 as blocks arrive: v1 and hybrid pieces only
+            inline_hashing: self.session.config.inline_hashing && self.storage.layout().has_v1(),
             mapped_upload: self.session.config.mapped_upload,
             events: self.links.peers.clone(),
             stats: stats.clone(),
@@ -439,6 +440,7 @@ impl Controller {
             revealed,
             ext: self.ext_setup(super_seeding),
             encryption: self.session.config.encryption,
+            v2: (self.metainfo.info_hash_v2.map(|h| h.truncated())).zip(self.v2.clone()),
         };
         let incoming = matches!(origin, Origin::Incoming(..));
         // A thread that cannot start drops `conn`, giving the count back.

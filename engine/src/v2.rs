@@ -1,0 +1,212 @@
+//! BitTorrent v2 (BEP 52) in the engine: the storage layout of v2-only and
+//! hybrid torrents (their pieces checked against the merkle hashes), the
+//! handshake's info hash on an upgraded connection, and serving hash
+//! requests (21) from the torrent's piece layers, with a hash reject (23)
+//! for whatever cannot be answered.
+//!
+//! v2-only torrents added from a `.torrent` (piece layers included)
+//! download with their pieces checked against the merkle hashes. Not done
+//! yet: requesting piece layers with hash requests (a `btmh` magnet), and
+//! blaming a single 16 KiB block rather than the piece's contributors.
+
+use std::collections::HashMap;
+
+use bittern_storage::merkle::{Hash256, LayerTree};
+use bittern_storage::{FileSpec, Layout, Storage};
+use bittern_wire::hashes::HashRequest;
+use bittern_wire::hashes::Hashes;
+use bittern_wire::{Handshake, InfoHash, Message, Metainfo};
+
+use crate::peer::PeerContext;
+use log::debug;
+
+/// The storage layout of `metainfo`'s `files`: SHA-1 pieces for v1, merkle
+/// hashes added for hybrids, merkle hashes alone for v2-only torrents.
+/// A v2-only torrent's last piece is a whole piece, its tail past the last
+/// file a padding file of zeros after the torrent's files (libtorrent
+/// counts v2-only torrents so: it requests, and serves, whole last pieces).
+///
+/// # Errors
+/// What [`Layout::new`] / [`Layout::with_v2`] / [`Layout::new_v2`] return
+/// (files not on piece boundaries, hashes that do not fit them).
+pub(crate) fn layout(
+    metainfo: &Metainfo,
+    files: Vec<FileSpec>,
+) -> Result<Layout, bittern_storage::Error> {
+    let info = &metainfo.info;
+    let plen = info.piece_length;
+    let v2_hashes = || -> Vec<Vec<Hash256>> {
+        info.files
+            .iter()
+            .map(
+                |f| match (f.padding, f.pieces_root, metainfo.piece_layer(f)) {
+                    (true, _, _) | (_, None, _) => Vec::new(),
+                    (false, Some(_), Some(layer)) => layer.to_vec(),
+                    (false, Some(root), None) => vec![root],
+                },
+            )
+            .collect()
+    };
+    match (info.version.has_v1(), info.version.has_v2()) {
+        (true, false) => Layout::new(files, plen, info.pieces.clone()),
+        (true, true) => Layout::new(files, plen, info.pieces.clone())?.with_v2(&v2_hashes()),
+        (false, _) => {
+            let mut files = files;
+            let mut hashes = v2_hashes();
+            let total: u64 = files.iter().map(|f| f.length).sum();
+            let tail = total.next_multiple_of(plen.max(1)) - total;
+            if tail > 0 {
+                files.push(FileSpec {
+                    path: std::path::PathBuf::from(".pad").join(tail.to_string()),
+                    length: tail,
+                    padding: true,
+                });
+                hashes.push(Vec::new());
+            }
+            Layout::new_v2(files, plen, &hashes)
+        }
+    }
+}
+
+/// The info hash to answer an incoming handshake `theirs` with, for a
+/// torrent met under `ours` (its [`Metainfo::info_hash`]) and, for v2 and
+/// hybrid torrents, `v2` (its truncated v2 hash). A peer that named the
+/// torrent by its v2 hash gets that hash back; a peer that named a hybrid
+/// by its v1 hash with the upgrade bit set gets the v2 hash (BEP 52's
+/// upgrade); everyone else gets `ours`.
+pub(crate) fn answer_hash(theirs: &Handshake, ours: InfoHash, v2: Option<InfoHash>) -> InfoHash {
+    match v2 {
+        Some(v2) if theirs.info_hash == v2 => v2,
+        Some(v2) if theirs.info_hash == ours && theirs.supports_v2() => v2,
+        _ => ours,
+    }
+}
+
+/// One file's tree, for answering hash requests about it.
+#[derive(Debug)]
+struct ServedFile {
+    tree: LayerTree,
+    /// The torrent piece holding the file's first byte.
+    first_piece: usize,
+    /// 16 KiB leaves of the file (before padding to a power of two).
+    leaves: u64,
+    /// Layer of the piece nodes in the file's tree (below it, nodes are
+    /// hashed from disk).
+    piece_height: u32,
+}
+
+/// Most file data one hash request may make us read from disk to hash
+/// nodes below the piece layer (at least one piece is always allowed):
+/// bounds what a peer's request costs, and covers libtorrent's requests
+/// (one piece's leaves, after a hash failure).
+const MAX_READ_PER_REQUEST: u64 = 16 << 20;
+
+/// Answers hash requests for a v2 or hybrid torrent: each file's tree
+/// above the piece layer from the layout's merkle hashes, the leaves below
+/// it hashed from disk when a request reaches them.
+#[derive(Debug)]
+pub(crate) struct HashServer {
+    files: HashMap<Hash256, ServedFile>,
+    piece_length: u64,
+}
+
+impl HashServer {
+    /// The server of `layout`'s files; `None` for a layout without merkle
+    /// hashes (v1).
+    pub(crate) fn new(layout: &Layout) -> Option<Self> {
+        if !layout.has_v2() {
+            return None;
+        }
+        let plen = layout.piece_length();
+        let mut files = HashMap::new();
+        for (i, f) in layout.files().iter().enumerate() {
+            if f.padding || f.length == 0 {
+                continue;
+            }
+            let pieces = layout.file_pieces(i);
+            let nodes: Vec<Hash256> = pieces
+                .clone()
+                .filter_map(|p| layout.piece_hash_v2(p))
+                .collect();
+            match LayerTree::new(f.length, plen, &nodes) {
+                Ok(Some(tree)) => {
+                    files.insert(
+                        tree.root(),
+                        ServedFile {
+                            first_piece: pieces.start,
+                            leaves: bittern_storage::merkle::block_count(f.length),
+                            piece_height: bittern_storage::merkle::piece_layer_height(plen)
+                                .unwrap_or(0)
+                                .min(tree.height()),
+                            tree,
+                        },
+                    );
+                }
+                other => debug!("file {i}: no merkle tree to serve: {other:?}"),
+            }
+        }
+        Some(HashServer {
+            files,
+            piece_length: plen,
+        })
+    }
+
+    /// The hashes answering `req` (base layer, then uncles), or `None` to
+    /// reject it: an unknown `pieces root`, a request that breaks BEP 52's
+    /// rules or reaches outside the file's tree, or leaves below the piece
+    /// layer that are not on disk or do not hash to the piece layer.
+    pub(crate) fn answer(&self, storage: &Storage, req: &HashRequest) -> Option<Vec<Hash256>> {
+        let file = self.files.get(&req.pieces_root)?;
+        req.check_in_tree(file.leaves).ok()?;
+        if req.base_layer < file.piece_height {
+            // pieces whose leaves are read: the requested nodes' (the
+            // uncles below the piece layer lie in the same pieces)
+            let per_piece = 1u64 << (file.piece_height - req.base_layer);
+            let pieces = u64::from(req.length).div_ceil(per_piece);
+            if pieces > 1 && pieces * self.piece_length > MAX_READ_PER_REQUEST {
+                return None;
+            }
+        }
+        let leaves = |p: u64| {
+            let piece = usize::try_from(p)
+                .ok()
+                .and_then(|p| p.checked_add(file.first_piece))
+                .ok_or(bittern_storage::Error::OutOfRange {
+                    piece: usize::MAX,
+                    offset: 0,
+                    len: 0,
+                })?;
+            storage.piece_leaves_v2(piece)
+        };
+        match file.tree.hashes(
+            req.base_layer,
+            u64::from(req.index),
+            u64::from(req.length),
+            req.proof_layers,
+            leaves,
+        ) {
+            Ok(answer) => answer,
+            Err(e) => {
+                debug!("hash request: leaves unreadable: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// Appends the answer to the peer's hash request `req` to `out`: `hashes`
+/// when the torrent is v2 and `req` can be answered, else `hash reject`.
+pub(crate) fn encode_answer(ctx: &PeerContext, req: &HashRequest, out: &mut Vec<u8>) {
+    let answer = ctx
+        .v2
+        .as_ref()
+        .and_then(|(_, server)| server.answer(&ctx.storage, req));
+    let raw: Option<Vec<u8>> = answer.map(|hashes| hashes.concat());
+    match raw.as_deref().and_then(|raw| Hashes::new(*req, raw)) {
+        Some(hashes) => Message::Hashes(hashes).encode(out),
+        None => {
+            debug!("{}: rejecting hash request {req:?}", ctx.key.0);
+            Message::HashReject(*req).encode(out);
+        }
+    }
+}
