@@ -413,7 +413,9 @@ fn utp_download_from_libtorrent_with_tcp_off() {
         "-p",
         "0",
         "--no-dht",
-        "--no-tcp",
+        // TCP stays on: libtorrent with incoming TCP off still accepts a
+        // TCP connection and closes it before its handshake, and bittern
+        // must then dial the same peer over uTP.
         "--peer",
         &seeder,
         // 4 MiB in about 2 s: time to read libtorrent's peer list mid-transfer

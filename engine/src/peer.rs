@@ -241,11 +241,7 @@ impl Dial {
         timeout: Duration,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Socket, PeerError> {
-        let mux = self
-            .utp
-            .iter()
-            .find(|(local, _)| local.is_ipv4() == addr.is_ipv4())
-            .map(|(_, m)| m);
+        let mux = self.mux(addr);
         if self.tcp {
             match std::net::TcpStream::connect_timeout(&addr, timeout) {
                 Ok(s) => return Ok(Socket::Tcp(s)),
@@ -255,7 +251,30 @@ impl Dial {
                 Err(e) => return Err(e.into()),
             }
         }
-        let Some(mux) = mux else {
+        self.connect_utp(addr, timeout, cancelled)
+    }
+
+    /// The session's uTP multiplexer for a peer of `addr`'s family.
+    fn mux(&self, addr: SocketAddr) -> Option<&bittern_utp::Multiplexer> {
+        self.utp
+            .iter()
+            .find(|(local, _)| local.is_ipv4() == addr.is_ipv4())
+            .map(|(_, m)| m)
+    }
+
+    /// Whether `addr` can be dialled over uTP.
+    fn has_utp(&self, addr: SocketAddr) -> bool {
+        self.mux(addr).is_some()
+    }
+
+    /// Connects to `addr` over uTP only.
+    fn connect_utp(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Socket, PeerError> {
+        let Some(mux) = self.mux(addr) else {
             return Err(PeerError::Io(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "no transport to dial with (tcp and utp off)",
@@ -266,6 +285,26 @@ impl Dial {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(PeerError::Closed),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// Whether a dial failed because the peer closed or reset the connection
+/// before its handshake (as opposed to a timeout or a bad handshake).
+fn closed_early(e: &PeerError) -> bool {
+    let io_closed = |e: &io::Error| {
+        matches!(
+            e.kind(),
+            io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+        )
+    };
+    match e {
+        PeerError::Io(e) => io_closed(e),
+        PeerError::Mse(bittern_wire::mse::HandshakeIoError::Closed) => true,
+        PeerError::Mse(bittern_wire::mse::HandshakeIoError::Io(e)) => io_closed(e),
+        _ => false,
     }
 }
 
@@ -579,14 +618,37 @@ pub(crate) fn open(
     let (s, theirs, incoming) = match origin {
         Origin::Outgoing(addr) => {
             let attach = |s: &Socket| socket.attach(s);
-            let (s, hs) = crate::handshake::dial(
+            let cut = || socket.is_cut();
+            let used_utp = std::cell::Cell::new(false);
+            let first = crate::handshake::dial(
                 addr,
                 ours,
                 encryption,
                 t.connect_timeout,
-                &|a, timeout| dial.connect(a, timeout, &|| socket.is_cut()),
+                &|a, timeout| {
+                    let s = dial.connect(a, timeout, &cut)?;
+                    used_utp.set(matches!(s, Socket::Utp(_)));
+                    Ok(s)
+                },
                 &attach,
-            )?;
+            );
+            let (s, hs) = match first {
+                // A host that takes TCP connections and closes them before
+                // a handshake (libtorrent with incoming TCP off does) may
+                // still speak uTP.
+                Err(e) if !used_utp.get() && dial.has_utp(addr) && closed_early(&e) && !cut() => {
+                    debug!("{addr}: closed over tcp before a handshake ({e}), trying utp");
+                    crate::handshake::dial(
+                        addr,
+                        ours,
+                        encryption,
+                        t.connect_timeout,
+                        &|a, timeout| dial.connect_utp(a, timeout, &cut),
+                        &attach,
+                    )?
+                }
+                r => r?,
+            };
             (Box::new(s), hs, false)
         }
         Origin::Incoming(mut s, hs) => {
