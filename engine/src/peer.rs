@@ -110,6 +110,9 @@ pub(crate) enum PeerEvent {
         incoming: bool,
         /// The stream is RC4-encrypted (MSE).
         encrypted: bool,
+        /// What dialling it taught about its MSE support (see
+        /// [`Opened::learnt_mse`]).
+        learnt_mse: Option<bool>,
     },
     /// Their initial piece set (BITFIELD, HAVE ALL or HAVE NONE).
     Bitfield(Bitfield),
@@ -196,6 +199,9 @@ pub(crate) struct PeerContext {
     pub ext: ExtensionSetup,
     /// How connections we dial use protocol encryption.
     pub encryption: crate::config::Encryption,
+    /// What is known of this peer's MSE support, for the dial rule
+    /// ([`crate::handshake::dial_steps`]); `None` for incoming peers.
+    pub known_mse: Option<bool>,
 }
 
 impl PeerContext {
@@ -222,6 +228,9 @@ pub(crate) struct ExtensionSetup {
     /// Peer exchange is allowed (not a private torrent, BEP 27): only
     /// then is `ut_pex` advertised.
     pub pex: bool,
+    /// We accept encrypted connections (policy not `disable`): `e` is
+    /// sent, so the peer may dial us MSE-first.
+    pub encryption: bool,
 }
 
 impl ExtensionSetup {
@@ -237,6 +246,7 @@ impl ExtensionSetup {
         hs.yourip = Some(their_addr.ip());
         hs.metadata_size = self.metadata.as_ref().map(|m| m.len() as u64);
         hs.upload_only = self.upload_only;
+        hs.e = self.encryption;
         hs
     }
 }
@@ -380,10 +390,16 @@ fn run(
     commands: &Receiver<PeerCommand>,
     socket: &SocketSlot,
 ) -> Result<(), PeerError> {
-    let (mut stream, theirs, incoming) = open(
+    let Opened {
+        mut stream,
+        theirs,
+        incoming,
+        learnt_mse,
+    } = open(
         &ctx.timing,
         ctx.info_hash,
         ctx.our_id,
+        crate::handshake::dial_steps(ctx.encryption, ctx.known_mse),
         ctx.encryption,
         origin,
         socket,
@@ -427,6 +443,7 @@ fn run(
             fast,
             incoming,
             encrypted: stream.is_encrypted(),
+            learnt_mse,
         },
     );
     debug!(
@@ -475,36 +492,61 @@ fn run(
     })
 }
 
-/// Connects (or takes the accepted socket), exchanges the 68-byte
-/// handshakes and checks theirs: the stream, their handshake, and whether
-/// they dialled us.
-fn open(
+/// A connection set up by [`open`].
+pub(crate) struct Opened {
+    pub stream: Box<PeerStream>,
+    /// Their 68-byte handshake.
+    pub theirs: Handshake,
+    /// They dialled us.
+    pub incoming: bool,
+    /// What dialling taught about their MSE support: `Some(true)` an MSE
+    /// step succeeded, `Some(false)` the MSE step failed and the clear one
+    /// worked, `None` nothing (incoming, or only a clear step tried).
+    pub learnt_mse: Option<bool>,
+}
+
+/// Connects (or takes the accepted socket) and exchanges the 68-byte
+/// handshakes, dialling in `steps` (MSE under `encryption`), and checks
+/// theirs.
+pub(crate) fn open(
     t: &Timing,
     info_hash: InfoHash,
     our_id: PeerId,
+    steps: &[crate::handshake::DialStep],
     encryption: crate::config::Encryption,
     origin: Origin,
     socket: &SocketSlot,
-) -> Result<(Box<PeerStream>, Handshake, bool), PeerError> {
-    let (s, theirs, incoming) = match origin {
+) -> Result<Opened, PeerError> {
+    let opened = match origin {
         Origin::Outgoing(addr) => {
             let ours = Handshake::new(info_hash, our_id);
             let attach = |s: &Socket| socket.attach(s);
-            let (s, hs) =
-                crate::handshake::dial(addr, &ours, encryption, t.connect_timeout, &attach)?;
-            (Box::new(s), hs, false)
+            let (s, hs, step, fell_back) =
+                crate::handshake::dial(addr, &ours, encryption, steps, t.connect_timeout, &attach)?;
+            let mse = step == crate::handshake::DialStep::Mse;
+            Opened {
+                stream: Box::new(s),
+                theirs: hs,
+                incoming: false,
+                learnt_mse: (mse || fell_back).then_some(mse),
+            }
         }
         Origin::Incoming(mut s, hs) => {
             socket.attach(s.socket())?;
             s.socket().set_write_timeout(Some(t.connect_timeout))?;
             s.send(&mut Handshake::new(info_hash, our_id).encode())?;
-            (s, hs, true)
+            Opened {
+                stream: s,
+                theirs: hs,
+                incoming: true,
+                learnt_mse: None,
+            }
         }
     };
-    if theirs.peer_id == our_id {
+    if opened.theirs.peer_id == our_id {
         return Err(PeerError::SelfConnection);
     }
-    Ok((s, theirs, incoming))
+    Ok(opened)
 }
 
 fn send(ctx: &PeerContext, event: PeerEvent) {

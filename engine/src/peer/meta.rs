@@ -87,10 +87,16 @@ fn run(
     commands: &Receiver<PeerCommand>,
     conn: &Connection,
 ) -> Result<(), PeerError> {
-    let (mut stream, theirs, incoming) = open(
+    let super::Opened {
+        mut stream,
+        theirs,
+        incoming,
+        learnt_mse,
+    } = open(
         &ctx.timing,
         ctx.info_hash,
         ctx.our_id,
+        crate::handshake::dial_steps(ctx.encryption, None),
         ctx.encryption,
         origin,
         &conn.socket,
@@ -117,6 +123,7 @@ fn run(
         // Whether the torrent is private is in the metadata we lack:
         // no PEX before it is known (BEP 27).
         pex: false,
+        encryption: ctx.encryption != crate::config::Encryption::Disable,
     }
     .handshake(addr);
     Message::Extended {
@@ -133,6 +140,7 @@ fn run(
             fast,
             incoming,
             encrypted: stream.is_encrypted(),
+            learnt_mse,
         },
     );
     debug!("{addr}: metadata connection (incoming: {incoming}, fast: {fast})");

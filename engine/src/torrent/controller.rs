@@ -595,6 +595,7 @@ impl Controller {
                 fast,
                 incoming,
                 encrypted,
+                learnt_mse,
             } => {
                 let duplicate = self
                     .peers
@@ -625,6 +626,7 @@ impl Controller {
                     }
                 }
                 self.failed.remove(&addr);
+                self.learn_mse(key, learnt_mse);
                 self.rechoke(false);
                 self.superseed_ready(key);
             }
@@ -709,6 +711,7 @@ impl Controller {
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.ext = Some(hs);
                 }
+                self.learn_mse(key, None);
             }
             PeerEvent::Extended { ext, payload } => self.on_extended(key, ext, &payload),
             PeerEvent::DataMissing(piece) => self.data_missing(piece as usize),

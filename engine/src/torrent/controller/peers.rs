@@ -362,6 +362,27 @@ impl Controller {
         }
     }
 
+    /// Learns a peer's MSE support for later dials: from how dialling it
+    /// went (`learnt`), or from its extension handshake's `e` (at the
+    /// address it can be dialled at).
+    pub(super) fn learn_mse(&mut self, key: PeerKey, learnt: Option<bool>) {
+        let Some(p) = self.peers.get(&key) else {
+            return;
+        };
+        let said_e = p.ext.as_deref().filter(|h| h.e).map(|h| h.p);
+        if let (false, Some(m)) = (p.incoming, learnt) {
+            self.candidates.note_mse(p.addr, m);
+        }
+        match (said_e, p.incoming) {
+            (Some(_), false) => self.candidates.note_mse(p.addr, true),
+            (Some(Some(port)), true) => {
+                let a = SocketAddr::new(p.addr.ip(), port);
+                self.candidates.note_mse(a, true);
+            }
+            _ => {}
+        }
+    }
+
     pub(super) fn spawn_peer(&mut self, origin: Origin, addr: SocketAddr) {
         let key = PeerKey(self.next_key);
         self.next_key += 1;
@@ -398,8 +419,13 @@ impl Controller {
                 metadata: Some(self.info_bytes.clone()),
                 upload_only: self.state == TorrentState::Seeding && !super_seeding,
                 pex: self.pex_allowed(),
+                encryption: self.session.config.encryption != crate::config::Encryption::Disable,
             },
             encryption: self.session.config.encryption,
+            known_mse: match origin {
+                Origin::Outgoing(a) => self.candidates.mse(a),
+                Origin::Incoming(..) => None,
+            },
         };
         let incoming = matches!(origin, Origin::Incoming(..));
         // A thread that cannot start drops `conn`, giving the count back.
