@@ -178,6 +178,7 @@ pub(crate) fn build_controller(
         upload_rate: 0.0,
         eta: None,
         peers_connected: 0,
+        seeds_connected: 0,
         peers_known: 0,
         pieces_have: 0,
         pieces_total: info.piece_count(),
@@ -282,6 +283,17 @@ impl Drop for Peer {
 }
 
 impl Peer {
+    /// It said `upload_only` (BEP 21): it wants nothing, whatever its
+    /// INTERESTED says.
+    fn upload_only(&self) -> bool {
+        self.ext.as_deref().is_some_and(|h| h.upload_only)
+    }
+
+    /// A seed of what it has: a full piece set, or `upload_only`.
+    fn is_seed(&self) -> bool {
+        self.bits.as_ref().is_some_and(Bitfield::is_full) || self.upload_only()
+    }
+
     /// Silent: we wait for blocks and none came for `timeout` (mainline's
     /// snub), or dropping: a request went overdue within `timeout`.
     fn snubbed(&self, now: Instant, timeout: Duration, outstanding: usize) -> bool {
@@ -708,10 +720,18 @@ impl Controller {
                     self.session.learn_external_ip(ip);
                 }
                 self.pex_handshake(key, &hs);
+                let upload_only = hs.upload_only;
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.ext = Some(hs);
                 }
                 self.learn_mse(key, None);
+                if upload_only && self.state == TorrentState::Seeding {
+                    // It wants nothing and so do we (BEP 21).
+                    debug!("peer {}: upload-only and we seed: closing", key.0);
+                    self.close(key);
+                    return;
+                }
+                self.rechoke(false);
             }
             PeerEvent::Extended { ext, payload } => self.on_extended(key, ext, &payload),
             PeerEvent::DataMissing(piece) => self.data_missing(piece as usize),

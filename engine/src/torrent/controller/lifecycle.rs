@@ -462,6 +462,7 @@ impl Controller {
                 pieces: p.bits.as_ref().map_or(0, |b| b.count_ones()),
                 outstanding: self.picker.outstanding(*k),
                 incoming: p.incoming,
+                seed: p.is_seed(),
                 encrypted: p.encrypted,
                 snubbed: p.snubbed(
                     now,
@@ -490,6 +491,7 @@ impl Controller {
                 self.down_rate.eta(left, now)
             },
             peers_connected: peers.len(),
+            seeds_connected: peers.iter().filter(|p| p.seed).count(),
             peers_known: self.candidates.known_len(),
             pieces_have,
             pieces_total: layout.piece_count(),

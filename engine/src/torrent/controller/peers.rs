@@ -483,6 +483,9 @@ impl Controller {
             .peers
             .iter()
             .filter(|(_, p)| p.ready && !p.closing)
+            // An upload-only peer (BEP 21) wants nothing from us, whatever
+            // its INTERESTED says: it holds no slot, not even an idle one.
+            .filter(|(_, p)| !p.upload_only())
             .map(|(k, p)| ChokeCandidate {
                 peer: *k,
                 interested: p.peer_interested,

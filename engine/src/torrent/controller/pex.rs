@@ -87,7 +87,7 @@ fn advertised(p: &Peer) -> Option<(SocketAddr, PexFlags)> {
         p.addr
     };
     let flags = PexFlags {
-        seed: p.bits.as_ref().is_some_and(Bitfield::is_full) || hs.is_some_and(|h| h.upload_only),
+        seed: p.is_seed(),
         reachable: !p.incoming,
         // Known to support MSE: the connection is encrypted, or its
         // extension handshake said `e`.
