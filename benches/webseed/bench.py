@@ -191,6 +191,10 @@ def write(a, results, size, name, started, load0, load1, run):
         "libtorrent: `benches/webseed/lt_webseed.py` (DHT/LSD/UPnP/NAT-PMP/uTP off, exits once "
         "seeding, Python start-up included); aria2c: the same torrent (`--seed-time=0`, DHT/LPD/PEX "
         "off), and the plain URL (one connection) as an HTTP reference.",
+        "- bittern `--exit-on-complete` exits once every piece is verified, without waiting "
+        "for the disk to catch up (README); libtorrent exits after removing its torrent; aria2c "
+        "when it is done. Page cache of the written file is not dropped between clients; each "
+        "written file is truncated to nothing after its check.",
         "- MB/s = file bytes / wall time (MB = 10^6 bytes). `requests`: lines in nginx's access "
         "log during the client's run.", "",
         "## Results", "",
