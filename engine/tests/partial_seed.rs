@@ -1,7 +1,6 @@
 //! BEP 21 partial seeds, with scripted peers: a peer that says
 //! `upload_only` is not interested in us whatever its INTERESTED says, is
-//! counted as a seed of what it has, and a seed closes it (both want
-//! nothing).
+//! counted as a seed of what it has.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +8,7 @@ use bittern_engine::{TorrentOptions, TorrentState};
 use bittern_wire::{Bitfield, ExtensionHandshake, Message};
 
 use crate::fake::{Got, Wire};
-use crate::util::{make_torrent, seeding, session, wait_state};
+use crate::util::{make_torrent, session, wait_state};
 
 /// Our extension handshake, saying `upload_only` when `upload_only`.
 fn ext_handshake(upload_only: bool) -> Vec<u8> {
@@ -109,19 +108,4 @@ fn upload_only_peer_is_not_interested_and_counts_as_a_seed() {
     assert!(p.am_choking && !l.am_choking, "{p:?} {l:?}");
     assert_eq!(p.pieces, 4);
     assert_eq!(st.seeds_connected, 1, "{st:?}");
-}
-
-#[test]
-fn a_seed_closes_an_upload_only_peer() {
-    let dir = tempfile::tempdir().unwrap();
-    let meta = make_torrent(dir.path(), "s.bin", &[("s.bin", 1 << 18)], 1 << 16, 22);
-    let (seeder, _t) = seeding(&meta, dir.path());
-    // A leecher that says nothing of upload_only stays connected...
-    let (mut leecher, _) = Wire::connect(seeder.local_addr(), meta.info_hash).unwrap();
-    leecher.send_raw(&ext_handshake(false)).unwrap();
-    // ...an upload-only one is closed: neither side wants anything.
-    let (mut partial, _) = Wire::connect(seeder.local_addr(), meta.info_hash).unwrap();
-    partial.send_raw(&ext_handshake(true)).unwrap();
-    assert!(partial.closed_within(Duration::from_secs(10)));
-    assert!(!leecher.closed_within(Duration::from_secs(2)));
 }

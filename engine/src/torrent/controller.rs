@@ -720,17 +720,11 @@ impl Controller {
                     self.session.learn_external_ip(ip);
                 }
                 self.pex_handshake(key, &hs);
-                let upload_only = hs.upload_only;
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.ext = Some(hs);
                 }
                 self.learn_mse(key, None);
-                if upload_only && self.state == TorrentState::Seeding {
-                    // It wants nothing and so do we (BEP 21).
-                    debug!("peer {}: upload-only and we seed: closing", key.0);
-                    self.close(key);
-                    return;
-                }
+                // `upload_only` may have changed: its choke slot with it.
                 self.rechoke(false);
             }
             PeerEvent::Extended { ext, payload } => self.on_extended(key, ext, &payload),
