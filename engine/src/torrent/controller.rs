@@ -283,17 +283,6 @@ impl Drop for Peer {
 }
 
 impl Peer {
-    /// It said `upload_only` (BEP 21): it wants nothing, whatever its
-    /// INTERESTED says.
-    fn upload_only(&self) -> bool {
-        self.ext.as_deref().is_some_and(|h| h.upload_only)
-    }
-
-    /// A seed of what it has: a full piece set, or `upload_only`.
-    fn is_seed(&self) -> bool {
-        self.bits.as_ref().is_some_and(Bitfield::is_full) || self.upload_only()
-    }
-
     /// Silent: we wait for blocks and none came for `timeout` (mainline's
     /// snub), or dropping: a request went overdue within `timeout`.
     fn snubbed(&self, now: Instant, timeout: Duration, outstanding: usize) -> bool {

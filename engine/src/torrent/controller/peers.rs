@@ -554,6 +554,19 @@ pub(super) fn duplicate_to_close(
     }
 }
 
+impl Peer {
+    /// It said `upload_only` (BEP 21): it wants nothing, whatever its
+    /// INTERESTED says.
+    pub(super) fn upload_only(&self) -> bool {
+        self.ext.as_deref().is_some_and(|h| h.upload_only)
+    }
+
+    /// A seed of what it has: a full piece set, or `upload_only`.
+    pub(super) fn is_seed(&self) -> bool {
+        self.bits.as_ref().is_some_and(Bitfield::is_full) || self.upload_only()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
