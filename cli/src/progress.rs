@@ -316,6 +316,7 @@ mod tests {
             upload_rate: 0.0,
             eta: Some(Duration::from_secs(65)),
             peers_connected: 3,
+            seeds_connected: 0,
             peers_known: 4,
             pieces_have: 1,
             pieces_total: 2,

@@ -9,12 +9,13 @@
 //! `HASH('req2', info_hash) xor HASH('req3', S)`, looked up in the
 //! session's table of every torrent's obfuscated hash.
 //!
-//! Outgoing ([`dial`]): `Prefer` runs MSE offering RC4 and plaintext (the
-//! peer picks) and,
-//! when that fails, dials once more in the clear on a fresh connection
-//! with fresh state (a peer without MSE closes on our public key);
-//! `Require` offers RC4 only and never falls back; `Disable` dials in the
-//! clear.
+//! Outgoing ([`dial`], steps from [`dial_steps`]): `Prefer` runs MSE
+//! offering RC4 and plaintext (the peer picks) and, when that fails, dials
+//! once more in the clear on a fresh connection with fresh state (a peer
+//! without MSE closes on our public key), except for a peer known to be
+//! plaintext-only, dialled in the clear first and by MSE only if that
+//! fails; `Require` offers RC4 only and never falls back; `Disable` dials
+//! in the clear.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -187,34 +188,75 @@ pub(crate) fn accept(
     }
 }
 
+/// How a dialled connection sets up, in order: each step on a fresh
+/// connection, the next only when the one before failed in its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DialStep {
+    /// MSE (RC4 or plaintext as `provide` allows), then the handshake.
+    Mse,
+    /// The 68-byte handshake in the clear.
+    Plain,
+}
+
+/// The dial rule (engine/DESIGN.md, "Dialling and encryption"): what we
+/// know of the peer's encryption support is `known` (`Some(true)`: its
+/// PEX flag `0x01`, its extension handshake's `e`, or an encrypted
+/// connection to it; `Some(false)`: our last MSE dial to it failed and
+/// the plain one worked, and nothing since said it supports MSE).
+pub(crate) fn dial_steps(policy: Encryption, known: Option<bool>) -> &'static [DialStep] {
+    match (policy, known) {
+        (Encryption::Disable, _) => &[DialStep::Plain],
+        (Encryption::Require, _) => &[DialStep::Mse],
+        // Known plaintext-only: skip the round trips of a doomed MSE try
+        // (and still try MSE if the clear handshake is refused).
+        (Encryption::Prefer, Some(false)) => &[DialStep::Plain, DialStep::Mse],
+        // Known to support it, or unknown: MSE first, as other clients
+        // default, then once in the clear.
+        (Encryption::Prefer, _) => &[DialStep::Mse, DialStep::Plain],
+    }
+}
+
 /// Dials `addr` and exchanges BitTorrent handshakes for `info_hash`, with
-/// MSE as `policy` says. `attach` is given every socket as soon as it is
-/// connected (so the controller can cut a connection mid-handshake); each
-/// attempt has `timeout` to connect and as long again for its handshakes.
+/// MSE as `steps` say (see [`dial_steps`]). `attach` is given every socket
+/// as soon as it is connected (so the controller can cut a connection
+/// mid-handshake); each attempt has `timeout` to connect and as long again
+/// for its handshakes. A failed connect ends the dial; a failed handshake
+/// moves on to the next step. Returns the stream, their handshake, the
+/// step that worked and whether one failed before it.
 pub(crate) fn dial(
     addr: SocketAddr,
     ours: &Handshake,
     policy: Encryption,
+    steps: &[DialStep],
     timeout: std::time::Duration,
     transport: &dyn Fn(SocketAddr, std::time::Duration) -> Result<Socket, PeerError>,
     attach: &dyn Fn(&Socket) -> Result<(), PeerError>,
-) -> Result<(PeerStream, Handshake), PeerError> {
+) -> Result<(PeerStream, Handshake, DialStep, bool), PeerError> {
     let connect = || -> Result<Socket, PeerError> {
         let s = transport(addr, timeout)?;
         attach(&s)?;
         Ok(s)
     };
-    match policy {
-        Encryption::Disable => dial_plain(connect()?, ours, Instant::now() + timeout),
-        Encryption::Require => dial_mse(connect()?, ours, policy, Instant::now() + timeout),
-        Encryption::Prefer => match dial_mse(connect()?, ours, policy, Instant::now() + timeout) {
-            Err(PeerError::Mse(e)) => {
-                debug!("{addr}: encryption handshake failed ({e}), dialling in the clear");
-                dial_plain(connect()?, ours, Instant::now() + timeout)
+    let mut last = PeerError::Closed;
+    for (i, step) in steps.iter().enumerate() {
+        let socket = connect()?;
+        let deadline = Instant::now() + timeout;
+        let r = match step {
+            DialStep::Mse => dial_mse(socket, ours, policy, deadline),
+            DialStep::Plain => dial_plain(socket, ours, deadline),
+        };
+        match r {
+            Ok((s, hs)) => return Ok((s, hs, *step, i > 0)),
+            // A peer without MSE closes on our public key; one that wants
+            // MSE only closes on a clear handshake.
+            Err(e @ (PeerError::Mse(_) | PeerError::Io(_))) if i + 1 < steps.len() => {
+                debug!("{addr}: {step:?} handshake failed ({e}), trying the next way");
+                last = e;
             }
-            r => r,
-        },
+            Err(e) => return Err(e),
+        }
     }
+    Err(last)
 }
 
 /// The plain handshake on a new connection.
@@ -272,4 +314,85 @@ fn read_theirs(
         return Err(PeerError::WrongInfoHash);
     }
     Ok(hs)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bittern_wire::PeerId;
+
+    use super::*;
+
+    #[test]
+    fn dial_rule_mse_first_unless_known_plaintext_only() {
+        use DialStep::{Mse, Plain};
+        for known in [None, Some(true), Some(false)] {
+            assert_eq!(dial_steps(Encryption::Require, known), [Mse]);
+            assert_eq!(dial_steps(Encryption::Disable, known), [Plain]);
+        }
+        assert_eq!(dial_steps(Encryption::Prefer, None), [Mse, Plain]);
+        assert_eq!(dial_steps(Encryption::Prefer, Some(true)), [Mse, Plain]);
+        assert_eq!(dial_steps(Encryption::Prefer, Some(false)), [Plain, Mse]);
+    }
+
+    /// A plaintext-only peer: answers a clear handshake, closes on
+    /// anything else. Counts the connections it saw.
+    fn plaintext_peer(info_hash: InfoHash) -> (SocketAddr, Arc<AtomicUsize>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 68];
+                if s.read_exact(&mut buf).is_ok() && buf.starts_with(b"\x13BitTorrent protocol") {
+                    let theirs = Handshake::new(info_hash, PeerId([9; 20]));
+                    let _ = s.write_all(&theirs.encode());
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        });
+        (addr, seen)
+    }
+
+    #[test]
+    fn a_known_plaintext_peer_is_dialled_once_in_the_clear() {
+        let info_hash = InfoHash([7; 20]);
+        let ours = Handshake::new(info_hash, PeerId([1; 20]));
+        let ok = |_: &Socket| Ok(());
+        let tcp = |a: SocketAddr, t: Duration| -> Result<Socket, PeerError> {
+            Ok(Socket::Tcp(std::net::TcpStream::connect_timeout(&a, t)?))
+        };
+        let t = Duration::from_secs(5);
+
+        // Unknown: MSE first (refused: the peer closes), then the clear.
+        let (addr, seen) = plaintext_peer(info_hash);
+        let steps = dial_steps(Encryption::Prefer, None);
+        let (s, hs, step, fell_back) =
+            dial(addr, &ours, Encryption::Prefer, steps, t, &tcp, &ok).unwrap();
+        assert_eq!((step, fell_back), (DialStep::Plain, true));
+        assert!(!s.is_encrypted());
+        assert_eq!(hs.peer_id, PeerId([9; 20]));
+        assert_eq!(seen.load(Ordering::SeqCst), 2);
+
+        // Known plaintext-only: one connection, in the clear.
+        let (addr, seen) = plaintext_peer(info_hash);
+        let steps = dial_steps(Encryption::Prefer, Some(false));
+        let (_, _, step, fell_back) =
+            dial(addr, &ours, Encryption::Prefer, steps, t, &tcp, &ok).unwrap();
+        assert_eq!((step, fell_back), (DialStep::Plain, false));
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+
+        // Require never falls back.
+        let (addr, seen) = plaintext_peer(info_hash);
+        let steps = dial_steps(Encryption::Require, Some(false));
+        assert!(dial(addr, &ours, Encryption::Require, steps, t, &tcp, &ok).is_err());
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+    }
 }

@@ -118,6 +118,9 @@ pub(crate) enum PeerEvent {
         utp: bool,
         /// The stream is RC4-encrypted (MSE).
         encrypted: bool,
+        /// What dialling it taught about its MSE support (see
+        /// [`Opened::learnt_mse`]).
+        learnt_mse: Option<bool>,
     },
     /// Their initial piece set (BITFIELD, HAVE ALL or HAVE NONE).
     Bitfield(Bitfield),
@@ -212,6 +215,9 @@ pub(crate) struct PeerContext {
     /// For v2 and hybrid torrents: the truncated v2 info hash, and the
     /// answers to hash requests (BEP 52).
     pub v2: Option<(InfoHash, Arc<crate::v2::HashServer>)>,
+    /// What is known of this peer's MSE support, for the dial rule
+    /// ([`crate::handshake::dial_steps`]); `None` for incoming peers.
+    pub known_mse: Option<bool>,
 }
 
 /// The transports outgoing connections may use: TCP (unless `--no-tcp`),
@@ -332,6 +338,9 @@ pub(crate) struct ExtensionSetup {
     /// Peer exchange is allowed (not a private torrent, BEP 27): only
     /// then is `ut_pex` advertised.
     pub pex: bool,
+    /// We accept encrypted connections (policy not `disable`): `e` is
+    /// sent, so the peer may dial us MSE-first.
+    pub encryption: bool,
 }
 
 impl ExtensionSetup {
@@ -347,6 +356,7 @@ impl ExtensionSetup {
         hs.yourip = Some(their_addr.ip());
         hs.metadata_size = self.metadata.as_ref().map(|m| m.len() as u64);
         hs.upload_only = self.upload_only;
+        hs.e = self.encryption;
         hs
     }
 }
@@ -495,10 +505,15 @@ fn run(
     commands: &Receiver<PeerCommand>,
     socket: &SocketSlot,
 ) -> Result<(), PeerError> {
-    let (mut stream, theirs, incoming) = open(
+    let Opened {
+        mut stream,
+        theirs,
+        incoming,
+        learnt_mse,
+    } = open(
         &ctx.timing,
-        &our_handshake(ctx),
-        ctx.v2.as_ref().map(|(h, _)| *h),
+        (&our_handshake(ctx), ctx.v2.as_ref().map(|(h, _)| *h)),
+        crate::handshake::dial_steps(ctx.encryption, ctx.known_mse),
         ctx.encryption,
         &ctx.dial,
         origin,
@@ -548,6 +563,7 @@ fn run(
             incoming,
             utp: matches!(stream.socket(), Socket::Utp(_)),
             encrypted: stream.is_encrypted(),
+            learnt_mse,
         },
     );
     debug!(
@@ -603,19 +619,33 @@ fn our_handshake(ctx: &PeerContext) -> Handshake {
         .with_v2(ctx.v2.is_some())
 }
 
-/// Connects (or takes the accepted socket), exchanges the 68-byte
-/// handshakes and checks theirs: the stream, their handshake, and whether
-/// they dialled us.
+/// A connection set up by [`open`].
+pub(crate) struct Opened {
+    pub stream: Box<PeerStream>,
+    /// Their 68-byte handshake.
+    pub theirs: Handshake,
+    /// They dialled us.
+    pub incoming: bool,
+    /// What dialling taught about their MSE support: `Some(true)` an MSE
+    /// step succeeded, `Some(false)` the MSE step failed and the clear one
+    /// worked, `None` nothing (incoming, or only a clear step tried).
+    pub learnt_mse: Option<bool>,
+}
+
+/// Connects (or takes the accepted socket) and exchanges the 68-byte
+/// handshakes, dialling in `steps` (MSE under `encryption`), and checks
+/// theirs. An incoming peer gets back the info hash it used (v1, or a v2
+/// torrent's truncated v2 hash).
 pub(crate) fn open(
     t: &Timing,
-    ours: &Handshake,
-    v2_hash: Option<InfoHash>,
+    (ours, v2_hash): (&Handshake, Option<InfoHash>),
+    steps: &[crate::handshake::DialStep],
     encryption: crate::config::Encryption,
     dial: &Dial,
     origin: Origin,
     socket: &SocketSlot,
-) -> Result<(Box<PeerStream>, Handshake, bool), PeerError> {
-    let (s, theirs, incoming) = match origin {
+) -> Result<Opened, PeerError> {
+    let opened = match origin {
         Origin::Outgoing(addr) => {
             let attach = |s: &Socket| socket.attach(s);
             let cut = || socket.is_cut();
@@ -624,6 +654,7 @@ pub(crate) fn open(
                 addr,
                 ours,
                 encryption,
+                steps,
                 t.connect_timeout,
                 &|a, timeout| {
                     let s = dial.connect(a, timeout, &cut)?;
@@ -632,7 +663,7 @@ pub(crate) fn open(
                 },
                 &attach,
             );
-            let (s, hs) = match first {
+            let (s, hs, step, fell_back) = match first {
                 // A host that takes TCP connections and closes them before
                 // a handshake (libtorrent with incoming TCP off does) may
                 // still speak uTP.
@@ -642,6 +673,7 @@ pub(crate) fn open(
                         addr,
                         ours,
                         encryption,
+                        steps,
                         t.connect_timeout,
                         &|a, timeout| dial.connect_utp(a, timeout, &cut),
                         &attach,
@@ -649,7 +681,13 @@ pub(crate) fn open(
                 }
                 r => r?,
             };
-            (Box::new(s), hs, false)
+            let mse = step == crate::handshake::DialStep::Mse;
+            Opened {
+                stream: Box::new(s),
+                theirs: hs,
+                incoming: false,
+                learnt_mse: (mse || fell_back).then_some(mse),
+            }
         }
         Origin::Incoming(mut s, hs) => {
             socket.attach(s.socket())?;
@@ -657,13 +695,18 @@ pub(crate) fn open(
             let mut ours = *ours;
             ours.info_hash = crate::v2::answer_hash(&hs, ours.info_hash, v2_hash);
             s.send(&mut ours.encode())?;
-            (s, hs, true)
+            Opened {
+                stream: s,
+                theirs: hs,
+                incoming: true,
+                learnt_mse: None,
+            }
         }
     };
-    if theirs.peer_id == ours.peer_id {
+    if opened.theirs.peer_id == ours.peer_id {
         return Err(PeerError::SelfConnection);
     }
-    Ok((s, theirs, incoming))
+    Ok(opened)
 }
 
 fn send(ctx: &PeerContext, event: PeerEvent) {

@@ -64,6 +64,9 @@ pub struct TorrentStatus {
     pub eta: Option<Duration>,
     /// Connected peers.
     pub peers_connected: usize,
+    /// Connected peers that are seeds of what they have: a full piece
+    /// set, or `upload_only` (BEP 21, a partial seed).
+    pub seeds_connected: usize,
     /// Peer addresses known (connected or not).
     pub peers_known: usize,
     /// Pieces verified.
@@ -118,6 +121,9 @@ pub struct PeerInfo {
     pub incoming: bool,
     /// The connection runs over uTP (BEP 29) rather than TCP.
     pub utp: bool,
+    /// A seed of what it has: a full piece set, or it said `upload_only`
+    /// (BEP 21).
+    pub seed: bool,
     /// Whether the connection is RC4-encrypted (MSE/PE).
     pub encrypted: bool,
     /// No block from them for a while although we asked.

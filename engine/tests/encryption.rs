@@ -790,3 +790,57 @@ fn an_outgoing_mse_handshake_to_a_silent_peer_ends_at_the_deadline() {
         "{after:?}"
     );
 }
+
+/// The dial rule under `prefer` (engine/DESIGN.md, "Dialling and
+/// encryption"): a plaintext-only peer is first dialled MSE-first (unknown),
+/// which it refuses, then in the clear; once that worked it is known
+/// plaintext-only, and the redial after its connection broke goes in the
+/// clear first.
+#[test]
+fn a_peer_known_plaintext_only_is_redialled_in_the_clear_first() {
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let meta = make_torrent(dir.path(), "k.bin", &[("k.bin", 1 << 16)], 1 << 14, 91);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    let log = seen.clone();
+    let info_hash = meta.info_hash;
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 68];
+            if s.read_exact(&mut buf).is_ok() && buf.starts_with(b"\x13BitTorrent protocol") {
+                log.lock().unwrap().push("plain");
+                let hs = Handshake::new(info_hash, PeerId::generate(b"-FK0001-"));
+                let _ = s.write_all(&hs.encode());
+                // Then the connection breaks: bittern dials again.
+                std::thread::sleep(Duration::from_millis(300));
+            } else {
+                log.lock().unwrap().push("not plain");
+            }
+            if log.lock().unwrap().len() >= 3 {
+                return;
+            }
+        }
+    });
+    let s = session();
+    let dst = tempfile::tempdir().unwrap();
+    let opts = TorrentOptions {
+        peers: vec![addr],
+        ..TorrentOptions::default()
+    };
+    let _t = s.add_torrent(meta, dst.path(), opts).unwrap();
+    let start = Instant::now();
+    while seen.lock().unwrap().len() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            seen.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(*seen.lock().unwrap(), ["not plain", "plain", "plain"]);
+}

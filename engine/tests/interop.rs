@@ -598,10 +598,22 @@ impl Drop for Logged {
 /// forwarding off, encryption tolerated (plain preferred). Returns once it
 /// has verified the data and says it is seeding.
 fn transmission_seeder(torrent: &Path, dir: &Path, port: u16, work: &Path) -> Logged {
+    transmission_seeder_with(torrent, dir, port, work, false)
+}
+
+/// [`transmission_seeder`], with Local Peer Discovery (BEP 14) on when
+/// `lpd` (only ever inside a private network namespace).
+pub(crate) fn transmission_seeder_with(
+    torrent: &Path,
+    dir: &Path,
+    port: u16,
+    work: &Path,
+    lpd: bool,
+) -> Logged {
     let conf = work.join("tr-conf");
     std::fs::create_dir_all(&conf).unwrap();
     let settings = format!(
-        r#"{{"dht-enabled": false, "lpd-enabled": false, "pex-enabled": false,
+        r#"{{"dht-enabled": false, "lpd-enabled": {lpd}, "pex-enabled": false,
  "utp-enabled": false, "port-forwarding-enabled": false,
  "bind-address-ipv4": "127.0.0.1", "bind-address-ipv6": "::1", "encryption": 0,
  "rename-partial-files": false, "peer-port": {port}, "download-dir": "{dir}",

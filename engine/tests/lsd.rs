@@ -522,3 +522,106 @@ fn session_finds_a_libtorrent_peer_by_lsd_alone() {
         .collect();
     assert_eq!(ifaces, vec!["lo"], "still nothing but lo");
 }
+
+/// Transmission 3.00 (upper-case info hash in its announces, its own
+/// header spellings) seeding with LPD on: a bittern session given no
+/// tracker and no peer finds it by LSD alone and downloads everything.
+/// Transmission never dials a loopback peer, so bittern must hear its
+/// announce and dial it. Same namespace rule as above.
+#[test]
+fn session_finds_a_transmission_peer_by_lsd_alone() {
+    use crate::interop::{free_port, transmission_seeder_with, write_torrent, TRANSMISSION};
+    use crate::util::tempdir;
+    use crate::util::{assert_same, make_torrent};
+    use bittern_engine::{SeedGoal, Session, TorrentOptions, TorrentState};
+
+    const NAME: &str = "lsd::session_finds_a_transmission_peer_by_lsd_alone";
+    if !in_namespace(NAME) {
+        return;
+    }
+    enter_private_netns(NAME);
+    if !bittern_testkit::require(
+        "transmission-cli (Debian transmission-cli)",
+        std::path::Path::new(TRANSMISSION).exists(),
+    ) {
+        return;
+    }
+    let _ = env_logger::builder().is_test(true).try_init();
+    let (src, dst, work) = (tempdir(), tempdir(), tempdir());
+    let meta = make_torrent(
+        src.path(),
+        "by_lpd.bin",
+        &[("by_lpd.bin", 3_000_000)],
+        64 << 10,
+        32,
+    );
+    let (meta, torrent) = write_torrent(work.path(), &meta, None);
+    let tr_port = free_port();
+
+    // bittern listens first: a Transmission 3.00 seed announces once,
+    // about 5 s after it starts, then only every 8 minutes.
+    let cfg = bittern_engine::SessionConfig {
+        lsd: Some(LsdConfig {
+            min_packet_interval: Duration::from_millis(200),
+            reannounce: Duration::from_secs(1),
+            ..LsdConfig::new(Ipv4Addr::LOCALHOST, 0)
+        }),
+        ..crate::util::config()
+    };
+    assert!(!cfg.announce, "no trackers");
+    let session = Session::new(cfg).unwrap();
+    let opts = TorrentOptions {
+        seed_goal: SeedGoal::Forever,
+        ..TorrentOptions::default()
+    };
+    let t = session.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    let start = Instant::now();
+    let tr = transmission_seeder_with(&torrent, src.path(), tr_port, work.path(), true);
+    let mut seen = Vec::new();
+    let tr_addr = SocketAddr::from(([127, 0, 0, 1], tr_port));
+    let mut dialled = false;
+    while t.status().state != TorrentState::Seeding {
+        for p in t.peers() {
+            dialled |= !p.incoming && p.addr == tr_addr;
+            if !seen.contains(&(p.addr, p.incoming)) {
+                seen.push((p.addr, p.incoming));
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(150),
+            "not complete: {:?}, peers {seen:?}; transmission-cli {}",
+            t.status(),
+            tr.tail()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_same(src.path(), dst.path(), &meta.info.file_paths());
+    let st = t.status();
+    assert_eq!(st.hash_failures, 0);
+    assert!(st.downloaded >= meta.info.total_length(), "{st:?}");
+    // Nobody named Transmission to us: its address is known from its
+    // LSD announce (upper-case hex) only.
+    assert!(st.peers_known >= 1, "bittern heard no LSD announce: {st:?}");
+    // Transmission never dials a 127.0.0.0/8 peer (a "martian" address to
+    // it), so every connection is ours, to the port only its announce gave.
+    assert!(
+        dialled && seen.iter().all(|(a, incoming)| !*incoming && *a == tr_addr),
+        "we dialled transmission-cli: {seen:?}"
+    );
+    eprintln!(
+        "complete by lsd from transmission-cli in {:?}; peers known {}, dialled it {dialled}, \
+         connections seen {seen:?}",
+        start.elapsed(),
+        st.peers_known
+    );
+    drop(session);
+    drop(tr);
+    let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap();
+    let ifaces: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(ifaces, vec!["lo"], "still nothing but lo");
+}

@@ -271,7 +271,15 @@ fn libtorrent_learns_b_from_bittern_pex() {
 /// Our extension handshake advertising `ut_pex` under `pex_id` and the
 /// listen port `p`.
 fn ext_handshake(pex_id: u8, p: Option<u16>) -> Vec<u8> {
-    let mut hs = ExtensionHandshake::default();
+    ext_handshake_e(pex_id, p, false)
+}
+
+/// [`ext_handshake`], saying `e` (supports encryption) when `e`.
+fn ext_handshake_e(pex_id: u8, p: Option<u16>, e: bool) -> Vec<u8> {
+    let mut hs = ExtensionHandshake {
+        e,
+        ..ExtensionHandshake::default()
+    };
     if pex_id != 0 {
         hs.m.insert("ut_pex".into(), pex_id);
     }
@@ -333,7 +341,9 @@ fn bittern_sends_pex_with_flags_and_never_the_peer_itself() {
     let l2 = TcpListener::bind("127.0.0.1:0").unwrap();
     let (p1, p2) = (l1.local_addr().unwrap(), l2.local_addr().unwrap());
     let (mut w2, _) = Wire::connect(a.local_addr(), meta.info_hash).unwrap();
-    w2.send_raw(&ext_handshake(0, Some(p2.port()))).unwrap();
+    // w2 says `e`: it supports encryption (though it dialled in the clear).
+    w2.send_raw(&ext_handshake_e(0, Some(p2.port()), true))
+        .unwrap();
     wait_until("A to hear the second peer", Duration::from_secs(10), || {
         ta.peers()
             .iter()
@@ -346,18 +356,26 @@ fn bittern_sends_pex_with_flags_and_never_the_peer_itself() {
     let payload = next_extended(&mut w1, 9, Duration::from_secs(10)).expect("a ut_pex message");
     let msg = PexMessage::decode(&payload).unwrap();
     assert!(msg.dropped.is_empty());
-    // w2 at its listen port (it dialled A: not known to be reachable), B
-    // at its own (A dialled it: reachable; a seed); never w1 itself,
-    // under either of its addresses, nor A.
+    // w2 at its listen port (it dialled A: not known to be reachable;
+    // it said `e`: encryption), B at its own (A dialled it: reachable; a
+    // seed; the connection is MSE-encrypted); never w1 itself, under
+    // either of its addresses, nor A.
     let mut added = msg.added.clone();
     added.sort_by_key(|(a, _)| *a);
     let mut want = vec![
-        (p2, PexFlags::default()),
+        (
+            p2,
+            PexFlags {
+                encryption: true,
+                ..PexFlags::default()
+            },
+        ),
         (
             b.local_addr(),
             PexFlags {
                 seed: true,
                 reachable: true,
+                encryption: true,
                 ..PexFlags::default()
             },
         ),

@@ -98,6 +98,9 @@ pub struct ExtensionHandshake {
     /// `upload_only` (BEP 21): the sender wants nothing (a seed or a
     /// partial seed), so its lack of interest is not a leecher's.
     pub upload_only: bool,
+    /// `e` (BEP 10): the sender supports protocol encryption (MSE/PE), so
+    /// dialling it with an encrypted handshake first is worth it.
+    pub e: bool,
 }
 
 /// Limits for a handshake payload: small and shallow. Real handshakes are
@@ -185,11 +188,12 @@ impl ExtensionHandshake {
                 .and_then(|b| <[u8; 16]>::try_from(b).ok())
                 .map(Ipv6Addr::from),
             upload_only: int(b"upload_only").is_some_and(|i| i != 0),
+            e: int(b"e").is_some_and(|i| i != 0),
         })
     }
 
     /// The bencoded payload (canonical: keys sorted, absent fields left
-    /// out, `upload_only` written only when set).
+    /// out, `upload_only` and `e` written only when set).
     pub fn encode(&self) -> Vec<u8> {
         let mut d = BTreeMap::new();
         let m = self
@@ -198,6 +202,9 @@ impl ExtensionHandshake {
             .map(|(k, &v)| (k.as_bytes().to_vec(), Value::Int(i64::from(v))))
             .collect();
         d.insert(b"m".to_vec(), Value::Dict(m));
+        if self.e {
+            d.insert(b"e".to_vec(), Value::Int(1));
+        }
         if let Some(v) = &self.v {
             d.insert(b"v".to_vec(), Value::from(v.as_str()));
         }
@@ -250,6 +257,21 @@ mod tests {
                 .to_vec()
         );
         assert_eq!(ExtensionHandshake::decode(&b), Ok(h));
+    }
+
+    #[test]
+    fn encryption_key_e_is_written_when_set_and_read_leniently() {
+        let mut h = ExtensionHandshake::with_all_extensions();
+        h.e = true;
+        let b = h.encode();
+        assert_eq!(b, b"d1:ei1e1:md11:ut_metadatai2e6:ut_pexi1eee".to_vec());
+        assert_eq!(ExtensionHandshake::decode(&b), Ok(h));
+        // Absent or 0: no support; a string `e` reads as absent.
+        assert!(!ExtensionHandshake::decode(b"d1:md1:ei0eee").unwrap().e);
+        assert!(!ExtensionHandshake::decode(b"d1:ei0e1:mdee").unwrap().e);
+        assert!(!ExtensionHandshake::decode(b"d1:e1:11:mdee").unwrap().e);
+        // libtorrent and Transmission send `e` as 1.
+        assert!(ExtensionHandshake::decode(b"d1:ei1e1:mdee").unwrap().e);
     }
 
     #[test]
@@ -366,9 +388,10 @@ mod tests {
                 ipv4 in proptest::option::of(any::<[u8; 4]>().prop_map(Ipv4Addr::from)),
                 ipv6 in proptest::option::of(any::<[u8; 16]>().prop_map(Ipv6Addr::from)),
                 upload_only in any::<bool>(),
+                e in any::<bool>(),
             ) {
                 let h = ExtensionHandshake {
-                    m, v, p, reqq, metadata_size: size, yourip, ipv4, ipv6, upload_only,
+                    m, v, p, reqq, metadata_size: size, yourip, ipv4, ipv6, upload_only, e,
                 };
                 prop_assert_eq!(ExtensionHandshake::decode(&h.encode()), Ok(h));
             }

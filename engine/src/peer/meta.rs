@@ -90,10 +90,15 @@ fn run(
     conn: &Connection,
 ) -> Result<(), PeerError> {
     // No DHT bit: whether the torrent is private is in the metadata we lack.
-    let (mut stream, theirs, incoming) = open(
+    let super::Opened {
+        mut stream,
+        theirs,
+        incoming,
+        learnt_mse,
+    } = open(
         &ctx.timing,
-        &Handshake::new(ctx.info_hash, ctx.our_id),
-        None,
+        (&Handshake::new(ctx.info_hash, ctx.our_id), None),
+        crate::handshake::dial_steps(ctx.encryption, None),
         ctx.encryption,
         &ctx.dial,
         origin,
@@ -121,6 +126,7 @@ fn run(
         // Whether the torrent is private is in the metadata we lack:
         // no PEX before it is known (BEP 27).
         pex: false,
+        encryption: ctx.encryption != crate::config::Encryption::Disable,
     }
     .handshake(addr);
     Message::Extended {
@@ -138,6 +144,7 @@ fn run(
             incoming,
             utp: matches!(stream.socket(), crate::transport::Socket::Utp(_)),
             encrypted: stream.is_encrypted(),
+            learnt_mse,
         },
     );
     debug!("{addr}: metadata connection (incoming: {incoming}, fast: {fast})");

@@ -178,6 +178,7 @@ pub(crate) fn build_controller(
         upload_rate: 0.0,
         eta: None,
         peers_connected: 0,
+        seeds_connected: 0,
         peers_known: 0,
         pieces_have: 0,
         pieces_total: info.piece_count(),
@@ -604,6 +605,7 @@ impl Controller {
                 incoming,
                 utp,
                 encrypted,
+                learnt_mse,
             } => {
                 let duplicate = self
                     .peers
@@ -635,6 +637,7 @@ impl Controller {
                     }
                 }
                 self.failed.remove(&addr);
+                self.learn_mse(key, learnt_mse);
                 self.rechoke(false);
                 self.superseed_ready(key);
             }
@@ -719,6 +722,9 @@ impl Controller {
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.ext = Some(hs);
                 }
+                self.learn_mse(key, None);
+                // `upload_only` may have changed: its choke slot with it.
+                self.rechoke(false);
             }
             PeerEvent::Extended { ext, payload } => self.on_extended(key, ext, &payload),
             PeerEvent::DataMissing(piece) => self.data_missing(piece as usize),

@@ -181,6 +181,7 @@ impl MetadataFetch {
             upload_rate: 0.0,
             eta: None,
             peers_connected: 0,
+            seeds_connected: 0,
             peers_known: 0,
             pieces_have: 0,
             pieces_total: 0,

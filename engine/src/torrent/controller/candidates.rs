@@ -5,7 +5,7 @@
 //! the dial queue without limit, or crowd the others out. Pure: the
 //! controller decides when to dial.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
 /// Addresses a torrent queues to dial, and remembers, at most.
@@ -41,6 +41,10 @@ pub(crate) struct Candidates {
     known: HashSet<SocketAddr>,
     /// How many of `known` PEX gave.
     pex_known: usize,
+    /// What is known of an address's protocol encryption (MSE) support,
+    /// for the dial rule (`handshake::dial_steps`), at most
+    /// [`MAX_CANDIDATES`] entries.
+    mse: HashMap<SocketAddr, bool>,
 }
 
 impl Candidates {
@@ -108,6 +112,20 @@ impl Candidates {
         }
     }
 
+    /// Records what we learnt of `a`'s MSE support (the latest word wins:
+    /// a PEX flag or `e` says yes, a dial that had to fall back to the
+    /// clear says no). Dropped once the table is full.
+    pub(crate) fn note_mse(&mut self, a: SocketAddr, supports: bool) {
+        if self.mse.len() < MAX_CANDIDATES || self.mse.contains_key(&a) {
+            self.mse.insert(a, supports);
+        }
+    }
+
+    /// What is known of `a`'s MSE support.
+    pub(crate) fn mse(&self, a: SocketAddr) -> Option<bool> {
+        self.mse.get(&a).copied()
+    }
+
     /// Addresses waiting to be dialled.
     pub(crate) fn len(&self) -> usize {
         self.queue.len()
@@ -160,6 +178,23 @@ mod tests {
         let (next, source) = c.pop().unwrap();
         c.requeue(next, source);
         assert!(!c.offer(CandidateSource::Pex, addr(888_888), false));
+    }
+
+    #[test]
+    fn mse_support_is_the_latest_word_and_bounded() {
+        let mut c = Candidates::default();
+        assert_eq!(c.mse(addr(1)), None);
+        c.note_mse(addr(1), false);
+        assert_eq!(c.mse(addr(1)), Some(false));
+        c.note_mse(addr(1), true);
+        assert_eq!(c.mse(addr(1)), Some(true));
+        for i in 2..(MAX_CANDIDATES as u32 + 10) {
+            c.note_mse(addr(i), true);
+        }
+        assert_eq!(c.mse.len(), MAX_CANDIDATES);
+        // A known address is still updated when full.
+        c.note_mse(addr(1), false);
+        assert_eq!(c.mse(addr(1)), Some(false));
     }
 
     #[test]

@@ -493,6 +493,7 @@ impl Controller {
                 outstanding: self.picker.outstanding(*k),
                 incoming: p.incoming,
                 utp: p.utp,
+                seed: p.is_seed(),
                 encrypted: p.encrypted,
                 snubbed: p.snubbed(
                     now,
@@ -521,6 +522,7 @@ impl Controller {
                 self.down_rate.eta(left, now)
             },
             peers_connected: peers.len(),
+            seeds_connected: peers.iter().filter(|p| p.seed).count(),
             peers_known: self.candidates.known_len(),
             pieces_have,
             pieces_total: layout.piece_count(),

@@ -370,6 +370,7 @@ impl Controller {
             metadata: Some(self.info_bytes.clone()),
             upload_only: self.state == TorrentState::Seeding && !super_seeding,
             pex: self.pex_allowed(),
+            encryption: self.session.config.encryption != crate::config::Encryption::Disable,
         }
     }
 
@@ -398,6 +399,27 @@ impl Controller {
         }
         for key in slow {
             self.close(key);
+        }
+    }
+
+    /// Learns a peer's MSE support for later dials: from how dialling it
+    /// went (`learnt`), or from its extension handshake's `e` (at the
+    /// address it can be dialled at).
+    pub(super) fn learn_mse(&mut self, key: PeerKey, learnt: Option<bool>) {
+        let Some(p) = self.peers.get(&key) else {
+            return;
+        };
+        let said_e = p.ext.as_deref().filter(|h| h.e).map(|h| h.p);
+        if let (false, Some(m)) = (p.incoming, learnt) {
+            self.candidates.note_mse(p.addr, m);
+        }
+        match (said_e, p.incoming) {
+            (Some(_), false) => self.candidates.note_mse(p.addr, true),
+            (Some(Some(port)), true) => {
+                let a = SocketAddr::new(p.addr.ip(), port);
+                self.candidates.note_mse(a, true);
+            }
+            _ => {}
         }
     }
 
@@ -441,6 +463,10 @@ impl Controller {
             ext: self.ext_setup(super_seeding),
             encryption: self.session.config.encryption,
             v2: (self.metainfo.info_hash_v2.map(|h| h.truncated())).zip(self.v2.clone()),
+            known_mse: match origin {
+                Origin::Outgoing(a) => self.candidates.mse(a),
+                Origin::Incoming(..) => None,
+            },
         };
         let incoming = matches!(origin, Origin::Incoming(..));
         // A thread that cannot start drops `conn`, giving the count back.
@@ -499,6 +525,9 @@ impl Controller {
             .peers
             .iter()
             .filter(|(_, p)| p.ready && !p.closing)
+            // An upload-only peer (BEP 21) wants nothing from us, whatever
+            // its INTERESTED says: it holds no slot, not even an idle one.
+            .filter(|(_, p)| !p.upload_only())
             .map(|(k, p)| ChokeCandidate {
                 peer: *k,
                 interested: p.peer_interested,
@@ -564,6 +593,19 @@ pub(super) fn duplicate_to_close(
         old.0
     } else {
         new_key
+    }
+}
+
+impl Peer {
+    /// It said `upload_only` (BEP 21): it wants nothing, whatever its
+    /// INTERESTED says.
+    pub(super) fn upload_only(&self) -> bool {
+        self.ext.as_deref().is_some_and(|h| h.upload_only)
+    }
+
+    /// A seed of what it has: a full piece set, or `upload_only`.
+    pub(super) fn is_seed(&self) -> bool {
+        self.bits.as_ref().is_some_and(Bitfield::is_full) || self.upload_only()
     }
 }
 

@@ -9,8 +9,10 @@
 //! dialled is listed at the address we dialled, flagged reachable; one
 //! that dialled us only at its IP and the listen port its handshake gave
 //! (`p`), or not at all. Flags say what we know: seed (its piece set is
-//! full, or it said `upload_only`) and reachable; bittern knows nothing of
-//! a peer's encryption or uTP support yet, so those bits stay clear. The
+//! full, or it said `upload_only`), reachable, and encryption (the
+//! connection is MSE-encrypted or its handshake said `e`); the uTP bit
+//! stays clear. A received `0x01` flag feeds the dial rule
+//! (`handshake::dial_steps`). The
 //! peer itself and our own listening addresses are never listed.
 //!
 //! Receiving: a message becomes candidates through the torrent's one
@@ -85,8 +87,11 @@ fn advertised(p: &Peer) -> Option<(SocketAddr, PexFlags)> {
         p.addr
     };
     let flags = PexFlags {
-        seed: p.bits.as_ref().is_some_and(Bitfield::is_full) || hs.is_some_and(|h| h.upload_only),
+        seed: p.is_seed(),
         reachable: !p.incoming,
+        // Known to support MSE: the connection is encrypted, or its
+        // extension handshake said `e`.
+        encryption: p.encrypted || hs.is_some_and(|h| h.e),
         ..PexFlags::default()
     };
     Some((addr, flags))
@@ -210,6 +215,11 @@ impl Controller {
             return;
         }
         let seeding = self.state == TorrentState::Seeding;
+        for (a, f) in &msg.added {
+            if f.encryption && usable(*a) {
+                self.candidates.note_mse(*a, true);
+            }
+        }
         let peers: Vec<SocketAddr> = msg
             .added
             .into_iter()

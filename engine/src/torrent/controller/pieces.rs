@@ -211,13 +211,9 @@ impl Controller {
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in keys {
             self.update_interest(key);
-            // Two seeds have nothing to say to each other.
-            if self
-                .peers
-                .get(&key)
-                .and_then(|p| p.bits.as_ref())
-                .is_some_and(|b| b.is_full())
-            {
+            // Two seeds (a partial one included, BEP 21) have nothing to
+            // say to each other.
+            if self.peers.get(&key).is_some_and(Peer::is_seed) {
                 self.close(key);
             }
         }
