@@ -400,7 +400,7 @@ pub struct DaemonArgs {
     /// settings' peer-port, 51413].
     #[arg(short, long)]
     pub port: Option<u16>,
-    /// Address to listen on for peers (with -p).
+    /// Address to listen on for peers (on -p's port, else the settings').
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
     pub peer_bind: IpAddr,
     /// Add every .torrent or .magnet file dropped in this folder (then
@@ -450,6 +450,10 @@ pub struct DaemonNetworkArgs {
     /// No local peer discovery.
     #[arg(long, overrides_with = "lpd")]
     pub no_lpd: bool,
+    /// Neither accept nor dial TCP peers, uTP only (this run only, not a
+    /// stored setting; for tests against uTP-only peers).
+    #[arg(long)]
+    pub no_tcp: bool,
     /// Protocol encryption (`encryption`): `required`, `preferred` (the
     /// default) or `tolerated`.
     #[arg(long, value_name = "MODE", value_parser = ["required", "preferred", "tolerated"])]

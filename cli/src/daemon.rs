@@ -79,7 +79,11 @@ pub fn run(args: &DaemonArgs, stop: &Stop) -> anyhow::Result<Code> {
             host_whitelist: args.rpc_host_whitelist.clone(),
         },
         peer_addr: args.port.map(|p| SocketAddr::new(args.peer_bind, p)),
-        engine: SessionConfig::default(),
+        peer_bind: Some(args.peer_bind),
+        engine: SessionConfig {
+            tcp: !args.network.no_tcp,
+            ..SessionConfig::default()
+        },
         limits: Limits::default(),
         watch_dir: args.watch_dir.clone(),
         data_root: args.data_root.clone(),

@@ -5,6 +5,7 @@ mod crash;
 mod daemon;
 mod daemon_live;
 mod daemon_magnet;
+mod daemon_settings;
 mod dht;
 mod errors;
 mod interop;

@@ -28,6 +28,7 @@
 //!     rpc_addr: "127.0.0.1:9091".parse()?,
 //!     access: Access::default(),
 //!     peer_addr: None,
+//!     peer_bind: None,
 //!     engine: bittern_engine::SessionConfig::default(),
 //!     limits: Limits::default(),
 //!     watch_dir: None,

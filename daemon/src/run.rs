@@ -76,9 +76,12 @@ pub struct DaemonConfig {
     pub rpc_addr: SocketAddr,
     /// Who may use the RPC.
     pub access: Access,
-    /// Peer listening address; its port 0 picks a free one. `None`: all
-    /// interfaces on the settings' peer port.
+    /// Peer listening address; its port 0 picks a free one. `None`:
+    /// [`peer_bind`](Self::peer_bind) on the settings' `peer-port`.
     pub peer_addr: Option<SocketAddr>,
+    /// Without `peer_addr`, the address to listen on for peers, on the
+    /// settings' `peer-port`; `None`: all interfaces.
+    pub peer_bind: Option<IpAddr>,
     /// Engine settings besides the listening address and global limits.
     pub engine: SessionConfig,
     /// Bounds on RPC clients.
@@ -127,10 +130,18 @@ impl Daemon {
             store.save_settings(&settings)?;
         }
         let (down, up) = crate::limits::session_limits(&settings);
-        let listen = config
-            .peer_addr
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], settings.peer_port)));
+        let listen = config.peer_addr.unwrap_or_else(|| {
+            let ip = config
+                .peer_bind
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+            SocketAddr::new(ip, settings.peer_port)
+        });
         let base = crate::network::apply(&settings, listen, store.dir(), config.engine);
+        if !base.tcp && !base.utp {
+            return Err(Error::Setting(
+                "tcp off and utp-enabled false leave no way to reach peers".into(),
+            ));
+        }
         let engine = SessionConfig {
             download_limit: down,
             upload_limit: up,
