@@ -400,7 +400,7 @@ pub struct DaemonArgs {
     /// settings' peer-port, 51413].
     #[arg(short, long)]
     pub port: Option<u16>,
-    /// Address to listen on for peers (with -p).
+    /// Address to listen on for peers (on -p's port, else the settings').
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
     pub peer_bind: IpAddr,
     /// Add every .torrent or .magnet file dropped in this folder (then
@@ -411,6 +411,53 @@ pub struct DaemonArgs {
     /// names outside this folder (symlinks resolved).
     #[arg(long, value_name = "DIR")]
     pub data_root: Option<PathBuf>,
+    /// Peer-network settings (stored, like `session-set`).
+    #[command(flatten)]
+    pub network: DaemonNetworkArgs,
+}
+
+/// `bittern daemon`'s peer-network options. Each one given changes the
+/// stored setting of the same Transmission name, as transmission-daemon's
+/// options do; those not given keep the stored value.
+#[derive(Debug, Args)]
+pub struct DaemonNetworkArgs {
+    /// Run a DHT node (`dht-enabled`; on by default).
+    #[arg(long, overrides_with = "no_dht")]
+    pub dht: bool,
+    /// Run no DHT node.
+    #[arg(long, overrides_with = "dht")]
+    pub no_dht: bool,
+    /// Join the DHT through this node (`dht-bootstrap`); repeat for more.
+    /// Without any, the public routers, unless peers are bound to a
+    /// loopback address.
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+    pub dht_bootstrap: Vec<String>,
+    /// Accept and dial uTP (`utp-enabled`; on by default).
+    #[arg(long, overrides_with = "no_utp")]
+    pub utp: bool,
+    /// No uTP.
+    #[arg(long, overrides_with = "utp")]
+    pub no_utp: bool,
+    /// Peer exchange (`pex-enabled`; on by default).
+    #[arg(long, overrides_with = "no_pex")]
+    pub pex: bool,
+    /// No peer exchange.
+    #[arg(long, overrides_with = "pex")]
+    pub no_pex: bool,
+    /// Local peer discovery, BEP 14 (`lpd-enabled`; off by default).
+    #[arg(long, overrides_with = "no_lpd")]
+    pub lpd: bool,
+    /// No local peer discovery.
+    #[arg(long, overrides_with = "lpd")]
+    pub no_lpd: bool,
+    /// Neither accept nor dial TCP peers, uTP only (this run only, not a
+    /// stored setting; for tests against uTP-only peers).
+    #[arg(long)]
+    pub no_tcp: bool,
+    /// Protocol encryption (`encryption`): `required`, `preferred` (the
+    /// default) or `tolerated`.
+    #[arg(long, value_name = "MODE", value_parser = ["required", "preferred", "tolerated"])]
+    pub encryption: Option<String>,
 }
 
 /// `bittern remote`.

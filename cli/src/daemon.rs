@@ -10,7 +10,7 @@ use anyhow::anyhow;
 use bittern_daemon::{Access, Daemon, DaemonConfig, Error, Limits};
 use bittern_engine::SessionConfig;
 
-use crate::args::DaemonArgs;
+use crate::args::{DaemonArgs, DaemonNetworkArgs};
 use crate::exit::{coded, Code};
 use crate::progress;
 use crate::signals::Stop;
@@ -23,6 +23,29 @@ fn default_config_dir() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
         .unwrap_or_else(|| PathBuf::from("."));
     base.join("bittern").join("daemon")
+}
+
+/// The settings the network options change, as `session-set` arguments.
+fn overrides(n: &DaemonNetworkArgs) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    for (key, on, off) in [
+        ("dht-enabled", n.dht, n.no_dht),
+        ("utp-enabled", n.utp, n.no_utp),
+        ("pex-enabled", n.pex, n.no_pex),
+        ("lpd-enabled", n.lpd, n.no_lpd),
+    ] {
+        // clap's overrides_with leaves only the last of a pair set.
+        if on || off {
+            m.insert(key.into(), serde_json::Value::Bool(on));
+        }
+    }
+    if !n.dht_bootstrap.is_empty() {
+        m.insert("dht-bootstrap".into(), serde_json::json!(n.dht_bootstrap));
+    }
+    if let Some(e) = &n.encryption {
+        m.insert("encryption".into(), serde_json::json!(e));
+    }
+    m
 }
 
 /// Runs `bittern daemon`.
@@ -56,14 +79,19 @@ pub fn run(args: &DaemonArgs, stop: &Stop) -> anyhow::Result<Code> {
             host_whitelist: args.rpc_host_whitelist.clone(),
         },
         peer_addr: args.port.map(|p| SocketAddr::new(args.peer_bind, p)),
-        engine: SessionConfig::default(),
+        peer_bind: Some(args.peer_bind),
+        engine: SessionConfig {
+            tcp: !args.network.no_tcp,
+            ..SessionConfig::default()
+        },
         limits: Limits::default(),
         watch_dir: args.watch_dir.clone(),
         data_root: args.data_root.clone(),
+        overrides: overrides(&args.network),
     };
     let daemon = Daemon::start(config).map_err(|e| {
         let code = match &e {
-            Error::ExposedWithoutAuth(_) => Code::Usage,
+            Error::ExposedWithoutAuth(_) | Error::Setting(_) => Code::Usage,
             Error::RpcListen { .. } | Error::Engine(bittern_engine::Error::Listen { .. }) => {
                 Code::Network
             }

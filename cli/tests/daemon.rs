@@ -29,14 +29,20 @@ fn port_of(line: &str) -> u16 {
 }
 
 pub(crate) fn start_daemon(config: &Path, rpc_port: u16, peer_port: u16, extra: &[&str]) -> Daemon {
+    let port = peer_port.to_string();
+    let mut args = vec!["-p", &port];
+    args.extend_from_slice(extra);
+    start_daemon_args(config, rpc_port, &args)
+}
+
+/// [`start_daemon`] without `-p`: peers on 127.0.0.1 at the settings' port.
+pub(crate) fn start_daemon_args(config: &Path, rpc_port: u16, extra: &[&str]) -> Daemon {
     let mut args = vec![
         "daemon".to_string(),
         "--config-dir".into(),
         config.display().to_string(),
         "--rpc-port".into(),
         rpc_port.to_string(),
-        "-p".into(),
-        peer_port.to_string(),
         "--peer-bind".into(),
         "127.0.0.1".into(),
     ];

@@ -110,6 +110,10 @@ pub trait Backend: Send + Sync + 'static {
     fn torrent_file(&self, hash: InfoHash) -> Option<Vec<u8>>;
     /// The port peers connect to.
     fn peer_port(&self) -> u16;
+    /// Nodes in the DHT's routing table (`None`: no DHT).
+    fn dht_nodes(&self) -> Option<usize> {
+        None
+    }
     /// Stops every torrent gracefully (resume state saved).
     fn shutdown(&self);
 }
@@ -210,6 +214,10 @@ impl Backend for EngineBackend {
 
     fn peer_port(&self) -> u16 {
         self.port
+    }
+
+    fn dht_nodes(&self) -> Option<usize> {
+        self.session.lock().dht_nodes()
     }
 
     fn shutdown(&self) {

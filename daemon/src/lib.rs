@@ -14,6 +14,7 @@
 //! - [`state`]: the torrent table (ids, records, queue) over a
 //!   [`Backend`], implemented for the engine by [`EngineBackend`];
 //! - [`store`]: the config dir, every file written atomically;
+//!   [`network`]: the settings the engine's peer network starts with;
 //! - [`web`]: the web page, embedded; [`metrics`]: `/metrics` for
 //!   Prometheus; [`watch`]: the watch directory.
 //!
@@ -27,10 +28,12 @@
 //!     rpc_addr: "127.0.0.1:9091".parse()?,
 //!     access: Access::default(),
 //!     peer_addr: None,
+//!     peer_bind: None,
 //!     engine: bittern_engine::SessionConfig::default(),
 //!     limits: Limits::default(),
 //!     watch_dir: None,
 //!     data_root: None,
+//!     overrides: Default::default(),
 //! })?;
 //! while !daemon.close_requested() {
 //!     std::thread::sleep(std::time::Duration::from_millis(200));
@@ -47,6 +50,7 @@ pub mod gate;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod network;
 pub mod paths;
 pub mod rpc;
 mod run;

@@ -197,6 +197,15 @@ pub fn render<B: Backend>(torrents: &Torrents<B>, totals: &Totals) -> String {
         family(&mut out, name, kind, help);
         let _ = writeln!(out, "{name} {v}");
     }
+    if let Some(n) = torrents.backend().dht_nodes() {
+        family(
+            &mut out,
+            "bittern_dht_nodes",
+            "gauge",
+            "Nodes in the DHT routing table (absent with the DHT off).",
+        );
+        let _ = writeln!(out, "bittern_dht_nodes {n}");
+    }
     family(
         &mut out,
         "bittern_session_torrents",

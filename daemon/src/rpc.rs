@@ -29,14 +29,18 @@ type Reply = Result<Args, String>;
 pub struct Rpc<B: Backend> {
     torrents: Torrents<B>,
     close: AtomicBool,
+    /// `peer-port` of the settings the engine started with.
+    start_peer_port: u16,
 }
 
 impl<B: Backend> Rpc<B> {
     /// Serves `torrents`.
     pub fn new(torrents: Torrents<B>) -> Rpc<B> {
+        let start_peer_port = torrents.lock().settings.peer_port;
         Rpc {
             torrents,
             close: AtomicBool::new(false),
+            start_peer_port,
         }
     }
 
@@ -182,6 +186,14 @@ impl<B: Backend> Rpc<B> {
             }
         }
         let free = statvfs(Path::new(&s.download_dir)).map_or(-1, |(free, _)| free as i64);
+        // The port listened on, unless session-set changed the setting
+        // since the start (it applies at the next one): then the new one,
+        // as Transmission reports it.
+        let peer_port = if s.peer_port == self.start_peer_port {
+            self.torrents.backend().peer_port()
+        } else {
+            s.peer_port
+        };
         let extra = json!({
             "version": VERSION,
             "rpc-version": RPC_VERSION,
@@ -189,14 +201,9 @@ impl<B: Backend> Rpc<B> {
             "rpc-version-semver": "5.3.0",
             "session-id": session_id,
             "config-dir": self.torrents.store().dir().to_string_lossy(),
-            "peer-port": self.torrents.backend().peer_port(),
+            "peer-port": peer_port,
             "peer-port-random-on-start": false,
             "port-forwarding-enabled": false,
-            "dht-enabled": false,
-            "lpd-enabled": false,
-            "pex-enabled": false,
-            "utp-enabled": false,
-            "encryption": "tolerated",
             "blocklist-enabled": false,
             "blocklist-size": 0,
             "blocklist-url": "",
@@ -262,7 +269,12 @@ impl<B: Backend> Rpc<B> {
             "torrentCount": inner.entries.len(),
             "downloadSpeed": rd.round() as u64, "uploadSpeed": ru.round() as u64,
             "current-stats": current, "cumulative-stats": cumulative});
-        v.as_object().cloned().unwrap_or_default()
+        let mut out = v.as_object().cloned().unwrap_or_default();
+        // bittern's own: the DHT routing table's size, when the DHT runs.
+        if let Some(n) = t.backend().dht_nodes() {
+            out.insert("dhtNodes".into(), json!(n));
+        }
+        out
     }
 
     fn torrent_get(&self, args: &Args) -> Reply {

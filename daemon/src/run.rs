@@ -59,6 +59,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An override is not a valid setting.
+    #[error("invalid setting: {0}")]
+    Setting(String),
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Spawn(#[source] std::io::Error),
@@ -73,9 +76,12 @@ pub struct DaemonConfig {
     pub rpc_addr: SocketAddr,
     /// Who may use the RPC.
     pub access: Access,
-    /// Peer listening address; its port 0 picks a free one. `None`: all
-    /// interfaces on the settings' peer port.
+    /// Peer listening address; its port 0 picks a free one. `None`:
+    /// [`peer_bind`](Self::peer_bind) on the settings' `peer-port`.
     pub peer_addr: Option<SocketAddr>,
+    /// Without `peer_addr`, the address to listen on for peers, on the
+    /// settings' `peer-port`; `None`: all interfaces.
+    pub peer_bind: Option<IpAddr>,
     /// Engine settings besides the listening address and global limits.
     pub engine: SessionConfig,
     /// Bounds on RPC clients.
@@ -85,6 +91,10 @@ pub struct DaemonConfig {
     /// Every directory a client names must be inside this one (symlinks
     /// resolved); `None`: anywhere, `..` still refused.
     pub data_root: Option<PathBuf>,
+    /// `session-set` arguments applied to the stored settings before the
+    /// engine starts, and saved with them, as transmission-daemon does
+    /// with its command-line options (`bittern daemon --no-dht ...`).
+    pub overrides: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A running daemon.
@@ -114,18 +124,31 @@ impl Daemon {
             return Err(Error::ExposedWithoutAuth(ip));
         }
         let store = Store::open(&config.config_dir)?;
-        let settings = store.load_settings()?;
+        let mut settings = store.load_settings()?;
+        if !config.overrides.is_empty() {
+            settings.merge(&config.overrides).map_err(Error::Setting)?;
+            store.save_settings(&settings)?;
+        }
         let (down, up) = crate::limits::session_limits(&settings);
+        let listen = config.peer_addr.unwrap_or_else(|| {
+            let ip = config
+                .peer_bind
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+            SocketAddr::new(ip, settings.peer_port)
+        });
+        let base = crate::network::apply(&settings, listen, store.dir(), config.engine);
+        if !base.tcp && !base.utp {
+            return Err(Error::Setting(
+                "tcp off and utp-enabled false leave no way to reach peers".into(),
+            ));
+        }
         let engine = SessionConfig {
-            listen: config
-                .peer_addr
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], settings.peer_port))),
             download_limit: down,
             upload_limit: up,
             max_connections: usize::try_from(settings.peer_limit_global).unwrap_or(usize::MAX),
             max_peers_per_torrent: usize::try_from(settings.peer_limit_per_torrent)
                 .unwrap_or(usize::MAX),
-            ..config.engine
+            ..base
         };
         let session = Session::new(engine)?;
         let peer_addr = session.local_addr();

@@ -88,6 +88,50 @@ pub struct Settings {
     pub data_root: String,
     /// Bandwidth groups (`group-set`), by name.
     pub bandwidth_groups: Vec<crate::limits::Group>,
+    /// The DHT (BEP 5) for public torrents. Takes effect after restart.
+    pub dht_enabled: bool,
+    /// bittern's own: DHT nodes to join through, `HOST:PORT`. Empty: the
+    /// saved contacts, plus the public routers unless peers are bound to
+    /// a loopback address. Takes effect after restart.
+    pub dht_bootstrap: Vec<String>,
+    /// uTP (BEP 29) beside TCP. Takes effect after restart.
+    pub utp_enabled: bool,
+    /// Peer exchange (BEP 11), never for private torrents. Takes effect
+    /// after restart.
+    pub pex_enabled: bool,
+    /// Local Service Discovery (BEP 14). Takes effect after restart.
+    pub lpd_enabled: bool,
+    /// Protocol encryption policy. Takes effect after restart.
+    pub encryption: EncryptionMode,
+}
+
+/// Transmission's `encryption` values and the engine policy each maps to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncryptionMode {
+    /// Encrypted (RC4) connections only: [`bittern_engine::Encryption::Require`].
+    Required,
+    /// Accept both, dial encrypted first, then in the clear:
+    /// [`bittern_engine::Encryption::Prefer`].
+    #[default]
+    Preferred,
+    /// Transmission accepts both and dials in the clear. The engine has no
+    /// such policy; this maps to [`bittern_engine::Encryption::Prefer`]
+    /// too (both kinds accepted, as Transmission does), because
+    /// [`bittern_engine::Encryption::Disable`] would refuse encrypted
+    /// peers that Transmission takes.
+    Tolerated,
+}
+
+impl From<EncryptionMode> for bittern_engine::Encryption {
+    fn from(m: EncryptionMode) -> Self {
+        match m {
+            EncryptionMode::Required => bittern_engine::Encryption::Require,
+            EncryptionMode::Preferred | EncryptionMode::Tolerated => {
+                bittern_engine::Encryption::Prefer
+            }
+        }
+    }
 }
 
 impl Default for Settings {
@@ -132,6 +176,12 @@ impl Default for Settings {
             cumulative_seconds_active: 0,
             data_root: String::new(),
             bandwidth_groups: Vec::new(),
+            dht_enabled: true,
+            dht_bootstrap: Vec::new(),
+            utp_enabled: true,
+            pex_enabled: true,
+            lpd_enabled: false,
+            encryption: EncryptionMode::Preferred,
         }
     }
 }
@@ -168,6 +218,25 @@ pub const MUTABLE: &[&str] = &[
     "trash-original-torrent-files",
     "script-torrent-done-enabled",
     "script-torrent-done-filename",
+    "peer-port",
+    "dht-enabled",
+    "dht-bootstrap",
+    "utp-enabled",
+    "pex-enabled",
+    "lpd-enabled",
+    "encryption",
+];
+
+/// The keys of [`MUTABLE`] that take effect only when the daemon starts
+/// again (the engine sets them up once); `session-set` stores them.
+pub const AT_RESTART: &[&str] = &[
+    "peer-port",
+    "dht-enabled",
+    "dht-bootstrap",
+    "utp-enabled",
+    "pex-enabled",
+    "lpd-enabled",
+    "encryption",
 ];
 
 /// The keys of [`Settings`] that `session-get` reports as they are.
@@ -209,8 +278,21 @@ impl Settings {
         }
         let merged: Settings = serde_json::from_value(serde_json::Value::Object(current))
             .map_err(|e| format!("invalid argument: {e}"))?;
+        if let Some(bad) = merged.dht_bootstrap.iter().find(|h| !is_host_port(h)) {
+            return Err(format!(
+                "invalid argument: dht-bootstrap {bad:?} is not HOST:PORT"
+            ));
+        }
         *self = merged;
         Ok(())
+    }
+}
+
+/// `HOST:PORT` with a non-zero port (`[V6]:PORT` too).
+fn is_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0),
+        None => false,
     }
 }
 
@@ -230,11 +312,46 @@ mod tests {
         assert!(s.speed_limit_down_enabled && s.alt_speed_enabled);
         assert_eq!(s.seed_ratio_limit, 1.5);
         assert_eq!(s.speed_limit_up, 70);
-        assert_eq!(s.peer_port, 51413, "peer-port is not mutable over rpc");
+        assert_eq!(s.peer_port, 1, "peer-port is stored (used at restart)");
         let before = s.clone();
         let bad = json!({"speed-limit-up": "fast", "start-added-torrents": false});
         assert!(s.merge(bad.as_object().unwrap()).is_err());
         assert_eq!(s, before, "a bad value changes nothing");
+    }
+
+    #[test]
+    fn network_settings_merge_and_validate() {
+        let mut s = Settings::default();
+        assert!(s.dht_enabled && s.utp_enabled && s.pex_enabled && !s.lpd_enabled);
+        assert_eq!(s.encryption, EncryptionMode::Preferred);
+        let args = json!({"dht-enabled": false, "utp-enabled": false, "pex-enabled": false,
+            "lpd-enabled": true, "encryption": "required",
+            "dht-bootstrap": ["127.0.0.1:6881", "[::1]:7000", "localhost:1"]});
+        s.merge(args.as_object().unwrap()).unwrap();
+        assert!(!s.dht_enabled && !s.utp_enabled && !s.pex_enabled && s.lpd_enabled);
+        assert_eq!(s.encryption, EncryptionMode::Required);
+        assert_eq!(s.dht_bootstrap.len(), 3);
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["encryption"], "required");
+        let before = s.clone();
+        for bad in [
+            json!({"encryption": "sometimes"}),
+            json!({"dht-bootstrap": ["127.0.0.1"]}),
+            json!({"dht-bootstrap": ["127.0.0.1:0"]}),
+            json!({"dht-bootstrap": "127.0.0.1:6881"}),
+            json!({"dht-enabled": "yes"}),
+        ] {
+            assert!(s.merge(bad.as_object().unwrap()).is_err(), "{bad}");
+            assert_eq!(s, before, "{bad} changed something");
+        }
+        for (mode, engine) in [
+            ("required", bittern_engine::Encryption::Require),
+            ("preferred", bittern_engine::Encryption::Prefer),
+            ("tolerated", bittern_engine::Encryption::Prefer),
+        ] {
+            let m: EncryptionMode = serde_json::from_value(json!(mode)).unwrap();
+            assert_eq!(bittern_engine::Encryption::from(m), engine);
+        }
     }
 
     #[test]

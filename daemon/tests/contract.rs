@@ -490,6 +490,44 @@ fn session_get_set_stats() {
     assert_eq!(s["alt-speed-enabled"], true);
     let bad = h.post(&json!({"arguments": {"speed-limit-down": "x"}, "method": "session-set"}));
     assert_ne!(bad["result"], "success");
+    // The peer network: Transmission's defaults, stored by session-set,
+    // a bad value refused whole.
+    let s = h.ok(json!({"method": "session-get"}));
+    assert_eq!(
+        (
+            &s["dht-enabled"],
+            &s["utp-enabled"],
+            &s["pex-enabled"],
+            &s["lpd-enabled"]
+        ),
+        (&json!(true), &json!(true), &json!(true), &json!(false))
+    );
+    assert_eq!(s["encryption"], "preferred");
+    assert_eq!(s["dht-bootstrap"], json!([]));
+    h.ok(
+        json!({"method": "session-set", "arguments": {"dht-enabled": false,
+        "encryption": "required", "dht-bootstrap": ["127.0.0.1:6881"]}}),
+    );
+    let bad = h.post(
+        &json!({"method": "session-set", "arguments": {"pex-enabled": false,
+        "encryption": "always"}}),
+    );
+    assert_ne!(bad["result"], "success");
+    let s = h.ok(json!({"method": "session-get"}));
+    assert_eq!(
+        (
+            &s["dht-enabled"],
+            &s["pex-enabled"],
+            &s["encryption"],
+            &s["dht-bootstrap"]
+        ),
+        (
+            &json!(false),
+            &json!(true),
+            &json!("required"),
+            &json!(["127.0.0.1:6881"])
+        )
+    );
     // -st
     h.add(&single(), &h.data().join("dl"));
     let st = h.ok(json!({"method": "session-stats", "tag": 1}));
