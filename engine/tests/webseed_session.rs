@@ -85,7 +85,10 @@ fn web_seed_only_single_file_from_nginx() {
     let (web, seeds) = finish(&t, Duration::from_secs(60));
     assert_same(src.path(), dst.path(), &[PathBuf::from("one.bin")]);
     assert_eq!(web, size, "every byte came from the web seed, once");
-    assert_eq!(seeds, 1);
+    // The count of running seeds is sampled every 10 ms, and on a quiet
+    // machine the whole download can fit between two samples: `web`
+    // above proves the seed ran; this, that no second one did.
+    assert!(seeds <= 1, "{seeds} web seeds");
     assert_eq!(t.status().hash_failures, 0);
     // Large ranges: 5 MB in at most 1 MiB requests, one run per request.
     let log = nginx.access_log();
@@ -284,7 +287,13 @@ fn peers_finish_a_slow_web_seeds_run_in_endgame() {
         return;
     };
     meta.url_list = vec![nginx.url("/slow.bin")];
-    let seeder = session_with(config());
+    // The peer serves at 2 MiB/s (about 2 s in all), so the web seed has
+    // begun its run before the peer could have finished alone; unlimited,
+    // a loopback peer can finish before the seed is given a run at all.
+    let seeder = session_with(SessionConfig {
+        upload_limit: Some(2 << 20),
+        ..config()
+    });
     let st = seeder
         .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
         .unwrap();
