@@ -20,7 +20,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use bittern_utp::UtpStream;
-use bittern_wire::mse::{Cipher, Established};
+use bittern_wire::mse::{Cipher, EncryptedReader, Established};
 
 /// A connected socket of either transport, with the `TcpStream` surface
 /// the peer code uses.
@@ -124,39 +124,14 @@ impl Write for Socket {
     }
 }
 
-/// The receiving direction's state: payload the MSE handshake already
-/// read (decrypted), then socket bytes through the cipher.
-#[derive(Debug)]
-struct Inbound {
-    cipher: Cipher,
-    received: Vec<u8>,
-    pos: usize,
-}
-
-impl Inbound {
-    fn read(&mut self, socket: &mut Socket, buf: &mut [u8]) -> io::Result<usize> {
-        if self.pos < self.received.len() {
-            let n = buf.len().min(self.received.len() - self.pos);
-            buf[..n].copy_from_slice(&self.received[self.pos..self.pos + n]);
-            self.pos += n;
-            if self.pos == self.received.len() {
-                self.received = Vec::new();
-                self.pos = 0;
-            }
-            return Ok(n);
-        }
-        let n = socket.read(buf)?;
-        self.cipher.apply(&mut buf[..n]);
-        Ok(n)
-    }
-}
-
 /// A whole connection, before it is split between the reader and the
 /// writer: reads decrypt, [`send`](Self::send) encrypts.
 #[derive(Debug)]
 pub(crate) struct PeerStream {
-    socket: Socket,
-    inbound: Inbound,
+    /// The socket, wrapped for its receiving direction: payload the MSE
+    /// handshake already read (decrypted), then socket bytes through the
+    /// cipher.
+    inbound: EncryptedReader<Socket>,
     encrypt: Cipher,
 }
 
@@ -164,12 +139,7 @@ impl PeerStream {
     /// A connection without MSE: bytes pass through.
     pub(crate) fn plain(socket: Socket) -> PeerStream {
         PeerStream {
-            socket,
-            inbound: Inbound {
-                cipher: Cipher::plaintext(),
-                received: Vec::new(),
-                pos: 0,
-            },
+            inbound: EncryptedReader::new(socket, Cipher::plaintext(), Vec::new()),
             encrypt: Cipher::plaintext(),
         }
     }
@@ -178,62 +148,51 @@ impl PeerStream {
     /// here on and its payload is read before the socket.
     pub(crate) fn encrypted(socket: Socket, est: Established) -> PeerStream {
         PeerStream {
-            socket,
-            inbound: Inbound {
-                cipher: est.decrypt,
-                received: est.received,
-                pos: 0,
-            },
+            inbound: EncryptedReader::new(socket, est.decrypt, est.received),
             encrypt: est.encrypt,
         }
     }
 
     /// The raw socket (timeouts, address, shutdown).
     pub(crate) fn socket(&self) -> &Socket {
-        &self.socket
+        self.inbound.get_ref()
     }
 
     /// Whether the stream is RC4-encrypted (either direction).
     pub(crate) fn is_encrypted(&self) -> bool {
-        self.encrypt.is_encrypting() || self.inbound.cipher.is_encrypting()
+        self.encrypt.is_encrypting() || self.inbound.is_decrypting()
     }
 
     /// Encrypts `data` in place (it is garbage afterwards) and writes it all.
     pub(crate) fn send(&mut self, data: &mut [u8]) -> io::Result<()> {
         self.encrypt.apply(data);
-        self.socket.write_all(data)
+        self.inbound.get_mut().write_all(data)
     }
 
-    /// The reader's half (a clone of the socket) and the writer's.
+    /// The reader's half (the socket with its decrypt state) and the
+    /// writer's (a clone of the socket).
     pub(crate) fn split(self) -> io::Result<(PeerReader, PeerWriter)> {
-        let reader = PeerReader {
-            socket: self.socket.try_clone()?,
-            inbound: self.inbound,
-        };
         let writer = PeerWriter {
-            socket: self.socket,
+            socket: self.inbound.get_ref().try_clone()?,
             encrypt: self.encrypt,
         };
-        Ok((reader, writer))
+        Ok((PeerReader(self.inbound), writer))
     }
 }
 
 impl Read for PeerStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inbound.read(&mut self.socket, buf)
+        self.inbound.read(buf)
     }
 }
 
 /// The receiving half of a connection (owned by the reader thread).
 #[derive(Debug)]
-pub(crate) struct PeerReader {
-    socket: Socket,
-    inbound: Inbound,
-}
+pub(crate) struct PeerReader(EncryptedReader<Socket>);
 
 impl Read for PeerReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inbound.read(&mut self.socket, buf)
+        self.0.read(buf)
     }
 }
 

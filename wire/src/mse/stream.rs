@@ -207,6 +207,17 @@ impl<R: Read> EncryptedReader<R> {
     pub fn get_ref(&self) -> &R {
         &self.inner
     }
+
+    /// The wrapped reader, mutably (e.g. to write to a duplex socket
+    /// whose reading direction this wraps).
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    /// Whether bytes read are decrypted (RC4), not passed through.
+    pub fn is_decrypting(&self) -> bool {
+        self.state.cipher.is_encrypting()
+    }
 }
 
 impl<R: Read> Read for EncryptedReader<R> {
