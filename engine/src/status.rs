@@ -90,6 +90,36 @@ pub struct TorrentStatus {
     pub web_seed_rate: f64,
 }
 
+impl TorrentStatus {
+    /// A torrent's status before anything has happened: `state`, nothing
+    /// had, moved or connected.
+    pub(crate) fn initial(name: String, state: TorrentState, pieces_total: usize) -> Self {
+        TorrentStatus {
+            name,
+            state,
+            progress: 0.0,
+            wanted_bytes: 0,
+            have_bytes: 0,
+            downloaded: 0,
+            uploaded: 0,
+            download_rate: 0.0,
+            upload_rate: 0.0,
+            eta: None,
+            peers_connected: 0,
+            seeds_connected: 0,
+            peers_known: 0,
+            pieces_have: 0,
+            pieces_total,
+            files: Vec::new(),
+            hash_failures: 0,
+            written: 0,
+            web_seeds: 0,
+            web_seed_downloaded: 0,
+            web_seed_rate: 0.0,
+        }
+    }
+}
+
 /// One connected peer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeerInfo {

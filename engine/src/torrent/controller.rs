@@ -166,29 +166,11 @@ pub(crate) fn build_controller(
             .join(format!("{}.resume", info_hash.to_hex()))
     });
 
-    let status = TorrentStatus {
-        name: info.name.clone(),
-        state: TorrentState::Checking,
-        progress: 0.0,
-        wanted_bytes: 0,
-        have_bytes: 0,
-        downloaded: 0,
-        uploaded: 0,
-        download_rate: 0.0,
-        upload_rate: 0.0,
-        eta: None,
-        peers_connected: 0,
-        seeds_connected: 0,
-        peers_known: 0,
-        pieces_have: 0,
-        pieces_total: info.piece_count(),
-        files: Vec::new(),
-        hash_failures: 0,
-        written: 0,
-        web_seeds: 0,
-        web_seed_downloaded: 0,
-        web_seed_rate: 0.0,
-    };
+    let status = TorrentStatus::initial(
+        info.name.clone(),
+        TorrentState::Checking,
+        info.piece_count(),
+    );
     let (published, event_tx, event_rx) = match reuse {
         Some((published, event_tx)) => {
             *published.status.lock() = status;

@@ -169,29 +169,7 @@ impl MetadataFetch {
 
     /// The status a fetch publishes before any size is known.
     pub(crate) fn initial_status(name: String) -> TorrentStatus {
-        TorrentStatus {
-            name,
-            state: TorrentState::FetchingMetadata,
-            progress: 0.0,
-            wanted_bytes: 0,
-            have_bytes: 0,
-            downloaded: 0,
-            uploaded: 0,
-            download_rate: 0.0,
-            upload_rate: 0.0,
-            eta: None,
-            peers_connected: 0,
-            seeds_connected: 0,
-            peers_known: 0,
-            pieces_have: 0,
-            pieces_total: 0,
-            files: Vec::new(),
-            hash_failures: 0,
-            written: 0,
-            web_seeds: 0,
-            web_seed_downloaded: 0,
-            web_seed_rate: 0.0,
-        }
+        TorrentStatus::initial(name, TorrentState::FetchingMetadata, 0)
     }
 
     pub(crate) fn id(&self) -> TorrentId {
