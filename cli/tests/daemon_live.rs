@@ -91,7 +91,7 @@ fn speed_limits_change_while_a_download_runs() {
             t.join("dl").to_str().unwrap(),
         ],
     );
-    let (_seeder, _) = start_seed(
+    let (seeder, _) = start_seed(
         &b,
         &t.join("src"),
         &["--peer", &format!("127.0.0.1:{}", d.peer)],
@@ -337,7 +337,7 @@ fn incomplete_dir_done_script_and_seed_ratio() {
         rpc,
         &["-a", b.to_str().unwrap(), "-w", dl.to_str().unwrap()],
     );
-    let (_seeder, _) = start_seed(
+    let (seeder, _) = start_seed(
         &b,
         &t.join("src"),
         &["--peer", &format!("127.0.0.1:{}", d.peer)],
@@ -379,6 +379,10 @@ fn incomplete_dir_done_script_and_seed_ratio() {
     wait_list(rpc, "b seeding from dl", |l| {
         l.len() == 1 && l[0].0 == "100%"
     });
+    // The first seed goes away: the leecher below must take every byte
+    // from the daemon (it would otherwise learn the seed by PEX and take
+    // part of the copy from it, leaving the daemon's ratio under 1).
+    drop(seeder);
 
     // Seed ratio 1: a leecher takes one full copy, then b stops.
     remote_ok(rpc, &["-t", "1", "-sr", "1"]);
