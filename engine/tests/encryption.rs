@@ -29,8 +29,8 @@ use bittern_wire::mse::{self, CryptoSet, Initiator, InitiatorConfig};
 use bittern_wire::{Handshake, InfoHash, Metainfo, PeerId};
 
 use crate::interop::{
-    free_port, have_libtorrent, init_log, python, tempdir, write_torrent, Logged, Proc, MKTORRENT,
-    TRANSMISSION,
+    free_port, have_libtorrent, init_log, python, tempdir, transmission_cli, write_torrent, Logged,
+    Proc, MKTORRENT, TRANSMISSION,
 };
 use crate::util::*;
 
@@ -421,7 +421,7 @@ fn transmission_required(torrent: &Path, dir: &Path, port: u16, work: &Path) -> 
     std::fs::write(conf.join("settings.json"), settings).unwrap();
     let out = work.join("tr.out");
     let err = work.join("tr.err");
-    let child = Command::new(TRANSMISSION)
+    let child = transmission_cli()
         .arg("-g")
         .arg(&conf)
         .arg("-w")

@@ -561,6 +561,16 @@ pub(crate) fn assert_uploaded(s: &bittern_engine::TorrentHandle, total: u64) {
 }
 
 pub(crate) const TRANSMISSION: &str = "/usr/bin/transmission-cli";
+
+/// transmission-cli with its stdout unbuffered: it writes its status
+/// line with `\r` and no flush, so to a file the line that says
+/// "Seeding" arrives only when stdio's 4 KiB buffer fills, some 40 s
+/// later (more under load), and tests that wait for it time out.
+pub(crate) fn transmission_cli() -> Command {
+    let mut c = Command::new("/usr/bin/stdbuf");
+    c.args(["-o0", TRANSMISSION]);
+    c
+}
 pub(crate) const MKTORRENT: &str = "/usr/bin/mktorrent";
 
 /// A process killed on drop whose stdout and stderr go to files.
@@ -625,7 +635,7 @@ pub(crate) fn transmission_seeder_with(
     std::fs::write(conf.join("settings.json"), settings).unwrap();
     let out = work.join("tr.out");
     let err = work.join("tr.err");
-    let child = Command::new(TRANSMISSION)
+    let child = transmission_cli()
         .arg("-g")
         .arg(&conf)
         .arg("-w")

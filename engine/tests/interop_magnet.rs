@@ -16,8 +16,8 @@ use bittern_tracker::server::{ServerConfig, TrackerServer};
 use bittern_wire::{InfoHash, Magnet, Metainfo};
 
 use crate::interop::{
-    free_port, have_libtorrent, init_log, python, seed, wait_for, wait_for_seeder_on_tracker,
-    write_torrent, Logged, Proc, ARIA2C, FILES, TRANSMISSION,
+    free_port, have_libtorrent, init_log, python, seed, transmission_cli, wait_for,
+    wait_for_seeder_on_tracker, write_torrent, Logged, Proc, ARIA2C, FILES, TRANSMISSION,
 };
 use crate::util::*;
 
@@ -426,7 +426,7 @@ fn transmission_fetches_magnet_metadata_from_bittern() {
             work.path().join(format!("tr{n}.out")),
             work.path().join(format!("tr{n}.err")),
         );
-        let child = Command::new(TRANSMISSION)
+        let child = transmission_cli()
             .arg("-g")
             .arg(&conf)
             .arg("-w")
