@@ -4,8 +4,9 @@
 # Installs the real BitTorrent tools the interop tests drive (libtorrent's
 # Python bindings, mktorrent, transmission-cli, aria2, opentracker),
 # nginx-light (the web-seed tests) and headless chromium with
-# chromedriver (the daemon's web page test) and iproute2 (the LSD tests'
-# network namespace) with apt-get, and PyPI's
+# chromedriver (the daemon's web page test), iproute2 (the LSD and
+# shaped-link uTP tests' network namespace, tc) and nftables (random loss
+# in the shaped-link uTP tests' namespace) with apt-get, and PyPI's
 # transmission-rpc (the Python client the daemon tests drive) into a
 # venv at target/interop-venv, then runs every test in the workspace. With
 # BITTERN_REQUIRE_INTEROP=1 (set here) every test that needs something the
@@ -17,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(python3-libtorrent mktorrent transmission-cli aria2 opentracker python3-venv nginx-light chromium chromium-driver iproute2)
+packages=(python3-libtorrent mktorrent transmission-cli aria2 opentracker python3-venv nginx-light chromium chromium-driver iproute2 nftables)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,10 +1,19 @@
-//! uTP as a peer transport between two sessions on 127.0.0.1: with TCP off
-//! on both sides the only way to connect is the listen port's UDP twin.
+//! uTP as a peer transport on 127.0.0.1: between two sessions, and with
+//! transmission-cli 3.00 (libutp) both ways. TCP is off on bittern's side,
+//! so the only way to connect is the listen port's UDP twin, and every
+//! peer listed must say `utp`.
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use bittern_engine::{Session, SessionConfig, TorrentOptions, TorrentState};
+use bittern_engine::{
+    SeedGoal, Session, SessionConfig, TorrentHandle, TorrentOptions, TorrentState,
+};
+use bittern_wire::Metainfo;
 
+use crate::interop::{free_port, Logged, MKTORRENT, TRANSMISSION};
 use crate::util::*;
 
 fn utp_only() -> Session {
@@ -60,4 +69,178 @@ fn sessions_transfer_over_utp_only() {
     saw_utp |= tb.peers().iter().any(|p| p.utp && !p.incoming);
     assert!(saw_utp, "B never listed its peer");
     assert!(a_saw_utp, "A never listed an incoming utp peer");
+}
+
+// ---- transmission-cli 3.00 (libutp) ----
+
+/// transmission-cli 3.00 on 127.0.0.1:`port` with uTP on (`utp-enabled`,
+/// its default) and DHT, LPD, PEX and port forwarding off, encryption
+/// tolerated, on `torrent` in `dir`. Transmission cannot turn TCP off;
+/// bittern's side has TCP off, so every connection between the two is uTP.
+fn transmission_utp(torrent: &Path, dir: &Path, port: u16, work: &Path) -> Logged {
+    let conf = work.join("tr-conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    let settings = format!(
+        r#"{{"dht-enabled": false, "lpd-enabled": false, "pex-enabled": false,
+ "utp-enabled": true, "port-forwarding-enabled": false,
+ "bind-address-ipv4": "127.0.0.1", "bind-address-ipv6": "::1", "encryption": 0,
+ "rename-partial-files": false, "peer-port": {port}, "download-dir": "{dir}",
+ "incomplete-dir-enabled": false, "speed-limit-down-enabled": false,
+ "speed-limit-up-enabled": false, "ratio-limit-enabled": false,
+ "start-added-torrents": true}}"#,
+        dir = dir.display()
+    );
+    std::fs::write(conf.join("settings.json"), settings).unwrap();
+    let out = work.join("tr.out");
+    let err = work.join("tr.err");
+    let child = Command::new(TRANSMISSION)
+        .arg("-g")
+        .arg(&conf)
+        .arg("-w")
+        .arg(dir)
+        .args(["-p", &port.to_string(), "-et", "-M", "-D", "-U"])
+        .arg(torrent)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start transmission-cli: {e}"));
+    Logged { child, out, err }
+}
+
+fn transmission_says(t: &Logged, what: &str) -> bool {
+    std::fs::read_to_string(&t.out)
+        .unwrap_or_default()
+        .contains(what)
+}
+
+fn have_transmission() -> bool {
+    let present = |tool: &str| {
+        bittern_testkit::require(
+            &format!("{tool} (Debian transmission-cli, mktorrent)"),
+            Path::new(tool).exists(),
+        )
+    };
+    present(TRANSMISSION) && present(MKTORRENT)
+}
+
+/// 6 MiB of random data in `src` and its torrent by mktorrent (256 KiB pieces).
+fn mktorrent(src: &Path, work: &Path) -> (Metainfo, PathBuf) {
+    use rand::{Rng, SeedableRng};
+    let file = src.join("tu.bin");
+    let mut data = vec![0u8; 6 << 20];
+    rand::rngs::StdRng::seed_from_u64(22).fill(&mut data[..]);
+    std::fs::write(&file, &data).unwrap();
+    let torrent = work.join("tu.torrent");
+    let made = Command::new(MKTORRENT)
+        .args(["-l", "18", "-o"])
+        .arg(&torrent)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "mktorrent: {made:?}");
+    let meta = Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+    (meta, torrent)
+}
+
+/// Peers listed while a transfer ran: how many, how many over uTP.
+#[derive(Debug, Default)]
+struct Seen {
+    peers: usize,
+    utp: usize,
+}
+
+impl Seen {
+    fn look(&mut self, t: &TorrentHandle) {
+        for p in t.peers() {
+            self.peers += 1;
+            self.utp += usize::from(p.utp);
+        }
+    }
+}
+
+/// transmission-cli seeds; a uTP-only bittern dials its peer port and
+/// downloads every byte. Fails if bittern's uTP cannot talk to libutp
+/// (TCP is off on bittern's side, so there is no other way in).
+#[test]
+fn bittern_leeches_from_transmission_over_utp() {
+    if !have_transmission() {
+        return;
+    }
+    let (src, dst, work) = (tempdir(), tempdir(), tempdir());
+    let (meta, torrent) = mktorrent(src.path(), work.path());
+    let port = free_port();
+    let tr = transmission_utp(&torrent, src.path(), port, work.path());
+    let start = Instant::now();
+    while !transmission_says(&tr, "Seeding") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "transmission-cli did not start seeding; {}",
+            tr.tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let leecher = utp_only();
+    let opts = TorrentOptions {
+        peers: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+        seed_goal: SeedGoal::None,
+        ..TorrentOptions::default()
+    };
+    let l = leecher.add_torrent(meta.clone(), dst.path(), opts).unwrap();
+    // Transmission unchokes at its next 10 s choke round.
+    let mut seen = Seen::default();
+    let begun = Instant::now();
+    while l.status().state != TorrentState::Stopped {
+        let st = l.status();
+        assert!(
+            !matches!(st.state, TorrentState::Error(_))
+                && begun.elapsed() < Duration::from_secs(120),
+            "bittern did not finish: {st:?}; transmission-cli {}",
+            tr.tail()
+        );
+        seen.look(&l);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(l.status().hash_failures, 0);
+    assert_same(src.path(), dst.path(), &meta.info.file_paths());
+    assert!(seen.peers > 0 && seen.utp == seen.peers, "{seen:?}");
+}
+
+/// A uTP-only bittern seeds and dials a transmission-cli leecher's peer
+/// port; Transmission accepts over libutp and downloads every byte.
+#[test]
+fn bittern_seeds_to_transmission_over_utp() {
+    if !have_transmission() {
+        return;
+    }
+    let (src, dst, work) = (tempdir(), tempdir(), tempdir());
+    let (meta, torrent) = mktorrent(src.path(), work.path());
+    let port = free_port();
+    let tr = transmission_utp(&torrent, dst.path(), port, work.path());
+    let seeder = utp_only();
+    let opts = TorrentOptions {
+        peers: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+        ..TorrentOptions::default()
+    };
+    let s = seeder.add_torrent(meta.clone(), src.path(), opts).unwrap();
+    // transmission-cli asks at its first rechoke, 10 s after it starts.
+    let start = Instant::now();
+    let mut seen = Seen::default();
+    while !transmission_says(&tr, "Seeding") {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "transmission-cli did not finish; {}",
+            tr.tail()
+        );
+        seen.look(&s);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(tr);
+    assert_same(src.path(), dst.path(), &meta.info.file_paths());
+    assert!(seen.peers > 0 && seen.utp == seen.peers, "{seen:?}");
+    assert!(
+        s.status().uploaded >= meta.info.total_length(),
+        "{:?}",
+        s.status()
+    );
 }

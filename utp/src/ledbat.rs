@@ -9,9 +9,13 @@
 //! - Clock drift makes the base creep. We also track the base of the delay we
 //!   measure on the peer's packets; when that one drops by a little (< 10 ms),
 //!   the clocks drifted and our base is raised by the same amount.
-//! - cwnd grows by `gain · (target − queuing)/target · acked/cwnd` per ACK
-//!   (TCP-like slow start until the first sample at or above target), halves
-//!   on loss at most once per window, and never drops below one packet.
+//! - Below target cwnd grows by `gain · (target − queuing)/target ·
+//!   acked/cwnd` per ACK (TCP-like slow start until the first sample at or
+//!   above target); above target it shrinks by `min(queuing/target − 1, ½) ·
+//!   acked` per ACK, i.e. by that share of itself per window (LEDBAT++'s
+//!   multiplicative decrease, so a large window yields to TCP within a few
+//!   RTTs); it halves on loss at most once per window and never drops below
+//!   one packet.
 
 /// Microseconds per one-minute history bucket.
 const BUCKET_US: u64 = 60_000_000;
@@ -221,6 +225,14 @@ impl Ledbat {
         }
         let delta = if self.slow_start {
             f64::from(acked)
+        } else if queuing > self.cfg.target_us {
+            // Above target: shrink in proportion to the window (LEDBAT++,
+            // draft-irtf-iccrg-ledbat-plus-plus §4.2): over one window's
+            // ACKs cwnd loses `min(delay/target − 1, 1/2)` of itself. The
+            // RFC 6817 rule loses at most `gain` bytes per RTT, so a window
+            // of a MiB takes minutes to make room for a TCP flow.
+            let over = (f64::from(queuing) / target - 1.0).min(0.5);
+            -f64::from(acked) * over
         } else {
             let window_factor = f64::from(acked) / self.cwnd.max(f64::from(acked));
             f64::from(self.cfg.gain_bytes) * off_target * window_factor
@@ -309,6 +321,32 @@ mod tests {
         let c = l.cwnd();
         l.on_ack(c, 50, false, 4);
         assert_eq!(l.cwnd(), c);
+    }
+
+    #[test]
+    fn a_large_window_above_target_shrinks_by_a_share_per_window() {
+        let mut l = Ledbat::new(CFG, 0);
+        // Out of slow start at 1 MiB, base 50.
+        l.on_ack(1 << 20, 50, true, 1);
+        l.on_ack(1452, 50 + 100_000, true, 2);
+        let c = f64::from(l.cwnd());
+        // One window of ACKs at 130 ms queuing (1.3 × target): −30 % of the
+        // window (the RFC 6817 rule alone would take off ≤ 3000 bytes).
+        let mut acked = 0;
+        while acked < c as u32 {
+            l.on_ack(14_520, 50 + 130_000, true, 3);
+            acked += 14_520;
+        }
+        let after = f64::from(l.cwnd());
+        assert!(after < c * 0.75 && after > c * 0.65, "{c} -> {after}");
+        // Far above target the share is capped at one half per window.
+        let c = f64::from(l.cwnd());
+        let mut acked = 0;
+        while acked < c as u32 {
+            l.on_ack(1452, 50 + 900_000, true, 4);
+            acked += 1452;
+        }
+        assert!(f64::from(l.cwnd()) >= c * 0.49, "{c} -> {}", l.cwnd());
     }
 
     #[test]

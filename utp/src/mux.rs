@@ -9,9 +9,11 @@
 //! same `UdpSocket`, so replies leave from the port the peer talks to.
 //!
 //! A timer thread (`utp-timer`, one per multiplexer) runs retransmission,
-//! keep-alive and idle timers every few milliseconds and also flushes ACKs, so
-//! a dispatcher that never calls `flush` is slower but still correct. It ends
-//! when the last `Multiplexer` clone and stream are dropped.
+//! keep-alive and idle timers every few milliseconds while connections
+//! exist and also flushes ACKs, so a dispatcher that never calls `flush` is
+//! slower but still correct. With no connection it sleeps until one is
+//! made or accepted (no periodic wake-up). It ends when the last
+//! `Multiplexer` clone and stream are dropped.
 //!
 //! Connections are keyed by `(peer address, recv_id)`. A SYN from an unknown
 //! key creates a connection only while fewer than `max_connections` exist and
@@ -152,11 +154,31 @@ pub(crate) struct Shared {
     /// or a FIN in flight, so the multiplexer outlives its last user handle
     /// until the timer sees no lingering connection and clears it.
     pub(crate) linger: Mutex<Option<Arc<Shared>>>,
+    /// Wakes the timer thread when a connection is added (it sleeps
+    /// without a deadline while the table is empty); dropped with the
+    /// multiplexer, which ends the thread.
+    wake: Sender<()>,
+    /// Run when the multiplexer is dropped: `UtpSocket` wakes its reader
+    /// thread with it, so the reader needs no polling timeout.
+    pub(crate) on_drop: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_drop.get_mut().take() {
+            f();
+        }
+    }
 }
 
 impl Shared {
     pub(crate) fn now_us(&self) -> u64 {
         self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// Tells the timer thread a connection was added.
+    fn wake_timer(&self) {
+        let _ = self.wake.try_send(());
     }
 
     fn random(&self) -> u64 {
@@ -243,6 +265,7 @@ impl Multiplexer {
         cfg: MuxConfig,
     ) -> io::Result<Self> {
         let (accept_tx, accept_rx) = crossbeam_channel::bounded(cfg.backlog.max(1));
+        let (wake, woken) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared {
             transmit: Box::new(transmit),
             local_addr,
@@ -254,11 +277,13 @@ impl Multiplexer {
             accept_rx,
             rng: AtomicU64::new(0),
             linger: Mutex::new(None),
+            wake,
+            on_drop: Mutex::new(None),
         });
         let weak = Arc::downgrade(&shared);
         thread::Builder::new()
             .name("utp-timer".into())
-            .spawn(move || timer_loop(weak, cfg.tick))?;
+            .spawn(move || timer_loop(weak, &woken, cfg.tick))?;
         Ok(Self { shared })
     }
 
@@ -334,6 +359,7 @@ impl Multiplexer {
         });
         conns.insert(key, cell.clone());
         drop(conns);
+        sh.wake_timer();
         {
             let mut st = cell.state.lock();
             sh.pump(from, &mut st, now);
@@ -413,6 +439,7 @@ impl Multiplexer {
             conns.insert((peer, id), cell.clone());
             ((peer, id), cell)
         };
+        sh.wake_timer();
         let mut st = cell.state.lock();
         sh.pump(peer, &mut st, now);
         let result = loop {
@@ -470,6 +497,11 @@ impl Multiplexer {
         Ok(UtpStream::new(cell, self.shared.clone()))
     }
 
+    /// Runs `f` when the multiplexer (its last clone and stream) is dropped.
+    pub(crate) fn on_drop(&self, f: Box<dyn FnOnce() + Send>) {
+        *self.shared.on_drop.lock() = Some(f);
+    }
+
     pub(crate) fn downgrade(&self) -> Weak<Shared> {
         Arc::downgrade(&self.shared)
     }
@@ -489,19 +521,31 @@ impl Multiplexer {
 /// through `Shared::linger`, like a kernel keeps a closed TCP socket; once
 /// no connection lingers the timer releases it, and the thread ends with
 /// the last user handle.
-fn timer_loop(weak: Weak<Shared>, tick: Duration) {
+///
+/// Without connections nothing is timed: the thread sleeps until a
+/// connection is added (`Shared::wake`) or the multiplexer is dropped
+/// (the channel disconnects), so an idle socket costs no wake-ups.
+fn timer_loop(weak: Weak<Shared>, woken: &Receiver<()>, tick: Duration) {
     let mut cells = Vec::new();
     let mut buf = Vec::new();
-    let mut idle = false;
+    let mut idle = true;
     loop {
-        // Without connections nothing is timed: wake 10x less often.
-        thread::sleep(if idle { tick * 10 } else { tick });
+        let wait = if idle {
+            woken.recv().map_err(|_| ())
+        } else {
+            match woken.recv_timeout(tick) {
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(()),
+                _ => Ok(()),
+            }
+        };
+        if wait.is_err() {
+            return;
+        }
         let Some(sh) = weak.upgrade() else { return };
         let mut lingering = false;
         sh.deferred.lock().clear();
         cells.clear();
         cells.extend(sh.conns.lock().iter().map(|(k, c)| (*k, c.clone())));
-        idle = cells.is_empty();
         let now = sh.now_us();
         let mut dead = Vec::new();
         for (key, cell) in cells.drain(..) {
@@ -527,11 +571,14 @@ fn timer_loop(weak: Weak<Shared>, tick: Duration) {
                 cell.writable.notify_all();
             }
         }
-        if !dead.is_empty() {
+        {
             let mut conns = sh.conns.lock();
-            for key in dead {
+            for key in dead.drain(..) {
                 conns.remove(&key);
             }
+            // A connection added after this reads the table has sent a
+            // wake token, so the sleep below ends at once.
+            idle = conns.is_empty();
         }
         if !lingering {
             let released = sh.linger.lock().take();

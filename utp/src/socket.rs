@@ -22,7 +22,10 @@ pub const SOCKET_BUFFER: usize = 4 << 20;
 const BATCH: usize = 32;
 /// Largest datagram read; longer ones are dropped as truncated.
 const MAX_DATAGRAM: usize = 4096;
-/// How often the reader checks whether its multiplexer is gone.
+/// How often the reader checks whether its multiplexer is gone, where the
+/// multiplexer's drop cannot wake it (not Linux). On Linux the reader
+/// blocks without a timeout and the drop wakes it (`shutdown(SHUT_RD)`).
+#[cfg(not(target_os = "linux"))]
 const POLL: Duration = Duration::from_millis(100);
 
 /// Handler for datagrams that are not uTP (DHT, UDP tracker replies).
@@ -58,9 +61,12 @@ impl UtpSocket {
     ) -> io::Result<Self> {
         let socket = Arc::new(UdpSocket::bind(addr)?);
         tune_socket(&socket, SOCKET_BUFFER);
+        #[cfg(not(target_os = "linux"))]
         socket.set_read_timeout(Some(POLL))?;
         let local = socket.local_addr()?;
         let mux = Multiplexer::new(socket.clone(), Some(local), cfg)?;
+        #[cfg(target_os = "linux")]
+        mux.on_drop(wake_reader(&socket));
         let weak = mux.downgrade();
         let reader = socket.clone();
         thread::Builder::new()
@@ -107,6 +113,20 @@ impl UtpSocket {
     pub fn accept_timeout(&self, timeout: Duration) -> io::Result<UtpStream> {
         self.mux.accept_timeout(timeout)
     }
+}
+
+/// Wakes a thread blocked reading `socket` for good: `shutdown(SHUT_RD)`
+/// on a UDP socket sets the receive side shut (later reads return at once)
+/// and wakes waiting readers, although it answers `ENOTCONN` for an
+/// unconnected socket.
+#[cfg(target_os = "linux")]
+fn wake_reader(socket: &Arc<UdpSocket>) -> Box<dyn FnOnce() + Send> {
+    use std::os::fd::AsRawFd;
+    let socket = socket.clone();
+    Box::new(move || {
+        // SAFETY: shutdown(2) on a descriptor the Arc keeps open.
+        unsafe { libc::shutdown(socket.as_raw_fd(), libc::SHUT_RD) };
+    })
 }
 
 fn reader_loop(socket: &UdpSocket, weak: &Weak<Shared>, mut other: OtherHandler) {

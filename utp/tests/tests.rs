@@ -2,4 +2,5 @@ mod conn;
 mod interop;
 mod loopback;
 mod mux;
+mod shaped;
 mod sim;
