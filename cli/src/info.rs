@@ -224,6 +224,15 @@ fn print_torrent(out: &mut String, m: &Metainfo) -> std::fmt::Result {
     for line in file_tree(m) {
         writeln!(out, "  {line}")?;
     }
+    if m.info.version.has_v2() {
+        // each file's merkle root (BEP 52 `pieces root`); empty files have none
+        writeln!(out, "pieces roots:")?;
+        for f in m.info.files.iter().filter(|f| !f.padding) {
+            if let Some(root) = f.pieces_root {
+                writeln!(out, "  {}  {}", hex(root), f.path.join("/"))?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -237,6 +246,9 @@ fn print_magnet(out: &mut String, m: &Magnet) -> std::fmt::Result {
     match m.info_hash {
         Some(h) => writeln!(out, "info hash:     {}", h.to_hex())?,
         None => writeln!(out, "info hash:     (v2 only)")?,
+    }
+    if let Some(v2) = m.info_hash_v2 {
+        writeln!(out, "info hash v2:  {}", hex(v2))?;
     }
     if m.trackers.is_empty() {
         writeln!(out, "trackers:      none")?;

@@ -80,9 +80,9 @@ impl TorrentArg {
 /// A torrent given on the command line for `download`.
 ///
 /// # Errors
-/// As [`read_torrent`]; [`Code::Usage`] for a bad magnet link, one
-/// without a v1 (`btih`) info hash, or a v2-only torrent (the engine checks
-/// pieces with SHA-1 only; hybrids go through their SHA-1 half).
+/// As [`read_torrent`]; [`Code::Usage`] for a bad magnet link or one
+/// without a v1 (`btih`) info hash. v1, v2-only and hybrid torrents are
+/// all taken (the engine checks v2 pieces against their merkle hashes).
 pub fn torrent_arg(arg: &str) -> anyhow::Result<TorrentArg> {
     if arg.starts_with("magnet:") {
         let m = Magnet::parse(arg)
@@ -96,13 +96,6 @@ pub fn torrent_arg(arg: &str) -> anyhow::Result<TorrentArg> {
         return Ok(TorrentArg::Magnet(Box::new(m)));
     }
     let m = read_torrent(Path::new(arg))?;
-    if !m.info.version.has_v1() {
-        return Err(anyhow!(
-            "{}: v2-only torrents (BEP 52) can be inspected with `bittern info` and checked with `bittern verify` but not yet downloaded or seeded",
-            m.info.name
-        ))
-        .code(Code::Usage);
-    }
     Ok(TorrentArg::Meta(Box::new(m)))
 }
 

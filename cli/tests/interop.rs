@@ -228,29 +228,123 @@ fn info_on_libtorrent_v2_and_hybrid_torrents() {
                 .stdout
                 .contains(&format!("info hash v1:  {}", field("v1"))));
         }
+        // every file's merkle root, as libtorrent has it, in the text too
+        let roots_text = r.stdout.split("pieces roots:").nth(1).unwrap_or("");
+        for f in v["files"].as_array().unwrap() {
+            if let (Some(root), Some(path)) = (f["pieces_root"].as_str(), f["path"].as_str()) {
+                assert!(
+                    roots_text.contains(&format!("  {root}  {path}")),
+                    "{kind}: {}",
+                    r.stdout
+                );
+            }
+        }
         // both verify (v2-only through its merkle hashes, a hybrid through
         // both halves; tests/verify_v2.rs covers corruption)
         let dir = tmp.path().to_str().unwrap();
         let r = bittern(["verify", "-d", dir, t.to_str().unwrap()]);
         assert_eq!(r.code, Some(0), "{r:?}");
         assert!(r.stdout.contains("all 5 pieces OK"), "{kind}: {r:?}");
-        // the engine has no merkle checks yet: v2-only is refused clearly
-        // (a hybrid would seed through its v1 half)
-        if kind == "v2" {
-            let r = bittern([
-                "seed",
+    }
+}
+
+/// A libtorrent-made torrent of `set` (`kind` v2 or hybrid, 32 KiB pieces)
+/// seeded by libtorrent: the torrent file and libtorrent's port.
+fn libtorrent_seeds(dir: &std::path::Path, kind: &str) -> (std::path::PathBuf, Proc) {
+    let scripts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let t = dir.join(format!("{kind}.torrent"));
+    let out = Command::new(PYTHON)
+        .current_dir(dir)
+        .arg(scripts.join("wire/tests/scripts/lt_v2.py"))
+        .arg(&t)
+        .args(["set", kind, "32768"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut c = Command::new(PYTHON);
+    c.arg(scripts.join("engine/tests/scripts/lt_seed.py"))
+        .arg(&t)
+        .arg(dir);
+    (t, Proc::spawn(c))
+}
+
+/// `bittern download` of v2-only and hybrid torrents libtorrent made and
+/// seeds: every file arrives byte for byte, checked against the merkle
+/// hashes (and the SHA-1 pieces for the hybrid), with no hash failure.
+#[test]
+fn bittern_downloads_v2_and_hybrid_from_libtorrent() {
+    if !libtorrent_available() {
+        return;
+    }
+    for kind in ["v2", "hybrid"] {
+        let tmp = tempfile::tempdir().unwrap();
+        random_file(&tmp.path().join("set/a.bin"), 300_001, 11);
+        random_file(&tmp.path().join("set/sub/b.bin"), 70_000, 12);
+        random_file(&tmp.path().join("set/c.bin"), 5, 13);
+        let (t, lt) = libtorrent_seeds(tmp.path(), kind);
+        let port = lt.wait_line("PORT ", Duration::from_secs(30));
+        let port = port.trim_start_matches("PORT ").trim().to_string();
+        let dst = tmp.path().join("dst");
+        let r = run_limited(
+            cmd([
+                "download",
                 t.to_str().unwrap(),
                 "-d",
-                dir,
+                dst.to_str().unwrap(),
                 "--bind",
                 "127.0.0.1",
                 "-p",
                 "0",
-            ]);
-            assert_eq!(r.code, Some(2), "{r:?}");
-            assert!(r.stderr.contains("v2-only torrents"), "{r:?}");
-        }
+                "--peer",
+                &format!("127.0.0.1:{port}"),
+                "--exit-on-complete",
+            ]),
+            Duration::from_secs(90),
+        );
+        assert_eq!(r.code, Some(0), "{kind}: {r:?}");
+        let (_, have, of) = summary(&r.stdout);
+        assert_eq!((have, of), (370_006, 370_006), "{kind}: {r:?}");
+        assert!(!r.stderr.contains("hash fail"), "{kind}: {r:?}");
+        assert_eq!(
+            tree(&dst.join("set")),
+            tree(&tmp.path().join("set")),
+            "{kind}"
+        );
     }
+}
+
+/// `bittern seed` of a v2-only torrent (`bittern create --v2`) to a
+/// libtorrent 2.0 leecher, which checks every piece against the merkle
+/// hashes: the files arrive whole.
+#[test]
+fn libtorrent_leecher_downloads_v2_only_from_bittern_seed() {
+    if !libtorrent_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    random_file(&src.join("pack/big.bin"), 1_000_001, 9);
+    random_file(&src.join("pack/small.txt"), 1_234, 10);
+    let t = create(
+        &src.join("pack"),
+        &tmp.path().join("pack.torrent"),
+        &["--v2", "--piece-length", "64KiB"],
+    );
+    let m = Metainfo::from_bytes(&std::fs::read(&t).unwrap()).unwrap();
+    assert!(!m.info.version.has_v1(), "v2-only");
+    let (_seed, port) = start_seed(&t, &src, &[]);
+    let dst = tmp.path().join("lt");
+    std::fs::create_dir_all(&dst).unwrap();
+    let mut c = Command::new(PYTHON);
+    c.arg(script("lt_leech.py"))
+        .arg(&t)
+        .arg(&dst)
+        .arg(port.to_string())
+        .arg("60");
+    let r = run_limited(c, Duration::from_secs(90));
+    assert_eq!(r.code, Some(0), "libtorrent leecher failed: {r:?}");
+    assert!(r.stdout.contains("done 1001235"), "{r:?}");
+    assert_eq!(tree(&dst.join("pack")), tree(&src.join("pack")));
 }
 
 /// `bittern create --v2` and `--hybrid` write the same info dictionary,

@@ -48,9 +48,9 @@ pub struct TorrentStatus {
     pub state: TorrentState,
     /// Verified fraction of the wanted bytes, 0.0 to 1.0.
     pub progress: f64,
-    /// Wanted bytes in total.
+    /// Wanted bytes in total (padding not counted).
     pub wanted_bytes: u64,
-    /// Wanted bytes verified.
+    /// Wanted bytes verified (padding not counted).
     pub have_bytes: u64,
     /// Payload bytes received this session.
     pub downloaded: u64,

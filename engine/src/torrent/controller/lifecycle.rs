@@ -465,6 +465,24 @@ impl Controller {
                 }
             }
         }
+        // padding (BEP 47 files, a v2-only torrent's tail) is no payload
+        for (f, spec) in layout.files().iter().enumerate() {
+            if !spec.padding || spec.length == 0 {
+                continue;
+            }
+            let (start, end) = (layout.file_start(f), layout.file_start(f) + spec.length);
+            for i in layout.file_pieces(f) {
+                let p0 = i as u64 * layout.piece_length();
+                let p1 = p0 + layout.piece_len(i);
+                let pad = end.min(p1).saturating_sub(start.max(p0));
+                if self.wanted[i] {
+                    wanted_bytes -= pad;
+                    if self.have.contains(i) {
+                        have_bytes -= pad;
+                    }
+                }
+            }
+        }
         let files = check::file_status(
             layout,
             &self.have,
