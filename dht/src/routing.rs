@@ -15,7 +15,7 @@
 //! inserted (a querier is pinged first), so a spoofed source cannot enter.
 //!
 //! Several nodes per IP are allowed (needed on loopback, where every node
-//! is 127.0.0.1), up to [`RoutingTable::per_ip`] ([`DEFAULT_PER_IP`]) in
+//! is 127.0.0.1), up to [`RoutingTable::per_ip`] (16 by default) in
 //! the table: one host answering on many ports with made-up ids cannot
 //! take over the table.
 
@@ -124,7 +124,7 @@ pub struct RoutingTable {
 
 impl RoutingTable {
     /// An empty table (one bucket covering everything) for `own`, with at
-    /// most [`DEFAULT_PER_IP`] entries per IP.
+    /// most 16 entries per IP (`DEFAULT_PER_IP`).
     pub fn new(own: NodeId, now: Instant) -> RoutingTable {
         RoutingTable::with_per_ip(own, now, DEFAULT_PER_IP)
     }
