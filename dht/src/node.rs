@@ -21,8 +21,8 @@ use crate::id::NodeId;
 use crate::krpc::{Body, Message, NodeInfo, Query, QueryKind, Response, Want};
 use crate::lookup::{Lookup, LookupKind, LookupParams, LookupResult};
 use crate::peers::{PeerLimits, PeerStore};
-use crate::ratelimit::RateLimiter;
-use crate::routing::{Inserted, RoutingTable, K};
+use crate::ratelimit::{DropLog, RateLimiter};
+use crate::routing::{Inserted, RoutingTable, DEFAULT_PER_IP, K};
 use crate::state::{SavedState, SAVED_NODES};
 use crate::token::Tokens;
 
@@ -54,6 +54,12 @@ pub struct Config {
     /// Queries answered per second per source IP (bursts of twice that);
     /// beyond it queries are dropped unanswered. 0: no limit.
     pub query_rate: u32,
+    /// Queries answered per second from all sources together (bursts of
+    /// twice that): bounds the CPU and the bytes sent when a flood comes
+    /// from many addresses. 0: no limit.
+    pub global_query_rate: u32,
+    /// Most routing-table entries one IP may hold.
+    pub max_nodes_per_ip: usize,
     /// Seed of the node's random numbers (ids, secrets, samples); from the
     /// OS when `None`. Fixed seeds make simulations repeatable.
     pub seed: Option<u64>,
@@ -61,7 +67,8 @@ pub struct Config {
 
 impl Default for Config {
     /// α = 3, slow after 1 s, failed after 4 s, lookups end after 60 s,
-    /// 2048 transactions, 500 queries/s per source IP.
+    /// 2048 transactions, 500 queries/s per source IP and 5,000/s in all,
+    /// 16 table entries per IP.
     fn default() -> Self {
         Config {
             id: None,
@@ -72,6 +79,8 @@ impl Default for Config {
             max_pending: 2048,
             peer_limits: PeerLimits::default(),
             query_rate: 500,
+            global_query_rate: 5_000,
+            max_nodes_per_ip: DEFAULT_PER_IP,
             seed: None,
         }
     }
@@ -176,6 +185,11 @@ pub struct Node {
     events: VecDeque<Event>,
     maintenance_at: Instant,
     limiter: RateLimiter,
+    /// The all-sources budget: one bucket keyed by the unspecified IP.
+    global: RateLimiter,
+    drop_limited: DropLog,
+    drop_unexpected: DropLog,
+    drop_malformed: DropLog,
     stats: Stats,
 }
 
@@ -189,7 +203,7 @@ impl Node {
         let id = config.id.unwrap_or_else(|| NodeId::random(&mut rng));
         let tokens = Tokens::new(now, &mut rng);
         Node {
-            table: RoutingTable::new(id, now),
+            table: RoutingTable::with_per_ip(id, now, config.max_nodes_per_ip),
             tokens,
             peers: PeerStore::new(config.peer_limits),
             rng,
@@ -201,6 +215,14 @@ impl Node {
             events: VecDeque::new(),
             maintenance_at: now + MAINTENANCE_EVERY,
             limiter: RateLimiter::new(config.query_rate, config.query_rate.saturating_mul(2), 4096),
+            global: RateLimiter::new(
+                config.global_query_rate,
+                config.global_query_rate.saturating_mul(2),
+                1,
+            ),
+            drop_limited: DropLog::new("queries over the rate limit", log::Level::Warn),
+            drop_unexpected: DropLog::new("replies to no query of ours", log::Level::Info),
+            drop_malformed: DropLog::new("malformed datagrams", log::Level::Info),
             stats: Stats::default(),
             config,
         }
@@ -481,15 +503,18 @@ impl Node {
             Err(e) => {
                 self.stats.malformed += 1;
                 log::trace!("dht: dropped malformed packet from {from}: {e}");
+                self.drop_malformed.note(from, now);
                 return;
             }
         };
         match msg.body {
             Body::Query(q) => {
-                if self.limiter.allow(from.ip(), now) {
+                let everyone = std::net::IpAddr::from([0u8, 0, 0, 0]);
+                if self.limiter.allow(from.ip(), now) && self.global.allow(everyone, now) {
                     self.on_query(from, msg.tid, msg.read_only, q, now);
                 } else {
                     self.stats.rate_limited += 1;
+                    self.drop_limited.note(from, now);
                 }
             }
             Body::Response(r) => self.on_reply(from, &msg.tid, Some(r), now),
@@ -505,6 +530,7 @@ impl Node {
             Ok(b) => u16::from_be_bytes(b),
             Err(_) => {
                 self.stats.unexpected += 1;
+                self.drop_unexpected.note(from, now);
                 return;
             }
         };
@@ -512,6 +538,7 @@ impl Node {
             Some(p) if p.to == from => {}
             _ => {
                 self.stats.unexpected += 1;
+                self.drop_unexpected.note(from, now);
                 return;
             }
         }

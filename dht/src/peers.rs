@@ -1,7 +1,7 @@
 //! The peers other nodes announced to us, bounded and expiring.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bittern_wire::InfoHash;
@@ -17,15 +17,20 @@ pub struct PeerLimits {
     pub total: usize,
     /// An announce is forgotten this long after it was (re)made.
     pub ttl: Duration,
+    /// Peers kept per announcing IP, over all info hashes; beyond it that
+    /// IP's new announces are refused, so one host cannot fill the store.
+    /// Loopback swarms share one IP: raise it for bigger ones.
+    pub per_ip: usize,
 }
 
 impl Default for PeerLimits {
-    /// 500 per info hash, 20,000 in total, 30 minutes.
+    /// 500 per info hash, 20,000 in total, 2,000 per IP, 30 minutes.
     fn default() -> Self {
         PeerLimits {
             per_hash: 500,
             total: 20_000,
             ttl: Duration::from_secs(30 * 60),
+            per_ip: 2_000,
         }
     }
 }
@@ -36,6 +41,8 @@ pub struct PeerStore {
     limits: PeerLimits,
     by_hash: HashMap<InfoHash, Vec<(SocketAddr, Instant)>>,
     total: usize,
+    /// Entries per announcing IP (no zero counts kept).
+    by_ip: HashMap<IpAddr, usize>,
 }
 
 impl PeerStore {
@@ -45,22 +52,40 @@ impl PeerStore {
             limits,
             by_hash: HashMap::new(),
             total: 0,
+            by_ip: HashMap::new(),
+        }
+    }
+
+    fn forget_ip(by_ip: &mut HashMap<IpAddr, usize>, ip: IpAddr) {
+        if let Some(n) = by_ip.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                by_ip.remove(&ip);
+            }
         }
     }
 
     /// Records that `peer` announced `info_hash`. Returns false when the
-    /// store is full and the announce was dropped.
+    /// store is full (in total, or for the peer's IP) and the announce was
+    /// dropped.
     pub fn announce(&mut self, info_hash: InfoHash, peer: SocketAddr, now: Instant) -> bool {
         let at_total = self.total >= self.limits.total;
         let per_hash = self.limits.per_hash;
-        if at_total && !self.by_hash.contains_key(&info_hash) {
-            return false;
-        }
-        let list = self.by_hash.entry(info_hash).or_default();
-        if let Some(e) = list.iter_mut().find(|(a, _)| *a == peer) {
+        if let Some(e) = self
+            .by_hash
+            .get_mut(&info_hash)
+            .and_then(|list| list.iter_mut().find(|(a, _)| *a == peer))
+        {
             e.1 = now;
             return true;
         }
+        if at_total && !self.by_hash.contains_key(&info_hash) {
+            return false;
+        }
+        if self.by_ip.get(&peer.ip()).copied().unwrap_or(0) >= self.limits.per_ip {
+            return false;
+        }
+        let list = self.by_hash.entry(info_hash).or_default();
         if list.len() >= per_hash || at_total {
             // evict this hash's oldest; at the total bound this keeps the count
             if let Some(oldest) = list
@@ -69,7 +94,8 @@ impl PeerStore {
                 .min_by_key(|(_, (_, t))| *t)
                 .map(|(i, _)| i)
             {
-                list.swap_remove(oldest);
+                let (gone, _) = list.swap_remove(oldest);
+                Self::forget_ip(&mut self.by_ip, gone.ip());
                 self.total -= 1;
             } else {
                 return false;
@@ -77,6 +103,7 @@ impl PeerStore {
         }
         list.push((peer, now));
         self.total += 1;
+        *self.by_ip.entry(peer.ip()).or_insert(0) += 1;
         true
     }
 
@@ -117,13 +144,29 @@ impl PeerStore {
     pub fn expire(&mut self, now: Instant) {
         let ttl = self.limits.ttl;
         let mut removed = 0;
+        let by_ip = &mut self.by_ip;
         self.by_hash.retain(|_, list| {
-            let before = list.len();
-            list.retain(|(_, t)| now.saturating_duration_since(*t) < ttl);
-            removed += before - list.len();
+            list.retain(|(a, t)| {
+                let keep = now.saturating_duration_since(*t) < ttl;
+                if !keep {
+                    removed += 1;
+                    Self::forget_ip(by_ip, a.ip());
+                }
+                keep
+            });
             !list.is_empty()
         });
         self.total -= removed;
+    }
+
+    /// Peers stored for announces from `ip`.
+    pub fn from_ip(&self, ip: IpAddr) -> usize {
+        self.by_ip.get(&ip).copied().unwrap_or(0)
+    }
+
+    /// IPs with at least one stored announce.
+    pub fn ips(&self) -> usize {
+        self.by_ip.len()
     }
 
     /// Peers stored, over all info hashes.
@@ -160,6 +203,7 @@ mod tests {
             per_hash: 3,
             total: 5,
             ttl: Duration::from_secs(60),
+            per_ip: 100,
         };
         let mut s = PeerStore::new(limits);
         let a = InfoHash([1; 20]);
@@ -193,5 +237,35 @@ mod tests {
         );
         assert_eq!(s.len(), 1);
         assert_eq!(s.torrents(), 1);
+        assert_eq!(s.from_ip(peer(3).ip()), 1);
+        assert_eq!(s.ips(), 1);
+    }
+
+    #[test]
+    fn one_ip_cannot_fill_the_store() {
+        let t0 = Instant::now();
+        let limits = PeerLimits {
+            per_ip: 10,
+            ..PeerLimits::default()
+        };
+        let mut s = PeerStore::new(limits);
+        let mut stored = 0;
+        for i in 0..1000u16 {
+            let mut ih = [0u8; 20];
+            ih[..2].copy_from_slice(&i.to_be_bytes());
+            stored += usize::from(s.announce(InfoHash(ih), peer(1000 + i), t0));
+        }
+        assert_eq!(stored, 10);
+        assert_eq!(s.len(), 10);
+        // a re-announce of a stored one is still a refresh
+        assert!(s.announce(InfoHash([0; 20]), peer(1000), t0));
+        let other = SocketAddr::from(([127, 0, 0, 2], 1));
+        assert!(
+            s.announce(InfoHash([7; 20]), other, t0),
+            "another ip is served"
+        );
+        s.expire(t0 + limits.ttl);
+        assert!(s.is_empty());
+        assert_eq!(s.ips(), 0, "the per-ip counts go with the entries");
     }
 }

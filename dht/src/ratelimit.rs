@@ -6,8 +6,53 @@
 //! single-IP swarm, see shared/reference/dht.md).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::time::Instant;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// How often one kind of drop is logged at most.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A log line for dropped datagrams that cannot itself be flooded: the
+/// first drop is logged, then at most one line (with the count) every 10 s.
+#[derive(Debug)]
+pub struct DropLog {
+    what: &'static str,
+    level: log::Level,
+    last: Option<Instant>,
+    since: u64,
+}
+
+impl DropLog {
+    /// A log for drops of `what`, at `level`.
+    pub fn new(what: &'static str, level: log::Level) -> DropLog {
+        DropLog {
+            what,
+            level,
+            last: None,
+            since: 0,
+        }
+    }
+
+    /// Records one drop of a datagram from `from`.
+    pub fn note(&mut self, from: SocketAddr, now: Instant) {
+        self.since += 1;
+        if self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < LOG_EVERY)
+        {
+            return;
+        }
+        log::log!(
+            self.level,
+            "dht: dropped {} {} (latest from {from}; logged at most every {} s)",
+            self.since,
+            self.what,
+            LOG_EVERY.as_secs()
+        );
+        self.last = Some(now);
+        self.since = 0;
+    }
+}
 
 /// Token buckets keyed by source IP, with a bounded number of sources.
 #[derive(Debug)]

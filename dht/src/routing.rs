@@ -15,9 +15,11 @@
 //! inserted (a querier is pinged first), so a spoofed source cannot enter.
 //!
 //! Several nodes per IP are allowed (needed on loopback, where every node
-//! is 127.0.0.1); per-IP limits are future work.
+//! is 127.0.0.1), up to [`RoutingTable::per_ip`] (16 by default) in
+//! the table: one host answering on many ports with made-up ids cannot
+//! take over the table.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::id::NodeId;
@@ -31,6 +33,8 @@ pub const REPLACEMENTS: usize = 8;
 pub const GOOD_FOR: Duration = Duration::from_secs(15 * 60);
 /// Unanswered queries in a row that make a node bad.
 pub const MAX_FAILURES: u8 = 2;
+/// Default most entries one IP may hold in the table (of at most 160 x 8).
+pub const DEFAULT_PER_IP: usize = 16;
 /// A questionable node is pinged at most this often.
 const PING_EVERY: Duration = Duration::from_secs(60);
 
@@ -105,7 +109,8 @@ pub enum Inserted {
     /// cache, and these questionable entries should be pinged (an entry that
     /// fails twice is replaced).
     Replacement(Vec<NodeInfo>),
-    /// Refused (our own id, or a known id claimed from another address).
+    /// Refused (our own id, a known id claimed from another address, or
+    /// an IP that holds its share of the table already).
     Rejected,
 }
 
@@ -114,15 +119,39 @@ pub enum Inserted {
 pub struct RoutingTable {
     own: NodeId,
     buckets: Vec<Bucket>,
+    per_ip: usize,
 }
 
 impl RoutingTable {
-    /// An empty table (one bucket covering everything) for `own`.
+    /// An empty table (one bucket covering everything) for `own`, with at
+    /// most 16 entries per IP (`DEFAULT_PER_IP`).
     pub fn new(own: NodeId, now: Instant) -> RoutingTable {
+        RoutingTable::with_per_ip(own, now, DEFAULT_PER_IP)
+    }
+
+    /// An empty table holding at most `per_ip` entries (at least 1) per IP.
+    pub fn with_per_ip(own: NodeId, now: Instant, per_ip: usize) -> RoutingTable {
         RoutingTable {
             own,
             buckets: vec![Bucket::new(now)],
+            per_ip: per_ip.max(1),
         }
+    }
+
+    /// Most entries one IP may hold.
+    pub fn per_ip(&self) -> usize {
+        self.per_ip
+    }
+
+    /// Entries held by nodes at `ip`.
+    pub fn count_ip(&self, ip: IpAddr) -> usize {
+        self.entries().filter(|e| e.info.addr.ip() == ip).count()
+    }
+
+    /// True when `ip` holds as many entries as it may (a new node there
+    /// would be refused).
+    pub fn ip_full(&self, ip: IpAddr) -> bool {
+        self.count_ip(ip) >= self.per_ip
     }
 
     /// Our node id.
@@ -221,6 +250,9 @@ impl RoutingTable {
                 b.nodes.retain(|e| e.info.addr != info.addr);
                 b.replacements.retain(|e| e.info.addr != info.addr);
             }
+            if self.ip_full(info.addr.ip()) {
+                return Inserted::Rejected;
+            }
             let bucket = &mut self.buckets[i];
             let entry = Entry {
                 info,
@@ -305,11 +337,23 @@ impl RoutingTable {
         };
         let e = &mut bucket.nodes[pos];
         e.failures = e.failures.saturating_add(1);
-        if e.state(now) == NodeState::Bad {
-            if let Some(r) = bucket.replacements.pop() {
-                bucket.nodes[pos] = r;
-                bucket.last_changed = now;
-            }
+        if e.state(now) != NodeState::Bad {
+            return;
+        }
+        let victim_ip = e.info.addr.ip();
+        // the newest candidate whose IP has room once the victim is gone
+        let room: Vec<bool> = self.buckets[i]
+            .replacements
+            .iter()
+            .map(|r| {
+                let ip = r.info.addr.ip();
+                self.count_ip(ip) - usize::from(ip == victim_ip) < self.per_ip
+            })
+            .collect();
+        let bucket = &mut self.buckets[i];
+        if let Some(r) = room.iter().rposition(|ok| *ok) {
+            bucket.nodes[pos] = bucket.replacements.remove(r);
+            bucket.last_changed = now;
         }
     }
 
@@ -358,7 +402,8 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let now = Instant::now();
         let own = NodeId::random(&mut rng);
-        let mut t = RoutingTable::new(own, now);
+        // every node here is 127.0.0.1: no per-ip limit for this test
+        let mut t = RoutingTable::with_per_ip(own, now, usize::MAX);
         let stranger = info(NodeId::random(&mut rng), 1);
         assert_eq!(t.insert(stranger, false, now), Inserted::Rejected);
         assert!(t.is_empty());
@@ -444,5 +489,26 @@ mod tests {
         let mut all: Vec<NodeInfo> = t.entries().map(|e| e.info).collect();
         all.sort_by_key(|n| target.distance(&n.id));
         assert_eq!(got, all[..8].to_vec());
+        assert_eq!(t.len(), DEFAULT_PER_IP, "all from one ip");
+    }
+
+    #[test]
+    fn one_ip_holds_at_most_its_share_of_the_table() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let now = Instant::now();
+        let own = NodeId::random(&mut rng);
+        let mut t = RoutingTable::with_per_ip(own, now, 4);
+        // a liar answering on 1,000 ports with ids next to ours
+        for p in 0..1000u16 {
+            let id = own.random_at_prefix(20 + usize::from(p % 100), &mut rng);
+            t.insert(info(id, 2000 + p), true, now);
+        }
+        assert_eq!(t.len(), 4);
+        assert!(t.ip_full(Ipv4Addr::LOCALHOST.into()));
+        let other = NodeInfo {
+            id: NodeId::random(&mut rng),
+            addr: "127.0.0.2:1".parse().unwrap(),
+        };
+        assert_eq!(t.insert(other, true, now), Inserted::Added);
     }
 }

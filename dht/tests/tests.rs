@@ -1,3 +1,4 @@
+mod attack;
 mod interop;
 mod sim;
 mod socket;

@@ -49,6 +49,10 @@ pub struct Config {
     /// fails after this long (a spoofed SYN must not hold a slot for the
     /// whole idle timeout).
     pub half_open_timeout_us: u64,
+    /// Fail when the peer kept its window closed (below one packet) for
+    /// this long while we had data to send: a peer acknowledging with a
+    /// zero window for ever is as good as gone.
+    pub zero_window_timeout_us: u64,
 }
 
 impl Default for Config {
@@ -66,6 +70,7 @@ impl Default for Config {
             idle_timeout_us: 120_000_000,
             linger_us: 10_000_000,
             half_open_timeout_us: 10_000_000,
+            zero_window_timeout_us: 120_000_000,
         }
     }
 }
@@ -136,6 +141,8 @@ pub struct Connection {
     nagle_seq: Option<u16>,
     window_limited: bool,
     zero_window_deadline: Option<u64>,
+    /// Since when the peer's window has been closed while we had data.
+    zero_window_since: Option<u64>,
     probe_allowed: bool,
     close_requested: Option<u64>,
     fin_queued: bool,
@@ -188,6 +195,7 @@ impl Connection {
             nagle_seq: None,
             window_limited: false,
             zero_window_deadline: None,
+            zero_window_since: None,
             probe_allowed: false,
             close_requested: None,
             fin_queued: false,
@@ -583,6 +591,20 @@ impl Connection {
             self.failure = Some(Failure::TimedOut);
             return;
         }
+        if self.outq.is_empty() && self.send_buf.is_empty() {
+            self.zero_window_since = None;
+        }
+        if let Some(since) = self.zero_window_since {
+            if now_us.saturating_sub(since) >= self.cfg.zero_window_timeout_us {
+                log::info!(
+                    "utp {}: the peer kept its window closed for {} s, giving up",
+                    self.recv_id,
+                    now_us.saturating_sub(since) / 1_000_000
+                );
+                self.failure = Some(Failure::TimedOut);
+                return;
+            }
+        }
         if let Some(deadline) = self.rto_deadline {
             if now_us >= deadline {
                 self.on_rto(now_us);
@@ -675,6 +697,9 @@ impl Connection {
         self.peer_wnd = h.wnd_size as usize;
         if self.peer_wnd >= self.mss() {
             self.zero_window_deadline = None;
+            self.zero_window_since = None;
+        } else if !self.outq.is_empty() || !self.send_buf.is_empty() {
+            self.zero_window_since.get_or_insert(now_us);
         }
         let dup_candidate = h.ty == PacketType::State;
         self.on_ack(h.ack_nr, p.sack, h.timestamp_diff_us, dup_candidate, now_us);

@@ -1,3 +1,4 @@
+mod attack;
 mod conn;
 mod interop;
 mod loopback;
