@@ -111,18 +111,50 @@ pub(crate) struct SessionShared {
     pub connections: Arc<AtomicUsize>,
     /// The port we listen on, announced to trackers.
     pub port: u16,
-    /// The one tracker announcer of the session (`None` when announcing
-    /// is off, or once the session has shut it down).
-    pub announcer: Mutex<Option<SessionHandle>>,
+    /// The one tracker announcer of the session, started by the first
+    /// torrent that has a tracker to announce to.
+    pub announcer: Mutex<AnnouncerSlot>,
+    /// Where the announcer's forwarding thread sends tracker peers (the
+    /// controller's peer-source channel).
+    pub tracker_peers: Sender<(TorrentId, Vec<SocketAddr>)>,
     /// Generations of announcer keys: a torrent that restarts gets a new
     /// key, so its old `stopped` and its new `started` never collide.
     pub announce_generation: AtomicU64,
 }
 
+/// The session announcer's life: a session whose torrents have no
+/// trackers never starts its threads.
+pub(crate) enum AnnouncerSlot {
+    /// Not started yet.
+    Idle,
+    /// Running: the scheduler, the workers it has started and the
+    /// forwarding thread.
+    Running(SessionHandle),
+    /// Announcing is off, or the session has shut the announcer down:
+    /// never started (again).
+    Closed,
+}
+
 impl SessionShared {
     /// Runs `f` on the session announcer, if it runs.
     pub(crate) fn with_announcer(&self, f: impl FnOnce(&SessionHandle)) {
-        if let Some(a) = self.announcer.lock().as_ref() {
+        if let AnnouncerSlot::Running(a) = &*self.announcer.lock() {
+            f(a);
+        }
+    }
+
+    /// Runs `f` on the session announcer, starting it first if it has not
+    /// been yet (a failure to start is logged, and the next torrent with a
+    /// tracker tries again). Nothing runs once the session shut it down.
+    pub(crate) fn with_announcer_started(&self, f: impl FnOnce(&SessionHandle)) {
+        let mut slot = self.announcer.lock();
+        if matches!(*slot, AnnouncerSlot::Idle) {
+            match spawn_announcer(self, self.tracker_peers.clone()) {
+                Ok(handle) => *slot = AnnouncerSlot::Running(handle),
+                Err(e) => warn!("cannot start the tracker announcer: {e}"),
+            }
+        }
+        if let AnnouncerSlot::Running(a) = &*slot {
             f(a);
         }
     }
@@ -179,6 +211,7 @@ impl Session {
         } else {
             config.hash_threads
         };
+        let (central, commands, links) = Central::new();
         let hashers = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("bittern-hash-{i}"))
@@ -195,16 +228,16 @@ impl Session {
             download: Arc::new(RateLimiter::new(config.download_limit)),
             connections: Arc::default(),
             port: addr.port(),
-            announcer: Mutex::new(None),
+            announcer: Mutex::new(if config.announce {
+                AnnouncerSlot::Idle
+            } else {
+                AnnouncerSlot::Closed
+            }),
+            tracker_peers: links.sources.clone(),
             announce_generation: AtomicU64::new(1),
             config,
         });
         let registry: Registry = Arc::default();
-        let (central, commands, links) = Central::new();
-        if shared.config.announce {
-            let handle = spawn_announcer(&shared, links.sources.clone())?;
-            *shared.announcer.lock() = Some(handle);
-        }
         let controller = std::thread::Builder::new()
             .name("bittern-ctl".into())
             .spawn(move || central.run())
@@ -329,8 +362,9 @@ impl Session {
         // Every torrent has asked for its `stopped` (their stop jobs waited
         // for them); send what is left, in parallel, within what remains of
         // the one stop deadline (never twice the deadline in all).
-        let announcer = self.shared.announcer.lock().take();
-        if let Some(a) = announcer {
+        let announcer =
+            std::mem::replace(&mut *self.shared.announcer.lock(), AnnouncerSlot::Closed);
+        if let AnnouncerSlot::Running(a) = announcer {
             let left = self
                 .shared
                 .config

@@ -27,11 +27,11 @@ use bittern_wire::{InfoHash, PeerId};
 mod answers;
 
 use super::{StatsSource, TorrentKey, TrackerEvent};
-use crate::announcer::{AnnouncerStatus, TrackerStatus};
 use crate::error::Error;
 use crate::schedule::{Backoff, Schedule, ScheduleConfig};
 use crate::tiers::Tiers;
 use crate::types::{AnnounceEvent, AnnounceParams, AnnounceResponse, ScrapeStats};
+use crate::types::{AnnouncerStatus, TrackerStatus};
 
 /// Most info-hashes in one HTTP scrape (keeps the URL under ~4 KiB).
 const HTTP_SCRAPE_BATCH: usize = 50;

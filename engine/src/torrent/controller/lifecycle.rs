@@ -365,7 +365,7 @@ impl Controller {
         let key = self.session.announce_key(self.id);
         let info_hash = self.info_hash;
         let mut added = false;
-        self.session.with_announcer(|a| {
+        self.session.with_announcer_started(|a| {
             a.add(key, info_hash, tiers, stats);
             added = true;
         });
