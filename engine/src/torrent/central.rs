@@ -89,7 +89,9 @@ impl PeerSource {
 
 /// The controller thread's state: every torrent and the timer heap.
 pub(crate) struct Central {
-    torrents: HashMap<TorrentId, Controller>,
+    /// Boxed: a controller is a few KiB, and a map of them inline would
+    /// hold that much for every free slot of its table as well.
+    torrents: HashMap<TorrentId, Box<Controller>>,
     /// Each torrent's earliest deadline (entries go stale when a torrent's
     /// deadline moves; a stale one just wakes it for nothing due).
     timers: BinaryHeap<Reverse<(Instant, TorrentId)>>,
@@ -145,7 +147,7 @@ impl Central {
                 recv(self.commands) -> cmd => match cmd {
                     Ok(Ctl::Add(c)) => {
                         let id = c.id();
-                        self.torrents.insert(id, *c);
+                        self.torrents.insert(id, c);
                         self.with(id, Controller::start);
                     }
                     Ok(Ctl::Command(id, cmd)) => self.with(id, |c| c.on_command(cmd)),

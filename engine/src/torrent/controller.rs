@@ -43,7 +43,7 @@ use crate::rate::RateMeasure;
 use crate::ratelimit::RateLimiter;
 use crate::session::{Registry, SessionShared};
 use crate::shared::{BlockClaims, HaveSet};
-use crate::status::{TorrentEvent, TorrentState, TorrentStatus};
+use crate::status::{Events, TorrentEvent, TorrentState, TorrentStatus};
 
 /// How long a verification job holding fewer completed pieces than it
 /// hashes side by side waits for more (pieces of a fast download complete
@@ -157,9 +157,9 @@ pub(crate) fn build_controller(
             .join(format!("{}.resume", info_hash.to_hex()))
     });
 
-    // Unbounded in type, bounded by `emit` (EVENT_QUEUE): a bounded
-    // channel would allocate its slots for every torrent up front.
-    let (event_tx, event_rx) = crossbeam_channel::unbounded();
+    // Allocates only for events that wait (a channel would hold a block
+    // of slots, and its own counters, for every torrent).
+    let events = Arc::new(Events::new(EVENT_QUEUE));
     let published = Arc::new(Published {
         status: Mutex::new(TorrentStatus {
             name: info.name.clone(),
@@ -193,7 +193,7 @@ pub(crate) fn build_controller(
         session,
         resume_file,
         published: published.clone(),
-        events: event_tx,
+        events: Arc::clone(&events),
         links,
     });
     let handle = TorrentHandle {
@@ -202,7 +202,7 @@ pub(crate) fn build_controller(
         commands,
         source,
         published,
-        events: event_rx,
+        events,
         registry,
     };
     Ok((ctl, handle))
@@ -293,7 +293,7 @@ pub(crate) struct Controller {
     session: Arc<SessionShared>,
     resume_file: PathBuf,
     published: Arc<Published>,
-    events: Sender<TorrentEvent>,
+    events: Arc<Events>,
 
     picker: PiecePicker,
     choker: Choker,
@@ -373,7 +373,7 @@ struct Parts {
     session: Arc<SessionShared>,
     resume_file: PathBuf,
     published: Arc<Published>,
-    events: Sender<TorrentEvent>,
+    events: Arc<Events>,
     links: Links,
 }
 

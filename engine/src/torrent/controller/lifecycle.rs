@@ -339,9 +339,7 @@ impl Controller {
     }
 
     pub(super) fn emit(&self, e: TorrentEvent) {
-        if self.events.len() < EVENT_QUEUE {
-            let _ = self.events.send(e);
-        }
+        self.events.push(e);
     }
 
     // ---- tracker ------------------------------------------------------
