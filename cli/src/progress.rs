@@ -288,6 +288,164 @@ impl Display {
     }
 }
 
+/// Above this many torrents the live display is one summary (bar or
+/// line), not a row per torrent.
+pub const DETAIL_LIMIT: usize = 16;
+
+/// Time between plain status lines (`--status-interval`).
+pub fn interval() -> Duration {
+    settings().interval
+}
+
+/// Counters over many torrents, for one summary line.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Summary {
+    /// Torrents counted.
+    pub torrents: usize,
+    /// Started from a magnet link, still fetching their metadata.
+    pub fetching: usize,
+    /// Still checking their data.
+    pub checking: usize,
+    /// Downloading.
+    pub downloading: usize,
+    /// Seeding.
+    pub seeding: usize,
+    /// Paused or stopped.
+    pub stopped: usize,
+    /// In an error state.
+    pub errors: usize,
+    /// Verified bytes.
+    pub have_bytes: u64,
+    /// Bytes wanted.
+    pub wanted_bytes: u64,
+    /// Sum of the download rates, bytes per second.
+    pub download_rate: f64,
+    /// Sum of the upload rates, bytes per second.
+    pub upload_rate: f64,
+    /// Connected peers.
+    pub peers: usize,
+}
+
+impl Summary {
+    /// Counts one torrent.
+    pub fn add(&mut self, s: &TorrentStatus) {
+        self.torrents += 1;
+        match s.state {
+            TorrentState::FetchingMetadata => self.fetching += 1,
+            TorrentState::Checking => self.checking += 1,
+            TorrentState::Downloading => self.downloading += 1,
+            TorrentState::Seeding => self.seeding += 1,
+            TorrentState::Paused | TorrentState::Stopped => self.stopped += 1,
+            TorrentState::Error(_) => self.errors += 1,
+        }
+        self.have_bytes += s.have_bytes;
+        self.wanted_bytes += s.wanted_bytes;
+        self.download_rate += s.download_rate;
+        self.upload_rate += s.upload_rate;
+        self.peers += s.peers_connected;
+    }
+
+    /// The summary in one line.
+    pub fn line(&self) -> String {
+        let mut out = format!(
+            "{} torrents: {} seeding, {} downloading, {} checking",
+            self.torrents, self.seeding, self.downloading, self.checking
+        );
+        if self.fetching > 0 {
+            out += &format!(", {} fetching metadata", self.fetching);
+        }
+        if self.stopped > 0 {
+            out += &format!(", {} stopped", self.stopped);
+        }
+        if self.errors > 0 {
+            out += &format!(", {} with errors", self.errors);
+        }
+        out += &format!(
+            "; have {} of {}; down {} up {} peers {}",
+            format_size(self.have_bytes),
+            format_size(self.wanted_bytes),
+            format_rate(self.download_rate),
+            format_rate(self.upload_rate),
+            self.peers
+        );
+        out
+    }
+}
+
+/// The live display of many torrents: one bar over the torrents past
+/// their startup check (on a terminal) or one line per interval.
+pub struct Overview {
+    bar: Option<ProgressBar>,
+    plain: bool,
+    last: Option<Instant>,
+    total: usize,
+}
+
+impl Overview {
+    /// A display for `total` torrents.
+    pub fn new(total: usize) -> Overview {
+        let s = settings();
+        let bar = (!s.quiet && s.tty).then(|| {
+            let style = ProgressStyle::with_template(
+                "{prefix:>8.bold} [{bar:30.green/blue}] {pos}/{len} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            let b = multi().add(ProgressBar::new(total as u64).with_style(style));
+            b.set_prefix("adding");
+            b
+        });
+        Overview {
+            bar,
+            plain: !s.quiet && !s.tty,
+            last: None,
+            total,
+        }
+    }
+
+    fn due(&mut self, force: bool) -> bool {
+        let due = self.last.is_none_or(|t| t.elapsed() >= settings().interval);
+        if due || force {
+            self.last = Some(Instant::now());
+        }
+        due || force
+    }
+
+    /// Shows that `added` of the torrents are in the session.
+    pub fn adding(&mut self, added: usize) {
+        if let Some(b) = &self.bar {
+            b.set_position(added as u64);
+        }
+        if self.plain && self.due(added == self.total) {
+            eprintln!("adding torrents: {added} of {}", self.total);
+        }
+    }
+
+    /// Shows `s`: the bar counts the torrents past their startup check;
+    /// plain lines come once per interval unless `force`.
+    pub fn update(&mut self, s: &Summary, force: bool) {
+        if let Some(b) = &self.bar {
+            b.set_prefix(if s.checking > 0 {
+                "checking"
+            } else {
+                "torrents"
+            });
+            b.set_position((s.torrents - s.checking) as u64);
+            b.set_message(s.line());
+        }
+        if self.plain && self.due(force) {
+            eprintln!("{}", s.line());
+        }
+    }
+
+    /// Leaves the bar with its last state.
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.abandon();
+        }
+    }
+}
+
 fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
@@ -361,6 +519,39 @@ mod tests {
         s.peers_connected = 2;
         assert_eq!(plain_line(&s), "fetching metadata (2 peers)");
         assert_eq!(status_text(&s), "fetching metadata (2 peers)");
+    }
+
+    #[test]
+    fn summary_counts_states_and_sums() {
+        let mut sum = Summary::default();
+        sum.add(&status(TorrentState::Seeding));
+        sum.add(&status(TorrentState::Checking));
+        sum.add(&status(TorrentState::Downloading));
+        sum.add(&status(TorrentState::Seeding));
+        assert_eq!(
+            (
+                sum.torrents,
+                sum.seeding,
+                sum.checking,
+                sum.downloading,
+                sum.peers
+            ),
+            (4, 2, 1, 1, 12)
+        );
+        assert_eq!(
+            sum.line(),
+            "4 torrents: 2 seeding, 1 downloading, 1 checking; \
+             have 2.0 KiB of 3.9 KiB; down 8.0 KiB/s up 0 B/s peers 12"
+        );
+        sum.add(&status(TorrentState::FetchingMetadata));
+        assert_eq!(sum.fetching, 1);
+        assert!(
+            sum.line().starts_with(
+                "5 torrents: 2 seeding, 1 downloading, 1 checking, 1 fetching metadata;"
+            ),
+            "{}",
+            sum.line()
+        );
     }
 
     #[test]

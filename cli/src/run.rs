@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use bittern_engine::{
@@ -17,11 +17,17 @@ use crate::args::{DownloadArgs, PeerArgs, SeedArgs};
 use crate::exit::{coded, Code};
 use crate::glob;
 use crate::load::{self, TorrentArg};
-use crate::progress::{self, Display};
+use crate::progress::{self, Display, Overview, Summary};
 use crate::signals::Stop;
 
-/// How often the loop polls statuses and the stop flag.
+/// How often the loop polls statuses (with at most `DETAIL_LIMIT` torrents).
 const TICK: Duration = Duration::from_millis(200);
+/// How often the loop polls the torrents not yet reported complete, with
+/// more than `DETAIL_LIMIT` torrents.
+const MANY_TICK: Duration = Duration::from_millis(500);
+/// How often the loop looks at the stop flag and whether every torrent
+/// has ended.
+const POLL: Duration = Duration::from_millis(25);
 
 /// Opens a session, mapping a busy port to [`Code::Network`].
 ///
@@ -240,6 +246,69 @@ fn save_fetched(h: &TorrentHandle, path: &Path) -> bool {
     true
 }
 
+/// What the loop has reported of each torrent.
+struct Watch {
+    mode: Mode,
+    /// "complete" / "verified, seeding" printed.
+    announced: Vec<bool>,
+    /// Its error printed.
+    reported_error: Vec<bool>,
+    /// A torrent given to `seed` whose data is not complete.
+    incomplete_seed: Option<TorrentStatus>,
+}
+
+impl Watch {
+    fn new(n: usize, mode: Mode) -> Watch {
+        Watch {
+            mode,
+            announced: vec![false; n],
+            reported_error: vec![false; n],
+            incomplete_seed: None,
+        }
+    }
+
+    /// Nothing is left to report for torrent `i` but a later error.
+    fn settled(&self, i: usize) -> bool {
+        self.announced[i] || self.reported_error[i]
+    }
+
+    /// Reports what changed for torrent `i`.
+    fn look(&mut self, i: usize, s: &TorrentStatus) {
+        if let TorrentState::Error(e) = &s.state {
+            if !self.reported_error[i] {
+                self.reported_error[i] = true;
+                progress::note(&format!("bittern: error: {}: {e}", s.name));
+            }
+            return;
+        }
+        if matches!(
+            s.state,
+            TorrentState::Checking | TorrentState::FetchingMetadata
+        ) || self.announced[i]
+        {
+            return;
+        }
+        if is_complete(s) {
+            self.announced[i] = true;
+            let what = match self.mode {
+                Mode::Seed => "verified, seeding",
+                Mode::Download => "complete",
+            };
+            println!("{}: {what}", s.name);
+        } else if self.mode == Mode::Seed {
+            self.incomplete_seed = Some(s.clone());
+        }
+    }
+
+    /// Every torrent has ended or failed.
+    fn all_done(&self, handles: &[TorrentHandle]) -> bool {
+        handles
+            .iter()
+            .enumerate()
+            .all(|(i, h)| self.reported_error[i] || h.is_finished())
+    }
+}
+
 fn serve(
     jobs: Vec<(TorrentArg, TorrentOptions)>,
     dir: &Path,
@@ -266,7 +335,12 @@ fn serve(
         .map(ToString::to_string)
         .collect();
     println!("listening on {}", addrs.join(", "));
-    let mut handles: Vec<TorrentHandle> = Vec::new();
+    // Many torrents: one summary instead of a row each, progress while
+    // they are added, and only the torrents whose completion or error is
+    // not reported yet are looked at every tick (see `Watch`).
+    let many = jobs.len() > progress::DETAIL_LIMIT;
+    let mut overview = many.then(|| Overview::new(jobs.len()));
+    let mut handles: Vec<TorrentHandle> = Vec::with_capacity(jobs.len());
     for (arg, options) in jobs {
         let name = arg.label();
         let added = match arg {
@@ -287,12 +361,15 @@ fn serve(
                 return Err(coded(code, anyhow!("cannot add {name}: {e}")));
             }
         }
+        if let Some(o) = overview.as_mut() {
+            o.adding(handles.len());
+        }
     }
-    let labels = handles.iter().map(|h| h.status().name).collect();
-    let mut display = Display::new(labels);
-    let mut announced = vec![false; handles.len()];
-    let mut reported_error = vec![false; handles.len()];
-    let mut incomplete_seed = None;
+    let mut display =
+        (!many).then(|| Display::new(handles.iter().map(|h| h.status().name).collect()));
+    let mut watch = Watch::new(handles.len(), mode);
+    let tick = if many { MANY_TICK } else { TICK };
+    let mut last_full: Option<Instant> = None;
     let mut dht_shown = crate::dht::NodeCount::default();
     let mut saved = save_torrent.is_none();
     let interrupted = loop {
@@ -302,53 +379,45 @@ fn serve(
         if stop.requested() {
             break true;
         }
-        let statuses: Vec<TorrentStatus> = handles.iter().map(TorrentHandle::status).collect();
-        display.update(&statuses, false);
+        // Every torrent is looked at once per display interval (errors
+        // after completion, the summary); with few torrents, every tick.
+        let full = !many || last_full.is_none_or(|t| t.elapsed() >= progress::interval());
+        if full {
+            last_full = Some(Instant::now());
+        }
+        let mut summary = (many && full).then(Summary::default);
+        for (i, h) in handles.iter().enumerate() {
+            if full || !watch.settled(i) {
+                h.with_status(|s| {
+                    if let Some(sum) = summary.as_mut() {
+                        sum.add(s);
+                    }
+                    watch.look(i, s);
+                });
+            }
+        }
+        if let (Some(o), Some(sum)) = (overview.as_mut(), &summary) {
+            o.update(sum, false);
+        }
+        if let Some(d) = display.as_mut() {
+            let statuses: Vec<TorrentStatus> = handles.iter().map(TorrentHandle::status).collect();
+            d.update(&statuses, false);
+        }
         dht_shown.show(session.dht_nodes());
-        for (i, s) in statuses.iter().enumerate() {
-            if let TorrentState::Error(e) = &s.state {
-                if !reported_error[i] {
-                    reported_error[i] = true;
-                    progress::note(&format!("bittern: error: {}: {e}", s.name));
-                }
-                continue;
-            }
-            if matches!(
-                s.state,
-                TorrentState::Checking | TorrentState::FetchingMetadata
-            ) || announced[i]
-            {
-                continue;
-            }
-            if is_complete(s) {
-                announced[i] = true;
-                let what = match mode {
-                    Mode::Seed => "verified, seeding",
-                    Mode::Download => "complete",
-                };
-                println!("{}: {what}", s.name);
-            } else if mode == Mode::Seed {
-                incomplete_seed = Some(s.clone());
-            }
-        }
-        if incomplete_seed.is_some() {
+        if watch.incomplete_seed.is_some() {
             break false;
         }
-        let all_done = handles
-            .iter()
-            .zip(&statuses)
-            .all(|(h, s)| h.is_finished() || matches!(s.state, TorrentState::Error(_)));
-        if all_done {
+        if watch.all_done(&handles) {
             break false;
         }
-        // Sleep a display tick, but notice at once when every torrent has
-        // ended (a download told to exit on completion) or Ctrl-C comes.
-        let until = std::time::Instant::now() + TICK;
-        while std::time::Instant::now() < until
+        // Sleep a tick, but notice soon when every torrent has ended (a
+        // download told to exit on completion) or Ctrl-C comes.
+        let until = Instant::now() + tick;
+        while Instant::now() < until
             && !stop.requested()
             && !handles.iter().all(TorrentHandle::is_finished)
         {
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(POLL);
         }
     };
     if interrupted {
@@ -366,12 +435,20 @@ fn serve(
         }
     }
     let statuses: Vec<TorrentStatus> = handles.iter().map(TorrentHandle::status).collect();
-    display.update(&statuses, true);
-    display.finish();
+    if let Some(d) = display.as_mut() {
+        d.update(&statuses, true);
+        d.finish();
+    }
+    if let Some(o) = overview.as_mut() {
+        let mut sum = Summary::default();
+        statuses.iter().for_each(|s| sum.add(s));
+        o.update(&sum, true);
+        o.finish();
+    }
     for s in &statuses {
         println!("{}", summary_line(s));
     }
-    if let Some(s) = incomplete_seed {
+    if let Some(s) = watch.incomplete_seed {
         return Err(coded(
             Code::BadData,
             anyhow!(

@@ -1,6 +1,7 @@
 //! create -> info -> verify, on real files.
 
 use std::path::Path;
+use std::time::Duration;
 
 use bittern_wire::Metainfo;
 use serde_json::Value;
@@ -236,4 +237,70 @@ fn info_into_a_closed_pipe_exits_quietly() {
         assert_eq!(out.status.code(), Some(0), "json {json}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+}
+
+/// More torrents than the display shows rows for: `bittern seed` prints one
+/// summary line per interval (never a line per torrent), shows how many
+/// are added while it adds them, and still reports each torrent seeding;
+/// the same on the second start, from resume state.
+#[test]
+fn seeding_many_torrents_shows_one_summary_and_adding_progress() {
+    const N: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut torrents = Vec::new();
+    for i in 0..N {
+        let name = format!("f{i:02}.bin");
+        random_file(&data.join(&name), 20_000, i as u64);
+        let t = dir.path().join(format!("{name}.torrent"));
+        torrents.push(create(&data.join(&name), &t, &["-q"]).display().to_string());
+    }
+    for start in ["first", "second"] {
+        let mut args: Vec<String> = ["seed", "-d", &data.display().to_string()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(
+            [
+                "--bind",
+                "127.0.0.1",
+                "-p",
+                "0",
+                "--status-interval",
+                "100ms",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        args.extend(torrents.iter().cloned());
+        let mut p = Proc::spawn(cmd(&args));
+        p.wait_stderr("the summary", Duration::from_secs(30), |l| {
+            l == format!("{N} torrents: {N} seeding, 0 downloading, 0 checking; have 781.2 KiB of 781.2 KiB; down 0 B/s up 0 B/s peers 0")
+        });
+        p.signal(libc::SIGINT);
+        let status = p.wait(Duration::from_secs(20));
+        let r = p.finish(status);
+        assert_eq!(r.code, Some(0), "{start}: {r:?}");
+        let seeding = r
+            .stdout
+            .lines()
+            .filter(|l| l.ends_with(": verified, seeding"))
+            .count();
+        assert_eq!(seeding, N, "{start}: {}", r.stdout);
+        assert!(
+            r.stderr
+                .lines()
+                .any(|l| l == format!("adding torrents: {N} of {N}")),
+            "{start}: {}",
+            r.stderr
+        );
+        assert!(
+            !r.stderr
+                .lines()
+                .any(|l| l.starts_with("f0") || shows_progress(l)),
+            "{start}: a line per torrent: {}",
+            r.stderr
+        );
+    }
+    assert_eq!(std::fs::read_dir(data.join(".bittern")).unwrap().count(), N);
 }

@@ -66,6 +66,6 @@ pub use picker::{PeerKey, PiecePicker};
 pub use rate::RateMeasure;
 pub use ratelimit::RateLimiter;
 pub use session::Session;
-pub use status::{FileStatus, PeerInfo, TorrentEvent, TorrentState, TorrentStatus};
+pub use status::{Events, FileStatus, PeerInfo, TorrentEvent, TorrentState, TorrentStatus};
 pub use torrent::TorrentHandle;
 pub use webseed::{WebSeed, WebSeedConfig, WebSeedError, WebSeedEvent, WebSeeds};

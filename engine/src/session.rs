@@ -27,6 +27,7 @@ use crate::config::{SessionConfig, TorrentOptions};
 use crate::error::Error;
 use crate::listener::{Listener, Pending};
 use crate::ratelimit::RateLimiter;
+use crate::status::{Events, EVENT_QUEUE};
 use crate::torrent::{
     build_controller, Central, ControllerSetup, Ctl, FetchSetup, MetadataFetch, PeerSource,
     Published, TorrentCommand, TorrentHandle, TorrentId,
@@ -171,9 +172,12 @@ pub(crate) struct SessionShared {
     pub listen_addrs: Vec<SocketAddr>,
     /// Addresses peers said they see us at (`yourip`, BEP 10), newest last.
     pub external_ips: Mutex<Vec<std::net::IpAddr>>,
-    /// The one tracker announcer of the session (`None` when announcing
-    /// is off, or once the session has shut it down).
-    pub announcer: Mutex<Option<SessionHandle>>,
+    /// The one tracker announcer of the session, started by the first
+    /// torrent that has a tracker to announce to.
+    pub announcer: Mutex<AnnouncerSlot>,
+    /// Where the announcer's forwarding thread sends tracker peers (the
+    /// controller's peer-source channel).
+    pub tracker_peers: Sender<(TorrentId, Vec<SocketAddr>)>,
     /// Generations of announcer keys: a torrent that restarts gets a new
     /// key, so its old `stopped` and its new `started` never collide.
     pub announce_generation: AtomicU64,
@@ -187,6 +191,19 @@ pub(crate) struct SessionShared {
     pub dht: Option<Arc<crate::dht::SessionDht>>,
     /// How peer connections are dialled (uTP, TCP).
     pub dial: crate::peer::Dial,
+}
+
+/// The session announcer's life: a session whose torrents have no
+/// trackers never starts its threads.
+pub(crate) enum AnnouncerSlot {
+    /// Not started yet.
+    Idle,
+    /// Running: the scheduler, the workers it has started and the
+    /// forwarding thread.
+    Running(SessionHandle),
+    /// Announcing is off, or the session has shut the announcer down:
+    /// never started (again).
+    Closed,
 }
 
 impl SessionShared {
@@ -220,7 +237,23 @@ impl SessionShared {
 
     /// Runs `f` on the session announcer, if it runs.
     pub(crate) fn with_announcer(&self, f: impl FnOnce(&SessionHandle)) {
-        if let Some(a) = self.announcer.lock().as_ref() {
+        if let AnnouncerSlot::Running(a) = &*self.announcer.lock() {
+            f(a);
+        }
+    }
+
+    /// Runs `f` on the session announcer, starting it first if it has not
+    /// been yet (a failure to start is logged, and the next torrent with a
+    /// tracker tries again). Nothing runs once the session shut it down.
+    pub(crate) fn with_announcer_started(&self, f: impl FnOnce(&SessionHandle)) {
+        let mut slot = self.announcer.lock();
+        if matches!(*slot, AnnouncerSlot::Idle) {
+            match spawn_announcer(self, self.tracker_peers.clone()) {
+                Ok(handle) => *slot = AnnouncerSlot::Running(handle),
+                Err(e) => warn!("cannot start the tracker announcer: {e}"),
+            }
+        }
+        if let AnnouncerSlot::Running(a) = &*slot {
             f(a);
         }
     }
@@ -335,7 +368,12 @@ impl Session {
             port,
             listen_addrs: addrs.clone(),
             external_ips: Mutex::new(Vec::new()),
-            announcer: Mutex::new(None),
+            announcer: Mutex::new(if config.announce {
+                AnnouncerSlot::Idle
+            } else {
+                AnnouncerSlot::Closed
+            }),
+            tracker_peers: links.sources.clone(),
             announce_generation: AtomicU64::new(1),
             lsd: Mutex::new(None),
             external_ip: Mutex::new(None),
@@ -344,10 +382,6 @@ impl Session {
             config,
         });
         let registry: Registry = Arc::default();
-        if shared.config.announce {
-            let handle = spawn_announcer(&shared, links.sources.clone())?;
-            *shared.announcer.lock() = Some(handle);
-        }
         if let Some(cfg) = &shared.config.lsd {
             // LSD is IPv4 (the IPv6 group does not loop on `lo`).
             let v4 = addrs
@@ -570,9 +604,8 @@ impl Session {
             .clone()
             .unwrap_or_else(|| info_hash.to_hex());
         let published = Published::new(MetadataFetch::initial_status(name), &options);
-        // Unbounded in type, bounded where events are sent (as for every
-        // torrent).
-        let (event_tx, event_rx) = crossbeam_channel::unbounded();
+        // The queue the torrent's controller takes over with the handle.
+        let events = Arc::new(Events::new(EVENT_QUEUE));
         let fetch = MetadataFetch::new(FetchSetup {
             id,
             info_hash,
@@ -586,7 +619,7 @@ impl Session {
             commands: self.commands.clone(),
             links: self.links.clone(),
             published: published.clone(),
-            events: event_tx,
+            events: Arc::clone(&events),
         });
         let handle = TorrentHandle {
             info_hash,
@@ -594,7 +627,7 @@ impl Session {
             commands: self.commands.clone(),
             source: PeerSource::new(id, self.links.sources.clone()),
             published,
-            events: event_rx,
+            events,
             registry: self.registry.clone(),
         };
         self.commands
@@ -662,8 +695,9 @@ impl Session {
         // Every torrent has asked for its `stopped` (their stop jobs waited
         // for them); send what is left, in parallel, within what remains of
         // the one stop deadline (never twice the deadline in all).
-        let announcer = self.shared.announcer.lock().take();
-        if let Some(a) = announcer {
+        let announcer =
+            std::mem::replace(&mut *self.shared.announcer.lock(), AnnouncerSlot::Closed);
+        if let AnnouncerSlot::Running(a) = announcer {
             let left = self
                 .shared
                 .config

@@ -196,3 +196,124 @@ pub enum TorrentEvent {
         violation: Violation,
     },
 }
+
+/// Events kept for a handle that does not read them; more are dropped.
+pub(crate) const EVENT_QUEUE: usize = 1024;
+
+/// A torrent's [`TorrentEvent`]s, oldest first, for a UI to take. At most
+/// `capacity` wait; later ones are dropped while nobody takes them. It
+/// allocates only for the events that wait (a channel would hold a block
+/// of slots for every torrent, read or not).
+#[derive(Debug)]
+pub struct Events {
+    queue: parking_lot::Mutex<std::collections::VecDeque<TorrentEvent>>,
+    ready: parking_lot::Condvar,
+    capacity: usize,
+}
+
+impl Events {
+    /// An empty queue holding at most `capacity` events.
+    pub(crate) fn new(capacity: usize) -> Events {
+        Events {
+            queue: parking_lot::Mutex::new(std::collections::VecDeque::new()),
+            ready: parking_lot::Condvar::new(),
+            capacity,
+        }
+    }
+
+    /// Queues `e` unless the queue is full.
+    pub(crate) fn push(&self, e: TorrentEvent) {
+        let mut q = self.queue.lock();
+        if q.len() < self.capacity {
+            q.push_back(e);
+            self.ready.notify_one();
+        }
+    }
+
+    /// The oldest event, if one waits.
+    ///
+    /// # Errors
+    /// `TryRecvError::Empty` when none waits.
+    pub fn try_recv(&self) -> Result<TorrentEvent, crossbeam_channel::TryRecvError> {
+        let mut q = self.queue.lock();
+        let e = q.pop_front().ok_or(crossbeam_channel::TryRecvError::Empty);
+        if q.is_empty() {
+            // Give the memory back: most torrents see a few events at
+            // start and then none for hours.
+            q.shrink_to_fit();
+        }
+        e
+    }
+
+    /// The events waiting now, oldest first (taken as the iterator goes;
+    /// it ends when none waits).
+    pub fn try_iter(&self) -> impl Iterator<Item = TorrentEvent> + '_ {
+        std::iter::from_fn(|| self.try_recv().ok())
+    }
+
+    /// The oldest event, waiting up to `timeout` for one.
+    ///
+    /// # Errors
+    /// `RecvTimeoutError::Timeout` when none came in time.
+    pub fn recv_timeout(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<TorrentEvent, crossbeam_channel::RecvTimeoutError> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut q = self.queue.lock();
+        while q.is_empty() {
+            if self.ready.wait_until(&mut q, deadline).timed_out() && q.is_empty() {
+                return Err(crossbeam_channel::RecvTimeoutError::Timeout);
+            }
+        }
+        let e = q
+            .pop_front()
+            .ok_or(crossbeam_channel::RecvTimeoutError::Timeout);
+        if q.is_empty() {
+            q.shrink_to_fit();
+        }
+        e
+    }
+
+    /// Events waiting.
+    pub fn len(&self) -> usize {
+        self.queue.lock().len()
+    }
+
+    /// Whether no event waits.
+    pub fn is_empty(&self) -> bool {
+        self.queue.lock().is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn events_queue_in_order_up_to_capacity_and_wait() {
+        let q = Arc::new(Events::new(2));
+        assert!(q.try_recv().is_err());
+        q.push(TorrentEvent::PieceVerified(1));
+        q.push(TorrentEvent::PieceVerified(2));
+        q.push(TorrentEvent::PieceVerified(3)); // full: dropped
+        assert_eq!(q.len(), 2);
+        assert!(matches!(q.try_recv(), Ok(TorrentEvent::PieceVerified(1))));
+        assert!(matches!(
+            q.recv_timeout(Duration::from_millis(10)),
+            Ok(TorrentEvent::PieceVerified(2))
+        ));
+        assert!(q.is_empty());
+        let start = Instant::now();
+        assert!(q.recv_timeout(Duration::from_millis(30)).is_err());
+        assert!(start.elapsed() >= Duration::from_millis(30));
+        // A waiting reader wakes when an event comes.
+        let q2 = Arc::clone(&q);
+        let t = std::thread::spawn(move || q2.recv_timeout(Duration::from_secs(5)));
+        std::thread::sleep(Duration::from_millis(20));
+        q.push(TorrentEvent::Completed);
+        assert!(matches!(t.join().unwrap(), Ok(TorrentEvent::Completed)));
+    }
+}

@@ -10,11 +10,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bittern_wire::{Handshake, InfoHash};
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, TorrentError};
-use crate::status::{PeerInfo, TorrentEvent, TorrentState, TorrentStatus};
+use crate::status::{Events, PeerInfo, TorrentState, TorrentStatus};
 
 pub(crate) use central::{Central, Ctl, PeerSource};
 pub(crate) use controller::{build_controller, ControllerSetup, Transfer};
@@ -95,7 +95,7 @@ pub struct TorrentHandle {
     pub(crate) commands: Sender<Ctl>,
     pub(crate) source: PeerSource,
     pub(crate) published: Arc<Published>,
-    pub(crate) events: Receiver<TorrentEvent>,
+    pub(crate) events: Arc<Events>,
     pub(crate) registry: crate::session::Registry,
 }
 
@@ -121,6 +121,13 @@ impl TorrentHandle {
             .map(|b| b.to_vec())
     }
 
+    /// Runs `f` on the torrent's current status without copying it: a UI
+    /// polling thousands of torrents reads a few fields of each this way.
+    /// `f` should be quick; the controller waits for it to publish.
+    pub fn with_status<R>(&self, f: impl FnOnce(&TorrentStatus) -> R) -> R {
+        f(&self.published.status.lock())
+    }
+
     /// The connected peers.
     pub fn peers(&self) -> Vec<PeerInfo> {
         self.published.peers.lock().clone()
@@ -128,7 +135,7 @@ impl TorrentHandle {
 
     /// Events for a UI. Events are dropped, not queued without bound, when
     /// nobody reads them.
-    pub fn events(&self) -> &Receiver<TorrentEvent> {
+    pub fn events(&self) -> &Events {
         &self.events
     }
 

@@ -1310,6 +1310,83 @@ fn task_named(name: &str) -> Option<String> {
     })
 }
 
+/// Threads of this process whose name (15 bytes at most) starts `prefix`.
+fn tasks_starting(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |tasks| {
+        tasks
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.starts_with(prefix))
+            .count()
+    })
+}
+
+/// A session whose torrents have no tracker starts no announcer threads;
+/// the first torrent with one starts them (scheduler, forwarder, and a
+/// worker for its one request at a time), and a second adds none.
+#[test]
+fn announcer_threads_start_with_the_first_tracker_torrent() {
+    use bittern_tracker::server::{ServerConfig, TrackerServer};
+    if isolated("announcer_threads_start_with_the_first_tracker_torrent") {
+        return;
+    }
+    let tracker =
+        TrackerServer::bind("127.0.0.1:0".parse().unwrap(), ServerConfig::default()).unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let plain = tiny_torrents(src.path(), 20);
+    let cfg = SessionConfig {
+        hash_threads: 2,
+        announce: true,
+        ..config()
+    };
+    let mut seeder = Session::new(cfg).unwrap();
+    let handles: Vec<_> = plain
+        .iter()
+        .map(|m| {
+            seeder
+                .add_torrent(m.clone(), src.path(), TorrentOptions::default())
+                .unwrap()
+        })
+        .collect();
+    assert!(wait_for(Duration::from_secs(30), || handles
+        .iter()
+        .all(|h| h.status().state == TorrentState::Seeding)));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        tasks_starting("bittern-announc"),
+        0,
+        "announcer threads without a tracker"
+    );
+
+    let tracked = tempfile::tempdir().unwrap();
+    // The same generator: skip the 20 the session already has.
+    let on = tiny_torrents_on(tracked.path(), 22, Some(&tracker.announce_url())).split_off(20);
+    for m in &on {
+        let h = seeder
+            .add_torrent(m.clone(), tracked.path(), TorrentOptions::default())
+            .unwrap();
+        wait_state(&h, TorrentState::Seeding, Duration::from_secs(20));
+        assert!(
+            wait_for(Duration::from_secs(10), || tracker
+                .announce_count(&m.info_hash)
+                == 1),
+            "announced started"
+        );
+    }
+    let running = tasks_starting("bittern-announc");
+    assert!(
+        (3..=4).contains(&running),
+        "scheduler, forwarder and the workers two announces needed: {running}"
+    );
+    seeder.shutdown();
+    assert!(on.iter().all(|m| tracker.peer_count(&m.info_hash) == 0));
+    assert!(
+        wait_for(Duration::from_secs(2), || tasks_starting("bittern-announc")
+            == 0),
+        "announcer threads left after shutdown: {}",
+        tasks_starting("bittern-announc")
+    );
+}
+
 /// Voluntary context switches (sleeps and wakeups) of thread `tid`.
 fn task_switches(tid: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap_or_default();
@@ -1536,9 +1613,16 @@ fn three_hundred_torrents_on_one_tracker_announce_once_per_interval() {
         "every torrent re-announced twice: {:?}",
         &got[..10]
     );
+    // The announcer started with the first torrent that has a tracker:
+    // its scheduler, at most 4 workers and the peer forwarder.
+    let announcer = tasks_starting("bittern-announc");
     assert!(
-        threads <= base_threads + 2,
-        "threads grow with the torrents: {base_threads} -> {threads}"
+        (2..=6).contains(&announcer),
+        "announcer threads: {announcer}"
+    );
+    assert!(
+        threads <= base_threads + 2 + announcer as u64,
+        "threads grow with the torrents: {base_threads} -> {threads} ({announcer} announcing)"
     );
     assert!(handles
         .iter()

@@ -141,7 +141,7 @@ fn corrupt_range_is_caught_and_the_piece_refetched() {
     let dst = tempfile::tempdir().unwrap();
     let s = session_with(ws_config());
     let t = leech(&s, &meta, dst.path(), Vec::new());
-    let events = t.events().clone();
+    let events = t.events();
     finish(&t, Duration::from_secs(60));
     assert_same(src.path(), dst.path(), &[PathBuf::from("f.bin")]);
     let failed: Vec<usize> = events

@@ -16,10 +16,8 @@
 //!   of them; a UDP tracker's connection id serves them all; scrapes go out
 //!   batched); a fixed pool of workers (4 by default) runs the requests.
 //!   Peers and scrape counters reach the engine as [`TrackerEvent`]s on one
-//!   bounded channel. Threads: `1 + workers`, whatever the torrent count.
-//! - [`Announcer`]: the mainline Rerequester, one background thread per
-//!   torrent. Superseded by [`SessionAnnouncer`]; kept until the engine has
-//!   switched, then to be removed.
+//!   bounded channel. Threads: the scheduler and at most `workers`, each
+//!   started when a request finds no free one, whatever the torrent count.
 //! - [`server::TrackerServer`]: a small embedded HTTP tracker for LANs,
 //!   demos and tests.
 //!
@@ -51,7 +49,6 @@
 //! ```
 #![deny(missing_docs)]
 
-mod announcer;
 mod client;
 mod error;
 pub mod http;
@@ -66,7 +63,6 @@ mod types;
 mod proptests;
 pub mod udp;
 
-pub use announcer::{Announcer, AnnouncerConfig, AnnouncerHandle, AnnouncerStatus, TrackerStatus};
 pub use client::{announce, scrape};
 pub use error::{Error, Result};
 pub use schedule::{Schedule, ScheduleConfig};
@@ -75,5 +71,6 @@ pub use session::{
 };
 pub use tiers::Tiers;
 pub use types::{
-    AnnounceEvent, AnnounceParams, AnnounceResponse, ClientConfig, ScrapeStats, TransferStats,
+    AnnounceEvent, AnnounceParams, AnnounceResponse, AnnouncerStatus, ClientConfig, ScrapeStats,
+    TrackerStatus, TransferStats,
 };

@@ -1,7 +1,8 @@
 //! One announcer for a whole session: every torrent's trackers served by
 //! one scheduler thread and a small, fixed pool of worker threads.
 //!
-//! [`SessionAnnouncer::spawn`] starts `1 + workers` threads, whatever the
+//! [`SessionAnnouncer::spawn`] starts one scheduler thread; it starts
+//! worker threads as requests need them, at most `workers`, whatever the
 //! number of torrents. The scheduler thread owns all state (see the
 //! decisions in `session/core.rs`): a deadline heap, so a torrent with
 //! nothing due costs no wake-up; one queue per tracker, so many torrents on
@@ -17,14 +18,14 @@
 //! Transfer counters are read through a [`StatsSource`] on a worker, just
 //! before each announce, so the engine need not push updates.
 //!
-//! This replaces the per-torrent [`Announcer`](crate::Announcer), which
-//! stays until the engine has switched.
+//! It replaced the mainline Rerequester's announcer thread per torrent.
 
 mod core;
 mod pool;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -34,10 +35,9 @@ use crossbeam_channel::{after, bounded, never, select, Receiver, Sender, TrySend
 use parking_lot::Mutex;
 
 use self::core::{Core, CoreConfig, Output};
-use crate::announcer::AnnouncerStatus;
 use crate::error::Result;
 use crate::schedule::ScheduleConfig;
-use crate::types::{ClientConfig, ScrapeStats, TransferStats};
+use crate::types::{AnnouncerStatus, ClientConfig, ScrapeStats, TransferStats};
 
 /// Commands queued for the scheduler at most (the scheduler drains them at
 /// once; a send only waits while it does).
@@ -100,7 +100,8 @@ pub struct SessionConfig {
 impl SessionConfig {
     /// Production defaults: 4 workers, 2 requests per tracker, `numwant`
     /// 50, a 3 s stop deadline, the default schedule, and UDP requests sent
-    /// at most 4 times (as [`AnnouncerConfig::new`](crate::AnnouncerConfig)).
+    /// at most 4 times rather than BEP 15's 8, so that one silent UDP
+    /// tracker cannot hold up a torrent's other tiers for an hour.
     pub fn new(peer_id: PeerId, port: u16) -> SessionConfig {
         SessionConfig {
             peer_id,
@@ -148,7 +149,8 @@ impl SessionAnnouncer {
         let workers = config.workers.max(1);
         let (commands_tx, commands_rx) = bounded(COMMAND_CAPACITY);
         let (events_tx, events_rx) = bounded(config.event_capacity.max(1));
-        let pool = pool::Pool::spawn(&config.thread_name, workers, config.client.clone())?;
+        let pool = pool::Pool::new(&config.thread_name, workers, config.client.clone());
+        let threads = Arc::new(AtomicUsize::new(1));
         let status = Arc::new(Mutex::new(HashMap::new()));
         let core = Core::new(
             CoreConfig {
@@ -171,6 +173,7 @@ impl SessionAnnouncer {
             status: Arc::clone(&status),
             waiters: HashMap::new(),
             shutdown: None,
+            threads: Arc::clone(&threads),
         };
         let thread = thread::Builder::new()
             .name(format!("{}-s", config.thread_name))
@@ -180,7 +183,7 @@ impl SessionAnnouncer {
             events: events_rx,
             status,
             stop_deadline: config.stop_deadline,
-            threads: workers + 1,
+            threads,
             thread: Some(thread),
         })
     }
@@ -194,14 +197,15 @@ pub struct SessionHandle {
     events: Receiver<TrackerEvent>,
     status: Arc<Mutex<HashMap<TorrentKey, AnnouncerStatus>>>,
     stop_deadline: Duration,
-    threads: usize,
+    /// Threads started: the scheduler and the workers started so far.
+    threads: Arc<AtomicUsize>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for SessionHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionHandle")
-            .field("threads", &self.threads)
+            .field("threads", &self.threads())
             .finish_non_exhaustive()
     }
 }
@@ -288,9 +292,11 @@ impl SessionHandle {
         self.status.lock().get(&key).cloned()
     }
 
-    /// Threads this announcer runs (scheduler and workers).
+    /// Threads this announcer has started: the scheduler, and the workers
+    /// started so far (a worker starts when a request finds none free, up
+    /// to [`SessionConfig::workers`]; none before the first request).
     pub fn threads(&self) -> usize {
-        self.threads
+        self.threads.load(Ordering::Relaxed)
     }
 
     /// Sends `stopped` for every torrent, in parallel over the workers,
@@ -347,6 +353,7 @@ struct Scheduler {
     status: Arc<Mutex<HashMap<TorrentKey, AnnouncerStatus>>>,
     waiters: HashMap<TorrentKey, Sender<()>>,
     shutdown: Option<Instant>,
+    threads: Arc<AtomicUsize>,
 }
 
 impl Scheduler {
@@ -361,6 +368,8 @@ impl Scheduler {
                     self.core.on_done(now, job, result);
                 }
             }
+            self.threads
+                .store(1 + self.pool.threads(), Ordering::Relaxed);
             self.deliver();
             if let Some(end) = self.shutdown {
                 if self.core.torrent_count() == 0 && self.core.in_flight() == 0 || now >= end {

@@ -2,7 +2,7 @@
 //! clients, and the client configuration.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bittern_wire::{InfoHash, PeerId};
 
@@ -212,4 +212,41 @@ mod tests {
         let d = ClientConfig::default();
         assert_eq!(d.udp_worst_case(), Duration::from_secs(15 * 255));
     }
+}
+
+/// One tracker's state, for display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackerStatus {
+    /// The tracker URL.
+    pub url: String,
+    /// Its tier (0 is tried first).
+    pub tier: usize,
+    /// The error of the last failed announce, cleared by a success.
+    pub last_error: Option<String>,
+    /// When it last answered successfully.
+    pub last_success: Option<Instant>,
+    /// Peers it returned last time.
+    pub last_peer_count: usize,
+    /// Whether it has accepted our `started` (and so gets `stopped`).
+    pub started: bool,
+}
+
+/// A snapshot of one torrent's tracker state in the
+/// [`SessionAnnouncer`](crate::SessionAnnouncer).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnnouncerStatus {
+    /// Every tracker, in tier order.
+    pub trackers: Vec<TrackerStatus>,
+    /// When any tracker last answered.
+    pub last_success: Option<Instant>,
+    /// Seeders according to the last answer.
+    pub seeders: Option<u32>,
+    /// Leechers according to the last answer.
+    pub leechers: Option<u32>,
+    /// When the next announce is due (`None` once stopped).
+    pub next_announce: Option<Instant>,
+    /// Consecutive rounds in which every tracker failed.
+    pub failures: u32,
+    /// Successful announces so far.
+    pub announces: u64,
 }

@@ -1,19 +1,26 @@
-//! The announcer thread: schedule, retries, events, stop deadline.
+//! One torrent in the session announcer: retries after hostile trackers,
+//! tier fall-through, `completed` once, the stop deadline, and worker
+//! threads started only when requests need them. (These were the tests of
+//! the per-torrent announcer thread the session announcer replaced.)
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bittern_tracker::server::{ServerConfig, TrackerServer};
 use bittern_tracker::udp::codec::{Request, Response};
-use bittern_tracker::{Announcer, AnnouncerConfig, AnnouncerHandle, ScheduleConfig, TransferStats};
+use bittern_tracker::{
+    ScheduleConfig, SessionAnnouncer, SessionConfig, SessionHandle, StatsSource, TorrentKey,
+    TrackerEvent, TransferStats,
+};
 use bittern_wire::{InfoHash, PeerId};
 
 use crate::fake::{good_http_body, good_udp, FakeHttp, FakeUdp, HttpReply};
 use crate::util::{closed_tcp_port, fast_config, within};
 
-fn config(tiers: Vec<Vec<String>>, peer: u8, port: u16) -> AnnouncerConfig {
-    let mut c = AnnouncerConfig::new(tiers, InfoHash([0x66; 20]), PeerId([peer; 20]), port);
+const KEY: TorrentKey = TorrentKey(1);
+
+fn config(name: &str) -> SessionConfig {
+    let mut c = SessionConfig::new(PeerId([1; 20]), 6001);
     c.client = fast_config();
     c.schedule = ScheduleConfig {
         backoff_base: Duration::from_millis(40),
@@ -22,10 +29,11 @@ fn config(tiers: Vec<Vec<String>>, peer: u8, port: u16) -> AnnouncerConfig {
         max_interval: Duration::from_secs(3600),
         default_min_interval: Duration::from_millis(10),
     };
+    c.thread_name = name.to_string();
     c
 }
 
-fn stats(left: u64) -> Arc<dyn Fn() -> TransferStats + Send + Sync> {
+fn stats(left: u64) -> StatsSource {
     Arc::new(move || TransferStats {
         uploaded: 1,
         downloaded: 2,
@@ -37,10 +45,25 @@ fn peers() -> Vec<SocketAddr> {
     vec!["127.0.0.1:7777".parse().unwrap()]
 }
 
-fn wait_peers(h: &AnnouncerHandle) -> Vec<SocketAddr> {
-    h.peers()
-        .recv_timeout(Duration::from_secs(5))
-        .expect("no peers delivered")
+/// Starts an announcer for one torrent on `tiers`.
+fn one(name: &str, tiers: Vec<Vec<String>>, left: u64) -> SessionHandle {
+    one_with(config(name), tiers, left)
+}
+
+fn one_with(c: SessionConfig, tiers: Vec<Vec<String>>, left: u64) -> SessionHandle {
+    let h = SessionAnnouncer::spawn(c).unwrap();
+    h.add(KEY, InfoHash([0x66; 20]), tiers, stats(left));
+    h
+}
+
+fn wait_peers(h: &SessionHandle) -> Vec<SocketAddr> {
+    match h.events().recv_timeout(Duration::from_secs(5)) {
+        Ok(TrackerEvent::Peers(key, p)) => {
+            assert_eq!(key, KEY);
+            p
+        }
+        other => panic!("no peers delivered: {other:?}"),
+    }
 }
 
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
@@ -51,47 +74,14 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn two_announcers_find_each_other_through_the_embedded_tracker() {
-    let srv = TrackerServer::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        ServerConfig {
-            min_interval: Duration::ZERO,
-            ..ServerConfig::default()
-        },
-    )
-    .unwrap();
-    let url = srv.announce_url();
-    let a = Announcer::spawn(config(vec![vec![url.clone()]], 1, 6001), stats(10));
-    wait_until("a's started", || a.status().announces == 1);
-    let b = Announcer::spawn(config(vec![vec![url]], 2, 6002), stats(0));
-    assert_eq!(wait_peers(&b), vec!["127.0.0.1:6001".parse().unwrap()]);
-    a.need_peers();
-    assert_eq!(wait_peers(&a), vec!["127.0.0.1:6002".parse().unwrap()]);
-    let st = a.status();
-    assert_eq!((st.seeders, st.leechers), (Some(1), Some(1)));
-    assert!(st.trackers[0].started && st.trackers[0].last_error.is_none());
-    // Stopping b removes it from the swarm.
-    within(Duration::from_secs(2), || b.stop(Duration::from_secs(1)));
-    a.need_peers();
-    wait_until("a's re-announce", || a.status().announces == 3);
-    assert_eq!(a.status().seeders, Some(0));
-    a.stop(Duration::from_secs(1));
-}
-
-/// With a sink, peer lists go to the callback (here tagged, as an engine
-/// tags them with its torrent) and the handle's channel stays empty.
-#[test]
-fn spawn_with_sink_hands_peers_to_the_callback() {
-    let t = FakeHttp::start(|_, _| HttpReply::Body(good_http_body(&peers())));
-    let (tx, rx) = crossbeam_channel::bounded(4);
-    let h = Announcer::spawn_with_sink(config(vec![vec![t.url()]], 1, 6001), stats(10), move |p| {
-        let _ = tx.try_send((7u64, p));
-    });
-    let got = rx.recv_timeout(Duration::from_secs(5));
-    assert_eq!(got.ok(), Some((7, peers())));
-    assert!(h.peers().try_recv().is_err());
-    h.stop(Duration::from_millis(500));
+/// Threads of this process whose name starts with `prefix-`.
+fn threads_named(prefix: &str) -> usize {
+    let want = format!("{prefix}-");
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with(&want))
+        .count()
 }
 
 /// Each hostile behaviour fails the first announces; the announcer backs
@@ -118,13 +108,14 @@ fn retries_after_every_hostile_http_case() {
                 HttpReply::Body(good_http_body(&peers()))
             }
         });
-        let h = Announcer::spawn(config(vec![vec![t.url()]], 1, 6001), stats(10));
-        wait_until("a recorded failure", || {
-            let st = h.status();
-            st.failures >= 1 && st.trackers[0].last_error.is_some()
+        let h = one("ahx", vec![vec![t.url()]], 10);
+        // An unreachable tracker keeps the torrent waiting for its backoff
+        // (the torrent's own `failures` count only refusals).
+        wait_until("a recorded error", || {
+            h.status(KEY)
+                .is_some_and(|st| st.trackers[0].last_error.is_some())
         });
-        let got = h.peers().recv_timeout(Duration::from_secs(5));
-        assert_eq!(got.as_deref().ok(), Some(&peers()[..]), "{name}");
+        assert_eq!(wait_peers(&h), peers(), "{name}");
         assert!(t.requests().len() >= 3, "{name}");
         // The first successful announce is still `started`.
         assert!(
@@ -132,10 +123,10 @@ fn retries_after_every_hostile_http_case() {
             "{name}: {:?}",
             t.requests()
         );
-        let st = h.status();
+        let st = h.status(KEY).unwrap();
         assert_eq!(st.failures, 0);
         assert!(st.trackers[0].last_error.is_none());
-        h.stop(Duration::from_millis(500));
+        assert!(h.shutdown(Duration::from_millis(500)));
     }
 }
 
@@ -153,12 +144,9 @@ fn retries_after_hostile_udp_and_closed_port() {
     let dead = format!("http://127.0.0.1:{}/announce", closed_tcp_port());
     // The closed port is in the first tier, so every round falls through to
     // the UDP tracker in the second tier.
-    let h = Announcer::spawn(
-        config(vec![vec![dead.clone()], vec![t.url()]], 1, 6001),
-        stats(10),
-    );
+    let h = one("aud", vec![vec![dead.clone()], vec![t.url()]], 10);
     assert_eq!(wait_peers(&h), peers());
-    let st = h.status();
+    let st = h.status(KEY).unwrap();
     let dead_status = st.trackers.iter().find(|s| s.url == dead).unwrap();
     assert!(
         dead_status
@@ -169,23 +157,23 @@ fn retries_after_hostile_udp_and_closed_port() {
         "{dead_status:?}"
     );
     assert!(!dead_status.started);
-    h.stop(Duration::from_millis(500));
+    assert!(h.shutdown(Duration::from_millis(500)));
 }
 
 #[test]
 fn completed_is_sent_once_and_stopped_at_the_end() {
     let t = FakeHttp::start(|_, _| HttpReply::Body(good_http_body(&peers())));
-    let h = Announcer::spawn(config(vec![vec![t.url()]], 1, 6001), stats(0));
+    let h = one("aco", vec![vec![t.url()]], 0);
     wait_peers(&h);
-    h.completed();
-    h.completed();
+    h.completed(KEY);
+    h.completed(KEY);
     wait_until("completed announce", || {
         t.requests().iter().any(|r| r.contains("event=completed"))
     });
-    h.completed();
+    h.completed(KEY);
     std::thread::sleep(Duration::from_millis(50));
     within(Duration::from_secs(1), || {
-        h.stop(Duration::from_millis(800))
+        h.shutdown(Duration::from_millis(800))
     });
     let reqs = t.requests();
     let events: Vec<&str> = reqs
@@ -211,16 +199,23 @@ fn stop_never_waits_past_its_deadline() {
             HttpReply::Silence
         }
     });
-    let mut c = config(vec![vec![t.url()]], 1, 6001);
+    let mut c = config("asd");
     c.client.read_timeout = Duration::from_secs(10);
-    let h = Announcer::spawn(c, stats(5));
+    c.stop_deadline = Duration::from_millis(300);
+    let h = one_with(c, vec![vec![t.url()]], 5);
     wait_peers(&h);
+    // Removing the torrent: its receipt comes at the deadline.
+    let stopping = h.remove(KEY);
     within(Duration::from_millis(600), || {
-        h.stop(Duration::from_millis(300))
+        assert!(stopping.wait(Duration::from_secs(5)));
     });
     assert!(t.requests().last().unwrap().contains("event=stopped"));
+    within(Duration::from_millis(600), || {
+        h.shutdown(Duration::from_millis(300))
+    });
 
-    // Same with a UDP tracker that answers `started` and then goes silent.
+    // Same with a UDP tracker that answers `started` and then goes silent,
+    // stopped by the shutdown.
     let u = FakeUdp::start(|n, req| {
         if n < 2 {
             good_udp(req, &peers())
@@ -228,12 +223,12 @@ fn stop_never_waits_past_its_deadline() {
             vec![]
         }
     });
-    let mut c = config(vec![vec![u.url()]], 1, 6001);
+    let mut c = config("asu");
     c.client.udp_base_timeout = Duration::from_secs(5);
-    let h = Announcer::spawn(c, stats(5));
+    let h = one_with(c, vec![vec![u.url()]], 5);
     wait_peers(&h);
     within(Duration::from_millis(600), || {
-        h.stop(Duration::from_millis(300))
+        h.shutdown(Duration::from_millis(300))
     });
     assert!(matches!(
         u.requests().last(),
@@ -247,8 +242,31 @@ fn stop_never_waits_past_its_deadline() {
 #[test]
 fn no_stopped_for_trackers_never_started() {
     let t = FakeHttp::start(|_, _| HttpReply::Status(500, vec![]));
-    let h = Announcer::spawn(config(vec![vec![t.url()]], 1, 6001), stats(5));
-    wait_until("a failure", || h.status().failures >= 1);
-    h.stop(Duration::from_millis(300));
+    let h = one("ans", vec![vec![t.url()]], 5);
+    wait_until("a failure", || {
+        h.status(KEY)
+            .is_some_and(|st| st.trackers[0].last_error.is_some())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(h.shutdown(Duration::from_millis(300)));
     assert!(t.requests().iter().all(|r| !r.contains("event=stopped")));
+}
+
+/// An announcer with nothing to announce holds only its scheduler; one
+/// torrent on one tracker (one request at a time) needs one worker.
+#[test]
+fn workers_start_only_when_requests_need_them() {
+    let h = SessionAnnouncer::spawn(config("alz")).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(threads_named("alz"), 1, "the scheduler only");
+    assert_eq!(h.threads(), 1);
+    let t = FakeHttp::start(|_, _| HttpReply::Body(good_http_body(&peers())));
+    h.add(KEY, InfoHash([0x66; 20]), vec![vec![t.url()]], stats(5));
+    wait_peers(&h);
+    h.need_peers(KEY);
+    wait_peers(&h);
+    assert_eq!(threads_named("alz"), 2, "the scheduler and one worker");
+    assert_eq!(h.threads(), 2);
+    assert!(h.shutdown(Duration::from_secs(1)));
+    wait_until("threads gone", || threads_named("alz") == 0);
 }

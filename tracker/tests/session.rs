@@ -95,7 +95,7 @@ fn five_hundred_torrents_one_announce_each_per_interval_on_a_fixed_pool() {
     const N: u64 = 500;
     let srv = server(2);
     let h = SessionAnnouncer::spawn(config("t500", 6500)).unwrap();
-    assert_eq!(h.threads(), 5);
+    assert_eq!(h.threads(), 1, "workers start with the first requests");
     add_all(&h, N, &srv.announce_url(), 0);
     let start = Instant::now();
     let counts = |srv: &TrackerServer| -> Vec<u64> {
@@ -107,6 +107,7 @@ fn five_hundred_torrents_one_announce_each_per_interval_on_a_fixed_pool() {
     let first_round = start.elapsed();
     let all_started = Instant::now();
     assert_eq!(threads_named("t500"), 5, "scheduler and 4 workers");
+    assert_eq!(h.threads(), 5);
     // Every torrent's second announce falls one interval (2 s) after its
     // first, the third two intervals after: at 3 s, exactly two each.
     thread::sleep(Duration::from_secs(3).saturating_sub(all_started.elapsed()));

@@ -95,9 +95,11 @@ impl PeerSource {
 
 /// The controller thread's state: every torrent and the timer heap.
 pub(crate) struct Central {
-    torrents: HashMap<TorrentId, Controller>,
+    /// Boxed: a controller is a few KiB, and a map of them inline would
+    /// hold that much for every free slot of its table as well.
+    torrents: HashMap<TorrentId, Box<Controller>>,
     /// Torrents in their metadata phase (never in `torrents` at once).
-    fetches: HashMap<TorrentId, MetadataFetch>,
+    fetches: HashMap<TorrentId, Box<MetadataFetch>>,
     /// Each torrent's earliest deadline (entries go stale when a torrent's
     /// deadline moves; a stale one just wakes it for nothing due).
     timers: BinaryHeap<Reverse<(Instant, TorrentId)>>,
@@ -154,12 +156,12 @@ impl Central {
                 recv(self.commands) -> cmd => match cmd {
                     Ok(Ctl::Add(c)) => {
                         let id = c.id();
-                        self.torrents.insert(id, *c);
+                        self.torrents.insert(id, c);
                         self.with(id, Controller::start);
                     }
                     Ok(Ctl::Fetch(f)) => {
                         let id = f.id();
-                        self.fetches.insert(id, *f);
+                        self.fetches.insert(id, f);
                         self.with_fetch(id, MetadataFetch::start);
                     }
                     Ok(Ctl::Command(id, cmd)) => {
@@ -243,7 +245,7 @@ impl Central {
         f(fetch);
         if let Some(c) = fetch.take_handover() {
             self.fetches.remove(&id);
-            self.torrents.insert(id, *c);
+            self.torrents.insert(id, c);
             self.with(id, Controller::start);
             return;
         }

@@ -47,7 +47,7 @@ use crate::rate::RateMeasure;
 use crate::ratelimit::RateLimiter;
 use crate::session::{Registry, SessionShared};
 use crate::shared::{BlockClaims, HaveSet};
-use crate::status::{TorrentEvent, TorrentState, TorrentStatus};
+use crate::status::{Events, TorrentEvent, TorrentState, TorrentStatus, EVENT_QUEUE};
 
 /// How long a verification job holding fewer completed pieces than it
 /// hashes side by side waits for more (pieces of a fast download complete
@@ -89,9 +89,6 @@ const REDIAL_AFTER: Duration = Duration::from_secs(3);
 /// hand it out (3 + 6 + 12 + 24 + 48 s: a restart has about 90 s).
 const REDIAL_TRIES: u32 = 5;
 
-/// Events kept for a handle that does not read them; more are dropped.
-const EVENT_QUEUE: usize = 1024;
-
 /// Everything needed to start a torrent.
 pub(crate) struct ControllerSetup {
     pub id: TorrentId,
@@ -102,10 +99,10 @@ pub(crate) struct ControllerSetup {
     pub registry: Registry,
     pub commands: Sender<Ctl>,
     pub links: Links,
-    /// The status and event channel of a handle that already exists (a
+    /// The status and event queue of a handle that already exists (a
     /// torrent started from a magnet link, whose metadata just arrived):
     /// the handle stays the same for the torrent's whole life.
-    pub reuse: Option<(Arc<Published>, Sender<TorrentEvent>)>,
+    pub reuse: Option<(Arc<Published>, Arc<Events>)>,
 }
 
 /// Counters the session announcer reads from its workers.
@@ -171,19 +168,18 @@ pub(crate) fn build_controller(
         TorrentState::Checking,
         info.piece_count(),
     );
-    let (published, event_tx, event_rx) = match reuse {
-        Some((published, event_tx)) => {
+    let (published, events) = match reuse {
+        // The handle that exists already holds the same queue.
+        Some((published, events)) => {
             *published.status.lock() = status;
-            // The handle that exists already holds the receiver.
-            let (_, event_rx) = crossbeam_channel::bounded(0);
-            (published, event_tx, event_rx)
+            (published, events)
         }
-        None => {
-            // Unbounded in type, bounded by `emit` (EVENT_QUEUE): a bounded
-            // channel would allocate its slots for every torrent up front.
-            let (event_tx, event_rx) = crossbeam_channel::unbounded();
-            (Published::new(status, &options), event_tx, event_rx)
-        }
+        // Allocates only for events that wait (a channel would hold a
+        // block of slots, and its own counters, for every torrent).
+        None => (
+            Published::new(status, &options),
+            Arc::new(Events::new(EVENT_QUEUE)),
+        ),
     };
     let source = PeerSource::new(id, links.sources.clone());
     let ctl = Controller::new(Parts {
@@ -194,7 +190,7 @@ pub(crate) fn build_controller(
         session,
         resume_file,
         published: published.clone(),
-        events: event_tx,
+        events: Arc::clone(&events),
         links,
     });
     let handle = TorrentHandle {
@@ -203,7 +199,7 @@ pub(crate) fn build_controller(
         commands,
         source,
         published,
-        events: event_rx,
+        events,
         registry,
     };
     Ok((ctl, handle))
@@ -306,7 +302,7 @@ pub(crate) struct Controller {
     session: Arc<SessionShared>,
     resume_file: PathBuf,
     published: Arc<Published>,
-    events: Sender<TorrentEvent>,
+    events: Arc<Events>,
 
     picker: PiecePicker,
     choker: Choker,
@@ -401,7 +397,7 @@ struct Parts {
     session: Arc<SessionShared>,
     resume_file: PathBuf,
     published: Arc<Published>,
-    events: Sender<TorrentEvent>,
+    events: Arc<Events>,
     links: Links,
 }
 

@@ -48,7 +48,7 @@ use crate::peer::{
 };
 use crate::picker::PeerKey;
 use crate::session::{Registry, SessionShared};
-use crate::status::{TorrentEvent, TorrentState, TorrentStatus};
+use crate::status::{Events, TorrentEvent, TorrentState, TorrentStatus};
 use file::{torrent_file_bytes, write_file};
 
 /// A peer asked for metadata pieces that sends nothing for this long is
@@ -88,7 +88,7 @@ pub(crate) struct FetchSetup {
     pub commands: Sender<Ctl>,
     pub links: Links,
     pub published: Arc<Published>,
-    pub events: Sender<TorrentEvent>,
+    pub events: Arc<Events>,
 }
 
 use super::central::Ctl;
@@ -759,7 +759,7 @@ impl MetadataFetch {
         let key = s.announce_key(self.setup.id);
         let (info_hash, tiers) = (self.setup.info_hash, self.setup.trackers.clone());
         let mut added = false;
-        s.with_announcer(|a| {
+        s.with_announcer_started(|a| {
             a.add(key, info_hash, tiers, stats);
             added = true;
         });
@@ -782,9 +782,7 @@ impl MetadataFetch {
     // ---- status -------------------------------------------------------
 
     fn emit(&self, e: TorrentEvent) {
-        if self.setup.events.len() < 1024 {
-            let _ = self.setup.events.send(e);
-        }
+        self.setup.events.push(e);
     }
 
     fn publish(&self) {

@@ -27,11 +27,11 @@ use bittern_wire::{InfoHash, PeerId};
 mod answers;
 
 use super::{StatsSource, TorrentKey, TrackerEvent};
-use crate::announcer::{AnnouncerStatus, TrackerStatus};
 use crate::error::Error;
 use crate::schedule::{Backoff, Schedule, ScheduleConfig};
 use crate::tiers::Tiers;
 use crate::types::{AnnounceEvent, AnnounceParams, AnnounceResponse, ScrapeStats};
+use crate::types::{AnnouncerStatus, TrackerStatus};
 
 /// Most info-hashes in one HTTP scrape (keeps the URL under ~4 KiB).
 const HTTP_SCRAPE_BATCH: usize = 50;
@@ -175,7 +175,8 @@ struct TorrentState {
 pub(crate) struct Core {
     config: CoreConfig,
     jitter: Box<dyn FnMut() -> f64 + Send>,
-    torrents: HashMap<TorrentKey, TorrentState>,
+    /// Boxed, so that the table's free slots stay small.
+    torrents: HashMap<TorrentKey, Box<TorrentState>>,
     trackers: HashMap<TrackerId, TrackerState>,
     by_url: HashMap<String, TrackerId>,
     next_tracker: u64,
@@ -255,7 +256,7 @@ impl Core {
         let has_trackers = !tiers.is_empty();
         self.torrents.insert(
             key,
-            TorrentState {
+            Box::new(TorrentState {
                 info_hash,
                 stats,
                 tiers,
@@ -270,7 +271,7 @@ impl Core {
                 status,
                 removing: None,
                 stops_pending: 0,
-            },
+            }),
         );
         if has_trackers {
             self.heap.push(Reverse((now, Wake::Torrent(key, 0))));

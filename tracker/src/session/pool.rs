@@ -2,6 +2,8 @@
 //! request (reading the torrent's counters just before an announce) and
 //! sends the answer back. Workers hold no state between jobs.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -12,42 +14,89 @@ use crate::client::{announce, scrape};
 use crate::error::Error;
 use crate::types::ClientConfig;
 
-/// A fixed set of worker threads.
+/// Up to `n` worker threads, started as jobs need them: an announcer
+/// with nothing to announce holds none, one announcing a single torrent
+/// at a time holds one.
 pub(super) struct Pool {
+    name: String,
+    max: usize,
+    client: ClientConfig,
     jobs: Option<Sender<Job>>,
+    /// The workers' side of `jobs`, for workers started later (and to take
+    /// a job back when none can be started).
+    queue: Receiver<Job>,
+    done_tx: Sender<(Job, JobResult)>,
     done: Receiver<(Job, JobResult)>,
     threads: Vec<JoinHandle<()>>,
+    /// Workers waiting for a job.
+    idle: Arc<AtomicUsize>,
 }
 
 impl Pool {
-    /// Starts `n` workers named `{name}-w{i}`. Their queues hold `n` jobs,
-    /// which is all the scheduler ever has in flight, so neither side
-    /// waits on a full queue.
-    pub(super) fn spawn(name: &str, n: usize, client: ClientConfig) -> std::io::Result<Pool> {
+    /// A pool of at most `n` workers named `{name}-w{i}`; none runs yet.
+    /// Their queue holds `n` jobs, which is all the scheduler ever has in
+    /// flight, so neither side waits on a full queue.
+    pub(super) fn new(name: &str, n: usize, client: ClientConfig) -> Pool {
+        let n = n.max(1);
         let (jobs_tx, jobs_rx) = bounded::<Job>(n);
         let (done_tx, done_rx) = bounded(n);
-        let mut threads = Vec::with_capacity(n);
-        for i in 0..n {
-            let (jobs, done, client) = (jobs_rx.clone(), done_tx.clone(), client.clone());
-            let t = thread::Builder::new()
-                .name(format!("{name}-w{i}"))
-                .spawn(move || work(&jobs, &done, &client))?;
-            threads.push(t);
-        }
-        Ok(Pool {
+        Pool {
+            name: name.to_string(),
+            max: n,
+            client,
             jobs: Some(jobs_tx),
+            queue: jobs_rx,
+            done_tx,
             done: done_rx,
-            threads,
-        })
+            threads: Vec::new(),
+            idle: Arc::default(),
+        }
+    }
+
+    /// Workers started so far.
+    pub(super) fn threads(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Starts one more worker. A worker ends when the pool is joined.
+    fn grow(&mut self) -> std::io::Result<()> {
+        let (jobs, done, client, idle) = (
+            self.queue.clone(),
+            self.done_tx.clone(),
+            self.client.clone(),
+            Arc::clone(&self.idle),
+        );
+        let t = thread::Builder::new()
+            .name(format!("{}-w{}", self.name, self.threads.len()))
+            .spawn(move || work(&jobs, &done, &client, &idle))?;
+        self.threads.push(t);
+        Ok(())
     }
 
     /// Hands a job to a free worker; gives it back if the queue is full
     /// (a broken invariant) or the workers are gone.
-    pub(super) fn submit(&self, job: Job) -> Option<Job> {
-        match &self.jobs {
-            Some(tx) => tx.try_send(job).err().map(|e| e.into_inner()),
-            None => Some(job),
+    /// A worker is started when the job finds none free (none started yet,
+    /// or every one busy), up to the pool's size.
+    pub(super) fn submit(&mut self, job: Job) -> Option<Job> {
+        let Some(tx) = &self.jobs else {
+            return Some(job);
+        };
+        if let Err(e) = tx.try_send(job) {
+            return Some(e.into_inner());
         }
+        // More jobs queued than workers waiting for one. (A worker that has
+        // just finished a job and is about to wait may make this one too
+        // many; it then waits for the next job.)
+        if self.queue.len() > self.idle.load(Ordering::SeqCst) && self.threads.len() < self.max {
+            if let Err(e) = self.grow() {
+                log::error!("could not start an announcer worker: {e}");
+                if self.threads.is_empty() {
+                    // Nobody would ever run it: hand it back.
+                    return self.queue.try_recv().ok();
+                }
+            }
+        }
+        None
     }
 
     /// Answers from the workers.
@@ -82,8 +131,19 @@ pub(super) fn not_run(job: &Job) -> JobResult {
     }
 }
 
-fn work(jobs: &Receiver<Job>, done: &Sender<(Job, JobResult)>, client: &ClientConfig) {
-    for mut job in jobs.iter() {
+fn work(
+    jobs: &Receiver<Job>,
+    done: &Sender<(Job, JobResult)>,
+    client: &ClientConfig,
+    idle: &AtomicUsize,
+) {
+    loop {
+        idle.fetch_add(1, Ordering::SeqCst);
+        let job = jobs.recv();
+        idle.fetch_sub(1, Ordering::SeqCst);
+        let Ok(mut job) = job else {
+            break;
+        };
         let result = run(&mut job, client);
         if done.send((job, result)).is_err() {
             break;

@@ -356,9 +356,7 @@ impl Controller {
     }
 
     pub(super) fn emit(&self, e: TorrentEvent) {
-        if self.events.len() < EVENT_QUEUE {
-            let _ = self.events.send(e);
-        }
+        self.events.push(e);
     }
 
     // ---- tracker ------------------------------------------------------
@@ -389,7 +387,7 @@ impl Controller {
         let key = self.session.announce_key(self.id);
         let info_hash = self.info_hash;
         let mut added = false;
-        self.session.with_announcer(|a| {
+        self.session.with_announcer_started(|a| {
             a.add(key, info_hash, tiers, stats);
             added = true;
         });

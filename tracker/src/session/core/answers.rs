@@ -164,11 +164,13 @@ impl Core {
                     ts.started = true;
                 }
                 Self::reschedule(&mut self.heap, key, t);
+                // The status first: whoever gets the peers reads a status
+                // that already has this announce.
+                self.publish(key);
                 if !resp.peers.is_empty() {
                     self.outputs
                         .push(Output::Event(TrackerEvent::Peers(key, resp.peers)));
                 }
-                self.publish(key);
             }
             Err(e) => {
                 log::debug!("torrent {key:?}: announce to {url} failed: {e}");
