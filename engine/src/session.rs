@@ -321,6 +321,7 @@ impl Session {
             },
             utp_timeout: config.utp_connect_timeout,
             tcp: config.tcp,
+            utp_first: false,
         };
         let shared = Arc::new(SessionShared {
             peer_id: PeerId::generate(&config.peer_id_prefix),

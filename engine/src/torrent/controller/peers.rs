@@ -454,7 +454,10 @@ impl Controller {
             down_limits: [self.down_limit.clone(), self.session.download.clone()],
             honors_session: self.published.honors_session.clone(),
             timing: self.session.config.timing.clone(),
-            dial: self.session.dial.clone(),
+            dial: crate::peer::Dial {
+                utp_first: matches!(origin, Origin::Outgoing(a) if self.candidates.utp(a)),
+                ..self.session.dial.clone()
+            },
             dht: match &self.session.dht {
                 Some(d) if !self.metainfo.info.private => Some((d.clone(), self.session.port)),
                 _ => None,
