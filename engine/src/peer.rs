@@ -354,6 +354,9 @@ pub(crate) struct ExtensionSetup {
     /// We accept encrypted connections (policy not `disable`): `e` is
     /// sent, so the peer may dial us MSE-first.
     pub encryption: bool,
+    /// Our own addresses, sent as `ipv4` / `ipv6` when known (see
+    /// `SessionShared::own_ips`).
+    pub own_ips: (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>),
 }
 
 impl ExtensionSetup {
@@ -370,6 +373,7 @@ impl ExtensionSetup {
         hs.metadata_size = self.metadata.as_ref().map(|m| m.len() as u64);
         hs.upload_only = self.upload_only;
         hs.e = self.encryption;
+        (hs.ipv4, hs.ipv6) = self.own_ips;
         hs
     }
 }

@@ -200,6 +200,30 @@ impl SessionShared {
                 || self.external_ips.lock().contains(&addr.ip()))
     }
 
+    /// Our own address of each family for `ipv4` / `ipv6` in extension
+    /// handshakes (BEP 10): the newest a peer told us it sees us at
+    /// (`yourip`), else an address we listen on that is not unspecified;
+    /// `None` for a family we know nothing of.
+    pub(crate) fn own_ips(&self) -> (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>) {
+        use std::net::IpAddr;
+        let learnt: Vec<IpAddr> = self.external_ips.lock().iter().rev().copied().collect();
+        let listening = self
+            .listen_addrs
+            .iter()
+            .map(SocketAddr::ip)
+            .filter(|ip| !ip.is_unspecified());
+        let all: Vec<IpAddr> = learnt.into_iter().chain(listening).collect();
+        let v4 = all.iter().find_map(|ip| match ip {
+            IpAddr::V4(a) => Some(*a),
+            IpAddr::V6(_) => None,
+        });
+        let v6 = all.iter().find_map(|ip| match ip {
+            IpAddr::V6(a) if a.to_ipv4_mapped().is_none() => Some(*a),
+            _ => None,
+        });
+        (v4, v6)
+    }
+
     /// Records an address a peer says it sees us at (its `yourip`): a
     /// candidate there on our port is ourselves. Bounded: the newest
     /// [`MAX_EXTERNAL_IPS`] are kept.

@@ -540,6 +540,7 @@ impl MetadataFetch {
             timing: self.setup.session.config.timing.clone(),
             encryption: self.setup.session.config.encryption,
             dial: self.setup.session.dial.clone(),
+            own_ips: self.setup.session.own_ips(),
         };
         // The thread is not joined: it ends on its own once closed or cut
         // (its `Gone` may reach the torrent's controller after the

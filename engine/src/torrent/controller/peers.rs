@@ -371,6 +371,7 @@ impl Controller {
             upload_only: self.state == TorrentState::Seeding && !super_seeding,
             pex: self.pex_allowed(),
             encryption: self.session.config.encryption != crate::config::Encryption::Disable,
+            own_ips: self.session.own_ips(),
         }
     }
 
