@@ -374,13 +374,14 @@ impl Session {
             *shared.announcer.lock() = Some(handle);
         }
         if let Some(cfg) = &shared.config.lsd {
-            // LSD is IPv4 (the IPv6 group does not loop on `lo`).
+            // The IPv4 group always; the IPv6 one when we listen on IPv6.
             let v4 = addrs
                 .iter()
                 .copied()
                 .find(SocketAddr::is_ipv4)
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], port)));
-            let lsd = discovery::spawn_lsd(cfg, v4, registry.clone(), links.sources.clone());
+            let v6 = addrs.iter().copied().find(SocketAddr::is_ipv6);
+            let lsd = discovery::spawn_lsd(cfg, (v4, v6), registry.clone(), links.sources.clone());
             *shared.lsd.lock() = lsd;
         }
         let controller = std::thread::Builder::new()
