@@ -7,7 +7,11 @@
 //! sent, [`enter_private_netns`] asserts that the process is in a network
 //! namespace other than the one the test started in whose only interface is `lo`, then brings
 //! `lo` up and routes 239.0.0.0/8 to it with source 127.0.0.1 (the recipe
-//! from the transports notes that also works for Transmission).
+//! from the transports notes that also works for Transmission). The IPv6
+//! tests add `ip link set lo multicast on` and `ip -6 route add local
+//! ff15::/16 dev lo table local`, with which Linux loops datagrams for
+//! `[ff15::efc0:988f]` back to the sockets joined on `lo` (without the
+//! `local` route they are dropped as unroutable).
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
