@@ -198,7 +198,14 @@ pub fn status_text(s: &TorrentStatus) -> String {
 /// The line of a torrent started from a magnet link before its size is
 /// known.
 fn fetching_text(s: &TorrentStatus) -> String {
-    format!("fetching metadata ({} peers)", s.peers_connected)
+    if s.peers_connecting > 0 {
+        format!(
+            "fetching metadata ({} peers, {} connecting)",
+            s.peers_connected, s.peers_connecting
+        )
+    } else {
+        format!("fetching metadata ({} peers)", s.peers_connected)
+    }
 }
 
 /// A plain status line (without the label).
@@ -474,6 +481,7 @@ mod tests {
             upload_rate: 0.0,
             eta: Some(Duration::from_secs(65)),
             peers_connected: 3,
+            peers_connecting: 0,
             seeds_connected: 0,
             peers_known: 4,
             pieces_have: 1,
@@ -519,6 +527,9 @@ mod tests {
         s.peers_connected = 2;
         assert_eq!(plain_line(&s), "fetching metadata (2 peers)");
         assert_eq!(status_text(&s), "fetching metadata (2 peers)");
+        // Connections still in their handshakes are shown apart, not as peers.
+        s.peers_connecting = 1;
+        assert_eq!(plain_line(&s), "fetching metadata (2 peers, 1 connecting)");
     }
 
     #[test]

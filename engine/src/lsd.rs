@@ -29,20 +29,25 @@
 //! when it starts, `Remove` it when it stops, and feed `Peer` events to
 //! the torrent's candidates like any other peer source.
 //!
+//! IPv6: with [`LsdConfig::interface_v6`] set, a second socket and thread
+//! do the same on `[ff15::efc0:988f]:6771` through that interface (same
+//! headers, `Host: [ff15::efc0:988f]:6771`, same cookie); a peer heard
+//! there is reported at its IPv6 source address. (Linux loops IPv6
+//! multicast on `lo` once `lo` has the multicast flag and a `local` route
+//! for the group: the recipe of the engine's LSD tests.)
+//!
 //! Not filtered yet: libtorrent drops announces from outside the
 //! interface's network (it knows the netmask); here every source but
-//! `0.0.0.0` and multicast ones is taken. IPv4 only for now; the IPv6 group (`[ff15::efc0:988f]:6771`) is not
-//! joined (Linux `lo` does not loop IPv6 multicast, so it could only be
-//! tested over a veth pair).
+//! unspecified and multicast ones is taken.
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bittern_wire::lsd::{LsdAnnounce, LSD_GROUP_V4, LSD_PORT, MAX_DATAGRAM};
+use bittern_wire::lsd::{LsdAnnounce, LSD_GROUP_V4, LSD_GROUP_V6, LSD_PORT, MAX_DATAGRAM};
 use bittern_wire::InfoHash;
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
 
@@ -64,6 +69,10 @@ pub struct LsdConfig {
     pub max_incoming_per_sec: u32,
     /// Multicast TTL: 1 keeps announces on the local link.
     pub ttl: u32,
+    /// Also announce and listen on the IPv6 group through the interface of
+    /// this index (0: the system's default multicast interface); `None`:
+    /// IPv4 only. The session fills it in when it listens on IPv6.
+    pub interface_v6: Option<u32>,
 }
 
 impl LsdConfig {
@@ -77,6 +86,7 @@ impl LsdConfig {
             min_packet_interval: Duration::from_secs(1),
             max_incoming_per_sec: 10,
             ttl: 1,
+            interface_v6: None,
         }
     }
 }
@@ -111,41 +121,66 @@ pub enum LsdEvent {
 /// its receive timeout, 200 ms); [`Lsd::join`] waits for it.
 #[derive(Debug)]
 pub struct Lsd {
-    tx: Option<Sender<LsdCommand>>,
-    thread: Option<JoinHandle<()>>,
+    /// One command queue per family's thread (IPv4, then IPv6).
+    txs: Vec<Sender<LsdCommand>>,
+    threads: Vec<JoinHandle<()>>,
     cookie: String,
 }
 
 impl Lsd {
     /// Opens the socket, joins the group on `config.interface` and starts
-    /// the thread.
+    /// the thread; the same on the IPv6 group when
+    /// [`LsdConfig::interface_v6`] is set (a failure there is logged and
+    /// LSD runs on IPv4 alone).
     ///
     /// # Errors
-    /// The socket could not be opened, bound or joined to the group (for
-    /// example no multicast route on that interface), or the thread could
-    /// not start.
+    /// The IPv4 socket could not be opened, bound or joined to the group
+    /// (for example no multicast route on that interface), or a thread
+    /// could not start.
     pub fn spawn(config: LsdConfig, events: Sender<LsdEvent>) -> io::Result<Lsd> {
-        let socket = open_socket(&config)?;
         let cookie = format!("{:x}", rand::random::<u32>() & 0x7fff_ffff);
-        let (tx, rx) = bounded(256);
-        let worker = Worker {
-            socket,
-            config,
+        let group = SocketAddr::V4(SocketAddrV4::new(LSD_GROUP_V4, config.lsd_port));
+        let mut sockets = vec![(open_socket(&config)?, group, "lsd")];
+        if let Some(index) = config.interface_v6 {
+            match open_socket_v6(&config, index) {
+                Ok(s) => {
+                    let group =
+                        SocketAddr::V6(SocketAddrV6::new(LSD_GROUP_V6, config.lsd_port, 0, 0));
+                    sockets.push((s, group, "lsd6"));
+                }
+                Err(e) => log::warn!("lsd: not on the ipv6 group (interface index {index}): {e}"),
+            }
+        }
+        let mut lsd = Lsd {
+            txs: Vec::new(),
+            threads: Vec::new(),
             cookie: cookie.clone(),
-            commands: rx,
-            events,
-            torrents: HashMap::new(),
-            next_send: Instant::now(),
-            window: (Instant::now(), 0),
         };
-        let thread = std::thread::Builder::new()
-            .name("lsd".into())
-            .spawn(move || worker.run())?;
-        Ok(Lsd {
-            tx: Some(tx),
-            thread: Some(thread),
-            cookie,
-        })
+        for (socket, group, name) in sockets {
+            let (tx, rx) = bounded(256);
+            let worker = Worker {
+                socket,
+                group,
+                config: config.clone(),
+                cookie: cookie.clone(),
+                commands: rx,
+                events: events.clone(),
+                torrents: HashMap::new(),
+                next_send: Instant::now(),
+                window: (Instant::now(), 0),
+            };
+            let thread = std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || worker.run())?;
+            lsd.txs.push(tx);
+            lsd.threads.push(thread);
+        }
+        Ok(lsd)
+    }
+
+    /// Whether the IPv6 group is joined too.
+    pub fn on_ipv6(&self) -> bool {
+        self.threads.len() > 1
     }
 
     /// Our cookie (announces carrying it are our own, looped back).
@@ -158,16 +193,27 @@ impl Lsd {
     /// # Errors
     /// The queue is full or the thread has ended (the command comes back).
     pub fn send(&self, cmd: LsdCommand) -> Result<(), TrySendError<LsdCommand>> {
-        match &self.tx {
-            Some(tx) => tx.try_send(cmd),
-            None => Err(TrySendError::Disconnected(cmd)),
+        // Taken if any family's thread took it (each keeps its own
+        // schedule); otherwise the first failure comes back.
+        let mut failed = None;
+        let mut taken = false;
+        for tx in &self.txs {
+            match tx.try_send(cmd.clone()) {
+                Ok(()) => taken = true,
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        match (taken, failed) {
+            (true, _) => Ok(()),
+            (false, Some(e)) => Err(e),
+            (false, None) => Err(TrySendError::Disconnected(cmd)),
         }
     }
 
-    /// Stops the thread and waits for it.
+    /// Stops the threads and waits for them.
     pub fn join(mut self) {
-        self.tx = None;
-        if let Some(t) = self.thread.take() {
+        self.txs.clear();
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -237,6 +283,69 @@ fn open_socket(config: &LsdConfig) -> io::Result<UdpSocket> {
     Ok(socket)
 }
 
+/// A UDP socket bound to `[::]:lsd_port` (IPv6 only, `SO_REUSEADDR`),
+/// joined to the IPv6 group on interface `index`, sending through it with
+/// loopback on and `ttl` hops.
+fn open_socket_v6(config: &LsdConfig, index: u32) -> io::Result<UdpSocket> {
+    // SAFETY: plain socket(2) call; the fd is owned right below.
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket owned by nobody else.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let set = |level: libc::c_int, name: libc::c_int, v: libc::c_int| -> io::Result<()> {
+        // SAFETY: valid fd, a c_int option value of the right size.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    set(libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    set(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+    let addr = libc::sockaddr_in6 {
+        sin6_family: libc::AF_INET6 as libc::sa_family_t,
+        sin6_port: config.lsd_port.to_be(),
+        sin6_flowinfo: 0,
+        sin6_addr: libc::in6_addr { s6_addr: [0; 16] },
+        sin6_scope_id: 0,
+    };
+    // SAFETY: valid fd and a sockaddr_in6 of the size given.
+    let r = unsafe {
+        libc::bind(
+            fd,
+            (&addr as *const libc::sockaddr_in6).cast(),
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    set(
+        libc::IPPROTO_IPV6,
+        libc::IPV6_MULTICAST_IF,
+        libc::c_int::try_from(index).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+    )?;
+    set(
+        libc::IPPROTO_IPV6,
+        libc::IPV6_MULTICAST_HOPS,
+        libc::c_int::try_from(config.ttl).unwrap_or(1),
+    )?;
+    let socket = UdpSocket::from(owned);
+    socket.join_multicast_v6(&LSD_GROUP_V6, index)?;
+    socket.set_multicast_loop_v6(true)?;
+    Ok(socket)
+}
+
 struct Torrent {
     private: bool,
     next_announce: Instant,
@@ -244,6 +353,8 @@ struct Torrent {
 
 struct Worker {
     socket: UdpSocket,
+    /// The group and port announces go to (this worker's family).
+    group: SocketAddr,
     config: LsdConfig,
     cookie: String,
     commands: Receiver<LsdCommand>,
@@ -337,7 +448,7 @@ impl Worker {
             return;
         }
         due.sort();
-        let group = SocketAddr::V4(SocketAddrV4::new(LSD_GROUP_V4, self.config.lsd_port));
+        let group = self.group;
         let msg = LsdAnnounce {
             port: self.config.listen_port,
             info_hashes: due.iter().map(|&(_, h)| h).collect(),

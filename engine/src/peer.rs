@@ -231,11 +231,15 @@ pub(crate) struct Dial {
     pub utp_timeout: Duration,
     /// Outgoing TCP allowed.
     pub tcp: bool,
+    /// This peer was flagged as speaking uTP (PEX `0x04`): uTP first,
+    /// then TCP.
+    pub utp_first: bool,
 }
 
 impl Dial {
     /// Connects to `addr`: TCP first (if on), uTP when TCP fails or is
-    /// off (if on). TCP first keeps the zero-copy upload path and a fast
+    /// off (if on); the other way round for a peer flagged as speaking
+    /// uTP (`utp_first`). TCP first keeps the zero-copy upload path and a fast
     /// answer from hosts that refuse (bittern-to-bittern over uTP moves
     /// about half the bytes per CPU second); a peer reachable only over uTP
     /// costs one failed TCP connect. A uTP dial gives up as soon as
@@ -248,10 +252,19 @@ impl Dial {
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Socket, PeerError> {
         let mux = self.mux(addr);
+        if self.utp_first && mux.is_some() {
+            match self.connect_utp(addr, timeout, cancelled) {
+                Ok(s) => return Ok(s),
+                Err(e) if self.tcp && !cancelled() => {
+                    debug!("{addr}: utp connect failed ({e}), trying tcp")
+                }
+                Err(e) => return Err(e),
+            }
+        }
         if self.tcp {
             match std::net::TcpStream::connect_timeout(&addr, timeout) {
                 Ok(s) => return Ok(Socket::Tcp(s)),
-                Err(e) if mux.is_some() && !cancelled() => {
+                Err(e) if mux.is_some() && !self.utp_first && !cancelled() => {
                     debug!("{addr}: tcp connect failed ({e}), trying utp")
                 }
                 Err(e) => return Err(e.into()),
@@ -341,6 +354,9 @@ pub(crate) struct ExtensionSetup {
     /// We accept encrypted connections (policy not `disable`): `e` is
     /// sent, so the peer may dial us MSE-first.
     pub encryption: bool,
+    /// Our own addresses, sent as `ipv4` / `ipv6` when known (see
+    /// `SessionShared::own_ips`).
+    pub own_ips: (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>),
 }
 
 impl ExtensionSetup {
@@ -357,6 +373,7 @@ impl ExtensionSetup {
         hs.metadata_size = self.metadata.as_ref().map(|m| m.len() as u64);
         hs.upload_only = self.upload_only;
         hs.e = self.encryption;
+        (hs.ipv4, hs.ipv6) = self.own_ips;
         hs
     }
 }

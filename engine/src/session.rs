@@ -217,6 +217,30 @@ impl SessionShared {
                 || self.external_ips.lock().contains(&addr.ip()))
     }
 
+    /// Our own address of each family for `ipv4` / `ipv6` in extension
+    /// handshakes (BEP 10): the newest a peer told us it sees us at
+    /// (`yourip`), else an address we listen on that is not unspecified;
+    /// `None` for a family we know nothing of.
+    pub(crate) fn own_ips(&self) -> (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>) {
+        use std::net::IpAddr;
+        let learnt: Vec<IpAddr> = self.external_ips.lock().iter().rev().copied().collect();
+        let listening = self
+            .listen_addrs
+            .iter()
+            .map(SocketAddr::ip)
+            .filter(|ip| !ip.is_unspecified());
+        let all: Vec<IpAddr> = learnt.into_iter().chain(listening).collect();
+        let v4 = all.iter().find_map(|ip| match ip {
+            IpAddr::V4(a) => Some(*a),
+            IpAddr::V6(_) => None,
+        });
+        let v6 = all.iter().find_map(|ip| match ip {
+            IpAddr::V6(a) if a.to_ipv4_mapped().is_none() => Some(*a),
+            _ => None,
+        });
+        (v4, v6)
+    }
+
     /// Records an address a peer says it sees us at (its `yourip`): a
     /// candidate there on our port is ourselves. Bounded: the newest
     /// [`MAX_EXTERNAL_IPS`] are kept.
@@ -354,6 +378,7 @@ impl Session {
             },
             utp_timeout: config.utp_connect_timeout,
             tcp: config.tcp,
+            utp_first: false,
         };
         let shared = Arc::new(SessionShared {
             peer_id: PeerId::generate(&config.peer_id_prefix),
@@ -383,13 +408,14 @@ impl Session {
         });
         let registry: Registry = Arc::default();
         if let Some(cfg) = &shared.config.lsd {
-            // LSD is IPv4 (the IPv6 group does not loop on `lo`).
+            // The IPv4 group always; the IPv6 one when we listen on IPv6.
             let v4 = addrs
                 .iter()
                 .copied()
                 .find(SocketAddr::is_ipv4)
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], port)));
-            let lsd = discovery::spawn_lsd(cfg, v4, registry.clone(), links.sources.clone());
+            let v6 = addrs.iter().copied().find(SocketAddr::is_ipv6);
+            let lsd = discovery::spawn_lsd(cfg, (v4, v6), registry.clone(), links.sources.clone());
             *shared.lsd.lock() = lsd;
         }
         let controller = std::thread::Builder::new()

@@ -62,8 +62,11 @@ pub struct TorrentStatus {
     pub upload_rate: f64,
     /// Estimated time to completion.
     pub eta: Option<Duration>,
-    /// Connected peers.
+    /// Connected peers (handshakes done).
     pub peers_connected: usize,
+    /// Connections being set up: dialled or in their handshakes, not yet
+    /// in `peers_connected`.
+    pub peers_connecting: usize,
     /// Connected peers that are seeds of what they have: a full piece
     /// set, or `upload_only` (BEP 21, a partial seed).
     pub seeds_connected: usize,
@@ -106,6 +109,7 @@ impl TorrentStatus {
             upload_rate: 0.0,
             eta: None,
             peers_connected: 0,
+            peers_connecting: 0,
             seeds_connected: 0,
             peers_known: 0,
             pieces_have: 0,

@@ -7,7 +7,11 @@
 //! sent, [`enter_private_netns`] asserts that the process is in a network
 //! namespace other than the one the test started in whose only interface is `lo`, then brings
 //! `lo` up and routes 239.0.0.0/8 to it with source 127.0.0.1 (the recipe
-//! from the transports notes that also works for Transmission).
+//! from the transports notes that also works for Transmission). The IPv6
+//! tests add `ip link set lo multicast on` and `ip -6 route add local
+//! ff15::/16 dev lo table local`, with which Linux loops datagrams for
+//! `[ff15::efc0:988f]` back to the sockets joined on `lo` (without the
+//! `local` route they are dropped as unroutable).
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
@@ -624,4 +628,218 @@ fn session_finds_a_transmission_peer_by_lsd_alone() {
         .map(str::trim)
         .collect();
     assert_eq!(ifaces, vec!["lo"], "still nothing but lo");
+}
+
+// ---- IPv6 (`[ff15::efc0:988f]:6771`) ------------------------------------
+
+/// Inside the namespace (after [`enter_private_netns`]): lets `lo` carry
+/// IPv6 multicast (the multicast flag, and a `local` route for the LSD
+/// group's scope in the local table, which loops the group's datagrams
+/// back to the sockets joined on `lo`). False, with a message, where the
+/// namespace has no IPv6 loopback.
+fn ipv6_multicast_on_lo() -> bool {
+    let have = UdpSocket::bind("[::1]:0").is_ok();
+    if !bittern_testkit::require("an IPv6 loopback (::1) in the namespace", have) {
+        return false;
+    }
+    for args in [
+        &["link", "set", "lo", "multicast", "on"][..],
+        &[
+            "-6",
+            "route",
+            "add",
+            "local",
+            "ff15::/16",
+            "dev",
+            "lo",
+            "table",
+            "local",
+        ][..],
+    ] {
+        let s = Command::new("ip").args(args).status().unwrap();
+        assert!(s.success(), "ip {args:?}");
+    }
+    true
+}
+
+/// The index of `lo`.
+fn lo_index() -> u32 {
+    // SAFETY: a NUL-terminated name; if_nametoindex only reads it.
+    let i = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+    assert!(i > 0);
+    i
+}
+
+/// An IPv6 socket on the group port (SO_REUSEADDR, IPv6 only), joined to
+/// the IPv6 group on `lo`.
+fn reuse_socket_v6(port: u16) -> UdpSocket {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket/setsockopt/bind calls on a fresh fd we own.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET6, libc::SOCK_DGRAM, 0);
+        assert!(fd >= 0);
+        let one: libc::c_int = 1;
+        for (level, name) in [
+            (libc::SOL_SOCKET, libc::SO_REUSEADDR),
+            (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
+        ] {
+            libc::setsockopt(fd, level, name, (&one as *const libc::c_int).cast(), 4);
+        }
+        let addr = libc::sockaddr_in6 {
+            sin6_family: libc::AF_INET6 as libc::sa_family_t,
+            sin6_port: port.to_be(),
+            sin6_flowinfo: 0,
+            sin6_addr: libc::in6_addr { s6_addr: [0; 16] },
+            sin6_scope_id: 0,
+        };
+        let r = libc::bind(
+            fd,
+            (&addr as *const libc::sockaddr_in6).cast(),
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        );
+        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+        let s = UdpSocket::from_raw_fd(fd);
+        s.join_multicast_v6(&bittern_wire::lsd::LSD_GROUP_V6, lo_index())
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        s
+    }
+}
+
+/// Two components with the IPv6 group on: each hears the other at
+/// `[::1]`, from announces to `[ff15::efc0:988f]:6771` in libtorrent's
+/// format with the bracketed `Host` header.
+#[test]
+fn two_components_find_each_other_over_ipv6() {
+    const NAME: &str = "lsd::two_components_find_each_other_over_ipv6";
+    if !in_namespace(NAME) {
+        return;
+    }
+    enter_private_netns(NAME);
+    if !ipv6_multicast_on_lo() {
+        return;
+    }
+    let shared = InfoHash([0x33; 20]);
+    let lsd_port = 6771;
+    let sniff = reuse_socket_v6(lsd_port);
+    let v6 = |listen_port| LsdConfig {
+        interface_v6: Some(lo_index()),
+        ..config(listen_port, lsd_port)
+    };
+    let (atx, arx) = bounded(64);
+    let (btx, brx) = bounded(64);
+    let a = Lsd::spawn(v6(1111), atx).unwrap();
+    let b = Lsd::spawn(v6(2222), btx).unwrap();
+    assert!(a.on_ipv6() && b.on_ipv6());
+    for l in [&a, &b] {
+        l.send(LsdCommand::Add {
+            info_hash: shared,
+            private: false,
+        })
+        .unwrap();
+    }
+    let until = Instant::now() + Duration::from_millis(2500);
+    let mut grams = Vec::new();
+    let (ta, tb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| collect(&arx, until));
+        let tb = s.spawn(|| collect(&brx, until));
+        let mut buf = [0u8; 2048];
+        while Instant::now() < until {
+            if let Ok((n, from)) = sniff.recv_from(&mut buf) {
+                grams.push((from, String::from_utf8_lossy(&buf[..n]).into_owned()));
+            }
+        }
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    a.join();
+    b.join();
+    let from_a: SocketAddr = "[::1]:1111".parse().unwrap();
+    let from_b: SocketAddr = "[::1]:2222".parse().unwrap();
+    assert!(tb.contains(&(shared, from_a)), "{tb:?}");
+    assert!(ta.contains(&(shared, from_b)), "{ta:?}");
+    let a_text = grams
+        .iter()
+        .find(|(from, t)| from.is_ipv6() && t.contains("\r\nPort: 1111\r\n"))
+        .map(|(_, t)| t.clone())
+        .unwrap_or_else(|| panic!("no ipv6 announce of A seen: {grams:?}"));
+    assert!(
+        a_text.starts_with(&format!(
+            "BT-SEARCH * HTTP/1.1\r\nHost: [ff15::efc0:988f]:6771\r\nPort: 1111\r\nInfohash: {}\r\ncookie: ",
+            shared.to_hex()
+        )),
+        "{a_text:?}"
+    );
+    assert!(a_text.ends_with("\r\n\r\n\r\n"), "{a_text:?}");
+}
+
+/// Two sessions listening on `[::1]` only find each other by LSD over
+/// IPv6 alone (an IPv4 announce names 127.0.0.1, where nobody listens)
+/// and the download completes byte-identical.
+#[test]
+fn sessions_on_ipv6_loopback_find_each_other_by_lsd() {
+    use crate::util::{assert_same, make_torrent, tempdir, wait_state};
+    use bittern_engine::{SeedGoal, Session, TorrentOptions, TorrentState};
+
+    const NAME: &str = "lsd::sessions_on_ipv6_loopback_find_each_other_by_lsd";
+    if !in_namespace(NAME) {
+        return;
+    }
+    enter_private_netns(NAME);
+    if !ipv6_multicast_on_lo() {
+        return;
+    }
+    let _ = env_logger::builder().is_test(true).try_init();
+    let (src, dst) = (tempdir(), tempdir());
+    let meta = make_torrent(
+        src.path(),
+        "lsd6.bin",
+        &[("lsd6.bin", 2_000_000)],
+        64 << 10,
+        32,
+    );
+    let cfg = || bittern_engine::SessionConfig {
+        listen: "[::1]:0".parse().unwrap(),
+        lsd: Some(LsdConfig {
+            min_packet_interval: Duration::from_millis(200),
+            reannounce: Duration::from_secs(1),
+            ..LsdConfig::new(Ipv4Addr::UNSPECIFIED, 0)
+        }),
+        ..crate::util::config()
+    };
+    let seeder = Session::new(cfg()).unwrap();
+    let s = seeder
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    // Slow enough to see the connection while the download runs.
+    let leecher = Session::new(bittern_engine::SessionConfig {
+        download_limit: Some(1 << 20),
+        ..cfg()
+    })
+    .unwrap();
+    let t = leecher
+        .add_torrent(
+            meta.clone(),
+            dst.path(),
+            TorrentOptions {
+                seed_goal: SeedGoal::None,
+                ..TorrentOptions::default()
+            },
+        )
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut peer = None;
+    while t.status().state != TorrentState::Stopped {
+        assert!(Instant::now() < deadline, "not done: {:?}", t.status());
+        if let Some(p) = t.peers().first() {
+            peer = Some(p.addr);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_same(src.path(), dst.path(), &meta.info.file_paths());
+    // Connected over IPv6: only the IPv6 announces could lead there.
+    assert!(
+        peer.is_some_and(|a| a.ip() == std::net::Ipv6Addr::LOCALHOST),
+        "{peer:?}"
+    );
 }

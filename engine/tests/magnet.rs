@@ -130,6 +130,75 @@ fn malformed_extension_handshake_closes_only_that_peer() {
     ));
 }
 
+/// BEP 10 `ipv4` / `ipv6` in our extension handshake (bytes captured from
+/// the wire): our own address of each family, the listen address until a
+/// peer says how it sees us (`yourip`), then that. The IPv6 half needs an
+/// IPv6 loopback (skipped with a message otherwise).
+#[test]
+fn extension_handshake_says_our_ipv4_and_ipv6_addresses() {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let dir = tempfile::tempdir().unwrap();
+    let meta = make_torrent(dir.path(), "ips", &[("ips", 50_000)], 1 << 14, 6);
+    let v6 = crate::ipv6::have_ipv6_loopback();
+    let seeder = bittern_engine::Session::new(bittern_engine::SessionConfig {
+        listen_also: if v6 {
+            vec![Ipv6Addr::LOCALHOST.into()]
+        } else {
+            Vec::new()
+        },
+        ..crate::util::config()
+    })
+    .unwrap();
+    let t = seeder
+        .add_torrent(meta.clone(), dir.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&t, TorrentState::Seeding, Duration::from_secs(20));
+    // Connects, says `yourip` (if any), returns bittern's handshake bytes.
+    let ours = |yourip: Option<IpAddr>| -> (Wire, Vec<u8>) {
+        let (mut w, _) = Wire::connect(seeder.local_addr(), meta.info_hash).unwrap();
+        let hs = ExtensionHandshake {
+            yourip,
+            ..ExtensionHandshake::default()
+        };
+        let mut out = Vec::new();
+        Message::Extended {
+            id: 0,
+            payload: &hs.encode(),
+        }
+        .encode(&mut out);
+        w.send_raw(&out).unwrap();
+        let raw = recv_extended(&mut w, 0);
+        (w, raw)
+    };
+    let contains = |raw: &[u8], needle: &[u8]| raw.windows(needle.len()).any(|w| w == needle);
+    let (_w, raw) = ours(None);
+    let hs = ExtensionHandshake::decode(&raw).unwrap();
+    assert_eq!(hs.ipv4, Some(Ipv4Addr::LOCALHOST), "{hs:?}");
+    assert!(contains(&raw, b"4:ipv44:\x7f\x00\x00\x01"));
+    if v6 {
+        assert_eq!(hs.ipv6, Some(Ipv6Addr::LOCALHOST), "{hs:?}");
+        let mut want = b"4:ipv616:".to_vec();
+        want.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
+        assert!(contains(&raw, &want));
+    } else {
+        eprintln!("skipping the ipv6 half: no IPv6 loopback (::1) here");
+        assert_eq!(hs.ipv6, None);
+    }
+    // A peer says it sees us at 127.0.0.9: later handshakes say so.
+    let seen = Ipv4Addr::new(127, 0, 0, 9);
+    let (_w2, _) = ours(Some(seen.into()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_w3, raw) = ours(None);
+        let hs = ExtensionHandshake::decode(&raw).unwrap();
+        if hs.ipv4 == Some(seen) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ipv4 stayed {:?}", hs.ipv4);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A magnet link for `meta` naming `peers` in `x.pe`.
 fn magnet_for(meta: &Metainfo, peers: &[SocketAddr]) -> Magnet {
     let mut uri = format!("magnet:?xt=urn:btih:{}", meta.info_hash.to_hex());

@@ -406,6 +406,86 @@ fn bittern_sends_pex_with_flags_and_never_the_peer_itself() {
     drop((w2, w3));
 }
 
+/// A PEX `added.f` uTP flag (`0x04`): the peer is dialled over uTP first
+/// (its TCP port is open too, so the default TCP-first dial would reach it
+/// over TCP), and bittern passes the flag on in its own PEX messages.
+#[test]
+fn a_pex_utp_flag_makes_the_peer_dialled_over_utp_and_is_passed_on() {
+    let src = tempdir();
+    let meta = make_torrent(
+        src.path(),
+        "utp.bin",
+        &[("utp.bin", 1 << 20)],
+        16 * 1024,
+        75,
+    );
+    let b = session_with(|c| c.utp = true);
+    let _tb = seed_in(&b, &meta, src.path(), Vec::new());
+    // A leeches slowly, so that it is still connected to B when asked.
+    let a = session_with(|c| {
+        c.utp = true;
+        c.download_limit = Some(64 << 10);
+    });
+    let dst = tempdir();
+    let ta = a
+        .add_torrent(
+            meta.clone(),
+            dst.path(),
+            TorrentOptions {
+                seed_goal: SeedGoal::None,
+                ..TorrentOptions::default()
+            },
+        )
+        .unwrap();
+    wait_state(&ta, TorrentState::Downloading, Duration::from_secs(20));
+    // A scripted peer tells A about B, flagged uTP.
+    let (mut w, _) = Wire::connect(a.local_addr(), meta.info_hash).unwrap();
+    w.send_raw(&ext_handshake(9, None)).unwrap();
+    let m = PexMessage {
+        added: vec![(
+            b.local_addr(),
+            PexFlags {
+                utp: true,
+                ..PexFlags::default()
+            },
+        )],
+        ..PexMessage::default()
+    };
+    let mut frame = Vec::new();
+    Message::Extended {
+        id: Extension::UtPex.local_id(),
+        payload: &m.encode(),
+    }
+    .encode(&mut frame);
+    w.send_raw(&frame).unwrap();
+    wait_until("A to reach B", Duration::from_secs(20), || {
+        ta.peers()
+            .iter()
+            .any(|p| p.addr == b.local_addr() && p.client.is_some())
+    });
+    let pb = ta
+        .peers()
+        .into_iter()
+        .find(|p| p.addr == b.local_addr())
+        .unwrap();
+    assert!(pb.utp, "B was dialled over tcp: {pb:?}");
+    // A second scripted peer that wants PEX hears of B with 0x04 (and
+    // seed, reachable).
+    let (mut w2, _) = Wire::connect(a.local_addr(), meta.info_hash).unwrap();
+    w2.send_raw(&ext_handshake(7, None)).unwrap();
+    let payload = next_extended(&mut w2, 7, Duration::from_secs(10)).expect("a ut_pex message");
+    let msg = PexMessage::decode(&payload).unwrap();
+    let f = msg
+        .added
+        .iter()
+        .find(|(x, _)| *x == b.local_addr())
+        .map(|(_, f)| *f)
+        .expect("B listed");
+    assert!(f.utp && f.seed && f.reachable, "{f:?}");
+    assert_eq!(f.to_byte() & 0x16, 0x16);
+    drop((w, w2));
+}
+
 // ---- hostile senders ----------------------------------------------------
 
 /// A listener that records the connections made to it.

@@ -13,6 +13,7 @@ mod lifecycle;
 mod lost_requests;
 mod lsd;
 mod magnet;
+mod magnet_stall;
 mod partial_seed;
 mod pex;
 mod reliability;

@@ -49,6 +49,8 @@ pub(crate) struct MetaContext {
     pub encryption: crate::config::Encryption,
     /// How connections are dialled (uTP, TCP).
     pub dial: super::Dial,
+    /// Our own addresses for `ipv4` / `ipv6` in our extension handshake.
+    pub own_ips: (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>),
 }
 
 /// Starts a metadata-phase connection, which owns `conn` until it ends.
@@ -127,6 +129,7 @@ fn run(
         // no PEX before it is known (BEP 27).
         pex: false,
         encryption: ctx.encryption != crate::config::Encryption::Disable,
+        own_ips: ctx.own_ips,
     }
     .handshake(addr);
     Message::Extended {

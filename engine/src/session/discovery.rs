@@ -16,21 +16,34 @@ const LSD_EVENTS: usize = 256;
 
 /// Starts LSD on the listen address (`config.interface` unless that is
 /// unspecified and we listen on one IPv4 address) announcing `port`, and
-/// the thread that hands its peers to their torrents. `None` (logged) when
-/// the socket cannot join the group, e.g. no multicast route: the session
+/// the thread that hands its peers to their torrents. When the session
+/// also listens on IPv6 (`listen.1`) and `config.interface_v6` is not set,
+/// the IPv6 group is joined too: on `lo` for a loopback address, else on
+/// the system's default multicast interface. `None` (logged) when the
+/// IPv4 socket cannot join its group, e.g. no multicast route: the session
 /// runs without LSD.
 pub(crate) fn spawn_lsd(
     config: &LsdConfig,
-    listen: SocketAddr,
+    listen: (SocketAddr, Option<SocketAddr>),
     registry: Registry,
     sources: Sender<(TorrentId, Vec<SocketAddr>)>,
 ) -> Option<Lsd> {
+    let (listen, listen_v6) = listen;
     let mut config = config.clone();
     config.listen_port = listen.port();
     if config.interface.is_unspecified() {
         if let IpAddr::V4(ip) = listen.ip() {
             config.interface = ip;
         }
+    }
+    if config.interface_v6.is_none() {
+        config.interface_v6 = listen_v6.map(|a| {
+            if a.ip().is_loopback() {
+                loopback_index()
+            } else {
+                0
+            }
+        });
     }
     let interface: Ipv4Addr = config.interface;
     let (tx, rx) = bounded(LSD_EVENTS);
@@ -65,6 +78,21 @@ pub(crate) fn spawn_lsd(
         warn!("local service discovery off: {e}");
         return None;
     }
-    info!("local service discovery on {interface}");
+    if lsd.on_ipv6() {
+        info!("local service discovery on {interface} and [ff15::efc0:988f]");
+    } else {
+        info!("local service discovery on {interface}");
+    }
     Some(lsd)
+}
+
+/// The index of the loopback interface (`lo`), 1 when it cannot be read.
+fn loopback_index() -> u32 {
+    // SAFETY: a NUL-terminated name; if_nametoindex only reads it.
+    let i = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+    if i == 0 {
+        1
+    } else {
+        i
+    }
 }

@@ -107,6 +107,8 @@ pub(crate) struct Central {
     peers: Receiver<PeerMsg>,
     done: Receiver<Done>,
     sources: Receiver<(TorrentId, Vec<SocketAddr>)>,
+    /// [`Ctl::Exit`] was handled (possibly while draining commands).
+    exiting: bool,
 }
 
 impl Central {
@@ -124,6 +126,7 @@ impl Central {
             peers: peer_rx,
             done: done_rx,
             sources: source_rx,
+            exiting: false,
         };
         let links = Links {
             peers: peer_tx,
@@ -154,24 +157,8 @@ impl Central {
                     }
                 }
                 recv(self.commands) -> cmd => match cmd {
-                    Ok(Ctl::Add(c)) => {
-                        let id = c.id();
-                        self.torrents.insert(id, c);
-                        self.with(id, Controller::start);
-                    }
-                    Ok(Ctl::Fetch(f)) => {
-                        let id = f.id();
-                        self.fetches.insert(id, f);
-                        self.with_fetch(id, MetadataFetch::start);
-                    }
-                    Ok(Ctl::Command(id, cmd)) => {
-                        if self.fetches.contains_key(&id) {
-                            self.with_fetch(id, |f| f.on_command(cmd));
-                        } else {
-                            self.with(id, |c| c.on_command(cmd));
-                        }
-                    }
-                    Ok(Ctl::Exit) | Err(_) => return,
+                    Ok(cmd) => self.on_ctl(cmd),
+                    Err(_) => return,
                 },
                 recv(self.done) -> done => {
                     if let Ok(done) = done {
@@ -180,19 +167,71 @@ impl Central {
                 }
                 recv(self.sources) -> offer => {
                     if let Ok((id, peers)) = offer {
-                        if self.fetches.contains_key(&id) {
-                            self.with_fetch(id, |f| f.add_candidates(peers));
-                        } else {
-                            self.with(id, |c| c.add_candidates(peers));
-                        }
+                        self.on_offer(id, peers);
                     }
                 }
                 recv(timer) -> _ => self.on_timers(),
             }
+            if self.exiting {
+                return;
+            }
+        }
+    }
+
+    /// Handles one command ([`Ctl::Exit`] sets `exiting`).
+    fn on_ctl(&mut self, cmd: Ctl) {
+        match cmd {
+            Ctl::Add(c) => {
+                let id = c.id();
+                self.torrents.insert(id, c);
+                self.with(id, Controller::start);
+            }
+            Ctl::Fetch(f) => {
+                let id = f.id();
+                self.fetches.insert(id, f);
+                self.with_fetch(id, MetadataFetch::start);
+            }
+            Ctl::Command(id, cmd) => {
+                if self.fetches.contains_key(&id) {
+                    self.with_fetch(id, |f| f.on_command(cmd));
+                } else {
+                    self.with(id, |c| c.on_command(cmd));
+                }
+            }
+            Ctl::Exit => self.exiting = true,
+        }
+    }
+
+    /// Makes sure torrent `id` is known before an input for it is
+    /// dropped as stale: an input sent after the command that adds the
+    /// torrent (peers offered right after `add_magnet`, a magnet's
+    /// resolved `x.pe` host names) can still be picked by `select!` first,
+    /// since that command waits on another channel. For an id not known,
+    /// the commands already queued run first.
+    fn settle(&mut self, id: TorrentId) {
+        if self.fetches.contains_key(&id) || self.torrents.contains_key(&id) {
+            return;
+        }
+        while !self.exiting {
+            match self.commands.try_recv() {
+                Ok(cmd) => self.on_ctl(cmd),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Hands candidate addresses to torrent `id`.
+    fn on_offer(&mut self, id: TorrentId, peers: Vec<SocketAddr>) {
+        self.settle(id);
+        if self.fetches.contains_key(&id) {
+            self.with_fetch(id, |f| f.add_candidates(peers));
+        } else {
+            self.with(id, |c| c.add_candidates(peers));
         }
     }
 
     fn on_peer(&mut self, msg: PeerMsg) {
+        self.settle(msg.torrent);
         if self.fetches.contains_key(&msg.torrent) {
             self.with_fetch(msg.torrent, |f| f.on_peer_msg(msg));
         } else {

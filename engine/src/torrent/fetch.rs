@@ -19,6 +19,16 @@
 //! failing the hash drops the peer when it alone sent it; when several
 //! contributed, the fetch starts over taking every piece from one peer at
 //! a time, so the liar is found by the next failure.
+//!
+//! Every connection of the fetch has a deadline at each stage, so none can
+//! hold a slot while neither serving nor failing: up (handshakes done)
+//! within [`ready_deadline`](MetadataFetch::ready_deadline), its extension
+//! handshake within [`EXTENSION_DEADLINE`] of that, a `metadata_size`
+//! within [`SIZE_DEADLINE`] when it has none (BEP 9: a peer without the
+//! metadata sends none), and pieces within [`REQUEST_TIMEOUT`] of asking.
+//! A connection that misses one is closed and its address dialled again
+//! after [`RETRY_AFTER`] (such a peer may be slow, or fetch the metadata
+//! itself meanwhile).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -56,6 +66,12 @@ use file::{torrent_file_bytes, write_file};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often the fetch looks at its peers (timeouts, dialling, status).
 const TICK: Duration = Duration::from_secs(1);
+/// A connection up (BitTorrent handshake done) that has sent no extension
+/// handshake this long is closed.
+const EXTENSION_DEADLINE: Duration = Duration::from_secs(10);
+/// A peer speaking `ut_metadata` without a `metadata_size` (it lacks the
+/// metadata, BEP 9) is closed this long after its extension handshake.
+const SIZE_DEADLINE: Duration = Duration::from_secs(10);
 /// Most pieces asked of one peer at once.
 const MAX_PER_PEER: usize = 16;
 /// Connections of one metadata fetch.
@@ -101,6 +117,12 @@ struct MetaPeer {
     commands: Sender<PeerCommand>,
     socket: Arc<SocketSlot>,
     ready: bool,
+    /// When the thread was started (the dial or the incoming handshake).
+    started: Instant,
+    /// When the connection came up (`Ready`).
+    ready_at: Option<Instant>,
+    /// When its extension handshake came (with `ut_metadata`).
+    extension_at: Option<Instant>,
     /// The peer speaks `ut_metadata` and announced this size.
     size: Option<u64>,
     /// When we last asked it, or it last answered, while it had pieces
@@ -136,6 +158,10 @@ pub(crate) struct MetadataFetch {
     next_tick: Option<Instant>,
     /// The torrent's controller, once the metadata is complete.
     handover: Option<Box<Controller>>,
+    /// [`start`](Self::start) ran, on the controller thread: nothing is
+    /// dialled before, so that no event of a connection can reach the
+    /// controller before the fetch it belongs to.
+    started: bool,
     finished: bool,
 }
 
@@ -159,6 +185,7 @@ impl MetadataFetch {
             paused: setup.options.paused,
             next_tick: None,
             handover: None,
+            started: false,
             finished: false,
             setup,
         };
@@ -179,6 +206,7 @@ impl MetadataFetch {
     /// Starts announcing and dialling.
     pub(crate) fn start(&mut self) {
         info!("{}: fetching metadata", self.short());
+        self.started = true;
         if !self.paused {
             self.start_announcer();
             self.connect_more();
@@ -288,6 +316,7 @@ impl MetadataFetch {
             debug!("{}: peer {} sent no metadata in time", self.short(), k.0);
             self.drop_peer(k, None);
         }
+        self.cut_late(now);
         let due: Vec<SocketAddr> = self
             .retry
             .iter()
@@ -298,6 +327,48 @@ impl MetadataFetch {
         self.add_candidates(due);
         self.request_all();
         self.publish();
+    }
+
+    /// How long a connection may take to come up: the dial bounds each of
+    /// its steps (MSE, then in the clear, then uTP) by the connect timeout
+    /// for the connect and as long again for the handshakes; this bounds
+    /// the whole, whatever it would wait on.
+    fn ready_deadline(&self) -> Duration {
+        self.setup.session.config.timing.connect_timeout * 6
+    }
+
+    /// Closes the connections that missed a deadline of their stage (see
+    /// the module doc); each is dialled again after [`RETRY_AFTER`].
+    fn cut_late(&mut self, now: Instant) {
+        let ready_deadline = self.ready_deadline();
+        let late: Vec<(PeerKey, &'static str)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.closing)
+            .filter_map(|(k, p)| {
+                let why = match (p.ready_at, p.extension_at) {
+                    (None, _) if now.duration_since(p.started) > ready_deadline => {
+                        "no handshake in time"
+                    }
+                    (Some(at), None) if now.duration_since(at) > EXTENSION_DEADLINE => {
+                        "no extension handshake in time"
+                    }
+                    (Some(_), Some(at))
+                        if p.size.is_none() && now.duration_since(at) > SIZE_DEADLINE =>
+                    {
+                        "no metadata_size (it lacks the metadata)"
+                    }
+                    _ => return None,
+                };
+                Some((*k, why))
+            })
+            .collect();
+        for (k, why) in late {
+            if let Some(p) = self.peers.get(&k) {
+                info!("{} {}: metadata peer closed: {why}", p.addr, self.short());
+            }
+            self.close(k);
+        }
     }
 
     pub(crate) fn on_peer_msg(&mut self, PeerMsg { key, event, .. }: PeerMsg) {
@@ -315,6 +386,7 @@ impl MetadataFetch {
         match event {
             PeerEvent::Ready { addr, .. } => {
                 p.ready = true;
+                p.ready_at = Some(Instant::now());
                 p.addr = addr;
                 self.publish();
             }
@@ -354,6 +426,7 @@ impl MetadataFetch {
             Some(0) => self.drop_peer(key, Some(MetadataError::Empty)),
             size => {
                 p.size = size;
+                p.extension_at = Some(Instant::now());
                 self.request_all();
             }
         }
@@ -419,7 +492,7 @@ impl MetadataFetch {
     // ---- peers --------------------------------------------------------
 
     fn connect_more(&mut self) {
-        if self.paused || self.finished {
+        if self.paused || self.finished || !self.started {
             return;
         }
         let max = MAX_FETCH_PEERS.min(self.setup.session.config.max_peers_per_torrent);
@@ -467,6 +540,7 @@ impl MetadataFetch {
             timing: self.setup.session.config.timing.clone(),
             encryption: self.setup.session.config.encryption,
             dial: self.setup.session.dial.clone(),
+            own_ips: self.setup.session.own_ips(),
         };
         // The thread is not joined: it ends on its own once closed or cut
         // (its `Gone` may reach the torrent's controller after the
@@ -481,6 +555,9 @@ impl MetadataFetch {
                         commands: tx,
                         socket,
                         ready: false,
+                        started: Instant::now(),
+                        ready_at: None,
+                        extension_at: None,
                         size: None,
                         last_progress: Instant::now(),
                         closing: false,
@@ -791,6 +868,11 @@ impl MetadataFetch {
             .peers
             .values()
             .filter(|p| p.ready && !p.closing)
+            .count();
+        st.peers_connecting = self
+            .peers
+            .values()
+            .filter(|p| !p.ready && !p.closing)
             .count();
         st.peers_known = self.known.len();
         if let Some(a) = &self.assembler {

@@ -45,6 +45,9 @@ pub(crate) struct Candidates {
     /// for the dial rule (`handshake::dial_steps`), at most
     /// [`MAX_CANDIDATES`] entries.
     mse: HashMap<SocketAddr, bool>,
+    /// Addresses a PEX sender flagged as speaking uTP (`0x04`): dialled
+    /// over uTP first. At most [`MAX_CANDIDATES`].
+    utp: HashSet<SocketAddr>,
 }
 
 impl Candidates {
@@ -124,6 +127,19 @@ impl Candidates {
     /// What is known of `a`'s MSE support.
     pub(crate) fn mse(&self, a: SocketAddr) -> Option<bool> {
         self.mse.get(&a).copied()
+    }
+
+    /// Records that a PEX sender flagged `a` as speaking uTP. Dropped once
+    /// the table is full.
+    pub(crate) fn note_utp(&mut self, a: SocketAddr) {
+        if self.utp.len() < MAX_CANDIDATES {
+            self.utp.insert(a);
+        }
+    }
+
+    /// Whether `a` was flagged as speaking uTP.
+    pub(crate) fn utp(&self, a: SocketAddr) -> bool {
+        self.utp.contains(&a)
     }
 
     /// Addresses waiting to be dialled.

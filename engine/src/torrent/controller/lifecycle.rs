@@ -538,6 +538,11 @@ impl Controller {
                 self.down_rate.eta(left, now)
             },
             peers_connected: peers.len(),
+            peers_connecting: self
+                .peers
+                .values()
+                .filter(|p| !p.ready && !p.closing)
+                .count(),
             seeds_connected: peers.iter().filter(|p| p.seed).count(),
             peers_known: self.candidates.known_len(),
             pieces_have,

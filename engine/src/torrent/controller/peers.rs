@@ -371,6 +371,7 @@ impl Controller {
             upload_only: self.state == TorrentState::Seeding && !super_seeding,
             pex: self.pex_allowed(),
             encryption: self.session.config.encryption != crate::config::Encryption::Disable,
+            own_ips: self.session.own_ips(),
         }
     }
 
@@ -454,7 +455,10 @@ impl Controller {
             down_limits: [self.down_limit.clone(), self.session.download.clone()],
             honors_session: self.published.honors_session.clone(),
             timing: self.session.config.timing.clone(),
-            dial: self.session.dial.clone(),
+            dial: crate::peer::Dial {
+                utp_first: matches!(origin, Origin::Outgoing(a) if self.candidates.utp(a)),
+                ..self.session.dial.clone()
+            },
             dht: match &self.session.dht {
                 Some(d) if !self.metainfo.info.private => Some((d.clone(), self.session.port)),
                 _ => None,

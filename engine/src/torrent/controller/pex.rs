@@ -9,10 +9,12 @@
 //! dialled is listed at the address we dialled, flagged reachable; one
 //! that dialled us only at its IP and the listen port its handshake gave
 //! (`p`), or not at all. Flags say what we know: seed (its piece set is
-//! full, or it said `upload_only`), reachable, and encryption (the
-//! connection is MSE-encrypted or its handshake said `e`); the uTP bit
-//! stays clear. A received `0x01` flag feeds the dial rule
-//! (`handshake::dial_steps`). The
+//! full, or it said `upload_only`, `0x02`), reachable (we dialled it,
+//! `0x10`), encryption (the connection is MSE-encrypted or its handshake
+//! said `e`, `0x01`) and uTP (we are connected to it over uTP, or a PEX
+//! sender flagged it so, `0x04`). A received `0x01` flag feeds the dial
+//! rule (`handshake::dial_steps`); a received `0x04` makes the peer
+//! dialled over uTP first (`peer::Dial::utp_first`). The
 //! peer itself and our own listening addresses are never listed.
 //!
 //! Receiving: a message becomes candidates through the torrent's one
@@ -74,7 +76,8 @@ impl PeerPex {
 }
 
 /// What the peers of a torrent are worth telling others about.
-fn advertised(p: &Peer) -> Option<(SocketAddr, PexFlags)> {
+/// `utp_flagged`: a PEX sender said it speaks uTP.
+fn advertised(p: &Peer, utp_flagged: bool) -> Option<(SocketAddr, PexFlags)> {
     if !p.ready || p.closing {
         return None;
     }
@@ -92,6 +95,7 @@ fn advertised(p: &Peer) -> Option<(SocketAddr, PexFlags)> {
         // Known to support MSE: the connection is encrypted, or its
         // extension handshake said `e`.
         encryption: p.encrypted || hs.is_some_and(|h| h.e),
+        utp: p.utp || utp_flagged,
         ..PexFlags::default()
     };
     Some((addr, flags))
@@ -131,7 +135,7 @@ impl Controller {
         let current: Vec<(SocketAddr, PexFlags)> = self
             .peers
             .values()
-            .filter_map(advertised)
+            .filter_map(|p| advertised(p, self.candidates.utp(p.addr)))
             .filter(|(a, _)| !self.session.is_own_addr(*a))
             .collect();
         let mut slow = Vec::new();
@@ -218,6 +222,9 @@ impl Controller {
         for (a, f) in &msg.added {
             if f.encryption && usable(*a) {
                 self.candidates.note_mse(*a, true);
+            }
+            if f.utp && usable(*a) {
+                self.candidates.note_utp(*a);
             }
         }
         let peers: Vec<SocketAddr> = msg
