@@ -47,6 +47,8 @@ PAIRS = [  # label, seeder, leecher, number of leechers
     ("libtorrent→4×libtorrent", "libtorrent", "libtorrent", 4),
     ("bittern-rc4→bittern-rc4", "bittern-rc4", "bittern-rc4", 1),
     ("libtorrent-rc4→libtorrent-rc4", "libtorrent-rc4", "libtorrent-rc4", 1),
+    ("bittern-utp→bittern-utp", "bittern-utp", "bittern-utp", 1),
+    ("libtorrent-utp→libtorrent-utp", "libtorrent-utp", "libtorrent-utp", 1),
 ]
 CORE = PAIRS[:4]
 
@@ -144,7 +146,9 @@ class Bench:
                         "libtorrent-reqq": Libtorrent(20000), "aria2c": Aria2(),
                         "transmission": Transmission(),
                         "bittern-rc4": Bittern(self.bin, rc4=True),
-                        "libtorrent-rc4": Libtorrent(rc4=True)}
+                        "libtorrent-rc4": Libtorrent(rc4=True),
+                        "bittern-utp": Bittern(self.bin, utp=True),
+                        "libtorrent-utp": Libtorrent(utp=True)}
         self.failures = []
         self.notes = []
 
@@ -238,17 +242,19 @@ class Bench:
             t0 = time.monotonic() if t_leech is None else t_leech
             seeder.peak_anon = seeder.peak_file = 0
             s_cpu0 = seeder.cpu_now()
+            s_split0 = seeder.cpu_now_split()
             if not seeder_connects:
                 for k in range(n):
                     leechers.append(w.add(leech_c.leech(torrent, saves[k], lports[k], sport, logdir,
                                                         "leecher%d" % k, scratch)))
-            done_at, cpu_at = {}, {}
+            done_at, cpu_at, split_at = {}, {}, {}
 
             def check():
                 for k, p in enumerate(leechers):
                     if k not in done_at and leech_c.complete(p):
                         done_at[k] = p.t_exit if p.t_exit else time.monotonic()
                         cpu_at[k] = p.cpu_total()
+                        split_at[k] = p.cpu_now_split()
                     elif k not in done_at and leech_c.failed(p):
                         raise RuntimeError("leecher%d exited with code %s" % (k, p.exit_code))
                 if not seeder.alive():
@@ -258,12 +264,16 @@ class Bench:
                 raise RuntimeError("timeout after %.0f s (%d of %d leechers complete)"
                                    % (timeout, len(done_at), n))
             s_cpu1 = seeder.cpu_now()
+            s_split1 = seeder.cpu_now_split()
             wall = max(done_at.values()) - t0
             result.update(wall=wall, mbps=n * size / wall / report.MB,
                           lcpu=sum(cpu_at.values()), scpu=s_cpu1 - s_cpu0,
                           lanon=max(p.peak_anon for p in leechers),
                           lfile=max(p.peak_file for p in leechers),
-                          sanon=seeder.peak_anon, sfile=seeder.peak_file)
+                          sanon=seeder.peak_anon, sfile=seeder.peak_file,
+                          luser=sum(u for u, _ in split_at.values()),
+                          lsys=sum(y for _, y in split_at.values()),
+                          suser=s_split1[0] - s_split0[0], ssys=s_split1[1] - s_split0[1])
             w.kill_all()
             bad = [k for k in range(n) if not self.same_data(name, saves[k])]
             if bad:

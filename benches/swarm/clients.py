@@ -30,6 +30,11 @@ SETTINGS_NOTES = [
     "bittern-rc4 / libtorrent-rc4: the same with protocol encryption forced, RC4 both "
     "ways: bittern `--encryption require`; libtorrent out_enc_policy = in_enc_policy = 0 "
     "(pe_forced), allowed_enc_level = 2 (pe_rc4), prefer_rc4",
+    "bittern-utp / libtorrent-utp: uTP as the only transport: bittern `--no-tcp` (no TCP "
+    "listener or dial; its UDP socket asks for 4 MiB buffers); libtorrent "
+    "enable_incoming_utp = enable_outgoing_utp = True, enable_incoming_tcp = "
+    "enable_outgoing_tcp = False, recv_socket_buffer_size = send_socket_buffer_size = "
+    "4194304 (the leecher logs each peer's transport from its utp_socket flag)",
     "transmission-cli: fresh config dir per run with dht/lpd/pex/utp/port-forwarding off, "
     "bind-address-ipv4 127.0.0.1, encryption 0 (prefer plain), rename-partial-files false, "
     "`-et -M -D -U -f <finish script>`; the seeder connects to it (`--peer` / connect_peer), "
@@ -53,12 +58,15 @@ class Client:
 
 
 class Bittern(Client):
-    def __init__(self, binary, rc4=False):
+    def __init__(self, binary, rc4=False, utp=False):
         self.bin = binary
-        self.name = "bittern-rc4" if rc4 else "bittern"
+        self.name = "bittern-rc4" if rc4 else "bittern-utp" if utp else "bittern"
         # `require`: RC4-only MSE both ways (the default `prefer` picks
         # plaintext after the handshake when both ends offer it).
         self.extra = ["--encryption", "require"] if rc4 else []
+        # uTP only: no TCP listener, no TCP dial.
+        if utp:
+            self.extra += ["--no-tcp"]
 
     def seed(self, torrent, data_dir, port, peers, logdir, tag):
         argv = [self.bin, "-vv", "--status-interval", "1s", "seed", torrent, "-d", data_dir,
@@ -78,16 +86,19 @@ class Bittern(Client):
 
 
 class Libtorrent(Client):
-    def __init__(self, reqq=None, rc4=False):
+    def __init__(self, reqq=None, rc4=False, utp=False):
         self.reqq = reqq
         self.rc4 = rc4
+        self.utp = utp
         self.name = "libtorrent" if reqq is None else "libtorrent-reqq"
         if rc4:
             self.name += "-rc4"
+        if utp:
+            self.name += "-utp"
 
     def _extra(self):
         extra = [] if self.reqq is None else ["--reqq", self.reqq]
-        return extra + (["--rc4"] if self.rc4 else [])
+        return extra + (["--rc4"] if self.rc4 else []) + (["--utp"] if self.utp else [])
 
     def seed(self, torrent, data_dir, port, peers, logdir, tag):
         argv = [PY, LT_NODE, "seed", torrent, data_dir, port] + self._extra()

@@ -2,7 +2,7 @@
 
 Run with Debian's /usr/bin/python3 (python3-libtorrent imports only there).
 
-  lt_node.py seed    TORRENT SAVE_DIR PORT [--peer H:P]... [--reqq N] [--rc4]
+  lt_node.py seed    TORRENT SAVE_DIR PORT [--peer H:P]... [--reqq N] [--rc4] [--utp]
       Checks the data, prints "READY" once seeding, connects to every --peer
       (again whenever it has no peers) and serves until SIGTERM.
   lt_node.py leech   TORRENT SAVE_DIR PORT [--peer H:P]...
@@ -26,7 +26,11 @@ client pair compares plain BitTorrent. Everything else is libtorrent's
 default, except --reqq, which sets max_allowed_in_request_queue, and
 --rc4, which forces protocol encryption with RC4 both ways
 (out_enc_policy = in_enc_policy = pe_forced = 0, allowed_enc_level =
-pe_rc4 = 2, prefer_rc4).
+pe_rc4 = 2, prefer_rc4), and --utp, which makes uTP the only transport
+(enable_incoming_utp = enable_outgoing_utp = True, enable_incoming_tcp =
+enable_outgoing_tcp = False) with 4 MiB socket buffers
+(recv_socket_buffer_size = send_socket_buffer_size = 4194304; the
+default 208 KiB drops datagrams at loopback speed).
 """
 
 import os
@@ -41,7 +45,7 @@ def log(*args):
     print(*args, file=sys.stderr, flush=True)
 
 
-def make_session(port, reqq=None, rc4=False):
+def make_session(port, reqq=None, rc4=False, utp=False):
     settings = {
         "listen_interfaces": "127.0.0.1:%d" % port,
         "outgoing_interfaces": "127.0.0.1",
@@ -63,6 +67,11 @@ def make_session(port, reqq=None, rc4=False):
     if rc4:
         settings.update({"out_enc_policy": 0, "in_enc_policy": 0,
                          "allowed_enc_level": 2, "prefer_rc4": True})
+    if utp:
+        settings.update({"enable_incoming_utp": True, "enable_outgoing_utp": True,
+                         "enable_incoming_tcp": False, "enable_outgoing_tcp": False,
+                         "recv_socket_buffer_size": 4 << 20,
+                         "send_socket_buffer_size": 4 << 20})
     return lt.session(settings)
 
 
@@ -87,11 +96,22 @@ def describe(h):
         s.total_payload_upload)
 
 
+def transports(h):
+    """The transport of each connected peer: libtorrent's peer flag
+    utp_socket (bit 17)."""
+    return "transports=[%s]" % ",".join(
+        "utp" if p.flags & (1 << 17) else "tcp" for p in h.get_peer_info())
+
+
 def parse_peers(args):
-    peers, reqq, rc4, i = [], None, False, 0
+    peers, reqq, rc4, utp, i = [], None, False, False, 0
     while i < len(args):
         if args[i] == "--rc4":
             rc4 = True
+            i += 1
+            continue
+        if args[i] == "--utp":
+            utp = True
             i += 1
             continue
         if args[i] == "--peer":
@@ -103,12 +123,12 @@ def parse_peers(args):
             i += 2
         else:
             raise SystemExit("unknown argument %r" % args[i])
-    return peers, reqq, rc4
+    return peers, reqq, (rc4, utp)
 
 
 def seed(torrent, save, port, rest):
-    peers, reqq, rc4 = parse_peers(rest)
-    ses = make_session(port, reqq, rc4)
+    peers, reqq, (rc4, utp) = parse_peers(rest)
+    ses = make_session(port, reqq, rc4, utp)
     h = add(ses, torrent, save)
     deadline = time.monotonic() + 300
     while not h.status().is_seeding:
@@ -133,8 +153,8 @@ def seed(torrent, save, port, rest):
 
 
 def leech(torrent, save, port, rest):
-    peers, reqq, rc4 = parse_peers(rest)
-    ses = make_session(port, reqq, rc4)
+    peers, reqq, (rc4, utp) = parse_peers(rest)
+    ses = make_session(port, reqq, rc4, utp)
     h = add(ses, torrent, save)
     last_connect = last_log = 0.0
     while True:
@@ -148,10 +168,11 @@ def leech(torrent, save, port, rest):
                 h.connect_peer(p)
             last_connect = now
         if now - last_log > 2:
-            log(describe(h))
+            log(describe(h), transports(h))
             last_log = now
         drain(ses)
         ses.wait_for_alert(50)
+    log("peers at the end:", transports(h))
     done = h.status().total_payload_download
     log("complete:", describe(h))
     ses.remove_torrent(h)

@@ -89,6 +89,18 @@ class Proc:
         except (OSError, ValueError, IndexError):
             return float("nan")
 
+    def cpu_now_split(self):
+        """(user, sys) seconds so far (all threads): /proc/<pid>/stat while
+        it runs, wait4's rusage once it ended."""
+        if not self.alive():
+            return self.cpu_split()
+        try:
+            with open("/proc/%d/stat" % self.pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+        except (OSError, ValueError, IndexError):
+            return float("nan"), float("nan")
+
     def cpu_total(self):
         if self.rusage is not None:
             return self.rusage.ru_utime + self.rusage.ru_stime

@@ -19,6 +19,7 @@ BASELINES = {
     "libtorrent-reqq→transmission": ["libtorrent→transmission"],
     "bittern→4×bittern": ["libtorrent→4×libtorrent"],
     "bittern-rc4→bittern-rc4": ["libtorrent-rc4→libtorrent-rc4"],
+    "bittern-utp→bittern-utp": ["libtorrent-utp→libtorrent-utp"],
 }
 
 TRANSFER_FIELDS = [
@@ -27,6 +28,10 @@ TRANSFER_FIELDS = [
     ("mbps", "MB/s", 1, "%.0f"),
     ("lcpu", "leecher CPU s", 1, "%.2f"),
     ("scpu", "seeder CPU s", 1, "%.2f"),
+    ("luser", "leecher user s", 1, "%.2f"),
+    ("lsys", "leecher sys s", 1, "%.2f"),
+    ("suser", "seeder user s", 1, "%.2f"),
+    ("ssys", "seeder sys s", 1, "%.2f"),
     ("lanon", "leecher RssAnon MiB", MIB, "%.0f"),
     ("lfile", "leecher RssFile MiB", MIB, "%.0f"),
     ("sanon", "seeder RssAnon MiB", MIB, "%.0f"),
@@ -63,7 +68,7 @@ def transfer_table(label, results):
         ok = [r for r in runs if r["ok"]]
         cells = [name, "%d/%d" % (len(ok), len(runs))]
         for key, _, scale, fmt in TRANSFER_FIELDS:
-            cells.append(fmt_summary(summary([r[key] for r in ok]), scale, fmt))
+            cells.append(fmt_summary(summary([r.get(key, float("nan")) for r in ok]), scale, fmt))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
