@@ -9,11 +9,11 @@
 //! system's `net.ipv6.bindv6only` says. See
 //! [`SessionConfig::dual_stack`](crate::SessionConfig::dual_stack).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -28,8 +28,12 @@ use crate::session::{Registry, SessionShared};
 use crate::torrent::{Ctl, TorrentCommand};
 use crate::transport::Socket;
 
-/// Handshakes being read at once before new connections are dropped.
+/// Handshakes being read at once; beyond it the oldest is dropped to make
+/// room for the newcomer (a flood of half-open handshakes cannot shut a
+/// real peer out for the whole handshake deadline).
 const MAX_PENDING_HANDSHAKES: usize = 256;
+/// Dropped handshakes are logged at most this often (with a count).
+const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Handshakes pending from one host (127.0.0.1 exempt), so that silent
 /// connections from one attacker cannot shut every other peer out.
 const MAX_PENDING_PER_HOST: usize = 8;
@@ -230,6 +234,12 @@ pub(crate) struct Listener {
 pub(crate) struct Pending {
     all: Arc<AtomicUsize>,
     per_host: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// A handle on each pending handshake's socket, oldest first, to cut
+    /// the oldest when the bound is reached.
+    open: Arc<Mutex<VecDeque<(u64, Socket)>>>,
+    next: Arc<AtomicU64>,
+    /// When a drop was last logged, and drops since.
+    dropped: Arc<Mutex<(Option<Instant>, u64)>>,
 }
 
 impl Listener {
@@ -333,9 +343,7 @@ pub(crate) fn admit(
     shared: &Arc<SessionShared>,
     pending: &Pending,
 ) {
-    if pending.all.load(Ordering::Relaxed) >= MAX_PENDING_HANDSHAKES
-        || shared.connections.load(Ordering::Relaxed) >= shared.config.max_connections
-    {
+    if shared.connections.load(Ordering::Relaxed) >= shared.config.max_connections {
         debug!("dropping incoming connection: too many");
         return;
     }
@@ -355,7 +363,27 @@ pub(crate) fn admit(
         }
         *n += 1;
     }
+    if pending.all.load(Ordering::Relaxed) >= MAX_PENDING_HANDSHAKES {
+        // the oldest pending handshake makes room: its thread sees the
+        // socket closed and ends
+        let oldest = pending.open.lock().pop_front();
+        match oldest {
+            Some((_, old)) => {
+                let _ = old.shutdown(Shutdown::Both);
+                pending.note_drop(peer);
+            }
+            None => {
+                debug!("{peer}: dropping incoming connection: too many handshakes pending");
+                pending.release(host);
+                return;
+            }
+        }
+    }
     pending.all.fetch_add(1, Ordering::Relaxed);
+    let id = pending.next.fetch_add(1, Ordering::Relaxed);
+    if let Ok(handle) = socket.try_clone() {
+        pending.open.lock().push_back((id, handle));
+    }
     let (registry, slot) = (registry.clone(), pending.clone());
     let commands = commands.clone();
     let timeout = shared.config.timing.connect_timeout;
@@ -364,10 +392,10 @@ pub(crate) fn admit(
         .name("bittern-handshake".into())
         .spawn(move || {
             route(socket, &registry, &commands, timeout, policy);
-            slot.release(host);
+            slot.finish(id, host);
         });
     if spawned.is_err() {
-        pending.release(host);
+        pending.finish(id, host);
     }
 }
 
@@ -426,9 +454,31 @@ impl Drop for UtpAcceptor {
 }
 
 impl Pending {
-    /// Frees a handshake slot taken by `listen`.
-    fn release(&self, host: IpAddr) {
+    /// Ends handshake `id`: forgets its socket handle, frees its slots.
+    fn finish(&self, id: u64, host: IpAddr) {
+        self.open.lock().retain(|(i, _)| *i != id);
         self.all.fetch_sub(1, Ordering::Relaxed);
+        self.release(host);
+    }
+
+    /// Logs that a pending handshake was cut for `newcomer`: the first
+    /// time, then at most once per [`DROP_LOG_EVERY`] with a count.
+    fn note_drop(&self, newcomer: SocketAddr) {
+        let mut d = self.dropped.lock();
+        d.1 += 1;
+        if d.0.is_some_and(|t| t.elapsed() < DROP_LOG_EVERY) {
+            return;
+        }
+        warn!(
+            "{} pending handshake(s) dropped, the oldest first, to make room for new \
+             connections ({MAX_PENDING_HANDSHAKES} at most; latest from {newcomer})",
+            d.1
+        );
+        *d = (Some(Instant::now()), 0);
+    }
+
+    /// Frees the per-host slot taken by `admit`.
+    fn release(&self, host: IpAddr) {
         let mut hosts = self.per_host.lock();
         if let Some(n) = hosts.get_mut(&host) {
             *n -= 1;

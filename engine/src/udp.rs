@@ -113,11 +113,33 @@ pub(crate) fn bind_all(config: &crate::config::SessionConfig) -> Result<Bound, c
     }
 }
 
+/// KRPC datagrams dropped because the DHT thread's queue was full, and
+/// when that was last logged (at most once per 10 s, with the count).
+static DHT_QUEUE_DROPS: std::sync::Mutex<(Option<std::time::Instant>, u64)> =
+    std::sync::Mutex::new((None, 0));
+
 /// A datagram the uTP multiplexer did not take.
 fn dispatch(slot: &OnceLock<Sender<Datagram>>, from: SocketAddr, data: &[u8]) {
     if bittern_dht::is_krpc(data) && data.len() <= bittern_dht::socket::MAX_PACKET {
         if let Some(tx) = slot.get() {
-            let _ = tx.try_send((from, data.to_vec()));
+            if let Err(crossbeam_channel::TrySendError::Full(_)) =
+                tx.try_send((from, data.to_vec()))
+            {
+                let Ok(mut d) = DHT_QUEUE_DROPS.lock() else {
+                    return;
+                };
+                d.1 += 1;
+                if d.0
+                    .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10))
+                {
+                    log::warn!(
+                        "dht: queue full, dropped {} datagram(s) (latest from {from}; \
+                         logged at most every 10 s)",
+                        d.1
+                    );
+                    *d = (Some(std::time::Instant::now()), 0);
+                }
+            }
         }
     }
 }

@@ -42,8 +42,12 @@
 //!   overlong body), so a server sending a 4 GiB body costs nothing.
 //! - `503` with `Retry-After` (seconds) backs off that long (capped at
 //!   [`WebSeedConfig::retry_max`]).
-//! - Redirects are followed (at most [`WebSeedConfig::max_redirects`]) and
-//!   the final URL is remembered per file, as libtorrent does.
+//! - Redirects are followed (at most [`WebSeedConfig::max_redirects`]; a
+//!   loop is a failure like the others) and the final URL is remembered per
+//!   file, as libtorrent does. Each is checked first: http(s) only, and a
+//!   seed on a public host may not redirect to a loopback, private or
+//!   link-local address (the SSRF rule, `webseed/redirect.rs`); either
+//!   refusal drops the seed at once.
 //!
 //! # Wiring (for the controller)
 //! One [`WebSeeds`] per downloading torrent, built from
@@ -56,10 +60,10 @@
 //! assigning once `Dropped` arrives. Seeds are for filling what peers do
 //! not serve quickly; cancel a seed's run in endgame if peers finish it.
 //!
-//! Not done yet: libtorrent's SSRF rule (a seed on a global address may
-//! not redirect to a local one), BEP 17 `httpseeds`.
+//! Not done yet: BEP 17 `httpseeds`.
 
 mod fetch;
+mod redirect;
 mod worker;
 
 use std::ops::Range;
@@ -163,7 +167,26 @@ pub enum WebSeedError {
         /// The status code.
         status: u16,
     },
-    /// The HTTP client failed (connect, timeout, too many redirects, ...).
+    /// More than [`WebSeedConfig::max_redirects`] redirects (a loop).
+    #[error("more than {max} redirects")]
+    TooManyRedirects {
+        /// The bound.
+        max: u32,
+    },
+    /// A redirect to something other than an http(s) URL.
+    #[error("redirect to a url that is not http or https: {to}")]
+    RedirectScheme {
+        /// The `Location` given.
+        to: String,
+    },
+    /// A seed on a public host redirected to a loopback, private or
+    /// link-local address (see the module docs' SSRF rule).
+    #[error("redirect from a public web seed to a local address refused: {to}")]
+    RedirectToLocal {
+        /// The target URL.
+        to: String,
+    },
+    /// The HTTP client failed (connect, timeout, ...).
     #[error("http request failed")]
     Http(#[source] Box<ureq::Error>),
     /// Reading the body failed.

@@ -345,6 +345,15 @@ pub(crate) enum Mode {
     Endless,
     /// Answers the first request 503 with Retry-After: 1, then serves.
     Unavailable,
+    /// Answers 206 with the Content-Range one byte off.
+    WrongContentRange,
+    /// Answers 206 with the right headers, then 100,000 bytes more than
+    /// its Content-Length on a connection it keeps open.
+    ExtraBytes,
+    /// Redirects every request to itself.
+    RedirectLoop,
+    /// Redirects to a `file:` URL.
+    RedirectScheme,
 }
 
 pub(crate) struct TinyServer {
@@ -438,6 +447,23 @@ fn serve_one(
             }
             return Ok(());
         }
+        Mode::WrongContentRange => format!(
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {}-{}/{total}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            a + 1,
+            b + 1,
+            body.len()
+        ),
+        Mode::ExtraBytes => {
+            let head = format!("HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{b}/{total}\r\nContent-Length: {}\r\n\r\n", body.len());
+            body.extend(std::iter::repeat_n(0xAAu8, 100_000));
+            head
+        }
+        Mode::RedirectLoop => {
+            "HTTP/1.1 302 Found\r\nLocation: /f.bin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+        }
+        Mode::RedirectScheme => {
+            "HTTP/1.1 302 Found\r\nLocation: file:///etc/passwd\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+        }
         Mode::Unavailable => {
             if n == 0 {
                 "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
@@ -447,7 +473,12 @@ fn serve_one(
         }
     };
     conn.write_all(head.as_bytes())?;
-    if !(mode == Mode::Unavailable && n == 0) && mode != Mode::HugeLength {
+    let no_body = (mode == Mode::Unavailable && n == 0)
+        || matches!(
+            mode,
+            Mode::HugeLength | Mode::RedirectLoop | Mode::RedirectScheme
+        );
+    if !no_body {
         conn.write_all(&body)?;
         written.fetch_add(body.len() as u64, Ordering::SeqCst);
     }
@@ -620,6 +651,71 @@ fn endless_body_is_cut_at_the_length_asked_for() {
     std::thread::sleep(Duration::from_millis(300));
     let w = server.written.load(Ordering::SeqCst);
     assert!(w < 64 << 20, "server wrote {w} bytes");
+}
+
+#[test]
+fn wrong_content_range_backs_off_then_drops() {
+    let (out, server) = failing(Mode::WrongContentRange);
+    assert!(!out.complete);
+    assert_eq!(out.errors.len(), 1, "{out:?}");
+    assert!(out.errors[0].contains("content-range"), "{out:?}");
+    assert!(
+        out.dropped[0].1.contains("2 consecutive failures"),
+        "{out:?}"
+    );
+    assert_eq!(server.requests.lock().unwrap().len(), 2);
+}
+
+/// More bytes than the Content-Length on a kept-open connection: only the
+/// bytes asked for are taken, and the data verifies.
+#[test]
+fn bytes_past_the_content_length_are_never_taken() {
+    let (meta, data, src) = single(300_000, 16 << 10, 8);
+    let server = tiny_server(data, Mode::ExtraBytes);
+    let dst = tempfile::tempdir().unwrap();
+    let storage = Arc::new(storage_for(&meta, dst.path()));
+    let base = format!("http://{}/f.bin", server.addr);
+    let out = drive(
+        &storage,
+        seeds(&meta, &[base]),
+        test_config(),
+        4,
+        Duration::from_secs(30),
+    );
+    assert!(out.complete, "{out:?}");
+    assert!(out.dropped.is_empty(), "{out:?}");
+    drop(storage);
+    assert_same(src.path(), dst.path(), &[PathBuf::from("f.bin")]);
+}
+
+/// A redirect loop is a failure like the others: back off, then dropped;
+/// each attempt follows at most `max_redirects` hops.
+#[test]
+fn a_redirect_loop_backs_off_then_drops() {
+    let (out, server) = failing(Mode::RedirectLoop);
+    assert!(!out.complete);
+    assert!(out.errors[0].contains("more than 5 redirects"), "{out:?}");
+    assert!(
+        out.dropped[0].1.contains("2 consecutive failures"),
+        "{out:?}"
+    );
+    // two attempts of 1 + 5 requests each
+    assert_eq!(server.requests.lock().unwrap().len(), 12);
+}
+
+/// A redirect to `file:` drops the seed at once, without a second request.
+#[test]
+fn a_redirect_to_another_scheme_drops_the_seed() {
+    let (out, server) = failing(Mode::RedirectScheme);
+    assert!(!out.complete);
+    assert_eq!(out.dropped.len(), 1, "{out:?}");
+    assert!(
+        out.dropped[0]
+            .1
+            .contains("not http or https: file:///etc/passwd"),
+        "{out:?}"
+    );
+    assert_eq!(server.requests.lock().unwrap().len(), 1);
 }
 
 #[test]

@@ -4,8 +4,7 @@
 use std::io::Read;
 use std::time::Duration;
 
-use ureq::ResponseExt;
-
+use super::redirect::{self, Refused};
 use super::{WebSeedConfig, WebSeedError};
 
 /// Bytes handed to the sink at a time (at most).
@@ -24,6 +23,7 @@ pub(super) enum Fetched {
 /// A keep-alive HTTP client for one seed.
 pub(super) struct Fetcher {
     agent: ureq::Agent,
+    max_redirects: u32,
     retry_default: Duration,
     retry_max: Duration,
     buf: Vec<u8>,
@@ -33,8 +33,9 @@ impl Fetcher {
     pub(super) fn new(config: &WebSeedConfig) -> Fetcher {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .max_redirects(config.max_redirects)
-            .max_redirects_will_error(true)
+            // redirects are followed here, each checked (`redirect`)
+            .max_redirects(0)
+            .max_redirects_will_error(false)
             .save_redirect_history(false)
             .user_agent(config.user_agent.as_str())
             // Ask for identity: a compressed body would not be the range.
@@ -47,6 +48,7 @@ impl Fetcher {
             .into();
         Fetcher {
             agent,
+            max_redirects: config.max_redirects,
             retry_default: config.retry_base,
             retry_max: config.retry_max,
             buf: vec![0; CHUNK],
@@ -65,12 +67,40 @@ impl Fetcher {
         sink: &mut dyn FnMut(&[u8]) -> Result<bool, WebSeedError>,
     ) -> Result<Fetched, WebSeedError> {
         let end = start + len - 1;
-        let resp = self
-            .agent
-            .get(url)
-            .header("Range", format!("bytes={start}-{end}"))
-            .call()
-            .map_err(|e| WebSeedError::Http(Box::new(e)))?;
+        let mut current = url.to_string();
+        let mut hops = 0;
+        let resp = loop {
+            let resp = self
+                .agent
+                .get(&current)
+                .header("Range", format!("bytes={start}-{end}"))
+                .call()
+                .map_err(|e| WebSeedError::Http(Box::new(e)))?;
+            if !matches!(resp.status().as_u16(), 301 | 302 | 303 | 307 | 308) {
+                break resp;
+            }
+            hops += 1;
+            if hops > self.max_redirects {
+                return Err(WebSeedError::TooManyRedirects {
+                    max: self.max_redirects,
+                });
+            }
+            let location = resp
+                .headers()
+                .get("location")
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default();
+            let next = redirect::resolve(&current, &location).ok_or_else(|| {
+                WebSeedError::RedirectScheme {
+                    to: location.clone(),
+                }
+            })?;
+            match redirect::check(url, &next) {
+                Ok(()) => current = next,
+                Err(Refused::Scheme(to)) => return Err(WebSeedError::RedirectScheme { to }),
+                Err(Refused::ToLocal { to }) => return Err(WebSeedError::RedirectToLocal { to }),
+            }
+        };
         let status = resp.status().as_u16();
         match status {
             206 => {}
@@ -95,8 +125,7 @@ impl Fetcher {
         if parse_content_range(&got) != Some((start, end)) {
             return Err(WebSeedError::WrongContentRange { got, start, end });
         }
-        let final_url = resp.get_uri().to_string();
-        let redirected = (final_url != url).then_some(final_url);
+        let redirected = (current != url).then_some(current);
         let mut body = resp.into_body();
         match body.content_length() {
             Some(n) if n > len => return Err(WebSeedError::BodyTooLong { expected: len }),

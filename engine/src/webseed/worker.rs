@@ -203,8 +203,11 @@ impl Worker {
                 self.ended(unfinished, Some(e));
                 return Ok(());
             }
-            // It would never serve a range: drop it at once.
-            WebSeedError::NoRangeSupport => {
+            // It would never serve a range, or it points where we must not
+            // go: drop it at once.
+            WebSeedError::NoRangeSupport
+            | WebSeedError::RedirectScheme { .. }
+            | WebSeedError::RedirectToLocal { .. } => {
                 self.ended(unfinished, None);
                 return Err(e);
             }
@@ -222,8 +225,8 @@ impl Worker {
             }
         };
         self.ready_at = Instant::now() + delay;
-        log::debug!(
-            "web seed {}: {e}; retrying in {delay:?} (failure {})",
+        log::info!(
+            "web seed {}: {e}; backing off, retrying in {delay:?} (failure {})",
             self.seed.url,
             self.failures
         );
