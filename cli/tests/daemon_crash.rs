@@ -120,16 +120,17 @@ fn churn(
     model: &Mutex<Model>,
     inflight: &Mutex<Option<usize>>,
     seed: u64,
-) -> usize {
+) -> [usize; 4] {
     let mut c = Client::new(port);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut done = 0;
+    // Acknowledged: additions, removals, moves, renames.
+    let mut done = [0; 4];
     loop {
         let k = rng.random_range(0..TORRENTS);
         let m = model.lock().unwrap().clone();
         let hash = m.hash.get(&k).cloned();
         *inflight.lock().unwrap() = Some(k);
-        let (req, next) = match m.place.get(&k).cloned().flatten() {
+        let (req, next, kind) = match m.place.get(&k).cloned().flatten() {
             None => {
                 // Not in the daemon: its data goes back to its own name.
                 let places = fx.places(k);
@@ -142,6 +143,7 @@ fn churn(
                     json!({"method": "torrent-add", "arguments": {"metainfo": fx.meta[k],
                         "download-dir": dir.to_str().unwrap(), "paused": true}}),
                     Some((dir, base)),
+                    0,
                 )
             }
             Some((dir, name)) => {
@@ -150,6 +152,7 @@ fn churn(
                     0 => (
                         json!({"method": "torrent-remove", "arguments": {"ids": [hash]}}),
                         None,
+                        1,
                     ),
                     1 => {
                         let other = fx.dirs.iter().find(|d| **d != dir).unwrap().clone();
@@ -157,6 +160,7 @@ fn churn(
                             json!({"method": "torrent-set-location", "arguments": {"ids": [hash],
                                 "location": other.to_str().unwrap(), "move": true}}),
                             Some((other, name)),
+                            2,
                         )
                     }
                     _ => {
@@ -165,6 +169,7 @@ fn churn(
                             json!({"method": "torrent-rename-path", "arguments": {"ids": [hash],
                                 "path": name, "name": to}}),
                             Some((dir, to)),
+                            3,
                         )
                     }
                 }
@@ -181,7 +186,7 @@ fn churn(
         m.place.insert(k, next);
         drop(m);
         *inflight.lock().unwrap() = None;
-        done += 1;
+        done[kind] += 1;
     }
 }
 
@@ -211,7 +216,7 @@ fn store_survives_sigkill_during_add_remove_move_rename() {
     let config = t.join("config");
     let model = Mutex::new(Model::default());
     let mut rng = rand::rngs::StdRng::seed_from_u64(25);
-    let (mut total_ops, mut in_flight_kills) = (0, 0);
+    let (mut total_ops, mut in_flight_kills) = ([0; 4], 0);
     // The torrent whose operation the last kill cut.
     let mut last_cut: Option<usize> = None;
     let began = Instant::now();
@@ -264,7 +269,9 @@ fn store_survives_sigkill_during_add_remove_move_rename() {
             d.proc.wait(Duration::from_secs(10));
             h.join().unwrap()
         });
-        total_ops += ops;
+        for (t, n) in total_ops.iter_mut().zip(ops) {
+            *t += n;
+        }
         let cut = *inflight.lock().unwrap();
         in_flight_kills += usize::from(cut.is_some());
         last_cut = cut;
@@ -284,12 +291,19 @@ fn store_survives_sigkill_during_add_remove_move_rename() {
         .filter(|n| n.starts_with('.'))
         .collect();
     eprintln!(
-        "{rounds} SIGKILLs in {:?}: {total_ops} operations acknowledged, {in_flight_kills} \
+        "{rounds} SIGKILLs in {:?}: operations acknowledged (add, remove, move, rename) \
+         {total_ops:?}, {in_flight_kills} \
          kills with an operation in flight; store and disk consistent after each; \
          partial copies left by kills: {leftovers:?}",
         began.elapsed()
     );
     assert!(leftovers.is_empty(), "partial copies left: {leftovers:?}");
+    // All four operations ran between the kills.
+    assert!(total_ops.iter().all(|n| *n > 0), "{total_ops:?}");
+    assert!(
+        rounds < 20 || in_flight_kills > 0,
+        "no kill cut an operation"
+    );
 }
 
 /// Every file under the config dir: relative path -> bytes.
@@ -369,11 +383,29 @@ fn a_full_config_filesystem_fails_additions_and_never_truncates_the_store() {
         r["result"].as_str().unwrap().contains("No space left"),
         "{r}"
     );
-    c.call(
+    // A torrent-set the store cannot hold is refused (it answered
+    // success, was saved later, and lost by a kill before that), and
+    // changes nothing.
+    let r = c.call(
         json!({"method": "torrent-set", "arguments": {"ids": [hashes[0]],
-        "labels": ["full"]}}),
+        "labels": ["full"], "uploadLimit": 7}}),
     );
-    c.call(json!({"method": "torrent-start", "arguments": {"ids": hashes}}));
+    assert!(
+        r["result"].as_str().unwrap().contains("No space left"),
+        "torrent-set on a full config dir: {r}"
+    );
+    let got = c.ok(
+        json!({"method": "torrent-get", "arguments": {"ids": [hashes[0]],
+        "fields": ["labels", "uploadLimit"]}}),
+    );
+    assert_eq!(got["torrents"][0]["labels"], json!([]), "{got}");
+    assert_ne!(got["torrents"][0]["uploadLimit"], 7, "{got}");
+    // Starting runs the torrents but says the state could not be saved.
+    let r = c.call(json!({"method": "torrent-start", "arguments": {"ids": hashes}}));
+    assert!(
+        r["result"].as_str().unwrap().contains("No space left"),
+        "torrent-start on a full config dir: {r}"
+    );
     std::thread::sleep(Duration::from_millis(2500));
     let during = snapshot(&config);
     for (path, bytes) in &before {
@@ -402,6 +434,10 @@ fn a_full_config_filesystem_fails_additions_and_never_truncates_the_store() {
         json!({"method": "torrent-set-location", "arguments": {"ids": [hashes[0]],
         "location": fx.dirs[1].to_str().unwrap(), "move": true}}),
     );
+    c.ok(
+        json!({"method": "torrent-set", "arguments": {"ids": [hashes[1]],
+        "labels": ["kept"]}}),
+    );
     d.proc.signal(libc::SIGKILL);
     d.proc.wait(Duration::from_secs(10));
     drop(d);
@@ -414,4 +450,14 @@ fn a_full_config_filesystem_fails_additions_and_never_truncates_the_store() {
         assert_eq!(&fx.whole(*k, 0), place);
     }
     assert_eq!(list[&hashes[0]].1 .0, fx.dirs[1]);
+    let got = c.ok(json!({"method": "torrent-get", "arguments": {"ids": hashes,
+        "fields": ["hashString", "labels"]}}));
+    for t in got["torrents"].as_array().unwrap() {
+        let want = if t["hashString"] == hashes[1].as_str() {
+            json!(["kept"])
+        } else {
+            json!([])
+        };
+        assert_eq!(t["labels"], want, "{got}");
+    }
 }

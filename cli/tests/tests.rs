@@ -11,6 +11,7 @@ mod daemon_settings;
 mod dht;
 mod errors;
 mod interop;
+mod soak_short;
 mod torrents;
 mod transfer;
 mod util;

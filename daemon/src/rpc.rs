@@ -116,15 +116,15 @@ impl<B: Backend> Rpc<B> {
             "torrent-get" => self.torrent_get(args),
             "torrent-add" => self.torrent_add(args),
             "torrent-start" | "torrent-start-now" => {
-                t.start(&ids(), name == "torrent-start-now");
+                t.start(&ids(), name == "torrent-start-now")?;
                 Ok(Map::new())
             }
             "torrent-stop" => {
-                t.stop(&ids());
+                t.stop(&ids())?;
                 Ok(Map::new())
             }
             "torrent-verify" => {
-                t.verify(&ids());
+                t.verify(&ids())?;
                 Ok(Map::new())
             }
             "torrent-remove" => {
@@ -143,7 +143,7 @@ impl<B: Backend> Rpc<B> {
                     "queue-move-down" => Move::Down,
                     _ => Move::Bottom,
                 };
-                t.queue_move(&ids(), how);
+                t.queue_move(&ids(), how)?;
                 Ok(Map::new())
             }
             "free-space" => free_space(args),
@@ -562,7 +562,7 @@ impl<B: Backend> Rpc<B> {
         })?;
         self.torrents.apply_limits(&ids);
         if let Some(pos) = args.get("queuePosition").and_then(as_i64) {
-            self.torrents.set_queue_position(&ids, pos);
+            self.torrents.set_queue_position(&ids, pos)?;
         }
         Ok(Map::new())
     }

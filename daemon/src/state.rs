@@ -84,7 +84,11 @@ impl Entry {
 
     /// The record with this run's counters from `status` folded in.
     pub fn folded(&self, status: Option<&TorrentStatus>) -> Record {
-        let mut r = self.record.clone();
+        self.folded_into(self.record.clone(), status)
+    }
+
+    /// `record` with this run's counters from `status` folded in.
+    fn folded_into(&self, mut r: Record, status: Option<&TorrentStatus>) -> Record {
         if let Some(s) = status {
             r.downloaded_ever += s.downloaded;
             r.uploaded_ever += s.uploaded;
@@ -507,7 +511,11 @@ impl<B: Backend> Torrents<B> {
     /// Starts (resumes) the selected torrents: they join the queue, and
     /// run when it has room for them; with `now` they run at once
     /// (`torrent-start-now`).
-    pub fn start(&self, ids: &Ids, now: bool) {
+    ///
+    /// # Errors
+    /// The store cannot be written: the torrents run, but would be found
+    /// stopped after a crash.
+    pub fn start(&self, ids: &Ids, now: bool) -> Result<(), String> {
         let mut inner = self.inner.lock();
         for i in inner.select(ids) {
             let e = &mut inner.entries[i];
@@ -527,11 +535,15 @@ impl<B: Backend> Torrents<B> {
             e.touched = Instant::now();
         }
         self.schedule_queue(&mut inner);
-        self.flush(&mut inner);
+        self.flush(&mut inner)
     }
 
     /// Stops (pauses) the selected torrents.
-    pub fn stop(&self, ids: &Ids) {
+    ///
+    /// # Errors
+    /// The store cannot be written: the torrents stop, but would run
+    /// again after a crash.
+    pub fn stop(&self, ids: &Ids) -> Result<(), String> {
         let mut inner = self.inner.lock();
         for i in inner.select(ids) {
             let e = &mut inner.entries[i];
@@ -544,12 +556,15 @@ impl<B: Backend> Torrents<B> {
             let _ = self.backend.pause(e.hash);
         }
         self.schedule_queue(&mut inner);
-        self.flush(&mut inner);
+        self.flush(&mut inner)
     }
 
     /// Rechecks the selected torrents' data from scratch: their resume
     /// state is dropped and they start again.
-    pub fn verify(&self, ids: &Ids) {
+    ///
+    /// # Errors
+    /// The store cannot be written.
+    pub fn verify(&self, ids: &Ids) -> Result<(), String> {
         let mut inner = self.inner.lock();
         let settings = inner.settings.clone();
         for i in inner.select(ids) {
@@ -566,7 +581,7 @@ impl<B: Backend> Torrents<B> {
             self.launch(&settings, e);
             e.dirty = true;
         }
-        self.flush(&mut inner);
+        self.flush(&mut inner)
     }
 
     /// Removes the selected torrents, and their data with `delete_data`.
@@ -594,7 +609,9 @@ impl<B: Backend> Torrents<B> {
                 .retain(|(_, t)| now.duration_since(*t) < RECENT);
             inner.renumber_queue();
             self.schedule_queue(&mut inner);
-            self.flush(&mut inner);
+            // The records are gone from the store; the others' new queue
+            // positions are saved at the next tick if not now.
+            let _ = self.flush(&mut inner);
             taken
         };
         for e in taken {
@@ -609,7 +626,10 @@ impl<B: Backend> Torrents<B> {
     }
 
     /// Moves the selected torrents in the queue.
-    pub fn queue_move(&self, ids: &Ids, how: Move) {
+    ///
+    /// # Errors
+    /// The store cannot be written.
+    pub fn queue_move(&self, ids: &Ids, how: Move) -> Result<(), String> {
         let mut inner = self.inner.lock();
         let picked = inner.select(ids);
         let n = inner.entries.len();
@@ -643,14 +663,19 @@ impl<B: Backend> Torrents<B> {
         }
         inner.renumber_queue();
         self.schedule_queue(&mut inner);
-        self.flush(&mut inner);
+        self.flush(&mut inner)
     }
 
     /// Applies new records to the selected torrents: `change` edits each
     /// record and says whether the engine must restart the torrent.
     ///
+    /// Each changed record is saved before it takes effect: a change the
+    /// store cannot hold (a full disk) is refused, not answered with
+    /// success and lost at the next crash.
+    ///
     /// # Errors
-    /// The message of `change`'s first error (nothing after it changes).
+    /// The message of `change`'s first error, or the store's (nothing
+    /// after it changes).
     pub fn update(
         &self,
         ids: &Ids,
@@ -664,20 +689,27 @@ impl<B: Backend> Torrents<B> {
             let restart = change(e, &mut r)?;
             if r != e.record {
                 r.edit_date = unix_now();
+                let status = self.backend.status(e.hash);
+                let saved = e.folded_into(r.clone(), status.as_ref());
+                self.store
+                    .save(&saved)
+                    .map_err(|err| format!("cannot save {}: {err}", e.name()))?;
                 e.record = r;
-                e.dirty = true;
+                e.dirty = false;
                 e.touched = Instant::now();
             }
             if restart {
                 self.relaunch(&settings, e);
             }
         }
-        self.flush(&mut inner);
-        Ok(())
+        self.flush(&mut inner)
     }
 
     /// Sets a torrent's queue position (moving the others).
-    pub fn set_queue_position(&self, ids: &Ids, pos: i64) {
+    ///
+    /// # Errors
+    /// The store cannot be written.
+    pub fn set_queue_position(&self, ids: &Ids, pos: i64) -> Result<(), String> {
         let mut inner = self.inner.lock();
         for i in inner.select(ids).into_iter().rev() {
             let e = inner.entries.remove(i);
@@ -688,7 +720,7 @@ impl<B: Backend> Torrents<B> {
         }
         inner.renumber_queue();
         self.schedule_queue(&mut inner);
-        self.flush(&mut inner);
+        self.flush(&mut inner)
     }
 
     /// Housekeeping, called every `dt`: time spent downloading and
@@ -743,17 +775,28 @@ impl<B: Backend> Torrents<B> {
     }
 
     /// Saves the records a change made dirty, at once: an RPC change
-    /// survives a SIGKILL right after its reply.
-    fn flush(&self, inner: &mut Inner) {
+    /// survives a SIGKILL right after its reply. A record that cannot be
+    /// saved stays dirty (tried again at the next tick).
+    ///
+    /// # Errors
+    /// The first record that could not be saved, for the RPC's reply.
+    fn flush(&self, inner: &mut Inner) -> Result<(), String> {
+        let mut result = Ok(());
         for e in &mut inner.entries {
             if e.dirty {
                 let r = e.folded(self.backend.status(e.hash).as_ref());
                 match self.store.save(&r) {
                     Ok(()) => e.dirty = false,
-                    Err(err) => warn!("cannot save {}: {err}", e.name()),
+                    Err(err) => {
+                        warn!("cannot save {}: {err}", e.name());
+                        if result.is_ok() {
+                            result = Err(format!("cannot save {}: {err}", e.name()));
+                        }
+                    }
                 }
             }
         }
+        result
     }
 
     /// Saves the records that changed (all with `all`) and the settings.
@@ -763,7 +806,8 @@ impl<B: Backend> Torrents<B> {
                 e.dirty = true;
             }
         }
-        self.flush(inner);
+        // Failures are logged; the records stay dirty.
+        let _ = self.flush(inner);
         if let Err(err) = self.store.save_settings(&inner.settings) {
             warn!("cannot save settings: {err}");
         }

@@ -9,14 +9,14 @@
 //! check-then-open race a `canonicalize` + prefix test would have. The root
 //! itself is the user's choice and may be a symlink.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
@@ -234,20 +234,99 @@ const DIR_CACHE: usize = 32;
 /// (so a write recreates the directory, as without the cache). A directory
 /// *renamed* away keeps being used until it falls out of the cache, as an
 /// open file in the [`FilePool`](crate::FilePool) keeps its old inode.
+///
+/// Across torrents the caches holding descriptors are bounded by a
+/// session-wide [`DirBudget`] (the file pool's): without it every torrent
+/// that ever opened or stamped a file kept its directories open, one
+/// descriptor or more per torrent for as long as it stayed (2,000 idle
+/// seeding torrents of a daemon held 2,000).
 #[derive(Debug)]
 pub(crate) struct DirCache {
     root: PathBuf,
     /// (path relative to the root, descriptor), most recently used first.
     dirs: Mutex<Vec<(PathBuf, Arc<OwnedFd>)>>,
+    /// Its key in `budget`.
+    id: u64,
+    budget: Option<Arc<DirBudget>>,
+    me: Weak<DirCache>,
+}
+
+/// The session-wide bound on [`DirCache`]s holding descriptors: at most
+/// `holders` caches at once; a cache that takes a descriptor beyond that
+/// closes those of the cache used least recently.
+#[derive(Debug)]
+pub(crate) struct DirBudget {
+    holders: usize,
+    inner: Mutex<BudgetInner>,
+}
+
+#[derive(Debug, Default)]
+struct BudgetInner {
+    /// Cache id -> (the cache, last use).
+    caches: HashMap<u64, (Weak<DirCache>, u64)>,
+    tick: u64,
+}
+
+impl DirBudget {
+    /// A budget of `holders` caches (at least 1).
+    pub(crate) fn new(holders: usize) -> DirBudget {
+        DirBudget {
+            holders: holders.max(1),
+            inner: Mutex::default(),
+        }
+    }
+
+    /// Caches holding descriptors now (or dropped since, not yet pruned).
+    #[cfg(test)]
+    pub(crate) fn holders(&self) -> usize {
+        self.inner.lock().caches.len()
+    }
+
+    /// Records a use of cache `id`; closes the descriptors of the least
+    /// recently used others beyond the bound.
+    fn touch(&self, id: u64, cache: &Weak<DirCache>) {
+        let victims: Vec<Weak<DirCache>> = {
+            let mut inner = self.inner.lock();
+            inner.tick += 1;
+            let tick = inner.tick;
+            inner.caches.insert(id, (cache.clone(), tick));
+            let mut out = Vec::new();
+            while inner.caches.len() > self.holders {
+                let Some(lru) = inner
+                    .caches
+                    .iter()
+                    .filter(|(k, _)| **k != id)
+                    .min_by_key(|(_, (_, t))| *t)
+                    .map(|(k, _)| *k)
+                else {
+                    break;
+                };
+                if let Some((w, _)) = inner.caches.remove(&lru) {
+                    out.push(w);
+                }
+            }
+            out
+        };
+        // Closed outside the budget's lock (each cache takes its own).
+        for w in victims {
+            if let Some(c) = w.upgrade() {
+                c.clear();
+            }
+        }
+    }
 }
 
 impl DirCache {
-    /// A cache for files under `root`; opens nothing yet.
-    pub(crate) fn new(root: PathBuf) -> DirCache {
-        DirCache {
+    /// A cache for files under `root`, bounded with the others by
+    /// `budget` (as cache `id`); opens nothing yet.
+    pub(crate) fn new(root: PathBuf, id: u64, budget: Option<Arc<DirBudget>>) -> Arc<DirCache> {
+        Arc::new_cyclic(|me| DirCache {
             root,
             dirs: Mutex::new(Vec::with_capacity(DIR_CACHE)),
-        }
+            id,
+            budget,
+            me: me.clone(),
+        })
     }
 
     /// The root directory.
@@ -271,10 +350,15 @@ impl DirCache {
     }
 
     fn insert(&self, rel_dir: &Path, fd: Arc<OwnedFd>) {
-        let mut dirs = self.dirs.lock();
-        dirs.retain(|(p, _)| p != rel_dir);
-        dirs.insert(0, (rel_dir.to_path_buf(), fd));
-        dirs.truncate(DIR_CACHE);
+        {
+            let mut dirs = self.dirs.lock();
+            dirs.retain(|(p, _)| p != rel_dir);
+            dirs.insert(0, (rel_dir.to_path_buf(), fd));
+            dirs.truncate(DIR_CACHE);
+        }
+        if let Some(b) = &self.budget {
+            b.touch(self.id, &self.me);
+        }
     }
 
     fn forget(&self, rel_dir: &Path) {

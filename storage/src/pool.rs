@@ -7,6 +7,7 @@ use parking_lot::Mutex;
 
 use crate::error::Result;
 use crate::file::OpenFile;
+use crate::path::DirBudget;
 
 /// Default bound on open files (and their maps), in the mainline spirit.
 pub const DEFAULT_MAX_OPEN: usize = 64;
@@ -39,9 +40,14 @@ struct Inner {
 /// Files are opened outside the pool lock, so a slow open (or `fallocate`)
 /// does not stall other threads.
 #[derive(Debug)]
+///
+/// It also bounds the directories the torrents' storages keep open (for
+/// opening their next file with one `openat`): at most `max_open`
+/// storages hold directory descriptors at once.
 pub struct FilePool {
     max_open: usize,
     inner: Mutex<Inner>,
+    dirs: Arc<DirBudget>,
 }
 
 impl Default for FilePool {
@@ -56,12 +62,18 @@ impl FilePool {
         FilePool {
             max_open: max_open.max(1),
             inner: Mutex::new(Inner::default()),
+            dirs: Arc::new(DirBudget::new(max_open)),
         }
     }
 
     /// The bound given to [`FilePool::new`].
     pub fn max_open(&self) -> usize {
         self.max_open
+    }
+
+    /// The bound on storages holding directory descriptors.
+    pub(crate) fn dir_budget(&self) -> &Arc<DirBudget> {
+        &self.dirs
     }
 
     /// Files currently cached open.

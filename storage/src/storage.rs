@@ -39,8 +39,9 @@ pub struct Storage {
     /// Files created by this storage whose directory entries are not yet
     /// fsynced (done by the next flush touching them).
     unsynced_dirs: Mutex<HashSet<usize>>,
-    /// Open directories below `root`, for opening files.
-    dirs: DirCache,
+    /// Open directories below `root`, for opening files (bounded with
+    /// the other storages' by the pool).
+    dirs: Arc<DirCache>,
 }
 
 impl Storage {
@@ -62,10 +63,11 @@ impl Storage {
                 return Err(Error::Io { path: root, source });
             }
         }
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         Ok(Storage {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id,
             layout,
-            dirs: DirCache::new(root.clone()),
+            dirs: DirCache::new(root.clone(), id, Some(Arc::clone(pool.dir_budget()))),
             root,
             pool,
             backend,
@@ -1167,6 +1169,52 @@ mod tests {
             assert!(matches!(r, Err(Error::PathEscapes { .. })), "{r:?}");
             assert!(!outside.path().join("z").exists());
         }
+    }
+
+    /// Descriptors of this process open on `dir` or below it.
+    fn fds_under(dir: &Path) -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|p| p.starts_with(dir))
+            .count()
+    }
+
+    #[test]
+    fn directories_kept_open_are_bounded_across_storages() {
+        // 200 torrents of one file in a subdirectory, all read once, as a
+        // daemon seeding 200 torrents does: the session's pool keeps 8
+        // files, and at most 8 storages keep directories open (before,
+        // each of the 200 kept its own).
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Arc::new(FilePool::new(8));
+        let mut all = Vec::new();
+        for k in 0..200 {
+            let root = dir.path().join(format!("t{k}"));
+            let files = vec![crate::FileSpec {
+                path: PathBuf::from("sub/f"),
+                length: 10,
+                padding: false,
+            }];
+            let data = random_bytes(10, k);
+            let layout = Layout::new(files, 16, vec![crate::hash_blocks([&data[..]])]).unwrap();
+            let s = Storage::new(layout, root, Arc::clone(&pool), Backend::PositionedIo).unwrap();
+            s.write_block(0, 0, &data).unwrap();
+            let mut b = [0u8; 10];
+            s.read_block(0, 0, &mut b).unwrap();
+            assert_eq!(b[..], data[..]);
+            all.push(s);
+        }
+        let open = fds_under(dir.path());
+        // 8 files, and each of at most 8 storages its root's subdirectory.
+        assert!(open <= 16, "{open} descriptors open under the data dir");
+        assert!(pool.dir_budget().holders() <= 8);
+        // A storage whose directories were closed opens them again.
+        let mut b = [0u8; 10];
+        all[0].read_block(0, 0, &mut b).unwrap();
+        assert_eq!(b[..], random_bytes(10, 0)[..]);
+        drop(all);
+        assert_eq!(fds_under(dir.path()), 0);
     }
 
     #[test]

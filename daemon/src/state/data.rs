@@ -19,7 +19,7 @@ impl<B: Backend> Torrents<B> {
     /// is looked for there (a recheck).
     ///
     /// # Errors
-    /// A move failed.
+    /// A move failed, or the new place cannot be saved.
     pub fn set_location(&self, ids: &Ids, location: &Path, move_data: bool) -> Result<(), String> {
         std::fs::create_dir_all(location)
             .map_err(|e| format!("cannot create {}: {e}", location.display()))?;
@@ -35,8 +35,8 @@ impl<B: Backend> Torrents<B> {
                 result = Err(err);
             }
         }
-        self.flush(&mut inner);
-        result
+        let saved = self.flush(&mut inner);
+        result.and(saved)
     }
 
     /// Points one torrent at `location`, moving its data there first with

@@ -160,7 +160,9 @@ impl<B: Backend> Torrents<B> {
         self.launch(&settings, e);
         e.dirty = true;
         let id = e.id;
-        self.flush(&mut inner);
+        // A failed save leaves the pending record, which the next start
+        // settles from where the data is: the rename holds either way.
+        let _ = self.flush(&mut inner);
         moved.map(|()| id)
     }
 }
