@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use crate::backend::Backend;
 use crate::fields::View;
 use crate::paths::checked_dir;
-use crate::settings::{Settings, REPORTED};
+use crate::settings::{Settings, AT_RESTART, REPORTED};
 use crate::state::{AddSource, AddSpec, Ids, Move, Sel, Torrents};
 
 /// `version` as session-get reports it: Transmission's format
@@ -25,22 +25,54 @@ pub const RPC_VERSION: i64 = 17;
 type Args = Map<String, Value>;
 type Reply = Result<Args, String>;
 
-/// The method layer.
+/// Every method name [`Rpc`] recognises, in the order of its dispatch
+/// (a unit test checks they agree). `port-test` and `blocklist-update` are
+/// recognised and answered with an error (bittern never asks an outside
+/// service, and has no blocklist yet).
+pub const METHODS: &[&str] = &[
+    "session-get",
+    "session-set",
+    "session-stats",
+    "session-close",
+    "torrent-get",
+    "torrent-add",
+    "torrent-start",
+    "torrent-start-now",
+    "torrent-stop",
+    "torrent-verify",
+    "torrent-remove",
+    "torrent-set",
+    "queue-move-top",
+    "queue-move-up",
+    "queue-move-down",
+    "queue-move-bottom",
+    "free-space",
+    "port-test",
+    "blocklist-update",
+    "torrent-set-location",
+    "torrent-reannounce",
+    "torrent-rename-path",
+    "group-get",
+    "group-set",
+];
+
+/// The method layer: the Transmission RPC methods over the torrent table.
 pub struct Rpc<B: Backend> {
     torrents: Torrents<B>,
     close: AtomicBool,
-    /// `peer-port` of the settings the engine started with.
-    start_peer_port: u16,
+    /// The settings the engine started with (for what applies at the
+    /// next start only, see [`crate::settings::AT_RESTART`]).
+    started: Settings,
 }
 
 impl<B: Backend> Rpc<B> {
     /// Serves `torrents`.
     pub fn new(torrents: Torrents<B>) -> Rpc<B> {
-        let start_peer_port = torrents.lock().settings.peer_port;
+        let started = torrents.lock().settings.clone();
         Rpc {
             torrents,
             close: AtomicBool::new(false),
-            start_peer_port,
+            started,
         }
     }
 
@@ -178,18 +210,29 @@ impl<B: Backend> Rpc<B> {
         let inner = self.torrents.lock();
         let s = &inner.settings;
         let mut out = Map::new();
-        if let Ok(Value::Object(all)) = serde_json::to_value(s) {
+        let mut pending = Vec::new();
+        if let (Ok(Value::Object(all)), Ok(Value::Object(started))) =
+            (serde_json::to_value(s), serde_json::to_value(&self.started))
+        {
             for k in REPORTED {
                 if let Some(v) = all.get(*k) {
                     out.insert((*k).to_string(), v.clone());
                 }
             }
+            // bittern's own: the stored settings the engine takes only at
+            // its next start, where they differ from the running ones.
+            pending = AT_RESTART
+                .iter()
+                .filter(|k| all.get(**k) != started.get(**k))
+                .map(|k| json!(k))
+                .collect();
         }
+        out.insert("bittern-restart-pending".into(), Value::Array(pending));
         let free = statvfs(Path::new(&s.download_dir)).map_or(-1, |(free, _)| free as i64);
         // The port listened on, unless session-set changed the setting
         // since the start (it applies at the next one): then the new one,
         // as Transmission reports it.
-        let peer_port = if s.peer_port == self.start_peer_port {
+        let peer_port = if s.peer_port == self.started.peer_port {
             self.torrents.backend().peer_port()
         } else {
             s.peer_port
@@ -675,6 +718,17 @@ fn statvfs(path: &Path) -> std::io::Result<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn method_table_lists_exactly_the_dispatched_methods() {
+        let arms = crate::fields::arm_names(
+            include_str!("rpc.rs"),
+            "fn method(&self",
+            "method name not recognized",
+            12,
+        );
+        assert_eq!(arms, METHODS, "METHODS and Rpc::method's arms differ");
+    }
 
     #[test]
     fn ids_in_every_form() {
