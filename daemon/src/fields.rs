@@ -141,7 +141,14 @@ impl<'a> View<'a> {
 
     fn peers(&mut self) -> &[PeerInfo] {
         if self.peers.is_none() {
-            self.peers = Some((self.peer_source)());
+            // Not running, or no peer connected: nothing to ask the engine
+            // (a whole list of idle torrents costs no peer lookups).
+            let none = self.status.as_ref().is_none_or(|s| s.peers_connected == 0);
+            self.peers = Some(if none {
+                Vec::new()
+            } else {
+                (self.peer_source)()
+            });
         }
         self.peers.as_deref().unwrap_or(&[])
     }
