@@ -157,7 +157,9 @@ fn network_settings_shown_set_and_kept_across_restarts() {
             &json!(peer_port)
         )
     );
-    // They take effect at the next start: the DHT still runs now.
+    // DHT, uTP, LSD and the port take effect at the next start (PEX and
+    // encryption at once: see encryption_and_pex_apply_live): the DHT
+    // still runs now.
     assert_eq!(dht_nodes_metric(rpc), Some(0));
 
     // Graceful restart; --no-lpd keeps LSD's multicast from starting (and
@@ -287,4 +289,148 @@ fn daemon_downloads_a_magnet_over_dht_and_utp_from_libtorrent() {
         "{:?}",
         saved.nodes
     );
+}
+
+/// What the daemon answers a plaintext BitTorrent handshake for `hash`
+/// (with the extension-protocol bit) on `port`: `None` when it closes the
+/// connection without a handshake; else its BEP 10 extension handshake
+/// (bencoded payload), read within 20 s.
+fn plaintext_handshake(port: u16, hash: &[u8; 20]) -> Option<Vec<u8>> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
+        .expect("connect to the daemon's peer port");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut hs = Vec::with_capacity(68);
+    hs.push(19u8);
+    hs.extend_from_slice(b"BitTorrent protocol");
+    hs.extend_from_slice(&[0, 0, 0, 0, 0, 0x10, 0, 0]);
+    hs.extend_from_slice(hash);
+    hs.extend_from_slice(b"-XX0001-livesettings");
+    s.write_all(&hs).ok()?;
+    let mut reply = [0u8; 68];
+    s.read_exact(&mut reply).ok()?;
+    assert_eq!(&reply[1..20], b"BitTorrent protocol");
+    assert_eq!(
+        &reply[28..48],
+        hash,
+        "the daemon answers for the same torrent"
+    );
+    // Messages until the extension handshake (id 20, extended id 0).
+    for _ in 0..16 {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len)
+            .expect("a message after the handshake");
+        let len = u32::from_be_bytes(len) as usize;
+        assert!(len < 1 << 20, "message of {len} bytes");
+        let mut msg = vec![0u8; len];
+        s.read_exact(&mut msg).expect("message body");
+        if len >= 2 && msg[0] == 20 && msg[1] == 0 {
+            return Some(msg[2..].to_vec());
+        }
+    }
+    panic!("no extension handshake in the first 16 messages");
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// `encryption` and `pex-enabled` set over RPC apply without a restart:
+/// after `-er` (required) the running daemon refuses a plaintext
+/// handshake it answered a moment before, and takes it again after `-ep`;
+/// after `-X` (no PEX) its extension handshake no longer offers `ut_pex`,
+/// and offers it again after `-x`. `session-get`'s
+/// `bittern-restart-pending` lists the settings that wait for a restart
+/// (`dht-enabled`, `utp-enabled`, `lpd-enabled`, `peer-port`), never these
+/// two.
+#[test]
+fn encryption_and_pex_apply_live() {
+    if !bittern_testkit::require(
+        "transmission-remote (Debian package transmission-cli)",
+        bittern_testkit::on_path(REMOTE),
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    random_file(&data.join("live.bin"), 256 * 1024, 7);
+    let torrent = create(
+        &data.join("live.bin"),
+        &tmp.path().join("live.torrent"),
+        &[],
+    );
+    let rpc = free_port();
+    let d = start_daemon(
+        &tmp.path().join("config"),
+        rpc,
+        0,
+        &["--no-dht", "--no-lpd"],
+    );
+    remote_ok(
+        rpc,
+        &[
+            "-a",
+            &torrent.display().to_string(),
+            "-w",
+            &data.display().to_string(),
+        ],
+    );
+    wait_list(rpc, "the torrent is checked complete", |rows| {
+        rows.len() == 1 && rows[0].0 == "100%"
+    });
+    let info = remote_ok(rpc, &["-t", "1", "-i"]);
+    let hex = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Hash: "))
+        .expect("Hash: in -i")
+        .trim()
+        .to_string();
+    let mut hash = [0u8; 20];
+    for (i, b) in hash.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+    }
+    let mut client = crate::daemon_attack::Client::new(rpc);
+    let pending = |c: &mut crate::daemon_attack::Client| {
+        c.ok(json!({"method": "session-get", "arguments": {}}))["bittern-restart-pending"].clone()
+    };
+    assert_eq!(pending(&mut client), json!([]));
+
+    // Preferred (the default): plaintext taken, ut_pex offered.
+    let ext = plaintext_handshake(d.peer, &hash).expect("plaintext accepted under preferred");
+    assert!(contains(&ext, b"6:ut_pex"), "ut_pex offered with PEX on");
+
+    // Required: the same plaintext handshake is refused, no restart.
+    remote_ok(rpc, &["-er"]);
+    assert_eq!(
+        plaintext_handshake(d.peer, &hash),
+        None,
+        "plaintext refused under required"
+    );
+    remote_ok(rpc, &["-ep"]);
+    assert!(
+        plaintext_handshake(d.peer, &hash).is_some(),
+        "plaintext taken again"
+    );
+
+    // PEX off: not offered in the extension handshake; on again: offered.
+    remote_ok(rpc, &["-X"]);
+    let ext = plaintext_handshake(d.peer, &hash).expect("plaintext accepted");
+    assert!(!contains(&ext, b"6:ut_pex"), "no ut_pex with PEX off");
+    remote_ok(rpc, &["-x"]);
+    let ext = plaintext_handshake(d.peer, &hash).expect("plaintext accepted");
+    assert!(contains(&ext, b"6:ut_pex"), "ut_pex offered again");
+    assert_eq!(
+        pending(&mut client),
+        json!([]),
+        "nothing waits for a restart"
+    );
+
+    // What needs a restart says so.
+    remote_ok(rpc, &["-o", "--no-utp", "-X", "-er"]);
+    assert_eq!(
+        pending(&mut client),
+        json!(["dht-enabled", "utp-enabled"]),
+        "DHT and uTP wait for the restart, PEX and encryption do not"
+    );
+    assert_eq!(plaintext_handshake(d.peer, &hash), None, "required at once");
 }

@@ -114,6 +114,11 @@ pub trait Backend: Send + Sync + 'static {
     fn dht_nodes(&self) -> Option<usize> {
         None
     }
+    /// Applies the network settings the engine can change while it runs:
+    /// the encryption policy and peer exchange (see
+    /// [`Session::set_encryption`], [`Session::set_pex`]). A backend
+    /// without a peer network ignores them.
+    fn set_network(&self, _encryption: bittern_engine::Encryption, _pex: bool) {}
     /// Stops every torrent gracefully (resume state saved).
     fn shutdown(&self);
 }
@@ -218,6 +223,12 @@ impl Backend for EngineBackend {
 
     fn dht_nodes(&self) -> Option<usize> {
         self.session.lock().dht_nodes()
+    }
+
+    fn set_network(&self, encryption: bittern_engine::Encryption, pex: bool) {
+        let session = self.session.lock();
+        session.set_encryption(encryption);
+        session.set_pex(pex);
     }
 
     fn shutdown(&self) {

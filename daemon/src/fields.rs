@@ -11,6 +11,84 @@ use serde_json::{json, Value};
 use crate::settings::Settings;
 use crate::state::Entry;
 
+/// Every `torrent-get` field served, in the order of [`View::field`]'s
+/// arms (a unit test checks the two agree; `daemon/RPC.md` lists them,
+/// checked by `daemon/tests/rpc_doc.rs`).
+pub const FIELDS: &[&str] = &[
+    "id",
+    "hashString",
+    "name",
+    "status",
+    "error",
+    "errorString",
+    "eta",
+    "etaIdle",
+    "leftUntilDone",
+    "sizeWhenDone",
+    "totalSize",
+    "percentDone",
+    "percentComplete",
+    "metadataPercentComplete",
+    "recheckProgress",
+    "isFinished",
+    "isStalled",
+    "isPrivate",
+    "rateDownload",
+    "rateUpload",
+    "uploadRatio",
+    "downloadedEver",
+    "uploadedEver",
+    "corruptEver",
+    "haveValid",
+    "haveUnchecked",
+    "downloadDir",
+    "addedDate",
+    "doneDate",
+    "activityDate",
+    "startDate",
+    "editDate",
+    "dateCreated",
+    "secondsDownloading",
+    "secondsSeeding",
+    "comment",
+    "creator",
+    "magnetLink",
+    "pieceCount",
+    "pieceSize",
+    "labels",
+    "group",
+    "queuePosition",
+    "bandwidthPriority",
+    "downloadLimit",
+    "downloadLimited",
+    "uploadLimit",
+    "uploadLimited",
+    "honorsSessionLimits",
+    "peer-limit",
+    "maxConnectedPeers",
+    "seedRatioLimit",
+    "seedRatioMode",
+    "seedIdleLimit",
+    "seedIdleMode",
+    "manualAnnounceTime",
+    "torrentFile",
+    "webseeds",
+    "webseedsSendingToUs",
+    "file-count",
+    "fileCount",
+    "files",
+    "fileStats",
+    "wanted",
+    "priorities",
+    "trackers",
+    "trackerList",
+    "peersConnected",
+    "peersGettingFromUs",
+    "peersSendingToUs",
+    "peersFrom",
+    "peers",
+];
+
 /// Transmission's torrent status codes.
 pub mod status_code {
     /// Stopped (paused, finished or failed).
@@ -63,7 +141,14 @@ impl<'a> View<'a> {
 
     fn peers(&mut self) -> &[PeerInfo] {
         if self.peers.is_none() {
-            self.peers = Some((self.peer_source)());
+            // Not running, or no peer connected: nothing to ask the engine
+            // (a whole list of idle torrents costs no peer lookups).
+            let none = self.status.as_ref().is_none_or(|s| s.peers_connected == 0);
+            self.peers = Some(if none {
+                Vec::new()
+            } else {
+                (self.peer_source)()
+            });
         }
         self.peers.as_deref().unwrap_or(&[])
     }
@@ -453,9 +538,47 @@ fn flag_str(p: &PeerInfo) -> String {
     s
 }
 
+/// The string literals of the match arms (`"a" | "b" =>`) between the
+/// lines holding `from` and `to` in `source`, indented by `indent` spaces:
+/// how the tests read a dispatch table out of its code.
+#[doc(hidden)]
+pub fn arm_names(source: &str, from: &str, to: &str, indent: usize) -> Vec<String> {
+    let start = source.find(from).unwrap_or(0);
+    let end = source[start..].find(to).map_or(source.len(), |i| start + i);
+    let mut names = Vec::new();
+    for line in source[start..end].lines() {
+        let Some(rest) = line.strip_prefix(&" ".repeat(indent)) else {
+            continue;
+        };
+        if rest.starts_with(' ') {
+            continue; // a nested match
+        }
+        let Some((head, _)) = rest.split_once("=>") else {
+            continue;
+        };
+        let parts: Vec<&str> = head.split('|').map(str::trim).collect();
+        let quoted = |p: &&str| p.len() >= 2 && p.starts_with('"') && p.ends_with('"');
+        if parts.iter().all(quoted) {
+            names.extend(parts.iter().map(|p| p[1..p.len() - 1].to_string()));
+        }
+    }
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn field_table_lists_exactly_the_served_fields() {
+        let arms = arm_names(
+            include_str!("fields.rs"),
+            "pub fn field(&mut self",
+            "fn stalled(&self)",
+            12,
+        );
+        assert_eq!(arms, FIELDS, "FIELDS and View::field's arms differ");
+    }
 
     #[test]
     fn scrape_urls() {

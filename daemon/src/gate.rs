@@ -262,8 +262,7 @@ impl<B: Backend> Gate<B> {
             return Response::html(405, "The RPC takes POST requests.")
                 .with_header("Allow", "POST");
         }
-        let reply = self.rpc.call(&req.body, &id);
-        let body = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{}".to_vec());
+        let body = self.rpc.reply(&req.body, &id);
         Response::new(200, "application/json; charset=UTF-8", body).with_header(SESSION_HEADER, id)
     }
 }

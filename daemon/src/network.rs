@@ -2,8 +2,10 @@
 //! DHT, uTP, PEX, LSD and encryption, under Transmission's names
 //! (`dht-enabled`, `utp-enabled`, `pex-enabled`, `lpd-enabled`,
 //! `encryption`) plus bittern's `dht-bootstrap`. The engine sets these up
-//! when the session starts, so a change over `session-set` is stored and
-//! takes effect at the next start.
+//! when the session starts. Over `session-set`, `encryption` and
+//! `pex-enabled` then apply at once (`Backend::set_network`); the rest
+//! bind sockets or join a multicast group at start, so a change is stored
+//! and takes effect at the next start ([`crate::settings::AT_RESTART`]).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;

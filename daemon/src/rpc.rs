@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use crate::backend::Backend;
 use crate::fields::View;
 use crate::paths::checked_dir;
-use crate::settings::{Settings, REPORTED};
+use crate::settings::{Settings, AT_RESTART, REPORTED};
 use crate::state::{AddSource, AddSpec, Ids, Move, Sel, Torrents};
 
 /// `version` as session-get reports it: Transmission's format
@@ -25,22 +25,54 @@ pub const RPC_VERSION: i64 = 17;
 type Args = Map<String, Value>;
 type Reply = Result<Args, String>;
 
-/// The method layer.
+/// Every method name [`Rpc`] recognises, in the order of its dispatch
+/// (a unit test checks they agree). `port-test` and `blocklist-update` are
+/// recognised and answered with an error (bittern never asks an outside
+/// service, and has no blocklist yet).
+pub const METHODS: &[&str] = &[
+    "session-get",
+    "session-set",
+    "session-stats",
+    "session-close",
+    "torrent-get",
+    "torrent-add",
+    "torrent-start",
+    "torrent-start-now",
+    "torrent-stop",
+    "torrent-verify",
+    "torrent-remove",
+    "torrent-set",
+    "queue-move-top",
+    "queue-move-up",
+    "queue-move-down",
+    "queue-move-bottom",
+    "free-space",
+    "port-test",
+    "blocklist-update",
+    "torrent-set-location",
+    "torrent-reannounce",
+    "torrent-rename-path",
+    "group-get",
+    "group-set",
+];
+
+/// The method layer: the Transmission RPC methods over the torrent table.
 pub struct Rpc<B: Backend> {
     torrents: Torrents<B>,
     close: AtomicBool,
-    /// `peer-port` of the settings the engine started with.
-    start_peer_port: u16,
+    /// The settings the engine started with (for what applies at the
+    /// next start only, see [`crate::settings::AT_RESTART`]).
+    started: Settings,
 }
 
 impl<B: Backend> Rpc<B> {
     /// Serves `torrents`.
     pub fn new(torrents: Torrents<B>) -> Rpc<B> {
-        let start_peer_port = torrents.lock().settings.peer_port;
+        let started = torrents.lock().settings.clone();
         Rpc {
             torrents,
             close: AtomicBool::new(false),
-            start_peer_port,
+            started,
         }
     }
 
@@ -54,10 +86,33 @@ impl<B: Backend> Rpc<B> {
         self.close.load(Ordering::SeqCst)
     }
 
-    /// Answers one request body with the reply body. `session_id` is
+    /// Answers one request body with the reply body, serialised.
+    /// `torrent-get` is written straight to bytes (see
+    /// `torrent_get_json`); every other reply through [`Rpc::call`].
+    pub fn reply(&self, body: &[u8], session_id: &str) -> Vec<u8> {
+        let request: Option<Map<String, Value>> = serde_json::from_slice(body).ok();
+        if let Some(r) = &request {
+            if r.get("method").and_then(Value::as_str) == Some("torrent-get") {
+                let empty = Map::new();
+                let args = r
+                    .get("arguments")
+                    .and_then(Value::as_object)
+                    .unwrap_or(&empty);
+                if let Ok(bytes) = self.torrent_get_json(args, r.get("tag")) {
+                    return bytes;
+                }
+            }
+        }
+        serde_json::to_vec(&self.answer(request, session_id)).unwrap_or_else(|_| b"{}".to_vec())
+    }
+
+    /// Answers one request body with the reply. `session_id` is
     /// reported by `session-get`.
     pub fn call(&self, body: &[u8], session_id: &str) -> Value {
-        let request: Option<Map<String, Value>> = serde_json::from_slice(body).ok();
+        self.answer(serde_json::from_slice(body).ok(), session_id)
+    }
+
+    fn answer(&self, request: Option<Map<String, Value>>, session_id: &str) -> Value {
         let tag = request.as_ref().and_then(|r| r.get("tag")).cloned();
         let method = request
             .as_ref()
@@ -178,18 +233,29 @@ impl<B: Backend> Rpc<B> {
         let inner = self.torrents.lock();
         let s = &inner.settings;
         let mut out = Map::new();
-        if let Ok(Value::Object(all)) = serde_json::to_value(s) {
+        let mut pending = Vec::new();
+        if let (Ok(Value::Object(all)), Ok(Value::Object(started))) =
+            (serde_json::to_value(s), serde_json::to_value(&self.started))
+        {
             for k in REPORTED {
                 if let Some(v) = all.get(*k) {
                     out.insert((*k).to_string(), v.clone());
                 }
             }
+            // bittern's own: the stored settings the engine takes only at
+            // its next start, where they differ from the running ones.
+            pending = AT_RESTART
+                .iter()
+                .filter(|k| all.get(**k) != started.get(**k))
+                .map(|k| json!(k))
+                .collect();
         }
+        out.insert("bittern-restart-pending".into(), Value::Array(pending));
         let free = statvfs(Path::new(&s.download_dir)).map_or(-1, |(free, _)| free as i64);
         // The port listened on, unless session-set changed the setting
         // since the start (it applies at the next one): then the new one,
         // as Transmission reports it.
-        let peer_port = if s.peer_port == self.start_peer_port {
+        let peer_port = if s.peer_port == self.started.peer_port {
             self.torrents.backend().peer_port()
         } else {
             s.peer_port
@@ -278,6 +344,23 @@ impl<B: Backend> Rpc<B> {
     }
 
     fn torrent_get(&self, args: &Args) -> Reply {
+        let bytes = self.torrent_get_json(args, None)?;
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(mut reply)) => match reply.remove("arguments") {
+                Some(Value::Object(a)) => Ok(a),
+                _ => Err("internal error".into()),
+            },
+            _ => Err("internal error".into()),
+        }
+    }
+
+    /// The whole reply to a `torrent-get`, written as JSON straight into
+    /// one buffer: each field's value is serialised where it is made,
+    /// with no object per torrent and no tree for the reply (10,000
+    /// torrents are listed every few seconds by some frontends). Fields
+    /// come in the order asked. Errors (no fields) are answered by
+    /// [`Rpc::call`]'s general path.
+    fn torrent_get_json(&self, args: &Args, tag: Option<&Value>) -> Result<Vec<u8>, String> {
         let fields: Vec<&str> = args
             .get("fields")
             .and_then(Value::as_array)
@@ -286,48 +369,82 @@ impl<B: Backend> Rpc<B> {
         if fields.is_empty() {
             return Err("no fields specified".into());
         }
+        // Each name as a JSON string once, with its colon.
+        let keys: Vec<Vec<u8>> = fields
+            .iter()
+            .map(|f| {
+                let mut k = serde_json::to_vec(f).unwrap_or_default();
+                k.push(b':');
+                k
+            })
+            .collect();
         let table = args.get("format").and_then(Value::as_str) == Some("table");
+        let needs_file = fields.contains(&"torrentFile");
         let ids = parse_ids(args.get("ids"));
         let t = &self.torrents;
         let inner = t.lock();
-        let mut rows = Vec::new();
-        if table {
-            rows.push(json!(fields));
-        }
-        for i in inner.select(&ids) {
-            let e = &inner.entries[i];
-            let backend = t.backend();
-            let peers = || backend.peers(e.hash);
-            let file = t.store().torrent_path(&e.hash.to_hex());
-            let mut view = View::new(
-                e,
-                backend.status(e.hash),
-                &inner.settings,
-                file.to_string_lossy().into_owned(),
-                &peers,
-            );
-            if table {
-                let row: Vec<Value> = fields
-                    .iter()
-                    .map(|f| view.field(f).unwrap_or(Value::Null))
-                    .collect();
-                rows.push(Value::Array(row));
-            } else {
-                let mut obj = Map::new();
-                for f in &fields {
-                    if let Some(v) = view.field(f) {
-                        obj.insert((*f).to_string(), v);
-                    }
-                }
-                rows.push(Value::Object(obj));
-            }
-        }
-        let mut out = Map::new();
-        out.insert("torrents".into(), Value::Array(rows));
+        let selected = inner.select(&ids);
+        let mut out = Vec::with_capacity(64 + selected.len() * 40 * fields.len());
+        out.extend_from_slice(b"{\"arguments\":{");
         if ids == Ids::RecentlyActive {
             let removed: Vec<i64> = inner.removed.iter().map(|(id, _)| *id).collect();
-            out.insert("removed".into(), json!(removed));
+            out.extend_from_slice(b"\"removed\":");
+            write_json(&mut out, &removed);
+            out.push(b',');
         }
+        out.extend_from_slice(b"\"torrents\":[");
+        if table {
+            write_json(&mut out, &fields);
+        }
+        let backend = t.backend();
+        for (n, i) in selected.into_iter().enumerate() {
+            let e = &inner.entries[i];
+            let peers = || backend.peers(e.hash);
+            let file = if needs_file {
+                let path = t.store().torrent_path(&e.hash.to_hex());
+                path.to_string_lossy().into_owned()
+            } else {
+                String::new()
+            };
+            let mut view = View::new(e, backend.status(e.hash), &inner.settings, file, &peers);
+            if n > 0 || table {
+                out.push(b',');
+            }
+            if table {
+                out.push(b'[');
+                for (k, f) in fields.iter().enumerate() {
+                    if k > 0 {
+                        out.push(b',');
+                    }
+                    match view.field(f) {
+                        Some(v) => write_json(&mut out, &v),
+                        None => out.extend_from_slice(b"null"),
+                    }
+                }
+                out.push(b']');
+            } else {
+                out.push(b'{');
+                let mut first = true;
+                for (f, key) in fields.iter().zip(&keys) {
+                    if let Some(v) = view.field(f) {
+                        if !first {
+                            out.push(b',');
+                        }
+                        first = false;
+                        out.extend_from_slice(key);
+                        write_json(&mut out, &v);
+                    }
+                }
+                out.push(b'}');
+            }
+        }
+        drop(inner);
+        out.extend_from_slice(b"]},\"result\":\"success\"");
+        if let Some(tag) = tag {
+            out.extend_from_slice(b",\"tag\":");
+            write_json(&mut out, tag);
+        }
+        out.push(b'}');
         Ok(out)
     }
 
@@ -568,6 +685,13 @@ impl<B: Backend> Rpc<B> {
     }
 }
 
+/// Appends `v` as JSON (serialising a `Value` or a plain list cannot fail).
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    if serde_json::to_writer(&mut *out, v).is_err() {
+        out.extend_from_slice(b"null");
+    }
+}
+
 /// Parses `ids` in every form clients send.
 pub fn parse_ids(v: Option<&Value>) -> Ids {
     fn one(v: &Value) -> Sel {
@@ -675,6 +799,17 @@ fn statvfs(path: &Path) -> std::io::Result<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn method_table_lists_exactly_the_dispatched_methods() {
+        let arms = crate::fields::arm_names(
+            include_str!("rpc.rs"),
+            "fn method(&self",
+            "method name not recognized",
+            12,
+        );
+        assert_eq!(arms, METHODS, "METHODS and Rpc::method's arms differ");
+    }
 
     #[test]
     fn ids_in_every_form() {

@@ -96,12 +96,13 @@ pub struct Settings {
     pub dht_bootstrap: Vec<String>,
     /// uTP (BEP 29) beside TCP. Takes effect after restart.
     pub utp_enabled: bool,
-    /// Peer exchange (BEP 11), never for private torrents. Takes effect
-    /// after restart.
+    /// Peer exchange (BEP 11), never for private torrents. Live: see
+    /// [`bittern_engine::Session::set_pex`].
     pub pex_enabled: bool,
     /// Local Service Discovery (BEP 14). Takes effect after restart.
     pub lpd_enabled: bool,
-    /// Protocol encryption policy. Takes effect after restart.
+    /// Protocol encryption policy. Live for every connection made from
+    /// then on: see [`bittern_engine::Session::set_encryption`].
     pub encryption: EncryptionMode,
 }
 
@@ -228,15 +229,16 @@ pub const MUTABLE: &[&str] = &[
 ];
 
 /// The keys of [`MUTABLE`] that take effect only when the daemon starts
-/// again (the engine sets them up once); `session-set` stores them.
+/// again (the engine binds the port, the DHT's and uTP's UDP socket and
+/// LSD's multicast group once); `session-set` stores them and
+/// `session-get` lists the changed ones under `bittern-restart-pending`.
+/// `pex-enabled` and `encryption` apply at once.
 pub const AT_RESTART: &[&str] = &[
     "peer-port",
     "dht-enabled",
     "dht-bootstrap",
     "utp-enabled",
-    "pex-enabled",
     "lpd-enabled",
-    "encryption",
 ];
 
 /// The keys of [`Settings`] that `session-get` reports as they are.

@@ -9,6 +9,7 @@ mod contract;
 mod features;
 mod magnet;
 mod persist;
+mod rpc_doc;
 mod server;
 mod util;
 mod watch;

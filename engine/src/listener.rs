@@ -387,7 +387,7 @@ pub(crate) fn admit(
     let (registry, slot) = (registry.clone(), pending.clone());
     let commands = commands.clone();
     let timeout = shared.config.timing.connect_timeout;
-    let policy = shared.config.encryption;
+    let policy = shared.encryption();
     let spawned = std::thread::Builder::new()
         .name("bittern-handshake".into())
         .spawn(move || {

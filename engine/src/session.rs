@@ -191,6 +191,11 @@ pub(crate) struct SessionShared {
     pub dht: Option<Arc<crate::dht::SessionDht>>,
     /// How peer connections are dialled (uTP, TCP).
     pub dial: crate::peer::Dial,
+    /// The encryption policy of new connections: `config.encryption`
+    /// until [`Session::set_encryption`] changes it.
+    pub encryption: Mutex<crate::config::Encryption>,
+    /// Peer exchange on (`config.pex` until [`Session::set_pex`]).
+    pub pex: std::sync::atomic::AtomicBool,
 }
 
 /// The session announcer's life: a session whose torrents have no
@@ -207,6 +212,16 @@ pub(crate) enum AnnouncerSlot {
 }
 
 impl SessionShared {
+    /// The encryption policy for a connection made or accepted now.
+    pub(crate) fn encryption(&self) -> crate::config::Encryption {
+        *self.encryption.lock()
+    }
+
+    /// Whether peer exchange is on for the session now.
+    pub(crate) fn pex(&self) -> bool {
+        self.pex.load(Ordering::Relaxed)
+    }
+
     /// Whether `addr` is our own listener: on our port at a loopback
     /// address, at one of the addresses we listen on, or at an address
     /// peers told us they see us at (`yourip`).
@@ -404,6 +419,8 @@ impl Session {
             external_ip: Mutex::new(None),
             dht,
             dial,
+            encryption: Mutex::new(config.encryption),
+            pex: std::sync::atomic::AtomicBool::new(config.pex),
             config,
         });
         let registry: Registry = Arc::default();
@@ -693,6 +710,36 @@ impl Session {
     /// The session-wide rate limits (download, upload), bytes per second.
     pub fn limits(&self) -> (Option<u64>, Option<u64>) {
         (self.shared.download.rate(), self.shared.upload.rate())
+    }
+
+    /// Changes the encryption policy while torrents run. It applies to
+    /// every connection accepted or dialled from now on (incoming
+    /// handshakes, dials, metadata fetches, and whether our extension
+    /// handshake says `e`); connections already up keep the policy they
+    /// were made under, as Transmission's do.
+    pub fn set_encryption(&self, policy: crate::config::Encryption) {
+        *self.shared.encryption.lock() = policy;
+    }
+
+    /// The encryption policy in effect.
+    pub fn encryption(&self) -> crate::config::Encryption {
+        self.shared.encryption()
+    }
+
+    /// Turns peer exchange on or off while torrents run. Off: no
+    /// `ut_pex` message is sent or taken from now on, and extension
+    /// handshakes sent from now on leave `ut_pex` out. On: handshakes
+    /// sent from now on offer it again, and peers whose extension
+    /// handshake came while it was on exchange peers again (those that
+    /// connected while it was off do not, until they reconnect). Private
+    /// torrents never use it either way.
+    pub fn set_pex(&self, on: bool) {
+        self.shared.pex.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether peer exchange is on.
+    pub fn pex(&self) -> bool {
+        self.shared.pex()
     }
 
     /// Live peer connections across all torrents.

@@ -51,6 +51,8 @@ impl<B: Backend> Torrents<B> {
         }
         let (down, up) = crate::limits::session_limits(&inner.settings);
         self.backend.set_session_limits(down, up);
+        let s = &inner.settings;
+        self.backend.set_network(s.encryption.into(), s.pex_enabled);
         self.push_limits(&inner, &Ids::All);
         self.schedule_queue(&mut inner);
         self.store

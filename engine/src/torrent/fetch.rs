@@ -538,7 +538,7 @@ impl MetadataFetch {
             listen_port: self.setup.session.port,
             events: self.setup.links.peers.clone(),
             timing: self.setup.session.config.timing.clone(),
-            encryption: self.setup.session.config.encryption,
+            encryption: self.setup.session.encryption(),
             dial: self.setup.session.dial.clone(),
             own_ips: self.setup.session.own_ips(),
         };

@@ -370,7 +370,7 @@ impl Controller {
             metadata: Some(self.info_bytes.clone()),
             upload_only: self.state == TorrentState::Seeding && !super_seeding,
             pex: self.pex_allowed(),
-            encryption: self.session.config.encryption != crate::config::Encryption::Disable,
+            encryption: self.session.encryption() != crate::config::Encryption::Disable,
             own_ips: self.session.own_ips(),
         }
     }
@@ -465,7 +465,7 @@ impl Controller {
             },
             revealed,
             ext: self.ext_setup(super_seeding),
-            encryption: self.session.config.encryption,
+            encryption: self.session.encryption(),
             v2: (self.metainfo.info_hash_v2.map(|h| h.truncated())).zip(self.v2.clone()),
             known_mse: match origin {
                 Origin::Outgoing(a) => self.candidates.mse(a),
