@@ -713,6 +713,9 @@ impl Controller {
             PeerEvent::StorageFailed(e) => {
                 self.fail(TorrentError::Write(Arc::new(e)));
             }
+            // the torrent sends no hash requests (piece layers come with
+            // the metainfo, or the metadata phase fetched them)
+            PeerEvent::Hashes { .. } | PeerEvent::HashReject(_) => {}
             PeerEvent::Gone(_) => {}
         }
     }

@@ -40,6 +40,7 @@ use super::controller::{build_controller, Controller, ControllerSetup, Transfer}
 use super::{Published, TorrentCommand, TorrentId};
 
 mod file;
+mod layers;
 
 use crate::config::TorrentOptions;
 use crate::error::{PeerError, Violation};
@@ -74,6 +75,9 @@ const FIRST_KEY: u64 = 1 << 48;
 pub(crate) struct FetchSetup {
     pub id: TorrentId,
     pub info_hash: InfoHash,
+    /// The magnet's full v2 hash (`btmh`): the metadata must have it; the
+    /// metadata is checked by it alone when there is no `btih`.
+    pub info_hash_v2: Option<[u8; 32]>,
     /// Tracker tiers for the `.torrent` and the announcer (`tr=`).
     pub trackers: Vec<Vec<String>>,
     /// Web seeds for the `.torrent` (`ws=`).
@@ -92,6 +96,13 @@ pub(crate) struct FetchSetup {
 }
 
 use super::central::Ctl;
+
+/// The first 20 bytes of a v2 hash: its name on the wire (BEP 52).
+fn v2_truncated(h: &[u8; 32]) -> [u8; 20] {
+    let mut t = [0u8; 20];
+    t.copy_from_slice(&h[..20]);
+    t
+}
 
 /// One metadata-phase connection.
 struct MetaPeer {
@@ -136,6 +147,8 @@ pub(crate) struct MetadataFetch {
     next_tick: Option<Instant>,
     /// The torrent's controller, once the metadata is complete.
     handover: Option<Box<Controller>>,
+    /// A v2-only torrent's metadata, waiting for its piece layers.
+    layers: Option<layers::LayerPhase>,
     finished: bool,
 }
 
@@ -159,6 +172,7 @@ impl MetadataFetch {
             paused: setup.options.paused,
             next_tick: None,
             handover: None,
+            layers: None,
             finished: false,
             setup,
         };
@@ -184,6 +198,20 @@ impl MetadataFetch {
             self.connect_more();
         }
         self.publish();
+    }
+
+    /// What the metadata must hash to: SHA-1 (`btih`) when the magnet has
+    /// it, else SHA-256 (`btmh`).
+    fn metadata_hash(&self) -> MetadataHash {
+        match self.setup.info_hash_v2 {
+            Some(v2) if InfoHash(v2_truncated(&v2)) == self.setup.info_hash => MetadataHash::V2(v2),
+            _ => MetadataHash::V1(self.setup.info_hash),
+        }
+    }
+
+    /// The torrent's truncated v2 hash, when the magnet has one.
+    fn v2_wire_hash(&self) -> Option<InfoHash> {
+        self.setup.info_hash_v2.map(|h| InfoHash(v2_truncated(&h)))
     }
 
     fn short(&self) -> String {
@@ -288,6 +316,7 @@ impl MetadataFetch {
             debug!("{}: peer {} sent no metadata in time", self.short(), k.0);
             self.drop_peer(k, None);
         }
+        self.layers_timer(now);
         let due: Vec<SocketAddr> = self
             .retry
             .iter()
@@ -323,6 +352,8 @@ impl MetadataFetch {
                 ext: Extension::UtMetadata,
                 payload,
             } => self.on_metadata(key, &payload),
+            PeerEvent::Hashes { request, hashes } => self.on_hashes(key, &request, &hashes),
+            PeerEvent::HashReject(request) => self.on_hash_reject(key, &request),
             _ => {}
         }
     }
@@ -461,6 +492,7 @@ impl MetadataFetch {
             torrent: self.setup.id,
             key,
             info_hash: self.setup.info_hash,
+            v2: self.v2_wire_hash(),
             our_id: self.setup.session.peer_id,
             listen_port: self.setup.session.port,
             events: self.setup.links.peers.clone(),
@@ -511,6 +543,7 @@ impl MetadataFetch {
         if let Some(a) = self.assembler.as_mut() {
             a.peer_gone(&key);
         }
+        self.layers_peer_gone(key);
         self.close(key);
     }
 
@@ -538,6 +571,7 @@ impl MetadataFetch {
         if let Some(a) = self.assembler.as_mut() {
             a.peer_gone(&key);
         }
+        self.layers_peer_gone(key);
         if p.outgoing
             && !self.banned.contains(&p.addr)
             && !self.skip.contains(&p.addr)
@@ -563,6 +597,9 @@ impl MetadataFetch {
         if self.finished || self.paused {
             return;
         }
+        if self.layers.is_some() {
+            return self.request_layers();
+        }
         if self.assembler.is_none() {
             let Some(size) = self
                 .peers
@@ -572,7 +609,7 @@ impl MetadataFetch {
             else {
                 return;
             };
-            match MetadataAssembler::new(MetadataHash::V1(self.setup.info_hash), size) {
+            match MetadataAssembler::new(self.metadata_hash(), size) {
                 Ok(a) => self.assembler = Some(a),
                 Err(e) => {
                     warn!("{}: {e}", self.short());
@@ -651,9 +688,14 @@ impl MetadataFetch {
     /// The info dictionary passed the hash: write the `.torrent`, build the
     /// torrent's controller and hand it over.
     fn complete(&mut self, info: Vec<u8>) {
-        let file = torrent_file_bytes(&info, &self.setup.trackers, &self.setup.web_seeds);
-        let metainfo = match Metainfo::from_bytes(&file) {
-            Ok(m) if m.info_hash == self.setup.info_hash => m,
+        let file = torrent_file_bytes(&info, &[], &self.setup.trackers, &self.setup.web_seeds);
+        let v2_ok = |m: &Metainfo| {
+            self.setup
+                .info_hash_v2
+                .is_none_or(|h| m.info_hash_v2.is_some_and(|ours| ours.0 == h))
+        };
+        let metainfo = match Metainfo::from_bytes_without_layers(&file) {
+            Ok(m) if m.info_hash == self.setup.info_hash && v2_ok(&m) => m,
             Ok(_) | Err(_) => {
                 // The info hash matched, so the torrent itself is broken:
                 // no peer can give us a better one.
@@ -668,6 +710,15 @@ impl MetadataFetch {
             metainfo.info.piece_count(),
             metainfo.info.name
         );
+        if !self.start_layers(&metainfo, &info) {
+            self.hand_over(metainfo, file);
+        }
+    }
+
+    /// The metadata (and a v2 torrent's piece layers) are in: write the
+    /// `.torrent`, close the fetch's connections and hand over to the
+    /// torrent's controller.
+    fn hand_over(&mut self, metainfo: Metainfo, file: Vec<u8>) {
         let file: Arc<[u8]> = Arc::from(file);
         *self.setup.published.torrent_file.lock() = Some(file.clone());
         let path = self.setup.torrent_file.clone();
