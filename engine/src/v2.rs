@@ -6,7 +6,8 @@
 //!
 //! v2-only torrents download with their pieces checked against the merkle
 //! hashes; from a magnet link, the piece layers the info dictionary lacks
-//! are fetched with hash requests first ([`layers`]).
+//! are fetched with hash requests first ([`layers`]); a failed piece is
+//! pinned on the sender of its bad 16 KiB block ([`blame`]).
 
 use std::collections::HashMap;
 
@@ -19,6 +20,7 @@ use bittern_wire::{Handshake, InfoHash, Message, Metainfo};
 use crate::peer::PeerContext;
 use log::debug;
 
+pub(crate) mod blame;
 pub(crate) mod layers;
 
 /// The storage layout of `metainfo`'s `files`: SHA-1 pieces for v1, merkle
@@ -107,6 +109,10 @@ struct ServedFile {
     /// Layer of the piece nodes in the file's tree (below it, nodes are
     /// hashed from disk).
     piece_height: u32,
+    /// The file's length.
+    length: u64,
+    /// Torrent pieces holding the file's bytes.
+    pieces: usize,
 }
 
 /// Most file data one hash request may make us read from disk to hash
@@ -153,6 +159,8 @@ impl HashServer {
                                 .unwrap_or(0)
                                 .min(tree.height()),
                             tree,
+                            length: f.length,
+                            pieces: pieces.len(),
                         },
                     );
                 }
@@ -163,6 +171,22 @@ impl HashServer {
             files,
             piece_length: plen,
         })
+    }
+
+    /// The hash request for the 16 KiB leaves under torrent piece
+    /// `piece` (see [`blame::leaf_request`]); `None` for a piece of no
+    /// file here or of one block.
+    pub(crate) fn leaf_request(&self, piece: usize) -> Option<HashRequest> {
+        let (root, f) = self
+            .files
+            .iter()
+            .find(|(_, f)| (f.first_piece..f.first_piece + f.pieces).contains(&piece))?;
+        blame::leaf_request(
+            *root,
+            f.length,
+            self.piece_length,
+            (piece - f.first_piece) as u64,
+        )
     }
 
     /// The hashes answering `req` (base layer, then uncles), or `None` to
