@@ -80,19 +80,13 @@ impl TorrentArg {
 /// A torrent given on the command line for `download`.
 ///
 /// # Errors
-/// As [`read_torrent`]; [`Code::Usage`] for a bad magnet link or one
-/// without a v1 (`btih`) info hash. v1, v2-only and hybrid torrents are
-/// all taken (the engine checks v2 pieces against their merkle hashes).
+/// As [`read_torrent`]; [`Code::Usage`] for a bad magnet link. v1,
+/// v2-only and hybrid torrents and magnet links (`btih`, `btmh` or both)
+/// are all taken (the engine checks v2 pieces against their merkle hashes).
 pub fn torrent_arg(arg: &str) -> anyhow::Result<TorrentArg> {
     if arg.starts_with("magnet:") {
         let m = Magnet::parse(arg)
             .map_err(|e| coded(Code::Usage, anyhow!("invalid magnet link: {e}")))?;
-        if m.info_hash.is_none() {
-            return Err(coded(
-                Code::Usage,
-                anyhow!("magnet links without a v1 (btih) info hash cannot be downloaded yet"),
-            ));
-        }
         return Ok(TorrentArg::Magnet(Box::new(m)));
     }
     let m = read_torrent(Path::new(arg))?;

@@ -310,6 +310,41 @@ fn bittern_downloads_v2_and_hybrid_from_libtorrent() {
             tree(&tmp.path().join("set")),
             "{kind}"
         );
+        // the same from a magnet link: `btmh` alone for v2 (the piece
+        // layers then come by hash request), `btih` and `btmh` for hybrid
+        let m = Metainfo::from_bytes(&std::fs::read(&t).unwrap()).unwrap();
+        let v2 = m.info_hash_v2.unwrap().to_hex();
+        let link = if kind == "v2" {
+            format!("magnet:?xt=urn:btmh:1220{v2}&dn=set")
+        } else {
+            format!(
+                "magnet:?xt=urn:btih:{}&xt=urn:btmh:1220{v2}&dn=set",
+                m.info_hash.to_hex()
+            )
+        };
+        let dst = tmp.path().join("dst-magnet");
+        let r = run_limited(
+            cmd([
+                "download",
+                &link,
+                "-d",
+                dst.to_str().unwrap(),
+                "--bind",
+                "127.0.0.1",
+                "-p",
+                "0",
+                "--peer",
+                &format!("127.0.0.1:{port}"),
+                "--exit-on-complete",
+            ]),
+            Duration::from_secs(90),
+        );
+        assert_eq!(r.code, Some(0), "{kind} magnet: {r:?}");
+        assert_eq!(
+            tree(&dst.join("set")),
+            tree(&tmp.path().join("set")),
+            "{kind} magnet"
+        );
     }
 }
 

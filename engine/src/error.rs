@@ -137,6 +137,19 @@ pub enum Violation {
     /// `ut_pex` messages again and again sooner than BEP 11's one a minute.
     #[error("ut_pex messages too often")]
     PexTooOften,
+    /// A BEP 52 `hashes` answer we did not ask for, or whose hashes do not
+    /// prove against the file's `pieces root`.
+    #[error("hashes that do not prove against the file's root")]
+    BadHashes,
+    /// A v2 block (16 KiB) whose SHA-256 is not its leaf in the file's
+    /// merkle tree: this peer sent it (BEP 52's per-block proof).
+    #[error("block of piece {piece} at {begin} fails its merkle leaf")]
+    BadBlock {
+        /// The piece.
+        piece: u32,
+        /// The block's offset in the piece.
+        begin: u32,
+    },
 }
 
 impl From<bittern_wire::MessageError> for PeerError {

@@ -101,6 +101,9 @@ pub(crate) enum PeerCommand {
     /// `upload_only` (BEP 21) on connections opened while we still wanted
     /// pieces.
     ExtensionHandshake(Vec<u8>),
+    /// Send a BEP 52 hash request (a v2 torrent's piece layers, asked by
+    /// the metadata phase of a magnet link).
+    HashRequest(bittern_wire::hashes::HashRequest),
     /// Close the connection.
     Close,
 }
@@ -155,6 +158,14 @@ pub(crate) enum PeerEvent {
     /// A piece we have could not be read for upload (file deleted or
     /// truncated under us): it must be marked missing.
     DataMissing(u32),
+    /// The answer to a hash request we sent (BEP 52 `hashes`): the
+    /// request echoed, then its base nodes and uncles.
+    Hashes {
+        request: bittern_wire::hashes::HashRequest,
+        hashes: Vec<bittern_storage::merkle::Hash256>,
+    },
+    /// The peer will not answer a hash request we sent (`hash reject`).
+    HashReject(bittern_wire::hashes::HashRequest),
     /// The connection ended. Sent exactly once, last.
     Gone(PeerError),
 }

@@ -764,6 +764,23 @@ impl PiecePicker {
         self.set_have(piece);
     }
 
+    /// Who sent each block of the started `piece` (`None` for a block not
+    /// received from a peer), before [`PiecePicker::piece_failed`] forgets
+    /// them: a v2 piece's failure is pinned on single blocks.
+    pub fn block_senders(&self, piece: usize) -> Vec<Option<PeerKey>> {
+        let Some(partial) = self.started.get(&(piece as u32)) else {
+            return Vec::new();
+        };
+        partial
+            .blocks
+            .iter()
+            .map(|b| match b {
+                Block::Received(p) => Some(*p),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// `piece` failed its hash check: all its blocks are pickable again.
     /// Returns the peers that sent its blocks (sorted, unique), for a
     /// [`BadDataGuard`].

@@ -590,17 +590,18 @@ impl Session {
     /// fetch happens.
     ///
     /// # Errors
-    /// A link without a v1 (`btih`) info hash, a file selection (it needs
-    /// the metadata), a torrent already in the session.
+    /// A file selection (it needs the metadata), a torrent already in the
+    /// session. A `btmh`-only link (BEP 52, v2) is fetched under its
+    /// truncated v2 hash, the piece layers by hash request after the info
+    /// dictionary; a hybrid link (`btih` and `btmh`) is routed by both.
     pub fn add_magnet(
         &self,
         magnet: &Magnet,
         save_dir: impl Into<PathBuf>,
         mut options: TorrentOptions,
     ) -> Result<TorrentHandle, Error> {
-        let info_hash = magnet.info_hash.ok_or(Error::InvalidOptions(
-            "the magnet link has no v1 (btih) info hash",
-        ))?;
+        // v1 (`btih`), or for a v2-only link the truncated v2 hash (BEP 52)
+        let info_hash = magnet.swarm_hash();
         if !options.wanted_files.is_empty() {
             return Err(Error::InvalidOptions(
                 "a file selection needs the metadata; a magnet link has none yet",
@@ -622,7 +623,7 @@ impl Session {
         let trackers: Vec<Vec<String>> = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
         // A restart: the metadata was fetched and saved before.
         if let Ok(bytes) = std::fs::read(&torrent_file) {
-            match Metainfo::from_bytes(&bytes) {
+            match Metainfo::from_bytes_without_layers(&bytes) {
                 Ok(meta) if meta.info_hash == info_hash => {
                     info!(
                         "{}: metadata from {}",
@@ -642,6 +643,13 @@ impl Session {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let reserved = register(&self.registry, info_hash, id)?;
+        if let (Some(_), Some(v2)) = (magnet.info_hash, magnet.info_hash_v2) {
+            // a hybrid: peers may name it by its truncated v2 hash too
+            let alias = InfoHash(v2[..20].try_into().unwrap_or_default());
+            if !add_alias(&self.registry, alias, id) {
+                warn!("{}: v2 info hash taken by another torrent", alias.to_hex());
+            }
+        }
         let name = magnet
             .display_name
             .clone()
@@ -652,6 +660,7 @@ impl Session {
         let fetch = MetadataFetch::new(FetchSetup {
             id,
             info_hash,
+            info_hash_v2: magnet.info_hash_v2,
             trackers,
             web_seeds: magnet.web_seeds.clone(),
             torrent_file,

@@ -4,10 +4,10 @@
 //! requests (21) from the torrent's piece layers, with a hash reject (23)
 //! for whatever cannot be answered.
 //!
-//! v2-only torrents added from a `.torrent` (piece layers included)
-//! download with their pieces checked against the merkle hashes. Not done
-//! yet: requesting piece layers with hash requests (a `btmh` magnet), and
-//! blaming a single 16 KiB block rather than the piece's contributors.
+//! v2-only torrents download with their pieces checked against the merkle
+//! hashes; from a magnet link, the piece layers the info dictionary lacks
+//! are fetched with hash requests first ([`layers`]); a failed piece is
+//! pinned on the sender of its bad 16 KiB block ([`blame`]).
 
 use std::collections::HashMap;
 
@@ -19,6 +19,9 @@ use bittern_wire::{Handshake, InfoHash, Message, Metainfo};
 
 use crate::peer::PeerContext;
 use log::debug;
+
+pub(crate) mod blame;
+pub(crate) mod layers;
 
 /// The storage layout of `metainfo`'s `files`: SHA-1 pieces for v1, merkle
 /// hashes added for hybrids, merkle hashes alone for v2-only torrents.
@@ -49,6 +52,8 @@ pub(crate) fn layout(
     };
     match (info.version.has_v1(), info.version.has_v2()) {
         (true, false) => Layout::new(files, plen, info.pieces.clone()),
+        // a hybrid from a magnet link has no piece layers: its SHA-1 half
+        (true, true) if lacks_layers(metainfo) => Layout::new(files, plen, info.pieces.clone()),
         (true, true) => Layout::new(files, plen, info.pieces.clone())?.with_v2(&v2_hashes()),
         (false, _) => {
             let mut files = files;
@@ -66,6 +71,17 @@ pub(crate) fn layout(
             Layout::new_v2(files, plen, &hashes)
         }
     }
+}
+
+/// Whether a file longer than one piece has no piece layer in `m` (the
+/// info dictionary came from a magnet link).
+fn lacks_layers(m: &Metainfo) -> bool {
+    m.info.files.iter().any(|f| {
+        !f.padding
+            && f.pieces_root.is_some()
+            && f.length > m.info.piece_length
+            && m.piece_layer(f).is_none()
+    })
 }
 
 /// The info hash to answer an incoming handshake `theirs` with, for a
@@ -93,6 +109,10 @@ struct ServedFile {
     /// Layer of the piece nodes in the file's tree (below it, nodes are
     /// hashed from disk).
     piece_height: u32,
+    /// The file's length.
+    length: u64,
+    /// Torrent pieces holding the file's bytes.
+    pieces: usize,
 }
 
 /// Most file data one hash request may make us read from disk to hash
@@ -139,6 +159,8 @@ impl HashServer {
                                 .unwrap_or(0)
                                 .min(tree.height()),
                             tree,
+                            length: f.length,
+                            pieces: pieces.len(),
                         },
                     );
                 }
@@ -149,6 +171,22 @@ impl HashServer {
             files,
             piece_length: plen,
         })
+    }
+
+    /// The hash request for the 16 KiB leaves under torrent piece
+    /// `piece` (see [`blame::leaf_request`]); `None` for a piece of no
+    /// file here or of one block.
+    pub(crate) fn leaf_request(&self, piece: usize) -> Option<HashRequest> {
+        let (root, f) = self
+            .files
+            .iter()
+            .find(|(_, f)| (f.first_piece..f.first_piece + f.pieces).contains(&piece))?;
+        blame::leaf_request(
+            *root,
+            f.length,
+            self.piece_length,
+            (piece - f.first_piece) as u64,
+        )
     }
 
     /// The hashes answering `req` (base layer, then uncles), or `None` to

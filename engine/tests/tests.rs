@@ -21,6 +21,8 @@ mod scale;
 mod superseed;
 mod util;
 mod utp;
+mod v2blame;
+mod v2magnet;
 mod v2seed;
 mod webseed;
 mod webseed_session;

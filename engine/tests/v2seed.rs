@@ -22,7 +22,12 @@ const PLEN: u64 = 32 * 1024;
 
 /// A single-file torrent of `len` random bytes at `dir/name`, v2-only or
 /// hybrid, written to `dir/name.torrent` too, and the file's bytes.
-fn v2_torrent(dir: &Path, name: &str, len: usize, version: MetaVersion) -> (Metainfo, Vec<u8>) {
+pub(crate) fn v2_torrent(
+    dir: &Path,
+    name: &str,
+    len: usize,
+    version: MetaVersion,
+) -> (Metainfo, Vec<u8>) {
     let mut data = vec![0u8; len];
     rand::rngs::StdRng::seed_from_u64(52).fill(&mut data[..]);
     let path = dir.join(name);
@@ -55,7 +60,11 @@ fn v2_torrent(dir: &Path, name: &str, len: usize, version: MetaVersion) -> (Meta
 
 /// A connection that handshook with `info_hash` (v2 bit set): it and the
 /// seeder's handshake.
-fn connect(addr: std::net::SocketAddr, info_hash: InfoHash, id: u8) -> (TcpStream, Handshake) {
+pub(crate) fn connect(
+    addr: std::net::SocketAddr,
+    info_hash: InfoHash,
+    id: u8,
+) -> (TcpStream, Handshake) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let ours = Handshake::new(info_hash, PeerId([id; 20])).with_v2(true);

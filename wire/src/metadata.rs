@@ -16,10 +16,9 @@
 //! created, and nothing more until the hash has been checked.
 //!
 //! # v2
-//! [`MetadataHash`] names what the finished bytes are checked against. Only
-//! v1 (SHA-1 of the info dictionary, `btih`) exists today; a v2 magnet
-//! (`btmh`) would add a variant checked with SHA-256 without changing the
-//! assembler.
+//! [`MetadataHash`] names what the finished bytes are checked against: v1
+//! (SHA-1 of the info dictionary, `btih`) or v2 (SHA-256 of it, `btmh`,
+//! BEP 52), without changing the assembler.
 
 use sha1::{Digest, Sha1};
 use thiserror::Error;
@@ -251,6 +250,9 @@ pub fn metadata_piece(info: &[u8], piece: u32) -> Option<&[u8]> {
 pub enum MetadataHash {
     /// v1: SHA-1 of the bencoded info dictionary (`urn:btih`).
     V1(InfoHash),
+    /// v2: SHA-256 of the bencoded info dictionary (`urn:btmh:1220`, BEP
+    /// 52), all 32 bytes.
+    V2([u8; 32]),
 }
 
 impl MetadataHash {
@@ -258,6 +260,7 @@ impl MetadataHash {
     pub fn verify(&self, info: &[u8]) -> bool {
         match self {
             MetadataHash::V1(h) => Sha1::digest(info).as_slice() == h.0.as_slice(),
+            MetadataHash::V2(h) => sha2::Sha256::digest(info).as_slice() == h.as_slice(),
         }
     }
 }
@@ -677,6 +680,27 @@ mod tests {
             out.push(a.accept(&peer, p, bytes.len() as u64, d).unwrap());
         }
         out
+    }
+
+    /// A `btmh` magnet's metadata is checked with SHA-256 over all 32
+    /// bytes: the dictionary passes, one changed byte (or a hash that only
+    /// shares the truncated 20 bytes) fails.
+    #[test]
+    fn v2_metadata_checked_by_sha256() {
+        use sha2::Digest as _;
+        let (b, _) = info(METADATA_PIECE_LEN + 7);
+        let full: [u8; 32] = sha2::Sha256::digest(&b).into();
+        let h = MetadataHash::V2(full);
+        assert!(h.verify(&b));
+        let mut bad = b.clone();
+        bad[5] ^= 1;
+        assert!(!h.verify(&bad));
+        let mut other = full;
+        other[31] ^= 1;
+        assert!(!MetadataHash::V2(other).verify(&b));
+        let mut a = MetadataAssembler::new(h, b.len() as u64).unwrap();
+        let got = serve(&mut a, 1, &b);
+        assert!(matches!(got.last(), Some(Accepted::Complete(x)) if *x == b));
     }
 
     #[test]

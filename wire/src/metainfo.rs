@@ -492,6 +492,23 @@ impl Metainfo {
     /// # Errors
     /// [`MetainfoError`] naming the first problem found.
     pub fn from_bytes(buf: &[u8]) -> Result<Self, MetainfoError> {
+        Self::parse(buf, true)
+    }
+
+    /// As [`Metainfo::from_bytes`], for an info dictionary fetched from a
+    /// magnet link (BEP 9): `piece layers` live outside the info
+    /// dictionary, so a v2 or hybrid file's layer may be missing (it is
+    /// then fetched with hash requests, BEP 52; see
+    /// [`Metainfo::piece_layer`]). Layers that are present are checked as
+    /// in a `.torrent`.
+    ///
+    /// # Errors
+    /// As [`Metainfo::from_bytes`], but for missing piece layers.
+    pub fn from_bytes_without_layers(buf: &[u8]) -> Result<Self, MetainfoError> {
+        Self::parse(buf, false)
+    }
+
+    fn parse(buf: &[u8], need_layers: bool) -> Result<Self, MetainfoError> {
         let limits = limits();
         let top = bencode::decode_with(buf, &limits)?;
         if top.as_dict().is_none() {
@@ -503,8 +520,12 @@ impl Metainfo {
         let info_value = get(&top, "info").ok_or(MetainfoError::MissingField("info"))?;
         let info = Info::from_value(info_value)?;
         let (info_hash, info_hash_v2, piece_layers) = if info.version.has_v2() {
-            let layers =
-                v2::parse_piece_layers(get(&top, "piece layers"), &info.files, info.piece_length)?;
+            let layers = v2::parse_piece_layers(
+                get(&top, "piece layers"),
+                &info.files,
+                info.piece_length,
+                need_layers,
+            )?;
             let v2 = InfoHashV2::of(info_bytes);
             let wire = if info.version.has_v1() {
                 InfoHash(Sha1::digest(info_bytes).into())

@@ -2,9 +2,9 @@
 //! link does not know its piece count yet, so its connections speak only
 //! the extension protocol (BEP 10) and `ut_metadata` (BEP 9). One thread
 //! per connection, like the full peer thread, reporting the same
-//! [`PeerEvent`]s (`Ready`, `ExtensionHandshake`, `Extended`, `Gone`) and
-//! taking the same [`PeerCommand`]s (`Extended`, `Close`; others are
-//! ignored). Piece-set and data messages are read and dropped: the
+//! [`PeerEvent`]s (`Ready`, `ExtensionHandshake`, `Extended`, `Hashes`,
+//! `HashReject`, `Gone`) and taking the same [`PeerCommand`]s (`Extended`,
+//! `HashRequest`, `Close`; others are ignored). Piece-set and data messages are read and dropped: the
 //! connection ends when the metadata is complete, and the torrent then
 //! dials the peer again as a normal connection.
 //!
@@ -41,6 +41,10 @@ pub(crate) struct MetaContext {
     pub torrent: crate::torrent::TorrentId,
     pub key: PeerKey,
     pub info_hash: InfoHash,
+    /// The torrent's truncated v2 hash (BEP 52; `info_hash` itself for a
+    /// `btmh`-only magnet): the handshake sets the v2 bit, and an incoming
+    /// peer that named it gets it back.
+    pub v2: Option<InfoHash>,
     pub our_id: PeerId,
     pub listen_port: u16,
     pub events: Sender<PeerMsg>,
@@ -99,7 +103,10 @@ fn run(
         learnt_mse,
     } = open(
         &ctx.timing,
-        (&Handshake::new(ctx.info_hash, ctx.our_id), None),
+        (
+            &Handshake::new(ctx.info_hash, ctx.our_id).with_v2(ctx.v2.is_some()),
+            ctx.v2,
+        ),
         crate::handshake::dial_steps(ctx.encryption, None),
         ctx.encryption,
         &ctx.dial,
@@ -170,6 +177,11 @@ fn run(
                         stream.send(&mut out)?;
                     }
                 }
+                Ok(PeerCommand::HashRequest(req)) => {
+                    out.clear();
+                    Message::HashRequest(req).encode(&mut out);
+                    stream.send(&mut out)?;
+                }
                 Ok(_) => {}
                 Err(TryRecvError::Empty) => break,
             }
@@ -177,10 +189,27 @@ fn run(
         while let Some((msg, used)) = decode_message(&buf[start..end], MAX_FRAME)? {
             start += used;
             last_message = Instant::now();
-            if let Message::Extended { id, payload } = msg {
-                if let Some(mut reply) = on_extended(ctx, &mut ids, id, payload)? {
-                    stream.send(&mut reply)?;
+            match msg {
+                Message::Extended { id, payload } => {
+                    if let Some(mut reply) = on_extended(ctx, &mut ids, id, payload)? {
+                        stream.send(&mut reply)?;
+                    }
                 }
+                Message::Hashes(h) => emit(
+                    ctx,
+                    PeerEvent::Hashes {
+                        request: h.request,
+                        hashes: h.base().chain(h.proof()).collect(),
+                    },
+                ),
+                Message::HashReject(r) => emit(ctx, PeerEvent::HashReject(r)),
+                // we hold no hashes yet
+                Message::HashRequest(r) => {
+                    out.clear();
+                    Message::HashReject(r).encode(&mut out);
+                    stream.send(&mut out)?;
+                }
+                _ => {}
             }
         }
         if start == end {

@@ -244,12 +244,20 @@ fn read_frames(
                     on_extended(ctx, link, to_writer, batch, id, payload)?;
                 }
                 // BEP 52: requests are answered by the writer (hashes or a
-                // reject); bittern sends no requests yet, so answers are
-                // dropped.
+                // reject); answers to ours (the leaves of a failed v2
+                // piece) go to the controller.
                 Message::HashRequest(r) => {
                     note_for_writer(link, to_writer, ReaderNote::HashRequest(r))?;
                 }
-                Message::Hashes(_) | Message::HashReject(_) => {}
+                Message::Hashes(h) => emit(
+                    ctx,
+                    batch,
+                    PeerEvent::Hashes {
+                        request: h.request,
+                        hashes: h.base().chain(h.proof()).collect(),
+                    },
+                ),
+                Message::HashReject(r) => emit(ctx, batch, PeerEvent::HashReject(r)),
             }
         }
         // Everything decoded is handled: write and report the blocks at once.

@@ -247,6 +247,7 @@ impl Writer<'_> {
                 payload: &payload,
             }
             .encode(&mut self.out),
+            PeerCommand::HashRequest(req) => Message::HashRequest(req).encode(&mut self.out),
             PeerCommand::Close => {}
         }
         if self.out.len() > 64 * 1024 {

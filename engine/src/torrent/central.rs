@@ -52,6 +52,9 @@ pub(crate) enum Done {
     Checked(TorrentId, Option<super::check::Checked>),
     /// A verified piece.
     Verified(TorrentId, usize, Result<bool, bittern_storage::Error>),
+    /// The SHA-256 of each block of a v2 piece that failed, as it was on
+    /// disk (sent just before its `Verified`), for per-block blame.
+    FailedLeaves(TorrentId, usize, Vec<bittern_storage::merkle::Hash256>),
     /// A persist job.
     Persisted(TorrentId, PersistDone),
     /// Zero-length files of a completed download created.
@@ -243,6 +246,7 @@ impl Central {
         match done {
             Done::Checked(id, r) => self.with(id, |c| c.on_checked(r)),
             Done::Verified(id, piece, r) => self.with(id, |c| c.on_verified(piece, r)),
+            Done::FailedLeaves(id, piece, l) => self.with(id, |c| c.on_failed_leaves(piece, l)),
             Done::Persisted(id, d) => self.with(id, |c| c.on_persisted(d)),
             Done::FilesCreated(id, r) => self.with(id, |c| c.on_files_created(r)),
             Done::Stopped(id) => self.with(id, Controller::on_stopped),

@@ -19,6 +19,7 @@ use bittern_wire::{Bitfield, BlockRef, Extension, InfoHash, Metainfo, PeerId};
 use crossbeam_channel::Sender;
 use log::{debug, info, warn};
 
+mod blame;
 mod candidates;
 mod lifecycle;
 mod peers;
@@ -386,6 +387,11 @@ pub(crate) struct Controller {
     superseed: Option<superseed::SuperSeed>,
     /// Answers BEP 52 hash requests (v2 and hybrid torrents).
     v2: Option<Arc<crate::v2::HashServer>>,
+    /// Block hashes of v2 pieces that just failed (see `blame.rs`).
+    failed_leaves: HashMap<usize, Vec<bittern_storage::merkle::Hash256>>,
+    /// Failed v2 pieces waiting for their leaves, and how many asked peers
+    /// have not answered.
+    blames: HashMap<usize, (crate::v2::blame::PendingBlame, usize)>,
 }
 
 /// What a controller is built from (see [`spawn_controller`]).
@@ -455,6 +461,8 @@ impl Controller {
         }
         Controller {
             v2: crate::v2::HashServer::new(storage.layout()).map(Arc::new),
+            failed_leaves: HashMap::new(),
+            blames: HashMap::new(),
             id,
             scheduled: None,
             links,
@@ -709,6 +717,9 @@ impl Controller {
             PeerEvent::StorageFailed(e) => {
                 self.fail(TorrentError::Write(Arc::new(e)));
             }
+            // answers to the leaf requests of per-block blame
+            PeerEvent::Hashes { request, hashes } => self.on_leaves(&request, &hashes),
+            PeerEvent::HashReject(request) => self.on_leaves_rejected(&request),
             PeerEvent::Gone(_) => {}
         }
     }

@@ -50,6 +50,7 @@ use super::controller::{build_controller, Controller, ControllerSetup, Transfer}
 use super::{Published, TorrentCommand, TorrentId};
 
 mod file;
+mod layers;
 
 use crate::config::TorrentOptions;
 use crate::error::{PeerError, Violation};
@@ -90,6 +91,9 @@ const FIRST_KEY: u64 = 1 << 48;
 pub(crate) struct FetchSetup {
     pub id: TorrentId,
     pub info_hash: InfoHash,
+    /// The magnet's full v2 hash (`btmh`): the metadata must have it; the
+    /// metadata is checked by it alone when there is no `btih`.
+    pub info_hash_v2: Option<[u8; 32]>,
     /// Tracker tiers for the `.torrent` and the announcer (`tr=`).
     pub trackers: Vec<Vec<String>>,
     /// Web seeds for the `.torrent` (`ws=`).
@@ -108,6 +112,13 @@ pub(crate) struct FetchSetup {
 }
 
 use super::central::Ctl;
+
+/// The first 20 bytes of a v2 hash: its name on the wire (BEP 52).
+fn v2_truncated(h: &[u8; 32]) -> [u8; 20] {
+    let mut t = [0u8; 20];
+    t.copy_from_slice(&h[..20]);
+    t
+}
 
 /// One metadata-phase connection.
 struct MetaPeer {
@@ -162,6 +173,8 @@ pub(crate) struct MetadataFetch {
     /// dialled before, so that no event of a connection can reach the
     /// controller before the fetch it belongs to.
     started: bool,
+    /// A v2-only torrent's metadata, waiting for its piece layers.
+    layers: Option<layers::LayerPhase>,
     finished: bool,
 }
 
@@ -186,6 +199,7 @@ impl MetadataFetch {
             next_tick: None,
             handover: None,
             started: false,
+            layers: None,
             finished: false,
             setup,
         };
@@ -212,6 +226,20 @@ impl MetadataFetch {
             self.connect_more();
         }
         self.publish();
+    }
+
+    /// What the metadata must hash to: SHA-1 (`btih`) when the magnet has
+    /// it, else SHA-256 (`btmh`).
+    fn metadata_hash(&self) -> MetadataHash {
+        match self.setup.info_hash_v2 {
+            Some(v2) if InfoHash(v2_truncated(&v2)) == self.setup.info_hash => MetadataHash::V2(v2),
+            _ => MetadataHash::V1(self.setup.info_hash),
+        }
+    }
+
+    /// The torrent's truncated v2 hash, when the magnet has one.
+    fn v2_wire_hash(&self) -> Option<InfoHash> {
+        self.setup.info_hash_v2.map(|h| InfoHash(v2_truncated(&h)))
     }
 
     fn short(&self) -> String {
@@ -317,6 +345,7 @@ impl MetadataFetch {
             self.drop_peer(k, None);
         }
         self.cut_late(now);
+        self.layers_timer(now);
         let due: Vec<SocketAddr> = self
             .retry
             .iter()
@@ -395,6 +424,8 @@ impl MetadataFetch {
                 ext: Extension::UtMetadata,
                 payload,
             } => self.on_metadata(key, &payload),
+            PeerEvent::Hashes { request, hashes } => self.on_hashes(key, &request, &hashes),
+            PeerEvent::HashReject(request) => self.on_hash_reject(key, &request),
             _ => {}
         }
     }
@@ -534,6 +565,7 @@ impl MetadataFetch {
             torrent: self.setup.id,
             key,
             info_hash: self.setup.info_hash,
+            v2: self.v2_wire_hash(),
             our_id: self.setup.session.peer_id,
             listen_port: self.setup.session.port,
             events: self.setup.links.peers.clone(),
@@ -588,6 +620,7 @@ impl MetadataFetch {
         if let Some(a) = self.assembler.as_mut() {
             a.peer_gone(&key);
         }
+        self.layers_peer_gone(key);
         self.close(key);
     }
 
@@ -615,6 +648,7 @@ impl MetadataFetch {
         if let Some(a) = self.assembler.as_mut() {
             a.peer_gone(&key);
         }
+        self.layers_peer_gone(key);
         if p.outgoing
             && !self.banned.contains(&p.addr)
             && !self.skip.contains(&p.addr)
@@ -640,6 +674,9 @@ impl MetadataFetch {
         if self.finished || self.paused {
             return;
         }
+        if self.layers.is_some() {
+            return self.request_layers();
+        }
         if self.assembler.is_none() {
             let Some(size) = self
                 .peers
@@ -649,7 +686,7 @@ impl MetadataFetch {
             else {
                 return;
             };
-            match MetadataAssembler::new(MetadataHash::V1(self.setup.info_hash), size) {
+            match MetadataAssembler::new(self.metadata_hash(), size) {
                 Ok(a) => self.assembler = Some(a),
                 Err(e) => {
                     warn!("{}: {e}", self.short());
@@ -728,9 +765,14 @@ impl MetadataFetch {
     /// The info dictionary passed the hash: write the `.torrent`, build the
     /// torrent's controller and hand it over.
     fn complete(&mut self, info: Vec<u8>) {
-        let file = torrent_file_bytes(&info, &self.setup.trackers, &self.setup.web_seeds);
-        let metainfo = match Metainfo::from_bytes(&file) {
-            Ok(m) if m.info_hash == self.setup.info_hash => m,
+        let file = torrent_file_bytes(&info, &[], &self.setup.trackers, &self.setup.web_seeds);
+        let v2_ok = |m: &Metainfo| {
+            self.setup
+                .info_hash_v2
+                .is_none_or(|h| m.info_hash_v2.is_some_and(|ours| ours.0 == h))
+        };
+        let metainfo = match Metainfo::from_bytes_without_layers(&file) {
+            Ok(m) if m.info_hash == self.setup.info_hash && v2_ok(&m) => m,
             Ok(_) | Err(_) => {
                 // The info hash matched, so the torrent itself is broken:
                 // no peer can give us a better one.
@@ -745,6 +787,15 @@ impl MetadataFetch {
             metainfo.info.piece_count(),
             metainfo.info.name
         );
+        if !self.start_layers(&metainfo, &info) {
+            self.hand_over(metainfo, file);
+        }
+    }
+
+    /// The metadata (and a v2 torrent's piece layers) are in: write the
+    /// `.torrent`, close the fetch's connections and hand over to the
+    /// torrent's controller.
+    fn hand_over(&mut self, metainfo: Metainfo, file: Vec<u8>) {
         let file: Arc<[u8]> = Arc::from(file);
         *self.setup.published.torrent_file.lock() = Some(file.clone());
         let path = self.setup.torrent_file.clone();

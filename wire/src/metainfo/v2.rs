@@ -318,11 +318,13 @@ pub(crate) fn layer_root(layer: &[[u8; 32]], height: u32) -> [u8; 32] {
 /// Reads and checks `piece layers` against the files' roots: each file
 /// longer than one piece needs its layer (a multiple of 32 bytes, one hash
 /// per piece, hashing up to its `pieces root`). Layers for roots of no
-/// such file are dropped.
+/// such file are dropped. Unless `need_all`, a missing layer is left out
+/// (metadata from a magnet link).
 pub(crate) fn parse_piece_layers(
     layers: Option<&Value>,
     files: &[FileEntry],
     piece_length: u64,
+    need_all: bool,
 ) -> Result<BTreeMap<[u8; 32], Vec<[u8; 32]>>, MetainfoError> {
     let empty = BTreeMap::new();
     let dict = match layers {
@@ -342,11 +344,13 @@ pub(crate) fn parse_piece_layers(
             path: f.path.join("/"),
             reason,
         };
-        let raw = dict
-            .get(&root[..])
-            .ok_or_else(|| bad("missing"))?
-            .as_bytes()
-            .ok_or_else(|| bad("not a string"))?;
+        let Some(raw) = dict.get(&root[..]) else {
+            if need_all {
+                return Err(bad("missing"));
+            }
+            continue;
+        };
+        let raw = raw.as_bytes().ok_or_else(|| bad("not a string"))?;
         if raw.len() % 32 != 0 {
             return Err(bad("length not a multiple of 32"));
         }

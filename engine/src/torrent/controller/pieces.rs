@@ -25,6 +25,13 @@ impl Controller {
         self.session.verifiers.spawn(move || {
             let group = queue.take(GROUP_WAIT);
             for (&piece, result) in group.iter().zip(storage.check_pieces(&group)) {
+                if matches!(result, Ok(false)) && storage.layout().piece_hash_v2(piece).is_some() {
+                    // hashed before the controller hears of the failure,
+                    // so before any block is fetched again
+                    if let Ok(leaves) = storage.piece_leaves_v2(piece) {
+                        let _ = tx.send(Done::FailedLeaves(id, piece, leaves));
+                    }
+                }
                 let _ = tx.send(Done::Verified(id, piece, result));
             }
         });
@@ -59,12 +66,19 @@ impl Controller {
             Ok(false) => {
                 self.hash_failures += 1;
                 warn!("{}: piece {piece} failed its hash check", self.short());
+                let senders = self.picker.block_senders(piece);
                 let contributors = self.picker.piece_failed(piece);
                 self.hashes.reset(piece as u32);
                 self.claims.reset_piece(piece);
                 self.emit(TorrentEvent::HashFailed(piece));
                 let seeded = self.webseed_piece_failed(piece, &contributors);
                 let alone = contributors.len() == 1 && !seeded;
+                if !alone && self.ask_leaves(piece, senders) {
+                    // a v2 piece: the blocks' own leaves name the sender
+                    self.fill_all();
+                    return;
+                }
+                self.failed_leaves.remove(&piece);
                 for key in contributors {
                     let Some(p) = self.peers.get(&key) else {
                         continue;

@@ -1,10 +1,13 @@
 //! The `.torrent` written for metadata fetched from a magnet link.
 
 /// The `.torrent` for a fetched info dictionary: the magnet's trackers and
-/// web seeds around the exact bytes that were hashed (keys in bencode
-/// order: `announce`, `announce-list`, `info`, `url-list`).
+/// web seeds around the exact bytes that were hashed, and a v2 torrent's
+/// piece layers fetched by hash request, `(pieces root, layer)` (keys in
+/// bencode order: `announce`, `announce-list`, `info`, `piece layers`,
+/// `url-list`).
 pub(super) fn torrent_file_bytes(
     info: &[u8],
+    layers: &[([u8; 32], Vec<[u8; 32]>)],
     tiers: &[Vec<String>],
     web_seeds: &[String],
 ) -> Vec<u8> {
@@ -29,6 +32,17 @@ pub(super) fn torrent_file_bytes(
     }
     string(&mut out, b"info");
     out.extend_from_slice(info);
+    if !layers.is_empty() {
+        let mut sorted: Vec<&([u8; 32], Vec<[u8; 32]>)> = layers.iter().collect();
+        sorted.sort_by_key(|l| l.0);
+        string(&mut out, b"piece layers");
+        out.push(b'd');
+        for (root, layer) in sorted {
+            string(&mut out, root);
+            string(&mut out, &layer.concat());
+        }
+        out.push(b'e');
+    }
     if !web_seeds.is_empty() {
         string(&mut out, b"url-list");
         out.push(b'l');
@@ -71,14 +85,14 @@ mod tests {
             vec!["udp://127.0.0.1:2".to_string()],
         ];
         let seeds = vec!["http://127.0.0.1:3/".to_string()];
-        let bytes = torrent_file_bytes(&built.info_bytes, &tiers, &seeds);
+        let bytes = torrent_file_bytes(&built.info_bytes, &[], &tiers, &seeds);
         let m = Metainfo::from_bytes(&bytes).unwrap();
         assert_eq!(m.info_hash, built.info_hash);
         assert_eq!(m.info_bytes, built.info_bytes);
         assert_eq!(m.trackers(), tiers);
         assert_eq!(m.url_list, seeds);
         // Without trackers or web seeds: just the info dictionary.
-        let bare = torrent_file_bytes(&built.info_bytes, &[], &[]);
+        let bare = torrent_file_bytes(&built.info_bytes, &[], &[], &[]);
         let m = Metainfo::from_bytes(&bare).unwrap();
         assert_eq!(m.info_hash, built.info_hash);
         assert!(m.trackers().is_empty());
@@ -88,5 +102,31 @@ mod tests {
         write_file(&path, &bytes).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
         assert!(!path.with_extension("torrent.part").exists());
+    }
+
+    /// Piece layers fetched for a v2 torrent go in as `piece layers`,
+    /// which the parsed torrent gives back per file.
+    #[test]
+    fn the_torrent_file_holds_fetched_piece_layers() {
+        use bittern_storage::merkle::{root_from_piece_layer, Hash256};
+        let layer: Vec<Hash256> = (0..3u8).map(|i| [i + 1; 32]).collect();
+        let root = root_from_piece_layer(&layer, 32768).unwrap();
+        let full = MetainfoBuilder::new("v2")
+            .piece_length(32768)
+            .single_file(3 * 32768 - 10)
+            .version(bittern_wire::MetaVersion::V2)
+            .pieces_roots(vec![Some(root)])
+            .piece_layers([(root, layer.clone())].into_iter().collect())
+            .build_metainfo()
+            .unwrap();
+        let bytes = torrent_file_bytes(&full.info_bytes, &[], &[], &[]);
+        // a `.torrent` needs the layer; fetched metadata may lack it
+        assert!(Metainfo::from_bytes(&bytes).is_err());
+        let built = Metainfo::from_bytes_without_layers(&bytes).unwrap();
+        assert!(built.piece_layer(&built.info.files[0]).is_none());
+        let bytes = torrent_file_bytes(&built.info_bytes, &[(root, layer.clone())], &[], &[]);
+        let m = Metainfo::from_bytes(&bytes).unwrap();
+        assert_eq!(m.info_hash, built.info_hash);
+        assert_eq!(m.piece_layer(&m.info.files[0]), Some(&layer[..]));
     }
 }
