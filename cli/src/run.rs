@@ -503,4 +503,26 @@ mod tests {
         let e = wanted_files(&m, &["*.mkv".into()]).unwrap_err();
         assert_eq!(crate::exit::code_of(&e), Code::Usage);
     }
+
+    /// `--lsd` turns LSD on in the session (both groups: the IPv6 one
+    /// follows the listen addresses), `--no-lsd` after it off; off by
+    /// default.
+    #[test]
+    fn lsd_flags_reach_the_session_config() {
+        use clap::Parser;
+        let lsd = |flags: &[&str]| {
+            let mut argv = vec!["bittern", "download", "a.torrent", "-p", "0"];
+            argv.extend_from_slice(flags);
+            let cli = crate::args::Cli::try_parse_from(argv).unwrap();
+            let crate::args::Command::Download(d) = cli.command else {
+                panic!("not download")
+            };
+            session_config(&d.common, None).unwrap().lsd
+        };
+        assert!(lsd(&[]).is_none());
+        let on = lsd(&["--lsd"]).expect("lsd on");
+        assert_eq!(on.lsd_port, 6771);
+        assert_eq!(on.interface_v6, None, "filled in from the listen addresses");
+        assert!(lsd(&["--lsd", "--no-lsd"]).is_none());
+    }
 }

@@ -185,8 +185,11 @@ fn a_peer_stalling_the_handshake_shows_as_connecting_then_is_given_up() {
     // Test sessions dial with a 5 s connect timeout: two handshake tries
     // (MSE, then in the clear), each bounded.
     wait_peers(&t, 0, 0, Duration::from_secs(40));
+    // The connections of that attempt (a retry comes 10 s later).
+    let tried: Vec<_> = held.lock().unwrap().drain(..).collect();
+    assert!(!tried.is_empty());
     let mut buf = [0u8; 1];
-    for mut s in held.lock().unwrap().drain(..) {
+    for mut s in tried {
         let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
         let closed = loop {
             match s.read(&mut buf) {
