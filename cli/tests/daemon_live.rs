@@ -91,7 +91,7 @@ fn speed_limits_change_while_a_download_runs() {
             t.join("dl").to_str().unwrap(),
         ],
     );
-    let (seeder, _) = start_seed(
+    let (_seeder, _) = start_seed(
         &b,
         &t.join("src"),
         &["--peer", &format!("127.0.0.1:{}", d.peer)],

@@ -296,6 +296,13 @@ impl MetadataFetch {
             .collect();
         self.retry.retain(|(_, t)| *t > now);
         self.add_candidates(due);
+        // Short of peers: ask the DHT again (it spaces the lookups by its
+        // `lookup_interval`), as the torrent's controller does.
+        if !self.paused && self.peers.len() < 5 {
+            if let Some(d) = &self.setup.session.dht {
+                d.need_peers(self.setup.id);
+            }
+        }
         self.request_all();
         self.publish();
     }
