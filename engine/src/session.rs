@@ -298,18 +298,32 @@ impl Session {
             .build()
             .map_err(|e| Error::Spawn(std::io::Error::other(e)))?;
         let (central, commands, links) = Central::new();
-        let dht = match (&config.dht, udp.first()) {
-            (Some(settings), Some(socket)) => {
-                info!("dht node on udp {}", socket.local_addr());
-                Some(crate::dht::SessionDht::start(
-                    settings.clone(),
-                    socket.udp().clone(),
-                    &dht_slot,
-                    port,
-                    links.sources.clone(),
-                )?)
+        let dht = match &config.dht {
+            Some(settings) => {
+                // The first UDP socket of each address family runs a node.
+                let mut picked: Vec<(Arc<std::net::UdpSocket>, crate::udp::DhtSlot)> = Vec::new();
+                for (u, slot) in udp.iter().zip(&dht_slot) {
+                    let v6 = u.local_addr().is_ipv6();
+                    if picked
+                        .iter()
+                        .all(|(p, _)| p.local_addr().is_ok_and(|a| a.is_ipv6() != v6))
+                    {
+                        info!("dht node on udp {}", u.local_addr());
+                        picked.push((u.udp().clone(), slot.clone()));
+                    }
+                }
+                if picked.is_empty() {
+                    None
+                } else {
+                    Some(Arc::new(crate::dht::SessionDht::start(
+                        settings,
+                        picked,
+                        port,
+                        &links.sources,
+                    )?))
+                }
             }
-            _ => None,
+            None => None,
         };
         let dial = crate::peer::Dial {
             utp: if config.utp {
@@ -434,9 +448,24 @@ impl Session {
         self.shared.dht.as_ref().map(|d| d.node_count())
     }
 
-    /// Our DHT node id (`None`: DHT off).
+    /// Our (first) DHT node's id (`None`: DHT off).
     pub fn dht_id(&self) -> Option<bittern_dht::NodeId> {
-        self.shared.dht.as_ref().map(|d| d.id())
+        self.shared.dht.as_ref().and_then(|d| d.id())
+    }
+
+    /// Each DHT node's id and whether it is the IPv6 node (one node per
+    /// address family the session listens on; empty with the DHT off).
+    pub fn dht_ids(&self) -> Vec<(bittern_dht::NodeId, bool)> {
+        self.shared.dht.as_ref().map_or_else(Vec::new, |d| d.ids())
+    }
+
+    /// The addresses of the session's UDP sockets (uTP, and the DHT on the
+    /// first of each address family).
+    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
+        self.udp
+            .iter()
+            .map(bittern_utp::UtpSocket::local_addr)
+            .collect()
     }
 
     /// The addresses in the DHT's routing table (empty with the DHT off).
