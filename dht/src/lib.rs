@@ -103,13 +103,22 @@
 //!   [`Dht::save_state`] writes atomically and [`Dht::load_state`] reads;
 //!   restarting means `Config { id: Some(saved.id), .. }` and
 //!   [`Dht::rejoin`]. Nothing saves periodically yet (the caller decides when).
-//! - No BEP 42 secure node ids (neither for our id nor enforced on others),
-//!   no BEP 44. BEP 51 `sample_infohashes` is answered (up to 20 samples)
-//!   but never sent.
-//! - IPv6: the codec reads and writes `nodes6` and IPv6 peers and a
-//!   [`Runner`] on `[::1]` works (tested), but there is no dual-stack node
-//!   (one node per socket, each with its own table); IPv6 is untested
-//!   against other clients.
+//! - BEP 42 ([`bep42`]): every reply carries the querier's address in
+//!   `ip`; once [`Config::external_ip_votes`] replies from different IPs
+//!   (replies we asked for) name the same external address, a node whose
+//!   id is not secure for it takes a new BEP 42 id (the routing table is
+//!   rebuilt around it; local-network addresses keep any id).
+//!   [`Config::enforce_node_id`] (off by default, as in libtorrent) keeps
+//!   nodes whose id does not match their IP out of the routing table,
+//!   local-network addresses (127/8, 10/8, 172.16/12, 192.168/16,
+//!   169.254/16, ::1, fe80::/10, fc00::/7) exempt. No BEP 44. BEP 51
+//!   `sample_infohashes` is answered (up to 20 samples) but never sent.
+//! - IPv6 (BEP 32): the codec reads and writes `nodes6`, `want` and IPv6
+//!   peers; a node is of one address family (lookups keep to the
+//!   family of the socket) and answers `want` from its own table only. A
+//!   dual-stack host runs two nodes, each with its own id and table (the
+//!   engine does, one per listen family); IPv6 is tested bittern to
+//!   bittern on `[::1]`, not against other clients.
 //! - Incoming queries are rate-limited per source IP
 //!   ([`Config::query_rate`], generous because loopback swarms share one
 //!   IP); memory is bounded (table, replacement caches, peer store,
@@ -125,6 +134,7 @@
 //!   `port` message, state saved under the resume directory.
 #![deny(missing_docs)]
 
+pub mod bep42;
 mod id;
 pub mod krpc;
 mod lookup;

@@ -1,3 +1,4 @@
+mod bep42;
 mod interop;
 mod sim;
 mod socket;

@@ -144,6 +144,9 @@ impl Node {
             id: q.id,
             addr: from,
         };
+        if !self.id_allowed(&info) {
+            return;
+        }
         if self.table.insert(info, false, now) == Inserted::Rejected
             && self.table.would_accept(&q.id, now)
         {
