@@ -1,3 +1,4 @@
+mod amplification;
 mod bep42;
 mod interop;
 mod sim;

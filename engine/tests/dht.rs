@@ -360,3 +360,47 @@ fn dual_stack_session_runs_an_ipv4_and_an_ipv6_node() {
         "{v6:?}"
     );
 }
+
+/// A downloading torrent short of peers looks them up again every
+/// `lookup_interval`, not only when it announces. B (interval 1 s) starts
+/// first: its announce finds no one. Only then does a seeder appear: A
+/// runs without a DHT (it can never find B), and a helper node announces
+/// A's address for it at the bootstrap node. B finds A through a later
+/// lookup (its next announce is 15 minutes away) and downloads.
+#[test]
+fn a_torrent_short_of_peers_looks_them_up_again() {
+    let r = Runner::bind("127.0.0.1:0".parse().unwrap(), Config::default()).unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(src.path(), "late.bin", &[("late.bin", 300_000)], 16384, 14);
+    let dst = tempfile::tempdir().unwrap();
+    let b = Session::new(SessionConfig {
+        dht: Some(DhtSettings {
+            bootstrap: vec![r.local_addr().to_string()],
+            lookup_interval: Duration::from_secs(1),
+            ..DhtSettings::default()
+        }),
+        ..config()
+    })
+    .unwrap();
+    let tb = b
+        .add_torrent(meta.clone(), dst.path(), TorrentOptions::default())
+        .unwrap();
+    let b_addr = b.local_addr();
+    wait_for("B's first announce", Duration::from_secs(20), || {
+        stored(&r, meta.info_hash).contains(&b_addr)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(tb.status().peers_known, 0);
+
+    let (a, ta) = seeding(&meta, src.path());
+    assert_eq!(ta.status().state, TorrentState::Seeding);
+    let helper = Runner::bind("127.0.0.1:0".parse().unwrap(), Config::default()).unwrap();
+    helper.dht().bootstrap(&[r.local_addr()]).unwrap();
+    helper
+        .dht()
+        .announce(meta.info_hash, Some(a.local_addr().port()))
+        .unwrap();
+    assert!(stored(&r, meta.info_hash).contains(&a.local_addr()));
+    wait_state(&tb, TorrentState::Seeding, Duration::from_secs(30));
+    assert_same(src.path(), dst.path(), &["late.bin".into()]);
+}

@@ -12,6 +12,9 @@ use crate::krpc::{
 };
 use crate::routing::{Inserted, K};
 
+/// Peers in a get_peers reply to a querier whose address is not proven
+/// (8 x 6 bytes: with 8 nodes, about 1.2 times a find_node reply).
+const MAX_VALUES_UNPROVEN: usize = 8;
 /// Info hashes in one sample_infohashes reply (20 x 20 bytes, about the
 /// size of a get_peers reply).
 const MAX_SAMPLES: usize = 20;
@@ -84,7 +87,19 @@ impl Node {
             }
             QueryKind::GetPeers { info_hash, want } => {
                 let (nodes, nodes6) = self.nodes_for(&info_hash.into(), from, want, now);
-                let values = self.peers.get(&info_hash, MAX_VALUES, now, &mut self.rng);
+                // No amplification: a querier that never answered one of
+                // our queries from this address (so may be a spoofed
+                // source) gets a reply about the size of a find_node reply.
+                let proven = self
+                    .table
+                    .get(&q.id)
+                    .is_some_and(|e| e.info.addr == from && e.last_response.is_some());
+                let max = if proven {
+                    MAX_VALUES
+                } else {
+                    MAX_VALUES_UNPROVEN
+                };
+                let values = self.peers.get(&info_hash, max, now, &mut self.rng);
                 Body::Response(Response {
                     id: own,
                     nodes,
