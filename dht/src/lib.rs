@@ -105,7 +105,9 @@
 //!   [`Dht::rejoin`]. Nothing saves periodically yet (the caller decides when).
 //! - BEP 42 ([`bep42`]): every reply carries the querier's address in
 //!   `ip`; once [`Config::external_ip_votes`] replies from different IPs
-//!   (replies we asked for) name the same external address, a node whose
+//!   (replies we asked for, or votes passed to [`Node::vote_external_ip`],
+//!   which the engine does with peers' `yourip`) name the same external
+//!   address, a node whose
 //!   id is not secure for it takes a new BEP 42 id (the routing table is
 //!   rebuilt around it; local-network addresses keep any id).
 //!   [`Config::enforce_node_id`] (off by default, as in libtorrent) keeps

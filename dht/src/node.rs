@@ -267,11 +267,13 @@ impl Node {
         self.external
     }
 
-    /// Counts one reply's word on our external address; when enough agree
-    /// on a new one, adopts it and, unless it is a local-network address,
-    /// takes a BEP 42 id for it if ours is not one (the routing table is
-    /// rebuilt around the new id).
-    fn vote_external(&mut self, voter: IpAddr, ours: IpAddr, now: Instant) {
+    /// Counts one word on our external address from `voter`: the `ip` key
+    /// of a reply we asked for (counted by the node itself), or what a
+    /// peer said (`yourip`, BEP 10) through the caller. When
+    /// `external_ip_votes` different IPs agree on a new address, adopts it
+    /// and, unless it is a local-network address, takes a BEP 42 id for it
+    /// if ours is not one (the routing table is rebuilt around the new id).
+    pub fn vote_external_ip(&mut self, voter: IpAddr, ours: IpAddr, now: Instant) {
         if ours.is_unspecified() || self.external == Some(ours) {
             return;
         }
@@ -598,7 +600,7 @@ impl Node {
         };
         if let Some(ours) = ours {
             // only a reply we asked for votes, so a spoofer cannot
-            self.vote_external(from.ip(), ours.ip(), now);
+            self.vote_external_ip(from.ip(), ours.ip(), now);
         }
         if let Some(r) = &r {
             if p.id.is_some_and(|id| id != r.id) {

@@ -37,7 +37,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -113,6 +113,8 @@ enum Cmd {
     AddNode(SocketAddr),
     /// Send the routing table's contacts back.
     Contacts(Sender<Vec<SocketAddr>>),
+    /// A peer at `voter` says it sees us at `ours` (`yourip`).
+    ExternalIp { voter: IpAddr, ours: IpAddr },
     /// Save the state and end.
     Stop,
 }
@@ -161,12 +163,29 @@ impl SessionDht {
 
     /// The first node's id (kept across restarts through the state file).
     pub(crate) fn id(&self) -> Option<bittern_dht::NodeId> {
-        self.nodes.first().map(|n| n.id)
+        self.nodes.first().map(|n| *n.id.lock())
     }
 
     /// Each node's id and whether it is the IPv6 node.
     pub(crate) fn ids(&self) -> Vec<(bittern_dht::NodeId, bool)> {
-        self.nodes.iter().map(|n| (n.id, n.v6)).collect()
+        self.nodes.iter().map(|n| (*n.id.lock(), n.v6)).collect()
+    }
+
+    /// The external addresses the nodes have settled on (BEP 42 votes).
+    pub(crate) fn external_ips(&self) -> Vec<IpAddr> {
+        self.nodes
+            .iter()
+            .filter_map(|n| *n.external.lock())
+            .collect()
+    }
+
+    /// A peer at `voter` says it sees us at `ours` (`yourip`, BEP 10): one
+    /// vote for our external address at the node of its family; never
+    /// waits.
+    pub(crate) fn vote_external_ip(&self, voter: IpAddr, ours: IpAddr) {
+        if let Some(n) = self.nodes.iter().find(|n| n.v6 == ours.is_ipv6()) {
+            let _ = n.cmds.try_send(Cmd::ExternalIp { voter, ours });
+        }
     }
 
     /// Nodes in all routing tables.
@@ -239,7 +258,11 @@ struct FamilyNode {
     cmds: Sender<Cmd>,
     nodes: Arc<AtomicUsize>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    id: bittern_dht::NodeId,
+    /// The node's id (it changes when BEP 42 asks for one that fits our
+    /// external address; updated by the DHT thread).
+    id: Arc<Mutex<bittern_dht::NodeId>>,
+    /// Our external address once the node settled on one.
+    external: Arc<Mutex<Option<IpAddr>>>,
     v6: bool,
 }
 
@@ -274,8 +297,11 @@ impl FamilyNode {
         let nodes = Arc::new(AtomicUsize::new(0));
         let now = Instant::now();
         let node = Node::new(config, now);
-        let id = node.id();
+        let id = Arc::new(Mutex::new(node.id()));
+        let external = Arc::new(Mutex::new(None));
         let mut driver = Driver {
+            id: id.clone(),
+            external: external.clone(),
             node,
             socket,
             table: table.clone(),
@@ -308,6 +334,7 @@ impl FamilyNode {
             nodes,
             thread: Mutex::new(Some(thread)),
             id,
+            external,
             v6,
         })
     }
@@ -407,6 +434,9 @@ struct Driver {
     v6: bool,
     settings: DhtSettings,
     lookups: HashMap<LookupId, Running>,
+    /// Where the node's id and external address are shown to the session.
+    id: Arc<Mutex<bittern_dht::NodeId>>,
+    external: Arc<Mutex<Option<IpAddr>>>,
     bootstrapping: Option<LookupId>,
     next_bootstrap: Instant,
     last_save: Instant,
@@ -455,6 +485,9 @@ impl Driver {
                 recv(cmds) -> c => match c {
                     Ok(Cmd::Wake) => {}
                     Ok(Cmd::AddNode(addr)) => self.node.add_node(addr, Instant::now()),
+                    Ok(Cmd::ExternalIp { voter, ours }) => {
+                        self.node.vote_external_ip(voter, ours, Instant::now());
+                    }
                     Ok(Cmd::Contacts(tx)) => {
                         let list = self.node.routing_table().entries().map(|e| e.info.addr).collect();
                         let _ = tx.try_send(list);
@@ -511,6 +544,8 @@ impl Driver {
         }
         self.nodes
             .store(self.node.routing_table().len(), Ordering::Relaxed);
+        *self.id.lock() = self.node.id();
+        *self.external.lock() = self.node.external_ip();
         ended
     }
 

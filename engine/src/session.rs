@@ -181,7 +181,7 @@ pub(crate) struct SessionShared {
     /// group (`None` once the session has shut it down).
     pub lsd: Mutex<Option<crate::lsd::Lsd>>,
     /// Our address as the last peer that told us (`yourip`, BEP 10) saw
-    /// it: for the DHT, later.
+    /// it.
     pub external_ip: Mutex<Option<std::net::IpAddr>>,
     /// The session's DHT node and its schedule (`None`: DHT off).
     pub dht: Option<Arc<crate::dht::SessionDht>>,
@@ -203,9 +203,14 @@ impl SessionShared {
     /// Records an address a peer says it sees us at (its `yourip`): a
     /// candidate there on our port is ourselves. Bounded: the newest
     /// [`MAX_EXTERNAL_IPS`] are kept.
-    pub(crate) fn learn_external_ip(&self, ip: std::net::IpAddr) {
+    /// `voter` is the peer's address; the DHT counts it as a vote for
+    /// our external address (BEP 42 node id).
+    pub(crate) fn learn_external_ip(&self, ip: std::net::IpAddr, voter: std::net::IpAddr) {
         if ip.is_unspecified() || ip.is_multicast() {
             return;
+        }
+        if let Some(d) = &self.dht {
+            d.vote_external_ip(voter, ip);
         }
         *self.external_ip.lock() = Some(ip);
         let mut ips = self.external_ips.lock();
@@ -451,6 +456,15 @@ impl Session {
     /// Our (first) DHT node's id (`None`: DHT off).
     pub fn dht_id(&self) -> Option<bittern_dht::NodeId> {
         self.shared.dht.as_ref().and_then(|d| d.id())
+    }
+
+    /// The external addresses the DHT nodes settled on (from the `ip` key
+    /// of replies and peers' `yourip`; empty with the DHT off).
+    pub fn dht_external_ips(&self) -> Vec<std::net::IpAddr> {
+        self.shared
+            .dht
+            .as_ref()
+            .map_or_else(Vec::new, |d| d.external_ips())
     }
 
     /// Each DHT node's id and whether it is the IPv6 node (one node per

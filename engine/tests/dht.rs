@@ -404,3 +404,52 @@ fn a_torrent_short_of_peers_looks_them_up_again() {
     wait_state(&tb, TorrentState::Seeding, Duration::from_secs(30));
     assert_same(src.path(), dst.path(), &["late.bin".into()]);
 }
+
+/// A peer's `yourip` (BEP 10) is a vote for our external address at the
+/// DHT node (BEP 42). With one vote enough, A's node settles on 127.0.0.1
+/// once C connects to it; being a loopback address, BEP 42 leaves A's id
+/// as it was. C runs no DHT and A has no bootstrap node, so no DHT reply
+/// (whose `ip` key also votes) can have told A.
+#[test]
+fn a_peers_yourip_tells_the_dht_our_external_address() {
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(src.path(), "y.bin", &[("y.bin", 100_000)], 16384, 15);
+    let voting = || {
+        Session::new(SessionConfig {
+            dht: Some(DhtSettings {
+                node: Config {
+                    external_ip_votes: 1,
+                    ..Config::default()
+                },
+                ..DhtSettings::default()
+            }),
+            ..config()
+        })
+        .unwrap()
+    };
+    let a = voting();
+    let id = a.dht_id();
+    let ta = a
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&ta, TorrentState::Seeding, Duration::from_secs(20));
+    assert!(a.dht_external_ips().is_empty());
+    let dst = tempfile::tempdir().unwrap();
+    let c = session();
+    let tc = c
+        .add_torrent(
+            meta,
+            dst.path(),
+            TorrentOptions {
+                peers: vec![a.local_addr()],
+                ..TorrentOptions::default()
+            },
+        )
+        .unwrap();
+    wait_state(&tc, TorrentState::Seeding, Duration::from_secs(30));
+    let lo: std::net::IpAddr = [127, 0, 0, 1].into();
+    wait_for("A's external address", Duration::from_secs(10), || {
+        a.dht_external_ips() == vec![lo]
+    });
+    assert_eq!(a.dht_id(), id, "a loopback address keeps any id");
+}

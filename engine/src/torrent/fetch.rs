@@ -335,8 +335,8 @@ impl MetadataFetch {
     }
 
     fn on_handshake(&mut self, key: PeerKey, hs: &ExtensionHandshake) {
-        if let Some(ip) = hs.yourip {
-            self.setup.session.learn_external_ip(ip);
+        if let (Some(ip), Some(p)) = (hs.yourip, self.peers.get(&key)) {
+            self.setup.session.learn_external_ip(ip, p.addr.ip());
         }
         let Some(p) = self.peers.get_mut(&key) else {
             return;
