@@ -572,7 +572,7 @@ fn dual_stack_download_finds_libtorrent_seeder_over_ipv6() {
 /// `--no-dht` runs no node: with `--dht-bootstrap` given too, the
 /// bootstrap node never hears from it, its port does not answer a DHT
 /// ping and no `dht:` status line appears; the same seed with the DHT on
-/// (the default) joins.
+/// (the default) joins, through the second of two `--dht-bootstrap`.
 #[test]
 fn no_dht_runs_no_node() {
     let runner = bittern_dht::Runner::bind(
@@ -608,7 +608,12 @@ fn no_dht_runs_no_node() {
         off.stderr.lock().unwrap()
     );
     drop(off);
-    let (on, _) = start_seed(&t, &src, &["--dht-bootstrap", &boot]);
+    // --dht-bootstrap repeats: a dead loopback node first, then the runner
+    let (on, _) = start_seed(
+        &t,
+        &src,
+        &["--dht-bootstrap", "127.0.0.1:9", "--dht-bootstrap", &boot],
+    );
     on.wait_stderr("the dht node count", Duration::from_secs(20), |l| {
         l.starts_with("dht: ") && !l.starts_with("dht: 0 ")
     });
