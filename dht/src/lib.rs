@@ -117,10 +117,11 @@
 //!   `sample_infohashes` is answered (up to 20 samples) but never sent.
 //! - IPv6 (BEP 32): the codec reads and writes `nodes6`, `want` and IPv6
 //!   peers; a node is of one address family (lookups keep to the
-//!   family of the socket) and answers `want` from its own table only. A
-//!   dual-stack host runs two nodes, each with its own id and table (the
-//!   engine does, one per listen family); IPv6 is tested bittern to
-//!   bittern on `[::1]`, not against other clients.
+//!   family of the socket); a dual-stack host runs two nodes, each with
+//!   its own id and table (the engine does, one per listen family), and
+//!   hands each the other's good contacts ([`Node::set_other_family`]) so
+//!   a `want` naming the other family is answered from them. IPv6 is
+//!   tested bittern to bittern and against libtorrent on `[::1]`.
 //! - Incoming queries are rate-limited per source IP
 //!   ([`Config::query_rate`], generous because loopback swarms share one
 //!   IP); memory is bounded (table, replacement caches, peer store,
@@ -152,7 +153,7 @@ mod token;
 pub use id::{Distance, NodeId};
 pub use krpc::{Body, DecodeError, Message, NodeInfo, Query, QueryKind, Response, Want};
 pub use lookup::{Lookup, LookupKind, LookupParams, LookupResult};
-pub use node::{Config, Event, LookupId, Node, Stats, Transmit, VERSION};
+pub use node::{Config, Event, LookupId, Node, Stats, Transmit, MAX_OTHER_FAMILY, VERSION};
 pub use peers::{PeerLimits, PeerStore};
 pub use routing::{Entry, Inserted, NodeState, RoutingTable, K};
 pub use socket::{is_krpc, Dht, Error, Runner, SendTo};

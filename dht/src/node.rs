@@ -197,7 +197,13 @@ pub struct Node {
     votes: HashMap<IpAddr, Vec<IpAddr>>,
     /// Our external address, once enough replies agree.
     external: Option<IpAddr>,
+    /// Good contacts of the other address family's node on a dual-stack
+    /// host, for BEP 32 `want` (bounded by [`MAX_OTHER_FAMILY`]).
+    other_family: Vec<NodeInfo>,
 }
+
+/// Other-family contacts kept for BEP 32 `want` answers.
+pub const MAX_OTHER_FAMILY: usize = 64;
 
 /// Candidate external addresses remembered (votes beyond are dropped).
 const MAX_VOTE_CANDIDATES: usize = 16;
@@ -227,6 +233,7 @@ impl Node {
             stats: Stats::default(),
             votes: HashMap::new(),
             external: None,
+            other_family: Vec::new(),
             config,
         }
     }
@@ -259,6 +266,14 @@ impl Node {
             id: self.id(),
             nodes: good.into_iter().take(SAVED_NODES).map(|e| e.info).collect(),
         }
+    }
+
+    /// On a dual-stack host, the other address family's node's good
+    /// contacts (e.g. its [`Node::saved_state`] nodes): a querier whose
+    /// BEP 32 `want` names that family gets the closest of them (our own
+    /// table has none of that family). At most [`MAX_OTHER_FAMILY`] kept.
+    pub fn set_other_family(&mut self, nodes: &[NodeInfo]) {
+        self.other_family = nodes.iter().take(MAX_OTHER_FAMILY).copied().collect();
     }
 
     /// Our external address, once `external_ip_votes` replies from

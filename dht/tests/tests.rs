@@ -1,4 +1,5 @@
 mod amplification;
+mod bep32;
 mod bep42;
 mod interop;
 mod sim;

@@ -143,12 +143,19 @@ impl SessionDht {
         sources: &Sender<(TorrentId, Vec<SocketAddr>)>,
     ) -> Result<SessionDht, crate::Error> {
         let mut nodes = Vec::new();
+        // Each node's good contacts, for the other node's BEP 32 answers.
+        let contacts: Vec<Contacts> = sockets.iter().map(|_| Contacts::default()).collect();
         for (i, (socket, slot)) in sockets.into_iter().enumerate() {
             let v6 = socket.local_addr().is_ok_and(|a| a.is_ipv6());
             let mut s = settings.clone();
             if i > 0 {
                 s.state_file = s.state_file.map(|p| family_file(&p, v6));
             }
+            let share = Share {
+                mine: contacts[i].clone(),
+                // two nodes at most: the other one, if any
+                sibling: contacts.get(1 - i.min(1)).cloned(),
+            };
             nodes.push(FamilyNode::start(
                 s,
                 socket,
@@ -156,6 +163,7 @@ impl SessionDht {
                 port,
                 sources.clone(),
                 v6,
+                share,
             )?);
         }
         Ok(SessionDht { nodes })
@@ -237,6 +245,20 @@ impl SessionDht {
     }
 }
 
+/// A node's good contacts as last published by its thread.
+type Contacts = Arc<Mutex<Vec<bittern_dht::NodeInfo>>>;
+
+/// What a node shares with the other family's node (BEP 32 `want`).
+struct Share {
+    /// Where this node publishes its good contacts.
+    mine: Contacts,
+    /// The other node's, handed to this node (`None`: single stack).
+    sibling: Option<Contacts>,
+}
+
+/// How often a node publishes its contacts and takes its sibling's.
+const SHARE_EVERY: Duration = Duration::from_secs(1);
+
 /// `dir/dht.dat` → `dir/dht6.dat` (or `dht4.dat`).
 fn family_file(path: &Path, v6: bool) -> PathBuf {
     let stem = path
@@ -279,6 +301,7 @@ impl FamilyNode {
         port: u16,
         sources: Sender<(TorrentId, Vec<SocketAddr>)>,
         v6: bool,
+        share: Share,
     ) -> Result<FamilyNode, crate::Error> {
         let saved = settings.state_file.as_ref().and_then(|p| {
             let bytes = std::fs::read(p).ok()?;
@@ -300,6 +323,8 @@ impl FamilyNode {
         let id = Arc::new(Mutex::new(node.id()));
         let external = Arc::new(Mutex::new(None));
         let mut driver = Driver {
+            share,
+            last_share: now,
             id: id.clone(),
             external: external.clone(),
             node,
@@ -434,6 +459,8 @@ struct Driver {
     v6: bool,
     settings: DhtSettings,
     lookups: HashMap<LookupId, Running>,
+    share: Share,
+    last_share: Instant,
     /// Where the node's id and external address are shown to the session.
     id: Arc<Mutex<bittern_dht::NodeId>>,
     external: Arc<Mutex<Option<IpAddr>>>,
@@ -562,6 +589,17 @@ impl Driver {
         }
         if joined && self.bootstrapping.is_none() {
             next = next.min(self.start_due(now));
+        }
+        if now.duration_since(self.last_share) >= SHARE_EVERY {
+            self.last_share = now;
+            if let Some(sibling) = &self.share.sibling {
+                *self.share.mine.lock() = self.node.saved_state(now).nodes;
+                let theirs = sibling.lock().clone();
+                self.node.set_other_family(&theirs);
+            }
+        }
+        if self.share.sibling.is_some() {
+            next = next.min(self.last_share + SHARE_EVERY);
         }
         if self.settings.state_file.is_some() {
             if now.duration_since(self.last_save) >= self.settings.save_every {

@@ -265,7 +265,8 @@ fn public_torrents_are_announced_again_on_the_interval() {
 /// Dual stack (BEP 32): a session listening on 127.0.0.1 and [::1] runs
 /// an IPv4 node and an IPv6 node, each bootstrapping from the nodes of its
 /// family, announcing every public torrent and saving its own contacts
-/// (`dht.dat`, `dht6.dat`). A session on [::1] only, bootstrapped from the
+/// (`dht.dat`, `dht6.dat`); the IPv4 node answers a BEP 32 `want` of `n6`
+/// from the IPv6 node's contacts. A session on [::1] only, bootstrapped from the
 /// IPv6 node alone, finds the seeder through the DHT over IPv6 and
 /// downloads byte-identical.
 #[test]
@@ -326,6 +327,39 @@ fn dual_stack_session_runs_an_ipv4_and_an_ipv6_node() {
         "{contacts:?}"
     );
     assert_eq!(a.dht_nodes(), Some(2));
+    // BEP 32: A's IPv4 node, asked over IPv4 with want n4 and n6, names
+    // the IPv6 node's contact (r6) in nodes6
+    let asker = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    asker
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    wait_for("nodes6 from the IPv4 node", Duration::from_secs(10), || {
+        let q = bittern_dht::Message {
+            tid: b"w6".to_vec(),
+            version: None,
+            ip: None,
+            read_only: true,
+            body: bittern_dht::Body::Query(bittern_dht::Query {
+                id: bittern_dht::NodeId([0x66; 20]),
+                kind: bittern_dht::QueryKind::FindNode {
+                    target: bittern_dht::NodeId([0x67; 20]),
+                    want: bittern_dht::Want { v4: true, v6: true },
+                },
+            }),
+        };
+        asker.send_to(&q.encode(), a4).unwrap();
+        let mut buf = [0u8; 2048];
+        let Ok((len, _)) = asker.recv_from(&mut buf) else {
+            return false;
+        };
+        match bittern_dht::Message::decode(&buf[..len]).map(|m| m.body) {
+            Ok(bittern_dht::Body::Response(r)) => {
+                r.nodes.iter().any(|n| n.addr == r4.local_addr())
+                    && r.nodes6.iter().any(|n| n.addr == r6.local_addr())
+            }
+            _ => false,
+        }
+    });
 
     let dst = tempfile::tempdir().unwrap();
     let b = Session::new(SessionConfig {

@@ -48,7 +48,14 @@ impl Node {
         } else {
             (from.is_ipv4(), from.is_ipv6())
         };
-        let all = self.table.closest(target, K * 2, now);
+        let mut all = self.table.closest(target, K * 2, now);
+        // BEP 32: the other family's contacts, from a dual-stack sibling
+        // node ([`Node::set_other_family`]), for a querier that wants them
+        if (want.v4 || want.v6) && !self.other_family.is_empty() {
+            let mut other = self.other_family.clone();
+            other.sort_by_key(|n| target.distance(&n.id));
+            all.extend(other.into_iter().take(K));
+        }
         let pick = |ipv4: bool| -> Vec<NodeInfo> {
             all.iter()
                 .filter(|n| n.addr.is_ipv4() == ipv4 && n.addr != from)
