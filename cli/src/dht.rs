@@ -152,3 +152,22 @@ fn get_peers(args: &GetPeersArgs, stop: &Stop) -> anyhow::Result<Code> {
     crate::progress::note(&format!("dht: {} peers", seen.len()));
     Ok(Code::Ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_nodes_given_else_public_routers_unless_loopback() {
+        let given = vec!["127.0.0.1:7000".to_string()];
+        assert_eq!(bootstrap_nodes(&given, true), given);
+        assert_eq!(bootstrap_nodes(&given, false), given);
+        assert!(
+            bootstrap_nodes(&[], true).is_empty(),
+            "loopback: no routers"
+        );
+        let public = bootstrap_nodes(&[], false);
+        assert_eq!(public.len(), PUBLIC_ROUTERS.len());
+        assert!(public.iter().any(|h| h == "router.bittorrent.com:6881"));
+    }
+}

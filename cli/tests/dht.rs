@@ -483,3 +483,139 @@ fn utp_upload_to_libtorrent_with_tcp_off() {
         "libtorrent's flags {flags:#x} lack utp"
     );
 }
+
+/// Dual stack against libtorrent on `[::1]` (BEP 32): eight libtorrent DHT
+/// nodes on `[::1]`, one seeding; `bittern download MAGNET --bind
+/// 127.0.0.1 --bind ::1 --dht-bootstrap [::1]:P` runs an IPv4 and an IPv6
+/// node, and the IPv6 one finds the seeder (metadata and data,
+/// byte-identical). bittern's IPv6 node enters libtorrent's tables and its
+/// contacts are saved in `dht6.dat`.
+#[test]
+fn dual_stack_download_finds_libtorrent_seeder_over_ipv6() {
+    if !libtorrent_available()
+        || !bittern_testkit::require(
+            "an IPv6 loopback (::1)",
+            std::net::TcpListener::bind("[::1]:0").is_ok(),
+        )
+    {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("lt");
+    std::fs::create_dir(&out).unwrap();
+    let size = SIZE.to_string();
+    let (mut lt, ready) = LtSwarm::start(&[
+        "--nodes",
+        "8",
+        "--ipv6",
+        "--seed",
+        "--size",
+        &size,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let boot = addrs(&ready["nodes"])[0];
+    assert!(boot.is_ipv6(), "{boot}");
+    let ih = ready["info_hash"].as_str().expect("info hash");
+    let dst = tmp.path().join("dl");
+    let r = run_limited(
+        cmd([
+            "download",
+            &format!("magnet:?xt=urn:btih:{ih}"),
+            "-d",
+            dst.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1",
+            "--bind",
+            "::1",
+            "-p",
+            "0",
+            "--dht-bootstrap",
+            &boot.to_string(),
+            "--exit-on-complete",
+        ]),
+        Duration::from_secs(90),
+    );
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let got = std::fs::read(dst.join("dht-seed.bin")).expect("downloaded file");
+    let want = std::fs::read(out.join("dht-seed.bin")).expect("seeded file");
+    assert!(got == want, "downloaded bytes differ from the seeder's");
+    let port: u16 = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("listening on 127.0.0.1:"))
+        .and_then(|p| p.split(',').next()?.trim().parse().ok())
+        .expect("listening line");
+    assert!(
+        r.stdout.contains(&format!("[::1]:{port}")),
+        "not listening on [::1]: {}",
+        r.stdout
+    );
+    let ours: SocketAddr = (std::net::Ipv6Addr::LOCALHOST, port).into();
+    assert!(
+        lt.tables_holding(ours) >= 1,
+        "bittern's IPv6 node {ours} is in no libtorrent table"
+    );
+    let bytes = std::fs::read(dst.join(".bittern/dht6.dat")).expect("dht6.dat saved");
+    let saved = bittern_dht::SavedState::decode(&bytes).expect("a dht state");
+    assert!(!saved.nodes.is_empty(), "no IPv6 contacts saved");
+    assert!(
+        saved
+            .nodes
+            .iter()
+            .all(|n| n.addr.is_ipv6() && n.addr.ip().is_loopback()),
+        "{:?}",
+        saved.nodes
+    );
+}
+
+/// `--no-dht` runs no node: with `--dht-bootstrap` given too, the
+/// bootstrap node never hears from it, its port does not answer a DHT
+/// ping and no `dht:` status line appears; the same seed with the DHT on
+/// (the default) joins, through the second of two `--dht-bootstrap`.
+#[test]
+fn no_dht_runs_no_node() {
+    let runner = bittern_dht::Runner::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        bittern_dht::Config::default(),
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    random_file(&src.join("n.bin"), 100_000, 25);
+    let t = create(&src.join("n.bin"), &tmp.path().join("n.torrent"), &[]);
+    let boot = runner.local_addr().to_string();
+    let (off, port) = start_seed(&t, &src, &["--no-dht", "--dht-bootstrap", &boot]);
+    let probe = bittern_dht::Runner::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        bittern_dht::Config::default(),
+    )
+    .unwrap();
+    let joined = probe
+        .dht()
+        .bootstrap(&[SocketAddr::from(([127, 0, 0, 1], port))])
+        .unwrap_or(0);
+    assert_eq!(joined, 0, "a --no-dht session answered a DHT query");
+    assert_eq!(
+        runner.dht().stats().received,
+        0,
+        "--no-dht contacted the bootstrap node"
+    );
+    assert!(
+        !off.stderr.lock().unwrap().contains("dht: "),
+        "{}",
+        off.stderr.lock().unwrap()
+    );
+    drop(off);
+    // --dht-bootstrap repeats: a dead loopback node first, then the runner
+    let (on, _) = start_seed(
+        &t,
+        &src,
+        &["--dht-bootstrap", "127.0.0.1:9", "--dht-bootstrap", &boot],
+    );
+    on.wait_stderr("the dht node count", Duration::from_secs(20), |l| {
+        l.starts_with("dht: ") && !l.starts_with("dht: 0 ")
+    });
+    assert!(runner.dht().node_count() >= 1);
+}

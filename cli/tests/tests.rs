@@ -9,6 +9,7 @@ mod daemon_live;
 mod daemon_magnet;
 mod daemon_settings;
 mod dht;
+mod dht_aria2;
 mod errors;
 mod interop;
 mod soak_short;

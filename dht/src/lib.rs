@@ -103,13 +103,25 @@
 //!   [`Dht::save_state`] writes atomically and [`Dht::load_state`] reads;
 //!   restarting means `Config { id: Some(saved.id), .. }` and
 //!   [`Dht::rejoin`]. Nothing saves periodically yet (the caller decides when).
-//! - No BEP 42 secure node ids (neither for our id nor enforced on others),
-//!   no BEP 44. BEP 51 `sample_infohashes` is answered (up to 20 samples)
-//!   but never sent.
-//! - IPv6: the codec reads and writes `nodes6` and IPv6 peers and a
-//!   [`Runner`] on `[::1]` works (tested), but there is no dual-stack node
-//!   (one node per socket, each with its own table); IPv6 is untested
-//!   against other clients.
+//! - BEP 42 ([`bep42`]): every reply carries the querier's address in
+//!   `ip`; once [`Config::external_ip_votes`] replies from different IPs
+//!   (replies we asked for, or votes passed to [`Node::vote_external_ip`],
+//!   which the engine does with peers' `yourip`) name the same external
+//!   address, a node whose
+//!   id is not secure for it takes a new BEP 42 id (the routing table is
+//!   rebuilt around it; local-network addresses keep any id).
+//!   [`Config::enforce_node_id`] (off by default, as in libtorrent) keeps
+//!   nodes whose id does not match their IP out of the routing table,
+//!   local-network addresses (127/8, 10/8, 172.16/12, 192.168/16,
+//!   169.254/16, ::1, fe80::/10, fc00::/7) exempt. No BEP 44. BEP 51
+//!   `sample_infohashes` is answered (up to 20 samples) but never sent.
+//! - IPv6 (BEP 32): the codec reads and writes `nodes6`, `want` and IPv6
+//!   peers; a node is of one address family (lookups keep to the
+//!   family of the socket); a dual-stack host runs two nodes, each with
+//!   its own id and table (the engine does, one per listen family), and
+//!   hands each the other's good contacts ([`Node::set_other_family`]) so
+//!   a `want` naming the other family is answered from them. IPv6 is
+//!   tested bittern to bittern and against libtorrent on `[::1]`.
 //! - Incoming queries are rate-limited per source IP
 //!   ([`Config::query_rate`], generous because loopback swarms share one
 //!   IP) and from all sources together ([`Config::global_query_rate`]);
@@ -132,6 +144,7 @@
 //!   `port` message, state saved under the resume directory.
 #![deny(missing_docs)]
 
+pub mod bep42;
 mod id;
 pub mod krpc;
 mod lookup;
@@ -147,7 +160,7 @@ mod token;
 pub use id::{Distance, NodeId};
 pub use krpc::{Body, DecodeError, Message, NodeInfo, Query, QueryKind, Response, Want};
 pub use lookup::{Lookup, LookupKind, LookupParams, LookupResult};
-pub use node::{Config, Event, LookupId, Node, Stats, Transmit, VERSION};
+pub use node::{Config, Event, LookupId, Node, Stats, Transmit, MAX_OTHER_FAMILY, VERSION};
 pub use peers::{PeerLimits, PeerStore};
 pub use routing::{Entry, Inserted, NodeState, RoutingTable, K};
 pub use socket::{is_krpc, Dht, Error, Runner, SendTo};

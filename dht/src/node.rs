@@ -8,7 +8,7 @@
 //! ([`crate::Dht`]) and under the in-process simulation in the tests.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bittern_wire::InfoHash;
@@ -63,6 +63,14 @@ pub struct Config {
     /// Seed of the node's random numbers (ids, secrets, samples); from the
     /// OS when `None`. Fixed seeds make simulations repeatable.
     pub seed: Option<u64>,
+    /// BEP 42 enforced: a node whose id does not match its IP never
+    /// enters the routing table (local-network addresses are exempt).
+    /// Off by default, as in libtorrent; our own id follows BEP 42 either
+    /// way once our external address is known.
+    pub enforce_node_id: bool,
+    /// Replies (from this many different IPs) that must name the same
+    /// external address in their `ip` key before we take it as ours.
+    pub external_ip_votes: usize,
 }
 
 impl Default for Config {
@@ -82,6 +90,8 @@ impl Default for Config {
             global_query_rate: 5_000,
             max_nodes_per_ip: DEFAULT_PER_IP,
             seed: None,
+            enforce_node_id: false,
+            external_ip_votes: 3,
         }
     }
 }
@@ -139,6 +149,11 @@ pub struct Stats {
     pub bad_tokens: u64,
     /// Queries dropped by the per-IP rate limit.
     pub rate_limited: u64,
+    /// Nodes kept out of the routing table for an id that does not match
+    /// their IP (BEP 42, when enforced).
+    pub insecure_ids: u64,
+    /// Times our id was replaced by one secure for our external address.
+    pub id_changes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,7 +206,21 @@ pub struct Node {
     drop_unexpected: DropLog,
     drop_malformed: DropLog,
     stats: Stats,
+    /// Our external address as the `ip` key of replies tells it: each
+    /// candidate address with the IPs that named it (bounded).
+    votes: HashMap<IpAddr, Vec<IpAddr>>,
+    /// Our external address, once enough replies agree.
+    external: Option<IpAddr>,
+    /// Good contacts of the other address family's node on a dual-stack
+    /// host, for BEP 32 `want` (bounded by [`MAX_OTHER_FAMILY`]).
+    other_family: Vec<NodeInfo>,
 }
+
+/// Other-family contacts kept for BEP 32 `want` answers.
+pub const MAX_OTHER_FAMILY: usize = 64;
+
+/// Candidate external addresses remembered (votes beyond are dropped).
+const MAX_VOTE_CANDIDATES: usize = 16;
 
 impl Node {
     /// A node with an empty routing table.
@@ -224,6 +253,9 @@ impl Node {
             drop_unexpected: DropLog::new("replies to no query of ours", log::Level::Info),
             drop_malformed: DropLog::new("malformed datagrams", log::Level::Info),
             stats: Stats::default(),
+            votes: HashMap::new(),
+            external: None,
+            other_family: Vec::new(),
             config,
         }
     }
@@ -256,6 +288,62 @@ impl Node {
             id: self.id(),
             nodes: good.into_iter().take(SAVED_NODES).map(|e| e.info).collect(),
         }
+    }
+
+    /// On a dual-stack host, the other address family's node's good
+    /// contacts (e.g. its [`Node::saved_state`] nodes): a querier whose
+    /// BEP 32 `want` names that family gets the closest of them (our own
+    /// table has none of that family). At most [`MAX_OTHER_FAMILY`] kept.
+    pub fn set_other_family(&mut self, nodes: &[NodeInfo]) {
+        self.other_family = nodes.iter().take(MAX_OTHER_FAMILY).copied().collect();
+    }
+
+    /// Our external address, once `external_ip_votes` replies from
+    /// different IPs agreed on it (BEP 42 `ip` key).
+    pub fn external_ip(&self) -> Option<IpAddr> {
+        self.external
+    }
+
+    /// Counts one word on our external address from `voter`: the `ip` key
+    /// of a reply we asked for (counted by the node itself), or what a
+    /// peer said (`yourip`, BEP 10) through the caller. When
+    /// `external_ip_votes` different IPs agree on a new address, adopts it
+    /// and, unless it is a local-network address, takes a BEP 42 id for it
+    /// if ours is not one (the routing table is rebuilt around the new id).
+    pub fn vote_external_ip(&mut self, voter: IpAddr, ours: IpAddr, now: Instant) {
+        if ours.is_unspecified() || self.external == Some(ours) {
+            return;
+        }
+        if !self.votes.contains_key(&ours) && self.votes.len() >= MAX_VOTE_CANDIDATES {
+            return;
+        }
+        let voters = self.votes.entry(ours).or_default();
+        if !voters.contains(&voter) {
+            voters.push(voter);
+        }
+        if voters.len() < self.config.external_ip_votes.max(1) {
+            return;
+        }
+        self.votes.clear();
+        self.external = Some(ours);
+        log::info!("dht: our external address is {ours}");
+        let own = self.id();
+        if crate::bep42::is_exempt(ours) || crate::bep42::is_secure(&own, ours) {
+            return;
+        }
+        let id = crate::bep42::secure_id(ours, &mut self.rng);
+        log::info!("dht: new node id {id} (BEP 42, for {ours})");
+        self.table = self.table.with_own_id(id, now);
+        self.stats.id_changes += 1;
+    }
+
+    /// Whether a node may enter the routing table under BEP 42.
+    fn id_allowed(&mut self, info: &NodeInfo) -> bool {
+        if !self.config.enforce_node_id || crate::bep42::id_allowed(&info.id, info.addr.ip()) {
+            return true;
+        }
+        self.stats.insecure_ids += 1;
+        false
     }
 
     /// Counters.
@@ -517,15 +605,22 @@ impl Node {
                     self.drop_limited.note(from, now);
                 }
             }
-            Body::Response(r) => self.on_reply(from, &msg.tid, Some(r), now),
+            Body::Response(r) => self.on_reply(from, &msg.tid, Some(r), msg.ip, now),
             Body::Error { code, message } => {
                 log::debug!("dht: error {code} from {from}: {message}");
-                self.on_reply(from, &msg.tid, None, now);
+                self.on_reply(from, &msg.tid, None, None, now);
             }
         }
     }
 
-    fn on_reply(&mut self, from: SocketAddr, tid: &[u8], r: Option<Response>, now: Instant) {
+    fn on_reply(
+        &mut self,
+        from: SocketAddr,
+        tid: &[u8],
+        r: Option<Response>,
+        ours: Option<SocketAddr>,
+        now: Instant,
+    ) {
         let key = match <[u8; 2]>::try_from(tid) {
             Ok(b) => u16::from_be_bytes(b),
             Err(_) => {
@@ -545,6 +640,10 @@ impl Node {
         let Some(p) = self.pending.remove(&key) else {
             return;
         };
+        if let Some(ours) = ours {
+            // only a reply we asked for votes, so a spoofer cannot
+            self.vote_external_ip(from.ip(), ours.ip(), now);
+        }
         if let Some(r) = &r {
             if p.id.is_some_and(|id| id != r.id) {
                 log::debug!("dht: {from} answered with another id");
@@ -553,7 +652,9 @@ impl Node {
                 id: r.id,
                 addr: from,
             };
-            if let Inserted::Replacement(ping) = self.table.insert(info, true, now) {
+            if !self.id_allowed(&info) {
+                log::debug!("dht: {from} has an id not secure for its ip (BEP 42)");
+            } else if let Inserted::Replacement(ping) = self.table.insert(info, true, now) {
                 for n in ping {
                     self.send_query(n.addr, Some(n.id), QueryKind::Ping, Purpose::Ping, now);
                 }

@@ -183,6 +183,32 @@ impl RoutingTable {
         self.buckets.iter().map(|b| b.nodes.len()).collect()
     }
 
+    /// The same contacts arranged around another own id (after our id
+    /// changed, BEP 42): every entry keeps its history where there is room
+    /// for it; replacement candidates are offered after the entries.
+    pub fn with_own_id(&self, own: NodeId, now: Instant) -> RoutingTable {
+        let mut t = RoutingTable::new(own, now);
+        let old: Vec<&Entry> = self
+            .buckets
+            .iter()
+            .flat_map(|b| b.nodes.iter())
+            .chain(self.buckets.iter().flat_map(|b| b.replacements.iter()))
+            .collect();
+        for e in old {
+            if t.insert(e.info, true, now) == Inserted::Added {
+                let i = t.bucket_of(&e.info.id);
+                if let Some(n) = t.buckets[i]
+                    .nodes
+                    .iter_mut()
+                    .find(|n| n.info.id == e.info.id)
+                {
+                    *n = e.clone();
+                }
+            }
+        }
+        t
+    }
+
     /// Every entry, bucket by bucket.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.buckets.iter().flat_map(|b| b.nodes.iter())

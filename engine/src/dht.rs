@@ -1,7 +1,14 @@
 //! The session's DHT (BEP 5) as a peer source beside the trackers.
 //!
-//! One thread, `bittern-dht`, owns a sans-IO [`bittern_dht::Node`] and
-//! its whole schedule; nothing else touches the node, so it needs no lock:
+//! A session listening on IPv4 and IPv6 runs two nodes (BEP 32), one on
+//! the first UDP socket of each family, each with its own id, routing
+//! table, bootstrap nodes (of its family), state file and thread; every
+//! public torrent is announced and looked up on both. Each node works as
+//! follows.
+//!
+//! One thread, `bittern-dht` (`bittern-dht6`), owns a sans-IO
+//! [`bittern_dht::Node`] and its whole schedule; nothing else touches the
+//! node, so it needs no lock:
 //!
 //! - the UDP reader (`udp.rs`) hands it KRPC datagrams with `try_send` on
 //!   a bounded channel (a full channel drops the datagram, as a full socket
@@ -30,7 +37,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -106,6 +113,8 @@ enum Cmd {
     AddNode(SocketAddr),
     /// Send the routing table's contacts back.
     Contacts(Sender<Vec<SocketAddr>>),
+    /// A peer at `voter` says it sees us at `ours` (`yourip`).
+    ExternalIp { voter: IpAddr, ours: IpAddr },
     /// Save the state and end.
     Stop,
 }
@@ -113,27 +122,187 @@ enum Cmd {
 /// A KRPC datagram for the DHT thread.
 pub(crate) type Datagram = (SocketAddr, Vec<u8>);
 
-/// The session's DHT: the schedule table and the channels into its thread.
+/// The session's DHT: one node per address family the session listens on
+/// (BEP 32: an IPv4 node and an IPv6 node, each with its own id, routing
+/// table, schedule and thread). Torrents are announced and looked up on
+/// every node; peers from all of them go to the same peer-source channel.
 pub(crate) struct SessionDht {
+    nodes: Vec<FamilyNode>,
+}
+
+impl SessionDht {
+    /// Starts a node on each of `sockets` (the first UDP socket of each
+    /// address family, with the slot its reader hands KRPC datagrams to);
+    /// `port` is the TCP port announced; peers go to `sources`. The first
+    /// node keeps its state in `settings.state_file`, a second one in the
+    /// same name with `6` (or `4`) added to the stem (`dht6.dat`).
+    pub(crate) fn start(
+        settings: &DhtSettings,
+        sockets: Vec<(Arc<UdpSocket>, crate::udp::DhtSlot)>,
+        port: u16,
+        sources: &Sender<(TorrentId, Vec<SocketAddr>)>,
+    ) -> Result<SessionDht, crate::Error> {
+        let mut nodes = Vec::new();
+        // Each node's good contacts, for the other node's BEP 32 answers.
+        let contacts: Vec<Contacts> = sockets.iter().map(|_| Contacts::default()).collect();
+        for (i, (socket, slot)) in sockets.into_iter().enumerate() {
+            let v6 = socket.local_addr().is_ok_and(|a| a.is_ipv6());
+            let mut s = settings.clone();
+            if i > 0 {
+                s.state_file = s.state_file.map(|p| family_file(&p, v6));
+            }
+            let share = Share {
+                mine: contacts[i].clone(),
+                // two nodes at most: the other one, if any
+                sibling: contacts.get(1 - i.min(1)).cloned(),
+            };
+            nodes.push(FamilyNode::start(
+                s,
+                socket,
+                &slot,
+                port,
+                sources.clone(),
+                v6,
+                share,
+            )?);
+        }
+        Ok(SessionDht { nodes })
+    }
+
+    /// The first node's id (kept across restarts through the state file).
+    pub(crate) fn id(&self) -> Option<bittern_dht::NodeId> {
+        self.nodes.first().map(|n| *n.id.lock())
+    }
+
+    /// Each node's id and whether it is the IPv6 node.
+    pub(crate) fn ids(&self) -> Vec<(bittern_dht::NodeId, bool)> {
+        self.nodes.iter().map(|n| (*n.id.lock(), n.v6)).collect()
+    }
+
+    /// The external addresses the nodes have settled on (BEP 42 votes).
+    pub(crate) fn external_ips(&self) -> Vec<IpAddr> {
+        self.nodes
+            .iter()
+            .filter_map(|n| *n.external.lock())
+            .collect()
+    }
+
+    /// A peer at `voter` says it sees us at `ours` (`yourip`, BEP 10): one
+    /// vote for our external address at the node of its family; never
+    /// waits.
+    pub(crate) fn vote_external_ip(&self, voter: IpAddr, ours: IpAddr) {
+        if let Some(n) = self.nodes.iter().find(|n| n.v6 == ours.is_ipv6()) {
+            let _ = n.cmds.try_send(Cmd::ExternalIp { voter, ours });
+        }
+    }
+
+    /// Nodes in all routing tables.
+    pub(crate) fn node_count(&self) -> usize {
+        self.nodes.iter().map(FamilyNode::node_count).sum()
+    }
+
+    /// The routing tables' contacts (waits up to a second per node).
+    pub(crate) fn contacts(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().flat_map(FamilyNode::contacts).collect()
+    }
+
+    /// Pings a peer's DHT node (its BEP 5 `port` message) from the node of
+    /// its address family; never waits.
+    pub(crate) fn add_node(&self, addr: SocketAddr) {
+        if let Some(n) = self.nodes.iter().find(|n| n.v6 == addr.is_ipv6()) {
+            n.add_node(addr);
+        }
+    }
+
+    /// Puts a public torrent on every node's schedule: announced now, then
+    /// every `reannounce`. Never call it for a private torrent.
+    pub(crate) fn add(&self, id: TorrentId, info_hash: InfoHash) {
+        for n in &self.nodes {
+            n.add(id, info_hash);
+        }
+    }
+
+    /// Takes a torrent off the schedules.
+    pub(crate) fn remove(&self, id: TorrentId) {
+        for n in &self.nodes {
+            n.remove(id);
+        }
+    }
+
+    /// The torrent is short of peers: look some up on every node (at most
+    /// every `lookup_interval`).
+    pub(crate) fn need_peers(&self, id: TorrentId) {
+        for n in &self.nodes {
+            n.need_peers(id);
+        }
+    }
+
+    /// Stops the threads, which save their state first.
+    pub(crate) fn shutdown(&self) {
+        for n in &self.nodes {
+            n.shutdown();
+        }
+    }
+}
+
+/// A node's good contacts as last published by its thread.
+type Contacts = Arc<Mutex<Vec<bittern_dht::NodeInfo>>>;
+
+/// What a node shares with the other family's node (BEP 32 `want`).
+struct Share {
+    /// Where this node publishes its good contacts.
+    mine: Contacts,
+    /// The other node's, handed to this node (`None`: single stack).
+    sibling: Option<Contacts>,
+}
+
+/// How often a node publishes its contacts and takes its sibling's.
+const SHARE_EVERY: Duration = Duration::from_secs(1);
+
+/// `dir/dht.dat` → `dir/dht6.dat` (or `dht4.dat`).
+fn family_file(path: &Path, v6: bool) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut name = format!("{stem}{}", if v6 { '6' } else { '4' });
+    if let Some(ext) = path.extension() {
+        name.push('.');
+        name.push_str(&ext.to_string_lossy());
+    }
+    path.with_file_name(name)
+}
+
+/// One address family's node: the schedule table and the channels into
+/// its thread.
+struct FamilyNode {
     table: Arc<Mutex<HashMap<TorrentId, Entry>>>,
     cmds: Sender<Cmd>,
     nodes: Arc<AtomicUsize>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    id: bittern_dht::NodeId,
+    /// The node's id (it changes when BEP 42 asks for one that fits our
+    /// external address; updated by the DHT thread).
+    id: Arc<Mutex<bittern_dht::NodeId>>,
+    /// Our external address once the node settled on one.
+    external: Arc<Mutex<Option<IpAddr>>>,
+    v6: bool,
 }
 
-impl SessionDht {
+impl FamilyNode {
     /// Starts the DHT thread, sending from `socket` and fed through
     /// `slot` (filled before the thread sends anything, so no reply can
     /// arrive unheard); `port` is the TCP port announced; peers go to
-    /// `sources`.
-    pub(crate) fn start(
+    /// `sources`. `v6`: the socket's family (bootstrap and saved contacts
+    /// of the other family are skipped).
+    fn start(
         settings: DhtSettings,
         socket: Arc<UdpSocket>,
         slot: &crate::udp::DhtSlot,
         port: u16,
         sources: Sender<(TorrentId, Vec<SocketAddr>)>,
-    ) -> Result<Arc<SessionDht>, crate::Error> {
+        v6: bool,
+        share: Share,
+    ) -> Result<FamilyNode, crate::Error> {
         let saved = settings.state_file.as_ref().and_then(|p| {
             let bytes = std::fs::read(p).ok()?;
             SavedState::decode(&bytes)
@@ -151,16 +320,28 @@ impl SessionDht {
         let nodes = Arc::new(AtomicUsize::new(0));
         let now = Instant::now();
         let node = Node::new(config, now);
-        let id = node.id();
+        let id = Arc::new(Mutex::new(node.id()));
+        let external = Arc::new(Mutex::new(None));
         let mut driver = Driver {
+            share,
+            last_share: now,
+            id: id.clone(),
+            external: external.clone(),
             node,
             socket,
             table: table.clone(),
             sources,
             port,
             saved_nodes: saved
-                .map(|s| s.nodes.iter().map(|n| n.addr).collect())
+                .map(|s| {
+                    s.nodes
+                        .iter()
+                        .map(|n| n.addr)
+                        .filter(|a| a.is_ipv6() == v6)
+                        .collect()
+                })
                 .unwrap_or_default(),
+            v6,
             settings,
             lookups: HashMap::new(),
             bootstrapping: None,
@@ -169,30 +350,27 @@ impl SessionDht {
             nodes: nodes.clone(),
         };
         let thread = std::thread::Builder::new()
-            .name("bittern-dht".into())
+            .name(if v6 { "bittern-dht6" } else { "bittern-dht" }.into())
             .spawn(move || driver.run(&datagram_rx, &cmd_rx))
             .map_err(crate::Error::Spawn)?;
-        Ok(Arc::new(SessionDht {
+        Ok(FamilyNode {
             table,
             cmds,
             nodes,
             thread: Mutex::new(Some(thread)),
             id,
-        }))
-    }
-
-    /// Our node id (kept across restarts through the state file).
-    pub(crate) fn id(&self) -> bittern_dht::NodeId {
-        self.id
+            external,
+            v6,
+        })
     }
 
     /// Nodes in the routing table (updated by the DHT thread).
-    pub(crate) fn node_count(&self) -> usize {
+    fn node_count(&self) -> usize {
         self.nodes.load(Ordering::Relaxed)
     }
 
     /// The routing table's contacts (waits up to a second for the thread).
-    pub(crate) fn contacts(&self) -> Vec<SocketAddr> {
+    fn contacts(&self) -> Vec<SocketAddr> {
         let (tx, rx) = bounded(1);
         if self.cmds.try_send(Cmd::Contacts(tx)).is_err() {
             return Vec::new();
@@ -201,7 +379,7 @@ impl SessionDht {
     }
 
     /// Pings a peer's DHT node (its BEP 5 `port` message); never waits.
-    pub(crate) fn add_node(&self, addr: SocketAddr) {
+    fn add_node(&self, addr: SocketAddr) {
         let _ = self.cmds.try_send(Cmd::AddNode(addr));
     }
 
@@ -211,8 +389,8 @@ impl SessionDht {
     }
 
     /// Puts a public torrent on the schedule: announced now, then every
-    /// `reannounce`. Never call it for a private torrent.
-    pub(crate) fn add(&self, id: TorrentId, info_hash: InfoHash) {
+    /// `reannounce`.
+    fn add(&self, id: TorrentId, info_hash: InfoHash) {
         let now = Instant::now();
         self.table.lock().insert(
             id,
@@ -228,13 +406,13 @@ impl SessionDht {
     }
 
     /// Takes a torrent off the schedule.
-    pub(crate) fn remove(&self, id: TorrentId) {
+    fn remove(&self, id: TorrentId) {
         self.table.lock().remove(&id);
     }
 
     /// The torrent is short of peers: look some up (at most every
     /// `lookup_interval`).
-    pub(crate) fn need_peers(&self, id: TorrentId) {
+    fn need_peers(&self, id: TorrentId) {
         let mut t = self.table.lock();
         if let Some(e) = t.get_mut(&id) {
             if !e.wants_peers {
@@ -246,7 +424,7 @@ impl SessionDht {
     }
 
     /// Stops the thread, which saves the state first.
-    pub(crate) fn shutdown(&self) {
+    fn shutdown(&self) {
         let Some(t) = self.thread.lock().take() else {
             return;
         };
@@ -256,7 +434,7 @@ impl SessionDht {
     }
 }
 
-impl Drop for SessionDht {
+impl Drop for FamilyNode {
     /// A session that failed half-way through its start stops the thread too.
     fn drop(&mut self) {
         self.shutdown();
@@ -277,8 +455,15 @@ struct Driver {
     sources: Sender<(TorrentId, Vec<SocketAddr>)>,
     port: u16,
     saved_nodes: Vec<SocketAddr>,
+    /// The IPv6 node (else IPv4).
+    v6: bool,
     settings: DhtSettings,
     lookups: HashMap<LookupId, Running>,
+    share: Share,
+    last_share: Instant,
+    /// Where the node's id and external address are shown to the session.
+    id: Arc<Mutex<bittern_dht::NodeId>>,
+    external: Arc<Mutex<Option<IpAddr>>>,
     bootstrapping: Option<LookupId>,
     next_bootstrap: Instant,
     last_save: Instant,
@@ -286,6 +471,15 @@ struct Driver {
 }
 
 impl Driver {
+    /// `dht` or `dht6`, for the log.
+    fn tag(&self) -> &'static str {
+        if self.v6 {
+            "dht6"
+        } else {
+            "dht"
+        }
+    }
+
     fn run(&mut self, datagrams: &Receiver<Datagram>, cmds: &Receiver<Cmd>) {
         loop {
             let now = Instant::now();
@@ -318,6 +512,9 @@ impl Driver {
                 recv(cmds) -> c => match c {
                     Ok(Cmd::Wake) => {}
                     Ok(Cmd::AddNode(addr)) => self.node.add_node(addr, Instant::now()),
+                    Ok(Cmd::ExternalIp { voter, ours }) => {
+                        self.node.vote_external_ip(voter, ours, Instant::now());
+                    }
                     Ok(Cmd::Contacts(tx)) => {
                         let list = self.node.routing_table().entries().map(|e| e.info.addr).collect();
                         let _ = tx.try_send(list);
@@ -353,7 +550,8 @@ impl Driver {
                     if self.bootstrapping == Some(id) {
                         self.bootstrapping = None;
                         info!(
-                            "dht: joined, {} nodes ({} answered the join)",
+                            "{}: joined, {} nodes ({} answered the join)",
+                            self.tag(),
                             self.node.routing_table().len(),
                             result.closest.len()
                         );
@@ -373,6 +571,8 @@ impl Driver {
         }
         self.nodes
             .store(self.node.routing_table().len(), Ordering::Relaxed);
+        *self.id.lock() = self.node.id();
+        *self.external.lock() = self.node.external_ip();
         ended
     }
 
@@ -390,6 +590,17 @@ impl Driver {
         if joined && self.bootstrapping.is_none() {
             next = next.min(self.start_due(now));
         }
+        if now.duration_since(self.last_share) >= SHARE_EVERY {
+            self.last_share = now;
+            if let Some(sibling) = &self.share.sibling {
+                *self.share.mine.lock() = self.node.saved_state(now).nodes;
+                let theirs = sibling.lock().clone();
+                self.node.set_other_family(&theirs);
+            }
+        }
+        if self.share.sibling.is_some() {
+            next = next.min(self.last_share + SHARE_EVERY);
+        }
         if self.settings.state_file.is_some() {
             if now.duration_since(self.last_save) >= self.settings.save_every {
                 self.save();
@@ -404,14 +615,14 @@ impl Driver {
         let mut nodes = self.saved_nodes.clone();
         for host in &self.settings.bootstrap {
             match host.to_socket_addrs() {
-                Ok(addrs) => nodes.extend(addrs),
+                Ok(addrs) => nodes.extend(addrs.filter(|a| a.is_ipv6() == self.v6)),
                 Err(e) => debug!("dht: cannot resolve bootstrap node {host}: {e}"),
             }
         }
         if nodes.is_empty() {
             return;
         }
-        info!("dht: bootstrapping from {} nodes", nodes.len());
+        info!("{}: bootstrapping from {} nodes", self.tag(), nodes.len());
         self.bootstrapping = Some(self.node.bootstrap(&nodes, now));
     }
 

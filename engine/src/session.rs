@@ -185,7 +185,7 @@ pub(crate) struct SessionShared {
     /// group (`None` once the session has shut it down).
     pub lsd: Mutex<Option<crate::lsd::Lsd>>,
     /// Our address as the last peer that told us (`yourip`, BEP 10) saw
-    /// it: for the DHT, later.
+    /// it.
     pub external_ip: Mutex<Option<std::net::IpAddr>>,
     /// The session's DHT node and its schedule (`None`: DHT off).
     pub dht: Option<Arc<crate::dht::SessionDht>>,
@@ -259,9 +259,14 @@ impl SessionShared {
     /// Records an address a peer says it sees us at (its `yourip`): a
     /// candidate there on our port is ourselves. Bounded: the newest
     /// [`MAX_EXTERNAL_IPS`] are kept.
-    pub(crate) fn learn_external_ip(&self, ip: std::net::IpAddr) {
+    /// `voter` is the peer's address; the DHT counts it as a vote for
+    /// our external address (BEP 42 node id).
+    pub(crate) fn learn_external_ip(&self, ip: std::net::IpAddr, voter: std::net::IpAddr) {
         if ip.is_unspecified() || ip.is_multicast() {
             return;
+        }
+        if let Some(d) = &self.dht {
+            d.vote_external_ip(voter, ip);
         }
         *self.external_ip.lock() = Some(ip);
         let mut ips = self.external_ips.lock();
@@ -370,18 +375,32 @@ impl Session {
             .build()
             .map_err(|e| Error::Spawn(std::io::Error::other(e)))?;
         let (central, commands, links) = Central::new();
-        let dht = match (&config.dht, udp.first()) {
-            (Some(settings), Some(socket)) => {
-                info!("dht node on udp {}", socket.local_addr());
-                Some(crate::dht::SessionDht::start(
-                    settings.clone(),
-                    socket.udp().clone(),
-                    &dht_slot,
-                    port,
-                    links.sources.clone(),
-                )?)
+        let dht = match &config.dht {
+            Some(settings) => {
+                // The first UDP socket of each address family runs a node.
+                let mut picked: Vec<(Arc<std::net::UdpSocket>, crate::udp::DhtSlot)> = Vec::new();
+                for (u, slot) in udp.iter().zip(&dht_slot) {
+                    let v6 = u.local_addr().is_ipv6();
+                    if picked
+                        .iter()
+                        .all(|(p, _)| p.local_addr().is_ok_and(|a| a.is_ipv6() != v6))
+                    {
+                        info!("dht node on udp {}", u.local_addr());
+                        picked.push((u.udp().clone(), slot.clone()));
+                    }
+                }
+                if picked.is_empty() {
+                    None
+                } else {
+                    Some(Arc::new(crate::dht::SessionDht::start(
+                        settings,
+                        picked,
+                        port,
+                        &links.sources,
+                    )?))
+                }
             }
-            _ => None,
+            None => None,
         };
         let dial = crate::peer::Dial {
             utp: if config.utp {
@@ -511,9 +530,33 @@ impl Session {
         self.shared.dht.as_ref().map(|d| d.node_count())
     }
 
-    /// Our DHT node id (`None`: DHT off).
+    /// Our (first) DHT node's id (`None`: DHT off).
     pub fn dht_id(&self) -> Option<bittern_dht::NodeId> {
-        self.shared.dht.as_ref().map(|d| d.id())
+        self.shared.dht.as_ref().and_then(|d| d.id())
+    }
+
+    /// The external addresses the DHT nodes settled on (from the `ip` key
+    /// of replies and peers' `yourip`; empty with the DHT off).
+    pub fn dht_external_ips(&self) -> Vec<std::net::IpAddr> {
+        self.shared
+            .dht
+            .as_ref()
+            .map_or_else(Vec::new, |d| d.external_ips())
+    }
+
+    /// Each DHT node's id and whether it is the IPv6 node (one node per
+    /// address family the session listens on; empty with the DHT off).
+    pub fn dht_ids(&self) -> Vec<(bittern_dht::NodeId, bool)> {
+        self.shared.dht.as_ref().map_or_else(Vec::new, |d| d.ids())
+    }
+
+    /// The addresses of the session's UDP sockets (uTP, and the DHT on the
+    /// first of each address family).
+    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
+        self.udp
+            .iter()
+            .map(bittern_utp::UtpSocket::local_addr)
+            .collect()
     }
 
     /// The addresses in the DHT's routing table (empty with the DHT off).

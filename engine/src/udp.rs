@@ -9,7 +9,9 @@
 //! packet (first byte `d`) goes to the DHT thread with `try_send` (a full
 //! queue drops it; the reader never waits on the DHT), anything else is
 //! dropped. The DHT answers from the same socket (an `Arc<UdpSocket>`
-//! clone), so other nodes see one port for TCP, uTP and the DHT.
+//! clone), so other nodes see one port for TCP, uTP and the DHT. The first
+//! socket of each address family carries that family's DHT node (BEP 32:
+//! an IPv4 and an IPv6 node, each with its own routing table).
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, OnceLock};
@@ -23,30 +25,29 @@ use crate::dht::Datagram;
 pub(crate) type DhtSlot = Arc<OnceLock<Sender<Datagram>>>;
 
 /// Binds the UDP socket on `addr` (a TCP listener's address and port);
-/// KRPC datagrams go to `dht` (the first address's socket only).
-/// `accept_utp`: whether incoming uTP connections are accepted at all.
-fn bind(addr: SocketAddr, accept_utp: bool, dht: Option<DhtSlot>) -> std::io::Result<UtpSocket> {
+/// KRPC datagrams go to `dht` once a DHT node is set there (the first
+/// socket of each address family; the others' slots stay empty and their
+/// KRPC datagrams are dropped). `accept_utp`: whether incoming uTP
+/// connections are accepted at all.
+fn bind(addr: SocketAddr, accept_utp: bool, dht: DhtSlot) -> std::io::Result<UtpSocket> {
     let cfg = MuxConfig {
         accept_incoming: accept_utp,
         ..MuxConfig::default()
     };
-    let handler: bittern_utp::OtherHandler = match dht {
-        Some(slot) => Box::new(move |from, data| dispatch(&slot, from, data)),
-        None => Box::new(|_, _| {}),
-    };
+    let handler: bittern_utp::OtherHandler = Box::new(move |from, data| dispatch(&dht, from, data));
     UtpSocket::bind_with(addr, cfg, handler)
 }
 
 /// The listening sockets of a session and, when uTP or the DHT is on,
-/// their UDP twins (the same addresses and port), the first of which
-/// carries the DHT through the returned slot.
+/// their UDP twins (the same addresses and port), each with the slot its
+/// KRPC datagrams go to.
 pub(crate) struct Bound {
     /// The TCP listeners (see `listener::bind_all`).
     pub tcp: Vec<TcpListener>,
     /// One UDP socket per listener address that could be bound.
     pub udp: Vec<UtpSocket>,
-    /// Where the first UDP socket's KRPC datagrams go.
-    pub dht: DhtSlot,
+    /// Where each UDP socket's KRPC datagrams go (same order as `udp`).
+    pub dht: Vec<DhtSlot>,
 }
 
 /// Binds every listening address (`listener::bind_all`) and, when the
@@ -59,7 +60,6 @@ pub(crate) struct Bound {
 /// # Errors
 /// [`Error::Listen`] as `listener::bind_all`, or for the first UDP socket.
 pub(crate) fn bind_all(config: &crate::config::SessionConfig) -> Result<Bound, crate::Error> {
-    let dht: DhtSlot = Arc::default();
     let mut tries = 0;
     loop {
         tries += 1;
@@ -68,7 +68,7 @@ pub(crate) fn bind_all(config: &crate::config::SessionConfig) -> Result<Bound, c
             return Ok(Bound {
                 tcp,
                 udp: Vec::new(),
-                dht,
+                dht: Vec::new(),
             });
         }
         let addrs: Vec<SocketAddr> = tcp
@@ -83,10 +83,11 @@ pub(crate) fn bind_all(config: &crate::config::SessionConfig) -> Result<Bound, c
             return Ok(Bound {
                 tcp,
                 udp: Vec::new(),
-                dht,
+                dht: Vec::new(),
             });
         };
-        let udp0 = match bind(first, config.utp, Some(dht.clone())) {
+        let slot0 = DhtSlot::default();
+        let udp0 = match bind(first, config.utp, slot0.clone()) {
             Ok(u) => u,
             Err(e)
                 if config.listen.port() == 0
@@ -103,10 +104,15 @@ pub(crate) fn bind_all(config: &crate::config::SessionConfig) -> Result<Bound, c
             }
         };
         let mut udp = vec![udp0];
+        let mut dht = vec![slot0];
         for addr in &addrs[1..] {
-            match bind(*addr, config.utp, None) {
-                Ok(u) => udp.push(u),
-                Err(e) => log::warn!("no udp (utp) on {addr}: {e}"),
+            let slot = DhtSlot::default();
+            match bind(*addr, config.utp, slot.clone()) {
+                Ok(u) => {
+                    udp.push(u);
+                    dht.push(slot);
+                }
+                Err(e) => log::warn!("no udp (utp, dht) on {addr}: {e}"),
             }
         }
         return Ok(Bound { tcp, udp, dht });

@@ -3,14 +3,15 @@
 //! the machine's test sandbox.
 //!
 //! Each test re-executes this test binary under `unshare --net` (root; CI
-//! runs as root) with `BITTERN_LSD_NETNS=1`. Inside, before anything is
-//! sent, [`enter_private_netns`] asserts that the process is in a network
-//! namespace other than the one the test started in whose only interface is `lo`, then brings
-//! `lo` up and routes 239.0.0.0/8 to it with source 127.0.0.1 (the recipe
-//! from the transports notes that also works for Transmission). The IPv6
-//! tests add `ip link set lo multicast on` and `ip -6 route add local
-//! ff15::/16 dev lo table local`, with which Linux loops datagrams for
-//! `[ff15::efc0:988f]` back to the sockets joined on `lo` (without the
+//! runs as root) through `bittern_testkit::netns::run_inside`. Inside,
+//! before anything is sent, that asserts that the process is in a network
+//! namespace other than the one the test started in whose only interface
+//! is `lo` and brings `lo` up; [`route_multicast_to_lo`] then routes
+//! 239.0.0.0/8 to it with source 127.0.0.1 (the recipe from the transports
+//! notes that also works for Transmission).
+//! The IPv6 tests add `ip link set lo multicast on` and `ip -6 route add
+//! local ff15::/16 dev lo table local`, with which Linux loops datagrams
+//! for `[ff15::efc0:988f]` back to the sockets joined on `lo` (without the
 //! `local` route they are dropped as unroutable).
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -22,92 +23,22 @@ use bittern_wire::lsd::{LsdAnnounce, LSD_GROUP_V4};
 use bittern_wire::InfoHash;
 use crossbeam_channel::{bounded, Receiver};
 
-const INSIDE_ENV: &str = "BITTERN_LSD_NETNS";
-/// The namespace the test was started in, passed to the child to compare.
-const OUTER_NS_ENV: &str = "BITTERN_LSD_OUTER_NETNS";
-
-fn outer_netns() -> String {
-    let link = std::fs::read_link("/proc/self/ns/net").unwrap();
-    link.to_string_lossy().into_owned()
-}
-
-/// Outside: runs test `name` of this binary again inside a fresh network
-/// namespace and checks it passed there. Returns true when the caller is
-/// already inside and should run the body.
-fn in_namespace(name: &str) -> bool {
-    if std::env::var(INSIDE_ENV).as_deref() == Ok("1") {
-        return true;
-    }
-    let ok = bittern_testkit::is_root()
-        && bittern_testkit::on_path("unshare")
-        && bittern_testkit::on_path("ip");
-    if !bittern_testkit::require(
-        "root with unshare(1) and ip(8), for a private network namespace (LSD tests)",
-        ok,
-    ) {
-        return false;
-    }
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new("unshare")
-        .arg("--net")
-        .arg("--")
-        .arg(exe)
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(INSIDE_ENV, "1")
-        .env(OUTER_NS_ENV, outer_netns())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // What the body reported (shown with --nocapture).
-    eprint!("{stderr}");
-    assert!(
-        out.status.success(),
-        "{name} failed in the namespace:\n{stdout}\n{stderr}"
-    );
-    // The filter matched and the body really ran.
-    assert!(
-        stdout.contains("1 passed") && stderr.contains(&format!("LSD-NETNS-RAN {name}")),
-        "{name} did not run in the namespace:\n{stdout}\n{stderr}"
-    );
-    false
-}
-
-/// Asserts this process is in its own network namespace with only `lo`,
-/// then sets up `lo` for multicast. Must run before any socket is opened.
-fn enter_private_netns(name: &str) {
-    let outer = std::env::var(OUTER_NS_ENV).unwrap_or_default();
-    assert!(
-        outer.starts_with("net:["),
-        "outer namespace unknown: {outer:?}"
-    );
-    assert_ne!(outer_netns(), outer, "not in a private network namespace");
-    // /proc/self/net/dev lists the interfaces of *this* process's namespace
-    // (/sys/class/net shows the namespace sysfs was mounted in, the host's).
-    let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap();
-    let ifaces: Vec<&str> = dev
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split(':').next())
-        .map(str::trim)
-        .collect();
-    assert_eq!(ifaces, vec!["lo"], "the namespace must hold only lo");
-    for args in [
-        &["link", "set", "lo", "up"][..],
-        &[
-            "route",
-            "add",
-            "239.0.0.0/8",
-            "dev",
-            "lo",
-            "src",
-            "127.0.0.1",
-        ][..],
-    ] {
-        let s = Command::new("ip").args(args).status().unwrap();
-        assert!(s.success(), "ip {args:?}");
-    }
-    eprintln!("LSD-NETNS-RAN {name}");
+/// Inside the namespace (`bittern_testkit::netns::run_inside` checked that
+/// it is private, holds only `lo` and brought `lo` up): routes
+/// 239.0.0.0/8 to `lo` with source 127.0.0.1. Must run before any socket
+/// is opened.
+fn route_multicast_to_lo() {
+    let args = [
+        "route",
+        "add",
+        "239.0.0.0/8",
+        "dev",
+        "lo",
+        "src",
+        "127.0.0.1",
+    ];
+    let s = Command::new("ip").args(args).status().unwrap();
+    assert!(s.success(), "ip {args:?}");
 }
 
 fn config(listen_port: u16, lsd_port: u16) -> LsdConfig {
@@ -133,10 +64,10 @@ fn collect(rx: &Receiver<LsdEvent>, until: Instant) -> Vec<(InfoHash, SocketAddr
 #[test]
 fn two_components_find_each_other() {
     const NAME: &str = "lsd::two_components_find_each_other";
-    if !in_namespace(NAME) {
+    if !bittern_testkit::netns::run_inside(NAME) {
         return;
     }
-    enter_private_netns(NAME);
+    route_multicast_to_lo();
     let shared = InfoHash([0x11; 20]);
     let secret = InfoHash([0x22; 20]);
     let lsd_port = 6771;
@@ -195,10 +126,10 @@ fn two_components_find_each_other() {
 #[test]
 fn announces_are_libtorrent_format_and_rate_limited() {
     const NAME: &str = "lsd::announces_are_libtorrent_format_and_rate_limited";
-    if !in_namespace(NAME) {
+    if !bittern_testkit::netns::run_inside(NAME) {
         return;
     }
-    enter_private_netns(NAME);
+    route_multicast_to_lo();
     // A listener on the group port (SO_REUSEADDR, as the component's)
     // sees every datagram sent.
     let lsd_port = 6771;
@@ -334,10 +265,12 @@ fn libtorrent_finds_us_and_we_find_it() {
         .args(["-c", "import libtorrent"])
         .status()
         .is_ok_and(|s| s.success());
-    if !bittern_testkit::require("python3-libtorrent", have) || !in_namespace(NAME) {
+    if !bittern_testkit::require("python3-libtorrent", have)
+        || !bittern_testkit::netns::run_inside(NAME)
+    {
         return;
     }
-    enter_private_netns(NAME);
+    route_multicast_to_lo();
     use std::io::{BufRead, BufReader, Read};
     let mut py = Command::new("/usr/bin/python3")
         .args(["-c", LT_LSD])
@@ -421,7 +354,7 @@ fn collect_until(
 /// trackers, no `--peer`) finds a libtorrent seeder announcing over LSD
 /// and downloads from it.
 ///
-/// Nothing multicast leaves the namespace: `enter_private_netns` asserted,
+/// Nothing multicast leaves the namespace: `netns::run_inside` asserted,
 /// before any socket was opened, that this process runs in a network
 /// namespace other than the test's own whose only interface is `lo`; a
 /// namespace with no other interface has no path to the host or any other
@@ -435,10 +368,10 @@ fn session_finds_a_libtorrent_peer_by_lsd_alone() {
     use bittern_engine::{SeedGoal, Session, TorrentOptions, TorrentState};
 
     const NAME: &str = "lsd::session_finds_a_libtorrent_peer_by_lsd_alone";
-    if !in_namespace(NAME) {
+    if !bittern_testkit::netns::run_inside(NAME) {
         return;
     }
-    enter_private_netns(NAME);
+    route_multicast_to_lo();
     if !have_libtorrent() {
         return;
     }
@@ -540,10 +473,10 @@ fn session_finds_a_transmission_peer_by_lsd_alone() {
     use bittern_engine::{SeedGoal, Session, TorrentOptions, TorrentState};
 
     const NAME: &str = "lsd::session_finds_a_transmission_peer_by_lsd_alone";
-    if !in_namespace(NAME) {
+    if !bittern_testkit::netns::run_inside(NAME) {
         return;
     }
-    enter_private_netns(NAME);
+    route_multicast_to_lo();
     if !bittern_testkit::require(
         "transmission-cli (Debian transmission-cli)",
         std::path::Path::new(TRANSMISSION).exists(),
@@ -632,7 +565,7 @@ fn session_finds_a_transmission_peer_by_lsd_alone() {
 
 // ---- IPv6 (`[ff15::efc0:988f]:6771`) ------------------------------------
 
-/// Inside the namespace (after [`enter_private_netns`]): lets `lo` carry
+/// Inside the namespace (after `netns::run_inside`): lets `lo` carry
 /// IPv6 multicast (the multicast flag, and a `local` route for the LSD
 /// group's scope in the local table, which loops the group's datagrams
 /// back to the sockets joined on `lo`). False, with a message, where the
@@ -712,10 +645,9 @@ fn reuse_socket_v6(port: u16) -> UdpSocket {
 #[test]
 fn two_components_find_each_other_over_ipv6() {
     const NAME: &str = "lsd::two_components_find_each_other_over_ipv6";
-    if !in_namespace(NAME) {
+    if !bittern_testkit::netns::run_inside(NAME) {
         return;
     }
-    enter_private_netns(NAME);
     if !ipv6_multicast_on_lo() {
         return;
     }
@@ -781,10 +713,9 @@ fn sessions_on_ipv6_loopback_find_each_other_by_lsd() {
     use bittern_engine::{SeedGoal, Session, TorrentOptions, TorrentState};
 
     const NAME: &str = "lsd::sessions_on_ipv6_loopback_find_each_other_by_lsd";
-    if !in_namespace(NAME) {
+    if !bittern_testkit::netns::run_inside(NAME) {
         return;
     }
-    enter_private_netns(NAME);
     if !ipv6_multicast_on_lo() {
         return;
     }

@@ -9,6 +9,7 @@
 //! it fails. `scripts/test.sh` (and so CI, which runs as root) sets it, so
 //! CI never passes a test that did not run.
 
+pub mod netns;
 pub mod webdriver;
 
 use std::ffi::CString;

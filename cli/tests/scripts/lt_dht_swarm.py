@@ -25,7 +25,9 @@ then serves JSON commands, one per stdin line, one JSON line back each:
         -> {"event": "table", "tables": [["127.0.0.1:P", ...], ...]}
     {"cmd": "quit"}
 
---tcp-only turns uTP off in every session; --utp-only turns TCP off
+--ipv6 puts every session on [::1] instead (ip_filter: only ::1 allowed),
+and every address printed is then "[::1]:P". --tcp-only turns uTP off in
+every session; --utp-only turns TCP off
 (enable_outgoing_tcp/enable_incoming_tcp false), so a transfer must use
 uTP. It exits on "quit", when stdin closes or after --timeout.
 """
@@ -63,7 +65,8 @@ ALERTS = lt.alert_category.error | lt.alert_category.dht | lt.alert_category.sta
 
 
 def ep_str(ep):
-    return f"{ep[0]}:{ep[1]}"
+    host = ep[0]
+    return f"[{host}]:{ep[1]}" if ":" in host else f"{host}:{ep[1]}"
 
 
 def emit(obj):
@@ -83,16 +86,21 @@ def sha256_file(path):
 
 
 class Node:
-    def __init__(self, i, extra):
+    def __init__(self, i, extra, v6=False):
         s = dict(LOOPBACK_DHT)
         s.update(extra)
-        s["listen_interfaces"] = "127.0.0.1:0"
-        s["outgoing_interfaces"] = "127.0.0.1"
+        self.host = "::1" if v6 else "127.0.0.1"
+        s["listen_interfaces"] = "[::1]:0" if v6 else "127.0.0.1:0"
+        s["outgoing_interfaces"] = self.host
         s["alert_mask"] = int(ALERTS)
         self.ses = lt.session(s)
         f = lt.ip_filter()
         f.add_rule("0.0.0.0", "255.255.255.255", 1)
-        f.add_rule("127.0.0.0", "127.255.255.255", 0)
+        f.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 1)
+        if v6:
+            f.add_rule("::1", "::1", 0)
+        else:
+            f.add_rule("127.0.0.0", "127.255.255.255", 0)
         self.ses.set_ip_filter(f)
         self.port = self.ses.listen_port()
         self.name = f"lt{i}"
@@ -101,7 +109,7 @@ class Node:
 
     @property
     def endpoint(self):
-        return f"127.0.0.1:{self.port}"
+        return f"[::1]:{self.port}" if self.host == "::1" else f"127.0.0.1:{self.port}"
 
     def node_id(self):
         st = self.ses.save_state()
@@ -156,6 +164,7 @@ def leech(nodes, cmd):
     h = add(node, cmd["torrent"], save)
     if cmd.get("peer"):
         host, port = cmd["peer"].rsplit(":", 1)
+        host = host.strip("[]")
         if not ipaddress.ip_address(host).is_loopback:
             raise SystemExit(f"refusing non-loopback peer {cmd['peer']!r}")
         h.connect_peer((host, int(port)))
@@ -185,6 +194,7 @@ def main():
     p.add_argument("--out", help="directory for the seeded .torrent")
     p.add_argument("--tcp-only", action="store_true")
     p.add_argument("--utp-only", action="store_true")
+    p.add_argument("--ipv6", action="store_true", help="every node on [::1] instead of 127.0.0.1")
     p.add_argument("--timeout", type=float, default=180)
     a = p.parse_args()
     deadline = time.monotonic() + a.timeout
@@ -193,13 +203,13 @@ def main():
         extra.update(enable_outgoing_utp=False, enable_incoming_utp=False)
     if a.utp_only:
         extra.update(enable_outgoing_tcp=False, enable_incoming_tcp=False)
-    nodes = [Node(i, extra) for i in range(a.nodes)]
+    nodes = [Node(i, extra, a.ipv6) for i in range(a.nodes)]
     for n in nodes:
         if not n.port:
             raise SystemExit(f"{n.name} did not listen")
         for m in nodes:
             if m is not n:
-                n.ses.add_dht_node(("127.0.0.1", m.port))
+                n.ses.add_dht_node((m.host, m.port))
 
     def tables_full():
         for n in nodes:

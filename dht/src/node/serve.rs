@@ -12,6 +12,9 @@ use crate::krpc::{
 };
 use crate::routing::{Inserted, K};
 
+/// Peers in a get_peers reply to a querier whose address is not proven
+/// (8 x 6 bytes: with 8 nodes, about 1.2 times a find_node reply).
+const MAX_VALUES_UNPROVEN: usize = 8;
 /// Info hashes in one sample_infohashes reply (20 x 20 bytes, about the
 /// size of a get_peers reply).
 const MAX_SAMPLES: usize = 20;
@@ -68,7 +71,14 @@ impl Node {
         } else {
             (from.is_ipv4(), from.is_ipv6())
         };
-        let all = self.table.closest(target, K * 2, now);
+        let mut all = self.table.closest(target, K * 2, now);
+        // BEP 32: the other family's contacts, from a dual-stack sibling
+        // node ([`Node::set_other_family`]), for a querier that wants them
+        if (want.v4 || want.v6) && !self.other_family.is_empty() {
+            let mut other = self.other_family.clone();
+            other.sort_by_key(|n| target.distance(&n.id));
+            all.extend(other.into_iter().take(K));
+        }
         let pick = |ipv4: bool| -> Vec<NodeInfo> {
             all.iter()
                 .filter(|n| n.addr.is_ipv4() == ipv4 && n.addr != from)
@@ -107,7 +117,19 @@ impl Node {
             }
             QueryKind::GetPeers { info_hash, want } => {
                 let (nodes, nodes6) = self.nodes_for(&info_hash.into(), from, want, now);
-                let values = self.peers.get(&info_hash, MAX_VALUES, now, &mut self.rng);
+                // No amplification: a querier that never answered one of
+                // our queries from this address (so may be a spoofed
+                // source) gets a reply about the size of a find_node reply.
+                let proven = self
+                    .table
+                    .get(&q.id)
+                    .is_some_and(|e| e.info.addr == from && e.last_response.is_some());
+                let max = if proven {
+                    MAX_VALUES
+                } else {
+                    MAX_VALUES_UNPROVEN
+                };
+                let values = self.peers.get(&info_hash, max, now, &mut self.rng);
                 Body::Response(Response {
                     id: own,
                     nodes,
@@ -167,6 +189,9 @@ impl Node {
             id: q.id,
             addr: from,
         };
+        if !self.id_allowed(&info) {
+            return;
+        }
         if self.table.insert(info, false, now) == Inserted::Rejected
             && self.table.would_accept(&q.id, now)
             && !self.table.ip_full(from.ip())

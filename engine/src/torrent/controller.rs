@@ -702,7 +702,7 @@ impl Controller {
                 }
                 p.client.clone_from(&hs.v);
                 if let Some(ip) = hs.yourip {
-                    self.session.learn_external_ip(ip);
+                    self.session.learn_external_ip(ip, p.addr.ip());
                 }
                 self.pex_handshake(key, &hs);
                 if let Some(p) = self.peers.get_mut(&key) {

@@ -354,6 +354,13 @@ impl MetadataFetch {
             .collect();
         self.retry.retain(|(_, t)| *t > now);
         self.add_candidates(due);
+        // Short of peers: ask the DHT again (it spaces the lookups by its
+        // `lookup_interval`), as the torrent's controller does.
+        if !self.paused && self.peers.len() < 5 {
+            if let Some(d) = &self.setup.session.dht {
+                d.need_peers(self.setup.id);
+            }
+        }
         self.request_all();
         self.publish();
     }
@@ -431,8 +438,8 @@ impl MetadataFetch {
     }
 
     fn on_handshake(&mut self, key: PeerKey, hs: &ExtensionHandshake) {
-        if let Some(ip) = hs.yourip {
-            self.setup.session.learn_external_ip(ip);
+        if let (Some(ip), Some(p)) = (hs.yourip, self.peers.get(&key)) {
+            self.setup.session.learn_external_ip(ip, p.addr.ip());
         }
         let Some(p) = self.peers.get_mut(&key) else {
             return;
