@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use bittern_storage::{Backend, FilePool, HashSource, Storage};
+use bittern_storage::{Backend, FilePool, HashSource, Layout, Storage};
 use bittern_wire::Metainfo;
 
 use crate::args::VerifyArgs;
@@ -71,13 +71,51 @@ pub fn check(m: &Metainfo, dir: &std::path::Path, quiet: bool) -> anyhow::Result
         .context("cannot start hashing threads")?;
     let total = m.info.total_length();
     let plen = m.info.piece_length;
-    let passes = u64::from(layout.has_v1()) + u64::from(layout.has_v2());
+    let hybrid = layout.has_v1() && layout.has_v2();
+    let passes = if hybrid {
+        1
+    } else {
+        u64::from(layout.has_v1()) + u64::from(layout.has_v2())
+    };
     let bar = progress::bytes_bar(quiet, total * passes, "verifying");
     let start = std::time::Instant::now();
+    let (v1, v2) = if hybrid {
+        // one read of each piece for both halves (SHA-1 and the merkle
+        // leaves from the same buffer)
+        let both = storage
+            .verify_all_hybrid(&pool, &|done, _| bar.set((done as u64 * plen).min(total)))
+            .context("verification failed")?;
+        let (a, b): (Vec<bool>, Vec<bool>) = both.into_iter().unzip();
+        (Some(a), Some(b))
+    } else {
+        two_passes(&storage, &pool, &bar, total, plen)?
+    };
+    log::debug!(
+        "verify: hashed {} pieces ({passes} passes) in {:?}",
+        layout.piece_count(),
+        start.elapsed()
+    );
+    bar.finish();
+    report(m, dir, &layout, v1, v2)
+}
+
+/// Each half's verdict per piece: (SHA-1, merkle), `None` for a half the
+/// torrent lacks.
+type Halves = (Option<Vec<bool>>, Option<Vec<bool>>);
+
+/// The SHA-1 pass of a v1 torrent or the merkle pass of a v2-only one.
+fn two_passes(
+    storage: &Storage,
+    pool: &rayon::ThreadPool,
+    bar: &progress::Bar,
+    total: u64,
+    plen: u64,
+) -> anyhow::Result<Halves> {
+    let layout = storage.layout();
     let v1 = if layout.has_v1() {
         Some(
             storage
-                .verify_all(&pool, &|done, _| bar.set((done as u64 * plen).min(total)))
+                .verify_all(pool, &|done, _| bar.set((done as u64 * plen).min(total)))
                 .context("verification failed")?,
         )
     } else {
@@ -87,7 +125,7 @@ pub fn check(m: &Metainfo, dir: &std::path::Path, quiet: bool) -> anyhow::Result
     let v2 = if layout.has_v2() {
         Some(
             storage
-                .verify_all_v2(&pool, &|done, _| {
+                .verify_all_v2(pool, &|done, _| {
                     bar.set(base + (done as u64 * plen).min(total))
                 })
                 .context("verification failed")?,
@@ -95,12 +133,17 @@ pub fn check(m: &Metainfo, dir: &std::path::Path, quiet: bool) -> anyhow::Result
     } else {
         None
     };
-    log::debug!(
-        "verify: hashed {} pieces ({passes} hash kinds) in {:?}",
-        layout.piece_count(),
-        start.elapsed()
-    );
-    bar.finish();
+    Ok((v1, v2))
+}
+
+/// The report from each half's verdicts.
+fn report(
+    m: &Metainfo,
+    dir: &std::path::Path,
+    layout: &Layout,
+    v1: Option<Vec<bool>>,
+    v2: Option<Vec<bool>>,
+) -> anyhow::Result<Report> {
     let (ok, disagree) = match (v1, v2) {
         (Some(a), Some(b)) => {
             let disagree = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
