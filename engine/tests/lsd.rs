@@ -648,6 +648,7 @@ fn two_components_find_each_other_over_ipv6() {
     if !bittern_testkit::netns::run_inside(NAME) {
         return;
     }
+    route_multicast_to_lo();
     if !ipv6_multicast_on_lo() {
         return;
     }
@@ -716,6 +717,7 @@ fn sessions_on_ipv6_loopback_find_each_other_by_lsd() {
     if !bittern_testkit::netns::run_inside(NAME) {
         return;
     }
+    route_multicast_to_lo();
     if !ipv6_multicast_on_lo() {
         return;
     }
