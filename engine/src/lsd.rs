@@ -125,22 +125,34 @@ pub struct Lsd {
     txs: Vec<Sender<LsdCommand>>,
     threads: Vec<JoinHandle<()>>,
     cookie: String,
+    /// Which groups were joined: (IPv4, IPv6).
+    joined: (bool, bool),
 }
 
 impl Lsd {
     /// Opens the socket, joins the group on `config.interface` and starts
     /// the thread; the same on the IPv6 group when
     /// [`LsdConfig::interface_v6`] is set (a failure there is logged and
-    /// LSD runs on IPv4 alone).
+    /// LSD runs on IPv4 alone; a failure on the IPv4 group with the IPv6
+    /// one joined leaves LSD on IPv6 alone).
     ///
     /// # Errors
-    /// The IPv4 socket could not be opened, bound or joined to the group
-    /// (for example no multicast route on that interface), or a thread
-    /// could not start.
+    /// No group could be joined (the IPv4 socket's error is returned, for
+    /// example no multicast route on that interface), or a thread could
+    /// not start.
     pub fn spawn(config: LsdConfig, events: Sender<LsdEvent>) -> io::Result<Lsd> {
         let cookie = format!("{:x}", rand::random::<u32>() & 0x7fff_ffff);
         let group = SocketAddr::V4(SocketAddrV4::new(LSD_GROUP_V4, config.lsd_port));
-        let mut sockets = vec![(open_socket(&config)?, group, "lsd")];
+        // Each family's group on its own: one that cannot be joined (no
+        // route for 239.0.0.0/8, no IPv6 multicast) leaves the other on.
+        let mut sockets = Vec::new();
+        let v4 = match open_socket(&config) {
+            Ok(s) => {
+                sockets.push((s, group, "lsd"));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
         if let Some(index) = config.interface_v6 {
             match open_socket_v6(&config, index) {
                 Ok(s) => {
@@ -151,10 +163,18 @@ impl Lsd {
                 Err(e) => log::warn!("lsd: not on the ipv6 group (interface index {index}): {e}"),
             }
         }
+        match &v4 {
+            Err(_) if sockets.is_empty() => {
+                return Err(v4.err().unwrap_or_else(|| io::Error::other("no lsd group")))
+            }
+            Err(e) => log::warn!("lsd: not on the ipv4 group, ipv6 only: {e}"),
+            Ok(()) => {}
+        }
         let mut lsd = Lsd {
             txs: Vec::new(),
             threads: Vec::new(),
             cookie: cookie.clone(),
+            joined: (v4.is_ok(), sockets.iter().any(|(_, g, _)| g.is_ipv6())),
         };
         for (socket, group, name) in sockets {
             let (tx, rx) = bounded(256);
@@ -178,9 +198,15 @@ impl Lsd {
         Ok(lsd)
     }
 
-    /// Whether the IPv6 group is joined too.
+    /// Whether the IPv6 group is joined.
     pub fn on_ipv6(&self) -> bool {
-        self.threads.len() > 1
+        self.joined.1
+    }
+
+    /// Whether the IPv4 group is joined (a session whose IPv4 group
+    /// cannot be joined still runs LSD on the IPv6 one).
+    pub fn on_ipv4(&self) -> bool {
+        self.joined.0
     }
 
     /// Our cookie (announces carrying it are our own, looped back).

@@ -78,10 +78,10 @@ pub(crate) fn spawn_lsd(
         warn!("local service discovery off: {e}");
         return None;
     }
-    if lsd.on_ipv6() {
-        info!("local service discovery on {interface} and [ff15::efc0:988f]");
-    } else {
-        info!("local service discovery on {interface}");
+    match (lsd.on_ipv4(), lsd.on_ipv6()) {
+        (true, true) => info!("local service discovery on {interface} and [ff15::efc0:988f]"),
+        (false, _) => info!("local service discovery on [ff15::efc0:988f] only"),
+        (true, false) => info!("local service discovery on {interface}"),
     }
     Some(lsd)
 }
