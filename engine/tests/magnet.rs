@@ -642,3 +642,103 @@ fn a_bracketed_ipv6_magnet_peer_is_dialled() {
     fetch_and_download(&t, Duration::from_secs(40));
     assert_same(src.path(), dst.path(), &meta.info.file_paths());
 }
+
+/// An honest `ut_metadata` peer that answers each request 300 ms late
+/// (so one peer cannot answer everything before the fetch turns to the
+/// other) and reports the pieces it was asked for, on one connection.
+fn slow_metadata_peer(meta: &Metainfo) -> (SocketAddr, std::thread::JoinHandle<Vec<u32>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (info_hash, info) = (meta.info_hash, meta.info_bytes.clone());
+    let t = std::thread::spawn(move || {
+        let mut asked = Vec::new();
+        let Ok(mut w) = Wire::accept(&listener, info_hash) else {
+            return asked;
+        };
+        let mut hs = ExtensionHandshake::default();
+        hs.m.insert("ut_metadata".into(), 5);
+        hs.metadata_size = Some(info.len() as u64);
+        let mut out = Vec::new();
+        Message::HaveNone.encode(&mut out);
+        Message::Extended {
+            id: 0,
+            payload: &hs.encode(),
+        }
+        .encode(&mut out);
+        if w.send_raw(&out).is_err() {
+            return asked;
+        }
+        let _ = w.stream.set_read_timeout(Some(Duration::from_secs(20)));
+        loop {
+            let payload = match w.recv() {
+                Ok(Got::Extended { id: 5, payload }) => payload,
+                Ok(_) => continue,
+                Err(_) => return asked,
+            };
+            let Ok(MetadataMessage::Request { piece }) = MetadataMessage::decode(&payload) else {
+                continue;
+            };
+            asked.push(piece);
+            std::thread::sleep(Duration::from_millis(300));
+            let mut p = Vec::new();
+            MetadataMessage::answer(&info, piece).encode(&mut p);
+            let mut out = Vec::new();
+            Message::Extended { id: 2, payload: &p }.encode(&mut out);
+            if w.send_raw(&out).is_err() {
+                return asked;
+            }
+        }
+    });
+    (addr, t)
+}
+
+/// BEP 9 from several peers at once: with two slow honest peers in the
+/// magnet and an info dictionary of four or more metadata pieces, both
+/// peers are asked for pieces, every piece is asked, and the metadata
+/// completes.
+/// (A small multi-file torrent: long file names make the dictionary big
+/// without megabytes of data.)
+#[test]
+fn metadata_pieces_are_fetched_from_several_peers_at_once() {
+    let src = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..500)
+        .map(|i| {
+            format!(
+                "{i:03}-{}",
+                "a-long-file-name-that-fills-the-info-dictionary-".repeat(2)
+            )
+        })
+        .collect();
+    let files: Vec<(&str, u64)> = names.iter().map(|n| (n.as_str(), 100)).collect();
+    let meta = make_torrent(src.path(), "wide", &files, 1 << 14, 31);
+    let pieces = metadata_piece_count(meta.info_bytes.len() as u64);
+    assert!(pieces >= 4, "{pieces} metadata pieces");
+    let (a, a_thread) = slow_metadata_peer(&meta);
+    let (b, b_thread) = slow_metadata_peer(&meta);
+    let dst = tempfile::tempdir().unwrap();
+    let leecher = session();
+    let t = leecher
+        .add_magnet(&magnet_for(&meta, &[a, b]), dst.path(), no_goal())
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while t.status().state == TorrentState::FetchingMetadata {
+        assert!(
+            Instant::now() < deadline,
+            "metadata not fetched: {:?}",
+            t.status()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(t.status().pieces_total, meta.info.piece_count());
+    drop(leecher);
+    let (mut from_a, from_b) = (a_thread.join().unwrap(), b_thread.join().unwrap());
+    assert!(
+        !from_a.is_empty() && !from_b.is_empty(),
+        "asked a for {from_a:?}, b for {from_b:?}"
+    );
+    from_a.extend(&from_b);
+    from_a.sort_unstable();
+    from_a.dedup();
+    let all: Vec<u32> = (0..pieces as u32).collect();
+    assert_eq!(from_a, all, "every piece asked");
+}
