@@ -163,6 +163,17 @@ pub struct Connection {
     reply_micro: u32,
 }
 
+/// Moves the first `out.len()` bytes of `q` into `out`: two slice copies
+/// (draining byte by byte cost a third of a seeder's CPU).
+fn take_front(q: &mut VecDeque<u8>, out: &mut [u8]) {
+    let n = out.len();
+    let (a, b) = q.as_slices();
+    let na = n.min(a.len());
+    out[..na].copy_from_slice(&a[..na]);
+    out[na..].copy_from_slice(&b[..n - na]);
+    q.drain(..n);
+}
+
 impl Connection {
     fn new(cfg: Config, recv_id: u16, send_id: u16, isn: u16, now_us: u64) -> Self {
         let mss = (cfg.packet_size - HEADER_LEN) as u32;
@@ -312,9 +323,7 @@ impl Connection {
     /// Moves received in-order bytes into `buf`; returns how many.
     pub fn read(&mut self, buf: &mut [u8]) -> usize {
         let n = buf.len().min(self.recv_buf.len());
-        for (dst, src) in buf.iter_mut().zip(self.recv_buf.drain(..n)) {
-            *dst = src;
-        }
+        take_front(&mut self.recv_buf, &mut buf[..n]);
         // Window update once the window grew by a quarter of the buffer
         // since we last advertised it (so a sender stopped by it resumes).
         if self.adv_window() >= self.last_adv_wnd + self.cfg.recv_buffer / 4 {
@@ -481,7 +490,8 @@ impl Connection {
             if size < self.mss() {
                 self.nagle_seq = Some(self.seq_nr);
             }
-            let payload: Vec<u8> = self.send_buf.drain(..size).collect();
+            let mut payload = vec![0u8; size];
+            take_front(&mut self.send_buf, &mut payload);
             self.push_out(PacketType::Data, payload);
             self.resend_pending -= 1;
             let i = self.outq.len() - 1;

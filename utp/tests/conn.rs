@@ -412,3 +412,48 @@ mod hostile {
         }
     }
 }
+
+/// A peer that ignores our window and floods packets past a hole: what
+/// waits for the hole stays within the receive buffer (the reorder map
+/// counts against the window), and once the hole is filled every byte
+/// readable is one we had room for.
+#[test]
+fn a_flood_past_a_hole_is_bounded_by_the_receive_buffer() {
+    let cfg = Config {
+        recv_buffer: 64 * 1452,
+        ..Config::default()
+    };
+    let (_a, mut b) = pair(cfg);
+    // a's first data packet would be 101; it is "lost", and 4,000 later
+    // ones (5.8 MB) arrive regardless of b's window.
+    let payload = vec![7u8; 1452];
+    let mut buf = Vec::new();
+    let data = |seq: u16, buf: &mut Vec<u8>| {
+        let h = Header {
+            ty: PacketType::Data,
+            connection_id: 1001,
+            timestamp_us: 0,
+            timestamp_diff_us: 0,
+            wnd_size: 1 << 20,
+            seq_nr: seq,
+            ack_nr: 4999,
+        };
+        buf.clear();
+        bittern_utp::packet::encode(&h, None, &payload, buf);
+    };
+    for seq in 102..4102u16 {
+        data(seq, &mut buf);
+        b.on_packet(&Packet::decode(&buf).unwrap(), 3 * MS);
+    }
+    let acks = drain(&mut b, 3 * MS);
+    let last = hdr(acks.last().expect("an ack"));
+    assert_eq!(last.ack_nr, 100, "the hole is still open");
+    assert_eq!(last.wnd_size, 0, "the window is used up by what waits");
+    // The hole arrives: at most the receive buffer becomes readable.
+    data(101, &mut buf);
+    b.on_packet(&Packet::decode(&buf).unwrap(), 4 * MS);
+    let mut r = vec![0u8; 8 << 20];
+    let n = b.read(&mut r);
+    assert!(n <= 64 * 1452, "{n} bytes buffered for a 64-packet window");
+    assert!(n >= 60 * 1452, "only {n} bytes kept");
+}
