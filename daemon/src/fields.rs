@@ -471,7 +471,7 @@ impl<'a> View<'a> {
                            "peerIsChoked": p.peer_choking, "peerIsInterested": p.peer_interested,
                            "isDownloadingFrom": p.download_rate >= 1.0,
                            "isUploadingTo": p.upload_rate >= 1.0,
-                           "isEncrypted": false, "isIncoming": p.incoming, "isUTP": p.utp,
+                           "isEncrypted": p.encrypted, "isIncoming": p.incoming, "isUTP": p.utp,
                            "flagStr": flag_str(p),
                            "progress": p.pieces as f64 / pieces,
                            "rateToClient": p.download_rate.max(0.0).round() as u64,
@@ -529,6 +529,9 @@ fn flag_str(p: &PeerInfo) -> String {
     if p.peer_interested {
         s.push(if p.am_choking { 'u' } else { 'U' });
     }
+    if p.encrypted {
+        s.push('E');
+    }
     if p.utp {
         s.push('T');
     }
@@ -568,6 +571,32 @@ pub fn arm_names(source: &str, from: &str, to: &str, indent: usize) -> Vec<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flag_str_says_encrypted_utp_and_incoming_as_transmission_does() {
+        let mut p = PeerInfo {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            client: None,
+            download_rate: 0.0,
+            upload_rate: 0.0,
+            downloaded: 0,
+            uploaded: 0,
+            am_choking: true,
+            peer_choking: true,
+            am_interested: true,
+            peer_interested: false,
+            pieces: 0,
+            outstanding: 0,
+            incoming: false,
+            utp: false,
+            seed: false,
+            encrypted: false,
+            snubbed: false,
+        };
+        assert_eq!(flag_str(&p), "d");
+        (p.encrypted, p.utp, p.incoming) = (true, true, true);
+        assert_eq!(flag_str(&p), "dETI");
+    }
 
     #[test]
     fn field_table_lists_exactly_the_served_fields() {

@@ -197,7 +197,7 @@ pub struct SessionHandle {
     events: Receiver<TrackerEvent>,
     status: Arc<Mutex<HashMap<TorrentKey, AnnouncerStatus>>>,
     stop_deadline: Duration,
-    /// Threads started: the scheduler and the workers started so far.
+    /// Threads held: the scheduler and the workers running.
     threads: Arc<AtomicUsize>,
     thread: Option<JoinHandle<()>>,
 }
@@ -292,9 +292,10 @@ impl SessionHandle {
         self.status.lock().get(&key).cloned()
     }
 
-    /// Threads this announcer has started: the scheduler, and the workers
-    /// started so far (a worker starts when a request finds none free, up
-    /// to [`SessionConfig::workers`]; none before the first request).
+    /// Threads this announcer holds: the scheduler, and the workers
+    /// running (a worker starts when a request finds none free, up to
+    /// [`SessionConfig::workers`], none before the first request, and ends
+    /// after 10 s without a job). Updated when the scheduler wakes.
     pub fn threads(&self) -> usize {
         self.threads.load(Ordering::Relaxed)
     }

@@ -445,3 +445,24 @@ fn two_thousand_idle_torrents_cost_no_cpu() {
     assert_eq!(srv.announce_requests(), N);
     assert!(h.shutdown(Duration::from_secs(5)));
 }
+
+/// Workers end after 10 s without a job (a session whose torrents are
+/// quiet between announces, or gone, holds only the scheduler), and a
+/// later request starts one again.
+#[test]
+fn idle_workers_end_and_a_later_request_starts_one_again() {
+    let srv = server(600);
+    let h = SessionAnnouncer::spawn(config("tidle", 6511)).unwrap();
+    add_all(&h, 3, &srv.announce_url(), 0);
+    wait_until("the first announces", Duration::from_secs(20), || {
+        (0..3).all(|k| srv.announce_count(&hash(k)) >= 1)
+    });
+    assert!(threads_named("tidle") >= 2, "a worker ran them");
+    wait_until("idle workers to end", Duration::from_secs(40), || {
+        threads_named("tidle") == 1
+    });
+    h.completed(TorrentKey(0));
+    wait_until("the completed announce", Duration::from_secs(20), || {
+        srv.announce_count(&hash(0)) >= 2
+    });
+}

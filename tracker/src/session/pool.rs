@@ -7,16 +7,16 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
 use super::core::{Job, JobKind, JobResult};
 use crate::client::{announce, scrape};
 use crate::error::Error;
 use crate::types::ClientConfig;
 
-/// Up to `n` worker threads, started as jobs need them: an announcer
-/// with nothing to announce holds none, one announcing a single torrent
-/// at a time holds one.
+/// Up to `n` worker threads, started as jobs need them and ended after
+/// [`IDLE_EXIT`] without one: an announcer with nothing to announce holds
+/// none, one announcing a single torrent at a time holds one.
 pub(super) struct Pool {
     name: String,
     max: usize,
@@ -53,12 +53,13 @@ impl Pool {
         }
     }
 
-    /// Workers started so far.
+    /// Workers running now (started and not yet ended idle).
     pub(super) fn threads(&self) -> usize {
-        self.threads.len()
+        self.threads.iter().filter(|t| !t.is_finished()).count()
     }
 
-    /// Starts one more worker. A worker ends when the pool is joined.
+    /// Starts one more worker. A worker ends when the pool is joined, or
+    /// after [`IDLE_EXIT`] without a job.
     fn grow(&mut self) -> std::io::Result<()> {
         let (jobs, done, client, idle) = (
             self.queue.clone(),
@@ -87,6 +88,8 @@ impl Pool {
         // More jobs queued than workers waiting for one. (A worker that has
         // just finished a job and is about to wait may make this one too
         // many; it then waits for the next job.)
+        // Workers that ended after their idle timeout no longer count.
+        self.threads.retain(|t| !t.is_finished());
         if self.queue.len() > self.idle.load(Ordering::SeqCst) && self.threads.len() < self.max {
             if let Err(e) = self.grow() {
                 log::error!("could not start an announcer worker: {e}");
@@ -131,6 +134,11 @@ pub(super) fn not_run(job: &Job) -> JobResult {
     }
 }
 
+/// How long a worker waits for a job before it ends (the pool starts
+/// another when a job finds none free): a session whose torrents are gone
+/// or quiet between announces holds no idle workers for long.
+const IDLE_EXIT: Duration = Duration::from_secs(10);
+
 fn work(
     jobs: &Receiver<Job>,
     done: &Sender<(Job, JobResult)>,
@@ -139,11 +147,19 @@ fn work(
 ) {
     loop {
         idle.fetch_add(1, Ordering::SeqCst);
-        let job = jobs.recv();
+        let job = jobs.recv_timeout(IDLE_EXIT);
         idle.fetch_sub(1, Ordering::SeqCst);
-        let Ok(mut job) = job else {
-            break;
+        let job = match job {
+            Ok(job) => job,
+            // No longer counted idle, so a job submitted from now on
+            // starts a worker; one submitted before is still queued.
+            Err(RecvTimeoutError::Timeout) => match jobs.try_recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+            Err(RecvTimeoutError::Disconnected) => break,
         };
+        let mut job = job;
         let result = run(&mut job, client);
         if done.send((job, result)).is_err() {
             break;
