@@ -226,8 +226,21 @@ fn transmission_remote_drives_the_daemon_across_restarts() {
     );
     d.proc.signal(libc::SIGKILL);
     d.proc.wait(Duration::from_secs(10));
-    let d = start_daemon(&config, rpc, peer, &[]);
+    let mut d = start_daemon(&config, rpc, peer, &["-vv"]);
     wait_list(rpc, "the same list after SIGKILL", |l| l == before);
+    // The resume state written before the kill still vouches: no rehash
+    // after a SIGKILL either.
+    let vouched = d
+        .proc
+        .wait_stderr("resume state vouches", Duration::from_secs(5), |l| {
+            l.contains("resume state vouches for")
+        });
+    let lines = d.proc.stderr.lock().unwrap().clone();
+    assert!(
+        lines.contains("vouches for 92 pieces (92 durable)")
+            && lines.contains("vouches for 123 pieces (123 durable)"),
+        "no rehash after SIGKILL: {vouched}\n{lines}"
+    );
 
     // --move: the data goes along and is still complete there.
     let moved = t.join("moved");
