@@ -226,7 +226,9 @@ class Bittern:
         """Starts `bittern seed`; returns seconds until all are seeding."""
         n = len(self.torrents)
         argv = [self.binary, "seed", "-d", os.path.join(self.work, "data"), "-p", self.port,
-                "--bind", "127.0.0.1", "--max-peers", 80] + self.torrents
+                "--bind", "127.0.0.1", "--max-peers", 80,
+                # As transmission's settings below: no DHT, uTP, LSD or PEX.
+                "--no-dht", "--no-utp", "--no-lsd", "--no-pex"] + self.torrents
         t0 = time.monotonic()
         self.p = spawn(argv, os.path.join(self.logs, "bittern-" + tag), stdout=subprocess.PIPE)
         seeding = 0

@@ -387,6 +387,11 @@ fn serve(
         }
         let mut summary = (many && full).then(Summary::default);
         for (i, h) in handles.iter().enumerate() {
+            if full {
+                // This loop shows statuses, not events: taking them lets
+                // an idle torrent's queue give its memory back.
+                h.events().try_iter().for_each(drop);
+            }
             if full || !watch.settled(i) {
                 h.with_status(|s| {
                     if let Some(sum) = summary.as_mut() {

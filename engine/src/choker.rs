@@ -29,7 +29,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use rand::rngs::StdRng;
+use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::picker::PeerKey;
@@ -112,7 +112,7 @@ pub struct ChokeCandidate {
 #[derive(Debug)]
 pub struct Choker {
     config: ChokerConfig,
-    rng: StdRng,
+    rng: SmallRng,
     /// Rounds seen (`round_tick` calls).
     round: u64,
     /// The current optimistic unchoke and the round it was chosen in.
@@ -129,7 +129,7 @@ impl Choker {
     pub fn new(config: ChokerConfig, seed: u64) -> Self {
         Choker {
             config,
-            rng: StdRng::seed_from_u64(seed),
+            rng: SmallRng::seed_from_u64(seed),
             round: 0,
             optimistic: None,
             unchoked_round: HashMap::new(),

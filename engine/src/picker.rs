@@ -62,7 +62,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use bittern_wire::{Bitfield, BlockRef};
-use rand::rngs::StdRng;
+use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
@@ -192,7 +192,7 @@ pub struct PiecePicker {
     piece_length: u64,
     total_length: u64,
     config: PickerConfig,
-    rng: StdRng,
+    rng: SmallRng,
     have: Bitfield,
     wanted: Vec<bool>,
     /// Wanted pieces not had.
@@ -227,7 +227,7 @@ impl PiecePicker {
         config: PickerConfig,
         seed: u64,
     ) -> Self {
-        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rng = SmallRng::seed_from_u64(seed);
         let mut scrambled: Vec<u32> = (0..piece_count as u32).collect();
         scrambled.shuffle(&mut rng);
         let mut picker = PiecePicker {

@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 
 use bittern_wire::{InfoHash, PeerId};
 use crossbeam_channel::{after, bounded, never, select, Receiver, Sender, TrySendError};
-use parking_lot::Mutex;
 
 use self::core::{Core, CoreConfig, Output};
 use crate::error::Result;
@@ -45,6 +44,8 @@ const COMMAND_CAPACITY: usize = 4096;
 /// Deadline for the `stopped` announces when the handle is dropped
 /// without [`SessionHandle::shutdown`].
 const DROP_STOP_DEADLINE: Duration = Duration::from_secs(3);
+/// How long `status` waits for the scheduler's answer.
+const STATUS_WAIT: Duration = Duration::from_secs(5);
 
 /// The engine's name for a torrent; any value unique among the torrents
 /// of one announcer.
@@ -133,6 +134,8 @@ enum Command {
     NeedPeers(TorrentKey),
     Scrape(Option<TorrentKey>),
     Remove(TorrentKey, Instant, Sender<()>),
+    /// A snapshot of one torrent's state, asked for by `status`.
+    Status(TorrentKey, Sender<Option<AnnouncerStatus>>),
     Shutdown(Instant),
 }
 
@@ -151,7 +154,6 @@ impl SessionAnnouncer {
         let (events_tx, events_rx) = bounded(config.event_capacity.max(1));
         let pool = pool::Pool::new(&config.thread_name, workers, config.client.clone());
         let threads = Arc::new(AtomicUsize::new(1));
-        let status = Arc::new(Mutex::new(HashMap::new()));
         let core = Core::new(
             CoreConfig {
                 peer_id: config.peer_id,
@@ -170,7 +172,6 @@ impl SessionAnnouncer {
             pool,
             commands: commands_rx,
             events: events_tx,
-            status: Arc::clone(&status),
             waiters: HashMap::new(),
             shutdown: None,
             threads: Arc::clone(&threads),
@@ -181,7 +182,6 @@ impl SessionAnnouncer {
         Ok(SessionHandle {
             commands: commands_tx,
             events: events_rx,
-            status,
             stop_deadline: config.stop_deadline,
             threads,
             thread: Some(thread),
@@ -195,7 +195,6 @@ impl SessionAnnouncer {
 pub struct SessionHandle {
     commands: Sender<Command>,
     events: Receiver<TrackerEvent>,
-    status: Arc<Mutex<HashMap<TorrentKey, AnnouncerStatus>>>,
     stop_deadline: Duration,
     /// Threads held: the scheduler and the workers running.
     threads: Arc<AtomicUsize>,
@@ -287,9 +286,13 @@ impl SessionHandle {
         &self.events
     }
 
-    /// A snapshot of one torrent's tracker state.
+    /// A snapshot of one torrent's tracker state, asked of the scheduler
+    /// (no copy is kept per torrent for this); `None` for an unknown key
+    /// or once the announcer has ended.
     pub fn status(&self, key: TorrentKey) -> Option<AnnouncerStatus> {
-        self.status.lock().get(&key).cloned()
+        let (tx, rx) = bounded(1);
+        self.commands.send(Command::Status(key, tx)).ok()?;
+        rx.recv_timeout(STATUS_WAIT).ok().flatten()
     }
 
     /// Threads this announcer holds: the scheduler, and the workers
@@ -351,7 +354,6 @@ struct Scheduler {
     pool: pool::Pool,
     commands: Receiver<Command>,
     events: Sender<TrackerEvent>,
-    status: Arc<Mutex<HashMap<TorrentKey, AnnouncerStatus>>>,
     waiters: HashMap<TorrentKey, Sender<()>>,
     shutdown: Option<Instant>,
     threads: Arc<AtomicUsize>,
@@ -438,6 +440,9 @@ impl Scheduler {
                     let _ = done.try_send(());
                 }
             }
+            Command::Status(key, reply) => {
+                let _ = reply.try_send(self.core.status(key).cloned());
+            }
             Command::Shutdown(end) => {
                 let end = self.shutdown.map_or(end, |e| e.min(end));
                 self.shutdown = Some(end);
@@ -455,11 +460,7 @@ impl Scheduler {
                         log::debug!("tracker event channel full; dropping an event")
                     }
                 },
-                Output::Status(key, st) => {
-                    self.status.lock().insert(key, st);
-                }
                 Output::Removed(key) => {
-                    self.status.lock().remove(&key);
                     if let Some(w) = self.waiters.remove(&key) {
                         let _ = w.try_send(());
                     }

@@ -6,7 +6,7 @@
 //! a random position in it, so ties between equally rare pieces are broken
 //! at random. Every update is O(1).
 
-use rand::rngs::StdRng;
+use rand::rngs::SmallRng;
 use rand::Rng;
 
 /// Marks a piece that is not pickable (not in any bucket).
@@ -52,7 +52,7 @@ impl Availability {
     }
 
     /// Make `piece` pickable (no-op if it is).
-    pub(super) fn insert(&mut self, piece: usize, rng: &mut StdRng) {
+    pub(super) fn insert(&mut self, piece: usize, rng: &mut SmallRng) {
         if self.contains(piece) {
             return;
         }
@@ -70,7 +70,7 @@ impl Availability {
     }
 
     /// One more peer has `piece`.
-    pub(super) fn inc(&mut self, piece: usize, rng: &mut StdRng) {
+    pub(super) fn inc(&mut self, piece: usize, rng: &mut SmallRng) {
         let pickable = self.contains(piece);
         if pickable {
             self.unlink(piece);
@@ -82,7 +82,7 @@ impl Availability {
     }
 
     /// One peer fewer has `piece`.
-    pub(super) fn dec(&mut self, piece: usize, rng: &mut StdRng) {
+    pub(super) fn dec(&mut self, piece: usize, rng: &mut SmallRng) {
         if self.count[piece] == 0 {
             return;
         }
@@ -113,7 +113,7 @@ impl Availability {
     }
 
     /// Put a piece into the bucket of its count at a random position.
-    fn push(&mut self, piece: usize, rng: &mut StdRng) {
+    fn push(&mut self, piece: usize, rng: &mut SmallRng) {
         let k = self.count[piece] as usize;
         if self.buckets.len() <= k {
             self.buckets.resize_with(k + 1, Vec::new);
@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn buckets_stay_consistent() {
-        let mut rng = StdRng::seed_from_u64(1);
+        let mut rng = SmallRng::seed_from_u64(1);
         let mut a = Availability::new(50);
         for p in 0..50 {
             a.insert(p, &mut rng);
@@ -187,7 +187,7 @@ mod tests {
 
     #[test]
     fn counts_survive_unpickable_periods() {
-        let mut rng = StdRng::seed_from_u64(2);
+        let mut rng = SmallRng::seed_from_u64(2);
         let mut a = Availability::new(3);
         a.inc(1, &mut rng);
         a.inc(1, &mut rng);

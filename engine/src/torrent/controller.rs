@@ -295,6 +295,8 @@ pub(crate) struct Controller {
     pub(super) scheduled: Option<Instant>,
     links: Links,
     info_hash: InfoHash,
+    /// The torrent's metainfo, without its `info_bytes` (see `info_bytes`)
+    /// and its piece hashes (the storage's layout holds them).
     metainfo: Arc<Metainfo>,
     /// The info dictionary as hashed, served over `ut_metadata`.
     info_bytes: Arc<[u8]>,
@@ -306,7 +308,9 @@ pub(crate) struct Controller {
     events: Arc<Events>,
 
     picker: PiecePicker,
-    choker: Choker,
+    /// Built by the first rechoke and dropped when the last peer leaves:
+    /// an idle torrent holds none.
+    choker: Option<Box<Choker>>,
     have: Arc<HaveSet>,
     claims: Arc<BlockClaims>,
     hashes: Arc<InlineHashes>,
@@ -349,7 +353,7 @@ pub(crate) struct Controller {
     /// Commands that came during the startup check, run after it.
     deferred: Vec<TorrentCommand>,
     /// A stop in progress (see `lifecycle`).
-    stopping: Option<lifecycle::Stopping>,
+    stopping: Option<Box<lifecycle::Stopping>>,
     /// The torrent has ended; the controller drops it.
     finished: bool,
     /// When the tick last ran, and until when it runs without peers (so
@@ -375,7 +379,7 @@ pub(crate) struct Controller {
     /// Another persist is wanted once the running one ends.
     persist_again: bool,
     /// The web seeds while the torrent downloads (see `webseeds`).
-    webseeds: Option<webseeds::Driver>,
+    webseeds: Option<Box<webseeds::Driver>>,
     /// Web seeds were started for this stretch of downloading (a set
     /// whose seeds were all dropped is not restarted).
     webseeds_tried: bool,
@@ -384,7 +388,7 @@ pub(crate) struct Controller {
     /// Bytes from web seeds already stopped.
     webseed_bytes: u64,
     /// Super-seeding state, once a peer connected under it.
-    superseed: Option<superseed::SuperSeed>,
+    superseed: Option<Box<superseed::SuperSeed>>,
     /// Answers BEP 52 hash requests (v2 and hybrid torrents).
     v2: Option<Arc<crate::v2::HashServer>>,
     /// Block hashes of v2 pieces that just failed (see `blame.rs`).
@@ -419,7 +423,7 @@ impl Controller {
     fn new(parts: Parts) -> Self {
         let Parts {
             id,
-            metainfo,
+            mut metainfo,
             storage,
             options,
             session,
@@ -444,10 +448,6 @@ impl Controller {
             },
             seed,
         );
-        let choker = Choker::new(
-            ChokerConfig::for_upload_limit(options.upload_limit.or(session.config.upload_limit)),
-            seed.rotate_left(17),
-        );
         let have = Arc::new(HaveSet::new(info.piece_count()));
         let claims = Arc::new(BlockClaims::new(
             info.piece_count(),
@@ -469,8 +469,18 @@ impl Controller {
             info_hash: metainfo.info_hash,
             up_limit: published.up_limit.clone(),
             down_limit: published.down_limit.clone(),
-            info_bytes: Arc::from(metainfo.info_bytes.as_slice()),
-            metainfo: Arc::new(metainfo),
+            // Moved out, not copied: the controller serves them from here
+            // (`metainfo.info_bytes` is left empty).
+            info_bytes: Arc::from(std::mem::take(&mut metainfo.info_bytes)),
+            // The piece hashes live in the storage's layout; a second copy
+            // here would cost 20 bytes a piece for every torrent.
+            metainfo: Arc::new(Metainfo {
+                info: bittern_wire::Info {
+                    pieces: Vec::new(),
+                    ..metainfo.info
+                },
+                ..metainfo
+            }),
             storage,
             options,
             session,
@@ -478,7 +488,7 @@ impl Controller {
             published,
             events,
             picker,
-            choker,
+            choker: None,
             have,
             claims,
             hashes: Arc::default(),
@@ -523,6 +533,23 @@ impl Controller {
             webseed_bytes: 0,
             superseed: None,
         }
+    }
+
+    /// The choker, built on first use (see `choker`).
+    fn choker(&mut self) -> &mut Choker {
+        let options = &self.options;
+        let session = &self.session;
+        let info_hash = &self.info_hash;
+        self.choker.get_or_insert_with(|| {
+            let seed = u64::from_le_bytes(info_hash.0[8..16].try_into().unwrap_or([9; 8]))
+                ^ u64::from(std::process::id());
+            Box::new(Choker::new(
+                ChokerConfig::for_upload_limit(
+                    options.upload_limit.or(session.config.upload_limit),
+                ),
+                seed,
+            ))
+        })
     }
 
     fn short(&self) -> String {

@@ -19,7 +19,7 @@
 //!   deadline passes or when the tracker is backing off.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bittern_wire::{InfoHash, PeerId};
@@ -92,8 +92,6 @@ pub(crate) enum JobResult {
 pub(crate) enum Output {
     /// For the engine's event channel.
     Event(TrackerEvent),
-    /// A torrent's new status.
-    Status(TorrentKey, AnnouncerStatus),
     /// A removed torrent is gone: its `stopped` announces are done.
     Removed(TorrentKey),
 }
@@ -157,7 +155,8 @@ struct TorrentState {
     stats: StatsSource,
     tiers: Tiers,
     schedule: Schedule,
-    started: HashSet<TrackerId>,
+    /// Trackers that took our `started` (a list: one or two entries).
+    started: Vec<TrackerId>,
     tracker_ids: HashMap<TrackerId, Vec<u8>>,
     round: Option<Round>,
     queued_on: Option<TrackerId>,
@@ -261,7 +260,7 @@ impl Core {
                 stats,
                 tiers,
                 schedule,
-                started: HashSet::new(),
+                started: Vec::new(),
                 tracker_ids: HashMap::new(),
                 round: None,
                 queued_on: None,
@@ -276,7 +275,6 @@ impl Core {
         if has_trackers {
             self.heap.push(Reverse((now, Wake::Torrent(key, 0))));
         }
-        self.publish(key);
         true
     }
 
@@ -285,7 +283,6 @@ impl Core {
         if let Some(t) = self.torrents.get_mut(&key) {
             t.schedule.on_completed(now);
             Self::reschedule(&mut self.heap, key, t);
-            self.publish(key);
         }
     }
 
@@ -295,7 +292,6 @@ impl Core {
         if let Some(t) = self.torrents.get_mut(&key) {
             if t.schedule.on_need_peers(now) {
                 Self::reschedule(&mut self.heap, key, t);
-                self.publish(key);
             }
         }
     }
@@ -344,7 +340,7 @@ impl Core {
         t.removing = Some(deadline);
         t.gen += 1;
         t.status.next_announce = None;
-        let mut started: Vec<TrackerId> = t.started.iter().copied().collect();
+        let mut started: Vec<TrackerId> = t.started.to_vec();
         started.sort();
         for id in started {
             if let Some(tr) = self.trackers.get_mut(&id) {
@@ -493,7 +489,6 @@ impl Core {
         log::debug!("torrent {key:?}: every tracker refused; retrying in {delay:?}");
         t.status.failures = t.schedule.failures();
         Self::reschedule(&mut self.heap, key, t);
-        self.publish(key);
     }
 
     fn dispatch(&mut self, now: Instant) -> Vec<Job> {
@@ -680,10 +675,9 @@ impl Core {
         }
     }
 
-    fn publish(&mut self, key: TorrentKey) {
-        if let Some(t) = self.torrents.get(&key) {
-            self.outputs.push(Output::Status(key, t.status.clone()));
-        }
+    /// One torrent's tracker state.
+    pub fn status(&self, key: TorrentKey) -> Option<&AnnouncerStatus> {
+        self.torrents.get(&key).map(|t| &t.status)
     }
 }
 

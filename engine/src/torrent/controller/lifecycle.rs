@@ -32,6 +32,10 @@ pub(crate) struct Stopping {
     pub drain_until: Instant,
     pub persist_until: Option<Instant>,
     pub job_started: bool,
+    /// The session is shutting down: the stop job does not wait for the
+    /// `stopped` announce (the session gives the announcer what is left
+    /// of the one stop deadline for all torrents together).
+    pub session_ending: bool,
 }
 
 impl Controller {
@@ -41,7 +45,7 @@ impl Controller {
         if self.state == TorrentState::Checking {
             // Run once the check is done (a stop cancels it).
             match cmd {
-                TorrentCommand::Shutdown => self.stop(TorrentState::Stopped),
+                TorrentCommand::Shutdown => self.stop_with(TorrentState::Stopped, true),
                 cmd if self.deferred.len() < MAX_DEFERRED => self.deferred.push(cmd),
                 _ => {}
             }
@@ -88,7 +92,7 @@ impl Controller {
                 self.spawn_peer(Origin::Incoming(stream, hs), addr);
             }
             TorrentCommand::Shutdown => {
-                self.stop(TorrentState::Stopped);
+                self.stop_with(TorrentState::Stopped, true);
                 return;
             }
             TorrentCommand::Reannounce => {
@@ -190,16 +194,23 @@ impl Controller {
     /// deadline on the stop job's thread. Never waits here: each step is
     /// taken when its event or deadline comes (`advance_stop`).
     pub(super) fn stop(&mut self, state: TorrentState) {
+        self.stop_with(state, false);
+    }
+
+    /// As [`stop`](Self::stop); `session_ending` for the session's
+    /// shutdown (see [`Stopping::session_ending`]).
+    fn stop_with(&mut self, state: TorrentState, session_ending: bool) {
         if self.stopping.is_some() || self.finished {
             return;
         }
         let now = Instant::now();
-        self.stopping = Some(Stopping {
+        self.stopping = Some(Box::new(Stopping {
             target: state,
             drain_until: now + STOP_DRAIN,
             persist_until: None,
             job_started: false,
-        });
+            session_ending,
+        }));
         if self.state == TorrentState::Checking {
             if let Some(c) = &self.check_cancel {
                 c.store(true, Ordering::Relaxed);
@@ -256,6 +267,10 @@ impl Controller {
         });
         self.stop_dht();
         let announcer = self.remove_from_announcer();
+        // At the session's shutdown nobody waits for it here: the session
+        // shuts the announcer down last, within the one deadline.
+        let announcer =
+            announcer.filter(|_| !self.stopping.as_ref().is_some_and(|s| s.session_ending));
         let deadline = self.session.config.timing.stop_announce_deadline;
         let prepare = self.prepare.take();
         let storage = self.storage.clone();

@@ -225,6 +225,8 @@ impl Controller {
         if self.peers.is_empty() {
             // Keep ticking a while, so the published rates fall to zero.
             self.quiet_until = Some(Instant::now() + QUIET_TICKS);
+            // Nobody to choke: the next peer gets a new choker.
+            self.choker = None;
         }
         debug!("{} {}: disconnected: {reason}", p.addr, self.short());
         if let PeerError::Protocol(violation) = &reason {
@@ -547,7 +549,7 @@ impl Controller {
             })
             .collect();
         let unchoke: HashSet<PeerKey> = self
-            .choker
+            .choker()
             .rechoke(now, seeding, &candidates, round)
             .into_iter()
             .collect();

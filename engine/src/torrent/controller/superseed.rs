@@ -48,7 +48,7 @@ impl Controller {
             return None;
         }
         let n = self.have.len();
-        let s = self.superseed.get_or_insert_with(SuperSeed::default);
+        let s = self.superseed.get_or_insert_with(Box::default);
         if s.shown.len() != n {
             s.shown = vec![0; n];
         }

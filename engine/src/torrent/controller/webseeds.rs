@@ -134,14 +134,14 @@ impl Controller {
                 dropped: false,
             })
             .collect();
-        self.webseeds = Some(Driver {
+        self.webseeds = Some(Box::new(Driver {
             seeds,
             generation,
             slots,
             partial: HashMap::new(),
             counted: 0,
             rate: RateMeasure::new(Duration::from_secs(20), now),
-        });
+        }));
         self.assign_webseeds(now);
     }
 

@@ -106,7 +106,7 @@ impl Core {
             }
             if let Some(t) = self.torrents.get_mut(&key) {
                 t.stops_pending = t.stops_pending.saturating_sub(1);
-                t.started.remove(&id);
+                t.started.retain(|s| *s != id);
             }
             self.maybe_forget(key);
             return;
@@ -127,7 +127,9 @@ impl Core {
                 if let Some(w) = &resp.warning {
                     log::warn!("tracker {url} warns: {w}");
                 }
-                t.started.insert(id);
+                if !t.started.contains(&id) {
+                    t.started.push(id);
+                }
                 if let Some(tid) = resp.tracker_id {
                     t.tracker_ids.insert(id, tid);
                 }
@@ -164,9 +166,6 @@ impl Core {
                     ts.started = true;
                 }
                 Self::reschedule(&mut self.heap, key, t);
-                // The status first: whoever gets the peers reads a status
-                // that already has this announce.
-                self.publish(key);
                 if !resp.peers.is_empty() {
                     self.outputs
                         .push(Output::Event(TrackerEvent::Peers(key, resp.peers)));
@@ -187,7 +186,6 @@ impl Core {
                     r.cursor += 1;
                 }
                 self.route(now, key);
-                self.publish(key);
             }
         }
     }
@@ -212,7 +210,6 @@ impl Core {
                         t.status.leechers = Some(s.incomplete);
                         self.outputs
                             .push(Output::Event(TrackerEvent::Scraped(key, s)));
-                        self.publish(key);
                     }
                 }
             }
