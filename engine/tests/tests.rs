@@ -15,6 +15,7 @@ mod lsd;
 mod magnet;
 mod magnet_stall;
 mod partial_seed;
+mod partial_seed_interop;
 mod pex;
 mod reliability;
 mod scale;

@@ -1,0 +1,61 @@
+"""libtorrent leecher wanting every file, for bittern's BEP 21 test.
+
+Usage: /usr/bin/python3 lt_partial_leech.py TORRENT SAVE_PATH PEER_PORT [TIMEOUT_S]
+
+Prints "PORT <n>" first, then connects to 127.0.0.1:PEER_PORT (a partial
+seed that has the first file only, so the download never completes). Once
+the first file is complete on disk it prints "DONE <flags> <bytes>": the
+peer_info flags libtorrent holds for that peer (bit 13, 0x2000, is
+peer_info.upload_only: the peer said upload_only, BEP 21) and its payload
+bytes downloaded; then it closes the files and exits 0. Exits 2 on timeout.
+"""
+
+import sys
+import time
+
+from lt_common import add, describe, drain_alerts, log, make_session
+
+
+def main():
+    torrent, save_path, peer_port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    timeout = float(sys.argv[4]) if len(sys.argv) > 4 else 60.0
+    ses, port = make_session()
+    print("PORT %d" % port, flush=True)
+    h = add(ses, torrent, save_path)
+    first = h.torrent_file().files().file_size(0)
+    peer = ("127.0.0.1", peer_port)
+    deadline = time.monotonic() + timeout
+    last_connect = 0.0
+    last_log = 0.0
+    flags = 0
+    while True:
+        for p in h.get_peer_info():
+            if p.ip[1] == peer_port and not int(p.flags) & 0xC0:
+                flags = int(p.flags)
+        s = h.status()
+        now = time.monotonic()
+        if s.has_metadata and h.file_progress()[0] == first and flags:
+            break
+        if now > deadline:
+            log("timed out:", describe(h), "flags", flags)
+            drain_alerts(ses)
+            sys.exit(2)
+        if s.num_peers == 0 and now - last_connect > 1:
+            h.connect_peer(peer)
+            last_connect = now
+        if now - last_log > 1:
+            log(describe(h), "flags", hex(flags))
+            last_log = now
+        drain_alerts(ses)
+        time.sleep(0.05)
+    got = h.status().total_payload_download
+    log("first file complete:", describe(h), "flags", hex(flags))
+    # Close the files before the test compares them.
+    ses.remove_torrent(h)
+    del h
+    del ses
+    print("DONE %d %d" % (flags, got), flush=True)
+
+
+if __name__ == "__main__":
+    main()
