@@ -17,9 +17,15 @@ impl Connection {
         }
         let free = self.adv_window();
         if d == 0 {
+            // The packet that fills the hole is judged against the read
+            // buffer alone: packets waiting behind it (already selectively
+            // acked, so never resent) may fill the window, and refusing it
+            // then would stall the connection for good. Memory stays below
+            // twice the receive buffer.
+            let in_order_free = self.cfg.recv_buffer.saturating_sub(self.recv_buf.len());
             if self.read_closed {
                 // discard
-            } else if payload.len() > free {
+            } else if payload.len() > in_order_free {
                 log::trace!("utp {}: data past our window dropped", self.recv_id);
                 return;
             } else {
