@@ -226,7 +226,7 @@ fn transmission_remote_drives_the_daemon_across_restarts() {
     );
     d.proc.signal(libc::SIGKILL);
     d.proc.wait(Duration::from_secs(10));
-    let mut d = start_daemon(&config, rpc, peer, &["-vv"]);
+    let d = start_daemon(&config, rpc, peer, &["-vv"]);
     wait_list(rpc, "the same list after SIGKILL", |l| l == before);
     // The resume state written before the kill still vouches: no rehash
     // after a SIGKILL either.
