@@ -347,3 +347,84 @@ fn python_transmission_rpc_drives_the_daemon() {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && text.contains("OK"), "{text}");
 }
+
+/// The restart test of issue 20: 20 torrents in several states (seeding,
+/// stopped, incomplete with no peer to download from), SIGKILL once the
+/// periodic save has written their resume state (no graceful stop), then
+/// start again: the same list, and every torrent with data comes back on
+/// its resume state's word, without a full rehash.
+#[test]
+fn twenty_torrents_survive_sigkill_without_a_rehash() {
+    if !bittern_testkit::require(
+        "transmission-remote (Debian package transmission-cli)",
+        bittern_testkit::on_path(REMOTE),
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let config = t.join("config");
+    let mut d = start_daemon(&config, 0, 0, &[]);
+    let rpc = d.rpc;
+    let (src, empty) = (t.join("src"), t.join("empty"));
+    for i in 0..20u64 {
+        let name = format!("t{i:02}.bin");
+        random_file(&src.join(&name), 40_000 + 1_000 * i as usize, 700 + i);
+        let torrent = create(
+            &src.join(&name),
+            &t.join(format!("{name}.torrent")),
+            &["--piece-length", "16KiB"],
+        );
+        // The first 15 find their data; the last 5 download into an
+        // empty directory from nobody.
+        let dir = if i < 15 { &src } else { &empty };
+        remote_ok(
+            rpc,
+            &["-a", torrent.to_str().unwrap(), "-w", dir.to_str().unwrap()],
+        );
+    }
+    wait_list(rpc, "15 complete, 5 empty", |l| {
+        l.len() == 20
+            && l[..15].iter().all(|r| r.0 == "100%")
+            && l[15..].iter().all(|r| r.0 == "0%")
+    });
+    remote_ok(rpc, &["-t", "1-5", "-S"]);
+    wait_list(rpc, "five stopped", |l| {
+        l.iter().filter(|r| r.1 == "Stopped").count() == 5
+    });
+    // The periodic save (every 30 s while something changed) writes the
+    // resume state of every torrent with data.
+    let resumes = || {
+        std::fs::read_dir(config.join("resume"))
+            .map(|d| {
+                d.filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "resume"))
+                })
+                .count()
+            })
+            .unwrap_or(0)
+    };
+    wait_until("resume state saved", Duration::from_secs(90), || {
+        resumes() >= 15
+    });
+    let before = list(rpc);
+    d.proc.signal(libc::SIGKILL);
+    d.proc.wait(Duration::from_secs(10));
+    let d = start_daemon(&config, rpc, d.peer, &["-vv"]);
+    wait_list(rpc, "the same 20 after SIGKILL", |l| l == before);
+    let vouched = || {
+        d.proc
+            .stderr
+            .lock()
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("resume state vouches for") && !l.contains("for 0 pieces"))
+            .count()
+    };
+    wait_until("15 torrents vouched for", Duration::from_secs(30), || {
+        vouched() >= 15
+    });
+    let text = d.proc.stderr.lock().unwrap().clone();
+    assert_eq!(vouched(), 15, "{text}");
+}

@@ -60,6 +60,12 @@ impl Controller {
                     self.close_all();
                     self.stop_announcer();
                     self.set_state(TorrentState::Paused);
+                    // What changed since the last save (pieces found by the
+                    // startup check, or downloaded) is recorded now, so a
+                    // crash while paused does not cost a rehash.
+                    if self.epoch != self.saved_epoch && !self.persisting {
+                        self.start_persist();
+                    }
                 }
             }
             TorrentCommand::Resume => {

@@ -55,10 +55,10 @@ impl Controller {
         if let Some(t) = self.webseed_deadline(Instant::now()) {
             arm(t);
         }
+        if self.may_persist() && self.epoch != self.saved_epoch && !self.persisting {
+            arm(self.last_resume + self.session.config.timing.resume_interval);
+        }
         if self.running() {
-            if self.epoch != self.saved_epoch && !self.persisting {
-                arm(self.last_resume + self.session.config.timing.resume_interval);
-            }
             if let (TorrentState::Seeding, Some(done), SeedGoal::Time(t)) =
                 (&self.state, self.completed_at, self.options.seed_goal)
             {
@@ -66,6 +66,13 @@ impl Controller {
             }
         }
         next
+    }
+
+    /// Whether the periodic resume save may run: while the torrent runs,
+    /// and while it is paused (a torrent started paused, as the daemon's
+    /// queue does, records what its check found all the same).
+    fn may_persist(&self) -> bool {
+        self.running() || self.state == TorrentState::Paused
     }
 
     /// How often the tick runs now, if at all.
@@ -105,7 +112,7 @@ impl Controller {
             self.on_tick(now);
         }
         self.assign_webseeds(now);
-        if self.running()
+        if self.may_persist()
             && self.epoch != self.saved_epoch
             && !self.persisting
             && now.duration_since(self.last_resume) >= self.session.config.timing.resume_interval
