@@ -114,7 +114,8 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(TcpListener::from(owned))
 }
 
-fn set_int(
+/// `setsockopt` of a `c_int` option on `fd`.
+pub(crate) fn set_int(
     fd: libc::c_int,
     level: libc::c_int,
     name: libc::c_int,

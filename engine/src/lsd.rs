@@ -51,6 +51,8 @@ use bittern_wire::lsd::{LsdAnnounce, LSD_GROUP_V4, LSD_GROUP_V6, LSD_PORT, MAX_D
 use bittern_wire::InfoHash;
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
 
+use crate::listener::set_int;
+
 /// Settings of the LSD component.
 #[derive(Debug, Clone)]
 pub struct LsdConfig {
@@ -255,20 +257,7 @@ fn open_socket(config: &LsdConfig) -> io::Result<UdpSocket> {
     }
     // SAFETY: `fd` is a fresh socket owned by nobody else.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let one: libc::c_int = 1;
-    // SAFETY: valid fd, a c_int option value of the right size.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    set_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
     let addr = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: config.lsd_port.to_be(),
@@ -320,22 +309,7 @@ fn open_socket_v6(config: &LsdConfig, index: u32) -> io::Result<UdpSocket> {
     }
     // SAFETY: `fd` is a fresh socket owned by nobody else.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let set = |level: libc::c_int, name: libc::c_int, v: libc::c_int| -> io::Result<()> {
-        // SAFETY: valid fd, a c_int option value of the right size.
-        let r = unsafe {
-            libc::setsockopt(
-                fd,
-                level,
-                name,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    };
+    let set = |level, name, v| set_int(fd, level, name, v);
     set(libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
     set(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
     let addr = libc::sockaddr_in6 {

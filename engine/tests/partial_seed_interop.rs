@@ -47,6 +47,11 @@ fn bittern_partial_seed_serves_libtorrent() {
     let opts = TorrentOptions {
         wanted_files: vec![true, false],
         peers: vec![seeder.local_addr()],
+        // About a second to serve file a, so libtorrent's connection to
+        // bittern lives long enough for its 50 ms peer-flag polls (at load
+        // 30 a loopback transfer ended, and libtorrent closed the then
+        // redundant connection, between two polls).
+        upload_limit: Some(1 << 20),
         ..TorrentOptions::default()
     };
     let p = partial
