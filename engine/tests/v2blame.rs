@@ -139,3 +139,127 @@ fn one_bad_block_bans_its_sender_only() {
     drop(s);
     let _ = hostile_thread.join();
 }
+
+/// A scripted peer of piece 0 only: it serves block `serve` of piece 0
+/// (one byte flipped when `corrupt`), rejects every other request and
+/// never answers a hash request; each hash request it gets is reported on
+/// `asked`. `serve: None` is a peer with no piece at all.
+fn scripted(
+    info_hash: bittern_wire::InfoHash,
+    pieces: usize,
+    piece0: Vec<u8>,
+    serve: Option<(u32, bool)>,
+    asked: crossbeam_channel::Sender<String>,
+) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        let Ok(mut w) = Wire::accept(&listener, info_hash) else {
+            return;
+        };
+        let mut bits = Bitfield::new(pieces);
+        if serve.is_some() {
+            bits.set(0);
+        }
+        if w.send(Message::Bitfield(bits.as_bytes())).is_err() || w.send(Message::Unchoke).is_err()
+        {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let r = match w.recv() {
+                Ok(Got::Request {
+                    index,
+                    begin,
+                    length,
+                }) => match serve {
+                    Some((b, corrupt)) if index == 0 && begin == b => {
+                        let mut block = piece0[b as usize..(b + length) as usize].to_vec();
+                        if corrupt {
+                            block[7] ^= 0xff;
+                        }
+                        w.send(Message::Piece {
+                            index,
+                            begin,
+                            data: &block,
+                        })
+                    }
+                    _ => w.send(Message::Reject(BlockRef {
+                        index,
+                        begin,
+                        length,
+                    })),
+                },
+                Ok(Got::Other(s)) if s.starts_with("HashRequest") => {
+                    let _ = asked.send(s);
+                    Ok(())
+                }
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Ok(()),
+                Err(_) => return,
+            };
+            if r.is_err() {
+                return;
+            }
+        }
+    });
+    (addr, t)
+}
+
+/// Peers asked for a failed piece's leaves that never answer are given up
+/// on after the request timeout: the leaves are asked of a peer that was
+/// not asked before (here one that joined after the first round), so a
+/// silent peer cannot hold a failed piece's blame (and its slot among the
+/// 64 kept) forever.
+#[test]
+fn silent_leaf_requests_expire_and_are_asked_again() {
+    let src = tempdir();
+    let dst = tempdir();
+    let (m, data) = v2_torrent(src.path(), "silent.bin", 4 * 32 * 1024, MetaVersion::V2);
+    let piece0 = data[..32 * 1024].to_vec();
+    // Piece 0 comes from two peers (block 0 good, block 1 bad): it fails
+    // with two senders, and both are asked for its leaves; neither answers.
+    let (tx1, rx1) = crossbeam_channel::unbounded();
+    let (tx2, rx2) = crossbeam_channel::unbounded();
+    let (tx3, rx3) = crossbeam_channel::unbounded();
+    let (a, ta) = scripted(m.info_hash, 4, piece0.clone(), Some((0, false)), tx1);
+    let (b, tb) = scripted(m.info_hash, 4, piece0.clone(), Some((16384, true)), tx2);
+    let (c, tc) = scripted(m.info_hash, 4, piece0, None, tx3);
+    let base = crate::util::config();
+    let s = bittern_engine::Session::new(bittern_engine::SessionConfig {
+        timing: bittern_engine::Timing {
+            request_timeout: Duration::from_secs(3),
+            ..base.timing
+        },
+        ..base
+    })
+    .unwrap();
+    let h = s
+        .add_torrent(
+            m.clone(),
+            dst.path(),
+            TorrentOptions {
+                peers: vec![a, b],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let first = rx1
+        .recv_timeout(Duration::from_secs(30))
+        .or_else(|_| rx2.recv_timeout(Duration::from_secs(1)))
+        .expect("the failed piece's leaves were asked of its senders");
+    assert!(first.contains("base_layer: 0"), "{first}");
+    // A third peer joins after that round: only a retry asks it.
+    h.add_peers(vec![c]).unwrap();
+    let again = rx3
+        .recv_timeout(Duration::from_secs(30))
+        .expect("silent peers given up on, the leaves asked of another");
+    assert!(again.contains("base_layer: 0"), "{again}");
+    assert!(h.status().hash_failures >= 1);
+    drop(h);
+    drop(s);
+    for t in [ta, tb, tc] {
+        let _ = t.join();
+    }
+}

@@ -393,9 +393,8 @@ pub(crate) struct Controller {
     v2: Option<Arc<crate::v2::HashServer>>,
     /// Block hashes of v2 pieces that just failed (see `blame.rs`).
     failed_leaves: HashMap<usize, Vec<bittern_storage::merkle::Hash256>>,
-    /// Failed v2 pieces waiting for their leaves, and how many asked peers
-    /// have not answered.
-    blames: HashMap<usize, (crate::v2::blame::PendingBlame, usize)>,
+    /// Failed v2 pieces waiting for their leaves (see `blame.rs`).
+    blames: HashMap<usize, blame::Asked>,
 }
 
 /// What a controller is built from (see [`spawn_controller`]).

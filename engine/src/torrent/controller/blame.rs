@@ -5,19 +5,38 @@
 //! leaves, and the first answer that hashes up to the trusted piece node
 //! names the bad blocks: their senders are banned on that evidence, the
 //! others are not blamed at all. If every asked peer rejects, the piece is
-//! blamed the v1 way (shared, as mainline does).
+//! blamed the v1 way (shared, as mainline does). Asked peers that stay
+//! silent past the request timeout (`Timing::request_timeout`, 20 s) are
+//! given up on: the leaves are asked
+//! once more of peers not asked yet, and when those are silent too (or
+//! there are none) the piece is blamed the v1 way, so no failed piece
+//! waits for an answer forever.
 
 use super::*;
 use crate::error::Violation;
 use crate::v2::blame::PendingBlame;
 use bittern_storage::merkle::Hash256;
 use bittern_wire::hashes::HashRequest;
+use std::time::Instant;
 
 /// Failed pieces waiting for leaves at once, at most (more are blamed the
 /// v1 way).
 const MAX_PENDING: usize = 64;
 /// Peers asked for the leaves of one failed piece.
 const ASK: usize = 3;
+/// A failed piece's leaves, asked of some peers.
+#[derive(Debug)]
+pub(crate) struct Asked {
+    pending: PendingBlame,
+    /// Peers asked (in every round).
+    asked: Vec<PeerKey>,
+    /// Asked peers of this round that have not answered.
+    waiting: usize,
+    /// When this round's silent peers are given up on.
+    deadline: Instant,
+    /// The second (last) round was asked.
+    retried: bool,
+}
 
 impl Controller {
     /// The verifier's block hashes of failed v2 piece `piece`.
@@ -43,49 +62,104 @@ impl Controller {
         let Some(request) = self.v2.as_ref().and_then(|s| s.leaf_request(piece)) else {
             return false;
         };
-        let mut keys: Vec<PeerKey> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.ready)
-            .map(|(k, _)| *k)
-            .collect();
-        // peers that sent none of the piece first
-        keys.sort_by_key(|k| (senders.contains(&Some(*k)), *k));
-        let mut asked = 0;
-        for k in keys {
-            if asked == ASK {
-                break;
-            }
-            if let Some(p) = self.peers.get(&k) {
-                if p.commands
-                    .try_send(PeerCommand::HashRequest(request))
-                    .is_ok()
-                {
-                    asked += 1;
-                }
-            }
-        }
-        if asked == 0 {
-            return false;
-        }
-        debug!(
-            "{}: piece {piece} failed: asked {asked} peers for its leaves",
-            self.short()
-        );
         let pending = PendingBlame {
             request,
             node,
             ours,
             senders,
         };
-        self.blames.insert(piece, (pending, asked));
+        let asked = self.ask_peers(&pending, &[]);
+        if asked.is_empty() {
+            return false;
+        }
+        debug!(
+            "{}: piece {piece} failed: asked {} peers for its leaves",
+            self.short(),
+            asked.len()
+        );
+        let waiting = asked.len();
+        self.blames.insert(
+            piece,
+            Asked {
+                pending,
+                asked,
+                waiting,
+                deadline: Instant::now() + self.session.config.timing.request_timeout,
+                retried: false,
+            },
+        );
         true
+    }
+
+    /// Sends `pending`'s request to up to [`ASK`] ready peers not in
+    /// `skip`, those that sent none of the piece first; the peers asked.
+    fn ask_peers(&self, pending: &PendingBlame, skip: &[PeerKey]) -> Vec<PeerKey> {
+        let mut keys: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(k, p)| p.ready && !skip.contains(k))
+            .map(|(k, _)| *k)
+            .collect();
+        keys.sort_by_key(|k| (pending.senders.contains(&Some(*k)), *k));
+        let mut asked = Vec::new();
+        for k in keys {
+            if asked.len() == ASK {
+                break;
+            }
+            if let Some(p) = self.peers.get(&k) {
+                if p.commands
+                    .try_send(PeerCommand::HashRequest(pending.request))
+                    .is_ok()
+                {
+                    asked.push(k);
+                }
+            }
+        }
+        asked
+    }
+
+    /// Gives up on peers that did not answer a leaf request in time: the
+    /// leaves are asked of others once, then the piece is blamed the v1
+    /// way.
+    pub(super) fn expire_blames(&mut self, now: Instant) {
+        let due: Vec<usize> = self
+            .blames
+            .iter()
+            .filter(|(_, a)| a.deadline <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for piece in due {
+            let Some(mut a) = self.blames.remove(&piece) else {
+                continue;
+            };
+            if !a.retried {
+                let more = self.ask_peers(&a.pending, &a.asked);
+                if !more.is_empty() {
+                    debug!(
+                        "{}: piece {piece}: no leaves in time, asked {} more peers",
+                        self.short(),
+                        more.len()
+                    );
+                    a.waiting = more.len();
+                    a.asked.extend(more);
+                    a.deadline = now + self.session.config.timing.request_timeout;
+                    a.retried = true;
+                    self.blames.insert(piece, a);
+                    continue;
+                }
+            }
+            debug!(
+                "{}: piece {piece}: no peer gave its leaves, blamed as a whole",
+                self.short()
+            );
+            self.blame_whole(a.pending);
+        }
     }
 
     fn blame_for(&self, request: &HashRequest) -> Option<usize> {
         self.blames
             .iter()
-            .find(|(_, (b, _))| b.request == *request)
+            .find(|(_, a)| a.pending.request == *request)
             .map(|(p, _)| *p)
     }
 
@@ -96,7 +170,10 @@ impl Controller {
             return;
         };
         let n = request.length as usize;
-        let Some(guilty) = self.blames[&piece].0.guilty(hashes.get(..n).unwrap_or(&[])) else {
+        let Some(guilty) = self.blames[&piece]
+            .pending
+            .guilty(hashes.get(..n).unwrap_or(&[]))
+        else {
             debug!("{}: leaves for piece {piece} do not prove", self.short());
             return self.on_leaves_rejected(request);
         };
@@ -137,16 +214,20 @@ impl Controller {
         let Some(piece) = self.blame_for(request) else {
             return;
         };
-        let Some((_, waiting)) = self.blames.get_mut(&piece) else {
+        let Some(a) = self.blames.get_mut(&piece) else {
             return;
         };
-        *waiting = waiting.saturating_sub(1);
-        if *waiting > 0 {
+        a.waiting = a.waiting.saturating_sub(1);
+        if a.waiting > 0 {
             return;
         }
-        let Some((b, _)) = self.blames.remove(&piece) else {
-            return;
-        };
+        if let Some(a) = self.blames.remove(&piece) {
+            self.blame_whole(a.pending);
+        }
+    }
+
+    /// Blames every sender of a failed piece the v1 way (shared).
+    fn blame_whole(&mut self, b: PendingBlame) {
         let mut senders: Vec<PeerKey> = b.senders.into_iter().flatten().collect();
         senders.sort_unstable();
         senders.dedup();
