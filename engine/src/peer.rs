@@ -124,7 +124,14 @@ pub(crate) enum PeerEvent {
         /// What dialling it taught about its MSE support (see
         /// [`Opened::learnt_mse`]).
         learnt_mse: Option<bool>,
+        /// A v2 connection of a v2 or hybrid torrent (BEP 52: it named, or
+        /// was answered with, the v2 hash, or set the upgrade bit): it may
+        /// be sent hash requests.
+        v2: bool,
     },
+    /// A block we requested failed its 16 KiB leaf (BEP 52): not written,
+    /// its sender alone is to blame (see `v2::blocks`).
+    BadBlock(BlockRef),
     /// Their initial piece set (BITFIELD, HAVE ALL or HAVE NONE).
     Bitfield(Bitfield),
     Have(u32),
@@ -592,6 +599,10 @@ fn run(
             utp: matches!(stream.socket(), Socket::Utp(_)),
             encrypted: stream.is_encrypted(),
             learnt_mse,
+            v2: ctx
+                .v2
+                .as_ref()
+                .is_some_and(|(h, _)| theirs.info_hash == *h || theirs.supports_v2()),
         },
     );
     debug!(

@@ -6,8 +6,10 @@
 //!
 //! v2-only torrents download with their pieces checked against the merkle
 //! hashes; from a magnet link, the piece layers the info dictionary lacks
-//! are fetched with hash requests first ([`layers`]); a failed piece is
-//! pinned on the sender of its bad 16 KiB block ([`blame`]).
+//! are fetched with hash requests first ([`layers`]); each block is
+//! checked against its piece's proven leaves as it arrives ([`blocks`]),
+//! and a failed piece is pinned on the sender of its bad 16 KiB block
+//! ([`blame`]).
 
 use std::collections::HashMap;
 
@@ -21,6 +23,7 @@ use crate::peer::PeerContext;
 use log::debug;
 
 pub(crate) mod blame;
+pub(crate) mod blocks;
 pub(crate) mod layers;
 
 /// The storage layout of `metainfo`'s `files`: SHA-1 pieces for v1, merkle
@@ -128,6 +131,10 @@ const MAX_READ_PER_REQUEST: u64 = 16 << 20;
 pub(crate) struct HashServer {
     files: HashMap<Hash256, ServedFile>,
     piece_length: u64,
+    /// Each served file's first piece and root, by first piece.
+    by_piece: Vec<(usize, Hash256)>,
+    /// Proven leaves of pieces being downloaded ([`blocks`]).
+    known: parking_lot::Mutex<blocks::KnownLeaves>,
 }
 
 impl HashServer {
@@ -167,9 +174,14 @@ impl HashServer {
                 other => debug!("file {i}: no merkle tree to serve: {other:?}"),
             }
         }
+        let mut by_piece: Vec<(usize, Hash256)> =
+            files.iter().map(|(r, f)| (f.first_piece, *r)).collect();
+        by_piece.sort_unstable();
         Some(HashServer {
+            by_piece,
             files,
             piece_length: plen,
+            known: parking_lot::Mutex::default(),
         })
     }
 
@@ -177,16 +189,21 @@ impl HashServer {
     /// `piece` (see [`blame::leaf_request`]); `None` for a piece of no
     /// file here or of one block.
     pub(crate) fn leaf_request(&self, piece: usize) -> Option<HashRequest> {
-        let (root, f) = self
-            .files
-            .iter()
-            .find(|(_, f)| (f.first_piece..f.first_piece + f.pieces).contains(&piece))?;
+        let (root, f) = self.file_of_piece(piece)?;
         blame::leaf_request(
-            *root,
+            root,
             f.length,
             self.piece_length,
             (piece - f.first_piece) as u64,
         )
+    }
+
+    /// The served file holding torrent piece `piece`, and its root.
+    fn file_of_piece(&self, piece: usize) -> Option<(Hash256, &ServedFile)> {
+        let i = self.by_piece.partition_point(|(first, _)| *first <= piece);
+        let (_, root) = self.by_piece.get(i.checked_sub(1)?)?;
+        let f = self.files.get(root)?;
+        (piece < f.first_piece + f.pieces).then_some((*root, f))
     }
 
     /// The hashes answering `req` (base layer, then uncles), or `None` to

@@ -155,6 +155,9 @@ fn run(
             utp: matches!(stream.socket(), crate::transport::Socket::Utp(_)),
             encrypted: stream.is_encrypted(),
             learnt_mse,
+            v2: ctx
+                .v2
+                .is_some_and(|h| theirs.info_hash == h || theirs.supports_v2()),
         },
     );
     debug!("{addr}: metadata connection (incoming: {incoming}, fast: {fast})");

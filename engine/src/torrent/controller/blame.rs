@@ -24,6 +24,8 @@ use std::time::Instant;
 const MAX_PENDING: usize = 64;
 /// Peers asked for the leaves of one failed piece.
 const ASK: usize = 3;
+/// Pieces whose leaves are asked ahead of their blocks at once, at most.
+const MAX_LEAF_ASKS: usize = 256;
 /// A failed piece's leaves, asked of some peers.
 #[derive(Debug)]
 pub(crate) struct Asked {
@@ -68,6 +70,13 @@ impl Controller {
             ours,
             senders,
         };
+        let known = self.v2.as_ref().and_then(|s| s.known_leaves(piece));
+        if let Some(guilty) = known.and_then(|leaves| pending.guilty(&leaves)) {
+            // the piece's leaves were proven before (`v2::blocks`): the
+            // blocks that came before them are judged at once
+            self.convict(piece, guilty);
+            return true;
+        }
         let asked = self.ask_peers(&pending, &[]);
         if asked.is_empty() {
             return false;
@@ -122,6 +131,10 @@ impl Controller {
     /// leaves are asked of others once, then the piece is blamed the v1
     /// way.
     pub(super) fn expire_blames(&mut self, now: Instant) {
+        // leaves asked ahead of blocks: another peer may be asked later
+        let timeout = self.session.config.timing.request_timeout;
+        self.leaf_asks
+            .retain(|_, at| now.saturating_duration_since(*at) < timeout);
         let due: Vec<usize> = self
             .blames
             .iter()
@@ -165,6 +178,7 @@ impl Controller {
 
     /// A peer's leaves for a failed piece: when they prove against the
     /// piece's node, the senders of the blocks that differ are banned.
+    /// (Leaves asked ahead of blocks were kept by the reader already.)
     pub(super) fn on_leaves(&mut self, request: &HashRequest, hashes: &[Hash256]) {
         let Some(piece) = self.blame_for(request) else {
             return;
@@ -178,33 +192,83 @@ impl Controller {
             return self.on_leaves_rejected(request);
         };
         self.blames.remove(&piece);
+        self.convict(piece, guilty);
+    }
+
+    /// The senders of the blocks of failed piece `piece` that differ from
+    /// its leaves, `(block, peer)`, are banned on that evidence.
+    fn convict(&mut self, piece: usize, guilty: Vec<(usize, PeerKey)>) {
         if guilty.is_empty() {
             // the blocks now match: someone else's, or rewritten under us
             debug!("{}: piece {piece}: no block to blame", self.short());
         }
         for (block, key) in guilty {
             let begin = u32::try_from(block * BLOCK_SIZE as usize).unwrap_or(u32::MAX);
-            let Some(p) = self.peers.get(&key) else {
+            self.bad_block_from(key, piece as u32, begin);
+        }
+    }
+
+    /// `key` sent block `begin` of `piece`, which fails its proven leaf:
+    /// the violation is reported and the peer banned on that evidence.
+    fn bad_block_from(&mut self, key: PeerKey, piece: u32, begin: u32) {
+        let Some(p) = self.peers.get(&key) else {
+            return;
+        };
+        let addr = p.addr;
+        warn!(
+            "{addr} {}: block {begin} of piece {piece} fails its merkle leaf",
+            self.short()
+        );
+        self.emit(TorrentEvent::PeerViolation {
+            addr,
+            violation: Violation::BadBlock { piece, begin },
+        });
+        let who = ban_key(addr);
+        if self.bad_data.record_bad(who, true) && self.banned.insert(who) {
+            warn!("{addr} {}: banned for sending bad data", self.short());
+            self.emit(TorrentEvent::PeerBanned(addr));
+            self.close(key);
+        }
+    }
+
+    /// A block `key` sent failed its leaf on arrival (BEP 52, checked by
+    /// its reader, `v2::blocks`): it was not written; the block is asked of
+    /// others and its sender is to blame alone.
+    pub(crate) fn on_bad_block(&mut self, key: PeerKey, block: BlockRef) {
+        self.bad_block_from(key, block.index, block.begin);
+    }
+
+    /// Asks `key`, which the picker just gave requests in `pieces`, for
+    /// the leaves of those v2 pieces not known or asked yet, so that
+    /// their next blocks are checked on arrival (`v2::blocks`). Only v2
+    /// connections are asked (libtorrent drops a v1 one that sends hash
+    /// requests).
+    pub(super) fn ask_piece_leaves(&mut self, key: PeerKey, pieces: &[u32], now: Instant) {
+        let Some(server) = self.v2.as_ref() else {
+            return;
+        };
+        let Some(p) = self.peers.get(&key) else {
+            return;
+        };
+        if !p.v2 {
+            return;
+        }
+        for &piece in pieces {
+            let piece = piece as usize;
+            if self.leaf_asks.len() >= MAX_LEAF_ASKS
+                || self.leaf_asks.contains_key(&piece)
+                || self.blames.contains_key(&piece)
+                || server.knows_leaves(piece)
+            {
+                continue;
+            }
+            let Some(req) = server.leaf_request(piece) else {
                 continue;
             };
-            let addr = p.addr;
-            warn!(
-                "{addr} {}: block {begin} of piece {piece} fails its merkle leaf",
-                self.short()
-            );
-            self.emit(TorrentEvent::PeerViolation {
-                addr,
-                violation: Violation::BadBlock {
-                    piece: piece as u32,
-                    begin,
-                },
-            });
-            let who = ban_key(addr);
-            if self.bad_data.record_bad(who, true) && self.banned.insert(who) {
-                warn!("{addr} {}: banned for sending bad data", self.short());
-                self.emit(TorrentEvent::PeerBanned(addr));
-                self.close(key);
+            if p.commands.try_send(PeerCommand::HashRequest(req)).is_err() {
+                return;
             }
+            self.leaf_asks.insert(piece, now);
         }
     }
 
