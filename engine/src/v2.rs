@@ -101,6 +101,31 @@ pub(crate) fn answer_hash(theirs: &Handshake, ours: InfoHash, v2: Option<InfoHas
     }
 }
 
+/// Whether a connection whose handshake from the peer was `theirs` is a
+/// v2 one (BEP 52) for a torrent met under `ours` with truncated v2 hash
+/// `v2`: the hash the two handshakes settled on is the v2 one (we
+/// dialled and they answered with it, or they came in and we answered
+/// with it, see [`answer_hash`]). libtorrent decides the same way, and
+/// drops a connection that sends hash requests without it; a peer that
+/// set the v2 bit but answered our v1 hash (libtorrent does under MSE,
+/// where the stream is already tied to the v1 hash) is a v1 connection.
+pub(crate) fn is_v2_connection(
+    theirs: &Handshake,
+    incoming: bool,
+    ours: InfoHash,
+    v2: Option<InfoHash>,
+) -> bool {
+    let Some(v2) = v2 else {
+        return false;
+    };
+    let settled = if incoming {
+        answer_hash(theirs, ours, Some(v2))
+    } else {
+        theirs.info_hash
+    };
+    settled == v2
+}
+
 /// One file's tree, for answering hash requests about it.
 #[derive(Debug)]
 struct ServedFile {

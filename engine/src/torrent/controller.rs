@@ -624,6 +624,7 @@ impl Controller {
                 encrypted,
                 learnt_mse,
                 v2,
+                ..
             } => {
                 let duplicate = self
                     .peers

@@ -100,13 +100,14 @@ impl Controller {
         true
     }
 
-    /// Sends `pending`'s request to up to [`ASK`] ready peers not in
-    /// `skip`, those that sent none of the piece first; the peers asked.
+    /// Sends `pending`'s request to up to [`ASK`] ready v2 connections
+    /// (libtorrent drops a v1 one that sends hash requests) not in `skip`,
+    /// those that sent none of the piece first; the peers asked.
     fn ask_peers(&self, pending: &PendingBlame, skip: &[PeerKey]) -> Vec<PeerKey> {
         let mut keys: Vec<PeerKey> = self
             .peers
             .iter()
-            .filter(|(k, p)| p.ready && !skip.contains(k))
+            .filter(|(k, p)| p.ready && p.v2 && !skip.contains(k))
             .map(|(k, _)| *k)
             .collect();
         keys.sort_by_key(|k| (pending.senders.contains(&Some(*k)), *k));
