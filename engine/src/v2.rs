@@ -236,6 +236,20 @@ impl HashServer {
     /// rules or reaches outside the file's tree, or leaves below the piece
     /// layer that are not on disk or do not hash to the piece layer.
     pub(crate) fn answer(&self, storage: &Storage, req: &HashRequest) -> Option<Vec<Hash256>> {
+        // One piece's leaves (what a bittern leecher asks of every piece,
+        // `blocks`): from the leaves known, else hashed from disk once.
+        let leaf_piece = self.piece_of_leaf_request(req);
+        if let Some(known) = leaf_piece.and_then(|p| self.cached_leaves(p)) {
+            return Some(known.to_vec());
+        }
+        let answer = self.answer_from_tree(storage, req)?;
+        if let Some(p) = leaf_piece {
+            self.cache_leaves(p, &answer);
+        }
+        Some(answer)
+    }
+
+    fn answer_from_tree(&self, storage: &Storage, req: &HashRequest) -> Option<Vec<Hash256>> {
         let file = self.files.get(&req.pieces_root)?;
         req.check_in_tree(file.leaves).ok()?;
         if req.base_layer < file.piece_height {

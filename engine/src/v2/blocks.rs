@@ -14,8 +14,12 @@
 //! Blocks that came before the leaves are covered by the piece check,
 //! which stays the final word on whether a piece is had.
 //!
-//! At most [`MAX_KNOWN`] pieces' leaves are kept (those of pieces being
-//! downloaded; a piece that passes forgets its own).
+//! At most [`MAX_KNOWN`] pieces' leaves are kept for pieces being
+//! downloaded. A piece that passes moves its leaves to a cache of
+//! [`MAX_CACHED_LEAVES`] leaves at most (emptied when full), from which
+//! leaf requests of other peers are answered, as are those whose answer
+//! was hashed from disk once: a seeder hashes each piece's leaves once,
+//! not once per leecher.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,12 +33,33 @@ use super::HashServer;
 /// each for 256 KiB pieces: 2 MiB at most).
 pub(crate) const MAX_KNOWN: usize = 4096;
 
+/// Leaves kept in the cache for answering leaf requests, at most (4 MiB
+/// of hashes, the leaves of 2 GiB of data).
+pub(crate) const MAX_CACHED_LEAVES: usize = 131_072;
+
 const BLOCK: u64 = 16 * 1024;
 
-/// The leaves known of pieces being downloaded.
+/// The leaves known of pieces being downloaded, and those cached for
+/// answers.
 #[derive(Debug, Default)]
 pub(crate) struct KnownLeaves {
     pieces: HashMap<usize, Arc<[Hash256]>>,
+    cached: HashMap<usize, Arc<[Hash256]>>,
+    cached_leaves: usize,
+}
+
+impl KnownLeaves {
+    fn cache(&mut self, piece: usize, leaves: Arc<[Hash256]>) {
+        if self.cached.contains_key(&piece) || leaves.len() > MAX_CACHED_LEAVES {
+            return;
+        }
+        if self.cached_leaves + leaves.len() > MAX_CACHED_LEAVES {
+            self.cached.clear();
+            self.cached_leaves = 0;
+        }
+        self.cached_leaves += leaves.len();
+        self.cached.insert(piece, leaves);
+    }
 }
 
 impl HashServer {
@@ -84,9 +109,28 @@ impl HashServer {
         self.known.lock().pieces.contains_key(&piece)
     }
 
-    /// Forgets the leaves of `piece` (it passed).
+    /// Forgets the leaves of `piece` for checking blocks (it passed);
+    /// they stay cached for answering others.
     pub(crate) fn forget_leaves(&self, piece: usize) {
-        self.known.lock().pieces.remove(&piece);
+        let mut known = self.known.lock();
+        if let Some(leaves) = known.pieces.remove(&piece) {
+            known.cache(piece, leaves);
+        }
+    }
+
+    /// The leaves of `piece` for an answer: known or cached.
+    pub(crate) fn cached_leaves(&self, piece: usize) -> Option<Arc<[Hash256]>> {
+        let known = self.known.lock();
+        known
+            .pieces
+            .get(&piece)
+            .or_else(|| known.cached.get(&piece))
+            .cloned()
+    }
+
+    /// Caches `leaves`, an answer hashed from disk for `piece`.
+    pub(crate) fn cache_leaves(&self, piece: usize, leaves: &[Hash256]) {
+        self.known.lock().cache(piece, Arc::from(leaves));
     }
 
     /// Whether `data`, the block at `begin` of torrent piece `piece`,
@@ -169,5 +213,25 @@ mod tests {
         );
         server.forget_leaves(1);
         assert_eq!(server.check_block(1, 0, &piece1[..16384]), None);
+        // ... but still answered to others from the cache
+        assert_eq!(server.cached_leaves(1).as_deref(), Some(&leaves[..]));
+    }
+
+    #[test]
+    fn the_answer_cache_is_bounded() {
+        let mut k = KnownLeaves::default();
+        let leaves: Arc<[Hash256]> = Arc::from(vec![[7u8; 32]; 16]);
+        let per = MAX_CACHED_LEAVES / 16;
+        for p in 0..per {
+            k.cache(p, leaves.clone());
+        }
+        assert_eq!((k.cached.len(), k.cached_leaves), (per, MAX_CACHED_LEAVES));
+        k.cache(per, leaves.clone());
+        assert_eq!(
+            (k.cached.len(), k.cached_leaves),
+            (1, 16),
+            "emptied when full"
+        );
+        assert!(k.cached.contains_key(&per));
     }
 }
