@@ -32,14 +32,23 @@ pub enum Source {
 }
 
 impl Source {
-    /// The v1 info hash (`None` for a magnet link without one).
+    /// The info hash naming the swarm: the v1 hash, or for a v2-only
+    /// torrent the v2 hash truncated to 20 bytes (`None` for a magnet link
+    /// with neither).
     pub fn info_hash(&self) -> Option<InfoHash> {
         match self {
             Source::Metainfo(m) => Some(m.info_hash),
-            Source::Magnet(m) => m.info_hash,
+            Source::Magnet(m) => has_hash(m).then(|| m.swarm_hash()),
         }
     }
 }
+
+/// Whether `m` names a torrent at all (`btih` or `btmh`).
+pub(crate) fn has_hash(m: &Magnet) -> bool {
+    m.info_hash.is_some() || m.info_hash_v2.is_some()
+}
+
+impl Source {}
 
 /// One torrent to start.
 #[derive(Debug, Clone)]

@@ -342,8 +342,17 @@ impl<'a> View<'a> {
             "comment" => json!(m.and_then(|m| m.comment.clone()).unwrap_or_default()),
             "creator" => json!(m.and_then(|m| m.created_by.clone()).unwrap_or_default()),
             "magnetLink" => json!(Magnet {
-                info_hash: Some(e.hash),
-                info_hash_v2: None,
+                // a v2-only torrent has no v1 hash: `btmh` alone
+                info_hash: match (m, &e.magnet) {
+                    (Some(m), _) if !m.info.version.has_v1() => None,
+                    (None, Some(l)) if l.info_hash.is_none() => None,
+                    _ => Some(e.hash),
+                },
+                info_hash_v2: match (m, &e.magnet) {
+                    (Some(m), _) => m.info_hash_v2.map(|h| h.0),
+                    (None, Some(l)) => l.info_hash_v2,
+                    (None, None) => None,
+                },
                 display_name: Some(e.name()),
                 exact_length: None,
                 trackers: self.trackers().into_iter().flatten().collect(),

@@ -21,7 +21,9 @@ pub const URL_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// # Errors
 /// The message for the client: no source, a corrupt torrent, a magnet
-/// link without a v1 info hash, a URL that could not be fetched.
+/// link without an info hash (`btih` or `btmh`), a URL that could not be
+/// fetched. A `btmh`-only (v2-only, BEP 52) link is accepted: the torrent
+/// is known by its v2 hash truncated to 20 bytes, its name on the wire.
 pub fn add_source(args: &serde_json::Map<String, Value>) -> Result<AddSource, String> {
     let bytes = if let Some(b64) = args.get("metainfo").and_then(Value::as_str) {
         let clean: Vec<u8> = b64.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
@@ -33,8 +35,8 @@ pub fn add_source(args: &serde_json::Map<String, Value>) -> Result<AddSource, St
         let lower = name.to_ascii_lowercase();
         if lower.starts_with("magnet:") {
             let link = Magnet::parse(name).map_err(|e| format!("invalid magnet link: {e}"))?;
-            if link.info_hash.is_none() {
-                return Err("the magnet link has no v1 (btih) info hash".into());
+            if link.info_hash.is_none() && link.info_hash_v2.is_none() {
+                return Err("the magnet link has no info hash (btih or btmh)".into());
             }
             return Ok(AddSource::Magnet(link));
         }

@@ -211,6 +211,8 @@ struct Peer {
     addr: SocketAddr,
     /// The stream is RC4-encrypted (MSE).
     encrypted: bool,
+    /// A v2 connection (BEP 52): it may be sent hash requests.
+    v2: bool,
     commands: Sender<PeerCommand>,
     /// The connection's socket, to cut it (see `close`). Dropping the peer
     /// (the controller exiting) cuts it too.
@@ -393,9 +395,10 @@ pub(crate) struct Controller {
     v2: Option<Arc<crate::v2::HashServer>>,
     /// Block hashes of v2 pieces that just failed (see `blame.rs`).
     failed_leaves: HashMap<usize, Vec<bittern_storage::merkle::Hash256>>,
-    /// Failed v2 pieces waiting for their leaves, and how many asked peers
-    /// have not answered.
-    blames: HashMap<usize, (crate::v2::blame::PendingBlame, usize)>,
+    /// Failed v2 pieces waiting for their leaves (see `blame.rs`).
+    blames: HashMap<usize, blame::Asked>,
+    /// v2 pieces whose leaves were asked ahead of their blocks, and when.
+    leaf_asks: HashMap<usize, Instant>,
 }
 
 /// What a controller is built from (see [`spawn_controller`]).
@@ -463,6 +466,7 @@ impl Controller {
             v2: crate::v2::HashServer::new(storage.layout()).map(Arc::new),
             failed_leaves: HashMap::new(),
             blames: HashMap::new(),
+            leaf_asks: HashMap::new(),
             id,
             scheduled: None,
             links,
@@ -619,6 +623,8 @@ impl Controller {
                 utp,
                 encrypted,
                 learnt_mse,
+                v2,
+                ..
             } => {
                 let duplicate = self
                     .peers
@@ -635,6 +641,7 @@ impl Controller {
                 p.incoming = incoming;
                 p.utp = utp;
                 p.encrypted = encrypted;
+                p.v2 = v2;
                 if let Some((other, other_incoming)) = duplicate {
                     let ours = self.session.peer_id;
                     let drop = peers::duplicate_to_close(
@@ -691,6 +698,11 @@ impl Controller {
                 p.last_block = now;
                 self.on_blocks(key, blocks);
                 self.fill(key);
+            }
+            PeerEvent::BadBlock(block) => {
+                self.picker.request_lost(key, block);
+                self.on_bad_block(key, block);
+                self.fill_all();
             }
             PeerEvent::Rejected(block) => {
                 // The block goes back to the picker whatever the reason.

@@ -140,6 +140,7 @@ impl Controller {
             if self.state == TorrentState::Downloading {
                 self.expire_requests(now);
             }
+            self.expire_blames(now);
             // Interest can drop as pieces complete; recheck everyone.
             let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
             for k in keys {

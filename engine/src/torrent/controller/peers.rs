@@ -101,6 +101,14 @@ impl Controller {
         if blocks.is_empty() {
             return;
         }
+        if self.v2.is_some() {
+            let mut pieces: Vec<u32> = blocks.iter().map(|b| b.index).collect();
+            pieces.dedup();
+            self.ask_piece_leaves(key, &pieces, now);
+        }
+        let Some(p) = self.peers.get(&key) else {
+            return;
+        };
         if p.commands.try_send(PeerCommand::Request(blocks)).is_err() {
             self.close(key);
         }
@@ -492,6 +500,7 @@ impl Controller {
                         incoming,
                         utp: false,
                         encrypted: false,
+                        v2: false,
                         peer_id: None,
                         bits: None,
                         fast: false,

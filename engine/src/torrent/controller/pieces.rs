@@ -46,6 +46,10 @@ impl Controller {
         match result {
             Ok(true) => {
                 self.picker.piece_passed(piece);
+                if let Some(v2) = &self.v2 {
+                    v2.forget_leaves(piece);
+                    self.leaf_asks.remove(&piece);
+                }
                 self.have.insert(piece);
                 // Get the bytes moving to disk a little later (see
                 // `writeback`), so the flush before recording the piece as
