@@ -135,6 +135,12 @@ fn assert_saved_contacts_loopback(dir: &Path) {
 
 const SIZE: usize = 4 << 20;
 
+/// libtorrent's download limit (bytes/s) where a test reads its peer list
+/// after the leech: SIZE then takes about 4 s, so the script's polls of
+/// that list see bittern's connection even on a loaded machine (unlimited,
+/// 4 MiB over loopback can come and go in 70 ms, between two polls).
+const LEECH_LIMIT: u64 = 1 << 20;
+
 /// A libtorrent node seeds a trackerless torrent; `bittern download` given
 /// the .torrent and only `--dht-bootstrap` (one libtorrent node) finds the
 /// seeder through the DHT and downloads it byte-identical. bittern's node
@@ -263,7 +269,7 @@ fn libtorrent_finds_bittern_seeder_through_the_dht() {
     let (mut seed, port) = start_seed(&t, &src, &["--dht-bootstrap", &boot]);
     let ours: SocketAddr = ([127, 0, 0, 1], port).into();
     let got = lt.ask(
-        json!({"cmd": "leech", "torrent": t, "node": 3, "timeout": 60}),
+        json!({"cmd": "leech", "torrent": t, "node": 3, "timeout": 60, "limit": LEECH_LIMIT}),
         Duration::from_secs(90),
     );
     assert_eq!(got["ok"], true, "libtorrent did not finish: {got}");
@@ -359,7 +365,7 @@ fn libtorrent_magnet_finds_bittern_seeder() {
     let (_seed, port) = start_seed(&t, &src, &["--dht-bootstrap", &boot]);
     let ours: SocketAddr = ([127, 0, 0, 1], port).into();
     let got = lt.ask(
-        json!({"cmd": "leech", "torrent": format!("magnet:?xt=urn:btih:{ih}"), "node": 3, "timeout": 60}),
+        json!({"cmd": "leech", "torrent": format!("magnet:?xt=urn:btih:{ih}"), "node": 3, "timeout": 60, "limit": LEECH_LIMIT}),
         Duration::from_secs(90),
     );
     assert_eq!(got["ok"], true, "libtorrent did not finish: {got}");
@@ -466,7 +472,7 @@ fn utp_upload_to_libtorrent_with_tcp_off() {
     let (_seed, port) = start_seed(&t, &src, &["--no-dht", "--no-tcp"]);
     let ours = format!("127.0.0.1:{port}");
     let got = lt.ask(
-        json!({"cmd": "leech", "torrent": t, "node": 1, "peer": ours, "timeout": 60}),
+        json!({"cmd": "leech", "torrent": t, "node": 1, "peer": ours, "timeout": 60, "limit": LEECH_LIMIT}),
         Duration::from_secs(90),
     );
     assert_eq!(got["ok"], true, "libtorrent did not finish: {got}");

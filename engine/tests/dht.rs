@@ -434,7 +434,12 @@ fn a_torrent_short_of_peers_looks_them_up_again() {
         .dht()
         .announce(meta.info_hash, Some(a.local_addr().port()))
         .unwrap();
-    assert!(stored(&r, meta.info_hash).contains(&a.local_addr()));
+    // Stored by the bootstrap node's own thread, in its own time.
+    wait_for(
+        "the helper's announce of A",
+        Duration::from_secs(20),
+        || stored(&r, meta.info_hash).contains(&a.local_addr()),
+    );
     wait_state(&tb, TorrentState::Seeding, Duration::from_secs(30));
     assert_same(src.path(), dst.path(), &["late.bin".into()]);
 }

@@ -185,6 +185,16 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // A test failing on its own assertion (not through `fail`) shows
+        // the other client's side too: what a flaky run needs to be read.
+        if std::thread::panicking() {
+            eprintln!(
+                "{}: last lines of {}:\n{}",
+                self.name,
+                self.log.display(),
+                self.tail()
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

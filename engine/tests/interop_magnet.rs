@@ -413,15 +413,32 @@ fn transmission_fetches_magnet_metadata_from_bittern() {
         .join("torrents")
         .join(format!("{}.torrent", meta.info_hash.to_hex()));
     let start = Instant::now();
-    // transmission-cli 3.00 sometimes exits right after fetching a
-    // magnet's metadata (it pauses the torrent to verify, and its main
-    // loop ends on a stopped torrent). The metadata it fetched from us is
-    // saved in its config by then; started again as a user would, it
-    // resumes with it and downloads.
+    // transmission-cli 3.00 exits when its main loop (a check every
+    // 200 ms) finds its torrent stopped, and the torrent passes through
+    // stopped twice: at startup (paused, then queued for verification)
+    // and right after a magnet's metadata arrives (paused to verify it).
+    // On a loaded machine a check falls in either window now and then
+    // (seen at load 22-35: twice in a row after the metadata, and once
+    // before its first status line). So it is started again, as a user
+    // would: on the magnet until it has saved the metadata it fetched from
+    // us in its config, on that .torrent after (started on the magnet
+    // again, it overwrites that file with a stub and fetches it again).
+    let fetched_torrent = work.path().join("fetched.torrent");
     let mut runs = 0;
     let tr = loop {
         runs += 1;
         let n = runs;
+        if !fetched_torrent.exists() {
+            let bytes = std::fs::read(&saved).unwrap_or_default();
+            if Metainfo::from_bytes(&bytes).is_ok_and(|m| m.info_hash == meta.info_hash) {
+                std::fs::write(&fetched_torrent, &bytes).unwrap();
+            }
+        }
+        let what = if fetched_torrent.exists() {
+            fetched_torrent.display().to_string()
+        } else {
+            magnet_uri(&meta, "")
+        };
         let (out, err) = (
             work.path().join(format!("tr{n}.out")),
             work.path().join(format!("tr{n}.err")),
@@ -432,19 +449,27 @@ fn transmission_fetches_magnet_metadata_from_bittern() {
             .arg("-w")
             .arg(dst.path())
             .args(["-p", &port.to_string(), "-et", "-M", "-D", "-U"])
-            .arg(magnet_uri(&meta, ""))
+            .arg(&what)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(std::fs::File::create(&err).unwrap())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start transmission-cli: {e}"));
         let mut tr = Logged { child, out, err };
+        let exited = |tr: &mut Logged| tr.child.try_wait().ok().flatten().is_some();
+        let printed = |tr: &Logged, what: &str| {
+            std::fs::read_to_string(&tr.out)
+                .unwrap_or_default()
+                .contains(what)
+        };
         // Dial once its torrent is added (its first status line): before
         // that it drops connections for an unknown info hash.
-        while !std::fs::read_to_string(&tr.out)
-            .unwrap_or_default()
-            .contains("Progress")
-        {
+        let mut gone = false;
+        while !printed(&tr, "Progress") {
+            if exited(&mut tr) {
+                gone = true;
+                break;
+            }
             assert!(
                 start.elapsed() < Duration::from_secs(40),
                 "transmission-cli did not start; {}",
@@ -452,33 +477,32 @@ fn transmission_fetches_magnet_metadata_from_bittern() {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        s.add_peers(vec![addr]).unwrap();
-        let exited = loop {
-            if std::fs::read_to_string(&tr.out)
-                .unwrap_or_default()
-                .contains("Seeding")
-            {
-                break false;
-            }
-            if tr.child.try_wait().ok().flatten().is_some() {
-                break true;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(120),
-                "transmission-cli did not finish; {}",
-                tr.tail()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        if !exited {
+        if !gone {
+            s.add_peers(vec![addr]).unwrap();
+            gone = loop {
+                if printed(&tr, "Seeding") {
+                    break false;
+                }
+                if exited(&mut tr) {
+                    break true;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(120),
+                    "transmission-cli did not finish; {}",
+                    tr.tail()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            };
+        }
+        if !gone {
             break tr;
         }
         assert!(
-            runs < 2 && saved.exists(),
-            "transmission-cli exited without the data; {}",
+            runs < 6,
+            "transmission-cli exited {runs} times without the data; {}",
             tr.tail()
         );
-        eprintln!("transmission-cli exited after the metadata; starting it again");
+        eprintln!("transmission-cli ({what}) exited; starting it again");
     };
     // What it fetched from bittern is the info dictionary of the magnet.
     let fetched = Metainfo::from_bytes(&std::fs::read(&saved).unwrap()).unwrap();
