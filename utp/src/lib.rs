@@ -96,5 +96,5 @@ mod stream;
 pub use conn::{Config, Connection, Failure};
 pub use mux::{Multiplexer, MuxConfig, Transmit};
 pub use packet::{looks_like_utp, Packet, PacketError, PacketType};
-pub use socket::{tune_socket, OtherHandler, UtpSocket, SOCKET_BUFFER};
+pub use socket::{tune_socket, OtherHandler, SocketBuffers, UtpSocket, SOCKET_BUFFER};
 pub use stream::UtpStream;

@@ -38,6 +38,17 @@ pub struct UtpSocket {
     mux: Multiplexer,
     socket: Arc<UdpSocket>,
     local: SocketAddr,
+    buffers: SocketBuffers,
+}
+
+/// Socket buffer sizes the kernel granted, in usable bytes (half of what
+/// `getsockopt` reports on Linux, which counts its bookkeeping too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketBuffers {
+    /// `SO_RCVBUF`.
+    pub recv: usize,
+    /// `SO_SNDBUF`.
+    pub send: usize,
 }
 
 impl UtpSocket {
@@ -60,7 +71,7 @@ impl UtpSocket {
         other: OtherHandler,
     ) -> io::Result<Self> {
         let socket = Arc::new(UdpSocket::bind(addr)?);
-        tune_socket(&socket, SOCKET_BUFFER);
+        let buffers = tune_socket(&socket, cfg.socket_buffer);
         #[cfg(not(target_os = "linux"))]
         socket.set_read_timeout(Some(POLL))?;
         let local = socket.local_addr()?;
@@ -72,7 +83,18 @@ impl UtpSocket {
         thread::Builder::new()
             .name(format!("utp-net {local}"))
             .spawn(move || reader_loop(&reader, &weak, other))?;
-        Ok(Self { mux, socket, local })
+        Ok(Self {
+            mux,
+            socket,
+            local,
+            buffers,
+        })
+    }
+
+    /// The socket buffer sizes the kernel granted (a warning was logged
+    /// when they are below [`MuxConfig::socket_buffer`]).
+    pub fn socket_buffers(&self) -> SocketBuffers {
+        self.buffers
     }
 
     /// The bound address.
@@ -163,21 +185,25 @@ fn reader_loop(socket: &UdpSocket, weak: &Weak<Shared>, mut other: OtherHandler)
 }
 
 /// Asks for `size`-byte send and receive buffers (`*FORCE` first, which
-/// works as root) and logs a warning when the kernel gives less. Call it on
-/// a socket shared with the multiplexer too: with the kernel's default
-/// 208 KiB, one window of uTP overflows the receive buffer and the drops read
-/// as congestion (use [`SOCKET_BUFFER`]).
-pub fn tune_socket(socket: &UdpSocket, size: usize) {
+/// needs `CAP_NET_ADMIN`, else the plain options, which the kernel caps at
+/// `net.core.rmem_max` / `wmem_max`) and returns what it granted. When it
+/// gave less, logs a warning naming the granted size, the wanted one and
+/// the sysctl to raise. Call it on a socket shared with the multiplexer
+/// too: with the kernel's default 208 KiB, one window of uTP overflows the
+/// receive buffer and the drops read as congestion (use [`SOCKET_BUFFER`]).
+/// Off Linux nothing is set and `size` is returned.
+pub fn tune_socket(socket: &UdpSocket, size: usize) -> SocketBuffers {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
         let fd = socket.as_raw_fd();
+        let mut granted = [0usize; 2];
         let opts = [
-            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, "receive"),
-            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, "send"),
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, "receive", "rmem_max"),
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, "send", "wmem_max"),
         ];
-        for (force, plain, what) in opts {
-            let v = size as libc::c_int;
+        for (i, (force, plain, what, sysctl)) in opts.into_iter().enumerate() {
+            let v = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
             let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
             let p = (&v as *const libc::c_int).cast();
             // SAFETY: fd is a live socket owned by `socket`; p/len describe a
@@ -199,17 +225,29 @@ pub fn tune_socket(socket: &UdpSocket, size: usize) {
                 ) == 0
             };
             // Linux reports twice the usable size it granted.
-            if !set || !read || (got as usize) / 2 < size {
+            let usable = if read { got.max(0) as usize / 2 } else { 0 };
+            granted[i] = usable;
+            if !set || !read || usable < size {
                 log::warn!(
-                    "utp: {what} buffer is {} bytes, wanted {size}; raise net.core.{}mem_max",
-                    got / 2,
-                    if what == "send" { "w" } else { "r" }
+                    "utp: the kernel capped the UDP {what} buffer at {usable} bytes, {size} wanted: \
+                     at speed uTP loses datagrams and reads the drops as congestion; \
+                     run with CAP_NET_ADMIN or raise net.core.{sysctl} to {size}"
                 );
             }
         }
+        SocketBuffers {
+            recv: granted[0],
+            send: granted[1],
+        }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = (socket, size);
+    {
+        let _ = socket;
+        SocketBuffers {
+            recv: size,
+            send: size,
+        }
+    }
 }
 
 /// Reusable buffers for one batch of datagrams.
