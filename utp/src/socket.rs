@@ -350,15 +350,96 @@ fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// `sendmmsg` of `datagrams` to one peer; returns how many the kernel took.
+/// `UDP_SEGMENT` (linux/udp.h): the segment size of a GSO send.
+#[cfg(target_os = "linux")]
+const UDP_SEGMENT: libc::c_int = 103;
+/// Most segments in one GSO send (the kernel's `UDP_MAX_SEGMENTS`).
+#[cfg(target_os = "linux")]
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Most payload bytes in one GSO send (one IP packet's length field).
+#[cfg(target_os = "linux")]
+const GSO_MAX_BYTES: usize = 65_000;
+/// Cleared for good when a GSO send fails in a way that says the kernel or
+/// the route cannot segment (then every batch goes as plain `sendmmsg`).
+#[cfg(target_os = "linux")]
+static GSO_USABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Sends `datagrams` to one peer in one `sendmmsg` call; returns how many
+/// the kernel took (a prefix). Runs of equal-sized datagrams (a shorter one
+/// may end a run) go as one UDP GSO message each (`UDP_SEGMENT`): the
+/// kernel builds and routes one packet and cuts it into datagrams late,
+/// instead of walking the whole stack once per datagram. Receivers see
+/// ordinary datagrams. Falls back to one message per datagram where GSO is
+/// refused (old kernels, no checksum offload, `BITTERN_UTP_NO_GSO` set).
 #[cfg(target_os = "linux")]
 pub(crate) fn send_batch(
     socket: &UdpSocket,
     datagrams: &[Vec<u8>],
     to: SocketAddr,
 ) -> io::Result<usize> {
+    use std::sync::atomic::Ordering;
+    static NO_GSO: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let disabled = *NO_GSO.get_or_init(|| std::env::var_os("BITTERN_UTP_NO_GSO").is_some());
+    if datagrams.len() > 1 && !disabled && GSO_USABLE.load(Ordering::Relaxed) {
+        match send_mmsg(socket, datagrams, to, true) {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+                ) =>
+            {
+                log::debug!("utp: UDP GSO refused ({e}), sending datagram by datagram");
+                GSO_USABLE.store(false, Ordering::Relaxed);
+            }
+            other => return other,
+        }
+    }
+    send_mmsg(socket, datagrams, to, false)
+}
+
+/// Lengths of the GSO runs `datagrams` splits into: equal sizes, the last
+/// of a run possibly shorter, within the kernel's limits.
+#[cfg(target_os = "linux")]
+fn gso_runs(datagrams: &[Vec<u8>]) -> Vec<usize> {
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < datagrams.len() {
+        let size = datagrams[i].len();
+        let (mut n, mut bytes) = (1, size);
+        while i + n < datagrams.len()
+            && n < GSO_MAX_SEGMENTS
+            && bytes + datagrams[i + n].len() <= GSO_MAX_BYTES
+            && datagrams[i + n].len() <= size
+        {
+            bytes += datagrams[i + n].len();
+            n += 1;
+            if datagrams[i + n - 1].len() < size {
+                break;
+            }
+        }
+        runs.push(n);
+        i += n;
+    }
+    runs
+}
+
+/// One `sendmmsg`: a message per datagram, or with `gso` a message per
+/// run (its datagrams as the iovecs, the segment size in a control
+/// message). Returns the datagrams the kernel took.
+#[cfg(target_os = "linux")]
+fn send_mmsg(
+    socket: &UdpSocket,
+    datagrams: &[Vec<u8>],
+    to: SocketAddr,
+    gso: bool,
+) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
     let (addr, addr_len) = std_to_sockaddr(to);
+    let runs = if gso {
+        gso_runs(datagrams)
+    } else {
+        vec![1; datagrams.len()]
+    };
     let mut iovs: Vec<libc::iovec> = datagrams
         .iter()
         .map(|d| libc::iovec {
@@ -366,19 +447,39 @@ pub(crate) fn send_batch(
             iov_len: d.len(),
         })
         .collect();
+    // One aligned control buffer per message, room for a u16 cmsg.
+    let mut controls = vec![[0u64; 4]; runs.len()];
     // SAFETY: all-zero is a valid mmsghdr.
-    let mut msgs: Vec<libc::mmsghdr> = (0..datagrams.len())
+    let mut msgs: Vec<libc::mmsghdr> = (0..runs.len())
         .map(|_| unsafe { std::mem::zeroed() })
         .collect();
-    for (m, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
+    let mut first = 0;
+    for ((m, &n), control) in msgs.iter_mut().zip(&runs).zip(controls.iter_mut()) {
         m.msg_hdr.msg_name = (&addr as *const libc::sockaddr_storage).cast_mut().cast();
         m.msg_hdr.msg_namelen = addr_len;
-        m.msg_hdr.msg_iov = iov;
-        m.msg_hdr.msg_iovlen = 1;
+        m.msg_hdr.msg_iov = &mut iovs[first];
+        m.msg_hdr.msg_iovlen = n;
+        if n > 1 {
+            let segment = datagrams[first].len() as u16;
+            m.msg_hdr.msg_control = control.as_mut_ptr().cast();
+            // SAFETY: CMSG_SPACE of a u16 (16 bytes on Linux) fits the
+            // 32-byte, 8-aligned buffer; CMSG_FIRSTHDR points into it and
+            // CMSG_DATA at the u16 slot inside it.
+            unsafe {
+                m.msg_hdr.msg_controllen = libc::CMSG_SPACE(2) as _;
+                let c = libc::CMSG_FIRSTHDR(&m.msg_hdr);
+                (*c).cmsg_level = libc::SOL_UDP;
+                (*c).cmsg_type = UDP_SEGMENT;
+                (*c).cmsg_len = libc::CMSG_LEN(2) as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), segment);
+            }
+        }
+        first += n;
     }
-    // SAFETY: every msg points at `addr` and one iovec over a live datagram
-    // buffer, all of which outlive the call; the kernel only reads them.
-    let n = unsafe {
+    // SAFETY: every msg points at `addr`, at iovecs over live datagram
+    // buffers and at its own control buffer, all of which outlive the
+    // call; the kernel only reads them.
+    let sent = unsafe {
         libc::sendmmsg(
             socket.as_raw_fd(),
             msgs.as_mut_ptr(),
@@ -386,10 +487,10 @@ pub(crate) fn send_batch(
             0,
         )
     };
-    if n < 0 {
+    if sent < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(n as usize)
+    Ok(runs[..sent as usize].iter().sum())
 }
 
 #[cfg(target_os = "linux")]
@@ -425,4 +526,50 @@ fn std_to_sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
         }
     };
     (ss, len as libc::socklen_t)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gso_runs_split_on_size_and_limits() {
+        let d = |lens: &[usize]| lens.iter().map(|&n| vec![0u8; n]).collect::<Vec<_>>();
+        // A shorter datagram ends a run; a longer one starts a new one.
+        assert_eq!((gso_runs(&d(&[1472, 1472, 100, 1472, 1472]))), [3, 2]);
+        assert_eq!((gso_runs(&d(&[100, 1472, 1472]))), [1, 2]);
+        // At most 64 KB of payload per run.
+        let runs = gso_runs(&d(&[1472; 64]));
+        assert_eq!(runs, [44, 20]);
+        assert_eq!((gso_runs(&d(&[20; 100]))), [64, 36]);
+    }
+
+    /// A batch goes out as GSO runs and arrives as the same datagrams, in
+    /// order, each with its own length.
+    #[test]
+    fn a_gso_batch_arrives_as_the_datagrams_it_was() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tune_socket(&rx, 1 << 20);
+        let lens = [1472, 1472, 1472, 900, 1472, 1472, 60];
+        let batch: Vec<Vec<u8>> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|j| (i * 31 + j) as u8).collect())
+            .collect();
+        let to = rx.local_addr().unwrap();
+        assert_eq!(send_batch(&tx, &batch, to).unwrap(), batch.len());
+        let mut buf = [0u8; 4096];
+        for want in &batch {
+            let (n, _) = rx.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &want[..]);
+        }
+        if std::env::var_os("BITTERN_UTP_NO_GSO").is_none() {
+            assert!(
+                GSO_USABLE.load(std::sync::atomic::Ordering::Relaxed),
+                "the kernel refused UDP GSO on loopback"
+            );
+        }
+    }
 }
