@@ -48,6 +48,7 @@ PAIRS = [  # label, seeder, leecher, number of leechers
     ("bittern-rc4→bittern-rc4", "bittern-rc4", "bittern-rc4", 1),
     ("libtorrent-rc4→libtorrent-rc4", "libtorrent-rc4", "libtorrent-rc4", 1),
     ("bittern-utp→bittern-utp", "bittern-utp", "bittern-utp", 1),
+    ("bittern-utp-nogso→bittern-utp-nogso", "bittern-utp-nogso", "bittern-utp-nogso", 1),
     ("libtorrent-utp→libtorrent-utp", "libtorrent-utp", "libtorrent-utp", 1),
 ]
 CORE = PAIRS[:4]
@@ -148,6 +149,7 @@ class Bench:
                         "bittern-rc4": Bittern(self.bin, rc4=True),
                         "libtorrent-rc4": Libtorrent(rc4=True),
                         "bittern-utp": Bittern(self.bin, utp=True),
+                        "bittern-utp-nogso": Bittern(self.bin, utp=True, gso=False),
                         "libtorrent-utp": Libtorrent(utp=True)}
         self.failures = []
         self.notes = []
