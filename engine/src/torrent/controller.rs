@@ -183,6 +183,7 @@ pub(crate) fn build_controller(
         ),
     };
     let source = PeerSource::new(id, links.sources.clone());
+    let weak_session = Arc::downgrade(&session);
     let ctl = Controller::new(Parts {
         id,
         metainfo,
@@ -202,6 +203,7 @@ pub(crate) fn build_controller(
         published,
         events,
         registry,
+        session: weak_session,
     };
     Ok((ctl, handle))
 }
@@ -449,6 +451,7 @@ impl Controller {
             seed,
         );
         let have = Arc::new(HaveSet::new(info.piece_count()));
+        *published.have.lock() = Some(have.clone());
         let claims = Arc::new(BlockClaims::new(
             info.piece_count(),
             info.piece_length,

@@ -414,6 +414,7 @@ impl Controller {
         });
         if added {
             self.announcer = Some(key);
+            *self.published.announce_key.lock() = Some(key);
         }
     }
 
@@ -423,6 +424,7 @@ impl Controller {
         self.session
             .lsd_send(crate::lsd::LsdCommand::Remove(self.info_hash));
         let key = self.announcer.take()?;
+        *self.published.announce_key.lock() = None;
         let mut stopping = None;
         self.session
             .with_announcer(|a| stopping = Some(a.remove(key)));

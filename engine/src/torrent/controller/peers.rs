@@ -360,6 +360,10 @@ impl Controller {
                 // Our own listener, handed back by a tracker or a peer.
                 continue;
             }
+            if self.session.blocked(addr.ip()) {
+                // Whatever found it (tracker, PEX, DHT, LSD, x.pe).
+                continue;
+            }
             self.spawn_peer(Origin::Outgoing(addr), addr);
         }
     }
