@@ -5,9 +5,13 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use bittern_engine::{PeerInfo, Session, TorrentHandle, TorrentOptions, TorrentStatus};
-use bittern_wire::{InfoHash, Magnet, Metainfo};
+use bittern_engine::{
+    AnnouncerStatus, Incoming, IpFilter, PeerInfo, Session, TorrentHandle, TorrentOptions,
+    TorrentStatus,
+};
+use bittern_wire::{Bitfield, InfoHash, Magnet, Metainfo};
 use parking_lot::Mutex;
 
 /// Why the engine refused an operation.
@@ -119,6 +123,27 @@ pub trait Backend: Send + Sync + 'static {
     /// [`Session::set_encryption`], [`Session::set_pex`]). A backend
     /// without a peer network ignores them.
     fn set_network(&self, _encryption: bittern_engine::Encryption, _pex: bool) {}
+    /// Replaces the IP filter (blocklist) peers are checked against; a
+    /// backend without a peer network ignores it.
+    fn set_ip_filter(&self, _filter: Arc<IpFilter>) {}
+    /// Every address peers may connect to (empty: unknown).
+    fn peer_addrs(&self) -> Vec<std::net::SocketAddr> {
+        Vec::new()
+    }
+    /// The last incoming peer connection (see
+    /// [`Session::last_incoming`]); `None` if none came.
+    fn last_incoming(&self) -> Option<Incoming> {
+        None
+    }
+    /// Its verified pieces (`None`: not running, or no metadata yet).
+    fn pieces(&self, _hash: InfoHash) -> Option<Bitfield> {
+        None
+    }
+    /// Its trackers as the announcer has them (`None`: not running, not
+    /// announcing). May wait for the announcer (bounded).
+    fn tracker_status(&self, _hash: InfoHash) -> Option<AnnouncerStatus> {
+        None
+    }
     /// Stops every torrent gracefully (resume state saved).
     fn shutdown(&self);
 }
@@ -229,6 +254,29 @@ impl Backend for EngineBackend {
         let session = self.session.lock();
         session.set_encryption(encryption);
         session.set_pex(pex);
+    }
+
+    fn set_ip_filter(&self, filter: Arc<IpFilter>) {
+        self.session.lock().set_ip_filter(filter);
+    }
+
+    fn peer_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.session.lock().local_addrs()
+    }
+
+    fn last_incoming(&self) -> Option<Incoming> {
+        self.session.lock().last_incoming()
+    }
+
+    fn pieces(&self, hash: InfoHash) -> Option<Bitfield> {
+        let handle = self.handles.lock().get(&hash).cloned()?;
+        handle.pieces()
+    }
+
+    fn tracker_status(&self, hash: InfoHash) -> Option<AnnouncerStatus> {
+        // The handle is cloned out: the announcer is asked with no lock held.
+        let handle = self.handles.lock().get(&hash).cloned()?;
+        handle.tracker_status()
     }
 
     fn shutdown(&self) {

@@ -5,12 +5,16 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use bittern_wire::InfoHash;
+use bittern_engine::{AnnouncerStatus, IpFilter, PeerInfo};
+use bittern_wire::{Bitfield, InfoHash};
+use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 
 use crate::backend::Backend;
-use crate::fields::View;
+use crate::fields::{Lookup, View};
 use crate::paths::checked_dir;
 use crate::settings::{Settings, AT_RESTART, REPORTED};
 use crate::state::{AddSource, AddSpec, Ids, Move, Sel, Torrents};
@@ -25,10 +29,14 @@ pub const RPC_VERSION: i64 = 17;
 type Args = Map<String, Value>;
 type Reply = Result<Args, String>;
 
+/// How recent an incoming peer must be for `port-test` to say the port
+/// is open.
+pub const PORT_TEST_WINDOW: Duration = Duration::from_secs(30 * 60);
+
 /// Every method name [`Rpc`] recognises, in the order of its dispatch
-/// (a unit test checks they agree). `port-test` and `blocklist-update` are
-/// recognised and answered with an error (bittern never asks an outside
-/// service, and has no blocklist yet).
+/// (a unit test checks they agree). `port-test` never asks an outside
+/// service (see [`port_is_open`]); `blocklist-update` fetches only the
+/// configured `blocklist-url` (see [`crate::blocklist`]).
 pub const METHODS: &[&str] = &[
     "session-get",
     "session-set",
@@ -63,17 +71,130 @@ pub struct Rpc<B: Backend> {
     /// The settings the engine started with (for what applies at the
     /// next start only, see [`crate::settings::AT_RESTART`]).
     started: Settings,
+    /// The stored blocklist (applied while `blocklist-enabled`).
+    blocklist: Mutex<Arc<IpFilter>>,
+    /// Held by the `blocklist-update` running (one fetch at a time).
+    updating: Mutex<()>,
+}
+
+/// [`Lookup`] of one torrent in a [`Backend`].
+struct Engine<'a, B: Backend> {
+    backend: &'a B,
+    hash: InfoHash,
+}
+
+impl<B: Backend> Lookup for Engine<'_, B> {
+    fn peers(&self) -> Vec<PeerInfo> {
+        self.backend.peers(self.hash)
+    }
+    fn pieces(&self) -> Option<Bitfield> {
+        self.backend.pieces(self.hash)
+    }
+    fn trackers(&self) -> Option<AnnouncerStatus> {
+        self.backend.tracker_status(self.hash)
+    }
+}
+
+/// `port-test`'s answer from what the session already knows, sending
+/// nothing anywhere: open iff a peer completed a handshake on an incoming
+/// connection (TCP or uTP) within [`PORT_TEST_WINDOW`] (`since` ago), from
+/// an address that says something about reachability: any when we listen
+/// on loopback addresses only (nothing else can reach us there), else a
+/// non-loopback one (a connection from this host proves nothing about
+/// the network). With `family` ("ipv4"/"ipv6", Transmission 4.1's
+/// `ip_protocol`) the peer must be of that family.
+pub fn port_is_open(
+    last: Option<(Duration, std::net::IpAddr)>,
+    loopback_only: bool,
+    family: Option<&str>,
+) -> bool {
+    let Some((since, from)) = last else {
+        return false;
+    };
+    let family_ok = match family {
+        Some("ipv4") => {
+            from.is_ipv4()
+                || matches!(from, std::net::IpAddr::V6(a) if a.to_ipv4_mapped().is_some())
+        }
+        Some("ipv6") => from.is_ipv6(),
+        _ => true,
+    };
+    since <= PORT_TEST_WINDOW && family_ok && (loopback_only || !from.is_loopback())
 }
 
 impl<B: Backend> Rpc<B> {
     /// Serves `torrents`.
     pub fn new(torrents: Torrents<B>) -> Rpc<B> {
         let started = torrents.lock().settings.clone();
+        let blocklist = Arc::new(crate::blocklist::load(torrents.store().dir()));
+        if started.blocklist_enabled {
+            torrents.backend().set_ip_filter(blocklist.clone());
+        }
         Rpc {
             torrents,
             close: AtomicBool::new(false),
             started,
+            blocklist: Mutex::new(blocklist),
+            updating: Mutex::new(()),
         }
+    }
+
+    /// Hands the engine the stored blocklist, or an empty one when
+    /// `blocklist-enabled` is off.
+    fn apply_blocklist(&self) {
+        let on = self.torrents.lock().settings.blocklist_enabled;
+        let filter = if on {
+            self.blocklist.lock().clone()
+        } else {
+            Arc::new(IpFilter::new())
+        };
+        self.torrents.backend().set_ip_filter(filter);
+    }
+
+    /// `blocklist-update`: fetches the configured URL (no lock held while
+    /// it does), stores and applies the list.
+    fn blocklist_update(&self) -> Reply {
+        let _one = self
+            .updating
+            .try_lock()
+            .ok_or("a blocklist update is already running")?;
+        let url = self.torrents.lock().settings.blocklist_url.clone();
+        let filter = crate::blocklist::update(&url, self.torrents.store().dir())?;
+        let size = filter.len();
+        *self.blocklist.lock() = Arc::new(filter);
+        self.apply_blocklist();
+        let mut out = Map::new();
+        out.insert("blocklist-size".into(), json!(size));
+        Ok(out)
+    }
+
+    /// `port-test` (see [`port_is_open`]), with bittern's own
+    /// `bittern-last-incoming`: seconds since the last incoming peer, -1
+    /// for none.
+    fn port_test(&self, args: &Args) -> Reply {
+        let backend = self.torrents.backend();
+        let last = backend
+            .last_incoming()
+            .map(|i| (i.at.elapsed(), i.from.ip()));
+        let addrs = backend.peer_addrs();
+        let loopback_only = !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback());
+        let family = args.get("ip_protocol").and_then(Value::as_str);
+        if family.is_some_and(|f| f != "ipv4" && f != "ipv6") {
+            return Err("invalid ip_protocol (ipv4 or ipv6)".into());
+        }
+        let mut out = Map::new();
+        out.insert(
+            "port-is-open".into(),
+            json!(port_is_open(last, loopback_only, family)),
+        );
+        if let Some(f) = family {
+            out.insert("ip_protocol".into(), json!(f));
+        }
+        out.insert(
+            "bittern-last-incoming".into(),
+            json!(last.map_or(-1, |(since, _)| since.as_secs() as i64)),
+        );
+        Ok(out)
     }
 
     /// The torrents.
@@ -161,6 +282,9 @@ impl<B: Backend> Rpc<B> {
                 }
                 let reschedule = args.keys().any(|k| k.starts_with("alt-speed-time"));
                 t.set_settings(s, reschedule)?;
+                if args.contains_key("blocklist-enabled") {
+                    self.apply_blocklist();
+                }
                 Ok(Map::new())
             }
             "session-stats" => Ok(self.session_stats()),
@@ -202,12 +326,8 @@ impl<B: Backend> Rpc<B> {
                 Ok(Map::new())
             }
             "free-space" => free_space(args),
-            "port-test" => Err(
-                "port-test is not supported: bittern does not ask an outside \
-                 service whether its port is reachable"
-                    .into(),
-            ),
-            "blocklist-update" => Err("blocklist-update is not supported yet".into()),
+            "port-test" => self.port_test(args),
+            "blocklist-update" => self.blocklist_update(),
             "torrent-set-location" => {
                 let location = args
                     .get("location")
@@ -270,9 +390,7 @@ impl<B: Backend> Rpc<B> {
             "peer-port": peer_port,
             "peer-port-random-on-start": false,
             "port-forwarding-enabled": false,
-            "blocklist-enabled": false,
-            "blocklist-size": 0,
-            "blocklist-url": "",
+            "blocklist-size": self.blocklist.lock().len(),
             "cache-size-mb": 4,
             "rename-partial-files": false,
             "default-trackers": "",
@@ -399,14 +517,17 @@ impl<B: Backend> Rpc<B> {
         let backend = t.backend();
         for (n, i) in selected.into_iter().enumerate() {
             let e = &inner.entries[i];
-            let peers = || backend.peers(e.hash);
+            let engine = Engine {
+                backend,
+                hash: e.hash,
+            };
             let file = if needs_file {
                 let path = t.store().torrent_path(&e.hash.to_hex());
                 path.to_string_lossy().into_owned()
             } else {
                 String::new()
             };
-            let mut view = View::new(e, backend.status(e.hash), &inner.settings, file, &peers);
+            let mut view = View::new(e, backend.status(e.hash), &inner.settings, file, &engine);
             if n > 0 || table {
                 out.push(b',');
             }

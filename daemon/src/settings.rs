@@ -104,6 +104,11 @@ pub struct Settings {
     /// Protocol encryption policy. Live for every connection made from
     /// then on: see [`bittern_engine::Session::set_encryption`].
     pub encryption: EncryptionMode,
+    /// Whether the stored blocklist applies (live; see [`crate::blocklist`]).
+    pub blocklist_enabled: bool,
+    /// Where `blocklist-update` fetches the list; empty (the default):
+    /// nowhere.
+    pub blocklist_url: String,
 }
 
 /// Transmission's `encryption` values and the engine policy each maps to.
@@ -183,6 +188,8 @@ impl Default for Settings {
             pex_enabled: true,
             lpd_enabled: false,
             encryption: EncryptionMode::Preferred,
+            blocklist_enabled: false,
+            blocklist_url: String::new(),
         }
     }
 }
@@ -226,6 +233,8 @@ pub const MUTABLE: &[&str] = &[
     "pex-enabled",
     "lpd-enabled",
     "encryption",
+    "blocklist-enabled",
+    "blocklist-url",
 ];
 
 /// The keys of [`MUTABLE`] that take effect only when the daemon starts

@@ -53,8 +53,8 @@ impl Session {
     /// is read, over TCP and uTP. Connections already up are kept.
     ///
     /// [`TorrentHandle::add_peers`]: crate::TorrentHandle::add_peers
-    pub fn set_ip_filter(&self, filter: IpFilter) {
-        *self.shared.ip_filter.lock() = Arc::new(filter);
+    pub fn set_ip_filter(&self, filter: impl Into<Arc<IpFilter>>) {
+        *self.shared.ip_filter.lock() = filter.into();
     }
 
     /// The IP filter in effect.
