@@ -87,7 +87,8 @@ pub(super) fn stats(tiers: &[Vec<String>], status: Option<&AnnouncerStatus>) -> 
                 "nextAnnounceTime": unix(next),
                 "nextScrapeTime": 0,
                 "scrape": scrape,
-                "scrapeState": if scrape.is_empty() { INACTIVE } else { WAITING },
+                // bittern schedules no scrapes.
+                "scrapeState": INACTIVE,
                 "seederCount": count(t.seeders),
                 "sitename": sitename(url),
                 "tier": tier,
