@@ -353,3 +353,85 @@ fn the_blocklist_keeps_a_peer_at_127_0_0_2_out() {
         "blocked after the restart"
     );
 }
+
+/// `transmission-remote -p PORT` moves the peer listener at once: the old
+/// port is closed, a leecher given only the new one downloads from the
+/// daemon, nothing waits for a restart; a port in use is refused and the
+/// old one kept.
+#[test]
+fn peer_port_changes_apply_live() {
+    if !have_remote() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let data = random_file(&t.join("src/p.bin"), 1_200_000, 51);
+    let p = create(&t.join("src/p.bin"), &t.join("p.torrent"), &[]);
+    let d = start_daemon(&t.join("config"), 0, 0, &["--no-dht"]);
+    remote_ok(
+        d.rpc,
+        &[
+            "-a",
+            p.to_str().unwrap(),
+            "-w",
+            t.join("src").to_str().unwrap(),
+        ],
+    );
+    wait_list(d.rpc, "p.bin seeding", |l| l.len() == 1 && l[0].0 == "100%");
+
+    // A port someone else holds: refused, nothing changes.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port().to_string();
+    let (code, out) = remote(d.rpc, &["-p", &taken_port]);
+    assert!(code != Some(0) && out.contains("cannot listen"), "{out}");
+    let listen = |rpc: u16| {
+        let s = rpc_get(rpc);
+        (
+            s["peer-port"].as_u64().unwrap() as u16,
+            s["bittern-restart-pending"].clone(),
+        )
+    };
+    assert_eq!(listen(d.rpc), (d.peer, json!([])));
+
+    let new_port = free_port();
+    remote_ok(d.rpc, &["-p", &new_port.to_string()]);
+    assert_eq!(
+        listen(d.rpc),
+        (new_port, json!([])),
+        "in effect now, no restart"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", d.peer)).is_err(),
+        "the old port is closed"
+    );
+    let si = remote_ok(d.rpc, &["-si"]);
+    assert!(si.contains(&format!("Listenport: {new_port}")), "{si}");
+    // The torrent runs again in the new session, still complete.
+    wait_list(d.rpc, "p.bin seeding again", |l| {
+        l.len() == 1 && l[0].0 == "100%" && l[0].1 != "Stopped"
+    });
+
+    let r = run_limited(
+        cmd([
+            "download",
+            p.to_str().unwrap(),
+            "-d",
+            t.join("dl").to_str().unwrap(),
+            "--bind",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "--peer",
+            &format!("127.0.0.1:{new_port}"),
+            "--exit-on-complete",
+        ]),
+        Duration::from_secs(120),
+    );
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(std::fs::read(t.join("dl/p.bin")).unwrap(), data);
+    assert_eq!(port_test(&d), "Yes", "the leecher came in on the new port");
+}
+
+fn rpc_get(port: u16) -> serde_json::Value {
+    rpc(port, "session-get", json!({}))
+}

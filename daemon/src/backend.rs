@@ -5,11 +5,12 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
 use bittern_engine::{
-    AnnouncerStatus, Incoming, IpFilter, PeerInfo, Session, TorrentHandle, TorrentOptions,
-    TorrentStatus,
+    AnnouncerStatus, Incoming, IpFilter, PeerInfo, Session, SessionConfig, TorrentHandle,
+    TorrentOptions, TorrentStatus,
 };
 use bittern_wire::{Bitfield, InfoHash, Magnet, Metainfo};
 use parking_lot::Mutex;
@@ -24,6 +25,9 @@ pub enum BackendError {
     /// No torrent with this info hash runs in the engine.
     #[error("torrent not running")]
     NotRunning,
+    /// The backend cannot do this while it runs.
+    #[error("not supported while running")]
+    Unsupported,
 }
 
 /// What a torrent is started from.
@@ -144,6 +148,19 @@ pub trait Backend: Send + Sync + 'static {
     fn tracker_status(&self, _hash: InfoHash) -> Option<AnnouncerStatus> {
         None
     }
+    /// Moves the peer listener to `port` while the daemon runs: a new
+    /// engine session is bound there first (a taken port fails here and
+    /// changes nothing), takes over the live settings (limits, encryption,
+    /// PEX, IP filter), and the old one stops gracefully (resume state
+    /// saved, `stopped` announced). Returns every torrent's final status
+    /// in the old session; the caller starts them again.
+    ///
+    /// # Errors
+    /// The new session could not start (port in use);
+    /// [`BackendError::Unsupported`] for a backend that cannot.
+    fn rebind(&self, _port: u16) -> Result<HashMap<InfoHash, TorrentStatus>, BackendError> {
+        Err(BackendError::Unsupported)
+    }
     /// Stops every torrent gracefully (resume state saved).
     fn shutdown(&self);
 }
@@ -152,7 +169,10 @@ pub trait Backend: Send + Sync + 'static {
 pub struct EngineBackend {
     session: Mutex<Session>,
     handles: Mutex<HashMap<InfoHash, TorrentHandle>>,
-    port: u16,
+    port: AtomicU16,
+    /// The config the session started from, for [`Backend::rebind`]
+    /// (`None`: it cannot rebind).
+    config: Mutex<Option<SessionConfig>>,
 }
 
 impl EngineBackend {
@@ -162,8 +182,17 @@ impl EngineBackend {
         EngineBackend {
             session: Mutex::new(session),
             handles: Mutex::default(),
-            port,
+            port: AtomicU16::new(port),
+            config: Mutex::new(None),
         }
+    }
+
+    /// Wraps a running session started from `config`, which
+    /// [`Backend::rebind`] starts the next one from.
+    pub fn with_config(session: Session, config: SessionConfig) -> EngineBackend {
+        let b = EngineBackend::new(session);
+        *b.config.lock() = Some(config);
+        b
     }
 
     fn handle(&self, hash: InfoHash) -> Result<TorrentHandle, BackendError> {
@@ -243,7 +272,7 @@ impl Backend for EngineBackend {
     }
 
     fn peer_port(&self) -> u16 {
-        self.port
+        self.port.load(Ordering::Relaxed)
     }
 
     fn dht_nodes(&self) -> Option<usize> {
@@ -277,6 +306,36 @@ impl Backend for EngineBackend {
         // The handle is cloned out: the announcer is asked with no lock held.
         let handle = self.handles.lock().get(&hash).cloned()?;
         handle.tracker_status()
+    }
+
+    fn rebind(&self, port: u16) -> Result<HashMap<InfoHash, TorrentStatus>, BackendError> {
+        let mut config = self
+            .config
+            .lock()
+            .clone()
+            .ok_or(BackendError::Unsupported)?;
+        config.listen.set_port(port);
+        if let Some(lsd) = config.lsd.as_mut() {
+            lsd.listen_port = port;
+        }
+        let mut session = self.session.lock();
+        let fresh = Session::new(config.clone())?;
+        fresh.set_limits(session.limits().0, session.limits().1);
+        fresh.set_encryption(session.encryption());
+        fresh.set_pex(session.pex());
+        fresh.set_ip_filter(session.ip_filter());
+        let bound = fresh.local_addr().port();
+        let mut old = std::mem::replace(&mut *session, fresh);
+        old.shutdown();
+        drop(session);
+        let handles = std::mem::take(&mut *self.handles.lock());
+        self.port.store(bound, Ordering::Relaxed);
+        *self.config.lock() = Some(config);
+        log::info!("peers listening on port {bound} now");
+        Ok(handles
+            .into_iter()
+            .map(|(hash, h)| (hash, h.status()))
+            .collect())
     }
 
     fn shutdown(&self) {

@@ -280,6 +280,11 @@ impl<B: Backend> Rpc<B> {
                 if let Some(d) = args.get("incomplete-dir").and_then(Value::as_str) {
                     s.incomplete_dir = checked_dir(s.root(), d)?.to_string_lossy().into_owned();
                 }
+                // A new peer port is listened on at once; one that cannot
+                // be bound fails the call with nothing stored.
+                if args.contains_key("peer-port") && s.peer_port != t.backend().peer_port() {
+                    t.set_peer_port(s.peer_port)?;
+                }
                 let reschedule = args.keys().any(|k| k.starts_with("alt-speed-time"));
                 t.set_settings(s, reschedule)?;
                 if args.contains_key("blocklist-enabled") {
@@ -372,14 +377,9 @@ impl<B: Backend> Rpc<B> {
         }
         out.insert("bittern-restart-pending".into(), Value::Array(pending));
         let free = statvfs(Path::new(&s.download_dir)).map_or(-1, |(free, _)| free as i64);
-        // The port listened on, unless session-set changed the setting
-        // since the start (it applies at the next one): then the new one,
-        // as Transmission reports it.
-        let peer_port = if s.peer_port == self.started.peer_port {
-            self.torrents.backend().peer_port()
-        } else {
-            s.peer_port
-        };
+        // The port listened on (session-set moves it at once; `-p` may
+        // differ from the stored setting).
+        let peer_port = self.torrents.backend().peer_port();
         let extra = json!({
             "version": VERSION,
             "rpc-version": RPC_VERSION,

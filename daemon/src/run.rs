@@ -150,9 +150,9 @@ impl Daemon {
                 .unwrap_or(usize::MAX),
             ..base
         };
-        let session = Session::new(engine)?;
+        let session = Session::new(engine.clone())?;
         let peer_addr = session.local_addr();
-        let torrents = Torrents::open(EngineBackend::new(session), store)?;
+        let torrents = Torrents::open(EngineBackend::with_config(session, engine), store)?;
         {
             let root = match &config.data_root {
                 Some(r) => {

@@ -238,17 +238,12 @@ pub const MUTABLE: &[&str] = &[
 ];
 
 /// The keys of [`MUTABLE`] that take effect only when the daemon starts
-/// again (the engine binds the port, the DHT's and uTP's UDP socket and
-/// LSD's multicast group once); `session-set` stores them and
-/// `session-get` lists the changed ones under `bittern-restart-pending`.
-/// `pex-enabled` and `encryption` apply at once.
-pub const AT_RESTART: &[&str] = &[
-    "peer-port",
-    "dht-enabled",
-    "dht-bootstrap",
-    "utp-enabled",
-    "lpd-enabled",
-];
+/// again (the engine starts the DHT and uTP, and joins LSD's multicast
+/// group, once); `session-set` stores them and `session-get` lists the
+/// changed ones under `bittern-restart-pending`. `pex-enabled` and
+/// `encryption` apply at once, and so does `peer-port` (see
+/// `Torrents::set_peer_port`).
+pub const AT_RESTART: &[&str] = &["dht-enabled", "dht-bootstrap", "utp-enabled", "lpd-enabled"];
 
 /// The keys of [`Settings`] that `session-get` reports as they are.
 pub const REPORTED: &[&str] = MUTABLE;

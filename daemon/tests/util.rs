@@ -34,6 +34,8 @@ pub struct FakeState {
     pub ip_filter: Option<Arc<bittern_engine::IpFilter>>,
     /// What `last_incoming` answers.
     pub incoming: Option<bittern_engine::Incoming>,
+    /// The peer port after a `rebind` (51413 before).
+    pub port: Option<u16>,
 }
 
 /// An engine that keeps statuses in memory: a started torrent is
@@ -175,7 +177,18 @@ impl Backend for Fake {
     }
 
     fn peer_port(&self) -> u16 {
-        51413
+        self.state.lock().port.unwrap_or(51413)
+    }
+
+    fn rebind(&self, port: u16) -> Result<HashMap<InfoHash, TorrentStatus>, BackendError> {
+        let mut s = self.state.lock();
+        s.port = Some(port);
+        let finals = s
+            .running
+            .drain()
+            .map(|(h, (_, status))| (h, status))
+            .collect();
+        Ok(finals)
     }
 
     fn peer_addrs(&self) -> Vec<std::net::SocketAddr> {
