@@ -202,6 +202,8 @@ pub(crate) struct SessionShared {
     /// The blocklist: peers in it are never dialled nor accepted (see
     /// [`Session::set_ip_filter`]). Swapped whole; readers clone the Arc.
     pub ip_filter: Mutex<Arc<crate::ipfilter::IpFilter>>,
+    /// Changes of `ip_filter` so far.
+    pub ip_filter_generation: AtomicU64,
     /// The last incoming connection whose handshake named one of our
     /// torrents (see [`Session::last_incoming`]).
     pub last_incoming: Mutex<Option<Incoming>>,
@@ -450,6 +452,7 @@ impl Session {
             encryption: Mutex::new(config.encryption),
             pex: std::sync::atomic::AtomicBool::new(config.pex),
             ip_filter: Mutex::default(),
+            ip_filter_generation: AtomicU64::new(0),
             last_incoming: Mutex::new(None),
             config,
         });

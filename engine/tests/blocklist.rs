@@ -151,3 +151,49 @@ fn incoming_connections_from_blocked_addresses_are_closed_unread() {
     assert_eq!(seen.from, c.local_addr().unwrap());
     assert!(!seen.utp);
 }
+
+#[test]
+fn peers_connected_before_their_address_is_blocked_are_dropped() {
+    let dir = tempdir();
+    let meta = make_torrent(dir.path(), "h.bin", &[("h.bin", 2_000_000)], 32_768, 43);
+    let seeder = bittern_engine::Session::new(bittern_engine::SessionConfig {
+        upload_limit: Some(50_000),
+        ..config()
+    })
+    .unwrap();
+    let s = seeder
+        .add_torrent(meta.clone(), dir.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
+    let leech = session();
+    let dst = tempdir();
+    let t = leech
+        .add_torrent(
+            meta.clone(),
+            dst.path(),
+            TorrentOptions {
+                peers: vec![seeder.local_addr()],
+                ..TorrentOptions::default()
+            },
+        )
+        .unwrap();
+    let start = Instant::now();
+    while t.status().peers_connected == 0 {
+        assert!(start.elapsed() < Duration::from_secs(30), "never connected");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The seeder blocks 127.0.0.1: the connection is closed, and the
+    // leecher's new dials are refused.
+    seeder.set_ip_filter(IpFilter::parse("127.0.0.1", 1).filter);
+    let start = Instant::now();
+    while s.status().peers_connected > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the peer stays connected"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(s.status().peers_connected, 0, "nobody reconnected");
+    assert!(t.status().progress < 1.0, "the download stopped short");
+}

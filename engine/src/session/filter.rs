@@ -4,6 +4,7 @@
 //! be answered from without asking anyone outside).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,6 +36,12 @@ impl SessionShared {
         refused
     }
 
+    /// Bumped by every [`Session::set_ip_filter`]: controllers recheck
+    /// their peers when it moves.
+    pub(crate) fn filter_generation(&self) -> u64 {
+        self.ip_filter_generation.load(Ordering::Relaxed)
+    }
+
     /// Records an incoming connection routed to a torrent.
     pub(crate) fn note_incoming(&self, from: SocketAddr, utp: bool) {
         *self.last_incoming.lock() = Some(Incoming {
@@ -50,11 +57,15 @@ impl Session {
     /// From now on no peer in it is dialled, whatever found it (trackers,
     /// PEX, the DHT, LSD, a magnet's `x.pe`, [`TorrentHandle::add_peers`]),
     /// and incoming connections from it are closed before their handshake
-    /// is read, over TCP and uTP. Connections already up are kept.
+    /// is read, over TCP and uTP. Connections already up to a blocked
+    /// address are closed at their torrent's next tick (within 250 ms).
     ///
     /// [`TorrentHandle::add_peers`]: crate::TorrentHandle::add_peers
     pub fn set_ip_filter(&self, filter: impl Into<Arc<IpFilter>>) {
         *self.shared.ip_filter.lock() = filter.into();
+        self.shared
+            .ip_filter_generation
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// The IP filter in effect.

@@ -319,6 +319,9 @@ pub(crate) struct Controller {
     wanted: Vec<bool>,
     peers: HashMap<PeerKey, Peer>,
     next_key: u64,
+    /// The session IP filter's generation our peers were last checked
+    /// against (see `drop_blocked`).
+    filter_seen: u64,
     verifying: usize,
     /// Completed pieces waiting for a verification job.
     verify_queue: Arc<VerifyQueue>,
@@ -498,6 +501,7 @@ impl Controller {
             wanted,
             peers: HashMap::new(),
             next_key: 0,
+            filter_seen: 0,
             verifying: 0,
             verify_queue: Arc::default(),
             pending_haves: Vec::new(),

@@ -114,6 +114,7 @@ impl Controller {
     /// upkeep: every 250 ms while the torrent has peers (see `timers`).
     pub(super) fn on_tick(&mut self, now: Instant) {
         self.last_tick = now;
+        self.drop_blocked();
         // Sample payload counters for per-peer rates.
         let mut up_total = 0;
         for p in self.peers.values_mut() {
