@@ -97,8 +97,16 @@ impl<B: Backend> Lookup for Engine<'_, B> {
 impl<B: Backend> Rpc<B> {
     /// Serves `torrents`.
     pub fn new(torrents: Torrents<B>) -> Rpc<B> {
-        let started = torrents.lock().settings.clone();
         let blocklist = Arc::new(crate::blocklist::load(torrents.store().dir()));
+        Rpc::with_blocklist(torrents, blocklist)
+    }
+
+    /// Serves `torrents` with `blocklist` as the stored list (already
+    /// read from the config dir), handed to the engine if enabled. The
+    /// daemon gives the engine the list before its torrents start, so no
+    /// dial slips through at start.
+    pub fn with_blocklist(torrents: Torrents<B>, blocklist: Arc<IpFilter>) -> Rpc<B> {
+        let started = torrents.lock().settings.clone();
         if started.blocklist_enabled {
             torrents.backend().set_ip_filter(blocklist.clone());
         }

@@ -151,6 +151,10 @@ impl Daemon {
             ..base
         };
         let session = Session::new(engine.clone())?;
+        let blocklist = Arc::new(crate::blocklist::load(store.dir()));
+        if settings.blocklist_enabled {
+            session.set_ip_filter(blocklist.clone());
+        }
         let peer_addr = session.local_addr();
         let torrents = Torrents::open(EngineBackend::with_config(session, engine), store)?;
         {
@@ -173,7 +177,7 @@ impl Daemon {
                     .map_err(Error::Store)?;
             }
         }
-        let rpc = Arc::new(Rpc::new(torrents));
+        let rpc = Arc::new(Rpc::with_blocklist(torrents, blocklist));
         let gate = Arc::new(Gate::new(rpc.clone(), config.access));
         let http = match HttpServer::bind(config.rpc_addr, gate, config.limits) {
             Ok(h) => h,

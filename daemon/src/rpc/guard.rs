@@ -36,7 +36,9 @@ pub fn port_is_open(
             from.is_ipv4()
                 || matches!(from, std::net::IpAddr::V6(a) if a.to_ipv4_mapped().is_some())
         }
-        Some("ipv6") => from.is_ipv6(),
+        Some("ipv6") => {
+            matches!(from, std::net::IpAddr::V6(a) if a.to_ipv4_mapped().is_none())
+        }
         _ => true,
     };
     since <= PORT_TEST_WINDOW && family_ok && (loopback_only || !from.is_loopback())
