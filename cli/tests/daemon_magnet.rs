@@ -23,7 +23,7 @@ use crate::daemon::{free_port, remote_ok, start_daemon, trpc_python, wait_list, 
 use crate::util::*;
 
 /// One RPC call with the session-id handshake; returns `arguments`.
-fn rpc(port: u16, method: &str, args: Value) -> Value {
+pub(crate) fn rpc(port: u16, method: &str, args: Value) -> Value {
     let agent = agent();
     let url = format!("http://127.0.0.1:{port}/transmission/rpc");
     let mut id = String::new();

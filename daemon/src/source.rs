@@ -61,9 +61,20 @@ pub fn add_source(args: &serde_json::Map<String, Value>) -> Result<AddSource, St
 /// # Errors
 /// Transport errors, a non-2xx status, a body over the limit.
 pub fn fetch_url(url: &str) -> Result<Vec<u8>, String> {
+    fetch(url, MAX_TORRENT_URL_BYTES, 5)
+}
+
+/// Fetches `url` over HTTP(S): at most `limit` bytes within
+/// [`URL_TIMEOUT`], following at most `redirects` redirects, a 2xx status
+/// required.
+///
+/// # Errors
+/// Transport errors, a non-2xx status (a redirect past `redirects` too),
+/// a body over the limit.
+pub fn fetch(url: &str, limit: u64, redirects: u32) -> Result<Vec<u8>, String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .max_redirects(5)
+        .max_redirects(redirects)
         .user_agent(concat!("bittern/", env!("CARGO_PKG_VERSION")))
         .timeout_global(Some(URL_TIMEOUT))
         .build()
@@ -79,21 +90,17 @@ pub fn fetch_url(url: &str) -> Result<Vec<u8>, String> {
             status.as_u16()
         ));
     }
-    let too_big = || format!("cannot fetch {url}: more than {MAX_TORRENT_URL_BYTES} bytes");
-    if resp
-        .body()
-        .content_length()
-        .is_some_and(|n| n > MAX_TORRENT_URL_BYTES)
-    {
+    let too_big = || format!("cannot fetch {url}: more than {limit} bytes");
+    if resp.body().content_length().is_some_and(|n| n > limit) {
         return Err(too_big());
     }
     let mut body = Vec::new();
     resp.body_mut()
         .as_reader()
-        .take(MAX_TORRENT_URL_BYTES + 1)
+        .take(limit + 1)
         .read_to_end(&mut body)
         .map_err(|e| format!("cannot fetch {url}: {e}"))?;
-    if body.len() as u64 > MAX_TORRENT_URL_BYTES {
+    if body.len() as u64 > limit {
         return Err(too_big());
     }
     Ok(body)

@@ -1,5 +1,6 @@
 //! Engine integration tests: whole sessions on 127.0.0.1.
 
+mod blocklist;
 mod dht;
 mod e2e;
 mod encryption;

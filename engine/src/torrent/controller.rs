@@ -183,6 +183,7 @@ pub(crate) fn build_controller(
         ),
     };
     let source = PeerSource::new(id, links.sources.clone());
+    let weak_session = Arc::downgrade(&session);
     let ctl = Controller::new(Parts {
         id,
         metainfo,
@@ -202,6 +203,7 @@ pub(crate) fn build_controller(
         published,
         events,
         registry,
+        session: weak_session,
     };
     Ok((ctl, handle))
 }
@@ -319,6 +321,9 @@ pub(crate) struct Controller {
     wanted: Vec<bool>,
     peers: HashMap<PeerKey, Peer>,
     next_key: u64,
+    /// The session IP filter's generation our peers were last checked
+    /// against (see `drop_blocked`).
+    filter_seen: u64,
     verifying: usize,
     /// Completed pieces waiting for a verification job.
     verify_queue: Arc<VerifyQueue>,
@@ -452,6 +457,7 @@ impl Controller {
             seed,
         );
         let have = Arc::new(HaveSet::new(info.piece_count()));
+        *published.have.lock() = Some(have.clone());
         let claims = Arc::new(BlockClaims::new(
             info.piece_count(),
             info.piece_length,
@@ -499,6 +505,7 @@ impl Controller {
             wanted,
             peers: HashMap::new(),
             next_key: 0,
+            filter_seen: 0,
             verifying: 0,
             verify_queue: Arc::default(),
             pending_haves: Vec::new(),

@@ -555,6 +555,7 @@ impl MetadataFetch {
             if self.banned.contains(&addr)
                 || self.peers.values().any(|p| p.addr == addr)
                 || (addr.port() == self.setup.session.port && addr.ip().is_loopback())
+                || self.setup.session.blocked(addr.ip())
             {
                 continue;
             }
@@ -915,6 +916,7 @@ impl MetadataFetch {
         });
         if added {
             self.announcer = Some(key);
+            *self.setup.published.announce_key.lock() = Some(key);
         }
     }
 
@@ -923,6 +925,7 @@ impl MetadataFetch {
             d.remove(self.setup.id);
         }
         if let Some(key) = self.announcer.take() {
+            *self.setup.published.announce_key.lock() = None;
             // `stopped` goes out in the background; the torrent announces
             // `started` again under a new key.
             self.setup.session.with_announcer(|a| drop(a.remove(key)));

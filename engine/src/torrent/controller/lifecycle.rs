@@ -114,6 +114,7 @@ impl Controller {
     /// upkeep: every 250 ms while the torrent has peers (see `timers`).
     pub(super) fn on_tick(&mut self, now: Instant) {
         self.last_tick = now;
+        self.drop_blocked();
         // Sample payload counters for per-peer rates.
         let mut up_total = 0;
         for p in self.peers.values_mut() {
@@ -415,6 +416,7 @@ impl Controller {
         });
         if added {
             self.announcer = Some(key);
+            *self.published.announce_key.lock() = Some(key);
         }
     }
 
@@ -424,6 +426,7 @@ impl Controller {
         self.session
             .lsd_send(crate::lsd::LsdCommand::Remove(self.info_hash));
         let key = self.announcer.take()?;
+        *self.published.announce_key.lock() = None;
         let mut stopping = None;
         self.session
             .with_announcer(|a| stopping = Some(a.remove(key)));
