@@ -281,9 +281,8 @@ fn python_adds_a_magnet_seeded_by_libtorrent() {
         &["--piece-length", "32KiB"],
     );
     let hash = hash_of(&tor);
-    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/tests/scripts");
     let mut c = Command::new(PYTHON);
-    c.arg(scripts.join("lt_seed.py"))
+    c.arg(script("lt_seed.py"))
         .arg(&tor)
         .arg(t.join("src"))
         .stdin(std::process::Stdio::null());

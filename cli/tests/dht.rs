@@ -1,5 +1,5 @@
 //! The DHT end to end against libtorrent 2.0.8 on loopback: eight
-//! libtorrent DHT nodes (`scripts/lt_dht_swarm.py`, configured as in
+//! libtorrent DHT nodes (`testkit/scripts/lt_dht_swarm.py`, configured as in
 //! shared/reference/dht.md), trackerless torrents, and bittern given only
 //! `--dht-bootstrap`.
 //!

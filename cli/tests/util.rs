@@ -336,9 +336,7 @@ pub fn libtorrent_available() -> bool {
     )
 }
 
-/// A script in `tests/scripts/`.
+/// A helper script in `testkit/scripts/`.
 pub fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/scripts")
-        .join(name)
+    bittern_testkit::libtorrent::script(name)
 }

@@ -1,5 +1,5 @@
 //! Interop with libtorrent's DHT on loopback (python3-libtorrent 2.0.8,
-//! driven by `tests/scripts/lt_dht.py`).
+//! driven by `testkit/scripts/lt_dht.py`).
 //!
 //! Only loopback is used, and the test checks it:
 //! - every libtorrent session listens on `127.0.0.1` only, its
@@ -15,7 +15,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
@@ -48,7 +47,7 @@ struct Swarm {
 
 impl Swarm {
     fn start(args: &[&str]) -> (Swarm, Value) {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/lt_dht.py");
+        let script = bittern_testkit::libtorrent::script("lt_dht.py");
         let mut child = Command::new(PYTHON)
             .arg(script)
             .args(args)

@@ -4,7 +4,7 @@
 //! byte against the source files.
 //!
 //! libtorrent runs in Debian's `/usr/bin/python3` (the only Python that can
-//! import `python3-libtorrent`) through the scripts in `tests/scripts/`,
+//! import `python3-libtorrent`) through the scripts in `testkit/scripts/`,
 //! which turn DHT, LSD, UPnP and NAT-PMP off and listen on 127.0.0.1 only.
 //! A missing tool skips the test loudly, or fails it when
 //! `BITTERN_REQUIRE_INTEROP=1`.
@@ -59,10 +59,7 @@ pub(crate) fn have_libtorrent() -> bool {
 }
 
 pub(crate) fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("scripts")
-        .join(name)
+    bittern_testkit::libtorrent::script(name)
 }
 
 /// Writes `.torrent` bytes for `meta` (optionally with an announce URL) to

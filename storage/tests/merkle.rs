@@ -16,7 +16,7 @@ use crate::util::{random_bytes, rayon_pool};
 const PYTHON: &str = "/usr/bin/python3";
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../wire/tests/scripts/lt_v2.py")
+    bittern_testkit::libtorrent::script("lt_v2.py")
 }
 
 fn have_libtorrent() -> bool {

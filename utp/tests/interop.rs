@@ -64,7 +64,7 @@ fn hex20(s: &str) -> [u8; 20] {
 
 impl Partner {
     fn spawn(args: &[&str]) -> Self {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/lt_utp.py");
+        let script = bittern_testkit::libtorrent::script("lt_utp.py");
         let mut child = Command::new(PYTHON)
             .arg(script)
             .args(args)

@@ -1,5 +1,5 @@
 //! BitTorrent v2 and hybrid torrents made now by libtorrent
-//! (`scripts/lt_v2.py`): bittern's v1 and v2 info hashes, files, roots and
+//! (`testkit/scripts/lt_v2.py`): bittern's v1 and v2 info hashes, files, roots and
 //! piece layers must equal libtorrent's, and `MetainfoBuilder` given the
 //! same roots and layers must write a byte-identical info dictionary.
 
@@ -64,7 +64,7 @@ struct Lt {
 
 fn libtorrent(dir: &Path, name: &str, kind: &str, piece_length: u64) -> (PathBuf, Lt) {
     let out = dir.join(format!("lt-{kind}-{piece_length}-{}.torrent", name.len()));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/lt_v2.py");
+    let script = bittern_testkit::libtorrent::script("lt_v2.py");
     let text = run(Command::new(PYTHON)
         .current_dir(dir)
         .arg(script)

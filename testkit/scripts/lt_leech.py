@@ -3,8 +3,9 @@
 Usage: /usr/bin/python3 lt_leech.py TORRENT SAVE_PATH PEER_PORT [TIMEOUT_S]
 
 Downloads TORRENT into SAVE_PATH from the peer at 127.0.0.1:PEER_PORT,
-prints "DONE <payload bytes downloaded>" on stdout once the download is
-complete and checked, and exits 0. Prints "PORT <n>" (its listen
+prints "WANTED_DONE <bytes of wanted pieces checked>" and then "DONE
+<payload bytes downloaded>" on stdout once the download is complete and
+checked, and exits 0. Prints "PORT <n>" (its listen
 port) first. Exits 2 on timeout. Prints
 "PEERS <ip:port> ..." whenever the set of connected peers changes.
 """
@@ -56,6 +57,7 @@ def main():
     ses.remove_torrent(h)
     del h
     del ses
+    print("WANTED_DONE %d" % s.total_wanted_done, flush=True)
     print("DONE %d" % s.total_payload_download, flush=True)
 
 
