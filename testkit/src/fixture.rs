@@ -191,3 +191,26 @@ pub fn trpc_available() -> bool {
         available,
     )
 }
+
+/// Whether `e` is a socket read or write timing out (`WouldBlock` or
+/// `TimedOut`, as a read timeout reports), not a real failure.
+pub fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// `len` deterministic pseudo-random bytes (xorshift32 from `seed`): cheap
+/// filler for wire and format tests.
+pub fn xorshift_bytes(seed: u32, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
