@@ -275,20 +275,10 @@ fn bittern_downloads_v2_and_hybrid_from_libtorrent() {
         let port = lt.wait_line("PORT ", Duration::from_secs(30));
         let port = port.trim_start_matches("PORT ").trim().to_string();
         let dst = tmp.path().join("dst");
-        let r = run_limited(
-            cmd([
-                "download",
-                t.to_str().unwrap(),
-                "-d",
-                dst.to_str().unwrap(),
-                "--bind",
-                "127.0.0.1",
-                "-p",
-                "0",
-                "--peer",
-                &format!("127.0.0.1:{port}"),
-                "--exit-on-complete",
-            ]),
+        let r = download(
+            t.to_str().unwrap(),
+            dst.to_str().unwrap(),
+            &["--peer", &format!("127.0.0.1:{port}"), "--exit-on-complete"],
             Duration::from_secs(90),
         );
         assert_eq!(r.code, Some(0), "{kind}: {r:?}");
@@ -313,20 +303,10 @@ fn bittern_downloads_v2_and_hybrid_from_libtorrent() {
             )
         };
         let dst = tmp.path().join("dst-magnet");
-        let r = run_limited(
-            cmd([
-                "download",
-                &link,
-                "-d",
-                dst.to_str().unwrap(),
-                "--bind",
-                "127.0.0.1",
-                "-p",
-                "0",
-                "--peer",
-                &format!("127.0.0.1:{port}"),
-                "--exit-on-complete",
-            ]),
+        let r = download(
+            &link,
+            dst.to_str().unwrap(),
+            &["--peer", &format!("127.0.0.1:{port}"), "--exit-on-complete"],
             Duration::from_secs(90),
         );
         assert_eq!(r.code, Some(0), "{kind} magnet: {r:?}");
