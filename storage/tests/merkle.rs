@@ -20,11 +20,7 @@ fn script() -> PathBuf {
 }
 
 fn have_libtorrent() -> bool {
-    let ok = Command::new(PYTHON)
-        .args(["-c", "import libtorrent"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    bittern_testkit::require("interop tool libtorrent (python3-libtorrent)", ok)
+    bittern_testkit::libtorrent::available()
 }
 
 fn unhex(s: &str) -> Vec<u8> {

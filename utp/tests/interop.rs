@@ -22,15 +22,7 @@ const PYTHON: &str = "/usr/bin/python3";
 const BLOCK: usize = 16 * 1024;
 
 fn libtorrent_available() -> bool {
-    let ok = Command::new(PYTHON)
-        .args(["-c", "import libtorrent"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    bittern_testkit::require(
-        &format!("python3-libtorrent (import libtorrent in {PYTHON})"),
-        ok,
-    )
+    bittern_testkit::libtorrent::available()
 }
 
 /// The libtorrent process; killed on drop so a failing test leaves nothing.

@@ -243,11 +243,7 @@ fn count_reads(mut r: impl Read, count: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
             Ok(n) => {
                 count.fetch_add(n as u64, Ordering::Relaxed);
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if bittern_testkit::is_timeout(&e) => {}
             Err(_) => return,
         }
     }
@@ -259,11 +255,7 @@ fn write_until(mut w: impl Write, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         match w.write(&buf) {
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if bittern_testkit::is_timeout(&e) => {}
             Err(_) => return,
         }
     }

@@ -15,15 +15,7 @@ const MULTI: &str = "v2 Ünïcødé";
 const SINGLE: &str = "single файл.bin";
 
 fn bytes(seed: u32, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
+    bittern_testkit::xorshift_bytes(seed, len)
 }
 
 /// Files not a multiple of the piece size, an empty one in the middle and
