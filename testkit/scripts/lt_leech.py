@@ -11,9 +11,8 @@ port) first. Exits 2 on timeout. Prints
 """
 
 import sys
-import time
 
-from lt_common import add, describe, drain_alerts, log, make_session, print_peers, report_peers
+from lt_common import add, close, download, log, make_session, print_peers, report_peers
 
 
 def main():
@@ -23,38 +22,15 @@ def main():
     log("leecher listening on", port)
     print("PORT %d" % port, flush=True)
     h = add(ses, torrent, save_path)
-    peer = ("127.0.0.1", peer_port)
-    deadline = time.monotonic() + timeout
-    last_connect = 0.0
-    last_log = 0.0
-    peers = None
+    peers = [None]
     seen = set()
-    while True:
-        peers = print_peers(h, peers)
+
+    def tick():
+        peers[0] = print_peers(h, peers[0])
         report_peers(h, seen)
-        s = h.status()
-        if s.is_seeding:
-            break
-        now = time.monotonic()
-        if now > deadline:
-            log("timed out:", describe(h))
-            drain_alerts(ses)
-            sys.exit(2)
-        # (Re)connect whenever we have no peer: the first attempt may come
-        # while the torrent is still checking.
-        if s.num_peers == 0 and now - last_connect > 1:
-            h.connect_peer(peer)
-            last_connect = now
-        if now - last_log > 1:
-            log(describe(h))
-            last_log = now
-        drain_alerts(ses)
-        time.sleep(0.05)
-    drain_alerts(ses)
-    s = h.status()
-    log("complete:", describe(h))
-    # Close the files before the test compares them.
-    ses.remove_torrent(h)
+
+    download(ses, h, peer_port, timeout, lambda s: s.is_seeding, tick)
+    s = close(ses, h, "complete:")
     del h
     del ses
     print("WANTED_DONE %d" % s.total_wanted_done, flush=True)
