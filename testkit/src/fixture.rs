@@ -204,12 +204,30 @@ pub fn is_timeout(e: &std::io::Error) -> bool {
 /// `len` deterministic pseudo-random bytes (xorshift32 from `seed`): cheap
 /// filler for wire and format tests.
 pub fn xorshift_bytes(seed: u32, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    xorshift32_stream(seed.wrapping_mul(2_654_435_761).max(1), len)
+}
+
+/// `len` bytes, the low byte of each step of xorshift32 from the state
+/// `x` (which must not be 0).
+pub fn xorshift32_stream(mut x: u32, len: usize) -> Vec<u8> {
     (0..len)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// `len` bytes, the low byte of each step of xorshift64 from `seed | 1`.
+pub fn xorshift64_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
             x as u8
         })
         .collect()

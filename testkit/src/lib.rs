@@ -20,6 +20,7 @@ pub mod aria2;
 pub mod fixture;
 pub mod libtorrent;
 pub mod netns;
+pub mod opentracker;
 pub mod procs;
 pub mod transmission;
 pub mod webdriver;
