@@ -5,9 +5,8 @@
 //! info dictionary against the info hash. A missing tool skips the test
 //! loudly, or fails it when `BITTERN_REQUIRE_INTEROP=1`.
 
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bittern_engine::{SeedGoal, SessionConfig, TorrentOptions, TorrentState};
@@ -20,7 +19,7 @@ use crate::interop::{
 };
 use crate::util::*;
 
-const OPENTRACKER: &str = "/usr/bin/opentracker";
+use bittern_testkit::opentracker::OPENTRACKER;
 
 fn magnet_uri(meta: &Metainfo, extra: &str) -> String {
     format!(
@@ -128,71 +127,12 @@ fn bittern_fetches_magnet_from_libtorrent_by_x_pe() {
     );
 }
 
-/// Kills opentracker when the test ends.
-struct OpenTracker {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for OpenTracker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use bittern_testkit::opentracker::OpenTracker;
 
 /// opentracker on 127.0.0.1 (HTTP and UDP on one free port), whitelisting
 /// `hash` as Debian's build requires (see tracker/tests/opentracker.rs).
 fn opentracker(hash: InfoHash) -> OpenTracker {
-    let dir = tempfile::tempdir().unwrap();
-    let wl = dir.path().join("whitelist.txt");
-    std::fs::write(&wl, hash.to_hex() + "\n").unwrap();
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-    });
-    let wl_arg = if root {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::set_permissions(&wl, std::fs::Permissions::from_mode(0o644)).unwrap();
-        "/whitelist.txt".to_string()
-    } else {
-        wl.display().to_string()
-    };
-    let port = loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            break port;
-        }
-    };
-    let child = Command::new(OPENTRACKER)
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-P",
-            &port.to_string(),
-        ])
-        .args(["-w", &wl_arg, "-d"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start opentracker");
-    let ot = OpenTracker {
-        child,
-        port,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "opentracker did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    ot
+    OpenTracker::start(&[hash.to_hex()])
 }
 
 #[test]

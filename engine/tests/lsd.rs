@@ -446,14 +446,7 @@ fn session_finds_a_libtorrent_peer_by_lsd_alone() {
         st.peers_known
     );
     drop(session);
-    let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap();
-    let ifaces: Vec<&str> = dev
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split(':').next())
-        .map(str::trim)
-        .collect();
-    assert_eq!(ifaces, vec!["lo"], "still nothing but lo");
+    bittern_testkit::netns::assert_only_lo("still nothing but lo");
 }
 
 /// Transmission 3.00 (upper-case info hash in its announces, its own
@@ -549,14 +542,7 @@ fn session_finds_a_transmission_peer_by_lsd_alone() {
     );
     drop(session);
     drop(tr);
-    let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap();
-    let ifaces: Vec<&str> = dev
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split(':').next())
-        .map(str::trim)
-        .collect();
-    assert_eq!(ifaces, vec!["lo"], "still nothing but lo");
+    bittern_testkit::netns::assert_only_lo("still nothing but lo");
 }
 
 // ---- IPv6 (`[ff15::efc0:988f]:6771`) ------------------------------------

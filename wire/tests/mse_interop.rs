@@ -40,15 +40,7 @@ fn script() -> PathBuf {
 }
 
 fn data() -> Vec<u8> {
-    let mut x = 0x2545_f491u32;
-    (0..LEN)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
+    bittern_testkit::xorshift32_stream(0x2545_f491, LEN)
 }
 
 /// The torrent for [`data`], written to `dir/mse.torrent`.
