@@ -28,3 +28,19 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def write_results(path, text):
+    """Writes a benchmark's report `text` to `path`, keeping what follows
+    an "## Analysis" heading in the file there before (written by hand)."""
+    prev = ""
+    try:
+        with open(path) as f:
+            old = f.read()
+        k = old.find("## Analysis")
+        if k >= 0:
+            prev = old[k:]
+    except FileNotFoundError:
+        pass
+    with open(path, "w") as f:
+        f.write(text + ("\n" + prev if prev else ""))
