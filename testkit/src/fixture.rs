@@ -210,25 +210,41 @@ pub fn xorshift_bytes(seed: u32, len: usize) -> Vec<u8> {
 /// `len` bytes, the low byte of each step of xorshift32 from the state
 /// `x` (which must not be 0).
 pub fn xorshift32_stream(mut x: u32, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
+    low_bytes(len, || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        u64::from(x)
+    })
+}
+
+/// The low byte of each of `len` values drawn from `next`.
+fn low_bytes(len: usize, mut next: impl FnMut() -> u64) -> Vec<u8> {
+    (0..len).map(|_| next() as u8).collect()
 }
 
 /// `len` bytes, the low byte of each step of xorshift64 from `seed | 1`.
 pub fn xorshift64_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    low_bytes(len, || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xorshift_streams_are_the_known_sequences() {
+        // the low bytes of the first steps of xorshift32 and xorshift64
+        // from 1
+        assert_eq!(xorshift32_stream(1, 3), vec![0x21, 0x01, 0xc5]);
+        assert_eq!(xorshift64_bytes(3, 0), vec![0x41, 0x41, 0x29]);
+        assert_eq!(random_bytes(64, 7), random_bytes(64, 7));
+        assert_ne!(random_bytes(64, 7), random_bytes(64, 8));
+    }
 }
