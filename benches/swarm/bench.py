@@ -21,6 +21,9 @@ import urllib.request
 
 import data
 import report
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchlib import write_results  # noqa: E402
 from clients import SETTINGS_NOTES, Aria2, Bittern, Libtorrent, Transmission, PY, LT_NODE
 from procs import Proc, Watch, port_listening, run_timed
 
@@ -550,15 +553,7 @@ class Bench:
             lines += ["- note: " + n]
         lines.append("")
         text = "\n".join(lines)
-        prev = ""
-        if os.path.exists(a.results):
-            with open(a.results) as f:
-                old = f.read()
-            k = old.find("## Analysis")
-            if k >= 0:
-                prev = old[k:]
-        with open(a.results, "w") as f:
-            f.write(text + ("\n" + prev if prev else ""))
+        write_results(a.results, text)
         print(text)
 
 

@@ -202,18 +202,7 @@ fn serve(body: Vec<u8>, n: usize) -> String {
 #[test]
 fn python_adds_a_magnet_and_transmission_remote_a_url() {
     let python = trpc_python();
-    let available = Command::new(&python)
-        .args(["-c", "import transmission_rpc"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !bittern_testkit::require(
-        &format!(
-            "the Python transmission-rpc package at {} (scripts/test.sh makes the venv)",
-            python.display()
-        ),
-        available,
-    ) || !have_remote()
-    {
+    if !bittern_testkit::trpc_available() || !have_remote() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -256,20 +245,12 @@ fn python_adds_a_magnet_and_transmission_remote_a_url() {
 #[test]
 fn python_adds_a_magnet_seeded_by_libtorrent() {
     let python = trpc_python();
-    let available = Command::new(&python)
-        .args(["-c", "import transmission_rpc"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !bittern_testkit::require(
-        &format!(
-            "the Python transmission-rpc package at {} (scripts/test.sh makes the venv)",
-            python.display()
-        ),
-        available,
-    ) || !bittern_testkit::require(
-        "python3-libtorrent (Debian package)",
-        libtorrent_available(),
-    ) {
+    if !bittern_testkit::trpc_available()
+        || !bittern_testkit::require(
+            "python3-libtorrent (Debian package)",
+            libtorrent_available(),
+        )
+    {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -281,9 +262,8 @@ fn python_adds_a_magnet_seeded_by_libtorrent() {
         &["--piece-length", "32KiB"],
     );
     let hash = hash_of(&tor);
-    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/tests/scripts");
     let mut c = Command::new(PYTHON);
-    c.arg(scripts.join("lt_seed.py"))
+    c.arg(script("lt_seed.py"))
         .arg(&tor)
         .arg(t.join("src"))
         .stdin(std::process::Stdio::null());
@@ -336,9 +316,8 @@ fn rpc_adds_a_btmh_only_magnet_seeded_by_libtorrent() {
     let v2 = meta.info_hash_v2.unwrap().to_hex();
     let truncated = meta.info_hash.to_hex();
     assert_eq!(truncated, v2[..40]);
-    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/tests/scripts");
     let mut c = Command::new(PYTHON);
-    c.arg(scripts.join("lt_seed.py"))
+    c.arg(bittern_testkit::libtorrent::script("lt_seed.py"))
         .arg(&tor)
         .arg(t.join("src"))
         .stdin(std::process::Stdio::null());

@@ -59,12 +59,8 @@ fn stored(runner: &Runner, ih: InfoHash) -> Vec<SocketAddr> {
     })
 }
 
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_for(what: &str, limit: Duration, cond: impl FnMut() -> bool) {
+    bittern_testkit::wait_until(what, limit, cond);
 }
 
 /// A seeds a public and a private torrent with the DHT on: the public one

@@ -149,11 +149,7 @@ impl Wire {
             match self.stream.read(&mut tmp) {
                 Ok(0) => return true,
                 Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
+                Err(e) if bittern_testkit::is_timeout(&e) => {}
                 Err(_) => return true,
             }
         }

@@ -366,12 +366,7 @@ fn lying_peer(meta: &Metainfo, how: Liar) -> (SocketAddr, std::thread::JoinHandl
                 Ok(Got::Extended { id: 5, payload }) => payload,
                 Ok(_) => continue,
                 // Closed by bittern (or timed out: then `false` below).
-                Err(e) => {
-                    return !matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    )
-                }
+                Err(e) => return !bittern_testkit::is_timeout(&e),
             };
             let Ok(MetadataMessage::Request { piece }) = MetadataMessage::decode(&payload) else {
                 continue;

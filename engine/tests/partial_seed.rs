@@ -40,11 +40,7 @@ fn unchoked_after(w: &mut Wire, limit: Duration) -> bool {
             Ok(Got::Other(m)) if m == "Unchoke" => unchoked = true,
             Ok(Got::Other(m)) if m == "Choke" => unchoked = false,
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if bittern_testkit::is_timeout(&e) => {}
             Err(e) => panic!("connection ended: {e}"),
         }
     }

@@ -113,7 +113,7 @@ fn libtorrent_partial_seed_is_a_seed_to_bittern() {
     let a = &meta.info.file_paths()[0];
     std::fs::create_dir_all(ltdir.path().join(a).parent().unwrap()).unwrap();
     std::fs::copy(src.path().join(a), ltdir.path().join(a)).unwrap();
-    let mut lt = Proc::spawn(
+    let (lt, port) = bittern_testkit::libtorrent::spawn_with_port(
         "libtorrent partial seed",
         python(
             "lt_partial_seed.py",
@@ -121,10 +121,6 @@ fn libtorrent_partial_seed_is_a_seed_to_bittern() {
         ),
         work.path().join("lt_partial_seed.log"),
     );
-    let port: u16 = lt
-        .expect_line("PORT ", Duration::from_secs(30))
-        .parse()
-        .unwrap();
 
     let leecher = session();
     let opts = TorrentOptions {

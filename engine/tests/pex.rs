@@ -4,7 +4,6 @@
 //! sends, read by a scripted peer; hostile senders (a 10,000-peer
 //! message, messages too often, PEX on a private torrent).
 
-use std::ffi::OsStr;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -18,7 +17,7 @@ use bittern_wire::{
 };
 
 use crate::fake::{Got, Wire};
-use crate::interop::{have_libtorrent, python, write_torrent, Proc};
+use crate::interop::{have_libtorrent, write_torrent, Proc};
 use crate::util::*;
 
 fn local(port: u16) -> SocketAddr {
@@ -159,23 +158,11 @@ fn c_learns_b_from_libtorrent_pex() {
     let (meta, torrent) = write_torrent(work.path(), &meta, None);
     let (b, tb) = slow_seed(&meta, src.path());
     let b_port = b.local_addr().port().to_string();
-    let mut lt = Proc::spawn(
+    let (lt, port) = bittern_testkit::libtorrent::spawn_with_port(
         "libtorrent A",
-        python(
-            "lt_leech.py",
-            &[
-                torrent.as_os_str(),
-                dst_a.path().as_os_str(),
-                OsStr::new(&b_port),
-                OsStr::new("120"),
-            ],
-        ),
+        bittern_testkit::libtorrent::leech_cmd(&torrent, dst_a.path(), &b_port, 120),
         work.path().join("lt_a.log"),
     );
-    let port: u16 = lt
-        .expect_line("PORT ", Duration::from_secs(30))
-        .parse()
-        .unwrap();
     wait_until("libtorrent to reach B", Duration::from_secs(20), || {
         tb.peers()
             .iter()
@@ -230,15 +217,7 @@ fn libtorrent_learns_b_from_bittern_pex() {
     let a_port = a.local_addr().port().to_string();
     let mut lt = Proc::spawn(
         "libtorrent C",
-        python(
-            "lt_leech.py",
-            &[
-                torrent.as_os_str(),
-                dst.path().as_os_str(),
-                OsStr::new(&a_port),
-                OsStr::new("90"),
-            ],
-        ),
+        bittern_testkit::libtorrent::leech_cmd(&torrent, dst.path(), &a_port, 90),
         work.path().join("lt_c.log"),
     );
     // libtorrent connects to B's listen port, which only our PEX told it.
@@ -305,11 +284,7 @@ fn next_extended(w: &mut Wire, id: u8, limit: Duration) -> Option<Vec<u8>> {
         match w.recv() {
             Ok(Got::Extended { id: got, payload }) if got == id => return Some(payload),
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if bittern_testkit::is_timeout(&e) => {}
             Err(_) => return None,
         }
     }

@@ -24,29 +24,7 @@ use crate::util::*;
 // ---------------------------------------------------------------------
 // helpers
 
-fn proc_status(field: &str) -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
-}
-
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
-}
+use bittern_testkit::{open_fds, poll_until as wait_for, proc_status, threads_named};
 
 /// Runs the test `name` alone in a child process (returns true: the
 /// caller is the parent and is done), or returns false in that child.
@@ -56,30 +34,7 @@ fn isolated(name: &str) -> bool {
 
 /// As [`isolated`], with extra environment for the child.
 fn isolated_with(name: &str, env: &[(&str, &str)]) -> bool {
-    const VAR: &str = "BITTERN_ISOLATED_TEST";
-    if std::env::var(VAR).as_deref() == Ok(name) {
-        return false;
-    }
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe)
-        .args([
-            "--exact",
-            &format!("reliability::{name}"),
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(VAR, name)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{stderr}");
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "isolated {name} failed:\n{stdout}\n{stderr}"
-    );
-    true
+    bittern_testkit::isolated_with(&format!("reliability::{name}"), env)
 }
 
 /// A seeding session with a 9-piece torrent.
@@ -126,11 +81,7 @@ fn write_until_reset(stream: &mut TcpStream, bytes: &[u8], limit: Duration) -> b
     while start.elapsed() < limit {
         match stream.write(bytes) {
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if bittern_testkit::is_timeout(&e) => {}
             Err(_) => return true,
         }
     }
@@ -1025,11 +976,7 @@ fn an_interest_flapping_flood_does_not_starve_honest_peers() {
         while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
             match stream.write(&flap) {
                 Ok(n) => sent += n as u64,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
+                Err(e) if bittern_testkit::is_timeout(&e) => {}
                 Err(_) => break,
             }
         }
@@ -1186,17 +1133,6 @@ fn a_rate_limited_endgame_writes_each_block_once_without_spinning() {
         cpu < Duration::from_millis(500),
         "{cpu:?} of CPU for a {size}-byte download"
     );
-}
-
-/// Threads of this process whose name starts with `prefix`.
-fn threads_named(prefix: &str) -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .map(|d| {
-            d.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-                .filter(|name| name.starts_with(prefix))
-                .count()
-        })
-        .unwrap_or(0)
 }
 
 /// A peer that asks for 8 MiB and stops reading leaves our writer blocked

@@ -29,15 +29,11 @@ fn bittern_downloads_btmh_only_magnet_from_libtorrent() {
     let layer = m.piece_layer(&m.info.files[0]).unwrap().to_vec();
     assert_eq!(layer.len(), 31);
     let t = src.path().join("btmh.bin.torrent");
-    let mut lt = Proc::spawn(
+    let (lt, port) = bittern_testkit::libtorrent::spawn_with_port(
         "libtorrent seeder",
-        python("lt_seed.py", &[t.as_os_str(), src.path().as_os_str()]),
+        bittern_testkit::libtorrent::seed_cmd(&t, src.path()),
         work.path().join("lt_seed.log"),
     );
-    let port: u16 = lt
-        .expect_line("PORT ", Duration::from_secs(30))
-        .parse()
-        .unwrap();
     let uri = format!(
         "magnet:?xt=urn:btmh:1220{}&dn=btmh.bin",
         m.info_hash_v2.unwrap().to_hex()

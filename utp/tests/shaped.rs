@@ -117,14 +117,7 @@ fn shape_private_lo(name: &str, rate: &str, latency: &str, toward: &str, udp_los
         "outer namespace unknown: {outer:?}"
     );
     assert_ne!(netns_id(), outer, "not in a private network namespace");
-    let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap();
-    let ifaces: Vec<&str> = dev
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split(':').next())
-        .map(str::trim)
-        .collect();
-    assert_eq!(ifaces, vec!["lo"], "the namespace must hold only lo");
+    bittern_testkit::netns::assert_only_lo("the namespace must hold only lo");
     run("ip", &["link", "set", "lo", "mtu", "1500", "up"]);
     // The queue sits on an ifb device fed from lo's ingress: there the
     // packets no longer belong to their sockets, as in a router's queue. A
@@ -199,15 +192,7 @@ fn nft_dropped() -> u64 {
 }
 
 fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    bittern_testkit::xorshift64_bytes(len, seed)
 }
 
 /// 3 MiB through a 20 Mbit/s link with a 50 ms queue and 1 % of UDP
@@ -265,11 +250,7 @@ fn count_reads(mut r: impl Read, count: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
             Ok(n) => {
                 count.fetch_add(n as u64, Ordering::Relaxed);
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if bittern_testkit::is_timeout(&e) => {}
             Err(_) => return,
         }
     }
@@ -281,11 +262,7 @@ fn write_until(mut w: impl Write, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         match w.write(&buf) {
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if bittern_testkit::is_timeout(&e) => {}
             Err(_) => return,
         }
     }

@@ -14,9 +14,8 @@ is seeding and keeps serving until killed. Diagnostics go to stderr.
 
 import json
 import sys
-import time
 
-from lt_common import add, describe, drain_alerts, log, make_session, print_peers, report_peers
+from lt_common import add, make_session, serve, wait_checked
 
 
 def main():
@@ -29,26 +28,9 @@ def main():
     else:
         ses, port = make_session()
     h = add(ses, torrent, save_path)
-    deadline = time.monotonic() + 30
-    while not h.status().is_seeding:
-        if time.monotonic() > deadline:
-            log("not seeding after the check:", describe(h))
-            sys.exit(2)
-        drain_alerts(ses)
-        time.sleep(0.05)
-    log("seeding:", describe(h))
+    wait_checked(ses, h, lambda s: s.is_seeding, "seeding")
     print("PORT %d" % port, flush=True)
-    last = 0.0
-    peers = None
-    seen = set()
-    while True:
-        drain_alerts(ses)
-        peers = print_peers(h, peers)
-        report_peers(h, seen)
-        if time.monotonic() - last > 1:
-            log(describe(h))
-            last = time.monotonic()
-        ses.wait_for_alert(200)
+    serve(ses, h, report=True)
 
 
 if __name__ == "__main__":
