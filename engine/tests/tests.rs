@@ -7,6 +7,7 @@ mod encryption;
 mod fake;
 mod faults;
 mod hostile;
+mod hybrid_swarm;
 mod interop;
 mod interop_magnet;
 mod ipv6;

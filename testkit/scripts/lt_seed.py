@@ -3,7 +3,8 @@
 Usage: /usr/bin/python3 lt_seed.py TORRENT SAVE_PATH [LISTEN [SETTINGS]]
 
 LISTEN is libtorrent's listen interface, "127.0.0.1:0" by default (e.g.
-"[::1]:0" for IPv6 loopback); SETTINGS a JSON object of libtorrent
+"[::1]:0" for IPv6 loopback, "127.0.0.2:0" for a loopback address of its
+own), also its outgoing interface; SETTINGS a JSON object of libtorrent
 settings to override (e.g. an upload rate limit).
 
 Prints "PEERS <ip:port> ..." whenever the set of connected peers changes.
@@ -22,7 +23,9 @@ def main():
     torrent, save_path = sys.argv[1], sys.argv[2]
     if len(sys.argv) > 3:
         listen = sys.argv[3]
-        outgoing = "::1" if listen.startswith("[") else "127.0.0.1"
+        # connections leave from the listen address ("127.0.0.2:0" dials
+        # from 127.0.0.2, so peers and trackers see one address)
+        outgoing = listen.rsplit(":", 1)[0].strip("[]")
         extra = json.loads(sys.argv[4]) if len(sys.argv) > 4 else None
         ses, port = make_session(listen, outgoing, extra)
     else:
