@@ -780,6 +780,10 @@ impl Controller {
             self.on_pex(key, payload);
             return;
         }
+        if ext == Extension::UploadOnly {
+            self.on_upload_only(key, payload);
+            return;
+        }
         debug!(
             "{}: peer {}: {} message of {} bytes ignored",
             self.short(),
@@ -787,6 +791,33 @@ impl Controller {
             ext.name(),
             payload.len()
         );
+    }
+
+    /// libtorrent's `upload_only` message: one byte, nonzero when the peer
+    /// now wants nothing (it completed), zero when it wants pieces again.
+    /// Kept in its handshake's `upload_only`, which `Peer::upload_only`
+    /// reads, so it counts as a seed from now on. An empty payload, or one
+    /// from a peer that never sent a handshake, is ignored.
+    fn on_upload_only(&mut self, key: PeerKey, payload: &[u8]) {
+        let Some(&flag) = payload.first() else {
+            debug!(
+                "{}: peer {}: empty upload_only ignored",
+                self.short(),
+                key.0
+            );
+            return;
+        };
+        let Some(hs) = self.peers.get_mut(&key).and_then(|p| p.ext.as_mut()) else {
+            return;
+        };
+        let now = flag != 0;
+        if hs.upload_only == now {
+            return;
+        }
+        hs.upload_only = now;
+        debug!("{}: peer {}: upload_only {now}", self.short(), key.0);
+        // as for a handshake: its choke slot goes with it.
+        self.rechoke(false);
     }
 
     fn on_block(&mut self, key: PeerKey, block: BlockRef, _stored: bool) {
