@@ -32,6 +32,10 @@ use crate::transport::Socket;
 /// room for the newcomer (a flood of half-open handshakes cannot shut a
 /// real peer out for the whole handshake deadline).
 const MAX_PENDING_HANDSHAKES: usize = 256;
+/// Handshake threads alive at most, counting those cut to make room that
+/// have not ended yet (on a loaded machine they end late): beyond it a
+/// newcomer is refused, so the bound on threads is hard.
+const MAX_HANDSHAKE_THREADS: usize = MAX_PENDING_HANDSHAKES + 32;
 /// Dropped handshakes are logged at most this often (with a count).
 const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Handshakes pending from one host (127.0.0.1 exempt), so that silent
@@ -367,6 +371,12 @@ pub(crate) fn admit(
             return;
         }
         *n += 1;
+    }
+    if pending.all.load(Ordering::Relaxed) >= MAX_HANDSHAKE_THREADS {
+        // cut handshakes still ending: no thread for this one
+        debug!("{peer}: dropping incoming connection: too many handshakes ending");
+        pending.release(host);
+        return;
     }
     if pending.all.load(Ordering::Relaxed) >= MAX_PENDING_HANDSHAKES {
         // the oldest pending handshake makes room: its thread sees the
