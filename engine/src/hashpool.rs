@@ -32,6 +32,11 @@ pub(crate) struct HashPool {
 
 impl HashPool {
     pub(crate) fn new(threads: usize) -> std::io::Result<HashPool> {
+        HashPool::named(threads, "bittern-verify")
+    }
+
+    /// A pool whose threads are called `name-0`, `name-1`, ...
+    pub(crate) fn named(threads: usize, name: &str) -> std::io::Result<HashPool> {
         let (tx, rx) = bounded::<Job>(QUEUE);
         let overflow: Arc<Mutex<VecDeque<Job>>> = Arc::default();
         let mut handles = Vec::new();
@@ -40,7 +45,7 @@ impl HashPool {
             let overflow = overflow.clone();
             handles.push(
                 std::thread::Builder::new()
-                    .name(format!("bittern-verify-{i}"))
+                    .name(format!("{name}-{i}"))
                     .spawn(move || {
                         for job in rx {
                             job();
@@ -83,6 +88,42 @@ impl Drop for HashPool {
         self.tx.take();
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+    }
+}
+
+/// Threads of the session's [`SavePool`].
+pub(crate) const SAVE_THREADS: usize = 4;
+
+/// The few threads that write resume state (periodic saves and the last
+/// save of a stop), started by the first save: a session stopping 10,000
+/// torrents that each have something to record runs their saves here, a
+/// few at a time, instead of on a thread per torrent.
+#[derive(Default)]
+pub(crate) struct SavePool {
+    pool: Mutex<Option<HashPool>>,
+}
+
+impl SavePool {
+    /// Runs `job` on a save thread, starting the threads if need be. Never
+    /// blocks on a job. Gives `job` back when no thread could be started.
+    pub(crate) fn spawn<F: FnOnce() + Send + 'static>(&self, job: F) -> Result<(), F> {
+        let mut pool = self.pool.lock();
+        if pool.is_none() {
+            match HashPool::named(SAVE_THREADS, "bittern-save") {
+                Ok(p) => *pool = Some(p),
+                Err(e) => {
+                    log::warn!("cannot start the resume-save threads: {e}");
+                    return Err(job);
+                }
+            }
+        }
+        match pool.as_ref() {
+            Some(p) => {
+                p.spawn(job);
+                Ok(())
+            }
+            None => Err(job),
         }
     }
 }

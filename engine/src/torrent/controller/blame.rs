@@ -22,8 +22,8 @@ const ASK: usize = 3;
 impl Controller {
     /// The verifier's block hashes of failed v2 piece `piece`.
     pub(crate) fn on_failed_leaves(&mut self, piece: usize, leaves: Vec<Hash256>) {
-        if self.failed_leaves.len() < MAX_PENDING {
-            self.failed_leaves.insert(piece, leaves);
+        if swarm!(self).failed_leaves.len() < MAX_PENDING {
+            swarm!(self).failed_leaves.insert(piece, leaves);
         }
     }
 
@@ -31,10 +31,10 @@ impl Controller {
     /// blocks came from `senders`; false when that cannot be done (not v2,
     /// no block hashes, no peer to ask): blame it the v1 way then.
     pub(super) fn ask_leaves(&mut self, piece: usize, senders: Vec<Option<PeerKey>>) -> bool {
-        let Some(ours) = self.failed_leaves.remove(&piece) else {
+        let Some(ours) = swarm!(self).failed_leaves.remove(&piece) else {
             return false;
         };
-        if self.blames.len() >= MAX_PENDING || self.blames.contains_key(&piece) {
+        if swarm!(self).blames.len() >= MAX_PENDING || swarm!(self).blames.contains_key(&piece) {
             return false;
         }
         let Some(node) = self.storage.layout().piece_hash_v2(piece) else {
@@ -78,12 +78,14 @@ impl Controller {
             ours,
             senders,
         };
-        self.blames.insert(piece, (pending, asked));
+        swarm!(self).blames.insert(piece, (pending, asked));
         true
     }
 
     fn blame_for(&self, request: &HashRequest) -> Option<usize> {
-        self.blames
+        self.swarm
+            .as_deref()?
+            .blames
             .iter()
             .find(|(_, (b, _))| b.request == *request)
             .map(|(p, _)| *p)
@@ -96,11 +98,14 @@ impl Controller {
             return;
         };
         let n = request.length as usize;
-        let Some(guilty) = self.blames[&piece].0.guilty(hashes.get(..n).unwrap_or(&[])) else {
+        let Some(guilty) = swarm!(self).blames[&piece]
+            .0
+            .guilty(hashes.get(..n).unwrap_or(&[]))
+        else {
             debug!("{}: leaves for piece {piece} do not prove", self.short());
             return self.on_leaves_rejected(request);
         };
-        self.blames.remove(&piece);
+        swarm!(self).blames.remove(&piece);
         if guilty.is_empty() {
             // the blocks now match: someone else's, or rewritten under us
             debug!("{}: piece {piece}: no block to blame", self.short());
@@ -123,7 +128,7 @@ impl Controller {
                 },
             });
             let who = ban_key(addr);
-            if self.bad_data.record_bad(who, true) && self.banned.insert(who) {
+            if swarm!(self).bad_data.record_bad(who, true) && swarm!(self).banned.insert(who) {
                 warn!("{addr} {}: banned for sending bad data", self.short());
                 self.emit(TorrentEvent::PeerBanned(addr));
                 self.close(key);
@@ -137,14 +142,14 @@ impl Controller {
         let Some(piece) = self.blame_for(request) else {
             return;
         };
-        let Some((_, waiting)) = self.blames.get_mut(&piece) else {
+        let Some((_, waiting)) = swarm!(self).blames.get_mut(&piece) else {
             return;
         };
         *waiting = waiting.saturating_sub(1);
         if *waiting > 0 {
             return;
         }
-        let Some((b, _)) = self.blames.remove(&piece) else {
+        let Some((b, _)) = swarm!(self).blames.remove(&piece) else {
             return;
         };
         let mut senders: Vec<PeerKey> = b.senders.into_iter().flatten().collect();
@@ -155,7 +160,7 @@ impl Controller {
                 continue;
             };
             let (addr, who) = (p.addr, ban_key(p.addr));
-            if self.bad_data.record_bad(who, false) && self.banned.insert(who) {
+            if swarm!(self).bad_data.record_bad(who, false) && swarm!(self).banned.insert(who) {
                 warn!("{addr} {}: banned for sending bad data", self.short());
                 self.emit(TorrentEvent::PeerBanned(addr));
                 self.close(key);
