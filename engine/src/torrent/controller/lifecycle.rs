@@ -26,7 +26,8 @@ const MAX_DEFERRED: usize = 256;
 /// A stop in progress: peers closing and hashes draining (until
 /// `drain_until`), then a running persist finishing (until
 /// `persist_until`), then the stop job (last save, `stopped` announce,
-/// files released) on its own thread; its end finishes the torrent.
+/// files released) on a save thread or one of its own (see
+/// `start_stop_job`); its end finishes the torrent.
 pub(crate) struct Stopping {
     pub target: TorrentState,
     pub drain_until: Instant,
@@ -197,7 +198,7 @@ impl Controller {
 
     /// Graceful stop: close peers, wait for in-flight hashes and a running
     /// persist, then save resume state and announce `stopped` within the
-    /// deadline on the stop job's thread. Never waits here: each step is
+    /// deadline in the stop job. Never waits here: each step is
     /// taken when its event or deadline comes (`advance_stop`).
     pub(super) fn stop(&mut self, state: TorrentState) {
         self.stop_with(state, false);
