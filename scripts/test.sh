@@ -2,7 +2,7 @@
 # Runs bittern's whole test suite on a fresh Debian machine.
 #
 # Installs the real BitTorrent tools the interop tests drive (libtorrent's
-# Python bindings, mktorrent, transmission-cli, aria2, opentracker),
+# Python bindings, mktorrent, transmission-cli, aria2, ctorrent, opentracker),
 # nginx-light (the web-seed tests) and headless chromium with
 # chromedriver (the daemon's web page test), iproute2 (the LSD and
 # shaped-link uTP tests' network namespace, tc) and nftables (random loss
@@ -18,28 +18,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(python3-libtorrent mktorrent transmission-cli aria2 opentracker python3-venv nginx-light chromium chromium-driver iproute2 nftables)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    sudo=""
-    [ "$(id -u)" -ne 0 ] && sudo=sudo
-    echo "installing: ${missing[*]}"
-    $sudo apt-get update -qq
-    # nginx-light's postinst would start the packaged service on port 80;
-    # the web-seed tests run their own nginx on 127.0.0.1, so keep it off
-    # (policy-rc.d exit 101 = "do not start services"), when we add it.
-    policy=""
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        policy=/usr/sbin/policy-rc.d
-        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
-        $sudo chmod +x "$policy"
-    fi
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
-    if [ -n "$policy" ]; then $sudo rm -f "$policy"; fi
-fi
+packages=(python3-libtorrent mktorrent transmission-cli aria2 ctorrent opentracker python3-venv nginx-light chromium chromium-driver iproute2 nftables)
+bash scripts/ensure-packages.sh "${packages[@]}"
 
 venv=target/interop-venv
 if ! "$venv/bin/python" -c 'import transmission_rpc' 2>/dev/null; then

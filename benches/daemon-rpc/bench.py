@@ -22,11 +22,14 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchlib import bencode, free_port  # noqa: E402
+
 
 # What transmission-remote 3.00 asks for with -l (utils/remote.c, recorded in
 # ../shared/reference/transmission-rpc-transcripts.md).
@@ -38,21 +41,6 @@ SIZE = 64 * 1024
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def bencode(v):
-    if isinstance(v, int):
-        return b"i%de" % v
-    if isinstance(v, str):
-        v = v.encode()
-    if isinstance(v, bytes):
-        return b"%d:%s" % (len(v), v)
-    if isinstance(v, list):
-        return b"l" + b"".join(bencode(x) for x in v) + b"e"
-    if isinstance(v, dict):
-        keys = sorted(v, key=lambda k: k.encode() if isinstance(k, str) else k)
-        return b"d" + b"".join(bencode(k) + bencode(v[k]) for k in keys) + b"e"
-    raise TypeError(v)
-
-
 def torrent(i):
     """Torrent number i: a single file of SIZE bytes derived from i."""
     seed = hashlib.sha256(b"bittern-bench-%d" % i).digest()
@@ -62,12 +50,6 @@ def torrent(i):
             "info": {"length": SIZE, "name": "bench-%05d.bin" % i, "piece length": PIECE,
                      "pieces": pieces}}
     return base64.b64encode(bencode(meta)).decode()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu(pid):

@@ -18,7 +18,7 @@ if [ -z "${BITTERN:-}" ]; then
     BITTERN="$root/target/release/bittern"
 fi
 cp "$BITTERN" "$out/harness/bittern"
-cp "$here"/daemon_soak.py "$here"/daemon_soak_plot.py "$here"/soaklib.py "$here"/lt_peer.py "$out/harness/"
+cp "$here"/daemon_soak.py "$here"/daemon_soak_plot.py "$here"/soaklib.py "$here"/../benchlib.py "$here"/lt_peer.py "$out/harness/"
 (cd "$root" && git rev-parse HEAD 2>/dev/null) > "$out/commit.txt"
 echo "output: $out"
 nice -n 19 /usr/bin/python3 "$out/harness/daemon_soak.py" --out "$out" \

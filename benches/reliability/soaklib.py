@@ -13,25 +13,14 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 
-
-# ---------------------------------------------------------------- bencode
-
-def bencode(x):
-    """Bencodes ints, bytes, str, lists and dicts (keys sorted)."""
-    if isinstance(x, int):
-        return b"i%de" % x
-    if isinstance(x, str):
-        x = x.encode()
-    if isinstance(x, bytes):
-        return b"%d:%s" % (len(x), x)
-    if isinstance(x, list):
-        return b"l" + b"".join(bencode(v) for v in x) + b"e"
-    if isinstance(x, dict):
-        items = sorted((k.encode() if isinstance(k, str) else k, v) for k, v in x.items())
-        return b"d" + b"".join(bencode(k) + bencode(v) for k, v in items) + b"e"
-    raise TypeError(type(x))
+# benches/ in the tree; the soak's copied harness holds benchlib.py beside
+# this file (daemon_soak.sh copies both).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import bencode, free_port  # noqa: E402,F401
 
 
 # ---------------------------------------------------------------- torrents
@@ -322,15 +311,6 @@ class Child:
                            f"{self.text()[-1500:]}")
 
 
-def free_port():
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 def free_ports(n):
     """n distinct free TCP ports whose UDP twin is free too."""
     import socket
@@ -350,6 +330,3 @@ def free_ports(n):
 
 def jitter(rnd, mean):
     return rnd.uniform(0.5 * mean, 1.5 * mean)
-
-
-

@@ -21,17 +21,7 @@ if [ "${1:-}" = "--report-only" ]; then
 fi
 
 packages=(python3-libtorrent transmission-daemon transmission-cli opentracker iproute2 util-linux)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    sudo=""
-    [ "$(id -u)" -ne 0 ] && sudo=sudo
-    echo "installing: ${missing[*]}"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+bash scripts/ensure-packages.sh "${packages[@]}"
 
 cargo build --release -p bittern-cli
 

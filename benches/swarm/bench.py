@@ -21,6 +21,9 @@ import urllib.request
 
 import data
 import report
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchlib import write_results  # noqa: E402
 from clients import SETTINGS_NOTES, Aria2, Bittern, Libtorrent, Transmission, PY, LT_NODE
 from procs import Proc, Watch, port_listening, run_timed
 
@@ -48,6 +51,7 @@ PAIRS = [  # label, seeder, leecher, number of leechers
     ("bittern-rc4→bittern-rc4", "bittern-rc4", "bittern-rc4", 1),
     ("libtorrent-rc4→libtorrent-rc4", "libtorrent-rc4", "libtorrent-rc4", 1),
     ("bittern-utp→bittern-utp", "bittern-utp", "bittern-utp", 1),
+    ("bittern-utp-nogso→bittern-utp-nogso", "bittern-utp-nogso", "bittern-utp-nogso", 1),
     ("libtorrent-utp→libtorrent-utp", "libtorrent-utp", "libtorrent-utp", 1),
 ]
 CORE = PAIRS[:4]
@@ -148,6 +152,7 @@ class Bench:
                         "bittern-rc4": Bittern(self.bin, rc4=True),
                         "libtorrent-rc4": Libtorrent(rc4=True),
                         "bittern-utp": Bittern(self.bin, utp=True),
+                        "bittern-utp-nogso": Bittern(self.bin, utp=True, gso=False),
                         "libtorrent-utp": Libtorrent(utp=True)}
         self.failures = []
         self.notes = []
@@ -548,15 +553,7 @@ class Bench:
             lines += ["- note: " + n]
         lines.append("")
         text = "\n".join(lines)
-        prev = ""
-        if os.path.exists(a.results):
-            with open(a.results) as f:
-                old = f.read()
-            k = old.find("## Analysis")
-            if k >= 0:
-                prev = old[k:]
-        with open(a.results, "w") as f:
-            f.write(text + ("\n" + prev if prev else ""))
+        write_results(a.results, text)
         print(text)
 
 

@@ -35,6 +35,8 @@ SETTINGS_NOTES = [
     "enable_incoming_utp = enable_outgoing_utp = True, enable_incoming_tcp = "
     "enable_outgoing_tcp = False, recv_socket_buffer_size = send_socket_buffer_size = "
     "4194304 (the leecher logs each peer's transport from its utp_socket flag)",
+    "bittern-utp-nogso: bittern-utp with BITTERN_UTP_NO_GSO=1 (uTP datagrams sent one "
+    "by one in sendmmsg batches, no UDP GSO), for a same-run comparison",
     "transmission-cli: fresh config dir per run with dht/lpd/pex/utp/port-forwarding off, "
     "bind-address-ipv4 127.0.0.1, encryption 0 (prefer plain), rename-partial-files false, "
     "`-et -M -D -U -f <finish script>`; the seeder connects to it (`--peer` / connect_peer), "
@@ -58,9 +60,14 @@ class Client:
 
 
 class Bittern(Client):
-    def __init__(self, binary, rc4=False, utp=False):
+    def __init__(self, binary, rc4=False, utp=False, gso=True):
         self.bin = binary
         self.name = "bittern-rc4" if rc4 else "bittern-utp" if utp else "bittern"
+        # `bittern-utp-nogso`: uTP sent datagram by datagram (sendmmsg
+        # without UDP GSO), for a same-run comparison.
+        self.env = None if gso else {"BITTERN_UTP_NO_GSO": "1"}
+        if not gso:
+            self.name += "-nogso"
         # `require`: RC4-only MSE both ways (the default `prefer` picks
         # plaintext after the handshake when both ends offer it).
         self.extra = ["--encryption", "require"] if rc4 else []
@@ -73,7 +80,7 @@ class Bittern(Client):
                 "-p", port, "--bind", "127.0.0.1"] + self.extra
         for p in peers:
             argv += ["--peer", "127.0.0.1:%d" % p]
-        return Proc(tag, argv, logdir)
+        return Proc(tag, argv, logdir, env=self.env)
 
     def ready(self, proc):
         return "verified, seeding" in proc.output()
@@ -82,7 +89,7 @@ class Bittern(Client):
         argv = [self.bin, "-vv", "download", torrent, "-d", save_dir, "-p", port,
                 "--bind", "127.0.0.1", "--peer", "127.0.0.1:%d" % seeder_port,
                 "--exit-on-complete"] + self.extra
-        return Proc(tag, argv, logdir)
+        return Proc(tag, argv, logdir, env=self.env)
 
 
 class Libtorrent(Client):

@@ -152,6 +152,15 @@ def seed(torrent, save, port, rest):
         ses.wait_for_alert(100)
 
 
+def finish(ses, h):
+    """Logs the completed torrent, removes it (closing its files) and
+    returns its payload bytes downloaded."""
+    done = h.status().total_payload_download
+    log("complete:", describe(h))
+    ses.remove_torrent(h)
+    return done
+
+
 def leech(torrent, save, port, rest):
     peers, reqq, (rc4, utp) = parse_peers(rest)
     ses = make_session(port, reqq, rc4, utp)
@@ -173,9 +182,7 @@ def leech(torrent, save, port, rest):
         drain(ses)
         ses.wait_for_alert(50)
     log("peers at the end:", transports(h))
-    done = h.status().total_payload_download
-    log("complete:", describe(h))
-    ses.remove_torrent(h)
+    done = finish(ses, h)
     del h
     del ses
     print("DONE %d" % done, flush=True)
@@ -208,9 +215,7 @@ def magnet(uri, save, port):
             log(describe(h))
             last_log = now
         ses.wait_for_alert(50)
-    done = h.status().total_payload_download
-    log("complete:", describe(h))
-    ses.remove_torrent(h)
+    done = finish(ses, h)
     del h
     del ses
     print("DONE %d" % done, flush=True)

@@ -46,6 +46,9 @@ from bench import machine_facts, prefault, versions
 from clients import LT_NODE, PY
 from procs import Proc, Watch, port_listening, run_timed
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchlib import write_results  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 MIB = 1024 * 1024
@@ -227,14 +230,7 @@ def main():
     lines += ["- %s run %d: %s (logs `%s`)" % f for f in failures] or ["None."]
     lines.append("")
     text = "\n".join(lines)
-    prev = ""
-    if os.path.exists(a.results):
-        old = open(a.results).read()
-        k = old.find("## Analysis")
-        if k >= 0:
-            prev = old[k:]
-    with open(a.results, "w") as f:
-        f.write(text + ("\n" + prev if prev else ""))
+    write_results(a.results, text)
     print(text)
     return 1 if failures else 0
 

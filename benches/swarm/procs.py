@@ -22,7 +22,7 @@ SAMPLE_S = 0.05
 class Proc:
     """One client process with its logs and measurements."""
 
-    def __init__(self, tag, argv, logdir, cwd=None):
+    def __init__(self, tag, argv, logdir, cwd=None, env=None):
         self.tag = tag
         self.argv = [str(a) for a in argv]
         self.out_path = os.path.join(logdir, tag + ".out")
@@ -32,8 +32,9 @@ class Proc:
         out = open(self.out_path, "wb")
         err = open(self.err_path, "wb")
         self.t_start = time.monotonic()
+        full_env = None if env is None else {**os.environ, **env}
         self.p = subprocess.Popen(self.argv, stdout=out, stderr=err,
-                                  stdin=subprocess.DEVNULL, cwd=cwd,
+                                  stdin=subprocess.DEVNULL, cwd=cwd, env=full_env,
                                   start_new_session=True)
         out.close()
         err.close()

@@ -20,6 +20,7 @@ BASELINES = {
     "bittern→4×bittern": ["libtorrent→4×libtorrent"],
     "bittern-rc4→bittern-rc4": ["libtorrent-rc4→libtorrent-rc4"],
     "bittern-utp→bittern-utp": ["libtorrent-utp→libtorrent-utp"],
+    "bittern-utp-nogso→bittern-utp-nogso": ["bittern-utp→bittern-utp"],
 }
 
 TRANSFER_FIELDS = [

@@ -21,17 +21,7 @@ repo="$(cd "$here/../.." && pwd)"
 cd "$repo"
 
 packages=(python3-libtorrent mktorrent transmission-cli aria2 iproute2 util-linux)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    sudo=""
-    [ "$(id -u)" -ne 0 ] && sudo=sudo
-    echo "installing: ${missing[*]}"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+bash scripts/ensure-packages.sh "${packages[@]}"
 
 cargo build --release -p bittern-cli
 

@@ -239,37 +239,39 @@ pub fn build(
     } else {
         MetaVersion::V1
     };
-    // a hybrid is hashed twice: SHA-256 trees, then SHA-1 pieces
-    let passes = if version == MetaVersion::Hybrid { 2 } else { 1 };
-    let bar = progress::bytes_bar(quiet, total * passes, "hashing");
+    let bar = progress::bytes_bar(quiet, total, "hashing");
+    let set = |done: usize| bar.set(((done as u64) * piece_length).min(total));
     let mut v2 = None;
-    if version.has_v2() {
-        let files = bittern_storage::merkle::hash_files_v2(
-            &source.disk,
-            piece_length,
-            &pool,
-            &|done, _| bar.set(((done as u64) * piece_length).min(total)),
-        )
-        .context("hashing failed")?;
-        v2 = Some(files);
-    }
     let mut hashes = Vec::new();
-    if version.has_v1() {
-        // a hybrid's v1 pieces cover the piece-aligned layout: zero
-        // padding after every file that does not end on a piece boundary
-        let mut inputs = Vec::with_capacity(source.disk.len() * 2);
-        for (path, len) in &source.disk {
-            inputs.push((Some(path.clone()), *len));
-            let pad = (piece_length - len % piece_length) % piece_length;
-            if version == MetaVersion::Hybrid && source.files.is_some() && pad > 0 {
-                inputs.push((None, pad));
-            }
+    // v2 and hybrid: every file starts a piece, so the lanes see zero
+    // padding after each file that does not end on a piece boundary (the
+    // hybrid's BEP 47 padding files, hashed by its SHA-1 pieces)
+    let mut inputs = Vec::with_capacity(source.disk.len() * 2);
+    for (path, len) in &source.disk {
+        inputs.push((Some(path.clone()), *len));
+        let pad = (piece_length - len % piece_length) % piece_length;
+        if source.files.is_some() && pad > 0 {
+            inputs.push((None, pad));
         }
-        let start = total * (passes - 1);
-        hashes = bittern_storage::hash_files_padded(&inputs, piece_length, &pool, &|done, _| {
-            bar.set(start + ((done as u64) * piece_length).min(total));
-        })
-        .context("hashing failed")?;
+    }
+    if version == MetaVersion::Hybrid {
+        // one read for both: SHA-1 pieces and SHA-256 trees
+        let (pieces, files) =
+            bittern_storage::hash_files_hybrid(&inputs, piece_length, &pool, &|done, _| set(done))
+                .context("hashing failed")?;
+        hashes = pieces;
+        v2 = Some(files);
+    } else if version.has_v2() {
+        let files =
+            bittern_storage::hash_files_v2_aligned(&inputs, piece_length, &pool, &|done, _| {
+                set(done)
+            })
+            .context("hashing failed")?;
+        v2 = Some(files);
+    } else {
+        hashes =
+            bittern_storage::hash_files(&source.disk, piece_length, &pool, &|done, _| set(done))
+                .context("hashing failed")?;
     }
     bar.finish();
     let now = SystemTime::now()

@@ -105,8 +105,10 @@ pub fn run(args: &DaemonArgs, stop: &Stop) -> anyhow::Result<Code> {
         daemon.rpc_addr()
     );
     println!("peers listening on {}", daemon.peer_addr());
+    let mut trimmer = crate::heap::Trimmer::default();
     while !stop.requested() && !daemon.close_requested() {
         std::thread::sleep(Duration::from_millis(100));
+        trimmer.tick();
     }
     progress::note("stopping daemon");
     daemon.shutdown();

@@ -8,6 +8,7 @@ mod daemon;
 mod dht;
 mod exit;
 mod glob;
+mod heap;
 mod info;
 mod load;
 mod progress;
@@ -55,6 +56,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Code> {
 }
 
 fn main() {
+    heap::configure();
     let cli = Cli::parse();
     init_logger(cli.quiet, cli.verbose);
     // Lets verification hash straight from the files' maps: a file cut by

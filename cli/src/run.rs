@@ -372,7 +372,9 @@ fn serve(
     let mut last_full: Option<Instant> = None;
     let mut dht_shown = crate::dht::NodeCount::default();
     let mut saved = save_torrent.is_none();
+    let mut trimmer = crate::heap::Trimmer::default();
     let interrupted = loop {
+        trimmer.tick();
         if let (false, Some(path), Some(h)) = (saved, save_torrent, handles.first()) {
             saved = save_fetched(h, path);
         }

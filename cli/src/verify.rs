@@ -61,7 +61,8 @@ pub fn check(m: &Metainfo, dir: &std::path::Path, quiet: bool) -> anyhow::Result
     // the CPU (issue 17: 5x the system time on AMD EPYC for a destination
     // 16 bytes past a page), while reading maps does not copy. A file cut
     // by another program mid-hash fails its pieces, never the process.
-    // (v2 merkle checks read with pread: `Storage::verify_pieces_v2`.)
+    // (v2 merkle checks and hybrids go through the same lanes and maps:
+    // `Storage::verify_pieces_v2`, `Storage::verify_all_hybrid`.)
     .map(|s| s.with_hash_source(HashSource::Map))
     .with_context(|| format!("cannot open {}", dir.display()))
     .code(Code::Filesystem)?;

@@ -308,27 +308,13 @@ fn daemon_refuses_a_public_rpc_address_without_a_password() {
 /// The venv interpreter with PyPI's transmission-rpc that
 /// `scripts/test.sh` makes (`BITTERN_TRPC_PYTHON` overrides).
 pub(crate) fn trpc_python() -> std::path::PathBuf {
-    std::env::var_os("BITTERN_TRPC_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/interop-venv/bin/python")
-        })
+    bittern_testkit::trpc_python()
 }
 
 #[test]
 fn python_transmission_rpc_drives_the_daemon() {
     let python = trpc_python();
-    let available = Command::new(&python)
-        .args(["-c", "import transmission_rpc"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !bittern_testkit::require(
-        &format!(
-            "the Python transmission-rpc package at {} (scripts/test.sh makes the venv)",
-            python.display()
-        ),
-        available,
-    ) {
+    if !bittern_testkit::trpc_available() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -185,18 +185,7 @@ fn reannounce_reaches_the_tracker() {
 #[test]
 fn python_client_renames_groups_and_moves() {
     let python = trpc_python();
-    let available = Command::new(&python)
-        .args(["-c", "import transmission_rpc"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !bittern_testkit::require(
-        &format!(
-            "the Python transmission-rpc package at {} (scripts/test.sh makes the venv)",
-            python.display()
-        ),
-        available,
-    ) || !have_remote()
-    {
+    if !bittern_testkit::trpc_available() || !have_remote() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -244,18 +233,7 @@ fn python_client_renames_groups_and_moves() {
 #[test]
 fn seed_queue_with_python_and_transmission_remote() {
     let python = trpc_python();
-    let available = Command::new(&python)
-        .args(["-c", "import transmission_rpc"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !bittern_testkit::require(
-        &format!(
-            "the Python transmission-rpc package at {} (scripts/test.sh makes the venv)",
-            python.display()
-        ),
-        available,
-    ) || !have_remote()
-    {
+    if !bittern_testkit::trpc_available() || !have_remote() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -23,7 +23,7 @@ use crate::daemon::{free_port, remote_ok, start_daemon, trpc_python, wait_list, 
 use crate::util::*;
 
 /// One RPC call with the session-id handshake; returns `arguments`.
-fn rpc(port: u16, method: &str, args: Value) -> Value {
+pub(crate) fn rpc(port: u16, method: &str, args: Value) -> Value {
     let agent = agent();
     let url = format!("http://127.0.0.1:{port}/transmission/rpc");
     let mut id = String::new();
@@ -202,18 +202,7 @@ fn serve(body: Vec<u8>, n: usize) -> String {
 #[test]
 fn python_adds_a_magnet_and_transmission_remote_a_url() {
     let python = trpc_python();
-    let available = Command::new(&python)
-        .args(["-c", "import transmission_rpc"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !bittern_testkit::require(
-        &format!(
-            "the Python transmission-rpc package at {} (scripts/test.sh makes the venv)",
-            python.display()
-        ),
-        available,
-    ) || !have_remote()
-    {
+    if !bittern_testkit::trpc_available() || !have_remote() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -256,20 +245,12 @@ fn python_adds_a_magnet_and_transmission_remote_a_url() {
 #[test]
 fn python_adds_a_magnet_seeded_by_libtorrent() {
     let python = trpc_python();
-    let available = Command::new(&python)
-        .args(["-c", "import transmission_rpc"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !bittern_testkit::require(
-        &format!(
-            "the Python transmission-rpc package at {} (scripts/test.sh makes the venv)",
-            python.display()
-        ),
-        available,
-    ) || !bittern_testkit::require(
-        "python3-libtorrent (Debian package)",
-        libtorrent_available(),
-    ) {
+    if !bittern_testkit::trpc_available()
+        || !bittern_testkit::require(
+            "python3-libtorrent (Debian package)",
+            libtorrent_available(),
+        )
+    {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -281,9 +262,8 @@ fn python_adds_a_magnet_seeded_by_libtorrent() {
         &["--piece-length", "32KiB"],
     );
     let hash = hash_of(&tor);
-    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/tests/scripts");
     let mut c = Command::new(PYTHON);
-    c.arg(scripts.join("lt_seed.py"))
+    c.arg(script("lt_seed.py"))
         .arg(&tor)
         .arg(t.join("src"))
         .stdin(std::process::Stdio::null());
@@ -305,5 +285,76 @@ fn python_adds_a_magnet_seeded_by_libtorrent() {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && text.contains("OK"), "{text}");
     assert!(std::fs::read(t.join("dl/lt.bin")).unwrap() == data);
+    drop(seeder);
+}
+
+/// A `btmh`-only (v2-only, BEP 52) magnet through the RPC's
+/// `torrent-add`: libtorrent seeds the v2 torrent on loopback, the daemon
+/// fetches its metadata and piece layer and downloads the file
+/// byte-identical. The torrent is known by its v2 hash truncated to 20
+/// bytes (its name on the wire: a v2-only torrent has no v1 hash), which
+/// `torrent-added` and `torrent-get` report as `hashString`; its
+/// `magnetLink` is `btmh` again.
+#[test]
+fn rpc_adds_a_btmh_only_magnet_seeded_by_libtorrent() {
+    if !bittern_testkit::require(
+        "python3-libtorrent (Debian package)",
+        libtorrent_available(),
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let data = random_file(&t.join("src/v2.bin"), 1_200_000, 44);
+    let tor = create(
+        &t.join("src/v2.bin"),
+        &t.join("v2.torrent"),
+        &["--v2", "--piece-length", "32KiB"],
+    );
+    let meta = Metainfo::from_bytes(&std::fs::read(&tor).unwrap()).unwrap();
+    assert!(!meta.info.version.has_v1());
+    let v2 = meta.info_hash_v2.unwrap().to_hex();
+    let truncated = meta.info_hash.to_hex();
+    assert_eq!(truncated, v2[..40]);
+    let mut c = Command::new(PYTHON);
+    c.arg(bittern_testkit::libtorrent::script("lt_seed.py"))
+        .arg(&tor)
+        .arg(t.join("src"))
+        .stdin(std::process::Stdio::null());
+    let seeder = Proc::spawn(c);
+    let line = seeder.wait_line("PORT ", Duration::from_secs(30));
+    let port = line.trim().trim_start_matches("PORT ").to_string();
+    let d = start_daemon(&t.join("config"), 0, 0, &[]);
+    let link = format!("magnet:?xt=urn:btmh:1220{v2}&dn=v2.bin&x.pe=127.0.0.1:{port}");
+    let dl = t.join("dl");
+    let a = rpc(
+        d.rpc,
+        "torrent-add",
+        json!({"filename": link, "download-dir": dl.to_str().unwrap()}),
+    );
+    assert_eq!(a["torrent-added"]["hashString"], truncated.as_str(), "{a}");
+    wait_until("the v2 file downloaded", Duration::from_secs(90), || {
+        let v = rpc(
+            d.rpc,
+            "torrent-get",
+            json!({"fields": ["leftUntilDone", "totalSize"]}),
+        );
+        let t = &v["torrents"][0];
+        t["totalSize"] == 1_200_000 && t["leftUntilDone"] == 0
+    });
+    assert!(
+        std::fs::read(dl.join("v2.bin")).unwrap() == data,
+        "data differs"
+    );
+    let v = magnet_view(d.rpc);
+    assert_eq!(v["hashString"], truncated.as_str(), "{v}");
+    assert_eq!(v["name"], "v2.bin", "{v}");
+    assert!(
+        v["magnetLink"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("magnet:?xt=urn:btmh:1220{v2}")),
+        "{v}"
+    );
     drop(seeder);
 }

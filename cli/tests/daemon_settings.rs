@@ -157,9 +157,9 @@ fn network_settings_shown_set_and_kept_across_restarts() {
             &json!(peer_port)
         )
     );
-    // DHT, uTP, LSD and the port take effect at the next start (PEX and
-    // encryption at once: see encryption_and_pex_apply_live): the DHT
-    // still runs now.
+    // DHT, uTP and LSD take effect at the next start (PEX, encryption and
+    // the port at once: see encryption_and_pex_apply_live and
+    // daemon_net::peer_port_changes_apply_live): the DHT still runs now.
     assert_eq!(dht_nodes_metric(rpc), Some(0));
 
     // Graceful restart; --no-lpd keeps LSD's multicast from starting (and
@@ -340,8 +340,8 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 /// after `-X` (no PEX) its extension handshake no longer offers `ut_pex`,
 /// and offers it again after `-x`. `session-get`'s
 /// `bittern-restart-pending` lists the settings that wait for a restart
-/// (`dht-enabled`, `utp-enabled`, `lpd-enabled`, `peer-port`), never these
-/// two.
+/// (`dht-enabled`, `utp-enabled`, `lpd-enabled`), never these two (nor
+/// `peer-port`, which moves at once).
 #[test]
 fn encryption_and_pex_apply_live() {
     if !bittern_testkit::require(

@@ -1,5 +1,5 @@
 //! The DHT end to end against libtorrent 2.0.8 on loopback: eight
-//! libtorrent DHT nodes (`scripts/lt_dht_swarm.py`, configured as in
+//! libtorrent DHT nodes (`testkit/scripts/lt_dht_swarm.py`, configured as in
 //! shared/reference/dht.md), trackerless torrents, and bittern given only
 //! `--dht-bootstrap`.
 //!
@@ -22,70 +22,34 @@
 //! Skipped (loudly) when Debian's Python cannot import libtorrent; fails
 //! instead under `BITTERN_REQUIRE_INTEROP=1`.
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver};
 use serde_json::{json, Value};
 
 use crate::util::*;
 
 /// The script's process; asked to quit, then killed, on drop.
-pub struct LtSwarm {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Receiver<Value>,
-}
+pub struct LtSwarm(bittern_testkit::procs::JsonProc);
 
 impl LtSwarm {
     /// Starts `lt_dht_swarm.py ARGS` and returns its "ready" line.
     pub fn start(args: &[&str]) -> (LtSwarm, Value) {
-        let mut child = Command::new(PYTHON)
-            .arg(script("lt_dht_swarm.py"))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start lt_dht_swarm.py");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = bounded(16);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(v).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        let mut s = LtSwarm {
-            child,
-            stdin,
-            lines: rx,
-        };
-        let ready = s.next(Duration::from_secs(60));
-        assert_eq!(ready["event"], "ready", "{ready}");
+        let (p, ready) = bittern_testkit::procs::JsonProc::start(
+            "lt_dht_swarm.py",
+            bittern_testkit::libtorrent::python("lt_dht_swarm.py", args),
+        );
+        let s = LtSwarm(p);
         let nodes = addrs(&ready["nodes"]);
         assert!(!nodes.is_empty(), "{ready}");
         assert!(nodes.iter().all(|a| a.ip().is_loopback()), "{nodes:?}");
         (s, ready)
     }
 
-    fn next(&mut self, timeout: Duration) -> Value {
-        self.lines
-            .recv_timeout(timeout)
-            .expect("lt_dht_swarm.py answered")
-    }
-
     /// Sends one command and waits for its answer.
     pub fn ask(&mut self, cmd: Value, timeout: Duration) -> Value {
-        writeln!(self.stdin, "{cmd}").expect("write to lt_dht_swarm.py");
-        self.stdin.flush().expect("flush");
-        self.next(timeout)
+        self.0.ask(cmd, timeout)
     }
 
     /// How many libtorrent routing tables hold `node`.
@@ -94,21 +58,6 @@ impl LtSwarm {
         tables["tables"]
             .as_array()
             .map_or(0, |t| t.iter().filter(|t| addrs(t).contains(&node)).count())
-    }
-}
-
-impl Drop for LtSwarm {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "{{\"cmd\":\"quit\"}}");
-        let _ = self.stdin.flush();
-        for _ in 0..50 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -134,6 +83,12 @@ fn assert_saved_contacts_loopback(dir: &Path) {
 }
 
 const SIZE: usize = 4 << 20;
+
+/// libtorrent's download limit (bytes/s) where a test reads its peer list
+/// after the leech: SIZE then takes about 4 s, so the script's polls of
+/// that list see bittern's connection even on a loaded machine (unlimited,
+/// 4 MiB over loopback can come and go in 70 ms, between two polls).
+const LEECH_LIMIT: u64 = 1 << 20;
 
 /// A libtorrent node seeds a trackerless torrent; `bittern download` given
 /// the .torrent and only `--dht-bootstrap` (one libtorrent node) finds the
@@ -161,20 +116,10 @@ fn download_finds_libtorrent_seeder_through_the_dht_only() {
     let boot = addrs(&ready["nodes"])[0];
     let torrent = ready["torrent"].as_str().expect("torrent path").to_string();
     let dst = tmp.path().join("dl");
-    let r = run_limited(
-        cmd([
-            "download",
-            &torrent,
-            "-d",
-            dst.to_str().unwrap(),
-            "--bind",
-            "127.0.0.1",
-            "-p",
-            "0",
-            "--dht-bootstrap",
-            &boot.to_string(),
-            "--exit-on-complete",
-        ]),
+    let r = download(
+        &torrent,
+        dst.to_str().unwrap(),
+        &["--dht-bootstrap", &boot.to_string(), "--exit-on-complete"],
         Duration::from_secs(90),
     );
     assert_eq!(r.code, Some(0), "{r:?}");
@@ -263,7 +208,7 @@ fn libtorrent_finds_bittern_seeder_through_the_dht() {
     let (mut seed, port) = start_seed(&t, &src, &["--dht-bootstrap", &boot]);
     let ours: SocketAddr = ([127, 0, 0, 1], port).into();
     let got = lt.ask(
-        json!({"cmd": "leech", "torrent": t, "node": 3, "timeout": 60}),
+        json!({"cmd": "leech", "torrent": t, "node": 3, "timeout": 60, "limit": LEECH_LIMIT}),
         Duration::from_secs(90),
     );
     assert_eq!(got["ok"], true, "libtorrent did not finish: {got}");
@@ -315,20 +260,10 @@ fn magnet_download_through_the_dht_alone() {
     let ih = ready["info_hash"].as_str().expect("info hash");
     let magnet = format!("magnet:?xt=urn:btih:{ih}");
     let dst = tmp.path().join("dl");
-    let r = run_limited(
-        cmd([
-            "download",
-            &magnet,
-            "-d",
-            dst.to_str().unwrap(),
-            "--bind",
-            "127.0.0.1",
-            "-p",
-            "0",
-            "--dht-bootstrap",
-            &boot.to_string(),
-            "--exit-on-complete",
-        ]),
+    let r = download(
+        &magnet,
+        dst.to_str().unwrap(),
+        &["--dht-bootstrap", &boot.to_string(), "--exit-on-complete"],
         Duration::from_secs(90),
     );
     assert_eq!(r.code, Some(0), "{r:?}");
@@ -359,7 +294,7 @@ fn libtorrent_magnet_finds_bittern_seeder() {
     let (_seed, port) = start_seed(&t, &src, &["--dht-bootstrap", &boot]);
     let ours: SocketAddr = ([127, 0, 0, 1], port).into();
     let got = lt.ask(
-        json!({"cmd": "leech", "torrent": format!("magnet:?xt=urn:btih:{ih}"), "node": 3, "timeout": 60}),
+        json!({"cmd": "leech", "torrent": format!("magnet:?xt=urn:btih:{ih}"), "node": 3, "timeout": 60, "limit": LEECH_LIMIT}),
         Duration::from_secs(90),
     );
     assert_eq!(got["ok"], true, "libtorrent did not finish: {got}");
@@ -466,7 +401,7 @@ fn utp_upload_to_libtorrent_with_tcp_off() {
     let (_seed, port) = start_seed(&t, &src, &["--no-dht", "--no-tcp"]);
     let ours = format!("127.0.0.1:{port}");
     let got = lt.ask(
-        json!({"cmd": "leech", "torrent": t, "node": 1, "peer": ours, "timeout": 60}),
+        json!({"cmd": "leech", "torrent": t, "node": 1, "peer": ours, "timeout": 60, "limit": LEECH_LIMIT}),
         Duration::from_secs(90),
     );
     assert_eq!(got["ok"], true, "libtorrent did not finish: {got}");

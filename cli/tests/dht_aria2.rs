@@ -31,7 +31,7 @@ const ARIA_DHT_PORT: u16 = 6882;
 const SIZE: usize = 4 << 20;
 
 fn aria2_available() -> bool {
-    bittern_testkit::require("aria2c (Debian aria2)", bittern_testkit::on_path("aria2c"))
+    bittern_testkit::aria2::available()
 }
 
 /// Writes aria2's IPv4 routing table file (format of aria2's technical
@@ -92,12 +92,8 @@ fn stored(runner: &Runner, ih: InfoHash) -> Vec<SocketAddr> {
     })
 }
 
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_for(what: &str, limit: Duration, cond: impl FnMut() -> bool) {
+    bittern_testkit::wait_until(what, limit, cond);
 }
 
 fn info_hash(torrent: &Path) -> InfoHash {
@@ -221,20 +217,14 @@ fn bittern_magnet_finds_aria2c_seeder_through_the_dht() {
 
     let dst = tmp.path().join("dl");
     let aria_node: SocketAddr = ([127, 0, 0, 1], ARIA_DHT_PORT).into();
-    let r = run_limited(
-        cmd([
-            "download",
-            &format!("magnet:?xt=urn:btih:{}", ih.to_hex()),
-            "-d",
-            dst.to_str().unwrap(),
-            "--bind",
-            "127.0.0.1",
-            "-p",
-            "0",
+    let r = download(
+        &format!("magnet:?xt=urn:btih:{}", ih.to_hex()),
+        dst.to_str().unwrap(),
+        &[
             "--dht-bootstrap",
             &aria_node.to_string(),
             "--exit-on-complete",
-        ]),
+        ],
         Duration::from_secs(90),
     );
     assert_eq!(r.code, Some(0), "{r:?}\n{}", tail(&work.join("aria2c.log")));

@@ -84,15 +84,12 @@ fn libtorrent_leecher_downloads_from_bittern_seed() {
     let (_seed, port) = start_seed(&t, &src, &[]);
     let dst = tmp.path().join("lt");
     std::fs::create_dir_all(&dst).unwrap();
-    let mut c = Command::new(PYTHON);
-    c.arg(script("lt_leech.py"))
-        .arg(&t)
-        .arg(&dst)
-        .arg(port.to_string())
-        .arg("60");
+    let mut c = bittern_testkit::libtorrent::leech_cmd(&t, &dst, port, 60);
+    // plain BitTorrent only, as this test has always run libtorrent
+    c.env("BITTERN_LT_ENC", "disabled");
     let r = run_limited(c, Duration::from_secs(90));
     assert_eq!(r.code, Some(0), "libtorrent leecher failed: {r:?}");
-    assert!(r.stdout.contains("done 2501235"), "{r:?}");
+    assert!(r.stdout.contains("WANTED_DONE 2501235"), "{r:?}");
     assert_eq!(tree(&dst.join("pack")), tree(&src.join("pack")));
 }
 
@@ -118,15 +115,12 @@ fn libtorrent_leecher_downloads_hybrid_from_bittern_seed() {
     let (_seed, port) = start_seed(&t, &src, &[]);
     let dst = tmp.path().join("lt");
     std::fs::create_dir_all(&dst).unwrap();
-    let mut c = Command::new(PYTHON);
-    c.arg(script("lt_leech.py"))
-        .arg(&t)
-        .arg(&dst)
-        .arg(port.to_string())
-        .arg("60");
+    let mut c = bittern_testkit::libtorrent::leech_cmd(&t, &dst, port, 60);
+    // plain BitTorrent only, as this test has always run libtorrent
+    c.env("BITTERN_LT_ENC", "disabled");
     let r = run_limited(c, Duration::from_secs(90));
     assert_eq!(r.code, Some(0), "libtorrent leecher failed: {r:?}");
-    assert!(r.stdout.contains("done 1001235"), "{r:?}");
+    assert!(r.stdout.contains("WANTED_DONE 1001235"), "{r:?}");
     // libtorrent writes no padding files for the hybrid's BEP 47 padding
     assert_eq!(tree(&dst.join("pack")), tree(&src.join("pack")));
 }
@@ -174,8 +168,7 @@ fn info_on_libtorrent_v2_and_hybrid_torrents() {
     let tmp = tempfile::tempdir().unwrap();
     random_file(&tmp.path().join("set/a.bin"), 100_000, 1);
     random_file(&tmp.path().join("set/dír/b.bin"), 20_000, 2);
-    let lt_v2 =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wire/tests/scripts/lt_v2.py");
+    let lt_v2 = script("lt_v2.py");
     for kind in ["v2", "hybrid"] {
         let t = tmp.path().join(format!("{kind}.torrent"));
         let out = Command::new(PYTHON)
@@ -251,20 +244,17 @@ fn info_on_libtorrent_v2_and_hybrid_torrents() {
 /// A libtorrent-made torrent of `set` (`kind` v2 or hybrid, 32 KiB pieces)
 /// seeded by libtorrent: the torrent file and libtorrent's port.
 fn libtorrent_seeds(dir: &std::path::Path, kind: &str) -> (std::path::PathBuf, Proc) {
-    let scripts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let t = dir.join(format!("{kind}.torrent"));
     let out = Command::new(PYTHON)
         .current_dir(dir)
-        .arg(scripts.join("wire/tests/scripts/lt_v2.py"))
+        .arg(script("lt_v2.py"))
         .arg(&t)
         .args(["set", kind, "32768"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let mut c = Command::new(PYTHON);
-    c.arg(scripts.join("engine/tests/scripts/lt_seed.py"))
-        .arg(&t)
-        .arg(dir);
+    c.arg(script("lt_seed.py")).arg(&t).arg(dir);
     (t, Proc::spawn(c))
 }
 
@@ -285,20 +275,10 @@ fn bittern_downloads_v2_and_hybrid_from_libtorrent() {
         let port = lt.wait_line("PORT ", Duration::from_secs(30));
         let port = port.trim_start_matches("PORT ").trim().to_string();
         let dst = tmp.path().join("dst");
-        let r = run_limited(
-            cmd([
-                "download",
-                t.to_str().unwrap(),
-                "-d",
-                dst.to_str().unwrap(),
-                "--bind",
-                "127.0.0.1",
-                "-p",
-                "0",
-                "--peer",
-                &format!("127.0.0.1:{port}"),
-                "--exit-on-complete",
-            ]),
+        let r = download(
+            t.to_str().unwrap(),
+            dst.to_str().unwrap(),
+            &["--peer", &format!("127.0.0.1:{port}"), "--exit-on-complete"],
             Duration::from_secs(90),
         );
         assert_eq!(r.code, Some(0), "{kind}: {r:?}");
@@ -323,20 +303,10 @@ fn bittern_downloads_v2_and_hybrid_from_libtorrent() {
             )
         };
         let dst = tmp.path().join("dst-magnet");
-        let r = run_limited(
-            cmd([
-                "download",
-                &link,
-                "-d",
-                dst.to_str().unwrap(),
-                "--bind",
-                "127.0.0.1",
-                "-p",
-                "0",
-                "--peer",
-                &format!("127.0.0.1:{port}"),
-                "--exit-on-complete",
-            ]),
+        let r = download(
+            &link,
+            dst.to_str().unwrap(),
+            &["--peer", &format!("127.0.0.1:{port}"), "--exit-on-complete"],
             Duration::from_secs(90),
         );
         assert_eq!(r.code, Some(0), "{kind} magnet: {r:?}");
@@ -370,15 +340,12 @@ fn libtorrent_leecher_downloads_v2_only_from_bittern_seed() {
     let (_seed, port) = start_seed(&t, &src, &[]);
     let dst = tmp.path().join("lt");
     std::fs::create_dir_all(&dst).unwrap();
-    let mut c = Command::new(PYTHON);
-    c.arg(script("lt_leech.py"))
-        .arg(&t)
-        .arg(&dst)
-        .arg(port.to_string())
-        .arg("60");
+    let mut c = bittern_testkit::libtorrent::leech_cmd(&t, &dst, port, 60);
+    // plain BitTorrent only, as this test has always run libtorrent
+    c.env("BITTERN_LT_ENC", "disabled");
     let r = run_limited(c, Duration::from_secs(90));
     assert_eq!(r.code, Some(0), "libtorrent leecher failed: {r:?}");
-    assert!(r.stdout.contains("done 1001235"), "{r:?}");
+    assert!(r.stdout.contains("WANTED_DONE 1001235"), "{r:?}");
     assert_eq!(tree(&dst.join("pack")), tree(&src.join("pack")));
 }
 
@@ -398,8 +365,7 @@ fn create_v2_and_hybrid_equal_libtorrent() {
     random_file(&tmp.path().join("set/dír/c.bin"), 65_536, 3);
     std::fs::write(tmp.path().join("set/empty"), b"").unwrap();
     random_file(&tmp.path().join("one.bin"), 70_000, 4);
-    let lt_v2 =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wire/tests/scripts/lt_v2.py");
+    let lt_v2 = script("lt_v2.py");
     for name in ["set", "one.bin"] {
         for (kind, flag) in [("v2", "--v2"), ("hybrid", "--hybrid")] {
             for pl in ["16KiB", "32KiB"] {

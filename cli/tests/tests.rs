@@ -7,6 +7,7 @@ mod daemon_attack;
 mod daemon_crash;
 mod daemon_live;
 mod daemon_magnet;
+mod daemon_net;
 mod daemon_settings;
 mod dht;
 mod dht_aria2;

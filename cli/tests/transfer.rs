@@ -70,20 +70,10 @@ fn download_from_seed_by_peer() {
     let (mut seed, port) = start_seed(&t, &src, &[]);
 
     let dst = tmp.path().join("dst");
-    let r = run_limited(
-        cmd([
-            "download",
-            t.to_str().unwrap(),
-            "-d",
-            dst.to_str().unwrap(),
-            "--bind",
-            "127.0.0.1",
-            "-p",
-            "0",
-            "--peer",
-            &format!("127.0.0.1:{port}"),
-            "--exit-on-complete",
-        ]),
+    let r = download(
+        t.to_str().unwrap(),
+        dst.to_str().unwrap(),
+        &["--peer", &format!("127.0.0.1:{port}"), "--exit-on-complete"],
         Duration::from_secs(60),
     );
     assert_eq!(r.code, Some(0), "{r:?}");
@@ -125,18 +115,10 @@ fn download_through_bittern_tracker() {
     let (_seed, _port) = start_seed(&t, &src, &[]);
 
     let dst = tmp.path().join("dst");
-    let r = run_limited(
-        cmd([
-            "download",
-            t.to_str().unwrap(),
-            "-d",
-            dst.to_str().unwrap(),
-            "--bind",
-            "127.0.0.1",
-            "-p",
-            "0",
-            "--exit-on-complete",
-        ]),
+    let r = download(
+        t.to_str().unwrap(),
+        dst.to_str().unwrap(),
+        &["--exit-on-complete"],
         Duration::from_secs(90),
     );
     assert_eq!(r.code, Some(0), "{r:?}");
@@ -233,23 +215,17 @@ fn only_selected_files_then_seed_for_a_while() {
     let (_seed, port) = start_seed(&t, &src, &[]);
     let dst = tmp.path().join("dst");
     let started = std::time::Instant::now();
-    let r = run_limited(
-        cmd([
-            "download",
-            t.to_str().unwrap(),
-            "-d",
-            dst.to_str().unwrap(),
-            "--bind",
-            "127.0.0.1",
-            "-p",
-            "0",
+    let r = download(
+        t.to_str().unwrap(),
+        dst.to_str().unwrap(),
+        &[
             "--peer",
             &format!("127.0.0.1:{port}"),
             "--only",
             "docs/read*",
             "--seed-time",
             "1s",
-        ]),
+        ],
         Duration::from_secs(60),
     );
     assert_eq!(r.code, Some(0), "{r:?}");
@@ -298,22 +274,16 @@ fn download_magnet_by_peer_and_save_torrent() {
     let dst = tmp.path().join("dst");
     let saved = tmp.path().join("fetched.torrent");
     let magnet = format!("magnet:?xt=urn:btih:{hash}&dn=mag");
-    let r = run_limited(
-        cmd([
-            "download",
-            &magnet,
-            "-d",
-            dst.to_str().unwrap(),
-            "--bind",
-            "127.0.0.1",
-            "-p",
-            "0",
+    let r = download(
+        &magnet,
+        dst.to_str().unwrap(),
+        &[
             "--peer",
             &format!("127.0.0.1:{port}"),
             "--exit-on-complete",
             "--save-torrent",
             saved.to_str().unwrap(),
-        ]),
+        ],
         Duration::from_secs(60),
     );
     assert_eq!(r.code, Some(0), "{r:?}");
@@ -344,20 +314,10 @@ fn download_from_a_super_seeder() {
     );
     let (mut seed, port) = start_seed(&t, &src, &["--super-seed"]);
     let dst = tmp.path().join("dst");
-    let r = run_limited(
-        cmd([
-            "download",
-            t.to_str().unwrap(),
-            "-d",
-            dst.to_str().unwrap(),
-            "--bind",
-            "127.0.0.1",
-            "-p",
-            "0",
-            "--peer",
-            &format!("127.0.0.1:{port}"),
-            "--exit-on-complete",
-        ]),
+    let r = download(
+        t.to_str().unwrap(),
+        dst.to_str().unwrap(),
+        &["--peer", &format!("127.0.0.1:{port}"), "--exit-on-complete"],
         Duration::from_secs(60),
     );
     assert_eq!(r.code, Some(0), "{r:?}");

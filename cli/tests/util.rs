@@ -8,8 +8,6 @@ use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rand::{Rng, SeedableRng};
-
 /// The binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_bittern")
@@ -70,12 +68,8 @@ pub fn shows_progress(line: &str) -> bool {
 
 /// Polls `cond` every 10 ms until it holds; panics naming `what` after
 /// `limit`.
-pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "no {what} within {limit:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+pub fn wait_until(what: &str, limit: Duration, cond: impl FnMut() -> bool) {
+    bittern_testkit::wait_until(what, limit, cond);
 }
 
 /// Runs `bittern ARGS` with a one-minute limit.
@@ -233,12 +227,7 @@ impl Drop for Proc {
 
 /// Writes `size` seeded random bytes to `path` (creating parents).
 pub fn random_file(path: &Path, size: usize, seed: u64) -> Vec<u8> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut data = vec![0u8; size];
-    rng.fill(&mut data[..]);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, &data).unwrap();
-    data
+    bittern_testkit::random_file(path, size, seed)
 }
 
 /// Every file under `dir`, relative, sorted (skipping `.bittern`).
@@ -320,25 +309,31 @@ pub fn start_seed(torrent: &Path, dir: &Path, extra: &[&str]) -> (Proc, u16) {
 }
 
 /// Debian's Python, the only one that imports `python3-libtorrent`.
-pub const PYTHON: &str = "/usr/bin/python3";
+pub use bittern_testkit::libtorrent::PYTHON;
 
 /// Whether `/usr/bin/python3 -c 'import libtorrent'` works (else skip or fail).
 pub fn libtorrent_available() -> bool {
-    let ok = Command::new(PYTHON)
-        .args(["-c", "import libtorrent"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    bittern_testkit::require(
-        "python3-libtorrent (import libtorrent in /usr/bin/python3)",
-        ok,
-    )
+    bittern_testkit::libtorrent::available()
 }
 
-/// A script in `tests/scripts/`.
+/// A helper script in `testkit/scripts/`.
 pub fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/scripts")
-        .join(name)
+    bittern_testkit::libtorrent::script(name)
+}
+
+/// Runs `bittern download WHAT -d DST --bind 127.0.0.1 -p 0 EXTRA...`,
+/// killed after `limit`.
+pub fn download(what: &str, dst: &str, extra: &[&str], limit: Duration) -> Run {
+    let mut args = vec![
+        "download",
+        what,
+        "-d",
+        dst,
+        "--bind",
+        "127.0.0.1",
+        "-p",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    run_limited(cmd(args), limit)
 }

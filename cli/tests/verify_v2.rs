@@ -15,7 +15,7 @@ use crate::util::*;
 const PLEN: u64 = 65536;
 
 fn lt_v2(dir: &Path, out: &Path, name: &str, kind: &str) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wire/tests/scripts/lt_v2.py");
+    let script = bittern_testkit::libtorrent::script("lt_v2.py");
     let r = Command::new(PYTHON)
         .current_dir(dir)
         .arg(script)

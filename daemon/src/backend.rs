@@ -5,9 +5,14 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
 
-use bittern_engine::{PeerInfo, Session, TorrentHandle, TorrentOptions, TorrentStatus};
-use bittern_wire::{InfoHash, Magnet, Metainfo};
+use bittern_engine::{
+    AnnouncerStatus, Incoming, IpFilter, PeerInfo, Session, SessionConfig, TorrentHandle,
+    TorrentOptions, TorrentStatus,
+};
+use bittern_wire::{Bitfield, InfoHash, Magnet, Metainfo};
 use parking_lot::Mutex;
 
 /// Why the engine refused an operation.
@@ -20,6 +25,9 @@ pub enum BackendError {
     /// No torrent with this info hash runs in the engine.
     #[error("torrent not running")]
     NotRunning,
+    /// The backend cannot do this while it runs.
+    #[error("not supported while running")]
+    Unsupported,
 }
 
 /// What a torrent is started from.
@@ -32,14 +40,23 @@ pub enum Source {
 }
 
 impl Source {
-    /// The v1 info hash (`None` for a magnet link without one).
+    /// The info hash naming the swarm: the v1 hash, or for a v2-only
+    /// torrent the v2 hash truncated to 20 bytes (`None` for a magnet link
+    /// with neither).
     pub fn info_hash(&self) -> Option<InfoHash> {
         match self {
             Source::Metainfo(m) => Some(m.info_hash),
-            Source::Magnet(m) => m.info_hash,
+            Source::Magnet(m) => has_hash(m).then(|| m.swarm_hash()),
         }
     }
 }
+
+/// Whether `m` names a torrent at all (`btih` or `btmh`).
+pub(crate) fn has_hash(m: &Magnet) -> bool {
+    m.info_hash.is_some() || m.info_hash_v2.is_some()
+}
+
+impl Source {}
 
 /// One torrent to start.
 #[derive(Debug, Clone)]
@@ -119,6 +136,40 @@ pub trait Backend: Send + Sync + 'static {
     /// [`Session::set_encryption`], [`Session::set_pex`]). A backend
     /// without a peer network ignores them.
     fn set_network(&self, _encryption: bittern_engine::Encryption, _pex: bool) {}
+    /// Replaces the IP filter (blocklist) peers are checked against; a
+    /// backend without a peer network ignores it.
+    fn set_ip_filter(&self, _filter: Arc<IpFilter>) {}
+    /// Every address peers may connect to (empty: unknown).
+    fn peer_addrs(&self) -> Vec<std::net::SocketAddr> {
+        Vec::new()
+    }
+    /// The last incoming peer connection (see
+    /// [`Session::last_incoming`]); `None` if none came.
+    fn last_incoming(&self) -> Option<Incoming> {
+        None
+    }
+    /// Its verified pieces (`None`: not running, or no metadata yet).
+    fn pieces(&self, _hash: InfoHash) -> Option<Bitfield> {
+        None
+    }
+    /// Its trackers as the announcer has them (`None`: not running, not
+    /// announcing). May wait for the announcer (bounded).
+    fn tracker_status(&self, _hash: InfoHash) -> Option<AnnouncerStatus> {
+        None
+    }
+    /// Moves the peer listener to `port` while the daemon runs: a new
+    /// engine session is bound there first (a taken port fails here and
+    /// changes nothing), takes over the live settings (limits, encryption,
+    /// PEX, IP filter), and the old one stops gracefully (resume state
+    /// saved, `stopped` announced). Returns every torrent's final status
+    /// in the old session; the caller starts them again.
+    ///
+    /// # Errors
+    /// The new session could not start (port in use);
+    /// [`BackendError::Unsupported`] for a backend that cannot.
+    fn rebind(&self, _port: u16) -> Result<HashMap<InfoHash, TorrentStatus>, BackendError> {
+        Err(BackendError::Unsupported)
+    }
     /// Stops every torrent gracefully (resume state saved).
     fn shutdown(&self);
 }
@@ -127,7 +178,10 @@ pub trait Backend: Send + Sync + 'static {
 pub struct EngineBackend {
     session: Mutex<Session>,
     handles: Mutex<HashMap<InfoHash, TorrentHandle>>,
-    port: u16,
+    port: AtomicU16,
+    /// The config the session started from, for [`Backend::rebind`]
+    /// (`None`: it cannot rebind).
+    config: Mutex<Option<SessionConfig>>,
 }
 
 impl EngineBackend {
@@ -137,8 +191,17 @@ impl EngineBackend {
         EngineBackend {
             session: Mutex::new(session),
             handles: Mutex::default(),
-            port,
+            port: AtomicU16::new(port),
+            config: Mutex::new(None),
         }
+    }
+
+    /// Wraps a running session started from `config`, which
+    /// [`Backend::rebind`] starts the next one from.
+    pub fn with_config(session: Session, config: SessionConfig) -> EngineBackend {
+        let b = EngineBackend::new(session);
+        *b.config.lock() = Some(config);
+        b
     }
 
     fn handle(&self, hash: InfoHash) -> Result<TorrentHandle, BackendError> {
@@ -218,7 +281,7 @@ impl Backend for EngineBackend {
     }
 
     fn peer_port(&self) -> u16 {
-        self.port
+        self.port.load(Ordering::Relaxed)
     }
 
     fn dht_nodes(&self) -> Option<usize> {
@@ -229,6 +292,59 @@ impl Backend for EngineBackend {
         let session = self.session.lock();
         session.set_encryption(encryption);
         session.set_pex(pex);
+    }
+
+    fn set_ip_filter(&self, filter: Arc<IpFilter>) {
+        self.session.lock().set_ip_filter(filter);
+    }
+
+    fn peer_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.session.lock().local_addrs()
+    }
+
+    fn last_incoming(&self) -> Option<Incoming> {
+        self.session.lock().last_incoming()
+    }
+
+    fn pieces(&self, hash: InfoHash) -> Option<Bitfield> {
+        let handle = self.handles.lock().get(&hash).cloned()?;
+        handle.pieces()
+    }
+
+    fn tracker_status(&self, hash: InfoHash) -> Option<AnnouncerStatus> {
+        // The handle is cloned out: the announcer is asked with no lock held.
+        let handle = self.handles.lock().get(&hash).cloned()?;
+        handle.tracker_status()
+    }
+
+    fn rebind(&self, port: u16) -> Result<HashMap<InfoHash, TorrentStatus>, BackendError> {
+        let mut config = self
+            .config
+            .lock()
+            .clone()
+            .ok_or(BackendError::Unsupported)?;
+        config.listen.set_port(port);
+        if let Some(lsd) = config.lsd.as_mut() {
+            lsd.listen_port = port;
+        }
+        let mut session = self.session.lock();
+        let fresh = Session::new(config.clone())?;
+        fresh.set_limits(session.limits().0, session.limits().1);
+        fresh.set_encryption(session.encryption());
+        fresh.set_pex(session.pex());
+        fresh.set_ip_filter(session.ip_filter());
+        let bound = fresh.local_addr().port();
+        let mut old = std::mem::replace(&mut *session, fresh);
+        old.shutdown();
+        drop(session);
+        let handles = std::mem::take(&mut *self.handles.lock());
+        self.port.store(bound, Ordering::Relaxed);
+        *self.config.lock() = Some(config);
+        log::info!("peers listening on port {bound} now");
+        Ok(handles
+            .into_iter()
+            .map(|(hash, h)| (hash, h.status()))
+            .collect())
     }
 
     fn shutdown(&self) {

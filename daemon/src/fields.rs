@@ -2,10 +2,13 @@
 //! (integers as JSON integers: transmission-remote drops a `-l` row whose
 //! `eta`, `id`, sizes, rates or `status` is a float). Unknown names are
 //! left out, as Transmission 4 does; so are fields bittern has no data
-//! for yet (`pieces`, `trackerStats`, `desiredAvailable`).
+//! for yet (`desiredAvailable`), and `pieces` while a torrent does not
+//! run in the engine.
 
-use bittern_engine::{PeerInfo, TorrentState, TorrentStatus};
-use bittern_wire::{Magnet, Metainfo};
+mod trackers;
+
+use bittern_engine::{AnnouncerStatus, PeerInfo, TorrentState, TorrentStatus};
+use bittern_wire::{Bitfield, Magnet, Metainfo};
 use serde_json::{json, Value};
 
 use crate::settings::Settings;
@@ -82,6 +85,8 @@ pub const FIELDS: &[&str] = &[
     "priorities",
     "trackers",
     "trackerList",
+    "trackerStats",
+    "pieces",
     "peersConnected",
     "peersGettingFromUs",
     "peersSendingToUs",
@@ -117,17 +122,44 @@ pub struct View<'a> {
     pub torrent_file: String,
     /// Filled on first use of a peer field.
     peers: Option<Vec<PeerInfo>>,
-    peer_source: &'a dyn Fn() -> Vec<PeerInfo>,
+    engine: &'a dyn Lookup,
+}
+
+/// What a [`View`] asks the engine for only when a field needs it (a
+/// whole list of torrents costs no peer, piece or tracker lookups).
+pub trait Lookup {
+    /// The torrent's connected peers.
+    fn peers(&self) -> Vec<PeerInfo>;
+    /// Its verified pieces, `None` when unknown.
+    fn pieces(&self) -> Option<Bitfield>;
+    /// Its trackers' state, `None` when not announcing.
+    fn trackers(&self) -> Option<AnnouncerStatus>;
+}
+
+/// A [`Lookup`] that knows nothing (for views that need no engine data).
+pub struct NoLookup;
+
+impl Lookup for NoLookup {
+    fn peers(&self) -> Vec<PeerInfo> {
+        Vec::new()
+    }
+    fn pieces(&self) -> Option<Bitfield> {
+        None
+    }
+    fn trackers(&self) -> Option<AnnouncerStatus> {
+        None
+    }
 }
 
 impl<'a> View<'a> {
-    /// A view; `peers` is called at most once, when a peer field is asked for.
+    /// A view; `engine`'s peers are asked at most once, when a peer field
+    /// is asked for.
     pub fn new(
         entry: &'a Entry,
         status: Option<TorrentStatus>,
         settings: &'a Settings,
         torrent_file: String,
-        peers: &'a dyn Fn() -> Vec<PeerInfo>,
+        engine: &'a dyn Lookup,
     ) -> View<'a> {
         View {
             entry,
@@ -135,7 +167,7 @@ impl<'a> View<'a> {
             settings,
             torrent_file,
             peers: None,
-            peer_source: peers,
+            engine,
         }
     }
 
@@ -147,7 +179,7 @@ impl<'a> View<'a> {
             self.peers = Some(if none {
                 Vec::new()
             } else {
-                (self.peer_source)()
+                self.engine.peers()
             });
         }
         self.peers.as_deref().unwrap_or(&[])
@@ -342,8 +374,17 @@ impl<'a> View<'a> {
             "comment" => json!(m.and_then(|m| m.comment.clone()).unwrap_or_default()),
             "creator" => json!(m.and_then(|m| m.created_by.clone()).unwrap_or_default()),
             "magnetLink" => json!(Magnet {
-                info_hash: Some(e.hash),
-                info_hash_v2: None,
+                // a v2-only torrent has no v1 hash: `btmh` alone
+                info_hash: match (m, &e.magnet) {
+                    (Some(m), _) if !m.info.version.has_v1() => None,
+                    (None, Some(l)) if l.info_hash.is_none() => None,
+                    _ => Some(e.hash),
+                },
+                info_hash_v2: match (m, &e.magnet) {
+                    (Some(m), _) => m.info_hash_v2.map(|h| h.0),
+                    (None, Some(l)) => l.info_hash_v2,
+                    (None, None) => None,
+                },
                 display_name: Some(e.name()),
                 exact_length: None,
                 trackers: self.trackers().into_iter().flatten().collect(),
@@ -442,6 +483,20 @@ impl<'a> View<'a> {
                 let tiers: Vec<String> = self.trackers().iter().map(|t| t.join("\n")).collect();
                 json!(tiers.join("\n\n"))
             }
+            "trackerStats" => {
+                let status = if st.is_some() {
+                    self.engine.trackers()
+                } else {
+                    None
+                };
+                trackers::stats(&self.trackers(), status.as_ref())
+            }
+            // Transmission's base64 of the have-bitfield (piece 0 the high
+            // bit of the first byte); only while the engine runs it.
+            "pieces" => {
+                let bits = self.engine.pieces()?;
+                json!(data_encoding::BASE64.encode(bits.as_bytes()))
+            }
             "peersConnected" => json!(st.map_or(0, |s| s.peers_connected)),
             "peersGettingFromUs" => {
                 json!(self.peers().iter().filter(|p| p.upload_rate >= 1.0).count())
@@ -509,8 +564,13 @@ impl<'a> View<'a> {
     }
 }
 
-/// The scrape URL of an HTTP announce URL (BEP 48 convention), or "".
+/// The scrape URL of an announce URL: HTTP's by the BEP 48 convention
+/// (or "" when it does not end in `announce`), a UDP tracker's is itself
+/// (as Transmission reports it).
 fn scrape_url(announce: &str) -> String {
+    if announce.to_ascii_lowercase().starts_with("udp://") {
+        return announce.to_string();
+    }
     match announce.rfind('/') {
         Some(i) if announce[i + 1..].starts_with("announce") => {
             format!("{}/scrape{}", &announce[..i], &announce[i + 1 + 8..])
@@ -619,6 +679,7 @@ mod tests {
             scrape_url("http://t/x/announce.php?k=1"),
             "http://t/x/scrape.php?k=1"
         );
-        assert_eq!(scrape_url("udp://t:1"), "");
+        assert_eq!(scrape_url("udp://t:1"), "udp://t:1");
+        assert_eq!(scrape_url("http://t/a"), "");
     }
 }

@@ -45,6 +45,7 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod blocklist;
 pub mod fields;
 pub mod gate;
 pub mod http;

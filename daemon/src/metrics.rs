@@ -71,7 +71,6 @@ fn u(v: Option<Value>) -> u64 {
 
 fn rows<B: Backend>(torrents: &Torrents<B>) -> Vec<(InfoHash, Row)> {
     let inner = torrents.lock();
-    let none = Vec::new;
     inner
         .entries
         .iter()
@@ -81,7 +80,7 @@ fn rows<B: Backend>(torrents: &Torrents<B>) -> Vec<(InfoHash, Row)> {
                 torrents.backend().status(e.hash),
                 &inner.settings,
                 String::new(),
-                &none,
+                &crate::fields::NoLookup,
             );
             let error = v
                 .field("error")

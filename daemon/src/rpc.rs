@@ -5,12 +5,15 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use bittern_wire::InfoHash;
+use bittern_engine::{AnnouncerStatus, IpFilter, PeerInfo};
+use bittern_wire::{Bitfield, InfoHash};
+use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 
 use crate::backend::Backend;
-use crate::fields::View;
+use crate::fields::{Lookup, View};
 use crate::paths::checked_dir;
 use crate::settings::{Settings, AT_RESTART, REPORTED};
 use crate::state::{AddSource, AddSpec, Ids, Move, Sel, Torrents};
@@ -22,13 +25,17 @@ pub const VERSION: &str = concat!("4.0.6 (bittern ", env!("CARGO_PKG_VERSION"), 
 /// The RPC version of Transmission 4.0.
 pub const RPC_VERSION: i64 = 17;
 
+mod guard;
+
+pub use guard::{port_is_open, PORT_TEST_WINDOW};
+
 type Args = Map<String, Value>;
 type Reply = Result<Args, String>;
 
 /// Every method name [`Rpc`] recognises, in the order of its dispatch
-/// (a unit test checks they agree). `port-test` and `blocklist-update` are
-/// recognised and answered with an error (bittern never asks an outside
-/// service, and has no blocklist yet).
+/// (a unit test checks they agree). `port-test` never asks an outside
+/// service (see [`port_is_open`]); `blocklist-update` fetches only the
+/// configured `blocklist-url` (see [`crate::blocklist`]).
 pub const METHODS: &[&str] = &[
     "session-get",
     "session-set",
@@ -63,16 +70,52 @@ pub struct Rpc<B: Backend> {
     /// The settings the engine started with (for what applies at the
     /// next start only, see [`crate::settings::AT_RESTART`]).
     started: Settings,
+    /// The stored blocklist (applied while `blocklist-enabled`).
+    blocklist: Mutex<Arc<IpFilter>>,
+    /// Held by the `blocklist-update` running (one fetch at a time).
+    updating: Mutex<()>,
+}
+
+/// [`Lookup`] of one torrent in a [`Backend`].
+struct Engine<'a, B: Backend> {
+    backend: &'a B,
+    hash: InfoHash,
+}
+
+impl<B: Backend> Lookup for Engine<'_, B> {
+    fn peers(&self) -> Vec<PeerInfo> {
+        self.backend.peers(self.hash)
+    }
+    fn pieces(&self) -> Option<Bitfield> {
+        self.backend.pieces(self.hash)
+    }
+    fn trackers(&self) -> Option<AnnouncerStatus> {
+        self.backend.tracker_status(self.hash)
+    }
 }
 
 impl<B: Backend> Rpc<B> {
     /// Serves `torrents`.
     pub fn new(torrents: Torrents<B>) -> Rpc<B> {
+        let blocklist = Arc::new(crate::blocklist::load(torrents.store().dir()));
+        Rpc::with_blocklist(torrents, blocklist)
+    }
+
+    /// Serves `torrents` with `blocklist` as the stored list (already
+    /// read from the config dir), handed to the engine if enabled. The
+    /// daemon gives the engine the list before its torrents start, so no
+    /// dial slips through at start.
+    pub fn with_blocklist(torrents: Torrents<B>, blocklist: Arc<IpFilter>) -> Rpc<B> {
         let started = torrents.lock().settings.clone();
+        if started.blocklist_enabled {
+            torrents.backend().set_ip_filter(blocklist.clone());
+        }
         Rpc {
             torrents,
             close: AtomicBool::new(false),
             started,
+            blocklist: Mutex::new(blocklist),
+            updating: Mutex::new(()),
         }
     }
 
@@ -159,8 +202,16 @@ impl<B: Backend> Rpc<B> {
                 if let Some(d) = args.get("incomplete-dir").and_then(Value::as_str) {
                     s.incomplete_dir = checked_dir(s.root(), d)?.to_string_lossy().into_owned();
                 }
+                // A new peer port is listened on at once; one that cannot
+                // be bound fails the call with nothing stored.
+                if args.contains_key("peer-port") && s.peer_port != t.backend().peer_port() {
+                    t.set_peer_port(s.peer_port)?;
+                }
                 let reschedule = args.keys().any(|k| k.starts_with("alt-speed-time"));
                 t.set_settings(s, reschedule)?;
+                if args.contains_key("blocklist-enabled") {
+                    self.apply_blocklist();
+                }
                 Ok(Map::new())
             }
             "session-stats" => Ok(self.session_stats()),
@@ -202,12 +253,8 @@ impl<B: Backend> Rpc<B> {
                 Ok(Map::new())
             }
             "free-space" => free_space(args),
-            "port-test" => Err(
-                "port-test is not supported: bittern does not ask an outside \
-                 service whether its port is reachable"
-                    .into(),
-            ),
-            "blocklist-update" => Err("blocklist-update is not supported yet".into()),
+            "port-test" => self.port_test(args),
+            "blocklist-update" => self.blocklist_update(),
             "torrent-set-location" => {
                 let location = args
                     .get("location")
@@ -252,14 +299,9 @@ impl<B: Backend> Rpc<B> {
         }
         out.insert("bittern-restart-pending".into(), Value::Array(pending));
         let free = statvfs(Path::new(&s.download_dir)).map_or(-1, |(free, _)| free as i64);
-        // The port listened on, unless session-set changed the setting
-        // since the start (it applies at the next one): then the new one,
-        // as Transmission reports it.
-        let peer_port = if s.peer_port == self.started.peer_port {
-            self.torrents.backend().peer_port()
-        } else {
-            s.peer_port
-        };
+        // The port listened on (session-set moves it at once; `-p` may
+        // differ from the stored setting).
+        let peer_port = self.torrents.backend().peer_port();
         let extra = json!({
             "version": VERSION,
             "rpc-version": RPC_VERSION,
@@ -270,9 +312,7 @@ impl<B: Backend> Rpc<B> {
             "peer-port": peer_port,
             "peer-port-random-on-start": false,
             "port-forwarding-enabled": false,
-            "blocklist-enabled": false,
-            "blocklist-size": 0,
-            "blocklist-url": "",
+            "blocklist-size": self.blocklist.lock().len(),
             "cache-size-mb": 4,
             "rename-partial-files": false,
             "default-trackers": "",
@@ -399,14 +439,17 @@ impl<B: Backend> Rpc<B> {
         let backend = t.backend();
         for (n, i) in selected.into_iter().enumerate() {
             let e = &inner.entries[i];
-            let peers = || backend.peers(e.hash);
+            let engine = Engine {
+                backend,
+                hash: e.hash,
+            };
             let file = if needs_file {
                 let path = t.store().torrent_path(&e.hash.to_hex());
                 path.to_string_lossy().into_owned()
             } else {
                 String::new()
             };
-            let mut view = View::new(e, backend.status(e.hash), &inner.settings, file, &peers);
+            let mut view = View::new(e, backend.status(e.hash), &inner.settings, file, &engine);
             if n > 0 || table {
                 out.push(b',');
             }

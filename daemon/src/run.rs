@@ -150,9 +150,13 @@ impl Daemon {
                 .unwrap_or(usize::MAX),
             ..base
         };
-        let session = Session::new(engine)?;
+        let session = Session::new(engine.clone())?;
+        let blocklist = Arc::new(crate::blocklist::load(store.dir()));
+        if settings.blocklist_enabled {
+            session.set_ip_filter(blocklist.clone());
+        }
         let peer_addr = session.local_addr();
-        let torrents = Torrents::open(EngineBackend::new(session), store)?;
+        let torrents = Torrents::open(EngineBackend::with_config(session, engine), store)?;
         {
             let root = match &config.data_root {
                 Some(r) => {
@@ -173,7 +177,7 @@ impl Daemon {
                     .map_err(Error::Store)?;
             }
         }
-        let rpc = Arc::new(Rpc::new(torrents));
+        let rpc = Arc::new(Rpc::with_blocklist(torrents, blocklist));
         let gate = Arc::new(Gate::new(rpc.clone(), config.access));
         let http = match HttpServer::bind(config.rpc_addr, gate, config.limits) {
             Ok(h) => h,

@@ -104,6 +104,11 @@ pub struct Settings {
     /// Protocol encryption policy. Live for every connection made from
     /// then on: see [`bittern_engine::Session::set_encryption`].
     pub encryption: EncryptionMode,
+    /// Whether the stored blocklist applies (live; see [`crate::blocklist`]).
+    pub blocklist_enabled: bool,
+    /// Where `blocklist-update` fetches the list; empty (the default):
+    /// nowhere.
+    pub blocklist_url: String,
 }
 
 /// Transmission's `encryption` values and the engine policy each maps to.
@@ -183,6 +188,8 @@ impl Default for Settings {
             pex_enabled: true,
             lpd_enabled: false,
             encryption: EncryptionMode::Preferred,
+            blocklist_enabled: false,
+            blocklist_url: String::new(),
         }
     }
 }
@@ -226,20 +233,17 @@ pub const MUTABLE: &[&str] = &[
     "pex-enabled",
     "lpd-enabled",
     "encryption",
+    "blocklist-enabled",
+    "blocklist-url",
 ];
 
 /// The keys of [`MUTABLE`] that take effect only when the daemon starts
-/// again (the engine binds the port, the DHT's and uTP's UDP socket and
-/// LSD's multicast group once); `session-set` stores them and
-/// `session-get` lists the changed ones under `bittern-restart-pending`.
-/// `pex-enabled` and `encryption` apply at once.
-pub const AT_RESTART: &[&str] = &[
-    "peer-port",
-    "dht-enabled",
-    "dht-bootstrap",
-    "utp-enabled",
-    "lpd-enabled",
-];
+/// again (the engine starts the DHT and uTP, and joins LSD's multicast
+/// group, once); `session-set` stores them and `session-get` lists the
+/// changed ones under `bittern-restart-pending`. `pex-enabled` and
+/// `encryption` apply at once, and so does `peer-port` (see
+/// `Torrents::set_peer_port`).
+pub const AT_RESTART: &[&str] = &["dht-enabled", "dht-bootstrap", "utp-enabled", "lpd-enabled"];
 
 /// The keys of [`Settings`] that `session-get` reports as they are.
 pub const REPORTED: &[&str] = MUTABLE;

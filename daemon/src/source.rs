@@ -21,7 +21,9 @@ pub const URL_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// # Errors
 /// The message for the client: no source, a corrupt torrent, a magnet
-/// link without a v1 info hash, a URL that could not be fetched.
+/// link without an info hash (`btih` or `btmh`), a URL that could not be
+/// fetched. A `btmh`-only (v2-only, BEP 52) link is accepted: the torrent
+/// is known by its v2 hash truncated to 20 bytes, its name on the wire.
 pub fn add_source(args: &serde_json::Map<String, Value>) -> Result<AddSource, String> {
     let bytes = if let Some(b64) = args.get("metainfo").and_then(Value::as_str) {
         let clean: Vec<u8> = b64.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
@@ -33,8 +35,8 @@ pub fn add_source(args: &serde_json::Map<String, Value>) -> Result<AddSource, St
         let lower = name.to_ascii_lowercase();
         if lower.starts_with("magnet:") {
             let link = Magnet::parse(name).map_err(|e| format!("invalid magnet link: {e}"))?;
-            if link.info_hash.is_none() {
-                return Err("the magnet link has no v1 (btih) info hash".into());
+            if link.info_hash.is_none() && link.info_hash_v2.is_none() {
+                return Err("the magnet link has no info hash (btih or btmh)".into());
             }
             return Ok(AddSource::Magnet(link));
         }
@@ -59,9 +61,20 @@ pub fn add_source(args: &serde_json::Map<String, Value>) -> Result<AddSource, St
 /// # Errors
 /// Transport errors, a non-2xx status, a body over the limit.
 pub fn fetch_url(url: &str) -> Result<Vec<u8>, String> {
+    fetch(url, MAX_TORRENT_URL_BYTES, 5)
+}
+
+/// Fetches `url` over HTTP(S): at most `limit` bytes within
+/// [`URL_TIMEOUT`], following at most `redirects` redirects, a 2xx status
+/// required.
+///
+/// # Errors
+/// Transport errors, a non-2xx status (a redirect past `redirects` too),
+/// a body over the limit.
+pub fn fetch(url: &str, limit: u64, redirects: u32) -> Result<Vec<u8>, String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .max_redirects(5)
+        .max_redirects(redirects)
         .user_agent(concat!("bittern/", env!("CARGO_PKG_VERSION")))
         .timeout_global(Some(URL_TIMEOUT))
         .build()
@@ -77,21 +90,17 @@ pub fn fetch_url(url: &str) -> Result<Vec<u8>, String> {
             status.as_u16()
         ));
     }
-    let too_big = || format!("cannot fetch {url}: more than {MAX_TORRENT_URL_BYTES} bytes");
-    if resp
-        .body()
-        .content_length()
-        .is_some_and(|n| n > MAX_TORRENT_URL_BYTES)
-    {
+    let too_big = || format!("cannot fetch {url}: more than {limit} bytes");
+    if resp.body().content_length().is_some_and(|n| n > limit) {
         return Err(too_big());
     }
     let mut body = Vec::new();
     resp.body_mut()
         .as_reader()
-        .take(MAX_TORRENT_URL_BYTES + 1)
+        .take(limit + 1)
         .read_to_end(&mut body)
         .map_err(|e| format!("cannot fetch {url}: {e}"))?;
-    if body.len() as u64 > MAX_TORRENT_URL_BYTES {
+    if body.len() as u64 > limit {
         return Err(too_big());
     }
     Ok(body)

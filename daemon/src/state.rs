@@ -425,9 +425,11 @@ impl<B: Backend> Torrents<B> {
                 )
             }
             AddSource::Magnet(link) => {
-                let hash = link
-                    .info_hash
-                    .ok_or("the magnet link has no v1 (btih) info hash")?;
+                if !crate::backend::has_hash(&link) {
+                    return Err("the magnet link has no info hash (btih or btmh)".into());
+                }
+                // v1, or a v2-only link's truncated v2 hash (BEP 52)
+                let hash = link.swarm_hash();
                 (hash, None, 0, None, Some(link), None)
             }
         };

@@ -284,14 +284,5 @@ fn bodies_in_flight_share_one_budget() {
 /// Raises this process's soft limit on open files (to its hard limit, at
 /// most 8192) so that 1,000 client sockets fit under a 1,024 default.
 fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: a valid out pointer to an rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-        lim.rlim_cur = lim.rlim_max.min(8192).max(lim.rlim_cur);
-        // SAFETY: a valid rlimit; failure leaves the old limit.
-        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
-    }
+    bittern_testkit::raise_fd_limit();
 }

@@ -4,6 +4,7 @@
 //! the watch directory.
 
 mod attack;
+mod blocklist;
 mod browser;
 mod contract;
 mod features;

@@ -30,6 +30,12 @@ pub struct FakeState {
     pub honors: HashMap<InfoHash, bool>,
     /// Metadata "fetched" for magnet links, handed out by `torrent_file`.
     pub fetched: HashMap<InfoHash, Vec<u8>>,
+    /// The IP filter last handed to the engine.
+    pub ip_filter: Option<Arc<bittern_engine::IpFilter>>,
+    /// What `last_incoming` answers.
+    pub incoming: Option<bittern_engine::Incoming>,
+    /// The peer port after a `rebind` (51413 before).
+    pub port: Option<u16>,
 }
 
 /// An engine that keeps statuses in memory: a started torrent is
@@ -171,7 +177,46 @@ impl Backend for Fake {
     }
 
     fn peer_port(&self) -> u16 {
-        51413
+        self.state.lock().port.unwrap_or(51413)
+    }
+
+    fn rebind(&self, port: u16) -> Result<HashMap<InfoHash, TorrentStatus>, BackendError> {
+        let mut s = self.state.lock();
+        s.port = Some(port);
+        let finals = s
+            .running
+            .drain()
+            .map(|(h, (_, status))| (h, status))
+            .collect();
+        Ok(finals)
+    }
+
+    fn peer_addrs(&self) -> Vec<std::net::SocketAddr> {
+        vec![([127, 0, 0, 1], 51413).into()]
+    }
+
+    fn set_ip_filter(&self, filter: Arc<bittern_engine::IpFilter>) {
+        self.state.lock().ip_filter = Some(filter);
+    }
+
+    fn last_incoming(&self) -> Option<bittern_engine::Incoming> {
+        self.state.lock().incoming
+    }
+
+    /// Every piece of a complete torrent, none of the others.
+    fn pieces(&self, hash: InfoHash) -> Option<bittern_wire::Bitfield> {
+        let s = self.state.lock();
+        let st = &s.running.get(&hash)?.1;
+        if st.pieces_total == 0 {
+            return None;
+        }
+        let mut b = bittern_wire::Bitfield::new(st.pieces_total);
+        if st.wanted_bytes > 0 && st.have_bytes == st.wanted_bytes {
+            for i in 0..st.pieces_total {
+                b.set(i);
+            }
+        }
+        Some(b)
     }
 
     fn shutdown(&self) {}

@@ -91,7 +91,7 @@
 //! # Tests against another implementation
 //!
 //! `tests/interop.rs` runs eight libtorrent 2.0.8 DHT nodes on 127.0.0.1
-//! (`tests/scripts/lt_dht.py`): our node bootstraps from them, finds a
+//! (`testkit/scripts/lt_dht.py`): our node bootstraps from them, finds a
 //! libtorrent seeder with get_peers, announces (explicit port and
 //! `implied_port`) and libtorrent's get_peers finds us; our node enters
 //! their routing tables. `examples/node.rs` runs a standalone node for

@@ -91,30 +91,7 @@ fn is_reply(datagram: &[u8]) -> bool {
     Message::decode(datagram).is_ok_and(|m| !matches!(m.body, Body::Query(_)))
 }
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// This process's user + system CPU time.
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // fields after the ")" of the command name; utime and stime are 14, 15
-    let rest = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let ticks = f.iter().sum::<u64>();
-    Duration::from_millis(ticks * 10)
-}
+use bittern_testkit::{cpu_time, rss_kib};
 
 /// The amplification probe: every query kind, in its smallest form from a
 /// source we never heard of, against a node whose table and store are as

@@ -1,5 +1,5 @@
 //! Interop with libtorrent's DHT on loopback (python3-libtorrent 2.0.8,
-//! driven by `tests/scripts/lt_dht.py`).
+//! driven by `testkit/scripts/lt_dht.py`).
 //!
 //! Only loopback is used, and the test checks it:
 //! - every libtorrent session listens on `127.0.0.1` only, its
@@ -13,96 +13,31 @@
 //! Skipped (loudly) when Debian's Python cannot import libtorrent; fails
 //! instead under `BITTERN_REQUIRE_INTEROP=1`.
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
 use bittern_dht::{Config, Runner};
 use bittern_wire::InfoHash;
-use crossbeam_channel::{bounded, Receiver};
 use serde_json::Value;
 
-const PYTHON: &str = "/usr/bin/python3";
-
 fn have_libtorrent() -> bool {
-    let ok = Command::new(PYTHON)
-        .args(["-c", "import libtorrent"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    bittern_testkit::require(
-        "python3-libtorrent (import libtorrent in /usr/bin/python3)",
-        ok,
-    )
+    bittern_testkit::libtorrent::available()
 }
 
 /// The script's process; killed on drop.
-struct Swarm {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Receiver<Value>,
-}
+struct Swarm(bittern_testkit::procs::JsonProc);
 
 impl Swarm {
     fn start(args: &[&str]) -> (Swarm, Value) {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/lt_dht.py");
-        let mut child = Command::new(PYTHON)
-            .arg(script)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start lt_dht.py");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = bounded(16);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(v).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        let mut s = Swarm {
-            child,
-            stdin,
-            lines: rx,
-        };
-        let ready = s.next(Duration::from_secs(60));
-        assert_eq!(ready["event"], "ready", "{ready}");
-        (s, ready)
-    }
-
-    fn next(&mut self, timeout: Duration) -> Value {
-        self.lines
-            .recv_timeout(timeout)
-            .expect("lt_dht.py answered")
+        let (p, ready) = bittern_testkit::procs::JsonProc::start(
+            "lt_dht.py",
+            bittern_testkit::libtorrent::python("lt_dht.py", args),
+        );
+        (Swarm(p), ready)
     }
 
     fn ask(&mut self, cmd: Value) -> Value {
-        writeln!(self.stdin, "{cmd}").expect("write to lt_dht.py");
-        self.stdin.flush().expect("flush");
-        self.next(Duration::from_secs(60))
-    }
-}
-
-impl Drop for Swarm {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "{{\"cmd\":\"quit\"}}");
-        let _ = self.stdin.flush();
-        for _ in 0..50 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.ask(cmd, Duration::from_secs(60))
     }
 }
 

@@ -352,6 +352,10 @@ pub(crate) fn admit(
         return;
     };
     let host = peer.ip();
+    if shared.blocked(host) {
+        // Closed unread: the blocklist refuses it before any handshake.
+        return;
+    }
     {
         let mut hosts = pending.per_host.lock();
         let n = hosts.entry(host).or_insert(0);
@@ -389,10 +393,11 @@ pub(crate) fn admit(
     let commands = commands.clone();
     let timeout = shared.config.timing.connect_timeout;
     let policy = shared.encryption();
+    let session = shared.clone();
     let spawned = std::thread::Builder::new()
         .name("bittern-handshake".into())
         .spawn(move || {
-            route(socket, &registry, &commands, timeout, policy);
+            route(socket, &registry, &commands, timeout, policy, &session);
             slot.finish(id, host);
         });
     if spawned.is_err() {
@@ -498,8 +503,10 @@ fn route(
     commands: &Sender<Ctl>,
     timeout: Duration,
     policy: Encryption,
+    shared: &SessionShared,
 ) {
     let peer = socket.peer_addr().ok();
+    let utp = matches!(socket, Socket::Utp(_));
     let lookup = |h: &[u8; 20]| registry.lock().find_obfuscated(h);
     let deadline = Instant::now() + timeout;
     let (stream, hs) = match crate::handshake::accept(socket, policy, lookup, deadline) {
@@ -512,6 +519,9 @@ fn route(
     let target = registry.lock().get(&hs.info_hash).copied();
     match target {
         Some(id) => {
+            if let Some(from) = peer {
+                shared.note_incoming(from, utp);
+            }
             if commands
                 .try_send(Ctl::Command(
                     id,

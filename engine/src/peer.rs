@@ -124,7 +124,17 @@ pub(crate) enum PeerEvent {
         /// What dialling it taught about its MSE support (see
         /// [`Opened::learnt_mse`]).
         learnt_mse: Option<bool>,
+        /// A v2 connection of a v2 or hybrid torrent (BEP 52: the info hash
+        /// the handshakes settled on is the v2 one, see
+        /// [`crate::v2::is_v2_connection`]): it may be sent hash requests.
+        v2: bool,
+        /// Their handshake set the v2 bit (a hybrid's v1 connection to
+        /// such a peer can be opened again under the v2 hash).
+        v2_bit: bool,
     },
+    /// A block we requested failed its 16 KiB leaf (BEP 52): not written,
+    /// its sender alone is to blame (see `v2::blocks`).
+    BadBlock(BlockRef),
     /// Their initial piece set (BITFIELD, HAVE ALL or HAVE NONE).
     Bitfield(Bitfield),
     Have(u32),
@@ -603,6 +613,13 @@ fn run(
             utp: matches!(stream.socket(), Socket::Utp(_)),
             encrypted: stream.is_encrypted(),
             learnt_mse,
+            v2: crate::v2::is_v2_connection(
+                &theirs,
+                incoming,
+                ctx.info_hash,
+                ctx.v2.as_ref().map(|(h, _)| *h),
+            ),
+            v2_bit: theirs.supports_v2(),
         },
     );
     debug!(

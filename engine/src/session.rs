@@ -22,6 +22,9 @@ use log::{debug, info, warn};
 use parking_lot::Mutex;
 
 mod discovery;
+mod filter;
+
+pub use filter::Incoming;
 
 use crate::config::{SessionConfig, TorrentOptions};
 use crate::error::Error;
@@ -201,6 +204,14 @@ pub(crate) struct SessionShared {
     pub encryption: Mutex<crate::config::Encryption>,
     /// Peer exchange on (`config.pex` until [`Session::set_pex`]).
     pub pex: std::sync::atomic::AtomicBool,
+    /// The blocklist: peers in it are never dialled nor accepted (see
+    /// [`Session::set_ip_filter`]). Swapped whole; readers clone the Arc.
+    pub ip_filter: Mutex<Arc<crate::ipfilter::IpFilter>>,
+    /// Changes of `ip_filter` so far.
+    pub ip_filter_generation: AtomicU64,
+    /// The last incoming connection whose handshake named one of our
+    /// torrents (see [`Session::last_incoming`]).
+    pub last_incoming: Mutex<Option<Incoming>>,
 }
 
 /// The session announcer's life: a session whose torrents have no
@@ -463,6 +474,9 @@ impl Session {
             dial,
             encryption: Mutex::new(config.encryption),
             pex: std::sync::atomic::AtomicBool::new(config.pex),
+            ip_filter: Mutex::default(),
+            ip_filter_generation: AtomicU64::new(0),
+            last_incoming: Mutex::new(None),
             config,
         });
         let registry: Registry = Arc::default();
@@ -747,6 +761,7 @@ impl Session {
             published,
             events,
             registry: self.registry.clone(),
+            session: Arc::downgrade(&self.shared),
         };
         self.commands
             .send(Ctl::Fetch(Box::new(fetch)))

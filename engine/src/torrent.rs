@@ -50,6 +50,11 @@ pub(crate) struct Published {
     /// The torrent's own limiters (its peer threads hold this state), so
     /// that [`TorrentHandle::set_limits`] changes them while it runs.
     pub limits: Limits,
+    /// The verified pieces, shared with the controller once it runs (a
+    /// magnet's before its metadata: `None`).
+    pub have: Mutex<Option<Arc<crate::shared::HaveSet>>>,
+    /// The torrent's key in the session announcer while it is on it.
+    pub announce_key: Mutex<Option<bittern_tracker::TorrentKey>>,
 }
 
 /// A torrent's own rate limits, inline in its [`Published`] state (no
@@ -79,6 +84,8 @@ impl Published {
                 down: crate::ratelimit::RateLimiter::new(options.download_limit),
                 honors_session: std::sync::atomic::AtomicBool::new(true),
             },
+            have: Mutex::new(None),
+            announce_key: Mutex::new(None),
         })
     }
 
@@ -104,6 +111,9 @@ pub struct TorrentHandle {
     pub(crate) published: Arc<Published>,
     pub(crate) events: Arc<Events>,
     pub(crate) registry: crate::session::Registry,
+    /// For the announcer's view of the torrent; weak, so a handle kept
+    /// does not keep the session's sockets alive.
+    pub(crate) session: std::sync::Weak<crate::session::SessionShared>,
 }
 
 impl TorrentHandle {
@@ -133,6 +143,26 @@ impl TorrentHandle {
     /// `f` should be quick; the controller waits for it to publish.
     pub fn with_status<R>(&self, f: impl FnOnce(&TorrentStatus) -> R) -> R {
         f(&self.published.status.lock())
+    }
+
+    /// The verified pieces as a wire bitfield (bit 0 the high bit of the
+    /// first byte; spare bits clear), `None` for a magnet link whose
+    /// metadata has not come yet.
+    pub fn pieces(&self) -> Option<bittern_wire::Bitfield> {
+        let have = self.published.have.lock().clone()?;
+        Some(have.to_bitfield())
+    }
+
+    /// The trackers' state as the session announcer has it (last and next
+    /// announce, each tracker's answer or error, swarm counters); `None`
+    /// when the torrent is not on the announcer (no trackers, paused,
+    /// removed) or it did not answer within its status deadline.
+    pub fn tracker_status(&self) -> Option<bittern_tracker::AnnouncerStatus> {
+        let key = (*self.published.announce_key.lock())?;
+        let session = self.session.upgrade()?;
+        let mut status = None;
+        session.with_announcer(|a| status = a.status(key));
+        status
     }
 
     /// The connected peers.

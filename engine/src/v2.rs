@@ -6,8 +6,10 @@
 //!
 //! v2-only torrents download with their pieces checked against the merkle
 //! hashes; from a magnet link, the piece layers the info dictionary lacks
-//! are fetched with hash requests first ([`layers`]); a failed piece is
-//! pinned on the sender of its bad 16 KiB block ([`blame`]).
+//! are fetched with hash requests first ([`layers`]); each block is
+//! checked against its piece's proven leaves as it arrives ([`blocks`]),
+//! and a failed piece is pinned on the sender of its bad 16 KiB block
+//! ([`blame`]).
 
 use std::collections::HashMap;
 
@@ -21,6 +23,7 @@ use crate::peer::PeerContext;
 use log::debug;
 
 pub(crate) mod blame;
+pub(crate) mod blocks;
 pub(crate) mod layers;
 
 /// The storage layout of `metainfo`'s `files`: SHA-1 pieces for v1, merkle
@@ -98,6 +101,31 @@ pub(crate) fn answer_hash(theirs: &Handshake, ours: InfoHash, v2: Option<InfoHas
     }
 }
 
+/// Whether a connection whose handshake from the peer was `theirs` is a
+/// v2 one (BEP 52) for a torrent met under `ours` with truncated v2 hash
+/// `v2`: the hash the two handshakes settled on is the v2 one (we
+/// dialled and they answered with it, or they came in and we answered
+/// with it, see [`answer_hash`]). libtorrent decides the same way, and
+/// drops a connection that sends hash requests without it; a peer that
+/// set the v2 bit but answered our v1 hash (libtorrent does under MSE,
+/// where the stream is already tied to the v1 hash) is a v1 connection.
+pub(crate) fn is_v2_connection(
+    theirs: &Handshake,
+    incoming: bool,
+    ours: InfoHash,
+    v2: Option<InfoHash>,
+) -> bool {
+    let Some(v2) = v2 else {
+        return false;
+    };
+    let settled = if incoming {
+        answer_hash(theirs, ours, Some(v2))
+    } else {
+        theirs.info_hash
+    };
+    settled == v2
+}
+
 /// One file's tree, for answering hash requests about it.
 #[derive(Debug)]
 struct ServedFile {
@@ -128,6 +156,10 @@ const MAX_READ_PER_REQUEST: u64 = 16 << 20;
 pub(crate) struct HashServer {
     files: HashMap<Hash256, ServedFile>,
     piece_length: u64,
+    /// Each served file's first piece and root, by first piece.
+    by_piece: Vec<(usize, Hash256)>,
+    /// Proven leaves of pieces being downloaded ([`blocks`]).
+    known: parking_lot::Mutex<blocks::KnownLeaves>,
 }
 
 impl HashServer {
@@ -167,9 +199,14 @@ impl HashServer {
                 other => debug!("file {i}: no merkle tree to serve: {other:?}"),
             }
         }
+        let mut by_piece: Vec<(usize, Hash256)> =
+            files.iter().map(|(r, f)| (f.first_piece, *r)).collect();
+        by_piece.sort_unstable();
         Some(HashServer {
+            by_piece,
             files,
             piece_length: plen,
+            known: parking_lot::Mutex::default(),
         })
     }
 
@@ -177,16 +214,21 @@ impl HashServer {
     /// `piece` (see [`blame::leaf_request`]); `None` for a piece of no
     /// file here or of one block.
     pub(crate) fn leaf_request(&self, piece: usize) -> Option<HashRequest> {
-        let (root, f) = self
-            .files
-            .iter()
-            .find(|(_, f)| (f.first_piece..f.first_piece + f.pieces).contains(&piece))?;
+        let (root, f) = self.file_of_piece(piece)?;
         blame::leaf_request(
-            *root,
+            root,
             f.length,
             self.piece_length,
             (piece - f.first_piece) as u64,
         )
+    }
+
+    /// The served file holding torrent piece `piece`, and its root.
+    fn file_of_piece(&self, piece: usize) -> Option<(Hash256, &ServedFile)> {
+        let i = self.by_piece.partition_point(|(first, _)| *first <= piece);
+        let (_, root) = self.by_piece.get(i.checked_sub(1)?)?;
+        let f = self.files.get(root)?;
+        (piece < f.first_piece + f.pieces).then_some((*root, f))
     }
 
     /// The hashes answering `req` (base layer, then uncles), or `None` to
@@ -194,6 +236,20 @@ impl HashServer {
     /// rules or reaches outside the file's tree, or leaves below the piece
     /// layer that are not on disk or do not hash to the piece layer.
     pub(crate) fn answer(&self, storage: &Storage, req: &HashRequest) -> Option<Vec<Hash256>> {
+        // One piece's leaves (what a bittern leecher asks of every piece,
+        // `blocks`): from the leaves known, else hashed from disk once.
+        let leaf_piece = self.piece_of_leaf_request(req);
+        if let Some(known) = leaf_piece.and_then(|p| self.cached_leaves(p)) {
+            return Some(known.to_vec());
+        }
+        let answer = self.answer_from_tree(storage, req)?;
+        if let Some(p) = leaf_piece {
+            self.cache_leaves(p, &answer);
+        }
+        Some(answer)
+    }
+
+    fn answer_from_tree(&self, storage: &Storage, req: &HashRequest) -> Option<Vec<Hash256>> {
         let file = self.files.get(&req.pieces_root)?;
         req.check_in_tree(file.leaves).ok()?;
         if req.base_layer < file.piece_height {

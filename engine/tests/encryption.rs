@@ -15,11 +15,9 @@
 //! reconnects every second), with fresh keys, so one unlucky handshake
 //! costs a few seconds, not the test.
 
-use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bittern_engine::{
@@ -28,10 +26,7 @@ use bittern_engine::{
 use bittern_wire::mse::{self, CryptoSet, Initiator, InitiatorConfig};
 use bittern_wire::{Handshake, InfoHash, Metainfo, PeerId};
 
-use crate::interop::{
-    free_port, have_libtorrent, init_log, python, tempdir, transmission_cli, write_torrent, Logged,
-    Proc, MKTORRENT, TRANSMISSION,
-};
+use crate::interop::{free_port, have_libtorrent, init_log, tempdir, write_torrent, Logged, Proc};
 use crate::util::*;
 
 /// Files of odd sizes whose boundaries fall inside pieces.
@@ -98,13 +93,13 @@ fn libtorrent_seeds_to_bittern(enc: &str, policy: Encryption) -> (u64, Seen) {
     let (src, dst, work) = (tempdir(), tempdir(), tempdir());
     let meta = make_torrent(src.path(), "enc_from_lt", FILES, 64 * 1024, 41);
     let (meta, torrent) = write_torrent(work.path(), &meta, None);
-    let mut cmd = python("lt_seed.py", &[torrent.as_os_str(), src.path().as_os_str()]);
+    let mut cmd = bittern_testkit::libtorrent::seed_cmd(&torrent, src.path());
     cmd.env("BITTERN_LT_ENC", enc);
-    let mut lt = Proc::spawn("libtorrent seeder", cmd, work.path().join("lt_seed.log"));
-    let port: u16 = lt
-        .expect_line("PORT ", Duration::from_secs(30))
-        .parse()
-        .unwrap();
+    let (mut lt, port) = bittern_testkit::libtorrent::spawn_with_port(
+        "libtorrent seeder",
+        cmd,
+        work.path().join("lt_seed.log"),
+    );
     let leecher = session_with(policy, |c| c.download_limit = Some(3 << 20));
     let opts = TorrentOptions {
         peers: vec![SocketAddr::from(([127, 0, 0, 1], port))],
@@ -132,15 +127,7 @@ fn bittern_seeds_to_libtorrent(enc: &str, policy: Encryption) -> (u64, Seen) {
         .unwrap();
     wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
     let port = seeder.local_addr().port().to_string();
-    let mut cmd = python(
-        "lt_leech.py",
-        &[
-            torrent.as_os_str(),
-            dst.path().as_os_str(),
-            OsStr::new(&port),
-            OsStr::new("60"),
-        ],
-    );
+    let mut cmd = bittern_testkit::libtorrent::leech_cmd(&torrent, dst.path(), &port, 60);
     cmd.env("BITTERN_LT_ENC", enc);
     let mut lt = Proc::spawn("libtorrent leecher", cmd, work.path().join("lt_leech.log"));
     let flags = lt_flags(&mut lt);
@@ -237,13 +224,13 @@ fn require_refuses_a_plaintext_only_libtorrent_both_ways() {
     let meta = make_torrent(src.path(), "enc_req", FILES, 64 * 1024, 43);
     let (meta, torrent) = write_torrent(work.path(), &meta, None);
     // bittern dials a plaintext-only libtorrent seeder.
-    let mut cmd = python("lt_seed.py", &[torrent.as_os_str(), src.path().as_os_str()]);
+    let mut cmd = bittern_testkit::libtorrent::seed_cmd(&torrent, src.path());
     cmd.env("BITTERN_LT_ENC", "disabled");
-    let mut lt = Proc::spawn("libtorrent seeder", cmd, work.path().join("lt_seed.log"));
-    let port: u16 = lt
-        .expect_line("PORT ", Duration::from_secs(30))
-        .parse()
-        .unwrap();
+    let (lt, port) = bittern_testkit::libtorrent::spawn_with_port(
+        "libtorrent seeder",
+        cmd,
+        work.path().join("lt_seed.log"),
+    );
     let leecher = session_with(Encryption::Require, |_| {});
     let opts = TorrentOptions {
         peers: vec![SocketAddr::from(([127, 0, 0, 1], port))],
@@ -259,15 +246,7 @@ fn require_refuses_a_plaintext_only_libtorrent_both_ways() {
     wait_state(&s, TorrentState::Seeding, Duration::from_secs(20));
     let sport = seeder.local_addr().port().to_string();
     let lt_dst = tempdir();
-    let mut cmd = python(
-        "lt_leech.py",
-        &[
-            torrent.as_os_str(),
-            lt_dst.path().as_os_str(),
-            OsStr::new(&sport),
-            OsStr::new("8"),
-        ],
-    );
+    let mut cmd = bittern_testkit::libtorrent::leech_cmd(&torrent, lt_dst.path(), &sport, 8);
     cmd.env("BITTERN_LT_ENC", "disabled");
     let mut lt2 = Proc::spawn("libtorrent leecher", cmd, work.path().join("lt_leech.log"));
     let until = Instant::now() + Duration::from_secs(8);
@@ -393,81 +372,32 @@ fn bittern_to_bittern_require_is_rc4() {
 // ---- Transmission ----
 
 fn have_transmission() -> bool {
-    let present = |tool: &str| {
-        bittern_testkit::require(
-            &format!("{tool} (Debian transmission-cli, mktorrent)"),
-            Path::new(tool).exists(),
-        )
-    };
-    present(TRANSMISSION) && present(MKTORRENT)
+    bittern_testkit::transmission::available()
 }
 
 /// transmission-cli 3.00 with encryption required (`-er`, and
 /// `"encryption": 2` in settings.json) on 127.0.0.1:`port`, DHT, LPD, PEX,
 /// uTP and port forwarding off, on `torrent` in `dir`.
 fn transmission_required(torrent: &Path, dir: &Path, port: u16, work: &Path) -> Logged {
-    let conf = work.join("tr-conf");
-    std::fs::create_dir_all(&conf).unwrap();
-    let settings = format!(
-        r#"{{"dht-enabled": false, "lpd-enabled": false, "pex-enabled": false,
- "utp-enabled": false, "port-forwarding-enabled": false,
- "bind-address-ipv4": "127.0.0.1", "bind-address-ipv6": "::1", "encryption": 2,
- "rename-partial-files": false, "peer-port": {port}, "download-dir": "{dir}",
- "incomplete-dir-enabled": false, "speed-limit-down-enabled": false,
- "speed-limit-up-enabled": false, "ratio-limit-enabled": false,
- "start-added-torrents": true}}"#,
-        dir = dir.display()
-    );
-    std::fs::write(conf.join("settings.json"), settings).unwrap();
-    let out = work.join("tr.out");
-    let err = work.join("tr.err");
-    let child = transmission_cli()
-        .arg("-g")
-        .arg(&conf)
-        .arg("-w")
-        .arg(dir)
-        .args(["-p", &port.to_string(), "-er", "-M", "-D", "-U"])
-        .arg(torrent)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start transmission-cli: {e}"));
-    Logged { child, out, err }
+    let opts = bittern_testkit::transmission::Options {
+        require_encryption: true,
+        ..Default::default()
+    };
+    bittern_testkit::transmission::spawn(torrent, dir, port, work, opts)
 }
 
 fn wait_transmission_seeding(t: &Logged, limit: Duration) {
-    let start = Instant::now();
-    while !std::fs::read_to_string(&t.out)
-        .unwrap_or_default()
-        .contains("Seeding")
-    {
-        assert!(
-            start.elapsed() < limit,
-            "transmission-cli did not reach seeding; {}",
-            t.tail()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    t.wait_says("Seeding", limit);
 }
 
 /// A torrent made by mktorrent over 8 MiB of
 /// random data in `src`.
 fn mktorrent(src: &Path, work: &Path) -> (Metainfo, std::path::PathBuf) {
     let file = src.join("tr.bin");
-    {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(46);
-        let mut data = vec![0u8; 8 << 20];
-        rng.fill(&mut data[..]);
-        std::fs::write(&file, &data).unwrap();
-    }
+    bittern_testkit::random_file(&file, 8 << 20, 46);
     let torrent = work.join("tr.torrent");
-    let mut cmd = Command::new(MKTORRENT);
-    cmd.args(["-l", "18", "-o"]).arg(&torrent);
-    let made = cmd.arg(&file).output().unwrap();
-    assert!(made.status.success(), "mktorrent: {made:?}");
-    let meta = Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+    let bytes = bittern_testkit::transmission::mktorrent(&file, &torrent, 18);
+    let meta = Metainfo::from_bytes(&bytes).unwrap();
     (meta, torrent)
 }
 
@@ -532,10 +462,7 @@ fn bittern_seeds_to_transmission_requiring_encryption() {
     // transmission-cli asks at its first rechoke, 10 s after it starts.
     let start = Instant::now();
     let mut seen = Seen::default();
-    while !std::fs::read_to_string(&tr.out)
-        .unwrap_or_default()
-        .contains("Seeding")
-    {
+    while !tr.says("Seeding") {
         assert!(
             start.elapsed() < Duration::from_secs(120),
             "transmission-cli did not finish; {}",

@@ -31,6 +31,8 @@ pub enum Got {
         id: u8,
         payload: Vec<u8>,
     },
+    /// A BEP 52 hash request.
+    HashRequest(bittern_wire::hashes::HashRequest),
     Other(String),
 }
 
@@ -120,6 +122,7 @@ impl Wire {
                         id,
                         payload: payload.to_vec(),
                     },
+                    Message::HashRequest(r) => Got::HashRequest(r),
                     other => Got::Other(format!("{other:?}")),
                 };
                 self.buf.drain(..used);
@@ -146,11 +149,7 @@ impl Wire {
             match self.stream.read(&mut tmp) {
                 Ok(0) => return true,
                 Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
+                Err(e) if bittern_testkit::is_timeout(&e) => {}
                 Err(_) => return true,
             }
         }

@@ -53,7 +53,15 @@ fn disk_full_stops_the_torrent_keeps_verified_pieces_and_resume_finishes() {
         why.to_string().contains("disk full"),
         "unclear message: {why}"
     );
-    std::thread::sleep(Duration::from_millis(600));
+    // Published on the controller's tick, and its peers' threads end in
+    // their own time (seconds on a loaded machine): wait for both.
+    let start = Instant::now();
+    while l.status().pieces_have < 16 || leecher.connections() > 0 {
+        if start.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let st = l.status();
     assert!(
         st.pieces_have >= 16,

@@ -4,17 +4,14 @@
 //! byte against the source files.
 //!
 //! libtorrent runs in Debian's `/usr/bin/python3` (the only Python that can
-//! import `python3-libtorrent`) through the scripts in `tests/scripts/`,
+//! import `python3-libtorrent`) through the scripts in `testkit/scripts/`,
 //! which turn DHT, LSD, UPnP and NAT-PMP off and listen on 127.0.0.1 only.
 //! A missing tool skips the test loudly, or fails it when
 //! `BITTERN_REQUIRE_INTEROP=1`.
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bittern_engine::{SeedGoal, SessionConfig, TorrentHandle, TorrentOptions, TorrentState};
@@ -24,8 +21,18 @@ use bittern_wire::{Bitfield, ExtensionHandshake, Message, Metainfo, MetainfoBuil
 use crate::fake::{Got, Wire};
 use crate::util::*;
 
-pub(crate) const PYTHON: &str = "/usr/bin/python3";
-pub(crate) const ARIA2C: &str = "/usr/bin/aria2c";
+pub(crate) use bittern_testkit::aria2::ARIA2C;
+pub(crate) use bittern_testkit::free_port;
+pub(crate) use bittern_testkit::libtorrent::PYTHON;
+/// A child process killed on drop; stdout lines arrive on a channel, stderr
+/// goes to a log file shown when something fails.
+pub(crate) use bittern_testkit::procs::LineProc as Proc;
+pub(crate) use bittern_testkit::procs::Logged;
+#[allow(unused_imports)] // for the tests that take them from here
+pub(crate) use bittern_testkit::{
+    libtorrent::script,
+    transmission::{cli as transmission_cli, MKTORRENT, TRANSMISSION},
+};
 
 /// Files of odd sizes whose boundaries fall inside pieces, so the other
 /// client's piece-to-file mapping is exercised too.
@@ -41,28 +48,15 @@ pub(crate) fn init_log() {
     let _ = env_logger::builder().is_test(true).try_init();
 }
 
-/// True when Debian's Python can import libtorrent.
-pub(crate) fn have_libtorrent() -> bool {
-    if !have_tool(PYTHON) {
-        return false;
-    }
-    let ok = Command::new(PYTHON)
-        .args(["-c", "import libtorrent"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    bittern_testkit::require(
-        "python3-libtorrent (import libtorrent in /usr/bin/python3)",
-        ok,
-    )
+/// `/usr/bin/python3 SCRIPT ARGS...` for a helper script in
+/// `testkit/scripts/`.
+pub(crate) fn python(script_name: &str, args: &[&OsStr]) -> std::process::Command {
+    bittern_testkit::libtorrent::python(script_name, args)
 }
 
-pub(crate) fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("scripts")
-        .join(name)
+/// True when Debian's Python can import libtorrent.
+pub(crate) fn have_libtorrent() -> bool {
+    have_tool(PYTHON) && bittern_testkit::libtorrent::available()
 }
 
 /// Writes `.torrent` bytes for `meta` (optionally with an announce URL) to
@@ -90,110 +84,6 @@ pub(crate) fn write_torrent(
     let path = dir.join(format!("{}.torrent", info.name));
     std::fs::write(&path, bytes).unwrap();
     (parsed, path)
-}
-
-/// A free TCP port on 127.0.0.1 (for clients that cannot take port 0).
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed on drop; stdout lines arrive on a channel, stderr
-/// goes to a log file shown when something fails.
-pub(crate) struct Proc {
-    name: &'static str,
-    child: Child,
-    pub(crate) lines: mpsc::Receiver<String>,
-    log: PathBuf,
-}
-
-impl Proc {
-    pub(crate) fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Proc {
-        let err = std::fs::File::create(&log).unwrap();
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            name,
-            child,
-            lines,
-            log,
-        }
-    }
-
-    /// The rest of the first stdout line starting with `prefix`.
-    pub(crate) fn expect_line(&mut self, prefix: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix(prefix) {
-                        return rest.trim().to_string();
-                    }
-                    eprintln!("{}: {line}", self.name);
-                }
-                Err(e) => self.fail(&format!("no {prefix:?} line ({e:?})")),
-            }
-        }
-    }
-
-    pub(crate) fn wait(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                self.fail("did not exit in time");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    pub(crate) fn tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    pub(crate) fn fail(&self, why: &str) -> ! {
-        panic!(
-            "{}: {why}; last lines of {}:\n{}",
-            self.name,
-            self.log.display(),
-            self.tail()
-        )
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub(crate) fn python(script_name: &str, args: &[&OsStr]) -> Command {
-    let mut cmd = Command::new(PYTHON);
-    cmd.arg(script(script_name)).args(args);
-    cmd
 }
 
 /// Waits for `state`, failing with the other client's log on error or
@@ -240,15 +130,11 @@ fn bittern_leeches_from_libtorrent() {
     let meta = make_torrent(src.path(), "from_lt", FILES, 64 * 1024, 21);
     let (meta, torrent) = write_torrent(work.path(), &meta, None);
 
-    let mut lt = Proc::spawn(
+    let (lt, port) = bittern_testkit::libtorrent::spawn_with_port(
         "libtorrent seeder",
-        python("lt_seed.py", &[torrent.as_os_str(), src.path().as_os_str()]),
+        bittern_testkit::libtorrent::seed_cmd(&torrent, src.path()),
         work.path().join("lt_seed.log"),
     );
-    let port: u16 = lt
-        .expect_line("PORT ", Duration::from_secs(30))
-        .parse()
-        .unwrap();
 
     let leecher = session();
     let opts = TorrentOptions {
@@ -281,7 +167,7 @@ fn bittern_leeches_from_libtorrent_over_ipv6_loopback() {
     let (src, dst, work) = (tempdir(), tempdir(), tempdir());
     let meta = make_torrent(src.path(), "lt_v6", FILES, 64 * 1024, 24);
     let (meta, torrent) = write_torrent(work.path(), &meta, None);
-    let mut lt = Proc::spawn(
+    let (_lt, port) = bittern_testkit::libtorrent::spawn_with_port(
         "libtorrent seeder on [::1]",
         python(
             "lt_seed.py",
@@ -293,10 +179,6 @@ fn bittern_leeches_from_libtorrent_over_ipv6_loopback() {
         ),
         work.path().join("lt_seed6.log"),
     );
-    let port: u16 = lt
-        .expect_line("PORT ", Duration::from_secs(30))
-        .parse()
-        .unwrap();
     let v6 = std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
     let leecher = bittern_engine::Session::new(SessionConfig {
         listen: SocketAddr::new(v6, 0),
@@ -343,15 +225,7 @@ fn bittern_seeds_to_libtorrent() {
     let port = seeder.local_addr().port().to_string();
     let mut lt = Proc::spawn(
         "libtorrent leecher",
-        python(
-            "lt_leech.py",
-            &[
-                torrent.as_os_str(),
-                dst.path().as_os_str(),
-                OsStr::new(&port),
-                OsStr::new("50"),
-            ],
-        ),
+        bittern_testkit::libtorrent::leech_cmd(&torrent, dst.path(), &port, 50),
         work.path().join("lt_leech.log"),
     );
     let got: u64 = lt
@@ -403,38 +277,10 @@ fn bittern_seeds_to_aria2c_through_tracker() {
     // know our seeder before aria2c starts.
     wait_for_seeder_on_tracker(&url, &meta);
 
-    let mut cmd = Command::new(ARIA2C);
-    cmd.args([
-        "--no-conf=true",
-        "--enable-dht=false",
-        "--enable-dht6=false",
-        "--enable-peer-exchange=false",
-        "--bt-enable-lpd=false",
-        "--seed-time=0",
-        "--bt-stop-timeout=60",
-        "--summary-interval=0",
-        "--check-integrity=true",
-        "--console-log-level=warn",
-        "--log-level=info",
-    ])
-    .arg(format!("--listen-port={}", free_port()))
-    .arg(format!("--dir={}", dst.path().display()))
-    .arg(format!(
-        "--log={}",
-        work.path().join("aria2c.log").display()
-    ))
-    .arg(&torrent);
-    let mut aria = Proc::spawn("aria2c", cmd, work.path().join("aria2c.out"));
-    let status = aria.wait(Duration::from_secs(60));
-    if !status.success() {
-        let log = std::fs::read_to_string(work.path().join("aria2c.log")).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(40).collect();
-        eprintln!(
-            "aria2c.log (last lines, newest first):\n{}",
-            tail.join("\n")
-        );
-        aria.fail(&format!("exited with {status}"));
-    }
+    let mut cmd = bittern_testkit::aria2::command(free_port(), dst.path(), work.path());
+    cmd.arg("--check-integrity=true").arg(&torrent);
+    let mut aria = bittern_testkit::aria2::spawn(cmd, work.path());
+    bittern_testkit::aria2::expect_success(&mut aria, work.path(), Duration::from_secs(60));
     assert_same(src.path(), dst.path(), &meta.info.file_paths());
     assert_uploaded(&s, meta.info.total_length());
     eprintln!(
@@ -560,49 +406,6 @@ pub(crate) fn assert_uploaded(s: &bittern_engine::TorrentHandle, total: u64) {
     );
 }
 
-pub(crate) const TRANSMISSION: &str = "/usr/bin/transmission-cli";
-
-/// transmission-cli with its stdout unbuffered: it writes its status
-/// line with `\r` and no flush, so to a file the line that says
-/// "Seeding" arrives only when stdio's 4 KiB buffer fills, some 40 s
-/// later (more under load), and tests that wait for it time out.
-pub(crate) fn transmission_cli() -> Command {
-    let mut c = Command::new("/usr/bin/stdbuf");
-    c.args(["-o0", TRANSMISSION]);
-    c
-}
-pub(crate) const MKTORRENT: &str = "/usr/bin/mktorrent";
-
-/// A process killed on drop whose stdout and stderr go to files.
-pub(crate) struct Logged {
-    pub(crate) child: Child,
-    pub(crate) out: PathBuf,
-    pub(crate) err: PathBuf,
-}
-
-impl Logged {
-    /// The last 2,000 bytes of its output (`\r`-separated status lines
-    /// made readable) and its log.
-    pub(crate) fn tail(&self) -> String {
-        let read = |p: &Path| {
-            let t = std::fs::read_to_string(p).unwrap_or_default();
-            let start = t.len().saturating_sub(2000);
-            let start = (start..t.len())
-                .find(|&i| t.is_char_boundary(i))
-                .unwrap_or(t.len());
-            t[start..].replace('\r', "\n")
-        };
-        format!("stdout:\n{}\nstderr:\n{}", read(&self.out), read(&self.err))
-    }
-}
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `transmission-cli` 3.00 seeding `torrent` from `dir` on 127.0.0.1:`port`
 /// as issue 17 found it: a fresh config with DHT, LPD, PEX, uTP and port
 /// forwarding off, encryption tolerated (plain preferred). Returns once it
@@ -620,60 +423,18 @@ pub(crate) fn transmission_seeder_with(
     work: &Path,
     lpd: bool,
 ) -> Logged {
-    let conf = work.join("tr-conf");
-    std::fs::create_dir_all(&conf).unwrap();
-    let settings = format!(
-        r#"{{"dht-enabled": false, "lpd-enabled": {lpd}, "pex-enabled": false,
- "utp-enabled": false, "port-forwarding-enabled": false,
- "bind-address-ipv4": "127.0.0.1", "bind-address-ipv6": "::1", "encryption": 0,
- "rename-partial-files": false, "peer-port": {port}, "download-dir": "{dir}",
- "incomplete-dir-enabled": false, "speed-limit-down-enabled": false,
- "speed-limit-up-enabled": false, "ratio-limit-enabled": false,
- "start-added-torrents": true}}"#,
-        dir = dir.display()
-    );
-    std::fs::write(conf.join("settings.json"), settings).unwrap();
-    let out = work.join("tr.out");
-    let err = work.join("tr.err");
-    let child = transmission_cli()
-        .arg("-g")
-        .arg(&conf)
-        .arg("-w")
-        .arg(dir)
-        .args(["-p", &port.to_string(), "-et", "-M", "-D", "-U"])
-        .arg(torrent)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start transmission-cli: {e}"));
-    let t = Logged { child, out, err };
-    let start = Instant::now();
-    while !std::fs::read_to_string(&t.out)
-        .unwrap_or_default()
-        .contains("Seeding")
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "transmission-cli did not start seeding; {}",
-            t.tail()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    t
+    let opts = bittern_testkit::transmission::Options {
+        lpd,
+        ..Default::default()
+    };
+    bittern_testkit::transmission::seeder(torrent, dir, port, work, opts)
 }
 
 /// Issue 17: with transmission-cli seeding 64 MiB (256 KiB pieces, torrent
 /// by mktorrent), bittern stopped one block short and waited for ever.
 #[test]
 fn bittern_leeches_from_transmission() {
-    let present = |tool: &str| {
-        bittern_testkit::require(
-            &format!("{tool} (Debian transmission-cli, mktorrent)"),
-            Path::new(tool).exists(),
-        )
-    };
-    if !present(TRANSMISSION) || !present(MKTORRENT) {
+    if !bittern_testkit::transmission::available() {
         return;
     }
     init_log();
@@ -681,22 +442,10 @@ fn bittern_leeches_from_transmission() {
     let (src, dst, work) = (tempdir(), tempdir(), tempdir());
     let size: usize = 64 << 20;
     let file = src.path().join("t64.bin");
-    {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
-        let mut data = vec![0u8; size];
-        rng.fill(&mut data[..]);
-        std::fs::write(&file, &data).unwrap();
-    }
+    bittern_testkit::random_file(&file, size, 17);
     let torrent = work.path().join("t64.torrent");
-    let made = Command::new(MKTORRENT)
-        .args(["-l", "18", "-o"])
-        .arg(&torrent)
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "mktorrent: {made:?}");
-    let meta = Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+    let bytes = bittern_testkit::transmission::mktorrent(&file, &torrent, 18);
+    let meta = Metainfo::from_bytes(&bytes).unwrap();
     assert_eq!(meta.info.piece_count(), 256);
 
     let port = free_port();
@@ -763,15 +512,7 @@ fn bittern_super_seeds_to_libtorrent() {
     let port = seeder.local_addr().port().to_string();
     let mut lt = Proc::spawn(
         "libtorrent leecher (super-seeded)",
-        python(
-            "lt_leech.py",
-            &[
-                torrent.as_os_str(),
-                dst.path().as_os_str(),
-                OsStr::new(&port),
-                OsStr::new("60"),
-            ],
-        ),
+        bittern_testkit::libtorrent::leech_cmd(&torrent, dst.path(), &port, 60),
         work.path().join("lt_leech.log"),
     );
     let got: u64 = lt

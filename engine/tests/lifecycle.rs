@@ -226,9 +226,24 @@ fn pause_disconnects_and_resume_finishes() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Let the controller publish what arrived before the peers closed.
-    std::thread::sleep(Duration::from_millis(600));
-    let paused_at = l.status().downloaded;
+    // Let the controller publish what arrived before the peers closed:
+    // its tick can come late on a loaded machine, so wait until two
+    // readings 600 ms apart agree (a paused torrent that kept downloading
+    // never gets there).
+    let mut paused_at = l.status().downloaded;
+    let start = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(600));
+        let now = l.status().downloaded;
+        if now == paused_at {
+            break;
+        }
+        paused_at = now;
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "a paused torrent must not download: {paused_at} bytes and counting"
+        );
+    }
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(
         l.status().downloaded,

@@ -158,14 +158,7 @@ fn scripted_seeder(
                     false
                 }
                 Ok(_) => false,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    true
-                }
+                Err(e) if bittern_testkit::is_timeout(&e) => true,
                 Err(_) => break,
             };
             if quiet {

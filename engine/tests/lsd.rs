@@ -362,7 +362,7 @@ fn collect_until(
 /// is repeated at the end: still `lo` alone.
 #[test]
 fn session_finds_a_libtorrent_peer_by_lsd_alone() {
-    use crate::interop::{have_libtorrent, python, wait_for, write_torrent, Proc};
+    use crate::interop::{have_libtorrent, wait_for, write_torrent};
     use crate::util::tempdir;
     use crate::util::{assert_same, make_torrent};
     use bittern_engine::{SeedGoal, Session, TorrentOptions, TorrentState};
@@ -385,19 +385,15 @@ fn session_finds_a_libtorrent_peer_by_lsd_alone() {
         31,
     );
     let (meta, torrent) = write_torrent(work.path(), &meta, None);
-    let mut cmd = python("lt_seed.py", &[torrent.as_os_str(), src.path().as_os_str()]);
+    let mut cmd = bittern_testkit::libtorrent::seed_cmd(&torrent, src.path());
     cmd.env("BITTERN_LT_LSD", "1");
     // libtorrent never dials: bittern must find it by LSD and connect.
     cmd.env("BITTERN_LT_NO_OUTGOING", "1");
-    let mut lt = Proc::spawn(
+    let (lt, lt_port) = bittern_testkit::libtorrent::spawn_with_port(
         "libtorrent seeder (lsd)",
         cmd,
         work.path().join("lt_seed.log"),
     );
-    let lt_port: u16 = lt
-        .expect_line("PORT ", Duration::from_secs(30))
-        .parse()
-        .unwrap();
 
     let cfg = bittern_engine::SessionConfig {
         lsd: Some(LsdConfig {
@@ -450,14 +446,7 @@ fn session_finds_a_libtorrent_peer_by_lsd_alone() {
         st.peers_known
     );
     drop(session);
-    let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap();
-    let ifaces: Vec<&str> = dev
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split(':').next())
-        .map(str::trim)
-        .collect();
-    assert_eq!(ifaces, vec!["lo"], "still nothing but lo");
+    bittern_testkit::netns::assert_only_lo("still nothing but lo");
 }
 
 /// Transmission 3.00 (upper-case info hash in its announces, its own
@@ -553,14 +542,7 @@ fn session_finds_a_transmission_peer_by_lsd_alone() {
     );
     drop(session);
     drop(tr);
-    let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap();
-    let ifaces: Vec<&str> = dev
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split(':').next())
-        .map(str::trim)
-        .collect();
-    assert_eq!(ifaces, vec!["lo"], "still nothing but lo");
+    bittern_testkit::netns::assert_only_lo("still nothing but lo");
 }
 
 // ---- IPv6 (`[ff15::efc0:988f]:6771`) ------------------------------------

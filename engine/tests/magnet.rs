@@ -366,12 +366,7 @@ fn lying_peer(meta: &Metainfo, how: Liar) -> (SocketAddr, std::thread::JoinHandl
                 Ok(Got::Extended { id: 5, payload }) => payload,
                 Ok(_) => continue,
                 // Closed by bittern (or timed out: then `false` below).
-                Err(e) => {
-                    return !matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    )
-                }
+                Err(e) => return !bittern_testkit::is_timeout(&e),
             };
             let Ok(MetadataMessage::Request { piece }) = MetadataMessage::decode(&payload) else {
                 continue;
@@ -741,4 +736,94 @@ fn metadata_pieces_are_fetched_from_several_peers_at_once() {
     from_a.dedup();
     let all: Vec<u32> = (0..pieces as u32).collect();
     assert_eq!(from_a, all, "every piece asked");
+}
+
+/// libtorrent's `upload_only` message (bittern's id 3) reaching a torrent
+/// that is still fetching metadata is ignored there: an empty one, then a
+/// 1, from the only peer, which then serves the metadata in full.
+#[test]
+fn upload_only_messages_while_fetching_metadata_are_ignored() {
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(src.path(), "u", &[("u", 600 << 14)], 1 << 14, 23);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (info_hash, info) = (meta.info_hash, meta.info_bytes.clone());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = done.clone();
+    let peer = std::thread::spawn(move || -> Result<usize, String> {
+        let mut w = Wire::accept(&listener, info_hash).map_err(|e| e.to_string())?;
+        let mut hs = ExtensionHandshake::default();
+        hs.m.insert("ut_metadata".into(), 5);
+        hs.m.insert("upload_only".into(), 3);
+        hs.metadata_size = Some(info.len() as u64);
+        let mut out = Vec::new();
+        Message::HaveNone.encode(&mut out);
+        Message::Extended {
+            id: 0,
+            payload: &hs.encode(),
+        }
+        .encode(&mut out);
+        Message::Extended {
+            id: 3,
+            payload: &[],
+        }
+        .encode(&mut out);
+        Message::Extended {
+            id: 3,
+            payload: &[1],
+        }
+        .encode(&mut out);
+        w.send_raw(&out).map_err(|e| e.to_string())?;
+        w.stream
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .map_err(|e| e.to_string())?;
+        let mut served = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let payload = match w.recv() {
+                Ok(Got::Extended { id: 5, payload }) => payload,
+                Ok(_) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
+                // Closed once the metadata is in (the fetch hands over):
+                // fine. Closed before: the upload_only messages broke it.
+                Err(_) if served >= metadata_piece_count(info.len() as u64) => break,
+                Err(e) => return Err(format!("closed by bittern after {served}: {e}")),
+            };
+            let Ok(MetadataMessage::Request { piece }) = MetadataMessage::decode(&payload) else {
+                continue;
+            };
+            let mut p = Vec::new();
+            MetadataMessage::answer(&info, piece).encode(&mut p);
+            let mut out = Vec::new();
+            Message::Extended { id: 2, payload: &p }.encode(&mut out);
+            w.send_raw(&out).map_err(|e| e.to_string())?;
+            served += 1;
+        }
+        Ok(served)
+    });
+    let dst = tempfile::tempdir().unwrap();
+    let leecher = session();
+    let t = leecher
+        .add_magnet(&magnet_for(&meta, &[addr]), dst.path(), no_goal())
+        .unwrap();
+    let start = std::time::Instant::now();
+    while t.status().state == TorrentState::FetchingMetadata
+        && start.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let state = t.status().state;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let served = peer.join().unwrap();
+    assert_ne!(state, TorrentState::FetchingMetadata, "{served:?}");
+    assert!(
+        served.as_ref().is_ok_and(|&n| n > 0),
+        "metadata came from the peer that sent upload_only, which was kept: {served:?}"
+    );
 }

@@ -83,11 +83,7 @@ fn scripted_peer(
             match w.stream.read(&mut buf) {
                 Ok(0) => return Some(start.elapsed()),
                 Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
+                Err(e) if bittern_testkit::is_timeout(&e) => {}
                 Err(_) => return Some(start.elapsed()),
             }
             if let Script::NoSize = script {
@@ -195,12 +191,7 @@ fn a_peer_stalling_the_handshake_shows_as_connecting_then_is_given_up() {
             match s.read(&mut buf) {
                 Ok(0) => break true,
                 Ok(_) => {}
-                Err(e) => {
-                    break !matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    )
-                }
+                Err(e) => break !bittern_testkit::is_timeout(&e),
             }
         };
         assert!(closed, "a connection was left open");

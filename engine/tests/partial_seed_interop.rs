@@ -10,7 +10,8 @@
 //! finished (all wanted pieces) at connect time, as here. A libtorrent that
 //! finishes while connected says so only with its own `upload_only`
 //! extended message, sent only to peers that list `upload_only` in their
-//! `m` dictionary; bittern does not, so such a peer stays a leecher to it.
+//! `m` dictionary; bittern does (id 3), and the last test checks that such
+//! a peer turns into a seed in bittern's eyes.
 
 use std::ffi::OsStr;
 use std::net::SocketAddr;
@@ -113,7 +114,7 @@ fn libtorrent_partial_seed_is_a_seed_to_bittern() {
     let a = &meta.info.file_paths()[0];
     std::fs::create_dir_all(ltdir.path().join(a).parent().unwrap()).unwrap();
     std::fs::copy(src.path().join(a), ltdir.path().join(a)).unwrap();
-    let mut lt = Proc::spawn(
+    let (lt, port) = bittern_testkit::libtorrent::spawn_with_port(
         "libtorrent partial seed",
         python(
             "lt_partial_seed.py",
@@ -121,10 +122,6 @@ fn libtorrent_partial_seed_is_a_seed_to_bittern() {
         ),
         work.path().join("lt_partial_seed.log"),
     );
-    let port: u16 = lt
-        .expect_line("PORT ", Duration::from_secs(30))
-        .parse()
-        .unwrap();
 
     let leecher = session();
     let opts = TorrentOptions {
@@ -157,4 +154,62 @@ fn libtorrent_partial_seed_is_a_seed_to_bittern() {
     drop(l);
     drop(leecher);
     assert_same(src.path(), dst.path(), &meta.info.file_paths()[..1]);
+}
+
+/// A libtorrent leecher wanting the first file only starts empty, gets it
+/// from a bittern that has that file and wants the second (which nobody
+/// has), and, finished while connected, tells bittern with its
+/// `upload_only` extended message: bittern's peer list shows it as a seed
+/// with only file a's pieces, to which it gives no upload slot (without
+/// the message it stays a leecher: its handshake, sent before it finished,
+/// says nothing).
+#[test]
+fn libtorrent_finishing_while_connected_becomes_a_seed_to_bittern() {
+    if !have_libtorrent() {
+        return;
+    }
+    init_log();
+    let (src, ltdir, dst, work) = (tempdir(), tempdir(), tempdir(), tempdir());
+    let plen = 64 * 1024;
+    let files = [("a.bin", 16 * plen), ("b.bin", 600_000)];
+    let meta = make_torrent(src.path(), "lt_upload_only", &files, plen, 33);
+    let (meta, torrent) = write_torrent(work.path(), &meta, None);
+    let a = &meta.info.file_paths()[0];
+    std::fs::create_dir_all(dst.path().join(a).parent().unwrap()).unwrap();
+    std::fs::copy(src.path().join(a), dst.path().join(a)).unwrap();
+    let bittern = session();
+    let t = bittern
+        .add_torrent(meta.clone(), dst.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&t, TorrentState::Downloading, Duration::from_secs(30));
+    assert_eq!(t.status().pieces_have, 16, "file a only");
+    let port = bittern.local_addr().port().to_string();
+    let mut lt = Proc::spawn(
+        "libtorrent leecher of file a",
+        python(
+            "lt_upload_only_leech.py",
+            &[
+                torrent.as_os_str(),
+                ltdir.path().as_os_str(),
+                OsStr::new(&port),
+                OsStr::new("90"),
+            ],
+        ),
+        work.path().join("lt_upload_only_leech.log"),
+    );
+    lt.expect_line("FINISHED ", Duration::from_secs(70));
+    let start = Instant::now();
+    let peer = loop {
+        let peers = t.peers();
+        if let Some(p) = peers.iter().find(|p| p.seed) {
+            break p.clone();
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            lt.fail(&format!("libtorrent never became a seed: {peers:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(peer.pieces, 16, "only file a's pieces: {peer:?}");
+    assert_eq!(t.status().seeds_connected, 1, "{:?}", t.status());
+    assert_same(src.path(), ltdir.path(), &meta.info.file_paths()[..1]);
 }

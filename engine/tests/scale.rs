@@ -1,6 +1,6 @@
 //! Many connections to one torrent; resources return to baseline after.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bittern_engine::{Session, TorrentOptions, TorrentState};
 use bittern_wire::Message;
@@ -8,25 +8,7 @@ use bittern_wire::Message;
 use crate::fake::Wire;
 use crate::util::*;
 
-fn proc_status(field: &str) -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
+use bittern_testkit::{poll_until as wait_for, proc_status};
 
 /// Threads of this process serving the torrent whose hash starts `hex8`.
 fn peer_threads(hex8: &str) -> usize {

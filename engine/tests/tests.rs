@@ -1,11 +1,13 @@
 //! Engine integration tests: whole sessions on 127.0.0.1.
 
+mod blocklist;
 mod dht;
 mod e2e;
 mod encryption;
 mod fake;
 mod faults;
 mod hostile;
+mod hybrid_swarm;
 mod interop;
 mod interop_magnet;
 mod ipv6;

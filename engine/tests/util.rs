@@ -181,12 +181,9 @@ pub fn wait_state(t: &TorrentHandle, state: TorrentState, limit: Duration) {
 }
 
 /// Asserts two directory trees hold identical files named by `paths`.
+#[track_caller]
 pub fn assert_same(a: &Path, b: &Path, paths: &[PathBuf]) {
-    for p in paths {
-        let x = std::fs::read(a.join(p)).unwrap_or_else(|e| panic!("{}: {e}", a.join(p).display()));
-        let y = std::fs::read(b.join(p)).unwrap_or_else(|e| panic!("{}: {e}", b.join(p).display()));
-        assert!(x == y, "{} differs", p.display());
-    }
+    bittern_testkit::assert_same_files(a, b, paths);
 }
 
 /// True when the Debian tool is present; when it is missing, fail if

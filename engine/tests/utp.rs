@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bittern_engine::{
@@ -13,7 +12,7 @@ use bittern_engine::{
 };
 use bittern_wire::Metainfo;
 
-use crate::interop::{free_port, Logged, MKTORRENT, TRANSMISSION};
+use crate::interop::{free_port, Logged};
 use crate::util::*;
 
 fn utp_only() -> Session {
@@ -87,68 +86,28 @@ fn sessions_transfer_over_utp_only() {
 /// tolerated, on `torrent` in `dir`. Transmission cannot turn TCP off;
 /// bittern's side has TCP off, so every connection between the two is uTP.
 fn transmission_utp(torrent: &Path, dir: &Path, port: u16, work: &Path) -> Logged {
-    let conf = work.join("tr-conf");
-    std::fs::create_dir_all(&conf).unwrap();
-    let settings = format!(
-        r#"{{"dht-enabled": false, "lpd-enabled": false, "pex-enabled": false,
- "utp-enabled": true, "port-forwarding-enabled": false,
- "bind-address-ipv4": "127.0.0.1", "bind-address-ipv6": "::1", "encryption": 0,
- "rename-partial-files": false, "peer-port": {port}, "download-dir": "{dir}",
- "incomplete-dir-enabled": false, "speed-limit-down-enabled": false,
- "speed-limit-up-enabled": false, "ratio-limit-enabled": false,
- "start-added-torrents": true}}"#,
-        dir = dir.display()
-    );
-    std::fs::write(conf.join("settings.json"), settings).unwrap();
-    let out = work.join("tr.out");
-    let err = work.join("tr.err");
-    let child = Command::new(TRANSMISSION)
-        .arg("-g")
-        .arg(&conf)
-        .arg("-w")
-        .arg(dir)
-        .args(["-p", &port.to_string(), "-et", "-M", "-D", "-U"])
-        .arg(torrent)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start transmission-cli: {e}"));
-    Logged { child, out, err }
+    let opts = bittern_testkit::transmission::Options {
+        utp: true,
+        ..Default::default()
+    };
+    bittern_testkit::transmission::spawn(torrent, dir, port, work, opts)
 }
 
 fn transmission_says(t: &Logged, what: &str) -> bool {
-    std::fs::read_to_string(&t.out)
-        .unwrap_or_default()
-        .contains(what)
+    t.says(what)
 }
 
 fn have_transmission() -> bool {
-    let present = |tool: &str| {
-        bittern_testkit::require(
-            &format!("{tool} (Debian transmission-cli, mktorrent)"),
-            Path::new(tool).exists(),
-        )
-    };
-    present(TRANSMISSION) && present(MKTORRENT)
+    bittern_testkit::transmission::available()
 }
 
 /// 6 MiB of random data in `src` and its torrent by mktorrent (256 KiB pieces).
 fn mktorrent(src: &Path, work: &Path) -> (Metainfo, PathBuf) {
-    use rand::{Rng, SeedableRng};
     let file = src.join("tu.bin");
-    let mut data = vec![0u8; 6 << 20];
-    rand::rngs::StdRng::seed_from_u64(22).fill(&mut data[..]);
-    std::fs::write(&file, &data).unwrap();
+    bittern_testkit::random_file(&file, 6 << 20, 22);
     let torrent = work.join("tu.torrent");
-    let made = Command::new(MKTORRENT)
-        .args(["-l", "18", "-o"])
-        .arg(&torrent)
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "mktorrent: {made:?}");
-    let meta = Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+    let bytes = bittern_testkit::transmission::mktorrent(&file, &torrent, 18);
+    let meta = Metainfo::from_bytes(&bytes).unwrap();
     (meta, torrent)
 }
 

@@ -29,15 +29,11 @@ fn bittern_downloads_btmh_only_magnet_from_libtorrent() {
     let layer = m.piece_layer(&m.info.files[0]).unwrap().to_vec();
     assert_eq!(layer.len(), 31);
     let t = src.path().join("btmh.bin.torrent");
-    let mut lt = Proc::spawn(
+    let (lt, port) = bittern_testkit::libtorrent::spawn_with_port(
         "libtorrent seeder",
-        python("lt_seed.py", &[t.as_os_str(), src.path().as_os_str()]),
+        bittern_testkit::libtorrent::seed_cmd(&t, src.path()),
         work.path().join("lt_seed.log"),
     );
-    let port: u16 = lt
-        .expect_line("PORT ", Duration::from_secs(30))
-        .parse()
-        .unwrap();
     let uri = format!(
         "magnet:?xt=urn:btmh:1220{}&dn=btmh.bin",
         m.info_hash_v2.unwrap().to_hex()
@@ -105,4 +101,94 @@ fn v2_and_hybrid_magnets_are_routed_by_their_v2_hash() {
     let (_c, theirs) = connect(s.local_addr(), truncated, 3);
     assert_eq!(theirs.info_hash, truncated);
     assert!(theirs.supports_v2());
+}
+
+/// libtorrent seeds a hybrid torrent; bittern, given its hybrid magnet
+/// (`btih` and `btmh`), fetches the info dictionary and then, because it
+/// holds a `file tree`, the piece layers by hash request over the
+/// upgraded (v2) connection. The `.torrent` it keeps is complete: its
+/// piece layer is the creator's, and libtorrent reads it with the same v1
+/// and v2 hashes. The data is byte-identical.
+#[test]
+fn hybrid_magnet_fetches_piece_layers_from_libtorrent() {
+    if !have_libtorrent() {
+        return;
+    }
+    init_log();
+    let (src, dst, work) = (tempdir(), tempdir(), tempdir());
+    let (m, _) = v2_torrent(src.path(), "hyb.bin", 1_000_001, MetaVersion::Hybrid);
+    assert!(m.info.version.has_v1() && m.info.version.has_v2());
+    let file = m
+        .info
+        .files
+        .iter()
+        .find(|f| !f.padding)
+        .expect("the data file");
+    let layer = m.piece_layer(file).unwrap().to_vec();
+    assert_eq!(layer.len(), 31);
+    let t = src.path().join("hyb.bin.torrent");
+    let mut lt = Proc::spawn(
+        "libtorrent seeder",
+        python("lt_seed.py", &[t.as_os_str(), src.path().as_os_str()]),
+        work.path().join("lt_seed.log"),
+    );
+    let port: u16 = lt
+        .expect_line("PORT ", Duration::from_secs(30))
+        .parse()
+        .unwrap();
+    let uri = format!(
+        "magnet:?xt=urn:btih:{}&xt=urn:btmh:1220{}&dn=hyb.bin",
+        m.info_hash.to_hex(),
+        m.info_hash_v2.unwrap().to_hex()
+    );
+    let magnet = Magnet::parse(&uri).unwrap();
+    let s = session();
+    let h = s
+        .add_magnet(
+            &magnet,
+            dst.path(),
+            TorrentOptions {
+                peers: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        h.info_hash(),
+        m.info_hash,
+        "a hybrid is known by its v1 hash"
+    );
+    wait_for(&h, TorrentState::Seeding, Duration::from_secs(90), &lt);
+    assert_eq!(h.status().hash_failures, 0);
+    assert_same(src.path(), dst.path(), &m.info.file_paths());
+    let bytes = h.torrent_file().unwrap();
+    let saved = Metainfo::from_bytes(&bytes).unwrap();
+    assert_eq!(saved.info_hash, m.info_hash);
+    assert_eq!(saved.info_hash_v2, m.info_hash_v2);
+    let f = saved.info.files.iter().find(|f| !f.padding).unwrap();
+    assert_eq!(
+        saved.piece_layer(f),
+        Some(&layer[..]),
+        "the piece layer fetched by hash request"
+    );
+    // libtorrent reads the saved .torrent with the same two hashes
+    let path = work.path().join("saved.torrent");
+    std::fs::write(&path, &bytes[..]).unwrap();
+    let out = std::process::Command::new(crate::interop::PYTHON)
+        .arg("-c")
+        .arg(
+            "import sys, libtorrent as lt\n\
+             h = lt.torrent_info(sys.argv[1]).info_hashes()\n\
+             print(str(h.v1), str(h.v2))",
+        )
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        text.split_whitespace().collect::<Vec<_>>(),
+        vec![m.info_hash.to_hex(), m.info_hash_v2.unwrap().to_hex()],
+        "{out:?}"
+    );
 }

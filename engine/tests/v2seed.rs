@@ -332,15 +332,11 @@ fn bittern_leeches_v2_only_torrent_from_libtorrent() {
     let (src, work) = (tempdir(), tempdir());
     let (m, _) = v2_torrent(src.path(), "from_lt_v2.bin", 1_000_001, MetaVersion::V2);
     let t = src.path().join("from_lt_v2.bin.torrent");
-    let mut lt = Proc::spawn(
+    let (lt, port) = bittern_testkit::libtorrent::spawn_with_port(
         "libtorrent seeder",
-        python("lt_seed.py", &[t.as_os_str(), src.path().as_os_str()]),
+        bittern_testkit::libtorrent::seed_cmd(&t, src.path()),
         work.path().join("lt_seed.log"),
     );
-    let port: u16 = lt
-        .expect_line("PORT ", Duration::from_secs(30))
-        .parse()
-        .unwrap();
     // with blocks hashed as they arrive (SHA-1: skipped for v2) and without
     for inline_hashing in [false, true] {
         let dst = tempdir();

@@ -172,6 +172,135 @@ pub fn hash_files_padded(
     source.hash(maps, pool, progress)
 }
 
+/// A hybrid torrent's two sets of hashes from one read of its files:
+/// the SHA-1 pieces of the padded layout `files` describes (as
+/// [`hash_files_padded`]: `None` paths are BEP 47 padding, and every file
+/// that does not end on a piece boundary must be followed by its padding),
+/// and each real file's merkle root and piece layer (as
+/// [`merkle::hash_files_v2`](crate::merkle::hash_files_v2), in the order
+/// of the `Some` entries), each chunk read feeding both hashes
+/// (`lanes::hash_lanes_with_leaves`).
+///
+/// # Errors
+/// As [`hash_files`]; [`Error::InvalidV2PieceLength`];
+/// [`Error::NotPieceAligned`] when a file starts inside a piece.
+pub fn hash_files_hybrid(
+    files: &[(Option<PathBuf>, u64)],
+    piece_length: u64,
+    pool: &rayon::ThreadPool,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<(Vec<[u8; 20]>, Vec<crate::merkle::FileHashes>)> {
+    hash_files_aligned(files, piece_length, true, pool, progress)
+}
+
+/// [`hash_files_hybrid`]'s v2 half alone (a v2-only torrent), through the
+/// same lanes (from maps where the guard is installed): `files` padded
+/// the same way, the SHA-1 lanes skipped. Equal to
+/// [`merkle::hash_files_v2`](crate::merkle::hash_files_v2) of the `Some`
+/// entries.
+///
+/// # Errors
+/// As [`hash_files_hybrid`].
+pub fn hash_files_v2_aligned(
+    files: &[(Option<PathBuf>, u64)],
+    piece_length: u64,
+    pool: &rayon::ThreadPool,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Vec<crate::merkle::FileHashes>> {
+    Ok(hash_files_aligned(files, piece_length, false, pool, progress)?.1)
+}
+
+fn hash_files_aligned(
+    files: &[(Option<PathBuf>, u64)],
+    piece_length: u64,
+    sha1_too: bool,
+    pool: &rayon::ThreadPool,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<(Vec<[u8; 20]>, Vec<crate::merkle::FileHashes>)> {
+    use crate::merkle::{merkle_root, piece_layer_height, FileHashes};
+    let h = piece_layer_height(piece_length)?;
+    let source = CreateFiles::new(files, piece_length)?;
+    // each piece's real file (index among the `Some` entries), its bytes
+    // of that file and the width its node pads the leaves to
+    let mut plan: Vec<(usize, u64, u64)> = Vec::with_capacity(source.layout.piece_count());
+    let (mut offset, mut real) = (0u64, 0usize);
+    for (path, len) in files {
+        if path.is_some() {
+            if *len > 0 && offset % piece_length != 0 {
+                return Err(Error::NotPieceAligned {
+                    piece: (offset / piece_length) as usize,
+                });
+            }
+            let width = if *len > piece_length { 1u64 << h } else { 1 };
+            for p in 0..len.div_ceil(piece_length) {
+                plan.push((real, (len - p * piece_length).min(piece_length), width));
+            }
+            real += 1;
+        }
+        offset += len;
+    }
+    if plan.len() != source.layout.piece_count() {
+        return Err(Error::NotPieceAligned { piece: plan.len() });
+    }
+    let maps = crate::sigbus::available();
+    let count = plan.len();
+    let pieces: Vec<usize> = (0..count).collect();
+    let done = AtomicUsize::new(0);
+    type Group = Result<Vec<([u8; 20], crate::merkle::Hash256)>>;
+    let groups: Vec<Group> = pool.install(|| {
+        pieces
+            .par_chunks(sha::LANES)
+            .map(|group| {
+                let bytes: Vec<u64> = group.iter().map(|&p| plan[p].1).collect();
+                let (sha1, leaves) = crate::lanes::hash_lanes_with_leaves(
+                    &source,
+                    group,
+                    maps,
+                    true,
+                    Some(&bytes),
+                    sha1_too,
+                );
+                let mut out = Vec::with_capacity(group.len());
+                for ((&p, d), l) in group.iter().zip(sha1).zip(leaves) {
+                    out.push((d?, merkle_root(&l, 0, plan[p].2)));
+                    progress(done.fetch_add(1, Ordering::Relaxed) + 1, count);
+                }
+                Ok(out)
+            })
+            .collect()
+    });
+    let mut sha1 = Vec::with_capacity(count);
+    let mut layers: Vec<Vec<crate::merkle::Hash256>> = vec![Vec::new(); real];
+    let mut at = 0;
+    for g in groups {
+        for (d, node) in g? {
+            if sha1_too {
+                sha1.push(d);
+            }
+            layers[plan[at].0].push(node);
+            at += 1;
+        }
+    }
+    let hashes = layers
+        .into_iter()
+        .map(|layer| match layer.len() {
+            0 => FileHashes {
+                root: None,
+                piece_layer: Vec::new(),
+            },
+            1 => FileHashes {
+                root: Some(layer[0]),
+                piece_layer: Vec::new(),
+            },
+            _ => FileHashes {
+                root: Some(merkle_root(&layer, h, 1)),
+                piece_layer: layer,
+            },
+        })
+        .collect();
+    Ok((sha1, hashes))
+}
+
 /// The files given to [`hash_files`], opened read-only by path through a
 /// bounded pool of their own.
 struct CreateFiles<'a> {
@@ -258,6 +387,57 @@ impl PieceFiles for CreateFiles<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One pass for a hybrid gives what the two passes give: SHA-1 pieces
+    /// of the padded layout and each file's v2 hashes, with empty files,
+    /// a file of less than a piece and files whose blocks end mid-chunk.
+    #[test]
+    fn hybrid_hashes_equal_the_two_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let plen = 65536u64;
+        let sizes = [3 * 65536 + 20000, 0, 40000, 100, 5 * 65536 + 16385, 65536];
+        let mut real = Vec::new();
+        let mut padded = Vec::new();
+        for (i, len) in sizes.iter().enumerate() {
+            let p = dir.path().join(format!("f{i}"));
+            let data: Vec<u8> = (0..*len as u32)
+                .map(|x| (x.wrapping_mul(2654435761) >> (i + 3)) as u8)
+                .collect();
+            std::fs::write(&p, &data).unwrap();
+            real.push((p.clone(), *len as u64));
+            padded.push((Some(p), *len as u64));
+            let pad = (plen - *len as u64 % plen) % plen;
+            if pad > 0 {
+                padded.push((None, pad));
+            }
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let (sha1, v2) = hash_files_hybrid(&padded, plen, &pool, &|_, _| {}).unwrap();
+        assert_eq!(
+            sha1,
+            hash_files_padded(&padded, plen, &pool, &|_, _| {}).unwrap()
+        );
+        let want = crate::merkle::hash_files_v2(&real, plen, &pool, &|_, _| {}).unwrap();
+        let alone = hash_files_v2_aligned(&padded, plen, &pool, &|_, _| {}).unwrap();
+        assert_eq!(v2.len(), want.len());
+        assert_eq!(alone.len(), want.len());
+        for ((a, b), c) in v2.iter().zip(&want).zip(&alone) {
+            assert_eq!((a.root, &a.piece_layer), (b.root, &b.piece_layer));
+            assert_eq!((c.root, &c.piece_layer), (b.root, &b.piece_layer));
+        }
+        // a file starting inside a piece is refused
+        let bad = [
+            (Some(real[3].0.clone()), 100),
+            (Some(real[2].0.clone()), 40000),
+        ];
+        assert!(matches!(
+            hash_files_hybrid(&bad, plen, &pool, &|_, _| {}),
+            Err(Error::NotPieceAligned { .. })
+        ));
+    }
 
     #[test]
     fn hash_many_equals_hash_blocks_each() {

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::file::OpenFile;
 use crate::hash::{finish_lanes, with_scratch_lanes};
 use crate::layout::{Layout, SpanChunks};
+use crate::merkle::{sha256, Hash256, BLOCK_LEN};
 use crate::sha::{self, Sha1, LANES};
 use crate::sigbus::{self, Range};
 
@@ -55,10 +56,33 @@ pub(crate) fn hash_lanes<F: PieceFiles + ?Sized>(
     maps: bool,
     release: bool,
 ) -> Vec<Result<[u8; 20]>> {
+    hash_lanes_with_leaves(files, pieces, maps, release, None, true).0
+}
+
+/// [`hash_lanes`], and with `leaf_bytes` (one count per piece) the
+/// SHA-256 of each 16 KiB block of the first `leaf_bytes[i]` bytes of
+/// piece `i` (a hybrid piece's bytes of its one file, the padding after
+/// them excluded; a short last block hashed as it is), from the same
+/// chunks the SHA-1 lanes read: one read of a hybrid piece for both of
+/// its hashes, from the file's map where allowed. A lane's leaves are
+/// meaningless when its digest is an error. Without `sha1` (a v2-only
+/// layout) the SHA-1 lanes are skipped and the digests are meaningless
+/// too; errors still say which pieces could not be read.
+pub(crate) fn hash_lanes_with_leaves<F: PieceFiles + ?Sized>(
+    files: &F,
+    pieces: &[usize],
+    maps: bool,
+    release: bool,
+    leaf_bytes: Option<&[u64]>,
+    sha1: bool,
+) -> (Vec<Result<[u8; 20]>>, Vec<Vec<Hash256>>) {
     let k = pieces.len();
     assert!(k <= LANES, "{k} lanes");
     let mut cursors: Vec<PieceCursor<'_, F>> =
         pieces.iter().map(|&p| PieceCursor::new(files, p)).collect();
+    let mut leaves: Vec<Leaves> = (0..k)
+        .map(|i| Leaves::new(leaf_bytes.map_or(0, |b| b[i])))
+        .collect();
     let out = with_scratch_lanes(|mut bufs| {
         let mut hs: Vec<Sha1> = (0..k).map(|_| Sha1::new()).collect();
         let mut ends: Vec<Option<Result<()>>> = (0..k).map(|_| None).collect();
@@ -115,13 +139,18 @@ pub(crate) fn hash_lanes<F: PieceFiles + ?Sized>(
                 };
             }
             let mut refs: Vec<&mut Sha1> = hs.iter_mut().collect();
-            let faulted = if held.iter().any(|h| h.map.is_some()) {
-                sigbus::guarded(ranges, || {
+            let mut hash = || {
+                if sha1 {
                     sha::update_lanes(&mut refs, &data[..k]);
-                })
-                .1
+                }
+                for (l, d) in leaves.iter_mut().zip(data) {
+                    l.feed(d);
+                }
+            };
+            let faulted = if held.iter().any(|h| h.map.is_some()) {
+                sigbus::guarded(ranges, hash).1
             } else {
-                sha::update_lanes(&mut refs, &data[..k]);
+                hash();
                 [false; LANES]
             };
             for (h, f) in held.iter_mut().zip(faulted) {
@@ -157,7 +186,55 @@ pub(crate) fn hash_lanes<F: PieceFiles + ?Sized>(
             run.0.drop_map_pages(run.1, run.2);
         }
     }
-    out
+    (out, leaves.into_iter().map(Leaves::finish).collect())
+}
+
+/// One lane's 16 KiB leaves of its piece's first `want` bytes, fed the
+/// chunks in order: whole blocks hashed where they lie (four side by
+/// side), a block split between chunks gathered in `carry` first.
+struct Leaves {
+    want: u64,
+    seen: u64,
+    carry: Vec<u8>,
+    out: Vec<Hash256>,
+}
+
+impl Leaves {
+    fn new(want: u64) -> Leaves {
+        Leaves {
+            want,
+            seen: 0,
+            carry: Vec::new(),
+            out: Vec::with_capacity(want.div_ceil(BLOCK_LEN) as usize),
+        }
+    }
+
+    fn feed(&mut self, data: &[u8]) {
+        let left = self.want.saturating_sub(self.seen);
+        self.seen += data.len() as u64;
+        let take = (data.len() as u64).min(left) as usize;
+        let mut d = &data[..take];
+        let block = BLOCK_LEN as usize;
+        if !self.carry.is_empty() {
+            let m = (block - self.carry.len()).min(d.len());
+            self.carry.extend_from_slice(&d[..m]);
+            d = &d[m..];
+            if self.carry.len() == block {
+                self.out.push(sha256(&self.carry));
+                self.carry.clear();
+            }
+        }
+        let whole = d.len() / block * block;
+        crate::sha256::leaf_hashes_into(&d[..whole], &mut self.out);
+        self.carry.extend_from_slice(&d[whole..]);
+    }
+
+    fn finish(mut self) -> Vec<Hash256> {
+        if !self.carry.is_empty() {
+            self.out.push(sha256(&self.carry));
+        }
+        self.out
+    }
 }
 
 /// Reads one piece's bytes in order, chunk by chunk, across its files

@@ -170,7 +170,10 @@ pub use buf::{AlignedBuf, PAGE_ALIGN};
 pub use error::{Error, Result, ResumeCorruption};
 #[doc(hidden)]
 pub use hash::set_read_buffer_offset;
-pub use hash::{hash_blocks, hash_files, hash_files_padded, hash_many, PieceHasher};
+pub use hash::{
+    hash_blocks, hash_files, hash_files_hybrid, hash_files_padded, hash_files_v2_aligned,
+    hash_many, PieceHasher,
+};
 pub use layout::{FileSpec, Layout, Span, Spans};
 pub use pool::{FilePool, DEFAULT_MAX_OPEN};
 pub use resume::{boot_id, FileStamp, ResumeState};

@@ -297,7 +297,7 @@ impl Storage {
     }
 
     /// True when hashing may read from maps now (see [`HashSource::Map`]).
-    fn maps_allowed(&self) -> bool {
+    pub(crate) fn maps_allowed(&self) -> bool {
         if self.hash_source != HashSource::Map {
             return false;
         }

@@ -7,21 +7,22 @@
 //! never the padding after it: for a file longer than one piece, the
 //! blocks padded with zero leaves to `piece length / 16 KiB` (the file's
 //! piece-layer entry); for a file of at most one piece, padded to the next
-//! power of two (the file's root). Each piece is read through the storage's
-//! file handles (positioned reads into the per-thread scratch buffer, so a
-//! symlink can never lead the check out of the download directory) and
-//! hashed with SHA-256, one piece per rayon job.
+//! power of two (the file's root). Whole-torrent checks
+//! ([`Storage::verify_pieces_v2`], [`Storage::verify_all_hybrid`]) take
+//! three pieces per rayon job through the same lanes as the SHA-1 check
+//! (`lanes::hash_lanes_with_leaves`): each chunk comes from the file's
+//! read-only map under the `SIGBUS` guard where the storage hashes from
+//! maps (`bittern verify` does), else by `pread` through the storage's
+//! file handles, and feeds the 16 KiB SHA-256 leaves (four side by side
+//! with the SHA extensions) and, for a hybrid, the SHA-1 lanes from the
+//! same bytes. One-piece checks ([`Storage::hash_piece_v2`],
+//! [`Storage::check_piece_hybrid`]) read with `pread`.
 //!
-//! Cost (`bittern verify`, 512 MiB page-cached file, 256 KiB pieces, 5
-//! alternating runs, median user + system CPU seconds, loaded 2-core Xeon
-//! with SHA-NI): v1 0.30 + 0.05; v2 0.27 + 0.14; hybrid (both) 0.55 +
-//! 0.21. libtorrent 2.0.8's check of the same v2 torrent 0.46 + 0.17
-//! (1.5x bittern's CPU), hybrid 0.83 + 0.21 (1.4x). The system time is the
-//! `pread` copy: unlike the SHA-1 path, v2 does not hash from maps yet.
-//! Hybrids are checked in one read per piece ([`Storage::verify_all_hybrid`]:
-//! SHA-1 and the leaves from the same buffer): 256 MiB, 7 runs, 0.42 s CPU
-//! against 0.52 s for the two passes and 0.78 s for libtorrent (1.86x;
-//! `benches/RESULTS-tools.md`).
+//! Cost: `benches/RESULTS-v2.md` (`benches/v2/tools_bench.py`, against
+//! libtorrent 2.0.8's check). Before the lanes, a hybrid was read once per
+//! piece by `pread` (256 MiB: 0.42 s CPU against libtorrent's 0.78) and a
+//! v2-only torrent the same way, the `pread` copy being most of the
+//! system time.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -115,20 +116,44 @@ impl Storage {
     ) -> Result<Vec<bool>> {
         let done = AtomicUsize::new(0);
         let total = pieces.len();
-        pool.install(|| {
+        let maps = self.maps_allowed();
+        // three pieces per job through the lanes (reads or maps), the
+        // SHA-1 half skipped
+        let groups: Vec<Result<Vec<bool>>> = pool.install(|| {
             pieces
-                .par_iter()
-                .with_max_len(1)
-                .map(|&p| {
-                    let r = match self.check_piece_v2(p) {
-                        Err(e) if e.is_missing_data() => Ok(false),
-                        r => r,
-                    };
-                    progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
-                    r
+                .par_chunks(crate::sha::LANES)
+                .map(|group| {
+                    let mut want = Vec::with_capacity(group.len());
+                    for &p in group {
+                        want.push(self.hybrid_geometry(p)?);
+                    }
+                    let bytes: Vec<u64> = want.iter().map(|w| w.0).collect();
+                    let (read, leaves) = crate::lanes::hash_lanes_with_leaves(
+                        self,
+                        group,
+                        maps,
+                        true,
+                        Some(&bytes),
+                        false,
+                    );
+                    let mut out = Vec::with_capacity(group.len());
+                    for ((r, l), (_, width, root)) in read.into_iter().zip(leaves).zip(want) {
+                        out.push(match r {
+                            Ok(_) => merkle_root(&l, 0, width) == root,
+                            Err(e) if e.is_missing_data() => false,
+                            Err(e) => return Err(e),
+                        });
+                        progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+                    }
+                    Ok(out)
                 })
                 .collect()
-        })
+        });
+        let mut out = Vec::with_capacity(total);
+        for g in groups {
+            out.extend(g?);
+        }
+        Ok(out)
     }
 
     /// Both checks of hybrid piece `piece` from one read of its bytes:
@@ -140,20 +165,7 @@ impl Storage {
     /// As [`Storage::hash_piece_v2`].
     pub fn check_piece_hybrid(&self, piece: usize) -> Result<(bool, bool)> {
         let layout = self.layout();
-        let v2 = layout.v2_piece(piece).ok_or(Error::OutOfRange {
-            piece,
-            offset: 0,
-            len: 0,
-        })?;
-        let plen = layout.piece_length();
-        let file_len = layout.files()[v2.file].length;
-        let in_file = piece as u64 * plen - layout.file_start(v2.file);
-        let n = (file_len - in_file).min(plen);
-        let width = if file_len > plen {
-            1u64 << piece_layer_height(plen)?
-        } else {
-            1
-        };
+        let (n, width, root) = self.hybrid_geometry(piece)?;
         let total = layout.piece_len(piece);
         let mut sha = crate::sha::Sha1::new();
         let mut leaves = Vec::with_capacity(block_count(n) as usize);
@@ -172,11 +184,14 @@ impl Storage {
             Ok(())
         })?;
         let v1_ok = sha.finish() == layout.piece_hash(piece);
-        Ok((v1_ok, merkle_root(&leaves, 0, width) == v2.hash))
+        Ok((v1_ok, merkle_root(&leaves, 0, width) == root))
     }
 
     /// [`Storage::check_piece_hybrid`] of every piece in parallel on
-    /// `pool`: one read of the data for both halves of a hybrid torrent.
+    /// `pool`: one read of the data for both halves of a hybrid torrent,
+    /// three pieces side by side per job as the SHA-1 check does, from the
+    /// files' maps where allowed (`lanes::hash_lanes_with_leaves`: each
+    /// chunk feeds the SHA-1 lanes and the 16 KiB SHA-256 leaves).
     /// Missing or short files make their pieces fail both.
     ///
     /// # Errors
@@ -187,21 +202,66 @@ impl Storage {
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<Vec<(bool, bool)>> {
         let done = AtomicUsize::new(0);
-        let total = self.layout().piece_count();
-        pool.install(|| {
-            (0..total)
-                .into_par_iter()
-                .with_max_len(1)
-                .map(|p| {
-                    let r = match self.check_piece_hybrid(p) {
-                        Err(e) if e.is_missing_data() => Ok((false, false)),
-                        r => r,
-                    };
-                    progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
-                    r
+        let layout = self.layout();
+        let total = layout.piece_count();
+        let maps = self.maps_allowed();
+        let all: Vec<usize> = (0..total).collect();
+        let groups: Vec<Result<Vec<(bool, bool)>>> = pool.install(|| {
+            all.par_chunks(crate::sha::LANES)
+                .map(|group| {
+                    let mut want = Vec::with_capacity(group.len());
+                    for &p in group {
+                        want.push(self.hybrid_geometry(p)?);
+                    }
+                    let bytes: Vec<u64> = want.iter().map(|w| w.0).collect();
+                    let (sha1, leaves) = crate::lanes::hash_lanes_with_leaves(
+                        self,
+                        group,
+                        maps,
+                        true,
+                        Some(&bytes),
+                        true,
+                    );
+                    let mut out = Vec::with_capacity(group.len());
+                    for (((&p, h), l), (_, width, root)) in
+                        group.iter().zip(sha1).zip(leaves).zip(want)
+                    {
+                        out.push(match h {
+                            Ok(h) => (h == layout.piece_hash(p), merkle_root(&l, 0, width) == root),
+                            Err(e) if e.is_missing_data() => (false, false),
+                            Err(e) => return Err(e),
+                        });
+                        progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+                    }
+                    Ok(out)
                 })
                 .collect()
-        })
+        });
+        let mut out = Vec::with_capacity(total);
+        for g in groups {
+            out.extend(g?);
+        }
+        Ok(out)
+    }
+
+    /// A v2 piece's bytes of its file, the width its node pads the leaves
+    /// to, and its hash.
+    fn hybrid_geometry(&self, piece: usize) -> Result<(u64, u64, Hash256)> {
+        let layout = self.layout();
+        let v2 = layout.v2_piece(piece).ok_or(Error::OutOfRange {
+            piece,
+            offset: 0,
+            len: 0,
+        })?;
+        let plen = layout.piece_length();
+        let file_len = layout.files()[v2.file].length;
+        let in_file = piece as u64 * plen - layout.file_start(v2.file);
+        let width = if file_len > plen {
+            1u64 << piece_layer_height(plen)?
+        } else {
+            1
+        };
+        Ok(((file_len - in_file).min(plen), width, v2.hash))
     }
 
     /// [`Storage::verify_pieces_v2`] of every piece.
@@ -351,6 +411,95 @@ mod tests {
                 "{base} {index}"
             );
             assert!(got.is_some());
+        }
+    }
+
+    /// `v2_layout`'s files as a hybrid: the SHA-1 of each piece over the
+    /// files and their zero padding added.
+    fn hybrid_layout(root: &Path, files: &[(&str, usize)], plen: u64) -> Layout {
+        let (v2, _) = v2_layout(root, files, plen);
+        let mut all = Vec::new();
+        for f in v2.files() {
+            if f.padding {
+                all.resize(all.len() + f.length as usize, 0u8);
+            } else {
+                all.extend(std::fs::read(root.join(&f.path)).unwrap());
+            }
+        }
+        let sha1: Vec<[u8; 20]> = all
+            .chunks(plen as usize)
+            .map(|c| crate::hash::hash_blocks([c]))
+            .collect();
+        let hashes: Vec<Vec<Hash256>> = (0..v2.files().len())
+            .map(|f| {
+                let spec = &v2.files()[f];
+                if spec.padding || spec.length == 0 {
+                    return Vec::new();
+                }
+                v2.file_pieces(f)
+                    .map(|p| v2.piece_hash_v2(p).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        Layout::new(v2.files().to_vec(), plen, sha1)
+            .unwrap()
+            .with_v2(&hashes)
+            .unwrap()
+    }
+
+    /// The hybrid check in lanes (from reads and from maps) agrees with
+    /// the one-piece check, with blocks split across chunks (pieces of
+    /// files of odd sizes side by side), and pins a flipped byte to its
+    /// piece in both halves.
+    #[test]
+    fn hybrid_lanes_equal_one_piece_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let plen = 65536;
+        let files = [
+            ("a", 3 * 65536 + 20000),
+            ("b", 40000),
+            ("c", 100),
+            ("d", 5 * 65536 + 16384 + 1),
+            ("e", 65536),
+        ];
+        let layout = hybrid_layout(dir.path(), &files, plen);
+        assert!(layout.has_v1() && layout.has_v2());
+        let n = layout.piece_count();
+        for source in [crate::HashSource::Read, crate::HashSource::Map] {
+            if source == crate::HashSource::Map {
+                crate::install_sigbus_guard().unwrap();
+            }
+            let s = Storage::new(
+                layout.clone(),
+                dir.path().into(),
+                Arc::new(FilePool::default()),
+                Backend::PositionedIo,
+            )
+            .unwrap()
+            .with_hash_source(source);
+            let each: Vec<(bool, bool)> =
+                (0..n).map(|p| s.check_piece_hybrid(p).unwrap()).collect();
+            assert_eq!(each, vec![(true, true); n]);
+            assert_eq!(s.verify_all_hybrid(&pool(), &|_, _| {}).unwrap(), each);
+            // a flipped byte in d's fourth piece: both halves fail there
+            let path = dir.path().join("d");
+            let good = std::fs::read(&path).unwrap();
+            let mut bad = good.clone();
+            bad[3 * 65536 + 17000] ^= 4;
+            std::fs::write(&path, &bad).unwrap();
+            s.release_files();
+            let got = s.verify_all_hybrid(&pool(), &|_, _| {}).unwrap();
+            let each: Vec<(bool, bool)> =
+                (0..n).map(|p| s.check_piece_hybrid(p).unwrap()).collect();
+            assert_eq!(got, each);
+            let failed: Vec<usize> = (0..n).filter(|&p| got[p] != (true, true)).collect();
+            let d0 = (0..n)
+                .find(|&p| layout.v2_piece(p).is_some_and(|v| v.file == 6))
+                .unwrap();
+            assert_eq!(failed, [d0 + 3]);
+            assert_eq!(got[d0 + 3], (false, false));
+            std::fs::write(&path, &good).unwrap();
+            s.release_files();
         }
     }
 

@@ -16,15 +16,11 @@ use crate::util::{random_bytes, rayon_pool};
 const PYTHON: &str = "/usr/bin/python3";
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../wire/tests/scripts/lt_v2.py")
+    bittern_testkit::libtorrent::script("lt_v2.py")
 }
 
 fn have_libtorrent() -> bool {
-    let ok = Command::new(PYTHON)
-        .args(["-c", "import libtorrent"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    bittern_testkit::require("interop tool libtorrent (python3-libtorrent)", ok)
+    bittern_testkit::libtorrent::available()
 }
 
 fn unhex(s: &str) -> Vec<u8> {

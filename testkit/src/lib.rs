@@ -8,9 +8,24 @@
 //! skip notice and returns, unless [`REQUIRE_ENV`] is `1`, in which case
 //! it fails. `scripts/test.sh` (and so CI, which runs as root) sets it, so
 //! CI never passes a test that did not run.
+//!
+//! It is also the one home of the fixtures the suites share: seeded random
+//! files, ports, polling, isolated re-runs ([`fixture`], re-exported here),
+//! the child processes tests drive ([`procs`]), and the real clients:
+//! libtorrent through the one copy of each helper script in
+//! `testkit/scripts/` ([`libtorrent`]), transmission-cli ([`transmission`])
+//! and aria2c ([`aria2`]).
 
+pub mod aria2;
+pub mod fixture;
+pub mod libtorrent;
 pub mod netns;
+pub mod opentracker;
+pub mod procs;
+pub mod transmission;
 pub mod webdriver;
+
+pub use fixture::*;
 
 use std::ffi::CString;
 use std::io;

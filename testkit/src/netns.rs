@@ -68,6 +68,24 @@ pub fn run_inside(name: &str) -> bool {
     false
 }
 
+/// The network interfaces of this process's namespace (from
+/// `/proc/self/net/dev`).
+pub fn interfaces() -> Vec<String> {
+    let dev = std::fs::read_to_string("/proc/self/net/dev").expect("/proc/self/net/dev");
+    dev.lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(|i| i.trim().to_string())
+        .collect()
+}
+
+/// Asserts that this process's namespace holds `lo` and nothing else
+/// (`what` is the failure message).
+#[track_caller]
+pub fn assert_only_lo(what: &str) {
+    assert_eq!(interfaces(), vec!["lo".to_string()], "{what}");
+}
+
 /// Inside: checks the namespace and brings `lo` up.
 fn enter(name: &str) {
     let outer = std::env::var(OUTER_ENV).unwrap_or_default();
@@ -76,15 +94,7 @@ fn enter(name: &str) {
         "outer namespace unknown: {outer:?}"
     );
     assert_ne!(current_netns(), outer, "not in a private network namespace");
-    // /proc/self/net/dev lists this process's namespace's interfaces.
-    let dev = std::fs::read_to_string("/proc/self/net/dev").expect("/proc/self/net/dev");
-    let ifaces: Vec<&str> = dev
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split(':').next())
-        .map(str::trim)
-        .collect();
-    assert_eq!(ifaces, vec!["lo"], "the namespace must hold only lo");
+    assert_only_lo("the namespace must hold only lo");
     let s = Command::new("ip")
         .args(["link", "set", "lo", "up"])
         .status()

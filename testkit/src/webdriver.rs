@@ -39,13 +39,7 @@ pub fn json_of(r: &mut ureq::http::Response<ureq::Body>) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
-/// A free port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+pub use crate::fixture::free_port;
 
 /// A headless chromium session; closes the browser, then chromedriver,
 /// when dropped.

@@ -215,7 +215,7 @@ mod tests {
 }
 
 /// One tracker's state, for display.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrackerStatus {
     /// The tracker URL (one copy shared by every torrent on it).
     pub url: std::sync::Arc<str>,
@@ -229,6 +229,19 @@ pub struct TrackerStatus {
     pub last_peer_count: usize,
     /// Whether it has accepted our `started` (and so gets `stopped`).
     pub started: bool,
+    /// When its last announce ended, answered or failed.
+    pub last_announce: Option<Instant>,
+    /// Seeders it reported last (announce or scrape).
+    pub seeders: Option<u32>,
+    /// Leechers it reported last (announce or scrape).
+    pub leechers: Option<u32>,
+    /// Completed downloads it reported in its last scrape.
+    pub downloaded: Option<u32>,
+    /// When its last scrape for this torrent ended.
+    pub last_scrape: Option<Instant>,
+    /// The error of the last scrape, `None` when it answered (or never
+    /// was scraped).
+    pub last_scrape_error: Option<String>,
 }
 
 /// A snapshot of one torrent's tracker state in the

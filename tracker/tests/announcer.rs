@@ -76,12 +76,7 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 
 /// Threads of this process whose name starts with `prefix-`.
 fn threads_named(prefix: &str) -> usize {
-    let want = format!("{prefix}-");
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
-        .filter(|name| name.starts_with(&want))
-        .count()
+    bittern_testkit::threads_named(&format!("{prefix}-"))
 }
 
 /// Each hostile behaviour fails the first announces; the announcer backs

@@ -1,8 +1,7 @@
 //! Interop with a real tracker: Debian's `opentracker`, on 127.0.0.1 over
 //! HTTP and UDP.
 
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bittern_tracker::{announce, scrape, AnnounceEvent, ScrapeStats};
@@ -10,83 +9,13 @@ use bittern_wire::InfoHash;
 
 use crate::util::{fast_config, have_tool, params};
 
-/// Kills opentracker when the test ends, however it ends.
-pub struct OpenTracker {
-    child: Child,
-    pub port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for OpenTracker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// A port free for both TCP and UDP.
-fn free_port() -> u16 {
-    loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
+pub use bittern_testkit::opentracker::OpenTracker;
 
 pub fn start(hashes: &[InfoHash]) -> OpenTracker {
-    let dir = tempfile::tempdir().unwrap();
-    let list: String = hashes.iter().map(|h| h.to_hex() + "\n").collect();
-    let wl = dir.path().join("whitelist.txt");
-    std::fs::write(&wl, list).unwrap();
-    // As root, opentracker chroots into -d and drops to `nobody`, so the
-    // whitelist path is relative to the chroot and must be world-readable.
-    let wl_arg = if is_root() {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::set_permissions(&wl, std::fs::Permissions::from_mode(0o644)).unwrap();
-        "/whitelist.txt".to_string()
-    } else {
-        wl.display().to_string()
-    };
-    let port = free_port();
-    let child = Command::new("opentracker")
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-P",
-            &port.to_string(),
-            "-w",
-            &wl_arg,
-            "-d",
-        ])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start opentracker");
-    let ot = OpenTracker {
-        child,
-        port,
-        _dir: dir,
-    };
+    let hex: Vec<String> = hashes.iter().map(|h| h.to_hex()).collect();
+    let ot = OpenTracker::start(&hex);
+    let port = ot.port;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "opentracker did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
     // The whitelist is loaded by a background thread: wait until the first
     // hash is accepted (a `stopped` for an unknown peer adds nobody).
     let url = format!("http://127.0.0.1:{port}/announce");

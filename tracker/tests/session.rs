@@ -61,20 +61,11 @@ fn add_all(h: &SessionHandle, n: u64, url: &str, left: u64) {
 
 /// Threads of this process whose name starts with `prefix-`.
 fn threads_named(prefix: &str) -> usize {
-    let want = format!("{prefix}-");
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
-        .filter(|name| name.starts_with(&want))
-        .count()
+    bittern_testkit::threads_named(&format!("{prefix}-"))
 }
 
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
+fn wait_until(what: &str, limit: Duration, f: impl FnMut() -> bool) {
+    bittern_testkit::wait_until(what, limit, f);
 }
 
 fn server(interval: u64) -> TrackerServer {

@@ -78,8 +78,9 @@
 //! # Not yet
 //!
 //! No MTU discovery (payloads stay ≤ 1452 bytes, 1432 over IPv6, as
-//! libtorrent's floor on Ethernet); no UDP GSO/GRO (sends are `sendmmsg`
-//! batches); no `tc netem` namespace tests (the lossy links are simulated).
+//! libtorrent's floor on Ethernet); no UDP GRO (receives are `recvmmsg`
+//! batches; sends use UDP GSO where the kernel takes it); no `tc netem`
+//! (the shaped-link tests use `tbf` and nftables drops).
 //! The engine uses this crate through the seam above (`engine/src/udp.rs`):
 //! one [`UtpSocket`] per session on the listen port, the DHT as its
 //! [`OtherHandler`].
@@ -96,5 +97,5 @@ mod stream;
 pub use conn::{Config, Connection, Failure};
 pub use mux::{Multiplexer, MuxConfig, Transmit};
 pub use packet::{looks_like_utp, Packet, PacketError, PacketType};
-pub use socket::{tune_socket, OtherHandler, UtpSocket, SOCKET_BUFFER};
+pub use socket::{tune_socket, OtherHandler, SocketBuffers, UtpSocket, SOCKET_BUFFER};
 pub use stream::UtpStream;

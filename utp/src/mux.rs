@@ -102,6 +102,10 @@ pub struct MuxConfig {
     pub max_connections: usize,
     /// Timer period.
     pub tick: Duration,
+    /// Send and receive buffer size [`UtpSocket`](crate::UtpSocket) asks
+    /// the kernel for (see [`tune_socket`](crate::tune_socket)); unused by
+    /// a multiplexer on a socket the caller owns.
+    pub socket_buffer: usize,
 }
 
 impl Default for MuxConfig {
@@ -112,6 +116,7 @@ impl Default for MuxConfig {
             backlog: 64,
             max_connections: 1024,
             tick: Duration::from_millis(5),
+            socket_buffer: crate::SOCKET_BUFFER,
         }
     }
 }

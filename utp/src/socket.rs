@@ -38,6 +38,17 @@ pub struct UtpSocket {
     mux: Multiplexer,
     socket: Arc<UdpSocket>,
     local: SocketAddr,
+    buffers: SocketBuffers,
+}
+
+/// Socket buffer sizes the kernel granted, in usable bytes (half of what
+/// `getsockopt` reports on Linux, which counts its bookkeeping too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketBuffers {
+    /// `SO_RCVBUF`.
+    pub recv: usize,
+    /// `SO_SNDBUF`.
+    pub send: usize,
 }
 
 impl UtpSocket {
@@ -60,7 +71,7 @@ impl UtpSocket {
         other: OtherHandler,
     ) -> io::Result<Self> {
         let socket = Arc::new(UdpSocket::bind(addr)?);
-        tune_socket(&socket, SOCKET_BUFFER);
+        let buffers = tune_socket(&socket, cfg.socket_buffer);
         #[cfg(not(target_os = "linux"))]
         socket.set_read_timeout(Some(POLL))?;
         let local = socket.local_addr()?;
@@ -72,7 +83,18 @@ impl UtpSocket {
         thread::Builder::new()
             .name(format!("utp-net {local}"))
             .spawn(move || reader_loop(&reader, &weak, other))?;
-        Ok(Self { mux, socket, local })
+        Ok(Self {
+            mux,
+            socket,
+            local,
+            buffers,
+        })
+    }
+
+    /// The socket buffer sizes the kernel granted (a warning was logged
+    /// when they are below [`MuxConfig::socket_buffer`]).
+    pub fn socket_buffers(&self) -> SocketBuffers {
+        self.buffers
     }
 
     /// The bound address.
@@ -163,21 +185,25 @@ fn reader_loop(socket: &UdpSocket, weak: &Weak<Shared>, mut other: OtherHandler)
 }
 
 /// Asks for `size`-byte send and receive buffers (`*FORCE` first, which
-/// works as root) and logs a warning when the kernel gives less. Call it on
-/// a socket shared with the multiplexer too: with the kernel's default
-/// 208 KiB, one window of uTP overflows the receive buffer and the drops read
-/// as congestion (use [`SOCKET_BUFFER`]).
-pub fn tune_socket(socket: &UdpSocket, size: usize) {
+/// needs `CAP_NET_ADMIN`, else the plain options, which the kernel caps at
+/// `net.core.rmem_max` / `wmem_max`) and returns what it granted. When it
+/// gave less, logs a warning naming the granted size, the wanted one and
+/// the sysctl to raise. Call it on a socket shared with the multiplexer
+/// too: with the kernel's default 208 KiB, one window of uTP overflows the
+/// receive buffer and the drops read as congestion (use [`SOCKET_BUFFER`]).
+/// Off Linux nothing is set and `size` is returned.
+pub fn tune_socket(socket: &UdpSocket, size: usize) -> SocketBuffers {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
         let fd = socket.as_raw_fd();
+        let mut granted = [0usize; 2];
         let opts = [
-            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, "receive"),
-            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, "send"),
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, "receive", "rmem_max"),
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, "send", "wmem_max"),
         ];
-        for (force, plain, what) in opts {
-            let v = size as libc::c_int;
+        for (i, (force, plain, what, sysctl)) in opts.into_iter().enumerate() {
+            let v = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
             let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
             let p = (&v as *const libc::c_int).cast();
             // SAFETY: fd is a live socket owned by `socket`; p/len describe a
@@ -199,17 +225,29 @@ pub fn tune_socket(socket: &UdpSocket, size: usize) {
                 ) == 0
             };
             // Linux reports twice the usable size it granted.
-            if !set || !read || (got as usize) / 2 < size {
+            let usable = if read { got.max(0) as usize / 2 } else { 0 };
+            granted[i] = usable;
+            if !set || !read || usable < size {
                 log::warn!(
-                    "utp: {what} buffer is {} bytes, wanted {size}; raise net.core.{}mem_max",
-                    got / 2,
-                    if what == "send" { "w" } else { "r" }
+                    "utp: the kernel capped the UDP {what} buffer at {usable} bytes, {size} wanted: \
+                     at speed uTP loses datagrams and reads the drops as congestion; \
+                     run with CAP_NET_ADMIN or raise net.core.{sysctl} to {size}"
                 );
             }
         }
+        SocketBuffers {
+            recv: granted[0],
+            send: granted[1],
+        }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = (socket, size);
+    {
+        let _ = socket;
+        SocketBuffers {
+            recv: size,
+            send: size,
+        }
+    }
 }
 
 /// Reusable buffers for one batch of datagrams.
@@ -312,15 +350,96 @@ fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// `sendmmsg` of `datagrams` to one peer; returns how many the kernel took.
+/// `UDP_SEGMENT` (linux/udp.h): the segment size of a GSO send.
+#[cfg(target_os = "linux")]
+const UDP_SEGMENT: libc::c_int = 103;
+/// Most segments in one GSO send (the kernel's `UDP_MAX_SEGMENTS`).
+#[cfg(target_os = "linux")]
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Most payload bytes in one GSO send (one IP packet's length field).
+#[cfg(target_os = "linux")]
+const GSO_MAX_BYTES: usize = 65_000;
+/// Cleared for good when a GSO send fails in a way that says the kernel or
+/// the route cannot segment (then every batch goes as plain `sendmmsg`).
+#[cfg(target_os = "linux")]
+static GSO_USABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Sends `datagrams` to one peer in one `sendmmsg` call; returns how many
+/// the kernel took (a prefix). Runs of equal-sized datagrams (a shorter one
+/// may end a run) go as one UDP GSO message each (`UDP_SEGMENT`): the
+/// kernel builds and routes one packet and cuts it into datagrams late,
+/// instead of walking the whole stack once per datagram. Receivers see
+/// ordinary datagrams. Falls back to one message per datagram where GSO is
+/// refused (old kernels, no checksum offload, `BITTERN_UTP_NO_GSO` set).
 #[cfg(target_os = "linux")]
 pub(crate) fn send_batch(
     socket: &UdpSocket,
     datagrams: &[Vec<u8>],
     to: SocketAddr,
 ) -> io::Result<usize> {
+    use std::sync::atomic::Ordering;
+    static NO_GSO: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let disabled = *NO_GSO.get_or_init(|| std::env::var_os("BITTERN_UTP_NO_GSO").is_some());
+    if datagrams.len() > 1 && !disabled && GSO_USABLE.load(Ordering::Relaxed) {
+        match send_mmsg(socket, datagrams, to, true) {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+                ) =>
+            {
+                log::debug!("utp: UDP GSO refused ({e}), sending datagram by datagram");
+                GSO_USABLE.store(false, Ordering::Relaxed);
+            }
+            other => return other,
+        }
+    }
+    send_mmsg(socket, datagrams, to, false)
+}
+
+/// Lengths of the GSO runs `datagrams` splits into: equal sizes, the last
+/// of a run possibly shorter, within the kernel's limits.
+#[cfg(target_os = "linux")]
+fn gso_runs(datagrams: &[Vec<u8>]) -> Vec<usize> {
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < datagrams.len() {
+        let size = datagrams[i].len();
+        let (mut n, mut bytes) = (1, size);
+        while i + n < datagrams.len()
+            && n < GSO_MAX_SEGMENTS
+            && bytes + datagrams[i + n].len() <= GSO_MAX_BYTES
+            && datagrams[i + n].len() <= size
+        {
+            bytes += datagrams[i + n].len();
+            n += 1;
+            if datagrams[i + n - 1].len() < size {
+                break;
+            }
+        }
+        runs.push(n);
+        i += n;
+    }
+    runs
+}
+
+/// One `sendmmsg`: a message per datagram, or with `gso` a message per
+/// run (its datagrams as the iovecs, the segment size in a control
+/// message). Returns the datagrams the kernel took.
+#[cfg(target_os = "linux")]
+fn send_mmsg(
+    socket: &UdpSocket,
+    datagrams: &[Vec<u8>],
+    to: SocketAddr,
+    gso: bool,
+) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
     let (addr, addr_len) = std_to_sockaddr(to);
+    let runs = if gso {
+        gso_runs(datagrams)
+    } else {
+        vec![1; datagrams.len()]
+    };
     let mut iovs: Vec<libc::iovec> = datagrams
         .iter()
         .map(|d| libc::iovec {
@@ -328,19 +447,39 @@ pub(crate) fn send_batch(
             iov_len: d.len(),
         })
         .collect();
+    // One aligned control buffer per message, room for a u16 cmsg.
+    let mut controls = vec![[0u64; 4]; runs.len()];
     // SAFETY: all-zero is a valid mmsghdr.
-    let mut msgs: Vec<libc::mmsghdr> = (0..datagrams.len())
+    let mut msgs: Vec<libc::mmsghdr> = (0..runs.len())
         .map(|_| unsafe { std::mem::zeroed() })
         .collect();
-    for (m, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
+    let mut first = 0;
+    for ((m, &n), control) in msgs.iter_mut().zip(&runs).zip(controls.iter_mut()) {
         m.msg_hdr.msg_name = (&addr as *const libc::sockaddr_storage).cast_mut().cast();
         m.msg_hdr.msg_namelen = addr_len;
-        m.msg_hdr.msg_iov = iov;
-        m.msg_hdr.msg_iovlen = 1;
+        m.msg_hdr.msg_iov = &mut iovs[first];
+        m.msg_hdr.msg_iovlen = n;
+        if n > 1 {
+            let segment = datagrams[first].len() as u16;
+            m.msg_hdr.msg_control = control.as_mut_ptr().cast();
+            // SAFETY: CMSG_SPACE of a u16 (16 bytes on Linux) fits the
+            // 32-byte, 8-aligned buffer; CMSG_FIRSTHDR points into it and
+            // CMSG_DATA at the u16 slot inside it.
+            unsafe {
+                m.msg_hdr.msg_controllen = libc::CMSG_SPACE(2) as _;
+                let c = libc::CMSG_FIRSTHDR(&m.msg_hdr);
+                (*c).cmsg_level = libc::SOL_UDP;
+                (*c).cmsg_type = UDP_SEGMENT;
+                (*c).cmsg_len = libc::CMSG_LEN(2) as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), segment);
+            }
+        }
+        first += n;
     }
-    // SAFETY: every msg points at `addr` and one iovec over a live datagram
-    // buffer, all of which outlive the call; the kernel only reads them.
-    let n = unsafe {
+    // SAFETY: every msg points at `addr`, at iovecs over live datagram
+    // buffers and at its own control buffer, all of which outlive the
+    // call; the kernel only reads them.
+    let sent = unsafe {
         libc::sendmmsg(
             socket.as_raw_fd(),
             msgs.as_mut_ptr(),
@@ -348,10 +487,10 @@ pub(crate) fn send_batch(
             0,
         )
     };
-    if n < 0 {
+    if sent < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(n as usize)
+    Ok(runs[..sent as usize].iter().sum())
 }
 
 #[cfg(target_os = "linux")]
@@ -387,4 +526,50 @@ fn std_to_sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
         }
     };
     (ss, len as libc::socklen_t)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gso_runs_split_on_size_and_limits() {
+        let d = |lens: &[usize]| lens.iter().map(|&n| vec![0u8; n]).collect::<Vec<_>>();
+        // A shorter datagram ends a run; a longer one starts a new one.
+        assert_eq!((gso_runs(&d(&[1472, 1472, 100, 1472, 1472]))), [3, 2]);
+        assert_eq!((gso_runs(&d(&[100, 1472, 1472]))), [1, 2]);
+        // At most 64 KB of payload per run.
+        let runs = gso_runs(&d(&[1472; 64]));
+        assert_eq!(runs, [44, 20]);
+        assert_eq!((gso_runs(&d(&[20; 100]))), [64, 36]);
+    }
+
+    /// A batch goes out as GSO runs and arrives as the same datagrams, in
+    /// order, each with its own length.
+    #[test]
+    fn a_gso_batch_arrives_as_the_datagrams_it_was() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tune_socket(&rx, 1 << 20);
+        let lens = [1472, 1472, 1472, 900, 1472, 1472, 60];
+        let batch: Vec<Vec<u8>> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|j| (i * 31 + j) as u8).collect())
+            .collect();
+        let to = rx.local_addr().unwrap();
+        assert_eq!(send_batch(&tx, &batch, to).unwrap(), batch.len());
+        let mut buf = [0u8; 4096];
+        for want in &batch {
+            let (n, _) = rx.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &want[..]);
+        }
+        if std::env::var_os("BITTERN_UTP_NO_GSO").is_none() {
+            assert!(
+                GSO_USABLE.load(std::sync::atomic::Ordering::Relaxed),
+                "the kernel refused UDP GSO on loopback"
+            );
+        }
+    }
 }

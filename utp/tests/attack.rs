@@ -12,28 +12,7 @@ use std::time::{Duration, Instant};
 use bittern_utp::packet::{encode, Header, PacketType};
 use bittern_utp::{MuxConfig, Packet, UtpSocket};
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// This process's user + system CPU time.
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit(')').next().unwrap_or("");
-    let ticks: u64 = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|v| v.parse::<u64>().ok())
-        .sum();
-    Duration::from_millis(ticks * 10)
-}
+use bittern_testkit::{cpu_time, rss_kib};
 
 /// Deterministic pseudo-random numbers.
 struct Rng(u64);

@@ -22,15 +22,7 @@ const PYTHON: &str = "/usr/bin/python3";
 const BLOCK: usize = 16 * 1024;
 
 fn libtorrent_available() -> bool {
-    let ok = Command::new(PYTHON)
-        .args(["-c", "import libtorrent"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    bittern_testkit::require(
-        &format!("python3-libtorrent (import libtorrent in {PYTHON})"),
-        ok,
-    )
+    bittern_testkit::libtorrent::available()
 }
 
 /// The libtorrent process; killed on drop so a failing test leaves nothing.
@@ -64,7 +56,7 @@ fn hex20(s: &str) -> [u8; 20] {
 
 impl Partner {
     fn spawn(args: &[&str]) -> Self {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/lt_utp.py");
+        let script = bittern_testkit::libtorrent::script("lt_utp.py");
         let mut child = Command::new(PYTHON)
             .arg(script)
             .args(args)

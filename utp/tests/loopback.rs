@@ -10,15 +10,7 @@ use std::time::{Duration, Instant};
 use bittern_utp::{looks_like_utp, Multiplexer, MuxConfig, Transmit, UtpSocket, UtpStream};
 
 fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    bittern_testkit::xorshift64_bytes(len, seed)
 }
 
 /// A client writes `data` and half-closes; the acceptor reads to EOF and

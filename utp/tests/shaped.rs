@@ -11,6 +11,20 @@
 //! random`). `lo`'s MTU is set to 1500 so that TCP segments are sized as
 //! on a real link and fit `tbf`'s bucket.
 //!
+//! The LEDBAT test shapes one direction only, packets to 127.0.0.2 (where
+//! its receivers listen), as one direction of a full-duplex link: ACKs come
+//! back unqueued. With one queue for both directions, every ACK waits
+//! behind the data it acknowledges. That is a half-duplex medium, not a
+//! link, and it measures TCP's ramp-up rather than LEDBAT: TCP's RTT
+//! doubles, it needs twice the window for the same rate, HyStart ends its
+//! slow start at about 100 packets behind uTP's 100 ms standing queue, and
+//! CUBIC then needs over 9 s to grow the window that displaces uTP (at
+//! 40 Mbit/s; longer at 100). Meanwhile data and ACK packets bunch up in
+//! the shared FIFO (ACK compression): at a constant uTP window its
+//! backlog swung between 80 and 600 KB, so delay samples straddled the
+//! target. On that shared queue TCP had 58–76 % of the link 3–9 s after
+//! joining, the same crate yields to 0 % on the one-way link.
+//!
 //! Both tests re-run themselves inside the namespace (`BITTERN_UTP_NETNS=1`)
 //! and need root, `unshare`, `ip`, `tc` and `nft` (Debian iproute2 and
 //! nftables); without them they skip, or fail under
@@ -56,7 +70,13 @@ fn in_namespace(name: &str) -> bool {
         .arg("--net")
         .arg("--")
         .arg(exe)
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            name,
+            "--nocapture",
+            "--test-threads=1",
+            "--include-ignored",
+        ])
         .env(INSIDE_ENV, "1")
         .env(OUTER_NS_ENV, netns_id())
         .output()
@@ -87,22 +107,17 @@ fn run(cmd: &str, args: &[&str]) -> String {
 
 /// Inside: asserts the namespace is private and holds only `lo`, brings
 /// `lo` up with MTU 1500 and shapes it: `tbf` at `rate` with a queue of
-/// `latency`, and a random `udp_loss_pct` % of UDP datagrams dropped.
-fn shape_private_lo(name: &str, rate: &str, latency: &str, udp_loss_pct: u32) {
+/// `latency` for the packets to `toward` (an address/prefix; all packets
+/// with `0.0.0.0/0`), and a random `udp_loss_pct` % of UDP datagrams
+/// dropped.
+fn shape_private_lo(name: &str, rate: &str, latency: &str, toward: &str, udp_loss_pct: u32) {
     let outer = std::env::var(OUTER_NS_ENV).unwrap_or_default();
     assert!(
         outer.starts_with("net:["),
         "outer namespace unknown: {outer:?}"
     );
     assert_ne!(netns_id(), outer, "not in a private network namespace");
-    let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap();
-    let ifaces: Vec<&str> = dev
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split(':').next())
-        .map(str::trim)
-        .collect();
-    assert_eq!(ifaces, vec!["lo"], "the namespace must hold only lo");
+    bittern_testkit::netns::assert_only_lo("the namespace must hold only lo");
     run("ip", &["link", "set", "lo", "mtu", "1500", "up"]);
     // The queue sits on an ifb device fed from lo's ingress: there the
     // packets no longer belong to their sockets, as in a router's queue. A
@@ -118,8 +133,8 @@ fn shape_private_lo(name: &str, rate: &str, latency: &str, udp_loss_pct: u32) {
     run(
         "tc",
         &[
-            "filter", "add", "dev", "lo", "parent", "ffff:", "protocol", "all", "u32", "match",
-            "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", "ifb0",
+            "filter", "add", "dev", "lo", "parent", "ffff:", "protocol", "ip", "u32", "match",
+            "ip", "dst", toward, "action", "mirred", "egress", "redirect", "dev", "ifb0",
         ],
     );
     run(
@@ -177,15 +192,7 @@ fn nft_dropped() -> u64 {
 }
 
 fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    bittern_testkit::xorshift64_bytes(len, seed)
 }
 
 /// 3 MiB through a 20 Mbit/s link with a 50 ms queue and 1 % of UDP
@@ -197,7 +204,7 @@ fn utp_through_loss_and_a_queueing_link_is_byte_identical() {
     if !in_namespace(name) {
         return;
     }
-    shape_private_lo(name, "20mbit", "50ms", 1);
+    shape_private_lo(name, "20mbit", "50ms", "0.0.0.0/0", 1);
     let listener = UtpSocket::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr();
     let data = pattern(3 << 20, 22);
@@ -243,11 +250,7 @@ fn count_reads(mut r: impl Read, count: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
             Ok(n) => {
                 count.fetch_add(n as u64, Ordering::Relaxed);
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if bittern_testkit::is_timeout(&e) => {}
             Err(_) => return,
         }
     }
@@ -259,11 +262,7 @@ fn write_until(mut w: impl Write, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         match w.write(&buf) {
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if bittern_testkit::is_timeout(&e) => {}
             Err(_) => return,
         }
     }
@@ -319,107 +318,187 @@ fn cubic_connect(to: std::net::SocketAddr) -> TcpStream {
     TcpStream::from(owned)
 }
 
-/// Bytes `count` grows by over `span`, as bytes per second.
-fn rate_over(count: &AtomicU64, span: Duration) -> f64 {
-    let a = count.load(Ordering::Relaxed);
-    let t = Instant::now();
-    thread::sleep(span);
-    let b = count.load(Ordering::Relaxed);
-    (b - a) as f64 / t.elapsed().as_secs_f64()
+/// Address of the receivers in the LEDBAT tests: the shaped direction.
+const FAR_END: &str = "127.0.0.2";
+
+/// Flows of one test, all stopped by `stop` and joined by [`Flows::end`].
+struct Flows {
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
 }
 
-/// LEDBAT yields to TCP. `lo` limited to 40 Mbit/s (5 MB/s) with a queue
-/// of up to 300 ms (room above uTP's 100 ms target). A uTP bulk flow runs
-/// alone, then a TCP bulk flow (Linux's default congestion control) joins:
-/// TCP fills the queue, uTP sees its one-way delay over target and backs
-/// off. Asserted generously (a loaded machine slows both): uTP alone moves
-/// at least 40 % of the link; together uTP gets under half of what the
-/// two move and TCP at least 40 % of the link.
+impl Flows {
+    fn new() -> Self {
+        Self {
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+        }
+    }
+
+    /// A bulk uTP flow to a listener on [`FAR_END`]; returns the bytes
+    /// its receiver read so far.
+    fn utp(&mut self) -> Arc<AtomicU64> {
+        let listener = UtpSocket::bind((FAR_END, 0)).unwrap();
+        let addr = listener.local_addr();
+        let stop = self.stop.clone();
+        self.threads.push(thread::spawn(move || {
+            let s = UtpStream::connect(addr, Duration::from_secs(10)).expect("utp connect");
+            s.set_write_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            write_until(s, stop);
+        }));
+        let r = listener
+            .accept_timeout(Duration::from_secs(10))
+            .expect("utp accept");
+        r.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let count = Arc::new(AtomicU64::new(0));
+        let (c, stop) = (count.clone(), self.stop.clone());
+        self.threads.push(thread::spawn(move || {
+            let _socket = listener;
+            count_reads(r, c, stop);
+        }));
+        count
+    }
+
+    /// A bulk CUBIC TCP flow to a listener on [`FAR_END`], counted like
+    /// [`Flows::utp`].
+    fn tcp(&mut self) -> Arc<AtomicU64> {
+        let tl = TcpListener::bind((FAR_END, 0)).unwrap();
+        let taddr = tl.local_addr().unwrap();
+        let stop = self.stop.clone();
+        self.threads.push(thread::spawn(move || {
+            let s = cubic_connect(taddr);
+            s.set_write_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            write_until(s, stop);
+        }));
+        let (t, _) = tl.accept().unwrap();
+        t.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let count = Arc::new(AtomicU64::new(0));
+        let (c, stop) = (count.clone(), self.stop.clone());
+        self.threads
+            .push(thread::spawn(move || count_reads(t, c, stop)));
+        count
+    }
+
+    fn end(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Rates (bytes per second) of `counts` over the same `span`.
+fn rates_over<const N: usize>(counts: [&AtomicU64; N], span: Duration) -> [f64; N] {
+    let before = counts.map(|c| c.load(Ordering::Relaxed));
+    let t = Instant::now();
+    thread::sleep(span);
+    let secs = t.elapsed().as_secs_f64();
+    let mut out = [0.0; N];
+    for (i, c) in counts.iter().enumerate() {
+        out[i] = (c.load(Ordering::Relaxed) - before[i]) as f64 / secs;
+    }
+    out
+}
+
+/// LEDBAT yields to TCP. The link toward the receivers is limited to
+/// 50 Mbit/s (6.25 MB/s; `BITTERN_UTP_SHAPED_MBIT` sets another rate) with
+/// a queue of up to 300 ms (room above uTP's 100 ms target); the way back
+/// is free. A uTP bulk flow runs alone and must fill at least 80 % of the
+/// link (over 5 s); then a CUBIC TCP bulk flow joins: TCP fills the queue, uTP sees
+/// its one-way delay over target and shrinks towards one packet per RTT,
+/// and TCP must keep at least 80 % of the link. Measured at load 25–45:
+/// uTP alone 96 % (over 3 s once 80 %, hence 5 s), together TCP 86–95 %
+/// and uTP 0–10 % (at 100 Mbit/s the same, but uTP alone fell to 63 %
+/// once at load 38: the debug build's CPU, not LEDBAT). With LEDBAT's decrease above target taken out (cwnd
+/// then only stops growing, and halves on loss) TCP kept 36–62 % and this
+/// failed.
 #[test]
 fn utp_yields_to_tcp_on_a_rate_limited_link() {
     let name = "shaped::utp_yields_to_tcp_on_a_rate_limited_link";
     if !in_namespace(name) {
         return;
     }
-    let link = 40e6 / 8.0;
-    shape_private_lo(name, "40mbit", "300ms", 0);
-    let stop = Arc::new(AtomicBool::new(false));
-
-    let listener = UtpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr();
-    let utp_bytes = Arc::new(AtomicU64::new(0));
-    let mut threads = Vec::new();
-    {
-        let stop = stop.clone();
-        threads.push(thread::spawn(move || {
-            let s = UtpStream::connect(addr, Duration::from_secs(10)).expect("utp connect");
-            s.set_write_timeout(Some(Duration::from_millis(200)))
-                .unwrap();
-            write_until(s, stop);
-        }));
-    }
-    let r = listener
-        .accept_timeout(Duration::from_secs(10))
-        .expect("utp accept");
-    r.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    {
-        let (count, stop) = (utp_bytes.clone(), stop.clone());
-        threads.push(thread::spawn(move || count_reads(r, count, stop)));
-    }
-    // Past slow start, then uTP alone.
+    let mbit: f64 = std::env::var("BITTERN_UTP_SHAPED_MBIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50.0);
+    let link = mbit * 1e6 / 8.0;
+    shape_private_lo(
+        name,
+        &format!("{mbit}mbit"),
+        "300ms",
+        &format!("{FAR_END}/32"),
+        0,
+    );
+    let mut flows = Flows::new();
+    let utp = flows.utp();
+    // Past slow start, then uTP alone. Over 5 s: a loaded machine stalls
+    // the debug build's threads for tens of ms at a time, which LEDBAT
+    // reads as queuing delay (one such run moved 80 % over 3 s).
     thread::sleep(Duration::from_secs(2));
-    let utp_alone = rate_over(&utp_bytes, Duration::from_secs(3));
-
-    let tl = TcpListener::bind("127.0.0.1:0").unwrap();
-    let taddr = tl.local_addr().unwrap();
-    let tcp_bytes = Arc::new(AtomicU64::new(0));
-    {
-        let stop = stop.clone();
-        threads.push(thread::spawn(move || {
-            let s = cubic_connect(taddr);
-            s.set_write_timeout(Some(Duration::from_millis(200)))
-                .unwrap();
-            write_until(s, stop);
-        }));
-    }
-    let (t, _) = tl.accept().unwrap();
-    t.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    {
-        let (count, stop) = (tcp_bytes.clone(), stop.clone());
-        threads.push(thread::spawn(move || count_reads(t, count, stop)));
-    }
+    let [utp_alone] = rates_over([&utp], Duration::from_secs(5));
+    let tcp = flows.tcp();
     // Let TCP fill the queue and LEDBAT react, then measure both.
     thread::sleep(Duration::from_secs(3));
-    let (u0, t0, at) = (
-        utp_bytes.load(Ordering::Relaxed),
-        tcp_bytes.load(Ordering::Relaxed),
-        Instant::now(),
-    );
-    thread::sleep(Duration::from_secs(6));
-    let span = at.elapsed().as_secs_f64();
-    let utp_with = (utp_bytes.load(Ordering::Relaxed) - u0) as f64 / span;
-    let tcp_with = (tcp_bytes.load(Ordering::Relaxed) - t0) as f64 / span;
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        let _ = t.join();
-    }
-    let share = utp_with / (utp_with + tcp_with);
+    let [utp_with, tcp_with] = rates_over([&utp, &tcp], Duration::from_secs(5));
+    flows.end();
+    let (bytes, tail_drops) = qdisc_stats();
     eprintln!(
-        "ledbat: link {:.2} MB/s; uTP alone {:.2} MB/s ({:.0} %); together uTP {:.2} MB/s, TCP {:.2} MB/s (TCP {:.0} % of the link, uTP share {:.0} %)",
+        "ledbat: link {:.2} MB/s; uTP alone {:.2} MB/s ({:.0} %); together uTP {:.2} MB/s ({:.1} %), TCP {:.2} MB/s ({:.0} %); tbf sent {bytes} bytes, dropped {tail_drops}",
         link / 1e6,
         utp_alone / 1e6,
         100.0 * utp_alone / link,
         utp_with / 1e6,
+        100.0 * utp_with / link,
         tcp_with / 1e6,
         100.0 * tcp_with / link,
-        100.0 * share
     );
     assert!(
-        utp_alone >= 0.4 * link,
-        "uTP alone moved {utp_alone:.0} B/s"
+        utp_alone >= 0.8 * link,
+        "uTP alone moved {utp_alone:.0} B/s, under 80 % of the link"
     );
-    assert!(share < 0.5, "uTP kept {:.0} % against TCP", 100.0 * share);
-    assert!(tcp_with >= 0.4 * link, "TCP moved {tcp_with:.0} B/s");
+    assert!(
+        tcp_with >= 0.8 * link,
+        "TCP moved {tcp_with:.0} B/s beside uTP ({utp_with:.0} B/s), under 80 % of the link"
+    );
+}
+
+/// The other order, measured rather than asserted tightly (`cargo test -p
+/// bittern-utp --test integration shaped::utp_latecomer -- --ignored
+/// --nocapture`): TCP fills the 300 ms queue first, then uTP starts. Its
+/// first delay samples already include TCP's standing queue, so its base
+/// delay is the bottom of TCP's sawtooth and LEDBAT adds up to its 100 ms
+/// target on top: about target / queue of the link while no loss hits it.
+/// Measured TCP 64–91 %, uTP 4–32 % (a known LEDBAT limit: a base delay
+/// cannot be learned behind a queue that never drains).
+#[test]
+#[ignore = "a measurement; see the doc comment"]
+fn utp_latecomer_beside_tcp() {
+    let name = "shaped::utp_latecomer_beside_tcp";
+    if !in_namespace(name) {
+        return;
+    }
+    let link = 100e6 / 8.0;
+    shape_private_lo(name, "100mbit", "300ms", &format!("{FAR_END}/32"), 0);
+    let mut flows = Flows::new();
+    let tcp = flows.tcp();
+    thread::sleep(Duration::from_secs(2));
+    let [tcp_alone] = rates_over([&tcp], Duration::from_secs(2));
+    let utp = flows.utp();
+    thread::sleep(Duration::from_secs(3));
+    let [utp_with, tcp_with] = rates_over([&utp, &tcp], Duration::from_secs(5));
+    flows.end();
+    eprintln!(
+        "latecomer: link {:.2} MB/s; TCP alone {:.0} %; with uTP: TCP {:.0} %, uTP {:.0} %",
+        link / 1e6,
+        100.0 * tcp_alone / link,
+        100.0 * tcp_with / link,
+        100.0 * utp_with / link
+    );
+    assert!(tcp_with >= 0.5 * link, "TCP moved {tcp_with:.0} B/s");
+    assert!(utp_with > 0.0, "uTP moved nothing");
 }

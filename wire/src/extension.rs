@@ -40,17 +40,29 @@ pub enum Extension {
     UtMetadata,
     /// BEP 11 peer exchange.
     UtPex,
+    /// libtorrent's `upload_only` message: a one-byte payload, nonzero
+    /// when the sender now wants nothing (it completed, or is a partial
+    /// seed), zero when it wants pieces again. The mid-connection
+    /// counterpart of the handshake's `upload_only` key (BEP 21):
+    /// libtorrent sends it on completion, but only to peers that list
+    /// `upload_only` in their `m`.
+    UploadOnly,
 }
 
 impl Extension {
     /// Every extension bittern speaks.
-    pub const ALL: [Extension; 2] = [Extension::UtMetadata, Extension::UtPex];
+    pub const ALL: [Extension; 3] = [
+        Extension::UtMetadata,
+        Extension::UtPex,
+        Extension::UploadOnly,
+    ];
 
     /// The name used in `m`.
     pub fn name(self) -> &'static str {
         match self {
             Extension::UtMetadata => "ut_metadata",
             Extension::UtPex => "ut_pex",
+            Extension::UploadOnly => "upload_only",
         }
     }
 
@@ -61,6 +73,7 @@ impl Extension {
         match self {
             Extension::UtPex => 1,
             Extension::UtMetadata => 2,
+            Extension::UploadOnly => 3,
         }
     }
 
@@ -252,8 +265,8 @@ mod tests {
         let b = h.encode();
         assert_eq!(
             b,
-            b"d1:md11:ut_metadatai2e6:ut_pexi1ee13:metadata_sizei31235e1:pi6881e\
-4:reqqi500e11:upload_onlyi1e1:v11:bittern 0.16:yourip4:\x7f\x00\x00\x01e"
+            b"d1:md11:upload_onlyi3e11:ut_metadatai2e6:ut_pexi1ee13:metadata_sizei31235e\
+1:pi6881e4:reqqi500e11:upload_onlyi1e1:v11:bittern 0.16:yourip4:\x7f\x00\x00\x01e"
                 .to_vec()
         );
         assert_eq!(ExtensionHandshake::decode(&b), Ok(h));
@@ -264,7 +277,10 @@ mod tests {
         let mut h = ExtensionHandshake::with_all_extensions();
         h.e = true;
         let b = h.encode();
-        assert_eq!(b, b"d1:ei1e1:md11:ut_metadatai2e6:ut_pexi1eee".to_vec());
+        assert_eq!(
+            b,
+            b"d1:ei1e1:md11:upload_onlyi3e11:ut_metadatai2e6:ut_pexi1eee".to_vec()
+        );
         assert_eq!(ExtensionHandshake::decode(&b), Ok(h));
         // Absent or 0: no support; a string `e` reads as absent.
         assert!(!ExtensionHandshake::decode(b"d1:md1:ei0eee").unwrap().e);
@@ -298,6 +314,11 @@ mod tests {
         }
         assert_eq!(Extension::from_local_id(0), None);
         assert_eq!(Extension::from_local_id(77), None);
+        // libtorrent's ids, which bittern keeps
+        assert_eq!(Extension::UtPex.local_id(), 1);
+        assert_eq!(Extension::UtMetadata.local_id(), 2);
+        assert_eq!(Extension::UploadOnly.local_id(), 3);
+        assert_eq!(Extension::UploadOnly.name(), "upload_only");
         // a peer (Transmission style) with its own ids, one switched off
         let h = ExtensionHandshake::decode(
             b"d1:md11:lt_donthavei7e11:ut_metadatai3e6:ut_pexi0ee1:v14:Transmission 4e",

@@ -261,11 +261,7 @@ impl Conn {
             match self.s.read(&mut chunk) {
                 Ok(0) => return None,
                 Ok(k) => self.buf.extend_from_slice(&chunk[..k]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
+                Err(e) if bittern_testkit::is_timeout(&e) => {}
                 Err(e) => panic!("read: {e}"),
             }
         }

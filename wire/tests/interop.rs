@@ -19,15 +19,7 @@ const SINGLE: &str = "ßingle файл.bin";
 
 /// Deterministic pseudo-random bytes.
 fn bytes(seed: u32, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
+    bittern_testkit::xorshift_bytes(seed, len)
 }
 
 /// `root/MULTI/{...}` (four files, one empty) and `root/SINGLE`.

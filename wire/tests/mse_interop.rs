@@ -1,6 +1,6 @@
 //! MSE/PE against a real libtorrent (python3-libtorrent 2.0.8) on
 //! loopback, encryption forced and one stream method allowed, RC4 or
-//! plaintext-after-handshake (`tests/scripts/lt_mse.py`): bittern's
+//! plaintext-after-handshake (`testkit/scripts/lt_mse.py`): bittern's
 //! initiator dials a libtorrent seeder and downloads blocks through the
 //! cipher, and libtorrent dials bittern's responder and downloads the
 //! whole torrent from it. libtorrent's peer flags confirm the method.
@@ -36,19 +36,11 @@ const LEN: usize = 4 * PIECE + 1000;
 const NAME: &str = "mse.bin";
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/lt_mse.py")
+    bittern_testkit::libtorrent::script("lt_mse.py")
 }
 
 fn data() -> Vec<u8> {
-    let mut x = 0x2545_f491u32;
-    (0..LEN)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
+    bittern_testkit::xorshift32_stream(0x2545_f491, LEN)
 }
 
 /// The torrent for [`data`], written to `dir/mse.torrent`.

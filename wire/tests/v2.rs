@@ -1,5 +1,5 @@
 //! BitTorrent v2 and hybrid torrents made now by libtorrent
-//! (`scripts/lt_v2.py`): bittern's v1 and v2 info hashes, files, roots and
+//! (`testkit/scripts/lt_v2.py`): bittern's v1 and v2 info hashes, files, roots and
 //! piece layers must equal libtorrent's, and `MetainfoBuilder` given the
 //! same roots and layers must write a byte-identical info dictionary.
 
@@ -15,15 +15,7 @@ const MULTI: &str = "v2 Ünïcødé";
 const SINGLE: &str = "single файл.bin";
 
 fn bytes(seed: u32, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
+    bittern_testkit::xorshift_bytes(seed, len)
 }
 
 /// Files not a multiple of the piece size, an empty one in the middle and
@@ -64,7 +56,7 @@ struct Lt {
 
 fn libtorrent(dir: &Path, name: &str, kind: &str, piece_length: u64) -> (PathBuf, Lt) {
     let out = dir.join(format!("lt-{kind}-{piece_length}-{}.torrent", name.len()));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/lt_v2.py");
+    let script = bittern_testkit::libtorrent::script("lt_v2.py");
     let text = run(Command::new(PYTHON)
         .current_dir(dir)
         .arg(script)

@@ -54,12 +54,7 @@ fn heap() -> (i64, i64) {
 }
 
 fn proc_status(field: &str) -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    bittern_testkit::proc_status(field)
 }
 
 const SIZE: u64 = 64 * 1024;

@@ -36,6 +36,42 @@ impl<B: Backend> Torrents<B> {
         }
     }
 
+    /// Moves the peer listener to `port` now (see [`Backend::rebind`]):
+    /// every torrent the engine ran is started again in the new session
+    /// in the state it was in (paused, queued or running; its data
+    /// vouched for by the resume state just saved), its counters folded
+    /// into its record and the session's totals. Nothing changes when the
+    /// port cannot be bound.
+    ///
+    /// # Errors
+    /// The message for the client.
+    pub fn set_peer_port(&self, port: u16) -> Result<(), String> {
+        let mut inner = self.inner.lock();
+        let finals = self
+            .backend
+            .rebind(port)
+            .map_err(|e| format!("cannot listen for peers on port {port}: {e}"))?;
+        let settings = inner.settings.clone();
+        let (mut down, mut up) = (0, 0);
+        for e in inner.entries.iter_mut() {
+            let Some(status) = finals.get(&e.hash) else {
+                continue;
+            };
+            down += status.downloaded;
+            up += status.uploaded;
+            e.record = e.folded(Some(status));
+            e.dirty = true;
+            self.launch(&settings, e);
+        }
+        inner.settings.cumulative_downloaded_bytes += down;
+        inner.settings.cumulative_uploaded_bytes += up;
+        self.store
+            .save_settings(&inner.settings)
+            .map_err(|e| e.to_string())?;
+        self.save_dirty(&mut inner, false);
+        Ok(())
+    }
+
     /// Replaces the session settings: saved, and every limit they imply
     /// (session, alternative, groups) applied to the running torrents.
     /// `reschedule`: the alternative-speed schedule changed, so it is

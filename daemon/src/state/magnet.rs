@@ -44,7 +44,11 @@ pub(super) fn restore(
         }
         return Some((metainfo.info_hash, Some(Arc::new(metainfo)), magnet));
     }
-    match magnet.as_ref().and_then(|m| m.info_hash) {
+    let hash = magnet
+        .as_ref()
+        .filter(|m| crate::backend::has_hash(m))
+        .map(Magnet::swarm_hash);
+    match hash {
         Some(h) if h.to_hex() == record.info_hash => Some((h, None, magnet)),
         _ => {
             warn!(

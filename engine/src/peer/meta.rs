@@ -155,6 +155,8 @@ fn run(
             utp: matches!(stream.socket(), crate::transport::Socket::Utp(_)),
             encrypted: stream.is_encrypted(),
             learnt_mse,
+            v2: crate::v2::is_v2_connection(&theirs, incoming, ctx.info_hash, ctx.v2),
+            v2_bit: theirs.supports_v2(),
         },
     );
     debug!("{addr}: metadata connection (incoming: {incoming}, fast: {fast})");

@@ -175,6 +175,15 @@ fn read_frames(
                         length: data.len() as u32,
                     };
                     ctx.stats.downloaded.fetch_add(n, Ordering::Relaxed);
+                    if let Some((_, server)) = &ctx.v2 {
+                        // BEP 52: checked against its proven leaf when the
+                        // piece's leaves are known; a bad block is dropped
+                        if server.check_block(index as usize, begin, data) == Some(false) {
+                            flush_run(ctx, &mut run, batch)?;
+                            emit(ctx, batch, PeerEvent::BadBlock(block));
+                            continue;
+                        }
+                    }
                     match ctx.claims.try_claim(index, begin) {
                         TryClaim::Got => {
                             if !run.extends(block) {
@@ -249,14 +258,27 @@ fn read_frames(
                 Message::HashRequest(r) => {
                     note_for_writer(link, to_writer, ReaderNote::HashRequest(r))?;
                 }
-                Message::Hashes(h) => emit(
-                    ctx,
-                    batch,
-                    PeerEvent::Hashes {
-                        request: h.request,
-                        hashes: h.base().chain(h.proof()).collect(),
-                    },
-                ),
+                Message::Hashes(h) => {
+                    let hashes: Vec<_> = h.base().chain(h.proof()).collect();
+                    if let Some((_, server)) = &ctx.v2 {
+                        // a piece's leaves, proven here so that the next
+                        // block of it is checked on arrival (`v2::blocks`)
+                        let layout = ctx.storage.layout();
+                        if let Some(p) =
+                            server.learn_leaves(&h.request, &hashes, |p| layout.piece_hash_v2(p))
+                        {
+                            trace!("{}: leaves of piece {p} proven", ctx.key.0);
+                        }
+                    }
+                    emit(
+                        ctx,
+                        batch,
+                        PeerEvent::Hashes {
+                            request: h.request,
+                            hashes,
+                        },
+                    );
+                }
                 Message::HashReject(r) => emit(ctx, batch, PeerEvent::HashReject(r)),
             }
         }

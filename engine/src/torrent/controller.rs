@@ -181,6 +181,7 @@ pub(crate) fn build_controller(
         ),
     };
     let source = PeerSource::new(id, links.sources.clone());
+    let weak_session = Arc::downgrade(&session);
     let ctl = Controller::new(Parts {
         id,
         metainfo,
@@ -200,6 +201,7 @@ pub(crate) fn build_controller(
         published,
         events,
         registry,
+        session: weak_session,
     };
     Ok((ctl, handle))
 }
@@ -209,6 +211,8 @@ struct Peer {
     addr: SocketAddr,
     /// The stream is RC4-encrypted (MSE).
     encrypted: bool,
+    /// A v2 connection (BEP 52): it may be sent hash requests.
+    v2: bool,
     commands: Sender<PeerCommand>,
     /// The connection's socket, to cut it (see `close`). Dropping the peer
     /// (the controller exiting) cuts it too.
@@ -320,6 +324,9 @@ pub(crate) struct Controller {
     wanted: Vec<bool>,
     peers: HashMap<PeerKey, Peer>,
     next_key: u64,
+    /// The session IP filter's generation our peers were last checked
+    /// against (see `drop_blocked`).
+    filter_seen: u64,
     verifying: usize,
     /// Completed pieces waiting for a verification job (made by the
     /// first).
@@ -455,6 +462,7 @@ impl Controller {
             seed,
         );
         let have = Arc::new(HaveSet::new(info.piece_count()));
+        *published.have.lock() = Some(have.clone());
         let claims = Arc::new(BlockClaims::new(
             info.piece_count(),
             info.piece_length,
@@ -505,6 +513,7 @@ impl Controller {
             wanted,
             peers: HashMap::new(),
             next_key: 0,
+            filter_seen: 0,
             verifying: 0,
             verify_queue: None,
             pending_haves: Vec::new(),
@@ -635,6 +644,8 @@ impl Controller {
                 utp,
                 encrypted,
                 learnt_mse,
+                v2,
+                ..
             } => {
                 let duplicate = self
                     .peers
@@ -651,6 +662,7 @@ impl Controller {
                 p.incoming = incoming;
                 p.utp = utp;
                 p.encrypted = encrypted;
+                p.v2 = v2;
                 if let Some((other, other_incoming)) = duplicate {
                     let ours = self.session.peer_id;
                     let drop = peers::duplicate_to_close(
@@ -707,6 +719,11 @@ impl Controller {
                 p.last_block = now;
                 self.on_blocks(key, blocks);
                 self.fill(key);
+            }
+            PeerEvent::BadBlock(block) => {
+                picker!(self).request_lost(key, block);
+                self.on_bad_block(key, block);
+                self.fill_all();
             }
             PeerEvent::Rejected(block) => {
                 // The block goes back to the picker whatever the reason.
@@ -777,6 +794,10 @@ impl Controller {
             self.on_pex(key, payload);
             return;
         }
+        if ext == Extension::UploadOnly {
+            self.on_upload_only(key, payload);
+            return;
+        }
         debug!(
             "{}: peer {}: {} message of {} bytes ignored",
             self.short(),
@@ -784,6 +805,33 @@ impl Controller {
             ext.name(),
             payload.len()
         );
+    }
+
+    /// libtorrent's `upload_only` message: one byte, nonzero when the peer
+    /// now wants nothing (it completed), zero when it wants pieces again.
+    /// Kept in its handshake's `upload_only`, which `Peer::upload_only`
+    /// reads, so it counts as a seed from now on. An empty payload, or one
+    /// from a peer that never sent a handshake, is ignored.
+    fn on_upload_only(&mut self, key: PeerKey, payload: &[u8]) {
+        let Some(&flag) = payload.first() else {
+            debug!(
+                "{}: peer {}: empty upload_only ignored",
+                self.short(),
+                key.0
+            );
+            return;
+        };
+        let Some(hs) = self.peers.get_mut(&key).and_then(|p| p.ext.as_mut()) else {
+            return;
+        };
+        let now = flag != 0;
+        if hs.upload_only == now {
+            return;
+        }
+        hs.upload_only = now;
+        debug!("{}: peer {}: upload_only {now}", self.short(), key.0);
+        // as for a handshake: its choke slot goes with it.
+        self.rechoke(false);
     }
 
     fn on_block(&mut self, key: PeerKey, block: BlockRef, _stored: bool) {

@@ -136,6 +136,10 @@ struct MetaPeer {
     extension_at: Option<Instant>,
     /// The peer speaks `ut_metadata` and announced this size.
     size: Option<u64>,
+    /// A v2 connection (BEP 52): it may be sent hash requests.
+    v2: bool,
+    /// Its handshake set the v2 bit.
+    v2_bit: bool,
     /// When we last asked it, or it last answered, while it had pieces
     /// outstanding.
     last_progress: Instant,
@@ -173,7 +177,7 @@ pub(crate) struct MetadataFetch {
     /// dialled before, so that no event of a connection can reach the
     /// controller before the fetch it belongs to.
     started: bool,
-    /// A v2-only torrent's metadata, waiting for its piece layers.
+    /// A v2 or hybrid torrent's metadata, waiting for its piece layers.
     layers: Option<layers::LayerPhase>,
     finished: bool,
 }
@@ -277,7 +281,7 @@ impl MetadataFetch {
                     .peer_addr()
                     .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
                 if !self.banned.contains(&addr) {
-                    self.spawn_peer(Origin::Incoming(stream, hs), addr);
+                    self.spawn_peer(Origin::Incoming(stream, hs), addr, false);
                 }
             }
             TorrentCommand::Pause => {
@@ -420,8 +424,12 @@ impl MetadataFetch {
             return;
         }
         match event {
-            PeerEvent::Ready { addr, .. } => {
+            PeerEvent::Ready {
+                addr, v2, v2_bit, ..
+            } => {
                 p.ready = true;
+                p.v2 = v2;
+                p.v2_bit = v2_bit;
                 p.ready_at = Some(Instant::now());
                 p.addr = addr;
                 self.publish();
@@ -547,10 +555,11 @@ impl MetadataFetch {
             if self.banned.contains(&addr)
                 || self.peers.values().any(|p| p.addr == addr)
                 || (addr.port() == self.setup.session.port && addr.ip().is_loopback())
+                || self.setup.session.blocked(addr.ip())
             {
                 continue;
             }
-            self.spawn_peer(Origin::Outgoing(addr), addr);
+            self.spawn_peer(Origin::Outgoing(addr), addr, false);
         }
         self.arm_tick();
     }
@@ -561,7 +570,9 @@ impl MetadataFetch {
         }
     }
 
-    fn spawn_peer(&mut self, origin: Origin, addr: SocketAddr) {
+    /// Starts a connection; `name_v2`: an outgoing one names the torrent
+    /// by its truncated v2 hash (a hybrid's v2 connection, see `layers`).
+    pub(super) fn spawn_peer(&mut self, origin: Origin, addr: SocketAddr, name_v2: bool) {
         let key = PeerKey(self.next_key);
         self.next_key += 1;
         let outgoing = matches!(origin, Origin::Outgoing(_));
@@ -571,7 +582,10 @@ impl MetadataFetch {
         let ctx = MetaContext {
             torrent: self.setup.id,
             key,
-            info_hash: self.setup.info_hash,
+            info_hash: match (name_v2, self.v2_wire_hash()) {
+                (true, Some(v2)) => v2,
+                _ => self.setup.info_hash,
+            },
             v2: self.v2_wire_hash(),
             our_id: self.setup.session.peer_id,
             listen_port: self.setup.session.port,
@@ -597,6 +611,8 @@ impl MetadataFetch {
                         started: Instant::now(),
                         ready_at: None,
                         extension_at: None,
+                        v2: false,
+                        v2_bit: false,
                         size: None,
                         last_progress: Instant::now(),
                         closing: false,
@@ -794,7 +810,7 @@ impl MetadataFetch {
             metainfo.info.piece_count(),
             metainfo.info.name
         );
-        if !self.start_layers(&metainfo, &info) {
+        if !self.start_layers(&metainfo, &info, &file) {
             self.hand_over(metainfo, file);
         }
     }
@@ -900,6 +916,7 @@ impl MetadataFetch {
         });
         if added {
             self.announcer = Some(key);
+            *self.setup.published.announce_key.lock() = Some(key);
         }
     }
 
@@ -908,6 +925,7 @@ impl MetadataFetch {
             d.remove(self.setup.id);
         }
         if let Some(key) = self.announcer.take() {
+            *self.setup.published.announce_key.lock() = None;
             // `stopped` goes out in the background; the torrent announces
             // `started` again under a new key.
             self.setup.session.with_announcer(|a| drop(a.remove(key)));

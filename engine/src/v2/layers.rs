@@ -117,6 +117,14 @@ impl LayerFetch {
             .all(|f| f.chunks.iter().all(|c| matches!(c, Chunk::Have(_))))
     }
 
+    /// Whether any request is outstanding.
+    pub(crate) fn any_in_flight(&self) -> bool {
+        self.files
+            .iter()
+            .flat_map(|f| &f.chunks)
+            .any(|c| matches!(c, Chunk::Asked(..)))
+    }
+
     /// Requests outstanding with `peer`.
     pub(crate) fn in_flight(&self, peer: PeerKey) -> usize {
         self.files

@@ -266,8 +266,7 @@ impl Core {
                 tier,
                 last_error: None,
                 last_success: None,
-                last_peer_count: 0,
-                started: false,
+                ..TrackerStatus::default()
             });
         }
         let schedule = Schedule::shared(self.schedule.clone(), now);
@@ -950,6 +949,13 @@ mod tests {
         assert_eq!(run.len(), 2, "the tracker is not backing off");
         let st = c.torrents[&TorrentKey(0)].status.clone();
         assert_eq!(st.failures, 1);
+        let tr = &st.trackers[0];
+        assert_eq!(tr.last_announce, Some(t0), "a failed announce is dated too");
+        assert!(tr
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("unregistered")));
+        assert_eq!(tr.last_success, None);
         assert_eq!(c.next_wakeup(), Some(t0 + S(10)), "torrent 0 retries alone");
         let run = drain(&mut c, t0 + S(10), |_| ok(1800));
         assert_eq!(run.len(), 1);
@@ -1072,5 +1078,12 @@ mod tests {
             .filter(|o| matches!(o, Output::Event(TrackerEvent::Scraped(_, s)) if s.complete == 3))
             .count();
         assert_eq!(scraped, 120);
+        let tr = &c.torrents[&TorrentKey(7)].status.trackers[0];
+        assert_eq!(
+            (tr.seeders, tr.leechers, tr.downloaded, tr.last_scrape),
+            (Some(3), Some(4), Some(0), Some(t0)),
+            "each torrent's tracker keeps its scrape"
+        );
+        assert_eq!(tr.last_scrape_error, None);
     }
 }

@@ -11,9 +11,10 @@
 //!   While it is dropped every wanted piece is had: nothing takes a piece
 //!   out of `have` without building it first.
 //! - the `Swarm` (candidates, failed and redialled addresses, bans,
-//!   bad-data counts, pending per-block blame): built by the first address
-//!   or peer, dropped when every part of it is empty again (so nothing it
-//!   knew is lost: a ban keeps it alive).
+//!   bad-data counts, pending per-block blame and the v2 leaves asked
+//!   ahead of their blocks): built by the first address or peer, dropped
+//!   when every part of it is empty again (so nothing it knew is lost: a
+//!   ban, a blame or a leaf ask in flight keeps it alive).
 //! - the `Choker`, built by the first rechoke (see `Controller::choker`).
 //! - the transfer `Rates`, made by the first byte moved and dropped once
 //!   the quiet ticks after the last peer left are over (published as 0).
@@ -154,9 +155,11 @@ pub(super) struct Swarm {
     pub bad_data: BadDataGuard<SocketAddr>,
     /// Block hashes of v2 pieces that just failed (see `blame.rs`).
     pub failed_leaves: HashMap<usize, Vec<bittern_storage::merkle::Hash256>>,
-    /// Failed v2 pieces waiting for their leaves, and how many asked
-    /// peers have not answered.
-    pub blames: HashMap<usize, (crate::v2::blame::PendingBlame, usize)>,
+    /// Failed v2 pieces waiting for their leaves (see `blame.rs`).
+    pub blames: HashMap<usize, super::blame::Asked>,
+    /// v2 pieces whose leaves were asked ahead of their blocks, and when
+    /// (see `blame.rs`; an entry expires after the request timeout).
+    pub leaf_asks: HashMap<usize, Instant>,
 }
 
 impl Swarm {
@@ -168,6 +171,7 @@ impl Swarm {
             && self.bad_data.is_empty()
             && self.failed_leaves.is_empty()
             && self.blames.is_empty()
+            && self.leaf_asks.is_empty()
     }
 }
 

@@ -115,6 +115,7 @@ impl Controller {
     /// upkeep: every 250 ms while the torrent has peers (see `timers`).
     pub(super) fn on_tick(&mut self, now: Instant) {
         self.last_tick = now;
+        self.drop_blocked();
         // Sample payload counters for per-peer rates.
         let mut up_total = 0;
         for p in self.peers.values_mut() {
@@ -141,6 +142,7 @@ impl Controller {
             if self.state == TorrentState::Downloading {
                 self.expire_requests(now);
             }
+            self.expire_blames(now);
             // Interest can drop as pieces complete; recheck everyone.
             let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
             for k in keys {
@@ -430,6 +432,7 @@ impl Controller {
         });
         if added {
             self.announcer = Some(key);
+            *self.published.announce_key.lock() = Some(key);
         }
     }
 
@@ -439,6 +442,7 @@ impl Controller {
         self.session
             .lsd_send(crate::lsd::LsdCommand::Remove(self.info_hash));
         let key = self.announcer.take()?;
+        *self.published.announce_key.lock() = None;
         let mut stopping = None;
         self.session
             .with_announcer(|a| stopping = Some(a.remove(key)));

@@ -101,6 +101,14 @@ impl Controller {
         if blocks.is_empty() {
             return;
         }
+        if self.v2.is_some() {
+            let mut pieces: Vec<u32> = blocks.iter().map(|b| b.index).collect();
+            pieces.dedup();
+            self.ask_piece_leaves(key, &pieces, now);
+        }
+        let Some(p) = self.peers.get(&key) else {
+            return;
+        };
         if p.commands.try_send(PeerCommand::Request(blocks)).is_err() {
             self.close(key);
         }
@@ -294,6 +302,30 @@ impl Controller {
         self.rechoke(false);
     }
 
+    /// Closes the connections to peers the session's IP filter blocks:
+    /// those connected before their address was blocked (not kept, as in
+    /// Transmission), and those whose dial or handshake was under way
+    /// when it changed. Runs each tick while the filter blocks anything
+    /// (a lookup per peer), and once after it is emptied.
+    pub(super) fn drop_blocked(&mut self) {
+        let generation = self.session.filter_generation();
+        let filter = self.session.ip_filter.lock().clone();
+        if filter.is_empty() && generation == self.filter_seen {
+            return;
+        }
+        self.filter_seen = generation;
+        let blocked: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.closing && filter.contains(p.addr.ip()))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in blocked {
+            debug!("{}: closed, now in the blocklist", self.peers[&key].addr);
+            self.close(key);
+        }
+    }
+
     /// Ends a connection. The writer gets `Close` after the commands queued
     /// before it (the last HAVEs go out) and ends within [`CLOSE_GRACE`];
     /// a writer that cannot take it (full queue) or does not end in time
@@ -364,6 +396,10 @@ impl Controller {
             }
             if self.session.is_own_addr(addr) {
                 // Our own listener, handed back by a tracker or a peer.
+                continue;
+            }
+            if self.session.blocked(addr.ip()) {
+                // Whatever found it (tracker, PEX, DHT, LSD, x.pe).
                 continue;
             }
             self.spawn_peer(Origin::Outgoing(addr), addr);
@@ -497,6 +533,7 @@ impl Controller {
                         incoming,
                         utp: false,
                         encrypted: false,
+                        v2: false,
                         peer_id: None,
                         bits: None,
                         fast: false,

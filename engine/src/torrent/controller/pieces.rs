@@ -57,6 +57,12 @@ impl Controller {
         match result {
             Ok(true) => {
                 picker!(self).piece_passed(piece);
+                if let Some(v2) = &self.v2 {
+                    v2.forget_leaves(piece);
+                    if let Some(swarm) = self.swarm.as_deref_mut() {
+                        swarm.leaf_asks.remove(&piece);
+                    }
+                }
                 self.have.insert(piece);
                 // Get the bytes moving to disk a little later (see
                 // `writeback`), so the flush before recording the piece as

@@ -1,45 +1,82 @@
-//! The second step of a v2-only magnet's metadata phase (BEP 52): the info
-//! dictionary is in, but the piece layers of files longer than one piece
-//! are not part of it. They are asked of the same connections with hash
-//! requests ([`LayerFetch`]), each answer proven against the file's root,
-//! and the `.torrent` written and handed over holds them, so the torrent
-//! checks every piece as one added from a complete `.torrent` does.
+//! The second step of a v2 or hybrid magnet's metadata phase (BEP 52): the
+//! info dictionary is in, but the piece layers of files longer than one
+//! piece are not part of it. They are asked of the same connections (v2
+//! ones only: libtorrent drops a v1 connection that sends hash requests)
+//! with hash requests ([`LayerFetch`]), each answer proven against the
+//! file's root, and the `.torrent` written and handed over holds them, so
+//! the torrent checks every piece (and every block, `v2::blocks`) as one
+//! added from a complete `.torrent` does.
+//!
+//! A hybrid can do without them (its SHA-1 half checks pieces): it asks
+//! only when the magnet has the `btmh` hash (the connections were opened
+//! with the v2 bit, so v2 peers upgraded them) and a v2 peer is there, and
+//! it hands over without layers when no v2 peer is left to ask or after
+//! [`HYBRID_LAYER_WAIT`], so a swarm of v1-only peers is not held up.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bittern_storage::merkle::Hash256;
 use bittern_wire::hashes::HashRequest;
 use bittern_wire::Metainfo;
 use log::{debug, info, warn};
 
+use std::net::SocketAddr;
+
 use super::file::torrent_file_bytes;
 use super::MetadataFetch;
 use crate::error::Violation;
-use crate::peer::PeerCommand;
+use crate::peer::{Origin, PeerCommand};
 use crate::picker::PeerKey;
 use crate::status::TorrentState;
 use crate::v2::layers::{LayerFetch, Outcome};
 
 /// Hash requests outstanding with one peer.
 const MAX_PER_PEER: usize = 4;
+/// How long a hybrid waits for its piece layers before it goes on with
+/// its SHA-1 half alone.
+const HYBRID_LAYER_WAIT: Duration = Duration::from_secs(30);
 
 /// The fetched info dictionary waiting for its piece layers.
 pub(super) struct LayerPhase {
     fetch: LayerFetch,
     info: Vec<u8>,
+    /// A hybrid's metainfo and `.torrent` without layers, and when it
+    /// gives up waiting for them.
+    hybrid: Option<(Metainfo, Vec<u8>, Instant)>,
 }
 
 impl MetadataFetch {
-    /// Starts asking for the piece layers `metainfo` lacks, when it is a
-    /// v2-only torrent that lacks some; false when there is nothing to
-    /// fetch (hybrids check pieces by their SHA-1 half without layers).
-    pub(super) fn start_layers(&mut self, metainfo: &Metainfo, info: &[u8]) -> bool {
-        if metainfo.info.version.has_v1() {
+    /// Starts asking for the piece layers `metainfo` (whose `.torrent` is
+    /// `file`) lacks, when it is a v2 or hybrid torrent that lacks some;
+    /// false when there is nothing to fetch, or a hybrid has no v2 peer to
+    /// ask (it checks pieces by its SHA-1 half then).
+    pub(super) fn start_layers(&mut self, metainfo: &Metainfo, info: &[u8], file: &[u8]) -> bool {
+        let hybrid = metainfo.info.version.has_v1();
+        if hybrid && self.setup.info_hash_v2.is_none() {
             return false;
         }
         let Some(fetch) = LayerFetch::new(metainfo) else {
             return false;
         };
+        if hybrid && !self.peers.values().any(|p| p.ready && !p.closing && p.v2) {
+            // v1 connections to peers that speak v2 (libtorrent ties an
+            // MSE stream to the hash it was opened under): opened again
+            // under the v2 hash, the v1 one closed first
+            let redial: Vec<(PeerKey, SocketAddr)> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.ready && !p.closing && p.v2_bit && p.outgoing)
+                .map(|(k, p)| (*k, p.addr))
+                .collect();
+            if redial.is_empty() {
+                return false;
+            }
+            for (key, addr) in redial {
+                self.skip.insert(addr);
+                self.close(key);
+                self.spawn_peer(Origin::Outgoing(addr), addr, true);
+            }
+        }
         info!(
             "{}: metadata complete, fetching piece layers by hash request",
             self.short()
@@ -47,6 +84,13 @@ impl MetadataFetch {
         self.layers = Some(LayerPhase {
             fetch,
             info: info.to_vec(),
+            hybrid: hybrid.then(|| {
+                (
+                    metainfo.clone(),
+                    file.to_vec(),
+                    Instant::now() + HYBRID_LAYER_WAIT,
+                )
+            }),
         });
         self.request_layers();
         true
@@ -64,7 +108,7 @@ impl MetadataFetch {
         let mut keys: Vec<PeerKey> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.ready && !p.closing)
+            .filter(|(_, p)| p.ready && !p.closing && p.v2)
             .map(|(k, _)| *k)
             .collect();
         keys.sort();
@@ -86,7 +130,34 @@ impl MetadataFetch {
             }
             self.close(key);
         }
+        // A hybrid with nobody left to ask: on with its SHA-1 half.
+        let v2_peers = self
+            .peers
+            .values()
+            .any(|p| !p.closing && (p.v2 || !p.ready));
+        if let Some(phase) = self.layers.as_ref() {
+            if phase.hybrid.is_some() && !phase.fetch.any_in_flight() && !v2_peers {
+                return self.layers_given_up("no v2 peer has them");
+            }
+        }
         self.arm_tick();
+    }
+
+    /// A hybrid goes on without piece layers: its pieces are checked by
+    /// SHA-1, its `.torrent` saved without them.
+    fn layers_given_up(&mut self, why: &str) {
+        let Some(LayerPhase {
+            hybrid: Some((metainfo, file, _)),
+            ..
+        }) = self.layers.take()
+        else {
+            return;
+        };
+        info!(
+            "{}: piece layers not fetched ({why}): pieces checked by SHA-1",
+            self.short()
+        );
+        self.hand_over(metainfo, file);
     }
 
     /// A peer's `hashes`: kept when proven, else the peer is dropped.
@@ -130,6 +201,13 @@ impl MetadataFetch {
         let Some(phase) = self.layers.as_mut() else {
             return;
         };
+        if phase
+            .hybrid
+            .as_ref()
+            .is_some_and(|(_, _, until)| now >= *until)
+        {
+            return self.layers_given_up("no answer in time");
+        }
         for key in phase.fetch.expire(now) {
             debug!("{}: peer {} sent no hashes in time", self.short(), key.0);
             self.close(key);

@@ -167,6 +167,9 @@ impl Core {
                     ts.last_success = Some(now);
                     ts.last_peer_count = resp.peers.len();
                     ts.started = true;
+                    ts.last_announce = Some(now);
+                    ts.seeders = resp.complete.or(ts.seeders);
+                    ts.leechers = resp.incomplete.or(ts.leechers);
                 }
                 Self::reschedule(&mut self.heap, key, t);
                 if !resp.peers.is_empty() {
@@ -177,7 +180,9 @@ impl Core {
             Err(e) => {
                 log::debug!("torrent {key:?}: announce to {url} failed: {e}");
                 if let Some(i) = status_of(t) {
-                    t.status.trackers[i].last_error = Some(error_chain(&e));
+                    let ts = &mut t.status.trackers[i];
+                    ts.last_error = Some(error_chain(&e));
+                    ts.last_announce = Some(now);
                 }
                 if t.removing.is_some() {
                     self.maybe_forget(key);
@@ -200,12 +205,39 @@ impl Core {
         torrents: Vec<(TorrentKey, InfoHash)>,
         result: Result<Vec<(InfoHash, ScrapeStats)>, Error>,
     ) {
+        let url = self
+            .trackers
+            .get(&id)
+            .map(|t| t.url.clone())
+            .unwrap_or_default();
+        // Each torrent's view of this tracker: when it was scraped, and
+        // what came of it.
+        let noted = |t: &mut TorrentState, outcome: Result<Option<ScrapeStats>, String>| {
+            if let Some(ts) = t.status.trackers.iter_mut().find(|s| s.url == url) {
+                ts.last_scrape = Some(now);
+                match outcome {
+                    Ok(stats) => {
+                        ts.last_scrape_error = None;
+                        if let Some(s) = stats {
+                            ts.seeders = Some(s.complete);
+                            ts.leechers = Some(s.incomplete);
+                            ts.downloaded = Some(s.downloaded);
+                        }
+                    }
+                    Err(e) => ts.last_scrape_error = Some(e),
+                }
+            }
+        };
         match result {
             Ok(stats) => {
                 self.tracker_answered(now, id);
                 let by_hash: HashMap<InfoHash, ScrapeStats> = stats.into_iter().collect();
                 for (key, hash) in torrents {
-                    let Some(s) = by_hash.get(&hash).copied() else {
+                    let found = by_hash.get(&hash).copied();
+                    if let Some(t) = self.torrents.get_mut(&key) {
+                        noted(t, Ok(found));
+                    }
+                    let Some(s) = found else {
                         continue;
                     };
                     if let Some(t) = self.torrents.get_mut(&key) {
@@ -217,6 +249,11 @@ impl Core {
                 }
             }
             Err(e) if e.is_unreachable() => {
+                for (key, _) in &torrents {
+                    if let Some(t) = self.torrents.get_mut(key) {
+                        noted(t, Err(error_chain(&e)));
+                    }
+                }
                 self.tracker_failed(now, id, &e);
                 // Try again once the tracker is back.
                 if let Some(tr) = self.trackers.get_mut(&id) {
@@ -232,6 +269,11 @@ impl Core {
             }
             Err(e) => {
                 // The tracker is there but does not scrape: drop the request.
+                for (key, _) in &torrents {
+                    if let Some(t) = self.torrents.get_mut(key) {
+                        noted(t, Err(error_chain(&e)));
+                    }
+                }
                 self.tracker_answered(now, id);
                 log::debug!("scrape failed: {e}");
             }

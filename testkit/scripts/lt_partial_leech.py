@@ -11,9 +11,8 @@ bytes downloaded; then it closes the files and exits 0. Exits 2 on timeout.
 """
 
 import sys
-import time
 
-from lt_common import add, describe, drain_alerts, log, make_session
+from lt_common import add, close, download, make_session
 
 
 def main():
@@ -23,38 +22,21 @@ def main():
     print("PORT %d" % port, flush=True)
     h = add(ses, torrent, save_path)
     first = h.torrent_file().files().file_size(0)
-    peer = ("127.0.0.1", peer_port)
-    deadline = time.monotonic() + timeout
-    last_connect = 0.0
-    last_log = 0.0
-    flags = 0
-    while True:
+    flags = [0]
+
+    def tick():
         for p in h.get_peer_info():
             if p.ip[1] == peer_port and not int(p.flags) & 0xC0:
-                flags = int(p.flags)
-        s = h.status()
-        now = time.monotonic()
-        if s.has_metadata and h.file_progress()[0] == first and flags:
-            break
-        if now > deadline:
-            log("timed out:", describe(h), "flags", flags)
-            drain_alerts(ses)
-            sys.exit(2)
-        if s.num_peers == 0 and now - last_connect > 1:
-            h.connect_peer(peer)
-            last_connect = now
-        if now - last_log > 1:
-            log(describe(h), "flags", hex(flags))
-            last_log = now
-        drain_alerts(ses)
-        time.sleep(0.05)
-    got = h.status().total_payload_download
-    log("first file complete:", describe(h), "flags", hex(flags))
-    # Close the files before the test compares them.
-    ses.remove_torrent(h)
+                flags[0] = int(p.flags)
+
+    def done(s):
+        return s.has_metadata and h.file_progress()[0] == first and flags[0]
+
+    download(ses, h, peer_port, timeout, done, tick, lambda: "flags %s" % hex(flags[0]))
+    s = close(ses, h, "first file complete (flags %s):" % hex(flags[0]))
     del h
     del ses
-    print("DONE %d %d" % (flags, got), flush=True)
+    print("DONE %d %d" % (flags[0], s.total_payload_download), flush=True)
 
 
 if __name__ == "__main__":

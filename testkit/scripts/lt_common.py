@@ -81,14 +81,94 @@ def make_session(listen="127.0.0.1:0", outgoing="127.0.0.1", extra=None):
     sys.exit(3)
 
 
-def add(ses, torrent, save_path):
+def add(ses, torrent, save_path, priorities=None):
+    """Adds TORRENT (a .torrent path) saving into SAVE_PATH, with the file
+    `priorities` given (a list), running and not auto-managed."""
     atp = lt.add_torrent_params()
     atp.ti = lt.torrent_info(torrent)
     atp.save_path = save_path
+    if priorities is not None:
+        atp.file_priorities = priorities
+    return add_params(ses, atp)
+
+
+def add_params(ses, atp):
     # Not auto-managed: the queue must never pause our only torrent.
     atp.flags &= ~lt.torrent_flags.auto_managed
     atp.flags &= ~lt.torrent_flags.paused
     return ses.add_torrent(atp)
+
+
+def download(ses, h, peer_port, timeout, done, tick=None, note=None):
+    """Runs until `done(status)` holds, (re)connecting to
+    127.0.0.1:PEER_PORT whenever no peer is connected (the first attempt
+    may come while the torrent is still checking) and logging progress
+    each second (`note()` adds to the line). `tick()` runs first in each
+    round. Exits 2 after TIMEOUT seconds."""
+    peer = ("127.0.0.1", peer_port)
+    deadline = time.monotonic() + timeout
+    last_connect = 0.0
+    last_log = 0.0
+    extra = note or (lambda: "")
+    while True:
+        if tick:
+            tick()
+        s = h.status()
+        if done(s):
+            return s
+        now = time.monotonic()
+        if now > deadline:
+            log("timed out:", describe(h), extra())
+            drain_alerts(ses)
+            sys.exit(2)
+        if s.num_peers == 0 and now - last_connect > 1:
+            h.connect_peer(peer)
+            last_connect = now
+        if now - last_log > 1:
+            log(describe(h), extra())
+            last_log = now
+        drain_alerts(ses)
+        time.sleep(0.05)
+
+
+def close(ses, h, what):
+    """Logs WHAT with the torrent's state and closes its files (removes it)
+    before the test compares them; returns its last status."""
+    drain_alerts(ses)
+    s = h.status()
+    log(what, describe(h))
+    ses.remove_torrent(h)
+    return s
+
+
+def wait_checked(ses, h, ready, what):
+    """Waits (30 s at most, else exits 2) until `ready(status)` holds after
+    the data check; logs WHAT."""
+    deadline = time.monotonic() + 30
+    while not ready(h.status()):
+        if time.monotonic() > deadline:
+            log("not %s after the check:" % what, describe(h))
+            sys.exit(2)
+        drain_alerts(ses)
+        time.sleep(0.05)
+    log("%s:" % what, describe(h))
+
+
+def serve(ses, h, report=False):
+    """Serves until killed, printing "PEERS ..." (and with REPORT, "PEER
+    ..." lines, see report_peers) as the connected set changes."""
+    last = 0.0
+    peers = None
+    seen = set()
+    while True:
+        drain_alerts(ses)
+        peers = print_peers(h, peers)
+        if report:
+            report_peers(h, seen)
+        if time.monotonic() - last > 1:
+            log(describe(h))
+            last = time.monotonic()
+        ses.wait_for_alert(200)
 
 
 def drain_alerts(ses):

@@ -14,7 +14,7 @@ import time
 
 import libtorrent as lt
 
-from lt_common import describe, drain_alerts, log, make_session
+from lt_common import add_params, close, download, log, make_session
 
 
 def main():
@@ -24,42 +24,20 @@ def main():
     log("magnet leecher listening on", port)
     atp = lt.parse_magnet_uri(uri)
     atp.save_path = save_path
-    atp.flags &= ~lt.torrent_flags.auto_managed
-    atp.flags &= ~lt.torrent_flags.paused
     added = time.monotonic()
-    h = ses.add_torrent(atp)
-    peer = ("127.0.0.1", peer_port)
-    deadline = time.monotonic() + timeout
-    h.connect_peer(peer)
-    last_connect = time.monotonic()
-    last_log = 0.0
-    said_metadata = False
-    while True:
-        s = h.status()
-        if s.has_metadata and not said_metadata:
+    h = add_params(ses, atp)
+    said_metadata = [False]
+
+    def tick():
+        if h.status().has_metadata and not said_metadata[0]:
             ti = h.torrent_file()
             digest = hashlib.sha1(bytes(ti.metadata())).hexdigest()
             print("METADATA %s %.4f" % (digest, time.monotonic() - added), flush=True)
-            said_metadata = True
-        if s.is_seeding:
-            break
-        now = time.monotonic()
-        if now > deadline:
-            log("timed out:", describe(h))
-            drain_alerts(ses)
-            sys.exit(2)
-        if s.num_peers == 0 and now - last_connect > 1:
-            h.connect_peer(peer)
-            last_connect = now
-        if now - last_log > 1:
-            log(describe(h))
-            last_log = now
-        drain_alerts(ses)
-        time.sleep(0.05)
-    drain_alerts(ses)
-    s = h.status()
-    log("complete:", describe(h))
-    ses.remove_torrent(h)
+            said_metadata[0] = True
+
+    download(ses, h, peer_port, timeout, lambda s: s.is_seeding, tick)
+    tick()
+    s = close(ses, h, "complete:")
     del h
     del ses
     print("DONE %d" % s.total_payload_download, flush=True)

@@ -18,7 +18,8 @@ once the torrent is complete and exits. Diagnostics go to stderr.
 import sys
 import time
 
-import libtorrent as lt
+import lt_common
+from lt_common import add, log
 
 PE_FORCED = 0
 LEVELS = {"plaintext": 1, "rc4": 2}
@@ -26,56 +27,22 @@ RC4_ENCRYPTED = 1 << 19
 PLAINTEXT_ENCRYPTED = 1 << 20
 
 
-def log(*args):
-    print(*args, file=sys.stderr, flush=True)
-
-
 def say(*args):
     print(*args, flush=True)
 
 
 def make_session(level):
-    settings = {
-        "enable_dht": False,
-        "enable_lsd": False,
-        "enable_upnp": False,
-        "enable_natpmp": False,
-        "listen_interfaces": "127.0.0.1:0",
-        "outgoing_interfaces": "127.0.0.1",
-        "allow_multiple_connections_per_ip": True,
-        "enable_outgoing_utp": False,
-        "enable_incoming_utp": False,
-        "out_enc_policy": PE_FORCED,
-        "in_enc_policy": PE_FORCED,
-        "allowed_enc_level": LEVELS[level],
-        "prefer_rc4": level == "rc4",
-        "alert_mask": lt.alert.category_t.error_notification
-        | lt.alert.category_t.status_notification
-        | lt.alert.category_t.peer_notification,
-        "user_agent": "bittern-mse-test",
-    }
-    ses = lt.session(settings)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        for a in ses.pop_alerts():
-            if isinstance(a, lt.listen_failed_alert):
-                log("listen failed:", a.message())
-                sys.exit(3)
-        port = ses.listen_port()
-        if port:
-            return ses, port
-        ses.wait_for_alert(100)
-    log("no listen port after 10 s")
-    sys.exit(3)
-
-
-def add(ses, torrent, save_path):
-    atp = lt.add_torrent_params()
-    atp.ti = lt.torrent_info(torrent)
-    atp.save_path = save_path
-    atp.flags &= ~lt.torrent_flags.auto_managed
-    atp.flags &= ~lt.torrent_flags.paused
-    return ses.add_torrent(atp)
+    """A loopback session (lt_common's settings) that forces encryption
+    both ways with LEVEL the only stream method."""
+    return lt_common.make_session(
+        extra={
+            "out_enc_policy": PE_FORCED,
+            "in_enc_policy": PE_FORCED,
+            "allowed_enc_level": LEVELS[level],
+            "prefer_rc4": level == "rc4",
+            "user_agent": "bittern-mse-test",
+        }
+    )
 
 
 def report_peers(h, seen):

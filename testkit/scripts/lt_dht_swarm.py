@@ -16,9 +16,11 @@ outside 127/8, bootstrapped from one another with add_dht_node. With
 
 then serves JSON commands, one per stdin line, one JSON line back each:
 
-    {"cmd": "leech", "torrent": PATH or MAGNET, "node": I, "timeout": S, "peer": "127.0.0.1:P"?}
+    {"cmd": "leech", "torrent": PATH or MAGNET, "node": I, "timeout": S, "peer": "127.0.0.1:P"?,
+     "limit": BYTES_PER_S?}
         -> {"event": "leech", "ok": bool, "sha256": HEX|null, "path": PATH|null, "seconds": S,
             "peers": [{"addr": "127.0.0.1:P", "flags": INT, "source": INT}]}
+       (each peer's flags and source: the union over every poll while leeching)
     {"cmd": "peers", "node": I}   (peers of the torrents node I has)
         -> {"event": "peers", "peers": [{"addr", "flags", "source"}, ...]}
     {"cmd": "table"}
@@ -168,11 +170,21 @@ def leech(nodes, cmd):
         if not ipaddress.ip_address(host).is_loopback:
             raise SystemExit(f"refusing non-loopback peer {cmd['peer']!r}")
         h.connect_peer((host, int(port)))
+    if cmd.get("limit"):
+        # keeps every connection up for seconds, so the polls below (every
+        # 20 ms, far rarer when the machine is loaded) cannot miss it
+        h.set_download_limit(int(cmd["limit"]))
     seen = {}
 
     def done():
+        # A peer's flags and source are the union of every poll's: a poll
+        # catching a connection that libtorrent is closing (it closes its
+        # seeds the moment it finishes) reports its source as 0.
         for p in h.get_peer_info():
-            seen[ep_str(p.ip)] = {"addr": ep_str(p.ip), "flags": int(p.flags), "source": int(p.source)}
+            addr = ep_str(p.ip)
+            e = seen.setdefault(addr, {"addr": addr, "flags": 0, "source": 0})
+            e["flags"] |= int(p.flags)
+            e["source"] |= int(p.source)
         return h.status().is_seeding
 
     ok = pump_until(nodes, done, float(cmd.get("timeout", 60)))
