@@ -32,6 +32,11 @@ pub(crate) struct HashPool {
 
 impl HashPool {
     pub(crate) fn new(threads: usize) -> std::io::Result<HashPool> {
+        HashPool::named(threads, "bittern-verify")
+    }
+
+    /// A pool whose threads are called `name-0`, `name-1`, ...
+    pub(crate) fn named(threads: usize, name: &str) -> std::io::Result<HashPool> {
         let (tx, rx) = bounded::<Job>(QUEUE);
         let overflow: Arc<Mutex<VecDeque<Job>>> = Arc::default();
         let mut handles = Vec::new();
@@ -40,7 +45,7 @@ impl HashPool {
             let overflow = overflow.clone();
             handles.push(
                 std::thread::Builder::new()
-                    .name(format!("bittern-verify-{i}"))
+                    .name(format!("{name}-{i}"))
                     .spawn(move || {
                         for job in rx {
                             job();
@@ -83,6 +88,88 @@ impl Drop for HashPool {
         self.tx.take();
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+    }
+}
+
+/// Most threads of the session's [`SavePool`].
+pub(crate) const SAVE_THREADS: usize = 4;
+/// A save thread with nothing to do for this long ends.
+const SAVE_IDLE: Duration = Duration::from_secs(2);
+
+/// The few threads that write resume state (periodic saves and the last
+/// save of a stop): a session stopping 10,000 torrents that each have
+/// something to record runs their saves here, at most [`SAVE_THREADS`] at
+/// a time, instead of on a thread per torrent. Threads start when jobs
+/// wait and none is free, and end after [`SAVE_IDLE`] without a job, so a
+/// session with nothing to save has none.
+#[derive(Default)]
+pub(crate) struct SavePool {
+    shared: Arc<SaveShared>,
+}
+
+#[derive(Default)]
+struct SaveShared {
+    state: Mutex<SaveState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct SaveState {
+    /// Jobs waiting: at most one save per torrent at a time.
+    jobs: VecDeque<Job>,
+    threads: usize,
+    idle: usize,
+}
+
+impl SavePool {
+    /// Runs `job` on a save thread. Never waits for a job. Gives `job`
+    /// back when no thread runs and none could be started.
+    pub(crate) fn spawn<F: FnOnce() + Send + 'static>(&self, job: F) -> Result<(), F> {
+        let mut st = self.shared.state.lock();
+        if st.idle > 0 || st.threads >= SAVE_THREADS {
+            st.jobs.push_back(Box::new(job));
+            self.shared.wake.notify_one();
+            return Ok(());
+        }
+        let shared = self.shared.clone();
+        let started = std::thread::Builder::new()
+            .name(format!("bittern-save-{}", st.threads))
+            .spawn(move || save_worker(&shared));
+        match started {
+            Ok(_) => {
+                st.threads += 1;
+                st.jobs.push_back(Box::new(job));
+                Ok(())
+            }
+            Err(e) if st.threads > 0 => {
+                log::debug!("cannot start another save thread: {e}");
+                st.jobs.push_back(Box::new(job));
+                Ok(())
+            }
+            Err(e) => {
+                log::warn!("cannot start a save thread: {e}");
+                Err(job)
+            }
+        }
+    }
+}
+
+fn save_worker(shared: &SaveShared) {
+    let mut st = shared.state.lock();
+    loop {
+        if let Some(job) = st.jobs.pop_front() {
+            drop(st);
+            job();
+            st = shared.state.lock();
+            continue;
+        }
+        st.idle += 1;
+        let timed_out = shared.wake.wait_for(&mut st, SAVE_IDLE).timed_out();
+        st.idle -= 1;
+        if timed_out && st.jobs.is_empty() {
+            st.threads -= 1;
+            return;
         }
     }
 }
@@ -156,6 +243,36 @@ impl VerifyQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn save_pool_runs_every_job_on_few_threads_that_end_when_idle() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let pool = SavePool::default();
+        for i in 0..200 {
+            let tx = tx.clone();
+            assert!(pool
+                .spawn(move || {
+                    std::thread::sleep(Duration::from_millis(1));
+                    tx.send((i, std::thread::current().name().map(String::from)))
+                        .unwrap();
+                })
+                .is_ok());
+        }
+        let got: Vec<_> = (0..200)
+            .map(|_| rx.recv_timeout(Duration::from_secs(30)).unwrap())
+            .collect();
+        let mut ids: Vec<i32> = got.iter().map(|(i, _)| *i).collect();
+        ids.sort();
+        assert_eq!(ids, (0..200).collect::<Vec<_>>());
+        let names: std::collections::HashSet<_> = got.iter().map(|(_, n)| n.clone()).collect();
+        assert!(names.len() <= SAVE_THREADS, "{names:?}");
+        assert!(pool.shared.state.lock().threads <= SAVE_THREADS);
+        let deadline = Instant::now() + SAVE_IDLE * 10;
+        while pool.shared.state.lock().threads > 0 {
+            assert!(Instant::now() < deadline, "save threads did not end");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 
     #[test]
     fn runs_every_job_then_joins() {

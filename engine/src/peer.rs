@@ -214,12 +214,11 @@ pub(crate) struct PeerContext {
     pub stats: Arc<PeerStats>,
     /// The torrent's counters (the reader adds the bytes it writes).
     pub transfer: Arc<crate::torrent::Transfer>,
-    /// Torrent then session limiter.
-    pub up_limits: [Arc<RateLimiter>; 2],
-    pub down_limits: [Arc<RateLimiter>; 2],
-    /// `false`: the session limiters (index 1) are skipped (see
-    /// `TorrentHandle::set_honors_session_limits`).
-    pub honors_session: Arc<std::sync::atomic::AtomicBool>,
+    /// The torrent's published state: its own limiters, and whether the
+    /// session's apply too (`TorrentHandle::set_honors_session_limits`).
+    pub published: Arc<crate::torrent::Published>,
+    /// The session's limiters (upload, download).
+    pub session_limits: [Arc<RateLimiter>; 2],
     pub timing: Timing,
     /// Super-seeding (BEP 16): the pieces revealed to this peer, the only
     /// ones announced and served (`None`: every piece we have).
@@ -400,16 +399,28 @@ impl ExtensionSetup {
 }
 
 impl PeerContext {
-    /// The limiters a transfer takes tokens from: the torrent's, then the
+    /// The limiters an upload takes tokens from: the torrent's, then the
     /// session's unless the torrent ignores them.
-    pub(crate) fn limits<'a>(
+    pub(crate) fn up_limits(&self) -> impl Iterator<Item = &RateLimiter> + '_ {
+        self.limits(&self.published.limits.up, &self.session_limits[0])
+    }
+
+    /// As [`up_limits`](Self::up_limits), for downloads.
+    pub(crate) fn down_limits(&self) -> impl Iterator<Item = &RateLimiter> + '_ {
+        self.limits(&self.published.limits.down, &self.session_limits[1])
+    }
+
+    fn limits<'a>(
         &'a self,
-        which: &'a [Arc<RateLimiter>; 2],
-    ) -> impl Iterator<Item = &'a Arc<RateLimiter>> + 'a {
-        let session = self
+        torrent: &'a RateLimiter,
+        session: &'a RateLimiter,
+    ) -> impl Iterator<Item = &'a RateLimiter> + 'a {
+        let honors = self
+            .published
+            .limits
             .honors_session
             .load(std::sync::atomic::Ordering::Relaxed);
-        which.iter().take(if session { 2 } else { 1 })
+        std::iter::once(torrent).chain(honors.then_some(session))
     }
 }
 

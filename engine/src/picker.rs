@@ -423,6 +423,16 @@ impl PiecePicker {
         bits.iter_ones().any(|p| self.is_piece_interesting(p))
     }
 
+    /// Nothing in flight, nothing started, no peer counted: the picker
+    /// holds nothing that a new one given the same had and wanted pieces
+    /// would not (so a torrent may drop it and build it again).
+    pub fn is_idle(&self) -> bool {
+        self.outstanding.is_empty()
+            && self.started.is_empty()
+            && self.last_new.is_empty()
+            && (0..self.piece_count).all(|p| self.avail.count(p) == 0)
+    }
+
     /// Requests in flight to `peer`.
     pub fn outstanding(&self, peer: PeerKey) -> usize {
         self.outstanding.get(&peer).map_or(0, FastMap::len)

@@ -161,6 +161,11 @@ pub(crate) struct SessionShared {
     pub hashers: Arc<rayon::ThreadPool>,
     /// Verifies completed pieces by reading them back (sleeping workers).
     pub verifiers: crate::hashpool::HashPool,
+    /// Writes resume state (periodic saves, a stop's last save).
+    pub savers: crate::hashpool::SavePool,
+    /// The resume-state folders in use, one copy each for all the torrents
+    /// that save there (see [`SessionShared::resume_dir`]).
+    pub resume_dirs: Mutex<HashMap<PathBuf, std::sync::Weak<Path>>>,
     /// Starts writeback of verified pieces off the controllers.
     pub writeback: crate::writeback::Writeback,
     pub upload: Arc<RateLimiter>,
@@ -223,6 +228,22 @@ pub(crate) enum AnnouncerSlot {
 }
 
 impl SessionShared {
+    /// `dir`, shared with every torrent that keeps its resume state there
+    /// (`<save dir>/.bittern`): 10,000 torrents in one folder hold one copy
+    /// of its path, not one each.
+    pub(crate) fn resume_dir(&self, dir: PathBuf) -> Arc<Path> {
+        let mut dirs = self.resume_dirs.lock();
+        if let Some(d) = dirs.get(&dir).and_then(std::sync::Weak::upgrade) {
+            return d;
+        }
+        if dirs.len() >= 64 {
+            dirs.retain(|_, d| d.strong_count() > 0);
+        }
+        let shared: Arc<Path> = Arc::from(dir.as_path());
+        dirs.insert(dir, Arc::downgrade(&shared));
+        shared
+    }
+
     /// The encryption policy for a connection made or accepted now.
     pub(crate) fn encryption(&self) -> crate::config::Encryption {
         *self.encryption.lock()
@@ -430,6 +451,8 @@ impl Session {
             files: Arc::new(FilePool::new(config.max_open_files)),
             hashers: Arc::new(hashers),
             verifiers: crate::hashpool::HashPool::new(threads).map_err(Error::Spawn)?,
+            savers: crate::hashpool::SavePool::default(),
+            resume_dirs: Mutex::new(HashMap::new()),
             writeback: crate::writeback::Writeback::spawn(config.writeback_delay)
                 .map_err(Error::Spawn)?,
             upload: Arc::new(RateLimiter::new(config.upload_limit)),

@@ -47,18 +47,23 @@ pub(crate) struct Published {
     /// The torrent's metainfo as a `.torrent` file, once fetched over
     /// `ut_metadata` (a torrent started from a magnet link).
     pub torrent_file: Mutex<Option<Arc<[u8]>>>,
-    /// The torrent's own limiters (peer threads hold clones), so that
-    /// [`TorrentHandle::set_limits`] changes them while it runs.
-    pub up_limit: Arc<crate::ratelimit::RateLimiter>,
-    /// See [`up_limit`](Self::up_limit).
-    pub down_limit: Arc<crate::ratelimit::RateLimiter>,
-    /// Whether its peers also obey the session's limiters.
-    pub honors_session: Arc<std::sync::atomic::AtomicBool>,
+    /// The torrent's own limiters (its peer threads hold this state), so
+    /// that [`TorrentHandle::set_limits`] changes them while it runs.
+    pub limits: Limits,
     /// The verified pieces, shared with the controller once it runs (a
     /// magnet's before its metadata: `None`).
     pub have: Mutex<Option<Arc<crate::shared::HaveSet>>>,
     /// The torrent's key in the session announcer while it is on it.
     pub announce_key: Mutex<Option<bittern_tracker::TorrentKey>>,
+}
+
+/// A torrent's own rate limits, inline in its [`Published`] state (no
+/// allocation of their own).
+pub(crate) struct Limits {
+    pub up: crate::ratelimit::RateLimiter,
+    pub down: crate::ratelimit::RateLimiter,
+    /// Whether its peers also obey the session's limiters.
+    pub honors_session: std::sync::atomic::AtomicBool,
 }
 
 impl Published {
@@ -74,9 +79,11 @@ impl Published {
             done: Mutex::new(false),
             done_signal: Condvar::new(),
             torrent_file: Mutex::new(None),
-            up_limit: Arc::new(crate::ratelimit::RateLimiter::new(options.upload_limit)),
-            down_limit: Arc::new(crate::ratelimit::RateLimiter::new(options.download_limit)),
-            honors_session: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            limits: Limits {
+                up: crate::ratelimit::RateLimiter::new(options.upload_limit),
+                down: crate::ratelimit::RateLimiter::new(options.download_limit),
+                honors_session: std::sync::atomic::AtomicBool::new(true),
+            },
             have: Mutex::new(None),
             announce_key: Mutex::new(None),
         })
@@ -192,8 +199,8 @@ impl TorrentHandle {
     /// their next block. The session's limits still apply on top. The
     /// number of upload slots, chosen from the limit at start, stays.
     pub fn set_limits(&self, download: Option<u64>, upload: Option<u64>) {
-        self.published.down_limit.set_rate(download);
-        self.published.up_limit.set_rate(upload);
+        self.published.limits.down.set_rate(download);
+        self.published.limits.up.set_rate(upload);
     }
 
     /// Whether the session's limits apply to this torrent besides its own
@@ -201,6 +208,7 @@ impl TorrentHandle {
     /// from its peers' next block.
     pub fn set_honors_session_limits(&self, honors: bool) {
         self.published
+            .limits
             .honors_session
             .store(honors, std::sync::atomic::Ordering::Relaxed);
     }
@@ -208,8 +216,8 @@ impl TorrentHandle {
     /// The torrent's own rate limits (download, upload), bytes per second.
     pub fn limits(&self) -> (Option<u64>, Option<u64>) {
         (
-            self.published.down_limit.rate(),
-            self.published.up_limit.rate(),
+            self.published.limits.down.rate(),
+            self.published.limits.up.rate(),
         )
     }
 

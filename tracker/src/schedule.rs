@@ -90,7 +90,8 @@ enum Completed {
 /// forward, but never sooner than the min interval after the last one.
 #[derive(Debug, Clone)]
 pub struct Schedule {
-    config: ScheduleConfig,
+    /// Shared by every torrent of a session announcer.
+    config: std::sync::Arc<ScheduleConfig>,
     next: Instant,
     last_announce: Option<Instant>,
     min_interval: Option<Duration>,
@@ -101,6 +102,12 @@ pub struct Schedule {
 impl Schedule {
     /// A schedule whose first announce is due at `now`.
     pub fn new(config: ScheduleConfig, now: Instant) -> Schedule {
+        Schedule::shared(std::sync::Arc::new(config), now)
+    }
+
+    /// As [`Schedule::new`], with a configuration shared by many
+    /// schedules (no copy of it each).
+    pub fn shared(config: std::sync::Arc<ScheduleConfig>, now: Instant) -> Schedule {
         Schedule {
             config,
             next: now,

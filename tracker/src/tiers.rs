@@ -1,5 +1,7 @@
 //! BEP 12 announce-list tiers.
 
+use std::sync::Arc;
+
 use rand::seq::SliceRandom;
 use rand::Rng;
 
@@ -10,7 +12,7 @@ use rand::Rng;
 /// tracker of the tier and then to the next tier.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tiers {
-    tiers: Vec<Vec<String>>,
+    tiers: Vec<Vec<Arc<str>>>,
 }
 
 impl Tiers {
@@ -26,12 +28,14 @@ impl Tiers {
         let tiers = tiers
             .into_iter()
             .map(|tier| {
-                let mut tier: Vec<String> = tier
+                let mut tier: Vec<Arc<str>> = tier
                     .into_iter()
                     .map(|u| u.trim().to_string())
                     .filter(|u| !u.is_empty() && seen.insert(u.clone()))
+                    .map(Arc::from)
                     .collect();
                 tier.shuffle(rng);
+                tier.shrink_to_fit();
                 tier
             })
             .filter(|tier| !tier.is_empty())
@@ -39,8 +43,17 @@ impl Tiers {
         Tiers { tiers }
     }
 
+    /// Replaces each URL with the one `intern` gives for it (an equal
+    /// string shared with other torrents on the same tracker).
+    pub fn intern(&mut self, mut intern: impl FnMut(&str) -> Arc<str>) {
+        for url in self.tiers.iter_mut().flatten() {
+            *url = intern(url);
+        }
+        self.tiers.shrink_to_fit();
+    }
+
     /// The tiers in their current order.
-    pub fn tiers(&self) -> &[Vec<String>] {
+    pub fn tiers(&self) -> &[Vec<Arc<str>>] {
         &self.tiers
     }
 
@@ -51,11 +64,10 @@ impl Tiers {
 
     /// Every tracker as `(tier, index, url)`, in the order to try them.
     pub fn iter(&self) -> impl Iterator<Item = (usize, usize, &str)> {
-        self.tiers.iter().enumerate().flat_map(|(t, tier)| {
-            tier.iter()
-                .enumerate()
-                .map(move |(i, url)| (t, i, url.as_str()))
-        })
+        self.tiers
+            .iter()
+            .enumerate()
+            .flat_map(|(t, tier)| tier.iter().enumerate().map(move |(i, url)| (t, i, &**url)))
     }
 
     /// Moves the tracker at `index` of `tier` to the front of its tier
@@ -83,17 +95,21 @@ mod tests {
             .collect()
     }
 
+    fn names(tier: &[Arc<str>]) -> Vec<String> {
+        tier.iter().map(|u| u.to_string()).collect()
+    }
+
     #[test]
     fn shuffles_within_tiers_only() {
         let input = s(&[&["a", "b", "c", "d"], &["e", "f"]]);
         let mut orders = std::collections::HashSet::new();
         for seed in 0..50 {
             let tiers = Tiers::with_rng(input.clone(), &mut StdRng::seed_from_u64(seed));
-            let mut first = tiers.tiers()[0].clone();
+            let mut first = names(&tiers.tiers()[0]);
             orders.insert(first.clone());
             first.sort();
             assert_eq!(first, ["a", "b", "c", "d"]);
-            let mut second = tiers.tiers()[1].clone();
+            let mut second = names(&tiers.tiers()[1]);
             second.sort();
             assert_eq!(second, ["e", "f"]);
         }
@@ -106,7 +122,8 @@ mod tests {
             s(&[&[""], &["a"], &["a", " "], &["b"]]),
             &mut StdRng::seed_from_u64(1),
         );
-        assert_eq!(tiers.tiers(), s(&[&["a"], &["b"]]).as_slice());
+        let all: Vec<Vec<String>> = tiers.tiers().iter().map(|t| names(t)).collect();
+        assert_eq!(all, s(&[&["a"], &["b"]]));
         let order: Vec<_> = tiers.iter().collect();
         assert_eq!(order, [(0, 0, "a"), (1, 0, "b")]);
         assert!(Tiers::new(vec![vec![]]).is_empty());
@@ -125,6 +142,6 @@ mod tests {
         assert_eq!(tiers.tiers()[0][2], before[1]);
         tiers.promote(1, 5);
         tiers.promote(7, 0);
-        assert_eq!(tiers.tiers()[1], ["d"]);
+        assert_eq!(names(&tiers.tiers()[1]), ["d"]);
     }
 }

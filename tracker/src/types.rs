@@ -217,8 +217,8 @@ mod tests {
 /// One tracker's state, for display.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrackerStatus {
-    /// The tracker URL.
-    pub url: String,
+    /// The tracker URL (one copy shared by every torrent on it).
+    pub url: std::sync::Arc<str>,
     /// Its tier (0 is tried first).
     pub tier: usize,
     /// The error of the last failed announce, cleared by a success.

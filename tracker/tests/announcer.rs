@@ -142,7 +142,7 @@ fn retries_after_hostile_udp_and_closed_port() {
     let h = one("aud", vec![vec![dead.clone()], vec![t.url()]], 10);
     assert_eq!(wait_peers(&h), peers());
     let st = h.status(KEY).unwrap();
-    let dead_status = st.trackers.iter().find(|s| s.url == dead).unwrap();
+    let dead_status = st.trackers.iter().find(|s| *s.url == *dead).unwrap();
     assert!(
         dead_status
             .last_error

@@ -39,7 +39,7 @@ pub(super) fn stats(tiers: &[Vec<String>], status: Option<&AnnouncerStatus>) -> 
         at.and_then(|a| a.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
     };
-    let known = |url: &str| status.and_then(|s| s.trackers.iter().find(|t| t.url == url));
+    let known = |url: &str| status.and_then(|s| s.trackers.iter().find(|t| &*t.url == url));
     let next = status.and_then(|s| s.next_announce);
     let mut list = Vec::new();
     for (tier, urls) in tiers.iter().enumerate() {

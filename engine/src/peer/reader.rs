@@ -323,7 +323,7 @@ fn take_tokens(
     run: &mut Run<'_>,
     batch: &mut Vec<(BlockRef, bool)>,
 ) -> Result<(), PeerError> {
-    for l in ctx.limits(&ctx.down_limits) {
+    for l in ctx.down_limits() {
         if l.try_take(n, Instant::now()).is_err() {
             flush_run(ctx, run, batch)?;
             flush_blocks(ctx, batch);

@@ -303,7 +303,7 @@ impl Writer<'_> {
             return Ok(());
         }
         let n: u64 = batch.iter().map(|(b, _)| u64::from(b.length)).sum();
-        for l in self.ctx.limits(&self.ctx.up_limits) {
+        for l in self.ctx.up_limits() {
             l.acquire(n);
         }
         let mut pending = std::mem::take(&mut self.out);
@@ -350,7 +350,7 @@ impl Writer<'_> {
             return Ok(());
         }
         let n: u64 = batch.iter().map(|(b, _, _)| u64::from(b.length)).sum();
-        for l in self.ctx.limits(&self.ctx.up_limits) {
+        for l in self.ctx.up_limits() {
             l.acquire(n);
         }
         let pending = std::mem::take(&mut self.out);

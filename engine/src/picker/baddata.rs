@@ -89,6 +89,11 @@ impl<K: Hash + Eq + Clone> BadDataGuard<K> {
         self.banned.contains(peer)
     }
 
+    /// Nothing recorded.
+    pub fn is_empty(&self) -> bool {
+        self.stats.is_empty() && self.banned.is_empty()
+    }
+
     /// Bad pieces `peer` contributed to so far.
     pub fn bad_count(&self, peer: &K) -> u32 {
         self.stats.get(peer).map_or(0, |s| s.bad)

@@ -21,6 +21,7 @@ use log::{debug, info, warn};
 
 mod blame;
 mod candidates;
+mod idle;
 mod lifecycle;
 mod peers;
 mod persist;
@@ -31,7 +32,7 @@ mod superseed;
 mod timers;
 mod webseeds;
 
-use candidates::{CandidateSource, Candidates};
+use candidates::CandidateSource;
 pub(crate) use persist::PersistDone;
 
 use super::central::{Ctl, Done, Links, PeerSource};
@@ -43,9 +44,8 @@ use crate::error::{Error, TorrentError};
 use crate::hashpool::VerifyQueue;
 use crate::inline_hash::InlineHashes;
 use crate::peer::{Origin, PeerCommand, PeerEvent, PeerMsg, PeerStats};
-use crate::picker::{BadDataGuard, BlockReceived, PeerKey, PickerConfig, PiecePicker, BLOCK_SIZE};
+use crate::picker::{BlockReceived, PeerKey, PiecePicker, BLOCK_SIZE};
 use crate::rate::RateMeasure;
-use crate::ratelimit::RateLimiter;
 use crate::session::{Registry, SessionShared};
 use crate::shared::{BlockClaims, HaveSet};
 use crate::status::{Events, TorrentEvent, TorrentState, TorrentStatus, EVENT_QUEUE};
@@ -158,11 +158,9 @@ pub(crate) fn build_controller(
         )?
         .with_hash_source(session.config.hash_source),
     );
-    let resume_file = options.resume_file.clone().unwrap_or_else(|| {
-        save_dir
-            .join(".bittern")
-            .join(format!("{}.resume", info_hash.to_hex()))
-    });
+    // The default place is kept as the session's shared folder path; the
+    // file name comes from the info hash when needed (see `resume_file`).
+    let resume_dir = session.resume_dir(save_dir.join(".bittern"));
 
     let status = TorrentStatus::initial(
         info.name.clone(),
@@ -190,7 +188,7 @@ pub(crate) fn build_controller(
         storage,
         options,
         session,
-        resume_file,
+        resume_dir,
         published: published.clone(),
         events: Arc::clone(&events),
         links,
@@ -307,17 +305,22 @@ pub(crate) struct Controller {
     storage: Arc<Storage>,
     options: TorrentOptions,
     session: Arc<SessionShared>,
-    resume_file: PathBuf,
+    /// The folder of the resume state (shared by the session's torrents
+    /// there), unless `options.resume_file` names the file.
+    resume_dir: Arc<std::path::Path>,
     published: Arc<Published>,
     events: Arc<Events>,
 
-    picker: PiecePicker,
+    /// Built when needed, dropped when idle (see `idle`).
+    picker: idle::LazyPicker,
     /// Built by the first rechoke and dropped when the last peer leaves:
     /// an idle torrent holds none.
     choker: Option<Box<Choker>>,
     have: Arc<HaveSet>,
     claims: Arc<BlockClaims>,
-    hashes: Arc<InlineHashes>,
+    /// Inline piece hashes, made with the first peer thread (they feed
+    /// it); none before.
+    hashes: Option<Arc<InlineHashes>>,
     wanted: Vec<bool>,
     peers: HashMap<PeerKey, Peer>,
     next_key: u64,
@@ -325,30 +328,25 @@ pub(crate) struct Controller {
     /// against (see `drop_blocked`).
     filter_seen: u64,
     verifying: usize,
-    /// Completed pieces waiting for a verification job.
-    verify_queue: Arc<VerifyQueue>,
+    /// Completed pieces waiting for a verification job (made by the
+    /// first).
+    verify_queue: Option<Arc<VerifyQueue>>,
     /// Verified pieces not yet announced, and when they must be.
     pending_haves: Vec<u32>,
     haves_due: Option<Instant>,
 
-    /// Addresses to dial and peers known, from every source.
-    candidates: Candidates,
-    failed: HashMap<SocketAddr, Instant>,
-    /// Outgoing peers being dialled again after a working connection broke:
-    /// failed attempts since (see `peer_gone`).
-    redials: HashMap<SocketAddr, u32>,
-    banned: HashSet<SocketAddr>,
-    bad_data: BadDataGuard<SocketAddr>,
+    /// Candidates, bans and blame: built by the first address or peer,
+    /// dropped when empty again (see `idle`).
+    swarm: Option<Box<idle::Swarm>>,
 
     /// This torrent's key in the session announcer while it is added.
     announcer: Option<TorrentKey>,
     /// On the session DHT's schedule (public torrents while running).
     on_dht: bool,
     transfer: Arc<Transfer>,
-    up_limit: Arc<RateLimiter>,
-    down_limit: Arc<RateLimiter>,
-    down_rate: RateMeasure,
-    up_rate: RateMeasure,
+    /// Download and upload rates, from the first byte moved until the
+    /// torrent is idle again (see `idle`).
+    rates: Option<Box<idle::Rates>>,
 
     state: TorrentState,
     completed_at: Option<Instant>,
@@ -379,7 +377,7 @@ pub(crate) struct Controller {
     /// rechecks the rest.
     durable: Vec<bool>,
     /// Pieces that left `have` while a persist job ran: not durable when
-    /// it reports, whatever its snapshot says.
+    /// it reports, whatever its snapshot says (empty between jobs).
     lost_while_persisting: Vec<bool>,
     /// A persist job is running.
     persisting: bool,
@@ -398,12 +396,6 @@ pub(crate) struct Controller {
     superseed: Option<Box<superseed::SuperSeed>>,
     /// Answers BEP 52 hash requests (v2 and hybrid torrents).
     v2: Option<Arc<crate::v2::HashServer>>,
-    /// Block hashes of v2 pieces that just failed (see `blame.rs`).
-    failed_leaves: HashMap<usize, Vec<bittern_storage::merkle::Hash256>>,
-    /// Failed v2 pieces waiting for their leaves (see `blame.rs`).
-    blames: HashMap<usize, blame::Asked>,
-    /// v2 pieces whose leaves were asked ahead of their blocks, and when.
-    leaf_asks: HashMap<usize, Instant>,
 }
 
 /// What a controller is built from (see [`spawn_controller`]).
@@ -413,7 +405,7 @@ struct Parts {
     storage: Arc<Storage>,
     options: TorrentOptions,
     session: Arc<SessionShared>,
-    resume_file: PathBuf,
+    resume_dir: Arc<std::path::Path>,
     published: Arc<Published>,
     events: Arc<Events>,
     links: Links,
@@ -427,6 +419,22 @@ impl Drop for Controller {
     }
 }
 
+/// The torrent's picker, built if it was dropped (see `idle`).
+macro_rules! picker {
+    ($c:ident) => {
+        $c.picker.get(&$c.have, &$c.wanted)
+    };
+}
+pub(super) use picker;
+
+/// The torrent's swarm state, built if it was dropped (see `idle`).
+macro_rules! swarm {
+    ($c:ident) => {
+        $c.swarm.get_or_insert_with(Box::default)
+    };
+}
+pub(super) use swarm;
+
 impl Controller {
     fn new(parts: Parts) -> Self {
         let Parts {
@@ -435,7 +443,7 @@ impl Controller {
             storage,
             options,
             session,
-            resume_file,
+            resume_dir,
             published,
             events,
             links,
@@ -446,14 +454,11 @@ impl Controller {
         let seed = u64::from_le_bytes(metainfo.info_hash.0[..8].try_into().unwrap_or([7; 8]))
             ^ now.elapsed().as_nanos() as u64
             ^ u64::from(std::process::id());
-        let picker = PiecePicker::new(
+        let picker = idle::LazyPicker::new(
             info.piece_count(),
             info.piece_length,
             info.total_length(),
-            PickerConfig {
-                sequential: options.sequential,
-                ..PickerConfig::default()
-            },
+            options.sequential,
             seed,
         );
         let have = Arc::new(HaveSet::new(info.piece_count()));
@@ -464,62 +469,60 @@ impl Controller {
             BLOCK_SIZE,
         ));
         let wanted = wanted_pieces(storage.layout(), &options.wanted_files);
-        let mut candidates = Candidates::default();
-        for a in &options.peers {
-            candidates.offer(CandidateSource::Offered, *a, false);
-        }
+        let swarm = (!options.peers.is_empty()).then(|| {
+            let mut swarm = Box::<idle::Swarm>::default();
+            for a in &options.peers {
+                swarm.candidates.offer(CandidateSource::Offered, *a, false);
+            }
+            swarm
+        });
         Controller {
             v2: crate::v2::HashServer::new(storage.layout()).map(Arc::new),
-            failed_leaves: HashMap::new(),
-            blames: HashMap::new(),
-            leaf_asks: HashMap::new(),
             id,
             scheduled: None,
             links,
             info_hash: metainfo.info_hash,
-            up_limit: published.up_limit.clone(),
-            down_limit: published.down_limit.clone(),
             // Moved out, not copied: the controller serves them from here
             // (`metainfo.info_bytes` is left empty).
             info_bytes: Arc::from(std::mem::take(&mut metainfo.info_bytes)),
             // The piece hashes live in the storage's layout; a second copy
-            // here would cost 20 bytes a piece for every torrent.
+            // here would cost 20 bytes a piece for every torrent. The
+            // piece layers (in the layout too) and what only a UI shows
+            // (the daemon keeps the whole file) are left out as well.
             metainfo: Arc::new(Metainfo {
                 info: bittern_wire::Info {
                     pieces: Vec::new(),
                     ..metainfo.info
                 },
+                piece_layers: Default::default(),
+                comment: None,
+                created_by: None,
                 ..metainfo
             }),
             storage,
             options,
             session,
-            resume_file,
+            resume_dir,
             published,
             events,
             picker,
             choker: None,
             have,
             claims,
-            hashes: Arc::default(),
+            hashes: None,
             wanted,
             peers: HashMap::new(),
             next_key: 0,
             filter_seen: 0,
             verifying: 0,
-            verify_queue: Arc::default(),
+            verify_queue: None,
             pending_haves: Vec::new(),
             haves_due: None,
-            candidates,
-            failed: HashMap::new(),
-            redials: HashMap::new(),
-            banned: HashSet::new(),
-            bad_data: BadDataGuard::default(),
+            swarm,
             announcer: None,
             on_dht: false,
             transfer: Arc::default(),
-            down_rate: RateMeasure::new(Duration::from_secs(20), now),
-            up_rate: RateMeasure::new(Duration::from_secs(20), now),
+            rates: None,
             state: TorrentState::Checking,
             completed_at: None,
             prepare: None,
@@ -535,7 +538,7 @@ impl Controller {
             epoch: 0,
             saved_epoch: 0,
             durable: vec![false; pieces],
-            lost_while_persisting: vec![false; pieces],
+            lost_while_persisting: Vec::new(),
             persisting: false,
             persist_again: false,
             webseeds: None,
@@ -561,6 +564,16 @@ impl Controller {
                 seed,
             ))
         })
+    }
+
+    /// Where the torrent's resume state is kept.
+    fn resume_file(&self) -> PathBuf {
+        match &self.options.resume_file {
+            Some(file) => file.clone(),
+            None => self
+                .resume_dir
+                .join(format!("{}.resume", self.info_hash.to_hex())),
+        }
     }
 
     fn short(&self) -> String {
@@ -592,6 +605,7 @@ impl Controller {
         {
             self.finish();
         }
+        self.go_idle();
     }
 
     /// Routes a peer event; a stopping torrent only keeps its books.
@@ -663,7 +677,7 @@ impl Controller {
                         return;
                     }
                 }
-                self.failed.remove(&addr);
+                swarm!(self).failed.remove(&addr);
                 self.learn_mse(key, learnt_mse);
                 self.rechoke(false);
                 self.superseed_ready(key);
@@ -672,7 +686,7 @@ impl Controller {
                 if p.bits.is_some() {
                     return;
                 }
-                self.picker.peer_bitfield(&bits);
+                picker!(self).peer_bitfield(&bits);
                 p.bits = Some(bits);
                 self.after_peer_pieces(key);
                 self.superseed_bits(key);
@@ -681,7 +695,7 @@ impl Controller {
                 let bits = p.bits.get_or_insert_with(|| Bitfield::new(self.have.len()));
                 if !bits.get(i as usize) {
                     bits.set(i as usize);
-                    self.picker.peer_has(i as usize);
+                    picker!(self).peer_has(i as usize);
                 }
                 self.after_peer_pieces(key);
                 self.superseed_seen(key, &[i]);
@@ -707,7 +721,7 @@ impl Controller {
                 self.fill(key);
             }
             PeerEvent::BadBlock(block) => {
-                self.picker.request_lost(key, block);
+                picker!(self).request_lost(key, block);
                 self.on_bad_block(key, block);
                 self.fill_all();
             }
@@ -717,7 +731,7 @@ impl Controller {
                 // or they lack the piece (any more), whatever they
                 // announced. Once is taken for the former; a second refusal
                 // of the same piece takes it out of their set for a while.
-                self.picker.request_lost(key, block);
+                picker!(self).request_lost(key, block);
                 if !p.peer_choking && !p.refused_once.insert(block.index) {
                     p.refused_once.remove(&block.index);
                     let piece = block.index as usize;
@@ -821,7 +835,7 @@ impl Controller {
     }
 
     fn on_block(&mut self, key: PeerKey, block: BlockRef, _stored: bool) {
-        match self.picker.block_received(key, block) {
+        match picker!(self).block_received(key, block) {
             BlockReceived::Stored {
                 piece_complete,
                 cancel,
@@ -846,7 +860,7 @@ impl Controller {
     /// Counts and records blocks a peer stored (or found already stored).
     fn on_blocks(&mut self, key: PeerKey, blocks: Vec<(BlockRef, bool)>) {
         let n: u64 = blocks.iter().map(|(b, _)| u64::from(b.length)).sum();
-        self.down_rate.add(n, Instant::now());
+        self.count_rate(idle::Direction::Down, n, Instant::now());
         self.transfer.downloaded.fetch_add(n, Ordering::Relaxed);
         for (block, stored) in blocks {
             self.on_block(key, block, stored);

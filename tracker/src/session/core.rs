@@ -20,6 +20,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bittern_wire::{InfoHash, PeerId};
@@ -105,7 +106,8 @@ enum Wake {
 }
 
 struct TrackerState {
-    url: String,
+    /// Shared with the tiers and status of every torrent on it.
+    url: Arc<str>,
     /// Torrents waiting to announce here.
     queue: VecDeque<TorrentKey>,
     /// `stopped` announces waiting, with their deadlines.
@@ -157,8 +159,10 @@ struct TorrentState {
     schedule: Schedule,
     /// Trackers that took our `started` (a list: one or two entries).
     started: Vec<TrackerId>,
-    tracker_ids: HashMap<TrackerId, Vec<u8>>,
-    round: Option<Round>,
+    /// `tracker id`s trackers gave (BEP 3), rarely any: a list, not a map.
+    tracker_ids: Vec<(TrackerId, Vec<u8>)>,
+    /// Boxed: most torrents are between rounds.
+    round: Option<Box<Round>>,
     queued_on: Option<TrackerId>,
     in_flight: bool,
     scrape_queued: bool,
@@ -173,11 +177,13 @@ struct TorrentState {
 /// The scheduler.
 pub(crate) struct Core {
     config: CoreConfig,
+    /// `config.schedule`, shared by every torrent's schedule.
+    schedule: Arc<crate::schedule::ScheduleConfig>,
     jitter: Box<dyn FnMut() -> f64 + Send>,
     /// Boxed, so that the table's free slots stay small.
     torrents: HashMap<TorrentKey, Box<TorrentState>>,
     trackers: HashMap<TrackerId, TrackerState>,
-    by_url: HashMap<String, TrackerId>,
+    by_url: HashMap<Arc<str>, TrackerId>,
     next_tracker: u64,
     heap: BinaryHeap<Reverse<(Instant, Wake)>>,
     in_flight: usize,
@@ -188,6 +194,7 @@ impl Core {
     /// A scheduler; `jitter` returns values in `[0, 1]`.
     pub fn new(config: CoreConfig, jitter: Box<dyn FnMut() -> f64 + Send>) -> Core {
         Core {
+            schedule: Arc::new(config.schedule.clone()),
             config,
             jitter,
             torrents: HashMap::new(),
@@ -234,22 +241,35 @@ impl Core {
         if self.torrents.contains_key(&key) {
             return false;
         }
-        let tiers = Tiers::new(tiers);
-        let mut status = AnnouncerStatus::default();
-        for (tier, _, url) in tiers.iter() {
+        let mut tiers = Tiers::new(tiers);
+        // One copy of each URL for all the torrents on that tracker.
+        tiers.intern(|url| {
             let id = self.tracker_id(url);
+            self.trackers
+                .get(&id)
+                .map_or_else(|| Arc::from(url), |t| t.url.clone())
+        });
+        let mut status = AnnouncerStatus {
+            // Exactly one entry per tracker: 10,000 torrents on one tracker
+            // would otherwise each hold room for four.
+            trackers: Vec::with_capacity(tiers.iter().count()),
+            ..AnnouncerStatus::default()
+        };
+        for (tier, index, _) in tiers.iter() {
+            let url = tiers.tiers()[tier][index].clone();
+            let id = self.tracker_id(&url);
             if let Some(t) = self.trackers.get_mut(&id) {
                 t.users += 1;
             }
             status.trackers.push(TrackerStatus {
-                url: url.to_string(),
+                url,
                 tier,
                 last_error: None,
                 last_success: None,
                 ..TrackerStatus::default()
             });
         }
-        let schedule = Schedule::new(self.config.schedule.clone(), now);
+        let schedule = Schedule::shared(self.schedule.clone(), now);
         status.next_announce = (!tiers.is_empty()).then(|| schedule.next_announce());
         let has_trackers = !tiers.is_empty();
         self.torrents.insert(
@@ -260,7 +280,7 @@ impl Core {
                 tiers,
                 schedule,
                 started: Vec::new(),
-                tracker_ids: HashMap::new(),
+                tracker_ids: Vec::new(),
                 round: None,
                 queued_on: None,
                 in_flight: false,
@@ -394,11 +414,12 @@ impl Core {
         }
         let id = TrackerId(self.next_tracker);
         self.next_tracker += 1;
-        self.by_url.insert(url.to_string(), id);
+        let url: Arc<str> = Arc::from(url);
+        self.by_url.insert(url.clone(), id);
         self.trackers.insert(
             id,
             TrackerState {
-                url: url.to_string(),
+                url,
                 queue: VecDeque::new(),
                 stops: VecDeque::new(),
                 scrapes: Vec::new(),
@@ -440,7 +461,7 @@ impl Core {
             .iter()
             .filter_map(|(tier, i, url)| self.by_url.get(url).map(|id| (tier, i, *id)))
             .collect();
-        t.round = Some(Round { order, cursor: 0 });
+        t.round = Some(Box::new(Round { order, cursor: 0 }));
         self.route(now, key);
     }
 
@@ -548,7 +569,7 @@ impl Core {
 
     fn next_job(&mut self, now: Instant, id: TrackerId) -> Option<Job> {
         let tr = self.trackers.get_mut(&id)?;
-        let url = tr.url.clone();
+        let url = tr.url.to_string();
         let batch = tr.scrape_batch();
         while let Some((key, deadline)) = self.trackers.get_mut(&id)?.stops.pop_front() {
             if deadline <= now {
@@ -632,7 +653,11 @@ impl Core {
             event,
             numwant: (event != AnnounceEvent::Stopped).then_some(self.config.numwant),
             key: self.config.key,
-            tracker_id: t.tracker_ids.get(&id).cloned(),
+            tracker_id: t
+                .tracker_ids
+                .iter()
+                .find(|(i, _)| *i == id)
+                .map(|(_, tid)| tid.clone()),
         }
     }
 

@@ -43,8 +43,8 @@ pub(crate) struct Asked {
 impl Controller {
     /// The verifier's block hashes of failed v2 piece `piece`.
     pub(crate) fn on_failed_leaves(&mut self, piece: usize, leaves: Vec<Hash256>) {
-        if self.failed_leaves.len() < MAX_PENDING {
-            self.failed_leaves.insert(piece, leaves);
+        if swarm!(self).failed_leaves.len() < MAX_PENDING {
+            swarm!(self).failed_leaves.insert(piece, leaves);
         }
     }
 
@@ -52,10 +52,10 @@ impl Controller {
     /// blocks came from `senders`; false when that cannot be done (not v2,
     /// no block hashes, no peer to ask): blame it the v1 way then.
     pub(super) fn ask_leaves(&mut self, piece: usize, senders: Vec<Option<PeerKey>>) -> bool {
-        let Some(ours) = self.failed_leaves.remove(&piece) else {
+        let Some(ours) = swarm!(self).failed_leaves.remove(&piece) else {
             return false;
         };
-        if self.blames.len() >= MAX_PENDING || self.blames.contains_key(&piece) {
+        if swarm!(self).blames.len() >= MAX_PENDING || swarm!(self).blames.contains_key(&piece) {
             return false;
         }
         let Some(node) = self.storage.layout().piece_hash_v2(piece) else {
@@ -87,7 +87,7 @@ impl Controller {
             asked.len()
         );
         let waiting = asked.len();
-        self.blames.insert(
+        swarm!(self).blames.insert(
             piece,
             Asked {
                 pending,
@@ -134,16 +134,20 @@ impl Controller {
     pub(super) fn expire_blames(&mut self, now: Instant) {
         // leaves asked ahead of blocks: another peer may be asked later
         let timeout = self.session.config.timing.request_timeout;
-        self.leaf_asks
+        let Some(swarm) = self.swarm.as_deref_mut() else {
+            return;
+        };
+        swarm
+            .leaf_asks
             .retain(|_, at| now.saturating_duration_since(*at) < timeout);
-        let due: Vec<usize> = self
+        let due: Vec<usize> = swarm
             .blames
             .iter()
             .filter(|(_, a)| a.deadline <= now)
             .map(|(p, _)| *p)
             .collect();
         for piece in due {
-            let Some(mut a) = self.blames.remove(&piece) else {
+            let Some(mut a) = swarm!(self).blames.remove(&piece) else {
                 continue;
             };
             if !a.retried {
@@ -158,7 +162,7 @@ impl Controller {
                     a.asked.extend(more);
                     a.deadline = now + self.session.config.timing.request_timeout;
                     a.retried = true;
-                    self.blames.insert(piece, a);
+                    swarm!(self).blames.insert(piece, a);
                     continue;
                 }
             }
@@ -171,7 +175,9 @@ impl Controller {
     }
 
     fn blame_for(&self, request: &HashRequest) -> Option<usize> {
-        self.blames
+        self.swarm
+            .as_deref()?
+            .blames
             .iter()
             .find(|(_, a)| a.pending.request == *request)
             .map(|(p, _)| *p)
@@ -185,14 +191,14 @@ impl Controller {
             return;
         };
         let n = request.length as usize;
-        let Some(guilty) = self.blames[&piece]
+        let Some(guilty) = swarm!(self).blames[&piece]
             .pending
             .guilty(hashes.get(..n).unwrap_or(&[]))
         else {
             debug!("{}: leaves for piece {piece} do not prove", self.short());
             return self.on_leaves_rejected(request);
         };
-        self.blames.remove(&piece);
+        swarm!(self).blames.remove(&piece);
         self.convict(piece, guilty);
     }
 
@@ -225,7 +231,7 @@ impl Controller {
             violation: Violation::BadBlock { piece, begin },
         });
         let who = ban_key(addr);
-        if self.bad_data.record_bad(who, true) && self.banned.insert(who) {
+        if swarm!(self).bad_data.record_bad(who, true) && swarm!(self).banned.insert(who) {
             warn!("{addr} {}: banned for sending bad data", self.short());
             self.emit(TorrentEvent::PeerBanned(addr));
             self.close(key);
@@ -256,10 +262,12 @@ impl Controller {
         }
         for &piece in pieces {
             let piece = piece as usize;
-            if self.leaf_asks.len() >= MAX_LEAF_ASKS
-                || self.leaf_asks.contains_key(&piece)
-                || self.blames.contains_key(&piece)
-                || server.knows_leaves(piece)
+            let swarm = self.swarm.as_deref();
+            if swarm.is_some_and(|s| {
+                s.leaf_asks.len() >= MAX_LEAF_ASKS
+                    || s.leaf_asks.contains_key(&piece)
+                    || s.blames.contains_key(&piece)
+            }) || server.knows_leaves(piece)
             {
                 continue;
             }
@@ -269,7 +277,7 @@ impl Controller {
             if p.commands.try_send(PeerCommand::HashRequest(req)).is_err() {
                 return;
             }
-            self.leaf_asks.insert(piece, now);
+            swarm!(self).leaf_asks.insert(piece, now);
         }
     }
 
@@ -279,14 +287,14 @@ impl Controller {
         let Some(piece) = self.blame_for(request) else {
             return;
         };
-        let Some(a) = self.blames.get_mut(&piece) else {
+        let Some(a) = swarm!(self).blames.get_mut(&piece) else {
             return;
         };
         a.waiting = a.waiting.saturating_sub(1);
         if a.waiting > 0 {
             return;
         }
-        if let Some(a) = self.blames.remove(&piece) {
+        if let Some(a) = swarm!(self).blames.remove(&piece) {
             self.blame_whole(a.pending);
         }
     }
@@ -301,7 +309,7 @@ impl Controller {
                 continue;
             };
             let (addr, who) = (p.addr, ban_key(p.addr));
-            if self.bad_data.record_bad(who, false) && self.banned.insert(who) {
+            if swarm!(self).bad_data.record_bad(who, false) && swarm!(self).banned.insert(who) {
                 warn!("{addr} {}: banned for sending bad data", self.short());
                 self.emit(TorrentEvent::PeerBanned(addr));
                 self.close(key);

@@ -155,6 +155,11 @@ impl Candidates {
     pub(crate) fn known_len(&self) -> usize {
         self.known.len()
     }
+
+    /// Nothing queued, known or noted.
+    pub(crate) fn is_unused(&self) -> bool {
+        self.queue.is_empty() && self.known.is_empty() && self.mse.is_empty() && self.utp.is_empty()
+    }
 }
 
 #[cfg(test)]

@@ -26,7 +26,8 @@ const MAX_DEFERRED: usize = 256;
 /// A stop in progress: peers closing and hashes draining (until
 /// `drain_until`), then a running persist finishing (until
 /// `persist_until`), then the stop job (last save, `stopped` announce,
-/// files released) on its own thread; its end finishes the torrent.
+/// files released) on a save thread or one of its own (see
+/// `start_stop_job`); its end finishes the torrent.
 pub(crate) struct Stopping {
     pub target: TorrentState,
     pub drain_until: Instant,
@@ -79,7 +80,7 @@ impl Controller {
                     };
                     self.set_state(s);
                     self.start_announcer();
-                    self.candidates.requeue_known();
+                    swarm!(self).candidates.requeue_known();
                     self.connect_more();
                 }
             }
@@ -89,7 +90,7 @@ impl Controller {
                 };
                 let cfg = &self.session.config;
                 if !self.running()
-                    || self.banned.contains(&ban_key(addr))
+                    || swarm!(self).banned.contains(&ban_key(addr))
                     || self.peers.len() >= cfg.max_peers_per_torrent
                     || self.session.connections.load(Ordering::Relaxed) >= cfg.max_connections
                 {
@@ -126,7 +127,7 @@ impl Controller {
             p.seen_down = d;
             p.seen_up = u;
         }
-        self.up_rate.add(up_total, now);
+        self.count_rate(idle::Direction::Up, up_total, now);
         self.count_webseed_bytes(now);
         self.transfer
             .uploaded
@@ -199,7 +200,7 @@ impl Controller {
 
     /// Graceful stop: close peers, wait for in-flight hashes and a running
     /// persist, then save resume state and announce `stopped` within the
-    /// deadline on the stop job's thread. Never waits here: each step is
+    /// deadline in the stop job. Never waits here: each step is
     /// taken when its event or deadline comes (`advance_stop`).
     pub(super) fn stop(&mut self, state: TorrentState) {
         self.stop_with(state, false);
@@ -261,13 +262,14 @@ impl Controller {
 
     /// The stop job: the last resume save (when anything changed since
     /// the last one), the `stopped` announce, the file preparation thread
-    /// and the open files, on a short-lived thread.
+    /// and the open files: on the session's save threads, or on a
+    /// short-lived thread of its own when it waits for an announce.
     fn start_stop_job(&mut self) {
         let save = (self.epoch != self.saved_epoch
             && !matches!(self.state, TorrentState::Error(_)))
         .then(|| check::StopSave {
             storage: self.storage.clone(),
-            resume_file: self.resume_file.clone(),
+            resume_file: self.resume_file(),
             info_hash: self.info_hash,
             have: self.have_flags(),
             durable: self.durable.clone(),
@@ -295,6 +297,11 @@ impl Controller {
             });
             return;
         }
+        // Waiting for the `stopped` announce (a torrent removed while the
+        // session runs) takes a thread of its own, so that it holds up no
+        // other torrent's stop; the rest (the session's shutdown: saves of
+        // thousands of torrents) runs on the session's few save threads.
+        let own_thread = announcer.is_some();
         let job = move || {
             if let Some(save) = save {
                 if let Err(e) = save.run() {
@@ -310,6 +317,15 @@ impl Controller {
             }
             storage.release_files();
             let _ = tx.send(Done::Stopped(id));
+        };
+        let job = if own_thread {
+            job
+        } else {
+            match self.session.savers.spawn(job) {
+                Ok(()) => return,
+                // No save thread could be started: try one of its own.
+                Err(job) => job,
+            }
         };
         if let Err(e) = std::thread::Builder::new().name(name).spawn(job) {
             // The job is dropped (the session announcer still sends
@@ -555,12 +571,12 @@ impl Controller {
             have_bytes,
             downloaded: self.transfer.downloaded.load(Ordering::Relaxed),
             uploaded: self.transfer.uploaded.load(Ordering::Relaxed),
-            download_rate: self.down_rate.rate(now),
-            upload_rate: self.up_rate.rate(now),
+            download_rate: self.rates.as_ref().map_or(0.0, |r| r.down.rate(now)),
+            upload_rate: self.rates.as_ref().map_or(0.0, |r| r.up.rate(now)),
             eta: if left == 0 {
                 Some(Duration::ZERO)
             } else {
-                self.down_rate.eta(left, now)
+                self.rates.as_ref().and_then(|r| r.down.eta(left, now))
             },
             peers_connected: peers.len(),
             peers_connecting: self
@@ -569,7 +585,10 @@ impl Controller {
                 .filter(|p| !p.ready && !p.closing)
                 .count(),
             seeds_connected: peers.iter().filter(|p| p.seed).count(),
-            peers_known: self.candidates.known_len(),
+            peers_known: self
+                .swarm
+                .as_deref()
+                .map_or(0, |s| s.candidates.known_len()),
             pieces_have,
             pieces_total: layout.piece_count(),
             files,

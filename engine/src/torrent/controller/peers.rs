@@ -40,7 +40,7 @@ impl Controller {
         let want = self.state == TorrentState::Downloading
             && p.bits
                 .as_ref()
-                .is_some_and(|b| self.picker.is_interesting(b));
+                .is_some_and(|b| picker!(self).is_interesting(b));
         if want != p.am_interested {
             p.am_interested = want;
             let cmd = if want {
@@ -97,7 +97,7 @@ impl Controller {
             endgame: !p.snubbed(now, timeout, outstanding),
             now,
         };
-        self.picker.pick(key, &req, &mut blocks);
+        picker!(self).pick(key, &req, &mut blocks);
         if blocks.is_empty() {
             return;
         }
@@ -131,7 +131,7 @@ impl Controller {
                 if let Some(bits) = p.bits.as_mut() {
                     for (piece, _) in back {
                         if bits.set(piece as usize) {
-                            self.picker.peer_has(piece as usize);
+                            picker!(self).peer_has(piece as usize);
                         }
                     }
                 }
@@ -156,7 +156,7 @@ impl Controller {
                     per_block: Duration::from_secs_f64(f64::from(BLOCK_SIZE) / rate),
                 }
             };
-            let overdue = self.picker.expire(key, now, deadline);
+            let overdue = picker!(self).expire(key, now, deadline);
             if overdue.is_empty() {
                 continue;
             }
@@ -224,7 +224,7 @@ impl Controller {
         }
         // Count what was sent since the last tick's sample.
         let sent = p.stats.uploaded.load(Ordering::Relaxed) - p.seen_up;
-        self.up_rate.add(sent, Instant::now());
+        self.count_rate(idle::Direction::Up, sent, Instant::now());
         self.transfer.uploaded.fetch_add(sent, Ordering::Relaxed);
         if let Some(bits) = &p.bits {
             self.picker.peer_lost_bitfield(bits);
@@ -247,7 +247,8 @@ impl Controller {
         match reason {
             PeerError::SelfConnection | PeerError::WrongInfoHash => {
                 // Never again.
-                self.failed
+                swarm!(self)
+                    .failed
                     .insert(p.addr, Instant::now() + Duration::from_secs(24 * 3600));
             }
             PeerError::Closed if p.ready => {}
@@ -270,7 +271,7 @@ impl Controller {
                 // if it never answered (it may not be up yet).
                 let tries = if p.ready {
                     Some(0)
-                } else if let Some(n) = self.redials.get(&p.addr) {
+                } else if let Some(n) = swarm!(self).redials.get(&p.addr) {
                     Some(n + 1)
                 } else if self.options.peers.contains(&p.addr) {
                     Some(0)
@@ -279,14 +280,19 @@ impl Controller {
                 };
                 match tries {
                     Some(n) if transient && n < REDIAL_TRIES => {
-                        self.redials.insert(p.addr, n);
-                        self.failed
+                        swarm!(self).redials.insert(p.addr, n);
+                        swarm!(self)
+                            .failed
                             .insert(p.addr, Instant::now() + REDIAL_AFTER * (1 << n));
-                        self.candidates.requeue(p.addr, CandidateSource::Offered);
+                        swarm!(self)
+                            .candidates
+                            .requeue(p.addr, CandidateSource::Offered);
                     }
                     _ => {
-                        self.redials.remove(&p.addr);
-                        self.failed.insert(p.addr, Instant::now() + RETRY_AFTER);
+                        swarm!(self).redials.remove(&p.addr);
+                        swarm!(self)
+                            .failed
+                            .insert(p.addr, Instant::now() + RETRY_AFTER);
                     }
                 }
             }
@@ -360,7 +366,7 @@ impl Controller {
     pub(crate) fn add_candidates_from(&mut self, source: CandidateSource, peers: Vec<SocketAddr>) {
         for a in peers {
             let connected = self.connected_to(a);
-            self.candidates.offer(source, a, connected);
+            swarm!(self).candidates.offer(source, a, connected);
         }
         self.connect_more();
     }
@@ -372,20 +378,20 @@ impl Controller {
         let max_peers = self.session.config.max_peers_per_torrent;
         let max_connections = self.session.config.max_connections;
         let now = Instant::now();
-        let mut tries = self.candidates.len();
+        let mut tries = swarm!(self).candidates.len();
         while tries > 0
             && self.peers.len() < max_peers
             && self.session.connections.load(Ordering::Relaxed) < max_connections
         {
             tries -= 1;
-            let Some((addr, source)) = self.candidates.pop() else {
+            let Some((addr, source)) = swarm!(self).candidates.pop() else {
                 break;
             };
-            if self.banned.contains(&ban_key(addr)) || self.connected_to(addr) {
+            if swarm!(self).banned.contains(&ban_key(addr)) || self.connected_to(addr) {
                 continue;
             }
-            if self.failed.get(&addr).is_some_and(|t| *t > now) {
-                self.candidates.requeue(addr, source);
+            if swarm!(self).failed.get(&addr).is_some_and(|t| *t > now) {
+                swarm!(self).candidates.requeue(addr, source);
                 continue;
             }
             if self.session.is_own_addr(addr) {
@@ -450,13 +456,13 @@ impl Controller {
         };
         let said_e = p.ext.as_deref().filter(|h| h.e).map(|h| h.p);
         if let (false, Some(m)) = (p.incoming, learnt) {
-            self.candidates.note_mse(p.addr, m);
+            swarm!(self).candidates.note_mse(p.addr, m);
         }
         match (said_e, p.incoming) {
-            (Some(_), false) => self.candidates.note_mse(p.addr, true),
+            (Some(_), false) => swarm!(self).candidates.note_mse(p.addr, true),
             (Some(Some(port)), true) => {
                 let a = SocketAddr::new(p.addr.ip(), port);
-                self.candidates.note_mse(a, true);
+                swarm!(self).candidates.note_mse(a, true);
             }
             _ => {}
         }
@@ -482,19 +488,18 @@ impl Controller {
             storage: self.storage.clone(),
             have: self.have.clone(),
             claims: self.claims.clone(),
-            hashes: self.hashes.clone(),
+            hashes: self.hashes.get_or_insert_with(Arc::default).clone(),
             // SHA-1 as blocks arrive: v1 and hybrid pieces only
             inline_hashing: self.session.config.inline_hashing && self.storage.layout().has_v1(),
             mapped_upload: self.session.config.mapped_upload,
             events: self.links.peers.clone(),
             stats: stats.clone(),
             transfer: self.transfer.clone(),
-            up_limits: [self.up_limit.clone(), self.session.upload.clone()],
-            down_limits: [self.down_limit.clone(), self.session.download.clone()],
-            honors_session: self.published.honors_session.clone(),
+            published: self.published.clone(),
+            session_limits: [self.session.upload.clone(), self.session.download.clone()],
             timing: self.session.config.timing.clone(),
             dial: crate::peer::Dial {
-                utp_first: matches!(origin, Origin::Outgoing(a) if self.candidates.utp(a)),
+                utp_first: matches!(origin, Origin::Outgoing(a) if swarm!(self).candidates.utp(a)),
                 ..self.session.dial.clone()
             },
             dht: match &self.session.dht {
@@ -506,7 +511,7 @@ impl Controller {
             encryption: self.session.encryption(),
             v2: (self.metainfo.info_hash_v2.map(|h| h.truncated())).zip(self.v2.clone()),
             known_mse: match origin {
-                Origin::Outgoing(a) => self.candidates.mse(a),
+                Origin::Outgoing(a) => swarm!(self).candidates.mse(a),
                 Origin::Incoming(..) => None,
             },
         };

@@ -2,8 +2,9 @@
 //!
 //! Flushing can take seconds on a slow disk; the controller must keep
 //! serving peers and publishing status meanwhile. A persist job snapshots
-//! which pieces are had, then a short-lived thread flushes them and writes
-//! the resume state; the result comes back on a channel. One job runs at a
+//! which pieces are had, then one of the session's few save threads
+//! (`hashpool::SavePool`) flushes them and writes the resume state; the
+//! result comes back on a channel. One job runs at a
 //! time; a request while one runs is remembered and run next.
 //!
 //! Completion does not wait for the disk: a download is complete when
@@ -40,9 +41,9 @@ impl Controller {
             return;
         }
         let have = self.have_flags();
-        self.lost_while_persisting.fill(false);
+        self.lost_while_persisting = vec![false; self.have.len()];
         let storage = self.storage.clone();
-        let resume_file = self.resume_file.clone();
+        let resume_file = self.resume_file();
         let info_hash = self.info_hash;
         let (id, tx) = (self.id, self.links.done.clone());
         let epoch = self.epoch;
@@ -61,13 +62,10 @@ impl Controller {
         };
         self.persisting = true;
         self.persist_again = false;
-        if let Err(e) = std::thread::Builder::new()
-            .name("bittern-persist".into())
-            .spawn(job)
-        {
+        if self.session.savers.spawn(job).is_err() {
             // No thread to be had: a failed job (the next save, or a
             // recheck at startup, covers it).
-            warn!("{}: cannot start a persist thread: {e}", self.short());
+            warn!("{}: cannot start a persist job", self.short());
             self.persisting = false;
             self.last_resume = Instant::now();
         }
@@ -75,11 +73,12 @@ impl Controller {
 
     pub(crate) fn on_persisted(&mut self, done: PersistDone) {
         self.persisting = false;
+        let lost = std::mem::take(&mut self.lost_while_persisting);
         match done.result {
             Ok(missing) if missing.is_empty() => {
                 // On disk now, unless a piece left `have` meanwhile (its
                 // data found gone, perhaps fetched again since).
-                let lost = &self.lost_while_persisting;
+                let lost = lost.iter().chain(std::iter::repeat(&false));
                 for ((d, flushed), lost) in self.durable.iter_mut().zip(&done.have).zip(lost) {
                     *d |= *flushed && !*lost;
                 }

@@ -135,7 +135,14 @@ impl Controller {
         let current: Vec<(SocketAddr, PexFlags)> = self
             .peers
             .values()
-            .filter_map(|p| advertised(p, self.candidates.utp(p.addr)))
+            .filter_map(|p| {
+                advertised(
+                    p,
+                    self.swarm
+                        .as_deref()
+                        .is_some_and(|s| s.candidates.utp(p.addr)),
+                )
+            })
             .filter(|(a, _)| !self.session.is_own_addr(*a))
             .collect();
         let mut slow = Vec::new();
@@ -221,10 +228,10 @@ impl Controller {
         let seeding = self.state == TorrentState::Seeding;
         for (a, f) in &msg.added {
             if f.encryption && usable(*a) {
-                self.candidates.note_mse(*a, true);
+                swarm!(self).candidates.note_mse(*a, true);
             }
             if f.utp && usable(*a) {
-                self.candidates.note_utp(*a);
+                swarm!(self).candidates.note_utp(*a);
             }
         }
         let peers: Vec<SocketAddr> = msg

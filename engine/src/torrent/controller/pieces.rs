@@ -9,19 +9,23 @@ impl Controller {
     /// they arrived, else by reading it back on the hashing pool.
     pub(super) fn verify(&mut self, piece: usize) {
         let layout = self.storage.layout();
-        if let Some(digest) = self.hashes.finish(piece as u32, layout.piece_len(piece)) {
+        if let Some(digest) = self
+            .hashes
+            .as_ref()
+            .and_then(|h| h.finish(piece as u32, layout.piece_len(piece)))
+        {
             let ok = digest == layout.piece_hash(piece);
             self.verifying += 1;
             self.on_verified(piece, Ok(ok));
             return;
         }
         self.verifying += 1;
-        if !self.verify_queue.push(piece) {
+        let queue = self.verify_queue.get_or_insert_with(Arc::default).clone();
+        if !queue.push(piece) {
             return; // a waiting job takes it into its group
         }
         let storage = self.storage.clone();
         let (id, tx) = (self.id, self.links.done.clone());
-        let queue = self.verify_queue.clone();
         self.session.verifiers.spawn(move || {
             let group = queue.take(GROUP_WAIT);
             for (&piece, result) in group.iter().zip(storage.check_pieces(&group)) {
@@ -37,6 +41,13 @@ impl Controller {
         });
     }
 
+    /// Forgets what was hashed of `piece` as it arrived.
+    fn reset_inline_hash(&self, piece: usize) {
+        if let Some(h) = &self.hashes {
+            h.reset(piece as u32);
+        }
+    }
+
     pub(crate) fn on_verified(
         &mut self,
         piece: usize,
@@ -45,10 +56,12 @@ impl Controller {
         self.verifying = self.verifying.saturating_sub(1);
         match result {
             Ok(true) => {
-                self.picker.piece_passed(piece);
+                picker!(self).piece_passed(piece);
                 if let Some(v2) = &self.v2 {
                     v2.forget_leaves(piece);
-                    self.leaf_asks.remove(&piece);
+                    if let Some(swarm) = self.swarm.as_deref_mut() {
+                        swarm.leaf_asks.remove(&piece);
+                    }
                 }
                 self.have.insert(piece);
                 // Get the bytes moving to disk a little later (see
@@ -70,9 +83,9 @@ impl Controller {
             Ok(false) => {
                 self.hash_failures += 1;
                 warn!("{}: piece {piece} failed its hash check", self.short());
-                let senders = self.picker.block_senders(piece);
-                let contributors = self.picker.piece_failed(piece);
-                self.hashes.reset(piece as u32);
+                let senders = picker!(self).block_senders(piece);
+                let contributors = picker!(self).piece_failed(piece);
+                self.reset_inline_hash(piece);
                 self.claims.reset_piece(piece);
                 self.emit(TorrentEvent::HashFailed(piece));
                 let seeded = self.webseed_piece_failed(piece, &contributors);
@@ -82,15 +95,15 @@ impl Controller {
                     self.fill_all();
                     return;
                 }
-                self.failed_leaves.remove(&piece);
+                swarm!(self).failed_leaves.remove(&piece);
                 for key in contributors {
                     let Some(p) = self.peers.get(&key) else {
                         continue;
                     };
                     let who = ban_key(p.addr);
-                    if self.bad_data.record_bad(who, alone) {
+                    if swarm!(self).bad_data.record_bad(who, alone) {
                         warn!("{} {}: banned for sending bad data", p.addr, self.short());
-                        self.banned.insert(who);
+                        swarm!(self).banned.insert(who);
                         let addr = p.addr;
                         self.emit(TorrentEvent::PeerBanned(addr));
                         self.close(key);
@@ -101,8 +114,8 @@ impl Controller {
             Err(e) if e.is_missing_data() => {
                 // The data vanished under us; fetch it again.
                 warn!("{}: piece {piece} unreadable: {e}", self.short());
-                self.picker.piece_failed(piece);
-                self.hashes.reset(piece as u32);
+                picker!(self).piece_failed(piece);
+                self.reset_inline_hash(piece);
                 self.claims.reset_piece(piece);
                 self.fill_all();
             }
@@ -130,9 +143,9 @@ impl Controller {
         if let Some(l) = self.lost_while_persisting.get_mut(piece) {
             *l = true;
         }
-        self.hashes.reset(piece as u32);
+        self.reset_inline_hash(piece);
         self.claims.reset_piece(piece);
-        self.picker.unset_have(piece);
+        picker!(self).unset_have(piece);
         self.epoch += 1;
         self.transfer
             .left

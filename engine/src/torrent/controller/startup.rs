@@ -12,7 +12,7 @@ impl Controller {
         let job = check::StartupJob {
             storage: self.storage.clone(),
             session: self.session.clone(),
-            resume_file: self.resume_file.clone(),
+            resume_file: self.resume_file(),
             info_hash: self.info_hash,
             published: self.published.clone(),
             wanted: self.wanted.clone(),
@@ -46,10 +46,10 @@ impl Controller {
                     if *h {
                         self.have.insert(i);
                         self.claims.fill_piece(i);
-                        self.picker.set_have(i);
+                        picker!(self).set_have(i);
                     }
                 }
-                self.picker.set_wanted(&self.wanted);
+                picker!(self).set_wanted(&self.wanted);
                 self.emit(TorrentEvent::Checked { pieces: n });
                 info!(
                     "{}: {} of {} pieces on disk",

@@ -197,7 +197,7 @@ impl Controller {
             })
             .collect();
         // Fewest shown, then fewest held; the search order breaks ties.
-        left.sort_by_key(|&p| (s.shown[p], self.picker.availability(p)));
+        left.sort_by_key(|&p| (s.shown[p], picker!(self).availability(p)));
         let take = if left.len() == 2 { 2 } else { 1 };
         let chosen: Vec<u32> = left.iter().take(take).map(|&p| p as u32).collect();
         if chosen.is_empty() {

@@ -86,7 +86,10 @@ impl Controller {
         // Short of peers: addresses to dial (when their wait is over), or a
         // download asking its trackers for more.
         let wants_peers = self.running()
-            && (!self.candidates.is_empty()
+            && (self
+                .swarm
+                .as_deref()
+                .is_some_and(|s| !s.candidates.is_empty())
                 || (self.state == TorrentState::Downloading
                     && (self.announcer.is_some() || self.on_dht)));
         wants_peers.then_some(IDLE_TICK)

@@ -157,7 +157,7 @@ impl Controller {
         for (s, slot) in d.slots.iter().enumerate() {
             if let Some((run, next)) = &slot.run {
                 for p in *next..run.end {
-                    self.picker.release_piece(key(s), p);
+                    picker!(self).release_piece(key(s), p);
                 }
             }
         }
@@ -181,11 +181,11 @@ impl Controller {
             if slot.dropped || slot.run.is_some() || slot.ready_at > now {
                 continue;
             }
-            let Some(run) = largest_gap_tail(&self.picker, want) else {
+            let Some(run) = largest_gap_tail(picker!(self), want) else {
                 return;
             };
             for p in run.clone() {
-                self.picker.reserve(key(s), p);
+                picker!(self).reserve(key(s), p);
             }
             match d.seeds.fetch(s, run.clone()) {
                 Ok(()) => {
@@ -195,7 +195,7 @@ impl Controller {
                 Err(e) => {
                     debug!("{short}: web seed {s}: {e}");
                     for p in run {
-                        self.picker.release_piece(key(s), p);
+                        picker!(self).release_piece(key(s), p);
                     }
                     d.slots[s].dropped = true;
                 }
@@ -225,8 +225,8 @@ impl Controller {
                     *next = piece + 1;
                 }
                 let k = key(seed);
-                for b in 0..self.picker.blocks_in_piece(piece) {
-                    let block = self.picker.block_ref(piece, b);
+                for b in 0..picker!(self).blocks_in_piece(piece) {
+                    let block = picker!(self).block_ref(piece, b);
                     self.on_block(k, block, true);
                 }
             }
@@ -256,7 +256,7 @@ impl Controller {
                     info!("{}: web seed {url}: {e}; retrying later", self.short());
                 }
                 for p in unfinished {
-                    self.picker.release_piece(key(seed), p);
+                    picker!(self).release_piece(key(seed), p);
                 }
                 self.assign_webseeds(now);
             }
@@ -332,7 +332,7 @@ impl Controller {
         d.counted = total;
         d.rate.add(n, now);
         if n > 0 {
-            self.down_rate.add(n, now);
+            self.count_rate(super::idle::Direction::Down, n, now);
             self.transfer.downloaded.fetch_add(n, Ordering::Relaxed);
         }
     }

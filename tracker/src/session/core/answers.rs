@@ -131,7 +131,10 @@ impl Core {
                     t.started.push(id);
                 }
                 if let Some(tid) = resp.tracker_id {
-                    t.tracker_ids.insert(id, tid);
+                    match t.tracker_ids.iter_mut().find(|(i, _)| *i == id) {
+                        Some((_, old)) => *old = tid,
+                        None => t.tracker_ids.push((id, tid)),
+                    }
                 }
                 if let Some(deadline) = t.removing {
                     // Removed while this announce was in flight: the tracker
