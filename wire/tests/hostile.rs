@@ -268,3 +268,12 @@ mod extensions {
         assert!(ExtensionHandshake::decode(&deep).is_err());
     }
 }
+
+/// The `metainfo` fuzz target's crash of 2026-12-04 (two files of
+/// different lengths under one `pieces root`): refused, not accepted.
+#[test]
+fn fuzz_crash_shared_root_of_different_lengths_is_refused() {
+    let data = include_bytes!("../../fuzz/seeds/metainfo/regress-shared-root-lengths");
+    let err = bittern_wire::Metainfo::from_bytes(data).unwrap_err();
+    assert!(err.to_string().contains("pieces root"), "{err}");
+}

@@ -333,6 +333,18 @@ pub(crate) fn parse_piece_layers(
             .as_dict()
             .ok_or(MetainfoError::WrongType("piece layers"))?,
     };
+    // Identical files share a root; files of different lengths cannot (a
+    // layer checked against one would be used for the other).
+    let mut lengths = BTreeMap::new();
+    for f in files {
+        let Some(root) = f.pieces_root else { continue };
+        if *lengths.entry(root).or_insert(f.length) != f.length {
+            return Err(MetainfoError::InvalidPieceLayer {
+                path: f.path.join("/"),
+                reason: "its pieces root is another file's, of another length",
+            });
+        }
+    }
     let height = (piece_length / BLOCK_LEN).trailing_zeros();
     let mut out = BTreeMap::new();
     for f in files.iter().filter(|f| f.length > piece_length) {
@@ -388,6 +400,28 @@ mod tests {
         s.replace_range(9..10, "x");
         assert_eq!(InfoHashV2::from_hex(&s), Err(IdError::BadDigit(9)));
         assert!(InfoHashV2::from_hex(&"é".repeat(32)).is_err());
+    }
+
+    /// Found by the `metainfo` fuzz target: two files of different lengths
+    /// naming one `pieces root` passed, and the layer checked against the
+    /// longer file was then the shorter one's too.
+    #[test]
+    fn one_root_for_files_of_different_lengths_is_refused() {
+        let file = |name: &str, length: u64| FileEntry {
+            path: vec![name.into()],
+            length,
+            padding: false,
+            attr: None,
+            pieces_root: Some([7; 32]),
+        };
+        let plen = 16 * 1024;
+        let err = parse_piece_layers(None, &[file("a", 81), file("b", 23_893)], plen, false);
+        assert!(
+            matches!(err, Err(MetainfoError::InvalidPieceLayer { ref path, .. }) if path == "b"),
+            "{err:?}"
+        );
+        // identical files may share it
+        assert!(parse_piece_layers(None, &[file("a", 81), file("b", 81)], plen, false).is_ok());
     }
 
     #[test]
