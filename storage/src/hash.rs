@@ -283,20 +283,7 @@ fn hash_files_aligned(
     }
     let hashes = layers
         .into_iter()
-        .map(|layer| match layer.len() {
-            0 => FileHashes {
-                root: None,
-                piece_layer: Vec::new(),
-            },
-            1 => FileHashes {
-                root: Some(layer[0]),
-                piece_layer: Vec::new(),
-            },
-            _ => FileHashes {
-                root: Some(merkle_root(&layer, h, 1)),
-                piece_layer: layer,
-            },
-        })
+        .map(|layer| FileHashes::from_layer(layer, h))
         .collect();
     Ok((sha1, hashes))
 }

@@ -406,6 +406,28 @@ pub struct FileHashes {
     pub piece_layer: Vec<Hash256>,
 }
 
+impl FileHashes {
+    /// A file's hashes from its piece-layer nodes (`height` layers above
+    /// the 16 KiB leaves): none for an empty file, the one node as root
+    /// for a file of one piece.
+    pub(crate) fn from_layer(layer: Vec<Hash256>, height: u32) -> FileHashes {
+        match layer.len() {
+            0 => FileHashes {
+                root: None,
+                piece_layer: Vec::new(),
+            },
+            1 => FileHashes {
+                root: Some(layer[0]),
+                piece_layer: Vec::new(),
+            },
+            _ => FileHashes {
+                root: Some(merkle_root(&layer, height, 1)),
+                piece_layer: layer,
+            },
+        }
+    }
+}
+
 /// The merkle root and piece layer of each of `files` (absolute paths
 /// and expected lengths), for creating or checking a v2 torrent: every
 /// piece of every file is hashed in parallel on `pool` (streaming through
@@ -428,20 +450,7 @@ pub fn hash_files_v2(
     for (_, len) in files {
         let pieces = len.div_ceil(piece_length) as usize;
         let layer: Vec<Hash256> = nodes.by_ref().take(pieces).collect::<Result<_>>()?;
-        out.push(match pieces {
-            0 => FileHashes {
-                root: None,
-                piece_layer: Vec::new(),
-            },
-            1 => FileHashes {
-                root: Some(layer[0]),
-                piece_layer: Vec::new(),
-            },
-            _ => FileHashes {
-                root: Some(merkle_root(&layer, h, 1)),
-                piece_layer: layer,
-            },
-        });
+        out.push(FileHashes::from_layer(layer, h));
     }
     Ok(out)
 }
