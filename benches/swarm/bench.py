@@ -55,6 +55,11 @@ PAIRS = [  # label, seeder, leecher, number of leechers
     ("libtorrent-utp→libtorrent-utp", "libtorrent-utp", "libtorrent-utp", 1),
 ]
 CORE = PAIRS[:4]
+# With `--bittern-old`: the older build's own transfers, beside the others.
+OLD_PAIRS = [
+    ("bittern-old→bittern-old", "bittern-old", "bittern-old", 1),
+    ("bittern-old→4×bittern-old", "bittern-old", "bittern-old", 4),
+]
 
 
 def prefault(nbytes):
@@ -154,6 +159,12 @@ class Bench:
                         "bittern-utp": Bittern(self.bin, utp=True),
                         "bittern-utp-nogso": Bittern(self.bin, utp=True, gso=False),
                         "libtorrent-utp": Libtorrent(utp=True)}
+        # `--bittern-old PATH`: an older build as its own client, so a
+        # change can be compared with what came before in the same run.
+        if args.bittern_old:
+            self.old_bin = os.path.join(self.run_dir, "bittern-old")
+            shutil.copy2(args.bittern_old, self.old_bin)
+            self.clients["bittern-old"] = Bittern(self.old_bin, name="bittern-old")
         self.failures = []
         self.notes = []
 
@@ -346,6 +357,8 @@ class Bench:
             big = size > data.DIR_SIZE
             for plabel, _, _ in PIECES:
                 pairs = PAIRS if plabel == "256KiB" else CORE
+                if self.args.bittern_old:
+                    pairs = pairs + OLD_PAIRS
                 pairs = [p for p in pairs if re.search(self.args.only, p[0])]
                 runs = self.args.runs_big if big else self.args.runs
                 if pairs:
@@ -566,6 +579,8 @@ def main():
     ap.add_argument("--sets", default="", help="data sets (file1g.bin, dir256) matching this regex")
     ap.add_argument("--cache", default="/var/tmp/bittern-bench")
     ap.add_argument("--bittern", default=os.path.join(REPO, "target", "release", "bittern"))
+    ap.add_argument("--bittern-old", default=None,
+                    help="an older bittern binary to run beside the current one (bittern-old)")
     ap.add_argument("--results", default=os.path.join(REPO, "benches", "RESULTS.md"))
     ap.add_argument("--netns-note", default="plain loopback (no network namespace)")
     ap.add_argument("--no-transfers", action="store_true")

@@ -60,9 +60,9 @@ class Client:
 
 
 class Bittern(Client):
-    def __init__(self, binary, rc4=False, utp=False, gso=True):
+    def __init__(self, binary, rc4=False, utp=False, gso=True, name=None):
         self.bin = binary
-        self.name = "bittern-rc4" if rc4 else "bittern-utp" if utp else "bittern"
+        self.name = name or ("bittern-rc4" if rc4 else "bittern-utp" if utp else "bittern")
         # `bittern-utp-nogso`: uTP sent datagram by datagram (sendmmsg
         # without UDP GSO), for a same-run comparison.
         self.env = None if gso else {"BITTERN_UTP_NO_GSO": "1"}

@@ -21,6 +21,16 @@ BASELINES = {
     "bittern-rc4→bittern-rc4": ["libtorrent-rc4→libtorrent-rc4"],
     "bittern-utp→bittern-utp": ["libtorrent-utp→libtorrent-utp"],
     "bittern-utp-nogso→bittern-utp-nogso": ["bittern-utp→bittern-utp"],
+    # `--bittern-old`: an older build against libtorrent, and the current
+    # build against the older one, in the same run.
+    "bittern-old→bittern-old": ["libtorrent→libtorrent"],
+    "bittern-old→4×bittern-old": ["libtorrent→4×libtorrent"],
+}
+
+# Extra rows for `--bittern-old`: the current build against the older one.
+OLD_BASELINES = {
+    "bittern→bittern": "bittern-old→bittern-old",
+    "bittern→4×bittern": "bittern-old→4×bittern-old",
 }
 
 TRANSFER_FIELDS = [
@@ -106,6 +116,16 @@ def ratio_table(label, results):
                  ratio(m(runs, "lcpu"), m(b, "lcpu")), ratio(m(runs, "scpu"), m(b, "scpu")),
                  ratio(m(runs, "lanon"), m(b, "lanon")), ratio(m(runs, "lfile"), m(b, "lfile"))]
         lines.append("| " + " | ".join(cells) + " |")
+    for name, base in OLD_BASELINES.items():
+        if name in by_name and base in by_name and median_of(by_name[base], "mbps") is not None:
+            runs, b = by_name[name], by_name[base]
+            m = lambda rs, k: median_of(rs, k)
+            tot = lambda rs: None if m(rs, "lcpu") is None else m(rs, "lcpu") + m(rs, "scpu")
+            cells = [name, base, ratio(m(runs, "mbps"), m(b, "mbps")),
+                     ratio(m(runs, "wall"), m(b, "wall")), ratio(tot(runs), tot(b)),
+                     ratio(m(runs, "lcpu"), m(b, "lcpu")), ratio(m(runs, "scpu"), m(b, "scpu")),
+                     ratio(m(runs, "lanon"), m(b, "lanon")), ratio(m(runs, "lfile"), m(b, "lfile"))]
+            lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 

@@ -5,12 +5,16 @@
 #
 #   bash benches/swarm/run.sh [--quick] [--runs N] [--runs-big N] [--only REGEX] [--sets REGEX]
 #                             [--no-tools] [--no-transfers] [--clean]
+#                             [--bittern-old PATH] [--results FILE]
 #   bash benches/swarm/run.sh --magnet [--runs N]
 #
 # --quick: the 256 MiB data set only, one run each (a few minutes).
 # Full: both data sets, 5 runs each (--runs-big N for the 1 GiB transfers).
 # Data and logs live in /var/tmp/bittern-bench (--cache DIR); --clean deletes
 # the generated data at the end. Results go to benches/RESULTS.md.
+# --bittern-old PATH: an older bittern build runs beside the current one
+# (bittern-old→bittern-old, bittern-old→4×bittern-old), with ratio rows of
+# the current build against it: a change against what came before, same run.
 # --magnet: instead, the magnet benchmark (benches/swarm/magnet.py): time to
 # metadata and to completion from a magnet link alone (64 MiB, one
 # libtorrent seeder in x.pe), bittern against libtorrent; results go to
