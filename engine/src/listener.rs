@@ -418,7 +418,8 @@ pub(crate) fn admit(
 /// The thread that takes incoming uTP connections of one multiplexer and
 /// admits them like TCP ones.
 pub(crate) struct UtpAcceptor {
-    stop: Arc<AtomicBool>,
+    /// Dropped to end the thread: its accept wakes at once.
+    stop: Option<crossbeam_channel::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -431,32 +432,34 @@ impl UtpAcceptor {
         shared: Arc<SessionShared>,
         pending: Pending,
     ) -> Result<UtpAcceptor, Error> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
         let thread = std::thread::Builder::new()
             .name("bittern-utp-accept".into())
-            .spawn(move || {
-                while !flag.load(Ordering::SeqCst) {
-                    match mux.accept_timeout(Duration::from_millis(200)) {
-                        Ok(s) => admit(Socket::Utp(s), &registry, &commands, &shared, &pending),
-                        Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
-                        Err(e) => {
-                            debug!("utp accept: {e}");
-                            std::thread::sleep(Duration::from_millis(50));
+            .spawn(move || loop {
+                match mux.accept_until(&stopped) {
+                    Ok(Some(s)) => admit(Socket::Utp(s), &registry, &commands, &shared, &pending),
+                    Ok(None) => break,
+                    Err(e) => {
+                        debug!("utp accept: {e}");
+                        // The stop still ends the thread at once.
+                        let pause = stopped.recv_timeout(Duration::from_millis(50));
+                        if !matches!(pause, Err(crossbeam_channel::RecvTimeoutError::Timeout)) {
+                            break;
                         }
                     }
                 }
             })
             .map_err(Error::Spawn)?;
         Ok(UtpAcceptor {
-            stop,
+            stop: Some(stop),
             thread: Some(thread),
         })
     }
 
-    /// Stops the thread (within 200 ms) and waits for it.
+    /// Stops the thread (at once: a shutdown does not wait on a poll
+    /// interval) and waits for it.
     pub(crate) fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

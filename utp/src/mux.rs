@@ -502,6 +502,22 @@ impl Multiplexer {
         Ok(UtpStream::new(cell, self.shared.clone()))
     }
 
+    /// Waits for the next incoming connection until `stop` gets a message
+    /// or is disconnected (its senders dropped): then `Ok(None)` at once, so
+    /// an accept thread can be ended without polling on a timeout.
+    ///
+    /// # Errors
+    /// Never in practice (the multiplexer keeps its own sender alive).
+    pub fn accept_until(&self, stop: &Receiver<()>) -> io::Result<Option<UtpStream>> {
+        crossbeam_channel::select! {
+            recv(self.shared.accept_rx) -> cell => {
+                let cell = cell.map_err(|_| io::Error::other("utp multiplexer closed"))?;
+                Ok(Some(UtpStream::new(cell, self.shared.clone())))
+            }
+            recv(stop) -> _ => Ok(None),
+        }
+    }
+
     /// Runs `f` when the multiplexer (its last clone and stream) is dropped.
     pub(crate) fn on_drop(&self, f: Box<dyn FnOnce() + Send>) {
         *self.shared.on_drop.lock() = Some(f);

@@ -135,6 +135,17 @@ impl UtpSocket {
     pub fn accept_timeout(&self, timeout: Duration) -> io::Result<UtpStream> {
         self.mux.accept_timeout(timeout)
     }
+
+    /// See [`Multiplexer::accept_until`].
+    ///
+    /// # Errors
+    /// See [`Multiplexer::accept_until`].
+    pub fn accept_until(
+        &self,
+        stop: &crossbeam_channel::Receiver<()>,
+    ) -> io::Result<Option<UtpStream>> {
+        self.mux.accept_until(stop)
+    }
 }
 
 /// Wakes a thread blocked reading `socket` for good: `shutdown(SHUT_RD)`

@@ -167,3 +167,32 @@ fn a_cancelled_connect_ends_at_once() {
     assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
     assert!(began.elapsed() >= Duration::from_millis(300));
 }
+
+#[test]
+fn accept_until_takes_a_connection_and_ends_when_its_stop_is_dropped() {
+    let rec = Arc::new(Recorder::default());
+    let mux = Multiplexer::new(rec, None, MuxConfig::default()).unwrap();
+    let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+    let (done_tx, done) = crossbeam_channel::bounded(4);
+    let acceptor = mux.clone();
+    let t = std::thread::spawn(move || loop {
+        match acceptor.accept_until(&stopped) {
+            Ok(Some(_stream)) => done_tx.send("stream").unwrap(),
+            Ok(None) => {
+                done_tx.send("stopped").unwrap();
+                break;
+            }
+            Err(e) => panic!("accept_until: {e}"),
+        }
+    });
+    // A SYN is handed out as a stream.
+    assert!(mux.handle_datagram(addr(1), &packet(PacketType::Syn, 7, 1)));
+    mux.flush();
+    assert_eq!(done.recv_timeout(Duration::from_secs(20)), Ok("stream"));
+    // Nothing else arrives: only dropping the stop ends the wait (there is
+    // no timeout to fall back on, so this cannot pass by polling).
+    assert!(done.recv_timeout(Duration::from_millis(300)).is_err());
+    drop(stop);
+    assert_eq!(done.recv_timeout(Duration::from_secs(20)), Ok("stopped"));
+    t.join().unwrap();
+}
