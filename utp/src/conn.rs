@@ -287,6 +287,16 @@ impl Connection {
             .saturating_sub(self.send_buf.len() + self.outq_bytes)
     }
 
+    /// Whether a writer blocked on a full send buffer should be woken: a
+    /// quarter of the buffer is free (so it wakes once per batch of ACKs,
+    /// not per packet acknowledged), or the connection changed state.
+    pub fn writer_should_wake(&self) -> bool {
+        self.failure.is_some()
+            || self.state != State::Connected
+            || self.close_requested.is_some()
+            || self.write_space() >= self.cfg.send_buffer / 4
+    }
+
     /// True when every byte written was acknowledged.
     pub fn send_drained(&self) -> bool {
         self.send_buf.is_empty() && self.outq.iter().all(|o| o.ty != PacketType::Data)
