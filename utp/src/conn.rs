@@ -161,7 +161,13 @@ pub struct Connection {
     ack_needed: bool,
     last_adv_wnd: usize,
     reply_micro: u32,
+    /// Payload buffers of acknowledged packets, reused for new ones (a
+    /// bulk sender would otherwise allocate and free one per packet).
+    spare: Vec<Vec<u8>>,
 }
+
+/// Most payload buffers kept for reuse.
+const MAX_SPARE: usize = 64;
 
 /// Moves the first `out.len()` bytes of `q` into `out`: two slice copies
 /// (draining byte by byte cost a third of a seeder's CPU).
@@ -224,6 +230,7 @@ impl Connection {
             ack_needed: false,
             last_adv_wnd: cfg.recv_buffer,
             reply_micro: 0,
+            spare: Vec::new(),
         }
     }
 
@@ -295,6 +302,13 @@ impl Connection {
             || self.state != State::Connected
             || self.close_requested.is_some()
             || self.write_space() >= self.cfg.send_buffer / 4
+    }
+
+    /// Keeps an acknowledged packet's payload buffer for a later packet.
+    fn recycle(&mut self, payload: Vec<u8>) {
+        if self.spare.len() < MAX_SPARE && payload.capacity() >= self.mss() {
+            self.spare.push(payload);
+        }
     }
 
     /// True when every byte written was acknowledged.
@@ -500,8 +514,13 @@ impl Connection {
             if size < self.mss() {
                 self.nagle_seq = Some(self.seq_nr);
             }
-            let mut payload = vec![0u8; size];
-            take_front(&mut self.send_buf, &mut payload);
+            let mut payload = self.spare.pop().unwrap_or_default();
+            payload.clear();
+            let (a, b) = self.send_buf.as_slices();
+            let na = size.min(a.len());
+            payload.extend_from_slice(&a[..na]);
+            payload.extend_from_slice(&b[..size - na]);
+            self.send_buf.drain(..size);
             self.push_out(PacketType::Data, payload);
             self.resend_pending -= 1;
             let i = self.outq.len() - 1;

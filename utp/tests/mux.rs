@@ -228,3 +228,32 @@ fn a_run_is_acked_at_once_and_single_datagrams_once_per_batch() {
     std::io::Read::read_exact(&mut s, &mut got).unwrap();
     assert_eq!(got, [b'x'; 60]);
 }
+
+/// A message header and its block written with one vectored write leave
+/// as full-sized packets: the header does not go out alone as a small
+/// packet (which Nagle would then make the rest of the block wait behind).
+#[test]
+fn a_vectored_write_goes_out_in_full_packets() {
+    let rec = Arc::new(Recorder::default());
+    let mux = Multiplexer::new(rec.clone(), None, MuxConfig::default()).unwrap();
+    let s = accepted(&mux, &rec, addr(4));
+    let header = [7u8; 13];
+    let block = vec![8u8; 16 * 1024];
+    let bufs = [
+        std::io::IoSlice::new(&header),
+        std::io::IoSlice::new(&block),
+    ];
+    let n = std::io::Write::write_vectored(&mut &s, &bufs).unwrap();
+    assert_eq!(n, header.len() + block.len());
+    let sent = rec.0.lock().unwrap().clone();
+    let data: Vec<&Vec<u8>> = sent
+        .iter()
+        .map(|(_, d)| d)
+        .filter(|d| Packet::decode(d).unwrap().header.ty == PacketType::Data)
+        .collect();
+    assert!(!data.is_empty());
+    assert_eq!(data[0].len(), 1472, "the first packet is full");
+    let first = Packet::decode(data[0]).unwrap();
+    assert_eq!(&first.payload[..13], &header);
+    assert_eq!(first.payload[13], 8);
+}
