@@ -52,6 +52,7 @@ PAIRS = [  # label, seeder, leecher, number of leechers
     ("libtorrent-rc4→libtorrent-rc4", "libtorrent-rc4", "libtorrent-rc4", 1),
     ("bittern-utp→bittern-utp", "bittern-utp", "bittern-utp", 1),
     ("bittern-utp-nogso→bittern-utp-nogso", "bittern-utp-nogso", "bittern-utp-nogso", 1),
+    ("bittern-utp-nogro→bittern-utp-nogro", "bittern-utp-nogro", "bittern-utp-nogro", 1),
     ("libtorrent-utp→libtorrent-utp", "libtorrent-utp", "libtorrent-utp", 1),
 ]
 CORE = PAIRS[:4]
@@ -158,6 +159,7 @@ class Bench:
                         "libtorrent-rc4": Libtorrent(rc4=True),
                         "bittern-utp": Bittern(self.bin, utp=True),
                         "bittern-utp-nogso": Bittern(self.bin, utp=True, gso=False),
+                        "bittern-utp-nogro": Bittern(self.bin, utp=True, gro=False),
                         "libtorrent-utp": Libtorrent(utp=True)}
         # `--bittern-old PATH`: an older build as its own client, so a
         # change can be compared with what came before in the same run.

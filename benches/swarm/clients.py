@@ -35,6 +35,8 @@ SETTINGS_NOTES = [
     "enable_incoming_utp = enable_outgoing_utp = True, enable_incoming_tcp = "
     "enable_outgoing_tcp = False, recv_socket_buffer_size = send_socket_buffer_size = "
     "4194304 (the leecher logs each peer's transport from its utp_socket flag)",
+    "bittern-utp-nogro: bittern-utp with BITTERN_UTP_NO_GRO=1 (datagrams received one by one "
+    "in recvmmsg batches, no UDP GRO), for a same-run comparison",
     "bittern-utp-nogso: bittern-utp with BITTERN_UTP_NO_GSO=1 (uTP datagrams sent one "
     "by one in sendmmsg batches, no UDP GSO), for a same-run comparison",
     "transmission-cli: fresh config dir per run with dht/lpd/pex/utp/port-forwarding off, "
@@ -60,14 +62,19 @@ class Client:
 
 
 class Bittern(Client):
-    def __init__(self, binary, rc4=False, utp=False, gso=True, name=None):
+    def __init__(self, binary, rc4=False, utp=False, gso=True, gro=True, name=None):
         self.bin = binary
         self.name = name or ("bittern-rc4" if rc4 else "bittern-utp" if utp else "bittern")
         # `bittern-utp-nogso`: uTP sent datagram by datagram (sendmmsg
-        # without UDP GSO), for a same-run comparison.
-        self.env = None if gso else {"BITTERN_UTP_NO_GSO": "1"}
+        # without UDP GSO), for a same-run comparison; `bittern-utp-nogro`:
+        # received datagram by datagram (recvmmsg without UDP GRO).
+        self.env = None
         if not gso:
+            self.env = {"BITTERN_UTP_NO_GSO": "1"}
             self.name += "-nogso"
+        if not gro:
+            self.env = {"BITTERN_UTP_NO_GRO": "1"}
+            self.name += "-nogro"
         # `require`: RC4-only MSE both ways (the default `prefer` picks
         # plaintext after the handshake when both ends offer it).
         self.extra = ["--encryption", "require"] if rc4 else []

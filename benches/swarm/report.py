@@ -21,6 +21,7 @@ BASELINES = {
     "bittern-rc4→bittern-rc4": ["libtorrent-rc4→libtorrent-rc4"],
     "bittern-utp→bittern-utp": ["libtorrent-utp→libtorrent-utp"],
     "bittern-utp-nogso→bittern-utp-nogso": ["bittern-utp→bittern-utp"],
+    "bittern-utp-nogro→bittern-utp-nogro": ["bittern-utp→bittern-utp"],
     # `--bittern-old`: an older build against libtorrent, and the current
     # build against the older one, in the same run.
     "bittern-old→bittern-old": ["libtorrent→libtorrent"],

@@ -78,9 +78,10 @@
 //! # Not yet
 //!
 //! No MTU discovery (payloads stay ≤ 1452 bytes, 1432 over IPv6, as
-//! libtorrent's floor on Ethernet); no UDP GRO (receives are `recvmmsg`
-//! batches; sends use UDP GSO where the kernel takes it); no `tc netem`
-//! (the shaped-link tests use `tbf` and nftables drops).
+//! libtorrent's floor on Ethernet); no `tc netem` (the shaped-link tests
+//! use `tbf` and nftables drops). Sends use UDP GSO and [`UtpSocket`]
+//! receives with UDP GRO where the kernel takes them (on loopback a
+//! 64 KB GSO send then reaches the reader as one buffer).
 //! The engine uses this crate through the seam above (`engine/src/udp.rs`):
 //! one [`UtpSocket`] per session on the listen port, the DHT as its
 //! [`OtherHandler`].

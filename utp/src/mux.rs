@@ -85,6 +85,19 @@ impl<T: Transmit> Transmit for Arc<T> {
 
 /// Datagrams handed to the socket per `send_batch` call.
 const SEND_BATCH: usize = 64;
+/// Data packets of one connection in one run (one GRO read) that are
+/// acknowledged at once rather than at the end of the receive batch.
+const ACK_RUN: usize = 16;
+
+/// The packet in `d` when it is a uTP packet other than a SYN for
+/// connection `id`.
+fn same_connection(d: &[u8], id: u16) -> Option<Packet<'_>> {
+    if !looks_like_utp(d) {
+        return None;
+    }
+    let p = Packet::decode(d).ok()?;
+    (p.header.connection_id == id && p.header.ty != PacketType::Syn).then_some(p)
+}
 /// How often a cancellable connect asks whether it was cancelled.
 const CANCEL_POLL: Duration = Duration::from_millis(20);
 
@@ -131,6 +144,8 @@ pub(crate) struct CellState {
     pub(crate) write_timeout: Option<Duration>,
     pub(crate) write_closed: bool,
     pub(crate) handle_alive: bool,
+    /// On the multiplexer's deferred list (ACK and wake-up at `flush`).
+    pub(crate) queued: bool,
 }
 
 /// One connection: its state and the condition variables its stream waits on.
@@ -242,6 +257,43 @@ impl Shared {
         st.batch = batch;
     }
 
+    /// The connection a packet from `from` belongs to; a resent SYN
+    /// matches the connection it opened (keyed by its id + 1).
+    fn lookup(&self, from: SocketAddr, p: &Packet<'_>) -> Option<Arc<ConnCell>> {
+        let id = p.header.connection_id;
+        let conns = self.conns.lock();
+        match conns.get(&(from, id)) {
+            Some(c) => Some(c.clone()),
+            None if p.header.ty == PacketType::Syn => {
+                conns.get(&(from, id.wrapping_add(1))).cloned()
+            }
+            None => None,
+        }
+    }
+
+    /// Sends the deferred ACKs of the connections touched since the last
+    /// flush and wakes their readers (when there is something to read) and
+    /// writers (when enough send buffer is free): one wake-up per batch,
+    /// not per packet.
+    fn flush(&self) {
+        let cells = std::mem::take(&mut *self.deferred.lock());
+        let now = self.now_us();
+        for cell in cells {
+            let mut st = cell.state.lock();
+            st.queued = false;
+            self.pump(cell.peer, &mut st, now);
+            let readable = st.conn.readable();
+            let wake_writer = st.conn.writer_should_wake();
+            drop(st);
+            if readable {
+                cell.readable.notify_all();
+            }
+            if wake_writer {
+                cell.writable.notify_all();
+            }
+        }
+    }
+
     fn cell_config(&self, peer: SocketAddr) -> Config {
         let mut c = self.cfg.conn;
         if peer.is_ipv6() {
@@ -295,45 +347,74 @@ impl Multiplexer {
     /// Offers one received datagram. Returns false when it is not uTP
     /// ([`looks_like_utp`]), so the caller can hand it to the DHT or the
     /// tracker client; true when it was taken (even if then dropped as
-    /// malformed or unknown).
+    /// malformed or unknown). Streams waiting for what it brought are woken
+    /// by [`flush`](Self::flush), once per receive batch.
     pub fn handle_datagram(&self, from: SocketAddr, datagram: &[u8]) -> bool {
         if !looks_like_utp(datagram) {
             return false;
         }
-        let Ok(p) = Packet::decode(datagram) else {
-            log::trace!("utp {from}: malformed packet dropped");
-            return true;
-        };
-        let sh = &self.shared;
-        let id = p.header.connection_id;
-        let cell = {
-            let conns = sh.conns.lock();
-            let found = conns.get(&(from, id)).cloned();
-            match found {
-                Some(c) => Some(c),
-                None if p.header.ty == PacketType::Syn => {
-                    conns.get(&(from, id.wrapping_add(1))).cloned()
-                }
-                None => None,
-            }
-        };
-        let now = sh.now_us();
-        match cell {
-            Some(cell) => {
-                let mut st = cell.state.lock();
-                let owes_ack = st.conn.on_packet(&p, now);
-                sh.pump_data(from, &mut st, now);
-                if owes_ack {
-                    sh.deferred.lock().push(cell.clone());
-                }
-                drop(st);
-                cell.readable.notify_all();
-                cell.writable.notify_all();
-            }
-            None if p.header.ty == PacketType::Syn => self.incoming_syn(from, &p, now),
-            None => log::trace!("utp {from}: {:?} for unknown connection {id}", p.header.ty),
-        }
+        self.handle_run(from, [datagram], &mut |_| {});
         true
+    }
+
+    /// Offers datagrams from one sender in arrival order, e.g. one UDP GRO
+    /// read cut into its datagrams. Consecutive packets of one connection
+    /// are taken under one lock and answered by one round of sending; a run
+    /// that carried at least a window's worth of packets is acknowledged
+    /// and its reader woken at once, shorter ones at [`flush`](Self::flush).
+    /// Datagrams that are not uTP go to `other`.
+    pub fn handle_run<'a>(
+        &self,
+        from: SocketAddr,
+        datagrams: impl IntoIterator<Item = &'a [u8]>,
+        other: &mut dyn FnMut(&'a [u8]),
+    ) {
+        let sh = &self.shared;
+        let mut it = datagrams.into_iter().peekable();
+        while let Some(d) = it.next() {
+            if !looks_like_utp(d) {
+                other(d);
+                continue;
+            }
+            let Ok(p) = Packet::decode(d) else {
+                log::trace!("utp {from}: malformed packet dropped");
+                continue;
+            };
+            let id = p.header.connection_id;
+            let now = sh.now_us();
+            let Some(cell) = sh.lookup(from, &p) else {
+                if p.header.ty == PacketType::Syn {
+                    self.incoming_syn(from, &p, now);
+                } else {
+                    log::trace!("utp {from}: {:?} for unknown connection {id}", p.header.ty);
+                }
+                continue;
+            };
+            let mut st = cell.state.lock();
+            let mut data = usize::from(st.conn.on_packet(&p, now));
+            // The rest of the run for this connection, under the same lock.
+            while let Some(q) = it.peek().and_then(|d| same_connection(d, id)) {
+                it.next();
+                data += usize::from(st.conn.on_packet(&q, now));
+            }
+            sh.pump_data(from, &mut st, now);
+            if data >= ACK_RUN {
+                sh.pump(from, &mut st, now);
+                let wake_writer = st.conn.writer_should_wake();
+                let readable = st.conn.readable();
+                drop(st);
+                if readable {
+                    cell.readable.notify_all();
+                }
+                if wake_writer {
+                    cell.writable.notify_all();
+                }
+            } else if !st.queued {
+                st.queued = true;
+                drop(st);
+                sh.deferred.lock().push(cell);
+            }
+        }
     }
 
     fn incoming_syn(&self, from: SocketAddr, syn: &Packet<'_>, now: u64) {
@@ -358,6 +439,7 @@ impl Multiplexer {
                 write_timeout: None,
                 write_closed: false,
                 handle_alive: true,
+                queued: false,
             }),
             readable: Condvar::new(),
             writable: Condvar::new(),
@@ -381,14 +463,10 @@ impl Multiplexer {
         }
     }
 
-    /// Sends the ACKs deferred during the receive batch that just ended.
+    /// Sends the ACKs deferred during the receive batch that just ended
+    /// and wakes the streams that can now read or write.
     pub fn flush(&self) {
-        let cells = std::mem::take(&mut *self.shared.deferred.lock());
-        let now = self.shared.now_us();
-        for cell in cells {
-            let mut st = cell.state.lock();
-            self.shared.pump(cell.peer, &mut st, now);
-        }
+        self.shared.flush();
     }
 
     /// Opens a connection to `peer`, waiting at most `timeout` for the
@@ -437,6 +515,7 @@ impl Multiplexer {
                     write_timeout: None,
                     write_closed: false,
                     handle_alive: true,
+                    queued: false,
                 }),
                 readable: Condvar::new(),
                 writable: Condvar::new(),
@@ -564,7 +643,7 @@ fn timer_loop(weak: Weak<Shared>, woken: &Receiver<()>, tick: Duration) {
         }
         let Some(sh) = weak.upgrade() else { return };
         let mut lingering = false;
-        sh.deferred.lock().clear();
+        sh.flush();
         cells.clear();
         cells.extend(sh.conns.lock().iter().map(|(k, c)| (*k, c.clone())));
         let now = sh.now_us();

@@ -163,7 +163,9 @@ fn wake_reader(socket: &Arc<UdpSocket>) -> Box<dyn FnOnce() + Send> {
 }
 
 fn reader_loop(socket: &UdpSocket, weak: &Weak<Shared>, mut other: OtherHandler) {
-    let mut batch = Batch::new();
+    let gro = enable_gro(socket);
+    log::debug!("utp reader: UDP GRO {}", if gro { "on" } else { "off" });
+    let mut batch = Batch::new(gro);
     loop {
         let got = batch.recv(socket);
         let Some(mux) = Multiplexer::upgrade(weak) else {
@@ -186,10 +188,8 @@ fn reader_loop(socket: &UdpSocket, weak: &Weak<Shared>, mut other: OtherHandler)
                 continue;
             }
         }
-        for (from, data) in batch.iter() {
-            if !mux.handle_datagram(from, data) {
-                other(from, data);
-            }
+        for (from, data, segment) in batch.messages() {
+            mux.handle_run(from, segments(data, segment), &mut |d| other(from, d));
         }
         mux.flush();
     }
@@ -261,25 +261,35 @@ pub fn tune_socket(socket: &UdpSocket, size: usize) -> SocketBuffers {
     }
 }
 
-/// Reusable buffers for one batch of datagrams.
+/// Reusable buffers for one batch of datagrams. With UDP GRO on, one
+/// slot may hold a run of same-sized datagrams from one sender, coalesced
+/// by the kernel (its segment size comes in a control message); the batch
+/// hands them out one by one.
 struct Batch {
     bufs: Vec<u8>,
-    lens: Vec<(SocketAddr, usize)>,
+    /// Bytes per slot: [`MAX_DATAGRAM`], or [`GRO_SLOT`] with GRO on.
+    slot: usize,
+    /// Per received message: sender, length, segment size (0: one datagram).
+    lens: Vec<(SocketAddr, usize, usize)>,
 }
 
 impl Batch {
-    fn new() -> Self {
+    fn new(gro: bool) -> Self {
+        let slot = if gro { GRO_SLOT } else { MAX_DATAGRAM };
         Self {
-            bufs: vec![0; BATCH * MAX_DATAGRAM],
+            bufs: vec![0; BATCH * slot],
+            slot,
             lens: Vec::with_capacity(BATCH),
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
-        self.lens
-            .iter()
-            .enumerate()
-            .map(|(i, &(from, len))| (from, &self.bufs[i * MAX_DATAGRAM..i * MAX_DATAGRAM + len]))
+    /// The messages of the batch: sender, bytes, and the size its
+    /// datagrams were coalesced at (0 when it is one datagram).
+    fn messages(&self) -> impl Iterator<Item = (SocketAddr, &[u8], usize)> {
+        self.lens.iter().enumerate().map(|(i, &(from, len, seg))| {
+            let at = i * self.slot;
+            (from, &self.bufs[at..at + len], seg)
+        })
     }
 
     #[cfg(target_os = "linux")]
@@ -290,18 +300,22 @@ impl Batch {
         let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
         let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
         let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        // Room for one int-sized control message per datagram (UDP_GRO).
+        let mut controls = [[0u64; 4]; BATCH];
         for i in 0..BATCH {
-            iovs[i].iov_base = self.bufs[i * MAX_DATAGRAM..].as_mut_ptr().cast();
-            iovs[i].iov_len = MAX_DATAGRAM;
+            iovs[i].iov_base = self.bufs[i * self.slot..].as_mut_ptr().cast();
+            iovs[i].iov_len = self.slot;
             msgs[i].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
             msgs[i].msg_hdr.msg_namelen =
                 std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             msgs[i].msg_hdr.msg_iov = &mut iovs[i];
             msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_control = controls[i].as_mut_ptr().cast();
+            msgs[i].msg_hdr.msg_controllen = std::mem::size_of_val(&controls[i]) as _;
         }
-        // SAFETY: every pointer in `msgs` points into `addrs`, `iovs` and
-        // `self.bufs`, which outlive the call; each iovec covers its own
-        // MAX_DATAGRAM slice. The fd is owned by `socket`.
+        // SAFETY: every pointer in `msgs` points into `addrs`, `iovs`,
+        // `controls` and `self.bufs`, which outlive the call; each iovec
+        // covers its own slot. The fd is owned by `socket`.
         let n = unsafe {
             libc::recvmmsg(
                 socket.as_raw_fd(),
@@ -314,12 +328,13 @@ impl Batch {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        for i in 0..n as usize {
-            if msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+        for (i, m) in msgs[..n as usize].iter().enumerate() {
+            if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 continue;
             }
             if let Some(from) = sockaddr_to_std(&addrs[i]) {
-                self.lens.push((from, msgs[i].msg_len as usize));
+                self.lens
+                    .push((from, m.msg_len as usize, gro_segment(&m.msg_hdr)));
             }
         }
         Ok(())
@@ -329,9 +344,72 @@ impl Batch {
     fn recv(&mut self, socket: &UdpSocket) -> io::Result<()> {
         self.lens.clear();
         let (len, from) = socket.recv_from(&mut self.bufs[..MAX_DATAGRAM])?;
-        self.lens.push((from, len));
+        self.lens.push((from, len, 0));
         Ok(())
     }
+}
+
+/// `UDP_GRO` (linux/udp.h): receive coalesced datagrams, with their size.
+#[cfg(target_os = "linux")]
+const UDP_GRO: libc::c_int = 104;
+/// A receive slot with GRO on: the largest UDP payload (one IP packet).
+const GRO_SLOT: usize = 65_536;
+
+/// Asks the kernel to hand over runs of same-sized datagrams from one
+/// sender as one buffer (UDP GRO). On loopback a UDP GSO send then stays
+/// one buffer end to end instead of being cut into datagrams and queued
+/// one by one. False where the kernel refuses (older than 5.0) or
+/// `BITTERN_UTP_NO_GRO` is set.
+#[cfg(target_os = "linux")]
+fn enable_gro(socket: &UdpSocket) -> bool {
+    use std::os::fd::AsRawFd;
+    if std::env::var_os("BITTERN_UTP_NO_GRO").is_some() {
+        return false;
+    }
+    let on: libc::c_int = 1;
+    // SAFETY: a c_int option on a socket `socket` owns.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            UDP_GRO,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn enable_gro(_: &UdpSocket) -> bool {
+    false
+}
+
+/// The segment size of a coalesced (GRO) message, 0 for a plain datagram.
+#[cfg(target_os = "linux")]
+fn gro_segment(h: &libc::msghdr) -> usize {
+    // SAFETY: the kernel filled `h`'s control buffer; the CMSG macros stay
+    // within msg_controllen and the UDP_GRO payload is an int.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                let size = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                return usize::try_from(size).unwrap_or(0);
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    0
+}
+
+/// The datagrams of one received message: `data` cut every `segment`
+/// bytes (the last may be shorter), or whole when `segment` is 0.
+fn segments(data: &[u8], segment: usize) -> std::slice::Chunks<'_, u8> {
+    data.chunks(if segment == 0 {
+        data.len().max(1)
+    } else {
+        segment
+    })
 }
 
 #[cfg(target_os = "linux")]
@@ -553,6 +631,54 @@ mod tests {
         let runs = gso_runs(&d(&[1472; 64]));
         assert_eq!(runs, [44, 20]);
         assert_eq!((gso_runs(&d(&[20; 100]))), [64, 36]);
+    }
+
+    /// With GRO on, a GSO batch arrives coalesced (fewer messages than
+    /// datagrams, with a segment size) and cut back into the very same
+    /// datagrams, in order; with it off, one message per datagram.
+    #[test]
+    fn a_gro_read_gives_back_the_datagrams_that_were_sent() {
+        let lens = [1472, 1472, 1472, 1472, 1472, 900, 1472, 1472, 60];
+        let batch: Vec<Vec<u8>> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|j| (i * 7 + j) as u8).collect())
+            .collect();
+        for want_gro in [true, false] {
+            let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+            rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            tune_socket(&rx, 1 << 20);
+            let gro = want_gro && enable_gro(&rx);
+            let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let to = rx.local_addr().unwrap();
+            assert_eq!(send_batch(&tx, &batch, to).unwrap(), batch.len());
+            let mut got: Vec<Vec<u8>> = Vec::new();
+            let mut messages = 0;
+            let mut b = Batch::new(gro);
+            while got.len() < batch.len() {
+                b.recv(&rx).unwrap();
+                for (from, data, segment) in b.messages() {
+                    assert_eq!(from, tx.local_addr().unwrap());
+                    assert!(gro || segment == 0);
+                    messages += 1;
+                    got.extend(segments(data, segment).map(<[u8]>::to_vec));
+                }
+            }
+            assert_eq!(got, batch, "gro {gro}");
+            let gso = GSO_USABLE.load(std::sync::atomic::Ordering::Relaxed)
+                && std::env::var_os("BITTERN_UTP_NO_GSO").is_none();
+            if gro && gso {
+                assert!(
+                    messages < batch.len(),
+                    "{messages} messages: nothing coalesced"
+                );
+            } else {
+                assert_eq!(messages, batch.len());
+            }
+            if want_gro && std::env::var_os("BITTERN_UTP_NO_GRO").is_none() {
+                assert!(gro, "the kernel refused UDP GRO");
+            }
+        }
     }
 
     /// A batch goes out as GSO runs and arrives as the same datagrams, in

@@ -1,7 +1,7 @@
 //! [`UtpStream`]: a uTP connection as a blocking `Read + Write` object, the
 //! shape of a `TcpStream`, for thread-per-peer code.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -221,6 +221,9 @@ impl Write for UtpStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         (&*self).write(buf)
     }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        (&*self).write_vectored(bufs)
+    }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
@@ -228,6 +231,13 @@ impl Write for UtpStream {
 
 impl Write for &UtpStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+
+    /// Takes as much of `bufs`, in order, as the send buffer has room for
+    /// under one lock, and sends once: a peer message's header and its
+    /// block go out together, not as a small packet and then the rest.
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let h = &self.inner;
         let mut st = h.cell.state.lock();
         let deadline = st.write_timeout.map(|t| Instant::now() + t);
@@ -241,10 +251,17 @@ impl Write for &UtpStream {
                     "utp stream shut down",
                 ));
             }
-            if buf.is_empty() {
+            if bufs.iter().all(|b| b.is_empty()) {
                 return Ok(0);
             }
-            let n = st.conn.write(buf);
+            let mut n = 0;
+            for b in bufs {
+                let took = st.conn.write(b);
+                n += took;
+                if took < b.len() {
+                    break;
+                }
+            }
             if n > 0 {
                 let now = h.shared.now_us();
                 h.shared.pump(h.cell.peer, &mut st, now);

@@ -196,3 +196,93 @@ fn accept_until_takes_a_connection_and_ends_when_its_stop_is_dropped() {
     assert_eq!(done.recv_timeout(Duration::from_secs(20)), Ok("stopped"));
     t.join().unwrap();
 }
+
+/// An accepted connection from `peer` whose initiator acked our STATE and
+/// opened a 1 MiB window (the recorder is cleared afterwards). The
+/// initiator's data carries connection id 11 and starts at seq 2.
+fn accepted(mux: &Multiplexer, rec: &Recorder, peer: SocketAddr) -> bittern_utp::UtpStream {
+    mux.handle_datagram(peer, &packet(PacketType::Syn, 10, 1));
+    let s = mux.accept_timeout(Duration::from_secs(1)).unwrap();
+    let state = rec.0.lock().unwrap()[0].1.clone();
+    let seq = Packet::decode(&state).unwrap().header.seq_nr;
+    let mut ack = Packet::decode(&packet(PacketType::State, 11, 2))
+        .unwrap()
+        .header;
+    ack.ack_nr = seq.wrapping_sub(1);
+    let mut a = Vec::new();
+    encode(&ack, None, &[], &mut a);
+    mux.handle_datagram(peer, &a);
+    mux.flush();
+    rec.0.lock().unwrap().clear();
+    s
+}
+
+fn acks(rec: &Recorder) -> Vec<u16> {
+    rec.0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, d)| Packet::decode(d).unwrap().header)
+        .filter(|h| h.ty == PacketType::State)
+        .map(|h| h.ack_nr)
+        .collect()
+}
+
+/// A run of data packets from one sender (one GRO read) is acknowledged
+/// by one ACK at once, without waiting for the end of the receive batch;
+/// packets offered one by one are acknowledged together, not one by one.
+/// Every byte reaches the reader.
+#[test]
+fn a_run_is_acked_at_once_and_single_datagrams_once_per_batch() {
+    let rec = Arc::new(Recorder::default());
+    let mux = Multiplexer::new(rec.clone(), None, MuxConfig::default()).unwrap();
+    let peer = addr(3);
+    let mut s = accepted(&mux, &rec, peer);
+    // Data from the initiator carries id 11 (its recv id + 1) and seq 2...
+    let run: Vec<Vec<u8>> = (2..22)
+        .map(|seq| packet(PacketType::Data, 11, seq))
+        .collect();
+    mux.handle_run(peer, run.iter().map(Vec::as_slice), &mut |_| {
+        panic!("not utp?")
+    });
+    assert_eq!(acks(&rec), [21], "one ACK for the whole run, before flush");
+    for seq in 22..32 {
+        assert!(mux.handle_datagram(peer, &packet(PacketType::Data, 11, seq)));
+    }
+    mux.flush();
+    // (The timer may have sent it first; either way there is one.)
+    assert_eq!(acks(&rec), [21, 31], "one ACK for the batch");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = [0u8; 60];
+    std::io::Read::read_exact(&mut s, &mut got).unwrap();
+    assert_eq!(got, [b'x'; 60]);
+}
+
+/// A message header and its block written with one vectored write leave
+/// as full-sized packets: the header does not go out alone as a small
+/// packet (which Nagle would then make the rest of the block wait behind).
+#[test]
+fn a_vectored_write_goes_out_in_full_packets() {
+    let rec = Arc::new(Recorder::default());
+    let mux = Multiplexer::new(rec.clone(), None, MuxConfig::default()).unwrap();
+    let s = accepted(&mux, &rec, addr(4));
+    let header = [7u8; 13];
+    let block = vec![8u8; 16 * 1024];
+    let bufs = [
+        std::io::IoSlice::new(&header),
+        std::io::IoSlice::new(&block),
+    ];
+    let n = std::io::Write::write_vectored(&mut &s, &bufs).unwrap();
+    assert_eq!(n, header.len() + block.len());
+    let sent = rec.0.lock().unwrap().clone();
+    let data: Vec<&Vec<u8>> = sent
+        .iter()
+        .map(|(_, d)| d)
+        .filter(|d| Packet::decode(d).unwrap().header.ty == PacketType::Data)
+        .collect();
+    assert!(!data.is_empty());
+    assert_eq!(data[0].len(), 1472, "the first packet is full");
+    let first = Packet::decode(data[0]).unwrap();
+    assert_eq!(&first.payload[..13], &header);
+    assert_eq!(first.payload[13], 8);
+}

@@ -104,6 +104,7 @@ impl Connection {
             if self.nagle_seq == Some(o.seq) {
                 self.nagle_seq = None;
             }
+            self.recycle(o.payload);
         }
         let mut lost = false;
         if let Some(mask) = sack {
