@@ -1589,3 +1589,68 @@ fn three_hundred_torrents_on_one_tracker_announce_once_per_interval() {
     assert_eq!(listed, 0, "torrents without `stopped`");
     assert!(took < Duration::from_secs(10), "stopping took {took:?}");
 }
+
+/// Issue 19: 2,000 torrents on one tracker stop within the session's stop
+/// deadline (3 s, plus a margin for a loaded machine), and the tracker got
+/// `stopped` from every one of them: it lists none.
+#[test]
+fn two_thousand_torrents_on_one_tracker_stop_within_the_deadline() {
+    use bittern_tracker::server::{ServerConfig, TrackerServer};
+    if isolated("two_thousand_torrents_on_one_tracker_stop_within_the_deadline") {
+        return;
+    }
+    const N: usize = 2000;
+    let tracker = TrackerServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        ServerConfig {
+            interval: Duration::from_secs(1800),
+            max_connections: 256,
+            ..ServerConfig::default()
+        },
+    )
+    .unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let metas = tiny_torrents_on(src.path(), N, Some(&tracker.announce_url()));
+    let cfg = SessionConfig {
+        hash_threads: 2,
+        announce: true,
+        ..config()
+    };
+    let deadline = cfg.timing.stop_announce_deadline;
+    let mut seeder = Session::new(cfg).unwrap();
+    let handles: Vec<_> = metas
+        .iter()
+        .map(|m| {
+            seeder
+                .add_torrent(m.clone(), src.path(), TorrentOptions::default())
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        wait_for(Duration::from_secs(120), || metas
+            .iter()
+            .all(|m| tracker.peer_count(&m.info_hash) == 1)),
+        "not all announced: {} of {N}",
+        metas
+            .iter()
+            .filter(|m| tracker.peer_count(&m.info_hash) == 1)
+            .count()
+    );
+    let start = Instant::now();
+    seeder.shutdown();
+    let took = start.elapsed();
+    let listed = metas
+        .iter()
+        .filter(|m| tracker.peer_count(&m.info_hash) != 0)
+        .count();
+    eprintln!("{N} torrents on one tracker stopped in {took:?}; still listed: {listed}");
+    assert_eq!(
+        listed, 0,
+        "torrents whose `stopped` never reached the tracker"
+    );
+    assert!(handles.iter().all(|h| h.is_finished()));
+    assert!(
+        took < deadline + Duration::from_secs(3),
+        "stopping took {took:?} (deadline {deadline:?})"
+    );
+}
