@@ -196,7 +196,10 @@ pub struct Timing {
     pub connect_timeout: Duration,
     /// How often resume state is saved while downloading.
     pub resume_interval: Duration,
-    /// Upper bound on the final `stopped` announce at shutdown.
+    /// The deadline of a graceful stop: of the session's shutdown as a
+    /// whole (every torrent's last resume save, the `stopped` announces,
+    /// the threads; what is not done by then is abandoned with a log
+    /// line), and of one torrent's `stopped` announce when it stops alone.
     pub stop_announce_deadline: Duration,
 }
 

@@ -258,6 +258,23 @@ impl TorrentHandle {
         crate::session::unregister(&self.registry, self.info_hash, self.id);
     }
 
+    /// Blocks until the torrent has ended or `deadline` passes; true if
+    /// it has ended.
+    pub(crate) fn wait_until(&self, deadline: std::time::Instant) -> bool {
+        let mut done = self.published.done.lock();
+        while !*done {
+            if self
+                .published
+                .done_signal
+                .wait_until(&mut done, deadline)
+                .timed_out()
+            {
+                return *done;
+            }
+        }
+        true
+    }
+
     /// Blocks until the torrent has ended (seed goal reached, removed, or
     /// its check failed).
     pub fn wait(&self) {

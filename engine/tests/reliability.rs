@@ -1494,72 +1494,67 @@ fn three_hundred_torrents_on_one_tracker_announce_once_per_interval() {
                 .unwrap()
         })
         .collect();
-    // When each torrent's first announce arrived (polled every 20 ms).
-    let counts = || -> Vec<u64> {
-        metas
-            .iter()
-            .map(|m| tracker.announce_count(&m.info_hash))
-            .collect()
-    };
-    let mut first: Vec<Option<Instant>> = vec![None; N];
-    let limit = Instant::now() + Duration::from_secs(30);
-    while first.iter().any(Option::is_none) && Instant::now() < limit {
-        let now = Instant::now();
-        for (f, c) in first.iter_mut().zip(counts()) {
-            if f.is_none() && c >= 1 {
-                *f = Some(now);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let first: Vec<Instant> = first
-        .into_iter()
-        .map(|f| f.expect("every torrent announced `started`"))
-        .collect();
-    let spread = first
+    // The tracker dates every announce: the test's own polling (late by
+    // whatever the scheduler adds at load 40) measures nothing. First,
+    // every `started` arrives, then two re-announces of each.
+    let count = |m: &Metainfo| tracker.announce_count(&m.info_hash);
+    let limit = Duration::from_secs(90);
+    assert!(
+        wait_for(limit, || metas.iter().all(|m| count(m) >= 3)),
+        "torrents without `started` and two re-announces after {limit:?}: {} without `started`, {} with fewer than 3",
+        metas.iter().filter(|m| count(m) == 0).count(),
+        metas.iter().filter(|m| count(m) < 3).count()
+    );
+    let stats: Vec<_> = metas
         .iter()
-        .max()
-        .unwrap()
-        .duration_since(*first.iter().min().unwrap());
-    // Two and a half intervals after the last `started`: each torrent has
-    // announced once, then once per whole interval since, never more.
-    let last = *first.iter().max().unwrap();
-    std::thread::sleep((last + INTERVAL * 5 / 2).saturating_duration_since(Instant::now()));
-    let at = Instant::now();
-    let got = counts();
-    let mut wrong = Vec::new();
-    for (i, (&f, &c)) in first.iter().zip(&got).enumerate() {
-        let since = at.duration_since(f);
-        let rounds = (since.as_millis() / INTERVAL.as_millis()) as u64;
-        let expected = 1 + rounds;
-        // Close to a round's boundary the next announce may or may not
-        // have landed yet (polling and request latency).
-        let into = since.as_millis() % INTERVAL.as_millis();
-        let near = into < 300 || into > INTERVAL.as_millis() - 300;
-        let ok = c == expected || (near && (c + 1 == expected || c == expected + 1));
-        if !ok {
-            wrong.push((i, c, expected, since));
-        }
-    }
+        .map(|m| tracker.announce_stats(&m.info_hash).unwrap())
+        .collect();
+    let first = |f: fn(&bittern_tracker::server::AnnounceStats) -> Instant| {
+        let t: Vec<Instant> = stats.iter().map(f).collect();
+        (*t.iter().min().unwrap(), *t.iter().max().unwrap())
+    };
+    let (earliest, latest) = first(|s| s.first);
+    let shortest = stats.iter().filter_map(|s| s.shortest_gap).min().unwrap();
+    let longest = stats.iter().filter_map(|s| s.longest_gap).max().unwrap();
     let threads = proc_status("Threads:");
     eprintln!(
-        "{N} torrents: started spread {spread:?}, announces {} in total, threads {base_threads} -> {threads}",
+        "{N} torrents: started spread {:?}, announces {} in total, gaps between a torrent's announces {shortest:?} to {longest:?}, threads {base_threads} -> {threads}",
+        latest - earliest,
         tracker.announce_requests()
     );
+    // Never more than one announce per interval: the announcer asks again
+    // an interval after the tracker's answer, so no torrent's announces
+    // come closer together (10 ms for clock reads).
+    let early: Vec<(usize, Duration)> = stats
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.shortest_gap.map(|g| (i, g)))
+        .filter(|&(_, g)| g + Duration::from_millis(10) < INTERVAL)
+        .collect();
     assert!(
-        wrong.is_empty(),
-        "announces per torrent not one per interval (index, got, expected, since first): {:?}",
-        &wrong[..wrong.len().min(10)]
+        early.is_empty(),
+        "announces closer than the interval (index, shortest gap): {:?}",
+        &early[..early.len().min(10)]
     );
+    // And no interval skipped: the next announce comes within the
+    // interval after the one before, plus an interval of slack for the
+    // queue at one tracker on a loaded machine.
+    let late: Vec<(usize, Duration)> = stats
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.longest_gap.map(|g| (i, g)))
+        .filter(|&(_, g)| g >= 2 * INTERVAL)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "an interval without an announce (index, longest gap): {:?}",
+        &late[..late.len().min(10)]
+    );
+    let got: Vec<u64> = metas.iter().map(count).collect();
     assert_eq!(
         tracker.announce_requests(),
         got.iter().sum::<u64>(),
         "announces only for these torrents"
-    );
-    assert!(
-        got.iter().all(|&c| c >= 3),
-        "every torrent re-announced twice: {:?}",
-        &got[..10]
     );
     // The announcer started with the first torrent that has a tracker:
     // its scheduler, at most 4 workers and the peer forwarder.
@@ -1588,4 +1583,69 @@ fn three_hundred_torrents_on_one_tracker_announce_once_per_interval() {
     eprintln!("{N} torrents stopped in {took:?}; still listed: {listed}");
     assert_eq!(listed, 0, "torrents without `stopped`");
     assert!(took < Duration::from_secs(10), "stopping took {took:?}");
+}
+
+/// Issue 19: 2,000 torrents on one tracker stop within the session's stop
+/// deadline (3 s, plus a margin for a loaded machine), and the tracker got
+/// `stopped` from every one of them: it lists none.
+#[test]
+fn two_thousand_torrents_on_one_tracker_stop_within_the_deadline() {
+    use bittern_tracker::server::{ServerConfig, TrackerServer};
+    if isolated("two_thousand_torrents_on_one_tracker_stop_within_the_deadline") {
+        return;
+    }
+    const N: usize = 2000;
+    let tracker = TrackerServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        ServerConfig {
+            interval: Duration::from_secs(1800),
+            max_connections: 256,
+            ..ServerConfig::default()
+        },
+    )
+    .unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let metas = tiny_torrents_on(src.path(), N, Some(&tracker.announce_url()));
+    let cfg = SessionConfig {
+        hash_threads: 2,
+        announce: true,
+        ..config()
+    };
+    let deadline = cfg.timing.stop_announce_deadline;
+    let mut seeder = Session::new(cfg).unwrap();
+    let handles: Vec<_> = metas
+        .iter()
+        .map(|m| {
+            seeder
+                .add_torrent(m.clone(), src.path(), TorrentOptions::default())
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        wait_for(Duration::from_secs(120), || metas
+            .iter()
+            .all(|m| tracker.peer_count(&m.info_hash) == 1)),
+        "not all announced: {} of {N}",
+        metas
+            .iter()
+            .filter(|m| tracker.peer_count(&m.info_hash) == 1)
+            .count()
+    );
+    let start = Instant::now();
+    seeder.shutdown();
+    let took = start.elapsed();
+    let listed = metas
+        .iter()
+        .filter(|m| tracker.peer_count(&m.info_hash) != 0)
+        .count();
+    eprintln!("{N} torrents on one tracker stopped in {took:?}; still listed: {listed}");
+    assert_eq!(
+        listed, 0,
+        "torrents whose `stopped` never reached the tracker"
+    );
+    assert!(handles.iter().all(|h| h.is_finished()));
+    assert!(
+        took < deadline + Duration::from_secs(3),
+        "stopping took {took:?} (deadline {deadline:?})"
+    );
 }

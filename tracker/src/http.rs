@@ -228,48 +228,124 @@ pub fn parse_scrape(
 /// `failure reason` becomes [`Error::Failure`], otherwise
 /// [`Error::HttpStatus`].
 pub fn get(url: &str, config: &ClientConfig) -> Result<Vec<u8>> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    Client::new(config).get(url, None)
+}
+
+/// An HTTP client that keeps connections open between requests (ureq's
+/// agent pools them by host), for a run of requests to one tracker: the
+/// `stopped` announces of many torrents at shutdown go one after another on
+/// one connection where the tracker keeps it open (HTTP/1.1 keep-alive);
+/// a tracker that closes after each reply (opentracker) costs a connect
+/// each, as before.
+pub(crate) struct Client {
+    agent: ureq::Agent,
+    config: ClientConfig,
+    /// A request went out on this agent: the next may reuse its connection.
+    used: bool,
+}
+
+impl Client {
+    /// A client with `config`'s timeouts and limits.
+    pub(crate) fn new(config: &ClientConfig) -> Client {
+        Client {
+            agent: agent(config),
+            config: config.clone(),
+            used: false,
+        }
+    }
+
+    /// As [`get`]; `limit` bounds this request's total time further. A
+    /// request that fails without an answer on a connection kept from an
+    /// earlier one (the tracker may have closed it just then) is tried once
+    /// more on a new connection.
+    pub(crate) fn get(&mut self, url: &str, limit: Option<Duration>) -> Result<Vec<u8>> {
+        let reused = std::mem::replace(&mut self.used, true);
+        match self.get_once(url, limit) {
+            Err(e) if reused && (e.is_unreachable() || matches!(e, Error::Http(_))) => {
+                log::debug!(
+                    "{}: kept connection failed ({e}); reconnecting",
+                    host_of(url)
+                );
+                self.agent = agent(&self.config);
+                self.get_once(url, limit)
+            }
+            other => other,
+        }
+    }
+
+    /// Announces over HTTP on this client's connections.
+    pub(crate) fn announce(
+        &mut self,
+        base: &str,
+        params: &AnnounceParams,
+        limit: Option<Duration>,
+    ) -> Result<AnnounceResponse> {
+        let body = self.get(&announce_url(base, params), limit)?;
+        parse_announce(&body, self.config.max_response_size)
+    }
+
+    fn get_once(&self, url: &str, limit: Option<Duration>) -> Result<Vec<u8>> {
+        let request = self.agent.get(url);
+        let call = match limit {
+            Some(limit) => {
+                let global = limit.min(total_timeout(&self.config));
+                request
+                    .config()
+                    .timeout_global(Some(global.max(Duration::from_millis(1))))
+                    .build()
+                    .call()
+            }
+            None => request.call(),
+        };
+        let mut resp = call.map_err(|e| map_ureq(e, url))?;
+        let status = resp.status().as_u16();
+        let max = self.config.max_response_size;
+        if let Some(len) = resp.body().content_length() {
+            if len > max as u64 {
+                return Err(Error::TooLarge { limit: max });
+            }
+        }
+        // Read one byte past the limit so an oversized body is detected
+        // without buffering more than the limit.
+        let mut body = Vec::new();
+        let reader = resp.body_mut().as_reader();
+        reader
+            .take(max as u64 + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| map_io(e, url))?;
+        if body.len() > max {
+            return Err(Error::TooLarge { limit: max });
+        }
+        if !(200..300).contains(&status) {
+            return Err(
+                match decode_body(&body, max).ok().as_ref().and_then(failure) {
+                    Some(f) => f,
+                    None => Error::HttpStatus { status },
+                },
+            );
+        }
+        Ok(body)
+    }
+}
+
+/// The longest one request may take under `config`.
+fn total_timeout(config: &ClientConfig) -> Duration {
+    config
+        .connect_timeout
+        .saturating_add(config.read_timeout.saturating_mul(2))
+}
+
+fn agent(config: &ClientConfig) -> ureq::Agent {
+    ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(MAX_REDIRECTS)
         .user_agent(config.user_agent.as_str())
         .timeout_connect(Some(config.connect_timeout))
         .timeout_recv_response(Some(config.read_timeout))
         .timeout_recv_body(Some(config.read_timeout))
-        .timeout_global(Some(
-            config
-                .connect_timeout
-                .saturating_add(config.read_timeout.saturating_mul(2)),
-        ))
+        .timeout_global(Some(total_timeout(config)))
         .build()
-        .into();
-    let mut resp = agent.get(url).call().map_err(|e| map_ureq(e, url))?;
-    let status = resp.status().as_u16();
-    let max = config.max_response_size;
-    if let Some(len) = resp.body().content_length() {
-        if len > max as u64 {
-            return Err(Error::TooLarge { limit: max });
-        }
-    }
-    // Read one byte past the limit so an oversized body is detected without
-    // buffering more than the limit.
-    let mut body = Vec::new();
-    let reader = resp.body_mut().as_reader();
-    reader
-        .take(max as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| map_io(e, url))?;
-    if body.len() > max {
-        return Err(Error::TooLarge { limit: max });
-    }
-    if !(200..300).contains(&status) {
-        return Err(
-            match decode_body(&body, max).ok().as_ref().and_then(failure) {
-                Some(f) => f,
-                None => Error::HttpStatus { status },
-            },
-        );
-    }
-    Ok(body)
+        .into()
 }
 
 fn map_io(e: std::io::Error, url: &str) -> Error {

@@ -89,7 +89,25 @@ struct Counters {
     announces: AtomicU64,
     scrapes: AtomicU64,
     /// Announces per torrent, for at most `max_torrents` torrents.
-    per_torrent: Mutex<HashMap<InfoHash, u64>>,
+    per_torrent: Mutex<HashMap<InfoHash, AnnounceStats>>,
+}
+
+/// When announces for one torrent arrived (any peer), for status pages and
+/// tests: how many, the first and last, and the shortest and longest gap
+/// between two in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnnounceStats {
+    /// Announces served.
+    pub count: u64,
+    /// When the first arrived.
+    pub first: Instant,
+    /// When the last arrived.
+    pub last: Instant,
+    /// The shortest time between two announces in a row (`None` before
+    /// the second).
+    pub shortest_gap: Option<Duration>,
+    /// The longest time between two announces in a row.
+    pub longest_gap: Option<Duration>,
 }
 
 /// A running tracker. Serves in background threads until
@@ -165,8 +183,18 @@ impl TrackerServer {
             .per_torrent
             .lock()
             .get(info_hash)
+            .map_or(0, |s| s.count)
+    }
+
+    /// When announces for one torrent arrived (see [`AnnounceStats`]);
+    /// `None` before the first (or past [`ServerConfig::max_torrents`]).
+    pub fn announce_stats(&self, info_hash: &InfoHash) -> Option<AnnounceStats> {
+        self.state
+            .counters
+            .per_torrent
+            .lock()
+            .get(info_hash)
             .copied()
-            .unwrap_or(0)
     }
 
     /// Peers the tracker lists for one torrent now.
@@ -351,11 +379,25 @@ fn route(req: &HttpRequest, remote: SocketAddr, state: &State) -> Option<Vec<u8>
 impl Counters {
     fn count_announce(&self, info_hash: &InfoHash, max_torrents: usize) {
         self.announces.fetch_add(1, Ordering::SeqCst);
+        let now = Instant::now();
         let mut per = self.per_torrent.lock();
-        if let Some(n) = per.get_mut(info_hash) {
-            *n += 1;
+        if let Some(s) = per.get_mut(info_hash) {
+            let gap = now.saturating_duration_since(s.last);
+            s.count += 1;
+            s.last = now;
+            s.shortest_gap = Some(s.shortest_gap.map_or(gap, |g| g.min(gap)));
+            s.longest_gap = Some(s.longest_gap.map_or(gap, |g| g.max(gap)));
         } else if per.len() < max_torrents {
-            per.insert(*info_hash, 1);
+            per.insert(
+                *info_hash,
+                AnnounceStats {
+                    count: 1,
+                    first: now,
+                    last: now,
+                    shortest_gap: None,
+                    longest_gap: None,
+                },
+            );
         }
     }
 }

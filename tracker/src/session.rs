@@ -86,6 +86,12 @@ pub struct SessionConfig {
     /// Requests in flight at once to one tracker that answered within
     /// `warm_for` (one while it has not).
     pub per_tracker: usize,
+    /// Worker threads while `stopped` announces wait (at least
+    /// `workers`): a shutdown's stops leave in batches, this many at once.
+    pub stop_workers: usize,
+    /// Batches of `stopped` announces in flight at once to one warm
+    /// tracker (one while it is cold).
+    pub stop_per_tracker: usize,
     /// How long an answer keeps a tracker warm; BEP 15's connection id
     /// lifetime.
     pub warm_for: Duration,
@@ -99,8 +105,9 @@ pub struct SessionConfig {
 }
 
 impl SessionConfig {
-    /// Production defaults: 4 workers, 2 requests per tracker, `numwant`
-    /// 50, a 3 s stop deadline, the default schedule, and UDP requests sent
+    /// Production defaults: 4 workers, 2 requests per tracker (16 and 16
+    /// for the batches of `stopped` announces), `numwant` 50, a 3 s stop
+    /// deadline, the default schedule, and UDP requests sent
     /// at most 4 times rather than BEP 15's 8, so that one silent UDP
     /// tracker cannot hold up a torrent's other tiers for an hour.
     pub fn new(peer_id: PeerId, port: u16) -> SessionConfig {
@@ -115,6 +122,8 @@ impl SessionConfig {
             schedule: ScheduleConfig::default(),
             workers: 4,
             per_tracker: 2,
+            stop_workers: 16,
+            stop_per_tracker: 16,
             warm_for: Duration::from_secs(60),
             stop_deadline: Duration::from_secs(3),
             event_capacity: 1024,
@@ -152,7 +161,13 @@ impl SessionAnnouncer {
         let workers = config.workers.max(1);
         let (commands_tx, commands_rx) = bounded(COMMAND_CAPACITY);
         let (events_tx, events_rx) = bounded(config.event_capacity.max(1));
-        let pool = pool::Pool::new(&config.thread_name, workers, config.client.clone());
+        let stop_workers = config.stop_workers.max(workers);
+        let pool = pool::Pool::new(
+            &config.thread_name,
+            workers,
+            stop_workers,
+            config.client.clone(),
+        );
         let threads = Arc::new(AtomicUsize::new(1));
         let core = Core::new(
             CoreConfig {
@@ -163,6 +178,8 @@ impl SessionAnnouncer {
                 schedule: config.schedule.clone(),
                 max_in_flight: workers,
                 per_tracker: config.per_tracker,
+                stop_in_flight: stop_workers,
+                stop_per_tracker: config.stop_per_tracker,
                 warm_for: config.warm_for,
             },
             Box::new(rand::random::<f64>),

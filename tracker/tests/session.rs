@@ -457,3 +457,114 @@ fn idle_workers_end_and_a_later_request_starts_one_again() {
         srv.announce_count(&hash(0)) >= 2
     });
 }
+
+/// An HTTP tracker a few milliseconds away (each reply `delay` after its
+/// request) that keeps connections open (HTTP/1.1 keep-alive), one thread
+/// per connection. Counts connections and the torrents whose `stopped`
+/// arrived.
+struct DistantTracker {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    stopped: Arc<std::sync::Mutex<HashSet<String>>>,
+}
+
+impl DistantTracker {
+    fn start(delay: Duration) -> DistantTracker {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let stopped = Arc::new(std::sync::Mutex::new(HashSet::new()));
+        let (c, s) = (connections.clone(), stopped.clone());
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                c.fetch_add(1, Ordering::SeqCst);
+                let s = s.clone();
+                thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            match stream.read(&mut chunk) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end + 4);
+                        let line = head.lines().next().unwrap_or("").to_string();
+                        thread::sleep(delay);
+                        if line.contains("event=stopped") {
+                            let hash = line
+                                .split(['?', '&'])
+                                .find_map(|p| p.strip_prefix("info_hash="))
+                                .unwrap_or("")
+                                .to_string();
+                            s.lock().unwrap().insert(hash);
+                        }
+                        let body = "d8:intervali1800e5:peers0:e";
+                        // One write: head and body in one segment.
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        use std::io::Write;
+                        if stream.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        DistantTracker {
+            addr,
+            connections,
+            stopped,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/announce", self.addr)
+    }
+}
+
+/// Issue 19: 2,000 torrents on one tracker 10 ms away all get their
+/// `stopped` within the 3 s stop deadline: batches of stops go out on
+/// several workers at once, each batch one after another on one kept-alive
+/// connection (one connection per stop and two in flight took 10 s).
+#[test]
+fn two_thousand_stops_to_a_distant_tracker_within_the_deadline() {
+    const N: u64 = 2000;
+    let tracker = DistantTracker::start(Duration::from_millis(10));
+    let mut cfg = config("tds", 7401);
+    // Generous request timeouts: the test machine may be loaded.
+    cfg.client.connect_timeout = Duration::from_secs(2);
+    cfg.client.read_timeout = Duration::from_secs(2);
+    let h = SessionAnnouncer::spawn(cfg).unwrap();
+    add_all(&h, N, &tracker.url(), 0);
+    wait_until("every started", Duration::from_secs(60), || {
+        (0..N)
+            .step_by(97)
+            .all(|k| h.status(TorrentKey(k)).is_some_and(|s| s.announces == 1))
+            && (0..N).all(|k| h.status(TorrentKey(k)).is_some_and(|s| s.announces == 1))
+    });
+    let before = tracker.connections.load(Ordering::SeqCst);
+    let start = Instant::now();
+    let done = within(Duration::from_secs(6), || {
+        h.shutdown(Duration::from_secs(3))
+    });
+    let took = start.elapsed();
+    let stopped = tracker.stopped.lock().unwrap().len();
+    let connections = tracker.connections.load(Ordering::SeqCst) - before;
+    eprintln!(
+        "{N} stops to a tracker 10 ms away: {stopped} in {took:?} on {connections} connections"
+    );
+    assert_eq!(stopped as u64, N, "stops that reached the tracker");
+    assert!(done, "shutdown finished within its deadline");
+    assert!(
+        (connections as u64) < N / 8,
+        "stops share kept-alive connections: {connections} for {N}"
+    );
+}

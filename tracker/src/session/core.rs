@@ -16,7 +16,12 @@
 //!   a refusal (`failure reason`, UDP error) is alive; only that torrent
 //!   moves on, and if every tracker refused it, the torrent backs off alone.
 //! - `stopped` announces go first in each queue and are dropped once their
-//!   deadline passes or when the tracker is backing off.
+//!   deadline passes or when the tracker is backing off. They leave in
+//!   batches (`session/core/stops.rs`): each batch is one job that a worker
+//!   sends one after another on one kept-alive HTTP connection, or all at
+//!   once over UDP, and a warm tracker takes `stop_per_tracker` batches at
+//!   once, so 10,000 torrents stopping cost a few hundred jobs, not 10,000
+//!   round trips through the scheduler.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -26,6 +31,7 @@ use std::time::{Duration, Instant};
 use bittern_wire::{InfoHash, PeerId};
 
 mod answers;
+mod stops;
 
 use super::{StatsSource, TorrentKey, TrackerEvent};
 use crate::error::Error;
@@ -51,6 +57,12 @@ pub(crate) struct CoreConfig {
     pub max_in_flight: usize,
     /// Requests in flight at once to one tracker that answered recently.
     pub per_tracker: usize,
+    /// Jobs in flight at once, over all trackers, while `stopped`
+    /// announces wait (at least `max_in_flight`).
+    pub stop_in_flight: usize,
+    /// Batches of `stopped` announces in flight at once to one tracker
+    /// that answered recently.
+    pub stop_per_tracker: usize,
     /// How long after an answer a tracker counts as warm.
     pub warm_for: Duration,
 }
@@ -65,7 +77,16 @@ pub(crate) struct Job {
     pub url: String,
     /// After this the request is pointless (`stopped` at shutdown).
     pub deadline: Option<Instant>,
+    /// When the scheduler handed it out.
+    pub sent_at: Instant,
     pub kind: JobKind,
+}
+
+/// One torrent's `stopped` announce in a [`JobKind::Stops`] batch.
+pub(crate) struct StopItem {
+    pub torrent: TorrentKey,
+    pub params: AnnounceParams,
+    pub stats: StatsSource,
 }
 
 /// What a [`Job`] asks.
@@ -80,12 +101,17 @@ pub(crate) enum JobKind {
     Scrape {
         torrents: Vec<(TorrentKey, InfoHash)>,
     },
+    /// `stopped` announces of several torrents to one tracker.
+    Stops { stops: Vec<StopItem> },
 }
 
 /// A worker's answer to a [`Job`].
 pub(crate) enum JobResult {
     Announce(Result<AnnounceResponse, Error>),
     Scrape(Result<Vec<(InfoHash, ScrapeStats)>, Error>),
+    /// One entry per stop of the batch, in order: `None` for one not sent
+    /// (the deadline came, or the tracker stopped answering).
+    Stops(Vec<Option<Result<AnnounceResponse, Error>>>),
 }
 
 /// What the scheduler thread must pass on.
@@ -118,6 +144,8 @@ struct TrackerState {
     backoff: Backoff,
     retry_at: Option<Instant>,
     warm_until: Option<Instant>,
+    /// When it last answered anything.
+    answered_at: Option<Instant>,
     last_error: Option<String>,
     /// Torrents that list this tracker.
     users: usize,
@@ -128,8 +156,12 @@ impl TrackerState {
         self.retry_at.is_none_or(|r| now >= r)
     }
 
+    fn is_warm(&self, now: Instant) -> bool {
+        self.warm_until.is_some_and(|w| now < w)
+    }
+
     fn can_send(&self, now: Instant, per_tracker: usize) -> bool {
-        let limit = if self.warm_until.is_some_and(|w| now < w) {
+        let limit = if self.is_warm(now) {
             per_tracker.max(1)
         } else {
             1
@@ -427,6 +459,7 @@ impl Core {
                 backoff: Backoff::default(),
                 retry_at: None,
                 warm_until: None,
+                answered_at: None,
                 last_error: None,
                 users: 0,
             },
@@ -515,18 +548,20 @@ impl Core {
         let mut jobs = Vec::new();
         let mut ids: Vec<TrackerId> = self.trackers.keys().copied().collect();
         ids.sort();
+        let most = self.config.max_in_flight.max(self.config.stop_in_flight);
         let mut progress = true;
-        while progress && self.in_flight < self.config.max_in_flight {
+        while progress && self.in_flight < most {
             progress = false;
             for &id in &ids {
-                if self.in_flight >= self.config.max_in_flight {
-                    break;
-                }
                 self.expire_stops(now, id);
-                let can_send = self
-                    .trackers
-                    .get(&id)
-                    .is_some_and(|tr| tr.can_send(now, self.config.per_tracker));
+                let can_send = self.trackers.get(&id).is_some_and(|tr| {
+                    if tr.stops.is_empty() {
+                        self.in_flight < self.config.max_in_flight
+                            && tr.can_send(now, self.config.per_tracker)
+                    } else {
+                        self.in_flight < most && tr.can_send(now, self.config.stop_per_tracker)
+                    }
+                });
                 if !can_send {
                     continue;
                 }
@@ -571,22 +606,8 @@ impl Core {
         let tr = self.trackers.get_mut(&id)?;
         let url = tr.url.to_string();
         let batch = tr.scrape_batch();
-        while let Some((key, deadline)) = self.trackers.get_mut(&id)?.stops.pop_front() {
-            if deadline <= now {
-                self.stop_dropped(key, "the stop deadline passed");
-                continue;
-            }
-            let Some(t) = self.torrents.get(&key) else {
-                continue;
-            };
-            return Some(self.announce_job(
-                id,
-                url,
-                key,
-                t,
-                AnnounceEvent::Stopped,
-                Some(deadline),
-            ));
+        if let Some(job) = self.stops_job(now, id, &url) {
+            return Some(job);
         }
         while let Some(key) = self.trackers.get_mut(&id)?.queue.pop_front() {
             let Some(t) = self.torrents.get_mut(&key) else {
@@ -599,7 +620,7 @@ impl Core {
             t.in_flight = true;
             let event = t.schedule.event(t.started.contains(&id));
             let t = &self.torrents[&key];
-            return Some(self.announce_job(id, url, key, t, event, None));
+            return Some(self.announce_job(id, url, key, t, event, now));
         }
         let mut torrents = Vec::new();
         while torrents.len() < batch? {
@@ -617,6 +638,7 @@ impl Core {
             tracker: id,
             url,
             deadline: None,
+            sent_at: now,
             kind: JobKind::Scrape { torrents },
         })
     }
@@ -628,12 +650,13 @@ impl Core {
         key: TorrentKey,
         t: &TorrentState,
         event: AnnounceEvent,
-        deadline: Option<Instant>,
+        now: Instant,
     ) -> Job {
         Job {
             tracker: id,
             url,
-            deadline,
+            deadline: None,
+            sent_at: now,
             kind: JobKind::Announce {
                 torrent: key,
                 params: self.params(t, id, event),
@@ -742,6 +765,8 @@ mod tests {
                 },
                 max_in_flight: 4,
                 per_tracker: 2,
+                stop_in_flight: 4,
+                stop_per_tracker: 4,
                 warm_for: S(60),
             },
             Box::new(|| 1.0),
@@ -782,11 +807,14 @@ mod tests {
                 torrent, params, ..
             } => (*torrent, params.event, &job.url),
             JobKind::Scrape { .. } => panic!("unexpected scrape"),
+            JobKind::Stops { .. } => panic!("unexpected batch of stops"),
         }
     }
 
     /// Answers every job with `answer` until nothing is left at `now`;
-    /// returns the jobs run.
+    /// returns the jobs run. A batch of stops is answered with what
+    /// `answer` gives its first stop (an error ends the batch there, as
+    /// over HTTP) and listed as one job per stop sent.
     fn drain(c: &mut Core, now: Instant, answer: impl Fn(&Job) -> JobResult) -> Vec<Job> {
         let mut run = Vec::new();
         loop {
@@ -795,29 +823,58 @@ mod tests {
                 return run;
             }
             for job in jobs {
-                let r = answer(&job);
-                let kind = match &job.kind {
+                let copy =
+                    |torrent: TorrentKey, params: &AnnounceParams, stats: &StatsSource| Job {
+                        tracker: job.tracker,
+                        url: job.url.clone(),
+                        deadline: job.deadline,
+                        sent_at: job.sent_at,
+                        kind: JobKind::Announce {
+                            torrent,
+                            params: params.clone(),
+                            stats: stats.clone(),
+                        },
+                    };
+                let (r, copies) = match &job.kind {
                     JobKind::Announce {
                         torrent,
                         params,
                         stats,
-                    } => JobKind::Announce {
-                        torrent: *torrent,
-                        params: params.clone(),
-                        stats: stats.clone(),
-                    },
-                    JobKind::Scrape { torrents } => JobKind::Scrape {
-                        torrents: torrents.clone(),
-                    },
-                };
-                let copy = Job {
-                    tracker: job.tracker,
-                    url: job.url.clone(),
-                    deadline: job.deadline,
-                    kind,
+                    } => (answer(&job), vec![copy(*torrent, params, stats)]),
+                    JobKind::Scrape { torrents } => {
+                        let c = Job {
+                            tracker: job.tracker,
+                            url: job.url.clone(),
+                            deadline: job.deadline,
+                            sent_at: job.sent_at,
+                            kind: JobKind::Scrape {
+                                torrents: torrents.clone(),
+                            },
+                        };
+                        (answer(&job), vec![c])
+                    }
+                    JobKind::Stops { stops } => {
+                        let first = copy(stops[0].torrent, &stops[0].params, &stops[0].stats);
+                        let results: Vec<_> = match answer(&first) {
+                            JobResult::Announce(Ok(resp)) => {
+                                stops.iter().map(|_| Some(Ok(resp.clone()))).collect()
+                            }
+                            JobResult::Announce(Err(e)) => std::iter::once(Some(Err(e)))
+                                .chain(stops.iter().skip(1).map(|_| None))
+                                .collect(),
+                            _ => panic!("a stop answered with a scrape"),
+                        };
+                        let copies = stops
+                            .iter()
+                            .zip(&results)
+                            .filter(|(_, r)| r.is_some())
+                            .map(|(s, _)| copy(s.torrent, &s.params, &s.stats))
+                            .collect();
+                        (JobResult::Stops(results), copies)
+                    }
                 };
                 c.on_done(now, job, r);
-                run.push(copy);
+                run.extend(copies);
             }
         }
     }
@@ -1024,20 +1081,148 @@ mod tests {
     fn no_stopped_for_a_tracker_that_backs_off() {
         let t0 = Instant::now();
         let mut c = core();
-        add(&mut c, t0, 4, &[&[A]]);
+        add(&mut c, t0, 40, &[&[A]]);
         drain(&mut c, t0, |_| ok(1800));
         c.remove_all(t0, t0 + S(3));
-        // The first `stopped`s (two at once to a warm tracker) find the
-        // tracker gone; the rest are dropped rather than tried one by one.
+        // The first `stopped` of each batch (four at once to a warm
+        // tracker) finds the tracker gone; the rest are dropped rather
+        // than tried one by one.
         let run = drain(&mut c, t0, |_| JobResult::Announce(Err(Error::Connect)));
-        assert_eq!(run.len(), 2);
+        assert_eq!(run.len(), 4);
         assert_eq!(c.torrent_count(), 0);
         let removed = c
             .take_outputs()
             .iter()
             .filter(|o| matches!(o, Output::Removed(_)))
             .count();
-        assert_eq!(removed, 4);
+        assert_eq!(removed, 40);
+    }
+
+    /// The stops handed out at `now` (one batch per job), not answered.
+    fn stop_batches(c: &mut Core, now: Instant) -> Vec<Job> {
+        let jobs = c.poll(now);
+        assert!(jobs.iter().all(|j| matches!(j.kind, JobKind::Stops { .. })));
+        jobs
+    }
+
+    fn batch_len(job: &Job) -> usize {
+        match &job.kind {
+            JobKind::Stops { stops } => stops.len(),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn stops_leave_in_batches_over_every_worker() {
+        let t0 = Instant::now();
+        let mut c = core();
+        add(&mut c, t0, 1000, &[&[A]]);
+        drain(&mut c, t0, |_| ok(1800));
+        c.remove_all(t0, t0 + S(3));
+        let jobs = stop_batches(&mut c, t0);
+        // A warm tracker takes `stop_per_tracker` batches at once, each of
+        // at most STOP_BATCH.
+        assert_eq!(jobs.len(), 4);
+        assert!(jobs.iter().all(|j| batch_len(j) == stops::STOP_BATCH));
+        assert!(jobs.iter().all(|j| j.deadline == Some(t0 + S(3))));
+        for job in jobs {
+            let n = batch_len(&job);
+            c.on_done(
+                t0,
+                job,
+                JobResult::Stops((0..n).map(|_| Some(ok_response())).collect()),
+            );
+        }
+        let run = drain(&mut c, t0, |_| ok(0));
+        assert_eq!(run.len(), 1000 - 4 * stops::STOP_BATCH, "the rest");
+        assert_eq!(c.torrent_count(), 0);
+        // Few stops are spread over the workers, not one batch.
+        add(&mut c, t0, 8, &[&[A]]);
+        drain(&mut c, t0, |_| ok(1800));
+        c.remove_all(t0, t0 + S(3));
+        let sizes: Vec<usize> = stop_batches(&mut c, t0).iter().map(batch_len).collect();
+        assert_eq!(sizes, [2, 2, 2, 2]);
+    }
+
+    #[test]
+    fn a_cold_tracker_gets_one_stop_first() {
+        let t0 = Instant::now();
+        let mut c = core();
+        add(&mut c, t0, 100, &[&[A]]);
+        drain(&mut c, t0, |_| ok(1800));
+        // Two minutes later it is no longer warm.
+        let t1 = t0 + S(120);
+        c.remove_all(t1, t1 + S(3));
+        let probe = stop_batches(&mut c, t1);
+        assert_eq!(probe.iter().map(batch_len).collect::<Vec<_>>(), [1]);
+        for job in probe {
+            c.on_done(t1, job, JobResult::Stops(vec![Some(ok_response())]));
+        }
+        let sizes: Vec<usize> = stop_batches(&mut c, t1).iter().map(batch_len).collect();
+        assert_eq!(sizes, [25, 25, 25, 24], "then batches in parallel");
+    }
+
+    fn ok_response() -> Result<AnnounceResponse, Error> {
+        match ok(0) {
+            JobResult::Announce(r) => r,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn stops_not_sent_go_back_while_the_tracker_answers() {
+        let t0 = Instant::now();
+        let mut c = core();
+        add(&mut c, t0, 40, &[&[A]]);
+        drain(&mut c, t0, |_| ok(1800));
+        c.remove_all(t0, t0 + S(3));
+        let mut jobs = stop_batches(&mut c, t0).into_iter();
+        let (a, b) = (jobs.next().unwrap(), jobs.next().unwrap());
+        let all = |job: &Job| {
+            JobResult::Stops((0..batch_len(job)).map(|_| Some(ok_response())).collect())
+        };
+        // Batch `a` is cut off after two (the tracker at its connection
+        // limit), while batch `b` is answered after `a` went out: the
+        // tracker is alive, and a's unsent stops are queued again.
+        let t1 = t0 + Duration::from_millis(10);
+        let r = all(&b);
+        c.on_done(t1, b, r);
+        let n = batch_len(&a);
+        let mut cut: Vec<_> = vec![Some(ok_response()), Some(Err(Error::Connect))];
+        cut.resize_with(n, || None);
+        c.on_done(t1, a, JobResult::Stops(cut));
+        assert!(c.trackers.values().all(|t| t.available(t1)), "no backoff");
+        // The other two batches and the 8 stops put back all go out.
+        let mut sent = 0;
+        for job in jobs {
+            sent += batch_len(&job);
+            let r = all(&job);
+            c.on_done(t1, job, r);
+        }
+        loop {
+            let jobs = c.poll(t1);
+            if jobs.is_empty() {
+                break;
+            }
+            for job in jobs {
+                sent += batch_len(&job);
+                let r = all(&job);
+                c.on_done(t1, job, r);
+            }
+        }
+        assert_eq!(sent, 10 + 10 + 8);
+        assert_eq!(c.torrent_count(), 0);
+        // Past the deadline, what was not sent is dropped.
+        add(&mut c, t1, 4, &[&[A]]);
+        drain(&mut c, t1, |_| ok(1800));
+        c.remove_all(t1, t1 + S(3));
+        let t2 = t1 + S(4);
+        for job in stop_batches(&mut c, t1) {
+            let n = batch_len(&job);
+            c.on_done(t2, job, JobResult::Stops((0..n).map(|_| None).collect()));
+        }
+        assert!(c.poll(t2).is_empty());
+        assert_eq!(c.torrent_count(), 0);
     }
 
     #[test]
@@ -1063,7 +1248,7 @@ mod tests {
                     )
                 })
                 .collect())),
-            JobKind::Announce { .. } => panic!("no announce due"),
+            JobKind::Announce { .. } | JobKind::Stops { .. } => panic!("no announce due"),
         });
         for j in &run {
             if let JobKind::Scrape { torrents } = &j.kind {

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
-use super::core::{Job, JobKind, JobResult};
+use super::core::{Job, JobKind, JobResult, StopItem};
 use crate::client::{announce, scrape};
 use crate::error::Error;
-use crate::types::ClientConfig;
+use crate::types::{AnnounceResponse, ClientConfig};
 
 /// Up to `n` worker threads, started as jobs need them and ended after
 /// [`IDLE_EXIT`] without one: an announcer with nothing to announce holds
@@ -20,6 +20,8 @@ use crate::types::ClientConfig;
 pub(super) struct Pool {
     name: String,
     max: usize,
+    /// Workers at most while `stopped` announces are being sent.
+    max_stop: usize,
     client: ClientConfig,
     jobs: Option<Sender<Job>>,
     /// The workers' side of `jobs`, for workers started later (and to take
@@ -33,16 +35,19 @@ pub(super) struct Pool {
 }
 
 impl Pool {
-    /// A pool of at most `n` workers named `{name}-w{i}`; none runs yet.
-    /// Their queue holds `n` jobs, which is all the scheduler ever has in
+    /// A pool of at most `n` workers named `{name}-w{i}` (`n_stop` for
+    /// batches of `stopped` announces); none runs yet. Their queue holds
+    /// the larger of the two, which is all the scheduler ever has in
     /// flight, so neither side waits on a full queue.
-    pub(super) fn new(name: &str, n: usize, client: ClientConfig) -> Pool {
+    pub(super) fn new(name: &str, n: usize, n_stop: usize, client: ClientConfig) -> Pool {
         let n = n.max(1);
-        let (jobs_tx, jobs_rx) = bounded::<Job>(n);
-        let (done_tx, done_rx) = bounded(n);
+        let n_stop = n_stop.max(n);
+        let (jobs_tx, jobs_rx) = bounded::<Job>(n_stop);
+        let (done_tx, done_rx) = bounded(n_stop);
         Pool {
             name: name.to_string(),
             max: n,
+            max_stop: n_stop,
             client,
             jobs: Some(jobs_tx),
             queue: jobs_rx,
@@ -82,6 +87,11 @@ impl Pool {
         let Some(tx) = &self.jobs else {
             return Some(job);
         };
+        let max = if matches!(job.kind, JobKind::Stops { .. }) {
+            self.max_stop
+        } else {
+            self.max
+        };
         if let Err(e) = tx.try_send(job) {
             return Some(e.into_inner());
         }
@@ -90,7 +100,7 @@ impl Pool {
         // many; it then waits for the next job.)
         // Workers that ended after their idle timeout no longer count.
         self.threads.retain(|t| !t.is_finished());
-        if self.queue.len() > self.idle.load(Ordering::SeqCst) && self.threads.len() < self.max {
+        if self.queue.len() > self.idle.load(Ordering::SeqCst) && self.threads.len() < max {
             if let Err(e) = self.grow() {
                 log::error!("could not start an announcer worker: {e}");
                 if self.threads.is_empty() {
@@ -131,6 +141,7 @@ pub(super) fn not_run(job: &Job) -> JobResult {
     match job.kind {
         JobKind::Announce { .. } => JobResult::Announce(Err(Error::Timeout)),
         JobKind::Scrape { .. } => JobResult::Scrape(Err(Error::Timeout)),
+        JobKind::Stops { ref stops } => JobResult::Stops(stops.iter().map(|_| None).collect()),
     }
 }
 
@@ -194,5 +205,84 @@ fn run(job: &mut Job, client: &ClientConfig) -> JobResult {
             let hashes: Vec<_> = torrents.iter().map(|(_, h)| *h).collect();
             JobResult::Scrape(scrape(&job.url, &hashes, &config))
         }
+        JobKind::Stops { stops } => {
+            let deadline = job
+                .deadline
+                .unwrap_or_else(|| Instant::now() + config.udp_worst_case());
+            JobResult::Stops(run_stops(&job.url, stops, &config, deadline))
+        }
     }
+}
+
+/// Reads a torrent's counters into its announce; false if the source
+/// panicked.
+fn fill_stats(stop: &mut StopItem) -> bool {
+    let stats = &stop.stats;
+    let Ok(s) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stats())) else {
+        log::error!("tracker stats source panicked");
+        return false;
+    };
+    stop.params.uploaded = s.uploaded;
+    stop.params.downloaded = s.downloaded;
+    stop.params.left = s.left;
+    true
+}
+
+/// Sends a batch of `stopped` announces to one tracker before `deadline`:
+/// over HTTP one after another on one kept-alive client, over UDP all at
+/// once. Stops after the first that gets no answer over HTTP (the tracker
+/// is down, or at its connection limit: the rest go back to the scheduler).
+fn run_stops(
+    url: &str,
+    stops: &mut [StopItem],
+    config: &ClientConfig,
+    deadline: Instant,
+) -> Vec<Option<Result<AnnounceResponse, Error>>> {
+    let mut out: Vec<Option<Result<AnnounceResponse, Error>>> = Vec::with_capacity(stops.len());
+    if url
+        .get(..6)
+        .is_some_and(|s| s.eq_ignore_ascii_case("udp://"))
+    {
+        let mut params = Vec::with_capacity(stops.len());
+        for stop in stops.iter_mut() {
+            if fill_stats(stop) {
+                params.push(stop.params.clone());
+            }
+        }
+        if params.len() != stops.len() {
+            // A broken stats source: announce nothing rather than guess.
+            return stops.iter().map(|_| None).collect();
+        }
+        return match crate::udp::client::announce_many(url, &params, config, deadline) {
+            Ok(results) => results,
+            Err(e) => {
+                let mut out: Vec<_> = stops.iter().map(|_| None).collect();
+                if let Some(first) = out.first_mut() {
+                    *first = Some(Err(e));
+                }
+                out
+            }
+        };
+    }
+    let mut client = crate::http::Client::new(config);
+    for stop in stops.iter_mut() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || !fill_stats(stop) {
+            out.push(None);
+            continue;
+        }
+        let r = client.announce(url, &stop.params, Some(left));
+        let unanswered = r.as_ref().is_err_and(|e| {
+            !matches!(
+                e,
+                Error::Failure(_) | Error::Udp { .. } | Error::HttpStatus { .. }
+            )
+        });
+        out.push(Some(r));
+        if unanswered {
+            break;
+        }
+    }
+    out.resize_with(stops.len(), || None);
+    out
 }

@@ -240,34 +240,30 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-/// Announces over UDP.
-pub(crate) fn announce(
-    url: &str,
-    params: &AnnounceParams,
-    config: &ClientConfig,
-) -> Result<AnnounceResponse> {
-    let mut session = Session::open(url, config)?;
+/// The BEP 15 announce packet for `params`.
+fn announce_packet(params: &AnnounceParams, connection_id: u64, transaction_id: u32) -> Vec<u8> {
     let num_want = params
         .numwant
         .map(|n| i32::try_from(n).unwrap_or(i32::MAX))
         .unwrap_or(-1);
-    let resp = session.with_connection(&|connection_id, transaction_id| {
-        Request::Announce {
-            connection_id,
-            transaction_id,
-            info_hash: params.info_hash,
-            peer_id: params.peer_id,
-            downloaded: params.downloaded,
-            left: params.left,
-            uploaded: params.uploaded,
-            event: params.event,
-            ip: 0,
-            key: params.key,
-            num_want,
-            port: params.port,
-        }
-        .encode()
-    })?;
+    Request::Announce {
+        connection_id,
+        transaction_id,
+        info_hash: params.info_hash,
+        peer_id: params.peer_id,
+        downloaded: params.downloaded,
+        left: params.left,
+        uploaded: params.uploaded,
+        event: params.event,
+        ip: 0,
+        key: params.key,
+        num_want,
+        port: params.port,
+    }
+    .encode()
+}
+
+fn announce_response(resp: Response) -> Result<AnnounceResponse> {
     match resp {
         Response::Announce {
             interval,
@@ -284,6 +280,96 @@ pub(crate) fn announce(
             peers: crate::http::dedup(peers),
             warning: None,
         }),
+        Response::Error { message, .. } => Err(Error::Udp { message }),
+        _ => Err(Error::BadResponse(
+            "udp tracker answered announce with another action",
+        )),
+    }
+}
+
+/// Announces several torrents to one UDP tracker at once (the `stopped`
+/// announces of a shutdown): one connection id for all, every packet sent
+/// before any answer is awaited, answers matched by transaction id, the
+/// unanswered sent again with BEP 15's backoff, all before `deadline`.
+///
+/// Returns one entry per `params`, in order: `None` for a torrent whose
+/// announce got no answer (lost, or the deadline came first).
+///
+/// # Errors
+/// When the tracker cannot be reached at all (no connection id, or not
+/// one answer).
+pub(crate) fn announce_many(
+    url: &str,
+    params: &[AnnounceParams],
+    config: &ClientConfig,
+    deadline: Instant,
+) -> Result<Vec<Option<Result<AnnounceResponse>>>> {
+    let mut session = Session::open(url, config)?;
+    let (connection_id, _) = session.connection_id(false)?;
+    let mut out: Vec<Option<Result<AnnounceResponse>>> = params.iter().map(|_| None).collect();
+    // Transaction ids: distinct within the batch.
+    let first: u32 = rand::random();
+    let tid = |i: usize| first.wrapping_add(i as u32);
+    let mut answered = 0;
+    for n in 0..config.udp_max_tries.max(1) {
+        let now = Instant::now();
+        if now >= deadline || answered == params.len() {
+            break;
+        }
+        for (i, p) in params.iter().enumerate() {
+            if out[i].is_none() {
+                session.send(&announce_packet(p, connection_id, tid(i)))?;
+            }
+        }
+        let wait = config
+            .udp_base_timeout
+            .saturating_mul(1u32 << n.min(16))
+            .max(Duration::from_millis(1));
+        let until = (now + wait).min(deadline);
+        while answered < params.len() {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            session.socket.set_read_timeout(Some(until - now))?;
+            let len = match session.socket.recv(&mut session.buf) {
+                Ok(len) => len,
+                Err(e) if is_timeout(&e) => break,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    return Err(Error::Connect)
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::Io(e)),
+            };
+            let Ok(resp) = Response::decode(&session.buf[..len], session.addr.is_ipv6()) else {
+                log::debug!("udp tracker {}: ignoring a bad packet", session.addr);
+                continue;
+            };
+            let i = resp.transaction_id().wrapping_sub(first) as usize;
+            if i < params.len() && out[i].is_none() {
+                out[i] = Some(announce_response(resp));
+                answered += 1;
+            }
+        }
+    }
+    if answered == 0 && !params.is_empty() {
+        return Err(Error::Timeout);
+    }
+    Ok(out)
+}
+
+/// Announces over UDP.
+pub(crate) fn announce(
+    url: &str,
+    params: &AnnounceParams,
+    config: &ClientConfig,
+) -> Result<AnnounceResponse> {
+    let mut session = Session::open(url, config)?;
+    let resp = session.with_connection(&|connection_id, transaction_id| {
+        announce_packet(params, connection_id, transaction_id)
+    })?;
+    match resp {
+        Response::Announce { .. } => announce_response(resp),
         _ => Err(Error::BadResponse(
             "udp tracker answered announce with another action",
         )),

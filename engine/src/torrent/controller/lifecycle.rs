@@ -422,7 +422,7 @@ impl Controller {
             left: transfer.left.load(Ordering::Relaxed),
         });
         // Tracker peers come back as `TrackerEvent::Peers` and enter
-        // through the torrent's peer source (see `session::spawn_announcer`).
+        // through the torrent's peer source (see `session/shared.rs`, `spawn_announcer`).
         let key = self.session.announce_key(self.id);
         let info_hash = self.info_hash;
         let mut added = false;

@@ -30,14 +30,18 @@ impl Core {
             (JobKind::Scrape { torrents }, JobResult::Scrape(r)) => {
                 self.scrape_done(now, job.tracker, torrents, r)
             }
+            (JobKind::Stops { stops }, JobResult::Stops(r)) => {
+                self.stops_done(now, job.tracker, job.sent_at, stops, r)
+            }
             _ => log::error!("announcer job and result do not match"),
         }
         self.forget_tracker_if_unused(job.tracker);
     }
 
     /// The tracker answered (whatever it said): it is reachable.
-    fn tracker_answered(&mut self, now: Instant, id: TrackerId) {
+    pub(super) fn tracker_answered(&mut self, now: Instant, id: TrackerId) {
         if let Some(tr) = self.trackers.get_mut(&id) {
+            tr.answered_at = Some(now);
             tr.backoff.reset();
             tr.retry_at = None;
             tr.warm_until = Some(now + self.config.warm_for);
@@ -48,7 +52,7 @@ impl Core {
     /// The tracker could not be reached or answered garbage: back off once
     /// (a failure of a request sent before the backoff began does not
     /// count again), and move its waiting torrents on.
-    fn tracker_failed(&mut self, now: Instant, id: TrackerId, error: &Error) {
+    pub(super) fn tracker_failed(&mut self, now: Instant, id: TrackerId, error: &Error) {
         let Some(tr) = self.trackers.get_mut(&id) else {
             return;
         };
