@@ -196,11 +196,17 @@ pub struct Timing {
     pub connect_timeout: Duration,
     /// How often resume state is saved while downloading.
     pub resume_interval: Duration,
-    /// The deadline of a graceful stop: of the session's shutdown as a
-    /// whole (every torrent's last resume save, the `stopped` announces,
-    /// the threads; what is not done by then is abandoned with a log
-    /// line), and of one torrent's `stopped` announce when it stops alone.
+    /// The deadline of a graceful stop's network part: the `stopped`
+    /// announces of the session's shutdown (what is not sent by then is
+    /// abandoned with a log line), and one torrent's `stopped` announce
+    /// when it stops alone.
     pub stop_announce_deadline: Duration,
+    /// How long the session's shutdown waits, from its start, for every
+    /// torrent's local stop work: its last resume save and the release of
+    /// its files. Longer than the announce deadline: a save cut off costs
+    /// the next start a recheck of that torrent, so only a disk that hangs
+    /// should reach it (what is not done by then is abandoned, logged).
+    pub stop_save_deadline: Duration,
 }
 
 impl Default for Timing {
@@ -215,6 +221,7 @@ impl Default for Timing {
             connect_timeout: Duration::from_secs(10),
             resume_interval: Duration::from_secs(30),
             stop_announce_deadline: Duration::from_secs(3),
+            stop_save_deadline: Duration::from_secs(60),
         }
     }
 }

@@ -10,27 +10,31 @@ use crate::torrent::{Ctl, TorrentCommand};
 
 impl Session {
     /// Stops every torrent gracefully (resume state saved, `stopped`
-    /// announced, threads ended) within one deadline,
-    /// [`Timing::stop_announce_deadline`](crate::config::Timing) (3 s),
-    /// and closes the listener. What is not done by then (a torrent still
-    /// saving, `stopped` announces not yet sent) is abandoned with a log
-    /// line: the save threads finish on their own if the process lives on,
-    /// and every handle counts as finished when this returns.
+    /// announced, threads ended) and closes the listener. The `stopped`
+    /// announces get [`Timing::stop_announce_deadline`](crate::config::Timing)
+    /// (3 s) from the start; the torrents' resume saves and file releases
+    /// (local work, normally milliseconds) get `stop_save_deadline` (60 s),
+    /// so a loaded machine does not lose resume state to a network timer.
+    /// What is not done by its deadline is abandoned with a log line (the
+    /// save threads finish on their own if the process lives on) and every
+    /// handle counts as finished when this returns.
     pub fn shutdown(&mut self) {
         let began = Instant::now();
-        let deadline = began + self.shared.config.timing.stop_announce_deadline;
+        let timing = &self.shared.config.timing;
+        let deadline = began + timing.stop_announce_deadline;
+        let saves_by = began + timing.stop_save_deadline.max(timing.stop_announce_deadline);
         let torrents = std::mem::take(&mut *self.torrents.lock());
         for t in &torrents {
             let _ = self
                 .commands
                 .send(Ctl::Command(t.id, TorrentCommand::Shutdown));
         }
-        let unfinished = torrents.iter().filter(|t| !t.wait_until(deadline)).count();
+        let unfinished = torrents.iter().filter(|t| !t.wait_until(saves_by)).count();
         if unfinished > 0 {
             warn!(
-                "{unfinished} of {} torrents still stopping at the stop deadline ({:?}); abandoning their stops",
+                "{unfinished} of {} torrents still saving at the stop deadline ({:?}); abandoning their stops",
                 torrents.len(),
-                deadline - began
+                saves_by - began
             );
         }
         self.registry.lock().clear();
