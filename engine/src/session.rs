@@ -166,6 +166,8 @@ pub(crate) struct SessionShared {
     /// The resume-state folders in use, one copy each for all the torrents
     /// that save there (see [`SessionShared::resume_dir`]).
     pub resume_dirs: Mutex<HashMap<PathBuf, std::sync::Weak<Path>>>,
+    /// The torrents' tracker lists, one copy of each for all that share it.
+    pub tiers: crate::torrent::TierInterner,
     /// Starts writeback of verified pieces off the controllers.
     pub writeback: crate::writeback::Writeback,
     pub upload: Arc<RateLimiter>,
@@ -453,6 +455,7 @@ impl Session {
             verifiers: crate::hashpool::HashPool::new(threads).map_err(Error::Spawn)?,
             savers: crate::hashpool::SavePool::default(),
             resume_dirs: Mutex::new(HashMap::new()),
+            tiers: crate::torrent::TierInterner::default(),
             writeback: crate::writeback::Writeback::spawn(config.writeback_delay)
                 .map_err(Error::Spawn)?,
             upload: Arc::new(RateLimiter::new(config.upload_limit)),

@@ -503,13 +503,13 @@ impl Controller {
                 ..self.session.dial.clone()
             },
             dht: match &self.session.dht {
-                Some(d) if !self.metainfo.info.private => Some((d.clone(), self.session.port)),
+                Some(d) if !self.meta.private => Some((d.clone(), self.session.port)),
                 _ => None,
             },
             revealed,
             ext: self.ext_setup(super_seeding),
             encryption: self.session.encryption(),
-            v2: (self.metainfo.info_hash_v2.map(|h| h.truncated())).zip(self.v2.clone()),
+            v2: (self.meta.info_hash_v2.as_deref().map(|h| h.truncated())).zip(self.v2.clone()),
             known_mse: match origin {
                 Origin::Outgoing(a) => swarm!(self).candidates.mse(a),
                 Origin::Incoming(..) => None,
