@@ -362,9 +362,15 @@ impl Controller {
 
     /// The one intake of candidate addresses, whatever their source:
     /// each is remembered and queued to be dialled within the torrent's
-    /// bounds and its source's (see `candidates`).
+    /// bounds and its source's (see `candidates`). Our own listener (a
+    /// tracker hands every seeder its own address back) is not: it would
+    /// never be dialled, and remembering it would keep an idle torrent's
+    /// swarm state (about 1 KiB) alive for nothing.
     pub(crate) fn add_candidates_from(&mut self, source: CandidateSource, peers: Vec<SocketAddr>) {
         for a in peers {
+            if self.session.is_own_addr(a) {
+                continue;
+            }
             let connected = self.connected_to(a);
             swarm!(self).candidates.offer(source, a, connected);
         }
