@@ -57,7 +57,11 @@ impl TorrentMeta {
             })
         });
         TorrentMeta {
-            name: info.name.into_boxed_str(),
+            // A fresh copy, not the parser's string: a program that parses
+            // all its torrents before adding them (the CLI) would otherwise
+            // keep one small block alive in each torrent's parse garbage,
+            // and those pages could not be given back.
+            name: Box::from(info.name.as_str()),
             private: info.private,
             multi_file: info.multi_file,
             info_hash_v2: m.info_hash_v2.map(Box::new),

@@ -113,7 +113,10 @@ impl Controller {
         self.webseed_generation += 1;
         let generation = self.webseed_generation;
         let (id, done) = (self.id, self.links.done.clone());
-        let sink = EventSink::func(move |e| done.send(Done::WebSeed(id, generation, e)).is_ok());
+        let sink = EventSink::func(move |e| {
+            done.send(Done::WebSeed(id, generation, Box::new(e)))
+                .is_ok()
+        });
         let seeds = match WebSeeds::spawn_with(
             self.storage.clone(),
             list,
