@@ -132,6 +132,7 @@ impl Session {
             verifiers: crate::hashpool::HashPool::new(threads).map_err(Error::Spawn)?,
             savers: crate::hashpool::SavePool::default(),
             resume_dirs: Mutex::new(HashMap::new()),
+            tiers: crate::torrent::TierInterner::default(),
             writeback: crate::writeback::Writeback::spawn(config.writeback_delay)
                 .map_err(Error::Spawn)?,
             upload: Arc::new(RateLimiter::new(config.upload_limit)),

@@ -17,6 +17,7 @@ use crate::error::{Error, TorrentError};
 use crate::status::{Events, PeerInfo, TorrentState, TorrentStatus};
 
 pub(crate) use central::{Central, Ctl, PeerSource};
+pub(crate) use controller::meta::TierInterner;
 pub(crate) use controller::{build_controller, ControllerSetup, Transfer};
 pub(crate) use fetch::{FetchSetup, MetadataFetch};
 

@@ -80,3 +80,31 @@ fn two_hundred_connections_to_one_torrent() {
         peer_threads(&hex[..8])
     );
 }
+
+#[test]
+fn a_seeder_offered_its_own_address_does_not_remember_it() {
+    // A tracker hands every seeder its own address back. It is never
+    // dialled; it must not be remembered either (an idle torrent would
+    // keep its swarm state for it).
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(
+        src.path(),
+        "own.bin",
+        &[("own.bin", 64 * 1024)],
+        16 * 1024,
+        21,
+    );
+    let (seeder, t) = seeding(&meta, src.path());
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other_addr = other.local_addr().unwrap();
+    // One offer: ours first, then another peer's, so that the status that
+    // shows the other also shows whether ours was kept.
+    t.add_peers(vec![seeder.local_addr(), other_addr]).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || t.status().peers_known > 0),
+        "the other address never became known: {:?}",
+        t.status()
+    );
+    assert_eq!(t.status().peers_known, 1, "{:?}", t.status());
+    drop(other);
+}

@@ -40,6 +40,8 @@ pub(crate) struct SessionShared {
     /// The resume-state folders in use, one copy each for all the torrents
     /// that save there (see [`SessionShared::resume_dir`]).
     pub resume_dirs: Mutex<HashMap<PathBuf, std::sync::Weak<Path>>>,
+    /// The torrents' tracker lists, one copy of each for all that share it.
+    pub tiers: crate::torrent::TierInterner,
     /// Starts writeback of verified pieces off the controllers.
     pub writeback: crate::writeback::Writeback,
     pub upload: Arc<RateLimiter>,

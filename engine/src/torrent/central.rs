@@ -46,31 +46,46 @@ pub(crate) enum Ctl {
     Exit,
 }
 
-/// Results of work done off the controller thread.
+/// Results of work done off the controller thread. The large results
+/// are boxed: the `done` channel holds a slot of this size for each of
+/// its [`DONE_QUEUE`] places from the start, 104 bytes each unboxed.
 pub(crate) enum Done {
     /// A startup check: `None` when it was cancelled.
-    Checked(TorrentId, Option<super::check::Checked>),
+    Checked(TorrentId, Option<Box<super::check::Checked>>),
     /// A verified piece.
     Verified(TorrentId, usize, Result<bool, bittern_storage::Error>),
     /// The SHA-256 of each block of a v2 piece that failed, as it was on
     /// disk (sent just before its `Verified`), for per-block blame.
     FailedLeaves(TorrentId, usize, Vec<bittern_storage::merkle::Hash256>),
     /// A persist job.
-    Persisted(TorrentId, PersistDone),
+    Persisted(TorrentId, Box<PersistDone>),
     /// Zero-length files of a completed download created.
     FilesCreated(TorrentId, Result<(), bittern_storage::Error>),
     /// A stopping torrent's last save, announce and file release are done.
     Stopped(TorrentId),
     /// An event of a torrent's web seeds (of the given generation).
-    WebSeed(TorrentId, u64, crate::webseed::WebSeedEvent),
+    WebSeed(TorrentId, u64, Box<crate::webseed::WebSeedEvent>),
 }
 
-/// The senders every torrent (and its peer threads and jobs) reports on.
+/// The senders every torrent (and its peer threads and jobs) reports on:
+/// one copy for the session, which each torrent shares (three senders
+/// inline in every torrent were 48 bytes each of 10,000).
 #[derive(Clone)]
-pub(crate) struct Links {
+pub(crate) struct Links(std::sync::Arc<Senders>);
+
+/// The senders behind [`Links`].
+pub(crate) struct Senders {
     pub peers: Sender<PeerMsg>,
     pub done: Sender<Done>,
     pub sources: Sender<(TorrentId, Vec<SocketAddr>)>,
+}
+
+impl std::ops::Deref for Links {
+    type Target = Senders;
+
+    fn deref(&self) -> &Senders {
+        &self.0
+    }
 }
 
 /// The one way candidate addresses reach a torrent, whoever found them:
@@ -131,11 +146,11 @@ impl Central {
             sources: source_rx,
             exiting: false,
         };
-        let links = Links {
+        let links = Links(std::sync::Arc::new(Senders {
             peers: peer_tx,
             done: done_tx,
             sources: source_tx,
-        };
+        }));
         (central, ctl_tx, links)
     }
 
@@ -244,13 +259,13 @@ impl Central {
 
     fn on_done(&mut self, done: Done) {
         match done {
-            Done::Checked(id, r) => self.with(id, |c| c.on_checked(r)),
+            Done::Checked(id, r) => self.with(id, |c| c.on_checked(r.map(|r| *r))),
             Done::Verified(id, piece, r) => self.with(id, |c| c.on_verified(piece, r)),
             Done::FailedLeaves(id, piece, l) => self.with(id, |c| c.on_failed_leaves(piece, l)),
-            Done::Persisted(id, d) => self.with(id, |c| c.on_persisted(d)),
+            Done::Persisted(id, d) => self.with(id, |c| c.on_persisted(*d)),
             Done::FilesCreated(id, r) => self.with(id, |c| c.on_files_created(r)),
             Done::Stopped(id) => self.with(id, Controller::on_stopped),
-            Done::WebSeed(id, g, e) => self.with(id, |c| c.on_webseed(g, e)),
+            Done::WebSeed(id, g, e) => self.with(id, |c| c.on_webseed(g, *e)),
         }
     }
 
@@ -323,5 +338,15 @@ impl Central {
                 self.timers.push(Reverse((d, id)));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The `done` channel allocates [`super::DONE_QUEUE`] slots of this
+    /// size when the session starts, used or not.
+    #[test]
+    fn job_results_stay_small() {
+        assert!(std::mem::size_of::<super::Done>() <= 64);
     }
 }

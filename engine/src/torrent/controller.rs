@@ -23,6 +23,7 @@ mod blame;
 mod candidates;
 mod idle;
 mod lifecycle;
+pub(crate) mod meta;
 mod peers;
 mod persist;
 mod pex;
@@ -297,9 +298,8 @@ pub(crate) struct Controller {
     pub(super) scheduled: Option<Instant>,
     links: Links,
     info_hash: InfoHash,
-    /// The torrent's metainfo, without its `info_bytes` (see `info_bytes`)
-    /// and its piece hashes (the storage's layout holds them).
-    metainfo: Arc<Metainfo>,
+    /// What is kept of the metainfo (see `meta`).
+    meta: meta::TorrentMeta,
     /// The info dictionary as hashed, served over `ut_metadata`.
     info_bytes: Arc<[u8]>,
     storage: Arc<Storage>,
@@ -487,18 +487,10 @@ impl Controller {
             info_bytes: Arc::from(std::mem::take(&mut metainfo.info_bytes)),
             // The piece hashes live in the storage's layout; a second copy
             // here would cost 20 bytes a piece for every torrent. The
-            // piece layers (in the layout too) and what only a UI shows
-            // (the daemon keeps the whole file) are left out as well.
-            metainfo: Arc::new(Metainfo {
-                info: bittern_wire::Info {
-                    pieces: Vec::new(),
-                    ..metainfo.info
-                },
-                piece_layers: Default::default(),
-                comment: None,
-                created_by: None,
-                ..metainfo
-            }),
+            // piece layers (in the layout too), the file list (unless web
+            // seeds need it) and what only a UI shows (the daemon keeps
+            // the whole file) are left out as well.
+            meta: meta::TorrentMeta::new(metainfo, &session.tiers),
             storage,
             options,
             session,

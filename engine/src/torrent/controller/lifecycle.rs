@@ -406,15 +406,15 @@ impl Controller {
         // private torrent: the component checks).
         self.session.lsd_send(crate::lsd::LsdCommand::Add {
             info_hash: self.info_hash,
-            private: self.metainfo.info.private,
+            private: self.meta.private,
         });
         if !self.session.config.announce || self.announcer.is_some() {
             return;
         }
-        let tiers = self.metainfo.trackers();
-        if tiers.is_empty() {
+        if self.meta.trackers.is_empty() {
             return;
         }
+        let tiers = self.meta.trackers.to_vec();
         let transfer = self.transfer.clone();
         let stats = Arc::new(move || TransferStats {
             uploaded: transfer.uploaded.load(Ordering::Relaxed),
@@ -452,7 +452,7 @@ impl Controller {
     /// Puts a public torrent on the session DHT's schedule (announced
     /// now, then every 15 minutes). Private torrents (BEP 27) never are.
     fn start_dht(&mut self) {
-        if self.on_dht || self.metainfo.info.private {
+        if self.on_dht || self.meta.private {
             return;
         }
         if let Some(d) = &self.session.dht {
@@ -526,8 +526,8 @@ impl Controller {
             layout,
             &self.have,
             &self.options.wanted_files,
-            self.metainfo.info.multi_file,
-            &self.metainfo.info.name,
+            self.meta.multi_file,
+            &self.meta.name,
         );
         let left = wanted_bytes - have_bytes;
         let web = self.webseed_status(now);
@@ -560,7 +560,7 @@ impl Controller {
             })
             .collect();
         let status = TorrentStatus {
-            name: self.metainfo.info.name.clone(),
+            name: self.meta.name.to_string(),
             state: self.state.clone(),
             progress: if wanted_bytes == 0 {
                 1.0

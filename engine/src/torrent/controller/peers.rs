@@ -362,9 +362,15 @@ impl Controller {
 
     /// The one intake of candidate addresses, whatever their source:
     /// each is remembered and queued to be dialled within the torrent's
-    /// bounds and its source's (see `candidates`).
+    /// bounds and its source's (see `candidates`). Our own listener (a
+    /// tracker hands every seeder its own address back) is not: it would
+    /// never be dialled, and remembering it would keep an idle torrent's
+    /// swarm state (about 1 KiB) alive for nothing.
     pub(crate) fn add_candidates_from(&mut self, source: CandidateSource, peers: Vec<SocketAddr>) {
         for a in peers {
+            if self.session.is_own_addr(a) {
+                continue;
+            }
             let connected = self.connected_to(a);
             swarm!(self).candidates.offer(source, a, connected);
         }
@@ -503,13 +509,13 @@ impl Controller {
                 ..self.session.dial.clone()
             },
             dht: match &self.session.dht {
-                Some(d) if !self.metainfo.info.private => Some((d.clone(), self.session.port)),
+                Some(d) if !self.meta.private => Some((d.clone(), self.session.port)),
                 _ => None,
             },
             revealed,
             ext: self.ext_setup(super_seeding),
             encryption: self.session.encryption(),
-            v2: (self.metainfo.info_hash_v2.map(|h| h.truncated())).zip(self.v2.clone()),
+            v2: (self.meta.info_hash_v2.as_deref().map(|h| h.truncated())).zip(self.v2.clone()),
             known_mse: match origin {
                 Origin::Outgoing(a) => swarm!(self).candidates.mse(a),
                 Origin::Incoming(..) => None,

@@ -52,12 +52,12 @@ impl Controller {
             let result = check::save(&storage, &resume_file, info_hash, &have);
             let _ = tx.send(Done::Persisted(
                 id,
-                PersistDone {
+                Box::new(PersistDone {
                     epoch,
                     have,
                     started,
                     result,
-                },
+                }),
             ));
         };
         self.persisting = true;

@@ -105,7 +105,7 @@ impl Controller {
     /// Whether this torrent may use PEX at all: on in the session, and
     /// not a private torrent (BEP 27).
     pub(super) fn pex_allowed(&self) -> bool {
-        self.session.pex() && !self.metainfo.info.private
+        self.session.pex() && !self.meta.private
     }
 
     /// A peer's extension handshake arrived (the first, or a later one):

@@ -21,7 +21,7 @@ impl Controller {
         };
         let (id, done) = (self.id, self.links.done.clone());
         self.session.hashers.spawn(move || {
-            let _ = done.send(Done::Checked(id, job.run()));
+            let _ = done.send(Done::Checked(id, job.run().map(Box::new)));
         });
     }
 

@@ -88,8 +88,11 @@ impl Controller {
             return;
         }
         self.webseeds_tried = true;
+        let Some(web) = self.meta.web.as_deref() else {
+            return;
+        };
         let mut urls: Vec<&String> = Vec::new();
-        for u in &self.metainfo.url_list {
+        for u in &web.url_list {
             let lower = u.to_ascii_lowercase();
             if !(lower.starts_with("http://") || lower.starts_with("https://")) {
                 info!("{}: ignoring web seed {u} (not http)", self.short());
@@ -104,13 +107,16 @@ impl Controller {
             .iter()
             .map(|u| WebSeed {
                 url: (*u).clone(),
-                file_urls: file_urls(u, &self.metainfo.info),
+                file_urls: file_urls(u, &web.info),
             })
             .collect();
         self.webseed_generation += 1;
         let generation = self.webseed_generation;
         let (id, done) = (self.id, self.links.done.clone());
-        let sink = EventSink::func(move |e| done.send(Done::WebSeed(id, generation, e)).is_ok());
+        let sink = EventSink::func(move |e| {
+            done.send(Done::WebSeed(id, generation, Box::new(e)))
+                .is_ok()
+        });
         let seeds = match WebSeeds::spawn_with(
             self.storage.clone(),
             list,
@@ -174,7 +180,7 @@ impl Controller {
         let Some(d) = self.webseeds.as_mut() else {
             return;
         };
-        let pl = self.metainfo.info.piece_length.max(1);
+        let pl = self.storage.layout().piece_length().max(1);
         let want = (self.session.config.web_seed.max_request_bytes / pl).max(1) as usize;
         for s in 0..d.slots.len() {
             let slot = &d.slots[s];
