@@ -353,6 +353,8 @@ pub(crate) struct Controller {
     /// The file preparation thread and its stop flag (see `start_prepare`).
     prepare: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
     hash_failures: u64,
+    /// Payload bytes thrown away as corrupt (`TorrentStatus::corrupt`).
+    corrupt: u64,
     /// The startup check's cancel flag, while it runs.
     check_cancel: Option<Arc<AtomicBool>>,
     /// Commands that came during the startup check, run after it.
@@ -527,6 +529,7 @@ impl Controller {
             completed_at: None,
             prepare: None,
             hash_failures: 0,
+            corrupt: 0,
             check_cancel: None,
             deferred: Vec::new(),
             stopping: None,

@@ -593,6 +593,7 @@ impl Controller {
             pieces_total: layout.piece_count(),
             files,
             hash_failures: self.hash_failures,
+            corrupt: self.corrupt,
             written: self.transfer.written.load(Ordering::Relaxed),
             web_seeds: web.seeds,
             web_seed_downloaded: web.downloaded,

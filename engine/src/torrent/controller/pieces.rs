@@ -82,6 +82,7 @@ impl Controller {
             }
             Ok(false) => {
                 self.hash_failures += 1;
+                self.corrupt += self.storage.layout().piece_len(piece);
                 warn!("{}: piece {piece} failed its hash check", self.short());
                 let senders = picker!(self).block_senders(piece);
                 let contributors = picker!(self).piece_failed(piece);
