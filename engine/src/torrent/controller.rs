@@ -341,6 +341,10 @@ pub(crate) struct Controller {
 
     /// This torrent's key in the session announcer while it is added.
     announcer: Option<TorrentKey>,
+    /// A hybrid's second key there, for its truncated v2 hash (BEP 52:
+    /// announced under both hashes, as libtorrent does, so peers that know
+    /// either find it).
+    announcer_v2: Option<TorrentKey>,
     /// On the session DHT's schedule (public torrents while running).
     on_dht: bool,
     transfer: Arc<Transfer>,
@@ -522,6 +526,7 @@ impl Controller {
             haves_due: None,
             swarm,
             announcer: None,
+            announcer_v2: None,
             on_dht: false,
             transfer: Arc::default(),
             rates: None,

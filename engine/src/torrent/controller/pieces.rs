@@ -236,7 +236,7 @@ impl Controller {
         self.completed_at = Some(Instant::now());
         self.set_state(TorrentState::Seeding);
         self.emit(TorrentEvent::Completed);
-        if let Some(key) = self.announcer {
+        for key in self.announce_keys() {
             self.session.with_announcer(|a| a.completed(key));
         }
         self.resend_upload_only();
