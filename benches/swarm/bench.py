@@ -64,6 +64,8 @@ OLD_PAIRS = [
 # data and piece size (`bittern create --v2`), beside their v1 runs.
 V2 = " (v2)"
 V2_PAIRS = [(label + V2, s, l, n) for label, s, l, n in CORE]
+# With both: the older build's one-leecher transfer on the v2 torrent too.
+OLD_V2_PAIRS = [(label + V2, s, l, n) for label, s, l, n in OLD_PAIRS if n == 1]
 
 
 def prefault(nbytes):
@@ -391,6 +393,8 @@ class Bench:
                     pairs = pairs + OLD_PAIRS
                 if self.args.v2:
                     pairs = pairs + V2_PAIRS
+                    if self.args.bittern_old:
+                        pairs = pairs + OLD_V2_PAIRS
                 pairs = [p for p in pairs if re.search(self.args.only, p[0])]
                 runs = self.args.runs_big if big else self.args.runs
                 if pairs:
