@@ -460,13 +460,14 @@ impl Controller {
         let seed = u64::from_le_bytes(metainfo.info_hash.0[..8].try_into().unwrap_or([7; 8]))
             ^ now.elapsed().as_nanos() as u64
             ^ u64::from(std::process::id());
-        let picker = idle::LazyPicker::new(
+        let mut picker = idle::LazyPicker::new(
             info.piece_count(),
             info.piece_length,
             info.total_length(),
             options.sequential,
             seed,
         );
+        picker.set_short_pieces(crate::v2::short_pieces(storage.layout()));
         let have = Arc::new(HaveSet::new(info.piece_count()));
         *published.have.lock() = Some(have.clone());
         let claims = Arc::new(BlockClaims::new(
