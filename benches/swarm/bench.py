@@ -61,6 +61,12 @@ OLD_PAIRS = [
     ("bittern-old→bittern-old", "bittern-old", "bittern-old", 1),
     ("bittern-old→4×bittern-old", "bittern-old", "bittern-old", 4),
 ]
+# With `--v2`: the core transfers again on a v2-only torrent of the same
+# data and piece size (`bittern create --v2`), beside their v1 runs.
+V2 = " (v2)"
+V2_PAIRS = [(label + V2, s, l, n) for label, s, l, n in CORE]
+# With both: the older build's one-leecher transfer on the v2 torrent too.
+OLD_V2_PAIRS = [(label + V2, s, l, n) for label, s, l, n in OLD_PAIRS if n == 1]
 
 
 def prefault(nbytes):
@@ -129,9 +135,11 @@ def versions():
     }
 
 
-def lt_hash(torrent):
+def lt_hash(torrent, v2=False):
+    """libtorrent's info hash of a torrent: the v1 (SHA-1) one, or with
+    `v2` the full SHA-256 one."""
     r = subprocess.run([PY, LT_NODE, "hash", torrent], capture_output=True, text=True, timeout=60)
-    m = re.search(r"info_hash ([0-9a-f]{40})", r.stdout)
+    m = re.search(r"info_hash_v2 ([0-9a-f]{64})" if v2 else r"info_hash ([0-9a-f]{40})", r.stdout)
     return m.group(1) if m else None
 
 
@@ -171,8 +179,9 @@ class Bench:
         self.notes = []
 
     # ---------------------------------------------------------------- torrents
-    def torrent(self, name, piece_label):
-        return os.path.join(self.cache, "torrents", "%s-%s.torrent" % (name, piece_label))
+    def torrent(self, name, piece_label, v2=False):
+        return os.path.join(self.cache, "torrents", "%s-%s%s.torrent" % (
+            name, piece_label, "-v2" if v2 else ""))
 
     def make_torrents(self):
         os.makedirs(os.path.join(self.cache, "torrents"), exist_ok=True)
@@ -192,6 +201,28 @@ class Bench:
                     self.notes.append("libtorrent computes info hash %s for %s but bittern "
                                       "printed %s" % (lth, t, m.group(1)))
                 log("torrent", os.path.basename(t), m.group(1), "libtorrent agrees" if lth == m.group(1) else "MISMATCH")
+                if self.args.v2:
+                    self.make_v2_torrent(name, plabel)
+
+    def make_v2_torrent(self, name, plabel):
+        """A v2-only torrent of the same data and piece size; libtorrent
+        must compute the same (full SHA-256) v2 info hash."""
+        t = self.torrent(name, plabel, v2=True)
+        r = subprocess.run([self.bin, "create", os.path.join(self.data_dir, name), "-o", t,
+                            "-t", ANNOUNCE, "--piece-length", plabel, "-f", "--v2"],
+                           capture_output=True, text=True, timeout=600)
+        m = re.search(r"info hash:\s*([0-9a-f]{40})", r.stdout)
+        m2 = re.search(r"v2 hash:\s*([0-9a-f]{64})", r.stdout)
+        if r.returncode != 0 or not m or not m2:
+            raise SystemExit("bittern create --v2 failed: %s %s" % (r.stdout, r.stderr))
+        lth = lt_hash(t, v2=True)
+        # The tracker and the handshake see the v2 hash truncated to 20 bytes.
+        self.hashes[(name, plabel, "v2")] = (m.group(1), lth)
+        if lth != m2.group(1):
+            self.notes.append("libtorrent computes v2 info hash %s for %s but bittern "
+                              "printed %s" % (lth, t, m2.group(1)))
+        log("torrent", os.path.basename(t), m2.group(1),
+            "libtorrent agrees" if lth == m2.group(1) else "MISMATCH")
 
     # ---------------------------------------------------------------- tracker
     def scrape_complete(self, info_hash):
@@ -213,8 +244,9 @@ class Bench:
         self.discard(scratch)
         os.makedirs(logdir)
         os.makedirs(scratch)
-        torrent = self.torrent(name, plabel)
-        ih = self.hashes[(name, plabel)][0]
+        v2 = label.endswith(V2)
+        torrent = self.torrent(name, plabel, v2)
+        ih = self.hashes[(name, plabel, "v2") if v2 else (name, plabel)][0]
         seeder_c, leech_c = self.clients[skind], self.clients[lkind]
         w = Watch()
         result = {"ok": False, "logdir": logdir, "label": label}
@@ -361,6 +393,10 @@ class Bench:
                 pairs = PAIRS if plabel == "256KiB" else CORE
                 if self.args.bittern_old:
                     pairs = pairs + OLD_PAIRS
+                if self.args.v2:
+                    pairs = pairs + V2_PAIRS
+                    if self.args.bittern_old:
+                        pairs = pairs + OLD_V2_PAIRS
                 pairs = [p for p in pairs if re.search(self.args.only, p[0])]
                 runs = self.args.runs_big if big else self.args.runs
                 if pairs:
@@ -534,6 +570,15 @@ class Bench:
                  "Python start-up). CPU is user + system time (wait4 rusage), also shown "
                  "apart: user time is mostly SHA-1, system time mostly the kernel copying "
                  "file data (`pread`) or mapping it." % os.cpu_count(), ""]
+        if a.v2:
+            lines[-1:-1] = [
+                "- `--v2`: the core transfers are run again, in the same rounds, on a v2-only "
+                "torrent (BEP 52) of the same data and piece size made by `bittern create --v2` "
+                "(labels ending in \"(v2)\"; libtorrent computes the same v2 info hash, checked "
+                "every run); the ratio rows of a (v2) transfer are against the same transfer "
+                "on the v1 torrent. A v2 leecher checks each piece by SHA-256 (merkle root of "
+                "its 16 KiB leaves) instead of SHA-1, and bittern also asks its peer for each "
+                "piece's leaves to check blocks on arrival."]
         lines += ["## Transfers", ""]
         for (name, plabel), results in getattr(self, "transfer_results", {}).items():
             desc = [d for n, _, d in SETS if n == name][0]
@@ -583,6 +628,9 @@ def main():
     ap.add_argument("--bittern", default=os.path.join(REPO, "target", "release", "bittern"))
     ap.add_argument("--bittern-old", default=None,
                     help="an older bittern binary to run beside the current one (bittern-old)")
+    ap.add_argument("--v2", action="store_true",
+                    help="also the core transfers on v2-only torrents of the same data, "
+                    "with same-run ratio rows of v2 against v1")
     ap.add_argument("--results", default=os.path.join(REPO, "benches", "RESULTS.md"))
     ap.add_argument("--netns-note", default="plain loopback (no network namespace)")
     ap.add_argument("--no-transfers", action="store_true")

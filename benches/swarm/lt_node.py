@@ -236,7 +236,10 @@ def create(path, out, piece_size, tracker):
 
 def print_hash(torrent):
     ti = lt.torrent_info(torrent)
-    print("info_hash", str(ti.info_hashes().v1), flush=True)
+    ih = ti.info_hashes()
+    print("info_hash", str(ih.v1), flush=True)
+    if ih.has_v2():
+        print("info_hash_v2", str(ih.v2), flush=True)
 
 
 def check(torrent, save):

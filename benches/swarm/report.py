@@ -34,6 +34,15 @@ OLD_BASELINES = {
     "bittern→4×bittern": "bittern-old→4×bittern-old",
 }
 
+# Extra rows for `--v2`: each transfer on a v2-only torrent against the
+# same transfer on the v1 torrent of the same data and piece size (and,
+# with `--bittern-old`, the current build's v2 transfer against the older
+# one's).
+V2_BASELINES = {name + " (v2)": name for name in
+                ["bittern→bittern", "libtorrent→libtorrent", "libtorrent→bittern",
+                 "bittern→libtorrent", "bittern-old→bittern-old"]}
+OLD_V2_BASELINES = {"bittern→bittern (v2)": "bittern-old→bittern-old (v2)"}
+
 TRANSFER_FIELDS = [
     # key, header, scale, format
     ("wall", "wall s", 1, "%.2f"),
@@ -117,7 +126,8 @@ def ratio_table(label, results):
                  ratio(m(runs, "lcpu"), m(b, "lcpu")), ratio(m(runs, "scpu"), m(b, "scpu")),
                  ratio(m(runs, "lanon"), m(b, "lanon")), ratio(m(runs, "lfile"), m(b, "lfile"))]
         lines.append("| " + " | ".join(cells) + " |")
-    for name, base in OLD_BASELINES.items():
+    extra = list(OLD_BASELINES.items()) + list(V2_BASELINES.items()) + list(OLD_V2_BASELINES.items())
+    for name, base in extra:
         if name in by_name and base in by_name and median_of(by_name[base], "mbps") is not None:
             runs, b = by_name[name], by_name[base]
             m = lambda rs, k: median_of(rs, k)

@@ -5,7 +5,7 @@
 #
 #   bash benches/swarm/run.sh [--quick] [--runs N] [--runs-big N] [--only REGEX] [--sets REGEX]
 #                             [--no-tools] [--no-transfers] [--clean]
-#                             [--bittern-old PATH] [--results FILE]
+#                             [--bittern-old PATH] [--v2] [--results FILE]
 #   bash benches/swarm/run.sh --magnet [--runs N]
 #
 # --quick: the 256 MiB data set only, one run each (a few minutes).
@@ -15,6 +15,8 @@
 # --bittern-old PATH: an older bittern build runs beside the current one
 # (bittern-old→bittern-old, bittern-old→4×bittern-old), with ratio rows of
 # the current build against it: a change against what came before, same run.
+# --v2: the core transfers also on v2-only torrents of the same data (label
+# suffix "(v2)"), with ratio rows of each against its v1 run.
 # --magnet: instead, the magnet benchmark (benches/swarm/magnet.py): time to
 # metadata and to completion from a magnet link alone (64 MiB, one
 # libtorrent seeder in x.pe), bittern against libtorrent; results go to

@@ -488,6 +488,7 @@ mod tests {
             pieces_total: 2,
             files: Vec::new(),
             hash_failures: 0,
+            corrupt: 0,
             written: 500,
             web_seeds: 0,
             web_seed_downloaded: 0,

@@ -92,8 +92,8 @@ impl Entry {
         if let Some(s) = status {
             r.downloaded_ever += s.downloaded;
             r.uploaded_ever += s.uploaded;
-            let piece = self.metainfo.as_ref().map_or(0, |m| m.info.piece_length);
-            r.corrupt_ever += s.hash_failures * piece;
+            // failed pieces and v2 blocks that failed their leaf on arrival
+            r.corrupt_ever += s.corrupt;
         }
         r
     }

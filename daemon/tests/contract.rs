@@ -924,3 +924,28 @@ fn set_location_moves_or_finds_data() {
     );
     assert_eq!(dir(&h), dl.to_str().unwrap());
 }
+
+/// `corruptEver` is the engine's count of bytes thrown away as corrupt:
+/// whole pieces that failed their hash check and, for a v2 torrent, single
+/// blocks that failed their merkle leaf on arrival (which are no hash
+/// failure), not hash failures times the piece length.
+#[test]
+fn corrupt_ever_counts_bad_blocks_caught_on_arrival() {
+    let h = Harness::new(Access::default());
+    let dir = h.data().join("dl");
+    let r = h.add(&single(), &dir);
+    let hash = r["torrent-added"]["hashString"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    {
+        let mut s = h.fake.state.lock();
+        let (_, st) = s.running.values_mut().next().unwrap();
+        // one 32 KiB piece failed its check, one 16 KiB block its leaf
+        st.hash_failures = 1;
+        st.corrupt = 32768 + 16384;
+    }
+    let r = h.ok(json!({"method": "torrent-get", "arguments": {"ids": [hash],
+        "fields": ["corruptEver"]}}));
+    assert_eq!(r["torrents"][0]["corruptEver"], json!(32768 + 16384), "{r}");
+}

@@ -97,12 +97,14 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 
 /// One torrent on the DHT schedule.
 struct Entry {
-    info_hash: InfoHash,
+    /// The hashes it is announced and looked up under: its info hash and,
+    /// for a hybrid (BEP 52), its truncated v2 hash.
+    info_hashes: Vec<InfoHash>,
     next_announce: Instant,
     next_lookup: Instant,
     wants_peers: bool,
-    /// A lookup of this torrent is running (one at a time).
-    running: bool,
+    /// Lookups of this torrent running (one round at a time: one per hash).
+    running: usize,
 }
 
 /// What the DHT thread is asked besides datagrams.
@@ -214,11 +216,12 @@ impl SessionDht {
         }
     }
 
-    /// Puts a public torrent on every node's schedule: announced now, then
-    /// every `reannounce`. Never call it for a private torrent.
-    pub(crate) fn add(&self, id: TorrentId, info_hash: InfoHash) {
+    /// Puts a public torrent on every node's schedule under each of
+    /// `info_hashes` (a hybrid's two): announced now, then every
+    /// `reannounce`. Never call it for a private torrent.
+    pub(crate) fn add(&self, id: TorrentId, info_hashes: Vec<InfoHash>) {
         for n in &self.nodes {
-            n.add(id, info_hash);
+            n.add(id, info_hashes.clone());
         }
     }
 
@@ -390,16 +393,16 @@ impl FamilyNode {
 
     /// Puts a public torrent on the schedule: announced now, then every
     /// `reannounce`.
-    fn add(&self, id: TorrentId, info_hash: InfoHash) {
+    fn add(&self, id: TorrentId, info_hashes: Vec<InfoHash>) {
         let now = Instant::now();
         self.table.lock().insert(
             id,
             Entry {
-                info_hash,
+                info_hashes,
                 next_announce: now,
                 next_lookup: now,
                 wants_peers: false,
-                running: false,
+                running: 0,
             },
         );
         self.poke();
@@ -563,7 +566,7 @@ impl Driver {
                             result.announced
                         );
                         if let Some(e) = self.table.lock().get_mut(&r.torrent) {
-                            e.running = false;
+                            e.running = e.running.saturating_sub(1);
                         }
                     }
                 }
@@ -634,25 +637,26 @@ impl Driver {
         {
             let mut t = self.table.lock();
             for (id, e) in t.iter_mut() {
-                if e.running {
+                if e.running > 0 {
                     continue;
                 }
-                if now >= e.next_announce {
-                    e.running = true;
+                let announce = if now >= e.next_announce {
                     e.next_announce = now + self.settings.reannounce;
-                    e.next_lookup = now + self.settings.lookup_interval;
-                    e.wants_peers = false;
-                    start.push((*id, e.info_hash, true));
+                    true
                 } else if e.wants_peers && now >= e.next_lookup {
-                    e.running = true;
-                    e.wants_peers = false;
-                    e.next_lookup = now + self.settings.lookup_interval;
-                    start.push((*id, e.info_hash, false));
+                    false
                 } else {
                     next = next.min(e.next_announce);
                     if e.wants_peers {
                         next = next.min(e.next_lookup);
                     }
+                    continue;
+                };
+                e.wants_peers = false;
+                e.next_lookup = now + self.settings.lookup_interval;
+                e.running = e.info_hashes.len();
+                for ih in &e.info_hashes {
+                    start.push((*id, *ih, announce));
                 }
             }
         }

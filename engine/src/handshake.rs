@@ -222,10 +222,12 @@ pub(crate) fn dial_steps(policy: Encryption, known: Option<bool>) -> &'static [D
 /// mid-handshake); each attempt has `timeout` to connect and as long again
 /// for its handshakes. A failed connect ends the dial; a failed handshake
 /// moves on to the next step. Returns the stream, their handshake, the
-/// step that worked and whether one failed before it.
+/// step that worked and whether one failed before it. `v2` is a hybrid's
+/// truncated v2 hash: a peer may answer our v1 hash and v2 bit with it
+/// (BEP 52's upgrade, as bittern's listener does).
 pub(crate) fn dial(
     addr: SocketAddr,
-    ours: &Handshake,
+    (ours, v2): (&Handshake, Option<InfoHash>),
     policy: Encryption,
     steps: &[DialStep],
     timeout: std::time::Duration,
@@ -242,8 +244,8 @@ pub(crate) fn dial(
         let socket = connect()?;
         let deadline = Instant::now() + timeout;
         let r = match step {
-            DialStep::Mse => dial_mse(socket, ours, policy, deadline),
-            DialStep::Plain => dial_plain(socket, ours, deadline),
+            DialStep::Mse => dial_mse(socket, (ours, v2), policy, deadline),
+            DialStep::Plain => dial_plain(socket, (ours, v2), deadline),
         };
         match r {
             Ok((s, hs)) => return Ok((s, hs, *step, i > 0)),
@@ -262,7 +264,7 @@ pub(crate) fn dial(
 /// The plain handshake on a new connection.
 fn dial_plain(
     socket: Socket,
-    ours: &Handshake,
+    (ours, v2): (&Handshake, Option<InfoHash>),
     deadline: Instant,
 ) -> Result<(PeerStream, Handshake), PeerError> {
     let mut s = PeerStream::plain(socket);
@@ -270,7 +272,7 @@ fn dial_plain(
         deadline.saturating_duration_since(Instant::now()).max(MIN),
     ))?;
     s.send(&mut ours.encode())?;
-    let theirs = read_theirs(&mut s, ours, deadline)?;
+    let theirs = read_theirs(&mut s, (ours, v2), deadline)?;
     Ok((s, theirs))
 }
 
@@ -280,7 +282,7 @@ const MIN: std::time::Duration = std::time::Duration::from_millis(1);
 /// MSE with our handshake as the initial payload, then theirs.
 fn dial_mse(
     mut socket: Socket,
-    ours: &Handshake,
+    (ours, v2): (&Handshake, Option<InfoHash>),
     policy: Encryption,
     deadline: Instant,
 ) -> Result<(PeerStream, Handshake), PeerError> {
@@ -297,20 +299,23 @@ fn dial_mse(
     let mut s = PeerStream::encrypted(socket, est);
     // A peer that accepted MSE but then closes or stalls has no second
     // chance in the clear: it speaks MSE.
-    let theirs = read_theirs(&mut s, ours, deadline)?;
+    let theirs = read_theirs(&mut s, (ours, v2), deadline)?;
     Ok((s, theirs))
 }
 
-/// Reads and checks the peer's BitTorrent handshake.
+/// Reads and checks the peer's BitTorrent handshake: it names the hash we
+/// named or, when we set the v2 bit, the torrent's truncated v2 hash `v2`
+/// (the upgrade of a hybrid's connection, BEP 52).
 fn read_theirs(
     s: &mut PeerStream,
-    ours: &Handshake,
+    (ours, v2): (&Handshake, Option<InfoHash>),
     deadline: Instant,
 ) -> Result<Handshake, PeerError> {
     let mut buf = [0u8; Handshake::LEN];
     read_exact_by(s, &mut buf, deadline)?;
     let hs = Handshake::decode(&buf).map_err(|e| PeerError::Protocol(Violation::Handshake(e)))?;
-    if hs.info_hash != ours.info_hash {
+    let upgraded = ours.supports_v2() && v2 == Some(hs.info_hash);
+    if hs.info_hash != ours.info_hash && !upgraded {
         return Err(PeerError::WrongInfoHash);
     }
     Ok(hs)
@@ -375,7 +380,7 @@ mod tests {
         let (addr, seen) = plaintext_peer(info_hash);
         let steps = dial_steps(Encryption::Prefer, None);
         let (s, hs, step, fell_back) =
-            dial(addr, &ours, Encryption::Prefer, steps, t, &tcp, &ok).unwrap();
+            dial(addr, (&ours, None), Encryption::Prefer, steps, t, &tcp, &ok).unwrap();
         assert_eq!((step, fell_back), (DialStep::Plain, true));
         assert!(!s.is_encrypted());
         assert_eq!(hs.peer_id, PeerId([9; 20]));
@@ -385,14 +390,74 @@ mod tests {
         let (addr, seen) = plaintext_peer(info_hash);
         let steps = dial_steps(Encryption::Prefer, Some(false));
         let (_, _, step, fell_back) =
-            dial(addr, &ours, Encryption::Prefer, steps, t, &tcp, &ok).unwrap();
+            dial(addr, (&ours, None), Encryption::Prefer, steps, t, &tcp, &ok).unwrap();
         assert_eq!((step, fell_back), (DialStep::Plain, false));
         assert_eq!(seen.load(Ordering::SeqCst), 1);
 
         // Require never falls back.
         let (addr, seen) = plaintext_peer(info_hash);
         let steps = dial_steps(Encryption::Require, Some(false));
-        assert!(dial(addr, &ours, Encryption::Require, steps, t, &tcp, &ok).is_err());
+        assert!(dial(
+            addr,
+            (&ours, None),
+            Encryption::Require,
+            steps,
+            t,
+            &tcp,
+            &ok
+        )
+        .is_err());
         assert_eq!(seen.load(Ordering::SeqCst), 1);
+    }
+
+    /// A hybrid dialled by its v1 hash with the v2 bit may be answered with
+    /// its truncated v2 hash (BEP 52's upgrade, what bittern's listener
+    /// does): taken when we set the bit and it is our v2 hash, refused
+    /// otherwise.
+    #[test]
+    fn an_upgraded_answer_to_a_hybrid_dial_is_taken() {
+        let (v1, v2) = (InfoHash([7; 20]), InfoHash([8; 20]));
+        let ok = |_: &Socket| Ok(());
+        let tcp = |a: SocketAddr, t: Duration| -> Result<Socket, PeerError> {
+            Ok(Socket::Tcp(std::net::TcpStream::connect_timeout(&a, t)?))
+        };
+        let (t, plain) = (Duration::from_secs(5), &[DialStep::Plain][..]);
+        let with_bit = Handshake::new(v1, PeerId([1; 20])).with_v2(true);
+        let (addr, _) = plaintext_peer(v2);
+        let (_, hs, _, _) = dial(
+            addr,
+            (&with_bit, Some(v2)),
+            Encryption::Prefer,
+            plain,
+            t,
+            &tcp,
+            &ok,
+        )
+        .unwrap();
+        assert_eq!(hs.info_hash, v2);
+        // without the bit, or another torrent's hash: refused
+        let without = Handshake::new(v1, PeerId([1; 20]));
+        let (addr, _) = plaintext_peer(v2);
+        let r = dial(
+            addr,
+            (&without, Some(v2)),
+            Encryption::Prefer,
+            plain,
+            t,
+            &tcp,
+            &ok,
+        );
+        assert!(matches!(r, Err(PeerError::WrongInfoHash)));
+        let (addr, _) = plaintext_peer(InfoHash([9; 20]));
+        let r = dial(
+            addr,
+            (&with_bit, Some(v2)),
+            Encryption::Prefer,
+            plain,
+            t,
+            &tcp,
+            &ok,
+        );
+        assert!(matches!(r, Err(PeerError::WrongInfoHash)));
     }
 }

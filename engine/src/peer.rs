@@ -708,7 +708,7 @@ pub(crate) fn open(
             let used_utp = std::cell::Cell::new(false);
             let first = crate::handshake::dial(
                 addr,
-                ours,
+                (ours, v2_hash),
                 encryption,
                 steps,
                 t.connect_timeout,
@@ -727,7 +727,7 @@ pub(crate) fn open(
                     debug!("{addr}: closed over tcp before a handshake ({e}), trying utp");
                     crate::handshake::dial(
                         addr,
-                        ours,
+                        (ours, v2_hash),
                         encryption,
                         steps,
                         t.connect_timeout,

@@ -210,6 +210,9 @@ pub struct PiecePicker {
     outstanding: HashMap<PeerKey, FastMap<(u32, u32), Sent>>,
     /// Numbers requests in the order they are made.
     next_seq: u64,
+    /// Pieces whose bytes end before their place in the piece space does,
+    /// with their length (see [`PiecePicker::set_short_pieces`]).
+    short: FastMap<u32, u64>,
 }
 
 impl PiecePicker {
@@ -246,6 +249,7 @@ impl PiecePicker {
             last_new: FastMap::default(),
             outstanding: HashMap::new(),
             next_seq: 0,
+            short: FastMap::default(),
         };
         picker.wanted_left = (0..piece_count).map(|p| picker.piece_size(p)).sum();
         for i in 0..picker.scrambled.len() {
@@ -260,8 +264,28 @@ impl PiecePicker {
         self.piece_count
     }
 
+    /// Makes each of `sizes`' pieces `(piece, length)` that long: its
+    /// blocks past `length` are never requested nor waited for. A v2-only
+    /// torrent's file ends its last piece (BEP 52: the next file starts a
+    /// new piece); the padding after it carries no payload. Call it on a
+    /// new picker; lengths that are zero or not shorter are ignored.
+    pub fn set_short_pieces(&mut self, sizes: &[(u32, u64)]) {
+        for &(piece, length) in sizes {
+            let p = piece as usize;
+            if p < self.piece_count && length > 0 && length < self.piece_size(p) {
+                if self.wanted[p] && !self.have.get(p) {
+                    self.wanted_left -= self.piece_size(p) - length;
+                }
+                self.short.insert(piece, length);
+            }
+        }
+    }
+
     /// Size of `piece` in bytes (the last piece may be shorter).
     pub fn piece_size(&self, piece: usize) -> u64 {
+        if let Some(&n) = self.short.get(&(piece as u32)) {
+            return n;
+        }
         if piece + 1 < self.piece_count {
             self.piece_length
         } else {

@@ -80,6 +80,11 @@ pub struct TorrentStatus {
     pub files: Vec<FileStatus>,
     /// Pieces that failed their hash check this session.
     pub hash_failures: u64,
+    /// Payload bytes thrown away as corrupt this session: the length of
+    /// each piece that failed its hash check, plus each block of a v2
+    /// piece that failed its merkle leaf on arrival (BEP 52; not written,
+    /// so not in `written`, and not a hash failure).
+    pub corrupt: u64,
     /// Payload bytes written to storage this session. Each block is written
     /// once, so this equals the bytes downloaded into pieces, plus again the
     /// pieces that failed their hash check and were fetched anew.
@@ -116,6 +121,7 @@ impl TorrentStatus {
             pieces_total,
             files: Vec::new(),
             hash_failures: 0,
+            corrupt: 0,
             written: 0,
             web_seeds: 0,
             web_seed_downloaded: 0,

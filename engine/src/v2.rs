@@ -87,6 +87,36 @@ fn lacks_layers(m: &Metainfo) -> bool {
     })
 }
 
+/// The pieces of a v2-only layout whose file ends before the piece does
+/// (each file starts a piece, BEP 52), with the file's bytes in them: a
+/// leecher asks for those bytes only, never for the padding after them
+/// (libtorrent sends it as zeros when asked: a 1,000-file torrent of
+/// 256 MiB in 4 MiB pieces was 4 GiB on the wire). Hybrids keep whole
+/// pieces: their SHA-1 covers the BEP 47 padding.
+pub(crate) fn short_pieces(layout: &Layout) -> Vec<(u32, u64)> {
+    if layout.has_v1() || !layout.has_v2() {
+        return Vec::new();
+    }
+    let plen = layout.piece_length();
+    let mut out = Vec::new();
+    for (i, f) in layout.files().iter().enumerate() {
+        if f.padding || f.length == 0 {
+            continue;
+        }
+        let Some(last) = layout.file_pieces(i).last() else {
+            continue;
+        };
+        let end = layout.file_start(i) + f.length;
+        let n = end.saturating_sub(last as u64 * plen);
+        if n > 0 && n < layout.piece_len(last) {
+            if let Ok(piece) = u32::try_from(last) {
+                out.push((piece, n));
+            }
+        }
+    }
+    out
+}
+
 /// The info hash to answer an incoming handshake `theirs` with, for a
 /// torrent met under `ours` (its [`Metainfo::info_hash`]) and, for v2 and
 /// hybrid torrents, `v2` (its truncated v2 hash). A peer that named the

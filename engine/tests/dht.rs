@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::util::*;
 
-fn dht_session(bootstrap: &[SocketAddr]) -> Session {
+pub(crate) fn dht_session(bootstrap: &[SocketAddr]) -> Session {
     let _ = env_logger::builder().is_test(true).try_init();
     Session::new(SessionConfig {
         dht: Some(DhtSettings {
@@ -52,7 +52,7 @@ fn make_private(dir: &Path, name: &str, size: usize) -> Metainfo {
 }
 
 /// Peers the bootstrap node stores for `ih`.
-fn stored(runner: &Runner, ih: InfoHash) -> Vec<SocketAddr> {
+pub(crate) fn stored(runner: &Runner, ih: InfoHash) -> Vec<SocketAddr> {
     runner.dht().with_node(|n| {
         n.peer_store()
             .get(&ih, 100, Instant::now(), &mut rand::rng())

@@ -24,6 +24,7 @@ mod scale;
 mod superseed;
 mod util;
 mod utp;
+mod v2announce;
 mod v2blame;
 mod v2magnet;
 mod v2seed;

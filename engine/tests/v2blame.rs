@@ -116,6 +116,7 @@ fn one_bad_block_bans_its_sender_only() {
     }
     assert_same(src.path(), dst.path(), &m.info.file_paths());
     assert_eq!(h.status().hash_failures, 1, "{events:?}");
+    assert_eq!(h.status().corrupt, 32 * 1024, "the failed piece");
     let banned: Vec<SocketAddr> = events
         .iter()
         .filter_map(|e| match e {
@@ -405,6 +406,12 @@ fn a_bad_block_is_caught_on_arrival_before_its_piece_completes() {
     let st = h.status();
     assert_eq!(st.pieces_have, 0, "piece 0 was not complete: {st:?}");
     assert_eq!(st.hash_failures, 0, "{events:?}");
+    // the block thrown away counts as corrupt (the daemon's corruptEver),
+    // once the status is published again
+    bittern_testkit::wait_until("the bad block counted", Duration::from_secs(10), || {
+        h.status().corrupt != 0
+    });
+    assert_eq!(h.status().corrupt, 16384, "{st:?}");
 
     h.add_peers(vec![honest]).unwrap();
     wait_state(&h, TorrentState::Seeding, Duration::from_secs(60));
@@ -413,6 +420,7 @@ fn a_bad_block_is_caught_on_arrival_before_its_piece_completes() {
     }
     assert_same(src.path(), dst.path(), &m.info.file_paths());
     assert_eq!(h.status().hash_failures, 0, "{events:?}");
+    assert_eq!(h.status().corrupt, 16384, "{events:?}");
     let banned: Vec<&TorrentEvent> = events
         .iter()
         .filter(|e| matches!(e, TorrentEvent::PeerBanned(_)))

@@ -111,6 +111,21 @@ fn v2_and_hybrid_magnets_are_routed_by_their_v2_hash() {
 /// and v2 hashes. The data is byte-identical.
 #[test]
 fn hybrid_magnet_fetches_piece_layers_from_libtorrent() {
+    hybrid_magnet_from_libtorrent(true);
+}
+
+/// The same with a `btih`-only magnet: bittern learns the v2 hash from the
+/// info dictionary, dials libtorrent again under its truncation (a v2
+/// connection) and fetches the piece layers, so its `.torrent` is as
+/// complete as with a hybrid link.
+#[test]
+fn btih_only_magnet_to_a_hybrid_fetches_piece_layers_from_libtorrent() {
+    hybrid_magnet_from_libtorrent(false);
+}
+
+/// libtorrent seeds a hybrid; bittern downloads it from a magnet with its
+/// v1 hash, and its v2 hash when `with_btmh`.
+fn hybrid_magnet_from_libtorrent(with_btmh: bool) {
     if !have_libtorrent() {
         return;
     }
@@ -136,12 +151,12 @@ fn hybrid_magnet_fetches_piece_layers_from_libtorrent() {
         .expect_line("PORT ", Duration::from_secs(30))
         .parse()
         .unwrap();
-    let uri = format!(
-        "magnet:?xt=urn:btih:{}&xt=urn:btmh:1220{}&dn=hyb.bin",
-        m.info_hash.to_hex(),
-        m.info_hash_v2.unwrap().to_hex()
-    );
+    let mut uri = format!("magnet:?xt=urn:btih:{}&dn=hyb.bin", m.info_hash.to_hex());
+    if with_btmh {
+        uri += &format!("&xt=urn:btmh:1220{}", m.info_hash_v2.unwrap().to_hex());
+    }
     let magnet = Magnet::parse(&uri).unwrap();
+    assert_eq!(magnet.info_hash_v2.is_some(), with_btmh);
     let s = session();
     let h = s
         .add_magnet(

@@ -103,6 +103,30 @@ fn last_piece_and_last_block_are_shorter() {
     );
 }
 
+/// A v2-only torrent's piece that ends in padding: only its file's bytes
+/// are requested and counted, and they complete it.
+#[test]
+fn short_pieces_are_asked_for_their_bytes_only() {
+    // 3 pieces of 40000 bytes; piece 0 holds 20000 bytes of a file
+    let mut p = PiecePicker::new(3, 40_000, 120_000, cfg(), 1);
+    p.set_short_pieces(&[(0, 20_000), (1, 40_000), (2, 0)]);
+    assert_eq!(p.piece_size(0), 20_000);
+    assert_eq!(p.piece_size(1), 40_000, "not shorter: ignored");
+    assert_eq!(p.piece_size(2), 40_000, "empty: ignored");
+    assert_eq!(p.blocks_in_piece(0), 2);
+    assert_eq!(p.wanted_left_bytes(), 100_000);
+    let got = pick(&mut p, 1, &full(3), 100);
+    let of0: Vec<&BlockRef> = got.iter().filter(|b| b.index == 0).collect();
+    assert_eq!(of0.len(), 2);
+    assert_eq!(of0.iter().map(|b| u64::from(b.length)).sum::<u64>(), 20_000);
+    for b in of0 {
+        let r = p.block_received(PeerKey(1), *b);
+        assert!(matches!(r, BlockReceived::Stored { .. }), "{r:?}");
+    }
+    p.piece_passed(0);
+    assert_eq!(p.wanted_left_bytes(), 80_000);
+}
+
 #[test]
 fn started_pieces_have_strict_priority() {
     for seed in 0..10 {

@@ -341,6 +341,10 @@ pub(crate) struct Controller {
 
     /// This torrent's key in the session announcer while it is added.
     announcer: Option<TorrentKey>,
+    /// A hybrid's second key there, for its truncated v2 hash (BEP 52:
+    /// announced under both hashes, as libtorrent does, so peers that know
+    /// either find it).
+    announcer_v2: Option<TorrentKey>,
     /// On the session DHT's schedule (public torrents while running).
     on_dht: bool,
     transfer: Arc<Transfer>,
@@ -353,6 +357,8 @@ pub(crate) struct Controller {
     /// The file preparation thread and its stop flag (see `start_prepare`).
     prepare: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
     hash_failures: u64,
+    /// Payload bytes thrown away as corrupt (`TorrentStatus::corrupt`).
+    corrupt: u64,
     /// The startup check's cancel flag, while it runs.
     check_cancel: Option<Arc<AtomicBool>>,
     /// Commands that came during the startup check, run after it.
@@ -454,13 +460,14 @@ impl Controller {
         let seed = u64::from_le_bytes(metainfo.info_hash.0[..8].try_into().unwrap_or([7; 8]))
             ^ now.elapsed().as_nanos() as u64
             ^ u64::from(std::process::id());
-        let picker = idle::LazyPicker::new(
+        let mut picker = idle::LazyPicker::new(
             info.piece_count(),
             info.piece_length,
             info.total_length(),
             options.sequential,
             seed,
         );
+        picker.set_short_pieces(crate::v2::short_pieces(storage.layout()));
         let have = Arc::new(HaveSet::new(info.piece_count()));
         *published.have.lock() = Some(have.clone());
         let claims = Arc::new(BlockClaims::new(
@@ -512,6 +519,7 @@ impl Controller {
             haves_due: None,
             swarm,
             announcer: None,
+            announcer_v2: None,
             on_dht: false,
             transfer: Arc::default(),
             rates: None,
@@ -519,6 +527,7 @@ impl Controller {
             completed_at: None,
             prepare: None,
             hash_failures: 0,
+            corrupt: 0,
             check_cancel: None,
             deferred: Vec::new(),
             stopping: None,

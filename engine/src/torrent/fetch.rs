@@ -58,7 +58,7 @@ use crate::peer::{
     spawn_meta, Connection, MetaContext, Origin, PeerCommand, PeerEvent, PeerMsg, SocketSlot,
 };
 use crate::picker::PeerKey;
-use crate::session::{Registry, SessionShared};
+use crate::session::{add_alias, Registry, SessionShared};
 use crate::status::{Events, TorrentEvent, TorrentState, TorrentStatus};
 use file::{torrent_file_bytes, write_file};
 
@@ -168,6 +168,8 @@ pub(crate) struct MetadataFetch {
     /// The one peer of the current attempt in that mode.
     source: Option<PeerKey>,
     announcer: Option<TorrentKey>,
+    /// A hybrid link's second key, for its truncated v2 hash.
+    announcer_v2: Option<TorrentKey>,
     transfer: Arc<Transfer>,
     paused: bool,
     next_tick: Option<Instant>,
@@ -198,6 +200,7 @@ impl MetadataFetch {
             single_source: false,
             source: None,
             announcer: None,
+            announcer_v2: None,
             transfer: Arc::default(),
             paused: setup.options.paused,
             next_tick: None,
@@ -238,6 +241,22 @@ impl MetadataFetch {
         match self.setup.info_hash_v2 {
             Some(v2) if InfoHash(v2_truncated(&v2)) == self.setup.info_hash => MetadataHash::V2(v2),
             _ => MetadataHash::V1(self.setup.info_hash),
+        }
+    }
+
+    /// Whether `m` is the torrent the magnet names: by its v1 hash (and its
+    /// v2 hash too, when the link has both), or by its v2 hash alone (a
+    /// `btmh`-only link, whose torrent may be a hybrid with a v1 hash of
+    /// its own).
+    fn names(&self, m: &Metainfo) -> bool {
+        let v2_ok = self
+            .setup
+            .info_hash_v2
+            .is_none_or(|h| m.info_hash_v2.is_some_and(|ours| ours.0 == h));
+        match self.metadata_hash() {
+            MetadataHash::V2(_) => v2_ok,
+            MetadataHash::V1(h) => m.info_hash == h && v2_ok,
+            _ => false,
         }
     }
 
@@ -304,8 +323,10 @@ impl MetadataFetch {
             }
             TorrentCommand::Shutdown => self.end(TorrentState::Stopped),
             TorrentCommand::Reannounce => {
-                if let (false, Some(key)) = (self.paused, self.announcer) {
-                    self.setup.session.with_announcer(|a| a.need_peers(key));
+                if !self.paused {
+                    for key in self.announcer.into_iter().chain(self.announcer_v2) {
+                        self.setup.session.with_announcer(|a| a.need_peers(key));
+                    }
                 }
             }
         }
@@ -789,13 +810,8 @@ impl MetadataFetch {
     /// torrent's controller and hand it over.
     fn complete(&mut self, info: Vec<u8>) {
         let file = torrent_file_bytes(&info, &[], &self.setup.trackers, &self.setup.web_seeds);
-        let v2_ok = |m: &Metainfo| {
-            self.setup
-                .info_hash_v2
-                .is_none_or(|h| m.info_hash_v2.is_some_and(|ours| ours.0 == h))
-        };
         let metainfo = match Metainfo::from_bytes_without_layers(&file) {
-            Ok(m) if m.info_hash == self.setup.info_hash && v2_ok(&m) => m,
+            Ok(m) if self.names(&m) => m,
             Ok(_) | Err(_) => {
                 // The info hash matched, so the torrent itself is broken:
                 // no peer can give us a better one.
@@ -803,6 +819,16 @@ impl MetadataFetch {
                 return self.end(TorrentState::Stopped);
             }
         };
+        if metainfo.info_hash != self.setup.info_hash {
+            // A hybrid fetched by its `btmh` alone: peers naming it by its
+            // v1 hash reach it too.
+            if !add_alias(&self.setup.registry, metainfo.info_hash, self.setup.id) {
+                warn!(
+                    "{}: v1 info hash taken by another torrent",
+                    metainfo.info_hash.to_hex()
+                );
+            }
+        }
         info!(
             "{}: metadata complete ({} bytes, {} pieces): {}",
             self.short(),
@@ -893,7 +919,10 @@ impl MetadataFetch {
         // (whether the torrent is private is only known with the
         // metadata; the full torrent then decides for itself).
         if let Some(d) = &s.dht {
-            d.add(self.setup.id, self.setup.info_hash);
+            // a hybrid link's truncated v2 hash too
+            let mut hashes = vec![self.setup.info_hash];
+            hashes.extend(self.v2_wire_hash().filter(|h| *h != self.setup.info_hash));
+            d.add(self.setup.id, hashes);
         }
         if !s.config.announce || self.announcer.is_some() || self.setup.trackers.is_empty() {
             return;
@@ -909,13 +938,21 @@ impl MetadataFetch {
         });
         let key = s.announce_key(self.setup.id);
         let (info_hash, tiers) = (self.setup.info_hash, self.setup.trackers.clone());
+        let v2 = self
+            .v2_wire_hash()
+            .filter(|h| *h != info_hash)
+            .map(|h| (s.announce_key(self.setup.id), h));
         let mut added = false;
         s.with_announcer_started(|a| {
-            a.add(key, info_hash, tiers, stats);
+            a.add(key, info_hash, tiers.clone(), stats.clone());
+            if let Some((key, h)) = v2 {
+                a.add(key, h, tiers, stats);
+            }
             added = true;
         });
         if added {
             self.announcer = Some(key);
+            self.announcer_v2 = v2.map(|(k, _)| k);
             *self.setup.published.announce_key.lock() = Some(key);
         }
     }
@@ -923,6 +960,9 @@ impl MetadataFetch {
     fn remove_from_announcer(&mut self) {
         if let Some(d) = &self.setup.session.dht {
             d.remove(self.setup.id);
+        }
+        if let Some(key) = self.announcer_v2.take() {
+            self.setup.session.with_announcer(|a| drop(a.remove(key)));
         }
         if let Some(key) = self.announcer.take() {
             *self.setup.published.announce_key.lock() = None;

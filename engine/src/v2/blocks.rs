@@ -43,9 +43,17 @@ const BLOCK: u64 = 16 * 1024;
 /// answers.
 #[derive(Debug, Default)]
 pub(crate) struct KnownLeaves {
-    pieces: HashMap<usize, Arc<[Hash256]>>,
+    pieces: HashMap<usize, Known>,
     cached: HashMap<usize, Arc<[Hash256]>>,
     cached_leaves: usize,
+}
+
+/// A piece's proven leaves, and which of its blocks passed their leaf on
+/// arrival while they were known (and so were written as checked).
+#[derive(Debug)]
+struct Known {
+    leaves: Arc<[Hash256]>,
+    checked: Vec<bool>,
 }
 
 impl KnownLeaves {
@@ -92,16 +100,28 @@ impl HashServer {
             return None;
         }
         let mut known = self.known.lock();
-        if known.pieces.len() >= MAX_KNOWN && !known.pieces.contains_key(&piece) {
+        if let Some(k) = known.pieces.get(&piece) {
+            // the same leaves again (they proved): what was checked stays
+            return (k.leaves[..] == *leaves).then_some(piece);
+        }
+        if known.pieces.len() >= MAX_KNOWN {
             return None;
         }
-        known.pieces.insert(piece, Arc::from(leaves));
+        let known_piece = Known {
+            leaves: Arc::from(leaves),
+            checked: vec![false; width],
+        };
+        known.pieces.insert(piece, known_piece);
         Some(piece)
     }
 
     /// The proven leaves of `piece`, if known.
     pub(crate) fn known_leaves(&self, piece: usize) -> Option<Arc<[Hash256]>> {
-        self.known.lock().pieces.get(&piece).cloned()
+        self.known
+            .lock()
+            .pieces
+            .get(&piece)
+            .map(|k| k.leaves.clone())
     }
 
     /// Whether the leaves of `piece` are known.
@@ -113,8 +133,8 @@ impl HashServer {
     /// they stay cached for answering others.
     pub(crate) fn forget_leaves(&self, piece: usize) {
         let mut known = self.known.lock();
-        if let Some(leaves) = known.pieces.remove(&piece) {
-            known.cache(piece, leaves);
+        if let Some(k) = known.pieces.remove(&piece) {
+            known.cache(piece, k.leaves);
         }
     }
 
@@ -124,6 +144,7 @@ impl HashServer {
         known
             .pieces
             .get(&piece)
+            .map(|k| &k.leaves)
             .or_else(|| known.cached.get(&piece))
             .cloned()
     }
@@ -136,19 +157,55 @@ impl HashServer {
     /// Whether `data`, the block at `begin` of torrent piece `piece`,
     /// hashes to its leaf: `None` when that cannot be told (the leaves are
     /// not known, or the block lies in padding past its file's end).
+    /// A block that passes is marked checked (see
+    /// [`HashServer::all_blocks_checked`]).
     pub(crate) fn check_block(&self, piece: usize, begin: u32, data: &[u8]) -> Option<bool> {
         let leaves = self.known_leaves(piece)?;
-        let (_, f) = self.file_of_piece(piece)?;
-        let in_file = (piece - f.first_piece) as u64 * self.piece_length;
-        // the file's bytes in this piece (a hybrid pads after them)
-        let n = f.length.saturating_sub(in_file).min(self.piece_length);
+        let n = self.file_bytes_in(piece)?;
         let begin = u64::from(begin);
         if begin % BLOCK != 0 || begin >= n {
             return None;
         }
         let take = (n - begin).min(data.len() as u64) as usize;
-        let leaf = leaves.get(usize::try_from(begin / BLOCK).ok()?)?;
-        Some(sha256(&data[..take]) == *leaf)
+        let at = usize::try_from(begin / BLOCK).ok()?;
+        let leaf = leaves.get(at)?;
+        let ok = sha256(&data[..take]) == *leaf;
+        if ok {
+            let mut known = self.known.lock();
+            // the same leaves still (else the mark would vouch for nothing)
+            if let Some(k) = known.pieces.get_mut(&piece) {
+                if Arc::ptr_eq(&k.leaves, &leaves) {
+                    if let Some(c) = k.checked.get_mut(at) {
+                        *c = true;
+                    }
+                }
+            }
+        }
+        Some(ok)
+    }
+
+    /// The bytes of its file in torrent piece `piece` (a hybrid pads
+    /// after them, a v2-only torrent's last piece may be short).
+    fn file_bytes_in(&self, piece: usize) -> Option<u64> {
+        let (_, f) = self.file_of_piece(piece)?;
+        let in_file = (piece - f.first_piece) as u64 * self.piece_length;
+        Some(f.length.saturating_sub(in_file).min(self.piece_length))
+    }
+
+    /// Whether every block of `piece` (its file's bytes) passed its proven
+    /// leaf on arrival: the piece then hashes to its node (the leaves
+    /// proved against it) without being read back, as a v1 piece hashed as
+    /// it arrived (`inline_hash`) is. A block that failed was not written;
+    /// leaves learnt again start with nothing checked.
+    pub(crate) fn all_blocks_checked(&self, piece: usize) -> bool {
+        let Some(n) = self.file_bytes_in(piece) else {
+            return false;
+        };
+        let blocks = usize::try_from(n.div_ceil(BLOCK)).unwrap_or(usize::MAX);
+        let known = self.known.lock();
+        known.pieces.get(&piece).is_some_and(|k| {
+            blocks > 0 && blocks <= k.checked.len() && k.checked[..blocks].iter().all(|c| *c)
+        })
     }
 }
 
@@ -198,6 +255,20 @@ mod tests {
         let mut bad = piece1[32768..49152].to_vec();
         bad[9] ^= 0x40;
         assert_eq!(server.check_block(1, 32768, &bad), Some(false));
+        // a piece passes without a read-back once each block passed
+        assert!(!server.all_blocks_checked(1), "one block of four");
+        for at in [0usize, 16384] {
+            assert_eq!(
+                server.check_block(1, at as u32, &piece1[at..at + 16384]),
+                Some(true)
+            );
+        }
+        assert_eq!(server.check_block(1, 49152, &bad), Some(false));
+        assert!(!server.all_blocks_checked(1), "the last block failed");
+        assert_eq!(server.check_block(1, 49152, &piece1[49152..]), Some(true));
+        assert!(server.all_blocks_checked(1));
+        assert_eq!(server.learn_leaves(&req, &leaves, node), Some(1));
+        assert!(server.all_blocks_checked(1), "the same leaves again");
         // the last piece: one short block of 20,000 - 16,384 bytes
         let req3 = server.leaf_request(3).unwrap();
         let l3 = tree
@@ -211,7 +282,12 @@ mod tests {
             None,
             "past the file"
         );
+        assert!(!server.all_blocks_checked(3), "block 0 not seen");
+        let head = &data[3 * PLEN as usize..3 * PLEN as usize + 16384];
+        assert_eq!(server.check_block(3, 0, head), Some(true));
+        assert!(server.all_blocks_checked(3), "the file's two blocks");
         server.forget_leaves(1);
+        assert!(!server.all_blocks_checked(1), "leaves forgotten");
         assert_eq!(server.check_block(1, 0, &piece1[..16384]), None);
         // ... but still answered to others from the cache
         assert_eq!(server.cached_leaves(1).as_deref(), Some(&leaves[..]));

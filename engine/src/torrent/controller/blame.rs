@@ -242,6 +242,7 @@ impl Controller {
     /// its reader, `v2::blocks`): it was not written; the block is asked of
     /// others and its sender is to blame alone.
     pub(crate) fn on_bad_block(&mut self, key: PeerKey, block: BlockRef) {
+        self.corrupt += u64::from(block.length);
         self.bad_block_from(key, block.index, block.begin);
     }
 

@@ -40,9 +40,18 @@ pub(super) struct LazyPicker {
     total_length: u64,
     sequential: bool,
     seed: u64,
+    /// Pieces shorter than their place (`PiecePicker::set_short_pieces`).
+    short: Box<[(u32, u64)]>,
 }
 
 impl LazyPicker {
+    /// Pieces the pickers it builds take as shorter than their place: a
+    /// v2-only torrent's pieces that end in padding (`v2::short_pieces`).
+    pub(super) fn set_short_pieces(&mut self, short: Vec<(u32, u64)>) {
+        self.short = short.into_boxed_slice();
+        self.picker = None;
+    }
+
     pub(super) fn new(
         piece_count: usize,
         piece_length: u64,
@@ -57,6 +66,7 @@ impl LazyPicker {
             total_length,
             sequential,
             seed,
+            short: Box::default(),
         }
     }
 
@@ -73,6 +83,7 @@ impl LazyPicker {
             self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1);
         }
         let seed = self.seed;
+        let short = &self.short;
         self.picker.get_or_insert_with(|| {
             let mut p = PiecePicker::new(
                 count,
@@ -84,6 +95,7 @@ impl LazyPicker {
                 },
                 seed,
             );
+            p.set_short_pieces(short);
             for i in 0..count {
                 if have.contains(i) {
                     p.set_have(i);
@@ -237,7 +249,11 @@ mod tests {
     fn an_idle_torrent_holds_a_small_controller() {
         // Picker, swarm, choker and rates are boxed and built on demand:
         // what every idle torrent holds inline stays well under 1 KiB.
-        assert!(std::mem::size_of::<Controller>() <= 900);
+        assert!(
+            std::mem::size_of::<Controller>() <= 900,
+            "{}",
+            std::mem::size_of::<Controller>()
+        );
         assert!(std::mem::size_of::<LazyPicker>() * 4 < std::mem::size_of::<PiecePicker>());
     }
 

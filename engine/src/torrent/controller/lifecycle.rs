@@ -103,8 +103,10 @@ impl Controller {
                 return;
             }
             TorrentCommand::Reannounce => {
-                if let (true, Some(key)) = (self.running(), self.announcer) {
-                    self.session.with_announcer(|a| a.need_peers(key));
+                if self.running() {
+                    for key in self.announce_keys() {
+                        self.session.with_announcer(|a| a.need_peers(key));
+                    }
                 }
             }
         }
@@ -153,7 +155,7 @@ impl Controller {
             self.superseed_tick(now);
             self.pex_round(now);
             if self.peers.len() < 5 {
-                if let Some(key) = self.announcer {
+                for key in self.announce_keys() {
                     self.session.with_announcer(|a| a.need_peers(key));
                 }
                 // Seeds wait for leechers to find them (they announce).
@@ -276,18 +278,19 @@ impl Controller {
             flush_limit: self.session.config.stop_flush_limit,
         });
         self.stop_dht();
-        let announcer = self.remove_from_announcer();
+        let mut announcer = self.remove_from_announcer();
         // At the session's shutdown nobody waits for it here: the session
         // shuts the announcer down last, within the one deadline.
-        let announcer =
-            announcer.filter(|_| !self.stopping.as_ref().is_some_and(|s| s.session_ending));
+        if self.stopping.as_ref().is_some_and(|s| s.session_ending) {
+            announcer.clear();
+        }
         let deadline = self.session.config.timing.stop_announce_deadline;
         let prepare = self.prepare.take();
         let storage = self.storage.clone();
         let (id, tx) = (self.id, self.links.done.clone());
         let short = self.short();
         let name = format!("stop-{short}");
-        if save.is_none() && announcer.is_none() && prepare.is_none() {
+        if save.is_none() && announcer.is_empty() && prepare.is_none() {
             // Only the files to close (an idle seed, nothing changed): a
             // job on the verifier pool, not a thread per torrent (a
             // session of thousands stops without a burst of threads).
@@ -301,15 +304,17 @@ impl Controller {
         // session runs) takes a thread of its own, so that it holds up no
         // other torrent's stop; the rest (the session's shutdown: saves of
         // thousands of torrents) runs on the session's few save threads.
-        let own_thread = announcer.is_some();
+        let own_thread = !announcer.is_empty();
         let job = move || {
             if let Some(save) = save {
                 if let Err(e) = save.run() {
                     warn!("{short}: cannot save resume state: {e}");
                 }
             }
-            if let Some(stopping) = announcer {
-                stopping.wait(deadline);
+            // one deadline for the `stopped` of every key
+            let until = Instant::now() + deadline;
+            for stopping in announcer {
+                stopping.wait(until.saturating_duration_since(Instant::now()));
             }
             if let Some((stop, t)) = prepare {
                 stop.store(true, Ordering::Relaxed);
@@ -425,38 +430,65 @@ impl Controller {
         // through the torrent's peer source (see `session/shared.rs`, `spawn_announcer`).
         let key = self.session.announce_key(self.id);
         let info_hash = self.info_hash;
+        // A hybrid's truncated v2 hash too, under a key of its own (both
+        // keys name this torrent, so their peers come here).
+        let v2 = self
+            .metainfo
+            .wire_hashes()
+            .into_iter()
+            .find(|h| *h != info_hash)
+            .map(|h| (self.session.announce_key(self.id), h));
         let mut added = false;
         self.session.with_announcer_started(|a| {
-            a.add(key, info_hash, tiers, stats);
+            a.add(key, info_hash, tiers.clone(), stats.clone());
+            if let Some((key, h)) = v2 {
+                a.add(key, h, tiers, stats);
+            }
             added = true;
         });
         if added {
             self.announcer = Some(key);
+            self.announcer_v2 = v2.map(|(k, _)| k);
             *self.published.announce_key.lock() = Some(key);
         }
     }
 
+    /// The torrent's keys in the session announcer: its info hash's and a
+    /// hybrid's truncated v2 hash's.
+    pub(super) fn announce_keys(&self) -> Vec<TorrentKey> {
+        self.announcer
+            .into_iter()
+            .chain(self.announcer_v2)
+            .collect()
+    }
+
     /// Takes the torrent out of the session announcer without waiting:
-    /// `stopped` goes out within the stop deadline.
-    fn remove_from_announcer(&mut self) -> Option<bittern_tracker::Stopping> {
+    /// `stopped` goes out within the stop deadline (one receipt per key).
+    fn remove_from_announcer(&mut self) -> Vec<bittern_tracker::Stopping> {
         self.session
             .lsd_send(crate::lsd::LsdCommand::Remove(self.info_hash));
-        let key = self.announcer.take()?;
+        let keys = self.announce_keys();
+        self.announcer = None;
+        self.announcer_v2 = None;
         *self.published.announce_key.lock() = None;
-        let mut stopping = None;
-        self.session
-            .with_announcer(|a| stopping = Some(a.remove(key)));
+        let mut stopping = Vec::new();
+        for key in keys {
+            self.session
+                .with_announcer(|a| stopping.push(a.remove(key)));
+        }
         stopping
     }
 
     /// Puts a public torrent on the session DHT's schedule (announced
-    /// now, then every 15 minutes). Private torrents (BEP 27) never are.
+    /// now, then every 15 minutes, under each of its wire hashes). Private
+    /// torrents (BEP 27) never are.
     fn start_dht(&mut self) {
         if self.on_dht || self.meta.private {
             return;
         }
         if let Some(d) = &self.session.dht {
-            d.add(self.id, self.info_hash);
+            // a hybrid under its truncated v2 hash too
+            d.add(self.id, self.metainfo.wire_hashes());
             self.on_dht = true;
         }
     }
@@ -593,6 +625,7 @@ impl Controller {
             pieces_total: layout.piece_count(),
             files,
             hash_failures: self.hash_failures,
+            corrupt: self.corrupt,
             written: self.transfer.written.load(Ordering::Relaxed),
             web_seeds: web.seeds,
             web_seed_downloaded: web.downloaded,

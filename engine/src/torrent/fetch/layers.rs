@@ -8,10 +8,11 @@
 //! added from a complete `.torrent` does.
 //!
 //! A hybrid can do without them (its SHA-1 half checks pieces): it asks
-//! only when the magnet has the `btmh` hash (the connections were opened
-//! with the v2 bit, so v2 peers upgraded them) and a v2 peer is there, and
-//! it hands over without layers when no v2 peer is left to ask or after
-//! [`HYBRID_LAYER_WAIT`], so a swarm of v1-only peers is not held up.
+//! when a v2 peer is there (with a `btmh` hash the connections were opened
+//! with the v2 bit, so v2 peers upgraded them; a `btih`-only link learns
+//! the v2 hash from the info dictionary and dials its v2 peers again under
+//! it), and it hands over without layers when no v2 peer is left to ask or
+//! after [`HYBRID_LAYER_WAIT`], so a swarm of v1-only peers is not held up.
 
 use std::time::{Duration, Instant};
 
@@ -53,7 +54,12 @@ impl MetadataFetch {
     pub(super) fn start_layers(&mut self, metainfo: &Metainfo, info: &[u8], file: &[u8]) -> bool {
         let hybrid = metainfo.info.version.has_v1();
         if hybrid && self.setup.info_hash_v2.is_none() {
-            return false;
+            // A `btih`-only link: the info dictionary (which passed its
+            // SHA-1) names the v2 hash, to ask v2 peers under.
+            let Some(v2) = metainfo.info_hash_v2 else {
+                return false;
+            };
+            self.learn_v2_hash(v2.0);
         }
         let Some(fetch) = LayerFetch::new(metainfo) else {
             return false;
@@ -94,6 +100,22 @@ impl MetadataFetch {
         });
         self.request_layers();
         true
+    }
+
+    /// A hybrid fetched by its `btih` alone: its v2 hash, from the info
+    /// dictionary, is the magnet's from now on, so v2 peers are dialled
+    /// under its truncation (for the piece layers) and peers naming it by
+    /// that truncation reach the torrent (an alias, as for a link that
+    /// had both hashes).
+    fn learn_v2_hash(&mut self, v2: [u8; 32]) {
+        self.setup.info_hash_v2 = Some(v2);
+        let Some(alias) = self.v2_wire_hash() else {
+            return;
+        };
+        info!("{}: v2 info hash {}", self.short(), alias.to_hex());
+        if !super::add_alias(&self.setup.registry, alias, self.setup.id) {
+            warn!("{}: v2 info hash taken by another torrent", alias.to_hex());
+        }
     }
 
     /// Asks every ready peer for chunks of the piece layers.
@@ -227,7 +249,7 @@ impl MetadataFetch {
             &self.setup.web_seeds,
         );
         match Metainfo::from_bytes(&file) {
-            Ok(m) if m.info_hash == self.setup.info_hash => {
+            Ok(m) if self.names(&m) => {
                 info!(
                     "{}: piece layers complete ({} files)",
                     self.short(),
