@@ -432,12 +432,8 @@ impl Controller {
         let info_hash = self.info_hash;
         // A hybrid's truncated v2 hash too, under a key of its own (both
         // keys name this torrent, so their peers come here).
-        let v2 = self
-            .metainfo
-            .wire_hashes()
-            .into_iter()
-            .find(|h| *h != info_hash)
-            .map(|h| (self.session.announce_key(self.id), h));
+        let v2 =
+            (self.meta.second_hash(info_hash)).map(|h| (self.session.announce_key(self.id), h));
         let mut added = false;
         self.session.with_announcer_started(|a| {
             a.add(key, info_hash, tiers.clone(), stats.clone());
@@ -488,7 +484,9 @@ impl Controller {
         }
         if let Some(d) = &self.session.dht {
             // a hybrid under its truncated v2 hash too
-            d.add(self.id, self.metainfo.wire_hashes());
+            let mut hashes = vec![self.info_hash];
+            hashes.extend(self.meta.second_hash(self.info_hash));
+            d.add(self.id, hashes);
             self.on_dht = true;
         }
     }

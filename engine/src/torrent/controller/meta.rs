@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
-use bittern_wire::{Info, InfoHashV2, Metainfo};
+use bittern_wire::{Info, InfoHash, InfoHashV2, Metainfo};
 use parking_lot::Mutex;
 
 /// Tracker tiers as [`Metainfo::trackers`] gives them.
@@ -40,6 +40,16 @@ pub(crate) struct WebMeta {
 }
 
 impl TorrentMeta {
+    /// A hybrid's truncated v2 hash, the second name it is announced and
+    /// routed under (`None` for v1-only and v2-only torrents, whose one
+    /// hash is `info_hash`).
+    pub(crate) fn second_hash(&self, info_hash: InfoHash) -> Option<InfoHash> {
+        self.info_hash_v2
+            .as_deref()
+            .map(InfoHashV2::truncated)
+            .filter(|h| *h != info_hash)
+    }
+
     /// Takes what is kept from `m`, the tracker tiers through `tiers`.
     pub(crate) fn new(m: Metainfo, tiers: &TierInterner) -> TorrentMeta {
         let trackers = tiers.intern(m.trackers());
