@@ -250,7 +250,9 @@ mod tests {
         // Picker, swarm, choker and rates are boxed and built on demand:
         // what every idle torrent holds inline stays well under 1 KiB.
         assert!(
-            std::mem::size_of::<Controller>() <= 900,
+            // 864 B after issue 19's cuts, 904 with the corrupt-bytes
+            // counter (`TorrentStatus::corrupt`); a guard against growth.
+            std::mem::size_of::<Controller>() <= 912,
             "{}",
             std::mem::size_of::<Controller>()
         );
