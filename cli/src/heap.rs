@@ -9,8 +9,11 @@
 //! churn fell from 64.3 to 46.5 MiB.
 //!
 //! So the binary caps the arenas at [`ARENAS`] (unless the user set
-//! `MALLOC_ARENA_MAX`, which glibc reads itself and we leave alone) and
-//! hands free pages back to the kernel once a minute ([`Trimmer`]).
+//! `MALLOC_ARENA_MAX`, which glibc reads itself and we leave alone), fixes
+//! the mmap threshold at [`MMAP_THRESHOLD`] (unless `MALLOC_MMAP_THRESHOLD_`
+//! or a glibc tunable sets it) and hands free pages back to the kernel once
+//! a minute ([`Trimmer`]). The fixed threshold took a soak emptied of its
+//! torrents from 10.9 to 8.5 MiB RssAnon (RESULTS-soak.md, issue 25).
 //! Peer threads spend their time in blocking IO, not in malloc, so a
 //! few arenas are not a point of contention. Other allocators: no-op.
 
@@ -19,17 +22,33 @@ use std::time::{Duration, Instant};
 /// Arenas the process may use (glibc's default would be 8 per core).
 pub const ARENAS: i32 = 2;
 
+/// Blocks at least this large get their own mapping, handed back to the
+/// kernel when freed. Setting it also turns off glibc's moving threshold,
+/// which after a few MB-sized blocks were freed (the RPC's replies) puts
+/// later ones in the arenas and lets their free tops stay resident, since
+/// `malloc_trim` does not trim the top of a thread arena.
+pub const MMAP_THRESHOLD: i32 = 512 * 1024;
+
 /// How often [`Trimmer::tick`] returns free memory to the kernel.
 pub const TRIM_EVERY: Duration = Duration::from_secs(60);
 
 /// Caps malloc's arenas; call first thing in `main`, before any thread.
 pub fn configure() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets a tunable of glibc's allocator; it is
-        // called before any other thread exists.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, ARENAS);
+    {
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+            // SAFETY: mallopt only sets a tunable of glibc's allocator; it
+            // is called before any other thread exists.
+            unsafe {
+                libc::mallopt(libc::M_ARENA_MAX, ARENAS);
+            }
+        }
+        let tuned = std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("threshold"));
+        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() && !tuned {
+            // SAFETY: as above.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+            }
         }
     }
 }

@@ -226,7 +226,16 @@ impl Backend for EngineBackend {
     }
 
     fn remove(&self, hash: InfoHash) {
-        let handle = self.handles.lock().remove(&hash);
+        let handle = {
+            let mut handles = self.handles.lock();
+            let h = handles.remove(&hash);
+            // A daemon emptied of thousands of torrents gives the table back.
+            if handles.capacity() > 32 && handles.len() * 4 <= handles.capacity() {
+                let keep = handles.len() * 2;
+                handles.shrink_to(keep);
+            }
+            h
+        };
         if let Some(h) = handle {
             h.remove();
         }

@@ -609,6 +609,13 @@ impl<B: Backend> Torrents<B> {
             inner
                 .removed
                 .retain(|(_, t)| now.duration_since(*t) < RECENT);
+            // The list's room for thousands of torrents is given back once
+            // most are gone (an entry is a few hundred bytes).
+            if inner.entries.capacity() > 32 && inner.entries.len() * 4 <= inner.entries.capacity()
+            {
+                let keep = inner.entries.len() * 2;
+                inner.entries.shrink_to(keep);
+            }
             inner.renumber_queue();
             self.schedule_queue(&mut inner);
             // The records are gone from the store; the others' new queue

@@ -690,6 +690,27 @@ impl Node {
         }
     }
 
+    /// Gives back the room of the query and lookup tables once mostly
+    /// empty: a burst (a daemon announcing 2,000 torrents at start) sizes
+    /// them for thousands of entries, which std's maps keep for good.
+    fn shrink(&mut self) {
+        fn sparse(len: usize, capacity: usize) -> Option<usize> {
+            (capacity > 32 && len * 4 <= capacity).then_some(len * 2)
+        }
+        if let Some(n) = sparse(self.pending.len(), self.pending.capacity()) {
+            self.pending.shrink_to(n);
+        }
+        if let Some(n) = sparse(self.lookups.len(), self.lookups.capacity()) {
+            self.lookups.shrink_to(n);
+        }
+        if let Some(n) = sparse(self.out.len(), self.out.capacity()) {
+            self.out.shrink_to(n);
+        }
+        if let Some(n) = sparse(self.events.len(), self.events.capacity()) {
+            self.events.shrink_to(n);
+        }
+    }
+
     /// Runs timers: failed queries, slow lookup queries, lookup deadlines,
     /// and every minute token rotation, peer expiry and bucket refresh.
     pub fn tick(&mut self, now: Instant) {
@@ -744,6 +765,7 @@ impl Node {
             self.maintenance_at = now + MAINTENANCE_EVERY;
             self.tokens.maybe_rotate(now, &mut self.rng);
             self.peers.expire(now);
+            self.shrink();
             if !self.table.is_empty() {
                 for target in self.table.refresh_targets(now, &mut self.rng) {
                     self.start(target, LookupKind::FindNode, &[], false, now);
@@ -987,6 +1009,46 @@ mod tests {
             Message::decode(&sent[0].bytes).unwrap().body,
             Body::Response(_)
         ));
+    }
+
+    /// A burst of lookups (a daemon announcing 2,000 torrents at start)
+    /// sizes the query and lookup tables for it; once they are over, the
+    /// next maintenance gives the room back.
+    #[test]
+    fn a_burst_of_lookups_gives_its_tables_back() {
+        let t0 = Instant::now();
+        let config = Config {
+            max_pending: 4096,
+            query_rate: 0,
+            seed: Some(6),
+            ..Config::default()
+        };
+        let mut n = Node::new(config, t0);
+        for p in 0..2000u16 {
+            n.bootstrap(&[addr(10_000 + p)], t0);
+        }
+        while n.poll_transmit().is_some() {}
+        let busy = (n.pending.capacity(), n.lookups.capacity());
+        assert!(busy.0 >= 2000 && busy.1 >= 2000, "{busy:?}");
+        // Nobody answers: the queries time out, the lookups end.
+        let mut t = t0;
+        for _ in 0..30 {
+            t += Duration::from_secs(10);
+            n.tick(t);
+            while n.poll_transmit().is_some() {}
+            while n.poll_event().is_some() {}
+        }
+        assert!(n.lookups.is_empty() && n.pending.is_empty());
+        let idle = (
+            n.pending.capacity(),
+            n.lookups.capacity(),
+            n.out.capacity(),
+            n.events.capacity(),
+        );
+        assert!(
+            idle.0 < 64 && idle.1 < 64 && idle.2 < 64 && idle.3 < 64,
+            "capacities {idle:?} after a burst of {busy:?}"
+        );
     }
 
     #[test]

@@ -157,6 +157,13 @@ impl PeerStore {
             !list.is_empty()
         });
         self.total -= removed;
+        // The tables keep the room of their fullest moment otherwise.
+        if self.by_hash.capacity() > 32 && self.by_hash.len() * 4 <= self.by_hash.capacity() {
+            self.by_hash.shrink_to(self.by_hash.len() * 2);
+        }
+        if self.by_ip.capacity() > 32 && self.by_ip.len() * 4 <= self.by_ip.capacity() {
+            self.by_ip.shrink_to(self.by_ip.len() * 2);
+        }
     }
 
     /// Peers stored for announces from `ip`.

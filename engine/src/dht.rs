@@ -198,6 +198,11 @@ impl SessionDht {
         }
     }
 
+    /// Torrents on the nodes' announce schedules.
+    pub(crate) fn scheduled(&self) -> usize {
+        self.nodes.iter().map(|n| n.table.lock().len()).sum()
+    }
+
     /// Nodes in all routing tables.
     pub(crate) fn node_count(&self) -> usize {
         self.nodes.iter().map(FamilyNode::node_count).sum()
@@ -410,7 +415,9 @@ impl FamilyNode {
 
     /// Takes a torrent off the schedule.
     fn remove(&self, id: TorrentId) {
-        self.table.lock().remove(&id);
+        let mut t = self.table.lock();
+        t.remove(&id);
+        crate::shrink::map(&mut t);
     }
 
     /// The torrent is short of peers: look some up (at most every
@@ -568,6 +575,7 @@ impl Driver {
                         if let Some(e) = self.table.lock().get_mut(&r.torrent) {
                             e.running = e.running.saturating_sub(1);
                         }
+                        crate::shrink::map(&mut self.lookups);
                     }
                 }
             }

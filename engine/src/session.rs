@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -35,12 +35,44 @@ use crate::torrent::{
     Published, TorrentHandle,
 };
 
+/// Counts of what a [`Session`] holds for its torrents
+/// ([`Session::held`]); a session whose torrents were all removed holds
+/// none of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Held {
+    /// Handles on the session's list ([`Session::torrents`] before pruning).
+    pub listed: usize,
+    /// Info hashes the listener routes (v2 aliases included).
+    pub routed: usize,
+    /// `HASH('req2', ·)` entries for MSE handshakes.
+    pub obfuscated: usize,
+    /// Torrents and metadata fetches the controller thread runs.
+    pub running: usize,
+    /// Torrents on the DHT nodes' announce schedules.
+    pub dht_scheduled: usize,
+    /// Live peer connections.
+    pub connections: usize,
+}
+
+/// The session's torrents, in the order they were added (see
+/// [`Session::torrents`]).
+pub(crate) type Listed = Mutex<Vec<TorrentHandle>>;
+
+/// Takes torrent `id` off the session's list (its handle was removed),
+/// and gives back the list's room once it is mostly empty.
+pub(crate) fn unlist(listed: &Listed, id: crate::torrent::TorrentId) {
+    let mut l = listed.lock();
+    l.retain(|h| h.id != id);
+    crate::shrink::vec(&mut l);
+}
+
 /// A BitTorrent session: owns the listening socket, the file pool, the
 /// rate limiters and the torrents. Dropping it shuts everything down.
 pub struct Session {
     shared: Arc<SessionShared>,
     registry: Registry,
-    torrents: Mutex<Vec<TorrentHandle>>,
+    /// Shared (weakly) with the handles, so that a removed one leaves it.
+    torrents: Arc<Listed>,
     /// One listening socket per address, all on one port (see `listener`).
     listeners: Vec<Listener>,
     /// The UDP sockets on the listen port (uTP, and the DHT on the first),
@@ -53,6 +85,8 @@ pub struct Session {
     commands: Sender<Ctl>,
     links: crate::torrent::central::Links,
     next_id: AtomicU64,
+    /// Torrents and metadata fetches on the controller thread.
+    running: Arc<AtomicUsize>,
 }
 
 impl Session {
@@ -85,7 +119,8 @@ impl Session {
             .thread_name(|i| format!("bittern-hash-{i}"))
             .build()
             .map_err(|e| Error::Spawn(std::io::Error::other(e)))?;
-        let (central, commands, links) = Central::new();
+        let running = Arc::new(AtomicUsize::new(0));
+        let (central, commands, links) = Central::new(running.clone());
         let dht = match &config.dht {
             Some(settings) => {
                 // The first UDP socket of each address family runs a node.
@@ -202,7 +237,7 @@ impl Session {
         Ok(Session {
             shared,
             registry,
-            torrents: Mutex::new(Vec::new()),
+            torrents: Arc::default(),
             listeners,
             udp,
             utp_acceptors,
@@ -210,6 +245,7 @@ impl Session {
             commands,
             links,
             next_id: AtomicU64::new(1),
+            running,
         })
     }
 
@@ -324,7 +360,8 @@ impl Session {
             links: self.links.clone(),
             reuse: None,
         };
-        let (controller, handle) = build_controller(setup)?;
+        let (controller, mut handle) = build_controller(setup)?;
+        handle.listed = Arc::downgrade(&self.torrents);
         self.commands
             .send(Ctl::Add(Box::new(controller)))
             .map_err(|_| Error::Closed)?;
@@ -442,6 +479,7 @@ impl Session {
             events,
             registry: self.registry.clone(),
             session: Arc::downgrade(&self.shared),
+            listed: Arc::downgrade(&self.torrents),
         };
         self.commands
             .send(Ctl::Fetch(Box::new(fetch)))
@@ -510,6 +548,21 @@ impl Session {
     /// Whether peer exchange is on.
     pub fn pex(&self) -> bool {
         self.shared.pex()
+    }
+
+    /// What the session holds for its torrents: every count is back at
+    /// zero once the last torrent was removed and its connections ended
+    /// (the controller thread's count follows within a loop turn).
+    pub fn held(&self) -> Held {
+        let routes = self.registry.lock();
+        Held {
+            listed: self.torrents.lock().len(),
+            routed: routes.routed(),
+            obfuscated: routes.obfuscated_len(),
+            running: self.running.load(Ordering::Relaxed),
+            dht_scheduled: self.shared.dht.as_ref().map_or(0, |d| d.scheduled()),
+            connections: self.connections(),
+        }
     }
 
     /// Live peer connections across all torrents.

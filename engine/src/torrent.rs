@@ -115,6 +115,9 @@ pub struct TorrentHandle {
     /// For the announcer's view of the torrent; weak, so a handle kept
     /// does not keep the session's sockets alive.
     pub(crate) session: std::sync::Weak<crate::session::SessionShared>,
+    /// The session's list of torrents, which [`remove`](Self::remove)
+    /// takes this torrent off (weak: the list holds handles).
+    pub(crate) listed: std::sync::Weak<crate::session::Listed>,
 }
 
 impl TorrentHandle {
@@ -257,6 +260,11 @@ impl TorrentHandle {
         // Only this torrent's entry: a stale handle of a torrent removed and
         // added again must not unregister the new one.
         crate::session::unregister(&self.registry, self.info_hash, self.id);
+        // Nor keep its status, have set and event queue listed until the
+        // next addition (a daemon emptied of 2,000 torrents kept them all).
+        if let Some(listed) = self.listed.upgrade() {
+            crate::session::unlist(&listed, self.id);
+        }
     }
 
     /// Blocks until the torrent has ended or `deadline` passes; true if

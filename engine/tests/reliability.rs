@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bittern_engine::{SeedGoal, Session, SessionConfig, TorrentOptions, TorrentState};
+use bittern_engine::{Held, SeedGoal, Session, SessionConfig, TorrentOptions, TorrentState};
 use bittern_storage::{Backend, FilePool, FileSpec, Layout, ResumeState, Storage};
 use bittern_wire::{Bitfield, BlockRef, Handshake, Message, Metainfo, PeerId};
 
@@ -873,6 +873,18 @@ fn removed_torrents_give_back_threads_fds_and_memory() {
              with 8 torrents {busy:?}, after removal {now:?}"
         );
         assert!(ok, "round {round}: not back to baseline {base:?}: {now:?}");
+        // Nor does either session keep anything of the torrents: their
+        // handles (status, have set, event queue) stayed listed until the
+        // next addition, which a daemon emptied at once never makes.
+        let empty = wait_for(Duration::from_secs(10), || {
+            seeder.held() == Held::default() && leecher.held() == Held::default()
+        });
+        assert!(
+            empty,
+            "round {round}: the seeder holds {:?}, the leecher {:?}",
+            seeder.held(),
+            leecher.held()
+        );
         after.push(now.2);
     }
     // RSS settles after the first round (caches, arena growth); later

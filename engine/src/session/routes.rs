@@ -30,6 +30,16 @@ impl Routes {
         self.ids.get(info_hash)
     }
 
+    /// Info hashes routed (v2 aliases included).
+    pub(crate) fn routed(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// `HASH('req2', ·)` entries held for MSE handshakes.
+    pub(crate) fn obfuscated_len(&self) -> usize {
+        self.obfuscated.len()
+    }
+
     /// The info hash whose `HASH('req2', ·)` is `obfuscated`.
     pub(crate) fn find_obfuscated(&self, obfuscated: &[u8; 20]) -> Option<InfoHash> {
         self.obfuscated.find(obfuscated)
@@ -110,6 +120,7 @@ pub(crate) fn unregister(registry: &Registry, info_hash: InfoHash, id: TorrentId
             r.ids.remove(&h);
             r.obfuscated.remove(&h);
         }
+        crate::shrink::map(&mut r.ids);
     }
 }
 

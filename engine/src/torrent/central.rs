@@ -12,6 +12,8 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{at, bounded, never, select, Receiver, Sender};
@@ -127,11 +129,14 @@ pub(crate) struct Central {
     sources: Receiver<(TorrentId, Vec<SocketAddr>)>,
     /// [`Ctl::Exit`] was handled (possibly while draining commands).
     exiting: bool,
+    /// How many torrents and fetches the thread holds, for
+    /// [`Session::held`](crate::Session::held).
+    running: Arc<AtomicUsize>,
 }
 
 impl Central {
     /// The controller's state and the senders that feed it.
-    pub(crate) fn new() -> (Central, Sender<Ctl>, Links) {
+    pub(crate) fn new(running: Arc<AtomicUsize>) -> (Central, Sender<Ctl>, Links) {
         let (ctl_tx, ctl_rx) = bounded(COMMAND_QUEUE);
         let (peer_tx, peer_rx) = bounded(PEER_QUEUE);
         let (done_tx, done_rx) = bounded(DONE_QUEUE);
@@ -145,6 +150,7 @@ impl Central {
             done: done_rx,
             sources: source_rx,
             exiting: false,
+            running,
         };
         let links = Links(std::sync::Arc::new(Senders {
             peers: peer_tx,
@@ -190,6 +196,8 @@ impl Central {
                 }
                 recv(timer) -> _ => self.on_timers(),
             }
+            self.running
+                .store(self.torrents.len() + self.fetches.len(), Ordering::Relaxed);
             if self.exiting {
                 return;
             }
@@ -309,6 +317,7 @@ impl Central {
         }
         if fetch.is_finished() {
             self.fetches.remove(&id);
+            crate::shrink::map(&mut self.fetches);
             return;
         }
         if let Some(d) = fetch.next_deadline() {
@@ -317,6 +326,19 @@ impl Central {
                 self.timers.push(Reverse((d, id)));
             }
         }
+    }
+
+    /// Forgets the timers of torrents gone once they are most of the heap
+    /// (a removed torrent's next announce may be half an hour away).
+    fn drop_stale_timers(&mut self) {
+        let live = self.torrents.len() + self.fetches.len();
+        if self.timers.len() <= 64 || self.timers.len() < live.saturating_mul(4) {
+            return;
+        }
+        let (torrents, fetches) = (&self.torrents, &self.fetches);
+        self.timers
+            .retain(|Reverse((_, id))| torrents.contains_key(id) || fetches.contains_key(id));
+        self.timers.shrink_to(self.timers.len() * 2);
     }
 
     /// Runs `f` on torrent `id`, then settles it: an ended torrent leaves
@@ -330,6 +352,8 @@ impl Central {
         c.after_event();
         if c.is_finished() {
             self.torrents.remove(&id);
+            crate::shrink::map(&mut self.torrents);
+            self.drop_stale_timers();
             return;
         }
         if let Some(d) = c.next_deadline() {

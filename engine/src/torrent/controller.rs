@@ -203,6 +203,8 @@ pub(crate) fn build_controller(
         events,
         registry,
         session: weak_session,
+        // The session lists the handle it returns (see `Session::list`).
+        listed: std::sync::Weak::new(),
     };
     Ok((ctl, handle))
 }

@@ -30,9 +30,14 @@ impl ObfuscatedHashes {
         self.0.insert(req2(&info_hash), info_hash);
     }
 
-    /// Stop serving `info_hash`.
+    /// Stop serving `info_hash`. The table gives its room back once at
+    /// most a quarter of it is used (a port that served thousands of
+    /// torrents and serves few now).
     pub fn remove(&mut self, info_hash: &InfoHash) {
         self.0.remove(&req2(info_hash));
+        if self.0.capacity() > 32 && self.0.len() * 4 <= self.0.capacity() {
+            self.0.shrink_to(self.0.len() * 2);
+        }
     }
 
     /// The torrent whose `HASH('req2', ·)` is `obfuscated`.
