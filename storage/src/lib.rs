@@ -146,6 +146,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod avx512;
 mod backend;
 mod buf;
 mod error;
@@ -156,6 +157,8 @@ mod layout;
 pub mod merkle;
 mod path;
 mod pool;
+#[cfg(test)]
+mod rates;
 mod resume;
 mod send;
 mod sha;

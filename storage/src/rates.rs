@@ -1,0 +1,111 @@
+//! Per-core rates of the hashing kernels, in thread CPU time (so a loaded
+//! machine slows the figures less than wall time would): run with
+//! `cargo test --release -p bittern-storage --lib rates -- --ignored --nocapture`
+//! and compare with `openssl speed -evp sha1` / `-evp sha256` (also CPU
+//! time). Not a correctness test: it only prints.
+
+use sha1::Digest;
+
+use crate::testutil::random_bytes;
+
+fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Best of `rounds` (the least disturbed), MB/s of CPU time for `bytes`.
+fn rate(bytes: usize, rounds: usize, mut f: impl FnMut()) -> f64 {
+    let mut best = f64::MAX;
+    for _ in 0..rounds {
+        let t = thread_cpu();
+        f();
+        best = best.min(thread_cpu() - t);
+    }
+    bytes as f64 / best / 1e6
+}
+
+#[test]
+#[ignore = "prints rates; run by hand in release"]
+fn kernel_rates() {
+    const MIB: usize = 1 << 20;
+    let total = 48 * MIB;
+    let data = random_bytes(total, 7);
+    let piece = 256 * 1024;
+    let r = 7;
+    let sha1_one = rate(total, r, || {
+        for c in data.chunks(piece) {
+            std::hint::black_box(sha1::Sha1::digest(c));
+        }
+    });
+    let sha1_lanes = rate(total, r, || {
+        for g in data.chunks(piece * crate::sha::LANES) {
+            let msgs: Vec<&[u8]> = g.chunks(piece).collect();
+            std::hint::black_box(crate::hash_many(&msgs));
+        }
+    });
+    let sha256_one = rate(total, r, || {
+        for c in data.chunks(16 * 1024) {
+            std::hint::black_box(sha2::Sha256::digest(c));
+        }
+    });
+    let sha256_lanes = rate(total, r, || {
+        let mut out = Vec::with_capacity(total / 16384);
+        crate::sha256::leaf_hashes_into(&data, &mut out);
+        std::hint::black_box(out);
+    });
+    let leaf = 16 * 1024;
+    let mut lane_rates = Vec::new();
+    macro_rules! lanes_rate {
+        ($n:literal, $($f:ident)::+) => {
+            lane_rates.push(($n, stringify!($($f)::+), rate(total, r, || {
+                for g in data.chunks_exact(leaf * $n) {
+                    // SAFETY: the CPU features were checked; `g` is whole leaves.
+                    std::hint::black_box(unsafe { $($f)::+::<$n>(g) });
+                }
+            })));
+        };
+    }
+    lanes_rate!(2, crate::sha256::x86::leaves);
+    lanes_rate!(4, crate::sha256::x86::leaves);
+    if crate::avx512::x86::available() {
+        lanes_rate!(16, x16::run);
+    }
+    for (n, f, v) in lane_rates {
+        println!("sha256 {n} lanes {f}: {v:.0} MB/s");
+    }
+    println!(
+        "MB/s of thread CPU, best of {r}: sha1 one {sha1_one:.0}, sha1 {} lanes {sha1_lanes:.0}, \
+         sha256 one {sha256_one:.0}, sha256 {} lanes {sha256_lanes:.0}",
+        crate::sha::LANES,
+        crate::sha256::LANES
+    );
+}
+
+mod x16 {
+    /// # Safety
+    /// As [`leaves16`](crate::avx512::x86::leaves16).
+    pub(crate) unsafe fn run<const N: usize>(d: &[u8]) -> [[u8; 32]; 16] {
+        // SAFETY: as promised by the caller.
+        unsafe { crate::avx512::x86::leaves16(d) }
+    }
+}
+
+#[test]
+fn avx512_leaves_match_sha2() {
+    use sha2::Digest;
+    if !crate::avx512::x86::available() {
+        return;
+    }
+    let d = random_bytes(16 * 16384, 11);
+    // SAFETY: checked above; sixteen leaves.
+    let got = unsafe { crate::avx512::x86::leaves16(&d) };
+    for (i, c) in d.chunks(16384).enumerate() {
+        let want: [u8; 32] = sha2::Sha256::digest(c).into();
+        assert_eq!(got[i], want, "leaf {i}");
+    }
+}
