@@ -11,7 +11,7 @@ use crate::file::OpenFile;
 use crate::hash::{finish_lanes, with_scratch_lanes};
 use crate::layout::{Layout, SpanChunks};
 use crate::merkle::{sha256, Hash256, BLOCK_LEN};
-use crate::sha::{self, Sha1, LANES};
+use crate::sha::{self, Sha1, MAX_LANES};
 use crate::sigbus::{self, Range};
 
 /// Where the lanes get a piece's geometry and its files from.
@@ -25,7 +25,7 @@ pub(crate) trait PieceFiles {
     fn forget_file(&self, file: usize);
 }
 
-/// SHA-1 of each of `pieces` (up to [`LANES`]) as `files` hold them,
+/// SHA-1 of each of `pieces` (up to [`MAX_LANES`]) as `files` hold them,
 /// hashed side by side; an error ends that lane only.
 ///
 /// Each lane holds the chunk it pulled last (the rest of a span in a
@@ -49,7 +49,7 @@ pub(crate) trait PieceFiles {
 /// serial `munmap`, after both hashing threads had finished.
 ///
 /// # Panics
-/// With more than [`LANES`] pieces (a caller bug).
+/// With more than [`MAX_LANES`] pieces (a caller bug).
 pub(crate) fn hash_lanes<F: PieceFiles + ?Sized>(
     files: &F,
     pieces: &[usize],
@@ -77,13 +77,13 @@ pub(crate) fn hash_lanes_with_leaves<F: PieceFiles + ?Sized>(
     sha1: bool,
 ) -> (Vec<Result<[u8; 20]>>, Vec<Vec<Hash256>>) {
     let k = pieces.len();
-    assert!(k <= LANES, "{k} lanes");
+    assert!(k <= MAX_LANES, "{k} lanes");
     let mut cursors: Vec<PieceCursor<'_, F>> =
         pieces.iter().map(|&p| PieceCursor::new(files, p)).collect();
     let mut leaves: Vec<Leaves> = (0..k)
         .map(|i| Leaves::new(leaf_bytes.map_or(0, |b| b[i])))
         .collect();
-    let out = with_scratch_lanes(|mut bufs| {
+    let out = with_scratch_lanes(k, |mut bufs| {
         let mut hs: Vec<Sha1> = (0..k).map(|_| Sha1::new()).collect();
         let mut ends: Vec<Option<Result<()>>> = (0..k).map(|_| None).collect();
         let mut held: Vec<Held> = (0..k).map(|_| Held::default()).collect();
@@ -115,8 +115,8 @@ pub(crate) fn hash_lanes_with_leaves<F: PieceFiles + ?Sized>(
             else {
                 break; // every lane has ended
             };
-            let mut data: [&[u8]; LANES] = [&[]; LANES];
-            let mut ranges: [Range<'_>; LANES] = [Range::default(); LANES];
+            let mut data: [&[u8]; MAX_LANES] = [&[]; MAX_LANES];
+            let mut ranges: [Range<'_>; MAX_LANES] = [Range::default(); MAX_LANES];
             for (i, h) in held.iter().enumerate() {
                 let n = step.min(h.len - h.done);
                 data[i] = match h.map {
@@ -151,7 +151,7 @@ pub(crate) fn hash_lanes_with_leaves<F: PieceFiles + ?Sized>(
                 sigbus::guarded(ranges, hash).1
             } else {
                 hash();
-                [false; LANES]
+                [false; MAX_LANES]
             };
             for (h, f) in held.iter_mut().zip(faulted) {
                 h.done += step.min(h.len - h.done);

@@ -562,7 +562,7 @@ fn piece_node(
     };
     let file = &open.insert((index, file)).1;
     let mut leaves = Vec::with_capacity(block_count(n) as usize);
-    with_scratch_lanes(|[buf, _, _]| -> Result<()> {
+    with_scratch_lanes(1, |[buf, ..]| -> Result<()> {
         let mut off = 0;
         while off < n {
             let take = (n - off).min(buf.len() as u64) as usize;

@@ -78,6 +78,19 @@ fn kernel_rates() {
     for (n, f, v) in lane_rates {
         println!("sha256 {n} lanes {f}: {v:.0} MB/s");
     }
+    if crate::avx512::x86::available() {
+        let sha1_wide = rate(total, r, || {
+            for g in data.chunks_exact(piece * 16) {
+                let msgs: Vec<&[u8]> = g.chunks(piece).collect();
+                let mut hs: Vec<crate::sha::Sha1> =
+                    (0..16).map(|_| crate::sha::Sha1::new()).collect();
+                let mut refs: Vec<&mut crate::sha::Sha1> = hs.iter_mut().collect();
+                crate::sha::update_lanes(&mut refs, &msgs);
+                std::hint::black_box(hs.into_iter().map(|h| h.finish()).collect::<Vec<_>>());
+            }
+        });
+        println!("sha1 16 lanes (AVX-512): {sha1_wide:.0} MB/s");
+    }
     println!(
         "MB/s of thread CPU, best of {r}: sha1 one {sha1_one:.0}, sha1 {} lanes {sha1_lanes:.0}, \
          sha256 one {sha256_one:.0}, sha256 {} lanes {sha256_lanes:.0}",
@@ -107,5 +120,32 @@ fn avx512_leaves_match_sha2() {
     for (i, c) in d.chunks(16384).enumerate() {
         let want: [u8; 32] = sha2::Sha256::digest(c).into();
         assert_eq!(got[i], want, "leaf {i}");
+    }
+}
+
+#[test]
+fn sixteen_sha1_lanes_match_the_reference() {
+    // any split of the messages into calls, lengths not block multiples,
+    // lanes of different lengths (the sixteen-wide path only while all
+    // sixteen have blocks left, three-wide after)
+    let msgs: Vec<Vec<u8>> = (0..16)
+        .map(|i| random_bytes(64 * 40 + i * 37, 100 + i as u64))
+        .collect();
+    for cut in [1usize, 63, 64, 65, 1000, 64 * 40] {
+        let mut hs: Vec<crate::sha::Sha1> = (0..16).map(|_| crate::sha::Sha1::new()).collect();
+        let mut at = 0;
+        while msgs.iter().any(|m| at < m.len()) {
+            let parts: Vec<&[u8]> = msgs
+                .iter()
+                .map(|m| &m[at.min(m.len())..(at + cut).min(m.len())])
+                .collect();
+            let mut refs: Vec<&mut crate::sha::Sha1> = hs.iter_mut().collect();
+            crate::sha::update_lanes(&mut refs, &parts);
+            at += cut;
+        }
+        for (i, (h, m)) in hs.into_iter().zip(&msgs).enumerate() {
+            let want: [u8; 20] = sha1::Sha1::digest(m).into();
+            assert_eq!(h.finish(), want, "lane {i}, cut {cut}");
+        }
     }
 }
