@@ -8,12 +8,12 @@
 //! plain FIPS 180-4 rounds on sixteen 32-bit lanes run on the two vector
 //! ports, with a rotate instruction and three-input logic (`vprord`,
 //! `vpternlogd`) each round needs about 17 of them for sixteen messages.
-//! Each lane's words are gathered from its leaf (`vpgatherdd`, the leaves
-//! lie 16 KiB apart) and byte-swapped. SHA-1 (about 7 instructions a
-//! round for sixteen messages) is capped the same way by its SHA unit
-//! (three SHA-NI lanes 2.4 GB/s, OpenSSL 2.1): sixteen pieces anywhere in
-//! memory, each lane's 64-byte block loaded whole and the sixteen
-//! transposed into word vectors (`vpermt2d`, four passes).
+//! SHA-1 (about 7 instructions a round for sixteen messages) is capped the
+//! same way by its SHA unit (three SHA-NI lanes 2.4 GB/s, OpenSSL 2.1).
+//! The sixteen messages lie anywhere in memory: each lane's 64-byte block
+//! is loaded whole and the sixteen transposed into word vectors
+//! (`vpermt2d`, four passes; as fast here as gathering each word with
+//! `vpgatherdd`).
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
@@ -119,78 +119,6 @@ pub(crate) mod x86 {
         };
     }
 
-    /// SHA-256 of the sixteen consecutive full leaves in `data`.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512F and AVX-512BW ([`available`]).
-    ///
-    /// # Panics
-    /// Unless `data` is sixteen leaves long.
-    #[target_feature(enable = "avx512f,avx512bw")]
-    pub(crate) unsafe fn leaves16(data: &[u8]) -> [[u8; 32]; LANES] {
-        assert_eq!(data.len(), LANES * LEAF);
-        let l = LEAF as i32;
-        // byte offset of each lane's leaf
-        let lanes = _mm512_set_epi32(
-            15 * l,
-            14 * l,
-            13 * l,
-            12 * l,
-            11 * l,
-            10 * l,
-            9 * l,
-            8 * l,
-            7 * l,
-            6 * l,
-            5 * l,
-            4 * l,
-            3 * l,
-            2 * l,
-            l,
-            0,
-        );
-        // big-endian words: reverse the bytes of each 32-bit word
-        let swap = _mm512_set4_epi32(0x0c0d_0e0f, 0x0809_0a0b, 0x0405_0607, 0x0001_0203);
-        let mut st = [_mm512_setzero_si512(); 8];
-        for (s, h) in st.iter_mut().zip(H0) {
-            *s = _mm512_set1_epi32(h as i32);
-        }
-        let zero = _mm512_setzero_si512();
-        for block in 0..=LEAF / 64 {
-            let mut w = [zero; 16];
-            if block < LEAF / 64 {
-                let p = data.as_ptr().add(block * 64);
-                for (j, w) in w.iter_mut().enumerate() {
-                    let g = _mm512_i32gather_epi32::<1>(lanes, p.add(4 * j).cast());
-                    *w = _mm512_shuffle_epi8(g, swap);
-                }
-            } else {
-                for (w, p) in w.iter_mut().zip(PAD) {
-                    *w = _mm512_set1_epi32(p as i32);
-                }
-            }
-            let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = st;
-            sixteen!(w, 0, false, a, b, c, d, e, f, g, h);
-            sixteen!(w, 16, true, a, b, c, d, e, f, g, h);
-            sixteen!(w, 32, true, a, b, c, d, e, f, g, h);
-            sixteen!(w, 48, true, a, b, c, d, e, f, g, h);
-            for (s, v) in st.iter_mut().zip([a, b, c, d, e, f, g, h]) {
-                *s = add!(*s, v);
-            }
-        }
-        let mut words = [[0u32; LANES]; 8];
-        for (out, s) in words.iter_mut().zip(st) {
-            _mm512_storeu_si512(out.as_mut_ptr().cast(), s);
-        }
-        let mut out = [[0u8; 32]; LANES];
-        for (lane, o) in out.iter_mut().enumerate() {
-            for (j, word) in words.iter().enumerate() {
-                o[4 * j..4 * j + 4].copy_from_slice(&word[lane].to_be_bytes());
-            }
-        }
-        out
-    }
-
     /// The SHA-1 round constants (FIPS 180-4, 4.2.1), one per 20 rounds.
     const K1: [u32; 4] = [0x5A82_7999, 0x6ED9_EBA1, 0x8F1B_BCDC, 0xCA62_C1D6];
 
@@ -267,36 +195,14 @@ pub(crate) mod x86 {
     pub(crate) unsafe fn sha1_compress16(h: &mut [[u32; 5]; LANES], blocks: [&[[u8; 64]]; LANES]) {
         let n = blocks[0].len();
         assert!(blocks.iter().all(|b| b.len() == n));
-        let swap = _mm512_set4_epi32(0x0c0d_0e0f, 0x0809_0a0b, 0x0405_0607, 0x0001_0203);
         let mut st = [_mm512_setzero_si512(); 5];
         for (j, s) in st.iter_mut().enumerate() {
             let words: [u32; LANES] = std::array::from_fn(|i| h[i][j]);
             *s = _mm512_loadu_si512(words.as_ptr().cast());
         }
-        let passes = PASSES.map(|(b, lo, hi)| {
-            (
-                b,
-                _mm512_loadu_si512(lo.as_ptr().cast()),
-                _mm512_loadu_si512(hi.as_ptr().cast()),
-            )
-        });
-        // Block `k` of every lane: indexed, as the lanes are walked in step.
-        #[allow(clippy::needless_range_loop)]
+        let rows: [*const u8; LANES] = blocks.map(|b| b.as_ptr().cast::<u8>());
         for k in 0..n {
-            // row i: lane i's block; after the passes, row j: word j of
-            // every lane
-            let mut w: [__m512i; 16] = std::array::from_fn(|i| {
-                _mm512_shuffle_epi8(_mm512_loadu_si512(blocks[i][k].as_ptr().cast()), swap)
-            });
-            for (b, lo, hi) in passes {
-                for i in 0..16 {
-                    if i & b == 0 {
-                        let (x, y) = (w[i], w[i + b]);
-                        w[i] = _mm512_permutex2var_epi32(x, lo, y);
-                        w[i + b] = _mm512_permutex2var_epi32(x, hi, y);
-                    }
-                }
-            }
+            let mut w = load_transposed(&rows, k);
             let [mut a, mut b, mut c, mut d, mut e] = st;
             sha1_five!(w, 0, a, b, c, d, e);
             sha1_five!(w, 5, a, b, c, d, e);
@@ -325,5 +231,70 @@ pub(crate) mod x86 {
                 h[i][j] = w;
             }
         }
+    }
+
+    /// Loads block `k` of each lane (`rows[i]`: lane `i`'s message) as
+    /// big-endian words, transposed: `w[j]` holds word `j` of every lane.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn load_transposed(rows: &[*const u8; LANES], k: usize) -> [__m512i; 16] {
+        let swap = _mm512_set4_epi32(0x0c0d_0e0f, 0x0809_0a0b, 0x0405_0607, 0x0001_0203);
+        let mut w: [__m512i; 16] = std::array::from_fn(|i| {
+            _mm512_shuffle_epi8(_mm512_loadu_si512(rows[i].add(64 * k).cast()), swap)
+        });
+        for (b, lo, hi) in PASSES {
+            let lo = _mm512_loadu_si512(lo.as_ptr().cast());
+            let hi = _mm512_loadu_si512(hi.as_ptr().cast());
+            for i in 0..16 {
+                if i & b == 0 {
+                    let (x, y) = (w[i], w[i + b]);
+                    w[i] = _mm512_permutex2var_epi32(x, lo, y);
+                    w[i + b] = _mm512_permutex2var_epi32(x, hi, y);
+                }
+            }
+        }
+        w
+    }
+
+    /// SHA-256 of sixteen full leaves anywhere in memory.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F and AVX-512BW ([`available`]).
+    ///
+    /// # Panics
+    /// Unless every leaf is 16 KiB.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(crate) unsafe fn leaves16_at(leaves: [&[u8]; LANES]) -> [[u8; 32]; LANES] {
+        assert!(leaves.iter().all(|l| l.len() == LEAF));
+        let rows: [*const u8; LANES] = leaves.map(<[u8]>::as_ptr);
+        let mut st = [_mm512_setzero_si512(); 8];
+        for (s, h) in st.iter_mut().zip(H0) {
+            *s = _mm512_set1_epi32(h as i32);
+        }
+        for block in 0..=LEAF / 64 {
+            let mut w = if block < LEAF / 64 {
+                load_transposed(&rows, block)
+            } else {
+                PAD.map(|p| _mm512_set1_epi32(p as i32))
+            };
+            let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = st;
+            sixteen!(w, 0, false, a, b, c, d, e, f, g, h);
+            sixteen!(w, 16, true, a, b, c, d, e, f, g, h);
+            sixteen!(w, 32, true, a, b, c, d, e, f, g, h);
+            sixteen!(w, 48, true, a, b, c, d, e, f, g, h);
+            for (s, v) in st.iter_mut().zip([a, b, c, d, e, f, g, h]) {
+                *s = add!(*s, v);
+            }
+        }
+        let mut words = [[0u32; LANES]; 8];
+        for (out, s) in words.iter_mut().zip(st) {
+            _mm512_storeu_si512(out.as_mut_ptr().cast(), s);
+        }
+        let mut out = [[0u8; 32]; LANES];
+        for (lane, o) in out.iter_mut().enumerate() {
+            for (j, word) in words.iter().enumerate() {
+                o[4 * j..4 * j + 4].copy_from_slice(&word[lane].to_be_bytes());
+            }
+        }
+        out
     }
 }

@@ -11,6 +11,9 @@ use crate::file::OpenFile;
 use crate::hash::{finish_lanes, with_scratch_lanes};
 use crate::layout::{Layout, SpanChunks};
 use crate::merkle::{sha256, Hash256, BLOCK_LEN};
+
+/// A leaf's length, as an index.
+const BLOCK: usize = BLOCK_LEN as usize;
 use crate::sha::{self, Sha1, MAX_LANES};
 use crate::sigbus::{self, Range};
 
@@ -115,6 +118,10 @@ pub(crate) fn hash_lanes_with_leaves<F: PieceFiles + ?Sized>(
             else {
                 break; // every lane has ended
             };
+            // Without SHA-1 nothing needs the lanes in step: each takes its
+            // whole chunk, so leaves are split only where chunks end (in
+            // step, one lane's short chunk would split the others' leaves).
+            let step = if sha1 { step } else { usize::MAX };
             let mut data: [&[u8]; MAX_LANES] = [&[]; MAX_LANES];
             let mut ranges: [Range<'_>; MAX_LANES] = [Range::default(); MAX_LANES];
             for (i, h) in held.iter().enumerate() {
@@ -143,8 +150,24 @@ pub(crate) fn hash_lanes_with_leaves<F: PieceFiles + ?Sized>(
                 if sha1 {
                     sha::update_lanes(&mut refs, &data[..k]);
                 }
-                for (l, d) in leaves.iter_mut().zip(data) {
-                    l.feed(d);
+                // every lane's leaves completed this round (a carried one
+                // first, then those whole in its bytes) hashed together,
+                // sixteen at a time where the CPU allows
+                let fed: Vec<(Option<Vec<u8>>, &[u8])> = leaves
+                    .iter_mut()
+                    .zip(data)
+                    .map(|(l, d)| l.feed(d))
+                    .collect();
+                let all: Vec<&[u8]> = fed
+                    .iter()
+                    .flat_map(|(c, w)| c.as_deref().into_iter().chain(w.chunks_exact(BLOCK)))
+                    .collect();
+                let mut hashes = Vec::with_capacity(all.len());
+                crate::sha256::leaf_hashes_of(&all, &mut hashes);
+                let mut hashes = hashes.into_iter();
+                for (l, (c, w)) in leaves.iter_mut().zip(&fed) {
+                    let n = usize::from(c.is_some()) + w.len() / BLOCK;
+                    l.out.extend(hashes.by_ref().take(n));
                 }
             };
             let faulted = if held.iter().any(|h| h.map.is_some()) {
@@ -190,8 +213,9 @@ pub(crate) fn hash_lanes_with_leaves<F: PieceFiles + ?Sized>(
 }
 
 /// One lane's 16 KiB leaves of its piece's first `want` bytes, fed the
-/// chunks in order: whole blocks hashed where they lie (four side by
-/// side), a block split between chunks gathered in `carry` first.
+/// chunks in order: whole blocks hashed where they lie (with the other
+/// lanes', sixteen or four side by side), a block split between chunks
+/// gathered in `carry` first.
 struct Leaves {
     want: u64,
     seen: u64,
@@ -209,24 +233,27 @@ impl Leaves {
         }
     }
 
-    fn feed(&mut self, data: &[u8]) {
+    /// Takes the lane's next bytes: returns the carried block if they
+    /// complete it, and the whole blocks after it, for the caller to hash
+    /// (with the other lanes') and append to `out` in that order before
+    /// the next `feed`; keeps the tail after them.
+    fn feed<'d>(&mut self, data: &'d [u8]) -> (Option<Vec<u8>>, &'d [u8]) {
         let left = self.want.saturating_sub(self.seen);
         self.seen += data.len() as u64;
         let take = (data.len() as u64).min(left) as usize;
         let mut d = &data[..take];
-        let block = BLOCK_LEN as usize;
+        let mut done = None;
         if !self.carry.is_empty() {
-            let m = (block - self.carry.len()).min(d.len());
+            let m = (BLOCK - self.carry.len()).min(d.len());
             self.carry.extend_from_slice(&d[..m]);
             d = &d[m..];
-            if self.carry.len() == block {
-                self.out.push(sha256(&self.carry));
-                self.carry.clear();
+            if self.carry.len() == BLOCK {
+                done = Some(std::mem::take(&mut self.carry));
             }
         }
-        let whole = d.len() / block * block;
-        crate::sha256::leaf_hashes_into(&d[..whole], &mut self.out);
+        let whole = d.len() / BLOCK * BLOCK;
         self.carry.extend_from_slice(&d[whole..]);
+        (done, &d[..whole])
     }
 
     fn finish(mut self) -> Vec<Hash256> {

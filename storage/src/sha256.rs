@@ -33,31 +33,50 @@ pub(crate) const LANES: usize = 4;
 /// SHA-256 of each 16 KiB block of `data` (the last may be short),
 /// appended to `out`.
 pub(crate) fn leaf_hashes_into(data: &[u8], out: &mut Vec<[u8; 32]>) {
-    let mut rest = data;
+    let whole = data.len() / LEAF * LEAF;
+    let leaves: Vec<&[u8]> = data[..whole].chunks_exact(LEAF).collect();
+    leaf_hashes_of(&leaves, out);
+    if whole < data.len() {
+        out.push(Sha256::digest(&data[whole..]).into());
+    }
+}
+
+/// SHA-256 of each of `leaves` (full 16 KiB leaves anywhere in memory, in
+/// any number), appended to `out` in order: sixteen at a time in AVX-512
+/// lanes, else [`LANES`] at a time with the SHA extensions, else one by
+/// one.
+///
+/// # Panics
+/// When a leaf is not 16 KiB long.
+pub(crate) fn leaf_hashes_of(leaves: &[&[u8]], out: &mut Vec<[u8; 32]>) {
+    assert!(leaves.iter().all(|l| l.len() == LEAF));
+    let mut rest = leaves;
     #[cfg(target_arch = "x86_64")]
     {
         use crate::avx512::x86 as wide;
-        if rest.len() >= wide::LANES * LEAF && wide::available() {
-            while rest.len() >= wide::LANES * LEAF {
-                let (group, tail) = rest.split_at(wide::LANES * LEAF);
-                // SAFETY: the CPU has AVX-512F and BW (checked above);
-                // `group` is sixteen full leaves.
-                out.extend(unsafe { wide::leaves16(group) });
-                rest = tail;
+        if rest.len() >= wide::LANES && wide::available() {
+            let mut groups = rest.chunks_exact(wide::LANES);
+            for g in &mut groups {
+                let g: [&[u8]; wide::LANES] = std::array::from_fn(|i| g[i]);
+                // SAFETY: the CPU has AVX-512F and BW (checked above); the
+                // leaves are full (asserted above).
+                out.extend(unsafe { wide::leaves16_at(g) });
             }
+            rest = groups.remainder();
         }
-        if rest.len() >= LANES * LEAF && x86::has_sha_ni() {
-            while rest.len() >= LANES * LEAF {
-                let (group, tail) = rest.split_at(LANES * LEAF);
+        if rest.len() >= LANES && x86::has_sha_ni() {
+            let mut groups = rest.chunks_exact(LANES);
+            for g in &mut groups {
+                let g: [&[u8]; LANES] = std::array::from_fn(|i| g[i]);
                 // SAFETY: the CPU has every feature the function enables;
-                // `group` is LANES full leaves.
-                out.extend(unsafe { x86::leaves::<LANES>(group) });
-                rest = tail;
+                // the leaves are full.
+                out.extend(unsafe { x86::leaves::<LANES>(g) });
             }
+            rest = groups.remainder();
         }
     }
     out.extend(
-        rest.chunks(LEAF)
+        rest.iter()
             .map(|c| -> [u8; 32] { Sha256::digest(c).into() }),
     );
 }
@@ -113,14 +132,16 @@ pub(crate) mod x86 {
             && std::is_x86_feature_detected!("sse4.1")
     }
 
-    /// SHA-256 of the `N` consecutive full leaves in `data`.
+    /// SHA-256 of the `N` full leaves `data`.
     ///
     /// # Safety
-    /// The CPU must support SHA, SSE2, SSSE3 and SSE4.1; `data` must be
-    /// `N * LEAF` bytes.
+    /// The CPU must support SHA, SSE2, SSSE3 and SSE4.1.
+    ///
+    /// # Panics
+    /// When a leaf is not 16 KiB long.
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-    pub(crate) unsafe fn leaves<const N: usize>(data: &[u8]) -> [[u8; 32]; N] {
-        assert_eq!(data.len(), N * LEAF);
+    pub(crate) unsafe fn leaves<const N: usize>(data: [&[u8]; N]) -> [[u8; 32]; N] {
+        assert!(data.iter().all(|l| l.len() == LEAF));
         // Big-endian words: reverse the bytes of each 32-bit word.
         let mask = _mm_set_epi64x(0x0c0d_0e0f_0809_0a0b, 0x0405_0607_0001_0203);
         // The state as the instructions want it: ABEF and CDGH.
@@ -134,7 +155,7 @@ pub(crate) mod x86 {
             let mut w = [[_mm_setzero_si128(); 4]; N];
             for (i, w) in w.iter_mut().enumerate() {
                 let p = if block < LEAF / 64 {
-                    data.as_ptr().add(i * LEAF + block * 64)
+                    data[i].as_ptr().add(block * 64)
                 } else {
                     PAD.as_ptr()
                 };
