@@ -1,4 +1,5 @@
-//! Hashing pieces three side by side straight from files: the lanes that
+//! Hashing pieces side by side (three, or sixteen for bulk hashing on a CPU
+//! with AVX-512) straight from files: the lanes that
 //! [`Storage`](crate::Storage) verification and [`hash_files`](crate::hash_files)
 //! (torrent creation) share. Each chunk comes from the file's read-only map
 //! under the `SIGBUS` guard (`sigbus.rs`) when the caller allows maps, else

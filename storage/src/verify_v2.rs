@@ -117,7 +117,7 @@ impl Storage {
         let done = AtomicUsize::new(0);
         let total = pieces.len();
         let maps = self.maps_allowed();
-        // three pieces per job through the lanes (reads or maps), the
+        // three (sixteen with AVX-512) pieces per job through the lanes (reads or maps), the
         // SHA-1 half skipped
         let groups: Vec<Result<Vec<bool>>> = pool.install(|| {
             pieces
