@@ -82,8 +82,10 @@ pub(crate) fn hash_lanes_with_leaves<F: PieceFiles + ?Sized>(
 ) -> (Vec<Result<[u8; 20]>>, Vec<Vec<Hash256>>) {
     let k = pieces.len();
     assert!(k <= MAX_LANES, "{k} lanes");
-    let mut cursors: Vec<PieceCursor<'_, F>> =
-        pieces.iter().map(|&p| PieceCursor::new(files, p)).collect();
+    let mut cursors: Vec<PieceCursor<'_, F>> = pieces
+        .iter()
+        .map(|&p| PieceCursor::new(files, p, !sha1))
+        .collect();
     let mut leaves: Vec<Leaves> = (0..k)
         .map(|i| Leaves::new(leaf_bytes.map_or(0, |b| b[i])))
         .collect();
@@ -307,11 +309,18 @@ struct Held {
 }
 
 impl<'s, F: PieceFiles + ?Sized> PieceCursor<'s, F> {
-    fn new(files: &'s F, piece: usize) -> Self {
+    /// A cursor over `piece`; without its padding when `skip_padding`
+    /// (nothing hashes those zeros: no SHA-1 lanes, and the leaves stop
+    /// at the file's end).
+    fn new(files: &'s F, piece: usize, skip_padding: bool) -> Self {
         let layout = files.layout();
         let len = layout.piece_len(piece);
         let (spans, error) = match layout.checked_spans(piece, 0, len) {
-            Ok(s) => (s.collect(), None),
+            Ok(s) => (
+                s.filter(|sp| !(skip_padding && layout.files()[sp.file].padding))
+                    .collect(),
+                None,
+            ),
             Err(e) => (Vec::new(), Some(e)),
         };
         PieceCursor {
