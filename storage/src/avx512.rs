@@ -27,8 +27,18 @@ pub(crate) mod x86 {
     /// Messages per register.
     pub(crate) const LANES: usize = 16;
 
-    /// Whether this CPU runs [`leaves16`].
+    /// Tests set this to take the portable paths on a CPU with AVX-512,
+    /// so both are checked against the reference crates on one machine.
+    #[cfg(test)]
+    pub(crate) static FORCE_PORTABLE: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+
+    /// Whether this CPU runs [`leaves16_at`] and [`sha1_compress16`].
     pub(crate) fn available() -> bool {
+        #[cfg(test)]
+        if FORCE_PORTABLE.load(std::sync::atomic::Ordering::SeqCst) {
+            return false;
+        }
         std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
     }
 

@@ -157,7 +157,7 @@ mod layout;
 pub mod merkle;
 mod path;
 mod pool;
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64"))]
 mod rates;
 mod resume;
 mod send;
@@ -168,6 +168,8 @@ mod storage;
 #[cfg(test)]
 mod testutil;
 mod verify_v2;
+#[cfg(all(test, target_arch = "x86_64"))]
+mod wide_tests;
 
 pub use buf::{AlignedBuf, PAGE_ALIGN};
 pub use error::{Error, Result, ResumeCorruption};

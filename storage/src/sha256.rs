@@ -125,7 +125,7 @@ pub(crate) mod x86 {
         b
     };
 
-    pub(super) fn has_sha_ni() -> bool {
+    pub(crate) fn has_sha_ni() -> bool {
         std::is_x86_feature_detected!("sha")
             && std::is_x86_feature_detected!("sse2")
             && std::is_x86_feature_detected!("ssse3")
