@@ -51,7 +51,7 @@ def main():
     ap.add_argument("--piece", type=int, default=256, help="piece length, KiB")
     ap.add_argument("--bittern", default=os.path.join(HERE, "..", "..", "target", "release", "bittern"))
     ap.add_argument("--extra-bittern", action="append", default=[],
-                    help="LABEL=PATH: another bittern build to verify with (same torrent)")
+                    help="LABEL=PATH: another bittern build to create and verify with (verify: bittern's torrent)")
     ap.add_argument("--sets", default="file1g.bin,dir256")
     ap.add_argument("--kinds", default="v2,hybrid")
     a = ap.parse_args()
@@ -81,6 +81,9 @@ def main():
             cmds[(s, k, "libtorrent create")] = [PY, os.path.join(HERE, "lt_create.py"), src, lt_, k, str(plen)]
             cmds[(s, k, "bittern verify")] = [bittern, "verify", "-q", "-d", a.data, bt]
             for label, path in extra:
+                cmds[(s, k, label + " create")] = [os.path.abspath(path), "create", "-q", "--force", "--%s" % k,
+                                                   "--piece-length", "%dKiB" % a.piece, src, "-o",
+                                                   os.path.join(a.work, "%s.%s.%s.torrent" % (s, k, label))]
                 cmds[(s, k, label + " verify")] = [os.path.abspath(path), "verify", "-q", "-d", a.data, bt]
             cmds[(s, k, "libtorrent check")] = [PY, os.path.join(HERE, "lt_check.py"), bt, a.data]
     # torrents first, so verify/check have something to read

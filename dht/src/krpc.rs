@@ -259,7 +259,7 @@ pub fn decode_nodes(
     entry: usize,
     key: &'static str,
 ) -> Result<Vec<NodeInfo>, DecodeError> {
-    if entry < 26 || b.len() % entry != 0 {
+    if entry < 26 || !b.len().is_multiple_of(entry) {
         return Err(DecodeError::Compact(key));
     }
     let mut out = Vec::with_capacity(b.len() / entry);

@@ -315,7 +315,7 @@ impl PiecePicker {
     /// Map a block to (piece, block index) if it is exactly one of ours.
     fn locate(&self, b: BlockRef) -> Option<(u32, usize)> {
         let piece = b.index as usize;
-        if piece >= self.piece_count || b.begin % BLOCK_SIZE != 0 {
+        if piece >= self.piece_count || !b.begin.is_multiple_of(BLOCK_SIZE) {
             return None;
         }
         let i = (b.begin / BLOCK_SIZE) as usize;

@@ -107,7 +107,7 @@ impl BlockClaims {
     }
 
     fn slot(&self, piece: u32, begin: u32) -> Option<&AtomicU8> {
-        if begin % self.block_size != 0 {
+        if !begin.is_multiple_of(self.block_size) {
             return None;
         }
         let b = (begin / self.block_size) as usize;

@@ -1,4 +1,5 @@
-//! Hashing pieces three side by side straight from files: the lanes that
+//! Hashing pieces side by side (three, or sixteen for bulk hashing on a CPU
+//! with AVX-512) straight from files: the lanes that
 //! [`Storage`](crate::Storage) verification and [`hash_files`](crate::hash_files)
 //! (torrent creation) share. Each chunk comes from the file's read-only map
 //! under the `SIGBUS` guard (`sigbus.rs`) when the caller allows maps, else
@@ -11,7 +12,10 @@ use crate::file::OpenFile;
 use crate::hash::{finish_lanes, with_scratch_lanes};
 use crate::layout::{Layout, SpanChunks};
 use crate::merkle::{sha256, Hash256, BLOCK_LEN};
-use crate::sha::{self, Sha1, LANES};
+
+/// A leaf's length, as an index.
+const BLOCK: usize = BLOCK_LEN as usize;
+use crate::sha::{self, Sha1, MAX_LANES};
 use crate::sigbus::{self, Range};
 
 /// Where the lanes get a piece's geometry and its files from.
@@ -25,7 +29,7 @@ pub(crate) trait PieceFiles {
     fn forget_file(&self, file: usize);
 }
 
-/// SHA-1 of each of `pieces` (up to [`LANES`]) as `files` hold them,
+/// SHA-1 of each of `pieces` (up to [`MAX_LANES`]) as `files` hold them,
 /// hashed side by side; an error ends that lane only.
 ///
 /// Each lane holds the chunk it pulled last (the rest of a span in a
@@ -49,7 +53,7 @@ pub(crate) trait PieceFiles {
 /// serial `munmap`, after both hashing threads had finished.
 ///
 /// # Panics
-/// With more than [`LANES`] pieces (a caller bug).
+/// With more than [`MAX_LANES`] pieces (a caller bug).
 pub(crate) fn hash_lanes<F: PieceFiles + ?Sized>(
     files: &F,
     pieces: &[usize],
@@ -77,13 +81,15 @@ pub(crate) fn hash_lanes_with_leaves<F: PieceFiles + ?Sized>(
     sha1: bool,
 ) -> (Vec<Result<[u8; 20]>>, Vec<Vec<Hash256>>) {
     let k = pieces.len();
-    assert!(k <= LANES, "{k} lanes");
-    let mut cursors: Vec<PieceCursor<'_, F>> =
-        pieces.iter().map(|&p| PieceCursor::new(files, p)).collect();
+    assert!(k <= MAX_LANES, "{k} lanes");
+    let mut cursors: Vec<PieceCursor<'_, F>> = pieces
+        .iter()
+        .map(|&p| PieceCursor::new(files, p, !sha1))
+        .collect();
     let mut leaves: Vec<Leaves> = (0..k)
         .map(|i| Leaves::new(leaf_bytes.map_or(0, |b| b[i])))
         .collect();
-    let out = with_scratch_lanes(|mut bufs| {
+    let out = with_scratch_lanes(k, |mut bufs| {
         let mut hs: Vec<Sha1> = (0..k).map(|_| Sha1::new()).collect();
         let mut ends: Vec<Option<Result<()>>> = (0..k).map(|_| None).collect();
         let mut held: Vec<Held> = (0..k).map(|_| Held::default()).collect();
@@ -115,8 +121,12 @@ pub(crate) fn hash_lanes_with_leaves<F: PieceFiles + ?Sized>(
             else {
                 break; // every lane has ended
             };
-            let mut data: [&[u8]; LANES] = [&[]; LANES];
-            let mut ranges: [Range<'_>; LANES] = [Range::default(); LANES];
+            // Without SHA-1 nothing needs the lanes in step: each takes its
+            // whole chunk, so leaves are split only where chunks end (in
+            // step, one lane's short chunk would split the others' leaves).
+            let step = if sha1 { step } else { usize::MAX };
+            let mut data: [&[u8]; MAX_LANES] = [&[]; MAX_LANES];
+            let mut ranges: [Range<'_>; MAX_LANES] = [Range::default(); MAX_LANES];
             for (i, h) in held.iter().enumerate() {
                 let n = step.min(h.len - h.done);
                 data[i] = match h.map {
@@ -143,15 +153,31 @@ pub(crate) fn hash_lanes_with_leaves<F: PieceFiles + ?Sized>(
                 if sha1 {
                     sha::update_lanes(&mut refs, &data[..k]);
                 }
-                for (l, d) in leaves.iter_mut().zip(data) {
-                    l.feed(d);
+                // every lane's leaves completed this round (a carried one
+                // first, then those whole in its bytes) hashed together,
+                // sixteen at a time where the CPU allows
+                let fed: Vec<(Option<Vec<u8>>, &[u8])> = leaves
+                    .iter_mut()
+                    .zip(data)
+                    .map(|(l, d)| l.feed(d))
+                    .collect();
+                let all: Vec<&[u8]> = fed
+                    .iter()
+                    .flat_map(|(c, w)| c.as_deref().into_iter().chain(w.chunks_exact(BLOCK)))
+                    .collect();
+                let mut hashes = Vec::with_capacity(all.len());
+                crate::sha256::leaf_hashes_of(&all, &mut hashes);
+                let mut hashes = hashes.into_iter();
+                for (l, (c, w)) in leaves.iter_mut().zip(&fed) {
+                    let n = usize::from(c.is_some()) + w.len() / BLOCK;
+                    l.out.extend(hashes.by_ref().take(n));
                 }
             };
             let faulted = if held.iter().any(|h| h.map.is_some()) {
                 sigbus::guarded(ranges, hash).1
             } else {
                 hash();
-                [false; LANES]
+                [false; MAX_LANES]
             };
             for (h, f) in held.iter_mut().zip(faulted) {
                 h.done += step.min(h.len - h.done);
@@ -190,8 +216,9 @@ pub(crate) fn hash_lanes_with_leaves<F: PieceFiles + ?Sized>(
 }
 
 /// One lane's 16 KiB leaves of its piece's first `want` bytes, fed the
-/// chunks in order: whole blocks hashed where they lie (four side by
-/// side), a block split between chunks gathered in `carry` first.
+/// chunks in order: whole blocks hashed where they lie (with the other
+/// lanes', sixteen or four side by side), a block split between chunks
+/// gathered in `carry` first.
 struct Leaves {
     want: u64,
     seen: u64,
@@ -209,24 +236,27 @@ impl Leaves {
         }
     }
 
-    fn feed(&mut self, data: &[u8]) {
+    /// Takes the lane's next bytes: returns the carried block if they
+    /// complete it, and the whole blocks after it, for the caller to hash
+    /// (with the other lanes') and append to `out` in that order before
+    /// the next `feed`; keeps the tail after them.
+    fn feed<'d>(&mut self, data: &'d [u8]) -> (Option<Vec<u8>>, &'d [u8]) {
         let left = self.want.saturating_sub(self.seen);
         self.seen += data.len() as u64;
         let take = (data.len() as u64).min(left) as usize;
         let mut d = &data[..take];
-        let block = BLOCK_LEN as usize;
+        let mut done = None;
         if !self.carry.is_empty() {
-            let m = (block - self.carry.len()).min(d.len());
+            let m = (BLOCK - self.carry.len()).min(d.len());
             self.carry.extend_from_slice(&d[..m]);
             d = &d[m..];
-            if self.carry.len() == block {
-                self.out.push(sha256(&self.carry));
-                self.carry.clear();
+            if self.carry.len() == BLOCK {
+                done = Some(std::mem::take(&mut self.carry));
             }
         }
-        let whole = d.len() / block * block;
-        crate::sha256::leaf_hashes_into(&d[..whole], &mut self.out);
+        let whole = d.len() / BLOCK * BLOCK;
         self.carry.extend_from_slice(&d[whole..]);
+        (done, &d[..whole])
     }
 
     fn finish(mut self) -> Vec<Hash256> {
@@ -279,11 +309,18 @@ struct Held {
 }
 
 impl<'s, F: PieceFiles + ?Sized> PieceCursor<'s, F> {
-    fn new(files: &'s F, piece: usize) -> Self {
+    /// A cursor over `piece`; without its padding when `skip_padding`
+    /// (nothing hashes those zeros: no SHA-1 lanes, and the leaves stop
+    /// at the file's end).
+    fn new(files: &'s F, piece: usize, skip_padding: bool) -> Self {
         let layout = files.layout();
         let len = layout.piece_len(piece);
         let (spans, error) = match layout.checked_spans(piece, 0, len) {
-            Ok(s) => (s.collect(), None),
+            Ok(s) => (
+                s.filter(|sp| !(skip_padding && layout.files()[sp.file].padding))
+                    .collect(),
+                None,
+            ),
             Err(e) => (Vec::new(), Some(e)),
         };
         PieceCursor {

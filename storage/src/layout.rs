@@ -213,7 +213,7 @@ impl Layout {
                     actual: want.len(),
                 });
             }
-            if !pieces.is_empty() && inner.starts[file] % inner.piece_length != 0 {
+            if !pieces.is_empty() && !inner.starts[file].is_multiple_of(inner.piece_length) {
                 return Err(Error::NotPieceAligned {
                     piece: pieces.start,
                 });

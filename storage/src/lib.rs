@@ -146,6 +146,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod avx512;
 mod backend;
 mod buf;
 mod error;
@@ -156,6 +157,8 @@ mod layout;
 pub mod merkle;
 mod path;
 mod pool;
+#[cfg(all(test, target_arch = "x86_64"))]
+mod rates;
 mod resume;
 mod send;
 mod sha;
@@ -165,6 +168,8 @@ mod storage;
 #[cfg(test)]
 mod testutil;
 mod verify_v2;
+#[cfg(all(test, target_arch = "x86_64"))]
+mod wide_tests;
 
 pub use buf::{AlignedBuf, PAGE_ALIGN};
 pub use error::{Error, Result, ResumeCorruption};

@@ -324,7 +324,11 @@ impl MerkleTree {
         proof_layers: u32,
     ) -> Option<Vec<Hash256>> {
         let height = self.height();
-        if length < 2 || !length.is_power_of_two() || index % length != 0 || base >= height {
+        if length < 2
+            || !length.is_power_of_two()
+            || !index.is_multiple_of(length)
+            || base >= height
+        {
             return None;
         }
         let width = 1u64 << (height - base);
@@ -359,7 +363,7 @@ pub fn fold_hashes(
     uncles: &[Hash256],
 ) -> Option<(u32, u64, Hash256)> {
     let n = nodes.len() as u64;
-    if n < 2 || !n.is_power_of_two() || index % n != 0 {
+    if n < 2 || !n.is_power_of_two() || !index.is_multiple_of(n) {
         return None;
     }
     let m = n.trailing_zeros();
@@ -558,7 +562,7 @@ fn piece_node(
     };
     let file = &open.insert((index, file)).1;
     let mut leaves = Vec::with_capacity(block_count(n) as usize);
-    with_scratch_lanes(|[buf, _, _]| -> Result<()> {
+    with_scratch_lanes(1, |[buf, ..]| -> Result<()> {
         let mut off = 0;
         while off < n {
             let take = (n - off).min(buf.len() as u64) as usize;

@@ -309,7 +309,7 @@ impl ResumeState {
         let piece_count = piece_count as usize;
         let mut bitfield = || -> Result<Vec<bool>> {
             let bits = r.slice(piece_count.div_ceil(8))?;
-            if piece_count % 8 != 0 {
+            if !piece_count.is_multiple_of(8) {
                 let spare = bits[bits.len() - 1] & (0xFF >> (piece_count % 8));
                 if spare != 0 {
                     return Err(bad(ResumeCorruption::SpareBits));

@@ -111,28 +111,47 @@ impl Sha1 {
 /// core); a fourth lane runs out of the 16 vector registers and is slower.
 pub(crate) const LANES: usize = 3;
 
-/// Feeds `data[i]` to `hs[i]` (at most [`LANES`] of each), compressing
-/// the blocks the messages have in common side by side. Equivalent to
-/// `hs[i].update(data[i])` for every `i`.
+/// Most messages [`update_lanes`] takes: sixteen pieces go side by side
+/// through AVX-512 where the CPU has it (`avx512.rs`).
+pub(crate) const MAX_LANES: usize = 16;
+
+/// How many pieces bulk hashing (torrent creation, whole-torrent checks)
+/// should give [`update_lanes`] at once on this CPU: [`MAX_LANES`] with
+/// AVX-512, else [`LANES`].
+pub(crate) fn bulk_lanes() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::avx512::x86::available() {
+            return MAX_LANES;
+        }
+    }
+    LANES
+}
+
+/// Feeds `data[i]` to `hs[i]` (at most [`MAX_LANES`] of each), compressing
+/// the blocks the messages have in common side by side: all sixteen in
+/// AVX-512 lanes when there are sixteen and the CPU has it, else three at
+/// a time with the SHA extensions. Equivalent to `hs[i].update(data[i])`
+/// for every `i`.
 pub(crate) fn update_lanes(hs: &mut [&mut Sha1], data: &[&[u8]]) {
     let k = hs.len();
-    assert!(k == data.len() && k <= LANES, "{k} lanes");
-    let mut rest: [&[u8]; LANES] = [&[]; LANES];
+    assert!(k == data.len() && k <= MAX_LANES, "{k} lanes");
+    let mut rest: [&[u8]; MAX_LANES] = [&[]; MAX_LANES];
     for i in 0..k {
         rest[i] = hs[i].fill(data[i]);
     }
     // A lane whose input was too short to complete its partial block has
     // nothing left (`fill` took it all) and simply sits this call out; the
     // others still go side by side.
-    let mut blocks: [&[[u8; 64]]; LANES] = [&[]; LANES];
-    let mut tails: [&[u8]; LANES] = [&[]; LANES];
+    let mut blocks: [&[[u8; 64]]; MAX_LANES] = [&[]; MAX_LANES];
+    let mut tails: [&[u8]; MAX_LANES] = [&[]; MAX_LANES];
     for i in 0..k {
         debug_assert!(hs[i].buf_len == 0 || rest[i].is_empty());
         (blocks[i], tails[i]) = as_blocks(rest[i]);
     }
     // The lanes with blocks left, side by side, until none has any.
     loop {
-        let mut active = [0usize; LANES];
+        let mut active = [0usize; MAX_LANES];
         let mut m = 0;
         for (i, b) in blocks[..k].iter().enumerate() {
             if !b.is_empty() {
@@ -148,23 +167,15 @@ pub(crate) fn update_lanes(hs: &mut [&mut Sha1], data: &[&[u8]]) {
             .map(|&i| blocks[i].len())
             .min()
             .unwrap_or(0);
-        let mut h = [INIT; LANES];
-        let mut run: [&[[u8; 64]]; LANES] = [&[]; LANES];
+        let mut h = [INIT; MAX_LANES];
+        let mut run: [&[[u8; 64]]; MAX_LANES] = [&[]; MAX_LANES];
         for (j, &i) in active[..m].iter().enumerate() {
             h[j] = hs[i].h;
             run[j] = &blocks[i][..n];
         }
         #[cfg(test)]
         count_lane_blocks(m, n);
-        match m {
-            1 => compress(&mut h[0], run[0]),
-            2 => {
-                let mut h2 = [h[0], h[1]];
-                compress_n(&mut h2, [run[0], run[1]]);
-                h[..2].copy_from_slice(&h2);
-            }
-            _ => compress_n::<3>(&mut h, run),
-        }
+        compress_lanes(&mut h[..m], &run[..m]);
         for (j, &i) in active[..m].iter().enumerate() {
             hs[i].h = h[j];
             blocks[i] = &blocks[i][n..];
@@ -175,12 +186,52 @@ pub(crate) fn update_lanes(hs: &mut [&mut Sha1], data: &[&[u8]]) {
     }
 }
 
+/// Compresses `run[i]` into `h[i]` (the same block count each): sixteen
+/// in AVX-512 lanes, else three at a time (the last two or one, alone).
+fn compress_lanes(h: &mut [[u32; 5]], run: &[&[[u8; 64]]]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if h.len() == MAX_LANES && crate::avx512::x86::available() {
+            let mut h16 = [INIT; MAX_LANES];
+            h16.copy_from_slice(h);
+            let run16: [&[[u8; 64]]; MAX_LANES] = std::array::from_fn(|i| run[i]);
+            // SAFETY: the CPU has AVX-512F and BW (checked above); the
+            // lanes have the same length (the caller's `n`).
+            unsafe { crate::avx512::x86::sha1_compress16(&mut h16, run16) };
+            h.copy_from_slice(&h16);
+            return;
+        }
+    }
+    let mut at = 0;
+    while at < h.len() {
+        // 3, 3, ..., then 2 + 2 rather than 3 + 1 (one lane alone is the
+        // slowest)
+        let left = h.len() - at;
+        let m = if left == 4 { 2 } else { left.min(LANES) };
+        let (hh, rr) = (&mut h[at..at + m], &run[at..at + m]);
+        match m {
+            1 => compress(&mut hh[0], rr[0]),
+            2 => {
+                let mut h2 = [hh[0], hh[1]];
+                compress_n(&mut h2, [rr[0], rr[1]]);
+                hh.copy_from_slice(&h2);
+            }
+            _ => {
+                let mut h3 = [hh[0], hh[1], hh[2]];
+                compress_n(&mut h3, [rr[0], rr[1], rr[2]]);
+                hh.copy_from_slice(&h3);
+            }
+        }
+        at += m;
+    }
+}
+
 #[cfg(test)]
 thread_local! {
     /// Blocks this thread compressed `i + 1` lanes side by side, for tests
     /// of how well callers keep the lanes busy.
-    pub(crate) static LANE_BLOCKS: std::cell::Cell<[usize; LANES]> =
-        const { std::cell::Cell::new([0; LANES]) };
+    pub(crate) static LANE_BLOCKS: std::cell::Cell<[usize; MAX_LANES]> =
+        const { std::cell::Cell::new([0; MAX_LANES]) };
 }
 
 #[cfg(test)]

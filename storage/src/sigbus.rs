@@ -44,10 +44,10 @@
 //! `dlopen`ed library a thread's first access may go through
 //! `__tls_get_addr`, which may allocate.
 
-use std::sync::atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use crate::sha::LANES;
+use crate::sha::MAX_LANES as LANES;
 
 thread_local! {
     /// The address ranges this thread is reading under guard: range `i` is
@@ -62,7 +62,7 @@ thread_local! {
     static POISON: [AtomicPtr<AtomicUsize>; LANES] =
         const { [const { AtomicPtr::new(std::ptr::null_mut()) }; LANES] };
     /// Bit `i` set: a read in range `i` faulted and got zeros.
-    static FAULTED: AtomicU8 = const { AtomicU8::new(0) };
+    static FAULTED: AtomicU32 = const { AtomicU32::new(0) };
 }
 
 /// Set once our handler is installed (it stays set: if another handler
@@ -167,10 +167,11 @@ impl Drop for Armed {
 /// it, and the range's zero mark is at most the first zero page's address.
 ///
 /// Only guards when [`available`] said so; callers check that first.
-pub(crate) fn guarded<R>(
-    ranges: [Range<'_>; LANES],
+pub(crate) fn guarded<R, const N: usize>(
+    ranges: [Range<'_>; N],
     read: impl FnOnce() -> R,
-) -> (R, [bool; LANES]) {
+) -> (R, [bool; N]) {
+    const { assert!(N <= LANES && LANES <= 32) };
     RANGES.with(|r| {
         for (i, range) in ranges.iter().enumerate() {
             let start = range.bytes.as_ptr() as usize;
@@ -383,7 +384,7 @@ mod tests {
         ];
         let (sum, faulted) = guarded(ranges, || head.iter().map(|&b| u64::from(b)).sum::<u64>());
         assert_eq!(sum, 8 * 1024 * 7);
-        assert_eq!(faulted, [false; LANES]);
+        assert_eq!(faulted, [false; 3]);
         assert_eq!(poison.load(Ordering::SeqCst), usize::MAX);
     }
 
@@ -437,7 +438,7 @@ mod tests {
         // Guarded elsewhere in the map first, so our handler is the one
         // that sees the unguarded fault and must pass it on.
         let (_, faulted) = guarded([plain(&map[..4096]), plain(&[]), plain(&[])], || map[0]);
-        assert_eq!(faulted, [false; LANES]);
+        assert_eq!(faulted, [false; 3]);
         let v = std::hint::black_box(&map[40 * 1024]);
         println!("read {v} past the end: the fault was swallowed");
     }

@@ -78,7 +78,7 @@ impl Storage {
             1
         };
         let mut leaves = Vec::with_capacity(block_count(n) as usize);
-        with_scratch_lanes(|[buf, _, _]| -> Result<()> {
+        with_scratch_lanes(1, |[buf, ..]| -> Result<()> {
             let mut off = 0;
             while off < n {
                 let take = (n - off).min(buf.len() as u64) as usize;
@@ -117,11 +117,11 @@ impl Storage {
         let done = AtomicUsize::new(0);
         let total = pieces.len();
         let maps = self.maps_allowed();
-        // three pieces per job through the lanes (reads or maps), the
+        // three (sixteen with AVX-512) pieces per job through the lanes (reads or maps), the
         // SHA-1 half skipped
         let groups: Vec<Result<Vec<bool>>> = pool.install(|| {
             pieces
-                .par_chunks(crate::sha::LANES)
+                .par_chunks(crate::sha::bulk_lanes())
                 .map(|group| {
                     let mut want = Vec::with_capacity(group.len());
                     for &p in group {
@@ -169,7 +169,7 @@ impl Storage {
         let total = layout.piece_len(piece);
         let mut sha = crate::sha::Sha1::new();
         let mut leaves = Vec::with_capacity(block_count(n) as usize);
-        with_scratch_lanes(|[buf, _, _]| -> Result<()> {
+        with_scratch_lanes(1, |[buf, ..]| -> Result<()> {
             let mut off = 0;
             while off < total {
                 let take = (total - off).min(buf.len() as u64) as usize;
@@ -207,7 +207,7 @@ impl Storage {
         let maps = self.maps_allowed();
         let all: Vec<usize> = (0..total).collect();
         let groups: Vec<Result<Vec<(bool, bool)>>> = pool.install(|| {
-            all.par_chunks(crate::sha::LANES)
+            all.par_chunks(crate::sha::bulk_lanes())
                 .map(|group| {
                     let mut want = Vec::with_capacity(group.len());
                     for &p in group {

@@ -253,7 +253,7 @@ fn libtorrent_seeds_through_a_lossy_socket_and_every_piece_still_arrives() {
                 rng ^= rng << 13;
                 rng ^= rng >> 7;
                 rng ^= rng << 17;
-                if rng % 25 == 0 {
+                if rng.is_multiple_of(25) {
                     if let Ok(p) = bittern_utp::Packet::decode(&buf[..len]) {
                         let n = drops.entry(p.header.seq_nr).or_default();
                         *n += 1;
@@ -294,7 +294,7 @@ impl Transmit for Lossy {
         }
         // Only our data (the requests), and one packet at most twice: a
         // lost ACK makes libtorrent count a transmission as failed too.
-        if n % 20 == 0 && p.header.ty == bittern_utp::PacketType::Data {
+        if n.is_multiple_of(20) && p.header.ty == bittern_utp::PacketType::Data {
             let mut drops = self.drops.lock().expect("drop table");
             let count = drops.entry(p.header.seq_nr).or_default();
             *count += 1;

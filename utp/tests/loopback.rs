@@ -158,10 +158,10 @@ impl Transmit for Shim {
     fn send_to(&self, datagram: &[u8], _to: SocketAddr) -> std::io::Result<()> {
         let mut c = self.count.lock().unwrap();
         *c += 1;
-        if self.stall_every > 0 && *c % self.stall_every == 0 {
+        if self.stall_every > 0 && (*c).is_multiple_of(self.stall_every) {
             return Err(std::io::ErrorKind::WouldBlock.into());
         }
-        if self.loss_every > 0 && *c % self.loss_every == 0 {
+        if self.loss_every > 0 && (*c).is_multiple_of(self.loss_every) {
             return Ok(());
         }
         let _ = self.queue.try_send((self.from, datagram.to_vec()));

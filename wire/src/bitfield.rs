@@ -55,7 +55,7 @@ impl Bitfield {
     /// `len_bits` bits, all set (spare bits stay clear).
     pub fn full(len_bits: usize) -> Self {
         let mut bytes = vec![0xff; byte_len(len_bits)];
-        if len_bits % 8 != 0 {
+        if !len_bits.is_multiple_of(8) {
             if let Some(last) = bytes.last_mut() {
                 *last = !(0xff >> (len_bits % 8));
             }
@@ -79,7 +79,7 @@ impl Bitfield {
                 expected,
             });
         }
-        if len_bits % 8 != 0 {
+        if !len_bits.is_multiple_of(8) {
             let spare = 0xffu8 >> (len_bits % 8);
             if bytes.last().is_some_and(|b| b & spare != 0) {
                 return Err(BitfieldError::SpareBitsSet);

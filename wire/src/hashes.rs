@@ -132,7 +132,7 @@ impl HashRequest {
         if self.length > MAX_HASH_REQUEST_LENGTH {
             return Err(HashRequestError::TooLong(self.length));
         }
-        if self.index % self.length != 0 {
+        if !self.index.is_multiple_of(self.length) {
             return Err(HashRequestError::Unaligned {
                 index: self.index,
                 length: self.length,
@@ -182,7 +182,7 @@ impl<'a> Hashes<'a> {
     /// Pairs `request` with its answer's hash bytes; `None` unless
     /// `hashes` is exactly [`HashRequest::hash_count`] hashes of 32 bytes.
     pub fn new(request: HashRequest, hashes: &'a [u8]) -> Option<Self> {
-        (hashes.len() % 32 == 0 && hashes.len() as u64 / 32 == request.hash_count())
+        (hashes.len().is_multiple_of(32) && hashes.len() as u64 / 32 == request.hash_count())
             .then_some(Hashes { request, hashes })
     }
 

@@ -687,7 +687,7 @@ fn random_swarm_completes_with_consistent_bookkeeping() {
                             }
                             if piece_complete {
                                 let piece = b.index as usize;
-                                if piece % 7 == 0 && failed_once.insert(piece) {
+                                if piece.is_multiple_of(7) && failed_once.insert(piece) {
                                     assert!(!p.piece_failed(piece).is_empty());
                                 } else {
                                     p.piece_passed(piece);

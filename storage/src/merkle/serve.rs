@@ -94,7 +94,11 @@ impl LayerTree {
         mut piece_leaves: impl FnMut(u64) -> Result<Vec<Hash256>>,
     ) -> Result<Option<Vec<Hash256>>> {
         let height = self.height;
-        if length < 2 || !length.is_power_of_two() || index % length != 0 || base >= height {
+        if length < 2
+            || !length.is_power_of_two()
+            || !index.is_multiple_of(length)
+            || base >= height
+        {
             return Ok(None);
         }
         let fits = index

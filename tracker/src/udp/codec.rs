@@ -249,7 +249,7 @@ impl Request {
                 port: r.u16()?,
             }),
             ACTION_SCRAPE => {
-                if r.buf.len() % 20 != 0 || r.buf.len() / 20 > MAX_SCRAPE_HASHES {
+                if !r.buf.len().is_multiple_of(20) || r.buf.len() / 20 > MAX_SCRAPE_HASHES {
                     return Err(CodecError::BadLength);
                 }
                 let mut info_hashes = Vec::with_capacity(r.buf.len() / 20);

@@ -356,7 +356,7 @@ struct Stingy {
 impl Write for Stingy {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.calls += 1;
-        if self.calls % 3 == 0 {
+        if self.calls.is_multiple_of(3) {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let n = buf.len().min(7);
