@@ -114,30 +114,26 @@ def ratio_table(label, results):
             "leecher CPU ×", "seeder CPU ×", "leecher RssAnon ×", "leecher RssFile ×"]
     lines = ["#### " + label + " — ratios (medians; MB/s × > 1 and the others < 1 favour the first)",
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, runs in results:
-        base = pick_baseline(name, by_name)
-        if base is None:
-            continue
-        b = by_name[base]
-        m = lambda rs, k: median_of(rs, k)
-        tot = lambda rs: None if m(rs, "lcpu") is None else m(rs, "lcpu") + m(rs, "scpu")
-        cells = [name, base, ratio(m(runs, "mbps"), m(b, "mbps")),
-                 ratio(m(runs, "wall"), m(b, "wall")), ratio(tot(runs), tot(b)),
-                 ratio(m(runs, "lcpu"), m(b, "lcpu")), ratio(m(runs, "scpu"), m(b, "scpu")),
-                 ratio(m(runs, "lanon"), m(b, "lanon")), ratio(m(runs, "lfile"), m(b, "lfile"))]
-        lines.append("| " + " | ".join(cells) + " |")
+    pairs = [(name, pick_baseline(name, by_name)) for name, _ in results]
     extra = list(OLD_BASELINES.items()) + list(V2_BASELINES.items()) + list(OLD_V2_BASELINES.items())
-    for name, base in extra:
-        if name in by_name and base in by_name and median_of(by_name[base], "mbps") is not None:
-            runs, b = by_name[name], by_name[base]
-            m = lambda rs, k: median_of(rs, k)
-            tot = lambda rs: None if m(rs, "lcpu") is None else m(rs, "lcpu") + m(rs, "scpu")
-            cells = [name, base, ratio(m(runs, "mbps"), m(b, "mbps")),
-                     ratio(m(runs, "wall"), m(b, "wall")), ratio(tot(runs), tot(b)),
-                     ratio(m(runs, "lcpu"), m(b, "lcpu")), ratio(m(runs, "scpu"), m(b, "scpu")),
-                     ratio(m(runs, "lanon"), m(b, "lanon")), ratio(m(runs, "lfile"), m(b, "lfile"))]
-            lines.append("| " + " | ".join(cells) + " |")
+    pairs += [(name, base) for name, base in extra
+              if name in by_name and base in by_name
+              and median_of(by_name[base], "mbps") is not None]
+    for name, base in pairs:
+        if base is not None:
+            lines.append(ratio_row(name, by_name[name], base, by_name[base]))
     return lines
+
+
+def ratio_row(name, runs, base, b):
+    """One row of `ratio_table`: transfer `name` (its `runs`) against `base` (`b`)."""
+    m = lambda rs, k: median_of(rs, k)
+    tot = lambda rs: None if m(rs, "lcpu") is None else m(rs, "lcpu") + m(rs, "scpu")
+    cells = [name, base, ratio(m(runs, "mbps"), m(b, "mbps")),
+             ratio(m(runs, "wall"), m(b, "wall")), ratio(tot(runs), tot(b)),
+             ratio(m(runs, "lcpu"), m(b, "lcpu")), ratio(m(runs, "scpu"), m(b, "scpu")),
+             ratio(m(runs, "lanon"), m(b, "lanon")), ratio(m(runs, "lfile"), m(b, "lfile"))]
+    return "| " + " | ".join(cells) + " |"
 
 
 def tool_table(label, rows, mk_name, lt_names):

@@ -138,22 +138,10 @@ fn sha1_lanes_of_any_length_and_split_match_the_crate() {
             } else {
                 1 + next(3000) as usize
             };
-            let mut hs: Vec<crate::sha::Sha1> = (0..k).map(|_| crate::sha::Sha1::new()).collect();
-            let mut at = 0;
-            while msgs.iter().any(|m| at < m.len()) {
-                let parts: Vec<&[u8]> = msgs
-                    .iter()
-                    .map(|m| &m[at.min(m.len())..(at + cut).min(m.len())])
-                    .collect();
-                let mut refs: Vec<&mut crate::sha::Sha1> = hs.iter_mut().collect();
-                crate::sha::update_lanes(&mut refs, &parts);
-                at += cut;
-            }
-            for (i, (h, m)) in hs.into_iter().zip(&msgs).enumerate() {
+            for (i, (got, m)) in lanes_in_cuts(&msgs, cut).into_iter().zip(&msgs).enumerate() {
                 let want: [u8; 20] = sha1::Sha1::digest(m).into();
                 assert_eq!(
-                    h.finish(),
-                    want,
+                    got, want,
                     "{path}: round {round}, lane {i} of {k}, cut {cut}"
                 );
             }
@@ -170,20 +158,26 @@ fn sixteen_sha1_lanes_match_the_reference() {
         .map(|i| random_bytes(64 * 40 + i * 37, 100 + i as u64))
         .collect();
     for cut in [1usize, 63, 64, 65, 1000, 64 * 40] {
-        let mut hs: Vec<crate::sha::Sha1> = (0..16).map(|_| crate::sha::Sha1::new()).collect();
-        let mut at = 0;
-        while msgs.iter().any(|m| at < m.len()) {
-            let parts: Vec<&[u8]> = msgs
-                .iter()
-                .map(|m| &m[at.min(m.len())..(at + cut).min(m.len())])
-                .collect();
-            let mut refs: Vec<&mut crate::sha::Sha1> = hs.iter_mut().collect();
-            crate::sha::update_lanes(&mut refs, &parts);
-            at += cut;
-        }
-        for (i, (h, m)) in hs.into_iter().zip(&msgs).enumerate() {
+        for (i, (got, m)) in lanes_in_cuts(&msgs, cut).into_iter().zip(&msgs).enumerate() {
             let want: [u8; 20] = sha1::Sha1::digest(m).into();
-            assert_eq!(h.finish(), want, "lane {i}, cut {cut}");
+            assert_eq!(got, want, "lane {i}, cut {cut}");
         }
     }
+}
+
+/// SHA-1 of each of `msgs` through [`crate::sha::update_lanes`], all lanes
+/// fed `cut` bytes per call (a lane that has ended gets empty slices).
+fn lanes_in_cuts(msgs: &[Vec<u8>], cut: usize) -> Vec<[u8; 20]> {
+    let mut hs: Vec<crate::sha::Sha1> = msgs.iter().map(|_| crate::sha::Sha1::new()).collect();
+    let mut at = 0;
+    while msgs.iter().any(|m| at < m.len()) {
+        let parts: Vec<&[u8]> = msgs
+            .iter()
+            .map(|m| &m[at.min(m.len())..(at + cut).min(m.len())])
+            .collect();
+        let mut refs: Vec<&mut crate::sha::Sha1> = hs.iter_mut().collect();
+        crate::sha::update_lanes(&mut refs, &parts);
+        at += cut;
+    }
+    hs.into_iter().map(crate::sha::Sha1::finish).collect()
 }
