@@ -116,27 +116,8 @@ impl<'a> Session<'a> {
                 return Ok(Outcome::Expired);
             }
             self.send(&packet)?;
-            let wait = self
-                .config
-                .udp_base_timeout
-                .saturating_mul(1u32 << n.min(16))
-                .max(Duration::from_millis(1));
-            let deadline = Instant::now() + wait;
-            loop {
-                let now = Instant::now();
-                if now >= deadline {
-                    break;
-                }
-                self.socket.set_read_timeout(Some(deadline - now))?;
-                let len = match self.socket.recv(&mut self.buf) {
-                    Ok(len) => len,
-                    Err(e) if is_timeout(&e) => break,
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                        return Err(Error::Connect)
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(Error::Io(e)),
-                };
+            let deadline = Instant::now() + retry_wait(self.config, n);
+            while let Some(len) = recv_until(&self.socket, &mut self.buf, deadline)? {
                 match Response::decode(&self.buf[..len], self.addr.is_ipv6()) {
                     Ok(resp) if resp.transaction_id() == transaction_id => {
                         return Ok(Outcome::Answer(resp))
@@ -233,6 +214,34 @@ impl<'a> Session<'a> {
     }
 }
 
+/// How long try `n` (from 0) waits for an answer: BEP 15's
+/// `15 * 2^n` seconds, from the configured base.
+fn retry_wait(config: &ClientConfig, n: u32) -> Duration {
+    config
+        .udp_base_timeout
+        .saturating_mul(1u32 << n.min(16))
+        .max(Duration::from_millis(1))
+}
+
+/// The next datagram from `socket` into `buf` (its length), or `None`
+/// once `until` has passed.
+fn recv_until(socket: &UdpSocket, buf: &mut [u8], until: Instant) -> Result<Option<usize>> {
+    loop {
+        let now = Instant::now();
+        if now >= until {
+            return Ok(None);
+        }
+        socket.set_read_timeout(Some(until - now))?;
+        match socket.recv(buf) {
+            Ok(len) => return Ok(Some(len)),
+            Err(e) if is_timeout(&e) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Err(Error::Connect),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::Io(e)),
+        }
+    }
+}
+
 fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -321,25 +330,10 @@ pub(crate) fn announce_many(
                 session.send(&announce_packet(p, connection_id, tid(i)))?;
             }
         }
-        let wait = config
-            .udp_base_timeout
-            .saturating_mul(1u32 << n.min(16))
-            .max(Duration::from_millis(1));
-        let until = (now + wait).min(deadline);
+        let until = (now + retry_wait(config, n)).min(deadline);
         while answered < params.len() {
-            let now = Instant::now();
-            if now >= until {
+            let Some(len) = recv_until(&session.socket, &mut session.buf, until)? else {
                 break;
-            }
-            session.socket.set_read_timeout(Some(until - now))?;
-            let len = match session.socket.recv(&mut session.buf) {
-                Ok(len) => len,
-                Err(e) if is_timeout(&e) => break,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    return Err(Error::Connect)
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::Io(e)),
             };
             let Ok(resp) = Response::decode(&session.buf[..len], session.addr.is_ipv6()) else {
                 log::debug!("udp tracker {}: ignoring a bad packet", session.addr);
