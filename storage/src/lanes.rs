@@ -153,6 +153,10 @@ pub(crate) fn hash_lanes_with_leaves<F: PieceFiles + ?Sized>(
                 if sha1 {
                     sha::update_lanes(&mut refs, &data[..k]);
                 }
+                // SHA-1 only (the engine's piece checks): no leaves to feed
+                if leaf_bytes.is_none() {
+                    return;
+                }
                 // every lane's leaves completed this round (a carried one
                 // first, then those whole in its bytes) hashed together,
                 // sixteen at a time where the CPU allows
