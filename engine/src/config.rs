@@ -62,6 +62,17 @@ pub struct SessionConfig {
     /// read-back spreads hashing over the cores, which on a machine with few
     /// cores and one fast peer keeps the peer thread free to receive.
     pub inline_hashing: bool,
+    /// v2 torrents (BEP 52): ask a peer for a piece's 16 KiB leaves (a
+    /// hash request) as soon as its blocks are first requested, so each
+    /// block is checked on arrival and a bad one is dropped before the
+    /// piece completes. Off by default, as libtorrent does: a piece is
+    /// checked against its piece-layer node when complete, and its leaves
+    /// are asked only when it fails, to name the sender of the bad block
+    /// (the same exact blame, see `v2::blame`). Asking ahead costs a
+    /// bittern seeder one SHA-256 pass over everything it serves (it reads
+    /// and hashes each piece's leaves to answer; 2.7-2.9x the v1 seeder's
+    /// CPU on 1 GiB, benches/RESULTS-v2-swarm-early-pass.md).
+    pub v2_leaves_ahead: bool,
     /// Upload blocks by passing `writev` addresses in read-only maps of
     /// the files, so the kernel copies page cache to socket once, instead
     /// of `pread` into buffers and a vectored write (two copies). On by
@@ -159,6 +170,7 @@ impl Default for SessionConfig {
             storage_backend: bittern_storage::Backend::default(),
             hash_source: bittern_storage::HashSource::Map,
             inline_hashing: false,
+            v2_leaves_ahead: false,
             mapped_upload: true,
             stop_flush_limit: 64 << 20,
             writeback_delay: Duration::from_secs(5),

@@ -279,6 +279,7 @@ fn silent_leaf_requests_expire_and_are_asked_again() {
 /// checks that block against its leaf on arrival, does not write it, and
 /// the sender is banned on that block alone: no piece ever fails its hash
 /// check. An honest seeder then completes the download, byte-identical.
+/// (Leaves asked ahead: `SessionConfig::v2_leaves_ahead`, off by default.)
 #[test]
 fn a_bad_block_is_caught_on_arrival_before_its_piece_completes() {
     let (src, dst) = (tempdir(), tempdir());
@@ -359,7 +360,11 @@ fn a_bad_block_is_caught_on_arrival_before_its_piece_completes() {
         }
     });
 
-    let s = session();
+    let s = bittern_engine::Session::new(bittern_engine::SessionConfig {
+        v2_leaves_ahead: true,
+        ..crate::util::config()
+    })
+    .unwrap();
     let h = s
         .add_torrent(
             m.clone(),
@@ -428,4 +433,85 @@ fn a_bad_block_is_caught_on_arrival_before_its_piece_completes() {
     assert_eq!(banned.len(), 1, "only the hostile peer: {events:?}");
     drop(s);
     let _ = hostile_thread.join();
+}
+
+/// A clean v2 download asks no peer for leaves (BEP 52 hash requests):
+/// every piece is checked against its piece-layer node when complete, as
+/// libtorrent does, and leaves are asked only to blame a failed piece
+/// (`one_bad_block_bans_its_sender_only`). Asking for every piece's
+/// leaves cost a bittern seeder one SHA-256 pass over all it served.
+#[test]
+fn a_clean_v2_download_sends_no_hash_requests() {
+    let (src, dst) = (tempdir(), tempdir());
+    // 24 pieces of 32 KiB and a short last one
+    let len = 24 * 32 * 1024 + 5000;
+    let (m, data) = v2_torrent(src.path(), "clean.bin", len, MetaVersion::V2);
+    let pieces = m.info.piece_count();
+    let plen = m.info.piece_length as usize;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let seeder: SocketAddr = listener.local_addr().unwrap();
+    let info_hash = m.info_hash;
+    // An honest seeder of every piece that counts the hash requests it
+    // gets (and rejects them).
+    let fake = std::thread::spawn(move || -> (usize, usize) {
+        let Ok(mut w) = Wire::accept(&listener, info_hash) else {
+            return (0, 0);
+        };
+        let bits = Bitfield::full(pieces);
+        if w.send(Message::Bitfield(bits.as_bytes())).is_err() || w.send(Message::Unchoke).is_err()
+        {
+            return (0, 0);
+        }
+        let (mut served, mut asked) = (0, 0);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let r = match w.recv() {
+                Ok(Got::Request {
+                    index,
+                    begin,
+                    length,
+                }) => {
+                    let at = index as usize * plen + begin as usize;
+                    served += 1;
+                    w.send(Message::Piece {
+                        index,
+                        begin,
+                        data: &data[at..at + length as usize],
+                    })
+                }
+                Ok(Got::HashRequest(r)) => {
+                    asked += 1;
+                    w.send(Message::HashReject(r))
+                }
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Ok(()),
+                Err(_) => break,
+            };
+            if r.is_err() {
+                break;
+            }
+        }
+        (served, asked)
+    });
+    let s = session();
+    let h = s
+        .add_torrent(
+            m.clone(),
+            dst.path(),
+            TorrentOptions {
+                peers: vec![seeder],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    wait_state(&h, TorrentState::Seeding, Duration::from_secs(60));
+    assert_same(src.path(), dst.path(), &m.info.file_paths());
+    assert_eq!(h.status().hash_failures, 0);
+    drop(h);
+    drop(s);
+    let (served, asked) = fake.join().unwrap();
+    // 24 whole pieces of two blocks, and one block of 5,000 bytes
+    assert!(served >= 49, "blocks served: {served}");
+    assert_eq!(asked, 0, "hash requests on a clean download");
 }

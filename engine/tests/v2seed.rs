@@ -337,11 +337,14 @@ fn bittern_leeches_v2_only_torrent_from_libtorrent() {
         bittern_testkit::libtorrent::seed_cmd(&t, src.path()),
         work.path().join("lt_seed.log"),
     );
-    // with blocks hashed as they arrive (SHA-1: skipped for v2) and without
-    for inline_hashing in [false, true] {
+    // with blocks hashed as they arrive (SHA-1: skipped for v2) and
+    // without; and with each piece's leaves asked of libtorrent ahead of
+    // its blocks (`v2_leaves_ahead`: libtorrent answers them from its tree)
+    for (inline_hashing, v2_leaves_ahead) in [(false, false), (true, false), (false, true)] {
         let dst = tempdir();
         let session = bittern_engine::Session::new(bittern_engine::SessionConfig {
             inline_hashing,
+            v2_leaves_ahead,
             ..crate::util::config()
         })
         .unwrap();
@@ -364,7 +367,7 @@ fn bittern_leeches_v2_only_torrent_from_libtorrent() {
         assert_eq!(
             h.status().hash_failures,
             0,
-            "inline hashing {inline_hashing}"
+            "inline hashing {inline_hashing}, leaves ahead {v2_leaves_ahead}"
         );
         assert_same(src.path(), dst.path(), &m.info.file_paths());
     }

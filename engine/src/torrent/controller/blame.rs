@@ -250,8 +250,11 @@ impl Controller {
     /// the leaves of those v2 pieces not known or asked yet, so that
     /// their next blocks are checked on arrival (`v2::blocks`). Only v2
     /// connections are asked (libtorrent drops a v1 one that sends hash
-    /// requests).
+    /// requests). Only with `SessionConfig::v2_leaves_ahead`.
     pub(super) fn ask_piece_leaves(&mut self, key: PeerKey, pieces: &[u32], now: Instant) {
+        if !self.session.config.v2_leaves_ahead {
+            return;
+        }
         let Some(server) = self.v2.as_ref() else {
             return;
         };
