@@ -286,7 +286,16 @@ impl Storage {
     /// against their merkle hashes instead (`verify_v2.rs`).
     fn check_lanes(&self, pieces: &[usize], maps: bool, release: bool) -> Vec<Result<bool>> {
         if !self.layout.has_v1() {
-            return pieces.iter().map(|&p| self.check_piece_v2(p)).collect();
+            // side by side as the SHA-1 pieces are, from maps where
+            // allowed (no `pread` copy of every byte); a group with a
+            // piece of no v2 hash one piece at a time, for its error
+            return pieces
+                .chunks(crate::sha::bulk_lanes())
+                .flat_map(|group| {
+                    self.check_group_v2(group, maps, release)
+                        .unwrap_or_else(|_| group.iter().map(|&p| self.check_piece_v2(p)).collect())
+                })
+                .collect();
         }
         pieces
             .chunks(crate::sha::bulk_lanes())

@@ -123,23 +123,10 @@ impl Storage {
             pieces
                 .par_chunks(crate::sha::bulk_lanes())
                 .map(|group| {
-                    let mut want = Vec::with_capacity(group.len());
-                    for &p in group {
-                        want.push(self.hybrid_geometry(p)?);
-                    }
-                    let bytes: Vec<u64> = want.iter().map(|w| w.0).collect();
-                    let (read, leaves) = crate::lanes::hash_lanes_with_leaves(
-                        self,
-                        group,
-                        maps,
-                        true,
-                        Some(&bytes),
-                        false,
-                    );
                     let mut out = Vec::with_capacity(group.len());
-                    for ((r, l), (_, width, root)) in read.into_iter().zip(leaves).zip(want) {
+                    for r in self.check_group_v2(group, maps, true)? {
                         out.push(match r {
-                            Ok(_) => merkle_root(&l, 0, width) == root,
+                            Ok(ok) => ok,
                             Err(e) if e.is_missing_data() => false,
                             Err(e) => return Err(e),
                         });
@@ -154,6 +141,35 @@ impl Storage {
             out.extend(g?);
         }
         Ok(out)
+    }
+
+    /// Whether each of `group` (up to [`crate::sha::bulk_lanes`] pieces)
+    /// matches its v2 hash, hashed side by side through the lanes
+    /// (`lanes::hash_lanes_with_leaves`, the SHA-1 half skipped), from the
+    /// files' maps when `maps`, dropping the hashed pages' map entries
+    /// when `release`; an entry's error is that piece's read error.
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`] when a piece of `group` has no v2 hash.
+    pub(crate) fn check_group_v2(
+        &self,
+        group: &[usize],
+        maps: bool,
+        release: bool,
+    ) -> Result<Vec<Result<bool>>> {
+        let mut want = Vec::with_capacity(group.len());
+        for &p in group {
+            want.push(self.hybrid_geometry(p)?);
+        }
+        let bytes: Vec<u64> = want.iter().map(|w| w.0).collect();
+        let (read, leaves) =
+            crate::lanes::hash_lanes_with_leaves(self, group, maps, release, Some(&bytes), false);
+        Ok(read
+            .into_iter()
+            .zip(leaves)
+            .zip(want)
+            .map(|((r, l), (_, width, root))| r.map(|_| merkle_root(&l, 0, width) == root))
+            .collect())
     }
 
     /// Both checks of hybrid piece `piece` from one read of its bytes:
@@ -498,6 +514,68 @@ mod tests {
                 .unwrap();
             assert_eq!(failed, [d0 + 3]);
             assert_eq!(got[d0 + 3], (false, false));
+            std::fs::write(&path, &good).unwrap();
+            s.release_files();
+        }
+    }
+
+    /// A v2-only layout's piece checks on the hashing pool
+    /// (`check_pieces`, side by side in the lanes, from reads and from
+    /// maps) agree with the one-piece check, pin a flipped byte to its
+    /// piece, and give missing data as that piece's error.
+    #[test]
+    fn v2_check_pieces_in_lanes_equal_one_piece_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let plen = 65536;
+        let files = [
+            ("a", 3 * 65536 + 20000),
+            ("b", 40000),
+            ("c", 100),
+            ("d", 5 * 65536 + 16384 + 1),
+            ("e", 65536),
+        ];
+        let (layout, _) = v2_layout(dir.path(), &files, plen);
+        let n = layout.piece_count();
+        let all: Vec<usize> = (0..n).collect();
+        for source in [crate::HashSource::Read, crate::HashSource::Map] {
+            if source == crate::HashSource::Map {
+                crate::install_sigbus_guard().unwrap();
+            }
+            let s = Storage::new(
+                layout.clone(),
+                dir.path().into(),
+                Arc::new(FilePool::default()),
+                Backend::PositionedIo,
+            )
+            .unwrap()
+            .with_hash_source(source);
+            let check = |s: &Storage| -> Vec<Option<bool>> {
+                s.check_pieces(&all).into_iter().map(Result::ok).collect()
+            };
+            assert_eq!(check(&s), vec![Some(true); n]);
+            let path = dir.path().join("d");
+            let good = std::fs::read(&path).unwrap();
+            let mut bad = good.clone();
+            bad[3 * 65536 + 17000] ^= 4;
+            std::fs::write(&path, &bad).unwrap();
+            s.release_files();
+            let each: Vec<Option<bool>> = all.iter().map(|&p| s.check_piece_v2(p).ok()).collect();
+            let got = check(&s);
+            assert_eq!(got, each);
+            let d0 = (0..n)
+                .find(|&p| layout.v2_piece(p).is_some_and(|v| v.file == 6))
+                .unwrap();
+            let failed: Vec<usize> = (0..n).filter(|&p| got[p] != Some(true)).collect();
+            assert_eq!(failed, [d0 + 3]);
+            assert_eq!(got[d0 + 3], Some(false));
+            // a missing file: its pieces are errors, the others unharmed
+            std::fs::remove_file(&path).unwrap();
+            s.release_files();
+            let got = s.check_pieces(&all);
+            for (p, r) in got.iter().enumerate() {
+                let in_d = layout.v2_piece(p).is_some_and(|v| v.file == 6);
+                assert_eq!(r.is_err(), in_d, "piece {p}: {r:?}");
+            }
             std::fs::write(&path, &good).unwrap();
             s.release_files();
         }
