@@ -577,8 +577,10 @@ class Bench:
                 "(labels ending in \"(v2)\"; libtorrent computes the same v2 info hash, checked "
                 "every run); the ratio rows of a (v2) transfer are against the same transfer "
                 "on the v1 torrent. A v2 leecher checks each piece by SHA-256 (merkle root of "
-                "its 16 KiB leaves) instead of SHA-1, and bittern also asks its peer for each "
-                "piece's leaves to check blocks on arrival."]
+                "its 16 KiB leaves) instead of SHA-1. bittern builds before 2026-12-05 also ask "
+                "their peer for each piece's leaves to check blocks on arrival (a bittern "
+                "seeder reads and hashes each piece to answer); later ones ask only for the "
+                "leaves of a piece that failed, as libtorrent does."]
         lines += ["## Transfers", ""]
         for (name, plabel), results in getattr(self, "transfer_results", {}).items():
             desc = [d for n, _, d in SETS if n == name][0]

@@ -6,10 +6,10 @@
 //!
 //! v2-only torrents download with their pieces checked against the merkle
 //! hashes; from a magnet link, the piece layers the info dictionary lacks
-//! are fetched with hash requests first ([`layers`]); each block is
-//! checked against its piece's proven leaves as it arrives ([`blocks`]),
-//! and a failed piece is pinned on the sender of its bad 16 KiB block
-//! ([`blame`]).
+//! are fetched with hash requests first ([`layers`]); a failed piece is
+//! pinned on the sender of its bad 16 KiB block ([`blame`]), and with
+//! `SessionConfig::v2_leaves_ahead` each block is also checked against
+//! its piece's proven leaves as it arrives ([`blocks`]).
 
 use std::collections::HashMap;
 

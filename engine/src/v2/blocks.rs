@@ -1,4 +1,7 @@
-//! Checking each 16 KiB block of a v2 piece as it arrives (BEP 52).
+//! Checking each 16 KiB block of a v2 piece as it arrives (BEP 52), with
+//! `SessionConfig::v2_leaves_ahead` (off by default: leaves are then asked
+//! only for a failed piece, `blame`); and the cache of leaves a seeder
+//! answers leaf requests from (always).
 //!
 //! A piece's node in the piece layer is trusted (it comes with the
 //! torrent); the leaves under it, one SHA-256 per block, are not in the
