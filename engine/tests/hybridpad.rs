@@ -11,6 +11,7 @@ use bittern_engine::{TorrentOptions, TorrentState};
 use bittern_wire::{MetaVersion, Metainfo, MetainfoBuilder};
 use rand::{Rng, SeedableRng};
 
+use crate::interop::{have_libtorrent, init_log, python, Proc};
 use crate::util::{assert_same, seeding, session, tempdir, wait_state};
 
 /// Small files in 256 KiB pieces (three quarters of the piece space is
@@ -112,6 +113,94 @@ fn hybrid_padding_files_are_not_downloaded() {
     on_disk.sort();
     let want: Vec<String> = (0..sizes.len()).map(|i| format!("f{i}.bin")).collect();
     assert_eq!(on_disk, want);
+}
+
+/// libtorrent makes a hybrid torrent (its BEP 47 padding files between
+/// the files) and seeds it; bittern downloads the files' bytes only, with
+/// blocks hashed as they arrive (the padding's zeros appended to the
+/// SHA-1) and without (read back, the padding read as zeros).
+#[test]
+fn hybrid_from_libtorrent_skips_its_padding() {
+    if !have_libtorrent() {
+        return;
+    }
+    init_log();
+    let (src, work) = (tempdir(), tempdir());
+    let sizes = [10_000usize, 70_000, 300_000, 5_000];
+    let dir = src.path().join("ltpads");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(52);
+    for (i, len) in sizes.iter().enumerate() {
+        let mut data = vec![0u8; *len];
+        rng.fill(&mut data[..]);
+        std::fs::write(dir.join(format!("f{i}.bin")), &data).unwrap();
+    }
+    let torrent = work.path().join("ltpads.torrent");
+    let mut made = Proc::spawn(
+        "libtorrent creator",
+        python(
+            "lt_create.py",
+            &[
+                dir.as_os_str(),
+                torrent.as_os_str(),
+                "hybrid".as_ref(),
+                "262144".as_ref(),
+            ],
+        ),
+        work.path().join("lt_create.log"),
+    );
+    made.expect_line("INFO_HASH ", Duration::from_secs(60));
+    let m = Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+    assert_eq!(m.info.version, MetaVersion::Hybrid);
+    let pads: u64 = m
+        .info
+        .files
+        .iter()
+        .filter(|f| f.padding)
+        .map(|f| f.length)
+        .sum();
+    assert!(pads > 256 * 1024, "libtorrent's hybrid has padding files");
+    let payload: u64 = sizes.iter().map(|&n| n as u64).sum();
+    let (lt, port) = bittern_testkit::libtorrent::spawn_with_port(
+        "libtorrent seeder",
+        bittern_testkit::libtorrent::seed_cmd(&torrent, src.path()),
+        work.path().join("lt_seed.log"),
+    );
+    let real: Vec<_> = (m.info.files.iter())
+        .filter(|f| !f.padding)
+        .map(|f| m.info.disk_path(f))
+        .collect();
+    assert_eq!(real.len(), sizes.len());
+    for inline_hashing in [true, false] {
+        let dst = tempdir();
+        let s = bittern_engine::Session::new(bittern_engine::SessionConfig {
+            inline_hashing,
+            ..crate::util::config()
+        })
+        .unwrap();
+        let h = s
+            .add_torrent(
+                m.clone(),
+                dst.path(),
+                TorrentOptions {
+                    peers: vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))],
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        crate::interop::wait_for(&h, TorrentState::Seeding, Duration::from_secs(60), &lt);
+        assert_same(src.path(), dst.path(), &real);
+        let st = h.status();
+        assert_eq!(st.hash_failures, 0, "inline hashing {inline_hashing}");
+        assert_eq!(
+            st.downloaded, payload,
+            "inline hashing {inline_hashing}: the files' bytes, not the {pads} bytes of padding"
+        );
+        let mut on_disk = walk(&dst.path().join("ltpads"));
+        on_disk.sort();
+        let want: Vec<String> = (0..sizes.len()).map(|i| format!("f{i}.bin")).collect();
+        assert_eq!(on_disk, want, "no padding file written");
+    }
 }
 
 /// Every file under `dir`, as paths relative to it.
