@@ -311,11 +311,9 @@ pub fn build(
             .pieces_roots(files.iter().map(|f| f.root).collect())
             .piece_layers(layers);
     }
-    let bytes = b
-        .build()
-        .map_err(|e| coded(Code::Usage, anyhow!("cannot make a torrent of this: {e}")))?;
-    let m = Metainfo::from_bytes(&bytes).context("the new torrent does not re-parse")?;
-    Ok((bytes, m))
+    // parsed once, as the builder's own check
+    b.build_parsed()
+        .map_err(|e| coded(Code::Usage, anyhow!("cannot make a torrent of this: {e}")))
 }
 
 /// Runs `bittern create`.

@@ -56,10 +56,21 @@ impl InlineHashes {
         states.insert(piece, state);
     }
 
-    /// The piece's hash if all of its `len` bytes were fed in order.
-    pub(crate) fn finish(&self, piece: u32, len: u64) -> Option<[u8; 20]> {
+    /// The piece's hash if all of its `len` bytes were fed in order, with
+    /// `zeros` zero bytes after them (the BEP 47 padding that ends a
+    /// hybrid torrent's piece: never downloaded, see `padding.rs`).
+    pub(crate) fn finish(&self, piece: u32, len: u64, zeros: u64) -> Option<[u8; 20]> {
         match self.states.lock().remove(&piece) {
-            Some(State::Hashing { next, hasher }) if next == len => Some(hasher.finish()),
+            Some(State::Hashing { next, mut hasher }) if next == len => {
+                static ZEROS: [u8; 16 * 1024] = [0; 16 * 1024];
+                let mut left = zeros;
+                while left > 0 {
+                    let n = left.min(ZEROS.len() as u64);
+                    hasher.update(&ZEROS[..n as usize]);
+                    left -= n;
+                }
+                Some(hasher.finish())
+            }
             _ => None,
         }
     }
@@ -80,12 +91,12 @@ mod tests {
         let data: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
         h.feed(3, 0, &data[..16384]);
         h.feed(3, 16384, &data[16384..32768]);
-        assert_eq!(h.finish(3, 40_000), None, "not all bytes fed");
+        assert_eq!(h.finish(3, 40_000, 0), None, "not all bytes fed");
         h.feed(3, 0, &data[..16384]);
         h.feed(3, 16384, &data[16384..32768]);
         h.feed(3, 32768, &data[32768..]);
         assert_eq!(
-            h.finish(3, 40_000),
+            h.finish(3, 40_000, 0),
             Some(bittern_storage::hash_blocks([&data[..]]))
         );
     }
@@ -96,13 +107,29 @@ mod tests {
         let data = vec![7u8; 32768];
         h.feed(1, 16384, &data[16384..]);
         h.feed(1, 0, &data[..16384]);
-        assert_eq!(h.finish(1, 32768), None);
+        assert_eq!(h.finish(1, 32768, 0), None);
         h.feed(2, 0, &data[..16384]);
         h.feed(2, 0, &data[..16384]); // a duplicate is also out of order
-        assert_eq!(h.finish(2, 32768), None);
+        assert_eq!(h.finish(2, 32768, 0), None);
         h.feed(4, 0, &data[..16384]);
         h.reset(4);
         h.feed(4, 16384, &data[16384..]);
-        assert_eq!(h.finish(4, 32768), None);
+        assert_eq!(h.finish(4, 32768, 0), None);
+    }
+
+    /// A hybrid piece that ends in padding: its file's bytes fed, the
+    /// zeros after them added by `finish` (40,000 of 81,920 bytes).
+    #[test]
+    fn padding_after_the_bytes_is_hashed_as_zeros() {
+        let h = InlineHashes::default();
+        let mut piece: Vec<u8> = (0..40_000u32).map(|i| (i * 7) as u8).collect();
+        h.feed(5, 0, &piece[..16384]);
+        h.feed(5, 16384, &piece[16384..32768]);
+        h.feed(5, 32768, &piece[32768..]);
+        piece.resize(81_920, 0);
+        assert_eq!(
+            h.finish(5, 40_000, 41_920),
+            Some(bittern_storage::hash_blocks([&piece[..]]))
+        );
     }
 }

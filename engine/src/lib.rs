@@ -44,6 +44,7 @@ mod inline_hash;
 pub mod ipfilter;
 mod listener;
 pub mod lsd;
+mod padding;
 mod peer;
 pub mod picker;
 pub mod rate;

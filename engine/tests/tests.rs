@@ -8,6 +8,7 @@ mod fake;
 mod faults;
 mod hostile;
 mod hybrid_swarm;
+mod hybridpad;
 mod interop;
 mod interop_magnet;
 mod ipv6;

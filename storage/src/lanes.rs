@@ -8,13 +8,19 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::file::OpenFile;
+use crate::file::{OpenFile, CHUNK};
 use crate::hash::{finish_lanes, with_scratch_lanes};
 use crate::layout::{Layout, SpanChunks};
 use crate::merkle::{sha256, Hash256, BLOCK_LEN};
 
 /// A leaf's length, as an index.
 const BLOCK: usize = BLOCK_LEN as usize;
+
+/// What padding files hold, hashed from here in chunks of this length
+/// (rather than cleared into a lane's buffer each time: a hybrid
+/// torrent of many small files is about half padding). Never written,
+/// so its pages are the kernel's one zero page.
+static ZEROS: [u8; CHUNK] = [0; CHUNK];
 use crate::sha::{self, Sha1, MAX_LANES};
 use crate::sigbus::{self, Range};
 
@@ -145,6 +151,7 @@ pub(crate) fn hash_lanes_with_leaves<F: PieceFiles + ?Sized>(
                         };
                         bytes
                     }
+                    None if h.zeros => &ZEROS[h.done..h.done + n],
                     None => &bufs[i][h.done..h.done + n],
                 };
             }
@@ -302,11 +309,13 @@ struct Pending {
 }
 
 /// The chunk a lane of [`hash_lanes`] pulled last: `len` bytes
-/// at `map` in a file's map, or at the start of the lane's buffer; `done`
+/// at `map` in a file's map, or of padding (`zeros`: at the start of
+/// [`ZEROS`]), or at the start of the lane's buffer; `done`
 /// of them hashed so far, `faulted` when a guarded read of them faulted.
 #[derive(Default)]
 struct Held {
     map: Option<*const u8>,
+    zeros: bool,
     len: usize,
     done: usize,
     faulted: bool,
@@ -368,9 +377,12 @@ impl<'s, F: PieceFiles + ?Sized> PieceCursor<'s, F> {
             ..Held::default()
         };
         if self.files.layout().files()[span.file].padding {
-            let c = self.chunks.next(buf.len()).ok_or(Error::TooLarge)?;
-            buf[..c.len].fill(0);
-            return Ok(Some(in_buf(c.len)));
+            // hashed from `ZEROS`: nothing to read, nothing to clear
+            let c = self.chunks.next(ZEROS.len()).ok_or(Error::TooLarge)?;
+            return Ok(Some(Held {
+                zeros: true,
+                ..in_buf(c.len)
+            }));
         }
         let file = self.files.open_file(span.file)?;
         if maps {

@@ -30,6 +30,22 @@ const LEAF: usize = 16 * 1024;
 /// Full leaves hashed side by side.
 pub(crate) const LANES: usize = 4;
 
+/// The fewest leaves worth a (part-filled) group of sixteen AVX-512 lanes
+/// rather than the SHA extensions: with the rates below, sixteen lanes
+/// cost as much as about nine leaves in groups of four and one by one
+/// (3.7 GB/s for sixteen, 2.3 for four, 1.15 for one). A v2 file's pieces
+/// rarely come in multiples of sixteen leaves (small files, a file's last
+/// piece): on the 1,000-file set those leftovers were a tenth of `bittern
+/// create --v2`'s CPU time, through the slower paths.
+#[cfg(target_arch = "x86_64")]
+const WIDE_PARTIAL: usize = 9;
+
+/// The fewest leaves worth a part-filled group of [`LANES`] SHA-NI lanes
+/// rather than one at a time (three: one at a time costs about half a
+/// four-lane group each).
+#[cfg(target_arch = "x86_64")]
+const NARROW_PARTIAL: usize = 3;
+
 /// SHA-256 of each 16 KiB block of `data` (the last may be short),
 /// appended to `out`.
 pub(crate) fn leaf_hashes_into(data: &[u8], out: &mut Vec<[u8; 32]>) {
@@ -63,16 +79,30 @@ pub(crate) fn leaf_hashes_of(leaves: &[&[u8]], out: &mut Vec<[u8; 32]>) {
                 out.extend(unsafe { wide::leaves16_at(g) });
             }
             rest = groups.remainder();
+            if rest.len() >= WIDE_PARTIAL {
+                // A part-filled group still beats the SHA extensions (the
+                // spare lanes hash copies of the first leaf, dropped).
+                let g: [&[u8]; wide::LANES] = std::array::from_fn(|i| rest[i % rest.len()]);
+                // SAFETY: as above.
+                let h = unsafe { wide::leaves16_at(g) };
+                out.extend_from_slice(&h[..rest.len()]);
+                rest = &[];
+            }
         }
-        if rest.len() >= LANES && x86::has_sha_ni() {
-            let mut groups = rest.chunks_exact(LANES);
+        if rest.len() >= NARROW_PARTIAL && x86::has_sha_ni() {
+            let mut groups = rest.chunks(LANES);
             for g in &mut groups {
-                let g: [&[u8]; LANES] = std::array::from_fn(|i| g[i]);
+                if g.len() < NARROW_PARTIAL {
+                    rest = g;
+                    break;
+                }
+                let l: [&[u8]; LANES] = std::array::from_fn(|i| g[i % g.len()]);
                 // SAFETY: the CPU has every feature the function enables;
                 // the leaves are full.
-                out.extend(unsafe { x86::leaves::<LANES>(g) });
+                let h = unsafe { x86::leaves::<LANES>(l) };
+                out.extend_from_slice(&h[..g.len()]);
+                rest = &[];
             }
-            rest = groups.remainder();
         }
     }
     out.extend(
@@ -225,6 +255,14 @@ mod tests {
             3 * LANES * LEAF + 2 * LEAF + 77,
             // the sixteen-lane path (AVX-512) twice, then four and one
             32 * LEAF + 5 * LEAF + 77,
+            // part-filled groups: sixteen lanes for nine to fifteen
+            // leaves, four for three, and the leaves around them
+            9 * LEAF,
+            15 * LEAF + 3,
+            16 * LEAF + 11 * LEAF + 100,
+            3 * LEAF,
+            7 * LEAF + 1,
+            6 * LEAF,
         ] {
             let d = bytes(len, 2_654_435_761);
             let mut got = Vec::new();

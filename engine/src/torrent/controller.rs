@@ -469,7 +469,12 @@ impl Controller {
             options.sequential,
             seed,
         );
-        picker.set_short_pieces(crate::v2::short_pieces(storage.layout()));
+        // pieces that end in padding are fetched as their files' bytes:
+        // a v2-only torrent's, and a hybrid's BEP 47 padding files
+        let mut short = crate::v2::short_pieces(storage.layout());
+        short.extend(crate::padding::padding_tails(storage.layout()));
+        short.sort_unstable();
+        picker.set_short_pieces(short);
         let have = Arc::new(HaveSet::new(info.piece_count()));
         *published.have.lock() = Some(have.clone());
         let claims = Arc::new(BlockClaims::new(

@@ -45,11 +45,20 @@ pub(super) struct LazyPicker {
 }
 
 impl LazyPicker {
-    /// Pieces the pickers it builds take as shorter than their place: a
-    /// v2-only torrent's pieces that end in padding (`v2::short_pieces`).
+    /// Pieces the pickers it builds take as shorter than their place
+    /// (sorted by piece): those that end in padding (`v2::short_pieces`
+    /// for a v2-only torrent, `padding::padding_tails` for a hybrid's BEP
+    /// 47 padding files).
     pub(super) fn set_short_pieces(&mut self, short: Vec<(u32, u64)>) {
         self.short = short.into_boxed_slice();
         self.picker = None;
+    }
+
+    /// The bytes of `piece` that are fetched, when it ends in padding.
+    pub(super) fn short_len(&self, piece: usize) -> Option<u64> {
+        let piece = u32::try_from(piece).ok()?;
+        let i = self.short.binary_search_by_key(&piece, |&(p, _)| p).ok()?;
+        Some(self.short[i].1)
     }
 
     pub(super) fn new(
