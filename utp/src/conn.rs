@@ -196,8 +196,12 @@ pub struct Connection {
     spare: Vec<Vec<u8>>,
 }
 
-/// Most payload buffers kept for reuse.
-const MAX_SPARE: usize = 64;
+/// Payload buffers kept for reuse by an idle connection. One that is
+/// sending keeps up to half a send buffer's worth (`max_spare`): with a
+/// 2 MiB window a fixed 64 let most buffers be freed by the thread that
+/// takes the ACKs and allocated again by the writer's, and malloc and free
+/// took 15 % of a seeder's CPU.
+const MIN_SPARE: usize = 64;
 
 /// Moves the first `out.len()` bytes of `q` into `out`: two slice copies
 /// (draining byte by byte cost a third of a seeder's CPU).
@@ -337,9 +341,13 @@ impl Connection {
 
     /// Keeps an acknowledged packet's datagram buffer for a later packet.
     fn recycle(&mut self, buf: Vec<u8>) {
-        if self.spare.len() < MAX_SPARE && buf.capacity() >= self.cfg.packet_size {
+        if self.spare.len() < self.max_spare() && buf.capacity() >= self.cfg.packet_size {
             self.spare.push(buf);
         }
+    }
+
+    fn max_spare(&self) -> usize {
+        (self.cfg.send_buffer / self.cfg.packet_size / 2).max(MIN_SPARE)
     }
 
     /// True when every byte written was acknowledged.
@@ -708,6 +716,7 @@ impl Connection {
         }
         if self.outq.is_empty() && self.send_bytes == 0 {
             self.zero_window_since = None;
+            self.spare.truncate(MIN_SPARE); // idle: give the memory back
         }
         if let Some(since) = self.zero_window_since {
             if now_us.saturating_sub(since) >= self.cfg.zero_window_timeout_us {
@@ -838,4 +847,54 @@ impl Connection {
 
 fn seq_less(a: u16, b: u16) -> bool {
     packet::seq_less(a, b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bulk sender reuses the buffers of acknowledged packets, about
+    /// half a send buffer's worth of them rather than a fixed 64, and gives
+    /// them back once everything is acknowledged (at the next tick).
+    #[test]
+    fn acknowledged_buffers_are_kept_for_reuse_and_released_when_idle() {
+        let cfg = Config::default();
+        let mut a = Connection::connect(cfg, 10, 100, 0);
+        let mut out = Vec::new();
+        assert!(a.poll_transmit(0, &mut out)); // the SYN
+        let ack = |a: &mut Connection, nr: u16, now: u64| {
+            let mut d = Vec::new();
+            let hdr = Header {
+                ty: PacketType::State,
+                connection_id: 10,
+                timestamp_us: now as u32,
+                timestamp_diff_us: 1000,
+                wnd_size: 4 << 20,
+                seq_nr: 500,
+                ack_nr: nr,
+            };
+            packet::encode(&hdr, None, &[], &mut d);
+            a.on_packet(&Packet::decode(&d).expect("valid"), now);
+        };
+        ack(&mut a, 100, 1000);
+        assert!(a.is_connected());
+        let packets = 1000;
+        let data = vec![7u8; a.mss() * packets];
+        assert_eq!(a.write(&data), data.len());
+        let (mut now, mut last, mut sent) = (2000, 100u16, 0);
+        while sent < packets {
+            while a.poll_transmit(now, &mut out) {
+                last = u16::from_be_bytes([out[16], out[17]]);
+                sent += 1;
+            }
+            now += 1000;
+            ack(&mut a, last, now);
+        }
+        assert!(a.send_drained());
+        let kept = a.spare.len();
+        assert!(kept > MIN_SPARE, "only {kept} buffers kept for reuse");
+        assert!(kept <= a.max_spare(), "{kept} buffers kept");
+        a.on_tick(now + 1000);
+        assert_eq!(a.spare.len(), MIN_SPARE);
+    }
 }
