@@ -60,6 +60,7 @@ CORE = PAIRS[:4]
 OLD_PAIRS = [
     ("bittern-old→bittern-old", "bittern-old", "bittern-old", 1),
     ("bittern-old→4×bittern-old", "bittern-old", "bittern-old", 4),
+    ("bittern-old-utp→bittern-old-utp", "bittern-old-utp", "bittern-old-utp", 1),
 ]
 # With `--v2`: the core transfers again on a v2-only torrent of the same
 # data and piece size (`bittern create --v2`), beside their v1 runs.
@@ -175,6 +176,8 @@ class Bench:
             self.old_bin = os.path.join(self.run_dir, "bittern-old")
             shutil.copy2(args.bittern_old, self.old_bin)
             self.clients["bittern-old"] = Bittern(self.old_bin, name="bittern-old")
+            self.clients["bittern-old-utp"] = Bittern(self.old_bin, utp=True,
+                                                      name="bittern-old-utp")
         self.failures = []
         self.notes = []
 

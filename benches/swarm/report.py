@@ -26,12 +26,14 @@ BASELINES = {
     # build against the older one, in the same run.
     "bittern-old→bittern-old": ["libtorrent→libtorrent"],
     "bittern-old→4×bittern-old": ["libtorrent→4×libtorrent"],
+    "bittern-old-utp→bittern-old-utp": ["libtorrent-utp→libtorrent-utp"],
 }
 
 # Extra rows for `--bittern-old`: the current build against the older one.
 OLD_BASELINES = {
     "bittern→bittern": "bittern-old→bittern-old",
     "bittern→4×bittern": "bittern-old→4×bittern-old",
+    "bittern-utp→bittern-utp": "bittern-old-utp→bittern-old-utp",
 }
 
 # Extra rows for `--v2`: each transfer on a v2-only torrent against the

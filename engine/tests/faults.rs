@@ -104,7 +104,29 @@ fn a_file_truncated_after_uploads_from_its_map_is_not_served() {
     truncated_while_seeding(true);
 }
 
+/// As the first, over uTP only, where the seeder reads blocks into its
+/// buffers (adjacent blocks of a piece with one read; a read that fails is
+/// tried again block by block): the lost pieces are refused, the others
+/// served.
+#[test]
+fn a_truncated_file_while_seeding_over_utp_is_marked_missing_not_served() {
+    truncated_while_seeding_with(false, utp_session);
+}
+
+fn utp_session() -> bittern_engine::Session {
+    bittern_engine::Session::new(bittern_engine::SessionConfig {
+        utp: true,
+        tcp: false,
+        ..config()
+    })
+    .unwrap()
+}
+
 fn truncated_while_seeding(warm: bool) {
+    truncated_while_seeding_with(warm, session);
+}
+
+fn truncated_while_seeding_with(warm: bool, session: fn() -> bittern_engine::Session) {
     let src = tempfile::tempdir().unwrap();
     let total = 2 * 1024 * 1024u64;
     let meta = make_torrent(src.path(), "t.bin", &[("t.bin", total)], 128 * 1024, 41);

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use crate::conn::{Config, Connection};
+use crate::conn::{Config, Connection, Outgoing};
 use crate::packet::{looks_like_utp, Packet, PacketType};
 use crate::stream::UtpStream;
 
@@ -52,7 +52,7 @@ pub trait Transmit: Send + Sync + 'static {
     ///
     /// # Errors
     /// The first send's error when none went.
-    fn send_batch(&self, datagrams: &[Vec<u8>], to: SocketAddr) -> io::Result<usize> {
+    fn send_batch(&self, datagrams: &[&[u8]], to: SocketAddr) -> io::Result<usize> {
         for (i, d) in datagrams.iter().enumerate() {
             if let Err(e) = self.send_to(d, to) {
                 return if i == 0 { Err(e) } else { Ok(i) };
@@ -68,7 +68,7 @@ impl Transmit for UdpSocket {
     }
 
     #[cfg(target_os = "linux")]
-    fn send_batch(&self, datagrams: &[Vec<u8>], to: SocketAddr) -> io::Result<usize> {
+    fn send_batch(&self, datagrams: &[&[u8]], to: SocketAddr) -> io::Result<usize> {
         crate::socket::send_batch(self, datagrams, to)
     }
 }
@@ -78,7 +78,7 @@ impl<T: Transmit> Transmit for Arc<T> {
         (**self).send_to(datagram, to)
     }
 
-    fn send_batch(&self, datagrams: &[Vec<u8>], to: SocketAddr) -> io::Result<usize> {
+    fn send_batch(&self, datagrams: &[&[u8]], to: SocketAddr) -> io::Result<usize> {
         (**self).send_batch(datagrams, to)
     }
 }
@@ -138,8 +138,11 @@ impl Default for MuxConfig {
 pub(crate) struct CellState {
     pub(crate) conn: Connection,
     pub(crate) buf: Vec<u8>,
-    /// Datagram buffers for one `send_batch`.
+    /// Buffers for the datagrams of one `send_batch` that are not sent
+    /// from the send queue in place (those carrying a selective ACK).
     pub(crate) batch: Vec<Vec<u8>>,
+    /// The datagrams of one `send_batch`, in order.
+    pub(crate) outgoing: Vec<Outgoing>,
     pub(crate) read_timeout: Option<Duration>,
     pub(crate) write_timeout: Option<Duration>,
     pub(crate) write_closed: bool,
@@ -223,38 +226,63 @@ impl Shared {
     /// of the receive batch (`flush`) or the next timer tick.
     pub(crate) fn pump_data(&self, peer: SocketAddr, st: &mut CellState, now_us: u64) {
         let mut batch = std::mem::take(&mut st.batch);
-        let mut n = 0;
+        let mut outgoing = std::mem::take(&mut st.outgoing);
+        outgoing.clear();
+        let mut copied = 0;
         loop {
-            if n == batch.len() {
+            if copied == batch.len() {
                 batch.push(Vec::with_capacity(1500));
             }
-            let more = st.conn.poll_transmit(now_us, &mut batch[n]);
-            if more {
-                n += 1;
+            let got = st.conn.poll_transmit_queued(now_us, &mut batch[copied]);
+            if let Some(o) = got {
+                outgoing.push(o);
+                if o == Outgoing::Copied {
+                    copied += 1;
+                }
+                if outgoing.len() < SEND_BATCH {
+                    continue;
+                }
             }
-            if n > 0 && (!more || n == SEND_BATCH) {
-                let sent = match self.transmit.send_batch(&batch[..n], peer) {
-                    Ok(sent) => sent,
-                    Err(e) => {
-                        log::debug!("utp {peer}: send failed, will retry: {e}");
-                        0
+            if outgoing.is_empty() {
+                break;
+            }
+            // Datagrams in the send queue go to the socket from there.
+            let mut k = 0;
+            let datagrams: Vec<&[u8]> = outgoing
+                .iter()
+                .map(|o| match o {
+                    Outgoing::Queued(seq) => st.conn.queued_datagram(*seq).unwrap_or_default(),
+                    Outgoing::Copied => {
+                        k += 1;
+                        &batch[k - 1][..]
                     }
-                };
-                // What the socket did not take was never sent: not loss.
-                for d in &batch[sent..n] {
-                    st.conn
-                        .undo_transmit_seq(u16::from_be_bytes([d[16], d[17]]));
+                })
+                .collect();
+            let sent = match self.transmit.send_batch(&datagrams, peer) {
+                Ok(sent) => sent.min(datagrams.len()),
+                Err(e) => {
+                    log::debug!("utp {peer}: send failed, will retry: {e}");
+                    0
                 }
-                if sent < n {
-                    break;
-                }
-                n = 0;
+            };
+            // What the socket did not take was never sent: not loss.
+            let unsent: Vec<u16> = datagrams[sent..]
+                .iter()
+                .filter(|d| d.len() >= 18)
+                .map(|d| u16::from_be_bytes([d[16], d[17]]))
+                .collect();
+            drop(datagrams);
+            for &seq in &unsent {
+                st.conn.undo_transmit_seq(seq);
             }
-            if !more {
+            outgoing.clear();
+            copied = 0;
+            if !unsent.is_empty() || got.is_none() {
                 break;
             }
         }
         st.batch = batch;
+        st.outgoing = outgoing;
     }
 
     /// The connection a packet from `from` belongs to; a resent SYN
@@ -435,6 +463,7 @@ impl Multiplexer {
                 conn,
                 buf: Vec::with_capacity(1500),
                 batch: Vec::new(),
+                outgoing: Vec::new(),
                 read_timeout: None,
                 write_timeout: None,
                 write_closed: false,
@@ -511,6 +540,7 @@ impl Multiplexer {
                     conn,
                     buf: Vec::with_capacity(1500),
                     batch: Vec::new(),
+                    outgoing: Vec::new(),
                     read_timeout: None,
                     write_timeout: None,
                     write_closed: false,

@@ -143,6 +143,24 @@ impl<'a> Packet<'a> {
     }
 }
 
+/// Writes `header` (no extensions) into the first [`HEADER_LEN`] bytes of
+/// `out`, e.g. the room kept in front of a payload in one buffer: the same
+/// bytes [`encode`] writes without a selective ACK.
+///
+/// # Panics
+/// When `out` is shorter than [`HEADER_LEN`].
+pub fn write_header(header: &Header, out: &mut [u8]) {
+    let out = &mut out[..HEADER_LEN];
+    out[0] = ((header.ty as u8) << 4) | VERSION;
+    out[1] = 0;
+    out[2..4].copy_from_slice(&header.connection_id.to_be_bytes());
+    out[4..8].copy_from_slice(&header.timestamp_us.to_be_bytes());
+    out[8..12].copy_from_slice(&header.timestamp_diff_us.to_be_bytes());
+    out[12..16].copy_from_slice(&header.wnd_size.to_be_bytes());
+    out[16..18].copy_from_slice(&header.seq_nr.to_be_bytes());
+    out[18..20].copy_from_slice(&header.ack_nr.to_be_bytes());
+}
+
 /// Appends one encoded packet to `out`. A selective-ACK mask is padded with
 /// zero bytes to a multiple of 4 (BEP 29) and truncated at 252 bytes (the
 /// extension length is one byte).
@@ -204,6 +222,18 @@ mod tests {
             wnd_size: 1 << 20,
             seq_nr: 65535,
             ack_nr: 7,
+        }
+    }
+
+    #[test]
+    fn write_header_writes_what_encode_writes() {
+        for ty in [PacketType::Data, PacketType::Fin, PacketType::State] {
+            let mut encoded = Vec::new();
+            encode(&header(ty), None, b"payload", &mut encoded);
+            let mut in_place = vec![0xaa; HEADER_LEN];
+            in_place.extend_from_slice(b"payload");
+            write_header(&header(ty), &mut in_place);
+            assert_eq!(in_place, encoded);
         }
     }
 

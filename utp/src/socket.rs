@@ -463,7 +463,7 @@ static GSO_USABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool
 #[cfg(target_os = "linux")]
 pub(crate) fn send_batch(
     socket: &UdpSocket,
-    datagrams: &[Vec<u8>],
+    datagrams: &[&[u8]],
     to: SocketAddr,
 ) -> io::Result<usize> {
     use std::sync::atomic::Ordering;
@@ -489,7 +489,7 @@ pub(crate) fn send_batch(
 /// Lengths of the GSO runs `datagrams` splits into: equal sizes, the last
 /// of a run possibly shorter, within the kernel's limits.
 #[cfg(target_os = "linux")]
-fn gso_runs(datagrams: &[Vec<u8>]) -> Vec<usize> {
+fn gso_runs(datagrams: &[&[u8]]) -> Vec<usize> {
     let mut runs = Vec::new();
     let mut i = 0;
     while i < datagrams.len() {
@@ -518,7 +518,7 @@ fn gso_runs(datagrams: &[Vec<u8>]) -> Vec<usize> {
 #[cfg(target_os = "linux")]
 fn send_mmsg(
     socket: &UdpSocket,
-    datagrams: &[Vec<u8>],
+    datagrams: &[&[u8]],
     to: SocketAddr,
     gso: bool,
 ) -> io::Result<usize> {
@@ -623,7 +623,8 @@ mod tests {
 
     #[test]
     fn gso_runs_split_on_size_and_limits() {
-        let d = |lens: &[usize]| lens.iter().map(|&n| vec![0u8; n]).collect::<Vec<_>>();
+        let zeros = [0u8; 1472];
+        let d = |lens: &[usize]| lens.iter().map(|&n| &zeros[..n]).collect::<Vec<_>>();
         // A shorter datagram ends a run; a longer one starts a new one.
         assert_eq!((gso_runs(&d(&[1472, 1472, 100, 1472, 1472]))), [3, 2]);
         assert_eq!((gso_runs(&d(&[100, 1472, 1472]))), [1, 2]);
@@ -651,7 +652,8 @@ mod tests {
             let gro = want_gro && enable_gro(&rx);
             let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
             let to = rx.local_addr().unwrap();
-            assert_eq!(send_batch(&tx, &batch, to).unwrap(), batch.len());
+            let slices: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+            assert_eq!(send_batch(&tx, &slices, to).unwrap(), batch.len());
             let mut got: Vec<Vec<u8>> = Vec::new();
             let mut messages = 0;
             let mut b = Batch::new(gro);
@@ -696,7 +698,8 @@ mod tests {
             .map(|(i, &n)| (0..n).map(|j| (i * 31 + j) as u8).collect())
             .collect();
         let to = rx.local_addr().unwrap();
-        assert_eq!(send_batch(&tx, &batch, to).unwrap(), batch.len());
+        let slices: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+        assert_eq!(send_batch(&tx, &slices, to).unwrap(), batch.len());
         let mut buf = [0u8; 4096];
         for want in &batch {
             let (n, _) = rx.recv_from(&mut buf).unwrap();

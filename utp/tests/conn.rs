@@ -2,6 +2,7 @@
 //! numbers, fast retransmit, SACK, Nagle, deferred ACKs, zero window,
 //! send-buffer stalls, resets, keep-alive and timeouts.
 
+use bittern_utp::conn::Outgoing;
 use bittern_utp::packet::{Header, PacketType};
 use bittern_utp::{Config, Connection, Failure, Packet};
 
@@ -457,4 +458,63 @@ fn a_flood_past_a_hole_is_bounded_by_the_receive_buffer() {
     let n = b.read(&mut r);
     assert!(n <= 65 * 1452, "{n} bytes buffered for a 64-packet window");
     assert!(n >= 60 * 1452, "only {n} bytes kept");
+}
+
+/// Written bytes are cut into whole packets as they are written (small
+/// writes fill one packet before the next starts), and a data packet goes
+/// to the socket from the send queue with its header written in place:
+/// `poll_transmit_queued` hands out its sequence number, nothing is copied
+/// into the caller's buffer, and the queued datagram is the packet.
+#[test]
+fn data_goes_out_from_the_send_queue_without_a_copy() {
+    let cfg = Config::default();
+    let (mut a, mut b) = pair(cfg);
+    let mss = cfg.packet_size - 20;
+    let data: Vec<u8> = (0..mss + 100).map(|i| (i * 7 + 3) as u8).collect();
+    for chunk in data.chunks(333) {
+        assert_eq!(a.write(chunk), chunk.len());
+    }
+    let mut scratch = vec![1, 2, 3];
+    let mut got = Vec::new();
+    while let Some(o) = a.poll_transmit_queued(3 * MS, &mut scratch) {
+        let Outgoing::Queued(seq) = o else {
+            panic!("copied although no selective ACK rides along");
+        };
+        assert!(scratch.is_empty());
+        let d = a.queued_datagram(seq).expect("in the send queue").to_vec();
+        let h = hdr(&d);
+        assert_eq!((h.ty, h.seq_nr, h.ack_nr), (PacketType::Data, seq, 4999));
+        got.push(d);
+    }
+    let lens: Vec<usize> = got.iter().map(|d| d.len() - 20).collect();
+    assert_eq!(lens, [mss, 100]);
+    deliver(&mut b, &got, 4 * MS);
+    let mut buf = vec![0u8; data.len() + 10];
+    assert_eq!(b.read(&mut buf), data.len());
+    assert_eq!(&buf[..data.len()], &data[..]);
+}
+
+/// A data packet that must carry a selective ACK (its sender is missing
+/// packets of the other direction) has a longer header than the room kept
+/// in front of its payload: it is encoded into the caller's buffer, with
+/// the mask, and still decodes to the bytes written.
+#[test]
+fn a_data_packet_with_a_selective_ack_is_encoded_into_the_callers_buffer() {
+    let (mut a, mut b) = pair(Config::default());
+    grow(&mut a, &mut b);
+    let sent = burst(&mut a, 4, 10 * MS);
+    assert_eq!(sent.len(), 4);
+    // b misses a's first packet and gets the three after it.
+    deliver(&mut b, &sent[1..], 11 * MS);
+    assert_eq!(b.write(b"answer"), 6);
+    let mut out = Vec::new();
+    assert_eq!(
+        b.poll_transmit_queued(12 * MS, &mut out),
+        Some(Outgoing::Copied)
+    );
+    let p = Packet::decode(&out).expect("valid packet");
+    assert_eq!(p.header.ty, PacketType::Data);
+    assert_eq!(p.payload, b"answer");
+    let mask = p.sack.expect("a selective ACK");
+    assert_eq!(mask[0] & 0b111, 0b111, "the three later packets are acked");
 }

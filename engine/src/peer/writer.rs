@@ -44,7 +44,7 @@ impl Writer<'_> {
         let mut buffers = if mapped {
             Vec::new()
         } else {
-            vec![vec![0u8; BLOCK_SIZE as usize]; UPLOAD_BATCH]
+            vec![0u8; BLOCK_SIZE as usize * UPLOAD_BATCH]
         };
         let mut last_write = Instant::now();
         let mut inbox = Vec::new();
@@ -278,27 +278,54 @@ impl Writer<'_> {
     }
 
     /// Sends up to [`UPLOAD_BATCH`] queued blocks in one vectored write:
-    /// each block is read from storage into its own buffer and goes out
-    /// behind its 13-byte header, with any pending small messages first.
-    fn upload(
-        &mut self,
-        queue: &mut RequestQueue,
-        buffers: &mut [Vec<u8>],
-    ) -> Result<(), PeerError> {
-        let mut batch: Vec<(BlockRef, [u8; 13])> = Vec::with_capacity(UPLOAD_BATCH);
-        while batch.len() < UPLOAD_BATCH {
+    /// each block is read from storage into its slot of `buffers` (one
+    /// `BLOCK_SIZE` slot per block) and goes out behind its 13-byte header,
+    /// with any pending small messages first. Adjacent blocks of a piece
+    /// (the usual order of a leecher's requests) sit in adjacent slots and
+    /// are read with one call: a 1 GiB upload made 65,536 `pread`s of 16 KiB.
+    fn upload(&mut self, queue: &mut RequestQueue, buffers: &mut [u8]) -> Result<(), PeerError> {
+        let bs = BLOCK_SIZE as usize;
+        let mut wanted: Vec<BlockRef> = Vec::with_capacity(UPLOAD_BATCH);
+        while wanted.len() < UPLOAD_BATCH {
             let Some(b) = self.next_had(queue) else { break };
-            let data = &mut buffers[batch.len()][..b.length as usize];
-            if let Err(e) = self
-                .ctx
-                .storage
-                .read_block(b.index as usize, u64::from(b.begin), data)
-            {
-                self.refuse_lost(b, &e);
-                continue;
-            }
-            batch.push((b, piece_header(b.index, b.begin, b.length)));
+            wanted.push(b);
         }
+        let mut readable = [true; UPLOAD_BATCH];
+        let mut i = 0;
+        while i < wanted.len() {
+            let mut j = i + 1;
+            while j < wanted.len()
+                && wanted[j - 1].length == BLOCK_SIZE
+                && wanted[j].index == wanted[i].index
+                && wanted[j - 1].begin.checked_add(BLOCK_SIZE) == Some(wanted[j].begin)
+            {
+                j += 1;
+            }
+            let len = (j - 1 - i) * bs + wanted[j - 1].length as usize;
+            let first = wanted[i];
+            let run = &mut buffers[i * bs..i * bs + len];
+            let storage = &self.ctx.storage;
+            if storage
+                .read_block(first.index as usize, u64::from(first.begin), run)
+                .is_err()
+            {
+                // Which blocks cannot be read: each on its own.
+                for (k, b) in wanted.iter().enumerate().take(j).skip(i) {
+                    let slot = &mut buffers[k * bs..k * bs + b.length as usize];
+                    if let Err(e) = storage.read_block(b.index as usize, u64::from(b.begin), slot) {
+                        self.refuse_lost(*b, &e);
+                        readable[k] = false;
+                    }
+                }
+            }
+            i = j;
+        }
+        let mut batch: Vec<(BlockRef, [u8; 13])> = wanted
+            .iter()
+            .zip(readable)
+            .filter(|(_, ok)| *ok)
+            .map(|(b, _)| (*b, piece_header(b.index, b.begin, b.length)))
+            .collect();
         if batch.is_empty() {
             return Ok(());
         }
@@ -309,9 +336,10 @@ impl Writer<'_> {
         let mut pending = std::mem::take(&mut self.out);
         let mut parts: Vec<&mut [u8]> = Vec::with_capacity(1 + 2 * batch.len());
         parts.push(&mut pending);
-        for ((b, header), buf) in batch.iter_mut().zip(buffers.iter_mut()) {
+        let slots = buffers.chunks_mut(bs).zip(readable).filter(|(_, ok)| *ok);
+        for ((b, header), (slot, _)) in batch.iter_mut().zip(slots) {
             parts.push(header);
-            parts.push(&mut buf[..b.length as usize]);
+            parts.push(&mut slot[..b.length as usize]);
         }
         // Encrypted connections encrypt the parts in place: no extra copy.
         self.stream.send_parts(&mut parts)?;

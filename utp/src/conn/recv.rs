@@ -44,6 +44,9 @@ impl Connection {
     }
 
     pub(super) fn advance_in_order(&mut self) {
+        if self.reorder.is_empty() && self.eof_seq.is_none() {
+            return; // the common case: nothing waits behind the new packet
+        }
         loop {
             let next = self.ack_nr.wrapping_add(1);
             if let Some(data) = self.reorder.remove(&next) {
@@ -91,9 +94,9 @@ impl Connection {
             if o.need_send {
                 self.resend_pending = self.resend_pending.saturating_sub(1);
             }
-            self.outq_bytes -= o.payload.len();
+            self.outq_bytes -= o.len();
             if !o.sacked {
-                acked_bytes += o.payload.len();
+                acked_bytes += o.len();
                 if o.transmissions == 1 {
                     self.rtt.sample(now_us.saturating_sub(o.sent_us));
                 }
@@ -104,7 +107,7 @@ impl Connection {
             if self.nagle_seq == Some(o.seq) {
                 self.nagle_seq = None;
             }
-            self.recycle(o.payload);
+            self.recycle(o.buf);
         }
         let mut lost = false;
         if let Some(mask) = sack {
@@ -130,7 +133,7 @@ impl Connection {
                         }
                         let o = &mut self.outq[i];
                         o.sacked = true;
-                        acked_bytes += o.payload.len();
+                        acked_bytes += o.len();
                         if o.transmissions == 1 {
                             self.rtt.sample(now_us.saturating_sub(o.sent_us));
                         }
