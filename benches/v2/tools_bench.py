@@ -11,6 +11,10 @@ included for libtorrent). Run the whole script under one niceness (e.g.
 usage: python3 tools_bench.py [--runs N] [--data DIR] [--work DIR]
                               [--piece KIB] [--bittern PATH] [--sets a,b] [--kinds v2,hybrid]
                               [--extra-bittern LABEL=PATH]
+                              [--extra-bittern-env LABEL=PATH:VAR=VALUE[:VAR=VALUE...]]
+`--extra-bittern-env` runs another bittern (the same build or another) with
+extra environment variables, e.g. `noavx512=target/release/bittern:BITTERN_NO_AVX512=1`
+for the hashing paths of a CPU without AVX-512 on one with it.
 Prints a Markdown report on stdout; nothing is sent over any network.
 """
 import argparse, json, os, statistics, subprocess, sys, time
@@ -22,9 +26,10 @@ import data  # noqa: E402
 PY = "/usr/bin/python3"
 
 
-def run(cmd):
+def run(cmd, env=None):
     t0 = time.time()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         env=None if not env else dict(os.environ, **env))
     _, status, ru = os.wait4(p.pid, 0)
     wall = time.time() - t0
     err = p.stderr.read().decode(errors="replace")
@@ -52,6 +57,9 @@ def main():
     ap.add_argument("--bittern", default=os.path.join(HERE, "..", "..", "target", "release", "bittern"))
     ap.add_argument("--extra-bittern", action="append", default=[],
                     help="LABEL=PATH: another bittern build to create and verify with (verify: bittern's torrent)")
+    ap.add_argument("--extra-bittern-env", action="append", default=[],
+                    help="LABEL=PATH:VAR=VALUE[:VAR=VALUE...]: as --extra-bittern, run with these "
+                         "environment variables set (e.g. noavx512=target/release/bittern:BITTERN_NO_AVX512=1)")
     ap.add_argument("--sets", default="file1g.bin,dir256")
     ap.add_argument("--kinds", default="v2,hybrid")
     a = ap.parse_args()
@@ -64,7 +72,15 @@ def main():
     sizes = {"file1g.bin": data.FILE_SIZE, "dir256": data.DIR_SIZE}
     sets = a.sets.split(",")
     kinds = a.kinds.split(",")
-    extra = [x.split("=", 1) for x in a.extra_bittern]
+    extra = [x.split("=", 1) + [{}] for x in a.extra_bittern]
+    for x in a.extra_bittern_env:
+        label, rest = x.split("=", 1)
+        path, *pairs = rest.split(":")
+        env = dict(p.split("=", 1) for p in pairs)
+        if not env:
+            raise SystemExit("--extra-bittern-env %s: no VAR=VALUE after the path" % x)
+        extra.append([label, path, env])
+    envs = {}  # (set, kind, label) -> extra environment
     # page-cache the data once
     for s in sets:
         subprocess.run(["cat"] + ([os.path.join(a.data, s)] if s == "file1g.bin" else
@@ -80,7 +96,8 @@ def main():
                                               "--piece-length", "%dKiB" % a.piece, src, "-o", bt]
             cmds[(s, k, "libtorrent create")] = [PY, os.path.join(HERE, "lt_create.py"), src, lt_, k, str(plen)]
             cmds[(s, k, "bittern verify")] = [bittern, "verify", "-q", "-d", a.data, bt]
-            for label, path in extra:
+            for label, path, env in extra:
+                envs[(s, k, label + " create")] = envs[(s, k, label + " verify")] = env
                 cmds[(s, k, label + " create")] = [os.path.abspath(path), "create", "-q", "--force", "--%s" % k,
                                                    "--piece-length", "%dKiB" % a.piece, src, "-o",
                                                    os.path.join(a.work, "%s.%s.%s.torrent" % (s, k, label))]
@@ -89,12 +106,12 @@ def main():
     # torrents first, so verify/check have something to read
     for key, argv in cmds.items():
         if key[2].endswith("create"):
-            run(argv)
+            run(argv, envs.get(key))
     res = {k: [] for k in cmds}
     order = list(cmds)
     for r in range(a.runs):
         for key in (order if r % 2 == 0 else list(reversed(order))):
-            res[key].append(run(cmds[key]))
+            res[key].append(run(cmds[key], envs.get(key)))
         print("round %d done, load %s" % (r + 1, os.getloadavg()), file=sys.stderr, flush=True)
     load1 = os.getloadavg()
     cpu = "?"
@@ -113,6 +130,9 @@ def main():
           % (os.cpu_count(), cpu, "sha_ni" if sha_ni else "none", *load0, *load1))
     print("- piece length %d KiB; data page-cached; %d runs, medians; MB = 10^6 bytes; MB/s = bytes / wall;"
           " CPU = user + sys of the whole process (libtorrent's includes ~0.1 s of Python start-up)" % (a.piece, a.runs))
+    for label, path, env in extra:
+        print("- %s: %s%s" % (label, os.path.abspath(path), "".join(
+            " with %s=%s" % kv for kv in sorted(env.items()))))
     print()
     for s in sets:
         for k in kinds:

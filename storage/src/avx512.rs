@@ -15,6 +15,49 @@
 //! (`vpermt2d`, four passes; as fast here as gathering each word with
 //! `vpgatherdd`).
 
+/// The environment variable that turns the AVX-512 paths off (see the
+/// crate docs, "Environment"): hashing then takes the SHA extensions or
+/// portable paths a CPU without AVX-512 takes.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) const NO_AVX512_ENV: &str = "BITTERN_NO_AVX512";
+
+/// Whether a value of [`NO_AVX512_ENV`] turns AVX-512 off: any value but
+/// unset, empty, `0`, `false`, `no` and `off` (any case) does.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) fn switched_off(value: Option<&std::ffi::OsStr>) -> bool {
+    let Some(v) = value else { return false };
+    let v = v.to_string_lossy();
+    let v = v.trim();
+    !(v.is_empty()
+        || ["0", "false", "no", "off"]
+            .iter()
+            .any(|n| v.eq_ignore_ascii_case(n)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::switched_off;
+
+    #[test]
+    fn no_avx512_values_parse() {
+        for on in ["1", "yes", "true", "TRUE", " 1 ", "anything"] {
+            assert!(
+                switched_off(Some(OsStr::new(on))),
+                "{on:?} should turn AVX-512 off"
+            );
+        }
+        for off in ["", "0", "false", "No", "OFF", " 0 "] {
+            assert!(
+                !switched_off(Some(OsStr::new(off))),
+                "{off:?} should leave AVX-512 on"
+            );
+        }
+        assert!(!switched_off(None));
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
     use std::arch::x86_64::*;
@@ -33,13 +76,24 @@ pub(crate) mod x86 {
     pub(crate) static FORCE_PORTABLE: std::sync::atomic::AtomicBool =
         std::sync::atomic::AtomicBool::new(false);
 
-    /// Whether this CPU runs [`leaves16_at`] and [`sha1_compress16`].
+    /// Whether this process runs [`leaves16_at`] and [`sha1_compress16`]:
+    /// the CPU has AVX-512F and AVX-512BW and [`NO_AVX512_ENV`] did not
+    /// turn them off. Decided once (the first call reads the environment).
     pub(crate) fn available() -> bool {
         #[cfg(test)]
         if FORCE_PORTABLE.load(std::sync::atomic::Ordering::SeqCst) {
             return false;
         }
-        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ON.get_or_init(|| {
+            let cpu = std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw");
+            let off = super::switched_off(std::env::var_os(super::NO_AVX512_ENV).as_deref());
+            if cpu && off {
+                log::info!("{}: AVX-512 hashing off", super::NO_AVX512_ENV);
+            }
+            cpu && !off
+        })
     }
 
     /// The words of the block that ends every full leaf: `0x80`, zeros,

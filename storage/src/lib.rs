@@ -116,6 +116,17 @@
 //! per file rather than per byte, which a map (an `mmap`, a fault and an
 //! `munmap` in place of one `pread`) would not lower.
 //!
+//! # Environment
+//! - `BITTERN_NO_AVX512=1`: never hash through the sixteen-lane AVX-512
+//!   SHA-1 / SHA-256 kernels, even on a CPU that has AVX-512F and
+//!   AVX-512BW; hashing takes the paths a CPU without AVX-512 takes (the
+//!   SHA extensions where present, else the portable `sha1`/`sha2`
+//!   crates). The hashes are the same either way; this exists to measure
+//!   on one machine what a machine without AVX-512 gets
+//!   (`benches/v2/tools_bench.py --extra-bittern-env`). Read once, at the
+//!   first hash of the process; any value but empty, `0`, `false`, `no`
+//!   and `off` turns AVX-512 off.
+//!
 //! # Example
 //! ```
 //! use std::sync::Arc;

@@ -181,3 +181,34 @@ fn lanes_in_cuts(msgs: &[Vec<u8>], cut: usize) -> Vec<[u8; 20]> {
     }
     hs.into_iter().map(crate::sha::Sha1::finish).collect()
 }
+
+/// `BITTERN_NO_AVX512` is read once per process, so a child process (this
+/// test binary running only this test) reports what it decided: off with
+/// `1`, the CPU's answer with `0`.
+#[test]
+fn no_avx512_env_turns_the_wide_path_off() {
+    if std::env::var_os("BITTERN_AVX512_CHILD").is_some() {
+        println!("available={}", wide::available());
+        return;
+    }
+    let cpu = std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw");
+    for (value, want) in [("1", false), ("0", cpu)] {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "wide_tests::no_avx512_env_turns_the_wide_path_off",
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env("BITTERN_AVX512_CHILD", "1")
+            .env(crate::avx512::NO_AVX512_ENV, value)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "child failed: {stdout}");
+        assert!(
+            stdout.contains(&format!("available={want}")),
+            "BITTERN_NO_AVX512={value}: want available={want}, child said {stdout}"
+        );
+    }
+}
