@@ -52,6 +52,10 @@ pub struct Held {
     pub dht_scheduled: usize,
     /// Live peer connections.
     pub connections: usize,
+    /// Threads of the session's tracker announcer (scheduler and
+    /// workers): it ends `Timing::announcer_linger` after its last torrent
+    /// left.
+    pub announcer_threads: usize,
 }
 
 /// The session's torrents, in the order they were added (see
@@ -562,6 +566,7 @@ impl Session {
             running: self.running.load(Ordering::Relaxed),
             dht_scheduled: self.shared.dht.as_ref().map_or(0, |d| d.scheduled()),
             connections: self.connections(),
+            announcer_threads: self.shared.announcer_threads(),
         }
     }
 
