@@ -59,8 +59,10 @@ pub(crate) struct SessionShared {
     /// The one tracker announcer of the session, started by the first
     /// torrent that has a tracker to announce to; it ends by itself
     /// `timing.announcer_linger` after its last torrent left, and the next
-    /// torrent with a tracker starts a new one.
-    pub announcer: Mutex<AnnouncerSlot>,
+    /// torrent with a tracker starts a new one. (Shared with the
+    /// forwarding thread, which empties it when that announcer ends, so an
+    /// ended announcer's channels are not kept.)
+    pub announcer: Arc<Mutex<AnnouncerSlot>>,
     /// Where the announcer's forwarding thread sends tracker peers (the
     /// controller's peer-source channel).
     pub tracker_peers: Sender<(TorrentId, Vec<SocketAddr>)>,
@@ -237,12 +239,13 @@ impl SessionShared {
         false
     }
 
-    /// Threads the session announcer holds now (its scheduler and
-    /// workers; 0 when none runs).
-    pub(crate) fn announcer_threads(&self) -> usize {
+    /// The session announcer's handle held (0 or 1; its channels) and the
+    /// threads it holds now (its scheduler and workers).
+    pub(crate) fn announcer_held(&self) -> (usize, usize) {
         match &*self.announcer.lock() {
-            AnnouncerSlot::Running(a) if !a.has_ended() => a.threads(),
-            _ => 0,
+            AnnouncerSlot::Running(a) if a.has_ended() => (1, 0),
+            AnnouncerSlot::Running(a) => (1, a.threads()),
+            _ => (0, 0),
         }
     }
 
@@ -285,22 +288,41 @@ fn spawn_announcer(
         other => Error::Spawn(std::io::Error::other(other)),
     })?;
     let events = handle.events().clone();
+    let slot = Arc::downgrade(&shared.announcer);
     std::thread::Builder::new()
         .name("bittern-announce-fwd".into())
         .spawn(move || {
-            // Ends when the announcer does (its sender is dropped).
-            for event in events {
-                if let TrackerEvent::Peers(key, peers) = event {
-                    match sources.try_send((announce_torrent(key), peers)) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(_)) => {
-                            debug!("peer source queue full; dropping tracker peers");
-                        }
-                        Err(TrySendError::Disconnected(_)) => break,
-                    }
+            forward(events, &sources);
+            // The announcer ended (idle, or shut down): the session keeps
+            // nothing of it, its handle included (the command and event
+            // channels are freed with it). A new announcer in the slot is
+            // left alone.
+            if let Some(slot) = slot.upgrade() {
+                let mut slot = slot.lock();
+                if matches!(&*slot, AnnouncerSlot::Running(a) if a.has_ended()) {
+                    *slot = AnnouncerSlot::Idle;
                 }
             }
         })
         .map_err(Error::Spawn)?;
     Ok(handle)
+}
+
+/// Forwards tracker peers to the torrents' peer source until the
+/// announcer ends (its event sender is dropped).
+fn forward(
+    events: crossbeam_channel::Receiver<TrackerEvent>,
+    sources: &Sender<(TorrentId, Vec<SocketAddr>)>,
+) {
+    for event in events {
+        if let TrackerEvent::Peers(key, peers) = event {
+            match sources.try_send((announce_torrent(key), peers)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    debug!("peer source queue full; dropping tracker peers");
+                }
+                Err(TrySendError::Disconnected(_)) => break,
+            }
+        }
+    }
 }
