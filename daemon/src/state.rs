@@ -855,3 +855,40 @@ impl<B: Backend> Torrents<B> {
         self.save_dirty(&mut inner, true);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removals_past_recent_are_forgotten_with_their_room() {
+        let mut inner = Inner {
+            entries: Vec::new(),
+            removed: Vec::new(),
+            settings: Settings::default(),
+            next_id: 1,
+            files_added: 0,
+            alt_scheduled: None,
+        };
+        let now = Instant::now();
+        let old = now
+            .checked_sub(RECENT + Duration::from_secs(1))
+            .unwrap_or(now);
+        inner.removed.extend((0..2000).map(|id| (id, old)));
+        inner.removed.push((7000, now));
+        inner.forget_removed();
+        if old < now {
+            assert_eq!(inner.removed, vec![(7000, now)]);
+            assert!(
+                inner.removed.capacity() <= 32,
+                "{}",
+                inner.removed.capacity()
+            );
+        }
+        // Recent ones stay, room and all.
+        inner.removed.extend((0..100).map(|id| (id, now)));
+        let cap = inner.removed.capacity();
+        inner.forget_removed();
+        assert_eq!((inner.removed.len(), inner.removed.capacity()), (101, cap));
+    }
+}
