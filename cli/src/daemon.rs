@@ -106,8 +106,13 @@ pub fn run(args: &DaemonArgs, stop: &Stop) -> anyhow::Result<Code> {
     );
     println!("peers listening on {}", daemon.peer_addr());
     let mut trimmer = crate::heap::Trimmer::default();
+    let mut round = 0u32;
     while !stop.requested() && !daemon.close_requested() {
         std::thread::sleep(Duration::from_millis(100));
+        round = round.wrapping_add(1);
+        if round.is_multiple_of(10) {
+            trimmer.torrents(daemon.torrent_count());
+        }
         trimmer.tick();
     }
     progress::note("stopping daemon");

@@ -12,7 +12,7 @@
 //! `MALLOC_ARENA_MAX`, which glibc reads itself and we leave alone), fixes
 //! the mmap threshold at [`MMAP_THRESHOLD`] (unless `MALLOC_MMAP_THRESHOLD_`
 //! or a glibc tunable sets it) and hands free pages back to the kernel once
-//! a minute ([`Trimmer`]). The fixed threshold took a soak emptied of its
+//! a minute, and 5 s after a bulk removal in the daemon ([`Trimmer`]). The fixed threshold took a soak emptied of its
 //! torrents from 10.9 to 8.5 MiB RssAnon (RESULTS-soak.md, issue 25).
 //! Peer threads spend their time in blocking IO, not in malloc, so a
 //! few arenas are not a point of contention. Other allocators: no-op.
@@ -31,6 +31,15 @@ pub const MMAP_THRESHOLD: i32 = 512 * 1024;
 
 /// How often [`Trimmer::tick`] returns free memory to the kernel.
 pub const TRIM_EVERY: Duration = Duration::from_secs(60);
+
+/// After a bulk removal (see [`Trimmer::torrents`]), the trim waits this
+/// long: the torrents' stops (last resume saves, file releases) free their
+/// memory in the seconds after the removal returned.
+pub const TRIM_AFTER_REMOVAL: Duration = Duration::from_secs(5);
+
+/// Torrents that must go at once, and at least half of those held, for a
+/// removal to count as bulk.
+const BULK_REMOVAL: usize = 64;
 
 /// Caps malloc's arenas; call first thing in `main`, before any thread.
 pub fn configure() {
@@ -63,26 +72,79 @@ pub fn trim() {
 }
 
 /// Calls [`trim`] at most once per [`TRIM_EVERY`], from a loop that
-/// already wakes up regularly.
+/// already wakes up regularly, and soon after a bulk removal.
 #[derive(Debug)]
 pub struct Trimmer {
     last: Instant,
+    /// Most torrents held since the last trim.
+    peak: usize,
+    /// A trim due early (a bulk removal).
+    soon: Option<Instant>,
 }
 
 impl Default for Trimmer {
     fn default() -> Self {
         Trimmer {
             last: Instant::now(),
+            peak: 0,
+            soon: None,
         }
     }
 }
 
 impl Trimmer {
-    /// Trims when a minute has passed since the last trim.
-    pub fn tick(&mut self) {
-        if self.last.elapsed() >= TRIM_EVERY {
+    /// Trims when a minute has passed since the last trim, or when a trim
+    /// is due after a bulk removal. True if it trimmed.
+    pub fn tick(&mut self) -> bool {
+        let now = Instant::now();
+        let due =
+            now.duration_since(self.last) >= TRIM_EVERY || self.soon.is_some_and(|at| now >= at);
+        if due {
             trim();
-            self.last = Instant::now();
+            self.last = now;
+            self.soon = None;
+            self.peak = 0;
         }
+        due
+    }
+
+    /// Tells the trimmer how many torrents the session holds now: when at
+    /// least half of those it held since the last trim, and
+    /// [`BULK_REMOVAL`] or more, are gone (a user emptied the daemon), the
+    /// next trim comes [`TRIM_AFTER_REMOVAL`] later instead of up to a
+    /// minute later.
+    pub fn torrents(&mut self, n: usize) {
+        self.peak = self.peak.max(n);
+        let gone = self.peak - n;
+        if self.soon.is_none() && gone >= BULK_REMOVAL && gone * 2 >= self.peak {
+            self.soon = Some(Instant::now() + TRIM_AFTER_REMOVAL);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bulk_removal_brings_the_trim_forward() {
+        let mut t = Trimmer::default();
+        t.torrents(2000);
+        t.torrents(1990);
+        assert!(t.soon.is_none(), "ten removed is not bulk");
+        t.torrents(1200);
+        assert!(t.soon.is_none(), "800 of 2,000 is not half");
+        t.torrents(0);
+        let at = t.soon.expect("emptied: a trim soon");
+        assert!(at <= Instant::now() + TRIM_AFTER_REMOVAL);
+        assert!(!t.tick(), "not before the delay");
+        t.soon = Some(Instant::now());
+        assert!(t.tick());
+        assert_eq!((t.peak, t.soon), (0, None));
+        // A small session emptied waits for the minute.
+        t.torrents(40);
+        t.torrents(0);
+        assert!(t.soon.is_none());
+        assert!(!t.tick());
     }
 }

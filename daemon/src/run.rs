@@ -242,6 +242,11 @@ impl Daemon {
         self.peer_addr
     }
 
+    /// Torrents the daemon holds now.
+    pub fn torrent_count(&self) -> usize {
+        self.rpc.torrents().lock().entries.len()
+    }
+
     /// Whether a client asked the daemon to exit (`session-close`).
     pub fn close_requested(&self) -> bool {
         self.rpc.close_requested()

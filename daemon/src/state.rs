@@ -155,6 +155,19 @@ pub struct Inner {
 }
 
 impl Inner {
+    /// Forgets removals older than [`RECENT`], and gives back the room of
+    /// a bulk removal once most of it is forgotten (an emptied daemon
+    /// otherwise keeps 24 bytes for every torrent it ever removed at once).
+    fn forget_removed(&mut self) {
+        let now = Instant::now();
+        self.removed
+            .retain(|(_, t)| now.duration_since(*t) < RECENT);
+        if self.removed.capacity() > 32 && self.removed.len() * 4 <= self.removed.capacity() {
+            let keep = self.removed.len() * 2;
+            self.removed.shrink_to(keep);
+        }
+    }
+
     /// Indices of the entries `ids` selects, in table order.
     pub fn select(&self, ids: &Ids) -> Vec<usize> {
         let now = Instant::now();
@@ -605,10 +618,7 @@ impl<B: Backend> Torrents<B> {
                 inner.removed.push((e.id, Instant::now()));
                 taken.push(e);
             }
-            let now = Instant::now();
-            inner
-                .removed
-                .retain(|(_, t)| now.duration_since(*t) < RECENT);
+            inner.forget_removed();
             // The list's room for thousands of torrents is given back once
             // most are gone (an entry is a few hundred bytes).
             if inner.entries.capacity() > 32 && inner.entries.len() * 4 <= inner.entries.capacity()
@@ -736,6 +746,7 @@ impl<B: Backend> Torrents<B> {
     /// seeding, activity, completion dates; saves what changed when `save`.
     pub fn tick(&self, dt: Duration, save: bool) {
         let mut inner = self.inner.lock();
+        inner.forget_removed();
         self.follow_schedule(&mut inner);
         self.adopt_metadata(&mut inner);
         self.note_activity(&mut inner);
@@ -842,5 +853,42 @@ impl<B: Backend> Torrents<B> {
         s.cumulative_files_added += added;
         inner.files_added = 0;
         self.save_dirty(&mut inner, true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removals_past_recent_are_forgotten_with_their_room() {
+        let mut inner = Inner {
+            entries: Vec::new(),
+            removed: Vec::new(),
+            settings: Settings::default(),
+            next_id: 1,
+            files_added: 0,
+            alt_scheduled: None,
+        };
+        let now = Instant::now();
+        let old = now
+            .checked_sub(RECENT + Duration::from_secs(1))
+            .unwrap_or(now);
+        inner.removed.extend((0..2000).map(|id| (id, old)));
+        inner.removed.push((7000, now));
+        inner.forget_removed();
+        if old < now {
+            assert_eq!(inner.removed, vec![(7000, now)]);
+            assert!(
+                inner.removed.capacity() <= 32,
+                "{}",
+                inner.removed.capacity()
+            );
+        }
+        // Recent ones stay, room and all.
+        inner.removed.extend((0..100).map(|id| (id, now)));
+        let cap = inner.removed.capacity();
+        inner.forget_removed();
+        assert_eq!((inner.removed.len(), inner.removed.capacity()), (101, cap));
     }
 }

@@ -219,6 +219,13 @@ pub struct Timing {
     /// the next start a recheck of that torrent, so only a disk that hangs
     /// should reach it (what is not done by then is abandoned, logged).
     pub stop_save_deadline: Duration,
+    /// How long the session's tracker announcer (its scheduler, workers
+    /// and channels) lives on after its last torrent left; the next
+    /// torrent with a tracker starts a new one. A torrent stopped and
+    /// started again within it keeps the announcer's tracker state
+    /// (backoff, UDP connection id, the order of `stopped` before
+    /// `started`).
+    pub announcer_linger: Duration,
 }
 
 impl Default for Timing {
@@ -234,6 +241,7 @@ impl Default for Timing {
             resume_interval: Duration::from_secs(30),
             stop_announce_deadline: Duration::from_secs(3),
             stop_save_deadline: Duration::from_secs(60),
+            announcer_linger: Duration::from_secs(30),
         }
     }
 }

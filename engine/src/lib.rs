@@ -16,7 +16,8 @@
 //! that hash completed pieces (`HashPool`), and a rayon pool for startup
 //! checks; short-lived persist and stop jobs; one tracker announcer per
 //! session (`bittern_tracker::SessionAnnouncer`: a scheduler and a fixed
-//! worker pool) and one thread forwarding its peers. Channels between them are bounded, and the
+//! worker pool, running while a torrent has a tracker) and one thread
+//! forwarding its peers. Channels between them are bounded, and the
 //! controller never blocks on a peer, a disk or a tracker.
 //!
 //! ```no_run

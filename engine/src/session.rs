@@ -52,6 +52,13 @@ pub struct Held {
     pub dht_scheduled: usize,
     /// Live peer connections.
     pub connections: usize,
+    /// Session tracker announcers held (0 or 1, with their command and
+    /// event channels): one ends `Timing::announcer_linger` after its last
+    /// torrent left, and the session then drops it.
+    pub announcers: usize,
+    /// Threads of the session's tracker announcer (scheduler and
+    /// workers).
+    pub announcer_threads: usize,
 }
 
 /// The session's torrents, in the order they were added (see
@@ -176,11 +183,11 @@ impl Session {
             port,
             listen_addrs: addrs.clone(),
             external_ips: Mutex::new(Vec::new()),
-            announcer: Mutex::new(if config.announce {
+            announcer: Arc::new(Mutex::new(if config.announce {
                 AnnouncerSlot::Idle
             } else {
                 AnnouncerSlot::Closed
-            }),
+            })),
             tracker_peers: links.sources.clone(),
             announce_generation: AtomicU64::new(1),
             lsd: Mutex::new(None),
@@ -562,6 +569,8 @@ impl Session {
             running: self.running.load(Ordering::Relaxed),
             dht_scheduled: self.shared.dht.as_ref().map_or(0, |d| d.scheduled()),
             connections: self.connections(),
+            announcers: self.shared.announcer_held().0,
+            announcer_threads: self.shared.announcer_held().1,
         }
     }
 

@@ -1347,6 +1347,92 @@ fn announcer_threads_start_with_the_first_tracker_torrent() {
     );
 }
 
+/// Issue 25: the session announcer's threads and channels are not kept
+/// for a session that no longer has a torrent with a tracker. They end
+/// `announcer_linger` after the last such torrent left (its `stopped`
+/// sent first), not while one is left, and the next torrent with a
+/// tracker starts them again.
+#[test]
+fn announcer_threads_end_after_the_last_tracker_torrent_and_start_again() {
+    use bittern_tracker::server::{ServerConfig, TrackerServer};
+    if isolated("announcer_threads_end_after_the_last_tracker_torrent_and_start_again") {
+        return;
+    }
+    let tracker =
+        TrackerServer::bind("127.0.0.1:0".parse().unwrap(), ServerConfig::default()).unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let metas = tiny_torrents_on(src.path(), 3, Some(&tracker.announce_url()));
+    let base = config();
+    let seeder = Session::new(SessionConfig {
+        hash_threads: 2,
+        announce: true,
+        timing: bittern_engine::Timing {
+            announcer_linger: Duration::from_millis(500),
+            ..base.timing
+        },
+        ..base
+    })
+    .unwrap();
+    let start = |m: &Metainfo| {
+        let h = seeder
+            .add_torrent(m.clone(), src.path(), TorrentOptions::default())
+            .unwrap();
+        wait_state(&h, TorrentState::Seeding, Duration::from_secs(20));
+        let started = wait_for(Duration::from_secs(20), || {
+            tracker.peer_count(&m.info_hash) == 1
+        });
+        assert!(started, "{:?} not announced", m.info_hash);
+        h
+    };
+    let gone = |what: &str| {
+        let ended = wait_for(Duration::from_secs(30), || {
+            tasks_starting("bittern-announc") == 0 && seeder.held() == Held::default()
+        });
+        assert!(
+            ended,
+            "{what}: announcer threads {} (held {:?})",
+            tasks_starting("bittern-announc"),
+            seeder.held()
+        );
+    };
+    assert_eq!(tasks_starting("bittern-announc"), 0);
+    assert_eq!(seeder.held().announcer_threads, 0);
+
+    let a = start(&metas[0]);
+    let b = start(&metas[1]);
+    let during = (tasks_starting("bittern-announc"), seeder.held());
+    // scheduler and forwarder at least (workers end 10 s after a job)
+    assert!(
+        during.0 >= 2,
+        "announcer threads while announcing: {during:?}"
+    );
+    assert!(during.1.announcer_threads >= 1, "{during:?}");
+    a.remove();
+    assert!(wait_for(Duration::from_secs(10), || tracker
+        .peer_count(&metas[0].info_hash)
+        == 0));
+    // Three lingers later it still runs: one torrent is left on it.
+    std::thread::sleep(Duration::from_millis(1500));
+    let one_left = (tasks_starting("bittern-announc"), seeder.held());
+    assert!(one_left.0 >= 2, "ended with a torrent left: {one_left:?}");
+    assert!(one_left.1.announcer_threads >= 1, "{one_left:?}");
+    b.remove();
+    assert!(wait_for(Duration::from_secs(10), || tracker
+        .peer_count(&metas[1].info_hash)
+        == 0));
+    gone("after removing both");
+
+    // On demand again: a new torrent with a tracker announces.
+    let c = start(&metas[2]);
+    assert!(tasks_starting("bittern-announc") >= 2);
+    assert!(seeder.held().announcer_threads >= 1);
+    c.remove();
+    assert!(wait_for(Duration::from_secs(10), || tracker
+        .peer_count(&metas[2].info_hash)
+        == 0));
+    gone("after removing the third");
+}
+
 /// Voluntary context switches (sleeps and wakeups) of thread `tid`.
 fn task_switches(tid: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap_or_default();

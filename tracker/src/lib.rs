@@ -33,12 +33,12 @@
 //!
 //! let announcer = SessionAnnouncer::spawn(SessionConfig::new(PeerId([2; 20]), 6881))?;
 //! let stats = Arc::new(|| TransferStats { uploaded: 0, downloaded: 0, left: 1 << 20 });
-//! announcer.add(
+//! assert!(announcer.add(
 //!     TorrentKey(1),
 //!     InfoHash([1; 20]),
 //!     vec![vec!["http://127.0.0.1:6969/announce".to_string()]],
 //!     stats,
-//! );
+//! ));
 //! if let Ok(TrackerEvent::Peers(key, peers)) =
 //!     announcer.events().recv_timeout(Duration::from_secs(30))
 //! {

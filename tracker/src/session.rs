@@ -26,7 +26,7 @@ mod pool;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -102,6 +102,11 @@ pub struct SessionConfig {
     pub event_capacity: usize,
     /// Prefix of the thread names (`{name}-s`, `{name}-w0`, ...).
     pub thread_name: String,
+    /// When set, the announcer ends by itself (threads and channels) once
+    /// it has had no torrent, no request in flight and no command for this
+    /// long; [`SessionHandle::add`] then returns false and the owner starts
+    /// a new one when a torrent needs it. `None`: it runs until shut down.
+    pub idle_exit: Option<Duration>,
 }
 
 impl SessionConfig {
@@ -128,6 +133,7 @@ impl SessionConfig {
             stop_deadline: Duration::from_secs(3),
             event_capacity: 1024,
             thread_name: "announce".to_string(),
+            idle_exit: None,
         }
     }
 }
@@ -169,6 +175,7 @@ impl SessionAnnouncer {
             config.client.clone(),
         );
         let threads = Arc::new(AtomicUsize::new(1));
+        let open = Arc::new(Mutex::new(true));
         let core = Core::new(
             CoreConfig {
                 peer_id: config.peer_id,
@@ -192,6 +199,9 @@ impl SessionAnnouncer {
             waiters: HashMap::new(),
             shutdown: None,
             threads: Arc::clone(&threads),
+            open: Arc::clone(&open),
+            idle_exit: config.idle_exit,
+            idle_since: None,
         };
         let thread = thread::Builder::new()
             .name(format!("{}-s", config.thread_name))
@@ -201,6 +211,7 @@ impl SessionAnnouncer {
             events: events_rx,
             stop_deadline: config.stop_deadline,
             threads,
+            open,
             thread: Some(thread),
         })
     }
@@ -215,6 +226,10 @@ pub struct SessionHandle {
     stop_deadline: Duration,
     /// Threads held: the scheduler and the workers running.
     threads: Arc<AtomicUsize>,
+    /// False once the scheduler ended idle (see
+    /// [`SessionConfig::idle_exit`]). `add` holds it while it sends, so
+    /// the scheduler never ends with an addition queued.
+    open: Arc<Mutex<bool>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -249,19 +264,36 @@ impl SessionHandle {
     /// a key in use is ignored): `started` goes to its trackers (BEP 12
     /// `tiers`) at once, then every `interval`. `stats` is read before each
     /// announce.
+    ///
+    /// False if the announcer has ended (idle, see
+    /// [`SessionConfig::idle_exit`], or shut down): the torrent was not
+    /// added; start a new announcer for it.
+    #[must_use = "an ended announcer takes no torrent"]
     pub fn add(
         &self,
         key: TorrentKey,
         info_hash: InfoHash,
         tiers: Vec<Vec<String>>,
         stats: StatsSource,
-    ) {
-        self.send(Command::Add {
-            key,
-            info_hash,
-            tiers,
-            stats,
-        });
+    ) -> bool {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        *open
+            && self
+                .commands
+                .send(Command::Add {
+                    key,
+                    info_hash,
+                    tiers,
+                    stats,
+                })
+                .is_ok()
+    }
+
+    /// Whether the announcer has ended: idle (see
+    /// [`SessionConfig::idle_exit`]), shut down, or its thread gone.
+    pub fn has_ended(&self) -> bool {
+        !*self.open.lock().unwrap_or_else(|e| e.into_inner())
+            || self.thread.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
     /// The torrent finished downloading: announce `completed` (once).
@@ -358,10 +390,16 @@ impl SessionHandle {
 
 impl Drop for SessionHandle {
     fn drop(&mut self) {
-        if self.thread.is_some() {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        if !thread.is_finished() {
             let _ = self
                 .commands
                 .try_send(Command::Shutdown(Instant::now() + DROP_STOP_DEADLINE));
+        } else if thread.join().is_err() {
+            // It ended (idle): nothing was left to send.
+            log::error!("session announcer thread panicked");
         }
     }
 }
@@ -374,6 +412,12 @@ struct Scheduler {
     waiters: HashMap<TorrentKey, Sender<()>>,
     shutdown: Option<Instant>,
     threads: Arc<AtomicUsize>,
+    /// See [`SessionHandle::open`].
+    open: Arc<Mutex<bool>>,
+    /// See [`SessionConfig::idle_exit`].
+    idle_exit: Option<Duration>,
+    /// Since when the announcer has had nothing to do.
+    idle_since: Option<Instant>,
 }
 
 impl Scheduler {
@@ -396,10 +440,15 @@ impl Scheduler {
                     break;
                 }
             }
-            let wake = match (self.core.next_wakeup(), self.shutdown) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let idle_end = self.idle_end(now);
+            if idle_end.is_some_and(|at| at <= now) && self.close_idle() {
+                log::debug!("session announcer idle; ending its threads");
+                break;
+            }
+            let wake = [self.core.next_wakeup(), self.shutdown, idle_end]
+                .into_iter()
+                .flatten()
+                .min();
             let timer = wake.map_or_else(never, |at| after(at.saturating_duration_since(now)));
             select! {
                 recv(self.commands) -> cmd => match cmd {
@@ -426,6 +475,38 @@ impl Scheduler {
         self.deliver();
         let end = self.shutdown.unwrap_or_else(Instant::now);
         self.pool.join(end);
+        self.threads.store(0, Ordering::Relaxed);
+    }
+
+    /// When the announcer may end idle (see [`SessionConfig::idle_exit`]):
+    /// it has had no torrent, nothing in flight and nobody waiting for a
+    /// `stopped` since `idle_since`. `None` while it is busy.
+    fn idle_end(&mut self, now: Instant) -> Option<Instant> {
+        let limit = self.idle_exit?;
+        let idle = self.shutdown.is_none()
+            && self.core.torrent_count() == 0
+            && self.core.in_flight() == 0
+            && self.waiters.is_empty();
+        if !idle {
+            self.idle_since = None;
+            return None;
+        }
+        Some(*self.idle_since.get_or_insert(now) + limit)
+    }
+
+    /// Closes the announcer to additions if no command waits; false if one
+    /// does, or an addition is being sent now (it runs on then).
+    fn close_idle(&mut self) -> bool {
+        let Ok(mut open) = self.open.try_lock() else {
+            self.idle_since = None;
+            return false;
+        };
+        if !self.commands.is_empty() {
+            self.idle_since = None;
+            return false;
+        }
+        *open = false;
+        true
     }
 
     fn command(&mut self, cmd: Command) {

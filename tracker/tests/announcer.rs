@@ -52,7 +52,7 @@ fn one(name: &str, tiers: Vec<Vec<String>>, left: u64) -> SessionHandle {
 
 fn one_with(c: SessionConfig, tiers: Vec<Vec<String>>, left: u64) -> SessionHandle {
     let h = SessionAnnouncer::spawn(c).unwrap();
-    h.add(KEY, InfoHash([0x66; 20]), tiers, stats(left));
+    assert!(h.add(KEY, InfoHash([0x66; 20]), tiers, stats(left)));
     h
 }
 
@@ -256,7 +256,7 @@ fn workers_start_only_when_requests_need_them() {
     assert_eq!(threads_named("alz"), 1, "the scheduler only");
     assert_eq!(h.threads(), 1);
     let t = FakeHttp::start(|_, _| HttpReply::Body(good_http_body(&peers())));
-    h.add(KEY, InfoHash([0x66; 20]), vec![vec![t.url()]], stats(5));
+    assert!(h.add(KEY, InfoHash([0x66; 20]), vec![vec![t.url()]], stats(5)));
     wait_peers(&h);
     h.need_peers(KEY);
     wait_peers(&h);

@@ -50,12 +50,12 @@ fn stats(left: u64) -> StatsSource {
 
 fn add_all(h: &SessionHandle, n: u64, url: &str, left: u64) {
     for k in 0..n {
-        h.add(
+        assert!(h.add(
             TorrentKey(k),
             hash(k),
             vec![vec![url.to_string()]],
             stats(left),
-        );
+        ));
     }
 }
 
@@ -171,11 +171,11 @@ fn two_sessions_find_each_other_and_need_peers_is_early() {
     let url = srv.announce_url();
     let a = SessionAnnouncer::spawn(config("tpa", 6601)).unwrap();
     let b = SessionAnnouncer::spawn(config("tpb", 6602)).unwrap();
-    a.add(TorrentKey(1), hash(1), vec![vec![url.clone()]], stats(5));
+    assert!(a.add(TorrentKey(1), hash(1), vec![vec![url.clone()]], stats(5)));
     wait_until("a started", Duration::from_secs(5), || {
         srv.peer_count(&hash(1)) == 1
     });
-    b.add(TorrentKey(2), hash(1), vec![vec![url]], stats(0));
+    assert!(b.add(TorrentKey(2), hash(1), vec![vec![url]], stats(0)));
     let ev = b.events().recv_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!(
         ev,
@@ -336,7 +336,7 @@ fn ipv6_peers_are_delivered() {
     body.push(b'e');
     let fake = FakeHttp::start(move |_, _| HttpReply::Body(body.clone()));
     let h = SessionAnnouncer::spawn(config("tv6", 6902)).unwrap();
-    h.add(TorrentKey(3), hash(3), vec![vec![fake.url()]], stats(1));
+    assert!(h.add(TorrentKey(3), hash(3), vec![vec![fake.url()]], stats(1)));
     let ev = h.events().recv_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!(
         ev,
@@ -456,6 +456,43 @@ fn idle_workers_end_and_a_later_request_starts_one_again() {
     wait_until("the completed announce", Duration::from_secs(20), || {
         srv.announce_count(&hash(0)) >= 2
     });
+}
+
+/// With `idle_exit`, an announcer runs while it has a torrent, sends the
+/// `stopped` of the last one removed, then ends its threads by itself;
+/// `add` then says it took nothing (its owner starts a new announcer).
+#[test]
+fn an_idle_announcer_ends_after_its_last_torrent_and_refuses_additions() {
+    let srv = server(600);
+    let mut c = config("tiex", 6512);
+    c.idle_exit = Some(Duration::from_millis(300));
+    let h = SessionAnnouncer::spawn(c).unwrap();
+    add_all(&h, 2, &srv.announce_url(), 0);
+    wait_until("both started", Duration::from_secs(20), || {
+        (0..2).all(|k| srv.peer_count(&hash(k)) == 1)
+    });
+    assert!(h.remove(TorrentKey(0)).wait(Duration::from_secs(10)));
+    thread::sleep(Duration::from_millis(1200));
+    assert!(!h.has_ended(), "ended with a torrent in it");
+    assert!(threads_named("tiex") >= 1);
+    assert!(h.remove(TorrentKey(1)).wait(Duration::from_secs(10)));
+    assert_eq!(
+        srv.peer_count(&hash(0)) + srv.peer_count(&hash(1)),
+        0,
+        "stopped sent"
+    );
+    wait_until("the idle announcer to end", Duration::from_secs(20), || {
+        h.has_ended() && threads_named("tiex") == 0
+    });
+    assert_eq!(h.threads(), 0);
+    assert!(!h.add(
+        TorrentKey(7),
+        hash(7),
+        vec![vec![srv.announce_url()]],
+        stats(0)
+    ));
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(srv.peer_count(&hash(7)), 0, "an ended announcer announced");
 }
 
 /// An HTTP tracker a few milliseconds away (each reply `delay` after its

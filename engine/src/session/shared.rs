@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use bittern_storage::FilePool;
 use bittern_tracker::{
-    SessionAnnouncer, SessionConfig as TrackerSessionConfig, SessionHandle, TorrentKey,
-    TrackerEvent,
+    SessionAnnouncer, SessionConfig as TrackerSessionConfig, SessionHandle, StatsSource,
+    TorrentKey, TrackerEvent,
 };
-use bittern_wire::PeerId;
+use bittern_wire::{InfoHash, PeerId};
 use crossbeam_channel::{Sender, TrySendError};
 use log::{debug, warn};
 use parking_lot::Mutex;
@@ -57,8 +57,12 @@ pub(crate) struct SessionShared {
     /// Addresses peers said they see us at (`yourip`, BEP 10), newest last.
     pub external_ips: Mutex<Vec<std::net::IpAddr>>,
     /// The one tracker announcer of the session, started by the first
-    /// torrent that has a tracker to announce to.
-    pub announcer: Mutex<AnnouncerSlot>,
+    /// torrent that has a tracker to announce to; it ends by itself
+    /// `timing.announcer_linger` after its last torrent left, and the next
+    /// torrent with a tracker starts a new one. (Shared with the
+    /// forwarding thread, which empties it when that announcer ends, so an
+    /// ended announcer's channels are not kept.)
+    pub announcer: Arc<Mutex<AnnouncerSlot>>,
     /// Where the announcer's forwarding thread sends tracker peers (the
     /// controller's peer-source channel).
     pub tracker_peers: Sender<(TorrentId, Vec<SocketAddr>)>,
@@ -96,7 +100,7 @@ pub(crate) enum AnnouncerSlot {
     /// Not started yet.
     Idle,
     /// Running: the scheduler, the workers it has started and the
-    /// forwarding thread.
+    /// forwarding thread (or ended idle, see [`SessionHandle::has_ended`]).
     Running(SessionHandle),
     /// Announcing is off, or the session has shut the announcer down:
     /// never started (again).
@@ -194,19 +198,54 @@ impl SessionShared {
         }
     }
 
-    /// Runs `f` on the session announcer, starting it first if it has not
-    /// been yet (a failure to start is logged, and the next torrent with a
-    /// tracker tries again). Nothing runs once the session shut it down.
-    pub(crate) fn with_announcer_started(&self, f: impl FnOnce(&SessionHandle)) {
+    /// Adds a torrent's announcer keys (each with the info hash it
+    /// announces) to the session announcer, starting one first if none
+    /// runs: never started, or ended idle after its last torrent left.
+    /// False if announcing is off or shut down, or no announcer could start
+    /// (logged; the next torrent with a tracker tries again).
+    pub(crate) fn announce(
+        &self,
+        keys: &[(TorrentKey, InfoHash)],
+        tiers: &[Vec<String>],
+        stats: &StatsSource,
+    ) -> bool {
         let mut slot = self.announcer.lock();
-        if matches!(*slot, AnnouncerSlot::Idle) {
-            match spawn_announcer(self, self.tracker_peers.clone()) {
-                Ok(handle) => *slot = AnnouncerSlot::Running(handle),
-                Err(e) => warn!("cannot start the tracker announcer: {e}"),
+        // An announcer that ends idle refuses the first addition; the
+        // second try goes to a new one.
+        for _ in 0..2 {
+            match &*slot {
+                AnnouncerSlot::Closed => return false,
+                AnnouncerSlot::Running(a) if !a.has_ended() => {}
+                _ => match spawn_announcer(self, self.tracker_peers.clone()) {
+                    Ok(handle) => *slot = AnnouncerSlot::Running(handle),
+                    Err(e) => {
+                        warn!("cannot start the tracker announcer: {e}");
+                        *slot = AnnouncerSlot::Idle;
+                        return false;
+                    }
+                },
+            }
+            let AnnouncerSlot::Running(a) = &*slot else {
+                return false;
+            };
+            if keys
+                .iter()
+                .all(|(key, hash)| a.add(*key, *hash, tiers.to_vec(), Arc::clone(stats)))
+            {
+                return true;
             }
         }
-        if let AnnouncerSlot::Running(a) = &*slot {
-            f(a);
+        warn!("the tracker announcer ended twice while taking a torrent");
+        false
+    }
+
+    /// The session announcer's handle held (0 or 1; its channels) and the
+    /// threads it holds now (its scheduler and workers).
+    pub(crate) fn announcer_held(&self) -> (usize, usize) {
+        match &*self.announcer.lock() {
+            AnnouncerSlot::Running(a) if a.has_ended() => (1, 0),
+            AnnouncerSlot::Running(a) => (1, a.threads()),
+            _ => (0, 0),
         }
     }
 
@@ -243,27 +282,47 @@ fn spawn_announcer(
     config.schedule = shared.config.tracker_schedule.clone();
     config.stop_deadline = shared.config.timing.stop_announce_deadline;
     config.thread_name = "bittern-announce".into();
+    config.idle_exit = Some(shared.config.timing.announcer_linger);
     let handle = SessionAnnouncer::spawn(config).map_err(|e| match e {
         bittern_tracker::Error::Io(e) => Error::Spawn(e),
         other => Error::Spawn(std::io::Error::other(other)),
     })?;
     let events = handle.events().clone();
+    let slot = Arc::downgrade(&shared.announcer);
     std::thread::Builder::new()
         .name("bittern-announce-fwd".into())
         .spawn(move || {
-            // Ends when the announcer does (its sender is dropped).
-            for event in events {
-                if let TrackerEvent::Peers(key, peers) = event {
-                    match sources.try_send((announce_torrent(key), peers)) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(_)) => {
-                            debug!("peer source queue full; dropping tracker peers");
-                        }
-                        Err(TrySendError::Disconnected(_)) => break,
-                    }
+            forward(events, &sources);
+            // The announcer ended (idle, or shut down): the session keeps
+            // nothing of it, its handle included (the command and event
+            // channels are freed with it). A new announcer in the slot is
+            // left alone.
+            if let Some(slot) = slot.upgrade() {
+                let mut slot = slot.lock();
+                if matches!(&*slot, AnnouncerSlot::Running(a) if a.has_ended()) {
+                    *slot = AnnouncerSlot::Idle;
                 }
             }
         })
         .map_err(Error::Spawn)?;
     Ok(handle)
+}
+
+/// Forwards tracker peers to the torrents' peer source until the
+/// announcer ends (its event sender is dropped).
+fn forward(
+    events: crossbeam_channel::Receiver<TrackerEvent>,
+    sources: &Sender<(TorrentId, Vec<SocketAddr>)>,
+) {
+    for event in events {
+        if let TrackerEvent::Peers(key, peers) = event {
+            match sources.try_send((announce_torrent(key), peers)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    debug!("peer source queue full; dropping tracker peers");
+                }
+                Err(TrySendError::Disconnected(_)) => break,
+            }
+        }
+    }
 }

@@ -942,15 +942,9 @@ impl MetadataFetch {
             .v2_wire_hash()
             .filter(|h| *h != info_hash)
             .map(|h| (s.announce_key(self.setup.id), h));
-        let mut added = false;
-        s.with_announcer_started(|a| {
-            a.add(key, info_hash, tiers.clone(), stats.clone());
-            if let Some((key, h)) = v2 {
-                a.add(key, h, tiers, stats);
-            }
-            added = true;
-        });
-        if added {
+        let stats: bittern_tracker::StatsSource = stats;
+        let keys: Vec<_> = std::iter::once((key, info_hash)).chain(v2).collect();
+        if s.announce(&keys, &tiers, &stats) {
             self.announcer = Some(key);
             self.announcer_v2 = v2.map(|(k, _)| k);
             *self.setup.published.announce_key.lock() = Some(key);

@@ -434,15 +434,9 @@ impl Controller {
         // keys name this torrent, so their peers come here).
         let v2 =
             (self.meta.second_hash(info_hash)).map(|h| (self.session.announce_key(self.id), h));
-        let mut added = false;
-        self.session.with_announcer_started(|a| {
-            a.add(key, info_hash, tiers.clone(), stats.clone());
-            if let Some((key, h)) = v2 {
-                a.add(key, h, tiers, stats);
-            }
-            added = true;
-        });
-        if added {
+        let stats: bittern_tracker::StatsSource = stats;
+        let keys: Vec<_> = std::iter::once((key, info_hash)).chain(v2).collect();
+        if self.session.announce(&keys, &tiers, &stats) {
             self.announcer = Some(key);
             self.announcer_v2 = v2.map(|(k, _)| k);
             *self.published.announce_key.lock() = Some(key);
