@@ -10,7 +10,7 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::sync::{Arc, Weak};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::mux::{Multiplexer, MuxConfig, Shared};
 use crate::stream::UtpStream;
@@ -24,9 +24,18 @@ const BATCH: usize = 32;
 const MAX_DATAGRAM: usize = 4096;
 /// How often the reader checks whether its multiplexer is gone, where the
 /// multiplexer's drop cannot wake it (not Linux). On Linux the reader
-/// blocks without a timeout and the drop wakes it (`shutdown(SHUT_RD)`).
+/// blocks (up to [`RELEASE_IDLE`]) and the drop wakes it (`shutdown(SHUT_RD)`).
 #[cfg(not(target_os = "linux"))]
 const POLL: Duration = Duration::from_millis(100);
+/// How long the reader keeps receive buffers that bulk traffic touched
+/// once none comes any more. Then it swaps them for a fresh allocation
+/// (untouched pages), so a long-lived process that moved data over uTP
+/// once does not keep the whole batch (2 MiB with GRO) resident while it
+/// only sees the odd DHT packet. On Linux it is also the reader's receive
+/// timeout, so a silent socket gets the check too.
+const RELEASE_IDLE: Duration = Duration::from_secs(30);
+/// A datagram longer than this touched more than one page of its slot.
+const PAGE: usize = 4096;
 
 /// Handler for datagrams that are not uTP (DHT, UDP tracker replies).
 pub type OtherHandler = Box<dyn FnMut(SocketAddr, &[u8]) + Send>;
@@ -166,7 +175,12 @@ fn reader_loop(socket: &UdpSocket, weak: &Weak<Shared>, mut other: OtherHandler)
     let gro = enable_gro(socket);
     log::debug!("utp reader: UDP GRO {}", if gro { "on" } else { "off" });
     let mut batch = Batch::new(gro);
+    #[cfg(target_os = "linux")]
+    if let Err(e) = socket.set_read_timeout(Some(RELEASE_IDLE)) {
+        log::debug!("utp reader: no receive timeout ({e}): idle buffers kept until traffic");
+    }
     loop {
+        batch.release_if_idle(Instant::now());
         let got = batch.recv(socket);
         let Some(mux) = Multiplexer::upgrade(weak) else {
             return;
@@ -188,6 +202,7 @@ fn reader_loop(socket: &UdpSocket, weak: &Weak<Shared>, mut other: OtherHandler)
                 continue;
             }
         }
+        batch.note_bulk(Instant::now());
         for (from, data, segment) in batch.messages() {
             mux.handle_run(from, segments(data, segment), &mut |d| other(from, d));
         }
@@ -271,6 +286,9 @@ struct Batch {
     slot: usize,
     /// Per received message: sender, length, segment size (0: one datagram).
     lens: Vec<(SocketAddr, usize, usize)>,
+    /// When a datagram last filled more than a page of its slot, if one
+    /// has since the buffers were (re)allocated.
+    bulk: Option<Instant>,
 }
 
 impl Batch {
@@ -280,6 +298,34 @@ impl Batch {
             bufs: vec![0; BATCH * slot],
             slot,
             lens: Vec::with_capacity(BATCH),
+            bulk: None,
+        }
+    }
+
+    /// Remembers `now` when the batch just read wrote past the first page
+    /// of a slot (small datagrams touch at most a page per slot).
+    fn note_bulk(&mut self, now: Instant) {
+        if self.lens.iter().any(|&(_, len, _)| len > PAGE) {
+            self.bulk = Some(now);
+        }
+    }
+
+    /// After [`RELEASE_IDLE`] without bulk datagrams, gives the touched
+    /// buffers back and takes fresh zeroed ones (for a batch this large
+    /// the allocator maps new pages, resident only once written). Call it
+    /// between batches only: the buffers' contents are lost. True when it
+    /// released them.
+    fn release_if_idle(&mut self, now: Instant) -> bool {
+        match self.bulk {
+            Some(t) if now.saturating_duration_since(t) >= RELEASE_IDLE => {
+                let len = self.bufs.len();
+                // Free first, so the new allocation cannot reuse the pages.
+                self.bufs = Vec::new();
+                self.bufs = vec![0; len];
+                self.bulk = None;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -620,6 +666,33 @@ fn std_to_sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+
+    /// Buffers touched by bulk datagrams are given back after
+    /// `RELEASE_IDLE` without more; small datagrams neither count as bulk
+    /// nor keep the buffers; nothing is released while bulk keeps coming.
+    #[test]
+    fn bulk_touched_buffers_are_released_once_idle() {
+        let from: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let mut b = Batch::new(true);
+        let len = b.bufs.len();
+        let t0 = Instant::now();
+        b.lens = vec![(from, 100, 0); BATCH];
+        b.note_bulk(t0);
+        assert!(
+            !b.release_if_idle(t0 + RELEASE_IDLE * 2),
+            "small datagrams only"
+        );
+        b.lens = vec![(from, 100, 0), (from, 64_000, 1452)];
+        b.note_bulk(t0);
+        b.bufs[70_000] = 7;
+        assert!(!b.release_if_idle(t0 + RELEASE_IDLE / 2), "still busy");
+        b.note_bulk(t0 + RELEASE_IDLE / 2);
+        assert!(!b.release_if_idle(t0 + RELEASE_IDLE), "bulk came again");
+        assert!(b.release_if_idle(t0 + RELEASE_IDLE * 2));
+        assert_eq!(b.bufs.len(), len);
+        assert_eq!(b.bufs[70_000], 0, "fresh buffers");
+        assert!(!b.release_if_idle(t0 + RELEASE_IDLE * 4), "released once");
+    }
 
     #[test]
     fn gso_runs_split_on_size_and_limits() {
