@@ -59,9 +59,14 @@ impl InlineHashes {
     /// The piece's hash if all of its `len` bytes were fed in order, with
     /// `zeros` zero bytes after them (the BEP 47 padding that ends a
     /// hybrid torrent's piece: never downloaded, see `padding.rs`).
+    /// More than [`MAX_ZEROS`] of padding gives `None` too: hashing it
+    /// here would hold the controller thread that calls this, so such a
+    /// piece is read back on the hashing pool instead.
     pub(crate) fn finish(&self, piece: u32, len: u64, zeros: u64) -> Option<[u8; 20]> {
-        match self.states.lock().remove(&piece) {
-            Some(State::Hashing { next, mut hasher }) if next == len => {
+        // Out of the lock before hashing: readers feed other pieces meanwhile.
+        let taken = self.states.lock().remove(&piece);
+        match taken {
+            Some(State::Hashing { next, mut hasher }) if next == len && zeros <= MAX_ZEROS => {
                 static ZEROS: [u8; 16 * 1024] = [0; 16 * 1024];
                 let mut left = zeros;
                 while left > 0 {
@@ -80,6 +85,10 @@ impl InlineHashes {
         self.states.lock().remove(&piece);
     }
 }
+
+/// Most padding [`InlineHashes::finish`] hashes itself (a few dozen
+/// microseconds with SHA-NI).
+const MAX_ZEROS: u64 = 64 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -131,5 +140,15 @@ mod tests {
             h.finish(5, 40_000, 41_920),
             Some(bittern_storage::hash_blocks([&piece[..]]))
         );
+    }
+
+    /// Long padding is left to the hashing pool (`None`), and the piece's
+    /// state is gone either way.
+    #[test]
+    fn long_padding_is_left_to_the_pool() {
+        let h = InlineHashes::default();
+        h.feed(6, 0, &[1u8; 16384]);
+        assert_eq!(h.finish(6, 16384, MAX_ZEROS + 1), None);
+        assert_eq!(h.finish(6, 16384, 0), None, "state dropped");
     }
 }
