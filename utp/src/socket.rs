@@ -311,17 +311,13 @@ impl Batch {
     }
 
     /// After [`RELEASE_IDLE`] without bulk datagrams, gives the touched
-    /// buffers back and takes fresh zeroed ones (for a batch this large
-    /// the allocator maps new pages, resident only once written). Call it
-    /// between batches only: the buffers' contents are lost. True when it
-    /// released them.
+    /// pages of the buffers back to the kernel (see [`release_pages`]).
+    /// Call it between batches only: the buffers' contents are lost. True
+    /// when it released them.
     fn release_if_idle(&mut self, now: Instant) -> bool {
         match self.bulk {
             Some(t) if now.saturating_duration_since(t) >= RELEASE_IDLE => {
-                let len = self.bufs.len();
-                // Free first, so the new allocation cannot reuse the pages.
-                self.bufs = Vec::new();
-                self.bufs = vec![0; len];
+                release_pages(&mut self.bufs);
                 self.bulk = None;
                 true
             }
@@ -393,6 +389,34 @@ impl Batch {
         self.lens.push((from, len, 0));
         Ok(())
     }
+}
+
+/// Gives the whole pages inside `buf` back to the kernel
+/// (`MADV_DONTNEED`): they read as zeros afterwards and are resident again
+/// only once written. In place, so it works whatever the allocator does
+/// with a freed block (glibc would hand a reallocated one back from its
+/// heap, already resident). Off Linux, zeroes nothing and keeps the pages.
+fn release_pages(buf: &mut [u8]) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: sysconf has no preconditions.
+        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            p if p > 0 => p as usize,
+            _ => return,
+        };
+        let start = buf.as_mut_ptr() as usize;
+        let first = start.div_ceil(page) * page;
+        let end = (start + buf.len()) / page * page;
+        if end > first {
+            // SAFETY: [first, end) lies inside `buf`, which is borrowed
+            // mutably; the kernel only replaces those pages' bytes by
+            // zeros (a valid value for u8), and no allocator metadata lies
+            // inside an allocation's own bytes.
+            unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_DONTNEED) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = buf;
 }
 
 /// `UDP_GRO` (linux/udp.h): receive coalesced datagrams, with their size.
@@ -670,6 +694,19 @@ mod tests {
     /// Buffers touched by bulk datagrams are given back after
     /// `RELEASE_IDLE` without more; small datagrams neither count as bulk
     /// nor keep the buffers; nothing is released while bulk keeps coming.
+    /// How many pages of `buf` are resident (`mincore`).
+    fn resident_pages(buf: &[u8]) -> usize {
+        let page = 4096;
+        let start = buf.as_ptr() as usize / page * page;
+        let end = (buf.as_ptr() as usize + buf.len()).div_ceil(page) * page;
+        let mut vec = vec![0u8; (end - start) / page];
+        // SAFETY: the range covers `buf`'s pages (mapped); `vec` has one
+        // byte per page.
+        let r = unsafe { libc::mincore(start as *mut libc::c_void, end - start, vec.as_mut_ptr()) };
+        assert_eq!(r, 0, "mincore: {}", io::Error::last_os_error());
+        vec.iter().filter(|&&v| v & 1 == 1).count()
+    }
+
     #[test]
     fn bulk_touched_buffers_are_released_once_idle() {
         let from: SocketAddr = "127.0.0.1:1".parse().unwrap();
@@ -684,13 +721,15 @@ mod tests {
         );
         b.lens = vec![(from, 100, 0), (from, 64_000, 1452)];
         b.note_bulk(t0);
-        b.bufs[70_000] = 7;
+        b.bufs.fill(7);
+        assert!(resident_pages(&b.bufs) >= len / 4096, "touched");
         assert!(!b.release_if_idle(t0 + RELEASE_IDLE / 2), "still busy");
         b.note_bulk(t0 + RELEASE_IDLE / 2);
         assert!(!b.release_if_idle(t0 + RELEASE_IDLE), "bulk came again");
         assert!(b.release_if_idle(t0 + RELEASE_IDLE * 2));
         assert_eq!(b.bufs.len(), len);
-        assert_eq!(b.bufs[70_000], 0, "fresh buffers");
+        assert_eq!(resident_pages(&b.bufs[4096..len - 4096]), 0, "given back");
+        assert_eq!(b.bufs[70_000], 0, "reads as zeros");
         assert!(!b.release_if_idle(t0 + RELEASE_IDLE * 4), "released once");
     }
 
