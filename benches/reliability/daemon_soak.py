@@ -32,7 +32,8 @@ Checks (any failure: exit 1):
   seeded from is unchanged.
 
 Threads, fds, RSS, RssAnon and CPU of the daemon are sampled from /proc
-every --sample seconds into samples.csv; summary.json holds the figures.
+every --sample seconds into samples.csv (the busiest threads per sample into threads.csv);
+summary.json holds the figures.
 daemon_soak_plot.py draws samples.csv.
 
     daemon_soak.py --out DIR [--short] [--minutes 120] [--restarts 12] ...
@@ -49,7 +50,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from soaklib import (Child, Rpc, RpcError, free_ports, jitter, make_torrent,  # noqa: E402
-                     parse_resume, proc_sample, vouched_pieces)
+                     busiest_threads, parse_resume, proc_sample, thread_ticks,
+                     vouched_pieces)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -98,6 +100,9 @@ class Soak:
         self.n_torrents = 0
         self.lock = threading.Lock()
         self.csv = open(os.path.join(self.out, "samples.csv"), "w")
+        # per sample: the daemon's busiest threads since the last one
+        self.threads_csv = open(os.path.join(self.out, "threads.csv"), "w")
+        self.threads_csv.write("t_s,incarnation,cpu_pct,busiest (thread:% of a core)\n")
         self.csv.write("t_s,phase,incarnation,pid,torrents,partners,threads,fds,rss_kib,"
                        "rss_anon_kib,cpu_user_s,cpu_sys_s,cpu_pct,load1\n")
         self.t0 = time.time()
@@ -528,10 +533,15 @@ class Soak:
             now = time.time()
             if s:
                 cpu = s["utime_s"] + s["stime_s"]
+                threads = thread_ticks(d.p.pid)
                 pct = ""
                 if last and last[0] == d.p.pid and now > last[1]:
                     pct = f"{100 * (cpu - last[2]) / (now - last[1]):.1f}"
-                last = (d.p.pid, now, cpu)
+                    top = busiest_threads(last[3], threads, now - last[1])
+                    self.threads_csv.write(f"{round(now - self.t0, 1)},{self.incarnation},{pct},"
+                                           + " ".join(f"{n}:{p}" for n, p in top) + "\n")
+                    self.threads_csv.flush()
+                last = (d.p.pid, now, cpu, threads)
                 row = dict(s, t_s=round(now - self.t0, 1), phase=self.phase,
                            incarnation=self.incarnation, pid=d.p.pid,
                            torrents=len(self.model), partners=len(self.partners),

@@ -259,6 +259,36 @@ def proc_sample(pid):
         return None
 
 
+def thread_ticks(pid):
+    """{tid: (thread name, user + system clock ticks)} of pid's live threads."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            name = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
+            stat = open(f"/proc/{pid}/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+            out[tid] = (name, int(stat[11]) + int(stat[12]))
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def busiest_threads(before, after, seconds, n=5):
+    """The n thread names that used the most CPU between two thread_ticks
+    readings, as [(name, % of a core)], threads of one name summed (a
+    thread that ended in between is not counted)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    by_name = {}
+    for tid, (name, ticks) in after.items():
+        used = ticks - before.get(tid, (name, 0))[1]
+        by_name[name] = by_name.get(name, 0) + used
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:n]
+    return [(name, round(100 * t / tick / seconds, 1)) for name, t in top if t > 0]
+
+
 # ---------------------------------------------------------------- children
 
 class Child:
