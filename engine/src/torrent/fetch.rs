@@ -37,7 +37,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bittern_tracker::{TorrentKey, TransferStats};
+use bittern_tracker::TorrentKey;
 use bittern_wire::{
     Accepted, Extension, ExtensionHandshake, InfoHash, MetadataAssembler, MetadataError,
     MetadataHash, MetadataMessage, Metainfo, MAX_METADATA_SIZE,
@@ -46,11 +46,13 @@ use crossbeam_channel::{bounded, Sender};
 use log::{debug, info, warn};
 
 use super::central::Links;
-use super::controller::{build_controller, Controller, ControllerSetup, Transfer};
+use super::controller::{Controller, Transfer};
 use super::{Published, TorrentCommand, TorrentId};
 
 mod file;
+mod handover;
 mod layers;
+mod requests;
 
 use crate::config::TorrentOptions;
 use crate::error::{PeerError, Violation};
@@ -60,7 +62,6 @@ use crate::peer::{
 use crate::picker::PeerKey;
 use crate::session::{add_alias, Registry, SessionShared};
 use crate::status::{Events, TorrentEvent, TorrentState, TorrentStatus};
-use file::{torrent_file_bytes, write_file};
 
 /// A peer asked for metadata pieces that sends nothing for this long is
 /// dropped (its pieces go to others).
@@ -708,262 +709,6 @@ impl MetadataFetch {
         self.connect_more();
         self.request_all();
         self.publish();
-    }
-
-    // ---- requests -----------------------------------------------------
-
-    /// Asks every usable peer for pieces, spreading them so that several
-    /// peers fetch at once.
-    fn request_all(&mut self) {
-        if self.finished || self.paused {
-            return;
-        }
-        if self.layers.is_some() {
-            return self.request_layers();
-        }
-        if self.assembler.is_none() {
-            let Some(size) = self
-                .peers
-                .values()
-                .filter(|p| p.ready && !p.closing)
-                .find_map(|p| p.size)
-            else {
-                return;
-            };
-            match MetadataAssembler::new(self.metadata_hash(), size) {
-                Ok(a) => self.assembler = Some(a),
-                Err(e) => {
-                    warn!("{}: {e}", self.short());
-                    return;
-                }
-            }
-        }
-        let Some(a) = self.assembler.as_mut() else {
-            return;
-        };
-        let size = a.size();
-        let mut usable: Vec<PeerKey> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.ready && !p.closing && p.size == Some(size))
-            .map(|(k, _)| *k)
-            .collect();
-        usable.sort();
-        if usable.is_empty() {
-            return;
-        }
-        if self.single_source {
-            // The peer already fetching, else the first one; a new source
-            // starts from nothing, so that every piece of an attempt comes
-            // from one peer and a failure names it.
-            let busy = usable.iter().copied().find(|k| a.in_flight(k) > 0);
-            let source = busy.unwrap_or(usable[0]);
-            if self.source != Some(source) {
-                self.source = Some(source);
-                if let Ok(fresh) = MetadataAssembler::new(a.hash(), size) {
-                    *a = fresh;
-                }
-            }
-            usable = vec![source];
-            a.set_per_peer_limit(MAX_PER_PEER);
-        } else {
-            let per = a
-                .piece_count()
-                .div_ceil(usable.len())
-                .clamp(1, MAX_PER_PEER);
-            a.set_per_peer_limit(per);
-        }
-        let now = Instant::now();
-        for key in usable {
-            let had = a.in_flight(&key);
-            let mut asked = Vec::new();
-            while let Some(piece) = a.next_request(&key) {
-                asked.push(piece);
-            }
-            let Some(p) = self.peers.get_mut(&key) else {
-                continue;
-            };
-            if !asked.is_empty() && had == 0 {
-                p.last_progress = now;
-            }
-            for piece in asked {
-                let mut payload = Vec::new();
-                MetadataMessage::Request { piece }.encode(&mut payload);
-                let cmd = PeerCommand::Extended {
-                    ext: Extension::UtMetadata,
-                    payload,
-                };
-                if p.commands.try_send(cmd).is_err() {
-                    p.closing = true;
-                    p.socket.cut();
-                    a.peer_gone(&key);
-                    break;
-                }
-            }
-        }
-        self.arm_tick();
-    }
-
-    // ---- the hand-over --------------------------------------------------
-
-    /// The info dictionary passed the hash: write the `.torrent`, build the
-    /// torrent's controller and hand it over.
-    fn complete(&mut self, info: Vec<u8>) {
-        let file = torrent_file_bytes(&info, &[], &self.setup.trackers, &self.setup.web_seeds);
-        let metainfo = match Metainfo::from_bytes_without_layers(&file) {
-            Ok(m) if self.names(&m) => m,
-            Ok(_) | Err(_) => {
-                // The info hash matched, so the torrent itself is broken:
-                // no peer can give us a better one.
-                warn!("{}: fetched metadata is not a valid torrent", self.short());
-                return self.end(TorrentState::Stopped);
-            }
-        };
-        if metainfo.info_hash != self.setup.info_hash {
-            // A hybrid fetched by its `btmh` alone: peers naming it by its
-            // v1 hash reach it too.
-            if !add_alias(&self.setup.registry, metainfo.info_hash, self.setup.id) {
-                warn!(
-                    "{}: v1 info hash taken by another torrent",
-                    metainfo.info_hash.to_hex()
-                );
-            }
-        }
-        info!(
-            "{}: metadata complete ({} bytes, {} pieces): {}",
-            self.short(),
-            info.len(),
-            metainfo.info.piece_count(),
-            metainfo.info.name
-        );
-        if !self.start_layers(&metainfo, &info, &file) {
-            self.hand_over(metainfo, file);
-        }
-    }
-
-    /// The metadata (and a v2 torrent's piece layers) are in: write the
-    /// `.torrent`, close the fetch's connections and hand over to the
-    /// torrent's controller.
-    fn hand_over(&mut self, metainfo: Metainfo, file: Vec<u8>) {
-        let file: Arc<[u8]> = Arc::from(file);
-        *self.setup.published.torrent_file.lock() = Some(file.clone());
-        let path = self.setup.torrent_file.clone();
-        // Off the controller thread; a failure costs a second fetch after a
-        // restart, nothing else.
-        let spawned = std::thread::Builder::new()
-            .name("bittern-save-meta".into())
-            .spawn(move || {
-                if let Err(e) = write_file(&path, &file) {
-                    warn!("cannot save {}: {e}", path.display());
-                }
-            });
-        if let Err(e) = spawned {
-            warn!("cannot start a thread to save the metadata: {e}");
-        }
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
-        for k in keys {
-            self.close(k);
-        }
-        self.remove_from_announcer();
-        let mut options = self.setup.options.clone();
-        let mut peers: Vec<SocketAddr> = self.setup.options.peers.clone();
-        for a in &self.known {
-            if !self.banned.contains(a) && !peers.contains(a) {
-                peers.push(*a);
-            }
-        }
-        options.peers = peers;
-        options.paused = self.paused;
-        let setup = ControllerSetup {
-            id: self.setup.id,
-            metainfo,
-            save_dir: self.setup.save_dir.clone(),
-            options,
-            session: self.setup.session.clone(),
-            registry: self.setup.registry.clone(),
-            commands: self.setup.commands.clone(),
-            links: self.setup.links.clone(),
-            reuse: Some((self.setup.published.clone(), self.setup.events.clone())),
-        };
-        match build_controller(setup) {
-            Ok((ctl, _handle)) => self.handover = Some(Box::new(ctl)),
-            Err(e) => {
-                warn!(
-                    "{}: cannot start after fetching metadata: {e}",
-                    self.short()
-                );
-                self.publish_state(TorrentState::Stopped);
-                self.setup.published.finish();
-            }
-        }
-        self.finished = true;
-    }
-
-    /// Ends the fetch without metadata (removed, or the torrent is broken).
-    fn end(&mut self, state: TorrentState) {
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
-        for k in keys {
-            self.close(k);
-        }
-        self.remove_from_announcer();
-        self.publish_state(state);
-        self.finished = true;
-        self.setup.published.finish();
-    }
-
-    // ---- tracker --------------------------------------------------------
-
-    fn start_announcer(&mut self) {
-        let s = &self.setup.session;
-        // The DHT finds the peers of a magnet link without trackers
-        // (whether the torrent is private is only known with the
-        // metadata; the full torrent then decides for itself).
-        if let Some(d) = &s.dht {
-            // a hybrid link's truncated v2 hash too
-            let mut hashes = vec![self.setup.info_hash];
-            hashes.extend(self.v2_wire_hash().filter(|h| *h != self.setup.info_hash));
-            d.add(self.setup.id, hashes);
-        }
-        if !s.config.announce || self.announcer.is_some() || self.setup.trackers.is_empty() {
-            return;
-        }
-        // Nothing is known of the size: announce as a leecher that lacks
-        // everything (a tracker then hands out seeds).
-        self.transfer.left.store(1, Ordering::Relaxed);
-        let transfer = self.transfer.clone();
-        let stats = Arc::new(move || TransferStats {
-            uploaded: 0,
-            downloaded: 0,
-            left: transfer.left.load(Ordering::Relaxed),
-        });
-        let key = s.announce_key(self.setup.id);
-        let (info_hash, tiers) = (self.setup.info_hash, self.setup.trackers.clone());
-        let v2 = self
-            .v2_wire_hash()
-            .filter(|h| *h != info_hash)
-            .map(|h| (s.announce_key(self.setup.id), h));
-        let stats: bittern_tracker::StatsSource = stats;
-        let keys: Vec<_> = std::iter::once((key, info_hash)).chain(v2).collect();
-        if s.announce(&keys, &tiers, &stats) {
-            self.announcer = Some(key);
-            self.announcer_v2 = v2.map(|(k, _)| k);
-            *self.setup.published.announce_key.lock() = Some(key);
-        }
-    }
-
-    fn remove_from_announcer(&mut self) {
-        if let Some(d) = &self.setup.session.dht {
-            d.remove(self.setup.id);
-        }
-        if let Some(key) = self.announcer_v2.take() {
-            self.setup.session.with_announcer(|a| drop(a.remove(key)));
-        }
-        if let Some(key) = self.announcer.take() {
-            *self.setup.published.announce_key.lock() = None;
-            // `stopped` goes out in the background; the torrent announces
-            // `started` again under a new key.
-            self.setup.session.with_announcer(|a| drop(a.remove(key)));
-        }
     }
 
     // ---- status -------------------------------------------------------
