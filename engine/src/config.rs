@@ -106,6 +106,9 @@ pub struct SessionConfig {
     pub tcp: bool,
     /// How long an outgoing uTP connect may take.
     pub utp_connect_timeout: Duration,
+    /// Settings of every uTP connection (buffers, LEDBAT target, timeouts:
+    /// a silent peer fails after `max_timeouts` retransmission timeouts).
+    pub utp_conn: crate::UtpConfig,
     /// Download from the torrents' web seeds (BEP 19 `url-list`).
     pub web_seeds: bool,
     /// How web seeds are fetched.
@@ -178,6 +181,7 @@ impl Default for SessionConfig {
             utp: false,
             tcp: true,
             utp_connect_timeout: Duration::from_secs(3),
+            utp_conn: bittern_utp::Config::default(),
             web_seeds: true,
             web_seed: crate::webseed::WebSeedConfig::default(),
             lsd: None,

@@ -62,6 +62,7 @@ pub mod webseed;
 mod writeback;
 
 pub use bittern_tracker::{AnnouncerStatus, TrackerStatus};
+pub use bittern_utp::Config as UtpConfig;
 pub use choker::{ChokeCandidate, Choker, ChokerConfig};
 pub use config::{Encryption, SeedGoal, SessionConfig, Timing, TorrentOptions};
 pub use dht::DhtSettings;

@@ -29,8 +29,13 @@ pub(crate) type DhtSlot = Arc<OnceLock<Sender<Datagram>>>;
 /// socket of each address family; the others' slots stay empty and their
 /// KRPC datagrams are dropped). `accept_utp`: whether incoming uTP
 /// connections are accepted at all.
-fn bind(addr: SocketAddr, accept_utp: bool, dht: DhtSlot) -> std::io::Result<UtpSocket> {
+fn bind(
+    addr: SocketAddr,
+    (accept_utp, conn): (bool, bittern_utp::Config),
+    dht: DhtSlot,
+) -> std::io::Result<UtpSocket> {
     let cfg = MuxConfig {
+        conn,
         accept_incoming: accept_utp,
         ..MuxConfig::default()
     };
@@ -87,7 +92,7 @@ pub(crate) fn bind_all(config: &crate::config::SessionConfig) -> Result<Bound, c
             });
         };
         let slot0 = DhtSlot::default();
-        let udp0 = match bind(first, config.utp, slot0.clone()) {
+        let udp0 = match bind(first, (config.utp, config.utp_conn), slot0.clone()) {
             Ok(u) => u,
             Err(e)
                 if config.listen.port() == 0
@@ -107,7 +112,7 @@ pub(crate) fn bind_all(config: &crate::config::SessionConfig) -> Result<Bound, c
         let mut dht = vec![slot0];
         for addr in &addrs[1..] {
             let slot = DhtSlot::default();
-            match bind(*addr, config.utp, slot.clone()) {
+            match bind(*addr, (config.utp, config.utp_conn), slot.clone()) {
                 Ok(u) => {
                     udp.push(u);
                     dht.push(slot);

@@ -218,3 +218,175 @@ fn bittern_seeds_to_transmission_over_utp() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+// ---- a peer that vanishes ----
+
+/// Sends through a UDP socket until `cut`, then drops everything: a
+/// peer whose host is gone (no FIN, no RESET, no ACK).
+struct Cuttable {
+    socket: std::sync::Arc<std::net::UdpSocket>,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl bittern_utp::Transmit for Cuttable {
+    fn send_to(&self, datagram: &[u8], to: SocketAddr) -> std::io::Result<()> {
+        if !self.cut.load(std::sync::atomic::Ordering::Relaxed) {
+            self.socket.send_to(datagram, to)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads one whole peer message from `s` into `buf` (which keeps what
+/// follows it) and returns its id (`None` for a keep-alive).
+fn next_message(s: &mut bittern_utp::UtpStream, buf: &mut Vec<u8>) -> Option<u8> {
+    use std::io::Read;
+    loop {
+        if buf.len() >= 4 {
+            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if buf.len() >= 4 + len {
+                let id = (len > 0).then(|| buf[4]);
+                buf.drain(..4 + len);
+                return id;
+            }
+        }
+        let mut chunk = [0u8; 65536];
+        let n = s.read(&mut chunk).expect("read from the seeder");
+        assert!(n > 0, "the seeder closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A uTP peer that goes silent mid-transfer (its host gone: no FIN, no
+/// RESET, no more ACKs) is dropped once our uTP connection gives up on it
+/// (after `max_timeouts` retransmission timeouts: ~64 s by default, ~8 s
+/// with the 3 set here), not at the engine's idle timeout (set to 10
+/// minutes here). That failure is `TimedOut`, which the peer
+/// reader took for its 500 ms read timeout and retried at once, spinning
+/// a core in user time until the idle timeout (5 minutes by default) —
+/// the CPU excursions of the 2-hour daemon soak, where partners are
+/// SIGKILLed. Fails without the fix: the peer stays listed.
+#[test]
+fn a_utp_peer_that_vanishes_mid_transfer_is_dropped_when_utp_gives_up() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use bittern_wire::{BlockRef, Handshake, InfoHash, Message, PeerId};
+
+    let _ = env_logger::builder().is_test(true).try_init();
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(src.path(), "v.bin", &[("v.bin", 4 << 20)], 65536, 13);
+    let mut cfg = SessionConfig {
+        utp: true,
+        tcp: false,
+        ..config()
+    };
+    cfg.timing.idle_timeout = Duration::from_secs(600);
+    // Three retransmission timeouts (0.5 + 1 + 2 s, then the fourth of
+    // 4 s fails it) instead of the default six (~64 s), to keep the test short.
+    cfg.utp_conn.max_timeouts = 3;
+    let a = Session::new(cfg).unwrap();
+    let ta = a
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&ta, TorrentState::Seeding, Duration::from_secs(20));
+
+    // The vanishing peer: a multiplexer of our own on 127.0.0.1, fed by a
+    // thread that stops passing datagrams on when cut.
+    let socket = Arc::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let cut = Arc::new(AtomicBool::new(false));
+    let mux = bittern_utp::Multiplexer::new(
+        Cuttable {
+            socket: socket.clone(),
+            cut: cut.clone(),
+        },
+        Some(socket.local_addr().unwrap()),
+        bittern_utp::MuxConfig {
+            accept_incoming: false,
+            ..bittern_utp::MuxConfig::default()
+        },
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeder = {
+        let (mux, socket, cut, stop) = (mux.clone(), socket.clone(), cut.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                    if !cut.load(Ordering::Relaxed) {
+                        mux.handle_datagram(from, &buf[..n]);
+                        mux.flush();
+                    }
+                }
+            }
+        })
+    };
+    let mut s = mux
+        .connect(a.local_addr(), Duration::from_secs(10))
+        .expect("utp connect to the seeder");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let ours = Handshake::new(meta.info_hash, PeerId::generate(b"-XX0001-"));
+    s.write_all(&ours.encode()).unwrap();
+    let mut theirs = [0u8; 68];
+    std::io::Read::read_exact(&mut s, &mut theirs).unwrap();
+    let theirs = Handshake::decode(&theirs).unwrap();
+    assert_eq!(theirs.info_hash, InfoHash(meta.info_hash.0));
+    let mut out = Vec::new();
+    Message::Interested.encode(&mut out);
+    s.write_all(&out).unwrap();
+    let mut buf = Vec::new();
+    // Until unchoked (id 1).
+    while next_message(&mut s, &mut buf) != Some(1) {}
+    // Ask for 2 MiB, take the first block, and vanish with the rest in
+    // flight: the seeder's uTP side retransmits into the void.
+    out.clear();
+    for i in 0..128u32 {
+        Message::Request(BlockRef {
+            index: i / 4,
+            begin: (i % 4) * 16384,
+            length: 16384,
+        })
+        .encode(&mut out);
+    }
+    s.write_all(&out).unwrap();
+    while next_message(&mut s, &mut buf) != Some(7) {}
+    cut.store(true, Ordering::Relaxed);
+    let cut_at = Instant::now();
+    // The peer list is published with the status, once a second.
+    let listed = Instant::now() + Duration::from_secs(10);
+    while ta.peers().len() != 1 {
+        assert!(
+            Instant::now() < listed,
+            "peer never listed: {:?}",
+            ta.peers()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // uTP gives up after ~8 s (more on a loaded machine); the peer must
+    // be gone well before the 10-minute idle timeout.
+    let limit = Duration::from_secs(90);
+    let gone = loop {
+        if ta.peers().is_empty() {
+            break true;
+        }
+        if cut_at.elapsed() > limit {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let took = cut_at.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    feeder.join().unwrap();
+    assert!(
+        gone,
+        "a vanished utp peer still listed {took:?} after it went silent: {:?}",
+        ta.peers()
+    );
+    eprintln!("vanished utp peer dropped after {took:?}");
+}

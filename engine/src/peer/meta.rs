@@ -224,13 +224,8 @@ fn run(
         match stream.read(&mut buf[end..]) {
             Ok(0) => return Err(PeerError::Io(io::ErrorKind::UnexpectedEof.into())),
             Ok(n) => end += n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
+            // Only the read timeout: `TimedOut` is the connection timing out.
+            Err(e) if super::reader::is_read_timeout(&e) => {}
             Err(e) => return Err(PeerError::Io(e)),
         }
         if last_message.elapsed() > ctx.timing.idle_timeout {

@@ -298,18 +298,32 @@ fn read_frames(
         match stream.read(&mut buf[end..]) {
             Ok(0) => return Err(PeerError::Io(io::ErrorKind::UnexpectedEof.into())),
             Ok(n) => end += n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // The read timeout (`WouldBlock`, as `TcpStream` reports it):
+            // a chance to see the writer end and the peer go idle. Not
+            // `TimedOut`: that is the connection itself timing out (TCP's
+            // `ETIMEDOUT`, a uTP peer gone silent), and it stays so; taken
+            // for a read timeout it spun this loop until the idle timeout.
+            Err(e) if is_read_timeout(&e) => {
+                if link.closing.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+            }
             Err(e) => return Err(PeerError::Io(e)),
         }
         if last_message.elapsed() > ctx.timing.idle_timeout {
             return Err(PeerError::Idle);
         }
     }
+}
+
+/// Whether a read error only means "nothing yet": the read timeout
+/// expired (`WouldBlock`) or a signal interrupted it. Every other error,
+/// `TimedOut` among them, ends the connection.
+pub(super) fn is_read_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
 }
 
 /// Takes `n` bytes of download tokens from the torrent's and the session's
