@@ -286,6 +286,11 @@ fn a_utp_peer_that_vanishes_mid_transfer_is_dropped_when_utp_gives_up() {
     // Three retransmission timeouts (0.5 + 1 + 2 s, then the fourth of
     // 4 s fails it) instead of the default six (~64 s), to keep the test short.
     cfg.utp_conn.max_timeouts = 3;
+    // And if the whole 2 MiB got acknowledged before the cut (a loaded
+    // machine can delay the cut), nothing is in flight to time out: the
+    // connection then fails at uTP's idle timeout, 15 s here (120 s by
+    // default), with the same `TimedOut`.
+    cfg.utp_conn.idle_timeout_us = 15_000_000;
     let a = Session::new(cfg).unwrap();
     let ta = a
         .add_torrent(meta.clone(), src.path(), TorrentOptions::default())

@@ -298,7 +298,8 @@ fn read_frames(
         match stream.read(&mut buf[end..]) {
             Ok(0) => return Err(PeerError::Io(io::ErrorKind::UnexpectedEof.into())),
             Ok(n) => end += n,
-            // The read timeout (`WouldBlock`, as `TcpStream` reports it):
+            // The read timeout (`WouldBlock`, as `TcpStream` reports it on
+            // Unix; the engine is Unix-only, Windows would say `TimedOut`):
             // a chance to see the writer end and the peer go idle. Not
             // `TimedOut`: that is the connection itself timing out (TCP's
             // `ETIMEDOUT`, a uTP peer gone silent), and it stays so; taken
