@@ -343,12 +343,16 @@ impl Multiplexer {
     /// streams report as theirs. Starts the timer thread.
     ///
     /// # Errors
-    /// When the timer thread cannot be spawned.
+    /// `InvalidInput` when `cfg.conn` fails [`Config::validate`]; the
+    /// timer thread's spawn error.
     pub fn new(
         transmit: impl Transmit,
         local_addr: Option<SocketAddr>,
         cfg: MuxConfig,
     ) -> io::Result<Self> {
+        cfg.conn
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let (accept_tx, accept_rx) = crossbeam_channel::bounded(cfg.backlog.max(1));
         let (wake, woken) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared {
