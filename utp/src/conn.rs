@@ -668,6 +668,23 @@ mod tests {
         assert!(c.validate().is_err());
     }
 
+    /// The peer (connection id 10) acknowledges everything up to `nr`,
+    /// advertising a `wnd`-byte window.
+    fn ack_up_to(a: &mut Connection, nr: u16, now: u64, wnd: u32) {
+        let mut d = Vec::new();
+        let hdr = Header {
+            ty: PacketType::State,
+            connection_id: 10,
+            timestamp_us: now as u32,
+            timestamp_diff_us: 1000,
+            wnd_size: wnd,
+            seq_nr: 500,
+            ack_nr: nr,
+        };
+        packet::encode(&hdr, None, &[], &mut d);
+        a.on_packet(&Packet::decode(&d).expect("valid"), now);
+    }
+
     /// A sender that fills its whole send buffer, then has all of it
     /// acknowledged at once (a writer not scheduled while the ACKs come in,
     /// as on a loaded machine), round after round, allocates datagram
@@ -678,20 +695,7 @@ mod tests {
         let mut a = Connection::connect(cfg, 10, 100, 0);
         let mut out = Vec::new();
         assert!(a.poll_transmit(0, &mut out)); // the SYN
-        let ack = |a: &mut Connection, nr: u16, now: u64| {
-            let mut d = Vec::new();
-            let hdr = Header {
-                ty: PacketType::State,
-                connection_id: 10,
-                timestamp_us: now as u32,
-                timestamp_diff_us: 1000,
-                wnd_size: 64 << 20,
-                seq_nr: 500,
-                ack_nr: nr,
-            };
-            packet::encode(&hdr, None, &[], &mut d);
-            a.on_packet(&Packet::decode(&d).expect("valid"), now);
-        };
+        let ack = |a: &mut Connection, nr: u16, now: u64| ack_up_to(a, nr, now, 64 << 20);
         ack(&mut a, 100, 1000);
         assert!(a.is_connected());
         let data = vec![7u8; cfg.send_buffer];
@@ -727,20 +731,7 @@ mod tests {
         let mut a = Connection::connect(cfg, 10, 100, 0);
         let mut out = Vec::new();
         assert!(a.poll_transmit(0, &mut out)); // the SYN
-        let ack = |a: &mut Connection, nr: u16, now: u64| {
-            let mut d = Vec::new();
-            let hdr = Header {
-                ty: PacketType::State,
-                connection_id: 10,
-                timestamp_us: now as u32,
-                timestamp_diff_us: 1000,
-                wnd_size: 4 << 20,
-                seq_nr: 500,
-                ack_nr: nr,
-            };
-            packet::encode(&hdr, None, &[], &mut d);
-            a.on_packet(&Packet::decode(&d).expect("valid"), now);
-        };
+        let ack = |a: &mut Connection, nr: u16, now: u64| ack_up_to(a, nr, now, 4 << 20);
         ack(&mut a, 100, 1000);
         assert!(a.is_connected());
         let packets = 1000;
