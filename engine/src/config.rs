@@ -181,7 +181,7 @@ impl Default for SessionConfig {
             utp: false,
             tcp: true,
             utp_connect_timeout: Duration::from_secs(3),
-            utp_conn: bittern_utp::Config::default(),
+            utp_conn: crate::UtpConfig::default(),
             web_seeds: true,
             web_seed: crate::webseed::WebSeedConfig::default(),
             lsd: None,

@@ -27,16 +27,16 @@ pub(crate) type DhtSlot = Arc<OnceLock<Sender<Datagram>>>;
 /// Binds the UDP socket on `addr` (a TCP listener's address and port);
 /// KRPC datagrams go to `dht` once a DHT node is set there (the first
 /// socket of each address family; the others' slots stay empty and their
-/// KRPC datagrams are dropped). `accept_utp`: whether incoming uTP
-/// connections are accepted at all.
+/// KRPC datagrams are dropped). From `config`: whether incoming uTP
+/// connections are accepted at all (`utp`) and their settings (`utp_conn`).
 fn bind(
     addr: SocketAddr,
-    (accept_utp, conn): (bool, bittern_utp::Config),
+    config: &crate::config::SessionConfig,
     dht: DhtSlot,
 ) -> std::io::Result<UtpSocket> {
     let cfg = MuxConfig {
-        conn,
-        accept_incoming: accept_utp,
+        conn: config.utp_conn,
+        accept_incoming: config.utp,
         ..MuxConfig::default()
     };
     let handler: bittern_utp::OtherHandler = Box::new(move |from, data| dispatch(&dht, from, data));
@@ -92,7 +92,7 @@ pub(crate) fn bind_all(config: &crate::config::SessionConfig) -> Result<Bound, c
             });
         };
         let slot0 = DhtSlot::default();
-        let udp0 = match bind(first, (config.utp, config.utp_conn), slot0.clone()) {
+        let udp0 = match bind(first, config, slot0.clone()) {
             Ok(u) => u,
             Err(e)
                 if config.listen.port() == 0
@@ -112,7 +112,7 @@ pub(crate) fn bind_all(config: &crate::config::SessionConfig) -> Result<Bound, c
         let mut dht = vec![slot0];
         for addr in &addrs[1..] {
             let slot = DhtSlot::default();
-            match bind(*addr, (config.utp, config.utp_conn), slot.clone()) {
+            match bind(*addr, config, slot.clone()) {
                 Ok(u) => {
                     udp.push(u);
                     dht.push(slot);
