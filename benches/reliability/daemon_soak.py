@@ -103,6 +103,13 @@ class Soak:
         # per sample: the daemon's busiest threads since the last one
         self.threads_csv = open(os.path.join(self.out, "threads.csv"), "w")
         self.threads_csv.write("t_s,incarnation,cpu_pct,busiest (thread:% of a core)\n")
+        # per sample: the daemon's threads by kind (pw-: a peer's writer, which
+        # dials and handshakes before a reader exists; pr-: its reader, so a
+        # connection is up; pm-: a metadata fetch), its socket fds, and the
+        # peers its torrents report connected over RPC
+        self.census_csv = open(os.path.join(self.out, "census.csv"), "w")
+        self.census_csv.write("t_s,incarnation,threads,pw,pr,pm,other,socket_fds,"
+                              "peers_connected\n")
         self.csv.write("t_s,phase,incarnation,pid,torrents,partners,threads,fds,rss_kib,"
                        "rss_anon_kib,cpu_user_s,cpu_sys_s,cpu_pct,load1\n")
         self.t0 = time.time()
@@ -542,6 +549,7 @@ class Soak:
                                            + " ".join(f"{n}:{p}" for n, p in top) + "\n")
                     self.threads_csv.flush()
                 last = (d.p.pid, now, cpu, threads)
+                self.census(d.p.pid, now, threads)
                 row = dict(s, t_s=round(now - self.t0, 1), phase=self.phase,
                            incarnation=self.incarnation, pid=d.p.pid,
                            torrents=len(self.model), partners=len(self.partners),
@@ -554,6 +562,30 @@ class Soak:
                         "cpu_pct", "load1")) + "\n")
                     self.csv.flush()
             self.stop_sampler.wait(self.a.sample)
+
+    def census(self, pid, now, threads):
+        kinds = {"pw": 0, "pr": 0, "pm": 0, "other": 0}
+        for name, _ in threads.values():
+            k = name[:2] if name[:3] in ("pw-", "pr-", "pm-") else "other"
+            kinds[k] += 1
+        sockets = 0
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    sockets += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+                except OSError:
+                    pass
+        except OSError:
+            pass
+        try:
+            got = self.rpc.call("torrent-get", timeout=20, fields=["peersConnected"])["torrents"]
+            peers = sum(t.get("peersConnected", 0) for t in got)
+        except Exception:  # the daemon may be restarting: leave it blank
+            peers = ""
+        self.census_csv.write(f"{round(now - self.t0, 1)},{self.incarnation},{len(threads)},"
+                              f"{kinds['pw']},{kinds['pr']},{kinds['pm']},{kinds['other']},"
+                              f"{sockets},{peers}\n")
+        self.census_csv.flush()
 
     # ------------------------------------------------------------ run
 

@@ -544,7 +544,10 @@ impl Driver {
     fn flush(&mut self) -> bool {
         let mut ended = false;
         while let Some(t) = self.node.poll_transmit() {
-            if let Err(e) = self.socket.send_to(&t.bytes, t.to) {
+            // The socket reports ICMP errors (uTP's reader enables them):
+            // an earlier datagram's error may fail this send; once more.
+            let sent = bittern_utp::icmp::send_retrying(|| self.socket.send_to(&t.bytes, t.to));
+            if let Err(e) = sent {
                 debug!("dht: send to {} failed: {e}", t.to);
             }
         }

@@ -344,6 +344,18 @@ impl Connection {
         self.state == State::Connected && self.failure.is_none()
     }
 
+    /// Refuses a connection still waiting for the answer to its SYN, as
+    /// a reset would: the network said nothing listens at the peer's
+    /// address (an ICMP "port unreachable"). An open connection is left
+    /// alone. True when it failed the connection.
+    pub fn on_unreachable(&mut self) -> bool {
+        if self.state != State::SynSent || self.failure.is_some() {
+            return false;
+        }
+        self.failure = Some(Failure::Refused);
+        true
+    }
+
     /// Why the connection failed, if it did.
     pub fn failure(&self) -> Option<Failure> {
         self.failure

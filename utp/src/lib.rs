@@ -89,6 +89,7 @@
 #![deny(missing_docs)]
 
 pub mod conn;
+pub mod icmp;
 pub mod ledbat;
 mod mux;
 pub mod packet;

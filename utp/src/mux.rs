@@ -64,7 +64,7 @@ pub trait Transmit: Send + Sync + 'static {
 
 impl Transmit for UdpSocket {
     fn send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
-        UdpSocket::send_to(self, datagram, to).map(|_| ())
+        crate::icmp::send_retrying(|| UdpSocket::send_to(self, datagram, to)).map(|_| ())
     }
 
     #[cfg(target_os = "linux")]
@@ -500,6 +500,35 @@ impl Multiplexer {
     /// and wakes the streams that can now read or write.
     pub fn flush(&self) {
         self.shared.flush();
+    }
+
+    /// Fails, as refused, every connect to `peer` still waiting for the
+    /// answer to its SYN: the network reported that nothing listens there
+    /// (an ICMP error, see [`crate::icmp`]). Open connections to `peer`
+    /// are left alone. Returns how many connects it failed.
+    pub fn handle_unreachable(&self, peer: SocketAddr) -> usize {
+        let cells: Vec<Arc<ConnCell>> = self
+            .shared
+            .conns
+            .lock()
+            .iter()
+            .filter(|((addr, _), _)| *addr == peer)
+            .map(|(_, c)| c.clone())
+            .collect();
+        let mut failed = 0;
+        for cell in cells {
+            let mut st = cell.state.lock();
+            if st.conn.on_unreachable() {
+                failed += 1;
+                drop(st);
+                cell.readable.notify_all();
+                cell.writable.notify_all();
+            }
+        }
+        if failed > 0 {
+            log::debug!("utp {peer}: unreachable, {failed} connect(s) refused");
+        }
+        failed
     }
 
     /// Opens a connection to `peer`, waiting at most `timeout` for the

@@ -112,6 +112,9 @@ impl UtpSocket {
     }
 
     /// The UDP socket, to send other protocols' datagrams from the same port.
+    /// It reports ICMP errors (see [`crate::icmp`]): send with
+    /// [`crate::icmp::send_retrying`], as a send may fail with an earlier
+    /// datagram's error without going.
     pub fn udp(&self) -> &Arc<UdpSocket> {
         &self.socket
     }
@@ -174,6 +177,12 @@ fn wake_reader(socket: &Arc<UdpSocket>) -> Box<dyn FnOnce() + Send> {
 fn reader_loop(socket: &UdpSocket, weak: &Weak<Shared>, mut other: OtherHandler) {
     let gro = enable_gro(socket);
     log::debug!("utp reader: UDP GRO {}", if gro { "on" } else { "off" });
+    let icmp = crate::icmp::enable(socket);
+    log::debug!(
+        "utp reader: ICMP errors {}",
+        if icmp { "on" } else { "off" }
+    );
+    let mut drained = Instant::now();
     let mut batch = Batch::new(gro);
     #[cfg(target_os = "linux")]
     if let Err(e) = socket.set_read_timeout(Some(RELEASE_IDLE)) {
@@ -185,6 +194,16 @@ fn reader_loop(socket: &UdpSocket, weak: &Weak<Shared>, mut other: OtherHandler)
         let Some(mux) = Multiplexer::upgrade(weak) else {
             return;
         };
+        // A failed receive is how a pending ICMP error shows; a send may
+        // have taken it instead, so drain now and then regardless.
+        if icmp && (got.is_err() || drained.elapsed() >= crate::icmp::DRAIN_EVERY) {
+            drained = Instant::now();
+            crate::icmp::drain(socket, &mut |u| {
+                if u.refuses() {
+                    mux.handle_unreachable(u.to);
+                }
+            });
+        }
         match got {
             Ok(()) => {}
             Err(e)
@@ -196,8 +215,8 @@ fn reader_loop(socket: &UdpSocket, weak: &Weak<Shared>, mut other: OtherHandler)
                 continue
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if crate::icmp::is_icmp_error(&e) => continue, // drained above
             Err(e) => {
-                // ICMP errors (e.g. port unreachable) surface here; not fatal.
                 log::debug!("utp reader: {e}");
                 continue;
             }
@@ -483,7 +502,7 @@ fn segments(data: &[u8], segment: usize) -> std::slice::Chunks<'_, u8> {
 }
 
 #[cfg(target_os = "linux")]
-fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+pub(crate) fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     use std::net::{SocketAddrV4, SocketAddrV6};
     match libc::c_int::from(s.ss_family) {
         libc::AF_INET => {
@@ -635,21 +654,27 @@ fn send_mmsg(
         }
         first += n;
     }
-    // SAFETY: every msg points at `addr`, at iovecs over live datagram
-    // buffers and at its own control buffer, all of which outlive the
-    // call; the kernel only reads them.
-    let sent = unsafe {
-        libc::sendmmsg(
-            socket.as_raw_fd(),
-            msgs.as_mut_ptr(),
-            msgs.len() as libc::c_uint,
-            0,
-        )
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(runs[..sent as usize].iter().sum())
+    // An ICMP error left pending by an earlier datagram fails the call
+    // without sending: once more then (see `icmp`).
+    let sent = crate::icmp::send_retrying(|| {
+        // SAFETY: every msg points at `addr`, at iovecs over live datagram
+        // buffers and at its own control buffer, all of which outlive the
+        // call; the kernel only reads them.
+        let sent = unsafe {
+            libc::sendmmsg(
+                socket.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                msgs.len() as libc::c_uint,
+                0,
+            )
+        };
+        if sent < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(sent as usize)
+        }
+    })?;
+    Ok(runs[..sent].iter().sum())
 }
 
 #[cfg(target_os = "linux")]

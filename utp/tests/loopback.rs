@@ -118,6 +118,32 @@ fn connect_to_a_silent_port_times_out_and_read_timeout_is_would_block() {
     assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
 }
 
+/// A port nothing listens on draws an ICMP "port unreachable", which the
+/// socket's reader takes as a refusal: the connect fails at once with
+/// `ConnectionRefused` instead of waiting out its timeout (TimedOut). On
+/// Linux only (elsewhere ICMP errors are not enabled).
+#[cfg(target_os = "linux")]
+#[test]
+fn connect_to_a_closed_port_is_refused_without_waiting_for_the_timeout() {
+    let socket = UtpSocket::bind("127.0.0.1:0").unwrap();
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    for _ in 0..3 {
+        let err = socket
+            .connect(closed, Duration::from_secs(30))
+            .expect_err("nothing listens");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    }
+    // The socket still carries connections after the errors.
+    let listener = UtpSocket::bind("127.0.0.1:0").unwrap();
+    let (got, _) = transfer(&listener, pattern(64 << 10, 7));
+    assert_eq!(got, pattern(64 << 10, 7));
+    let c = socket.connect(listener.local_addr(), Duration::from_secs(5));
+    assert!(c.is_ok(), "{c:?}");
+}
+
 #[test]
 fn non_utp_datagrams_reach_the_other_handler_on_the_same_port() {
     let seen: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
