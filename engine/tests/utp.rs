@@ -395,3 +395,77 @@ fn a_utp_peer_that_vanishes_mid_transfer_is_dropped_when_utp_gives_up() {
     );
     eprintln!("vanished utp peer dropped after {took:?}");
 }
+
+/// A peer address whose TCP and UDP ports are both closed (a partner long
+/// gone, handed out again by the DHT or PEX) costs its dial almost nothing:
+/// TCP is refused by a reset, and the uTP dial after it is refused by the
+/// ICMP "port unreachable" its SYN draws, instead of holding a peer thread
+/// for the whole uTP connect timeout (60 s here; without the ICMP handling
+/// the test fails with 20 dials waiting). A live uTP-only peer
+/// listed after twenty dead ones shows the same dials ran, TCP first then
+/// uTP. Loopback only: every address is 127.0.0.1.
+#[test]
+fn dials_to_closed_ports_end_at_once_rather_than_at_the_utp_timeout() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let src = tempfile::tempdir().unwrap();
+    let meta = make_torrent(src.path(), "d.bin", &[("d.bin", 1 << 20)], 65536, 21);
+    let seed = utp_only();
+    let ts = seed
+        .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
+        .unwrap();
+    wait_state(&ts, TorrentState::Seeding, Duration::from_secs(20));
+    // Ports that were just bound for TCP and UDP on 127.0.0.1, now closed.
+    let mut peers: Vec<SocketAddr> = (0..20)
+        .map(|_| {
+            let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = tcp.local_addr().unwrap();
+            // The UDP twin too, where it is free (then both are closed).
+            drop(std::net::UdpSocket::bind(addr));
+            addr
+        })
+        .collect();
+    peers.push(seed.local_addr());
+    let mut cfg = SessionConfig {
+        utp: true,
+        tcp: true,
+        utp_connect_timeout: Duration::from_secs(60),
+        ..config()
+    };
+    cfg.timing.connect_timeout = Duration::from_secs(60);
+    // SYN resends 1, 2, 4, 8 and 16 s apart: a connect nobody answers
+    // gives up only at the 60 s timeout (the default two resends, ~7 s).
+    cfg.utp_conn.syn_resends = 5;
+    let b = Session::new(cfg).unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let tb = b
+        .add_torrent(
+            meta,
+            dst.path(),
+            TorrentOptions {
+                peers,
+                ..TorrentOptions::default()
+            },
+        )
+        .unwrap();
+    wait_state(&tb, TorrentState::Seeding, Duration::from_secs(30));
+    // Every dial has ended well inside the timeout: the dead ones refused.
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = tb.status();
+        if s.peers_connecting == 0 {
+            assert_eq!(s.peers_connected, 1, "{s:?}");
+            assert!(s.peers_known >= 21, "{s:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "{} dials still waiting 20 s in: {s:?}",
+            s.peers_connecting
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        std::fs::read(dst.path().join("d.bin")).unwrap(),
+        std::fs::read(src.path().join("d.bin")).unwrap()
+    );
+}
