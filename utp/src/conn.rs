@@ -242,6 +242,15 @@ pub struct Connection {
 /// of a seeder's CPU under load, session 14).
 const MIN_SPARE: usize = 64;
 
+/// Receive buffer capacity an idle connection keeps. Bulk data grows the
+/// buffer up to the receive window (2 MiB by default) and a `VecDeque`
+/// never shrinks by itself: a daemon holding many connections that once
+/// downloaded fast would keep each one's peak.
+const RECV_KEEP: usize = 64 << 10;
+/// Without a packet from the peer for this long, with nothing waiting to
+/// be read, the receive buffer is given back down to [`RECV_KEEP`].
+const RECV_IDLE_US: u64 = 1_000_000;
+
 /// Moves the first `out.len()` bytes of `q` into `out`: two slice copies
 /// (draining byte by byte cost a third of a seeder's CPU).
 fn take_front(q: &mut VecDeque<u8>, out: &mut [u8]) {
@@ -528,6 +537,12 @@ impl Connection {
             self.zero_window_since = None;
             self.spare.truncate(MIN_SPARE); // idle: give the memory back
         }
+        if self.recv_buf.is_empty()
+            && self.recv_buf.capacity() > RECV_KEEP
+            && now_us.saturating_sub(self.last_recv_us) >= RECV_IDLE_US
+        {
+            self.recv_buf.shrink_to(RECV_KEEP);
+        }
         if let Some(since) = self.zero_window_since {
             if now_us.saturating_sub(since) >= self.cfg.zero_window_timeout_us {
                 log::info!(
@@ -764,5 +779,56 @@ mod tests {
         assert!(kept <= a.max_spare(), "{kept} buffers kept");
         a.on_tick(now + 1000);
         assert_eq!(a.spare.len(), MIN_SPARE);
+    }
+
+    /// A burst of data grows the receive buffer to what was waiting; once
+    /// it is read and the peer has been quiet for a second, a tick gives
+    /// the buffer back (not before: a connection still receiving keeps it).
+    #[test]
+    fn the_receive_buffer_is_given_back_once_read_and_idle() {
+        let cfg = Config::default();
+        let mut a = Connection::connect(cfg, 10, 100, 0);
+        let mut out = Vec::new();
+        assert!(a.poll_transmit(0, &mut out)); // the SYN
+        ack_up_to(&mut a, 100, 1000, 4 << 20);
+        assert!(a.is_connected());
+        let payload = vec![9u8; 1400];
+        let mut now = 2000;
+        for i in 0..1000u16 {
+            let mut d = Vec::new();
+            let hdr = Header {
+                ty: PacketType::Data,
+                connection_id: 10,
+                timestamp_us: now as u32,
+                timestamp_diff_us: 1000,
+                wnd_size: 4 << 20,
+                seq_nr: 500 + i,
+                ack_nr: 100,
+            };
+            packet::encode(&hdr, None, &payload, &mut d);
+            a.on_packet(&Packet::decode(&d).expect("valid"), now);
+            now += 10;
+        }
+        assert!(a.recv_buf.capacity() >= 1000 * 1400);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut read = 0;
+        loop {
+            let n = a.read(&mut buf);
+            if n == 0 {
+                break;
+            }
+            assert!(buf[..n].iter().all(|&b| b == 9));
+            read += n;
+        }
+        assert_eq!(read, 1000 * 1400);
+        a.on_tick(now + RECV_IDLE_US / 2);
+        assert!(a.recv_buf.capacity() >= 1000 * 1400, "given back too soon");
+        a.on_tick(now + RECV_IDLE_US);
+        assert!(
+            a.recv_buf.capacity() <= 2 * RECV_KEEP,
+            "{}",
+            a.recv_buf.capacity()
+        );
+        assert!(a.failure().is_none());
     }
 }
