@@ -1,7 +1,10 @@
 #!/usr/bin/python3
 """Draws a daemon soak's samples.csv (daemon_soak.py) into a PNG: threads,
 fds, RSS and RssAnon, CPU and the torrent count over time, a dashed line
-at each restart (SIGKILL), the baseline of the empty daemon dotted.
+at each restart (SIGKILL), the baseline of the empty daemon dotted. With a
+census.csv (runs since session 15), the threads panel also shows the peer
+threads: writers (`pw-`, which dial and handshake before a reader exists)
+and readers (`pr-`, one per connection that is up).
 
     daemon_soak_plot.py RUN_DIR [OUT.png]     (needs python3-matplotlib)
 """
@@ -47,6 +50,14 @@ def main():
             ax.axvspan(removed[0], t[-1], color="green", alpha=0.1)
         ax.set_ylabel(title, fontsize=9)
         ax.grid(alpha=0.3)
+    census = os.path.join(run, "census.csv")
+    if os.path.exists(census):
+        crow = list(csv.DictReader(open(census)))
+        ct = [float(r["t_s"]) / 60 for r in crow]
+        axes[0].lines[0].set_label("all")
+        axes[0].plot(ct, [int(r["pw"]) for r in crow], lw=0.8, label="peer writers / diallers (pw-)")
+        axes[0].plot(ct, [int(r["pr"]) for r in crow], lw=0.8, label="peer readers (pr-)")
+        axes[0].legend(fontsize=8, loc="upper left")
     axes[-1].set_xlabel("minutes (red dashes: daemon SIGKILLed and restarted; "
                         "green: every torrent removed; dotted: empty daemon)")
     fig.suptitle(f"bittern daemon soak: {os.path.basename(os.path.abspath(run))}, "

@@ -22,6 +22,10 @@
 //! - [`UtpStream`]: a connection as a `TcpStream`-like blocking object
 //!   (timeouts, `try_clone`, `shutdown`). [`UtpSocket`] owns a UDP socket and
 //!   a `recvmmsg` reader thread for standalone use.
+//! - [`icmp`]: ICMP errors on the shared socket (`IP_RECVERR`): a connect
+//!   to a port nothing listens on is refused at once (the reader drains
+//!   the error queue into [`Multiplexer::handle_unreachable`]) instead of
+//!   waiting out its timeout. A reader of its own should do the same.
 //!
 //! # Sharing the socket with the DHT (the seam for the session)
 //!
@@ -52,6 +56,8 @@
 //!         // not uTP: buf[0] == b'd' is the DHT, otherwise a tracker reply
 //!     }
 //!     mux.flush(); // once per drained batch: the deferred ACKs
+//!     // With bittern_utp::icmp::enable(&udp) on: when a read fails, and
+//!     // every second, icmp::drain(&udp, ...) into mux.handle_unreachable.
 //! }
 //! # }
 //! ```
