@@ -414,10 +414,12 @@ fn dials_to_closed_ports_end_at_once_rather_than_at_the_utp_timeout() {
         .add_torrent(meta.clone(), src.path(), TorrentOptions::default())
         .unwrap();
     wait_state(&ts, TorrentState::Seeding, Duration::from_secs(20));
-    // Ports that were just bound for TCP and UDP on 127.0.0.1, now closed.
+    // Ports that were just bound for TCP and UDP, now closed, on an
+    // address of lo no other test binds (a test's socket taking one of
+    // these ports on 127.0.0.1 and ignoring uTP would stall the dial).
     let mut peers: Vec<SocketAddr> = (0..20)
         .map(|_| {
-            let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let tcp = std::net::TcpListener::bind("127.0.0.77:0").unwrap();
             let addr = tcp.local_addr().unwrap();
             // The UDP twin too, where it is free (then both are closed).
             drop(std::net::UdpSocket::bind(addr));
@@ -453,7 +455,8 @@ fn dials_to_closed_ports_end_at_once_rather_than_at_the_utp_timeout() {
     loop {
         let s = tb.status();
         if s.peers_connecting == 0 {
-            assert_eq!(s.peers_connected, 1, "{s:?}");
+            // The seed, unless the two seeds have parted already.
+            assert!(s.peers_connected <= 1, "{s:?}");
             assert!(s.peers_known >= 21, "{s:?}");
             break;
         }

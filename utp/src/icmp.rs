@@ -5,31 +5,40 @@
 //! A UDP socket that is not connected hears nothing of the ICMP "port
 //! unreachable" its datagram drew, unless it asks with `IP_RECVERR`
 //! (`IPV6_RECVERR`). Then the kernel queues each ICMP error on the
-//! socket's error queue, with the address the datagram went to, and also
-//! sets the socket's pending error, which the next receive call returns in
-//! place of a datagram (and which a send may report in place of sending,
-//! depending on the kernel: 6.18 does not). So:
+//! socket's error queue, with the address the datagram went to and the
+//! start of the datagram, and also sets the socket's pending error, which
+//! the next receive *or send* call on the socket returns in place of doing
+//! its work (Linux 6.18 does both). So:
 //!
 //! - the reader drains the error queue ([`drain`]) whenever a receive
-//!   fails and at least every [`DRAIN_EVERY`] (a send may have taken the
-//!   pending error, and an undrained queue counts against the receive
-//!   buffer), and tells the multiplexer
-//!   ([`Multiplexer::handle_unreachable`](crate::Multiplexer::handle_unreachable));
+//!   fails, and tells the multiplexer
+//!   ([`Multiplexer::handle_unreachable`](crate::Multiplexer::handle_unreachable))
+//!   of each "destination unreachable" (port, host or network). A send
+//!   may have taken the pending error instead, so the queue is also
+//!   drained every [`DRAIN_EVERY`] by the multiplexer's timer while it has
+//!   connections ([`Transmit::drain_unreachable`](crate::Transmit::drain_unreachable)),
+//!   and by the reader when traffic wakes it (an undrained queue counts
+//!   against the receive buffer). An idle socket still never wakes;
 //! - every send on the socket retries once when it fails with an error an
 //!   ICMP message can leave pending ([`is_icmp_error`]): that error belongs
 //!   to an earlier datagram, and this one was not sent.
 //!
-//! Only connects (SYN sent, no answer yet) are failed by an ICMP error: a
-//! forged ICMP message cannot cut an open connection, which has its own
-//! timeouts. Linux only; elsewhere nothing is enabled and a connect to a
-//! closed port waits for its timeout.
+//! Only connects (SYN sent, no answer yet) are failed by an ICMP error, and
+//! only the one whose SYN the message quotes (by its connection id; by the
+//! address alone when the message quotes no payload, as old routers do):
+//! an error drawn by an earlier datagram to the same address (a DHT query
+//! to a port that has since opened) refuses nothing, and a forged message
+//! must guess the 16-bit id. An open connection has its own timeouts and
+//! is left alone. Linux only; elsewhere nothing is enabled and a connect
+//! to a closed port waits for its timeout.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-/// How often the reader drains the error queue when no receive failed.
-pub const DRAIN_EVERY: Duration = Duration::from_secs(1);
+/// How often the error queue is drained when no receive failed (see the
+/// module docs).
+pub const DRAIN_EVERY: Duration = Duration::from_millis(250);
 /// Most error-queue entries read per [`drain`] (the rest wait for the next).
 const DRAIN_MAX: usize = 256;
 
@@ -108,6 +117,9 @@ pub fn send_retrying<T>(mut send: impl FnMut() -> io::Result<T>) -> io::Result<T
     }
 }
 
+/// Bytes of the quoted datagram kept: a uTP header.
+const QUOTE: usize = 20;
+
 /// An ICMP error read from the error queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unreachable {
@@ -115,23 +127,34 @@ pub struct Unreachable {
     pub to: SocketAddr,
     /// The error it stands for (`ECONNREFUSED` for "port unreachable").
     pub errno: i32,
+    /// True for ICMPv6, false for ICMP (v4).
+    pub v6: bool,
+    /// The ICMP type and code.
+    pub icmp_type: u8,
+    /// See [`icmp_type`](Self::icmp_type).
+    pub icmp_code: u8,
+    quote: [u8; QUOTE],
+    quote_len: u8,
 }
 
 impl Unreachable {
-    /// True when nothing at [`to`](Self::to) can answer: port, host or
-    /// network unreachable (not, say, "fragmentation needed").
+    /// True when nothing at [`to`](Self::to) can answer: "destination
+    /// unreachable" for the port, the host or the network (not "time
+    /// exceeded" or "packet filtered", which may pass).
     pub fn refuses(&self) -> bool {
-        #[cfg(target_os = "linux")]
-        {
-            matches!(
-                self.errno,
-                libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN
-            )
+        match (self.v6, self.icmp_type) {
+            // net, host, port unreachable
+            (false, 3) => matches!(self.icmp_code, 0 | 1 | 3),
+            // no route, address unreachable, port unreachable
+            (true, 1) => matches!(self.icmp_code, 0 | 3 | 4),
+            _ => false,
         }
-        #[cfg(not(target_os = "linux"))]
-        {
-            false
-        }
+    }
+
+    /// The start (up to 20 bytes) of the datagram the message quotes:
+    /// empty when it quoted only the UDP header.
+    pub fn quote(&self) -> &[u8] {
+        &self.quote[..usize::from(self.quote_len)]
     }
 }
 
@@ -159,7 +182,8 @@ pub fn drain(socket: &UdpSocket, each: &mut dyn FnMut(Unreachable)) -> usize {
 }
 
 /// One error-queue entry: `None` when the queue is empty (or the read
-/// failed), `Some(None)` for an entry that is not an ICMP error.
+/// failed), `Some(None)` for an entry that is not an ICMP error (or names
+/// no address).
 #[cfg(target_os = "linux")]
 fn read_one(socket: &UdpSocket) -> Option<Option<Unreachable>> {
     use std::os::fd::AsRawFd;
@@ -191,30 +215,50 @@ fn read_one(socket: &UdpSocket) -> Option<Option<Unreachable>> {
     if got < 0 {
         return None;
     }
-    let to = crate::socket::sockaddr_to_std(&addr)?;
+    let Some(to) = crate::socket::sockaddr_to_std(&addr) else {
+        return Some(None);
+    };
+    // SAFETY: CMSG_LEN only computes a length.
+    let need =
+        unsafe { libc::CMSG_LEN(std::mem::size_of::<libc::sock_extended_err>() as u32) } as usize;
     // SAFETY: the kernel filled the control buffer; the CMSG macros stay
-    // within msg_controllen, and an IP(V6)_RECVERR message carries a
-    // sock_extended_err (read unaligned).
-    let errno = unsafe {
+    // within msg_controllen, and an IP(V6)_RECVERR message long enough
+    // carries a sock_extended_err (read unaligned).
+    let err = unsafe {
         let mut found = None;
         let mut c = libc::CMSG_FIRSTHDR(&msg);
         while !c.is_null() {
             let (level, ty) = ((*c).cmsg_level, (*c).cmsg_type);
-            if (level == libc::SOL_IP && ty == libc::IP_RECVERR)
-                || (level == libc::SOL_IPV6 && ty == libc::IPV6_RECVERR)
+            if ((level == libc::SOL_IP && ty == libc::IP_RECVERR)
+                || (level == libc::SOL_IPV6 && ty == libc::IPV6_RECVERR))
+                && (*c).cmsg_len as usize >= need
             {
                 let e =
                     std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::sock_extended_err>());
                 if e.ee_origin == libc::SO_EE_ORIGIN_ICMP || e.ee_origin == libc::SO_EE_ORIGIN_ICMP6
                 {
-                    found = Some(e.ee_errno as i32);
+                    found = Some(e);
                 }
             }
             c = libc::CMSG_NXTHDR(&msg, c);
         }
         found
     };
-    Some(errno.map(|errno| Unreachable { to, errno }))
+    let Some(e) = err else {
+        return Some(None);
+    };
+    let quoted = (got as usize).min(data.len()).min(QUOTE);
+    let mut quote = [0u8; QUOTE];
+    quote[..quoted].copy_from_slice(&data[..quoted]);
+    Some(Some(Unreachable {
+        to,
+        errno: e.ee_errno as i32,
+        v6: e.ee_origin == libc::SO_EE_ORIGIN_ICMP6,
+        icmp_type: e.ee_type,
+        icmp_code: e.ee_code,
+        quote,
+        quote_len: quoted as u8,
+    }))
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -240,14 +284,12 @@ mod tests {
         assert_eq!(e.raw_os_error(), Some(libc::ECONNREFUSED));
         let mut seen = Vec::new();
         assert_eq!(drain(&socket, &mut |u| seen.push(u)), 1);
-        assert_eq!(
-            seen,
-            vec![Unreachable {
-                to: closed,
-                errno: libc::ECONNREFUSED
-            }]
-        );
-        assert!(seen[0].refuses());
+        assert_eq!(seen.len(), 1);
+        let u = seen[0];
+        assert_eq!((u.to, u.errno), (closed, libc::ECONNREFUSED));
+        assert_eq!((u.v6, u.icmp_type, u.icmp_code), (false, 3, 3));
+        assert_eq!(u.quote(), b"x", "the datagram is quoted");
+        assert!(u.refuses());
         assert_eq!(drain(&socket, &mut |_| panic!("queue drained")), 0);
     }
 

@@ -60,6 +60,16 @@ pub trait Transmit: Send + Sync + 'static {
         }
         Ok(datagrams.len())
     }
+
+    /// Reports the "destination unreachable" errors queued on the socket
+    /// (see [`crate::icmp`]): for each, the address and the start of the
+    /// datagram that drew it. The multiplexer's timer asks while it has
+    /// connections, so a connect is refused even when another thread's
+    /// send took the socket's pending error. The default reports none.
+    fn drain_unreachable(&self, each: &mut dyn FnMut(SocketAddr, &[u8])) -> usize {
+        let _ = each;
+        0
+    }
 }
 
 impl Transmit for UdpSocket {
@@ -71,6 +81,14 @@ impl Transmit for UdpSocket {
     fn send_batch(&self, datagrams: &[&[u8]], to: SocketAddr) -> io::Result<usize> {
         crate::socket::send_batch(self, datagrams, to)
     }
+
+    fn drain_unreachable(&self, each: &mut dyn FnMut(SocketAddr, &[u8])) -> usize {
+        crate::icmp::drain(self, &mut |u| {
+            if u.refuses() {
+                each(u.to, u.quote());
+            }
+        })
+    }
 }
 
 impl<T: Transmit> Transmit for Arc<T> {
@@ -80,6 +98,10 @@ impl<T: Transmit> Transmit for Arc<T> {
 
     fn send_batch(&self, datagrams: &[&[u8]], to: SocketAddr) -> io::Result<usize> {
         (**self).send_batch(datagrams, to)
+    }
+
+    fn drain_unreachable(&self, each: &mut dyn FnMut(SocketAddr, &[u8])) -> usize {
+        (**self).drain_unreachable(each)
     }
 }
 
@@ -195,6 +217,41 @@ impl Drop for Shared {
 }
 
 impl Shared {
+    /// See [`Multiplexer::handle_unreachable`].
+    fn handle_unreachable(&self, peer: SocketAddr, quote: &[u8]) -> usize {
+        let cells: Vec<Arc<ConnCell>> = {
+            let conns = self.conns.lock();
+            match quote {
+                [] => conns
+                    .iter()
+                    .filter(|((addr, _), _)| *addr == peer)
+                    .map(|(_, c)| c.clone())
+                    .collect(),
+                // A SYN (type 4, version 1) carries the connect's own id.
+                [0x41, _, hi, lo, ..] => conns
+                    .get(&(peer, u16::from_be_bytes([*hi, *lo])))
+                    .cloned()
+                    .into_iter()
+                    .collect(),
+                _ => return 0,
+            }
+        };
+        let mut failed = 0;
+        for cell in cells {
+            let mut st = cell.state.lock();
+            if st.conn.on_unreachable() {
+                failed += 1;
+                drop(st);
+                cell.readable.notify_all();
+                cell.writable.notify_all();
+            }
+        }
+        if failed > 0 {
+            log::debug!("utp {peer}: unreachable, {failed} connect(s) refused");
+        }
+        failed
+    }
+
     pub(crate) fn now_us(&self) -> u64 {
         self.epoch.elapsed().as_micros() as u64
     }
@@ -502,33 +559,17 @@ impl Multiplexer {
         self.shared.flush();
     }
 
-    /// Fails, as refused, every connect to `peer` still waiting for the
-    /// answer to its SYN: the network reported that nothing listens there
-    /// (an ICMP error, see [`crate::icmp`]). Open connections to `peer`
-    /// are left alone. Returns how many connects it failed.
-    pub fn handle_unreachable(&self, peer: SocketAddr) -> usize {
-        let cells: Vec<Arc<ConnCell>> = self
-            .shared
-            .conns
-            .lock()
-            .iter()
-            .filter(|((addr, _), _)| *addr == peer)
-            .map(|(_, c)| c.clone())
-            .collect();
-        let mut failed = 0;
-        for cell in cells {
-            let mut st = cell.state.lock();
-            if st.conn.on_unreachable() {
-                failed += 1;
-                drop(st);
-                cell.readable.notify_all();
-                cell.writable.notify_all();
-            }
-        }
-        if failed > 0 {
-            log::debug!("utp {peer}: unreachable, {failed} connect(s) refused");
-        }
-        failed
+    /// Fails, as refused, a connect to `peer` still waiting for the answer
+    /// to its SYN, when the network reported that nothing listens there
+    /// (an ICMP "destination unreachable", see [`crate::icmp`]). `quote` is
+    /// the start of the datagram that drew the report: when it is one of
+    /// our SYNs, only the connect that sent it fails; when it is empty (a
+    /// router that quotes only the UDP header), every connect to `peer`
+    /// still waiting does; anything else (a DHT query, a data packet)
+    /// fails nothing. Open connections are left alone. Returns how many
+    /// connects it failed.
+    pub fn handle_unreachable(&self, peer: SocketAddr, quote: &[u8]) -> usize {
+        self.shared.handle_unreachable(peer, quote)
     }
 
     /// Opens a connection to `peer`, waiting at most `timeout` for the
@@ -692,6 +733,7 @@ fn timer_loop(weak: Weak<Shared>, woken: &Receiver<()>, tick: Duration) {
     let mut cells = Vec::new();
     let mut buf = Vec::new();
     let mut idle = true;
+    let mut drained = std::time::Instant::now();
     loop {
         let wait = if idle {
             woken.recv().map_err(|_| ())
@@ -706,6 +748,12 @@ fn timer_loop(weak: Weak<Shared>, woken: &Receiver<()>, tick: Duration) {
         }
         let Some(sh) = weak.upgrade() else { return };
         let mut lingering = false;
+        if drained.elapsed() >= crate::icmp::DRAIN_EVERY {
+            drained = std::time::Instant::now();
+            sh.transmit.drain_unreachable(&mut |to, quote| {
+                sh.handle_unreachable(to, quote);
+            });
+        }
         sh.flush();
         cells.clear();
         cells.extend(sh.conns.lock().iter().map(|(k, c)| (*k, c.clone())));

@@ -89,9 +89,11 @@ impl UtpSocket {
         mux.on_drop(wake_reader(&socket));
         let weak = mux.downgrade();
         let reader = socket.clone();
+        // Before any connect can send a SYN: its ICMP error must be reported.
+        let icmp = crate::icmp::enable(&socket);
         thread::Builder::new()
             .name(format!("utp-net {local}"))
-            .spawn(move || reader_loop(&reader, &weak, other))?;
+            .spawn(move || reader_loop(&reader, &weak, other, icmp))?;
         Ok(Self {
             mux,
             socket,
@@ -174,10 +176,9 @@ fn wake_reader(socket: &Arc<UdpSocket>) -> Box<dyn FnOnce() + Send> {
     })
 }
 
-fn reader_loop(socket: &UdpSocket, weak: &Weak<Shared>, mut other: OtherHandler) {
+fn reader_loop(socket: &UdpSocket, weak: &Weak<Shared>, mut other: OtherHandler, icmp: bool) {
     let gro = enable_gro(socket);
     log::debug!("utp reader: UDP GRO {}", if gro { "on" } else { "off" });
-    let icmp = crate::icmp::enable(socket);
     log::debug!(
         "utp reader: ICMP errors {}",
         if icmp { "on" } else { "off" }
@@ -194,38 +195,38 @@ fn reader_loop(socket: &UdpSocket, weak: &Weak<Shared>, mut other: OtherHandler)
         let Some(mux) = Multiplexer::upgrade(weak) else {
             return;
         };
-        // A failed receive is how a pending ICMP error shows; a send may
-        // have taken it instead, so drain now and then regardless.
-        if icmp && (got.is_err() || drained.elapsed() >= crate::icmp::DRAIN_EVERY) {
-            drained = Instant::now();
-            crate::icmp::drain(socket, &mut |u| {
-                if u.refuses() {
-                    mux.handle_unreachable(u.to);
-                }
-            });
-        }
+        let failed = got.is_err();
         match got {
-            Ok(()) => {}
+            Ok(()) => {
+                batch.note_bulk(Instant::now());
+                for (from, data, segment) in batch.messages() {
+                    mux.handle_run(from, segments(data, segment), &mut |d| other(from, d));
+                }
+                mux.flush();
+            }
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if crate::icmp::is_icmp_error(&e) => continue, // drained above
-            Err(e) => {
-                log::debug!("utp reader: {e}");
-                continue;
-            }
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) if crate::icmp::is_icmp_error(&e) => {} // drained below
+            Err(e) => log::debug!("utp reader: {e}"),
         }
-        batch.note_bulk(Instant::now());
-        for (from, data, segment) in batch.messages() {
-            mux.handle_run(from, segments(data, segment), &mut |d| other(from, d));
+        // A failed receive is how a pending ICMP error shows. A send may
+        // have taken it instead: then the multiplexer's timer drains the
+        // queue (it runs while there are connections), and so does this
+        // reader once traffic wakes it. After the batch: a connect's answer
+        // that came with it counts.
+        if icmp && (failed || drained.elapsed() >= crate::icmp::DRAIN_EVERY) {
+            drained = Instant::now();
+            crate::icmp::drain(socket, &mut |u| {
+                if u.refuses() {
+                    mux.handle_unreachable(u.to, u.quote());
+                }
+            });
         }
-        mux.flush();
     }
 }
 
@@ -558,18 +559,29 @@ pub(crate) fn send_batch(
     use std::sync::atomic::Ordering;
     static NO_GSO: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let disabled = *NO_GSO.get_or_init(|| std::env::var_os("BITTERN_UTP_NO_GSO").is_some());
+    // Consecutive GSO sends refused with an errno an ICMP error (protocol
+    // unreachable, source route failed) can also leave pending: GSO is
+    // only given up for good after three, each batch going plainly.
+    static DOUBTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     if datagrams.len() > 1 && !disabled && GSO_USABLE.load(Ordering::Relaxed) {
         match send_mmsg(socket, datagrams, to, true) {
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
-                ) =>
-            {
-                log::debug!("utp: UDP GSO refused ({e}), sending datagram by datagram");
-                GSO_USABLE.store(false, Ordering::Relaxed);
+            Ok(n) => {
+                DOUBTS.store(0, Ordering::Relaxed);
+                return Ok(n);
             }
-            other => return other,
+            Err(e) => {
+                let give_up = match e.raw_os_error() {
+                    Some(libc::EIO | libc::EINVAL) => true,
+                    Some(libc::ENOPROTOOPT | libc::EOPNOTSUPP) => {
+                        DOUBTS.fetch_add(1, Ordering::Relaxed) + 1 >= 3
+                    }
+                    _ => return Err(e),
+                };
+                if give_up {
+                    log::debug!("utp: UDP GSO refused ({e}), sending datagram by datagram");
+                    GSO_USABLE.store(false, Ordering::Relaxed);
+                }
+            }
         }
     }
     send_mmsg(socket, datagrams, to, false)

@@ -126,7 +126,9 @@ fn connect_to_a_silent_port_times_out_and_read_timeout_is_would_block() {
 #[test]
 fn connect_to_a_closed_port_is_refused_without_waiting_for_the_timeout() {
     let socket = UtpSocket::bind("127.0.0.1:0").unwrap();
-    let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+    // On an address of lo no other test binds, so that no test's socket
+    // can take the port in between.
+    let closed = std::net::UdpSocket::bind("127.0.0.77:0")
         .unwrap()
         .local_addr()
         .unwrap();
@@ -142,6 +144,51 @@ fn connect_to_a_closed_port_is_refused_without_waiting_for_the_timeout() {
     assert_eq!(got, pattern(64 << 10, 7));
     let c = socket.connect(listener.local_addr(), Duration::from_secs(5));
     assert!(c.is_ok(), "{c:?}");
+}
+
+/// Another thread sending on the shared socket (the DHT) may take the
+/// pending ICMP error before the reader sees it; the reader still drains
+/// the error queue within a second, so every connect to a closed port is
+/// refused, none waits out its timeout. The sender's datagrams all go
+/// (`send_retrying`).
+#[cfg(target_os = "linux")]
+#[test]
+fn connects_are_refused_while_another_thread_sends_on_the_socket() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let socket = UtpSocket::bind("127.0.0.1:0").unwrap();
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (udp, to, stop) = (
+            socket.udp().clone(),
+            sink.local_addr().unwrap(),
+            stop.clone(),
+        );
+        thread::spawn(move || {
+            let (mut sent, mut failed) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                match bittern_utp::icmp::send_retrying(|| udp.send_to(b"d1:q4:ping", to)) {
+                    Ok(_) => sent += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+            (sent, failed)
+        })
+    };
+    for _ in 0..10 {
+        let closed = std::net::UdpSocket::bind("127.0.0.77:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let err = socket
+            .connect(closed, Duration::from_secs(20))
+            .expect_err("nothing listens");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (sent, failed) = sender.join().unwrap();
+    assert!(sent > 0);
+    assert_eq!(failed, 0, "{failed} of {} sends failed", sent + failed);
 }
 
 #[test]

@@ -168,6 +168,82 @@ fn a_cancelled_connect_ends_at_once() {
     assert!(began.elapsed() >= Duration::from_millis(300));
 }
 
+/// An ICMP "unreachable" refuses the connect whose SYN it quotes, and only
+/// that one: an error quoting a DHT query or another connect's SYN to the
+/// same address (a port that was closed a moment ago and is open now)
+/// leaves a connect waiting; one quoting no payload at all refuses every
+/// connect still waiting on that address; an open connection is never cut.
+#[test]
+fn an_unreachable_report_refuses_the_connect_whose_syn_it_quotes() {
+    let rec = Arc::new(Recorder::default());
+    let mux = Multiplexer::new(rec.clone(), None, MuxConfig::default()).unwrap();
+    let peer = addr(9);
+    let syns = |rec: &Recorder| -> Vec<Vec<u8>> {
+        rec.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(to, d)| *to == peer && d[0] == 0x41)
+            .map(|(_, d)| d.clone())
+            .collect()
+    };
+    let connecting = {
+        let mux = mux.clone();
+        std::thread::spawn(move || mux.connect(peer, Duration::from_secs(60)))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while syns(&rec).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no SYN sent");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let syn = syns(&rec)[0].clone();
+    let id = u16::from_be_bytes([syn[2], syn[3]]);
+    // A DHT query's error, another connection's SYN, a data packet of ours.
+    assert_eq!(mux.handle_unreachable(peer, b"d1:ad2:id20:aaaaaaaa"), 0);
+    let mut other = syn.clone();
+    other[2..4].copy_from_slice(&id.wrapping_add(2).to_be_bytes());
+    assert_eq!(mux.handle_unreachable(peer, &other[..20]), 0);
+    assert_eq!(
+        mux.handle_unreachable(peer, &packet(PacketType::Data, id, 1)[..20]),
+        0
+    );
+    // The right id at another address.
+    assert_eq!(mux.handle_unreachable(addr(10), &syn[..20]), 0);
+    assert_eq!(mux.connection_count(), 1, "the connect still waits");
+    // Its own SYN, quoted in full or in part.
+    assert_eq!(mux.handle_unreachable(peer, &syn[..8]), 1);
+    let e = connecting.join().unwrap().unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+    assert_eq!(mux.connection_count(), 0);
+
+    // No payload quoted: every connect waiting on the address is refused.
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let mux = mux.clone();
+            std::thread::spawn(move || mux.connect(peer, Duration::from_secs(60)))
+        })
+        .collect();
+    while mux.connection_count() < 2 {
+        assert!(std::time::Instant::now() < deadline + Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(mux.handle_unreachable(peer, &[]), 2);
+    for w in waiting {
+        let e = w.join().unwrap().unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+    }
+
+    // An open connection (accepted here) is not cut by any report.
+    let open_peer = addr(11);
+    let mut stream = accepted(&mux, &rec, open_peer);
+    assert_eq!(mux.handle_unreachable(open_peer, &[]), 0);
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    use std::io::Write;
+    stream.write_all(b"still open").unwrap();
+}
+
 #[test]
 fn accept_until_takes_a_connection_and_ends_when_its_stop_is_dropped() {
     let rec = Arc::new(Recorder::default());

@@ -175,7 +175,12 @@ impl Connection {
                 .on_ack(acked_bytes as u32, delay, limited, now_us);
         }
         if progress || acked_bytes > 0 {
-            let outstanding = self.in_flight > 0 || self.resend_pending > 0;
+            // A FIN carries no payload, so `in_flight` does not count it:
+            // one sent and not yet acknowledged keeps the timer running
+            // too, or a lost FIN is never sent again.
+            let outstanding = self.in_flight > 0
+                || self.resend_pending > 0
+                || (self.fin_queued && !self.fin_acked);
             self.rto_deadline = outstanding.then(|| now_us + self.current_rto());
         }
     }
