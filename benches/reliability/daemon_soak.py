@@ -536,6 +536,7 @@ class Soak:
         last = None
         while not self.stop_sampler.is_set():
             d = self.daemon
+            inc = self.incarnation  # before sampling: a restart may follow
             s = proc_sample(d.p.pid) if d else None
             now = time.time()
             if s:
@@ -549,7 +550,8 @@ class Soak:
                                            + " ".join(f"{n}:{p}" for n, p in top) + "\n")
                     self.threads_csv.flush()
                 last = (d.p.pid, now, cpu, threads)
-                self.census(d.p.pid, now, threads)
+                if threads:  # empty: the process is gone (a restart)
+                    self.census(d.p.pid, now, threads, inc)
                 row = dict(s, t_s=round(now - self.t0, 1), phase=self.phase,
                            incarnation=self.incarnation, pid=d.p.pid,
                            torrents=len(self.model), partners=len(self.partners),
@@ -563,7 +565,7 @@ class Soak:
                     self.csv.flush()
             self.stop_sampler.wait(self.a.sample)
 
-    def census(self, pid, now, threads):
+    def census(self, pid, now, threads, inc):
         kinds = {"pw": 0, "pr": 0, "pm": 0, "other": 0}
         for name, _ in threads.values():
             k = name[:2] if name[:3] in ("pw-", "pr-", "pm-") else "other"
@@ -578,11 +580,11 @@ class Soak:
         except OSError:
             pass
         try:
-            got = self.rpc.call("torrent-get", timeout=20, fields=["peersConnected"])["torrents"]
+            got = self.rpc.call("torrent-get", timeout=5, fields=["peersConnected"])["torrents"]
             peers = sum(t.get("peersConnected", 0) for t in got)
         except Exception:  # the daemon may be restarting: leave it blank
             peers = ""
-        self.census_csv.write(f"{round(now - self.t0, 1)},{self.incarnation},{len(threads)},"
+        self.census_csv.write(f"{round(now - self.t0, 1)},{inc},{len(threads)},"
                               f"{kinds['pw']},{kinds['pr']},{kinds['pm']},{kinds['other']},"
                               f"{sockets},{peers}\n")
         self.census_csv.flush()

@@ -417,15 +417,16 @@ fn dials_to_closed_ports_end_at_once_rather_than_at_the_utp_timeout() {
     // Ports that were just bound for TCP and UDP, now closed, on an
     // address of lo no other test binds (a test's socket taking one of
     // these ports on 127.0.0.1 and ignoring uTP would stall the dial).
-    let mut peers: Vec<SocketAddr> = (0..20)
-        .map(|_| {
-            let tcp = std::net::TcpListener::bind("127.0.0.77:0").unwrap();
-            let addr = tcp.local_addr().unwrap();
-            // The UDP twin too, where it is free (then both are closed).
-            drop(std::net::UdpSocket::bind(addr));
-            addr
-        })
+    // All held until the last is taken, so that no port comes twice.
+    let held: Vec<_> = (0..20)
+        .map(|_| std::net::TcpListener::bind("127.0.0.77:0").unwrap())
         .collect();
+    let mut peers: Vec<SocketAddr> = held.iter().map(|l| l.local_addr().unwrap()).collect();
+    drop(held);
+    for a in &peers {
+        // The UDP twin too, where it is free (then both are closed).
+        drop(std::net::UdpSocket::bind(a));
+    }
     peers.push(seed.local_addr());
     let mut cfg = SessionConfig {
         utp: true,

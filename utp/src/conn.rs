@@ -213,6 +213,8 @@ pub struct Connection {
     fin_acked: bool,
     last_send_us: u64,
     last_recv_us: u64,
+    /// When a data packet last came (ACKs of our own data do not count).
+    last_data_us: u64,
     half_open_since: Option<u64>,
     undo: Option<u16>,
     // receive side
@@ -247,7 +249,8 @@ const MIN_SPARE: usize = 64;
 /// never shrinks by itself: a daemon holding many connections that once
 /// downloaded fast would keep each one's peak.
 const RECV_KEEP: usize = 64 << 10;
-/// Without a packet from the peer for this long, with nothing waiting to
+/// Without a data packet from the peer for this long (ACKs of a
+/// connection that now only uploads do not count), with nothing waiting to
 /// be read, the receive buffer is given back down to [`RECV_KEEP`].
 const RECV_IDLE_US: u64 = 1_000_000;
 
@@ -302,6 +305,7 @@ impl Connection {
             fin_acked: false,
             last_send_us: now_us,
             last_recv_us: now_us,
+            last_data_us: now_us,
             half_open_since: None,
             undo: None,
             recv_buf: VecDeque::new(),
@@ -539,7 +543,7 @@ impl Connection {
         }
         if self.recv_buf.is_empty()
             && self.recv_buf.capacity() > RECV_KEEP
-            && now_us.saturating_sub(self.last_recv_us) >= RECV_IDLE_US
+            && now_us.saturating_sub(self.last_data_us) >= RECV_IDLE_US
         {
             self.recv_buf.shrink_to(RECV_KEEP);
         }
@@ -654,6 +658,7 @@ impl Connection {
         self.on_ack(h.ack_nr, p.sack, h.timestamp_diff_us, dup_candidate, now_us);
         match h.ty {
             PacketType::Data => {
+                self.last_data_us = now_us;
                 self.on_data(h.seq_nr, p.payload);
                 true
             }
@@ -866,6 +871,9 @@ mod tests {
         assert_eq!(read, 1000 * 1400);
         a.on_tick(now + RECV_IDLE_US / 2);
         assert!(a.recv_buf.capacity() >= 1000 * 1400, "given back too soon");
+        // The peer only acknowledges from now on (we would be uploading):
+        // that does not keep the buffer.
+        ack_up_to(&mut a, 100, now + RECV_IDLE_US - 1000, 4 << 20);
         a.on_tick(now + RECV_IDLE_US);
         assert!(
             a.recv_buf.capacity() <= 2 * RECV_KEEP,

@@ -57,7 +57,8 @@
 //!     }
 //!     mux.flush(); // once per drained batch: the deferred ACKs
 //!     // With bittern_utp::icmp::enable(&udp) on: when a read fails, and
-//!     // every second, icmp::drain(&udp, ...) into mux.handle_unreachable.
+//!     // every 250 ms (icmp::DRAIN_EVERY), icmp::drain(&udp, ...) into
+//!     // mux.handle_unreachable.
 //! }
 //! # }
 //! ```

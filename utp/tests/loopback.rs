@@ -154,27 +154,34 @@ fn connect_to_a_closed_port_is_refused_without_waiting_for_the_timeout() {
 #[cfg(target_os = "linux")]
 #[test]
 fn connects_are_refused_while_another_thread_sends_on_the_socket() {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let socket = UtpSocket::bind("127.0.0.1:0").unwrap();
     let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
     let sender = {
-        let (udp, to, stop) = (
-            socket.udp().clone(),
-            sink.local_addr().unwrap(),
-            stop.clone(),
-        );
+        let (udp, to) = (socket.udp().clone(), sink.local_addr().unwrap());
+        let (stop, sent) = (stop.clone(), sent.clone());
         thread::spawn(move || {
-            let (mut sent, mut failed) = (0u64, 0u64);
+            let mut failed = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 match bittern_utp::icmp::send_retrying(|| udp.send_to(b"d1:q4:ping", to)) {
-                    Ok(_) => sent += 1,
+                    Ok(_) => {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
                     Err(_) => failed += 1,
                 }
             }
-            (sent, failed)
+            failed
         })
     };
+    // The sender runs before the connects start (a loaded machine may not
+    // have scheduled it yet).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sent.load(Ordering::Relaxed) < 100 {
+        assert!(Instant::now() < deadline, "the sender never ran");
+        thread::sleep(Duration::from_millis(1));
+    }
     for _ in 0..10 {
         let closed = std::net::UdpSocket::bind("127.0.0.77:0")
             .unwrap()
@@ -186,8 +193,8 @@ fn connects_are_refused_while_another_thread_sends_on_the_socket() {
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
     }
     stop.store(true, Ordering::Relaxed);
-    let (sent, failed) = sender.join().unwrap();
-    assert!(sent > 0);
+    let failed = sender.join().unwrap();
+    let sent = sent.load(Ordering::Relaxed);
     assert_eq!(failed, 0, "{failed} of {} sends failed", sent + failed);
 }
 
