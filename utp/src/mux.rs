@@ -252,6 +252,14 @@ impl Shared {
         failed
     }
 
+    /// Drains the socket's "destination unreachable" reports into
+    /// [`handle_unreachable`](Self::handle_unreachable) (see [`crate::icmp`]).
+    pub(crate) fn drain_unreachable(&self) {
+        self.transmit.drain_unreachable(&mut |to, quote| {
+            self.handle_unreachable(to, quote);
+        });
+    }
+
     pub(crate) fn now_us(&self) -> u64 {
         self.epoch.elapsed().as_micros() as u64
     }
@@ -706,6 +714,11 @@ impl Multiplexer {
         *self.shared.on_drop.lock() = Some(f);
     }
 
+    /// See [`Shared::drain_unreachable`].
+    pub(crate) fn drain_unreachable(&self) {
+        self.shared.drain_unreachable();
+    }
+
     pub(crate) fn downgrade(&self) -> Weak<Shared> {
         Arc::downgrade(&self.shared)
     }
@@ -750,9 +763,7 @@ fn timer_loop(weak: Weak<Shared>, woken: &Receiver<()>, tick: Duration) {
         let mut lingering = false;
         if drained.elapsed() >= crate::icmp::DRAIN_EVERY {
             drained = std::time::Instant::now();
-            sh.transmit.drain_unreachable(&mut |to, quote| {
-                sh.handle_unreachable(to, quote);
-            });
+            sh.drain_unreachable();
         }
         sh.flush();
         cells.clear();

@@ -221,11 +221,7 @@ fn reader_loop(socket: &UdpSocket, weak: &Weak<Shared>, mut other: OtherHandler,
         // that came with it counts.
         if icmp && (failed || drained.elapsed() >= crate::icmp::DRAIN_EVERY) {
             drained = Instant::now();
-            crate::icmp::drain(socket, &mut |u| {
-                if u.refuses() {
-                    mux.handle_unreachable(u.to, u.quote());
-                }
-            });
+            mux.drain_unreachable();
         }
     }
 }
