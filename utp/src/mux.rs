@@ -107,9 +107,6 @@ impl<T: Transmit> Transmit for Arc<T> {
 
 /// Datagrams handed to the socket per `send_batch` call.
 const SEND_BATCH: usize = 64;
-/// Data packets of one connection in one run (one GRO read) that are
-/// acknowledged at once rather than at the end of the receive batch.
-const ACK_RUN: usize = 16;
 
 /// The packet in `d` when it is a uTP packet other than a SYN for
 /// connection `id`.
@@ -456,9 +453,12 @@ impl Multiplexer {
 
     /// Offers datagrams from one sender in arrival order, e.g. one UDP GRO
     /// read cut into its datagrams. Consecutive packets of one connection
-    /// are taken under one lock and answered by one round of sending; a run
-    /// that carried at least a window's worth of packets is acknowledged
-    /// and its reader woken at once, shorter ones at [`flush`](Self::flush).
+    /// are taken under one lock and answered by one round of sending. The
+    /// ACK and the reader's wake-up wait for [`flush`](Self::flush) at the
+    /// end of the receive batch, unless a quarter of the connection's
+    /// receive buffer arrived since its last ACK
+    /// ([`Connection::ack_overdue`](crate::Connection::ack_overdue)): then
+    /// both happen at once.
     /// Datagrams that are not uTP go to `other`.
     pub fn handle_run<'a>(
         &self,
@@ -488,14 +488,14 @@ impl Multiplexer {
                 continue;
             };
             let mut st = cell.state.lock();
-            let mut data = usize::from(st.conn.on_packet(&p, now));
+            st.conn.on_packet(&p, now);
             // The rest of the run for this connection, under the same lock.
             while let Some(q) = it.peek().and_then(|d| same_connection(d, id)) {
                 it.next();
-                data += usize::from(st.conn.on_packet(&q, now));
+                st.conn.on_packet(&q, now);
             }
             sh.pump_data(from, &mut st, now);
-            if data >= ACK_RUN {
+            if st.conn.ack_overdue() {
                 sh.pump(from, &mut st, now);
                 let wake_writer = st.conn.writer_should_wake();
                 let readable = st.conn.readable();

@@ -206,6 +206,7 @@ impl Connection {
         let sack = sack.filter(|m| packet::sack_ext_len(m.len()) <= room);
         if sack.is_some() || self.reorder.is_empty() {
             self.ack_needed = false;
+            self.unacked_bytes = 0;
         }
         let how = if sack.is_some() {
             packet::encode(&hdr, sack.as_deref(), &self.outq[i].buf[HEADER_LEN..], out);
@@ -252,6 +253,7 @@ impl Connection {
             return false;
         }
         self.ack_needed = false;
+        self.unacked_bytes = 0;
         let hdr = self.header(PacketType::State, self.seq_nr, now_us);
         let sack = self.sack_mask();
         packet::encode(&hdr, sack.as_deref(), &[], out);
