@@ -5,7 +5,9 @@
 //! [`UtpSocket`](crate::UtpSocket) for standalone use) hands each datagram to
 //! [`Multiplexer::handle_datagram`] and calls [`Multiplexer::flush`] when a
 //! receive batch is drained, which sends the deferred ACKs (one per
-//! connection per batch). Sending goes through a [`Transmit`], normally the
+//! connection per batch, unless one went out earlier: a quarter of the
+//! receive buffer arrived unacknowledged, the reader took data, a data
+//! packet carried it, or a timer tick). Sending goes through a [`Transmit`], normally the
 //! same `UdpSocket`, so replies leave from the port the peer talks to.
 //!
 //! A timer thread (`utp-timer`, one per multiplexer) runs retransmission,
@@ -448,7 +450,8 @@ impl Multiplexer {
     /// ([`looks_like_utp`]), so the caller can hand it to the DHT or the
     /// tracker client; true when it was taken (even if then dropped as
     /// malformed or unknown). Streams waiting for what it brought are woken
-    /// by [`flush`](Self::flush), once per receive batch.
+    /// by [`flush`](Self::flush), once per receive batch (at once when an
+    /// ACK is overdue, see [`handle_run`](Self::handle_run)).
     pub fn handle_datagram(&self, from: SocketAddr, datagram: &[u8]) -> bool {
         if !looks_like_utp(datagram) {
             return false;

@@ -196,7 +196,7 @@ impl Read for &UtpStream {
             let n = st.conn.read(buf);
             if n > 0 {
                 let now = h.shared.now_us();
-                h.shared.pump(h.cell.peer, &mut st, now); // window update, if owed
+                h.shared.pump(h.cell.peer, &mut st, now); // an owed ACK or window update
                 return Ok(n);
             }
             if let Some(f) = st.conn.failure() {

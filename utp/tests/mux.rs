@@ -318,8 +318,9 @@ fn acks_go_out_once_per_batch_or_at_once_after_a_quarter_of_the_window() {
     let mux = Multiplexer::new(rec.clone(), None, cfg).unwrap();
     let peer = addr(3);
     let mut s = accepted(&mux, &rec, peer);
-    // The round the timer runs when woken by the new connection is over.
-    std::thread::sleep(Duration::from_millis(200));
+    // The round the timer runs when woken by the new connection is over
+    // (no hook tells when; a second is ample).
+    std::thread::sleep(Duration::from_secs(1));
     rec.0.lock().unwrap().clear();
     let data = |seq: u16, len: usize| {
         let h = Packet::decode(&packet(PacketType::Data, 11, seq))
@@ -341,19 +342,39 @@ fn acks_go_out_once_per_batch_or_at_once_after_a_quarter_of_the_window() {
     assert_eq!(acks(&rec), [] as [u16; 0], "no ACK before the batch ends");
     mux.flush();
     assert_eq!(acks(&rec), [5], "one ACK for the batch");
-    // 5 KiB in one run: a quarter of the buffer, acknowledged at once.
+    // A reader waiting for more than has come: the 4 KiB are there.
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reader = s.try_clone().unwrap();
+    let (read_tx, read_rx) = std::sync::mpsc::channel();
+    let waiting = std::thread::spawn(move || {
+        let mut got = vec![0u8; 9 * 1000];
+        let r = std::io::Read::read_exact(&mut reader, &mut got);
+        read_tx.send(r.map(|()| got)).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(read_rx.try_recv().is_err(), "the reader waits for the rest");
+    // 5 KiB in one run: a quarter of the buffer, acknowledged at once, and
+    // the reader woken at once (no flush follows before it has read it).
     run(6..11);
     assert_eq!(acks(&rec), [5, 10], "acked before the batch ends");
+    let got = read_rx
+        .recv_timeout(Duration::from_secs(4))
+        .unwrap()
+        .unwrap();
+    assert!(got.iter().all(|&b| b == b'x'));
+    waiting.join().unwrap();
+    // Reading 5 KiB opened the window by more than a quarter: the reader
+    // sent a window update (ACK 10 again). The batch's end adds nothing.
+    assert_eq!(acks(&rec), [5, 10, 10], "the reader's window update");
     mux.flush();
-    assert_eq!(acks(&rec), [5, 10], "and not again at its end");
+    assert_eq!(acks(&rec), [5, 10, 10], "nothing owed at the batch's end");
     // Single datagrams are acknowledged together, not one by one.
     for seq in 11..21 {
         assert!(mux.handle_datagram(peer, &data(seq, 2)));
     }
     mux.flush();
-    assert_eq!(acks(&rec), [5, 10, 20], "one ACK for the batch");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut got = vec![0u8; 9 * 1000 + 10 * 2];
+    assert_eq!(acks(&rec), [5, 10, 10, 20], "one ACK for the batch");
+    let mut got = vec![0u8; 10 * 2];
     std::io::Read::read_exact(&mut s, &mut got).unwrap();
     assert!(got.iter().all(|&b| b == b'x'));
 }
