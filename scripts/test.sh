@@ -2,7 +2,8 @@
 # Runs bittern's whole test suite on a fresh Debian machine.
 #
 # Installs the real BitTorrent tools the interop tests drive (libtorrent's
-# Python bindings, mktorrent, transmission-cli, aria2, ctorrent, opentracker),
+# Python bindings, mktorrent, transmission-cli, transmission-daemon, aria2,
+# ctorrent, opentracker),
 # nginx-light (the web-seed tests) and headless chromium with
 # chromedriver (the daemon's web page test), iproute2 (the LSD and
 # shaped-link uTP tests' network namespace, tc) and nftables (random loss
@@ -18,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(python3-libtorrent mktorrent transmission-cli aria2 ctorrent opentracker python3-venv nginx-light chromium chromium-driver iproute2 nftables)
+packages=(python3-libtorrent mktorrent transmission-cli transmission-daemon aria2 ctorrent opentracker python3-venv nginx-light chromium chromium-driver iproute2 nftables)
 bash scripts/ensure-packages.sh "${packages[@]}"
 
 venv=target/interop-venv
