@@ -180,6 +180,7 @@ impl Session {
             upload: Arc::new(RateLimiter::new(config.upload_limit)),
             download: Arc::new(RateLimiter::new(config.download_limit)),
             connections: Arc::default(),
+            dialing: Arc::default(),
             port,
             listen_addrs: addrs.clone(),
             external_ips: Mutex::new(Vec::new()),
@@ -577,6 +578,12 @@ impl Session {
     /// Live peer connections across all torrents.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// Outgoing connections still being opened (dialling or handshaking),
+    /// across all torrents: at most `SessionConfig::max_half_open`.
+    pub fn half_open(&self) -> usize {
+        self.shared.dialing.load(Ordering::Relaxed)
     }
 }
 

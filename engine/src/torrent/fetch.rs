@@ -569,6 +569,8 @@ impl MetadataFetch {
             && self.peers.len() < max
             && self.setup.session.connections.load(Ordering::Relaxed)
                 < self.setup.session.config.max_connections
+            && self.setup.session.dialing.load(Ordering::Relaxed)
+                < self.setup.session.config.max_half_open
         {
             tries -= 1;
             let Some(addr) = self.candidates.pop_front() else {
@@ -600,7 +602,10 @@ impl MetadataFetch {
         let outgoing = matches!(origin, Origin::Outgoing(_));
         let (tx, rx) = bounded(64);
         let socket = Arc::new(SocketSlot::default());
-        let conn = Connection::new(self.setup.session.connections.clone(), socket.clone());
+        let mut conn = Connection::new(self.setup.session.connections.clone(), socket.clone());
+        if outgoing {
+            conn = conn.dialing(self.setup.session.dialing.clone());
+        }
         let ctx = MetaContext {
             torrent: self.setup.id,
             key,

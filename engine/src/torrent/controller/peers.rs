@@ -383,11 +383,15 @@ impl Controller {
         }
         let max_peers = self.session.config.max_peers_per_torrent;
         let max_connections = self.session.config.max_connections;
+        let max_half_open = self.session.config.max_half_open;
         let now = Instant::now();
         let mut tries = swarm!(self).candidates.len();
+        // Addresses left when the half-open bound stops us are dialled at a
+        // later turn (the tick runs while candidates wait, see `timers`).
         while tries > 0
             && self.peers.len() < max_peers
             && self.session.connections.load(Ordering::Relaxed) < max_connections
+            && self.session.dialing.load(Ordering::Relaxed) < max_half_open
         {
             tries -= 1;
             let Some((addr, source)) = swarm!(self).candidates.pop() else {
@@ -480,7 +484,10 @@ impl Controller {
         let (tx, rx) = bounded(PEER_COMMAND_QUEUE);
         let stats = Arc::new(PeerStats::default());
         let socket = Arc::new(SocketSlot::default());
-        let conn = Connection::new(self.session.connections.clone(), socket.clone());
+        let mut conn = Connection::new(self.session.connections.clone(), socket.clone());
+        if matches!(origin, Origin::Outgoing(_)) {
+            conn = conn.dialing(self.session.dialing.clone());
+        }
         // A super-seeder never says `upload_only` (BEP 21): libtorrent
         // drops an upload-only peer whenever it is not interested, which it
         // is between two revealed pieces.
