@@ -559,7 +559,7 @@ impl MetadataFetch {
 
     // ---- peers --------------------------------------------------------
 
-    fn connect_more(&mut self) {
+    pub(crate) fn connect_more(&mut self) {
         if self.paused || self.finished || !self.started {
             return;
         }
@@ -569,8 +569,6 @@ impl MetadataFetch {
             && self.peers.len() < max
             && self.setup.session.connections.load(Ordering::Relaxed)
                 < self.setup.session.config.max_connections
-            && self.setup.session.dialing.load(Ordering::Relaxed)
-                < self.setup.session.config.max_half_open
         {
             tries -= 1;
             let Some(addr) = self.candidates.pop_front() else {
@@ -582,6 +580,11 @@ impl MetadataFetch {
                 || self.setup.session.blocked(addr.ip())
             {
                 continue;
+            }
+            if !self.setup.session.half_open.turn(self.setup.id) {
+                // The session's half-open bound (see `halfopen`).
+                self.candidates.push_front(addr);
+                break;
             }
             self.spawn_peer(Origin::Outgoing(addr), addr, false);
         }
@@ -604,7 +607,7 @@ impl MetadataFetch {
         let socket = Arc::new(SocketSlot::default());
         let mut conn = Connection::new(self.setup.session.connections.clone(), socket.clone());
         if outgoing {
-            conn = conn.dialing(self.setup.session.dialing.clone());
+            conn = conn.dialing(self.setup.session.half_open.count.clone());
         }
         let ctx = MetaContext {
             torrent: self.setup.id,

@@ -377,21 +377,17 @@ impl Controller {
         self.connect_more();
     }
 
-    pub(super) fn connect_more(&mut self) {
+    pub(crate) fn connect_more(&mut self) {
         if !self.running() {
             return;
         }
         let max_peers = self.session.config.max_peers_per_torrent;
         let max_connections = self.session.config.max_connections;
-        let max_half_open = self.session.config.max_half_open;
         let now = Instant::now();
         let mut tries = swarm!(self).candidates.len();
-        // Addresses left when the half-open bound stops us are dialled at a
-        // later turn (the tick runs while candidates wait, see `timers`).
         while tries > 0
             && self.peers.len() < max_peers
             && self.session.connections.load(Ordering::Relaxed) < max_connections
-            && self.session.dialing.load(Ordering::Relaxed) < max_half_open
         {
             tries -= 1;
             let Some((addr, source)) = swarm!(self).candidates.pop() else {
@@ -411,6 +407,12 @@ impl Controller {
             if self.session.blocked(addr.ip()) {
                 // Whatever found it (tracker, PEX, DHT, LSD, x.pe).
                 continue;
+            }
+            if !self.session.half_open.turn(self.id) {
+                // The session's half-open bound: the controller thread
+                // gives us a turn when a slot frees (see `halfopen`).
+                swarm!(self).candidates.requeue(addr, source);
+                break;
             }
             self.spawn_peer(Origin::Outgoing(addr), addr);
         }
@@ -486,7 +488,7 @@ impl Controller {
         let socket = Arc::new(SocketSlot::default());
         let mut conn = Connection::new(self.session.connections.clone(), socket.clone());
         if matches!(origin, Origin::Outgoing(_)) {
-            conn = conn.dialing(self.session.dialing.clone());
+            conn = conn.dialing(self.session.half_open.count.clone());
         }
         // A super-seeder never says `upload_only` (BEP 21): libtorrent
         // drops an upload-only peer whenever it is not interested, which it
