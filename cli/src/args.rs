@@ -173,6 +173,11 @@ pub struct PeerArgs {
     /// Most peer connections per torrent.
     #[arg(long, value_name = "N", default_value_t = 80)]
     pub max_peers: usize,
+    /// Most outgoing connections being opened at once (dialling and
+    /// handshaking), across all torrents; more addresses wait their turn.
+    #[arg(long, value_name = "N", default_value_t = 50,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_half_open: usize,
     /// Find peers on the local network by Local Service Discovery (BEP 14
     /// multicast on 239.192.152.143:6771; never for private torrents).
     #[arg(long, overrides_with = "no_lsd")]

@@ -81,6 +81,7 @@ fn session_config(common: &PeerArgs, download_limit: Option<u64>) -> anyhow::Res
         upload_limit: common.upload_limit,
         download_limit,
         max_peers_per_torrent: common.max_peers,
+        max_half_open: common.max_half_open,
         web_seeds: !common.no_web_seeds,
         lsd: (common.lsd && !common.no_lsd).then(|| {
             // The interface follows the listen address (see SessionConfig).

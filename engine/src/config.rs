@@ -30,6 +30,14 @@ pub struct SessionConfig {
     pub max_connections: usize,
     /// Upper bound on connections of one torrent.
     pub max_peers_per_torrent: usize,
+    /// Upper bound on outgoing connections still being opened (dialling,
+    /// encryption and BitTorrent handshakes), across all torrents. Dials to
+    /// addresses that never answer (gone peers handed out by the DHT or
+    /// PEX, firewalls that drop) each hold a thread for the connect timeout;
+    /// this bounds them, and the burst of SYNs a session with many
+    /// addresses sends at once. Further addresses wait their turn (0: no
+    /// outgoing connections at all).
+    pub max_half_open: usize,
     /// Upper bound on files held open (and mapped) at once, for all torrents.
     pub max_open_files: usize,
     /// Threads of the SHA-1 verification pool (0: one per core).
@@ -158,6 +166,7 @@ impl Default for SessionConfig {
             download_limit: None,
             max_connections: 500,
             max_peers_per_torrent: 80,
+            max_half_open: 50,
             max_open_files: bittern_storage::DEFAULT_MAX_OPEN,
             hash_threads: 0,
             peer_id_prefix: b"-BT0100-".to_vec(),

@@ -39,6 +39,7 @@ mod config;
 mod dht;
 mod error;
 mod fasthash;
+mod halfopen;
 mod handshake;
 mod hashpool;
 mod inline_hash;

@@ -486,18 +486,45 @@ impl SocketSlot {
 pub(crate) struct Connection {
     count: Arc<AtomicUsize>,
     socket: Arc<SocketSlot>,
+    /// The session's half-open count, for an outgoing connection until
+    /// its handshake is done (`handshaken`) or it ends.
+    dialing: Option<Arc<AtomicUsize>>,
+    handshaken: std::sync::atomic::AtomicBool,
 }
 
 impl Connection {
     /// Counts a new connection in `count`.
     pub(crate) fn new(count: Arc<AtomicUsize>, socket: Arc<SocketSlot>) -> Self {
         count.fetch_add(1, Ordering::Relaxed);
-        Connection { count, socket }
+        Connection {
+            count,
+            socket,
+            dialing: None,
+            handshaken: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Counts it in `dialing` too (an outgoing connection) until
+    /// [`handshaken`](Self::handshaken) or its end.
+    pub(crate) fn dialing(mut self, dialing: Arc<AtomicUsize>) -> Self {
+        dialing.fetch_add(1, Ordering::Relaxed);
+        self.dialing = Some(dialing);
+        self
+    }
+
+    /// The connection is open (handshakes exchanged): no longer half-open.
+    pub(crate) fn handshaken(&self) {
+        if let Some(d) = &self.dialing {
+            if !self.handshaken.swap(true, Ordering::Relaxed) {
+                d.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        self.handshaken();
         self.socket.cut();
         self.count.fetch_sub(1, Ordering::Relaxed);
     }
@@ -521,7 +548,7 @@ pub(crate) fn spawn(
         };
         // Dropped before `guard`: the count is back before `Gone` is sent.
         let conn = conn;
-        let result = run(&ctx, origin, &commands, &conn.socket);
+        let result = run(&ctx, origin, &commands, &conn);
         guard.reason = Some(match result {
             Ok(()) => PeerError::Closed,
             Err(e) => e,
@@ -552,7 +579,7 @@ fn run(
     ctx: &PeerContext,
     origin: Origin,
     commands: &Receiver<PeerCommand>,
-    socket: &SocketSlot,
+    conn: &Connection,
 ) -> Result<(), PeerError> {
     let Opened {
         mut stream,
@@ -566,8 +593,9 @@ fn run(
         ctx.encryption,
         &ctx.dial,
         origin,
-        socket,
+        &conn.socket,
     )?;
+    conn.handshaken();
     let t = &ctx.timing;
     let addr = stream.socket().peer_addr()?;
     let fast = theirs.supports_fast();

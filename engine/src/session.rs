@@ -127,7 +127,8 @@ impl Session {
             .build()
             .map_err(|e| Error::Spawn(std::io::Error::other(e)))?;
         let running = Arc::new(AtomicUsize::new(0));
-        let (central, commands, links) = Central::new(running.clone());
+        let half_open = Arc::new(crate::halfopen::HalfOpen::new(config.max_half_open));
+        let (central, commands, links) = Central::new(running.clone(), half_open.clone());
         let dht = match &config.dht {
             Some(settings) => {
                 // The first UDP socket of each address family runs a node.
@@ -180,6 +181,7 @@ impl Session {
             upload: Arc::new(RateLimiter::new(config.upload_limit)),
             download: Arc::new(RateLimiter::new(config.download_limit)),
             connections: Arc::default(),
+            half_open,
             port,
             listen_addrs: addrs.clone(),
             external_ips: Mutex::new(Vec::new()),
@@ -577,6 +579,12 @@ impl Session {
     /// Live peer connections across all torrents.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// Outgoing connections still being opened (dialling or handshaking),
+    /// across all torrents: at most `SessionConfig::max_half_open`.
+    pub fn half_open(&self) -> usize {
+        self.shared.half_open.count.load(Ordering::Relaxed)
     }
 }
 

@@ -6,6 +6,7 @@ mod e2e;
 mod encryption;
 mod fake;
 mod faults;
+mod half_open;
 mod hostile;
 mod hybrid_swarm;
 mod hybridpad;

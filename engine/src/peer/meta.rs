@@ -113,6 +113,7 @@ fn run(
         origin,
         &conn.socket,
     )?;
+    conn.handshaken();
     let addr = stream.socket().peer_addr()?;
     let fast = theirs.supports_fast();
     if !theirs.supports_extended() {

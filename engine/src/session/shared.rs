@@ -49,6 +49,9 @@ pub(crate) struct SessionShared {
     /// Live peer connections across all torrents (each peer thread holds a
     /// `peer::Connection` that counts itself here).
     pub connections: Arc<AtomicUsize>,
+    /// Of those, outgoing ones not yet past the handshake, bounded by
+    /// `config.max_half_open`, and the torrents waiting for a turn to dial.
+    pub half_open: Arc<crate::halfopen::HalfOpen>,
     /// The port we listen on, announced to trackers.
     pub port: u16,
     /// Every address we listen on (on `port`): a candidate that is one of

@@ -129,6 +129,9 @@ pub(crate) struct Central {
     sources: Receiver<(TorrentId, Vec<SocketAddr>)>,
     /// [`Ctl::Exit`] was handled (possibly while draining commands).
     exiting: bool,
+    /// Slots for outgoing connections being opened, handed to the torrents
+    /// waiting for one after every event (`grant_dial_turns`).
+    half_open: Arc<crate::halfopen::HalfOpen>,
     /// How many torrents and fetches the thread holds, for
     /// [`Session::held`](crate::Session::held).
     running: Arc<AtomicUsize>,
@@ -136,7 +139,10 @@ pub(crate) struct Central {
 
 impl Central {
     /// The controller's state and the senders that feed it.
-    pub(crate) fn new(running: Arc<AtomicUsize>) -> (Central, Sender<Ctl>, Links) {
+    pub(crate) fn new(
+        running: Arc<AtomicUsize>,
+        half_open: Arc<crate::halfopen::HalfOpen>,
+    ) -> (Central, Sender<Ctl>, Links) {
         let (ctl_tx, ctl_rx) = bounded(COMMAND_QUEUE);
         let (peer_tx, peer_rx) = bounded(PEER_QUEUE);
         let (done_tx, done_rx) = bounded(DONE_QUEUE);
@@ -150,6 +156,7 @@ impl Central {
             done: done_rx,
             sources: source_rx,
             exiting: false,
+            half_open,
             running,
         };
         let links = Links(std::sync::Arc::new(Senders {
@@ -196,11 +203,28 @@ impl Central {
                 }
                 recv(timer) -> _ => self.on_timers(),
             }
+            self.grant_dial_turns();
             self.running
                 .store(self.torrents.len() + self.fetches.len(), Ordering::Relaxed);
             if self.exiting {
                 return;
             }
+        }
+    }
+
+    /// Gives each slot for a connection being opened that is free to the
+    /// torrent waiting longest for one (see `halfopen`): it dials now
+    /// rather than at its next tick, before any other torrent may. One
+    /// that does not take its turn leaves the queue. Each round takes a
+    /// slot or shortens the queue, so this ends.
+    fn grant_dial_turns(&mut self) {
+        while let Some(id) = self.half_open.next_turn() {
+            if self.fetches.contains_key(&id) {
+                self.with_fetch(id, MetadataFetch::connect_more);
+            } else {
+                self.with(id, Controller::connect_more);
+            }
+            self.half_open.pass(id);
         }
     }
 

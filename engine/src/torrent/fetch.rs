@@ -559,7 +559,7 @@ impl MetadataFetch {
 
     // ---- peers --------------------------------------------------------
 
-    fn connect_more(&mut self) {
+    pub(crate) fn connect_more(&mut self) {
         if self.paused || self.finished || !self.started {
             return;
         }
@@ -581,6 +581,11 @@ impl MetadataFetch {
             {
                 continue;
             }
+            if !self.setup.session.half_open.turn(self.setup.id) {
+                // The session's half-open bound (see `halfopen`).
+                self.candidates.push_front(addr);
+                break;
+            }
             self.spawn_peer(Origin::Outgoing(addr), addr, false);
         }
         self.arm_tick();
@@ -600,7 +605,10 @@ impl MetadataFetch {
         let outgoing = matches!(origin, Origin::Outgoing(_));
         let (tx, rx) = bounded(64);
         let socket = Arc::new(SocketSlot::default());
-        let conn = Connection::new(self.setup.session.connections.clone(), socket.clone());
+        let mut conn = Connection::new(self.setup.session.connections.clone(), socket.clone());
+        if outgoing {
+            conn = conn.dialing(self.setup.session.half_open.count.clone());
+        }
         let ctx = MetaContext {
             torrent: self.setup.id,
             key,

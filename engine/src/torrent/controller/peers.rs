@@ -377,7 +377,7 @@ impl Controller {
         self.connect_more();
     }
 
-    pub(super) fn connect_more(&mut self) {
+    pub(crate) fn connect_more(&mut self) {
         if !self.running() {
             return;
         }
@@ -407,6 +407,12 @@ impl Controller {
             if self.session.blocked(addr.ip()) {
                 // Whatever found it (tracker, PEX, DHT, LSD, x.pe).
                 continue;
+            }
+            if !self.session.half_open.turn(self.id) {
+                // The session's half-open bound: the controller thread
+                // gives us a turn when a slot frees (see `halfopen`).
+                swarm!(self).candidates.requeue(addr, source);
+                break;
             }
             self.spawn_peer(Origin::Outgoing(addr), addr);
         }
@@ -480,7 +486,10 @@ impl Controller {
         let (tx, rx) = bounded(PEER_COMMAND_QUEUE);
         let stats = Arc::new(PeerStats::default());
         let socket = Arc::new(SocketSlot::default());
-        let conn = Connection::new(self.session.connections.clone(), socket.clone());
+        let mut conn = Connection::new(self.session.connections.clone(), socket.clone());
+        if matches!(origin, Origin::Outgoing(_)) {
+            conn = conn.dialing(self.session.half_open.count.clone());
+        }
         // A super-seeder never says `upload_only` (BEP 21): libtorrent
         // drops an upload-only peer whenever it is not interested, which it
         // is between two revealed pieces.
