@@ -7,8 +7,9 @@
 //! receive batch is drained, which sends the deferred ACKs (one per
 //! connection per batch, unless one went out earlier: a quarter of the
 //! receive buffer arrived unacknowledged, the reader took data, a data
-//! packet carried it, or a timer tick). Sending goes through a [`Transmit`], normally the
-//! same `UdpSocket`, so replies leave from the port the peer talks to.
+//! packet carried it, or a timer tick). Sending goes through a
+//! [`Transmit`], normally the same `UdpSocket`, so replies leave from the
+//! port the peer talks to.
 //!
 //! A timer thread (`utp-timer`, one per multiplexer) runs retransmission,
 //! keep-alive and idle timers every few milliseconds while connections
